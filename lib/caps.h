@@ -25,6 +25,11 @@
 #define LY_KEY_DER_MAX (8 * 1024)
 /* A CSR's DER. */
 #define LY_CSR_DER_MAX (8 * 1024)
+/* RSA modulus size accepted in keys, CSRs and certificates (verify cost). */
+#define LY_RSA_BITS_MAX 8192
+/* DNS SANs in one CSR or SVID, and one DNS name (RFC 1035: 253 bytes). */
+#define LY_DNS_NAMES_MAX 32
+#define LY_DNS_NAME_MAX 253
 
 /* JWT-SVID: the compact token, its decoded header and its decoded claims. */
 #define LY_JWT_MAX (16 * 1024)
@@ -44,10 +49,40 @@
 /* A configuration file. */
 #define LY_CONFIG_FILE_MAX (1024 * 1024)
 #define LY_CONFIG_ENTRIES_MAX 1024
-#define LY_CONFIG_DEPTH_MAX 4
+#define LY_CONFIG_DEPTH_MAX 6
 #define LY_CONFIG_VALUE_MAX 4096
+/* A configuration key as a dotted path ("server.node_attestors.k8s_psat.cluster"). */
+#define LY_CONFIG_KEY_MAX 256
 
 /* One log line, after formatting. */
 #define LY_LOG_LINE_MAX 2048
+
+/* Trust bundles held at once (ours and federated ones), and one JWK's
+ * base64url RSA exponent in bytes (RSA_MAX_PUBEXP_BITS is 64). */
+#define LY_BUNDLE_SET_MAX 1024
+#define LY_JWK_RSA_E_MAX 8
+
+/*
+ * Registration entries (SPEC §1, §5, §6): one selector "type:value" in all,
+ * and the selectors one entry (or one attested agent) may hold.
+ */
+#define LY_SELECTOR_MAX 1024
+#define LY_SELECTORS_MAX 64
+/*
+ * SVID TTLs an entry may ask for, in seconds (0 means the server default of
+ * SPEC §7). X.509 up to 30 days; JWT up to 1 day, since a JWT-SVID is a
+ * bearer token that cannot be revoked before it expires.
+ */
+#define LY_X509_SVID_TTL_MAX (30 * 24 * 60 * 60)
+#define LY_JWT_SVID_TTL_MAX (24 * 60 * 60)
+/* An entry's DNS names go into its SVIDs: LY_DNS_NAMES_MAX and LY_DNS_NAME_MAX above. */
+/* An entry ID ([A-Za-z0-9._-]) and an entry's hint. */
+#define LY_ENTRY_ID_MAX 64
+#define LY_ENTRY_HINT_MAX 255
+/* A join token (SPEC §6). */
+#define LY_JOIN_TOKEN_MAX 256
+/* The datastore's CA state: one name, one value. */
+#define LY_CA_STATE_NAME_MAX 128
+#define LY_CA_STATE_MAX (1024 * 1024)
 
 #endif /* LANYARD_CAPS_H */

@@ -26,7 +26,7 @@ ly_status_str(ly_status code)
 	return "unknown";
 }
 
-static void
+LY_PRINTF(3, 0) static void
 error_vset(struct ly_error *err, ly_status code, const char *fmt, va_list ap)
 {
 	err->code = code;
