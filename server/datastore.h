@@ -1,0 +1,381 @@
+/*
+ * datastore.h: the server's persistent state, behind a table of operations
+ * so that back ends can be swapped (SQLite now, PostgreSQL later; SPEC §7).
+ *
+ * What it holds:
+ *  - registration entries (lib/entry.h, SPEC §1), with a store-wide
+ *    revision number and a change log so that agents can sync by delta;
+ *  - join tokens (SPEC §6), stored only as SHA-256(token), single use;
+ *  - attested agents (SPEC §2 `agent list/show/evict/ban`);
+ *  - the CA's state, an opaque name -> bytes map.
+ *
+ * Rules every back end keeps:
+ *  - Each operation is one transaction: it is applied whole or not at all,
+ *    and once it returns LY_OK the change is durable (survives kill -9 and,
+ *    for SQLite, power loss: synchronous=FULL).
+ *  - The revision is a counter of acknowledged writes: every operation that
+ *    changes anything (entries, tokens, agents, CA state) raises it by one;
+ *    one that changes nothing (a refusal, a prune that found nothing,
+ *    pruning the entry change log, which is history) leaves it. It never
+ *    goes back, survives restarts, and an entry's `revision` is the store
+ *    revision of its last create or update.
+ *  - Entries are validated with ly_entry_validate(entry, NULL, ...) before
+ *    they are stored (the trust domain is the server's business), so the
+ *    store never holds an invalid entry; duplicates (same spiffe_id,
+ *    parent_id and selector set, ly_entry_same_identity) and a duplicate
+ *    entry_id are refused with LY_E_INVALID "entry already exists".
+ *  - Missing things are LY_E_NOT_FOUND; back-end failures are LY_E_IO with
+ *    the back end's own message kept in the error.
+ *
+ * Ownership: a datastore is a heap object made by its back end's open
+ * function and freed by ly_datastore_close. Every entry, agent, list and
+ * buffer returned is owned by the caller: entries with ly_entry_free (or
+ * ly_entry_list_cleanup), agents with ly_agent_free / ly_agent_list_cleanup,
+ * changes with ly_entry_changes_cleanup, CA state with ly_buf_free_secret
+ * (it may hold key material), a returned SPIFFE ID string with free().
+ * Inputs are never retained. A datastore is not thread-safe: one thread
+ * uses it, or the caller serializes calls.
+ */
+#ifndef LANYARD_SERVER_DATASTORE_H
+#define LANYARD_SERVER_DATASTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "lib/entry.h"
+#include "lib/error.h"
+
+struct ly_datastore;
+
+/* How ly_entry_filter.selectors is compared with an entry's selectors. */
+enum ly_selector_match {
+	/* The entry's selectors are all among the filter's: what a workload with
+	 * these attested selectors is entitled to (ly_selectors_match). */
+	LY_MATCH_SUBSET = 0,
+	/* The entry holds every filter selector (and maybe more): `entry show -selector`. */
+	LY_MATCH_SUPERSET,
+	/* The same set. */
+	LY_MATCH_EXACT,
+};
+
+/* Filters of entry_list; NULL / 0 fields do not filter. All given filters apply. */
+struct ly_entry_filter {
+	const char *spiffe_id;
+	const char *parent_id;
+	const struct ly_selector *selectors;
+	size_t n_selectors;
+	enum ly_selector_match match;
+};
+
+enum ly_entry_op {
+	LY_ENTRY_CREATED = 1,
+	LY_ENTRY_UPDATED = 2,
+	LY_ENTRY_DELETED = 3,
+};
+
+/* One entry's latest change after a revision. */
+struct ly_entry_change {
+	int64_t revision;      /* the store revision of that change */
+	enum ly_entry_op op;   /* the latest op on that entry_id */
+	char *entry_id;
+	struct ly_entry *entry; /* the entry now; NULL when op is LY_ENTRY_DELETED */
+};
+
+struct ly_entry_changes {
+	struct ly_entry_change *items; /* ordered by revision */
+	size_t n;
+	int64_t revision; /* the store revision these changes bring the caller to */
+	/* true when `since` is older than the retained change log (or newer than
+	 * the store: a different or restored database): the caller must reload
+	 * everything with entry_list instead. `items` is empty then. */
+	bool resync;
+};
+
+#define LY_ENTRY_CHANGES_INIT { NULL, 0, 0, false }
+
+void ly_entry_changes_cleanup(struct ly_entry_changes *changes);
+
+/* An attested agent (node). */
+struct ly_agent {
+	char *spiffe_id;
+	char *attestation_type; /* "join_token", "k8s_psat", "x509pop" */
+	char *serial_number;    /* current SVID's serial, lower-case hex; "" if none */
+	int64_t svid_expires_at; /* Unix seconds; 0 if none */
+	bool banned;
+	struct ly_selector *selectors; /* node selectors from attestation */
+	size_t n_selectors;
+	int64_t created_at; /* set by the datastore: first attestation */
+	int64_t updated_at; /* set by the datastore: last upsert or ban change */
+};
+
+struct ly_agent_list {
+	struct ly_agent **items;
+	size_t n;
+};
+
+#define LY_AGENT_LIST_INIT { NULL, 0 }
+
+void ly_agent_free(struct ly_agent *agent);
+void ly_agent_list_cleanup(struct ly_agent_list *list);
+
+/*
+ * The operations table a back end provides. Callers use the ly_datastore_*
+ * wrappers below, which document each operation.
+ */
+struct ly_datastore_ops {
+	const char *name; /* "sqlite" */
+	void (*close)(struct ly_datastore *ds);
+	ly_status (*revision)(struct ly_datastore *ds, int64_t *out, struct ly_error *err);
+
+	ly_status (*entry_create)(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err);
+	ly_status (*entry_get)(struct ly_datastore *ds, const char *entry_id, struct ly_entry **out,
+	    struct ly_error *err);
+	ly_status (*entry_update)(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err);
+	ly_status (*entry_delete)(struct ly_datastore *ds, const char *entry_id, struct ly_entry **deleted,
+	    struct ly_error *err);
+	ly_status (*entry_list)(struct ly_datastore *ds, const struct ly_entry_filter *filter,
+	    struct ly_entry_list *out, struct ly_error *err);
+	ly_status (*entry_changes_since)(struct ly_datastore *ds, int64_t since, struct ly_entry_changes *out,
+	    struct ly_error *err);
+	ly_status (*entry_changes_prune)(struct ly_datastore *ds, int64_t up_to, struct ly_error *err);
+
+	ly_status (*token_create)(struct ly_datastore *ds, const char *token, const char *spiffe_id,
+	    int64_t expires_at, struct ly_error *err);
+	ly_status (*token_consume)(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
+	    struct ly_error *err);
+	ly_status (*token_prune)(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err);
+
+	ly_status (*agent_upsert)(struct ly_datastore *ds, const struct ly_agent *agent, struct ly_error *err);
+	ly_status (*agent_get)(struct ly_datastore *ds, const char *spiffe_id, struct ly_agent **out,
+	    struct ly_error *err);
+	ly_status (*agent_list)(struct ly_datastore *ds, struct ly_agent_list *out, struct ly_error *err);
+	ly_status (*agent_delete)(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err);
+	ly_status (*agent_set_banned)(struct ly_datastore *ds, const char *spiffe_id, bool banned,
+	    struct ly_error *err);
+
+	ly_status (*ca_state_put)(struct ly_datastore *ds, const char *name, const uint8_t *data, size_t len,
+	    struct ly_error *err);
+	ly_status (*ca_state_get)(struct ly_datastore *ds, const char *name, struct ly_buf *out,
+	    struct ly_error *err);
+	ly_status (*ca_state_delete)(struct ly_datastore *ds, const char *name, struct ly_error *err);
+};
+
+/* Every back end's handle starts with this. */
+struct ly_datastore {
+	const struct ly_datastore_ops *ops;
+};
+
+/* ---- SQLite back end ---- */
+
+/* The schema version this build writes; a newer database is refused. */
+#define LY_DATASTORE_SQLITE_SCHEMA 1
+
+/*
+ * Opens (creating if absent) the SQLite database at `path` (the server uses
+ * <dataDir>/datastore.sqlite3) and brings its schema up to date in one
+ * transaction. The file is created 0600 (a group/other bit on an existing
+ * file is removed); symlinks are refused. WAL journal, synchronous=FULL,
+ * foreign keys on, secure_delete on, a 5 s busy timeout.
+ * Refused: a file that is not a SQLite database or is corrupt (LY_E_IO),
+ * a schema newer than this build (LY_E_UNSUPPORTED, "datastore schema N is
+ * newer than this lanyard-server (M): upgrade").
+ */
+ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, struct ly_error *err)
+    LY_MUST_CHECK;
+
+/* ---- operations ---- */
+
+/* Closes and frees; NULL is allowed. */
+static inline void
+ly_datastore_close(struct ly_datastore *ds)
+{
+	if (ds != NULL)
+		ds->ops->close(ds);
+}
+
+/* The store-wide revision (0 for a new store). */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
+{
+	return ds->ops->revision(ds, out, err);
+}
+
+/*
+ * Validates and stores a new entry. An empty entry_id is replaced by a
+ * fresh UUID (written into entry->entry_id); entry->revision and
+ * entry->created_at are set. Refused with nothing stored: an invalid entry,
+ * a duplicate identity or entry_id (LY_E_INVALID "entry already exists").
+ * On failure `entry` is as given, except that its selectors may have been
+ * sorted.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
+{
+	return ds->ops->entry_create(ds, entry, err);
+}
+
+/* Fetches one entry by ID into *out (LY_E_NOT_FOUND if absent). */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_entry_get(struct ly_datastore *ds, const char *entry_id, struct ly_entry **out,
+    struct ly_error *err)
+{
+	return ds->ops->entry_get(ds, entry_id, out, err);
+}
+
+/*
+ * Replaces every field of the entry named by entry->entry_id (created_at is
+ * kept); sets entry->revision (a new store revision) and entry->created_at.
+ * LY_E_NOT_FOUND if absent; LY_E_INVALID if invalid or if it would duplicate
+ * another entry's identity.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
+{
+	return ds->ops->entry_update(ds, entry, err);
+}
+
+/* Deletes an entry; the deleted entry goes to *deleted when non-NULL. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_entry_delete(struct ly_datastore *ds, const char *entry_id, struct ly_entry **deleted,
+    struct ly_error *err)
+{
+	return ds->ops->entry_delete(ds, entry_id, deleted, err);
+}
+
+/*
+ * Appends the entries that pass `filter` (NULL: all) to `out` (initialized
+ * by the caller with LY_ENTRY_LIST_INIT), in creation order. On failure
+ * `out` is left as it was.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_entry_list(struct ly_datastore *ds, const struct ly_entry_filter *filter,
+    struct ly_entry_list *out, struct ly_error *err)
+{
+	return ds->ops->entry_list(ds, filter, out, err);
+}
+
+/*
+ * The entries changed after revision `since`, one item per entry_id (its
+ * latest change), so that a watcher holding the state at `since` reaches
+ * out->revision by applying them in order; deletions are included.
+ * `out` must be LY_ENTRY_CHANGES_INIT; see struct ly_entry_changes.resync.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_entry_changes_since(struct ly_datastore *ds, int64_t since, struct ly_entry_changes *out,
+    struct ly_error *err)
+{
+	return ds->ops->entry_changes_since(ds, since, out, err);
+}
+
+/* Forgets the change log up to and including revision `up_to`; watchers older than that resync. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct ly_error *err)
+{
+	return ds->ops->entry_changes_prune(ds, up_to, err);
+}
+
+/*
+ * Stores a join token (only its SHA-256) that grants `spiffe_id` to the
+ * agent that presents it before `expires_at` (Unix seconds). The token
+ * must be 1..LY_JOIN_TOKEN_MAX bytes of [A-Za-z0-9._-]. A token already
+ * stored is refused (LY_E_INVALID).
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_token_create(struct ly_datastore *ds, const char *token, const char *spiffe_id,
+    int64_t expires_at, struct ly_error *err)
+{
+	return ds->ops->token_create(ds, token, spiffe_id, expires_at, err);
+}
+
+/*
+ * Uses up a join token, atomically: the first call for a stored, unexpired
+ * token returns LY_OK and the SPIFFE ID it grants in *spiffe_id (free());
+ * the token is gone afterwards. An unknown or already used token is
+ * LY_E_NOT_FOUND; an expired one (now >= expires_at) is LY_E_EXPIRED and is
+ * deleted too.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
+    struct ly_error *err)
+{
+	return ds->ops->token_consume(ds, token, now, spiffe_id, err);
+}
+
+/* Deletes every token expired at `now`; the count goes to *removed when non-NULL. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err)
+{
+	return ds->ops->token_prune(ds, now, removed, err);
+}
+
+/*
+ * Creates or updates an agent record by spiffe_id: attestation type, serial,
+ * expiry and selectors are replaced. The banned flag is taken from `agent`
+ * only when the record is new: an update never lifts (or sets) a ban, use
+ * ly_datastore_agent_set_banned. created_at is kept, updated_at set.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_agent_upsert(struct ly_datastore *ds, const struct ly_agent *agent, struct ly_error *err)
+{
+	return ds->ops->agent_upsert(ds, agent, err);
+}
+
+static inline LY_MUST_CHECK ly_status
+ly_datastore_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly_agent **out,
+    struct ly_error *err)
+{
+	return ds->ops->agent_get(ds, spiffe_id, out, err);
+}
+
+/* Appends every agent to `out` (LY_AGENT_LIST_INIT), ordered by SPIFFE ID. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_agent_list(struct ly_datastore *ds, struct ly_agent_list *out, struct ly_error *err)
+{
+	return ds->ops->agent_list(ds, out, err);
+}
+
+/* Deletes an agent record (`agent evict`: it must attest again). */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_agent_delete(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err)
+{
+	return ds->ops->agent_delete(ds, spiffe_id, err);
+}
+
+/* Sets or lifts an agent's ban (`agent ban`). LY_E_NOT_FOUND if absent. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_agent_set_banned(struct ly_datastore *ds, const char *spiffe_id, bool banned,
+    struct ly_error *err)
+{
+	return ds->ops->agent_set_banned(ds, spiffe_id, banned, err);
+}
+
+/*
+ * CA state: `name` is 1..LY_CA_STATE_NAME_MAX bytes of [A-Za-z0-9._-],
+ * the value 0..LY_CA_STATE_MAX bytes. put replaces; get copies into `out`
+ * (which must be empty; free with ly_buf_free_secret); a missing name is
+ * LY_E_NOT_FOUND for get and delete. Deleted values are overwritten on disk
+ * (secure_delete), but a value may hold key material: encrypt or wrap keys
+ * before storing them if the disk is not trusted.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_ca_state_put(struct ly_datastore *ds, const char *name, const uint8_t *data, size_t len,
+    struct ly_error *err)
+{
+	return ds->ops->ca_state_put(ds, name, data, len, err);
+}
+
+static inline LY_MUST_CHECK ly_status
+ly_datastore_ca_state_get(struct ly_datastore *ds, const char *name, struct ly_buf *out, struct ly_error *err)
+{
+	return ds->ops->ca_state_get(ds, name, out, err);
+}
+
+static inline LY_MUST_CHECK ly_status
+ly_datastore_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
+{
+	return ds->ops->ca_state_delete(ds, name, err);
+}
+
+#endif /* LANYARD_SERVER_DATASTORE_H */

@@ -1,0 +1,2292 @@
+/*
+ * datastore_sqlite.c: the SQLite back end of datastore.h.
+ *
+ * One connection, used by one thread. Every operation is one transaction
+ * (BEGIN IMMEDIATE for writes, so that check-then-write sequences such as
+ * the duplicate check or a token's single use cannot interleave with
+ * another process's writes); every statement is a constant string prepared
+ * once with bound parameters, never formatted SQL. Every sqlite3_* result is
+ * checked and SQLite's own message is kept in the ly_error.
+ *
+ * Durability: WAL journal with synchronous=FULL, so a COMMIT has reached the
+ * disk (fsync of the WAL) before an operation returns LY_OK.
+ *
+ * Schema: versioned by the schema_version table; migrations[] lists, per
+ * version, the statements that bring the previous version to it, applied
+ * in one transaction at open. To add version 2, append { 2, schema_v2 } and
+ * raise LY_DATASTORE_SQLITE_SCHEMA.
+ *
+ * The first part of this file holds the back-end independent helpers of
+ * datastore.h (agent and change list cleanup); they move to a datastore.c
+ * when a second back end arrives.
+ */
+#include "server/datastore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "lib/caps.h"
+#include "lib/spiffeid.h"
+
+/* ---- back-end independent helpers ---- */
+
+void
+ly_entry_changes_cleanup(struct ly_entry_changes *changes)
+{
+	if (changes == NULL)
+		return;
+	for (size_t i = 0; i < changes->n; i++) {
+		free(changes->items[i].entry_id);
+		ly_entry_free(changes->items[i].entry);
+	}
+	free(changes->items);
+	changes->items = NULL;
+	changes->n = 0;
+	changes->revision = 0;
+	changes->resync = false;
+}
+
+void
+ly_agent_free(struct ly_agent *agent)
+{
+	if (agent == NULL)
+		return;
+	free(agent->spiffe_id);
+	free(agent->attestation_type);
+	free(agent->serial_number);
+	ly_selectors_free(agent->selectors, agent->n_selectors);
+	free(agent);
+}
+
+void
+ly_agent_list_cleanup(struct ly_agent_list *list)
+{
+	if (list == NULL)
+		return;
+	for (size_t i = 0; i < list->n; i++)
+		ly_agent_free(list->items[i]);
+	free(list->items);
+	list->items = NULL;
+	list->n = 0;
+}
+
+/* ---- schema ---- */
+
+/*
+ * Version 1. Entries are keyed by an integer row id (selectors and DNS
+ * names cascade from it); `identity` is SHA-256 over spiffe_id, parent_id
+ * and the canonical selector list, an index to find duplicate candidates
+ * (which are then compared in full). meta holds the store revision and the
+ * highest pruned change-log revision.
+ */
+static const char *const schema_v1[] = {
+	"CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT",
+	"INSERT INTO meta (name, value) VALUES ('revision', 0), ('changes_pruned', 0)",
+	"CREATE TABLE entries ("
+	" id INTEGER PRIMARY KEY,"
+	" entry_id TEXT NOT NULL UNIQUE,"
+	" spiffe_id TEXT NOT NULL,"
+	" parent_id TEXT NOT NULL,"
+	" identity BLOB NOT NULL,"
+	" x509_svid_ttl INTEGER NOT NULL,"
+	" jwt_svid_ttl INTEGER NOT NULL,"
+	" node INTEGER NOT NULL,"
+	" admin INTEGER NOT NULL,"
+	" downstream INTEGER NOT NULL,"
+	" hint TEXT,"
+	" revision INTEGER NOT NULL,"
+	" created_at INTEGER NOT NULL) STRICT",
+	"CREATE INDEX entries_spiffe_id ON entries (spiffe_id)",
+	"CREATE INDEX entries_parent_id ON entries (parent_id)",
+	"CREATE INDEX entries_identity ON entries (identity)",
+	"CREATE TABLE entry_selectors ("
+	" entry INTEGER NOT NULL REFERENCES entries (id) ON DELETE CASCADE,"
+	" pos INTEGER NOT NULL,"
+	" type TEXT NOT NULL,"
+	" value TEXT NOT NULL,"
+	" PRIMARY KEY (entry, pos)) STRICT",
+	"CREATE INDEX entry_selectors_type_value ON entry_selectors (type, value)",
+	"CREATE TABLE entry_dns_names ("
+	" entry INTEGER NOT NULL REFERENCES entries (id) ON DELETE CASCADE,"
+	" pos INTEGER NOT NULL,"
+	" name TEXT NOT NULL,"
+	" PRIMARY KEY (entry, pos)) STRICT",
+	"CREATE TABLE entry_changes ("
+	" revision INTEGER PRIMARY KEY,"
+	" entry_id TEXT NOT NULL,"
+	" op INTEGER NOT NULL) STRICT",
+	"CREATE TABLE join_tokens ("
+	" token_sha256 BLOB PRIMARY KEY,"
+	" spiffe_id TEXT NOT NULL,"
+	" expires_at INTEGER NOT NULL,"
+	" created_at INTEGER NOT NULL) STRICT",
+	"CREATE TABLE agents ("
+	" id INTEGER PRIMARY KEY,"
+	" spiffe_id TEXT NOT NULL UNIQUE,"
+	" attestation_type TEXT NOT NULL,"
+	" serial_number TEXT NOT NULL,"
+	" svid_expires_at INTEGER NOT NULL,"
+	" banned INTEGER NOT NULL,"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL) STRICT",
+	"CREATE TABLE agent_selectors ("
+	" agent INTEGER NOT NULL REFERENCES agents (id) ON DELETE CASCADE,"
+	" pos INTEGER NOT NULL,"
+	" type TEXT NOT NULL,"
+	" value TEXT NOT NULL,"
+	" PRIMARY KEY (agent, pos)) STRICT",
+	"CREATE TABLE ca_state ("
+	" name TEXT PRIMARY KEY,"
+	" value BLOB NOT NULL,"
+	" updated_at INTEGER NOT NULL) STRICT",
+};
+
+struct migration {
+	int version;
+	const char *const *stmts;
+	size_t n;
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct migration migrations[] = {
+	{ 1, schema_v1, NELEM(schema_v1) },
+};
+
+_Static_assert(NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
+    "one migration per schema version, 1..LY_DATASTORE_SQLITE_SCHEMA");
+
+/* ---- statements, prepared once on first use ---- */
+
+#define ENTRY_COLS                                                                                     \
+	"id, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, node, admin, downstream, hint, " \
+	"revision, created_at"
+#define AGENT_COLS "id, spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, updated_at"
+
+enum stmt_id {
+	ST_BEGIN_READ,
+	ST_BEGIN_WRITE,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_META_GET,
+	ST_META_SET,
+	ST_REV_BUMP,
+	ST_ENTRY_BY_ID,
+	ST_ENTRY_BY_IDENTITY,
+	ST_ENTRY_LIST_ALL,
+	ST_ENTRY_LIST_BY_SPIFFE_ID,
+	ST_ENTRY_LIST_BY_PARENT_ID,
+	ST_ENTRY_INSERT,
+	ST_ENTRY_UPDATE,
+	ST_ENTRY_DELETE,
+	ST_SEL_INSERT,
+	ST_SEL_BY_ENTRY,
+	ST_SEL_DELETE,
+	ST_DNS_INSERT,
+	ST_DNS_BY_ENTRY,
+	ST_DNS_DELETE,
+	ST_CHANGE_INSERT,
+	ST_CHANGES_SINCE,
+	ST_CHANGES_PRUNE,
+	ST_TOKEN_INSERT,
+	ST_TOKEN_GET,
+	ST_TOKEN_DELETE,
+	ST_TOKEN_PRUNE,
+	ST_AGENT_UPSERT,
+	ST_AGENT_GET,
+	ST_AGENT_LIST,
+	ST_AGENT_DELETE,
+	ST_AGENT_BAN,
+	ST_AGENT_SEL_INSERT,
+	ST_AGENT_SEL_BY_AGENT,
+	ST_AGENT_SEL_DELETE,
+	ST_CA_PUT,
+	ST_CA_GET,
+	ST_CA_DELETE,
+	ST_COUNT,
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_BEGIN_READ] = "BEGIN DEFERRED",
+	[ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_META_GET] = "SELECT value FROM meta WHERE name = ?1",
+	[ST_META_SET] = "UPDATE meta SET value = ?2 WHERE name = ?1",
+	[ST_REV_BUMP] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
+	[ST_ENTRY_BY_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE entry_id = ?1",
+	[ST_ENTRY_BY_IDENTITY] = "SELECT " ENTRY_COLS " FROM entries WHERE identity = ?1",
+	[ST_ENTRY_LIST_ALL] = "SELECT " ENTRY_COLS " FROM entries ORDER BY id",
+	[ST_ENTRY_LIST_BY_SPIFFE_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE spiffe_id = ?1 AND "
+	                               "(?2 IS NULL OR parent_id = ?2) ORDER BY id",
+	[ST_ENTRY_LIST_BY_PARENT_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE parent_id = ?1 ORDER BY id",
+	[ST_ENTRY_INSERT] = "INSERT INTO entries (entry_id, spiffe_id, parent_id, identity, x509_svid_ttl, "
+	                    "jwt_svid_ttl, node, admin, downstream, hint, revision, created_at) "
+	                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	[ST_ENTRY_UPDATE] = "UPDATE entries SET spiffe_id = ?2, parent_id = ?3, identity = ?4, "
+	                    "x509_svid_ttl = ?5, jwt_svid_ttl = ?6, node = ?7, admin = ?8, downstream = ?9, "
+	                    "hint = ?10, revision = ?11 WHERE id = ?1",
+	[ST_ENTRY_DELETE] = "DELETE FROM entries WHERE id = ?1",
+	[ST_SEL_INSERT] = "INSERT INTO entry_selectors (entry, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
+	[ST_SEL_BY_ENTRY] = "SELECT type, value FROM entry_selectors WHERE entry = ?1 ORDER BY pos",
+	[ST_SEL_DELETE] = "DELETE FROM entry_selectors WHERE entry = ?1",
+	[ST_DNS_INSERT] = "INSERT INTO entry_dns_names (entry, pos, name) VALUES (?1, ?2, ?3)",
+	[ST_DNS_BY_ENTRY] = "SELECT name FROM entry_dns_names WHERE entry = ?1 ORDER BY pos",
+	[ST_DNS_DELETE] = "DELETE FROM entry_dns_names WHERE entry = ?1",
+	[ST_CHANGE_INSERT] = "INSERT INTO entry_changes (revision, entry_id, op) VALUES (?1, ?2, ?3)",
+	/* SQLite takes bare columns from the row holding the max(): op is the latest op. */
+	[ST_CHANGES_SINCE] = "SELECT entry_id, max(revision) AS r, op FROM entry_changes WHERE revision > ?1 "
+	                     "GROUP BY entry_id ORDER BY r",
+	[ST_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
+	[ST_TOKEN_INSERT] = "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) "
+	                    "VALUES (?1, ?2, ?3, ?4)",
+	[ST_TOKEN_GET] = "SELECT spiffe_id, expires_at FROM join_tokens WHERE token_sha256 = ?1",
+	[ST_TOKEN_DELETE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1",
+	[ST_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
+	[ST_AGENT_UPSERT] = "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, "
+	                    "banned, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
+	                    "ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
+	                    "serial_number = excluded.serial_number, svid_expires_at = excluded.svid_expires_at, "
+	                    "updated_at = excluded.updated_at RETURNING id",
+	[ST_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE spiffe_id = ?1",
+	[ST_AGENT_LIST] = "SELECT " AGENT_COLS " FROM agents ORDER BY spiffe_id",
+	[ST_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = ?1",
+	[ST_AGENT_BAN] = "UPDATE agents SET banned = ?2, updated_at = ?3 WHERE spiffe_id = ?1",
+	[ST_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
+	[ST_AGENT_SEL_BY_AGENT] = "SELECT type, value FROM agent_selectors WHERE agent = ?1 ORDER BY pos",
+	[ST_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = ?1",
+	[ST_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES (?1, ?2, ?3) "
+	              "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+	[ST_CA_GET] = "SELECT value FROM ca_state WHERE name = ?1",
+	[ST_CA_DELETE] = "DELETE FROM ca_state WHERE name = ?1",
+};
+
+struct sqlite_ds {
+	struct ly_datastore base; /* first: a struct ly_datastore * is a struct sqlite_ds * */
+	sqlite3 *db;
+	char *path;
+	bool in_tx;
+	sqlite3_stmt *st[ST_COUNT];
+};
+
+static struct sqlite_ds *
+to_sqlite(struct ly_datastore *ds)
+{
+	return (struct sqlite_ds *)ds;
+}
+
+/* Longest SQLite error we keep; the datastore path is added at open only. */
+static ly_status
+db_fail(struct sqlite_ds *ds, int rc, const char *what, struct ly_error *err)
+{
+	ly_status code;
+	switch (rc & 0xff) {
+	case SQLITE_CONSTRAINT: code = LY_E_INVALID; break;
+	case SQLITE_NOMEM: code = LY_E_NOMEM; break;
+	case SQLITE_TOOBIG: code = LY_E_LIMIT; break;
+	default: code = LY_E_IO; break;
+	}
+	const char *msg = ds->db != NULL ? sqlite3_errmsg(ds->db) : sqlite3_errstr(rc);
+	return ly_error_set(err, code, "datastore: %s: %s", what, msg);
+}
+
+/* Returns statement `id`, prepared, reset and with no bindings. */
+static ly_status
+stmt(struct sqlite_ds *ds, enum stmt_id id, sqlite3_stmt **out, struct ly_error *err)
+{
+	*out = NULL;
+	if (ds->st[id] == NULL) {
+		int rc = sqlite3_prepare_v3(ds->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &ds->st[id], NULL);
+		if (rc != SQLITE_OK)
+			return db_fail(ds, rc, "prepare", err);
+	} else {
+		/* reset's result repeats the last step's error, already reported then. */
+		(void)sqlite3_reset(ds->st[id]);
+		(void)sqlite3_clear_bindings(ds->st[id]);
+	}
+	*out = ds->st[id];
+	return LY_OK;
+}
+
+/* Releases a statement's read cursor (its result was already checked). */
+static void
+release(sqlite3_stmt *st)
+{
+	if (st != NULL)
+		(void)sqlite3_reset(st);
+}
+
+/*
+ * Guard for sqlite3_bind_*: in a function with `ds`, `err`, `rc` and an
+ * `out:` label, jumps there with the bind error.
+ */
+#define TRY_BIND(call)                                            \
+	do {                                                      \
+		int bind_rc_ = (call);                            \
+		if (bind_rc_ != SQLITE_OK) {                      \
+			rc = db_fail(ds, bind_rc_, "bind", err);  \
+			goto out;                                 \
+		}                                                 \
+	} while (0)
+
+/* Steps a statement that returns no row, then resets it. */
+static ly_status
+run(struct sqlite_ds *ds, sqlite3_stmt *st, const char *what, struct ly_error *err)
+{
+	int rc = sqlite3_step(st);
+	ly_status s = LY_OK;
+	if (rc != SQLITE_DONE)
+		s = db_fail(ds, rc, what, err);
+	release(st);
+	return s;
+}
+
+/* Steps once: *row true on SQLITE_ROW, false on SQLITE_DONE. */
+static ly_status
+step(struct sqlite_ds *ds, sqlite3_stmt *st, bool *row, const char *what, struct ly_error *err)
+{
+	int rc = sqlite3_step(st);
+	*row = rc == SQLITE_ROW;
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		return LY_OK;
+	ly_status s = db_fail(ds, rc, what, err);
+	release(st);
+	return s;
+}
+
+static ly_status
+run_simple(struct sqlite_ds *ds, enum stmt_id id, const char *what, struct ly_error *err)
+{
+	sqlite3_stmt *st;
+	LY_TRY(stmt(ds, id, &st, err));
+	return run(ds, st, what, err);
+}
+
+static ly_status
+tx_begin(struct sqlite_ds *ds, bool write, struct ly_error *err)
+{
+	if (ds->in_tx)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: nested transaction");
+	LY_TRY(run_simple(ds, write ? ST_BEGIN_WRITE : ST_BEGIN_READ, "begin", err));
+	ds->in_tx = true;
+	return LY_OK;
+}
+
+static void
+tx_rollback(struct sqlite_ds *ds)
+{
+	if (!ds->in_tx)
+		return;
+	/* Nothing to report: the operation already failed with its own error. */
+	if (!sqlite3_get_autocommit(ds->db))
+		(void)run_simple(ds, ST_ROLLBACK, "rollback", NULL);
+	ds->in_tx = false;
+}
+
+static ly_status
+tx_commit(struct sqlite_ds *ds, struct ly_error *err)
+{
+	ly_status rc = run_simple(ds, ST_COMMIT, "commit", err);
+	if (rc != LY_OK) {
+		tx_rollback(ds);
+		return rc;
+	}
+	ds->in_tx = false;
+	return LY_OK;
+}
+
+static int64_t
+now_seconds(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* ---- column readers: the file is ours, but a damaged one is refused, not trusted ---- */
+
+static ly_status
+corrupt(const char *what, struct ly_error *err)
+{
+	return ly_error_set(err, LY_E_IO, "datastore: corrupt row: %s", what);
+}
+
+static const char *
+col_name(sqlite3_stmt *st, int col)
+{
+	const char *n = sqlite3_column_name(st, col);
+	return n != NULL ? n : "column";
+}
+
+/* Copies text column `col` (at most `cap` bytes) into *out; NULL allowed when `nullable`. */
+static ly_status
+col_text(sqlite3_stmt *st, int col, size_t cap, bool nullable, char **out, struct ly_error *err)
+{
+	*out = NULL;
+	if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+		if (nullable)
+			return LY_OK;
+		return corrupt(col_name(st, col), err);
+	}
+	const unsigned char *t = sqlite3_column_text(st, col);
+	int n = sqlite3_column_bytes(st, col);
+	if (t == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: reading %s", col_name(st, col));
+	if (n < 0 || (size_t)n > cap || strlen((const char *)t) != (size_t)n)
+		return corrupt(col_name(st, col), err);
+	*out = strndup((const char *)t, (size_t)n);
+	if (*out == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+	return LY_OK;
+}
+
+static ly_status
+col_int32(sqlite3_stmt *st, int col, int32_t *out, struct ly_error *err)
+{
+	sqlite3_int64 v = sqlite3_column_int64(st, col);
+	if (v < INT32_MIN || v > INT32_MAX)
+		return corrupt(col_name(st, col), err);
+	*out = (int32_t)v;
+	return LY_OK;
+}
+
+/* Loads the selectors of row `owner` with statement `id` (type, value rows). */
+static ly_status
+load_selectors(struct sqlite_ds *ds, enum stmt_id id, int64_t owner, struct ly_selector **out, size_t *n_out,
+    struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_selector *sels = NULL;
+	size_t n = 0;
+	bool row;
+
+	*out = NULL;
+	*n_out = 0;
+	rc = stmt(ds, id, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, owner));
+	for (;;) {
+		rc = step(ds, st, &row, "load selectors", err);
+		if (rc != LY_OK || !row)
+			break;
+		if (n == LY_SELECTORS_MAX) {
+			rc = corrupt("too many selectors", err);
+			break;
+		}
+		if (sels == NULL) {
+			sels = calloc(LY_SELECTORS_MAX, sizeof(*sels));
+			if (sels == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+				break;
+			}
+		}
+		rc = col_text(st, 0, LY_SELECTOR_MAX, false, &sels[n].type, err);
+		if (rc == LY_OK)
+			rc = col_text(st, 1, LY_SELECTOR_MAX, false, &sels[n].value, err);
+		n++;
+		if (rc != LY_OK)
+			break;
+	}
+	if (rc == LY_OK) {
+		*out = sels;
+		*n_out = n;
+		sels = NULL;
+	}
+out:
+	release(st);
+	ly_selectors_free(sels, n);
+	return rc;
+}
+
+static ly_status
+load_dns_names(struct sqlite_ds *ds, int64_t owner, struct ly_entry *e, struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	bool row;
+
+	rc = stmt(ds, ST_DNS_BY_ENTRY, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, owner));
+	for (;;) {
+		rc = step(ds, st, &row, "load DNS names", err);
+		if (rc != LY_OK || !row)
+			break;
+		if (e->n_dns_names == LY_DNS_NAMES_MAX) {
+			rc = corrupt("too many DNS names", err);
+			break;
+		}
+		if (e->dns_names == NULL) {
+			e->dns_names = calloc(LY_DNS_NAMES_MAX, sizeof(*e->dns_names));
+			if (e->dns_names == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+				break;
+			}
+		}
+		rc = col_text(st, 0, LY_DNS_NAME_MAX, false, &e->dns_names[e->n_dns_names], err);
+		if (rc != LY_OK)
+			break;
+		e->n_dns_names++;
+	}
+out:
+	release(st);
+	return rc;
+}
+
+/* Reads the entry at the current row of `st` (ENTRY_COLS) and its selectors and DNS names. */
+static ly_status
+read_entry(struct sqlite_ds *ds, sqlite3_stmt *st, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+{
+	ly_status rc;
+	struct ly_entry *e = NULL;
+
+	*out = NULL;
+	rc = ly_entry_new(&e, err);
+	if (rc != LY_OK)
+		goto out;
+	int64_t id = sqlite3_column_int64(st, 0);
+	if (rowid != NULL)
+		*rowid = id;
+	if ((rc = col_text(st, 1, LY_ENTRY_ID_MAX, false, &e->entry_id, err)) != LY_OK ||
+	    (rc = col_text(st, 2, LY_SPIFFE_ID_MAX, false, &e->spiffe_id, err)) != LY_OK ||
+	    (rc = col_text(st, 3, LY_SPIFFE_ID_MAX, false, &e->parent_id, err)) != LY_OK ||
+	    (rc = col_int32(st, 4, &e->x509_svid_ttl, err)) != LY_OK ||
+	    (rc = col_int32(st, 5, &e->jwt_svid_ttl, err)) != LY_OK ||
+	    (rc = col_text(st, 9, LY_ENTRY_HINT_MAX, true, &e->hint, err)) != LY_OK)
+		goto out;
+	e->node = sqlite3_column_int64(st, 6) != 0;
+	e->admin = sqlite3_column_int64(st, 7) != 0;
+	e->downstream = sqlite3_column_int64(st, 8) != 0;
+	e->revision = sqlite3_column_int64(st, 10);
+	e->created_at = sqlite3_column_int64(st, 11);
+	rc = load_selectors(ds, ST_SEL_BY_ENTRY, id, &e->selectors, &e->n_selectors, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = load_dns_names(ds, id, e, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = e;
+	e = NULL;
+out:
+	ly_entry_free(e);
+	return rc;
+}
+
+/* ---- meta: the revision and the change-log horizon ---- */
+
+static ly_status
+meta_get(struct sqlite_ds *ds, const char *name, int64_t *out, struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	bool row;
+
+	rc = stmt(ds, ST_META_GET, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	rc = step(ds, st, &row, "read meta", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = corrupt(name, err);
+		goto out;
+	}
+	*out = sqlite3_column_int64(st, 0);
+out:
+	release(st);
+	return rc;
+}
+
+static ly_status
+meta_set(struct sqlite_ds *ds, const char *name, int64_t value, struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	rc = stmt(ds, ST_META_SET, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_int64(st, 2, value));
+	rc = run(ds, st, "write meta", err);
+	st = NULL;
+out:
+	release(st);
+	return rc;
+}
+
+/* Raises the store revision by one (inside a write transaction); the new value goes to *out. */
+static ly_status
+rev_bump(struct sqlite_ds *ds, int64_t *out, struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	bool row;
+
+	rc = stmt(ds, ST_REV_BUMP, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = step(ds, st, &row, "bump revision", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = corrupt("revision", err);
+		goto out;
+	}
+	int64_t v = sqlite3_column_int64(st, 0);
+	rc = step(ds, st, &row, "bump revision", err);
+	if (rc != LY_OK)
+		goto out;
+	if (out != NULL)
+		*out = v;
+out:
+	release(st);
+	return rc;
+}
+
+/* ---- entries ---- */
+
+/*
+ * SHA-256 over spiffe_id, parent_id and the selectors in canonical order,
+ * each followed by a NUL (none of them can hold one): equal for entries
+ * with the same identity whatever their selector order was.
+ */
+static ly_status
+identity_hash(const struct ly_entry *e, unsigned char out[32], struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	const struct ly_selector **sorted = NULL;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int len = 0;
+
+	if (ctx == NULL)
+		return ly_error_openssl(err, LY_E_NOMEM, "datastore: identity hash");
+	sorted = calloc(e->n_selectors > 0 ? e->n_selectors : 1, sizeof(*sorted));
+	if (sorted == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+		goto out;
+	}
+	/* Validated entries are sorted already; insertion sort keeps this independent of that. */
+	for (size_t i = 0; i < e->n_selectors; i++) {
+		size_t j = i;
+		while (j > 0 && ly_selector_cmp(sorted[j - 1], &e->selectors[i]) > 0) {
+			sorted[j] = sorted[j - 1];
+			j--;
+		}
+		sorted[j] = &e->selectors[i];
+	}
+	int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+	    EVP_DigestUpdate(ctx, e->spiffe_id, strlen(e->spiffe_id) + 1) &&
+	    EVP_DigestUpdate(ctx, e->parent_id, strlen(e->parent_id) + 1);
+	for (size_t i = 0; ok && i < e->n_selectors; i++) {
+		ok = EVP_DigestUpdate(ctx, sorted[i]->type, strlen(sorted[i]->type) + 1) &&
+		    EVP_DigestUpdate(ctx, sorted[i]->value, strlen(sorted[i]->value) + 1);
+	}
+	if (!ok || !EVP_DigestFinal_ex(ctx, out, &len) || len != 32)
+		rc = ly_error_openssl(err, LY_E_CRYPTO, "datastore: identity hash");
+out:
+	free(sorted);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+/*
+ * Looks for another entry (row id != exclude) with the same identity as `e`;
+ * its entry ID is copied to `dup` (LY_ENTRY_ID_MAX + 1 bytes), "" if none.
+ */
+static ly_status
+find_duplicate(struct sqlite_ds *ds, const struct ly_entry *e, const unsigned char hash[32], int64_t exclude,
+    char *dup, struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_entry *cand = NULL;
+	bool row;
+
+	dup[0] = '\0';
+	rc = stmt(ds, ST_ENTRY_BY_IDENTITY, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC));
+	for (;;) {
+		rc = step(ds, st, &row, "find duplicate", err);
+		if (rc != LY_OK || !row)
+			break;
+		int64_t id;
+		rc = read_entry(ds, st, &id, &cand, err);
+		if (rc != LY_OK)
+			break;
+		if (id != exclude && ly_entry_same_identity(e, cand)) {
+			(void)snprintf(dup, LY_ENTRY_ID_MAX + 1, "%s", cand->entry_id);
+			break;
+		}
+		ly_entry_free(cand);
+		cand = NULL;
+	}
+out:
+	release(st);
+	ly_entry_free(cand);
+	return rc;
+}
+
+/* Looks up an entry by ID: *found, and its row id and created_at when found. */
+static ly_status
+entry_lookup(struct sqlite_ds *ds, const char *entry_id, bool *found, int64_t *rowid, int64_t *created_at,
+    struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	*found = false;
+	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
+	rc = step(ds, st, found, "look up entry", err);
+	if (rc != LY_OK || !*found)
+		goto out;
+	if (rowid != NULL)
+		*rowid = sqlite3_column_int64(st, 0);
+	if (created_at != NULL)
+		*created_at = sqlite3_column_int64(st, 11);
+out:
+	release(st);
+	return rc;
+}
+
+/* Writes the selectors and DNS names of entry row `id` (none exist yet). */
+static ly_status
+write_entry_children(struct sqlite_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	sqlite3_stmt *st = NULL;
+
+	for (size_t i = 0; i < e->n_selectors; i++) {
+		rc = stmt(ds, ST_SEL_INSERT, &st, err);
+		if (rc != LY_OK)
+			goto out;
+		TRY_BIND(sqlite3_bind_int64(st, 1, id));
+		TRY_BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)i));
+		TRY_BIND(sqlite3_bind_text(st, 3, e->selectors[i].type, -1, SQLITE_STATIC));
+		TRY_BIND(sqlite3_bind_text(st, 4, e->selectors[i].value, -1, SQLITE_STATIC));
+		rc = run(ds, st, "insert selector", err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	for (size_t i = 0; i < e->n_dns_names; i++) {
+		rc = stmt(ds, ST_DNS_INSERT, &st, err);
+		if (rc != LY_OK)
+			goto out;
+		TRY_BIND(sqlite3_bind_int64(st, 1, id));
+		TRY_BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)i));
+		TRY_BIND(sqlite3_bind_text(st, 3, e->dns_names[i], -1, SQLITE_STATIC));
+		rc = run(ds, st, "insert DNS name", err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	st = NULL;
+out:
+	release(st);
+	return rc;
+}
+
+/* Binds the entry fields shared by INSERT and UPDATE (?2..?11). */
+static ly_status
+bind_entry_fields(struct sqlite_ds *ds, sqlite3_stmt *st, const struct ly_entry *e, const unsigned char hash[32],
+    int64_t revision, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	TRY_BIND(sqlite3_bind_text(st, 2, e->spiffe_id, -1, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_text(st, 3, e->parent_id, -1, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_blob(st, 4, hash, 32, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_int64(st, 5, e->x509_svid_ttl));
+	TRY_BIND(sqlite3_bind_int64(st, 6, e->jwt_svid_ttl));
+	TRY_BIND(sqlite3_bind_int(st, 7, e->node ? 1 : 0));
+	TRY_BIND(sqlite3_bind_int(st, 8, e->admin ? 1 : 0));
+	TRY_BIND(sqlite3_bind_int(st, 9, e->downstream ? 1 : 0));
+	if (e->hint != NULL)
+		TRY_BIND(sqlite3_bind_text(st, 10, e->hint, -1, SQLITE_STATIC));
+	else
+		TRY_BIND(sqlite3_bind_null(st, 10));
+	TRY_BIND(sqlite3_bind_int64(st, 11, revision));
+out:
+	return rc;
+}
+
+static ly_status
+record_change(struct sqlite_ds *ds, int64_t revision, const char *entry_id, enum ly_entry_op op,
+    struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	rc = stmt(ds, ST_CHANGE_INSERT, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, revision));
+	TRY_BIND(sqlite3_bind_text(st, 2, entry_id, -1, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_int(st, 3, (int)op));
+	rc = run(ds, st, "record change", err);
+	st = NULL;
+out:
+	release(st);
+	return rc;
+}
+
+/* An entry_id given by a caller for a lookup: present and within its cap. */
+static ly_status
+check_lookup_id(const char *entry_id, struct ly_error *err)
+{
+	if (entry_id == NULL || entry_id[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "entry ID is empty");
+	if (strnlen(entry_id, LY_ENTRY_ID_MAX + 1) > LY_ENTRY_ID_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "entry ID is longer than %d bytes", LY_ENTRY_ID_MAX);
+	return LY_OK;
+}
+
+static ly_status
+sqlite_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	char *given_id = NULL;
+	bool assigned = false;
+	unsigned char hash[32];
+	char dup[LY_ENTRY_ID_MAX + 1];
+	int64_t rev = 0;
+	int64_t now = now_seconds();
+
+	if (entry == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry create: no entry");
+	rc = ly_entry_validate(entry, NULL, err);
+	if (rc != LY_OK)
+		return rc;
+	if (entry->entry_id == NULL || entry->entry_id[0] == '\0') {
+		char id[LY_UUID_LEN + 1];
+		rc = ly_entry_generate_id(id, err);
+		if (rc != LY_OK)
+			return rc;
+		char *copy = strdup(id);
+		if (copy == NULL)
+			return ly_error_set(err, LY_E_NOMEM, "entry create: out of memory");
+		given_id = entry->entry_id;
+		entry->entry_id = copy;
+		assigned = true;
+	}
+	rc = identity_hash(entry, hash, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	bool found;
+	rc = entry_lookup(ds, entry->entry_id, &found, NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	if (found) {
+		rc = ly_error_set(err, LY_E_INVALID, "entry already exists: entry ID %s is taken", entry->entry_id);
+		goto out;
+	}
+	rc = find_duplicate(ds, entry, hash, -1, dup, err);
+	if (rc != LY_OK)
+		goto out;
+	if (dup[0] != '\0') {
+		rc = ly_error_set(err, LY_E_INVALID,
+		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		goto out;
+	}
+	rc = rev_bump(ds, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_ENTRY_INSERT, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, entry->entry_id, -1, SQLITE_STATIC));
+	rc = bind_entry_fields(ds, st, entry, hash, rev, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 12, now));
+	rc = run(ds, st, "insert entry", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	int64_t id = sqlite3_last_insert_rowid(ds->db);
+	rc = write_entry_children(ds, id, entry, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_CREATED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	entry->revision = rev;
+	entry->created_at = now;
+out:
+	release(st);
+	tx_rollback(ds);
+	if (rc != LY_OK && assigned) {
+		free(entry->entry_id);
+		entry->entry_id = given_id;
+	} else {
+		free(given_id);
+	}
+	return rc;
+}
+
+static ly_status
+sqlite_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entry **out, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	bool row;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
+	*out = NULL;
+	LY_TRY(check_lookup_id(entry_id, err));
+	rc = tx_begin(ds, false, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
+	rc = step(ds, st, &row, "get entry", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
+		goto out;
+	}
+	rc = read_entry(ds, st, NULL, out, err);
+	if (rc != LY_OK)
+		goto out;
+	release(st);
+	st = NULL;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK) {
+		ly_entry_free(*out);
+		*out = NULL;
+	}
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+replace_entry_children(struct sqlite_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	rc = stmt(ds, ST_SEL_DELETE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, id));
+	rc = run(ds, st, "delete selectors", err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_DNS_DELETE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, id));
+	rc = run(ds, st, "delete DNS names", err);
+	if (rc != LY_OK)
+		goto out;
+	st = NULL;
+	rc = write_entry_children(ds, id, e, err);
+out:
+	release(st);
+	return rc;
+}
+
+static ly_status
+sqlite_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	unsigned char hash[32];
+	char dup[LY_ENTRY_ID_MAX + 1];
+	int64_t rev = 0, id = 0, created_at = 0;
+	bool found;
+
+	if (entry == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry update: no entry");
+	if (entry->entry_id == NULL || entry->entry_id[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "entry update needs an entry ID");
+	LY_TRY(ly_entry_validate(entry, NULL, err));
+	LY_TRY(identity_hash(entry, hash, err));
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_lookup(ds, entry->entry_id, &found, &id, &created_at, err);
+	if (rc != LY_OK)
+		goto out;
+	if (!found) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry->entry_id);
+		goto out;
+	}
+	rc = find_duplicate(ds, entry, hash, id, dup, err);
+	if (rc != LY_OK)
+		goto out;
+	if (dup[0] != '\0') {
+		rc = ly_error_set(err, LY_E_INVALID,
+		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		goto out;
+	}
+	rc = rev_bump(ds, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_ENTRY_UPDATE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, id));
+	rc = bind_entry_fields(ds, st, entry, hash, rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = run(ds, st, "update entry", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	rc = replace_entry_children(ds, id, entry, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_UPDATED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	entry->revision = rev;
+	entry->created_at = created_at;
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+sqlite_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_entry **deleted,
+    struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_entry *e = NULL;
+	int64_t id = 0, rev = 0;
+	bool row;
+
+	if (deleted != NULL)
+		*deleted = NULL;
+	LY_TRY(check_lookup_id(entry_id, err));
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
+	rc = step(ds, st, &row, "get entry", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
+		goto out;
+	}
+	rc = read_entry(ds, st, &id, &e, err);
+	if (rc != LY_OK)
+		goto out;
+	release(st);
+	rc = stmt(ds, ST_ENTRY_DELETE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	/* Selectors and DNS names go with it (ON DELETE CASCADE). */
+	TRY_BIND(sqlite3_bind_int64(st, 1, id));
+	rc = run(ds, st, "delete entry", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	rc = rev_bump(ds, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry_id, LY_ENTRY_DELETED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	if (deleted != NULL) {
+		*deleted = e;
+		e = NULL;
+	}
+out:
+	release(st);
+	tx_rollback(ds);
+	ly_entry_free(e);
+	return rc;
+}
+
+static bool
+filter_selectors(const struct ly_entry_filter *f, const struct ly_entry *e)
+{
+	if (f == NULL || f->n_selectors == 0)
+		return true;
+	switch (f->match) {
+	case LY_MATCH_SUBSET: return ly_selectors_match(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
+	case LY_MATCH_SUPERSET: return ly_selectors_match(f->selectors, f->n_selectors, e->selectors, e->n_selectors);
+	case LY_MATCH_EXACT: return ly_selectors_same_set(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
+	}
+	return false;
+}
+
+/* Moves every entry of `from` to the end of `to`; on failure both are unchanged. */
+static ly_status
+list_move(struct ly_entry_list *to, struct ly_entry_list *from, struct ly_error *err)
+{
+	if (from->n == 0)
+		return LY_OK;
+	if (to->n + from->n > to->cap) {
+		size_t cap = to->n + from->n;
+		if (cap > SIZE_MAX / sizeof(*to->items))
+			return ly_error_set(err, LY_E_NOMEM, "entry list: too large");
+		struct ly_entry **grown = realloc(to->items, cap * sizeof(*grown));
+		if (grown == NULL)
+			return ly_error_set(err, LY_E_NOMEM, "entry list: out of memory");
+		to->items = grown;
+		to->cap = cap;
+	}
+	memcpy(to->items + to->n, from->items, from->n * sizeof(*from->items));
+	to->n += from->n;
+	free(from->items);
+	from->items = NULL;
+	from->n = from->cap = 0;
+	return LY_OK;
+}
+
+static ly_status
+sqlite_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, struct ly_entry_list *out,
+    struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_entry_list found = LY_ENTRY_LIST_INIT;
+	struct ly_entry *e = NULL;
+	bool row;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry list: no output");
+	if (filter != NULL && filter->n_selectors > 0 && filter->selectors == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry list: filter selectors missing");
+	const char *sid = filter != NULL ? filter->spiffe_id : NULL;
+	const char *pid = filter != NULL ? filter->parent_id : NULL;
+	if ((sid != NULL && strnlen(sid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX) ||
+	    (pid != NULL && strnlen(pid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX))
+		return ly_error_set(err, LY_E_LIMIT, "entry list: SPIFFE ID filter over %d bytes", LY_SPIFFE_ID_MAX);
+	rc = tx_begin(ds, false, err);
+	if (rc != LY_OK)
+		goto out;
+	if (sid != NULL) {
+		rc = stmt(ds, ST_ENTRY_LIST_BY_SPIFFE_ID, &st, err);
+		if (rc != LY_OK)
+			goto out;
+		TRY_BIND(sqlite3_bind_text(st, 1, sid, -1, SQLITE_STATIC));
+		if (pid != NULL)
+			TRY_BIND(sqlite3_bind_text(st, 2, pid, -1, SQLITE_STATIC));
+	} else if (pid != NULL) {
+		rc = stmt(ds, ST_ENTRY_LIST_BY_PARENT_ID, &st, err);
+		if (rc != LY_OK)
+			goto out;
+		TRY_BIND(sqlite3_bind_text(st, 1, pid, -1, SQLITE_STATIC));
+	} else {
+		rc = stmt(ds, ST_ENTRY_LIST_ALL, &st, err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	for (;;) {
+		rc = step(ds, st, &row, "list entries", err);
+		if (rc != LY_OK || !row)
+			break;
+		rc = read_entry(ds, st, NULL, &e, err);
+		if (rc != LY_OK)
+			break;
+		if (filter_selectors(filter, e)) {
+			rc = ly_entry_list_append(&found, e, err);
+			if (rc != LY_OK)
+				break;
+			e = NULL;
+		}
+		ly_entry_free(e);
+		e = NULL;
+	}
+	if (rc != LY_OK)
+		goto out;
+	release(st);
+	st = NULL;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = list_move(out, &found, err);
+out:
+	release(st);
+	tx_rollback(ds);
+	ly_entry_free(e);
+	ly_entry_list_cleanup(&found);
+	return rc;
+}
+
+static ly_status
+sqlite_entry_changes_since(struct ly_datastore *base, int64_t since, struct ly_entry_changes *out,
+    struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_entry_changes got = LY_ENTRY_CHANGES_INIT;
+	size_t cap = 0;
+	int64_t current = 0, pruned = 0;
+	bool row;
+
+	if (out == NULL || out->n != 0 || out->items != NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry changes: output must be empty");
+	rc = tx_begin(ds, false, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = meta_get(ds, "revision", &current, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = meta_get(ds, "changes_pruned", &pruned, err);
+	if (rc != LY_OK)
+		goto out;
+	got.revision = current;
+	if (since < pruned || since > current) {
+		got.resync = true;
+	} else {
+		rc = stmt(ds, ST_CHANGES_SINCE, &st, err);
+		if (rc != LY_OK)
+			goto out;
+		TRY_BIND(sqlite3_bind_int64(st, 1, since));
+		for (;;) {
+			rc = step(ds, st, &row, "read changes", err);
+			if (rc != LY_OK || !row)
+				break;
+			if (got.n == cap) {
+				size_t ncap = cap == 0 ? 16 : cap * 2;
+				struct ly_entry_change *grown = realloc(got.items, ncap * sizeof(*grown));
+				if (grown == NULL) {
+					rc = ly_error_set(err, LY_E_NOMEM, "entry changes: out of memory");
+					break;
+				}
+				got.items = grown;
+				cap = ncap;
+			}
+			struct ly_entry_change *c = &got.items[got.n];
+			memset(c, 0, sizeof(*c));
+			got.n++;
+			rc = col_text(st, 0, LY_ENTRY_ID_MAX, false, &c->entry_id, err);
+			if (rc != LY_OK)
+				break;
+			c->revision = sqlite3_column_int64(st, 1);
+			int64_t op = sqlite3_column_int64(st, 2);
+			if (op != LY_ENTRY_CREATED && op != LY_ENTRY_UPDATED && op != LY_ENTRY_DELETED) {
+				rc = corrupt("change op", err);
+				break;
+			}
+			c->op = (enum ly_entry_op)op;
+			if (c->op == LY_ENTRY_DELETED)
+				continue;
+			sqlite3_stmt *es = NULL;
+			rc = stmt(ds, ST_ENTRY_BY_ID, &es, err);
+			if (rc != LY_OK)
+				break;
+			int brc = sqlite3_bind_text(es, 1, c->entry_id, -1, SQLITE_STATIC);
+			if (brc != SQLITE_OK)
+				rc = db_fail(ds, brc, "bind", err);
+			else
+				rc = step(ds, es, &row, "read changed entry", err);
+			if (rc == LY_OK && !row)
+				rc = corrupt("change log names a missing entry", err);
+			if (rc == LY_OK)
+				rc = read_entry(ds, es, NULL, &c->entry, err);
+			release(es);
+			if (rc != LY_OK)
+				break;
+		}
+		if (rc != LY_OK)
+			goto out;
+		release(st);
+		st = NULL;
+	}
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = got;
+	got = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
+out:
+	release(st);
+	tx_rollback(ds);
+	ly_entry_changes_cleanup(&got);
+	return rc;
+}
+
+static ly_status
+sqlite_entry_changes_prune(struct ly_datastore *base, int64_t up_to, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	int64_t current = 0, pruned = 0;
+
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = meta_get(ds, "revision", &current, err);
+	if (rc == LY_OK)
+		rc = meta_get(ds, "changes_pruned", &pruned, err);
+	if (rc != LY_OK)
+		goto out;
+	if (up_to > current)
+		up_to = current;
+	if (up_to <= pruned) {
+		rc = tx_commit(ds, err);
+		goto out;
+	}
+	rc = stmt(ds, ST_CHANGES_PRUNE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, up_to));
+	rc = run(ds, st, "prune changes", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	/* History only: the revision does not move. */
+	rc = meta_set(ds, "changes_pruned", up_to, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+sqlite_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
+	return meta_get(ds, "revision", out, err);
+}
+
+/* ---- join tokens ---- */
+
+/* A token is [A-Za-z0-9._-], 1..LY_JOIN_TOKEN_MAX: the rule of its join_token selector. */
+static ly_status
+check_token(const char *token, struct ly_error *err)
+{
+	if (token == NULL || token[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "join token is empty");
+	size_t n = strnlen(token, LY_JOIN_TOKEN_MAX + 1);
+	if (n > LY_JOIN_TOKEN_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "join token is longer than %d bytes", LY_JOIN_TOKEN_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)token[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		    c == '_' || c == '-';
+		if (!ok)
+			return ly_error_set(err, LY_E_INVALID, "join token must use [A-Za-z0-9._-]");
+	}
+	return LY_OK;
+}
+
+/*
+ * The token is stored and looked up by SHA-256 only: a database leak gives
+ * no usable token, and an index lookup by digest leaks nothing useful about
+ * the token through timing (finding a preimage is the hard part).
+ */
+static ly_status
+token_hash(const char *token, unsigned char out[32], struct ly_error *err)
+{
+	unsigned int len = 0;
+	if (!EVP_Digest(token, strlen(token), out, &len, EVP_sha256(), NULL) || len != 32)
+		return ly_error_openssl(err, LY_E_CRYPTO, "join token hash");
+	return LY_OK;
+}
+
+static ly_status
+sqlite_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
+    struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	unsigned char hash[32];
+	struct ly_spiffe_id id;
+
+	LY_TRY(check_token(token, err));
+	if (spiffe_id == NULL)
+		return ly_error_set(err, LY_E_INVALID, "join token: SPIFFE ID is missing");
+	rc = ly_spiffe_id_parse_str(spiffe_id, &id, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "join token SPIFFE ID");
+	if (expires_at <= 0)
+		return ly_error_set(err, LY_E_INVALID, "join token needs an expiry time");
+	LY_TRY(token_hash(token, hash, err));
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_TOKEN_INSERT, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_text(st, 2, spiffe_id, -1, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_int64(st, 3, expires_at));
+	TRY_BIND(sqlite3_bind_int64(st, 4, now_seconds()));
+	rc = run(ds, st, "store join token", err);
+	st = NULL;
+	if (rc == LY_E_INVALID)
+		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
+	if (rc != LY_OK)
+		goto out;
+	rc = rev_bump(ds, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	release(st);
+	tx_rollback(ds);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return rc;
+}
+
+static ly_status
+sqlite_token_consume(struct ly_datastore *base, const char *token, int64_t now, char **spiffe_id,
+    struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	unsigned char hash[32];
+	char *granted = NULL;
+	int64_t expires_at = 0;
+	bool row;
+
+	if (spiffe_id == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
+	*spiffe_id = NULL;
+	LY_TRY(check_token(token, err));
+	LY_TRY(token_hash(token, hash, err));
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_TOKEN_GET, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
+	rc = step(ds, st, &row, "read join token", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
+		goto out;
+	}
+	rc = col_text(st, 0, LY_SPIFFE_ID_MAX, false, &granted, err);
+	if (rc != LY_OK)
+		goto out;
+	expires_at = sqlite3_column_int64(st, 1);
+	release(st);
+	rc = stmt(ds, ST_TOKEN_DELETE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
+	rc = run(ds, st, "use join token", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	if (sqlite3_changes(ds->db) != 1) {
+		rc = ly_error_set(err, LY_E_INTERNAL, "join token vanished during its own transaction");
+		goto out;
+	}
+	rc = rev_bump(ds, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	/* Committed even when expired: an expired token is used up too. */
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	if (now >= expires_at) {
+		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
+		goto out;
+	}
+	*spiffe_id = granted;
+	granted = NULL;
+out:
+	release(st);
+	tx_rollback(ds);
+	free(granted);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return rc;
+}
+
+static ly_status
+sqlite_token_prune(struct ly_datastore *base, int64_t now, size_t *removed, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	if (removed != NULL)
+		*removed = 0;
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_TOKEN_PRUNE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, now));
+	rc = run(ds, st, "prune join tokens", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	int n = sqlite3_changes(ds->db);
+	if (n > 0) {
+		rc = rev_bump(ds, NULL, err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	rc = tx_commit(ds, err);
+	if (rc == LY_OK && removed != NULL)
+		*removed = (size_t)n;
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+/* ---- agents ---- */
+
+#define AGENT_TYPE_MAX 64
+#define AGENT_SERIAL_MAX 64
+
+static ly_status
+check_agent(const struct ly_agent *a, struct ly_error *err)
+{
+	struct ly_spiffe_id id;
+
+	if (a == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent: no agent");
+	if (a->spiffe_id == NULL)
+		return ly_error_set(err, LY_E_INVALID, "agent has no SPIFFE ID");
+	ly_status rc = ly_spiffe_id_parse_str(a->spiffe_id, &id, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "agent SPIFFE ID");
+	if (a->attestation_type == NULL || a->attestation_type[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "agent has no attestation type");
+	size_t n = strnlen(a->attestation_type, AGENT_TYPE_MAX + 1);
+	if (n > AGENT_TYPE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "agent attestation type is longer than %d bytes", AGENT_TYPE_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)a->attestation_type[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return ly_error_set(err, LY_E_INVALID, "agent attestation type must use [a-z0-9_]");
+	}
+	if (a->serial_number != NULL) {
+		n = strnlen(a->serial_number, AGENT_SERIAL_MAX + 1);
+		if (n > AGENT_SERIAL_MAX)
+			return ly_error_set(err, LY_E_LIMIT, "agent serial number is longer than %d bytes",
+			    AGENT_SERIAL_MAX);
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)a->serial_number[i];
+			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+				return ly_error_set(err, LY_E_INVALID, "agent serial number must be lower-case hex");
+		}
+	}
+	if (a->n_selectors > LY_SELECTORS_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "agent has %zu selectors, over the limit of %d", a->n_selectors,
+		    LY_SELECTORS_MAX);
+	if (a->n_selectors > 0 && a->selectors == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent selectors missing");
+	for (size_t i = 0; i < a->n_selectors; i++) {
+		rc = ly_selector_check(a->selectors[i].type, a->selectors[i].value, err);
+		if (rc != LY_OK)
+			return ly_error_wrap(err, rc, "agent selector %zu", i + 1);
+		if (!ly_selector_type_is_node(a->selectors[i].type))
+			return ly_error_set(err, LY_E_INVALID, "agent selector %zu has workload selector type %s",
+			    i + 1, a->selectors[i].type);
+	}
+	return LY_OK;
+}
+
+static ly_status
+sqlite_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	bool row;
+
+	LY_TRY(check_agent(agent, err));
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_AGENT_UPSERT, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, agent->spiffe_id, -1, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_text(st, 2, agent->attestation_type, -1, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_text(st, 3, agent->serial_number != NULL ? agent->serial_number : "", -1,
+	    SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_int64(st, 4, agent->svid_expires_at));
+	TRY_BIND(sqlite3_bind_int(st, 5, agent->banned ? 1 : 0));
+	TRY_BIND(sqlite3_bind_int64(st, 6, now_seconds()));
+	rc = step(ds, st, &row, "store agent", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: agent upsert returned no row");
+		goto out;
+	}
+	int64_t id = sqlite3_column_int64(st, 0);
+	rc = step(ds, st, &row, "store agent", err);
+	if (rc != LY_OK)
+		goto out;
+	release(st);
+	rc = stmt(ds, ST_AGENT_SEL_DELETE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_int64(st, 1, id));
+	rc = run(ds, st, "replace agent selectors", err);
+	if (rc != LY_OK)
+		goto out;
+	for (size_t i = 0; i < agent->n_selectors; i++) {
+		rc = stmt(ds, ST_AGENT_SEL_INSERT, &st, err);
+		if (rc != LY_OK)
+			goto out;
+		TRY_BIND(sqlite3_bind_int64(st, 1, id));
+		TRY_BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)i));
+		TRY_BIND(sqlite3_bind_text(st, 3, agent->selectors[i].type, -1, SQLITE_STATIC));
+		TRY_BIND(sqlite3_bind_text(st, 4, agent->selectors[i].value, -1, SQLITE_STATIC));
+		rc = run(ds, st, "insert agent selector", err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	st = NULL;
+	rc = rev_bump(ds, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+/* Reads the agent at the current row of `st` (AGENT_COLS) and its selectors. */
+static ly_status
+read_agent(struct sqlite_ds *ds, sqlite3_stmt *st, struct ly_agent **out, struct ly_error *err)
+{
+	ly_status rc;
+	struct ly_agent *a = calloc(1, sizeof(*a));
+
+	*out = NULL;
+	if (a == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+	int64_t id = sqlite3_column_int64(st, 0);
+	if ((rc = col_text(st, 1, LY_SPIFFE_ID_MAX, false, &a->spiffe_id, err)) != LY_OK ||
+	    (rc = col_text(st, 2, AGENT_TYPE_MAX, false, &a->attestation_type, err)) != LY_OK ||
+	    (rc = col_text(st, 3, AGENT_SERIAL_MAX, false, &a->serial_number, err)) != LY_OK)
+		goto out;
+	a->svid_expires_at = sqlite3_column_int64(st, 4);
+	a->banned = sqlite3_column_int64(st, 5) != 0;
+	a->created_at = sqlite3_column_int64(st, 6);
+	a->updated_at = sqlite3_column_int64(st, 7);
+	rc = load_selectors(ds, ST_AGENT_SEL_BY_AGENT, id, &a->selectors, &a->n_selectors, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = a;
+	a = NULL;
+out:
+	ly_agent_free(a);
+	return rc;
+}
+
+static ly_status
+check_agent_id(const char *spiffe_id, struct ly_error *err)
+{
+	if (spiffe_id == NULL || spiffe_id[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "agent SPIFFE ID is empty");
+	if (strnlen(spiffe_id, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "agent SPIFFE ID is longer than %d bytes", LY_SPIFFE_ID_MAX);
+	return LY_OK;
+}
+
+static ly_status
+sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_agent **out, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_agent *a = NULL;
+	bool row;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
+	*out = NULL;
+	LY_TRY(check_agent_id(spiffe_id, err));
+	rc = tx_begin(ds, false, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_AGENT_GET, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, spiffe_id, -1, SQLITE_STATIC));
+	rc = step(ds, st, &row, "get agent", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
+		goto out;
+	}
+	rc = read_agent(ds, st, &a, err);
+	if (rc != LY_OK)
+		goto out;
+	release(st);
+	st = NULL;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = a;
+	a = NULL;
+out:
+	release(st);
+	tx_rollback(ds);
+	ly_agent_free(a);
+	return rc;
+}
+
+static ly_status
+sqlite_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_agent_list got = LY_AGENT_LIST_INIT;
+	struct ly_agent *a = NULL;
+	size_t cap = 0;
+	bool row;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
+	rc = tx_begin(ds, false, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_AGENT_LIST, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	for (;;) {
+		rc = step(ds, st, &row, "list agents", err);
+		if (rc != LY_OK || !row)
+			break;
+		rc = read_agent(ds, st, &a, err);
+		if (rc != LY_OK)
+			break;
+		if (got.n == cap) {
+			size_t ncap = cap == 0 ? 16 : cap * 2;
+			struct ly_agent **grown = realloc(got.items, ncap * sizeof(*grown));
+			if (grown == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
+				break;
+			}
+			got.items = grown;
+			cap = ncap;
+		}
+		got.items[got.n++] = a;
+		a = NULL;
+	}
+	if (rc != LY_OK)
+		goto out;
+	release(st);
+	st = NULL;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	/* Hand over, appending to what the caller holds. */
+	if (got.n > 0) {
+		struct ly_agent **grown = realloc(out->items, (out->n + got.n) * sizeof(*grown));
+		if (grown == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
+			goto out;
+		}
+		memcpy(grown + out->n, got.items, got.n * sizeof(*grown));
+		out->items = grown;
+		out->n += got.n;
+		free(got.items);
+		got.items = NULL;
+		got.n = 0;
+	}
+out:
+	release(st);
+	tx_rollback(ds);
+	ly_agent_free(a);
+	ly_agent_list_cleanup(&got);
+	return rc;
+}
+
+/* Runs a one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
+static ly_status
+agent_write(struct sqlite_ds *ds, enum stmt_id id, const char *spiffe_id, int banned, const char *what,
+    struct ly_error *err)
+{
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	LY_TRY(check_agent_id(spiffe_id, err));
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, id, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, spiffe_id, -1, SQLITE_STATIC));
+	if (id == ST_AGENT_BAN) {
+		TRY_BIND(sqlite3_bind_int(st, 2, banned));
+		TRY_BIND(sqlite3_bind_int64(st, 3, now_seconds()));
+	}
+	rc = run(ds, st, what, err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	if (sqlite3_changes(ds->db) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
+		goto out;
+	}
+	rc = rev_bump(ds, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+sqlite_agent_delete(struct ly_datastore *base, const char *spiffe_id, struct ly_error *err)
+{
+	return agent_write(to_sqlite(base), ST_AGENT_DELETE, spiffe_id, 0, "evict agent", err);
+}
+
+static ly_status
+sqlite_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool banned, struct ly_error *err)
+{
+	return agent_write(to_sqlite(base), ST_AGENT_BAN, spiffe_id, banned ? 1 : 0, "ban agent", err);
+}
+
+/* ---- CA state ---- */
+
+static ly_status
+check_ca_name(const char *name, struct ly_error *err)
+{
+	if (name == NULL || name[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "CA state name is empty");
+	size_t n = strnlen(name, LY_CA_STATE_NAME_MAX + 1);
+	if (n > LY_CA_STATE_NAME_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "CA state name is longer than %d bytes", LY_CA_STATE_NAME_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		    c == '_' || c == '-';
+		if (!ok)
+			return ly_error_set(err, LY_E_INVALID, "CA state name must use [A-Za-z0-9._-]");
+	}
+	return LY_OK;
+}
+
+static ly_status
+sqlite_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
+    struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	LY_TRY(check_ca_name(name, err));
+	if (len > LY_CA_STATE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "CA state %s is %zu bytes, over the %d-byte limit", name, len,
+		    LY_CA_STATE_MAX);
+	if (len > 0 && data == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "CA state: no data");
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_CA_PUT, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	/* A NULL blob pointer would bind SQL NULL: an empty value is a zero-length blob. */
+	if (len == 0)
+		TRY_BIND(sqlite3_bind_zeroblob(st, 2, 0));
+	else
+		TRY_BIND(sqlite3_bind_blob(st, 2, data, (int)len, SQLITE_STATIC));
+	TRY_BIND(sqlite3_bind_int64(st, 3, now_seconds()));
+	rc = run(ds, st, "store CA state", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	rc = rev_bump(ds, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+sqlite_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+	struct ly_buf got = LY_BUF_INIT;
+	bool row;
+
+	if (out == NULL || out->data != NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
+	LY_TRY(check_ca_name(name, err));
+	rc = tx_begin(ds, false, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_CA_GET, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	rc = step(ds, st, &row, "read CA state", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
+		goto out;
+	}
+	const void *p = sqlite3_column_blob(st, 0);
+	int n = sqlite3_column_bytes(st, 0);
+	if (n < 0 || n > LY_CA_STATE_MAX || (p == NULL && n > 0)) {
+		rc = corrupt("CA state value", err);
+		goto out;
+	}
+	rc = ly_buf_set(&got, p, (size_t)n, err);
+	if (rc != LY_OK)
+		goto out;
+	release(st);
+	st = NULL;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	ly_buf_take(out, &got);
+out:
+	release(st);
+	tx_rollback(ds);
+	ly_buf_free_secret(&got);
+	return rc;
+}
+
+static ly_status
+sqlite_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	LY_TRY(check_ca_name(name, err));
+	rc = tx_begin(ds, true, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = stmt(ds, ST_CA_DELETE, &st, err);
+	if (rc != LY_OK)
+		goto out;
+	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	rc = run(ds, st, "delete CA state", err);
+	st = NULL;
+	if (rc != LY_OK)
+		goto out;
+	if (sqlite3_changes(ds->db) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
+		goto out;
+	}
+	rc = rev_bump(ds, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	release(st);
+	tx_rollback(ds);
+	return rc;
+}
+
+/* ---- open, migrate, close ---- */
+
+static void
+sqlite_close(struct ly_datastore *base)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	if (ds == NULL)
+		return;
+	tx_rollback(ds);
+	for (size_t i = 0; i < ST_COUNT; i++)
+		(void)sqlite3_finalize(ds->st[i]);
+	/* close_v2: a zombie connection rather than a leak if anything is left. */
+	(void)sqlite3_close_v2(ds->db);
+	free(ds->path);
+	free(ds);
+}
+
+static const struct ly_datastore_ops sqlite_ops = {
+	.name = "sqlite",
+	.close = sqlite_close,
+	.revision = sqlite_revision,
+	.entry_create = sqlite_entry_create,
+	.entry_get = sqlite_entry_get,
+	.entry_update = sqlite_entry_update,
+	.entry_delete = sqlite_entry_delete,
+	.entry_list = sqlite_entry_list,
+	.entry_changes_since = sqlite_entry_changes_since,
+	.entry_changes_prune = sqlite_entry_changes_prune,
+	.token_create = sqlite_token_create,
+	.token_consume = sqlite_token_consume,
+	.token_prune = sqlite_token_prune,
+	.agent_upsert = sqlite_agent_upsert,
+	.agent_get = sqlite_agent_get,
+	.agent_list = sqlite_agent_list,
+	.agent_delete = sqlite_agent_delete,
+	.agent_set_banned = sqlite_agent_set_banned,
+	.ca_state_put = sqlite_ca_state_put,
+	.ca_state_get = sqlite_ca_state_get,
+	.ca_state_delete = sqlite_ca_state_delete,
+};
+
+/*
+ * Prepares and runs one constant statement to completion (set-up and
+ * migrations only); the first row's text goes to `row0` if asked.
+ */
+static ly_status
+exec_once(struct sqlite_ds *ds, const char *sql, const char *what, char *row0, size_t row0_size,
+    struct ly_error *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return db_fail(ds, rc, what, err);
+	if (row0 != NULL && row0_size > 0)
+		row0[0] = '\0';
+	bool first = true;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (first && row0 != NULL && row0_size > 0) {
+			const unsigned char *t = sqlite3_column_text(st, 0);
+			(void)snprintf(row0, row0_size, "%s", t != NULL ? (const char *)t : "");
+		}
+		first = false;
+	}
+	ly_status s = rc == SQLITE_DONE ? LY_OK : db_fail(ds, rc, what, err);
+	/* finalize repeats the last step's result, handled just above. */
+	(void)sqlite3_finalize(st);
+	return s;
+}
+
+/* Reads the schema version (0 for a new file); refuses a corrupt table. */
+static ly_status
+read_schema_version(struct sqlite_ds *ds, int64_t *version, struct ly_error *err)
+{
+	sqlite3_stmt *st = NULL;
+	ly_status s = LY_OK;
+	size_t rows = 0;
+	int rc = sqlite3_prepare_v2(ds->db, "SELECT version FROM schema_version", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return db_fail(ds, rc, "read schema version", err);
+	*version = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*version = sqlite3_column_int64(st, 0);
+		rows++;
+	}
+	if (rc != SQLITE_DONE)
+		s = db_fail(ds, rc, "read schema version", err);
+	else if (rows > 1 || *version < 0)
+		s = corrupt("schema_version", err);
+	else if (rows == 0)
+		s = exec_once(ds, "INSERT INTO schema_version (version) VALUES (0)", "schema version", NULL, 0,
+		    err);
+	(void)sqlite3_finalize(st);
+	return s;
+}
+
+static ly_status
+migrate(struct sqlite_ds *ds, struct ly_error *err)
+{
+	ly_status rc;
+	int64_t version = 0;
+	sqlite3_stmt *st = NULL;
+
+	rc = exec_once(ds, "BEGIN IMMEDIATE", "begin migration", NULL, 0, err);
+	if (rc != LY_OK)
+		return rc;
+	rc = exec_once(ds, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT",
+	    "schema version", NULL, 0, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = read_schema_version(ds, &version, err);
+	if (rc != LY_OK)
+		goto out;
+	if (version > LY_DATASTORE_SQLITE_SCHEMA) {
+		rc = ly_error_set(err, LY_E_UNSUPPORTED,
+		    "datastore schema %lld is newer than this lanyard-server (%d): upgrade", (long long)version,
+		    LY_DATASTORE_SQLITE_SCHEMA);
+		goto out;
+	}
+	for (size_t m = 0; m < NELEM(migrations); m++) {
+		if (migrations[m].version <= version)
+			continue;
+		for (size_t i = 0; i < migrations[m].n; i++) {
+			rc = exec_once(ds, migrations[m].stmts[i], "migrate", NULL, 0, err);
+			if (rc != LY_OK) {
+				rc = ly_error_wrap(err, rc, "schema migration to version %d", migrations[m].version);
+				goto out;
+			}
+		}
+	}
+	if (version < LY_DATASTORE_SQLITE_SCHEMA) {
+		int prc = sqlite3_prepare_v2(ds->db, "UPDATE schema_version SET version = ?1", -1, &st, NULL);
+		if (prc != SQLITE_OK) {
+			rc = db_fail(ds, prc, "write schema version", err);
+			goto out;
+		}
+		TRY_BIND(sqlite3_bind_int(st, 1, LY_DATASTORE_SQLITE_SCHEMA));
+		prc = sqlite3_step(st);
+		if (prc != SQLITE_DONE) {
+			rc = db_fail(ds, prc, "write schema version", err);
+			goto out;
+		}
+	}
+	rc = exec_once(ds, "COMMIT", "commit migration", NULL, 0, err);
+out:
+	(void)sqlite3_finalize(st);
+	if (rc != LY_OK && !sqlite3_get_autocommit(ds->db))
+		(void)exec_once(ds, "ROLLBACK", "rollback migration", NULL, 0, NULL);
+	return rc;
+}
+
+/*
+ * Creates the file 0600 if absent (whatever the umask), tightens an
+ * existing one, and refuses symlinks and non-regular files; SQLite then
+ * gives its -wal and -shm files the database file's mode.
+ */
+static ly_status
+prepare_file(const char *path, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	struct stat st;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+	if (fd < 0) {
+		int e = errno;
+		if (e == ELOOP)
+			return ly_error_set(err, LY_E_INVALID, "datastore: is a symbolic link");
+		return ly_error_set(err, LY_E_IO, "datastore: open: %s", strerror(e));
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "datastore: stat: %s", strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = ly_error_set(err, LY_E_INVALID, "datastore: not a regular file");
+		goto out;
+	}
+	if ((st.st_mode & 07777) != 0600 && fchmod(fd, 0600) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "datastore: chmod 0600: %s", strerror(errno));
+		goto out;
+	}
+out:
+	(void)close(fd);
+	return rc;
+}
+
+ly_status
+ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, struct ly_error *err)
+{
+	ly_status rc;
+	struct sqlite_ds *ds = NULL;
+	char mode[16];
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: no output");
+	*out = NULL;
+	if (path == NULL || path[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "datastore path is empty");
+	if (strnlen(path, PATH_MAX) >= PATH_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "datastore path is longer than %d bytes", PATH_MAX - 1);
+	rc = prepare_file(path, err);
+	if (rc != LY_OK)
+		goto out;
+	ds = calloc(1, sizeof(*ds));
+	if (ds == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+		goto out;
+	}
+	ds->base.ops = &sqlite_ops;
+	ds->path = strdup(path);
+	if (ds->path == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+		goto out;
+	}
+	int src = sqlite3_open_v2(path, &ds->db,
+	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE, NULL);
+	if (src != SQLITE_OK) {
+		rc = ds->db == NULL ? ly_error_set(err, LY_E_NOMEM, "datastore: out of memory") :
+		                      db_fail(ds, src, "open", err);
+		goto out;
+	}
+	src = sqlite3_busy_timeout(ds->db, 5000);
+	if (src != SQLITE_OK) {
+		rc = db_fail(ds, src, "busy timeout", err);
+		goto out;
+	}
+	/* The first statement reads the file header: a non-database fails here. */
+	rc = exec_once(ds, "PRAGMA journal_mode = WAL", "set WAL journal", mode, sizeof(mode), err);
+	if (rc != LY_OK)
+		goto out;
+	if (strcmp(mode, "wal") != 0) {
+		rc = ly_error_set(err, LY_E_IO, "datastore: cannot use WAL journal (got %s)", mode);
+		goto out;
+	}
+	if ((rc = exec_once(ds, "PRAGMA synchronous = FULL", "set synchronous", NULL, 0, err)) != LY_OK ||
+	    (rc = exec_once(ds, "PRAGMA foreign_keys = ON", "set foreign keys", NULL, 0, err)) != LY_OK ||
+	    (rc = exec_once(ds, "PRAGMA secure_delete = ON", "set secure delete", NULL, 0, err)) != LY_OK)
+		goto out;
+	rc = migrate(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = &ds->base;
+	ds = NULL;
+out:
+	if (rc != LY_OK)
+		(void)ly_error_wrap(err, rc, "%s", path);
+	if (ds != NULL)
+		sqlite_close(&ds->base);
+	return rc;
+}
