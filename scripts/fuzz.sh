@@ -19,13 +19,15 @@ done
 shift $((OPTIND - 1))
 
 build=${LANYARD_FUZZ_BUILD:-$top/build-fuzz}
-CC=clang cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLANYARD_FUZZ=ON >/dev/null
-cmake --build "$build" -j "$(nproc)" >/dev/null
-
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
   mapfile -t targets < <(ls "$top/tests/fuzz/corpus")
 fi
+
+CC=clang cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLANYARD_FUZZ=ON >/dev/null
+for t in "${targets[@]}"; do
+  cmake --build "$build" -j "$(nproc)" --target "fuzz_$t" >/dev/null
+done
 
 run_one() {
   local t=$1 out=$top/fuzz-out/$1
