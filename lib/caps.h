@@ -85,4 +85,36 @@
 #define LY_CA_STATE_NAME_MAX 128
 #define LY_CA_STATE_MAX (1024 * 1024)
 
+/*
+ * gRPC (rpc/): one message received by either side (gRPC's own default is
+ * 4 MiB), and the highest fd number ly_rpc_server_add_fd accepts (the
+ * connection table is indexed by fd).
+ */
+#define LY_RPC_MSG_MAX (4 * 1024 * 1024)
+#define LY_RPC_FD_MAX 65536
+
+/*
+ * Node attestation (SPEC §6). x509pop: a proof-of-possession signature
+ * (an RSA-8192 signature is 1024 bytes). k8s_psat: the agent's projected
+ * service-account token and the server's own token file (JWTs), one
+ * Kubernetes API response (a Node with its image list can be large), the
+ * JSON nesting of such a response (managedFields nest deeper than
+ * LY_JSON_DEPTH_MAX), clusters configured and allow-list entries per cluster.
+ */
+#define LY_X509POP_SIG_MAX 1024
+#define LY_K8S_TOKEN_MAX (16 * 1024)
+#define LY_K8S_RESPONSE_MAX (1024 * 1024)
+#define LY_K8S_JSON_DEPTH_MAX 64
+#define LY_K8S_CLUSTERS_MAX 64
+#define LY_K8S_ALLOW_MAX 256
+
+/*
+ * The server's CA (server/ca.c): slot files it loads from <dataDir>/ca
+ * (a handful in normal operation: old, current and next of each kind),
+ * one slot file's size, and the CSRs one ly_ca_sign_batch call signs.
+ */
+#define LY_CA_SLOTS_MAX 32
+#define LY_CA_SLOT_FILE_MAX (64 * 1024)
+#define LY_CA_BATCH_MAX 1024
+
 #endif /* LANYARD_CAPS_H */

@@ -1,0 +1,1577 @@
+/*
+ * bridge.c: gRPC core's completion queue on a libuv loop (see rpc.h).
+ *
+ * The only file that includes both uv.h and grpc/grpc.h.
+ *
+ * Threads. cq_thread blocks in grpc_completion_queue_next and does nothing
+ * else: each completed tag goes on a locked intrusive list and the loop is
+ * woken with uv_async_send. Everything else, every grpc_call_start_batch
+ * included, runs on the loop thread. (gRPC 1.51's callback completion queue
+ * delivers nothing on Linux: network I/O only runs on threads blocked in
+ * _next.)
+ *
+ * Tags. Every batch carries a struct tag embedded in the object it belongs
+ * to; its function runs on the loop with the batch's success flag. An
+ * object counts its batches in flight (`pending`) and is freed only when
+ * none is left and nobody else holds it, so a tag on the list always points
+ * into live memory.
+ *
+ * Shutdown (ly_rpc_close): servers shut down and cancel their calls,
+ * channels cancel theirs; when the last server, channel and call are gone
+ * the completion queue is shut down, the thread sees GRPC_QUEUE_SHUTDOWN
+ * and says so, the loop joins it, destroys the queue, closes the async
+ * handle and frees the rest in its close callback.
+ */
+#include "rpc/rpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "lib/caps.h"
+#include "lib/log.h"
+#include "rpc/conntab.h"
+#include "rpc/internal.h"
+#include "rpc/sendq.h"
+
+#define container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+_Static_assert((int)LY_RPC_OK == (int)GRPC_STATUS_OK, "status codes");
+_Static_assert((int)LY_RPC_INVALID_ARGUMENT == (int)GRPC_STATUS_INVALID_ARGUMENT, "status codes");
+_Static_assert((int)LY_RPC_RESOURCE_EXHAUSTED == (int)GRPC_STATUS_RESOURCE_EXHAUSTED,
+    "status codes");
+_Static_assert((int)LY_RPC_UNIMPLEMENTED == (int)GRPC_STATUS_UNIMPLEMENTED, "status codes");
+_Static_assert((int)LY_RPC_UNAUTHENTICATED == (int)GRPC_STATUS_UNAUTHENTICATED, "status codes");
+
+/* Request metadata entries a client call may carry. */
+#define RPC_CALL_MD_MAX 16
+
+/* ---- intrusive lists ---- */
+
+struct link {
+	struct link *prev, *next;
+};
+
+static void
+list_init(struct link *head)
+{
+	head->prev = head->next = head;
+}
+
+static bool
+list_empty(const struct link *head)
+{
+	return head->next == head;
+}
+
+static void
+list_add(struct link *head, struct link *l)
+{
+	l->next = head;
+	l->prev = head->prev;
+	head->prev->next = l;
+	head->prev = l;
+}
+
+static void
+list_del(struct link *l)
+{
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	l->prev = l->next = l;
+}
+
+/* ---- objects ---- */
+
+struct tag {
+	void (*fn)(struct tag *tag, bool ok);
+	struct tag *next; /* on the loop's list */
+	bool ok;
+};
+
+struct ly_rpc {
+	uv_loop_t *loop;
+	uv_async_t async;
+	uv_thread_t thread;
+	grpc_completion_queue *cq;
+
+	uv_mutex_t mu;           /* guards head, tail, thread_done */
+	struct tag *head, *tail; /* completions for the loop */
+	bool thread_done;
+
+	struct link servers;
+	struct link channels;
+	bool closing;
+	bool cq_shut;
+	bool joined;
+	struct ly_rpc_tls_state *retired; /* freed after grpc_shutdown */
+	ly_rpc_close_cb close_cb;
+	void *close_arg;
+};
+
+/* A connection handed over with ly_rpc_server_add_fd. */
+struct conn {
+	uv_poll_t poll; /* on fd_watch, for hang-up only */
+	struct link link;
+	struct ly_rpc_server *srv;
+	int fd_grpc;  /* the number gRPC reports as "fd:N"; gRPC closes it */
+	int fd_watch; /* our duplicate, never read */
+	void *ctx;
+	int refs; /* 1 for the watcher, 1 per call */
+	bool hung;
+};
+
+struct ly_rpc_server {
+	struct link link; /* in rpc->servers */
+	struct ly_rpc *rpc;
+	grpc_server *server;
+	struct ly_rpc_server_config cfg;
+	size_t max_request;
+	grpc_server_credentials *insecure; /* for handed-over fds */
+	struct ly_rpc_tls_state *tls;
+	bool started;
+	bool shutting_down;
+	bool shutdown_pending;
+	struct tag t_shutdown;
+	struct ly_rpc_call *waiting; /* the outstanding grpc_server_request_call */
+	struct link calls;
+	size_t ncalls;
+	struct link conns;
+	size_t nconns;
+	struct ly_conntab conntab;
+};
+
+struct ly_rpc_call {
+	struct link link; /* in srv->calls once started */
+	struct ly_rpc_server *srv;
+	grpc_call *call;
+	grpc_call_details details;
+	grpc_metadata_array req_md;
+	const struct ly_rpc_method *method; /* NULL: unknown */
+	char *method_str;                   /* gpr_malloc'd */
+	char *peer;                         /* gpr_malloc'd */
+	char *spiffe_id;
+	char *cert_pem;
+	struct conn *conn;
+
+	struct tag t_request, t_close, t_recv, t_send;
+	int pending;           /* batches in flight */
+	grpc_byte_buffer *recv_bb;
+	int close_cancelled;   /* from RECV_CLOSE_ON_SERVER */
+	struct ly_sendq q;
+	grpc_byte_buffer *send_bb; /* in the batch in flight */
+	grpc_status_code status;
+	grpc_slice status_details;
+	bool has_details;
+	bool finishing;
+	bool closed;
+	bool handler_owned;
+	ly_rpc_closed_cb closed_cb;
+	void *closed_arg;
+};
+
+struct ly_rpc_channel {
+	struct link link; /* in rpc->channels */
+	struct ly_rpc *rpc;
+	grpc_channel *channel;
+	struct ly_rpc_verifier *verifier;
+	size_t max_response;
+	struct link calls;
+	size_t ncalls;
+	bool freeing;
+};
+
+struct ly_rpc_ccall {
+	struct link link; /* in ch->calls */
+	struct ly_rpc_channel *ch;
+	grpc_call *call;
+	enum ly_rpc_kind kind;
+	struct tag t_main, t_status, t_msg;
+	int pending;
+	grpc_byte_buffer *send_bb;
+	grpc_byte_buffer *recv_bb;
+	grpc_metadata md[RPC_CALL_MD_MAX];
+	size_t n_md;
+	grpc_metadata_array init_md;
+	grpc_metadata_array trailing_md;
+	grpc_status_code status;
+	grpc_slice details;
+	bool status_set; /* our own verdict overrides gRPC's */
+	enum ly_rpc_code own_code;
+	const char *own_details;
+	ly_rpc_message_cb on_message;
+	ly_rpc_status_cb on_status;
+	void *arg;
+};
+
+static void rpc_maybe_shutdown_cq(struct ly_rpc *rpc);
+static void server_maybe_done(struct ly_rpc_server *srv);
+static void channel_maybe_free(struct ly_rpc_channel *ch);
+
+const char *
+ly_rpc_code_str(enum ly_rpc_code code)
+{
+	static const char *const names[] = {
+		"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+		"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+		"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+		"UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+	};
+	if ((unsigned)code >= sizeof(names) / sizeof(names[0]))
+		return "?";
+	return names[code];
+}
+
+/* ---- the completion-queue thread and the loop side ---- */
+
+static void
+cq_thread(void *arg)
+{
+	struct ly_rpc *rpc = arg;
+
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(rpc->cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		struct tag *t = ev.tag;
+		t->ok = ev.success != 0;
+		t->next = NULL;
+		uv_mutex_lock(&rpc->mu);
+		bool wake = rpc->head == NULL;
+		if (rpc->tail != NULL)
+			rpc->tail->next = t;
+		else
+			rpc->head = t;
+		rpc->tail = t;
+		uv_mutex_unlock(&rpc->mu);
+		if (wake)
+			uv_async_send(&rpc->async);
+	}
+	uv_mutex_lock(&rpc->mu);
+	rpc->thread_done = true;
+	uv_mutex_unlock(&rpc->mu);
+	uv_async_send(&rpc->async);
+}
+
+static void
+rpc_free_cb(uv_handle_t *h)
+{
+	struct ly_rpc *rpc = container_of(h, struct ly_rpc, async);
+	ly_rpc_close_cb cb = rpc->close_cb;
+	void *arg = rpc->close_arg;
+
+	struct ly_rpc_tls_state *retired = rpc->retired;
+
+	uv_mutex_destroy(&rpc->mu);
+	free(rpc);
+	grpc_shutdown();
+	ly_rpc_tls_state_free_list(retired);
+	if (cb != NULL)
+		cb(arg);
+}
+
+static void
+on_async(uv_async_t *h)
+{
+	struct ly_rpc *rpc = container_of(h, struct ly_rpc, async);
+
+	uv_mutex_lock(&rpc->mu);
+	struct tag *t = rpc->head;
+	bool done = rpc->thread_done;
+	rpc->head = rpc->tail = NULL;
+	uv_mutex_unlock(&rpc->mu);
+
+	while (t != NULL) {
+		struct tag *next = t->next; /* t->fn may free t */
+		t->fn(t, t->ok);
+		t = next;
+	}
+	if (done && !rpc->joined) {
+		rpc->joined = true;
+		uv_thread_join(&rpc->thread);
+		grpc_completion_queue_destroy(rpc->cq);
+		rpc->cq = NULL;
+		uv_close((uv_handle_t *)&rpc->async, rpc_free_cb);
+	}
+}
+
+ly_status
+ly_rpc_new(struct uv_loop_s *loop, struct ly_rpc **out, struct ly_error *err)
+{
+	struct ly_rpc *rpc;
+
+	*out = NULL;
+	rpc = calloc(1, sizeof(*rpc));
+	if (rpc == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "rpc: out of memory");
+	if (uv_mutex_init(&rpc->mu) != 0) {
+		free(rpc);
+		return ly_error_set(err, LY_E_INTERNAL, "rpc: mutex");
+	}
+	rpc->loop = loop;
+	list_init(&rpc->servers);
+	list_init(&rpc->channels);
+	grpc_init();
+	rpc->cq = grpc_completion_queue_create_for_next(NULL);
+	if (rpc->cq == NULL) {
+		grpc_shutdown();
+		uv_mutex_destroy(&rpc->mu);
+		free(rpc);
+		return ly_error_set(err, LY_E_NOMEM, "rpc: no completion queue");
+	}
+	int rc = uv_async_init(loop, &rpc->async, on_async);
+	if (rc != 0) {
+		grpc_completion_queue_shutdown(rpc->cq);
+		grpc_completion_queue_destroy(rpc->cq);
+		grpc_shutdown();
+		uv_mutex_destroy(&rpc->mu);
+		free(rpc);
+		return ly_error_set(err, LY_E_IO, "rpc: uv_async_init: %s", uv_strerror(rc));
+	}
+	rc = uv_thread_create(&rpc->thread, cq_thread, rpc);
+	if (rc != 0) {
+		/* No thread: shut the queue and free through the async handle's
+		 * close callback, like ly_rpc_close without a thread to join. */
+		grpc_completion_queue_shutdown(rpc->cq);
+		grpc_completion_queue_destroy(rpc->cq);
+		rpc->cq = NULL;
+		rpc->closing = rpc->joined = true;
+		uv_close((uv_handle_t *)&rpc->async, rpc_free_cb);
+		return ly_error_set(err, LY_E_IO, "rpc: thread: %s", uv_strerror(rc));
+	}
+	*out = rpc;
+	return LY_OK;
+}
+
+static void
+rpc_maybe_shutdown_cq(struct ly_rpc *rpc)
+{
+	if (!rpc->closing || rpc->cq_shut)
+		return;
+	if (!list_empty(&rpc->servers) || !list_empty(&rpc->channels))
+		return;
+	rpc->cq_shut = true;
+	grpc_completion_queue_shutdown(rpc->cq);
+}
+
+static void server_shutdown(struct ly_rpc_server *srv);
+
+void
+ly_rpc_close(struct ly_rpc *rpc, ly_rpc_close_cb cb, void *arg)
+{
+	struct link *l, *next;
+
+	if (rpc == NULL || rpc->closing)
+		return;
+	rpc->closing = true;
+	rpc->close_cb = cb;
+	rpc->close_arg = arg;
+	/* Each step may free the element (and unlink it): take next first. */
+	for (l = rpc->servers.next; l != &rpc->servers; l = next) {
+		next = l->next;
+		server_shutdown(container_of(l, struct ly_rpc_server, link));
+	}
+	for (l = rpc->channels.next; l != &rpc->channels; l = next) {
+		next = l->next;
+		ly_rpc_channel_free(container_of(l, struct ly_rpc_channel, link));
+	}
+	rpc_maybe_shutdown_cq(rpc);
+}
+
+static grpc_channel_args *
+channel_args(grpc_arg *args, size_t n, grpc_channel_args *out)
+{
+	out->num_args = n;
+	out->args = args;
+	return out;
+}
+
+static grpc_arg
+int_arg(const char *key, int value)
+{
+	grpc_arg a;
+
+	memset(&a, 0, sizeof(a));
+	a.type = GRPC_ARG_INTEGER;
+	a.key = (char *)(uintptr_t)key; /* gRPC's API is not const-correct */
+	a.value.integer = value;
+	return a;
+}
+
+/* ---- server calls ---- */
+
+static void on_request(struct tag *tag, bool ok);
+static void on_close(struct tag *tag, bool ok);
+static void on_recv(struct tag *tag, bool ok);
+static void on_send(struct tag *tag, bool ok);
+
+static struct ly_rpc_call *
+call_alloc(struct ly_rpc_server *srv)
+{
+	struct ly_rpc_call *call = calloc(1, sizeof(*call));
+
+	if (call == NULL)
+		return NULL;
+	call->srv = srv;
+	list_init(&call->link);
+	grpc_call_details_init(&call->details);
+	grpc_metadata_array_init(&call->req_md);
+	call->t_request.fn = on_request;
+	call->t_close.fn = on_close;
+	call->t_recv.fn = on_recv;
+	call->t_send.fn = on_send;
+	call->q = (struct ly_sendq)LY_SENDQ_INIT;
+	return call;
+}
+
+static void
+conn_unref(struct conn *conn)
+{
+	if (--conn->refs > 0)
+		return;
+	struct ly_rpc_server *srv = conn->srv;
+	list_del(&conn->link);
+	srv->nconns--;
+	if (srv->cfg.conn_release != NULL)
+		srv->cfg.conn_release(conn->ctx, srv->cfg.arg);
+	free(conn);
+	server_maybe_done(srv);
+}
+
+/* Frees a call struct; the caller unlinked it and no batch is in flight. */
+static void
+call_destroy(struct ly_rpc_call *call)
+{
+	if (call->call != NULL)
+		grpc_call_unref(call->call);
+	grpc_call_details_destroy(&call->details);
+	grpc_metadata_array_destroy(&call->req_md);
+	gpr_free(call->method_str);
+	gpr_free(call->peer);
+	free(call->spiffe_id);
+	free(call->cert_pem);
+	if (call->recv_bb != NULL)
+		grpc_byte_buffer_destroy(call->recv_bb);
+	if (call->has_details)
+		grpc_slice_unref(call->status_details);
+	struct conn *conn = call->conn;
+	free(call);
+	if (conn != NULL)
+		conn_unref(conn);
+}
+
+static void
+call_maybe_free(struct ly_rpc_call *call)
+{
+	if (call->pending != 0 || call->handler_owned)
+		return;
+	struct ly_rpc_server *srv = call->srv;
+	list_del(&call->link);
+	srv->ncalls--;
+	call_destroy(call);
+	server_maybe_done(srv);
+}
+
+/* Starts a batch; false (logged) when gRPC refused it: its tag never comes. */
+static bool
+call_batch(grpc_call *call, const grpc_op *ops, size_t n, struct tag *tag, int *pending)
+{
+	grpc_call_error e = grpc_call_start_batch(call, ops, n, tag, NULL);
+
+	if (e != GRPC_CALL_OK) {
+		log_error("grpc_call_start_batch: %s", grpc_call_error_to_string(e));
+		return false;
+	}
+	(*pending)++;
+	return true;
+}
+
+static void
+call_start_send(struct ly_rpc_call *call, const struct ly_sendq_batch *b)
+{
+	grpc_op ops[3];
+	size_t n = 0;
+
+	memset(ops, 0, sizeof(ops));
+	/* gRPC writes nothing for a status sent before initial metadata (the
+	 * client only sees DEADLINE_EXCEEDED): the sendq puts it in the first
+	 * batch, whatever that batch holds. */
+	if (b->initial_metadata)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	if (b->msg != NULL) {
+		call->send_bb = b->msg;
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n++].data.send_message.send_message = b->msg;
+	}
+	if (b->status) {
+		ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+		ops[n].data.send_status_from_server.status = call->status;
+		ops[n].data.send_status_from_server.status_details =
+		    call->has_details ? &call->status_details : NULL;
+		n++;
+	}
+	if (!call_batch(call->call, ops, n, &call->t_send, &call->pending)) {
+		struct ly_sendq_batch none;
+		void *orphan;
+		if (call->send_bb != NULL) {
+			grpc_byte_buffer_destroy(call->send_bb);
+			call->send_bb = NULL;
+		}
+		(void)ly_sendq_completed(&call->q, false, &none, &orphan);
+		if (orphan != NULL)
+			grpc_byte_buffer_destroy(orphan);
+		grpc_call_cancel(call->call, NULL);
+	}
+}
+
+/* Asks for the final status (once); it goes out after any queued message. */
+static void
+call_end(struct ly_rpc_call *call, enum ly_rpc_code code, const char *details)
+{
+	struct ly_sendq_batch b;
+
+	if (call->finishing)
+		return;
+	call->finishing = true;
+	call->status = (grpc_status_code)code;
+	call->status_details = grpc_slice_from_copied_string(details != NULL ? details : "");
+	call->has_details = true;
+	if (ly_sendq_finish(&call->q, &b))
+		call_start_send(call, &b);
+}
+
+static void
+on_send(struct tag *tag, bool ok)
+{
+	struct ly_rpc_call *call = container_of(tag, struct ly_rpc_call, t_send);
+	struct ly_sendq_batch b;
+	void *orphan;
+
+	if (call->send_bb != NULL) {
+		grpc_byte_buffer_destroy(call->send_bb);
+		call->send_bb = NULL;
+	}
+	if (ly_sendq_completed(&call->q, ok, &b, &orphan))
+		call_start_send(call, &b);
+	if (orphan != NULL)
+		grpc_byte_buffer_destroy(orphan);
+	call->pending--;
+	call_maybe_free(call);
+}
+
+static void
+on_close(struct tag *tag, bool ok)
+{
+	struct ly_rpc_call *call = container_of(tag, struct ly_rpc_call, t_close);
+
+	(void)ok;
+	call->closed = true;
+	/* Dead or done: nothing more goes out. */
+	void *orphan = ly_sendq_abort(&call->q);
+	if (orphan != NULL)
+		grpc_byte_buffer_destroy(orphan);
+	if (call->handler_owned && call->closed_cb != NULL) {
+		ly_rpc_closed_cb cb = call->closed_cb;
+		call->closed_cb = NULL;
+		cb(call, call->closed_arg); /* pending > 0: the call survives */
+	}
+	call->pending--;
+	call_maybe_free(call);
+}
+
+static void
+on_recv(struct tag *tag, bool ok)
+{
+	struct ly_rpc_call *call = container_of(tag, struct ly_rpc_call, t_recv);
+	struct ly_rpc_server *srv = call->srv;
+	grpc_byte_buffer *bb = call->recv_bb;
+	uint8_t *req = NULL;
+	size_t len = 0;
+	struct ly_error e;
+
+	call->recv_bb = NULL;
+	if (!ok || call->closed) {
+		/* The call died before its request arrived. */
+	} else if (bb == NULL) {
+		call_end(call, LY_RPC_INVALID_ARGUMENT, "request message missing");
+	} else {
+		ly_status rc = ly_rpc_msg_from_bb(bb, srv->max_request, &req, &len, &e);
+		if (rc == LY_E_LIMIT) {
+			char msg[96];
+			(void)snprintf(msg, sizeof(msg), "request message over %zu bytes",
+			    srv->max_request);
+			call_end(call, LY_RPC_RESOURCE_EXHAUSTED, msg);
+		} else if (rc != LY_OK) {
+			log_warn("%s: %s", call->method_str, e.msg);
+			call_end(call, LY_RPC_INTERNAL, "request message unreadable");
+		} else {
+			call->handler_owned = true;
+			call->method->handler(call, req, len, srv->cfg.arg);
+			ly_rpc_msg_free(req, len);
+		}
+	}
+	if (bb != NULL)
+		grpc_byte_buffer_destroy(bb);
+	call->pending--;
+	call_maybe_free(call);
+}
+
+/* Copies one auth property's first value, refusing embedded NULs. */
+static char *
+auth_property(const grpc_auth_context *ac, const char *name, size_t *count)
+{
+	grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ac, name);
+	const grpc_auth_property *p;
+	char *value = NULL;
+
+	*count = 0;
+	while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+		if ((*count)++ != 0 || p->value == NULL || memchr(p->value, '\0', p->value_length) != NULL)
+			continue;
+		value = strndup(p->value, p->value_length);
+	}
+	return value;
+}
+
+/* The caller's verified certificate and SPIFFE ID, from the auth context. */
+static void
+call_read_auth(struct ly_rpc_call *call)
+{
+	grpc_auth_context *ac = grpc_call_auth_context(call->call);
+	size_t n;
+
+	if (ac == NULL)
+		return;
+	/* Only what the TLS handshake verified: our listeners never accept an
+	 * unverified client certificate (see ly_rpc_tls_server_creds). */
+	char *type = auth_property(ac, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME, &n);
+	if (type != NULL && strcmp(type, GRPC_SSL_TRANSPORT_SECURITY_TYPE) == 0) {
+		call->cert_pem = auth_property(ac, GRPC_X509_PEM_CERT_PROPERTY_NAME, &n);
+		if (call->cert_pem != NULL) {
+			call->spiffe_id = auth_property(ac, GRPC_PEER_SPIFFE_ID_PROPERTY_NAME, &n);
+			if (call->spiffe_id == NULL || n != 1) {
+				free(call->spiffe_id);
+				call->spiffe_id = NULL;
+				/* X509-SVID §2: exactly one URI SAN, the SPIFFE ID. */
+				char *uri = auth_property(ac, "peer_uri", &n);
+				if (uri != NULL && n == 1 && strncmp(uri, "spiffe://", 9) == 0 &&
+				    strlen(uri) <= LY_SPIFFE_ID_MAX)
+					call->spiffe_id = uri;
+				else
+					free(uri);
+			}
+		}
+	}
+	free(type);
+	grpc_auth_context_release(ac);
+}
+
+/* A call gRPC handed us: read who and what, then receive its request. */
+static void
+call_begin(struct ly_rpc_call *call)
+{
+	struct ly_rpc_server *srv = call->srv;
+	enum ly_rpc_code reject = LY_RPC_OK;
+	const char *why = NULL;
+	grpc_op op;
+	int fd;
+
+	list_add(&srv->calls, &call->link);
+	srv->ncalls++;
+	call->method_str = grpc_slice_to_c_string(call->details.method);
+	call->peer = grpc_call_get_peer(call->call);
+	call_read_auth(call);
+
+	for (size_t i = 0; i < srv->cfg.n_methods; i++) {
+		if (strcmp(srv->cfg.methods[i].path, call->method_str) == 0) {
+			call->method = &srv->cfg.methods[i];
+			break;
+		}
+	}
+	if (call->method == NULL) {
+		reject = LY_RPC_UNIMPLEMENTED;
+		why = "unknown method";
+	}
+	/* A call on a handed-over fd takes its connection's context now: gRPC
+	 * closes that fd itself and the number is reused (see conntab.h). */
+	if (call->peer != NULL && ly_rpc_parse_fd_peer(call->peer, &fd, NULL) == LY_OK) {
+		call->conn = ly_conntab_get(&srv->conntab, fd);
+		if (call->conn != NULL) {
+			call->conn->refs++;
+		} else if (reject == LY_RPC_OK) {
+			reject = LY_RPC_UNAVAILABLE;
+			why = "connection closed";
+		}
+	}
+
+	/* RECV_CLOSE_ON_SERVER first: its completion says when the client goes. */
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &call->close_cancelled;
+	if (!call_batch(call->call, &op, 1, &call->t_close, &call->pending)) {
+		grpc_call_cancel(call->call, NULL);
+		call->closed = true;
+		call_maybe_free(call);
+		return;
+	}
+	if (reject != LY_RPC_OK) {
+		call_end(call, reject, why);
+		return;
+	}
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &call->recv_bb;
+	if (!call_batch(call->call, &op, 1, &call->t_recv, &call->pending))
+		call_end(call, LY_RPC_INTERNAL, "cannot receive");
+}
+
+static ly_status
+server_arm(struct ly_rpc_server *srv, struct ly_error *err)
+{
+	struct ly_rpc_call *call = call_alloc(srv);
+
+	if (call == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "server: out of memory");
+	grpc_call_error e = grpc_server_request_call(srv->server, &call->call, &call->details,
+	    &call->req_md, srv->rpc->cq, srv->rpc->cq, &call->t_request);
+	if (e != GRPC_CALL_OK) {
+		call_destroy(call);
+		return ly_error_set(err, LY_E_INTERNAL, "grpc_server_request_call: %s",
+		    grpc_call_error_to_string(e));
+	}
+	srv->waiting = call;
+	return LY_OK;
+}
+
+static void
+on_request(struct tag *tag, bool ok)
+{
+	struct ly_rpc_call *call = container_of(tag, struct ly_rpc_call, t_request);
+	struct ly_rpc_server *srv = call->srv;
+	struct ly_error e;
+
+	srv->waiting = NULL;
+	if (!ok) {
+		/* Server shutting down: no call came. */
+		if (!srv->shutting_down)
+			log_error("server: request failed: no further call will be served");
+		call_destroy(call);
+		server_maybe_done(srv);
+		return;
+	}
+	/* Re-arm first, so the next call never waits on this one's handler. */
+	if (!srv->shutting_down && server_arm(srv, &e) != LY_OK)
+		log_error("server: %s: no further call will be served", e.msg);
+	call_begin(call);
+}
+
+/* ---- server call API ---- */
+
+const char *
+ly_rpc_call_method(const struct ly_rpc_call *call)
+{
+	return call->method_str;
+}
+
+const char *
+ly_rpc_call_peer(const struct ly_rpc_call *call)
+{
+	return call->peer;
+}
+
+const char *
+ly_rpc_call_peer_spiffe_id(const struct ly_rpc_call *call)
+{
+	return call->spiffe_id;
+}
+
+const char *
+ly_rpc_call_peer_cert_pem(const struct ly_rpc_call *call)
+{
+	return call->cert_pem;
+}
+
+void *
+ly_rpc_call_conn_ctx(const struct ly_rpc_call *call)
+{
+	return call->conn != NULL ? call->conn->ctx : NULL;
+}
+
+const uint8_t *
+ly_rpc_call_metadata(const struct ly_rpc_call *call, const char *key, size_t *len)
+{
+	size_t klen = strlen(key);
+
+	*len = 0;
+	for (size_t i = 0; i < call->req_md.count; i++) {
+		const grpc_metadata *m = &call->req_md.metadata[i];
+		if (GRPC_SLICE_LENGTH(m->key) == klen &&
+		    memcmp(GRPC_SLICE_START_PTR(m->key), key, klen) == 0) {
+			*len = GRPC_SLICE_LENGTH(m->value);
+			return GRPC_SLICE_START_PTR(m->value);
+		}
+	}
+	return NULL;
+}
+
+void
+ly_rpc_call_set_closed_cb(struct ly_rpc_call *call, ly_rpc_closed_cb cb, void *arg)
+{
+	call->closed_cb = cb;
+	call->closed_arg = arg;
+}
+
+static ly_status
+call_queue(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, bool last,
+    struct ly_error *err)
+{
+	grpc_byte_buffer *bb;
+	struct ly_sendq_batch b;
+	void *replaced;
+	bool start;
+
+	LY_TRY(ly_rpc_msg_to_bb(msg, len, flags, &bb, err));
+	if (last)
+		start = ly_sendq_push_last(&call->q, bb, &b, &replaced);
+	else
+		start = ly_sendq_push(&call->q, bb, &b, &replaced);
+	if (start)
+		call_start_send(call, &b);
+	if (replaced != NULL)
+		grpc_byte_buffer_destroy(replaced);
+	return LY_OK;
+}
+
+ly_status
+ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags,
+    struct ly_error *err)
+{
+	if (!call->handler_owned)
+		return ly_error_set(err, LY_E_INTERNAL, "send on a released call");
+	if (call->method->kind != LY_RPC_SERVER_STREAM)
+		return ly_error_set(err, LY_E_INVALID, "%s: send on a unary call (use reply)",
+		    call->method_str);
+	if (call->closed || call->finishing)
+		return LY_OK; /* the client is gone, or the stream is ending */
+	return call_queue(call, msg, len, flags, false, err);
+}
+
+ly_status
+ly_rpc_call_reply(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags,
+    struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+
+	if (!call->handler_owned)
+		return ly_error_set(err, LY_E_INTERNAL, "reply on a released call");
+	if (!call->closed && !call->finishing) {
+		/* The status rides with the message (ly_sendq_push_last), so it is
+		 * set before the batch can start. */
+		call->finishing = true;
+		call->status = GRPC_STATUS_OK;
+		rc = call_queue(call, msg, len, flags, true, err);
+		if (rc != LY_OK) {
+			call->finishing = false;
+			call_end(call, LY_RPC_INTERNAL, "reply could not be sent");
+		}
+	}
+	call->handler_owned = false;
+	call_maybe_free(call);
+	return rc;
+}
+
+void
+ly_rpc_call_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *details)
+{
+	if (!call->handler_owned) {
+		log_error("%s: call released twice", call->method_str);
+		return;
+	}
+	call->handler_owned = false;
+	if (!call->closed)
+		call_end(call, code, details);
+	call_maybe_free(call);
+}
+
+/* ---- servers ---- */
+
+static void
+on_server_shutdown(struct tag *tag, bool ok)
+{
+	struct ly_rpc_server *srv = container_of(tag, struct ly_rpc_server, t_shutdown);
+
+	(void)ok;
+	srv->shutdown_pending = false;
+	grpc_server_destroy(srv->server);
+	srv->server = NULL;
+	server_maybe_done(srv);
+}
+
+static void
+server_maybe_done(struct ly_rpc_server *srv)
+{
+	if (!srv->shutting_down || srv->shutdown_pending || srv->waiting != NULL ||
+	    srv->ncalls != 0 || srv->nconns != 0)
+		return;
+	struct ly_rpc *rpc = srv->rpc;
+	list_del(&srv->link);
+	if (srv->insecure != NULL)
+		grpc_server_credentials_release(srv->insecure);
+	ly_rpc_tls_state_retire(srv->tls, &rpc->retired);
+	ly_conntab_cleanup(&srv->conntab);
+	free(srv);
+	rpc_maybe_shutdown_cq(rpc);
+}
+
+ly_status
+ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
+    struct ly_rpc_server **out, struct ly_error *err)
+{
+	struct ly_rpc_server *srv;
+	grpc_arg args[2];
+	grpc_channel_args ca;
+
+	*out = NULL;
+	if (rpc->closing)
+		return ly_error_set(err, LY_E_INVALID, "server: rpc is closing");
+	if (cfg->max_request > LY_RPC_MSG_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "server: max_request over %d", LY_RPC_MSG_MAX);
+	for (size_t i = 0; i < cfg->n_methods; i++) {
+		const struct ly_rpc_method *m = &cfg->methods[i];
+		if (m->path == NULL || m->path[0] != '/' || m->handler == NULL ||
+		    (m->kind != LY_RPC_UNARY && m->kind != LY_RPC_SERVER_STREAM))
+			return ly_error_set(err, LY_E_INVALID,
+			    "server: method %zu needs a \"/Service/Method\" path, a kind and a handler",
+			    i);
+	}
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "server: out of memory");
+	srv->rpc = rpc;
+	srv->cfg = *cfg;
+	srv->max_request = cfg->max_request != 0 ? cfg->max_request : LY_RPC_MSG_MAX;
+	list_init(&srv->calls);
+	list_init(&srv->conns);
+	ly_conntab_init(&srv->conntab);
+	srv->t_shutdown.fn = on_server_shutdown;
+	/* gRPC refuses a larger message itself, before buffering all of it
+	 * (RESOURCE_EXHAUSTED); on_recv checks again. No SO_REUSEPORT: a second
+	 * server on our port must fail, not share it. */
+	args[0] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)srv->max_request);
+	args[1] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
+	srv->server = grpc_server_create(channel_args(args, 2, &ca), NULL);
+	srv->insecure = grpc_insecure_server_credentials_create();
+	if (srv->server == NULL || srv->insecure == NULL) {
+		if (srv->server != NULL)
+			grpc_server_destroy(srv->server);
+		if (srv->insecure != NULL)
+			grpc_server_credentials_release(srv->insecure);
+		free(srv);
+		return ly_error_set(err, LY_E_NOMEM, "server: gRPC could not create it");
+	}
+	grpc_server_register_completion_queue(srv->server, rpc->cq, NULL);
+	list_add(&rpc->servers, &srv->link);
+	*out = srv;
+	return LY_OK;
+}
+
+ly_status
+ly_rpc_server_listen_tls(struct ly_rpc_server *srv, const char *addr,
+    const struct ly_rpc_tls_server *tls, int *port, struct ly_error *err)
+{
+	struct ly_rpc_tls_state *st = NULL;
+
+	if (port != NULL)
+		*port = 0;
+	if (srv->started || srv->shutting_down)
+		return ly_error_set(err, LY_E_INVALID, "listen %s: server already started", addr);
+	if (srv->tls != NULL)
+		return ly_error_set(err, LY_E_INVALID, "listen %s: one TLS listener per server", addr);
+	LY_TRY(ly_rpc_tls_state_new(tls, &st, err));
+	grpc_server_credentials *creds = ly_rpc_tls_server_creds(st);
+	if (creds == NULL) {
+		ly_rpc_tls_state_free(st);
+		return ly_error_set(err, LY_E_INTERNAL, "listen %s: no TLS credentials", addr);
+	}
+	int p = grpc_server_add_http2_port(srv->server, addr, creds);
+	grpc_server_credentials_release(creds);
+	if (p == 0) {
+		/* gRPC may still hold the credentials (and so `st`) until the
+		 * server is destroyed: keep `st` with the server. */
+		srv->tls = st;
+		return ly_error_set(err, LY_E_IO, "listen %s: cannot bind (in use, or bad address)",
+		    addr);
+	}
+	srv->tls = st;
+	if (port != NULL)
+		*port = p;
+	return LY_OK;
+}
+
+ly_status
+ly_rpc_server_set_tls(struct ly_rpc_server *srv, const struct ly_rpc_tls_server *tls,
+    struct ly_error *err)
+{
+	if (srv->tls == NULL)
+		return ly_error_set(err, LY_E_INVALID, "set tls: the server has no TLS listener");
+	return ly_rpc_tls_state_set(srv->tls, tls, err);
+}
+
+/*
+ * The admin socket's directory: created 0700 (parents 0755) when missing;
+ * when present it must be ours with no group or other access, since it is
+ * the whole access control (gRPC's unix: listener gives no peer
+ * credentials). Creating the socket inside it leaves no window where
+ * another user could connect (unlike a chmod after bind in a shared dir).
+ */
+static ly_status
+unix_dir_prepare(const char *path, struct ly_error *err)
+{
+	char dir[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
+	struct stat st;
+
+	const char *slash = strrchr(path, '/');
+	if (slash == NULL || slash == path)
+		return ly_error_set(err, LY_E_INVALID, "%s: must be an absolute path in a directory",
+		    path);
+	size_t dlen = (size_t)(slash - path);
+	memcpy(dir, path, dlen);
+	dir[dlen] = '\0';
+	for (char *p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+			return ly_error_set(err, LY_E_IO, "mkdir %s: %s", dir, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return ly_error_set(err, LY_E_IO, "mkdir %s: %s", dir, strerror(errno));
+	if (lstat(dir, &st) != 0)
+		return ly_error_set(err, LY_E_IO, "stat %s: %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+		return ly_error_set(err, LY_E_INVALID,
+		    "%s: must be a directory of ours with mode 0700 (is %03o, uid %u)", dir,
+		    (unsigned)(st.st_mode & 0777), (unsigned)st.st_uid);
+	/* A socket left by an earlier run is replaced; anything else is not ours. */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return ly_error_set(err, LY_E_INVALID, "%s: exists and is not a socket", path);
+		if (unlink(path) != 0)
+			return ly_error_set(err, LY_E_IO, "unlink %s: %s", path, strerror(errno));
+	} else if (errno != ENOENT) {
+		return ly_error_set(err, LY_E_IO, "stat %s: %s", path, strerror(errno));
+	}
+	return LY_OK;
+}
+
+ly_status
+ly_rpc_server_listen_unix(struct ly_rpc_server *srv, const char *path, struct ly_error *err)
+{
+	char target[sizeof(((struct sockaddr_un *)NULL)->sun_path) + 8];
+
+	if (srv->started || srv->shutting_down)
+		return ly_error_set(err, LY_E_INVALID, "listen %s: server already started", path);
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+		return ly_error_set(err, LY_E_LIMIT, "%s: socket path over %zu bytes", path,
+		    sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
+	LY_TRY(unix_dir_prepare(path, err));
+	(void)snprintf(target, sizeof(target), "unix:%s", path);
+	if (grpc_server_add_http2_port(srv->server, target, srv->insecure) == 0)
+		return ly_error_set(err, LY_E_IO, "listen %s: gRPC cannot bind", path);
+	/* Bound by now; within the 0700 directory the mode is a second fence. */
+	if (chmod(path, 0600) != 0)
+		return ly_error_set(err, LY_E_IO, "chmod %s: %s", path, strerror(errno));
+	return LY_OK;
+}
+
+ly_status
+ly_rpc_server_start(struct ly_rpc_server *srv, struct ly_error *err)
+{
+	if (srv->started || srv->shutting_down)
+		return ly_error_set(err, LY_E_INVALID, "server: already started");
+	grpc_server_start(srv->server);
+	srv->started = true;
+	return server_arm(srv, err);
+}
+
+static void
+conn_poll_closed(uv_handle_t *h)
+{
+	struct conn *conn = container_of(h, struct conn, poll);
+
+	(void)close(conn->fd_watch);
+	conn_unref(conn);
+}
+
+/* A connection refused in ly_rpc_server_add_fd: no context to give back. */
+static void
+conn_abort_closed(uv_handle_t *h)
+{
+	struct conn *conn = container_of(h, struct conn, poll);
+
+	(void)close(conn->fd_watch);
+	free(conn);
+}
+
+/* The connection is gone (or the server is): forget its fd number. */
+static void
+conn_hangup(struct conn *conn)
+{
+	if (conn->hung)
+		return;
+	conn->hung = true;
+	(void)ly_conntab_remove(&conn->srv->conntab, conn->fd_grpc, conn);
+	uv_poll_stop(&conn->poll);
+	uv_close((uv_handle_t *)&conn->poll, conn_poll_closed);
+}
+
+static void
+on_conn_poll(uv_poll_t *h, int status, int events)
+{
+	/* Only UV_DISCONNECT was asked for: any event, or an error, is the end.
+	 * gRPC shuts the socket down (SHUT_RDWR) when it drops the connection,
+	 * so this fires then too, not only when the client closes. */
+	(void)status;
+	(void)events;
+	conn_hangup(container_of(h, struct conn, poll));
+}
+
+ly_status
+ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx, struct ly_error *err)
+{
+	struct conn *conn = NULL;
+	void *displaced = NULL;
+	int fd_grpc = -1, fd_watch = -1, rc;
+	ly_status st = LY_OK;
+
+	if (!srv->started || srv->shutting_down)
+		return ly_error_set(err, LY_E_INVALID, "add fd: server not running");
+	fd_grpc = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	fd_watch = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (fd_grpc < 0 || fd_watch < 0) {
+		st = ly_error_set(err, LY_E_IO, "add fd: dup: %s", strerror(errno));
+		goto out;
+	}
+	int fl = fcntl(fd_grpc, F_GETFL);
+	if (fl < 0 || fcntl(fd_grpc, F_SETFL, fl | O_NONBLOCK) != 0) {
+		st = ly_error_set(err, LY_E_IO, "add fd: O_NONBLOCK: %s", strerror(errno));
+		goto out;
+	}
+	conn = calloc(1, sizeof(*conn));
+	if (conn == NULL) {
+		st = ly_error_set(err, LY_E_NOMEM, "add fd: out of memory");
+		goto out;
+	}
+	conn->srv = srv;
+	conn->fd_grpc = fd_grpc;
+	conn->fd_watch = fd_watch;
+	conn->ctx = conn_ctx;
+	conn->refs = 1;
+	list_init(&conn->link);
+	st = ly_conntab_put(&srv->conntab, fd_grpc, conn, &displaced, err);
+	if (st != LY_OK)
+		goto out;
+	/* `displaced` held this number until gRPC closed it: that connection is
+	 * dead; its own hang-up event frees it (see conntab.h). */
+	rc = uv_poll_init(srv->rpc->loop, &conn->poll, fd_watch);
+	if (rc != 0) {
+		(void)ly_conntab_remove(&srv->conntab, fd_grpc, conn);
+		st = ly_error_set(err, LY_E_IO, "add fd: uv_poll_init: %s", uv_strerror(rc));
+		goto out;
+	}
+	rc = uv_poll_start(&conn->poll, UV_DISCONNECT, on_conn_poll);
+	if (rc != 0) {
+		(void)ly_conntab_remove(&srv->conntab, fd_grpc, conn);
+		uv_close((uv_handle_t *)&conn->poll, conn_abort_closed); /* frees conn, fd_watch */
+		conn = NULL;
+		fd_watch = -1;
+		st = ly_error_set(err, LY_E_IO, "add fd: uv_poll_start: %s", uv_strerror(rc));
+		goto out;
+	}
+	list_add(&srv->conns, &conn->link);
+	srv->nconns++;
+	/* gRPC owns fd_grpc from here and closes it when the connection ends. */
+	grpc_server_add_channel_from_fd(srv->server, fd_grpc, srv->insecure);
+	return LY_OK;
+out:
+	free(conn);
+	if (fd_grpc >= 0)
+		(void)close(fd_grpc);
+	if (fd_watch >= 0)
+		(void)close(fd_watch);
+	return st;
+}
+
+static void
+server_shutdown(struct ly_rpc_server *srv)
+{
+	struct link *l, *next;
+
+	if (srv->shutting_down)
+		return;
+	srv->shutting_down = true;
+	srv->shutdown_pending = true;
+	grpc_server_shutdown_and_notify(srv->server, srv->rpc->cq, &srv->t_shutdown);
+	/* Every open call's RECV_CLOSE_ON_SERVER completes: handlers hear of it
+	 * through their closed callback and release their calls. */
+	grpc_server_cancel_all_calls(srv->server);
+	for (l = srv->conns.next; l != &srv->conns; l = next) {
+		next = l->next;
+		conn_hangup(container_of(l, struct conn, link));
+	}
+}
+
+/* ---- client channels and calls ---- */
+
+static void on_cc_main(struct tag *tag, bool ok);
+static void on_cc_status(struct tag *tag, bool ok);
+static void on_cc_msg(struct tag *tag, bool ok);
+
+ly_status
+ly_rpc_channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg,
+    struct ly_rpc_channel **out, struct ly_error *err)
+{
+	struct ly_rpc_channel *ch = NULL;
+	grpc_channel_credentials *creds = NULL;
+	struct ly_rpc_verifier *verifier = NULL;
+	grpc_arg args[2];
+	grpc_channel_args ca;
+	ly_status rc = LY_OK;
+
+	*out = NULL;
+	if (rpc->closing)
+		return ly_error_set(err, LY_E_INVALID, "channel: rpc is closing");
+	if (cfg->target == NULL || cfg->target[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "channel: no target");
+	if (cfg->max_response > LY_RPC_MSG_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "channel: max_response over %d", LY_RPC_MSG_MAX);
+	if (cfg->tls == NULL && strncmp(cfg->target, "unix:", 5) != 0)
+		return ly_error_set(err, LY_E_INVALID,
+		    "channel %s: plaintext only over a unix: socket", cfg->target);
+	ch = calloc(1, sizeof(*ch));
+	if (ch == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
+	ch->rpc = rpc;
+	ch->max_response = cfg->max_response != 0 ? cfg->max_response : LY_RPC_MSG_MAX;
+	list_init(&ch->calls);
+	if (cfg->tls != NULL) {
+		rc = ly_rpc_tls_client_creds(cfg->tls, &creds, &verifier, err);
+		if (rc != LY_OK) {
+			(void)ly_error_wrap(err, rc, "channel %s", cfg->target);
+			goto out;
+		}
+	} else {
+		creds = grpc_insecure_credentials_create();
+		if (creds == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
+			goto out;
+		}
+	}
+	/* Its own subchannels: never a connection made with other credentials
+	 * (an old certificate after a rotation). */
+	args[0] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)ch->max_response);
+	args[1] = int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+	ch->channel = grpc_channel_create(cfg->target, creds, channel_args(args, 2, &ca));
+	if (ch->channel == NULL) {
+		rc = ly_error_set(err, LY_E_INVALID, "channel %s: gRPC refused it", cfg->target);
+		goto out;
+	}
+	ch->verifier = verifier;
+	verifier = NULL;
+	list_add(&rpc->channels, &ch->link);
+	*out = ch;
+	ch = NULL;
+out:
+	if (creds != NULL)
+		grpc_channel_credentials_release(creds);
+	ly_rpc_verifier_disarm(verifier);
+	free(ch);
+	return rc;
+}
+
+static void
+channel_maybe_free(struct ly_rpc_channel *ch)
+{
+	if (!ch->freeing || ch->ncalls != 0)
+		return;
+	struct ly_rpc *rpc = ch->rpc;
+	grpc_channel_destroy(ch->channel);
+	list_del(&ch->link);
+	free(ch);
+	rpc_maybe_shutdown_cq(rpc);
+}
+
+void
+ly_rpc_channel_free(struct ly_rpc_channel *ch)
+{
+	struct link *l;
+
+	if (ch == NULL || ch->freeing)
+		return;
+	ch->freeing = true;
+	/* Waits for a handshake check in progress; none starts after this. */
+	ly_rpc_verifier_disarm(ch->verifier);
+	ch->verifier = NULL;
+	for (l = ch->calls.next; l != &ch->calls; l = l->next)
+		grpc_call_cancel(container_of(l, struct ly_rpc_ccall, link)->call, NULL);
+	channel_maybe_free(ch);
+}
+
+static void
+ccall_destroy(struct ly_rpc_ccall *cc)
+{
+	if (cc->call != NULL)
+		grpc_call_unref(cc->call);
+	if (cc->send_bb != NULL)
+		grpc_byte_buffer_destroy(cc->send_bb);
+	if (cc->recv_bb != NULL)
+		grpc_byte_buffer_destroy(cc->recv_bb);
+	for (size_t i = 0; i < cc->n_md; i++) {
+		grpc_slice_unref(cc->md[i].key);
+		grpc_slice_unref(cc->md[i].value);
+	}
+	grpc_metadata_array_destroy(&cc->init_md);
+	grpc_metadata_array_destroy(&cc->trailing_md);
+	grpc_slice_unref(cc->details);
+	free(cc);
+}
+
+/* Every batch is back: the status is the last callback. */
+static void
+ccall_maybe_complete(struct ly_rpc_ccall *cc)
+{
+	if (cc->pending != 0)
+		return;
+	struct ly_rpc_channel *ch = cc->ch;
+	enum ly_rpc_code code = cc->status_set ? cc->own_code : (enum ly_rpc_code)cc->status;
+	char *details = NULL;
+	if (!cc->status_set)
+		details = grpc_slice_to_c_string(cc->details);
+	/* Counted until after the callback: it may free the channel or close
+	 * the rpc, which must then wait for us. */
+	list_del(&cc->link);
+	cc->on_status(cc, code, cc->status_set ? cc->own_details : (details != NULL ? details : ""),
+	    cc->arg);
+	gpr_free(details);
+	ccall_destroy(cc);
+	ch->ncalls--;
+	channel_maybe_free(ch);
+}
+
+/* Hands one received message to the caller; false when it was refused. */
+static bool
+ccall_deliver(struct ly_rpc_ccall *cc, grpc_byte_buffer *bb)
+{
+	uint8_t *msg;
+	size_t len;
+
+	if (ly_rpc_msg_from_bb(bb, cc->ch->max_response, &msg, &len, NULL) != LY_OK) {
+		cc->status_set = true;
+		cc->own_code = LY_RPC_RESOURCE_EXHAUSTED;
+		cc->own_details = "response message over the cap";
+		grpc_call_cancel(cc->call, NULL);
+		return false;
+	}
+	if (cc->on_message != NULL)
+		cc->on_message(cc, msg, len, cc->arg);
+	ly_rpc_msg_free(msg, len);
+	return true;
+}
+
+static void
+on_cc_main(struct tag *tag, bool ok)
+{
+	struct ly_rpc_ccall *cc = container_of(tag, struct ly_rpc_ccall, t_main);
+
+	if (cc->kind == LY_RPC_UNARY && ok && cc->status == GRPC_STATUS_OK) {
+		if (cc->recv_bb == NULL) {
+			cc->status_set = true;
+			cc->own_code = LY_RPC_INTERNAL;
+			cc->own_details = "unary response without a message";
+		} else {
+			(void)ccall_deliver(cc, cc->recv_bb);
+		}
+	}
+	cc->pending--;
+	ccall_maybe_complete(cc);
+}
+
+static void
+on_cc_status(struct tag *tag, bool ok)
+{
+	struct ly_rpc_ccall *cc = container_of(tag, struct ly_rpc_ccall, t_status);
+
+	(void)ok;
+	cc->pending--;
+	ccall_maybe_complete(cc);
+}
+
+static bool
+ccall_read(struct ly_rpc_ccall *cc, bool first)
+{
+	grpc_op ops[2];
+	size_t n = 0;
+
+	memset(ops, 0, sizeof(ops));
+	if (first) {
+		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+		ops[n++].data.recv_initial_metadata.recv_initial_metadata = &cc->init_md;
+	}
+	ops[n].op = GRPC_OP_RECV_MESSAGE;
+	ops[n++].data.recv_message.recv_message = &cc->recv_bb;
+	return call_batch(cc->call, ops, n, &cc->t_msg, &cc->pending);
+}
+
+static void
+on_cc_msg(struct tag *tag, bool ok)
+{
+	struct ly_rpc_ccall *cc = container_of(tag, struct ly_rpc_ccall, t_msg);
+	grpc_byte_buffer *bb = cc->recv_bb;
+
+	cc->recv_bb = NULL;
+	/* A NULL message is the end of the stream. */
+	if (ok && bb != NULL && ccall_deliver(cc, bb) && !ccall_read(cc, false))
+		grpc_call_cancel(cc->call, NULL);
+	if (bb != NULL)
+		grpc_byte_buffer_destroy(bb);
+	cc->pending--;
+	ccall_maybe_complete(cc);
+}
+
+ly_status
+ly_rpc_channel_call(struct ly_rpc_channel *ch, const struct ly_rpc_call_config *cfg,
+    struct ly_rpc_ccall **out, struct ly_error *err)
+{
+	struct ly_rpc_ccall *cc = NULL;
+	grpc_op ops[6];
+	size_t n = 0;
+	ly_status rc = LY_OK;
+
+	if (out != NULL)
+		*out = NULL;
+	if (ch->freeing || ch->rpc->closing)
+		return ly_error_set(err, LY_E_INVALID, "call: channel closed");
+	if (cfg->method == NULL || cfg->method[0] != '/' || cfg->on_status == NULL ||
+	    (cfg->kind != LY_RPC_UNARY && cfg->kind != LY_RPC_SERVER_STREAM))
+		return ly_error_set(err, LY_E_INVALID,
+		    "call: needs a \"/Service/Method\", a kind and on_status");
+	if (cfg->n_md > RPC_CALL_MD_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "call: over %d metadata entries", RPC_CALL_MD_MAX);
+	cc = calloc(1, sizeof(*cc));
+	if (cc == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "call: out of memory");
+	cc->ch = ch;
+	cc->kind = cfg->kind;
+	cc->on_message = cfg->on_message;
+	cc->on_status = cfg->on_status;
+	cc->arg = cfg->arg;
+	cc->details = grpc_empty_slice();
+	cc->t_main.fn = on_cc_main;
+	cc->t_status.fn = on_cc_status;
+	cc->t_msg.fn = on_cc_msg;
+	list_init(&cc->link);
+	grpc_metadata_array_init(&cc->init_md);
+	grpc_metadata_array_init(&cc->trailing_md);
+	for (size_t i = 0; i < cfg->n_md; i++) {
+		cc->md[i].key = grpc_slice_from_copied_string(cfg->md[i].key);
+		cc->md[i].value = grpc_slice_from_copied_string(cfg->md[i].value);
+		cc->n_md++;
+		if (!grpc_header_key_is_legal(cc->md[i].key) ||
+		    (!grpc_is_binary_header(cc->md[i].key) &&
+			!grpc_header_nonbin_value_is_legal(cc->md[i].value))) {
+			rc = ly_error_set(err, LY_E_INVALID, "call: metadata %zu is not legal", i);
+			goto out;
+		}
+	}
+	rc = ly_rpc_msg_to_bb(cfg->req, cfg->req_len, cfg->flags, &cc->send_bb, err);
+	if (rc != LY_OK)
+		goto out;
+
+	gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+	if (cfg->timeout_ms > 0)
+		deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+		    gpr_time_from_millis(cfg->timeout_ms, GPR_TIMESPAN));
+	grpc_slice method = grpc_slice_from_copied_string(cfg->method);
+	cc->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS,
+	    ch->rpc->cq, method, NULL, deadline, NULL);
+	grpc_slice_unref(method);
+	if (cc->call == NULL) {
+		rc = ly_error_set(err, LY_E_INTERNAL, "call %s: gRPC could not create it", cfg->method);
+		goto out;
+	}
+
+	memset(ops, 0, sizeof(ops));
+	ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[n].data.send_initial_metadata.count = cc->n_md;
+	ops[n].data.send_initial_metadata.metadata = cc->md;
+	if ((cfg->flags & LY_RPC_WAIT_FOR_READY) != 0)
+		ops[n].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+		    GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+	n++;
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n++].data.send_message.send_message = cc->send_bb;
+	ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	if (cfg->kind == LY_RPC_UNARY) {
+		/* One batch for the whole call: one completion, one wake-up. */
+		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+		ops[n++].data.recv_initial_metadata.recv_initial_metadata = &cc->init_md;
+		ops[n].op = GRPC_OP_RECV_MESSAGE;
+		ops[n++].data.recv_message.recv_message = &cc->recv_bb;
+	}
+	ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[n].data.recv_status_on_client.trailing_metadata = &cc->trailing_md;
+	ops[n].data.recv_status_on_client.status = &cc->status;
+	ops[n].data.recv_status_on_client.status_details = &cc->details;
+	if (cfg->kind == LY_RPC_UNARY) {
+		n++;
+		if (!call_batch(cc->call, ops, n, &cc->t_main, &cc->pending)) {
+			rc = ly_error_set(err, LY_E_INTERNAL, "call %s: gRPC refused the batch",
+			    cfg->method);
+			goto out;
+		}
+	} else {
+		/* Sends; then the status; then messages one read at a time. */
+		if (!call_batch(cc->call, ops, n, &cc->t_main, &cc->pending)) {
+			rc = ly_error_set(err, LY_E_INTERNAL, "call %s: gRPC refused the batch",
+			    cfg->method);
+			goto out;
+		}
+		/* From here the call is started: failures end it through on_status. */
+		if (!call_batch(cc->call, &ops[n], 1, &cc->t_status, &cc->pending) ||
+		    !ccall_read(cc, true))
+			grpc_call_cancel(cc->call, NULL);
+	}
+	list_add(&ch->calls, &cc->link);
+	ch->ncalls++;
+	if (out != NULL)
+		*out = cc;
+	return LY_OK;
+out:
+	ccall_destroy(cc);
+	return rc;
+}
+
+void
+ly_rpc_ccall_cancel(struct ly_rpc_ccall *cc)
+{
+	grpc_call_cancel(cc->call, NULL);
+}
