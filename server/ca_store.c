@@ -1,0 +1,327 @@
+/*
+ * ca_store.c: the CA's files in <data_dir>/ca (ca_internal.h).
+ *
+ * Every operation goes through the directory's descriptor (openat and
+ * friends, O_NOFOLLOW), so a path swapped under us after open cannot
+ * redirect a key. Writes are atomic: a temporary file ".tmp-<name>-..."
+ * in the same directory, created 0600 with O_EXCL, written, fsync'd,
+ * renamed over the name, then the directory is fsync'd so the rename
+ * itself survives a crash. Temporary files left by a crash are removed
+ * when the directory is listed.
+ */
+#include "server/ca_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "lib/log.h"
+
+#define TMP_PREFIX ".tmp-"
+#define SLOT_SUFFIX ".slot"
+
+/*
+ * Opens directory `path` (relative to `at`), made 0700 when absent. With
+ * `ours`, it must belong to us and is made 0700 when it is more open; the
+ * data directory itself is left as the operator made it (it could be a
+ * shared parent, and it is not where the keys are).
+ */
+static ly_status
+open_dir_at(int at, const char *path, const char *shown, bool ours, int *out, struct ly_error *err)
+{
+	struct stat st;
+
+	if (mkdirat(at, path, 0700) != 0 && errno != EEXIST)
+		return ly_error_set(err, LY_E_IO, "%s: cannot create the directory: %s", shown, strerror(errno));
+	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (at == AT_FDCWD ? 0 : O_NOFOLLOW));
+	if (fd < 0)
+		return ly_error_set(err, LY_E_IO, "%s: cannot open the directory: %s", shown, strerror(errno));
+	if (fstat(fd, &st) != 0) {
+		int e = errno;
+		close(fd);
+		return ly_error_set(err, LY_E_IO, "%s: %s", shown, strerror(e));
+	}
+	if (!ours) {
+		*out = fd;
+		return LY_OK;
+	}
+	if (st.st_uid != geteuid()) {
+		close(fd);
+		return ly_error_set(err, LY_E_IO, "%s: owned by uid %u, not by us (uid %u)", shown, (unsigned)st.st_uid,
+		    (unsigned)geteuid());
+	}
+	if ((st.st_mode & 077) != 0) {
+		if (fchmod(fd, 0700) != 0) {
+			int e = errno;
+			close(fd);
+			return ly_error_set(err, LY_E_IO, "%s: mode 0%o and cannot make it 0700: %s", shown,
+			    (unsigned)(st.st_mode & 07777), strerror(e));
+		}
+		log_warn("%s: mode was 0%o, made 0700", shown, (unsigned)(st.st_mode & 07777));
+	}
+	*out = fd;
+	return LY_OK;
+}
+
+ly_status
+ca_store_open(const char *data_dir, int *dirfd, struct ly_error *err)
+{
+	int data = -1, ca = -1;
+	ly_status rc;
+
+	*dirfd = -1;
+	if (data_dir == NULL || data_dir[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "CA: a data directory is required");
+	rc = open_dir_at(AT_FDCWD, data_dir, data_dir, false, &data, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = open_dir_at(data, "ca", "<dataDir>/ca", true, &ca, err);
+	if (rc != LY_OK)
+		goto out;
+	if (flock(ca, LOCK_EX | LOCK_NB) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s/ca: %s", data_dir,
+		    errno == EWOULDBLOCK ? "in use by another CA (another server on this data dir?)" : strerror(errno));
+		goto out;
+	}
+	*dirfd = ca;
+	ca = -1;
+out:
+	if (ca >= 0)
+		close(ca);
+	if (data >= 0)
+		close(data);
+	return rc;
+}
+
+static ly_status
+write_all(int fd, const uint8_t *p, size_t n, const char *name, struct ly_error *err)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return ly_error_set(err, LY_E_IO, "%s: write: %s", name, strerror(errno));
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return LY_OK;
+}
+
+ly_status
+ca_store_write(int dirfd, const char *name, const void *data, size_t len, struct ly_error *err)
+{
+	char tmp[256];
+	uint8_t rnd[6];
+	int fd = -1;
+	bool created = false;
+	ly_status rc;
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return ly_error_openssl(err, LY_E_CRYPTO, "%s: random temporary name", name);
+	int n = snprintf(tmp, sizeof(tmp), TMP_PREFIX "%s-%02x%02x%02x%02x%02x%02x", name, rnd[0], rnd[1], rnd[2],
+	    rnd[3], rnd[4], rnd[5]);
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return ly_error_set(err, LY_E_INTERNAL, "%s: name too long", name);
+
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: create: %s", tmp, strerror(errno));
+		goto out;
+	}
+	created = true;
+	/* The umask may have removed bits; never added any. Make it exactly 0600. */
+	if (fchmod(fd, 0600) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: chmod: %s", tmp, strerror(errno));
+		goto out;
+	}
+	rc = write_all(fd, data, len, tmp, err);
+	if (rc != LY_OK)
+		goto out;
+	if (fsync(fd) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: fsync: %s", tmp, strerror(errno));
+		goto out;
+	}
+	int c = close(fd);
+	fd = -1;
+	if (c != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: close: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (renameat(dirfd, tmp, dirfd, name) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: rename: %s", name, strerror(errno));
+		goto out;
+	}
+	created = false;
+	if (fsync(dirfd) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: fsync of the directory: %s", name, strerror(errno));
+		goto out;
+	}
+	rc = LY_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (created)
+		(void)unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
+ly_status
+ca_store_read(int dirfd, const char *name, size_t cap, struct ly_buf *out, struct ly_error *err)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t size = 0;
+	ly_status rc;
+
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return ly_error_set(err, LY_E_NOT_FOUND, "%s: absent", name);
+		return ly_error_set(err, LY_E_IO, "%s: open: %s", name, strerror(errno));
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: %s", name, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = ly_error_set(err, LY_E_IO, "%s: not a regular file", name);
+		goto out;
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "%s: mode 0%o, uid %u: must be 0600 and ours", name,
+		    (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
+		goto out;
+	}
+	if (st.st_size < 0 || (uint64_t)st.st_size > cap) {
+		rc = ly_error_set(err, LY_E_LIMIT, "%s: larger than %zu bytes", name, cap);
+		goto out;
+	}
+	size = (size_t)st.st_size;
+	buf = malloc(size + 1);
+	if (buf == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", name, size + 1);
+		goto out;
+	}
+	size_t got = 0;
+	while (got <= size) {
+		/* One byte more than the size: a file that grew is refused, not cut. */
+		ssize_t r = read(fd, buf + got, size + 1 - got);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = ly_error_set(err, LY_E_IO, "%s: read: %s", name, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	if (got != size) {
+		rc = ly_error_set(err, LY_E_IO, "%s: changed while being read", name);
+		goto out;
+	}
+	buf[size] = '\0';
+	out->data = buf;
+	out->len = size;
+	buf = NULL;
+	rc = LY_OK;
+out:
+	if (buf != NULL) {
+		OPENSSL_cleanse(buf, size + 1);
+		free(buf);
+	}
+	close(fd);
+	return rc;
+}
+
+ly_status
+ca_store_remove(int dirfd, const char *name, struct ly_error *err)
+{
+	if (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT)
+		return ly_error_set(err, LY_E_IO, "%s: unlink: %s", name, strerror(errno));
+	if (fsync(dirfd) != 0)
+		return ly_error_set(err, LY_E_IO, "%s: fsync of the directory: %s", name, strerror(errno));
+	return LY_OK;
+}
+
+void
+ca_store_names_free(char **names, size_t count)
+{
+	if (names == NULL)
+		return;
+	for (size_t i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+}
+
+ly_status
+ca_store_list(int dirfd, size_t max, char ***names, size_t *count, struct ly_error *err)
+{
+	char **v = NULL;
+	size_t n = 0;
+	DIR *d = NULL;
+	ly_status rc = LY_OK;
+
+	*names = NULL;
+	*count = 0;
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return ly_error_set(err, LY_E_IO, "<dataDir>/ca: %s", strerror(errno));
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return ly_error_set(err, LY_E_IO, "<dataDir>/ca: %s", strerror(errno));
+	}
+	v = calloc(max + 1, sizeof(*v));
+	if (v == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "listing <dataDir>/ca");
+		goto out;
+	}
+	for (;;) {
+		errno = 0;
+		struct dirent *e = readdir(d);
+		if (e == NULL) {
+			if (errno != 0)
+				rc = ly_error_set(err, LY_E_IO, "<dataDir>/ca: readdir: %s", strerror(errno));
+			break;
+		}
+		size_t len = strlen(e->d_name);
+		if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
+			/* Left by a crash between create and rename: never the only copy of anything. */
+			(void)unlinkat(dirfd, e->d_name, 0);
+			continue;
+		}
+		if (len <= strlen(SLOT_SUFFIX) || strcmp(e->d_name + len - strlen(SLOT_SUFFIX), SLOT_SUFFIX) != 0)
+			continue;
+		if (n == max) {
+			rc = ly_error_set(err, LY_E_LIMIT, "<dataDir>/ca: more than %zu slot files", max);
+			break;
+		}
+		v[n] = strdup(e->d_name);
+		if (v[n] == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "listing <dataDir>/ca");
+			break;
+		}
+		n++;
+	}
+	if (rc == LY_OK) {
+		*names = v;
+		*count = n;
+		v = NULL;
+	}
+out:
+	ca_store_names_free(v, n);
+	closedir(d);
+	return rc;
+}
