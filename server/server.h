@@ -9,8 +9,9 @@
  * synchronous=FULL: a change is acknowledged only once durable).
  *
  * Parts and who owns what:
- *   server.c     config (flags over the YAML file), start-up, signals,
- *                the CA rotation timer, shutdown; owns every field below.
+ *   server.c     start-up, signals, the CA rotation timer, the server's
+ *                TLS certificate, shutdown; owns every field below.
+ *   server_config.c  the `run` configuration (flags over the YAML file).
  *   admin_api.c  the Admin service on the Unix socket (CLI verbs).
  *   agent_api.c  the Agent service on TCP+TLS (node attestation, SVIDs,
  *                the entry watch).
@@ -27,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "lib/caps.h"
@@ -88,12 +90,59 @@ struct ly_server {
 	bool stopping;
 };
 
+/*
+ * server_config.c: the `run` configuration, flags over the YAML file (SPEC
+ * §2: flags override the file; a file is optional). Keys are documented
+ * in docs/server.md.
+ */
+struct ly_config;
+
+/* The `run` flags; NULL (or -1 for the port) when not given. Borrowed. */
+struct ly_server_flags {
+	const char *config_path;  /* -config */
+	const char *trust_domain; /* -trustDomain */
+	const char *bind_address; /* -bindAddress */
+	int64_t server_port;      /* -serverPort; 0 asks for any free port */
+	const char *socket_path;  /* -socketPath */
+	const char *data_dir;     /* -dataDir */
+	const char *log_level;    /* -logLevel */
+};
+
+#define LY_SERVER_FLAGS_INIT { NULL, NULL, NULL, -1, NULL, NULL, NULL }
+
+/*
+ * Fills `cfg` from the flags and, when flags->config_path is set, the YAML
+ * file, which *file receives (NULL without one; free with ly_config_free
+ * after the last use of `cfg`: its strings point into the file or argv).
+ * Refused: unknown keys (file:line), values of the wrong form or out of
+ * range, a missing trust domain (LY_E_INVALID); an unreadable file
+ * (LY_E_IO). On failure *file is NULL.
+ */
+ly_status ly_server_config_load(const struct ly_server_flags *flags, struct ly_server_config *cfg,
+    struct ly_config **file, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The k8s_psat attestor from the file's
+ * server.node_attestors.k8s_psat.clusters; *out is NULL when none is
+ * configured. Free with ly_attest_k8s_psat_free.
+ */
+ly_status ly_server_config_psat(const struct ly_config *file, const char *trust_domain,
+    struct ly_attest_k8s_psat **out, struct ly_error *err) LY_MUST_CHECK;
+
+/* server.c: `lanyard-server run ARGS` (argv[0] is the first flag); returns the exit code. */
+int ly_server_run(int argc, char **argv);
+
 /* The server's clock (wall time, seconds); one place so tests can reason about it. */
 time_t ly_server_now(void);
 
 /*
  * agent_api.c. ly_agent_api_new registers nothing by itself: the server
  * passes ly_agent_api_methods() to ly_rpc_server_new for the TCP listener.
+ * Handlers of both services get the struct ly_server * as their `arg`
+ * (ly_rpc_server_config.arg); srv->agent_api is set before the listeners
+ * start. Shutdown (server.c): ly_agent_api_stop, then ly_rpc_close, then,
+ * from the close callback (on the loop, every call released),
+ * ly_agent_api_free; the datastore and the CA are closed after that.
  */
 ly_status ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_error *err) LY_MUST_CHECK;
 void ly_agent_api_free(struct ly_agent_api *api);
@@ -109,5 +158,17 @@ void ly_agent_api_stop(struct ly_agent_api *api);
 
 /* admin_api.c: the Admin service methods for the Unix-socket listener. */
 const struct ly_rpc_method *ly_admin_api_methods(size_t *n);
+
+/*
+ * The connection context of an admin-socket connection: server.c accepts
+ * each connection itself, reads SO_PEERCRED, and hands the socket to gRPC
+ * (ly_rpc_server_add_fd) with this; admin_api.c refuses a caller whose uid
+ * is neither the server's nor root's and names the uid in the audit log.
+ */
+struct ly_admin_peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+};
 
 #endif /* LANYARD_SERVER_SERVER_H */

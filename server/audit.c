@@ -1,0 +1,202 @@
+/* audit.c: see audit.h. */
+#include "server/audit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "lib/caps.h"
+#include "lib/log.h"
+
+struct ly_audit {
+	int fd; /* -1: the log */
+};
+
+#define REDACTED "[redacted]"
+
+ly_status
+ly_audit_open(const char *path, struct ly_audit **out, struct ly_error *err)
+{
+	struct ly_audit *a;
+	struct stat st;
+	ly_status rc = LY_OK;
+
+	*out = NULL;
+	a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
+	a->fd = -1;
+	if (path == NULL)
+		goto done;
+	a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (a->fd < 0) {
+		rc = ly_error_set(err, LY_E_IO, "cannot open audit log %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(a->fd, &st) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "cannot stat audit log %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = ly_error_set(err, LY_E_INVALID, "audit log %s is not a regular file", path);
+		goto out;
+	}
+	/* The log names every identity the server hands out: ours alone. */
+	if ((st.st_mode & 077) != 0 && fchmod(a->fd, st.st_mode & 0600) != 0) {
+		rc = ly_error_set(err, LY_E_IO, "cannot chmod audit log %s: %s", path, strerror(errno));
+		goto out;
+	}
+done:
+	*out = a;
+	a = NULL;
+out:
+	ly_audit_close(a);
+	return rc;
+}
+
+void
+ly_audit_close(struct ly_audit *audit)
+{
+	if (audit == NULL)
+		return;
+	if (audit->fd >= 0)
+		(void)close(audit->fd);
+	free(audit);
+}
+
+void
+ly_audit_scrub(const char *in, const char *secret, char *out, size_t size)
+{
+	size_t slen = secret != NULL ? strlen(secret) : 0, o = 0;
+
+	if (size == 0)
+		return;
+	for (size_t i = 0; in[i] != '\0' && o + 1 < size;) {
+		if (slen > 0 && strncmp(in + i, secret, slen) == 0) {
+			for (size_t k = 0; REDACTED[k] != '\0' && o + 1 < size; k++)
+				out[o++] = REDACTED[k];
+			i += slen;
+			continue;
+		}
+		out[o++] = in[i++];
+	}
+	out[o] = '\0';
+}
+
+/* Scrubs `in` into `buf` and makes it printable ASCII (anything else is '?'). */
+static const char *
+clean_field(const char *in, const char *secret, char *buf, size_t size)
+{
+	ly_audit_scrub(in, secret, buf, size);
+	for (char *p = buf; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c < 0x20 || c >= 0x7f)
+			*p = '?';
+	}
+	return buf;
+}
+
+static ly_status
+put(json_t *obj, const char *key, const char *value, const char *secret, size_t max, struct ly_error *err)
+{
+	char buf[LY_SPIFFE_ID_MAX + 1];
+
+	if (value == NULL)
+		return LY_OK;
+	if (max > sizeof(buf))
+		max = sizeof(buf);
+	if (json_object_set_new(obj, key, json_string(clean_field(value, secret, buf, max))) != 0)
+		return ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
+	return LY_OK;
+}
+
+ly_status
+ly_audit_format(const struct ly_audit_record *rec, time_t now, char **line, struct ly_error *err)
+{
+	char when[32], detail[LY_ERROR_MSG_MAX], *json = NULL;
+	struct tm tm;
+	json_t *obj = NULL;
+	ly_status rc = LY_OK;
+
+	*line = NULL;
+	if (rec->action == NULL || rec->result == NULL)
+		return ly_error_set(err, LY_E_INVALID, "audit: a record needs an action and a result");
+	if (gmtime_r(&now, &tm) == NULL || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		return ly_error_set(err, LY_E_INVALID, "audit: time %lld out of range", (long long)now);
+	obj = json_object();
+	if (obj == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
+	/* Field caps keep the line under LY_AUDIT_LINE_MAX even with every byte escaped twice. */
+	if ((rc = put(obj, "time", when, NULL, sizeof(when), err)) != LY_OK ||
+	    (rc = put(obj, "caller", rec->caller, rec->secret, 64, err)) != LY_OK ||
+	    (rc = put(obj, "action", rec->action, rec->secret, 64, err)) != LY_OK ||
+	    (rc = put(obj, "entry_id", rec->entry_id, rec->secret, 128, err)) != LY_OK ||
+	    (rc = put(obj, "spiffe_id", rec->spiffe_id, rec->secret, LY_SPIFFE_ID_MAX + 1, err)) != LY_OK ||
+	    (rc = put(obj, "result", rec->result, rec->secret, 64, err)) != LY_OK)
+		goto out;
+	if (rec->detail != NULL) {
+		ly_log_redact(rec->detail, detail, sizeof(detail));
+		if ((rc = put(obj, "detail", detail, rec->secret, 1024, err)) != LY_OK)
+			goto out;
+	}
+	json = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (json == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
+		goto out;
+	}
+	size_t n = strlen(json);
+	if (n + 2 > LY_AUDIT_LINE_MAX) {
+		rc = ly_error_set(err, LY_E_INTERNAL, "audit: line over %d bytes", LY_AUDIT_LINE_MAX);
+		goto out;
+	}
+	*line = malloc(n + 2);
+	if (*line == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
+		goto out;
+	}
+	memcpy(*line, json, n);
+	(*line)[n] = '\n';
+	(*line)[n + 1] = '\0';
+out:
+	free(json);
+	json_decref(obj);
+	return rc;
+}
+
+ly_status
+ly_audit_write(struct ly_audit *audit, const struct ly_audit_record *rec, time_t now, struct ly_error *err)
+{
+	char *line = NULL;
+	ly_status rc;
+
+	rc = ly_audit_format(rec, now, &line, err);
+	if (rc != LY_OK)
+		return rc;
+	size_t len = strlen(line);
+	if (audit->fd < 0) {
+		line[len - 1] = '\0';
+		log_info("audit %s", line);
+		goto out;
+	}
+	/* O_APPEND: one write(2) puts the whole line at the end. */
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(audit->fd, line + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = ly_error_set(err, LY_E_IO, "audit log: write: %s", w < 0 ? strerror(errno) : "short write");
+			goto out;
+		}
+		off += (size_t)w;
+	}
+	if (fdatasync(audit->fd) != 0)
+		rc = ly_error_set(err, LY_E_IO, "audit log: fdatasync: %s", strerror(errno));
+out:
+	free(line);
+	return rc;
+}

@@ -1,0 +1,774 @@
+/*
+ * server.c: `lanyard-server run` (SPEC §2): configuration, start-up, the
+ * CA rotation timer and the server's own TLS certificate, signals, and an
+ * orderly shutdown. Owns every field of struct ly_server (server.h).
+ *
+ * Start-up, in order; the first failure ends the run with exit code 1 and
+ * one line on stderr saying what and why:
+ *   data dir (0700) -> datastore (<dataDir>/datastore.sqlite3) -> CA
+ *   (<dataDir>/ca) -> audit log -> node attestors -> gRPC -> agent API on
+ *   bindAddress:serverPort (TLS; client certificates requested, verified
+ *   against the bundle when given) -> admin API on -socketPath.
+ * The server's TLS certificate is an X.509-SVID for
+ * spiffe://<td>/lanyard/server signed by our CA, with a key made here and
+ * never written anywhere; it is renewed at 50% of its life and whenever the
+ * bundle changes (so that the client roots follow the bundle).
+ *
+ * The admin socket is accepted by libuv, not by gRPC, so that each
+ * connection's peer credentials (SO_PEERCRED) can be read and handed to
+ * admin_api.c (struct ly_admin_peer): gRPC's own Unix listener gives none.
+ * The socket is made 0600 inside a 0700 directory of ours, created before
+ * the socket, so no other user can ever reach it.
+ *
+ * Signals: SIGTERM and SIGINT stop accepting, end the agents' streams
+ * (ly_agent_api_stop), let gRPC release every call, then close the
+ * datastore and the CA: exit 0. SIGHUP re-reads the log level from the
+ * config file (a -logLevel flag keeps winning).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "lib/bundle.h"
+#include "lib/config.h"
+#include "lib/csr.h"
+#include "lib/der.h"
+#include "lib/flags.h"
+#include "lib/keys.h"
+#include "lib/log.h"
+#include "lib/spiffeid.h"
+#include "rpc/rpc.h"
+#include "server/attest.h"
+#include "server/audit.h"
+#include "server/ca.h"
+#include "server/datastore.h"
+#include "server/server.h"
+
+/* Retry a failed CA tick or certificate renewal after this long. */
+#define RETRY_MS (30 * 1000)
+/* Longest sleep of the rotation timer, so a clock jump is noticed. */
+#define TICK_MAX_MS (10 * 60 * 1000)
+/* Join tokens that expired are deleted this often. */
+#define PRUNE_MS (10 * 60 * 1000)
+/* A shutdown that takes longer than this is cut short. */
+#define STOP_GRACE_MS (15 * 1000)
+
+#define SERVER_ID_PATH "/lanyard/server"
+/*
+ * Largest admin request: an entry at every cap (LY_SELECTORS_MAX selectors
+ * of LY_SELECTOR_MAX bytes, LY_DNS_NAMES_MAX names, two IDs) is ~80 KiB.
+ */
+#define ADMIN_REQUEST_MAX (256 * 1024)
+
+struct srv_main {
+	struct ly_server srv; /* first: handlers get &srv */
+	struct ly_server_flags flags;
+	struct ly_config *file;
+	uv_loop_t loop;
+	bool loop_ready;
+	uv_timer_t tick_timer, prune_timer, stop_timer;
+	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_pipe_t admin_listener;
+	bool handles_ready, admin_listening, admin_bound;
+	char agent_addr[128];
+	int agent_port;
+	bool agent_listening;
+	time_t svid_renew_at;
+	bool rpc_closing;
+	int exit_code;
+};
+
+time_t
+ly_server_now(void)
+{
+	return time(NULL);
+}
+
+/* ---- data dir --------------------------------------------------------------- */
+
+/*
+ * Creates `path` (parents as needed) and makes it a directory of ours with
+ * mode 0700: it holds the datastore and the CA's keys.
+ */
+static ly_status
+data_dir_prepare(const char *path, struct ly_error *err)
+{
+	char buf[LY_CONFIG_VALUE_MAX + 1];
+	struct stat st;
+	size_t len = strlen(path);
+
+	if (len >= sizeof(buf))
+		return ly_error_set(err, LY_E_LIMIT, "data directory path is too long");
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return ly_error_set(err, LY_E_IO, "cannot create data directory %s: mkdir %s: %s", path, buf,
+			    strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return ly_error_set(err, LY_E_IO, "cannot create data directory %s: %s", path, strerror(errno));
+	if (stat(path, &st) != 0)
+		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: %s", path, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: not a directory", path);
+	if (st.st_uid != geteuid())
+		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: owned by uid %u, not by us (uid %u)",
+		    path, (unsigned)st.st_uid, (unsigned)geteuid());
+	if ((st.st_mode & 077) != 0 && chmod(path, 0700) != 0)
+		return ly_error_set(err, LY_E_IO, "cannot make data directory %s 0700: %s", path, strerror(errno));
+	return LY_OK;
+}
+
+/* ---- the server's own TLS certificate -------------------------------------------- */
+
+struct tls_material {
+	struct ly_buf chain_pem;
+	struct ly_buf key_pem; /* secret */
+	char *roots_pem;
+	time_t expires_at;
+};
+
+static void
+tls_material_cleanup(struct tls_material *t)
+{
+	ly_buf_free(&t->chain_pem);
+	ly_buf_free_secret(&t->key_pem);
+	free(t->roots_pem);
+	t->roots_pem = NULL;
+}
+
+/* A fresh key and an X.509-SVID for spiffe://<td>/lanyard/server from our CA. */
+static ly_status
+tls_material_make(struct ly_server *srv, time_t now, struct tls_material *t, struct ly_error *err)
+{
+	EVP_PKEY *key = NULL;
+	struct ly_spiffe_id id;
+	struct ly_buf csr = LY_BUF_INIT, chain = LY_BUF_INIT;
+	ly_status rc;
+
+	memset(t, 0, sizeof(*t));
+	if ((rc = ly_spiffe_id_from_parts(srv->cfg.trust_domain, SERVER_ID_PATH, &id, err)) != LY_OK ||
+	    (rc = ly_key_generate(LY_KEY_EC_P256, &key, err)) != LY_OK ||
+	    (rc = ly_csr_build(key, &id, NULL, 0, &csr, err)) != LY_OK ||
+	    (rc = ly_ca_sign_agent_svid(srv->ca, csr.data, csr.len, &id, 0, now, &chain, &t->expires_at, err)) !=
+		LY_OK ||
+	    (rc = ly_der_certs_to_pem(chain.data, chain.len, LY_CHAIN_CERTS_MAX, LY_CHAIN_DER_MAX, &t->chain_pem,
+		err)) != LY_OK ||
+	    (rc = ly_key_to_pem(key, &t->key_pem, err)) != LY_OK ||
+	    (rc = ly_bundle_write_pem(ly_ca_bundle(srv->ca), &t->roots_pem, err)) != LY_OK) {
+		ly_error_wrap(err, rc, "server certificate");
+		tls_material_cleanup(t);
+	}
+	EVP_PKEY_free(key);
+	ly_buf_free(&csr);
+	ly_buf_free(&chain);
+	return rc;
+}
+
+static void
+tls_material_view(const struct tls_material *t, struct ly_rpc_tls_server *tls)
+{
+	tls->cert_chain_pem = (const char *)t->chain_pem.data;
+	tls->key_pem = (const char *)t->key_pem.data;
+	tls->client_roots_pem = t->roots_pem;
+	/* Unenrolled agents attest without a certificate; enrolled ones present
+	 * their SVID, verified against the bundle; the agent API decides. */
+	tls->client_auth = LY_RPC_CLIENT_CERT_REQUEST;
+}
+
+static time_t
+renew_time(time_t now, time_t expires_at)
+{
+	return expires_at > now ? now + (expires_at - now) / 2 : now;
+}
+
+/* Listens (first time) or rotates the agent listener's certificate. */
+static ly_status
+agent_tls_refresh(struct srv_main *m, time_t now, struct ly_error *err)
+{
+	struct tls_material t;
+	struct ly_rpc_tls_server tls;
+	ly_status rc;
+
+	LY_TRY(tls_material_make(&m->srv, now, &t, err));
+	tls_material_view(&t, &tls);
+	if (!m->agent_listening) {
+		rc = ly_rpc_server_listen_tls(m->srv.agent_server, m->agent_addr, &tls, &m->agent_port, err);
+		if (rc != LY_OK)
+			ly_error_wrap(err, rc, "cannot listen on %s", m->agent_addr);
+		else
+			m->agent_listening = true;
+	} else {
+		rc = ly_rpc_server_set_tls(m->srv.agent_server, &tls, err);
+		if (rc != LY_OK)
+			ly_error_wrap(err, rc, "cannot rotate the server certificate");
+	}
+	if (rc == LY_OK) {
+		m->svid_renew_at = renew_time(now, t.expires_at);
+		log_debug("server certificate valid until %lld, renewal at %lld", (long long)t.expires_at,
+		    (long long)m->svid_renew_at);
+	}
+	tls_material_cleanup(&t);
+	return rc;
+}
+
+/* ---- timers ------------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t);
+
+static void
+tick_arm(struct srv_main *m, uint64_t retry_ms)
+{
+	time_t now = ly_server_now(), next = ly_ca_next_event(m->srv.ca);
+	uint64_t ms;
+
+	if (m->svid_renew_at < next)
+		next = m->svid_renew_at;
+	ms = next <= now ? 0 : (uint64_t)(next - now) * 1000u;
+	if (ms > TICK_MAX_MS)
+		ms = TICK_MAX_MS;
+	if (retry_ms > 0 && retry_ms < ms)
+		ms = retry_ms;
+	if (ms < 100)
+		ms = 100; /* a due event fires after a short pause, never in a tight loop */
+	uv_timer_start(&m->tick_timer, on_tick, ms, 0);
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+	struct srv_main *m = t->data;
+	struct ly_error e;
+	time_t now = ly_server_now();
+	bool changed = false;
+
+	if (m->srv.stopping)
+		return;
+	if (ly_ca_tick(m->srv.ca, now, &changed, &e) != LY_OK) {
+		log_error("CA rotation failed, retrying in %d s: %s", RETRY_MS / 1000, e.msg);
+		tick_arm(m, RETRY_MS);
+		return;
+	}
+	if (changed) {
+		const struct ly_bundle *b = ly_ca_bundle(m->srv.ca);
+		log_info("trust bundle changed: sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu",
+		    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b));
+		if (m->srv.agent_api != NULL)
+			ly_agent_api_bundle_changed(m->srv.agent_api);
+	}
+	if (changed || now >= m->svid_renew_at) {
+		if (agent_tls_refresh(m, now, &e) != LY_OK) {
+			log_error("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
+			tick_arm(m, RETRY_MS);
+			return;
+		}
+		log_info("server certificate renewed");
+	}
+	tick_arm(m, 0);
+}
+
+static void
+on_prune(uv_timer_t *t)
+{
+	struct srv_main *m = t->data;
+	struct ly_error e;
+	size_t removed = 0;
+
+	if (m->srv.stopping)
+		return;
+	if (ly_datastore_token_prune(m->srv.ds, (int64_t)ly_server_now(), &removed, &e) != LY_OK)
+		log_warn("join token pruning failed: %s", e.msg);
+	else if (removed > 0)
+		log_info("%zu expired join tokens deleted", removed);
+}
+
+/* ---- the admin socket ----------------------------------------------------------------- */
+
+/*
+ * The socket's directory is created 0700 (parents 0755) if missing; an
+ * existing one must be ours with no group or other access (as
+ * ly_rpc_server_listen_unix, rpc/bridge.c). A stale socket is replaced.
+ */
+static ly_status
+admin_dir_prepare(const char *path, struct ly_error *err)
+{
+	char dir[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
+	struct stat st;
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL || slash == path)
+		return ly_error_set(err, LY_E_INVALID, "admin socket %s: must be an absolute path in a directory", path);
+	size_t dlen = (size_t)(slash - path);
+	if (dlen >= sizeof(dir))
+		return ly_error_set(err, LY_E_LIMIT, "admin socket %s: path too long", path);
+	memcpy(dir, path, dlen);
+	dir[dlen] = '\0';
+	for (char *p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+			return ly_error_set(err, LY_E_IO, "admin socket: mkdir %s: %s", dir, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return ly_error_set(err, LY_E_IO, "admin socket: mkdir %s: %s", dir, strerror(errno));
+	if (lstat(dir, &st) != 0)
+		return ly_error_set(err, LY_E_IO, "admin socket: stat %s: %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+		return ly_error_set(err, LY_E_INVALID,
+		    "admin socket directory %s must be a directory of ours with mode 0700 (is %03o, uid %u)", dir,
+		    (unsigned)(st.st_mode & 0777), (unsigned)st.st_uid);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return ly_error_set(err, LY_E_INVALID, "admin socket %s: exists and is not a socket", path);
+		if (unlink(path) != 0)
+			return ly_error_set(err, LY_E_IO, "admin socket: unlink %s: %s", path, strerror(errno));
+	} else if (errno != ENOENT) {
+		return ly_error_set(err, LY_E_IO, "admin socket: stat %s: %s", path, strerror(errno));
+	}
+	return LY_OK;
+}
+
+static void
+free_handle_cb(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void
+admin_conn_release(void *conn_ctx, void *arg)
+{
+	free(conn_ctx);
+}
+
+/* One CLI connection: read who it is, then hand it to gRPC. */
+static void
+on_admin_conn(uv_stream_t *listener, int status)
+{
+	struct srv_main *m = listener->data;
+	struct ly_admin_peer *peer = NULL;
+	struct ly_error e;
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	uv_os_fd_t fd;
+	uv_pipe_t *client;
+
+	if (status < 0) {
+		log_warn("admin socket: accept: %s", uv_strerror(status));
+		return;
+	}
+	client = malloc(sizeof(*client));
+	if (client == NULL)
+		return;
+	if (uv_pipe_init(&m->loop, client, 0) != 0) {
+		free(client);
+		return;
+	}
+	if (uv_accept(listener, (uv_stream_t *)client) != 0 || uv_fileno((uv_handle_t *)client, &fd) != 0)
+		goto out;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+		log_warn("admin socket: no peer credentials: %s", strerror(errno));
+		goto out;
+	}
+	peer = malloc(sizeof(*peer));
+	if (peer == NULL)
+		goto out;
+	peer->uid = cred.uid;
+	peer->gid = cred.gid;
+	peer->pid = cred.pid;
+	if (m->srv.stopping || ly_rpc_server_add_fd(m->srv.admin_server, fd, peer, &e) != LY_OK) {
+		if (!m->srv.stopping)
+			log_warn("admin socket: connection not served: %s", e.msg);
+		free(peer);
+	}
+out:
+	/* gRPC holds its own duplicate of the fd. */
+	uv_close((uv_handle_t *)client, free_handle_cb);
+}
+
+static ly_status
+admin_listen(struct srv_main *m, struct ly_error *err)
+{
+	const char *path = m->srv.cfg.socket_path;
+	int rc;
+
+	LY_TRY(admin_dir_prepare(path, err));
+	if ((rc = uv_pipe_init(&m->loop, &m->admin_listener, 0)) != 0)
+		return ly_error_set(err, LY_E_IO, "admin socket: %s", uv_strerror(rc));
+	m->admin_listener.data = m;
+	m->admin_listening = true;
+	if ((rc = uv_pipe_bind(&m->admin_listener, path)) != 0)
+		return ly_error_set(err, LY_E_IO, "cannot listen on admin socket %s: %s", path, uv_strerror(rc));
+	m->admin_bound = true;
+	/* Inside the 0700 directory the mode is a second fence. */
+	if (chmod(path, 0600) != 0)
+		return ly_error_set(err, LY_E_IO, "admin socket: chmod %s: %s", path, strerror(errno));
+	if ((rc = uv_listen((uv_stream_t *)&m->admin_listener, 64, on_admin_conn)) != 0)
+		return ly_error_set(err, LY_E_IO, "cannot listen on admin socket %s: %s", path, uv_strerror(rc));
+	return LY_OK;
+}
+
+/* ---- shutdown ---------------------------------------------------------------------------- */
+
+static void
+on_stop_timer(uv_timer_t *t)
+{
+	log_error("shutdown took more than %d s: exiting now", STOP_GRACE_MS / 1000);
+	_exit(1);
+}
+
+static void
+on_rpc_closed(void *arg)
+{
+	struct srv_main *m = arg;
+
+	/* Every call is released: the agent API holds nothing of gRPC's now. */
+	if (m->srv.agent_api != NULL)
+		ly_agent_api_free(m->srv.agent_api);
+	m->srv.agent_api = NULL;
+	m->srv.rpc = NULL;
+	m->srv.agent_server = NULL;
+	m->srv.admin_server = NULL;
+	if (m->handles_ready) {
+		uv_timer_stop(&m->stop_timer);
+		uv_close((uv_handle_t *)&m->stop_timer, NULL);
+	}
+}
+
+/* Stops accepting and lets every call end; the loop then runs dry. */
+static void
+begin_stop(struct srv_main *m)
+{
+	if (m->rpc_closing)
+		return;
+	m->srv.stopping = true;
+	m->rpc_closing = true;
+	if (m->handles_ready) {
+		uv_close((uv_handle_t *)&m->sig_term, NULL);
+		uv_close((uv_handle_t *)&m->sig_int, NULL);
+		uv_close((uv_handle_t *)&m->sig_hup, NULL);
+		uv_close((uv_handle_t *)&m->tick_timer, NULL);
+		uv_close((uv_handle_t *)&m->prune_timer, NULL);
+		/* Unreferenced: it cuts a stuck shutdown short, it does not keep the loop. */
+		uv_timer_start(&m->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
+		uv_unref((uv_handle_t *)&m->stop_timer);
+	}
+	if (m->admin_listening) {
+		uv_close((uv_handle_t *)&m->admin_listener, NULL);
+		m->admin_listening = false;
+		if (m->admin_bound)
+			(void)unlink(m->srv.cfg.socket_path);
+	}
+	if (m->srv.agent_api != NULL)
+		ly_agent_api_stop(m->srv.agent_api);
+	if (m->srv.rpc != NULL) {
+		ly_rpc_close(m->srv.rpc, on_rpc_closed, m);
+	} else {
+		if (m->srv.agent_api != NULL)
+			ly_agent_api_free(m->srv.agent_api);
+		m->srv.agent_api = NULL;
+		if (m->handles_ready)
+			uv_close((uv_handle_t *)&m->stop_timer, NULL);
+	}
+}
+
+static void
+reload_log_level(struct srv_main *m)
+{
+	struct ly_config *file = NULL;
+	struct ly_error e;
+	const char *name = NULL;
+	enum ly_log_level level;
+
+	if (m->flags.log_level != NULL) {
+		log_info("SIGHUP: log level stays %s (set by -logLevel)", m->flags.log_level);
+		return;
+	}
+	if (m->flags.config_path == NULL) {
+		log_info("SIGHUP: no config file to re-read");
+		return;
+	}
+	if (ly_config_load_file(m->flags.config_path, &file, &e) != LY_OK ||
+	    ly_config_get_string(file, "server.log_level", "info", &name, &e) != LY_OK) {
+		log_error("SIGHUP: log level not changed: %s", e.msg);
+		goto out;
+	}
+	if (ly_log_level_parse(name, &level) != LY_OK) {
+		log_error("SIGHUP: log level not changed: %s:%zu: key server.log_level: \"%s\" is not one of error, "
+		    "warn, info, debug", m->flags.config_path, ly_config_line(file, "server.log_level"), name);
+		goto out;
+	}
+	ly_log_set_level(level);
+	log_info("SIGHUP: log level is now %s", name);
+out:
+	ly_config_free(file);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+	struct srv_main *m = h->data;
+
+	if (signum == SIGHUP) {
+		reload_log_level(m);
+		return;
+	}
+	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	begin_stop(m);
+}
+
+/* ---- start-up ---------------------------------------------------------------------------- */
+
+static ly_status
+open_state(struct srv_main *m, struct ly_error *err)
+{
+	struct ly_server *srv = &m->srv;
+	char path[LY_CONFIG_VALUE_MAX + 64];
+	ly_status rc;
+
+	LY_TRY(data_dir_prepare(srv->cfg.data_dir, err));
+	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", srv->cfg.data_dir);
+	if ((rc = ly_datastore_sqlite_open(path, &srv->ds, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "cannot open datastore %s", path);
+
+	struct ly_ca_config cc = {
+		.trust_domain = srv->cfg.trust_domain,
+		.data_dir = srv->cfg.data_dir,
+		.key_type = srv->cfg.ca_key_type,
+		.ca_ttl = srv->cfg.ca_ttl,
+		.x509_svid_ttl = srv->cfg.x509_svid_ttl,
+		.jwt_svid_ttl = srv->cfg.jwt_svid_ttl,
+		.upstream_cert_path = srv->cfg.upstream_cert_path,
+		.upstream_key_path = srv->cfg.upstream_key_path,
+	};
+	if ((rc = ly_ca_open(&cc, ly_server_now(), &srv->ca, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "cannot open the CA in %s/ca", srv->cfg.data_dir);
+	LY_TRY(ly_audit_open(srv->cfg.audit_log_path, &srv->audit, err));
+	if (srv->cfg.x509pop_ca_bundle_path != NULL &&
+	    (rc = ly_attest_x509pop_new(srv->cfg.trust_domain, srv->cfg.x509pop_ca_bundle_path, &srv->x509pop,
+		err)) != LY_OK)
+		return ly_error_wrap(err, rc, "x509pop node attestor");
+	if ((rc = ly_server_config_psat(m->file, srv->cfg.trust_domain, &srv->psat, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "k8s_psat node attestor");
+	return LY_OK;
+}
+
+static ly_status
+open_rpc(struct srv_main *m, struct ly_error *err)
+{
+	struct ly_server *srv = &m->srv;
+	size_t n = 0;
+	const struct ly_rpc_method *methods;
+	int uvrc;
+
+	if ((uvrc = uv_loop_init(&m->loop)) != 0)
+		return ly_error_set(err, LY_E_IO, "event loop: %s", uv_strerror(uvrc));
+	m->loop_ready = true;
+	srv->loop = &m->loop;
+	LY_TRY(ly_rpc_new(&m->loop, &srv->rpc, err));
+	LY_TRY(ly_agent_api_new(srv, &srv->agent_api, err));
+
+	methods = ly_agent_api_methods(&n);
+	struct ly_rpc_server_config agent_cfg = { .methods = methods, .n_methods = n, .arg = srv };
+	LY_TRY(ly_rpc_server_new(srv->rpc, &agent_cfg, &srv->agent_server, err));
+	if (strchr(srv->cfg.bind_address, ':') != NULL)
+		(void)snprintf(m->agent_addr, sizeof(m->agent_addr), "[%s]:%u", srv->cfg.bind_address,
+		    (unsigned)srv->cfg.server_port);
+	else
+		(void)snprintf(m->agent_addr, sizeof(m->agent_addr), "%s:%u", srv->cfg.bind_address,
+		    (unsigned)srv->cfg.server_port);
+	LY_TRY(agent_tls_refresh(m, ly_server_now(), err));
+
+	methods = ly_admin_api_methods(&n);
+	struct ly_rpc_server_config admin_cfg = {
+		.methods = methods, .n_methods = n, .arg = srv, .max_request = ADMIN_REQUEST_MAX,
+		.conn_release = admin_conn_release,
+	};
+	LY_TRY(ly_rpc_server_new(srv->rpc, &admin_cfg, &srv->admin_server, err));
+	LY_TRY(ly_rpc_server_start(srv->agent_server, err));
+	LY_TRY(ly_rpc_server_start(srv->admin_server, err));
+	return admin_listen(m, err);
+}
+
+static void
+handles_init(struct srv_main *m)
+{
+	uv_timer_init(&m->loop, &m->tick_timer);
+	uv_timer_init(&m->loop, &m->prune_timer);
+	uv_timer_init(&m->loop, &m->stop_timer);
+	uv_signal_init(&m->loop, &m->sig_term);
+	uv_signal_init(&m->loop, &m->sig_int);
+	uv_signal_init(&m->loop, &m->sig_hup);
+	m->tick_timer.data = m->prune_timer.data = m->stop_timer.data = m;
+	m->sig_term.data = m->sig_int.data = m->sig_hup.data = m;
+	m->handles_ready = true;
+	uv_signal_start(&m->sig_term, on_signal, SIGTERM);
+	uv_signal_start(&m->sig_int, on_signal, SIGINT);
+	uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+}
+
+static ly_status
+start(struct srv_main *m, struct ly_error *err)
+{
+	LY_TRY(open_state(m, err));
+	LY_TRY(open_rpc(m, err));
+	handles_init(m);
+	tick_arm(m, 0);
+	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
+
+	const struct ly_bundle *b = ly_ca_bundle(m->srv.ca);
+	char attestors[64] = "";
+	const char *names[] = { m->srv.cfg.join_token_enabled ? "join_token" : NULL,
+		m->srv.x509pop != NULL ? "x509pop" : NULL, m->srv.psat != NULL ? "k8s_psat" : NULL };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (names[i] == NULL)
+			continue;
+		size_t used = strlen(attestors);
+		(void)snprintf(attestors + used, sizeof(attestors) - used, "%s%s", used > 0 ? "," : "", names[i]);
+	}
+	bool v6 = strchr(m->srv.cfg.bind_address, ':') != NULL;
+	log_info("lanyard-server started: trust_domain=%s agent_api=%s%s%s:%d admin_socket=%s data_dir=%s "
+	    "bundle_sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu node_attestors=%s",
+	    m->srv.cfg.trust_domain, v6 ? "[" : "", m->srv.cfg.bind_address, v6 ? "]" : "", m->agent_port,
+	    m->srv.cfg.socket_path, m->srv.cfg.data_dir, ly_bundle_sequence(b), ly_bundle_x509_authority_count(b),
+	    ly_bundle_jwt_authority_count(b), attestors[0] != '\0' ? attestors : "none");
+	return LY_OK;
+}
+
+/* Releases what outlives the loop, once the loop ran dry. */
+static void
+teardown(struct srv_main *m)
+{
+	struct ly_server *srv = &m->srv;
+
+	if (m->loop_ready) {
+		begin_stop(m);
+		(void)uv_run(&m->loop, UV_RUN_DEFAULT);
+		int rc = uv_loop_close(&m->loop);
+		if (rc != 0)
+			log_warn("event loop closed with handles open: %s", uv_strerror(rc));
+	} else if (srv->agent_api != NULL) {
+		ly_agent_api_free(srv->agent_api);
+		srv->agent_api = NULL;
+	}
+	ly_attest_k8s_psat_free(srv->psat);
+	ly_attest_x509pop_free(srv->x509pop);
+	ly_audit_close(srv->audit);
+	ly_ca_free(srv->ca);
+	ly_datastore_close(srv->ds);
+	ly_config_free(m->file);
+	srv->psat = NULL;
+	srv->x509pop = NULL;
+	srv->audit = NULL;
+	srv->ca = NULL;
+	srv->ds = NULL;
+	m->file = NULL;
+}
+
+/* ---- `run` ------------------------------------------------------------------------------------ */
+
+static void
+run_usage(FILE *out, const struct ly_flag *flags, size_t n)
+{
+	fprintf(out, "Usage: lanyard-server run [flags]\n\nRuns the server (a config file is optional: flags "
+	    "alone are enough).\n\nFlags:\n");
+	ly_flags_usage(out, flags, n);
+}
+
+int
+ly_server_run(int argc, char **argv)
+{
+	struct srv_main *m;
+	struct ly_error e;
+	int rest = 0, code;
+
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		fprintf(stderr, "lanyard-server: out of memory\n");
+		return 1;
+	}
+	m->flags = (struct ly_server_flags)LY_SERVER_FLAGS_INIT;
+	struct ly_flag flags[] = {
+		{ "config", LY_FLAG_STRING, &m->flags.config_path, "path to a YAML config file (optional)", 0, 0, false },
+		{ "trustDomain", LY_FLAG_STRING, &m->flags.trust_domain, "the trust domain, e.g. example.org", 0, 0,
+		    false },
+		{ "bindAddress", LY_FLAG_STRING, &m->flags.bind_address, "IP address of the agent API (default "
+		    LY_SERVER_BIND_DEFAULT ")", 0, 0, false },
+		{ "serverPort", LY_FLAG_INT, &m->flags.server_port, "TCP port of the agent API (default 8081; 0: any "
+		    "free port)", 0, 65535, false },
+		{ "socketPath", LY_FLAG_STRING, &m->flags.socket_path, "admin API socket (default "
+		    LY_SERVER_SOCKET_DEFAULT ")", 0, 0, false },
+		{ "dataDir", LY_FLAG_STRING, &m->flags.data_dir, "data directory (default " LY_SERVER_DATA_DIR_DEFAULT
+		    ")", 0, 0, false },
+		{ "logLevel", LY_FLAG_STRING, &m->flags.log_level, "error, warn, info or debug (default info)", 0, 0,
+		    false },
+	};
+	const size_t nflags = sizeof(flags) / sizeof(flags[0]);
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0) {
+			run_usage(stdout, flags, nflags);
+			free(m);
+			return 0;
+		}
+		if (strcmp(argv[i], "--") == 0)
+			break;
+	}
+	if (ly_flags_parse(flags, nflags, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
+		fprintf(stderr, "lanyard-server: run: %s\n", e.msg);
+		code = 2;
+		goto out;
+	}
+	if (rest < argc) {
+		fprintf(stderr, "lanyard-server: run: unexpected argument \"%s\"\n", argv[rest]);
+		code = 2;
+		goto out;
+	}
+	ly_status st = ly_server_config_load(&m->flags, &m->srv.cfg, &m->file, &e);
+	if (st != LY_OK) {
+		fprintf(stderr, "lanyard-server: %s\n", e.msg);
+		code = st == LY_E_IO ? 1 : 2;
+		goto out;
+	}
+	enum ly_log_level level = LY_LOG_INFO;
+	enum ly_log_format format = LY_LOG_TEXT;
+	/* Both were checked by ly_server_config_load. */
+	if (ly_log_level_parse(m->srv.cfg.log_level, &level) == LY_OK)
+		ly_log_set_level(level);
+	if (ly_log_format_parse(m->srv.cfg.log_format, &format) == LY_OK)
+		ly_log_set_format(format);
+
+	/* Everything we create (data dir, sockets, files) is ours alone. */
+	(void)umask(077);
+	(void)signal(SIGPIPE, SIG_IGN);
+	m->srv.started_at = ly_server_now();
+	if (start(m, &e) != LY_OK) {
+		fprintf(stderr, "lanyard-server: %s\n", e.msg);
+		code = 1;
+		teardown(m);
+		goto out;
+	}
+	(void)uv_run(&m->loop, UV_RUN_DEFAULT);
+	teardown(m);
+	log_info("lanyard-server stopped");
+	code = m->exit_code;
+out:
+	ly_config_free(m->file);
+	ly_flags_cleanup(flags, nflags);
+	free(m);
+	return code;
+}

@@ -1,0 +1,366 @@
+/*
+ * server_config.c: the `run` configuration (server.h): the YAML file's
+ * `server:` section, then the flags over it (SPEC §2). Every value is
+ * checked here, before anything is opened, so that a mistake is reported
+ * as "file:line: key K: why" (or "flag -F: why") and the daemon exits 2.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "lib/config.h"
+#include "lib/keys.h"
+#include "lib/log.h"
+#include "lib/spiffeid.h"
+#include "server/attest.h"
+#include "server/ca.h"
+#include "server/server.h"
+
+#define K "server."
+#define PSAT_CLUSTERS K "node_attestors.k8s_psat.clusters"
+
+static const char *const known_keys[] = {
+	K "trust_domain",
+	K "bind_address",
+	K "server_port",
+	K "socket_path",
+	K "data_dir",
+	K "log_level",
+	K "log_format",
+	K "ca_key_type",
+	K "ca_ttl",
+	K "default_x509_svid_ttl",
+	K "default_jwt_svid_ttl",
+	K "upstream_ca.cert_file",
+	K "upstream_ca.key_file",
+	K "audit_log",
+	K "node_attestors.join_token",
+	K "node_attestors.x509pop.ca_bundle_path",
+	PSAT_CLUSTERS ".*",
+	NULL,
+};
+
+/* The settings of one k8s_psat cluster (PSAT_CLUSTERS.NAME.<key>). */
+static const char *const psat_keys[] = {
+	"service_account_allow_list", "audience", "api_server_url", "ca_file", "token_file", NULL,
+};
+
+/* "flag -F: why" for a flag, "file:line: key K: why" for a file key. */
+static ly_status
+bad_value(const struct ly_config *file, const char *key, const char *flag, struct ly_error *err,
+    ly_status code)
+{
+	if (flag != NULL)
+		return ly_error_wrap(err, code, "flag -%s", flag);
+	return ly_config_wrap(file, key, err, code);
+}
+
+/* A string setting: the flag when given, else the file's value, else `def`. */
+static ly_status
+get_str(const struct ly_config *file, const char *key, const char *flag_value, const char *def,
+    const char **out, struct ly_error *err)
+{
+	if (flag_value != NULL) {
+		*out = flag_value;
+		return LY_OK;
+	}
+	return ly_config_get_string(file, key, def, out, err);
+}
+
+static ly_status
+check_path(const char *path, const char *what, struct ly_error *err)
+{
+	if (path[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
+	if (strlen(path) > LY_CONFIG_VALUE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "%s is over %d bytes", what, LY_CONFIG_VALUE_MAX);
+	return LY_OK;
+}
+
+static ly_status
+check_socket_path(const char *path, struct ly_error *err)
+{
+	LY_TRY(check_path(path, "socket path", err));
+	if (path[0] != '/')
+		return ly_error_set(err, LY_E_INVALID, "socket path %s is not absolute", path);
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+		return ly_error_set(err, LY_E_LIMIT, "socket path is over %zu bytes",
+		    sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
+	return LY_OK;
+}
+
+/* An IPv4 or IPv6 address (no host names: we bind, we do not resolve). */
+static ly_status
+check_ip(const char *s, struct ly_error *err)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	if (inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1)
+		return LY_OK;
+	return ly_error_set(err, LY_E_INVALID, "\"%s\" is not an IPv4 or IPv6 address", s);
+}
+
+/* A duration key within [min, max] seconds. */
+static ly_status
+get_seconds(const struct ly_config *file, const char *key, int64_t def, int64_t min, int64_t max, int64_t *out,
+    struct ly_error *err)
+{
+	uint64_t v;
+	LY_TRY(ly_config_get_duration(file, key, (uint64_t)def, &v, err));
+	if (v < (uint64_t)min || v > (uint64_t)max) {
+		ly_error_set(err, LY_E_INVALID, "must be between %lld and %lld seconds", (long long)min,
+		    (long long)max);
+		return ly_config_wrap(file, key, err, LY_E_INVALID);
+	}
+	*out = (int64_t)v;
+	return LY_OK;
+}
+
+/*
+ * join_token is enabled by `join_token: {}` (or `join_token:`), and also
+ * when no node_attestors section is written at all, so that a server run
+ * with flags alone admits agents with `token generate` tokens (SPEC §2).
+ */
+static ly_status
+get_join_token(const struct ly_config *file, bool *out, struct ly_error *err)
+{
+	const char *v = NULL;
+	if (!ly_config_has(file, K "node_attestors")) {
+		*out = true;
+		return LY_OK;
+	}
+	if (!ly_config_has(file, K "node_attestors.join_token")) {
+		*out = false;
+		return LY_OK;
+	}
+	/* A scalar is a mistake ("join_token: true"); a mapping or no value enables it. */
+	if (ly_config_get_string(file, K "node_attestors.join_token", NULL, &v, NULL) == LY_OK && v != NULL) {
+		ly_error_set(err, LY_E_INVALID, "must be a mapping: write join_token: {}");
+		return ly_config_wrap(file, K "node_attestors.join_token", err, LY_E_INVALID);
+	}
+	*out = true;
+	return LY_OK;
+}
+
+/*
+ * Keys under PSAT_CLUSTERS are free-form names (the clusters), each with
+ * the settings of psat_keys only. ly_config_check_known lets the whole
+ * subtree through, so every key below a cluster is checked here.
+ */
+static ly_status
+check_psat_keys(const struct ly_config *file, struct ly_error *err)
+{
+	const size_t plen = strlen(PSAT_CLUSTERS);
+	for (size_t i = 0; i < ly_config_count(file); i++) {
+		const char *key = ly_config_key_at(file, i);
+		if (strncmp(key, PSAT_CLUSTERS ".", plen + 1) != 0)
+			continue;
+		const char *dot = strchr(key + plen + 1, '.');
+		if (dot == NULL)
+			continue; /* the cluster's own mapping */
+		bool ok = false;
+		for (size_t j = 0; psat_keys[j] != NULL; j++)
+			ok = ok || strcmp(dot + 1, psat_keys[j]) == 0;
+		if (!ok)
+			return ly_error_set(err, LY_E_INVALID, "%s:%zu: unknown key %s (a cluster takes %s, %s, %s, %s, %s)",
+			    ly_config_name(file), ly_config_line(file, key), key, psat_keys[0], psat_keys[1],
+			    psat_keys[2], psat_keys[3], psat_keys[4]);
+	}
+	return LY_OK;
+}
+
+static ly_status
+load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struct ly_error *err)
+{
+	const char *s = NULL;
+
+	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
+	enum ly_log_format fmt;
+	if (ly_log_format_parse(cfg->log_format, &fmt) != LY_OK) {
+		ly_error_set(err, LY_E_INVALID, "must be text or json");
+		return ly_config_wrap(file, K "log_format", err, LY_E_INVALID);
+	}
+	LY_TRY(ly_config_get_string(file, K "ca_key_type", NULL, &s, err));
+	cfg->ca_key_type = LY_KEY_TYPE_DEFAULT;
+	if (s != NULL && ly_key_type_parse(s, &cfg->ca_key_type, err) != LY_OK)
+		return ly_config_wrap(file, K "ca_key_type", err, LY_E_INVALID);
+	LY_TRY(get_seconds(file, K "ca_ttl", LY_CA_TTL_DEFAULT, LY_CA_TTL_MIN, LY_CA_TTL_MAX, &cfg->ca_ttl, err));
+	LY_TRY(get_seconds(file, K "default_x509_svid_ttl", LY_CA_X509_SVID_TTL_DEFAULT, 1, LY_X509_SVID_TTL_MAX,
+	    &cfg->x509_svid_ttl, err));
+	LY_TRY(get_seconds(file, K "default_jwt_svid_ttl", LY_CA_JWT_SVID_TTL_DEFAULT, 1, LY_JWT_SVID_TTL_MAX,
+	    &cfg->jwt_svid_ttl, err));
+
+	LY_TRY(ly_config_get_string(file, K "upstream_ca.cert_file", NULL, &cfg->upstream_cert_path, err));
+	LY_TRY(ly_config_get_string(file, K "upstream_ca.key_file", NULL, &cfg->upstream_key_path, err));
+	if ((cfg->upstream_cert_path == NULL) != (cfg->upstream_key_path == NULL)) {
+		const char *given = cfg->upstream_cert_path != NULL ? K "upstream_ca.cert_file" : K "upstream_ca.key_file";
+		ly_error_set(err, LY_E_INVALID, "upstream_ca needs both cert_file and key_file");
+		return ly_config_wrap(file, given, err, LY_E_INVALID);
+	}
+	if (cfg->upstream_cert_path != NULL && check_path(cfg->upstream_cert_path, "path", err) != LY_OK)
+		return ly_config_wrap(file, K "upstream_ca.cert_file", err, LY_E_INVALID);
+	if (cfg->upstream_key_path != NULL && check_path(cfg->upstream_key_path, "path", err) != LY_OK)
+		return ly_config_wrap(file, K "upstream_ca.key_file", err, LY_E_INVALID);
+
+	LY_TRY(ly_config_get_string(file, K "audit_log", NULL, &cfg->audit_log_path, err));
+	if (cfg->audit_log_path != NULL && check_path(cfg->audit_log_path, "path", err) != LY_OK)
+		return ly_config_wrap(file, K "audit_log", err, LY_E_INVALID);
+
+	LY_TRY(get_join_token(file, &cfg->join_token_enabled, err));
+	LY_TRY(ly_config_get_string(file, K "node_attestors.x509pop.ca_bundle_path", NULL,
+	    &cfg->x509pop_ca_bundle_path, err));
+	if (cfg->x509pop_ca_bundle_path != NULL && check_path(cfg->x509pop_ca_bundle_path, "path", err) != LY_OK)
+		return ly_config_wrap(file, K "node_attestors.x509pop.ca_bundle_path", err, LY_E_INVALID);
+	return check_psat_keys(file, err);
+}
+
+static ly_status
+load(const struct ly_server_flags *flags, const struct ly_config *file, struct ly_server_config *cfg,
+    struct ly_error *err)
+{
+	const char *s = NULL;
+
+	LY_TRY(ly_config_check_known(file, known_keys, err));
+
+	/* The trust domain has no default: it names everything the server signs. */
+	LY_TRY(get_str(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
+	if (s == NULL)
+		return ly_error_set(err, LY_E_INVALID,
+		    "no trust domain: give -trustDomain or server.trust_domain in the config file");
+	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
+		return bad_value(file, K "trust_domain", flags->trust_domain != NULL ? "trustDomain" : NULL, err,
+		    LY_E_INVALID);
+
+	LY_TRY(get_str(file, K "bind_address", flags->bind_address, LY_SERVER_BIND_DEFAULT, &cfg->bind_address, err));
+	if (check_ip(cfg->bind_address, err) != LY_OK)
+		return bad_value(file, K "bind_address", flags->bind_address != NULL ? "bindAddress" : NULL, err,
+		    LY_E_INVALID);
+
+	if (flags->server_port >= 0) {
+		if (flags->server_port > 65535)
+			return ly_error_set(err, LY_E_INVALID, "flag -serverPort: must be between 0 and 65535");
+		cfg->server_port = (uint16_t)flags->server_port;
+	} else {
+		LY_TRY(ly_config_get_port(file, K "server_port", LY_SERVER_PORT_DEFAULT, &cfg->server_port, err));
+	}
+
+	LY_TRY(get_str(file, K "socket_path", flags->socket_path, LY_SERVER_SOCKET_DEFAULT, &cfg->socket_path, err));
+	if (check_socket_path(cfg->socket_path, err) != LY_OK)
+		return bad_value(file, K "socket_path", flags->socket_path != NULL ? "socketPath" : NULL, err,
+		    LY_E_INVALID);
+
+	LY_TRY(get_str(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir, err));
+	if (check_path(cfg->data_dir, "data directory", err) != LY_OK)
+		return bad_value(file, K "data_dir", flags->data_dir != NULL ? "dataDir" : NULL, err, LY_E_INVALID);
+
+	LY_TRY(get_str(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
+	enum ly_log_level level;
+	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
+		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug",
+		    cfg->log_level);
+		return bad_value(file, K "log_level", flags->log_level != NULL ? "logLevel" : NULL, err,
+		    LY_E_INVALID);
+	}
+	return load_file_only(file, cfg, err);
+}
+
+ly_status
+ly_server_config_load(const struct ly_server_flags *flags, struct ly_server_config *cfg, struct ly_config **file,
+    struct ly_error *err)
+{
+	struct ly_config *f = NULL;
+	ly_status rc;
+
+	*file = NULL;
+	memset(cfg, 0, sizeof(*cfg));
+	if (flags->config_path != NULL) {
+		rc = ly_config_load_file(flags->config_path, &f, err);
+		if (rc != LY_OK)
+			return rc;
+	}
+	rc = load(flags, f, cfg, err);
+	if (rc != LY_OK) {
+		ly_config_free(f);
+		memset(cfg, 0, sizeof(*cfg));
+		return rc;
+	}
+	*file = f;
+	return LY_OK;
+}
+
+/* One cluster's settings from PSAT_CLUSTERS.<name>. */
+static ly_status
+add_psat_cluster(const struct ly_config *file, struct ly_attest_k8s_psat *psat, const char *name,
+    struct ly_error *err)
+{
+	char key[LY_CONFIG_KEY_MAX + 1];
+	struct ly_psat_cluster_config c = { .name = name };
+	const char **fields[] = { &c.audience, &c.api_url, &c.ca_file, &c.token_file };
+	const char *const field_keys[] = { "audience", "api_server_url", "ca_file", "token_file" };
+	const char *const *allow = NULL;
+	size_t n_allow = 0;
+	ly_status rc;
+
+#define CLUSTER_KEY(sub) (snprintf(key, sizeof(key), "%s.%s.%s", PSAT_CLUSTERS, name, (sub)) < (int)sizeof(key))
+	if (!CLUSTER_KEY("service_account_allow_list"))
+		return ly_error_set(err, LY_E_LIMIT, "k8s_psat cluster name %s is too long", name);
+	LY_TRY(ly_config_get_list(file, key, &allow, &n_allow, err));
+	if (n_allow == 0) {
+		size_t line = ly_config_line(file, key);
+		if (line == 0) {
+			(void)snprintf(key, sizeof(key), "%s.%s", PSAT_CLUSTERS, name);
+			line = ly_config_line(file, key);
+		}
+		return ly_error_set(err, LY_E_INVALID,
+		    "%s:%zu: k8s_psat cluster %s: service_account_allow_list must list at least one \"namespace:name\"",
+		    ly_config_name(file), line, name);
+	}
+	c.allow = allow;
+	c.n_allow = n_allow;
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		(void)CLUSTER_KEY(field_keys[i]);
+		LY_TRY(ly_config_get_string(file, key, NULL, fields[i], err));
+	}
+#undef CLUSTER_KEY
+	rc = ly_attest_k8s_psat_add_cluster(psat, &c, err);
+	if (rc != LY_OK) {
+		(void)snprintf(key, sizeof(key), "%s.%s", PSAT_CLUSTERS, name);
+		return ly_config_wrap(file, key, err, rc);
+	}
+	return LY_OK;
+}
+
+ly_status
+ly_server_config_psat(const struct ly_config *file, const char *trust_domain, struct ly_attest_k8s_psat **out,
+    struct ly_error *err)
+{
+	struct ly_attest_k8s_psat *psat = NULL;
+	const size_t plen = strlen(PSAT_CLUSTERS);
+	ly_status rc = LY_OK;
+
+	*out = NULL;
+	for (size_t i = 0; i < ly_config_count(file); i++) {
+		const char *key = ly_config_key_at(file, i);
+		/* Each PSAT_CLUSTERS.<name> key, without a further dot, is a cluster. */
+		if (strncmp(key, PSAT_CLUSTERS ".", plen + 1) != 0 || strchr(key + plen + 1, '.') != NULL)
+			continue;
+		if (psat == NULL) {
+			rc = ly_attest_k8s_psat_new(trust_domain, &psat, err);
+			if (rc != LY_OK)
+				goto out;
+		}
+		rc = add_psat_cluster(file, psat, key + plen + 1, err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	if (psat == NULL && ly_config_has(file, K "node_attestors.k8s_psat")) {
+		rc = ly_error_set(err, LY_E_INVALID, "%s:%zu: k8s_psat needs at least one cluster under clusters",
+		    ly_config_name(file), ly_config_line(file, K "node_attestors.k8s_psat"));
+		goto out;
+	}
+	*out = psat;
+	psat = NULL;
+out:
+	ly_attest_k8s_psat_free(psat);
+	return rc;
+}
