@@ -42,6 +42,7 @@ struct ly_rpc;
 struct ly_bundle;
 struct ly_sync;
 struct ly_wapi;
+struct ly_cache;
 
 /* SPEC §2 and §7 defaults. */
 #define LY_AGENT_SOCKET_DEFAULT "/tmp/lanyard-agent/public/api.sock"
