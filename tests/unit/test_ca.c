@@ -920,7 +920,8 @@ token_kid(const char *token, char *kid, size_t size)
 	assert_non_null(dot);
 	assert_int_equal(ly_b64url_decode(token, (size_t)(dot - token), &hdr, NULL), LY_OK);
 	assert_int_equal(ly_jwt_header_parse((const char *)hdr.data, hdr.len, &h, NULL), LY_OK);
-	snprintf(kid, size, "%s", h.kid);
+	assert_true(strlen(h.kid) < size);
+	memcpy(kid, h.kid, strlen(h.kid) + 1);
 	ly_buf_free(&hdr);
 }
 
