@@ -117,4 +117,45 @@
 #define LY_CA_SLOT_FILE_MAX (64 * 1024)
 #define LY_CA_BATCH_MAX 1024
 
+/*
+ * Workload attestation in the agent (agent/, SPEC §5). /proc files read for
+ * one caller: stat (one line: comm is at most 64 bytes), cgroup and
+ * mountinfo. The executable hashed for unix:sha256 (the default of a
+ * setting that may only lower it; a larger file gets no sha256 selector)
+ * and the entries of the hash cache. The selectors one workload may get.
+ * The kubelet's /pods answer: its size, its JSON nesting (managedFields
+ * nest deep: LY_K8S_JSON_DEPTH_MAX above), pods in it, container statuses
+ * of one kind per pod and labels per pod.
+ */
+#define LY_PROC_STAT_MAX 4096
+#define LY_PROC_CGROUP_MAX (64 * 1024)
+#define LY_PROC_MOUNTINFO_MAX (1024 * 1024)
+#define LY_UNIX_EXE_HASH_MAX (256ULL * 1024 * 1024)
+#define LY_UNIX_HASH_CACHE_MAX 1024
+#define LY_WORKLOAD_SELECTORS_MAX 512
+#define LY_K8S_PODLIST_MAX (16 * 1024 * 1024)
+#define LY_K8S_PODS_MAX 4096
+#define LY_K8S_CONTAINERS_MAX 256
+#define LY_K8S_LABELS_MAX 256
+
+/*
+ * The agent's cache and persisted state (agent/cache.c, agent/state.c,
+ * SPEC §4): registration entries one agent holds (so the SVIDs it caches),
+ * cached JWT-SVIDs, and one state file in -dataDir (10,000 cached SVIDs
+ * take ~12 MB). Requests a workload sends to the Workload API (SPEC §3,
+ * agent/workload_msg.c): one message, and one audience in it.
+ */
+#define LY_AGENT_ENTRIES_MAX 100000
+#define LY_AGENT_JWT_CACHE_MAX 4096
+#define LY_AGENT_STATE_FILE_MAX (256 * 1024 * 1024)
+#define LY_WORKLOAD_REQUEST_MAX (64 * 1024)
+#define LY_JWT_AUDIENCE_MAX 1024
+
+/*
+ * The Workload API (agent/wapi.c): connections open at once (each holds a
+ * socket, a pidfd and its selectors; past this, new ones are closed at
+ * accept and clients retry: Workload Endpoint §6 load shedding).
+ */
+#define LY_WAPI_CONNS_MAX 8192
+
 #endif /* LANYARD_CAPS_H */
