@@ -1,0 +1,784 @@
+/* workload_msg.c: see workload_msg.h. */
+#include "agent/workload_msg.h"
+
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "lib/caps.h"
+#include "lib/spiffeid.h"
+#include "workload.pb-c.h"
+
+/*
+ * protobuf-c's structs take non-const pointers even for what it only
+ * reads while packing; these hand it borrowed data without a cast that
+ * drops the qualifier (which -Wcast-qual rightly flags).
+ */
+static char *
+unconst_str(const char *s)
+{
+	char *p;
+	memcpy(&p, &s, sizeof(p));
+	return p;
+}
+
+static uint8_t *
+unconst_bytes(const uint8_t *b)
+{
+	uint8_t *p;
+	memcpy(&p, &b, sizeof(p));
+	return p;
+}
+
+static ly_status
+pack_msg(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
+{
+	size_t size = protobuf_c_message_get_packed_size(m);
+	if (size > LY_RPC_MSG_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "%s of %zu bytes: over the %d-byte message cap",
+		    m->descriptor->name, size, LY_RPC_MSG_MAX);
+	uint8_t *p = malloc(size > 0 ? size : 1);
+	if (p == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", m->descriptor->name, size);
+	if (protobuf_c_message_pack(m, p) != size) {
+		OPENSSL_clear_free(p, size > 0 ? size : 1);
+		return ly_error_set(err, LY_E_INTERNAL, "%s: packing", m->descriptor->name);
+	}
+	out->data = p;
+	out->len = size;
+	return LY_OK;
+}
+
+/* ---- bundles as (trust domain ID, bytes), sorted by ID ---- */
+
+struct bent {
+	char id[sizeof("spiffe://") + LY_TRUST_DOMAIN_MAX];
+	struct ly_buf val;
+};
+
+static void
+bents_free(struct bent *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		ly_buf_free(&v[i].val);
+	free(v);
+}
+
+static int
+bent_cmp(const void *pa, const void *pb)
+{
+	const struct bent *a = pa, *b = pb;
+	return strcmp(a->id, b->id);
+}
+
+enum bent_kind { BENT_X509, BENT_JWKS };
+
+/*
+ * One entry per bundle of `set` (NULL: none): X.509 authorities DER (only
+ * bundles that have some) or the JWT-only JWKS. `skip_td` (may be NULL) is
+ * left out.
+ */
+static ly_status
+collect(const struct ly_bundle_set *set, enum bent_kind kind, const char *skip_td, struct bent **out, size_t *nout,
+    struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	size_t total = set != NULL ? ly_bundle_set_count(set) : 0, n = 0;
+	struct bent *v = NULL;
+
+	*out = NULL;
+	*nout = 0;
+	if (total == 0)
+		return LY_OK;
+	v = calloc(total, sizeof(*v));
+	if (v == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "bundles: allocating");
+	for (size_t i = 0; i < total; i++) {
+		const struct ly_bundle *b = ly_bundle_set_at(set, i);
+		const char *td = ly_bundle_trust_domain(b);
+		if (skip_td != NULL && strcmp(td, skip_td) == 0)
+			continue;
+		if (kind == BENT_X509 && ly_bundle_x509_authority_count(b) == 0)
+			continue;
+		snprintf(v[n].id, sizeof(v[n].id), "spiffe://%s", td);
+		if (kind == BENT_X509) {
+			rc = ly_bundle_x509_authorities_der(b, &v[n].val, err);
+		} else {
+			char *json = NULL;
+			rc = ly_bundle_write_jwks(b, LY_JWKS_JWT_ONLY, &json, err);
+			if (rc == LY_OK) {
+				v[n].val.data = (uint8_t *)json;
+				v[n].val.len = strlen(json);
+			}
+		}
+		if (rc != LY_OK) {
+			rc = ly_error_wrap(err, rc, "bundle for %s", td);
+			goto out;
+		}
+		n++;
+	}
+	qsort(v, n, sizeof(*v), bent_cmp);
+	*out = v;
+	*nout = n;
+	v = NULL;
+out:
+	if (v != NULL)
+		bents_free(v, n);
+	return rc;
+}
+
+/* ---- X509SVIDResponse ---- */
+
+ly_status
+ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly_bundle *bundle,
+    const struct ly_bundle_set *federated, struct ly_buf *out, struct ly_error *err)
+{
+	ly_status rc;
+	X509SVIDResponse resp = X509_SVIDRESPONSE__INIT;
+	X509SVID *items = NULL;
+	X509SVID **ptrs = NULL;
+	struct ly_buf *chains = NULL;
+	struct ly_buf own = LY_BUF_INIT;
+	struct bent *fed = NULL;
+	size_t nfed = 0, n = ids != NULL ? ids->n : 0;
+	X509SVIDResponse__FederatedBundlesEntry *fents = NULL, **fptrs = NULL;
+
+	if (n == 0)
+		return ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: no identity");
+	if (bundle == NULL)
+		return ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: no trust bundle");
+	for (size_t i = 0; i < n; i++) {
+		if (!ids->v[i].has_svid)
+			return ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: identity %s has no SVID",
+			    ids->v[i].entry->spiffe_id);
+	}
+	rc = ly_bundle_x509_authorities_der(bundle, &own, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "X509SVIDResponse");
+	if (own.len == 0) {
+		rc = ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: the bundle has no X.509 authority");
+		goto out;
+	}
+	items = calloc(n, sizeof(*items));
+	ptrs = calloc(n, sizeof(*ptrs));
+	chains = calloc(n, sizeof(*chains));
+	if (items == NULL || ptrs == NULL || chains == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "X509SVIDResponse: allocating");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct ly_cache_item *it = &ids->v[i];
+		X509SVID *s = &items[i];
+		x509_svid__init(s);
+		if ((rc = ly_buf_set(&chains[i], it->leaf.der, it->leaf.len, err)) != LY_OK ||
+		    (rc = ly_buf_append(&chains[i], it->intermediates.der, it->intermediates.len, LY_CHAIN_DER_MAX,
+			 err)) != LY_OK)
+			goto out;
+		s->spiffe_id = unconst_str(it->entry->spiffe_id);
+		s->x509_svid.data = chains[i].data;
+		s->x509_svid.len = chains[i].len;
+		s->x509_svid_key.data = unconst_bytes(it->key.der);
+		s->x509_svid_key.len = it->key.len;
+		s->bundle.data = own.data;
+		s->bundle.len = own.len;
+		if (it->entry->hint != NULL)
+			s->hint = unconst_str(it->entry->hint);
+		ptrs[i] = s;
+	}
+	resp.n_svids = n;
+	resp.svids = ptrs;
+	rc = collect(federated, BENT_X509, ly_bundle_trust_domain(bundle), &fed, &nfed, err);
+	if (rc != LY_OK) {
+		rc = ly_error_wrap(err, rc, "X509SVIDResponse");
+		goto out;
+	}
+	if (nfed > 0) {
+		fents = calloc(nfed, sizeof(*fents));
+		fptrs = calloc(nfed, sizeof(*fptrs));
+		if (fents == NULL || fptrs == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "X509SVIDResponse: allocating");
+			goto out;
+		}
+		for (size_t i = 0; i < nfed; i++) {
+			x509_svidresponse__federated_bundles_entry__init(&fents[i]);
+			fents[i].key = fed[i].id;
+			fents[i].value.data = fed[i].val.data;
+			fents[i].value.len = fed[i].val.len;
+			fptrs[i] = &fents[i];
+		}
+		resp.n_federated_bundles = nfed;
+		resp.federated_bundles = fptrs;
+	}
+	rc = pack_msg(&resp.base, out, err);
+out:
+	if (chains != NULL) {
+		for (size_t i = 0; i < n; i++)
+			ly_buf_free(&chains[i]);
+	}
+	free(chains);
+	free(ptrs);
+	free(items);
+	free(fents);
+	free(fptrs);
+	bents_free(fed, nfed);
+	ly_buf_free(&own);
+	return rc;
+}
+
+/* ---- bundle responses ---- */
+
+ly_status
+ly_wmsg_x509bundles_response(const struct ly_bundle_set *set, struct ly_buf *out, struct ly_error *err)
+{
+	ly_status rc;
+	X509BundlesResponse resp = X509_BUNDLES_RESPONSE__INIT;
+	X509BundlesResponse__BundlesEntry *ents = NULL, **ptrs = NULL;
+	struct bent *v = NULL;
+	size_t n = 0;
+
+	rc = collect(set, BENT_X509, NULL, &v, &n, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "X509BundlesResponse");
+	if (n > 0) {
+		ents = calloc(n, sizeof(*ents));
+		ptrs = calloc(n, sizeof(*ptrs));
+		if (ents == NULL || ptrs == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "X509BundlesResponse: allocating");
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		x509_bundles_response__bundles_entry__init(&ents[i]);
+		ents[i].key = v[i].id;
+		ents[i].value.data = v[i].val.data;
+		ents[i].value.len = v[i].val.len;
+		ptrs[i] = &ents[i];
+	}
+	resp.n_bundles = n;
+	resp.bundles = ptrs;
+	rc = pack_msg(&resp.base, out, err);
+out:
+	free(ents);
+	free(ptrs);
+	bents_free(v, n);
+	return rc;
+}
+
+ly_status
+ly_wmsg_jwtbundles_response(const struct ly_bundle_set *set, struct ly_buf *out, struct ly_error *err)
+{
+	ly_status rc;
+	JWTBundlesResponse resp = JWTBUNDLES_RESPONSE__INIT;
+	JWTBundlesResponse__BundlesEntry *ents = NULL, **ptrs = NULL;
+	struct bent *v = NULL;
+	size_t n = 0;
+
+	rc = collect(set, BENT_JWKS, NULL, &v, &n, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "JWTBundlesResponse");
+	if (n > 0) {
+		ents = calloc(n, sizeof(*ents));
+		ptrs = calloc(n, sizeof(*ptrs));
+		if (ents == NULL || ptrs == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "JWTBundlesResponse: allocating");
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		jwtbundles_response__bundles_entry__init(&ents[i]);
+		ents[i].key = v[i].id;
+		ents[i].value.data = v[i].val.data;
+		ents[i].value.len = v[i].val.len;
+		ptrs[i] = &ents[i];
+	}
+	resp.n_bundles = n;
+	resp.bundles = ptrs;
+	rc = pack_msg(&resp.base, out, err);
+out:
+	free(ents);
+	free(ptrs);
+	bents_free(v, n);
+	return rc;
+}
+
+/* ---- JWT-SVIDs ---- */
+
+ly_status
+ly_wmsg_jwtsvid_response(const struct ly_wmsg_jwtsvid *svids, size_t n, struct ly_buf *out, struct ly_error *err)
+{
+	ly_status rc;
+	JWTSVIDResponse resp = JWTSVIDRESPONSE__INIT;
+	JWTSVID *items = NULL, **ptrs = NULL;
+
+	if (n == 0 || svids == NULL)
+		return ly_error_set(err, LY_E_INVALID, "JWTSVIDResponse: no JWT-SVID");
+	items = calloc(n, sizeof(*items));
+	ptrs = calloc(n, sizeof(*ptrs));
+	if (items == NULL || ptrs == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "JWTSVIDResponse: allocating");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (svids[i].spiffe_id == NULL || svids[i].token == NULL) {
+			rc = ly_error_set(err, LY_E_INVALID, "JWTSVIDResponse: JWT-SVID %zu lacks an ID or a token", i);
+			goto out;
+		}
+		jwtsvid__init(&items[i]);
+		items[i].spiffe_id = unconst_str(svids[i].spiffe_id);
+		items[i].svid = unconst_str(svids[i].token);
+		if (svids[i].hint != NULL)
+			items[i].hint = unconst_str(svids[i].hint);
+		ptrs[i] = &items[i];
+	}
+	resp.n_svids = n;
+	resp.svids = ptrs;
+	rc = pack_msg(&resp.base, out, err);
+out:
+	free(items);
+	free(ptrs);
+	return rc;
+}
+
+/* ---- claims as google.protobuf.Struct ---- */
+
+static void struct_free(Google__Protobuf__Struct *s);
+
+static void
+value_free(Google__Protobuf__Value *v)
+{
+	if (v == NULL)
+		return;
+	switch (v->kind_case) {
+	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
+		free(v->string_value);
+		break;
+	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+		struct_free(v->struct_value);
+		break;
+	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE:
+		if (v->list_value != NULL) {
+			for (size_t i = 0; i < v->list_value->n_values; i++)
+				value_free(v->list_value->values[i]);
+			free(v->list_value->values);
+			free(v->list_value);
+		}
+		break;
+	default:
+		break;
+	}
+	free(v);
+}
+
+static void
+struct_free(Google__Protobuf__Struct *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->n_fields; i++) {
+		Google__Protobuf__Struct__FieldsEntry *f = s->fields[i];
+		if (f == NULL)
+			continue;
+		free(f->key);
+		value_free(f->value);
+		free(f);
+	}
+	free(s->fields);
+	free(s);
+}
+
+static ly_status struct_from_json(const json_t *obj, int depth, Google__Protobuf__Struct **out, struct ly_error *err);
+
+static ly_status
+value_from_json(const json_t *j, int depth, Google__Protobuf__Value **out, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	Google__Protobuf__Value *v = calloc(1, sizeof(*v));
+
+	*out = NULL;
+	if (v == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+	google__protobuf__value__init(v);
+	switch (json_typeof(j)) {
+	case JSON_NULL:
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
+		v->null_value = GOOGLE__PROTOBUF__NULL_VALUE__NULL_VALUE;
+		break;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
+		v->bool_value = json_is_true(j);
+		break;
+	case JSON_INTEGER:
+	case JSON_REAL:
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+		v->number_value = json_number_value(j);
+		break;
+	case JSON_STRING:
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+		v->string_value = strdup(json_string_value(j));
+		if (v->string_value == NULL)
+			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+		break;
+	case JSON_OBJECT:
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+		rc = struct_from_json(j, depth + 1, &v->struct_value, err);
+		break;
+	case JSON_ARRAY: {
+		if (depth + 1 > LY_JSON_DEPTH_MAX) {
+			rc = ly_error_set(err, LY_E_LIMIT, "claims nest deeper than %d", LY_JSON_DEPTH_MAX);
+			break;
+		}
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+		Google__Protobuf__ListValue *l = calloc(1, sizeof(*l));
+		if (l == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+			break;
+		}
+		google__protobuf__list_value__init(l);
+		v->list_value = l;
+		size_t n = json_array_size(j);
+		if (n > 0) {
+			l->values = calloc(n, sizeof(*l->values));
+			if (l->values == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+				break;
+			}
+		}
+		for (size_t i = 0; i < n && rc == LY_OK; i++) {
+			rc = value_from_json(json_array_get(j, i), depth + 1, &l->values[i], err);
+			if (rc == LY_OK)
+				l->n_values++;
+		}
+		break;
+	}
+	default:
+		rc = ly_error_set(err, LY_E_INVALID, "claims: unknown JSON type");
+		break;
+	}
+	if (rc != LY_OK) {
+		value_free(v);
+		return rc;
+	}
+	*out = v;
+	return LY_OK;
+}
+
+static int
+key_cmp(const void *pa, const void *pb)
+{
+	const char *const *a = pa, *const *b = pb;
+	return strcmp(*a, *b);
+}
+
+static ly_status
+struct_from_json(const json_t *obj, int depth, Google__Protobuf__Struct **out, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	Google__Protobuf__Struct *s = NULL;
+	const char **keys = NULL;
+
+	*out = NULL;
+	if (!json_is_object(obj))
+		return ly_error_set(err, LY_E_INVALID, "claims: not a JSON object");
+	if (depth > LY_JSON_DEPTH_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "claims nest deeper than %d", LY_JSON_DEPTH_MAX);
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+	google__protobuf__struct__init(s);
+	size_t n = json_object_size(obj);
+	if (n > 0) {
+		s->fields = calloc(n, sizeof(*s->fields));
+		keys = calloc(n, sizeof(*keys));
+		if (s->fields == NULL || keys == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+			goto out;
+		}
+	}
+	/* Sorted keys: equal claims pack to equal bytes. */
+	size_t k = 0;
+	const char *key;
+	json_t *val;
+	json_object_foreach((json_t *)(uintptr_t)obj, key, val)
+	{
+		if (k < n)
+			keys[k++] = key;
+	}
+	if (k > 1)
+		qsort(keys, k, sizeof(*keys), key_cmp);
+	for (size_t i = 0; i < k; i++) {
+		Google__Protobuf__Struct__FieldsEntry *f = calloc(1, sizeof(*f));
+		if (f == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+			goto out;
+		}
+		google__protobuf__struct__fields_entry__init(f);
+		s->fields[s->n_fields++] = f;
+		f->key = strdup(keys[i]);
+		if (f->key == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
+			goto out;
+		}
+		rc = value_from_json(json_object_get(obj, keys[i]), depth, &f->value, err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	*out = s;
+	s = NULL;
+out:
+	free(keys);
+	struct_free(s);
+	return rc;
+}
+
+ly_status
+ly_wmsg_validate_response(const char *spiffe_id, const json_t *claims, struct ly_buf *out, struct ly_error *err)
+{
+	ValidateJWTSVIDResponse resp;
+	Google__Protobuf__Struct *s = NULL;
+
+	/* The __init function: the INIT macro casts a const string (-Wcast-qual). */
+	validate_jwtsvidresponse__init(&resp);
+	if (spiffe_id == NULL || claims == NULL)
+		return ly_error_set(err, LY_E_INVALID, "ValidateJWTSVIDResponse: a SPIFFE ID and claims are required");
+	ly_status rc = struct_from_json(claims, 1, &s, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "ValidateJWTSVIDResponse");
+	resp.spiffe_id = unconst_str(spiffe_id);
+	resp.claims = s;
+	rc = pack_msg(&resp.base, out, err);
+	struct_free(s);
+	return rc;
+}
+
+/* ---- requests ---- */
+
+/*
+ * Text a workload sends: 1..cap bytes of UTF-8 (shortest forms, no
+ * surrogates) without control characters.
+ */
+static ly_status
+check_text(const char *what, const char *s, size_t cap, struct ly_error *err)
+{
+	size_t n = strnlen(s, cap + 1);
+	if (n == 0)
+		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
+	if (n > cap)
+		return ly_error_set(err, LY_E_LIMIT, "%s is over %zu bytes", what, cap);
+	const unsigned char *p = (const unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		unsigned c = p[i];
+		if (c < 0x80) {
+			if (c < 0x20 || c == 0x7f)
+				return ly_error_set(err, LY_E_INVALID, "%s holds a control character", what);
+			i++;
+			continue;
+		}
+		size_t k;
+		uint32_t cp;
+		if ((c & 0xe0) == 0xc0) {
+			k = 1;
+			cp = c & 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			k = 2;
+			cp = c & 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			k = 3;
+			cp = c & 0x07;
+		} else {
+			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
+		}
+		if (n - i <= k)
+			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
+		for (size_t j = 1; j <= k; j++) {
+			if ((p[i + j] & 0xc0) != 0x80)
+				return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
+			cp = (cp << 6) | (p[i + j] & 0x3fu);
+		}
+		if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
+			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8 text", what);
+		i += k + 1;
+	}
+	return LY_OK;
+}
+
+static const uint8_t empty_input[1];
+
+static void
+plain_free(ProtobufCMessage *m)
+{
+	protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/*
+ * Unpacks `len` bytes with `desc`, refusing what does not re-encode to
+ * `len`; a refused message is released with `release` (which wipes what
+ * must be wiped).
+ */
+static ly_status
+unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+    void (*release)(ProtobufCMessage *), ProtobufCMessage **out, struct ly_error *err)
+{
+	*out = NULL;
+	if (len > LY_WORKLOAD_REQUEST_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "%s over %d bytes", desc->name, LY_WORKLOAD_REQUEST_MAX);
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data != NULL ? data : empty_input);
+	if (m == NULL)
+		return ly_error_set(err, LY_E_INVALID, "not a valid %s", desc->name);
+	if (protobuf_c_message_get_packed_size(m) != len) {
+		release(m);
+		return ly_error_set(err, LY_E_INVALID, "%s: a string with a NUL byte, or a field sent twice",
+		    desc->name);
+	}
+	*out = m;
+	return LY_OK;
+}
+
+void
+ly_wmsg_jwt_request_cleanup(struct ly_wmsg_jwt_request *req)
+{
+	if (req == NULL)
+		return;
+	if (req->msg != NULL)
+		protobuf_c_message_free_unpacked(req->msg, NULL);
+	memset(req, 0, sizeof(*req));
+}
+
+ly_status
+ly_wmsg_parse_jwtsvid_request(const uint8_t *data, size_t len, struct ly_wmsg_jwt_request *out,
+    struct ly_error *err)
+{
+	ProtobufCMessage *m = NULL;
+	ly_status rc;
+
+	memset(out, 0, sizeof(*out));
+	LY_TRY(unpack_strict(&jwtsvidrequest__descriptor, data, len, plain_free, &m, err));
+	JWTSVIDRequest *req = (JWTSVIDRequest *)(void *)m;
+	if (req->n_audience == 0) {
+		rc = ly_error_set(err, LY_E_INVALID, "JWTSVIDRequest: audience is required");
+		goto out;
+	}
+	if (req->n_audience > LY_JWT_AUDIENCES_MAX) {
+		rc = ly_error_set(err, LY_E_LIMIT, "JWTSVIDRequest: more than %d audiences", LY_JWT_AUDIENCES_MAX);
+		goto out;
+	}
+	for (size_t i = 0; i < req->n_audience; i++) {
+		rc = check_text("audience", req->audience[i], LY_JWT_AUDIENCE_MAX, err);
+		if (rc != LY_OK) {
+			rc = ly_error_wrap(err, rc, "JWTSVIDRequest: audience %zu", i);
+			goto out;
+		}
+	}
+	if (req->spiffe_id != NULL && req->spiffe_id[0] != '\0') {
+		struct ly_spiffe_id id;
+		rc = ly_spiffe_id_parse_str(req->spiffe_id, &id, err);
+		if (rc == LY_OK && ly_spiffe_id_is_trust_domain_id(&id))
+			rc = ly_error_set(err, LY_E_INVALID, "%s has no path: it names no workload", id.id);
+		if (rc != LY_OK) {
+			rc = ly_error_wrap(err, rc, "JWTSVIDRequest: spiffe_id");
+			goto out;
+		}
+		out->spiffe_id = req->spiffe_id;
+	}
+	out->audience = (const char *const *)req->audience;
+	out->n_audience = req->n_audience;
+	out->msg = m;
+	m = NULL;
+	rc = LY_OK;
+out:
+	if (m != NULL) {
+		protobuf_c_message_free_unpacked(m, NULL);
+		memset(out, 0, sizeof(*out));
+	}
+	return rc;
+}
+
+static void
+validate_msg_free(ProtobufCMessage *m)
+{
+	if (m == NULL)
+		return;
+	ValidateJWTSVIDRequest *req = (ValidateJWTSVIDRequest *)(void *)m;
+	/*
+	 * The whole allocation, not strlen: a token with an embedded NUL (a
+	 * refused request) has bytes after it. Absent, the field points at
+	 * protobuf-c's constant empty string, which is not ours to write.
+	 */
+	if (req->svid != NULL && req->svid != protobuf_c_empty_string)
+		OPENSSL_cleanse(req->svid, malloc_usable_size(req->svid));
+	protobuf_c_message_free_unpacked(m, NULL);
+}
+
+void
+ly_wmsg_validate_request_cleanup(struct ly_wmsg_validate_request *req)
+{
+	if (req == NULL)
+		return;
+	validate_msg_free(req->msg);
+	memset(req, 0, sizeof(*req));
+}
+
+ly_status
+ly_wmsg_parse_validate_request(const uint8_t *data, size_t len, struct ly_wmsg_validate_request *out,
+    struct ly_error *err)
+{
+	ProtobufCMessage *m = NULL;
+	ly_status rc;
+
+	memset(out, 0, sizeof(*out));
+	LY_TRY(unpack_strict(&validate_jwtsvidrequest__descriptor, data, len, validate_msg_free, &m, err));
+	ValidateJWTSVIDRequest *req = (ValidateJWTSVIDRequest *)(void *)m;
+	rc = check_text("audience", req->audience, LY_JWT_AUDIENCE_MAX, err);
+	if (rc != LY_OK) {
+		rc = ly_error_wrap(err, rc, "ValidateJWTSVIDRequest");
+		goto out;
+	}
+	size_t n = strnlen(req->svid, LY_JWT_MAX + 1);
+	if (n == 0) {
+		rc = ly_error_set(err, LY_E_INVALID, "ValidateJWTSVIDRequest: svid is required");
+		goto out;
+	}
+	if (n > LY_JWT_MAX) {
+		rc = ly_error_set(err, LY_E_LIMIT, "ValidateJWTSVIDRequest: svid over %d bytes", LY_JWT_MAX);
+		goto out;
+	}
+	out->audience = req->audience;
+	out->svid = req->svid;
+	out->svid_len = n;
+	out->msg = m;
+	m = NULL;
+	rc = LY_OK;
+out:
+	validate_msg_free(m);
+	return rc;
+}
+
+ly_status
+ly_wmsg_parse_empty_request(enum ly_wmsg_empty_kind kind, const uint8_t *data, size_t len, struct ly_error *err)
+{
+	const ProtobufCMessageDescriptor *desc;
+	switch (kind) {
+	case LY_WMSG_X509SVID_REQUEST:
+		desc = &x509_svidrequest__descriptor;
+		break;
+	case LY_WMSG_X509BUNDLES_REQUEST:
+		desc = &x509_bundles_request__descriptor;
+		break;
+	case LY_WMSG_JWTBUNDLES_REQUEST:
+		desc = &jwtbundles_request__descriptor;
+		break;
+	default:
+		return ly_error_set(err, LY_E_INTERNAL, "unknown request kind");
+	}
+	if (len > LY_WORKLOAD_REQUEST_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "%s over %d bytes", desc->name, LY_WORKLOAD_REQUEST_MAX);
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data != NULL ? data : empty_input);
+	if (m == NULL)
+		return ly_error_set(err, LY_E_INVALID, "not a valid %s", desc->name);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return LY_OK;
+}
