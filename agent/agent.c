@@ -1,0 +1,766 @@
+/*
+ * agent.c: `lanyard-agent run` (SPEC §2): configuration (the flags over
+ * the YAML file's `agent:` section), start-up, signals and an orderly
+ * shutdown. Owns every field of struct ly_agent (agent.h).
+ *
+ * Configuration: every value is checked here, before anything is opened,
+ * so that a mistake is one line, "file:line: key K: why" or "flag -F: why",
+ * and exit code 2. Unknown keys are refused (a typo fails loudly). The
+ * keys are listed in docs/agent.md.
+ *
+ * Start-up, in order; the first failure ends the run with exit code 1 and
+ * one line on stderr saying what and why:
+ *   data dir (0700, ours) -> event loop -> gRPC (rpc/) -> sync (the server
+ *   side: persisted state, node attestation or resumption, the entry
+ *   watch) -> Workload API (wapi.c: the socket, then serving).
+ * Everything the agent creates in its data dir is ours alone (umask 077);
+ * the Workload API socket is the exception, made 0777 by wapi.c on purpose.
+ *
+ * Signals:
+ *   SIGTERM, SIGINT  stop accepting, end open Workload API streams
+ *                    (UNAVAILABLE: clients reconnect to the next agent),
+ *                    ly_sync_stop (persists the state), then close gRPC and
+ *                    free everything: exit 0. A shutdown that takes more
+ *                    than STOP_GRACE_MS is cut short (exit 1).
+ *   SIGHUP           re-read agent.log_level from the config file (a
+ *                    -logLevel flag keeps winning).
+ *   SIGPIPE          ignored (a workload that hangs up is not a reason to die).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "agent/agent.h"
+#include "lib/config.h"
+#include "lib/flags.h"
+#include "lib/log.h"
+#include "lib/spiffeid.h"
+#include "rpc/rpc.h"
+
+/* A shutdown that takes longer than this is cut short. */
+#define STOP_GRACE_MS (15 * 1000)
+/* agent.sync_interval bounds, seconds. */
+#define SYNC_INTERVAL_MIN 1
+#define SYNC_INTERVAL_MAX 3600
+/* SPIRE's defaults for the k8s workload attestor and the PSAT node attestor. */
+#define K8S_NODE_NAME_ENV_DEFAULT "MY_NODE_NAME"
+#define KUBELET_CA_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+#define KUBELET_TOKEN_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#define PSAT_TOKEN_DEFAULT "/var/run/secrets/tokens/lanyard-agent"
+
+#define K "agent."
+#define X509POP K "node_attestor.x509pop."
+#define PSAT K "node_attestor.k8s_psat."
+#define WL_UNIX K "workload_attestors.unix."
+#define WL_K8S K "workload_attestors.k8s"
+
+static const char *const known_keys[] = {
+	K "trust_domain",
+	K "server_address",
+	K "server_port",
+	K "socket_path",
+	K "data_dir",
+	K "join_token",
+	K "trust_bundle_path",
+	K "insecure_bootstrap",
+	K "log_level",
+	K "log_format",
+	K "sync_interval",
+	X509POP "certificate_path",
+	X509POP "private_key_path",
+	PSAT "cluster",
+	PSAT "token_path",
+	WL_UNIX "max_exe_hash_bytes",
+	WL_K8S ".node_name",
+	WL_K8S ".node_name_env",
+	WL_K8S ".kubelet_url",
+	WL_K8S ".kubelet_ca_path",
+	WL_K8S ".token_path",
+	WL_K8S ".skip_kubelet_verification",
+	K "proc_root",
+	NULL,
+};
+
+/* What the command line said; NULL / -1 / false when a flag was not given. */
+struct agent_flags {
+	const char *config_path;
+	const char *trust_domain;
+	const char *server_address;
+	int64_t server_port;
+	const char *socket_path;
+	const char *data_dir;
+	const char *join_token;
+	const char *trust_bundle;
+	bool insecure_bootstrap;
+	bool insecure_bootstrap_seen;
+	const char *log_level;
+};
+
+struct agent_main {
+	struct ly_agent agent; /* first: parts get &agent */
+	struct agent_flags flags;
+	struct ly_config *file;
+	uv_loop_t loop;
+	bool loop_ready;
+	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t stop_timer;
+	bool handles_ready;
+	bool sync_started;
+	bool rpc_closing;
+	int exit_code;
+};
+
+time_t
+ly_agent_now(void)
+{
+	return time(NULL);
+}
+
+/* ---- configuration ------------------------------------------------------------- */
+
+/* "flag -F: why" for a flag, "file:line: key K: why" for a file key. */
+static ly_status
+bad_value(const struct ly_config *file, const char *key, const char *flag, struct ly_error *err, ly_status code)
+{
+	if (flag != NULL)
+		return ly_error_wrap(err, code, "flag -%s", flag);
+	return ly_config_wrap(file, key, err, code);
+}
+
+/* A string setting: the flag when given, else the file's value, else `def`. */
+static ly_status
+get_str(const struct ly_config *file, const char *key, const char *flag_value, const char *def, const char **out,
+    struct ly_error *err)
+{
+	if (flag_value != NULL) {
+		*out = flag_value;
+		return LY_OK;
+	}
+	return ly_config_get_string(file, key, def, out, err);
+}
+
+static ly_status
+check_path(const char *path, const char *what, struct ly_error *err)
+{
+	if (path[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
+	if (strlen(path) > LY_CONFIG_VALUE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "%s is over %d bytes", what, LY_CONFIG_VALUE_MAX);
+	return LY_OK;
+}
+
+/* An optional path key of the file (NULL when absent). */
+static ly_status
+get_path(const struct ly_config *file, const char *key, const char *def, const char **out, struct ly_error *err)
+{
+	LY_TRY(ly_config_get_string(file, key, def, out, err));
+	if (*out != NULL && check_path(*out, "path", err) != LY_OK)
+		return ly_config_wrap(file, key, err, LY_E_INVALID);
+	return LY_OK;
+}
+
+static ly_status
+check_socket_path(const char *path, struct ly_error *err)
+{
+	LY_TRY(check_path(path, "socket path", err));
+	if (path[0] != '/')
+		return ly_error_set(err, LY_E_INVALID, "socket path %s is not absolute", path);
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+		return ly_error_set(err, LY_E_LIMIT, "socket path is over %zu bytes",
+		    sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
+	const char *slash = strrchr(path, '/');
+	if (slash == path || slash[1] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "socket path %s must name a socket inside a directory", path);
+	return LY_OK;
+}
+
+/*
+ * The server's address: an IPv4 or IPv6 literal, or a DNS host name
+ * (RFC 1123 labels), which gRPC resolves.
+ */
+static ly_status
+check_host(const char *s, struct ly_error *err)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	size_t len = strlen(s), label = 0;
+
+	if (inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1)
+		return LY_OK;
+	if (len == 0 || len > LY_DNS_NAME_MAX)
+		return ly_error_set(err, LY_E_INVALID, "\"%s\" is not an IP address or a host name (1 to %d bytes)", s,
+		    LY_DNS_NAME_MAX);
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		if (c == '.') {
+			if (label == 0 || s[i - 1] == '-')
+				return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (empty label)", s);
+			label = 0;
+			continue;
+		}
+		if (!alnum && c != '-')
+			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not an IP address or a host name", s);
+		if (c == '-' && label == 0)
+			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label starts with '-')", s);
+		if (++label > 63)
+			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label over 63 bytes)", s);
+	}
+	if (s[len - 1] == '-')
+		return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label ends with '-')", s);
+	return LY_OK;
+}
+
+/* "https://HOST[:PORT][/]": the kubelet's secure port (wapi.c splits it the same way). */
+static ly_status
+check_kubelet_url(const char *url, struct ly_error *err)
+{
+	char host[LY_DNS_NAME_MAX + 1];
+	const char *h, *end, *colon, *hend;
+
+	if (strncmp(url, "https://", 8) != 0)
+		return ly_error_set(err, LY_E_INVALID, "must be an https:// URL (the kubelet's secure port)");
+	h = url + 8;
+	end = h + strlen(h);
+	if (end > h && end[-1] == '/')
+		end--;
+	if (*h == '[') {
+		const char *close = memchr(h, ']', (size_t)(end - h));
+		if (close == NULL)
+			return ly_error_set(err, LY_E_INVALID, "unclosed [ in the host");
+		colon = close + 1 < end ? close + 1 : NULL;
+		if (colon != NULL && *colon != ':')
+			return ly_error_set(err, LY_E_INVALID, "must be https://HOST[:PORT] (no path)");
+		h++;
+		hend = close;
+	} else {
+		colon = memchr(h, ':', (size_t)(end - h));
+		hend = colon != NULL ? colon : end;
+	}
+	if ((size_t)(hend - h) >= sizeof(host) || hend == h)
+		return ly_error_set(err, LY_E_INVALID, "must be https://HOST[:PORT] with a host of 1 to %d bytes",
+		    LY_DNS_NAME_MAX);
+	memcpy(host, h, (size_t)(hend - h));
+	host[hend - h] = '\0';
+	if (memchr(host, '/', strlen(host)) != NULL)
+		return ly_error_set(err, LY_E_INVALID, "must be https://HOST[:PORT] (no path)");
+	LY_TRY(check_host(host, err));
+	if (colon != NULL) {
+		unsigned long port = 0;
+		const char *q = colon + 1;
+		for (; q < end && *q >= '0' && *q <= '9' && port <= 65535; q++)
+			port = port * 10 + (unsigned long)(*q - '0');
+		if (q != end || q == colon + 1 || port == 0 || port > 65535)
+			return ly_error_set(err, LY_E_INVALID, "must be https://HOST[:PORT] with a port of 1 to 65535");
+	}
+	return LY_OK;
+}
+
+/* A join token as `token generate` makes them: printable, no spaces, capped. Never echoed. */
+static ly_status
+check_join_token(const char *t, struct ly_error *err)
+{
+	size_t len = strlen(t);
+
+	if (len == 0)
+		return ly_error_set(err, LY_E_INVALID, "join token is empty");
+	if (len > LY_JOIN_TOKEN_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "join token is over %d bytes", LY_JOIN_TOKEN_MAX);
+	for (size_t i = 0; i < len; i++) {
+		if (t[i] <= ' ' || t[i] > '~')
+			return ly_error_set(err, LY_E_INVALID, "join token has a byte that is not printable ASCII");
+	}
+	return LY_OK;
+}
+
+/* The node attestors other than join_token (SPEC §6). */
+static ly_status
+load_node_attestors(const struct ly_config *file, struct ly_agent_config *cfg, struct ly_error *err)
+{
+	LY_TRY(get_path(file, X509POP "certificate_path", NULL, &cfg->x509pop_cert_path, err));
+	LY_TRY(get_path(file, X509POP "private_key_path", NULL, &cfg->x509pop_key_path, err));
+	if ((cfg->x509pop_cert_path == NULL) != (cfg->x509pop_key_path == NULL)) {
+		const char *given = cfg->x509pop_cert_path != NULL ? X509POP "certificate_path" :
+								      X509POP "private_key_path";
+		ly_error_set(err, LY_E_INVALID, "x509pop needs both certificate_path and private_key_path");
+		return ly_config_wrap(file, given, err, LY_E_INVALID);
+	}
+	if (ly_config_has(file, K "node_attestor.k8s_psat")) {
+		LY_TRY(ly_config_get_string(file, PSAT "cluster", NULL, &cfg->psat_cluster, err));
+		if (cfg->psat_cluster == NULL || cfg->psat_cluster[0] == '\0') {
+			ly_error_set(err, LY_E_INVALID, "k8s_psat needs a cluster name (cluster: NAME)");
+			return ly_config_wrap(file, K "node_attestor.k8s_psat", err, LY_E_INVALID);
+		}
+		LY_TRY(get_path(file, PSAT "token_path", PSAT_TOKEN_DEFAULT, &cfg->psat_token_path, err));
+	}
+	if (cfg->x509pop_cert_path != NULL && cfg->psat_cluster != NULL) {
+		ly_error_set(err, LY_E_INVALID, "configure one node attestor: x509pop or k8s_psat, not both");
+		return ly_config_wrap(file, K "node_attestor", err, LY_E_INVALID);
+	}
+	return LY_OK;
+}
+
+/* The workload attestors (SPEC §5): unix always, k8s when its section is written. */
+static ly_status
+load_workload_attestors(const struct ly_config *file, struct ly_agent_config *cfg, struct ly_error *err)
+{
+	uint64_t v;
+
+	LY_TRY(ly_config_get_u64(file, WL_UNIX "max_exe_hash_bytes", LY_UNIX_EXE_HASH_MAX, &v, err));
+	if (v > LY_UNIX_EXE_HASH_MAX) {
+		ly_error_set(err, LY_E_LIMIT, "must be at most %llu", (unsigned long long)LY_UNIX_EXE_HASH_MAX);
+		return ly_config_wrap(file, WL_UNIX "max_exe_hash_bytes", err, LY_E_LIMIT);
+	}
+	/* 0 would mean "the default" to the attestor: here it means "never hash". */
+	cfg->unix_hash_max_bytes = v;
+
+	cfg->k8s_enabled = ly_config_has(file, WL_K8S);
+	if (!cfg->k8s_enabled)
+		return LY_OK;
+	const char *env_name = NULL;
+	LY_TRY(ly_config_get_string(file, WL_K8S ".node_name", NULL, &cfg->k8s_node_name, err));
+	LY_TRY(ly_config_get_string(file, WL_K8S ".node_name_env", K8S_NODE_NAME_ENV_DEFAULT, &env_name, err));
+	if (cfg->k8s_node_name == NULL) {
+		cfg->k8s_node_name = getenv(env_name);
+		if (cfg->k8s_node_name == NULL || cfg->k8s_node_name[0] == '\0') {
+			ly_error_set(err, LY_E_INVALID,
+			    "the k8s workload attestor needs the node's name: set node_name, or the environment variable %s",
+			    env_name);
+			return ly_config_wrap(file, WL_K8S, err, LY_E_INVALID);
+		}
+	}
+	if (check_host(cfg->k8s_node_name, err) != LY_OK)
+		return ly_config_wrap(file, WL_K8S ".node_name", err, LY_E_INVALID);
+	/* Absent: https://<node_name>:10250, the name the kubelet's certificate carries. */
+	LY_TRY(get_path(file, WL_K8S ".kubelet_url", NULL, &cfg->kubelet_url, err));
+	if (cfg->kubelet_url != NULL && check_kubelet_url(cfg->kubelet_url, err) != LY_OK)
+		return ly_config_wrap(file, WL_K8S ".kubelet_url", err, LY_E_INVALID);
+	LY_TRY(get_path(file, WL_K8S ".kubelet_ca_path", KUBELET_CA_DEFAULT, &cfg->kubelet_ca_path, err));
+	LY_TRY(get_path(file, WL_K8S ".token_path", KUBELET_TOKEN_DEFAULT, &cfg->kubelet_token_path, err));
+	LY_TRY(ly_config_get_bool(file, WL_K8S ".skip_kubelet_verification", false, &cfg->kubelet_skip_verify, err));
+	return LY_OK;
+}
+
+static ly_status
+config_load(const struct agent_flags *flags, const struct ly_config *file, struct ly_agent_config *cfg,
+    struct ly_error *err)
+{
+	const char *s = NULL;
+	uint64_t secs;
+
+	memset(cfg, 0, sizeof(*cfg));
+	LY_TRY(ly_config_check_known(file, known_keys, err));
+
+	/* No default: it names everything the agent serves. */
+	LY_TRY(get_str(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
+	if (s == NULL)
+		return ly_error_set(err, LY_E_INVALID,
+		    "no trust domain: give -trustDomain or agent.trust_domain in the config file");
+	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
+		return bad_value(file, K "trust_domain", flags->trust_domain != NULL ? "trustDomain" : NULL, err,
+		    LY_E_INVALID);
+
+	LY_TRY(get_str(file, K "server_address", flags->server_address, NULL, &cfg->server_address, err));
+	if (cfg->server_address == NULL)
+		return ly_error_set(err, LY_E_INVALID,
+		    "no server address: give -serverAddress or agent.server_address in the config file");
+	if (check_host(cfg->server_address, err) != LY_OK)
+		return bad_value(file, K "server_address", flags->server_address != NULL ? "serverAddress" : NULL, err,
+		    LY_E_INVALID);
+
+	if (flags->server_port >= 0)
+		cfg->server_port = (uint16_t)flags->server_port; /* 1..65535 by the flag's range */
+	else
+		LY_TRY(ly_config_get_port(file, K "server_port", LY_AGENT_SERVER_PORT_DEFAULT, &cfg->server_port, err));
+
+	LY_TRY(get_str(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT, &cfg->socket_path, err));
+	if (check_socket_path(cfg->socket_path, err) != LY_OK)
+		return bad_value(file, K "socket_path", flags->socket_path != NULL ? "socketPath" : NULL, err,
+		    LY_E_INVALID);
+
+	LY_TRY(get_str(file, K "data_dir", flags->data_dir, LY_AGENT_DATA_DIR_DEFAULT, &cfg->data_dir, err));
+	if (check_path(cfg->data_dir, "data directory", err) != LY_OK)
+		return bad_value(file, K "data_dir", flags->data_dir != NULL ? "dataDir" : NULL, err, LY_E_INVALID);
+
+	LY_TRY(get_str(file, K "join_token", flags->join_token, NULL, &cfg->join_token, err));
+	if (cfg->join_token != NULL && check_join_token(cfg->join_token, err) != LY_OK)
+		return bad_value(file, K "join_token", flags->join_token != NULL ? "joinToken" : NULL, err, LY_E_INVALID);
+
+	LY_TRY(get_str(file, K "trust_bundle_path", flags->trust_bundle, NULL, &cfg->trust_bundle_path, err));
+	if (cfg->trust_bundle_path != NULL && check_path(cfg->trust_bundle_path, "trust bundle path", err) != LY_OK)
+		return bad_value(file, K "trust_bundle_path", flags->trust_bundle != NULL ? "trustBundle" : NULL, err,
+		    LY_E_INVALID);
+	if (flags->insecure_bootstrap_seen)
+		cfg->insecure_bootstrap = flags->insecure_bootstrap;
+	else
+		LY_TRY(ly_config_get_bool(file, K "insecure_bootstrap", false, &cfg->insecure_bootstrap, err));
+	/* SPIRE's rule: one way to trust the server the first time. */
+	if (cfg->insecure_bootstrap && cfg->trust_bundle_path != NULL)
+		return ly_error_set(err, LY_E_INVALID,
+		    "a trust bundle and insecure bootstrap exclude each other: give one of -trustBundle, "
+		    "-insecureBootstrap");
+
+	LY_TRY(get_str(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
+	enum ly_log_level level;
+	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
+		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug", cfg->log_level);
+		return bad_value(file, K "log_level", flags->log_level != NULL ? "logLevel" : NULL, err, LY_E_INVALID);
+	}
+	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
+	enum ly_log_format fmt;
+	if (ly_log_format_parse(cfg->log_format, &fmt) != LY_OK) {
+		ly_error_set(err, LY_E_INVALID, "must be text or json");
+		return ly_config_wrap(file, K "log_format", err, LY_E_INVALID);
+	}
+
+	LY_TRY(ly_config_get_duration(file, K "sync_interval", LY_AGENT_SYNC_INTERVAL_DEFAULT, &secs, err));
+	if (secs < SYNC_INTERVAL_MIN || secs > SYNC_INTERVAL_MAX) {
+		ly_error_set(err, LY_E_INVALID, "must be between %d and %d seconds", SYNC_INTERVAL_MIN, SYNC_INTERVAL_MAX);
+		return ly_config_wrap(file, K "sync_interval", err, LY_E_INVALID);
+	}
+	cfg->sync_interval = (int64_t)secs;
+
+	LY_TRY(load_node_attestors(file, cfg, err));
+	LY_TRY(load_workload_attestors(file, cfg, err));
+	LY_TRY(get_path(file, K "proc_root", "/proc", &cfg->proc_root, err));
+	return LY_OK;
+}
+
+/* ---- data dir ------------------------------------------------------------------ */
+
+/*
+ * Creates `path` (parents 0755 as needed) and makes it a directory of ours
+ * with mode 0700 (SPEC §2): it holds the agent's key and its SVIDs' keys.
+ */
+static ly_status
+data_dir_prepare(const char *path, struct ly_error *err)
+{
+	char buf[LY_CONFIG_VALUE_MAX + 1];
+	struct stat st;
+	size_t len = strlen(path);
+
+	if (len >= sizeof(buf))
+		return ly_error_set(err, LY_E_LIMIT, "data directory path is too long");
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return ly_error_set(err, LY_E_IO, "cannot create data directory %s: mkdir %s: %s", path, buf,
+			    strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return ly_error_set(err, LY_E_IO, "cannot create data directory %s: %s", path, strerror(errno));
+	if (stat(path, &st) != 0)
+		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: %s", path, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: not a directory", path);
+	if (st.st_uid != geteuid())
+		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: owned by uid %u, not by us (uid %u)", path,
+		    (unsigned)st.st_uid, (unsigned)geteuid());
+	if ((st.st_mode & 077) != 0 && chmod(path, 0700) != 0)
+		return ly_error_set(err, LY_E_IO, "cannot make data directory %s 0700: %s", path, strerror(errno));
+	return LY_OK;
+}
+
+/* ---- shutdown ------------------------------------------------------------------ */
+
+static void
+on_stop_timer(uv_timer_t *t)
+{
+	(void)t;
+	log_error("shutdown took more than %d s: exiting now", STOP_GRACE_MS / 1000);
+	_exit(1);
+}
+
+/* Every gRPC call and connection is released: nothing refers to the parts any more. */
+static void
+on_rpc_closed(void *arg)
+{
+	struct agent_main *m = arg;
+
+	m->agent.rpc = NULL;
+	ly_wapi_free(m->agent.wapi);
+	m->agent.wapi = NULL;
+	ly_sync_free(m->agent.sync);
+	m->agent.sync = NULL;
+	if (m->handles_ready) {
+		uv_timer_stop(&m->stop_timer);
+		uv_close((uv_handle_t *)&m->stop_timer, NULL);
+	}
+}
+
+static void
+close_rpc(struct agent_main *m)
+{
+	if (m->rpc_closing)
+		return;
+	m->rpc_closing = true;
+	if (m->agent.rpc != NULL) {
+		ly_rpc_close(m->agent.rpc, on_rpc_closed, m);
+		return;
+	}
+	on_rpc_closed(m);
+}
+
+/* The state is persisted and the calls to the server are over. */
+static void
+on_sync_stopped(void *arg)
+{
+	struct agent_main *m = arg;
+
+	log_debug("sync stopped");
+	close_rpc(m);
+}
+
+/* Stops accepting, ends the streams, persists, then lets the loop run dry. */
+static void
+begin_stop(struct agent_main *m)
+{
+	if (m->agent.stopping)
+		return;
+	m->agent.stopping = true;
+	if (m->handles_ready) {
+		uv_close((uv_handle_t *)&m->sig_term, NULL);
+		uv_close((uv_handle_t *)&m->sig_int, NULL);
+		uv_close((uv_handle_t *)&m->sig_hup, NULL);
+		/* Unreferenced: it cuts a stuck shutdown short, it does not keep the loop. */
+		uv_timer_start(&m->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
+		uv_unref((uv_handle_t *)&m->stop_timer);
+	}
+	if (m->agent.wapi != NULL)
+		ly_wapi_stop(m->agent.wapi);
+	if (m->agent.sync != NULL && m->sync_started) {
+		ly_sync_stop(m->agent.sync, on_sync_stopped, m);
+		return;
+	}
+	close_rpc(m);
+}
+
+static void
+reload_log_level(struct agent_main *m)
+{
+	struct ly_config *file = NULL;
+	struct ly_error e;
+	const char *name = NULL;
+	enum ly_log_level level;
+
+	if (m->flags.log_level != NULL) {
+		log_info("SIGHUP: log level stays %s (set by -logLevel)", m->flags.log_level);
+		return;
+	}
+	if (m->flags.config_path == NULL) {
+		log_info("SIGHUP: no config file to re-read");
+		return;
+	}
+	if (ly_config_load_file(m->flags.config_path, &file, &e) != LY_OK ||
+	    ly_config_get_string(file, K "log_level", "info", &name, &e) != LY_OK) {
+		log_error("SIGHUP: log level not changed: %s", e.msg);
+		goto out;
+	}
+	if (ly_log_level_parse(name, &level) != LY_OK) {
+		log_error("SIGHUP: log level not changed: %s:%zu: key " K "log_level: \"%s\" is not one of error, warn, "
+		    "info, debug", m->flags.config_path, ly_config_line(file, K "log_level"), name);
+		goto out;
+	}
+	ly_log_set_level(level);
+	log_info("SIGHUP: log level is now %s", name);
+out:
+	ly_config_free(file);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+	struct agent_main *m = h->data;
+
+	if (signum == SIGHUP) {
+		reload_log_level(m);
+		return;
+	}
+	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	begin_stop(m);
+}
+
+/* ---- start-up ------------------------------------------------------------------ */
+
+static void
+handles_init(struct agent_main *m)
+{
+	uv_timer_init(&m->loop, &m->stop_timer);
+	uv_signal_init(&m->loop, &m->sig_term);
+	uv_signal_init(&m->loop, &m->sig_int);
+	uv_signal_init(&m->loop, &m->sig_hup);
+	m->stop_timer.data = m;
+	m->sig_term.data = m->sig_int.data = m->sig_hup.data = m;
+	m->handles_ready = true;
+	uv_signal_start(&m->sig_term, on_signal, SIGTERM);
+	uv_signal_start(&m->sig_int, on_signal, SIGINT);
+	uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+}
+
+static ly_status
+start(struct agent_main *m, struct ly_error *err)
+{
+	struct ly_agent *a = &m->agent;
+	ly_status rc;
+	int uvrc;
+
+	LY_TRY(data_dir_prepare(a->cfg.data_dir, err));
+	if ((uvrc = uv_loop_init(&m->loop)) != 0)
+		return ly_error_set(err, LY_E_IO, "event loop: %s", uv_strerror(uvrc));
+	m->loop_ready = true;
+	a->loop = &m->loop;
+	/* Signals first: a SIGTERM during start-up is an orderly stop, not a kill. */
+	handles_init(m);
+	LY_TRY(ly_rpc_new(&m->loop, &a->rpc, err));
+	if ((rc = ly_sync_new(a, &a->sync, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "sync");
+	if ((rc = ly_wapi_new(a, &a->wapi, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "Workload API");
+	if ((rc = ly_sync_start(a->sync, err)) != LY_OK)
+		return rc;
+	m->sync_started = true;
+	if ((rc = ly_wapi_start(a->wapi, err)) != LY_OK)
+		return rc;
+	log_info("lanyard-agent started: trust_domain=%s server=%s:%u socket=%s data_dir=%s sync_interval=%" PRId64
+	    "s workload_attestors=unix%s", a->cfg.trust_domain, a->cfg.server_address, (unsigned)a->cfg.server_port,
+	    a->cfg.socket_path, a->cfg.data_dir, a->cfg.sync_interval, a->cfg.k8s_enabled ? ",k8s" : "");
+	return LY_OK;
+}
+
+/* Releases everything, once the loop ran dry (also after a failed start). */
+static void
+teardown(struct agent_main *m)
+{
+	if (m->loop_ready) {
+		begin_stop(m);
+		(void)uv_run(&m->loop, UV_RUN_DEFAULT);
+		int rc = uv_loop_close(&m->loop);
+		if (rc != 0)
+			log_warn("event loop closed with handles open: %s", uv_strerror(rc));
+	}
+	/* Without a loop nothing was made but the config. */
+	ly_config_free(m->file);
+	m->file = NULL;
+}
+
+/* ---- `run` ------------------------------------------------------------------------ */
+
+static void
+run_usage(FILE *out, const struct ly_flag *flags, size_t n)
+{
+	fprintf(out, "Usage: lanyard-agent run [flags]\n\nRuns the agent: serves the Workload API on a Unix socket "
+	    "(a config file is optional: flags alone are enough).\n\nFlags:\n");
+	ly_flags_usage(out, flags, n);
+}
+
+int
+ly_agent_run(int argc, char **argv)
+{
+	struct agent_main *m;
+	struct ly_error e;
+	int rest = 0, code;
+
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		fprintf(stderr, "lanyard-agent: out of memory\n");
+		return 1;
+	}
+	m->flags.server_port = -1;
+	struct ly_flag flags[] = {
+		{ "config", LY_FLAG_STRING, &m->flags.config_path, "path to a YAML config file (optional)", 0, 0, false },
+		{ "trustDomain", LY_FLAG_STRING, &m->flags.trust_domain, "the trust domain, e.g. example.org", 0, 0, false },
+		{ "serverAddress", LY_FLAG_STRING, &m->flags.server_address, "the server's IP address or host name", 0, 0,
+		    false },
+		{ "serverPort", LY_FLAG_INT, &m->flags.server_port, "the server's agent API port (default 8081)", 1, 65535,
+		    false },
+		{ "socketPath", LY_FLAG_STRING, &m->flags.socket_path,
+		    "Workload API socket (default " LY_AGENT_SOCKET_DEFAULT ")", 0, 0, false },
+		{ "dataDir", LY_FLAG_STRING, &m->flags.data_dir, "data directory (default " LY_AGENT_DATA_DIR_DEFAULT ")", 0,
+		    0, false },
+		{ "joinToken", LY_FLAG_STRING, &m->flags.join_token, "a join token from `lanyard-server token generate`", 0,
+		    0, false },
+		{ "trustBundle", LY_FLAG_STRING, &m->flags.trust_bundle,
+		    "PEM file with the server's bundle, to trust it the first time", 0, 0, false },
+		{ "insecureBootstrap", LY_FLAG_BOOL, &m->flags.insecure_bootstrap,
+		    "trust the server the first time without a bundle (tests only)", 0, 0, false },
+		{ "logLevel", LY_FLAG_STRING, &m->flags.log_level, "error, warn, info or debug (default info)", 0, 0,
+		    false },
+	};
+	const size_t nflags = sizeof(flags) / sizeof(flags[0]);
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0) {
+			run_usage(stdout, flags, nflags);
+			free(m);
+			return 0;
+		}
+		if (strcmp(argv[i], "--") == 0)
+			break;
+	}
+	if (ly_flags_parse(flags, nflags, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
+		fprintf(stderr, "lanyard-agent: run: %s\n", e.msg);
+		code = 2;
+		goto out;
+	}
+	if (rest < argc) {
+		fprintf(stderr, "lanyard-agent: run: unexpected argument \"%s\"\n", argv[rest]);
+		code = 2;
+		goto out;
+	}
+	for (size_t i = 0; i < nflags; i++) {
+		if (flags[i].dst == &m->flags.insecure_bootstrap)
+			m->flags.insecure_bootstrap_seen = flags[i].seen;
+	}
+	if (m->flags.config_path != NULL) {
+		ly_status st = ly_config_load_file(m->flags.config_path, &m->file, &e);
+		if (st != LY_OK) {
+			fprintf(stderr, "lanyard-agent: %s\n", e.msg);
+			code = st == LY_E_IO ? 1 : 2;
+			goto out;
+		}
+	}
+	if (config_load(&m->flags, m->file, &m->agent.cfg, &e) != LY_OK) {
+		fprintf(stderr, "lanyard-agent: %s\n", e.msg);
+		code = 2;
+		goto out;
+	}
+	enum ly_log_level level = LY_LOG_INFO;
+	enum ly_log_format format = LY_LOG_TEXT;
+	/* Both were checked by config_load. */
+	if (ly_log_level_parse(m->agent.cfg.log_level, &level) == LY_OK)
+		ly_log_set_level(level);
+	if (ly_log_format_parse(m->agent.cfg.log_format, &format) == LY_OK)
+		ly_log_set_format(format);
+
+	/* Everything we create is ours alone; wapi.c opens the socket to all on purpose. */
+	(void)umask(077);
+	(void)signal(SIGPIPE, SIG_IGN);
+	m->agent.started_at = ly_agent_now();
+	if (start(m, &e) != LY_OK) {
+		fprintf(stderr, "lanyard-agent: %s\n", e.msg);
+		code = 1;
+		teardown(m);
+		goto out;
+	}
+	(void)uv_run(&m->loop, UV_RUN_DEFAULT);
+	teardown(m);
+	log_info("lanyard-agent stopped");
+	code = m->exit_code;
+out:
+	ly_config_free(m->file);
+	ly_flags_cleanup(flags, nflags);
+	free(m);
+	return code;
+}

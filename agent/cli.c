@@ -1,0 +1,972 @@
+/*
+ * cli.c: `lanyard-agent api ...` and `lanyard-agent healthcheck` (SPEC §2,
+ * SPIRE's verbs and single-dash flags). Each is a Workload API client like
+ * any other workload: a gRPC channel to "unix:<socket>" (plaintext: the
+ * socket is local and the agent authorizes by attestation, SPEC §3), every
+ * call carrying the `workload.spiffe.io: true` header.
+ *
+ * The socket: -socketPath, else SPIFFE_ENDPOINT_SOCKET (unix:///path or
+ * unix:/path, Workload Endpoint §4), else LY_AGENT_SOCKET_DEFAULT.
+ *
+ *   api fetch x509 [-write DIR]   the caller's X.509-SVIDs (SPIFFE ID and
+ *                                 validity of each); -write DIR writes
+ *                                 svid.N.pem (chain), svid.N.key (PKCS#8,
+ *                                 0600), bundle.N.pem and, for federated
+ *                                 trust domains, federated_bundle.N.M.pem,
+ *                                 each atomically (temporary file, fsync,
+ *                                 rename)
+ *   api fetch jwt -audience AUD [-audience ...] [-spiffeID ID]
+ *                                 JWT-SVIDs, then the JWT bundles: the one
+ *                                 place a token is printed (the user asked)
+ *   api fetch jwt-bundles         the JWT bundles (JWKS per trust domain)
+ *   api validate [jwt] -audience AUD -svid TOKEN
+ *                                 ValidateJWTSVID: the SPIFFE ID and claims
+ *   api watch                     every X.509-SVID stream update (SPIFFE
+ *                                 IDs, expiry) until interrupted
+ *   healthcheck                   grpc.health.v1 Check: exit 0 when SERVING
+ *
+ * Exit codes: 0 success; 1 runtime failure (the agent refused or cannot be
+ * reached, or is unhealthy); 2 bad usage. Every error is one line on
+ * stderr, "Error: <what and why>". Keys and tokens received are wiped from
+ * our memory once written.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+#include <uv.h>
+
+#include "agent/agent.h"
+#include "lib/buf.h"
+#include "lib/der.h"
+#include "lib/flags.h"
+#include "lib/spiffeid.h"
+#include "rpc/rpc.h"
+#include "workload.pb-c.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define TIMEOUT_DEFAULT 5 /* seconds, as SPIRE's `api fetch` */
+#define M(name) "/SpiffeWorkloadAPI/" name
+#define HEALTH_CHECK "/grpc.health.v1.Health/Check"
+#define NFLAGS(f) (sizeof(f) / sizeof((f)[0]))
+/* Struct nesting printed for ValidateJWTSVID claims. */
+#define CLAIMS_DEPTH_MAX 32
+
+static char empty_str[] = "";
+
+static char *
+unconst(const char *s)
+{
+	return s != NULL ? (char *)(uintptr_t)s : empty_str;
+}
+
+/* One line on stderr, "Error: ...". */
+static int LY_PRINTF(2, 3)
+fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("Error: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+static double
+ms_since(uint64_t start_ns)
+{
+	return (double)(uv_hrtime() - start_ns) / 1e6;
+}
+
+/* ---- the socket ---------------------------------------------------------------- */
+
+/*
+ * The socket to use: the flag, else SPIFFE_ENDPOINT_SOCKET, else the
+ * default. Returns 0, or the exit code after printing the error.
+ */
+static int
+resolve_socket(const char *cmd, const char *flag, const char **out)
+{
+	const char *env = getenv("SPIFFE_ENDPOINT_SOCKET");
+
+	if (flag != NULL) {
+		*out = flag;
+	} else if (env != NULL && env[0] != '\0') {
+		/* Workload Endpoint §4: unix:///path (empty authority) or unix:/path. */
+		if (strncmp(env, "unix://", 7) == 0 && env[7] == '/')
+			*out = env + 7;
+		else if (strncmp(env, "unix:", 5) == 0 && env[5] == '/' && env[6] != '/')
+			*out = env + 5;
+		else
+			return fail(EXIT_USAGE, "%s: SPIFFE_ENDPOINT_SOCKET \"%s\": only unix:///path addresses are supported",
+			    cmd, env);
+	} else {
+		*out = LY_AGENT_SOCKET_DEFAULT;
+	}
+	if ((*out)[0] != '/')
+		return fail(EXIT_USAGE, "%s: socket path \"%s\" is not absolute", cmd, *out);
+	return 0;
+}
+
+/* ---- calls ----------------------------------------------------------------------- */
+
+struct session;
+/* A message arrived; return false to stop the call (it is then cancelled). */
+typedef bool (*msg_fn)(struct session *s, const uint8_t *msg, size_t len);
+
+struct session {
+	const char *cmd;
+	const char *socket;
+	uv_loop_t loop;
+	bool loop_ready;
+	struct ly_rpc *rpc;
+	struct ly_rpc_channel *ch;
+	/* The call in progress. */
+	struct ly_rpc_ccall *cc;
+	bool done, stopped, interrupted;
+	enum ly_rpc_code code;
+	char details[LY_ERROR_MSG_MAX];
+	msg_fn on_msg;
+	void *arg;
+	int exit_code; /* set by on_msg on a failure of its own */
+	uint64_t start_ns;
+	size_t messages;
+	uv_signal_t sig_int, sig_term;
+	bool signals;
+};
+
+static void
+on_message(struct ly_rpc_ccall *call, const uint8_t *msg, size_t len, void *arg)
+{
+	struct session *s = arg;
+
+	s->messages++;
+	if (s->stopped)
+		return;
+	if (!s->on_msg(s, msg, len)) {
+		s->stopped = true;
+		ly_rpc_ccall_cancel(call);
+	}
+}
+
+static void
+on_status(struct ly_rpc_ccall *call, enum ly_rpc_code code, const char *details, void *arg)
+{
+	struct session *s = arg;
+
+	(void)call;
+	s->done = true;
+	s->cc = NULL;
+	s->code = code;
+	(void)snprintf(s->details, sizeof(s->details), "%s", details != NULL ? details : "");
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+	struct session *s = h->data;
+
+	(void)signum;
+	s->interrupted = true;
+	s->stopped = true;
+	if (s->cc != NULL)
+		ly_rpc_ccall_cancel(s->cc);
+}
+
+static int
+session_open(struct session *s, const char *cmd, const char *socket)
+{
+	char target[LY_CONFIG_VALUE_MAX + 8];
+	struct ly_error e;
+	struct stat st;
+
+	memset(s, 0, sizeof(*s));
+	s->cmd = cmd;
+	s->socket = socket;
+	if (stat(socket, &st) != 0)
+		return fail(EXIT_RUNTIME, "%s: cannot reach the agent at %s: %s (is it running? see -socketPath)", cmd,
+		    socket, strerror(errno));
+	if (!S_ISSOCK(st.st_mode))
+		return fail(EXIT_RUNTIME, "%s: cannot reach the agent at %s: not a socket", cmd, socket);
+	if (uv_loop_init(&s->loop) != 0)
+		return fail(EXIT_RUNTIME, "%s: cannot start an event loop", cmd);
+	s->loop_ready = true;
+	(void)snprintf(target, sizeof(target), "unix:%s", socket);
+	struct ly_rpc_channel_config cc = { .target = target, .tls = NULL, .max_response = 0 };
+	if (ly_rpc_new(&s->loop, &s->rpc, &e) != LY_OK || ly_rpc_channel_new(s->rpc, &cc, &s->ch, &e) != LY_OK)
+		return fail(EXIT_RUNTIME, "%s: %s", cmd, e.msg);
+	return 0;
+}
+
+static void
+session_close(struct session *s)
+{
+	if (s->ch != NULL)
+		ly_rpc_channel_free(s->ch);
+	if (s->rpc != NULL)
+		ly_rpc_close(s->rpc, NULL, NULL);
+	s->ch = NULL;
+	s->rpc = NULL;
+	if (s->signals) {
+		uv_close((uv_handle_t *)&s->sig_int, NULL);
+		uv_close((uv_handle_t *)&s->sig_term, NULL);
+		s->signals = false;
+	}
+	if (s->loop_ready) {
+		(void)uv_run(&s->loop, UV_RUN_DEFAULT);
+		(void)uv_loop_close(&s->loop);
+		s->loop_ready = false;
+	}
+}
+
+/* SIGINT/SIGTERM end a long call (api watch) cleanly. */
+static void
+session_catch_signals(struct session *s)
+{
+	uv_signal_init(&s->loop, &s->sig_int);
+	uv_signal_init(&s->loop, &s->sig_term);
+	s->sig_int.data = s->sig_term.data = s;
+	uv_signal_start(&s->sig_int, on_signal, SIGINT);
+	uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+	s->signals = true;
+}
+
+/* What a failed status means to the user. */
+static int
+status_fail(const struct session *s, const char *what)
+{
+	const char *d = s->details[0] != '\0' ? s->details : "failed";
+
+	if (s->code == LY_RPC_UNAVAILABLE)
+		return fail(EXIT_RUNTIME, "%s: the agent at %s is unavailable: %s (UNAVAILABLE)", s->cmd, s->socket, d);
+	if (s->code == LY_RPC_DEADLINE_EXCEEDED)
+		return fail(EXIT_RUNTIME, "%s: no answer from the agent at %s in time (DEADLINE_EXCEEDED)", s->cmd,
+		    s->socket);
+	return fail(EXIT_RUNTIME, "%s: %s: %s (%s)", s->cmd, what, d, ly_rpc_code_str(s->code));
+}
+
+/*
+ * Runs one call to completion. Unary: `on_msg` sees the answer (status
+ * OK only). Stream: each message until `on_msg` returns false (the call is
+ * then cancelled, and that is a success). Returns 0 or an exit code
+ * (error printed).
+ */
+static int
+session_call(struct session *s, const char *what, const char *method, enum ly_rpc_kind kind,
+    const ProtobufCMessage *req, int64_t timeout_ms, bool workload_header, msg_fn on_msg, void *arg)
+{
+	struct ly_rpc_md md = { "workload.spiffe.io", "true" };
+	struct ly_error e;
+	uint8_t *buf = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (req != NULL) {
+		n = protobuf_c_message_get_packed_size(req);
+		buf = malloc(n > 0 ? n : 1);
+		if (buf == NULL)
+			return fail(EXIT_RUNTIME, "%s: out of memory", s->cmd);
+		(void)protobuf_c_message_pack(req, buf);
+	}
+	s->done = s->stopped = false;
+	s->exit_code = 0;
+	s->messages = 0;
+	s->on_msg = on_msg;
+	s->arg = arg;
+	s->start_ns = uv_hrtime();
+	struct ly_rpc_call_config cc = {
+		.method = method,
+		.kind = kind,
+		.req = buf != NULL ? buf : (const uint8_t *)"",
+		.req_len = n,
+		.flags = LY_RPC_WIPE, /* requests may carry a token (validate) */
+		.timeout_ms = timeout_ms,
+		.md = workload_header ? &md : NULL,
+		.n_md = workload_header ? 1 : 0,
+		.on_message = on_message,
+		.on_status = on_status,
+		.arg = s,
+	};
+	if (ly_rpc_channel_call(s->ch, &cc, &s->cc, &e) != LY_OK) {
+		rc = fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
+		goto out;
+	}
+	while (!s->done)
+		(void)uv_run(&s->loop, UV_RUN_ONCE);
+	if (s->exit_code != 0)
+		rc = s->exit_code;
+	else if (s->code == LY_RPC_OK || (s->stopped && s->code == LY_RPC_CANCELLED))
+		rc = 0;
+	else
+		rc = status_fail(s, what);
+out:
+	if (buf != NULL) {
+		OPENSSL_cleanse(buf, n);
+		free(buf);
+	}
+	return rc;
+}
+
+/* ---- flags ------------------------------------------------------------------------- */
+
+static bool
+wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return false;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Returns -1 to go on, else the exit code (0 after -h). */
+static int
+parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t n, int argc, char **argv)
+{
+	struct ly_error e;
+	int rest = 0;
+
+	if (wants_help(argc, argv)) {
+		printf("Usage: lanyard-agent %s [flags]\n\n%s\n\nFlags:\n", cmd, synopsis);
+		ly_flags_usage(stdout, flags, n);
+		return 0;
+	}
+	if (ly_flags_parse(flags, n, argc, (const char *const *)argv, &rest, &e) != LY_OK)
+		return fail(EXIT_USAGE, "%s: %s", cmd, e.msg);
+	if (rest < argc)
+		return fail(EXIT_USAGE, "%s: unexpected argument \"%s\"", cmd, argv[rest]);
+	return -1;
+}
+
+#define SOCKET_FLAG(dst)                                                                                   \
+	{ "socketPath", LY_FLAG_STRING, (dst),                                                              \
+	    "Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET, else " LY_AGENT_SOCKET_DEFAULT ")", 0, 0, \
+	    false }
+#define TIMEOUT_FLAG(dst) \
+	{ "timeout", LY_FLAG_INT, (dst), "seconds to wait for the answer (default 5)", 1, 3600, false }
+
+/* ---- printing ------------------------------------------------------------------------ */
+
+static void
+print_time(const char *label, const ASN1_TIME *t)
+{
+	struct tm tm;
+	char buf[64];
+
+	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S +0000 UTC", &tm) == 0)
+		(void)snprintf(buf, sizeof(buf), "?");
+	printf("%s\t%s\n", label, buf);
+}
+
+/* SPIRE's `api fetch x509` block for one SVID. */
+static int
+print_svid(const char *cmd, const X509SVID *sv)
+{
+	STACK_OF(X509) *chain = NULL, *bundle = NULL;
+	struct ly_error e;
+	char label[64];
+
+	if (ly_der_parse_certs(sv->x509_svid.data, sv->x509_svid.len, LY_CHAIN_CERTS_MAX, LY_CHAIN_DER_MAX, &chain, &e) !=
+	    LY_OK)
+		return fail(EXIT_RUNTIME, "%s: the agent sent an unreadable certificate chain for %s: %s", cmd,
+		    sv->spiffe_id, e.msg);
+	if (sv->bundle.len > 0 &&
+	    ly_der_parse_certs(sv->bundle.data, sv->bundle.len, LY_BUNDLE_CERTS_MAX, LY_BUNDLE_DER_MAX, &bundle, &e) !=
+		LY_OK) {
+		sk_X509_pop_free(chain, X509_free);
+		return fail(EXIT_RUNTIME, "%s: the agent sent an unreadable bundle: %s", cmd, e.msg);
+	}
+	printf("SPIFFE ID:\t\t%s\n", sv->spiffe_id);
+	if (sv->hint != NULL && sv->hint[0] != '\0')
+		printf("Hint:\t\t\t%s\n", sv->hint);
+	X509 *leaf = sk_X509_value(chain, 0);
+	print_time("SVID Valid After:", X509_get0_notBefore(leaf));
+	print_time("SVID Valid Until:", X509_get0_notAfter(leaf));
+	for (int i = 1; i < sk_X509_num(chain); i++) {
+		(void)snprintf(label, sizeof(label), "Intermediate #%d Valid After:", i);
+		print_time(label, X509_get0_notBefore(sk_X509_value(chain, i)));
+		(void)snprintf(label, sizeof(label), "Intermediate #%d Valid Until:", i);
+		print_time(label, X509_get0_notAfter(sk_X509_value(chain, i)));
+	}
+	for (int i = 0; bundle != NULL && i < sk_X509_num(bundle); i++) {
+		(void)snprintf(label, sizeof(label), "CA #%d Valid After:", i + 1);
+		print_time(label, X509_get0_notBefore(sk_X509_value(bundle, i)));
+		(void)snprintf(label, sizeof(label), "CA #%d Valid Until:", i + 1);
+		print_time(label, X509_get0_notAfter(sk_X509_value(bundle, i)));
+	}
+	printf("\n");
+	sk_X509_pop_free(chain, X509_free);
+	sk_X509_pop_free(bundle, X509_free);
+	return 0;
+}
+
+/* ---- writing files --------------------------------------------------------------------- */
+
+/*
+ * Writes `len` bytes to DIR/NAME atomically: a temporary file in DIR
+ * (made 0600 by mkstemp, then given `mode`), written, fsync'd, renamed
+ * over NAME. A crash leaves the old file or the new one.
+ */
+static int
+write_atomic(const char *cmd, const char *dir, const char *name, const uint8_t *data, size_t len, mode_t mode)
+{
+	char tmp[LY_CONFIG_VALUE_MAX + 64], dst[LY_CONFIG_VALUE_MAX + 64];
+	int fd;
+	size_t off = 0;
+
+	if ((size_t)snprintf(dst, sizeof(dst), "%s/%s", dir, name) >= sizeof(dst) ||
+	    (size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, name) >= sizeof(tmp))
+		return fail(EXIT_USAGE, "%s: -write: directory path too long", cmd);
+	fd = mkstemp(tmp);
+	if (fd < 0)
+		return fail(EXIT_RUNTIME, "%s: cannot write in %s: %s", cmd, dir, strerror(errno));
+	if (fchmod(fd, mode) != 0)
+		goto fail;
+	while (off < len) {
+		ssize_t w = write(fd, data + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			goto fail;
+		off += (size_t)w;
+	}
+	if (fsync(fd) != 0 || close(fd) != 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, dst) != 0)
+		goto fail;
+	return 0;
+fail:;
+	int saved = errno;
+	if (fd >= 0)
+		(void)close(fd);
+	(void)unlink(tmp);
+	return fail(EXIT_RUNTIME, "%s: cannot write %s: %s", cmd, dst, strerror(saved));
+}
+
+static int
+write_certs(const char *cmd, const char *dir, const char *name, const ProtobufCBinaryData *der, size_t max_certs,
+    size_t max_total)
+{
+	struct ly_buf pem = LY_BUF_INIT;
+	struct ly_error e;
+	int rc;
+
+	if (ly_der_certs_to_pem(der->data, der->len, max_certs, max_total, &pem, &e) != LY_OK)
+		return fail(EXIT_RUNTIME, "%s: %s: %s", cmd, name, e.msg);
+	rc = write_atomic(cmd, dir, name, pem.data, pem.len, 0644);
+	ly_buf_free(&pem);
+	return rc;
+}
+
+/* SPIRE's file names: svid.N.pem, svid.N.key, bundle.N.pem, federated_bundle.N.M.pem. */
+static int
+write_response(const char *cmd, const char *dir, const X509SVIDResponse *r)
+{
+	struct ly_buf key = LY_BUF_INIT;
+	struct ly_error e;
+	char name[64];
+	struct stat st;
+	int rc = 0;
+
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return fail(EXIT_RUNTIME, "%s: -write %s: not a directory", cmd, dir);
+	for (size_t i = 0; rc == 0 && i < r->n_svids; i++) {
+		const X509SVID *sv = r->svids[i];
+		(void)snprintf(name, sizeof(name), "svid.%zu.pem", i);
+		if ((rc = write_certs(cmd, dir, name, &sv->x509_svid, LY_CHAIN_CERTS_MAX, LY_CHAIN_DER_MAX)) != 0)
+			break;
+		if (ly_pem_encode("PRIVATE KEY", sv->x509_svid_key.data, sv->x509_svid_key.len, &key, &e) != LY_OK) {
+			rc = fail(EXIT_RUNTIME, "%s: the key of %s: %s", cmd, sv->spiffe_id, e.msg);
+			break;
+		}
+		(void)snprintf(name, sizeof(name), "svid.%zu.key", i);
+		rc = write_atomic(cmd, dir, name, key.data, key.len, 0600);
+		ly_buf_free_secret(&key);
+		if (rc != 0)
+			break;
+		(void)snprintf(name, sizeof(name), "bundle.%zu.pem", i);
+		rc = write_certs(cmd, dir, name, &sv->bundle, LY_BUNDLE_CERTS_MAX, LY_BUNDLE_DER_MAX);
+		for (size_t j = 0; rc == 0 && j < r->n_federated_bundles; j++) {
+			(void)snprintf(name, sizeof(name), "federated_bundle.%zu.%zu.pem", i, j);
+			rc = write_certs(cmd, dir, name, &r->federated_bundles[j]->value, LY_BUNDLE_CERTS_MAX,
+			    LY_BUNDLE_DER_MAX);
+		}
+	}
+	if (rc == 0)
+		printf("Writing SVIDs and bundles to %s: done\n", dir);
+	return rc;
+}
+
+/* ---- api fetch x509 / api watch ---------------------------------------------------------------- */
+
+struct x509_args {
+	const char *write_dir;
+	bool watch;
+};
+
+static bool
+on_x509(struct session *s, const uint8_t *msg, size_t len)
+{
+	const struct x509_args *a = s->arg;
+	X509SVIDResponse *r = x509_svidresponse__unpack(NULL, len, msg);
+	int rc = 0;
+
+	if (r == NULL) {
+		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
+		return false;
+	}
+	printf("Received %zu svid%s after %.3fms\n\n", r->n_svids, r->n_svids == 1 ? "" : "s", ms_since(s->start_ns));
+	for (size_t i = 0; rc == 0 && i < r->n_svids; i++)
+		rc = print_svid(s->cmd, r->svids[i]);
+	for (size_t i = 0; rc == 0 && i < r->n_federated_bundles; i++)
+		printf("Federated bundle:\t%s\n\n", r->federated_bundles[i]->key);
+	if (rc == 0 && a->write_dir != NULL)
+		rc = write_response(s->cmd, a->write_dir, r);
+	fflush(stdout);
+	/* The response holds private keys: wipe them before freeing. */
+	for (size_t i = 0; i < r->n_svids; i++)
+		OPENSSL_cleanse(r->svids[i]->x509_svid_key.data, r->svids[i]->x509_svid_key.len);
+	x509_svidresponse__free_unpacked(r, NULL);
+	s->exit_code = rc;
+	return rc == 0 && a->watch;
+}
+
+static int
+api_fetch_x509(int argc, char **argv, bool watch)
+{
+	const char *cmd = watch ? "api watch" : "api fetch x509";
+	const char *socket_flag = NULL, *socket;
+	struct x509_args a = { NULL, watch };
+	int64_t timeout = TIMEOUT_DEFAULT;
+	struct ly_flag flags[] = {
+		{ "write", LY_FLAG_STRING, &a.write_dir, "write svid.N.pem, svid.N.key and bundle.N.pem into this directory",
+		    0, 0, false },
+		TIMEOUT_FLAG(&timeout),
+		SOCKET_FLAG(&socket_flag),
+	};
+	const size_t n = watch ? 1 : NFLAGS(flags);
+	struct ly_flag *fl = watch ? &flags[2] : flags;
+	X509SVIDRequest req;
+	x509_svidrequest__init(&req);
+	struct session s;
+	int rc;
+
+	if ((rc = parse_flags(cmd,
+	    watch ? "Prints every update of the X.509-SVID stream until interrupted." :
+		    "Fetches the caller's X.509-SVIDs from the Workload API.",
+	    fl, n, argc, argv)) >= 0)
+		return rc;
+	if ((rc = resolve_socket(cmd, socket_flag, &socket)) != 0)
+		return rc;
+	if ((rc = session_open(&s, cmd, socket)) != 0)
+		goto out;
+	if (watch)
+		session_catch_signals(&s);
+	rc = session_call(&s, "fetching X.509-SVIDs", M("FetchX509SVID"), LY_RPC_SERVER_STREAM, &req.base,
+	    watch ? 0 : timeout * 1000, true, on_x509, &a);
+	if (watch && rc == 0 && s.interrupted)
+		rc = 0;
+out:
+	session_close(&s);
+	return rc;
+}
+
+/* ---- api fetch jwt / jwt-bundles ------------------------------------------------------------------- */
+
+static bool
+on_jwt_svids(struct session *s, const uint8_t *msg, size_t len)
+{
+	JWTSVIDResponse *r = jwtsvidresponse__unpack(NULL, len, msg);
+
+	if (r == NULL) {
+		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
+		return false;
+	}
+	for (size_t i = 0; i < r->n_svids; i++) {
+		printf("token(%s):\n\t%s\n\n", r->svids[i]->spiffe_id, r->svids[i]->svid);
+		OPENSSL_cleanse(r->svids[i]->svid, strlen(r->svids[i]->svid));
+	}
+	fflush(stdout);
+	jwtsvidresponse__free_unpacked(r, NULL);
+	return false;
+}
+
+static bool
+on_jwt_bundles(struct session *s, const uint8_t *msg, size_t len)
+{
+	JWTBundlesResponse *r = jwtbundles_response__unpack(NULL, len, msg);
+
+	if (r == NULL) {
+		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
+		return false;
+	}
+	for (size_t i = 0; i < r->n_bundles; i++)
+		printf("bundle(%s):\n\t%.*s\n\n", r->bundles[i]->key, (int)r->bundles[i]->value.len,
+		    (const char *)r->bundles[i]->value.data);
+	fflush(stdout);
+	jwtbundles_response__free_unpacked(r, NULL);
+	return false; /* the first message is the answer */
+}
+
+static int
+api_fetch_jwt(int argc, char **argv)
+{
+	const char *cmd = "api fetch jwt";
+	const char *socket_flag = NULL, *socket, *spiffe_id = NULL;
+	struct ly_flag_list aud = { NULL, 0 };
+	int64_t timeout = TIMEOUT_DEFAULT;
+	struct ly_flag flags[] = {
+		{ "audience", LY_FLAG_LIST, &aud, "the audience of the token (required; repeat for several)", 0, 0, false },
+		{ "spiffeID", LY_FLAG_STRING, &spiffe_id, "only a token for this SPIFFE ID (default: one per identity)", 0,
+		    0, false },
+		TIMEOUT_FLAG(&timeout),
+		SOCKET_FLAG(&socket_flag),
+	};
+	JWTSVIDRequest req;
+	jwtsvidrequest__init(&req);
+	JWTBundlesRequest breq;
+	jwtbundles_request__init(&breq);
+	struct ly_spiffe_id id;
+	struct ly_error e;
+	struct session s;
+	bool opened = false;
+	int rc;
+
+	if ((rc = parse_flags(cmd, "Fetches JWT-SVIDs for an audience, then the JWT bundles.", flags, NFLAGS(flags),
+	    argc, argv)) >= 0)
+		goto out;
+	if (aud.count == 0) {
+		rc = fail(EXIT_USAGE, "%s: -audience is required", cmd);
+		goto out;
+	}
+	for (size_t i = 0; i < aud.count; i++) {
+		if (aud.items[i][0] == '\0') {
+			rc = fail(EXIT_USAGE, "%s: -audience must not be empty", cmd);
+			goto out;
+		}
+	}
+	if (spiffe_id != NULL && ly_spiffe_id_parse_str(spiffe_id, &id, &e) != LY_OK) {
+		rc = fail(EXIT_USAGE, "%s: -spiffeID \"%s\": %s", cmd, spiffe_id, e.msg);
+		goto out;
+	}
+	if ((rc = resolve_socket(cmd, socket_flag, &socket)) != 0)
+		goto out;
+	opened = true;
+	if ((rc = session_open(&s, cmd, socket)) != 0)
+		goto out;
+	req.n_audience = aud.count;
+	req.audience = (char **)(uintptr_t)aud.items;
+	req.spiffe_id = unconst(spiffe_id);
+	rc = session_call(&s, "fetching JWT-SVIDs", M("FetchJWTSVID"), LY_RPC_UNARY, &req.base, timeout * 1000, true,
+	    on_jwt_svids, NULL);
+	if (rc == 0)
+		rc = session_call(&s, "fetching JWT bundles", M("FetchJWTBundles"), LY_RPC_SERVER_STREAM, &breq.base,
+		    timeout * 1000, true, on_jwt_bundles, NULL);
+out:
+	if (opened)
+		session_close(&s);
+	ly_flags_cleanup(flags, NFLAGS(flags));
+	return rc;
+}
+
+static int
+api_fetch_jwt_bundles(int argc, char **argv)
+{
+	const char *cmd = "api fetch jwt-bundles";
+	const char *socket_flag = NULL, *socket;
+	int64_t timeout = TIMEOUT_DEFAULT;
+	struct ly_flag flags[] = {
+		TIMEOUT_FLAG(&timeout),
+		SOCKET_FLAG(&socket_flag),
+	};
+	JWTBundlesRequest req;
+	jwtbundles_request__init(&req);
+	struct session s;
+	int rc;
+
+	if ((rc = parse_flags(cmd, "Fetches the JWT bundles (a JWKS per trust domain).", flags, NFLAGS(flags), argc,
+	    argv)) >= 0)
+		return rc;
+	if ((rc = resolve_socket(cmd, socket_flag, &socket)) != 0)
+		return rc;
+	if ((rc = session_open(&s, cmd, socket)) == 0)
+		rc = session_call(&s, "fetching JWT bundles", M("FetchJWTBundles"), LY_RPC_SERVER_STREAM, &req.base,
+		    timeout * 1000, true, on_jwt_bundles, NULL);
+	session_close(&s);
+	return rc;
+}
+
+/* ---- api validate ------------------------------------------------------------------------------------- */
+
+static json_t *value_json(const Google__Protobuf__Value *v, int depth);
+
+static json_t *
+struct_json(const Google__Protobuf__Struct *st, int depth)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; o != NULL && st != NULL && i < st->n_fields; i++) {
+		json_t *v = value_json(st->fields[i]->value, depth + 1);
+		if (v == NULL || json_object_set_new(o, st->fields[i]->key, v) != 0) {
+			json_decref(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+/* google.protobuf.Value as JSON (the claims); NULL when too deep, not UTF-8 or out of memory. */
+static json_t *
+value_json(const Google__Protobuf__Value *v, int depth)
+{
+	if (v == NULL || depth > CLAIMS_DEPTH_MAX)
+		return NULL;
+	switch (v->kind_case) {
+	case GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE:
+		return json_null();
+	case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
+		return json_boolean(v->bool_value);
+	case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE: {
+		double d = v->number_value;
+		/* exp, iat, nbf are whole seconds: print them as integers (2^53: exact in a double). */
+		if (d >= -9007199254740992.0 && d <= 9007199254740992.0 && (double)(json_int_t)d == d)
+			return json_integer((json_int_t)d);
+		return json_real(d);
+	}
+	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
+		return json_string(v->string_value);
+	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+		return struct_json(v->struct_value, depth + 1);
+	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
+		json_t *a = json_array();
+		for (size_t i = 0; a != NULL && v->list_value != NULL && i < v->list_value->n_values; i++) {
+			json_t *e = value_json(v->list_value->values[i], depth + 1);
+			if (e == NULL || json_array_append_new(a, e) != 0) {
+				json_decref(a);
+				return NULL;
+			}
+		}
+		return a;
+	}
+	default:
+		return json_null();
+	}
+}
+
+static bool
+on_validate(struct session *s, const uint8_t *msg, size_t len)
+{
+	ValidateJWTSVIDResponse *r = validate_jwtsvidresponse__unpack(NULL, len, msg);
+	json_t *claims;
+	char *text = NULL;
+
+	if (r == NULL) {
+		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
+		return false;
+	}
+	claims = struct_json(r->claims, 0);
+	if (claims != NULL)
+		text = json_dumps(claims, JSON_COMPACT | JSON_SORT_KEYS);
+	printf("SVID is valid.\nSPIFFE ID : %s\nClaims    : %s\n", r->spiffe_id, text != NULL ? text : "{}");
+	fflush(stdout);
+	free(text);
+	json_decref(claims);
+	validate_jwtsvidresponse__free_unpacked(r, NULL);
+	return false;
+}
+
+static int
+api_validate(int argc, char **argv)
+{
+	const char *cmd = "api validate";
+	const char *socket_flag = NULL, *socket, *audience = NULL, *svid = NULL;
+	int64_t timeout = TIMEOUT_DEFAULT;
+	struct ly_flag flags[] = {
+		{ "audience", LY_FLAG_STRING, &audience, "the audience the token must carry (required)", 0, 0, false },
+		{ "svid", LY_FLAG_STRING, &svid, "the JWT-SVID to validate (required)", 0, 0, false },
+		TIMEOUT_FLAG(&timeout),
+		SOCKET_FLAG(&socket_flag),
+	};
+	ValidateJWTSVIDRequest req;
+	validate_jwtsvidrequest__init(&req);
+	struct session s;
+	int rc;
+
+	/* SPIRE spells it `api validate jwt`: both are accepted. */
+	if (argc > 0 && strcmp(argv[0], "jwt") == 0) {
+		argc--;
+		argv++;
+	}
+	if ((rc = parse_flags(cmd, "Validates a JWT-SVID through the Workload API (ValidateJWTSVID).", flags,
+	    NFLAGS(flags), argc, argv)) >= 0)
+		return rc;
+	if (audience == NULL || audience[0] == '\0')
+		return fail(EXIT_USAGE, "%s: -audience is required", cmd);
+	if (svid == NULL || svid[0] == '\0')
+		return fail(EXIT_USAGE, "%s: -svid is required", cmd);
+	if ((rc = resolve_socket(cmd, socket_flag, &socket)) != 0)
+		return rc;
+	req.audience = unconst(audience);
+	req.svid = unconst(svid);
+	if ((rc = session_open(&s, cmd, socket)) == 0)
+		rc = session_call(&s, "SVID is not valid", M("ValidateJWTSVID"), LY_RPC_UNARY, &req.base, timeout * 1000,
+		    true, on_validate, NULL);
+	session_close(&s);
+	return rc;
+}
+
+/* ---- healthcheck ------------------------------------------------------------------------------------------ */
+
+struct health {
+	bool serving;
+	unsigned status;
+};
+
+/* HealthCheckResponse{status = 1}: field 1, varint (grpc/health/v1/health.proto). */
+static bool
+on_health(struct session *s, const uint8_t *msg, size_t len)
+{
+	struct health *h = s->arg;
+
+	h->status = 0; /* UNKNOWN: an empty message */
+	if (len == 2 && msg[0] == 0x08 && msg[1] < 0x80)
+		h->status = msg[1];
+	else if (len != 0)
+		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
+	h->serving = h->status == 1;
+	return false;
+}
+
+static int
+healthcheck(int argc, char **argv)
+{
+	const char *cmd = "healthcheck";
+	const char *socket_flag = NULL, *socket;
+	int64_t timeout = TIMEOUT_DEFAULT;
+	bool verbose = false;
+	struct ly_flag flags[] = {
+		{ "verbose", LY_FLAG_BOOL, &verbose, "say what is checked", 0, 0, false },
+		TIMEOUT_FLAG(&timeout),
+		SOCKET_FLAG(&socket_flag),
+	};
+	struct health h = { false, 0 };
+	struct session s;
+	int rc;
+
+	if ((rc = parse_flags(cmd, "Checks that the agent is up and serving (exit 0) or not (exit 1).", flags,
+	    NFLAGS(flags), argc, argv)) >= 0)
+		return rc;
+	if ((rc = resolve_socket(cmd, socket_flag, &socket)) != 0)
+		return rc;
+	if (verbose)
+		printf("Checking agent health at %s...\n", socket);
+	/* An empty HealthCheckRequest: all of the agent. */
+	if ((rc = session_open(&s, cmd, socket)) == 0)
+		rc = session_call(&s, "health check", HEALTH_CHECK, LY_RPC_UNARY, NULL, timeout * 1000, false, on_health,
+		    &h);
+	session_close(&s);
+	if (rc != 0)
+		return rc;
+	if (!h.serving)
+		return fail(EXIT_RUNTIME, "agent is unhealthy: %s", h.status == 2 ? "not serving yet" : "unknown status");
+	printf("Agent is healthy.\n");
+	return 0;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------------------------------- */
+
+static int
+api_watch(int argc, char **argv)
+{
+	return api_fetch_x509(argc, argv, true);
+}
+
+static int
+api_fetch_x509_cmd(int argc, char **argv)
+{
+	return api_fetch_x509(argc, argv, false);
+}
+
+struct command {
+	const char *words[3];
+	int (*fn)(int argc, char **argv);
+	const char *synopsis;
+};
+
+static const struct command commands[] = {
+	{ { "api", "fetch", "x509" }, api_fetch_x509_cmd, "fetch the caller's X.509-SVIDs (-write DIR saves them)" },
+	{ { "api", "fetch", "jwt" }, api_fetch_jwt, "fetch JWT-SVIDs for -audience" },
+	{ { "api", "fetch", "jwt-bundles" }, api_fetch_jwt_bundles, "fetch the JWT bundles" },
+	{ { "api", "validate", NULL }, api_validate, "validate a JWT-SVID (-audience, -svid)" },
+	{ { "api", "watch", NULL }, api_watch, "print every X.509-SVID update" },
+	{ { "healthcheck", NULL, NULL }, healthcheck, "exit 0 when the agent is healthy" },
+};
+
+static void
+usage(void)
+{
+	printf("Usage: lanyard-agent <command> [flags]   (-h after a command: its flags)\n\nCommands:\n");
+	printf("  %-24s %s\n", "run", "run the agent");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		char name[64] = "";
+		for (size_t j = 0; j < 3 && commands[i].words[j] != NULL; j++) {
+			size_t used = strlen(name);
+			(void)snprintf(name + used, sizeof(name) - used, "%s%s", j > 0 ? " " : "", commands[i].words[j]);
+		}
+		printf("  %-24s %s\n", name, commands[i].synopsis);
+	}
+}
+
+int
+ly_agent_cli_main(int argc, char **argv)
+{
+	size_t best = 0;
+	const struct command *found = NULL;
+
+	if (argc < 1)
+		return fail(EXIT_USAGE, "no command given (see lanyard-agent -h)");
+	if (strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "-help") == 0 || strcmp(argv[0], "--help") == 0 ||
+	    strcmp(argv[0], "help") == 0) {
+		usage();
+		return 0;
+	}
+	/* The longest run of words that names a command. */
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		size_t k = 0;
+		while (k < 3 && commands[i].words[k] != NULL && (int)k < argc && strcmp(argv[k], commands[i].words[k]) == 0)
+			k++;
+		if ((k == 3 || commands[i].words[k] == NULL) && k > best) {
+			best = k;
+			found = &commands[i];
+		}
+	}
+	if (found != NULL)
+		return found->fn(argc - (int)best, argv + best);
+	if (strcmp(argv[0], "api") != 0)
+		return fail(EXIT_USAGE, "unknown command \"%s\" (see lanyard-agent -h)", argv[0]);
+	if (argc < 2)
+		return fail(EXIT_USAGE, "api: a sub-command is required: fetch, validate or watch (see lanyard-agent -h)");
+	if (strcmp(argv[1], "fetch") == 0)
+		return fail(EXIT_USAGE, "api fetch: %s%s%s: must be x509, jwt or jwt-bundles", argc > 2 ? "\"" : "",
+		    argc > 2 ? argv[2] : "a kind is required", argc > 2 ? "\"" : "");
+	return fail(EXIT_USAGE, "api: unknown sub-command \"%s\" (see lanyard-agent -h)", argv[1]);
+}
