@@ -1,25 +1,84 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is needed, builds Lanyard, and
-# runs the demo. Until lanyard-server and lanyard-agent land (issues 3 and
-# 4), the demo is the library's self-check: X.509-SVID chains and JWT-SVIDs
-# made by independent implementations (Python's cryptography, PyJWT, the
-# openssl CLI) checked by lib/, and the other way round.
+# runs a demo deployment on this machine: lanyard-server (SQLite in a
+# temporary data directory), one lanyard-agent enrolled with a join token,
+# a registration entry for the current user, and a workload fetching its
+# X.509-SVID over the Workload API socket, checked with `openssl verify`.
+# Everything runs on 127.0.0.1 in a temporary directory, and is stopped at
+# the end (LANYARD_DEMO_KEEP=1 leaves it running).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${LANYARD_DEMO_BUILD:-$top/build-demo}
+td=example.org
 
-echo "==> installing dependencies (Debian packages)"
+say() { printf '\n==> %s\n' "$*"; }
+
+say "installing dependencies (Debian packages)"
 bash "$top/scripts/install-deps.sh"
 
-echo "==> building into $build"
+say "building into $build"
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j "$(nproc)" >/dev/null
+server_bin=$build/server/lanyard-server
+agent_bin=$build/agent/lanyard-agent
 
-echo "==> self-check: the SPIFFE library against independent implementations"
-/usr/bin/python3 "$top/tests/integration/interop.py" "$build/tests/integration/lib_probe"
+work=$(mktemp -d /tmp/lanyard-demo.XXXXXX)
+chmod 0755 "$work"
+admin_sock=$work/server/private/api.sock
+agent_sock=$work/agent/public/api.sock
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pids=()
+cleanup() {
+  if [ "${LANYARD_DEMO_KEEP:-0}" != 1 ]; then
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
 
-echo "==> self-check: the Workload API proto against Google's protobuf"
-/usr/bin/python3 "$top/tests/integration/wire_compat.py" "$top/proto" "$build/tests/integration/wire_probe" | tail -n 1
+say "starting lanyard-server (trust domain $td, SQLite in $work/server-data)"
+"$server_bin" run -trustDomain "$td" -bindAddress 127.0.0.1 -serverPort "$port" \
+  -socketPath "$admin_sock" -dataDir "$work/server-data" >"$work/server.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  "$server_bin" healthcheck -socketPath "$admin_sock" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$server_bin" healthcheck -socketPath "$admin_sock"
 
-echo "==> done: the library and the wire contract work; the daemons come next (see README, Status)"
+say "making a join token and the bootstrap bundle"
+token=$("$server_bin" token generate -socketPath "$admin_sock" | awk '/^Token:/ {print $2}')
+agent_id="spiffe://$td/lanyard/agent/join_token/$token"
+"$server_bin" bundle show -socketPath "$admin_sock" >"$work/bundle.pem"
+echo "agent will be $agent_id" | sed "s/$token/<token>/"
+
+say "registering this user's workloads: spiffe://$td/demo/web for unix:uid:$(id -u)"
+"$server_bin" entry create -socketPath "$admin_sock" -spiffeID "spiffe://$td/demo/web" \
+  -parentID "$agent_id" -selector "unix:uid:$(id -u)" -x509SVIDTTL 600
+
+say "starting lanyard-agent"
+"$agent_bin" run -trustDomain "$td" -serverAddress 127.0.0.1 -serverPort "$port" \
+  -socketPath "$agent_sock" -dataDir "$work/agent-data" -joinToken "$token" \
+  -trustBundle "$work/bundle.pem" >"$work/agent.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  "$agent_bin" healthcheck -socketPath "$agent_sock" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+say "the workload fetches its X.509-SVID over the Workload API"
+mkdir -m 0700 "$work/svid"
+export SPIFFE_ENDPOINT_SOCKET=unix://$agent_sock
+for _ in $(seq 50); do
+  "$agent_bin" api fetch x509 -write "$work/svid" >"$work/fetch.out" 2>&1 && break
+  sleep 0.2
+done
+cat "$work/fetch.out"
+
+say "checking the SVID with openssl"
+openssl verify -CAfile "$work/svid/bundle.0.pem" -untrusted "$work/svid/svid.0.pem" "$work/svid/svid.0.pem"
+openssl x509 -in "$work/svid/svid.0.pem" -noout -ext subjectAltName
+
+say "done: server, agent and a workload with its SPIFFE identity (logs in $work while it runs)"
