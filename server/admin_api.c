@@ -252,15 +252,17 @@ out:
 	return rc;
 }
 
-/* A protobuf view of an entry: its strings are borrowed from the entry. */
-struct entry_pb {
-	Lanyard__Agent__V1__Entry m;
+/*
+ * A protobuf view of selectors (entries and agents both carry them): the
+ * strings are borrowed from the selectors, the two arrays are ours.
+ */
+struct selectors_pb {
 	Lanyard__Agent__V1__Selector *sels;
 	Lanyard__Agent__V1__Selector **selp;
 };
 
 static void
-entry_pb_cleanup(struct entry_pb *pb)
+selectors_pb_cleanup(struct selectors_pb *pb)
 {
 	free(pb->sels);
 	free(pb->selp);
@@ -269,29 +271,50 @@ entry_pb_cleanup(struct entry_pb *pb)
 }
 
 static ly_status
+selectors_pb_init(struct selectors_pb *pb, const struct ly_selector *sel, size_t n, struct ly_error *err)
+{
+	pb->sels = NULL;
+	pb->selp = NULL;
+	if (n > 0) {
+		pb->sels = calloc(n, sizeof(*pb->sels));
+		pb->selp = calloc(n, sizeof(*pb->selp));
+		if (pb->sels == NULL || pb->selp == NULL) {
+			selectors_pb_cleanup(pb);
+			return ly_error_set(err, LY_E_NOMEM, "out of memory");
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		lanyard__agent__v1__selector__init(&pb->sels[i]);
+		pb->sels[i].type = sel[i].type;
+		pb->sels[i].value = sel[i].value;
+		pb->selp[i] = &pb->sels[i];
+	}
+	return LY_OK;
+}
+
+/* A protobuf view of an entry: its strings are borrowed from the entry. */
+struct entry_pb {
+	Lanyard__Agent__V1__Entry m;
+	struct selectors_pb sel;
+};
+
+static void
+entry_pb_cleanup(struct entry_pb *pb)
+{
+	selectors_pb_cleanup(&pb->sel);
+}
+
+static ly_status
 entry_pb_init(struct entry_pb *pb, const struct ly_entry *e, struct ly_error *err)
 {
 	memset(pb, 0, sizeof(*pb));
 	lanyard__agent__v1__entry__init(&pb->m);
-	if (e->n_selectors > 0) {
-		pb->sels = calloc(e->n_selectors, sizeof(*pb->sels));
-		pb->selp = calloc(e->n_selectors, sizeof(*pb->selp));
-		if (pb->sels == NULL || pb->selp == NULL) {
-			entry_pb_cleanup(pb);
-			return ly_error_set(err, LY_E_NOMEM, "out of memory");
-		}
-	}
-	for (size_t i = 0; i < e->n_selectors; i++) {
-		lanyard__agent__v1__selector__init(&pb->sels[i]);
-		pb->sels[i].type = e->selectors[i].type;
-		pb->sels[i].value = e->selectors[i].value;
-		pb->selp[i] = &pb->sels[i];
-	}
+	LY_TRY(selectors_pb_init(&pb->sel, e->selectors, e->n_selectors, err));
 	pb->m.entry_id = unconst(e->entry_id);
 	pb->m.spiffe_id = unconst(e->spiffe_id);
 	pb->m.parent_id = unconst(e->parent_id);
 	pb->m.n_selectors = e->n_selectors;
-	pb->m.selectors = pb->selp;
+	pb->m.selectors = pb->sel.selp;
 	pb->m.x509_svid_ttl = e->x509_svid_ttl;
 	pb->m.jwt_svid_ttl = e->jwt_svid_ttl;
 	pb->m.n_dns_names = e->n_dns_names;
@@ -670,17 +693,13 @@ out:
 
 struct agent_pb {
 	Lanyard__Admin__V1__Agent m;
-	Lanyard__Agent__V1__Selector *sels;
-	Lanyard__Agent__V1__Selector **selp;
+	struct selectors_pb sel;
 };
 
 static void
 agent_pb_cleanup(struct agent_pb *pb)
 {
-	free(pb->sels);
-	free(pb->selp);
-	pb->sels = NULL;
-	pb->selp = NULL;
+	selectors_pb_cleanup(&pb->sel);
 }
 
 static ly_status
@@ -688,27 +707,14 @@ agent_pb_init(struct agent_pb *pb, const struct ly_agent *a, struct ly_error *er
 {
 	memset(pb, 0, sizeof(*pb));
 	lanyard__admin__v1__agent__init(&pb->m);
-	if (a->n_selectors > 0) {
-		pb->sels = calloc(a->n_selectors, sizeof(*pb->sels));
-		pb->selp = calloc(a->n_selectors, sizeof(*pb->selp));
-		if (pb->sels == NULL || pb->selp == NULL) {
-			agent_pb_cleanup(pb);
-			return ly_error_set(err, LY_E_NOMEM, "out of memory");
-		}
-	}
-	for (size_t i = 0; i < a->n_selectors; i++) {
-		lanyard__agent__v1__selector__init(&pb->sels[i]);
-		pb->sels[i].type = a->selectors[i].type;
-		pb->sels[i].value = a->selectors[i].value;
-		pb->selp[i] = &pb->sels[i];
-	}
+	LY_TRY(selectors_pb_init(&pb->sel, a->selectors, a->n_selectors, err));
 	pb->m.spiffe_id = unconst(a->spiffe_id);
 	pb->m.attestation_type = unconst(a->attestation_type);
 	pb->m.serial_number = unconst(a->serial_number);
 	pb->m.expires_at = a->svid_expires_at;
 	pb->m.banned = a->banned;
 	pb->m.n_selectors = a->n_selectors;
-	pb->m.selectors = pb->selp;
+	pb->m.selectors = pb->sel.selp;
 	return LY_OK;
 }
 
