@@ -32,7 +32,13 @@
  * The trust store: one X509_STORE per bundle version, built by
  * ly_verifier_set_bundle only when the bundle's sequence or X.509
  * authorities changed (NOTES-openssl.md: building it costs, reusing it is
- * free), never per verification.
+ * free), never per verification. Step 6 for a chain with intermediates
+ * takes a shortcut that gives the same answer: the intermediates (by their
+ * exact bytes) are checked as signing certificates and verified to the
+ * store once per store, then each leaf is verified to its issuer alone
+ * (a partial-chain anchor: one signature) and the path's validity window
+ * is compared with `now` (ly_verifier_signer_count). Anything that does
+ * not pass the shortcut goes the long way, which names the reason.
  *
  * Every failure is logged (log_warn: the SPIFFE ID and the reason; never a
  * key or a token) and counted. Counters are atomic.
@@ -140,6 +146,15 @@ ly_status ly_verify_jwtsvid(struct ly_verifier *v, const char *token, size_t len
  */
 size_t ly_verify_recheck_cache(struct ly_verifier *v, struct ly_cache *cache, int64_t now,
     struct ly_cache_changes *changes);
+
+/*
+ * How many signing paths (a chain's intermediates, by their exact bytes)
+ * the verifier holds as verified to the current store: a leaf under one
+ * is verified with one signature (its issuer as a partial-chain anchor)
+ * plus the path's validity window, instead of the whole path. Emptied by
+ * every store rebuild; at most LY_VERIFY_SIGNERS_MAX.
+ */
+size_t ly_verifier_signer_count(struct ly_verifier *v);
 
 /* Copies the counters (each read atomically). */
 void ly_verifier_counters(const struct ly_verifier *v, struct ly_verify_counters *out);

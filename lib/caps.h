@@ -19,6 +19,8 @@
 #define LY_BUNDLE_DER_MAX (LY_BUNDLE_CERTS_MAX * LY_CERT_DER_MAX)
 /* Verification depth: leaf, intermediates, root. */
 #define LY_VERIFY_DEPTH_MAX 8
+/* Signing paths (intermediates) a verifier keeps verified per bundle version (agent/verify.c). */
+#define LY_VERIFY_SIGNERS_MAX 8
 /* A PEM file we read (bundle, key, certificate). */
 #define LY_PEM_FILE_MAX (4 * 1024 * 1024)
 /* A private key's DER (RSA-4096 PKCS#8 is ~2.4 KB). */

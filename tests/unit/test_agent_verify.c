@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -355,6 +356,192 @@ test_store_per_bundle_version(void **state)
 	tu_pki_free(&other);
 }
 
+/*
+ * The signing-path shortcut (verify.h): the first chain under an
+ * intermediate verifies the path once; leaves after it are verified to the
+ * intermediate alone. It must refuse everything the long way refuses.
+ */
+static void
+test_signer_shortcut(void **state)
+{
+	struct fixture *f = *state;
+	struct tu_spec s = tu_leaf_spec(LEAF_ID);
+	struct ly_buf chain = LY_BUF_INIT;
+	struct ly_x509svid_info info;
+	enum ly_verify_fail why;
+
+	assert_int_equal(ly_verifier_signer_count(f->v), 0);
+	leaf_chain(f, &s, &chain);
+	expect(f, &chain, f->pki.leaf_key, LEAF_ID, NOW, LY_VERIFY_OK, LY_OK);
+	assert_int_equal(ly_verifier_signer_count(f->v), 1);
+	ly_buf_free(&chain);
+	/* Another leaf under the same intermediate: taken by the shortcut, still one signer. */
+	EVP_PKEY *k2 = tu_key(LY_KEY_EC_P256);
+	X509 *leaf = tu_make(&s, k2, f->pki.inter, f->pki.int_key);
+	X509 *certs[3] = { leaf, f->pki.inter, NULL };
+	tu_chain(certs, 2, &chain);
+	expect(f, &chain, k2, LEAF_ID, NOW, LY_VERIFY_OK, LY_OK);
+	assert_int_equal(ly_verifier_signer_count(f->v), 1);
+	ly_buf_free(&chain);
+	X509_free(leaf);
+
+	/* The intermediate's name, but signed by another key: the one signature checked must be this one. */
+	EVP_PKEY *forger = tu_key(LY_KEY_EC_P256);
+	leaf = tu_make(&s, k2, f->pki.inter, forger);
+	certs[0] = leaf;
+	tu_chain(certs, 2, &chain);
+	expect(f, &chain, k2, LEAF_ID, NOW, LY_VERIFY_UNTRUSTED, LY_E_UNTRUSTED);
+	ly_buf_free(&chain);
+	X509_free(leaf);
+
+	/* A leaf breaking the leaf rules under a known intermediate: still refused. */
+	struct tu_spec bad = tu_leaf_spec(LEAF_ID);
+	bad.bc = TU_BC_TRUE;
+	leaf = tu_make(&bad, k2, f->pki.inter, f->pki.int_key);
+	certs[0] = leaf;
+	tu_chain(certs, 2, &chain);
+	expect(f, &chain, k2, LEAF_ID, NOW, LY_VERIFY_POLICY, LY_E_INVALID);
+	ly_buf_free(&chain);
+	X509_free(leaf);
+
+	/*
+	 * An intermediate valid for 60 s: cached at NOW, then out of its window
+	 * while the leaf is still in its own: refused as expired, not served
+	 * from the cached path.
+	 */
+	EVP_PKEY *ikey = tu_key(LY_KEY_EC_P256);
+	struct tu_spec is = tu_ca_spec("spiffe://example.org");
+	is.not_after = 60;
+	X509 *inter = tu_make(&is, ikey, f->pki.root, f->pki.root_key);
+	leaf = tu_make(&s, k2, inter, ikey);
+	certs[0] = leaf;
+	certs[1] = inter;
+	tu_chain(certs, 2, &chain);
+	expect(f, &chain, k2, LEAF_ID, NOW, LY_VERIFY_OK, LY_OK);
+	assert_int_equal(ly_verifier_signer_count(f->v), 2);
+	expect(f, &chain, k2, LEAF_ID, NOW + 120, LY_VERIFY_EXPIRED, LY_E_EXPIRED);
+	ly_buf_free(&chain);
+	X509_free(leaf);
+	X509_free(inter);
+
+	/*
+	 * A root (bundle authority) that ends before its intermediate and leaf:
+	 * the shortcut's window includes it, and so does chain_not_after.
+	 */
+	EVP_PKEY *rkey = tu_key(LY_KEY_EC_P256);
+	struct tu_spec rs = tu_ca_spec("spiffe://example.org");
+	rs.cn = "short root";
+	rs.not_after = 600;
+	X509 *root = tu_make(&rs, rkey, NULL, NULL);
+	struct ly_buf root_der = LY_BUF_INIT;
+	tu_der(root, &root_der);
+	struct ly_bundle *b2 = bundle_of(&root_der, 2);
+	assert_int_equal(ly_bundle_add_x509_authority(b2, f->pki.root_der.data, f->pki.root_der.len, NULL), LY_OK);
+	bool rebuilt = false;
+	assert_int_equal(ly_verifier_set_bundle(f->v, b2, &rebuilt, NULL), LY_OK);
+	assert_true(rebuilt);
+	assert_int_equal(ly_verifier_signer_count(f->v), 0); /* a new store: no path is trusted yet */
+	is = tu_ca_spec("spiffe://example.org");
+	inter = tu_make(&is, ikey, root, rkey);
+	leaf = tu_make(&s, k2, inter, ikey);
+	certs[0] = leaf;
+	certs[1] = inter;
+	tu_chain(certs, 2, &chain);
+	assert_int_equal(ly_verify_x509svid(f->v, chain.data, chain.len, k2, LEAF_ID, NOW, &info, &why, NULL), LY_OK);
+	assert_int_equal(ly_verifier_signer_count(f->v), 1);
+	assert_int_equal(ly_verify_x509svid(f->v, chain.data, chain.len, k2, LEAF_ID, NOW + 10, &info, &why, NULL),
+	    LY_OK);
+	assert_int_equal(info.chain_not_after, TU_NOW + 600);
+	expect(f, &chain, k2, LEAF_ID, NOW + 700, LY_VERIFY_EXPIRED, LY_E_EXPIRED);
+
+	/* That root removed from the bundle: the path is forgotten and the chain refused. */
+	assert_int_equal(ly_verifier_set_bundle(f->v, f->bundle, &rebuilt, NULL), LY_OK);
+	assert_true(rebuilt);
+	assert_int_equal(ly_verifier_signer_count(f->v), 0);
+	expect(f, &chain, k2, LEAF_ID, NOW, LY_VERIFY_UNTRUSTED, LY_E_UNTRUSTED);
+	assert_int_equal(ly_verifier_signer_count(f->v), 0);
+	ly_buf_free(&chain);
+	X509_free(leaf);
+	X509_free(inter);
+
+	/* More intermediates than signer slots: the oldest is replaced, never more than the cap. */
+	for (int i = 0; i < LY_VERIFY_SIGNERS_MAX + 3; i++) {
+		inter = tu_make(&is, ikey, f->pki.root, f->pki.root_key);
+		leaf = tu_make(&s, k2, inter, ikey);
+		certs[0] = leaf;
+		certs[1] = inter;
+		tu_chain(certs, 2, &chain);
+		expect(f, &chain, k2, LEAF_ID, NOW, LY_VERIFY_OK, LY_OK);
+		ly_buf_free(&chain);
+		X509_free(leaf);
+		X509_free(inter);
+	}
+	assert_int_equal(ly_verifier_signer_count(f->v), LY_VERIFY_SIGNERS_MAX);
+
+	ly_bundle_free(b2);
+	ly_buf_free(&root_der);
+	X509_free(root);
+	EVP_PKEY_free(rkey);
+	EVP_PKEY_free(ikey);
+	EVP_PKEY_free(forger);
+	EVP_PKEY_free(k2);
+}
+
+struct verify_thread {
+	struct fixture *f;
+	struct ly_buf chain[16];
+	EVP_PKEY *key[16];
+	int ok;
+};
+
+static void *
+verify_thread_run(void *arg)
+{
+	struct verify_thread *t = arg;
+	for (int round = 0; round < 50; round++) {
+		for (int i = 0; i < 16; i++) {
+			if (ly_verify_x509svid(t->f->v, t->chain[i].data, t->chain[i].len, t->key[i], LEAF_ID, NOW, NULL,
+				NULL, NULL) == LY_OK)
+				t->ok++;
+		}
+	}
+	return NULL;
+}
+
+/* Verifications on several threads at once share the signers safely (verify.h; run under TSan/ASan too). */
+static void
+test_threads(void **state)
+{
+	struct fixture *f = *state;
+	struct verify_thread t[3];
+	pthread_t th[3];
+	struct tu_spec s = tu_leaf_spec(LEAF_ID);
+	memset(t, 0, sizeof(t));
+	for (int k = 0; k < 3; k++) {
+		t[k].f = f;
+		for (int i = 0; i < 16; i++) {
+			t[k].key[i] = tu_key(LY_KEY_EC_P256);
+			X509 *leaf = tu_make(&s, t[k].key[i], f->pki.inter, f->pki.int_key);
+			X509 *certs[2] = { leaf, f->pki.inter };
+			tu_chain(certs, 2, &t[k].chain[i]);
+			X509_free(leaf);
+		}
+	}
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(pthread_create(&th[k], NULL, verify_thread_run, &t[k]), 0);
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(pthread_join(th[k], NULL), 0);
+	for (int k = 0; k < 3; k++) {
+		assert_int_equal(t[k].ok, 50 * 16);
+		for (int i = 0; i < 16; i++) {
+			ly_buf_free(&t[k].chain[i]);
+			EVP_PKEY_free(t[k].key[i]);
+		}
+	}
+	assert_int_equal(count(f, LY_VERIFY_OK), 3 * 50 * 16);
+	assert_int_equal(ly_verifier_signer_count(f->v), 1);
+}
+
 /* JWT-SVIDs: ly_jwt_validate's checks, sub against the entry, each failure counted. */
 static void
 test_jwt(void **state)
@@ -495,6 +682,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_foreign_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ca_flags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_per_bundle_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_signer_shortcut, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recheck_cache, setup, teardown),
 	};
