@@ -118,6 +118,13 @@ typedef void (*ly_sync_jwt_cb)(void *arg, const char *token, const struct ly_err
 ly_status ly_sync_fetch_jwt(struct ly_sync *s, const char *entry_id, const char *const *audiences, size_t naud,
     ly_sync_jwt_cb cb, void *arg, struct ly_error *err) LY_MUST_CHECK;
 
+/*
+ * A burst of allocations just ended (a batch of SVIDs, a connection
+ * closed): freed memory is handed back to the system once the agent has
+ * been quiet for a second (malloc_trim). Cheap; call it freely.
+ */
+void ly_sync_memory_burst(struct ly_sync *s);
+
 /* wapi.c */
 ly_status ly_wapi_new(struct ly_agent *agent, struct ly_wapi **out, struct ly_error *err) LY_MUST_CHECK;
 /* Creates the socket (directory first, right modes) and starts serving. */

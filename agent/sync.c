@@ -86,6 +86,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -266,9 +267,10 @@ struct ly_sync {
 	bool bundle_busy;
 	struct ly_bundle *bundle_pending; /* waits for the verifier to be idle */
 	unsigned verify_busy;             /* pool jobs using the verifier */
+	unsigned verify_parts;            /* pool threads one batch's verification may use */
 
 	/* Issuance. */
-	bool issue_busy;
+	unsigned issue_inflight;          /* batches between issue_kick and issue_end */
 	unsigned issue_fail_streak;
 	struct ly_keymap retries;
 
@@ -280,7 +282,7 @@ struct ly_sync {
 	unsigned jwt_inflight;
 
 	/* Timers (heap: freed in their close callback, so ly_sync_free need not wait). */
-	uv_timer_t *t_reconnect, *t_resync, *t_tick, *t_persist, *t_defer;
+	uv_timer_t *t_reconnect, *t_resync, *t_tick, *t_persist, *t_defer, *t_trim;
 
 	unsigned n_calls, n_works;
 	bool stop_requested;
@@ -516,6 +518,54 @@ timer_arm(uv_timer_t *t, uv_timer_cb cb, uint64_t ms)
 {
 	if (t != NULL)
 		uv_timer_start(t, cb, ms, 0);
+}
+
+/*
+ * glibc keeps the memory freed after a burst (a storm's keys, CSRs and
+ * answers on the pool threads' arenas; a thousand connections) and VmRSS
+ * stays at the peak: 51 MiB after a 10,000-SVID storm with 17 MB in use
+ * (docs/benchmarks.md). A second after the last burst activity the loop
+ * hands it back. malloc_trim walks the heap, so it runs at most once per
+ * quiet second, never on a path a client waits on.
+ */
+#define TRIM_DELAY_MS 1000
+#define WATCH_BURST_BYTES (256 * 1024) /* an EntriesUpdate this large counts as a burst (~1,000 entries) */
+
+/* Resident pages of this process (KiB), 0 when /proc says nothing. */
+static unsigned long
+rss_kib(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "re");
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+		resident = 0;
+	(void)fclose(f);
+	return resident * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void
+on_trim_timer(uv_timer_t *t)
+{
+	(void)t;
+#ifdef __GLIBC__
+	unsigned long before = ly_log_get_level() >= LY_LOG_DEBUG ? rss_kib() : 0;
+	uint64_t t0 = uv_hrtime();
+	(void)malloc_trim(0);
+	if (before != 0) {
+		struct mallinfo2 mi = mallinfo2();
+		log_debug("memory: trimmed after a burst in %.2f ms, VmRSS %lu -> %lu KiB (heap in use %zu KiB)",
+		    (double)(uv_hrtime() - t0) / 1e6, before, rss_kib(), (mi.uordblks + mi.hblkhd) / 1024);
+	}
+#endif
+}
+
+void
+ly_sync_memory_burst(struct ly_sync *s)
+{
+	if (s != NULL && s->t_trim != NULL)
+		timer_arm(s->t_trim, on_trim_timer, TRIM_DELAY_MS);
 }
 
 /* The wapi of the agent, NULL before it exists (and in tests). */
@@ -1414,6 +1464,9 @@ watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 	if (m->bundle_sequence > bundle_seq(s))
 		bundle_fetch(s);
 out:
+	/* A large update (every resync of a big node is one) leaves thousands of small blocks freed. */
+	if (len >= WATCH_BURST_BYTES)
+		ly_sync_memory_burst(s);
 	for (size_t i = 0; entries != NULL && i < k; i++)
 		ly_entry_free(entries[i]);
 	free(entries);
@@ -2351,6 +2404,28 @@ struct issue_item {
 	int64_t not_before, not_after;
 };
 
+/*
+ * A batch's answers are verified on up to ISSUE_VERIFY_PARTS pool threads
+ * at once, each over its own contiguous run of items (verification is
+ * ~90% of the agent's work in a storm; docs/benchmarks.md). Items are
+ * matched to their results on the loop thread first, so the parts share
+ * nothing but the verifier, which is thread-safe (verify.h).
+ */
+#define ISSUE_VERIFY_PARTS 4
+/*
+ * Batches in flight at once: while one batch's answers are verified, the
+ * next one's keys and CSRs are made and the server signs it, so the agent's
+ * pool, its loop and the server overlap instead of taking turns.
+ */
+#define ISSUE_INFLIGHT_MAX 2
+#define ISSUE_VERIFY_PART_MIN 16 /* items: below this a part costs more than it saves */
+
+struct issue_part {
+	uv_work_t w;
+	struct issue_job *j;
+	size_t lo, hi; /* items [lo, hi) */
+};
+
 struct issue_job {
 	struct ccall base; /* the BatchNewX509SVID call */
 	uv_work_t w;
@@ -2358,6 +2433,10 @@ struct issue_job {
 	struct issue_item *items;
 	size_t n;
 	Lanyard__Agent__V1__BatchNewX509SVIDResponse *resp;
+	const Lanyard__Agent__V1__X509SVIDResult **answer; /* [n]: item i's result, or NULL */
+	struct issue_part parts[ISSUE_VERIFY_PARTS];
+	unsigned parts_pending;
+	bool parts_cancelled;
 	int64_t now;
 };
 
@@ -2377,6 +2456,7 @@ issue_job_free(struct issue_job *j)
 		ly_buf_free_secret(&it->key_der);
 	}
 	free(j->items);
+	free(j->answer);
 	if (j->resp != NULL)
 		lanyard__agent__v1__batch_new_x509_svidresponse__free_unpacked(j->resp, NULL);
 	ccall_cleanup(&j->base);
@@ -2410,43 +2490,70 @@ static void
 issue_end(struct ly_sync *s, struct issue_job *j)
 {
 	issue_job_free(j);
-	s->issue_busy = false;
+	s->issue_inflight--;
+	ly_sync_memory_burst(s);
 	if (s->phase == PH_ENROLLED) {
 		issue_kick(s);
 		tick_arm(s);
 	}
 }
 
-/* Pool: the verification of each answer (verify.h), keys kept as PKCS#8 for the cache. */
+/*
+ * Loop: pairs each item with its result (results come in request order;
+ * searched otherwise). An unknown entry ID is ignored, a second answer for
+ * an item too (the first stands); a refusal by the server is the item's
+ * message. Returns false when out of memory.
+ */
+static bool
+issue_match(struct issue_job *j)
+{
+	j->answer = calloc(j->n > 0 ? j->n : 1, sizeof(*j->answer));
+	if (j->answer == NULL)
+		return false;
+	for (size_t r = 0; r < j->resp->n_results; r++) {
+		const Lanyard__Agent__V1__X509SVIDResult *res = j->resp->results[r];
+		size_t i = j->n;
+		if (res == NULL || res->entry_id == NULL)
+			continue;
+		if (r < j->n && j->items[r].prepared && strcmp(j->items[r].entry_id, res->entry_id) == 0)
+			i = r;
+		for (size_t k = 0; i == j->n && k < j->n; k++) {
+			if (j->items[k].prepared && strcmp(j->items[k].entry_id, res->entry_id) == 0)
+				i = k;
+		}
+		if (i == j->n || j->answer[i] != NULL || j->items[i].msg[0] != '\0')
+			continue; /* not ours, or answered twice: the first answer stands */
+		if (res->status_code != 0) {
+			(void)snprintf(j->items[i].msg, sizeof(j->items[i].msg), "server: %s %s",
+			    ly_rpc_code_str((enum ly_rpc_code)res->status_code),
+			    res->status_message != NULL ? res->status_message : "");
+			continue;
+		}
+		j->answer[i] = res;
+	}
+	for (size_t i = 0; i < j->n; i++) {
+		if (j->items[i].prepared && j->answer[i] == NULL && j->items[i].msg[0] == '\0')
+			(void)snprintf(j->items[i].msg, sizeof(j->items[i].msg), "no answer for it in the batch");
+	}
+	return true;
+}
+
+/* Pool: the verification of a part's answers (verify.h), keys kept as PKCS#8 for the cache. */
 static void
 issue_verify_run(uv_work_t *w)
 {
-	struct issue_job *j = w->data;
+	struct issue_part *p = w->data;
+	struct issue_job *j = p->j;
 	struct ly_sync *s = j->s;
 	struct ly_x509svid_info info;
 	enum ly_verify_fail why;
 	struct ly_error e;
 
-	for (size_t r = 0; r < j->resp->n_results; r++) {
-		const Lanyard__Agent__V1__X509SVIDResult *res = j->resp->results[r];
-		struct issue_item *it = NULL;
-		if (res == NULL || res->entry_id == NULL)
+	for (size_t i = p->lo; i < p->hi; i++) {
+		const Lanyard__Agent__V1__X509SVIDResult *res = j->answer[i];
+		struct issue_item *it = &j->items[i];
+		if (res == NULL)
 			continue;
-		/* Results come in request order; search otherwise. */
-		if (r < j->n && j->items[r].prepared && strcmp(j->items[r].entry_id, res->entry_id) == 0)
-			it = &j->items[r];
-		for (size_t i = 0; it == NULL && i < j->n; i++) {
-			if (j->items[i].prepared && strcmp(j->items[i].entry_id, res->entry_id) == 0)
-				it = &j->items[i];
-		}
-		if (it == NULL || it->ok || it->msg[0] != '\0')
-			continue; /* not ours, or answered twice: the first answer stands */
-		if (res->status_code != 0) {
-			(void)snprintf(it->msg, sizeof(it->msg), "server: %s %s",
-			    ly_rpc_code_str((enum ly_rpc_code)res->status_code),
-			    res->status_message != NULL ? res->status_message : "");
-			continue;
-		}
 		if (ly_verify_x509svid(s->verifier, res->cert_chain.data, res->cert_chain.len, it->key, it->spiffe_id,
 			j->now, &info, &why, &e) != LY_OK ||
 		    ly_buf_set(&it->chain, res->cert_chain.data, res->cert_chain.len, &e) != LY_OK ||
@@ -2459,24 +2566,25 @@ issue_verify_run(uv_work_t *w)
 		it->not_after = (int64_t)info.not_after;
 		it->ok = true;
 	}
-	for (size_t i = 0; i < j->n; i++) {
-		if (j->items[i].prepared && !j->items[i].ok && j->items[i].msg[0] == '\0')
-			(void)snprintf(j->items[i].msg, sizeof(j->items[i].msg), "no answer for it in the batch");
-	}
 }
 
 static void
 issue_verify_after(uv_work_t *w, int status)
 {
-	struct issue_job *j = w->data;
+	struct issue_part *p = w->data;
+	struct issue_job *j = p->j;
 	struct ly_sync *s = j->s;
 	struct ly_cache_changes cs;
 	struct ly_error e;
 	size_t ok = 0, failed = 0;
 
 	s->n_works--;
+	if (status != 0)
+		j->parts_cancelled = true;
+	if (--j->parts_pending > 0)
+		return; /* the last part to finish takes the batch on */
 	ly_cache_changes_init(&cs);
-	if (status != 0 || s->phase != PH_ENROLLED) {
+	if (j->parts_cancelled || s->phase != PH_ENROLLED) {
 		issue_reschedule_failed(s, j, true);
 		verifier_release(s);
 		issue_end(s, j);
@@ -2510,7 +2618,7 @@ issue_verify_after(uv_work_t *w, int status)
 		s->issue_fail_streak = 0;
 	log_debug("batch of %zu: %zu SVIDs issued, %zu failed", j->n, ok, failed);
 	issue_reschedule_failed(s, j, false);
-	changes_publish(s, &cs); /* issue_busy still set: the next batch starts in issue_end */
+	changes_publish(s, &cs); /* still in flight: the next batch starts in issue_end */
 	verifier_release(s);
 	issue_end(s, j);
 	stop_maybe_done(s);
@@ -2543,16 +2651,43 @@ issue_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		issue_end(s, j);
 		return;
 	}
-	j->now = now_s();
-	j->w.data = j;
-	if (uv_queue_work(s->loop, &j->w, issue_verify_run, issue_verify_after) != 0) {
-		log_error("BatchNewX509SVID: cannot queue the verification");
+	if (!issue_match(j)) {
+		log_error("BatchNewX509SVID: out of memory matching the answers");
 		issue_reschedule_failed(s, j, true);
 		issue_end(s, j);
 		return;
 	}
-	s->verify_busy++;
-	s->n_works++;
+	j->now = now_s();
+	size_t nparts = (j->n + ISSUE_VERIFY_PART_MIN - 1) / ISSUE_VERIFY_PART_MIN;
+	if (nparts > s->verify_parts)
+		nparts = s->verify_parts;
+	if (nparts == 0)
+		nparts = 1;
+	s->verify_busy++; /* once for the batch: verifier_release when its last part is done */
+	for (size_t k = 0; k < nparts; k++) {
+		struct issue_part *p = &j->parts[k];
+		p->j = j;
+		p->lo = j->n * k / nparts;
+		p->hi = j->n * (k + 1) / nparts;
+		p->w.data = p;
+		if (uv_queue_work(s->loop, &p->w, issue_verify_run, issue_verify_after) != 0) {
+			/* The parts already queued finish the batch; this one's items fail and are retried. */
+			log_error("BatchNewX509SVID: cannot queue the verification");
+			for (size_t i = p->lo; i < j->n; i++) {
+				j->answer[i] = NULL;
+				if (j->items[i].msg[0] == '\0')
+					(void)snprintf(j->items[i].msg, sizeof(j->items[i].msg), "not verified: no worker");
+			}
+			break;
+		}
+		j->parts_pending++;
+		s->n_works++;
+	}
+	if (j->parts_pending == 0) {
+		verifier_release(s);
+		issue_reschedule_failed(s, j, true);
+		issue_end(s, j);
+	}
 }
 
 /* Pool: a key and a CSR per item (key generation off the loop). */
@@ -2660,7 +2795,8 @@ issue_kick(struct ly_sync *s)
 	struct ly_cache_item ci;
 	struct ly_error e;
 
-	if (s->phase != PH_ENROLLED || s->issue_busy || s->chan == NULL || s->reconnect_armed || s->denied)
+	if (s->phase != PH_ENROLLED || s->issue_inflight >= ISSUE_INFLIGHT_MAX || s->chan == NULL ||
+	    s->reconnect_armed || s->denied)
 		return;
 	ly_sched_batch_init(&batch);
 	for (;;) {
@@ -2712,9 +2848,13 @@ issue_kick(struct ly_sync *s)
 			j = NULL;
 			break;
 		}
-		s->issue_busy = true;
+		s->issue_inflight++;
 		s->n_works++;
-		break;
+		j = NULL;
+		if (s->issue_inflight >= ISSUE_INFLIGHT_MAX)
+			break;
+		ly_sched_batch_cleanup(&batch); /* the next one, if more are due */
+		ly_sched_batch_init(&batch);
 	}
 	ly_sched_batch_cleanup(&batch);
 }
@@ -2754,7 +2894,7 @@ tick_arm(struct ly_sync *s)
 	if (s->t_tick == NULL || s->phase == PH_STOPPING || s->phase == PH_NEW)
 		return;
 	bool connected = s->phase == PH_ENROLLED && s->chan != NULL && !s->reconnect_armed && !s->denied;
-	if (connected && !s->issue_busy) {
+	if (connected && s->issue_inflight < ISSUE_INFLIGHT_MAX) {
 		int64_t n = ly_sched_next_ms(s->sched);
 		if (n < next)
 			next = n;
@@ -3012,6 +3152,12 @@ ly_sync_new(struct ly_agent *agent, struct ly_sync **out, struct ly_error *err)
 		return ly_error_set(err, LY_E_NOMEM, "sync: out of memory");
 	s->agent = agent;
 	s->loop = agent->loop;
+	/* One part per core, within libuv's pool (4 threads unless UV_THREADPOOL_SIZE says otherwise). */
+	s->verify_parts = uv_available_parallelism();
+	if (s->verify_parts > ISSUE_VERIFY_PARTS)
+		s->verify_parts = ISSUE_VERIFY_PARTS;
+	if (s->verify_parts == 0)
+		s->verify_parts = 1;
 	(void)snprintf(s->td, sizeof(s->td), "%s", cfg->trust_domain);
 	(void)snprintf(s->server_id, sizeof(s->server_id), "spiffe://%s%s", s->td, SERVER_ID_PATH);
 	/* An IPv6 literal goes in brackets. */
@@ -3152,7 +3298,7 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 	LY_TRY(ly_state_dir_prepare(s->agent->cfg.data_dir, err));
 	if ((rc = timer_new(s, &s->t_reconnect, err)) != LY_OK || (rc = timer_new(s, &s->t_resync, err)) != LY_OK ||
 	    (rc = timer_new(s, &s->t_tick, err)) != LY_OK || (rc = timer_new(s, &s->t_persist, err)) != LY_OK ||
-	    (rc = timer_new(s, &s->t_defer, err)) != LY_OK)
+	    (rc = timer_new(s, &s->t_defer, err)) != LY_OK || (rc = timer_new(s, &s->t_trim, err)) != LY_OK)
 		return rc;
 	state_load(s);
 	if (!s->ident.valid) {
@@ -3229,6 +3375,7 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	timer_close(&s->t_resync);
 	timer_close(&s->t_tick);
 	timer_close(&s->t_persist);
+	timer_close(&s->t_trim);
 	if (s->t_defer != NULL)
 		uv_timer_stop(s->t_defer);
 	jwt_flush(s);
@@ -3270,6 +3417,7 @@ ly_sync_free(struct ly_sync *s)
 	timer_close(&s->t_tick);
 	timer_close(&s->t_persist);
 	timer_close(&s->t_defer);
+	timer_close(&s->t_trim);
 	/* Answers nobody waits for any more (wapi is gone): dropped without a call. */
 	while (s->jwt_ready != NULL) {
 		struct jwt_op *op = s->jwt_ready;

@@ -931,6 +931,7 @@ conn_unref(struct wconn *c)
 	struct ly_wapi *w = c->w;
 	list_del(&c->link);
 	w->n_conns--;
+	ly_sync_memory_burst(w->agent->sync); /* a thousand connections leave freed memory behind */
 	if (c->peer.pidfd >= 0)
 		(void)close(c->peer.pidfd);
 	ly_selectors_free(c->sels, c->n_sels);
