@@ -24,7 +24,7 @@
 #ifndef LANYARD_AGENT_HTTP_UV_H
 #define LANYARD_AGENT_HTTP_UV_H
 
-#include <curl/curl.h>
+#include "agent/curl_dl.h"
 #include <uv.h>
 
 #include "lib/error.h"

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
+#include "agent/curl_dl.h"
 #include <openssl/crypto.h>
 
 #include "agent/http_uv.h"
@@ -166,6 +166,11 @@ ly_kubelet_new(uv_loop_t *loop, const struct ly_kubelet_config *cfg, struct ly_k
 	/* An IPv6 literal goes in brackets (RFC 3986 §3.2.2). */
 	bool v6 = strchr(cfg->host, ':') != NULL;
 	(void)snprintf(k->url, URL_MAX, "https://%s%s%s:%u/pods", v6 ? "[" : "", cfg->host, v6 ? "]" : "", port);
+	/* Loaded now, by the agents that need it (curl_dl.h). */
+	if ((rc = ly_curl_load(err)) != LY_OK) {
+		rc = ly_error_wrap(err, rc, "kubelet");
+		goto fail;
+	}
 	/* Reference-counted by libcurl: balanced in kubelet_free. */
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		rc = ly_error_set(err, LY_E_INTERNAL, "kubelet: libcurl initialisation failed");
