@@ -43,6 +43,8 @@ import time
 
 SERVER, AGENT, CLIENT, PROTO_DIR = sys.argv[1:5]
 QUICK = "--quick" in sys.argv[5:]
+# --storm: only the 10,000-SVID storm and the RSS after it (phase B without the renewal; ~1 minute).
+STORM_ONLY = "--storm" in sys.argv[5:]
 TD = "example.org"
 MD = (("workload.spiffe.io", "true"),)
 UID = os.getuid()
@@ -517,6 +519,8 @@ def phase_b(b):
          f"{fig['storm_exec_to_cached_s']} s")
     time.sleep(3)
     fig["rss_10k"] = ag.status()
+    if STORM_ONLY:
+        return
 
     # Renewal: every SVID was issued in [t_first_issue, t_done]; lifetime STORM_TTL + backdate.
     t_first_issue = bl[0][0]
@@ -719,8 +723,9 @@ def main():
         stubs(tmp)
         b = Bench(tmp)
         t = time.monotonic()
-        phase_a(b)
-        note(f"phase A: {time.monotonic() - t:.0f} s")
+        if not STORM_ONLY:
+            phase_a(b)
+            note(f"phase A: {time.monotonic() - t:.0f} s")
         t = time.monotonic()
         phase_b(b)
         note(f"phase B: {time.monotonic() - t:.0f} s")
@@ -734,11 +739,18 @@ def main():
         if os.environ.get("LANYARD_BENCH_JSON"):
             with open(os.environ["LANYARD_BENCH_JSON"], "w") as f:
                 json.dump(fig, f, indent=1, default=str)
-        if ok:
+        if ok and not os.environ.get("LANYARD_BENCH_KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             note(f"logs kept in {tmp}")
-    report()
+        if ok and os.environ.get("LANYARD_BENCH_KEEP"):
+            note(f"LANYARD_BENCH_KEEP: logs kept in {tmp}")
+    if STORM_ONLY:
+        for k in sorted(fig):
+            if k.startswith(("storm", "rss_10k", "openssl", "load")):
+                print(f"{k}: {fig[k]}")
+    else:
+        report()
 
 
 if __name__ == "__main__":

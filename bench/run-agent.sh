@@ -19,7 +19,7 @@
 #      open FetchX509SVID stream, 50 + 20 trials.
 # About 2.5-3 minutes (a minute of it waiting for the renewal window);
 # --quick: smaller counts, about 1.5 minutes (the renewal wait is fixed by
-# the TTL).
+# the TTL). --storm: only the storm and the RSS after it (about a minute).
 #
 # BUILD_DIR: a build tree with server/lanyard-server, agent/lanyard-agent and
 # bench/bench_wapi_client. Without it, an optimised tree is configured and
@@ -35,6 +35,7 @@ quick=""
 for a in "$@"; do
 	case "$a" in
 	--quick) quick=--quick ;;
+	--storm) quick="$quick --storm" ;;
 	*) build=$a ;;
 	esac
 done
