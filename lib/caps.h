@@ -160,4 +160,11 @@
  */
 #define LY_WAPI_CONNS_MAX 8192
 
+/*
+ * The workload client library (lib/workload/, include/lanyard/workload.h):
+ * SVIDs one Workload API response may carry (X.509 or JWT) before the
+ * library refuses it; bundles are capped by LY_BUNDLE_SET_MAX.
+ */
+#define LY_WL_SVIDS_MAX 1024
+
 #endif /* LANYARD_CAPS_H */
