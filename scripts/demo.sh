@@ -3,7 +3,11 @@
 # runs a demo deployment on this machine: lanyard-server (SQLite in a
 # temporary data directory), one lanyard-agent enrolled with a join token,
 # a registration entry for the current user, and a workload fetching its
-# X.509-SVID over the Workload API socket, checked with `openssl verify`.
+# X.509-SVID over the Workload API socket, checked with `openssl verify`;
+# then the two example programs (examples/, on liblanyard_workload), each
+# registered by its own binary's path, authenticate each other over mTLS
+# with their SVIDs and say whom they talk to, and a client expecting
+# another server is refused.
 # Everything runs on 127.0.0.1 in a temporary directory, and is stopped at
 # the end (LANYARD_DEMO_KEEP=1 leaves it running).
 set -euo pipefail
@@ -18,10 +22,14 @@ say "installing dependencies (Debian packages)"
 bash "$top/scripts/install-deps.sh"
 
 say "building into $build"
-cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# The programs only: the tests are the second command's job.
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
 cmake --build "$build" -j "$(nproc)" >/dev/null
 server_bin=$build/server/lanyard-server
 agent_bin=$build/agent/lanyard-agent
+agent_real=$(readlink -f "$agent_bin")
+ex_server=$(readlink -f "$build/examples/lanyard-example-server")
+ex_client=$(readlink -f "$build/examples/lanyard-example-client")
 
 work=$(mktemp -d /tmp/lanyard-demo.XXXXXX)
 chmod 0755 "$work"
@@ -54,9 +62,17 @@ agent_id="spiffe://$td/lanyard/agent/join_token/$token"
 "$server_bin" bundle show -socketPath "$admin_sock" >"$work/bundle.pem"
 echo "agent will be $agent_id" | sed "s/$token/<token>/"
 
-say "registering this user's workloads: spiffe://$td/demo/web for unix:uid:$(id -u)"
+# Workloads are told apart by who runs them (unix:uid) and which binary
+# they run (unix:path): here the agent's own CLI fetching for this user.
+say "registering a workload: spiffe://$td/demo/web for unix:uid:$(id -u) running $agent_real"
 "$server_bin" entry create -socketPath "$admin_sock" -spiffeID "spiffe://$td/demo/web" \
-  -parentID "$agent_id" -selector "unix:uid:$(id -u)" -x509SVIDTTL 600
+  -parentID "$agent_id" -selector "unix:uid:$(id -u)" -selector "unix:path:$agent_real" -x509SVIDTTL 600
+
+say "registering the two example programs, each by its binary (unix:path) and this user"
+"$server_bin" entry create -socketPath "$admin_sock" -spiffeID "spiffe://$td/demo/example-server" \
+  -parentID "$agent_id" -selector "unix:uid:$(id -u)" -selector "unix:path:$ex_server"
+"$server_bin" entry create -socketPath "$admin_sock" -spiffeID "spiffe://$td/demo/example-client" \
+  -parentID "$agent_id" -selector "unix:uid:$(id -u)" -selector "unix:path:$ex_client"
 
 say "starting lanyard-agent"
 "$agent_bin" run -trustDomain "$td" -serverAddress 127.0.0.1 -serverPort "$port" \
@@ -81,4 +97,26 @@ say "checking the SVID with openssl"
 openssl verify -CAfile "$work/svid/bundle.0.pem" -untrusted "$work/svid/svid.0.pem" "$work/svid/svid.0.pem"
 openssl x509 -in "$work/svid/svid.0.pem" -noout -ext subjectAltName
 
-say "done: server, agent and a workload with its SPIFFE identity (logs in $work while it runs)"
+mtls_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+say "mTLS: lanyard-example-server accepts only spiffe://$td/demo/example-client"
+"$ex_server" -port "$mtls_port" -peerID "spiffe://$td/demo/example-client" >"$work/example-server.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  grep -q '^listening' "$work/example-server.out" && break
+  sleep 0.1
+done
+cat "$work/example-server.out"
+
+say "mTLS: lanyard-example-client accepts only spiffe://$td/demo/example-server"
+"$ex_client" -port "$mtls_port" -peerID "spiffe://$td/demo/example-server"
+
+say "mTLS: a client expecting another server is refused (exit code 1 is the point here)"
+if "$ex_client" -port "$mtls_port" -peerID "spiffe://$td/demo/someone-else"; then
+  echo "demo: the client accepted a server it should have refused" >&2
+  exit 1
+fi
+sleep 0.2
+say "what the example server saw"
+cat "$work/example-server.out"
+
+say "done: server, agent, a workload with its SPIFFE identity, and two programs talking mTLS (logs in $work while it runs)"
