@@ -121,7 +121,7 @@ ly_status ly_sync_fetch_jwt(struct ly_sync *s, const char *entry_id, const char 
 /*
  * A burst of allocations just ended (a batch of SVIDs, a connection
  * closed): freed memory is handed back to the system once the agent has
- * been quiet for a second (malloc_trim). Cheap; call it freely.
+ * been quiet for 250 ms (malloc_trim). Cheap; call it freely.
  */
 void ly_sync_memory_burst(struct ly_sync *s);
 

@@ -524,11 +524,13 @@ timer_arm(uv_timer_t *t, uv_timer_cb cb, uint64_t ms)
  * glibc keeps the memory freed after a burst (a storm's keys, CSRs and
  * answers on the pool threads' arenas; a thousand connections) and VmRSS
  * stays at the peak: 51 MiB after a 10,000-SVID storm with 17 MB in use
- * (docs/benchmarks.md). A second after the last burst activity the loop
- * hands it back. malloc_trim walks the heap, so it runs at most once per
- * quiet second, never on a path a client waits on.
+ * (docs/benchmarks.md). A quarter of a second after the last burst
+ * activity the loop hands it back (a burst that goes on keeps pushing the
+ * trim back). malloc_trim walks the heap (2-5 ms at 10,000 SVIDs), so it
+ * runs at most once per quiet period, never on a path a client waits on;
+ * a 10,000-entry agent's resync (every 5 s) is such a burst.
  */
-#define TRIM_DELAY_MS 1000
+#define TRIM_DELAY_MS 250
 #define WATCH_BURST_BYTES (256 * 1024) /* an EntriesUpdate this large counts as a burst (~1,000 entries) */
 
 /* Resident pages of this process (KiB), 0 when /proc says nothing. */
