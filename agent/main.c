@@ -8,6 +8,8 @@
 #include <malloc.h>
 #endif
 
+#include <uv.h>
+
 #include "agent/agent.h"
 
 /*
@@ -39,7 +41,16 @@ main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "run") == 0) {
 		heap_policy();
-		return ly_agent_run(argc - 2, argv + 2);
+		int rc = ly_agent_run(argc - 2, argv + 2);
+		/*
+		 * Join libuv's thread pool now, while OpenSSL is still
+		 * initialized: each worker's exit then frees its OpenSSL thread
+		 * state (error queue, DRBGs). Left to libuv's destructor, the
+		 * threads outlive OPENSSL_cleanup (an atexit handler) and that
+		 * state is lost (valgrind: definitely lost, one set per worker).
+		 */
+		uv_library_shutdown();
+		return rc;
 	}
 	return ly_agent_cli_main(argc - 1, argv + 1);
 }

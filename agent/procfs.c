@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -186,9 +187,21 @@ ly_proc_verify(const char *proc_root, pid_t pid, int pidfd, uint64_t start_time,
 	if (pidfd >= 0) {
 		/* Signal 0 sends nothing: it only checks that the process is alive. */
 		long r = syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0U);
-		if (r != 0 && errno != EPERM)
+		if (r != 0 && errno == ENOSYS) {
+			/*
+			 * pidfd_send_signal unavailable where pidfd_open worked (a
+			 * seccomp filter, valgrind): a pidfd polls readable once its
+			 * process has exited, which answers the same question.
+			 */
+			struct pollfd pfd = { .fd = pidfd, .events = POLLIN, .revents = 0 };
+			int n = poll(&pfd, 1, 0);
+			if (n != 0)
+				return ly_error_set(err, LY_E_UNTRUSTED, "pid %ld: the caller exited (pidfd: %s)", (long)pid,
+				    n > 0 ? "readable" : strerror(errno));
+		} else if (r != 0 && errno != EPERM) {
 			return ly_error_set(err, LY_E_UNTRUSTED, "pid %ld: the caller exited (pidfd: %s)", (long)pid,
 			    strerror(errno));
+		}
 	}
 	ly_status rc = ly_proc_start_time(proc_root, pid, &now, err);
 	if (rc == LY_E_NOT_FOUND)
