@@ -30,6 +30,7 @@
 
 #include "admin.pb-c.h"
 #include "agent.pb-c.h"
+#include "server/entry_pb.h"
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/log.h"
@@ -194,153 +195,21 @@ op_begin(struct op *op, struct ly_rpc_call *call, void *arg, const char *action)
 	return true;
 }
 
-/* ---- entries <-> protobuf ------------------------------------------------ */
-
-/*
- * Builds an entry from a request. Only what the request says is taken:
- * revision and created_at are the datastore's. Selectors are checked one by
- * one here so that the message names the one that is wrong.
- */
-static ly_status
-entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **out, struct ly_error *err)
-{
-	struct ly_entry *e = NULL;
-	ly_status rc;
-
-	*out = NULL;
-	if (m->n_selectors > LY_SELECTORS_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "more than %d selectors", LY_SELECTORS_MAX);
-	if (m->n_dns_names > LY_DNS_NAMES_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "more than %d DNS names", LY_DNS_NAMES_MAX);
-	LY_TRY(ly_entry_new(&e, err));
-	if ((m->entry_id[0] != '\0' && (rc = ly_entry_set_string(&e->entry_id, m->entry_id, err)) != LY_OK) ||
-	    (rc = ly_entry_set_string(&e->spiffe_id, m->spiffe_id, err)) != LY_OK ||
-	    (rc = ly_entry_set_string(&e->parent_id, m->parent_id, err)) != LY_OK ||
-	    (m->hint[0] != '\0' && (rc = ly_entry_set_string(&e->hint, m->hint, err)) != LY_OK))
-		goto out;
-	if (m->n_selectors > 0) {
-		e->selectors = calloc(m->n_selectors, sizeof(*e->selectors));
-		if (e->selectors == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "out of memory");
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < m->n_selectors; i++) {
-		const Lanyard__Agent__V1__Selector *s = m->selectors[i];
-		rc = ly_selector_set(&e->selectors[i], s->type, s->value, err);
-		if (rc != LY_OK) {
-			ly_error_wrap(err, rc, "selector %zu", i + 1);
-			goto out;
-		}
-		e->n_selectors++;
-	}
-	for (size_t i = 0; i < m->n_dns_names; i++) {
-		rc = ly_entry_add_dns_name(e, m->dns_names[i], err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	e->x509_svid_ttl = m->x509_svid_ttl;
-	e->jwt_svid_ttl = m->jwt_svid_ttl;
-	e->node = m->node;
-	e->admin = m->admin;
-	e->downstream = m->downstream;
-	*out = e;
-	e = NULL;
-	rc = LY_OK;
-out:
-	ly_entry_free(e);
-	return rc;
-}
-
-/*
- * A protobuf view of selectors (entries and agents both carry them): the
- * strings are borrowed from the selectors, the two arrays are ours.
- */
-struct selectors_pb {
-	Lanyard__Agent__V1__Selector *sels;
-	Lanyard__Agent__V1__Selector **selp;
-};
-
-static void
-selectors_pb_cleanup(struct selectors_pb *pb)
-{
-	free(pb->sels);
-	free(pb->selp);
-	pb->sels = NULL;
-	pb->selp = NULL;
-}
-
-static ly_status
-selectors_pb_init(struct selectors_pb *pb, const struct ly_selector *sel, size_t n, struct ly_error *err)
-{
-	pb->sels = NULL;
-	pb->selp = NULL;
-	if (n > 0) {
-		pb->sels = calloc(n, sizeof(*pb->sels));
-		pb->selp = calloc(n, sizeof(*pb->selp));
-		if (pb->sels == NULL || pb->selp == NULL) {
-			selectors_pb_cleanup(pb);
-			return ly_error_set(err, LY_E_NOMEM, "out of memory");
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		lanyard__agent__v1__selector__init(&pb->sels[i]);
-		pb->sels[i].type = sel[i].type;
-		pb->sels[i].value = sel[i].value;
-		pb->selp[i] = &pb->sels[i];
-	}
-	return LY_OK;
-}
-
-/* A protobuf view of an entry: its strings are borrowed from the entry. */
-struct entry_pb {
-	Lanyard__Agent__V1__Entry m;
-	struct selectors_pb sel;
-};
-
-static void
-entry_pb_cleanup(struct entry_pb *pb)
-{
-	selectors_pb_cleanup(&pb->sel);
-}
-
-static ly_status
-entry_pb_init(struct entry_pb *pb, const struct ly_entry *e, struct ly_error *err)
-{
-	memset(pb, 0, sizeof(*pb));
-	lanyard__agent__v1__entry__init(&pb->m);
-	LY_TRY(selectors_pb_init(&pb->sel, e->selectors, e->n_selectors, err));
-	pb->m.entry_id = unconst(e->entry_id);
-	pb->m.spiffe_id = unconst(e->spiffe_id);
-	pb->m.parent_id = unconst(e->parent_id);
-	pb->m.n_selectors = e->n_selectors;
-	pb->m.selectors = pb->sel.selp;
-	pb->m.x509_svid_ttl = e->x509_svid_ttl;
-	pb->m.jwt_svid_ttl = e->jwt_svid_ttl;
-	pb->m.n_dns_names = e->n_dns_names;
-	pb->m.dns_names = e->dns_names;
-	pb->m.node = e->node;
-	pb->m.admin = e->admin;
-	pb->m.downstream = e->downstream;
-	pb->m.hint = unconst(e->hint);
-	pb->m.revision = e->revision;
-	pb->m.created_at = e->created_at;
-	return LY_OK;
-}
+/* ---- entries <-> protobuf: server/entry_pb.h ------------------------------ */
 
 static void
 reply_entry(struct op *op, const struct ly_entry *e)
 {
-	struct entry_pb pb;
+	struct ly_entries_pb pb;
 	struct ly_error err;
-	ly_status st = entry_pb_init(&pb, e, &err);
+	ly_status st = ly_entries_pb_make(&e, 1, &pb, &err);
 
 	if (st != LY_OK) {
 		op_fail_st(op, st, &err);
 		return;
 	}
-	op_reply(op, &pb.m.base, 0);
-	entry_pb_cleanup(&pb);
+	op_reply(op, &pb.msgs[0].base, 0);
+	ly_entries_pb_cleanup(&pb);
 }
 
 /* ---- entries --------------------------------------------------------------- */
@@ -374,7 +243,7 @@ put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, b
 		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "entry update needs an entry ID");
 		goto out;
 	}
-	st = entry_from_pb(m, &entry, &e);
+	st = ly_entry_from_pb(m, &entry, &e);
 	/* Every rule of SPEC §1, the IDs in our trust domain (SPIFFE-ID §2). */
 	if (st == LY_OK)
 		st = ly_entry_validate(entry, op.srv->cfg.trust_domain, &e);
@@ -461,13 +330,13 @@ h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	struct ly_error e;
 	struct ly_entry_list list = LY_ENTRY_LIST_INIT;
 	struct ly_selector *sels = NULL;
-	struct entry_pb *pbs = NULL;
-	Lanyard__Agent__V1__Entry **ptrs = NULL;
+	struct ly_entries_pb pbs;
 	Lanyard__Admin__V1__EntryList out;
 	Lanyard__Admin__V1__EntryFilter *m;
-	size_t n_sels = 0, n_pbs = 0;
+	size_t n_sels = 0;
 	ly_status st;
 
+	memset(&pbs, 0, sizeof(pbs));
 	if (!op_begin(&op, call, arg, NULL))
 		return;
 	m = lanyard__admin__v1__entry_filter__unpack(NULL, len, req);
@@ -522,30 +391,16 @@ h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 			goto out;
 		}
 	}
-	if (list.n > 0) {
-		pbs = calloc(list.n, sizeof(*pbs));
-		ptrs = calloc(list.n, sizeof(*ptrs));
-		if (pbs == NULL || ptrs == NULL) {
-			op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-			goto out;
-		}
-	}
-	for (; n_pbs < list.n; n_pbs++) {
-		if ((st = entry_pb_init(&pbs[n_pbs], list.items[n_pbs], &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
-			goto out;
-		}
-		ptrs[n_pbs] = &pbs[n_pbs].m;
+	if ((st = ly_entries_pb_make((const struct ly_entry *const *)list.items, list.n, &pbs, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
 	}
 	lanyard__admin__v1__entry_list__init(&out);
-	out.n_entries = list.n;
-	out.entries = ptrs;
+	out.n_entries = pbs.n;
+	out.entries = pbs.ptrs;
 	op_reply(&op, &out.base, 0);
 out:
-	for (size_t i = 0; i < n_pbs; i++)
-		entry_pb_cleanup(&pbs[i]);
-	free(pbs);
-	free(ptrs);
+	ly_entries_pb_cleanup(&pbs);
 	ly_selectors_free(sels, n_sels);
 	ly_entry_list_cleanup(&list);
 	lanyard__admin__v1__entry_filter__free_unpacked(m, NULL);
@@ -693,13 +548,13 @@ out:
 
 struct agent_pb {
 	Lanyard__Admin__V1__Agent m;
-	struct selectors_pb sel;
+	struct ly_selectors_pb sel;
 };
 
 static void
 agent_pb_cleanup(struct agent_pb *pb)
 {
-	selectors_pb_cleanup(&pb->sel);
+	ly_selectors_pb_cleanup(&pb->sel);
 }
 
 static ly_status
@@ -707,14 +562,14 @@ agent_pb_init(struct agent_pb *pb, const struct ly_agent *a, struct ly_error *er
 {
 	memset(pb, 0, sizeof(*pb));
 	lanyard__admin__v1__agent__init(&pb->m);
-	LY_TRY(selectors_pb_init(&pb->sel, a->selectors, a->n_selectors, err));
+	LY_TRY(ly_selectors_pb_make(a->selectors, a->n_selectors, &pb->sel, err));
 	pb->m.spiffe_id = unconst(a->spiffe_id);
 	pb->m.attestation_type = unconst(a->attestation_type);
 	pb->m.serial_number = unconst(a->serial_number);
 	pb->m.expires_at = a->svid_expires_at;
 	pb->m.banned = a->banned;
 	pb->m.n_selectors = a->n_selectors;
-	pb->m.selectors = pb->sel.selp;
+	pb->m.selectors = pb->sel.ptrs;
 	return LY_OK;
 }
 

@@ -59,6 +59,7 @@
 #include <uv.h>
 
 #include "agent.pb-c.h"
+#include "server/entry_pb.h"
 #include "lib/buf.h"
 #include "lib/bundle.h"
 #include "lib/caps.h"
@@ -410,71 +411,7 @@ timer_close(uv_timer_t **t)
 
 /* ---- protobuf views of our objects ---------------------------------------------------- */
 
-/* Entries as proto messages; the strings point into the entries (borrowed). */
-struct pb_entries {
-	Lanyard__Agent__V1__Entry *msgs;
-	Lanyard__Agent__V1__Entry **ptrs;
-	Lanyard__Agent__V1__Selector *sels;
-	Lanyard__Agent__V1__Selector **sel_ptrs;
-	size_t n;
-};
-
-static void
-pb_entries_cleanup(struct pb_entries *p)
-{
-	free(p->msgs);
-	free(p->ptrs);
-	free(p->sels);
-	free(p->sel_ptrs);
-	memset(p, 0, sizeof(*p));
-}
-
-static ly_status
-pb_entries_make(const struct ly_entry *const *entries, size_t n, struct pb_entries *p, struct ly_error *err)
-{
-	size_t nsel = 0, k = 0;
-
-	memset(p, 0, sizeof(*p));
-	for (size_t i = 0; i < n; i++)
-		nsel += entries[i]->n_selectors;
-	p->msgs = calloc(n + 1, sizeof(*p->msgs));
-	p->ptrs = calloc(n + 1, sizeof(*p->ptrs));
-	p->sels = calloc(nsel + 1, sizeof(*p->sels));
-	p->sel_ptrs = calloc(nsel + 1, sizeof(*p->sel_ptrs));
-	if (p->msgs == NULL || p->ptrs == NULL || p->sels == NULL || p->sel_ptrs == NULL) {
-		pb_entries_cleanup(p);
-		return ly_error_set(err, LY_E_NOMEM, "entries: out of memory");
-	}
-	for (size_t i = 0; i < n; i++) {
-		const struct ly_entry *e = entries[i];
-		Lanyard__Agent__V1__Entry *m = &p->msgs[i];
-		lanyard__agent__v1__entry__init(m);
-		m->entry_id = e->entry_id;
-		m->spiffe_id = e->spiffe_id;
-		m->parent_id = e->parent_id;
-		m->n_selectors = e->n_selectors;
-		m->selectors = &p->sel_ptrs[k];
-		for (size_t j = 0; j < e->n_selectors; j++, k++) {
-			lanyard__agent__v1__selector__init(&p->sels[k]);
-			p->sels[k].type = e->selectors[j].type;
-			p->sels[k].value = e->selectors[j].value;
-			p->sel_ptrs[k] = &p->sels[k];
-		}
-		m->x509_svid_ttl = e->x509_svid_ttl;
-		m->jwt_svid_ttl = e->jwt_svid_ttl;
-		m->n_dns_names = e->n_dns_names;
-		m->dns_names = e->dns_names;
-		m->node = e->node;
-		m->admin = e->admin;
-		m->downstream = e->downstream;
-		m->hint = e->hint;
-		m->revision = e->revision;
-		m->created_at = e->created_at;
-		p->ptrs[i] = m;
-	}
-	p->n = n;
-	return LY_OK;
-}
+/* Entries as proto messages: server/entry_pb.h. */
 
 /* The CA's bundle as a proto Bundle. */
 struct pb_bundle {
@@ -968,7 +905,7 @@ watcher_send(struct watcher *w, bool force)
 	struct ly_authz_agent agent = { w->agent_id, w->sels, w->n_sels };
 	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
 	struct ly_authz_update u;
-	struct pb_entries pe;
+	struct ly_entries_pb pe;
 	char **deleted = NULL;
 	uint8_t *buf = NULL;
 	struct ly_error e;
@@ -987,13 +924,13 @@ watcher_send(struct watcher *w, bool force)
 		ly_authz_set_cleanup(&set);
 		return;
 	}
-	if (pb_entries_make(u.upserts, u.n_upserts, &pe, &e) != LY_OK) {
+	if (ly_entries_pb_make(u.upserts, u.n_upserts, &pe, &e) != LY_OK) {
 		log_error("watch of %s: %s", w->agent_id, e.msg);
 		goto fail;
 	}
 	deleted = calloc(u.n_deleted + 1, sizeof(*deleted));
 	if (deleted == NULL) {
-		pb_entries_cleanup(&pe);
+		ly_entries_pb_cleanup(&pe);
 		goto fail;
 	}
 	for (size_t i = 0; i < u.n_deleted; i++)
@@ -1029,7 +966,7 @@ watcher_send(struct watcher *w, bool force)
 	w->bundle_seq = seq;
 	free(buf);
 	free(deleted);
-	pb_entries_cleanup(&pe);
+	ly_entries_pb_cleanup(&pe);
 	ly_authz_set_cleanup(&set);
 	if (code != LY_RPC_OK) {
 		watcher_end(w, code, why);

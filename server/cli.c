@@ -26,6 +26,7 @@
 
 #include "admin.pb-c.h"
 #include "agent.pb-c.h"
+#include "server/entry_pb.h"
 #include "lib/buf.h"
 #include "lib/bundle.h"
 #include "lib/entry.h"
@@ -389,8 +390,7 @@ struct entry_args {
 /* The request entry from the flags, checked as far as the CLI can. */
 struct entry_req {
 	Lanyard__Agent__V1__Entry m;
-	Lanyard__Agent__V1__Selector sels[LY_SELECTORS_MAX];
-	Lanyard__Agent__V1__Selector *selp[LY_SELECTORS_MAX];
+	struct ly_selectors_pb sel; /* borrows from parsed */
 	struct ly_selector parsed[LY_SELECTORS_MAX];
 	size_t n_parsed;
 	char parent[LY_SPIFFE_ID_MAX + 1];
@@ -399,6 +399,7 @@ struct entry_req {
 static void
 entry_req_cleanup(struct entry_req *r)
 {
+	ly_selectors_pb_cleanup(&r->sel);
 	for (size_t i = 0; i < r->n_parsed; i++)
 		ly_selector_cleanup(&r->parsed[i]);
 	r->n_parsed = 0;
@@ -412,6 +413,7 @@ entry_req_build(const char *cmd, struct entry_args *a, bool update, struct entry
 	int rc;
 
 	lanyard__agent__v1__entry__init(&r->m);
+	memset(&r->sel, 0, sizeof(r->sel));
 	r->n_parsed = 0;
 	if (update && a->entry_id == NULL)
 		return fail(EXIT_USAGE, "%s: -entryID is required", cmd);
@@ -439,11 +441,9 @@ entry_req_build(const char *cmd, struct entry_args *a, bool update, struct entry
 		if (ly_selector_parse_str(a->selectors.items[i], &r->parsed[i], &e) != LY_OK)
 			return fail(EXIT_USAGE, "%s: -selector: %s", cmd, e.msg);
 		r->n_parsed++;
-		lanyard__agent__v1__selector__init(&r->sels[i]);
-		r->sels[i].type = r->parsed[i].type;
-		r->sels[i].value = r->parsed[i].value;
-		r->selp[i] = &r->sels[i];
 	}
+	if (ly_selectors_pb_make(r->parsed, r->n_parsed, &r->sel, &e) != LY_OK)
+		return fail(EXIT_RUNTIME, "%s: %s", cmd, e.msg);
 	if (a->dns.count > LY_DNS_NAMES_MAX)
 		return fail(EXIT_USAGE, "%s: more than %d DNS names", cmd, LY_DNS_NAMES_MAX);
 	for (size_t i = 0; i < a->dns.count; i++) {
@@ -455,8 +455,8 @@ entry_req_build(const char *cmd, struct entry_args *a, bool update, struct entry
 	r->m.entry_id = unconst(a->entry_id);
 	r->m.spiffe_id = unconst(a->spiffe_id);
 	r->m.parent_id = r->parent;
-	r->m.n_selectors = r->n_parsed;
-	r->m.selectors = r->selp;
+	r->m.n_selectors = r->sel.n;
+	r->m.selectors = r->sel.ptrs;
 	r->m.x509_svid_ttl = (int32_t)a->x509_ttl;
 	r->m.jwt_svid_ttl = (int32_t)a->jwt_ttl;
 	r->m.n_dns_names = a->dns.count;
@@ -599,7 +599,7 @@ entry_show(int argc, char **argv)
 	};
 	Lanyard__Admin__V1__EntryFilter req;
 	Lanyard__Admin__V1__EntryList *list = NULL;
-	Lanyard__Agent__V1__Selector *sels = NULL, **selp = NULL;
+	struct ly_selectors_pb sel = { NULL, NULL, 0 };
 	struct ly_selector *parsed = NULL;
 	size_t n_parsed = 0;
 	struct ly_buf resp = LY_BUF_INIT;
@@ -623,31 +623,26 @@ entry_show(int argc, char **argv)
 		rc = fail(EXIT_USAGE, "%s: more than %d selectors", cmd, LY_SELECTORS_MAX);
 		goto out;
 	}
-	if (selectors.count > 0) {
-		parsed = calloc(selectors.count, sizeof(*parsed));
-		sels = calloc(selectors.count, sizeof(*sels));
-		selp = calloc(selectors.count, sizeof(*selp));
-		if (parsed == NULL || sels == NULL || selp == NULL) {
-			rc = fail(EXIT_RUNTIME, "out of memory");
-			goto out;
-		}
+	if (selectors.count > 0 && (parsed = calloc(selectors.count, sizeof(*parsed))) == NULL) {
+		rc = fail(EXIT_RUNTIME, "out of memory");
+		goto out;
 	}
 	for (; n_parsed < selectors.count; n_parsed++) {
 		if (ly_selector_parse_str(selectors.items[n_parsed], &parsed[n_parsed], &e) != LY_OK) {
 			rc = fail(EXIT_USAGE, "%s: -selector: %s", cmd, e.msg);
 			goto out;
 		}
-		lanyard__agent__v1__selector__init(&sels[n_parsed]);
-		sels[n_parsed].type = parsed[n_parsed].type;
-		sels[n_parsed].value = parsed[n_parsed].value;
-		selp[n_parsed] = &sels[n_parsed];
+	}
+	if (ly_selectors_pb_make(parsed, n_parsed, &sel, &e) != LY_OK) {
+		rc = fail(EXIT_RUNTIME, "%s: %s", cmd, e.msg);
+		goto out;
 	}
 	lanyard__admin__v1__entry_filter__init(&req);
 	req.entry_id = unconst(entry_id);
 	req.spiffe_id = unconst(spiffe_id);
 	req.parent_id = unconst(parent_id);
-	req.n_selectors = n_parsed;
-	req.selectors = selp;
+	req.n_selectors = sel.n;
+	req.selectors = sel.ptrs;
 	if ((rc = call(socket, cmd, METHOD("ListEntries"), &req.base, &resp)) != 0)
 		goto out;
 	list = lanyard__admin__v1__entry_list__unpack(NULL, resp.len, resp.data);
@@ -675,8 +670,7 @@ out:
 	if (list != NULL)
 		lanyard__admin__v1__entry_list__free_unpacked(list, NULL);
 	ly_selectors_free(parsed, n_parsed);
-	free(sels);
-	free(selp);
+	ly_selectors_pb_cleanup(&sel);
 	ly_buf_free(&resp);
 	ly_flags_cleanup(flags, NFLAGS(flags));
 	return rc;

@@ -3,11 +3,11 @@
  * as server/admin_api.c decodes and checks them before the datastore. The
  * first byte picks the method: 0 CreateEntry, 1 UpdateEntry, 2
  * DeleteEntry, 3 ListEntries, 4 GenerateToken, 5 GetBundle, 6 ListAgents,
- * 7 EvictAgent/BanAgent, 8 Health. admin_api.c's entry conversion
- * (entry_from_pb) is static and interleaved with its handlers: entry()
- * below follows it step for step over the same library calls (lib/entry.h
- * selectors, DNS names, then ly_entry_validate: SPEC §1, SPIFFE-ID §2).
- * An entry that validates must survive a copy and validate again.
+ * 7 EvictAgent/BanAgent, 8 Health. Entries go through the server's own
+ * conversion (server/entry_pb.h: ly_entry_from_pb) and ly_entry_validate
+ * (SPEC §1, SPIFFE-ID §2); one that validates must survive a copy, and the
+ * answer built from it (ly_entries_pb_make) must read back as the same
+ * entry.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +19,7 @@
 #include "lib/entry.h"
 #include "lib/spiffeid.h"
 #include "server/attest.h"
+#include "server/entry_pb.h"
 #include "server/server.h"
 
 #define TD "example.org"
@@ -28,39 +29,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void
 entry(const uint8_t *d, size_t n, int update)
 {
-	Lanyard__Agent__V1__Entry *m = lanyard__agent__v1__entry__unpack(NULL, n, d);
-	struct ly_entry *e = NULL, *copy = NULL;
+	Lanyard__Agent__V1__Entry *m = lanyard__agent__v1__entry__unpack(NULL, n, d), *m2 = NULL;
+	struct ly_entry *e = NULL, *copy = NULL, *back = NULL;
+	struct ly_entries_pb pb;
+	uint8_t *buf = NULL;
 
-	if (m == NULL || (update && m->entry_id[0] == '\0') || m->n_selectors > LY_SELECTORS_MAX ||
-	    m->n_dns_names > LY_DNS_NAMES_MAX || ly_entry_new(&e, NULL) != LY_OK)
+	memset(&pb, 0, sizeof(pb));
+	if (m == NULL || (update && m->entry_id[0] == '\0'))
 		goto out;
-	if ((m->entry_id[0] != '\0' && ly_entry_set_string(&e->entry_id, m->entry_id, NULL) != LY_OK) ||
-	    ly_entry_set_string(&e->spiffe_id, m->spiffe_id, NULL) != LY_OK ||
-	    ly_entry_set_string(&e->parent_id, m->parent_id, NULL) != LY_OK ||
-	    (m->hint[0] != '\0' && ly_entry_set_string(&e->hint, m->hint, NULL) != LY_OK))
-		goto out;
-	if (m->n_selectors > 0 && (e->selectors = calloc(m->n_selectors, sizeof(*e->selectors))) == NULL)
-		goto out;
-	for (; e->n_selectors < m->n_selectors; e->n_selectors++) {
-		const Lanyard__Agent__V1__Selector *s = m->selectors[e->n_selectors];
-		if (ly_selector_set(&e->selectors[e->n_selectors], s->type, s->value, NULL) != LY_OK)
-			goto out;
-	}
-	for (size_t i = 0; i < m->n_dns_names; i++)
-		if (ly_entry_add_dns_name(e, m->dns_names[i], NULL) != LY_OK)
-			goto out;
-	e->x509_svid_ttl = m->x509_svid_ttl;
-	e->jwt_svid_ttl = m->jwt_svid_ttl;
-	e->node = m->node;
-	e->admin = m->admin;
-	e->downstream = m->downstream;
-	if (ly_entry_validate(e, TD, NULL) != LY_OK)
+	/* The server's own conversion, then its whole-entry rules. */
+	if (ly_entry_from_pb(m, &e, NULL) != LY_OK || ly_entry_validate(e, TD, NULL) != LY_OK)
 		goto out;
 	if (ly_entry_copy(e, &copy, NULL) != LY_OK || ly_entry_validate(copy, TD, NULL) != LY_OK)
 		abort();
+	/* The answer the server sends back must read back as the same entry. */
+	const struct ly_entry *one = e;
+	if (ly_entries_pb_make(&one, 1, &pb, NULL) != LY_OK)
+		abort();
+	size_t len = protobuf_c_message_get_packed_size(&pb.msgs[0].base);
+	if ((buf = malloc(len + 1)) == NULL)
+		abort();
+	(void)protobuf_c_message_pack(&pb.msgs[0].base, buf);
+	if ((m2 = lanyard__agent__v1__entry__unpack(NULL, len, buf)) == NULL ||
+	    ly_entry_from_pb(m2, &back, NULL) != LY_OK || ly_entry_validate(back, TD, NULL) != LY_OK ||
+	    strcmp(back->spiffe_id, e->spiffe_id) != 0 || strcmp(back->parent_id, e->parent_id) != 0 ||
+	    back->n_selectors != e->n_selectors || back->n_dns_names != e->n_dns_names)
+		abort();
 out:
+	free(buf);
+	ly_entries_pb_cleanup(&pb);
+	ly_entry_free(back);
 	ly_entry_free(copy);
 	ly_entry_free(e);
+	if (m2 != NULL)
+		lanyard__agent__v1__entry__free_unpacked(m2, NULL);
 	if (m != NULL)
 		lanyard__agent__v1__entry__free_unpacked(m, NULL);
 }
