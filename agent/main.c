@@ -11,6 +11,8 @@
 #include <uv.h>
 
 #include "agent/agent.h"
+#include "lib/caps.h"
+#include "lib/rlimit.h"
 
 /*
  * The daemon's heap policy. glibc raises its mmap threshold to the size of
@@ -40,7 +42,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (strcmp(argv[1], "run") == 0) {
+		struct ly_error e;
 		heap_policy();
+		/* Three descriptors per Workload API connection, up to the connection cap, and some to spare. */
+		if (ly_rlimit_raise_nofile(3u * LY_WAPI_CONNS_MAX + 1024u, NULL, &e) != LY_OK)
+			fprintf(stderr, "lanyard-agent: warning: open-files limit left as it is: %s\n", e.msg);
 		int rc = ly_agent_run(argc - 2, argv + 2);
 		/*
 		 * Join libuv's thread pool now, while OpenSSL is still

@@ -159,6 +159,8 @@
  * accept and clients retry: Workload Endpoint §6 load shedding).
  */
 #define LY_WAPI_CONNS_MAX 8192
+/* A server connection must finish its TLS and HTTP/2 handshake within this (rpc/, slowloris). */
+#define LY_RPC_HANDSHAKE_TIMEOUT_MS 10000
 
 /*
  * The workload client library (lib/workload/, include/lanyard/workload.h):

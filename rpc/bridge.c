@@ -946,7 +946,7 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
     struct ly_rpc_server **out, struct ly_error *err)
 {
 	struct ly_rpc_server *srv;
-	grpc_arg args[2];
+	grpc_arg args[3];
 	grpc_channel_args ca;
 
 	*out = NULL;
@@ -977,7 +977,10 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	 * server on our port must fail, not share it. */
 	args[0] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)srv->max_request);
 	args[1] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
-	srv->server = grpc_server_create(channel_args(args, 2, &ca), NULL);
+	/* A connection that has not finished its TLS and HTTP/2 handshake by then is closed (slowloris:
+	 * gRPC's default is 120 s, so a client could hold descriptors that long for a few bytes). */
+	args[2] = int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, LY_RPC_HANDSHAKE_TIMEOUT_MS);
+	srv->server = grpc_server_create(channel_args(args, 3, &ca), NULL);
 	srv->insecure = grpc_insecure_server_credentials_create();
 	if (srv->server == NULL || srv->insecure == NULL) {
 		if (srv->server != NULL)

@@ -6,8 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/rlimit.h"
 #include "server/cli.h"
 #include "server/server.h"
+
+/* One or two descriptors per agent connection: room for tens of thousands of agents. */
+#define SERVER_NOFILE_MAX 65536
 
 int
 main(int argc, char **argv)
@@ -21,7 +25,11 @@ main(int argc, char **argv)
 		ly_cli_usage();
 		return 0;
 	}
-	if (strcmp(argv[1], "run") == 0)
+	if (strcmp(argv[1], "run") == 0) {
+		struct ly_error e;
+		if (ly_rlimit_raise_nofile(SERVER_NOFILE_MAX, NULL, &e) != LY_OK)
+			fprintf(stderr, "lanyard-server: warning: open-files limit left as it is: %s\n", e.msg);
 		return ly_server_run(argc - 2, argv + 2);
+	}
 	return ly_cli_main(argc - 1, argv + 1);
 }
