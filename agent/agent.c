@@ -40,10 +40,13 @@
 #include <uv.h>
 
 #include "agent/agent.h"
+#include "agent/cache.h"
 #include "lib/config.h"
 #include "lib/flags.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/spiffeid.h"
+#include "rpc/health_http.h"
 #include "rpc/rpc.h"
 
 /* A shutdown that takes longer than this is cut short. */
@@ -87,6 +90,11 @@ static const char *const known_keys[] = {
 	WL_K8S ".token_path",
 	WL_K8S ".skip_kubelet_verification",
 	K "proc_root",
+	K "health_checks.listener_enabled",
+	K "health_checks.bind_address",
+	K "health_checks.bind_port",
+	K "health_checks.live_path",
+	K "health_checks.ready_path",
 	NULL,
 };
 
@@ -117,6 +125,7 @@ struct agent_main {
 	bool sync_started;
 	bool rpc_closing;
 	int exit_code;
+	struct ly_health_http *health;
 };
 
 time_t
@@ -428,6 +437,18 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	}
 	cfg->sync_interval = (int64_t)secs;
 
+	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
+	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
+	    err));
+	LY_TRY(ly_config_get_port(file, K "health_checks.bind_port", 8080, &cfg->health_bind_port, err));
+	LY_TRY(ly_config_get_string(file, K "health_checks.live_path", "/live", &cfg->health_live_path, err));
+	LY_TRY(ly_config_get_string(file, K "health_checks.ready_path", "/ready", &cfg->health_ready_path, err));
+	if (cfg->health_live_path[0] != '/' || cfg->health_ready_path[0] != '/' ||
+	    strcmp(cfg->health_live_path, cfg->health_ready_path) == 0) {
+		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
+		return ly_config_wrap(file, K "health_checks.live_path", err, LY_E_INVALID);
+	}
+
 	LY_TRY(load_node_attestors(file, cfg, err));
 	LY_TRY(load_workload_attestors(file, cfg, err));
 	LY_TRY(get_path(file, K "proc_root", "/proc", &cfg->proc_root, err));
@@ -538,6 +559,8 @@ begin_stop(struct agent_main *m)
 		uv_timer_start(&m->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
 		uv_unref((uv_handle_t *)&m->stop_timer);
 	}
+	ly_health_http_stop(m->health);
+	m->health = NULL;
 	if (m->agent.wapi != NULL)
 		ly_wapi_stop(m->agent.wapi);
 	if (m->agent.sync != NULL && m->sync_started) {
@@ -609,6 +632,79 @@ handles_init(struct agent_main *m)
 	uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
 }
 
+/* ---- health and metrics ------------------------------------------------------------ */
+
+/* Ready once the agent holds its SVID and bundle; the Workload API serves before the listener starts. */
+static bool
+health_ready(void *arg, char *reason, size_t len)
+{
+	struct agent_main *m = arg;
+	if (m->agent.stopping) {
+		snprintf(reason, len, "stopping");
+		return false;
+	}
+	if (!ly_sync_ready(m->agent.sync)) {
+		snprintf(reason, len, "not attested yet: no agent SVID or trust bundle");
+		return false;
+	}
+	return true;
+}
+
+static ly_status
+health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
+{
+	struct agent_main *m = arg;
+	struct ly_metrics *reg = NULL;
+	struct ly_metric *f;
+	struct ly_sync_stats st;
+	ly_status rc;
+
+	ly_sync_stats_get(m->agent.sync, &st);
+	if ((rc = ly_metrics_new(&reg, err)) != LY_OK)
+		return rc;
+#define SET(type, name, help, v)                                                                        \
+	do {                                                                                             \
+		if ((rc = ly_metrics_add(reg, type, name, help, NULL, NULL, 0, &f, err)) != LY_OK ||      \
+		    (rc = ly_metric_set(f, NULL, (double)(v), err)) != LY_OK)                              \
+			goto out;                                                                        \
+	} while (0)
+	SET(LY_METRIC_GAUGE, "process_start_time_seconds", "Start time of the process since the Unix epoch.",
+	    m->agent.started_at);
+	SET(LY_METRIC_COUNTER, "lanyard_agent_svids_issued_total", "X.509-SVIDs issued to this agent's workloads.",
+	    st.svids_issued);
+	SET(LY_METRIC_COUNTER, "lanyard_agent_svid_rotations_total", "Renewals of the agent's own SVID.",
+	    st.renewals);
+	SET(LY_METRIC_COUNTER, "lanyard_agent_jwt_svids_minted_total", "JWT-SVIDs minted by the server for workloads.",
+	    st.jwt_minted);
+	SET(LY_METRIC_GAUGE, "lanyard_agent_cached_svids", "X.509-SVIDs held in the agent's cache.",
+	    ly_cache_svid_count(ly_sync_cache(m->agent.sync)));
+	SET(LY_METRIC_GAUGE, "lanyard_agent_ready", "1 when the agent holds its SVID and trust bundle.",
+	    ly_sync_ready(m->agent.sync) ? 1 : 0);
+#undef SET
+	rc = ly_metrics_render(reg, out, err);
+out:
+	ly_metrics_free(reg);
+	return rc;
+}
+
+static ly_status
+health_start(struct agent_main *m, struct ly_error *err)
+{
+	const struct ly_agent_config *c = &m->agent.cfg;
+	if (!c->health_enabled)
+		return LY_OK;
+	struct ly_health_http_config hc = {
+		.bind_address = c->health_bind_address, .bind_port = c->health_bind_port,
+		.live_path = c->health_live_path, .ready_path = c->health_ready_path,
+		.ready = health_ready, .metrics = health_metrics, .arg = m,
+	};
+	ly_status rc = ly_health_http_start(&m->loop, &hc, &m->health, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "health_checks");
+	log_info("health listener on %s:%u", c->health_bind_address, (unsigned)ly_health_http_port(m->health));
+	return LY_OK;
+}
+
 static ly_status
 start(struct agent_main *m, struct ly_error *err)
 {
@@ -632,6 +728,8 @@ start(struct agent_main *m, struct ly_error *err)
 		return rc;
 	m->sync_started = true;
 	if ((rc = ly_wapi_start(a->wapi, err)) != LY_OK)
+		return rc;
+	if ((rc = health_start(m, err)) != LY_OK)
 		return rc;
 	log_info("lanyard-agent started: trust_domain=%s server=%s:%u socket=%s data_dir=%s sync_interval=%" PRId64
 	    "s workload_attestors=unix%s", a->cfg.trust_domain, a->cfg.server_address, (unsigned)a->cfg.server_port,

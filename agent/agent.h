@@ -76,6 +76,12 @@ struct ly_agent_config {
 	const char *kubelet_token_path;
 	bool kubelet_skip_verify;
 	const char *proc_root;           /* "/proc"; tests point it at fixtures */
+	/* Health and metrics listener (rpc/health_http.h), off by default. */
+	bool health_enabled;
+	const char *health_bind_address; /* "127.0.0.1" */
+	uint16_t health_bind_port;       /* 8080 */
+	const char *health_live_path;    /* "/live" */
+	const char *health_ready_path;   /* "/ready" */
 };
 
 struct ly_agent {
@@ -105,6 +111,11 @@ void ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg);
 void ly_sync_free(struct ly_sync *s);
 /* True once the agent holds an SVID of its own and the server's bundle. */
 bool ly_sync_ready(const struct ly_sync *s);
+/* Counters of the sync engine since start, for /metrics (a copy). */
+struct ly_sync_stats {
+	uint64_t svids_issued, renewals, jwt_minted;
+};
+void ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out);
 /* The cache and bundle wapi.c serves from (borrowed; valid until ly_sync_free). */
 struct ly_cache *ly_sync_cache(struct ly_sync *s);
 const struct ly_bundle *ly_sync_bundle(const struct ly_sync *s);

@@ -3463,3 +3463,11 @@ ly_sync_bundle(const struct ly_sync *s)
 {
 	return ly_cache_bundle(s->cache);
 }
+
+void
+ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out)
+{
+	out->svids_issued = s->stats.svids_issued;
+	out->renewals = s->stats.renewals;
+	out->jwt_minted = s->stats.jwt_minted;
+}

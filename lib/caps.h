@@ -169,4 +169,12 @@
  */
 #define LY_WL_SVIDS_MAX 1024
 
+/*
+ * Health and metrics listener (lib/httpmini.h, lib/metrics.h): one request's
+ * request line plus headers, header lines, and a metric family's series.
+ */
+#define LY_HTTP_REQUEST_MAX (8 * 1024)
+#define LY_HTTP_HEADERS_MAX 64
+#define LY_METRIC_SERIES_MAX 256
+
 #endif /* LANYARD_CAPS_H */

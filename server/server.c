@@ -45,7 +45,9 @@
 #include "lib/flags.h"
 #include "lib/keys.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/spiffeid.h"
+#include "rpc/health_http.h"
 #include "rpc/rpc.h"
 #include "server/attest.h"
 #include "server/audit.h"
@@ -85,6 +87,7 @@ struct srv_main {
 	time_t svid_renew_at;
 	bool rpc_closing;
 	int exit_code;
+	struct ly_health_http *health;
 };
 
 time_t
@@ -473,6 +476,8 @@ begin_stop(struct srv_main *m)
 		if (m->admin_bound)
 			(void)unlink(m->srv.cfg.socket_path);
 	}
+	ly_health_http_stop(m->health);
+	m->health = NULL;
 	if (m->srv.agent_api != NULL)
 		ly_agent_api_stop(m->srv.agent_api);
 	if (m->srv.rpc != NULL) {
@@ -621,12 +626,72 @@ handles_init(struct srv_main *m)
 	uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
 }
 
+/* ---- health and metrics ------------------------------------------------------------ */
+
+/* Ready: datastore open, CA ready, agent API listening. */
+static bool
+health_ready(void *arg, char *reason, size_t len)
+{
+	struct srv_main *m = arg;
+	const char *why = m->srv.stopping ? "stopping"
+	    : m->srv.ds == NULL ? "datastore not open"
+	    : m->srv.ca == NULL ? "CA not ready"
+	    : !m->agent_listening ? "agent API not listening" : NULL;
+	if (why != NULL)
+		snprintf(reason, len, "%s", why);
+	return why == NULL;
+}
+
+static ly_status
+health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	struct ly_metrics *reg = NULL;
+	struct ly_metric *f;
+	ly_status rc;
+	char reason[64];
+
+	if ((rc = ly_metrics_new(&reg, err)) != LY_OK)
+		return rc;
+	if ((rc = ly_metrics_add(reg, LY_METRIC_GAUGE, "process_start_time_seconds",
+	    "Start time of the process since the Unix epoch.", NULL, NULL, 0, &f, err)) != LY_OK ||
+	    (rc = ly_metric_set(f, NULL, (double)m->srv.started_at, err)) != LY_OK)
+		goto out;
+	if ((rc = ly_metrics_add(reg, LY_METRIC_GAUGE, "lanyard_server_ready",
+	    "1 when the datastore is open, the CA ready and the agent API listening.", NULL, NULL, 0, &f, err)) != LY_OK ||
+	    (rc = ly_metric_set(f, NULL, health_ready(m, reason, sizeof(reason)) ? 1 : 0, err)) != LY_OK)
+		goto out;
+	rc = ly_metrics_render(reg, out, err);
+out:
+	ly_metrics_free(reg);
+	return rc;
+}
+
+static ly_status
+health_start(struct srv_main *m, struct ly_error *err)
+{
+	const struct ly_server_config *c = &m->srv.cfg;
+	if (!c->health_enabled)
+		return LY_OK;
+	struct ly_health_http_config hc = {
+		.bind_address = c->health_bind_address, .bind_port = c->health_bind_port,
+		.live_path = c->health_live_path, .ready_path = c->health_ready_path,
+		.ready = health_ready, .metrics = health_metrics, .arg = m,
+	};
+	ly_status rc = ly_health_http_start(&m->loop, &hc, &m->health, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "health_checks");
+	log_info("health listener on %s:%u", c->health_bind_address, (unsigned)ly_health_http_port(m->health));
+	return LY_OK;
+}
+
 static ly_status
 start(struct srv_main *m, struct ly_error *err)
 {
 	LY_TRY(open_state(m, err));
 	LY_TRY(open_rpc(m, err));
 	handles_init(m);
+	LY_TRY(health_start(m, err));
 	tick_arm(m, 0);
 	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
 

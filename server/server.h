@@ -71,6 +71,12 @@ struct ly_server_config {
 	const char *audit_log_path;  /* NULL: audit lines go to the log */
 	bool join_token_enabled;
 	const char *x509pop_ca_bundle_path; /* NULL: x509pop off */
+	/* Health and metrics listener (rpc/health_http.h), off by default. */
+	bool health_enabled;
+	const char *health_bind_address; /* "127.0.0.1" */
+	uint16_t health_bind_port;       /* 8080 */
+	const char *health_live_path;    /* "/live" */
+	const char *health_ready_path;   /* "/ready" */
 	/* k8s_psat: clusters are configured in the YAML file only. */
 };
 

@@ -38,6 +38,11 @@ static const char *const known_keys[] = {
 	K "node_attestors.join_token",
 	K "node_attestors.x509pop.ca_bundle_path",
 	PSAT_CLUSTERS ".*",
+	K "health_checks.listener_enabled",
+	K "health_checks.bind_address",
+	K "health_checks.bind_port",
+	K "health_checks.live_path",
+	K "health_checks.ready_path",
 	NULL,
 };
 
@@ -205,6 +210,20 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 	LY_TRY(ly_config_get_string(file, K "audit_log", NULL, &cfg->audit_log_path, err));
 	if (cfg->audit_log_path != NULL && check_path(cfg->audit_log_path, "path", err) != LY_OK)
 		return ly_config_wrap(file, K "audit_log", err, LY_E_INVALID);
+
+	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
+	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
+	    err));
+	if (check_ip(cfg->health_bind_address, err) != LY_OK)
+		return ly_config_wrap(file, K "health_checks.bind_address", err, LY_E_INVALID);
+	LY_TRY(ly_config_get_port(file, K "health_checks.bind_port", 8080, &cfg->health_bind_port, err));
+	LY_TRY(ly_config_get_string(file, K "health_checks.live_path", "/live", &cfg->health_live_path, err));
+	LY_TRY(ly_config_get_string(file, K "health_checks.ready_path", "/ready", &cfg->health_ready_path, err));
+	if (cfg->health_live_path[0] != '/' || cfg->health_ready_path[0] != '/' ||
+	    strcmp(cfg->health_live_path, cfg->health_ready_path) == 0) {
+		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
+		return ly_config_wrap(file, K "health_checks.live_path", err, LY_E_INVALID);
+	}
 
 	LY_TRY(get_join_token(file, &cfg->join_token_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "node_attestors.x509pop.ca_bundle_path", NULL,
