@@ -19,6 +19,7 @@ PACKAGES=(
   python3-grpcio python3-grpc-tools python3-protobuf python3-jwt python3-cryptography
   protobuf-compiler libprotobuf-dev
   valgrind
+  faketime
 )
 
 missing=()

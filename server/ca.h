@@ -120,8 +120,24 @@
 /* CA TTLs accepted: one minute to ten years. */
 #define LY_CA_TTL_MIN 60
 #define LY_CA_TTL_MAX ((int64_t)10 * 366 * 24 * 60 * 60)
-/* How far notBefore of everything issued is set in the past (clock skew). */
-#define LY_CA_BACKDATE 10
+/*
+ * How far notBefore is set in the past, for clocks that disagree between
+ * the server, its agents and their workloads (NTP keeps them within
+ * seconds; a VM resumed or a node without NTP can be minutes off). CA
+ * certificates (the root, the signing CAs, which live a day or more) by
+ * LY_CA_BACKDATE. An SVID by a quarter of its TTL, at least
+ * LY_SVID_BACKDATE_MIN and at most LY_SVID_BACKDATE_MAX: its renewal at
+ * 50% of its validity comes that much before issuance + TTL/2, so the
+ * backdate stays a fraction of the TTL. With the default 1 h TTL an agent
+ * or workload may be 5 minutes behind the server (docs/security.md).
+ */
+#define LY_CA_BACKDATE 600
+#define LY_SVID_BACKDATE_MIN 10
+#define LY_SVID_BACKDATE_MAX 300
+#define LY_SVID_BACKDATE(ttl)                                                                                          \
+	((ttl) / 4 < LY_SVID_BACKDATE_MIN ? LY_SVID_BACKDATE_MIN                                                   \
+	    : (ttl) / 4 > LY_SVID_BACKDATE_MAX ? LY_SVID_BACKDATE_MAX                                              \
+	    : (ttl) / 4)
 /* A JWT authority's kid: this many base64url characters (from 24 random bytes). */
 #define LY_CA_KID_LEN 32
 

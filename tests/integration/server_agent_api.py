@@ -519,7 +519,8 @@ def scenario(t, pb, node_der, node_key, k8s):
     check(uri_sans(wl) == [TDID + "/web"] and san.get_values_for_type(x509.DNSName) == ["web.example.org"],
           "batch: SVID has the entry's ID and DNS names")
     life = (wl.not_valid_after - wl.not_valid_before).total_seconds()
-    check(590 <= life <= 620 and abs(r.results[0].expires_at -
+    # TTL 600 s + notBefore backdated a quarter of the TTL (150 s; server/ca.h LY_SVID_BACKDATE).
+    check(745 <= life <= 755 and abs(r.results[0].expires_at -
                                      wl.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()) <= 1,
           "batch: the entry's TTL and expires_at", f"{life}")
     check(codes[1] == grpc.StatusCode.PERMISSION_DENIED.value[0], "batch: another agent's entry: PERMISSION_DENIED",

@@ -428,7 +428,10 @@ test_issue_leaf(void **state)
 
 	X509 *leaf = chain_cert(&chain, 0), *ca = chain_cert(&chain, 1);
 	assert_int_equal(X509_get_version(leaf), X509_VERSION_3);
-	assert_int_equal(cert_time(X509_get0_notBefore(leaf)), T0 + 5 - LY_CA_BACKDATE);
+	assert_int_equal(cert_time(X509_get0_notBefore(leaf)), T0 + 5 - LY_SVID_BACKDATE(3600));
+	assert_int_equal(LY_SVID_BACKDATE(3600), 300);
+	assert_int_equal(LY_SVID_BACKDATE(20), 10);
+	assert_int_equal(LY_SVID_BACKDATE(120), 30);
 	assert_int_equal(cert_time(X509_get0_notAfter(leaf)), T0 + 5 + 3600);
 	uint32_t fl = X509_get_extension_flags(leaf);
 	assert_true((fl & EXFLAG_BCONS) != 0);
