@@ -45,6 +45,7 @@
 #include "lib/flags.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "agent/verify.h"
 #include "lib/spiffeid.h"
 #include "rpc/health_http.h"
 #include "rpc/rpc.h"
@@ -126,6 +127,7 @@ struct agent_main {
 	bool rpc_closing;
 	int exit_code;
 	struct ly_health_http *health;
+	struct agent_metrics *metrics; /* with the health listener only */
 };
 
 time_t
@@ -561,6 +563,7 @@ begin_stop(struct agent_main *m)
 	}
 	ly_health_http_stop(m->health);
 	m->health = NULL;
+	m->agent.m_attest_seconds = NULL; /* the registry itself goes in teardown */
 	if (m->agent.wapi != NULL)
 		ly_wapi_stop(m->agent.wapi);
 	if (m->agent.sync != NULL && m->sync_started) {
@@ -650,41 +653,120 @@ health_ready(void *arg, char *reason, size_t len)
 	return true;
 }
 
+/*
+ * The agent's metrics (docs/agent.md, "Health and metrics"): one registry
+ * for the process's life, its families made once; a scrape copies the
+ * current values in and renders. The attestation histogram is fed by
+ * wapi.c as connections are attested (ly_agent.m_attest_seconds).
+ */
+struct agent_metrics {
+	struct ly_metrics *reg;
+	struct ly_metric *start_time, *issued, *rotations, *jwt_minted, *cached, *ready, *verify_failures,
+	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable;
+};
+
+static void
+agent_metrics_free(struct agent_metrics *am)
+{
+	if (am == NULL)
+		return;
+	ly_metrics_free(am->reg);
+	free(am);
+}
+
+static ly_status
+agent_metrics_new(struct agent_metrics **out, struct ly_error *err)
+{
+	static const double attest_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+		2.5 };
+	static const char *const verify_labels[] = { "kind", "reason", NULL };
+	struct agent_metrics *am = calloc(1, sizeof(*am));
+	ly_status rc;
+
+	*out = NULL;
+	if (am == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "metrics: out of memory");
+	if ((rc = ly_metrics_new(&am->reg, err)) != LY_OK)
+		goto out;
+#define FAMILY(field, type, name, help, labels, buckets, nb)                                                        \
+	if ((rc = ly_metrics_add(am->reg, type, name, help, labels, buckets, nb, &am->field, err)) != LY_OK)        \
+		goto out
+	FAMILY(start_time, LY_METRIC_GAUGE, "process_start_time_seconds",
+	    "Start time of the process since the Unix epoch.", NULL, NULL, 0);
+	FAMILY(issued, LY_METRIC_COUNTER, "lanyard_agent_svids_issued_total",
+	    "X.509-SVIDs issued to this agent's workloads and verified (first issues and renewals).", NULL, NULL, 0);
+	FAMILY(rotations, LY_METRIC_COUNTER, "lanyard_agent_svid_rotations_total", "Renewals of the agent's own SVID.",
+	    NULL, NULL, 0);
+	FAMILY(jwt_minted, LY_METRIC_COUNTER, "lanyard_agent_jwt_svids_minted_total",
+	    "JWT-SVIDs minted by the server for workloads.", NULL, NULL, 0);
+	FAMILY(cached, LY_METRIC_GAUGE, "lanyard_agent_cached_svids", "X.509-SVIDs held in the agent's cache.", NULL,
+	    NULL, 0);
+	FAMILY(ready, LY_METRIC_GAUGE, "lanyard_agent_ready", "1 when the agent holds its SVID and trust bundle.", NULL,
+	    NULL, 0);
+	FAMILY(verify_failures, LY_METRIC_COUNTER, "lanyard_agent_svid_verification_failures_total",
+	    "SVIDs from the server refused by the agent's verification, never served (kind x509 or jwt).",
+	    verify_labels, NULL, 0);
+	FAMILY(attest_seconds, LY_METRIC_HISTOGRAM, "lanyard_agent_workload_attestation_seconds",
+	    "Time from accepting a Workload API connection to its attestation's end.", NULL, attest_buckets,
+	    sizeof(attest_buckets) / sizeof(attest_buckets[0]));
+	FAMILY(connections, LY_METRIC_GAUGE, "lanyard_agent_workload_api_connections",
+	    "Open Workload API connections.", NULL, NULL, 0);
+	FAMILY(streams, LY_METRIC_GAUGE, "lanyard_agent_workload_api_open_streams",
+	    "Open Workload API streams (X.509-SVID, X.509 and JWT bundles).", NULL, NULL, 0);
+	FAMILY(sync_lag, LY_METRIC_GAUGE, "lanyard_agent_sync_lag_seconds",
+	    "Seconds since the last update from the server's entry watch (-1: none yet).", NULL, NULL, 0);
+	FAMILY(last_sync, LY_METRIC_GAUGE, "lanyard_agent_last_sync_timestamp_seconds",
+	    "Wall time of the last update from the server's entry watch (0: none yet).", NULL, NULL, 0);
+	FAMILY(reachable, LY_METRIC_GAUGE, "lanyard_agent_server_reachable",
+	    "1 when the agent is connected and the server answered within two sync intervals.", NULL, NULL, 0);
+#undef FAMILY
+	*out = am;
+	am = NULL;
+	rc = LY_OK;
+out:
+	agent_metrics_free(am);
+	return rc;
+}
+
 static ly_status
 health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 {
 	struct agent_main *m = arg;
-	struct ly_metrics *reg = NULL;
-	struct ly_metric *f;
+	struct agent_metrics *am = m->metrics;
 	struct ly_sync_stats st;
-	ly_status rc;
+	struct ly_verify_counters vc;
+	size_t conns, streams;
+	ly_status rc = LY_OK;
+	time_t now = ly_agent_now();
 
+	if (am == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "metrics: no registry");
 	ly_sync_stats_get(m->agent.sync, &st);
-	if ((rc = ly_metrics_new(&reg, err)) != LY_OK)
-		return rc;
-#define SET(type, name, help, v)                                                                        \
-	do {                                                                                             \
-		if ((rc = ly_metrics_add(reg, type, name, help, NULL, NULL, 0, &f, err)) != LY_OK ||      \
-		    (rc = ly_metric_set(f, NULL, (double)(v), err)) != LY_OK)                              \
-			goto out;                                                                        \
-	} while (0)
-	SET(LY_METRIC_GAUGE, "process_start_time_seconds", "Start time of the process since the Unix epoch.",
-	    m->agent.started_at);
-	SET(LY_METRIC_COUNTER, "lanyard_agent_svids_issued_total", "X.509-SVIDs issued to this agent's workloads.",
-	    st.svids_issued);
-	SET(LY_METRIC_COUNTER, "lanyard_agent_svid_rotations_total", "Renewals of the agent's own SVID.",
-	    st.renewals);
-	SET(LY_METRIC_COUNTER, "lanyard_agent_jwt_svids_minted_total", "JWT-SVIDs minted by the server for workloads.",
-	    st.jwt_minted);
-	SET(LY_METRIC_GAUGE, "lanyard_agent_cached_svids", "X.509-SVIDs held in the agent's cache.",
-	    ly_cache_svid_count(ly_sync_cache(m->agent.sync)));
-	SET(LY_METRIC_GAUGE, "lanyard_agent_ready", "1 when the agent holds its SVID and trust bundle.",
-	    ly_sync_ready(m->agent.sync) ? 1 : 0);
+	ly_sync_verify_counters(m->agent.sync, &vc);
+	ly_wapi_counts(m->agent.wapi, &conns, &streams);
+#define SET(field, v)                                                                                               \
+	if ((rc = ly_metric_set(am->field, NULL, (double)(v), err)) != LY_OK)                                       \
+		return rc
+	SET(start_time, m->agent.started_at);
+	SET(issued, st.svids_issued);
+	SET(rotations, st.renewals);
+	SET(jwt_minted, st.jwt_minted);
+	SET(cached, ly_cache_svid_count(ly_sync_cache(m->agent.sync)));
+	SET(ready, ly_sync_ready(m->agent.sync) ? 1 : 0);
+	SET(connections, conns);
+	SET(streams, streams);
+	SET(sync_lag, st.last_sync != 0 ? (double)(now - st.last_sync) : -1.0);
+	SET(last_sync, st.last_sync);
+	SET(reachable, st.reachable ? 1 : 0);
 #undef SET
-	rc = ly_metrics_render(reg, out, err);
-out:
-	ly_metrics_free(reg);
-	return rc;
+	for (int why = LY_VERIFY_OK + 1; why < LY_VERIFY_FAIL_COUNT; why++) {
+		const char *x509_labels[] = { "x509", ly_verify_fail_str((enum ly_verify_fail)why) };
+		const char *jwt_labels[] = { "jwt", ly_verify_fail_str((enum ly_verify_fail)why) };
+		if ((rc = ly_metric_set(am->verify_failures, x509_labels, (double)vc.x509[why], err)) != LY_OK ||
+		    (rc = ly_metric_set(am->verify_failures, jwt_labels, (double)vc.jwt[why], err)) != LY_OK)
+			return rc;
+	}
+	return ly_metrics_render(am->reg, out, err);
 }
 
 static ly_status
@@ -693,6 +775,8 @@ health_start(struct agent_main *m, struct ly_error *err)
 	const struct ly_agent_config *c = &m->agent.cfg;
 	if (!c->health_enabled)
 		return LY_OK;
+	LY_TRY(agent_metrics_new(&m->metrics, err));
+	m->agent.m_attest_seconds = m->metrics->attest_seconds;
 	struct ly_health_http_config hc = {
 		.bind_address = c->health_bind_address, .bind_port = c->health_bind_port,
 		.live_path = c->health_live_path, .ready_path = c->health_ready_path,
@@ -748,6 +832,8 @@ teardown(struct agent_main *m)
 		if (rc != 0)
 			log_warn("event loop closed with handles open: %s", uv_strerror(rc));
 	}
+	agent_metrics_free(m->metrics);
+	m->metrics = NULL;
 	/* Without a loop nothing was made but the config. */
 	ly_config_free(m->file);
 	m->file = NULL;

@@ -43,6 +43,7 @@ struct ly_bundle;
 struct ly_sync;
 struct ly_wapi;
 struct ly_cache;
+struct ly_metric;
 
 /* SPEC §2 and §7 defaults. */
 #define LY_AGENT_SOCKET_DEFAULT "/tmp/lanyard-agent/public/api.sock"
@@ -92,6 +93,8 @@ struct ly_agent {
 	struct ly_wapi *wapi;
 	time_t started_at;
 	bool stopping;
+	/* The workload attestation latency histogram (agent.c's metrics), NULL without the listener. */
+	struct ly_metric *m_attest_seconds;
 };
 
 /* The agent's clock (wall time, seconds). */
@@ -114,8 +117,13 @@ bool ly_sync_ready(const struct ly_sync *s);
 /* Counters of the sync engine since start, for /metrics (a copy). */
 struct ly_sync_stats {
 	uint64_t svids_issued, renewals, jwt_minted;
+	time_t last_sync;  /* wall time of the last update from the server's watch; 0: none yet */
+	bool reachable;    /* connected, and the watch answered within two sync intervals */
 };
 void ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out);
+/* The verifier's counters (verify.h: struct ly_verify_counters), by kind and reason. */
+struct ly_verify_counters;
+void ly_sync_verify_counters(const struct ly_sync *s, struct ly_verify_counters *out);
 /* The cache and bundle wapi.c serves from (borrowed; valid until ly_sync_free). */
 struct ly_cache *ly_sync_cache(struct ly_sync *s);
 const struct ly_bundle *ly_sync_bundle(const struct ly_sync *s);
@@ -151,5 +159,7 @@ void ly_wapi_free(struct ly_wapi *w);
 void ly_wapi_cache_changed(struct ly_wapi *w);
 /* The bundle changed: bundle streams and X.509-SVID streams get it. */
 void ly_wapi_bundle_changed(struct ly_wapi *w);
+/* Open connections and open streams (every kind), for the metrics. */
+void ly_wapi_counts(const struct ly_wapi *w, size_t *conns, size_t *streams);
 
 #endif /* LANYARD_AGENT_AGENT_H */

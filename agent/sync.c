@@ -268,6 +268,7 @@ struct ly_sync {
 	struct ly_bundle *bundle_pending; /* waits for the verifier to be idle */
 	unsigned verify_busy;             /* pool jobs using the verifier */
 	unsigned verify_parts;            /* pool threads one batch's verification may use */
+	time_t last_sync;                 /* wall time of the last watch update applied (metrics) */
 
 	/* Issuance. */
 	unsigned issue_inflight;          /* batches between issue_kick and issue_end */
@@ -1457,6 +1458,7 @@ watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 		/* Possibly half applied: changes_publish still runs with what changed. */
 	}
 	s->stats.watch_updates++;
+	s->last_sync = (time_t)now_s();
 	size_t nchanges = cs.n;
 	changes_publish(s, &cs);
 	log_debug("watch: %s revision %" PRId64 ": %zu entries, %zu deletions, %zu changes, bundle %" PRIu64
@@ -3470,4 +3472,16 @@ ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out)
 	out->svids_issued = s->stats.svids_issued;
 	out->renewals = s->stats.renewals;
 	out->jwt_minted = s->stats.jwt_minted;
+	out->last_sync = s->last_sync;
+	out->reachable = s->phase == PH_ENROLLED && s->chan != NULL && !s->reconnect_armed && s->last_sync != 0 &&
+	    now_s() - (int64_t)s->last_sync <= 2 * s->agent->cfg.sync_interval + 1;
+}
+
+void
+ly_sync_verify_counters(const struct ly_sync *s, struct ly_verify_counters *out)
+{
+	if (s->verifier != NULL)
+		ly_verifier_counters(s->verifier, out);
+	else
+		memset(out, 0, sizeof(*out));
 }

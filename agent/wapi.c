@@ -103,6 +103,7 @@
 #include "lib/bundle.h"
 #include "lib/jwt.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 
@@ -185,6 +186,7 @@ struct wconn {
 	uv_pipe_t *pipe; /* holds the accepted fd until attestation ends */
 	struct ly_unix_peer peer;
 	unsigned attesting; /* attestors still running */
+	uint64_t accepted_ns; /* uv_hrtime at accept: the attestation latency metric */
 	ly_status attest_rc;
 	char attest_msg[LY_ERROR_MSG_MAX + 32];
 	struct ly_selector *sels;
@@ -524,6 +526,18 @@ ly_wapi_cache_changed(struct ly_wapi *w)
 {
 	if (w != NULL)
 		pass_schedule(w);
+}
+
+void
+ly_wapi_counts(const struct ly_wapi *w, size_t *conns, size_t *streams)
+{
+	*conns = 0;
+	*streams = 0;
+	if (w == NULL)
+		return;
+	*conns = w->n_conns;
+	for (size_t k = 0; k < sizeof(w->n_streams) / sizeof(w->n_streams[0]); k++)
+		*streams += w->n_streams[k];
 }
 
 void
@@ -995,6 +1009,10 @@ conn_attested(struct wconn *c)
 	uv_os_fd_t fd;
 
 	w->n_attesting--;
+	if (w->agent->m_attest_seconds != NULL &&
+	    ly_metric_observe(w->agent->m_attest_seconds, NULL, (double)(uv_hrtime() - c->accepted_ns) / 1e9, &e) !=
+		LY_OK)
+		log_debug("workload api: attestation metric: %s", e.msg);
 	if (w->stopping)
 		goto close;
 	if (c->attest_rc == LY_OK &&
@@ -1099,6 +1117,7 @@ conn_start(struct wconn *c, int fd)
 	c->peer.uid = cred.uid;
 	c->peer.gid = cred.gid;
 	c->peer.pidfd = -1;
+	c->accepted_ns = uv_hrtime();
 	w->n_attesting++;
 	c->attesting = 1; /* held while the attestors start */
 	if (cred.pid <= 0) {

@@ -293,6 +293,25 @@ def main():
         except ValueError:
             cached = None
         check(cached is not None and cached >= 1, "lanyard_agent_cached_svids >= 1 after the entry", str(cached))
+        try:
+            fams = parse_prometheus(get(hp, "/metrics")[2])
+        except ValueError as e:
+            fams = {}
+            check(False, "attested agent: /metrics parses again", str(e))
+        att = fams.get("lanyard_agent_workload_attestation_seconds", {"samples": []})["samples"]
+        att_count = next((v for n, _, v in att if n.endswith("_count")), None)
+        check(att_count is not None and att_count >= 1,
+              "lanyard_agent_workload_attestation_seconds counted the CLI's connections", str(att_count))
+        lag = metric(fams, "lanyard_agent_sync_lag_seconds")
+        check(metric(fams, "lanyard_agent_server_reachable") == 1 and lag is not None and 0 <= lag <= 11,
+              "server reachable, sync lag within two sync intervals", f"lag {lag}")
+        vf = fams.get("lanyard_agent_svid_verification_failures_total", {"samples": []})["samples"]
+        check(len(vf) >= 2 and all(v == 0 for _, _, v in vf) and
+              {lb.get("kind") for _, lb, _ in vf} == {'"x509"', '"jwt"'},
+              "verification failures: a series per kind and reason, all 0", str(vf[:3]))
+        check(metric(fams, "lanyard_agent_workload_api_connections") is not None and
+              metric(fams, "lanyard_agent_workload_api_open_streams") == 0,
+              "Workload API connections and open streams gauges")
 
         # Refusals, each followed by a good request.
         check(get(hp, "/nope")[0] == 404, "unknown path: 404")
