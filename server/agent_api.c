@@ -147,6 +147,7 @@ struct psat_work {
 	bool has_csr_id;
 	char csr_id[LY_SPIFFE_ID_MAX + 1];
 	time_t now;
+	uint64_t started_ns;      /* the metric: TokenReview included */
 	struct ly_attest_result result;
 	ly_status rc;
 	struct ly_error err;
@@ -174,6 +175,55 @@ struct ly_agent_api {
 	struct psat_work *psat;
 	size_t n_psat;
 };
+
+/* ---- metrics (server.h: ly_server_metrics) ---------------------------------------------------- */
+
+enum metric_x {
+	MX_X509_WORKLOAD,
+	MX_X509_AGENT,
+	MX_JWT,
+	MX_ATTEST_OK,      /* label: the attestor */
+	MX_ATTEST_REFUSED, /* label: the attestor */
+	MX_ATTEST_SECONDS, /* label: the attestor */
+};
+
+/* Adds to one of the server's metrics; nothing without the health listener. */
+static void
+metric_add(const struct ly_agent_api *api, enum metric_x which, const char *attestor, double v)
+{
+	const struct ly_server *srv = api != NULL ? api->srv : NULL;
+	const char *labels[2] = { attestor, NULL };
+	if (srv == NULL || srv->metrics == NULL)
+		return;
+	switch (which) {
+	case MX_X509_WORKLOAD:
+		labels[0] = "workload";
+		ly_server_metric_add(srv->metrics->x509_issued, labels, v);
+		break;
+	case MX_X509_AGENT:
+		labels[0] = "agent";
+		ly_server_metric_add(srv->metrics->x509_issued, labels, v);
+		break;
+	case MX_JWT:
+		ly_server_metric_add(srv->metrics->jwt_issued, NULL, v);
+		break;
+	case MX_ATTEST_OK:
+	case MX_ATTEST_REFUSED:
+		labels[1] = which == MX_ATTEST_OK ? "ok" : "refused";
+		ly_server_metric_add(srv->metrics->attestations, labels, v);
+		break;
+	case MX_ATTEST_SECONDS:
+		ly_server_metric_add(srv->metrics->attest_seconds, labels, v);
+		break;
+	}
+}
+
+void
+ly_agent_api_counts(const struct ly_agent_api *api, size_t *watchers, size_t *entries)
+{
+	*watchers = api != NULL ? api->n_watchers : 0;
+	*entries = api != NULL ? api->n_entries : 0;
+}
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
@@ -1196,6 +1246,9 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 	watchers_agent_updated(api, agent_id, serial, sels, n_sels, now);
 	log_info("agent %s %s (%s): SVID serial %s valid until %lld", agent_id, renewal ? "renewed" : "attested",
 	    type, serial, (long long)exp);
+	metric_add(api, MX_X509_AGENT, NULL, 1);
+	if (!renewal)
+		metric_add(api, MX_ATTEST_OK, type_buf, 1);
 
 	if (pb_bundle_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
 		finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
@@ -1344,6 +1397,7 @@ psat_after(uv_work_t *req, int status)
 		ly_rpc_call_finish(pw->call, LY_RPC_UNAVAILABLE, "server stopping");
 	} else if (pw->rc != LY_OK) {
 		log_info("k8s_psat attestation refused: %s", pw->err.msg);
+		metric_add(api, MX_ATTEST_REFUSED, "k8s_psat", 1);
 		finish(pw->call, attest_code(pw->rc),
 		    pw->rc == LY_E_IO ? "attestation unavailable, retry later" : "attestation refused",
 		    pw->rc == LY_E_IO ? NULL : pw->err.msg);
@@ -1351,6 +1405,8 @@ psat_after(uv_work_t *req, int status)
 		attest_done(api, pw->call, &pw->result, pw->csr.data, pw->csr.len, pw->has_csr_id ? pw->csr_id : NULL,
 		    false, ly_server_now());
 	}
+	if (api != NULL)
+		metric_add(api, MX_ATTEST_SECONDS, "k8s_psat", (double)(uv_hrtime() - pw->started_ns) / 1e9);
 	psat_work_free(pw);
 }
 
@@ -1393,6 +1449,7 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard__Ag
 		memcpy(pw->csr_id, csr_id, strlen(csr_id) + 1);
 	}
 	pw->now = now;
+	pw->started_ns = uv_hrtime();
 	pw->result = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
 	int uvrc = uv_queue_work(api->srv->loop, &pw->req, psat_run, psat_after);
 	if (uvrc != 0) {
@@ -1440,6 +1497,7 @@ attest_x509pop(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard
 		    now, nonce, &e);
 		if (rc != LY_OK) {
 			log_info("x509pop attestation refused: %s", e.msg);
+			metric_add(api, MX_ATTEST_REFUSED, "x509pop", 1);
 			finish(call, attest_code(rc), "attestation refused", e.msg);
 			return;
 		}
@@ -1468,6 +1526,7 @@ attest_x509pop(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard
 	    m->challenge_nonce.data, m->challenge_signature.data, m->challenge_signature.len, now, &res, &e);
 	if (rc != LY_OK) {
 		log_info("x509pop attestation refused: %s", e.msg);
+		metric_add(api, MX_ATTEST_REFUSED, "x509pop", 1);
 		finish(call, attest_code(rc), "attestation refused", e.msg);
 		return;
 	}
@@ -1491,6 +1550,7 @@ attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const Lany
 	if (rc != LY_OK) {
 		/* The message names the rule, never the token (attest.h). */
 		log_info("join_token attestation refused: %s", e.msg);
+		metric_add(api, MX_ATTEST_REFUSED, "join_token", 1);
 		finish(call, attest_code(rc), rc == LY_E_IO ? "attestation unavailable, retry later" : "attestation refused",
 		    rc == LY_E_IO ? NULL : e.msg);
 		return;
@@ -1538,12 +1598,15 @@ h_attest_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	if (!attest_csr(call, &m->csr, csr_id, &has_id))
 		goto out;
 	const char *cid = has_id ? csr_id : NULL;
+	uint64_t t0 = uv_hrtime();
 	switch (m->attestation_case) {
 	case LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_JOIN_TOKEN:
 		attest_join_token(api, call, m->join_token, &m->csr, cid, now);
+		metric_add(api, MX_ATTEST_SECONDS, "join_token", (double)(uv_hrtime() - t0) / 1e9);
 		break;
 	case LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_X509POP:
 		attest_x509pop(api, call, m->x509pop, &m->csr, cid, now);
+		metric_add(api, MX_ATTEST_SECONDS, "x509pop", (double)(uv_hrtime() - t0) / 1e9);
 		break;
 	case LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_K8S_PSAT:
 		psat_start(api, call, m->k8s_psat, &m->csr, cid, now);
@@ -1773,6 +1836,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 		}
 	}
 	log_debug("batch of %s: %zu requests, %zu signed", c.rec->spiffe_id, n, signed_ok);
+	metric_add(api, MX_X509_WORKLOAD, NULL, (double)signed_ok);
 	Lanyard__Agent__V1__BatchNewX509SVIDResponse resp;
 	lanyard__agent__v1__batch_new_x509_svidresponse__init(&resp);
 	resp.n_results = n;
@@ -1871,6 +1935,7 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	resp.expires_at = (int64_t)exp;
 	log_debug("JWT-SVID for %s (entry %s, agent %s) until %lld", ent->spiffe_id, ent->entry_id, c.rec->spiffe_id,
 	    (long long)exp);
+	metric_add(api, MX_JWT, NULL, 1);
 	reply_msg(call, &resp.base, true);
 out:
 	ly_free_secret_str(token);

@@ -1108,6 +1108,12 @@ ly_ca_tick(struct ly_ca *ca, time_t now, bool *changed, struct ly_error *err)
 }
 
 time_t
+ly_ca_signing_not_after(const struct ly_ca *ca)
+{
+	return ca != NULL && ca->x509_active != NULL ? ca->x509_active->not_after : 0;
+}
+
+time_t
 ly_ca_next_event(const struct ly_ca *ca)
 {
 	time_t t = (time_t)INT64_MAX;

@@ -195,6 +195,8 @@ const struct ly_bundle *ly_ca_bundle(const struct ly_ca *ca);
 
 /* The trust domain, bare ("example.org"). Borrowed. */
 const char *ly_ca_trust_domain(const struct ly_ca *ca);
+/* notAfter of the active X.509 signing CA (0 when none is active): the metrics' expiry gauge. */
+time_t ly_ca_signing_not_after(const struct ly_ca *ca);
 
 /*
  * Signs an X.509-SVID for `expected_id` (in the CA's trust domain, with a

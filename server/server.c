@@ -642,28 +642,101 @@ health_ready(void *arg, char *reason, size_t len)
 	return why == NULL;
 }
 
+void
+ly_server_metric_add(struct ly_metric *f, const char *const *labels, double v)
+{
+	struct ly_error e;
+	if (f == NULL)
+		return;
+	ly_status rc = ly_metric_observe(f, labels, v, &e);
+	if (rc == LY_E_INVALID) /* not a histogram: a counter */
+		rc = ly_metric_inc(f, labels, v, &e);
+	if (rc != LY_OK)
+		log_debug("metrics: %s", e.msg);
+}
+
+static void
+server_metrics_free(struct ly_server_metrics *sm)
+{
+	if (sm == NULL)
+		return;
+	ly_metrics_free(sm->reg);
+	free(sm);
+}
+
+/* The server's metric families (docs/server.md, "Health and metrics"), made once. */
+static ly_status
+server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
+{
+	static const double attest_buckets[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 };
+	static const char *const kind_label[] = { "kind", NULL };
+	static const char *const attest_labels[] = { "attestor", "result", NULL };
+	static const char *const attestor_label[] = { "attestor", NULL };
+	struct ly_server_metrics *sm = calloc(1, sizeof(*sm));
+	ly_status rc;
+
+	*out = NULL;
+	if (sm == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "metrics: out of memory");
+	if ((rc = ly_metrics_new(&sm->reg, err)) != LY_OK)
+		goto out;
+#define FAMILY(field, type, name, help, labels, buckets, nb)                                                        \
+	if ((rc = ly_metrics_add(sm->reg, type, name, help, labels, buckets, nb, &sm->field, err)) != LY_OK)        \
+		goto out
+	FAMILY(start_time, LY_METRIC_GAUGE, "process_start_time_seconds",
+	    "Start time of the process since the Unix epoch.", NULL, NULL, 0);
+	FAMILY(ready, LY_METRIC_GAUGE, "lanyard_server_ready",
+	    "1 when the datastore is open, the CA ready and the agent API listening.", NULL, NULL, 0);
+	FAMILY(x509_issued, LY_METRIC_COUNTER, "lanyard_server_x509_svids_issued_total",
+	    "X.509-SVIDs signed (kind workload or agent).", kind_label, NULL, 0);
+	FAMILY(jwt_issued, LY_METRIC_COUNTER, "lanyard_server_jwt_svids_issued_total", "JWT-SVIDs minted.", NULL, NULL,
+	    0);
+	FAMILY(attestations, LY_METRIC_COUNTER, "lanyard_server_node_attestations_total",
+	    "Node attestations by attestor and result (ok or refused).", attest_labels, NULL, 0);
+	FAMILY(attest_seconds, LY_METRIC_HISTOGRAM, "lanyard_server_node_attestation_seconds",
+	    "Time the server spent on an AttestAgent call (k8s_psat: its TokenReview included).", attestor_label,
+	    attest_buckets, sizeof(attest_buckets) / sizeof(attest_buckets[0]));
+	FAMILY(watchers, LY_METRIC_GAUGE, "lanyard_server_agent_watch_streams", "Open WatchEntries streams.", NULL,
+	    NULL, 0);
+	FAMILY(entries, LY_METRIC_GAUGE, "lanyard_server_entries", "Registration entries.", NULL, NULL, 0);
+	FAMILY(agents, LY_METRIC_GAUGE, "lanyard_server_agents", "Attested agents known to the datastore.", NULL, NULL,
+	    0);
+	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
+	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+#undef FAMILY
+	*out = sm;
+	sm = NULL;
+	rc = LY_OK;
+out:
+	server_metrics_free(sm);
+	return rc;
+}
+
 static ly_status
 health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 {
 	struct srv_main *m = arg;
-	struct ly_metrics *reg = NULL;
-	struct ly_metric *f;
-	ly_status rc;
+	struct ly_server_metrics *sm = m->srv.metrics;
+	struct ly_agent_list agents = LY_AGENT_LIST_INIT;
+	size_t watchers = 0, entries = 0;
 	char reason[64];
+	ly_status rc;
 
-	if ((rc = ly_metrics_new(&reg, err)) != LY_OK)
-		return rc;
-	if ((rc = ly_metrics_add(reg, LY_METRIC_GAUGE, "process_start_time_seconds",
-	    "Start time of the process since the Unix epoch.", NULL, NULL, 0, &f, err)) != LY_OK ||
-	    (rc = ly_metric_set(f, NULL, (double)m->srv.started_at, err)) != LY_OK)
+	if (sm == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "metrics: no registry");
+	ly_agent_api_counts(m->srv.agent_api, &watchers, &entries);
+	if (m->srv.ds != NULL && (rc = ly_datastore_agent_list(m->srv.ds, &agents, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "metrics: agents");
+	if ((rc = ly_metric_set(sm->start_time, NULL, (double)m->srv.started_at, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->ready, NULL, health_ready(m, reason, sizeof(reason)) ? 1 : 0, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->watchers, NULL, (double)watchers, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->entries, NULL, (double)entries, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->agents, NULL, (double)agents.n, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK)
 		goto out;
-	if ((rc = ly_metrics_add(reg, LY_METRIC_GAUGE, "lanyard_server_ready",
-	    "1 when the datastore is open, the CA ready and the agent API listening.", NULL, NULL, 0, &f, err)) != LY_OK ||
-	    (rc = ly_metric_set(f, NULL, health_ready(m, reason, sizeof(reason)) ? 1 : 0, err)) != LY_OK)
-		goto out;
-	rc = ly_metrics_render(reg, out, err);
+	rc = ly_metrics_render(sm->reg, out, err);
 out:
-	ly_metrics_free(reg);
+	ly_agent_list_cleanup(&agents);
 	return rc;
 }
 
@@ -673,6 +746,7 @@ health_start(struct srv_main *m, struct ly_error *err)
 	const struct ly_server_config *c = &m->srv.cfg;
 	if (!c->health_enabled)
 		return LY_OK;
+	LY_TRY(server_metrics_new(&m->srv.metrics, err));
 	struct ly_health_http_config hc = {
 		.bind_address = c->health_bind_address, .bind_port = c->health_bind_port,
 		.live_path = c->health_live_path, .ready_path = c->health_ready_path,
@@ -736,6 +810,8 @@ teardown(struct srv_main *m)
 	ly_ca_free(srv->ca);
 	ly_datastore_close(srv->ds);
 	ly_config_free(m->file);
+	server_metrics_free(srv->metrics);
+	srv->metrics = NULL;
 	srv->psat = NULL;
 	srv->x509pop = NULL;
 	srv->audit = NULL;

@@ -92,6 +92,7 @@ struct ly_server {
 	struct ly_attest_k8s_psat *psat;     /* NULL when not configured */
 	struct ly_agent_api *agent_api;
 	struct ly_audit *audit;
+	struct ly_server_metrics *metrics;   /* NULL without the health listener */
 	time_t started_at;
 	bool stopping;
 };
@@ -161,6 +162,23 @@ void ly_agent_api_bundle_changed(struct ly_agent_api *api);
 void ly_agent_api_agent_removed(struct ly_agent_api *api, const char *agent_id);
 /* Ends every open stream (shutdown). */
 void ly_agent_api_stop(struct ly_agent_api *api);
+/* Open WatchEntries streams and the entries cached for them (the metrics' gauges). */
+void ly_agent_api_counts(const struct ly_agent_api *api, size_t *watchers, size_t *entries);
+
+/*
+ * The server's metric families (server.c makes them with the health
+ * listener; NULL without it). The agent API adds to them as it works;
+ * ly_server_metric_add ignores a NULL family, so callers need not check.
+ */
+struct ly_metric;
+struct ly_server_metrics {
+	struct ly_metrics *reg;
+	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
+	    *entries, *agents, *ca_expiry;
+};
+#define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
+/* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */
+void ly_server_metric_add(struct ly_metric *f, const char *const *labels, double v);
 
 /* admin_api.c: the Admin service methods for the Unix-socket listener. */
 const struct ly_rpc_method *ly_admin_api_methods(size_t *n);

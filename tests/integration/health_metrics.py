@@ -313,6 +313,31 @@ def main():
               metric(fams, "lanyard_agent_workload_api_open_streams") == 0,
               "Workload API connections and open streams gauges")
 
+        # The server's side of the same story.
+        try:
+            sf = parse_prometheus(get(shp, "/metrics")[2])
+        except ValueError as e:
+            sf = {}
+            check(False, "server: /metrics parses after the agent's work", str(e))
+
+        def series(fam, **want):
+            for n, lb, v in sf.get(fam, {"samples": []})["samples"]:
+                if all(lb.get(k) == f'"{w}"' for k, w in want.items()) and not n.endswith(("_bucket", "_sum")):
+                    return v
+            return None
+        check(series("lanyard_server_node_attestations_total", attestor="join_token", result="ok") == 1,
+              "server: one join_token attestation counted ok")
+        check((series("lanyard_server_x509_svids_issued_total", kind="workload") or 0) >= 1 and
+              (series("lanyard_server_x509_svids_issued_total", kind="agent") or 0) >= 1,
+              "server: workload and agent X.509-SVIDs counted")
+        hist = sf.get("lanyard_server_node_attestation_seconds", {"samples": []})["samples"]
+        att_n = next((v for n, lb, v in hist if n.endswith("_count") and lb.get("attestor") == '"join_token"'), 0)
+        check(att_n >= 1, "server: attestation latency observed", str(hist[-3:]))
+        check(metric(sf, "lanyard_server_agent_watch_streams") >= 1 and metric(sf, "lanyard_server_entries") >= 1
+              and metric(sf, "lanyard_server_agents") >= 1, "server: watch streams, entries and agents gauges")
+        check((metric(sf, "lanyard_server_ca_signing_expiry_timestamp_seconds") or 0) > time.time(),
+              "server: the signing CA's expiry is in the future")
+
         # Refusals, each followed by a good request.
         check(get(hp, "/nope")[0] == 404, "unknown path: 404")
         check(get(hp, "/live", method="POST")[0] == 405, "POST /live: 405")
