@@ -20,7 +20,34 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev
   valgrind
   faketime
+  yamllint
 )
+
+# The Kubernetes manifest check (tests/k8s/check_manifests.py) validates k8s/
+# with the npm package kubernetes-models, pinned in tests/k8s/package-lock.json
+# and installed into tests/k8s/node_modules with the machine's node and npm.
+top=$(cd "$(dirname "$0")/.." && pwd)
+npm_deps() {
+  local dir="$top/tests/k8s"
+  if [ -d "$dir/node_modules/kubernetes-models" ] && \
+     [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    echo "install-deps: tests/k8s/node_modules up to date"
+    return
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    # Not on every Debian machine: Debian's own node and npm do (the check needs node >= 18).
+    echo "install-deps: npm not found: installing Debian's nodejs and npm"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+  fi
+  echo "install-deps: npm ci in tests/k8s"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -31,14 +58,12 @@ done
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+  npm_deps
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
-fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+npm_deps
