@@ -1539,9 +1539,17 @@ issue_one(struct ly_ca *ca, const struct ly_ca_sign_req *r, time_t now, struct l
 	spec.issuer = (struct ca_span){ g->issuer.data, g->issuer.len };
 	spec.subject = (struct ca_span){ v.p, subject_end };
 	spec.spki = spki;
-	time_t backdate = (time_t)LY_SVID_BACKDATE((int64_t)ttl);
-	spec.not_before = now - backdate < g->not_before ? g->not_before : now - backdate;
 	spec.not_after = now + (time_t)ttl > g->not_after ? g->not_after : now + (time_t)ttl;
+	/*
+	 * Backdated for clock skew (ca.h), but never by more than a quarter of
+	 * the life left ahead: an SVID clipped by its signing CA's end (a short
+	 * CA TTL) would otherwise reach its 50% renewal mark before it is even
+	 * issued, and its agent would renew it again at once, forever.
+	 */
+	time_t backdate = (time_t)LY_SVID_BACKDATE((int64_t)ttl);
+	if (spec.not_after > now && backdate > (spec.not_after - now) / 4)
+		backdate = (spec.not_after - now) / 4;
+	spec.not_before = now - backdate < g->not_before ? g->not_before : now - backdate;
 	if (spec.not_after <= spec.not_before || spec.not_after <= now) {
 		rc = ly_error_set(err, LY_E_EXPIRED, "no validity window left under the signing CA at %lld", (long long)now);
 		goto out;

@@ -735,8 +735,23 @@ test_leaf_capped_by_ca(void **state)
 	assert_int_equal(exp, T0 + 7200);
 	X509 *leaf = chain_cert(&chain, 0), *ca = chain_cert(&chain, 1);
 	assert_int_equal(cert_time(X509_get0_notAfter(leaf)), cert_time(X509_get0_notAfter(ca)));
+	/* 4,200 s left ahead: backdated its full 300 s (a quarter of that would be 1,050 s). */
+	assert_int_equal(cert_time(X509_get0_notBefore(leaf)), T0 + 3000 - 300);
 	X509_free(leaf);
 	X509_free(ca);
+	ly_buf_free(&chain);
+	/*
+	 * Clipped to 200 s by the CA's end: backdated a quarter of that (50 s),
+	 * not 300 s, so its 50% renewal mark (T0 + 7075) comes after issuance
+	 * (T0 + 7000) instead of before it (an agent would renew it forever).
+	 */
+	assert_int_equal(ly_ca_sign_x509_svid(f->ca, csr.data, csr.len, &id, NULL, 0, 3600, T0 + 7000, &chain, &exp,
+	    &err), LY_OK);
+	leaf = chain_cert(&chain, 0);
+	assert_int_equal(cert_time(X509_get0_notAfter(leaf)), T0 + 7200);
+	assert_int_equal(cert_time(X509_get0_notBefore(leaf)), T0 + 7000 - 50);
+	assert_true((cert_time(X509_get0_notBefore(leaf)) + cert_time(X509_get0_notAfter(leaf))) / 2 > T0 + 7000);
+	X509_free(leaf);
 	ly_buf_free(&chain);
 	ly_buf_free(&csr);
 }
