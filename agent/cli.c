@@ -13,8 +13,9 @@
  *                                 svid.N.pem (chain), svid.N.key (PKCS#8,
  *                                 0600), bundle.N.pem and, for federated
  *                                 trust domains, federated_bundle.N.M.pem,
- *                                 each atomically (temporary file, fsync,
- *                                 rename)
+ *                                 all staged then renamed together
+ *                                 (cli_helper.h: temporary files, fsync,
+ *                                 rename, fsync of DIR)
  *   api fetch jwt -audience AUD [-audience ...] [-spiffeID ID]
  *                                 JWT-SVIDs, then the JWT bundles: the one
  *                                 place a token is printed (the user asked)
@@ -23,6 +24,14 @@
  *                                 ValidateJWTSVID: the SPIFFE ID and claims
  *   api watch                     every X.509-SVID stream update (SPIFFE
  *                                 IDs, expiry) until interrupted
+ *   api watch -write DIR [-pidFile FILE [-signal NAME]]
+ *                                 the helper mode (spiffe-helper's job):
+ *                                 the files of `api fetch x509 -write` kept
+ *                                 up to date at every update, then NAME
+ *                                 (default HUP) sent to the pid in FILE,
+ *                                 read afresh each time; reconnects with
+ *                                 backoff whatever ends the stream; only
+ *                                 SIGTERM/SIGINT end it (exit 0)
  *   healthcheck                   grpc.health.v1 Check: exit 0 when SERVING
  *
  * Exit codes: 0 success; 1 runtime failure (the agent refused or cannot be
@@ -33,6 +42,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,10 +53,12 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <uv.h>
 
 #include "agent/agent.h"
+#include "agent/cli_helper.h"
 #include "lib/buf.h"
 #include "lib/der.h"
 #include "lib/flags.h"
@@ -147,6 +159,8 @@ struct session {
 	size_t messages;
 	uv_signal_t sig_int, sig_term;
 	bool signals;
+	uv_timer_t timer; /* api watch -write: the reconnection backoff */
+	bool timer_fired, rpc_closed;
 };
 
 static void
@@ -187,46 +201,84 @@ on_signal(uv_signal_t *h, int signum)
 		ly_rpc_ccall_cancel(s->cc);
 }
 
+/* The session's loop (and its backoff timer); no connection yet. */
 static int
-session_open(struct session *s, const char *cmd, const char *socket)
+session_start(struct session *s, const char *cmd, const char *socket)
+{
+	memset(s, 0, sizeof(*s));
+	s->cmd = cmd;
+	s->socket = socket;
+	if (uv_loop_init(&s->loop) != 0)
+		return fail(EXIT_RUNTIME, "%s: cannot start an event loop", cmd);
+	s->loop_ready = true;
+	(void)uv_timer_init(&s->loop, &s->timer);
+	s->timer.data = s;
+	return 0;
+}
+
+/* A channel to the agent's socket on the session's loop. */
+static int
+session_connect(struct session *s)
 {
 	char target[LY_CONFIG_VALUE_MAX + 8];
 	struct ly_error e;
 	struct stat st;
 
-	memset(s, 0, sizeof(*s));
-	s->cmd = cmd;
-	s->socket = socket;
-	if (stat(socket, &st) != 0)
-		return fail(EXIT_RUNTIME, "%s: cannot reach the agent at %s: %s (is it running? see -socketPath)", cmd,
-		    socket, strerror(errno));
+	if (stat(s->socket, &st) != 0)
+		return fail(EXIT_RUNTIME, "%s: cannot reach the agent at %s: %s (is it running? see -socketPath)", s->cmd,
+		    s->socket, strerror(errno));
 	if (!S_ISSOCK(st.st_mode))
-		return fail(EXIT_RUNTIME, "%s: cannot reach the agent at %s: not a socket", cmd, socket);
-	if (uv_loop_init(&s->loop) != 0)
-		return fail(EXIT_RUNTIME, "%s: cannot start an event loop", cmd);
-	s->loop_ready = true;
-	(void)snprintf(target, sizeof(target), "unix:%s", socket);
+		return fail(EXIT_RUNTIME, "%s: cannot reach the agent at %s: not a socket", s->cmd, s->socket);
+	(void)snprintf(target, sizeof(target), "unix:%s", s->socket);
 	struct ly_rpc_channel_config cc = { .target = target, .tls = NULL, .max_response = 0 };
 	if (ly_rpc_new(&s->loop, &s->rpc, &e) != LY_OK || ly_rpc_channel_new(s->rpc, &cc, &s->ch, &e) != LY_OK)
-		return fail(EXIT_RUNTIME, "%s: %s", cmd, e.msg);
+		return fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
 	return 0;
+}
+
+static void
+on_rpc_closed(void *arg)
+{
+	struct session *s = arg;
+
+	s->rpc_closed = true;
+}
+
+/* Frees the channel and gRPC's machinery, and waits until they are gone; the loop stays. */
+static void
+session_disconnect(struct session *s)
+{
+	if (s->ch != NULL)
+		ly_rpc_channel_free(s->ch);
+	s->ch = NULL;
+	if (s->rpc == NULL)
+		return;
+	s->rpc_closed = false;
+	ly_rpc_close(s->rpc, on_rpc_closed, s);
+	s->rpc = NULL;
+	while (!s->rpc_closed)
+		(void)uv_run(&s->loop, UV_RUN_ONCE);
+}
+
+static int
+session_open(struct session *s, const char *cmd, const char *socket)
+{
+	int rc = session_start(s, cmd, socket);
+
+	return rc != 0 ? rc : session_connect(s);
 }
 
 static void
 session_close(struct session *s)
 {
-	if (s->ch != NULL)
-		ly_rpc_channel_free(s->ch);
-	if (s->rpc != NULL)
-		ly_rpc_close(s->rpc, NULL, NULL);
-	s->ch = NULL;
-	s->rpc = NULL;
+	session_disconnect(s);
 	if (s->signals) {
 		uv_close((uv_handle_t *)&s->sig_int, NULL);
 		uv_close((uv_handle_t *)&s->sig_term, NULL);
 		s->signals = false;
 	}
 	if (s->loop_ready) {
+		uv_close((uv_handle_t *)&s->timer, NULL);
 		(void)uv_run(&s->loop, UV_RUN_DEFAULT);
 		(void)uv_loop_close(&s->loop);
 		s->loop_ready = false;
@@ -418,99 +470,60 @@ print_svid(const char *cmd, const X509SVID *sv)
 
 /* ---- writing files --------------------------------------------------------------------- */
 
-/*
- * Writes `len` bytes to DIR/NAME atomically: a temporary file in DIR
- * (made 0600 by mkstemp, then given `mode`), written, fsync'd, renamed
- * over NAME. A crash leaves the old file or the new one.
- */
+/* Stages one PEM file of certificates from concatenated DER. */
 static int
-write_atomic(const char *cmd, const char *dir, const char *name, const uint8_t *data, size_t len, mode_t mode)
-{
-	char tmp[LY_CONFIG_VALUE_MAX + 64], dst[LY_CONFIG_VALUE_MAX + 64];
-	int fd;
-	size_t off = 0;
-
-	if ((size_t)snprintf(dst, sizeof(dst), "%s/%s", dir, name) >= sizeof(dst) ||
-	    (size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, name) >= sizeof(tmp))
-		return fail(EXIT_USAGE, "%s: -write: directory path too long", cmd);
-	fd = mkstemp(tmp);
-	if (fd < 0)
-		return fail(EXIT_RUNTIME, "%s: cannot write in %s: %s", cmd, dir, strerror(errno));
-	if (fchmod(fd, mode) != 0)
-		goto fail;
-	while (off < len) {
-		ssize_t w = write(fd, data + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			goto fail;
-		off += (size_t)w;
-	}
-	if (fsync(fd) != 0 || close(fd) != 0) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, dst) != 0)
-		goto fail;
-	return 0;
-fail:;
-	int saved = errno;
-	if (fd >= 0)
-		(void)close(fd);
-	(void)unlink(tmp);
-	return fail(EXIT_RUNTIME, "%s: cannot write %s: %s", cmd, dst, strerror(saved));
-}
-
-static int
-write_certs(const char *cmd, const char *dir, const char *name, const ProtobufCBinaryData *der, size_t max_certs,
-    size_t max_total)
+stage_certs(const char *cmd, struct ly_fileset *fs, const char *name, const ProtobufCBinaryData *der,
+    size_t max_certs, size_t max_total)
 {
 	struct ly_buf pem = LY_BUF_INIT;
 	struct ly_error e;
-	int rc;
+	int rc = 0;
 
-	if (ly_der_certs_to_pem(der->data, der->len, max_certs, max_total, &pem, &e) != LY_OK)
-		return fail(EXIT_RUNTIME, "%s: %s: %s", cmd, name, e.msg);
-	rc = write_atomic(cmd, dir, name, pem.data, pem.len, 0644);
+	if (ly_der_certs_to_pem(der->data, der->len, max_certs, max_total, &pem, &e) != LY_OK ||
+	    ly_fileset_add(fs, name, pem.data, pem.len, 0644, &e) != LY_OK)
+		rc = fail(EXIT_RUNTIME, "%s: -write: %s: %s", cmd, name, e.msg);
 	ly_buf_free(&pem);
 	return rc;
 }
 
-/* SPIRE's file names: svid.N.pem, svid.N.key, bundle.N.pem, federated_bundle.N.M.pem. */
+/*
+ * SPIRE's file names, per SVID N (N = 0 the default identity):
+ * svid.N.pem (leaf then intermediates, 0644), svid.N.key (PKCS#8, 0600),
+ * bundle.N.pem (0644), federated_bundle.N.M.pem per federated trust domain.
+ * All are staged, then renamed together (cli_helper.h): a failure leaves
+ * the previous files as they were.
+ */
 static int
-write_response(const char *cmd, const char *dir, const X509SVIDResponse *r)
+write_response(const char *cmd, struct ly_fileset *fs, const char *dir, const X509SVIDResponse *r)
 {
 	struct ly_buf key = LY_BUF_INIT;
 	struct ly_error e;
 	char name[64];
-	struct stat st;
 	int rc = 0;
 
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return fail(EXIT_RUNTIME, "%s: -write %s: not a directory", cmd, dir);
 	for (size_t i = 0; rc == 0 && i < r->n_svids; i++) {
 		const X509SVID *sv = r->svids[i];
 		(void)snprintf(name, sizeof(name), "svid.%zu.pem", i);
-		if ((rc = write_certs(cmd, dir, name, &sv->x509_svid, LY_CHAIN_CERTS_MAX, LY_CHAIN_DER_MAX)) != 0)
+		if ((rc = stage_certs(cmd, fs, name, &sv->x509_svid, LY_CHAIN_CERTS_MAX, LY_CHAIN_DER_MAX)) != 0)
 			break;
-		if (ly_pem_encode("PRIVATE KEY", sv->x509_svid_key.data, sv->x509_svid_key.len, &key, &e) != LY_OK) {
-			rc = fail(EXIT_RUNTIME, "%s: the key of %s: %s", cmd, sv->spiffe_id, e.msg);
-			break;
-		}
 		(void)snprintf(name, sizeof(name), "svid.%zu.key", i);
-		rc = write_atomic(cmd, dir, name, key.data, key.len, 0600);
+		if (ly_pem_encode("PRIVATE KEY", sv->x509_svid_key.data, sv->x509_svid_key.len, &key, &e) != LY_OK ||
+		    ly_fileset_add(fs, name, key.data, key.len, 0600, &e) != LY_OK)
+			rc = fail(EXIT_RUNTIME, "%s: -write: %s (%s): %s", cmd, name, sv->spiffe_id, e.msg);
 		ly_buf_free_secret(&key);
 		if (rc != 0)
 			break;
 		(void)snprintf(name, sizeof(name), "bundle.%zu.pem", i);
-		rc = write_certs(cmd, dir, name, &sv->bundle, LY_BUNDLE_CERTS_MAX, LY_BUNDLE_DER_MAX);
+		rc = stage_certs(cmd, fs, name, &sv->bundle, LY_BUNDLE_CERTS_MAX, LY_BUNDLE_DER_MAX);
 		for (size_t j = 0; rc == 0 && j < r->n_federated_bundles; j++) {
 			(void)snprintf(name, sizeof(name), "federated_bundle.%zu.%zu.pem", i, j);
-			rc = write_certs(cmd, dir, name, &r->federated_bundles[j]->value, LY_BUNDLE_CERTS_MAX,
+			rc = stage_certs(cmd, fs, name, &r->federated_bundles[j]->value, LY_BUNDLE_CERTS_MAX,
 			    LY_BUNDLE_DER_MAX);
 		}
 	}
+	if (rc == 0 && ly_fileset_commit(fs, NULL, &e) != LY_OK)
+		rc = fail(EXIT_RUNTIME, "%s: -write %s: %s", cmd, dir, e.msg);
+	ly_fileset_abort(fs);
 	if (rc == 0)
 		printf("Writing SVIDs and bundles to %s: done\n", dir);
 	return rc;
@@ -518,18 +531,46 @@ write_response(const char *cmd, const char *dir, const X509SVIDResponse *r)
 
 /* ---- api fetch x509 / api watch ---------------------------------------------------------------- */
 
+/* Helper mode: reconnection backoff (doubling, +-20% jitter) between these. */
+#define HELPER_BACKOFF_MIN_MS 500
+#define HELPER_BACKOFF_MAX_MS 10000
+
 struct x509_args {
 	const char *write_dir;
 	bool watch;
+	bool helper; /* api watch -write: runs until SIGTERM/SIGINT, reconnecting */
+	struct ly_fileset fs;
+	const char *pid_file; /* signalled after each update written */
+	int signum;
+	size_t updates; /* responses on the current call */
+	unsigned char last[SHA256_DIGEST_LENGTH]; /* the last response written (helper) */
+	bool have_last;
 };
+
+/* After the files of an update are in place: the process of the pid file, if any. */
+static void
+helper_signal(const struct session *s, const struct x509_args *a)
+{
+	struct ly_error e;
+	pid_t pid = 0;
+
+	if (a->pid_file == NULL)
+		return;
+	if (ly_helper_signal_pid_file(a->pid_file, a->signum, &pid, &e) == LY_OK)
+		printf("Sent %s to process %d (pid file %s)\n", ly_helper_signal_name(a->signum), (int)pid, a->pid_file);
+	else
+		(void)fail(EXIT_RUNTIME, "%s: no signal sent: %s", s->cmd, e.msg);
+}
 
 static bool
 on_x509(struct session *s, const uint8_t *msg, size_t len)
 {
-	const struct x509_args *a = s->arg;
+	struct x509_args *a = s->arg;
 	X509SVIDResponse *r = x509_svidresponse__unpack(NULL, len, msg);
+	unsigned char digest[SHA256_DIGEST_LENGTH];
 	int rc = 0;
 
+	a->updates++;
 	if (r == NULL) {
 		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
 		return false;
@@ -539,8 +580,23 @@ on_x509(struct session *s, const uint8_t *msg, size_t len)
 		rc = print_svid(s->cmd, r->svids[i]);
 	for (size_t i = 0; rc == 0 && i < r->n_federated_bundles; i++)
 		printf("Federated bundle:\t%s\n\n", r->federated_bundles[i]->key);
-	if (rc == 0 && a->write_dir != NULL)
-		rc = write_response(s->cmd, a->write_dir, r);
+	/*
+	 * The helper rewrites and signals only when something changed: a
+	 * reconnection (the agent restarted) brings the same response again,
+	 * and the program need not reload for it.
+	 */
+	if (rc == 0 && a->helper && SHA256(msg, len, digest) == NULL)
+		rc = fail(EXIT_RUNTIME, "%s: cannot hash the response", s->cmd);
+	if (rc == 0 && a->helper && a->have_last && CRYPTO_memcmp(digest, a->last, sizeof(digest)) == 0) {
+		printf("Unchanged since the last update: files in %s left as they are\n", a->write_dir);
+	} else if (rc == 0 && a->write_dir != NULL) {
+		rc = write_response(s->cmd, &a->fs, a->write_dir, r);
+		if (rc == 0 && a->helper) {
+			memcpy(a->last, digest, sizeof(digest));
+			a->have_last = true;
+			helper_signal(s, a);
+		}
+	}
 	fflush(stdout);
 	/* The response holds private keys: wipe them before freeing. */
 	for (size_t i = 0; i < r->n_svids; i++)
@@ -550,43 +606,137 @@ on_x509(struct session *s, const uint8_t *msg, size_t len)
 	return rc == 0 && a->watch;
 }
 
+static void
+on_backoff(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	s->timer_fired = true;
+}
+
+/* Waits `ms` on the session's loop, or less when SIGTERM/SIGINT arrives. */
+static void
+session_sleep(struct session *s, uint64_t ms)
+{
+	s->timer_fired = false;
+	(void)uv_timer_start(&s->timer, on_backoff, ms, 0);
+	while (!s->timer_fired && !s->interrupted)
+		(void)uv_run(&s->loop, UV_RUN_ONCE);
+	(void)uv_timer_stop(&s->timer);
+}
+
+/*
+ * api watch -write: the stream, again and again. Whatever ends it (the
+ * agent restarting, UNAVAILABLE, PERMISSION_DENIED while an entry is
+ * missing, a failed write) is reported in one line, then the helper
+ * reconnects after a backoff that a response resets. Only SIGTERM or
+ * SIGINT end it (exit 0).
+ */
+static int
+helper_run(struct session *s, struct x509_args *a)
+{
+	uint64_t backoff = HELPER_BACKOFF_MIN_MS;
+	X509SVIDRequest req;
+	x509_svidrequest__init(&req);
+
+	while (!s->interrupted) {
+		a->updates = 0;
+		int rc = session_connect(s);
+		if (rc == 0)
+			rc = session_call(s, "fetching X.509-SVIDs", M("FetchX509SVID"), LY_RPC_SERVER_STREAM, &req.base, 0,
+			    true, on_x509, a);
+		session_disconnect(s);
+		if (s->interrupted)
+			break;
+		if (rc == 0)
+			(void)fail(EXIT_RUNTIME, "%s: the agent ended the stream", s->cmd);
+		if (a->updates > 0)
+			backoff = HELPER_BACKOFF_MIN_MS;
+		/* Jitter, so that helpers restarted together do not reconnect together. */
+		uint64_t wait = backoff * (80 + uv_hrtime() % 41) / 100;
+		fprintf(stderr, "%s: reconnecting in %.1fs\n", s->cmd, (double)wait / 1000.0);
+		session_sleep(s, wait);
+		backoff = backoff * 2 > HELPER_BACKOFF_MAX_MS ? HELPER_BACKOFF_MAX_MS : backoff * 2;
+	}
+	printf("Stopped by a signal\n");
+	return 0;
+}
+
 static int
 api_fetch_x509(int argc, char **argv, bool watch)
 {
 	const char *cmd = watch ? "api watch" : "api fetch x509";
-	const char *socket_flag = NULL, *socket;
-	struct x509_args a = { NULL, watch };
+	const char *socket_flag = NULL, *socket, *signal_name = NULL;
+	struct x509_args a;
 	int64_t timeout = TIMEOUT_DEFAULT;
-	struct ly_flag flags[] = {
+	struct ly_error e;
+	struct session s;
+	bool opened = false;
+	int rc;
+
+	memset(&a, 0, sizeof(a));
+	a.watch = watch;
+	a.fs.dirfd = -1;
+	a.signum = SIGHUP;
+	struct ly_flag fetch_flags[] = {
 		{ "write", LY_FLAG_STRING, &a.write_dir, "write svid.N.pem, svid.N.key and bundle.N.pem into this directory",
 		    0, 0, false },
 		TIMEOUT_FLAG(&timeout),
 		SOCKET_FLAG(&socket_flag),
 	};
-	const size_t n = watch ? 1 : NFLAGS(flags);
-	struct ly_flag *fl = watch ? &flags[2] : flags;
+	struct ly_flag watch_flags[] = {
+		{ "write", LY_FLAG_STRING, &a.write_dir,
+		    "helper mode: keep svid.N.pem, svid.N.key and bundle.N.pem in this directory up to date, "
+		    "reconnecting until SIGTERM/SIGINT", 0, 0, false },
+		{ "pidFile", LY_FLAG_STRING, &a.pid_file,
+		    "after each update written, signal the process whose pid this file holds (read at each update)", 0, 0,
+		    false },
+		{ "signal", LY_FLAG_STRING, &signal_name, "the signal for -pidFile: HUP (default), INT, QUIT, USR1, USR2, "
+		    "TERM or WINCH", 0, 0, false },
+		SOCKET_FLAG(&socket_flag),
+	};
 	X509SVIDRequest req;
 	x509_svidrequest__init(&req);
-	struct session s;
-	int rc;
 
 	if ((rc = parse_flags(cmd,
-	    watch ? "Prints every update of the X.509-SVID stream until interrupted." :
+	    watch ? "Prints every update of the X.509-SVID stream until interrupted; with -write, keeps the files in "
+		    "DIR up to date (and signals -pidFile's process) until SIGTERM/SIGINT, reconnecting to the agent." :
 		    "Fetches the caller's X.509-SVIDs from the Workload API.",
-	    fl, n, argc, argv)) >= 0)
+	    watch ? watch_flags : fetch_flags, watch ? NFLAGS(watch_flags) : NFLAGS(fetch_flags), argc, argv)) >= 0)
 		return rc;
+	if (a.write_dir != NULL && a.write_dir[0] == '\0')
+		return fail(EXIT_USAGE, "%s: -write must not be empty", cmd);
+	if (signal_name != NULL && ly_helper_signal_parse(signal_name, &a.signum, &e) != LY_OK)
+		return fail(EXIT_USAGE, "%s: -signal: %s", cmd, e.msg);
+	if ((a.pid_file != NULL || signal_name != NULL) && a.write_dir == NULL)
+		return fail(EXIT_USAGE, "%s: -pidFile and -signal need -write DIR", cmd);
+	if (signal_name != NULL && a.pid_file == NULL)
+		return fail(EXIT_USAGE, "%s: -signal needs -pidFile FILE (the process to signal)", cmd);
+	if (a.pid_file != NULL && a.pid_file[0] == '\0')
+		return fail(EXIT_USAGE, "%s: -pidFile must not be empty", cmd);
+	a.helper = watch && a.write_dir != NULL;
 	if ((rc = resolve_socket(cmd, socket_flag, &socket)) != 0)
 		return rc;
+	if (a.write_dir != NULL && ly_fileset_init(&a.fs, a.write_dir, &e) != LY_OK)
+		return fail(EXIT_USAGE, "%s: -write: %s", cmd, e.msg);
+	opened = true;
+	if (a.helper) {
+		if ((rc = session_start(&s, cmd, socket)) == 0) {
+			session_catch_signals(&s);
+			rc = helper_run(&s, &a);
+		}
+		goto out;
+	}
 	if ((rc = session_open(&s, cmd, socket)) != 0)
 		goto out;
 	if (watch)
 		session_catch_signals(&s);
 	rc = session_call(&s, "fetching X.509-SVIDs", M("FetchX509SVID"), LY_RPC_SERVER_STREAM, &req.base,
 	    watch ? 0 : timeout * 1000, true, on_x509, &a);
-	if (watch && rc == 0 && s.interrupted)
-		rc = 0;
 out:
-	session_close(&s);
+	if (opened)
+		session_close(&s);
+	ly_fileset_cleanup(&a.fs);
 	return rc;
 }
 
@@ -917,7 +1067,7 @@ static const struct command commands[] = {
 	{ { "api", "fetch", "jwt" }, api_fetch_jwt, "fetch JWT-SVIDs for -audience" },
 	{ { "api", "fetch", "jwt-bundles" }, api_fetch_jwt_bundles, "fetch the JWT bundles" },
 	{ { "api", "validate", NULL }, api_validate, "validate a JWT-SVID (-audience, -svid)" },
-	{ { "api", "watch", NULL }, api_watch, "print every X.509-SVID update" },
+	{ { "api", "watch", NULL }, api_watch, "print every X.509-SVID update (-write DIR: keep files up to date)" },
 	{ { "healthcheck", NULL, NULL }, healthcheck, "exit 0 when the agent is healthy" },
 };
 

@@ -177,4 +177,12 @@
 #define LY_HTTP_HEADERS_MAX 64
 #define LY_METRIC_SERIES_MAX 256
 
+/*
+ * `lanyard-agent api watch -write` (agent/cli_helper.h): a pid file's size
+ * (one decimal pid and a newline), and the files one update writes (three
+ * per SVID, plus its federated bundles).
+ */
+#define LY_PID_FILE_MAX 32
+#define LY_WRITE_FILES_MAX 4096
+
 #endif /* LANYARD_CAPS_H */
