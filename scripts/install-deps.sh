@@ -14,6 +14,7 @@ PACKAGES=(
   libjansson-dev
   libyaml-dev
   libsqlite3-dev sqlite3
+  libpq-dev postgresql
   libcurl4-openssl-dev
   clang libclang-rt-14-dev llvm
   python3-grpcio python3-grpc-tools python3-protobuf python3-jwt python3-cryptography

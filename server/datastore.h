@@ -1,6 +1,6 @@
 /*
  * datastore.h: the server's persistent state, behind a table of operations
- * so that back ends can be swapped (SQLite now, PostgreSQL later; SPEC §7).
+ * so that back ends can be swapped (SQLite, PostgreSQL; SPEC §7).
  *
  * What it holds:
  *  - registration entries (lib/entry.h, SPEC §1), with a store-wide
@@ -125,7 +125,7 @@ void ly_agent_list_cleanup(struct ly_agent_list *list);
  * wrappers below, which document each operation.
  */
 struct ly_datastore_ops {
-	const char *name; /* "sqlite" */
+	const char *name; /* "sqlite", "postgres" */
 	void (*close)(struct ly_datastore *ds);
 	ly_status (*revision)(struct ly_datastore *ds, int64_t *out, struct ly_error *err);
 
@@ -184,6 +184,46 @@ struct ly_datastore {
  */
 ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, struct ly_error *err)
     LY_MUST_CHECK;
+
+/* ---- PostgreSQL back end ---- */
+
+/* The schema version this build writes; a newer database is refused. */
+#define LY_DATASTORE_PG_SCHEMA 1
+
+/*
+ * Connects to PostgreSQL with the libpq connection string `conninfo`
+ * (key=value pairs or a postgresql:// URI; the server takes it from
+ * server.datastore.connection_string) and brings the schema up to date in
+ * one transaction (an advisory lock serializes servers starting together).
+ * The database should be dedicated to one trust domain's server: the
+ * tables are created in its default schema (search_path).
+ * Each session gets statement_timeout = 5 s; a connect_timeout of 10 s
+ * applies unless the string sets one. Every write transaction takes the
+ * revision counter's row lock first, so several servers on one database
+ * keep the rules above. A lost connection fails the operation with LY_E_IO
+ * "datastore: connection lost: ..."; each later operation tries PQreset
+ * once, so the store recovers by itself when PostgreSQL is back.
+ * The connection string is never copied, logged or put in an error; libpq's
+ * own messages (host, user, reason) are kept.
+ * Refused: an empty or malformed string (LY_E_INVALID, without its text),
+ * a failed connection (LY_E_IO), a schema newer than this build
+ * (LY_E_UNSUPPORTED, "datastore schema N is newer than this lanyard-server
+ * (M): upgrade").
+ * Durability: the sessions set synchronous_commit = on, so a COMMIT
+ * acknowledged is on disk (given the cluster's fsync = on, its default).
+ * Deleted CA state is not overwritten in place (MVCC): VACUUM reclaims it;
+ * wrap keys before storing them.
+ */
+ly_status ly_datastore_pg_open(const char *conninfo, struct ly_datastore **out, struct ly_error *err)
+    LY_MUST_CHECK;
+
+/*
+ * The syntax check ly_datastore_pg_open starts with (libpq's
+ * PQconninfoParse), for configuration loading: empty, over
+ * LY_CONFIG_VALUE_MAX bytes (LY_E_LIMIT) or malformed (LY_E_INVALID) is
+ * refused; the message never quotes the string. Connects to nothing.
+ */
+ly_status ly_datastore_pg_check_conninfo(const char *conninfo, struct ly_error *err) LY_MUST_CHECK;
 
 /* ---- operations ---- */
 

@@ -5,7 +5,7 @@
  *
  * Start-up, in order; the first failure ends the run with exit code 1 and
  * one line on stderr saying what and why:
- *   data dir (0700) -> datastore (<dataDir>/datastore.sqlite3) -> CA
+ *   data dir (0700) -> datastore (<dataDir>/datastore.sqlite3, or PostgreSQL) -> CA
  *   (<dataDir>/ca) -> audit log -> node attestors -> gRPC -> agent API on
  *   bindAddress:serverPort (TLS; client certificates requested, verified
  *   against the bundle when given) -> admin API on -socketPath.
@@ -546,9 +546,15 @@ open_state(struct srv_main *m, struct ly_error *err)
 	ly_status rc;
 
 	LY_TRY(data_dir_prepare(srv->cfg.data_dir, err));
-	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", srv->cfg.data_dir);
-	if ((rc = ly_datastore_sqlite_open(path, &srv->ds, err)) != LY_OK)
-		return ly_error_wrap(err, rc, "cannot open datastore %s", path);
+	if (srv->cfg.datastore_type == LY_DATASTORE_POSTGRES) {
+		/* The connection string may hold a password: never in a message. */
+		if ((rc = ly_datastore_pg_open(srv->cfg.datastore_conninfo, &srv->ds, err)) != LY_OK)
+			return ly_error_wrap(err, rc, "cannot open datastore (postgres)");
+	} else {
+		(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", srv->cfg.data_dir);
+		if ((rc = ly_datastore_sqlite_open(path, &srv->ds, err)) != LY_OK)
+			return ly_error_wrap(err, rc, "cannot open datastore %s", path);
+	}
 
 	struct ly_ca_config cc = {
 		.trust_domain = srv->cfg.trust_domain,
@@ -780,10 +786,13 @@ start(struct srv_main *m, struct ly_error *err)
 		(void)snprintf(attestors + used, sizeof(attestors) - used, "%s%s", used > 0 ? "," : "", names[i]);
 	}
 	bool v6 = strchr(m->srv.cfg.bind_address, ':') != NULL;
+	/* The back end by name only: a connection string may hold a password. */
 	log_info("lanyard-server started: trust_domain=%s agent_api=%s%s%s:%d admin_socket=%s data_dir=%s "
-	    "bundle_sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu node_attestors=%s",
+	    "datastore=%s bundle_sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu node_attestors=%s",
 	    m->srv.cfg.trust_domain, v6 ? "[" : "", m->srv.cfg.bind_address, v6 ? "]" : "", m->agent_port,
-	    m->srv.cfg.socket_path, m->srv.cfg.data_dir, ly_bundle_sequence(b), ly_bundle_x509_authority_count(b),
+	    m->srv.cfg.socket_path, m->srv.cfg.data_dir,
+	    m->srv.cfg.datastore_type == LY_DATASTORE_POSTGRES ? "postgres" : "sqlite3", ly_bundle_sequence(b),
+	    ly_bundle_x509_authority_count(b),
 	    ly_bundle_jwt_authority_count(b), attestors[0] != '\0' ? attestors : "none");
 	return LY_OK;
 }

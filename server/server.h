@@ -54,12 +54,22 @@ struct ly_audit;
 #define LY_TOKEN_TTL_DEFAULT 600
 #define LY_TOKEN_TTL_MAX (7 * 24 * 60 * 60)
 
+/* server.datastore.database_type (SPIRE's names). */
+enum ly_datastore_type {
+	LY_DATASTORE_SQLITE3 = 0, /* <data_dir>/datastore.sqlite3, the default */
+	LY_DATASTORE_POSTGRES,    /* server.datastore.connection_string */
+};
+
 struct ly_server_config {
 	char trust_domain[LY_TRUST_DOMAIN_MAX + 1];
 	const char *bind_address;
 	uint16_t server_port;
 	const char *socket_path;
 	const char *data_dir;
+	enum ly_datastore_type datastore_type;
+	/* postgres only: the libpq connection string. It may hold a password:
+	 * never log it or put it in an error. */
+	const char *datastore_conninfo;
 	const char *log_level;
 	const char *log_format;
 	enum ly_key_type ca_key_type;

@@ -15,6 +15,7 @@
 #include "lib/spiffeid.h"
 #include "server/attest.h"
 #include "server/ca.h"
+#include "server/datastore.h"
 #include "server/server.h"
 
 #define K "server."
@@ -26,6 +27,8 @@ static const char *const known_keys[] = {
 	K "server_port",
 	K "socket_path",
 	K "data_dir",
+	K "datastore.database_type",
+	K "datastore.connection_string",
 	K "log_level",
 	K "log_format",
 	K "ca_key_type",
@@ -174,10 +177,51 @@ check_psat_keys(const struct ly_config *file, struct ly_error *err)
 	return LY_OK;
 }
 
+/*
+ * server.datastore: database_type sqlite3 (the default: <data_dir>/
+ * datastore.sqlite3) or postgres, which needs connection_string (and only
+ * postgres takes one). The connection string is checked for syntax here;
+ * no message quotes it (it may hold a password).
+ */
+static ly_status
+get_datastore(const struct ly_config *file, struct ly_server_config *cfg, struct ly_error *err)
+{
+	const char *type = NULL;
+
+	/* A scalar ("datastore: postgres") is an unknown key: refused by ly_config_check_known. */
+	LY_TRY(ly_config_get_string(file, K "datastore.database_type", "sqlite3", &type, err));
+	if (strcmp(type, "sqlite3") == 0) {
+		cfg->datastore_type = LY_DATASTORE_SQLITE3;
+	} else if (strcmp(type, "postgres") == 0) {
+		cfg->datastore_type = LY_DATASTORE_POSTGRES;
+	} else {
+		ly_error_set(err, LY_E_INVALID, "must be sqlite3 or postgres");
+		return ly_config_wrap(file, K "datastore.database_type", err, LY_E_INVALID);
+	}
+	LY_TRY(ly_config_get_string(file, K "datastore.connection_string", NULL, &cfg->datastore_conninfo, err));
+	if (cfg->datastore_type == LY_DATASTORE_SQLITE3 && cfg->datastore_conninfo != NULL) {
+		ly_error_set(err, LY_E_INVALID,
+		    "is for database_type: postgres only (sqlite3 is <data_dir>/datastore.sqlite3)");
+		return ly_config_wrap(file, K "datastore.connection_string", err, LY_E_INVALID);
+	}
+	if (cfg->datastore_type == LY_DATASTORE_POSTGRES) {
+		if (cfg->datastore_conninfo == NULL) {
+			ly_error_set(err, LY_E_INVALID, "postgres needs server.datastore.connection_string");
+			return ly_config_wrap(file, K "datastore.database_type", err, LY_E_INVALID);
+		}
+		ly_status rc = ly_datastore_pg_check_conninfo(cfg->datastore_conninfo, err);
+		if (rc != LY_OK)
+			return ly_config_wrap(file, K "datastore.connection_string", err, rc);
+	}
+	return LY_OK;
+}
+
 static ly_status
 load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struct ly_error *err)
 {
 	const char *s = NULL;
+
+	LY_TRY(get_datastore(file, cfg, err));
 
 	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
 	enum ly_log_format fmt;

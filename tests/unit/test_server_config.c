@@ -2,7 +2,8 @@
  * test_server_config.c: `lanyard-server run` configuration
  * (server/server_config.c): defaults with flags alone, the YAML file's
  * keys, flags over the file (SPEC §2), unknown keys refused with file:line,
- * and every value that must be refused, each named in the message.
+ * and every value that must be refused, each named in the message; the
+ * datastore (sqlite3 or postgres with a connection string never echoed).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -363,6 +364,72 @@ test_psat_clusters(void **state)
 	ly_config_free(file);
 }
 
+/* server.datastore: sqlite3 (default) or postgres with a connection string, never echoed. */
+static void
+test_datastore(void **state)
+{
+	struct ly_server_flags flags = LY_SERVER_FLAGS_INIT;
+	struct ly_server_config cfg;
+	struct ly_config *file = NULL;
+	struct ly_error e;
+
+	flags.trust_domain = "example.org";
+	/* Default: SQLite in the data dir, no connection string. */
+	assert_int_equal(load(&flags, &cfg, &file, &e), LY_OK);
+	assert_int_equal(cfg.datastore_type, LY_DATASTORE_SQLITE3);
+	assert_null(cfg.datastore_conninfo);
+	flags.config_path = write_cfg("server:\n  datastore:\n    database_type: sqlite3\n");
+	assert_int_equal(load(&flags, &cfg, &file, &e), LY_OK);
+	assert_int_equal(cfg.datastore_type, LY_DATASTORE_SQLITE3);
+	assert_null(cfg.datastore_conninfo);
+	ly_config_free(file);
+	/* PostgreSQL: key=value pairs or a URI. */
+	flags.config_path = write_cfg("server:\n  datastore:\n    database_type: postgres\n"
+	                              "    connection_string: \"host=/run/postgresql dbname=lanyard user=lanyard\"\n");
+	assert_int_equal(load(&flags, &cfg, &file, &e), LY_OK);
+	assert_int_equal(cfg.datastore_type, LY_DATASTORE_POSTGRES);
+	assert_string_equal(cfg.datastore_conninfo, "host=/run/postgresql dbname=lanyard user=lanyard");
+	ly_config_free(file);
+	flags.config_path = write_cfg("server:\n  datastore:\n    database_type: postgres\n"
+	                              "    connection_string: postgresql://lanyard@db.example.org:5432/lanyard?sslmode=verify-full\n");
+	assert_int_equal(load(&flags, &cfg, &file, &e), LY_OK);
+	assert_int_equal(cfg.datastore_type, LY_DATASTORE_POSTGRES);
+	ly_config_free(file);
+
+	/* Refused: another type, postgres without a string, a string for sqlite3 (or with no type). */
+	expect_file_refused("server:\n  datastore:\n    database_type: mysql\n",
+	    ":3: key server.datastore.database_type: must be sqlite3 or postgres");
+	expect_file_refused("server:\n  datastore:\n    database_type: postgresql\n",
+	    ":3: key server.datastore.database_type: must be sqlite3 or postgres");
+	expect_file_refused("server:\n  datastore:\n    database_type: postgres\n",
+	    ":3: key server.datastore.database_type: postgres needs server.datastore.connection_string");
+	expect_file_refused("server:\n  datastore:\n    database_type: sqlite3\n    connection_string: dbname=x\n",
+	    ":4: key server.datastore.connection_string: is for database_type: postgres only");
+	expect_file_refused("server:\n  datastore:\n    connection_string: dbname=x\n",
+	    ":3: key server.datastore.connection_string: is for database_type: postgres only");
+	expect_file_refused("server:\n  datastore: postgres\n", ":2: unknown key server.datastore");
+	expect_file_refused("server:\n  datastore:\n    database_type: postgres\n    connection_string: \"\"\n",
+	    ":4: key server.datastore.connection_string: datastore: the PostgreSQL connection string is empty");
+	expect_file_refused("server:\n  datastore:\n    type: postgres\n",
+	    ":3: unknown key server.datastore.type");
+	/* Malformed: refused at load, and the message does not quote the string (a password). */
+	const char *bad[] = {
+		"server:\n  datastore:\n    database_type: postgres\n    connection_string: \"password=Sup3rSecret dbname\"\n",
+		"server:\n  datastore:\n    database_type: postgres\n    connection_string: \"Sup3rSecret\"\n",
+		"server:\n  datastore:\n    database_type: postgres\n    connection_string: \"passwd=Sup3rSecret\"\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		flags.config_path = write_cfg(bad[i]);
+		file = (struct ly_config *)1;
+		ly_status st = load(&flags, &cfg, &file, &e);
+		if (st != LY_E_INVALID || strstr(e.msg, ":4: key server.datastore.connection_string") == NULL ||
+		    strstr(e.msg, "malformed") == NULL)
+			fail_msg("case %zu: got %d: %s", i, st, e.msg);
+		assert_null(strstr(e.msg, "Sup3rSecret"));
+		assert_null(file);
+	}
+}
+
 int
 main(void)
 {
@@ -376,6 +443,7 @@ main(void)
 		cmocka_unit_test(test_unreadable_file_is_io),
 		cmocka_unit_test(test_node_attestors),
 		cmocka_unit_test(test_psat_clusters),
+		cmocka_unit_test(test_datastore),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

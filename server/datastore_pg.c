@@ -1,0 +1,2145 @@
+/*
+ * datastore_pg.c: the PostgreSQL back end of datastore.h (libpq).
+ *
+ * One connection, used by one thread. Every operation is one transaction.
+ * A write transaction starts with the revision counter's
+ * `UPDATE meta ... RETURNING value`: that row lock serializes writers (of
+ * this and of any other server on the same database), so that the checks
+ * that follow (duplicate entry, a token's single use) see every committed
+ * write and nothing can interleave before COMMIT. A write that ends up
+ * changing nothing (a refusal, a prune that found nothing) rolls back, and
+ * with it the counter: the revision only counts acknowledged changes.
+ * Reads of one statement run alone; reads of two run in one REPEATABLE
+ * READ, READ ONLY transaction.
+ *
+ * Every statement is a constant string with bound parameters
+ * (PQexecParams), never formatted SQL. Selectors and DNS names travel as
+ * JSON built and parsed with jansson (json_agg / json_array_elements), so
+ * an entry is one round trip to read and a constant number to write.
+ *
+ * Connection loss: when a statement fails and the connection is
+ * CONNECTION_BAD, the operation fails with LY_E_IO "datastore: connection
+ * lost: ..."; the next operation calls PQreset once (and again on the one
+ * after, while PostgreSQL is away), so the server recovers by itself.
+ * Every session gets statement_timeout = 5 s (like SQLite's busy timeout):
+ * a lock held elsewhere cannot hang the server; and synchronous_commit =
+ * on: an acknowledged COMMIT is on disk (and on a synchronous standby, if
+ * the cluster has one).
+ *
+ * Secrets: the connection string is never copied, logged or put in an
+ * error (libpq keeps its own copy for PQreset); a malformed one is refused
+ * without echoing it. CA state values read are wiped from libpq's result
+ * before it is freed.
+ *
+ * Schema: versioned by the schema_version table, migrated at open in one
+ * transaction under an advisory lock (two servers starting at once migrate
+ * once). To add version 2, append { 2, schema_v2 } and raise
+ * LY_DATASTORE_PG_SCHEMA.
+ */
+#include "server/datastore.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "lib/caps.h"
+#include "lib/spiffeid.h"
+
+/* ---- schema ---- */
+
+/*
+ * Version 1: the tables of the SQLite back end, in PostgreSQL types.
+ * `identity` is SHA-256 over spiffe_id, parent_id and the canonical
+ * selectors, an index to find duplicate candidates (compared in full).
+ */
+static const char *const schema_v1[] = {
+	"CREATE TABLE meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+	"INSERT INTO meta (name, value) VALUES ('revision', 0), ('changes_pruned', 0)",
+	"CREATE TABLE entries ("
+	" id BIGSERIAL PRIMARY KEY,"
+	" entry_id TEXT NOT NULL UNIQUE,"
+	" spiffe_id TEXT NOT NULL,"
+	" parent_id TEXT NOT NULL,"
+	" identity BYTEA NOT NULL,"
+	" x509_svid_ttl INTEGER NOT NULL,"
+	" jwt_svid_ttl INTEGER NOT NULL,"
+	" node BOOLEAN NOT NULL,"
+	" admin BOOLEAN NOT NULL,"
+	" downstream BOOLEAN NOT NULL,"
+	" hint TEXT,"
+	" revision BIGINT NOT NULL,"
+	" created_at BIGINT NOT NULL)",
+	"CREATE INDEX entries_spiffe_id ON entries (spiffe_id)",
+	"CREATE INDEX entries_parent_id ON entries (parent_id)",
+	"CREATE INDEX entries_identity ON entries (identity)",
+	"CREATE TABLE entry_selectors ("
+	" entry BIGINT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,"
+	" pos INTEGER NOT NULL,"
+	" type TEXT NOT NULL,"
+	" value TEXT NOT NULL,"
+	" PRIMARY KEY (entry, pos))",
+	"CREATE INDEX entry_selectors_type_value ON entry_selectors (type, value)",
+	"CREATE TABLE entry_dns_names ("
+	" entry BIGINT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,"
+	" pos INTEGER NOT NULL,"
+	" name TEXT NOT NULL,"
+	" PRIMARY KEY (entry, pos))",
+	"CREATE TABLE entry_changes ("
+	" revision BIGINT PRIMARY KEY,"
+	" entry_id TEXT NOT NULL,"
+	" op SMALLINT NOT NULL)",
+	"CREATE INDEX entry_changes_entry_id ON entry_changes (entry_id, revision)",
+	"CREATE TABLE join_tokens ("
+	" token_sha256 BYTEA PRIMARY KEY,"
+	" spiffe_id TEXT NOT NULL,"
+	" expires_at BIGINT NOT NULL,"
+	" created_at BIGINT NOT NULL)",
+	"CREATE TABLE agents ("
+	" id BIGSERIAL PRIMARY KEY,"
+	" spiffe_id TEXT NOT NULL UNIQUE,"
+	" attestation_type TEXT NOT NULL,"
+	" serial_number TEXT NOT NULL,"
+	" svid_expires_at BIGINT NOT NULL,"
+	" banned BOOLEAN NOT NULL,"
+	" created_at BIGINT NOT NULL,"
+	" updated_at BIGINT NOT NULL)",
+	"CREATE TABLE agent_selectors ("
+	" agent BIGINT NOT NULL REFERENCES agents (id) ON DELETE CASCADE,"
+	" pos INTEGER NOT NULL,"
+	" type TEXT NOT NULL,"
+	" value TEXT NOT NULL,"
+	" PRIMARY KEY (agent, pos))",
+	"CREATE TABLE ca_state ("
+	" name TEXT PRIMARY KEY,"
+	" value BYTEA NOT NULL,"
+	" updated_at BIGINT NOT NULL)",
+};
+
+struct migration {
+	int version;
+	const char *const *stmts;
+	size_t n;
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct migration migrations[] = {
+	{ 1, schema_v1, NELEM(schema_v1) },
+};
+
+_Static_assert(NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
+    "one migration per schema version, 1..LY_DATASTORE_PG_SCHEMA");
+
+/* Serializes migrations of servers starting together ("lanyard" in ASCII, as a number). */
+#define MIGRATION_LOCK "SELECT pg_advisory_xact_lock(465541878386)"
+
+/* ---- statements ---- */
+
+/* An entry row: 0 id, 1 entry_id, 2 spiffe_id, 3 parent_id, 4 x509_svid_ttl, 5 jwt_svid_ttl, 6 node,
+ * 7 admin, 8 downstream, 9 hint, 10 revision, 11 created_at, 12 selectors (JSON), 13 DNS names (JSON). */
+#define ENTRY_COLS                                                                                            \
+	"e.id, e.entry_id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.node, e.admin, "        \
+	"e.downstream, e.hint, e.revision, e.created_at, "                                                      \
+	"COALESCE((SELECT json_agg(json_build_array(s.type, s.value) ORDER BY s.pos) FROM entry_selectors s "  \
+	"WHERE s.entry = e.id), '[]'::json), "                                                                  \
+	"COALESCE((SELECT json_agg(d.name ORDER BY d.pos) FROM entry_dns_names d WHERE d.entry = e.id), "      \
+	"'[]'::json)"
+#define ENTRY_NCOLS 14
+#define ENTRY_SELECT "SELECT " ENTRY_COLS " FROM entries e "
+
+/* An agent row: 0 spiffe_id, 1 attestation_type, 2 serial_number, 3 svid_expires_at, 4 banned,
+ * 5 created_at, 6 updated_at, 7 selectors (JSON). */
+#define AGENT_SELECT                                                                                          \
+	"SELECT a.spiffe_id, a.attestation_type, a.serial_number, a.svid_expires_at, a.banned, a.created_at, "  \
+	"a.updated_at, COALESCE((SELECT json_agg(json_build_array(s.type, s.value) ORDER BY s.pos) "            \
+	"FROM agent_selectors s WHERE s.agent = a.id), '[]'::json) FROM agents a "
+
+static const char SQL_REV_BUMP[] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value";
+static const char SQL_META_LOCK[] =
+    "SELECT (SELECT value FROM meta WHERE name = 'revision' FOR UPDATE), "
+    "(SELECT value FROM meta WHERE name = 'changes_pruned')";
+static const char SQL_META_GET[] = "SELECT (SELECT value FROM meta WHERE name = 'revision'), "
+                                   "(SELECT value FROM meta WHERE name = 'changes_pruned')";
+static const char SQL_REVISION[] = "SELECT value FROM meta WHERE name = 'revision'";
+static const char SQL_PRUNED_SET[] = "UPDATE meta SET value = $1 WHERE name = 'changes_pruned'";
+
+static const char SQL_ENTRY_BY_ID[] = ENTRY_SELECT "WHERE e.entry_id = $1";
+static const char SQL_ENTRY_BY_IDENTITY[] = ENTRY_SELECT "WHERE e.identity = $1";
+static const char SQL_ENTRY_LOOKUP[] = "SELECT id, created_at FROM entries WHERE entry_id = $1";
+static const char SQL_ENTRY_LIST_ALL[] = ENTRY_SELECT "ORDER BY e.id";
+static const char SQL_ENTRY_LIST_BY_SPIFFE_ID[] =
+    ENTRY_SELECT "WHERE e.spiffe_id = $1 AND ($2::text IS NULL OR e.parent_id = $2::text) ORDER BY e.id";
+static const char SQL_ENTRY_LIST_BY_PARENT_ID[] = ENTRY_SELECT "WHERE e.parent_id = $1 ORDER BY e.id";
+static const char SQL_ENTRY_INSERT[] =
+    "INSERT INTO entries (entry_id, spiffe_id, parent_id, identity, x509_svid_ttl, jwt_svid_ttl, node, admin, "
+    "downstream, hint, revision, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+    "RETURNING id";
+static const char SQL_ENTRY_UPDATE[] =
+    "UPDATE entries SET spiffe_id = $2, parent_id = $3, identity = $4, x509_svid_ttl = $5, jwt_svid_ttl = $6, "
+    "node = $7, admin = $8, downstream = $9, hint = $10, revision = $11 WHERE id = $1";
+static const char SQL_ENTRY_DELETE[] = "DELETE FROM entries WHERE id = $1";
+static const char SQL_SEL_INSERT[] =
+    "INSERT INTO entry_selectors (entry, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
+    "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
+static const char SQL_SEL_DELETE[] = "DELETE FROM entry_selectors WHERE entry = $1";
+static const char SQL_DNS_INSERT[] = "INSERT INTO entry_dns_names (entry, pos, name) SELECT $1, x.o - 1, x.n "
+                                     "FROM json_array_elements_text($2::json) WITH ORDINALITY AS x(n, o)";
+static const char SQL_DNS_DELETE[] = "DELETE FROM entry_dns_names WHERE entry = $1";
+static const char SQL_CHANGE_INSERT[] = "INSERT INTO entry_changes (revision, entry_id, op) VALUES ($1, $2, $3)";
+/* Each entry's latest change after $1, with the entry as it is now (NULL columns when deleted). */
+static const char SQL_CHANGES_SINCE[] =
+    "SELECT c.entry_id, c.revision, c.op, " ENTRY_COLS " FROM (SELECT DISTINCT ON (entry_id) entry_id, "
+    "revision, op FROM entry_changes WHERE revision > $1 ORDER BY entry_id, revision DESC) c "
+    "LEFT JOIN entries e ON e.entry_id = c.entry_id ORDER BY c.revision";
+static const char SQL_CHANGES_PRUNE[] = "DELETE FROM entry_changes WHERE revision <= $1";
+
+static const char SQL_TOKEN_INSERT[] =
+    "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) VALUES ($1, $2, $3, $4)";
+static const char SQL_TOKEN_TAKE[] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at";
+static const char SQL_TOKEN_PRUNE[] = "DELETE FROM join_tokens WHERE expires_at <= $1";
+
+static const char SQL_AGENT_UPSERT[] =
+    "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, "
+    "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (spiffe_id) DO UPDATE SET "
+    "attestation_type = excluded.attestation_type, serial_number = excluded.serial_number, "
+    "svid_expires_at = excluded.svid_expires_at, updated_at = excluded.updated_at RETURNING id";
+/* COLLATE "C": byte order, whatever the database's collation (as SQLite sorts). */
+static const char SQL_AGENT_GET[] = AGENT_SELECT "WHERE a.spiffe_id = $1";
+static const char SQL_AGENT_LIST[] = AGENT_SELECT "ORDER BY a.spiffe_id COLLATE \"C\"";
+static const char SQL_AGENT_DELETE[] = "DELETE FROM agents WHERE spiffe_id = $1";
+static const char SQL_AGENT_BAN[] = "UPDATE agents SET banned = $2, updated_at = $3 WHERE spiffe_id = $1";
+static const char SQL_AGENT_SEL_DELETE[] = "DELETE FROM agent_selectors WHERE agent = $1";
+static const char SQL_AGENT_SEL_INSERT[] =
+    "INSERT INTO agent_selectors (agent, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
+    "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
+
+static const char SQL_CA_PUT[] =
+    "INSERT INTO ca_state (name, value, updated_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+static const char SQL_CA_GET[] = "SELECT value FROM ca_state WHERE name = $1";
+static const char SQL_CA_DELETE[] = "DELETE FROM ca_state WHERE name = $1";
+
+/* ---- connection, errors, statements ---- */
+
+struct pg_ds {
+	struct ly_datastore base; /* first: a struct ly_datastore * is a struct pg_ds * */
+	PGconn *conn;
+	bool in_tx;
+	bool broken; /* a failure said the session is gone: reset before the next operation */
+};
+
+static struct pg_ds *
+to_pg(struct ly_datastore *ds)
+{
+	return (struct pg_ds *)ds;
+}
+
+/* Notices (CREATE TABLE IF NOT EXISTS, ...) would go to stderr: dropped. */
+static void
+no_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+/* A libpq message on one line (runs of white space become one space), in `buf`. */
+static const char *
+one_line(const char *msg, char *buf, size_t size)
+{
+	size_t n = 0;
+	bool space = false;
+	if (msg == NULL)
+		msg = "";
+	for (const char *p = msg; *p != '\0' && n + 1 < size; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+			space = n > 0;
+			continue;
+		}
+		if (space && n + 2 < size)
+			buf[n++] = ' ';
+		space = false;
+		buf[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+	}
+	buf[n] = '\0';
+	return n > 0 ? buf : "unknown error";
+}
+
+static bool
+conn_lost(const struct pg_ds *ds)
+{
+	return ds->conn == NULL || ds->broken || PQstatus(ds->conn) == CONNECTION_BAD;
+}
+
+/*
+ * A failed statement that means the session is gone though libpq may not
+ * have marked it CONNECTION_BAD yet: no SQLSTATE (libpq's own failure:
+ * "server closed the connection unexpectedly"), class 08 (connection
+ * exception), 57P01..57P03 (administrator or crash shutdown, cannot connect
+ * now).
+ */
+static bool
+session_gone(const PGresult *res)
+{
+	const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state == NULL)
+		return true;
+	return strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
+	    strcmp(state, "57P03") == 0;
+}
+
+/*
+ * The error of a failed statement: a lost connection is LY_E_IO
+ * "connection lost" (the next operation reconnects); otherwise the class
+ * of the SQLSTATE picks the code and PostgreSQL's message is kept.
+ */
+static ly_status
+pg_fail(struct pg_ds *ds, const PGresult *res, const char *what, struct ly_error *err)
+{
+	char msg[512];
+	if (conn_lost(ds) || session_gone(res)) {
+		ds->in_tx = false;
+		ds->broken = true;
+		if (res != NULL && PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL)
+			return ly_error_set(err, LY_E_IO, "datastore: connection lost: %s: %s", what,
+			    one_line(PQresultErrorMessage(res), msg, sizeof(msg)));
+		return ly_error_set(err, LY_E_IO, "datastore: connection lost: %s: %s", what,
+		    one_line(ds->conn != NULL ? PQerrorMessage(ds->conn) : "no connection", msg, sizeof(msg)));
+	}
+	const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *primary = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	ly_status code = LY_E_IO;
+	if (state != NULL && strncmp(state, "23", 2) == 0)
+		code = LY_E_INVALID; /* integrity constraint violation */
+	else if (state != NULL && strcmp(state, "53200") == 0)
+		code = LY_E_NOMEM;
+	else if (state != NULL && strncmp(state, "54", 2) == 0)
+		code = LY_E_LIMIT; /* program limit exceeded */
+	if (primary == NULL)
+		primary = res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(ds->conn);
+	return ly_error_set(err, code, "datastore: %s: %s", what, one_line(primary, msg, sizeof(msg)));
+}
+
+#define PARAMS_MAX 12
+
+/* Bound parameters of one statement; numbers are formatted into `num`. */
+struct params {
+	int n;
+	const char *v[PARAMS_MAX];
+	int len[PARAMS_MAX];
+	int fmt[PARAMS_MAX];
+	char num[PARAMS_MAX][24];
+};
+
+static void
+p_text(struct params *p, const char *s)
+{
+	p->v[p->n] = s; /* NULL: SQL NULL */
+	p->len[p->n] = 0;
+	p->fmt[p->n] = 0;
+	p->n++;
+}
+
+static void
+p_int(struct params *p, int64_t v)
+{
+	(void)snprintf(p->num[p->n], sizeof(p->num[p->n]), "%lld", (long long)v);
+	p_text(p, p->num[p->n]);
+}
+
+static void
+p_bool(struct params *p, bool v)
+{
+	p_text(p, v ? "t" : "f");
+}
+
+/* Binary bytea; len is at most LY_CA_STATE_MAX (checked by callers). */
+static void
+p_bytes(struct params *p, const void *data, size_t len)
+{
+	p->v[p->n] = len > 0 ? (const char *)data : "";
+	p->len[p->n] = (int)len;
+	p->fmt[p->n] = 1;
+	p->n++;
+}
+
+/*
+ * Runs one statement with the bound parameters `p` (NULL: none); text
+ * results unless `binary`. The result goes to *out when non-NULL (the
+ * caller PQclears it), else it is freed.
+ */
+static ly_status
+run(struct pg_ds *ds, const char *sql, const struct params *p, bool binary, const char *what, PGresult **out,
+    struct ly_error *err)
+{
+	if (out != NULL)
+		*out = NULL;
+	PGresult *res = PQexecParams(ds->conn, sql, p != NULL ? p->n : 0, NULL, p != NULL ? p->v : NULL,
+	    p != NULL ? p->len : NULL, p != NULL ? p->fmt : NULL, binary ? 1 : 0);
+	if (res == NULL)
+		return pg_fail(ds, NULL, what, err);
+	ExecStatusType st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		ly_status rc = pg_fail(ds, res, what, err);
+		PQclear(res);
+		return rc;
+	}
+	if (out != NULL)
+		*out = res;
+	else
+		PQclear(res);
+	return LY_OK;
+}
+
+/* Runs a constant statement (or several) with no parameters, through the simple query protocol. */
+static ly_status
+run_simple(struct pg_ds *ds, const char *sql, const char *what, PGresult **out, struct ly_error *err)
+{
+	if (out != NULL)
+		*out = NULL;
+	PGresult *res = PQexec(ds->conn, sql);
+	if (res == NULL)
+		return pg_fail(ds, NULL, what, err);
+	ExecStatusType st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		ly_status rc = pg_fail(ds, res, what, err);
+		PQclear(res);
+		return rc;
+	}
+	if (out != NULL)
+		*out = res;
+	else
+		PQclear(res);
+	return LY_OK;
+}
+
+/* Affected rows of a command. */
+static int64_t
+affected(const PGresult *res)
+{
+	const char *s = PQcmdTuples((PGresult *)(uintptr_t)res);
+	return s != NULL && s[0] != '\0' ? strtoll(s, NULL, 10) : 0;
+}
+
+/*
+ * Per-session settings, after every (re)connection: the statement timeout;
+ * synchronous_commit on whatever the server's default, so that a COMMIT
+ * acknowledged is durable (datastore.h); READ COMMITTED, which the
+ * revision row lock relies on (each statement sees what committed before
+ * it); no notices.
+ */
+static ly_status
+session_setup(struct pg_ds *ds, struct ly_error *err)
+{
+	return run_simple(ds,
+	    "SET statement_timeout = 5000; SET synchronous_commit = on; SET client_min_messages = warning; "
+	    "SET default_transaction_isolation = 'read committed'",
+	    "session settings", NULL, err);
+}
+
+/* A lost connection is reset once per operation: PostgreSQL may be back. */
+static ly_status
+ensure_conn(struct pg_ds *ds, struct ly_error *err)
+{
+	char msg[512];
+	if (!conn_lost(ds))
+		return LY_OK;
+	ds->in_tx = false;
+	PQreset(ds->conn);
+	ds->broken = PQstatus(ds->conn) != CONNECTION_OK;
+	if (ds->broken)
+		return ly_error_set(err, LY_E_IO, "datastore: connection lost: reconnecting failed: %s",
+		    one_line(PQerrorMessage(ds->conn), msg, sizeof(msg)));
+	return session_setup(ds, err);
+}
+
+enum tx_mode {
+	TX_READ,  /* REPEATABLE READ, READ ONLY: a consistent snapshot */
+	TX_WRITE, /* raises the revision first: writers serialize on its row */
+	TX_LOCK,  /* locks the revision row without raising it (history-only writes) */
+};
+
+/*
+ * Begins a transaction. TX_WRITE puts the raised revision in *rev;
+ * TX_LOCK puts the revision and the change-log horizon in rev[0], rev[1].
+ */
+static ly_status tx_get_meta(struct pg_ds *ds, const PGresult *res, int64_t *rev, int n, struct ly_error *err);
+
+static ly_status
+tx_begin(struct pg_ds *ds, enum tx_mode mode, int64_t *rev, struct ly_error *err)
+{
+	ly_status rc;
+	PGresult *res = NULL;
+
+	LY_TRY(ensure_conn(ds, err));
+	if (ds->in_tx)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: nested transaction");
+	ds->in_tx = true;
+	switch (mode) {
+	case TX_READ:
+		return run_simple(ds, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "begin", NULL, err);
+	case TX_WRITE:
+		rc = run_simple(ds, "BEGIN", "begin", NULL, err);
+		if (rc == LY_OK)
+			rc = run(ds, SQL_REV_BUMP, NULL, false, "bump revision", &res, err);
+		if (rc == LY_OK)
+			rc = tx_get_meta(ds, res, rev, 1, err);
+		break;
+	case TX_LOCK:
+		rc = run_simple(ds, "BEGIN", "begin", NULL, err);
+		if (rc == LY_OK)
+			rc = run(ds, SQL_META_LOCK, NULL, false, "lock revision", &res, err);
+		if (rc == LY_OK)
+			rc = tx_get_meta(ds, res, rev, 2, err);
+		break;
+	default:
+		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: bad transaction mode");
+		break;
+	}
+	PQclear(res);
+	return rc;
+}
+
+static void
+tx_rollback(struct pg_ds *ds)
+{
+	if (!ds->in_tx)
+		return;
+	ds->in_tx = false;
+	/* Nothing to report: the operation already failed with its own error. */
+	if (!conn_lost(ds) && PQtransactionStatus(ds->conn) != PQTRANS_IDLE)
+		PQclear(PQexec(ds->conn, "ROLLBACK"));
+}
+
+static ly_status
+tx_commit(struct pg_ds *ds, struct ly_error *err)
+{
+	ly_status rc = run_simple(ds, "COMMIT", "commit", NULL, err);
+	if (rc != LY_OK) {
+		tx_rollback(ds);
+		return rc;
+	}
+	ds->in_tx = false;
+	return LY_OK;
+}
+
+static int64_t
+now_seconds(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* ---- column readers: the database is ours, but a damaged row is refused, not trusted ---- */
+
+static ly_status
+corrupt(const char *what, struct ly_error *err)
+{
+	return ly_error_set(err, LY_E_IO, "datastore: corrupt row: %s", what);
+}
+
+static const char *
+col_name(const PGresult *res, int col)
+{
+	const char *n = PQfname(res, col);
+	return n != NULL ? n : "column";
+}
+
+static ly_status
+col_text(const PGresult *res, int row, int col, size_t cap, bool nullable, char **out, struct ly_error *err)
+{
+	*out = NULL;
+	if (PQgetisnull(res, row, col)) {
+		if (nullable)
+			return LY_OK;
+		return corrupt(col_name(res, col), err);
+	}
+	const char *v = PQgetvalue(res, row, col);
+	int n = PQgetlength(res, row, col);
+	if (v == NULL || n < 0 || (size_t)n > cap || strlen(v) != (size_t)n)
+		return corrupt(col_name(res, col), err);
+	*out = strndup(v, (size_t)n);
+	if (*out == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+	return LY_OK;
+}
+
+static ly_status
+col_int64(const PGresult *res, int row, int col, int64_t *out, struct ly_error *err)
+{
+	if (PQgetisnull(res, row, col))
+		return corrupt(col_name(res, col), err);
+	const char *v = PQgetvalue(res, row, col);
+	char *end = NULL;
+	errno = 0;
+	long long x = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0')
+		return corrupt(col_name(res, col), err);
+	*out = (int64_t)x;
+	return LY_OK;
+}
+
+static ly_status
+col_int32(const PGresult *res, int row, int col, int32_t *out, struct ly_error *err)
+{
+	int64_t v = 0;
+	LY_TRY(col_int64(res, row, col, &v, err));
+	if (v < INT32_MIN || v > INT32_MAX)
+		return corrupt(col_name(res, col), err);
+	*out = (int32_t)v;
+	return LY_OK;
+}
+
+static ly_status
+col_bool(const PGresult *res, int row, int col, bool *out, struct ly_error *err)
+{
+	const char *v = PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+	if (v == NULL || (strcmp(v, "t") != 0 && strcmp(v, "f") != 0))
+		return corrupt(col_name(res, col), err);
+	*out = v[0] == 't';
+	return LY_OK;
+}
+
+static ly_status
+tx_get_meta(struct pg_ds *ds, const PGresult *res, int64_t *rev, int n, struct ly_error *err)
+{
+	(void)ds;
+	if (PQntuples(res) != 1 || PQnfields(res) < n)
+		return corrupt("meta", err);
+	for (int i = 0; i < n; i++) {
+		int64_t v = 0;
+		LY_TRY(col_int64(res, 0, i, &v, err));
+		if (rev != NULL)
+			rev[i] = v;
+	}
+	return LY_OK;
+}
+
+/* Parses a JSON column: an array of [type, value] pairs (selectors). */
+static ly_status
+col_selectors(const PGresult *res, int row, int col, struct ly_selector **out, size_t *n_out, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	struct ly_selector *sels = NULL;
+	size_t n = 0;
+	json_error_t jerr;
+	json_t *arr = NULL;
+
+	*out = NULL;
+	*n_out = 0;
+	if (PQgetisnull(res, row, col))
+		return corrupt(col_name(res, col), err);
+	arr = json_loadb(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), 0, &jerr);
+	if (arr == NULL || !json_is_array(arr) || json_array_size(arr) > LY_SELECTORS_MAX) {
+		rc = corrupt("selectors", err);
+		goto out;
+	}
+	if (json_array_size(arr) > 0) {
+		sels = calloc(json_array_size(arr), sizeof(*sels));
+		if (sels == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *pair = json_array_get(arr, i);
+		const json_t *t = json_array_get(pair, 0);
+		const json_t *v = json_array_get(pair, 1);
+		if (!json_is_array(pair) || json_array_size(pair) != 2 || !json_is_string(t) || !json_is_string(v) ||
+		    json_string_length(t) > LY_SELECTOR_MAX || json_string_length(v) > LY_SELECTOR_MAX ||
+		    strlen(json_string_value(t)) != json_string_length(t) ||
+		    strlen(json_string_value(v)) != json_string_length(v)) {
+			rc = corrupt("selectors", err);
+			goto out;
+		}
+		sels[n].type = strdup(json_string_value(t));
+		sels[n].value = strdup(json_string_value(v));
+		n++;
+		if (sels[n - 1].type == NULL || sels[n - 1].value == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+			goto out;
+		}
+	}
+	*out = sels;
+	*n_out = n;
+	sels = NULL;
+out:
+	ly_selectors_free(sels, n);
+	json_decref(arr);
+	return rc;
+}
+
+/* Parses a JSON column: an array of DNS names. */
+static ly_status
+col_dns_names(const PGresult *res, int row, int col, struct ly_entry *e, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	json_error_t jerr;
+	json_t *arr = NULL;
+
+	if (PQgetisnull(res, row, col))
+		return corrupt(col_name(res, col), err);
+	arr = json_loadb(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), 0, &jerr);
+	if (arr == NULL || !json_is_array(arr) || json_array_size(arr) > LY_DNS_NAMES_MAX) {
+		rc = corrupt("DNS names", err);
+		goto out;
+	}
+	if (json_array_size(arr) > 0) {
+		e->dns_names = calloc(LY_DNS_NAMES_MAX, sizeof(*e->dns_names));
+		if (e->dns_names == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *v = json_array_get(arr, i);
+		if (!json_is_string(v) || json_string_length(v) > LY_DNS_NAME_MAX ||
+		    strlen(json_string_value(v)) != json_string_length(v)) {
+			rc = corrupt("DNS names", err);
+			goto out;
+		}
+		e->dns_names[e->n_dns_names] = strdup(json_string_value(v));
+		if (e->dns_names[e->n_dns_names] == NULL) {
+			rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+			goto out;
+		}
+		e->n_dns_names++;
+	}
+out:
+	json_decref(arr);
+	return rc;
+}
+
+/* Reads the entry at row `row` of `res`, whose ENTRY_COLS start at column `c`; its row id to *rowid. */
+static ly_status
+read_entry(const PGresult *res, int row, int c, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+{
+	ly_status rc;
+	struct ly_entry *e = NULL;
+	int64_t id = 0;
+
+	*out = NULL;
+	if (PQnfields(res) < c + ENTRY_NCOLS)
+		return corrupt("entry columns", err);
+	rc = ly_entry_new(&e, err);
+	if (rc != LY_OK)
+		goto out;
+	if ((rc = col_int64(res, row, c + 0, &id, err)) != LY_OK ||
+	    (rc = col_text(res, row, c + 1, LY_ENTRY_ID_MAX, false, &e->entry_id, err)) != LY_OK ||
+	    (rc = col_text(res, row, c + 2, LY_SPIFFE_ID_MAX, false, &e->spiffe_id, err)) != LY_OK ||
+	    (rc = col_text(res, row, c + 3, LY_SPIFFE_ID_MAX, false, &e->parent_id, err)) != LY_OK ||
+	    (rc = col_int32(res, row, c + 4, &e->x509_svid_ttl, err)) != LY_OK ||
+	    (rc = col_int32(res, row, c + 5, &e->jwt_svid_ttl, err)) != LY_OK ||
+	    (rc = col_bool(res, row, c + 6, &e->node, err)) != LY_OK ||
+	    (rc = col_bool(res, row, c + 7, &e->admin, err)) != LY_OK ||
+	    (rc = col_bool(res, row, c + 8, &e->downstream, err)) != LY_OK ||
+	    (rc = col_text(res, row, c + 9, LY_ENTRY_HINT_MAX, true, &e->hint, err)) != LY_OK ||
+	    (rc = col_int64(res, row, c + 10, &e->revision, err)) != LY_OK ||
+	    (rc = col_int64(res, row, c + 11, &e->created_at, err)) != LY_OK ||
+	    (rc = col_selectors(res, row, c + 12, &e->selectors, &e->n_selectors, err)) != LY_OK ||
+	    (rc = col_dns_names(res, row, c + 13, e, err)) != LY_OK)
+		goto out;
+	if (rowid != NULL)
+		*rowid = id;
+	*out = e;
+	e = NULL;
+out:
+	ly_entry_free(e);
+	return rc;
+}
+
+/* ---- JSON parameters: selectors and DNS names written in one statement ---- */
+
+static ly_status
+selectors_json(const struct ly_selector *sels, size_t n, char **out, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	json_t *arr = json_array();
+
+	*out = NULL;
+	if (arr == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		json_t *pair = json_pack("[ss]", sels[i].type, sels[i].value);
+		if (pair == NULL || json_array_append_new(arr, pair) != 0) {
+			rc = ly_error_set(err, LY_E_INVALID, "datastore: selector %zu cannot be stored (not UTF-8?)",
+			    i + 1);
+			goto out;
+		}
+	}
+	*out = json_dumps(arr, JSON_COMPACT);
+	if (*out == NULL)
+		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+out:
+	json_decref(arr);
+	return rc;
+}
+
+static ly_status
+dns_json(const struct ly_entry *e, char **out, struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	json_t *arr = json_array();
+
+	*out = NULL;
+	if (arr == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+	for (size_t i = 0; i < e->n_dns_names; i++) {
+		if (json_array_append_new(arr, json_string(e->dns_names[i])) != 0) {
+			rc = ly_error_set(err, LY_E_INVALID, "datastore: DNS name %zu cannot be stored", i + 1);
+			goto out;
+		}
+	}
+	*out = json_dumps(arr, JSON_COMPACT);
+	if (*out == NULL)
+		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+out:
+	json_decref(arr);
+	return rc;
+}
+
+/* ---- entries ---- */
+
+/*
+ * SHA-256 over spiffe_id, parent_id and the selectors in canonical order,
+ * each followed by a NUL (none of them can hold one): the same value as
+ * the SQLite back end's, for entries with the same identity whatever their
+ * selector order was.
+ */
+static ly_status
+identity_hash(const struct ly_entry *e, unsigned char out[32], struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	const struct ly_selector **sorted = NULL;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int len = 0;
+
+	if (ctx == NULL)
+		return ly_error_openssl(err, LY_E_NOMEM, "datastore: identity hash");
+	sorted = calloc(e->n_selectors > 0 ? e->n_selectors : 1, sizeof(*sorted));
+	if (sorted == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < e->n_selectors; i++) {
+		size_t j = i;
+		while (j > 0 && ly_selector_cmp(sorted[j - 1], &e->selectors[i]) > 0) {
+			sorted[j] = sorted[j - 1];
+			j--;
+		}
+		sorted[j] = &e->selectors[i];
+	}
+	int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+	    EVP_DigestUpdate(ctx, e->spiffe_id, strlen(e->spiffe_id) + 1) &&
+	    EVP_DigestUpdate(ctx, e->parent_id, strlen(e->parent_id) + 1);
+	for (size_t i = 0; ok && i < e->n_selectors; i++) {
+		ok = EVP_DigestUpdate(ctx, sorted[i]->type, strlen(sorted[i]->type) + 1) &&
+		    EVP_DigestUpdate(ctx, sorted[i]->value, strlen(sorted[i]->value) + 1);
+	}
+	if (!ok || !EVP_DigestFinal_ex(ctx, out, &len) || len != 32)
+		rc = ly_error_openssl(err, LY_E_CRYPTO, "datastore: identity hash");
+out:
+	free(sorted);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+/* Another entry (row id != exclude) with the identity of `e`: its ID to `dup` ("" if none). */
+static ly_status
+find_duplicate(struct pg_ds *ds, const struct ly_entry *e, const unsigned char hash[32], int64_t exclude,
+    char *dup, struct ly_error *err)
+{
+	ly_status rc;
+	PGresult *res = NULL;
+	struct ly_entry *cand = NULL;
+	struct params p = { 0 };
+
+	dup[0] = '\0';
+	p_bytes(&p, hash, 32);
+	rc = run(ds, SQL_ENTRY_BY_IDENTITY, &p, false, "find duplicate", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	for (int i = 0; i < PQntuples(res); i++) {
+		int64_t id = 0;
+		rc = read_entry(res, i, 0, &id, &cand, err);
+		if (rc != LY_OK)
+			goto out;
+		if (id != exclude && ly_entry_same_identity(e, cand)) {
+			(void)snprintf(dup, LY_ENTRY_ID_MAX + 1, "%s", cand->entry_id);
+			break;
+		}
+		ly_entry_free(cand);
+		cand = NULL;
+	}
+out:
+	PQclear(res);
+	ly_entry_free(cand);
+	return rc;
+}
+
+/* Looks up an entry by ID: *found, and its row id and created_at when found. */
+static ly_status
+entry_lookup(struct pg_ds *ds, const char *entry_id, bool *found, int64_t *rowid, int64_t *created_at,
+    struct ly_error *err)
+{
+	ly_status rc;
+	PGresult *res = NULL;
+	struct params p = { 0 };
+
+	*found = false;
+	p_text(&p, entry_id);
+	rc = run(ds, SQL_ENTRY_LOOKUP, &p, false, "look up entry", &res, err);
+	if (rc != LY_OK || PQntuples(res) == 0)
+		goto out;
+	*found = true;
+	int64_t id = 0, ca = 0;
+	if ((rc = col_int64(res, 0, 0, &id, err)) != LY_OK || (rc = col_int64(res, 0, 1, &ca, err)) != LY_OK)
+		goto out;
+	if (rowid != NULL)
+		*rowid = id;
+	if (created_at != NULL)
+		*created_at = ca;
+out:
+	PQclear(res);
+	return rc;
+}
+
+/* Writes the selectors and DNS names of entry row `id` (none exist yet). */
+static ly_status
+write_entry_children(struct pg_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
+{
+	ly_status rc;
+	char *sels = NULL, *dns = NULL;
+	struct params p = { 0 };
+
+	rc = selectors_json(e->selectors, e->n_selectors, &sels, err);
+	if (rc != LY_OK)
+		goto out;
+	p_int(&p, id);
+	p_text(&p, sels);
+	rc = run(ds, SQL_SEL_INSERT, &p, false, "insert selectors", NULL, err);
+	if (rc != LY_OK || e->n_dns_names == 0)
+		goto out;
+	rc = dns_json(e, &dns, err);
+	if (rc != LY_OK)
+		goto out;
+	p.n = 0;
+	p_int(&p, id);
+	p_text(&p, dns);
+	rc = run(ds, SQL_DNS_INSERT, &p, false, "insert DNS names", NULL, err);
+out:
+	free(sels);
+	free(dns);
+	return rc;
+}
+
+/* Binds the entry fields shared by INSERT and UPDATE ($2..$11) after $1. */
+static void
+bind_entry_fields(struct params *p, const struct ly_entry *e, const unsigned char hash[32], int64_t revision)
+{
+	p_text(p, e->spiffe_id);
+	p_text(p, e->parent_id);
+	p_bytes(p, hash, 32);
+	p_int(p, e->x509_svid_ttl);
+	p_int(p, e->jwt_svid_ttl);
+	p_bool(p, e->node);
+	p_bool(p, e->admin);
+	p_bool(p, e->downstream);
+	p_text(p, e->hint);
+	p_int(p, revision);
+}
+
+static ly_status
+record_change(struct pg_ds *ds, int64_t revision, const char *entry_id, enum ly_entry_op op, struct ly_error *err)
+{
+	struct params p = { 0 };
+	p_int(&p, revision);
+	p_text(&p, entry_id);
+	p_int(&p, (int64_t)op);
+	return run(ds, SQL_CHANGE_INSERT, &p, false, "record change", NULL, err);
+}
+
+static ly_status
+check_lookup_id(const char *entry_id, struct ly_error *err)
+{
+	if (entry_id == NULL || entry_id[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "entry ID is empty");
+	if (strnlen(entry_id, LY_ENTRY_ID_MAX + 1) > LY_ENTRY_ID_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "entry ID is longer than %d bytes", LY_ENTRY_ID_MAX);
+	return LY_OK;
+}
+
+static ly_status
+pg_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	char *given_id = NULL;
+	bool assigned = false;
+	unsigned char hash[32];
+	char dup[LY_ENTRY_ID_MAX + 1];
+	int64_t rev = 0, id = 0;
+	int64_t now = now_seconds();
+	struct params p = { 0 };
+	bool found;
+
+	if (entry == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry create: no entry");
+	rc = ly_entry_validate(entry, NULL, err);
+	if (rc != LY_OK)
+		return rc;
+	if (entry->entry_id == NULL || entry->entry_id[0] == '\0') {
+		char uuid[LY_UUID_LEN + 1];
+		rc = ly_entry_generate_id(uuid, err);
+		if (rc != LY_OK)
+			return rc;
+		char *copy = strdup(uuid);
+		if (copy == NULL)
+			return ly_error_set(err, LY_E_NOMEM, "entry create: out of memory");
+		given_id = entry->entry_id;
+		entry->entry_id = copy;
+		assigned = true;
+	}
+	rc = identity_hash(entry, hash, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_lookup(ds, entry->entry_id, &found, NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	if (found) {
+		rc = ly_error_set(err, LY_E_INVALID, "entry already exists: entry ID %s is taken", entry->entry_id);
+		goto out;
+	}
+	rc = find_duplicate(ds, entry, hash, -1, dup, err);
+	if (rc != LY_OK)
+		goto out;
+	if (dup[0] != '\0') {
+		rc = ly_error_set(err, LY_E_INVALID,
+		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		goto out;
+	}
+	p_text(&p, entry->entry_id);
+	bind_entry_fields(&p, entry, hash, rev);
+	p_int(&p, now);
+	rc = run(ds, SQL_ENTRY_INSERT, &p, false, "insert entry", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (PQntuples(res) != 1) {
+		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: entry insert returned no row");
+		goto out;
+	}
+	rc = col_int64(res, 0, 0, &id, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = write_entry_children(ds, id, entry, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_CREATED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	entry->revision = rev;
+	entry->created_at = now;
+out:
+	PQclear(res);
+	tx_rollback(ds);
+	if (rc != LY_OK && assigned) {
+		free(entry->entry_id);
+		entry->entry_id = given_id;
+	} else {
+		free(given_id);
+	}
+	return rc;
+}
+
+/* One entry by ID in a single statement (no transaction needed); LY_E_NOT_FOUND if absent. */
+static ly_status
+get_entry(struct pg_ds *ds, const char *entry_id, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+{
+	ly_status rc;
+	PGresult *res = NULL;
+	struct params p = { 0 };
+
+	p_text(&p, entry_id);
+	rc = run(ds, SQL_ENTRY_BY_ID, &p, false, "get entry", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (PQntuples(res) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
+		goto out;
+	}
+	rc = read_entry(res, 0, 0, rowid, out, err);
+out:
+	PQclear(res);
+	return rc;
+}
+
+static ly_status
+pg_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entry **out, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
+	*out = NULL;
+	LY_TRY(check_lookup_id(entry_id, err));
+	LY_TRY(ensure_conn(ds, err));
+	return get_entry(ds, entry_id, NULL, out, err);
+}
+
+static ly_status
+replace_entry_children(struct pg_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
+{
+	struct params p = { 0 };
+	p_int(&p, id);
+	LY_TRY(run(ds, SQL_SEL_DELETE, &p, false, "delete selectors", NULL, err));
+	LY_TRY(run(ds, SQL_DNS_DELETE, &p, false, "delete DNS names", NULL, err));
+	return write_entry_children(ds, id, e, err);
+}
+
+static ly_status
+pg_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	unsigned char hash[32];
+	char dup[LY_ENTRY_ID_MAX + 1];
+	int64_t rev = 0, id = 0, created_at = 0;
+	struct params p = { 0 };
+	bool found;
+
+	if (entry == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry update: no entry");
+	if (entry->entry_id == NULL || entry->entry_id[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "entry update needs an entry ID");
+	LY_TRY(ly_entry_validate(entry, NULL, err));
+	LY_TRY(identity_hash(entry, hash, err));
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_lookup(ds, entry->entry_id, &found, &id, &created_at, err);
+	if (rc != LY_OK)
+		goto out;
+	if (!found) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry->entry_id);
+		goto out;
+	}
+	rc = find_duplicate(ds, entry, hash, id, dup, err);
+	if (rc != LY_OK)
+		goto out;
+	if (dup[0] != '\0') {
+		rc = ly_error_set(err, LY_E_INVALID,
+		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		goto out;
+	}
+	p_int(&p, id);
+	bind_entry_fields(&p, entry, hash, rev);
+	rc = run(ds, SQL_ENTRY_UPDATE, &p, false, "update entry", NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = replace_entry_children(ds, id, entry, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_UPDATED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	entry->revision = rev;
+	entry->created_at = created_at;
+out:
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+pg_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_entry **deleted, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	struct ly_entry *e = NULL;
+	int64_t id = 0, rev = 0;
+	struct params p = { 0 };
+
+	if (deleted != NULL)
+		*deleted = NULL;
+	LY_TRY(check_lookup_id(entry_id, err));
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = get_entry(ds, entry_id, &id, &e, err);
+	if (rc != LY_OK)
+		goto out;
+	/* Selectors and DNS names go with it (ON DELETE CASCADE). */
+	p_int(&p, id);
+	rc = run(ds, SQL_ENTRY_DELETE, &p, false, "delete entry", NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry_id, LY_ENTRY_DELETED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	if (deleted != NULL) {
+		*deleted = e;
+		e = NULL;
+	}
+out:
+	tx_rollback(ds);
+	ly_entry_free(e);
+	return rc;
+}
+
+static bool
+filter_selectors(const struct ly_entry_filter *f, const struct ly_entry *e)
+{
+	if (f == NULL || f->n_selectors == 0)
+		return true;
+	switch (f->match) {
+	case LY_MATCH_SUBSET: return ly_selectors_match(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
+	case LY_MATCH_SUPERSET: return ly_selectors_match(f->selectors, f->n_selectors, e->selectors, e->n_selectors);
+	case LY_MATCH_EXACT: return ly_selectors_same_set(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
+	}
+	return false;
+}
+
+/* Moves every entry of `from` to the end of `to`; on failure both are unchanged. */
+static ly_status
+list_move(struct ly_entry_list *to, struct ly_entry_list *from, struct ly_error *err)
+{
+	if (from->n == 0)
+		return LY_OK;
+	if (to->n + from->n > to->cap) {
+		size_t cap = to->n + from->n;
+		if (cap > SIZE_MAX / sizeof(*to->items))
+			return ly_error_set(err, LY_E_NOMEM, "entry list: too large");
+		struct ly_entry **grown = realloc(to->items, cap * sizeof(*grown));
+		if (grown == NULL)
+			return ly_error_set(err, LY_E_NOMEM, "entry list: out of memory");
+		to->items = grown;
+		to->cap = cap;
+	}
+	memcpy(to->items + to->n, from->items, from->n * sizeof(*from->items));
+	to->n += from->n;
+	free(from->items);
+	from->items = NULL;
+	from->n = from->cap = 0;
+	return LY_OK;
+}
+
+static ly_status
+pg_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, struct ly_entry_list *out,
+    struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	struct ly_entry_list found = LY_ENTRY_LIST_INIT;
+	struct ly_entry *e = NULL;
+	struct params p = { 0 };
+	const char *sql;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry list: no output");
+	if (filter != NULL && filter->n_selectors > 0 && filter->selectors == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry list: filter selectors missing");
+	const char *sid = filter != NULL ? filter->spiffe_id : NULL;
+	const char *pid = filter != NULL ? filter->parent_id : NULL;
+	if ((sid != NULL && strnlen(sid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX) ||
+	    (pid != NULL && strnlen(pid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX))
+		return ly_error_set(err, LY_E_LIMIT, "entry list: SPIFFE ID filter over %d bytes", LY_SPIFFE_ID_MAX);
+	if (sid != NULL) {
+		sql = SQL_ENTRY_LIST_BY_SPIFFE_ID;
+		p_text(&p, sid);
+		p_text(&p, pid);
+	} else if (pid != NULL) {
+		sql = SQL_ENTRY_LIST_BY_PARENT_ID;
+		p_text(&p, pid);
+	} else {
+		sql = SQL_ENTRY_LIST_ALL;
+	}
+	rc = ensure_conn(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = run(ds, sql, &p, false, "list entries", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	for (int i = 0; i < PQntuples(res); i++) {
+		rc = read_entry(res, i, 0, NULL, &e, err);
+		if (rc != LY_OK)
+			goto out;
+		if (filter_selectors(filter, e)) {
+			rc = ly_entry_list_append(&found, e, err);
+			if (rc != LY_OK)
+				goto out;
+			e = NULL;
+		}
+		ly_entry_free(e);
+		e = NULL;
+	}
+	rc = list_move(out, &found, err);
+out:
+	PQclear(res);
+	ly_entry_free(e);
+	ly_entry_list_cleanup(&found);
+	return rc;
+}
+
+static ly_status
+pg_entry_changes_since(struct ly_datastore *base, int64_t since, struct ly_entry_changes *out,
+    struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	struct ly_entry_changes got = LY_ENTRY_CHANGES_INIT;
+	int64_t meta[2] = { 0, 0 };
+	struct params p = { 0 };
+
+	if (out == NULL || out->n != 0 || out->items != NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry changes: output must be empty");
+	rc = tx_begin(ds, TX_READ, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = run(ds, SQL_META_GET, NULL, false, "read meta", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_get_meta(ds, res, meta, 2, err);
+	if (rc != LY_OK)
+		goto out;
+	PQclear(res);
+	res = NULL;
+	got.revision = meta[0];
+	if (since < meta[1] || since > meta[0]) {
+		got.resync = true;
+	} else {
+		p_int(&p, since);
+		rc = run(ds, SQL_CHANGES_SINCE, &p, false, "read changes", &res, err);
+		if (rc != LY_OK)
+			goto out;
+		int rows = PQntuples(res);
+		if (rows > 0) {
+			got.items = calloc((size_t)rows, sizeof(*got.items));
+			if (got.items == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "entry changes: out of memory");
+				goto out;
+			}
+		}
+		for (int i = 0; i < rows; i++) {
+			struct ly_entry_change *c = &got.items[got.n++];
+			int64_t op = 0;
+			if ((rc = col_text(res, i, 0, LY_ENTRY_ID_MAX, false, &c->entry_id, err)) != LY_OK ||
+			    (rc = col_int64(res, i, 1, &c->revision, err)) != LY_OK ||
+			    (rc = col_int64(res, i, 2, &op, err)) != LY_OK)
+				goto out;
+			if (op != LY_ENTRY_CREATED && op != LY_ENTRY_UPDATED && op != LY_ENTRY_DELETED) {
+				rc = corrupt("change op", err);
+				goto out;
+			}
+			c->op = (enum ly_entry_op)op;
+			if (c->op == LY_ENTRY_DELETED)
+				continue;
+			if (PQgetisnull(res, i, 3)) {
+				rc = corrupt("change log names a missing entry", err);
+				goto out;
+			}
+			rc = read_entry(res, i, 3, NULL, &c->entry, err);
+			if (rc != LY_OK)
+				goto out;
+		}
+	}
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = got;
+	got = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
+out:
+	PQclear(res);
+	tx_rollback(ds);
+	ly_entry_changes_cleanup(&got);
+	return rc;
+}
+
+static ly_status
+pg_entry_changes_prune(struct ly_datastore *base, int64_t up_to, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	int64_t meta[2] = { 0, 0 };
+	struct params p = { 0 };
+
+	rc = tx_begin(ds, TX_LOCK, meta, err);
+	if (rc != LY_OK)
+		goto out;
+	if (up_to > meta[0])
+		up_to = meta[0];
+	if (up_to <= meta[1]) {
+		rc = tx_commit(ds, err);
+		goto out;
+	}
+	p_int(&p, up_to);
+	rc = run(ds, SQL_CHANGES_PRUNE, &p, false, "prune changes", NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	/* History only: the revision does not move. */
+	rc = run(ds, SQL_PRUNED_SET, &p, false, "write meta", NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+pg_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
+	LY_TRY(ensure_conn(ds, err));
+	rc = run(ds, SQL_REVISION, NULL, false, "read meta", &res, err);
+	if (rc == LY_OK)
+		rc = PQntuples(res) == 1 ? col_int64(res, 0, 0, out, err) : corrupt("revision", err);
+	PQclear(res);
+	return rc;
+}
+
+/* ---- join tokens ---- */
+
+static ly_status
+check_token(const char *token, struct ly_error *err)
+{
+	if (token == NULL || token[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "join token is empty");
+	size_t n = strnlen(token, LY_JOIN_TOKEN_MAX + 1);
+	if (n > LY_JOIN_TOKEN_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "join token is longer than %d bytes", LY_JOIN_TOKEN_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)token[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		    c == '_' || c == '-';
+		if (!ok)
+			return ly_error_set(err, LY_E_INVALID, "join token must use [A-Za-z0-9._-]");
+	}
+	return LY_OK;
+}
+
+/* Stored and looked up by SHA-256 only: a database leak gives no usable token. */
+static ly_status
+token_hash(const char *token, unsigned char out[32], struct ly_error *err)
+{
+	unsigned int len = 0;
+	if (!EVP_Digest(token, strlen(token), out, &len, EVP_sha256(), NULL) || len != 32)
+		return ly_error_openssl(err, LY_E_CRYPTO, "join token hash");
+	return LY_OK;
+}
+
+static ly_status
+pg_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
+    struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	unsigned char hash[32];
+	struct ly_spiffe_id id;
+	struct params p = { 0 };
+	int64_t rev = 0;
+
+	LY_TRY(check_token(token, err));
+	if (spiffe_id == NULL)
+		return ly_error_set(err, LY_E_INVALID, "join token: SPIFFE ID is missing");
+	rc = ly_spiffe_id_parse_str(spiffe_id, &id, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "join token SPIFFE ID");
+	if (expires_at <= 0)
+		return ly_error_set(err, LY_E_INVALID, "join token needs an expiry time");
+	LY_TRY(token_hash(token, hash, err));
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	p_bytes(&p, hash, sizeof(hash));
+	p_text(&p, spiffe_id);
+	p_int(&p, expires_at);
+	p_int(&p, now_seconds());
+	rc = run(ds, SQL_TOKEN_INSERT, &p, false, "store join token", NULL, err);
+	if (rc == LY_E_INVALID)
+		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	tx_rollback(ds);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return rc;
+}
+
+static ly_status
+pg_token_consume(struct ly_datastore *base, const char *token, int64_t now, char **spiffe_id,
+    struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	unsigned char hash[32];
+	char *granted = NULL;
+	int64_t expires_at = 0, rev = 0;
+	struct params p = { 0 };
+
+	if (spiffe_id == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
+	*spiffe_id = NULL;
+	LY_TRY(check_token(token, err));
+	LY_TRY(token_hash(token, hash, err));
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	/* One statement finds and deletes it: two consumers cannot both get it. */
+	p_bytes(&p, hash, sizeof(hash));
+	rc = run(ds, SQL_TOKEN_TAKE, &p, false, "use join token", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (PQntuples(res) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
+		goto out;
+	}
+	if (PQntuples(res) != 1) {
+		rc = corrupt("join token", err);
+		goto out;
+	}
+	if ((rc = col_text(res, 0, 0, LY_SPIFFE_ID_MAX, false, &granted, err)) != LY_OK ||
+	    (rc = col_int64(res, 0, 1, &expires_at, err)) != LY_OK)
+		goto out;
+	/* Committed even when expired: an expired token is used up too. */
+	rc = tx_commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	if (now >= expires_at) {
+		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
+		goto out;
+	}
+	*spiffe_id = granted;
+	granted = NULL;
+out:
+	PQclear(res);
+	tx_rollback(ds);
+	free(granted);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return rc;
+}
+
+static ly_status
+pg_token_prune(struct ly_datastore *base, int64_t now, size_t *removed, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	struct params p = { 0 };
+	int64_t rev = 0, n = 0;
+
+	if (removed != NULL)
+		*removed = 0;
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	p_int(&p, now);
+	rc = run(ds, SQL_TOKEN_PRUNE, &p, false, "prune join tokens", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	n = affected(res);
+	/* Nothing removed: roll back, so the revision does not move. */
+	if (n > 0)
+		rc = tx_commit(ds, err);
+	if (rc == LY_OK && removed != NULL)
+		*removed = (size_t)n;
+out:
+	PQclear(res);
+	tx_rollback(ds);
+	return rc;
+}
+
+/* ---- agents ---- */
+
+#define AGENT_TYPE_MAX 64
+#define AGENT_SERIAL_MAX 64
+
+static ly_status
+check_agent(const struct ly_agent *a, struct ly_error *err)
+{
+	struct ly_spiffe_id id;
+
+	if (a == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent: no agent");
+	if (a->spiffe_id == NULL)
+		return ly_error_set(err, LY_E_INVALID, "agent has no SPIFFE ID");
+	ly_status rc = ly_spiffe_id_parse_str(a->spiffe_id, &id, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "agent SPIFFE ID");
+	if (a->attestation_type == NULL || a->attestation_type[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "agent has no attestation type");
+	size_t n = strnlen(a->attestation_type, AGENT_TYPE_MAX + 1);
+	if (n > AGENT_TYPE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "agent attestation type is longer than %d bytes", AGENT_TYPE_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)a->attestation_type[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return ly_error_set(err, LY_E_INVALID, "agent attestation type must use [a-z0-9_]");
+	}
+	if (a->serial_number != NULL) {
+		n = strnlen(a->serial_number, AGENT_SERIAL_MAX + 1);
+		if (n > AGENT_SERIAL_MAX)
+			return ly_error_set(err, LY_E_LIMIT, "agent serial number is longer than %d bytes",
+			    AGENT_SERIAL_MAX);
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)a->serial_number[i];
+			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+				return ly_error_set(err, LY_E_INVALID, "agent serial number must be lower-case hex");
+		}
+	}
+	if (a->n_selectors > LY_SELECTORS_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "agent has %zu selectors, over the limit of %d", a->n_selectors,
+		    LY_SELECTORS_MAX);
+	if (a->n_selectors > 0 && a->selectors == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent selectors missing");
+	for (size_t i = 0; i < a->n_selectors; i++) {
+		rc = ly_selector_check(a->selectors[i].type, a->selectors[i].value, err);
+		if (rc != LY_OK)
+			return ly_error_wrap(err, rc, "agent selector %zu", i + 1);
+		if (!ly_selector_type_is_node(a->selectors[i].type))
+			return ly_error_set(err, LY_E_INVALID, "agent selector %zu has workload selector type %s",
+			    i + 1, a->selectors[i].type);
+	}
+	return LY_OK;
+}
+
+static ly_status
+pg_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	char *sels = NULL;
+	int64_t rev = 0, id = 0;
+	struct params p = { 0 };
+
+	LY_TRY(check_agent(agent, err));
+	LY_TRY(selectors_json(agent->selectors, agent->n_selectors, &sels, err));
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	p_text(&p, agent->spiffe_id);
+	p_text(&p, agent->attestation_type);
+	p_text(&p, agent->serial_number != NULL ? agent->serial_number : "");
+	p_int(&p, agent->svid_expires_at);
+	p_bool(&p, agent->banned);
+	p_int(&p, now_seconds());
+	rc = run(ds, SQL_AGENT_UPSERT, &p, false, "store agent", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (PQntuples(res) != 1) {
+		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: agent upsert returned no row");
+		goto out;
+	}
+	rc = col_int64(res, 0, 0, &id, err);
+	if (rc != LY_OK)
+		goto out;
+	p.n = 0;
+	p_int(&p, id);
+	rc = run(ds, SQL_AGENT_SEL_DELETE, &p, false, "replace agent selectors", NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	p_text(&p, sels);
+	rc = run(ds, SQL_AGENT_SEL_INSERT, &p, false, "insert agent selectors", NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	PQclear(res);
+	tx_rollback(ds);
+	free(sels);
+	return rc;
+}
+
+static ly_status
+read_agent(const PGresult *res, int row, struct ly_agent **out, struct ly_error *err)
+{
+	ly_status rc;
+	struct ly_agent *a = calloc(1, sizeof(*a));
+
+	*out = NULL;
+	if (a == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+	if (PQnfields(res) < 8) {
+		rc = corrupt("agent columns", err);
+		goto out;
+	}
+	if ((rc = col_text(res, row, 0, LY_SPIFFE_ID_MAX, false, &a->spiffe_id, err)) != LY_OK ||
+	    (rc = col_text(res, row, 1, AGENT_TYPE_MAX, false, &a->attestation_type, err)) != LY_OK ||
+	    (rc = col_text(res, row, 2, AGENT_SERIAL_MAX, false, &a->serial_number, err)) != LY_OK ||
+	    (rc = col_int64(res, row, 3, &a->svid_expires_at, err)) != LY_OK ||
+	    (rc = col_bool(res, row, 4, &a->banned, err)) != LY_OK ||
+	    (rc = col_int64(res, row, 5, &a->created_at, err)) != LY_OK ||
+	    (rc = col_int64(res, row, 6, &a->updated_at, err)) != LY_OK ||
+	    (rc = col_selectors(res, row, 7, &a->selectors, &a->n_selectors, err)) != LY_OK)
+		goto out;
+	*out = a;
+	a = NULL;
+out:
+	ly_agent_free(a);
+	return rc;
+}
+
+static ly_status
+check_agent_id(const char *spiffe_id, struct ly_error *err)
+{
+	if (spiffe_id == NULL || spiffe_id[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "agent SPIFFE ID is empty");
+	if (strnlen(spiffe_id, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "agent SPIFFE ID is longer than %d bytes", LY_SPIFFE_ID_MAX);
+	return LY_OK;
+}
+
+static ly_status
+pg_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_agent **out, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	struct params p = { 0 };
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
+	*out = NULL;
+	LY_TRY(check_agent_id(spiffe_id, err));
+	LY_TRY(ensure_conn(ds, err));
+	p_text(&p, spiffe_id);
+	rc = run(ds, SQL_AGENT_GET, &p, false, "get agent", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (PQntuples(res) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
+		goto out;
+	}
+	rc = read_agent(res, 0, out, err);
+out:
+	PQclear(res);
+	return rc;
+}
+
+static ly_status
+pg_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	struct ly_agent_list got = LY_AGENT_LIST_INIT;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
+	LY_TRY(ensure_conn(ds, err));
+	rc = run(ds, SQL_AGENT_LIST, NULL, false, "list agents", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	int rows = PQntuples(res);
+	if (rows == 0)
+		goto out;
+	got.items = calloc((size_t)rows, sizeof(*got.items));
+	if (got.items == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < rows; i++) {
+		rc = read_agent(res, i, &got.items[got.n], err);
+		if (rc != LY_OK)
+			goto out;
+		got.n++;
+	}
+	/* Hand over, appending to what the caller holds. */
+	struct ly_agent **grown = realloc(out->items, (out->n + got.n) * sizeof(*grown));
+	if (grown == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
+		goto out;
+	}
+	memcpy(grown + out->n, got.items, got.n * sizeof(*grown));
+	out->items = grown;
+	out->n += got.n;
+	free(got.items);
+	got.items = NULL;
+	got.n = 0;
+out:
+	PQclear(res);
+	ly_agent_list_cleanup(&got);
+	return rc;
+}
+
+/* A one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
+static ly_status
+agent_write(struct pg_ds *ds, const char *sql, const char *spiffe_id, int banned, const char *what,
+    struct ly_error *err)
+{
+	ly_status rc;
+	PGresult *res = NULL;
+	int64_t rev = 0;
+	struct params p = { 0 };
+
+	LY_TRY(check_agent_id(spiffe_id, err));
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	p_text(&p, spiffe_id);
+	if (banned >= 0) {
+		p_bool(&p, banned != 0);
+		p_int(&p, now_seconds());
+	}
+	rc = run(ds, sql, &p, false, what, &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (affected(res) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
+		goto out;
+	}
+	rc = tx_commit(ds, err);
+out:
+	PQclear(res);
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+pg_agent_delete(struct ly_datastore *base, const char *spiffe_id, struct ly_error *err)
+{
+	/* Its selectors go with it (ON DELETE CASCADE). */
+	return agent_write(to_pg(base), SQL_AGENT_DELETE, spiffe_id, -1, "evict agent", err);
+}
+
+static ly_status
+pg_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool banned, struct ly_error *err)
+{
+	return agent_write(to_pg(base), SQL_AGENT_BAN, spiffe_id, banned ? 1 : 0, "ban agent", err);
+}
+
+/* ---- CA state ---- */
+
+static ly_status
+check_ca_name(const char *name, struct ly_error *err)
+{
+	if (name == NULL || name[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "CA state name is empty");
+	size_t n = strnlen(name, LY_CA_STATE_NAME_MAX + 1);
+	if (n > LY_CA_STATE_NAME_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "CA state name is longer than %d bytes", LY_CA_STATE_NAME_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		    c == '_' || c == '-';
+		if (!ok)
+			return ly_error_set(err, LY_E_INVALID, "CA state name must use [A-Za-z0-9._-]");
+	}
+	return LY_OK;
+}
+
+static ly_status
+pg_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
+    struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	int64_t rev = 0;
+	struct params p = { 0 };
+
+	LY_TRY(check_ca_name(name, err));
+	if (len > LY_CA_STATE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "CA state %s is %zu bytes, over the %d-byte limit", name, len,
+		    LY_CA_STATE_MAX);
+	if (len > 0 && data == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "CA state: no data");
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	/* bytea, binary format: the bytes as they are, no escaping. */
+	p_text(&p, name);
+	p_bytes(&p, data, len);
+	p_int(&p, now_seconds());
+	rc = run(ds, SQL_CA_PUT, &p, false, "store CA state", NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = tx_commit(ds, err);
+out:
+	tx_rollback(ds);
+	return rc;
+}
+
+static ly_status
+pg_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	struct ly_buf got = LY_BUF_INIT;
+	struct params p = { 0 };
+
+	if (out == NULL || out->data != NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
+	LY_TRY(check_ca_name(name, err));
+	LY_TRY(ensure_conn(ds, err));
+	p_text(&p, name);
+	rc = run(ds, SQL_CA_GET, &p, true, "read CA state", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (PQntuples(res) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
+		goto out;
+	}
+	int n = PQgetlength(res, 0, 0);
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || n < 0 || n > LY_CA_STATE_MAX) {
+		rc = corrupt("CA state value", err);
+		goto out;
+	}
+	rc = ly_buf_set(&got, PQgetvalue(res, 0, 0), (size_t)n, err);
+	if (rc != LY_OK)
+		goto out;
+	ly_buf_take(out, &got);
+out:
+	/* The value may hold key material: wipe libpq's copy before it is freed. */
+	if (res != NULL && PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0) &&
+	    PQgetlength(res, 0, 0) > 0)
+		OPENSSL_cleanse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+	PQclear(res);
+	ly_buf_free_secret(&got);
+	return rc;
+}
+
+static ly_status
+pg_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	ly_status rc;
+	PGresult *res = NULL;
+	int64_t rev = 0;
+	struct params p = { 0 };
+
+	LY_TRY(check_ca_name(name, err));
+	rc = tx_begin(ds, TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	p_text(&p, name);
+	rc = run(ds, SQL_CA_DELETE, &p, false, "delete CA state", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (affected(res) == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
+		goto out;
+	}
+	rc = tx_commit(ds, err);
+out:
+	PQclear(res);
+	tx_rollback(ds);
+	return rc;
+}
+
+/* ---- open, migrate, close ---- */
+
+static void
+pg_close(struct ly_datastore *base)
+{
+	struct pg_ds *ds = to_pg(base);
+	if (ds == NULL)
+		return;
+	tx_rollback(ds);
+	PQfinish(ds->conn);
+	free(ds);
+}
+
+static const struct ly_datastore_ops pg_ops = {
+	.name = "postgres",
+	.close = pg_close,
+	.revision = pg_revision,
+	.entry_create = pg_entry_create,
+	.entry_get = pg_entry_get,
+	.entry_update = pg_entry_update,
+	.entry_delete = pg_entry_delete,
+	.entry_list = pg_entry_list,
+	.entry_changes_since = pg_entry_changes_since,
+	.entry_changes_prune = pg_entry_changes_prune,
+	.token_create = pg_token_create,
+	.token_consume = pg_token_consume,
+	.token_prune = pg_token_prune,
+	.agent_upsert = pg_agent_upsert,
+	.agent_get = pg_agent_get,
+	.agent_list = pg_agent_list,
+	.agent_delete = pg_agent_delete,
+	.agent_set_banned = pg_agent_set_banned,
+	.ca_state_put = pg_ca_state_put,
+	.ca_state_get = pg_ca_state_get,
+	.ca_state_delete = pg_ca_state_delete,
+};
+
+/* Reads the schema version (0 for a new database, which gets its row); refuses a damaged table. */
+static ly_status
+read_schema_version(struct pg_ds *ds, int64_t *version, struct ly_error *err)
+{
+	ly_status rc;
+	PGresult *res = NULL;
+
+	*version = 0;
+	rc = run_simple(ds, "SELECT version FROM schema_version", "read schema version", &res, err);
+	if (rc != LY_OK)
+		goto out;
+	if (PQntuples(res) > 1) {
+		rc = corrupt("schema_version", err);
+		goto out;
+	}
+	if (PQntuples(res) == 0) {
+		rc = run_simple(ds, "INSERT INTO schema_version (version) VALUES (0)", "schema version", NULL, err);
+		goto out;
+	}
+	rc = col_int64(res, 0, 0, version, err);
+	if (rc == LY_OK && *version < 0)
+		rc = corrupt("schema_version", err);
+out:
+	PQclear(res);
+	return rc;
+}
+
+static ly_status
+migrate(struct pg_ds *ds, struct ly_error *err)
+{
+	ly_status rc;
+	int64_t version = 0;
+	struct params p = { 0 };
+
+	ds->in_tx = true;
+	rc = run_simple(ds, "BEGIN", "begin migration", NULL, err);
+	if (rc == LY_OK)
+		rc = run_simple(ds, MIGRATION_LOCK, "lock for migration", NULL, err);
+	if (rc == LY_OK)
+		rc = run_simple(ds, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+		    "schema version", NULL, err);
+	if (rc == LY_OK)
+		rc = read_schema_version(ds, &version, err);
+	if (rc != LY_OK)
+		goto out;
+	if (version > LY_DATASTORE_PG_SCHEMA) {
+		rc = ly_error_set(err, LY_E_UNSUPPORTED,
+		    "datastore schema %lld is newer than this lanyard-server (%d): upgrade", (long long)version,
+		    LY_DATASTORE_PG_SCHEMA);
+		goto out;
+	}
+	for (size_t m = 0; m < NELEM(migrations); m++) {
+		if (migrations[m].version <= version)
+			continue;
+		for (size_t i = 0; i < migrations[m].n; i++) {
+			rc = run_simple(ds, migrations[m].stmts[i], "migrate", NULL, err);
+			if (rc != LY_OK) {
+				rc = ly_error_wrap(err, rc, "schema migration to version %d", migrations[m].version);
+				goto out;
+			}
+		}
+	}
+	if (version < LY_DATASTORE_PG_SCHEMA) {
+		p_int(&p, LY_DATASTORE_PG_SCHEMA);
+		rc = run(ds, "UPDATE schema_version SET version = $1", &p, false, "write schema version", NULL, err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	rc = tx_commit(ds, err);
+out:
+	tx_rollback(ds);
+	return rc;
+}
+
+/*
+ * Checks the connection string with libpq's own parser. Its message is not
+ * kept: it can quote a piece of the string, which may be a password.
+ */
+ly_status
+ly_datastore_pg_check_conninfo(const char *conninfo, struct ly_error *err)
+{
+	char *msg = NULL;
+
+	if (conninfo == NULL || conninfo[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "datastore: the PostgreSQL connection string is empty");
+	if (strnlen(conninfo, LY_CONFIG_VALUE_MAX + 1) > LY_CONFIG_VALUE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "datastore: the PostgreSQL connection string is over %d bytes",
+		    LY_CONFIG_VALUE_MAX);
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
+	if (opts == NULL) {
+		if (msg == NULL)
+			return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+		OPENSSL_cleanse(msg, strlen(msg));
+		PQfreemem(msg);
+		return ly_error_set(err, LY_E_INVALID,
+		    "datastore: the PostgreSQL connection string is malformed (write key=value pairs or a "
+		    "postgresql:// URI; it is not shown here as it may hold a password)");
+	}
+	for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+		if (o->val != NULL && strcmp(o->keyword, "password") == 0)
+			OPENSSL_cleanse(o->val, strlen(o->val));
+	}
+	PQconninfoFree(opts);
+	return LY_OK;
+}
+
+ly_status
+ly_datastore_pg_open(const char *conninfo, struct ly_datastore **out, struct ly_error *err)
+{
+	ly_status rc;
+	struct pg_ds *ds = NULL;
+	char msg[512];
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: no output");
+	*out = NULL;
+	LY_TRY(ly_datastore_pg_check_conninfo(conninfo, err));
+	ds = calloc(1, sizeof(*ds));
+	if (ds == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+	ds->base.ops = &pg_ops;
+	/*
+	 * Defaults first, then the caller's string expanded from dbname: what
+	 * it sets (connect_timeout, application_name) wins.
+	 */
+	const char *const keys[] = { "connect_timeout", "fallback_application_name", "dbname", NULL };
+	const char *const vals[] = { "10", "lanyard-server", conninfo, NULL };
+	ds->conn = PQconnectdbParams(keys, vals, 1);
+	if (ds->conn == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
+		goto out;
+	}
+	PQsetNoticeProcessor(ds->conn, no_notice, NULL);
+	if (PQstatus(ds->conn) != CONNECTION_OK) {
+		rc = ly_error_set(err, LY_E_IO, "datastore: cannot connect to PostgreSQL: %s",
+		    one_line(PQerrorMessage(ds->conn), msg, sizeof(msg)));
+		goto out;
+	}
+	rc = session_setup(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = migrate(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = &ds->base;
+	ds = NULL;
+out:
+	if (ds != NULL)
+		pg_close(&ds->base);
+	return rc;
+}
