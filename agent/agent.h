@@ -114,6 +114,14 @@ void ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg);
 void ly_sync_free(struct ly_sync *s);
 /* True once the agent holds an SVID of its own and the server's bundle. */
 bool ly_sync_ready(const struct ly_sync *s);
+/*
+ * True when the Workload API may answer (SPEC §3): ready as above AND the
+ * entries known (the server's first snapshot of this run applied, or the
+ * persisted SVID cache loaded), or some SVID cached to serve. Before the
+ * entries are known every caller would look entitled to nothing and be told
+ * PERMISSION_DENIED for good; until then it gets UNAVAILABLE and retries.
+ */
+bool ly_sync_wapi_ready(const struct ly_sync *s);
 /* Counters of the sync engine since start, for /metrics (a copy). */
 struct ly_sync_stats {
 	uint64_t svids_issued, renewals, jwt_minted;

@@ -269,6 +269,7 @@ struct ly_sync {
 	unsigned verify_busy;             /* pool jobs using the verifier */
 	unsigned verify_parts;            /* pool threads one batch's verification may use */
 	time_t last_sync;                 /* wall time of the last watch update applied (metrics) */
+	bool entries_known;               /* a snapshot was applied in this run, or entries were loaded from disk */
 
 	/* Issuance. */
 	unsigned issue_inflight;          /* batches between issue_kick and issue_end */
@@ -1457,6 +1458,8 @@ watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 		log_error("watch: update (revision %" PRId64 ") not applied: %s", m->revision, e.msg);
 		/* Possibly half applied: changes_publish still runs with what changed. */
 	}
+	if (u.snapshot)
+		s->entries_known = true; /* the Workload API may now tell a caller it is entitled to nothing */
 	s->stats.watch_updates++;
 	s->last_sync = (time_t)now_s();
 	size_t nchanges = cs.n;
@@ -3213,7 +3216,9 @@ state_load(struct ly_sync *s)
 	ly_agent_state_init(&st);
 	ly_cache_changes_init(&cs);
 	rc = ly_state_load_cache(dir, now, NULL, s->cache, &e);
-	if (rc != LY_OK && rc != LY_E_NOT_FOUND)
+	if (rc == LY_OK)
+		s->entries_known = true;
+	else if (rc != LY_E_NOT_FOUND)
 		log_warn("SVID cache in %s ignored: %s", dir, e.msg);
 	rc = ly_state_load_agent(dir, s->td, now, &st, &e);
 	if (rc != LY_OK) {
@@ -3452,6 +3457,20 @@ bool
 ly_sync_ready(const struct ly_sync *s)
 {
 	return s != NULL && s->ident.valid && ly_cache_bundle(s->cache) != NULL;
+}
+
+bool
+ly_sync_wapi_ready_rule(bool ready, bool entries_known, size_t cached_svids)
+{
+	return (ready && entries_known) || cached_svids > 0;
+}
+
+bool
+ly_sync_wapi_ready(const struct ly_sync *s)
+{
+	if (s == NULL)
+		return false;
+	return ly_sync_wapi_ready_rule(ly_sync_ready(s), s->entries_known, ly_cache_svid_count(s->cache));
 }
 
 struct ly_cache *

@@ -20,6 +20,8 @@
 #ifndef LANYARD_AGENT_SYNC_INTERNAL_H
 #define LANYARD_AGENT_SYNC_INTERNAL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -50,6 +52,13 @@ ly_status ly_sync_check_server(X509_STORE *store, const char *td, const char *se
 /* An Entry message into a new ly_entry (not validated: the cache does that). */
 ly_status ly_sync_entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **out, struct ly_error *err)
     LY_MUST_CHECK;
+
+/*
+ * ly_sync_wapi_ready's rule (agent.h): `ready` (our SVID and the bundle),
+ * `entries_known` (a snapshot applied, or persisted entries loaded),
+ * `cached_svids` (SVIDs held now).
+ */
+bool ly_sync_wapi_ready_rule(bool ready, bool entries_known, size_t cached_svids);
 
 /* A Bundle message for trust domain `td` (bare name; the message must name it) into a new bundle. */
 ly_status ly_sync_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, const char *td, struct ly_bundle **out,

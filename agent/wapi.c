@@ -40,8 +40,9 @@
  *     (Workload Endpoint §6);
  *   - the agent stopping: UNAVAILABLE;
  *   - the connection refused (above): PERMISSION_DENIED;
- *   - the agent not ready (ly_sync_ready false and nothing cached):
- *     UNAVAILABLE (clients retry with a backoff);
+ *   - the agent not ready (ly_sync_wapi_ready false: no SVID of its own,
+ *     bundle or entries yet, and nothing cached): UNAVAILABLE (clients
+ *     retry with a backoff);
  *   - then each method's own rules (below).
  * A caller entitled to no entry gets PERMISSION_DENIED from
  * FetchX509SVID, FetchX509Bundles, FetchJWTBundles and FetchJWTSVID, as
@@ -234,15 +235,16 @@ wapi_cache(struct ly_wapi *w)
 	return w->agent->sync != NULL ? ly_sync_cache(w->agent->sync) : NULL;
 }
 
-/* SPEC §3: UNAVAILABLE while starting, unless something cached can be served already. */
+/*
+ * SPEC §3: UNAVAILABLE while starting (until the entries are known too: before the server's first snapshot
+ * every caller would look entitled to nothing), unless something cached can be served already.
+ */
 static bool
 wapi_ready(struct ly_wapi *w)
 {
-	struct ly_cache *c = wapi_cache(w);
-
-	if (w->agent->sync == NULL || c == NULL)
+	if (w->agent->sync == NULL || wapi_cache(w) == NULL)
 		return false;
-	return ly_sync_ready(w->agent->sync) || ly_cache_svid_count(c) > 0;
+	return ly_sync_wapi_ready(w->agent->sync);
 }
 
 /*

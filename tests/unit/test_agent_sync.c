@@ -1,6 +1,7 @@
 /*
  * test_agent_sync.c: the pure parts of agent/sync.c (sync_internal.h): the
- * reconnection backoff, the check of the server's certificate, and the
+ * reconnection backoff, when the Workload API may answer (not before the
+ * entries are known), the check of the server's certificate, and the
  * conversion of agent.proto's Entry and Bundle messages, each rule with a
  * value that must be refused. The daemon flow (attestation, watch, batches,
  * rotation, restarts) runs against a real server in
@@ -67,6 +68,25 @@ test_backoff_jitter_spreads(void **state)
 		hi = v > hi ? v : hi;
 	}
 	assert_true(hi - lo > 10000);
+}
+
+/* ---- when the Workload API answers ---- */
+
+static void
+test_wapi_ready_rule(void **state)
+{
+	(void)state;
+	/* Our SVID, the bundle and the entries: it answers (and may say "entitled to nothing"). */
+	assert_true(ly_sync_wapi_ready_rule(true, true, 0));
+	/* Attested with the bundle, but the server's first snapshot not applied yet: every caller would look
+	 * entitled to nothing and be told PERMISSION_DENIED. Not ready: UNAVAILABLE, clients retry. */
+	assert_false(ly_sync_wapi_ready_rule(true, false, 0));
+	/* Not attested (no SVID of our own or no bundle): not ready, whatever is known of the entries. */
+	assert_false(ly_sync_wapi_ready_rule(false, true, 0));
+	assert_false(ly_sync_wapi_ready_rule(false, false, 0));
+	/* SVIDs cached (a restart with the server down): served at once. */
+	assert_true(ly_sync_wapi_ready_rule(false, false, 1));
+	assert_true(ly_sync_wapi_ready_rule(true, false, 3));
 }
 
 /* ---- the server's certificate ---- */
@@ -527,6 +547,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backoff_bounds),
 		cmocka_unit_test(test_backoff_jitter_spreads),
+		cmocka_unit_test(test_wapi_ready_rule),
 		cmocka_unit_test_setup_teardown(test_server_cert_ok, pki_setup, pki_teardown),
 		cmocka_unit_test_setup_teardown(test_server_cert_wrong_id, pki_setup, pki_teardown),
 		cmocka_unit_test_setup_teardown(test_server_cert_other_td, pki_setup, pki_teardown),
