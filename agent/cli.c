@@ -62,6 +62,7 @@
 #include "lib/buf.h"
 #include "lib/der.h"
 #include "lib/flags.h"
+#include "lib/pbstruct.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "workload.pb-c.h"
@@ -72,8 +73,6 @@
 #define M(name) "/SpiffeWorkloadAPI/" name
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"
 #define NFLAGS(f) (sizeof(f) / sizeof((f)[0]))
-/* Struct nesting printed for ValidateJWTSVID claims. */
-#define CLAIMS_DEPTH_MAX 32
 
 static char empty_str[] = "";
 
@@ -867,61 +866,6 @@ api_fetch_jwt_bundles(int argc, char **argv)
 
 /* ---- api validate ------------------------------------------------------------------------------------- */
 
-static json_t *value_json(const Google__Protobuf__Value *v, int depth);
-
-static json_t *
-struct_json(const Google__Protobuf__Struct *st, int depth)
-{
-	json_t *o = json_object();
-
-	for (size_t i = 0; o != NULL && st != NULL && i < st->n_fields; i++) {
-		json_t *v = value_json(st->fields[i]->value, depth + 1);
-		if (v == NULL || json_object_set_new(o, st->fields[i]->key, v) != 0) {
-			json_decref(o);
-			return NULL;
-		}
-	}
-	return o;
-}
-
-/* google.protobuf.Value as JSON (the claims); NULL when too deep, not UTF-8 or out of memory. */
-static json_t *
-value_json(const Google__Protobuf__Value *v, int depth)
-{
-	if (v == NULL || depth > CLAIMS_DEPTH_MAX)
-		return NULL;
-	switch (v->kind_case) {
-	case GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE:
-		return json_null();
-	case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
-		return json_boolean(v->bool_value);
-	case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE: {
-		double d = v->number_value;
-		/* exp, iat, nbf are whole seconds: print them as integers (2^53: exact in a double). */
-		if (d >= -9007199254740992.0 && d <= 9007199254740992.0 && (double)(json_int_t)d == d)
-			return json_integer((json_int_t)d);
-		return json_real(d);
-	}
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
-		return json_string(v->string_value);
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-		return struct_json(v->struct_value, depth + 1);
-	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
-		json_t *a = json_array();
-		for (size_t i = 0; a != NULL && v->list_value != NULL && i < v->list_value->n_values; i++) {
-			json_t *e = value_json(v->list_value->values[i], depth + 1);
-			if (e == NULL || json_array_append_new(a, e) != 0) {
-				json_decref(a);
-				return NULL;
-			}
-		}
-		return a;
-	}
-	default:
-		return json_null();
-	}
-}
-
 static bool
 on_validate(struct session *s, const uint8_t *msg, size_t len)
 {
@@ -933,7 +877,7 @@ on_validate(struct session *s, const uint8_t *msg, size_t len)
 		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
 		return false;
 	}
-	claims = struct_json(r->claims, 0);
+	claims = ly_pbstruct_to_json(r->claims);
 	if (claims != NULL)
 		text = json_dumps(claims, JSON_COMPACT | JSON_SORT_KEYS);
 	printf("SVID is valid.\nSPIFFE ID : %s\nClaims    : %s\n", r->spiffe_id, text != NULL ? text : "{}");

@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 
 #include "lib/caps.h"
+#include "lib/pbstruct.h"
 #include "lib/spiffeid.h"
 #include "workload.pb-c.h"
 
@@ -342,198 +343,6 @@ out:
 	return rc;
 }
 
-/* ---- claims as google.protobuf.Struct ---- */
-
-static void struct_free(Google__Protobuf__Struct *s);
-
-static void
-value_free(Google__Protobuf__Value *v)
-{
-	if (v == NULL)
-		return;
-	switch (v->kind_case) {
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
-		free(v->string_value);
-		break;
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-		struct_free(v->struct_value);
-		break;
-	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE:
-		if (v->list_value != NULL) {
-			for (size_t i = 0; i < v->list_value->n_values; i++)
-				value_free(v->list_value->values[i]);
-			free(v->list_value->values);
-			free(v->list_value);
-		}
-		break;
-	default:
-		break;
-	}
-	free(v);
-}
-
-static void
-struct_free(Google__Protobuf__Struct *s)
-{
-	if (s == NULL)
-		return;
-	for (size_t i = 0; i < s->n_fields; i++) {
-		Google__Protobuf__Struct__FieldsEntry *f = s->fields[i];
-		if (f == NULL)
-			continue;
-		free(f->key);
-		value_free(f->value);
-		free(f);
-	}
-	free(s->fields);
-	free(s);
-}
-
-static ly_status struct_from_json(const json_t *obj, int depth, Google__Protobuf__Struct **out, struct ly_error *err);
-
-static ly_status
-value_from_json(const json_t *j, int depth, Google__Protobuf__Value **out, struct ly_error *err)
-{
-	ly_status rc = LY_OK;
-	Google__Protobuf__Value *v = calloc(1, sizeof(*v));
-
-	*out = NULL;
-	if (v == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-	google__protobuf__value__init(v);
-	switch (json_typeof(j)) {
-	case JSON_NULL:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
-		v->null_value = GOOGLE__PROTOBUF__NULL_VALUE__NULL_VALUE;
-		break;
-	case JSON_TRUE:
-	case JSON_FALSE:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
-		v->bool_value = json_is_true(j);
-		break;
-	case JSON_INTEGER:
-	case JSON_REAL:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
-		v->number_value = json_number_value(j);
-		break;
-	case JSON_STRING:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-		v->string_value = strdup(json_string_value(j));
-		if (v->string_value == NULL)
-			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-		break;
-	case JSON_OBJECT:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
-		rc = struct_from_json(j, depth + 1, &v->struct_value, err);
-		break;
-	case JSON_ARRAY: {
-		if (depth + 1 > LY_JSON_DEPTH_MAX) {
-			rc = ly_error_set(err, LY_E_LIMIT, "claims nest deeper than %d", LY_JSON_DEPTH_MAX);
-			break;
-		}
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
-		Google__Protobuf__ListValue *l = calloc(1, sizeof(*l));
-		if (l == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-			break;
-		}
-		google__protobuf__list_value__init(l);
-		v->list_value = l;
-		size_t n = json_array_size(j);
-		if (n > 0) {
-			l->values = calloc(n, sizeof(*l->values));
-			if (l->values == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-				break;
-			}
-		}
-		for (size_t i = 0; i < n && rc == LY_OK; i++) {
-			rc = value_from_json(json_array_get(j, i), depth + 1, &l->values[i], err);
-			if (rc == LY_OK)
-				l->n_values++;
-		}
-		break;
-	}
-	default:
-		rc = ly_error_set(err, LY_E_INVALID, "claims: unknown JSON type");
-		break;
-	}
-	if (rc != LY_OK) {
-		value_free(v);
-		return rc;
-	}
-	*out = v;
-	return LY_OK;
-}
-
-static int
-key_cmp(const void *pa, const void *pb)
-{
-	const char *const *a = pa, *const *b = pb;
-	return strcmp(*a, *b);
-}
-
-static ly_status
-struct_from_json(const json_t *obj, int depth, Google__Protobuf__Struct **out, struct ly_error *err)
-{
-	ly_status rc = LY_OK;
-	Google__Protobuf__Struct *s = NULL;
-	const char **keys = NULL;
-
-	*out = NULL;
-	if (!json_is_object(obj))
-		return ly_error_set(err, LY_E_INVALID, "claims: not a JSON object");
-	if (depth > LY_JSON_DEPTH_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "claims nest deeper than %d", LY_JSON_DEPTH_MAX);
-	s = calloc(1, sizeof(*s));
-	if (s == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-	google__protobuf__struct__init(s);
-	size_t n = json_object_size(obj);
-	if (n > 0) {
-		s->fields = calloc(n, sizeof(*s->fields));
-		keys = calloc(n, sizeof(*keys));
-		if (s->fields == NULL || keys == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-			goto out;
-		}
-	}
-	/* Sorted keys: equal claims pack to equal bytes. */
-	size_t k = 0;
-	const char *key;
-	json_t *val;
-	json_object_foreach((json_t *)(uintptr_t)obj, key, val)
-	{
-		if (k < n)
-			keys[k++] = key;
-	}
-	if (k > 1)
-		qsort(keys, k, sizeof(*keys), key_cmp);
-	for (size_t i = 0; i < k; i++) {
-		Google__Protobuf__Struct__FieldsEntry *f = calloc(1, sizeof(*f));
-		if (f == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-			goto out;
-		}
-		google__protobuf__struct__fields_entry__init(f);
-		s->fields[s->n_fields++] = f;
-		f->key = strdup(keys[i]);
-		if (f->key == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "claims: allocating");
-			goto out;
-		}
-		rc = value_from_json(json_object_get(obj, keys[i]), depth, &f->value, err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	*out = s;
-	s = NULL;
-out:
-	free(keys);
-	struct_free(s);
-	return rc;
-}
-
 ly_status
 ly_wmsg_validate_response(const char *spiffe_id, const json_t *claims, struct ly_buf *out, struct ly_error *err)
 {
@@ -544,13 +353,13 @@ ly_wmsg_validate_response(const char *spiffe_id, const json_t *claims, struct ly
 	validate_jwtsvidresponse__init(&resp);
 	if (spiffe_id == NULL || claims == NULL)
 		return ly_error_set(err, LY_E_INVALID, "ValidateJWTSVIDResponse: a SPIFFE ID and claims are required");
-	ly_status rc = struct_from_json(claims, 1, &s, err);
+	ly_status rc = ly_pbstruct_from_json(claims, &s, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "ValidateJWTSVIDResponse");
 	resp.spiffe_id = unconst_str(spiffe_id);
 	resp.claims = s;
 	rc = pack_msg(&resp.base, out, err);
-	struct_free(s);
+	ly_pbstruct_free(s);
 	return rc;
 }
 

@@ -25,14 +25,13 @@
 #include <openssl/crypto.h>
 
 #include "lib/bundle.h"
+#include "lib/pbstruct.h"
 #include "wl_internal.h"
 #include "workload.pb-c.h"
 
 #define METHOD(name) "/SpiffeWorkloadAPI/" name
 #define TIMEOUT_DEFAULT_MS 5000
 #define POLL_MS 100
-/* Struct nesting accepted in ValidateJWTSVID claims. */
-#define CLAIMS_DEPTH_MAX LY_JSON_DEPTH_MAX
 
 struct lanyard_client {
 	grpc_channel *ch;
@@ -668,59 +667,6 @@ lanyard_fetch_jwt_bundles(lanyard_client *c, lanyard_jwt_bundles **out, struct l
 
 /* ---- ValidateJWTSVID ---------------------------------------------------------------- */
 
-static json_t *value_json(const Google__Protobuf__Value *v, int depth);
-
-static json_t *
-struct_json(const Google__Protobuf__Struct *st, int depth)
-{
-	json_t *o = json_object();
-
-	for (size_t i = 0; o != NULL && st != NULL && i < st->n_fields; i++) {
-		json_t *v = value_json(st->fields[i]->value, depth + 1);
-		if (v == NULL || json_object_set_new(o, st->fields[i]->key, v) != 0) {
-			json_decref(o);
-			return NULL;
-		}
-	}
-	return o;
-}
-
-/* google.protobuf.Value as JSON; NULL when too deep, not UTF-8 or out of memory. */
-static json_t *
-value_json(const Google__Protobuf__Value *v, int depth)
-{
-	if (v == NULL || depth > CLAIMS_DEPTH_MAX)
-		return NULL;
-	switch (v->kind_case) {
-	case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
-		return json_boolean(v->bool_value);
-	case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE: {
-		double d = v->number_value;
-		/* exp, iat, nbf are whole seconds: integers (exact below 2^53). */
-		if (d >= -9007199254740992.0 && d <= 9007199254740992.0 && (double)(json_int_t)d == d)
-			return json_integer((json_int_t)d);
-		return json_real(d);
-	}
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
-		return json_string(v->string_value);
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-		return struct_json(v->struct_value, depth + 1);
-	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
-		json_t *a = json_array();
-		for (size_t i = 0; a != NULL && v->list_value != NULL && i < v->list_value->n_values; i++) {
-			json_t *e = value_json(v->list_value->values[i], depth + 1);
-			if (e == NULL || json_array_append_new(a, e) != 0) {
-				json_decref(a);
-				return NULL;
-			}
-		}
-		return a;
-	}
-	default:
-		return json_null();
-	}
-}
-
 struct validate_out {
 	struct ly_spiffe_id id;
 	char *claims;
@@ -743,7 +689,7 @@ on_validate(void *arg, const uint8_t *msg, size_t len, struct ly_error *err)
 		(void)ly_error_wrap(err, rc, "ValidateJWTSVIDResponse: spiffe_id");
 		goto out;
 	}
-	if ((claims = struct_json(r->claims, 0)) == NULL ||
+	if ((claims = ly_pbstruct_to_json(r->claims)) == NULL ||
 	    (o->claims = json_dumps(claims, JSON_COMPACT | JSON_SORT_KEYS)) == NULL) {
 		(void)ly_error_set(err, LY_E_INVALID, "ValidateJWTSVIDResponse: claims too deep or not UTF-8");
 		goto out;
