@@ -68,16 +68,18 @@ EOF
 "$pgbin/psql" -h "$tmp" -p 5432 -U lanyard -d postgres -q -c "CREATE DATABASE bench" >/dev/null
 
 mkdir -p "$tmp/sqlite"
+floor=$("$bin" fsync "$tmp/sqlite/floor" "$n")
 sq=$("$bin" sqlite "$tmp/sqlite/datastore.sqlite3" "$n")
 pg=$("$bin" postgres "host=$tmp port=5432 user=lanyard dbname=bench" "$n")
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 disk=$(df -P "$tmp" | awk 'NR == 2 { print $1 }')
-echo "Entry creation, $n entries, one durable transaction each ($(nproc) CPUs, $disk, $("$pgbin/postgres" --version))"
+echo "Entry creation, $n entries, one durable transaction each ($(nproc) CPUs, $disk, $("$pgbin/postgres" --version))."
+echo "Floor: \`fsync\`, a 4 KiB pwrite + fdatasync on the same disk in the same run."
 echo
 echo "| back end | create: total s | entries/s | p50 us | p99 us | list all ms | changes since 0 ms | get p50 us |"
 echo "|---|---|---|---|---|---|---|---|"
-for line in "$sq" "$pg"; do
+for line in "$floor" "$sq" "$pg"; do
 	echo "| $(field "$line" backend) | $(field "$line" create_s) | $(field "$line" create_per_s) |" \
 		"$(field "$line" create_p50_us) | $(field "$line" create_p99_us) | $(field "$line" list_ms) |" \
 		"$(field "$line" changes_ms) | $(field "$line" get_p50_us) |"
