@@ -35,23 +35,24 @@
  * transaction under an advisory lock (two servers starting at once migrate
  * once). To add version 2, append { 2, schema_v2 } and raise
  * LY_DATASTORE_PG_SCHEMA.
+ *
+ * What does not depend on PostgreSQL (input checks, the identity and join
+ * token hashes, which must equal the SQLite back end's) is in datastore.c,
+ * through datastore_internal.h.
  */
-#include "server/datastore.h"
+#include "server/datastore_internal.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "lib/caps.h"
-#include "lib/spiffeid.h"
 
 /* ---- schema ---- */
 
@@ -123,19 +124,11 @@ static const char *const schema_v1[] = {
 	" updated_at BIGINT NOT NULL)",
 };
 
-struct migration {
-	int version;
-	const char *const *stmts;
-	size_t n;
+static const struct ly_ds_migration migrations[] = {
+	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
 };
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-
-static const struct migration migrations[] = {
-	{ 1, schema_v1, NELEM(schema_v1) },
-};
-
-_Static_assert(NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
+_Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
     "one migration per schema version, 1..LY_DATASTORE_PG_SCHEMA");
 
 /* Serializes migrations of servers starting together ("lanyard" in ASCII, as a number). */
@@ -531,19 +524,7 @@ tx_commit(struct pg_ds *ds, struct ly_error *err)
 	return LY_OK;
 }
 
-static int64_t
-now_seconds(void)
-{
-	return (int64_t)time(NULL);
-}
-
 /* ---- column readers: the database is ours, but a damaged row is refused, not trusted ---- */
-
-static ly_status
-corrupt(const char *what, struct ly_error *err)
-{
-	return ly_error_set(err, LY_E_IO, "datastore: corrupt row: %s", what);
-}
 
 static const char *
 col_name(const PGresult *res, int col)
@@ -559,12 +540,12 @@ col_text(const PGresult *res, int row, int col, size_t cap, bool nullable, char 
 	if (PQgetisnull(res, row, col)) {
 		if (nullable)
 			return LY_OK;
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	}
 	const char *v = PQgetvalue(res, row, col);
 	int n = PQgetlength(res, row, col);
 	if (v == NULL || n < 0 || (size_t)n > cap || strlen(v) != (size_t)n)
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	*out = strndup(v, (size_t)n);
 	if (*out == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
@@ -575,13 +556,13 @@ static ly_status
 col_int64(const PGresult *res, int row, int col, int64_t *out, struct ly_error *err)
 {
 	if (PQgetisnull(res, row, col))
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	const char *v = PQgetvalue(res, row, col);
 	char *end = NULL;
 	errno = 0;
 	long long x = strtoll(v, &end, 10);
 	if (errno != 0 || end == v || *end != '\0')
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	*out = (int64_t)x;
 	return LY_OK;
 }
@@ -592,7 +573,7 @@ col_int32(const PGresult *res, int row, int col, int32_t *out, struct ly_error *
 	int64_t v = 0;
 	LY_TRY(col_int64(res, row, col, &v, err));
 	if (v < INT32_MIN || v > INT32_MAX)
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	*out = (int32_t)v;
 	return LY_OK;
 }
@@ -602,7 +583,7 @@ col_bool(const PGresult *res, int row, int col, bool *out, struct ly_error *err)
 {
 	const char *v = PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 	if (v == NULL || (strcmp(v, "t") != 0 && strcmp(v, "f") != 0))
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	*out = v[0] == 't';
 	return LY_OK;
 }
@@ -612,7 +593,7 @@ tx_get_meta(struct pg_ds *ds, const PGresult *res, int64_t *rev, int n, struct l
 {
 	(void)ds;
 	if (PQntuples(res) != 1 || PQnfields(res) < n)
-		return corrupt("meta", err);
+		return ly_ds_corrupt("meta", err);
 	for (int i = 0; i < n; i++) {
 		int64_t v = 0;
 		LY_TRY(col_int64(res, 0, i, &v, err));
@@ -635,10 +616,10 @@ col_selectors(const PGresult *res, int row, int col, struct ly_selector **out, s
 	*out = NULL;
 	*n_out = 0;
 	if (PQgetisnull(res, row, col))
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	arr = json_loadb(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), 0, &jerr);
 	if (arr == NULL || !json_is_array(arr) || json_array_size(arr) > LY_SELECTORS_MAX) {
-		rc = corrupt("selectors", err);
+		rc = ly_ds_corrupt("selectors", err);
 		goto out;
 	}
 	if (json_array_size(arr) > 0) {
@@ -656,7 +637,7 @@ col_selectors(const PGresult *res, int row, int col, struct ly_selector **out, s
 		    json_string_length(t) > LY_SELECTOR_MAX || json_string_length(v) > LY_SELECTOR_MAX ||
 		    strlen(json_string_value(t)) != json_string_length(t) ||
 		    strlen(json_string_value(v)) != json_string_length(v)) {
-			rc = corrupt("selectors", err);
+			rc = ly_ds_corrupt("selectors", err);
 			goto out;
 		}
 		sels[n].type = strdup(json_string_value(t));
@@ -685,10 +666,10 @@ col_dns_names(const PGresult *res, int row, int col, struct ly_entry *e, struct 
 	json_t *arr = NULL;
 
 	if (PQgetisnull(res, row, col))
-		return corrupt(col_name(res, col), err);
+		return ly_ds_corrupt(col_name(res, col), err);
 	arr = json_loadb(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), 0, &jerr);
 	if (arr == NULL || !json_is_array(arr) || json_array_size(arr) > LY_DNS_NAMES_MAX) {
-		rc = corrupt("DNS names", err);
+		rc = ly_ds_corrupt("DNS names", err);
 		goto out;
 	}
 	if (json_array_size(arr) > 0) {
@@ -702,7 +683,7 @@ col_dns_names(const PGresult *res, int row, int col, struct ly_entry *e, struct 
 		const json_t *v = json_array_get(arr, i);
 		if (!json_is_string(v) || json_string_length(v) > LY_DNS_NAME_MAX ||
 		    strlen(json_string_value(v)) != json_string_length(v)) {
-			rc = corrupt("DNS names", err);
+			rc = ly_ds_corrupt("DNS names", err);
 			goto out;
 		}
 		e->dns_names[e->n_dns_names] = strdup(json_string_value(v));
@@ -727,7 +708,7 @@ read_entry(const PGresult *res, int row, int c, int64_t *rowid, struct ly_entry 
 
 	*out = NULL;
 	if (PQnfields(res) < c + ENTRY_NCOLS)
-		return corrupt("entry columns", err);
+		return ly_ds_corrupt("entry columns", err);
 	rc = ly_entry_new(&e, err);
 	if (rc != LY_OK)
 		goto out;
@@ -806,50 +787,6 @@ out:
 }
 
 /* ---- entries ---- */
-
-/*
- * SHA-256 over spiffe_id, parent_id and the selectors in canonical order,
- * each followed by a NUL (none of them can hold one): the same value as
- * the SQLite back end's, for entries with the same identity whatever their
- * selector order was.
- */
-static ly_status
-identity_hash(const struct ly_entry *e, unsigned char out[32], struct ly_error *err)
-{
-	ly_status rc = LY_OK;
-	const struct ly_selector **sorted = NULL;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned int len = 0;
-
-	if (ctx == NULL)
-		return ly_error_openssl(err, LY_E_NOMEM, "datastore: identity hash");
-	sorted = calloc(e->n_selectors > 0 ? e->n_selectors : 1, sizeof(*sorted));
-	if (sorted == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < e->n_selectors; i++) {
-		size_t j = i;
-		while (j > 0 && ly_selector_cmp(sorted[j - 1], &e->selectors[i]) > 0) {
-			sorted[j] = sorted[j - 1];
-			j--;
-		}
-		sorted[j] = &e->selectors[i];
-	}
-	int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-	    EVP_DigestUpdate(ctx, e->spiffe_id, strlen(e->spiffe_id) + 1) &&
-	    EVP_DigestUpdate(ctx, e->parent_id, strlen(e->parent_id) + 1);
-	for (size_t i = 0; ok && i < e->n_selectors; i++) {
-		ok = EVP_DigestUpdate(ctx, sorted[i]->type, strlen(sorted[i]->type) + 1) &&
-		    EVP_DigestUpdate(ctx, sorted[i]->value, strlen(sorted[i]->value) + 1);
-	}
-	if (!ok || !EVP_DigestFinal_ex(ctx, out, &len) || len != 32)
-		rc = ly_error_openssl(err, LY_E_CRYPTO, "datastore: identity hash");
-out:
-	free(sorted);
-	EVP_MD_CTX_free(ctx);
-	return rc;
-}
 
 /* Another entry (row id != exclude) with the identity of `e`: its ID to `dup` ("" if none). */
 static ly_status
@@ -967,16 +904,6 @@ record_change(struct pg_ds *ds, int64_t revision, const char *entry_id, enum ly_
 }
 
 static ly_status
-check_lookup_id(const char *entry_id, struct ly_error *err)
-{
-	if (entry_id == NULL || entry_id[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "entry ID is empty");
-	if (strnlen(entry_id, LY_ENTRY_ID_MAX + 1) > LY_ENTRY_ID_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "entry ID is longer than %d bytes", LY_ENTRY_ID_MAX);
-	return LY_OK;
-}
-
-static ly_status
 pg_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
 {
 	struct pg_ds *ds = to_pg(base);
@@ -987,30 +914,13 @@ pg_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_err
 	unsigned char hash[32];
 	char dup[LY_ENTRY_ID_MAX + 1];
 	int64_t rev = 0, id = 0;
-	int64_t now = now_seconds();
+	int64_t now = ly_ds_now();
 	struct params p = { 0 };
 	bool found;
 
-	if (entry == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry create: no entry");
-	rc = ly_entry_validate(entry, NULL, err);
+	rc = ly_ds_entry_create_prepare(entry, &given_id, &assigned, hash, err);
 	if (rc != LY_OK)
 		return rc;
-	if (entry->entry_id == NULL || entry->entry_id[0] == '\0') {
-		char uuid[LY_UUID_LEN + 1];
-		rc = ly_entry_generate_id(uuid, err);
-		if (rc != LY_OK)
-			return rc;
-		char *copy = strdup(uuid);
-		if (copy == NULL)
-			return ly_error_set(err, LY_E_NOMEM, "entry create: out of memory");
-		given_id = entry->entry_id;
-		entry->entry_id = copy;
-		assigned = true;
-	}
-	rc = identity_hash(entry, hash, err);
-	if (rc != LY_OK)
-		goto out;
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1018,15 +928,14 @@ pg_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_err
 	if (rc != LY_OK)
 		goto out;
 	if (found) {
-		rc = ly_error_set(err, LY_E_INVALID, "entry already exists: entry ID %s is taken", entry->entry_id);
+		rc = ly_ds_entry_id_taken(entry->entry_id, err);
 		goto out;
 	}
 	rc = find_duplicate(ds, entry, hash, -1, dup, err);
 	if (rc != LY_OK)
 		goto out;
 	if (dup[0] != '\0') {
-		rc = ly_error_set(err, LY_E_INVALID,
-		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		rc = ly_ds_entry_duplicate(dup, err);
 		goto out;
 	}
 	p_text(&p, entry->entry_id);
@@ -1056,12 +965,7 @@ pg_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_err
 out:
 	PQclear(res);
 	tx_rollback(ds);
-	if (rc != LY_OK && assigned) {
-		free(entry->entry_id);
-		entry->entry_id = given_id;
-	} else {
-		free(given_id);
-	}
+	ly_ds_entry_create_finish(entry, rc, given_id, assigned);
 	return rc;
 }
 
@@ -1095,7 +999,7 @@ pg_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entry **
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
 	*out = NULL;
-	LY_TRY(check_lookup_id(entry_id, err));
+	LY_TRY(ly_ds_check_entry_id(entry_id, err));
 	LY_TRY(ensure_conn(ds, err));
 	return get_entry(ds, entry_id, NULL, out, err);
 }
@@ -1121,12 +1025,7 @@ pg_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_err
 	struct params p = { 0 };
 	bool found;
 
-	if (entry == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry update: no entry");
-	if (entry->entry_id == NULL || entry->entry_id[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "entry update needs an entry ID");
-	LY_TRY(ly_entry_validate(entry, NULL, err));
-	LY_TRY(identity_hash(entry, hash, err));
+	LY_TRY(ly_ds_entry_update_prepare(entry, hash, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1141,8 +1040,7 @@ pg_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_err
 	if (rc != LY_OK)
 		goto out;
 	if (dup[0] != '\0') {
-		rc = ly_error_set(err, LY_E_INVALID,
-		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		rc = ly_ds_entry_duplicate(dup, err);
 		goto out;
 	}
 	p_int(&p, id);
@@ -1177,7 +1075,7 @@ pg_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_entry
 
 	if (deleted != NULL)
 		*deleted = NULL;
-	LY_TRY(check_lookup_id(entry_id, err));
+	LY_TRY(ly_ds_check_entry_id(entry_id, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1205,43 +1103,6 @@ out:
 	return rc;
 }
 
-static bool
-filter_selectors(const struct ly_entry_filter *f, const struct ly_entry *e)
-{
-	if (f == NULL || f->n_selectors == 0)
-		return true;
-	switch (f->match) {
-	case LY_MATCH_SUBSET: return ly_selectors_match(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
-	case LY_MATCH_SUPERSET: return ly_selectors_match(f->selectors, f->n_selectors, e->selectors, e->n_selectors);
-	case LY_MATCH_EXACT: return ly_selectors_same_set(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
-	}
-	return false;
-}
-
-/* Moves every entry of `from` to the end of `to`; on failure both are unchanged. */
-static ly_status
-list_move(struct ly_entry_list *to, struct ly_entry_list *from, struct ly_error *err)
-{
-	if (from->n == 0)
-		return LY_OK;
-	if (to->n + from->n > to->cap) {
-		size_t cap = to->n + from->n;
-		if (cap > SIZE_MAX / sizeof(*to->items))
-			return ly_error_set(err, LY_E_NOMEM, "entry list: too large");
-		struct ly_entry **grown = realloc(to->items, cap * sizeof(*grown));
-		if (grown == NULL)
-			return ly_error_set(err, LY_E_NOMEM, "entry list: out of memory");
-		to->items = grown;
-		to->cap = cap;
-	}
-	memcpy(to->items + to->n, from->items, from->n * sizeof(*from->items));
-	to->n += from->n;
-	free(from->items);
-	from->items = NULL;
-	from->n = from->cap = 0;
-	return LY_OK;
-}
-
 static ly_status
 pg_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, struct ly_entry_list *out,
     struct ly_error *err)
@@ -1254,15 +1115,9 @@ pg_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, s
 	struct params p = { 0 };
 	const char *sql;
 
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry list: no output");
-	if (filter != NULL && filter->n_selectors > 0 && filter->selectors == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry list: filter selectors missing");
+	LY_TRY(ly_ds_check_entry_filter(filter, out, err));
 	const char *sid = filter != NULL ? filter->spiffe_id : NULL;
 	const char *pid = filter != NULL ? filter->parent_id : NULL;
-	if ((sid != NULL && strnlen(sid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX) ||
-	    (pid != NULL && strnlen(pid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX))
-		return ly_error_set(err, LY_E_LIMIT, "entry list: SPIFFE ID filter over %d bytes", LY_SPIFFE_ID_MAX);
 	if (sid != NULL) {
 		sql = SQL_ENTRY_LIST_BY_SPIFFE_ID;
 		p_text(&p, sid);
@@ -1283,16 +1138,11 @@ pg_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, s
 		rc = read_entry(res, i, 0, NULL, &e, err);
 		if (rc != LY_OK)
 			goto out;
-		if (filter_selectors(filter, e)) {
-			rc = ly_entry_list_append(&found, e, err);
-			if (rc != LY_OK)
-				goto out;
-			e = NULL;
-		}
-		ly_entry_free(e);
-		e = NULL;
+		rc = ly_ds_entry_list_keep(&found, filter, &e, err);
+		if (rc != LY_OK)
+			goto out;
 	}
-	rc = list_move(out, &found, err);
+	rc = ly_ds_entry_list_move(out, &found, err);
 out:
 	PQclear(res);
 	ly_entry_free(e);
@@ -1348,14 +1198,14 @@ pg_entry_changes_since(struct ly_datastore *base, int64_t since, struct ly_entry
 			    (rc = col_int64(res, i, 2, &op, err)) != LY_OK)
 				goto out;
 			if (op != LY_ENTRY_CREATED && op != LY_ENTRY_UPDATED && op != LY_ENTRY_DELETED) {
-				rc = corrupt("change op", err);
+				rc = ly_ds_corrupt("change op", err);
 				goto out;
 			}
 			c->op = (enum ly_entry_op)op;
 			if (c->op == LY_ENTRY_DELETED)
 				continue;
 			if (PQgetisnull(res, i, 3)) {
-				rc = corrupt("change log names a missing entry", err);
+				rc = ly_ds_corrupt("change log names a missing entry", err);
 				goto out;
 			}
 			rc = read_entry(res, i, 3, NULL, &c->entry, err);
@@ -1418,40 +1268,12 @@ pg_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
 	LY_TRY(ensure_conn(ds, err));
 	rc = run(ds, SQL_REVISION, NULL, false, "read meta", &res, err);
 	if (rc == LY_OK)
-		rc = PQntuples(res) == 1 ? col_int64(res, 0, 0, out, err) : corrupt("revision", err);
+		rc = PQntuples(res) == 1 ? col_int64(res, 0, 0, out, err) : ly_ds_corrupt("revision", err);
 	PQclear(res);
 	return rc;
 }
 
 /* ---- join tokens ---- */
-
-static ly_status
-check_token(const char *token, struct ly_error *err)
-{
-	if (token == NULL || token[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "join token is empty");
-	size_t n = strnlen(token, LY_JOIN_TOKEN_MAX + 1);
-	if (n > LY_JOIN_TOKEN_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "join token is longer than %d bytes", LY_JOIN_TOKEN_MAX);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)token[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		    c == '_' || c == '-';
-		if (!ok)
-			return ly_error_set(err, LY_E_INVALID, "join token must use [A-Za-z0-9._-]");
-	}
-	return LY_OK;
-}
-
-/* Stored and looked up by SHA-256 only: a database leak gives no usable token. */
-static ly_status
-token_hash(const char *token, unsigned char out[32], struct ly_error *err)
-{
-	unsigned int len = 0;
-	if (!EVP_Digest(token, strlen(token), out, &len, EVP_sha256(), NULL) || len != 32)
-		return ly_error_openssl(err, LY_E_CRYPTO, "join token hash");
-	return LY_OK;
-}
 
 static ly_status
 pg_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
@@ -1460,26 +1282,18 @@ pg_token_create(struct ly_datastore *base, const char *token, const char *spiffe
 	struct pg_ds *ds = to_pg(base);
 	ly_status rc;
 	unsigned char hash[32];
-	struct ly_spiffe_id id;
 	struct params p = { 0 };
 	int64_t rev = 0;
 
-	LY_TRY(check_token(token, err));
-	if (spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INVALID, "join token: SPIFFE ID is missing");
-	rc = ly_spiffe_id_parse_str(spiffe_id, &id, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "join token SPIFFE ID");
-	if (expires_at <= 0)
-		return ly_error_set(err, LY_E_INVALID, "join token needs an expiry time");
-	LY_TRY(token_hash(token, hash, err));
+	LY_TRY(ly_ds_check_token_create(token, spiffe_id, expires_at, err));
+	LY_TRY(ly_ds_token_hash(token, hash, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
 	p_bytes(&p, hash, sizeof(hash));
 	p_text(&p, spiffe_id);
 	p_int(&p, expires_at);
-	p_int(&p, now_seconds());
+	p_int(&p, ly_ds_now());
 	rc = run(ds, SQL_TOKEN_INSERT, &p, false, "store join token", NULL, err);
 	if (rc == LY_E_INVALID)
 		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
@@ -1507,8 +1321,8 @@ pg_token_consume(struct ly_datastore *base, const char *token, int64_t now, char
 	if (spiffe_id == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
 	*spiffe_id = NULL;
-	LY_TRY(check_token(token, err));
-	LY_TRY(token_hash(token, hash, err));
+	LY_TRY(ly_ds_check_token(token, err));
+	LY_TRY(ly_ds_token_hash(token, hash, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1522,7 +1336,7 @@ pg_token_consume(struct ly_datastore *base, const char *token, int64_t now, char
 		goto out;
 	}
 	if (PQntuples(res) != 1) {
-		rc = corrupt("join token", err);
+		rc = ly_ds_corrupt("join token", err);
 		goto out;
 	}
 	if ((rc = col_text(res, 0, 0, LY_SPIFFE_ID_MAX, false, &granted, err)) != LY_OK ||
@@ -1578,57 +1392,6 @@ out:
 
 /* ---- agents ---- */
 
-#define AGENT_TYPE_MAX 64
-#define AGENT_SERIAL_MAX 64
-
-static ly_status
-check_agent(const struct ly_agent *a, struct ly_error *err)
-{
-	struct ly_spiffe_id id;
-
-	if (a == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent: no agent");
-	if (a->spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INVALID, "agent has no SPIFFE ID");
-	ly_status rc = ly_spiffe_id_parse_str(a->spiffe_id, &id, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "agent SPIFFE ID");
-	if (a->attestation_type == NULL || a->attestation_type[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "agent has no attestation type");
-	size_t n = strnlen(a->attestation_type, AGENT_TYPE_MAX + 1);
-	if (n > AGENT_TYPE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "agent attestation type is longer than %d bytes", AGENT_TYPE_MAX);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)a->attestation_type[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-			return ly_error_set(err, LY_E_INVALID, "agent attestation type must use [a-z0-9_]");
-	}
-	if (a->serial_number != NULL) {
-		n = strnlen(a->serial_number, AGENT_SERIAL_MAX + 1);
-		if (n > AGENT_SERIAL_MAX)
-			return ly_error_set(err, LY_E_LIMIT, "agent serial number is longer than %d bytes",
-			    AGENT_SERIAL_MAX);
-		for (size_t i = 0; i < n; i++) {
-			unsigned char c = (unsigned char)a->serial_number[i];
-			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-				return ly_error_set(err, LY_E_INVALID, "agent serial number must be lower-case hex");
-		}
-	}
-	if (a->n_selectors > LY_SELECTORS_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "agent has %zu selectors, over the limit of %d", a->n_selectors,
-		    LY_SELECTORS_MAX);
-	if (a->n_selectors > 0 && a->selectors == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent selectors missing");
-	for (size_t i = 0; i < a->n_selectors; i++) {
-		rc = ly_selector_check(a->selectors[i].type, a->selectors[i].value, err);
-		if (rc != LY_OK)
-			return ly_error_wrap(err, rc, "agent selector %zu", i + 1);
-		if (!ly_selector_type_is_node(a->selectors[i].type))
-			return ly_error_set(err, LY_E_INVALID, "agent selector %zu has workload selector type %s",
-			    i + 1, a->selectors[i].type);
-	}
-	return LY_OK;
-}
 
 static ly_status
 pg_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct ly_error *err)
@@ -1640,7 +1403,7 @@ pg_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct 
 	int64_t rev = 0, id = 0;
 	struct params p = { 0 };
 
-	LY_TRY(check_agent(agent, err));
+	LY_TRY(ly_ds_check_agent(agent, err));
 	LY_TRY(selectors_json(agent->selectors, agent->n_selectors, &sels, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
@@ -1650,7 +1413,7 @@ pg_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct 
 	p_text(&p, agent->serial_number != NULL ? agent->serial_number : "");
 	p_int(&p, agent->svid_expires_at);
 	p_bool(&p, agent->banned);
-	p_int(&p, now_seconds());
+	p_int(&p, ly_ds_now());
 	rc = run(ds, SQL_AGENT_UPSERT, &p, false, "store agent", &res, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1688,12 +1451,12 @@ read_agent(const PGresult *res, int row, struct ly_agent **out, struct ly_error 
 	if (a == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 	if (PQnfields(res) < 8) {
-		rc = corrupt("agent columns", err);
+		rc = ly_ds_corrupt("agent columns", err);
 		goto out;
 	}
 	if ((rc = col_text(res, row, 0, LY_SPIFFE_ID_MAX, false, &a->spiffe_id, err)) != LY_OK ||
-	    (rc = col_text(res, row, 1, AGENT_TYPE_MAX, false, &a->attestation_type, err)) != LY_OK ||
-	    (rc = col_text(res, row, 2, AGENT_SERIAL_MAX, false, &a->serial_number, err)) != LY_OK ||
+	    (rc = col_text(res, row, 1, LY_DS_AGENT_TYPE_MAX, false, &a->attestation_type, err)) != LY_OK ||
+	    (rc = col_text(res, row, 2, LY_DS_AGENT_SERIAL_MAX, false, &a->serial_number, err)) != LY_OK ||
 	    (rc = col_int64(res, row, 3, &a->svid_expires_at, err)) != LY_OK ||
 	    (rc = col_bool(res, row, 4, &a->banned, err)) != LY_OK ||
 	    (rc = col_int64(res, row, 5, &a->created_at, err)) != LY_OK ||
@@ -1708,16 +1471,6 @@ out:
 }
 
 static ly_status
-check_agent_id(const char *spiffe_id, struct ly_error *err)
-{
-	if (spiffe_id == NULL || spiffe_id[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "agent SPIFFE ID is empty");
-	if (strnlen(spiffe_id, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "agent SPIFFE ID is longer than %d bytes", LY_SPIFFE_ID_MAX);
-	return LY_OK;
-}
-
-static ly_status
 pg_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_agent **out, struct ly_error *err)
 {
 	struct pg_ds *ds = to_pg(base);
@@ -1728,7 +1481,7 @@ pg_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_agent *
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
 	*out = NULL;
-	LY_TRY(check_agent_id(spiffe_id, err));
+	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
 	LY_TRY(ensure_conn(ds, err));
 	p_text(&p, spiffe_id);
 	rc = run(ds, SQL_AGENT_GET, &p, false, "get agent", &res, err);
@@ -1773,17 +1526,7 @@ pg_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct ly_er
 		got.n++;
 	}
 	/* Hand over, appending to what the caller holds. */
-	struct ly_agent **grown = realloc(out->items, (out->n + got.n) * sizeof(*grown));
-	if (grown == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
-		goto out;
-	}
-	memcpy(grown + out->n, got.items, got.n * sizeof(*grown));
-	out->items = grown;
-	out->n += got.n;
-	free(got.items);
-	got.items = NULL;
-	got.n = 0;
+	rc = ly_ds_agent_list_move(out, &got, err);
 out:
 	PQclear(res);
 	ly_agent_list_cleanup(&got);
@@ -1800,14 +1543,14 @@ agent_write(struct pg_ds *ds, const char *sql, const char *spiffe_id, int banned
 	int64_t rev = 0;
 	struct params p = { 0 };
 
-	LY_TRY(check_agent_id(spiffe_id, err));
+	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
 	p_text(&p, spiffe_id);
 	if (banned >= 0) {
 		p_bool(&p, banned != 0);
-		p_int(&p, now_seconds());
+		p_int(&p, ly_ds_now());
 	}
 	rc = run(ds, sql, &p, false, what, &res, err);
 	if (rc != LY_OK)
@@ -1839,24 +1582,6 @@ pg_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool banne
 /* ---- CA state ---- */
 
 static ly_status
-check_ca_name(const char *name, struct ly_error *err)
-{
-	if (name == NULL || name[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "CA state name is empty");
-	size_t n = strnlen(name, LY_CA_STATE_NAME_MAX + 1);
-	if (n > LY_CA_STATE_NAME_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "CA state name is longer than %d bytes", LY_CA_STATE_NAME_MAX);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)name[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		    c == '_' || c == '-';
-		if (!ok)
-			return ly_error_set(err, LY_E_INVALID, "CA state name must use [A-Za-z0-9._-]");
-	}
-	return LY_OK;
-}
-
-static ly_status
 pg_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
     struct ly_error *err)
 {
@@ -1865,19 +1590,14 @@ pg_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data
 	int64_t rev = 0;
 	struct params p = { 0 };
 
-	LY_TRY(check_ca_name(name, err));
-	if (len > LY_CA_STATE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "CA state %s is %zu bytes, over the %d-byte limit", name, len,
-		    LY_CA_STATE_MAX);
-	if (len > 0 && data == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "CA state: no data");
+	LY_TRY(ly_ds_check_ca_state_put(name, data, len, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
 	/* bytea, binary format: the bytes as they are, no escaping. */
 	p_text(&p, name);
 	p_bytes(&p, data, len);
-	p_int(&p, now_seconds());
+	p_int(&p, ly_ds_now());
 	rc = run(ds, SQL_CA_PUT, &p, false, "store CA state", NULL, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1898,7 +1618,7 @@ pg_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out,
 
 	if (out == NULL || out->data != NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
-	LY_TRY(check_ca_name(name, err));
+	LY_TRY(ly_ds_check_ca_name(name, err));
 	LY_TRY(ensure_conn(ds, err));
 	p_text(&p, name);
 	rc = run(ds, SQL_CA_GET, &p, true, "read CA state", &res, err);
@@ -1910,7 +1630,7 @@ pg_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out,
 	}
 	int n = PQgetlength(res, 0, 0);
 	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || n < 0 || n > LY_CA_STATE_MAX) {
-		rc = corrupt("CA state value", err);
+		rc = ly_ds_corrupt("CA state value", err);
 		goto out;
 	}
 	rc = ly_buf_set(&got, PQgetvalue(res, 0, 0), (size_t)n, err);
@@ -1936,7 +1656,7 @@ pg_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_error 
 	int64_t rev = 0;
 	struct params p = { 0 };
 
-	LY_TRY(check_ca_name(name, err));
+	LY_TRY(ly_ds_check_ca_name(name, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)
 		goto out;
@@ -2004,7 +1724,7 @@ read_schema_version(struct pg_ds *ds, int64_t *version, struct ly_error *err)
 	if (rc != LY_OK)
 		goto out;
 	if (PQntuples(res) > 1) {
-		rc = corrupt("schema_version", err);
+		rc = ly_ds_corrupt("schema_version", err);
 		goto out;
 	}
 	if (PQntuples(res) == 0) {
@@ -2013,7 +1733,7 @@ read_schema_version(struct pg_ds *ds, int64_t *version, struct ly_error *err)
 	}
 	rc = col_int64(res, 0, 0, version, err);
 	if (rc == LY_OK && *version < 0)
-		rc = corrupt("schema_version", err);
+		rc = ly_ds_corrupt("schema_version", err);
 out:
 	PQclear(res);
 	return rc;
@@ -2038,12 +1758,10 @@ migrate(struct pg_ds *ds, struct ly_error *err)
 	if (rc != LY_OK)
 		goto out;
 	if (version > LY_DATASTORE_PG_SCHEMA) {
-		rc = ly_error_set(err, LY_E_UNSUPPORTED,
-		    "datastore schema %lld is newer than this lanyard-server (%d): upgrade", (long long)version,
-		    LY_DATASTORE_PG_SCHEMA);
+		rc = ly_ds_schema_too_new(version, LY_DATASTORE_PG_SCHEMA, err);
 		goto out;
 	}
-	for (size_t m = 0; m < NELEM(migrations); m++) {
+	for (size_t m = 0; m < LY_DS_NELEM(migrations); m++) {
 		if (migrations[m].version <= version)
 			continue;
 		for (size_t i = 0; i < migrations[m].n; i++) {

@@ -16,11 +16,11 @@
  * in one transaction at open. To add version 2, append { 2, schema_v2 } and
  * raise LY_DATASTORE_SQLITE_SCHEMA.
  *
- * The first part of this file holds the back-end independent helpers of
- * datastore.h (agent and change list cleanup); they move to a datastore.c
- * when a second back end arrives.
+ * What does not depend on SQLite (input checks, the identity and join token
+ * hashes, the free functions of datastore.h) is in datastore.c, shared with
+ * the PostgreSQL back end through datastore_internal.h.
  */
-#include "server/datastore.h"
+#include "server/datastore_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,57 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "lib/caps.h"
-#include "lib/spiffeid.h"
-
-/* ---- back-end independent helpers ---- */
-
-void
-ly_entry_changes_cleanup(struct ly_entry_changes *changes)
-{
-	if (changes == NULL)
-		return;
-	for (size_t i = 0; i < changes->n; i++) {
-		free(changes->items[i].entry_id);
-		ly_entry_free(changes->items[i].entry);
-	}
-	free(changes->items);
-	changes->items = NULL;
-	changes->n = 0;
-	changes->revision = 0;
-	changes->resync = false;
-}
-
-void
-ly_agent_free(struct ly_agent *agent)
-{
-	if (agent == NULL)
-		return;
-	free(agent->spiffe_id);
-	free(agent->attestation_type);
-	free(agent->serial_number);
-	ly_selectors_free(agent->selectors, agent->n_selectors);
-	free(agent);
-}
-
-void
-ly_agent_list_cleanup(struct ly_agent_list *list)
-{
-	if (list == NULL)
-		return;
-	for (size_t i = 0; i < list->n; i++)
-		ly_agent_free(list->items[i]);
-	free(list->items);
-	list->items = NULL;
-	list->n = 0;
-}
 
 /* ---- schema ---- */
 
@@ -151,19 +106,11 @@ static const char *const schema_v1[] = {
 	" updated_at INTEGER NOT NULL) STRICT",
 };
 
-struct migration {
-	int version;
-	const char *const *stmts;
-	size_t n;
+static const struct ly_ds_migration migrations[] = {
+	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
 };
 
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-
-static const struct migration migrations[] = {
-	{ 1, schema_v1, NELEM(schema_v1) },
-};
-
-_Static_assert(NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
+_Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
     "one migration per schema version, 1..LY_DATASTORE_SQLITE_SCHEMA");
 
 /* ---- statements, prepared once on first use ---- */
@@ -405,19 +352,7 @@ tx_commit(struct sqlite_ds *ds, struct ly_error *err)
 	return LY_OK;
 }
 
-static int64_t
-now_seconds(void)
-{
-	return (int64_t)time(NULL);
-}
-
 /* ---- column readers: the file is ours, but a damaged one is refused, not trusted ---- */
-
-static ly_status
-corrupt(const char *what, struct ly_error *err)
-{
-	return ly_error_set(err, LY_E_IO, "datastore: corrupt row: %s", what);
-}
 
 static const char *
 col_name(sqlite3_stmt *st, int col)
@@ -434,14 +369,14 @@ col_text(sqlite3_stmt *st, int col, size_t cap, bool nullable, char **out, struc
 	if (sqlite3_column_type(st, col) == SQLITE_NULL) {
 		if (nullable)
 			return LY_OK;
-		return corrupt(col_name(st, col), err);
+		return ly_ds_corrupt(col_name(st, col), err);
 	}
 	const unsigned char *t = sqlite3_column_text(st, col);
 	int n = sqlite3_column_bytes(st, col);
 	if (t == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: reading %s", col_name(st, col));
 	if (n < 0 || (size_t)n > cap || strlen((const char *)t) != (size_t)n)
-		return corrupt(col_name(st, col), err);
+		return ly_ds_corrupt(col_name(st, col), err);
 	*out = strndup((const char *)t, (size_t)n);
 	if (*out == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
@@ -453,7 +388,7 @@ col_int32(sqlite3_stmt *st, int col, int32_t *out, struct ly_error *err)
 {
 	sqlite3_int64 v = sqlite3_column_int64(st, col);
 	if (v < INT32_MIN || v > INT32_MAX)
-		return corrupt(col_name(st, col), err);
+		return ly_ds_corrupt(col_name(st, col), err);
 	*out = (int32_t)v;
 	return LY_OK;
 }
@@ -480,7 +415,7 @@ load_selectors(struct sqlite_ds *ds, enum stmt_id id, int64_t owner, struct ly_s
 		if (rc != LY_OK || !row)
 			break;
 		if (n == LY_SELECTORS_MAX) {
-			rc = corrupt("too many selectors", err);
+			rc = ly_ds_corrupt("too many selectors", err);
 			break;
 		}
 		if (sels == NULL) {
@@ -524,7 +459,7 @@ load_dns_names(struct sqlite_ds *ds, int64_t owner, struct ly_entry *e, struct l
 		if (rc != LY_OK || !row)
 			break;
 		if (e->n_dns_names == LY_DNS_NAMES_MAX) {
-			rc = corrupt("too many DNS names", err);
+			rc = ly_ds_corrupt("too many DNS names", err);
 			break;
 		}
 		if (e->dns_names == NULL) {
@@ -600,7 +535,7 @@ meta_get(struct sqlite_ds *ds, const char *name, int64_t *out, struct ly_error *
 	if (rc != LY_OK)
 		goto out;
 	if (!row) {
-		rc = corrupt(name, err);
+		rc = ly_ds_corrupt(name, err);
 		goto out;
 	}
 	*out = sqlite3_column_int64(st, 0);
@@ -642,7 +577,7 @@ rev_bump(struct sqlite_ds *ds, int64_t *out, struct ly_error *err)
 	if (rc != LY_OK)
 		goto out;
 	if (!row) {
-		rc = corrupt("revision", err);
+		rc = ly_ds_corrupt("revision", err);
 		goto out;
 	}
 	int64_t v = sqlite3_column_int64(st, 0);
@@ -657,50 +592,6 @@ out:
 }
 
 /* ---- entries ---- */
-
-/*
- * SHA-256 over spiffe_id, parent_id and the selectors in canonical order,
- * each followed by a NUL (none of them can hold one): equal for entries
- * with the same identity whatever their selector order was.
- */
-static ly_status
-identity_hash(const struct ly_entry *e, unsigned char out[32], struct ly_error *err)
-{
-	ly_status rc = LY_OK;
-	const struct ly_selector **sorted = NULL;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned int len = 0;
-
-	if (ctx == NULL)
-		return ly_error_openssl(err, LY_E_NOMEM, "datastore: identity hash");
-	sorted = calloc(e->n_selectors > 0 ? e->n_selectors : 1, sizeof(*sorted));
-	if (sorted == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
-		goto out;
-	}
-	/* Validated entries are sorted already; insertion sort keeps this independent of that. */
-	for (size_t i = 0; i < e->n_selectors; i++) {
-		size_t j = i;
-		while (j > 0 && ly_selector_cmp(sorted[j - 1], &e->selectors[i]) > 0) {
-			sorted[j] = sorted[j - 1];
-			j--;
-		}
-		sorted[j] = &e->selectors[i];
-	}
-	int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-	    EVP_DigestUpdate(ctx, e->spiffe_id, strlen(e->spiffe_id) + 1) &&
-	    EVP_DigestUpdate(ctx, e->parent_id, strlen(e->parent_id) + 1);
-	for (size_t i = 0; ok && i < e->n_selectors; i++) {
-		ok = EVP_DigestUpdate(ctx, sorted[i]->type, strlen(sorted[i]->type) + 1) &&
-		    EVP_DigestUpdate(ctx, sorted[i]->value, strlen(sorted[i]->value) + 1);
-	}
-	if (!ok || !EVP_DigestFinal_ex(ctx, out, &len) || len != 32)
-		rc = ly_error_openssl(err, LY_E_CRYPTO, "datastore: identity hash");
-out:
-	free(sorted);
-	EVP_MD_CTX_free(ctx);
-	return rc;
-}
 
 /*
  * Looks for another entry (row id != exclude) with the same identity as `e`;
@@ -845,17 +736,6 @@ out:
 	return rc;
 }
 
-/* An entry_id given by a caller for a lookup: present and within its cap. */
-static ly_status
-check_lookup_id(const char *entry_id, struct ly_error *err)
-{
-	if (entry_id == NULL || entry_id[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "entry ID is empty");
-	if (strnlen(entry_id, LY_ENTRY_ID_MAX + 1) > LY_ENTRY_ID_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "entry ID is longer than %d bytes", LY_ENTRY_ID_MAX);
-	return LY_OK;
-}
-
 static ly_status
 sqlite_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
 {
@@ -867,28 +747,11 @@ sqlite_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly
 	unsigned char hash[32];
 	char dup[LY_ENTRY_ID_MAX + 1];
 	int64_t rev = 0;
-	int64_t now = now_seconds();
+	int64_t now = ly_ds_now();
 
-	if (entry == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry create: no entry");
-	rc = ly_entry_validate(entry, NULL, err);
+	rc = ly_ds_entry_create_prepare(entry, &given_id, &assigned, hash, err);
 	if (rc != LY_OK)
 		return rc;
-	if (entry->entry_id == NULL || entry->entry_id[0] == '\0') {
-		char id[LY_UUID_LEN + 1];
-		rc = ly_entry_generate_id(id, err);
-		if (rc != LY_OK)
-			return rc;
-		char *copy = strdup(id);
-		if (copy == NULL)
-			return ly_error_set(err, LY_E_NOMEM, "entry create: out of memory");
-		given_id = entry->entry_id;
-		entry->entry_id = copy;
-		assigned = true;
-	}
-	rc = identity_hash(entry, hash, err);
-	if (rc != LY_OK)
-		goto out;
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -897,15 +760,14 @@ sqlite_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly
 	if (rc != LY_OK)
 		goto out;
 	if (found) {
-		rc = ly_error_set(err, LY_E_INVALID, "entry already exists: entry ID %s is taken", entry->entry_id);
+		rc = ly_ds_entry_id_taken(entry->entry_id, err);
 		goto out;
 	}
 	rc = find_duplicate(ds, entry, hash, -1, dup, err);
 	if (rc != LY_OK)
 		goto out;
 	if (dup[0] != '\0') {
-		rc = ly_error_set(err, LY_E_INVALID,
-		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		rc = ly_ds_entry_duplicate(dup, err);
 		goto out;
 	}
 	rc = rev_bump(ds, &rev, err);
@@ -938,12 +800,7 @@ sqlite_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly
 out:
 	release(st);
 	tx_rollback(ds);
-	if (rc != LY_OK && assigned) {
-		free(entry->entry_id);
-		entry->entry_id = given_id;
-	} else {
-		free(given_id);
-	}
+	ly_ds_entry_create_finish(entry, rc, given_id, assigned);
 	return rc;
 }
 
@@ -958,7 +815,7 @@ sqlite_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entr
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
 	*out = NULL;
-	LY_TRY(check_lookup_id(entry_id, err));
+	LY_TRY(ly_ds_check_entry_id(entry_id, err));
 	rc = tx_begin(ds, false, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1027,12 +884,7 @@ sqlite_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly
 	int64_t rev = 0, id = 0, created_at = 0;
 	bool found;
 
-	if (entry == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry update: no entry");
-	if (entry->entry_id == NULL || entry->entry_id[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "entry update needs an entry ID");
-	LY_TRY(ly_entry_validate(entry, NULL, err));
-	LY_TRY(identity_hash(entry, hash, err));
+	LY_TRY(ly_ds_entry_update_prepare(entry, hash, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1047,8 +899,7 @@ sqlite_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly
 	if (rc != LY_OK)
 		goto out;
 	if (dup[0] != '\0') {
-		rc = ly_error_set(err, LY_E_INVALID,
-		    "entry already exists: entry %s has the same spiffe_id, parent_id and selectors", dup);
+		rc = ly_ds_entry_duplicate(dup, err);
 		goto out;
 	}
 	rc = rev_bump(ds, &rev, err);
@@ -1095,7 +946,7 @@ sqlite_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_e
 
 	if (deleted != NULL)
 		*deleted = NULL;
-	LY_TRY(check_lookup_id(entry_id, err));
+	LY_TRY(ly_ds_check_entry_id(entry_id, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1143,43 +994,6 @@ out:
 	return rc;
 }
 
-static bool
-filter_selectors(const struct ly_entry_filter *f, const struct ly_entry *e)
-{
-	if (f == NULL || f->n_selectors == 0)
-		return true;
-	switch (f->match) {
-	case LY_MATCH_SUBSET: return ly_selectors_match(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
-	case LY_MATCH_SUPERSET: return ly_selectors_match(f->selectors, f->n_selectors, e->selectors, e->n_selectors);
-	case LY_MATCH_EXACT: return ly_selectors_same_set(e->selectors, e->n_selectors, f->selectors, f->n_selectors);
-	}
-	return false;
-}
-
-/* Moves every entry of `from` to the end of `to`; on failure both are unchanged. */
-static ly_status
-list_move(struct ly_entry_list *to, struct ly_entry_list *from, struct ly_error *err)
-{
-	if (from->n == 0)
-		return LY_OK;
-	if (to->n + from->n > to->cap) {
-		size_t cap = to->n + from->n;
-		if (cap > SIZE_MAX / sizeof(*to->items))
-			return ly_error_set(err, LY_E_NOMEM, "entry list: too large");
-		struct ly_entry **grown = realloc(to->items, cap * sizeof(*grown));
-		if (grown == NULL)
-			return ly_error_set(err, LY_E_NOMEM, "entry list: out of memory");
-		to->items = grown;
-		to->cap = cap;
-	}
-	memcpy(to->items + to->n, from->items, from->n * sizeof(*from->items));
-	to->n += from->n;
-	free(from->items);
-	from->items = NULL;
-	from->n = from->cap = 0;
-	return LY_OK;
-}
-
 static ly_status
 sqlite_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, struct ly_entry_list *out,
     struct ly_error *err)
@@ -1191,15 +1005,9 @@ sqlite_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filte
 	struct ly_entry *e = NULL;
 	bool row;
 
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry list: no output");
-	if (filter != NULL && filter->n_selectors > 0 && filter->selectors == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry list: filter selectors missing");
+	LY_TRY(ly_ds_check_entry_filter(filter, out, err));
 	const char *sid = filter != NULL ? filter->spiffe_id : NULL;
 	const char *pid = filter != NULL ? filter->parent_id : NULL;
-	if ((sid != NULL && strnlen(sid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX) ||
-	    (pid != NULL && strnlen(pid, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX))
-		return ly_error_set(err, LY_E_LIMIT, "entry list: SPIFFE ID filter over %d bytes", LY_SPIFFE_ID_MAX);
 	rc = tx_begin(ds, false, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1227,14 +1035,9 @@ sqlite_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filte
 		rc = read_entry(ds, st, NULL, &e, err);
 		if (rc != LY_OK)
 			break;
-		if (filter_selectors(filter, e)) {
-			rc = ly_entry_list_append(&found, e, err);
-			if (rc != LY_OK)
-				break;
-			e = NULL;
-		}
-		ly_entry_free(e);
-		e = NULL;
+		rc = ly_ds_entry_list_keep(&found, filter, &e, err);
+		if (rc != LY_OK)
+			break;
 	}
 	if (rc != LY_OK)
 		goto out;
@@ -1243,7 +1046,7 @@ sqlite_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filte
 	rc = tx_commit(ds, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = list_move(out, &found, err);
+	rc = ly_ds_entry_list_move(out, &found, err);
 out:
 	release(st);
 	tx_rollback(ds);
@@ -1306,7 +1109,7 @@ sqlite_entry_changes_since(struct ly_datastore *base, int64_t since, struct ly_e
 			c->revision = sqlite3_column_int64(st, 1);
 			int64_t op = sqlite3_column_int64(st, 2);
 			if (op != LY_ENTRY_CREATED && op != LY_ENTRY_UPDATED && op != LY_ENTRY_DELETED) {
-				rc = corrupt("change op", err);
+				rc = ly_ds_corrupt("change op", err);
 				break;
 			}
 			c->op = (enum ly_entry_op)op;
@@ -1322,7 +1125,7 @@ sqlite_entry_changes_since(struct ly_datastore *base, int64_t since, struct ly_e
 			else
 				rc = step(ds, es, &row, "read changed entry", err);
 			if (rc == LY_OK && !row)
-				rc = corrupt("change log names a missing entry", err);
+				rc = ly_ds_corrupt("change log names a missing entry", err);
 			if (rc == LY_OK)
 				rc = read_entry(ds, es, NULL, &c->entry, err);
 			release(es);
@@ -1398,39 +1201,6 @@ sqlite_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
 
 /* ---- join tokens ---- */
 
-/* A token is [A-Za-z0-9._-], 1..LY_JOIN_TOKEN_MAX: the rule of its join_token selector. */
-static ly_status
-check_token(const char *token, struct ly_error *err)
-{
-	if (token == NULL || token[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "join token is empty");
-	size_t n = strnlen(token, LY_JOIN_TOKEN_MAX + 1);
-	if (n > LY_JOIN_TOKEN_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "join token is longer than %d bytes", LY_JOIN_TOKEN_MAX);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)token[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		    c == '_' || c == '-';
-		if (!ok)
-			return ly_error_set(err, LY_E_INVALID, "join token must use [A-Za-z0-9._-]");
-	}
-	return LY_OK;
-}
-
-/*
- * The token is stored and looked up by SHA-256 only: a database leak gives
- * no usable token, and an index lookup by digest leaks nothing useful about
- * the token through timing (finding a preimage is the hard part).
- */
-static ly_status
-token_hash(const char *token, unsigned char out[32], struct ly_error *err)
-{
-	unsigned int len = 0;
-	if (!EVP_Digest(token, strlen(token), out, &len, EVP_sha256(), NULL) || len != 32)
-		return ly_error_openssl(err, LY_E_CRYPTO, "join token hash");
-	return LY_OK;
-}
-
 static ly_status
 sqlite_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
     struct ly_error *err)
@@ -1439,17 +1209,9 @@ sqlite_token_create(struct ly_datastore *base, const char *token, const char *sp
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
 	unsigned char hash[32];
-	struct ly_spiffe_id id;
 
-	LY_TRY(check_token(token, err));
-	if (spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INVALID, "join token: SPIFFE ID is missing");
-	rc = ly_spiffe_id_parse_str(spiffe_id, &id, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "join token SPIFFE ID");
-	if (expires_at <= 0)
-		return ly_error_set(err, LY_E_INVALID, "join token needs an expiry time");
-	LY_TRY(token_hash(token, hash, err));
+	LY_TRY(ly_ds_check_token_create(token, spiffe_id, expires_at, err));
+	LY_TRY(ly_ds_token_hash(token, hash, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1459,7 +1221,7 @@ sqlite_token_create(struct ly_datastore *base, const char *token, const char *sp
 	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
 	TRY_BIND(sqlite3_bind_text(st, 2, spiffe_id, -1, SQLITE_STATIC));
 	TRY_BIND(sqlite3_bind_int64(st, 3, expires_at));
-	TRY_BIND(sqlite3_bind_int64(st, 4, now_seconds()));
+	TRY_BIND(sqlite3_bind_int64(st, 4, ly_ds_now()));
 	rc = run(ds, st, "store join token", err);
 	st = NULL;
 	if (rc == LY_E_INVALID)
@@ -1492,8 +1254,8 @@ sqlite_token_consume(struct ly_datastore *base, const char *token, int64_t now, 
 	if (spiffe_id == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
 	*spiffe_id = NULL;
-	LY_TRY(check_token(token, err));
-	LY_TRY(token_hash(token, hash, err));
+	LY_TRY(ly_ds_check_token(token, err));
+	LY_TRY(ly_ds_token_hash(token, hash, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1583,57 +1345,6 @@ out:
 
 /* ---- agents ---- */
 
-#define AGENT_TYPE_MAX 64
-#define AGENT_SERIAL_MAX 64
-
-static ly_status
-check_agent(const struct ly_agent *a, struct ly_error *err)
-{
-	struct ly_spiffe_id id;
-
-	if (a == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent: no agent");
-	if (a->spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INVALID, "agent has no SPIFFE ID");
-	ly_status rc = ly_spiffe_id_parse_str(a->spiffe_id, &id, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "agent SPIFFE ID");
-	if (a->attestation_type == NULL || a->attestation_type[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "agent has no attestation type");
-	size_t n = strnlen(a->attestation_type, AGENT_TYPE_MAX + 1);
-	if (n > AGENT_TYPE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "agent attestation type is longer than %d bytes", AGENT_TYPE_MAX);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)a->attestation_type[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-			return ly_error_set(err, LY_E_INVALID, "agent attestation type must use [a-z0-9_]");
-	}
-	if (a->serial_number != NULL) {
-		n = strnlen(a->serial_number, AGENT_SERIAL_MAX + 1);
-		if (n > AGENT_SERIAL_MAX)
-			return ly_error_set(err, LY_E_LIMIT, "agent serial number is longer than %d bytes",
-			    AGENT_SERIAL_MAX);
-		for (size_t i = 0; i < n; i++) {
-			unsigned char c = (unsigned char)a->serial_number[i];
-			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-				return ly_error_set(err, LY_E_INVALID, "agent serial number must be lower-case hex");
-		}
-	}
-	if (a->n_selectors > LY_SELECTORS_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "agent has %zu selectors, over the limit of %d", a->n_selectors,
-		    LY_SELECTORS_MAX);
-	if (a->n_selectors > 0 && a->selectors == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent selectors missing");
-	for (size_t i = 0; i < a->n_selectors; i++) {
-		rc = ly_selector_check(a->selectors[i].type, a->selectors[i].value, err);
-		if (rc != LY_OK)
-			return ly_error_wrap(err, rc, "agent selector %zu", i + 1);
-		if (!ly_selector_type_is_node(a->selectors[i].type))
-			return ly_error_set(err, LY_E_INVALID, "agent selector %zu has workload selector type %s",
-			    i + 1, a->selectors[i].type);
-	}
-	return LY_OK;
-}
 
 static ly_status
 sqlite_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct ly_error *err)
@@ -1643,7 +1354,7 @@ sqlite_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, str
 	sqlite3_stmt *st = NULL;
 	bool row;
 
-	LY_TRY(check_agent(agent, err));
+	LY_TRY(ly_ds_check_agent(agent, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1656,7 +1367,7 @@ sqlite_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, str
 	    SQLITE_STATIC));
 	TRY_BIND(sqlite3_bind_int64(st, 4, agent->svid_expires_at));
 	TRY_BIND(sqlite3_bind_int(st, 5, agent->banned ? 1 : 0));
-	TRY_BIND(sqlite3_bind_int64(st, 6, now_seconds()));
+	TRY_BIND(sqlite3_bind_int64(st, 6, ly_ds_now()));
 	rc = step(ds, st, &row, "store agent", err);
 	if (rc != LY_OK)
 		goto out;
@@ -1711,8 +1422,8 @@ read_agent(struct sqlite_ds *ds, sqlite3_stmt *st, struct ly_agent **out, struct
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 	int64_t id = sqlite3_column_int64(st, 0);
 	if ((rc = col_text(st, 1, LY_SPIFFE_ID_MAX, false, &a->spiffe_id, err)) != LY_OK ||
-	    (rc = col_text(st, 2, AGENT_TYPE_MAX, false, &a->attestation_type, err)) != LY_OK ||
-	    (rc = col_text(st, 3, AGENT_SERIAL_MAX, false, &a->serial_number, err)) != LY_OK)
+	    (rc = col_text(st, 2, LY_DS_AGENT_TYPE_MAX, false, &a->attestation_type, err)) != LY_OK ||
+	    (rc = col_text(st, 3, LY_DS_AGENT_SERIAL_MAX, false, &a->serial_number, err)) != LY_OK)
 		goto out;
 	a->svid_expires_at = sqlite3_column_int64(st, 4);
 	a->banned = sqlite3_column_int64(st, 5) != 0;
@@ -1729,16 +1440,6 @@ out:
 }
 
 static ly_status
-check_agent_id(const char *spiffe_id, struct ly_error *err)
-{
-	if (spiffe_id == NULL || spiffe_id[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "agent SPIFFE ID is empty");
-	if (strnlen(spiffe_id, LY_SPIFFE_ID_MAX + 1) > LY_SPIFFE_ID_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "agent SPIFFE ID is longer than %d bytes", LY_SPIFFE_ID_MAX);
-	return LY_OK;
-}
-
-static ly_status
 sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_agent **out, struct ly_error *err)
 {
 	struct sqlite_ds *ds = to_sqlite(base);
@@ -1750,7 +1451,7 @@ sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_age
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
 	*out = NULL;
-	LY_TRY(check_agent_id(spiffe_id, err));
+	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
 	rc = tx_begin(ds, false, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1829,19 +1530,7 @@ sqlite_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct l
 	if (rc != LY_OK)
 		goto out;
 	/* Hand over, appending to what the caller holds. */
-	if (got.n > 0) {
-		struct ly_agent **grown = realloc(out->items, (out->n + got.n) * sizeof(*grown));
-		if (grown == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
-			goto out;
-		}
-		memcpy(grown + out->n, got.items, got.n * sizeof(*grown));
-		out->items = grown;
-		out->n += got.n;
-		free(got.items);
-		got.items = NULL;
-		got.n = 0;
-	}
+	rc = ly_ds_agent_list_move(out, &got, err);
 out:
 	release(st);
 	tx_rollback(ds);
@@ -1858,7 +1547,7 @@ agent_write(struct sqlite_ds *ds, enum stmt_id id, const char *spiffe_id, int ba
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
 
-	LY_TRY(check_agent_id(spiffe_id, err));
+	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1868,7 +1557,7 @@ agent_write(struct sqlite_ds *ds, enum stmt_id id, const char *spiffe_id, int ba
 	TRY_BIND(sqlite3_bind_text(st, 1, spiffe_id, -1, SQLITE_STATIC));
 	if (id == ST_AGENT_BAN) {
 		TRY_BIND(sqlite3_bind_int(st, 2, banned));
-		TRY_BIND(sqlite3_bind_int64(st, 3, now_seconds()));
+		TRY_BIND(sqlite3_bind_int64(st, 3, ly_ds_now()));
 	}
 	rc = run(ds, st, what, err);
 	st = NULL;
@@ -1903,24 +1592,6 @@ sqlite_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool b
 /* ---- CA state ---- */
 
 static ly_status
-check_ca_name(const char *name, struct ly_error *err)
-{
-	if (name == NULL || name[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "CA state name is empty");
-	size_t n = strnlen(name, LY_CA_STATE_NAME_MAX + 1);
-	if (n > LY_CA_STATE_NAME_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "CA state name is longer than %d bytes", LY_CA_STATE_NAME_MAX);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)name[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		    c == '_' || c == '-';
-		if (!ok)
-			return ly_error_set(err, LY_E_INVALID, "CA state name must use [A-Za-z0-9._-]");
-	}
-	return LY_OK;
-}
-
-static ly_status
 sqlite_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
     struct ly_error *err)
 {
@@ -1928,12 +1599,7 @@ sqlite_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
 
-	LY_TRY(check_ca_name(name, err));
-	if (len > LY_CA_STATE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "CA state %s is %zu bytes, over the %d-byte limit", name, len,
-		    LY_CA_STATE_MAX);
-	if (len > 0 && data == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "CA state: no data");
+	LY_TRY(ly_ds_check_ca_state_put(name, data, len, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1946,7 +1612,7 @@ sqlite_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *
 		TRY_BIND(sqlite3_bind_zeroblob(st, 2, 0));
 	else
 		TRY_BIND(sqlite3_bind_blob(st, 2, data, (int)len, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 3, now_seconds()));
+	TRY_BIND(sqlite3_bind_int64(st, 3, ly_ds_now()));
 	rc = run(ds, st, "store CA state", err);
 	st = NULL;
 	if (rc != LY_OK)
@@ -1972,7 +1638,7 @@ sqlite_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *
 
 	if (out == NULL || out->data != NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
-	LY_TRY(check_ca_name(name, err));
+	LY_TRY(ly_ds_check_ca_name(name, err));
 	rc = tx_begin(ds, false, err);
 	if (rc != LY_OK)
 		goto out;
@@ -1990,7 +1656,7 @@ sqlite_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *
 	const void *p = sqlite3_column_blob(st, 0);
 	int n = sqlite3_column_bytes(st, 0);
 	if (n < 0 || n > LY_CA_STATE_MAX || (p == NULL && n > 0)) {
-		rc = corrupt("CA state value", err);
+		rc = ly_ds_corrupt("CA state value", err);
 		goto out;
 	}
 	rc = ly_buf_set(&got, p, (size_t)n, err);
@@ -2016,7 +1682,7 @@ sqlite_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_er
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
 
-	LY_TRY(check_ca_name(name, err));
+	LY_TRY(ly_ds_check_ca_name(name, err));
 	rc = tx_begin(ds, true, err);
 	if (rc != LY_OK)
 		goto out;
@@ -2129,7 +1795,7 @@ read_schema_version(struct sqlite_ds *ds, int64_t *version, struct ly_error *err
 	if (rc != SQLITE_DONE)
 		s = db_fail(ds, rc, "read schema version", err);
 	else if (rows > 1 || *version < 0)
-		s = corrupt("schema_version", err);
+		s = ly_ds_corrupt("schema_version", err);
 	else if (rows == 0)
 		s = exec_once(ds, "INSERT INTO schema_version (version) VALUES (0)", "schema version", NULL, 0,
 		    err);
@@ -2155,12 +1821,10 @@ migrate(struct sqlite_ds *ds, struct ly_error *err)
 	if (rc != LY_OK)
 		goto out;
 	if (version > LY_DATASTORE_SQLITE_SCHEMA) {
-		rc = ly_error_set(err, LY_E_UNSUPPORTED,
-		    "datastore schema %lld is newer than this lanyard-server (%d): upgrade", (long long)version,
-		    LY_DATASTORE_SQLITE_SCHEMA);
+		rc = ly_ds_schema_too_new(version, LY_DATASTORE_SQLITE_SCHEMA, err);
 		goto out;
 	}
-	for (size_t m = 0; m < NELEM(migrations); m++) {
+	for (size_t m = 0; m < LY_DS_NELEM(migrations); m++) {
 		if (migrations[m].version <= version)
 			continue;
 		for (size_t i = 0; i < migrations[m].n; i++) {
