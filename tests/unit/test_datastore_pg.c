@@ -1,15 +1,18 @@
 /*
  * test_datastore_pg.c: the PostgreSQL datastore against a real PostgreSQL
  * started by the test in a temp directory (testutil_pg.h), a fresh
- * database per test: the cases of test_datastore_sqlite.c (entry CRUD,
+ * database per test. The contract cases every back end runs (entry CRUD,
  * duplicates refused with nothing stored, the revision monotonic across
  * reopen, the change log with deletions and resync, join tokens single use
  * / expiry / stored as SHA-256 only, agents ban and evict, CA state with
- * binary bytes, a newer schema refused, an acknowledged write surviving
- * kill -9), and what only a server back end has: a malformed or wrong
- * connection string refused without echoing its password, two handles
- * writing at once serialized on the revision, the statement timeout, and a
- * lost connection (LY_E_IO) recovered after PostgreSQL restarts.
+ * binary bytes, a newer schema refused, two processes writing at once
+ * serialized on the revision, an acknowledged write surviving kill -9) are
+ * in datastore_contract.h; here are PostgreSQL's side of them (raw reads
+ * through a second libpq connection, the token's bytes absent from the
+ * cluster's files, PostgreSQL itself crashing after the kill -9) and what
+ * only a server back end has: a malformed or wrong connection string
+ * refused without echoing its password, the statement timeout, and a lost
+ * connection (LY_E_IO) recovered after PostgreSQL restarts.
  *
  * No PostgreSQL binaries is a failure: CI installs them.
  */
@@ -35,19 +38,26 @@
 #include "server/datastore.h"
 #include "testutil_pg.h"
 
-#define TD "spiffe://example.org"
-#define AGENT1 TD "/lanyard/agent/join_token/a1"
-#define AGENT2 TD "/lanyard/agent/join_token/a2"
-
 static struct tpg g_pg;
 static int g_db_counter;
 
 struct fixture {
+	struct ly_datastore *ds;
+	const struct ds_backend *be;
 	char db[32];
 	char conninfo[256];
-	struct ly_datastore *ds;
 	PGconn *raw; /* a second, raw connection to the test's database */
 };
+
+#include "datastore_contract.h"
+
+/* ---- the back end's side of the contract ---- */
+
+static ly_status
+pg_open_store(struct fixture *f, struct ly_datastore **out, struct ly_error *err)
+{
+	return ly_datastore_pg_open(f->conninfo, out, err);
+}
 
 static void
 open_ds(struct fixture *f)
@@ -56,14 +66,6 @@ open_ds(struct fixture *f)
 	ly_error_clear(&err);
 	if (ly_datastore_pg_open(f->conninfo, &f->ds, &err) != LY_OK)
 		fail_msg("open %s: %s", f->db, err.msg);
-}
-
-static void
-reopen(struct fixture *f)
-{
-	ly_datastore_close(f->ds);
-	f->ds = NULL;
-	open_ds(f);
 }
 
 static PGconn *
@@ -78,6 +80,109 @@ raw(struct fixture *f)
 		fail_msg("raw connection: %s", PQerrorMessage(f->raw));
 	return f->raw;
 }
+
+static long long
+pg_query_int(struct fixture *f, const char *sql)
+{
+	return tpg_query_int(raw(f), sql);
+}
+
+static void
+pg_exec(struct fixture *f, const char *sql)
+{
+	assert_int_equal(tpg_exec(raw(f), sql), 0);
+}
+
+static void
+pg_check_session(struct fixture *f)
+{
+	/* The session names itself (fallback_application_name). */
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+	                            "'lanyard-server' AND datname = current_database()"),
+	    1);
+}
+
+static const char *
+pg_named_in_errors(struct fixture *f)
+{
+	(void)f;
+	return NULL;
+}
+
+/* True when some file under `dir` holds `needle`. */
+static bool
+tree_contains(const char *dir, const char *needle)
+{
+	DIR *d = opendir(dir);
+	bool found = false;
+	if (d == NULL)
+		return false;
+	struct dirent *de;
+	while (!found && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char p[1024];
+		int pn = snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		struct stat st;
+		if (pn < 0 || (size_t)pn >= sizeof(p) || lstat(p, &st) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			found = tree_contains(p, needle);
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) || st.st_size == 0)
+			continue;
+		FILE *fp = fopen(p, "rb");
+		if (fp == NULL)
+			continue;
+		char *buf = malloc((size_t)st.st_size);
+		assert_non_null(buf);
+		size_t n = fread(buf, 1, (size_t)st.st_size, fp);
+		fclose(fp);
+		found = memmem(buf, n, needle, strlen(needle)) != NULL;
+		free(buf);
+	}
+	closedir(d);
+	return found;
+}
+
+/* The row holds SHA-256(token), and no file of the cluster the token. */
+static void
+pg_check_token_digest_only(struct fixture *f, const char *token, const char *used)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM join_tokens WHERE token_sha256 = sha256('%s'::bytea)",
+	    token);
+	assert_int_equal(rows_in(f, sql), 1);
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM join_tokens WHERE length(token_sha256) <> 32"), 0);
+	assert_int_equal(tpg_exec(tpg_admin(&g_pg), "CHECKPOINT"), 0);
+	assert_false(tree_contains(g_pg.data, token));
+	assert_false(tree_contains(g_pg.data, used));
+	/* The search works: the SPIFFE ID granted is in the files. */
+	assert_true(tree_contains(g_pg.data, "/lanyard/agent/join_token/a2"));
+}
+
+/* And PostgreSQL itself crashes (immediate stop: no checkpoint) and recovers. */
+static void
+pg_crash_server(struct fixture *f)
+{
+	(void)f;
+	assert_int_equal(tpg_stop(&g_pg), 0);
+	assert_int_equal(tpg_start(&g_pg), 0);
+}
+
+static const struct ds_backend pg_backend = {
+	.name = "postgres",
+	.schema = LY_DATASTORE_PG_SCHEMA,
+	.open = open_ds,
+	.open_store = pg_open_store,
+	.query_int = pg_query_int,
+	.exec = pg_exec,
+	.check_session = pg_check_session,
+	.named_in_errors = pg_named_in_errors,
+	.check_token_digest_only = pg_check_token_digest_only,
+	.crash_server = pg_crash_server,
+};
 
 static int
 group_setup(void **state)
@@ -103,6 +208,7 @@ setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
+	f->be = &pg_backend;
 	if (!g_pg.running)
 		assert_int_equal(tpg_start(&g_pg), 0);
 	snprintf(f->db, sizeof(f->db), "t%d", ++g_db_counter);
@@ -131,103 +237,7 @@ teardown(void **state)
 	return 0;
 }
 
-/* A workload entry with the given IDs and selectors (NULL-terminated). */
-static struct ly_entry *
-entry_of(const char *spiffe_id, const char *parent_id, ...)
-{
-	struct ly_entry *e;
-	assert_int_equal(ly_entry_new(&e, NULL), LY_OK);
-	assert_int_equal(ly_entry_set_string(&e->spiffe_id, spiffe_id, NULL), LY_OK);
-	assert_int_equal(ly_entry_set_string(&e->parent_id, parent_id, NULL), LY_OK);
-	va_list ap;
-	va_start(ap, parent_id);
-	const char *s;
-	while ((s = va_arg(ap, const char *)) != NULL)
-		assert_int_equal(ly_entry_add_selector(e, s, NULL), LY_OK);
-	va_end(ap);
-	return e;
-}
-
-static int64_t
-revision(struct fixture *f)
-{
-	int64_t r = -1;
-	assert_int_equal(ly_datastore_revision(f->ds, &r, NULL), LY_OK);
-	return r;
-}
-
-static size_t
-count_entries(struct fixture *f)
-{
-	struct ly_entry_list l = LY_ENTRY_LIST_INIT;
-	assert_int_equal(ly_datastore_entry_list(f->ds, NULL, &l, NULL), LY_OK);
-	size_t n = l.n;
-	ly_entry_list_cleanup(&l);
-	return n;
-}
-
-static char *
-create(struct fixture *f, struct ly_entry *e)
-{
-	struct ly_error err;
-	ly_error_clear(&err);
-	if (ly_datastore_entry_create(f->ds, e, &err) != LY_OK)
-		fail_msg("create: %s", err.msg);
-	char *id = strdup(e->entry_id);
-	assert_non_null(id);
-	ly_entry_free(e);
-	return id;
-}
-
-static long long
-rows_in(struct fixture *f, const char *sql)
-{
-	return tpg_query_int(raw(f), sql);
-}
-
-static void
-expect(ly_status got, const struct ly_error *err, ly_status want, const char *needle)
-{
-	if (got != want || strstr(err->msg, needle) == NULL)
-		fail_msg("got %d '%s', want %d '%s'", got, err->msg, want, needle);
-}
-
 /* ---- opening ---- */
-
-static void
-test_schema_version_recorded(void **state)
-{
-	struct fixture *f = *state;
-	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), LY_DATASTORE_PG_SCHEMA);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM schema_version"), 1);
-	/* Reopening an up-to-date store migrates nothing and keeps its data. */
-	free(create(f, entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL)));
-	reopen(f);
-	assert_int_equal(count_entries(f), 1);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM schema_version"), 1);
-	assert_string_equal(f->ds->ops->name, "postgres");
-	/* The session names itself (fallback_application_name). */
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-	                            "'lanyard-server' AND datname = current_database()"),
-	    1);
-}
-
-static void
-test_newer_schema_refused(void **state)
-{
-	struct fixture *f = *state;
-	ly_datastore_close(f->ds);
-	f->ds = NULL;
-	assert_int_equal(tpg_exec(raw(f), "UPDATE schema_version SET version = 2"), 0);
-	struct ly_error err;
-	expect(ly_datastore_pg_open(f->conninfo, &f->ds, &err), &err, LY_E_UNSUPPORTED,
-	    "datastore schema 2 is newer than this lanyard-server (1): upgrade");
-	assert_null(f->ds);
-	/* The refusal changed nothing: the version is still 2. */
-	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), 2);
-	assert_int_equal(tpg_exec(raw(f), "UPDATE schema_version SET version = 1"), 0);
-	open_ds(f);
-}
 
 static void
 test_bad_conninfo_refused(void **state)
@@ -274,701 +284,7 @@ test_bad_conninfo_refused(void **state)
 	free(big);
 }
 
-/* ---- entries ---- */
-
-static void
-test_entry_crud(void **state)
-{
-	struct fixture *f = *state;
-	struct ly_error err;
-	assert_int_equal(revision(f), 0);
-
-	struct ly_entry *e = entry_of(TD "/ns/prod/sa/web", AGENT1, "unix:uid:1000", "k8s:ns:prod", NULL);
-	assert_int_equal(ly_entry_add_dns_name(e, "web.example.org", NULL), LY_OK);
-	assert_int_equal(ly_entry_add_dns_name(e, "api.example.org", NULL), LY_OK);
-	assert_int_equal(ly_entry_set_string(&e->hint, "web \"quoted\" \\ 'x'", NULL), LY_OK);
-	e->x509_svid_ttl = 600;
-	e->jwt_svid_ttl = 60;
-	e->admin = true;
-	e->downstream = true;
-	assert_int_equal(ly_datastore_entry_create(f->ds, e, &err), LY_OK);
-	assert_non_null(e->entry_id);
-	assert_int_equal(strlen(e->entry_id), LY_UUID_LEN);
-	assert_int_equal(e->revision, 1);
-	assert_true(e->created_at > 1600000000);
-	assert_int_equal(revision(f), 1);
-
-	struct ly_entry *got = NULL;
-	assert_int_equal(ly_datastore_entry_get(f->ds, e->entry_id, &got, &err), LY_OK);
-	assert_string_equal(got->entry_id, e->entry_id);
-	assert_string_equal(got->spiffe_id, TD "/ns/prod/sa/web");
-	assert_string_equal(got->parent_id, AGENT1);
-	assert_int_equal(got->n_selectors, 2);
-	assert_string_equal(got->selectors[0].type, "k8s"); /* canonical order */
-	assert_string_equal(got->selectors[1].value, "uid:1000");
-	assert_int_equal(got->n_dns_names, 2);
-	assert_string_equal(got->dns_names[0], "web.example.org"); /* order kept: the first is the CN */
-	assert_string_equal(got->dns_names[1], "api.example.org");
-	assert_string_equal(got->hint, "web \"quoted\" \\ 'x'");
-	assert_int_equal(got->x509_svid_ttl, 600);
-	assert_int_equal(got->jwt_svid_ttl, 60);
-	assert_true(got->admin);
-	assert_true(got->downstream);
-	assert_false(got->node);
-	assert_int_equal(got->revision, 1);
-	assert_int_equal(got->created_at, e->created_at);
-
-	/* Update replaces every field, bumps the revision, keeps created_at. */
-	got->x509_svid_ttl = 0;
-	got->admin = false;
-	assert_int_equal(ly_entry_set_string(&got->hint, NULL, NULL), LY_OK);
-	assert_int_equal(ly_entry_add_selector(got, "unix:gid:1000", NULL), LY_OK);
-	got->created_at = 0;
-	assert_int_equal(ly_datastore_entry_update(f->ds, got, &err), LY_OK);
-	assert_int_equal(got->revision, 2);
-	assert_int_equal(got->created_at, e->created_at);
-	struct ly_entry *again = NULL;
-	assert_int_equal(ly_datastore_entry_get(f->ds, e->entry_id, &again, &err), LY_OK);
-	assert_int_equal(again->n_selectors, 3);
-	assert_int_equal(again->n_dns_names, 2);
-	assert_int_equal(again->x509_svid_ttl, 0);
-	assert_false(again->admin);
-	assert_null(again->hint);
-	assert_int_equal(again->revision, 2);
-	ly_entry_free(again);
-
-	/* Delete returns what was deleted; then it is gone. */
-	struct ly_entry *deleted = NULL;
-	assert_int_equal(ly_datastore_entry_delete(f->ds, e->entry_id, &deleted, &err), LY_OK);
-	assert_non_null(deleted);
-	assert_string_equal(deleted->entry_id, e->entry_id);
-	assert_int_equal(deleted->n_selectors, 3);
-	assert_int_equal(revision(f), 3);
-	expect(ly_datastore_entry_get(f->ds, e->entry_id, &again, &err), &err, LY_E_NOT_FOUND, "not found");
-	assert_null(again);
-	expect(ly_datastore_entry_delete(f->ds, e->entry_id, NULL, &err), &err, LY_E_NOT_FOUND, "not found");
-	expect(ly_datastore_entry_update(f->ds, got, &err), &err, LY_E_NOT_FOUND, "not found");
-	/* Refusals roll the revision back. */
-	assert_int_equal(revision(f), 3);
-	assert_int_equal(count_entries(f), 0);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM entry_selectors"), 0);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM entry_dns_names"), 0);
-	ly_entry_free(deleted);
-	ly_entry_free(got);
-	ly_entry_free(e);
-
-	expect(ly_datastore_entry_get(f->ds, "", &again, &err), &err, LY_E_INVALID, "empty");
-	char long_id[80];
-	memset(long_id, 'x', sizeof(long_id) - 1);
-	long_id[sizeof(long_id) - 1] = '\0';
-	expect(ly_datastore_entry_get(f->ds, long_id, &again, &err), &err, LY_E_LIMIT, "longer than 64");
-	/* SQL in an ID is data, not SQL (bound parameters). */
-	expect(ly_datastore_entry_get(f->ds, "x' OR '1'='1", &again, &err), &err, LY_E_NOT_FOUND, "not found");
-}
-
-static void
-test_duplicates_refused(void **state)
-{
-	struct fixture *f = *state;
-	struct ly_error err;
-	char *a = create(f, entry_of(TD "/web", AGENT1, "unix:uid:1000", "unix:gid:1000", NULL));
-	int64_t rev = revision(f);
-
-	struct ly_entry *dup = entry_of(TD "/web", AGENT1, "unix:gid:1000", "unix:uid:1000", NULL);
-	dup->x509_svid_ttl = 99;
-	expect(ly_datastore_entry_create(f->ds, dup, &err), &err, LY_E_INVALID, "entry already exists");
-	assert_non_null(strstr(err.msg, a));
-	assert_null(dup->entry_id);
-	assert_int_equal(revision(f), rev);
-	assert_int_equal(count_entries(f), 1);
-	ly_entry_free(dup);
-
-	dup = entry_of(TD "/other", AGENT1, "unix:uid:1", NULL);
-	assert_int_equal(ly_entry_set_string(&dup->entry_id, a, NULL), LY_OK);
-	expect(ly_datastore_entry_create(f->ds, dup, &err), &err, LY_E_INVALID, "entry already exists");
-	assert_string_equal(dup->entry_id, a);
-	assert_int_equal(revision(f), rev);
-	assert_int_equal(count_entries(f), 1);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM entry_changes"), 1);
-	ly_entry_free(dup);
-
-	char *b = create(f, entry_of(TD "/web", AGENT2, "unix:uid:1000", "unix:gid:1000", NULL));
-	char *c = create(f, entry_of(TD "/web2", AGENT1, "unix:uid:1000", "unix:gid:1000", NULL));
-	char *d = create(f, entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL));
-	assert_int_equal(count_entries(f), 4);
-
-	rev = revision(f);
-	struct ly_entry *upd = entry_of(TD "/web", AGENT1, "unix:uid:1000", "unix:gid:1000", NULL);
-	assert_int_equal(ly_entry_set_string(&upd->entry_id, d, NULL), LY_OK);
-	expect(ly_datastore_entry_update(f->ds, upd, &err), &err, LY_E_INVALID, "entry already exists");
-	assert_int_equal(revision(f), rev);
-	struct ly_entry *still = NULL;
-	assert_int_equal(ly_datastore_entry_get(f->ds, d, &still, NULL), LY_OK);
-	assert_int_equal(still->n_selectors, 1);
-	still->jwt_svid_ttl = 30;
-	assert_int_equal(ly_datastore_entry_update(f->ds, still, &err), LY_OK);
-	ly_entry_free(still);
-	ly_entry_free(upd);
-
-	rev = revision(f);
-	struct ly_entry *bad = entry_of(TD "/web3", AGENT1, NULL);
-	expect(ly_datastore_entry_create(f->ds, bad, &err), &err, LY_E_INVALID, "at least one selector");
-	assert_null(bad->entry_id);
-	ly_entry_free(bad);
-	bad = entry_of(TD "/web3", AGENT1, "unix:uid:1", NULL);
-	assert_int_equal(ly_entry_set_string(&bad->entry_id, "bad id", NULL), LY_OK);
-	expect(ly_datastore_entry_create(f->ds, bad, &err), &err, LY_E_INVALID, "entry ID must use");
-	ly_entry_free(bad);
-	assert_int_equal(revision(f), rev);
-	assert_int_equal(count_entries(f), 4);
-	free(a);
-	free(b);
-	free(c);
-	free(d);
-}
-
-static void
-test_revision_survives_reopen(void **state)
-{
-	struct fixture *f = *state;
-	char *a = create(f, entry_of(TD "/a", AGENT1, "unix:uid:1", NULL));
-	char *b = create(f, entry_of(TD "/b", AGENT1, "unix:uid:2", NULL));
-	assert_int_equal(ly_datastore_entry_delete(f->ds, b, NULL, NULL), LY_OK);
-	assert_int_equal(revision(f), 3);
-	reopen(f);
-	assert_int_equal(revision(f), 3);
-	struct ly_entry *c = entry_of(TD "/c", AGENT1, "unix:uid:3", NULL);
-	assert_int_equal(ly_datastore_entry_create(f->ds, c, NULL), LY_OK);
-	assert_int_equal(c->revision, 4);
-	ly_entry_free(c);
-	assert_int_equal(ly_datastore_ca_state_put(f->ds, "x", (const uint8_t *)"1", 1, NULL), LY_OK);
-	assert_int_equal(revision(f), 5);
-	free(a);
-	free(b);
-}
-
-static void
-test_list_filters(void **state)
-{
-	struct fixture *f = *state;
-	char *web = create(f, entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL));
-	char *web_g = create(f, entry_of(TD "/web-g", AGENT1, "unix:uid:1000", "unix:gid:50", NULL));
-	char *db = create(f, entry_of(TD "/db", AGENT1, "unix:uid:2000", NULL));
-	char *web2 = create(f, entry_of(TD "/web", AGENT2, "unix:uid:1000", NULL));
-	struct ly_entry_list l = LY_ENTRY_LIST_INIT;
-	struct ly_entry_filter flt;
-
-	assert_int_equal(ly_datastore_entry_list(f->ds, NULL, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 4);
-	assert_string_equal(l.items[0]->entry_id, web); /* creation order */
-	assert_string_equal(l.items[3]->entry_id, web2);
-	ly_entry_list_cleanup(&l);
-
-	memset(&flt, 0, sizeof(flt));
-	flt.spiffe_id = TD "/web";
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 2);
-	ly_entry_list_cleanup(&l);
-	flt.parent_id = AGENT2;
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 1);
-	assert_string_equal(l.items[0]->entry_id, web2);
-	ly_entry_list_cleanup(&l);
-	flt.spiffe_id = NULL;
-	flt.parent_id = AGENT1;
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 3);
-	ly_entry_list_cleanup(&l);
-
-	struct ly_selector have[2];
-	assert_int_equal(ly_selector_parse_str("unix:uid:1000", &have[0], NULL), LY_OK);
-	assert_int_equal(ly_selector_parse_str("unix:user:www", &have[1], NULL), LY_OK);
-	flt.selectors = have;
-	flt.n_selectors = 2;
-	flt.match = LY_MATCH_SUBSET;
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 1);
-	assert_string_equal(l.items[0]->entry_id, web);
-	ly_entry_list_cleanup(&l);
-
-	flt.parent_id = NULL;
-	flt.n_selectors = 1;
-	flt.match = LY_MATCH_SUPERSET;
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 3);
-	ly_entry_list_cleanup(&l);
-
-	flt.match = LY_MATCH_EXACT;
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 2);
-	ly_entry_list_cleanup(&l);
-
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(ly_datastore_entry_list(f->ds, &flt, &l, NULL), LY_OK);
-	assert_int_equal(l.n, 4);
-	ly_entry_list_cleanup(&l);
-	ly_selector_cleanup(&have[0]);
-	ly_selector_cleanup(&have[1]);
-	free(web);
-	free(web_g);
-	free(db);
-	free(web2);
-}
-
-static void
-test_changes_since(void **state)
-{
-	struct fixture *f = *state;
-	struct ly_entry_changes ch = LY_ENTRY_CHANGES_INIT;
-	char *a = create(f, entry_of(TD "/a", AGENT1, "unix:uid:1", NULL)); /* r1 */
-	char *b = create(f, entry_of(TD "/b", AGENT1, "unix:uid:2", NULL)); /* r2 */
-	struct ly_entry *ea = NULL;
-	assert_int_equal(ly_datastore_entry_get(f->ds, a, &ea, NULL), LY_OK);
-	ea->jwt_svid_ttl = 10;
-	assert_int_equal(ly_datastore_entry_update(f->ds, ea, NULL), LY_OK); /* r3 */
-	ly_entry_free(ea);
-	assert_int_equal(ly_datastore_entry_delete(f->ds, b, NULL, NULL), LY_OK); /* r4 */
-	char *c = create(f, entry_of(TD "/c", AGENT1, "unix:uid:3", NULL)); /* r5 */
-	assert_int_equal(ly_datastore_token_create(f->ds, "tok", AGENT1, 4102444800, NULL), LY_OK); /* r6 */
-
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 0, &ch, NULL), LY_OK);
-	assert_false(ch.resync);
-	assert_int_equal(ch.revision, 6);
-	assert_int_equal(ch.n, 3);
-	assert_string_equal(ch.items[0].entry_id, a);
-	assert_int_equal(ch.items[0].op, LY_ENTRY_UPDATED);
-	assert_int_equal(ch.items[0].revision, 3);
-	assert_non_null(ch.items[0].entry);
-	assert_int_equal(ch.items[0].entry->jwt_svid_ttl, 10);
-	assert_string_equal(ch.items[1].entry_id, b);
-	assert_int_equal(ch.items[1].op, LY_ENTRY_DELETED);
-	assert_int_equal(ch.items[1].revision, 4);
-	assert_null(ch.items[1].entry);
-	assert_string_equal(ch.items[2].entry_id, c);
-	assert_int_equal(ch.items[2].op, LY_ENTRY_CREATED);
-	assert_string_equal(ch.items[2].entry->selectors[0].value, "uid:3");
-	ly_entry_changes_cleanup(&ch);
-
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 3, &ch, NULL), LY_OK);
-	assert_int_equal(ch.n, 2);
-	assert_int_equal(ch.items[0].op, LY_ENTRY_DELETED);
-	ly_entry_changes_cleanup(&ch);
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 6, &ch, NULL), LY_OK);
-	assert_int_equal(ch.n, 0);
-	assert_false(ch.resync);
-	ly_entry_changes_cleanup(&ch);
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 7, &ch, NULL), LY_OK);
-	assert_true(ch.resync);
-	assert_int_equal(ch.n, 0);
-	ly_entry_changes_cleanup(&ch);
-
-	reopen(f);
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 3, &ch, NULL), LY_OK);
-	assert_int_equal(ch.n, 2);
-	ly_entry_changes_cleanup(&ch);
-
-	assert_int_equal(ly_datastore_entry_changes_prune(f->ds, 3, NULL), LY_OK);
-	assert_int_equal(revision(f), 6);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM entry_changes"), 2);
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 2, &ch, NULL), LY_OK);
-	assert_true(ch.resync);
-	ly_entry_changes_cleanup(&ch);
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 3, &ch, NULL), LY_OK);
-	assert_false(ch.resync);
-	assert_int_equal(ch.n, 2);
-	ly_entry_changes_cleanup(&ch);
-	/* Pruning below the horizon (or past the revision) changes nothing. */
-	assert_int_equal(ly_datastore_entry_changes_prune(f->ds, 1, NULL), LY_OK);
-	assert_int_equal(ly_datastore_entry_changes_prune(f->ds, 100, NULL), LY_OK);
-	assert_int_equal(revision(f), 6);
-	assert_int_equal(rows_in(f, "SELECT value FROM meta WHERE name = 'changes_pruned'"), 6);
-	ch.n = 1;
-	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 3, &ch, NULL), LY_E_INTERNAL);
-	free(a);
-	free(b);
-	free(c);
-}
-
-/* ---- join tokens ---- */
-
-/* True when some file under `dir` holds `needle`. */
-static bool
-tree_contains(const char *dir, const char *needle)
-{
-	DIR *d = opendir(dir);
-	bool found = false;
-	if (d == NULL)
-		return false;
-	struct dirent *de;
-	while (!found && (de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		char p[1024];
-		int pn = snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		struct stat st;
-		if (pn < 0 || (size_t)pn >= sizeof(p) || lstat(p, &st) != 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			found = tree_contains(p, needle);
-			continue;
-		}
-		if (!S_ISREG(st.st_mode) || st.st_size == 0)
-			continue;
-		FILE *fp = fopen(p, "rb");
-		if (fp == NULL)
-			continue;
-		char *buf = malloc((size_t)st.st_size);
-		assert_non_null(buf);
-		size_t n = fread(buf, 1, (size_t)st.st_size, fp);
-		fclose(fp);
-		found = memmem(buf, n, needle, strlen(needle)) != NULL;
-		free(buf);
-	}
-	closedir(d);
-	return found;
-}
-
-static void
-test_tokens(void **state)
-{
-	struct fixture *f = *state;
-	struct ly_error err;
-	char *id = NULL;
-	const char *tok = "b6c1a7e2-3f4d-4e5a-9b8c-7d6e5f4a3b2c";
-
-	assert_int_equal(ly_datastore_token_create(f->ds, tok, AGENT1, 2000, &err), LY_OK);
-	int64_t rev = revision(f);
-	expect(ly_datastore_token_create(f->ds, tok, AGENT2, 2000, &err), &err, LY_E_INVALID, "already exists");
-	assert_int_equal(revision(f), rev);
-	assert_int_equal(ly_datastore_token_consume(f->ds, tok, 1999, &id, &err), LY_OK);
-	assert_string_equal(id, AGENT1);
-	free(id);
-	id = NULL;
-	expect(ly_datastore_token_consume(f->ds, tok, 1999, &id, &err), &err, LY_E_NOT_FOUND,
-	    "unknown or already used");
-	assert_null(id);
-
-	assert_int_equal(ly_datastore_token_create(f->ds, "tok2", AGENT2, 2000, &err), LY_OK);
-	expect(ly_datastore_token_consume(f->ds, "tok2", 2000, &id, &err), &err, LY_E_EXPIRED, "expired");
-	assert_null(id);
-	expect(ly_datastore_token_consume(f->ds, "tok2", 10, &id, &err), &err, LY_E_NOT_FOUND, "already used");
-
-	assert_int_equal(ly_datastore_token_create(f->ds, "old", AGENT1, 100, NULL), LY_OK);
-	assert_int_equal(ly_datastore_token_create(f->ds, "new", AGENT1, 5000, NULL), LY_OK);
-	size_t removed = 99;
-	rev = revision(f);
-	assert_int_equal(ly_datastore_token_prune(f->ds, 1000, &removed, NULL), LY_OK);
-	assert_int_equal(removed, 1);
-	assert_int_equal(revision(f), rev + 1);
-	/* A prune that finds nothing leaves the revision. */
-	assert_int_equal(ly_datastore_token_prune(f->ds, 1000, &removed, NULL), LY_OK);
-	assert_int_equal(removed, 0);
-	assert_int_equal(revision(f), rev + 1);
-	expect(ly_datastore_token_consume(f->ds, "old", 50, &id, &err), &err, LY_E_NOT_FOUND, "unknown");
-	assert_int_equal(ly_datastore_token_consume(f->ds, "new", 1000, &id, NULL), LY_OK);
-	free(id);
-	id = NULL;
-
-	expect(ly_datastore_token_create(f->ds, "", AGENT1, 100, &err), &err, LY_E_INVALID, "empty");
-	expect(ly_datastore_token_create(f->ds, "a b", AGENT1, 100, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
-	char big[300];
-	memset(big, 't', sizeof(big) - 1);
-	big[sizeof(big) - 1] = '\0';
-	expect(ly_datastore_token_create(f->ds, big, AGENT1, 100, &err), &err, LY_E_LIMIT, "longer than 256");
-	expect(ly_datastore_token_create(f->ds, "t3", "spiffe://Bad/x", 100, &err), &err, LY_E_INVALID,
-	    "join token SPIFFE ID");
-	expect(ly_datastore_token_create(f->ds, "t3", AGENT1, 0, &err), &err, LY_E_INVALID, "expiry");
-	expect(ly_datastore_token_consume(f->ds, "a/b", 0, &id, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
-
-	/* Only a digest is stored: the row holds SHA-256(token), and no file of the cluster the token. */
-	const char *secret = "Zq9xSECRETtokenVALUE7Lm2";
-	assert_int_equal(ly_datastore_token_create(f->ds, secret, AGENT2, 5000, NULL), LY_OK);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM join_tokens WHERE token_sha256 = "
-	                            "sha256('Zq9xSECRETtokenVALUE7Lm2'::bytea)"),
-	    1);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM join_tokens WHERE length(token_sha256) <> 32"), 0);
-	assert_int_equal(tpg_exec(tpg_admin(&g_pg), "CHECKPOINT"), 0);
-	assert_false(tree_contains(g_pg.data, secret));
-	assert_false(tree_contains(g_pg.data, tok));
-	/* The search works: the SPIFFE ID granted is in the files. */
-	assert_true(tree_contains(g_pg.data, "/lanyard/agent/join_token/a2"));
-	assert_int_equal(ly_datastore_token_consume(f->ds, secret, 10, &id, NULL), LY_OK);
-	free(id);
-}
-
-static void
-test_token_single_use_across_handles(void **state)
-{
-	struct fixture *f = *state;
-	struct ly_datastore *other = NULL;
-	char *id = NULL;
-	assert_int_equal(ly_datastore_pg_open(f->conninfo, &other, NULL), LY_OK);
-	assert_int_equal(ly_datastore_token_create(f->ds, "shared", AGENT1, 5000, NULL), LY_OK);
-	assert_int_equal(ly_datastore_token_consume(other, "shared", 10, &id, NULL), LY_OK);
-	free(id);
-	id = NULL;
-	assert_int_equal(ly_datastore_token_consume(f->ds, "shared", 10, &id, NULL), LY_E_NOT_FOUND);
-	int64_t r1, r2;
-	assert_int_equal(ly_datastore_revision(f->ds, &r1, NULL), LY_OK);
-	assert_int_equal(ly_datastore_revision(other, &r2, NULL), LY_OK);
-	assert_int_equal(r1, r2);
-	/* A duplicate made through the other handle is seen and refused. */
-	free(create(f, entry_of(TD "/web", AGENT1, "unix:uid:1", NULL)));
-	struct ly_entry *dup = entry_of(TD "/web", AGENT1, "unix:uid:1", NULL);
-	struct ly_error err;
-	expect(ly_datastore_entry_create(other, dup, &err), &err, LY_E_INVALID, "entry already exists");
-	ly_entry_free(dup);
-	ly_datastore_close(other);
-}
-
-/* Two processes writing at once: every write gets its own revision, none is lost. */
-static void
-test_concurrent_writers(void **state)
-{
-	struct fixture *f = *state;
-	enum { PER_CHILD = 40 };
-	pid_t pids[2];
-	for (int c = 0; c < 2; c++) {
-		pids[c] = fork();
-		assert_true(pids[c] >= 0);
-		if (pids[c] == 0) {
-			struct ly_datastore *ds = NULL;
-			if (ly_datastore_pg_open(f->conninfo, &ds, NULL) != LY_OK)
-				_exit(1);
-			for (int i = 0; i < PER_CHILD; i++) {
-				char sel[32];
-				snprintf(sel, sizeof(sel), "unix:uid:%d", c * 1000 + i);
-				struct ly_entry *e = entry_of(TD "/w", AGENT1, sel, NULL);
-				/* Both try the same duplicate too: exactly one wins. */
-				struct ly_entry *d = entry_of(TD "/dup", AGENT1, "unix:uid:77", NULL);
-				if (ly_datastore_entry_create(ds, e, NULL) != LY_OK)
-					_exit(2);
-				ly_status drc = ly_datastore_entry_create(ds, d, NULL);
-				if (drc != LY_OK && drc != LY_E_INVALID)
-					_exit(3);
-				ly_entry_free(e);
-				ly_entry_free(d);
-			}
-			ly_datastore_close(ds);
-			_exit(0);
-		}
-	}
-	for (int c = 0; c < 2; c++) {
-		int status = 0;
-		assert_int_equal(waitpid(pids[c], &status, 0), pids[c]);
-		assert_true(WIFEXITED(status));
-		assert_int_equal(WEXITSTATUS(status), 0);
-	}
-	assert_int_equal(count_entries(f), 2 * PER_CHILD + 1);
-	assert_int_equal(revision(f), 2 * PER_CHILD + 1);
-	assert_int_equal(rows_in(f, "SELECT count(DISTINCT revision) FROM entries"), 2 * PER_CHILD + 1);
-	assert_int_equal(rows_in(f, "SELECT max(revision) FROM entry_changes"), 2 * PER_CHILD + 1);
-}
-
-/* ---- agents ---- */
-
-static struct ly_agent *
-agent_of(const char *id, const char *serial, ...)
-{
-	struct ly_agent *a = calloc(1, sizeof(*a));
-	assert_non_null(a);
-	a->spiffe_id = strdup(id);
-	a->attestation_type = strdup("k8s_psat");
-	a->serial_number = strdup(serial);
-	a->svid_expires_at = 4000;
-	a->selectors = calloc(8, sizeof(*a->selectors));
-	assert_non_null(a->selectors);
-	va_list ap;
-	va_start(ap, serial);
-	const char *s;
-	while ((s = va_arg(ap, const char *)) != NULL)
-		assert_int_equal(ly_selector_parse_str(s, &a->selectors[a->n_selectors++], NULL), LY_OK);
-	va_end(ap);
-	return a;
-}
-
-static void
-test_agents(void **state)
-{
-	struct fixture *f = *state;
-	struct ly_error err;
-	struct ly_agent *a = agent_of(AGENT1, "1a", "k8s_psat:cluster:prod", "k8s_psat:agent_ns:lanyard", NULL);
-	struct ly_agent *got = NULL;
-	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
-	assert_int_equal(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), LY_OK);
-	assert_string_equal(got->spiffe_id, AGENT1);
-	assert_string_equal(got->attestation_type, "k8s_psat");
-	assert_string_equal(got->serial_number, "1a");
-	assert_int_equal(got->svid_expires_at, 4000);
-	assert_false(got->banned);
-	assert_int_equal(got->n_selectors, 2);
-	assert_string_equal(got->selectors[1].value, "agent_ns:lanyard");
-	int64_t created = got->created_at;
-	assert_true(created > 0);
-	ly_agent_free(got);
-
-	struct ly_agent *b = agent_of(AGENT2, "", NULL);
-	assert_int_equal(ly_datastore_agent_upsert(f->ds, b, &err), LY_OK);
-	/* Byte order whatever the collation: "Z" sorts before "a". */
-	struct ly_agent *z = agent_of(TD "/lanyard/agent/join_token/Z", "", NULL);
-	assert_int_equal(ly_datastore_agent_upsert(f->ds, z, &err), LY_OK);
-	struct ly_agent_list l = LY_AGENT_LIST_INIT;
-	assert_int_equal(ly_datastore_agent_list(f->ds, &l, &err), LY_OK);
-	assert_int_equal(l.n, 3);
-	assert_string_equal(l.items[0]->spiffe_id, TD "/lanyard/agent/join_token/Z");
-	assert_string_equal(l.items[1]->spiffe_id, AGENT1);
-	assert_string_equal(l.items[2]->spiffe_id, AGENT2);
-	assert_int_equal(l.items[2]->n_selectors, 0);
-	ly_agent_list_cleanup(&l);
-	assert_int_equal(ly_datastore_agent_delete(f->ds, z->spiffe_id, &err), LY_OK);
-	ly_agent_free(z);
-
-	int64_t rev = revision(f);
-	assert_int_equal(ly_datastore_agent_set_banned(f->ds, AGENT1, true, &err), LY_OK);
-	assert_int_equal(revision(f), rev + 1);
-	free(a->serial_number);
-	a->serial_number = strdup("2b");
-	a->n_selectors = 1;
-	ly_selector_cleanup(&a->selectors[1]);
-	a->banned = false;
-	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
-	assert_int_equal(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), LY_OK);
-	assert_true(got->banned);
-	assert_string_equal(got->serial_number, "2b");
-	assert_int_equal(got->n_selectors, 1);
-	assert_int_equal(got->created_at, created);
-	ly_agent_free(got);
-	assert_int_equal(ly_datastore_agent_set_banned(f->ds, AGENT1, false, &err), LY_OK);
-	assert_int_equal(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), LY_OK);
-	assert_false(got->banned);
-	ly_agent_free(got);
-
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM agent_selectors"), 1);
-	assert_int_equal(ly_datastore_agent_delete(f->ds, AGENT1, &err), LY_OK);
-	assert_int_equal(rows_in(f, "SELECT count(*) FROM agent_selectors"), 0);
-	expect(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), &err, LY_E_NOT_FOUND, "not found");
-	assert_null(got);
-	rev = revision(f);
-	expect(ly_datastore_agent_delete(f->ds, AGENT1, &err), &err, LY_E_NOT_FOUND, "not found");
-	expect(ly_datastore_agent_set_banned(f->ds, AGENT1, true, &err), &err, LY_E_NOT_FOUND, "not found");
-	assert_int_equal(revision(f), rev);
-
-	struct ly_agent *bad = agent_of(AGENT1, "1a", "unix:uid:0", NULL);
-	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "workload selector type unix");
-	ly_agent_free(bad);
-	bad = agent_of(AGENT1, "XYZ", NULL);
-	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "lower-case hex");
-	ly_agent_free(bad);
-	bad = agent_of("spiffe://example.org/a//b", "1", NULL);
-	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "agent SPIFFE ID");
-	ly_agent_free(bad);
-	bad = agent_of(AGENT1, "1", NULL);
-	free(bad->attestation_type);
-	bad->attestation_type = strdup("Join Token");
-	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "[a-z0-9_]");
-	ly_agent_free(bad);
-	assert_int_equal(revision(f), rev);
-	ly_agent_free(a);
-	ly_agent_free(b);
-}
-
-/* ---- CA state ---- */
-
-static void
-test_ca_state(void **state)
-{
-	struct fixture *f = *state;
-	struct ly_error err;
-	struct ly_buf buf = LY_BUF_INIT;
-	const uint8_t v1[] = { 0x00, 0x01, 0xff, 0x00, '\\', 'x', '\'' };
-	const uint8_t v2[] = { 0x42 };
-
-	assert_int_equal(ly_datastore_ca_state_put(f->ds, "x509-ca.current", v1, sizeof(v1), &err), LY_OK);
-	assert_int_equal(ly_datastore_ca_state_get(f->ds, "x509-ca.current", &buf, &err), LY_OK);
-	assert_int_equal(buf.len, sizeof(v1));
-	assert_memory_equal(buf.data, v1, sizeof(v1));
-	assert_int_equal(rows_in(f, "SELECT length(value) FROM ca_state WHERE name = 'x509-ca.current'"), sizeof(v1));
-	assert_int_equal(ly_datastore_ca_state_get(f->ds, "x509-ca.current", &buf, &err), LY_E_INTERNAL);
-	ly_buf_free_secret(&buf);
-	assert_int_equal(ly_datastore_ca_state_put(f->ds, "x509-ca.current", v2, sizeof(v2), &err), LY_OK);
-	assert_int_equal(ly_datastore_ca_state_get(f->ds, "x509-ca.current", &buf, &err), LY_OK);
-	assert_int_equal(buf.len, 1);
-	assert_int_equal(buf.data[0], 0x42);
-	ly_buf_free_secret(&buf);
-	assert_int_equal(ly_datastore_ca_state_put(f->ds, "empty", NULL, 0, &err), LY_OK);
-	assert_int_equal(ly_datastore_ca_state_get(f->ds, "empty", &buf, &err), LY_OK);
-	assert_int_equal(buf.len, 0);
-	ly_buf_free_secret(&buf);
-	int64_t rev = revision(f);
-	assert_int_equal(ly_datastore_ca_state_delete(f->ds, "empty", &err), LY_OK);
-	assert_int_equal(revision(f), rev + 1);
-	expect(ly_datastore_ca_state_get(f->ds, "empty", &buf, &err), &err, LY_E_NOT_FOUND, "not found");
-	expect(ly_datastore_ca_state_delete(f->ds, "empty", &err), &err, LY_E_NOT_FOUND, "not found");
-	assert_int_equal(revision(f), rev + 1);
-
-	/* Every byte value, and the largest value allowed. */
-	uint8_t *big = calloc(1, LY_CA_STATE_MAX + 1);
-	assert_non_null(big);
-	for (size_t i = 0; i < LY_CA_STATE_MAX; i++)
-		big[i] = (uint8_t)(i * 31 + 7);
-	assert_int_equal(ly_datastore_ca_state_put(f->ds, "big", big, LY_CA_STATE_MAX, &err), LY_OK);
-	assert_int_equal(ly_datastore_ca_state_get(f->ds, "big", &buf, &err), LY_OK);
-	assert_int_equal(buf.len, LY_CA_STATE_MAX);
-	assert_memory_equal(buf.data, big, LY_CA_STATE_MAX);
-	ly_buf_free_secret(&buf);
-	expect(ly_datastore_ca_state_put(f->ds, "big", big, LY_CA_STATE_MAX + 1, &err), &err, LY_E_LIMIT,
-	    "over the 1048576-byte limit");
-	free(big);
-	expect(ly_datastore_ca_state_put(f->ds, "a/b", v2, 1, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
-	expect(ly_datastore_ca_state_put(f->ds, "", v2, 1, &err), &err, LY_E_INVALID, "empty");
-	expect(ly_datastore_ca_state_get(f->ds, "x'; DROP TABLE ca_state; --", &buf, &err), &err, LY_E_INVALID,
-	    "[A-Za-z0-9._-]");
-	reopen(f);
-	assert_int_equal(ly_datastore_ca_state_get(f->ds, "x509-ca.current", &buf, &err), LY_OK);
-	assert_int_equal(buf.data[0], 0x42);
-	ly_buf_free_secret(&buf);
-}
-
-/* ---- durability and failures ---- */
-
-static void
-test_kill9_after_ack(void **state)
-{
-	struct fixture *f = *state;
-	int p[2];
-	assert_int_equal(pipe(p), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct ly_datastore *ds = NULL;
-		struct ly_entry *e = entry_of(TD "/durable", AGENT1, "unix:uid:4242", NULL);
-		if (ly_entry_set_string(&e->entry_id, "durable-1", NULL) != LY_OK ||
-		    ly_datastore_pg_open(f->conninfo, &ds, NULL) != LY_OK ||
-		    ly_datastore_entry_create(ds, e, NULL) != LY_OK)
-			_exit(1);
-		if (write(p[1], "k", 1) != 1)
-			_exit(1);
-		for (;;)
-			pause();
-	}
-	close(p[1]);
-	char c = 0;
-	assert_int_equal(read(p[0], &c, 1), 1);
-	close(p[0]);
-	assert_int_equal(kill(pid, SIGKILL), 0);
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFSIGNALED(status));
-	/* And PostgreSQL itself crashes (immediate stop: no checkpoint) and recovers. */
-	assert_int_equal(tpg_stop(&g_pg), 0);
-	assert_int_equal(tpg_start(&g_pg), 0);
-	reopen(f);
-	struct ly_entry *got = NULL;
-	assert_int_equal(ly_datastore_entry_get(f->ds, "durable-1", &got, NULL), LY_OK);
-	assert_string_equal(got->selectors[0].value, "uid:4242");
-	ly_entry_free(got);
-	assert_int_equal(revision(f), 1);
-}
+/* ---- failures ---- */
 
 static void
 test_connection_lost_and_recovered(void **state)
@@ -1037,20 +353,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_schema_version_recorded, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+		DS_CONTRACT_TESTS(setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_conninfo_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_entry_crud, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_duplicates_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_revision_survives_reopen, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_list_filters, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_changes_since, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_token_single_use_across_handles, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_agents, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ca_state, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_kill9_after_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_lost_and_recovered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_timeout, setup, teardown),
 	};
