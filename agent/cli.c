@@ -374,35 +374,19 @@ out:
 
 /* ---- flags ------------------------------------------------------------------------- */
 
-static bool
-wants_help(int argc, char **argv)
-{
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			return false;
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0)
-			return true;
-	}
-	return false;
-}
-
-/* Returns -1 to go on, else the exit code (0 after -h). */
+/* Returns -1 to go on, else the exit code (0 after -h, EXIT_USAGE after a bad flag or a stray argument). */
 static int
 parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t n, int argc, char **argv)
 {
 	struct ly_error e;
-	int rest = 0;
+	char command[128];
+	bool help = false;
 
-	if (wants_help(argc, argv)) {
-		printf("Usage: lanyard-agent %s [flags]\n\n%s\n\nFlags:\n", cmd, synopsis);
-		ly_flags_usage(stdout, flags, n);
-		return 0;
-	}
-	if (ly_flags_parse(flags, n, argc, (const char *const *)argv, &rest, &e) != LY_OK)
+	(void)snprintf(command, sizeof(command), "lanyard-agent %s", cmd);
+	if (ly_flags_parse_command(command, synopsis, flags, n, argc, (const char *const *)argv, stdout, &help, &e) !=
+	    LY_OK)
 		return fail(EXIT_USAGE, "%s: %s", cmd, e.msg);
-	if (rest < argc)
-		return fail(EXIT_USAGE, "%s: unexpected argument \"%s\"", cmd, argv[rest]);
-	return -1;
+	return help ? 0 : -1;
 }
 
 #define SOCKET_FLAG(dst)                                                                                   \

@@ -118,6 +118,37 @@ ly_flags_parse(struct ly_flag *flags, size_t nflags, int argc, const char *const
 	return LY_OK;
 }
 
+bool
+ly_flags_wants_help(int argc, const char *const *argv)
+{
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return false;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+	}
+	return false;
+}
+
+ly_status
+ly_flags_parse_command(const char *command, const char *synopsis, struct ly_flag *flags, size_t nflags, int argc,
+    const char *const *argv, FILE *help_out, bool *help, struct ly_error *err)
+{
+	int rest = 0;
+
+	*help = false;
+	if (ly_flags_wants_help(argc, argv)) {
+		fprintf(help_out, "Usage: %s [flags]\n\n%s\n\nFlags:\n", command, synopsis);
+		ly_flags_usage(help_out, flags, nflags);
+		*help = true;
+		return LY_OK;
+	}
+	LY_TRY(ly_flags_parse(flags, nflags, argc, argv, &rest, err));
+	if (rest < argc)
+		return ly_error_set(err, LY_E_INVALID, "unexpected argument \"%s\"", argv[rest]);
+	return LY_OK;
+}
+
 void
 ly_flags_usage(FILE *out, const struct ly_flag *flags, size_t nflags)
 {

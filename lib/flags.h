@@ -60,6 +60,20 @@ struct ly_flag {
 ly_status ly_flags_parse(struct ly_flag *flags, size_t nflags, int argc, const char *const *argv, int *rest,
     struct ly_error *err) LY_MUST_CHECK;
 
+/* True when argv[0..argc), before any "--", asks for help: -h, -help or --help. */
+bool ly_flags_wants_help(int argc, const char *const *argv);
+
+/*
+ * Parses a command's flags: every argument must be a flag (a positional one
+ * is a usage error, LY_E_INVALID 'unexpected argument "x"'). When help is
+ * asked for (ly_flags_wants_help), nothing is parsed: "Usage: COMMAND
+ * [flags]", the synopsis and the flags are written to help_out, *help is set
+ * and LY_OK returned. `command` is what the usage line names, e.g.
+ * "lanyard-agent api fetch x509".
+ */
+ly_status ly_flags_parse_command(const char *command, const char *synopsis, struct ly_flag *flags, size_t nflags,
+    int argc, const char *const *argv, FILE *help_out, bool *help, struct ly_error *err) LY_MUST_CHECK;
+
 /* Writes "  -name\tusage" lines for every flag. */
 void ly_flags_usage(FILE *out, const struct ly_flag *flags, size_t nflags);
 

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lib/flags.h"
@@ -107,6 +109,58 @@ test_list_cap(void **state)
 	ly_flags_cleanup(o.flags, 4);
 }
 
+/* A command's flags: help asked for (and not after "--"), stray arguments refused. */
+static void
+test_command(void **state)
+{
+	(void)state;
+	const char *id = NULL;
+	struct ly_flag flags[] = {
+		{ "spiffeID", LY_FLAG_STRING, &id, "the SPIFFE ID", 0, 0, false },
+	};
+	struct ly_error e;
+	char *text = NULL;
+	size_t len = 0;
+	bool help = true;
+
+	const char *h1[] = { "-spiffeID", "spiffe://example.org/w", "-h" };
+	const char *h2[] = { "--help" };
+	const char *h3[] = { "-help" };
+	const char *not_help[] = { "--", "-h" };
+	assert_true(ly_flags_wants_help(3, h1));
+	assert_true(ly_flags_wants_help(1, h2));
+	assert_true(ly_flags_wants_help(1, h3));
+	assert_false(ly_flags_wants_help(2, not_help));
+	assert_false(ly_flags_wants_help(0, NULL));
+
+	FILE *out = open_memstream(&text, &len);
+	assert_non_null(out);
+	assert_int_equal(ly_flags_parse_command("lanyard-server entry show", "Shows entries.", flags, 1, 3, h1, out,
+			     &help, &e),
+	    LY_OK);
+	fclose(out);
+	assert_true(help);
+	assert_null(id); /* nothing parsed when help is asked for */
+	assert_non_null(strstr(text, "Usage: lanyard-server entry show [flags]\n\nShows entries.\n\nFlags:\n"));
+	assert_non_null(strstr(text, "-spiffeID string"));
+	free(text);
+
+	const char *ok[] = { "-spiffeID", "spiffe://example.org/w" };
+	assert_int_equal(ly_flags_parse_command("x", "y", flags, 1, 2, ok, stdout, &help, &e), LY_OK);
+	assert_false(help);
+	assert_string_equal(id, "spiffe://example.org/w");
+	flags[0].seen = false;
+
+	const char *stray[] = { "-spiffeID", "spiffe://example.org/w", "extra" };
+	assert_int_equal(ly_flags_parse_command("x", "y", flags, 1, 3, stray, stdout, &help, &e), LY_E_INVALID);
+	assert_string_equal(e.msg, "unexpected argument \"extra\"");
+	flags[0].seen = false;
+
+	const char *unknown[] = { "-nope" };
+	assert_int_equal(ly_flags_parse_command("x", "y", flags, 1, 1, unknown, stdout, &help, &e), LY_E_INVALID);
+	assert_false(help);
+}
+
 int
 main(void)
 {
@@ -114,6 +168,7 @@ main(void)
 		cmocka_unit_test(test_forms),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_list_cap),
+		cmocka_unit_test(test_command),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
