@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import statistics
 import subprocess
@@ -49,67 +48,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, check, failures, figures, finish, free_port, kill_all, one_error_line,  # noqa: E402
+                     protoc, run, split_der, wait_for)
+
 SERVER, AGENT, PROTO_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 MD = (("workload.spiffe.io", "true"),)
 UID_B, UID_DOOMED, UID_NONE = 1001, 1003, 65534
-
-failures = []
-figures = {}
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
-
-
-# ---- processes --------------------------------------------------------------
-
-class Daemon:
-    def __init__(self, name, args, log_path):
-        self.name = name
-        self.log_path = log_path
-        self.log = open(log_path, "a")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
 
 
 class Env:
@@ -125,9 +72,9 @@ class Env:
         self.agent = None
 
     def start_server(self):
-        self.server = Daemon("server", [SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1",
-                                        "-serverPort", str(self.port), "-socketPath", self.server_sock,
-                                        "-dataDir", self.server_data],
+        self.server = Daemon([SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1",
+                              "-serverPort", str(self.port), "-socketPath", self.server_sock,
+                              "-dataDir", self.server_data],
                              os.path.join(self.tmp, "server.log"))
         return wait_for(lambda: not self.server.alive() or
                         server_cli(self, "healthcheck")[0] == 0, 30) and self.server.alive()
@@ -139,7 +86,7 @@ class Env:
             args += ["-joinToken", token]
         if bundle:
             args += ["-trustBundle", self.bundle_pem]
-        self.agent = Daemon("agent", args, os.path.join(self.tmp, "agent.log"))
+        self.agent = Daemon(args, os.path.join(self.tmp, "agent.log"))
 
     def agent_healthy(self, timeout=30):
         return wait_for(lambda: not self.agent.alive() or agent_cli("healthcheck", "-socketPath",
@@ -148,21 +95,11 @@ class Env:
 
 
 def server_cli(env, *args):
-    r = subprocess.run([SERVER, *args, "-socketPath", env.server_sock], capture_output=True, text=True, timeout=60)
-    return r.returncode, r.stdout, r.stderr
+    return run([SERVER, *args, "-socketPath", env.server_sock])
 
 
 def agent_cli(*args, uid=None, env=None, timeout=60):
-    cmd = [AGENT, *args]
-    if uid is not None:
-        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    return r.returncode, r.stdout, r.stderr
-
-
-def one_error_line(err):
-    lines = err.strip().splitlines()
-    return len(lines) == 1 and lines[0].startswith("Error: ")
+    return run([AGENT, *args], timeout=timeout, env=env, uid=uid)
 
 
 def create_entry(env, spiffe_id, selectors, ttl=None):
@@ -178,23 +115,6 @@ def create_entry(env, spiffe_id, selectors, ttl=None):
 
 
 # ---- DER and certificates ------------------------------------------------------
-
-def split_der(data):
-    """Concatenated DER certificates, walked by each SEQUENCE's length."""
-    out, i = [], 0
-    while i < len(data):
-        if data[i] != 0x30:
-            raise ValueError("not a SEQUENCE")
-        n = data[i + 1]
-        if n < 0x80:
-            hdr, ln = 2, n
-        else:
-            k = n & 0x7f
-            hdr, ln = 2 + k, int.from_bytes(data[i + 2:i + 2 + k], "big")
-        out.append(data[i:i + hdr + ln])
-        i += hdr + ln
-    return out
-
 
 def certs(data):
     return [x509.load_der_x509_certificate(d) for d in split_der(data)]
@@ -374,9 +294,9 @@ def not_ready(env, pb, pb_grpc):
     conf = os.path.join(d, "agent.yaml")
     with open(conf, "w") as f:
         f.write(f"agent:\n  trust_domain: {TD}\n  log_level: warn\n  sync_interval: 2s\n")
-    ag = Daemon("lonely", [AGENT, "run", "-config", conf, "-serverAddress", "127.0.0.1", "-serverPort",
-                           str(free_port()), "-socketPath", sock, "-dataDir", os.path.join(d, "data"),
-                           "-joinToken", "nosuchtoken", "-insecureBootstrap"], os.path.join(env.tmp, "lonely.log"))
+    ag = Daemon([AGENT, "run", "-config", conf, "-serverAddress", "127.0.0.1", "-serverPort",
+                 str(free_port()), "-socketPath", sock, "-dataDir", os.path.join(d, "data"),
+                 "-joinToken", "nosuchtoken", "-insecureBootstrap"], os.path.join(env.tmp, "lonely.log"))
     up = wait_for(lambda: os.path.exists(sock) or not ag.alive(), 20)
     check(up and ag.alive(), "an agent without a reachable server still listens", ag.text()[-2000:])
     ch = grpc.insecure_channel("unix:" + sock)
@@ -406,9 +326,9 @@ def pid_namespace(env, pb, pb_grpc):
     token = re.search(r"Token: (\S+)", out).group(1)
     d = os.path.join(env.tmp, "ns")
     sock = os.path.join(d, "sock", "api.sock")
-    ag = Daemon("ns", ["unshare", "--pid", "--fork", "--mount-proc", AGENT, "run", "-trustDomain", TD,
-                       "-serverAddress", "127.0.0.1", "-serverPort", str(env.port), "-socketPath", sock,
-                       "-dataDir", os.path.join(d, "data"), "-joinToken", token, "-trustBundle", env.bundle_pem],
+    ag = Daemon(["unshare", "--pid", "--fork", "--mount-proc", AGENT, "run", "-trustDomain", TD,
+                 "-serverAddress", "127.0.0.1", "-serverPort", str(env.port), "-socketPath", sock,
+                 "-dataDir", os.path.join(d, "data"), "-joinToken", token, "-trustBundle", env.bundle_pem],
                 os.path.join(env.tmp, "ns.log"))
     ok = wait_for(lambda: agent_cli("healthcheck", "-socketPath", sock)[0] == 0 or not ag.alive(), 20)
     check(ok and ag.alive(), "agent in a PID namespace starts", ag.text()[-2000:])
@@ -894,9 +814,7 @@ def main():
     env = Env(tmp)
     env.pb_dir = os.path.join(tmp, "pb")
     os.makedirs(env.pb_dir)
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", "-I/usr/include",
-                    f"--python_out={env.pb_dir}", f"--grpc_python_out={env.pb_dir}",
-                    os.path.join(PROTO_DIR, "workload.proto")], check=True)
+    protoc(PROTO_DIR, env.pb_dir, "workload.proto")
     env.client_script = os.path.join(tmp, "wl_client.py")
     with open(env.client_script, "w") as f:
         f.write(CLIENT_SCRIPT)
@@ -942,14 +860,8 @@ def main():
         rc = env.agent.stop(signal.SIGTERM)
         check(rc == 0, "agent: SIGTERM -> exit 0 (second run)", env.agent.text()[-2000:])
     finally:
-        for d in (env.agent, env.server):
-            if d is not None and d.alive():
-                d.stop(signal.SIGKILL)
-        print("figures " + json.dumps(figures), flush=True)
-        if failures:
-            print(f"{len(failures)} FAILED; logs in {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        kill_all(env.agent, env.server)
+        finish(tmp, with_figures=True)
     sys.exit(1 if failures else 0)
 
 

@@ -27,9 +27,7 @@ Prints ok/FAIL per check; exits non-zero on any failure.
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -39,69 +37,15 @@ import time
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, check, failures, finish, free_port, kill_all, one_error_line, poller, run  # noqa: E402
+
+wait_for = poller(0.1)
+
 SERVER, AGENT = sys.argv[1], sys.argv[2]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 SVID_ID = f"spiffe://{TD}/helper/web"
-
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
-
-
-class Daemon:
-    def __init__(self, args, log_path, err_path=None):
-        self.log_path, self.err_path = log_path, err_path
-        self.log = open(log_path, "a")
-        self.err = open(err_path, "a") if err_path else None
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.err or subprocess.STDOUT)
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def errors(self):
-        with open(self.err_path) as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        if self.err:
-            self.err.close()
-        return rc
 
 
 # Records, at each SIGHUP, the certificate and key files it finds in DIR.
@@ -128,9 +72,7 @@ while True:
 
 
 def server_cli(ctx, *args):
-    r = subprocess.run([SERVER, *args, "-socketPath", ctx["server_sock"]], capture_output=True, text=True,
-                       timeout=60)
-    return r.returncode, r.stdout, r.stderr
+    return run([SERVER, *args, "-socketPath", ctx["server_sock"]])
 
 
 def agent_healthy(ctx, timeout=30):
@@ -150,11 +92,6 @@ def start_agent(ctx, token=None):
         args += ["-joinToken", token]
     ctx["agent"] = Daemon(args, os.path.join(ctx["tmp"], "agent.log"))
     return agent_healthy(ctx)
-
-
-def one_error_line(err):
-    lines = err.strip().splitlines()
-    return len(lines) == 1 and lines[0].startswith("Error: ")
 
 
 def bad_flags(ctx):
@@ -290,7 +227,7 @@ def main():
         check(wait_for(lambda: os.path.exists(ctx["pid_file"]), 10), "reloader wrote its pid file")
         helper = Daemon([AGENT, "api", "watch", "-write", ctx["out"], "-pidFile", ctx["pid_file"], "-signal", "HUP",
                          "-socketPath", ctx["agent_sock"]], os.path.join(tmp, "helper.out"),
-                        os.path.join(tmp, "helper.err"))
+                        err_path=os.path.join(tmp, "helper.err"))
 
         # First update.
         first = wait_for(lambda: serial_now(ctx["out"]), 30)
@@ -371,20 +308,15 @@ def main():
         check(key_pem.decode() not in helper.text() + helper.errors(), "the key is never printed")
         # SIGINT ends it as well.
         h2 = Daemon([AGENT, "api", "watch", "-write", ctx["out"], "-socketPath", ctx["agent_sock"]],
-                    os.path.join(tmp, "helper2.out"), os.path.join(tmp, "helper2.err"))
+                    os.path.join(tmp, "helper2.out"), err_path=os.path.join(tmp, "helper2.err"))
         wait_for(lambda: "Received " in h2.text(), 20)
         check(h2.stop(signal.SIGINT) == 0, "helper without -pidFile: SIGINT -> exit 0", h2.errors()[-500:])
     finally:
-        for p in (helper, ctx.get("agent"), server):
-            if p is not None and p.alive():
-                p.stop(signal.SIGKILL)
+        kill_all(helper, ctx.get("agent"), server)
         if reloader is not None and reloader.poll() is None:
             reloader.kill()
             reloader.wait()
-        if failures:
-            print(f"{len(failures)} FAILED; logs in {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish(tmp)
     sys.exit(1 if failures else 0)
 
 

@@ -32,39 +32,21 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import PROCS, Daemon, check, failures, free_port, make_node_pki  # noqa: E402
 
 SERVER_BIN, AGENT_BIN = sys.argv[1], sys.argv[2]
 TD = "example.org"
 TDID = "spiffe://" + TD
 UID = os.getuid()
-
-failures = []
-PROCS = []  # every daemon started, killed at the end whatever happened
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + ("" if cond or not detail else f" ({detail})"), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def log_time(line):
@@ -83,15 +65,8 @@ def line_at(text, pos):
     return text[start:end if end >= 0 else len(text)]
 
 
-class Proc:
-    def __init__(self, args, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        PROCS.append(self.proc)
-
-    def text(self):
-        return open(self.log_path, "rb").read().decode(errors="replace")
+class Proc(Daemon):
+    """A Daemon (harness.PROCS: killed at the end whatever happened) whose log can be waited on."""
 
     def wait_log(self, pattern, timeout=10.0, after=0):
         """The first match of `pattern` in the log past offset `after`, waiting for it."""
@@ -105,17 +80,6 @@ class Proc:
                 break
             time.sleep(0.05)
         return None
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = -9
-        self.log.close()
-        return rc
 
 
 class Server:
@@ -238,28 +202,7 @@ def wait_until(pred, timeout, step=0.05):
 
 
 def make_x509pop_pki(d):
-    now = datetime.datetime.utcnow()
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node-ca")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    node_key = ec.generate_private_key(ec.SECP256R1())
-    node = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node1")])).issuer_name(ca_name)
-            .public_key(node_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_path = os.path.join(d, "node-ca.pem")
-    with open(ca_path, "wb") as f:
-        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    ca_path, node, node_key = make_node_pki(d)
     cert_path = os.path.join(d, "node.pem")
     with open(cert_path, "wb") as f:
         f.write(node.public_bytes(serialization.Encoding.PEM))

@@ -55,40 +55,15 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, check, failures, figures, finish, free_port, protoc, run, wait_for  # noqa: E402
+
 SERVER, AGENT, PROTO_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 SCENARIOS = sys.argv[4:] or ["all"]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 MD = (("workload.spiffe.io", "true"),)
 UID_NONE = 65534
-
-failures = []
-figures = {}
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
 
 
 def proc_status(pid, key):
@@ -129,39 +104,6 @@ def nofile_limit(pid):
     return None
 
 
-class Daemon:
-    def __init__(self, name, args, log_path, uid=None):
-        self.name = name
-        self.log_path = log_path
-        self.log = open(log_path, "a")
-        if uid is not None:
-            args = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *args]
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self):
-        """The daemon's own pid (setpriv execs, so it is the same)."""
-        return self.proc.pid
-
-    def text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
-
-
 class Env:
     def __init__(self, tmp, uid=None):
         self.tmp = tmp
@@ -179,15 +121,14 @@ class Env:
         self.cli_stderr = []
 
     def server_cli(self, *args):
-        r = subprocess.run([SERVER, *args, "-socketPath", self.server_sock], capture_output=True, text=True,
-                           timeout=60)
-        self.cli_stderr.append(r.stderr)
-        return r.returncode, r.stdout, r.stderr
+        rc, out, err = run([SERVER, *args, "-socketPath", self.server_sock])
+        self.cli_stderr.append(err)
+        return rc, out, err
 
     def start_server(self, extra=()):
-        self.server = Daemon("server", [SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1",
-                                        "-serverPort", str(self.port), "-socketPath", self.server_sock,
-                                        "-dataDir", self.server_data, *extra],
+        self.server = Daemon([SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1",
+                              "-serverPort", str(self.port), "-socketPath", self.server_sock,
+                              "-dataDir", self.server_data, *extra],
                              os.path.join(self.tmp, "server.log"), uid=self.uid)
         return wait_for(lambda: not self.server.alive() or self.server_cli("healthcheck")[0] == 0, 30) \
             and self.server.alive()
@@ -196,7 +137,7 @@ class Env:
         args = [AGENT, "run", "-trustDomain", TD, "-serverAddress", "127.0.0.1", "-serverPort", str(self.port),
                 "-socketPath", sock or self.agent_sock, "-dataDir", self.agent_data, "-logLevel", "debug",
                 "-joinToken", self.token, "-trustBundle", self.bundle_pem, *extra]
-        self.agent = Daemon("agent", args, os.path.join(self.tmp, "agent.log"), uid=self.uid)
+        self.agent = Daemon(args, os.path.join(self.tmp, "agent.log"), uid=self.uid)
 
     def agent_healthy(self, sock=None, timeout=30):
         return wait_for(lambda: not self.agent.alive() or agent_cli(
@@ -226,11 +167,7 @@ class Env:
 
 
 def agent_cli(*args, uid=None, timeout=60):
-    cmd = [AGENT, *args]
-    if uid is not None:
-        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    return r.returncode, r.stdout, r.stderr
+    return run([AGENT, *args], timeout=timeout, uid=uid)
 
 
 def create_entry(env, spiffe_id, selectors, parent=AGENT_ID):
@@ -449,9 +386,9 @@ def sc_sockperm(ctx):
     sock = os.path.join(d, "api.sock")
     rc, out, err = env.server_cli("token", "generate", "-spiffeID", f"spiffe://{TD}/lanyard/agent/private")
     tok = re.search(r"Token: (\S+)", out).group(1)
-    ag = Daemon("private", [AGENT, "run", "-trustDomain", TD, "-serverAddress", "127.0.0.1", "-serverPort",
-                            str(env.port), "-socketPath", sock, "-dataDir", os.path.join(env.tmp, "private-data"),
-                            "-joinToken", tok, "-trustBundle", env.bundle_pem], os.path.join(env.tmp, "private.log"))
+    ag = Daemon([AGENT, "run", "-trustDomain", TD, "-serverAddress", "127.0.0.1", "-serverPort",
+                 str(env.port), "-socketPath", sock, "-dataDir", os.path.join(env.tmp, "private-data"),
+                 "-joinToken", tok, "-trustBundle", env.bundle_pem], os.path.join(env.tmp, "private.log"))
     try:
         ok = wait_for(lambda: agent_cli("healthcheck", "-socketPath", sock)[0] == 0 or not ag.alive(), 30)
         check(ok and ag.alive(), "an agent with -socketPath in a root 0700 directory starts", ag.text()[-2000:])
@@ -612,9 +549,9 @@ def sc_conns_emfile(ctx, n=2000, limit=1024):
     tok = re.search(r"Token: (\S+)", out).group(1)
     d = os.path.join(env.tmp, "lowfd")
     sock = os.path.join(d, "sock", "api.sock")
-    ag = Daemon("lowfd", ["prlimit", f"--nofile={limit}:{limit}", AGENT, "run", "-trustDomain", TD,
-                          "-serverAddress", "127.0.0.1", "-serverPort", str(env.port), "-socketPath", sock,
-                          "-dataDir", os.path.join(d, "data"), "-joinToken", tok, "-trustBundle", env.bundle_pem],
+    ag = Daemon(["prlimit", f"--nofile={limit}:{limit}", AGENT, "run", "-trustDomain", TD,
+                 "-serverAddress", "127.0.0.1", "-serverPort", str(env.port), "-socketPath", sock,
+                 "-dataDir", os.path.join(d, "data"), "-joinToken", tok, "-trustBundle", env.bundle_pem],
                 os.path.join(env.tmp, "lowfd.log"))
     try:
         ok = wait_for(lambda: agent_cli("healthcheck", "-socketPath", sock)[0] == 0 or not ag.alive(), 30)
@@ -1030,9 +967,7 @@ def main():
     os.chmod(tmp, 0o755)
     ctx = {"pb_dir": os.path.join(tmp, "pb")}
     os.makedirs(ctx["pb_dir"])
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", "-I/usr/include",
-                    f"--python_out={ctx['pb_dir']}", f"--grpc_python_out={ctx['pb_dir']}",
-                    os.path.join(PROTO_DIR, "workload.proto")], check=True)
+    protoc(PROTO_DIR, ctx["pb_dir"], "workload.proto")
     for name, text in (("denied_client", DENIED_CLIENT), ("pidreuse_helper", PIDREUSE_HELPER),
                        ("slow_client", SLOW_CLIENT)):
         ctx[name] = os.path.join(tmp, name + ".py")
@@ -1070,11 +1005,7 @@ def main():
     finally:
         if env is not None:
             env.stop()
-        print("figures " + json.dumps(figures), flush=True)
-        if failures:
-            print(f"{len(failures)} FAILED; logs in {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish(tmp, with_figures=True)
     sys.exit(1 if failures else 0)
 
 

@@ -18,78 +18,29 @@ Prints ok/FAIL per check; exits non-zero on any failure.
 """
 import os
 import re
-import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import Daemon, check, failures, finish, free_port, kill_all, poller  # noqa: E402
+
+wait_for = poller(0.2)
 
 SERVER, AGENT, SOURCE = sys.argv[1], sys.argv[2], sys.argv[3]
 SCRIPT = os.path.join(SOURCE, "certs", "make-dev-ca.sh")
 TD = "example.org"
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
 
 
 def run(*args, timeout=60):
-    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
-    return r.returncode, r.stdout, r.stderr
+    return harness.run(list(args), timeout=timeout)
 
 
 def mode(p):
     return stat.S_IMODE(os.stat(p).st_mode)
-
-
-class Daemon:
-    def __init__(self, args, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "a")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
 
 
 def der_of(pem_path):
@@ -234,13 +185,8 @@ def main():
             check("certs/dev/" in f.read().split(), ".gitignore ignores certs/dev/")
         check(agent.stop() == 0 and server.stop() == 0, "agent and server stop cleanly (exit 0)")
     finally:
-        for d in (agent, server):
-            if d is not None and d.alive():
-                d.stop(signal.SIGKILL)
-        if failures:
-            print(f"{len(failures)} FAILED; logs in {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        kill_all(agent, server)
+        finish(tmp)
     sys.exit(1 if failures else 0)
 
 

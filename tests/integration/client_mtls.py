@@ -31,12 +31,14 @@ Prints ok/FAIL per check; exits 1 on any failure.
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, check, failures, free_port, one_error_line, poller, run  # noqa: E402
+
+wait_for = poller(0.1)
 
 SERVER, AGENT, EX_SERVER, EX_CLIENT, BUILD_DIR = sys.argv[1:6]
 SANITIZE = len(sys.argv) > 6 and sys.argv[6].upper() in ("1", "ON", "TRUE")
@@ -46,67 +48,6 @@ AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 SERVER_ID = f"spiffe://{TD}/example/server"
 CLIENT_ID = f"spiffe://{TD}/example/client"
 PROBE_ID = f"spiffe://{TD}/example/probe"
-
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
-
-
-class Daemon:
-    def __init__(self, args, log_path, env=None):
-        self.log_path = log_path
-        self.log = open(log_path, "a")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-def run(args, env=None, timeout=60):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-    return r.returncode, r.stdout, r.stderr
-
-
-def one_error_line(err):
-    lines = err.strip().splitlines()
-    return len(lines) == 1 and lines[0].startswith("Error: ")
 
 
 def main():

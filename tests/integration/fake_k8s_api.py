@@ -21,13 +21,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import free_port, https_server, make_tls_pki  # noqa: E402
 
 SERVER_TOKEN = "server.sa-token.fake"
 AUDIENCE = "lanyard-server"
@@ -183,53 +185,14 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(404, self.status_obj(404, "NotFound", "not found"))
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "1", "-subj", f"/CN={name}",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-            cwd=d)
-
-
 def make_pki(d):
     """A CA and a server certificate for IP 127.0.0.1 (only) under it; a second, unrelated CA."""
-    make_ca(d, "ca")
-    make_ca(d, "other-ca")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", "/CN=kube-apiserver", cwd=d)
-    with open(os.path.join(d, "server.ext"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
-                "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "1", "-extfile", "server.ext", cwd=d)
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # refused handshakes (untrusted certificate tests) are expected
+    make_tls_pki(d, "server", "kube-apiserver")
 
 
 def start_server(d):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.path.join(d, "server.crt"), os.path.join(d, "server.key"))
-    httpd = QuietServer(("127.0.0.1", 0), Handler)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"https://127.0.0.1:{httpd.server_address[1]}"
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    httpd, port = https_server(d, "server", Handler)
+    return httpd, f"https://127.0.0.1:{port}"
 
 
 passed = failed = 0
@@ -323,7 +286,7 @@ def main():
                        ["HTTP 401", "credentials"], tok=bad_token_file)
         check("401: nothing served", seen == [], repr(seen))
         refused("API server unreachable", "good.agent-token.a1", "i/o error", ["unreachable"],
-                api=f"https://127.0.0.1:{closed_port()}")
+                api=f"https://127.0.0.1:{free_port()}")
         refused("certificate not trusted", "good.agent-token.a1", "i/o error", ["not trusted"],
                 ca_file=os.path.join(d, "other-ca.crt"))
         refused("CA file missing", "good.agent-token.a1", "i/o error", ["CA file"],

@@ -28,7 +28,10 @@ import tempfile
 import threading
 import time
 import ssl
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import https_server, make_tls_pki  # noqa: E402
 
 UID_A = "3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f"
 UID_B = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
@@ -128,45 +131,13 @@ class Handler(BaseHTTPRequestHandler):
         return self.reply(500, b"?", "text/plain")
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "1", "-subj", f"/CN={name}",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-            cwd=d)
-
-
 def make_pki(d):
     """A CA and a kubelet serving certificate for IP 127.0.0.1 (only) under it; a second, unrelated CA."""
-    make_ca(d, "ca")
-    make_ca(d, "other-ca")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "kubelet.key",
-            "-out", "kubelet.csr", "-subj", f"/CN={NODE}", cwd=d)
-    with open(os.path.join(d, "kubelet.ext"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
-                "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "kubelet.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "kubelet.crt", "-days", "1", "-extfile", "kubelet.ext", cwd=d)
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # refused handshakes (untrusted certificate tests) are expected
+    make_tls_pki(d, "kubelet", NODE)
 
 
 def start_server(d):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.path.join(d, "kubelet.crt"), os.path.join(d, "kubelet.key"))
-    httpd = QuietServer(("127.0.0.1", 0), Handler)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, httpd.server_address[1]
+    return https_server(d, "kubelet", Handler)
 
 
 # Fake PIDs: each one's cgroup file (and mountinfo) in another shape.

@@ -55,13 +55,9 @@ through the whole run never carries a tampered certificate; the agent ends
 alive and exits 0 on SIGTERM. Prints ok/FAIL per check and a figures line.
 """
 import datetime
-import json
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -75,6 +71,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, check, failures, figures, finish, free_port, kill_all, poller, protoc,  # noqa: E402
+                     split_der)
+
+wait_for = poller(0.1)
 
 AGENT, PROTO_DIR = sys.argv[1], sys.argv[2]
 SANITIZE = os.environ.get("LANYARD_SANITIZE", "0") in ("1", "ON", "TRUE", "true")
@@ -103,51 +105,6 @@ def sid(mode):
 
 
 GOOD_ID, JWT_GOOD_ID = sid("good"), sid("jwt-good")
-
-failures = []
-figures = {}
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
-
-
-def split_der(data):
-    """Concatenated DER certificates, walked by each SEQUENCE's length."""
-    out, i = [], 0
-    while i < len(data):
-        if data[i] != 0x30:
-            raise ValueError("not a SEQUENCE")
-        n = data[i + 1]
-        if n < 0x80:
-            hdr, ln = 2, n
-        else:
-            k = n & 0x7f
-            hdr, ln = 2 + k, int.from_bytes(data[i + 2:i + 2 + k], "big")
-        out.append(data[i:i + hdr + ln])
-        i += hdr + ln
-    return out
 
 
 # ---- the PKI -------------------------------------------------------------------------------
@@ -483,7 +440,7 @@ class Fake:
 
 # ---- the agent and its APIs -----------------------------------------------------------------------
 
-class Agent:
+class Agent(Daemon):
     def __init__(self, tmp, port, bundle_pem):
         self.health_port = free_port()
         self.sock = os.path.join(tmp, "agent", "public", "api.sock")
@@ -491,30 +448,13 @@ class Agent:
         with open(cfg, "w") as f:
             f.write("agent:\n  health_checks:\n    listener_enabled: true\n"
                     f"    bind_address: \"127.0.0.1\"\n    bind_port: {self.health_port}\n")
-        self.log_path = os.path.join(tmp, "agent.log")
-        self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([AGENT, "run", "-config", cfg, "-trustDomain", TD, "-serverAddress", "127.0.0.1",
-                                      "-serverPort", str(port), "-socketPath", self.sock, "-dataDir",
-                                      os.path.join(tmp, "agent-data"), "-trustBundle", bundle_pem,
-                                      "-joinToken", TOKEN], stdout=self.log, stderr=subprocess.STDOUT)
-
-    def text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
+        super().__init__([AGENT, "run", "-config", cfg, "-trustDomain", TD, "-serverAddress", "127.0.0.1",
+                          "-serverPort", str(port), "-socketPath", self.sock, "-dataDir",
+                          os.path.join(tmp, "agent-data"), "-trustBundle", bundle_pem, "-joinToken", TOKEN],
+                         os.path.join(tmp, "agent.log"))
 
     def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
+        return super().stop(sig, timeout=60)
 
     def failures(self):
         """{(kind, reason): value} of lanyard_agent_svid_verification_failures_total, or None."""
@@ -865,9 +805,7 @@ def main():
     try:
         pbdir = os.path.join(tmp, "pb")
         os.makedirs(pbdir)
-        subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", "-I/usr/include",
-                        f"--python_out={pbdir}", f"--grpc_python_out={pbdir}", os.path.join(PROTO_DIR, "agent.proto"),
-                        os.path.join(PROTO_DIR, "workload.proto")], check=True)
+        protoc(PROTO_DIR, pbdir, "agent.proto", "workload.proto")
         sys.path.insert(0, pbdir)
         import agent_pb2 as pb
         import agent_pb2_grpc as pb_grpc
@@ -887,15 +825,10 @@ def main():
         check(TOKEN not in log and "PRIVATE KEY" not in log and not re.search(r"eyJ[A-Za-z0-9_-]+\.eyJ", log),
               "the agent log holds no join token (but in its ID), key or JWT")
     finally:
-        if agent is not None and agent.alive():
-            agent.stop(signal.SIGKILL)
+        kill_all(agent)
         if fake is not None:
             fake.stop()
-        print("figures " + json.dumps(figures), flush=True)
-        if failures:
-            print(f"{len(failures)} FAILED; logs in {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish(tmp, with_figures=True)
     sys.exit(1 if failures else 0)
 
 

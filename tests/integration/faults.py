@@ -37,7 +37,6 @@ Everything runs on 127.0.0.1 in a temporary directory. Prints ok/FAIL per
 check and a `figures` line; exits non-zero on any failure.
 """
 import datetime
-import json
 import os
 import re
 import shutil
@@ -53,64 +52,14 @@ import time
 
 import grpc
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (PROCS, Daemon, check, failures, figures, finish, free_port, one_error_line, protoc,  # noqa: E402
+                     run, wait_for)
+
 SERVER, AGENT, PROTO_DIR, SCENARIO = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 MD = (("workload.spiffe.io", "true"),)
-
-failures = []
-figures = {}
-PROCS = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
-
-
-class Daemon:
-    def __init__(self, args, log_path, env=None):
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        PROCS.append(self.proc)
-
-    def text(self):
-        return open(self.log_path, "rb").read().decode(errors="replace")
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
 
 
 class Env:
@@ -143,9 +92,7 @@ class Env:
         self.agent = Daemon(args, os.path.join(self.tmp, "agent.log"))
 
     def cli(self, *args, timeout=60):
-        r = subprocess.run([SERVER, *args, "-socketPath", self.server_sock], capture_output=True, text=True,
-                           timeout=timeout)
-        return r.returncode, r.stdout, r.stderr
+        return run([SERVER, *args, "-socketPath", self.server_sock], timeout=timeout)
 
     def entry_create(self, spiffe_id, selector="unix:uid:0", ttl=None):
         args = ["entry", "create", "-spiffeID", spiffe_id, "-parentID", AGENT_ID, "-selector", selector]
@@ -160,17 +107,10 @@ class Env:
         return rc, set(re.findall(r"Entry ID\s*:\s*(\S+)", out))
 
 
-def one_error_line(err):
-    lines = err.strip().splitlines()
-    return len(lines) == 1 and lines[0].startswith("Error: ")
-
-
 def make_stubs(tmp):
     pb_dir = os.path.join(tmp, "pb")
     os.makedirs(pb_dir)
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", "-I/usr/include",
-                    f"--python_out={pb_dir}", f"--grpc_python_out={pb_dir}",
-                    os.path.join(PROTO_DIR, "workload.proto")], check=True)
+    protoc(PROTO_DIR, pb_dir, "workload.proto")
     sys.path.insert(0, pb_dir)
     import workload_pb2 as pb
     import workload_pb2_grpc as pb_grpc
@@ -677,9 +617,7 @@ def admin_stubs(tmp):
     """grpcio stubs of the admin API (admin.proto imports agent.proto): entries made fast, as bench/ does."""
     d = os.path.join(tmp, "pb-admin")
     os.makedirs(d)
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", "-I/usr/include",
-                    f"--python_out={d}", f"--grpc_python_out={d}"] +
-                   [os.path.join(PROTO_DIR, p) for p in ("admin.proto", "agent.proto")], check=True)
+    protoc(PROTO_DIR, d, "admin.proto", "agent.proto")
     sys.path.insert(0, d)
     import admin_pb2
     import admin_pb2_grpc
@@ -1028,11 +966,7 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        print("figures " + json.dumps(figures), flush=True)
-        if failures:
-            print(f"{len(failures)} FAILED; logs in {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish(tmp, with_figures=True)
     sys.exit(1 if failures else 0)
 
 

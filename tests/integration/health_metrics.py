@@ -16,42 +16,20 @@ Prints ok/FAIL per check; exits non-zero on any failure.
 """
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, check, failures, free_port, poller, run  # noqa: E402
+
+wait_for = poller(0.1)
+
 SERVER, AGENT = sys.argv[1], sys.argv[2]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
 
 
 def http(port, raw, timeout=10):
@@ -156,34 +134,8 @@ def self_test_parser():
 
 # ---- daemons ----------------------------------------------------------------------
 
-class Daemon:
-    def __init__(self, args, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "a")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
-
-
 def server_cli(sock, *args):
-    r = subprocess.run([SERVER, *args, "-socketPath", sock], capture_output=True, text=True, timeout=60)
-    return r.returncode, r.stdout, r.stderr
+    return run([SERVER, *args, "-socketPath", sock])
 
 
 def agent(tmp, name, server_port, health_port, bundle, token=None):

@@ -46,7 +46,6 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 SERVER_BIN, PROTO_DIR = sys.argv[1], sys.argv[2]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,35 +54,11 @@ TDID = "spiffe://" + TD
 SERVER_ID = TDID + "/lanyard/server"
 RPC_TIMEOUT = 10
 
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + ("" if cond or not detail else f" ({detail})"), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
+sys.path.insert(0, HERE)
+from harness import check, failures, make_node_pki, protoc, split_der  # noqa: E402
 
 
 # ---- helpers ---------------------------------------------------------------
-
-def split_der(b):
-    """Concatenated DER certificates -> list of DER certificates."""
-    out, i = [], 0
-    while i < len(b):
-        if b[i] != 0x30:
-            raise ValueError("not a SEQUENCE")
-        n = b[i + 1]
-        if n < 0x80:
-            hl = 2
-        else:
-            k = n & 0x7F
-            n = int.from_bytes(b[i + 2:i + 2 + k], "big")
-            hl = 2 + k
-        out.append(b[i:i + hl + n])
-        i += hl + n
-    return out
-
 
 def pem_of(ders):
     return b"".join(x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in ders)
@@ -369,28 +344,7 @@ class Test:
 
 def make_x509pop_pki(d):
     """A node CA and a node certificate (CN node1) under it, made here."""
-    now = datetime.datetime.utcnow()
-    ca_key = ec_key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node-ca")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    node_key = ec_key()
-    node = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node1")])).issuer_name(ca_name)
-            .public_key(node_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    path = os.path.join(d, "node-ca.pem")
-    with open(path, "wb") as f:
-        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    path, node, node_key = make_node_pki(d)
     return path, node.public_bytes(serialization.Encoding.DER), node_key
 
 
@@ -787,8 +741,7 @@ def main():
     tests = []
     httpd = None
     try:
-        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", PROTO_DIR, f"--python_out={d}",
-                        f"--grpc_python_out={d}", os.path.join(PROTO_DIR, "agent.proto")], check=True)
+        protoc(PROTO_DIR, d, "agent.proto", system_include=False)
         sys.path.insert(0, d)
         import agent_pb2 as pb
         import agent_pb2_grpc as pb_grpc

@@ -26,44 +26,21 @@ import grp
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, check, failures, free_port, poller, run  # noqa: E402
+
+wait_for = poller(0.1)
 
 SERVER, AGENT = sys.argv[1], sys.argv[2]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/pgnode"
 PASSWORD = "pG-Pa55w0rd-9f3kq"
 PG_PORT = 5432
-
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def wait_for(fn, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def pg_bindir():
@@ -136,31 +113,6 @@ class Postgres:
         return f"host={self.dir} port={PG_PORT} user=lanyard password={password} dbname=lanyard"
 
 
-class Daemon:
-    def __init__(self, args, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "a")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
-
-
 class Env:
     def __init__(self, tmp, pg):
         self.tmp = tmp
@@ -192,13 +144,11 @@ class Env:
 
 
 def cli(env, *args):
-    r = subprocess.run([SERVER, *args, "-socketPath", env.sock], capture_output=True, text=True, timeout=60)
-    return r.returncode, r.stdout, r.stderr
+    return run([SERVER, *args, "-socketPath", env.sock])
 
 
 def agent_cli(*args):
-    r = subprocess.run([AGENT, *args], capture_output=True, text=True, timeout=60)
-    return r.returncode, r.stdout, r.stderr
+    return run([AGENT, *args])
 
 
 def create_entry(env, spiffe_id, selector, parent=AGENT_ID):

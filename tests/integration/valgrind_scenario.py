@@ -18,46 +18,23 @@ Prints ok/FAIL per check; exits non-zero on any failure (logs are kept).
 """
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check, failures, finish, free_port, poller  # noqa: E402
+
+wait_for = poller(1.0)
 
 SERVER, AGENT, SUPP = sys.argv[1], sys.argv[2], sys.argv[3]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 WORKLOAD_ID = f"spiffe://{TD}/workload/vg"
 SLOW = 240  # seconds: start-up, propagation and shutdown under valgrind
-
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + (f" ({detail})" if detail and not cond else ""), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(fn, timeout, step=1.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
 
 
 def tail(path, n=3000):
@@ -68,31 +45,18 @@ def tail(path, n=3000):
         return ""
 
 
-class Daemon:
+class Daemon(harness.Daemon):
     """A daemon under memcheck: its own output in <name>.log, valgrind's in <name>.vg."""
 
     def __init__(self, tmp, name, args):
         self.name = name
-        self.log_path = os.path.join(tmp, name + ".log")
         self.vg_path = os.path.join(tmp, name + ".vg")
-        self.log = open(self.log_path, "a")
-        cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
-               "--track-fds=no", "--num-callers=30", f"--suppressions={SUPP}", f"--log-file={self.vg_path}", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def alive(self):
-        return self.proc.poll() is None
+        super().__init__(["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
+                          "--track-fds=no", "--num-callers=30", f"--suppressions={SUPP}", f"--log-file={self.vg_path}",
+                          *args], os.path.join(tmp, name + ".log"))
 
     def stop(self, sig=signal.SIGTERM, timeout=SLOW):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
+        return super().stop(sig, timeout)
 
     def memcheck(self, rc):
         """Checks the exit status and valgrind's summary; prints the first errors on failure."""
@@ -191,10 +155,7 @@ def main():
                 rc = d.stop(signal.SIGTERM)
                 check(was_alive, f"{d.name} still running at the end", tail(d.log_path))
                 d.memcheck(rc)
-        if failures:
-            print(f"{len(failures)} FAILED; logs in {tmp}", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish(tmp)
     sys.exit(1 if failures else 0)
 
 
