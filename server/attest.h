@@ -94,13 +94,6 @@ ly_status ly_attest_result_finish(struct ly_attest_result *r, const char *type, 
 /* ---- join_token ---- */
 
 /*
- * Checks a join token's syntax: 1..LY_JOIN_TOKEN_MAX bytes (LY_E_LIMIT
- * over) of [A-Za-z0-9._-], not "." or ".." (it may become an ID path
- * segment). The message never shows the token.
- */
-ly_status ly_join_token_check(const char *token, struct ly_error *err) LY_MUST_CHECK;
-
-/*
  * The default agent ID for a join token,
  * spiffe://<trust_domain>/lanyard/agent/join_token/<token> (SPEC §2), for
  * `token generate` to store with the token when no -spiffeID is given.

@@ -8,7 +8,6 @@
  */
 #include "server/attest.h"
 
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,37 +18,13 @@
 
 #define JOIN_TOKEN_PATH "/lanyard/agent/join_token/"
 
-static bool
-token_char_ok(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-	    c == '-';
-}
-
-ly_status
-ly_join_token_check(const char *token, struct ly_error *err)
-{
-	if (token == NULL || token[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "join token is empty");
-	size_t n = strnlen(token, LY_JOIN_TOKEN_MAX + 1);
-	if (n > LY_JOIN_TOKEN_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "join token is longer than %d bytes", LY_JOIN_TOKEN_MAX);
-	for (size_t i = 0; i < n; i++) {
-		if (!token_char_ok((unsigned char)token[i]))
-			return ly_error_set(err, LY_E_INVALID, "join token must use [A-Za-z0-9._-]");
-	}
-	if (strcmp(token, ".") == 0 || strcmp(token, "..") == 0)
-		return ly_error_set(err, LY_E_INVALID, "join token must not be '.' or '..'");
-	return LY_OK;
-}
-
 ly_status
 ly_join_token_default_id(const char *trust_domain, const char *token, struct ly_spiffe_id *out,
     struct ly_error *err)
 {
 	char path[sizeof(JOIN_TOKEN_PATH) + LY_JOIN_TOKEN_MAX];
 
-	LY_TRY(ly_join_token_check(token, err));
+	LY_TRY(ly_datastore_token_check(token, err));
 	int n = snprintf(path, sizeof(path), "%s%s", JOIN_TOKEN_PATH, token);
 	if (n < 0 || (size_t)n >= sizeof(path))
 		return ly_error_set(err, LY_E_INTERNAL, "join token: agent ID path does not fit");
@@ -70,7 +45,7 @@ ly_attest_join_token(struct ly_datastore *ds, const char *trust_domain, const ch
 
 	if (ds == NULL || trust_domain == NULL || out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "join token attestation: missing datastore, trust domain or output");
-	rc = ly_join_token_check(token, err);
+	rc = ly_datastore_token_check(token, err);
 	if (rc != LY_OK)
 		return rc;
 	/* Used up here even when refused below: a token is tried once. */

@@ -288,7 +288,7 @@ ly_ds_agent_list_move(struct ly_agent_list *to, struct ly_agent_list *from, stru
 /* ---- join tokens ---- */
 
 ly_status
-ly_ds_check_token(const char *token, struct ly_error *err)
+ly_datastore_token_check(const char *token, struct ly_error *err)
 {
 	if (token == NULL || token[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "join token is empty");
@@ -302,6 +302,8 @@ ly_ds_check_token(const char *token, struct ly_error *err)
 		if (!ok)
 			return ly_error_set(err, LY_E_INVALID, "join token must use [A-Za-z0-9._-]");
 	}
+	if (strcmp(token, ".") == 0 || strcmp(token, "..") == 0)
+		return ly_error_set(err, LY_E_INVALID, "join token must not be '.' or '..'");
 	return LY_OK;
 }
 
@@ -310,7 +312,7 @@ ly_ds_check_token_create(const char *token, const char *spiffe_id, int64_t expir
 {
 	struct ly_spiffe_id id;
 
-	LY_TRY(ly_ds_check_token(token, err));
+	LY_TRY(ly_datastore_token_check(token, err));
 	if (spiffe_id == NULL)
 		return ly_error_set(err, LY_E_INVALID, "join token: SPIFFE ID is missing");
 	ly_status rc = ly_spiffe_id_parse_str(spiffe_id, &id, err);

@@ -317,10 +317,19 @@ ly_datastore_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct 
 }
 
 /*
+ * Checks a join token's syntax, the rule of its join_token selector
+ * (SPEC §6): 1..LY_JOIN_TOKEN_MAX bytes (LY_E_LIMIT over) of
+ * [A-Za-z0-9._-], and not "." or ".." (it becomes an agent ID path
+ * segment). The one check for tokens: the datastore and the join-token
+ * attestor both call it. The message never shows the token.
+ */
+ly_status ly_datastore_token_check(const char *token, struct ly_error *err) LY_MUST_CHECK;
+
+/*
  * Stores a join token (only its SHA-256) that grants `spiffe_id` to the
  * agent that presents it before `expires_at` (Unix seconds). The token
- * must be 1..LY_JOIN_TOKEN_MAX bytes of [A-Za-z0-9._-]. A token already
- * stored is refused (LY_E_INVALID).
+ * must pass ly_datastore_token_check. A token already stored is refused
+ * (LY_E_INVALID).
  */
 static inline LY_MUST_CHECK ly_status
 ly_datastore_token_create(struct ly_datastore *ds, const char *token, const char *spiffe_id,

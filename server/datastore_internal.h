@@ -130,10 +130,7 @@ ly_status ly_ds_entry_list_move(struct ly_entry_list *to, struct ly_entry_list *
 ly_status ly_ds_agent_list_move(struct ly_agent_list *to, struct ly_agent_list *from, struct ly_error *err)
     LY_MUST_CHECK;
 
-/* A join token is [A-Za-z0-9._-], 1..LY_JOIN_TOKEN_MAX: the rule of its join_token selector (SPEC §6). */
-ly_status ly_ds_check_token(const char *token, struct ly_error *err) LY_MUST_CHECK;
-
-/* token_create's checks: the token (ly_ds_check_token), a valid SPIFFE ID, an expiry time > 0. */
+/* token_create's checks: the token (ly_datastore_token_check), a valid SPIFFE ID, an expiry time > 0. */
 ly_status ly_ds_check_token_create(const char *token, const char *spiffe_id, int64_t expires_at,
     struct ly_error *err) LY_MUST_CHECK;
 

@@ -1321,7 +1321,7 @@ pg_token_consume(struct ly_datastore *base, const char *token, int64_t now, char
 	if (spiffe_id == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
 	*spiffe_id = NULL;
-	LY_TRY(ly_ds_check_token(token, err));
+	LY_TRY(ly_datastore_token_check(token, err));
 	LY_TRY(ly_ds_token_hash(token, hash, err));
 	rc = tx_begin(ds, TX_WRITE, &rev, err);
 	if (rc != LY_OK)

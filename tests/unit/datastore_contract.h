@@ -590,6 +590,8 @@ test_tokens(void **state)
 	/* Shape checks. */
 	expect(ly_datastore_token_create(f->ds, "", AGENT1, 100, &err), &err, LY_E_INVALID, "empty");
 	expect(ly_datastore_token_create(f->ds, "a b", AGENT1, 100, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
+	/* "." and ".." would become an agent ID path segment: never stored. */
+	expect(ly_datastore_token_create(f->ds, "..", AGENT1, 100, &err), &err, LY_E_INVALID, "'.' or '..'");
 	char big[300];
 	memset(big, 't', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
