@@ -54,7 +54,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (PROCS, Daemon, check, failures, figures, finish, free_port, one_error_line, protoc,  # noqa: E402
-                     run, wait_for)
+                     run, split_der, wait_for)
 
 SERVER, AGENT, PROTO_DIR, SCENARIO = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 TD = "example.org"
@@ -625,23 +625,6 @@ def admin_stubs(tmp):
     return admin_pb2, admin_pb2_grpc, agent_pb2
 
 
-def der_split(b):
-    """DER certificates concatenated -> [DER, ...] (definite lengths, as X.509 requires)."""
-    out, i = [], 0
-    while i < len(b):
-        if b[i] != 0x30 or i + 2 > len(b):
-            raise ValueError("not a DER SEQUENCE")
-        n = b[i + 1]
-        if n < 0x80:
-            hl, ln = 2, n
-        else:
-            k = n & 0x7F
-            hl, ln = 2 + k, int.from_bytes(b[i + 2:i + 2 + k], "big")
-        out.append(b[i:i + hl + ln])
-        i += hl + ln
-    return out
-
-
 class SvidStream(threading.Thread):
     """One FetchX509SVID stream, reopened if it ends; every response recorded with its receive time.
     Each distinct leaf is parsed once (`leaves`, shared); a response carrying an SVID outside its validity at
@@ -669,7 +652,7 @@ class SvidStream(threading.Thread):
         with self.lock:
             v = self.leaves.get(key)
         if v is None or v[3] != chain:
-            c = x509.load_der_x509_certificate(der_split(chain)[0])
+            c = x509.load_der_x509_certificate(split_der(chain)[0])
             v = (c.serial_number, c.not_valid_before.replace(tzinfo=datetime.timezone.utc).timestamp(),
                  c.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp(), chain)
             with self.lock:
@@ -885,14 +868,14 @@ def scenario_storm(tmp, pb, pb_grpc):
     from cryptography.hazmat.primitives.serialization import Encoding
     inter, roots, leaf_files, wrong_san = set(), set(), [], []
     for i, (sid, v) in enumerate(sorted(final.items())):
-        certs = der_split(v[3])
+        certs = split_der(v[3])
         leaf = x509.load_der_x509_certificate(certs[0])
         uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
         if uris != [sid]:
             wrong_san.append(sid)
         inter.update(certs[1:])
-        roots.update(der_split(v[4]))
+        roots.update(split_der(v[4]))
         p = os.path.join(vdir, f"leaf{i}.pem")
         with open(p, "wb") as f:
             f.write(leaf.public_bytes(Encoding.PEM))

@@ -219,17 +219,22 @@ def protoc(proto_dir, out_dir, *protos, grpc=True, system_include=True):
 
 
 def split_der(data):
-    """Concatenated DER certificates, walked by each SEQUENCE's length."""
+    """Concatenated DER certificates, walked by each SEQUENCE's definite length (as X.509 requires).
+    A truncated header or body raises ValueError rather than yielding a short certificate."""
     out, i = [], 0
     while i < len(data):
-        if data[i] != 0x30:
-            raise ValueError("not a SEQUENCE")
+        if data[i] != 0x30 or i + 2 > len(data):
+            raise ValueError("not a DER SEQUENCE")
         n = data[i + 1]
         if n < 0x80:
             hdr, ln = 2, n
         else:
             k = n & 0x7f
+            if k == 0 or k > 4 or i + 2 + k > len(data):
+                raise ValueError("bad DER length")
             hdr, ln = 2 + k, int.from_bytes(data[i + 2:i + 2 + k], "big")
+        if i + hdr + ln > len(data):
+            raise ValueError("DER SEQUENCE runs past the data")
         out.append(data[i:i + hdr + ln])
         i += hdr + ln
     return out
