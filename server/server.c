@@ -63,6 +63,12 @@
 #define PRUNE_MS (10 * 60 * 1000)
 /* A shutdown that takes longer than this is cut short. */
 #define STOP_GRACE_MS (15 * 1000)
+/*
+ * /ready and the ready gauge ping the datastore at most this often: a
+ * probe storm must not become a query storm, and with PostgreSQL hung a
+ * ping can block the loop for its statement timeout.
+ */
+#define DS_PING_MS 1000
 
 #define SERVER_ID_PATH "/lanyard/server"
 /*
@@ -88,6 +94,9 @@ struct srv_main {
 	bool rpc_closing;
 	int exit_code;
 	struct ly_health_http *health;
+	/* The last datastore ping (health_ready): when, and whether it answered. */
+	uint64_t ds_ping_ms;
+	bool ds_pinged, ds_ping_ok;
 };
 
 time_t
@@ -634,7 +643,33 @@ handles_init(struct srv_main *m)
 
 /* ---- health and metrics ------------------------------------------------------------ */
 
-/* Ready: datastore open, CA ready, agent API listening. */
+/*
+ * Whether the datastore answers (a revision read), pinged at most every
+ * DS_PING_MS. The reason stays in the log, logged when the answer changes:
+ * /ready may be reachable by more than the operator, and a database error
+ * names hosts and users.
+ */
+static bool
+datastore_answers(struct srv_main *m)
+{
+	struct ly_error e;
+	int64_t rev;
+	uint64_t now = uv_now(&m->loop);
+
+	if (m->ds_pinged && now - m->ds_ping_ms < DS_PING_MS)
+		return m->ds_ping_ok;
+	bool ok = ly_datastore_revision(m->srv.ds, &rev, &e) == LY_OK;
+	if (!ok && (!m->ds_pinged || m->ds_ping_ok))
+		log_warn("not ready: datastore does not answer: %s", e.msg);
+	else if (ok && m->ds_pinged && !m->ds_ping_ok)
+		log_info("ready: datastore answers again");
+	m->ds_pinged = true;
+	m->ds_ping_ok = ok;
+	m->ds_ping_ms = now;
+	return ok;
+}
+
+/* Ready: datastore open and answering, CA ready, agent API listening. */
 static bool
 health_ready(void *arg, char *reason, size_t len)
 {
@@ -642,7 +677,8 @@ health_ready(void *arg, char *reason, size_t len)
 	const char *why = m->srv.stopping ? "stopping"
 	    : m->srv.ds == NULL ? "datastore not open"
 	    : m->srv.ca == NULL ? "CA not ready"
-	    : !m->agent_listening ? "agent API not listening" : NULL;
+	    : !m->agent_listening ? "agent API not listening"
+	    : !datastore_answers(m) ? "datastore does not answer" : NULL;
 	if (why != NULL)
 		snprintf(reason, len, "%s", why);
 	return why == NULL;
@@ -692,7 +728,7 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	FAMILY(start_time, LY_METRIC_GAUGE, "process_start_time_seconds",
 	    "Start time of the process since the Unix epoch.", NULL, NULL, 0);
 	FAMILY(ready, LY_METRIC_GAUGE, "lanyard_server_ready",
-	    "1 when the datastore is open, the CA ready and the agent API listening.", NULL, NULL, 0);
+	    "1 when the datastore answers, the CA is ready and the agent API listening.", NULL, NULL, 0);
 	FAMILY(x509_issued, LY_METRIC_COUNTER, "lanyard_server_x509_svids_issued_total",
 	    "X.509-SVIDs signed (kind workload or agent).", kind_label, NULL, 0);
 	FAMILY(jwt_issued, LY_METRIC_COUNTER, "lanyard_server_jwt_svids_issued_total", "JWT-SVIDs minted.", NULL, NULL,

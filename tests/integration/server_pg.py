@@ -9,9 +9,10 @@ root, Unix socket only, scram-sha-256 with a password for the role the
 server uses). Then: entries created with the CLI and listed, the server
 restarted -> still there; kill -9 right after `entry create` printed its ID
 -> there after restart; PostgreSQL stopped under a running server ->
-`entry create` exits 1 with one clear error line and the server keeps
-running; PostgreSQL back -> writes work again without restarting the
-server; a real agent attests with a join token (consumed in PostgreSQL)
+`entry create` exits 1 with one clear error line, the server keeps
+running, `/ready` answers 503 "datastore does not answer" and `healthcheck`
+exits 1; PostgreSQL back -> writes work again and `/ready` is 200 without
+restarting the server; a real agent attests with a join token (consumed in PostgreSQL)
 and fetches an X.509-SVID; a wrong password -> exit 1, libpq's reason,
 no password; the server log never holds the password or the connection
 string; no SQLite file is made.
@@ -20,6 +21,7 @@ Missing PostgreSQL binaries are a failure (CI installs them).
 Prints ok/FAIL per check and exits non-zero on any failure.
 """
 import glob
+import http.client
 import os
 import pwd
 import grp
@@ -125,6 +127,7 @@ class Env:
         self.config = os.path.join(tmp, "server.yaml")
         self.log_path = os.path.join(tmp, "server.log")
         self.port = free_port()
+        self.health_port = free_port()
         self.server = None
         self.agent = None
         self.write_config(pg.conninfo())
@@ -132,7 +135,8 @@ class Env:
     def write_config(self, conninfo, path=None):
         with open(path or self.config, "w") as f:
             f.write("server:\n  trust_domain: example.org\n  datastore:\n    database_type: postgres\n"
-                    f"    connection_string: \"{conninfo}\"\n")
+                    f"    connection_string: \"{conninfo}\"\n"
+                    f"  health_checks:\n    listener_enabled: true\n    bind_port: {self.health_port}\n")
         os.chmod(path or self.config, 0o600)
 
     def start_server(self):
@@ -141,6 +145,19 @@ class Env:
                              self.log_path)
         return wait_for(lambda: not self.server.alive() or cli(self, "healthcheck")[0] == 0, 30) and \
             self.server.alive()
+
+
+def ready(env):
+    """GET /ready -> (status, body); (0, reason) when the listener does not answer."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", env.health_port, timeout=10)
+        conn.request("GET", "/ready")
+        r = conn.getresponse()
+        out = (r.status, r.read().decode(errors="replace"))
+        conn.close()
+        return out
+    except OSError as e:
+        return 0, str(e)
 
 
 def cli(env, *args):
@@ -204,7 +221,18 @@ def kill9(env, ids):
 
 
 def outage(env, ids):
+    check(ready(env)[0] == 200, "/ready: 200 while PostgreSQL is up", str(ready(env)))
     env.pg.stop("immediate")
+    # /ready pings the datastore at most once a second.
+    got = []
+    check(wait_for(lambda: got.append(ready(env)) or got[-1][0] == 503, 5) and
+          "datastore does not answer" in got[-1][1], "/ready: 503 'datastore does not answer' while it is down",
+          str(got[-1:]))
+    check("password" not in got[-1][1] and env.pg.dir not in got[-1][1],
+          "... and the answer names no host, user or password", got[-1][1])
+    rc, out, err = cli(env, "healthcheck")
+    check(rc == 1 and "unhealthy" in err and "datastore" in err, "healthcheck while down: exit 1, datastore named",
+          out + err)
     rc, eid, detail = create_entry(env, f"spiffe://{TD}/pg/during", "unix:uid:2200")
     lines = [l for l in detail.strip().splitlines() if l.startswith("Error")]
     check(rc == 1 and eid is None, "PostgreSQL down: entry create exits 1", detail)
@@ -222,6 +250,10 @@ def outage(env, ids):
     rc, eid, detail = create_entry(env, f"spiffe://{TD}/pg/after", "unix:uid:2300")
     check(rc == 0 and eid is not None, "PostgreSQL back: the first write after works (reconnected)", detail)
     check(env.server.alive(), "... without restarting the server")
+    check(wait_for(lambda: ready(env)[0] == 200, 5), "/ready: 200 again once PostgreSQL is back", str(ready(env)))
+    log = env.server.text()
+    check(log.count("not ready: datastore does not answer") == 1 and "ready: datastore answers again" in log,
+          "the log says once that the datastore stopped answering, and when it answers again", log[-1500:])
     got = entry_ids(env)
     check(got is not None and eid in got and len(got) == len(ids) + 1,
           "the entries are all there, nothing from the outage half-written", str(got))
