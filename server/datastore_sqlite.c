@@ -232,6 +232,21 @@ to_sqlite(struct ly_datastore *ds)
 	return (struct sqlite_ds *)ds;
 }
 
+/* EROFS, EPERM or EACCES if the datastore file cannot be opened for writing now; otherwise 0. */
+static int
+write_refused_errno(const struct sqlite_ds *ds)
+{
+	if (ds->path == NULL)
+		return 0;
+	int fd = open(ds->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd >= 0) {
+		(void)close(fd);
+		return 0;
+	}
+	int e = errno;
+	return e == EROFS || e == EPERM || e == EACCES ? e : 0;
+}
+
 /* Longest SQLite error we keep; the datastore path is added at open only. */
 static ly_status
 db_fail(struct sqlite_ds *ds, int rc, const char *what, struct ly_error *err)
@@ -244,6 +259,16 @@ db_fail(struct sqlite_ds *ds, int rc, const char *what, struct ly_error *err)
 	default: code = LY_E_IO; break;
 	}
 	const char *msg = ds->db != NULL ? sqlite3_errmsg(ds->db) : sqlite3_errstr(rc);
+	/*
+	 * SQLite says "disk I/O error" whether the disk failed or the file was
+	 * made read-only or immutable under us, and its sqlite3_system_errno()
+	 * has lost the errno by the time the statement returns. A write open of
+	 * the file (which changes nothing) tells the operator which.
+	 */
+	int why = (rc & 0xff) == SQLITE_IOERR ? write_refused_errno(ds) : 0;
+	if (why != 0)
+		return ly_error_set(err, code, "datastore: %s: %s (the datastore file is not writable: %s)", what, msg,
+		    strerror(why));
 	return ly_error_set(err, code, "datastore: %s: %s", what, msg);
 }
 

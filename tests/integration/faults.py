@@ -536,10 +536,12 @@ def scenario_sqlite_ro(tmp, pb, pb_grpc):
         print(f"     note: `mount -o remount,ro` under the running server: rc={r.returncode} "
               f"{r.stderr.strip().splitlines()[0] if r.stderr.strip() else ''}", flush=True)
 
-        def read_only_checks(what):
+        def read_only_checks(what, os_reason):
             rc, eid, err = env.entry_create(f"spiffe://{TD}/ro/{what}")
             check(rc == 1 and eid is None and one_error_line(err) and "datastore" in err,
                   f"{what}: entry create fails, exit 1, one line naming the datastore", f"rc={rc} {err!r}")
+            check(f"(the datastore file is not writable: {os_reason})" in err,
+                  f"{what}: ... and says why: the file is not writable: {os_reason}", err.strip())
             print(f"     {what}: {err.strip()}", flush=True)
             figures[f"{what}_error"] = err.strip()
             rc, ids = env.entry_ids()
@@ -557,7 +559,7 @@ def scenario_sqlite_ro(tmp, pb, pb_grpc):
         immutable = [data] + [os.path.join(data, n) for n in os.listdir(data)]
         r = subprocess.run(["chattr", "+i"] + immutable, capture_output=True, text=True)
         if check(r.returncode == 0, "immutable: chattr +i on the data dir and its files", r.stderr):
-            read_only_checks("immutable")
+            read_only_checks("immutable", "Operation not permitted")
             subprocess.run(["chattr", "-i"] + immutable, check=True)
             immutable = []
             rc, eid, err = env.entry_create(f"spiffe://{TD}/ro/after-immutable")
@@ -577,7 +579,7 @@ def scenario_sqlite_ro(tmp, pb, pb_grpc):
             erofs = ex.errno == 30
         if check(r.returncode == 0 and erofs, "readonly fs: ext4 forced read-only under the server (EROFS)",
                  r.stderr):
-            read_only_checks("readonly_fs")
+            read_only_checks("readonly_fs", "Read-only file system")
 
         # Recovery: kill -9, fsck, mount, restart: nothing acknowledged lost, writes work.
         env.server.stop(signal.SIGKILL)
