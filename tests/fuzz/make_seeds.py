@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make_seeds.py: writes the seed corpora of the message fuzz targets
 (fuzz_wapi_request, fuzz_wapi_validate, fuzz_agentapi_server,
-fuzz_agentapi_agent, fuzz_admin_request) into tests/fuzz/corpus/<target>/.
+fuzz_agentapi_agent, fuzz_admin_request, fuzz_pbstruct) into tests/fuzz/corpus/<target>/.
 
     /usr/bin/python3 tests/fuzz/make_seeds.py
 
@@ -185,6 +185,37 @@ def main():
         "health": sel(8, b""),
         "junk": sel(0, b"\x0a\xff\xff\xff\xff\x0f"),
     })
+
+    write("pbstruct", pbstruct_seeds())
+
+
+def pbstruct_seeds():
+    """fuzz_pbstruct: byte 0 even + JSON claims; odd + a packed google.protobuf.Struct."""
+    from google.protobuf import struct_pb2
+    claims = (b'{"aud":["spiffe://example.org/db"],"exp":1700000000,"iat":1699999700,'
+              b'"sub":"spiffe://example.org/ns/fuzz/sa/w"}')
+
+    def packed(obj):
+        st = struct_pb2.Struct()
+        st.update(obj)
+        return b"\x01" + st.SerializeToString()
+    deep = {}
+    cur = deep
+    for _ in range(40):
+        cur["n"] = {}
+        cur = cur["n"]
+    return {
+        "json_claims": b"\x00" + claims,
+        "json_kinds": b'\x00{"n":null,"t":true,"f":false,"i":-3,"r":0.5,"big":9007199254740993,"s":"\xc3\xa9",'
+                      b'"a":[1,[2,{"x":[]}],{}],"o":{"k":{}}}',
+        "json_not_object": b"\x00[1,2]",
+        "json_deep": b"\x00" + b'{"a":' * 40 + b"1" + b"}" * 40,
+        "wire_claims": packed({"aud": ["spiffe://example.org/db"], "exp": 1700000000, "sub": "spiffe://example.org/w"}),
+        "wire_kinds": packed({"n": None, "t": True, "r": -0.25, "a": [1, "x", [], {}], "o": {"k": {"z": 1}}}),
+        "wire_deep": packed(deep),
+        "wire_empty": b"\x01",
+        "wire_garbage": b"\x01\x0a\xff\xff\x01",
+    }
 
 
 if __name__ == "__main__":
