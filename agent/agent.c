@@ -34,7 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -138,59 +137,13 @@ ly_agent_now(void)
 
 /* ---- configuration ------------------------------------------------------------- */
 
-/* "flag -F: why" for a flag, "file:line: key K: why" for a file key. */
-static ly_status
-bad_value(const struct ly_config *file, const char *key, const char *flag, struct ly_error *err, ly_status code)
-{
-	if (flag != NULL)
-		return ly_error_wrap(err, code, "flag -%s", flag);
-	return ly_config_wrap(file, key, err, code);
-}
-
-/* A string setting: the flag when given, else the file's value, else `def`. */
-static ly_status
-get_str(const struct ly_config *file, const char *key, const char *flag_value, const char *def, const char **out,
-    struct ly_error *err)
-{
-	if (flag_value != NULL) {
-		*out = flag_value;
-		return LY_OK;
-	}
-	return ly_config_get_string(file, key, def, out, err);
-}
-
-static ly_status
-check_path(const char *path, const char *what, struct ly_error *err)
-{
-	if (path[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
-	if (strlen(path) > LY_CONFIG_VALUE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s is over %d bytes", what, LY_CONFIG_VALUE_MAX);
-	return LY_OK;
-}
-
 /* An optional path key of the file (NULL when absent). */
 static ly_status
 get_path(const struct ly_config *file, const char *key, const char *def, const char **out, struct ly_error *err)
 {
 	LY_TRY(ly_config_get_string(file, key, def, out, err));
-	if (*out != NULL && check_path(*out, "path", err) != LY_OK)
+	if (*out != NULL && ly_config_check_path(*out, "path", err) != LY_OK)
 		return ly_config_wrap(file, key, err, LY_E_INVALID);
-	return LY_OK;
-}
-
-static ly_status
-check_socket_path(const char *path, struct ly_error *err)
-{
-	LY_TRY(check_path(path, "socket path", err));
-	if (path[0] != '/')
-		return ly_error_set(err, LY_E_INVALID, "socket path %s is not absolute", path);
-	if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
-		return ly_error_set(err, LY_E_LIMIT, "socket path is over %zu bytes",
-		    sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
-	const char *slash = strrchr(path, '/');
-	if (slash == path || slash[1] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "socket path %s must name a socket inside a directory", path);
 	return LY_OK;
 }
 
@@ -371,20 +324,19 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	LY_TRY(ly_config_check_known(file, known_keys, err));
 
 	/* No default: it names everything the agent serves. */
-	LY_TRY(get_str(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
+	LY_TRY(ly_config_setting_string(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
 	if (s == NULL)
 		return ly_error_set(err, LY_E_INVALID,
 		    "no trust domain: give -trustDomain or agent.trust_domain in the config file");
 	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
-		return bad_value(file, K "trust_domain", flags->trust_domain != NULL ? "trustDomain" : NULL, err,
-		    LY_E_INVALID);
+		return ly_config_setting_wrap(file, K "trust_domain", flags->trust_domain, "trustDomain", err, LY_E_INVALID);
 
-	LY_TRY(get_str(file, K "server_address", flags->server_address, NULL, &cfg->server_address, err));
+	LY_TRY(ly_config_setting_string(file, K "server_address", flags->server_address, NULL, &cfg->server_address, err));
 	if (cfg->server_address == NULL)
 		return ly_error_set(err, LY_E_INVALID,
 		    "no server address: give -serverAddress or agent.server_address in the config file");
 	if (check_host(cfg->server_address, err) != LY_OK)
-		return bad_value(file, K "server_address", flags->server_address != NULL ? "serverAddress" : NULL, err,
+		return ly_config_setting_wrap(file, K "server_address", flags->server_address, "serverAddress", err,
 		    LY_E_INVALID);
 
 	if (flags->server_port >= 0)
@@ -392,22 +344,25 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	else
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_AGENT_SERVER_PORT_DEFAULT, &cfg->server_port, err));
 
-	LY_TRY(get_str(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT, &cfg->socket_path, err));
-	if (check_socket_path(cfg->socket_path, err) != LY_OK)
-		return bad_value(file, K "socket_path", flags->socket_path != NULL ? "socketPath" : NULL, err,
-		    LY_E_INVALID);
+	LY_TRY(ly_config_setting_string(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT,
+	    &cfg->socket_path, err));
+	if (ly_config_check_socket_path(cfg->socket_path, err) != LY_OK)
+		return ly_config_setting_wrap(file, K "socket_path", flags->socket_path, "socketPath", err, LY_E_INVALID);
 
-	LY_TRY(get_str(file, K "data_dir", flags->data_dir, LY_AGENT_DATA_DIR_DEFAULT, &cfg->data_dir, err));
-	if (check_path(cfg->data_dir, "data directory", err) != LY_OK)
-		return bad_value(file, K "data_dir", flags->data_dir != NULL ? "dataDir" : NULL, err, LY_E_INVALID);
+	LY_TRY(ly_config_setting_string(file, K "data_dir", flags->data_dir, LY_AGENT_DATA_DIR_DEFAULT, &cfg->data_dir,
+	    err));
+	if (ly_config_check_path(cfg->data_dir, "data directory", err) != LY_OK)
+		return ly_config_setting_wrap(file, K "data_dir", flags->data_dir, "dataDir", err, LY_E_INVALID);
 
-	LY_TRY(get_str(file, K "join_token", flags->join_token, NULL, &cfg->join_token, err));
+	LY_TRY(ly_config_setting_string(file, K "join_token", flags->join_token, NULL, &cfg->join_token, err));
 	if (cfg->join_token != NULL && check_join_token(cfg->join_token, err) != LY_OK)
-		return bad_value(file, K "join_token", flags->join_token != NULL ? "joinToken" : NULL, err, LY_E_INVALID);
+		return ly_config_setting_wrap(file, K "join_token", flags->join_token, "joinToken", err, LY_E_INVALID);
 
-	LY_TRY(get_str(file, K "trust_bundle_path", flags->trust_bundle, NULL, &cfg->trust_bundle_path, err));
-	if (cfg->trust_bundle_path != NULL && check_path(cfg->trust_bundle_path, "trust bundle path", err) != LY_OK)
-		return bad_value(file, K "trust_bundle_path", flags->trust_bundle != NULL ? "trustBundle" : NULL, err,
+	LY_TRY(ly_config_setting_string(file, K "trust_bundle_path", flags->trust_bundle, NULL, &cfg->trust_bundle_path,
+	    err));
+	if (cfg->trust_bundle_path != NULL &&
+	    ly_config_check_path(cfg->trust_bundle_path, "trust bundle path", err) != LY_OK)
+		return ly_config_setting_wrap(file, K "trust_bundle_path", flags->trust_bundle, "trustBundle", err,
 		    LY_E_INVALID);
 	if (flags->insecure_bootstrap_seen)
 		cfg->insecure_bootstrap = flags->insecure_bootstrap;
@@ -419,11 +374,11 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 		    "a trust bundle and insecure bootstrap exclude each other: give one of -trustBundle, "
 		    "-insecureBootstrap");
 
-	LY_TRY(get_str(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
+	LY_TRY(ly_config_setting_string(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
 	enum ly_log_level level;
 	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
 		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug", cfg->log_level);
-		return bad_value(file, K "log_level", flags->log_level != NULL ? "logLevel" : NULL, err, LY_E_INVALID);
+		return ly_config_setting_wrap(file, K "log_level", flags->log_level, "logLevel", err, LY_E_INVALID);
 	}
 	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
 	enum ly_log_format fmt;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -955,4 +956,52 @@ ly_config_wrap_item(const struct ly_config *cfg, const char *key, size_t i, stru
 	if (e == NULL || e->kind != ENTRY_LIST || i >= e->nitems)
 		return ly_config_wrap(cfg, key, err, code);
 	return ly_error_wrap(err, code, "%s:%zu: key %s[%zu]", cfg->name, e->item_lines[i], e->key, i);
+}
+
+/* ---- settings: flag, file, default ---- */
+
+ly_status
+ly_config_setting_string(const struct ly_config *cfg, const char *key, const char *flag_value, const char *def,
+    const char **out, struct ly_error *err)
+{
+	if (flag_value != NULL) {
+		*out = flag_value;
+		return LY_OK;
+	}
+	return ly_config_get_string(cfg, key, def, out, err);
+}
+
+ly_status
+ly_config_setting_wrap(const struct ly_config *cfg, const char *key, const char *flag_value, const char *flag_name,
+    struct ly_error *err, ly_status code)
+{
+	if (flag_value != NULL)
+		return ly_error_wrap(err, code, "flag -%s", flag_name);
+	return ly_config_wrap(cfg, key, err, code);
+}
+
+ly_status
+ly_config_check_path(const char *path, const char *what, struct ly_error *err)
+{
+	if (path == NULL || path[0] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
+	if (strlen(path) > LY_CONFIG_VALUE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "%s is over %d bytes", what, LY_CONFIG_VALUE_MAX);
+	return LY_OK;
+}
+
+ly_status
+ly_config_check_socket_path(const char *path, struct ly_error *err)
+{
+	const size_t sun_path_max = sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1;
+
+	LY_TRY(ly_config_check_path(path, "socket path", err));
+	if (path[0] != '/')
+		return ly_error_set(err, LY_E_INVALID, "socket path %s is not absolute", path);
+	if (strlen(path) > sun_path_max)
+		return ly_error_set(err, LY_E_LIMIT, "socket path is over %zu bytes", sun_path_max);
+	const char *slash = strrchr(path, '/');
+	if (slash == path || slash[1] == '\0')
+		return ly_error_set(err, LY_E_INVALID, "socket path %s must name a socket inside a directory", path);
+	return LY_OK;
 }

@@ -125,4 +125,30 @@ ly_status ly_config_wrap(const struct ly_config *cfg, const char *key, struct ly
 ly_status ly_config_wrap_item(const struct ly_config *cfg, const char *key, size_t i, struct ly_error *err,
     ly_status code);
 
+/*
+ * Settings that a flag or the file may give (the daemons' run commands):
+ * the flag wins, then the file, then the default.
+ */
+/* `flag_value` when not NULL, else ly_config_get_string(cfg, key, def). */
+ly_status ly_config_setting_string(const struct ly_config *cfg, const char *key, const char *flag_value,
+    const char *def, const char **out, struct ly_error *err) LY_MUST_CHECK;
+/*
+ * Wraps err for a setting that failed a further check, naming where it
+ * came from: "flag -F: why" when `flag_value` (what the flag gave) is not
+ * NULL, F being `flag_name` (no dash); else "file:line: key K: why"
+ * (ly_config_wrap). Returns `code`.
+ */
+ly_status ly_config_setting_wrap(const struct ly_config *cfg, const char *key, const char *flag_value,
+    const char *flag_name, struct ly_error *err, ly_status code);
+
+/*
+ * Checks of path values, messages without the path's origin (wrap them):
+ * a path is non-empty and at most LY_CONFIG_VALUE_MAX bytes ("<what> is
+ * empty", LY_E_INVALID; "is over", LY_E_LIMIT); a Unix socket path is also
+ * absolute, fits sockaddr_un.sun_path, and names a socket inside a
+ * directory (not "/" itself, not ending in "/").
+ */
+ly_status ly_config_check_path(const char *path, const char *what, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_config_check_socket_path(const char *path, struct ly_error *err) LY_MUST_CHECK;
+
 #endif /* LANYARD_CONFIG_H */

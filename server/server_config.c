@@ -7,7 +7,6 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/un.h>
 
 #include "lib/config.h"
 #include "lib/keys.h"
@@ -53,50 +52,6 @@ static const char *const known_keys[] = {
 static const char *const psat_keys[] = {
 	"service_account_allow_list", "audience", "api_server_url", "ca_file", "token_file", NULL,
 };
-
-/* "flag -F: why" for a flag, "file:line: key K: why" for a file key. */
-static ly_status
-bad_value(const struct ly_config *file, const char *key, const char *flag, struct ly_error *err,
-    ly_status code)
-{
-	if (flag != NULL)
-		return ly_error_wrap(err, code, "flag -%s", flag);
-	return ly_config_wrap(file, key, err, code);
-}
-
-/* A string setting: the flag when given, else the file's value, else `def`. */
-static ly_status
-get_str(const struct ly_config *file, const char *key, const char *flag_value, const char *def,
-    const char **out, struct ly_error *err)
-{
-	if (flag_value != NULL) {
-		*out = flag_value;
-		return LY_OK;
-	}
-	return ly_config_get_string(file, key, def, out, err);
-}
-
-static ly_status
-check_path(const char *path, const char *what, struct ly_error *err)
-{
-	if (path[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
-	if (strlen(path) > LY_CONFIG_VALUE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s is over %d bytes", what, LY_CONFIG_VALUE_MAX);
-	return LY_OK;
-}
-
-static ly_status
-check_socket_path(const char *path, struct ly_error *err)
-{
-	LY_TRY(check_path(path, "socket path", err));
-	if (path[0] != '/')
-		return ly_error_set(err, LY_E_INVALID, "socket path %s is not absolute", path);
-	if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
-		return ly_error_set(err, LY_E_LIMIT, "socket path is over %zu bytes",
-		    sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
-	return LY_OK;
-}
 
 /* An IPv4 or IPv6 address (no host names: we bind, we do not resolve). */
 static ly_status
@@ -246,13 +201,13 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 		ly_error_set(err, LY_E_INVALID, "upstream_ca needs both cert_file and key_file");
 		return ly_config_wrap(file, given, err, LY_E_INVALID);
 	}
-	if (cfg->upstream_cert_path != NULL && check_path(cfg->upstream_cert_path, "path", err) != LY_OK)
+	if (cfg->upstream_cert_path != NULL && ly_config_check_path(cfg->upstream_cert_path, "path", err) != LY_OK)
 		return ly_config_wrap(file, K "upstream_ca.cert_file", err, LY_E_INVALID);
-	if (cfg->upstream_key_path != NULL && check_path(cfg->upstream_key_path, "path", err) != LY_OK)
+	if (cfg->upstream_key_path != NULL && ly_config_check_path(cfg->upstream_key_path, "path", err) != LY_OK)
 		return ly_config_wrap(file, K "upstream_ca.key_file", err, LY_E_INVALID);
 
 	LY_TRY(ly_config_get_string(file, K "audit_log", NULL, &cfg->audit_log_path, err));
-	if (cfg->audit_log_path != NULL && check_path(cfg->audit_log_path, "path", err) != LY_OK)
+	if (cfg->audit_log_path != NULL && ly_config_check_path(cfg->audit_log_path, "path", err) != LY_OK)
 		return ly_config_wrap(file, K "audit_log", err, LY_E_INVALID);
 
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
@@ -272,7 +227,7 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 	LY_TRY(get_join_token(file, &cfg->join_token_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "node_attestors.x509pop.ca_bundle_path", NULL,
 	    &cfg->x509pop_ca_bundle_path, err));
-	if (cfg->x509pop_ca_bundle_path != NULL && check_path(cfg->x509pop_ca_bundle_path, "path", err) != LY_OK)
+	if (cfg->x509pop_ca_bundle_path != NULL && ly_config_check_path(cfg->x509pop_ca_bundle_path, "path", err) != LY_OK)
 		return ly_config_wrap(file, K "node_attestors.x509pop.ca_bundle_path", err, LY_E_INVALID);
 	return check_psat_keys(file, err);
 }
@@ -286,18 +241,17 @@ load(const struct ly_server_flags *flags, const struct ly_config *file, struct l
 	LY_TRY(ly_config_check_known(file, known_keys, err));
 
 	/* The trust domain has no default: it names everything the server signs. */
-	LY_TRY(get_str(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
+	LY_TRY(ly_config_setting_string(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
 	if (s == NULL)
 		return ly_error_set(err, LY_E_INVALID,
 		    "no trust domain: give -trustDomain or server.trust_domain in the config file");
 	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
-		return bad_value(file, K "trust_domain", flags->trust_domain != NULL ? "trustDomain" : NULL, err,
-		    LY_E_INVALID);
+		return ly_config_setting_wrap(file, K "trust_domain", flags->trust_domain, "trustDomain", err, LY_E_INVALID);
 
-	LY_TRY(get_str(file, K "bind_address", flags->bind_address, LY_SERVER_BIND_DEFAULT, &cfg->bind_address, err));
+	LY_TRY(ly_config_setting_string(file, K "bind_address", flags->bind_address, LY_SERVER_BIND_DEFAULT,
+	    &cfg->bind_address, err));
 	if (check_ip(cfg->bind_address, err) != LY_OK)
-		return bad_value(file, K "bind_address", flags->bind_address != NULL ? "bindAddress" : NULL, err,
-		    LY_E_INVALID);
+		return ly_config_setting_wrap(file, K "bind_address", flags->bind_address, "bindAddress", err, LY_E_INVALID);
 
 	if (flags->server_port >= 0) {
 		if (flags->server_port > 65535)
@@ -307,22 +261,22 @@ load(const struct ly_server_flags *flags, const struct ly_config *file, struct l
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_SERVER_PORT_DEFAULT, &cfg->server_port, err));
 	}
 
-	LY_TRY(get_str(file, K "socket_path", flags->socket_path, LY_SERVER_SOCKET_DEFAULT, &cfg->socket_path, err));
-	if (check_socket_path(cfg->socket_path, err) != LY_OK)
-		return bad_value(file, K "socket_path", flags->socket_path != NULL ? "socketPath" : NULL, err,
-		    LY_E_INVALID);
+	LY_TRY(ly_config_setting_string(file, K "socket_path", flags->socket_path, LY_SERVER_SOCKET_DEFAULT,
+	    &cfg->socket_path, err));
+	if (ly_config_check_socket_path(cfg->socket_path, err) != LY_OK)
+		return ly_config_setting_wrap(file, K "socket_path", flags->socket_path, "socketPath", err, LY_E_INVALID);
 
-	LY_TRY(get_str(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir, err));
-	if (check_path(cfg->data_dir, "data directory", err) != LY_OK)
-		return bad_value(file, K "data_dir", flags->data_dir != NULL ? "dataDir" : NULL, err, LY_E_INVALID);
+	LY_TRY(ly_config_setting_string(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir,
+	    err));
+	if (ly_config_check_path(cfg->data_dir, "data directory", err) != LY_OK)
+		return ly_config_setting_wrap(file, K "data_dir", flags->data_dir, "dataDir", err, LY_E_INVALID);
 
-	LY_TRY(get_str(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
+	LY_TRY(ly_config_setting_string(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
 	enum ly_log_level level;
 	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
 		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug",
 		    cfg->log_level);
-		return bad_value(file, K "log_level", flags->log_level != NULL ? "logLevel" : NULL, err,
-		    LY_E_INVALID);
+		return ly_config_setting_wrap(file, K "log_level", flags->log_level, "logLevel", err, LY_E_INVALID);
 	}
 	return load_file_only(file, cfg, err);
 }

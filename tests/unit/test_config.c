@@ -660,6 +660,72 @@ test_wrap(void **state)
 	ly_config_free(cfg);
 }
 
+/* Flag over file over default, and errors that say where the value came from. */
+static void
+test_settings(void **state)
+{
+	struct ly_config *cfg = load("dir: /from/file\n");
+	struct ly_error err;
+	const char *v = NULL;
+	(void)state;
+
+	assert_int_equal(ly_config_setting_string(cfg, "dir", "/from/flag", "/def", &v, &err), LY_OK);
+	assert_string_equal(v, "/from/flag");
+	assert_int_equal(ly_config_setting_string(cfg, "dir", NULL, "/def", &v, &err), LY_OK);
+	assert_string_equal(v, "/from/file");
+	assert_int_equal(ly_config_setting_string(cfg, "other", NULL, "/def", &v, &err), LY_OK);
+	assert_string_equal(v, "/def");
+	assert_int_equal(ly_config_setting_string(NULL, "dir", NULL, NULL, &v, &err), LY_OK);
+	assert_null(v);
+
+	ly_error_set(&err, LY_E_INVALID, "why");
+	assert_int_equal(ly_config_setting_wrap(cfg, "dir", "/x", "dataDir", &err, LY_E_INVALID), LY_E_INVALID);
+	assert_string_equal(err.msg, "flag -dataDir: why");
+	ly_error_set(&err, LY_E_INVALID, "why");
+	assert_int_equal(ly_config_setting_wrap(cfg, "dir", NULL, "dataDir", &err, LY_E_LIMIT), LY_E_LIMIT);
+	assert_string_equal(err.msg, "t.yaml:1: key dir: why");
+	ly_config_free(cfg);
+}
+
+static void
+test_check_paths(void **state)
+{
+	struct ly_error err;
+	char big[LY_CONFIG_VALUE_MAX + 2];
+	char sock[200];
+	(void)state;
+
+	assert_int_equal(ly_config_check_path("/var/lib/lanyard", "data directory", &err), LY_OK);
+	assert_int_equal(ly_config_check_path("", "data directory", &err), LY_E_INVALID);
+	assert_string_equal(err.msg, "data directory is empty");
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(ly_config_check_path(big, "path", &err), LY_E_LIMIT);
+	big[LY_CONFIG_VALUE_MAX] = '\0';
+	assert_int_equal(ly_config_check_path(big, "path", &err), LY_OK);
+
+	assert_int_equal(ly_config_check_socket_path("/tmp/lanyard-agent/public/api.sock", &err), LY_OK);
+	assert_int_equal(ly_config_check_socket_path("/run/x.sock", &err), LY_OK);
+	assert_int_equal(ly_config_check_socket_path("", &err), LY_E_INVALID);
+	assert_int_equal(ly_config_check_socket_path("run/x.sock", &err), LY_E_INVALID);
+	assert_non_null(strstr(err.msg, "not absolute"));
+	assert_int_equal(ly_config_check_socket_path("/x.sock", &err), LY_E_INVALID);
+	assert_non_null(strstr(err.msg, "inside a directory"));
+	assert_int_equal(ly_config_check_socket_path("/run/dir/", &err), LY_E_INVALID);
+	assert_int_equal(ly_config_check_socket_path("/", &err), LY_E_INVALID);
+	/* sun_path holds 107 bytes and the NUL. */
+	memset(sock, 'a', sizeof(sock));
+	sock[0] = '/';
+	sock[1] = 'd';
+	sock[2] = '/';
+	sock[107] = '\0';
+	assert_int_equal(ly_config_check_socket_path(sock, &err), LY_OK);
+	sock[107] = 'a';
+	sock[108] = '\0';
+	assert_int_equal(ly_config_check_socket_path(sock, &err), LY_E_LIMIT);
+	assert_string_equal(err.msg, "socket path is over 107 bytes");
+}
+
 static void
 test_null_config(void **state)
 {
@@ -801,6 +867,8 @@ main(void)
 		cmocka_unit_test(test_get_list),
 		cmocka_unit_test(test_check_known),
 		cmocka_unit_test(test_wrap),
+		cmocka_unit_test(test_settings),
+		cmocka_unit_test(test_check_paths),
 		cmocka_unit_test(test_null_config),
 		cmocka_unit_test_setup_teardown(test_load_file, tmp_setup, tmp_teardown),
 	};
