@@ -224,6 +224,52 @@ verify_status(int e)
 	}
 }
 
+ly_status
+ly_x509_verify_path(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrusted, time_t now, unsigned long flags,
+    X509_STORE_CTX **ctx_out, struct ly_error *err)
+{
+	X509_STORE_CTX *ctx = NULL;
+	ly_status rc;
+
+	*ctx_out = NULL;
+	ctx = X509_STORE_CTX_new();
+	if (ctx == NULL)
+		return ly_error_openssl(err, LY_E_NOMEM, "verify: allocating a context");
+	/* The store is only read: X509_STORE_CTX_init takes a reference. */
+	if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
+		rc = ly_error_openssl(err, LY_E_CRYPTO, "verify: initialising the context");
+		goto out;
+	}
+	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+	X509_VERIFY_PARAM_set_time(param, now);
+	/* Intermediates between leaf and anchor: LY_VERIFY_DEPTH_MAX counts both. */
+	X509_VERIFY_PARAM_set_depth(param, LY_VERIFY_DEPTH_MAX - 2);
+	/* 112-bit security: no RSA < 2048 and no SHA-1 signatures anywhere in the path. */
+	X509_VERIFY_PARAM_set_auth_level(param, 2);
+	if (!X509_VERIFY_PARAM_set_flags(param, flags)) {
+		rc = ly_error_openssl(err, LY_E_CRYPTO, "verify: setting flags");
+		goto out;
+	}
+	int ok = X509_verify_cert(ctx);
+	if (ok != 1) {
+		int e = X509_STORE_CTX_get_error(ctx);
+		if (ok < 0 || e == X509_V_OK) {
+			rc = ly_error_openssl(err, LY_E_CRYPTO, "chain: verification could not run");
+			goto out;
+		}
+		rc = ly_error_set(err, verify_status(e), "chain: certificate %d: %s",
+		    X509_STORE_CTX_get_error_depth(ctx), X509_verify_cert_error_string(e));
+		ERR_clear_error();
+		goto out;
+	}
+	*ctx_out = ctx;
+	ctx = NULL;
+	rc = LY_OK;
+out:
+	X509_STORE_CTX_free(ctx);
+	return rc;
+}
+
 /* Fills `info` from the leaf and the verified path. */
 static ly_status
 fill_info(X509 *leaf, X509_STORE_CTX *ctx, const struct ly_spiffe_id *id, struct ly_x509svid_info *info,
@@ -272,35 +318,9 @@ ly_x509svid_verify_x509(X509 *leaf, STACK_OF(X509) *intermediates, X509_STORE *s
 			return ly_error_wrap(err, rc, "certificate %d", i + 1);
 	}
 
-	ctx = X509_STORE_CTX_new();
-	if (ctx == NULL)
-		return ly_error_openssl(err, LY_E_NOMEM, "verify: allocating a context");
-	if (!X509_STORE_CTX_init(ctx, store, leaf, intermediates)) {
-		rc = ly_error_openssl(err, LY_E_CRYPTO, "verify: initialising the context");
+	rc = ly_x509_verify_path(store, leaf, intermediates, now, X509_V_FLAG_X509_STRICT, &ctx, err);
+	if (rc != LY_OK)
 		goto out;
-	}
-	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
-	X509_VERIFY_PARAM_set_time(param, now);
-	/* Intermediates between leaf and anchor: LY_VERIFY_DEPTH_MAX counts both. */
-	X509_VERIFY_PARAM_set_depth(param, LY_VERIFY_DEPTH_MAX - 2);
-	/* 112-bit security: no RSA < 2048 and no SHA-1 signatures anywhere in the path. */
-	X509_VERIFY_PARAM_set_auth_level(param, 2);
-	if (!X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT)) {
-		rc = ly_error_openssl(err, LY_E_CRYPTO, "verify: setting flags");
-		goto out;
-	}
-	int ok = X509_verify_cert(ctx);
-	if (ok != 1) {
-		int e = X509_STORE_CTX_get_error(ctx);
-		if (ok < 0 || e == X509_V_OK) {
-			rc = ly_error_openssl(err, LY_E_CRYPTO, "chain: verification could not run");
-			goto out;
-		}
-		rc = ly_error_set(err, verify_status(e), "chain: certificate %d: %s",
-		    X509_STORE_CTX_get_error_depth(ctx), X509_verify_cert_error_string(e));
-		ERR_clear_error();
-		goto out;
-	}
 	if (info != NULL) {
 		rc = fill_info(leaf, ctx, &id, info, err);
 		if (rc != LY_OK)

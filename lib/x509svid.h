@@ -108,6 +108,22 @@ ly_status ly_x509svid_verify_x509(X509 *leaf, STACK_OF(X509) *intermediates, X50
     struct ly_error *err) LY_MUST_CHECK;
 
 /*
+ * RFC 5280 path validation of `leaf` (with `untrusted`, may be NULL)
+ * against `store` at `now`, with the policy every chain check here shares:
+ * at most LY_VERIFY_DEPTH_MAX certificates from leaf to anchor, security
+ * level 2 (no SHA-1 signature, no RSA under 2048 bits), plus `flags`
+ * (X509_V_FLAG_*: X509_STRICT for SVIDs, PARTIAL_CHAIN where every
+ * configured CA is an anchor). A path that does not verify is
+ * "chain: certificate N: <OpenSSL's reason>": LY_E_EXPIRED outside a
+ * validity window, LY_E_LIMIT too long, else LY_E_UNTRUSTED. Only the
+ * X.509 rules: the SPIFFE ones (ly_x509svid_check_*) are the caller's.
+ * On success *ctx_out holds the context, for the verified path
+ * (X509_STORE_CTX_get0_chain); the caller frees it (X509_STORE_CTX_free).
+ */
+ly_status ly_x509_verify_path(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrusted, time_t now,
+    unsigned long flags, X509_STORE_CTX **ctx_out, struct ly_error *err) LY_MUST_CHECK;
+
+/*
  * Looks through a SAN's names: *found tells whether there is a URI; with
  * one it is parsed as a SPIFFE ID into `out`. More than one URI, or a URI
  * that is not a SPIFFE ID, is LY_E_INVALID (X509-SVID §2). `dns_count`

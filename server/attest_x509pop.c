@@ -16,12 +16,12 @@
 #include <string.h>
 
 #include <openssl/bn.h>
-#include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "lib/caps.h"
 #include "lib/der.h"
 #include "lib/keys.h"
+#include "lib/x509svid.h"
 
 #define X509POP_PATH "/lanyard/agent/x509pop/"
 #define SHA1_HEX_LEN 40
@@ -120,18 +120,6 @@ ly_attest_x509pop_new(const char *trust_domain, const char *ca_bundle_path, stru
 	return rc;
 }
 
-static ly_status
-verify_status(int e)
-{
-	switch (e) {
-	case X509_V_ERR_CERT_HAS_EXPIRED:
-	case X509_V_ERR_CERT_NOT_YET_VALID:
-		return LY_E_EXPIRED;
-	default:
-		return LY_E_UNTRUSTED;
-	}
-}
-
 /* The leaf rules that need no signature check. */
 static ly_status
 check_leaf(X509 *leaf, struct ly_error *err)
@@ -170,38 +158,10 @@ verify_chain(const struct ly_attest_x509pop *cfg, const uint8_t *chain_der, size
 	rc = check_leaf(leaf, err);
 	if (rc != LY_OK)
 		goto out;
-	ctx = X509_STORE_CTX_new();
-	if (ctx == NULL) {
-		rc = ly_error_openssl(err, LY_E_NOMEM, "verify: allocating a context");
-		goto out;
-	}
-	/* The store is only read: X509_STORE_CTX_init takes a reference. */
-	if (!X509_STORE_CTX_init(ctx, cfg->store, leaf, certs)) {
-		rc = ly_error_openssl(err, LY_E_CRYPTO, "verify: initialising the context");
-		goto out;
-	}
-	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
-	X509_VERIFY_PARAM_set_time(param, now);
-	X509_VERIFY_PARAM_set_depth(param, LY_VERIFY_DEPTH_MAX - 2);
-	/* 112-bit security: no RSA < 2048 and no SHA-1 signatures anywhere in the path. */
-	X509_VERIFY_PARAM_set_auth_level(param, 2);
 	/* Every configured CA is an anchor, root or not (see attest.h). */
-	if (!X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN)) {
-		rc = ly_error_openssl(err, LY_E_CRYPTO, "verify: setting flags");
+	rc = ly_x509_verify_path(cfg->store, leaf, certs, now, X509_V_FLAG_PARTIAL_CHAIN, &ctx, err);
+	if (rc != LY_OK)
 		goto out;
-	}
-	int ok = X509_verify_cert(ctx);
-	if (ok != 1) {
-		int e = X509_STORE_CTX_get_error(ctx);
-		if (ok < 0 || e == X509_V_OK) {
-			rc = ly_error_openssl(err, LY_E_CRYPTO, "chain: verification could not run");
-			goto out;
-		}
-		rc = ly_error_set(err, verify_status(e), "chain: certificate %d: %s",
-		    X509_STORE_CTX_get_error_depth(ctx), X509_verify_cert_error_string(e));
-		ERR_clear_error();
-		goto out;
-	}
 	STACK_OF(X509) *path = X509_STORE_CTX_get1_chain(ctx);
 	if (path == NULL) {
 		rc = ly_error_openssl(err, LY_E_NOMEM, "verify: copying the verified path");
