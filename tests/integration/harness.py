@@ -111,8 +111,8 @@ def free_port():
 
 
 def wait_for(fn, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         v = fn()
         if v:
             return v
