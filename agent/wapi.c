@@ -105,6 +105,7 @@
 #include "lib/jwt.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 
@@ -1216,6 +1217,7 @@ socket_dir_prepare(const char *path, struct ly_error *err)
 {
 	char dir[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
 	struct stat st;
+	ly_status rc;
 	const char *slash = strrchr(path, '/');
 
 	if (slash == NULL || slash == path || slash[1] == '\0')
@@ -1252,14 +1254,8 @@ socket_dir_prepare(const char *path, struct ly_error *err)
 	if ((st.st_mode & 001) == 0)
 		log_warn("socket directory %s is not searchable by others (mode %03o): other users cannot reach the "
 		    "Workload API", dir, (unsigned)(st.st_mode & 0777));
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return ly_error_set(err, LY_E_INVALID, "socket %s: exists and is not a socket", path);
-		if (unlink(path) != 0)
-			return ly_error_set(err, LY_E_IO, "socket: unlink %s: %s", path, strerror(errno));
-	} else if (errno != ENOENT) {
-		return ly_error_set(err, LY_E_IO, "socket: stat %s: %s", path, strerror(errno));
-	}
+	if ((rc = ly_sockpath_replace_stale(path, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "socket");
 	return LY_OK;
 }
 

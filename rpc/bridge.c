@@ -44,6 +44,7 @@
 
 #include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/sockpath.h"
 #include "rpc/conntab.h"
 #include "rpc/internal.h"
 #include "rpc/sendq.h"
@@ -1038,54 +1039,6 @@ ly_rpc_server_set_tls(struct ly_rpc_server *srv, const struct ly_rpc_tls_server 
 	return ly_rpc_tls_state_set(srv->tls, tls, err);
 }
 
-/*
- * The admin socket's directory: created 0700 (parents 0755) when missing;
- * when present it must be ours with no group or other access, since it is
- * the whole access control (gRPC's unix: listener gives no peer
- * credentials). Creating the socket inside it leaves no window where
- * another user could connect (unlike a chmod after bind in a shared dir).
- */
-static ly_status
-unix_dir_prepare(const char *path, struct ly_error *err)
-{
-	char dir[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
-	struct stat st;
-
-	const char *slash = strrchr(path, '/');
-	if (slash == NULL || slash == path)
-		return ly_error_set(err, LY_E_INVALID, "%s: must be an absolute path in a directory",
-		    path);
-	size_t dlen = (size_t)(slash - path);
-	memcpy(dir, path, dlen);
-	dir[dlen] = '\0';
-	for (char *p = dir + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-			return ly_error_set(err, LY_E_IO, "mkdir %s: %s", dir, strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return ly_error_set(err, LY_E_IO, "mkdir %s: %s", dir, strerror(errno));
-	if (lstat(dir, &st) != 0)
-		return ly_error_set(err, LY_E_IO, "stat %s: %s", dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
-		return ly_error_set(err, LY_E_INVALID,
-		    "%s: must be a directory of ours with mode 0700 (is %03o, uid %u)", dir,
-		    (unsigned)(st.st_mode & 0777), (unsigned)st.st_uid);
-	/* A socket left by an earlier run is replaced; anything else is not ours. */
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return ly_error_set(err, LY_E_INVALID, "%s: exists and is not a socket", path);
-		if (unlink(path) != 0)
-			return ly_error_set(err, LY_E_IO, "unlink %s: %s", path, strerror(errno));
-	} else if (errno != ENOENT) {
-		return ly_error_set(err, LY_E_IO, "stat %s: %s", path, strerror(errno));
-	}
-	return LY_OK;
-}
-
 ly_status
 ly_rpc_server_listen_unix(struct ly_rpc_server *srv, const char *path, struct ly_error *err)
 {
@@ -1093,10 +1046,8 @@ ly_rpc_server_listen_unix(struct ly_rpc_server *srv, const char *path, struct ly
 
 	if (srv->started || srv->shutting_down)
 		return ly_error_set(err, LY_E_INVALID, "listen %s: server already started", path);
-	if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
-		return ly_error_set(err, LY_E_LIMIT, "%s: socket path over %zu bytes", path,
-		    sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
-	LY_TRY(unix_dir_prepare(path, err));
+	/* Its directory is the access control: gRPC's listener gives no peer credentials. */
+	LY_TRY(ly_sockpath_private_prepare(path, err));
 	(void)snprintf(target, sizeof(target), "unix:%s", path);
 	if (grpc_server_add_http2_port(srv->server, target, srv->insecure) == 0)
 		return ly_error_set(err, LY_E_IO, "listen %s: gRPC cannot bind", path);

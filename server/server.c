@@ -46,6 +46,7 @@
 #include "lib/keys.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/health_http.h"
 #include "rpc/rpc.h"
@@ -309,52 +310,6 @@ on_prune(uv_timer_t *t)
 
 /* ---- the admin socket ----------------------------------------------------------------- */
 
-/*
- * The socket's directory is created 0700 (parents 0755) if missing; an
- * existing one must be ours with no group or other access (as
- * ly_rpc_server_listen_unix, rpc/bridge.c). A stale socket is replaced.
- */
-static ly_status
-admin_dir_prepare(const char *path, struct ly_error *err)
-{
-	char dir[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
-	struct stat st;
-	const char *slash = strrchr(path, '/');
-
-	if (slash == NULL || slash == path)
-		return ly_error_set(err, LY_E_INVALID, "admin socket %s: must be an absolute path in a directory", path);
-	size_t dlen = (size_t)(slash - path);
-	if (dlen >= sizeof(dir))
-		return ly_error_set(err, LY_E_LIMIT, "admin socket %s: path too long", path);
-	memcpy(dir, path, dlen);
-	dir[dlen] = '\0';
-	for (char *p = dir + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-			return ly_error_set(err, LY_E_IO, "admin socket: mkdir %s: %s", dir, strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return ly_error_set(err, LY_E_IO, "admin socket: mkdir %s: %s", dir, strerror(errno));
-	if (lstat(dir, &st) != 0)
-		return ly_error_set(err, LY_E_IO, "admin socket: stat %s: %s", dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
-		return ly_error_set(err, LY_E_INVALID,
-		    "admin socket directory %s must be a directory of ours with mode 0700 (is %03o, uid %u)", dir,
-		    (unsigned)(st.st_mode & 0777), (unsigned)st.st_uid);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return ly_error_set(err, LY_E_INVALID, "admin socket %s: exists and is not a socket", path);
-		if (unlink(path) != 0)
-			return ly_error_set(err, LY_E_IO, "admin socket: unlink %s: %s", path, strerror(errno));
-	} else if (errno != ENOENT) {
-		return ly_error_set(err, LY_E_IO, "admin socket: stat %s: %s", path, strerror(errno));
-	}
-	return LY_OK;
-}
-
 static void
 free_handle_cb(uv_handle_t *h)
 {
@@ -416,9 +371,12 @@ static ly_status
 admin_listen(struct srv_main *m, struct ly_error *err)
 {
 	const char *path = m->srv.cfg.socket_path;
+	ly_status st;
 	int rc;
 
-	LY_TRY(admin_dir_prepare(path, err));
+	/* The 0700 directory is the fence; SO_PEERCRED then checks each caller's uid (ly_admin_peer). */
+	if ((st = ly_sockpath_private_prepare(path, err)) != LY_OK)
+		return ly_error_wrap(err, st, "admin socket");
 	if ((rc = uv_pipe_init(&m->loop, &m->admin_listener, 0)) != 0)
 		return ly_error_set(err, LY_E_IO, "admin socket: %s", uv_strerror(rc));
 	m->admin_listener.data = m;
