@@ -101,6 +101,7 @@
 #include "agent/procfs.h"
 #include "agent/workload_msg.h"
 #include "lib/buf.h"
+#include "lib/config.h"
 #include "lib/bundle.h"
 #include "lib/jwt.h"
 #include "lib/log.h"
@@ -1218,13 +1219,10 @@ socket_dir_prepare(const char *path, struct ly_error *err)
 	char dir[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
 	struct stat st;
 	ly_status rc;
-	const char *slash = strrchr(path, '/');
 
-	if (slash == NULL || slash == path || slash[1] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "socket %s: must be an absolute path in a directory", path);
-	size_t dlen = (size_t)(slash - path);
-	if (dlen >= sizeof(dir) || strlen(path) >= sizeof(dir))
-		return ly_error_set(err, LY_E_LIMIT, "socket %s: path too long", path);
+	/* Checked at config load too; here for any other caller. */
+	LY_TRY(ly_config_check_socket_path(path, err));
+	size_t dlen = (size_t)(strrchr(path, '/') - path);
 	memcpy(dir, path, dlen);
 	dir[dlen] = '\0';
 	for (char *p = dir + 1;; p++) {

@@ -8,6 +8,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "config.h"
+
 #define SUN_PATH_SIZE sizeof(((struct sockaddr_un *)NULL)->sun_path)
 
 ly_status
@@ -32,13 +34,10 @@ ly_sockpath_private_prepare(const char *path, struct ly_error *err)
 {
 	char dir[SUN_PATH_SIZE];
 	struct stat st;
-	const char *slash = strrchr(path, '/');
 
-	if (path[0] != '/' || slash == path || slash[1] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "%s: must be an absolute path in a directory", path);
-	if (strlen(path) >= sizeof(dir))
-		return ly_error_set(err, LY_E_LIMIT, "%s: socket path over %zu bytes", path, sizeof(dir) - 1);
-	size_t dlen = (size_t)(slash - path);
+	/* Absolute, inside a directory, within sun_path: the rule the config files already apply. */
+	LY_TRY(ly_config_check_socket_path(path, err));
+	size_t dlen = (size_t)(strrchr(path, '/') - path);
 	memcpy(dir, path, dlen);
 	dir[dlen] = '\0';
 	/* mkdir -p of the parents; one that exists is left as it is. */

@@ -10,9 +10,10 @@
  * public and keeps its own directory rule (agent/wapi.c), but replaces a
  * stale socket the same way.
  *
- * Paths are borrowed for the call; nothing is kept. Not thread-safe
- * against another process changing the same directories (nothing is:
- * the checks are lstat-based and refuse what they do not expect).
+ * Paths are borrowed for the call; nothing is kept. The checks are
+ * lstat-based: whoever may write to a parent directory could still swap
+ * the directory between the check and bind, so a socket path belongs under
+ * parents only root or the daemon's own user may write.
  */
 #ifndef LANYARD_SOCKPATH_H
 #define LANYARD_SOCKPATH_H
@@ -24,11 +25,12 @@
  * the umask) when missing, its directory 0700; the directory must then be
  * a directory (not a link) owned by our effective uid with no group or
  * other permission bits; a socket left at `path` by an earlier run is
- * removed (ly_sockpath_replace_stale). LY_E_INVALID for a path that is not
- * absolute inside a directory ("/x.sock", "rel/x.sock", "/d/") or a
- * directory we may not trust, LY_E_LIMIT for a path longer than
- * sockaddr_un holds, LY_E_IO when the system refuses. Error messages name
- * the path or directory; the caller adds what the socket is for.
+ * removed (ly_sockpath_replace_stale). The path must first pass
+ * ly_config_check_socket_path (config.h: absolute, inside a directory,
+ * within sockaddr_un; LY_E_INVALID or LY_E_LIMIT). LY_E_INVALID for a
+ * directory we may not trust, LY_E_IO when the system refuses. Error
+ * messages name the path or directory; the caller adds what the socket is
+ * for.
  */
 ly_status ly_sockpath_private_prepare(const char *path, struct ly_error *err) LY_MUST_CHECK;
 

@@ -216,11 +216,20 @@ test_bad_paths(void **state)
 	(void)state;
 	struct ly_error e;
 	char longp[sizeof(((struct sockaddr_un *)NULL)->sun_path) + 8];
-	const char *bad[] = { "", "api.sock", "rel/api.sock", "/api.sock", "/tmp/", "/" };
+	const struct {
+		const char *path, *why;
+	} bad[] = {
+		{ "", "socket path is empty" },
+		{ "api.sock", "is not absolute" },
+		{ "rel/api.sock", "is not absolute" },
+		{ "/api.sock", "must name a socket inside a directory" },
+		{ "/tmp/", "must name a socket inside a directory" },
+		{ "/", "must name a socket inside a directory" },
+	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(ly_sockpath_private_prepare(bad[i], &e), LY_E_INVALID);
-		assert_non_null(strstr(e.msg, "must be an absolute path in a directory"));
+		assert_int_equal(ly_sockpath_private_prepare(bad[i].path, &e), LY_E_INVALID);
+		assert_non_null(strstr(e.msg, bad[i].why));
 	}
 	/* One byte over what sockaddr_un holds (with its NUL). */
 	memset(longp, 'a', sizeof(longp));
