@@ -31,6 +31,7 @@
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/flags.h"
+#include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "server/cli.h"
@@ -120,6 +121,11 @@ call(const char *socket, const char *what, const char *method, const ProtobufCMe
 		    strerror(errno));
 	if (!S_ISSOCK(st.st_mode))
 		return fail(EXIT_RUNTIME, "cannot reach lanyard-server at %s: not a socket", socket);
+	/* Who listens there, before anything is sent or believed (sockpath.h, docs/security.md). */
+	ly_status pc = ly_sockpath_peer_check(socket, NULL, &e);
+	if (pc != LY_OK)
+		return fail(EXIT_RUNTIME, "%s lanyard-server at %s: %s", pc == LY_E_IO ? "cannot reach" : "refusing", socket,
+		    e.msg);
 	n = protobuf_c_message_get_packed_size(req);
 	buf = malloc(n > 0 ? n : 1);
 	if (buf == NULL)
