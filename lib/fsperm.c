@@ -75,7 +75,8 @@ ly_fsperm_dir_chain(const char *dir, uid_t uid, unsigned flags, mode_t leaf_mode
 {
 	/* todo: what is left to walk; cur: the directory reached so far, without links ("" is /). */
 	char todo[PATH_MAX], cur[PATH_MAX], target[PATH_MAX];
-	struct ly_fsperm_chain res = { .shared_above = false };
+	struct ly_fsperm_chain res = { .given_by_root = true };
+	bool seen_other = false; /* a directory not root's was passed */
 	struct stat st;
 	unsigned links = 0;
 
@@ -107,6 +108,8 @@ ly_fsperm_dir_chain(const char *dir, uid_t uid, unsigned flags, mode_t leaf_mode
 			if (slash != NULL)
 				*slash = '\0';
 			p = rest;
+			if (seen_other)
+				res.given_by_root = false; /* back above it: not worth judging */
 			if (lstat(cur[0] != '\0' ? cur : "/", &res.leaf) != 0)
 				return ly_error_set(err, LY_E_IO, "stat %s: %s", cur[0] != '\0' ? cur : "/", strerror(errno));
 			continue;
@@ -144,14 +147,20 @@ ly_fsperm_dir_chain(const char *dir, uid_t uid, unsigned flags, mode_t leaf_mode
 			memcpy(todo, target, (size_t)tn);
 			p = todo;
 			cur[clen] = '\0'; /* back to the link's directory */
-			if (target[0] == '/')
+			if (target[0] == '/') {
 				cur[0] = '\0';
+				if (lstat("/", &res.leaf) != 0)
+					return ly_error_set(err, LY_E_IO, "stat /: %s", strerror(errno));
+			}
 			continue;
 		}
 		if (!S_ISDIR(st.st_mode))
 			return ly_error_set(err, LY_E_INVALID, "%s is %s, not a directory", cur, kind_of(st.st_mode));
-		if (!last && (st.st_uid != 0 || (st.st_mode & 022) != 0))
-			res.shared_above = true;
+		if (!seen_other && st.st_uid != 0) {
+			/* res.leaf is still the directory that holds this one. */
+			seen_other = true;
+			res.given_by_root = res.leaf.st_uid == 0 && (res.leaf.st_mode & 022) == 0;
+		}
 		res.leaf = st;
 		p = rest;
 	}

@@ -36,9 +36,12 @@
 
 struct ly_fsperm_chain {
 	struct stat leaf; /* the last directory (after any link) */
-	/* Some directory above the last one is not root's alone: it is owned
-	 * by `uid`, or writable by others (a sticky one such as /tmp). */
-	bool shared_above;
+	/* The first directory on the way that is not root's sits in one that
+	 * is root's and writable by root alone (or every directory is root's):
+	 * only root can have made or moved it there (/run/lanyard/server made
+	 * for a service user), unlike a name another user could take first
+	 * in a sticky /tmp. */
+	bool given_by_root;
 };
 
 /*

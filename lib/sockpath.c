@@ -93,9 +93,10 @@ ly_sockpath_peer_check(const char *path, uid_t *peer_uid, struct ly_error *err)
 		return ly_error_wrap(err, rc == LY_E_NOT_FOUND ? LY_E_IO : rc, "unsafe path (the listener is uid %u)",
 		    (unsigned)cred.uid);
 	/* 2: the peer is one we trust by itself, or root gave it its directory. */
-	if (cred.uid != 0 && cred.uid != geteuid() && chain.shared_above)
+	if (cred.uid != 0 && cred.uid != geteuid() && !chain.given_by_root)
 		return ly_error_set(err, LY_E_UNTRUSTED,
-		    "it runs as uid %u, not root or us (uid %u), and %s is not under directories only root may "
-		    "write", (unsigned)cred.uid, (unsigned)geteuid(), dir);
+		    "it runs as uid %u, not root or us (uid %u), and root did not give it %s (its first directory not "
+		    "root's is not in one only root may write)",
+		    (unsigned)cred.uid, (unsigned)geteuid(), dir);
 	return LY_OK;
 }

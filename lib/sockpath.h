@@ -56,10 +56,11 @@ ly_status ly_sockpath_replace_stale(const char *path, struct ly_error *err) LY_M
  *      for P (root's or P's, writable by no one else, a sticky /tmp
  *      allowed above the socket's directory), so nobody but root and P
  *      can put another socket at `path` afterwards;
- *   2. P is root, or our own effective uid, or the directories above the
- *      socket's are all root's and writable by root alone (root gave that
- *      directory to P: /run/lanyard/ made for a service user), which a
- *      user squatting a name under /tmp cannot arrange.
+ *   2. P is root, or our own effective uid, or the first directory on the
+ *      way that is not root's sits in one that is root's and writable by
+ *      root alone (root gave that directory to P: /run/lanyard/server
+ *      made for a service user), which a user taking a name under /tmp
+ *      first cannot arrange.
  * The caller then connects again by path (gRPC): by (1) only root or P
  * can have changed what is there. *peer_uid (may be NULL) receives P.
  * LY_E_IO when nothing answers at `path` (the system's reason in the

@@ -110,8 +110,8 @@ test_chain_creates_with_exact_modes(void **state)
 	assert_int_equal(mode_of(dir), 0700);
 	assert_true(S_ISDIR(c.leaf.st_mode));
 	assert_int_equal(c.leaf.st_mode & 07777, 0700);
-	/* /tmp is sticky and open to all: shared above. */
-	assert_true(c.shared_above);
+	/* Root's all the way (as root); ours under the sticky /tmp (not root): not given by root. */
+	assert_int_equal(c.given_by_root, geteuid() == 0);
 	/* Again, without creating: the same answer. */
 	expect(ly_fsperm_dir_chain(dir, geteuid(), 0, 0, &c, &e), &e, LY_OK, NULL);
 	/* Missing and not to be created. */
@@ -121,21 +121,53 @@ test_chain_creates_with_exact_modes(void **state)
 }
 
 static void
-test_chain_root_only_not_shared(void **state)
+test_chain_given_by_root(void **state)
 {
 	(void)state;
 	struct ly_fsperm_chain c;
 	struct ly_error e;
 	struct stat st;
 
-	/* /etc: root's, 0755, under /: nothing above it is shared. */
+	/* /etc: root's, 0755, under /: root's alone above it. */
 	if (lstat("/etc", &st) != 0 || st.st_uid != 0 || (st.st_mode & 022) != 0 || lstat("/", &st) != 0 ||
 	    st.st_uid != 0 || (st.st_mode & 022) != 0)
 		skip();
 	expect(ly_fsperm_dir_chain("/etc", OTHER, 0, 0, &c, &e), &e, LY_OK, NULL);
-	assert_false(c.shared_above);
+	assert_true(c.given_by_root);
 	expect(ly_fsperm_dir_chain("/etc/.", OTHER, 0, 0, &c, &e), &e, LY_OK, NULL);
-	assert_false(c.shared_above);
+	assert_true(c.given_by_root);
+}
+
+static void
+test_chain_given_to_a_user(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_fsperm_chain c;
+	struct ly_error e;
+	char a[160], dir[160];
+
+	if (geteuid() != 0)
+		skip();
+	path_at(a, sizeof(a), f, "a");
+	path_at(dir, sizeof(dir), f, "a/b");
+	assert_int_equal(mkdir(a, 0755), 0);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chown(a, OTHER, OTHER), 0);
+	assert_int_equal(chown(dir, OTHER, OTHER), 0);
+	/* Another user's directories in root's 0700 one: root gave them. */
+	expect(ly_fsperm_dir_chain(dir, OTHER, 0, 0, &c, &e), &e, LY_OK, NULL);
+	assert_true(c.given_by_root);
+	/* That user's directory right under the sticky /tmp: a name anyone could have taken first. */
+	assert_int_equal(chown(f->base, OTHER, OTHER), 0);
+	expect(ly_fsperm_dir_chain(dir, OTHER, 0, 0, &c, &e), &e, LY_OK, NULL);
+	assert_false(c.given_by_root);
+	/* Root's holder, but open to its group: not given by root alone. */
+	assert_int_equal(chown(f->base, 0, 0), 0);
+	assert_int_equal(chmod(f->base, 01770), 0);
+	expect(ly_fsperm_dir_chain(dir, OTHER, 0, 0, &c, &e), &e, LY_OK, NULL);
+	assert_false(c.given_by_root);
+	/* For root, that user's directories are not safe at all. */
+	expect(ly_fsperm_dir_chain(dir, 0, 0, 0, &c, &e), &e, LY_E_UNTRUSTED, "owned by uid 65534");
 }
 
 static void
@@ -387,7 +419,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_chain_creates_with_exact_modes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_chain_root_only_not_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chain_given_by_root, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chain_given_to_a_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain_other_owner_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain_writable_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain_links, setup, teardown),

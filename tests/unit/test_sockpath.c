@@ -313,17 +313,18 @@ test_peer_check(void **state)
 	stop(pid);
 	if (geteuid() != 0)
 		return;
-	/* Issue 19: uid 65534 squatted a directory under /tmp and listens there: refused, uid named. */
-	assert_int_equal(chmod(f->base, 0711), 0);
-	(void)snprintf(sq, sizeof(sq), "%s/squat", f->base);
+	/* Issue 19: uid 65534 took a name under /tmp first and listens there: refused, uid named. */
+	(void)snprintf(sq, sizeof(sq), "/tmp/ly-sockpath-squat-XXXXXX");
+	assert_non_null(mkdtemp(sq));
 	(void)snprintf(sqsock, sizeof(sqsock), "%s/api.sock", sq);
-	assert_int_equal(mkdir(sq, 0700), 0);
 	assert_int_equal(chown(sq, 65534, 65534), 0);
 	pid = listen_as(sqsock, 65534);
 	assert_int_equal(ly_sockpath_peer_check(sqsock, &uid, &e), LY_E_UNTRUSTED);
 	assert_int_equal(uid, 65534);
 	assert_non_null(strstr(e.msg, "runs as uid 65534, not root or us"));
 	stop(pid);
+	assert_int_equal(unlink(sqsock), 0);
+	assert_int_equal(rmdir(sq), 0);
 }
 
 static void
