@@ -61,12 +61,28 @@ ly_status ly_sockpath_replace_stale(const char *path, struct ly_error *err) LY_M
  *      root alone (root gave that directory to P: /run/lanyard/server
  *      made for a service user), which a user taking a name under /tmp
  *      first cannot arrange.
- * The caller then connects again by path (gRPC): by (1) only root or P
- * can have changed what is there. *peer_uid (may be NULL) receives P.
+ * With fd_out (may be NULL), *fd_out is that very connection on LY_OK
+ * (the caller's to close, or to hand to ly_rpc_channel_new_fd): nothing
+ * is left to race. Without it the connection is closed, and a caller that
+ * connects again by path relies on (1): only root or P can have changed
+ * what is there meanwhile. *peer_uid (may be NULL) receives P.
  * LY_E_IO when nothing answers at `path` (the system's reason in the
  * message), LY_E_UNTRUSTED when a rule fails (one line naming the uid, the
  * directory and the rule), LY_E_INVALID or LY_E_LIMIT for a malformed path.
  */
-ly_status ly_sockpath_peer_check(const char *path, uid_t *peer_uid, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_sockpath_peer_check(const char *path, uid_t *peer_uid, int *fd_out, struct ly_error *err)
+    LY_MUST_CHECK;
+
+/*
+ * The same rule without connecting, for a client that cannot hand gRPC a
+ * connection of its own (lib/workload: its channel connects and
+ * reconnects by path): U, the owner of the socket's directory, stands for
+ * P. Rule (1) for U means only root or U can have bound the socket there,
+ * so whoever listens holds a socket root or U made. *owner_uid (may be
+ * NULL) receives U. LY_E_NOT_FOUND when the directory is absent (nothing
+ * to talk to yet), LY_E_UNTRUSTED when a rule fails, LY_E_IO, LY_E_INVALID
+ * or LY_E_LIMIT otherwise.
+ */
+ly_status ly_sockpath_owner_check(const char *path, uid_t *owner_uid, struct ly_error *err) LY_MUST_CHECK;
 
 #endif /* LANYARD_SOCKPATH_H */

@@ -294,20 +294,29 @@ test_peer_check(void **state)
 
 	/* Nothing there; a stale socket nobody listens on: unreachable (LY_E_IO, the system's reason). */
 	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_OK);
-	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, &e), LY_E_IO);
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_E_IO);
 	leave_socket(f->sock);
-	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, &e), LY_E_IO);
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_E_IO);
 	assert_non_null(strstr(e.msg, "Connection refused"));
 	assert_int_equal(unlink(f->sock), 0);
 	/* The daemon (us) in its own 0700 directory: believed. */
 	pid_t pid = listen_as(f->sock, geteuid());
-	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, &e), LY_OK);
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_OK);
 	assert_int_equal(uid, geteuid());
+	/* The judged connection itself, handed over. */
+	int fd = -1;
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, &fd, &e), LY_OK);
+	assert_true(fd >= 0);
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen), 0);
+	assert_int_equal(cred.uid, geteuid());
+	close(fd);
 	/* A parent that others may write: whoever listens, refused (the socket could be swapped). */
 	char a[96];
 	(void)snprintf(a, sizeof(a), "%s/a", f->base);
 	assert_int_equal(chmod(a, 0777), 0);
-	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, &e), LY_E_UNTRUSTED);
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_E_UNTRUSTED);
 	assert_non_null(strstr(e.msg, "writable by others"));
 	assert_int_equal(chmod(a, 0755), 0);
 	stop(pid);
@@ -319,11 +328,46 @@ test_peer_check(void **state)
 	(void)snprintf(sqsock, sizeof(sqsock), "%s/api.sock", sq);
 	assert_int_equal(chown(sq, 65534, 65534), 0);
 	pid = listen_as(sqsock, 65534);
-	assert_int_equal(ly_sockpath_peer_check(sqsock, &uid, &e), LY_E_UNTRUSTED);
+	fd = 5;
+	assert_int_equal(ly_sockpath_peer_check(sqsock, &uid, &fd, &e), LY_E_UNTRUSTED);
+	assert_int_equal(fd, -1);
 	assert_int_equal(uid, 65534);
 	assert_non_null(strstr(e.msg, "runs as uid 65534, not root or us"));
 	stop(pid);
 	assert_int_equal(unlink(sqsock), 0);
+	assert_int_equal(rmdir(sq), 0);
+}
+
+static void
+test_owner_check(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_error e;
+	uid_t uid = 1;
+	char sq[64], sqsock[96];
+
+	/* Absent: nothing to talk to yet. */
+	assert_int_equal(ly_sockpath_owner_check(f->sock, &uid, &e), LY_E_NOT_FOUND);
+	/* Ours, in directories of ours: fine, whether anything listens or not. */
+	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_OK);
+	assert_int_equal(ly_sockpath_owner_check(f->sock, &uid, &e), LY_OK);
+	assert_int_equal(uid, geteuid());
+	/* A parent open to all: refused. */
+	char a[96];
+	(void)snprintf(a, sizeof(a), "%s/a", f->base);
+	assert_int_equal(chmod(a, 0777), 0);
+	assert_int_equal(ly_sockpath_owner_check(f->sock, &uid, &e), LY_E_UNTRUSTED);
+	assert_non_null(strstr(e.msg, "writable by others"));
+	if (geteuid() != 0)
+		return;
+	/* Another user's directory right under /tmp: refused, named. */
+	(void)snprintf(sq, sizeof(sq), "/tmp/ly-sockpath-squat-XXXXXX");
+	assert_non_null(mkdtemp(sq));
+	(void)snprintf(sqsock, sizeof(sqsock), "%s/api.sock", sq);
+	assert_int_equal(chown(sq, 65534, 65534), 0);
+	assert_int_equal(ly_sockpath_owner_check(sqsock, &uid, &e), LY_E_UNTRUSTED);
+	assert_int_equal(uid, 65534);
+	assert_non_null(strstr(e.msg, "its directory belongs to uid 65534, not root or us"));
 	assert_int_equal(rmdir(sq), 0);
 }
 
@@ -347,11 +391,14 @@ test_peer_check_given_by_root(void **state)
 	assert_int_equal(mkdir(dir, 0700), 0);
 	assert_int_equal(chown(dir, 65534, 65534), 0);
 	pid_t pid = listen_as(sock, 65534);
-	assert_int_equal(ly_sockpath_peer_check(sock, &uid, &e), LY_OK);
+	assert_int_equal(ly_sockpath_peer_check(sock, &uid, NULL, &e), LY_OK);
+	assert_int_equal(uid, 65534);
+	uid = 1;
+	assert_int_equal(ly_sockpath_owner_check(sock, &uid, &e), LY_OK);
 	assert_int_equal(uid, 65534);
 	/* The same user's directory made group-writable: refused. */
 	assert_int_equal(chmod(dir, 0770), 0);
-	assert_int_equal(ly_sockpath_peer_check(sock, &uid, &e), LY_E_UNTRUSTED);
+	assert_int_equal(ly_sockpath_peer_check(sock, &uid, NULL, &e), LY_E_UNTRUSTED);
 	assert_non_null(strstr(e.msg, "writable by its group"));
 	stop(pid);
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
@@ -403,6 +450,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_other_owner_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_squatted_parent_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_owner_check, setup, teardown),
 		cmocka_unit_test(test_peer_check_given_by_root),
 		cmocka_unit_test(test_bad_paths),
 	};
