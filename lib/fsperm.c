@@ -164,6 +164,8 @@ ly_fsperm_dir_chain(const char *dir, uid_t uid, unsigned flags, mode_t leaf_mode
 		res.leaf = st;
 		p = rest;
 	}
+	/* A walk that ended on ".." ends on a directory judged as one above the last: judge it as the last. */
+	LY_TRY(check_step(cur[0] != '\0' ? cur : "/", &res.leaf, uid, true, err));
 	if (out != NULL)
 		*out = res;
 	return LY_OK;

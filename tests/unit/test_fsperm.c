@@ -223,6 +223,11 @@ test_chain_writable_refused(void **state)
 		assert_int_equal(chmod(open_dir, cases[i].mode), 0);
 		expect(ly_fsperm_dir_chain(dir, geteuid(), 0, 0, &c, &e), &e, cases[i].want, cases[i].why);
 	}
+	/* Nor when the last one is reached by "..". */
+	assert_int_equal(chmod(open_dir, 01777), 0);
+	char up[224];
+	assert_true((size_t)snprintf(up, sizeof(up), "%s/..", dir) < sizeof(up));
+	expect(ly_fsperm_dir_chain(up, geteuid(), 0, 0, &c, &e), &e, LY_E_UNTRUSTED, "writable by others");
 	/* A sticky directory is not enough as the last one. */
 	assert_int_equal(chmod(open_dir, 0755), 0);
 	assert_int_equal(chmod(dir, 01777), 0);
