@@ -180,6 +180,20 @@ def fake_at(tmp, shared, name, sub, mode):
     return sock, Listener(tmp, sock, name, uid=OTHER)
 
 
+def control(tmp, sub, mode, cli):
+    """The same listener as root in a directory of ours: the CLI talks to it (the count moves)."""
+    own = os.path.join(tmp, "own", sub, "api.sock")
+    os.makedirs(os.path.dirname(own), mode=mode)
+    ctl = Listener(tmp, own, f"control-{sub}")
+    try:
+        rc, out, err = run([*cli, "-socketPath", own], timeout=90)
+        time.sleep(1.5)
+        check(rc == 1 and sum(ctl.counts()) > 0, "control: the CLI talks to root's listener (bytes counted)",
+              f"rc {rc} counts {ctl.counts()} err {err!r}")
+    finally:
+        ctl.stop()
+
+
 def sc_fakeadmin(tmp):
     shared = shared_dir(tmp)
     sock, fake = fake_at(tmp, shared, "lanyard-server", "private", 0o700)
@@ -196,18 +210,7 @@ def sc_fakeadmin(tmp):
         check(rc == 1 and "runs as uid 65534" in err, "healthcheck refuses it too", err)
     finally:
         fake.stop()
-    # Control: the same listener as root in a directory of ours is talked to (the count moves).
-    own = os.path.join(tmp, "own", "private", "api.sock")
-    os.makedirs(os.path.dirname(own), mode=0o700)
-    ctl = Listener(tmp, own, "control-admin")
-    try:
-        rc, out, err = run([SERVER, "healthcheck", "-socketPath", own], timeout=90)
-        time.sleep(1.5)
-        check(rc == 1 and sum(ctl.counts()) > 0, "control: the CLI talks to root's listener (bytes counted)",
-              f"rc {rc} counts {ctl.counts()} err {err!r}")
-    finally:
-        ctl.stop()
-
+    control(tmp, "private", 0o700, [SERVER, "healthcheck"])
 
 def sc_fakeagent(tmp):
     shared = shared_dir(tmp)
@@ -230,17 +233,7 @@ def sc_fakeagent(tmp):
         check(sum(fake.counts()) == 0, "not a byte sent to it", str(fake.counts()))
     finally:
         fake.stop()
-    own = os.path.join(tmp, "own", "public", "api.sock")
-    os.makedirs(os.path.dirname(own), mode=0o755)
-    ctl = Listener(tmp, own, "control-agent")
-    try:
-        rc, out, err = run([AGENT, "healthcheck", "-socketPath", own])
-        time.sleep(1.5)
-        check(rc == 1 and sum(ctl.counts()) > 0, "control: the CLI talks to root's listener (bytes counted)",
-              f"rc {rc} counts {ctl.counts()} err {err!r}")
-    finally:
-        ctl.stop()
-
+    control(tmp, "public", 0o755, [AGENT, "healthcheck"])
 
 def sc_planted(tmp):
     os.chmod(tmp, 0o755)
