@@ -28,6 +28,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@
 #include "agent/cache.h"
 #include "lib/config.h"
 #include "lib/flags.h"
+#include "lib/fsperm.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "agent/verify.h"
@@ -107,6 +109,7 @@ struct agent_flags {
 	const char *socket_path;
 	const char *data_dir;
 	const char *join_token;
+	char *env_join_token; /* LY_AGENT_JOIN_TOKEN_ENV's value, taken (wiped at exit) */
 	const char *trust_bundle;
 	bool insecure_bootstrap;
 	bool insecure_bootstrap_seen;
@@ -354,9 +357,14 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	if (ly_config_check_path(cfg->data_dir, "data directory", err) != LY_OK)
 		return ly_config_setting_wrap(file, K "data_dir", flags->data_dir, "dataDir", err, LY_E_INVALID);
 
-	LY_TRY(ly_config_setting_string(file, K "join_token", flags->join_token, NULL, &cfg->join_token, err));
-	if (cfg->join_token != NULL && check_join_token(cfg->join_token, err) != LY_OK)
+	/* -joinToken, else the environment (read once, agent.h), else the file. */
+	const char *jt = flags->join_token != NULL ? flags->join_token : flags->env_join_token;
+	LY_TRY(ly_config_setting_string(file, K "join_token", jt, NULL, &cfg->join_token, err));
+	if (cfg->join_token != NULL && check_join_token(cfg->join_token, err) != LY_OK) {
+		if (flags->join_token == NULL && flags->env_join_token != NULL)
+			return ly_error_wrap(err, LY_E_INVALID, "environment variable " LY_AGENT_JOIN_TOKEN_ENV);
 		return ly_config_setting_wrap(file, K "join_token", flags->join_token, "joinToken", err, LY_E_INVALID);
+	}
 
 	LY_TRY(ly_config_setting_string(file, K "trust_bundle_path", flags->trust_bundle, NULL, &cfg->trust_bundle_path,
 	    err));
@@ -421,33 +429,11 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 static ly_status
 data_dir_prepare(const char *path, struct ly_error *err)
 {
-	char buf[LY_CONFIG_VALUE_MAX + 1];
-	struct stat st;
-	size_t len = strlen(path);
+	ly_status rc;
 
-	if (len >= sizeof(buf))
-		return ly_error_set(err, LY_E_LIMIT, "data directory path is too long");
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return ly_error_set(err, LY_E_IO, "cannot create data directory %s: mkdir %s: %s", path, buf,
-			    strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return ly_error_set(err, LY_E_IO, "cannot create data directory %s: %s", path, strerror(errno));
-	if (stat(path, &st) != 0)
-		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: %s", path, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: not a directory", path);
-	if (st.st_uid != geteuid())
-		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: owned by uid %u, not by us (uid %u)", path,
-		    (unsigned)st.st_uid, (unsigned)geteuid());
-	if ((st.st_mode & 077) != 0 && chmod(path, 0700) != 0)
-		return ly_error_set(err, LY_E_IO, "cannot make data directory %s 0700: %s", path, strerror(errno));
+	/* A link is refused, not followed: we would chmod its target (fsperm.h). */
+	if ((rc = ly_fsperm_private_dir(AT_FDCWD, path, LY_FSPERM_PARENTS, NULL, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "cannot use data directory");
 	return LY_OK;
 }
 
@@ -796,6 +782,26 @@ teardown(struct agent_main *m)
 
 /* ---- `run` ------------------------------------------------------------------------ */
 
+/*
+ * Takes LY_AGENT_JOIN_TOKEN_ENV out of our environment: returns a copy
+ * (NULL when unset; *nomem on allocation failure), the original bytes
+ * wiped in place (they are what /proc/<pid>/environ shows) and unset.
+ */
+static char *
+take_env_join_token(bool *nomem)
+{
+	char *v = getenv(LY_AGENT_JOIN_TOKEN_ENV);
+
+	*nomem = false;
+	if (v == NULL)
+		return NULL;
+	char *copy = strdup(v);
+	explicit_bzero(v, strlen(v));
+	(void)unsetenv(LY_AGENT_JOIN_TOKEN_ENV);
+	*nomem = copy == NULL;
+	return copy;
+}
+
 static void
 run_usage(FILE *out, const struct ly_flag *flags, size_t n)
 {
@@ -828,8 +834,9 @@ ly_agent_run(int argc, char **argv)
 		    "Workload API socket (default " LY_AGENT_SOCKET_DEFAULT ")", 0, 0, false },
 		{ "dataDir", LY_FLAG_STRING, &m->flags.data_dir, "data directory (default " LY_AGENT_DATA_DIR_DEFAULT ")", 0,
 		    0, false },
-		{ "joinToken", LY_FLAG_STRING, &m->flags.join_token, "a join token from `lanyard-server token generate`", 0,
-		    0, false },
+		{ "joinToken", LY_FLAG_STRING, &m->flags.join_token,
+		    "a join token from `lanyard-server token generate` (visible to every local user in /proc: prefer $"
+		    LY_AGENT_JOIN_TOKEN_ENV " or join_token in the config file)", 0, 0, false },
 		{ "trustBundle", LY_FLAG_STRING, &m->flags.trust_bundle,
 		    "PEM file with the server's bundle, to trust it the first time", 0, 0, false },
 		{ "insecureBootstrap", LY_FLAG_BOOL, &m->flags.insecure_bootstrap,
@@ -861,6 +868,13 @@ ly_agent_run(int argc, char **argv)
 	for (size_t i = 0; i < nflags; i++) {
 		if (flags[i].dst == &m->flags.insecure_bootstrap)
 			m->flags.insecure_bootstrap_seen = flags[i].seen;
+	}
+	bool nomem;
+	m->flags.env_join_token = take_env_join_token(&nomem);
+	if (nomem) {
+		fprintf(stderr, "lanyard-agent: out of memory\n");
+		code = 1;
+		goto out;
 	}
 	if (m->flags.config_path != NULL) {
 		ly_status st = ly_config_load_file(m->flags.config_path, &m->file, &e);
@@ -900,6 +914,10 @@ ly_agent_run(int argc, char **argv)
 out:
 	ly_config_free(m->file);
 	ly_flags_cleanup(flags, nflags);
+	if (m->flags.env_join_token != NULL) {
+		explicit_bzero(m->flags.env_join_token, strlen(m->flags.env_join_token));
+		free(m->flags.env_join_token);
+	}
 	free(m);
 	return code;
 }

@@ -48,6 +48,13 @@ struct ly_metric;
 /* SPEC §2 and §7 defaults. */
 #define LY_AGENT_SOCKET_DEFAULT "/tmp/lanyard-agent/public/api.sock"
 #define LY_AGENT_DATA_DIR_DEFAULT "./.lanyard-agent"
+/*
+ * A join token from the environment, for `run` without -joinToken (which
+ * every local user can read in /proc/<pid>/cmdline until the agent is
+ * gone): read once at start, then wiped in place and unset, so that
+ * /proc/<pid>/environ (our uid and root only) no longer holds it either.
+ */
+#define LY_AGENT_JOIN_TOKEN_ENV "LANYARD_JOIN_TOKEN"
 #define LY_AGENT_SERVER_PORT_DEFAULT 8081
 #define LY_AGENT_SYNC_INTERVAL_DEFAULT 5 /* seconds */
 

@@ -63,6 +63,7 @@
 #include "lib/der.h"
 #include "lib/flags.h"
 #include "lib/pbstruct.h"
+#include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "workload.pb-c.h"
@@ -228,9 +229,20 @@ session_connect(struct session *s)
 		    s->socket, strerror(errno));
 	if (!S_ISSOCK(st.st_mode))
 		return fail(EXIT_RUNTIME, "%s: cannot reach the agent at %s: not a socket", s->cmd, s->socket);
+	/* Who listens there, judged before anything is sent or believed; the calls go over that very
+	 * connection (sockpath.h, docs/security.md). */
+	int fd;
+	ly_status pc = ly_sockpath_peer_check(s->socket, NULL, &fd, &e);
+	if (pc != LY_OK)
+		return fail(EXIT_RUNTIME, "%s: %s the agent at %s: %s", s->cmd, pc == LY_E_IO ? "cannot reach" : "refusing",
+		    s->socket, e.msg);
 	(void)snprintf(target, sizeof(target), "unix:%s", s->socket);
 	struct ly_rpc_channel_config cc = { .target = target, .tls = NULL, .max_response = 0 };
-	if (ly_rpc_new(&s->loop, &s->rpc, &e) != LY_OK || ly_rpc_channel_new(s->rpc, &cc, &s->ch, &e) != LY_OK)
+	if (ly_rpc_new(&s->loop, &s->rpc, &e) != LY_OK) {
+		close(fd);
+		return fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
+	}
+	if (ly_rpc_channel_new_fd(s->rpc, &cc, fd, &s->ch, &e) != LY_OK)
 		return fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
 	return 0;
 }

@@ -17,6 +17,7 @@
 
 #include "lib/der.h"
 #include "lib/entry.h"
+#include "lib/fsperm.h"
 #include "lib/spiffeid.h"
 
 #define MAGIC "LYSTATE\0"
@@ -967,21 +968,12 @@ is_temp_name(const char *name)
 ly_status
 ly_state_dir_prepare(const char *dir, struct ly_error *err)
 {
-	struct stat st;
-
 	if (dir == NULL || dir[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "state: no data directory");
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return ly_error_set(err, LY_E_IO, "state: creating %s: %s", dir, strerror(errno));
-	if (stat(dir, &st) != 0)
-		return ly_error_set(err, LY_E_IO, "state: %s: %s", dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return ly_error_set(err, LY_E_INVALID, "state: %s is not a directory", dir);
-	if (st.st_uid != geteuid())
-		return ly_error_set(err, LY_E_INVALID, "state: %s is owned by uid %u, not the agent's (%u)", dir,
-		    (unsigned)st.st_uid, (unsigned)geteuid());
-	if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) != 0)
-		return ly_error_set(err, LY_E_IO, "state: setting %s to 0700: %s", dir, strerror(errno));
+	/* Ours, 0700, not a link (fsperm.h): the one rule for every data directory. */
+	ly_status rc = ly_fsperm_private_dir(AT_FDCWD, dir, 0, NULL, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "state");
 	DIR *d = opendir(dir);
 	if (d == NULL)
 		return ly_error_set(err, LY_E_IO, "state: reading %s: %s", dir, strerror(errno));
@@ -1067,28 +1059,12 @@ ly_state_read_file(const char *dir, const char *name, struct ly_buf *out, struct
 	size_t size = 0;
 
 	LY_TRY(join_path(dir, name, path, sizeof(path), err));
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return ly_error_set(err, LY_E_NOT_FOUND, "state: %s does not exist", path);
-		return ly_error_set(err, LY_E_IO, "state: opening %s: %s", path, strerror(errno));
-	}
+	/* A regular file of ours, 0600, not through a link (fsperm.h). */
+	int fd;
+	if ((rc = ly_fsperm_openat(AT_FDCWD, path, path, O_RDONLY, 0, &fd, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "state");
 	if (fstat(fd, &st) != 0) {
 		rc = ly_error_set(err, LY_E_IO, "state: %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = ly_error_set(err, LY_E_INVALID, "state: %s is not a regular file", path);
-		goto out;
-	}
-	if (st.st_uid != geteuid()) {
-		rc = ly_error_set(err, LY_E_INVALID, "state: %s is owned by uid %u, not the agent's", path,
-		    (unsigned)st.st_uid);
-		goto out;
-	}
-	if ((st.st_mode & 077) != 0) {
-		rc = ly_error_set(err, LY_E_INVALID, "state: %s has mode %04o: group or others may read it",
-		    path, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	if (st.st_size < 0 || (uint64_t)st.st_size > LY_AGENT_STATE_FILE_MAX) {

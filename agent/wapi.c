@@ -106,6 +106,7 @@
 #include "lib/jwt.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/fsperm.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
@@ -1209,15 +1210,17 @@ close:
 
 /*
  * The socket's directory: created (parents 0755, itself 0755) when
- * missing; an existing one must be a directory owned by us or root that no
- * one else may write to (else someone could replace our socket). A stale
- * socket at `path` is removed; anything else there is refused.
+ * missing; it and every directory above it must be root's or ours and
+ * writable by no one else (a sticky /tmp allowed above it), not a link
+ * itself (ly_fsperm_dir_chain), else someone could replace our socket or
+ * squat the directory before we start. A stale socket at `path` is
+ * removed; anything else there is refused.
  */
 static ly_status
 socket_dir_prepare(const char *path, struct ly_error *err)
 {
 	char dir[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
-	struct stat st;
+	struct ly_fsperm_chain chain;
 	ly_status rc;
 
 	/* Checked at config load too; here for any other caller. */
@@ -1225,33 +1228,12 @@ socket_dir_prepare(const char *path, struct ly_error *err)
 	size_t dlen = (size_t)(strrchr(path, '/') - path);
 	memcpy(dir, path, dlen);
 	dir[dlen] = '\0';
-	for (char *p = dir + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char saved = *p;
-		*p = '\0';
-		if (mkdir(dir, 0755) == 0) {
-			/* Our umask is 077: the mode is set explicitly, on a directory nobody else can use yet. */
-			if (chmod(dir, 0755) != 0)
-				return ly_error_set(err, LY_E_IO, "socket directory %s: chmod: %s", dir, strerror(errno));
-		} else if (errno != EEXIST) {
-			return ly_error_set(err, LY_E_IO, "socket directory: mkdir %s: %s", dir, strerror(errno));
-		}
-		*p = saved;
-		if (saved == '\0')
-			break;
-	}
-	if (lstat(dir, &st) != 0)
-		return ly_error_set(err, LY_E_IO, "socket directory %s: %s", dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return ly_error_set(err, LY_E_INVALID, "socket directory %s is not a directory", dir);
-	if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & 022) != 0)
-		return ly_error_set(err, LY_E_INVALID,
-		    "socket directory %s must belong to us or root and be writable by its owner only (is %03o, uid %u)", dir,
-		    (unsigned)(st.st_mode & 0777), (unsigned)st.st_uid);
-	if ((st.st_mode & 001) == 0)
+	rc = ly_fsperm_dir_chain(dir, geteuid(), LY_FSPERM_CREATE | LY_FSPERM_LEAF_NOFOLLOW, 0755, &chain, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "socket directory %s", dir);
+	if ((chain.leaf.st_mode & 001) == 0)
 		log_warn("socket directory %s is not searchable by others (mode %03o): other users cannot reach the "
-		    "Workload API", dir, (unsigned)(st.st_mode & 0777));
+		    "Workload API", dir, (unsigned)(chain.leaf.st_mode & 0777));
 	if ((rc = ly_sockpath_replace_stale(path, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "socket");
 	return LY_OK;

@@ -1200,9 +1200,10 @@ static void on_cc_main(struct tag *tag, bool ok);
 static void on_cc_status(struct tag *tag, bool ok);
 static void on_cc_msg(struct tag *tag, bool ok);
 
-ly_status
-ly_rpc_channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg,
-    struct ly_rpc_channel **out, struct ly_error *err)
+/* ly_rpc_channel_new (fd -1) and ly_rpc_channel_new_fd. */
+static ly_status
+channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd, struct ly_rpc_channel **out,
+    struct ly_error *err)
 {
 	struct ly_rpc_channel *ch = NULL;
 	grpc_channel_credentials *creds = NULL;
@@ -1221,6 +1222,8 @@ ly_rpc_channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg,
 	if (cfg->tls == NULL && strncmp(cfg->target, "unix:", 5) != 0)
 		return ly_error_set(err, LY_E_INVALID,
 		    "channel %s: plaintext only over a unix: socket", cfg->target);
+	if (fd >= 0 && cfg->tls != NULL)
+		return ly_error_set(err, LY_E_INVALID, "channel %s: a connected socket is plaintext only", cfg->target);
 	ch = calloc(1, sizeof(*ch));
 	if (ch == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
@@ -1244,7 +1247,10 @@ ly_rpc_channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg,
 	 * (an old certificate after a rotation). */
 	args[0] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)ch->max_response);
 	args[1] = int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-	ch->channel = grpc_channel_create(cfg->target, creds, channel_args(args, 2, &ca));
+	if (fd >= 0)
+		ch->channel = grpc_channel_create_from_fd(cfg->target, fd, creds, channel_args(args, 2, &ca));
+	else
+		ch->channel = grpc_channel_create(cfg->target, creds, channel_args(args, 2, &ca));
 	if (ch->channel == NULL) {
 		rc = ly_error_set(err, LY_E_INVALID, "channel %s: gRPC refused it", cfg->target);
 		goto out;
@@ -1259,6 +1265,25 @@ out:
 		grpc_channel_credentials_release(creds);
 	ly_rpc_verifier_disarm(verifier);
 	free(ch);
+	return rc;
+}
+
+ly_status
+ly_rpc_channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg,
+    struct ly_rpc_channel **out, struct ly_error *err)
+{
+	return channel_new(rpc, cfg, -1, out, err);
+}
+
+ly_status
+ly_rpc_channel_new_fd(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd,
+    struct ly_rpc_channel **out, struct ly_error *err)
+{
+	if (fd < 0)
+		return ly_error_set(err, LY_E_INVALID, "channel: no socket");
+	ly_status rc = channel_new(rpc, cfg, fd, out, err);
+	if (rc != LY_OK)
+		(void)close(fd);
 	return rc;
 }
 

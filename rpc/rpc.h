@@ -272,6 +272,16 @@ struct ly_rpc_channel_config {
 ly_status ly_rpc_channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg,
     struct ly_rpc_channel **out, struct ly_error *err) LY_MUST_CHECK;
 
+/*
+ * The same over `fd`, a Unix socket already connected (and judged, e.g. by
+ * ly_sockpath_peer_check) by the caller; plaintext only (cfg->tls NULL),
+ * cfg->target only names it. The channel owns fd from the call on (closed
+ * on error too) and never reconnects: once that connection is gone, calls
+ * fail UNAVAILABLE; make a new channel.
+ */
+ly_status ly_rpc_channel_new_fd(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd,
+    struct ly_rpc_channel **out, struct ly_error *err) LY_MUST_CHECK;
+
 /* Cancels the channel's calls (each still gets its on_status) and frees it. */
 void ly_rpc_channel_free(struct ly_rpc_channel *ch);
 

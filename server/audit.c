@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "lib/caps.h"
+#include "lib/fsperm.h"
 #include "lib/log.h"
 
 struct ly_audit {
@@ -23,7 +24,6 @@ ly_status
 ly_audit_open(const char *path, struct ly_audit **out, struct ly_error *err)
 {
 	struct ly_audit *a;
-	struct stat st;
 	ly_status rc = LY_OK;
 
 	*out = NULL;
@@ -33,22 +33,11 @@ ly_audit_open(const char *path, struct ly_audit **out, struct ly_error *err)
 	a->fd = -1;
 	if (path == NULL)
 		goto done;
-	a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (a->fd < 0) {
-		rc = ly_error_set(err, LY_E_IO, "cannot open audit log %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (fstat(a->fd, &st) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "cannot stat audit log %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = ly_error_set(err, LY_E_INVALID, "audit log %s is not a regular file", path);
-		goto out;
-	}
-	/* The log names every identity the server hands out: ours alone. */
-	if ((st.st_mode & 077) != 0 && fchmod(a->fd, st.st_mode & 0600) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "cannot chmod audit log %s: %s", path, strerror(errno));
+	/* Ours, not a link, group and other bits removed (fsperm.h): the log names every identity the server
+	 * hands out. */
+	rc = ly_fsperm_openat(AT_FDCWD, path, path, O_WRONLY | O_APPEND | O_CREAT, LY_FSPERM_TIGHTEN, &a->fd, err);
+	if (rc != LY_OK) {
+		(void)ly_error_wrap(err, rc, "cannot use audit log");
 		goto out;
 	}
 done:

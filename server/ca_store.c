@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "lib/fsperm.h"
 #include "lib/log.h"
 
 #define TMP_PREFIX ".tmp-"
@@ -38,36 +39,16 @@
 static ly_status
 open_dir_at(int at, const char *path, const char *shown, bool ours, int *out, struct ly_error *err)
 {
-	struct stat st;
-
+	if (ours) {
+		/* Ours, 0700 (tightened if looser), not a link: fsperm.h's one rule for data directories. */
+		ly_status rc = ly_fsperm_private_dir(at, path, 0, out, err);
+		return rc == LY_OK ? LY_OK : ly_error_wrap(err, rc, "%s", shown);
+	}
 	if (mkdirat(at, path, 0700) != 0 && errno != EEXIST)
 		return ly_error_set(err, LY_E_IO, "%s: cannot create the directory: %s", shown, strerror(errno));
 	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (at == AT_FDCWD ? 0 : O_NOFOLLOW));
 	if (fd < 0)
 		return ly_error_set(err, LY_E_IO, "%s: cannot open the directory: %s", shown, strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		int e = errno;
-		close(fd);
-		return ly_error_set(err, LY_E_IO, "%s: %s", shown, strerror(e));
-	}
-	if (!ours) {
-		*out = fd;
-		return LY_OK;
-	}
-	if (st.st_uid != geteuid()) {
-		close(fd);
-		return ly_error_set(err, LY_E_IO, "%s: owned by uid %u, not by us (uid %u)", shown, (unsigned)st.st_uid,
-		    (unsigned)geteuid());
-	}
-	if ((st.st_mode & 077) != 0) {
-		if (fchmod(fd, 0700) != 0) {
-			int e = errno;
-			close(fd);
-			return ly_error_set(err, LY_E_IO, "%s: mode 0%o and cannot make it 0700: %s", shown,
-			    (unsigned)(st.st_mode & 07777), strerror(e));
-		}
-		log_warn("%s: mode was 0%o, made 0700", shown, (unsigned)(st.st_mode & 07777));
-	}
 	*out = fd;
 	return LY_OK;
 }
@@ -184,23 +165,11 @@ ca_store_read(int dirfd, const char *name, size_t cap, struct ly_buf *out, struc
 	size_t size = 0;
 	ly_status rc;
 
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return ly_error_set(err, LY_E_NOT_FOUND, "%s: absent", name);
-		return ly_error_set(err, LY_E_IO, "%s: open: %s", name, strerror(errno));
-	}
+	/* A regular file of ours, 0600, not a link (fsperm.h). */
+	int fd;
+	LY_TRY(ly_fsperm_openat(dirfd, name, name, O_RDONLY, 0, &fd, err));
 	if (fstat(fd, &st) != 0) {
 		rc = ly_error_set(err, LY_E_IO, "%s: %s", name, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = ly_error_set(err, LY_E_IO, "%s: not a regular file", name);
-		goto out;
-	}
-	if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: mode 0%o, uid %u: must be 0600 and ours", name,
-		    (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
 		goto out;
 	}
 	if (st.st_size < 0 || (uint64_t)st.st_size > cap) {

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -31,6 +32,7 @@
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/flags.h"
+#include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "server/cli.h"
@@ -120,12 +122,22 @@ call(const char *socket, const char *what, const char *method, const ProtobufCMe
 		    strerror(errno));
 	if (!S_ISSOCK(st.st_mode))
 		return fail(EXIT_RUNTIME, "cannot reach lanyard-server at %s: not a socket", socket);
+	/* Who listens there, judged before anything is sent or believed; the call goes over that very
+	 * connection (sockpath.h, docs/security.md). */
+	int fd;
+	ly_status pc = ly_sockpath_peer_check(socket, NULL, &fd, &e);
+	if (pc != LY_OK)
+		return fail(EXIT_RUNTIME, "%s lanyard-server at %s: %s", pc == LY_E_IO ? "cannot reach" : "refusing", socket,
+		    e.msg);
 	n = protobuf_c_message_get_packed_size(req);
 	buf = malloc(n > 0 ? n : 1);
-	if (buf == NULL)
+	if (buf == NULL) {
+		close(fd);
 		return fail(EXIT_RUNTIME, "out of memory");
+	}
 	(void)protobuf_c_message_pack(req, buf);
 	if (uv_loop_init(&loop) != 0) {
+		close(fd);
 		free(buf);
 		return fail(EXIT_RUNTIME, "cannot start an event loop");
 	}
@@ -141,8 +153,12 @@ call(const char *socket, const char *what, const char *method, const ProtobufCMe
 		.on_status = on_status,
 		.arg = &s,
 	};
-	if (ly_rpc_new(&loop, &rpc, &e) != LY_OK || ly_rpc_channel_new(rpc, &cc, &ch, &e) != LY_OK ||
-	    ly_rpc_channel_call(ch, &rc, NULL, &e) != LY_OK) {
+	if (ly_rpc_new(&loop, &rpc, &e) != LY_OK) {
+		close(fd);
+		fail(EXIT_RUNTIME, "%s: %s", what, e.msg);
+		goto out;
+	}
+	if (ly_rpc_channel_new_fd(rpc, &cc, fd, &ch, &e) != LY_OK || ly_rpc_channel_call(ch, &rc, NULL, &e) != LY_OK) {
 		fail(EXIT_RUNTIME, "%s: %s", what, e.msg);
 		goto out;
 	}

@@ -34,6 +34,7 @@
 #include <sqlite3.h>
 
 #include "lib/caps.h"
+#include "lib/fsperm.h"
 
 /* ---- schema ---- */
 
@@ -1883,36 +1884,34 @@ out:
 
 /*
  * Creates the file 0600 if absent (whatever the umask), tightens an
- * existing one, and refuses symlinks and non-regular files; SQLite then
- * gives its -wal and -shm files the database file's mode.
+ * existing one, and refuses links, non-regular files and files of another
+ * user (fsperm.h); SQLite then gives its -wal and -shm files the database
+ * file's mode. Those, and a rollback journal, may already be there (a
+ * crash, or planted in the data directory before it was ours): SQLite
+ * would read them into the database, so they get the same rule.
  */
 static ly_status
 prepare_file(const char *path, struct ly_error *err)
 {
-	ly_status rc = LY_OK;
-	struct stat st;
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
-	if (fd < 0) {
-		int e = errno;
-		if (e == ELOOP)
-			return ly_error_set(err, LY_E_INVALID, "datastore: is a symbolic link");
-		return ly_error_set(err, LY_E_IO, "datastore: open: %s", strerror(e));
-	}
-	if (fstat(fd, &st) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "datastore: stat: %s", strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = ly_error_set(err, LY_E_INVALID, "datastore: not a regular file");
-		goto out;
-	}
-	if ((st.st_mode & 07777) != 0600 && fchmod(fd, 0600) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "datastore: chmod 0600: %s", strerror(errno));
-		goto out;
-	}
-out:
+	static const char *const side[] = { "-wal", "-shm", "-journal" };
+	char sp[PATH_MAX];
+	ly_status rc;
+	int fd;
+
+	LY_TRY(ly_fsperm_openat(AT_FDCWD, path, "datastore", O_RDWR | O_CREAT, LY_FSPERM_TIGHTEN, &fd, err));
 	(void)close(fd);
-	return rc;
+	for (size_t i = 0; i < sizeof(side) / sizeof(side[0]); i++) {
+		int n = snprintf(sp, sizeof(sp), "%s%s", path, side[i]);
+		if (n < 0 || (size_t)n >= sizeof(sp))
+			return ly_error_set(err, LY_E_LIMIT, "datastore path is longer than %d bytes", PATH_MAX - 1);
+		rc = ly_fsperm_openat(AT_FDCWD, sp, sp, O_RDWR, LY_FSPERM_TIGHTEN, &fd, err);
+		if (rc == LY_E_NOT_FOUND)
+			continue;
+		if (rc != LY_OK)
+			return ly_error_wrap(err, rc, "datastore");
+		(void)close(fd);
+	}
+	return LY_OK;
 }
 
 ly_status

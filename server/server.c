@@ -26,6 +26,7 @@
  * config file (a -logLevel flag keeps winning).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -45,6 +46,7 @@
 #include "lib/keys.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/fsperm.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/health_http.h"
@@ -114,33 +116,11 @@ ly_server_now(void)
 static ly_status
 data_dir_prepare(const char *path, struct ly_error *err)
 {
-	char buf[LY_CONFIG_VALUE_MAX + 1];
-	struct stat st;
-	size_t len = strlen(path);
+	ly_status rc;
 
-	if (len >= sizeof(buf))
-		return ly_error_set(err, LY_E_LIMIT, "data directory path is too long");
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return ly_error_set(err, LY_E_IO, "cannot create data directory %s: mkdir %s: %s", path, buf,
-			    strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return ly_error_set(err, LY_E_IO, "cannot create data directory %s: %s", path, strerror(errno));
-	if (stat(path, &st) != 0)
-		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: %s", path, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: not a directory", path);
-	if (st.st_uid != geteuid())
-		return ly_error_set(err, LY_E_IO, "cannot use data directory %s: owned by uid %u, not by us (uid %u)",
-		    path, (unsigned)st.st_uid, (unsigned)geteuid());
-	if ((st.st_mode & 077) != 0 && chmod(path, 0700) != 0)
-		return ly_error_set(err, LY_E_IO, "cannot make data directory %s 0700: %s", path, strerror(errno));
+	/* A link is refused, not followed: we would chmod its target (fsperm.h). */
+	if ((rc = ly_fsperm_private_dir(AT_FDCWD, path, LY_FSPERM_PARENTS, NULL, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "cannot use data directory");
 	return LY_OK;
 }
 

@@ -82,7 +82,7 @@ typedef enum lanyard_status {
 	LANYARD_E_LIMIT = 2,        /* something larger than the library accepts */
 	LANYARD_E_NOMEM = 3,        /* out of memory */
 	LANYARD_E_CRYPTO = 4,       /* OpenSSL failed */
-	LANYARD_E_UNTRUSTED = 5,    /* a chain or signature does not verify */
+	LANYARD_E_UNTRUSTED = 5,    /* a chain or signature does not verify; or the agent's socket directory is not safe */
 	LANYARD_E_EXPIRED = 6,      /* outside its validity window */
 	LANYARD_E_NOT_FOUND = 7,    /* no such SVID, bundle or trust domain */
 	LANYARD_E_IO = 8,           /* the system refused (socket, thread) */
@@ -134,6 +134,11 @@ lanyard_status lanyard_endpoint_resolve(const char *addr, char *out, struct lany
  * A gRPC channel to the Workload API. lanyard_client_new does not connect:
  * the first call does (and reconnects as needed). Every call carries the
  * `workload.spiffe.io: true` metadata the standard requires.
+ *
+ * Before each call the socket's directory is judged (docs/security.md,
+ * "Paths, files and who a client talks to"): when another user could have
+ * put the socket there (a directory taken first under /tmp, a parent
+ * others may write), the call fails LANYARD_E_UNTRUSTED and sends nothing.
  *
  * `addr`: as lanyard_endpoint_resolve (NULL: $SPIFFE_ENDPOINT_SOCKET).
  * Free with lanyard_client_free, after every call on it has returned.

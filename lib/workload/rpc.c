@@ -5,6 +5,11 @@
  * The same pattern as bench/wapi_client.c; the method names and the
  * `workload.spiffe.io: true` metadata as agent/cli.c (SPEC §3).
  *
+ * The socket: before each call its directory is judged as the CLIs judge
+ * theirs (ly_sockpath_owner_check): only root or the directory's owner
+ * can have put it there, and that owner is root, us, or was given the
+ * directory by root.
+ *
  * Secrets: request bytes (a token for ValidateJWTSVID) are handed to gRPC
  * in a slice whose destructor wipes them; each received message is copied
  * out of gRPC's slices, which are wiped in place, and our copy is wiped
@@ -26,6 +31,7 @@
 
 #include "lib/bundle.h"
 #include "lib/pbstruct.h"
+#include "lib/sockpath.h"
 #include "wl_internal.h"
 #include "workload.pb-c.h"
 
@@ -176,6 +182,18 @@ wl_rpc_call(lanyard_client *c, const struct wl_call *call, int *rpc_code, struct
 	ly_error_clear(&herr);
 	grpc_metadata_array_init(&md_in);
 	grpc_metadata_array_init(&trailing);
+
+	/* Who can have put the socket there, judged before each call: a directory another user took
+	 * first (under /tmp) could hold a fake agent (sockpath.h, docs/client-library.md). */
+	if ((rc = ly_sockpath_owner_check(c->path, NULL, err)) != LY_OK) {
+		if (rc == LY_E_UNTRUSTED || rc == LY_E_INVALID) {
+			rc = ly_error_wrap(err, rc, "%s: refusing the agent at %s", name, c->path);
+		} else {
+			*rpc_code = GRPC_STATUS_UNAVAILABLE;
+			rc = ly_error_wrap(err, LY_E_IO, "%s: the agent at %s is unavailable", name, c->path);
+		}
+		goto out;
+	}
 
 	/* The request, in a slice that wipes itself when gRPC is done with it. */
 	uint8_t *copy = malloc(call->req_len > 0 ? call->req_len : 1);

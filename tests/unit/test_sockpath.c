@@ -3,7 +3,12 @@
  * private socket directory is created 0700 under 0755 parents, reused
  * when it is ours and closed, refused when it is open to others, a link
  * or another user's; a stale socket is replaced and anything else at the
- * socket path is refused and left in place; malformed paths are refused.
+ * socket path is refused and left in place; malformed paths are refused;
+ * a parent another user made or may write is refused before anything is
+ * made under it. The peer check against real listeners (child processes,
+ * as us or as uid 65534): believed in a safe directory, refused when a
+ * parent is open or when another user squatted a directory under /tmp,
+ * believed when root gave the user its directory.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,12 +17,14 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lib/sockpath.h"
@@ -189,10 +196,10 @@ test_not_a_dir(void **state)
 	(void)snprintf(under, sizeof(under), "%s/api.sock", file);
 	assert_int_equal(ly_sockpath_private_prepare(under, &e), LY_E_INVALID);
 	assert_non_null(strstr(e.msg, "not a directory"));
-	/* A parent is a file: mkdir fails, the system's reason is given. */
+	/* A parent is a file: refused by the walk, named. */
 	(void)snprintf(deeper, sizeof(deeper), "%s/x/api.sock", file);
-	assert_int_equal(ly_sockpath_private_prepare(deeper, &e), LY_E_IO);
-	assert_non_null(strstr(e.msg, "Not a directory"));
+	assert_int_equal(ly_sockpath_private_prepare(deeper, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "is a file, not a directory"));
 }
 
 static void
@@ -206,8 +213,196 @@ test_other_owner_refused(void **state)
 		skip();
 	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_OK);
 	assert_int_equal(chown(f->dir, 65534, 65534), 0);
-	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_E_INVALID);
+	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_E_UNTRUSTED);
 	assert_non_null(strstr(e.msg, "uid 65534"));
+}
+
+static void
+test_squatted_parent_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_error e;
+	char a[96];
+
+	/* Issue 19: another user made a parent first (as /tmp/lanyard-server): refused, nothing made under it. */
+	if (geteuid() != 0)
+		skip();
+	(void)snprintf(a, sizeof(a), "%s/a", f->base);
+	assert_int_equal(mkdir(a, 0755), 0);
+	assert_int_equal(chown(a, 65534, 65534), 0);
+	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_E_UNTRUSTED);
+	assert_non_null(strstr(e.msg, "owned by uid 65534"));
+	assert_int_equal(access(f->dir, F_OK), -1);
+	/* Root's, but open to all (not sticky): refused too. */
+	assert_int_equal(chown(a, 0, 0), 0);
+	assert_int_equal(chmod(a, 0777), 0);
+	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_E_UNTRUSTED);
+	assert_non_null(strstr(e.msg, "writable by others"));
+	assert_int_equal(access(f->dir, F_OK), -1);
+}
+
+/* A listener at `path`, as `uid` (a child process); returns its pid. */
+static pid_t
+listen_as(const char *path, uid_t uid)
+{
+	int ready[2];
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd;
+		close(ready[0]);
+		if ((uid != 0 && (setgid(uid) != 0 || setuid(uid) != 0)) || (fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
+			_exit(1);
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 8) != 0)
+			_exit(1);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		for (;;) {
+			/* Accepts and closes; nothing is ever sent. */
+			int c2 = accept(fd, NULL, NULL);
+			if (c2 >= 0)
+				close(c2);
+		}
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	return pid;
+}
+
+static void
+stop(pid_t pid)
+{
+	int st;
+
+	kill(pid, SIGKILL);
+	(void)waitpid(pid, &st, 0);
+}
+
+static void
+test_peer_check(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_error e;
+	uid_t uid = 1;
+	char sq[96], sqsock[128];
+
+	/* Nothing there; a stale socket nobody listens on: unreachable (LY_E_IO, the system's reason). */
+	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_OK);
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_E_IO);
+	leave_socket(f->sock);
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_E_IO);
+	assert_non_null(strstr(e.msg, "Connection refused"));
+	assert_int_equal(unlink(f->sock), 0);
+	/* The daemon (us) in its own 0700 directory: believed. */
+	pid_t pid = listen_as(f->sock, geteuid());
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_OK);
+	assert_int_equal(uid, geteuid());
+	/* The judged connection itself, handed over. */
+	int fd = -1;
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, &fd, &e), LY_OK);
+	assert_true(fd >= 0);
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen), 0);
+	assert_int_equal(cred.uid, geteuid());
+	close(fd);
+	/* A parent that others may write: whoever listens, refused (the socket could be swapped). */
+	char a[96];
+	(void)snprintf(a, sizeof(a), "%s/a", f->base);
+	assert_int_equal(chmod(a, 0777), 0);
+	assert_int_equal(ly_sockpath_peer_check(f->sock, &uid, NULL, &e), LY_E_UNTRUSTED);
+	assert_non_null(strstr(e.msg, "writable by others"));
+	assert_int_equal(chmod(a, 0755), 0);
+	stop(pid);
+	if (geteuid() != 0)
+		return;
+	/* Issue 19: uid 65534 took a name under /tmp first and listens there: refused, uid named. */
+	(void)snprintf(sq, sizeof(sq), "/tmp/ly-sockpath-squat-XXXXXX");
+	assert_non_null(mkdtemp(sq));
+	(void)snprintf(sqsock, sizeof(sqsock), "%s/api.sock", sq);
+	assert_int_equal(chown(sq, 65534, 65534), 0);
+	pid = listen_as(sqsock, 65534);
+	fd = 5;
+	assert_int_equal(ly_sockpath_peer_check(sqsock, &uid, &fd, &e), LY_E_UNTRUSTED);
+	assert_int_equal(fd, -1);
+	assert_int_equal(uid, 65534);
+	assert_non_null(strstr(e.msg, "runs as uid 65534, not root or us"));
+	stop(pid);
+	assert_int_equal(unlink(sqsock), 0);
+	assert_int_equal(rmdir(sq), 0);
+}
+
+static void
+test_owner_check(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_error e;
+	uid_t uid = 1;
+	char sq[64], sqsock[96];
+
+	/* Absent: nothing to talk to yet. */
+	assert_int_equal(ly_sockpath_owner_check(f->sock, &uid, &e), LY_E_NOT_FOUND);
+	/* Ours, in directories of ours: fine, whether anything listens or not. */
+	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_OK);
+	assert_int_equal(ly_sockpath_owner_check(f->sock, &uid, &e), LY_OK);
+	assert_int_equal(uid, geteuid());
+	/* A parent open to all: refused. */
+	char a[96];
+	(void)snprintf(a, sizeof(a), "%s/a", f->base);
+	assert_int_equal(chmod(a, 0777), 0);
+	assert_int_equal(ly_sockpath_owner_check(f->sock, &uid, &e), LY_E_UNTRUSTED);
+	assert_non_null(strstr(e.msg, "writable by others"));
+	if (geteuid() != 0)
+		return;
+	/* Another user's directory right under /tmp: refused, named. */
+	(void)snprintf(sq, sizeof(sq), "/tmp/ly-sockpath-squat-XXXXXX");
+	assert_non_null(mkdtemp(sq));
+	(void)snprintf(sqsock, sizeof(sqsock), "%s/api.sock", sq);
+	assert_int_equal(chown(sq, 65534, 65534), 0);
+	assert_int_equal(ly_sockpath_owner_check(sqsock, &uid, &e), LY_E_UNTRUSTED);
+	assert_int_equal(uid, 65534);
+	assert_non_null(strstr(e.msg, "its directory belongs to uid 65534, not root or us"));
+	assert_int_equal(rmdir(sq), 0);
+}
+
+static void
+test_peer_check_given_by_root(void **state)
+{
+	(void)state;
+	struct ly_error e;
+	char base[64], dir[96], sock[128], cmd[96];
+	uid_t uid = 1;
+
+	/* A service user's directory that root made in a directory only root may write (/run/lanyard/). */
+	if (geteuid() != 0)
+		skip();
+	(void)snprintf(base, sizeof(base), "/run/ly-sockpath-XXXXXX");
+	if (mkdtemp(base) == NULL)
+		skip();
+	assert_int_equal(chmod(base, 0755), 0);
+	(void)snprintf(dir, sizeof(dir), "%s/server", base);
+	(void)snprintf(sock, sizeof(sock), "%s/api.sock", dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chown(dir, 65534, 65534), 0);
+	pid_t pid = listen_as(sock, 65534);
+	assert_int_equal(ly_sockpath_peer_check(sock, &uid, NULL, &e), LY_OK);
+	assert_int_equal(uid, 65534);
+	uid = 1;
+	assert_int_equal(ly_sockpath_owner_check(sock, &uid, &e), LY_OK);
+	assert_int_equal(uid, 65534);
+	/* The same user's directory made group-writable: refused. */
+	assert_int_equal(chmod(dir, 0770), 0);
+	assert_int_equal(ly_sockpath_peer_check(sock, &uid, NULL, &e), LY_E_UNTRUSTED);
+	assert_non_null(strstr(e.msg, "writable by its group"));
+	stop(pid);
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
+	assert_int_equal(system(cmd), 0);
 }
 
 static void
@@ -253,6 +448,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_link_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_a_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_owner_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_squatted_parent_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_owner_check, setup, teardown),
+		cmocka_unit_test(test_peer_check_given_by_root),
 		cmocka_unit_test(test_bad_paths),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

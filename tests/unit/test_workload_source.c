@@ -2,8 +2,9 @@
  * test_workload_source.c: the workload library's gRPC side with no agent
  * behind the socket: a call fails as UNAVAILABLE within its deadline, a
  * source keeps retrying and its wait times out saying why, and freeing a
- * source stops its watcher promptly. (The happy paths run against a real
- * agent in tests/integration/client_mtls.py.)
+ * source stops its watcher promptly; a socket in a directory another user
+ * took first under /tmp is refused before any call (sockpath.h). (The
+ * happy paths run against a real agent in tests/integration/client_mtls.py.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,8 +12,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/workload/wl_internal.h"
 
@@ -47,6 +51,31 @@ test_client_unavailable(void **state)
 	assert_true(st == LANYARD_E_UNAVAILABLE || st == LANYARD_E_TIMEOUT);
 	assert_null(jb);
 	lanyard_client_free(c);
+}
+
+static void
+test_client_squatted_refused(void **state)
+{
+	lanyard_client *c = NULL;
+	lanyard_x509_context *ctx = NULL;
+	struct lanyard_error err;
+	char dir[64], addr[128];
+
+	/* Issue 19: uid 65534 made the agent's directory under /tmp first (a fake agent could listen there). */
+	if (geteuid() != 0)
+		skip();
+	(void)snprintf(dir, sizeof(dir), "/tmp/ly-wl-squat-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chown(dir, 65534, 65534), 0);
+	(void)snprintf(addr, sizeof(addr), "unix://%s/api.sock", dir);
+	assert_int_equal(lanyard_client_new(addr, &c, &err), LANYARD_OK);
+	lanyard_client_set_timeout(c, 2000);
+	assert_int_equal(lanyard_fetch_x509_context(c, &ctx, &err), LANYARD_E_UNTRUSTED);
+	assert_null(ctx);
+	assert_non_null(strstr(err.msg, "refusing the agent"));
+	assert_non_null(strstr(err.msg, "uid 65534"));
+	lanyard_client_free(c);
+	assert_int_equal(rmdir(dir), 0);
 }
 
 static void
@@ -113,6 +142,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_client_unavailable),
+		cmocka_unit_test(test_client_squatted_refused),
 		cmocka_unit_test(test_client_bad_arguments),
 		cmocka_unit_test(test_source_waits_and_stops),
 	};
