@@ -22,6 +22,9 @@ PACKAGES=(
   valgrind
   faketime
   yamllint
+  pandoc
+  systemd
+  debhelper debootstrap lintian fakeroot umoci
 )
 
 # The Kubernetes manifest check (tests/k8s/check_manifests.py) validates k8s/
