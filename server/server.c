@@ -45,6 +45,7 @@
 #include "lib/keys.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/sdnotify.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/health_http.h"
@@ -426,6 +427,9 @@ begin_stop(struct srv_main *m)
 		return;
 	m->srv.stopping = true;
 	m->rpc_closing = true;
+	struct ly_error ne;
+	if (ly_sd_notify("STOPPING=1", &ne) != LY_OK)
+		log_warn("%s", ne.msg);
 	if (m->handles_ready) {
 		uv_close((uv_handle_t *)&m->sig_term, NULL);
 		uv_close((uv_handle_t *)&m->sig_int, NULL);
@@ -787,6 +791,10 @@ start(struct srv_main *m, struct ly_error *err)
 	    m->srv.cfg.datastore_type == LY_DATASTORE_POSTGRES ? "postgres" : "sqlite3", ly_bundle_sequence(b),
 	    ly_bundle_x509_authority_count(b),
 	    ly_bundle_jwt_authority_count(b), attestors[0] != '\0' ? attestors : "none");
+	/* systemd's Type=notify (lib/sdnotify.h): the CA signs, both APIs listen. */
+	struct ly_error ne;
+	if (ly_sd_notify("READY=1\nSTATUS=serving", &ne) != LY_OK)
+		log_warn("%s", ne.msg);
 	return LY_OK;
 }
 
