@@ -7,8 +7,9 @@
 #   4. rebuilds with ASan+UBSan and runs the whole suite again;
 #   5. builds the libFuzzer targets with clang and replays their corpora;
 #   6. builds the Debian packages (lintian clean) and tests them in a fresh
-#      Debian 12 root (scripts/package-test.sh: ~2-4 min on 2 cores; needs
-#      root; LANYARD_TEST_PACKAGES=0 leaves it out).
+#      Debian 12 root (scripts/package-test.sh), then the container image
+#      from them and its roles (scripts/image-build.sh, image-test.sh): ~3-5
+#      min on 2 cores; needs root; LANYARD_TEST_PACKAGES=0 leaves it out.
 # Build trees go to build-test/ (override with LANYARD_TEST_BUILD_ROOT).
 set -euo pipefail
 
@@ -52,7 +53,7 @@ CC=clang cmake -S "$top" -B "$root/fuzz" -DCMAKE_BUILD_TYPE=Debug -DLANYARD_FUZZ
 cmake --build "$root/fuzz" -j "$jobs"
 (cd "$root/fuzz" && ctest -L fuzz --output-on-failure -j "$jobs")
 
-step "Debian packages: build, lintian, install into a fresh Debian 12 root, demo there"
+step "Debian packages and the image: build, lintian, a fresh Debian 12 root with the demo, the image's roles"
 if [ "${LANYARD_TEST_PACKAGES:-1}" = 0 ]; then
   echo "skipped: LANYARD_TEST_PACKAGES=0"
 elif [ "$(id -u)" -ne 0 ]; then
@@ -60,6 +61,8 @@ elif [ "$(id -u)" -ne 0 ]; then
 else
   bash "$top/scripts/package-build.sh" "$root/debs"
   bash "$top/scripts/package-test.sh" "$root/debs"
+  bash "$top/scripts/image-build.sh" "$root/image" "$root/debs"
+  bash "$top/scripts/image-test.sh" "$root/image/lanyard-oci"
 fi
 
 step "all passed"
