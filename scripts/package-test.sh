@@ -20,8 +20,8 @@
 # chroot, mount) and the network to the Debian mirror apt is configured
 # with. The bootstrapped root is cached as a tarball in
 # $LANYARD_PKGTEST_CACHE (default ~/.cache/lanyard); LANYARD_PKGTEST_FRESH=1
-# makes it again. Takes ~2-4 min with the cache (~1 min more without);
-# not run by scripts/test.sh (docs/development.md says why).
+# makes it again. Takes 20-60 s with the cache (~1 min more without);
+# scripts/test.sh (CI) runs it in its last step, after package-build.sh.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 say() { printf '\n==> %s\n' "$*"; }
