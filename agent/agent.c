@@ -25,6 +25,8 @@
  *   SIGHUP           re-read agent.log_level from the config file (a
  *                    -logLevel flag keeps winning).
  *   SIGPIPE          ignored (a workload that hangs up is not a reason to die).
+ * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the Workload API
+ * serves SVIDs (polled every READY_POLL_MS), STOPPING=1 when a stop begins.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -505,7 +507,6 @@ on_sync_stopped(void *arg)
 	close_rpc(m);
 }
 
-/* Stops accepting, ends the streams, persists, then lets the loop run dry. */
 /* systemd's Type=notify (lib/sdnotify.h): a failure is logged, never fatal. */
 static void
 notify_systemd(const char *state)
@@ -531,6 +532,7 @@ on_ready_timer(uv_timer_t *t)
 	notify_systemd("READY=1\nSTATUS=serving the Workload API");
 }
 
+/* Stops accepting, ends the streams, persists, then lets the loop run dry. */
 static void
 begin_stop(struct agent_main *m)
 {

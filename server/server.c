@@ -24,6 +24,8 @@
  * (ly_agent_api_stop), let gRPC release every call, then close the
  * datastore and the CA: exit 0. SIGHUP re-reads the log level from the
  * config file (a -logLevel flag keeps winning).
+ * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the CA signs
+ * and both APIs listen, STOPPING=1 when a stop begins.
  */
 #include <errno.h>
 #include <inttypes.h>
