@@ -39,6 +39,13 @@ check "include/lanyard/workload.h" test -f "$u/include/lanyard/workload.h"
 check "lanyard-workload.pc" test -f "$u/$libdir/pkgconfig/lanyard-workload.pc"
 check "example programs in libexec/lanyard" test -x "$u/libexec/lanyard/lanyard-example-server"
 check "example configs" test -f "$(find "$root" -path '*/lanyard/server.yaml' | head -1)"
+if [ -f "$build/docs/man/lanyard-server.8" ]; then
+  check "man pages in share/man/man8" test -f "$u/share/man/man8/lanyard-server.8" -a -f "$u/share/man/man8/lanyard-agent.8"
+else
+  echo "note: man pages not built (no pandoc): not checked"
+fi
+check "systemd units in lib/systemd/system" \
+  test -f "$u/lib/systemd/system/lanyard-server.service" -a -f "$u/lib/systemd/system/lanyard-agent.service"
 check "exports and SONAME" sh "$src/tests/install/check_exports.sh" "$u/$libdir/liblanyard-workload.so.1" \
   "$u/include/lanyard/workload.h"
 
