@@ -25,6 +25,8 @@
  *   SIGHUP           re-read agent.log_level from the config file (a
  *                    -logLevel flag keeps winning).
  *   SIGPIPE          ignored (a workload that hangs up is not a reason to die).
+ * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the Workload API
+ * serves SVIDs (polled every READY_POLL_MS), STOPPING=1 when a stop begins.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,6 +48,7 @@
 #include "lib/fsperm.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/sdnotify.h"
 #include "agent/verify.h"
 #include "lib/spiffeid.h"
 #include "rpc/health_http.h"
@@ -53,6 +56,8 @@
 
 /* A shutdown that takes longer than this is cut short. */
 #define STOP_GRACE_MS (15 * 1000)
+/* How often start-up asks whether the Workload API serves yet (READY=1 to systemd). */
+#define READY_POLL_MS 100
 /* agent.sync_interval bounds, seconds. */
 #define SYNC_INTERVAL_MIN 1
 #define SYNC_INTERVAL_MAX 3600
@@ -124,6 +129,7 @@ struct agent_main {
 	bool loop_ready;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t stop_timer;
+	uv_timer_t ready_timer; /* polls until the Workload API serves, then tells systemd */
 	bool handles_ready;
 	bool sync_started;
 	bool rpc_closing;
@@ -487,6 +493,31 @@ on_sync_stopped(void *arg)
 	close_rpc(m);
 }
 
+/* systemd's Type=notify (lib/sdnotify.h): a failure is logged, never fatal. */
+static void
+notify_systemd(const char *state)
+{
+	struct ly_error e;
+	if (ly_sd_notify(state, &e) != LY_OK)
+		log_warn("%s", e.msg);
+}
+
+/*
+ * READY=1 once the Workload API really serves SVIDs (ly_sync_wapi_ready:
+ * attested with entries known, or SVIDs cached from an earlier run), not
+ * when the socket merely listens: units ordered after lanyard-agent.service
+ * then get an identity at once.
+ */
+static void
+on_ready_timer(uv_timer_t *t)
+{
+	struct agent_main *m = t->data;
+	if (!ly_sync_wapi_ready(m->agent.sync))
+		return;
+	uv_timer_stop(t);
+	notify_systemd("READY=1\nSTATUS=serving the Workload API");
+}
+
 /* Stops accepting, ends the streams, persists, then lets the loop run dry. */
 static void
 begin_stop(struct agent_main *m)
@@ -498,6 +529,8 @@ begin_stop(struct agent_main *m)
 		uv_close((uv_handle_t *)&m->sig_term, NULL);
 		uv_close((uv_handle_t *)&m->sig_int, NULL);
 		uv_close((uv_handle_t *)&m->sig_hup, NULL);
+		uv_close((uv_handle_t *)&m->ready_timer, NULL);
+		notify_systemd("STOPPING=1");
 		/* Unreferenced: it cuts a stuck shutdown short, it does not keep the loop. */
 		uv_timer_start(&m->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
 		uv_unref((uv_handle_t *)&m->stop_timer);
@@ -565,6 +598,9 @@ static void
 handles_init(struct agent_main *m)
 {
 	uv_timer_init(&m->loop, &m->stop_timer);
+	uv_timer_init(&m->loop, &m->ready_timer);
+	m->ready_timer.data = m;
+	uv_timer_start(&m->ready_timer, on_ready_timer, READY_POLL_MS, READY_POLL_MS);
 	uv_signal_init(&m->loop, &m->sig_term);
 	uv_signal_init(&m->loop, &m->sig_int);
 	uv_signal_init(&m->loop, &m->sig_hup);

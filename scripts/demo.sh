@@ -4,7 +4,7 @@
 # temporary data directory), one lanyard-agent enrolled with a join token,
 # a registration entry for the current user, and a workload fetching its
 # X.509-SVID over the Workload API socket, checked with `openssl verify`;
-# then the two example programs (examples/, on liblanyard_workload), each
+# then the two example programs (examples/, on liblanyard-workload), each
 # registered by its own binary's path, authenticate each other over mTLS
 # with their SVIDs and say whom they talk to, and a client expecting
 # another server is refused.
@@ -13,6 +13,11 @@
 # LANYARD_DEMO_BINARIES=<build dir> skips installing and building and runs
 # the demo with that build's programs: the test suite does (integration.demo),
 # so the README's first command is checked on every CI run.
+# LANYARD_DEMO_PREFIX=<prefix> runs it on installed programs instead
+# (<prefix>/sbin/lanyard-server, <prefix>/bin/lanyard-agent, the examples in
+# <prefix>/libexec/lanyard): the Debian packages' test does, with /usr.
+# LANYARD_DEMO_EXAMPLES=<dir> takes the two example programs from <dir>
+# (integration.install builds them out of tree against the installed library).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +25,9 @@ td=example.org
 
 say() { printf '\n==> %s\n' "$*"; }
 
-if [ -n "${LANYARD_DEMO_BINARIES:-}" ]; then
+if [ -n "${LANYARD_DEMO_PREFIX:-}" ]; then
+  say "using the programs installed in $LANYARD_DEMO_PREFIX"
+elif [ -n "${LANYARD_DEMO_BINARIES:-}" ]; then
   build=$LANYARD_DEMO_BINARIES
   say "using the programs built in $build"
 else
@@ -33,11 +40,19 @@ else
   cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
   cmake --build "$build" -j "$(nproc)" >/dev/null
 fi
-server_bin=$build/server/lanyard-server
-agent_bin=$build/agent/lanyard-agent
+if [ -n "${LANYARD_DEMO_PREFIX:-}" ]; then
+  server_bin=$LANYARD_DEMO_PREFIX/sbin/lanyard-server
+  agent_bin=$LANYARD_DEMO_PREFIX/bin/lanyard-agent
+  examples=$LANYARD_DEMO_PREFIX/libexec/lanyard
+else
+  server_bin=$build/server/lanyard-server
+  agent_bin=$build/agent/lanyard-agent
+  examples=$build/examples
+fi
+examples=${LANYARD_DEMO_EXAMPLES:-$examples}
 agent_real=$(readlink -f "$agent_bin")
-ex_server=$(readlink -f "$build/examples/lanyard-example-server")
-ex_client=$(readlink -f "$build/examples/lanyard-example-client")
+ex_server=$(readlink -f "$examples/lanyard-example-server")
+ex_client=$(readlink -f "$examples/lanyard-example-client")
 
 work=$(mktemp -d /tmp/lanyard-demo.XXXXXX)
 chmod 0755 "$work"

@@ -22,6 +22,11 @@ PACKAGES=(
   valgrind
   faketime
   yamllint
+  # Man pages (docs/man/), unit checks (systemd-analyze), the Debian
+  # packages and the container image (scripts/package-*.sh, image-*.sh).
+  pandoc
+  systemd
+  ninja-build debhelper debootstrap lintian fakeroot umoci skopeo
 )
 
 # The Kubernetes manifest check (tests/k8s/check_manifests.py) validates k8s/

@@ -5,7 +5,11 @@
 #      fuzz-corpus replay;
 #   3. runs the unit tests under valgrind (memcheck: errors and definite leaks fail);
 #   4. rebuilds with ASan+UBSan and runs the whole suite again;
-#   5. builds the libFuzzer targets with clang and replays their corpora.
+#   5. builds the libFuzzer targets with clang and replays their corpora;
+#   6. builds the Debian packages (lintian clean) and tests them in a fresh
+#      Debian 12 root (scripts/package-test.sh), then the container image
+#      from them and its roles (scripts/image-build.sh, image-test.sh): ~3-5
+#      min on 2 cores; needs root; LANYARD_TEST_PACKAGES=0 leaves it out.
 # Build trees go to build-test/ (override with LANYARD_TEST_BUILD_ROOT).
 set -euo pipefail
 
@@ -48,5 +52,17 @@ step "libFuzzer build (clang) and corpus replay"
 CC=clang cmake -S "$top" -B "$root/fuzz" -DCMAKE_BUILD_TYPE=Debug -DLANYARD_FUZZ=ON >/dev/null
 cmake --build "$root/fuzz" -j "$jobs"
 (cd "$root/fuzz" && ctest -L fuzz --output-on-failure -j "$jobs")
+
+step "Debian packages and the image: build, lintian, a fresh Debian 12 root with the demo, the image's roles"
+if [ "${LANYARD_TEST_PACKAGES:-1}" = 0 ]; then
+  echo "skipped: LANYARD_TEST_PACKAGES=0"
+elif [ "$(id -u)" -ne 0 ]; then
+  echo "skipped: scripts/package-test.sh needs root (debootstrap, chroot, mount)"
+else
+  bash "$top/scripts/package-build.sh" "$root/debs"
+  bash "$top/scripts/package-test.sh" "$root/debs"
+  bash "$top/scripts/image-build.sh" "$root/image" "$root/debs"
+  bash "$top/scripts/image-test.sh" "$root/image/lanyard-oci"
+fi
 
 step "all passed"

@@ -24,6 +24,8 @@
  * (ly_agent_api_stop), let gRPC release every call, then close the
  * datastore and the CA: exit 0. SIGHUP re-reads the log level from the
  * config file (a -logLevel flag keeps winning).
+ * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the CA signs
+ * and both APIs listen, STOPPING=1 when a stop begins.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +49,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/fsperm.h"
+#include "lib/sdnotify.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "rpc/health_http.h"
@@ -406,6 +409,9 @@ begin_stop(struct srv_main *m)
 		return;
 	m->srv.stopping = true;
 	m->rpc_closing = true;
+	struct ly_error ne;
+	if (ly_sd_notify("STOPPING=1", &ne) != LY_OK)
+		log_warn("%s", ne.msg);
 	if (m->handles_ready) {
 		uv_close((uv_handle_t *)&m->sig_term, NULL);
 		uv_close((uv_handle_t *)&m->sig_int, NULL);
@@ -767,6 +773,10 @@ start(struct srv_main *m, struct ly_error *err)
 	    m->srv.cfg.datastore_type == LY_DATASTORE_POSTGRES ? "postgres" : "sqlite3", ly_bundle_sequence(b),
 	    ly_bundle_x509_authority_count(b),
 	    ly_bundle_jwt_authority_count(b), attestors[0] != '\0' ? attestors : "none");
+	/* systemd's Type=notify (lib/sdnotify.h): the CA signs, both APIs listen. */
+	struct ly_error ne;
+	if (ly_sd_notify("READY=1\nSTATUS=serving", &ne) != LY_OK)
+		log_warn("%s", ne.msg);
 	return LY_OK;
 }
 

@@ -295,12 +295,12 @@ def pkg_checks(tmp, agent_sock, srv):
     prefix = os.path.join(tmp, "prefix")
     rc, out, err = run(["cmake", "--install", BUILD_DIR, "--prefix", prefix], timeout=300)
     check(rc == 0, "cmake --install into a temporary prefix", err[-2000:])
-    for rel in ("include/lanyard/workload.h", "lib/pkgconfig/lanyard-workload.pc", "lib/liblanyard_workload.so",
-                "lib/liblanyard_workload.a"):
+    for rel in ("include/lanyard/workload.h", "lib/pkgconfig/lanyard-workload.pc", "lib/liblanyard-workload.so",
+                "lib/liblanyard-workload.a"):
         check(os.path.exists(os.path.join(prefix, rel)), f"installed {rel}")
     env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
     rc, flags, err = run(["pkg-config", "--cflags", "--libs", "lanyard-workload"], env=env)
-    check(rc == 0 and "-llanyard_workload" in flags and
+    check(rc == 0 and "-llanyard-workload" in flags and
           os.path.normpath(re.search(r"-I(\S+)", flags).group(1)) == os.path.join(prefix, "include"),
           "pkg-config --cflags --libs lanyard-workload", flags + err)
     src = os.path.join(tmp, "probe.c")
@@ -313,10 +313,10 @@ def pkg_checks(tmp, agent_sock, srv):
     rc, sflags, err = run(["pkg-config", "--static", "--libs", "lanyard-workload"], env=env)
     exe_s = os.path.join(tmp, "probe-static")
     libdir = os.path.join(prefix, "lib")
-    static_flags = sflags.replace("-llanyard_workload", os.path.join(libdir, "liblanyard_workload.a"))
+    static_flags = sflags.replace("-llanyard-workload", os.path.join(libdir, "liblanyard-workload.a"))
     rc2, out, err2 = run(["sh", "-c", f"cc -Wall -Werror {CC_FLAGS} -o {exe_s} {src} "
                           f"$(pkg-config --cflags lanyard-workload) {static_flags}"], env=env)
-    check(rc == 0 and rc2 == 0, "a program builds against liblanyard_workload.a (pkg-config --static)",
+    check(rc == 0 and rc2 == 0, "a program builds against liblanyard-workload.a (pkg-config --static)",
           err + err2)
     if not (os.path.exists(exe) and os.path.exists(exe_s)):
         return
@@ -339,8 +339,8 @@ def pkg_checks(tmp, agent_sock, srv):
           out + err)
     rc, out, err = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe_s, agent_sock])
     check(rc == 1 and "x509: permission denied" in err, "a uid with no entry gets LANYARD_E_DENIED", out + err)
-    rc, out, err = run(["sh", "-c", f"ldd {exe_s} | grep -c lanyard_workload || true"])
-    check(out.strip() == "0", "the static build does not load liblanyard_workload.so", out)
+    rc, out, err = run(["sh", "-c", f"ldd {exe_s} | grep -c lanyard-workload || true"])
+    check(out.strip() == "0", "the static build does not load liblanyard-workload.so", out)
 
 
 if __name__ == "__main__":
