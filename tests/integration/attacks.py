@@ -949,6 +949,7 @@ def sc_secrets(ctx):
 # ---- main --------------------------------------------------------------------------------------------
 
 ALL = ["denied", "pidreuse", "sockperm", "oversize", "jwt", "conns", "emfile", "slow", "slowloris", "secrets"]
+NEEDS_ROOT = {"denied", "pidreuse", "sockperm", "secrets"}  # other uids through setpriv, chown
 FNS = {"emfile": sc_conns_emfile, "denied": sc_denied, "pidreuse": sc_pidreuse, "sockperm": sc_sockperm, "oversize": sc_oversize,
        "jwt": sc_jwt, "conns": sc_conns, "slow": sc_slow, "slowloris": sc_slowloris, "secrets": sc_secrets}
 
@@ -959,6 +960,12 @@ def main():
     if unknown:
         print(f"unknown scenario(s): {unknown}; known: {ALL}", file=sys.stderr)
         sys.exit(2)
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        for s in [s for s in chosen if s in NEEDS_ROOT]:
+            skip(s, "needs root and setpriv (callers and daemons of other uids)")
+        chosen = [s for s in chosen if s not in NEEDS_ROOT]
+        if not chosen:
+            sys.exit(exit_status())
     if "slow" in chosen and os.environ.get("LANYARD_SANITIZE") == "1":
         # The slow scenario bounds the agent's RSS. ASan's allocator holds freed chunks in a 256 MiB
         # quarantine and keeps each size class's free pages to itself; as every update grows the
