@@ -38,7 +38,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, check, failures, finish, free_port, kill_all, one_error_line, poller, run  # noqa: E402
+from harness import (Daemon, check, exit_status, finish, free_port, kill_all, one_error_line, poller,  # noqa: E402
+                     run)
 
 wait_for = poller(0.1)
 
@@ -339,8 +340,9 @@ def main():
             reloader.kill()
             reloader.wait()
         finish(tmp)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check

@@ -574,3 +574,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check

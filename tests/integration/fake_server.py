@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, check, failures, figures, finish, free_port, kill_all, poller, protoc,  # noqa: E402
+from harness import (Daemon, check, exit_status, figures, finish, free_port, kill_all, poller, protoc,  # noqa: E402
                      split_der)
 
 wait_for = poller(0.1)
@@ -840,8 +840,9 @@ def main():
         if fake is not None:
             fake.stop()
         finish(tmp, with_figures=True)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check
