@@ -38,7 +38,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, check, failures, finish, free_port, kill_all, one_error_line, poller, run  # noqa: E402
+from harness import (Daemon, check, exit_status, finish, free_port, kill_all, one_error_line, poller,  # noqa: E402
+                     run)
 
 wait_for = poller(0.1)
 
@@ -48,7 +49,8 @@ AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 SVID_ID = f"spiffe://{TD}/helper/web"
 
 
-# Records, at each SIGHUP, the certificate and key files it finds in DIR.
+# Records, at each SIGHUP, the certificate and key files it finds in DIR; at each SIGUSR1 (the test's
+# barrier), a line in RECORD.marks.
 RELOADER = r"""
 import json, os, signal, sys, time
 pid_file, out_dir, record = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -62,7 +64,11 @@ def on_hup(signum, frame):
             files[n] = "missing: " + str(e)
     with open(record, "a") as f:
         f.write(json.dumps({"t": time.time(), "files": files}) + "\n")
+def on_usr1(signum, frame):
+    with open(record + ".marks", "a") as f:
+        f.write("mark\n")
 signal.signal(signal.SIGHUP, on_hup)
+signal.signal(signal.SIGUSR1, on_usr1)
 with open(pid_file + ".tmp", "w") as f:
     f.write(f"{os.getpid()}\n")
 os.rename(pid_file + ".tmp", pid_file)
@@ -162,6 +168,22 @@ def hups(record):
             return [json.loads(line) for line in f if line.strip()]
     except OSError:
         return []
+
+
+def reloader_barrier(reloader, record):
+    """True once the reloader has handled a SIGUSR1 sent now. A SIGHUP sent to it before is handled first
+    (the kernel delivers, and Python runs handlers, lowest signal number first), so a SIGHUP the helper
+    sent before it logged its decision is in `record` by then: "no new SIGHUP" after the barrier means
+    none was sent, where a sleep would only mean none recorded yet."""
+    def marks():
+        try:
+            with open(record + ".marks") as f:
+                return f.read().count("mark")
+        except OSError:
+            return 0
+    n = marks()
+    os.kill(reloader.pid, signal.SIGUSR1)
+    return wait_for(lambda: marks() > n, 10)
 
 
 def files_checks(out_dir, label):
@@ -279,8 +301,8 @@ def main():
         line = [ln for ln in helper.errors().splitlines() if "not a digit" in ln]
         check(bool(line) and line[0].startswith("Error: api watch: no signal sent: ") and ctx["pid_file"] in line[0],
               "the error line names the pid file and says nothing was sent", str(line[:1]))
-        time.sleep(1.0)
-        check(len(hups(record)) == n_hups, "pid file with garbage: no signal sent")
+        check(reloader_barrier(reloader, record) and len(hups(record)) == n_hups,
+              "pid file with garbage: no signal sent (a SIGUSR1 sent after the error line was handled first)")
 
         # A stale pid (a process that has exited): an error, no signal.
         dead = subprocess.Popen(["/bin/true"])
@@ -291,7 +313,8 @@ def main():
         nxt = wait_for(lambda: serial_now(ctx["out"]) not in (cur, None) and serial_now(ctx["out"]), 40)
         check(bool(nxt) and wait_for(lambda: f"no process {dead.pid}" in helper.errors(), 10),
               "stale pid file: files updated, error names the missing process", helper.errors()[-600:])
-        check(len(hups(record)) == n_hups and reloader.poll() is None, "stale pid file: no signal to the reloader")
+        check(reloader_barrier(reloader, record) and len(hups(record)) == n_hups and reloader.poll() is None,
+              "stale pid file: no signal to the reloader (a SIGUSR1 sent after the error line was handled first)")
 
         # The pid file fixed: signals resume.
         with open(ctx["pid_file"], "w") as f:
@@ -317,8 +340,9 @@ def main():
             reloader.kill()
             reloader.wait()
         finish(tmp)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check

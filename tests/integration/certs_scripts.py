@@ -26,7 +26,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Daemon, check, failures, finish, free_port, kill_all, poller  # noqa: E402
+from harness import Daemon, check, exit_status, finish, free_port, kill_all, poller  # noqa: E402
 
 wait_for = poller(0.2)
 
@@ -187,8 +187,9 @@ def main():
     finally:
         kill_all(agent, server)
         finish(tmp)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check

@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, check, failures, figures, finish, free_port, kill_all, poller, protoc,  # noqa: E402
+from harness import (Daemon, check, exit_status, figures, finish, free_port, kill_all, poller, protoc,  # noqa: E402
                      split_der)
 
 wait_for = poller(0.1)
@@ -562,6 +562,9 @@ def case_x509(agent, fake, stub, pb, base, mode, reason):
     fake.set_entries(base)
 
 
+BARRIER = "barrier"  # an entry signed as is (no tampering): proves the agent has handled what came before
+
+
 def case_foreign_td(agent, fake, stub, pb, base):
     """An entry of another trust domain: refused as it arrives (agent/cache.c), never even asked for."""
     mode = "foreigntd"
@@ -570,12 +573,16 @@ def case_foreign_td(agent, fake, stub, pb, base):
     pat = rf"entry e-{mode} refused: entry spiffe_id {re.escape(sid(mode))} is not in trust domain {TD}"
     check(wait_for(lambda: log_has(agent, pat, mark), WAIT),
           f"{mode}: an entry for another trust domain is refused on arrival (logged)", agent.text()[mark:][-1500:])
-    time.sleep(0.5)
+    # Barrier: a good entry sent after it is signed, so the update that brought the foreign one has been
+    # handled whole (a CSR for it would have come first), not merely "not yet".
+    fake.set_entries(base + [mode, BARRIER])
+    barrier = wait_for(lambda: fake.signed.get(BARRIER, 0) >= 1, WAIT)
     resp, code = fetch_x509(stub, pb)
     with fake.lock:
         asked = fake.signed.get(mode, 0)
-    check(resp is not None and sid(mode) not in served(resp)[0] and asked == 0,
-          f"{mode}: no CSR sent for it, nothing served", f"{asked} signed")
+    check(barrier and resp is not None and sid(mode) not in served(resp)[0] and asked == 0,
+          f"{mode}: no CSR sent for it (a good entry sent after it was signed), nothing served",
+          f"{asked} signed; barrier signed: {barrier}")
     fake.set_entries(base)
 
 
@@ -744,16 +751,19 @@ def scenario(tmp, pki, fake, pb, wpb, wpb_grpc):
                   served(r)[0].get(GOOD_ID) == fake.served_ok.get("good"),
                   "that bundle is not installed: R still served as the bundle, the good SVID still served")
 
-        time.sleep(1)
+        # Barrier: a good entry added now reaches the open stream, which is in order, so whatever it was
+        # to carry before has arrived.
+        fake.set_entries(base + [BARRIER])
+        streamed = wait_for(lambda: sid(BARRIER) in watcher.current(), WAIT)
         with fake.lock:
             tampered = set(fake.tampered)
         with watcher.lock:
             seen = set(watcher.seen)
             msgs = watcher.msgs
-        allowed = {GOOD_ID, JWT_GOOD_ID, sid("droproot")} | {sid(m) for m, _ in JWT_CASES}
-        check(msgs >= 2 and not {s for _, s in seen} & tampered and {i for i, _ in seen} <= allowed,
-              "the stream open through the run never carried a tampered certificate",
-              f"{msgs} messages, {sorted(i for i, _ in seen)}")
+        allowed = {GOOD_ID, JWT_GOOD_ID, sid("droproot"), sid(BARRIER)} | {sid(m) for m, _ in JWT_CASES}
+        check(streamed and msgs >= 2 and not {s for _, s in seen} & tampered and {i for i, _ in seen} <= allowed,
+              "the stream open through the run never carried a tampered certificate (a good entry added last "
+              "reached it)", f"{msgs} messages, barrier streamed: {streamed}, {sorted(i for i, _ in seen)}")
         check(watcher.end is None and agent.alive(), "the agent is alive and the stream still open")
         watcher.it.cancel()
         ch.close()
@@ -786,13 +796,14 @@ def impostors(tmp, pki, pb, pb_grpc):
         try:
             pat = (r"server certificate: SPIFFE ID .*expected " + re.escape(SERVER_ID)) if kind == "wrongid" \
                 else r"attestation failed: .*certificate verify failed"
-            logged = wait_for(lambda: re.search(pat, ag.text()) is not None or not ag.alive(), WAIT)
-            time.sleep(1)
+            # Barrier: the refusal logged twice, so the first attempt ended (and another began) without an
+            # AttestAgent, rather than "none yet".
+            logged = wait_for(lambda: len(re.findall(pat, ag.text())) >= 2 or not ag.alive(), WAIT)
             with fk.lock:
                 n = fk.attests
             check(logged and n == 0 and "attested as" not in ag.text() and ag.alive(),
-                  f"impostor server ({what}): no AttestAgent reaches it, the agent logs why and keeps trying",
-                  f"{n} attestations; " + ag.text()[-1500:])
+                  f"impostor server ({what}): no AttestAgent reaches it, the agent logs why and keeps trying "
+                  "(refused twice)", f"{n} attestations; " + ag.text()[-1500:])
         finally:
             rc = ag.stop()
             fk.stop()
@@ -829,8 +840,9 @@ def main():
         if fake is not None:
             fake.stop()
         finish(tmp, with_figures=True)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check

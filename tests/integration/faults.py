@@ -34,7 +34,9 @@ SCENARIO is one of:
           keep working, nothing acknowledged lost.
 
 Everything runs on 127.0.0.1 in a temporary directory. Prints ok/FAIL per
-check and a `figures` line; exits non-zero on any failure.
+check and a `figures` line; exits 1 on any failure, else 77 (a skip, for
+ctest) when a scenario cannot run here (no tmpfs or loop mount without root,
+no e2fsprogs).
 """
 import datetime
 import os
@@ -53,8 +55,8 @@ import time
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (PROCS, Daemon, check, failures, figures, finish, free_port, one_error_line, protoc,  # noqa: E402
-                     run, split_der, wait_for)
+from harness import (PROCS, Daemon, check, exit_status, figures, finish, free_port, one_error_line,  # noqa: E402
+                     protoc, run, skip, split_der, wait_for)
 
 SERVER, AGENT, PROTO_DIR, SCENARIO = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 TD = "example.org"
@@ -280,10 +282,11 @@ def scenario_sqlite(tmp, pb, pb_grpc):
     # The data dir on a small tmpfs so that "disk full" is real (ENOSPC).
     mnt = os.path.join(tmp, "mnt")
     os.makedirs(mnt)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mnt],
-                             capture_output=True).returncode == 0
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mnt], capture_output=True,
+                       text=True)
+    mounted = r.returncode == 0
     if not mounted:
-        print("note: cannot mount a tmpfs: disk-full case skipped", flush=True)
+        skip("sqlite: disk full", f"cannot mount a tmpfs (needs root): {r.stderr.strip() or 'mount failed'}")
     env = Env(tmp, os.path.join(mnt, "data"))
     db = os.path.join(env.server_data, "datastore.sqlite3")
     acked = []  # entry IDs printed by a successful `entry create`
@@ -395,7 +398,7 @@ def scenario_skew(tmp, pb, pb_grpc):
     """The agent's clock off by +/-3 min (libfaketime): the SVID is served (notBefore backdated: server/ca.h)."""
     import glob
     libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
-    if not libs:
+    if not libs:  # installed by scripts/install-deps.sh: missing, it is a failure, not a skip
         check(False, "skew: libfaketime is installed (package faketime, scripts/install-deps.sh)")
         return
     # libfaketime preloaded into the agent itself, not through the faketime program: that one forks, so
@@ -504,6 +507,10 @@ def scenario_sqlite_ro(tmp, pb, pb_grpc):
     ext4 does what it does after an I/O error with errors=remount-ro; writes fail with EROFS), recovered by
     kill -9, fsck, mount, restart. Each time: `entry create` fails, exit 1, one line naming the datastore;
     `entry show` works; the server and its agent keep serving; no acknowledged entry is lost."""
+    missing = [t for t in ("mkfs.ext4", "e2fsck", "chattr") if shutil.which(t) is None]
+    if missing:
+        skip("sqlite_ro", f"{', '.join(missing)} not installed (Debian package e2fsprogs)")
+        return
     img, mnt = os.path.join(tmp, "ds.img"), os.path.join(tmp, "mnt")
     os.makedirs(mnt)
     with open(img, "wb") as f:
@@ -513,9 +520,12 @@ def scenario_sqlite_ro(tmp, pb, pb_grpc):
         return subprocess.run(["mount", "-t", "ext4", "-o", "loop,errors=remount-ro", img, mnt],
                               capture_output=True, text=True)
     mk = subprocess.run(["mkfs.ext4", "-q", "-F", img], capture_output=True, text=True)
-    r = mount() if mk.returncode == 0 else mk
+    if not check(mk.returncode == 0, "sqlite_ro: mkfs.ext4 on a 32 MiB image file", mk.stderr.strip()):
+        return
+    r = mount()
     if r.returncode != 0:
-        print(f"note: cannot make an ext4 loop mount ({r.stderr.strip()}): sqlite_ro skipped", flush=True)
+        skip("sqlite_ro", f"cannot mount an ext4 image on a loop device (needs root and /dev/loop*): "
+             f"{r.stderr.strip()}")
         return
     env = Env(tmp, os.path.join(mnt, "data"))
     acked = []
@@ -952,8 +962,9 @@ def main():
                 p.kill()
                 p.wait()
         finish(tmp, with_figures=True)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check

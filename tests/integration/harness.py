@@ -6,14 +6,28 @@ A script imports it from its own directory:
     from harness import check, failures, figures, free_port, wait_for, Daemon
 
 Helpers, and what each one owns:
-  failures, figures  the run's results: `failures` lists the name of every
+  failures, figures, skips
+                     the run's results: `failures` lists the name of every
                      check that failed (exit non-zero when it is not empty),
                      `figures` the measured numbers a script prints as one
-                     `figures {...}` line. Module globals, shared by reference:
-                     a script appends, never rebinds them.
+                     `figures {...}` line, `skips` the (scenario, reason) of
+                     every scenario that could not run here. Module globals,
+                     shared by reference: a script appends, never rebinds them.
   check(cond, what, detail="")
                      prints `ok   WHAT` or `FAIL WHAT (DETAIL)` (detail only on
-                     failure), records a failure, returns cond.
+                     failure), records a failure, returns cond. A check always
+                     tests something: never check(True, ...).
+  skip(what, reason) a scenario that cannot run on this machine (no tmpfs, no
+                     loop device, a missing tool): prints `SKIP WHAT: REASON`
+                     and records it. Decided by testing the precondition
+                     itself (shutil.which, a mount's exit status), never by
+                     catching an exception from set-up: a set-up that breaks
+                     is a failure.
+  exit_status()      the script's exit status: 1 when a check failed, else
+                     SKIP_RC (77, every integration test's SKIP_RETURN_CODE
+                     in ctest) when a scenario was skipped, else 0. Prints the
+                     skipped scenarios again last. Scripts end with
+                     `sys.exit(exit_status())`.
   free_port()        a TCP port on 127.0.0.1 free at the time of the call.
   wait_for(fn, timeout, step=0.05)
                      calls fn every `step` seconds until it returns something
@@ -92,7 +106,9 @@ from http.server import ThreadingHTTPServer
 
 failures = []
 figures = {}
+skips = []
 PROCS = []
+SKIP_RC = 77  # ctest's SKIP_RETURN_CODE for every integration test (tests/integration/CMakeLists.txt)
 
 
 def check(cond, what, detail=""):
@@ -100,6 +116,19 @@ def check(cond, what, detail=""):
     if not cond:
         failures.append(what)
     return cond
+
+
+def skip(what, reason):
+    print(f"SKIP {what}: {reason}", flush=True)
+    skips.append((what, reason))
+
+
+def exit_status():
+    if skips:
+        print(f"{len(skips)} scenario(s) SKIPPED: " + "; ".join(f"{w} ({r})" for w, r in skips), flush=True)
+    if failures:
+        return 1
+    return SKIP_RC if skips else 0
 
 
 def free_port():

@@ -14,7 +14,8 @@ failures (exit 1 and 2), SIGTERM (exit 0).
 
 LANYARD_SERVER_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite
 --error-exitcode=99" runs the server under that command (timeouts grow).
-Prints ok/FAIL per check and exits non-zero on any failure.
+Prints ok/FAIL per check and exits 1 on any failure, else 77 (a skip, for
+ctest) when a scenario cannot run here (the other-uid one needs root).
 """
 import importlib
 import json
@@ -34,6 +35,9 @@ import time
 import grpc
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import SKIP_RC, skip, skips  # noqa: E402
 
 SERVER, PROTO_DIR = sys.argv[1], sys.argv[2]
 WRAP = shlex.split(os.environ.get("LANYARD_SERVER_WRAP", ""))
@@ -398,7 +402,7 @@ def agents(s):
 def other_uid(s):
     """Another user that got past the file modes is still refused (uid check)."""
     if os.getuid() != 0 or not shutil.which("setpriv"):
-        print("skip other-uid check (needs root and setpriv)")
+        skip("other uid", "needs root and setpriv")
         return
     d = os.path.dirname(s.sock)
     os.chmod(d, 0o755)
@@ -550,5 +554,6 @@ def main():
 
 if __name__ == "__main__":
     main()
-    print(f"{'FAILED' if failures else 'passed'}: {len(failures)} failure(s)")
-    sys.exit(1 if failures else 0)
+    print(f"{'FAILED' if failures else 'passed'}: {len(failures)} failure(s)" +
+          (f", {len(skips)} scenario(s) SKIPPED" if skips else ""))
+    sys.exit(1 if failures else SKIP_RC if skips else 0)

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, check, failures, free_port, poller, run  # noqa: E402
+from harness import Daemon, check, exit_status, failures, free_port, poller, run  # noqa: E402
 
 wait_for = poller(0.1)
 
@@ -368,3 +368,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())  # also after an early return from main() on a failed check

@@ -21,7 +21,10 @@ No cluster is needed. In order:
      rejected by the stage named, or this test fails.
 
 Usage: check_manifests.py --repo ROOT [--server-bin P --agent-bin P]
-Prints ok/FAIL per check and "N passed, M failed"; exit 1 on any failure.
+Prints ok/FAIL per check and "N passed, M failed"; exit 1 on any failure,
+else 77 (a skip, for ctest) when a stage cannot run here (`SKIP` lines say why:
+no kubectl, which scripts/install-deps.sh does not install; no binaries given).
+A missing tool that scripts/install-deps.sh installs is a failure.
 """
 import argparse
 import copy
@@ -48,6 +51,18 @@ NODE_NAME_ENV_DEFAULT = "MY_NODE_NAME"
 
 PASSED = 0
 FAILED = 0
+SKIPPED = []
+SKIP_RC = 77  # ctest's SKIP_RETURN_CODE for integration.k8s_manifests
+
+
+def skip(what, reason):
+    SKIPPED.append(what)
+    print(f"SKIP {what}: {reason}")
+
+
+def summary():
+    print(f"{PASSED} passed, {FAILED} failed" + (f", {len(SKIPPED)} SKIPPED: {'; '.join(SKIPPED)}" if SKIPPED else ""))
+    return 1 if FAILED else SKIP_RC if SKIPPED else 0
 
 
 def report(ok, what, detail=""):
@@ -909,8 +924,7 @@ def main():
     report(not missing, "tools: yamllint, node, kubernetes-models",
            "missing: " + ", ".join(missing) + "\nrun scripts/install-deps.sh")
     if missing:
-        print(f"{PASSED} passed, {FAILED} failed")
-        return 1
+        return summary()
 
     workdir = tempfile.mkdtemp(prefix="lanyard-k8s-check-")
     try:
@@ -927,7 +941,8 @@ def main():
         for stage, label in labels.items():
             v = out.get(stage)
             if v is None:
-                print(f"skip {label} ({'kubectl not installed' if stage == 'kubectl-kustomize' else 'no binaries'})")
+                skip(label, "kubectl not installed" if stage == "kubectl-kustomize" else
+                     "no --server-bin/--agent-bin given")
                 continue
             report(not v, label, "\n".join(v))
         print(f"     {len(objects)} objects: " + ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in objects))
@@ -935,8 +950,7 @@ def main():
             self_checks(repo, k8s_dir, node_dir, objects, out, bins, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 0 if FAILED == 0 else 1
+    return summary()
 
 
 if __name__ == "__main__":

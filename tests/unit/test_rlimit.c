@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 
 #include "lib/rlimit.h"
+#include "testutil_skip.h"
 
 static void
 test_raise(void **state)
@@ -21,7 +22,7 @@ test_raise(void **state)
 
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &orig), 0);
 	if (orig.rlim_max != RLIM_INFINITY && orig.rlim_max < 512)
-		skip();
+		LY_SKIP("the hard RLIMIT_NOFILE is under 512");
 	/* A low soft limit, the hard one as it was. */
 	rl.rlim_cur = 256;
 	rl.rlim_max = orig.rlim_max;
@@ -50,5 +51,5 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_raise),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return ly_test_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "lib/sockpath.h"
+#include "testutil_skip.h"
 
 struct fixture {
 	char base[64];
@@ -210,7 +211,7 @@ test_other_owner_refused(void **state)
 
 	/* Only root can give a directory away. */
 	if (geteuid() != 0)
-		skip();
+		LY_SKIP("needs root (chown to another uid)");
 	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_OK);
 	assert_int_equal(chown(f->dir, 65534, 65534), 0);
 	assert_int_equal(ly_sockpath_private_prepare(f->sock, &e), LY_E_UNTRUSTED);
@@ -454,5 +455,5 @@ main(void)
 		cmocka_unit_test(test_peer_check_given_by_root),
 		cmocka_unit_test(test_bad_paths),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return ly_test_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }
