@@ -77,6 +77,25 @@
  */
 #define LY_X509_SVID_TTL_MAX (30 * 24 * 60 * 60)
 #define LY_JWT_SVID_TTL_MAX (24 * 60 * 60)
+/*
+ * And at least (entries being created or updated, the server's defaults).
+ * X.509: an SVID is backdated by LY_SVID_BACKDATE(ttl), at least 10 s
+ * (server/ca.h), and renewed in [45%, 55%] of notBefore..notAfter
+ * (agent/rotation.h), i.e. 0.45 * (ttl + 10) - 10 s after it is issued:
+ * at or before issuance when ttl <= 12, so it was renewed again at once,
+ * forever (-x509SVIDTTL 1: ~245 issuances/s). At 20 s the renewal comes
+ * 3.5-6.5 s after issuance, about one agent sync interval
+ * (LY_AGENT_SYNC_INTERVAL_DEFAULT, 5 s), each batch holding what is due
+ * within 100 ms, and 13.5 s of life are left after the 55% mark for the
+ * retries (1 s doubling). 20 s is also the shortest TTL our own rotation
+ * tests use. SPIRE has no floor, only the cap at the signing CA's
+ * notAfter (as ours, server/ca.h). JWT: validators accept a JWT-SVID
+ * LY_JWT_LEEWAY_SECONDS past its exp, so a shorter TTL shortens nothing
+ * for whoever holds the token, and the agent caches one for half its life:
+ * under the leeway every fetch would be a signature on the server.
+ */
+#define LY_X509_SVID_TTL_MIN 20
+#define LY_JWT_SVID_TTL_MIN LY_JWT_LEEWAY_SECONDS
 /* An entry's DNS names go into its SVIDs: LY_DNS_NAMES_MAX and LY_DNS_NAME_MAX above. */
 /* An entry ID ([A-Za-z0-9._-]) and an entry's hint. */
 #define LY_ENTRY_ID_MAX 64

@@ -1739,6 +1739,7 @@ static char msg_entry_id_malformed[] = "entry_id malformed";
 static char msg_not_authorized[] = "entry not authorized for this agent";
 static char msg_csr_size[] = "csr required, within its size cap";
 static char msg_entry_id_unreadable[] = "entry SPIFFE ID unreadable";
+static char msg_reserved_id[] = "entry SPIFFE ID is in Lanyard's reserved namespace: not issued";
 
 static void
 h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
@@ -1809,6 +1810,10 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 		} else if (ly_spiffe_id_parse_str(ent->spiffe_id, &ids[k], NULL) != LY_OK) {
 			r->status_code = LY_RPC_INTERNAL;
 			r->status_message = msg_entry_id_unreadable;
+		} else if (ly_spiffe_id_check_use(&ids[k], LY_ID_GRANTED, NULL) != LY_OK) {
+			/* An entry stored before the reserved-ID rule (lib/spiffeid.h). */
+			r->status_code = LY_RPC_PERMISSION_DENIED;
+			r->status_message = msg_reserved_id;
 		} else {
 			r->spiffe_id = ent->spiffe_id;
 			reqs[k].csr_der = p->csr.data;
@@ -1816,7 +1821,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 			reqs[k].id = &ids[k];
 			reqs[k].dns = (const char *const *)ent->dns_names;
 			reqs[k].ndns = ent->n_dns_names;
-			reqs[k].ttl_or_0 = ent->x509_svid_ttl;
+			reqs[k].ttl_or_0 = ly_svid_ttl_floored(ent->x509_svid_ttl, LY_X509_SVID_TTL_MIN);
 			map[k++] = i;
 		}
 	}
@@ -1920,8 +1925,12 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		finish(call, LY_RPC_INTERNAL, "entry SPIFFE ID", e.msg);
 		goto out;
 	}
-	rc = ly_ca_mint_jwt_svid(api->srv->ca, &sub, (const char *const *)m->audience, m->n_audience, ent->jwt_svid_ttl,
-	    now, &token, &exp, &e);
+	if (ly_spiffe_id_check_use(&sub, LY_ID_GRANTED, NULL) != LY_OK) {
+		ly_rpc_call_finish(call, LY_RPC_PERMISSION_DENIED, msg_reserved_id);
+		goto out;
+	}
+	rc = ly_ca_mint_jwt_svid(api->srv->ca, &sub, (const char *const *)m->audience, m->n_audience,
+	    ly_svid_ttl_floored(ent->jwt_svid_ttl, LY_JWT_SVID_TTL_MIN), now, &token, &exp, &e);
 	if (rc != LY_OK) {
 		if (sign_code(rc) != LY_RPC_INVALID_ARGUMENT)
 			log_error("JWT-SVID for %s: %s", ent->spiffe_id, e.msg);

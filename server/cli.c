@@ -209,6 +209,18 @@ check_id_flag(const char *cmd, const char *flag, const char *value, struct ly_sp
 	return 0;
 }
 
+/* And allowed for `use` by Lanyard's reserved-namespace rule (lib/spiffeid.h). */
+static int
+check_id_use(const char *cmd, const char *flag, const char *value, enum ly_id_use use)
+{
+	struct ly_error e;
+	struct ly_spiffe_id id;
+
+	if (ly_spiffe_id_parse_str(value, &id, &e) != LY_OK || ly_spiffe_id_check_use(&id, use, &e) != LY_OK)
+		return fail(EXIT_USAGE, "%s: -%s \"%s\": %s", cmd, flag, value, e.msg);
+	return 0;
+}
+
 static int
 output_mode(const char *cmd, const char *output, bool *json)
 {
@@ -402,15 +414,17 @@ entry_req_build(const char *cmd, struct entry_args *a, bool update, struct entry
 		return fail(EXIT_USAGE, "%s: -entryID \"%s\": %s", cmd, a->entry_id, e.msg);
 	if (a->spiffe_id == NULL)
 		return fail(EXIT_USAGE, "%s: -spiffeID is required", cmd);
-	if ((rc = check_id_flag(cmd, "spiffeID", a->spiffe_id, &id)) != 0)
+	if ((rc = check_id_flag(cmd, "spiffeID", a->spiffe_id, &id)) != 0 ||
+	    (rc = check_id_use(cmd, "spiffeID", a->spiffe_id, LY_ID_GRANTED)) != 0)
 		return rc;
 	if (a->parent_id != NULL) {
-		if ((rc = check_id_flag(cmd, "parentID", a->parent_id, NULL)) != 0)
+		if ((rc = check_id_flag(cmd, "parentID", a->parent_id, NULL)) != 0 ||
+		    (rc = check_id_use(cmd, "parentID", a->parent_id, LY_ID_PARENT)) != 0)
 			return rc;
 		(void)snprintf(r->parent, sizeof(r->parent), "%s", a->parent_id);
 	} else if (a->node) {
 		/* SPIRE's rule: a node entry's parent is the server itself. */
-		(void)snprintf(r->parent, sizeof(r->parent), "spiffe://%s/lanyard/server", id.trust_domain);
+		(void)snprintf(r->parent, sizeof(r->parent), "spiffe://%s" LY_SERVER_ID_PATH, id.trust_domain);
 	} else {
 		return fail(EXIT_USAGE, "%s: -parentID is required (or -node)", cmd);
 	}
@@ -679,7 +693,8 @@ token_generate(int argc, char **argv)
 	if ((rc = parse_flags(cmd, "Makes a single-use join token for one agent.", flags, NFLAGS(flags), argc,
 	    argv)) >= 0)
 		return rc;
-	if (spiffe_id != NULL && (rc = check_id_flag(cmd, "spiffeID", spiffe_id, NULL)) != 0)
+	if (spiffe_id != NULL && ((rc = check_id_flag(cmd, "spiffeID", spiffe_id, NULL)) != 0 ||
+	    (rc = check_id_use(cmd, "spiffeID", spiffe_id, LY_ID_JOIN_TOKEN)) != 0))
 		return rc;
 	lanyard__admin__v1__token_request__init(&req);
 	req.spiffe_id = unconst(spiffe_id);
