@@ -520,6 +520,15 @@ def scenario(t, pb, node_der, node_key, k8s):
     code, det = code_of(lambda: a1.stub.NewJWTSVID(pb.NewJWTSVIDRequest(entry_id=web_id, audience=["a"] * 33),
                                                    timeout=RPC_TIMEOUT))
     check(code == C.INVALID_ARGUMENT, "JWT-SVID with 33 audiences: INVALID_ARGUMENT", f"{code}")
+    # A NUL inside an audience: it was signed cut at the NUL ("svc-a"), now refused as the Workload API does.
+    code, det = code_of(lambda: a1.stub.NewJWTSVID(pb.NewJWTSVIDRequest(entry_id=web_id, audience=["svc-a\x00evil"]),
+                                                   timeout=RPC_TIMEOUT))
+    check(code == C.INVALID_ARGUMENT and "NUL" in (det or ""), "JWT-SVID with a NUL in an audience: INVALID_ARGUMENT",
+          f"{code} {det}")
+    code, det = code_of(lambda: a1.stub.NewJWTSVID(pb.NewJWTSVIDRequest(entry_id=web_id, audience=["svc-a\nb"]),
+                                                   timeout=RPC_TIMEOUT))
+    check(code == C.INVALID_ARGUMENT, "JWT-SVID with a control character in an audience: INVALID_ARGUMENT",
+          f"{code} {det}")
     code, det = code_of(lambda: a1.stub.NewJWTSVID(
         pb.NewJWTSVIDRequest(entry_id=other_agent_entry, audience=["a"]), timeout=RPC_TIMEOUT))
     check(code == C.PERMISSION_DENIED, "JWT-SVID for another agent's entry: PERMISSION_DENIED", f"{code}")
