@@ -1171,8 +1171,8 @@ ly_entry_check_ttl_floor(const struct ly_entry *entry, struct ly_error *err)
 		return ly_error_set(err, LY_E_INTERNAL, "entry: no entry");
 	if (entry->x509_svid_ttl > 0 && entry->x509_svid_ttl < LY_X509_SVID_TTL_MIN)
 		return ly_error_set(err, LY_E_INVALID,
-		    "entry x509_svid_ttl %d is under the %d-second floor (an SVID that short is renewed "
-		    "as soon as it is issued; 0 means the server default)",
+		    "entry x509_svid_ttl %d is under the %d-second floor (shorter SVIDs are renewed every few "
+		    "seconds, at 1 s without end; 0 means the server default)",
 		    (int)entry->x509_svid_ttl, LY_X509_SVID_TTL_MIN);
 	if (entry->jwt_svid_ttl > 0 && entry->jwt_svid_ttl < LY_JWT_SVID_TTL_MIN)
 		return ly_error_set(err, LY_E_INVALID,
