@@ -138,7 +138,7 @@
 /* JWT-SVID requests waiting on the server at once; beyond, refused (the workload retries). */
 #define JWT_INFLIGHT_MAX 1024
 /* The server's SPIFFE ID is spiffe://<td> followed by this (docs/agent-api.md). */
-#define SERVER_ID_PATH "/lanyard/server"
+#define SERVER_ID_PATH LY_SERVER_ID_PATH
 /* The insecure bootstrap's TLS probe gives up after this long. */
 #define PROBE_TIMEOUT_MS 5000
 /* Longest sleep of the tick timer, so that a clock jump is noticed. */

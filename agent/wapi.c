@@ -30,8 +30,9 @@
  *      one (PID 0; the process gone or its PID reused) is served with
  *      every call refused PERMISSION_DENIED, so the client learns why.
  * Before every answer (each unary reply, each stream message) the caller
- * is checked again (ly_proc_verify: the pidfd still names a live process
- * and its start time is unchanged); once that fails the connection is
+ * is checked again (ly_unix_peer_verify: the pidfd still names a live
+ * process, its start time is unchanged, and it runs the executable it ran
+ * at accept: no exec since); once that fails the connection is
  * refused PERMISSION_DENIED for good and its streams end so: an identity
  * never goes to whoever holds the PID now.
  *
@@ -261,7 +262,7 @@ conn_verify(struct wconn *c)
 
 	if (c->refuse != LY_RPC_OK)
 		return false;
-	if (ly_proc_verify(c->w->agent->cfg.proc_root, c->peer.pid, c->peer.pidfd, c->peer.start_time, &e) != LY_OK) {
+	if (ly_unix_peer_verify(c->w->agent->cfg.proc_root, &c->peer, &e) != LY_OK) {
 		log_info("workload api: conn %" PRIu64 " (pid %d): caller gone or replaced, refusing it: %s", c->id,
 		    (int)c->peer.pid, e.msg);
 		c->refuse = LY_RPC_PERMISSION_DENIED;
@@ -1021,7 +1022,7 @@ conn_attested(struct wconn *c)
 	if (w->stopping)
 		goto close;
 	if (c->attest_rc == LY_OK &&
-	    ly_proc_verify(w->agent->cfg.proc_root, c->peer.pid, c->peer.pidfd, c->peer.start_time, &e) != LY_OK)
+	    ly_unix_peer_verify(w->agent->cfg.proc_root, &c->peer, &e) != LY_OK)
 		conn_attest_failed(c, e.code, &e, "after attestation");
 	if (c->attest_rc == LY_E_UNTRUSTED || c->attest_rc == LY_E_UNSUPPORTED) {
 		/* Permanent: serve the connection to tell the client why. */
@@ -1138,6 +1139,11 @@ conn_start(struct wconn *c, int fd)
 		goto started;
 	}
 	c->peer.has_start_time = true;
+	/* And what it runs: an exec after this is refused (procfs.h struct ly_proc_exe). */
+	if (ly_proc_exe_id(w->agent->cfg.proc_root, cred.pid, &c->peer.exe, &e) != LY_OK) {
+		conn_attest_failed(c, LY_E_UNTRUSTED, &e, "peer");
+		goto started;
+	}
 	c->attesting++;
 	if (ly_unix_attest_start(w->agent->loop, w->unix_att, &c->peer, on_unix_attested, c, NULL, &e) != LY_OK) {
 		c->attesting--;

@@ -9,8 +9,10 @@
 #include <openssl/crypto.h>
 
 #include "lib/caps.h"
+#include "lib/pbstrict.h"
 #include "lib/pbstruct.h"
 #include "lib/spiffeid.h"
+#include "lib/text.h"
 #include "workload.pb-c.h"
 
 /*
@@ -365,56 +367,6 @@ ly_wmsg_validate_response(const char *spiffe_id, const json_t *claims, struct ly
 
 /* ---- requests ---- */
 
-/*
- * Text a workload sends: 1..cap bytes of UTF-8 (shortest forms, no
- * surrogates) without control characters.
- */
-static ly_status
-check_text(const char *what, const char *s, size_t cap, struct ly_error *err)
-{
-	size_t n = strnlen(s, cap + 1);
-	if (n == 0)
-		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
-	if (n > cap)
-		return ly_error_set(err, LY_E_LIMIT, "%s is over %zu bytes", what, cap);
-	const unsigned char *p = (const unsigned char *)s;
-	for (size_t i = 0; i < n;) {
-		unsigned c = p[i];
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return ly_error_set(err, LY_E_INVALID, "%s holds a control character", what);
-			i++;
-			continue;
-		}
-		size_t k;
-		uint32_t cp;
-		if ((c & 0xe0) == 0xc0) {
-			k = 1;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			k = 2;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			k = 3;
-			cp = c & 0x07;
-		} else {
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-		}
-		if (n - i <= k)
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-		for (size_t j = 1; j <= k; j++) {
-			if ((p[i + j] & 0xc0) != 0x80)
-				return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-			cp = (cp << 6) | (p[i + j] & 0x3fu);
-		}
-		if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8 text", what);
-		i += k + 1;
-	}
-	return LY_OK;
-}
-
 static const uint8_t empty_input[1];
 
 static void
@@ -423,28 +375,12 @@ plain_free(ProtobufCMessage *m)
 	protobuf_c_message_free_unpacked(m, NULL);
 }
 
-/*
- * Unpacks `len` bytes with `desc`, refusing what does not re-encode to
- * `len`; a refused message is released with `release` (which wipes what
- * must be wiped).
- */
+/* lib/pbstrict.h: the one strict unpack (a NUL in a string, a field twice). */
 static ly_status
 unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
     void (*release)(ProtobufCMessage *), ProtobufCMessage **out, struct ly_error *err)
 {
-	*out = NULL;
-	if (len > LY_WORKLOAD_REQUEST_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s over %d bytes", desc->name, LY_WORKLOAD_REQUEST_MAX);
-	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data != NULL ? data : empty_input);
-	if (m == NULL)
-		return ly_error_set(err, LY_E_INVALID, "not a valid %s", desc->name);
-	if (protobuf_c_message_get_packed_size(m) != len) {
-		release(m);
-		return ly_error_set(err, LY_E_INVALID, "%s: a string with a NUL byte, or a field sent twice",
-		    desc->name);
-	}
-	*out = m;
-	return LY_OK;
+	return ly_pb_unpack_strict(desc, data, len, LY_WORKLOAD_REQUEST_MAX, release, out, err);
 }
 
 void
@@ -476,7 +412,7 @@ ly_wmsg_parse_jwtsvid_request(const uint8_t *data, size_t len, struct ly_wmsg_jw
 		goto out;
 	}
 	for (size_t i = 0; i < req->n_audience; i++) {
-		rc = check_text("audience", req->audience[i], LY_JWT_AUDIENCE_MAX, err);
+		rc = ly_text_check("audience", req->audience[i], LY_JWT_AUDIENCE_MAX, err);
 		if (rc != LY_OK) {
 			rc = ly_error_wrap(err, rc, "JWTSVIDRequest: audience %zu", i);
 			goto out;
@@ -541,7 +477,7 @@ ly_wmsg_parse_validate_request(const uint8_t *data, size_t len, struct ly_wmsg_v
 	memset(out, 0, sizeof(*out));
 	LY_TRY(unpack_strict(&validate_jwtsvidrequest__descriptor, data, len, validate_msg_free, &m, err));
 	ValidateJWTSVIDRequest *req = (ValidateJWTSVIDRequest *)(void *)m;
-	rc = check_text("audience", req->audience, LY_JWT_AUDIENCE_MAX, err);
+	rc = ly_text_check("audience", req->audience, LY_JWT_AUDIENCE_MAX, err);
 	if (rc != LY_OK) {
 		rc = ly_error_wrap(err, rc, "ValidateJWTSVIDRequest");
 		goto out;
