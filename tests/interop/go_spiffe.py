@@ -30,6 +30,9 @@ program and the C examples) plus `unix:uid:0`. Scenarios:
              (reconnect by backoff, a new SVID served). Throughout: no
              response a client rejects (empty svids, no bundle), no stream
              ended with OK or INVALID_ARGUMENT, no watch ended.
+  basic.rsa-2048, basic.ec-p384
+             the same with the server's ca_key_type rsa-2048 (RS256 JWT-SVIDs,
+             RSA CA certificates) and ec-p384 (ES384).
   health     grpc-health-probe v0.4.63 against the agent's Workload API socket
              (grpc.health.v1); lanyard-server serves no grpc.health.v1.
 Prints ok/FAIL per check and the figures; exits 1 on any failure.
@@ -97,13 +100,14 @@ def build_go_program():
 # ---- daemons -------------------------------------------------------------------------
 
 class Env:
-    def __init__(self, tmp, ca_ttl=None):
+    def __init__(self, tmp, ca_ttl=None, key_type=None):
         self.tmp = tmp
         self.server_sock = os.path.join(tmp, "server", "api.sock")
         self.agent_sock = os.path.join(tmp, "agent", "public", "api.sock")
         self.addr = "unix://" + self.agent_sock
         self.port = free_port()
         self.ca_ttl = ca_ttl
+        self.key_type = key_type
         self.server = self.agent = None
 
     def srv(self, *args):
@@ -112,7 +116,8 @@ class Env:
     def start(self):
         cfg = os.path.join(self.tmp, "server.yaml")
         with open(cfg, "w") as f:
-            f.write(f"server:\n  trust_domain: {TD}\n" + (f"  ca_ttl: {self.ca_ttl}\n" if self.ca_ttl else ""))
+            f.write(f"server:\n  trust_domain: {TD}\n" + (f"  ca_ttl: {self.ca_ttl}\n" if self.ca_ttl else "")
+                    + (f"  ca_key_type: {self.key_type}\n" if self.key_type else ""))
         self.server = Daemon([SERVER, "run", "-config", cfg, "-bindAddress", "127.0.0.1", "-serverPort",
                               str(self.port), "-socketPath", self.server_sock,
                               "-dataDir", os.path.join(self.tmp, "server-data")], os.path.join(self.tmp, "server.log"))
@@ -286,6 +291,9 @@ def scenario_basic(env, prog):
         res = next((ev for ev in map(json.loads, out.splitlines()) if ev["ev"] == "jwt"), {}) if rc == 0 else {}
         check(rc == 0 and res.get("id") == id_a and sorted(res.get("aud", [])) == ["svc-one", "svc-two"],
               "FetchJWTSVID for two audiences: the token names both", out + err)
+        want_alg = {"ec-p384": "ES384", "rsa-2048": "RS256"}.get(env.key_type, "ES256")
+        check(res.get("alg") == want_alg, f"the JWT-SVID is signed {want_alg} (ca_key_type {env.key_type or 'ec-p256'})",
+              json.dumps([res.get("alg"), res.get("typ")]))
         for aud in ("svc-one", "svc-two"):
             check(res.get(f"agent:{aud}") == f"ok {id_a}",
                   f"workloadapi.ValidateJWTSVID (through the agent) accepts the token for {aud}", json.dumps(res))
@@ -588,19 +596,20 @@ def scenario_health(env, probe):
 
 
 def main():
-    if SCENARIO not in ("basic", "lifecycle", "health"):
+    base, _, key_type = SCENARIO.partition(".")
+    if base not in ("basic", "lifecycle", "health") or key_type not in ("", "ec-p256", "ec-p384", "rsa-2048"):
         print(f"Error: unknown scenario {SCENARIO}", file=sys.stderr)
         sys.exit(2)
-    prog = build_go_program() if SCENARIO != "health" else health_probe()
-    tmp = tempfile.mkdtemp(prefix=f"lanyard-go-{SCENARIO}-")
-    env = Env(tmp, ca_ttl="60s" if SCENARIO == "lifecycle" else None)
+    prog = build_go_program() if base != "health" else health_probe()
+    tmp = tempfile.mkdtemp(prefix=f"lanyard-go-{base}-")
+    env = Env(tmp, ca_ttl="60s" if base == "lifecycle" else None, key_type=key_type or None)
     t_start = time.time()
     try:
         t_server = time.time()
         if env.start():
-            if SCENARIO == "basic":
+            if base == "basic":
                 scenario_basic(env, prog)
-            elif SCENARIO == "lifecycle":
+            elif base == "lifecycle":
                 scenario_lifecycle(env, prog, t_server)
             else:
                 scenario_health(env, prog)

@@ -24,6 +24,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -330,6 +331,12 @@ func jwtCheck(addr, audList, wrong string) {
 		die("FetchJWTSVID: %v", err)
 	}
 	token := svid.Marshal()
+	if hdr, err := base64.RawURLEncoding.DecodeString(strings.SplitN(token, ".", 2)[0]); err == nil {
+		var h map[string]any
+		if json.Unmarshal(hdr, &h) == nil {
+			res["alg"], res["typ"] = h["alg"], h["typ"]
+		}
+	}
 	res["id"] = svid.ID.String()
 	res["aud"] = svid.Audience
 	res["exp"] = svid.Expiry.Unix()
