@@ -34,7 +34,8 @@ program and the C examples) plus `unix:uid:0`. Scenarios:
              the same with the server's ca_key_type rsa-2048 (RS256 JWT-SVIDs,
              RSA CA certificates) and ec-p384 (ES384).
   health     grpc-health-probe v0.4.63 against the agent's Workload API socket
-             (grpc.health.v1); lanyard-server serves no grpc.health.v1.
+             (grpc.health.v1: "" and SpiffeWorkloadAPI SERVING, another
+             service NOT_FOUND); lanyard-server serves no grpc.health.v1.
 Prints ok/FAIL per check and the figures; exits 1 on any failure.
 """
 import json
@@ -586,8 +587,13 @@ def scenario_health(env, probe):
     rc, out, err = run([probe, "-addr", env.addr, "-connect-timeout", "5s", "-rpc-timeout", "5s"])
     check(rc == 0 and "SERVING" in out + err, "grpc-health-probe -addr unix://<agent socket>: SERVING, exit 0",
           f"rc {rc}: {out}{err}")
-    rc, out, err = run([probe, "-addr", env.addr, "-service", "", "-rpc-timeout", "5s"])
-    check(rc == 0, "grpc-health-probe -service '': exit 0", f"rc {rc}: {out}{err}")
+    rc, out, err = run([probe, "-addr", env.addr, "-service", "SpiffeWorkloadAPI", "-rpc-timeout", "5s"])
+    check(rc == 0 and "SERVING" in out + err, "grpc-health-probe -service SpiffeWorkloadAPI: SERVING, exit 0",
+          f"rc {rc}: {out}{err}")
+    # grpc/health/v1/health.proto: an unknown service fails NOT_FOUND (a probe with a wrong name must fail).
+    rc, out, err = run([probe, "-addr", env.addr, "-service", "no.such.Service", "-rpc-timeout", "5s"])
+    check(rc == 3 and "NotFound" in out + err, "grpc-health-probe -service no.such.Service: NOT_FOUND, exit 3",
+          f"rc {rc}: {out}{err}")
     rc, out, err = run([probe, "-addr", f"127.0.0.1:{env.port}", "-connect-timeout", "3s", "-rpc-timeout", "3s"])
     check(rc != 0, "lanyard-server's agent port has no plaintext grpc.health.v1 (probe fails)", f"rc {rc}: {out}{err}")
     env.agent.stop()
