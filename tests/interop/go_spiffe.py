@@ -30,9 +30,11 @@ program and the C examples) plus `unix:uid:0`. Scenarios:
              (reconnect by backoff, a new SVID served). Throughout: no
              response a client rejects (empty svids, no bundle), no stream
              ended with OK or INVALID_ARGUMENT, no watch ended.
-  basic.rsa-2048, basic.ec-p384
+  basic.rsa-2048, basic.ec-p384, basic.upstream
              the same with the server's ca_key_type rsa-2048 (RS256 JWT-SVIDs,
-             RSA CA certificates) and ec-p384 (ES384).
+             RSA CA certificates) and ec-p384 (ES384), and with an upstream
+             CA (certs/make-dev-ca.sh: SVIDs carry the signing CA as an
+             intermediate, the bundle is the upstream root).
   health     grpc-health-probe v0.4.63 against the agent's Workload API socket
              (grpc.health.v1: "" and SpiffeWorkloadAPI SERVING, another
              service NOT_FOUND); lanyard-server serves no grpc.health.v1.
@@ -61,6 +63,7 @@ AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 CACHE = os.path.join(os.environ.get("LANYARD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lanyard"),
                      "interop-go")
 PROBE_VERSION = "v0.4.63"
+MAKE_DEV_CA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "certs", "make-dev-ca.sh")
 
 
 def skip(why):
@@ -117,8 +120,16 @@ class Env:
     def start(self):
         cfg = os.path.join(self.tmp, "server.yaml")
         with open(cfg, "w") as f:
-            f.write(f"server:\n  trust_domain: {TD}\n" + (f"  ca_ttl: {self.ca_ttl}\n" if self.ca_ttl else "")
-                    + (f"  ca_key_type: {self.key_type}\n" if self.key_type else ""))
+            f.write(f"server:\n  trust_domain: {TD}\n" + (f"  ca_ttl: {self.ca_ttl}\n" if self.ca_ttl else ""))
+            if self.key_type == "upstream":
+                # certs/make-dev-ca.sh's upstream root: the signing CA is an intermediate under it.
+                pki = os.path.join(self.tmp, "pki")
+                rc, out, err = run(["bash", MAKE_DEV_CA, "-t", TD, pki])
+                if not check(rc == 0, "certs/make-dev-ca.sh writes an upstream CA", err):
+                    return False
+                f.write(f"  upstream_ca:\n    cert_file: {pki}/upstream-ca.pem\n    key_file: {pki}/upstream-ca.key\n")
+            elif self.key_type:
+                f.write(f"  ca_key_type: {self.key_type}\n")
         self.server = Daemon([SERVER, "run", "-config", cfg, "-bindAddress", "127.0.0.1", "-serverPort",
                               str(self.port), "-socketPath", self.server_sock,
                               "-dataDir", os.path.join(self.tmp, "server-data")], os.path.join(self.tmp, "server.log"))
@@ -276,6 +287,10 @@ def scenario_basic(env, prog):
         src = w.last("source") or {}
         check(src.get("id") == id_a and src.get("verify") == "ok" and src.get("bundle"),
               "X509Source: first SVID (its ID) and bundle; x509svid.Verify accepts the SVID", json.dumps(src))
+        if env.key_type == "upstream":
+            check(src.get("chain") == 2 and src.get("bundle") == [src.get("root")],
+                  "upstream CA: the SVID comes with the signing CA (an intermediate) and chains to the upstream "
+                  "root, the bundle's one authority", json.dumps(src))
         ctx = w.last("x509context") or {"svids": [], "bundles": {}}
         check([s["id"] for s in ctx["svids"]] == [id_a] and all(s["verify"] == "ok" for s in ctx["svids"]),
               "WatchX509Context: one SVID, verified with x509svid.Verify", json.dumps(ctx))
@@ -293,7 +308,7 @@ def scenario_basic(env, prog):
         check(rc == 0 and res.get("id") == id_a and sorted(res.get("aud", [])) == ["svc-one", "svc-two"],
               "FetchJWTSVID for two audiences: the token names both", out + err)
         want_alg = {"ec-p384": "ES384", "rsa-2048": "RS256"}.get(env.key_type, "ES256")
-        check(res.get("alg") == want_alg, f"the JWT-SVID is signed {want_alg} (ca_key_type {env.key_type or 'ec-p256'})",
+        check(res.get("alg") == want_alg, f"the JWT-SVID is signed {want_alg} ({env.key_type or 'ec-p256'} CA)",
               json.dumps([res.get("alg"), res.get("typ")]))
         for aud in ("svc-one", "svc-two"):
             check(res.get(f"agent:{aud}") == f"ok {id_a}",
@@ -485,12 +500,14 @@ def scenario_lifecycle(env, prog, t_server):
         def rotation_done():
             seen = serials(w, id_w)
             xb = (w.last("x509bundles") or {}).get("bundles", {}).get(TD, [])
-            newer = [e for e in w.events("x509context") if svid_of(e, id_w) and svid_of(e, id_w)["issuer"]
-                     not in first_bundle]
+            newer = [e for e in w.events("x509context") if svid_of(e, id_w) and svid_of(e, id_w).get("root")
+                     and svid_of(e, id_w)["root"] not in first_bundle]
             return len(seen) >= 4 and len(xb) > len(first_bundle) and newer
         wait_for(rotation_done, max(5, 75 - (time.time() - t_server)), step=0.5)
         seen = serials(w, id_w)
         check(len(seen) >= 3, "rotation: new SVIDs reach the X509Source", json.dumps(seen))
+        check(seen and seen[0].get("root") in first_bundle, "the first SVID chains to the first bundle's root",
+              json.dumps([seen[:1], first_bundle]))
         fracs = [round((n["t"] - p["nb"]) / (p["na"] - p["nb"]), 3) for p, n in zip(seen, seen[1:])]
         figures["rotation_fraction_of_lifetime"] = fracs
         figures["rotation_lifetime_s"] = [p["na"] - p["nb"] for p in seen]
@@ -512,12 +529,12 @@ def scenario_lifecycle(env, prog, t_server):
         src = w.last("source") or {}
         check(len(src.get("bundle", [])) > len(first_bundle), "CA rotation: the X509Source's bundle has it too",
               json.dumps(src))
-        newer = [e for e in w.events("x509context") if svid_of(e, id_w) and svid_of(e, id_w)["issuer"]
-                 not in first_bundle]
+        newer = [e for e in w.events("x509context") if svid_of(e, id_w) and svid_of(e, id_w).get("root")
+                 and svid_of(e, id_w)["root"] not in first_bundle]
         check(newer and svid_of(newer[0], id_w)["verify"] == "ok",
               "CA rotation: an SVID issued under the new root verifies with x509svid.Verify against the "
               "watched bundle", json.dumps(newer[:1]))
-        src_new = [e for e in w.events("source") if e.get("issuer") and e["issuer"] not in first_bundle]
+        src_new = [e for e in w.events("source") if e.get("root") and e["root"] not in first_bundle]
         check(src_new and src_new[0]["verify"] == "ok", "CA rotation: the X509Source serves it",
               json.dumps(w.events("source")[-2:]))
         figures["ca_rotation_seen_s_after_server_start"] = round(
@@ -603,7 +620,7 @@ def scenario_health(env, probe):
 
 def main():
     base, _, key_type = SCENARIO.partition(".")
-    if base not in ("basic", "lifecycle", "health") or key_type not in ("", "ec-p256", "ec-p384", "rsa-2048"):
+    if base not in ("basic", "lifecycle", "health") or key_type not in ("", "ec-p256", "ec-p384", "rsa-2048", "upstream"):
         print(f"Error: unknown scenario {SCENARIO}", file=sys.stderr)
         sys.exit(2)
     prog = build_go_program() if base != "health" else health_probe()

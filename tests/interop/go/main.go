@@ -194,17 +194,21 @@ func describeSVID(s *x509svid.SVID, bundles x509bundle.Source) map[string]any {
 	leaf := s.Certificates[0]
 	d := map[string]any{
 		"id": s.ID.String(), "serial": leaf.SerialNumber.Text(16), "hint": s.Hint,
-		"nb": leaf.NotBefore.Unix(), "na": leaf.NotAfter.Unix(), "issuer": fp(s.Certificates[len(s.Certificates)-1]),
+		"nb": leaf.NotBefore.Unix(), "na": leaf.NotAfter.Unix(), "top": fp(s.Certificates[len(s.Certificates)-1]),
 		"chain": len(s.Certificates),
 	}
 	// x509svid.Verify: the chain up to an authority of the bundle of the SVID's
 	// own trust domain, with go-spiffe's leaf rules.
-	if id, _, err := x509svid.Verify(s.Certificates, bundles); err != nil {
+	id, chains, err := x509svid.Verify(s.Certificates, bundles)
+	switch {
+	case err != nil:
 		d["verify"] = err.Error()
-	} else if id != s.ID {
+	case id != s.ID:
 		d["verify"] = "verified as " + id.String()
-	} else {
+	default:
 		d["verify"] = "ok"
+		// The bundle authority the chain ends at.
+		d["root"] = fp(chains[0][len(chains[0])-1])
 	}
 	return d
 }
