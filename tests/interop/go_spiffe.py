@@ -325,6 +325,11 @@ def scenario_basic(env, prog):
               "JWTSource.FetchJWTSVID: a token for its one audience only", json.dumps(res))
         check(res.get("bundles", {}).get(TD) == jb.get(TD), "FetchJWTBundles: the same keys as the watch",
               json.dumps(res.get("bundles")))
+        check(res.get("subject_own") == f"ok {id_a}", "FetchJWTSVID for its own SPIFFE ID (Subject)",
+              json.dumps(res.get("subject_own")))
+        check(res.get("subject_other") == "PermissionDenied",
+              "FetchJWTSVID for an identity the caller does not have: PermissionDenied",
+              json.dumps(res.get("subject_other")))
         check(res.get("wit") == "Unimplemented", "FetchWITSVID (newer Workload API): UNIMPLEMENTED",
               json.dumps(res.get("wit")))
     finally:
@@ -347,6 +352,11 @@ def scenario_basic(env, prog):
                     run_ok([cli_prog, "dial", "-socket", env.addr, "-port", str(port), cmode, cval],
                            f"spiffetls mTLS: {cli_id} dials {srv_id} (server {mode}, client {cmode})",
                            [f"connected to {srv_id} as {cli_id}", f"answer: hello {cli_id}, this is {srv_id}"])
+                for sock in ("unix://" + env.agent_sock, "unix:" + env.agent_sock):
+                    rc, out, err = run([cli_prog, "dial", "-port", str(port), cmode, cval],
+                                       env=dict(os.environ, SPIFFE_ENDPOINT_SOCKET=sock))
+                    check(rc == 0 and f"answer: hello {cli_id}, this is {srv_id}" in out,
+                          f"... the same with SPIFFE_ENDPOINT_SOCKET={sock.split(env.tmp)[0]}<path>", out + err)
                 rc, out, err = run([cli_prog, "dial", "-socket", env.addr, "-port", str(port), "-id",
                                     f"spiffe://{TD}/go/not-the-server"])
                 check(rc == 1 and "answer:" not in out and "unexpected ID" in err,

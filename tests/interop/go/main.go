@@ -1,11 +1,12 @@
 // lanyard-interop-go: go-spiffe v2 (the reference SPIFFE client) against a
 // real lanyard-agent, driven by tests/interop/go_spiffe.py.
 //
-//	lanyard-interop-go watch -socket ADDR
-//	lanyard-interop-go jwt   -socket ADDR -aud A,B -wrong C
-//	lanyard-interop-go serve -socket ADDR -port N (-id ID | -td TD)
-//	lanyard-interop-go dial  -socket ADDR -port N (-id ID | -td TD) [-message M]
+//	lanyard-interop-go watch [-socket ADDR]
+//	lanyard-interop-go jwt   [-socket ADDR] -aud A,B -wrong C
+//	lanyard-interop-go serve [-socket ADDR] -port N (-id ID | -td TD)
+//	lanyard-interop-go dial  [-socket ADDR] -port N (-id ID | -td TD) [-message M]
 //
+// Without -socket, go-spiffe's default: SPIFFE_ENDPOINT_SOCKET.
 // watch: an X509Source, and beside it WatchX509Context, WatchX509Bundles and
 // WatchJWTBundles on one more client; one JSON object per line on stdout for
 // every update, every message and end of every Workload API stream (seen by a
@@ -157,12 +158,20 @@ func interceptor(who string) grpc.StreamClientInterceptor {
 	}
 }
 
+// addrOption: -socket, or (when it is empty) go-spiffe's own default,
+// SPIFFE_ENDPOINT_SOCKET.
+func addrOption(addr string) []workloadapi.ClientOption {
+	if addr == "" {
+		return nil
+	}
+	return []workloadapi.ClientOption{workloadapi.WithAddr(addr)}
+}
+
 func clientOptions(addr, who string) []workloadapi.ClientOption {
-	return []workloadapi.ClientOption{
-		workloadapi.WithAddr(addr),
+	return append(addrOption(addr),
 		workloadapi.WithLogger(jsonLogger{who}),
 		workloadapi.WithDialOptions(grpc.WithStreamInterceptor(interceptor(who))),
-	}
+	)
 }
 
 // ---- descriptions of what the library parsed ----
@@ -379,6 +388,16 @@ func jwtCheck(addr, audList, wrong string) {
 	}
 	res["bundles"] = jb
 
+	// A JWT-SVID for a named identity: the caller's own, and one it does not have.
+	if s, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: auds[0], Subject: svid.ID}); err != nil {
+		res["subject_own"] = "refused: " + err.Error()
+	} else {
+		res["subject_own"] = "ok " + s.ID.String()
+	}
+	other := spiffeid.RequireFromPath(svid.ID.TrustDomain(), "/not/mine")
+	_, err = client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: auds[0], Subject: other})
+	res["subject_other"] = status.Code(err).String()
+
 	// The newer Workload API (WIT-SVIDs): a server without it answers UNIMPLEMENTED.
 	_, err = client.FetchWITSVID(ctx, "")
 	res["wit"] = status.Code(err).String()
@@ -410,7 +429,7 @@ func selfID(src *workloadapi.X509Source) string {
 func serve(addr string, port int, id, td string) {
 	ctx := context.Background()
 	auth := authorizer(id, td)
-	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(addrOption(addr)...))
 	if err != nil {
 		die("NewX509Source: %v", err)
 	}
@@ -449,7 +468,7 @@ func dial(addr string, port int, id, td, message string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	auth := authorizer(id, td)
-	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(addrOption(addr)...))
 	if err != nil {
 		die("NewX509Source: %v", err)
 	}
@@ -483,7 +502,7 @@ func main() {
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
-	socket := fs.String("socket", "", "the Workload API address (unix:///path)")
+	socket := fs.String("socket", "", "the Workload API address (unix:///path); default SPIFFE_ENDPOINT_SOCKET")
 	aud := fs.String("aud", "", "jwt: two audiences, comma-separated")
 	wrong := fs.String("wrong", "", "jwt: an audience the token was not made for")
 	port := fs.Int("port", 0, "serve/dial: TCP port on 127.0.0.1")
@@ -491,10 +510,6 @@ func main() {
 	td := fs.String("td", "", "serve/dial: the peer's trust domain (tlsconfig.AuthorizeMemberOf)")
 	message := fs.String("message", "hello", "dial: the line to send")
 	fs.Parse(os.Args[2:])
-	if *socket == "" {
-		fmt.Fprintln(os.Stderr, "Error: -socket is needed")
-		os.Exit(2)
-	}
 	switch os.Args[1] {
 	case "watch":
 		watch(*socket)
