@@ -113,6 +113,7 @@ class Env:
         self.ca_ttl = ca_ttl
         self.key_type = key_type
         self.server = self.agent = None
+        self.all = []  # every daemon started, restarts included
 
     def srv(self, *args):
         return run([SERVER, *args, "-socketPath", self.server_sock])
@@ -133,6 +134,7 @@ class Env:
         self.server = Daemon([SERVER, "run", "-config", cfg, "-bindAddress", "127.0.0.1", "-serverPort",
                               str(self.port), "-socketPath", self.server_sock,
                               "-dataDir", os.path.join(self.tmp, "server-data")], os.path.join(self.tmp, "server.log"))
+        self.all.append(self.server)
         if not check(wait_for(lambda: not self.server.alive() or self.srv("healthcheck")[0] == 0, 30)
                      and self.server.alive(), "lanyard-server starts", self.server.text()[-2000:]):
             return False
@@ -151,6 +153,7 @@ class Env:
         if token:
             args += ["-joinToken", token, "-trustBundle", os.path.join(self.tmp, "bootstrap.pem")]
         self.agent = Daemon(args, os.path.join(self.tmp, "agent.log"))
+        self.all.append(self.agent)
         return check(wait_for(lambda: not self.agent.alive() or
                               run([AGENT, "healthcheck", "-socketPath", self.agent_sock])[0] == 0, 30)
                      and self.agent.alive(), "lanyard-agent starts" + ("" if token else " again, without a token"),
@@ -171,9 +174,17 @@ class Env:
         return check(rc == 0, f"entry delete {entry_id}", err)
 
     def stop(self):
-        for d in (self.agent, self.server):
-            if d is not None:
-                d.stop()
+        """Stops both daemons; every agent and server of the run must have exited 0 on SIGTERM with no
+        sanitizer report in its log (an ASan build aborts on the first report)."""
+        rcs = {}
+        for d in self.all:
+            rcs[os.path.basename(d.log_path) + f" pid {d.pid}"] = d.stop()
+        if self.all:
+            check(all(rc == 0 for rc in rcs.values()), "lanyard-server and every lanyard-agent exit 0 on SIGTERM",
+                  json.dumps(rcs))
+            reports = [ln for d in self.all for ln in d.text().splitlines()
+                       if "Sanitizer" in ln or "runtime error:" in ln]
+            check(not reports, "no sanitizer report in the daemons' logs", "\n".join(reports[:5]))
 
 
 def copy_program(src, tmp, name):
@@ -454,7 +465,6 @@ def scenario_lifecycle(env, prog, t_server):
     try:
         check(wait_for(lambda: w.last("ready") and r.last("ready") and w.last("x509bundles") and w.last("jwtbundles"),
                        30), "go-spiffe sources and watches are up", json.dumps(w.events()[-3:] + r.events()[-3:]))
-        t0 = time.time()
         first_bundle = (w.last("x509bundles") or {}).get("bundles", {}).get(TD, [])
         first_kids = (w.last("jwtbundles") or {}).get("bundles", {}).get(TD, [])
 
