@@ -27,7 +27,9 @@ program and the C examples) plus `unix:uid:0`. Scenarios:
              source moves to the other SVID; the last one deleted: the watch
              gets PermissionDenied and retries by its backoff), created again
              (recovers by itself); the agent restarted under the open sources
-             (reconnect by backoff, a new SVID served). Throughout: no
+             (reconnect by backoff, a new SVID served; one-shot fetches
+             every 20 ms across it get a response go-spiffe accepts or
+             UNAVAILABLE, nothing else). Throughout: no
              response a client rejects (empty svids, no bundle), no stream
              ended with OK or INVALID_ARGUMENT, no watch ended.
   basic.rsa-2048, basic.ec-p384, basic.upstream
@@ -563,6 +565,10 @@ def scenario_lifecycle(env, prog, t_server):
 
         # ---- the agent restarted under the open sources ----
         before = {s["serial"] for s in serials(w, id_w)}
+        # One-shot go-spiffe fetches every 20 ms across the restart (as the rotating workload).
+        poller_proc = subprocess.Popen([w_prog, "poll", "-socket", env.addr], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(0.5)
         t4 = time.time()
         env.agent.stop()
         ends = wait_for(lambda: [e for e in w.events("stream", t4) if e["what"] == "end"], 10)
@@ -585,6 +591,13 @@ def scenario_lifecycle(env, prog, t_server):
         rback = wait_for(lambda: next((e for e in r.events("x509context", t5)
                                        if [s["id"] for s in e["svids"]] == [id_r1]), None), 30)
         check(rback, "the other workload's watch reconnects too", json.dumps(r.events("log", t4)[-4:]))
+        out, _ = poller_proc.communicate(input="", timeout=30)
+        counts = next((e["counts"] for e in map(json.loads, out.splitlines()) if e["ev"] == "poll"), {})
+        figures["restart_one_shot_fetches"] = counts
+        check(counts and all(k.endswith((" ok", " Unavailable")) for k in counts)
+              and all(counts.get(f"{m} ok", 0) > 0 for m in ("x509context", "x509bundles", "jwtbundles")),
+              "one-shot fetches across the restart: each accepted by go-spiffe or UNAVAILABLE, nothing else",
+              json.dumps(counts))
         if fresh:
             figures["restart_new_svid_s_after_agent_start"] = round(fresh["t"] - t5, 2)
         firsts = [e for e in w.events("stream", t5) if e["what"] == "msg" and e["n"] == 1]

@@ -2,6 +2,7 @@
 // real lanyard-agent, driven by tests/interop/go_spiffe.py.
 //
 //	lanyard-interop-go watch [-socket ADDR]
+//	lanyard-interop-go poll  [-socket ADDR]
 //	lanyard-interop-go jwt   [-socket ADDR] -aud A,B -wrong C
 //	lanyard-interop-go serve [-socket ADDR] -port N (-id ID | -td TD)
 //	lanyard-interop-go dial  [-socket ADDR] -port N (-id ID | -td TD) [-message M]
@@ -12,6 +13,7 @@
 // every update, every message and end of every Workload API stream (seen by a
 // gRPC stream interceptor), and every line go-spiffe logs. Runs until stdin
 // closes.
+// poll: one-shot fetches every 20 ms until stdin closes, then the outcomes.
 // jwt: FetchJWTSVID for two audiences, ValidateJWTSVID through the agent and
 // jwtsvid.ParseAndValidate against FetchJWTBundles and a JWTSource; a third
 // audience must be refused by both; FetchWITSVID's status. One JSON line.
@@ -323,6 +325,57 @@ func watch(addr string) {
 	wg.Wait()
 }
 
+// ---- poll ----
+
+// poll: one-shot FetchX509Context, FetchX509Bundles and FetchJWTBundles on
+// a fresh client every 20 ms until stdin closes; then one JSON line with
+// the count of each outcome (go-spiffe's parse included: "ok" means the
+// library accepted the response).
+func poll(addr string) {
+	counts := map[string]int{}
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(done)
+	}()
+	outcome := func(what string, err error) {
+		k := what + " ok"
+		if err != nil {
+			if st, ok := status.FromError(err); ok {
+				k = what + " " + st.Code().String()
+			} else {
+				k = what + " parse: " + err.Error()
+			}
+		}
+		mu.Lock()
+		counts[k]++
+		mu.Unlock()
+	}
+	for {
+		select {
+		case <-done:
+			emit("poll", map[string]any{"counts": counts})
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		client, err := workloadapi.New(ctx, addrOption(addr)...)
+		if err == nil {
+			_, err = client.FetchX509Context(ctx)
+			outcome("x509context", err)
+			_, err = client.FetchX509Bundles(ctx)
+			outcome("x509bundles", err)
+			_, err = client.FetchJWTBundles(ctx)
+			outcome("jwtbundles", err)
+			client.Close()
+		} else {
+			outcome("new", err)
+		}
+		cancel()
+	}
+}
+
 // ---- jwt ----
 
 func jwtCheck(addr, audList, wrong string) {
@@ -513,6 +566,8 @@ func main() {
 	switch os.Args[1] {
 	case "watch":
 		watch(*socket)
+	case "poll":
+		poll(*socket)
 	case "jwt":
 		jwtCheck(*socket, *aud, *wrong)
 	case "serve":
