@@ -26,7 +26,9 @@ program and the C examples) plus `unix:uid:0`. Scenarios:
              SVID verified under the new authority; an entry deleted (the
              source moves to the other SVID; the last one deleted: the watch
              gets PermissionDenied and retries by its backoff), created again
-             (recovers by itself); the agent restarted under the open sources
+             (recovers by itself); a workload started before its entry exists
+             (NewX509Source waits, retrying, and returns once it is created);
+             the agent restarted under the open sources
              (reconnect by backoff, a new SVID served; one-shot fetches
              every 20 ms across it get a response go-spiffe accepts or
              UNAVAILABLE, nothing else). Throughout: no
@@ -462,8 +464,11 @@ def scenario_lifecycle(env, prog, t_server):
     id_r1, id_r2 = f"spiffe://{TD}/go/revoked-1", f"spiffe://{TD}/go/revoked-2"
     env.entry(id_w, w_prog, ttl=20)
     r_entries = {id_r1: env.entry(id_r1, r_prog), id_r2: env.entry(id_r2, r_prog)}
+    late_prog = copy_program(prog, env.tmp, "go-late")
+    id_late = f"spiffe://{TD}/go/late"
     w = Watch(w_prog, env, "watch-rotating")
     r = Watch(r_prog, env, "watch-revoked")
+    late = Watch(late_prog, env, "watch-late")  # started before its entry exists
     try:
         check(wait_for(lambda: w.last("ready") and r.last("ready") and w.last("x509bundles") and w.last("jwtbundles"),
                        30), "go-spiffe sources and watches are up", json.dumps(w.events()[-3:] + r.events()[-3:]))
@@ -517,6 +522,20 @@ def scenario_lifecycle(env, prog, t_server):
         if back:
             figures["revocation_recovery_s"] = round(back["t"] - t3, 2)
         check(new_id is not None, "entry created again")
+
+        # ---- a workload started before its entry: NewX509Source waits, retrying, then returns ----
+        denied = [e for e in late.events("log") if "Failed to watch" in e["msg"] and "PermissionDenied" in e["msg"]]
+        check(not late.events("ready") and len(denied) >= 2 and late.proc.poll() is None,
+              "no entry yet: NewX509Source keeps waiting, its watch retrying on PermissionDenied",
+              json.dumps(late.events()[-4:]))
+        t6 = time.time()
+        env.entry(id_late, late_prog)
+        ready = wait_for(lambda: late.last("ready"), 40)
+        src = late.last("source") or {}
+        check(ready and src.get("id") == id_late and src.get("verify") == "ok",
+              "its entry created: NewX509Source returns with the SVID, on its own", json.dumps(late.events()[-4:]))
+        if ready:
+            figures["late_entry_source_ready_s"] = round(ready["t"] - t6, 2)
 
         # ---- rotations and the CA rotation (server ca_ttl 60 s: a successor at ~30 s) ----
         def rotation_done():
@@ -606,8 +625,10 @@ def scenario_lifecycle(env, prog, t_server):
     finally:
         w.stop()
         r.stop()
+        late.stop()
     stream_audit(w, "rotating workload")
     stream_audit(r, "revoked workload")
+    stream_audit(late, "late workload")
 
 
 def serials(w, spiffe_id):
