@@ -16,7 +16,8 @@ program and the C examples) plus `unix:uid:0`. Scenarios:
              and JWT bundle watches; JWT-SVID for two audiences validated
              through the agent (ValidateJWTSVID) and locally
              (jwtsvid.ParseAndValidate, with FetchJWTBundles and a JWTSource),
-             another audience refused; FetchWITSVID UNIMPLEMENTED; spiffetls
+             another audience refused; FetchWITSVID UNIMPLEMENTED; hints
+             (one SVID per hint: the agent leaves a duplicate out); spiffetls
              mTLS Go<->Go both directions (AuthorizeID, AuthorizeMemberOf),
              the C client library's examples against Go both ways, a wrong
              peer ID refused on each side.
@@ -163,11 +164,13 @@ class Env:
                      and self.agent.alive(), "lanyard-agent starts" + ("" if token else " again, without a token"),
                      self.agent.text()[-2000:])
 
-    def entry(self, spiffe_id, path, ttl=None):
+    def entry(self, spiffe_id, path, ttl=None, hint=None):
         args = ["entry", "create", "-spiffeID", spiffe_id, "-parentID", AGENT_ID, "-selector", "unix:uid:0",
                 "-selector", f"unix:path:{os.path.realpath(path)}"]
         if ttl:
             args += ["-x509SVIDTTL", str(ttl)]
+        if hint:
+            args += ["-hint", hint]
         rc, out, err = self.srv(*args)
         m = re.search(r"Entry ID\s*:\s*(\S+)", out)
         check(rc == 0 and m is not None, f"entry create {spiffe_id}", err)
@@ -350,6 +353,28 @@ def scenario_basic(env, prog):
     finally:
         w.stop()
     stream_audit(w, "basic")
+
+    # ---- hints: three entries, two with the same hint ----
+    h = copy_program(prog, env.tmp, "go-h")
+    env.entry(f"spiffe://{TD}/go/h-internal", h, hint="internal")
+    env.entry(f"spiffe://{TD}/go/h-internal-too", h, hint="internal")
+    env.entry(f"spiffe://{TD}/go/h-external", h, hint="external")
+    wh = Watch(h, env, "watch-hints")
+    try:
+        ctx = wait_for(lambda: wh.last("x509context"), 30) or {"svids": []}
+        hints = [sv["hint"] for sv in ctx["svids"]]
+        check(sorted(hints) == ["external", "internal"] and all(sv["verify"] == "ok" for sv in ctx["svids"]),
+              "hints reach go-spiffe's X509Context, one SVID per hint", json.dumps(ctx["svids"]))
+        sent = [e["svids"] for e in wh.events("stream") if e["what"] == "msg" and "svids" in e]
+        check(sent and all(len(x) == 2 and len({i.split("#")[1] for i in x}) == 2 for x in sent),
+              "the agent itself leaves the SVID with a duplicate hint out (SPEC §3: hints unique in a response)",
+              json.dumps(sent))
+        src = wh.last("source") or {}
+        check(ctx["svids"] and src.get("id") == ctx["svids"][0]["id"],
+              "the X509Source's default SVID is the response's first", json.dumps([src, ctx["svids"][:1]]))
+    finally:
+        wh.stop()
+    stream_audit(wh, "hints")
 
     # ---- mTLS, Go <-> Go, both directions ----
     daemons = []

@@ -133,8 +133,16 @@ func (s *watchedStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
 	if err == nil {
 		s.n++
-		emit("stream", map[string]any{"who": s.who, "method": s.method, "what": "msg", "n": s.n,
-			"problems": problems(m)})
+		ev := map[string]any{"who": s.who, "method": s.method, "what": "msg", "n": s.n, "problems": problems(m)}
+		if r, ok := m.(*workload.X509SVIDResponse); ok {
+			// What the agent sent, before go-spiffe's own selection (hints).
+			var ids []string
+			for _, sv := range r.Svids {
+				ids = append(ids, sv.SpiffeId+"#"+sv.Hint)
+			}
+			ev["svids"] = ids
+		}
+		emit("stream", ev)
 		return nil
 	}
 	code := "OK"
