@@ -24,7 +24,8 @@ program and the C examples) plus `unix:uid:0`. Scenarios:
   lifecycle  (server ca_ttl 60 s, X.509 TTL 20 s) rotations seen by the
              source on one stream at 45-55% of the lifetime; a CA rotation
              seen by the X.509 and JWT bundle watches and the source, the next
-             SVID verified under the new authority; an entry deleted (the
+             SVID verified under the new authority, a JWT-SVID signed with
+             the new key validated; an entry deleted (the
              source moves to the other SVID; the last one deleted: the watch
              gets PermissionDenied and retries by its backoff), created again
              (recovers by itself); a workload started before its entry exists
@@ -603,6 +604,13 @@ def scenario_lifecycle(env, prog, t_server):
         src_new = [e for e in w.events("source") if e.get("root") and e["root"] not in first_bundle]
         check(src_new and src_new[0]["verify"] == "ok", "CA rotation: the X509Source serves it",
               json.dumps(w.events("source")[-2:]))
+        # A JWT-SVID now: signed with the successor's JWT key, validated locally with the watched bundle.
+        rc, out, err = run([w_prog, "jwt", "-socket", env.addr, "-aud", "svc-one,svc-two", "-wrong", "svc-other"])
+        res = next((ev for ev in map(json.loads, out.splitlines()) if ev["ev"] == "jwt"), {}) if rc == 0 else {}
+        check(res.get("kid") in set(jb) - set(first_kids) and res.get("local:svc-one") == f"ok {id_w}"
+              and res.get("agent:svc-one") == f"ok {id_w}",
+              "CA rotation: a new JWT-SVID is signed with the successor's key and validates (agent and "
+              "jwtsvid.ParseAndValidate)", json.dumps([res.get("kid"), first_kids, jb, res.get("local:svc-one")]))
         figures["ca_rotation_seen_s_after_server_start"] = round(
             next((e["t"] for e in w.events("x509bundles") if len(e["bundles"].get(TD, [])) > len(first_bundle)),
                  0) - t_server, 1)

@@ -408,7 +408,7 @@ func jwtCheck(addr, audList, wrong string) {
 	if hdr, err := base64.RawURLEncoding.DecodeString(strings.SplitN(token, ".", 2)[0]); err == nil {
 		var h map[string]any
 		if json.Unmarshal(hdr, &h) == nil {
-			res["alg"], res["typ"] = h["alg"], h["typ"]
+			res["alg"], res["typ"], res["kid"] = h["alg"], h["typ"], h["kid"]
 		}
 	}
 	res["id"] = svid.ID.String()
