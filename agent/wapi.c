@@ -72,7 +72,9 @@
  * google.protobuf.Struct.
  *
  * grpc.health.v1.Health/Check (an extra service, Workload Endpoint §7):
- * SERVING when the agent is ready; what `lanyard-agent healthcheck` asks.
+ * SERVING when the agent is ready; what `lanyard-agent healthcheck` and
+ * grpc-health-probe ask. A service name other than "" or
+ * "SpiffeWorkloadAPI" is NOT_FOUND (the health protocol's rule).
  *
  * Threads: the loop thread only. Lifetimes: a connection lives until both
  * its attestation has ended and gRPC released its context (conn_release);
@@ -907,7 +909,9 @@ out:
 /*
  * grpc.health.v1.Health/Check: HealthCheckResponse{status = 1 (SERVING) or
  * 2 (NOT_SERVING)}, field 1 varint, written by hand (no proto for it here).
- * The request's `service` is ignored: the agent has one health.
+ * The agent has one health, for "" and "SpiffeWorkloadAPI"; another service
+ * is NOT_FOUND, as grpc/health/v1/health.proto asks (a probe with a wrong
+ * name must not pass); a malformed request INVALID_ARGUMENT.
  */
 static void
 h_health_check(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
@@ -915,9 +919,16 @@ h_health_check(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	struct ly_wapi *w = arg;
 	uint8_t resp[2] = { 0x08, 0x01 };
 	struct ly_error e;
+	bool known;
 
-	(void)req;
-	(void)len;
+	if (ly_wmsg_parse_health_request(req, len, &known, &e) != LY_OK) {
+		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg);
+		return;
+	}
+	if (!known) {
+		ly_rpc_call_finish(call, LY_RPC_NOT_FOUND, "unknown service");
+		return;
+	}
 	if (w->stopping || !wapi_ready(w))
 		resp[1] = 0x02;
 	if (ly_rpc_call_reply(call, resp, sizeof(resp), 0, &e) != LY_OK)
