@@ -16,7 +16,8 @@ examples are told apart the same way. Checks:
     (the source parses every update with them), the chain verified up to an
     authority of the source's bundle, the key matches the leaf;
   - rotation (X.509 TTL 24 s): each new SVID is seen by the same open stream
-    (one FetchX509SVID call) at 45-55 % of the previous one's lifetime;
+    (one FetchX509SVID call) at 45-55 % of the previous one's lifetime (its
+    not_before to not_after; 1 s allowed for signing and delivery);
   - the server's CA rotation (ca_ttl 80 s): the source's bundle gains the
     successor's root, and the SVIDs it issues verify against that bundle;
   - JWT: a token for two audiences, validated by the agent and locally with
@@ -147,6 +148,7 @@ def main():
     try:
         py_a = interpreter_copy(tmp, "py-a", venv, real_py)
         py_b = interpreter_copy(tmp, "py-b", venv, real_py)
+        py_none = interpreter_copy(tmp, "py-none", venv, real_py)
         cfg = os.path.join(tmp, "server.yaml")
         with open(cfg, "w") as f:
             f.write("server:\n  ca_ttl: 80\n")
@@ -235,6 +237,20 @@ def main():
         check(r.get("ok") and r["x509"].get(TD, 0) >= 1 and r["jwt"].get(TD), "FetchX509Bundles and FetchJWTBundles",
               json.dumps(r)[:1000])
 
+        # ---- a workload with no entry ----
+        wn = Workload(py_none, agent_sock, os.path.join(tmp, "py-none.log"))
+        workloads.append(wn)
+        r = wn("denied", source_timeout=2)
+        figures["no_identity"] = {k: v for k, v in r.items() if k != "ok"}
+        check(r.get("ok") and all("PERMISSION_DENIED" in r[k] for k in ("x509_svid", "x509_bundles", "jwt_bundles",
+                                                                         "jwt_svid")),
+              "no identity: every fetch gets PERMISSION_DENIED (never an empty answer py-spiffe would raise on)",
+              json.dumps(r))
+        check(r.get("ok") and "Timeout" in r["source"] and r["retried"] == ["PERMISSION_DENIED"],
+              "no identity: an X509Source keeps retrying PERMISSION_DENIED until its timeout", json.dumps(r))
+        wn.stop()
+        workloads.remove(wn)
+
         # ---- mTLS: py <-> py ----
         p1, p2, p3, p4, p5 = (free_port() for _ in range(5))
         check(wa("listen", port=p1, id=PY_B).get("ok"), "py/a listens (spiffe-tls, authorizes py/b)")
@@ -300,11 +316,19 @@ def main():
         wait_for(lambda: len(distinct(x509_log(wa))) >= 3, 3 * X509_TTL, step=1)
         st = wa("state")
         ups = distinct(st["x509"])
-        fracs = [round((n["t"] - p["nb"]) / (p["na"] - p["nb"]), 3) for p, n in zip(ups, ups[1:])]
-        figures["rotation_fractions"] = fracs
+        # The agent renews at a point drawn in [45 %, 55 %] of the certificate's
+        # lifetime (not_before to not_after: the server backdates not_before);
+        # the source must see the new SVID then, 1 s allowed for the signing
+        # and the push.
+        fracs, hi = [], []
+        for p, n in zip(ups, ups[1:]):
+            life = p["na"] - p["nb"]
+            fracs.append(round((n["t"] - p["nb"]) / life, 3))
+            hi.append(0.55 + 1.0 / life)
+        figures["rotation_seen_at"] = fracs
         check(len(ups) >= 3, "the X509Source saw two rotations", json.dumps(st["x509"])[:2000])
-        check(fracs and all(0.45 <= f <= 0.55 for f in fracs),
-              "each new SVID is seen at 45-55 % of the previous one's lifetime", str(fracs))
+        check(fracs and all(0.45 <= f <= h for f, h in zip(fracs, hi)),
+              "each new SVID is seen by the source at 45-55 % of the previous one's lifetime", str(fracs))
         check(st["opens"].get("/SpiffeWorkloadAPI/FetchX509SVID") == 1 and not st["retried"] and not st["ok_ends"],
               "rotations arrived on the one stream the source opened (no reconnect)", json.dumps(st["opens"]))
         check(all(u.get("verify") is None for u in st["x509"]), "every update verifies against its own bundle",
@@ -316,9 +340,9 @@ def main():
         check(ca_seen is not None, "CA rotation: the source's bundle gains the successor's root",
               json.dumps(x509_log(wa)[-3:]))
         # ---- revocation (py/b) ----
+        t_del = time.time()
         rc, out, err = srv("entry", "delete", "-entryID", entry_ids[PY_B])
         check(rc == 0, "entry delete py/b", err)
-        t_del = time.time()
         def denials():
             return [t for t, c in wb("state")["retried"] if c == "PERMISSION_DENIED"]
 
@@ -360,6 +384,7 @@ def main():
             figures["restart_to_new_svid_s"] = round(distinct(sa["x509"])[-1]["t"] - t_stop, 2)
         r = wa("dial", port=p2, td=TD)
         check(r.get("peer") == PY_B, "py/a -> py/b mTLS after the agent's restart", json.dumps(r))
+        figures["statuses_retried"] = sorted({c for _, c in sa["retried"] + sb["retried"]})
         for name, st in (("py/a", sa), ("py/b", sb)):
             bad = {c for _, c in st["retried"]} & {"INVALID_ARGUMENT", "CANCELLED"}
             check(not bad and not st["ok_ends"] and not st["x509_closed"] and not st["jwt_closed"]

@@ -15,6 +15,7 @@ Reads one JSON command a line on stdin, answers one JSON line on stdout:
                              opened per method, whether a source is closed
   {"cmd": "jwt", "auds": [A, B], "other": C}
   {"cmd": "bundles"}         FetchX509Bundles and FetchJWTBundles once
+  {"cmd": "denied"}          every fetch by a workload that has no identity
   {"cmd": "listen", "port": P, "id" | "td": ...}
                              a spiffe-tls mTLS server authorizing that peer;
                              each connection: read a line, answer
@@ -226,6 +227,29 @@ def cmd_bundles(c):
                 "jwt": {str(b.trust_domain): sorted(b.jwt_authorities) for b in jb.bundles}}
 
 
+def cmd_denied(c):
+    """A workload with no entry: what each call raises, and an X509Source that
+    keeps retrying until its timeout (PERMISSION_DENIED is retried)."""
+    r = {}
+    with WorkloadApiClient(SOCKET) as client:
+        for name, fn in (("x509_svid", client.fetch_x509_svid), ("x509_bundles", client.fetch_x509_bundles),
+                         ("jwt_bundles", client.fetch_jwt_bundles),
+                         ("jwt_svid", lambda: client.fetch_jwt_svid({"aud-one"}))):
+            try:
+                fn()
+                r[name] = "answered"
+            except Exception as e:
+                r[name] = f"{type(e).__name__}: {e}"
+    try:
+        X509Source(socket_path=SOCKET, timeout_in_seconds=c.get("source_timeout", 2)).close()
+        r["source"] = "made"
+    except Exception as e:
+        r["source"] = f"{type(e).__name__}: {e}"
+    with LOGL:
+        r["retried"] = sorted({code for _, code in LOG["retried"]})
+    return r
+
+
 def authorizer(c):
     if "id" in c:
         return authorize_id(SpiffeId(c["id"]))
@@ -307,7 +331,7 @@ def cmd_dial(c):
         conn.close()
 
 
-CMDS = {"source": cmd_source, "state": cmd_state, "jwt": cmd_jwt, "bundles": cmd_bundles,
+CMDS = {"source": cmd_source, "denied": cmd_denied, "state": cmd_state, "jwt": cmd_jwt, "bundles": cmd_bundles,
         "listen": cmd_listen, "accepted": cmd_accepted, "dial": cmd_dial}
 
 
