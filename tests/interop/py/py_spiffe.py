@@ -18,8 +18,9 @@ examples are told apart the same way. Checks:
   - rotation (X.509 TTL 24 s): each new SVID is seen by the same open stream
     (one FetchX509SVID call) at 45-55 % of the previous one's lifetime (its
     not_before to not_after; 1 s allowed for signing and delivery);
-  - the server's CA rotation (ca_ttl 80 s): the source's bundle gains the
-    successor's root, and the SVIDs it issues verify against that bundle;
+  - the server's CA rotation (ca_ttl 80 s): the X509Source's bundle gains
+    the successor's root (every update verifies against its own bundle), the
+    JwtSource's watched bundle the successor's JWT key;
   - JWT: a token for two audiences, validated by the agent and locally with
     the JWT bundle (JwtSvid.parse_and_validate) for each; a third audience
     refused by both; the JwtSource path;
@@ -339,6 +340,9 @@ def main():
                                         None), 80, step=1)
         check(ca_seen is not None, "CA rotation: the source's bundle gains the successor's root",
               json.dumps(x509_log(wa)[-3:]))
+        jwtb = wa("state").get("jwtb", [])
+        check(jwtb and len(jwtb[-1].get("kids", [])) > len(jwtb[0].get("kids", [])),
+              "CA rotation: the JwtSource's bundle watch gains the successor's JWT key", json.dumps(jwtb)[:1000])
         # ---- revocation (py/b) ----
         t_del = time.time()
         rc, out, err = srv("entry", "delete", "-entryID", entry_ids[PY_B])
