@@ -335,6 +335,14 @@ def main():
         check(all(u.get("verify") is None for u in st["x509"]), "every update verifies against its own bundle",
               json.dumps([u for u in st["x509"] if u.get("verify")])[:1000])
 
+        # Not a check (spiffe-tls's, not Lanyard's): a spiffetls.listen context
+        # cannot take a rotated SVID (pyOpenSSL refuses to change a Context
+        # that made a Connection), so py/a's first listener still presents
+        # its first certificate; recorded for docs/compatibility-py.md.
+        r = wb("dial", port=p1, id=PY_A)
+        figures["spiffe_tls_listener_after_rotation"] = (
+            {"presents": "first SVID" if r.get("serial") == ups[0]["serial"] else "current SVID"}
+            if "serial" in r else {"error": r.get("error", "")[:200]})
         first_roots = ups[0]["roots"]
         ca_seen = wait_for(lambda: next((u for u in x509_log(wa) if len(u.get("roots", [])) > len(first_roots)),
                                         None), 80, step=1)
