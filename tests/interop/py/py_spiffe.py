@@ -23,7 +23,8 @@ examples are told apart the same way. Checks:
     JwtSource's watched bundle the successor's JWT key;
   - JWT: a token for two audiences, validated by the agent and locally with
     the JWT bundle (JwtSvid.parse_and_validate) for each; a third audience
-    refused by both; the JwtSource path;
+    refused by both; one asked for the caller's own SPIFFE ID issued, for
+    another workload's refused; the JwtSource path;
   - FetchX509Bundles / FetchJWTBundles, and the JwtSource's bundle watch;
   - spiffe-tls mTLS between the two Python workloads both ways (authorized by
     ID and by trust domain), with the C example server and client both ways,
@@ -219,7 +220,7 @@ def main():
             return
 
         # ---- JWT ----
-        r = wa("jwt", auds=["aud-one", "aud-two"], other="aud-three")
+        r = wa("jwt", auds=["aud-one", "aud-two"], other="aud-three", foreign=PY_B)
         ok = r.get("ok")
         check(ok and r["id"] == PY_A and r["aud"] == ["aud-one", "aud-two"] and r["exp_in"] > 0,
               "JWT-SVID fetched for two audiences", json.dumps(r)[:1500])
@@ -230,6 +231,9 @@ def main():
               json.dumps(r)[:1500])
         check(ok and r["agent_other"].startswith("refused") and r["local_other"].startswith("refused"),
               "a token for another audience is refused by the agent and locally", json.dumps(r)[:1500])
+        check(ok and r["subject_own"] == PY_A and "PERMISSION_DENIED" in r["subject_foreign"],
+              "JWT-SVID for the caller's own SPIFFE ID issued; for another workload's ID refused (PERMISSION_DENIED)",
+              json.dumps(r)[:1500])
         check(ok and r["source_local"] == PY_A, "JwtSource.fetch_svid validated with the source's bundle",
               json.dumps(r)[:1500])
 

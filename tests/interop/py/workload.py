@@ -13,7 +13,7 @@ Reads one JSON command a line on stdin, answers one JSON line on stdout:
                              bundle updates, the gRPC statuses py-spiffe's watch
                              retried on, streams that ended with OK, streams
                              opened per method, whether a source is closed
-  {"cmd": "jwt", "auds": [A, B], "other": C}
+  {"cmd": "jwt", "auds": [A, B], "other": C, "foreign": ID}
   {"cmd": "bundles"}         FetchX509Bundles and FetchJWTBundles once
   {"cmd": "denied"}          every fetch by a workload that has no identity
   {"cmd": "listen", "port": P, "id" | "td": ...}
@@ -201,6 +201,12 @@ def cmd_jwt(c):
             r["agent_other"] = "accepted"
         except Exception as e:
             r["agent_other"] = f"refused: {e}"
+        r["subject_own"] = str(client.fetch_jwt_svid({a}, subject=svid.spiffe_id).spiffe_id)
+        try:
+            client.fetch_jwt_svid({a}, subject=SpiffeId(c["foreign"]))
+            r["subject_foreign"] = "issued"
+        except Exception as e:
+            r["subject_foreign"] = f"refused: {e}"
         bundles = client.fetch_jwt_bundles()
         bundle = bundles.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
         r["kids"] = sorted(bundle.jwt_authorities) if bundle else []
