@@ -10,6 +10,10 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${LANYARD_CACHE:-$HOME/.cache/lanyard}
 export CARGO_TARGET_DIR="$cache/rust-target"
+# rustup's cargo even when ~/.cargo/bin is not on PATH (a non-login shell).
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "peers/rust: no cargo on this machine; the Rust interop test will be skipped"
   exit 0

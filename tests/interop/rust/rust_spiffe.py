@@ -34,6 +34,9 @@ def probe_or_skip():
     target = os.path.join(cache, "rust-target")
     exe = os.path.join(target, "debug", "lanyard-interop-rust")
     cargo = shutil.which("cargo")
+    rustup_cargo = os.path.join(os.path.expanduser("~"), ".cargo", "bin", "cargo")
+    if cargo is None and os.access(rustup_cargo, os.X_OK):
+        cargo = rustup_cargo  # rustup's, when ctest runs without it on PATH
     if cargo is None:
         print("SKIPPED: no cargo on this machine (the Rust crate spiffe needs it)", flush=True)
         sys.exit(SKIP)
