@@ -9,7 +9,7 @@ ${LANYARD_CACHE:-$HOME/.cache/lanyard}/rust-target; here cargo only checks
 it is up to date (--offline: nothing is downloaded during the test). No
 cargo, or a probe never built: exit 77 (ctest SKIP_RETURN_CODE) with the
 reason. The probe is registered by unix:path and checks the X.509-SVID, the
-X.509 bundles, a JWT-SVID for two audiences validated by the agent and
+X.509 bundles, the first message of the X.509 and JWT bundle streams, a JWT-SVID for two audiences validated by the agent and
 locally, and a third audience refused (its own ok/FAIL lines).
 """
 import os

@@ -2,12 +2,14 @@
 //!
 //!     lanyard-interop-rust SOCKET_PATH EXPECTED_SPIFFE_ID
 //!
-//! Fetches the X.509-SVID, the X.509 bundles, a JWT-SVID for two audiences,
+//! Fetches the X.509-SVID, the X.509 bundles (once and the first message of
+//! the stream), the JWT bundles' stream, a JWT-SVID for two audiences,
 //! the JWT bundles; validates the token through the agent and locally
 //! (JwtSvid::parse_and_validate with the fetched bundles), and checks that a
 //! third audience is refused both ways. Prints `ok WHAT` or `FAIL WHAT (why)`
 //! per check; exits 1 on any failure, 2 on usage.
 
+use futures::StreamExt;
 use spiffe::{JwtSvid, SpiffeId, WorkloadApiClient};
 
 struct Checks {
@@ -41,6 +43,22 @@ async fn run(socket: &str, expected: &SpiffeId, c: &mut Checks) -> Result<(), St
 
     let bundles = client.fetch_x509_bundles().await.map_err(|e| format!("fetch_x509_bundles: {e}"))?;
     c.check(bundles.get(&td).is_some(), "FetchX509Bundles holds the trust domain", bundles.len());
+
+    // The bundle watches: the first message of each stream at once.
+    let mut xs = client.stream_x509_bundles().await.map_err(|e| format!("stream_x509_bundles: {e}"))?;
+    let first = xs.next().await;
+    c.check(
+        matches!(&first, Some(Ok(set)) if set.get(&td).is_some()),
+        "FetchX509Bundles stream: first message holds the trust domain",
+        format!("{first:?}"),
+    );
+    let mut js = client.stream_jwt_bundles().await.map_err(|e| format!("stream_jwt_bundles: {e}"))?;
+    let first = js.next().await;
+    c.check(
+        matches!(&first, Some(Ok(set)) if set.get(&td).is_some()),
+        "FetchJWTBundles stream: first message holds the trust domain",
+        format!("{first:?}"),
+    );
 
     let auds = ["aud-one", "aud-two"];
     let jwt = client
