@@ -40,7 +40,6 @@ from spiffe import JwtSource, SpiffeId, TrustDomain, WorkloadApiClient, X509Sour
 from spiffe.svid.jwt_svid import JwtSvid
 from spiffe.workloadapi import workload_api_client as wac
 import spiffetls
-from spiffetls import tlsconfig
 from spiffetls.tlsconfig.authorize import authorize_id, authorize_member_of
 
 SOCKET = "unix://" + sys.argv[1]
@@ -342,7 +341,6 @@ CMDS = {"source": cmd_source, "denied": cmd_denied, "state": cmd_state, "jwt": c
 
 
 def main():
-    tlsconfig  # imported to prove the module is there (authorizers come from it)
     for line in sys.stdin:
         c = json.loads(line)
         if c["cmd"] == "quit":
