@@ -17,6 +17,7 @@ PACKAGES=(
   libpq-dev postgresql
   libcurl4-openssl-dev
   clang libclang-rt-14-dev llvm
+  python3-venv
   python3-grpcio python3-grpc-tools python3-protobuf python3-jwt python3-cryptography
   protobuf-compiler libprotobuf-dev
   valgrind
