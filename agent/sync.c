@@ -104,6 +104,7 @@
 
 #include "agent.pb-c.h"
 #include "agent/agent.h"
+#include "agent/agentapi_msg.h"
 #include "agent/cache.h"
 #include "agent/keymap.h"
 #include "agent/rotation.h"
@@ -335,132 +336,6 @@ ly_sync_backoff_ms(unsigned attempt, uint32_t rnd)
 	/* Equal jitter: the lower half is fixed, the upper half random. */
 	uint64_t half = step / 2;
 	return step - half + rnd % (half + 1);
-}
-
-ly_status
-ly_sync_entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **out, struct ly_error *err)
-{
-	struct ly_entry *e = NULL;
-	ly_status rc;
-
-	*out = NULL;
-	if (m == NULL)
-		return ly_error_set(err, LY_E_INVALID, "entry: empty");
-	if (m->n_selectors > LY_SELECTORS_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "entry: more than %d selectors", LY_SELECTORS_MAX);
-	if (m->n_dns_names > LY_DNS_NAMES_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "entry: more than %d DNS names", LY_DNS_NAMES_MAX);
-	LY_TRY(ly_entry_new(&e, err));
-	if ((rc = ly_entry_set_string(&e->entry_id, m->entry_id, err)) != LY_OK ||
-	    (rc = ly_entry_set_string(&e->spiffe_id, m->spiffe_id, err)) != LY_OK ||
-	    (rc = ly_entry_set_string(&e->parent_id, m->parent_id, err)) != LY_OK)
-		goto out;
-	if (m->hint != NULL && m->hint[0] != '\0' && (rc = ly_entry_set_string(&e->hint, m->hint, err)) != LY_OK)
-		goto out;
-	if (m->n_selectors > 0) {
-		if ((e->selectors = calloc(m->n_selectors, sizeof(*e->selectors))) == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "entry: out of memory");
-			goto out;
-		}
-		for (size_t i = 0; i < m->n_selectors; i++) {
-			const Lanyard__Agent__V1__Selector *sel = m->selectors[i];
-			if (sel == NULL || sel->type == NULL || sel->value == NULL) {
-				rc = ly_error_set(err, LY_E_INVALID, "entry: selector %zu empty", i);
-				goto out;
-			}
-			if ((rc = ly_selector_set(&e->selectors[i], sel->type, sel->value, err)) != LY_OK) {
-				(void)ly_error_wrap(err, rc, "entry: selector %zu", i);
-				goto out;
-			}
-			e->n_selectors = i + 1;
-		}
-	}
-	for (size_t i = 0; i < m->n_dns_names; i++) {
-		if (m->dns_names[i] == NULL) {
-			rc = ly_error_set(err, LY_E_INVALID, "entry: DNS name %zu empty", i);
-			goto out;
-		}
-		if ((rc = ly_entry_add_dns_name(e, m->dns_names[i], err)) != LY_OK)
-			goto out;
-	}
-	e->x509_svid_ttl = m->x509_svid_ttl;
-	e->jwt_svid_ttl = m->jwt_svid_ttl;
-	e->node = m->node != 0;
-	e->admin = m->admin != 0;
-	e->downstream = m->downstream != 0;
-	e->revision = m->revision;
-	e->created_at = m->created_at;
-	*out = e;
-	e = NULL;
-	rc = LY_OK;
-out:
-	ly_entry_free(e);
-	return rc;
-}
-
-ly_status
-ly_sync_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, const char *td, struct ly_bundle **out,
-    struct ly_error *err)
-{
-	struct ly_bundle *b = NULL;
-	EVP_PKEY *pk = NULL;
-	ly_status rc;
-
-	*out = NULL;
-	if (m == NULL)
-		return ly_error_set(err, LY_E_INVALID, "bundle: absent");
-	if (m->trust_domain == NULL || strcmp(m->trust_domain, td) != 0)
-		return ly_error_set(err, LY_E_INVALID, "bundle: for another trust domain than %s", td);
-	if (m->n_x509_authorities == 0)
-		return ly_error_set(err, LY_E_INVALID, "bundle: no X.509 authority");
-	if (m->n_x509_authorities > LY_BUNDLE_CERTS_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "bundle: more than %d X.509 authorities", LY_BUNDLE_CERTS_MAX);
-	if (m->n_jwt_authorities > LY_JWKS_KEYS_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "bundle: more than %d JWT authorities", LY_JWKS_KEYS_MAX);
-	if (m->sequence > INT64_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "bundle: sequence over INT64_MAX");
-	LY_TRY(ly_bundle_new(td, &b, err));
-	for (size_t i = 0; i < m->n_x509_authorities; i++) {
-		rc = ly_bundle_add_x509_authority(b, m->x509_authorities[i].data, m->x509_authorities[i].len, err);
-		if (rc != LY_OK) {
-			(void)ly_error_wrap(err, rc, "bundle: X.509 authority %zu", i);
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < m->n_jwt_authorities; i++) {
-		const Lanyard__Agent__V1__JWTAuthority *j = m->jwt_authorities[i];
-		if (j == NULL || j->kid == NULL || j->public_key.len == 0) {
-			rc = ly_error_set(err, LY_E_INVALID, "bundle: JWT authority %zu empty", i);
-			goto out;
-		}
-		if (j->public_key.len > LY_CERT_DER_MAX) {
-			rc = ly_error_set(err, LY_E_LIMIT, "bundle: JWT authority %zu over %d bytes", i, LY_CERT_DER_MAX);
-			goto out;
-		}
-		const unsigned char *p = j->public_key.data;
-		pk = d2i_PUBKEY(NULL, &p, (long)j->public_key.len);
-		if (pk == NULL || p != j->public_key.data + j->public_key.len) {
-			rc = ly_error_openssl(err, LY_E_INVALID, "bundle: JWT authority %zu: not one SubjectPublicKeyInfo",
-			    i);
-			goto out;
-		}
-		if ((rc = ly_bundle_add_jwt_authority(b, j->kid, pk, err)) != LY_OK) {
-			(void)ly_error_wrap(err, rc, "bundle: JWT authority %zu", i);
-			goto out;
-		}
-		EVP_PKEY_free(pk);
-		pk = NULL;
-	}
-	if ((rc = ly_bundle_update_sequence(b, m->sequence, err)) != LY_OK)
-		goto out;
-	if (m->refresh_hint > 0 && (rc = ly_bundle_update_refresh_hint(b, (uint64_t)m->refresh_hint, err)) != LY_OK)
-		goto out;
-	*out = b;
-	b = NULL;
-out:
-	EVP_PKEY_free(pk);
-	ly_bundle_free(b);
-	return rc;
 }
 
 /* ---- forward declarations ---------------------------------------------------------------- */
@@ -1318,7 +1193,6 @@ static void
 bundle_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 {
 	struct ly_sync *s = c->s;
-	Lanyard__Agent__V1__Bundle *m = NULL;
 	struct ly_bundle *b = NULL;
 	struct ly_error e;
 
@@ -1329,12 +1203,8 @@ bundle_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		log_warn("GetBundle: %s %s", ly_rpc_code_str(code), details);
 		goto out;
 	}
-	if ((m = lanyard__agent__v1__bundle__unpack(NULL, c->resp.len, c->resp.data)) == NULL) {
-		log_error("GetBundle: malformed answer");
-		goto out;
-	}
-	if (ly_sync_bundle_from_pb(m, s->td, &b, &e) != LY_OK) {
-		log_error("GetBundle: bundle refused: %s", e.msg);
+	if (ly_agentapi_bundle_parse(c->resp.data, c->resp.len, s->td, &b, &e) != LY_OK) {
+		log_error("GetBundle: %s", e.msg);
 		goto out;
 	}
 	if (ly_bundle_sequence(b) <= bundle_seq(s)) {
@@ -1358,8 +1228,6 @@ bundle_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	b = NULL;
 out:
 	ly_bundle_free(b);
-	if (m != NULL)
-		lanyard__agent__v1__bundle__free_unpacked(m, NULL);
 	ccall_cleanup(c);
 	free(c);
 }
@@ -1406,59 +1274,33 @@ watches_drop(struct ly_sync *s)
 	s->watch = s->watch_next = NULL;
 }
 
+/* An entry of an update that did not convert: logged, the others go on. */
+static void
+watch_entry_refused(void *arg, const char *entry_id, const struct ly_error *why)
+{
+	(void)arg;
+	log_warn("watch: entry %s refused: %s", entry_id, why->msg);
+}
+
 /* Applies one EntriesUpdate (idempotent upserts and deletions, docs/agent-api.md). */
 static void
 watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 {
-	Lanyard__Agent__V1__EntriesUpdate *m = NULL;
-	struct ly_entry **entries = NULL;
+	struct ly_agentapi_update up;
 	struct ly_cache_changes cs;
 	struct ly_error e;
-	size_t k = 0;
 	uint64_t t0 = uv_hrtime();
 
 	ly_cache_changes_init(&cs);
-	if ((m = lanyard__agent__v1__entries_update__unpack(NULL, len, msg)) == NULL) {
-		log_error("watch: malformed EntriesUpdate: ignored (the next resync repairs)");
-		return;
-	}
-	if (m->n_entries > LY_AGENT_ENTRIES_MAX || m->n_deleted_entry_ids > LY_AGENT_ENTRIES_MAX) {
-		log_error("watch: update of %zu entries and %zu deletions: over %d, ignored", m->n_entries,
-		    m->n_deleted_entry_ids, LY_AGENT_ENTRIES_MAX);
+	if (ly_agentapi_update_parse(msg, len, watch_entry_refused, NULL, &up, &e) != LY_OK) {
+		log_error("watch: %s: update ignored (the next resync repairs)", e.msg);
 		goto out;
 	}
-	if ((entries = calloc(m->n_entries + 1, sizeof(*entries))) == NULL) {
-		log_error("watch: out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < m->n_entries; i++) {
-		if (ly_sync_entry_from_pb(m->entries[i], &entries[k], &e) != LY_OK) {
-			log_warn("watch: entry %s refused: %s",
-			    m->entries[i] != NULL && m->entries[i]->entry_id != NULL ? m->entries[i]->entry_id : "?",
-			    e.msg);
-			continue;
-		}
-		k++;
-	}
-	for (size_t i = 0; i < m->n_deleted_entry_ids; i++) {
-		if (m->deleted_entry_ids[i] == NULL) {
-			log_error("watch: empty deleted entry ID: update ignored");
-			goto out;
-		}
-	}
-	struct ly_cache_update u = {
-		.revision = m->revision,
-		.snapshot = m->snapshot != 0,
-		.entries = entries,
-		.n_entries = k,
-		.deleted_ids = (const char *const *)m->deleted_entry_ids,
-		.n_deleted = m->n_deleted_entry_ids,
-	};
-	if (ly_cache_apply(s->cache, &u, &cs, &e) != LY_OK) {
-		log_error("watch: update (revision %" PRId64 ") not applied: %s", m->revision, e.msg);
+	if (ly_cache_apply(s->cache, &up.u, &cs, &e) != LY_OK) {
+		log_error("watch: update (revision %" PRId64 ") not applied: %s", up.u.revision, e.msg);
 		/* Possibly half applied: changes_publish still runs with what changed. */
 	}
-	if (u.snapshot)
+	if (up.u.snapshot)
 		s->entries_known = true; /* the Workload API may now tell a caller it is entitled to nothing */
 	s->stats.watch_updates++;
 	s->last_sync = (time_t)now_s();
@@ -1466,19 +1308,16 @@ watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 	changes_publish(s, &cs);
 	log_debug("watch: %s revision %" PRId64 ": %zu entries, %zu deletions, %zu changes, bundle %" PRIu64
 		  " (%zu bytes, applied in %.1f ms)",
-	    u.snapshot ? "snapshot" : "delta", m->revision, k, m->n_deleted_entry_ids, nchanges, m->bundle_sequence, len,
-	    (double)(uv_hrtime() - t0) / 1e6);
-	if (m->bundle_sequence > bundle_seq(s))
+	    up.u.snapshot ? "snapshot" : "delta", up.u.revision, up.u.n_entries, up.u.n_deleted, nchanges,
+	    up.bundle_sequence, len, (double)(uv_hrtime() - t0) / 1e6);
+	if (up.bundle_sequence > bundle_seq(s))
 		bundle_fetch(s);
 out:
 	/* A large update (every resync of a big node is one) leaves thousands of small blocks freed. */
 	if (len >= WATCH_BURST_BYTES)
 		ly_sync_memory_burst(s);
-	for (size_t i = 0; entries != NULL && i < k; i++)
-		ly_entry_free(entries[i]);
-	free(entries);
+	ly_agentapi_update_cleanup(&up);
 	ly_cache_changes_cleanup(&cs);
-	lanyard__agent__v1__entries_update__free_unpacked(m, NULL);
 }
 
 static void
@@ -2093,12 +1932,8 @@ attest_finish(struct ly_sync *s, const Lanyard__Agent__V1__AgentSVID *svid)
 	struct ly_x509svid_info info;
 	struct ly_error e;
 
-	if (svid->spiffe_id == NULL || strcmp(svid->spiffe_id, s->att_expect) != 0) {
-		attest_failed(s, LY_RPC_INTERNAL, "the server signed an SVID for another ID than our CSR's");
-		return;
-	}
-	if (svid->cert_chain.len == 0 || svid->cert_chain.len > LY_CHAIN_DER_MAX) {
-		attest_failed(s, LY_RPC_INTERNAL, "agent SVID chain empty or over its cap");
+	if (ly_agentapi_svid_check(svid, s->att_expect, &e) != LY_OK) {
+		attest_failed(s, LY_RPC_INTERNAL, e.msg);
 		return;
 	}
 	/*
@@ -2106,7 +1941,7 @@ attest_finish(struct ly_sync *s, const Lanyard__Agent__V1__AgentSVID *svid)
 	 * spiffe://<td>/lanyard/server with our bootstrap bundle (or, insecure,
 	 * from the first server we reached). Our new SVID must verify to it.
 	 */
-	if (ly_sync_bundle_from_pb(svid->bundle, s->td, &b, &e) != LY_OK ||
+	if (ly_agentapi_bundle_from_pb(svid->bundle, s->td, &b, &e) != LY_OK ||
 	    verify_with_bundle(s, b, svid->cert_chain.data, svid->cert_chain.len, s->att_key, s->att_expect, &info,
 		&e) != LY_OK ||
 	    ly_buf_set(&chain, svid->cert_chain.data, svid->cert_chain.len, &e) != LY_OK ||
@@ -2166,8 +2001,8 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	}
 	if (step == 0 && s->method == METHOD_JOIN_TOKEN)
 		s->join_token_spent = true; /* used up, whatever comes next */
-	if ((m = lanyard__agent__v1__attest_agent_response__unpack(NULL, c->resp.len, c->resp.data)) == NULL) {
-		attest_failed(s, LY_RPC_INTERNAL, "malformed AttestAgentResponse");
+	if (ly_agentapi_attest_parse(c->resp.data, c->resp.len, &m, &e) != LY_OK) {
+		attest_failed(s, LY_RPC_INTERNAL, e.msg);
 		goto out;
 	}
 	if (m->svid != NULL) {
@@ -2175,7 +2010,7 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		goto out;
 	}
 	lanyard__agent__v1__attest_agent_request__init(&req);
-	if (step == 0 && s->method == METHOD_X509POP && m->challenge_nonce.len > 0) {
+	if (step == 0 && s->method == METHOD_X509POP && ly_agentapi_attest_has_challenge(m)) {
 		/* x509pop step 2: the proof, and a CSR for the ID we can predict. */
 		if (x509pop_material(s, &chain, &popkey, &e) != LY_OK ||
 		    ly_x509pop_sign(popkey, m->challenge_nonce.data, m->challenge_nonce.len, &sig, &e) != LY_OK ||
@@ -2193,13 +2028,12 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		xp.challenge_signature.len = sig.len;
 		req.attestation_case = LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_X509POP;
 		req.x509pop = &xp;
-	} else if (step != 2 && m->agent_id != NULL && m->agent_id[0] != '\0' && m->ticket.len > 0) {
+	} else if (step != 2 && ly_agentapi_attest_has_ticket(m)) {
 		/* Admitted under an ID we could not predict: a CSR for it, with the ticket. */
-		if (strlen(m->agent_id) >= sizeof(s->att_expect)) {
-			attest_failed(s, LY_RPC_INTERNAL, "agent ID over its cap");
+		if (ly_agentapi_attest_ticket_id(m, s->att_expect, sizeof(s->att_expect), &e) != LY_OK) {
+			attest_failed(s, LY_RPC_INTERNAL, e.msg);
 			goto out;
 		}
-		(void)snprintf(s->att_expect, sizeof(s->att_expect), "%s", m->agent_id);
 		if (attest_csr(s, s->att_expect, &csr, &e) != LY_OK) {
 			(void)snprintf(what, sizeof(what), "ticket step: %s", e.msg);
 			attest_failed(s, LY_RPC_INTERNAL, what);
@@ -2218,11 +2052,7 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	if (attest_send(s, step + 1, &req, &e) != LY_OK)
 		attest_failed(s, LY_RPC_UNAVAILABLE, e.msg);
 out:
-	if (m != NULL) {
-		if (m->ticket.data != NULL)
-			OPENSSL_cleanse(m->ticket.data, m->ticket.len);
-		lanyard__agent__v1__attest_agent_response__free_unpacked(m, NULL);
-	}
+	ly_agentapi_attest_free(m);
 	EVP_PKEY_free(popkey);
 	ly_buf_free(&csr);
 	ly_buf_free(&chain);
@@ -2312,16 +2142,14 @@ renew_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 			renew_retry(s);
 		goto out;
 	}
-	if ((m = lanyard__agent__v1__agent_svid__unpack(NULL, c->resp.len, c->resp.data)) == NULL ||
-	    m->spiffe_id == NULL || strcmp(m->spiffe_id, s->ident.id) != 0 || m->cert_chain.len == 0 ||
-	    m->cert_chain.len > LY_CHAIN_DER_MAX) {
-		log_error("RenewAgent: malformed answer, or an SVID for another ID");
+	if (ly_agentapi_agent_svid_parse(c->resp.data, c->resp.len, s->ident.id, &m, &e) != LY_OK) {
+		log_error("RenewAgent: malformed answer, or an SVID for another ID: %s", e.msg);
 		renew_retry(s);
 		goto out;
 	}
 	/* A newer bundle in the answer is checked with the new SVID, then installed. */
 	if (m->bundle != NULL) {
-		if (ly_sync_bundle_from_pb(m->bundle, s->td, &b, &e) != LY_OK) {
+		if (ly_agentapi_bundle_from_pb(m->bundle, s->td, &b, &e) != LY_OK) {
 			log_warn("RenewAgent: bundle ignored: %s", e.msg);
 		} else if (ly_bundle_sequence(b) <= bundle_seq(s)) {
 			ly_bundle_free(b);
@@ -2352,8 +2180,7 @@ renew_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 out:
 	ly_bundle_free(b);
 	ly_buf_free(&chain);
-	if (m != NULL)
-		lanyard__agent__v1__agent_svid__free_unpacked(m, NULL);
+	ly_agentapi_agent_svid_free(m);
 	EVP_PKEY_free(r->key);
 	ccall_cleanup(c);
 	free(r);
@@ -2464,8 +2291,7 @@ issue_job_free(struct issue_job *j)
 	}
 	free(j->items);
 	free(j->answer);
-	if (j->resp != NULL)
-		lanyard__agent__v1__batch_new_x509_svidresponse__free_unpacked(j->resp, NULL);
+	ly_agentapi_batch_free(j->resp);
 	ccall_cleanup(&j->base);
 	free(j);
 }
@@ -2506,42 +2332,39 @@ issue_end(struct ly_sync *s, struct issue_job *j)
 }
 
 /*
- * Loop: pairs each item with its result (results come in request order;
- * searched otherwise). An unknown entry ID is ignored, a second answer for
- * an item too (the first stands); a refusal by the server is the item's
- * message. Returns false when out of memory.
+ * Loop: pairs each item with its result (ly_agentapi_batch_match); a
+ * refusal by the server, or no answer, is the item's message. Returns
+ * false when out of memory.
  */
 static bool
 issue_match(struct issue_job *j)
 {
-	j->answer = calloc(j->n > 0 ? j->n : 1, sizeof(*j->answer));
-	if (j->answer == NULL)
+	const Lanyard__Agent__V1__X509SVIDResult **refused = NULL;
+	const char **ids = NULL;
+	size_t n = j->n > 0 ? j->n : 1;
+
+	j->answer = calloc(n, sizeof(*j->answer));
+	refused = calloc(n, sizeof(*refused));
+	ids = calloc(n, sizeof(*ids));
+	if (j->answer == NULL || refused == NULL || ids == NULL) {
+		free(refused);
+		free(ids);
 		return false;
-	for (size_t r = 0; r < j->resp->n_results; r++) {
-		const Lanyard__Agent__V1__X509SVIDResult *res = j->resp->results[r];
-		size_t i = j->n;
-		if (res == NULL || res->entry_id == NULL)
-			continue;
-		if (r < j->n && j->items[r].prepared && strcmp(j->items[r].entry_id, res->entry_id) == 0)
-			i = r;
-		for (size_t k = 0; i == j->n && k < j->n; k++) {
-			if (j->items[k].prepared && strcmp(j->items[k].entry_id, res->entry_id) == 0)
-				i = k;
-		}
-		if (i == j->n || j->answer[i] != NULL || j->items[i].msg[0] != '\0')
-			continue; /* not ours, or answered twice: the first answer stands */
-		if (res->status_code != 0) {
-			(void)snprintf(j->items[i].msg, sizeof(j->items[i].msg), "server: %s %s",
-			    ly_rpc_code_str((enum ly_rpc_code)res->status_code),
-			    res->status_message != NULL ? res->status_message : "");
-			continue;
-		}
-		j->answer[i] = res;
 	}
+	for (size_t i = 0; i < j->n; i++)
+		ids[i] = j->items[i].prepared ? j->items[i].entry_id : NULL;
+	ly_agentapi_batch_match(j->resp, ids, j->n, j->answer, refused);
 	for (size_t i = 0; i < j->n; i++) {
-		if (j->items[i].prepared && j->answer[i] == NULL && j->items[i].msg[0] == '\0')
-			(void)snprintf(j->items[i].msg, sizeof(j->items[i].msg), "no answer for it in the batch");
+		struct issue_item *it = &j->items[i];
+		if (refused[i] != NULL)
+			(void)snprintf(it->msg, sizeof(it->msg), "server: %s %s",
+			    ly_rpc_code_str((enum ly_rpc_code)refused[i]->status_code),
+			    refused[i]->status_message != NULL ? refused[i]->status_message : "");
+		else if (it->prepared && j->answer[i] == NULL)
+			(void)snprintf(it->msg, sizeof(it->msg), "no answer for it in the batch");
 	}
+	free(refused);
+	free(ids);
 	return true;
 }
 
@@ -2636,6 +2459,8 @@ issue_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 {
 	struct issue_job *j = (struct issue_job *)c;
 	struct ly_sync *s = c->s;
+	struct ly_error e;
+	ly_status rc;
 
 	if (s->phase != PH_ENROLLED) {
 		issue_reschedule_failed(s, j, true);
@@ -2650,10 +2475,10 @@ issue_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		issue_end(s, j);
 		return;
 	}
-	j->resp = lanyard__agent__v1__batch_new_x509_svidresponse__unpack(NULL, c->resp.len, c->resp.data);
+	rc = ly_agentapi_batch_parse(c->resp.data, c->resp.len, &j->resp, &e);
 	ly_buf_free_secret(&c->resp);
-	if (j->resp == NULL) {
-		log_error("BatchNewX509SVID: malformed answer");
+	if (rc != LY_OK) {
+		log_error("BatchNewX509SVID: %s", e.msg);
 		issue_reschedule_failed(s, j, true);
 		issue_end(s, j);
 		return;
@@ -3015,6 +2840,7 @@ jwt_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	json_t *claims = NULL;
 	enum ly_verify_fail why;
 	struct ly_error e;
+	ly_status rc;
 	int64_t now = now_s();
 
 	s->jwt_inflight--;
@@ -3023,11 +2849,11 @@ jwt_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		(void)ly_error_set(&op->err, jwt_code_status(code), "NewJWTSVID: %s %s", ly_rpc_code_str(code), details);
 		goto out;
 	}
-	m = lanyard__agent__v1__new_jwtsvidresponse__unpack(NULL, c->resp.len, c->resp.data);
+	rc = ly_agentapi_jwt_parse(c->resp.data, c->resp.len, &m, &e);
 	ly_buf_free_secret(&c->resp);
-	if (m == NULL || m->token == NULL || m->token[0] == '\0' || strlen(m->token) > LY_JWT_MAX) {
+	if (rc != LY_OK) {
 		op->failed = true;
-		(void)ly_error_set(&op->err, LY_E_INVALID, "NewJWTSVID: malformed answer");
+		(void)ly_error_set(&op->err, rc, "NewJWTSVID: %s", e.msg);
 		goto out;
 	}
 	/* SPEC §4: verified before it is served, for every audience asked for. */
@@ -3062,11 +2888,7 @@ out:
 		log_warn("JWT-SVID for entry %s: %s", op->entry_id, op->err.msg);
 	if (claims != NULL)
 		json_decref(claims);
-	if (m != NULL) {
-		if (m->token != NULL)
-			OPENSSL_cleanse(m->token, strlen(m->token));
-		lanyard__agent__v1__new_jwtsvidresponse__free_unpacked(m, NULL);
-	}
+	ly_agentapi_jwt_free(m);
 	jwt_op_answer(op);
 }
 

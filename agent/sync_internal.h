@@ -10,12 +10,8 @@
  *   (X509-SVID §5: path validation to our bundle, then the SPIFFE ID
  *   spiffe://<td>/lanyard/server); called on gRPC's threads, so it
  *   touches nothing but its arguments.
- * - ly_sync_entry_from_pb / ly_sync_bundle_from_pb: protobuf messages of
- *   agent.proto into our objects, with every length from the network
- *   checked against its cap (lib/caps.h) before work.
  *
- * Ownership: an entry returned through `out` is the caller's
- * (ly_entry_free); a bundle likewise (ly_bundle_free).
+ * The server's messages are decoded and checked in agentapi_msg.h.
  */
 #ifndef LANYARD_AGENT_SYNC_INTERNAL_H
 #define LANYARD_AGENT_SYNC_INTERNAL_H
@@ -49,19 +45,11 @@ uint64_t ly_sync_backoff_ms(unsigned attempt, uint32_t rnd);
 ly_status ly_sync_check_server(X509_STORE *store, const char *td, const char *server_id, const char *leaf_pem,
     const char *chain_pem, time_t now, struct ly_error *err) LY_MUST_CHECK;
 
-/* An Entry message into a new ly_entry (not validated: the cache does that). */
-ly_status ly_sync_entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **out, struct ly_error *err)
-    LY_MUST_CHECK;
-
 /*
  * ly_sync_wapi_ready's rule (agent.h): `ready` (our SVID and the bundle),
  * `entries_known` (a snapshot applied, or persisted entries loaded),
  * `cached_svids` (SVIDs held now).
  */
 bool ly_sync_wapi_ready_rule(bool ready, bool entries_known, size_t cached_svids);
-
-/* A Bundle message for trust domain `td` (bare name; the message must name it) into a new bundle. */
-ly_status ly_sync_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, const char *td, struct ly_bundle **out,
-    struct ly_error *err) LY_MUST_CHECK;
 
 #endif /* LANYARD_AGENT_SYNC_INTERNAL_H */

@@ -18,6 +18,7 @@
 
 #include <openssl/pem.h>
 
+#include "agent/agentapi_msg.h"
 #include "agent/sync_internal.h"
 #include "lib/bundle.h"
 #include "lib/caps.h"
@@ -308,7 +309,7 @@ test_entry_ok(void **state)
 	p.m.dns_names = p.dns;
 	p.m.hint = S("front");
 	p.m.admin = 1;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	assert_string_equal(e->entry_id, "e-1");
 	assert_string_equal(e->spiffe_id, "spiffe://example.org/w1");
 	assert_string_equal(e->parent_id, "spiffe://example.org/lanyard/agent/join_token/abc");
@@ -329,7 +330,7 @@ test_entry_ok(void **state)
 
 	/* An empty hint is no hint. */
 	pb_entry_init(&p, 1);
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	assert_null(e->hint);
 	ly_entry_free(e);
 }
@@ -342,10 +343,10 @@ test_entry_limits(void **state)
 	(void)state;
 
 	pb_entry_init(&p, LY_SELECTORS_MAX);
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	ly_entry_free(e);
 	pb_entry_init(&p, LY_SELECTORS_MAX + 1);
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
 	assert_null(e);
 
 	pb_entry_init(&p, 1);
@@ -353,7 +354,7 @@ test_entry_limits(void **state)
 		p.dns[i] = S("a.example.org");
 	p.m.dns_names = p.dns;
 	p.m.n_dns_names = LY_DNS_NAMES_MAX + 1;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
 	assert_null(e);
 }
 
@@ -367,30 +368,30 @@ test_entry_bad_selectors(void **state)
 
 	pb_entry_init(&p, 1);
 	p.sels[0].value = S("uid:abc"); /* not a number */
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, &err), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, &err), LY_E_INVALID);
 	assert_null(e);
 	assert_non_null(strstr(err.msg, "selector 0"));
 
 	pb_entry_init(&p, 2);
 	p.sels[1].type = S("nosuch");
-	assert_int_not_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_not_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	assert_null(e);
 
 	pb_entry_init(&p, 2);
 	p.sel_ptrs[1] = NULL;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
 
 	pb_entry_init(&p, 1);
 	p.sels[0].value = NULL;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
 
 	pb_entry_init(&p, 1);
 	p.dns[0] = NULL;
 	p.m.dns_names = p.dns;
 	p.m.n_dns_names = 1;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
 
-	assert_int_equal(ly_sync_entry_from_pb(NULL, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(NULL, &e, NULL), LY_E_INVALID);
 }
 
 /* ---- Bundle messages ---- */
@@ -444,7 +445,7 @@ test_bundle_ok(void **state)
 	struct ly_bundle *b = NULL;
 
 	pb_bundle_init(&p, &k->p);
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, NULL), LY_OK);
 	assert_string_equal(ly_bundle_trust_domain(b), "example.org");
 	assert_int_equal(ly_bundle_x509_authority_count(b), 1);
 	assert_int_equal(ly_bundle_jwt_authority_count(b), 1);
@@ -465,24 +466,24 @@ test_bundle_refused(void **state)
 
 	pb_bundle_init(&p, &k->p);
 	/* Another trust domain's bundle. */
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "other.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "other.org", &b, &e), LY_E_INVALID);
 	assert_null(b);
 	p.m.trust_domain = NULL;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.m.trust_domain = S("example.org");
 
 	/* No X.509 authority. */
 	p.m.n_x509_authorities = 0;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	/* Over the caps: refused before anything is read. */
 	p.m.n_x509_authorities = LY_BUNDLE_CERTS_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.m.n_x509_authorities = 1;
 	p.m.n_jwt_authorities = LY_JWKS_KEYS_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.m.n_jwt_authorities = 1;
 	p.m.sequence = (uint64_t)INT64_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.m.sequence = 42;
 
 	/* An X.509 authority that is not a CA certificate (the intermediate is; a leaf is not). */
@@ -492,7 +493,7 @@ test_bundle_refused(void **state)
 	tu_der(leaf, &ld);
 	p.x509[0].data = ld.data;
 	p.x509[0].len = ld.len;
-	assert_int_not_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
+	assert_int_not_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
 	assert_null(b);
 	/* Trailing bytes after the certificate. */
 	uint8_t junk[4096];
@@ -500,7 +501,7 @@ test_bundle_refused(void **state)
 	junk[k->p.root_der.len] = 0;
 	p.x509[0].data = junk;
 	p.x509[0].len = k->p.root_der.len + 1;
-	assert_int_not_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
+	assert_int_not_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
 	p.x509[0].data = k->p.root_der.data;
 	p.x509[0].len = k->p.root_der.len;
 	ly_buf_free(&ld);
@@ -512,32 +513,32 @@ test_bundle_refused(void **state)
 	spki2[p.spki_len] = 0;
 	p.jwt[0].public_key.data = spki2;
 	p.jwt[0].public_key.len = (size_t)p.spki_len + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].public_key.len = (size_t)p.spki_len - 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].public_key.len = 0;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].public_key.len = LY_CERT_DER_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.jwt[0].public_key.data = p.spki;
 	p.jwt[0].public_key.len = (size_t)p.spki_len;
 	p.jwt[0].kid = NULL;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].kid = S("");
-	assert_int_not_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
+	assert_int_not_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
 	p.jwt[0].kid = S("kid-1");
 	p.jwt_ptrs[0] = NULL;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	/* Two keys with one kid. */
 	p.jwt_ptrs[0] = &p.jwt[0];
 	p.jwt[1] = p.jwt[0];
 	p.jwt_ptrs[1] = &p.jwt[1];
 	p.m.n_jwt_authorities = 2;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	assert_null(b);
 	free(spki2);
 
-	assert_int_equal(ly_sync_bundle_from_pb(NULL, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(NULL, "example.org", &b, &e), LY_E_INVALID);
 	pb_bundle_cleanup(&p);
 }
 
