@@ -48,8 +48,8 @@
  *     cancelled. A watch still silent one interval after it was opened
  *     means the connection is dead (rpc/ sets no keepalive): both are
  *     dropped and a new channel (new connection) is made;
- *   - deletions reach ly_wapi_cache_changed in the same loop iteration as
- *     the update that carries them;
+ *   - deletions reach the cache_changed callback (sync.h) in the same
+ *     loop iteration as the update that carries them;
  *   - issuance: one BatchNewX509SVID of at most 500 CSRs in flight; new
  *     entries are due at once, renewals at their drawn time, those due
  *     within 100 ms of each other in one batch (rotation.h); a failed item
@@ -103,12 +103,12 @@
 #include <uv.h>
 
 #include "agent.pb-c.h"
-#include "agent/agent.h"
 #include "agent/agentapi_msg.h"
 #include "agent/cache.h"
 #include "agent/keymap.h"
 #include "agent/rotation.h"
 #include "agent/state.h"
+#include "agent/sync.h"
 #include "agent/sync_internal.h"
 #include "agent/verify.h"
 #include "lib/buf.h"
@@ -225,6 +225,7 @@ struct jwt_op;
 
 struct ly_sync {
 	struct ly_agent *agent;
+	struct ly_sync_changes changes;
 	uv_loop_t *loop;
 	char td[LY_TRUST_DOMAIN_MAX + 1];
 	char server_id[LY_SPIFFE_ID_MAX + 1];
@@ -447,19 +448,19 @@ ly_sync_memory_burst(struct ly_sync *s)
 		timer_arm(s->t_trim, on_trim_timer, TRIM_DELAY_MS);
 }
 
-/* The wapi of the agent, NULL before it exists (and in tests). */
+/* Our user's change callbacks (sync.h); none while we load what was persisted. */
 static void
 wapi_cache_changed(struct ly_sync *s)
 {
-	if (s->agent->wapi != NULL && s->phase != PH_NEW)
-		ly_wapi_cache_changed(s->agent->wapi);
+	if (s->changes.cache_changed != NULL && s->phase != PH_NEW)
+		s->changes.cache_changed(s->changes.arg);
 }
 
 static void
 wapi_bundle_changed(struct ly_sync *s)
 {
-	if (s->agent->wapi != NULL && s->phase != PH_NEW)
-		ly_wapi_bundle_changed(s->agent->wapi);
+	if (s->changes.bundle_changed != NULL && s->phase != PH_NEW)
+		s->changes.bundle_changed(s->changes.arg);
 }
 
 /* ---- the server's certificate (runs on gRPC's threads) ------------------------------------- */
@@ -1779,7 +1780,7 @@ join_token_predicted_id(struct ly_sync *s, char *out, size_t size)
 }
 
 static void
-attest_failed(struct ly_sync *s, enum ly_rpc_code code, const char *what)
+attest_refused(struct ly_sync *s, enum ly_rpc_code code, const char *what)
 {
 	switch (code) {
 	case LY_RPC_PERMISSION_DENIED:
@@ -1933,7 +1934,7 @@ attest_finish(struct ly_sync *s, const Lanyard__Agent__V1__AgentSVID *svid)
 	struct ly_error e;
 
 	if (ly_agentapi_svid_check(svid, s->att_expect, &e) != LY_OK) {
-		attest_failed(s, LY_RPC_INTERNAL, e.msg);
+		attest_refused(s, LY_RPC_INTERNAL, e.msg);
 		return;
 	}
 	/*
@@ -1950,7 +1951,7 @@ attest_finish(struct ly_sync *s, const Lanyard__Agent__V1__AgentSVID *svid)
 		(void)snprintf(msg, sizeof(msg), "agent SVID refused: %s", e.msg);
 		ly_bundle_free(b);
 		ly_buf_free(&chain);
-		attest_failed(s, LY_RPC_INTERNAL, msg);
+		attest_refused(s, LY_RPC_INTERNAL, msg);
 		return;
 	}
 	s->stats.attestations++;
@@ -1996,13 +1997,13 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		goto out;
 	if (code != LY_RPC_OK) {
 		(void)snprintf(what, sizeof(what), "%s %s", ly_rpc_code_str(code), details);
-		attest_failed(s, code, what);
+		attest_refused(s, code, what);
 		goto out;
 	}
 	if (step == 0 && s->method == METHOD_JOIN_TOKEN)
 		s->join_token_spent = true; /* used up, whatever comes next */
 	if (ly_agentapi_attest_parse(c->resp.data, c->resp.len, &m, &e) != LY_OK) {
-		attest_failed(s, LY_RPC_INTERNAL, e.msg);
+		attest_refused(s, LY_RPC_INTERNAL, e.msg);
 		goto out;
 	}
 	if (m->svid != NULL) {
@@ -2017,7 +2018,7 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		    x509pop_predicted_id(s, &chain, s->att_expect, sizeof(s->att_expect), &e) != LY_OK ||
 		    attest_csr(s, s->att_expect, &csr, &e) != LY_OK) {
 			(void)snprintf(what, sizeof(what), "x509pop: %s", e.msg);
-			attest_failed(s, LY_RPC_FAILED_PRECONDITION, what);
+			attest_refused(s, LY_RPC_FAILED_PRECONDITION, what);
 			goto out;
 		}
 		lanyard__agent__v1__x509_pop_attestation__init(&xp);
@@ -2031,12 +2032,12 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	} else if (step != 2 && ly_agentapi_attest_has_ticket(m)) {
 		/* Admitted under an ID we could not predict: a CSR for it, with the ticket. */
 		if (ly_agentapi_attest_ticket_id(m, s->att_expect, sizeof(s->att_expect), &e) != LY_OK) {
-			attest_failed(s, LY_RPC_INTERNAL, e.msg);
+			attest_refused(s, LY_RPC_INTERNAL, e.msg);
 			goto out;
 		}
 		if (attest_csr(s, s->att_expect, &csr, &e) != LY_OK) {
 			(void)snprintf(what, sizeof(what), "ticket step: %s", e.msg);
-			attest_failed(s, LY_RPC_INTERNAL, what);
+			attest_refused(s, LY_RPC_INTERNAL, what);
 			goto out;
 		}
 		log_info("admitted as %s: redeeming the ticket", s->att_expect);
@@ -2044,13 +2045,13 @@ attest_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		req.ticket = m->ticket;
 		step = 1;
 	} else {
-		attest_failed(s, LY_RPC_INTERNAL, "AttestAgentResponse without an SVID, a challenge or a ticket");
+		attest_refused(s, LY_RPC_INTERNAL, "AttestAgentResponse without an SVID, a challenge or a ticket");
 		goto out;
 	}
 	req.csr.data = csr.data;
 	req.csr.len = csr.len;
 	if (attest_send(s, step + 1, &req, &e) != LY_OK)
-		attest_failed(s, LY_RPC_UNAVAILABLE, e.msg);
+		attest_refused(s, LY_RPC_UNAVAILABLE, e.msg);
 out:
 	ly_agentapi_attest_free(m);
 	EVP_PKEY_free(popkey);
@@ -2964,7 +2965,8 @@ nomem:
 /* ---- life cycle ------------------------------------------------------------------------------ */
 
 ly_status
-ly_sync_new(struct ly_agent *agent, struct ly_sync **out, struct ly_error *err)
+ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struct ly_sync **out,
+    struct ly_error *err)
 {
 	struct ly_sync *s = NULL;
 	const struct ly_agent_config *cfg = &agent->cfg;
@@ -2980,6 +2982,8 @@ ly_sync_new(struct ly_agent *agent, struct ly_sync **out, struct ly_error *err)
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "sync: out of memory");
 	s->agent = agent;
+	if (changes != NULL)
+		s->changes = *changes;
 	s->loop = agent->loop;
 	/* One part per core, within libuv's pool (4 threads unless UV_THREADPOOL_SIZE says otherwise). */
 	s->verify_parts = uv_available_parallelism();
