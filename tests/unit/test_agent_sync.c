@@ -37,24 +37,24 @@ test_backoff_bounds(void **state)
 {
 	(void)state;
 	/* attempt 0: [100, 200] ms; each step doubles; never past 30 s. */
-	assert_int_equal(ly_sync_backoff_ms(0, 0), 100);
-	assert_int_equal(ly_sync_backoff_ms(0, UINT32_MAX), 100 + UINT32_MAX % 101);
+	assert_int_equal(ly_sync_chan_backoff_ms(0, 0), 100);
+	assert_int_equal(ly_sync_chan_backoff_ms(0, UINT32_MAX), 100 + UINT32_MAX % 101);
 	for (uint32_t r = 0; r < 1000; r++) {
-		uint64_t v = ly_sync_backoff_ms(0, r * 7919u);
+		uint64_t v = ly_sync_chan_backoff_ms(0, r * 7919u);
 		assert_true(v >= 100 && v <= 200);
 	}
-	assert_int_equal(ly_sync_backoff_ms(1, 0), 200);
-	assert_int_equal(ly_sync_backoff_ms(2, 0), 400);
+	assert_int_equal(ly_sync_chan_backoff_ms(1, 0), 200);
+	assert_int_equal(ly_sync_chan_backoff_ms(2, 0), 400);
 	for (unsigned a = 0; a < 40; a++) {
 		for (uint32_t r = 0; r < 200; r++) {
-			uint64_t v = ly_sync_backoff_ms(a, r * 2654435761u);
+			uint64_t v = ly_sync_chan_backoff_ms(a, r * 2654435761u);
 			assert_true(v <= LY_SYNC_BACKOFF_MAX_MS);
 			assert_true(v >= LY_SYNC_BACKOFF_MIN_MS / 2);
 		}
 	}
 	/* The cap: a large attempt stays within [15 s, 30 s], never overflows. */
-	assert_int_equal(ly_sync_backoff_ms(1000, 0), LY_SYNC_BACKOFF_MAX_MS / 2);
-	assert_int_equal(ly_sync_backoff_ms(UINT32_MAX, UINT32_MAX), LY_SYNC_BACKOFF_MAX_MS / 2 + UINT32_MAX % 15001);
+	assert_int_equal(ly_sync_chan_backoff_ms(1000, 0), LY_SYNC_BACKOFF_MAX_MS / 2);
+	assert_int_equal(ly_sync_chan_backoff_ms(UINT32_MAX, UINT32_MAX), LY_SYNC_BACKOFF_MAX_MS / 2 + UINT32_MAX % 15001);
 }
 
 static void
@@ -64,7 +64,7 @@ test_backoff_jitter_spreads(void **state)
 	/* Equal jitter: two agents with different random draws do not come back together. */
 	uint64_t lo = UINT64_MAX, hi = 0;
 	for (uint32_t r = 0; r < 5000; r++) {
-		uint64_t v = ly_sync_backoff_ms(10, r * 2654435761u);
+		uint64_t v = ly_sync_chan_backoff_ms(10, r * 2654435761u);
 		lo = v < lo ? v : lo;
 		hi = v > hi ? v : hi;
 	}
@@ -158,11 +158,11 @@ test_server_cert_ok(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_OK);
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_OK);
 	/* A chain that does not start with the leaf (only the intermediates) works too. */
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, inter, TU_NOW, &e), LY_OK);
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, inter, TU_NOW, &e), LY_OK);
 	/* Without the intermediate the path cannot be built. */
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, NULL, TU_NOW, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, NULL, TU_NOW, &e),
 	    LY_E_UNTRUSTED);
 	free(leaf);
 	free(chain);
@@ -179,11 +179,11 @@ test_server_cert_wrong_id(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
 	    LY_E_UNTRUSTED);
 	assert_non_null(strstr(e.msg, "expected " SERVER_ID));
 	/* Insecure bootstrap (no store): the ID is still checked. */
-	assert_int_equal(ly_sync_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_UNTRUSTED);
+	assert_int_equal(ly_sync_chan_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_UNTRUSTED);
 	free(leaf);
 	free(chain);
 }
@@ -197,7 +197,7 @@ test_server_cert_other_td(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_not_equal(ly_sync_check_server(k->store, "example.org", "spiffe://other.org/lanyard/server", leaf,
+	assert_int_not_equal(ly_sync_chan_check_server(k->store, "example.org", "spiffe://other.org/lanyard/server", leaf,
 				 chain, TU_NOW, &e),
 	    LY_OK);
 	free(leaf);
@@ -215,9 +215,9 @@ test_server_cert_foreign_ca(void **state)
 	tu_pki_init(&other);
 	X509 *leaf = tu_make(&spec, other.leaf_key, other.inter, other.int_key);
 	char *lp = pem_of(leaf), *ip = pem_of(other.inter);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_E_UNTRUSTED);
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_E_UNTRUSTED);
 	/* The insecure bootstrap does not check the chain: that is its whole point (logged by the caller). */
-	assert_int_equal(ly_sync_check_server(NULL, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_OK);
+	assert_int_equal(ly_sync_chan_check_server(NULL, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_OK);
 	free(lp);
 	free(ip);
 	X509_free(leaf);
@@ -233,7 +233,7 @@ test_server_cert_expired(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW + 7200, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW + 7200, &e),
 	    LY_E_EXPIRED);
 	free(leaf);
 	free(chain);
@@ -251,14 +251,14 @@ test_server_cert_not_a_leaf(void **state)
 	spec.bc = TU_BC_TRUE;
 	spec.ku = "keyCertSign,digitalSignature";
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
 	    LY_E_INVALID);
-	assert_int_equal(ly_sync_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_INVALID);
+	assert_int_equal(ly_sync_chan_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_INVALID);
 	free(leaf);
 	free(chain);
 	/* No certificate, or not PEM. */
-	assert_int_not_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, NULL, NULL, TU_NOW, &e), LY_OK);
-	assert_int_not_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, "garbage", NULL, TU_NOW, &e),
+	assert_int_not_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, NULL, NULL, TU_NOW, &e), LY_OK);
+	assert_int_not_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, "garbage", NULL, TU_NOW, &e),
 	    LY_OK);
 }
 
