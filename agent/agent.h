@@ -11,16 +11,18 @@
  *
  * Parts and who owns what:
  *   agent.c       config (flags over the YAML file), start-up, signals,
- *                 shutdown; owns every field below.
- *   sync.c        the server side: node attestation and the agent's own
- *                 SVID, the entry watch, periodic resync with backoff,
- *                 workload SVID issuance and rotation (batched), JWT-SVID
- *                 minting on demand, the bundle, state persistence.
+ *                 shutdown; owns struct ly_agent (agent_ctx.h).
+ *   sync*.c       the server side (sync.h; its parts in sync_internal.h):
+ *                 node attestation and the agent's own SVID, the entry
+ *                 watch, periodic resync with backoff, workload SVID
+ *                 issuance and rotation (batched), JWT-SVID minting on
+ *                 demand, the bundle, state persistence.
  *   wapi.c        the Workload API: the Unix socket, peer credentials and
  *                 pidfd, workload attestation, the five RPCs, open streams.
  *   cli.c         `api fetch|validate|watch`, `healthcheck`: Workload API
  *                 clients like any other.
- *   cache.c, rotation.c, verify.c, state.c, workload_msg.c: pure modules.
+ *   cache.c, rotation.c, verify.c, state.c, workload_msg.c, agentapi_msg.c:
+ *                 pure modules.
  *   attest_unix.c, attest_k8s.c, cgroup.c, kubelet.c: workload attestors.
  *
  * sync and wapi.c do not call each other: sync reports changes through

@@ -305,7 +305,7 @@ ccall_on_status(struct ly_rpc_ccall *cc, enum ly_rpc_code code, const char *deta
 	c->on_done(c, code, details != NULL ? details : ""); /* frees c */
 	chan_release(s, ch);
 	s->n_calls--;
-	ly_sync_stop_maybe_done(s);
+	ly_sync_base_stop_maybe_done(s);
 }
 
 /* Releases what struct ccall holds (the kinds call it from on_done). */
@@ -368,9 +368,9 @@ on_reconnect_timer(uv_timer_t *t)
 		return;
 	s->reconnect_armed = false;
 	if (s->phase == PH_ENROLLED)
-		ly_sync_watch_connect(s);
+		s->steps->connect(s);
 	else if (s->phase == PH_ATTEST)
-		ly_sync_enrol_begin(s);
+		s->steps->attest(s);
 }
 
 /* Tries again after the backoff delay (one pending retry at a time). */
@@ -379,11 +379,11 @@ ly_sync_chan_reconnect_later(struct ly_sync *s, const char *why)
 {
 	if (s->reconnect_armed || s->phase == PH_STOPPING)
 		return;
-	uint64_t ms = ly_sync_chan_backoff_ms(s->backoff_attempt, ly_sync_rand32());
+	uint64_t ms = ly_sync_chan_backoff_ms(s->backoff_attempt, ly_sync_base_rand32());
 	if (s->backoff_attempt < 32)
 		s->backoff_attempt++;
 	log_info("server %s: %s: retrying in %" PRIu64 " ms", s->target, why, ms);
 	s->reconnect_armed = true;
-	ly_sync_timer_arm(s->t_reconnect, on_reconnect_timer, ms);
+	ly_sync_base_timer_arm(s->t_reconnect, on_reconnect_timer, ms);
 }
 

@@ -192,7 +192,7 @@ probe_after(uv_work_t *w, int status)
 	free(j->roots_pem);
 	free(j->host);
 	free(j);
-	ly_sync_stop_maybe_done(s);
+	ly_sync_base_stop_maybe_done(s);
 }
 
 static void
@@ -456,10 +456,11 @@ attest_finish(struct ly_sync *s, const Lanyard__Agent__V1__AgentSVID *svid)
 	 * from the first server we reached). Our new SVID must verify to it.
 	 */
 	if (ly_agentapi_bundle_from_pb(svid->bundle, s->td, &b, &e) != LY_OK ||
-	    ly_sync_verify_with_bundle(s, b, svid->cert_chain.data, svid->cert_chain.len, s->att_key, s->att_expect, &info,
-		&e) != LY_OK ||
+	    ly_sync_base_verify_with_bundle(s, b, svid->cert_chain.data, svid->cert_chain.len, s->att_key, s->att_expect,
+		&info, &e) != LY_OK ||
 	    ly_buf_set(&chain, svid->cert_chain.data, svid->cert_chain.len, &e) != LY_OK ||
-	    ly_sync_ident_set(s, s->att_expect, &s->att_key, &chain, info.not_before, info.not_after, 0, &e) != LY_OK) {
+	    ly_sync_base_ident_set(s, s->att_expect, &s->att_key, &chain, info.not_before, info.not_after, 0, &e) !=
+		LY_OK) {
 		char msg[LY_ERROR_MSG_MAX + 32];
 		(void)snprintf(msg, sizeof(msg), "agent SVID refused: %s", e.msg);
 		ly_bundle_free(b);
@@ -483,12 +484,12 @@ attest_finish(struct ly_sync *s, const Lanyard__Agent__V1__AgentSVID *svid)
 	s->phase = PH_ENROLLED;
 	s->backoff_attempt = 0;
 	s->denied = false;
-	ly_sync_watch_bundle_install(s, b);
-	ly_sync_persist_agent_dirty(s);
+	s->steps->bundle_install(s, b);
+	s->steps->persist_agent_dirty(s);
 	struct ly_error se;
-	if (ly_rotation_schedule_all(s->sched, s->cache, ly_sync_now_ms(), &se) != LY_OK)
+	if (ly_rotation_schedule_all(s->sched, s->cache, ly_sync_base_now_ms(), &se) != LY_OK)
 		log_error("rotation schedule: %s", se.msg);
-	ly_sync_watch_connect(s);
+	s->steps->connect(s);
 }
 
 static void
@@ -589,7 +590,7 @@ ly_sync_enrol_again(struct ly_sync *s, const char *why)
 			  "cached SVIDs, asking again every %d s; restart it with a new -joinToken",
 		    why, s->method == METHOD_NONE ? "no node attestor configured" : "its join token is used up",
 		    LY_SYNC_BACKOFF_MAX_MS / 1000);
-		ly_sync_watch_drop_all(s);
+		s->steps->watch_drop_all(s);
 		ly_sync_chan_retire(s, s->chan);
 		s->denied = true;
 		s->backoff_attempt = 32;
@@ -603,7 +604,7 @@ ly_sync_enrol_again(struct ly_sync *s, const char *why)
 	s->bootstrap = NULL;
 	if (cur != NULL && ly_bundle_clone(cur, &s->bootstrap, &e) != LY_OK)
 		log_error("attestation: %s", e.msg);
-	ly_sync_watch_drop_all(s);
+	s->steps->watch_drop_all(s);
 	ly_sync_chan_kill(s, s->chan);
 	s->phase = PH_ATTEST;
 	s->renew_busy = false;
@@ -620,10 +621,10 @@ struct renew_call {
 static void
 renew_retry(struct ly_sync *s)
 {
-	s->renew_retry_ms = ly_rotation_retry_ms(ly_sync_now_ms(), s->renew_attempt);
+	s->renew_retry_ms = ly_rotation_retry_ms(ly_sync_base_now_ms(), s->renew_attempt);
 	if (s->renew_attempt < 32)
 		s->renew_attempt++;
-	ly_sync_issue_tick_arm(s);
+	s->steps->tick_arm(s);
 }
 
 int64_t
@@ -650,7 +651,7 @@ renew_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		log_warn("RenewAgent: %s %s", ly_rpc_code_str(code), details);
 		if (code == LY_RPC_PERMISSION_DENIED && strstr(details, "banned") == NULL)
 			ly_sync_enrol_again(s, details);
-		else if (code == LY_RPC_UNAUTHENTICATED && ly_sync_ident_expired(s, ly_sync_now_s()))
+		else if (code == LY_RPC_UNAUTHENTICATED && ly_sync_base_ident_expired(s, ly_sync_base_now_s()))
 			ly_sync_enrol_again(s, "our SVID expired");
 		else
 			renew_retry(s);
@@ -665,16 +666,17 @@ renew_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	if (m->bundle != NULL) {
 		if (ly_agentapi_bundle_from_pb(m->bundle, s->td, &b, &e) != LY_OK) {
 			log_warn("RenewAgent: bundle ignored: %s", e.msg);
-		} else if (ly_bundle_sequence(b) <= ly_sync_bundle_seq(s)) {
+		} else if (ly_bundle_sequence(b) <= ly_sync_base_bundle_seq(s)) {
 			ly_bundle_free(b);
 			b = NULL;
 		}
 	}
 	const struct ly_bundle *vb = b != NULL ? b : ly_cache_bundle(s->cache);
 	if (vb == NULL ||
-	    ly_sync_verify_with_bundle(s, vb, m->cert_chain.data, m->cert_chain.len, r->key, s->ident.id, &info, &e) != LY_OK ||
+	    ly_sync_base_verify_with_bundle(s, vb, m->cert_chain.data, m->cert_chain.len, r->key, s->ident.id, &info,
+		&e) != LY_OK ||
 	    ly_buf_set(&chain, m->cert_chain.data, m->cert_chain.len, &e) != LY_OK ||
-	    ly_sync_ident_set(s, s->ident.id, &r->key, &chain, info.not_before, info.not_after, 0, &e) != LY_OK) {
+	    ly_sync_base_ident_set(s, s->ident.id, &r->key, &chain, info.not_before, info.not_after, 0, &e) != LY_OK) {
 		log_error("RenewAgent: new SVID refused: %s", vb == NULL ? "no bundle" : e.msg);
 		renew_retry(s);
 		goto out;
@@ -683,14 +685,14 @@ renew_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	log_info("agent SVID renewed: valid from %" PRId64 " until %" PRId64 ", next renewal at %" PRId64 " ms",
 	    s->ident.not_before, s->ident.not_after, s->ident.renew_at_ms);
 	if (b != NULL) {
-		ly_sync_watch_bundle_install(s, b);
+		s->steps->bundle_install(s, b);
 		b = NULL;
 	}
-	ly_sync_persist_agent_dirty(s);
+	s->steps->persist_agent_dirty(s);
 	/* New credentials, new channel (no connection of the old one is reused); the old goes when drained. */
 	ly_sync_chan_retire(s, s->chan);
-	ly_sync_watch_open(s);
-	ly_sync_issue_tick_arm(s);
+	s->steps->watch_open(s);
+	s->steps->tick_arm(s);
 out:
 	ly_bundle_free(b);
 	ly_buf_free(&chain);

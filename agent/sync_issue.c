@@ -120,7 +120,7 @@ issue_job_free(struct issue_job *j)
 static void
 issue_reschedule_failed(struct ly_sync *s, struct issue_job *j, bool all)
 {
-	int64_t now = ly_sync_now_ms();
+	int64_t now = ly_sync_base_now_ms();
 	struct ly_error e;
 	struct ly_cache_item ci;
 
@@ -130,7 +130,7 @@ issue_reschedule_failed(struct ly_sync *s, struct issue_job *j, bool all)
 			continue;
 		if (!ly_cache_get(s->cache, it->entry_id, &ci) || ci.entry->node)
 			continue; /* gone meanwhile */
-		unsigned n = ly_sync_retry_count(s, it->entry_id);
+		unsigned n = ly_sync_base_retry_count(s, it->entry_id);
 		int64_t due = ly_rotation_retry_ms(now, n > 0 ? n - 1 : 0);
 		/* An SVID that is still valid keeps being served until the retry succeeds. */
 		if (ly_sched_put(s->sched, it->entry_id, due, now, &e) != LY_OK)
@@ -144,7 +144,7 @@ issue_end(struct ly_sync *s, struct issue_job *j)
 {
 	issue_job_free(j);
 	s->issue_inflight--;
-	ly_sync_memory_burst(s);
+	ly_sync_base_memory_burst(s);
 	if (s->phase == PH_ENROLLED) {
 		ly_sync_issue_kick(s);
 		ly_sync_issue_tick_arm(s);
@@ -236,9 +236,9 @@ issue_verify_after(uv_work_t *w, int status)
 	ly_cache_changes_init(&cs);
 	if (j->parts_cancelled || s->phase != PH_ENROLLED) {
 		issue_reschedule_failed(s, j, true);
-		ly_sync_watch_verifier_release(s);
+		s->steps->verifier_release(s);
 		issue_end(s, j);
-		ly_sync_stop_maybe_done(s);
+		ly_sync_base_stop_maybe_done(s);
 		return;
 	}
 	for (size_t i = 0; i < j->n; i++) {
@@ -259,7 +259,7 @@ issue_verify_after(uv_work_t *w, int status)
 			it->dropped = true;
 			continue;
 		}
-		ly_sync_retry_forget(s, it->entry_id);
+		ly_sync_base_retry_forget(s, it->entry_id);
 		ok++;
 	}
 	s->stats.svids_issued += ok;
@@ -268,10 +268,10 @@ issue_verify_after(uv_work_t *w, int status)
 		s->issue_fail_streak = 0;
 	log_debug("batch of %zu: %zu SVIDs issued, %zu failed", j->n, ok, failed);
 	issue_reschedule_failed(s, j, false);
-	ly_sync_changes_publish(s, &cs); /* still in flight: the next batch starts in issue_end */
-	ly_sync_watch_verifier_release(s);
+	ly_sync_base_changes_publish(s, &cs); /* still in flight: the next batch starts in issue_end */
+	s->steps->verifier_release(s);
 	issue_end(s, j);
-	ly_sync_stop_maybe_done(s);
+	ly_sync_base_stop_maybe_done(s);
 }
 
 static void
@@ -309,13 +309,13 @@ issue_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		issue_end(s, j);
 		return;
 	}
-	j->now = ly_sync_now_s();
+	j->now = ly_sync_base_now_s();
 	size_t nparts = (j->n + ISSUE_VERIFY_PART_MIN - 1) / ISSUE_VERIFY_PART_MIN;
 	if (nparts > s->verify_parts)
 		nparts = s->verify_parts;
 	if (nparts == 0)
 		nparts = 1;
-	s->verify_busy++; /* once for the batch: ly_sync_watch_verifier_release when its last part is done */
+	s->verify_busy++; /* once for the batch: steps->verifier_release when its last part is done */
 	for (size_t k = 0; k < nparts; k++) {
 		struct issue_part *p = &j->parts[k];
 		p->j = j;
@@ -336,7 +336,7 @@ issue_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		s->n_works++;
 	}
 	if (j->parts_pending == 0) {
-		ly_sync_watch_verifier_release(s);
+		s->steps->verifier_release(s);
 		issue_reschedule_failed(s, j, true);
 		issue_end(s, j);
 	}
@@ -376,7 +376,7 @@ issue_prepare_after(uv_work_t *w, int status)
 	if (status != 0 || s->phase != PH_ENROLLED) {
 		issue_reschedule_failed(s, j, true);
 		issue_end(s, j);
-		ly_sync_stop_maybe_done(s);
+		ly_sync_base_stop_maybe_done(s);
 		return;
 	}
 	if ((params = calloc(j->n + 1, sizeof(*params))) == NULL || (ptrs = calloc(j->n + 1, sizeof(*ptrs))) == NULL) {
@@ -452,8 +452,8 @@ ly_sync_issue_kick(struct ly_sync *s)
 		return;
 	ly_sched_batch_init(&batch);
 	for (;;) {
-		if (ly_sched_pop_due(s->sched, ly_sync_now_ms(), LY_ROTATION_COALESCE_MS, LY_ROTATION_BATCH_MAX, &batch, &e) !=
-		    LY_OK) {
+		if (ly_sched_pop_due(s->sched, ly_sync_base_now_ms(), LY_ROTATION_COALESCE_MS, LY_ROTATION_BATCH_MAX, &batch,
+			&e) != LY_OK) {
 			log_error("rotation: %s", e.msg);
 			break;
 		}
@@ -465,7 +465,8 @@ ly_sync_issue_kick(struct ly_sync *s)
 			j = NULL;
 			/* Put them back a little later. */
 			for (size_t i = 0; i < batch.n; i++) {
-				if (ly_sched_put(s->sched, batch.keys[i], ly_sync_now_ms() + 1000, ly_sync_now_ms(), NULL) != LY_OK)
+				int64_t now = ly_sync_base_now_ms();
+				if (ly_sched_put(s->sched, batch.keys[i], now + 1000, now, NULL) != LY_OK)
 					log_error("entry %s: not rescheduled", batch.keys[i]);
 			}
 			break;
@@ -473,7 +474,7 @@ ly_sync_issue_kick(struct ly_sync *s)
 		j->s = s;
 		for (size_t i = 0; i < batch.n; i++) {
 			if (!ly_cache_get(s->cache, batch.keys[i], &ci) || ci.entry->node) {
-				ly_sync_retry_forget(s, batch.keys[i]);
+				ly_sync_base_retry_forget(s, batch.keys[i]);
 				continue;
 			}
 			if (issue_item_fill(&j->items[j->n], ci.entry) != LY_OK) {
@@ -522,16 +523,16 @@ on_tick(uv_timer_t *t)
 	if (s == NULL || s->phase == PH_STOPPING || s->phase == PH_NEW)
 		return;
 	ly_cache_changes_init(&cs);
-	size_t expired = ly_cache_expire(s->cache, ly_sync_now_s(), &cs);
+	size_t expired = ly_cache_expire(s->cache, ly_sync_base_now_s(), &cs);
 	if (expired > 0)
 		log_warn("%zu cached SVIDs expired before they could be renewed: no longer served", expired);
-	ly_sync_changes_publish(s, &cs);
+	ly_sync_base_changes_publish(s, &cs);
 	if (s->phase == PH_ENROLLED && s->ident.valid) {
-		if (ly_sync_ident_expired(s, ly_sync_now_s())) {
+		if (ly_sync_base_ident_expired(s, ly_sync_base_now_s())) {
 			if (!s->denied)
-				ly_sync_enrol_again(s, "our SVID expired");
-		} else if (ly_sync_now_ms() >= ly_sync_enrol_renew_due_ms(s)) {
-			ly_sync_enrol_renew(s);
+				s->steps->attest_again(s, "our SVID expired");
+		} else if (ly_sync_base_now_ms() >= s->steps->renew_due_ms(s)) {
+			s->steps->renew(s);
 		}
 	}
 	ly_sync_issue_kick(s);
@@ -541,7 +542,7 @@ on_tick(uv_timer_t *t)
 void
 ly_sync_issue_tick_arm(struct ly_sync *s)
 {
-	int64_t now = ly_sync_now_ms(), next = INT64_MAX;
+	int64_t now = ly_sync_base_now_ms(), next = INT64_MAX;
 
 	if (s->t_tick == NULL || s->phase == PH_STOPPING || s->phase == PH_NEW)
 		return;
@@ -557,12 +558,12 @@ ly_sync_issue_tick_arm(struct ly_sync *s)
 	if (s->phase == PH_ENROLLED && s->ident.valid) {
 		if (s->ident.not_after * 1000 > now && s->ident.not_after * 1000 < next)
 			next = s->ident.not_after * 1000;
-		if (connected && !s->renew_busy && ly_sync_enrol_renew_due_ms(s) < next)
-			next = ly_sync_enrol_renew_due_ms(s);
+		if (connected && !s->renew_busy && s->steps->renew_due_ms(s) < next)
+			next = s->steps->renew_due_ms(s);
 	}
 	int64_t ms = next <= now ? 0 : (next - now > TICK_MAX_MS ? TICK_MAX_MS : next - now);
 	if (ms < 5)
 		ms = 5; /* a due event fires after a short pause, never in a tight loop */
-	ly_sync_timer_arm(s->t_tick, on_tick, (uint64_t)ms);
+	ly_sync_base_timer_arm(s->t_tick, on_tick, (uint64_t)ms);
 }
 

@@ -153,7 +153,7 @@ jwt_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	enum ly_verify_fail why;
 	struct ly_error e;
 	ly_status rc;
-	int64_t now = ly_sync_now_s();
+	int64_t now = ly_sync_base_now_s();
 
 	s->jwt_inflight--;
 	if (code != LY_RPC_OK) {
@@ -229,7 +229,7 @@ ly_sync_jwt_fetch(struct ly_sync *s, const char *entry_id, const char *const *au
 		return ly_error_set(err, LY_E_IO, "JWT-SVID: the agent is stopping");
 	if (!ly_cache_get(s->cache, entry_id, &ci) || ci.entry->node)
 		return ly_error_set(err, LY_E_NOT_FOUND, "JWT-SVID: no entry %s", entry_id);
-	const char *hit = ly_cache_jwt_get(s->cache, ci.entry->spiffe_id, audiences, naud, ly_sync_now_s());
+	const char *hit = ly_cache_jwt_get(s->cache, ci.entry->spiffe_id, audiences, naud, ly_sync_base_now_s());
 	if (hit == NULL && (s->phase != PH_ENROLLED || s->chan == NULL || s->denied))
 		return ly_error_set(err, LY_E_IO, "JWT-SVID: not connected to the server");
 	if (hit == NULL && s->jwt_inflight >= JWT_INFLIGHT_MAX)
@@ -254,7 +254,7 @@ ly_sync_jwt_fetch(struct ly_sync *s, const char *entry_id, const char *const *au
 		while (*tail != NULL)
 			tail = &(*tail)->next;
 		*tail = op;
-		ly_sync_timer_arm(s->t_defer, on_defer_timer, 0);
+		ly_sync_base_timer_arm(s->t_defer, on_defer_timer, 0);
 		return LY_OK;
 	}
 	op->base.on_done = jwt_on_done;

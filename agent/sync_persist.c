@@ -110,13 +110,14 @@ persist_after(uv_work_t *w, int status)
 	s->n_works--;
 	if (s->phase != PH_STOPPING) {
 		if (s->agent_dirty || s->cache_dirty)
-			ly_sync_timer_arm(s->t_persist, on_persist_timer, failed ? 10 * PERSIST_DEBOUNCE_MS : PERSIST_DEBOUNCE_MS);
+			ly_sync_base_timer_arm(s->t_persist, on_persist_timer,
+			    failed ? 10 * PERSIST_DEBOUNCE_MS : PERSIST_DEBOUNCE_MS);
 	} else if (!failed) {
 		ly_sync_persist_kick(s); /* what changed while this was written (nothing, usually) */
 	} else {
 		s->agent_dirty = s->cache_dirty = false; /* stopping: no retry, the stop must end */
 	}
-	ly_sync_stop_maybe_done(s);
+	ly_sync_base_stop_maybe_done(s);
 }
 
 /* Our identity and bundles as state.h wants them (borrowing nothing: copies). */
@@ -154,7 +155,7 @@ ly_sync_persist_kick(struct ly_sync *s)
 	struct persist_job *j = NULL;
 	struct ly_agent_state st;
 	struct ly_error e;
-	int64_t now = ly_sync_now_s();
+	int64_t now = ly_sync_base_now_s();
 
 	if (s->persist_busy || (!s->agent_dirty && !s->cache_dirty))
 		return;
@@ -189,7 +190,7 @@ fail:
 	if (j != NULL)
 		persist_job_free(j);
 	if (s->phase != PH_STOPPING)
-		ly_sync_timer_arm(s->t_persist, on_persist_timer, 10 * PERSIST_DEBOUNCE_MS);
+		ly_sync_base_timer_arm(s->t_persist, on_persist_timer, 10 * PERSIST_DEBOUNCE_MS);
 	else
 		s->agent_dirty = s->cache_dirty = false; /* give up: the stop must end */
 }
@@ -209,7 +210,7 @@ ly_sync_persist_cache_dirty(struct ly_sync *s)
 {
 	s->cache_dirty = true;
 	if (s->t_persist != NULL && !s->persist_busy && !uv_is_active((uv_handle_t *)s->t_persist))
-		ly_sync_timer_arm(s->t_persist, on_persist_timer, PERSIST_DEBOUNCE_MS);
+		ly_sync_base_timer_arm(s->t_persist, on_persist_timer, PERSIST_DEBOUNCE_MS);
 }
 
 /* Our SVID or the bundle changed: written at once (with the cache if it is dirty too). */
@@ -218,7 +219,7 @@ ly_sync_persist_agent_dirty(struct ly_sync *s)
 {
 	s->agent_dirty = true;
 	if (s->t_persist != NULL && !s->persist_busy)
-		ly_sync_timer_arm(s->t_persist, on_persist_timer, 0);
+		ly_sync_base_timer_arm(s->t_persist, on_persist_timer, 0);
 }
 
 static bool
@@ -242,7 +243,7 @@ ly_sync_persist_load(struct ly_sync *s)
 	struct ly_cache_changes cs;
 	struct ly_error e;
 	ly_status rc;
-	int64_t now = ly_sync_now_s();
+	int64_t now = ly_sync_base_now_s();
 
 	ly_agent_state_init(&st);
 	ly_cache_changes_init(&cs);
@@ -263,15 +264,15 @@ ly_sync_persist_load(struct ly_sync *s)
 		log_warn("agent state in %s has no bundle for %s: ignored", dir, s->td);
 		goto out;
 	}
-	ly_sync_watch_bundle_install(s, b);
+	s->steps->bundle_install(s, b);
 	if (st.has_svid) {
 		EVP_PKEY *key = NULL;
 		struct ly_x509svid_info info;
 		if (ly_key_from_pkcs8_der(st.key.data, st.key.len, &key, &e) != LY_OK ||
 		    ly_verify_x509svid(s->verifier, st.chain.data, st.chain.len, key, st.spiffe_id, now, &info, NULL, &e) !=
 			LY_OK ||
-		    ly_sync_ident_set(s, st.spiffe_id, &key, &st.chain, info.not_before, info.not_after, st.renew_at_ms, &e) !=
-			LY_OK)
+		    ly_sync_base_ident_set(s, st.spiffe_id, &key, &st.chain, info.not_before, info.not_after, st.renew_at_ms,
+			&e) != LY_OK)
 			log_warn("our SVID in %s not used: %s", dir, e.msg);
 		EVP_PKEY_free(key);
 	}

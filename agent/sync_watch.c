@@ -72,7 +72,7 @@ ly_sync_watch_bundle_install(struct ly_sync *s, struct ly_bundle *b)
 		s->bundle_pending = b;
 		return;
 	}
-	bool roots_changed = !ly_sync_same_roots(ly_cache_bundle(s->cache), b);
+	bool roots_changed = !ly_sync_base_same_roots(ly_cache_bundle(s->cache), b);
 	uint64_t seq = ly_bundle_sequence(b);
 	ly_cache_changes_init(&cs);
 	if (ly_verifier_set_bundle(s->verifier, b, NULL, &e) != LY_OK) {
@@ -93,14 +93,14 @@ ly_sync_watch_bundle_install(struct ly_sync *s, struct ly_bundle *b)
 		ly_cache_changes_cleanup(&cs);
 		return;
 	}
-	size_t dropped = ly_verify_recheck_cache(s->verifier, s->cache, ly_sync_now_s(), &cs);
+	size_t dropped = ly_verify_recheck_cache(s->verifier, s->cache, ly_sync_base_now_s(), &cs);
 	log_info("trust bundle sequence %" PRIu64 " installed (%zu X.509, %zu JWT authorities)", seq,
 	    ly_bundle_x509_authority_count(ly_cache_bundle(s->cache)),
 	    ly_bundle_jwt_authority_count(ly_cache_bundle(s->cache)));
 	if (dropped > 0)
 		log_warn("%zu cached SVIDs no longer verify with the new bundle: dropped, to be issued again", dropped);
-	ly_sync_changes_publish(s, &cs);
-	ly_sync_persist_agent_dirty(s);
+	ly_sync_base_changes_publish(s, &cs);
+	s->steps->persist_agent_dirty(s);
 	if (roots_changed && s->phase == PH_ENROLLED && s->chan != NULL) {
 		log_debug("bundle roots changed: new channel");
 		ly_sync_chan_retire(s, s->chan);
@@ -138,7 +138,7 @@ bundle_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		log_error("GetBundle: %s", e.msg);
 		goto out;
 	}
-	if (ly_bundle_sequence(b) <= ly_sync_bundle_seq(s)) {
+	if (ly_bundle_sequence(b) <= ly_sync_base_bundle_seq(s)) {
 		log_debug("GetBundle: sequence %" PRIu64 " is not newer than ours", ly_bundle_sequence(b));
 		goto out;
 	}
@@ -148,7 +148,7 @@ bundle_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 	 * server drops a root only once nothing under it is valid any more, so
 	 * a bundle that does not is wrong, and installing it would cut us off.
 	 */
-	if (s->ident.valid && ly_sync_verify_with_bundle(s, b, s->ident.chain.data, s->ident.chain.len, s->ident.key,
+	if (s->ident.valid && ly_sync_base_verify_with_bundle(s, b, s->ident.chain.data, s->ident.chain.len, s->ident.key,
 				  s->ident.id, NULL, &e) != LY_OK) {
 		log_error("GetBundle: bundle sequence %" PRIu64 " refused: it does not validate our own SVID: %s",
 		    ly_bundle_sequence(b), e.msg);
@@ -229,24 +229,24 @@ ly_sync_watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 	}
 	if (ly_cache_apply(s->cache, &up.u, &cs, &e) != LY_OK) {
 		log_error("watch: update (revision %" PRId64 ") not applied: %s", up.u.revision, e.msg);
-		/* Possibly half applied: ly_sync_changes_publish still runs with what changed. */
+		/* Possibly half applied: ly_sync_base_changes_publish still runs with what changed. */
 	}
 	if (up.u.snapshot)
 		s->entries_known = true; /* the Workload API may now tell a caller it is entitled to nothing */
 	s->stats.watch_updates++;
-	s->last_sync = (time_t)ly_sync_now_s();
+	s->last_sync = (time_t)ly_sync_base_now_s();
 	size_t nchanges = cs.n;
-	ly_sync_changes_publish(s, &cs);
+	ly_sync_base_changes_publish(s, &cs);
 	log_debug("watch: %s revision %" PRId64 ": %zu entries, %zu deletions, %zu changes, bundle %" PRIu64
 		  " (%zu bytes, applied in %.1f ms)",
 	    up.u.snapshot ? "snapshot" : "delta", up.u.revision, up.u.n_entries, up.u.n_deleted, nchanges,
 	    up.bundle_sequence, len, (double)(uv_hrtime() - t0) / 1e6);
-	if (up.bundle_sequence > ly_sync_bundle_seq(s))
+	if (up.bundle_sequence > ly_sync_base_bundle_seq(s))
 		bundle_fetch(s);
 out:
 	/* A large update (every resync of a big node is one) leaves thousands of small blocks freed. */
 	if (len >= WATCH_BURST_BYTES)
-		ly_sync_memory_burst(s);
+		ly_sync_base_memory_burst(s);
 	ly_agentapi_update_cleanup(&up);
 	ly_cache_changes_cleanup(&cs);
 }
@@ -278,8 +278,8 @@ watch_on_msg(struct ccall *c, const uint8_t *msg, size_t len)
 	ly_sync_watch_apply(s, msg, len);
 	if (first) {
 		/* Issuance and renewal may have waited for a working connection. */
-		ly_sync_issue_kick(s);
-		ly_sync_issue_tick_arm(s);
+		s->steps->issue_kick(s);
+		s->steps->tick_arm(s);
 	}
 }
 
@@ -322,12 +322,12 @@ watch_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 			ly_sync_chan_reconnect_later(s, "banned");
 			return;
 		}
-		ly_sync_enrol_again(s, details);
+		s->steps->attest_again(s, details);
 		return;
 	case LY_RPC_UNAUTHENTICATED:
 		ly_sync_watch_drop_all(s);
-		if (ly_sync_ident_expired(s, ly_sync_now_s())) {
-			ly_sync_enrol_again(s, "our SVID expired");
+		if (ly_sync_base_ident_expired(s, ly_sync_base_now_s())) {
+			s->steps->attest_again(s, "our SVID expired");
 			return;
 		}
 		/* Our SVID was superseded or the connection predates it: a new channel. */
@@ -403,8 +403,8 @@ ly_sync_watch_connect(struct ly_sync *s)
 		return;
 	if (s->watch == NULL)
 		ly_sync_watch_open(s);
-	ly_sync_issue_kick(s);
-	ly_sync_issue_tick_arm(s);
+	s->steps->issue_kick(s);
+	s->steps->tick_arm(s);
 }
 
 /*

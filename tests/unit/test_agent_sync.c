@@ -1,9 +1,10 @@
 /*
- * test_agent_sync.c: the pure parts of agent/sync.c (sync_internal.h): the
- * reconnection backoff, when the Workload API may answer (not before the
- * entries are known), the check of the server's certificate, and the
- * conversion of agent.proto's Entry and Bundle messages, each rule with a
- * value that must be refused. The daemon flow (attestation, watch, batches,
+ * test_agent_sync.c: the pure parts of the agent's sync (sync_internal.h):
+ * the reconnection backoff, when the Workload API may answer (not before
+ * the entries are known), the check of the server's certificate, and the
+ * conversion of agent.proto's Entry and Bundle messages (agentapi_msg.h),
+ * each rule with a value that must be refused. The control flow with fakes
+ * is test_agent_sync_flow.c; the daemon flow (attestation, watch, batches,
  * rotation, restarts) runs against a real server in
  * tests/integration/agent_sync_e2e.py.
  */

@@ -5,7 +5,9 @@
  * changed something, never for one that did not or could not be read, and
  * never while sync is still loading its persisted state. No server, no
  * network: the update is handed to ly_sync_watch_apply as the watch's
- * stream would hand it.
+ * stream would hand it. And the steps table (sync_base.h) with fakes in
+ * it: what an applied update starts in the other parts (issuance, the
+ * tick, the cache's write), without those parts running.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +23,7 @@
 #include "agent/cache.h"
 #include "agent/sync.h"
 #include "agent/sync_internal.h"
+#include "lib/bundle.h"
 #include "lib/log.h"
 
 /* protobuf-c wants char * for strings it never writes. */
@@ -231,6 +234,63 @@ test_no_callbacks_given(void **state)
 	ly_sync_free(s);
 }
 
+/* ---- the steps table, faked ---- */
+
+static struct {
+	unsigned issue_kick, tick_arm, persist_cache_dirty, persist_agent_dirty, attest_again, other;
+} calls;
+
+static void fake_issue_kick(struct ly_sync *s) { (void)s; calls.issue_kick++; }
+static void fake_tick_arm(struct ly_sync *s) { (void)s; calls.tick_arm++; }
+static void fake_persist_cache_dirty(struct ly_sync *s) { (void)s; calls.persist_cache_dirty++; }
+static void fake_persist_agent_dirty(struct ly_sync *s) { (void)s; calls.persist_agent_dirty++; }
+static void fake_attest_again(struct ly_sync *s, const char *why) { (void)s; (void)why; calls.attest_again++; }
+static void fake_step(struct ly_sync *s) { (void)s; calls.other++; }
+static void fake_bundle_install(struct ly_sync *s, struct ly_bundle *b) { (void)s; ly_bundle_free(b); calls.other++; }
+static int64_t fake_renew_due_ms(const struct ly_sync *s) { (void)s; calls.other++; return INT64_MAX; }
+
+static const struct ly_sync_steps fake_steps = {
+	.connect = fake_step,
+	.watch_open = fake_step,
+	.watch_drop_all = fake_step,
+	.bundle_install = fake_bundle_install,
+	.verifier_release = fake_step,
+	.attest = fake_step,
+	.attest_again = fake_attest_again,
+	.renew = fake_step,
+	.renew_due_ms = fake_renew_due_ms,
+	.issue_kick = fake_issue_kick,
+	.tick_arm = fake_tick_arm,
+	.persist_cache_dirty = fake_persist_cache_dirty,
+	.persist_agent_dirty = fake_persist_agent_dirty,
+};
+
+static void
+test_update_starts_the_next_steps(void **state)
+{
+	struct fixture *f = *state;
+	const char *ids[] = { "e-1" };
+	size_t len;
+
+	memset(&calls, 0, sizeof(calls));
+	f->s->steps = &fake_steps;
+	/* An update that changed the cache: issuance kicked, the tick re-armed, the cache to be written. */
+	uint8_t *b = update(true, 1, ids, 1, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	assert_int_equal(calls.issue_kick, 1);
+	assert_int_equal(calls.tick_arm, 1);
+	assert_int_equal(calls.persist_cache_dirty, 1);
+	/* Our SVID and the bundle did not change; nobody attests. */
+	assert_int_equal(calls.persist_agent_dirty, 0);
+	assert_int_equal(calls.attest_again, 0);
+	assert_int_equal(calls.other, 0);
+	/* The same update again changes nothing: no step starts. */
+	ly_sync_watch_apply(f->s, b, len);
+	assert_int_equal(calls.issue_kick, 1);
+	assert_int_equal(calls.persist_cache_dirty, 1);
+	free(b);
+}
+
 int
 main(void)
 {
@@ -240,6 +300,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_bad_entry_does_not_block, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_while_loading, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_callbacks_given, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_update_starts_the_next_steps, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
