@@ -41,7 +41,7 @@
  *     (Workload Endpoint §6);
  *   - the agent stopping: UNAVAILABLE;
  *   - the connection refused (above): PERMISSION_DENIED;
- *   - the agent not ready (ly_sync_wapi_ready false: no SVID of its own,
+ *   - the agent not ready (the source's ready() false: no SVID of its own,
  *     bundle or entries yet, and nothing cached): UNAVAILABLE (clients
  *     retry with a backoff);
  *   - then each method's own rules (below).
@@ -63,7 +63,7 @@
  *
  * FetchJWTSVID: at least one audience (INVALID_ARGUMENT); the optional
  * spiffe_id must be one of the caller's (PERMISSION_DENIED); one token per
- * identity (or the one asked for) through ly_sync_fetch_jwt, each checked
+ * identity (or the one asked for) through the source's fetch_jwt, each checked
  * again before it is sent (signature, audience, expiry, subject); a
  * failure fails the call UNAVAILABLE (SPIRE). Tokens are never logged.
  * ValidateJWTSVID: audience and svid required (INVALID_ARGUMENT); lib/jwt
@@ -97,7 +97,7 @@
 #include <openssl/sha.h>
 #include <uv.h>
 
-#include "agent/agent.h"
+#include "agent/wapi.h"
 #include "agent/attest_k8s.h"
 #include "agent/attest_unix.h"
 #include "agent/cache.h"
@@ -165,6 +165,7 @@ enum stream_kind {
 
 struct ly_wapi {
 	struct ly_agent *agent;
+	struct ly_wapi_source src; /* the cache, readiness, JWT-SVIDs (wapi.h) */
 	struct ly_rpc_server *srv;
 	uv_pipe_t listener;
 	uv_timer_t kick;   /* one pass over the streams on the next loop turn */
@@ -238,7 +239,7 @@ static void pass_schedule(struct ly_wapi *w);
 static struct ly_cache *
 wapi_cache(struct ly_wapi *w)
 {
-	return w->agent->sync != NULL ? ly_sync_cache(w->agent->sync) : NULL;
+	return w->src.cache != NULL ? w->src.cache(w->src.arg) : NULL;
 }
 
 /*
@@ -248,9 +249,9 @@ wapi_cache(struct ly_wapi *w)
 static bool
 wapi_ready(struct ly_wapi *w)
 {
-	if (w->agent->sync == NULL || wapi_cache(w) == NULL)
+	if (w->src.ready == NULL || wapi_cache(w) == NULL)
 		return false;
-	return ly_sync_wapi_ready(w->agent->sync);
+	return w->src.ready(w->src.arg);
 }
 
 /*
@@ -841,7 +842,7 @@ h_fetch_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 	for (size_t i = 0; i < r->n; i++) {
 		struct jwt_slot *s = &r->slots[i];
 		r->outstanding++;
-		if (ly_sync_fetch_jwt(w->agent->sync, s->entry_id, (const char *const *)r->aud, r->naud, on_jwt, s, &e) !=
+		if (w->src.fetch_jwt(w->src.arg, s->entry_id, (const char *const *)r->aud, r->naud, on_jwt, s, &e) !=
 		    LY_OK) {
 			r->outstanding--;
 			log_warn("workload api: conn %" PRIu64 ": JWT-SVID for %s: %s", c->id, s->spiffe_id, e.msg);
@@ -962,7 +963,8 @@ conn_unref(struct wconn *c)
 	struct ly_wapi *w = c->w;
 	list_del(&c->link);
 	w->n_conns--;
-	ly_sync_memory_burst(w->agent->sync); /* a thousand connections leave freed memory behind */
+	if (w->src.memory_burst != NULL)
+		w->src.memory_burst(w->src.arg); /* a thousand connections leave freed memory behind */
 	if (c->peer.pidfd >= 0)
 		(void)close(c->peer.pidfd);
 	ly_selectors_free(c->sels, c->n_sels);
@@ -1323,7 +1325,7 @@ kubelet_target(const char *url, char **host, unsigned *port, struct ly_error *er
 }
 
 ly_status
-ly_wapi_new(struct ly_agent *agent, struct ly_wapi **out, struct ly_error *err)
+ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_wapi **out, struct ly_error *err)
 {
 	struct ly_wapi *w = calloc(1, sizeof(*w));
 	const struct ly_agent_config *cfg = &agent->cfg;
@@ -1333,6 +1335,7 @@ ly_wapi_new(struct ly_agent *agent, struct ly_wapi **out, struct ly_error *err)
 	if (w == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "out of memory");
 	w->agent = agent;
+	w->src = *src;
 	list_init(&w->conns);
 	list_init(&w->streams);
 	list_init(&w->jwt_reqs);
