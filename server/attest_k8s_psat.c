@@ -31,6 +31,7 @@
 #include "lib/buf.h"
 #include "lib/caps.h"
 #include "lib/der.h"
+#include "lib/json.h"
 
 #define PSAT_PATH LY_AGENT_ID_PATH "k8s_psat/"
 #define SA_PREFIX "system:serviceaccount:"
@@ -346,55 +347,19 @@ nomem:
 
 /* ---- JSON responses ---- */
 
-/* Refuses nesting deeper than LY_K8S_JSON_DEPTH_MAX, scanning outside strings. */
-static ly_status
-json_depth_check(const char *data, size_t len, struct ly_error *err)
-{
-	size_t depth = 0;
-	bool in_string = false, escaped = false;
-
-	for (size_t i = 0; i < len; i++) {
-		char c = data[i];
-		if (in_string) {
-			if (escaped)
-				escaped = false;
-			else if (c == '\\')
-				escaped = true;
-			else if (c == '"')
-				in_string = false;
-			continue;
-		}
-		if (c == '"') {
-			in_string = true;
-		} else if (c == '[' || c == '{') {
-			if (++depth > LY_K8S_JSON_DEPTH_MAX)
-				return ly_error_set(err, LY_E_LIMIT, "nested deeper than %d levels", LY_K8S_JSON_DEPTH_MAX);
-		} else if ((c == ']' || c == '}') && depth > 0) {
-			depth--;
-		}
-	}
-	return LY_OK;
-}
-
 /* Parses a Kubernetes object of `kind` and `api_version`; *out: json_decref. */
 static ly_status
 load_object(const char *json, size_t len, const char *kind, const char *api_version, json_t **out,
     struct ly_error *err)
 {
-	json_error_t jerr;
 
 	*out = NULL;
 	if (json == NULL)
 		return ly_error_set(err, LY_E_INVALID, "%s: no response", kind);
 	if (len > LY_K8S_RESPONSE_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "%s: response is over %d bytes", kind, LY_K8S_RESPONSE_MAX);
-	ly_status rc = json_depth_check(json, len, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "%s", kind);
-	json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (root == NULL)
-		return ly_error_set(err, LY_E_INVALID, "%s: not JSON: line %d column %d: %s", kind, jerr.line,
-		    jerr.column, jerr.text);
+	json_t *root;
+	LY_TRY(ly_json_parse_strict(kind, json, len, LY_K8S_RESPONSE_MAX, LY_K8S_JSON_DEPTH_MAX, &root, err));
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return ly_error_set(err, LY_E_INVALID, "%s: not a JSON object", kind);
