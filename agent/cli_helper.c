@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/rand.h>
 
 /* ---- signals ---- */
 
@@ -195,33 +194,11 @@ ly_fileset_init(struct ly_fileset *fs, const char *dir, struct ly_error *err)
 	return LY_OK;
 }
 
-/* Writes all of data to fd. */
-static bool
-write_all(int fd, const uint8_t *data, size_t len)
-{
-	size_t off = 0;
-
-	while (off < len) {
-		ssize_t w = write(fd, data + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			if (w == 0)
-				errno = EIO;
-			return false;
-		}
-		off += (size_t)w;
-	}
-	return true;
-}
-
 ly_status
 ly_fileset_add(struct ly_fileset *fs, const char *name, const uint8_t *data, size_t len, unsigned mode,
     struct ly_error *err)
 {
 	struct ly_fileset_entry *e, *grown;
-	unsigned char rnd[8];
-	int fd = -1, saved;
 
 	if (fs == NULL || fs->dirfd < 0 || name == NULL || (data == NULL && len > 0))
 		return ly_error_set(err, LY_E_INTERNAL, "file set: not open, or no name or data");
@@ -243,25 +220,9 @@ ly_fileset_add(struct ly_fileset *fs, const char *name, const uint8_t *data, siz
 	e = &fs->staged[fs->n_staged];
 	memset(e, 0, sizeof(*e));
 	(void)snprintf(e->name, sizeof(e->name), "%s", name);
-	if (RAND_bytes(rnd, (int)sizeof(rnd)) != 1)
-		return ly_error_set(err, LY_E_CRYPTO, "%s: no random bytes for a temporary name", name);
-	(void)snprintf(e->tmp, sizeof(e->tmp), ".%s.%02x%02x%02x%02x%02x%02x%02x%02x", name, rnd[0], rnd[1], rnd[2],
-	    rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-	/*
-	 * Born 0600 (O_EXCL: ours, new), so a key is never readable by others;
-	 * then exactly `mode`, whatever the umask, before any byte is written.
-	 */
-	fd = openat(fs->dirfd, e->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return ly_error_set(err, LY_E_IO, "%s: cannot create a temporary file: %s", name, strerror(errno));
+	/* Born 0600 (O_EXCL: ours, new), then exactly `mode`, written and fsync'd (lib/atomicfile.h). */
+	LY_TRY(ly_atomicfile_stage(fs->dirfd, name, data, len, (mode_t)mode, e->tmp, sizeof(e->tmp), err));
 	fs->n_staged++; /* from here on abort unlinks it */
-	if (fchmod(fd, (mode_t)mode) != 0 || !write_all(fd, data, len) || fsync(fd) != 0) {
-		saved = errno;
-		(void)close(fd);
-		return ly_error_set(err, LY_E_IO, "%s: %s", name, strerror(saved));
-	}
-	if (close(fd) != 0)
-		return ly_error_set(err, LY_E_IO, "%s: %s", name, strerror(errno));
 	return LY_OK;
 }
 

@@ -20,7 +20,7 @@
  * with another pid.
  *
  * File sets (ly_fileset): the files of one update are each written to a
- * temporary file in DIR (".NAME.<random>", created 0600 with O_EXCL, then
+ * temporary file in DIR (".tmp-NAME.<random>", lib/atomicfile.h: created 0600 with O_EXCL, then
  * given its mode by fchmod, so a key file is never readable by others, not
  * even for an instant), written and fsync'd (ly_fileset_add); then all are
  * renamed over their names and DIR is fsync'd (ly_fileset_commit). When
@@ -45,6 +45,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "lib/atomicfile.h"
 #include "lib/caps.h"
 #include "lib/error.h"
 
@@ -86,7 +87,7 @@ ly_status ly_helper_signal_pid_file(const char *path, int signum, pid_t *sent, s
 
 struct ly_fileset_entry {
 	char name[LY_FILESET_NAME_MAX + 1];
-	char tmp[LY_FILESET_NAME_MAX + 24]; /* ".NAME.<16 hex>", empty once renamed */
+	char tmp[LY_FILESET_NAME_MAX + LY_ATOMICFILE_TMP_EXTRA]; /* ".tmp-NAME.<16 hex>", empty once renamed */
 };
 
 struct ly_fileset {
