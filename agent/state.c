@@ -192,8 +192,7 @@ encode(enum ly_state_kind kind, body_fn body, const void *arg, struct ly_buf *ou
 		OPENSSL_clear_free(p, total);
 		return ly_error_openssl(err, LY_E_CRYPTO, "state: digest");
 	}
-	out->data = p;
-	out->len = total;
+	ly_buf_adopt(out, p, total);
 	return LY_OK;
 }
 
@@ -1055,8 +1054,7 @@ ly_state_read_file(const char *dir, const char *name, struct ly_buf *out, struct
 		rc = ly_error_set(err, LY_E_IO, "state: %s changed while being read", path);
 		goto out;
 	}
-	out->data = p;
-	out->len = size;
+	ly_buf_adopt(out, p, size);
 	p = NULL;
 	rc = LY_OK;
 out:

@@ -306,8 +306,7 @@ sign(const struct alg_info *a, EVP_PKEY *key, const char *msg, size_t msglen, st
 		goto out;
 	}
 	if (a->family != FAM_EC) {
-		out->data = raw;
-		out->len = raw_len;
+		ly_buf_adopt(out, raw, raw_len);
 		raw = NULL;
 		goto out;
 	}
@@ -330,8 +329,7 @@ sign(const struct alg_info *a, EVP_PKEY *key, const char *msg, size_t msglen, st
 		rc = ly_error_openssl(err, LY_E_CRYPTO, "jwt: encoding an ECDSA signature");
 		goto out;
 	}
-	out->data = jws;
-	out->len = 2 * width;
+	ly_buf_adopt(out, jws, 2 * width);
 	jws = NULL;
 out:
 	free(jws);

@@ -133,8 +133,7 @@ ca_store_read(int dirfd, const char *name, size_t cap, struct ly_buf *out, struc
 		goto out;
 	}
 	buf[size] = '\0';
-	out->data = buf;
-	out->len = size;
+	ly_buf_adopt(out, buf, size);
 	buf = NULL;
 	rc = LY_OK;
 out:
