@@ -49,10 +49,7 @@
 #include "lib/caps.h"
 #include "lib/error.h"
 
-/* Linux's PID_MAX_LIMIT on 64-bit systems: no pid is larger. */
-#define LY_PID_VALUE_MAX 4194304
-/* A file name in a set: [A-Za-z0-9._-], not starting with '.', at most this long. */
-#define LY_FILESET_NAME_MAX 128
+/* LY_PID_VALUE_MAX and LY_FILESET_NAME_MAX: lib/caps.h. */
 
 /*
  * The signal named `name` ("HUP", "SIGHUP", ...; see the table above) in

@@ -16,8 +16,7 @@
 #include "lib/caps.h"
 #include "lib/log.h"
 
-#define HOST_MAX 253
-#define URL_MAX (HOST_MAX + 32)
+#define URL_MAX (LY_DNS_NAME_MAX + 32)
 #define AUTH_PREFIX "Authorization: Bearer "
 
 enum stage {
@@ -119,7 +118,7 @@ static bool
 host_ok(const char *h)
 {
 	size_t n = strlen(h);
-	if (n == 0 || n > HOST_MAX)
+	if (n == 0 || n > LY_DNS_NAME_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = h[i];
@@ -141,7 +140,7 @@ ly_kubelet_new(uv_loop_t *loop, const struct ly_kubelet_config *cfg, struct ly_k
 	*out = NULL;
 	if (cfg->host == NULL || !host_ok(cfg->host))
 		return ly_error_set(err, LY_E_INVALID,
-		    "kubelet: host must be a node name or IP address ([A-Za-z0-9.:-], 1..%d bytes)", HOST_MAX);
+		    "kubelet: host must be a node name or IP address ([A-Za-z0-9.:-], 1..%d bytes)", LY_DNS_NAME_MAX);
 	if (port > 65535)
 		return ly_error_set(err, LY_E_INVALID, "kubelet: port must be 1..65535");
 	if (cfg->token_file == NULL || cfg->token_file[0] == '\0')

@@ -38,11 +38,7 @@
 #define EXTRA_POD_NAME "authentication.kubernetes.io/pod-name"
 #define EXTRA_POD_UID "authentication.kubernetes.io/pod-uid"
 
-#define CLUSTER_NAME_MAX 128 /* the k8s_psat:cluster selector's rule (lib/entry.h) */
-#define AUDIENCE_MAX 256
-#define API_URL_MAX 1024
-#define URL_MAX (API_URL_MAX + 512) /* + "/api/v1/namespaces/NS/pods/NAME" */
-#define AUDIENCES_MAX 32           /* status.audiences entries looked through */
+#define URL_MAX (LY_K8S_API_URL_MAX + 512) /* + "/api/v1/namespaces/NS/pods/NAME" */
 #define CONNECT_TIMEOUT_MS 5000L
 #define REQUEST_TIMEOUT_MS 10000L
 
@@ -218,9 +214,9 @@ check_cluster_name(const char *name, struct ly_error *err)
 {
 	if (name == NULL || name[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name is empty");
-	size_t n = strnlen(name, CLUSTER_NAME_MAX + 1);
-	if (n > CLUSTER_NAME_MAX)
-		return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name is longer than %d bytes", CLUSTER_NAME_MAX);
+	size_t n = strnlen(name, LY_K8S_CLUSTER_NAME_MAX + 1);
+	if (n > LY_K8S_CLUSTER_NAME_MAX)
+		return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name is longer than %d bytes", LY_K8S_CLUSTER_NAME_MAX);
 	for (size_t i = 0; i < n; i++) {
 		if (!is_token_char((unsigned char)name[i]))
 			return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name must use [A-Za-z0-9._-]");
@@ -234,9 +230,9 @@ check_cluster_name(const char *name, struct ly_error *err)
 static ly_status
 check_audience(const char *aud, struct ly_error *err)
 {
-	size_t n = strnlen(aud, AUDIENCE_MAX + 1);
-	if (n == 0 || n > AUDIENCE_MAX)
-		return ly_error_set(err, LY_E_INVALID, "k8s_psat: audience must be 1..%d bytes", AUDIENCE_MAX);
+	size_t n = strnlen(aud, LY_K8S_AUDIENCE_MAX + 1);
+	if (n == 0 || n > LY_K8S_AUDIENCE_MAX)
+		return ly_error_set(err, LY_E_INVALID, "k8s_psat: audience must be 1..%d bytes", LY_K8S_AUDIENCE_MAX);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)aud[i];
 		if (!is_token_char(c) && c != ':' && c != '/')
@@ -249,9 +245,9 @@ check_audience(const char *aud, struct ly_error *err)
 static ly_status
 check_api_url(const char *url, struct ly_error *err)
 {
-	size_t n = strnlen(url, API_URL_MAX + 1);
-	if (n > API_URL_MAX)
-		return ly_error_set(err, LY_E_INVALID, "k8s_psat: API server URL is longer than %d bytes", API_URL_MAX);
+	size_t n = strnlen(url, LY_K8S_API_URL_MAX + 1);
+	if (n > LY_K8S_API_URL_MAX)
+		return ly_error_set(err, LY_E_INVALID, "k8s_psat: API server URL is longer than %d bytes", LY_K8S_API_URL_MAX);
 	if (strncmp(url, "https://", 8) != 0)
 		return ly_error_set(err, LY_E_INVALID, "k8s_psat: API server URL must start with https://");
 	if (n == 8 || url[8] == '/' || url[8] == ':')
@@ -453,8 +449,8 @@ parse_review(const json_t *root, const char *audience, struct ly_psat_review *ou
 	if (auds != NULL && !json_is_array(auds))
 		return ly_error_set(err, LY_E_INVALID, "status.audiences is not an array");
 	size_t n_auds = json_array_size(auds);
-	if (n_auds > AUDIENCES_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "status.audiences has more than %d entries", AUDIENCES_MAX);
+	if (n_auds > LY_K8S_AUDIENCES_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "status.audiences has more than %d entries", LY_K8S_AUDIENCES_MAX);
 	bool aud_found = false;
 	for (size_t i = 0; i < n_auds; i++) {
 		json_t *a = json_array_get(auds, i);

@@ -25,12 +25,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/caps.h"
 #include "lib/error.h"
 #include "server/datastore.h"
 
-/* Caps of an agent's attestation type and SVID serial number (stored text). */
-#define LY_DS_AGENT_TYPE_MAX 64
-#define LY_DS_AGENT_SERIAL_MAX 64
+/* LY_DS_AGENT_TYPE_MAX, LY_DS_AGENT_SERIAL_MAX: lib/caps.h. */
 
 /* The size of the identity and join token hashes (SHA-256). */
 #define LY_DS_HASH_LEN 32
