@@ -62,6 +62,7 @@
 
 #include "agent/agent.h"
 #include "agent/cli_helper.h"
+#include "agent/fileset.h"
 #include "lib/buf.h"
 #include "lib/der.h"
 #include "lib/flags.h"
@@ -519,8 +520,8 @@ helper_signal(const struct session *s, const struct x509_args *a)
 
 	if (a->pid_file == NULL)
 		return;
-	if (ly_helper_signal_pid_file(a->pid_file, a->signum, &pid, &e) == LY_OK)
-		printf("Sent %s to process %d (pid file %s)\n", ly_helper_signal_name(a->signum), (int)pid, a->pid_file);
+	if (ly_cli_helper_signal_pid_file(a->pid_file, a->signum, &pid, &e) == LY_OK)
+		printf("Sent %s to process %d (pid file %s)\n", ly_cli_helper_signal_name(a->signum), (int)pid, a->pid_file);
 	else
 		(void)fail(EXIT_RUNTIME, "%s: no signal sent: %s", s->cmd, e.msg);
 }
@@ -667,7 +668,7 @@ api_fetch_x509(int argc, char **argv, bool watch)
 		return rc;
 	if (a.write_dir != NULL && a.write_dir[0] == '\0')
 		return fail(EXIT_USAGE, "%s: -write must not be empty", cmd);
-	if (signal_name != NULL && ly_helper_signal_parse(signal_name, &a.signum, &e) != LY_OK)
+	if (signal_name != NULL && ly_cli_helper_signal_parse(signal_name, &a.signum, &e) != LY_OK)
 		return fail(EXIT_USAGE, "%s: -signal: %s", cmd, e.msg);
 	if ((a.pid_file != NULL || signal_name != NULL) && a.write_dir == NULL)
 		return fail(EXIT_USAGE, "%s: -pidFile and -signal need -write DIR", cmd);
