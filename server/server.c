@@ -697,7 +697,7 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 {
 	struct srv_main *m = arg;
 	struct ly_server_metrics *sm = m->srv.metrics;
-	struct ly_agent_list agents = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
 	size_t watchers = 0, entries = 0;
 	char reason[64];
 	ly_status rc;
@@ -716,7 +716,7 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 		goto out;
 	rc = ly_metrics_render(sm->reg, out, err);
 out:
-	ly_agent_list_cleanup(&agents);
+	ly_ds_agent_list_cleanup(&agents);
 	return rc;
 }
 
