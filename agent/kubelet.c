@@ -13,6 +13,7 @@
 
 #include "agent/http_uv.h"
 #include "agent/k8s_podlist.h"
+#include "lib/buf.h"
 #include "lib/caps.h"
 #include "lib/log.h"
 
@@ -27,9 +28,7 @@ enum stage {
 
 /* The answer, capped. */
 struct body {
-	char *data;
-	size_t len;
-	size_t cap;
+	struct ly_buf buf; /* capped at LY_K8S_PODLIST_MAX (lib/buf.h) */
 	bool over;
 	bool nomem;
 };
@@ -107,7 +106,7 @@ fetch_free(struct fetch *f)
 		curl_easy_cleanup(f->easy);
 	if (f->auth != NULL)
 		OPENSSL_clear_free(f->auth, f->auth_size);
-	free(f->body.data);
+	ly_buf_free(&f->body.buf);
 	json_decref(f->pods);
 	free(f);
 }
@@ -310,7 +309,8 @@ static void
 parse_work(uv_work_t *w)
 {
 	struct fetch *f = w->data;
-	f->rc = ly_k8s_podlist_parse(f->body.data != NULL ? f->body.data : "", f->body.len, &f->pods, &f->err);
+	f->rc = ly_k8s_podlist_parse(f->body.buf.data != NULL ? (const char *)f->body.buf.data : "", f->body.buf.len, &f->pods,
+	    &f->err);
 }
 
 static void
@@ -406,28 +406,12 @@ body_write(char *data, size_t size, size_t nmemb, void *userp)
 	struct body *b = userp;
 	if (size != 1)
 		return 0;
-	if (nmemb > (size_t)LY_K8S_PODLIST_MAX - b->len) {
+	ly_status rc = ly_buf_add(&b->buf, data, nmemb, NULL);
+	if (rc == LY_E_LIMIT)
 		b->over = true;
-		return 0;
-	}
-	if (b->len + nmemb + 1 > b->cap) {
-		size_t cap = b->cap != 0 ? b->cap : 64 * 1024;
-		while (cap < b->len + nmemb + 1)
-			cap *= 2;
-		if (cap > (size_t)LY_K8S_PODLIST_MAX + 1)
-			cap = (size_t)LY_K8S_PODLIST_MAX + 1;
-		char *p = realloc(b->data, cap);
-		if (p == NULL) {
-			b->nomem = true;
-			return 0;
-		}
-		b->data = p;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, data, nmemb);
-	b->len += nmemb;
-	b->data[b->len] = '\0';
-	return nmemb;
+	else if (rc != LY_OK)
+		b->nomem = true;
+	return rc == LY_OK ? nmemb : 0;
 }
 
 static bool
@@ -583,6 +567,7 @@ fetch_start(struct ly_kubelet *k)
 	}
 	f->k = k;
 	f->gen = k->last_gen;
+	ly_buf_init(&f->body.buf, LY_K8S_PODLIST_MAX, false);
 	f->stage = STAGE_TOKEN;
 	f->work.data = f;
 	int rc = uv_queue_work(k->loop, &f->work, token_work, after_token);

@@ -628,21 +628,23 @@ ly_psat_parse_node(const char *json, size_t len, const char *name, char node_uid
  * never by realloc, which would leave unwiped copies behind.
  */
 struct body {
-	char *data; /* NUL-terminated */
-	size_t len;
-	size_t cap;
-	bool over;  /* the cap was hit */
+	struct ly_buf buf; /* capped at LY_K8S_RESPONSE_MAX; secret: grows by copy-and-wipe (lib/buf.h) */
+	bool over;         /* the cap was hit */
 	bool nomem;
 };
 
 static void
+body_init(struct body *b)
+{
+	memset(b, 0, sizeof(*b));
+	ly_buf_init(&b->buf, LY_K8S_RESPONSE_MAX, true);
+}
+
+static void
 body_cleanup(struct body *b)
 {
-	if (b->data != NULL) {
-		OPENSSL_cleanse(b->data, b->cap);
-		free(b->data);
-	}
-	memset(b, 0, sizeof(*b));
+	ly_buf_free(&b->buf); /* wiped: secret */
+	b->over = b->nomem = false;
 }
 
 static size_t
@@ -652,35 +654,12 @@ body_write(char *data, size_t size, size_t nmemb, void *userp)
 	/* libcurl passes size 1; guard the product anyway. */
 	if (size != 1)
 		return 0;
-	size_t n = nmemb;
-	if (n > LY_K8S_RESPONSE_MAX - b->len) {
+	ly_status rc = ly_buf_add(&b->buf, data, nmemb, NULL);
+	if (rc == LY_E_LIMIT)
 		b->over = true;
-		return 0;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap != 0 ? b->cap : 4096;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if (cap > (size_t)LY_K8S_RESPONSE_MAX + 1)
-			cap = (size_t)LY_K8S_RESPONSE_MAX + 1;
-		char *p = malloc(cap);
-		if (p == NULL) {
-			b->nomem = true;
-			return 0;
-		}
-		if (b->len > 0)
-			memcpy(p, b->data, b->len);
-		if (b->data != NULL) {
-			OPENSSL_cleanse(b->data, b->cap);
-			free(b->data);
-		}
-		b->data = p;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, data, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return n;
+	else if (rc != LY_OK)
+		b->nomem = true;
+	return rc == LY_OK ? nmemb : 0;
 }
 
 /* One attestation's connection to one cluster's API server. */
@@ -791,8 +770,8 @@ http_status_error(long status, const char *what, struct ly_error *err)
 static void
 scrub(struct body *b, const char *token, size_t n)
 {
-	char *p = b->data;
-	size_t left = b->len;
+	char *p = (char *)b->buf.data;
+	size_t left = b->buf.len;
 	char *hit;
 	while (left >= n && (hit = memmem(p, left, token, n)) != NULL) {
 		memset(hit, 'x', n);
@@ -815,7 +794,7 @@ review_token(struct http *h, const char *token, size_t token_len, struct ly_psat
 	long status = 0;
 	ly_status rc;
 
-	memset(&b, 0, sizeof(b));
+	body_init(&b);
 	/* Both were checked to need no JSON escaping ([A-Za-z0-9._-] and [A-Za-z0-9._:/-]). */
 	size_t post_len = sizeof(REVIEW_FMT) + token_len + strlen(h->cl->audience);
 	post = malloc(post_len);
@@ -830,13 +809,13 @@ review_token(struct http *h, const char *token, size_t token_len, struct ly_psat
 	    err);
 	if (rc != LY_OK)
 		goto out;
-	if (b.data != NULL)
+	if (b.buf.data != NULL)
 		scrub(&b, token, token_len);
 	if (status != 200 && status != 201) {
 		rc = http_status_error(status, "TokenReview", err);
 		goto out;
 	}
-	rc = ly_psat_parse_tokenreview(b.data, b.len, h->cl->audience, review, err);
+	rc = ly_psat_parse_tokenreview((const char *)b.buf.data, b.buf.len, h->cl->audience, review, err);
 out:
 	OPENSSL_clear_free(post, post_len);
 	body_cleanup(&b);
@@ -854,7 +833,7 @@ get_object_body(struct http *h, const char *what, const char *path, struct body 
 		return ly_error_set(err, LY_E_NOT_FOUND, "%s not found", what);
 	if (status != 200)
 		return http_status_error(status, what, err);
-	if (b->data == NULL)
+	if (b->buf.data == NULL)
 		return ly_error_set(err, LY_E_INVALID, "%s: empty response", what);
 	return LY_OK;
 }
@@ -869,14 +848,14 @@ lookup_node(struct http *h, const struct ly_psat_review *review, char node_name[
 	struct body b;
 	ly_status rc;
 
-	memset(&b, 0, sizeof(b));
+	body_init(&b);
 	/* Names were validated as DNS-1123 by the parser: safe in a URL path as they are. */
 	(void)snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", review->ns, review->pod_name);
 	(void)snprintf(what, sizeof(what), "pod %s/%s", review->ns, review->pod_name);
 	rc = get_object_body(h, what, path, &b, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = ly_psat_parse_pod(b.data, b.len, review->ns, review->pod_name, review->pod_uid, node_name, err);
+	rc = ly_psat_parse_pod((const char *)b.buf.data, b.buf.len, review->ns, review->pod_name, review->pod_uid, node_name, err);
 	if (rc != LY_OK)
 		goto out;
 	body_cleanup(&b);
@@ -885,7 +864,7 @@ lookup_node(struct http *h, const struct ly_psat_review *review, char node_name[
 	rc = get_object_body(h, what, path, &b, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = ly_psat_parse_node(b.data, b.len, node_name, node_uid, err);
+	rc = ly_psat_parse_node((const char *)b.buf.data, b.buf.len, node_name, node_uid, err);
 out:
 	body_cleanup(&b);
 	return rc;
