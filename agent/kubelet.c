@@ -67,7 +67,7 @@ struct ly_kubelet {
 	uint64_t cached_at; /* uv_now */
 	uint64_t last_gen;  /* generation of the latest fetch started */
 	struct fetch *inflight;
-	struct ly_kubelet_wait *waiters;
+	struct ly_queue waiters; /* struct ly_kubelet_wait, newest first */
 	struct ly_kubelet_stats stats;
 	size_t pending; /* uv handles and workers that still point here */
 	bool closing;
@@ -150,6 +150,7 @@ ly_kubelet_new(uv_loop_t *loop, const struct ly_kubelet_config *cfg, struct ly_k
 	k = calloc(1, sizeof(*k));
 	if (k == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "kubelet: out of memory");
+	ly_queue_init(&k->waiters);
 	k->loop = loop;
 	k->skip_verify = cfg->skip_verify;
 	k->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : LY_KUBELET_TIMEOUT_MS_DEFAULT;
@@ -203,13 +204,7 @@ wait_unlink(struct ly_kubelet *k, struct ly_kubelet_wait *w)
 {
 	if (!w->linked)
 		return;
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		k->waiters = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
-	w->prev = w->next = NULL;
+	ly_queue_remove(&w->link);
 	w->linked = false;
 }
 
@@ -224,11 +219,7 @@ ly_kubelet_get_pods(struct ly_kubelet *k, uint64_t min_gen, struct ly_kubelet_wa
 	w->cb = cb;
 	w->arg = arg;
 	w->min_gen = min_gen;
-	w->prev = NULL;
-	w->next = k->waiters;
-	if (k->waiters != NULL)
-		k->waiters->prev = w;
-	k->waiters = w;
+	ly_queue_insert_head(&k->waiters, &w->link);
 	w->linked = true;
 	dispatch_soon(k);
 	return LY_OK;
@@ -257,9 +248,15 @@ serve(struct ly_kubelet *k, ly_status rc, const struct ly_error *err, const json
     bool from_cache)
 {
 	for (;;) {
-		struct ly_kubelet_wait *w = k->waiters;
-		while (w != NULL && w->min_gen > gen)
-			w = w->next;
+		struct ly_kubelet_wait *w = NULL;
+		struct ly_queue *q;
+		LY_QUEUE_FOREACH(q, &k->waiters) {
+			struct ly_kubelet_wait *c = LY_QUEUE_DATA(q, struct ly_kubelet_wait, link);
+			if (c->min_gen <= gen) {
+				w = c;
+				break;
+			}
+		}
 		if (w == NULL || k->closing)
 			return;
 		wait_unlink(k, w);
@@ -300,7 +297,7 @@ fetch_complete(struct fetch *f)
 	serve(k, f->rc, &f->err, pods, f->gen, false);
 	json_decref(pods);
 	fetch_free(f);
-	if (!k->closing && k->waiters != NULL)
+	if (!k->closing && !ly_queue_empty(&k->waiters))
 		dispatch_soon(k);
 }
 
@@ -596,7 +593,7 @@ on_dispatch(uv_timer_t *t)
 		serve(k, LY_OK, NULL, pods, k->cached_gen, true);
 		json_decref(pods);
 	}
-	if (k->closing || k->waiters == NULL)
+	if (k->closing || ly_queue_empty(&k->waiters))
 		return;
 	/* Waiters left want a newer list than the cache. The fetch in flight serves those it is recent enough for. */
 	if (k->inflight == NULL)
@@ -623,8 +620,9 @@ ly_kubelet_close(struct ly_kubelet *k)
 	if (k == NULL || k->closing)
 		return;
 	k->closing = true;
-	while (k->waiters != NULL)
-		wait_unlink(k, k->waiters);
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&k->waiters)) != NULL)
+		wait_unlink(k, LY_QUEUE_DATA(q, struct ly_kubelet_wait, link));
 	struct fetch *f = k->inflight;
 	k->inflight = NULL;
 	if (f != NULL) {
