@@ -160,7 +160,6 @@ struct session {
 	void *arg;
 	int exit_code; /* set by on_msg on a failure of its own */
 	uint64_t start_ns;
-	size_t messages;
 	bool signals;
 	struct sigaction old_int, old_term;
 };
@@ -188,7 +187,6 @@ on_message(void *arg, const uint8_t *msg, size_t len, struct ly_error *err)
 {
 	struct session *s = arg;
 
-	s->messages++;
 	if (atomic_load(&interrupted))
 		return 1; /* stopped: nothing more is read or written */
 	if (s->on_msg(s, msg, len))
@@ -319,7 +317,6 @@ session_call(struct session *s, const char *what, const char *method, enum ly_rp
 		(void)protobuf_c_message_pack(req, buf);
 	}
 	s->exit_code = 0;
-	s->messages = 0;
 	s->on_msg = on_msg;
 	s->arg = arg;
 	s->start_ns = now_ns();
