@@ -26,13 +26,6 @@ enum stage {
 	STAGE_PARSE, /* worker: parsing the answer */
 };
 
-/* The answer, capped. */
-struct body {
-	struct ly_buf buf; /* capped at LY_K8S_PODLIST_MAX (lib/buf.h) */
-	bool over;
-	bool nomem;
-};
-
 /* The one fetch in flight. */
 struct fetch {
 	struct ly_kubelet *k;
@@ -45,7 +38,7 @@ struct fetch {
 	char *auth; /* "Authorization: Bearer <token>", wiped */
 	size_t auth_size;
 	struct curl_slist hdr_auth, hdr_accept; /* our own nodes: libcurl only reads them */
-	struct body body;
+	struct ly_buf_sink body; /* the answer, capped at LY_K8S_PODLIST_MAX */
 	/* results */
 	ly_status rc;
 	struct ly_error err;
@@ -306,8 +299,8 @@ static void
 parse_work(uv_work_t *w)
 {
 	struct fetch *f = w->data;
-	f->rc = ly_k8s_podlist_parse(f->body.buf.data != NULL ? (const char *)f->body.buf.data : "", f->body.buf.len, &f->pods,
-	    &f->err);
+	f->rc = ly_k8s_podlist_parse(f->body.buf.data != NULL ? (const char *)f->body.buf.data : "", f->body.buf.len,
+	    &f->pods, &f->err);
 }
 
 static void
@@ -397,20 +390,6 @@ http_done(void *arg, CURL *easy, CURLcode cc)
 	k->pending++;
 }
 
-static size_t
-body_write(char *data, size_t size, size_t nmemb, void *userp)
-{
-	struct body *b = userp;
-	if (size != 1)
-		return 0;
-	ly_status rc = ly_buf_add(&b->buf, data, nmemb, NULL);
-	if (rc == LY_E_LIMIT)
-		b->over = true;
-	else if (rc != LY_OK)
-		b->nomem = true;
-	return rc == LY_OK ? nmemb : 0;
-}
-
 static bool
 set_options(struct fetch *f)
 {
@@ -440,7 +419,7 @@ set_options(struct fetch *f)
 	    curl_easy_setopt(c, CURLOPT_USERAGENT, "lanyard-agent") == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, &f->hdr_auth) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LY_K8S_PODLIST_MAX) == CURLE_OK &&
-	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write) == CURLE_OK &&
+	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ly_buf_sink_write) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_WRITEDATA, &f->body) == CURLE_OK;
 }
 

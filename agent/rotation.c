@@ -245,7 +245,8 @@ attach(struct ly_rotation_sched *s, struct item *it, struct ly_error *err)
 }
 
 ly_status
-ly_rotation_sched_put(struct ly_rotation_sched *s, const char *key, int64_t due_ms, int64_t earliest_ms, struct ly_error *err)
+ly_rotation_sched_put(struct ly_rotation_sched *s, const char *key, int64_t due_ms, int64_t earliest_ms,
+    struct ly_error *err)
 {
 	if (key == NULL)
 		return ly_error_set(err, LY_E_INVALID, "scheduler: no key");

@@ -133,8 +133,8 @@ ly_status ly_rotation_sched_pop_due(struct ly_rotation_sched *s, int64_t now_ms,
  * are unscheduled, entries that need an SVID are due at `now_ms`, new
  * SVIDs are due at their drawn renewal time (earliest: their 45% mark).
  */
-ly_status ly_rotation_apply_changes(struct ly_rotation_sched *s, const struct ly_cache *c, const struct ly_cache_changes *cs,
-    int64_t now_ms, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_rotation_apply_changes(struct ly_rotation_sched *s, const struct ly_cache *c,
+    const struct ly_cache_changes *cs, int64_t now_ms, struct ly_error *err) LY_MUST_CHECK;
 
 /*
  * Schedules every workload entry of `c` (after loading persisted state):

@@ -145,6 +145,22 @@ ly_buf_take(struct ly_buf *dst, struct ly_buf *src)
 	src->alloc_at = NULL;
 }
 
+size_t
+ly_buf_sink_write(char *data, size_t size, size_t nmemb, void *sink)
+{
+	struct ly_buf_sink *b = sink;
+
+	/* libcurl passes size 1; guard the product anyway. */
+	if (size != 1)
+		return 0;
+	ly_status rc = ly_buf_add(&b->buf, data, nmemb, NULL);
+	if (rc == LY_E_LIMIT)
+		b->over = true;
+	else if (rc != LY_OK)
+		b->nomem = true;
+	return rc == LY_OK ? nmemb : 0;
+}
+
 void
 ly_free_secret_str(char *s)
 {

@@ -44,7 +44,10 @@ struct ly_buf {
 
 /* An empty buffer with a stored cap (0: none; ly_buf_add then refuses everything) and secrecy. */
 void ly_buf_init(struct ly_buf *buf, size_t cap, bool secret);
-/* Makes *buf own `data` (malloc'd, `len` bytes; NULL and 0: empty), whatever *buf held (not freed): no cap, not secret. */
+/*
+ * Makes *buf own `data` (malloc'd, `len` bytes; NULL and 0: empty),
+ * whatever *buf held (not freed): no cap, not secret.
+ */
 void ly_buf_adopt(struct ly_buf *buf, uint8_t *data, size_t len);
 /*
  * Makes *buf a copy of `len` bytes (len 0 gives a 1-byte allocation),
@@ -65,6 +68,19 @@ void ly_buf_free(struct ly_buf *buf);
 void ly_buf_free_secret(struct ly_buf *buf);
 /* Moves *src into *dst (dst must be empty), leaving src empty (its cap and secrecy kept). */
 void ly_buf_take(struct ly_buf *dst, struct ly_buf *src);
+
+/*
+ * A response body received piece by piece (libcurl's CURLOPT_WRITEFUNCTION
+ * with CURLOPT_WRITEDATA pointing at the sink): the bytes go to `buf`
+ * within its stored cap (ly_buf_init first); past it `over` is set, on
+ * allocation failure `nomem`, and the transfer is stopped (0 returned).
+ */
+struct ly_buf_sink {
+	struct ly_buf buf;
+	bool over;
+	bool nomem;
+};
+size_t ly_buf_sink_write(char *data, size_t size, size_t nmemb, void *sink);
 
 /* Wipes and frees a NUL-terminated heap string (tokens, PEM keys). */
 void ly_free_secret_str(char *s);

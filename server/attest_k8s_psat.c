@@ -623,43 +623,23 @@ ly_psat_parse_node(const char *json, size_t len, const char *name, char node_uid
 /* ---- HTTPS to the API server ---- */
 
 /*
- * A response body, capped at LY_K8S_RESPONSE_MAX. It may hold the agent's
- * token (a TokenReview echoes spec.token), so it grows by copy-and-wipe,
- * never by realloc, which would leave unwiped copies behind.
+ * A response body (lib/buf.h's sink), capped at LY_K8S_RESPONSE_MAX. It
+ * may hold the agent's token (a TokenReview echoes spec.token), so it is
+ * secret: it grows by copy-and-wipe, never by realloc, which would leave
+ * unwiped copies behind.
  */
-struct body {
-	struct ly_buf buf; /* capped at LY_K8S_RESPONSE_MAX; secret: grows by copy-and-wipe (lib/buf.h) */
-	bool over;         /* the cap was hit */
-	bool nomem;
-};
-
 static void
-body_init(struct body *b)
+body_init(struct ly_buf_sink *b)
 {
 	memset(b, 0, sizeof(*b));
 	ly_buf_init(&b->buf, LY_K8S_RESPONSE_MAX, true);
 }
 
 static void
-body_cleanup(struct body *b)
+body_cleanup(struct ly_buf_sink *b)
 {
 	ly_buf_free(&b->buf); /* wiped: secret */
 	b->over = b->nomem = false;
-}
-
-static size_t
-body_write(char *data, size_t size, size_t nmemb, void *userp)
-{
-	struct body *b = userp;
-	/* libcurl passes size 1; guard the product anyway. */
-	if (size != 1)
-		return 0;
-	ly_status rc = ly_buf_add(&b->buf, data, nmemb, NULL);
-	if (rc == LY_E_LIMIT)
-		b->over = true;
-	else if (rc != LY_OK)
-		b->nomem = true;
-	return rc == LY_OK ? nmemb : 0;
 }
 
 /* One attestation's connection to one cluster's API server. */
@@ -671,7 +651,7 @@ struct http {
 };
 
 static ly_status
-curl_failure(const struct http *h, CURLcode cc, const struct body *b, const char *what, struct ly_error *err)
+curl_failure(const struct http *h, CURLcode cc, const struct ly_buf_sink *b, const char *what, struct ly_error *err)
 {
 	const char *detail = h->errbuf[0] != '\0' ? h->errbuf : curl_easy_strerror(cc);
 
@@ -698,7 +678,7 @@ curl_failure(const struct http *h, CURLcode cc, const struct body *b, const char
 
 /* Sets the options every request shares (after curl_easy_reset). */
 static bool
-set_common(struct http *h, const char *url, struct body *b)
+set_common(struct http *h, const char *url, struct ly_buf_sink *b)
 {
 	CURL *c = h->curl;
 	h->errbuf[0] = '\0';
@@ -721,7 +701,7 @@ set_common(struct http *h, const char *url, struct body *b)
 	    curl_easy_setopt(c, CURLOPT_USERAGENT, "lanyard-server") == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LY_K8S_RESPONSE_MAX) == CURLE_OK &&
-	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write) == CURLE_OK &&
+	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ly_buf_sink_write) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_WRITEDATA, b) == CURLE_OK;
 }
 
@@ -731,7 +711,7 @@ set_common(struct http *h, const char *url, struct body *b)
  */
 static ly_status
 request(struct http *h, const char *what, const char *path, const char *post, size_t post_len, long *status,
-    struct body *b, struct ly_error *err)
+    struct ly_buf_sink *b, struct ly_error *err)
 {
 	char url[URL_MAX];
 
@@ -768,7 +748,7 @@ http_status_error(long status, const char *what, struct ly_error *err)
 
 /* Overwrites every copy of `token` in `b` (the TokenReview echoes it) before jansson copies the text. */
 static void
-scrub(struct body *b, const char *token, size_t n)
+scrub(struct ly_buf_sink *b, const char *token, size_t n)
 {
 	char *p = (char *)b->buf.data;
 	size_t left = b->buf.len;
@@ -789,7 +769,7 @@ static ly_status
 review_token(struct http *h, const char *token, size_t token_len, struct ly_psat_review *review,
     struct ly_error *err)
 {
-	struct body b;
+	struct ly_buf_sink b;
 	char *post = NULL;
 	long status = 0;
 	ly_status rc;
@@ -824,7 +804,7 @@ out:
 
 /* GET `path` expecting 200 and a body; 404 is LY_E_NOT_FOUND. */
 static ly_status
-get_object_body(struct http *h, const char *what, const char *path, struct body *b, struct ly_error *err)
+get_object_body(struct http *h, const char *what, const char *path, struct ly_buf_sink *b, struct ly_error *err)
 {
 	long status = 0;
 
@@ -845,7 +825,7 @@ lookup_node(struct http *h, const struct ly_psat_review *review, char node_name[
 {
 	char path[URL_MAX];
 	char what[LY_K8S_NS_MAX + LY_K8S_NAME_MAX + 16];
-	struct body b;
+	struct ly_buf_sink b;
 	ly_status rc;
 
 	body_init(&b);
@@ -855,7 +835,8 @@ lookup_node(struct http *h, const struct ly_psat_review *review, char node_name[
 	rc = get_object_body(h, what, path, &b, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = ly_psat_parse_pod((const char *)b.buf.data, b.buf.len, review->ns, review->pod_name, review->pod_uid, node_name, err);
+	rc = ly_psat_parse_pod((const char *)b.buf.data, b.buf.len, review->ns, review->pod_name, review->pod_uid,
+	    node_name, err);
 	if (rc != LY_OK)
 		goto out;
 	body_cleanup(&b);

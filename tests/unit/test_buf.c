@@ -182,6 +182,30 @@ test_adopt_set_take(void **state)
 	ly_buf_free(&b);
 }
 
+/* The libcurl write sink: bytes within the cap, then `over` and a stop (0); a secret sink wipes as it grows. */
+static void
+test_sink(void **state)
+{
+	struct ly_buf_sink k;
+	char chunk[40];
+
+	(void)state;
+	memset(chunk, 'z', sizeof(chunk));
+	memset(&k, 0, sizeof(k));
+	ly_buf_init(&k.buf, 100, true);
+	assert_int_equal(ly_buf_sink_write(chunk, 1, sizeof(chunk), &k), sizeof(chunk));
+	assert_int_equal(ly_buf_sink_write(chunk, 1, sizeof(chunk), &k), sizeof(chunk));
+	assert_false(k.over);
+	assert_int_equal(ly_buf_sink_write(chunk, 1, sizeof(chunk), &k), 0); /* 120 > 100 */
+	assert_true(k.over);
+	assert_false(k.nomem);
+	assert_int_equal(k.buf.len, 80);
+	assert_int_equal(ly_buf_sink_write(chunk, 2, 1, &k), 0); /* size must be 1 */
+	watch(k.buf.data, k.buf.alloc);
+	ly_buf_free(&k.buf);
+	assert_int_equal(watched_zero, 1);
+}
+
 int
 main(void)
 {
@@ -190,6 +214,7 @@ main(void)
 		cmocka_unit_test(test_cap),
 		cmocka_unit_test(test_secret_wiped),
 		cmocka_unit_test(test_adopt_set_take),
+		cmocka_unit_test(test_sink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

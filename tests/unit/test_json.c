@@ -24,10 +24,12 @@ test_json_strict(void **state)
 	assert_non_null(strstr(err.msg, "duplicate"));
 	assert_null(j);
 
-	assert_int_equal(ly_json_parse_strict("json", ok, strlen(ok), strlen(ok) - 1, LY_JSON_DEPTH_MAX, &j, &err), LY_E_LIMIT);
+	assert_int_equal(ly_json_parse_strict("json", ok, strlen(ok), strlen(ok) - 1, LY_JSON_DEPTH_MAX, &j, &err),
+	    LY_E_LIMIT);
 
 	const char *trailing = "{\"a\":1} x";
-	assert_int_equal(ly_json_parse_strict("json", trailing, strlen(trailing), 100, LY_JSON_DEPTH_MAX, &j, &err), LY_E_INVALID);
+	assert_int_equal(ly_json_parse_strict("json", trailing, strlen(trailing), 100, LY_JSON_DEPTH_MAX, &j, &err),
+	    LY_E_INVALID);
 	const char *scalar = "12";
 	assert_int_equal(ly_json_parse_strict("json", scalar, strlen(scalar), 100, LY_JSON_DEPTH_MAX, &j, &err), LY_E_INVALID);
 	const char *nul = "{\"a\":\"x\\u0000y\"}";
