@@ -208,4 +208,64 @@
 #define LY_PID_FILE_MAX 32
 #define LY_WRITE_FILES_MAX 4096
 
+/* A process's pid (Linux's PID_MAX_LIMIT on 64-bit systems: no pid is larger). */
+#define LY_PID_VALUE_MAX 4194304
+/* A file name in a file set: [A-Za-z0-9._-], not starting with '.'. */
+#define LY_FILESET_NAME_MAX 128
+
+/*
+ * Largest admin request: an entry at every cap (LY_SELECTORS_MAX selectors
+ * of LY_SELECTOR_MAX bytes, LY_DNS_NAMES_MAX names, two IDs) is ~80 KiB.
+ */
+#define LY_ADMIN_REQUEST_MAX (256 * 1024)
+/* One audit line, newline included (server/audit.h). */
+#define LY_AUDIT_LINE_MAX 8192
+/* An agent's attestation type and SVID serial number, as stored text (datastore). */
+#define LY_DS_AGENT_TYPE_MAX 64
+#define LY_DS_AGENT_SERIAL_MAX 64
+/* Extensions in one CSR looked through (duplicates are found among them). */
+#define LY_CSR_EXTS_MAX 32
+
+/* The health/metrics listener: connections at once; a request line's method and path. */
+#define LY_HEALTH_CONNS_MAX 64
+#define LY_HTTP_METHOD_MAX 16
+#define LY_HTTP_PATH_MAX 256
+/* Metrics: labels per series, histogram buckets, a metric's name, a label's value. */
+#define LY_METRIC_LABELS_MAX 8
+#define LY_METRIC_BUCKETS_MAX 32
+#define LY_METRIC_NAME_MAX 128
+#define LY_METRIC_LABEL_VALUE_MAX 256
+/* Most values a list flag (-audience ...) takes; more is a usage error. */
+#define LY_FLAG_LIST_MAX 256
+
+/*
+ * Selector values, lengths that come from the producing system
+ * (lib/entry.c): a unix:path argument (PATH_MAX; LY_SELECTOR_MAX bounds it
+ * first), a POSIX user or group name (useradd's portable names), an RFC
+ * 1123 label (Kubernetes IsDNS1123Label) and subdomain
+ * (IsDNS1123Subdomain), a Kubernetes label name, a container image, a
+ * cluster name (the k8s_psat:cluster selector and configuration), an
+ * X.520 common name (ub-common-name, in characters), a certificate serial
+ * in hex (RFC 5280 §4.1.2.2: at most 20 octets).
+ */
+#define LY_SELECTOR_PATH_MAX 4096
+#define LY_SEL_POSIX_NAME_MAX 32
+#define LY_SEL_DNS_LABEL_MAX 63
+#define LY_SEL_DNS_SUBDOMAIN_MAX 253
+#define LY_SEL_K8S_LABEL_NAME_MAX 63
+#define LY_SEL_IMAGE_MAX 512
+#define LY_K8S_CLUSTER_NAME_MAX 128
+#define LY_SEL_CN_MAX 64
+#define LY_SEL_SERIAL_HEX_MAX 40
+
+/* k8s_psat (server/attest_k8s_psat.c): a configured audience and API server URL; status.audiences looked through. */
+#define LY_K8S_AUDIENCE_MAX 256
+#define LY_K8S_API_URL_MAX 1024
+#define LY_K8S_AUDIENCES_MAX 32
+
+/* getpwuid_r's buffer grows to at most this (agent/attest_unix.c). */
+#define LY_PASSWD_BUF_MAX (1024 * 1024)
+/* Digits of a cgroup hierarchy ID in /proc/PID/cgroup (agent/cgroup.c). */
+#define LY_CGROUP_HIERARCHY_DIGITS_MAX 10
+
 #endif /* LANYARD_CAPS_H */

@@ -7,8 +7,7 @@
 
 #include "lib/caps.h"
 #include "lib/httpmini.h"
-
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#include "lib/queue.h"
 
 struct conn {
 	uv_tcp_t tcp;
@@ -16,7 +15,7 @@ struct conn {
 	uv_write_t wreq;
 	uv_shutdown_t sreq;
 	struct ly_health_http *h;
-	struct conn *prev, *next;
+	struct ly_queue link; /* on h->conns */
 	int closing;  /* handles still to be closed */
 	bool answered;
 	size_t len;
@@ -33,7 +32,7 @@ struct ly_health_http {
 	void *arg;
 	uint16_t port;
 	size_t nconns;
-	struct conn *conns;
+	struct ly_queue conns;
 	bool stopping;
 	bool listener_closed;
 };
@@ -41,7 +40,7 @@ struct ly_health_http {
 static void
 maybe_free(struct ly_health_http *h)
 {
-	if (h->stopping && h->listener_closed && h->conns == NULL) {
+	if (h->stopping && h->listener_closed && ly_queue_empty(&h->conns)) {
 		free(h->live_path);
 		free(h->ready_path);
 		free(h);
@@ -55,12 +54,7 @@ conn_closed_cb(uv_handle_t *handle)
 	if (--c->closing > 0)
 		return;
 	struct ly_health_http *h = c->h;
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		h->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	ly_queue_remove(&c->link);
 	h->nconns--;
 	free(c->out);
 	free(c);
@@ -236,10 +230,7 @@ connection_cb(uv_stream_t *server, int status)
 	}
 	/* uv_timer_init cannot fail on a live loop (libuv src/timer.c). */
 	(void)uv_timer_init(h->loop, &c->timer);
-	c->next = h->conns;
-	if (h->conns != NULL)
-		h->conns->prev = c;
-	h->conns = c;
+	ly_queue_insert_head(&h->conns, &c->link);
 	h->nconns++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nconns > LY_HEALTH_CONNS_MAX ||
 	    uv_timer_start(&c->timer, timeout_cb, LY_HEALTH_READ_TIMEOUT_MS, 0) != 0 ||
@@ -271,6 +262,7 @@ ly_health_http_start(uv_loop_t *loop, const struct ly_health_http_config *cfg, s
 	struct ly_health_http *h = calloc(1, sizeof(*h));
 	if (h == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "health: out of memory");
+	ly_queue_init(&h->conns);
 	h->loop = loop;
 	h->live_path = strdup(cfg->live_path != NULL ? cfg->live_path : "/live");
 	h->ready_path = strdup(cfg->ready_path != NULL ? cfg->ready_path : "/ready");
@@ -329,7 +321,8 @@ ly_health_http_stop(struct ly_health_http *h)
 	if (h == NULL || h->stopping)
 		return;
 	h->stopping = true;
-	for (struct conn *c = h->conns; c != NULL; c = c->next)
-		conn_close(c);
+	struct ly_queue *q, *tmp;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &h->conns)
+		conn_close(LY_QUEUE_DATA(q, struct conn, link));
 	uv_close((uv_handle_t *)&h->listener, listener_closed_cb);
 }

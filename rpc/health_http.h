@@ -33,10 +33,10 @@
 #include <uv.h>
 
 #include "lib/buf.h"
+#include "lib/caps.h"
 #include "lib/error.h"
 
 #define LY_HEALTH_READ_TIMEOUT_MS 5000
-#define LY_HEALTH_CONNS_MAX 64
 #define LY_HEALTH_LINGER_MS 1000
 
 /* true when ready; otherwise writes a one-line reason into `reason`. */

@@ -35,7 +35,7 @@ ly_entry_changes_cleanup(struct ly_entry_changes *changes)
 }
 
 void
-ly_agent_free(struct ly_agent *agent)
+ly_ds_agent_free(struct ly_ds_agent *agent)
 {
 	if (agent == NULL)
 		return;
@@ -47,12 +47,12 @@ ly_agent_free(struct ly_agent *agent)
 }
 
 void
-ly_agent_list_cleanup(struct ly_agent_list *list)
+ly_ds_agent_list_cleanup(struct ly_ds_agent_list *list)
 {
 	if (list == NULL)
 		return;
 	for (size_t i = 0; i < list->n; i++)
-		ly_agent_free(list->items[i]);
+		ly_ds_agent_free(list->items[i]);
 	free(list->items);
 	list->items = NULL;
 	list->n = 0;
@@ -272,11 +272,11 @@ ly_ds_entry_list_move(struct ly_entry_list *to, struct ly_entry_list *from, stru
 }
 
 ly_status
-ly_ds_agent_list_move(struct ly_agent_list *to, struct ly_agent_list *from, struct ly_error *err)
+ly_ds_agent_list_move(struct ly_ds_agent_list *to, struct ly_ds_agent_list *from, struct ly_error *err)
 {
 	if (from->n == 0)
 		return LY_OK;
-	struct ly_agent **grown = realloc(to->items, (to->n + from->n) * sizeof(*grown));
+	struct ly_ds_agent **grown = realloc(to->items, (to->n + from->n) * sizeof(*grown));
 	if (grown == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
 	memcpy(grown + to->n, from->items, from->n * sizeof(*grown));
@@ -354,7 +354,7 @@ ly_ds_token_hash(const char *token, unsigned char out[LY_DS_HASH_LEN], struct ly
 /* ---- agents ---- */
 
 ly_status
-ly_ds_check_agent(const struct ly_agent *a, struct ly_error *err)
+ly_ds_check_agent(const struct ly_ds_agent *a, struct ly_error *err)
 {
 	struct ly_spiffe_id id;
 

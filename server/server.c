@@ -76,11 +76,6 @@
 #define DS_PING_MS 1000
 
 #define SERVER_ID_PATH LY_SERVER_ID_PATH
-/*
- * Largest admin request: an entry at every cap (LY_SELECTORS_MAX selectors
- * of LY_SELECTOR_MAX bytes, LY_DNS_NAMES_MAX names, two IDs) is ~80 KiB.
- */
-#define ADMIN_REQUEST_MAX (256 * 1024)
 
 struct srv_main {
 	struct ly_server srv; /* first: handlers get &srv */
@@ -558,7 +553,7 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 
 	methods = ly_admin_api_methods(&n);
 	struct ly_rpc_server_config admin_cfg = {
-		.methods = methods, .n_methods = n, .arg = srv, .max_request = ADMIN_REQUEST_MAX,
+		.methods = methods, .n_methods = n, .arg = srv, .max_request = LY_ADMIN_REQUEST_MAX,
 		.conn_release = admin_conn_release,
 	};
 	LY_TRY(ly_rpc_server_new(srv->rpc, &admin_cfg, &srv->admin_server, err));
@@ -702,7 +697,7 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 {
 	struct srv_main *m = arg;
 	struct ly_server_metrics *sm = m->srv.metrics;
-	struct ly_agent_list agents = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
 	size_t watchers = 0, entries = 0;
 	char reason[64];
 	ly_status rc;
@@ -721,7 +716,7 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 		goto out;
 	rc = ly_metrics_render(sm->reg, out, err);
 out:
-	ly_agent_list_cleanup(&agents);
+	ly_ds_agent_list_cleanup(&agents);
 	return rc;
 }
 

@@ -154,10 +154,10 @@ expect(ly_status got, const struct ly_error *err, ly_status want, const char *ne
 		fail_msg("got %d '%s', want %d '%s'", got, err->msg, want, needle);
 }
 
-static struct ly_agent *
+static struct ly_ds_agent *
 agent_of(const char *id, const char *serial, ...)
 {
-	struct ly_agent *a = calloc(1, sizeof(*a));
+	struct ly_ds_agent *a = calloc(1, sizeof(*a));
 	assert_non_null(a);
 	a->spiffe_id = strdup(id);
 	a->attestation_type = strdup("k8s_psat");
@@ -691,8 +691,8 @@ test_agents(void **state)
 {
 	struct fixture *f = *state;
 	struct ly_error err;
-	struct ly_agent *a = agent_of(AGENT1, "1a", "k8s_psat:cluster:prod", "k8s_psat:agent_ns:lanyard", NULL);
-	struct ly_agent *got = NULL;
+	struct ly_ds_agent *a = agent_of(AGENT1, "1a", "k8s_psat:cluster:prod", "k8s_psat:agent_ns:lanyard", NULL);
+	struct ly_ds_agent *got = NULL;
 	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
 	assert_int_equal(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), LY_OK);
 	assert_string_equal(got->spiffe_id, AGENT1);
@@ -704,23 +704,23 @@ test_agents(void **state)
 	assert_string_equal(got->selectors[1].value, "agent_ns:lanyard");
 	int64_t created = got->created_at;
 	assert_true(created > 0);
-	ly_agent_free(got);
+	ly_ds_agent_free(got);
 
-	struct ly_agent *b = agent_of(AGENT2, "", NULL);
+	struct ly_ds_agent *b = agent_of(AGENT2, "", NULL);
 	assert_int_equal(ly_datastore_agent_upsert(f->ds, b, &err), LY_OK);
 	/* Byte order whatever the collation: "Z" sorts before "a". */
-	struct ly_agent *z = agent_of(TD "/lanyard/agent/join_token/Z", "", NULL);
+	struct ly_ds_agent *z = agent_of(TD "/lanyard/agent/join_token/Z", "", NULL);
 	assert_int_equal(ly_datastore_agent_upsert(f->ds, z, &err), LY_OK);
-	struct ly_agent_list l = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list l = LY_DS_AGENT_LIST_INIT;
 	assert_int_equal(ly_datastore_agent_list(f->ds, &l, &err), LY_OK);
 	assert_int_equal(l.n, 3);
 	assert_string_equal(l.items[0]->spiffe_id, TD "/lanyard/agent/join_token/Z");
 	assert_string_equal(l.items[1]->spiffe_id, AGENT1);
 	assert_string_equal(l.items[2]->spiffe_id, AGENT2);
 	assert_int_equal(l.items[2]->n_selectors, 0);
-	ly_agent_list_cleanup(&l);
+	ly_ds_agent_list_cleanup(&l);
 	assert_int_equal(ly_datastore_agent_delete(f->ds, z->spiffe_id, &err), LY_OK);
-	ly_agent_free(z);
+	ly_ds_agent_free(z);
 
 	/* Ban; a later upsert (renewal) neither lifts it nor resets created_at. */
 	int64_t rev = revision(f);
@@ -737,11 +737,11 @@ test_agents(void **state)
 	assert_string_equal(got->serial_number, "2b");
 	assert_int_equal(got->n_selectors, 1); /* selectors replaced */
 	assert_int_equal(got->created_at, created);
-	ly_agent_free(got);
+	ly_ds_agent_free(got);
 	assert_int_equal(ly_datastore_agent_set_banned(f->ds, AGENT1, false, &err), LY_OK);
 	assert_int_equal(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), LY_OK);
 	assert_false(got->banned);
-	ly_agent_free(got);
+	ly_ds_agent_free(got);
 
 	/* Evict deletes the record and its selectors. */
 	assert_int_equal(rows_in(f, "SELECT count(*) FROM agent_selectors"), 1);
@@ -755,23 +755,23 @@ test_agents(void **state)
 	assert_int_equal(revision(f), rev);
 
 	/* Refused shapes. */
-	struct ly_agent *bad = agent_of(AGENT1, "1a", "unix:uid:0", NULL);
+	struct ly_ds_agent *bad = agent_of(AGENT1, "1a", "unix:uid:0", NULL);
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "workload selector type unix");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	bad = agent_of(AGENT1, "XYZ", NULL);
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "lower-case hex");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	bad = agent_of("spiffe://example.org/a//b", "1", NULL);
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "agent SPIFFE ID");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	bad = agent_of(AGENT1, "1", NULL);
 	free(bad->attestation_type);
 	bad->attestation_type = strdup("Join Token");
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "[a-z0-9_]");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	assert_int_equal(revision(f), rev);
-	ly_agent_free(a);
-	ly_agent_free(b);
+	ly_ds_agent_free(a);
+	ly_ds_agent_free(b);
 }
 
 /* ---- CA state ---- */
