@@ -5,6 +5,9 @@
  * docs/agent-api.md is the protocol's description; this comment is the
  * implementation's.
  *
+ * Requests are decoded and checked by server/agentapi_msg.c (pure, fuzzed
+ * as it ships) before a handler touches any state; handlers decide.
+ *
  * Everything runs on the loop thread (server.h), handlers included. The
  * one blocking step, k8s_psat's TokenReview, runs on uv_queue_work and
  * its result is applied back on the loop.
@@ -59,6 +62,7 @@
 #include <uv.h>
 
 #include "agent.pb-c.h"
+#include "server/agentapi_msg.h"
 #include "server/entry_pb.h"
 #include "lib/buf.h"
 #include "lib/bundle.h"
@@ -67,9 +71,7 @@
 #include "lib/der.h"
 #include "lib/entry.h"
 #include "lib/log.h"
-#include "lib/pbstrict.h"
 #include "lib/spiffeid.h"
-#include "lib/text.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
@@ -84,14 +86,13 @@
 #define PENDING_MAX 1024
 #define PENDING_PER_LEAF 4
 #define PENDING_TTL 60
-#define TICKET_LEN 32
+#define TICKET_LEN LY_AGENTAPI_TICKET_LEN
 /* Watch streams in all and per agent. */
 #define WATCHERS_MAX 65536
 #define WATCHERS_PER_AGENT 4
 /* k8s_psat attestations running or queued on the thread pool. */
 #define PSAT_INFLIGHT_MAX 8
-/* A k8s_psat cluster name (attest.h: 1..128 bytes). */
-#define PSAT_CLUSTER_MAX 128
+#define PSAT_CLUSTER_MAX LY_AGENTAPI_PSAT_CLUSTER_MAX
 /* The housekeeping timer, and the datastore poll every so many ticks. */
 #define SWEEP_MS 1000
 #define POLL_TICKS 5
@@ -250,6 +251,15 @@ finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *what, const 
 	ly_rpc_call_finish(call, code, details);
 }
 
+/* protobuf-c wants char * for strings it only reads when packing. */
+static char *
+unconst(const char *s)
+{
+	char *p;
+	memcpy(&p, &s, sizeof(p));
+	return p;
+}
+
 /* What a refused attestation is, as a gRPC code. */
 static enum ly_rpc_code
 attest_code(ly_status rc)
@@ -316,14 +326,6 @@ reply_msg(struct ly_rpc_call *call, const ProtobufCMessage *m, bool secret)
 	if (secret)
 		OPENSSL_cleanse(buf, n);
 	free(buf);
-}
-
-/* Wipes a string of an unpacked request before it is freed (tokens). */
-static void
-wipe_str(char *s)
-{
-	if (s != NULL)
-		OPENSSL_cleanse(s, strlen(s));
 }
 
 /* A certificate's serial as lower-case hex without leading zeros ("0" for zero). */
@@ -1283,30 +1285,6 @@ out:
 	ly_agent_free(old);
 }
 
-/* Parses the CSR of an AttestAgent request (when present) for its URI SAN. */
-static bool
-attest_csr(struct ly_rpc_call *call, const ProtobufCBinaryData *csr, char id[LY_SPIFFE_ID_MAX + 1], bool *has_id)
-{
-	struct ly_csr parsed;
-	struct ly_error e;
-
-	*has_id = false;
-	if (csr->len == 0)
-		return true;
-	if (csr->len > LY_CSR_DER_MAX) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "CSR too large", NULL);
-		return false;
-	}
-	if (ly_csr_parse(csr->data, csr->len, &parsed, &e) != LY_OK) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "CSR refused", e.msg);
-		return false;
-	}
-	memcpy(id, parsed.id.id, strlen(parsed.id.id) + 1);
-	*has_id = true;
-	ly_csr_cleanup(&parsed);
-	return true;
-}
-
 /* ---- k8s_psat on the thread pool ------------------------------------------------------------- */
 
 static void
@@ -1368,28 +1346,25 @@ psat_after(uv_work_t *req, int status)
 }
 
 static void
-psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard__Agent__V1__K8sPsatAttestation *m,
-    const ProtobufCBinaryData *csr, const char *csr_id, time_t now)
+psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_agentapi_attest_request *rq, time_t now)
 {
 	struct psat_work *pw = NULL;
-	size_t clen = m->cluster != NULL ? strnlen(m->cluster, PSAT_CLUSTER_MAX + 1) : 0;
-	size_t tlen = m->token != NULL ? strnlen(m->token, LY_K8S_TOKEN_MAX + 1) : 0;
+	struct ly_error e;
 
 	if (api->srv->psat == NULL) {
 		finish(call, LY_RPC_FAILED_PRECONDITION, "k8s_psat attestation is not enabled", NULL);
 		return;
 	}
-	if (clen == 0 || clen > PSAT_CLUSTER_MAX || tlen == 0 || tlen > LY_K8S_TOKEN_MAX) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "k8s_psat: cluster and token required, within their size caps",
-		    NULL);
+	if (ly_agentapi_psat_check(rq, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
 	if (api->n_psat >= PSAT_INFLIGHT_MAX) {
 		finish(call, LY_RPC_UNAVAILABLE, "too many attestations in progress, retry later", NULL);
 		return;
 	}
-	if ((pw = calloc(1, sizeof(*pw))) == NULL || (pw->token = strndup(m->token, tlen)) == NULL ||
-	    (csr->len > 0 && ly_buf_set(&pw->csr, csr->data, csr->len, NULL) != LY_OK)) {
+	if ((pw = calloc(1, sizeof(*pw))) == NULL || (pw->token = strdup(rq->token)) == NULL ||
+	    (rq->csr_len > 0 && ly_buf_set(&pw->csr, rq->csr, rq->csr_len, NULL) != LY_OK)) {
 		if (pw != NULL)
 			psat_work_free(pw);
 		finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
@@ -1399,11 +1374,11 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard__Ag
 	pw->api = api;
 	pw->call = call;
 	pw->cfg = api->srv->psat;
-	memcpy(pw->cluster, m->cluster, clen);
-	pw->cluster[clen] = '\0';
-	if (csr_id != NULL) {
+	/* Within PSAT_CLUSTER_MAX: ly_agentapi_psat_check. */
+	memcpy(pw->cluster, rq->cluster, strlen(rq->cluster) + 1);
+	if (rq->csr_id != NULL) {
 		pw->has_csr_id = true;
-		memcpy(pw->csr_id, csr_id, strlen(csr_id) + 1);
+		memcpy(pw->csr_id, rq->csr_id, strlen(rq->csr_id) + 1);
 	}
 	pw->now = now;
 	pw->started_ns = uv_hrtime();
@@ -1423,12 +1398,12 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard__Ag
 /* ---- AttestAgent ------------------------------------------------------------------------------- */
 
 static void
-attest_x509pop(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard__Agent__V1__X509PopAttestation *m,
-    const ProtobufCBinaryData *csr, const char *csr_id, time_t now)
+attest_x509pop(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_agentapi_attest_request *rq,
+    time_t now)
 {
 	struct ly_attest_result res = LY_ATTEST_RESULT_INIT;
-	struct ly_der_span leaf;
-	uint8_t hash[32], nonce[LY_X509POP_NONCE_LEN];
+	struct ly_agentapi_x509pop pop;
+	uint8_t nonce[LY_X509POP_NONCE_LEN];
 	struct ly_error e;
 	ly_status rc;
 
@@ -1436,29 +1411,20 @@ attest_x509pop(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard
 		finish(call, LY_RPC_FAILED_PRECONDITION, "x509pop attestation is not enabled", NULL);
 		return;
 	}
-	if (m->certificate_chain.len == 0 || m->certificate_chain.len > LY_CHAIN_DER_MAX) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "x509pop: certificate chain required, within its size cap", NULL);
+	if ((rc = ly_agentapi_x509pop_check(rq, &pop, &e)) != LY_OK) {
+		finish(call, rc == LY_E_CRYPTO ? LY_RPC_INTERNAL : LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
-	if ((rc = first_cert(m->certificate_chain.data, m->certificate_chain.len, &leaf, &e)) != LY_OK) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "x509pop: certificate chain", e.msg);
-		return;
-	}
-	if (EVP_Digest(m->certificate_chain.data + leaf.off, leaf.len, hash, NULL, EVP_sha256(), NULL) != 1) {
-		finish(call, LY_RPC_INTERNAL, "x509pop: digest", NULL);
-		return;
-	}
-	if (m->challenge_nonce.len == 0 && m->challenge_signature.len == 0) {
+	if (!pop.proof) {
 		/* Step 1: a challenge (the chain is checked first: no round trip for a bad one). */
-		rc = ly_attest_x509pop_challenge(api->srv->x509pop, m->certificate_chain.data, m->certificate_chain.len,
-		    now, nonce, &e);
+		rc = ly_attest_x509pop_challenge(api->srv->x509pop, rq->chain, rq->chain_len, now, nonce, &e);
 		if (rc != LY_OK) {
 			log_info("x509pop attestation refused: %s", e.msg);
 			metric_add(api, MX_ATTEST_REFUSED, "x509pop", 1);
 			finish(call, attest_code(rc), "attestation refused", e.msg);
 			return;
 		}
-		if ((rc = pending_add_challenge(api, hash, nonce, now, &e)) != LY_OK) {
+		if ((rc = pending_add_challenge(api, pop.leaf_hash, nonce, now, &e)) != LY_OK) {
 			finish(call, LY_RPC_UNAVAILABLE, e.msg, NULL);
 			return;
 		}
@@ -1470,30 +1436,25 @@ attest_x509pop(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard
 		return;
 	}
 	/* Step 2: the proof. */
-	if (m->challenge_nonce.len != LY_X509POP_NONCE_LEN || m->challenge_signature.len == 0 ||
-	    m->challenge_signature.len > LY_X509POP_SIG_MAX) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "x509pop: malformed challenge response", NULL);
-		return;
-	}
-	if (!pending_take_challenge(api, hash, m->challenge_nonce.data, now)) {
+	if (!pending_take_challenge(api, pop.leaf_hash, rq->nonce, now)) {
 		finish(call, LY_RPC_PERMISSION_DENIED, "x509pop: unknown or expired challenge, ask for a new one", NULL);
 		return;
 	}
-	rc = ly_attest_x509pop_verify(api->srv->x509pop, m->certificate_chain.data, m->certificate_chain.len,
-	    m->challenge_nonce.data, m->challenge_signature.data, m->challenge_signature.len, now, &res, &e);
+	rc = ly_attest_x509pop_verify(api->srv->x509pop, rq->chain, rq->chain_len, rq->nonce, rq->signature,
+	    rq->signature_len, now, &res, &e);
 	if (rc != LY_OK) {
 		log_info("x509pop attestation refused: %s", e.msg);
 		metric_add(api, MX_ATTEST_REFUSED, "x509pop", 1);
 		finish(call, attest_code(rc), "attestation refused", e.msg);
 		return;
 	}
-	attest_done(api, call, &res, csr->data, csr->len, csr_id, false, now);
+	attest_done(api, call, &res, rq->csr, rq->csr_len, rq->csr_id, false, now);
 	ly_attest_result_cleanup(&res);
 }
 
 static void
-attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const Lanyard__Agent__V1__JoinTokenAttestation *m,
-    const ProtobufCBinaryData *csr, const char *csr_id, time_t now)
+attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_agentapi_attest_request *rq,
+    time_t now)
 {
 	struct ly_attest_result res = LY_ATTEST_RESULT_INIT;
 	struct ly_error e;
@@ -1503,7 +1464,7 @@ attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const Lany
 		finish(call, LY_RPC_FAILED_PRECONDITION, "join_token attestation is not enabled", NULL);
 		return;
 	}
-	rc = ly_attest_join_token(api->srv->ds, api->srv->cfg.trust_domain, m->token, now, &res, &e);
+	rc = ly_attest_join_token(api->srv->ds, api->srv->cfg.trust_domain, rq->token, now, &res, &e);
 	if (rc != LY_OK) {
 		/* The message names the rule, never the token (attest.h). */
 		log_info("join_token attestation refused: %s", e.msg);
@@ -1512,25 +1473,26 @@ attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const Lany
 		    rc == LY_E_IO ? NULL : e.msg);
 		return;
 	}
-	attest_done(api, call, &res, csr->data, csr->len, csr_id, false, now);
+	attest_done(api, call, &res, rq->csr, rq->csr_len, rq->csr_id, false, now);
 	ly_attest_result_cleanup(&res);
 }
 
 static void
-attest_ticket(struct ly_agent_api *api, struct ly_rpc_call *call, const ProtobufCBinaryData *ticket,
-    const ProtobufCBinaryData *csr, const char *csr_id, time_t now)
+attest_ticket(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_agentapi_attest_request *rq,
+    time_t now)
 {
 	struct ly_attest_result res = LY_ATTEST_RESULT_INIT;
+	struct ly_error e;
 
-	if (ticket->len != TICKET_LEN || csr_id == NULL) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "ticket: a ticket and a CSR for the agent ID required", NULL);
+	if (ly_agentapi_ticket_check(rq, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
-	if (!pending_take_ticket(api, ticket->data, now, &res)) {
+	if (!pending_take_ticket(api, rq->ticket, now, &res)) {
 		finish(call, LY_RPC_PERMISSION_DENIED, "unknown or expired ticket: attest again", NULL);
 		return;
 	}
-	attest_done(api, call, &res, csr->data, csr->len, csr_id, true, now);
+	attest_done(api, call, &res, rq->csr, rq->csr_len, rq->csr_id, true, now);
 	ly_attest_result_cleanup(&res);
 }
 
@@ -1538,55 +1500,38 @@ static void
 h_attest_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = api_of(arg);
-	Lanyard__Agent__V1__AttestAgentRequest *m = NULL;
-	char csr_id[LY_SPIFFE_ID_MAX + 1];
-	bool has_id = false;
+	struct ly_agentapi_attest_request rq;
+	struct ly_error e;
 	time_t now = ly_server_now();
 
 	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
 		return;
 	}
-	if ((m = lanyard__agent__v1__attest_agent_request__unpack(NULL, len, req)) == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "malformed AttestAgentRequest");
+	/* Decoded and checked (the CSR before anything is used up: agentapi_msg.h). */
+	if (ly_agentapi_attest_decode(req, len, &rq, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
-	/* The CSR is checked before anything is used up (a join token, a challenge). */
-	if (!attest_csr(call, &m->csr, csr_id, &has_id))
-		goto out;
-	const char *cid = has_id ? csr_id : NULL;
 	uint64_t t0 = uv_hrtime();
-	switch (m->attestation_case) {
-	case LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_JOIN_TOKEN:
-		attest_join_token(api, call, m->join_token, &m->csr, cid, now);
+	switch (rq.kind) {
+	case LY_AGENTAPI_JOIN_TOKEN:
+		attest_join_token(api, call, &rq, now);
 		metric_add(api, MX_ATTEST_SECONDS, "join_token", (double)(uv_hrtime() - t0) / 1e9);
 		break;
-	case LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_X509POP:
-		attest_x509pop(api, call, m->x509pop, &m->csr, cid, now);
+	case LY_AGENTAPI_X509POP:
+		attest_x509pop(api, call, &rq, now);
 		metric_add(api, MX_ATTEST_SECONDS, "x509pop", (double)(uv_hrtime() - t0) / 1e9);
 		break;
-	case LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_K8S_PSAT:
-		psat_start(api, call, m->k8s_psat, &m->csr, cid, now);
+	case LY_AGENTAPI_K8S_PSAT:
+		psat_start(api, call, &rq, now);
 		break;
-	case LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_TICKET:
-		attest_ticket(api, call, &m->ticket, &m->csr, cid, now);
-		break;
-	default:
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "no attestation in the request");
+	case LY_AGENTAPI_TICKET:
+		attest_ticket(api, call, &rq, now);
 		break;
 	}
-out:
-	/* Tokens are secrets: wipe protobuf-c's copies before they are freed. */
-	if (m->attestation_case == LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_JOIN_TOKEN &&
-	    m->join_token != NULL)
-		wipe_str(m->join_token->token);
-	if (m->attestation_case == LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_K8S_PSAT &&
-	    m->k8s_psat != NULL)
-		wipe_str(m->k8s_psat->token);
-	if (m->attestation_case == LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_TICKET &&
-	    m->ticket.data != NULL)
-		OPENSSL_cleanse(m->ticket.data, m->ticket.len);
-	lanyard__agent__v1__attest_agent_request__free_unpacked(m, NULL);
+	/* Tokens are secrets: wiped before they are freed. */
+	ly_agentapi_attest_cleanup(&rq);
 }
 
 /* ---- RenewAgent --------------------------------------------------------------------------------- */
@@ -1595,8 +1540,9 @@ static void
 h_renew_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = api_of(arg);
-	Lanyard__Agent__V1__RenewAgentRequest *m = NULL;
+	struct ly_agentapi_renew_request rq;
 	struct caller c;
+	struct ly_error e;
 	time_t now = ly_server_now();
 
 	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
@@ -1605,16 +1551,13 @@ h_renew_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *ar
 	}
 	if (!authenticate(api, call, now, &c))
 		return;
-	if ((m = lanyard__agent__v1__renew_agent_request__unpack(NULL, len, req)) == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "malformed RenewAgentRequest");
-	} else if (m->csr.len == 0 || m->csr.len > LY_CSR_DER_MAX) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "csr required, within its size cap");
+	if (ly_agentapi_renew_decode(req, len, &rq, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 	} else {
 		enrol(api, call, c.rec->spiffe_id, c.rec->attestation_type, c.rec->selectors, c.rec->n_selectors,
-		    m->csr.data, m->csr.len, c.rec, true, now);
+		    rq.csr, rq.csr_len, c.rec, true, now);
+		ly_agentapi_renew_cleanup(&rq);
 	}
-	if (m != NULL)
-		lanyard__agent__v1__renew_agent_request__free_unpacked(m, NULL);
 	caller_cleanup(&c);
 }
 
@@ -1624,8 +1567,8 @@ static void
 h_watch_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = api_of(arg);
-	Lanyard__Agent__V1__WatchEntriesRequest *m = NULL;
 	struct watcher *w = NULL;
+	int64_t since_revision = 0;
 	struct caller c;
 	struct ly_error e;
 	time_t now = ly_server_now();
@@ -1636,9 +1579,8 @@ h_watch_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *
 	}
 	if (!authenticate(api, call, now, &c))
 		return;
-	if ((m = lanyard__agent__v1__watch_entries_request__unpack(NULL, len, req)) == NULL ||
-	    m->since_revision < 0) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "malformed WatchEntriesRequest");
+	if (ly_agentapi_watch_decode(req, len, &since_revision, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		goto out;
 	}
 	if (cache_ensure(api, &e) != LY_OK) {
@@ -1680,12 +1622,10 @@ h_watch_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *
 	api->n_watchers++;
 	ly_rpc_call_set_closed_cb(call, on_watch_closed, w);
 	log_debug("watch of %s opened (since_revision=%" PRId64 ": answered with a snapshot)", w->agent_id,
-	    m->since_revision);
+	    since_revision);
 	/* The snapshot, at once (since_revision is not used for deltas yet: docs/agent-api.md). */
 	watcher_send(w, true);
 out:
-	if (m != NULL)
-		lanyard__agent__v1__watch_entries_request__free_unpacked(m, NULL);
 	caller_cleanup(&c);
 }
 
@@ -1702,7 +1642,7 @@ static void
 h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = api_of(arg);
-	Lanyard__Agent__V1__BatchNewX509SVIDRequest *m = NULL;
+	struct ly_agentapi_batch_request rq = { NULL, 0, NULL };
 	Lanyard__Agent__V1__X509SVIDResult *results = NULL, **rptrs = NULL;
 	struct ly_ca_sign_req *reqs = NULL;
 	struct ly_ca_sign_res *res = NULL;
@@ -1711,6 +1651,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
 	struct caller c;
 	struct ly_error e;
+	ly_status rc;
 	time_t now = ly_server_now();
 
 	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
@@ -1719,14 +1660,8 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	}
 	if (!authenticate(api, call, now, &c))
 		return;
-	if ((m = lanyard__agent__v1__batch_new_x509_svidrequest__unpack(NULL, len, req)) == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "malformed BatchNewX509SVIDRequest");
-		goto out;
-	}
-	if (m->n_params == 0 || m->n_params > LY_CA_BATCH_MAX) {
-		char why[96];
-		(void)snprintf(why, sizeof(why), "params: 1 to %d requests per batch", LY_CA_BATCH_MAX);
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, why);
+	if ((rc = ly_agentapi_batch_decode(req, len, &rq, &e)) != LY_OK) {
+		finish(call, rc == LY_E_NOMEM ? LY_RPC_RESOURCE_EXHAUSTED : LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		goto out;
 	}
 	struct ly_authz_agent agent = { c.rec->spiffe_id, c.rec->selectors, c.rec->n_selectors };
@@ -1735,7 +1670,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
 		goto out;
 	}
-	size_t n = m->n_params;
+	size_t n = rq.n_params;
 	results = calloc(n, sizeof(*results));
 	rptrs = calloc(n, sizeof(*rptrs));
 	reqs = calloc(n, sizeof(*reqs));
@@ -1747,13 +1682,13 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const Lanyard__Agent__V1__X509SVIDParams *p = m->params[i];
+		const struct ly_agentapi_x509_param *p = &rq.params[i];
 		Lanyard__Agent__V1__X509SVIDResult *r = &results[i];
 		const struct ly_entry *ent;
 		lanyard__agent__v1__x509_svidresult__init(r);
 		rptrs[i] = r;
-		r->entry_id = p->entry_id;
-		if (ly_entry_id_check(p->entry_id, NULL) != LY_OK) {
+		r->entry_id = unconst(p->entry_id);
+		if (!p->entry_id_ok) {
 			r->entry_id = NULL; /* not echoed: it broke the rules */
 			r->status_code = LY_RPC_INVALID_ARGUMENT;
 			r->status_message = msg_entry_id_malformed;
@@ -1761,7 +1696,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 			/* The same answer for "absent" and "not yours": no probing of IDs. */
 			r->status_code = LY_RPC_PERMISSION_DENIED;
 			r->status_message = msg_not_authorized;
-		} else if (p->csr.len == 0 || p->csr.len > LY_CSR_DER_MAX) {
+		} else if (!p->csr_size_ok) {
 			r->status_code = LY_RPC_INVALID_ARGUMENT;
 			r->status_message = msg_csr_size;
 		} else if (ly_spiffe_id_parse_str(ent->spiffe_id, &ids[k], NULL) != LY_OK) {
@@ -1773,8 +1708,8 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 			r->status_message = msg_reserved_id;
 		} else {
 			r->spiffe_id = ent->spiffe_id;
-			reqs[k].csr_der = p->csr.data;
-			reqs[k].csr_len = p->csr.len;
+			reqs[k].csr_der = p->csr;
+			reqs[k].csr_len = p->csr_len;
 			reqs[k].id = &ids[k];
 			reqs[k].dns = (const char *const *)ent->dns_names;
 			reqs[k].ndns = ent->n_dns_names;
@@ -1814,8 +1749,7 @@ out:
 	free(results);
 	free(rptrs);
 	ly_authz_set_cleanup(&set);
-	if (m != NULL)
-		lanyard__agent__v1__batch_new_x509_svidrequest__free_unpacked(m, NULL);
+	ly_agentapi_batch_cleanup(&rq);
 	caller_cleanup(&c);
 }
 
@@ -1825,8 +1759,7 @@ static void
 h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = api_of(arg);
-	Lanyard__Agent__V1__NewJWTSVIDRequest *m = NULL;
-	ProtobufCMessage *pm = NULL;
+	struct ly_agentapi_jwt_request rq = { NULL, NULL, 0, NULL };
 	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
 	const struct ly_entry *ent;
 	struct ly_spiffe_id sub;
@@ -1842,33 +1775,8 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	}
 	if (!authenticate(api, call, now, &c))
 		return;
-	/* Strict, as the Workload API: an audience with a NUL would be signed cut at the NUL. */
-	if (ly_pb_unpack_strict(&lanyard__agent__v1__new_jwtsvidrequest__descriptor, req, len, LY_RPC_MSG_MAX, NULL,
-	    &pm, &e) != LY_OK) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "malformed NewJWTSVIDRequest", e.msg);
-		goto out;
-	}
-	m = (Lanyard__Agent__V1__NewJWTSVIDRequest *)(void *)pm;
-	if (ly_entry_id_check(m->entry_id, &e) != LY_OK) {
-		finish(call, LY_RPC_INVALID_ARGUMENT, "entry_id", e.msg);
-		goto out;
-	}
-	if (m->n_audience == 0 || m->n_audience > LY_JWT_AUDIENCES_MAX) {
-		char why[64];
-		(void)snprintf(why, sizeof(why), "audience: 1 to %d values", LY_JWT_AUDIENCES_MAX);
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, why);
-		goto out;
-	}
-	size_t total = 0;
-	for (size_t i = 0; i < m->n_audience; i++) {
-		if (ly_text_check("audience", m->audience[i], LY_JWT_AUDIENCE_MAX, &e) != LY_OK) {
-			finish(call, LY_RPC_INVALID_ARGUMENT, "NewJWTSVIDRequest", e.msg);
-			goto out;
-		}
-		total += strlen(m->audience[i]);
-	}
-	if (total > LY_JWT_MAX) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "audience: too long for a JWT-SVID");
+	if (ly_agentapi_jwt_decode(req, len, &rq, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		goto out;
 	}
 	struct ly_authz_agent agent = { c.rec->spiffe_id, c.rec->selectors, c.rec->n_selectors };
@@ -1877,7 +1785,7 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
 		goto out;
 	}
-	if ((ent = ly_authz_set_find(&set, m->entry_id)) == NULL) {
+	if ((ent = ly_authz_set_find(&set, rq.entry_id)) == NULL) {
 		ly_rpc_call_finish(call, LY_RPC_PERMISSION_DENIED, "entry not authorized for this agent");
 		goto out;
 	}
@@ -1889,7 +1797,7 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		ly_rpc_call_finish(call, LY_RPC_PERMISSION_DENIED, msg_reserved_id);
 		goto out;
 	}
-	rc = ly_ca_mint_jwt_svid(api->srv->ca, &sub, (const char *const *)m->audience, m->n_audience,
+	rc = ly_ca_mint_jwt_svid(api->srv->ca, &sub, rq.audience, rq.n_audience,
 	    ly_svid_ttl_floored(ent->jwt_svid_ttl, LY_JWT_SVID_TTL_MIN), now, &token, &exp, &e);
 	if (rc != LY_OK) {
 		if (sign_code(rc) != LY_RPC_INVALID_ARGUMENT)
@@ -1909,8 +1817,7 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 out:
 	ly_free_secret_str(token);
 	ly_authz_set_cleanup(&set);
-	if (m != NULL)
-		lanyard__agent__v1__new_jwtsvidrequest__free_unpacked(m, NULL);
+	ly_agentapi_jwt_cleanup(&rq);
 	caller_cleanup(&c);
 }
 
@@ -1920,7 +1827,6 @@ static void
 h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = api_of(arg);
-	Lanyard__Agent__V1__GetBundleRequest *m = NULL;
 	struct pb_bundle pbb;
 	struct caller c;
 	struct ly_error e;
@@ -1931,16 +1837,14 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	}
 	if (!authenticate(api, call, ly_server_now(), &c))
 		return;
-	if ((m = lanyard__agent__v1__get_bundle_request__unpack(NULL, len, req)) == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "malformed GetBundleRequest");
+	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 	} else if (pb_bundle_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
 		finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 	} else {
 		reply_msg(call, &pbb.msg.base, false);
 		pb_bundle_cleanup(&pbb);
 	}
-	if (m != NULL)
-		lanyard__agent__v1__get_bundle_request__free_unpacked(m, NULL);
 	caller_cleanup(&c);
 }
 

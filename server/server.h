@@ -50,9 +50,7 @@ struct ly_audit;
 #define LY_SERVER_DATA_DIR_DEFAULT "./.lanyard-server"
 #define LY_SERVER_BIND_DEFAULT "0.0.0.0"
 #define LY_SERVER_PORT_DEFAULT 8081
-/* Join tokens: default and largest TTL, seconds. */
-#define LY_TOKEN_TTL_DEFAULT 600
-#define LY_TOKEN_TTL_MAX (7 * 24 * 60 * 60)
+/* Join tokens' TTLs: server/admin_msg.h. */
 
 /* server.datastore.database_type (SPIRE's names). */
 enum ly_datastore_type {
