@@ -14,10 +14,11 @@
  *   FAILED_PRECONDITION join tokens asked for with join_token disabled
  *   INTERNAL           the datastore failed (its message is kept)
  * Each change (create, update, delete, token, evict, ban), accepted or
- * refused, writes one audit line (audit.h) before the answer is sent, and
- * accepted entry and agent changes are announced to the agent side
- * (ly_agent_api_*). Reads (ListEntries, GetBundle, ListAgents, Health) are
- * not audited. No token, key or SVID ever reaches a log or audit line.
+ * refused, writes one audit line (audit.h) before the answer is sent.
+ * Accepted entry and agent changes reach the agent side through the
+ * datastore's change hook (datastore.h): this file does not call it.
+ * Reads (ListEntries, GetBundle, ListAgents, Health) are not audited.
+ * No token, key or SVID ever reaches a log or audit line.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -244,8 +245,6 @@ put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, b
 		goto out;
 	}
 	op.entry_id = entry->entry_id;
-	if (op.srv->agent_api != NULL)
-		ly_agent_api_entries_changed(op.srv->agent_api);
 	reply_entry(&op, entry);
 out:
 	ly_entry_free(entry);
@@ -286,8 +285,6 @@ h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		goto out;
 	}
 	op.spiffe_id = deleted->spiffe_id;
-	if (op.srv->agent_api != NULL)
-		ly_agent_api_entries_changed(op.srv->agent_api);
 	reply_entry(&op, deleted);
 out:
 	ly_entry_free(deleted);
@@ -575,9 +572,6 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		op_fail_st(&op, st, &e);
 		goto out;
 	}
-	/* Its streams end and its SVID is no longer honoured (SPEC §4). */
-	if (op.srv->agent_api != NULL)
-		ly_agent_api_agent_removed(op.srv->agent_api, rq.spiffe_id);
 	if ((st = agent_pb_init(&pb, agent, &e)) != LY_OK) {
 		op_fail_st(&op, st, &e);
 		goto out;

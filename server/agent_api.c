@@ -15,7 +15,7 @@
  * State kept here, all bounded:
  *  - an in-memory copy of every registration entry (sorted by ID) and an
  *    authz index over it (authz.h), brought up to date from the
- *    datastore's change log when ly_agent_api_entries_changed says so
+ *    datastore's change log when its change hook says so (datastore.h)
  *    (next loop iteration) and every POLL_TICKS seconds anyway (a store
  *    shared with another server, a missed notification);
  *  - the open watch streams (struct watcher), at most WATCHERS_MAX and
@@ -1924,10 +1924,13 @@ ly_agent_api_methods(size_t *n)
 	return agent_methods;
 }
 
+static ly_datastore_change_fn on_store_change;
+
 ly_status
 ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_error *err)
 {
 	struct ly_agent_api *api = NULL;
+	ly_status rc;
 
 	if (srv == NULL || srv->loop == NULL || out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent API: missing server, loop or output");
@@ -1943,13 +1946,18 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 		ly_agent_api_free(api);
 		return ly_error_set(err, LY_E_NOMEM, "agent API: timers");
 	}
+	if (srv->ds != NULL && (rc = ly_datastore_on_change(srv->ds, on_store_change, api, err)) != LY_OK) {
+		ly_agent_api_free(api);
+		return ly_error_wrap(err, rc, "agent API");
+	}
 	uv_timer_start(api->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
 	*out = api;
 	return LY_OK;
 }
 
-void
-ly_agent_api_entries_changed(struct ly_agent_api *api)
+/* An entry was created, updated or deleted: watchers get their deltas. */
+static void
+entries_changed(struct ly_agent_api *api)
 {
 	if (api == NULL || api->stopped || api->refresh_timer == NULL)
 		return;
@@ -1979,19 +1987,15 @@ ly_agent_api_bundle_changed(struct ly_agent_api *api)
 	watchers_send_all(api, true);
 }
 
-void
-ly_agent_api_agent_removed(struct ly_agent_api *api, const char *agent_id)
+/* An agent was evicted or banned: its open streams end (PERMISSION_DENIED), its SVID is no longer honoured. */
+static void
+agent_removed(struct ly_agent_api *api, const char *agent_id, bool banned)
 {
 	struct watcher *w, *next;
-	struct ly_agent *rec = NULL;
-	const char *why = "agent was evicted: it must attest again";
+	const char *why = banned ? "agent is banned" : "agent was evicted: it must attest again";
 
 	if (api == NULL || agent_id == NULL || api->stopped)
 		return;
-	if (api->srv->ds != NULL && ly_datastore_agent_get(api->srv->ds, agent_id, &rec, NULL) == LY_OK &&
-	    rec->banned)
-		why = "agent is banned";
-	ly_agent_free(rec);
 	prev_remove(api, agent_id);
 	pending_drop_agent(api, agent_id);
 	for (w = api->w_head; w != NULL; w = next) {
@@ -2000,6 +2004,31 @@ ly_agent_api_agent_removed(struct ly_agent_api *api, const char *agent_id)
 			log_info("watch of %s ended: %s", agent_id, why);
 			watcher_end(w, LY_RPC_PERMISSION_DENIED, why);
 		}
+	}
+}
+
+/*
+ * The datastore's change hook (datastore.h): what an admin change (or,
+ * later, another server) committed reaches the watchers from here.
+ */
+static void
+on_store_change(void *arg, const struct ly_datastore_change *change)
+{
+	struct ly_agent_api *api = arg;
+
+	switch (change->kind) {
+	case LY_DATASTORE_ENTRY_CREATED:
+	case LY_DATASTORE_ENTRY_UPDATED:
+	case LY_DATASTORE_ENTRY_DELETED:
+		entries_changed(api);
+		break;
+	case LY_DATASTORE_AGENT_EVICTED:
+	case LY_DATASTORE_AGENT_BANNED:
+		agent_removed(api, change->agent_id, change->kind == LY_DATASTORE_AGENT_BANNED);
+		break;
+	case LY_DATASTORE_BUNDLE_CHANGED:
+		ly_agent_api_bundle_changed(api);
+		break;
 	}
 }
 
@@ -2025,6 +2054,8 @@ ly_agent_api_free(struct ly_agent_api *api)
 	if (api == NULL)
 		return;
 	ly_agent_api_stop(api);
+	if (api->srv->ds != NULL)
+		ly_datastore_off_change(api->srv->ds, on_store_change, api);
 	/* Work still in flight outlives us: it ends its call by itself. */
 	for (struct psat_work *pw = api->psat; pw != NULL; pw = pw->next)
 		pw->api = NULL;
