@@ -10,11 +10,15 @@
  *
  * Parts and who owns what:
  *   server.c     start-up, signals, the CA rotation timer, the server's
- *                TLS certificate, shutdown; owns every field below.
+ *                TLS certificate, shutdown; owns every field of struct
+ *                ly_server (server_core.h).
+ *   server_core.c  the state below (struct ly_server), clock, metrics.
  *   server_config.c  the `run` configuration (flags over the YAML file).
- *   admin_api.c  the Admin service on the Unix socket (CLI verbs).
- *   agent_api.c  the Agent service on TCP+TLS (node attestation, SVIDs,
- *                the entry watch).
+ *   admin_api.c  the Admin service on the Unix socket (CLI verbs);
+ *                its requests decoded and checked by admin_msg.c.
+ *   agent_api*.c the Agent service on TCP+TLS (node attestation, SVIDs,
+ *                the entry watch), split behind agent_api_internal.h;
+ *                its requests decoded and checked by agentapi_msg.c.
  *   authz.c      which entries an agent is authorized for (pure).
  *   audit.c      one audit line per admin change.
  *   cli.c        the admin verbs as a client of admin_api.
