@@ -49,32 +49,21 @@
  */
 #include "server/agent_api_internal.h"
 
-#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/bn.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509.h>
 #include <uv.h>
 
-#include "lib/csr.h"
-#include "lib/der.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
-#include "lib/x509svid.h"
 #include "server/ca.h"
-#include "server/entry_pb.h"
 
 #define METHOD(name) "/lanyard.agent.v1.Agent/" name
 
-/* ---- metrics (server.h: ly_server_metrics) ---------------------------------------------------- */
+/* ---- counts (server.h: the metrics' gauges) ---- */
 
 void
 ly_agent_api_counts(const struct ly_agent_api *api, size_t *watchers, size_t *entries)
@@ -128,7 +117,6 @@ timer_close(uv_timer_t **t)
 /* ---- protobuf views of our objects ---------------------------------------------------- */
 
 /* Entries as proto messages: server/entry_pb.h. */
-
 
 /* ---- BatchNewX509SVID ------------------------------------------------------------------------------ */
 

@@ -6,28 +6,20 @@
  */
 #include "server/agent_api_internal.h"
 
-#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
-#include <uv.h>
 
-#include "lib/csr.h"
 #include "lib/der.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
 #include "lib/x509svid.h"
-#include "server/ca.h"
-#include "server/entry_pb.h"
 
 /* A certificate's serial as lower-case hex without leading zeros ("0" for zero). */
 ly_status
@@ -151,7 +143,6 @@ agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now)
 }
 
 /* ---- authentication (mTLS calls) -------------------------------------------------------------- */
-
 
 void
 agent_api_auth_caller_cleanup(struct agent_api_caller *c)

@@ -6,28 +6,18 @@
  */
 #include "server/agent_api_internal.h"
 
-#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/bn.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509.h>
 #include <uv.h>
 
-#include "lib/csr.h"
-#include "lib/der.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
-#include "lib/x509svid.h"
 #include "server/ca.h"
-#include "server/entry_pb.h"
 
 /* What a refused attestation is, as a gRPC code. */
 static enum ly_rpc_code
