@@ -58,6 +58,61 @@ ly_ds_agent_list_cleanup(struct ly_ds_agent_list *list)
 	list->n = 0;
 }
 
+/* ---- the change hook (datastore.h) ---- */
+
+ly_status
+ly_datastore_on_change(struct ly_datastore *ds, ly_datastore_change_fn *fn, void *arg, struct ly_error *err)
+{
+	if (ds == NULL || fn == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore change hook: no store or callback");
+	if (ds->n_hooks >= LY_DATASTORE_HOOKS_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "datastore change hook: more than %d callbacks",
+		    LY_DATASTORE_HOOKS_MAX);
+	ds->hooks[ds->n_hooks].fn = fn;
+	ds->hooks[ds->n_hooks].arg = arg;
+	ds->n_hooks++;
+	return LY_OK;
+}
+
+void
+ly_datastore_off_change(struct ly_datastore *ds, ly_datastore_change_fn *fn, void *arg)
+{
+	if (ds == NULL)
+		return;
+	for (size_t i = 0; i < ds->n_hooks; i++) {
+		if (ds->hooks[i].fn != fn || ds->hooks[i].arg != arg)
+			continue;
+		memmove(&ds->hooks[i], &ds->hooks[i + 1], (ds->n_hooks - i - 1) * sizeof(ds->hooks[0]));
+		ds->n_hooks--;
+		return;
+	}
+}
+
+void
+ly_datastore_changed(struct ly_datastore *ds, const struct ly_datastore_change *change)
+{
+	/* A callback may unregister itself (or another): walk a copy. */
+	size_t n = ds->n_hooks;
+	struct ly_datastore_hook hooks[LY_DATASTORE_HOOKS_MAX];
+
+	memcpy(hooks, ds->hooks, n * sizeof(hooks[0]));
+	for (size_t i = 0; i < n; i++)
+		hooks[i].fn(hooks[i].arg, change);
+}
+
+void
+ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_kind kind, const char *entry_id,
+    const char *agent_id)
+{
+	struct ly_datastore_change c = { kind, -1, entry_id, agent_id };
+
+	if (ds->n_hooks == 0)
+		return;
+	if (ds->ops->revision(ds, &c.revision, NULL) != LY_OK)
+		c.revision = -1;
+	ly_datastore_changed(ds, &c);
+}
+
 /* ---- shared helpers (datastore_internal.h) ---- */
 
 int64_t

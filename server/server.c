@@ -99,12 +99,6 @@ struct srv_main {
 	bool ds_pinged, ds_ping_ok;
 };
 
-time_t
-ly_server_now(void)
-{
-	return time(NULL);
-}
-
 /* ---- data dir --------------------------------------------------------------- */
 
 /*
@@ -620,19 +614,6 @@ health_ready(void *arg, char *reason, size_t len)
 	if (why != NULL)
 		snprintf(reason, len, "%s", why);
 	return why == NULL;
-}
-
-void
-ly_server_metric_add(struct ly_metric *f, const char *const *labels, double v)
-{
-	struct ly_error e;
-	if (f == NULL)
-		return;
-	ly_status rc = ly_metric_observe(f, labels, v, &e);
-	if (rc == LY_E_INVALID) /* not a histogram: a counter */
-		rc = ly_metric_inc(f, labels, v, &e);
-	if (rc != LY_OK)
-		log_debug("metrics: %s", e.msg);
 }
 
 static void

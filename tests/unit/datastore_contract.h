@@ -874,6 +874,100 @@ test_kill9_after_ack(void **state)
 }
 
 /* The contract cases, for a back end's main(): every one with the back end's fixture. */
+/* ---- the change hook ---- */
+
+struct heard {
+	size_t n;
+	enum ly_datastore_change_kind kind[8];
+	int64_t revision[8];
+	char id[8][LY_SPIFFE_ID_MAX + 1];
+};
+
+static void
+hear(void *arg, const struct ly_datastore_change *c)
+{
+	struct heard *h = arg;
+	assert_true(h->n < 8);
+	h->kind[h->n] = c->kind;
+	h->revision[h->n] = c->revision;
+	(void)snprintf(h->id[h->n], sizeof(h->id[0]), "%s", c->entry_id != NULL ? c->entry_id : c->agent_id);
+	h->n++;
+}
+
+/*
+ * Committed writes reach every registered callback with what changed and
+ * the store's revision; refused writes and reads do not; a removed
+ * callback hears nothing more.
+ */
+static void
+test_change_hook(void **state)
+{
+	struct fixture *f = *state;
+	struct heard h, other;
+	struct ly_error err;
+	struct ly_entry *e, *got = NULL;
+
+	memset(&h, 0, sizeof(h));
+	memset(&other, 0, sizeof(other));
+	assert_int_equal(ly_datastore_on_change(f->ds, hear, &h, &err), LY_OK);
+	assert_int_equal(ly_datastore_on_change(f->ds, hear, &other, &err), LY_OK);
+	e = entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL);
+	assert_int_equal(ly_datastore_entry_create(f->ds, e, &err), LY_OK);
+	assert_int_equal(h.n, 1);
+	assert_int_equal(h.kind[0], LY_DATASTORE_ENTRY_CREATED);
+	assert_int_equal(h.revision[0], revision(f));
+	assert_string_equal(h.id[0], e->entry_id);
+	assert_int_equal(other.n, 1);
+	/* A refused write (a duplicate) and a read: nothing. */
+	struct ly_entry *dup = entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL);
+	assert_int_equal(ly_datastore_entry_create(f->ds, dup, &err), LY_E_INVALID);
+	ly_entry_free(dup);
+	assert_int_equal(ly_datastore_entry_get(f->ds, e->entry_id, &got, &err), LY_OK);
+	ly_entry_free(got);
+	assert_int_equal(h.n, 1);
+	ly_datastore_off_change(f->ds, hear, &other);
+	e->x509_svid_ttl = 600;
+	assert_int_equal(ly_datastore_entry_update(f->ds, e, &err), LY_OK);
+	assert_int_equal(h.kind[1], LY_DATASTORE_ENTRY_UPDATED);
+	assert_int_equal(h.revision[1], revision(f));
+	assert_true(h.revision[1] > h.revision[0]);
+	assert_int_equal(ly_datastore_entry_delete(f->ds, e->entry_id, NULL, &err), LY_OK);
+	assert_int_equal(h.kind[2], LY_DATASTORE_ENTRY_DELETED);
+	assert_int_equal(h.revision[2], revision(f));
+	assert_string_equal(h.id[2], e->entry_id);
+	assert_int_equal(other.n, 1);
+	ly_entry_free(e);
+	/* Agents: a ban and an eviction; lifting a ban is not a removal. */
+	struct ly_agent *a = agent_of(TOKEN_AGENT1, "0a", "k8s_psat:cluster:c1", NULL);
+	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
+	ly_agent_free(a);
+	assert_int_equal(h.n, 3);
+	assert_int_equal(ly_datastore_agent_set_banned(f->ds, TOKEN_AGENT1, true, &err), LY_OK);
+	assert_int_equal(h.kind[3], LY_DATASTORE_AGENT_BANNED);
+	assert_string_equal(h.id[3], TOKEN_AGENT1);
+	assert_int_equal(ly_datastore_agent_set_banned(f->ds, TOKEN_AGENT1, false, &err), LY_OK);
+	assert_int_equal(h.n, 4);
+	assert_int_equal(ly_datastore_agent_delete(f->ds, TOKEN_AGENT1, &err), LY_OK);
+	assert_int_equal(h.kind[4], LY_DATASTORE_AGENT_EVICTED);
+	assert_int_equal(h.revision[4], revision(f));
+	assert_int_equal(ly_datastore_agent_delete(f->ds, TOKEN_AGENT1, &err), LY_E_NOT_FOUND);
+	assert_int_equal(h.n, 5);
+	/* The feed another server would use; and the cap on registrations. */
+	struct ly_datastore_change c = { LY_DATASTORE_BUNDLE_CHANGED, 77, NULL, "x" };
+	ly_datastore_changed(f->ds, &c);
+	assert_int_equal(h.kind[5], LY_DATASTORE_BUNDLE_CHANGED);
+	assert_int_equal(h.revision[5], 77);
+	for (size_t i = 1; i < LY_DATASTORE_HOOKS_MAX; i++)
+		assert_int_equal(ly_datastore_on_change(f->ds, hear, &other, &err), LY_OK);
+	assert_int_equal(ly_datastore_on_change(f->ds, hear, &other, &err), LY_E_LIMIT);
+	for (size_t i = 1; i < LY_DATASTORE_HOOKS_MAX; i++)
+		ly_datastore_off_change(f->ds, hear, &other);
+	ly_datastore_off_change(f->ds, hear, &h);
+	ly_datastore_changed(f->ds, &c);
+	assert_int_equal(h.n, 6);
+	assert_int_equal(other.n, 1);
+}
+
 #define DS_CONTRACT_TESTS(setup, teardown)                                                     \
 	cmocka_unit_test_setup_teardown(test_schema_version_recorded, setup, teardown),          \
 	    cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),         \
@@ -887,6 +981,7 @@ test_kill9_after_ack(void **state)
 	    cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),           \
 	    cmocka_unit_test_setup_teardown(test_agents, setup, teardown),                       \
 	    cmocka_unit_test_setup_teardown(test_ca_state, setup, teardown),                     \
-	    cmocka_unit_test_setup_teardown(test_kill9_after_ack, setup, teardown)
+	    cmocka_unit_test_setup_teardown(test_kill9_after_ack, setup, teardown),              \
+	    cmocka_unit_test_setup_teardown(test_change_hook, setup, teardown)
 
 #endif /* LANYARD_TESTS_DATASTORE_CONTRACT_H */
