@@ -163,6 +163,62 @@
 #define LY_RPC_HANDSHAKE_TIMEOUT_MS 10000
 
 /*
+ * Every gRPC server of both daemons (rpc/bridge.c; issue 19: stream floods,
+ * idle connections; docs/security.md "Connection limits"):
+ *  - LY_RPC_STREAMS_MAX: concurrent streams per HTTP/2 connection,
+ *    advertised in SETTINGS_MAX_CONCURRENT_STREAMS. gRPC 1.51 enforces it
+ *    only once the client acknowledged our SETTINGS, so the bridge also
+ *    counts calls per connection and refuses one over it at once
+ *    (RESOURCE_EXHAUSTED, the stream ends);
+ *    A connection over it is shut down (rpc/sockscan.h);
+ *  - LY_RPC_CONNS_PER_ADDR_MAX: TCP connections from one peer address,
+ *    handshaking or not; checked once a second, the newest over it are
+ *    shut down (rpc/sockscan.h);
+ *  - LY_RPC_CALLS_PER_ADDR_MAX: calls open at once from one peer address
+ *    over all its connections (TCP only; "fd:" connections are counted per
+ *    uid instead, below); past it a new call is refused likewise;
+ *  - LY_RPC_REQUEST_TIMEOUT_MS: a call whose one request message has not
+ *    arrived by then is cancelled (a stream opened and left waiting);
+ *  - LY_RPC_METADATA_MAX: request metadata (headers) per call; gRPC refuses more;
+ *  - LY_RPC_IDLE_MS: a connection without a call for this long is closed
+ *    (GOAWAY: a real client reconnects transparently);
+ *  - LY_RPC_KEEPALIVE_MS / LY_RPC_KEEPALIVE_TIMEOUT_MS: a connection with
+ *    calls open is pinged this often, and closed when the ping is not
+ *    answered in time (a peer that vanished with streams open);
+ *  - LY_RPC_MEMORY_MAX: the memory gRPC may account to one server's
+ *    connections and calls (its resource quota); over it gRPC drops new
+ *    connections at accept and reclaims (cancels) calls;
+ *  - LY_RPC_REQUESTS_ARMED: grpc_server_request_call kept outstanding, so
+ *    calls that arrive in a burst are matched at once instead of queueing
+ *    inside gRPC;
+ *  - LY_RPC_SWEEP_MS: how often the bridge checks the above;
+ *  - LY_RPC_SHED_GROWTH_MAX: the memory guard. gRPC 1.51 has none of the
+ *    rapid-reset fixes (CVE-2023-44487): streams opened and reset at once
+ *    never reach us as calls, yet cost gRPC memory at hundreds of MB a
+ *    second. When the daemon's resident memory grows this far above its
+ *    recent level, every connection on which no call is being served is
+ *    shut down (rpc/bridge.c rpc_memory_guard).
+ */
+#define LY_RPC_STREAMS_MAX 100
+#define LY_RPC_CALLS_PER_ADDR_MAX 1000
+#define LY_RPC_CONNS_PER_ADDR_MAX 256
+#define LY_RPC_REQUEST_TIMEOUT_MS 10000
+#define LY_RPC_METADATA_MAX (16 * 1024)
+#define LY_RPC_IDLE_MS 30000
+#define LY_RPC_KEEPALIVE_MS 60000
+#define LY_RPC_KEEPALIVE_TIMEOUT_MS 20000
+#define LY_RPC_MEMORY_MAX (256 * 1024 * 1024)
+#define LY_RPC_REQUESTS_ARMED 32
+#define LY_RPC_SWEEP_MS 100
+#define LY_RPC_SHED_GROWTH_MAX (128ULL * 1024 * 1024)
+/*
+ * Workload API connections one uid may hold open at once (agent/wapi.c):
+ * a local user cannot take the whole LY_WAPI_CONNS_MAX, nor, with
+ * LY_RPC_STREAMS_MAX streams on each, the agent's memory.
+ */
+#define LY_WAPI_CONNS_PER_UID_MAX 128
+
+/*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
  * SVIDs one Workload API response may carry (X.509 or JWT) before the
  * library refuses it; bundles are capped by LY_BUNDLE_SET_MAX.
