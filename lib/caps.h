@@ -211,12 +211,16 @@
 #define LY_RPC_REQUESTS_ARMED 32
 #define LY_RPC_SWEEP_MS 100
 #define LY_RPC_SHED_GROWTH_MAX (128ULL * 1024 * 1024)
+#define LY_RPC_TRIM_MS 30000
+#define LY_RPC_SHED_MIN_AGE_MS 1000
 /*
  * Workload API connections one uid may hold open at once (agent/wapi.c):
- * a local user cannot take the whole LY_WAPI_CONNS_MAX, nor, with
- * LY_RPC_STREAMS_MAX streams on each, the agent's memory.
+ * a local user cannot take the whole LY_WAPI_CONNS_MAX. Generous because
+ * in Kubernetes every container running as root is uid 0 to the agent;
+ * the memory a uid's connections can cost is bounded by LY_RPC_STREAMS_MAX,
+ * LY_RPC_REQUEST_TIMEOUT_MS and the memory guard (LY_RPC_SHED_GROWTH_MAX).
  */
-#define LY_WAPI_CONNS_PER_UID_MAX 128
+#define LY_WAPI_CONNS_PER_UID_MAX 1024
 
 /*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
@@ -232,6 +236,16 @@
 #define LY_HTTP_REQUEST_MAX (8 * 1024)
 #define LY_HTTP_HEADERS_MAX 64
 #define LY_METRIC_SERIES_MAX 256
+/*
+ * The health listener's connections (rpc/health_http.h; issue 19: 70 idle
+ * connections starved every probe): when full, a new connection closes the
+ * oldest one that has not sent its request and is at least
+ * LY_HEALTH_EVICT_AGE_MS old (so one accept burst never evicts the probe
+ * accepted with it); and the listen backlog, deep enough that a probe's SYN
+ * is not dropped behind a burst of idle connections.
+ */
+#define LY_HEALTH_EVICT_AGE_MS 250
+#define LY_HEALTH_BACKLOG 1024
 
 /*
  * `lanyard-agent api watch -write` (agent/cli_helper.h): a pid file's size

@@ -19,6 +19,7 @@ struct conn {
 	struct conn *prev, *next;
 	int closing;  /* handles still to be closed */
 	bool answered;
+	uint64_t accepted_ms; /* uv_now at accept */
 	size_t len;
 	char in[LY_HTTP_REQUEST_MAX];
 	char *out;
@@ -32,7 +33,8 @@ struct ly_health_http {
 	ly_health_metrics_fn metrics;
 	void *arg;
 	uint16_t port;
-	size_t nconns;
+	size_t nconns;   /* in the list, closing ones included */
+	size_t nclosing; /* closed, waiting for their close callbacks */
 	struct conn *conns;
 	bool stopping;
 	bool listener_closed;
@@ -62,6 +64,7 @@ conn_closed_cb(uv_handle_t *handle)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	h->nconns--;
+	h->nclosing--;
 	free(c->out);
 	free(c);
 	maybe_free(h);
@@ -73,6 +76,7 @@ conn_close(struct conn *c)
 	if (c->closing > 0)
 		return;
 	c->closing = 2;
+	c->h->nclosing++;
 	uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 	uv_close((uv_handle_t *)&c->timer, conn_closed_cb);
 }
@@ -218,6 +222,27 @@ read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 }
 
 
+/*
+ * Closes the oldest connection that has not been answered (the list is
+ * newest first) and is at least LY_HEALTH_EVICT_AGE_MS old: connections
+ * accepted in the same burst as a probe have not been read yet, and must not
+ * push it out before its request is read. Nothing old enough: the new
+ * connection is the one refused.
+ */
+static void
+evict_oldest_idle(struct ly_health_http *h)
+{
+	struct conn *victim = NULL;
+	uint64_t now = uv_now(h->loop);
+
+	for (struct conn *c = h->conns; c != NULL; c = c->next) {
+		if (c->closing == 0 && !c->answered && now - c->accepted_ms >= LY_HEALTH_EVICT_AGE_MS)
+			victim = c;
+	}
+	if (victim != NULL)
+		conn_close(victim);
+}
+
 static void
 connection_cb(uv_stream_t *server, int status)
 {
@@ -228,6 +253,7 @@ connection_cb(uv_stream_t *server, int status)
 	if (c == NULL)
 		return; /* the pending connection is retried by libuv on the next turn */
 	c->h = h;
+	c->accepted_ms = uv_now(h->loop);
 	c->tcp.data = c;
 	c->timer.data = c;
 	if (uv_tcp_init(h->loop, &c->tcp) != 0) {
@@ -236,12 +262,18 @@ connection_cb(uv_stream_t *server, int status)
 	}
 	/* uv_timer_init cannot fail on a live loop (libuv src/timer.c). */
 	(void)uv_timer_init(h->loop, &c->timer);
+	/* Full: the oldest connection still waiting for its request makes room
+	 * (issue 19: 70 idle connections used to starve every probe). A probe
+	 * sends its request at once, so it is never the oldest for long; an
+	 * idle one only ever takes a slot from another idle one. */
+	if (h->nconns - h->nclosing >= LY_HEALTH_CONNS_MAX)
+		evict_oldest_idle(h);
 	c->next = h->conns;
 	if (h->conns != NULL)
 		h->conns->prev = c;
 	h->conns = c;
 	h->nconns++;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nconns > LY_HEALTH_CONNS_MAX ||
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nconns - h->nclosing > LY_HEALTH_CONNS_MAX ||
 	    uv_timer_start(&c->timer, timeout_cb, LY_HEALTH_READ_TIMEOUT_MS, 0) != 0 ||
 	    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
 		conn_close(c);
@@ -294,7 +326,7 @@ ly_health_http_start(uv_loop_t *loop, const struct ly_health_http_config *cfg, s
 	/* From here the listener handle must be closed: stop() frees asynchronously. */
 	r = uv_tcp_bind(&h->listener, (const struct sockaddr *)&ss, 0);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&h->listener, 64, connection_cb);
+		r = uv_listen((uv_stream_t *)&h->listener, LY_HEALTH_BACKLOG, connection_cb);
 	if (r != 0) {
 		rc = ly_error_set(err, LY_E_IO, "health: listen on %s:%u: %s", addr, (unsigned)cfg->bind_port,
 				  uv_strerror(r));
