@@ -108,6 +108,7 @@
 #include "lib/metrics.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
+#include "rpc/keycount.h"
 #include "rpc/rpc.h"
 
 #ifndef SO_PEERPIDFD
@@ -174,10 +175,11 @@ struct ly_wapi {
 	struct link streams;  /* open streams */
 	struct link jwt_reqs; /* FetchJWTSVID calls waiting for tokens */
 	size_t n_conns, n_attesting, n_jwt;
+	struct ly_keycount uid_conns; /* open connections per uid (LY_WAPI_CONNS_PER_UID_MAX) */
 	size_t n_streams[ST_KINDS];
 	uint64_t next_conn_id;
 	/* Counters (for metrics). */
-	uint64_t accepted, refused_busy, attest_failed, attest_denied, calls, denied, sent;
+	uint64_t accepted, refused_busy, refused_uid, attest_failed, attest_denied, calls, denied, sent;
 };
 
 /* One Workload API connection (the conn_ctx of its calls). */
@@ -186,6 +188,7 @@ struct wconn {
 	struct link link;
 	uint64_t id;
 	int refs;       /* the attestation phase, and gRPC's context once added */
+	uid_t uid;      /* counted in w->uid_conns until the connection is freed */
 	uv_pipe_t *pipe; /* holds the accepted fd until attestation ends */
 	struct ly_unix_peer peer;
 	unsigned attesting; /* attestors still running */
@@ -949,6 +952,7 @@ conn_unref(struct wconn *c)
 	struct ly_wapi *w = c->w;
 	list_del(&c->link);
 	w->n_conns--;
+	(void)ly_keycount_give(&w->uid_conns, &c->uid, sizeof(c->uid));
 	ly_sync_memory_burst(w->agent->sync); /* a thousand connections leave freed memory behind */
 	if (c->peer.pidfd >= 0)
 		(void)close(c->peer.pidfd);
@@ -1187,9 +1191,28 @@ on_connection(uv_stream_t *listener, int status)
 			log_warn("workload api: %zu connections open: refusing new ones", w->n_conns);
 		goto close;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
+	/* One local user cannot take the others' share (issue 19): at most
+	 * LY_WAPI_CONNS_PER_UID_MAX connections per uid; past it the client sees
+	 * UNAVAILABLE and retries, like the global cap above. */
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+		log_warn("workload api: no peer credentials: %s", strerror(errno));
 		goto close;
+	}
+	if (ly_keycount_take(&w->uid_conns, &cred.uid, sizeof(cred.uid), LY_WAPI_CONNS_PER_UID_MAX,
+		NULL) != LY_OK) {
+		if (w->refused_uid++ % 1000 == 0)
+			log_warn("workload api: uid %u holds %d connections: refusing its new ones",
+			    (unsigned)cred.uid, LY_WAPI_CONNS_PER_UID_MAX);
+		goto close;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		(void)ly_keycount_give(&w->uid_conns, &cred.uid, sizeof(cred.uid));
+		goto close;
+	}
+	c->uid = cred.uid;
 	c->w = w;
 	c->id = ++w->next_conn_id;
 	c->refs = 1; /* the attestation phase */
@@ -1455,6 +1478,7 @@ wapi_maybe_free(struct ly_wapi *w)
 		return;
 	ly_unix_attestor_free(w->unix_att);
 	free(w->kubelet_host);
+	ly_keycount_cleanup(&w->uid_conns);
 	free(w);
 }
 

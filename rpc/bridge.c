@@ -117,7 +117,7 @@ struct ly_rpc {
 	int handles;      /* libuv handles to close before the struct is freed */
 	unsigned ticks;
 	uint64_t rss_base;  /* resident bytes, following slow growth (rpc_memory_guard) */
-	bool trim_pending;  /* connections were shed: give freed memory back once it calms */
+	uint64_t trim_until; /* uv_now until which freed memory is given back each second */
 	uv_thread_t thread;
 	grpc_completion_queue *cq;
 
@@ -145,6 +145,7 @@ struct conn {
 	void *ctx;
 	int refs; /* 1 for the watcher, 1 per call */
 	bool hung;
+	uint64_t added_ms; /* uv_now when handed over */
 };
 
 struct ly_rpc_server {
@@ -370,11 +371,12 @@ rss_bytes(void)
  * down: the flood's connections hold none (their streams are reset, or wait
  * for a request until LY_RPC_REQUEST_TIMEOUT_MS), a real agent's or
  * workload's stream is kept, an idle real client reconnects. Freed memory is
- * given back (malloc_trim) once it calms down. The level follows slow,
+ * given back (malloc_trim, each second for LY_RPC_TRIM_MS after the last
+ * shedding). The level follows slow,
  * legitimate growth within about a minute.
  */
 static void
-rpc_memory_guard(struct ly_rpc *rpc)
+rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 {
 	uint64_t rss = rss_bytes();
 
@@ -392,13 +394,12 @@ rpc_memory_guard(struct ly_rpc *rpc)
 			log_warn("rpc: memory %" PRIu64 " MiB, %" PRIu64 " MiB over its level: "
 				 "%zu connections without a call served shut down",
 			    rss >> 20, (rss - rpc->rss_base) >> 20, shed);
-		else if (rpc->trim_pending)
-			(void)malloc_trim(0); /* nothing left to shed: give back what was freed */
-		rpc->trim_pending = true;
-	} else if (rpc->trim_pending) {
-		rpc->trim_pending = false;
-		(void)malloc_trim(0);
+		rpc->trim_until = now + LY_RPC_TRIM_MS;
 	}
+	/* gRPC frees a flood's streams as it works through them, for seconds
+	 * after the connections are gone: give the pages back as they come. */
+	if (second && now < rpc->trim_until)
+		(void)malloc_trim(0);
 }
 
 /* Every LY_RPC_SWEEP_MS (see call_sweep, rpc_memory_guard, caps.h). */
@@ -409,7 +410,7 @@ on_sweep(uv_timer_t *t)
 	uint64_t now = uv_now(rpc->loop);
 	bool second = ++rpc->ticks % (1000 / LY_RPC_SWEEP_MS) == 0;
 
-	rpc_memory_guard(rpc);
+	rpc_memory_guard(rpc, now, second);
 	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
 		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
 		call_sweep(srv, now);
@@ -851,13 +852,16 @@ server_shed(struct ly_rpc_server *srv)
 {
 	char key[32];
 	size_t shut = 0;
+	uint64_t now = uv_now(srv->rpc->loop);
 
-	if (srv->shutting_down)
+	if (srv->shutting_down || srv->cfg.trusted)
 		return 0;
 	for (struct link *l = srv->conns.next; l != &srv->conns; l = l->next) {
 		struct conn *conn = container_of(l, struct conn, link);
 		int n = snprintf(key, sizeof(key), "fd:%d", conn->fd_grpc);
-		if (conn->hung || n < 0 || (size_t)n >= sizeof(key) ||
+		/* A connection just handed over has had no time to have its call served. */
+		if (conn->hung || now - conn->added_ms < LY_RPC_SHED_MIN_AGE_MS || n < 0 ||
+		    (size_t)n >= sizeof(key) ||
 		    ly_keycount_get(&srv->conn_serving, key, (size_t)n) != 0)
 			continue;
 		if (shutdown(conn->fd_watch, SHUT_RDWR) == 0)
@@ -1425,6 +1429,7 @@ ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx, struct l
 	conn->fd_watch = fd_watch;
 	conn->ctx = conn_ctx;
 	conn->refs = 1;
+	conn->added_ms = uv_now(srv->rpc->loop);
 	list_init(&conn->link);
 	st = ly_conntab_put(&srv->conntab, fd_grpc, conn, &displaced, err);
 	if (st != LY_OK)
