@@ -212,7 +212,14 @@
 #define LY_RPC_SWEEP_MS 100
 #define LY_RPC_SHED_GROWTH_MAX (128ULL * 1024 * 1024)
 #define LY_RPC_TRIM_MS 30000
-#define LY_RPC_SHED_MIN_AGE_MS 1000
+/*
+ * A peer address whose TCP connections the memory guard shed has, for
+ * LY_RPC_SHED_PENALTY_MS, every connection serving no call shut down at
+ * each sweep (so a reconnection floods for one sweep at most); addresses
+ * remembered at once: LY_RPC_PENALTY_SLOTS (the oldest forgotten first).
+ */
+#define LY_RPC_SHED_PENALTY_MS 10000
+#define LY_RPC_PENALTY_SLOTS 64
 /*
  * Workload API connections one uid may hold open at once (agent/wapi.c):
  * a local user cannot take the whole LY_WAPI_CONNS_MAX. Generous because
@@ -221,6 +228,15 @@
  * LY_RPC_REQUEST_TIMEOUT_MS and the memory guard (LY_RPC_SHED_GROWTH_MAX).
  */
 #define LY_WAPI_CONNS_PER_UID_MAX 1024
+/*
+ * A uid whose connections the memory guard shed (rpc/bridge.c: connections
+ * entitled to no identity, serving no call, while memory jumps) has its new
+ * connections closed at accept for this long: without it, each reconnection
+ * would flood again before the guard's next look. Uids remembered at once:
+ * LY_WAPI_PENALTY_SLOTS (the oldest is forgotten first).
+ */
+#define LY_WAPI_SHED_PENALTY_MS 10000
+#define LY_WAPI_PENALTY_SLOTS 64
 
 /*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
@@ -239,10 +255,9 @@
 /*
  * The health listener's connections (rpc/health_http.h; issue 19: 70 idle
  * connections starved every probe): when full, a new connection closes the
- * oldest one that has not sent its request and is at least
- * LY_HEALTH_EVICT_AGE_MS old (so one accept burst never evicts the probe
- * accepted with it); and the listen backlog, deep enough that a probe's SYN
- * is not dropped behind a burst of idle connections.
+ * oldest one that has sent nothing yet, preferring one at least
+ * LY_HEALTH_EVICT_AGE_MS old; and the listen backlog, deep enough that a
+ * probe's SYN is not dropped behind a burst of idle connections.
  */
 #define LY_HEALTH_EVICT_AGE_MS 250
 #define LY_HEALTH_BACKLOG 1024

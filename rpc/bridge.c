@@ -145,7 +145,6 @@ struct conn {
 	void *ctx;
 	int refs; /* 1 for the watcher, 1 per call */
 	bool hung;
-	uint64_t added_ms; /* uv_now when handed over */
 };
 
 struct ly_rpc_server {
@@ -173,6 +172,11 @@ struct ly_rpc_server {
 	 * a connection with none is what rpc_memory_guard sheds first. */
 	struct ly_keycount conn_serving;
 	uint16_t tls_port; /* the TLS listener's port (sockscan.h), 0 without one */
+	struct {
+		char addr[LY_SOCKSCAN_PEER_MAX]; /* gRPC peer string without the port */
+		uint64_t until;                  /* uv_now; 0: free */
+	} penalty[LY_RPC_PENALTY_SLOTS];     /* LY_RPC_SHED_PENALTY_MS */
+	uint64_t penalty_until;              /* the latest of them */
 	uint64_t refused_calls; /* over a cap (logged now and then) */
 	uint64_t killed_conns;  /* shut down for a flood, or over LY_RPC_CONNS_PER_ADDR_MAX */
 	struct link conns;
@@ -347,6 +351,7 @@ on_async(uv_async_t *h)
 
 static void call_sweep(struct ly_rpc_server *srv, uint64_t now);
 static size_t server_shed(struct ly_rpc_server *srv);
+static size_t server_shed_tcp(struct ly_rpc_server *srv, bool all);
 
 /* This process's resident memory in bytes (0 when unknown). */
 static uint64_t
@@ -414,6 +419,8 @@ on_sweep(uv_timer_t *t)
 	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
 		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
 		call_sweep(srv, now);
+		if (now < srv->penalty_until)
+			(void)server_shed_tcp(srv, false);
 		if (!second)
 			continue;
 		ly_keycount_cleanup(&srv->conn_killed);
@@ -846,38 +853,90 @@ conn_kill(struct ly_rpc_server *srv, const char *peer)
 		    LY_RPC_STREAMS_MAX, srv->killed_conns);
 }
 
+/* Puts the address of `c` in the penalty box (its slot, a free one, or the oldest). */
+static void
+addr_penalize(struct ly_rpc_server *srv, const struct ly_sockscan_conn *c, uint64_t now)
+{
+	size_t slot = 0;
+
+	for (size_t i = 0; i < LY_RPC_PENALTY_SLOTS; i++) {
+		if (srv->penalty[i].until != 0 && strlen(srv->penalty[i].addr) == c->addr_len &&
+		    memcmp(srv->penalty[i].addr, c->peer, c->addr_len) == 0) {
+			slot = i;
+			break;
+		}
+		if (srv->penalty[i].until < srv->penalty[slot].until)
+			slot = i;
+	}
+	memcpy(srv->penalty[slot].addr, c->peer, c->addr_len);
+	srv->penalty[slot].addr[c->addr_len] = '\0';
+	srv->penalty[slot].until = now + LY_RPC_SHED_PENALTY_MS;
+	srv->penalty_until = srv->penalty[slot].until;
+}
+
+static bool
+addr_penalized(const struct ly_rpc_server *srv, const struct ly_sockscan_conn *c, uint64_t now)
+{
+	for (size_t i = 0; i < LY_RPC_PENALTY_SLOTS; i++) {
+		if (srv->penalty[i].until > now && strlen(srv->penalty[i].addr) == c->addr_len &&
+		    memcmp(srv->penalty[i].addr, c->peer, c->addr_len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * TCP connections serving no call: all of them (`all`, the memory guard,
+ * which also penalizes their addresses), or those from penalized addresses.
+ */
+static size_t
+server_shed_tcp(struct ly_rpc_server *srv, bool all)
+{
+	struct ly_sockscan_conn *v;
+	size_t nv, shut = 0;
+	uint64_t now = uv_now(srv->rpc->loop);
+
+	if (srv->tls_port == 0 || srv->shutting_down || srv->cfg.trusted ||
+	    ly_sockscan_list(srv->tls_port, &v, &nv, NULL) != LY_OK)
+		return 0;
+	for (size_t i = 0; i < nv; i++) {
+		if (ly_keycount_get(&srv->conn_serving, v[i].peer, strlen(v[i].peer)) != 0 ||
+		    (!all && !addr_penalized(srv, &v[i], now)))
+			continue;
+		if (ly_sockscan_shutdown_conn(&v[i], srv->tls_port)) {
+			shut++;
+			if (all)
+				addr_penalize(srv, &v[i], now);
+		}
+	}
+	free(v);
+	return shut;
+}
+
 /* Shuts down every connection of `srv` on which no call is being served (rpc_memory_guard). */
 static size_t
 server_shed(struct ly_rpc_server *srv)
 {
 	char key[32];
 	size_t shut = 0;
-	uint64_t now = uv_now(srv->rpc->loop);
 
 	if (srv->shutting_down || srv->cfg.trusted)
 		return 0;
 	for (struct link *l = srv->conns.next; l != &srv->conns; l = l->next) {
 		struct conn *conn = container_of(l, struct conn, link);
 		int n = snprintf(key, sizeof(key), "fd:%d", conn->fd_grpc);
-		/* A connection just handed over has had no time to have its call served. */
-		if (conn->hung || now - conn->added_ms < LY_RPC_SHED_MIN_AGE_MS || n < 0 ||
+		if (conn->hung || n < 0 ||
 		    (size_t)n >= sizeof(key) ||
-		    ly_keycount_get(&srv->conn_serving, key, (size_t)n) != 0)
+		    ly_keycount_get(&srv->conn_serving, key, (size_t)n) != 0 ||
+		    (srv->cfg.conn_keep != NULL && srv->cfg.conn_keep(conn->ctx, srv->cfg.arg)))
 			continue;
-		if (shutdown(conn->fd_watch, SHUT_RDWR) == 0)
+		if (shutdown(conn->fd_watch, SHUT_RDWR) == 0) {
 			shut++;
-	}
-	struct ly_sockscan_conn *v;
-	size_t nv;
-	if (srv->tls_port != 0 && ly_sockscan_list(srv->tls_port, &v, &nv, NULL) == LY_OK) {
-		for (size_t i = 0; i < nv; i++) {
-			if (ly_keycount_get(&srv->conn_serving, v[i].peer, strlen(v[i].peer)) == 0 &&
-			    ly_sockscan_shutdown_conn(&v[i], srv->tls_port))
-				shut++;
+			if (srv->cfg.conn_shed != NULL)
+				srv->cfg.conn_shed(conn->ctx, srv->cfg.arg);
 		}
-		free(v);
 	}
-	return shut;
+	return shut + server_shed_tcp(srv, true);
 }
 
 /*
@@ -1429,7 +1488,6 @@ ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx, struct l
 	conn->fd_watch = fd_watch;
 	conn->ctx = conn_ctx;
 	conn->refs = 1;
-	conn->added_ms = uv_now(srv->rpc->loop);
 	list_init(&conn->link);
 	st = ly_conntab_put(&srv->conntab, fd_grpc, conn, &displaced, err);
 	if (st != LY_OK)

@@ -19,6 +19,7 @@ struct conn {
 	struct conn *prev, *next;
 	int closing;  /* handles still to be closed */
 	bool answered;
+	bool got_data;        /* a byte of its request has arrived */
 	uint64_t accepted_ms; /* uv_now at accept */
 	size_t len;
 	char in[LY_HTTP_REQUEST_MAX];
@@ -206,6 +207,7 @@ read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (nread == 0 || c->answered)
 		return;
+	c->got_data = true;
 	if (c->len == sizeof(c->in) || buf->base != c->in + c->len) {
 		answer_text(c, 431, "Request Header Fields Too Large", "request too large\n");
 		return;
@@ -223,24 +225,41 @@ read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 
 /*
- * Closes the oldest connection that has not been answered (the list is
- * newest first) and is at least LY_HEALTH_EVICT_AGE_MS old: connections
- * accepted in the same burst as a probe have not been read yet, and must not
- * push it out before its request is read. Nothing old enough: the new
- * connection is the one refused.
+ * Makes room for `fresh` (issue 19: 70 idle connections used to starve
+ * every probe): closes the oldest other connection that has sent nothing
+ * yet, preferring one at least LY_HEALTH_EVICT_AGE_MS old (the list is
+ * newest first). A probe sends its request at once, so it is not idle, and
+ * an idle connection only ever takes the slot of another idle one. No
+ * candidate: false (`fresh` is the one to close).
  */
-static void
-evict_oldest_idle(struct ly_health_http *h)
+static bool
+evict_idle(struct ly_health_http *h, const struct conn *fresh)
 {
-	struct conn *victim = NULL;
+	struct conn *oldest = NULL, *old_enough = NULL;
 	uint64_t now = uv_now(h->loop);
 
 	for (struct conn *c = h->conns; c != NULL; c = c->next) {
-		if (c->closing == 0 && !c->answered && now - c->accepted_ms >= LY_HEALTH_EVICT_AGE_MS)
-			victim = c;
+		if (c == fresh || c->closing != 0 || c->answered || c->got_data)
+			continue;
+		oldest = c;
+		if (now - c->accepted_ms >= LY_HEALTH_EVICT_AGE_MS)
+			old_enough = c;
 	}
-	if (victim != NULL)
-		conn_close(victim);
+	struct conn *victim = old_enough != NULL ? old_enough : oldest;
+	if (victim == NULL)
+		return false;
+	conn_close(victim);
+	return true;
+}
+
+/* Whether the peer already sent something (a probe's request usually has arrived by accept). */
+static bool
+has_data(struct conn *c)
+{
+	uv_os_fd_t fd;
+	char b;
+
+	return uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
 static void
@@ -262,19 +281,22 @@ connection_cb(uv_stream_t *server, int status)
 	}
 	/* uv_timer_init cannot fail on a live loop (libuv src/timer.c). */
 	(void)uv_timer_init(h->loop, &c->timer);
-	/* Full: the oldest connection still waiting for its request makes room
-	 * (issue 19: 70 idle connections used to starve every probe). A probe
-	 * sends its request at once, so it is never the oldest for long; an
-	 * idle one only ever takes a slot from another idle one. */
-	if (h->nconns - h->nclosing >= LY_HEALTH_CONNS_MAX)
-		evict_oldest_idle(h);
 	c->next = h->conns;
 	if (h->conns != NULL)
 		h->conns->prev = c;
 	h->conns = c;
 	h->nconns++;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nconns - h->nclosing > LY_HEALTH_CONNS_MAX ||
-	    uv_timer_start(&c->timer, timeout_cb, LY_HEALTH_READ_TIMEOUT_MS, 0) != 0 ||
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		conn_close(c);
+		return;
+	}
+	c->got_data = has_data(c);
+	/* Full: an idle connection makes room, or this one goes (evict_idle). */
+	if (h->nconns - h->nclosing > LY_HEALTH_CONNS_MAX && !evict_idle(h, c)) {
+		conn_close(c);
+		return;
+	}
+	if (uv_timer_start(&c->timer, timeout_cb, LY_HEALTH_READ_TIMEOUT_MS, 0) != 0 ||
 	    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
 		conn_close(c);
 }
