@@ -183,7 +183,8 @@ ly_sockscan_cap_per_addr(uint16_t port, size_t max)
 
 	if (ly_sockscan_list(port, &v, &n, NULL) != LY_OK)
 		return 0;
-	qsort(v, n, sizeof(*v), by_addr_newest);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), by_addr_newest);
 	for (size_t i = 0; i < n;) {
 		size_t j = i;
 		while (j < n && v[j].addr_len == v[i].addr_len &&
