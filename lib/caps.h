@@ -197,7 +197,8 @@
  *    never reach us as calls, yet cost gRPC memory at hundreds of MB a
  *    second. When the daemon's resident memory grows this far above its
  *    recent level, every connection on which no call is being served is
- *    shut down (rpc/bridge.c rpc_memory_guard).
+ *    shut down (rpc/bridge.c rpc_memory_guard), except those that made a
+ *    call with a verified client certificate (enrolled agents).
  */
 #define LY_RPC_STREAMS_MAX 100
 #define LY_RPC_CALLS_PER_ADDR_MAX 1000

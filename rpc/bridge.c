@@ -171,6 +171,10 @@ struct ly_rpc_server {
 	/* Calls per connection whose request arrived and that are being served:
 	 * a connection with none is what rpc_memory_guard sheds first. */
 	struct ly_keycount conn_serving;
+	/* TCP connections (peer strings) that made a call with a verified client
+	 * certificate: never shed by the guard (enrolled agents); pruned each
+	 * second to the connections still open. */
+	struct ly_keycount conn_authed;
 	uint16_t tls_port; /* the TLS listener's port (sockscan.h), 0 without one */
 	struct {
 		char addr[LY_SOCKSCAN_PEER_MAX]; /* gRPC peer string without the port */
@@ -351,6 +355,7 @@ on_async(uv_async_t *h)
 
 static void call_sweep(struct ly_rpc_server *srv, uint64_t now);
 static size_t server_shed(struct ly_rpc_server *srv);
+static void authed_prune(struct ly_rpc_server *srv);
 static size_t server_shed_tcp(struct ly_rpc_server *srv, bool all);
 
 /* This process's resident memory in bytes (0 when unknown). */
@@ -424,6 +429,7 @@ on_sweep(uv_timer_t *t)
 		if (!second)
 			continue;
 		ly_keycount_cleanup(&srv->conn_killed);
+		authed_prune(srv);
 		if (srv->tls_port != 0 && !srv->shutting_down) {
 			size_t shut = ly_sockscan_cap_per_addr(srv->tls_port, LY_RPC_CONNS_PER_ADDR_MAX);
 			if (shut != 0 && srv->killed_conns++ % 100 == 0)
@@ -900,7 +906,9 @@ server_shed_tcp(struct ly_rpc_server *srv, bool all)
 	    ly_sockscan_list(srv->tls_port, &v, &nv, NULL) != LY_OK)
 		return 0;
 	for (size_t i = 0; i < nv; i++) {
-		if (ly_keycount_get(&srv->conn_serving, v[i].peer, strlen(v[i].peer)) != 0 ||
+		size_t plen = strlen(v[i].peer);
+		if (ly_keycount_get(&srv->conn_serving, v[i].peer, plen) != 0 ||
+		    ly_keycount_get(&srv->conn_authed, v[i].peer, plen) != 0 ||
 		    (!all && !addr_penalized(srv, &v[i], now)))
 			continue;
 		if (ly_sockscan_shutdown_conn(&v[i], srv->tls_port)) {
@@ -911,6 +919,28 @@ server_shed_tcp(struct ly_rpc_server *srv, bool all)
 	}
 	free(v);
 	return shut;
+}
+
+/* Keeps in srv->conn_authed only the connections still open. */
+static void
+authed_prune(struct ly_rpc_server *srv)
+{
+	struct ly_keycount keep = LY_KEYCOUNT_INIT;
+	struct ly_sockscan_conn *v;
+	size_t nv;
+
+	if (srv->conn_authed.nentries == 0 || srv->tls_port == 0 ||
+	    ly_sockscan_list(srv->tls_port, &v, &nv, NULL) != LY_OK)
+		return;
+	for (size_t i = 0; i < nv; i++) {
+		size_t plen = strlen(v[i].peer);
+		if (ly_keycount_get(&srv->conn_authed, v[i].peer, plen) != 0 &&
+		    ly_keycount_take(&keep, v[i].peer, plen, 1, NULL) != LY_OK)
+			break; /* out of memory: keep what fits */
+	}
+	free(v);
+	ly_keycount_cleanup(&srv->conn_authed);
+	srv->conn_authed = keep;
 }
 
 /* Shuts down every connection of `srv` on which no call is being served (rpc_memory_guard). */
@@ -1001,6 +1031,10 @@ call_begin(struct ly_rpc_call *call)
 		why = "unknown method";
 	}
 	call->begun_ms = uv_now(srv->rpc->loop);
+	if (call->spiffe_id != NULL && call->peer != NULL && srv->tls_port != 0 &&
+	    ly_keycount_get(&srv->conn_authed, call->peer, strlen(call->peer)) == 0)
+		if (ly_keycount_take(&srv->conn_authed, call->peer, strlen(call->peer), 1, NULL) != LY_OK)
+			log_debug("server: %s: not remembered as enrolled (out of memory)", call->peer);
 	if (reject == LY_RPC_OK && call->peer != NULL && !call_count(call)) {
 		reject = LY_RPC_RESOURCE_EXHAUSTED;
 		why = "too many calls open on this connection or from this address";
@@ -1258,6 +1292,7 @@ server_maybe_done(struct ly_rpc_server *srv)
 	ly_keycount_cleanup(&srv->addr_calls);
 	ly_keycount_cleanup(&srv->conn_killed);
 	ly_keycount_cleanup(&srv->conn_serving);
+	ly_keycount_cleanup(&srv->conn_authed);
 	free(srv);
 	rpc_maybe_shutdown_cq(rpc);
 }

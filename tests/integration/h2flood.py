@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """h2flood.py: an unauthenticated HTTP/2 stream flood, frames written by hand (RFC 9113, RFC 7541).
 
-    h2flood.py MODE TARGET CONNS STREAMS SECONDS PATH [ack]
+    h2flood.py MODE TARGET CONNS STREAMS SECONDS PATH [ack] [rate=N]
 
 MODE     hold:  open STREAMS streams on each connection (HEADERS without END_STREAM, no
                 DATA), then keep the connections open until SECONDS have passed;
@@ -11,6 +11,7 @@ MODE     hold:  open STREAMS streams on each connection (HEADERS without END_STR
 TARGET   tcp:HOST:PORT (TLS with ALPN h2, no client certificate, the server's certificate not
          checked) or unix:PATH (plaintext).
 PATH     the gRPC method the streams name (a real one, so that the server holds each call).
+rate=N   reset mode: at most N streams a second over all connections (default: as fast as it can).
 
 Without `ack` the client never acknowledges the server's SETTINGS (so a limit the server advertises
 is not in force for it: the worst case); with it, it does so before its first stream. It and reads and discards whatever the server sends. Prints one
@@ -134,7 +135,9 @@ def running(end):
 def main():
     signal.signal(signal.SIGINT, lambda *a: STOP.append(1))
     mode, target, nconns, nstreams, seconds, path = sys.argv[1:7]
-    ack = len(sys.argv) > 7 and sys.argv[7] == "ack"
+    ack = "ack" in sys.argv[7:]
+    rate = next((float(a[5:]) for a in sys.argv[7:] if a.startswith("rate=")), 0.0)
+    t_start = time.time()
     nconns, nstreams, seconds = int(nconns), int(nstreams), float(seconds)
     end = time.time() + seconds
     conns, opened, sent, errors = [], 0, 0, {}
@@ -174,6 +177,10 @@ def main():
                         continue
                 sent += c.streams(nstreams, True)
                 c.drain()
+                if rate > 0:
+                    ahead = sent / rate - (time.time() - t_start)
+                    if ahead > 0:
+                        time.sleep(ahead)
     print(json.dumps({"event": "done", "conns_opened": opened, "streams_sent": sent,
                       "closed_by_server": closed_by_server, "connect_errors": errors}), flush=True)
     for c in conns:
