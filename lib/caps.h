@@ -215,11 +215,12 @@
 #define LY_RPC_TRIM_MS 30000
 /*
  * A peer address whose TCP connections the memory guard shed has, for
- * LY_RPC_SHED_PENALTY_MS, every connection serving no call shut down at
- * each sweep (so a reconnection floods for one sweep at most); addresses
+ * LY_RPC_SHED_PENALTY_MS, every connection serving no call shut down every
+ * LY_RPC_PENALTY_SWEEP_MS (so a reconnection floods that long at most); addresses
  * remembered at once: LY_RPC_PENALTY_SLOTS (the oldest forgotten first).
  */
 #define LY_RPC_SHED_PENALTY_MS 10000
+#define LY_RPC_PENALTY_SWEEP_MS 10
 #define LY_RPC_PENALTY_SLOTS 64
 /*
  * Workload API connections one uid may hold open at once (agent/wapi.c):

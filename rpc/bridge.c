@@ -114,6 +114,7 @@ struct ly_rpc {
 	uv_loop_t *loop;
 	uv_async_t async;
 	uv_timer_t sweep; /* LY_RPC_SWEEP_MS: overdue requests, rates, connection caps, memory */
+	uv_timer_t penalty; /* LY_RPC_PENALTY_SWEEP_MS while an address is penalized */
 	int handles;      /* libuv handles to close before the struct is freed */
 	unsigned ticks;
 	uint64_t rss_base;  /* resident bytes, following slow growth (rpc_memory_guard) */
@@ -349,6 +350,7 @@ on_async(uv_async_t *h)
 		grpc_completion_queue_destroy(rpc->cq);
 		rpc->cq = NULL;
 		uv_close((uv_handle_t *)&rpc->sweep, rpc_free_cb);
+		uv_close((uv_handle_t *)&rpc->penalty, rpc_free_cb);
 		uv_close((uv_handle_t *)&rpc->async, rpc_free_cb);
 	}
 }
@@ -357,6 +359,7 @@ static void call_sweep(struct ly_rpc_server *srv, uint64_t now);
 static size_t server_shed(struct ly_rpc_server *srv);
 static void authed_prune(struct ly_rpc_server *srv);
 static size_t server_shed_tcp(struct ly_rpc_server *srv, bool all);
+static void on_penalty(uv_timer_t *t);
 
 /* This process's resident memory in bytes (0 when unknown). */
 static uint64_t
@@ -400,6 +403,9 @@ rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 		size_t shed = 0;
 		for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next)
 			shed += server_shed(container_of(l, struct ly_rpc_server, link));
+		if (shed != 0 && !uv_is_active((uv_handle_t *)&rpc->penalty))
+			(void)uv_timer_start(&rpc->penalty, on_penalty, LY_RPC_PENALTY_SWEEP_MS,
+			    LY_RPC_PENALTY_SWEEP_MS);
 		if (shed != 0)
 			log_warn("rpc: memory %" PRIu64 " MiB, %" PRIu64 " MiB over its level: "
 				 "%zu connections without a call served shut down",
@@ -410,6 +416,29 @@ rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 	 * after the connections are gone: give the pages back as they come. */
 	if (second && now < rpc->trim_until)
 		(void)malloc_trim(0);
+}
+
+/*
+ * Every LY_RPC_PENALTY_SWEEP_MS while an address is penalized: its new
+ * connections flood from their first byte, so they are shut down far sooner
+ * than the regular sweep would. Stops itself when no penalty is left.
+ */
+static void
+on_penalty(uv_timer_t *t)
+{
+	struct ly_rpc *rpc = t->data;
+	uint64_t now = uv_now(rpc->loop);
+	bool any = false;
+
+	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
+		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
+		if (now < srv->penalty_until) {
+			any = true;
+			(void)server_shed_tcp(srv, false);
+		}
+	}
+	if (!any)
+		uv_timer_stop(t);
 }
 
 /* Every LY_RPC_SWEEP_MS (see call_sweep, rpc_memory_guard, caps.h). */
@@ -424,8 +453,6 @@ on_sweep(uv_timer_t *t)
 	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
 		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
 		call_sweep(srv, now);
-		if (now < srv->penalty_until)
-			(void)server_shed_tcp(srv, false);
 		if (!second)
 			continue;
 		ly_keycount_cleanup(&srv->conn_killed);
@@ -488,8 +515,11 @@ ly_rpc_new(struct uv_loop_s *loop, struct ly_rpc **out, struct ly_error *err)
 	/* uv_timer_init cannot fail on a live loop (libuv src/timer.c); the
 	 * timer never keeps the loop alive by itself. */
 	(void)uv_timer_init(loop, &rpc->sweep);
+	(void)uv_timer_init(loop, &rpc->penalty);
 	rpc->sweep.data = rpc;
-	rpc->handles = 2;
+	rpc->penalty.data = rpc;
+	rpc->handles = 3;
+	uv_unref((uv_handle_t *)&rpc->penalty);
 	(void)uv_timer_start(&rpc->sweep, on_sweep, LY_RPC_SWEEP_MS, LY_RPC_SWEEP_MS);
 	uv_unref((uv_handle_t *)&rpc->sweep);
 	*out = rpc;
