@@ -186,6 +186,84 @@
 #define LY_RPC_HANDSHAKE_TIMEOUT_MS 10000
 
 /*
+ * Every gRPC server of both daemons (rpc/bridge.c; issue 19: stream floods,
+ * idle connections; docs/security.md "Connection limits"):
+ *  - LY_RPC_STREAMS_MAX: concurrent streams per HTTP/2 connection,
+ *    advertised in SETTINGS_MAX_CONCURRENT_STREAMS. gRPC 1.51 enforces it
+ *    only once the client acknowledged our SETTINGS, so the bridge also
+ *    counts calls per connection and refuses one over it at once
+ *    (RESOURCE_EXHAUSTED, the stream ends);
+ *    A connection over it is shut down (rpc/sockscan.h);
+ *  - LY_RPC_CONNS_PER_ADDR_MAX: TCP connections from one peer address,
+ *    handshaking or not; checked once a second, the newest over it are
+ *    shut down (rpc/sockscan.h);
+ *  - LY_RPC_CALLS_PER_ADDR_MAX: calls open at once from one peer address
+ *    over all its connections (TCP only; "fd:" connections are counted per
+ *    uid instead, below); past it a new call is refused likewise;
+ *  - LY_RPC_REQUEST_TIMEOUT_MS: a call whose one request message has not
+ *    arrived by then is cancelled (a stream opened and left waiting);
+ *  - LY_RPC_METADATA_MAX: request metadata (headers) per call; gRPC refuses more;
+ *  - LY_RPC_IDLE_MS: a connection without a call for this long is closed
+ *    (GOAWAY: a real client reconnects transparently);
+ *  - LY_RPC_KEEPALIVE_MS / LY_RPC_KEEPALIVE_TIMEOUT_MS: a connection with
+ *    calls open is pinged this often, and closed when the ping is not
+ *    answered in time (a peer that vanished with streams open);
+ *  - LY_RPC_MEMORY_MAX: the memory gRPC may account to one server's
+ *    connections and calls (its resource quota); over it gRPC drops new
+ *    connections at accept and reclaims (cancels) calls;
+ *  - LY_RPC_REQUESTS_ARMED: grpc_server_request_call kept outstanding, so
+ *    calls that arrive in a burst are matched at once instead of queueing
+ *    inside gRPC;
+ *  - LY_RPC_SWEEP_MS: how often the bridge checks the above;
+ *  - LY_RPC_SHED_GROWTH_MAX: the memory guard. gRPC 1.51 has none of the
+ *    rapid-reset fixes (CVE-2023-44487): streams opened and reset at once
+ *    never reach us as calls, yet cost gRPC memory at hundreds of MB a
+ *    second. When the daemon's resident memory grows this far above its
+ *    recent level, every connection on which no call is being served is
+ *    shut down (rpc/bridge.c rpc_memory_guard), except those that made a
+ *    call with a verified client certificate (enrolled agents).
+ */
+#define LY_RPC_STREAMS_MAX 100
+#define LY_RPC_CALLS_PER_ADDR_MAX 1000
+#define LY_RPC_CONNS_PER_ADDR_MAX 256
+#define LY_RPC_REQUEST_TIMEOUT_MS 10000
+#define LY_RPC_METADATA_MAX (16 * 1024)
+#define LY_RPC_IDLE_MS 30000
+#define LY_RPC_KEEPALIVE_MS 60000
+#define LY_RPC_KEEPALIVE_TIMEOUT_MS 20000
+#define LY_RPC_MEMORY_MAX (256 * 1024 * 1024)
+#define LY_RPC_REQUESTS_ARMED 32
+#define LY_RPC_SWEEP_MS 100
+#define LY_RPC_SHED_GROWTH_MAX (128ULL * 1024 * 1024)
+#define LY_RPC_TRIM_MS 30000
+/*
+ * A peer address whose TCP connections the memory guard shed has, for
+ * LY_RPC_SHED_PENALTY_MS, every connection serving no call shut down every
+ * LY_RPC_PENALTY_SWEEP_MS (so a reconnection floods that long at most); addresses
+ * remembered at once: LY_RPC_PENALTY_SLOTS (the oldest forgotten first).
+ */
+#define LY_RPC_SHED_PENALTY_MS 10000
+#define LY_RPC_PENALTY_SWEEP_MS 10
+#define LY_RPC_PENALTY_SLOTS 64
+/*
+ * Workload API connections one uid may hold open at once (agent/wapi.c):
+ * a local user cannot take the whole LY_WAPI_CONNS_MAX. Generous because
+ * in Kubernetes every container running as root is uid 0 to the agent;
+ * the memory a uid's connections can cost is bounded by LY_RPC_STREAMS_MAX,
+ * LY_RPC_REQUEST_TIMEOUT_MS and the memory guard (LY_RPC_SHED_GROWTH_MAX).
+ */
+#define LY_WAPI_CONNS_PER_UID_MAX 1024
+/*
+ * A uid whose connections the memory guard shed (rpc/bridge.c: connections
+ * entitled to no identity, serving no call, while memory jumps) has its new
+ * connections closed at accept for this long: without it, each reconnection
+ * would flood again before the guard's next look. Uids remembered at once:
+ * LY_WAPI_PENALTY_SLOTS (the oldest is forgotten first).
+ */
+#define LY_WAPI_SHED_PENALTY_MS 10000
+#define LY_WAPI_PENALTY_SLOTS 64
+
+/*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
  * SVIDs one Workload API response may carry (X.509 or JWT) before the
  * library refuses it; bundles are capped by LY_BUNDLE_SET_MAX.
@@ -199,6 +277,15 @@
 #define LY_HTTP_REQUEST_MAX (8 * 1024)
 #define LY_HTTP_HEADERS_MAX 64
 #define LY_METRIC_SERIES_MAX 256
+/*
+ * The health listener's connections (rpc/health_http.h; issue 19: 70 idle
+ * connections starved every probe): when full, a new connection closes the
+ * oldest one that has sent nothing yet, preferring one at least
+ * LY_HEALTH_EVICT_AGE_MS old; and the listen backlog, deep enough that a
+ * probe's SYN is not dropped behind a burst of idle connections.
+ */
+#define LY_HEALTH_EVICT_AGE_MS 250
+#define LY_HEALTH_BACKLOG 1024
 
 /*
  * `lanyard-agent api watch -write` (agent/cli_helper.h): a pid file's size

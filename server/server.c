@@ -548,6 +548,7 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 	methods = ly_admin_api_methods(&n);
 	struct ly_rpc_server_config admin_cfg = {
 		.methods = methods, .n_methods = n, .arg = srv, .max_request = LY_ADMIN_REQUEST_MAX,
+		.trusted = true, /* SO_PEERCRED-checked: never shed by the memory guard */
 		.conn_release = admin_conn_release,
 	};
 	LY_TRY(ly_rpc_server_new(srv->rpc, &admin_cfg, &srv->admin_server, err));
