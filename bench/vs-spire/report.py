@@ -73,7 +73,8 @@ def report(fig, out=sys.stdout):
     # 2. Storm
     for key in sorted(k[:-2] for k in L if k.startswith("storm") and k.endswith("_n")):
         n = L.get(key + "_n")
-        row(f"2. storm: agent exec -> all {n:,} SVIDs on a workload's stream, s", L.get(key + "_s"),
+        row(f"2. storm: agent exec -> all {n:,} SVIDs on their workloads' streams ({L.get(key + '_workloads', 1)} "
+            "workloads), s", L.get(key + "_s"),
             S.get(key + "_s"), nd=3)
         row(f"2. storm {n:,}: CPU agent / server, s", f"{L.get(key + '_agent_cpu_s')} / {L.get(key + '_server_cpu_s')}",
             f"{S.get(key + '_agent_cpu_s')} / {S.get(key + '_server_cpu_s')}")
@@ -123,11 +124,13 @@ def report(fig, out=sys.stdout):
         la, sa = L.get(f"mem_{key}_server"), S.get(f"mem_{key}_server")
         if la or sa:
             for q in ("VmRSS", "VmHWM"):
-                row(f"4. server, {lab} entries for one agent + the rest: {q}, KiB", (la or {}).get(q),
+                row(f"4. server, after the storm of {lab}: {q}, KiB", (la or {}).get(q),
                     (sa or {}).get(q), nd=0)
     la, sa = L.get("idle_agent_cpu_s_per_min", {}), S.get("idle_agent_cpu_s_per_min", {})
+    names = {"agent-a": "agent A (1,001 SVIDs)", "agent-b": "agent B (1,000 SVIDs)",
+             "agent-storm10000": "agent B (10,000 SVIDs)"}
     for k in sorted(set(la) | set(sa)):
-        row(f"4. idle CPU per minute, {k}, CPU s", la.get(k), sa.get(k), nd=3)
+        row(f"4. idle CPU per minute, {names.get(k, k)}, CPU s", la.get(k), sa.get(k), nd=3)
     row("4. idle CPU per minute, server, CPU s", L.get("idle_server_cpu_s_per_min"),
         S.get("idle_server_cpu_s_per_min"), nd=3)
     # 5. Revocation
