@@ -4,9 +4,10 @@
 #
 #   bench/vs-spire/run.sh [BUILD_DIR] [--quick] [--only lanyard|spire]
 #
-# --quick: 1,000 entries, fewer trials (about 10 minutes, most of it SPIRE's 5 s sync cycles and
-# the 120 s rotation TTL); without it: 1,000 and 10,000 entries, 30 revocation trials, 500
-# rotating SVIDs, and SPIRE's default LRU (1,000) as a second storm row.
+# --quick: 1,000 entries, fewer trials (about 7 minutes, most of it SPIRE's 5 s sync cycles and
+# the 120 s rotation TTL); without it (about 15 minutes): 1,000 and 10,000 entries, 30 revocation
+# trials, 500 rotating SVIDs, and SPIRE's default LRU (1,000) as another storm row. The first
+# build of SPIRE takes ~15 minutes more. Results and how to read them: docs/benchmarks.md.
 #
 # SPIRE is built by build-spire.sh into ${LANYARD_CACHE:-$HOME/.cache/lanyard}/spire-v1.13.3/bin
 # (Go from the module proxy; nothing of SPIRE's is kept in the repo); SPIRE_BIN=DIR uses binaries
