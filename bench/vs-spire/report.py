@@ -73,16 +73,19 @@ def report(fig, out=sys.stdout):
     # 2. Storm
     for key in sorted(k[:-2] for k in L if k.startswith("storm") and k.endswith("_n")):
         n = L.get(key + "_n")
-        row(f"2. storm: agent exec -> all {n:,} SVIDs on their workloads' streams ({L.get(key + '_workloads', 1)} "
-            "workloads), s", L.get(key + "_s"),
+        w = L.get(key + "_workloads", S.get(key + "_workloads", 1))
+        row(f"2. storm: agent exec -> all {n:,} SVIDs on their workloads' streams ({w} "
+            f"workload{'s' if w != 1 else ''}), s", L.get(key + "_s"),
             S.get(key + "_s"), nd=3)
         row(f"2. storm {n:,}: CPU agent / server, s", f"{L.get(key + '_agent_cpu_s')} / {L.get(key + '_server_cpu_s')}",
             f"{S.get(key + '_agent_cpu_s')} / {S.get(key + '_server_cpu_s')}")
     if S.get("lru_n"):
         row(f"2. SPIRE with its default LRU (1,000), {S['lru_n']:,} entries: SVIDs minted with no workload "
             f"asking, in {S.get('lru_wait_s')} s", None, S.get("lru_minted_unasked"), nd=0)
-        row(f"2. SPIRE with its default LRU, then a stream entitled to all {S['lru_n']:,}: open -> first "
-            "message / all on it, s", None, f"{S.get('lru_stream_first_msg_s')} / {S.get('lru_stream_all_s')}")
+        nw = (S["lru_n"] + 999) // 1000
+        row(f"2. SPIRE with its default LRU, then {nw} workloads entitled to 1,000 each ask at once: -> first "
+            f"message / all {S['lru_n']:,} on their streams, s", None,
+            f"{S.get('lru_stream_first_msg_s')} / {S.get('lru_stream_all_s')}")
     # 3. Fetch
     pp = fig.get("pingpong", {})
     floor_pp = f"socketpair ping-pong p50 {float(pp.get('p50_us', 0)) / 1e3:.3f} ms" if pp else ""
