@@ -2,7 +2,7 @@
  * wapi_client.c: a Workload API load generator on gRPC core, for
  * bench/agent_bench.py (which starts the server and the agent).
  *
- *   bench_wapi_client fetch -s SOCKET -n CLIENTS -r ROUNDS [-w PAUSE_MS] [-p AGENT_PID]
+ *   bench_wapi_client fetch -s SOCKET -n CLIENTS -r ROUNDS [-w PAUSE_MS] [-p AGENT_PID] [-H]
  *       Each round makes CLIENTS channels, each with its own connection to
  *       the agent's socket (GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL), then starts
  *       one FetchX509SVID per channel in one tight loop (metadata
@@ -16,6 +16,9 @@
  *       connection); then one grpc.health.v1.Health/Check per channel at
  *       once ("health_warm": the unary floor at the same concurrency). The
  *       channels are then destroyed and PAUSE_MS (default 300) pass.
+ *       -H leaves the Health/Check phase out: it is a floor only where
+ *       Check does no work (SPIRE's agent answers Check by making a
+ *       Workload API fetch of its own, bench/vs-spire).
  *       With -p, the agent's CPU time (all its threads, from
  *       /proc/PID/task/TID/schedstat) is summed over each kind of round, and
  *       printed per call next to this client's own.
@@ -103,6 +106,7 @@ struct client {
 
 static grpc_completion_queue *cq;
 static unsigned errors_printed;
+static bool no_health; /* -H: fetch mode without its Health/Check phase */
 
 static int64_t
 now_ns(void)
@@ -524,6 +528,7 @@ static void
 mode_fetch(const char *target, size_t n, unsigned rounds, unsigned pause_ms, long agent_pid)
 {
 	struct client *cl = calloc(n, sizeof(*cl));
+	size_t n_ph = no_health ? 2 : 3;
 	struct phase ph[3] = {
 		{ .name = "fetch_cold", .path = FETCH_METHOD },
 		{ .name = "fetch_warm", .path = FETCH_METHOD },
@@ -543,7 +548,7 @@ mode_fetch(const char *target, size_t n, unsigned rounds, unsigned pause_ms, lon
 			if ((cl[i].ch = channel_new(target)) == NULL)
 				die("grpc_channel_create failed");
 		}
-		for (size_t k = 0; k < 3; k++)
+		for (size_t k = 0; k < n_ph; k++)
 			phase_round(&ph[k], cl, n, r, agent_pid);
 		for (size_t i = 0; i < n; i++) {
 			grpc_channel_destroy(cl[i].ch);
@@ -553,8 +558,9 @@ mode_fetch(const char *target, size_t n, unsigned rounds, unsigned pause_ms, lon
 		struct timespec ts = { (time_t)(pause_ms / 1000), (long)(pause_ms % 1000) * 1000000L };
 		nanosleep(&ts, NULL);
 	}
-	for (size_t k = 0; k < 3; k++) {
+	for (size_t k = 0; k < n_ph; k++)
 		phase_print(&ph[k], n, rounds);
+	for (size_t k = 0; k < 3; k++) {
 		free(ph[k].lat);
 		free(ph[k].wall);
 	}
@@ -706,7 +712,7 @@ mode_pingpong(size_t iters)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: bench_wapi_client fetch -s SOCKET -n CLIENTS -r ROUNDS [-w PAUSE_MS] [-p AGENT_PID]\n"
+	fprintf(stderr, "usage: bench_wapi_client fetch -s SOCKET -n CLIENTS -r ROUNDS [-w PAUSE_MS] [-p AGENT_PID] [-H]\n"
 			"       bench_wapi_client paced -s SOCKET -n CLIENTS -R CALLS_PER_S -d SECONDS [-p AGENT_PID]\n"
 			"       bench_wapi_client unary -s SOCKET -i ITERS\n"
 			"       bench_wapi_client pingpong -i ITERS\n");
@@ -727,7 +733,7 @@ main(int argc, char **argv)
 		usage();
 	const char *mode = argv[1];
 	optind = 2;
-	while ((opt = getopt(argc, argv, "s:n:r:i:w:p:R:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:r:i:w:p:R:d:H")) != -1) {
 		switch (opt) {
 		case 's':
 			sock = optarg;
@@ -752,6 +758,9 @@ main(int argc, char **argv)
 			break;
 		case 'd':
 			seconds = strtoul(optarg, NULL, 10);
+			break;
+		case 'H':
+			no_health = true;
 			break;
 		default:
 			usage();
