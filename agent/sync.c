@@ -129,6 +129,7 @@
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- the steps table (sync_base.h) ------------------------------------------------------------- */
 
@@ -192,7 +193,8 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 		s->method = METHOD_K8S_PSAT;
 	if ((rc = ly_keymap_init(&s->retries, err)) != LY_OK)
 		goto fail;
-	if ((rc = ly_cache_new(s->td, &s->cache, err)) != LY_OK || (rc = ly_sched_new(&s->sched, err)) != LY_OK ||
+	if ((rc = ly_cache_new(s->td, &s->cache, err)) != LY_OK ||
+	    (rc = ly_rotation_sched_new(&s->sched, err)) != LY_OK ||
 	    (rc = ly_verifier_new(s->td, &s->verifier, err)) != LY_OK ||
 	    (rc = ly_rotation_rng_seed_random(&s->rng, err)) != LY_OK)
 		goto fail;
@@ -214,8 +216,11 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 		return ly_error_set(err, LY_E_INVALID, "sync: no loop or rpc");
 	LY_TRY(ly_state_dir_prepare(s->agent->cfg.data_dir, err));
 	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim };
-	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
-		LY_TRY(ly_sync_base_timer_new(s, timers[i], err));
+	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+		ly_status rc = ly_uvtimer_new(s->loop, s, false, timers[i], err);
+		if (rc != LY_OK)
+			return ly_error_wrap(err, rc, "sync");
+	}
 	ly_sync_persist_load(s);
 	if (!s->ident.valid) {
 		if (s->method == METHOD_NONE)
@@ -257,11 +262,11 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	s->stop_cb = cb;
 	s->stop_arg = arg;
 	s->phase = PH_STOPPING;
-	ly_sync_base_timer_close(&s->t_reconnect);
-	ly_sync_base_timer_close(&s->t_resync);
-	ly_sync_base_timer_close(&s->t_tick);
-	ly_sync_base_timer_close(&s->t_persist);
-	ly_sync_base_timer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_reconnect);
+	ly_uvtimer_close(&s->t_resync);
+	ly_uvtimer_close(&s->t_tick);
+	ly_uvtimer_close(&s->t_persist);
+	ly_uvtimer_close(&s->t_trim);
 	if (s->t_defer != NULL)
 		uv_timer_stop(s->t_defer);
 	ly_sync_jwt_flush(s);
@@ -298,12 +303,12 @@ ly_sync_free(struct ly_sync *s)
 {
 	if (s == NULL)
 		return;
-	ly_sync_base_timer_close(&s->t_reconnect);
-	ly_sync_base_timer_close(&s->t_resync);
-	ly_sync_base_timer_close(&s->t_tick);
-	ly_sync_base_timer_close(&s->t_persist);
-	ly_sync_base_timer_close(&s->t_defer);
-	ly_sync_base_timer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_reconnect);
+	ly_uvtimer_close(&s->t_resync);
+	ly_uvtimer_close(&s->t_tick);
+	ly_uvtimer_close(&s->t_persist);
+	ly_uvtimer_close(&s->t_defer);
+	ly_uvtimer_close(&s->t_trim);
 	/* Answers nobody waits for any more (wapi is gone): dropped without a call. */
 	ly_sync_jwt_drop_ready(s);
 	/* Channels left (a failed start): rpc/ frees gRPC's side on ly_rpc_close. */
@@ -320,7 +325,7 @@ ly_sync_free(struct ly_sync *s)
 	free(s->probe_roots_pem);
 	ly_sync_base_retries_clear(s);
 	ly_verifier_free(s->verifier);
-	ly_sched_free(s->sched);
+	ly_rotation_sched_free(s->sched);
 	ly_cache_free(s->cache);
 	OPENSSL_cleanse(s->att_expect, sizeof(s->att_expect));
 	free(s);

@@ -48,6 +48,7 @@
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- backoff (sync_internal.h) ----------------------------------------------------------- */
 
@@ -331,9 +332,10 @@ ly_sync_chan_call_start(struct ly_sync *s, struct chan *ch, struct ccall *c, con
 		return ly_error_set(err, LY_E_IO, "not connected to the server");
 	if (n > LY_RPC_MSG_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "%s: request over %d bytes", method, LY_RPC_MSG_MAX);
-	if ((buf.data = malloc(n + 1)) == NULL)
+	uint8_t *packed = malloc(n + 1);
+	if (packed == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "%s: out of memory", method);
-	buf.len = protobuf_c_message_pack(req, buf.data);
+	ly_buf_adopt(&buf, packed, protobuf_c_message_pack(req, packed));
 	c->s = s;
 	c->chan = ch;
 	struct ly_rpc_call_config cfg = {
@@ -384,6 +386,6 @@ ly_sync_chan_reconnect_later(struct ly_sync *s, const char *why)
 		s->backoff_attempt++;
 	log_info("server %s: %s: retrying in %" PRIu64 " ms", s->target, why, ms);
 	s->reconnect_armed = true;
-	ly_sync_base_timer_arm(s->t_reconnect, on_reconnect_timer, ms);
+	ly_uvtimer_arm(s->t_reconnect, on_reconnect_timer, ms);
 }
 

@@ -47,6 +47,7 @@
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- JWT-SVIDs ------------------------------------------------------------------------------ */
 
@@ -232,8 +233,9 @@ ly_sync_jwt_fetch(struct ly_sync *s, const char *entry_id, const char *const *au
 	const char *hit = ly_cache_jwt_get(s->cache, ci.entry->spiffe_id, audiences, naud, ly_sync_base_now_s());
 	if (hit == NULL && (s->phase != PH_ENROLLED || s->chan == NULL || s->denied))
 		return ly_error_set(err, LY_E_IO, "JWT-SVID: not connected to the server");
-	if (hit == NULL && s->jwt_inflight >= JWT_INFLIGHT_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "JWT-SVID: %d requests already waiting on the server", JWT_INFLIGHT_MAX);
+	if (hit == NULL && s->jwt_inflight >= LY_AGENT_JWT_INFLIGHT_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "JWT-SVID: %d requests already waiting on the server",
+		    LY_AGENT_JWT_INFLIGHT_MAX);
 
 	if ((op = calloc(1, sizeof(*op))) == NULL || (op->entry_id = strdup(entry_id)) == NULL ||
 	    (op->spiffe_id = strdup(ci.entry->spiffe_id)) == NULL || (op->aud = calloc(naud, sizeof(*op->aud))) == NULL)
@@ -254,7 +256,7 @@ ly_sync_jwt_fetch(struct ly_sync *s, const char *entry_id, const char *const *au
 		while (*tail != NULL)
 			tail = &(*tail)->next;
 		*tail = op;
-		ly_sync_base_timer_arm(s->t_defer, on_defer_timer, 0);
+		ly_uvtimer_arm(s->t_defer, on_defer_timer, 0);
 		return LY_OK;
 	}
 	op->base.on_done = jwt_on_done;

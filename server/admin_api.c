@@ -476,7 +476,7 @@ agent_pb_cleanup(struct agent_pb *pb)
 }
 
 static ly_status
-agent_pb_init(struct agent_pb *pb, const struct ly_agent *a, struct ly_error *err)
+agent_pb_init(struct agent_pb *pb, const struct ly_ds_agent *a, struct ly_error *err)
 {
 	memset(pb, 0, sizeof(*pb));
 	lanyard__admin__v1__agent__init(&pb->m);
@@ -496,7 +496,7 @@ h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *ar
 {
 	struct op op;
 	struct ly_error e;
-	struct ly_agent_list list = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list list = LY_DS_AGENT_LIST_INIT;
 	struct agent_pb *pbs = NULL;
 	Lanyard__Admin__V1__Agent **ptrs = NULL;
 	Lanyard__Admin__V1__AgentList out;
@@ -533,7 +533,7 @@ out:
 		agent_pb_cleanup(&pbs[i]);
 	free(pbs);
 	free(ptrs);
-	ly_agent_list_cleanup(&list);
+	ly_ds_agent_list_cleanup(&list);
 }
 
 /* EvictAgent and BanAgent. */
@@ -542,7 +542,7 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 {
 	struct op op;
 	struct ly_error e;
-	struct ly_agent *agent = NULL;
+	struct ly_ds_agent *agent = NULL;
 	struct agent_pb pb;
 	struct ly_admin_msg_agent_id rq;
 	ly_status st;
@@ -579,7 +579,7 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	op_reply(&op, &pb.m.base, 0);
 	agent_pb_cleanup(&pb);
 out:
-	ly_agent_free(agent);
+	ly_ds_agent_free(agent);
 	ly_admin_msg_agent_id_cleanup(&rq);
 }
 

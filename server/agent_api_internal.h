@@ -51,27 +51,16 @@
 #include "server/server.h"
 
 /* Pending attestations (x509pop challenges and tickets). */
-#define PENDING_MAX 1024
 #define PENDING_PER_LEAF 4
 #define PENDING_TTL 60
 #define TICKET_LEN LY_AGENTAPI_TICKET_LEN
-/* Watch streams in all and per agent. */
-#define WATCHERS_MAX 65536
+/* Watch streams per agent (in all: LY_AGENTAPI_WATCHERS_MAX). */
 #define WATCHERS_PER_AGENT 4
-/* k8s_psat attestations running or queued on the thread pool. */
-#define PSAT_INFLIGHT_MAX 8
-#define PSAT_CLUSTER_MAX LY_AGENTAPI_PSAT_CLUSTER_MAX
 /* The housekeeping timer, and the datastore poll every so many ticks. */
 #define SWEEP_MS 1000
 #define POLL_TICKS 5
 /* A failed entry refresh is retried after this long. */
 #define REFRESH_RETRY_MS 500
-/* A certificate serial as lower-case hex (RFC 5280: at most 20 bytes). */
-#define SERIAL_HEX_MAX 64
-/* The leaf PEM read from the auth context. */
-#define LEAF_PEM_MAX (2 * LY_CERT_DER_MAX + 1024)
-/* gRPC status details we send. */
-#define DETAILS_MAX 300
 
 struct ly_agent_api;
 
@@ -89,7 +78,7 @@ struct agent_api_pending {
 struct agent_api_prev_serial {
 	struct agent_api_prev_serial *next;
 	char *agent_id;
-	char serial[SERIAL_HEX_MAX + 1];
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
 	time_t expires;
 };
 
@@ -100,7 +89,7 @@ struct agent_api_watcher {
 	char *agent_id;
 	struct ly_selector *sels;
 	size_t n_sels;
-	char serial[SERIAL_HEX_MAX + 1]; /* of the SVID the stream was opened with */
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1]; /* of the SVID the stream was opened with */
 	time_t svid_expires;
 	struct ly_authz_watch *watch;
 	uint64_t bundle_seq;
@@ -112,7 +101,7 @@ struct agent_api_psat_work {
 	struct ly_agent_api *api; /* NULL once ly_agent_api_free ran */
 	struct ly_rpc_call *call;
 	const struct ly_attest_k8s_psat *cfg;
-	char cluster[PSAT_CLUSTER_MAX + 1];
+	char cluster[LY_K8S_CLUSTER_NAME_MAX + 1];
 	char *token;              /* wiped */
 	struct ly_buf csr;
 	bool has_csr_id;
@@ -141,7 +130,7 @@ struct ly_agent_api {
 	/* Watch streams, oldest first. */
 	struct agent_api_watcher *w_head, *w_tail;
 	size_t n_watchers;
-	struct agent_api_pending pending[PENDING_MAX];
+	struct agent_api_pending pending[LY_AGENTAPI_PENDING_MAX];
 	struct agent_api_prev_serial *prev;
 	struct agent_api_psat_work *psat;
 	size_t n_psat;
@@ -157,8 +146,8 @@ enum agent_api_metric {
 };
 
 struct agent_api_caller {
-	struct ly_agent *rec; /* the agent's record, owned */
-	char serial[SERIAL_HEX_MAX + 1];
+	struct ly_ds_agent *rec; /* the agent's record, owned */
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
 	time_t not_after;
 };
 
@@ -258,11 +247,11 @@ void agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t l
 /* ---- agent_api_auth.c ---- */
 
 /* A certificate's serial as lower-case hex without leading zeros ("0" for zero). */
-ly_status agent_api_auth_serial_hex(X509 *x, char out[SERIAL_HEX_MAX + 1], struct ly_error *err) LY_MUST_CHECK;
+ly_status agent_api_auth_serial_hex(X509 *x, char out[LY_DS_AGENT_SERIAL_MAX + 1], struct ly_error *err) LY_MUST_CHECK;
 
 /* The serial of the leaf of an issued chain. */
-ly_status agent_api_auth_chain_serial(const struct ly_buf *chain, char out[SERIAL_HEX_MAX + 1], struct ly_error *err)
-    LY_MUST_CHECK;
+ly_status agent_api_auth_chain_serial(const struct ly_buf *chain, char out[LY_DS_AGENT_SERIAL_MAX + 1],
+    struct ly_error *err) LY_MUST_CHECK;
 
 /* The previous serials of agents that renewed: forget, set, accept, sweep. */
 void agent_api_auth_prev_remove(struct ly_agent_api *api, const char *agent_id);

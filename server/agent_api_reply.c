@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
 
+#include "lib/caps.h"
 #include "lib/log.h"
 #include "server/ca.h"
 
@@ -58,13 +59,13 @@ agent_api_reply_metric(const struct ly_agent_api *api, enum agent_api_metric whi
 void
 agent_api_reply_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *what, const char *cause)
 {
-	char details[DETAILS_MAX];
+	char details[LY_GRPC_DETAILS_MAX];
 
 	/* Precisions bound the output, so it is cut rather than overflowing. */
 	if (cause != NULL && cause[0] != '\0')
-		(void)snprintf(details, sizeof(details), "%.*s: %.*s", 120, what, DETAILS_MAX - 124, cause);
+		(void)snprintf(details, sizeof(details), "%.*s: %.*s", 120, what, LY_GRPC_DETAILS_MAX - 124, cause);
 	else
-		(void)snprintf(details, sizeof(details), "%.*s", DETAILS_MAX - 1, what);
+		(void)snprintf(details, sizeof(details), "%.*s", LY_GRPC_DETAILS_MAX - 1, what);
 	ly_rpc_call_finish(call, code, details);
 }
 

@@ -1,6 +1,6 @@
 /*
  * agent_api_watch.c: the agent API's WatchEntries streams
- * (agent_api_internal.h): at most WATCHERS_MAX, WATCHERS_PER_AGENT per
+ * (agent_api_internal.h): at most LY_AGENTAPI_WATCHERS_MAX, WATCHERS_PER_AGENT per
  * agent (a newer watch replaces the oldest); each gets a snapshot, then the
  * deltas of its authorized set (authz.h) and the bundle's sequence.
  */
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/caps.h"
 #include "lib/log.h"
 #include "server/entry_pb.h"
 
@@ -232,7 +233,7 @@ agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, v
 	}
 	if (mine >= WATCHERS_PER_AGENT && oldest != NULL)
 		agent_api_watch_end(oldest, LY_RPC_ABORTED, "replaced by a newer watch of the same agent");
-	if (api->n_watchers >= WATCHERS_MAX) {
+	if (api->n_watchers >= LY_AGENTAPI_WATCHERS_MAX) {
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "too many watches");
 		goto out;
 	}
