@@ -59,6 +59,7 @@
 
 #include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "rpc/uvtimer.h"
 #include "server/ca.h"
@@ -346,15 +347,15 @@ static void
 on_sweep(uv_timer_t *t)
 {
 	struct ly_agent_api *api = t->data;
-	struct agent_api_watcher *w, *next;
+	struct ly_queue *q, *tmp;
 
 	if (api == NULL || api->stopped)
 		return;
 	time_t now = ly_server_now();
 	agent_api_pending_sweep(api, now);
 	agent_api_auth_prev_sweep(api, now);
-	for (w = api->w_head; w != NULL; w = next) {
-		next = w->next;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->watchers) {
+		struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
 		if (w->svid_expires <= now)
 			agent_api_watch_end(w, LY_RPC_UNAUTHENTICATED, "agent SVID expired: reconnect with a renewed one");
 	}
@@ -398,6 +399,7 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	if ((api = calloc(1, sizeof(*api))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent API: out of memory");
 	api->srv = srv;
+	ly_queue_init(&api->watchers);
 	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++)
 		api->pending[i].result = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
 	if ((rc = ly_uvtimer_new(srv->loop, api, true, &api->refresh_timer, err)) != LY_OK ||
@@ -450,15 +452,15 @@ ly_agent_api_bundle_changed(struct ly_agent_api *api)
 static void
 agent_removed(struct ly_agent_api *api, const char *agent_id, bool banned)
 {
-	struct agent_api_watcher *w, *next;
+	struct ly_queue *q, *tmp;
 	const char *why = banned ? "agent is banned" : "agent was evicted: it must attest again";
 
 	if (api == NULL || agent_id == NULL || api->stopped)
 		return;
 	agent_api_auth_prev_remove(api, agent_id);
 	agent_api_pending_drop_agent(api, agent_id);
-	for (w = api->w_head; w != NULL; w = next) {
-		next = w->next;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->watchers) {
+		struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
 		if (strcmp(w->agent_id, agent_id) == 0) {
 			log_info("watch of %s ended: %s", agent_id, why);
 			agent_api_watch_end(w, LY_RPC_PERMISSION_DENIED, why);
@@ -497,8 +499,10 @@ ly_agent_api_stop(struct ly_agent_api *api)
 	if (api == NULL || api->stopped)
 		return;
 	api->stopped = true;
-	while (api->w_head != NULL)
-		agent_api_watch_end(api->w_head, LY_RPC_UNAVAILABLE, "server shutting down");
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&api->watchers)) != NULL)
+		agent_api_watch_end(LY_QUEUE_DATA(q, struct agent_api_watcher, link), LY_RPC_UNAVAILABLE,
+		    "server shutting down");
 	/* Queued attestations are cancelled (their calls end in psat_after);
 	 * running ones finish on their own (at most the attestor's timeouts). */
 	for (struct agent_api_psat_work *pw = api->psat; pw != NULL; pw = pw->next)

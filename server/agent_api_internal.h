@@ -40,6 +40,7 @@
 #include "lib/buf.h"
 #include "lib/bundle.h"
 #include "lib/caps.h"
+#include "lib/queue.h"
 #include "lib/entry.h"
 #include "lib/error.h"
 #include "lib/x509pop.h"
@@ -83,7 +84,7 @@ struct agent_api_prev_serial {
 };
 
 struct agent_api_watcher {
-	struct agent_api_watcher *prev, *next;
+	struct ly_queue link; /* on ly_agent_api.watchers */
 	struct ly_agent_api *api;
 	struct ly_rpc_call *call;
 	char *agent_id;
@@ -128,7 +129,7 @@ struct ly_agent_api {
 	uv_timer_t *sweep_timer;
 	unsigned sweep_ticks;
 	/* Watch streams, oldest first. */
-	struct agent_api_watcher *w_head, *w_tail;
+	struct ly_queue watchers;
 	size_t n_watchers;
 	struct agent_api_pending pending[LY_AGENTAPI_PENDING_MAX];
 	struct agent_api_prev_serial *prev;
