@@ -62,6 +62,7 @@
 #include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "rpc/uvtimer.h"
+#include "server/bundle_pb.h"
 #include "server/ca.h"
 
 #define METHOD(name) "/lanyard.agent.v1.Agent/" name
@@ -288,7 +289,7 @@ static void
 h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
-	struct agent_api_reply_bundle pbb;
+	struct ly_bundle_pb pbb;
 	struct agent_api_caller c;
 	struct ly_error e;
 
@@ -300,11 +301,11 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		return;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-	} else if (agent_api_reply_bundle_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	} else if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 	} else {
 		agent_api_reply_send(call, &pbb.msg.base, false);
-		agent_api_reply_bundle_cleanup(&pbb);
+		ly_bundle_pb_cleanup(&pbb);
 	}
 	agent_api_auth_caller_cleanup(&c);
 }

@@ -18,6 +18,7 @@
 #include "lib/caps.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
+#include "server/bundle_pb.h"
 #include "server/ca.h"
 
 /* What a refused attestation is, as a gRPC code. */
@@ -56,7 +57,7 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 {
 	struct ly_spiffe_id sid;
 	struct ly_buf chain = LY_BUF_INIT;
-	struct agent_api_reply_bundle pbb;
+	struct ly_bundle_pb pbb;
 	struct ly_selector *sel_copy = NULL;
 	char serial[LY_DS_AGENT_SERIAL_MAX + 1], type_buf[32];
 	time_t exp = 0;
@@ -109,7 +110,7 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 	if (!renewal)
 		agent_api_reply_metric(api, MX_ATTEST_OK, type_buf, 1);
 
-	if (agent_api_reply_bundle_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 		goto out;
 	}
@@ -130,7 +131,7 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 	}
 out:
 	ly_selectors_free(sel_copy, n_sels);
-	agent_api_reply_bundle_cleanup(&pbb);
+	ly_bundle_pb_cleanup(&pbb);
 	ly_buf_free(&chain);
 }
 

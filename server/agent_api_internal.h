@@ -152,16 +152,6 @@ struct agent_api_caller {
 	time_t not_after;
 };
 
-/* The CA's bundle as a proto Bundle. */
-struct agent_api_reply_bundle {
-	Lanyard__Agent__V1__Bundle msg;
-	char td[LY_TRUST_DOMAIN_MAX + 1];
-	ProtobufCBinaryData *x509;
-	Lanyard__Agent__V1__JWTAuthority *jwt;
-	Lanyard__Agent__V1__JWTAuthority **jwt_ptrs;
-	size_t n_jwt;
-};
-
 /* ---- agent_api_reply.c ---- */
 
 /* Adds to one of the server's metrics; nothing without the health listener. */
@@ -178,11 +168,6 @@ enum ly_rpc_code agent_api_reply_sign_code(ly_status rc);
 
 /* Packs `m` and sends it as the call's reply (LY_RPC_WIPE when `secret`). */
 void agent_api_reply_send(struct ly_rpc_call *call, const ProtobufCMessage *m, bool secret);
-
-/* The CA's bundle as a proto Bundle; cleaned up by agent_api_reply_bundle_cleanup. */
-ly_status agent_api_reply_bundle_make(const struct ly_bundle *b, struct agent_api_reply_bundle *p, struct ly_error *err)
-    LY_MUST_CHECK;
-void agent_api_reply_bundle_cleanup(struct agent_api_reply_bundle *p);
 
 /* The CA bundle's sequence (0 without one). */
 uint64_t agent_api_reply_bundle_sequence(const struct ly_agent_api *api);
