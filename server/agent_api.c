@@ -401,6 +401,8 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 		return ly_error_set(err, LY_E_NOMEM, "agent API: out of memory");
 	api->srv = srv;
 	ly_queue_init(&api->watchers);
+	ly_queue_init(&api->prev);
+	ly_queue_init(&api->psat);
 	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++)
 		api->pending[i].result = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
 	if ((rc = ly_uvtimer_new(srv->loop, api, true, &api->refresh_timer, err)) != LY_OK ||
@@ -506,8 +508,8 @@ ly_agent_api_stop(struct ly_agent_api *api)
 		    "server shutting down");
 	/* Queued attestations are cancelled (their calls end in psat_after);
 	 * running ones finish on their own (at most the attestor's timeouts). */
-	for (struct agent_api_psat_work *pw = api->psat; pw != NULL; pw = pw->next)
-		(void)uv_cancel((uv_req_t *)&pw->req);
+	LY_QUEUE_FOREACH(q, &api->psat)
+		(void)uv_cancel((uv_req_t *)&LY_QUEUE_DATA(q, struct agent_api_psat_work, link)->req);
 	ly_uvtimer_close(&api->refresh_timer);
 	ly_uvtimer_close(&api->sweep_timer);
 }
@@ -521,13 +523,15 @@ ly_agent_api_free(struct ly_agent_api *api)
 	if (api->srv->ds != NULL)
 		ly_datastore_off_change(api->srv->ds, on_store_change, api);
 	/* Work still in flight outlives us: it ends its call by itself. */
-	for (struct agent_api_psat_work *pw = api->psat; pw != NULL; pw = pw->next)
-		pw->api = NULL;
-	api->psat = NULL;
+	struct ly_queue *q, *tmp;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->psat) {
+		LY_QUEUE_DATA(q, struct agent_api_psat_work, link)->api = NULL;
+		ly_queue_remove(q);
+	}
 	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++)
 		agent_api_pending_clear(&api->pending[i]);
-	while (api->prev != NULL)
-		agent_api_auth_prev_remove(api, api->prev->agent_id);
+	while ((q = ly_queue_head(&api->prev)) != NULL)
+		agent_api_auth_prev_remove(api, LY_QUEUE_DATA(q, struct agent_api_prev_serial, link)->agent_id);
 	agent_api_replica_clear(api);
 	free(api);
 }

@@ -19,6 +19,7 @@
 #include "lib/caps.h"
 #include "lib/der.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "lib/x509svid.h"
 
@@ -89,10 +90,12 @@ agent_api_auth_chain_serial(const struct ly_buf *chain, char out[LY_DS_AGENT_SER
 void
 agent_api_auth_prev_remove(struct ly_agent_api *api, const char *agent_id)
 {
-	for (struct agent_api_prev_serial **pp = &api->prev; *pp != NULL; pp = &(*pp)->next) {
-		if (strcmp((*pp)->agent_id, agent_id) == 0) {
-			struct agent_api_prev_serial *p = *pp;
-			*pp = p->next;
+	struct ly_queue *q;
+
+	LY_QUEUE_FOREACH(q, &api->prev) {
+		struct agent_api_prev_serial *p = LY_QUEUE_DATA(q, struct agent_api_prev_serial, link);
+		if (strcmp(p->agent_id, agent_id) == 0) {
+			ly_queue_remove(q);
 			free(p->agent_id);
 			free(p);
 			return;
@@ -114,14 +117,16 @@ agent_api_auth_prev_set(struct ly_agent_api *api, const char *agent_id, const ch
 	}
 	memcpy(p->serial, serial, strlen(serial) + 1);
 	p->expires = expires;
-	p->next = api->prev;
-	api->prev = p;
+	ly_queue_insert_head(&api->prev, &p->link);
 }
 
 bool
 agent_api_auth_prev_ok(const struct ly_agent_api *api, const char *agent_id, const char *serial, time_t now)
 {
-	for (const struct agent_api_prev_serial *p = api->prev; p != NULL; p = p->next) {
+	struct ly_queue *q;
+
+	LY_QUEUE_FOREACH(q, &api->prev) {
+		const struct agent_api_prev_serial *p = LY_QUEUE_DATA(q, struct agent_api_prev_serial, link);
 		if (strcmp(p->agent_id, agent_id) == 0)
 			return p->expires > now && strcmp(p->serial, serial) == 0;
 	}
@@ -131,16 +136,14 @@ agent_api_auth_prev_ok(const struct ly_agent_api *api, const char *agent_id, con
 void
 agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now)
 {
-	struct agent_api_prev_serial **pp = &api->prev;
+	struct ly_queue *q, *tmp;
 
-	while (*pp != NULL) {
-		struct agent_api_prev_serial *p = *pp;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->prev) {
+		struct agent_api_prev_serial *p = LY_QUEUE_DATA(q, struct agent_api_prev_serial, link);
 		if (p->expires <= now) {
-			*pp = p->next;
+			ly_queue_remove(q);
 			free(p->agent_id);
 			free(p);
-		} else {
-			pp = &p->next;
 		}
 	}
 }

@@ -17,6 +17,7 @@
 
 #include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "server/bundle_pb.h"
 #include "server/ca.h"
@@ -221,13 +222,8 @@ psat_after(uv_work_t *req, int status)
 	struct ly_agent_api *api = pw->api;
 
 	if (api != NULL) {
-		for (struct agent_api_psat_work **pp = &api->psat; *pp != NULL; pp = &(*pp)->next) {
-			if (*pp == pw) {
-				*pp = pw->next;
-				api->n_psat--;
-				break;
-			}
-		}
+		ly_queue_remove(&pw->link);
+		api->n_psat--;
 	}
 	if (status != 0 || api == NULL || api->stopped) {
 		ly_rpc_call_finish(pw->call, LY_RPC_UNAVAILABLE, "server stopping");
@@ -271,6 +267,7 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_a
 		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
 		return;
 	}
+	ly_queue_init(&pw->link);
 	pw->req.data = pw;
 	pw->api = api;
 	pw->call = call;
@@ -291,8 +288,7 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_a
 		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "attestation unavailable, retry later", NULL);
 		return;
 	}
-	pw->next = api->psat;
-	api->psat = pw;
+	ly_queue_insert_head(&api->psat, &pw->link);
 	api->n_psat++;
 }
 

@@ -77,7 +77,7 @@ struct agent_api_pending {
 
 /* The SVID an agent held before its last renewal. */
 struct agent_api_prev_serial {
-	struct agent_api_prev_serial *next;
+	struct ly_queue link; /* on ly_agent_api.prev */
 	char *agent_id;
 	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
 	time_t expires;
@@ -98,7 +98,7 @@ struct agent_api_watcher {
 
 struct agent_api_psat_work {
 	uv_work_t req;
-	struct agent_api_psat_work *next;
+	struct ly_queue link; /* on ly_agent_api.psat while api is set */
 	struct ly_agent_api *api; /* NULL once ly_agent_api_free ran */
 	struct ly_rpc_call *call;
 	const struct ly_attest_k8s_psat *cfg;
@@ -132,8 +132,8 @@ struct ly_agent_api {
 	struct ly_queue watchers;
 	size_t n_watchers;
 	struct agent_api_pending pending[LY_AGENTAPI_PENDING_MAX];
-	struct agent_api_prev_serial *prev;
-	struct agent_api_psat_work *psat;
+	struct ly_queue prev; /* struct agent_api_prev_serial */
+	struct ly_queue psat; /* struct agent_api_psat_work */
 	size_t n_psat;
 };
 
