@@ -125,6 +125,7 @@
 #include "lib/jwt.h"
 #include "lib/keys.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
@@ -173,6 +174,7 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 	if (changes != NULL)
 		s->changes = *changes;
 	s->loop = agent->loop;
+	ly_queue_init(&s->chans);
 	/* One part per core, within libuv's pool (4 threads unless UV_THREADPOOL_SIZE says otherwise). */
 	s->verify_parts = uv_available_parallelism();
 	if (s->verify_parts > ISSUE_VERIFY_PARTS)
@@ -272,20 +274,18 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	ly_sync_jwt_flush(s);
 	ly_sync_watch_drop_all(s);
 	/* Every call ends now (each still gets its status, later). */
-	while (s->chans != NULL) {
-		struct chan *c = s->chans;
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&s->chans)) != NULL) {
+		struct chan *c = LY_QUEUE_DATA(q, struct chan, link);
 		bool had_calls = c->ncalls > 0;
 		ly_sync_chan_kill(s, c);
-		if (had_calls) {
-			/* Killed but kept until its calls are back: unlink it from the walk. */
-			for (struct chan **p = &s->chans; *p != NULL; p = &(*p)->next) {
-				if (*p == c) {
-					*p = c->next;
-					c->next = NULL;
-					break;
-				}
-			}
-		}
+		/*
+		 * Killed but kept until its calls are back: unlink it from the
+		 * walk. Still first only if it was kept (a channel whose calls all
+		 * ended in the kill is freed and off the list): c is not read.
+		 */
+		if (had_calls && ly_queue_head(&s->chans) == q)
+			ly_queue_remove(q);
 	}
 	s->chan = NULL;
 	/* The last word on disk: what we hold now. */
@@ -312,9 +312,10 @@ ly_sync_free(struct ly_sync *s)
 	/* Answers nobody waits for any more (wapi is gone): dropped without a call. */
 	ly_sync_jwt_drop_ready(s);
 	/* Channels left (a failed start): rpc/ frees gRPC's side on ly_rpc_close. */
-	while (s->chans != NULL) {
-		struct chan *c = s->chans;
-		s->chans = c->next;
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&s->chans)) != NULL) {
+		struct chan *c = LY_QUEUE_DATA(q, struct chan, link);
+		ly_queue_remove(q);
 		ly_sync_chan_tls_check_free(c->tc);
 		free(c);
 	}

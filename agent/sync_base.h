@@ -35,6 +35,7 @@
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/error.h"
+#include "lib/queue.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
 
@@ -101,7 +102,7 @@ struct chan {
 	bool mtls;    /* with our SVID as client certificate */
 	bool retired; /* no new calls; freed when the last one ends */
 	uint64_t serial;
-	struct chan *next; /* every channel of ours, current and retired */
+	struct ly_queue link; /* on ly_sync.chans: every channel of ours, current and retired */
 };
 
 struct ccall;
@@ -172,7 +173,7 @@ struct ly_sync {
 	bool probe_busy;
 
 	struct chan *chan; /* the current channel, NULL between reconnections */
-	struct chan *chans; /* all of them */
+	struct ly_queue chans; /* struct chan, all of them */
 	uint64_t chan_serial;
 	struct watch *watch, *watch_next;
 	uint64_t watch_serial, resync_mark;

@@ -44,6 +44,7 @@
 #include "lib/jwt.h"
 #include "lib/keys.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
@@ -146,12 +147,7 @@ tls_verify(void *arg, const char *leaf_pem, const char *chain_pem, struct ly_err
 static void
 chan_destroy(struct chan *c)
 {
-	for (struct chan **p = &c->s->chans; *p != NULL; p = &(*p)->next) {
-		if (*p == c) {
-			*p = c->next;
-			break;
-		}
-	}
+	ly_queue_remove(&c->link);
 	if (c->ch != NULL)
 		ly_rpc_channel_free(c->ch);
 	ly_sync_chan_tls_check_free(c->tc);
@@ -217,6 +213,7 @@ ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, struct ly_erro
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
 	c->s = s;
+	ly_queue_init(&c->link);
 	if ((c->tc = calloc(1, sizeof(*c->tc))) == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
 		goto out;
@@ -255,8 +252,7 @@ ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, struct ly_erro
 	struct ly_rpc_channel_config cfg = { .target = s->target, .tls = &tls, .max_response = 0 };
 	if ((rc = ly_rpc_channel_new(s->agent->rpc, &cfg, &c->ch, err)) != LY_OK)
 		goto out;
-	c->next = s->chans;
-	s->chans = c;
+	ly_queue_insert_head(&s->chans, &c->link);
 	*out = c;
 	c = NULL;
 out:
