@@ -175,6 +175,7 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 		s->changes = *changes;
 	s->loop = agent->loop;
 	ly_queue_init(&s->chans);
+	ly_queue_init(&s->jwt_ready);
 	/* One part per core, within libuv's pool (4 threads unless UV_THREADPOOL_SIZE says otherwise). */
 	s->verify_parts = uv_available_parallelism();
 	if (s->verify_parts > ISSUE_VERIFY_PARTS)

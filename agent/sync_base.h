@@ -209,7 +209,7 @@ struct ly_sync {
 	bool cache_dirty, agent_dirty, persist_busy;
 
 	/* JWT-SVIDs. */
-	struct jwt_op *jwt_ready; /* answered, waiting for the deferred callback */
+	struct ly_queue jwt_ready; /* struct jwt_op: answered, waiting for the deferred callback */
 	unsigned jwt_inflight;
 
 	/* Timers (heap: freed in their close callback, so ly_sync_free need not wait). */
