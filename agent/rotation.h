@@ -143,18 +143,4 @@ ly_status ly_rotation_apply_changes(struct ly_rotation_sched *s, const struct ly
 ly_status ly_rotation_schedule_all(struct ly_rotation_sched *s, const struct ly_cache *c, int64_t now_ms,
     struct ly_error *err) LY_MUST_CHECK;
 
-/*
- * The old names, for agent/sync.c only until its split into agent/sync_*.c
- * lands (issue 17); the split converts them and this block goes.
- */
-#define ly_sched ly_rotation_sched
-#define ly_sched_batch ly_rotation_batch
-#define ly_sched_batch_cleanup ly_rotation_batch_cleanup
-#define ly_sched_batch_init ly_rotation_batch_init
-#define ly_sched_free ly_rotation_sched_free
-#define ly_sched_new ly_rotation_sched_new
-#define ly_sched_next_ms ly_rotation_sched_next_ms
-#define ly_sched_pop_due ly_rotation_sched_pop_due
-#define ly_sched_put ly_rotation_sched_put
-
 #endif /* LANYARD_AGENT_ROTATION_H */

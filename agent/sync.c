@@ -125,10 +125,12 @@
 #include "lib/jwt.h"
 #include "lib/keys.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- the steps table (sync_base.h) ------------------------------------------------------------- */
 
@@ -172,6 +174,8 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 	if (changes != NULL)
 		s->changes = *changes;
 	s->loop = agent->loop;
+	ly_queue_init(&s->chans);
+	ly_queue_init(&s->jwt_ready);
 	/* One part per core, within libuv's pool (4 threads unless UV_THREADPOOL_SIZE says otherwise). */
 	s->verify_parts = uv_available_parallelism();
 	if (s->verify_parts > ISSUE_VERIFY_PARTS)
@@ -192,7 +196,8 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 		s->method = METHOD_K8S_PSAT;
 	if ((rc = ly_keymap_init(&s->retries, err)) != LY_OK)
 		goto fail;
-	if ((rc = ly_cache_new(s->td, &s->cache, err)) != LY_OK || (rc = ly_sched_new(&s->sched, err)) != LY_OK ||
+	if ((rc = ly_cache_new(s->td, &s->cache, err)) != LY_OK ||
+	    (rc = ly_rotation_sched_new(&s->sched, err)) != LY_OK ||
 	    (rc = ly_verifier_new(s->td, &s->verifier, err)) != LY_OK ||
 	    (rc = ly_rotation_rng_seed_random(&s->rng, err)) != LY_OK)
 		goto fail;
@@ -214,8 +219,11 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 		return ly_error_set(err, LY_E_INVALID, "sync: no loop or rpc");
 	LY_TRY(ly_state_dir_prepare(s->agent->cfg.data_dir, err));
 	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim };
-	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
-		LY_TRY(ly_sync_base_timer_new(s, timers[i], err));
+	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+		ly_status rc = ly_uvtimer_new(s->loop, s, false, timers[i], err);
+		if (rc != LY_OK)
+			return ly_error_wrap(err, rc, "sync");
+	}
 	ly_sync_persist_load(s);
 	if (!s->ident.valid) {
 		if (s->method == METHOD_NONE)
@@ -257,30 +265,28 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	s->stop_cb = cb;
 	s->stop_arg = arg;
 	s->phase = PH_STOPPING;
-	ly_sync_base_timer_close(&s->t_reconnect);
-	ly_sync_base_timer_close(&s->t_resync);
-	ly_sync_base_timer_close(&s->t_tick);
-	ly_sync_base_timer_close(&s->t_persist);
-	ly_sync_base_timer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_reconnect);
+	ly_uvtimer_close(&s->t_resync);
+	ly_uvtimer_close(&s->t_tick);
+	ly_uvtimer_close(&s->t_persist);
+	ly_uvtimer_close(&s->t_trim);
 	if (s->t_defer != NULL)
 		uv_timer_stop(s->t_defer);
 	ly_sync_jwt_flush(s);
 	ly_sync_watch_drop_all(s);
 	/* Every call ends now (each still gets its status, later). */
-	while (s->chans != NULL) {
-		struct chan *c = s->chans;
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&s->chans)) != NULL) {
+		struct chan *c = LY_QUEUE_DATA(q, struct chan, link);
 		bool had_calls = c->ncalls > 0;
 		ly_sync_chan_kill(s, c);
-		if (had_calls) {
-			/* Killed but kept until its calls are back: unlink it from the walk. */
-			for (struct chan **p = &s->chans; *p != NULL; p = &(*p)->next) {
-				if (*p == c) {
-					*p = c->next;
-					c->next = NULL;
-					break;
-				}
-			}
-		}
+		/*
+		 * Killed but kept until its calls are back: unlink it from the
+		 * walk. Still first only if it was kept (a channel whose calls all
+		 * ended in the kill is freed and off the list): c is not read.
+		 */
+		if (had_calls && ly_queue_head(&s->chans) == q)
+			ly_queue_remove(q);
 	}
 	s->chan = NULL;
 	/* The last word on disk: what we hold now. */
@@ -298,18 +304,19 @@ ly_sync_free(struct ly_sync *s)
 {
 	if (s == NULL)
 		return;
-	ly_sync_base_timer_close(&s->t_reconnect);
-	ly_sync_base_timer_close(&s->t_resync);
-	ly_sync_base_timer_close(&s->t_tick);
-	ly_sync_base_timer_close(&s->t_persist);
-	ly_sync_base_timer_close(&s->t_defer);
-	ly_sync_base_timer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_reconnect);
+	ly_uvtimer_close(&s->t_resync);
+	ly_uvtimer_close(&s->t_tick);
+	ly_uvtimer_close(&s->t_persist);
+	ly_uvtimer_close(&s->t_defer);
+	ly_uvtimer_close(&s->t_trim);
 	/* Answers nobody waits for any more (wapi is gone): dropped without a call. */
 	ly_sync_jwt_drop_ready(s);
 	/* Channels left (a failed start): rpc/ frees gRPC's side on ly_rpc_close. */
-	while (s->chans != NULL) {
-		struct chan *c = s->chans;
-		s->chans = c->next;
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&s->chans)) != NULL) {
+		struct chan *c = LY_QUEUE_DATA(q, struct chan, link);
+		ly_queue_remove(q);
 		ly_sync_chan_tls_check_free(c->tc);
 		free(c);
 	}
@@ -320,7 +327,7 @@ ly_sync_free(struct ly_sync *s)
 	free(s->probe_roots_pem);
 	ly_sync_base_retries_clear(s);
 	ly_verifier_free(s->verifier);
-	ly_sched_free(s->sched);
+	ly_rotation_sched_free(s->sched);
 	ly_cache_free(s->cache);
 	OPENSSL_cleanse(s->att_expect, sizeof(s->att_expect));
 	free(s);

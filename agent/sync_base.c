@@ -50,6 +50,7 @@
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- the clock -------------------------------------------------------------------------------- */
 
@@ -74,49 +75,6 @@ ly_sync_base_rand32(void)
 	if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
 		r = (uint32_t)ly_sync_base_now_ms();
 	return r;
-}
-
-/* ---- timers --------------------------------------------------------------------------------- */
-
-static void
-timer_closed(uv_handle_t *h)
-{
-	free(h);
-}
-
-ly_status
-ly_sync_base_timer_new(struct ly_sync *s, uv_timer_t **out, struct ly_error *err)
-{
-	uv_timer_t *t = calloc(1, sizeof(*t));
-
-	*out = NULL;
-	if (t == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "sync: out of memory");
-	if (uv_timer_init(s->loop, t) != 0) {
-		free(t);
-		return ly_error_set(err, LY_E_INTERNAL, "sync: timer");
-	}
-	t->data = s;
-	*out = t;
-	return LY_OK;
-}
-
-void
-ly_sync_base_timer_close(uv_timer_t **t)
-{
-	if (*t == NULL)
-		return;
-	uv_timer_stop(*t);
-	(*t)->data = NULL;
-	uv_close((uv_handle_t *)*t, timer_closed);
-	*t = NULL;
-}
-
-void
-ly_sync_base_timer_arm(uv_timer_t *t, uv_timer_cb cb, uint64_t ms)
-{
-	if (t != NULL)
-		uv_timer_start(t, cb, ms, 0);
 }
 
 /*
@@ -165,7 +123,7 @@ void
 ly_sync_base_memory_burst(struct ly_sync *s)
 {
 	if (s != NULL && s->t_trim != NULL)
-		ly_sync_base_timer_arm(s->t_trim, on_trim_timer, TRIM_DELAY_MS);
+		ly_uvtimer_arm(s->t_trim, on_trim_timer, TRIM_DELAY_MS);
 }
 
 /* Our user's change callbacks (sync.h); none while we load what was persisted. */
@@ -385,7 +343,7 @@ on_stop_timer(uv_timer_t *t)
 		return;
 	void (*cb)(void *) = s->stop_cb;
 	s->stop_cb = NULL;
-	ly_sync_base_timer_close(&s->t_defer);
+	ly_uvtimer_close(&s->t_defer);
 	cb(s->stop_arg);
 }
 
@@ -403,6 +361,6 @@ ly_sync_base_stop_maybe_done(struct ly_sync *s)
 	    s->stats.svids_issued, s->stats.svids_failed, s->stats.batches, s->stats.watch_updates, s->stats.renewals,
 	    s->stats.jwt_minted);
 	if (s->t_defer != NULL)
-		ly_sync_base_timer_arm(s->t_defer, on_stop_timer, 0);
+		ly_uvtimer_arm(s->t_defer, on_stop_timer, 0);
 }
 

@@ -35,6 +35,7 @@
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/error.h"
+#include "lib/queue.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
 
@@ -53,14 +54,10 @@
 #define UNARY_TIMEOUT_MS 15000
 /* The workload SVID cache is written at most this often. */
 #define PERSIST_DEBOUNCE_MS 1000
-/* JWT-SVID requests waiting on the server at once; beyond, refused (the workload retries). */
-#define JWT_INFLIGHT_MAX 1024
 /* The server's SPIFFE ID is spiffe://<td> followed by this (docs/agent-api.md). */
 #define SERVER_ID_PATH LY_SERVER_ID_PATH
 /* The insecure bootstrap's TLS probe gives up after this long. */
 #define PROBE_TIMEOUT_MS 5000
-/* An EntriesUpdate this large counts as a burst (~1,000 entries): memory is handed back after it. */
-#define WATCH_BURST_BYTES (256 * 1024)
 /*
  * A batch's answers are verified on up to ISSUE_VERIFY_PARTS pool threads
  * at once, each over its own contiguous run of items (verification is
@@ -105,7 +102,7 @@ struct chan {
 	bool mtls;    /* with our SVID as client certificate */
 	bool retired; /* no new calls; freed when the last one ends */
 	uint64_t serial;
-	struct chan *next; /* every channel of ours, current and retired */
+	struct ly_queue link; /* on ly_sync.chans: every channel of ours, current and retired */
 };
 
 struct ccall;
@@ -164,7 +161,7 @@ struct ly_sync {
 	enum method method;
 
 	struct ly_cache *cache;
-	struct ly_sched *sched;
+	struct ly_rotation_sched *sched;
 	struct ly_verifier *verifier;
 	struct ly_rotation_rng rng;
 	struct ident ident;
@@ -176,7 +173,7 @@ struct ly_sync {
 	bool probe_busy;
 
 	struct chan *chan; /* the current channel, NULL between reconnections */
-	struct chan *chans; /* all of them */
+	struct ly_queue chans; /* struct chan, all of them */
 	uint64_t chan_serial;
 	struct watch *watch, *watch_next;
 	uint64_t watch_serial, resync_mark;
@@ -212,7 +209,7 @@ struct ly_sync {
 	bool cache_dirty, agent_dirty, persist_busy;
 
 	/* JWT-SVIDs. */
-	struct jwt_op *jwt_ready; /* answered, waiting for the deferred callback */
+	struct ly_queue jwt_ready; /* struct jwt_op: answered, waiting for the deferred callback */
 	unsigned jwt_inflight;
 
 	/* Timers (heap: freed in their close callback, so ly_sync_free need not wait). */
@@ -264,11 +261,6 @@ struct ly_sync_steps {
 int64_t ly_sync_base_now_ms(void);
 int64_t ly_sync_base_now_s(void);
 uint32_t ly_sync_base_rand32(void);
-/* A heap timer of the loop (ly_sync_base_timer_close frees it, in its close callback). */
-ly_status ly_sync_base_timer_new(struct ly_sync *s, uv_timer_t **out, struct ly_error *err);
-void ly_sync_base_timer_close(uv_timer_t **t);
-/* (Re)starts `t` (NULL: nothing) for one shot after `ms`. */
-void ly_sync_base_timer_arm(uv_timer_t *t, uv_timer_cb cb, uint64_t ms);
 /* A burst of allocations ended: memory is handed back after a quiet 250 ms (sync.h). */
 void ly_sync_base_memory_burst(struct ly_sync *s);
 /* Our identity: set (key and chain taken), cleared (secrets wiped), expired at `now`. */

@@ -44,10 +44,12 @@
 #include "lib/jwt.h"
 #include "lib/keys.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- backoff (sync_internal.h) ----------------------------------------------------------- */
 
@@ -145,12 +147,7 @@ tls_verify(void *arg, const char *leaf_pem, const char *chain_pem, struct ly_err
 static void
 chan_destroy(struct chan *c)
 {
-	for (struct chan **p = &c->s->chans; *p != NULL; p = &(*p)->next) {
-		if (*p == c) {
-			*p = c->next;
-			break;
-		}
-	}
+	ly_queue_remove(&c->link);
 	if (c->ch != NULL)
 		ly_rpc_channel_free(c->ch);
 	ly_sync_chan_tls_check_free(c->tc);
@@ -216,6 +213,7 @@ ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, struct ly_erro
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
 	c->s = s;
+	ly_queue_init(&c->link);
 	if ((c->tc = calloc(1, sizeof(*c->tc))) == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
 		goto out;
@@ -254,8 +252,7 @@ ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, struct ly_erro
 	struct ly_rpc_channel_config cfg = { .target = s->target, .tls = &tls, .max_response = 0 };
 	if ((rc = ly_rpc_channel_new(s->agent->rpc, &cfg, &c->ch, err)) != LY_OK)
 		goto out;
-	c->next = s->chans;
-	s->chans = c;
+	ly_queue_insert_head(&s->chans, &c->link);
 	*out = c;
 	c = NULL;
 out:
@@ -331,9 +328,10 @@ ly_sync_chan_call_start(struct ly_sync *s, struct chan *ch, struct ccall *c, con
 		return ly_error_set(err, LY_E_IO, "not connected to the server");
 	if (n > LY_RPC_MSG_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "%s: request over %d bytes", method, LY_RPC_MSG_MAX);
-	if ((buf.data = malloc(n + 1)) == NULL)
+	uint8_t *packed = malloc(n + 1);
+	if (packed == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "%s: out of memory", method);
-	buf.len = protobuf_c_message_pack(req, buf.data);
+	ly_buf_adopt(&buf, packed, protobuf_c_message_pack(req, packed));
 	c->s = s;
 	c->chan = ch;
 	struct ly_rpc_call_config cfg = {
@@ -384,6 +382,6 @@ ly_sync_chan_reconnect_later(struct ly_sync *s, const char *why)
 		s->backoff_attempt++;
 	log_info("server %s: %s: retrying in %" PRIu64 " ms", s->target, why, ms);
 	s->reconnect_armed = true;
-	ly_sync_base_timer_arm(s->t_reconnect, on_reconnect_timer, ms);
+	ly_uvtimer_arm(s->t_reconnect, on_reconnect_timer, ms);
 }
 

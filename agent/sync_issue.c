@@ -49,6 +49,7 @@
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- workload SVID issuance ------------------------------------------------------------------ */
 
@@ -66,12 +67,6 @@ struct issue_item {
 	int64_t not_before, not_after;
 };
 
-/*
- * Batches in flight at once: while one batch's answers are verified, the
- * next one's keys and CSRs are made and the server signs it, so the agent's
- * pool, its loop and the server overlap instead of taking turns.
- */
-#define ISSUE_INFLIGHT_MAX 2
 #define ISSUE_VERIFY_PART_MIN 16 /* items: below this a part costs more than it saves */
 
 struct issue_part {
@@ -133,7 +128,7 @@ issue_reschedule_failed(struct ly_sync *s, struct issue_job *j, bool all)
 		unsigned n = ly_sync_base_retry_count(s, it->entry_id);
 		int64_t due = ly_rotation_retry_ms(now, n > 0 ? n - 1 : 0);
 		/* An SVID that is still valid keeps being served until the retry succeeds. */
-		if (ly_sched_put(s->sched, it->entry_id, due, now, &e) != LY_OK)
+		if (ly_rotation_sched_put(s->sched, it->entry_id, due, now, &e) != LY_OK)
 			log_error("entry %s: not rescheduled: %s", it->entry_id, e.msg);
 	}
 }
@@ -442,18 +437,18 @@ issue_item_fill(struct issue_item *it, const struct ly_entry *en)
 void
 ly_sync_issue_kick(struct ly_sync *s)
 {
-	struct ly_sched_batch batch;
+	struct ly_rotation_batch batch;
 	struct issue_job *j = NULL;
 	struct ly_cache_item ci;
 	struct ly_error e;
 
-	if (s->phase != PH_ENROLLED || s->issue_inflight >= ISSUE_INFLIGHT_MAX || s->chan == NULL ||
+	if (s->phase != PH_ENROLLED || s->issue_inflight >= LY_AGENT_ISSUE_INFLIGHT_MAX || s->chan == NULL ||
 	    s->reconnect_armed || s->denied)
 		return;
-	ly_sched_batch_init(&batch);
+	ly_rotation_batch_init(&batch);
 	for (;;) {
-		if (ly_sched_pop_due(s->sched, ly_sync_base_now_ms(), LY_ROTATION_COALESCE_MS, LY_ROTATION_BATCH_MAX, &batch,
-			&e) != LY_OK) {
+		if (ly_rotation_sched_pop_due(s->sched, ly_sync_base_now_ms(), LY_ROTATION_COALESCE_MS,
+			LY_ROTATION_BATCH_MAX, &batch, &e) != LY_OK) {
 			log_error("rotation: %s", e.msg);
 			break;
 		}
@@ -466,7 +461,7 @@ ly_sync_issue_kick(struct ly_sync *s)
 			/* Put them back a little later. */
 			for (size_t i = 0; i < batch.n; i++) {
 				int64_t now = ly_sync_base_now_ms();
-				if (ly_sched_put(s->sched, batch.keys[i], now + 1000, now, NULL) != LY_OK)
+				if (ly_rotation_sched_put(s->sched, batch.keys[i], now + 1000, now, NULL) != LY_OK)
 					log_error("entry %s: not rescheduled", batch.keys[i]);
 			}
 			break;
@@ -504,12 +499,12 @@ ly_sync_issue_kick(struct ly_sync *s)
 		s->issue_inflight++;
 		s->n_works++;
 		j = NULL;
-		if (s->issue_inflight >= ISSUE_INFLIGHT_MAX)
+		if (s->issue_inflight >= LY_AGENT_ISSUE_INFLIGHT_MAX)
 			break;
-		ly_sched_batch_cleanup(&batch); /* the next one, if more are due */
-		ly_sched_batch_init(&batch);
+		ly_rotation_batch_cleanup(&batch); /* the next one, if more are due */
+		ly_rotation_batch_init(&batch);
 	}
-	ly_sched_batch_cleanup(&batch);
+	ly_rotation_batch_cleanup(&batch);
 }
 
 /* ---- the tick: expiry, our renewal, issuance ------------------------------------------------- */
@@ -547,8 +542,8 @@ ly_sync_issue_tick_arm(struct ly_sync *s)
 	if (s->t_tick == NULL || s->phase == PH_STOPPING || s->phase == PH_NEW)
 		return;
 	bool connected = s->phase == PH_ENROLLED && s->chan != NULL && !s->reconnect_armed && !s->denied;
-	if (connected && s->issue_inflight < ISSUE_INFLIGHT_MAX) {
-		int64_t n = ly_sched_next_ms(s->sched);
+	if (connected && s->issue_inflight < LY_AGENT_ISSUE_INFLIGHT_MAX) {
+		int64_t n = ly_rotation_sched_next_ms(s->sched);
 		if (n < next)
 			next = n;
 	}
@@ -564,6 +559,6 @@ ly_sync_issue_tick_arm(struct ly_sync *s)
 	int64_t ms = next <= now ? 0 : (next - now > TICK_MAX_MS ? TICK_MAX_MS : next - now);
 	if (ms < 5)
 		ms = 5; /* a due event fires after a short pause, never in a tight loop */
-	ly_sync_base_timer_arm(s->t_tick, on_tick, (uint64_t)ms);
+	ly_uvtimer_arm(s->t_tick, on_tick, (uint64_t)ms);
 }
 

@@ -43,17 +43,19 @@
 #include "lib/jwt.h"
 #include "lib/keys.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- JWT-SVIDs ------------------------------------------------------------------------------ */
 
 struct jwt_op {
 	struct ccall base; /* the NewJWTSVID call, when one is made */
 	struct ly_sync *s;
-	struct jwt_op *next; /* the ready list */
+	struct ly_queue link; /* on ly_sync.jwt_ready */
 	ly_sync_jwt_cb cb;
 	void *arg;
 	char *entry_id;
@@ -91,20 +93,22 @@ jwt_op_answer(struct jwt_op *op)
 void
 ly_sync_jwt_flush(struct ly_sync *s)
 {
-	while (s->jwt_ready != NULL) {
-		struct jwt_op *op = s->jwt_ready;
-		s->jwt_ready = op->next;
-		jwt_op_answer(op);
+	struct ly_queue *q;
+
+	while ((q = ly_queue_head(&s->jwt_ready)) != NULL) {
+		ly_queue_remove(q);
+		jwt_op_answer(LY_QUEUE_DATA(q, struct jwt_op, link));
 	}
 }
 
 void
 ly_sync_jwt_drop_ready(struct ly_sync *s)
 {
-	while (s->jwt_ready != NULL) {
-		struct jwt_op *op = s->jwt_ready;
-		s->jwt_ready = op->next;
-		jwt_op_free(op);
+	struct ly_queue *q;
+
+	while ((q = ly_queue_head(&s->jwt_ready)) != NULL) {
+		ly_queue_remove(q);
+		jwt_op_free(LY_QUEUE_DATA(q, struct jwt_op, link));
 	}
 }
 
@@ -232,8 +236,9 @@ ly_sync_jwt_fetch(struct ly_sync *s, const char *entry_id, const char *const *au
 	const char *hit = ly_cache_jwt_get(s->cache, ci.entry->spiffe_id, audiences, naud, ly_sync_base_now_s());
 	if (hit == NULL && (s->phase != PH_ENROLLED || s->chan == NULL || s->denied))
 		return ly_error_set(err, LY_E_IO, "JWT-SVID: not connected to the server");
-	if (hit == NULL && s->jwt_inflight >= JWT_INFLIGHT_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "JWT-SVID: %d requests already waiting on the server", JWT_INFLIGHT_MAX);
+	if (hit == NULL && s->jwt_inflight >= LY_AGENT_JWT_INFLIGHT_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "JWT-SVID: %d requests already waiting on the server",
+		    LY_AGENT_JWT_INFLIGHT_MAX);
 
 	if ((op = calloc(1, sizeof(*op))) == NULL || (op->entry_id = strdup(entry_id)) == NULL ||
 	    (op->spiffe_id = strdup(ci.entry->spiffe_id)) == NULL || (op->aud = calloc(naud, sizeof(*op->aud))) == NULL)
@@ -250,11 +255,8 @@ ly_sync_jwt_fetch(struct ly_sync *s, const char *entry_id, const char *const *au
 		if ((op->token = strdup(hit)) == NULL)
 			goto nomem;
 		s->stats.jwt_cached++;
-		struct jwt_op **tail = &s->jwt_ready; /* answered in the order asked */
-		while (*tail != NULL)
-			tail = &(*tail)->next;
-		*tail = op;
-		ly_sync_base_timer_arm(s->t_defer, on_defer_timer, 0);
+		ly_queue_insert_tail(&s->jwt_ready, &op->link); /* answered in the order asked */
+		ly_uvtimer_arm(s->t_defer, on_defer_timer, 0);
 		return LY_OK;
 	}
 	op->base.on_done = jwt_on_done;

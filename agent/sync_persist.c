@@ -48,6 +48,7 @@
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
+#include "rpc/uvtimer.h"
 
 /* ---- persistence ------------------------------------------------------------------------------ */
 
@@ -110,7 +111,7 @@ persist_after(uv_work_t *w, int status)
 	s->n_works--;
 	if (s->phase != PH_STOPPING) {
 		if (s->agent_dirty || s->cache_dirty)
-			ly_sync_base_timer_arm(s->t_persist, on_persist_timer,
+			ly_uvtimer_arm(s->t_persist, on_persist_timer,
 			    failed ? 10 * PERSIST_DEBOUNCE_MS : PERSIST_DEBOUNCE_MS);
 	} else if (!failed) {
 		ly_sync_persist_kick(s); /* what changed while this was written (nothing, usually) */
@@ -190,7 +191,7 @@ fail:
 	if (j != NULL)
 		persist_job_free(j);
 	if (s->phase != PH_STOPPING)
-		ly_sync_base_timer_arm(s->t_persist, on_persist_timer, 10 * PERSIST_DEBOUNCE_MS);
+		ly_uvtimer_arm(s->t_persist, on_persist_timer, 10 * PERSIST_DEBOUNCE_MS);
 	else
 		s->agent_dirty = s->cache_dirty = false; /* give up: the stop must end */
 }
@@ -210,7 +211,7 @@ ly_sync_persist_cache_dirty(struct ly_sync *s)
 {
 	s->cache_dirty = true;
 	if (s->t_persist != NULL && !s->persist_busy && !uv_is_active((uv_handle_t *)s->t_persist))
-		ly_sync_base_timer_arm(s->t_persist, on_persist_timer, PERSIST_DEBOUNCE_MS);
+		ly_uvtimer_arm(s->t_persist, on_persist_timer, PERSIST_DEBOUNCE_MS);
 }
 
 /* Our SVID or the bundle changed: written at once (with the cache if it is dirty too). */
@@ -219,7 +220,7 @@ ly_sync_persist_agent_dirty(struct ly_sync *s)
 {
 	s->agent_dirty = true;
 	if (s->t_persist != NULL && !s->persist_busy)
-		ly_sync_base_timer_arm(s->t_persist, on_persist_timer, 0);
+		ly_uvtimer_arm(s->t_persist, on_persist_timer, 0);
 }
 
 static bool

@@ -245,7 +245,7 @@ ly_sync_watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 		bundle_fetch(s);
 out:
 	/* A large update (every resync of a big node is one) leaves thousands of small blocks freed. */
-	if (len >= WATCH_BURST_BYTES)
+	if (len >= LY_AGENT_WATCH_BURST_BYTES)
 		ly_sync_base_memory_burst(s);
 	ly_agentapi_update_cleanup(&up);
 	ly_cache_changes_cleanup(&cs);

@@ -175,6 +175,16 @@
 #define LY_AGENT_STATE_FILE_MAX (256 * 1024 * 1024)
 #define LY_WORKLOAD_REQUEST_MAX (64 * 1024)
 #define LY_JWT_AUDIENCE_MAX 1024
+/*
+ * The agent's server channel (agent/sync*.c): JWT-SVID requests waiting on
+ * the server at once (beyond, refused: the workload retries); X.509 batches
+ * in flight at once (while one is verified, the next one's keys and CSRs are
+ * made and the server signs it); an EntriesUpdate this large (~1,000
+ * entries) counts as a burst, after which memory is handed back.
+ */
+#define LY_AGENT_JWT_INFLIGHT_MAX 1024
+#define LY_AGENT_ISSUE_INFLIGHT_MAX 2
+#define LY_AGENT_WATCH_BURST_BYTES (256 * 1024)
 
 /*
  * The Workload API (agent/wapi.c): connections open at once (each holds a
@@ -307,9 +317,24 @@
 #define LY_ADMIN_REQUEST_MAX (256 * 1024)
 /* One audit line, newline included (server/audit.h). */
 #define LY_AUDIT_LINE_MAX 8192
-/* An agent's attestation type and SVID serial number, as stored text (datastore). */
+/*
+ * An agent's attestation type and SVID serial number, as stored text
+ * (datastore); the serial is lower-case hex (RFC 5280: at most 20 bytes),
+ * the same bound the Agent API reads a presented certificate's with.
+ */
 #define LY_DS_AGENT_TYPE_MAX 64
 #define LY_DS_AGENT_SERIAL_MAX 64
+/*
+ * The server's Agent API (server/agent_api*.c): pending attestations
+ * (x509pop challenges and enrolment tickets), watch streams open at once,
+ * k8s_psat attestations running or queued on the thread pool, the leaf PEM
+ * read from a call's auth context, and the gRPC status details it sends.
+ */
+#define LY_AGENTAPI_PENDING_MAX 1024
+#define LY_AGENTAPI_WATCHERS_MAX 65536
+#define LY_AGENTAPI_PSAT_INFLIGHT_MAX 8
+#define LY_AGENTAPI_LEAF_PEM_MAX (2 * LY_CERT_DER_MAX + 1024)
+#define LY_GRPC_DETAILS_MAX 300
 /* Extensions in one CSR looked through (duplicates are found among them). */
 #define LY_CSR_EXTS_MAX 32
 

@@ -3,6 +3,7 @@
  */
 #include "text.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -153,4 +154,15 @@ ly_text_escape(const char *s, char *out, size_t size)
 	}
 	out[o] = '\0';
 	return o;
+}
+
+void
+ly_text_error_vprint(const char *fmt, va_list ap)
+{
+	char msg[4096], line[4 * 4096];
+
+	fflush(stdout);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	(void)ly_text_escape(msg, line, sizeof(line));
+	fprintf(stderr, "Error: %s\n", line);
 }

@@ -15,12 +15,15 @@
  *                   separators and the bidirectional overrides and
  *                   isolates (U+2028-202E, U+2066-2069), which reorder or
  *                   break what a terminal shows. Printable UTF-8 is kept.
+ *   ly_text_error_vprint  the CLIs' one error line: "Error: " and the
+ *                   message, escaped, on stderr (stdout flushed first).
  *
- * Pure: no state, any thread.
+ * No state, any thread (ly_text_error_vprint writes to stdio's streams).
  */
 #ifndef LANYARD_TEXT_H
 #define LANYARD_TEXT_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #include "error.h"
@@ -38,5 +41,12 @@ ly_status ly_text_check(const char *what, const char *s, size_t cap, struct ly_e
  * end, when it does not fit. Returns the length written. `s` NULL is "".
  */
 size_t ly_text_escape(const char *s, char *out, size_t size);
+
+/*
+ * Flushes stdout, then prints "Error: " and the message `fmt` makes (cut
+ * at 4095 bytes), escaped, as one line on stderr: what both CLIs' fail()
+ * print, whatever the values in it hold (a newline, a terminal escape).
+ */
+void ly_text_error_vprint(const char *fmt, va_list ap) LY_PRINTF(1, 0);
 
 #endif /* LANYARD_TEXT_H */

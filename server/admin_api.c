@@ -28,7 +28,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <openssl/x509.h>
 
 #include "admin.pb-c.h"
 #include "agent.pb-c.h"
@@ -40,6 +39,7 @@
 #include "server/admin_msg.h"
 #include "server/attest.h"
 #include "server/audit.h"
+#include "server/bundle_pb.h"
 #include "server/ca.h"
 #include "server/datastore.h"
 #include "server/entry_pb.h"
@@ -407,10 +407,9 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 {
 	struct op op;
 	const struct ly_bundle *b;
-	Lanyard__Agent__V1__Bundle out;
-	ProtobufCBinaryData *x509 = NULL;
-	Lanyard__Agent__V1__JWTAuthority *jwt = NULL, **jwtp = NULL;
-	size_t nx, nj, done_j = 0;
+	struct ly_bundle_pb pb;
+	struct ly_error e;
+	ly_status rc;
 
 	if (!op_begin(&op, call, arg, NULL))
 		return;
@@ -419,47 +418,15 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		op_fail(&op, LY_RPC_UNAVAILABLE, "the CA has no bundle yet");
 		return;
 	}
-	nx = ly_bundle_x509_authority_count(b);
-	nj = ly_bundle_jwt_authority_count(b);
-	if ((nx > 0 && (x509 = calloc(nx, sizeof(*x509))) == NULL) ||
-	    (nj > 0 && ((jwt = calloc(nj, sizeof(*jwt))) == NULL || (jwtp = calloc(nj, sizeof(*jwtp))) == NULL))) {
-		op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < nx; i++) {
-		const struct ly_buf *der = ly_bundle_x509_authority(b, i);
-		x509[i].data = der->data;
-		x509[i].len = der->len;
-	}
-	for (; done_j < nj; done_j++) {
-		Lanyard__Agent__V1__JWTAuthority *a = &jwt[done_j];
-		unsigned char *spki = NULL;
-		lanyard__agent__v1__jwtauthority__init(a);
-		int n = i2d_PUBKEY(ly_bundle_jwt_authority_key(b, done_j), &spki);
-		if (n <= 0) {
+	if ((rc = ly_bundle_pb_make(b, &pb, &e)) != LY_OK) {
+		if (rc == LY_E_NOMEM)
+			op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		else
 			op_fail(&op, LY_RPC_INTERNAL, "cannot encode a JWT authority's public key");
-			goto out;
-		}
-		a->kid = unconst(ly_bundle_jwt_authority_kid(b, done_j));
-		a->public_key.data = spki;
-		a->public_key.len = (size_t)n;
-		jwtp[done_j] = a;
+		return;
 	}
-	lanyard__agent__v1__bundle__init(&out);
-	out.trust_domain = unconst(ly_bundle_trust_domain(b));
-	out.n_x509_authorities = nx;
-	out.x509_authorities = x509;
-	out.n_jwt_authorities = nj;
-	out.jwt_authorities = jwtp;
-	out.sequence = ly_bundle_sequence(b);
-	out.refresh_hint = (int64_t)ly_bundle_refresh_hint(b);
-	op_reply(&op, &out.base, 0);
-out:
-	for (size_t i = 0; i < done_j; i++)
-		OPENSSL_free(jwt[i].public_key.data);
-	free(jwt);
-	free(jwtp);
-	free(x509);
+	op_reply(&op, &pb.msg.base, 0);
+	ly_bundle_pb_cleanup(&pb);
 }
 
 /* ---- agents -------------------------------------------------------------------- */
@@ -476,7 +443,7 @@ agent_pb_cleanup(struct agent_pb *pb)
 }
 
 static ly_status
-agent_pb_init(struct agent_pb *pb, const struct ly_agent *a, struct ly_error *err)
+agent_pb_init(struct agent_pb *pb, const struct ly_ds_agent *a, struct ly_error *err)
 {
 	memset(pb, 0, sizeof(*pb));
 	lanyard__admin__v1__agent__init(&pb->m);
@@ -496,7 +463,7 @@ h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *ar
 {
 	struct op op;
 	struct ly_error e;
-	struct ly_agent_list list = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list list = LY_DS_AGENT_LIST_INIT;
 	struct agent_pb *pbs = NULL;
 	Lanyard__Admin__V1__Agent **ptrs = NULL;
 	Lanyard__Admin__V1__AgentList out;
@@ -533,7 +500,7 @@ out:
 		agent_pb_cleanup(&pbs[i]);
 	free(pbs);
 	free(ptrs);
-	ly_agent_list_cleanup(&list);
+	ly_ds_agent_list_cleanup(&list);
 }
 
 /* EvictAgent and BanAgent. */
@@ -542,7 +509,7 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 {
 	struct op op;
 	struct ly_error e;
-	struct ly_agent *agent = NULL;
+	struct ly_ds_agent *agent = NULL;
 	struct agent_pb pb;
 	struct ly_admin_msg_agent_id rq;
 	ly_status st;
@@ -579,7 +546,7 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	op_reply(&op, &pb.m.base, 0);
 	agent_pb_cleanup(&pb);
 out:
-	ly_agent_free(agent);
+	ly_ds_agent_free(agent);
 	ly_admin_msg_agent_id_cleanup(&rq);
 }
 

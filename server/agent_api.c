@@ -21,14 +21,14 @@
  *    datastore's change log when its change hook says so (datastore.h)
  *    (next loop iteration) and every POLL_TICKS seconds anyway (a store
  *    shared with another server, a missed notification);
- *  - the open watch streams (struct watcher), at most WATCHERS_MAX and
+ *  - the open watch streams (struct watcher), at most LY_AGENTAPI_WATCHERS_MAX and
  *    WATCHERS_PER_AGENT per agent (a newer watch replaces the oldest);
- *  - pending attestations (PENDING_MAX): x509pop challenges (at most
+ *  - pending attestations (LY_AGENTAPI_PENDING_MAX): x509pop challenges (at most
  *    PENDING_PER_LEAF per leaf certificate) and enrolment tickets, each
  *    single use and valid PENDING_TTL seconds;
  *  - the previous SVID serial of each agent that renewed, until that
  *    SVID expires (connections opened with it stay usable meanwhile);
- *  - k8s_psat attestations in flight (PSAT_INFLIGHT_MAX).
+ *  - k8s_psat attestations in flight (LY_AGENTAPI_PSAT_INFLIGHT_MAX).
  *
  * Authentication after enrolment: gRPC verified the client certificate
  * against the listener's client roots (the bundle's X.509 roots; server.c
@@ -57,8 +57,12 @@
 #include <openssl/crypto.h>
 #include <uv.h>
 
+#include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
+#include "rpc/uvtimer.h"
+#include "server/bundle_pb.h"
 #include "server/ca.h"
 
 #define METHOD(name) "/lanyard.agent.v1.Agent/" name
@@ -81,37 +85,6 @@ unconst(const char *s)
 	char *p;
 	memcpy(&p, &s, sizeof(p));
 	return p;
-}
-
-static uv_timer_t *
-timer_new(uv_loop_t *loop, void *data)
-{
-	uv_timer_t *t = calloc(1, sizeof(*t));
-
-	if (t == NULL || uv_timer_init(loop, t) != 0) {
-		free(t);
-		return NULL;
-	}
-	t->data = data;
-	uv_unref((uv_handle_t *)t);
-	return t;
-}
-
-static void
-timer_closed(uv_handle_t *h)
-{
-	free(h);
-}
-
-static void
-timer_close(uv_timer_t **t)
-{
-	if (*t == NULL)
-		return;
-	uv_timer_stop(*t);
-	(*t)->data = NULL;
-	uv_close((uv_handle_t *)*t, timer_closed);
-	*t = NULL;
 }
 
 /* ---- protobuf views of our objects ---------------------------------------------------- */
@@ -316,7 +289,7 @@ static void
 h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
-	struct agent_api_reply_bundle pbb;
+	struct ly_bundle_pb pbb;
 	struct agent_api_caller c;
 	struct ly_error e;
 
@@ -328,11 +301,11 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		return;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-	} else if (agent_api_reply_bundle_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	} else if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 	} else {
 		agent_api_reply_send(call, &pbb.msg.base, false);
-		agent_api_reply_bundle_cleanup(&pbb);
+		ly_bundle_pb_cleanup(&pbb);
 	}
 	agent_api_auth_caller_cleanup(&c);
 }
@@ -358,7 +331,7 @@ refresh_now(struct ly_agent_api *api)
 	if (rc != LY_OK) {
 		log_warn("entries not refreshed, retrying in %d ms: %s", REFRESH_RETRY_MS, e.msg);
 		if (api->refresh_timer != NULL)
-			uv_timer_start(api->refresh_timer, on_refresh, REFRESH_RETRY_MS, 0);
+			ly_uvtimer_arm(api->refresh_timer, on_refresh, REFRESH_RETRY_MS);
 	}
 }
 
@@ -375,15 +348,15 @@ static void
 on_sweep(uv_timer_t *t)
 {
 	struct ly_agent_api *api = t->data;
-	struct agent_api_watcher *w, *next;
+	struct ly_queue *q, *tmp;
 
 	if (api == NULL || api->stopped)
 		return;
 	time_t now = ly_server_now();
 	agent_api_pending_sweep(api, now);
 	agent_api_auth_prev_sweep(api, now);
-	for (w = api->w_head; w != NULL; w = next) {
-		next = w->next;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->watchers) {
+		struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
 		if (w->svid_expires <= now)
 			agent_api_watch_end(w, LY_RPC_UNAUTHENTICATED, "agent SVID expired: reconnect with a renewed one");
 	}
@@ -427,13 +400,15 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	if ((api = calloc(1, sizeof(*api))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent API: out of memory");
 	api->srv = srv;
-	for (size_t i = 0; i < PENDING_MAX; i++)
+	ly_queue_init(&api->watchers);
+	ly_queue_init(&api->prev);
+	ly_queue_init(&api->psat);
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++)
 		api->pending[i].result = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
-	api->refresh_timer = timer_new(srv->loop, api);
-	api->sweep_timer = timer_new(srv->loop, api);
-	if (api->refresh_timer == NULL || api->sweep_timer == NULL) {
+	if ((rc = ly_uvtimer_new(srv->loop, api, true, &api->refresh_timer, err)) != LY_OK ||
+	    (rc = ly_uvtimer_new(srv->loop, api, true, &api->sweep_timer, err)) != LY_OK) {
 		ly_agent_api_free(api);
-		return ly_error_set(err, LY_E_NOMEM, "agent API: timers");
+		return ly_error_wrap(err, rc, "agent API: timers");
 	}
 	if (srv->ds != NULL && (rc = ly_datastore_on_change(srv->ds, on_store_change, api, err)) != LY_OK) {
 		ly_agent_api_free(api);
@@ -464,7 +439,7 @@ entries_changed(struct ly_agent_api *api)
 	uint64_t delay_ms = now >= ready ? 0 : (ready - now + 999999) / 1000000;
 	if (uv_is_active((uv_handle_t *)api->refresh_timer) && uv_timer_get_due_in(api->refresh_timer) <= delay_ms)
 		return; /* already due no later */
-	uv_timer_start(api->refresh_timer, on_refresh, delay_ms, 0);
+	ly_uvtimer_arm(api->refresh_timer, on_refresh, delay_ms);
 }
 
 void
@@ -480,15 +455,15 @@ ly_agent_api_bundle_changed(struct ly_agent_api *api)
 static void
 agent_removed(struct ly_agent_api *api, const char *agent_id, bool banned)
 {
-	struct agent_api_watcher *w, *next;
+	struct ly_queue *q, *tmp;
 	const char *why = banned ? "agent is banned" : "agent was evicted: it must attest again";
 
 	if (api == NULL || agent_id == NULL || api->stopped)
 		return;
 	agent_api_auth_prev_remove(api, agent_id);
 	agent_api_pending_drop_agent(api, agent_id);
-	for (w = api->w_head; w != NULL; w = next) {
-		next = w->next;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->watchers) {
+		struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
 		if (strcmp(w->agent_id, agent_id) == 0) {
 			log_info("watch of %s ended: %s", agent_id, why);
 			agent_api_watch_end(w, LY_RPC_PERMISSION_DENIED, why);
@@ -527,14 +502,16 @@ ly_agent_api_stop(struct ly_agent_api *api)
 	if (api == NULL || api->stopped)
 		return;
 	api->stopped = true;
-	while (api->w_head != NULL)
-		agent_api_watch_end(api->w_head, LY_RPC_UNAVAILABLE, "server shutting down");
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&api->watchers)) != NULL)
+		agent_api_watch_end(LY_QUEUE_DATA(q, struct agent_api_watcher, link), LY_RPC_UNAVAILABLE,
+		    "server shutting down");
 	/* Queued attestations are cancelled (their calls end in psat_after);
 	 * running ones finish on their own (at most the attestor's timeouts). */
-	for (struct agent_api_psat_work *pw = api->psat; pw != NULL; pw = pw->next)
-		(void)uv_cancel((uv_req_t *)&pw->req);
-	timer_close(&api->refresh_timer);
-	timer_close(&api->sweep_timer);
+	LY_QUEUE_FOREACH(q, &api->psat)
+		(void)uv_cancel((uv_req_t *)&LY_QUEUE_DATA(q, struct agent_api_psat_work, link)->req);
+	ly_uvtimer_close(&api->refresh_timer);
+	ly_uvtimer_close(&api->sweep_timer);
 }
 
 void
@@ -546,13 +523,15 @@ ly_agent_api_free(struct ly_agent_api *api)
 	if (api->srv->ds != NULL)
 		ly_datastore_off_change(api->srv->ds, on_store_change, api);
 	/* Work still in flight outlives us: it ends its call by itself. */
-	for (struct agent_api_psat_work *pw = api->psat; pw != NULL; pw = pw->next)
-		pw->api = NULL;
-	api->psat = NULL;
-	for (size_t i = 0; i < PENDING_MAX; i++)
+	struct ly_queue *q, *tmp;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->psat) {
+		LY_QUEUE_DATA(q, struct agent_api_psat_work, link)->api = NULL;
+		ly_queue_remove(q);
+	}
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++)
 		agent_api_pending_clear(&api->pending[i]);
-	while (api->prev != NULL)
-		agent_api_auth_prev_remove(api, api->prev->agent_id);
+	while ((q = ly_queue_head(&api->prev)) != NULL)
+		agent_api_auth_prev_remove(api, LY_QUEUE_DATA(q, struct agent_api_prev_serial, link)->agent_id);
 	agent_api_replica_clear(api);
 	free(api);
 }

@@ -16,14 +16,16 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "lib/caps.h"
 #include "lib/der.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "lib/x509svid.h"
 
 /* A certificate's serial as lower-case hex without leading zeros ("0" for zero). */
 ly_status
-agent_api_auth_serial_hex(X509 *x, char out[SERIAL_HEX_MAX + 1], struct ly_error *err)
+agent_api_auth_serial_hex(X509 *x, char out[LY_DS_AGENT_SERIAL_MAX + 1], struct ly_error *err)
 {
 	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
 	char *hex = NULL;
@@ -43,8 +45,9 @@ agent_api_auth_serial_hex(X509 *x, char out[SERIAL_HEX_MAX + 1], struct ly_error
 	while (p[0] == '0' && p[1] != '\0')
 		p++;
 	size_t n = strlen(p);
-	if (n > SERIAL_HEX_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "certificate serial longer than %d hex digits", SERIAL_HEX_MAX);
+	if (n > LY_DS_AGENT_SERIAL_MAX) {
+		rc = ly_error_set(err, LY_E_LIMIT, "certificate serial longer than %d hex digits",
+		    LY_DS_AGENT_SERIAL_MAX);
 		goto out;
 	}
 	for (size_t i = 0; i <= n; i++)
@@ -69,7 +72,8 @@ first_cert(const uint8_t *der, size_t len, struct ly_der_span *span, struct ly_e
 
 /* The serial of the leaf of an issued chain. */
 ly_status
-agent_api_auth_chain_serial(const struct ly_buf *chain, char out[SERIAL_HEX_MAX + 1], struct ly_error *err)
+agent_api_auth_chain_serial(const struct ly_buf *chain, char out[LY_DS_AGENT_SERIAL_MAX + 1],
+    struct ly_error *err)
 {
 	struct ly_der_span s;
 	X509 *x = NULL;
@@ -86,10 +90,12 @@ agent_api_auth_chain_serial(const struct ly_buf *chain, char out[SERIAL_HEX_MAX 
 void
 agent_api_auth_prev_remove(struct ly_agent_api *api, const char *agent_id)
 {
-	for (struct agent_api_prev_serial **pp = &api->prev; *pp != NULL; pp = &(*pp)->next) {
-		if (strcmp((*pp)->agent_id, agent_id) == 0) {
-			struct agent_api_prev_serial *p = *pp;
-			*pp = p->next;
+	struct ly_queue *q;
+
+	LY_QUEUE_FOREACH(q, &api->prev) {
+		struct agent_api_prev_serial *p = LY_QUEUE_DATA(q, struct agent_api_prev_serial, link);
+		if (strcmp(p->agent_id, agent_id) == 0) {
+			ly_queue_remove(q);
 			free(p->agent_id);
 			free(p);
 			return;
@@ -101,7 +107,7 @@ void
 agent_api_auth_prev_set(struct ly_agent_api *api, const char *agent_id, const char *serial, time_t expires, time_t now)
 {
 	agent_api_auth_prev_remove(api, agent_id);
-	if (serial == NULL || serial[0] == '\0' || expires <= now || strlen(serial) > SERIAL_HEX_MAX)
+	if (serial == NULL || serial[0] == '\0' || expires <= now || strlen(serial) > LY_DS_AGENT_SERIAL_MAX)
 		return;
 	struct agent_api_prev_serial *p = calloc(1, sizeof(*p));
 	if (p == NULL || (p->agent_id = strdup(agent_id)) == NULL) {
@@ -111,14 +117,16 @@ agent_api_auth_prev_set(struct ly_agent_api *api, const char *agent_id, const ch
 	}
 	memcpy(p->serial, serial, strlen(serial) + 1);
 	p->expires = expires;
-	p->next = api->prev;
-	api->prev = p;
+	ly_queue_insert_head(&api->prev, &p->link);
 }
 
 bool
 agent_api_auth_prev_ok(const struct ly_agent_api *api, const char *agent_id, const char *serial, time_t now)
 {
-	for (const struct agent_api_prev_serial *p = api->prev; p != NULL; p = p->next) {
+	struct ly_queue *q;
+
+	LY_QUEUE_FOREACH(q, &api->prev) {
+		const struct agent_api_prev_serial *p = LY_QUEUE_DATA(q, struct agent_api_prev_serial, link);
 		if (strcmp(p->agent_id, agent_id) == 0)
 			return p->expires > now && strcmp(p->serial, serial) == 0;
 	}
@@ -128,16 +136,14 @@ agent_api_auth_prev_ok(const struct ly_agent_api *api, const char *agent_id, con
 void
 agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now)
 {
-	struct agent_api_prev_serial **pp = &api->prev;
+	struct ly_queue *q, *tmp;
 
-	while (*pp != NULL) {
-		struct agent_api_prev_serial *p = *pp;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->prev) {
+		struct agent_api_prev_serial *p = LY_QUEUE_DATA(q, struct agent_api_prev_serial, link);
 		if (p->expires <= now) {
-			*pp = p->next;
+			ly_queue_remove(q);
 			free(p->agent_id);
 			free(p);
-		} else {
-			pp = &p->next;
 		}
 	}
 }
@@ -147,7 +153,7 @@ agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now)
 void
 agent_api_auth_caller_cleanup(struct agent_api_caller *c)
 {
-	ly_agent_free(c->rec);
+	ly_ds_agent_free(c->rec);
 	c->rec = NULL;
 }
 
@@ -175,8 +181,8 @@ agent_api_auth_caller(struct ly_agent_api *api, struct ly_rpc_call *call, time_t
 		why = "agent SVID required (mTLS)";
 		goto fail;
 	}
-	size_t len = strnlen(pem, LEAF_PEM_MAX + 1);
-	if (len > LEAF_PEM_MAX || (bio = BIO_new_mem_buf(pem, (int)len)) == NULL ||
+	size_t len = strnlen(pem, LY_AGENTAPI_LEAF_PEM_MAX + 1);
+	if (len > LY_AGENTAPI_LEAF_PEM_MAX || (bio = BIO_new_mem_buf(pem, (int)len)) == NULL ||
 	    (leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL) {
 		why = "agent SVID unreadable";
 		goto fail;

@@ -1,7 +1,7 @@
 /*
  * agent_api_enrol.c: enrolment on the agent API (agent_api_internal.h):
  * AttestAgent by join_token, x509pop (challenge, then proof), k8s_psat (the
- * TokenReview on the thread pool, PSAT_INFLIGHT_MAX at once) or a ticket,
+ * TokenReview on the thread pool, LY_AGENTAPI_PSAT_INFLIGHT_MAX at once) or a ticket,
  * and RenewAgent; both sign the agent's SVID and record the agent.
  */
 #include "server/agent_api_internal.h"
@@ -15,8 +15,11 @@
 #include <openssl/crypto.h>
 #include <uv.h>
 
+#include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/spiffeid.h"
+#include "server/bundle_pb.h"
 #include "server/ca.h"
 
 /* What a refused attestation is, as a gRPC code. */
@@ -50,14 +53,14 @@ attest_code(ly_status rc)
  */
 static void
 enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, const char *type,
-    const struct ly_selector *sels, size_t n_sels, const uint8_t *csr, size_t csr_len, const struct ly_agent *old,
+    const struct ly_selector *sels, size_t n_sels, const uint8_t *csr, size_t csr_len, const struct ly_ds_agent *old,
     bool renewal, time_t now)
 {
 	struct ly_spiffe_id sid;
 	struct ly_buf chain = LY_BUF_INIT;
-	struct agent_api_reply_bundle pbb;
+	struct ly_bundle_pb pbb;
 	struct ly_selector *sel_copy = NULL;
-	char serial[SERIAL_HEX_MAX + 1], type_buf[32];
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1], type_buf[32];
 	time_t exp = 0;
 	struct ly_error e;
 	ly_status rc;
@@ -83,7 +86,7 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
 		goto out;
 	}
-	struct ly_agent rec = {
+	struct ly_ds_agent rec = {
 		.spiffe_id = sid.id,
 		.attestation_type = type_buf,
 		.serial_number = serial,
@@ -108,7 +111,7 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 	if (!renewal)
 		agent_api_reply_metric(api, MX_ATTEST_OK, type_buf, 1);
 
-	if (agent_api_reply_bundle_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 		goto out;
 	}
@@ -129,7 +132,7 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 	}
 out:
 	ly_selectors_free(sel_copy, n_sels);
-	agent_api_reply_bundle_cleanup(&pbb);
+	ly_bundle_pb_cleanup(&pbb);
 	ly_buf_free(&chain);
 }
 
@@ -142,7 +145,7 @@ static void
 attest_done(struct ly_agent_api *api, struct ly_rpc_call *call, struct ly_attest_result *res, const uint8_t *csr,
     size_t csr_len, const char *csr_id, bool from_ticket, time_t now)
 {
-	struct ly_agent *old = NULL;
+	struct ly_ds_agent *old = NULL;
 	struct ly_error e;
 	ly_status rc;
 
@@ -181,7 +184,7 @@ attest_done(struct ly_agent_api *api, struct ly_rpc_call *call, struct ly_attest
 	}
 	enrol(api, call, res->agent_id, res->type, res->selectors, res->n_selectors, csr, csr_len, old, false, now);
 out:
-	ly_agent_free(old);
+	ly_ds_agent_free(old);
 }
 
 /* ---- k8s_psat on the thread pool ------------------------------------------------------------- */
@@ -219,13 +222,8 @@ psat_after(uv_work_t *req, int status)
 	struct ly_agent_api *api = pw->api;
 
 	if (api != NULL) {
-		for (struct agent_api_psat_work **pp = &api->psat; *pp != NULL; pp = &(*pp)->next) {
-			if (*pp == pw) {
-				*pp = pw->next;
-				api->n_psat--;
-				break;
-			}
-		}
+		ly_queue_remove(&pw->link);
+		api->n_psat--;
 	}
 	if (status != 0 || api == NULL || api->stopped) {
 		ly_rpc_call_finish(pw->call, LY_RPC_UNAVAILABLE, "server stopping");
@@ -258,7 +256,7 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_a
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
-	if (api->n_psat >= PSAT_INFLIGHT_MAX) {
+	if (api->n_psat >= LY_AGENTAPI_PSAT_INFLIGHT_MAX) {
 		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "too many attestations in progress, retry later", NULL);
 		return;
 	}
@@ -269,11 +267,12 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_a
 		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
 		return;
 	}
+	ly_queue_init(&pw->link);
 	pw->req.data = pw;
 	pw->api = api;
 	pw->call = call;
 	pw->cfg = api->srv->psat;
-	/* Within PSAT_CLUSTER_MAX: ly_agentapi_psat_check. */
+	/* Within LY_K8S_CLUSTER_NAME_MAX: ly_agentapi_psat_check. */
 	memcpy(pw->cluster, rq->cluster, strlen(rq->cluster) + 1);
 	if (rq->csr_id != NULL) {
 		pw->has_csr_id = true;
@@ -289,8 +288,7 @@ psat_start(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_a
 		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "attestation unavailable, retry later", NULL);
 		return;
 	}
-	pw->next = api->psat;
-	api->psat = pw;
+	ly_queue_insert_head(&api->psat, &pw->link);
 	api->n_psat++;
 }
 

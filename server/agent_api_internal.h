@@ -40,6 +40,7 @@
 #include "lib/buf.h"
 #include "lib/bundle.h"
 #include "lib/caps.h"
+#include "lib/queue.h"
 #include "lib/entry.h"
 #include "lib/error.h"
 #include "lib/x509pop.h"
@@ -51,27 +52,16 @@
 #include "server/server.h"
 
 /* Pending attestations (x509pop challenges and tickets). */
-#define PENDING_MAX 1024
 #define PENDING_PER_LEAF 4
 #define PENDING_TTL 60
 #define TICKET_LEN LY_AGENTAPI_TICKET_LEN
-/* Watch streams in all and per agent. */
-#define WATCHERS_MAX 65536
+/* Watch streams per agent (in all: LY_AGENTAPI_WATCHERS_MAX). */
 #define WATCHERS_PER_AGENT 4
-/* k8s_psat attestations running or queued on the thread pool. */
-#define PSAT_INFLIGHT_MAX 8
-#define PSAT_CLUSTER_MAX LY_AGENTAPI_PSAT_CLUSTER_MAX
 /* The housekeeping timer, and the datastore poll every so many ticks. */
 #define SWEEP_MS 1000
 #define POLL_TICKS 5
 /* A failed entry refresh is retried after this long. */
 #define REFRESH_RETRY_MS 500
-/* A certificate serial as lower-case hex (RFC 5280: at most 20 bytes). */
-#define SERIAL_HEX_MAX 64
-/* The leaf PEM read from the auth context. */
-#define LEAF_PEM_MAX (2 * LY_CERT_DER_MAX + 1024)
-/* gRPC status details we send. */
-#define DETAILS_MAX 300
 
 struct ly_agent_api;
 
@@ -87,20 +77,20 @@ struct agent_api_pending {
 
 /* The SVID an agent held before its last renewal. */
 struct agent_api_prev_serial {
-	struct agent_api_prev_serial *next;
+	struct ly_queue link; /* on ly_agent_api.prev */
 	char *agent_id;
-	char serial[SERIAL_HEX_MAX + 1];
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
 	time_t expires;
 };
 
 struct agent_api_watcher {
-	struct agent_api_watcher *prev, *next;
+	struct ly_queue link; /* on ly_agent_api.watchers */
 	struct ly_agent_api *api;
 	struct ly_rpc_call *call;
 	char *agent_id;
 	struct ly_selector *sels;
 	size_t n_sels;
-	char serial[SERIAL_HEX_MAX + 1]; /* of the SVID the stream was opened with */
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1]; /* of the SVID the stream was opened with */
 	time_t svid_expires;
 	struct ly_authz_watch *watch;
 	uint64_t bundle_seq;
@@ -108,11 +98,11 @@ struct agent_api_watcher {
 
 struct agent_api_psat_work {
 	uv_work_t req;
-	struct agent_api_psat_work *next;
+	struct ly_queue link; /* on ly_agent_api.psat while api is set */
 	struct ly_agent_api *api; /* NULL once ly_agent_api_free ran */
 	struct ly_rpc_call *call;
 	const struct ly_attest_k8s_psat *cfg;
-	char cluster[PSAT_CLUSTER_MAX + 1];
+	char cluster[LY_K8S_CLUSTER_NAME_MAX + 1];
 	char *token;              /* wiped */
 	struct ly_buf csr;
 	bool has_csr_id;
@@ -139,11 +129,11 @@ struct ly_agent_api {
 	uv_timer_t *sweep_timer;
 	unsigned sweep_ticks;
 	/* Watch streams, oldest first. */
-	struct agent_api_watcher *w_head, *w_tail;
+	struct ly_queue watchers;
 	size_t n_watchers;
-	struct agent_api_pending pending[PENDING_MAX];
-	struct agent_api_prev_serial *prev;
-	struct agent_api_psat_work *psat;
+	struct agent_api_pending pending[LY_AGENTAPI_PENDING_MAX];
+	struct ly_queue prev; /* struct agent_api_prev_serial */
+	struct ly_queue psat; /* struct agent_api_psat_work */
 	size_t n_psat;
 };
 
@@ -157,19 +147,9 @@ enum agent_api_metric {
 };
 
 struct agent_api_caller {
-	struct ly_agent *rec; /* the agent's record, owned */
-	char serial[SERIAL_HEX_MAX + 1];
+	struct ly_ds_agent *rec; /* the agent's record, owned */
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
 	time_t not_after;
-};
-
-/* The CA's bundle as a proto Bundle. */
-struct agent_api_reply_bundle {
-	Lanyard__Agent__V1__Bundle msg;
-	char td[LY_TRUST_DOMAIN_MAX + 1];
-	ProtobufCBinaryData *x509;
-	Lanyard__Agent__V1__JWTAuthority *jwt;
-	Lanyard__Agent__V1__JWTAuthority **jwt_ptrs;
-	size_t n_jwt;
 };
 
 /* ---- agent_api_reply.c ---- */
@@ -188,11 +168,6 @@ enum ly_rpc_code agent_api_reply_sign_code(ly_status rc);
 
 /* Packs `m` and sends it as the call's reply (LY_RPC_WIPE when `secret`). */
 void agent_api_reply_send(struct ly_rpc_call *call, const ProtobufCMessage *m, bool secret);
-
-/* The CA's bundle as a proto Bundle; cleaned up by agent_api_reply_bundle_cleanup. */
-ly_status agent_api_reply_bundle_make(const struct ly_bundle *b, struct agent_api_reply_bundle *p, struct ly_error *err)
-    LY_MUST_CHECK;
-void agent_api_reply_bundle_cleanup(struct agent_api_reply_bundle *p);
 
 /* The CA bundle's sequence (0 without one). */
 uint64_t agent_api_reply_bundle_sequence(const struct ly_agent_api *api);
@@ -258,11 +233,11 @@ void agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t l
 /* ---- agent_api_auth.c ---- */
 
 /* A certificate's serial as lower-case hex without leading zeros ("0" for zero). */
-ly_status agent_api_auth_serial_hex(X509 *x, char out[SERIAL_HEX_MAX + 1], struct ly_error *err) LY_MUST_CHECK;
+ly_status agent_api_auth_serial_hex(X509 *x, char out[LY_DS_AGENT_SERIAL_MAX + 1], struct ly_error *err) LY_MUST_CHECK;
 
 /* The serial of the leaf of an issued chain. */
-ly_status agent_api_auth_chain_serial(const struct ly_buf *chain, char out[SERIAL_HEX_MAX + 1], struct ly_error *err)
-    LY_MUST_CHECK;
+ly_status agent_api_auth_chain_serial(const struct ly_buf *chain, char out[LY_DS_AGENT_SERIAL_MAX + 1],
+    struct ly_error *err) LY_MUST_CHECK;
 
 /* The previous serials of agents that renewed: forget, set, accept, sweep. */
 void agent_api_auth_prev_remove(struct ly_agent_api *api, const char *agent_id);

@@ -1,7 +1,7 @@
 /*
  * agent_api_pending.c: the agent API's pending attestations
  * (agent_api_internal.h): x509pop challenges (at most PENDING_PER_LEAF per
- * leaf certificate) and enrolment tickets, PENDING_MAX slots in all, each
+ * leaf certificate) and enrolment tickets, LY_AGENTAPI_PENDING_MAX slots in all, each
  * single use and valid PENDING_TTL seconds; keys compared with
  * CRYPTO_memcmp, slots wiped when freed.
  */
@@ -13,6 +13,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+
+#include "lib/caps.h"
 
 /* ---- pending attestations ------------------------------------------------------------------- */
 
@@ -27,7 +29,7 @@ agent_api_pending_clear(struct agent_api_pending *p)
 void
 agent_api_pending_sweep(struct ly_agent_api *api, time_t now)
 {
-	for (size_t i = 0; i < PENDING_MAX; i++) {
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++) {
 		if (api->pending[i].used && api->pending[i].expires <= now)
 			agent_api_pending_clear(&api->pending[i]);
 	}
@@ -37,7 +39,7 @@ static struct agent_api_pending *
 pending_free_slot(struct ly_agent_api *api, time_t now)
 {
 	agent_api_pending_sweep(api, now);
-	for (size_t i = 0; i < PENDING_MAX; i++) {
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++) {
 		if (!api->pending[i].used)
 			return &api->pending[i];
 	}
@@ -53,7 +55,7 @@ agent_api_pending_add_challenge(struct ly_agent_api *api, const uint8_t leaf_has
 	size_t same = 0;
 
 	agent_api_pending_sweep(api, now);
-	for (size_t i = 0; i < PENDING_MAX; i++) {
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++) {
 		struct agent_api_pending *p = &api->pending[i];
 		if (!p->used || p->is_ticket || CRYPTO_memcmp(p->leaf_hash, leaf_hash, 32) != 0)
 			continue;
@@ -84,7 +86,7 @@ agent_api_pending_take_challenge(struct ly_agent_api *api, const uint8_t leaf_ha
 	bool found = false;
 
 	agent_api_pending_sweep(api, now);
-	for (size_t i = 0; i < PENDING_MAX; i++) {
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++) {
 		struct agent_api_pending *p = &api->pending[i];
 		if (!p->used || p->is_ticket)
 			continue;
@@ -126,7 +128,7 @@ agent_api_pending_take_ticket(struct ly_agent_api *api, const uint8_t *ticket, t
 	bool found = false;
 
 	agent_api_pending_sweep(api, now);
-	for (size_t i = 0; i < PENDING_MAX; i++) {
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++) {
 		struct agent_api_pending *p = &api->pending[i];
 		if (!p->used || !p->is_ticket || CRYPTO_memcmp(p->key, ticket, TICKET_LEN) != 0 || found)
 			continue;
@@ -142,7 +144,7 @@ agent_api_pending_take_ticket(struct ly_agent_api *api, const uint8_t *ticket, t
 void
 agent_api_pending_drop_agent(struct ly_agent_api *api, const char *agent_id)
 {
-	for (size_t i = 0; i < PENDING_MAX; i++) {
+	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++) {
 		struct agent_api_pending *p = &api->pending[i];
 		if (p->used && p->is_ticket && p->result.agent_id != NULL && strcmp(p->result.agent_id, agent_id) == 0)
 			agent_api_pending_clear(p);

@@ -1,8 +1,8 @@
 /*
  * agent_api_reply.c: what the agent API's handlers answer with
  * (agent_api_internal.h): one-line status details, the status code of a
- * refused signing request, packed replies under the message cap, the CA's
- * bundle as a proto Bundle, and the metrics that count what was answered.
+ * refused signing request, packed replies under the message cap, the CA
+ * bundle's sequence, and the metrics that count what was answered.
  */
 #include "server/agent_api_internal.h"
 
@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/x509.h>
 
+#include "lib/caps.h"
 #include "lib/log.h"
 #include "server/ca.h"
 
@@ -58,13 +58,13 @@ agent_api_reply_metric(const struct ly_agent_api *api, enum agent_api_metric whi
 void
 agent_api_reply_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *what, const char *cause)
 {
-	char details[DETAILS_MAX];
+	char details[LY_GRPC_DETAILS_MAX];
 
 	/* Precisions bound the output, so it is cut rather than overflowing. */
 	if (cause != NULL && cause[0] != '\0')
-		(void)snprintf(details, sizeof(details), "%.*s: %.*s", 120, what, DETAILS_MAX - 124, cause);
+		(void)snprintf(details, sizeof(details), "%.*s: %.*s", 120, what, LY_GRPC_DETAILS_MAX - 124, cause);
 	else
-		(void)snprintf(details, sizeof(details), "%.*s", DETAILS_MAX - 1, what);
+		(void)snprintf(details, sizeof(details), "%.*s", LY_GRPC_DETAILS_MAX - 1, what);
 	ly_rpc_call_finish(call, code, details);
 }
 
@@ -112,73 +112,6 @@ agent_api_reply_send(struct ly_rpc_call *call, const ProtobufCMessage *m, bool s
 	if (secret)
 		OPENSSL_cleanse(buf, n);
 	free(buf);
-}
-
-void
-agent_api_reply_bundle_cleanup(struct agent_api_reply_bundle *p)
-{
-	for (size_t i = 0; p->jwt != NULL && i < p->n_jwt; i++) {
-		free(p->jwt[i].kid);
-		OPENSSL_free(p->jwt[i].public_key.data);
-	}
-	free(p->x509);
-	free(p->jwt);
-	free(p->jwt_ptrs);
-	memset(p, 0, sizeof(*p));
-}
-
-ly_status
-agent_api_reply_bundle_make(const struct ly_bundle *b, struct agent_api_reply_bundle *p, struct ly_error *err)
-{
-	size_t nx = ly_bundle_x509_authority_count(b), nj = ly_bundle_jwt_authority_count(b);
-	ly_status rc = LY_OK;
-
-	memset(p, 0, sizeof(*p));
-	lanyard__agent__v1__bundle__init(&p->msg);
-	(void)snprintf(p->td, sizeof(p->td), "%s", ly_bundle_trust_domain(b));
-	p->x509 = calloc(nx + 1, sizeof(*p->x509));
-	p->jwt = calloc(nj + 1, sizeof(*p->jwt));
-	p->jwt_ptrs = calloc(nj + 1, sizeof(*p->jwt_ptrs));
-	if (p->x509 == NULL || p->jwt == NULL || p->jwt_ptrs == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "bundle: out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < nx; i++) {
-		const struct ly_buf *der = ly_bundle_x509_authority(b, i);
-		p->x509[i].data = der->data;
-		p->x509[i].len = der->len;
-	}
-	for (size_t i = 0; i < nj; i++) {
-		Lanyard__Agent__V1__JWTAuthority *j = &p->jwt[i];
-		unsigned char *spki = NULL;
-		lanyard__agent__v1__jwtauthority__init(j);
-		p->n_jwt = i + 1;
-		int len = i2d_PUBKEY(ly_bundle_jwt_authority_key(b, i), &spki);
-		if (len <= 0) {
-			rc = ly_error_openssl(err, LY_E_CRYPTO, "bundle: JWT authority %zu", i);
-			goto out;
-		}
-		j->public_key.data = spki;
-		j->public_key.len = (size_t)len;
-		if ((j->kid = strdup(ly_bundle_jwt_authority_kid(b, i))) == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "bundle: out of memory");
-			goto out;
-		}
-		/* The bundle does not carry key expiry: 0 means "not said". */
-		j->expires_at = 0;
-		p->jwt_ptrs[i] = j;
-	}
-	p->msg.trust_domain = p->td;
-	p->msg.n_x509_authorities = nx;
-	p->msg.x509_authorities = p->x509;
-	p->msg.n_jwt_authorities = nj;
-	p->msg.jwt_authorities = p->jwt_ptrs;
-	p->msg.sequence = ly_bundle_sequence(b);
-	p->msg.refresh_hint = ly_bundle_refresh_hint(b) > INT64_MAX ? INT64_MAX : (int64_t)ly_bundle_refresh_hint(b);
-out:
-	if (rc != LY_OK)
-		agent_api_reply_bundle_cleanup(p);
-	return rc;
 }
 
 uint64_t

@@ -1,6 +1,6 @@
 /*
  * agent_api_watch.c: the agent API's WatchEntries streams
- * (agent_api_internal.h): at most WATCHERS_MAX, WATCHERS_PER_AGENT per
+ * (agent_api_internal.h): at most LY_AGENTAPI_WATCHERS_MAX, WATCHERS_PER_AGENT per
  * agent (a newer watch replaces the oldest); each gets a snapshot, then the
  * deltas of its authorized set (authz.h) and the bundle's sequence.
  */
@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "server/entry_pb.h"
 
 /* ---- watchers ------------------------------------------------------------------------------------ */
@@ -31,18 +33,8 @@ watcher_free(struct agent_api_watcher *w)
 static void
 watcher_unlink(struct agent_api_watcher *w)
 {
-	struct ly_agent_api *api = w->api;
-
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		api->w_head = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
-	else
-		api->w_tail = w->prev;
-	w->prev = w->next = NULL;
-	api->n_watchers--;
+	ly_queue_remove(&w->link);
+	w->api->n_watchers--;
 }
 
 /* Ends a watch stream and frees its watcher. */
@@ -155,12 +147,10 @@ fail:
 void
 agent_api_watch_send_all(struct ly_agent_api *api, bool force)
 {
-	struct agent_api_watcher *w = api->w_head, *next;
+	struct ly_queue *q, *tmp;
 
-	for (; w != NULL; w = next) {
-		next = w->next;
-		agent_api_watch_send(w, force);
-	}
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->watchers)
+		agent_api_watch_send(LY_QUEUE_DATA(q, struct agent_api_watcher, link), force);
 }
 
 /*
@@ -172,10 +162,10 @@ void
 agent_api_watch_agent_updated(struct ly_agent_api *api, const char *agent_id, const char *serial,
     const struct ly_selector *sels, size_t n_sels, time_t now)
 {
-	struct agent_api_watcher *w = api->w_head, *next;
+	struct ly_queue *q, *tmp;
 
-	for (; w != NULL; w = next) {
-		next = w->next;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->watchers) {
+		struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
 		if (strcmp(w->agent_id, agent_id) != 0)
 			continue;
 		if (strcmp(w->serial, serial) != 0 && !agent_api_auth_prev_ok(api, agent_id, w->serial, now)) {
@@ -226,13 +216,15 @@ agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, v
 	/* One agent keeps few streams: a newer one replaces its oldest. */
 	size_t mine = 0;
 	struct agent_api_watcher *oldest = NULL;
-	for (struct agent_api_watcher *x = api->w_head; x != NULL; x = x->next) {
+	struct ly_queue *q;
+	LY_QUEUE_FOREACH(q, &api->watchers) {
+		struct agent_api_watcher *x = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
 		if (strcmp(x->agent_id, c.rec->spiffe_id) == 0 && mine++ == 0)
 			oldest = x;
 	}
 	if (mine >= WATCHERS_PER_AGENT && oldest != NULL)
 		agent_api_watch_end(oldest, LY_RPC_ABORTED, "replaced by a newer watch of the same agent");
-	if (api->n_watchers >= WATCHERS_MAX) {
+	if (api->n_watchers >= LY_AGENTAPI_WATCHERS_MAX) {
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "too many watches");
 		goto out;
 	}
@@ -248,12 +240,7 @@ agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, v
 	w->call = call;
 	memcpy(w->serial, c.serial, sizeof(w->serial));
 	w->svid_expires = c.not_after;
-	w->prev = api->w_tail;
-	if (api->w_tail != NULL)
-		api->w_tail->next = w;
-	else
-		api->w_head = w;
-	api->w_tail = w;
+	ly_queue_insert_tail(&api->watchers, &w->link);
 	api->n_watchers++;
 	ly_rpc_call_set_closed_cb(call, on_watch_closed, w);
 	log_debug("watch of %s opened (since_revision=%" PRId64 ": answered with a snapshot)", w->agent_id,

@@ -160,12 +160,12 @@ ly_agentapi_x509pop_check(const struct ly_agentapi_attest_request *req, struct l
 ly_status
 ly_agentapi_psat_check(const struct ly_agentapi_attest_request *req, struct ly_error *err)
 {
-	size_t clen = req->cluster != NULL ? strnlen(req->cluster, LY_AGENTAPI_PSAT_CLUSTER_MAX + 1) : 0;
+	size_t clen = req->cluster != NULL ? strnlen(req->cluster, LY_K8S_CLUSTER_NAME_MAX + 1) : 0;
 	size_t tlen = req->token != NULL ? strnlen(req->token, LY_K8S_TOKEN_MAX + 1) : 0;
 
 	if (req->kind != LY_AGENTAPI_K8S_PSAT)
 		return ly_error_set(err, LY_E_INTERNAL, "k8s_psat: not a k8s_psat attestation");
-	if (clen == 0 || clen > LY_AGENTAPI_PSAT_CLUSTER_MAX || tlen == 0 || tlen > LY_K8S_TOKEN_MAX)
+	if (clen == 0 || clen > LY_K8S_CLUSTER_NAME_MAX || tlen == 0 || tlen > LY_K8S_TOKEN_MAX)
 		return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster and token required, within their size caps");
 	return LY_OK;
 }

@@ -17,7 +17,7 @@
  *                              INTERNAL); a proof carries a nonce of
  *                              LY_X509POP_NONCE_LEN and a signature of
  *                              1..LY_X509POP_SIG_MAX bytes;
- *                   k8s_psat   cluster 1..LY_AGENTAPI_PSAT_CLUSTER_MAX and
+ *                   k8s_psat   cluster 1..LY_K8S_CLUSTER_NAME_MAX and
  *                              token 1..LY_K8S_TOKEN_MAX bytes;
  *                   ticket     LY_AGENTAPI_TICKET_LEN bytes, and a CSR;
  *                   join_token nothing here (the attestor judges it).
@@ -55,8 +55,6 @@
 
 /* An enrolment ticket (random bytes the server hands out). */
 #define LY_AGENTAPI_TICKET_LEN 32
-/* A k8s_psat cluster name (attest.h: 1..128 bytes). */
-#define LY_AGENTAPI_PSAT_CLUSTER_MAX 128
 
 enum ly_agentapi_attestation {
 	LY_AGENTAPI_JOIN_TOKEN,

@@ -56,20 +56,16 @@ unconst(const char *s)
 
 /*
  * One line on stderr, "Error: ...", whatever the values in it hold (a
- * newline, a terminal escape): escaped like Go's %q (lib/text.h).
+ * newline, a terminal escape): ly_text_error_vprint (lib/text.h).
  */
 static int LY_PRINTF(2, 3)
 fail(int code, const char *fmt, ...)
 {
-	char msg[4096], line[4 * 4096];
 	va_list ap;
 
-	fflush(stdout);
 	va_start(ap, fmt);
-	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	ly_text_error_vprint(fmt, ap);
 	va_end(ap);
-	(void)ly_text_escape(msg, line, sizeof(line));
-	fprintf(stderr, "Error: %s\n", line);
 	return code;
 }
 

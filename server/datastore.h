@@ -511,15 +511,4 @@ ly_datastore_ca_state_delete(struct ly_datastore *ds, const char *name, struct l
 	return ds->ops->ca_state_delete(ds, name, err);
 }
 
-/*
- * The old names, for server/agent_api.c and server/admin_api.c only until
- * their splits land (issue 17: the agent daemon has its own struct
- * ly_agent, agent/agent.h); the splits convert them and this block goes.
- */
-#define ly_agent ly_ds_agent
-#define ly_agent_list ly_ds_agent_list
-#define ly_agent_free ly_ds_agent_free
-#define ly_agent_list_cleanup ly_ds_agent_list_cleanup
-#define LY_AGENT_LIST_INIT LY_DS_AGENT_LIST_INIT
-
 #endif /* LANYARD_SERVER_DATASTORE_H */

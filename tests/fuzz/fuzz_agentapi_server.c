@@ -37,7 +37,7 @@ attest(const uint8_t *d, size_t n)
 		break;
 	case LY_AGENTAPI_K8S_PSAT:
 		if (ly_agentapi_psat_check(&rq, NULL) == LY_OK &&
-		    (strlen(rq.cluster) > LY_AGENTAPI_PSAT_CLUSTER_MAX || strlen(rq.token) > LY_K8S_TOKEN_MAX))
+		    (strlen(rq.cluster) > LY_K8S_CLUSTER_NAME_MAX || strlen(rq.token) > LY_K8S_TOKEN_MAX))
 			abort();
 		break;
 	case LY_AGENTAPI_TICKET:

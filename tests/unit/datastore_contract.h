@@ -938,9 +938,9 @@ test_change_hook(void **state)
 	assert_int_equal(other.n, 1);
 	ly_entry_free(e);
 	/* Agents: a ban and an eviction; lifting a ban is not a removal. */
-	struct ly_agent *a = agent_of(TOKEN_AGENT1, "0a", "k8s_psat:cluster:c1", NULL);
+	struct ly_ds_agent *a = agent_of(TOKEN_AGENT1, "0a", "k8s_psat:cluster:c1", NULL);
 	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
-	ly_agent_free(a);
+	ly_ds_agent_free(a);
 	assert_int_equal(h.n, 3);
 	assert_int_equal(ly_datastore_agent_set_banned(f->ds, TOKEN_AGENT1, true, &err), LY_OK);
 	assert_int_equal(h.kind[3], LY_DATASTORE_AGENT_BANNED);

@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "agent.pb-c.h"
+#include "lib/caps.h"
 #include "rpc/rpc.h"
 #include "server/agent_api_internal.h"
 #include "server/datastore.h"
@@ -153,10 +154,10 @@ static void
 record_agent(struct fixture *f, X509 *leaf)
 {
 	struct ly_selector sel;
-	char serial[SERIAL_HEX_MAX + 1];
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
 	assert_int_equal(agent_api_auth_serial_hex(leaf, serial, NULL), LY_OK);
 	assert_int_equal(ly_selector_parse_str("k8s_psat:cluster:c1", &sel, NULL), LY_OK);
-	struct ly_agent a = {
+	struct ly_ds_agent a = {
 		.spiffe_id = (char *)(uintptr_t)AGENT_ID,
 		.attestation_type = (char *)(uintptr_t)"k8s_psat",
 		.serial_number = serial,

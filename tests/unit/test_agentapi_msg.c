@@ -220,12 +220,12 @@ test_attest_psat(void **state)
 	struct ly_error e;
 	Lanyard__Agent__V1__AttestAgentRequest m;
 	Lanyard__Agent__V1__K8sPsatAttestation p;
-	char *cluster = malloc(LY_AGENTAPI_PSAT_CLUSTER_MAX + 2), *token = malloc(LY_K8S_TOKEN_MAX + 2);
+	char *cluster = malloc(LY_K8S_CLUSTER_NAME_MAX + 2), *token = malloc(LY_K8S_TOKEN_MAX + 2);
 
 	(void)state;
 	assert_non_null(cluster);
 	assert_non_null(token);
-	memset(cluster, 'c', LY_AGENTAPI_PSAT_CLUSTER_MAX + 1);
+	memset(cluster, 'c', LY_K8S_CLUSTER_NAME_MAX + 1);
 	memset(token, 't', LY_K8S_TOKEN_MAX + 1);
 	lanyard__agent__v1__attest_agent_request__init(&m);
 	lanyard__agent__v1__k8s_psat_attestation__init(&p);
@@ -236,8 +236,8 @@ test_attest_psat(void **state)
 		ly_status want;
 	} cases[] = {
 		{ 1, 1, LY_OK },
-		{ LY_AGENTAPI_PSAT_CLUSTER_MAX, LY_K8S_TOKEN_MAX, LY_OK },
-		{ LY_AGENTAPI_PSAT_CLUSTER_MAX + 1, 1, LY_E_INVALID },
+		{ LY_K8S_CLUSTER_NAME_MAX, LY_K8S_TOKEN_MAX, LY_OK },
+		{ LY_K8S_CLUSTER_NAME_MAX + 1, 1, LY_E_INVALID },
 		{ 1, LY_K8S_TOKEN_MAX + 1, LY_E_INVALID },
 		{ 0, 1, LY_E_INVALID },
 		{ 1, 0, LY_E_INVALID },
