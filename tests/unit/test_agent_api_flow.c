@@ -263,6 +263,17 @@ run_for(struct fixture *f, uint64_t ms)
 	(void)uv_run(&f->loop, UV_RUN_NOWAIT);
 }
 
+/*
+ * Runs the loop until the stream has had `n` messages, or 10 s pass: a
+ * barrier, not a fixed wait (a fixed 50 ms was too short under valgrind).
+ */
+static void
+run_until_sent(struct fixture *f, const struct ly_rpc_call *call, size_t n)
+{
+	for (int i = 0; i < 1000 && call->n_sent < n; i++)
+		run_for(f, 10);
+}
+
 static char *
 create_entry(struct fixture *f, const char *spiffe_id)
 {
@@ -296,7 +307,7 @@ test_change_reaches_watcher(void **state)
 	/* A write to the store; nothing calls the agent API but the hook. */
 	char *id = create_entry(f, "spiffe://example.org/web");
 	assert_int_equal(call.n_sent, 1); /* coalesced: on the next loop iteration */
-	run_for(f, 50);
+	run_until_sent(f, &call, 2);
 	assert_int_equal(call.n_sent, 2);
 	assert_false(call.last->snapshot);
 	assert_int_equal(call.last->n_entries, 1);
@@ -309,7 +320,7 @@ test_change_reaches_watcher(void **state)
 	/* A delete reaches it the same way: with the set now empty, the update
 	 * is the (empty) snapshot, smaller than a delta (authz.h). */
 	assert_int_equal(ly_datastore_entry_delete(f->srv.ds, id, NULL, NULL), LY_OK);
-	run_for(f, 50);
+	run_until_sent(f, &call, 3);
 	assert_int_equal(call.n_sent, 3);
 	assert_true(call.last->snapshot);
 	assert_int_equal(call.last->n_entries, 0);
