@@ -41,6 +41,7 @@
  * through datastore_internal.h.
  */
 #include "server/datastore_internal.h"
+#include "server/datastore_engine.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -194,10 +195,13 @@ static const char SQL_CHANGES_SINCE[] =
     "LEFT JOIN entries e ON e.entry_id = c.entry_id ORDER BY c.revision";
 static const char SQL_CHANGES_PRUNE[] = "DELETE FROM entry_changes WHERE revision <= $1";
 
-static const char SQL_TOKEN_INSERT[] =
-    "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) VALUES ($1, $2, $3, $4)";
-static const char SQL_TOKEN_TAKE[] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at";
-static const char SQL_TOKEN_PRUNE[] = "DELETE FROM join_tokens WHERE expires_at <= $1";
+/* The statements of the engine (datastore_engine.h), in this dialect. */
+static const char *const engine_sql[LY_DS_STMT_COUNT] = {
+	[LY_DS_TOKEN_INSERT] =
+	    "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at",
+	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= $1",
+};
 
 static const char SQL_AGENT_UPSERT[] =
     "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, "
@@ -1273,123 +1277,6 @@ pg_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
 	return rc;
 }
 
-/* ---- join tokens ---- */
-
-static ly_status
-pg_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
-    struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	unsigned char hash[32];
-	struct params p = { 0 };
-	int64_t rev = 0;
-
-	LY_TRY(ly_ds_check_token_create(token, spiffe_id, expires_at, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_bytes(&p, hash, sizeof(hash));
-	p_text(&p, spiffe_id);
-	p_int(&p, expires_at);
-	p_int(&p, ly_ds_now());
-	rc = run(ds, SQL_TOKEN_INSERT, &p, false, "store join token", NULL, err);
-	if (rc == LY_E_INVALID)
-		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	tx_rollback(ds);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-pg_token_consume(struct ly_datastore *base, const char *token, int64_t now, char **spiffe_id,
-    struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	unsigned char hash[32];
-	char *granted = NULL;
-	int64_t expires_at = 0, rev = 0;
-	struct params p = { 0 };
-
-	if (spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
-	*spiffe_id = NULL;
-	LY_TRY(ly_datastore_token_check(token, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	/* One statement finds and deletes it: two consumers cannot both get it. */
-	p_bytes(&p, hash, sizeof(hash));
-	rc = run(ds, SQL_TOKEN_TAKE, &p, false, "use join token", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
-		goto out;
-	}
-	if (PQntuples(res) != 1) {
-		rc = ly_ds_corrupt("join token", err);
-		goto out;
-	}
-	if ((rc = col_text(res, 0, 0, LY_SPIFFE_ID_MAX, false, &granted, err)) != LY_OK ||
-	    (rc = col_int64(res, 0, 1, &expires_at, err)) != LY_OK)
-		goto out;
-	/* Committed even when expired: an expired token is used up too. */
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (now >= expires_at) {
-		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
-		goto out;
-	}
-	*spiffe_id = granted;
-	granted = NULL;
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	free(granted);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-pg_token_prune(struct ly_datastore *base, int64_t now, size_t *removed, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct params p = { 0 };
-	int64_t rev = 0, n = 0;
-
-	if (removed != NULL)
-		*removed = 0;
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_int(&p, now);
-	rc = run(ds, SQL_TOKEN_PRUNE, &p, false, "prune join tokens", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	n = affected(res);
-	/* Nothing removed: roll back, so the revision does not move. */
-	if (n > 0)
-		rc = tx_commit(ds, err);
-	if (rc == LY_OK && removed != NULL)
-		*removed = (size_t)n;
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	return rc;
-}
-
 /* ---- agents ---- */
 
 
@@ -1675,6 +1562,100 @@ out:
 	return rc;
 }
 
+/* ---- the dialect (datastore_engine.h) ---- */
+
+static ly_status
+d_begin(struct ly_datastore *base, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err)
+{
+	return tx_begin(to_pg(base), mode == LY_DS_TX_WRITE ? TX_WRITE : TX_READ, rev, err);
+}
+
+static ly_status
+d_commit(struct ly_datastore *base, struct ly_error *err)
+{
+	return tx_commit(to_pg(base), err);
+}
+
+static void
+d_rollback(struct ly_datastore *base)
+{
+	tx_rollback(to_pg(base));
+}
+
+static ly_status
+d_exec(struct ly_datastore *base, enum ly_ds_stmt id, const struct ly_ds_param *in, size_t n, const char *what,
+    struct ly_ds_rows *rows, int64_t *changed, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	struct params p = { 0 };
+	PGresult *res = NULL;
+
+	if ((unsigned)id >= LY_DS_STMT_COUNT || n > PARAMS_MAX)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: bad statement");
+	for (size_t i = 0; i < n; i++) {
+		switch (in[i].type) {
+		case LY_DS_P_TEXT: p_text(&p, in[i].text); break;
+		case LY_DS_P_INT: p_int(&p, in[i].i); break;
+		case LY_DS_P_BYTES:
+			if (in[i].len > INT_MAX)
+				return ly_error_set(err, LY_E_LIMIT, "datastore: %s: value too large", what);
+			p_bytes(&p, in[i].bytes, in[i].len);
+			break;
+		default: return ly_error_set(err, LY_E_INTERNAL, "datastore: bad parameter type");
+		}
+	}
+	LY_TRY(run(ds, engine_sql[id], &p, false, what, &res, err));
+	if (changed != NULL)
+		*changed = affected(res);
+	if (rows != NULL) {
+		*rows = (struct ly_ds_rows){ .ds = base, .h = res, .row = -1, .n = PQntuples(res) };
+		return LY_OK;
+	}
+	PQclear(res);
+	return LY_OK;
+}
+
+static ly_status
+d_next(struct ly_ds_rows *rows, bool *row, const char *what, struct ly_error *err)
+{
+	(void)what;
+	(void)err;
+	if (rows->row < rows->n)
+		rows->row++;
+	*row = rows->row < rows->n;
+	return LY_OK;
+}
+
+static ly_status
+d_col_text(struct ly_ds_rows *rows, int col, size_t cap, bool nullable, char **out, struct ly_error *err)
+{
+	return col_text(rows->h, rows->row, col, cap, nullable, out, err);
+}
+
+static ly_status
+d_col_int64(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err)
+{
+	return col_int64(rows->h, rows->row, col, out, err);
+}
+
+static void
+d_rows_free(struct ly_ds_rows *rows)
+{
+	PQclear(rows->h);
+	rows->h = NULL;
+}
+
+static const struct ly_ds_dialect pg_dialect = {
+	.begin = d_begin,
+	.commit = d_commit,
+	.rollback = d_rollback,
+	.exec = d_exec,
+	.next = d_next,
+	.col_text = d_col_text,
+	.col_int64 = d_col_int64,
+	.rows_free = d_rows_free,
+};
+
 /* ---- open, migrate, close ---- */
 
 static void
@@ -1699,9 +1680,9 @@ static const struct ly_datastore_ops pg_ops = {
 	.entry_list = pg_entry_list,
 	.entry_changes_since = pg_entry_changes_since,
 	.entry_changes_prune = pg_entry_changes_prune,
-	.token_create = pg_token_create,
-	.token_consume = pg_token_consume,
-	.token_prune = pg_token_prune,
+	.token_create = ly_ds_engine_token_create,
+	.token_consume = ly_ds_engine_token_consume,
+	.token_prune = ly_ds_engine_token_prune,
 	.agent_upsert = pg_agent_upsert,
 	.agent_get = pg_agent_get,
 	.agent_list = pg_agent_list,
@@ -1831,6 +1812,7 @@ ly_datastore_pg_open(const char *conninfo, struct ly_datastore **out, struct ly_
 	if (ds == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 	ds->base.ops = &pg_ops;
+	ds->base.dialect = &pg_dialect;
 	/*
 	 * Defaults first, then the caller's string expanded from dbname: what
 	 * it sets (connect_timeout, application_name) wins.

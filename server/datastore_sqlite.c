@@ -21,6 +21,7 @@
  * the PostgreSQL back end through datastore_internal.h.
  */
 #include "server/datastore_internal.h"
+#include "server/datastore_engine.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -146,10 +147,6 @@ enum stmt_id {
 	ST_CHANGE_INSERT,
 	ST_CHANGES_SINCE,
 	ST_CHANGES_PRUNE,
-	ST_TOKEN_INSERT,
-	ST_TOKEN_GET,
-	ST_TOKEN_DELETE,
-	ST_TOKEN_PRUNE,
 	ST_AGENT_UPSERT,
 	ST_AGENT_GET,
 	ST_AGENT_LIST,
@@ -196,11 +193,6 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CHANGES_SINCE] = "SELECT entry_id, max(revision) AS r, op FROM entry_changes WHERE revision > ?1 "
 	                     "GROUP BY entry_id ORDER BY r",
 	[ST_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
-	[ST_TOKEN_INSERT] = "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) "
-	                    "VALUES (?1, ?2, ?3, ?4)",
-	[ST_TOKEN_GET] = "SELECT spiffe_id, expires_at FROM join_tokens WHERE token_sha256 = ?1",
-	[ST_TOKEN_DELETE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1",
-	[ST_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
 	[ST_AGENT_UPSERT] = "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, "
 	                    "banned, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
 	                    "ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
@@ -219,12 +211,21 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CA_DELETE] = "DELETE FROM ca_state WHERE name = ?1",
 };
 
+/* The statements of the engine (datastore_engine.h), in this dialect. */
+static const char *const engine_sql[LY_DS_STMT_COUNT] = {
+	[LY_DS_TOKEN_INSERT] = "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) "
+	                       "VALUES (?1, ?2, ?3, ?4)",
+	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1 RETURNING spiffe_id, expires_at",
+	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
+};
+
 struct sqlite_ds {
 	struct ly_datastore base; /* first: a struct ly_datastore * is a struct sqlite_ds * */
 	sqlite3 *db;
 	char *path;
 	bool in_tx;
 	sqlite3_stmt *st[ST_COUNT];
+	sqlite3_stmt *eng[LY_DS_STMT_COUNT];
 };
 
 static struct sqlite_ds *
@@ -273,22 +274,29 @@ db_fail(struct sqlite_ds *ds, int rc, const char *what, struct ly_error *err)
 	return ly_error_set(err, code, "datastore: %s: %s", what, msg);
 }
 
-/* Returns statement `id`, prepared, reset and with no bindings. */
+/* Returns the statement cached in *slot (prepared from `sql` the first time), reset and with no bindings. */
 static ly_status
-stmt(struct sqlite_ds *ds, enum stmt_id id, sqlite3_stmt **out, struct ly_error *err)
+cached(struct sqlite_ds *ds, sqlite3_stmt **slot, const char *sql, sqlite3_stmt **out, struct ly_error *err)
 {
 	*out = NULL;
-	if (ds->st[id] == NULL) {
-		int rc = sqlite3_prepare_v3(ds->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &ds->st[id], NULL);
+	if (*slot == NULL) {
+		int rc = sqlite3_prepare_v3(ds->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
 		if (rc != SQLITE_OK)
 			return db_fail(ds, rc, "prepare", err);
 	} else {
 		/* reset's result repeats the last step's error, already reported then. */
-		(void)sqlite3_reset(ds->st[id]);
-		(void)sqlite3_clear_bindings(ds->st[id]);
+		(void)sqlite3_reset(*slot);
+		(void)sqlite3_clear_bindings(*slot);
 	}
-	*out = ds->st[id];
+	*out = *slot;
 	return LY_OK;
+}
+
+/* Returns statement `id`, prepared, reset and with no bindings. */
+static ly_status
+stmt(struct sqlite_ds *ds, enum stmt_id id, sqlite3_stmt **out, struct ly_error *err)
+{
+	return cached(ds, &ds->st[id], stmt_sql[id], out, err);
 }
 
 /* Releases a statement's read cursor (its result was already checked). */
@@ -1225,150 +1233,6 @@ sqlite_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
 	return meta_get(ds, "revision", out, err);
 }
 
-/* ---- join tokens ---- */
-
-static ly_status
-sqlite_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	unsigned char hash[32];
-
-	LY_TRY(ly_ds_check_token_create(token, spiffe_id, expires_at, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_TOKEN_INSERT, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_text(st, 2, spiffe_id, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 3, expires_at));
-	TRY_BIND(sqlite3_bind_int64(st, 4, ly_ds_now()));
-	rc = run(ds, st, "store join token", err);
-	st = NULL;
-	if (rc == LY_E_INVALID)
-		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
-	if (rc != LY_OK)
-		goto out;
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-sqlite_token_consume(struct ly_datastore *base, const char *token, int64_t now, char **spiffe_id,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	unsigned char hash[32];
-	char *granted = NULL;
-	int64_t expires_at = 0;
-	bool row;
-
-	if (spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
-	*spiffe_id = NULL;
-	LY_TRY(ly_datastore_token_check(token, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_TOKEN_GET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
-	rc = step(ds, st, &row, "read join token", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
-		goto out;
-	}
-	rc = col_text(st, 0, LY_SPIFFE_ID_MAX, false, &granted, err);
-	if (rc != LY_OK)
-		goto out;
-	expires_at = sqlite3_column_int64(st, 1);
-	release(st);
-	rc = stmt(ds, ST_TOKEN_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
-	rc = run(ds, st, "use join token", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	if (sqlite3_changes(ds->db) != 1) {
-		rc = ly_error_set(err, LY_E_INTERNAL, "join token vanished during its own transaction");
-		goto out;
-	}
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Committed even when expired: an expired token is used up too. */
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (now >= expires_at) {
-		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
-		goto out;
-	}
-	*spiffe_id = granted;
-	granted = NULL;
-out:
-	release(st);
-	tx_rollback(ds);
-	free(granted);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-sqlite_token_prune(struct ly_datastore *base, int64_t now, size_t *removed, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	if (removed != NULL)
-		*removed = 0;
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_TOKEN_PRUNE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, now));
-	rc = run(ds, st, "prune join tokens", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	int n = sqlite3_changes(ds->db);
-	if (n > 0) {
-		rc = rev_bump(ds, NULL, err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	rc = tx_commit(ds, err);
-	if (rc == LY_OK && removed != NULL)
-		*removed = (size_t)n;
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
 /* ---- agents ---- */
 
 
@@ -1734,6 +1598,113 @@ out:
 	return rc;
 }
 
+/* ---- the dialect (datastore_engine.h) ---- */
+
+static ly_status
+d_begin(struct ly_datastore *base, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	LY_TRY(tx_begin(ds, mode == LY_DS_TX_WRITE, err));
+	if (mode != LY_DS_TX_WRITE)
+		return LY_OK;
+	/* BEGIN IMMEDIATE already serializes writers; the revision is raised first as on PostgreSQL. */
+	return rev_bump(ds, rev, err);
+}
+
+static ly_status
+d_commit(struct ly_datastore *base, struct ly_error *err)
+{
+	return tx_commit(to_sqlite(base), err);
+}
+
+static void
+d_rollback(struct ly_datastore *base)
+{
+	tx_rollback(to_sqlite(base));
+}
+
+static ly_status
+d_exec(struct ly_datastore *base, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n, const char *what,
+    struct ly_ds_rows *rows, int64_t *changed, struct ly_error *err)
+{
+	struct sqlite_ds *ds = to_sqlite(base);
+	ly_status rc;
+	sqlite3_stmt *st = NULL;
+
+	if ((unsigned)id >= LY_DS_STMT_COUNT || n > INT_MAX)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: bad statement");
+	rc = cached(ds, &ds->eng[id], engine_sql[id], &st, err);
+	if (rc != LY_OK)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		int col = (int)i + 1;
+		switch (p[i].type) {
+		case LY_DS_P_TEXT: TRY_BIND(sqlite3_bind_text(st, col, p[i].text, -1, SQLITE_STATIC)); break;
+		case LY_DS_P_INT: TRY_BIND(sqlite3_bind_int64(st, col, p[i].i)); break;
+		case LY_DS_P_BYTES:
+			if (p[i].len > INT_MAX) {
+				rc = ly_error_set(err, LY_E_LIMIT, "datastore: %s: value too large", what);
+				goto out;
+			}
+			TRY_BIND(sqlite3_bind_blob(st, col, p[i].len > 0 ? p[i].bytes : "", (int)p[i].len, SQLITE_STATIC));
+			break;
+		default: rc = ly_error_set(err, LY_E_INTERNAL, "datastore: bad parameter type"); goto out;
+		}
+	}
+	if (rows != NULL) {
+		*rows = (struct ly_ds_rows){ .ds = base, .h = st, .row = -1, .n = -1 };
+		st = NULL;
+		goto out;
+	}
+	rc = run(ds, st, what, err);
+	st = NULL;
+	if (rc == LY_OK && changed != NULL)
+		*changed = sqlite3_changes(ds->db);
+out:
+	release(st);
+	return rc;
+}
+
+static ly_status
+d_next(struct ly_ds_rows *rows, bool *row, const char *what, struct ly_error *err)
+{
+	LY_TRY(step(to_sqlite(rows->ds), rows->h, row, what, err));
+	rows->row++;
+	return LY_OK;
+}
+
+static ly_status
+d_col_text(struct ly_ds_rows *rows, int col, size_t cap, bool nullable, char **out, struct ly_error *err)
+{
+	return col_text(rows->h, col, cap, nullable, out, err);
+}
+
+static ly_status
+d_col_int64(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err)
+{
+	(void)err;
+	*out = sqlite3_column_int64(rows->h, col);
+	return LY_OK;
+}
+
+static void
+d_rows_free(struct ly_ds_rows *rows)
+{
+	release(rows->h);
+	rows->h = NULL;
+}
+
+static const struct ly_ds_dialect sqlite_dialect = {
+	.begin = d_begin,
+	.commit = d_commit,
+	.rollback = d_rollback,
+	.exec = d_exec,
+	.next = d_next,
+	.col_text = d_col_text,
+	.col_int64 = d_col_int64,
+	.rows_free = d_rows_free,
+};
+
 /* ---- open, migrate, close ---- */
 
 static void
@@ -1745,6 +1716,8 @@ sqlite_close(struct ly_datastore *base)
 	tx_rollback(ds);
 	for (size_t i = 0; i < ST_COUNT; i++)
 		(void)sqlite3_finalize(ds->st[i]);
+	for (size_t i = 0; i < LY_DS_STMT_COUNT; i++)
+		(void)sqlite3_finalize(ds->eng[i]);
 	/* close_v2: a zombie connection rather than a leak if anything is left. */
 	(void)sqlite3_close_v2(ds->db);
 	free(ds->path);
@@ -1762,9 +1735,9 @@ static const struct ly_datastore_ops sqlite_ops = {
 	.entry_list = sqlite_entry_list,
 	.entry_changes_since = sqlite_entry_changes_since,
 	.entry_changes_prune = sqlite_entry_changes_prune,
-	.token_create = sqlite_token_create,
-	.token_consume = sqlite_token_consume,
-	.token_prune = sqlite_token_prune,
+	.token_create = ly_ds_engine_token_create,
+	.token_consume = ly_ds_engine_token_consume,
+	.token_prune = ly_ds_engine_token_prune,
 	.agent_upsert = sqlite_agent_upsert,
 	.agent_get = sqlite_agent_get,
 	.agent_list = sqlite_agent_list,
@@ -1937,6 +1910,7 @@ ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, struct ly_
 		goto out;
 	}
 	ds->base.ops = &sqlite_ops;
+	ds->base.dialect = &sqlite_dialect;
 	ds->path = strdup(path);
 	if (ds->path == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");

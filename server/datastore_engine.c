@@ -1,0 +1,137 @@
+/*
+ * datastore_engine.c: the datastore operations written once, over a back
+ * end's dialect (datastore_engine.h). Each is one transaction: begin,
+ * statements, commit; on any failure the one cleanup path rolls back.
+ */
+#include "server/datastore_engine.h"
+
+#include <stdlib.h>
+
+#include <openssl/crypto.h>
+
+#include "lib/caps.h"
+#include "server/datastore_internal.h"
+
+/* ---- join tokens ---- */
+
+ly_status
+ly_ds_engine_token_create(struct ly_datastore *ds, const char *token, const char *spiffe_id, int64_t expires_at,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	unsigned char hash[LY_DS_HASH_LEN];
+	int64_t rev = 0;
+
+	LY_TRY(ly_ds_check_token_create(token, spiffe_id, expires_at, err));
+	LY_TRY(ly_ds_token_hash(token, hash, err));
+	const struct ly_ds_param p[] = {
+		LY_DS_BYTES(hash, sizeof(hash)),
+		LY_DS_TEXT(spiffe_id),
+		LY_DS_INT(expires_at),
+		LY_DS_INT(ly_ds_now()),
+	};
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_TOKEN_INSERT, p, LY_DS_NELEM(p), "store join token", NULL, NULL, err);
+	if (rc == LY_E_INVALID)
+		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+out:
+	d->rollback(ds);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return rc;
+}
+
+ly_status
+ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	unsigned char hash[LY_DS_HASH_LEN];
+	struct ly_ds_rows rows = { 0 };
+	bool open = false, row = false;
+	char *granted = NULL;
+	int64_t expires_at = 0, rev = 0;
+
+	if (spiffe_id == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
+	*spiffe_id = NULL;
+	LY_TRY(ly_datastore_token_check(token, err));
+	LY_TRY(ly_ds_token_hash(token, hash, err));
+	const struct ly_ds_param p[] = { LY_DS_BYTES(hash, sizeof(hash)) };
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	/* One statement finds and deletes it: two consumers cannot both get it. */
+	rc = d->exec(ds, LY_DS_TOKEN_TAKE, p, LY_DS_NELEM(p), "use join token", &rows, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	open = true;
+	rc = d->next(&rows, &row, "use join token", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
+		goto out;
+	}
+	if ((rc = d->col_text(&rows, 0, LY_SPIFFE_ID_MAX, false, &granted, err)) != LY_OK ||
+	    (rc = d->col_int64(&rows, 1, &expires_at, err)) != LY_OK)
+		goto out;
+	rc = d->next(&rows, &row, "use join token", err);
+	if (rc != LY_OK)
+		goto out;
+	if (row) {
+		rc = ly_ds_corrupt("join token", err);
+		goto out;
+	}
+	d->rows_free(&rows);
+	open = false;
+	/* Committed even when expired: an expired token is used up too. */
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	if (now >= expires_at) {
+		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
+		goto out;
+	}
+	*spiffe_id = granted;
+	granted = NULL;
+out:
+	if (open)
+		d->rows_free(&rows);
+	d->rollback(ds);
+	free(granted);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return rc;
+}
+
+ly_status
+ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	int64_t rev = 0, n = 0;
+	const struct ly_ds_param p[] = { LY_DS_INT(now) };
+
+	if (removed != NULL)
+		*removed = 0;
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_TOKEN_PRUNE, p, LY_DS_NELEM(p), "prune join tokens", NULL, &n, err);
+	if (rc != LY_OK)
+		goto out;
+	/* Nothing removed: roll back, so the revision does not move. */
+	if (n > 0)
+		rc = d->commit(ds, err);
+	if (rc == LY_OK && removed != NULL)
+		*removed = (size_t)n;
+out:
+	d->rollback(ds);
+	return rc;
+}
