@@ -135,3 +135,144 @@ out:
 	d->rollback(ds);
 	return rc;
 }
+
+/* ---- agents ---- */
+
+/* One agent row changed by statement `id` (a delete or a ban); LY_E_NOT_FOUND when there is none. */
+static ly_status
+agent_write(struct ly_datastore *ds, enum ly_ds_stmt id, const char *spiffe_id, bool banned, const char *what,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	int64_t rev = 0, n = 0;
+	const struct ly_ds_param p[] = { LY_DS_TEXT(spiffe_id), LY_DS_BOOL(banned), LY_DS_INT(ly_ds_now()) };
+
+	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, id, p, id == LY_DS_AGENT_BAN ? LY_DS_NELEM(p) : 1, what, NULL, &n, err);
+	if (rc != LY_OK)
+		goto out;
+	if (n == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
+		goto out;
+	}
+	rc = d->commit(ds, err);
+out:
+	d->rollback(ds);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_agent_delete(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err)
+{
+	return agent_write(ds, LY_DS_AGENT_DELETE, spiffe_id, false, "evict agent", err);
+}
+
+ly_status
+ly_ds_engine_agent_set_banned(struct ly_datastore *ds, const char *spiffe_id, bool banned, struct ly_error *err)
+{
+	return agent_write(ds, LY_DS_AGENT_BAN, spiffe_id, banned, "ban agent", err);
+}
+
+/* ---- CA state ---- */
+
+ly_status
+ly_ds_engine_ca_state_put(struct ly_datastore *ds, const char *name, const uint8_t *data, size_t len,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	int64_t rev = 0;
+
+	LY_TRY(ly_ds_check_ca_state_put(name, data, len, err));
+	const struct ly_ds_param p[] = { LY_DS_TEXT(name), LY_DS_BYTES(data, len), LY_DS_INT(ly_ds_now()) };
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_CA_PUT, p, LY_DS_NELEM(p), "store CA state", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+out:
+	d->rollback(ds);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_ca_state_get(struct ly_datastore *ds, const char *name, struct ly_buf *out, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	struct ly_buf got = LY_BUF_INIT;
+	bool open = false, row = false;
+	const struct ly_ds_param p[] = { LY_DS_TEXT(name) };
+
+	if (out == NULL || out->data != NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
+	LY_TRY(ly_ds_check_ca_name(name, err));
+	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_CA_GET, p, LY_DS_NELEM(p), "read CA state", &rows, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	open = true;
+	rc = d->next(&rows, &row, "read CA state", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
+		goto out;
+	}
+	rc = d->col_bytes(&rows, 0, LY_CA_STATE_MAX, "CA state value", &got, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->next(&rows, &row, "read CA state", err);
+	if (rc != LY_OK)
+		goto out;
+	if (row) {
+		rc = ly_ds_corrupt("CA state value", err);
+		goto out;
+	}
+	d->rows_free(&rows);
+	open = false;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	ly_buf_take(out, &got);
+out:
+	if (open)
+		d->rows_free(&rows);
+	d->rollback(ds);
+	ly_buf_free_secret(&got);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	int64_t rev = 0, n = 0;
+	const struct ly_ds_param p[] = { LY_DS_TEXT(name) };
+
+	LY_TRY(ly_ds_check_ca_name(name, err));
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_CA_DELETE, p, LY_DS_NELEM(p), "delete CA state", NULL, &n, err);
+	if (rc != LY_OK)
+		goto out;
+	if (n == 0) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
+		goto out;
+	}
+	rc = d->commit(ds, err);
+out:
+	d->rollback(ds);
+	return rc;
+}

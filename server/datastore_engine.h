@@ -14,8 +14,9 @@
  * database's own message ("datastore: <what>: <message>").
  *
  * Which operations run on the engine so far: the join tokens
- * (token_create, token_consume, token_prune). The rest are still written
- * per back end.
+ * (token_create, token_consume, token_prune), agent_delete,
+ * agent_set_banned and the CA state (put, get, delete). The rest are still
+ * written per back end.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
  * ly_ds_rows) is released with the dialect's rows_free before the next
@@ -40,6 +41,16 @@ enum ly_ds_stmt {
 	LY_DS_TOKEN_TAKE,
 	/* (now int): deletes tokens with expires_at <= now */
 	LY_DS_TOKEN_PRUNE,
+	/* (spiffe_id text): its selectors go with it */
+	LY_DS_AGENT_DELETE,
+	/* (spiffe_id text, banned bool, updated_at int) */
+	LY_DS_AGENT_BAN,
+	/* (name text, value bytes, updated_at int): insert or replace */
+	LY_DS_CA_PUT,
+	/* (name text) -> rows (value bytes) */
+	LY_DS_CA_GET,
+	/* (name text) */
+	LY_DS_CA_DELETE,
 	LY_DS_STMT_COUNT,
 };
 
@@ -51,6 +62,7 @@ enum ly_ds_tx {
 enum ly_ds_ptype {
 	LY_DS_P_TEXT,  /* .text; NULL is SQL NULL */
 	LY_DS_P_INT,   /* .i */
+	LY_DS_P_BOOL,  /* .i: 0 or 1 */
 	LY_DS_P_BYTES, /* .bytes, .len (at most LY_CA_STATE_MAX) */
 };
 
@@ -64,6 +76,7 @@ struct ly_ds_param {
 
 #define LY_DS_TEXT(s) { .type = LY_DS_P_TEXT, .text = (s) }
 #define LY_DS_INT(v) { .type = LY_DS_P_INT, .i = (v) }
+#define LY_DS_BOOL(v) { .type = LY_DS_P_BOOL, .i = (v) ? 1 : 0 }
 #define LY_DS_BYTES(p, n) { .type = LY_DS_P_BYTES, .bytes = (p), .len = (n) }
 
 /* A cursor over a statement's rows; its fields belong to the dialect. */
@@ -94,6 +107,13 @@ struct ly_ds_dialect {
 	ly_status (*col_text)(struct ly_ds_rows *rows, int col, size_t cap, bool nullable, char **out,
 	    struct ly_error *err);
 	ly_status (*col_int64)(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err);
+	/*
+	 * A bytes column (at most `cap` bytes) into the empty `out`; the
+	 * client library's copy of it is wiped (it may hold key material).
+	 * `what` names the value in "datastore: corrupt row: <what>".
+	 */
+	ly_status (*col_bytes)(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
+	    struct ly_error *err);
 	void (*rows_free)(struct ly_ds_rows *rows);
 };
 
@@ -103,6 +123,16 @@ ly_status ly_ds_engine_token_create(struct ly_datastore *ds, const char *token, 
 ly_status ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
     struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_delete(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_set_banned(struct ly_datastore *ds, const char *spiffe_id, bool banned,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_ca_state_put(struct ly_datastore *ds, const char *name, const uint8_t *data, size_t len,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_ca_state_get(struct ly_datastore *ds, const char *name, struct ly_buf *out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
     LY_MUST_CHECK;
 
 #endif

@@ -201,6 +201,18 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	    "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
 	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at",
 	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= $1",
+	[LY_DS_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = $1",
+	[LY_DS_AGENT_BAN] = "UPDATE agents SET banned = $2, updated_at = $3 WHERE spiffe_id = $1",
+	/* bytea in binary format: the bytes as they are, no escaping. */
+	[LY_DS_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES ($1, $2, $3) "
+	                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+	[LY_DS_CA_GET] = "SELECT value FROM ca_state WHERE name = $1",
+	[LY_DS_CA_DELETE] = "DELETE FROM ca_state WHERE name = $1",
+};
+
+/* The statements whose results come in binary format (bytea values). */
+static const bool engine_binary[LY_DS_STMT_COUNT] = {
+	[LY_DS_CA_GET] = true,
 };
 
 static const char SQL_AGENT_UPSERT[] =
@@ -211,18 +223,11 @@ static const char SQL_AGENT_UPSERT[] =
 /* COLLATE "C": byte order, whatever the database's collation (as SQLite sorts). */
 static const char SQL_AGENT_GET[] = AGENT_SELECT "WHERE a.spiffe_id = $1";
 static const char SQL_AGENT_LIST[] = AGENT_SELECT "ORDER BY a.spiffe_id COLLATE \"C\"";
-static const char SQL_AGENT_DELETE[] = "DELETE FROM agents WHERE spiffe_id = $1";
-static const char SQL_AGENT_BAN[] = "UPDATE agents SET banned = $2, updated_at = $3 WHERE spiffe_id = $1";
 static const char SQL_AGENT_SEL_DELETE[] = "DELETE FROM agent_selectors WHERE agent = $1";
 static const char SQL_AGENT_SEL_INSERT[] =
     "INSERT INTO agent_selectors (agent, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
     "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
 
-static const char SQL_CA_PUT[] =
-    "INSERT INTO ca_state (name, value, updated_at) VALUES ($1, $2, $3) "
-    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
-static const char SQL_CA_GET[] = "SELECT value FROM ca_state WHERE name = $1";
-static const char SQL_CA_DELETE[] = "DELETE FROM ca_state WHERE name = $1";
 
 /* ---- connection, errors, statements ---- */
 
@@ -1421,147 +1426,6 @@ out:
 }
 
 /* A one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
-static ly_status
-agent_write(struct pg_ds *ds, const char *sql, const char *spiffe_id, int banned, const char *what,
-    struct ly_error *err)
-{
-	ly_status rc;
-	PGresult *res = NULL;
-	int64_t rev = 0;
-	struct params p = { 0 };
-
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_text(&p, spiffe_id);
-	if (banned >= 0) {
-		p_bool(&p, banned != 0);
-		p_int(&p, ly_ds_now());
-	}
-	rc = run(ds, sql, &p, false, what, &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (affected(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
-	}
-	rc = tx_commit(ds, err);
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_agent_delete(struct ly_datastore *base, const char *spiffe_id, struct ly_error *err)
-{
-	/* Its selectors go with it (ON DELETE CASCADE). */
-	return agent_write(to_pg(base), SQL_AGENT_DELETE, spiffe_id, -1, "evict agent", err);
-}
-
-static ly_status
-pg_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool banned, struct ly_error *err)
-{
-	return agent_write(to_pg(base), SQL_AGENT_BAN, spiffe_id, banned ? 1 : 0, "ban agent", err);
-}
-
-/* ---- CA state ---- */
-
-static ly_status
-pg_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
-    struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	int64_t rev = 0;
-	struct params p = { 0 };
-
-	LY_TRY(ly_ds_check_ca_state_put(name, data, len, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	/* bytea, binary format: the bytes as they are, no escaping. */
-	p_text(&p, name);
-	p_bytes(&p, data, len);
-	p_int(&p, ly_ds_now());
-	rc = run(ds, SQL_CA_PUT, &p, false, "store CA state", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct ly_buf got = LY_BUF_INIT;
-	struct params p = { 0 };
-
-	if (out == NULL || out->data != NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	LY_TRY(ensure_conn(ds, err));
-	p_text(&p, name);
-	rc = run(ds, SQL_CA_GET, &p, true, "read CA state", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	int n = PQgetlength(res, 0, 0);
-	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || n < 0 || n > LY_CA_STATE_MAX) {
-		rc = ly_ds_corrupt("CA state value", err);
-		goto out;
-	}
-	rc = ly_buf_set(&got, PQgetvalue(res, 0, 0), (size_t)n, err);
-	if (rc != LY_OK)
-		goto out;
-	ly_buf_take(out, &got);
-out:
-	/* The value may hold key material: wipe libpq's copy before it is freed. */
-	if (res != NULL && PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0) &&
-	    PQgetlength(res, 0, 0) > 0)
-		OPENSSL_cleanse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
-	PQclear(res);
-	ly_buf_free_secret(&got);
-	return rc;
-}
-
-static ly_status
-pg_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	int64_t rev = 0;
-	struct params p = { 0 };
-
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_text(&p, name);
-	rc = run(ds, SQL_CA_DELETE, &p, false, "delete CA state", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (affected(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	rc = tx_commit(ds, err);
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	return rc;
-}
-
 /* ---- the dialect (datastore_engine.h) ---- */
 
 static ly_status
@@ -1596,6 +1460,7 @@ d_exec(struct ly_datastore *base, enum ly_ds_stmt id, const struct ly_ds_param *
 		switch (in[i].type) {
 		case LY_DS_P_TEXT: p_text(&p, in[i].text); break;
 		case LY_DS_P_INT: p_int(&p, in[i].i); break;
+		case LY_DS_P_BOOL: p_bool(&p, in[i].i != 0); break;
 		case LY_DS_P_BYTES:
 			if (in[i].len > INT_MAX)
 				return ly_error_set(err, LY_E_LIMIT, "datastore: %s: value too large", what);
@@ -1604,7 +1469,7 @@ d_exec(struct ly_datastore *base, enum ly_ds_stmt id, const struct ly_ds_param *
 		default: return ly_error_set(err, LY_E_INTERNAL, "datastore: bad parameter type");
 		}
 	}
-	LY_TRY(run(ds, engine_sql[id], &p, false, what, &res, err));
+	LY_TRY(run(ds, engine_sql[id], &p, engine_binary[id], what, &res, err));
 	if (changed != NULL)
 		*changed = affected(res);
 	if (rows != NULL) {
@@ -1638,6 +1503,23 @@ d_col_int64(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err
 	return col_int64(rows->h, rows->row, col, out, err);
 }
 
+static ly_status
+d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
+    struct ly_error *err)
+{
+	PGresult *res = rows->h;
+	ly_status rc = LY_OK;
+	int n = PQgetlength(res, rows->row, col);
+	if (PQgetisnull(res, rows->row, col) || n < 0 || (size_t)n > cap)
+		rc = ly_ds_corrupt(what, err);
+	else
+		rc = ly_buf_set(out, PQgetvalue(res, rows->row, col), (size_t)n, err);
+	/* The value may hold key material: wipe libpq's copy before it is freed. */
+	if (!PQgetisnull(res, rows->row, col) && n > 0)
+		OPENSSL_cleanse(PQgetvalue(res, rows->row, col), (size_t)n);
+	return rc;
+}
+
 static void
 d_rows_free(struct ly_ds_rows *rows)
 {
@@ -1653,6 +1535,7 @@ static const struct ly_ds_dialect pg_dialect = {
 	.next = d_next,
 	.col_text = d_col_text,
 	.col_int64 = d_col_int64,
+	.col_bytes = d_col_bytes,
 	.rows_free = d_rows_free,
 };
 
@@ -1686,11 +1569,11 @@ static const struct ly_datastore_ops pg_ops = {
 	.agent_upsert = pg_agent_upsert,
 	.agent_get = pg_agent_get,
 	.agent_list = pg_agent_list,
-	.agent_delete = pg_agent_delete,
-	.agent_set_banned = pg_agent_set_banned,
-	.ca_state_put = pg_ca_state_put,
-	.ca_state_get = pg_ca_state_get,
-	.ca_state_delete = pg_ca_state_delete,
+	.agent_delete = ly_ds_engine_agent_delete,
+	.agent_set_banned = ly_ds_engine_agent_set_banned,
+	.ca_state_put = ly_ds_engine_ca_state_put,
+	.ca_state_get = ly_ds_engine_ca_state_get,
+	.ca_state_delete = ly_ds_engine_ca_state_delete,
 };
 
 /* Reads the schema version (0 for a new database, which gets its row); refuses a damaged table. */

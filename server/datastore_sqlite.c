@@ -150,14 +150,9 @@ enum stmt_id {
 	ST_AGENT_UPSERT,
 	ST_AGENT_GET,
 	ST_AGENT_LIST,
-	ST_AGENT_DELETE,
-	ST_AGENT_BAN,
 	ST_AGENT_SEL_INSERT,
 	ST_AGENT_SEL_BY_AGENT,
 	ST_AGENT_SEL_DELETE,
-	ST_CA_PUT,
-	ST_CA_GET,
-	ST_CA_DELETE,
 	ST_COUNT,
 };
 
@@ -200,15 +195,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                    "updated_at = excluded.updated_at RETURNING id",
 	[ST_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE spiffe_id = ?1",
 	[ST_AGENT_LIST] = "SELECT " AGENT_COLS " FROM agents ORDER BY spiffe_id",
-	[ST_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = ?1",
-	[ST_AGENT_BAN] = "UPDATE agents SET banned = ?2, updated_at = ?3 WHERE spiffe_id = ?1",
 	[ST_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 	[ST_AGENT_SEL_BY_AGENT] = "SELECT type, value FROM agent_selectors WHERE agent = ?1 ORDER BY pos",
 	[ST_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = ?1",
-	[ST_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES (?1, ?2, ?3) "
-	              "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-	[ST_CA_GET] = "SELECT value FROM ca_state WHERE name = ?1",
-	[ST_CA_DELETE] = "DELETE FROM ca_state WHERE name = ?1",
 };
 
 /* The statements of the engine (datastore_engine.h), in this dialect. */
@@ -217,6 +206,12 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	                       "VALUES (?1, ?2, ?3, ?4)",
 	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1 RETURNING spiffe_id, expires_at",
 	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
+	[LY_DS_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = ?1",
+	[LY_DS_AGENT_BAN] = "UPDATE agents SET banned = ?2, updated_at = ?3 WHERE spiffe_id = ?1",
+	[LY_DS_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES (?1, ?2, ?3) "
+	                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+	[LY_DS_CA_GET] = "SELECT value FROM ca_state WHERE name = ?1",
+	[LY_DS_CA_DELETE] = "DELETE FROM ca_state WHERE name = ?1",
 };
 
 struct sqlite_ds {
@@ -1429,175 +1424,6 @@ out:
 	return rc;
 }
 
-/* Runs a one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
-static ly_status
-agent_write(struct sqlite_ds *ds, enum stmt_id id, const char *spiffe_id, int banned, const char *what,
-    struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, id, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, spiffe_id, -1, SQLITE_STATIC));
-	if (id == ST_AGENT_BAN) {
-		TRY_BIND(sqlite3_bind_int(st, 2, banned));
-		TRY_BIND(sqlite3_bind_int64(st, 3, ly_ds_now()));
-	}
-	rc = run(ds, st, what, err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	if (sqlite3_changes(ds->db) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
-	}
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-sqlite_agent_delete(struct ly_datastore *base, const char *spiffe_id, struct ly_error *err)
-{
-	return agent_write(to_sqlite(base), ST_AGENT_DELETE, spiffe_id, 0, "evict agent", err);
-}
-
-static ly_status
-sqlite_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool banned, struct ly_error *err)
-{
-	return agent_write(to_sqlite(base), ST_AGENT_BAN, spiffe_id, banned ? 1 : 0, "ban agent", err);
-}
-
-/* ---- CA state ---- */
-
-static ly_status
-sqlite_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	LY_TRY(ly_ds_check_ca_state_put(name, data, len, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_CA_PUT, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	/* A NULL blob pointer would bind SQL NULL: an empty value is a zero-length blob. */
-	if (len == 0)
-		TRY_BIND(sqlite3_bind_zeroblob(st, 2, 0));
-	else
-		TRY_BIND(sqlite3_bind_blob(st, 2, data, (int)len, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 3, ly_ds_now()));
-	rc = run(ds, st, "store CA state", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-sqlite_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_buf got = LY_BUF_INIT;
-	bool row;
-
-	if (out == NULL || out->data != NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_CA_GET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "read CA state", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	const void *p = sqlite3_column_blob(st, 0);
-	int n = sqlite3_column_bytes(st, 0);
-	if (n < 0 || n > LY_CA_STATE_MAX || (p == NULL && n > 0)) {
-		rc = ly_ds_corrupt("CA state value", err);
-		goto out;
-	}
-	rc = ly_buf_set(&got, p, (size_t)n, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	ly_buf_take(out, &got);
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_buf_free_secret(&got);
-	return rc;
-}
-
-static ly_status
-sqlite_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_CA_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	rc = run(ds, st, "delete CA state", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	if (sqlite3_changes(ds->db) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
 /* ---- the dialect (datastore_engine.h) ---- */
 
 static ly_status
@@ -1640,13 +1466,18 @@ d_exec(struct ly_datastore *base, enum ly_ds_stmt id, const struct ly_ds_param *
 		int col = (int)i + 1;
 		switch (p[i].type) {
 		case LY_DS_P_TEXT: TRY_BIND(sqlite3_bind_text(st, col, p[i].text, -1, SQLITE_STATIC)); break;
-		case LY_DS_P_INT: TRY_BIND(sqlite3_bind_int64(st, col, p[i].i)); break;
+		case LY_DS_P_INT:
+		case LY_DS_P_BOOL: TRY_BIND(sqlite3_bind_int64(st, col, p[i].i)); break;
 		case LY_DS_P_BYTES:
 			if (p[i].len > INT_MAX) {
 				rc = ly_error_set(err, LY_E_LIMIT, "datastore: %s: value too large", what);
 				goto out;
 			}
-			TRY_BIND(sqlite3_bind_blob(st, col, p[i].len > 0 ? p[i].bytes : "", (int)p[i].len, SQLITE_STATIC));
+			/* A NULL blob pointer would bind SQL NULL: an empty value is a zero-length blob. */
+			if (p[i].len == 0)
+				TRY_BIND(sqlite3_bind_zeroblob(st, col, 0));
+			else
+				TRY_BIND(sqlite3_bind_blob(st, col, p[i].bytes, (int)p[i].len, SQLITE_STATIC));
 			break;
 		default: rc = ly_error_set(err, LY_E_INTERNAL, "datastore: bad parameter type"); goto out;
 		}
@@ -1687,6 +1518,17 @@ d_col_int64(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err
 	return LY_OK;
 }
 
+static ly_status
+d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
+    struct ly_error *err)
+{
+	const void *p = sqlite3_column_blob(rows->h, col);
+	int n = sqlite3_column_bytes(rows->h, col);
+	if (n < 0 || (size_t)n > cap || (p == NULL && n > 0))
+		return ly_ds_corrupt(what, err);
+	return ly_buf_set(out, p, (size_t)n, err);
+}
+
 static void
 d_rows_free(struct ly_ds_rows *rows)
 {
@@ -1702,6 +1544,7 @@ static const struct ly_ds_dialect sqlite_dialect = {
 	.next = d_next,
 	.col_text = d_col_text,
 	.col_int64 = d_col_int64,
+	.col_bytes = d_col_bytes,
 	.rows_free = d_rows_free,
 };
 
@@ -1741,11 +1584,11 @@ static const struct ly_datastore_ops sqlite_ops = {
 	.agent_upsert = sqlite_agent_upsert,
 	.agent_get = sqlite_agent_get,
 	.agent_list = sqlite_agent_list,
-	.agent_delete = sqlite_agent_delete,
-	.agent_set_banned = sqlite_agent_set_banned,
-	.ca_state_put = sqlite_ca_state_put,
-	.ca_state_get = sqlite_ca_state_get,
-	.ca_state_delete = sqlite_ca_state_delete,
+	.agent_delete = ly_ds_engine_agent_delete,
+	.agent_set_banned = ly_ds_engine_agent_set_banned,
+	.ca_state_put = ly_ds_engine_ca_state_put,
+	.ca_state_get = ly_ds_engine_ca_state_get,
+	.ca_state_delete = ly_ds_engine_ca_state_delete,
 };
 
 /*
