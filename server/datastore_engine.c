@@ -12,6 +12,69 @@
 #include "lib/caps.h"
 #include "server/datastore_internal.h"
 
+/* ---- the revision and the change log ---- */
+
+ly_status
+ly_ds_engine_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	bool open = false, row = false;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
+	rc = d->begin(ds, LY_DS_TX_NONE, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_REVISION, NULL, 0, "read meta", &rows, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	open = true;
+	rc = d->next(&rows, &row, "read meta", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_ds_corrupt("revision", err);
+		goto out;
+	}
+	rc = d->col_int64(&rows, 0, out, err);
+out:
+	if (open)
+		d->rows_free(&rows);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	int64_t meta[2] = { 0, 0 };
+
+	rc = d->begin(ds, LY_DS_TX_LOCK, meta, err);
+	if (rc != LY_OK)
+		goto out;
+	if (up_to > meta[0])
+		up_to = meta[0];
+	if (up_to <= meta[1]) {
+		rc = d->commit(ds, err);
+		goto out;
+	}
+	const struct ly_ds_param p[] = { LY_DS_INT(up_to) };
+	rc = d->exec(ds, LY_DS_CHANGES_PRUNE, p, LY_DS_NELEM(p), "prune changes", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	/* History only: the revision does not move. */
+	rc = d->exec(ds, LY_DS_PRUNED_SET, p, LY_DS_NELEM(p), "write meta", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+out:
+	d->rollback(ds);
+	return rc;
+}
+
 /* ---- join tokens ---- */
 
 ly_status

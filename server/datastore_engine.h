@@ -15,7 +15,8 @@
  *
  * Which operations run on the engine so far: the join tokens
  * (token_create, token_consume, token_prune), agent_delete,
- * agent_set_banned and the CA state (put, get, delete). The rest are still
+ * agent_set_banned, the CA state (put, get, delete), revision and
+ * entry_changes_prune. The rest are still
  * written per back end.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
@@ -51,12 +52,22 @@ enum ly_ds_stmt {
 	LY_DS_CA_GET,
 	/* (name text) */
 	LY_DS_CA_DELETE,
+	/* () -> rows (revision int) */
+	LY_DS_REVISION,
+	/* (up_to int): the entry change log up to a revision */
+	LY_DS_CHANGES_PRUNE,
+	/* (up_to int): the change-log horizon */
+	LY_DS_PRUNED_SET,
 	LY_DS_STMT_COUNT,
 };
 
 enum ly_ds_tx {
+	LY_DS_TX_NONE,  /* no transaction: each statement on its own (one-statement reads) */
 	LY_DS_TX_READ,  /* a consistent snapshot */
 	LY_DS_TX_WRITE, /* raises the revision first; the new value to *rev */
+	/* holds the writers' lock without raising the revision (history-only
+	 * writes); the revision and the change-log horizon to rev[0], rev[1] */
+	LY_DS_TX_LOCK,
 };
 
 enum ly_ds_ptype {
@@ -88,6 +99,7 @@ struct ly_ds_rows {
 };
 
 struct ly_ds_dialect {
+	/* LY_DS_TX_NONE begins nothing (commit and rollback then do nothing) but may reconnect. */
 	ly_status (*begin)(struct ly_datastore *ds, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err);
 	/* On failure the transaction is rolled back. */
 	ly_status (*commit)(struct ly_datastore *ds, struct ly_error *err);
@@ -123,6 +135,9 @@ ly_status ly_ds_engine_token_create(struct ly_datastore *ds, const char *token, 
 ly_status ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
     struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct ly_error *err)
     LY_MUST_CHECK;
 ly_status ly_ds_engine_agent_delete(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err)
     LY_MUST_CHECK;

@@ -162,8 +162,6 @@ static const char SQL_META_LOCK[] =
     "(SELECT value FROM meta WHERE name = 'changes_pruned')";
 static const char SQL_META_GET[] = "SELECT (SELECT value FROM meta WHERE name = 'revision'), "
                                    "(SELECT value FROM meta WHERE name = 'changes_pruned')";
-static const char SQL_REVISION[] = "SELECT value FROM meta WHERE name = 'revision'";
-static const char SQL_PRUNED_SET[] = "UPDATE meta SET value = $1 WHERE name = 'changes_pruned'";
 
 static const char SQL_ENTRY_BY_ID[] = ENTRY_SELECT "WHERE e.entry_id = $1";
 static const char SQL_ENTRY_BY_IDENTITY[] = ENTRY_SELECT "WHERE e.identity = $1";
@@ -193,7 +191,6 @@ static const char SQL_CHANGES_SINCE[] =
     "SELECT c.entry_id, c.revision, c.op, " ENTRY_COLS " FROM (SELECT DISTINCT ON (entry_id) entry_id, "
     "revision, op FROM entry_changes WHERE revision > $1 ORDER BY entry_id, revision DESC) c "
     "LEFT JOIN entries e ON e.entry_id = c.entry_id ORDER BY c.revision";
-static const char SQL_CHANGES_PRUNE[] = "DELETE FROM entry_changes WHERE revision <= $1";
 
 /* The statements of the engine (datastore_engine.h), in this dialect. */
 static const char *const engine_sql[LY_DS_STMT_COUNT] = {
@@ -208,6 +205,9 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
 	[LY_DS_CA_GET] = "SELECT value FROM ca_state WHERE name = $1",
 	[LY_DS_CA_DELETE] = "DELETE FROM ca_state WHERE name = $1",
+	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
+	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= $1",
+	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = $1 WHERE name = 'changes_pruned'",
 };
 
 /* The statements whose results come in binary format (bytea values). */
@@ -1234,53 +1234,6 @@ out:
 	return rc;
 }
 
-static ly_status
-pg_entry_changes_prune(struct ly_datastore *base, int64_t up_to, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	int64_t meta[2] = { 0, 0 };
-	struct params p = { 0 };
-
-	rc = tx_begin(ds, TX_LOCK, meta, err);
-	if (rc != LY_OK)
-		goto out;
-	if (up_to > meta[0])
-		up_to = meta[0];
-	if (up_to <= meta[1]) {
-		rc = tx_commit(ds, err);
-		goto out;
-	}
-	p_int(&p, up_to);
-	rc = run(ds, SQL_CHANGES_PRUNE, &p, false, "prune changes", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	/* History only: the revision does not move. */
-	rc = run(ds, SQL_PRUNED_SET, &p, false, "write meta", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
-	LY_TRY(ensure_conn(ds, err));
-	rc = run(ds, SQL_REVISION, NULL, false, "read meta", &res, err);
-	if (rc == LY_OK)
-		rc = PQntuples(res) == 1 ? col_int64(res, 0, 0, out, err) : ly_ds_corrupt("revision", err);
-	PQclear(res);
-	return rc;
-}
 
 /* ---- agents ---- */
 
@@ -1431,7 +1384,14 @@ out:
 static ly_status
 d_begin(struct ly_datastore *base, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err)
 {
-	return tx_begin(to_pg(base), mode == LY_DS_TX_WRITE ? TX_WRITE : TX_READ, rev, err);
+	struct pg_ds *ds = to_pg(base);
+	switch (mode) {
+	case LY_DS_TX_NONE: return ensure_conn(ds, err);
+	case LY_DS_TX_READ: return tx_begin(ds, TX_READ, rev, err);
+	case LY_DS_TX_WRITE: return tx_begin(ds, TX_WRITE, rev, err);
+	case LY_DS_TX_LOCK: return tx_begin(ds, TX_LOCK, rev, err);
+	default: return ly_error_set(err, LY_E_INTERNAL, "datastore: bad transaction mode");
+	}
 }
 
 static ly_status
@@ -1555,14 +1515,14 @@ pg_close(struct ly_datastore *base)
 static const struct ly_datastore_ops pg_ops = {
 	.name = "postgres",
 	.close = pg_close,
-	.revision = pg_revision,
+	.revision = ly_ds_engine_revision,
 	.entry_create = pg_entry_create,
 	.entry_get = pg_entry_get,
 	.entry_update = pg_entry_update,
 	.entry_delete = pg_entry_delete,
 	.entry_list = pg_entry_list,
 	.entry_changes_since = pg_entry_changes_since,
-	.entry_changes_prune = pg_entry_changes_prune,
+	.entry_changes_prune = ly_ds_engine_entry_changes_prune,
 	.token_create = ly_ds_engine_token_create,
 	.token_consume = ly_ds_engine_token_consume,
 	.token_prune = ly_ds_engine_token_prune,

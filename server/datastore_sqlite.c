@@ -128,7 +128,6 @@ enum stmt_id {
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST_META_GET,
-	ST_META_SET,
 	ST_REV_BUMP,
 	ST_ENTRY_BY_ID,
 	ST_ENTRY_BY_IDENTITY,
@@ -146,7 +145,6 @@ enum stmt_id {
 	ST_DNS_DELETE,
 	ST_CHANGE_INSERT,
 	ST_CHANGES_SINCE,
-	ST_CHANGES_PRUNE,
 	ST_AGENT_UPSERT,
 	ST_AGENT_GET,
 	ST_AGENT_LIST,
@@ -162,7 +160,6 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_META_GET] = "SELECT value FROM meta WHERE name = ?1",
-	[ST_META_SET] = "UPDATE meta SET value = ?2 WHERE name = ?1",
 	[ST_REV_BUMP] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
 	[ST_ENTRY_BY_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE entry_id = ?1",
 	[ST_ENTRY_BY_IDENTITY] = "SELECT " ENTRY_COLS " FROM entries WHERE identity = ?1",
@@ -187,7 +184,6 @@ static const char *const stmt_sql[ST_COUNT] = {
 	/* SQLite takes bare columns from the row holding the max(): op is the latest op. */
 	[ST_CHANGES_SINCE] = "SELECT entry_id, max(revision) AS r, op FROM entry_changes WHERE revision > ?1 "
 	                     "GROUP BY entry_id ORDER BY r",
-	[ST_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
 	[ST_AGENT_UPSERT] = "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, "
 	                    "banned, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
 	                    "ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
@@ -212,6 +208,9 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
 	[LY_DS_CA_GET] = "SELECT value FROM ca_state WHERE name = ?1",
 	[LY_DS_CA_DELETE] = "DELETE FROM ca_state WHERE name = ?1",
+	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
+	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
+	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = ?1 WHERE name = 'changes_pruned'",
 };
 
 struct sqlite_ds {
@@ -568,24 +567,6 @@ meta_get(struct sqlite_ds *ds, const char *name, int64_t *out, struct ly_error *
 		goto out;
 	}
 	*out = sqlite3_column_int64(st, 0);
-out:
-	release(st);
-	return rc;
-}
-
-static ly_status
-meta_set(struct sqlite_ds *ds, const char *name, int64_t value, struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	rc = stmt(ds, ST_META_SET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 2, value));
-	rc = run(ds, st, "write meta", err);
-	st = NULL;
 out:
 	release(st);
 	return rc;
@@ -1178,55 +1159,6 @@ out:
 	return rc;
 }
 
-static ly_status
-sqlite_entry_changes_prune(struct ly_datastore *base, int64_t up_to, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	int64_t current = 0, pruned = 0;
-
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = meta_get(ds, "revision", &current, err);
-	if (rc == LY_OK)
-		rc = meta_get(ds, "changes_pruned", &pruned, err);
-	if (rc != LY_OK)
-		goto out;
-	if (up_to > current)
-		up_to = current;
-	if (up_to <= pruned) {
-		rc = tx_commit(ds, err);
-		goto out;
-	}
-	rc = stmt(ds, ST_CHANGES_PRUNE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, up_to));
-	rc = run(ds, st, "prune changes", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	/* History only: the revision does not move. */
-	rc = meta_set(ds, "changes_pruned", up_to, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-sqlite_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
-	return meta_get(ds, "revision", out, err);
-}
 
 /* ---- agents ---- */
 
@@ -1430,11 +1362,20 @@ static ly_status
 d_begin(struct ly_datastore *base, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err)
 {
 	struct sqlite_ds *ds = to_sqlite(base);
-	LY_TRY(tx_begin(ds, mode == LY_DS_TX_WRITE, err));
-	if (mode != LY_DS_TX_WRITE)
+	if (mode == LY_DS_TX_NONE)
 		return LY_OK;
-	/* BEGIN IMMEDIATE already serializes writers; the revision is raised first as on PostgreSQL. */
-	return rev_bump(ds, rev, err);
+	LY_TRY(tx_begin(ds, mode != LY_DS_TX_READ, err));
+	switch (mode) {
+	case LY_DS_TX_WRITE:
+		/* BEGIN IMMEDIATE already serializes writers; the revision is raised first as on PostgreSQL. */
+		return rev_bump(ds, rev, err);
+	case LY_DS_TX_LOCK:
+		/* BEGIN IMMEDIATE is the writers' lock; the revision stays. */
+		LY_TRY(meta_get(ds, "revision", &rev[0], err));
+		return meta_get(ds, "changes_pruned", &rev[1], err);
+	default:
+		return LY_OK;
+	}
 }
 
 static ly_status
@@ -1570,14 +1511,14 @@ sqlite_close(struct ly_datastore *base)
 static const struct ly_datastore_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sqlite_close,
-	.revision = sqlite_revision,
+	.revision = ly_ds_engine_revision,
 	.entry_create = sqlite_entry_create,
 	.entry_get = sqlite_entry_get,
 	.entry_update = sqlite_entry_update,
 	.entry_delete = sqlite_entry_delete,
 	.entry_list = sqlite_entry_list,
 	.entry_changes_since = sqlite_entry_changes_since,
-	.entry_changes_prune = sqlite_entry_changes_prune,
+	.entry_changes_prune = ly_ds_engine_entry_changes_prune,
 	.token_create = ly_ds_engine_token_create,
 	.token_consume = ly_ds_engine_token_consume,
 	.token_prune = ly_ds_engine_token_prune,
