@@ -75,6 +75,95 @@ out:
 	return rc;
 }
 
+/* ---- entries ---- */
+
+/* Entry `entry_id` read in the open transaction (LY_E_NOT_FOUND without it); its row id to *rowid. */
+static ly_status
+entry_read(struct ly_datastore *ds, const char *entry_id, int64_t *rowid, struct ly_entry **out,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	bool row = false;
+	const struct ly_ds_param p[] = { LY_DS_TEXT(entry_id) };
+
+	LY_TRY(d->exec(ds, LY_DS_ENTRY_BY_ID, p, LY_DS_NELEM(p), "get entry", &rows, NULL, err));
+	rc = d->next(&rows, &row, "get entry", err);
+	if (rc == LY_OK && !row)
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
+	if (rc == LY_OK)
+		rc = d->read_entry(&rows, rowid, out, err);
+	d->rows_free(&rows);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_entry_get(struct ly_datastore *ds, const char *entry_id, struct ly_entry **out, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
+	*out = NULL;
+	LY_TRY(ly_ds_check_entry_id(entry_id, err));
+	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_read(ds, entry_id, NULL, out, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK) {
+		ly_entry_free(*out);
+		*out = NULL;
+	}
+out:
+	d->rollback(ds);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_entry_delete(struct ly_datastore *ds, const char *entry_id, struct ly_entry **deleted,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_entry *e = NULL;
+	int64_t id = 0, rev = 0;
+
+	if (deleted != NULL)
+		*deleted = NULL;
+	LY_TRY(ly_ds_check_entry_id(entry_id, err));
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_read(ds, entry_id, &id, &e, err);
+	if (rc != LY_OK)
+		goto out;
+	/* Selectors and DNS names go with it (ON DELETE CASCADE). */
+	const struct ly_ds_param del[] = { LY_DS_INT(id) };
+	rc = d->exec(ds, LY_DS_ENTRY_DELETE, del, LY_DS_NELEM(del), "delete entry", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	const struct ly_ds_param change[] = { LY_DS_INT(rev), LY_DS_TEXT(entry_id), LY_DS_INT(LY_ENTRY_DELETED) };
+	rc = d->exec(ds, LY_DS_CHANGE_INSERT, change, LY_DS_NELEM(change), "record change", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	if (deleted != NULL) {
+		*deleted = e;
+		e = NULL;
+	}
+out:
+	d->rollback(ds);
+	ly_entry_free(e);
+	return rc;
+}
+
 /* ---- join tokens ---- */
 
 ly_status

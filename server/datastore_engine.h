@@ -15,8 +15,8 @@
  *
  * Which operations run on the engine so far: the join tokens
  * (token_create, token_consume, token_prune), agent_delete,
- * agent_set_banned, the CA state (put, get, delete), revision and
- * entry_changes_prune. The rest are still
+ * agent_set_banned, the CA state (put, get, delete), revision,
+ * entry_changes_prune, entry_get and entry_delete. The rest are still
  * written per back end.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
@@ -58,6 +58,12 @@ enum ly_ds_stmt {
 	LY_DS_CHANGES_PRUNE,
 	/* (up_to int): the change-log horizon */
 	LY_DS_PRUNED_SET,
+	/* (entry_id text) -> entry rows, read with the dialect's read_entry */
+	LY_DS_ENTRY_BY_ID,
+	/* (row id int): its selectors and DNS names go with it */
+	LY_DS_ENTRY_DELETE,
+	/* (revision int, entry_id text, op int) */
+	LY_DS_CHANGE_INSERT,
 	LY_DS_STMT_COUNT,
 };
 
@@ -126,6 +132,12 @@ struct ly_ds_dialect {
 	 */
 	ly_status (*col_bytes)(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
 	    struct ly_error *err);
+	/*
+	 * The entry on the current row of an entry statement, whole (its
+	 * selectors and DNS names: the dialect may run more statements); its
+	 * row id to *rowid when non-NULL. *out is the caller's.
+	 */
+	ly_status (*read_entry)(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err);
 	void (*rows_free)(struct ly_ds_rows *rows);
 };
 
@@ -139,6 +151,10 @@ ly_status ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t 
 ly_status ly_ds_engine_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct ly_error *err)
     LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_get(struct ly_datastore *ds, const char *entry_id, struct ly_entry **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_delete(struct ly_datastore *ds, const char *entry_id, struct ly_entry **deleted,
+    struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_agent_delete(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err)
     LY_MUST_CHECK;
 ly_status ly_ds_engine_agent_set_banned(struct ly_datastore *ds, const char *spiffe_id, bool banned,

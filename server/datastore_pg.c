@@ -177,7 +177,6 @@ static const char SQL_ENTRY_INSERT[] =
 static const char SQL_ENTRY_UPDATE[] =
     "UPDATE entries SET spiffe_id = $2, parent_id = $3, identity = $4, x509_svid_ttl = $5, jwt_svid_ttl = $6, "
     "node = $7, admin = $8, downstream = $9, hint = $10, revision = $11 WHERE id = $1";
-static const char SQL_ENTRY_DELETE[] = "DELETE FROM entries WHERE id = $1";
 static const char SQL_SEL_INSERT[] =
     "INSERT INTO entry_selectors (entry, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
     "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
@@ -208,6 +207,9 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
 	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= $1",
 	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = $1 WHERE name = 'changes_pruned'",
+	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
+	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = $1",
+	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
 };
 
 /* The statements whose results come in binary format (bytea values). */
@@ -980,40 +982,6 @@ out:
 
 /* One entry by ID in a single statement (no transaction needed); LY_E_NOT_FOUND if absent. */
 static ly_status
-get_entry(struct pg_ds *ds, const char *entry_id, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
-{
-	ly_status rc;
-	PGresult *res = NULL;
-	struct params p = { 0 };
-
-	p_text(&p, entry_id);
-	rc = run(ds, SQL_ENTRY_BY_ID, &p, false, "get entry", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
-		goto out;
-	}
-	rc = read_entry(res, 0, 0, rowid, out, err);
-out:
-	PQclear(res);
-	return rc;
-}
-
-static ly_status
-pg_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entry **out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	LY_TRY(ensure_conn(ds, err));
-	return get_entry(ds, entry_id, NULL, out, err);
-}
-
-static ly_status
 replace_entry_children(struct pg_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
 {
 	struct params p = { 0 };
@@ -1070,45 +1038,6 @@ pg_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_err
 	entry->created_at = created_at;
 out:
 	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_entry **deleted, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	struct ly_entry *e = NULL;
-	int64_t id = 0, rev = 0;
-	struct params p = { 0 };
-
-	if (deleted != NULL)
-		*deleted = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = get_entry(ds, entry_id, &id, &e, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Selectors and DNS names go with it (ON DELETE CASCADE). */
-	p_int(&p, id);
-	rc = run(ds, SQL_ENTRY_DELETE, &p, false, "delete entry", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry_id, LY_ENTRY_DELETED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (deleted != NULL) {
-		*deleted = e;
-		e = NULL;
-	}
-out:
-	tx_rollback(ds);
-	ly_entry_free(e);
 	return rc;
 }
 
@@ -1480,6 +1409,12 @@ d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, stru
 	return rc;
 }
 
+static ly_status
+d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+{
+	return read_entry(rows->h, rows->row, 0, rowid, out, err);
+}
+
 static void
 d_rows_free(struct ly_ds_rows *rows)
 {
@@ -1496,6 +1431,7 @@ static const struct ly_ds_dialect pg_dialect = {
 	.col_text = d_col_text,
 	.col_int64 = d_col_int64,
 	.col_bytes = d_col_bytes,
+	.read_entry = d_read_entry,
 	.rows_free = d_rows_free,
 };
 
@@ -1517,9 +1453,9 @@ static const struct ly_datastore_ops pg_ops = {
 	.close = pg_close,
 	.revision = ly_ds_engine_revision,
 	.entry_create = pg_entry_create,
-	.entry_get = pg_entry_get,
+	.entry_get = ly_ds_engine_entry_get,
 	.entry_update = pg_entry_update,
-	.entry_delete = pg_entry_delete,
+	.entry_delete = ly_ds_engine_entry_delete,
 	.entry_list = pg_entry_list,
 	.entry_changes_since = pg_entry_changes_since,
 	.entry_changes_prune = ly_ds_engine_entry_changes_prune,

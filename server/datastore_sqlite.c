@@ -121,6 +121,9 @@ _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
 	"id, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, node, admin, downstream, hint, " \
 	"revision, created_at"
 #define AGENT_COLS "id, spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, updated_at"
+/* Statements both tables hold while entry_create and entry_update are still written here. */
+#define SQL_ENTRY_BY_ID "SELECT " ENTRY_COLS " FROM entries WHERE entry_id = ?1"
+#define SQL_CHANGE_INSERT "INSERT INTO entry_changes (revision, entry_id, op) VALUES (?1, ?2, ?3)"
 
 enum stmt_id {
 	ST_BEGIN_READ,
@@ -136,7 +139,6 @@ enum stmt_id {
 	ST_ENTRY_LIST_BY_PARENT_ID,
 	ST_ENTRY_INSERT,
 	ST_ENTRY_UPDATE,
-	ST_ENTRY_DELETE,
 	ST_SEL_INSERT,
 	ST_SEL_BY_ENTRY,
 	ST_SEL_DELETE,
@@ -161,7 +163,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_META_GET] = "SELECT value FROM meta WHERE name = ?1",
 	[ST_REV_BUMP] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-	[ST_ENTRY_BY_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE entry_id = ?1",
+	[ST_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
 	[ST_ENTRY_BY_IDENTITY] = "SELECT " ENTRY_COLS " FROM entries WHERE identity = ?1",
 	[ST_ENTRY_LIST_ALL] = "SELECT " ENTRY_COLS " FROM entries ORDER BY id",
 	[ST_ENTRY_LIST_BY_SPIFFE_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE spiffe_id = ?1 AND "
@@ -173,14 +175,13 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ENTRY_UPDATE] = "UPDATE entries SET spiffe_id = ?2, parent_id = ?3, identity = ?4, "
 	                    "x509_svid_ttl = ?5, jwt_svid_ttl = ?6, node = ?7, admin = ?8, downstream = ?9, "
 	                    "hint = ?10, revision = ?11 WHERE id = ?1",
-	[ST_ENTRY_DELETE] = "DELETE FROM entries WHERE id = ?1",
 	[ST_SEL_INSERT] = "INSERT INTO entry_selectors (entry, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 	[ST_SEL_BY_ENTRY] = "SELECT type, value FROM entry_selectors WHERE entry = ?1 ORDER BY pos",
 	[ST_SEL_DELETE] = "DELETE FROM entry_selectors WHERE entry = ?1",
 	[ST_DNS_INSERT] = "INSERT INTO entry_dns_names (entry, pos, name) VALUES (?1, ?2, ?3)",
 	[ST_DNS_BY_ENTRY] = "SELECT name FROM entry_dns_names WHERE entry = ?1 ORDER BY pos",
 	[ST_DNS_DELETE] = "DELETE FROM entry_dns_names WHERE entry = ?1",
-	[ST_CHANGE_INSERT] = "INSERT INTO entry_changes (revision, entry_id, op) VALUES (?1, ?2, ?3)",
+	[ST_CHANGE_INSERT] = SQL_CHANGE_INSERT,
 	/* SQLite takes bare columns from the row holding the max(): op is the latest op. */
 	[ST_CHANGES_SINCE] = "SELECT entry_id, max(revision) AS r, op FROM entry_changes WHERE revision > ?1 "
 	                     "GROUP BY entry_id ORDER BY r",
@@ -211,6 +212,9 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
 	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
 	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = ?1 WHERE name = 'changes_pruned'",
+	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
+	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = ?1",
+	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
 };
 
 struct sqlite_ds {
@@ -815,48 +819,6 @@ out:
 }
 
 static ly_status
-sqlite_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entry **out, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	bool row;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "get entry", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
-		goto out;
-	}
-	rc = read_entry(ds, st, NULL, out, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK) {
-		ly_entry_free(*out);
-		*out = NULL;
-	}
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
 replace_entry_children(struct sqlite_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
 {
 	ly_status rc;
@@ -940,67 +902,6 @@ sqlite_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly
 out:
 	release(st);
 	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-sqlite_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_entry **deleted,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_entry *e = NULL;
-	int64_t id = 0, rev = 0;
-	bool row;
-
-	if (deleted != NULL)
-		*deleted = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "get entry", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
-		goto out;
-	}
-	rc = read_entry(ds, st, &id, &e, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	rc = stmt(ds, ST_ENTRY_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Selectors and DNS names go with it (ON DELETE CASCADE). */
-	TRY_BIND(sqlite3_bind_int64(st, 1, id));
-	rc = run(ds, st, "delete entry", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	rc = rev_bump(ds, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry_id, LY_ENTRY_DELETED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (deleted != NULL) {
-		*deleted = e;
-		e = NULL;
-	}
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_entry_free(e);
 	return rc;
 }
 
@@ -1470,6 +1371,12 @@ d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, stru
 	return ly_buf_set(out, p, (size_t)n, err);
 }
 
+static ly_status
+d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+{
+	return read_entry(to_sqlite(rows->ds), rows->h, rowid, out, err);
+}
+
 static void
 d_rows_free(struct ly_ds_rows *rows)
 {
@@ -1486,6 +1393,7 @@ static const struct ly_ds_dialect sqlite_dialect = {
 	.col_text = d_col_text,
 	.col_int64 = d_col_int64,
 	.col_bytes = d_col_bytes,
+	.read_entry = d_read_entry,
 	.rows_free = d_rows_free,
 };
 
@@ -1513,9 +1421,9 @@ static const struct ly_datastore_ops sqlite_ops = {
 	.close = sqlite_close,
 	.revision = ly_ds_engine_revision,
 	.entry_create = sqlite_entry_create,
-	.entry_get = sqlite_entry_get,
+	.entry_get = ly_ds_engine_entry_get,
 	.entry_update = sqlite_entry_update,
-	.entry_delete = sqlite_entry_delete,
+	.entry_delete = ly_ds_engine_entry_delete,
 	.entry_list = sqlite_entry_list,
 	.entry_changes_since = sqlite_entry_changes_since,
 	.entry_changes_prune = ly_ds_engine_entry_changes_prune,
