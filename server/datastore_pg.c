@@ -9,8 +9,10 @@
  * write and nothing can interleave before COMMIT. A write that ends up
  * changing nothing (a refusal, a prune that found nothing) rolls back, and
  * with it the counter: the revision only counts acknowledged changes.
- * Reads of one statement run alone; reads of two run in one REPEATABLE
- * READ, READ ONLY transaction.
+ * Reads of one statement written here run alone; reads of two run in one
+ * REPEATABLE READ, READ ONLY transaction, and so do the engine's entry_get
+ * and ca_state_get (the same result as alone, two more round trips); the
+ * engine's revision read runs alone.
  *
  * Every statement is a constant string with bound parameters
  * (PQexecParams), never formatted SQL. Selectors and DNS names travel as
@@ -39,6 +41,11 @@
  * What does not depend on PostgreSQL (input checks, the identity and join
  * token hashes, which must equal the SQLite back end's) is in datastore.c,
  * through datastore_internal.h.
+ *
+ * It is also a dialect of the one transaction engine (datastore_engine.h):
+ * the operations written once in datastore_engine.c run over this file's
+ * begin / commit / rollback, its statement table engine_sql[] and its
+ * row readers; the others are still written here.
  */
 #include "server/datastore_internal.h"
 #include "server/datastore_engine.h"

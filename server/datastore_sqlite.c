@@ -19,6 +19,11 @@
  * What does not depend on SQLite (input checks, the identity and join token
  * hashes, the free functions of datastore.h) is in datastore.c, shared with
  * the PostgreSQL back end through datastore_internal.h.
+ *
+ * It is also a dialect of the one transaction engine (datastore_engine.h):
+ * the operations written once in datastore_engine.c run over this file's
+ * begin / commit / rollback, its statement table engine_sql[] and its
+ * row readers; the others are still written here.
  */
 #include "server/datastore_internal.h"
 #include "server/datastore_engine.h"
