@@ -290,6 +290,111 @@ out:
 
 /* ---- agents ---- */
 
+ly_status
+ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly_ds_agent **out,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	struct ly_ds_agent *a = NULL;
+	bool open = false, row = false;
+	const struct ly_ds_param p[] = { LY_DS_TEXT(spiffe_id) };
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
+	*out = NULL;
+	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
+	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_AGENT_GET, p, LY_DS_NELEM(p), "get agent", &rows, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	open = true;
+	rc = d->next(&rows, &row, "get agent", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
+		goto out;
+	}
+	rc = d->read_agent(&rows, &a, err);
+	if (rc != LY_OK)
+		goto out;
+	d->rows_free(&rows);
+	open = false;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = a;
+	a = NULL;
+out:
+	if (open)
+		d->rows_free(&rows);
+	d->rollback(ds);
+	ly_ds_agent_free(a);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_agent_list(struct ly_datastore *ds, struct ly_ds_agent_list *out, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
+	struct ly_ds_agent *a = NULL;
+	size_t cap = 0;
+	bool open = false, row = false;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
+	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_AGENT_LIST, NULL, 0, "list agents", &rows, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	open = true;
+	for (;;) {
+		rc = d->next(&rows, &row, "list agents", err);
+		if (rc != LY_OK || !row)
+			break;
+		rc = d->read_agent(&rows, &a, err);
+		if (rc != LY_OK)
+			break;
+		if (got.n == cap) {
+			size_t ncap = cap == 0 ? 16 : cap * 2;
+			struct ly_ds_agent **grown = realloc(got.items, ncap * sizeof(*grown));
+			if (grown == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
+				break;
+			}
+			got.items = grown;
+			cap = ncap;
+		}
+		got.items[got.n++] = a;
+		a = NULL;
+	}
+	if (rc != LY_OK)
+		goto out;
+	d->rows_free(&rows);
+	open = false;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	/* Hand over, appending to what the caller holds. */
+	rc = ly_ds_agent_list_move(out, &got, err);
+out:
+	if (open)
+		d->rows_free(&rows);
+	d->rollback(ds);
+	ly_ds_agent_free(a);
+	ly_ds_agent_list_cleanup(&got);
+	return rc;
+}
+
 /* One agent row changed by statement `id` (a delete or a ban); LY_E_NOT_FOUND when there is none. */
 static ly_status
 agent_write(struct ly_datastore *ds, enum ly_ds_stmt id, const char *spiffe_id, bool banned, const char *what,

@@ -16,7 +16,7 @@
  * Which operations run on the engine so far: the join tokens
  * (token_create, token_consume, token_prune), agent_delete,
  * agent_set_banned, the CA state (put, get, delete), revision,
- * entry_changes_prune, entry_get and entry_delete. The rest are still
+ * entry_changes_prune, entry_get, entry_delete, agent_get and agent_list. The rest are still
  * written per back end.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
@@ -64,6 +64,10 @@ enum ly_ds_stmt {
 	LY_DS_ENTRY_DELETE,
 	/* (revision int, entry_id text, op int) */
 	LY_DS_CHANGE_INSERT,
+	/* (spiffe_id text) -> agent rows, read with the dialect's read_agent */
+	LY_DS_AGENT_GET,
+	/* () -> agent rows ordered by spiffe_id (bytewise) */
+	LY_DS_AGENT_LIST,
 	LY_DS_STMT_COUNT,
 };
 
@@ -138,6 +142,8 @@ struct ly_ds_dialect {
 	 * row id to *rowid when non-NULL. *out is the caller's.
 	 */
 	ly_status (*read_entry)(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err);
+	/* The agent on the current row of an agent statement, with its selectors. */
+	ly_status (*read_agent)(struct ly_ds_rows *rows, struct ly_ds_agent **out, struct ly_error *err);
 	void (*rows_free)(struct ly_ds_rows *rows);
 };
 
@@ -155,6 +161,10 @@ ly_status ly_ds_engine_entry_get(struct ly_datastore *ds, const char *entry_id, 
     struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_entry_delete(struct ly_datastore *ds, const char *entry_id, struct ly_entry **deleted,
     struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly_ds_agent **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_list(struct ly_datastore *ds, struct ly_ds_agent_list *out, struct ly_error *err)
+    LY_MUST_CHECK;
 ly_status ly_ds_engine_agent_delete(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err)
     LY_MUST_CHECK;
 ly_status ly_ds_engine_agent_set_banned(struct ly_datastore *ds, const char *spiffe_id, bool banned,

@@ -10,9 +10,9 @@
  * changing nothing (a refusal, a prune that found nothing) rolls back, and
  * with it the counter: the revision only counts acknowledged changes.
  * Reads of one statement written here run alone; reads of two run in one
- * REPEATABLE READ, READ ONLY transaction, and so do the engine's entry_get
- * and ca_state_get (the same result as alone, two more round trips); the
- * engine's revision read runs alone.
+ * REPEATABLE READ, READ ONLY transaction, and so do the engine's entry_get,
+ * agent_get, agent_list and ca_state_get (the same result as alone, two
+ * more round trips); the engine's revision read runs alone.
  *
  * Every statement is a constant string with bound parameters
  * (PQexecParams), never formatted SQL. Selectors and DNS names travel as
@@ -217,6 +217,8 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
 	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = $1",
 	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
+	[LY_DS_AGENT_GET] = AGENT_SELECT "WHERE a.spiffe_id = $1",
+	[LY_DS_AGENT_LIST] = AGENT_SELECT "ORDER BY a.spiffe_id COLLATE \"C\"",
 };
 
 /* The statements whose results come in binary format (bytea values). */
@@ -230,8 +232,6 @@ static const char SQL_AGENT_UPSERT[] =
     "attestation_type = excluded.attestation_type, serial_number = excluded.serial_number, "
     "svid_expires_at = excluded.svid_expires_at, updated_at = excluded.updated_at RETURNING id";
 /* COLLATE "C": byte order, whatever the database's collation (as SQLite sorts). */
-static const char SQL_AGENT_GET[] = AGENT_SELECT "WHERE a.spiffe_id = $1";
-static const char SQL_AGENT_LIST[] = AGENT_SELECT "ORDER BY a.spiffe_id COLLATE \"C\"";
 static const char SQL_AGENT_SEL_DELETE[] = "DELETE FROM agent_selectors WHERE agent = $1";
 static const char SQL_AGENT_SEL_INSERT[] =
     "INSERT INTO agent_selectors (agent, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
@@ -1251,69 +1251,6 @@ out:
 	return rc;
 }
 
-static ly_status
-pg_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_ds_agent **out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct params p = { 0 };
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	LY_TRY(ensure_conn(ds, err));
-	p_text(&p, spiffe_id);
-	rc = run(ds, SQL_AGENT_GET, &p, false, "get agent", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
-	}
-	rc = read_agent(res, 0, out, err);
-out:
-	PQclear(res);
-	return rc;
-}
-
-static ly_status
-pg_agent_list(struct ly_datastore *base, struct ly_ds_agent_list *out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
-	LY_TRY(ensure_conn(ds, err));
-	rc = run(ds, SQL_AGENT_LIST, NULL, false, "list agents", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	int rows = PQntuples(res);
-	if (rows == 0)
-		goto out;
-	got.items = calloc((size_t)rows, sizeof(*got.items));
-	if (got.items == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
-		goto out;
-	}
-	for (int i = 0; i < rows; i++) {
-		rc = read_agent(res, i, &got.items[got.n], err);
-		if (rc != LY_OK)
-			goto out;
-		got.n++;
-	}
-	/* Hand over, appending to what the caller holds. */
-	rc = ly_ds_agent_list_move(out, &got, err);
-out:
-	PQclear(res);
-	ly_ds_agent_list_cleanup(&got);
-	return rc;
-}
-
 /* A one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
 /* ---- the dialect (datastore_engine.h) ---- */
 
@@ -1422,6 +1359,12 @@ d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, str
 	return read_entry(rows->h, rows->row, 0, rowid, out, err);
 }
 
+static ly_status
+d_read_agent(struct ly_ds_rows *rows, struct ly_ds_agent **out, struct ly_error *err)
+{
+	return read_agent(rows->h, rows->row, out, err);
+}
+
 static void
 d_rows_free(struct ly_ds_rows *rows)
 {
@@ -1439,6 +1382,7 @@ static const struct ly_ds_dialect pg_dialect = {
 	.col_int64 = d_col_int64,
 	.col_bytes = d_col_bytes,
 	.read_entry = d_read_entry,
+	.read_agent = d_read_agent,
 	.rows_free = d_rows_free,
 };
 
@@ -1470,8 +1414,8 @@ static const struct ly_datastore_ops pg_ops = {
 	.token_consume = ly_ds_engine_token_consume,
 	.token_prune = ly_ds_engine_token_prune,
 	.agent_upsert = pg_agent_upsert,
-	.agent_get = pg_agent_get,
-	.agent_list = pg_agent_list,
+	.agent_get = ly_ds_engine_agent_get,
+	.agent_list = ly_ds_engine_agent_list,
 	.agent_delete = ly_ds_engine_agent_delete,
 	.agent_set_banned = ly_ds_engine_agent_set_banned,
 	.ca_state_put = ly_ds_engine_ca_state_put,

@@ -153,8 +153,6 @@ enum stmt_id {
 	ST_CHANGE_INSERT,
 	ST_CHANGES_SINCE,
 	ST_AGENT_UPSERT,
-	ST_AGENT_GET,
-	ST_AGENT_LIST,
 	ST_AGENT_SEL_INSERT,
 	ST_AGENT_SEL_BY_AGENT,
 	ST_AGENT_SEL_DELETE,
@@ -195,8 +193,6 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                    "ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
 	                    "serial_number = excluded.serial_number, svid_expires_at = excluded.svid_expires_at, "
 	                    "updated_at = excluded.updated_at RETURNING id",
-	[ST_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE spiffe_id = ?1",
-	[ST_AGENT_LIST] = "SELECT " AGENT_COLS " FROM agents ORDER BY spiffe_id",
 	[ST_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 	[ST_AGENT_SEL_BY_AGENT] = "SELECT type, value FROM agent_selectors WHERE agent = ?1 ORDER BY pos",
 	[ST_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = ?1",
@@ -220,6 +216,8 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
 	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = ?1",
 	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
+	[LY_DS_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE spiffe_id = ?1",
+	[LY_DS_AGENT_LIST] = "SELECT " AGENT_COLS " FROM agents ORDER BY spiffe_id",
 };
 
 struct sqlite_ds {
@@ -1162,106 +1160,6 @@ out:
 	return rc;
 }
 
-static ly_status
-sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_ds_agent **out, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_ds_agent *a = NULL;
-	bool row;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_AGENT_GET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, spiffe_id, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "get agent", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
-	}
-	rc = read_agent(ds, st, &a, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	*out = a;
-	a = NULL;
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_ds_agent_free(a);
-	return rc;
-}
-
-static ly_status
-sqlite_agent_list(struct ly_datastore *base, struct ly_ds_agent_list *out, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
-	struct ly_ds_agent *a = NULL;
-	size_t cap = 0;
-	bool row;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_AGENT_LIST, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	for (;;) {
-		rc = step(ds, st, &row, "list agents", err);
-		if (rc != LY_OK || !row)
-			break;
-		rc = read_agent(ds, st, &a, err);
-		if (rc != LY_OK)
-			break;
-		if (got.n == cap) {
-			size_t ncap = cap == 0 ? 16 : cap * 2;
-			struct ly_ds_agent **grown = realloc(got.items, ncap * sizeof(*grown));
-			if (grown == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
-				break;
-			}
-			got.items = grown;
-			cap = ncap;
-		}
-		got.items[got.n++] = a;
-		a = NULL;
-	}
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Hand over, appending to what the caller holds. */
-	rc = ly_ds_agent_list_move(out, &got, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_ds_agent_free(a);
-	ly_ds_agent_list_cleanup(&got);
-	return rc;
-}
-
 /* ---- the dialect (datastore_engine.h) ---- */
 
 static ly_status
@@ -1382,6 +1280,12 @@ d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, str
 	return read_entry(to_sqlite(rows->ds), rows->h, rowid, out, err);
 }
 
+static ly_status
+d_read_agent(struct ly_ds_rows *rows, struct ly_ds_agent **out, struct ly_error *err)
+{
+	return read_agent(to_sqlite(rows->ds), rows->h, out, err);
+}
+
 static void
 d_rows_free(struct ly_ds_rows *rows)
 {
@@ -1399,6 +1303,7 @@ static const struct ly_ds_dialect sqlite_dialect = {
 	.col_int64 = d_col_int64,
 	.col_bytes = d_col_bytes,
 	.read_entry = d_read_entry,
+	.read_agent = d_read_agent,
 	.rows_free = d_rows_free,
 };
 
@@ -1436,8 +1341,8 @@ static const struct ly_datastore_ops sqlite_ops = {
 	.token_consume = ly_ds_engine_token_consume,
 	.token_prune = ly_ds_engine_token_prune,
 	.agent_upsert = sqlite_agent_upsert,
-	.agent_get = sqlite_agent_get,
-	.agent_list = sqlite_agent_list,
+	.agent_get = ly_ds_engine_agent_get,
+	.agent_list = ly_ds_engine_agent_list,
 	.agent_delete = ly_ds_engine_agent_delete,
 	.agent_set_banned = ly_ds_engine_agent_set_banned,
 	.ca_state_put = ly_ds_engine_ca_state_put,
