@@ -1,5 +1,6 @@
 /*
- * ca.c: slots, rotation, persistence format, bundle and issuance (ca.h).
+ * ca.c: slots, rotation, the bundle, the upstream CA, open and free (ca.h);
+ * the slot files are in ca_slotfile.c, issuance in ca_issue.c (ca_internal.h).
  *
  * A slot is immutable once written but for one change: when it stops being
  * the active or the next one it is "retired", its file replaced by one
@@ -23,7 +24,6 @@
  */
 #include "server/ca.h"
 
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,69 +41,6 @@
 #include "lib/log.h"
 #include "lib/x509svid.h"
 #include "server/ca_internal.h"
-
-#define SLOT_MAGIC "lanyard-ca-slot 1"
-#define SEQUENCE_FILE "bundle-sequence"
-#define SLOT_ID_HEX 16
-
-struct ca_slot {
-	bool jwt;                 /* a JWT slot, else X.509 */
-	char id[SLOT_ID_HEX + 1];
-	time_t issued_at, activate_at, not_after;
-	bool retired;             /* private keys dropped */
-	bool compatible;          /* X.509: may sign in the configured mode (own root / this upstream CA) */
-	struct ly_buf root_der;   /* X.509 with its own root; empty under the upstream CA */
-	EVP_PKEY *root_key;
-	struct ly_buf signing_der;
-	EVP_PKEY *signing_key;
-	char kid[LY_CA_KID_LEN + 1];
-	EVP_PKEY *jwt_key;        /* private until retired, then public only */
-};
-
-/* What signing leaves under the active X.509 slot needs, prepared once per slot. */
-struct ca_signer {
-	const struct ca_slot *slot; /* NULL: not prepared */
-	EVP_PKEY_CTX *sctx;
-	const EVP_MD *md;
-	uint8_t alg[32];
-	size_t alg_len;
-	struct ly_buf issuer;       /* the signing CA's subject Name DER */
-	uint8_t ext_ec[256];        /* basicConstraints, keyUsage, EKU, AKID for EC leaves */
-	size_t ext_ec_len;
-	uint8_t ext_rsa[256];       /* the same with keyEncipherment, for RSA leaves */
-	size_t ext_rsa_len;
-	time_t not_before, not_after;
-	struct ly_buf tail;         /* signing CA [+ upstream intermediates] DER */
-};
-
-struct ly_ca {
-	char td[LY_TRUST_DOMAIN_MAX + 1];
-	char td_uri[LY_TRUST_DOMAIN_MAX + 10]; /* "spiffe://" + td */
-	enum ly_key_type key_type;
-	int64_t ca_ttl, x509_ttl, jwt_ttl, delay;
-	int dirfd;
-	struct ca_crypto crypto;
-	EVP_MD_CTX *mdctx;
-	uint8_t *cert_buf, *var_buf; /* LY_CERT_DER_MAX each: scratch for one certificate */
-	struct ca_slot *slots[LY_CA_SLOTS_MAX]; /* sorted by issued_at */
-	size_t nslots;
-	struct ca_slot *x509_active, *jwt_active;
-	struct ca_signer signer;
-	/* Upstream CA (upstream == true). */
-	bool upstream;
-	EVP_PKEY *up_key;
-	X509 *up_cert;            /* the certificate whose key is up_key */
-	struct ly_buf up_root;    /* the trust anchor */
-	struct ly_buf up_tail;    /* up_cert and the intermediates above it, without the root */
-	struct ly_buf up_subject; /* up_cert's subject Name DER */
-	uint8_t up_skid[64];
-	size_t up_skid_len;
-	time_t up_not_after;      /* the earliest notAfter of the upstream chain */
-	bool up_warned;
-	struct ly_bundle *bundle;
-	bool bundle_dirty;
-	uint64_t seq;
-};
 
 /* ---- small helpers ---- */
 
@@ -123,14 +60,14 @@ random_hex(char *out, size_t nbytes, struct ly_error *err)
 	return LY_OK;
 }
 
-static void
-slot_file_name(const struct ca_slot *s, char *out, size_t size)
+void
+ca_slot_file_name(const struct ca_slot *s, char *out, size_t size)
 {
 	snprintf(out, size, "%s-%s.slot", s->jwt ? "jwt" : "x509", s->id);
 }
 
-static void
-slot_free(struct ca_slot *s)
+void
+ca_slot_free(struct ca_slot *s)
 {
 	if (s == NULL)
 		return;
@@ -155,8 +92,8 @@ slot_candidate(const struct ca_slot *s, bool jwt, time_t now)
 	return s->jwt == jwt && !s->retired && s->compatible && s->not_after > now;
 }
 
-static ly_status
-slots_add(struct ly_ca *ca, struct ca_slot *s, struct ly_error *err)
+ly_status
+ca_slots_add(struct ly_ca *ca, struct ca_slot *s, struct ly_error *err)
 {
 	if (ca->nslots == LY_CA_SLOTS_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "CA: more than %d slots", LY_CA_SLOTS_MAX);
@@ -180,7 +117,7 @@ slots_remove_at(struct ly_ca *ca, size_t i)
 		ca->jwt_active = NULL;
 	memmove(&ca->slots[i], &ca->slots[i + 1], (ca->nslots - i - 1) * sizeof(ca->slots[0]));
 	ca->nslots--;
-	slot_free(s);
+	ca_slot_free(s);
 }
 
 /* SPKI DER of a public key, for keeping a JWT key's public half. */
@@ -196,406 +133,6 @@ public_copy(const EVP_PKEY *key, EVP_PKEY **out, struct ly_error *err)
 		return ly_error_openssl(err, LY_E_CRYPTO, "CA: copying a public key");
 	return LY_OK;
 }
-
-/* ---- slot files ---- */
-
-struct field {
-	const char *name;
-	char *value;  /* malloc'd */
-	bool secret;
-};
-
-#define SLOT_FIELDS 14
-
-static ly_status
-field_b64(struct field *f, const char *name, const uint8_t *der, size_t len, bool secret, struct ly_error *err)
-{
-	f->name = name;
-	f->secret = secret;
-	return ly_b64_encode(der, len, &f->value, err);
-}
-
-static ly_status
-field_key(struct field *f, const char *name, const EVP_PKEY *key, struct ly_error *err)
-{
-	struct ly_buf der = LY_BUF_INIT;
-	LY_TRY(ly_key_to_pkcs8_der(key, &der, err));
-	ly_status rc = field_b64(f, name, der.data, der.len, true, err);
-	ly_buf_free_secret(&der);
-	return rc;
-}
-
-static ly_status
-field_str(struct field *f, const char *name, const char *value, struct ly_error *err)
-{
-	f->name = name;
-	f->secret = false;
-	f->value = strdup(value);
-	if (f->value == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "CA: slot file");
-	return LY_OK;
-}
-
-static ly_status
-field_num(struct field *f, const char *name, long long v, struct ly_error *err)
-{
-	char s[32];
-	snprintf(s, sizeof(s), "%lld", v);
-	return field_str(f, name, s, err);
-}
-
-/* Encodes `s` (as retired when `retired`) into one exact-size allocation: ly_buf_free_secret. */
-static ly_status
-slot_encode(const struct ly_ca *ca, const struct ca_slot *s, bool retired, struct ly_buf *out, struct ly_error *err)
-{
-	struct field f[SLOT_FIELDS];
-	size_t n = 0;
-	ly_status rc;
-
-	memset(f, 0, sizeof(f));
-	rc = field_str(&f[n++], "trust_domain", ca->td, err);
-	if (rc == LY_OK)
-		rc = field_str(&f[n++], "kind", s->jwt ? "jwt" : "x509", err);
-	if (rc == LY_OK)
-		rc = field_str(&f[n++], "id", s->id, err);
-	if (rc == LY_OK)
-		rc = field_num(&f[n++], "issued_at", (long long)s->issued_at, err);
-	if (rc == LY_OK)
-		rc = field_num(&f[n++], "activate_at", (long long)s->activate_at, err);
-	if (rc == LY_OK)
-		rc = field_num(&f[n++], "not_after", (long long)s->not_after, err);
-	if (rc == LY_OK)
-		rc = field_str(&f[n++], "retired", retired ? "1" : "0", err);
-	if (rc == LY_OK && !s->jwt) {
-		if (s->root_der.len > 0)
-			rc = field_b64(&f[n++], "root_cert", s->root_der.data, s->root_der.len, false, err);
-		if (rc == LY_OK && s->root_key != NULL && !retired)
-			rc = field_key(&f[n++], "root_key", s->root_key, err);
-		if (rc == LY_OK)
-			rc = field_b64(&f[n++], "signing_cert", s->signing_der.data, s->signing_der.len, false, err);
-		if (rc == LY_OK && !retired)
-			rc = field_key(&f[n++], "signing_key", s->signing_key, err);
-	} else if (rc == LY_OK) {
-		rc = field_str(&f[n++], "kid", s->kid, err);
-		if (rc == LY_OK && !retired) {
-			rc = field_key(&f[n++], "jwt_key", s->jwt_key, err);
-		} else if (rc == LY_OK) {
-			struct ly_buf spki = LY_BUF_INIT;
-			rc = ca_spki_of(s->jwt_key, &spki, err);
-			if (rc == LY_OK)
-				rc = field_b64(&f[n++], "jwt_public", spki.data, spki.len, false, err);
-			ly_buf_free(&spki);
-		}
-	}
-	if (rc != LY_OK)
-		goto out;
-
-	size_t total = strlen(SLOT_MAGIC) + 1;
-	for (size_t i = 0; i < n; i++)
-		total += strlen(f[i].name) + 1 + strlen(f[i].value) + 1;
-	uint8_t *p = malloc(total + 1);
-	if (p == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "CA: slot file of %zu bytes", total);
-		goto out;
-	}
-	size_t off = 0;
-	off += (size_t)snprintf((char *)p + off, total + 1 - off, "%s\n", SLOT_MAGIC);
-	for (size_t i = 0; i < n; i++) {
-		size_t nl = strlen(f[i].name), vl = strlen(f[i].value);
-		memcpy(p + off, f[i].name, nl);
-		p[off + nl] = ' ';
-		memcpy(p + off + nl + 1, f[i].value, vl);
-		p[off + nl + 1 + vl] = '\n';
-		off += nl + vl + 2;
-	}
-	p[off] = '\0';
-	ly_buf_adopt(out, p, off);
-out:
-	for (size_t i = 0; i < n; i++) {
-		if (f[i].secret)
-			ly_free_secret_str(f[i].value);
-		else
-			free(f[i].value);
-	}
-	return rc;
-}
-
-static ly_status
-slot_write(struct ly_ca *ca, const struct ca_slot *s, bool retired, struct ly_error *err)
-{
-	struct ly_buf text = LY_BUF_INIT;
-	char name[64];
-
-	LY_TRY(slot_encode(ca, s, retired, &text, err));
-	slot_file_name(s, name, sizeof(name));
-	ly_status rc = ca_store_write(ca->dirfd, name, text.data, text.len, err);
-	ly_buf_free_secret(&text);
-	return rc;
-}
-
-enum {
-	F_TD, F_KIND, F_ID, F_ISSUED, F_ACTIVATE, F_NOT_AFTER, F_RETIRED, F_ROOT_CERT, F_ROOT_KEY, F_SIGNING_CERT,
-	F_SIGNING_KEY, F_KID, F_JWT_KEY, F_JWT_PUBLIC, F_COUNT
-};
-
-static const char *const field_names[F_COUNT] = { "trust_domain", "kind", "id", "issued_at", "activate_at",
-	"not_after", "retired", "root_cert", "root_key", "signing_cert", "signing_key", "kid", "jwt_key",
-	"jwt_public" };
-
-struct fview {
-	const char *p;
-	size_t n;
-};
-
-static ly_status
-parse_time(const char *file, const struct fview *v, const char *name, time_t *out, struct ly_error *err)
-{
-	long long x = 0;
-	if (v->n == 0 || v->n > 18)
-		return ly_error_set(err, LY_E_INVALID, "%s: %s: not a number", file, name);
-	for (size_t i = 0; i < v->n; i++) {
-		if (v->p[i] < '0' || v->p[i] > '9')
-			return ly_error_set(err, LY_E_INVALID, "%s: %s: not a number", file, name);
-		x = x * 10 + (v->p[i] - '0');
-	}
-	*out = (time_t)x;
-	return LY_OK;
-}
-
-static ly_status
-decode_cert(const char *file, const struct fview *v, const char *name, struct ly_buf *out, X509 **x,
-    struct ly_error *err)
-{
-	ly_status rc = ly_b64_decode(v->p, v->n, out, err);
-	if (rc == LY_OK)
-		rc = ly_der_parse_one(out->data, out->len, x, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "%s: %s", file, name);
-	return LY_OK;
-}
-
-static ly_status
-decode_key(const char *file, const struct fview *v, const char *name, EVP_PKEY **out, struct ly_error *err)
-{
-	struct ly_buf der = LY_BUF_INIT;
-	ly_status rc = ly_b64_decode(v->p, v->n, &der, err);
-	if (rc == LY_OK)
-		rc = ly_key_from_pkcs8_der(der.data, der.len, out, err);
-	ly_buf_free_secret(&der);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "%s: %s", file, name);
-	return LY_OK;
-}
-
-/* Checks that `key` is the key `cert` certifies. */
-static ly_status
-key_matches(const char *file, const EVP_PKEY *key, X509 *cert, const char *what, struct ly_error *err)
-{
-	const EVP_PKEY *pub = X509_get0_pubkey(cert);
-	if (pub == NULL || !ly_key_public_equal(key, pub))
-		return ly_error_set(err, LY_E_INVALID, "%s: the %s key does not match its certificate", file, what);
-	return LY_OK;
-}
-
-/* Is `cert` issued (name, key identifier, signature) by `issuer`? */
-static bool
-issued_by(X509 *cert, X509 *issuer)
-{
-	EVP_PKEY *pub = X509_get0_pubkey(issuer);
-	bool ok = pub != NULL && X509_check_issued(issuer, cert) == X509_V_OK && X509_verify(cert, pub) == 1;
-	ERR_clear_error();
-	return ok;
-}
-
-static ly_status
-slot_decode_x509(struct ly_ca *ca, const char *file, const struct fview *f, struct ca_slot *s, struct ly_error *err)
-{
-	X509 *root = NULL, *signing = NULL;
-	ly_status rc;
-
-	if (f[F_SIGNING_CERT].p == NULL || f[F_KID].p != NULL || f[F_JWT_KEY].p != NULL || f[F_JWT_PUBLIC].p != NULL ||
-	    (f[F_ROOT_KEY].p != NULL && f[F_ROOT_CERT].p == NULL) ||
-	    (s->retired != (f[F_SIGNING_KEY].p == NULL)) || (s->retired && f[F_ROOT_KEY].p != NULL) ||
-	    (!s->retired && f[F_ROOT_CERT].p != NULL && f[F_ROOT_KEY].p == NULL))
-		return ly_error_set(err, LY_E_INVALID, "%s: fields do not fit an X.509 slot", file);
-	rc = decode_cert(file, &f[F_SIGNING_CERT], "signing_cert", &s->signing_der, &signing, err);
-	if (rc == LY_OK && f[F_ROOT_CERT].p != NULL)
-		rc = decode_cert(file, &f[F_ROOT_CERT], "root_cert", &s->root_der, &root, err);
-	if (rc == LY_OK && f[F_SIGNING_KEY].p != NULL) {
-		rc = decode_key(file, &f[F_SIGNING_KEY], "signing_key", &s->signing_key, err);
-		if (rc == LY_OK)
-			rc = key_matches(file, s->signing_key, signing, "signing", err);
-	}
-	if (rc == LY_OK && f[F_ROOT_KEY].p != NULL) {
-		rc = decode_key(file, &f[F_ROOT_KEY], "root_key", &s->root_key, err);
-		if (rc == LY_OK)
-			rc = key_matches(file, s->root_key, root, "root", err);
-	}
-	if (rc != LY_OK)
-		goto out;
-	if (root != NULL && (!issued_by(root, root) || !issued_by(signing, root))) {
-		rc = ly_error_set(err, LY_E_INVALID, "%s: the signing CA is not issued by the slot's root", file);
-		goto out;
-	}
-	if (ca->upstream)
-		s->compatible = root == NULL && issued_by(signing, ca->up_cert);
-	else
-		s->compatible = root != NULL;
-	rc = LY_OK;
-out:
-	X509_free(root);
-	X509_free(signing);
-	return rc;
-}
-
-static ly_status
-slot_decode_jwt(const char *file, const struct fview *f, struct ca_slot *s, struct ly_error *err)
-{
-	if (f[F_KID].p == NULL || f[F_ROOT_CERT].p != NULL || f[F_ROOT_KEY].p != NULL || f[F_SIGNING_CERT].p != NULL ||
-	    f[F_SIGNING_KEY].p != NULL || (s->retired ? f[F_JWT_PUBLIC].p == NULL || f[F_JWT_KEY].p != NULL
-	                                              : f[F_JWT_KEY].p == NULL || f[F_JWT_PUBLIC].p != NULL))
-		return ly_error_set(err, LY_E_INVALID, "%s: fields do not fit a JWT slot", file);
-	const struct fview *k = &f[F_KID];
-	if (k->n != LY_CA_KID_LEN)
-		return ly_error_set(err, LY_E_INVALID, "%s: kid is not %d characters", file, LY_CA_KID_LEN);
-	for (size_t i = 0; i < k->n; i++) {
-		char c = k->p[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return ly_error_set(err, LY_E_INVALID, "%s: kid is not base64url", file);
-	}
-	memcpy(s->kid, k->p, k->n);
-	s->kid[k->n] = '\0';
-	s->compatible = true;
-	if (!s->retired)
-		return decode_key(file, &f[F_JWT_KEY], "jwt_key", &s->jwt_key, err);
-
-	struct ly_buf der = LY_BUF_INIT;
-	LY_TRY(ly_b64_decode(f[F_JWT_PUBLIC].p, f[F_JWT_PUBLIC].n, &der, err));
-	const unsigned char *p = der.data;
-	s->jwt_key = d2i_PUBKEY(NULL, &p, (long)der.len);
-	bool whole = p == der.data + der.len;
-	ly_buf_free(&der);
-	if (s->jwt_key == NULL || !whole)
-		return ly_error_openssl(err, LY_E_INVALID, "%s: jwt_public malformed", file);
-	return ly_key_check_acceptable(s->jwt_key, err);
-}
-
-/* Parses the slot file `file` (NUL-terminated `text`); *out: slot_free. */
-static ly_status
-slot_decode(struct ly_ca *ca, const char *file, const char *text, size_t len, struct ca_slot **out,
-    struct ly_error *err)
-{
-	struct fview f[F_COUNT];
-	struct ca_slot *s = NULL;
-	const char *p = text, *end = text + len;
-	char expect[64];
-	ly_status rc;
-
-	*out = NULL;
-	memset(f, 0, sizeof(f));
-	size_t ml = strlen(SLOT_MAGIC);
-	if (len < ml + 1 || memcmp(p, SLOT_MAGIC, ml) != 0 || p[ml] != '\n')
-		return ly_error_set(err, LY_E_INVALID, "%s: not a version 1 slot file", file);
-	p += ml + 1;
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *sp = nl != NULL ? memchr(p, ' ', (size_t)(nl - p)) : NULL;
-		if (nl == NULL || sp == NULL)
-			return ly_error_set(err, LY_E_INVALID, "%s: a line is not \"name value\"", file);
-		size_t i = 0;
-		while (i < F_COUNT && (strlen(field_names[i]) != (size_t)(sp - p) ||
-		                          memcmp(field_names[i], p, (size_t)(sp - p)) != 0))
-			i++;
-		if (i == F_COUNT)
-			return ly_error_set(err, LY_E_INVALID, "%s: unknown field \"%.*s\"", file, (int)(sp - p > 32 ? 32 : sp - p),
-			    p);
-		if (f[i].p != NULL)
-			return ly_error_set(err, LY_E_INVALID, "%s: field %s repeated", file, field_names[i]);
-		f[i].p = sp + 1;
-		f[i].n = (size_t)(nl - sp - 1);
-		p = nl + 1;
-	}
-	for (size_t i = F_TD; i <= F_RETIRED; i++) {
-		if (f[i].p == NULL)
-			return ly_error_set(err, LY_E_INVALID, "%s: field %s missing", file, field_names[i]);
-	}
-	if (f[F_TD].n != strlen(ca->td) || memcmp(f[F_TD].p, ca->td, f[F_TD].n) != 0)
-		return ly_error_set(err, LY_E_INVALID, "%s: CA state of another trust domain (configured %s): use a "
-		    "fresh data directory", file, ca->td);
-
-	s = calloc(1, sizeof(*s));
-	if (s == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "%s: allocating", file);
-	if (f[F_KIND].n == 3 && memcmp(f[F_KIND].p, "jwt", 3) == 0) {
-		s->jwt = true;
-	} else if (!(f[F_KIND].n == 4 && memcmp(f[F_KIND].p, "x509", 4) == 0)) {
-		rc = ly_error_set(err, LY_E_INVALID, "%s: kind must be x509 or jwt", file);
-		goto out;
-	}
-	if (f[F_ID].n != SLOT_ID_HEX || f[F_RETIRED].n != 1 || (f[F_RETIRED].p[0] != '0' && f[F_RETIRED].p[0] != '1')) {
-		rc = ly_error_set(err, LY_E_INVALID, "%s: id or retired malformed", file);
-		goto out;
-	}
-	memcpy(s->id, f[F_ID].p, SLOT_ID_HEX);
-	s->id[SLOT_ID_HEX] = '\0';
-	s->retired = f[F_RETIRED].p[0] == '1';
-	slot_file_name(s, expect, sizeof(expect));
-	if (strcmp(expect, file) != 0) {
-		rc = ly_error_set(err, LY_E_INVALID, "%s: kind and id do not match the file name", file);
-		goto out;
-	}
-	rc = parse_time(file, &f[F_ISSUED], "issued_at", &s->issued_at, err);
-	if (rc == LY_OK)
-		rc = parse_time(file, &f[F_ACTIVATE], "activate_at", &s->activate_at, err);
-	if (rc == LY_OK)
-		rc = parse_time(file, &f[F_NOT_AFTER], "not_after", &s->not_after, err);
-	if (rc != LY_OK)
-		goto out;
-	if (s->activate_at < s->issued_at || s->not_after <= s->activate_at) {
-		rc = ly_error_set(err, LY_E_INVALID, "%s: times out of order", file);
-		goto out;
-	}
-	rc = s->jwt ? slot_decode_jwt(file, f, s, err) : slot_decode_x509(ca, file, f, s, err);
-	if (rc != LY_OK)
-		goto out;
-	*out = s;
-	s = NULL;
-out:
-	slot_free(s);
-	return rc;
-}
-
-static ly_status
-slots_load(struct ly_ca *ca, struct ly_error *err)
-{
-	char **names = NULL;
-	size_t n = 0;
-	ly_status rc;
-
-	LY_TRY(ca_store_list(ca->dirfd, LY_CA_SLOTS_MAX, &names, &n, err));
-	for (size_t i = 0; i < n; i++) {
-		struct ly_buf text = LY_BUF_INIT;
-		struct ca_slot *s = NULL;
-		rc = ca_store_read(ca->dirfd, names[i], LY_CA_SLOT_FILE_MAX, &text, err);
-		if (rc == LY_OK)
-			rc = slot_decode(ca, names[i], (const char *)text.data, text.len, &s, err);
-		ly_buf_free_secret(&text);
-		if (rc == LY_OK) {
-			rc = slots_add(ca, s, err);
-			if (rc != LY_OK)
-				slot_free(s);
-		}
-		if (rc != LY_OK) {
-			rc = ly_error_wrap(err, rc, "CA state");
-			goto out;
-		}
-	}
-	rc = LY_OK;
-out:
-	ca_store_names_free(names, n);
-	return rc;
-}
-
 /* ---- making authorities ---- */
 
 /* Writes and signs one CA certificate into `out` (empty). */
@@ -631,8 +168,8 @@ make_ca_cert(struct ly_ca *ca, const uint8_t serial[16], struct ca_span issuer, 
 	return rc;
 }
 
-static ly_status
-random_serial(uint8_t serial[16], struct ly_error *err)
+ly_status
+ca_random_serial(uint8_t serial[16], struct ly_error *err)
 {
 	if (RAND_bytes(serial, 16) != 1)
 		return ly_error_openssl(err, LY_E_CRYPTO, "CA: random serial");
@@ -698,7 +235,7 @@ x509_slot_new(struct ly_ca *ca, time_t now, time_t activate_at, struct ca_slot *
 			rc = ca_key_id(&ca->crypto, ca->mdctx, (struct ca_span){ root_spki.data, root_spki.len }, root_skid,
 			    err);
 		if (rc == LY_OK)
-			rc = random_serial(serial, err);
+			rc = ca_random_serial(serial, err);
 		if (rc != LY_OK)
 			goto out;
 		ca_dw_init(&rn, root_name, sizeof(root_name));
@@ -736,7 +273,7 @@ x509_slot_new(struct ly_ca *ca, time_t now, time_t activate_at, struct ca_slot *
 		rc = ly_error_set(err, LY_E_INTERNAL, "CA: signing certificate fields too large");
 		goto out;
 	}
-	rc = random_serial(serial, err);
+	rc = ca_random_serial(serial, err);
 	if (rc != LY_OK)
 		goto out;
 	struct ca_span sext = { se.p, se.len };
@@ -744,7 +281,7 @@ x509_slot_new(struct ly_ca *ca, time_t now, time_t activate_at, struct ca_slot *
 	    (struct ca_span){ sign_spki.data, sign_spki.len }, &sext, 1, issuer_key, nb, na, &s->signing_der, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = slot_write(ca, s, false, err);
+	rc = ca_slot_write(ca, s, false, err);
 	if (rc != LY_OK)
 		goto out;
 	log_info("CA: new X.509 authority %s%s, signs from %lld, expires %lld", s->id,
@@ -754,7 +291,7 @@ x509_slot_new(struct ly_ca *ca, time_t now, time_t activate_at, struct ca_slot *
 out:
 	ly_buf_free(&root_spki);
 	ly_buf_free(&sign_spki);
-	slot_free(s);
+	ca_slot_free(s);
 	return rc;
 }
 
@@ -784,7 +321,7 @@ jwt_slot_new(struct ly_ca *ca, time_t now, time_t activate_at, struct ca_slot **
 	ly_b64url_encode_into(rnd, sizeof(rnd), s->kid);
 	rc = ly_key_generate(ca->key_type, &s->jwt_key, err);
 	if (rc == LY_OK)
-		rc = slot_write(ca, s, false, err);
+		rc = ca_slot_write(ca, s, false, err);
 	if (rc != LY_OK)
 		goto out;
 	log_info("CA: new JWT authority kid=%s, signs from %lld, expires %lld", s->kid, (long long)activate_at,
@@ -792,7 +329,7 @@ jwt_slot_new(struct ly_ca *ca, time_t now, time_t activate_at, struct ca_slot **
 	*out = s;
 	s = NULL;
 out:
-	slot_free(s);
+	ca_slot_free(s);
 	return rc;
 }
 
@@ -877,7 +414,7 @@ slot_retire(struct ly_ca *ca, struct ca_slot *s, struct ly_error *err)
 
 	if (s->jwt)
 		LY_TRY(public_copy(s->jwt_key, &pub, err));
-	ly_status rc = slot_write(ca, s, true, err);
+	ly_status rc = ca_slot_write(ca, s, true, err);
 	if (rc != LY_OK) {
 		EVP_PKEY_free(pub);
 		return rc;
@@ -934,7 +471,7 @@ rotate_kind(struct ly_ca *ca, bool jwt, time_t now, struct ly_error *err)
 		if (s->jwt != jwt || s->not_after > now)
 			continue;
 		char name[64];
-		slot_file_name(s, name, sizeof(name));
+		ca_slot_file_name(s, name, sizeof(name));
 		LY_TRY(ca_store_remove(ca->dirfd, name, err));
 		log_info("CA: %s authority %s expired, dropped from the bundle", jwt ? "JWT" : "X.509",
 		    jwt ? s->kid : s->id);
@@ -963,9 +500,9 @@ rotate_kind(struct ly_ca *ca, bool jwt, time_t now, struct ly_error *err)
 	if (active == NULL) {
 		rc = jwt ? jwt_slot_new(ca, now, now, &fresh, err) : x509_slot_new(ca, now, now, &fresh, err);
 		if (rc == LY_OK)
-			rc = slots_add(ca, fresh, err);
+			rc = ca_slots_add(ca, fresh, err);
 		if (rc != LY_OK) {
-			slot_free(fresh);
+			ca_slot_free(fresh);
 			return rc;
 		}
 		ca->bundle_dirty = true;
@@ -984,9 +521,9 @@ rotate_kind(struct ly_ca *ca, bool jwt, time_t now, struct ly_error *err)
 			time_t at = now + (time_t)ca->delay;
 			rc = jwt ? jwt_slot_new(ca, now, at, &fresh, err) : x509_slot_new(ca, now, at, &fresh, err);
 			if (rc == LY_OK)
-				rc = slots_add(ca, fresh, err);
+				rc = ca_slots_add(ca, fresh, err);
 			if (rc != LY_OK) {
-				slot_free(fresh);
+				ca_slot_free(fresh);
 				return rc;
 			}
 			/* Under a fixed upstream root, a new signing CA does not change the bundle. */
@@ -1195,7 +732,7 @@ upstream_load(struct ly_ca *ca, const struct ly_ca_config *cfg, time_t now, stru
 		rc = ly_error_set(err, LY_E_INVALID, "the key does not match the first certificate");
 		goto out;
 	}
-	if (!issued_by(last, last)) {
+	if (!ca_issued_by(last, last)) {
 		rc = ly_error_set(err, LY_E_INVALID, "the last certificate is not a self-signed root");
 		goto out;
 	}
@@ -1359,7 +896,7 @@ ly_ca_open(const struct ly_ca_config *cfg, time_t now, struct ly_ca **out, struc
 	if (rc == LY_OK)
 		rc = sequence_load(ca, err);
 	if (rc == LY_OK)
-		rc = slots_load(ca, err);
+		rc = ca_slots_load(ca, err);
 	if (rc != LY_OK)
 		goto out;
 	/* A restart publishes the bundle again, with a higher sequence. */
@@ -1381,7 +918,7 @@ ly_ca_free(struct ly_ca *ca)
 		return;
 	signer_cleanup(&ca->signer);
 	for (size_t i = 0; i < ca->nslots; i++)
-		slot_free(ca->slots[i]);
+		ca_slot_free(ca->slots[i]);
 	EVP_PKEY_free(ca->up_key);
 	X509_free(ca->up_cert);
 	ly_buf_free(&ca->up_root);
@@ -1410,250 +947,3 @@ ly_ca_trust_domain(const struct ly_ca *ca)
 	return ca != NULL ? ca->td : NULL;
 }
 
-/* ---- issuance ---- */
-
-static ly_status
-check_svid_id(const struct ly_ca *ca, const struct ly_spiffe_id *id, struct ly_error *err)
-{
-	if (id == NULL || strnlen(id->id, sizeof(id->id)) == sizeof(id->id) || id->id[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "no SPIFFE ID");
-	if (!ly_spiffe_id_member_of(id, ca->td))
-		return ly_error_set(err, LY_E_INVALID, "%s is not in trust domain %s", id->id, ca->td);
-	if (ly_spiffe_id_is_trust_domain_id(id))
-		return ly_error_set(err, LY_E_INVALID, "%s has no path: an SVID's ID needs one (X509-SVID §2)", id->id);
-	return LY_OK;
-}
-
-static ly_status
-check_dns(const char *const *dns, size_t ndns, struct ly_error *err)
-{
-	if (ndns > LY_DNS_NAMES_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%zu DNS names, at most %d", ndns, LY_DNS_NAMES_MAX);
-	for (size_t i = 0; i < ndns; i++) {
-		size_t l = dns != NULL && dns[i] != NULL ? strnlen(dns[i], LY_DNS_NAME_MAX + 1) : 0;
-		if (l == 0 || l > LY_DNS_NAME_MAX)
-			return ly_error_set(err, LY_E_INVALID, "DNS name %zu: length must be 1..%d", i, LY_DNS_NAME_MAX);
-		for (size_t j = 0; j < l; j++) {
-			unsigned char c = (unsigned char)dns[i][j];
-			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-			        c == '-' || c == '_' || c == '*'))
-				return ly_error_set(err, LY_E_INVALID, "DNS name %zu: bad character at offset %zu", i, j);
-		}
-	}
-	return LY_OK;
-}
-
-static ly_status
-check_ttl(int32_t ttl_or_0, int64_t dflt, int64_t max, int64_t *out, struct ly_error *err)
-{
-	if (ttl_or_0 < 0)
-		return ly_error_set(err, LY_E_INVALID, "TTL %d: negative", (int)ttl_or_0);
-	if (ttl_or_0 > max)
-		return ly_error_set(err, LY_E_LIMIT, "TTL %d s: at most %lld", (int)ttl_or_0, (long long)max);
-	*out = ttl_or_0 == 0 ? dflt : ttl_or_0;
-	return LY_OK;
-}
-
-/* Is there a signing CA to sign with at `now`? */
-static ly_status
-check_signer(const struct ly_ca *ca, time_t now, struct ly_error *err)
-{
-	if (ca->x509_active == NULL || ca->signer.slot != ca->x509_active || ca->signer.not_after <= now ||
-	    ca->x509_active->not_after <= now)
-		return ly_error_set(err, LY_E_EXPIRED, "no valid signing CA at %lld (ly_ca_tick not called?)",
-		    (long long)now);
-	return LY_OK;
-}
-
-/* One leaf: the CSR checked, the certificate written and signed, the chain returned. */
-static ly_status
-issue_one(struct ly_ca *ca, const struct ly_ca_sign_req *r, time_t now, struct ly_buf *chain, time_t *expires_at,
-    struct ly_error *err)
-{
-	const struct ca_signer *g = &ca->signer;
-	struct ca_csr csr;
-	struct ly_buf rsa_spki = LY_BUF_INIT;
-	EVP_PKEY *key = NULL;
-	struct ca_cert_spec spec;
-	uint8_t serial[16], skid[20];
-	int64_t ttl = 0;
-	ly_status rc;
-
-	rc = check_ttl(r->ttl_or_0, ca->x509_ttl, LY_X509_SVID_TTL_MAX, &ttl, err);
-	if (rc == LY_OK)
-		rc = check_svid_id(ca, r->id, err);
-	if (rc == LY_OK)
-		rc = check_dns(r->dns, r->ndns, err);
-	if (rc == LY_OK)
-		rc = check_signer(ca, now, err);
-	if (rc == LY_OK)
-		rc = ca_csr_parse(&ca->crypto, r->csr_der, r->csr_len, &csr, err);
-	if (rc != LY_OK)
-		goto out;
-	/* X509-SVID §2: the one URI SAN is the ID the caller decided on, byte for byte. */
-	size_t idlen = strlen(r->id->id);
-	if (csr.uri.n != idlen || memcmp(csr.uri.p, r->id->id, idlen) != 0) {
-		rc = ly_error_set(err, LY_E_INVALID, "CSR: the URI SAN is not %s", r->id->id);
-		goto out;
-	}
-	rc = ca_csr_verify(&ca->crypto, ca->mdctx, &csr, csr.key_alg == CA_KEY_RSA ? &key : NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	struct ca_span spki = csr.spki;
-	if (key != NULL) {
-		/* RSA: re-encoded, so that the leaf holds canonical DER whatever the CSR held. */
-		rc = ca_spki_of(key, &rsa_spki, err);
-		if (rc != LY_OK)
-			goto out;
-		spki = (struct ca_span){ rsa_spki.data, rsa_spki.len };
-	}
-
-	rc = random_serial(serial, err);
-	if (rc == LY_OK)
-		rc = ca_key_id(&ca->crypto, ca->mdctx, spki, skid, err);
-	if (rc != LY_OK)
-		goto out;
-	struct ca_dw v;
-	ca_dw_init(&v, ca->var_buf, LY_CERT_DER_MAX);
-	size_t cn_len = r->ndns > 0 ? strlen(r->dns[0]) : 0;
-	bool has_cn = cn_len > 0 && cn_len <= 64; /* ub-common-name (RFC 5280 Appendix A) */
-	if (has_cn) {
-		ca_name_cn(&v, r->dns[0], cn_len);
-	} else {
-		static const uint8_t empty_name[] = { 0x30, 0x00 };
-		ca_dw_raw(&v, empty_name, sizeof(empty_name));
-	}
-	size_t subject_end = v.len;
-	ca_ext_skid(&v, skid, sizeof(skid));
-	/* An empty subject makes the SAN critical (RFC 5280 §4.2.1.6, X509-SVID §3.1). */
-	ca_ext_san(&v, !has_cn, r->id->id, idlen, r->dns, r->ndns);
-	if (v.overflow) {
-		rc = ly_error_set(err, LY_E_LIMIT, "SVID fields larger than %d bytes", LY_CERT_DER_MAX);
-		goto out;
-	}
-
-	memset(&spec, 0, sizeof(spec));
-	spec.serial = serial;
-	spec.alg = (struct ca_span){ g->alg, g->alg_len };
-	spec.issuer = (struct ca_span){ g->issuer.data, g->issuer.len };
-	spec.subject = (struct ca_span){ v.p, subject_end };
-	spec.spki = spki;
-	spec.not_after = now + (time_t)ttl > g->not_after ? g->not_after : now + (time_t)ttl;
-	/*
-	 * Backdated for clock skew (ca.h), but never by more than a quarter of
-	 * the life left ahead: an SVID clipped by its signing CA's end (a short
-	 * CA TTL) would otherwise reach its 50% renewal mark before it is even
-	 * issued, and its agent would renew it again at once, forever.
-	 */
-	time_t backdate = (time_t)LY_SVID_BACKDATE((int64_t)ttl);
-	if (spec.not_after > now && backdate > (spec.not_after - now) / 4)
-		backdate = (spec.not_after - now) / 4;
-	spec.not_before = now - backdate < g->not_before ? g->not_before : now - backdate;
-	if (spec.not_after <= spec.not_before || spec.not_after <= now) {
-		rc = ly_error_set(err, LY_E_EXPIRED, "no validity window left under the signing CA at %lld", (long long)now);
-		goto out;
-	}
-	spec.exts[0] = key != NULL ? (struct ca_span){ g->ext_rsa, g->ext_rsa_len }
-	                           : (struct ca_span){ g->ext_ec, g->ext_ec_len };
-	spec.exts[1] = (struct ca_span){ v.p + subject_end, v.len - subject_end };
-	spec.nexts = 2;
-	struct ca_dw w;
-	ca_dw_init(&w, ca->cert_buf, LY_CERT_DER_MAX);
-	rc = ca_cert_write(&spec, g->sctx, ca->mdctx, g->md, &w, err);
-	if (rc != LY_OK)
-		goto out;
-	chain->data = malloc(w.len + g->tail.len);
-	if (chain->data == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "allocating a chain of %zu bytes", w.len + g->tail.len);
-		goto out;
-	}
-	memcpy(chain->data, w.p, w.len);
-	memcpy(chain->data + w.len, g->tail.data, g->tail.len);
-	chain->len = w.len + g->tail.len;
-	if (expires_at != NULL)
-		*expires_at = spec.not_after;
-	rc = LY_OK;
-out:
-	ERR_clear_error();
-	EVP_PKEY_free(key);
-	ly_buf_free(&rsa_spki);
-	return rc;
-}
-
-ly_status
-ly_ca_sign_batch(struct ly_ca *ca, const struct ly_ca_sign_req *reqs, size_t n, time_t now,
-    struct ly_ca_sign_res *res, struct ly_error *err)
-{
-	struct ly_error e;
-	ly_status rc;
-
-	if (ca == NULL || (n > 0 && (reqs == NULL || res == NULL)))
-		return ly_error_set(err, LY_E_INVALID, "sign batch: missing arguments");
-	if (n == 0)
-		return LY_OK;
-	memset(res, 0, n * sizeof(res[0]));
-	if (n > LY_CA_BATCH_MAX)
-		rc = ly_error_set(&e, LY_E_LIMIT, "sign batch: %zu requests, at most %d", n, LY_CA_BATCH_MAX);
-	else
-		rc = check_signer(ca, now, &e);
-	if (rc != LY_OK) {
-		for (size_t i = 0; i < n; i++) {
-			res[i].status = rc;
-			res[i].err = e;
-		}
-		if (err != NULL)
-			*err = e;
-		return rc;
-	}
-	for (size_t i = 0; i < n; i++)
-		res[i].status = issue_one(ca, &reqs[i], now, &res[i].chain, &res[i].expires_at, &res[i].err);
-	return LY_OK;
-}
-
-void
-ly_ca_sign_res_cleanup(struct ly_ca_sign_res *res, size_t n)
-{
-	for (size_t i = 0; res != NULL && i < n; i++)
-		ly_buf_free(&res[i].chain);
-}
-
-ly_status
-ly_ca_sign_x509_svid(struct ly_ca *ca, const uint8_t *csr_der, size_t csr_len, const struct ly_spiffe_id *expected_id,
-    const char *const *dns, size_t ndns, int32_t ttl_or_0, time_t now, struct ly_buf *chain_out, time_t *expires_at,
-    struct ly_error *err)
-{
-	const struct ly_ca_sign_req req = { csr_der, csr_len, expected_id, dns, ndns, ttl_or_0 };
-
-	if (ca == NULL || chain_out == NULL || chain_out->data != NULL)
-		return ly_error_set(err, LY_E_INVALID, "sign X.509-SVID: missing arguments or non-empty output");
-	return issue_one(ca, &req, now, chain_out, expires_at, err);
-}
-
-ly_status
-ly_ca_sign_agent_svid(struct ly_ca *ca, const uint8_t *csr_der, size_t csr_len, const struct ly_spiffe_id *agent_id,
-    int32_t ttl_or_0, time_t now, struct ly_buf *chain_out, time_t *expires_at, struct ly_error *err)
-{
-	return ly_ca_sign_x509_svid(ca, csr_der, csr_len, agent_id, NULL, 0, ttl_or_0, now, chain_out, expires_at, err);
-}
-
-ly_status
-ly_ca_mint_jwt_svid(struct ly_ca *ca, const struct ly_spiffe_id *sub, const char *const *aud, size_t naud,
-    int32_t ttl_or_0, time_t now, char **token, time_t *exp, struct ly_error *err)
-{
-	int64_t ttl = 0;
-
-	if (token != NULL)
-		*token = NULL;
-	if (ca == NULL || token == NULL)
-		return ly_error_set(err, LY_E_INVALID, "mint JWT-SVID: missing arguments");
-	LY_TRY(check_ttl(ttl_or_0, ca->jwt_ttl, LY_JWT_SVID_TTL_MAX, &ttl, err));
-	LY_TRY(check_svid_id(ca, sub, err));
-	const struct ca_slot *s = ca->jwt_active;
-	if (s == NULL || s->retired || s->not_after <= now)
-		return ly_error_set(err, LY_E_EXPIRED, "no valid JWT key at %lld (ly_ca_tick not called?)", (long long)now);
-	time_t e = now + (time_t)ttl > s->not_after ? s->not_after : now + (time_t)ttl;
-	LY_TRY(ly_jwt_sign(s->jwt_key, s->kid, NULL, sub, aud, naud, now, e, token, err));
-	if (exp != NULL)
-		*exp = e;
-	return LY_OK;
-}

@@ -5,7 +5,9 @@
  *    signing (the fast leaf path of ca.h, "Cost");
  *  - ca_csr.c: the strict PKCS#10 parser and its signature check;
  *  - ca_store.c: the files in <data_dir>/ca (atomic writes, slot format);
- *  - ca.c: slots, rotation, the bundle and the public API.
+ *  - ca_slotfile.c: a slot to its file and back, and loading every slot;
+ *  - ca_issue.c: SVID issuance (X.509 leaves, JWT-SVIDs);
+ *  - ca.c: slots, rotation, the bundle, the upstream CA, open and free.
  *
  * Ownership: spans (struct ca_span) point into the caller's buffers and
  * live as long as them. Everything else is documented per function.
@@ -19,9 +21,11 @@
 #include <time.h>
 
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "lib/buf.h"
 #include "lib/error.h"
+#include "server/ca.h"
 
 /* A borrowed run of bytes. */
 struct ca_span {
@@ -194,5 +198,87 @@ ly_status ca_store_remove(int dirfd, const char *name, struct ly_error *err) LY_
  */
 ly_status ca_store_list(int dirfd, size_t max, char ***names, size_t *count, struct ly_error *err) LY_MUST_CHECK;
 void ca_store_names_free(char **names, size_t count);
+
+/* ---- the CA's state, shared by ca.c, ca_slotfile.c and ca_issue.c ---- */
+
+#define SLOT_MAGIC "lanyard-ca-slot 1"
+#define SEQUENCE_FILE "bundle-sequence"
+#define SLOT_ID_HEX 16
+
+struct ca_slot {
+	bool jwt;                 /* a JWT slot, else X.509 */
+	char id[SLOT_ID_HEX + 1];
+	time_t issued_at, activate_at, not_after;
+	bool retired;             /* private keys dropped */
+	bool compatible;          /* X.509: may sign in the configured mode (own root / this upstream CA) */
+	struct ly_buf root_der;   /* X.509 with its own root; empty under the upstream CA */
+	EVP_PKEY *root_key;
+	struct ly_buf signing_der;
+	EVP_PKEY *signing_key;
+	char kid[LY_CA_KID_LEN + 1];
+	EVP_PKEY *jwt_key;        /* private until retired, then public only */
+};
+
+/* What signing leaves under the active X.509 slot needs, prepared once per slot. */
+struct ca_signer {
+	const struct ca_slot *slot; /* NULL: not prepared */
+	EVP_PKEY_CTX *sctx;
+	const EVP_MD *md;
+	uint8_t alg[32];
+	size_t alg_len;
+	struct ly_buf issuer;       /* the signing CA's subject Name DER */
+	uint8_t ext_ec[256];        /* basicConstraints, keyUsage, EKU, AKID for EC leaves */
+	size_t ext_ec_len;
+	uint8_t ext_rsa[256];       /* the same with keyEncipherment, for RSA leaves */
+	size_t ext_rsa_len;
+	time_t not_before, not_after;
+	struct ly_buf tail;         /* signing CA [+ upstream intermediates] DER */
+};
+
+struct ly_ca {
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	char td_uri[LY_TRUST_DOMAIN_MAX + 10]; /* "spiffe://" + td */
+	enum ly_key_type key_type;
+	int64_t ca_ttl, x509_ttl, jwt_ttl, delay;
+	int dirfd;
+	struct ca_crypto crypto;
+	EVP_MD_CTX *mdctx;
+	uint8_t *cert_buf, *var_buf; /* LY_CERT_DER_MAX each: scratch for one certificate */
+	struct ca_slot *slots[LY_CA_SLOTS_MAX]; /* sorted by issued_at */
+	size_t nslots;
+	struct ca_slot *x509_active, *jwt_active;
+	struct ca_signer signer;
+	/* Upstream CA (upstream == true). */
+	bool upstream;
+	EVP_PKEY *up_key;
+	X509 *up_cert;            /* the certificate whose key is up_key */
+	struct ly_buf up_root;    /* the trust anchor */
+	struct ly_buf up_tail;    /* up_cert and the intermediates above it, without the root */
+	struct ly_buf up_subject; /* up_cert's subject Name DER */
+	uint8_t up_skid[64];
+	size_t up_skid_len;
+	time_t up_not_after;      /* the earliest notAfter of the upstream chain */
+	bool up_warned;
+	struct ly_bundle *bundle;
+	bool bundle_dirty;
+	uint64_t seq;
+};
+
+/* "<x509|jwt>-<id>.slot" into `out`. */
+void ca_slot_file_name(const struct ca_slot *s, char *out, size_t size);
+/* Frees a slot, wiping it; NULL is fine. */
+void ca_slot_free(struct ca_slot *s);
+/* Adds a slot in issued_at order; LY_E_LIMIT over LY_CA_SLOTS_MAX. The CA then owns it. */
+ly_status ca_slots_add(struct ly_ca *ca, struct ca_slot *s, struct ly_error *err) LY_MUST_CHECK;
+/* A random positive 128-bit certificate serial. */
+ly_status ca_random_serial(uint8_t serial[16], struct ly_error *err) LY_MUST_CHECK;
+
+/* Writes slot `s`'s file (without private keys when `retired`), atomically. */
+ly_status ca_slot_write(struct ly_ca *ca, const struct ca_slot *s, bool retired, struct ly_error *err)
+    LY_MUST_CHECK;
+/* Whether `issuer` issued `cert` (name, key identifier, signature). */
+bool ca_issued_by(X509 *cert, X509 *issuer);
+/* Reads and checks every slot file into ca->slots. */
+ly_status ca_slots_load(struct ly_ca *ca, struct ly_error *err) LY_MUST_CHECK;
 
 #endif /* LANYARD_SERVER_CA_INTERNAL_H */

@@ -204,8 +204,12 @@ struct ly_datastore_hook {
 };
 
 /* Every back end's handle starts with this (zeroed by the back end's open). */
+struct ly_ds_dialect; /* server/datastore_engine.h */
+
 struct ly_datastore {
 	const struct ly_datastore_ops *ops;
+	/* The back end's dialect, over which the operations written once run. */
+	const struct ly_ds_dialect *dialect;
 	struct ly_datastore_hook hooks[LY_DATASTORE_HOOKS_MAX];
 	size_t n_hooks;
 };

@@ -9,8 +9,10 @@
  * write and nothing can interleave before COMMIT. A write that ends up
  * changing nothing (a refusal, a prune that found nothing) rolls back, and
  * with it the counter: the revision only counts acknowledged changes.
- * Reads of one statement run alone; reads of two run in one REPEATABLE
- * READ, READ ONLY transaction.
+ * Reads of one statement written here run alone; reads of two run in one
+ * REPEATABLE READ, READ ONLY transaction, and so do the engine's entry_get,
+ * agent_get, agent_list and ca_state_get (the same result as alone, two
+ * more round trips); the engine's revision read runs alone.
  *
  * Every statement is a constant string with bound parameters
  * (PQexecParams), never formatted SQL. Selectors and DNS names travel as
@@ -39,8 +41,14 @@
  * What does not depend on PostgreSQL (input checks, the identity and join
  * token hashes, which must equal the SQLite back end's) is in datastore.c,
  * through datastore_internal.h.
+ *
+ * It is also a dialect of the one transaction engine (datastore_engine.h):
+ * the operations written once in datastore_engine.c run over this file's
+ * begin / commit / rollback, its statement table engine_sql[] and its
+ * row readers; the others are still written here.
  */
 #include "server/datastore_internal.h"
+#include "server/datastore_engine.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -161,8 +169,6 @@ static const char SQL_META_LOCK[] =
     "(SELECT value FROM meta WHERE name = 'changes_pruned')";
 static const char SQL_META_GET[] = "SELECT (SELECT value FROM meta WHERE name = 'revision'), "
                                    "(SELECT value FROM meta WHERE name = 'changes_pruned')";
-static const char SQL_REVISION[] = "SELECT value FROM meta WHERE name = 'revision'";
-static const char SQL_PRUNED_SET[] = "UPDATE meta SET value = $1 WHERE name = 'changes_pruned'";
 
 static const char SQL_ENTRY_BY_ID[] = ENTRY_SELECT "WHERE e.entry_id = $1";
 static const char SQL_ENTRY_BY_IDENTITY[] = ENTRY_SELECT "WHERE e.identity = $1";
@@ -178,7 +184,6 @@ static const char SQL_ENTRY_INSERT[] =
 static const char SQL_ENTRY_UPDATE[] =
     "UPDATE entries SET spiffe_id = $2, parent_id = $3, identity = $4, x509_svid_ttl = $5, jwt_svid_ttl = $6, "
     "node = $7, admin = $8, downstream = $9, hint = $10, revision = $11 WHERE id = $1";
-static const char SQL_ENTRY_DELETE[] = "DELETE FROM entries WHERE id = $1";
 static const char SQL_SEL_INSERT[] =
     "INSERT INTO entry_selectors (entry, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
     "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
@@ -192,12 +197,34 @@ static const char SQL_CHANGES_SINCE[] =
     "SELECT c.entry_id, c.revision, c.op, " ENTRY_COLS " FROM (SELECT DISTINCT ON (entry_id) entry_id, "
     "revision, op FROM entry_changes WHERE revision > $1 ORDER BY entry_id, revision DESC) c "
     "LEFT JOIN entries e ON e.entry_id = c.entry_id ORDER BY c.revision";
-static const char SQL_CHANGES_PRUNE[] = "DELETE FROM entry_changes WHERE revision <= $1";
 
-static const char SQL_TOKEN_INSERT[] =
-    "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) VALUES ($1, $2, $3, $4)";
-static const char SQL_TOKEN_TAKE[] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at";
-static const char SQL_TOKEN_PRUNE[] = "DELETE FROM join_tokens WHERE expires_at <= $1";
+/* The statements of the engine (datastore_engine.h), in this dialect. */
+static const char *const engine_sql[LY_DS_STMT_COUNT] = {
+	[LY_DS_TOKEN_INSERT] =
+	    "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at",
+	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= $1",
+	[LY_DS_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = $1",
+	[LY_DS_AGENT_BAN] = "UPDATE agents SET banned = $2, updated_at = $3 WHERE spiffe_id = $1",
+	/* bytea in binary format: the bytes as they are, no escaping. */
+	[LY_DS_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES ($1, $2, $3) "
+	                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+	[LY_DS_CA_GET] = "SELECT value FROM ca_state WHERE name = $1",
+	[LY_DS_CA_DELETE] = "DELETE FROM ca_state WHERE name = $1",
+	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
+	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= $1",
+	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = $1 WHERE name = 'changes_pruned'",
+	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
+	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = $1",
+	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
+	[LY_DS_AGENT_GET] = AGENT_SELECT "WHERE a.spiffe_id = $1",
+	[LY_DS_AGENT_LIST] = AGENT_SELECT "ORDER BY a.spiffe_id COLLATE \"C\"",
+};
+
+/* The statements whose results come in binary format (bytea values). */
+static const bool engine_binary[LY_DS_STMT_COUNT] = {
+	[LY_DS_CA_GET] = true,
+};
 
 static const char SQL_AGENT_UPSERT[] =
     "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, "
@@ -205,20 +232,11 @@ static const char SQL_AGENT_UPSERT[] =
     "attestation_type = excluded.attestation_type, serial_number = excluded.serial_number, "
     "svid_expires_at = excluded.svid_expires_at, updated_at = excluded.updated_at RETURNING id";
 /* COLLATE "C": byte order, whatever the database's collation (as SQLite sorts). */
-static const char SQL_AGENT_GET[] = AGENT_SELECT "WHERE a.spiffe_id = $1";
-static const char SQL_AGENT_LIST[] = AGENT_SELECT "ORDER BY a.spiffe_id COLLATE \"C\"";
-static const char SQL_AGENT_DELETE[] = "DELETE FROM agents WHERE spiffe_id = $1";
-static const char SQL_AGENT_BAN[] = "UPDATE agents SET banned = $2, updated_at = $3 WHERE spiffe_id = $1";
 static const char SQL_AGENT_SEL_DELETE[] = "DELETE FROM agent_selectors WHERE agent = $1";
 static const char SQL_AGENT_SEL_INSERT[] =
     "INSERT INTO agent_selectors (agent, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
     "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
 
-static const char SQL_CA_PUT[] =
-    "INSERT INTO ca_state (name, value, updated_at) VALUES ($1, $2, $3) "
-    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
-static const char SQL_CA_GET[] = "SELECT value FROM ca_state WHERE name = $1";
-static const char SQL_CA_DELETE[] = "DELETE FROM ca_state WHERE name = $1";
 
 /* ---- connection, errors, statements ---- */
 
@@ -971,40 +989,6 @@ out:
 
 /* One entry by ID in a single statement (no transaction needed); LY_E_NOT_FOUND if absent. */
 static ly_status
-get_entry(struct pg_ds *ds, const char *entry_id, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
-{
-	ly_status rc;
-	PGresult *res = NULL;
-	struct params p = { 0 };
-
-	p_text(&p, entry_id);
-	rc = run(ds, SQL_ENTRY_BY_ID, &p, false, "get entry", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
-		goto out;
-	}
-	rc = read_entry(res, 0, 0, rowid, out, err);
-out:
-	PQclear(res);
-	return rc;
-}
-
-static ly_status
-pg_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entry **out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	LY_TRY(ensure_conn(ds, err));
-	return get_entry(ds, entry_id, NULL, out, err);
-}
-
-static ly_status
 replace_entry_children(struct pg_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
 {
 	struct params p = { 0 };
@@ -1061,45 +1045,6 @@ pg_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_err
 	entry->created_at = created_at;
 out:
 	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_entry **deleted, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	struct ly_entry *e = NULL;
-	int64_t id = 0, rev = 0;
-	struct params p = { 0 };
-
-	if (deleted != NULL)
-		*deleted = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = get_entry(ds, entry_id, &id, &e, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Selectors and DNS names go with it (ON DELETE CASCADE). */
-	p_int(&p, id);
-	rc = run(ds, SQL_ENTRY_DELETE, &p, false, "delete entry", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry_id, LY_ENTRY_DELETED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (deleted != NULL) {
-		*deleted = e;
-		e = NULL;
-	}
-out:
-	tx_rollback(ds);
-	ly_entry_free(e);
 	return rc;
 }
 
@@ -1225,170 +1170,6 @@ out:
 	return rc;
 }
 
-static ly_status
-pg_entry_changes_prune(struct ly_datastore *base, int64_t up_to, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	int64_t meta[2] = { 0, 0 };
-	struct params p = { 0 };
-
-	rc = tx_begin(ds, TX_LOCK, meta, err);
-	if (rc != LY_OK)
-		goto out;
-	if (up_to > meta[0])
-		up_to = meta[0];
-	if (up_to <= meta[1]) {
-		rc = tx_commit(ds, err);
-		goto out;
-	}
-	p_int(&p, up_to);
-	rc = run(ds, SQL_CHANGES_PRUNE, &p, false, "prune changes", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	/* History only: the revision does not move. */
-	rc = run(ds, SQL_PRUNED_SET, &p, false, "write meta", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
-	LY_TRY(ensure_conn(ds, err));
-	rc = run(ds, SQL_REVISION, NULL, false, "read meta", &res, err);
-	if (rc == LY_OK)
-		rc = PQntuples(res) == 1 ? col_int64(res, 0, 0, out, err) : ly_ds_corrupt("revision", err);
-	PQclear(res);
-	return rc;
-}
-
-/* ---- join tokens ---- */
-
-static ly_status
-pg_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
-    struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	unsigned char hash[32];
-	struct params p = { 0 };
-	int64_t rev = 0;
-
-	LY_TRY(ly_ds_check_token_create(token, spiffe_id, expires_at, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_bytes(&p, hash, sizeof(hash));
-	p_text(&p, spiffe_id);
-	p_int(&p, expires_at);
-	p_int(&p, ly_ds_now());
-	rc = run(ds, SQL_TOKEN_INSERT, &p, false, "store join token", NULL, err);
-	if (rc == LY_E_INVALID)
-		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	tx_rollback(ds);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-pg_token_consume(struct ly_datastore *base, const char *token, int64_t now, char **spiffe_id,
-    struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	unsigned char hash[32];
-	char *granted = NULL;
-	int64_t expires_at = 0, rev = 0;
-	struct params p = { 0 };
-
-	if (spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
-	*spiffe_id = NULL;
-	LY_TRY(ly_datastore_token_check(token, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	/* One statement finds and deletes it: two consumers cannot both get it. */
-	p_bytes(&p, hash, sizeof(hash));
-	rc = run(ds, SQL_TOKEN_TAKE, &p, false, "use join token", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
-		goto out;
-	}
-	if (PQntuples(res) != 1) {
-		rc = ly_ds_corrupt("join token", err);
-		goto out;
-	}
-	if ((rc = col_text(res, 0, 0, LY_SPIFFE_ID_MAX, false, &granted, err)) != LY_OK ||
-	    (rc = col_int64(res, 0, 1, &expires_at, err)) != LY_OK)
-		goto out;
-	/* Committed even when expired: an expired token is used up too. */
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (now >= expires_at) {
-		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
-		goto out;
-	}
-	*spiffe_id = granted;
-	granted = NULL;
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	free(granted);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-pg_token_prune(struct ly_datastore *base, int64_t now, size_t *removed, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct params p = { 0 };
-	int64_t rev = 0, n = 0;
-
-	if (removed != NULL)
-		*removed = 0;
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_int(&p, now);
-	rc = run(ds, SQL_TOKEN_PRUNE, &p, false, "prune join tokens", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	n = affected(res);
-	/* Nothing removed: roll back, so the revision does not move. */
-	if (n > 0)
-		rc = tx_commit(ds, err);
-	if (rc == LY_OK && removed != NULL)
-		*removed = (size_t)n;
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	return rc;
-}
 
 /* ---- agents ---- */
 
@@ -1470,210 +1251,140 @@ out:
 	return rc;
 }
 
-static ly_status
-pg_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_ds_agent **out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct params p = { 0 };
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	LY_TRY(ensure_conn(ds, err));
-	p_text(&p, spiffe_id);
-	rc = run(ds, SQL_AGENT_GET, &p, false, "get agent", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
-	}
-	rc = read_agent(res, 0, out, err);
-out:
-	PQclear(res);
-	return rc;
-}
-
-static ly_status
-pg_agent_list(struct ly_datastore *base, struct ly_ds_agent_list *out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
-	LY_TRY(ensure_conn(ds, err));
-	rc = run(ds, SQL_AGENT_LIST, NULL, false, "list agents", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	int rows = PQntuples(res);
-	if (rows == 0)
-		goto out;
-	got.items = calloc((size_t)rows, sizeof(*got.items));
-	if (got.items == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
-		goto out;
-	}
-	for (int i = 0; i < rows; i++) {
-		rc = read_agent(res, i, &got.items[got.n], err);
-		if (rc != LY_OK)
-			goto out;
-		got.n++;
-	}
-	/* Hand over, appending to what the caller holds. */
-	rc = ly_ds_agent_list_move(out, &got, err);
-out:
-	PQclear(res);
-	ly_ds_agent_list_cleanup(&got);
-	return rc;
-}
-
 /* A one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
-static ly_status
-agent_write(struct pg_ds *ds, const char *sql, const char *spiffe_id, int banned, const char *what,
-    struct ly_error *err)
-{
-	ly_status rc;
-	PGresult *res = NULL;
-	int64_t rev = 0;
-	struct params p = { 0 };
+/* ---- the dialect (datastore_engine.h) ---- */
 
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_text(&p, spiffe_id);
-	if (banned >= 0) {
-		p_bool(&p, banned != 0);
-		p_int(&p, ly_ds_now());
+static ly_status
+d_begin(struct ly_datastore *base, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	switch (mode) {
+	case LY_DS_TX_NONE: return ensure_conn(ds, err);
+	case LY_DS_TX_READ: return tx_begin(ds, TX_READ, rev, err);
+	case LY_DS_TX_WRITE: return tx_begin(ds, TX_WRITE, rev, err);
+	case LY_DS_TX_LOCK: return tx_begin(ds, TX_LOCK, rev, err);
+	default: return ly_error_set(err, LY_E_INTERNAL, "datastore: bad transaction mode");
 	}
-	rc = run(ds, sql, &p, false, what, &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (affected(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
+}
+
+static ly_status
+d_commit(struct ly_datastore *base, struct ly_error *err)
+{
+	return tx_commit(to_pg(base), err);
+}
+
+static void
+d_rollback(struct ly_datastore *base)
+{
+	tx_rollback(to_pg(base));
+}
+
+static ly_status
+d_exec(struct ly_datastore *base, enum ly_ds_stmt id, const struct ly_ds_param *in, size_t n, const char *what,
+    struct ly_ds_rows *rows, int64_t *changed, struct ly_error *err)
+{
+	struct pg_ds *ds = to_pg(base);
+	struct params p = { 0 };
+	PGresult *res = NULL;
+
+	if ((unsigned)id >= LY_DS_STMT_COUNT || n > PARAMS_MAX)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: bad statement");
+	for (size_t i = 0; i < n; i++) {
+		switch (in[i].type) {
+		case LY_DS_P_TEXT: p_text(&p, in[i].text); break;
+		case LY_DS_P_INT: p_int(&p, in[i].i); break;
+		case LY_DS_P_BOOL: p_bool(&p, in[i].i != 0); break;
+		case LY_DS_P_BYTES:
+			if (in[i].len > INT_MAX)
+				return ly_error_set(err, LY_E_LIMIT, "datastore: %s: value too large", what);
+			p_bytes(&p, in[i].bytes, in[i].len);
+			break;
+		default: return ly_error_set(err, LY_E_INTERNAL, "datastore: bad parameter type");
+		}
 	}
-	rc = tx_commit(ds, err);
-out:
+	LY_TRY(run(ds, engine_sql[id], &p, engine_binary[id], what, &res, err));
+	if (changed != NULL)
+		*changed = affected(res);
+	if (rows != NULL) {
+		*rows = (struct ly_ds_rows){ .ds = base, .h = res, .row = -1, .n = PQntuples(res) };
+		return LY_OK;
+	}
 	PQclear(res);
-	tx_rollback(ds);
-	return rc;
+	return LY_OK;
 }
 
 static ly_status
-pg_agent_delete(struct ly_datastore *base, const char *spiffe_id, struct ly_error *err)
+d_next(struct ly_ds_rows *rows, bool *row, const char *what, struct ly_error *err)
 {
-	/* Its selectors go with it (ON DELETE CASCADE). */
-	return agent_write(to_pg(base), SQL_AGENT_DELETE, spiffe_id, -1, "evict agent", err);
+	(void)what;
+	(void)err;
+	if (rows->row < rows->n)
+		rows->row++;
+	*row = rows->row < rows->n;
+	return LY_OK;
 }
 
 static ly_status
-pg_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool banned, struct ly_error *err)
+d_col_text(struct ly_ds_rows *rows, int col, size_t cap, bool nullable, char **out, struct ly_error *err)
 {
-	return agent_write(to_pg(base), SQL_AGENT_BAN, spiffe_id, banned ? 1 : 0, "ban agent", err);
+	return col_text(rows->h, rows->row, col, cap, nullable, out, err);
 }
 
-/* ---- CA state ---- */
+static ly_status
+d_col_int64(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err)
+{
+	return col_int64(rows->h, rows->row, col, out, err);
+}
 
 static ly_status
-pg_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
+d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
     struct ly_error *err)
 {
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	int64_t rev = 0;
-	struct params p = { 0 };
-
-	LY_TRY(ly_ds_check_ca_state_put(name, data, len, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	/* bytea, binary format: the bytes as they are, no escaping. */
-	p_text(&p, name);
-	p_bytes(&p, data, len);
-	p_int(&p, ly_ds_now());
-	rc = run(ds, SQL_CA_PUT, &p, false, "store CA state", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct ly_buf got = LY_BUF_INIT;
-	struct params p = { 0 };
-
-	if (out == NULL || out->data != NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	LY_TRY(ensure_conn(ds, err));
-	p_text(&p, name);
-	rc = run(ds, SQL_CA_GET, &p, true, "read CA state", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	int n = PQgetlength(res, 0, 0);
-	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || n < 0 || n > LY_CA_STATE_MAX) {
-		rc = ly_ds_corrupt("CA state value", err);
-		goto out;
-	}
-	rc = ly_buf_set(&got, PQgetvalue(res, 0, 0), (size_t)n, err);
-	if (rc != LY_OK)
-		goto out;
-	ly_buf_take(out, &got);
-out:
+	PGresult *res = rows->h;
+	ly_status rc = LY_OK;
+	int n = PQgetlength(res, rows->row, col);
+	if (PQgetisnull(res, rows->row, col) || n < 0 || (size_t)n > cap)
+		rc = ly_ds_corrupt(what, err);
+	else
+		rc = ly_buf_set(out, PQgetvalue(res, rows->row, col), (size_t)n, err);
 	/* The value may hold key material: wipe libpq's copy before it is freed. */
-	if (res != NULL && PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0) &&
-	    PQgetlength(res, 0, 0) > 0)
-		OPENSSL_cleanse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
-	PQclear(res);
-	ly_buf_free_secret(&got);
+	if (!PQgetisnull(res, rows->row, col) && n > 0)
+		OPENSSL_cleanse(PQgetvalue(res, rows->row, col), (size_t)n);
 	return rc;
 }
 
 static ly_status
-pg_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_error *err)
+d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
 {
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	int64_t rev = 0;
-	struct params p = { 0 };
-
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_text(&p, name);
-	rc = run(ds, SQL_CA_DELETE, &p, false, "delete CA state", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (affected(res) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	rc = tx_commit(ds, err);
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	return rc;
+	return read_entry(rows->h, rows->row, 0, rowid, out, err);
 }
+
+static ly_status
+d_read_agent(struct ly_ds_rows *rows, struct ly_ds_agent **out, struct ly_error *err)
+{
+	return read_agent(rows->h, rows->row, out, err);
+}
+
+static void
+d_rows_free(struct ly_ds_rows *rows)
+{
+	PQclear(rows->h);
+	rows->h = NULL;
+}
+
+static const struct ly_ds_dialect pg_dialect = {
+	.begin = d_begin,
+	.commit = d_commit,
+	.rollback = d_rollback,
+	.exec = d_exec,
+	.next = d_next,
+	.col_text = d_col_text,
+	.col_int64 = d_col_int64,
+	.col_bytes = d_col_bytes,
+	.read_entry = d_read_entry,
+	.read_agent = d_read_agent,
+	.rows_free = d_rows_free,
+};
 
 /* ---- open, migrate, close ---- */
 
@@ -1691,25 +1402,25 @@ pg_close(struct ly_datastore *base)
 static const struct ly_datastore_ops pg_ops = {
 	.name = "postgres",
 	.close = pg_close,
-	.revision = pg_revision,
+	.revision = ly_ds_engine_revision,
 	.entry_create = pg_entry_create,
-	.entry_get = pg_entry_get,
+	.entry_get = ly_ds_engine_entry_get,
 	.entry_update = pg_entry_update,
-	.entry_delete = pg_entry_delete,
+	.entry_delete = ly_ds_engine_entry_delete,
 	.entry_list = pg_entry_list,
 	.entry_changes_since = pg_entry_changes_since,
-	.entry_changes_prune = pg_entry_changes_prune,
-	.token_create = pg_token_create,
-	.token_consume = pg_token_consume,
-	.token_prune = pg_token_prune,
+	.entry_changes_prune = ly_ds_engine_entry_changes_prune,
+	.token_create = ly_ds_engine_token_create,
+	.token_consume = ly_ds_engine_token_consume,
+	.token_prune = ly_ds_engine_token_prune,
 	.agent_upsert = pg_agent_upsert,
-	.agent_get = pg_agent_get,
-	.agent_list = pg_agent_list,
-	.agent_delete = pg_agent_delete,
-	.agent_set_banned = pg_agent_set_banned,
-	.ca_state_put = pg_ca_state_put,
-	.ca_state_get = pg_ca_state_get,
-	.ca_state_delete = pg_ca_state_delete,
+	.agent_get = ly_ds_engine_agent_get,
+	.agent_list = ly_ds_engine_agent_list,
+	.agent_delete = ly_ds_engine_agent_delete,
+	.agent_set_banned = ly_ds_engine_agent_set_banned,
+	.ca_state_put = ly_ds_engine_ca_state_put,
+	.ca_state_get = ly_ds_engine_ca_state_get,
+	.ca_state_delete = ly_ds_engine_ca_state_delete,
 };
 
 /* Reads the schema version (0 for a new database, which gets its row); refuses a damaged table. */
@@ -1831,6 +1542,7 @@ ly_datastore_pg_open(const char *conninfo, struct ly_datastore **out, struct ly_
 	if (ds == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 	ds->base.ops = &pg_ops;
+	ds->base.dialect = &pg_dialect;
 	/*
 	 * Defaults first, then the caller's string expanded from dbname: what
 	 * it sets (connect_timeout, application_name) wins.

@@ -19,8 +19,14 @@
  * What does not depend on SQLite (input checks, the identity and join token
  * hashes, the free functions of datastore.h) is in datastore.c, shared with
  * the PostgreSQL back end through datastore_internal.h.
+ *
+ * It is also a dialect of the one transaction engine (datastore_engine.h):
+ * the operations written once in datastore_engine.c run over this file's
+ * begin / commit / rollback, its statement table engine_sql[] and its
+ * row readers; the others are still written here.
  */
 #include "server/datastore_internal.h"
+#include "server/datastore_engine.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -120,6 +126,9 @@ _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
 	"id, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, node, admin, downstream, hint, " \
 	"revision, created_at"
 #define AGENT_COLS "id, spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, updated_at"
+/* Statements both tables hold while entry_create and entry_update are still written here. */
+#define SQL_ENTRY_BY_ID "SELECT " ENTRY_COLS " FROM entries WHERE entry_id = ?1"
+#define SQL_CHANGE_INSERT "INSERT INTO entry_changes (revision, entry_id, op) VALUES (?1, ?2, ?3)"
 
 enum stmt_id {
 	ST_BEGIN_READ,
@@ -127,7 +136,6 @@ enum stmt_id {
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST_META_GET,
-	ST_META_SET,
 	ST_REV_BUMP,
 	ST_ENTRY_BY_ID,
 	ST_ENTRY_BY_IDENTITY,
@@ -136,7 +144,6 @@ enum stmt_id {
 	ST_ENTRY_LIST_BY_PARENT_ID,
 	ST_ENTRY_INSERT,
 	ST_ENTRY_UPDATE,
-	ST_ENTRY_DELETE,
 	ST_SEL_INSERT,
 	ST_SEL_BY_ENTRY,
 	ST_SEL_DELETE,
@@ -145,22 +152,10 @@ enum stmt_id {
 	ST_DNS_DELETE,
 	ST_CHANGE_INSERT,
 	ST_CHANGES_SINCE,
-	ST_CHANGES_PRUNE,
-	ST_TOKEN_INSERT,
-	ST_TOKEN_GET,
-	ST_TOKEN_DELETE,
-	ST_TOKEN_PRUNE,
 	ST_AGENT_UPSERT,
-	ST_AGENT_GET,
-	ST_AGENT_LIST,
-	ST_AGENT_DELETE,
-	ST_AGENT_BAN,
 	ST_AGENT_SEL_INSERT,
 	ST_AGENT_SEL_BY_AGENT,
 	ST_AGENT_SEL_DELETE,
-	ST_CA_PUT,
-	ST_CA_GET,
-	ST_CA_DELETE,
 	ST_COUNT,
 };
 
@@ -170,9 +165,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_META_GET] = "SELECT value FROM meta WHERE name = ?1",
-	[ST_META_SET] = "UPDATE meta SET value = ?2 WHERE name = ?1",
 	[ST_REV_BUMP] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-	[ST_ENTRY_BY_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE entry_id = ?1",
+	[ST_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
 	[ST_ENTRY_BY_IDENTITY] = "SELECT " ENTRY_COLS " FROM entries WHERE identity = ?1",
 	[ST_ENTRY_LIST_ALL] = "SELECT " ENTRY_COLS " FROM entries ORDER BY id",
 	[ST_ENTRY_LIST_BY_SPIFFE_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE spiffe_id = ?1 AND "
@@ -184,39 +178,46 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ENTRY_UPDATE] = "UPDATE entries SET spiffe_id = ?2, parent_id = ?3, identity = ?4, "
 	                    "x509_svid_ttl = ?5, jwt_svid_ttl = ?6, node = ?7, admin = ?8, downstream = ?9, "
 	                    "hint = ?10, revision = ?11 WHERE id = ?1",
-	[ST_ENTRY_DELETE] = "DELETE FROM entries WHERE id = ?1",
 	[ST_SEL_INSERT] = "INSERT INTO entry_selectors (entry, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 	[ST_SEL_BY_ENTRY] = "SELECT type, value FROM entry_selectors WHERE entry = ?1 ORDER BY pos",
 	[ST_SEL_DELETE] = "DELETE FROM entry_selectors WHERE entry = ?1",
 	[ST_DNS_INSERT] = "INSERT INTO entry_dns_names (entry, pos, name) VALUES (?1, ?2, ?3)",
 	[ST_DNS_BY_ENTRY] = "SELECT name FROM entry_dns_names WHERE entry = ?1 ORDER BY pos",
 	[ST_DNS_DELETE] = "DELETE FROM entry_dns_names WHERE entry = ?1",
-	[ST_CHANGE_INSERT] = "INSERT INTO entry_changes (revision, entry_id, op) VALUES (?1, ?2, ?3)",
+	[ST_CHANGE_INSERT] = SQL_CHANGE_INSERT,
 	/* SQLite takes bare columns from the row holding the max(): op is the latest op. */
 	[ST_CHANGES_SINCE] = "SELECT entry_id, max(revision) AS r, op FROM entry_changes WHERE revision > ?1 "
 	                     "GROUP BY entry_id ORDER BY r",
-	[ST_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
-	[ST_TOKEN_INSERT] = "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) "
-	                    "VALUES (?1, ?2, ?3, ?4)",
-	[ST_TOKEN_GET] = "SELECT spiffe_id, expires_at FROM join_tokens WHERE token_sha256 = ?1",
-	[ST_TOKEN_DELETE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1",
-	[ST_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
 	[ST_AGENT_UPSERT] = "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, "
 	                    "banned, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
 	                    "ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
 	                    "serial_number = excluded.serial_number, svid_expires_at = excluded.svid_expires_at, "
 	                    "updated_at = excluded.updated_at RETURNING id",
-	[ST_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE spiffe_id = ?1",
-	[ST_AGENT_LIST] = "SELECT " AGENT_COLS " FROM agents ORDER BY spiffe_id",
-	[ST_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = ?1",
-	[ST_AGENT_BAN] = "UPDATE agents SET banned = ?2, updated_at = ?3 WHERE spiffe_id = ?1",
 	[ST_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 	[ST_AGENT_SEL_BY_AGENT] = "SELECT type, value FROM agent_selectors WHERE agent = ?1 ORDER BY pos",
 	[ST_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = ?1",
-	[ST_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES (?1, ?2, ?3) "
-	              "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-	[ST_CA_GET] = "SELECT value FROM ca_state WHERE name = ?1",
-	[ST_CA_DELETE] = "DELETE FROM ca_state WHERE name = ?1",
+};
+
+/* The statements of the engine (datastore_engine.h), in this dialect. */
+static const char *const engine_sql[LY_DS_STMT_COUNT] = {
+	[LY_DS_TOKEN_INSERT] = "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) "
+	                       "VALUES (?1, ?2, ?3, ?4)",
+	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1 RETURNING spiffe_id, expires_at",
+	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
+	[LY_DS_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = ?1",
+	[LY_DS_AGENT_BAN] = "UPDATE agents SET banned = ?2, updated_at = ?3 WHERE spiffe_id = ?1",
+	[LY_DS_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES (?1, ?2, ?3) "
+	                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+	[LY_DS_CA_GET] = "SELECT value FROM ca_state WHERE name = ?1",
+	[LY_DS_CA_DELETE] = "DELETE FROM ca_state WHERE name = ?1",
+	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
+	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
+	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = ?1 WHERE name = 'changes_pruned'",
+	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
+	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = ?1",
+	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
+	[LY_DS_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE spiffe_id = ?1",
+	[LY_DS_AGENT_LIST] = "SELECT " AGENT_COLS " FROM agents ORDER BY spiffe_id",
 };
 
 struct sqlite_ds {
@@ -225,6 +226,7 @@ struct sqlite_ds {
 	char *path;
 	bool in_tx;
 	sqlite3_stmt *st[ST_COUNT];
+	sqlite3_stmt *eng[LY_DS_STMT_COUNT];
 };
 
 static struct sqlite_ds *
@@ -273,22 +275,29 @@ db_fail(struct sqlite_ds *ds, int rc, const char *what, struct ly_error *err)
 	return ly_error_set(err, code, "datastore: %s: %s", what, msg);
 }
 
-/* Returns statement `id`, prepared, reset and with no bindings. */
+/* Returns the statement cached in *slot (prepared from `sql` the first time), reset and with no bindings. */
 static ly_status
-stmt(struct sqlite_ds *ds, enum stmt_id id, sqlite3_stmt **out, struct ly_error *err)
+cached(struct sqlite_ds *ds, sqlite3_stmt **slot, const char *sql, sqlite3_stmt **out, struct ly_error *err)
 {
 	*out = NULL;
-	if (ds->st[id] == NULL) {
-		int rc = sqlite3_prepare_v3(ds->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &ds->st[id], NULL);
+	if (*slot == NULL) {
+		int rc = sqlite3_prepare_v3(ds->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
 		if (rc != SQLITE_OK)
 			return db_fail(ds, rc, "prepare", err);
 	} else {
 		/* reset's result repeats the last step's error, already reported then. */
-		(void)sqlite3_reset(ds->st[id]);
-		(void)sqlite3_clear_bindings(ds->st[id]);
+		(void)sqlite3_reset(*slot);
+		(void)sqlite3_clear_bindings(*slot);
 	}
-	*out = ds->st[id];
+	*out = *slot;
 	return LY_OK;
+}
+
+/* Returns statement `id`, prepared, reset and with no bindings. */
+static ly_status
+stmt(struct sqlite_ds *ds, enum stmt_id id, sqlite3_stmt **out, struct ly_error *err)
+{
+	return cached(ds, &ds->st[id], stmt_sql[id], out, err);
 }
 
 /* Releases a statement's read cursor (its result was already checked). */
@@ -570,24 +579,6 @@ out:
 	return rc;
 }
 
-static ly_status
-meta_set(struct sqlite_ds *ds, const char *name, int64_t value, struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	rc = stmt(ds, ST_META_SET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 2, value));
-	rc = run(ds, st, "write meta", err);
-	st = NULL;
-out:
-	release(st);
-	return rc;
-}
-
 /* Raises the store revision by one (inside a write transaction); the new value goes to *out. */
 static ly_status
 rev_bump(struct sqlite_ds *ds, int64_t *out, struct ly_error *err)
@@ -831,48 +822,6 @@ out:
 }
 
 static ly_status
-sqlite_entry_get(struct ly_datastore *base, const char *entry_id, struct ly_entry **out, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	bool row;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "get entry", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
-		goto out;
-	}
-	rc = read_entry(ds, st, NULL, out, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK) {
-		ly_entry_free(*out);
-		*out = NULL;
-	}
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
 replace_entry_children(struct sqlite_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
 {
 	ly_status rc;
@@ -956,67 +905,6 @@ sqlite_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly
 out:
 	release(st);
 	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-sqlite_entry_delete(struct ly_datastore *base, const char *entry_id, struct ly_entry **deleted,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_entry *e = NULL;
-	int64_t id = 0, rev = 0;
-	bool row;
-
-	if (deleted != NULL)
-		*deleted = NULL;
-	LY_TRY(ly_ds_check_entry_id(entry_id, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "get entry", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
-		goto out;
-	}
-	rc = read_entry(ds, st, &id, &e, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	rc = stmt(ds, ST_ENTRY_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Selectors and DNS names go with it (ON DELETE CASCADE). */
-	TRY_BIND(sqlite3_bind_int64(st, 1, id));
-	rc = run(ds, st, "delete entry", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	rc = rev_bump(ds, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry_id, LY_ENTRY_DELETED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (deleted != NULL) {
-		*deleted = e;
-		e = NULL;
-	}
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_entry_free(e);
 	return rc;
 }
 
@@ -1175,199 +1063,6 @@ out:
 	return rc;
 }
 
-static ly_status
-sqlite_entry_changes_prune(struct ly_datastore *base, int64_t up_to, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	int64_t current = 0, pruned = 0;
-
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = meta_get(ds, "revision", &current, err);
-	if (rc == LY_OK)
-		rc = meta_get(ds, "changes_pruned", &pruned, err);
-	if (rc != LY_OK)
-		goto out;
-	if (up_to > current)
-		up_to = current;
-	if (up_to <= pruned) {
-		rc = tx_commit(ds, err);
-		goto out;
-	}
-	rc = stmt(ds, ST_CHANGES_PRUNE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, up_to));
-	rc = run(ds, st, "prune changes", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	/* History only: the revision does not move. */
-	rc = meta_set(ds, "changes_pruned", up_to, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-sqlite_revision(struct ly_datastore *base, int64_t *out, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
-	return meta_get(ds, "revision", out, err);
-}
-
-/* ---- join tokens ---- */
-
-static ly_status
-sqlite_token_create(struct ly_datastore *base, const char *token, const char *spiffe_id, int64_t expires_at,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	unsigned char hash[32];
-
-	LY_TRY(ly_ds_check_token_create(token, spiffe_id, expires_at, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_TOKEN_INSERT, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_text(st, 2, spiffe_id, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 3, expires_at));
-	TRY_BIND(sqlite3_bind_int64(st, 4, ly_ds_now()));
-	rc = run(ds, st, "store join token", err);
-	st = NULL;
-	if (rc == LY_E_INVALID)
-		rc = ly_error_set(err, LY_E_INVALID, "join token already exists");
-	if (rc != LY_OK)
-		goto out;
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-sqlite_token_consume(struct ly_datastore *base, const char *token, int64_t now, char **spiffe_id,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	unsigned char hash[32];
-	char *granted = NULL;
-	int64_t expires_at = 0;
-	bool row;
-
-	if (spiffe_id == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
-	*spiffe_id = NULL;
-	LY_TRY(ly_datastore_token_check(token, err));
-	LY_TRY(ly_ds_token_hash(token, hash, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_TOKEN_GET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
-	rc = step(ds, st, &row, "read join token", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
-		goto out;
-	}
-	rc = col_text(st, 0, LY_SPIFFE_ID_MAX, false, &granted, err);
-	if (rc != LY_OK)
-		goto out;
-	expires_at = sqlite3_column_int64(st, 1);
-	release(st);
-	rc = stmt(ds, ST_TOKEN_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC));
-	rc = run(ds, st, "use join token", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	if (sqlite3_changes(ds->db) != 1) {
-		rc = ly_error_set(err, LY_E_INTERNAL, "join token vanished during its own transaction");
-		goto out;
-	}
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Committed even when expired: an expired token is used up too. */
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	if (now >= expires_at) {
-		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
-		goto out;
-	}
-	*spiffe_id = granted;
-	granted = NULL;
-out:
-	release(st);
-	tx_rollback(ds);
-	free(granted);
-	OPENSSL_cleanse(hash, sizeof(hash));
-	return rc;
-}
-
-static ly_status
-sqlite_token_prune(struct ly_datastore *base, int64_t now, size_t *removed, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	if (removed != NULL)
-		*removed = 0;
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_TOKEN_PRUNE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, now));
-	rc = run(ds, st, "prune join tokens", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	int n = sqlite3_changes(ds->db);
-	if (n > 0) {
-		rc = rev_bump(ds, NULL, err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	rc = tx_commit(ds, err);
-	if (rc == LY_OK && removed != NULL)
-		*removed = (size_t)n;
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
 
 /* ---- agents ---- */
 
@@ -1465,274 +1160,152 @@ out:
 	return rc;
 }
 
+/* ---- the dialect (datastore_engine.h) ---- */
+
 static ly_status
-sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_ds_agent **out, struct ly_error *err)
+d_begin(struct ly_datastore *base, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err)
 {
 	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_ds_agent *a = NULL;
-	bool row;
-
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
-	*out = NULL;
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_AGENT_GET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, spiffe_id, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "get agent", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
+	if (mode == LY_DS_TX_NONE)
+		return LY_OK;
+	LY_TRY(tx_begin(ds, mode != LY_DS_TX_READ, err));
+	switch (mode) {
+	case LY_DS_TX_WRITE:
+		/* BEGIN IMMEDIATE already serializes writers; the revision is raised first as on PostgreSQL. */
+		return rev_bump(ds, rev, err);
+	case LY_DS_TX_LOCK:
+		/* BEGIN IMMEDIATE is the writers' lock; the revision stays. */
+		LY_TRY(meta_get(ds, "revision", &rev[0], err));
+		return meta_get(ds, "changes_pruned", &rev[1], err);
+	default:
+		return LY_OK;
 	}
-	rc = read_agent(ds, st, &a, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	*out = a;
-	a = NULL;
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_ds_agent_free(a);
-	return rc;
 }
 
 static ly_status
-sqlite_agent_list(struct ly_datastore *base, struct ly_ds_agent_list *out, struct ly_error *err)
+d_commit(struct ly_datastore *base, struct ly_error *err)
+{
+	return tx_commit(to_sqlite(base), err);
+}
+
+static void
+d_rollback(struct ly_datastore *base)
+{
+	tx_rollback(to_sqlite(base));
+}
+
+static ly_status
+d_exec(struct ly_datastore *base, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n, const char *what,
+    struct ly_ds_rows *rows, int64_t *changed, struct ly_error *err)
 {
 	struct sqlite_ds *ds = to_sqlite(base);
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
-	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
-	struct ly_ds_agent *a = NULL;
-	size_t cap = 0;
-	bool row;
 
-	if (out == NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
-	rc = tx_begin(ds, false, err);
+	if ((unsigned)id >= LY_DS_STMT_COUNT || n > INT_MAX)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: bad statement");
+	rc = cached(ds, &ds->eng[id], engine_sql[id], &st, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = stmt(ds, ST_AGENT_LIST, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	for (;;) {
-		rc = step(ds, st, &row, "list agents", err);
-		if (rc != LY_OK || !row)
-			break;
-		rc = read_agent(ds, st, &a, err);
-		if (rc != LY_OK)
-			break;
-		if (got.n == cap) {
-			size_t ncap = cap == 0 ? 16 : cap * 2;
-			struct ly_ds_agent **grown = realloc(got.items, ncap * sizeof(*grown));
-			if (grown == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
-				break;
+	for (size_t i = 0; i < n; i++) {
+		int col = (int)i + 1;
+		switch (p[i].type) {
+		case LY_DS_P_TEXT: TRY_BIND(sqlite3_bind_text(st, col, p[i].text, -1, SQLITE_STATIC)); break;
+		case LY_DS_P_INT:
+		case LY_DS_P_BOOL: TRY_BIND(sqlite3_bind_int64(st, col, p[i].i)); break;
+		case LY_DS_P_BYTES:
+			if (p[i].len > INT_MAX) {
+				rc = ly_error_set(err, LY_E_LIMIT, "datastore: %s: value too large", what);
+				goto out;
 			}
-			got.items = grown;
-			cap = ncap;
+			/* A NULL blob pointer would bind SQL NULL: an empty value is a zero-length blob. */
+			if (p[i].len == 0)
+				TRY_BIND(sqlite3_bind_zeroblob(st, col, 0));
+			else
+				TRY_BIND(sqlite3_bind_blob(st, col, p[i].bytes, (int)p[i].len, SQLITE_STATIC));
+			break;
+		default: rc = ly_error_set(err, LY_E_INTERNAL, "datastore: bad parameter type"); goto out;
 		}
-		got.items[got.n++] = a;
-		a = NULL;
 	}
-	if (rc != LY_OK)
+	if (rows != NULL) {
+		*rows = (struct ly_ds_rows){ .ds = base, .h = st, .row = -1, .n = -1 };
+		st = NULL;
 		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	/* Hand over, appending to what the caller holds. */
-	rc = ly_ds_agent_list_move(out, &got, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_ds_agent_free(a);
-	ly_ds_agent_list_cleanup(&got);
-	return rc;
-}
-
-/* Runs a one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
-static ly_status
-agent_write(struct sqlite_ds *ds, enum stmt_id id, const char *spiffe_id, int banned, const char *what,
-    struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, id, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, spiffe_id, -1, SQLITE_STATIC));
-	if (id == ST_AGENT_BAN) {
-		TRY_BIND(sqlite3_bind_int(st, 2, banned));
-		TRY_BIND(sqlite3_bind_int64(st, 3, ly_ds_now()));
 	}
 	rc = run(ds, st, what, err);
 	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	if (sqlite3_changes(ds->db) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
-	}
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
+	if (rc == LY_OK && changed != NULL)
+		*changed = sqlite3_changes(ds->db);
 out:
 	release(st);
-	tx_rollback(ds);
 	return rc;
 }
 
 static ly_status
-sqlite_agent_delete(struct ly_datastore *base, const char *spiffe_id, struct ly_error *err)
+d_next(struct ly_ds_rows *rows, bool *row, const char *what, struct ly_error *err)
 {
-	return agent_write(to_sqlite(base), ST_AGENT_DELETE, spiffe_id, 0, "evict agent", err);
+	LY_TRY(step(to_sqlite(rows->ds), rows->h, row, what, err));
+	rows->row++;
+	return LY_OK;
 }
 
 static ly_status
-sqlite_agent_set_banned(struct ly_datastore *base, const char *spiffe_id, bool banned, struct ly_error *err)
+d_col_text(struct ly_ds_rows *rows, int col, size_t cap, bool nullable, char **out, struct ly_error *err)
 {
-	return agent_write(to_sqlite(base), ST_AGENT_BAN, spiffe_id, banned ? 1 : 0, "ban agent", err);
+	return col_text(rows->h, col, cap, nullable, out, err);
 }
 
-/* ---- CA state ---- */
+static ly_status
+d_col_int64(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err)
+{
+	(void)err;
+	*out = sqlite3_column_int64(rows->h, col);
+	return LY_OK;
+}
 
 static ly_status
-sqlite_ca_state_put(struct ly_datastore *base, const char *name, const uint8_t *data, size_t len,
+d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
     struct ly_error *err)
 {
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	LY_TRY(ly_ds_check_ca_state_put(name, data, len, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_CA_PUT, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	/* A NULL blob pointer would bind SQL NULL: an empty value is a zero-length blob. */
-	if (len == 0)
-		TRY_BIND(sqlite3_bind_zeroblob(st, 2, 0));
-	else
-		TRY_BIND(sqlite3_bind_blob(st, 2, data, (int)len, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 3, ly_ds_now()));
-	rc = run(ds, st, "store CA state", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
+	const void *p = sqlite3_column_blob(rows->h, col);
+	int n = sqlite3_column_bytes(rows->h, col);
+	if (n < 0 || (size_t)n > cap || (p == NULL && n > 0))
+		return ly_ds_corrupt(what, err);
+	return ly_buf_set(out, p, (size_t)n, err);
 }
 
 static ly_status
-sqlite_ca_state_get(struct ly_datastore *base, const char *name, struct ly_buf *out, struct ly_error *err)
+d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
 {
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_buf got = LY_BUF_INIT;
-	bool row;
-
-	if (out == NULL || out->data != NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_CA_GET, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	rc = step(ds, st, &row, "read CA state", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	const void *p = sqlite3_column_blob(st, 0);
-	int n = sqlite3_column_bytes(st, 0);
-	if (n < 0 || n > LY_CA_STATE_MAX || (p == NULL && n > 0)) {
-		rc = ly_ds_corrupt("CA state value", err);
-		goto out;
-	}
-	rc = ly_buf_set(&got, p, (size_t)n, err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	ly_buf_take(out, &got);
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_buf_free_secret(&got);
-	return rc;
+	return read_entry(to_sqlite(rows->ds), rows->h, rowid, out, err);
 }
 
 static ly_status
-sqlite_ca_state_delete(struct ly_datastore *base, const char *name, struct ly_error *err)
+d_read_agent(struct ly_ds_rows *rows, struct ly_ds_agent **out, struct ly_error *err)
 {
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	LY_TRY(ly_ds_check_ca_name(name, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_CA_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	rc = run(ds, st, "delete CA state", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	if (sqlite3_changes(ds->db) == 0) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
+	return read_agent(to_sqlite(rows->ds), rows->h, out, err);
 }
+
+static void
+d_rows_free(struct ly_ds_rows *rows)
+{
+	release(rows->h);
+	rows->h = NULL;
+}
+
+static const struct ly_ds_dialect sqlite_dialect = {
+	.begin = d_begin,
+	.commit = d_commit,
+	.rollback = d_rollback,
+	.exec = d_exec,
+	.next = d_next,
+	.col_text = d_col_text,
+	.col_int64 = d_col_int64,
+	.col_bytes = d_col_bytes,
+	.read_entry = d_read_entry,
+	.read_agent = d_read_agent,
+	.rows_free = d_rows_free,
+};
 
 /* ---- open, migrate, close ---- */
 
@@ -1745,6 +1318,8 @@ sqlite_close(struct ly_datastore *base)
 	tx_rollback(ds);
 	for (size_t i = 0; i < ST_COUNT; i++)
 		(void)sqlite3_finalize(ds->st[i]);
+	for (size_t i = 0; i < LY_DS_STMT_COUNT; i++)
+		(void)sqlite3_finalize(ds->eng[i]);
 	/* close_v2: a zombie connection rather than a leak if anything is left. */
 	(void)sqlite3_close_v2(ds->db);
 	free(ds->path);
@@ -1754,25 +1329,25 @@ sqlite_close(struct ly_datastore *base)
 static const struct ly_datastore_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sqlite_close,
-	.revision = sqlite_revision,
+	.revision = ly_ds_engine_revision,
 	.entry_create = sqlite_entry_create,
-	.entry_get = sqlite_entry_get,
+	.entry_get = ly_ds_engine_entry_get,
 	.entry_update = sqlite_entry_update,
-	.entry_delete = sqlite_entry_delete,
+	.entry_delete = ly_ds_engine_entry_delete,
 	.entry_list = sqlite_entry_list,
 	.entry_changes_since = sqlite_entry_changes_since,
-	.entry_changes_prune = sqlite_entry_changes_prune,
-	.token_create = sqlite_token_create,
-	.token_consume = sqlite_token_consume,
-	.token_prune = sqlite_token_prune,
+	.entry_changes_prune = ly_ds_engine_entry_changes_prune,
+	.token_create = ly_ds_engine_token_create,
+	.token_consume = ly_ds_engine_token_consume,
+	.token_prune = ly_ds_engine_token_prune,
 	.agent_upsert = sqlite_agent_upsert,
-	.agent_get = sqlite_agent_get,
-	.agent_list = sqlite_agent_list,
-	.agent_delete = sqlite_agent_delete,
-	.agent_set_banned = sqlite_agent_set_banned,
-	.ca_state_put = sqlite_ca_state_put,
-	.ca_state_get = sqlite_ca_state_get,
-	.ca_state_delete = sqlite_ca_state_delete,
+	.agent_get = ly_ds_engine_agent_get,
+	.agent_list = ly_ds_engine_agent_list,
+	.agent_delete = ly_ds_engine_agent_delete,
+	.agent_set_banned = ly_ds_engine_agent_set_banned,
+	.ca_state_put = ly_ds_engine_ca_state_put,
+	.ca_state_get = ly_ds_engine_ca_state_get,
+	.ca_state_delete = ly_ds_engine_ca_state_delete,
 };
 
 /*
@@ -1937,6 +1512,7 @@ ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, struct ly_
 		goto out;
 	}
 	ds->base.ops = &sqlite_ops;
+	ds->base.dialect = &sqlite_dialect;
 	ds->path = strdup(path);
 	if (ds->path == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");

@@ -1,0 +1,179 @@
+/*
+ * datastore_engine.h: the one transaction engine of the datastore back ends
+ * and the small dialect interface each back end gives it. Not for callers
+ * of the datastore: they use datastore.h.
+ *
+ * An operation is written once, in datastore_engine.c, over the dialect:
+ * begin a transaction (a write one raises the store revision first, so
+ * writers serialize on it and an operation that changed nothing rolls back
+ * and leaves the revision), run statements from the dialect's table with
+ * typed parameters, read the rows, commit or roll back. A dialect
+ * (datastore_sqlite.c, datastore_pg.c) knows its SQL text and placeholders,
+ * its client library, and how its errors map to ly_status: a unique or
+ * other constraint violation is LY_E_INVALID, everything else keeps the
+ * database's own message ("datastore: <what>: <message>").
+ *
+ * Which operations run on the engine so far: the join tokens
+ * (token_create, token_consume, token_prune), agent_delete,
+ * agent_set_banned, the CA state (put, get, delete), revision,
+ * entry_changes_prune, entry_get, entry_delete, agent_get and agent_list. The rest are still
+ * written per back end.
+ *
+ * Ownership: parameters are borrowed for the call; a cursor (struct
+ * ly_ds_rows) is released with the dialect's rows_free before the next
+ * statement runs; text read from a row is a heap copy the caller frees.
+ * No state is kept here: one operation at a time, like the datastore.
+ */
+#ifndef LANYARD_SERVER_DATASTORE_ENGINE_H
+#define LANYARD_SERVER_DATASTORE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/error.h"
+#include "server/datastore.h"
+
+/* The statements the engine runs; each dialect gives their text (its placeholders: ?1 or $1). */
+enum ly_ds_stmt {
+	/* (token_sha256 bytes, spiffe_id text, expires_at int, created_at int) */
+	LY_DS_TOKEN_INSERT,
+	/* (token_sha256 bytes) -> rows (spiffe_id, expires_at): finds and deletes in one statement */
+	LY_DS_TOKEN_TAKE,
+	/* (now int): deletes tokens with expires_at <= now */
+	LY_DS_TOKEN_PRUNE,
+	/* (spiffe_id text): its selectors go with it */
+	LY_DS_AGENT_DELETE,
+	/* (spiffe_id text, banned bool, updated_at int) */
+	LY_DS_AGENT_BAN,
+	/* (name text, value bytes, updated_at int): insert or replace */
+	LY_DS_CA_PUT,
+	/* (name text) -> rows (value bytes) */
+	LY_DS_CA_GET,
+	/* (name text) */
+	LY_DS_CA_DELETE,
+	/* () -> rows (revision int) */
+	LY_DS_REVISION,
+	/* (up_to int): the entry change log up to a revision */
+	LY_DS_CHANGES_PRUNE,
+	/* (up_to int): the change-log horizon */
+	LY_DS_PRUNED_SET,
+	/* (entry_id text) -> entry rows, read with the dialect's read_entry */
+	LY_DS_ENTRY_BY_ID,
+	/* (row id int): its selectors and DNS names go with it */
+	LY_DS_ENTRY_DELETE,
+	/* (revision int, entry_id text, op int) */
+	LY_DS_CHANGE_INSERT,
+	/* (spiffe_id text) -> agent rows, read with the dialect's read_agent */
+	LY_DS_AGENT_GET,
+	/* () -> agent rows ordered by spiffe_id (bytewise) */
+	LY_DS_AGENT_LIST,
+	LY_DS_STMT_COUNT,
+};
+
+enum ly_ds_tx {
+	LY_DS_TX_NONE,  /* no transaction: each statement on its own (one-statement reads) */
+	LY_DS_TX_READ,  /* a consistent snapshot */
+	LY_DS_TX_WRITE, /* raises the revision first; the new value to *rev */
+	/* holds the writers' lock without raising the revision (history-only
+	 * writes); the revision and the change-log horizon to rev[0], rev[1] */
+	LY_DS_TX_LOCK,
+};
+
+enum ly_ds_ptype {
+	LY_DS_P_TEXT,  /* .text; NULL is SQL NULL */
+	LY_DS_P_INT,   /* .i */
+	LY_DS_P_BOOL,  /* .i: 0 or 1 */
+	LY_DS_P_BYTES, /* .bytes, .len (at most LY_CA_STATE_MAX) */
+};
+
+struct ly_ds_param {
+	enum ly_ds_ptype type;
+	const char *text;
+	int64_t i;
+	const void *bytes;
+	size_t len;
+};
+
+#define LY_DS_TEXT(s) { .type = LY_DS_P_TEXT, .text = (s) }
+#define LY_DS_INT(v) { .type = LY_DS_P_INT, .i = (v) }
+#define LY_DS_BOOL(v) { .type = LY_DS_P_BOOL, .i = (v) ? 1 : 0 }
+#define LY_DS_BYTES(p, n) { .type = LY_DS_P_BYTES, .bytes = (p), .len = (n) }
+
+/* A cursor over a statement's rows; its fields belong to the dialect. */
+struct ly_ds_rows {
+	struct ly_datastore *ds;
+	void *h;  /* sqlite3_stmt * or PGresult * */
+	int row;  /* the current row (-1 before the first) */
+	int n;    /* rows, when the dialect knows them up front */
+};
+
+struct ly_ds_dialect {
+	/* LY_DS_TX_NONE begins nothing (commit and rollback then do nothing) but may reconnect. */
+	ly_status (*begin)(struct ly_datastore *ds, enum ly_ds_tx mode, int64_t *rev, struct ly_error *err);
+	/* On failure the transaction is rolled back. */
+	ly_status (*commit)(struct ly_datastore *ds, struct ly_error *err);
+	/* Does nothing outside a transaction; reports nothing (the operation already failed). */
+	void (*rollback)(struct ly_datastore *ds);
+	/*
+	 * Runs statement `id` with `n` parameters. With `rows` the caller reads
+	 * the result through it (and frees it, whatever happened, once exec
+	 * returned LY_OK); without, the statement runs to its end and the
+	 * rows it changed go to *changed (when non-NULL).
+	 */
+	ly_status (*exec)(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+	    const char *what, struct ly_ds_rows *rows, int64_t *changed, struct ly_error *err);
+	/* Moves to the next row: *row false at the end. */
+	ly_status (*next)(struct ly_ds_rows *rows, bool *row, const char *what, struct ly_error *err);
+	/* A text column (at most `cap` bytes, no NUL) as a heap copy; NULL allowed when `nullable`. */
+	ly_status (*col_text)(struct ly_ds_rows *rows, int col, size_t cap, bool nullable, char **out,
+	    struct ly_error *err);
+	ly_status (*col_int64)(struct ly_ds_rows *rows, int col, int64_t *out, struct ly_error *err);
+	/*
+	 * A bytes column (at most `cap` bytes) into the empty `out`; the
+	 * client library's copy of it is wiped (it may hold key material).
+	 * `what` names the value in "datastore: corrupt row: <what>".
+	 */
+	ly_status (*col_bytes)(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
+	    struct ly_error *err);
+	/*
+	 * The entry on the current row of an entry statement, whole (its
+	 * selectors and DNS names: the dialect may run more statements); its
+	 * row id to *rowid when non-NULL. *out is the caller's.
+	 */
+	ly_status (*read_entry)(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err);
+	/* The agent on the current row of an agent statement, with its selectors. */
+	ly_status (*read_agent)(struct ly_ds_rows *rows, struct ly_ds_agent **out, struct ly_error *err);
+	void (*rows_free)(struct ly_ds_rows *rows);
+};
+
+/* Operations of struct ly_datastore_ops written once, over ds->dialect. */
+ly_status ly_ds_engine_token_create(struct ly_datastore *ds, const char *token, const char *spiffe_id,
+    int64_t expires_at, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_get(struct ly_datastore *ds, const char *entry_id, struct ly_entry **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_delete(struct ly_datastore *ds, const char *entry_id, struct ly_entry **deleted,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly_ds_agent **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_list(struct ly_datastore *ds, struct ly_ds_agent_list *out, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_delete(struct ly_datastore *ds, const char *spiffe_id, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_set_banned(struct ly_datastore *ds, const char *spiffe_id, bool banned,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_ca_state_put(struct ly_datastore *ds, const char *name, const uint8_t *data, size_t len,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_ca_state_get(struct ly_datastore *ds, const char *name, struct ly_buf *out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
+    LY_MUST_CHECK;
+
+#endif
