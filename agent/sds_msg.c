@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "envoy_discovery.pb-c.h"
 #include "envoy_tls.pb-c.h"
@@ -489,6 +490,32 @@ out:
 	return rc;
 }
 
+/* SHA-256 over each resource's length and bytes. */
+static ly_status
+resources_digest(const struct packed *p, uint8_t digest[LY_SDS_DIGEST_LEN], struct ly_error *err)
+{
+	ly_status rc = LY_OK;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned int n = 0;
+
+	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+		rc = ly_error_set(err, LY_E_CRYPTO, "SHA-256");
+		goto out;
+	}
+	for (size_t i = 0; i < p->n; i++) {
+		uint64_t len = p->v[i].len;
+		if (EVP_DigestUpdate(md, &len, sizeof(len)) != 1 || EVP_DigestUpdate(md, p->v[i].data, p->v[i].len) != 1) {
+			rc = ly_error_set(err, LY_E_CRYPTO, "SHA-256");
+			goto out;
+		}
+	}
+	if (EVP_DigestFinal_ex(md, digest, &n) != 1 || n != LY_SDS_DIGEST_LEN)
+		rc = ly_error_set(err, LY_E_CRYPTO, "SHA-256");
+out:
+	EVP_MD_CTX_free(md);
+	return rc;
+}
+
 /* "a", "b" of the names left unserved, for the error message. */
 static void
 unserved_list(const struct want *v, size_t n, char *buf, size_t cap)
@@ -509,7 +536,8 @@ unserved_list(const struct want *v, size_t n, char *buf, size_t cap)
 ly_status
 ly_sds_response(const struct ly_sds_request *req, const struct ly_sds_names *names, bool spiffe,
     const struct ly_cache_identities *ids, const struct ly_bundle_set *set, const char *own_td,
-    const char *version_info, const char *nonce, struct ly_buf *out, size_t *n_resources, struct ly_error *err)
+    const char *version_info, const char *nonce, struct ly_buf *out, size_t *n_resources,
+    uint8_t digest[LY_SDS_DIGEST_LEN], struct ly_error *err)
 {
 	ly_status rc = LY_OK;
 	struct packed p = { 0 };
@@ -575,6 +603,8 @@ ly_sds_response(const struct ly_sds_request *req, const struct ly_sds_names *nam
 			goto out;
 		}
 	}
+	if (digest != NULL && (rc = resources_digest(&p, digest, err)) != LY_OK)
+		goto out;
 	if ((rc = pack_response(&p, version_info, nonce, out, err)) != LY_OK)
 		goto out;
 	*n_resources = p.n;

@@ -102,15 +102,19 @@ struct ly_sds_names {
 	const char *all_bundles;
 };
 
+#define LY_SDS_DIGEST_LEN 32
+
 /*
  * The DiscoveryResponse for `req` (see Selection above): `ids` the caller's
  * identities (every item with an SVID), `set` the bundles, `own_td` our
  * trust domain (bare). `version_info` and `nonce` may be NULL (FetchSecrets:
- * none). `*n_resources` is how many secrets it holds.
+ * none). `*n_resources` is how many secrets it holds. `digest` (may be
+ * NULL) receives the SHA-256 of the resources alone, so a caller can tell
+ * whether anything changed whatever the version and nonce.
  */
 ly_status ly_sds_response(const struct ly_sds_request *req, const struct ly_sds_names *names, bool spiffe,
     const struct ly_cache_identities *ids, const struct ly_bundle_set *set, const char *own_td,
-    const char *version_info, const char *nonce, struct ly_buf *out, size_t *n_resources, struct ly_error *err)
-    LY_MUST_CHECK;
+    const char *version_info, const char *nonce, struct ly_buf *out, size_t *n_resources,
+    uint8_t digest[LY_SDS_DIGEST_LEN], struct ly_error *err) LY_MUST_CHECK;
 
 #endif /* LANYARD_AGENT_SDS_MSG_H */

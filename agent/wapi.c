@@ -99,6 +99,7 @@
 #include "agent/attest_unix.h"
 #include "agent/cache.h"
 #include "agent/procfs.h"
+#include "agent/sds.h" /* SDS hook */
 #include "agent/workload_msg.h"
 #include "lib/buf.h"
 #include "lib/config.h"
@@ -174,6 +175,7 @@ struct ly_wapi {
 	struct link conns;    /* every live connection */
 	struct link streams;  /* open streams */
 	struct link jwt_reqs; /* FetchJWTSVID calls waiting for tokens */
+	struct ly_sds *sds;   /* SDS hook: Envoy SDS v3 on this socket (sds.h) */
 	size_t n_conns, n_attesting, n_jwt;
 	size_t n_streams[ST_KINDS];
 	uint64_t next_conn_id;
@@ -291,8 +293,8 @@ call_admit(struct ly_wapi *w, struct ly_rpc_call *call, struct wconn **out)
 
 	w->calls++;
 	*out = NULL;
-	/* Workload Endpoint §6: the security header comes first. */
-	if (v == NULL || n != 4 || memcmp(v, "true", 4) != 0) {
+	/* Workload Endpoint §6: the security header comes first (SDS hook: /SpiffeWorkloadAPI/ only, SPEC §8). */
+	if (strncmp(ly_rpc_call_method(call), M(""), strlen(M(""))) == 0 && (v == NULL || n != 4 || memcmp(v, "true", 4) != 0)) {
 		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "security header missing from request");
 		return false;
 	}
@@ -494,6 +496,7 @@ pass_run(struct ly_wapi *w)
 		next = l->next;
 		stream_update(container_of(l, struct stream, link), &p);
 	}
+	ly_sds_changed(w->sds); /* SDS hook: SDS streams are subscribers of the same cache */
 	/* Wake up when an SVID on a stream expires, to take it off (SPEC §3). */
 	uv_timer_stop(&w->expiry);
 	if (p.next_expiry != INT64_MAX) {
@@ -923,6 +926,61 @@ h_health_check(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		log_warn("workload api: health: %s", e.msg);
 }
 
+/* ---- SDS hook: Envoy SDS v3 (sds.h) on this socket, attested like any workload ---- */
+
+static void *
+sds_admit(void *arg, struct ly_rpc_call *call)
+{
+	struct wconn *c;
+	return call_admit(arg, call, &c) ? c : NULL;
+}
+
+static bool
+sds_verify(void *arg, void *conn, enum ly_rpc_code *code, const char **details)
+{
+	struct wconn *c = conn;
+	(void)arg;
+	if (conn_verify(c))
+		return true;
+	c->w->denied++;
+	*code = c->refuse;
+	*details = c->refuse_msg;
+	return false;
+}
+
+static void
+sds_caller(void *conn, const struct ly_selector **sels, size_t *n, uint64_t *id)
+{
+	const struct wconn *c = conn;
+	*sels = c->sels;
+	*n = c->n_sels;
+	*id = c->id;
+}
+
+static struct ly_cache *
+sds_cache(void *arg)
+{
+	return wapi_cache(arg);
+}
+
+static void
+h_sds_stream(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	ly_sds_stream_secrets(((struct ly_wapi *)arg)->sds, call, req, len);
+}
+
+static void
+h_sds_fetch(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	ly_sds_fetch_secrets(((struct ly_wapi *)arg)->sds, call, req, len);
+}
+
+static void
+h_sds_delta(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	ly_sds_delta_secrets(((struct ly_wapi *)arg)->sds, call, req, len);
+}
+
 static const struct ly_rpc_method methods[] = {
 	{ M("FetchX509SVID"), LY_RPC_SERVER_STREAM, h_fetch_x509_svid },
 	{ M("FetchX509Bundles"), LY_RPC_SERVER_STREAM, h_fetch_x509_bundles },
@@ -930,6 +988,10 @@ static const struct ly_rpc_method methods[] = {
 	{ M("FetchJWTBundles"), LY_RPC_SERVER_STREAM, h_fetch_jwt_bundles },
 	{ M("ValidateJWTSVID"), LY_RPC_UNARY, h_validate_jwt_svid },
 	{ HEALTH_CHECK, LY_RPC_UNARY, h_health_check },
+	/* SDS hook */
+	{ LY_SDS_SERVICE "StreamSecrets", LY_RPC_BIDI_STREAM, h_sds_stream },
+	{ LY_SDS_SERVICE "FetchSecrets", LY_RPC_UNARY, h_sds_fetch },
+	{ LY_SDS_SERVICE "DeltaSecrets", LY_RPC_BIDI_STREAM, h_sds_delta },
 };
 
 /* ---- connections ------------------------------------------------------------------------------- */
@@ -1347,11 +1409,23 @@ ly_wapi_new(struct ly_agent *agent, struct ly_wapi **out, struct ly_error *err)
 			goto fail;
 		}
 	}
+	/* SDS hook */
+	struct ly_sds_host sh = { .arg = w, .admit = sds_admit, .verify = sds_verify, .caller = sds_caller,
+		.cache = sds_cache };
+	struct ly_sds_config sdc = {
+		.names = { cfg->sds_default_svid_name, cfg->sds_default_bundle_name, cfg->sds_default_all_bundles_name },
+		.disable_spiffe_cert_validation = cfg->sds_disable_spiffe_cert_validation,
+	};
+	if ((rc = ly_sds_new(&sh, &sdc, &w->sds, err)) != LY_OK)
+		goto fail;
 	struct ly_rpc_server_config sc = {
 		.methods = methods,
 		.n_methods = sizeof(methods) / sizeof(methods[0]),
 		.arg = w,
 		.max_request = LY_WORKLOAD_REQUEST_MAX,
+		/* SDS hook: Envoy's Node lists its extensions (tens of KB). */
+		.large_service = LY_SDS_SERVICE,
+		.large_max_request = LY_SDS_REQUEST_MAX,
 		.conn_release = conn_release,
 	};
 	if ((rc = ly_rpc_server_new(agent->rpc, &sc, &w->srv, err)) != LY_OK)
@@ -1367,6 +1441,7 @@ fail:
 	/* No handle was made yet: free at once (the k8s attestor closes itself asynchronously). */
 	ly_k8s_attestor_close(w->k8s_att);
 	ly_unix_attestor_free(w->unix_att);
+	ly_sds_free(w->sds); /* SDS hook */
 	free(w->kubelet_host);
 	free(w);
 	return rc;
@@ -1420,6 +1495,7 @@ ly_wapi_stop(struct ly_wapi *w)
 		next = l->next;
 		stream_end(container_of(l, struct stream, link), LY_RPC_UNAVAILABLE, "agent is shutting down");
 	}
+	ly_sds_stop(w->sds); /* SDS hook */
 	/* k8s attestations still running end from inside close (LY_E_IO): their
 	 * connections are closed. Unix ones end on their own (their workers
 	 * cannot be stopped midway); the connection closes then. */
@@ -1436,6 +1512,7 @@ wapi_maybe_free(struct ly_wapi *w)
 	if (!w->freeing || w->open_handles > 0 || w->n_attesting > 0 || w->n_conns > 0)
 		return;
 	ly_unix_attestor_free(w->unix_att);
+	ly_sds_free(w->sds); /* SDS hook */
 	free(w->kubelet_host);
 	free(w);
 }

@@ -40,7 +40,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!ly_sds_names_equal(&req, &req))
 		abort();
 	(void)ly_sds_use_spiffe_validator(&req, false);
-	ly_status rc = ly_sds_response(&req, &names, true, NULL, NULL, "example.org", "1", "abcd", &out, &n, NULL);
+	ly_status rc = ly_sds_response(&req, &names, true, NULL, NULL, "example.org", "1", "abcd", &out, &n, NULL, NULL);
 	if (req.n_names == 0 ? (rc != LY_OK || n != 0) : rc != LY_E_NOT_FOUND)
 		abort();
 	ly_buf_free_secret(&out);

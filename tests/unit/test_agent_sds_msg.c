@@ -345,7 +345,7 @@ respond(struct fixture *f, const char *const *names, size_t n, bool spiffe, cons
 	struct ly_buf out = LY_BUF_INIT;
 
 	assert_int_equal(parse(&s, &r, NULL), LY_OK);
-	assert_int_equal(ly_sds_response(&r, &NAMES, spiffe, &f->ids, f->set, TA_TD, ver, nonce, &out, count, e), want);
+	assert_int_equal(ly_sds_response(&r, &NAMES, spiffe, &f->ids, f->set, TA_TD, ver, nonce, &out, count, NULL, e), want);
 	ly_sds_request_cleanup(&r);
 	if (want != LY_OK)
 		return NULL;
@@ -529,11 +529,11 @@ test_response_not_entitled(void **state)
 	struct req_spec s = { names + 3, 1, NULL, NULL, NULL, 1, 40, -1, NULL };
 	ly_cache_identities_init(&none);
 	assert_int_equal(parse(&s, &r, NULL), LY_OK);
-	assert_int_equal(ly_sds_response(&r, &NAMES, true, &none, f->set, TA_TD, "1", "ab", &out, &n, &e),
+	assert_int_equal(ly_sds_response(&r, &NAMES, true, &none, f->set, TA_TD, "1", "ab", &out, &n, NULL, &e),
 	    LY_E_NOT_FOUND);
 	assert_string_equal(e.msg, "[\"default\"]");
 	ly_sds_request_cleanup(&r);
-	assert_int_equal(ly_sds_response(&r, &NAMES, true, &none, f->set, TA_TD, "1", "ab", &out, &n, &e), LY_OK);
+	assert_int_equal(ly_sds_response(&r, &NAMES, true, &none, f->set, TA_TD, "1", "ab", &out, &n, NULL, &e), LY_OK);
 	assert_int_equal(n, 2);
 	ly_buf_free_secret(&out);
 	ly_cache_identities_cleanup(&none);
