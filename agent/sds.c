@@ -21,6 +21,7 @@ struct stream {
 	struct ly_rpc_call *call;
 	void *conn;
 	uint64_t conn_id;
+	char node_id[64];            /* for logs, cut */
 	bool spiffe;                 /* the validator, chosen on the first request (it carries the node) */
 	bool has_req;                /* `req` holds the last request processed */
 	struct ly_sds_request req;   /* the names every later push answers */
@@ -225,7 +226,8 @@ stream_update(struct stream *st, bool force)
 	memcpy(st->digest, digest, sizeof(digest));
 	st->sent = true;
 	s->sent++;
-	log_debug("sds: conn %" PRIu64 ": sent version %s nonce %s, %zu resources", st->conn_id, version, nonce, n);
+	log_debug("sds: conn %" PRIu64 " (node \"%s\"): sent version %s nonce %s, %zu resources", st->conn_id,
+	    st->node_id, version, nonce, n);
 out:
 	ly_buf_free_secret(&msg);
 	OPENSSL_cleanse(digest, sizeof(digest));
@@ -238,7 +240,7 @@ stream_request(struct stream *st, struct ly_sds_request *req)
 {
 	if (req->nack)
 		log_warn("sds: conn %" PRIu64 ": Envoy (node \"%s\") rejected version \"%s\": %s", st->conn_id,
-		    st->has_req ? st->req.node_id : req->node_id, req->version_info, req->error_message);
+		    st->has_req ? st->node_id : req->node_id, req->version_info, req->error_message);
 	if (st->sent) {
 		/* The nonce must be the last one sent, else the request is stale. */
 		if (strcmp(req->response_nonce, st->nonce) != 0) {
@@ -249,8 +251,10 @@ stream_request(struct stream *st, struct ly_sds_request *req)
 		}
 	}
 	bool changed = !st->has_req || !ly_sds_names_equal(&st->req, req);
-	if (!st->has_req)
+	if (!st->has_req) {
 		st->spiffe = ly_sds_use_spiffe_validator(req, st->s->cfg.disable_spiffe_cert_validation);
+		(void)snprintf(st->node_id, sizeof(st->node_id), "%s", req->node_id);
+	}
 	ly_sds_request_cleanup(&st->req);
 	st->req = *req;
 	memset(req, 0, sizeof(*req));

