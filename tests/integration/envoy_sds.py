@@ -28,6 +28,9 @@ and each has a plain egress listener to the other. Checks:
     B fail once its last certificate has expired (Envoy keeps the last
     secret it got, as with SPIRE);
   - Envoy C (uid 60003, no entry) gets no secret at all;
+  - the protocol, step by step: version 1 and a hex nonce first; an ACK
+    and a stale nonce get no reply; new names are answered (version 2);
+    a NACK is logged, and processed when it changes the names;
   - directly over gRPC: FetchSecrets as an unregistered caller is
     PERMISSION_DENIED, DeltaSecrets is UNIMPLEMENTED, FetchSecrets as
     Envoy A's uid returns its TlsCertificate, and an unentitled name is
@@ -285,6 +288,53 @@ elif mode == "streams":
            "errors": sorted(set(str(n) for x, n in done if x is None))}
     for c, q in calls:
         c.cancel()
+elif mode == "protocol":
+    # State of the world as Envoy speaks it: each step's answer (or None: no answer within 1.5 s).
+    import threading, queue
+    import google_rpc_status_pb2 as rpcst
+    reqs, resps = queue.Queue(), queue.Queue()
+    def gen():
+        while True:
+            x = reqs.get()
+            if x is None:
+                return
+            yield x
+    call = ch.stream_stream(SVC + "StreamSecrets", request_serializer=d.DiscoveryRequest.SerializeToString,
+                            response_deserializer=d.DiscoveryResponse.FromString)(gen(), timeout=60)
+    def reader():
+        try:
+            for r in call:
+                resps.put(r)
+        except grpc.RpcError as e:
+            resps.put(e.code().name)
+    threading.Thread(target=reader, daemon=True).start()
+    def step(names, version="", nonce="", nack=None, first=False):
+        r = d.DiscoveryRequest(type_url=SECRET, resource_names=names, version_info=version, response_nonce=nonce)
+        if first:
+            node(r)
+        if nack:
+            r.error_detail.CopyFrom(rpcst.Status(code=13, message=nack))
+        reqs.put(r)
+        try:
+            x = resps.get(timeout=1.5)
+        except queue.Empty:
+            return None
+        if isinstance(x, str):
+            return {"error": x}
+        return {"version": x.version_info, "nonce": x.nonce, "n": len(x.resources)}
+    a_id, td = arg.split(",")
+    steps = {}
+    steps["first"] = r1 = step([a_id], first=True)
+    n1 = r1["nonce"] if r1 else ""
+    steps["ack"] = step([a_id], "1", n1)
+    steps["stale"] = step([a_id, td], "1", "deadbeef")
+    steps["names_changed"] = r2 = step([a_id, td], "1", n1)
+    n2 = r2["nonce"] if r2 else ""
+    steps["nack_same_names"] = step([a_id, td], "1", n2, nack="lanyard test: certificate refused")
+    steps["nack_new_names"] = step([td], "1", n2, nack="lanyard test: again")
+    reqs.put(None)
+    call.cancel()
+    out = steps
 print(json.dumps(out))
 '''
 
@@ -375,6 +425,22 @@ def main():
         check(r.get("code") == "INVALID_ARGUMENT" and
               "workload is not authorized for the requested identities" in r.get("details", ""),
               "FetchSecrets for another workload's ID: INVALID_ARGUMENT, not authorized", str(r))
+
+        # ---- the protocol, step by step (SPIRE's rules) ----
+        r = sds_client("protocol", f"{ids['a']},spiffe://{TD}", uid=UIDS["a"])
+        f1, f2 = r.get("first") or {}, r.get("names_changed") or {}
+        check(f1.get("version") == "1" and f1.get("n") == 1 and re.fullmatch(r"[0-9a-f]{8}", f1.get("nonce", "")),
+              "StreamSecrets: the first request is answered, version 1, a 4-byte hex nonce", str(r))
+        check("ack" in r and r["ack"] is None, "an ACK (same names, last nonce) gets no reply", str(r))
+        check("stale" in r and r["stale"] is None, "a request with a stale nonce is ignored", str(r))
+        check(f2.get("version") == "2" and f2.get("n") == 2 and f2.get("nonce") not in ("", f1.get("nonce")),
+              "new names with the last nonce: answered, version 2, a fresh nonce", str(r))
+        check("nack_same_names" in r and r["nack_same_names"] is None,
+              "a NACK with the same names gets no reply", str(r))
+        check((r.get("nack_new_names") or {}).get("version") == "3" and r["nack_new_names"].get("n") == 1,
+              "a NACK that changes the names is still processed: version 3", str(r))
+        check(wait_for(lambda: "rejected version" in a.text() and "lanyard test: certificate refused" in a.text(), 5),
+              "the agent logs the NACK and Envoy's message", a.text()[-1000:])
 
         # ---- services and Envoys ----
         ports = {n: {k: free_port() for k in ("admin", "ingress", "egress")} for n in "abc"}
