@@ -17,6 +17,7 @@ changed. Envoy A (uid 60001, spiffe://example.org/envoy-a) and Envoy B
 http.server on loopback) with an mTLS listener that authorizes the other's
 SPIFFE ID (match_typed_subject_alt_names + the SPIFFE validator from SDS),
 and each has a plain egress listener to the other. Checks:
+  - docs/envoy.md's two configurations pass `envoy --mode validate`;
   - a request through Envoy A's egress reaches service B over mTLS, and
     through B's reaches service A;
   - Envoy's admin /certs shows the SVID it holds (SAN, serial) and /stats
@@ -362,6 +363,18 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="lanyard-envoy-")
     os.chmod(tmp, 0o755)
+
+    # docs/envoy.md's configurations are valid for this Envoy as written.
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "envoy.md")) as f:
+        blocks = [b for b in re.findall(r"```yaml\n(.*?)```", f.read(), re.S) if b.startswith("# envoy-")]
+    check(len(blocks) == 2, "docs/envoy.md has the two Envoy configurations", str(len(blocks)))
+    for i, b in enumerate(blocks):
+        path = os.path.join(tmp, f"docs-envoy-{i}.yaml")
+        with open(path, "w") as f:
+            f.write(b)
+        rc, out, err = run([ENVOY, "--mode", "validate", "-c", path, "--disable-hot-restart"])
+        check(rc == 0 and "OK" in out + err, f"envoy --mode validate accepts docs/envoy.md's {b.split()[1]}",
+              (out + err)[-1500:])
     server_sock = os.path.join(tmp, "server", "api.sock")
     agent_sock = os.path.join(tmp, "agent", "public", "api.sock")
     daemons, httpds = [], []
