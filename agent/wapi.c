@@ -37,7 +37,8 @@
  *
  * Calls, in this order (SPIRE's order):
  *   - metadata `workload.spiffe.io: true`, else INVALID_ARGUMENT
- *     (Workload Endpoint §6);
+ *     (Workload Endpoint §6; /SpiffeWorkloadAPI/ only: Envoy's SDS, served
+ *     here too by sds.c, sends none, SPEC §8);
  *   - the agent stopping: UNAVAILABLE;
  *   - the connection refused (above): PERMISSION_DENIED;
  *   - the agent not ready (ly_sync_wapi_ready false: no SVID of its own,

@@ -539,6 +539,43 @@ test_response_not_entitled(void **state)
 	ly_cache_identities_cleanup(&none);
 }
 
+static void
+test_response_digest(void **state)
+{
+	struct fixture *f = *state;
+	const char *n1[] = { "spiffe://example.org/a", "ROOTCA" }, *n2[] = { "spiffe://example.org/a" };
+	struct req_spec s = { n1, 2, NULL, NULL, NULL, 1, 40, -1, NULL };
+	struct ly_sds_request r;
+	struct ly_buf out = LY_BUF_INIT;
+	uint8_t d1[LY_SDS_DIGEST_LEN], d2[LY_SDS_DIGEST_LEN], d3[LY_SDS_DIGEST_LEN];
+	size_t n;
+
+	/* The digest covers the resources only: another version and nonce, the same digest. */
+	assert_int_equal(parse(&s, &r, NULL), LY_OK);
+	assert_int_equal(ly_sds_response(&r, &NAMES, true, &f->ids, f->set, TA_TD, "1", "aaaa", &out, &n, d1, NULL),
+	    LY_OK);
+	ly_buf_free_secret(&out);
+	assert_int_equal(ly_sds_response(&r, &NAMES, true, &f->ids, f->set, TA_TD, "2", "bbbb", &out, &n, d2, NULL),
+	    LY_OK);
+	ly_buf_free_secret(&out);
+	assert_memory_equal(d1, d2, sizeof(d1));
+	/* Another validator: other resources. */
+	assert_int_equal(ly_sds_response(&r, &NAMES, false, &f->ids, f->set, TA_TD, "2", "bbbb", &out, &n, d3, NULL),
+	    LY_OK);
+	ly_buf_free_secret(&out);
+	assert_memory_not_equal(d1, d3, sizeof(d1));
+	ly_sds_request_cleanup(&r);
+	/* Fewer names: other resources. */
+	s.names = n2;
+	s.n_names = 1;
+	assert_int_equal(parse(&s, &r, NULL), LY_OK);
+	assert_int_equal(ly_sds_response(&r, &NAMES, true, &f->ids, f->set, TA_TD, "1", "aaaa", &out, &n, d3, NULL),
+	    LY_OK);
+	ly_buf_free_secret(&out);
+	assert_memory_not_equal(d1, d3, sizeof(d1));
+	ly_sds_request_cleanup(&r);
+}
+
 int
 main(void)
 {
@@ -551,6 +588,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_response_everything, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_response_trusted_ca, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_response_not_entitled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_response_digest, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
