@@ -102,7 +102,6 @@ static const char *const known_keys[] = {
 	K "health_checks.bind_port",
 	K "health_checks.live_path",
 	K "health_checks.ready_path",
-	/* Envoy SDS v3 (agent/sds.c), SPIRE's names. */
 	K "sds.default_svid_name",
 	K "sds.default_bundle_name",
 	K "sds.default_all_bundles_name",
