@@ -589,13 +589,13 @@ def main():
         check(bool(got), f"FetchSecrets of everything: {N_BULK} certificates and the bundle", str(got)[:500])
         if got:
             r = sds_client("fetch", "", uid=bulk_uid)
-            figures["fetch_all_1000_ms"] = round(r.get("secs", 0) * 1000)
-            figures["fetch_all_1000_bytes"] = r.get("bytes")
+            figures[f"fetch_all_{N_BULK}_ms"] = round(r.get("secs", 0) * 1000)
+            figures[f"fetch_all_{N_BULK}_bytes"] = r.get("bytes")
             r = sds_client("streams", ",".join(names), uid=bulk_uid, timeout=240)
             check(r.get("answered") == N_BULK, f"{N_BULK} StreamSecrets streams at once: each gets its SVID",
                   str(r)[:500])
             if r.get("last") is not None:
-                figures["streams_1000_first_push_s"] = round(r["last"], 2)
+                figures[f"streams_{N_BULK}_first_push_s"] = round(r["last"], 2)
             # The same streams through a rotation (TTL 40 s, renewed at about half): each gets a push.
             log_mark = len(a.text())
             r = sds_client("streams2", ",".join(names), uid=bulk_uid, timeout=240)
@@ -605,13 +605,13 @@ def main():
             batches = log_times(tail, r"batch of \d+: \d+ SVIDs issued")
             pushes = log_times(tail, r'node "probe"\): sent version 2 ')
             if batches and pushes:
-                figures["rotation_1000_batches"] = len(batches)
-                figures["rotation_1000_pushes"] = len(pushes)
-                figures["rotation_1000_first_batch_to_last_push_s"] = round(max(pushes) - min(batches), 2)
+                figures[f"rotation_{N_BULK}_batches"] = len(batches)
+                figures[f"rotation_{N_BULK}_pushes"] = len(pushes)
+                figures[f"rotation_{N_BULK}_first_batch_to_last_push_s"] = round(max(pushes) - min(batches), 2)
                 # Each push after the signed batch before it (a batch lands in the cache, one pass pushes).
                 delays = sorted(t - max([b for b in batches if b <= t] or [t]) for t in pushes)
-                figures["rotation_1000_push_after_batch_ms_p50"] = round(delays[len(delays) // 2] * 1000)
-                figures["rotation_1000_push_after_batch_ms_max"] = round(delays[-1] * 1000)
+                figures[f"rotation_{N_BULK}_push_after_batch_ms_p50"] = round(delays[len(delays) // 2] * 1000)
+                figures[f"rotation_{N_BULK}_push_after_batch_ms_max"] = round(delays[-1] * 1000)
     finally:
         for h in httpds:
             h.shutdown()
