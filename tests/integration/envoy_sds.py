@@ -33,6 +33,9 @@ and each has a plain egress listener to the other. Checks:
   - the protocol, step by step: version 1 and a hex nonce first; an ACK
     and a stale nonce get no reply; new names are answered (version 2);
     a NACK is logged, and processed when it changes the names;
+  - names and validators: default, ROOTCA, ALL, spiffe://TD with the SPIFFE
+    validator; trusted_ca when the node metadata asks; a second agent with
+    `sds:` settings in its YAML serves its own names, with trusted_ca;
   - directly over gRPC: FetchSecrets as an unregistered caller is
     PERMISSION_DENIED, DeltaSecrets is UNIMPLEMENTED, FetchSecrets as
     Envoy A's uid returns its TlsCertificate, and an unentitled name is
@@ -247,6 +250,30 @@ if mode == "fetch":
                "types": sorted(set(a.type_url for a in resp.resources))}
     except grpc.RpcError as e:
         out = {"code": e.code().name, "details": e.details()}
+elif mode == "fetchx":
+    # names|meta: each secret's name and kind (tls, spiffe validator, trusted_ca); meta "1": node metadata asks
+    # for trusted_ca.
+    import envoy_tls_pb2 as tls
+    names, meta = arg.split("|")
+    r = node(d.DiscoveryRequest(type_url=SECRET, resource_names=[n for n in names.split(",") if n]))
+    if meta == "1":
+        r.node.metadata.update({"disable_spiffe_cert_validation": True})
+    try:
+        resp = ch.unary_unary(SVC + "FetchSecrets", request_serializer=d.DiscoveryRequest.SerializeToString,
+                              response_deserializer=d.DiscoveryResponse.FromString)(r, timeout=60)
+        kinds = []
+        for a in resp.resources:
+            sec = tls.Secret.FromString(a.value)
+            if sec.HasField("tls_certificate"):
+                k = "tls"
+            elif sec.validation_context.HasField("custom_validator_config"):
+                k = "spiffe:" + sec.validation_context.custom_validator_config.name
+            else:
+                k = "ca" if sec.validation_context.trusted_ca.inline_bytes.startswith(b"-----BEGIN CERT") else "?"
+            kinds.append([sec.name, k])
+        out = {"code": "OK", "secrets": kinds}
+    except grpc.RpcError as e:
+        out = {"code": e.code().name, "details": e.details()}
 elif mode == "delta":
     try:
         it = ch.stream_stream(SVC + "DeltaSecrets", request_serializer=lambda b: b,
@@ -391,8 +418,8 @@ def main():
         for p in [stubs] + [os.path.join(stubs, x) for x in os.listdir(stubs)] + [client_py]:
             os.chmod(p, 0o755 if os.path.isdir(p) else 0o644)
 
-        def sds_client(mode, arg="", uid=None, timeout=180):
-            rc, out, err = run(["/usr/bin/python3", client_py, stubs, agent_sock, mode, arg], uid=uid,
+        def sds_client(mode, arg="", uid=None, timeout=180, sock=None):
+            rc, out, err = run(["/usr/bin/python3", client_py, stubs, sock or agent_sock, mode, arg], uid=uid,
                                timeout=timeout)
             try:
                 return json.loads(out.strip().splitlines()[-1])
@@ -451,6 +478,42 @@ def main():
         check(r.get("code") == "INVALID_ARGUMENT" and
               "workload is not authorized for the requested identities" in r.get("details", ""),
               "FetchSecrets for another workload's ID: INVALID_ARGUMENT, not authorized", str(r))
+
+        # ---- names and validators ----
+        r = sds_client("fetchx", f"default,ROOTCA,ALL,spiffe://{TD}|0", uid=UIDS["a"])
+        spiffe = "spiffe:envoy.tls.cert_validator.spiffe"
+        check(r.get("secrets") == [[f"spiffe://{TD}", spiffe], ["ROOTCA", spiffe], ["ALL", spiffe],
+                                   ["default", "tls"]],
+              "default, ROOTCA, ALL, spiffe://TD: the SVID and SPIFFE validator contexts", str(r))
+        r = sds_client("fetchx", "ROOTCA|1", uid=UIDS["a"])
+        check(r.get("secrets") == [["ROOTCA", "ca"]],
+              "node metadata disable_spiffe_cert_validation: plain trusted_ca", str(r))
+        # The agent's own sds settings (a second agent, with a config file).
+        agent2_sock = os.path.join(tmp, "agent2", "public", "api.sock")
+        cfg2 = os.path.join(tmp, "agent2.yaml")
+        with open(cfg2, "w") as f:
+            f.write("agent:\n  sds:\n    default_svid_name: mine\n    default_bundle_name: OURS\n"
+                    "    default_all_bundles_name: EVERY\n    disable_spiffe_cert_validation: true\n")
+        rc, out, err = srv("token", "generate", "-spiffeID", AGENT_ID + "-2")
+        m = re.search(r"Token: (\S+)", out)
+        a2 = Daemon([AGENT, "run", "-config", cfg2, "-trustDomain", TD, "-serverAddress", "127.0.0.1",
+                     "-serverPort", str(sport), "-socketPath", agent2_sock, "-dataDir",
+                     os.path.join(tmp, "agent2-data"), "-joinToken", m.group(1) if m else "x",
+                     "-trustBundle", bundle_pem], os.path.join(tmp, "agent2.log"))
+        daemons.append(a2)
+        check(wait_for(lambda: not a2.alive() or run([AGENT, "healthcheck", "-socketPath", agent2_sock])[0] == 0,
+                       30) and a2.alive(), "a second agent starts with sds settings in its config", a2.text()[-1500:])
+        rc, out, err = srv("entry", "create", "-spiffeID", ids["a"] + "-2", "-parentID", AGENT_ID + "-2",
+                           "-selector", f"unix:uid:{UIDS['a']}")
+        check(rc == 0, "entry create for the second agent", err)
+        r2 = wait_for(lambda: (lambda x: x if x.get("code") == "OK" else None)(
+            sds_client("fetchx", "mine,OURS,EVERY|0", uid=UIDS["a"], sock=agent2_sock)), 30) or \
+            sds_client("fetchx", "mine,OURS,EVERY|0", uid=UIDS["a"], sock=agent2_sock)
+        check(r2.get("secrets") == [["OURS", "ca"], ["EVERY", "ca"], ["mine", "tls"]],
+              "the configured names serve, with trusted_ca (disable_spiffe_cert_validation: true)", str(r2))
+        r2 = sds_client("fetchx", "default|0", uid=UIDS["a"], sock=agent2_sock)
+        check(r2.get("code") == "INVALID_ARGUMENT", "and `default` is no longer a name there", str(r2))
+        a2.stop()
 
         # ---- the protocol, step by step (SPIRE's rules) ----
         r = sds_client("protocol", f"{ids['a']},spiffe://{TD}", uid=UIDS["a"])
