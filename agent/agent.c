@@ -1,7 +1,8 @@
 /*
  * agent.c: `lanyard-agent run` (SPEC §2): configuration (the flags over
  * the YAML file's `agent:` section), start-up, signals and an orderly
- * shutdown. Owns every field of struct ly_agent (agent.h).
+ * shutdown. Owns every field of struct ly_agent (agent_ctx.h), and wires
+ * sync (sync.h) and the Workload API (wapi.h) to each other.
  *
  * Configuration: every value is checked here, before anything is opened,
  * so that a mistake is one line, "file:line: key K: why" or "flag -F: why",
@@ -43,6 +44,8 @@
 
 #include "agent/agent.h"
 #include "agent/cache.h"
+#include "agent/sync.h"
+#include "agent/wapi.h"
 #include "lib/config.h"
 #include "lib/flags.h"
 #include "lib/fsperm.h"
@@ -127,6 +130,10 @@ struct agent_flags {
 
 struct agent_main {
 	struct ly_agent agent; /* first: parts get &agent */
+	struct ly_sync *sync;
+	struct ly_wapi *wapi;
+	time_t started_at;
+	bool stopping;
 	struct agent_flags flags;
 	struct ly_config *file;
 	uv_loop_t loop;
@@ -142,10 +149,57 @@ struct agent_main {
 	struct agent_metrics *metrics; /* with the health listener only */
 };
 
-time_t
-ly_agent_now(void)
+/*
+ * The wiring of sync and the Workload API (neither knows the other): sync's
+ * change callbacks go to wapi, wapi's source reads sync. wapi is made after
+ * sync, so a change reported before it exists goes nowhere (sync reports
+ * none before it starts anyway).
+ */
+static void
+wire_cache_changed(void *arg)
 {
-	return time(NULL);
+	struct agent_main *m = arg;
+	if (m->wapi != NULL)
+		ly_wapi_cache_changed(m->wapi);
+}
+
+static void
+wire_bundle_changed(void *arg)
+{
+	struct agent_main *m = arg;
+	if (m->wapi != NULL)
+		ly_wapi_bundle_changed(m->wapi);
+}
+
+static struct ly_cache *
+wire_cache(void *arg)
+{
+	struct agent_main *m = arg;
+	return m->sync != NULL ? ly_sync_cache(m->sync) : NULL;
+}
+
+static bool
+wire_ready(void *arg)
+{
+	struct agent_main *m = arg;
+	return m->sync != NULL && ly_sync_wapi_ready(m->sync);
+}
+
+static ly_status
+wire_fetch_jwt(void *arg, const char *entry_id, const char *const *audiences, size_t naud, ly_wapi_jwt_cb cb,
+    void *cb_arg, struct ly_error *err)
+{
+	struct agent_main *m = arg;
+	if (m->sync == NULL)
+		return ly_error_set(err, LY_E_IO, "JWT-SVID: not started");
+	return ly_sync_fetch_jwt(m->sync, entry_id, audiences, naud, cb, cb_arg, err);
+}
+
+static void
+wire_memory_burst(void *arg)
+{
+	struct agent_main *m = arg;
+	ly_sync_memory_burst(m->sync);
 }
 
 /* ---- configuration ------------------------------------------------------------- */
@@ -477,10 +531,10 @@ on_rpc_closed(void *arg)
 	struct agent_main *m = arg;
 
 	m->agent.rpc = NULL;
-	ly_wapi_free(m->agent.wapi);
-	m->agent.wapi = NULL;
-	ly_sync_free(m->agent.sync);
-	m->agent.sync = NULL;
+	ly_wapi_free(m->wapi);
+	m->wapi = NULL;
+	ly_sync_free(m->sync);
+	m->sync = NULL;
 	if (m->handles_ready) {
 		uv_timer_stop(&m->stop_timer);
 		uv_close((uv_handle_t *)&m->stop_timer, NULL);
@@ -529,7 +583,7 @@ static void
 on_ready_timer(uv_timer_t *t)
 {
 	struct agent_main *m = t->data;
-	if (!ly_sync_wapi_ready(m->agent.sync))
+	if (!ly_sync_wapi_ready(m->sync))
 		return;
 	uv_timer_stop(t);
 	notify_systemd("READY=1\nSTATUS=serving the Workload API");
@@ -539,9 +593,9 @@ on_ready_timer(uv_timer_t *t)
 static void
 begin_stop(struct agent_main *m)
 {
-	if (m->agent.stopping)
+	if (m->stopping)
 		return;
-	m->agent.stopping = true;
+	m->stopping = true;
 	if (m->handles_ready) {
 		uv_close((uv_handle_t *)&m->sig_term, NULL);
 		uv_close((uv_handle_t *)&m->sig_int, NULL);
@@ -555,10 +609,10 @@ begin_stop(struct agent_main *m)
 	ly_health_http_stop(m->health);
 	m->health = NULL;
 	m->agent.m_attest_seconds = NULL; /* the registry itself goes in teardown */
-	if (m->agent.wapi != NULL)
-		ly_wapi_stop(m->agent.wapi);
-	if (m->agent.sync != NULL && m->sync_started) {
-		ly_sync_stop(m->agent.sync, on_sync_stopped, m);
+	if (m->wapi != NULL)
+		ly_wapi_stop(m->wapi);
+	if (m->sync != NULL && m->sync_started) {
+		ly_sync_stop(m->sync, on_sync_stopped, m);
 		return;
 	}
 	close_rpc(m);
@@ -612,7 +666,7 @@ on_signal(uv_signal_t *h, int signum)
 /* ---- start-up ------------------------------------------------------------------ */
 
 static void
-handles_init(struct agent_main *m)
+main_handles_init(struct agent_main *m)
 {
 	uv_timer_init(&m->loop, &m->stop_timer);
 	uv_timer_init(&m->loop, &m->ready_timer);
@@ -636,11 +690,11 @@ static bool
 health_ready(void *arg, char *reason, size_t len)
 {
 	struct agent_main *m = arg;
-	if (m->agent.stopping) {
+	if (m->stopping) {
 		snprintf(reason, len, "stopping");
 		return false;
 	}
-	if (!ly_sync_ready(m->agent.sync)) {
+	if (!ly_sync_ready(m->sync)) {
 		snprintf(reason, len, "not attested yet: no agent SVID or trust bundle");
 		return false;
 	}
@@ -735,18 +789,18 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 
 	if (am == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "metrics: no registry");
-	ly_sync_stats_get(m->agent.sync, &st);
-	ly_sync_verify_counters(m->agent.sync, &vc);
-	ly_wapi_counts(m->agent.wapi, &conns, &streams);
+	ly_sync_stats_get(m->sync, &st);
+	ly_sync_verify_counters(m->sync, &vc);
+	ly_wapi_counts(m->wapi, &conns, &streams);
 #define SET(field, v)                                                                                               \
 	if ((rc = ly_metric_set(am->field, NULL, (double)(v), err)) != LY_OK)                                       \
 		return rc
-	SET(start_time, m->agent.started_at);
+	SET(start_time, m->started_at);
 	SET(issued, st.svids_issued);
 	SET(rotations, st.renewals);
 	SET(jwt_minted, st.jwt_minted);
-	SET(cached, ly_cache_svid_count(ly_sync_cache(m->agent.sync)));
-	SET(ready, ly_sync_ready(m->agent.sync) ? 1 : 0);
+	SET(cached, ly_cache_svid_count(ly_sync_cache(m->sync)));
+	SET(ready, ly_sync_ready(m->sync) ? 1 : 0);
 	SET(connections, conns);
 	SET(streams, streams);
 	SET(sync_lag, st.last_sync != 0 ? (double)(now - st.last_sync) : -1.0);
@@ -796,16 +850,28 @@ start(struct agent_main *m, struct ly_error *err)
 	m->loop_ready = true;
 	a->loop = &m->loop;
 	/* Signals first: a SIGTERM during start-up is an orderly stop, not a kill. */
-	handles_init(m);
+	main_handles_init(m);
 	LY_TRY(ly_rpc_new(&m->loop, &a->rpc, err));
-	if ((rc = ly_sync_new(a, &a->sync, err)) != LY_OK)
+	const struct ly_sync_changes changes = {
+		.arg = m,
+		.cache_changed = wire_cache_changed,
+		.bundle_changed = wire_bundle_changed,
+	};
+	const struct ly_wapi_source src = {
+		.arg = m,
+		.cache = wire_cache,
+		.ready = wire_ready,
+		.fetch_jwt = wire_fetch_jwt,
+		.memory_burst = wire_memory_burst,
+	};
+	if ((rc = ly_sync_new(a, &changes, &m->sync, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "sync");
-	if ((rc = ly_wapi_new(a, &a->wapi, err)) != LY_OK)
+	if ((rc = ly_wapi_new(a, &src, &m->wapi, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "Workload API");
-	if ((rc = ly_sync_start(a->sync, err)) != LY_OK)
+	if ((rc = ly_sync_start(m->sync, err)) != LY_OK)
 		return rc;
 	m->sync_started = true;
-	if ((rc = ly_wapi_start(a->wapi, err)) != LY_OK)
+	if ((rc = ly_wapi_start(m->wapi, err)) != LY_OK)
 		return rc;
 	if ((rc = health_start(m, err)) != LY_OK)
 		return rc;
@@ -953,7 +1019,7 @@ ly_agent_run(int argc, char **argv)
 	/* Everything we create is ours alone; wapi.c opens the socket to all on purpose. */
 	(void)umask(077);
 	(void)signal(SIGPIPE, SIG_IGN);
-	m->agent.started_at = ly_agent_now();
+	m->started_at = ly_agent_now();
 	if (start(m, &e) != LY_OK) {
 		fprintf(stderr, "lanyard-agent: %s\n", e.msg);
 		code = 1;

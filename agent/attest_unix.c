@@ -339,12 +339,13 @@ ends_with(const char *s, size_t n, const char *suffix)
  * just leaves the selectors out.
  */
 static ly_status
-add_exe(struct ly_unix_attestor *a, struct ly_attest_sels *l, pid_t pid, struct ly_error *err)
+add_exe(struct ly_unix_attestor *a, struct ly_attest_sels *l, const struct ly_unix_peer *peer, struct ly_error *err)
 {
+	pid_t pid = peer->pid;
 	char link[PATH_MAX];
 	char target[PATH_MAX + 1];
 	char hex[65];
-	struct stat st, st2;
+	struct stat st, st2, at_path;
 	struct ly_error e;
 	int fd = -1;
 	ly_status rc = LY_OK;
@@ -374,13 +375,25 @@ add_exe(struct ly_unix_attestor *a, struct ly_attest_sels *l, pid_t pid, struct 
 		log_debug("pid %ld: no unix:path or unix:sha256: the executable is not a regular file", (long)pid);
 		goto out;
 	}
+	if (peer->exe.known && (st.st_dev != peer->exe.dev || st.st_ino != peer->exe.ino)) {
+		rc = ly_error_set(err, LY_E_UNTRUSTED,
+		    "pid %ld runs another executable than when it connected (exec before attestation): refused",
+		    (long)pid);
+		goto out;
+	}
 	if (st.st_nlink == 0) {
 		log_info("pid %ld: executable deleted since exec: no unix:path or unix:sha256", (long)pid);
 		goto out;
 	}
-	rc = add_optional(l, pid, "path", target, err);
-	if (rc != LY_OK)
-		goto out;
+	/* The path as the agent sees it must be the same inode (attest_unix.h: bind mounts). */
+	if (stat(target, &at_path) != 0 || at_path.st_dev != st.st_dev || at_path.st_ino != st.st_ino) {
+		log_info("pid %ld: %s is another file (or none) in the agent's mount namespace: no unix:path",
+		    (long)pid, target);
+	} else {
+		rc = add_optional(l, pid, "path", target, err);
+		if (rc != LY_OK)
+			goto out;
+	}
 	if (st.st_size < 0 || (uint64_t)st.st_size > a->hash_max) {
 		log_warn("pid %ld: executable %s is %lld bytes, over the hash limit of %llu: no unix:sha256",
 		    (long)pid, target, (long long)st.st_size, (unsigned long long)a->hash_max);
@@ -442,16 +455,25 @@ ly_unix_attest(struct ly_unix_attestor *a, const struct ly_unix_peer *peer, stru
 	if (rc == LY_OK)
 		rc = add_names(&l, peer, err);
 	if (rc == LY_OK)
-		rc = add_exe(a, &l, peer->pid, err);
+		rc = add_exe(a, &l, peer, err);
 	if (rc != LY_OK)
 		goto out;
 	rc = ly_proc_verify(a->proc_root, peer->pid, peer->pidfd, start, err);
+	if (rc == LY_OK)
+		rc = ly_proc_verify_exe(a->proc_root, peer->pid, &peer->exe, err);
 	if (rc != LY_OK)
 		goto out;
 	ly_attest_sels_take(&l, out, n);
 out:
 	ly_attest_sels_cleanup(&l);
 	return rc;
+}
+
+ly_status
+ly_unix_peer_verify(const char *proc_root, const struct ly_unix_peer *peer, struct ly_error *err)
+{
+	LY_TRY(ly_proc_verify(proc_root, peer->pid, peer->pidfd, peer->start_time, err));
+	return ly_proc_verify_exe(proc_root, peer->pid, &peer->exe, err);
 }
 
 /* ---- on the libuv loop ---- */

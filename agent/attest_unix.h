@@ -18,9 +18,24 @@
  * left), when the agent may not read it (a non-root agent and another
  * user's process), or when the path is not canonical (lib/entry.h rules);
  * no sha256 selector when the file is larger than `hash_max` (logged).
- * A missing selector can only take entitlements away (SPEC §1). The path is
- * as the caller's mount namespace sees it (a containerized workload's path
- * is inside its image), as SPIRE does.
+ * A missing selector can only take entitlements away (SPEC §1).
+ *
+ * unix:path is given only when that path, in the agent's own mount
+ * namespace, is the very inode the process runs (device and inode of
+ * stat(path) equal those of /proc/<pid>/exe): the link's text is the path
+ * in the caller's mount namespace, where the caller may have bind-mounted
+ * any binary of its own over a trusted path. So a caller in another mount
+ * namespace (a container) whose path names another file here, or nothing,
+ * gets no unix:path (unix:sha256 still names what it runs; SPIRE gives the
+ * caller's path as is).
+ *
+ * Exec (procfs.h struct ly_proc_exe): the executable recorded at accept
+ * (peer->exe) must be the one attested (LY_E_UNTRUSTED otherwise: the
+ * process exec'd between connecting and being attested), and
+ * ly_unix_peer_verify checks it again with the PID before every answer.
+ * What these selectors cannot promise (docs/security.md): a process of the
+ * same uid can ptrace or LD_PRELOAD into the attested binary, or exec it
+ * after connecting and before the agent accepts; uid is the boundary.
  *
  * PID reuse (procfs.h): ly_unix_attest reads the start time first (and
  * refuses when it differs from the one recorded at accept), gathers, then
@@ -68,6 +83,7 @@ struct ly_unix_peer {
 	int pidfd;             /* pidfd_open(pid) at accept, or -1 where unsupported; not closed here */
 	bool has_start_time;   /* start_time was recorded at accept (strongly advised) */
 	uint64_t start_time;   /* ly_proc_start_time() at accept */
+	struct ly_proc_exe exe; /* ly_proc_exe_id() at accept; known false: not checked */
 };
 
 struct ly_unix_attestor_config {
@@ -98,6 +114,14 @@ void ly_unix_attestor_free(struct ly_unix_attestor *a);
  */
 ly_status ly_unix_attest(struct ly_unix_attestor *a, const struct ly_unix_peer *peer, struct ly_selector **out,
     size_t *n, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The caller is still what was attested (blocking /proc reads; any
+ * thread): ly_proc_verify (alive, PID not reused), then
+ * ly_proc_verify_exe (no exec since accept). LY_E_UNTRUSTED otherwise.
+ */
+ly_status ly_unix_peer_verify(const char *proc_root, const struct ly_unix_peer *peer, struct ly_error *err)
+    LY_MUST_CHECK;
 
 /* The counters (a consistent snapshot). */
 void ly_unix_attestor_stats(struct ly_unix_attestor *a, struct ly_unix_attestor_stats *out);

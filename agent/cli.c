@@ -65,6 +65,7 @@
 #include "lib/pbstruct.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
+#include "lib/text.h"
 #include "rpc/rpc.h"
 #include "workload.pb-c.h"
 
@@ -83,18 +84,22 @@ unconst(const char *s)
 	return s != NULL ? (char *)(uintptr_t)s : empty_str;
 }
 
-/* One line on stderr, "Error: ...". */
+/*
+ * One line on stderr, "Error: ...", whatever the values in it hold (a
+ * newline, a terminal escape): escaped like Go's %q (lib/text.h).
+ */
 static int LY_PRINTF(2, 3)
 fail(int code, const char *fmt, ...)
 {
+	char msg[4096], line[4 * 4096];
 	va_list ap;
 
 	fflush(stdout);
-	fputs("Error: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	(void)ly_text_escape(msg, line, sizeof(line));
+	fprintf(stderr, "Error: %s\n", line);
 	return code;
 }
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -212,5 +213,51 @@ ly_proc_verify(const char *proc_root, pid_t pid, int pidfd, uint64_t start_time,
 		return ly_error_set(err, LY_E_UNTRUSTED,
 		    "pid %ld now names another process (start time %llu, the caller's was %llu): PID reused",
 		    (long)pid, (unsigned long long)now, (unsigned long long)start_time);
+	return LY_OK;
+}
+
+ly_status
+ly_proc_exe_id(const char *proc_root, pid_t pid, struct ly_proc_exe *out, struct ly_error *err)
+{
+	char link[PATH_MAX];
+	struct stat st;
+
+	memset(out, 0, sizeof(*out));
+	LY_TRY(ly_proc_path(proc_root, pid, "exe", link, sizeof(link), err));
+	if (stat(link, &st) == 0) {
+		out->known = true;
+		out->dev = st.st_dev;
+		out->ino = st.st_ino;
+		return LY_OK;
+	}
+	int e = errno;
+	if (e == EACCES || e == EPERM)
+		return LY_OK;
+	if (e == ENOENT || e == ESRCH) {
+		/* A live process without an executable (a kernel thread), or one gone. */
+		char dir[PATH_MAX];
+		LY_TRY(ly_proc_path(proc_root, pid, "", dir, sizeof(dir), err));
+		if (e == ENOENT && stat(dir, &st) == 0)
+			return LY_OK;
+		return ly_error_set(err, LY_E_NOT_FOUND, "pid %ld: the process is gone", (long)pid);
+	}
+	return ly_error_set(err, LY_E_IO, "pid %ld: stat of its executable: %s", (long)pid, strerror(e));
+}
+
+ly_status
+ly_proc_verify_exe(const char *proc_root, pid_t pid, const struct ly_proc_exe *exe, struct ly_error *err)
+{
+	struct ly_proc_exe now;
+
+	if (exe == NULL || !exe->known)
+		return LY_OK;
+	ly_status rc = ly_proc_exe_id(proc_root, pid, &now, err);
+	if (rc == LY_E_NOT_FOUND)
+		return ly_error_wrap(err, LY_E_UNTRUSTED, "pid %ld: the caller exited", (long)pid);
+	if (rc != LY_OK)
+		return rc;
+	if (!now.known || now.dev != exe->dev || now.ino != exe->ino)
+		return ly_error_set(err, LY_E_UNTRUSTED,
+		    "pid %ld runs another executable than when it connected (exec): refused", (long)pid);
 	return LY_OK;
 }

@@ -30,6 +30,7 @@
 #ifndef LANYARD_AGENT_PROCFS_H
 #define LANYARD_AGENT_PROCFS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -77,6 +78,37 @@ ly_status ly_proc_start_time(const char *proc_root, pid_t pid, uint64_t *out, st
  * the agent cannot see; the agent needs hostPID in Kubernetes).
  */
 ly_status ly_proc_verify(const char *proc_root, pid_t pid, int pidfd, uint64_t start_time, struct ly_error *err)
+    LY_MUST_CHECK;
+
+/*
+ * The executable a process runs, by the kernel's own reference: stat()
+ * through the magic link <proc_root>/<pid>/exe gives the inode the process
+ * maps, whatever mount namespace it sees it in and whatever is at its path
+ * now. An exec changes it; nothing else does. Recorded at accept and
+ * compared before every answer (the same place as ly_proc_verify), so a
+ * process that connected and then exec'd another binary gets nothing more.
+ */
+struct ly_proc_exe {
+	bool known; /* false: unreadable at accept (another user's process and a non-root agent) */
+	dev_t dev;
+	ino_t ino;
+};
+
+/*
+ * Fills *out from <proc_root>/<pid>/exe: LY_OK with known set; LY_OK with
+ * known false when the agent may not read it (EACCES, EPERM) or the
+ * process has no executable (ENOENT on a live process: a kernel thread);
+ * LY_E_NOT_FOUND when the process is gone (ESRCH or no <pid> directory).
+ */
+ly_status ly_proc_exe_id(const char *proc_root, pid_t pid, struct ly_proc_exe *out, struct ly_error *err)
+    LY_MUST_CHECK;
+
+/*
+ * LY_OK when `exe` is not known, or <proc_root>/<pid>/exe is still that
+ * inode; LY_E_UNTRUSTED when it changed (an exec) or can no longer be read
+ * (an exec of a set-uid binary makes it unreadable to a non-root agent).
+ */
+ly_status ly_proc_verify_exe(const char *proc_root, pid_t pid, const struct ly_proc_exe *exe, struct ly_error *err)
     LY_MUST_CHECK;
 
 #endif /* LANYARD_AGENT_PROCFS_H */

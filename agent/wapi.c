@@ -30,8 +30,9 @@
  *      one (PID 0; the process gone or its PID reused) is served with
  *      every call refused PERMISSION_DENIED, so the client learns why.
  * Before every answer (each unary reply, each stream message) the caller
- * is checked again (ly_proc_verify: the pidfd still names a live process
- * and its start time is unchanged); once that fails the connection is
+ * is checked again (ly_unix_peer_verify: the pidfd still names a live
+ * process, its start time is unchanged, and it runs the executable it ran
+ * at accept: no exec since); once that fails the connection is
  * refused PERMISSION_DENIED for good and its streams end so: an identity
  * never goes to whoever holds the PID now.
  *
@@ -41,7 +42,7 @@
  *     here too by sds.c, sends none, SPEC §8);
  *   - the agent stopping: UNAVAILABLE;
  *   - the connection refused (above): PERMISSION_DENIED;
- *   - the agent not ready (ly_sync_wapi_ready false: no SVID of its own,
+ *   - the agent not ready (the source's ready() false: no SVID of its own,
  *     bundle or entries yet, and nothing cached): UNAVAILABLE (clients
  *     retry with a backoff);
  *   - then each method's own rules (below).
@@ -63,7 +64,7 @@
  *
  * FetchJWTSVID: at least one audience (INVALID_ARGUMENT); the optional
  * spiffe_id must be one of the caller's (PERMISSION_DENIED); one token per
- * identity (or the one asked for) through ly_sync_fetch_jwt, each checked
+ * identity (or the one asked for) through the source's fetch_jwt, each checked
  * again before it is sent (signature, audience, expiry, subject); a
  * failure fails the call UNAVAILABLE (SPIRE). Tokens are never logged.
  * ValidateJWTSVID: audience and svid required (INVALID_ARGUMENT); lib/jwt
@@ -72,7 +73,9 @@
  * google.protobuf.Struct.
  *
  * grpc.health.v1.Health/Check (an extra service, Workload Endpoint §7):
- * SERVING when the agent is ready; what `lanyard-agent healthcheck` asks.
+ * SERVING when the agent is ready; what `lanyard-agent healthcheck` and
+ * grpc-health-probe ask. A service name other than "" or
+ * "SpiffeWorkloadAPI" is NOT_FOUND (the health protocol's rule).
  *
  * Threads: the loop thread only. Lifetimes: a connection lives until both
  * its attestation has ended and gRPC released its context (conn_release);
@@ -95,7 +98,7 @@
 #include <openssl/sha.h>
 #include <uv.h>
 
-#include "agent/agent.h"
+#include "agent/wapi.h"
 #include "agent/attest_k8s.h"
 #include "agent/attest_unix.h"
 #include "agent/cache.h"
@@ -164,6 +167,7 @@ enum stream_kind {
 
 struct ly_wapi {
 	struct ly_agent *agent;
+	struct ly_wapi_source src; /* the cache, readiness, JWT-SVIDs (wapi.h) */
 	struct ly_rpc_server *srv;
 	uv_pipe_t listener;
 	uv_timer_t kick;   /* one pass over the streams on the next loop turn */
@@ -238,7 +242,7 @@ static void pass_schedule(struct ly_wapi *w);
 static struct ly_cache *
 wapi_cache(struct ly_wapi *w)
 {
-	return w->agent->sync != NULL ? ly_sync_cache(w->agent->sync) : NULL;
+	return w->src.cache != NULL ? w->src.cache(w->src.arg) : NULL;
 }
 
 /*
@@ -248,9 +252,9 @@ wapi_cache(struct ly_wapi *w)
 static bool
 wapi_ready(struct ly_wapi *w)
 {
-	if (w->agent->sync == NULL || wapi_cache(w) == NULL)
+	if (w->src.ready == NULL || wapi_cache(w) == NULL)
 		return false;
-	return ly_sync_wapi_ready(w->agent->sync);
+	return w->src.ready(w->src.arg);
 }
 
 /*
@@ -264,7 +268,7 @@ conn_verify(struct wconn *c)
 
 	if (c->refuse != LY_RPC_OK)
 		return false;
-	if (ly_proc_verify(c->w->agent->cfg.proc_root, c->peer.pid, c->peer.pidfd, c->peer.start_time, &e) != LY_OK) {
+	if (ly_unix_peer_verify(c->w->agent->cfg.proc_root, &c->peer, &e) != LY_OK) {
 		log_info("workload api: conn %" PRIu64 " (pid %d): caller gone or replaced, refusing it: %s", c->id,
 		    (int)c->peer.pid, e.msg);
 		c->refuse = LY_RPC_PERMISSION_DENIED;
@@ -842,7 +846,7 @@ h_fetch_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 	for (size_t i = 0; i < r->n; i++) {
 		struct jwt_slot *s = &r->slots[i];
 		r->outstanding++;
-		if (ly_sync_fetch_jwt(w->agent->sync, s->entry_id, (const char *const *)r->aud, r->naud, on_jwt, s, &e) !=
+		if (w->src.fetch_jwt(w->src.arg, s->entry_id, (const char *const *)r->aud, r->naud, on_jwt, s, &e) !=
 		    LY_OK) {
 			r->outstanding--;
 			log_warn("workload api: conn %" PRIu64 ": JWT-SVID for %s: %s", c->id, s->spiffe_id, e.msg);
@@ -910,7 +914,9 @@ out:
 /*
  * grpc.health.v1.Health/Check: HealthCheckResponse{status = 1 (SERVING) or
  * 2 (NOT_SERVING)}, field 1 varint, written by hand (no proto for it here).
- * The request's `service` is ignored: the agent has one health.
+ * The agent has one health, for "" and "SpiffeWorkloadAPI"; another service
+ * is NOT_FOUND, as grpc/health/v1/health.proto asks (a probe with a wrong
+ * name must not pass); a malformed request INVALID_ARGUMENT.
  */
 static void
 h_health_check(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
@@ -918,9 +924,16 @@ h_health_check(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	struct ly_wapi *w = arg;
 	uint8_t resp[2] = { 0x08, 0x01 };
 	struct ly_error e;
+	bool known;
 
-	(void)req;
-	(void)len;
+	if (ly_wmsg_parse_health_request(req, len, &known, &e) != LY_OK) {
+		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg);
+		return;
+	}
+	if (!known) {
+		ly_rpc_call_finish(call, LY_RPC_NOT_FOUND, "unknown service");
+		return;
+	}
 	if (w->stopping || !wapi_ready(w))
 		resp[1] = 0x02;
 	if (ly_rpc_call_reply(call, resp, sizeof(resp), 0, &e) != LY_OK)
@@ -1013,7 +1026,8 @@ conn_unref(struct wconn *c)
 	struct ly_wapi *w = c->w;
 	list_del(&c->link);
 	w->n_conns--;
-	ly_sync_memory_burst(w->agent->sync); /* a thousand connections leave freed memory behind */
+	if (w->src.memory_burst != NULL)
+		w->src.memory_burst(w->src.arg); /* a thousand connections leave freed memory behind */
 	if (c->peer.pidfd >= 0)
 		(void)close(c->peer.pidfd);
 	ly_selectors_free(c->sels, c->n_sels);
@@ -1084,7 +1098,7 @@ conn_attested(struct wconn *c)
 	if (w->stopping)
 		goto close;
 	if (c->attest_rc == LY_OK &&
-	    ly_proc_verify(w->agent->cfg.proc_root, c->peer.pid, c->peer.pidfd, c->peer.start_time, &e) != LY_OK)
+	    ly_unix_peer_verify(w->agent->cfg.proc_root, &c->peer, &e) != LY_OK)
 		conn_attest_failed(c, e.code, &e, "after attestation");
 	if (c->attest_rc == LY_E_UNTRUSTED || c->attest_rc == LY_E_UNSUPPORTED) {
 		/* Permanent: serve the connection to tell the client why. */
@@ -1201,6 +1215,11 @@ conn_start(struct wconn *c, int fd)
 		goto started;
 	}
 	c->peer.has_start_time = true;
+	/* And what it runs: an exec after this is refused (procfs.h struct ly_proc_exe). */
+	if (ly_proc_exe_id(w->agent->cfg.proc_root, cred.pid, &c->peer.exe, &e) != LY_OK) {
+		conn_attest_failed(c, LY_E_UNTRUSTED, &e, "peer");
+		goto started;
+	}
 	c->attesting++;
 	if (ly_unix_attest_start(w->agent->loop, w->unix_att, &c->peer, on_unix_attested, c, NULL, &e) != LY_OK) {
 		c->attesting--;
@@ -1369,7 +1388,7 @@ kubelet_target(const char *url, char **host, unsigned *port, struct ly_error *er
 }
 
 ly_status
-ly_wapi_new(struct ly_agent *agent, struct ly_wapi **out, struct ly_error *err)
+ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_wapi **out, struct ly_error *err)
 {
 	struct ly_wapi *w = calloc(1, sizeof(*w));
 	const struct ly_agent_config *cfg = &agent->cfg;
@@ -1379,6 +1398,7 @@ ly_wapi_new(struct ly_agent *agent, struct ly_wapi **out, struct ly_error *err)
 	if (w == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "out of memory");
 	w->agent = agent;
+	w->src = *src;
 	list_init(&w->conns);
 	list_init(&w->streams);
 	list_init(&w->jwt_reqs);

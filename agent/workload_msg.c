@@ -9,8 +9,10 @@
 #include <openssl/crypto.h>
 
 #include "lib/caps.h"
+#include "lib/pbstrict.h"
 #include "lib/pbstruct.h"
 #include "lib/spiffeid.h"
+#include "lib/text.h"
 #include "workload.pb-c.h"
 
 /*
@@ -365,56 +367,6 @@ ly_wmsg_validate_response(const char *spiffe_id, const json_t *claims, struct ly
 
 /* ---- requests ---- */
 
-/*
- * Text a workload sends: 1..cap bytes of UTF-8 (shortest forms, no
- * surrogates) without control characters.
- */
-static ly_status
-check_text(const char *what, const char *s, size_t cap, struct ly_error *err)
-{
-	size_t n = strnlen(s, cap + 1);
-	if (n == 0)
-		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
-	if (n > cap)
-		return ly_error_set(err, LY_E_LIMIT, "%s is over %zu bytes", what, cap);
-	const unsigned char *p = (const unsigned char *)s;
-	for (size_t i = 0; i < n;) {
-		unsigned c = p[i];
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return ly_error_set(err, LY_E_INVALID, "%s holds a control character", what);
-			i++;
-			continue;
-		}
-		size_t k;
-		uint32_t cp;
-		if ((c & 0xe0) == 0xc0) {
-			k = 1;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			k = 2;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			k = 3;
-			cp = c & 0x07;
-		} else {
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-		}
-		if (n - i <= k)
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-		for (size_t j = 1; j <= k; j++) {
-			if ((p[i + j] & 0xc0) != 0x80)
-				return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-			cp = (cp << 6) | (p[i + j] & 0x3fu);
-		}
-		if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8 text", what);
-		i += k + 1;
-	}
-	return LY_OK;
-}
-
 static const uint8_t empty_input[1];
 
 static void
@@ -423,28 +375,12 @@ plain_free(ProtobufCMessage *m)
 	protobuf_c_message_free_unpacked(m, NULL);
 }
 
-/*
- * Unpacks `len` bytes with `desc`, refusing what does not re-encode to
- * `len`; a refused message is released with `release` (which wipes what
- * must be wiped).
- */
+/* lib/pbstrict.h: the one strict unpack (a NUL in a string, a field twice). */
 static ly_status
 unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
     void (*release)(ProtobufCMessage *), ProtobufCMessage **out, struct ly_error *err)
 {
-	*out = NULL;
-	if (len > LY_WORKLOAD_REQUEST_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s over %d bytes", desc->name, LY_WORKLOAD_REQUEST_MAX);
-	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data != NULL ? data : empty_input);
-	if (m == NULL)
-		return ly_error_set(err, LY_E_INVALID, "not a valid %s", desc->name);
-	if (protobuf_c_message_get_packed_size(m) != len) {
-		release(m);
-		return ly_error_set(err, LY_E_INVALID, "%s: a string with a NUL byte, or a field sent twice",
-		    desc->name);
-	}
-	*out = m;
-	return LY_OK;
+	return ly_pb_unpack_strict(desc, data, len, LY_WORKLOAD_REQUEST_MAX, release, out, err);
 }
 
 void
@@ -476,7 +412,7 @@ ly_wmsg_parse_jwtsvid_request(const uint8_t *data, size_t len, struct ly_wmsg_jw
 		goto out;
 	}
 	for (size_t i = 0; i < req->n_audience; i++) {
-		rc = check_text("audience", req->audience[i], LY_JWT_AUDIENCE_MAX, err);
+		rc = ly_text_check("audience", req->audience[i], LY_JWT_AUDIENCE_MAX, err);
 		if (rc != LY_OK) {
 			rc = ly_error_wrap(err, rc, "JWTSVIDRequest: audience %zu", i);
 			goto out;
@@ -541,7 +477,7 @@ ly_wmsg_parse_validate_request(const uint8_t *data, size_t len, struct ly_wmsg_v
 	memset(out, 0, sizeof(*out));
 	LY_TRY(unpack_strict(&validate_jwtsvidrequest__descriptor, data, len, validate_msg_free, &m, err));
 	ValidateJWTSVIDRequest *req = (ValidateJWTSVIDRequest *)(void *)m;
-	rc = check_text("audience", req->audience, LY_JWT_AUDIENCE_MAX, err);
+	rc = ly_text_check("audience", req->audience, LY_JWT_AUDIENCE_MAX, err);
 	if (rc != LY_OK) {
 		rc = ly_error_wrap(err, rc, "ValidateJWTSVIDRequest");
 		goto out;
@@ -589,5 +525,78 @@ ly_wmsg_parse_empty_request(enum ly_wmsg_empty_kind kind, const uint8_t *data, s
 	if (m == NULL)
 		return ly_error_set(err, LY_E_INVALID, "not a valid %s", desc->name);
 	protobuf_c_message_free_unpacked(m, NULL);
+	return LY_OK;
+}
+
+/* ---- grpc.health.v1.HealthCheckRequest ---------------------------------------------------------- */
+
+/* One base-128 varint at data[*pos]; false when it runs past len or over 10 bytes. */
+static bool
+read_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *out)
+{
+	uint64_t v = 0;
+	for (unsigned shift = 0; shift < 70 && *pos < len; shift += 7) {
+		uint8_t b = data[(*pos)++];
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if ((b & 0x80) == 0) {
+			*out = v;
+			return true;
+		}
+	}
+	return false;
+}
+
+ly_status
+ly_wmsg_parse_health_request(const uint8_t *data, size_t len, bool *known, struct ly_error *err)
+{
+	static const char *const services[] = { "", "SpiffeWorkloadAPI" };
+	const char *svc = "";
+	size_t svc_len = 0, pos = 0;
+	bool seen = false;
+
+	*known = false;
+	if (len > LY_WORKLOAD_REQUEST_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "HealthCheckRequest over %d bytes", LY_WORKLOAD_REQUEST_MAX);
+	while (pos < len) {
+		uint64_t key, n;
+		if (!read_varint(data, len, &pos, &key) || (key >> 3) == 0)
+			return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: bad field key");
+		uint64_t field = key >> 3, wire = key & 7;
+		if (field == 1 && wire != 2)
+			return ly_error_set(err, LY_E_INVALID, "HealthCheckRequest: service is not a string");
+		switch (wire) {
+		case 0: /* varint */
+			if (!read_varint(data, len, &pos, &n))
+				return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: truncated varint");
+			break;
+		case 1: /* 64-bit */
+		case 5: /* 32-bit */
+			n = wire == 1 ? 8 : 4;
+			if (n > len - pos)
+				return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: truncated field");
+			pos += (size_t)n;
+			break;
+		case 2: /* length-delimited */
+			if (!read_varint(data, len, &pos, &n) || n > len - pos)
+				return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: truncated field");
+			if (field == 1) {
+				if (seen)
+					return ly_error_set(err, LY_E_INVALID, "HealthCheckRequest: service given twice");
+				seen = true;
+				svc = (const char *)data + pos;
+				svc_len = (size_t)n;
+			}
+			pos += (size_t)n;
+			break;
+		default:
+			return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: wire type %u",
+			    (unsigned)wire);
+		}
+	}
+	if (memchr(svc, 0, svc_len) != NULL)
+		return ly_error_set(err, LY_E_INVALID, "HealthCheckRequest: service holds a NUL");
+	for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
+		if (strlen(services[i]) == svc_len && memcmp(services[i], svc, svc_len) == 0)
+			*known = true;
 	return LY_OK;
 }

@@ -52,6 +52,7 @@
 #ifndef LANYARD_AGENT_WORKLOAD_MSG_H
 #define LANYARD_AGENT_WORKLOAD_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -132,5 +133,18 @@ enum ly_wmsg_empty_kind {
 /* Checks that `len` bytes are a valid (empty) request of that kind. */
 ly_status ly_wmsg_parse_empty_request(enum ly_wmsg_empty_kind kind, const uint8_t *data, size_t len,
     struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * grpc.health.v1.HealthCheckRequest {string service = 1} (grpc/health/v1/
+ * health.proto; no proto for it here: read by hand). *known is true for the
+ * services the Workload API socket has a health for: "" (the server as a
+ * whole) and "SpiffeWorkloadAPI" (proto/workload.proto has no package); any
+ * other name is the caller's NOT_FOUND, as the health protocol asks. Unknown
+ * fields are skipped (proto3); a truncated field, a wire type protobuf does
+ * not have, `service` twice, not length-delimited, or holding a NUL is
+ * LY_E_INVALID; over LY_WORKLOAD_REQUEST_MAX bytes LY_E_LIMIT.
+ */
+ly_status ly_wmsg_parse_health_request(const uint8_t *data, size_t len, bool *known, struct ly_error *err)
+    LY_MUST_CHECK;
 
 #endif /* LANYARD_AGENT_WORKLOAD_MSG_H */

@@ -77,6 +77,29 @@
  */
 #define LY_X509_SVID_TTL_MAX (30 * 24 * 60 * 60)
 #define LY_JWT_SVID_TTL_MAX (24 * 60 * 60)
+/*
+ * And at least (entries being created or updated, the server's defaults).
+ * X.509: an SVID of TTL T is backdated by min(T/4, 300) s (server/ca.c,
+ * whole seconds) and renewed in [45%, 55%] of notBefore..notAfter
+ * (agent/rotation.h), i.e. 0.31 T to 0.44 T after it is issued: each entry
+ * costs a signature every third of its TTL. X.509 times have one-second
+ * resolution, so at T = 1 (no backdate) an SVID can reach the agent
+ * already expired; a waiting stream asks again at once, without end
+ * (measured: 316 issuances/s with one stream open; the attack run saw
+ * ~245/s and ~24% CPU per daemon). T = 3: 1/s, 10: 0.3/s. At the floor of
+ * 20 s the renewal comes 6.25-8.75 s after issuance, more than one agent
+ * sync interval (LY_AGENT_SYNC_INTERVAL_DEFAULT, 5 s), batched with what
+ * else is due within 100 ms, 11 s of life are left after the 55% mark for
+ * retries (1 s doubling), and the second lost to rounding is under 5% of
+ * the life (measured: 0.13 issuances/s). 20 s is also the shortest TTL our
+ * own rotation tests use. SPIRE has no floor, only the cap at the signing
+ * CA's notAfter (as ours, server/ca.h). JWT: validators accept a JWT-SVID
+ * LY_JWT_LEEWAY_SECONDS past its exp, so a shorter TTL shortens nothing
+ * for whoever holds the token, and the agent caches one for half its life:
+ * under the leeway every fetch would be a signature on the server.
+ */
+#define LY_X509_SVID_TTL_MIN 20
+#define LY_JWT_SVID_TTL_MIN LY_JWT_LEEWAY_SECONDS
 /* An entry's DNS names go into its SVIDs: LY_DNS_NAMES_MAX and LY_DNS_NAME_MAX above. */
 /* An entry ID ([A-Za-z0-9._-]) and an entry's hint. */
 #define LY_ENTRY_ID_MAX 64

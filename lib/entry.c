@@ -1036,9 +1036,12 @@ ly_entry_id_check(const char *id, struct ly_error *err)
 	return LY_OK;
 }
 
-/* A SPIFFE ID field of an entry: valid, with a path, in `td` when given. */
+/*
+ * A SPIFFE ID field of an entry: valid, with a path, in `td` when given,
+ * and allowed for `use` by the reserved-namespace rule (spiffeid.h).
+ */
 static ly_status
-check_id_field(const char *name, const char *s, const char *td, struct ly_error *err)
+check_id_field(const char *name, const char *s, const char *td, enum ly_id_use use, struct ly_error *err)
 {
 	struct ly_spiffe_id id;
 
@@ -1052,6 +1055,8 @@ check_id_field(const char *name, const char *s, const char *td, struct ly_error 
 		    name, id.id);
 	if (td != NULL && !ly_spiffe_id_member_of(&id, td))
 		return ly_error_set(err, LY_E_INVALID, "entry %s %s is not in trust domain %s", name, id.id, td);
+	if (ly_spiffe_id_check_use(&id, use, err) != LY_OK)
+		return ly_error_wrap(err, LY_E_INVALID, "entry %s %s", name, id.id);
 	return LY_OK;
 }
 
@@ -1149,14 +1154,38 @@ ly_entry_validate(struct ly_entry *entry, const char *trust_domain, struct ly_er
 		if (rc != LY_OK)
 			return ly_error_wrap(err, rc, "entry");
 	}
-	LY_TRY(check_id_field("spiffe_id", entry->spiffe_id, trust_domain, err));
-	LY_TRY(check_id_field("parent_id", entry->parent_id, trust_domain, err));
+	LY_TRY(check_id_field("spiffe_id", entry->spiffe_id, trust_domain, LY_ID_GRANTED, err));
+	LY_TRY(check_id_field("parent_id", entry->parent_id, trust_domain, LY_ID_PARENT, err));
 	LY_TRY(check_selectors(entry, err));
 	LY_TRY(check_ttl("x509_svid_ttl", entry->x509_svid_ttl, LY_X509_SVID_TTL_MAX, err));
 	LY_TRY(check_ttl("jwt_svid_ttl", entry->jwt_svid_ttl, LY_JWT_SVID_TTL_MAX, err));
 	LY_TRY(check_dns_names(entry, err));
 	LY_TRY(check_hint(entry->hint, err));
 	return LY_OK;
+}
+
+ly_status
+ly_entry_check_ttl_floor(const struct ly_entry *entry, struct ly_error *err)
+{
+	if (entry == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry: no entry");
+	if (entry->x509_svid_ttl > 0 && entry->x509_svid_ttl < LY_X509_SVID_TTL_MIN)
+		return ly_error_set(err, LY_E_INVALID,
+		    "entry x509_svid_ttl %d is under the %d-second floor (shorter SVIDs are renewed every few "
+		    "seconds, at 1 s without end; 0 means the server default)",
+		    (int)entry->x509_svid_ttl, LY_X509_SVID_TTL_MIN);
+	if (entry->jwt_svid_ttl > 0 && entry->jwt_svid_ttl < LY_JWT_SVID_TTL_MIN)
+		return ly_error_set(err, LY_E_INVALID,
+		    "entry jwt_svid_ttl %d is under the %d-second floor (validators accept a JWT-SVID %d s "
+		    "past its expiry anyway; 0 means the server default)",
+		    (int)entry->jwt_svid_ttl, LY_JWT_SVID_TTL_MIN, LY_JWT_LEEWAY_SECONDS);
+	return LY_OK;
+}
+
+int32_t
+ly_svid_ttl_floored(int32_t ttl_or_0, int32_t floor)
+{
+	return ttl_or_0 > 0 && ttl_or_0 < floor ? floor : ttl_or_0;
 }
 
 ly_status

@@ -177,7 +177,10 @@ ly_status ly_entry_add_dns_name(struct ly_entry *entry, const char *name, struct
  *  - entry_id, if set: [A-Za-z0-9._-], 1..LY_ENTRY_ID_MAX;
  *  - spiffe_id and parent_id: valid SPIFFE IDs (SPIFFE-ID standard §2) with
  *    a path (a trust domain ID names no workload, agent or server) and, when
- *    `trust_domain` is non-NULL, in that trust domain (bare name);
+ *    `trust_domain` is non-NULL, in that trust domain (bare name); spiffe_id
+ *    never in Lanyard's reserved namespace, parent_id in it only as the
+ *    server's or an agent's ID (ly_spiffe_id_check_use, lib/spiffeid.h:
+ *    LY_ID_GRANTED, LY_ID_PARENT), so an agent refuses such an entry too;
  *  - 1..LY_SELECTORS_MAX selectors, each valid, no duplicate, node types
  *    only in a node entry and workload types only in a workload entry;
  *  - x509_svid_ttl 0 or 1..LY_X509_SVID_TTL_MAX, jwt_svid_ttl 0 or
@@ -190,6 +193,17 @@ ly_status ly_entry_add_dns_name(struct ly_entry *entry, const char *name, struct
  */
 ly_status ly_entry_validate(struct ly_entry *entry, const char *trust_domain, struct ly_error *err)
     LY_MUST_CHECK;
+/*
+ * The TTL floor, for an entry being created or updated (the admin API, the
+ * datastore's create and update): x509_svid_ttl 0 or at least
+ * LY_X509_SVID_TTL_MIN, jwt_svid_ttl 0 or at least LY_JWT_SVID_TTL_MIN
+ * (lib/caps.h says why). Not part of ly_entry_validate, so that an entry
+ * stored before the floor still reaches agents; the server signs its SVIDs
+ * with ly_svid_ttl_floored.
+ */
+ly_status ly_entry_check_ttl_floor(const struct ly_entry *entry, struct ly_error *err) LY_MUST_CHECK;
+/* `ttl_or_0` raised to `floor` when it is set (non-zero) and below it. */
+int32_t ly_svid_ttl_floored(int32_t ttl_or_0, int32_t floor);
 /* Checks one DNS name by the rule above. */
 ly_status ly_dns_name_check(const char *name, struct ly_error *err) LY_MUST_CHECK;
 /* Checks an entry ID by the rule above. */

@@ -308,3 +308,79 @@ ly_spiffe_id_from_parts(const char *td, const char *path, struct ly_spiffe_id *o
 	memcpy(buf + SCHEME_LEN + tdlen, path, plen);
 	return ly_spiffe_id_parse(buf, SCHEME_LEN + tdlen + plen, out, err);
 }
+
+/* True when `path` is `dir` (no trailing '/') or below it, segment-wise. */
+static bool
+path_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+bool
+ly_spiffe_id_is_reserved(const struct ly_spiffe_id *id)
+{
+	return id != NULL && path_under(ly_spiffe_id_path(id), LY_RESERVED_PATH);
+}
+
+/* An agent ID: LY_AGENT_ID_PATH and at least one segment after it. */
+static bool
+is_agent_path(const char *path)
+{
+	size_t n = strlen(LY_AGENT_ID_PATH);
+	return strncmp(path, LY_AGENT_ID_PATH, n) == 0 && path[n] != '\0';
+}
+
+/* Below one of the attestors' own agent namespaces (server/attest.h). */
+static bool
+is_attestor_path(const char *path)
+{
+	static const char *const attestors[] = { "join_token", "x509pop", "k8s_psat" };
+	const char *rest = path + strlen(LY_AGENT_ID_PATH);
+
+	for (size_t i = 0; i < sizeof(attestors) / sizeof(attestors[0]); i++) {
+		if (path_under(rest, attestors[i]))
+			return true;
+	}
+	return false;
+}
+
+ly_status
+ly_spiffe_id_check_use(const struct ly_spiffe_id *id, enum ly_id_use use, struct ly_error *err)
+{
+	if (id == NULL || id->id[0] == '\0')
+		return ly_error_set(err, LY_E_INTERNAL, "SPIFFE ID: nothing to check");
+	if (!ly_spiffe_id_is_reserved(id))
+		return LY_OK;
+	const char *path = ly_spiffe_id_path(id);
+	bool server = strcmp(path, LY_SERVER_ID_PATH) == 0;
+	bool agent = is_agent_path(path);
+	switch (use) {
+	case LY_ID_GRANTED:
+		return ly_error_set(err, LY_E_INVALID,
+		    "the path is in Lanyard's reserved namespace %s/ (the server's and the agents' own IDs): an "
+		    "entry may not grant it",
+		    LY_RESERVED_PATH);
+	case LY_ID_PARENT:
+		if (server || agent)
+			return LY_OK;
+		return ly_error_set(err, LY_E_INVALID,
+		    "the path is in Lanyard's reserved namespace %s/ but names neither the server (%s) nor an "
+		    "agent (%s...)",
+		    LY_RESERVED_PATH, LY_SERVER_ID_PATH, LY_AGENT_ID_PATH);
+	case LY_ID_JOIN_TOKEN:
+		if (agent && !is_attestor_path(path))
+			return LY_OK;
+		return ly_error_set(err, LY_E_INVALID,
+		    "the path is in Lanyard's reserved namespace %s/: a join token's agent may be named %sNAME, "
+		    "but not the server nor an ID of the join_token, x509pop or k8s_psat attestors",
+		    LY_RESERVED_PATH, LY_AGENT_ID_PATH);
+	case LY_ID_AGENT:
+		if (agent)
+			return LY_OK;
+		return ly_error_set(err, LY_E_INVALID,
+		    "the path is in Lanyard's reserved namespace %s/ but is not an agent's (%s...)", LY_RESERVED_PATH,
+		    LY_AGENT_ID_PATH);
+	}
+	return ly_error_set(err, LY_E_INTERNAL, "SPIFFE ID: unknown use %d", (int)use);
+}

@@ -17,6 +17,7 @@ PACKAGES=(
   libpq-dev postgresql
   libcurl4-openssl-dev
   clang libclang-rt-14-dev llvm
+  python3-venv
   python3-grpcio python3-grpc-tools python3-protobuf python3-jwt python3-cryptography
   protobuf-compiler libprotobuf-dev
   valgrind
@@ -64,12 +65,18 @@ done
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
-  npm_deps
-  exit 0
+else
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 npm_deps
+
+# The real SPIFFE clients of the interop tests (tests/interop/), one script
+# per ecosystem: each installs and pins its own, cached between runs.
+for peer in "$top"/scripts/peers/*.sh; do
+  [ -e "$peer" ] || continue
+  echo "install-deps: $(basename "$peer")"
+  bash "$peer"
+done

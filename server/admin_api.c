@@ -247,6 +247,8 @@ put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, b
 	/* Every rule of SPEC §1, the IDs in our trust domain (SPIFFE-ID §2). */
 	if (st == LY_OK)
 		st = ly_entry_validate(entry, op.srv->cfg.trust_domain, &e);
+	if (st == LY_OK)
+		st = ly_entry_check_ttl_floor(entry, &e);
 	if (st != LY_OK) {
 		op_fail_st(&op, st, &e);
 		goto out;
@@ -459,6 +461,8 @@ h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 		if (st == LY_OK && ly_spiffe_id_is_trust_domain_id(&id))
 			st = ly_error_set(&e, LY_E_INVALID, "SPIFFE ID %s has no path: it would name the trust domain",
 			    id.id);
+		if (st == LY_OK && (st = ly_spiffe_id_check_use(&id, LY_ID_JOIN_TOKEN, &e)) != LY_OK)
+			ly_error_wrap(&e, st, "SPIFFE ID %s", id.id);
 	}
 	if (st != LY_OK) {
 		op_fail_st(&op, st, &e);

@@ -67,7 +67,9 @@
 #include "lib/der.h"
 #include "lib/entry.h"
 #include "lib/log.h"
+#include "lib/pbstrict.h"
 #include "lib/spiffeid.h"
+#include "lib/text.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
@@ -322,51 +324,6 @@ wipe_str(char *s)
 {
 	if (s != NULL)
 		OPENSSL_cleanse(s, strlen(s));
-}
-
-/*
- * True for 1..max bytes of UTF-8 (RFC 3629: no overlong form, no
- * surrogate, at most U+10FFFF) without control characters.
- */
-static bool
-text_ok(const char *s, size_t max)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = s != NULL ? strnlen(s, max + 1) : 0;
-
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n;) {
-		unsigned c = p[i];
-		size_t len;
-		uint32_t cp, min;
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return false;
-			i++;
-			continue;
-		}
-		if ((c & 0xe0) == 0xc0) {
-			len = 2, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			len = 3, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			len = 4, cp = c & 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if (n - i < len)
-			return false;
-		for (size_t k = 1; k < len; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (p[i + k] & 0x3fu);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
-			return false;
-		i += len;
-	}
-	return true;
 }
 
 /* A certificate's serial as lower-case hex without leading zeros ("0" for zero). */
@@ -1739,6 +1696,7 @@ static char msg_entry_id_malformed[] = "entry_id malformed";
 static char msg_not_authorized[] = "entry not authorized for this agent";
 static char msg_csr_size[] = "csr required, within its size cap";
 static char msg_entry_id_unreadable[] = "entry SPIFFE ID unreadable";
+static char msg_reserved_id[] = "entry SPIFFE ID is in Lanyard's reserved namespace: not issued";
 
 static void
 h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
@@ -1809,6 +1767,10 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 		} else if (ly_spiffe_id_parse_str(ent->spiffe_id, &ids[k], NULL) != LY_OK) {
 			r->status_code = LY_RPC_INTERNAL;
 			r->status_message = msg_entry_id_unreadable;
+		} else if (ly_spiffe_id_check_use(&ids[k], LY_ID_GRANTED, NULL) != LY_OK) {
+			/* An entry stored before the reserved-ID rule (lib/spiffeid.h). */
+			r->status_code = LY_RPC_PERMISSION_DENIED;
+			r->status_message = msg_reserved_id;
 		} else {
 			r->spiffe_id = ent->spiffe_id;
 			reqs[k].csr_der = p->csr.data;
@@ -1816,7 +1778,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 			reqs[k].id = &ids[k];
 			reqs[k].dns = (const char *const *)ent->dns_names;
 			reqs[k].ndns = ent->n_dns_names;
-			reqs[k].ttl_or_0 = ent->x509_svid_ttl;
+			reqs[k].ttl_or_0 = ly_svid_ttl_floored(ent->x509_svid_ttl, LY_X509_SVID_TTL_MIN);
 			map[k++] = i;
 		}
 	}
@@ -1864,6 +1826,7 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 {
 	struct ly_agent_api *api = api_of(arg);
 	Lanyard__Agent__V1__NewJWTSVIDRequest *m = NULL;
+	ProtobufCMessage *pm = NULL;
 	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
 	const struct ly_entry *ent;
 	struct ly_spiffe_id sub;
@@ -1879,10 +1842,13 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	}
 	if (!authenticate(api, call, now, &c))
 		return;
-	if ((m = lanyard__agent__v1__new_jwtsvidrequest__unpack(NULL, len, req)) == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "malformed NewJWTSVIDRequest");
+	/* Strict, as the Workload API: an audience with a NUL would be signed cut at the NUL. */
+	if (ly_pb_unpack_strict(&lanyard__agent__v1__new_jwtsvidrequest__descriptor, req, len, LY_RPC_MSG_MAX, NULL,
+	    &pm, &e) != LY_OK) {
+		finish(call, LY_RPC_INVALID_ARGUMENT, "malformed NewJWTSVIDRequest", e.msg);
 		goto out;
 	}
+	m = (Lanyard__Agent__V1__NewJWTSVIDRequest *)(void *)pm;
 	if (ly_entry_id_check(m->entry_id, &e) != LY_OK) {
 		finish(call, LY_RPC_INVALID_ARGUMENT, "entry_id", e.msg);
 		goto out;
@@ -1895,9 +1861,8 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	}
 	size_t total = 0;
 	for (size_t i = 0; i < m->n_audience; i++) {
-		if (!text_ok(m->audience[i], LY_JWT_MAX)) {
-			ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT,
-			    "audience: each value non-empty UTF-8 text without control characters");
+		if (ly_text_check("audience", m->audience[i], LY_JWT_AUDIENCE_MAX, &e) != LY_OK) {
+			finish(call, LY_RPC_INVALID_ARGUMENT, "NewJWTSVIDRequest", e.msg);
 			goto out;
 		}
 		total += strlen(m->audience[i]);
@@ -1920,8 +1885,12 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		finish(call, LY_RPC_INTERNAL, "entry SPIFFE ID", e.msg);
 		goto out;
 	}
-	rc = ly_ca_mint_jwt_svid(api->srv->ca, &sub, (const char *const *)m->audience, m->n_audience, ent->jwt_svid_ttl,
-	    now, &token, &exp, &e);
+	if (ly_spiffe_id_check_use(&sub, LY_ID_GRANTED, NULL) != LY_OK) {
+		ly_rpc_call_finish(call, LY_RPC_PERMISSION_DENIED, msg_reserved_id);
+		goto out;
+	}
+	rc = ly_ca_mint_jwt_svid(api->srv->ca, &sub, (const char *const *)m->audience, m->n_audience,
+	    ly_svid_ttl_floored(ent->jwt_svid_ttl, LY_JWT_SVID_TTL_MIN), now, &token, &exp, &e);
 	if (rc != LY_OK) {
 		if (sign_code(rc) != LY_RPC_INVALID_ARGUMENT)
 			log_error("JWT-SVID for %s: %s", ent->spiffe_id, e.msg);

@@ -58,6 +58,8 @@ ly_attest_result_finish(struct ly_attest_result *r, const char *type, const char
 		return ly_error_set(err, LY_E_UNTRUSTED, "agent ID is not in trust domain %s", trust_domain);
 	if (ly_spiffe_id_is_trust_domain_id(&id))
 		return ly_error_set(err, LY_E_INVALID, "agent ID has no path");
+	if ((rc = ly_spiffe_id_check_use(&id, LY_ID_AGENT, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "agent ID");
 	LY_TRY(ly_selectors_canonicalize(r->selectors, r->n_selectors, err));
 	char *copy = strdup(id.id);
 	if (copy == NULL)

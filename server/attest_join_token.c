@@ -16,16 +16,14 @@
 
 #include "lib/caps.h"
 
-#define JOIN_TOKEN_PATH "/lanyard/agent/join_token/"
-
 ly_status
 ly_join_token_default_id(const char *trust_domain, const char *token, struct ly_spiffe_id *out,
     struct ly_error *err)
 {
-	char path[sizeof(JOIN_TOKEN_PATH) + LY_JOIN_TOKEN_MAX];
+	char path[sizeof(LY_JOIN_TOKEN_ID_PATH) + LY_JOIN_TOKEN_MAX];
 
 	LY_TRY(ly_datastore_token_check(token, err));
-	int n = snprintf(path, sizeof(path), "%s%s", JOIN_TOKEN_PATH, token);
+	int n = snprintf(path, sizeof(path), "%s%s", LY_JOIN_TOKEN_ID_PATH, token);
 	if (n < 0 || (size_t)n >= sizeof(path))
 		return ly_error_set(err, LY_E_INTERNAL, "join token: agent ID path does not fit");
 	ly_status rc = ly_spiffe_id_from_parts(trust_domain, path, out, err);
@@ -52,7 +50,13 @@ ly_attest_join_token(struct ly_datastore *ds, const char *trust_domain, const ch
 	rc = ly_datastore_token_consume(ds, token, (int64_t)now, &granted, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "join token attestation");
-	rc = ly_attest_result_finish(&r, "join_token", trust_domain, granted, err);
+	/* A token stored before the reserved-ID rule may grant the server's ID. */
+	struct ly_spiffe_id gid;
+	if ((rc = ly_spiffe_id_parse_str(granted, &gid, err)) == LY_OK)
+		rc = ly_datastore_token_id_check(token, &gid, err);
+	OPENSSL_cleanse(&gid, sizeof(gid));
+	if (rc == LY_OK)
+		rc = ly_attest_result_finish(&r, "join_token", trust_domain, granted, err);
 	if (rc != LY_OK) {
 		rc = ly_error_wrap(err, rc, "join token attestation");
 		goto out;

@@ -32,7 +32,7 @@
 #include "lib/caps.h"
 #include "lib/der.h"
 
-#define PSAT_PATH "/lanyard/agent/k8s_psat/"
+#define PSAT_PATH LY_AGENT_ID_PATH "k8s_psat/"
 #define SA_PREFIX "system:serviceaccount:"
 #define EXTRA_POD_NAME "authentication.kubernetes.io/pod-name"
 #define EXTRA_POD_UID "authentication.kubernetes.io/pod-uid"

@@ -23,7 +23,7 @@
 #include "lib/keys.h"
 #include "lib/x509svid.h"
 
-#define X509POP_PATH "/lanyard/agent/x509pop/"
+#define X509POP_PATH LY_AGENT_ID_PATH "x509pop/"
 #define SHA1_HEX_LEN 40
 
 struct ly_attest_x509pop {

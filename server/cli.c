@@ -34,6 +34,7 @@
 #include "lib/flags.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
+#include "lib/text.h"
 #include "rpc/rpc.h"
 #include "server/cli.h"
 #include "server/server.h"
@@ -52,18 +53,22 @@ unconst(const char *s)
 	return s != NULL ? (char *)(uintptr_t)s : empty_str;
 }
 
-/* One line on stderr, "Error: ...". */
+/*
+ * One line on stderr, "Error: ...", whatever the values in it hold (a
+ * newline, a terminal escape): escaped like Go's %q (lib/text.h).
+ */
 static int LY_PRINTF(2, 3)
 fail(int code, const char *fmt, ...)
 {
+	char msg[4096], line[4 * 4096];
 	va_list ap;
 
 	fflush(stdout);
-	fputs("Error: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	(void)ly_text_escape(msg, line, sizeof(line));
+	fprintf(stderr, "Error: %s\n", line);
 	return code;
 }
 
@@ -222,6 +227,18 @@ check_id_flag(const char *cmd, const char *flag, const char *value, struct ly_sp
 		return fail(EXIT_USAGE, "%s: -%s \"%s\": %s", cmd, flag, value, e.msg);
 	if (ly_spiffe_id_is_trust_domain_id(out))
 		return fail(EXIT_USAGE, "%s: -%s \"%s\": a SPIFFE ID with a path is required", cmd, flag, value);
+	return 0;
+}
+
+/* And allowed for `use` by Lanyard's reserved-namespace rule (lib/spiffeid.h). */
+static int
+check_id_use(const char *cmd, const char *flag, const char *value, enum ly_id_use use)
+{
+	struct ly_error e;
+	struct ly_spiffe_id id;
+
+	if (ly_spiffe_id_parse_str(value, &id, &e) != LY_OK || ly_spiffe_id_check_use(&id, use, &e) != LY_OK)
+		return fail(EXIT_USAGE, "%s: -%s \"%s\": %s", cmd, flag, value, e.msg);
 	return 0;
 }
 
@@ -418,15 +435,17 @@ entry_req_build(const char *cmd, struct entry_args *a, bool update, struct entry
 		return fail(EXIT_USAGE, "%s: -entryID \"%s\": %s", cmd, a->entry_id, e.msg);
 	if (a->spiffe_id == NULL)
 		return fail(EXIT_USAGE, "%s: -spiffeID is required", cmd);
-	if ((rc = check_id_flag(cmd, "spiffeID", a->spiffe_id, &id)) != 0)
+	if ((rc = check_id_flag(cmd, "spiffeID", a->spiffe_id, &id)) != 0 ||
+	    (rc = check_id_use(cmd, "spiffeID", a->spiffe_id, LY_ID_GRANTED)) != 0)
 		return rc;
 	if (a->parent_id != NULL) {
-		if ((rc = check_id_flag(cmd, "parentID", a->parent_id, NULL)) != 0)
+		if ((rc = check_id_flag(cmd, "parentID", a->parent_id, NULL)) != 0 ||
+		    (rc = check_id_use(cmd, "parentID", a->parent_id, LY_ID_PARENT)) != 0)
 			return rc;
 		(void)snprintf(r->parent, sizeof(r->parent), "%s", a->parent_id);
 	} else if (a->node) {
 		/* SPIRE's rule: a node entry's parent is the server itself. */
-		(void)snprintf(r->parent, sizeof(r->parent), "spiffe://%s/lanyard/server", id.trust_domain);
+		(void)snprintf(r->parent, sizeof(r->parent), "spiffe://%s" LY_SERVER_ID_PATH, id.trust_domain);
 	} else {
 		return fail(EXIT_USAGE, "%s: -parentID is required (or -node)", cmd);
 	}
@@ -695,7 +714,8 @@ token_generate(int argc, char **argv)
 	if ((rc = parse_flags(cmd, "Makes a single-use join token for one agent.", flags, NFLAGS(flags), argc,
 	    argv)) >= 0)
 		return rc;
-	if (spiffe_id != NULL && (rc = check_id_flag(cmd, "spiffeID", spiffe_id, NULL)) != 0)
+	if (spiffe_id != NULL && ((rc = check_id_flag(cmd, "spiffeID", spiffe_id, NULL)) != 0 ||
+	    (rc = check_id_use(cmd, "spiffeID", spiffe_id, LY_ID_JOIN_TOKEN)) != 0))
 		return rc;
 	lanyard__admin__v1__token_request__init(&req);
 	req.spiffe_id = unconst(spiffe_id);

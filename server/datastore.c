@@ -141,6 +141,8 @@ ly_ds_entry_create_prepare(struct ly_entry *entry, char **given_id, bool *assign
 	if (entry == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "entry create: no entry");
 	rc = ly_entry_validate(entry, NULL, err);
+	if (rc == LY_OK)
+		rc = ly_entry_check_ttl_floor(entry, err);
 	if (rc != LY_OK)
 		return rc;
 	if (entry->entry_id == NULL || entry->entry_id[0] == '\0') {
@@ -183,6 +185,7 @@ ly_ds_entry_update_prepare(struct ly_entry *entry, unsigned char hash[LY_DS_HASH
 	if (entry->entry_id == NULL || entry->entry_id[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "entry update needs an entry ID");
 	LY_TRY(ly_entry_validate(entry, NULL, err));
+	LY_TRY(ly_entry_check_ttl_floor(entry, err));
 	return ly_ds_identity_hash(entry, hash, err);
 }
 
@@ -308,6 +311,21 @@ ly_datastore_token_check(const char *token, struct ly_error *err)
 }
 
 ly_status
+ly_datastore_token_id_check(const char *token, const struct ly_spiffe_id *id, struct ly_error *err)
+{
+	const char *path = ly_spiffe_id_path(id);
+	size_t n = strlen(LY_JOIN_TOKEN_ID_PATH);
+
+	/* The default, made by the server: the token's own ID. */
+	if (token != NULL && strncmp(path, LY_JOIN_TOKEN_ID_PATH, n) == 0 && strcmp(path + n, token) == 0)
+		return LY_OK;
+	ly_status rc = ly_spiffe_id_check_use(id, LY_ID_JOIN_TOKEN, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "join token SPIFFE ID");
+	return LY_OK;
+}
+
+ly_status
 ly_ds_check_token_create(const char *token, const char *spiffe_id, int64_t expires_at, struct ly_error *err)
 {
 	struct ly_spiffe_id id;
@@ -318,6 +336,7 @@ ly_ds_check_token_create(const char *token, const char *spiffe_id, int64_t expir
 	ly_status rc = ly_spiffe_id_parse_str(spiffe_id, &id, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "join token SPIFFE ID");
+	LY_TRY(ly_datastore_token_id_check(token, &id, err));
 	if (expires_at <= 0)
 		return ly_error_set(err, LY_E_INVALID, "join token needs an expiry time");
 	return LY_OK;

@@ -46,6 +46,7 @@
 #include "lib/buf.h"
 #include "lib/entry.h"
 #include "lib/error.h"
+#include "lib/spiffeid.h"
 
 struct ly_datastore;
 
@@ -324,6 +325,17 @@ ly_datastore_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct 
  * attestor both call it. The message never shows the token.
  */
 ly_status ly_datastore_token_check(const char *token, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * Checks the agent ID a join token grants: exactly the token's default
+ * (LY_JOIN_TOKEN_ID_PATH + token, which the server makes), or an ID that
+ * ly_spiffe_id_check_use allows as LY_ID_JOIN_TOKEN (lib/spiffeid.h): never
+ * the server's ID nor another attestor's agent ID. Called when a token is
+ * stored and again when it is used (a token stored before the rule).
+ * `token` may be NULL (then only the second form passes).
+ */
+ly_status ly_datastore_token_id_check(const char *token, const struct ly_spiffe_id *id, struct ly_error *err)
+    LY_MUST_CHECK;
 
 /*
  * Stores a join token (only its SHA-256) that grants `spiffe_id` to the

@@ -75,7 +75,7 @@
  */
 #define DS_PING_MS 1000
 
-#define SERVER_ID_PATH "/lanyard/server"
+#define SERVER_ID_PATH LY_SERVER_ID_PATH
 /*
  * Largest admin request: an entry at every cap (LY_SELECTORS_MAX selectors
  * of LY_SELECTOR_MAX bytes, LY_DNS_NAMES_MAX names, two IDs) is ~80 KiB.

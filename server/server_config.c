@@ -189,10 +189,10 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 	if (s != NULL && ly_key_type_parse(s, &cfg->ca_key_type, err) != LY_OK)
 		return ly_config_wrap(file, K "ca_key_type", err, LY_E_INVALID);
 	LY_TRY(get_seconds(file, K "ca_ttl", LY_CA_TTL_DEFAULT, LY_CA_TTL_MIN, LY_CA_TTL_MAX, &cfg->ca_ttl, err));
-	LY_TRY(get_seconds(file, K "default_x509_svid_ttl", LY_CA_X509_SVID_TTL_DEFAULT, 1, LY_X509_SVID_TTL_MAX,
-	    &cfg->x509_svid_ttl, err));
-	LY_TRY(get_seconds(file, K "default_jwt_svid_ttl", LY_CA_JWT_SVID_TTL_DEFAULT, 1, LY_JWT_SVID_TTL_MAX,
-	    &cfg->jwt_svid_ttl, err));
+	LY_TRY(get_seconds(file, K "default_x509_svid_ttl", LY_CA_X509_SVID_TTL_DEFAULT, LY_X509_SVID_TTL_MIN,
+	    LY_X509_SVID_TTL_MAX, &cfg->x509_svid_ttl, err));
+	LY_TRY(get_seconds(file, K "default_jwt_svid_ttl", LY_CA_JWT_SVID_TTL_DEFAULT, LY_JWT_SVID_TTL_MIN,
+	    LY_JWT_SVID_TTL_MAX, &cfg->jwt_svid_ttl, err));
 
 	LY_TRY(ly_config_get_string(file, K "upstream_ca.cert_file", NULL, &cfg->upstream_cert_path, err));
 	LY_TRY(ly_config_get_string(file, K "upstream_ca.key_file", NULL, &cfg->upstream_key_path, err));

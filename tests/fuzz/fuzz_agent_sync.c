@@ -1,15 +1,17 @@
 /*
  * fuzz_agent_sync.c: what the agent's sync takes from the server
- * (agent/sync_internal.h). The first byte picks the message: even, an
- * EntriesUpdate (agent.proto), its entries converted and applied to a
- * fresh cache as the watch does; odd, a Bundle, converted. Whatever an
- * update leaves in the cache must be valid entries of the trust domain.
+ * (agent/agentapi_msg.h, as the watch and GetBundle call it). The first
+ * byte picks the message: even, an EntriesUpdate (agent.proto), decoded
+ * and applied to a fresh cache as the watch does; odd, a Bundle, decoded.
+ * Whatever an update leaves in the cache must be valid entries of the
+ * trust domain.
  */
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "agent/cache.h"
-#include "agent/sync_internal.h"
+#include "agent/agentapi_msg.h"
+#include "lib/caps.h"
 #include "lib/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -17,23 +19,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void
 update(const uint8_t *d, size_t n)
 {
-	Lanyard__Agent__V1__EntriesUpdate *m = lanyard__agent__v1__entries_update__unpack(NULL, n, d);
-	struct ly_entry **es = NULL;
+	struct ly_agentapi_update up;
 	struct ly_cache *c = NULL;
-	size_t k = 0;
 
-	if (m == NULL || m->n_entries > 4096 || ly_cache_new("example.org", &c, NULL) != LY_OK)
+	if (ly_agentapi_update_parse(d, n, NULL, NULL, &up, NULL) != LY_OK)
+		return;
+	if (up.u.n_entries + up.n_refused != up.msg->n_entries || up.u.n_entries > LY_AGENT_ENTRIES_MAX ||
+	    up.u.n_deleted > LY_AGENT_ENTRIES_MAX)
+		abort();
+	if (ly_cache_new("example.org", &c, NULL) != LY_OK)
 		goto out;
-	if ((es = calloc(m->n_entries + 1, sizeof(*es))) == NULL)
-		goto out;
-	for (size_t i = 0; i < m->n_entries; i++)
-		k += ly_sync_entry_from_pb(m->entries[i], &es[k], NULL) == LY_OK;
-	for (size_t i = 0; i < m->n_deleted_entry_ids; i++)
-		if (m->deleted_entry_ids[i] == NULL)
-			goto out;
-	struct ly_cache_update u = { m->revision, m->snapshot != 0, es, k,
-		(const char *const *)m->deleted_entry_ids, m->n_deleted_entry_ids };
-	if (ly_cache_apply(c, &u, NULL, NULL) == LY_OK) {
+	if (ly_cache_apply(c, &up.u, NULL, NULL) == LY_OK) {
 		for (size_t i = 0; i < ly_cache_count(c); i++) {
 			struct ly_cache_item it;
 			ly_cache_item_at(c, i, &it);
@@ -46,12 +42,8 @@ update(const uint8_t *d, size_t n)
 		}
 	}
 out:
-	for (size_t i = 0; es != NULL && i < k; i++)
-		ly_entry_free(es[i]);
-	free(es);
 	ly_cache_free(c);
-	if (m != NULL)
-		lanyard__agent__v1__entries_update__free_unpacked(m, NULL);
+	ly_agentapi_update_cleanup(&up);
 }
 
 int
@@ -64,13 +56,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		update(data + 1, size - 1);
 		return 0;
 	}
-	Lanyard__Agent__V1__Bundle *m = lanyard__agent__v1__bundle__unpack(NULL, size - 1, data + 1);
 	struct ly_bundle *b = NULL;
-	if (m != NULL && ly_sync_bundle_from_pb(m, "example.org", &b, NULL) == LY_OK &&
+	if (ly_agentapi_bundle_parse(data + 1, size - 1, "example.org", &b, NULL) == LY_OK &&
 	    (ly_bundle_x509_authority_count(b) == 0 || ly_bundle_sequence(b) > INT64_MAX))
 		abort();
 	ly_bundle_free(b);
-	if (m != NULL)
-		lanyard__agent__v1__bundle__free_unpacked(m, NULL);
 	return 0;
 }

@@ -1,14 +1,14 @@
 /*
  * fuzz_agentapi_agent.c: the Agent service's answers (proto/agent.proto)
- * as agent/sync.c takes them, beyond what fuzz_agent_sync.c covers
- * (EntriesUpdate, Bundle). The first byte picks the answer:
- * 0 AttestAgentResponse, 1 AgentSVID (RenewAgent), 2
- * BatchNewX509SVIDResponse, 3 NewJWTSVIDResponse. Each is unpacked and put
- * through the checks sync.c makes with the same caps: SVID chains through
- * the agent's verifier (agent/verify.h, with a key generated here, so a
- * chain from the input never certifies it: every step up to the key match
- * runs on input bytes), bundles through ly_sync_bundle_from_pb, JWT-SVIDs
- * through ly_verify_jwtsvid against fuzz_jwt.c's public keys.
+ * through the functions the agent's sync ships (agent/agentapi_msg.h),
+ * beyond what fuzz_agent_sync.c covers (EntriesUpdate, Bundle). The first
+ * byte picks the answer: 0 AttestAgentResponse, 1 AgentSVID (RenewAgent),
+ * 2 BatchNewX509SVIDResponse, 3 NewJWTSVIDResponse. What the module
+ * accepts then goes where sync sends it: SVID chains through the agent's
+ * verifier (agent/verify.h, with a key generated here, so a chain from the
+ * input never certifies it: every step up to the key match runs on input
+ * bytes), JWT-SVIDs through ly_verify_jwtsvid against fuzz_jwt.c's public
+ * keys. Invariants the module promises are checked (abort() otherwise).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@
 
 #include <openssl/evp.h>
 
-#include "agent/sync_internal.h"
+#include "agent/agentapi_msg.h"
 #include "agent/verify.h"
 #include "lib/caps.h"
 #include "lib/keys.h"
@@ -45,6 +45,7 @@ static EVP_PKEY *key;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* An AgentSVID the module passed: its promises hold, then the verifier gets it. */
 static void
 svid(const Lanyard__Agent__V1__AgentSVID *m)
 {
@@ -52,9 +53,13 @@ svid(const Lanyard__Agent__V1__AgentSVID *m)
 	struct ly_x509svid_info info;
 	enum ly_verify_fail why;
 
-	if (m->spiffe_id == NULL || m->cert_chain.len == 0 || m->cert_chain.len > LY_CHAIN_DER_MAX)
+	/* The handlers check against the ID they asked for; here, against the answer's own. */
+	const char *expect = m->spiffe_id != NULL ? m->spiffe_id : "spiffe://example.org/agent";
+	if (ly_agentapi_svid_check(m, expect, NULL) != LY_OK)
 		return;
-	if (m->bundle != NULL && ly_sync_bundle_from_pb(m->bundle, "example.org", &b, NULL) == LY_OK &&
+	if (m->spiffe_id == NULL || m->cert_chain.len == 0 || m->cert_chain.len > LY_CHAIN_DER_MAX)
+		abort();
+	if (m->bundle != NULL && ly_agentapi_bundle_from_pb(m->bundle, "example.org", &b, NULL) == LY_OK &&
 	    ly_bundle_x509_authority_count(b) == 0)
 		abort();
 	if (ly_verify_x509svid(ver, m->cert_chain.data, m->cert_chain.len, key, m->spiffe_id, 1700000000, &info, &why,
@@ -64,43 +69,109 @@ svid(const Lanyard__Agent__V1__AgentSVID *m)
 }
 
 static void
+attest(const uint8_t *d, size_t n)
+{
+	Lanyard__Agent__V1__AttestAgentResponse *m = NULL;
+	char id[LY_SPIFFE_ID_MAX + 1];
+
+	if (ly_agentapi_attest_parse(d, n, &m, NULL) != LY_OK)
+		return;
+	if (m->svid != NULL)
+		svid(m->svid);
+	if (ly_agentapi_attest_has_challenge(m) && m->challenge_nonce.len == 0)
+		abort();
+	if (ly_agentapi_attest_has_ticket(m) && ly_agentapi_attest_ticket_id(m, id, sizeof(id), NULL) == LY_OK &&
+	    (strcmp(id, m->agent_id) != 0 || m->ticket.len == 0))
+		abort();
+	ly_agentapi_attest_free(m);
+}
+
+static void
+renewal(const uint8_t *d, size_t n)
+{
+	Lanyard__Agent__V1__AgentSVID *m = lanyard__agent__v1__agent_svid__unpack(NULL, n, d);
+	const char *expect = m != NULL && m->spiffe_id != NULL ? m->spiffe_id : "spiffe://example.org/agent";
+	Lanyard__Agent__V1__AgentSVID *got = NULL;
+
+	if (ly_agentapi_agent_svid_parse(d, n, expect, &got, NULL) == LY_OK) {
+		if (got == NULL)
+			abort();
+		svid(got);
+	}
+	ly_agentapi_agent_svid_free(got);
+	if (m != NULL)
+		lanyard__agent__v1__agent_svid__free_unpacked(m, NULL);
+}
+
+#define BATCH_IDS 8
+
+static void
+batch(const uint8_t *d, size_t n)
+{
+	Lanyard__Agent__V1__BatchNewX509SVIDResponse *m = NULL;
+	const Lanyard__Agent__V1__X509SVIDResult *answer[BATCH_IDS], *refused[BATCH_IDS];
+	const char *ids[BATCH_IDS] = { "a", "b", NULL, "c" };
+	size_t nids = 4;
+
+	if (ly_agentapi_batch_parse(d, n, &m, NULL) != LY_OK)
+		return;
+	/* Asked for: a few fixed IDs, and those the answer names (so that some match). */
+	for (size_t r = 0; r < m->n_results && nids < BATCH_IDS; r++)
+		if (m->results[r] != NULL)
+			ids[nids++] = m->results[r]->entry_id;
+	ly_agentapi_batch_match(m, ids, nids, answer, refused);
+	for (size_t i = 0; i < nids; i++) {
+		if (answer[i] != NULL && refused[i] != NULL)
+			abort();
+		const Lanyard__Agent__V1__X509SVIDResult *res = answer[i] != NULL ? answer[i] : refused[i];
+		if (res != NULL && (ids[i] == NULL || res->entry_id == NULL || strcmp(ids[i], res->entry_id) != 0))
+			abort();
+		if (answer[i] != NULL && answer[i]->status_code != 0)
+			abort();
+		if (answer[i] == NULL)
+			continue;
+		Lanyard__Agent__V1__AgentSVID s;
+		lanyard__agent__v1__agent_svid__init(&s);
+		s.spiffe_id = answer[i]->spiffe_id;
+		s.cert_chain = answer[i]->cert_chain;
+		svid(&s);
+	}
+	ly_agentapi_batch_free(m);
+}
+
+static void
+jwt(const uint8_t *d, size_t n)
+{
+	Lanyard__Agent__V1__NewJWTSVIDResponse *m = NULL;
+	enum ly_verify_fail why;
+	json_t *claims = NULL;
+
+	if (ly_agentapi_jwt_parse(d, n, &m, NULL) != LY_OK)
+		return;
+	size_t len = strlen(m->token);
+	if (len == 0 || len > LY_JWT_MAX)
+		abort();
+	if (ly_verify_jwtsvid(ver, m->token, len, "fuzz", NULL, set, 1700000000, NULL, &claims, &why, NULL) == LY_OK)
+		json_decref(claims);
+	ly_agentapi_jwt_free(m);
+}
+
+static void
 answer(unsigned kind, const uint8_t *d, size_t n)
 {
-	if (kind == 0) {
-		Lanyard__Agent__V1__AttestAgentResponse *m = lanyard__agent__v1__attest_agent_response__unpack(NULL, n, d);
-		if (m != NULL && m->svid != NULL)
-			svid(m->svid);
-		if (m != NULL)
-			lanyard__agent__v1__attest_agent_response__free_unpacked(m, NULL);
-	} else if (kind == 1) {
-		Lanyard__Agent__V1__AgentSVID *m = lanyard__agent__v1__agent_svid__unpack(NULL, n, d);
-		if (m != NULL) {
-			svid(m);
-			lanyard__agent__v1__agent_svid__free_unpacked(m, NULL);
-		}
-	} else if (kind == 2) {
-		Lanyard__Agent__V1__BatchNewX509SVIDResponse *m =
-		    lanyard__agent__v1__batch_new_x509_svidresponse__unpack(NULL, n, d);
-		for (size_t i = 0; m != NULL && i < m->n_results; i++) {
-			Lanyard__Agent__V1__AgentSVID s;
-			lanyard__agent__v1__agent_svid__init(&s);
-			s.spiffe_id = m->results[i]->spiffe_id;
-			s.cert_chain = m->results[i]->cert_chain;
-			if (m->results[i]->status_code == 0)
-				svid(&s);
-		}
-		if (m != NULL)
-			lanyard__agent__v1__batch_new_x509_svidresponse__free_unpacked(m, NULL);
-	} else {
-		Lanyard__Agent__V1__NewJWTSVIDResponse *m = lanyard__agent__v1__new_jwtsvidresponse__unpack(NULL, n, d);
-		enum ly_verify_fail why;
-		json_t *claims = NULL;
-		if (m != NULL && m->token != NULL && m->token[0] != '\0' && strlen(m->token) <= LY_JWT_MAX &&
-		    ly_verify_jwtsvid(ver, m->token, strlen(m->token), "fuzz", NULL, set, 1700000000, NULL, &claims, &why,
-			NULL) == LY_OK)
-			json_decref(claims);
-		if (m != NULL)
-			lanyard__agent__v1__new_jwtsvidresponse__free_unpacked(m, NULL);
+	switch (kind) {
+	case 0:
+		attest(d, n);
+		break;
+	case 1:
+		renewal(d, n);
+		break;
+	case 2:
+		batch(d, n);
+		break;
+	default:
+		jwt(d, n);
+		break;
 	}
 }
 

@@ -7,7 +7,8 @@
  * datastore, pending challenges, the CA), so this target runs protobuf-c's
  * unpack and the pure library parsers the handlers call on what came in:
  * the CSR (lib/csr.h), the x509pop chain split (lib/der.h), entry IDs
- * (lib/entry.h), with the same size caps in the same order. The CA's own
+ * (lib/entry.h), NewJWTSVID's strict unpack and audience check
+ * (lib/pbstrict.h, lib/text.h), with the same size caps in the same order. The CA's own
  * CSR parser is fuzz_ca_csr.c; x509pop's proof is fuzz_x509pop.c.
  */
 #include <stdint.h>
@@ -19,6 +20,8 @@
 #include "lib/csr.h"
 #include "lib/der.h"
 #include "lib/entry.h"
+#include "lib/pbstrict.h"
+#include "lib/text.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -70,17 +73,23 @@ batch(const uint8_t *d, size_t n)
 		lanyard__agent__v1__batch_new_x509_svidrequest__free_unpacked(m, NULL);
 }
 
+/* agent_api.c NewJWTSVID: the strict unpack (lib/pbstrict.h), the entry ID, each audience (lib/text.h). */
 static void
 jwt(const uint8_t *d, size_t n)
 {
-	Lanyard__Agent__V1__NewJWTSVIDRequest *m = lanyard__agent__v1__new_jwtsvidrequest__unpack(NULL, n, d);
+	ProtobufCMessage *pm = NULL;
 	size_t total = 0;
 
-	if (m == NULL)
+	if (ly_pb_unpack_strict(&lanyard__agent__v1__new_jwtsvidrequest__descriptor, d, n, LY_RPC_MSG_MAX, NULL, &pm,
+	    NULL) != LY_OK)
 		return;
+	Lanyard__Agent__V1__NewJWTSVIDRequest *m = (Lanyard__Agent__V1__NewJWTSVIDRequest *)(void *)pm;
 	if (ly_entry_id_check(m->entry_id, NULL) == LY_OK && m->n_audience > 0 && m->n_audience <= LY_JWT_AUDIENCES_MAX)
-		for (size_t i = 0; i < m->n_audience; i++)
+		for (size_t i = 0; i < m->n_audience; i++) {
+			if (ly_text_check("audience", m->audience[i], LY_JWT_AUDIENCE_MAX, NULL) != LY_OK)
+				break;
 			total += strlen(m->audience[i]);
+		}
 	(void)total;
 	lanyard__agent__v1__new_jwtsvidrequest__free_unpacked(m, NULL);
 }

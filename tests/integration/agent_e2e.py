@@ -24,7 +24,10 @@ Everything runs on 127.0.0.1 in a temporary directory. Scenarios:
     a token while the server is down: same identity and SVIDs at once; the
     server back: a new entry reaches the agent;
   - the CLI: api fetch x509 -write, api fetch jwt, api fetch jwt-bundles,
-    api validate, api watch, healthcheck, SPIFFE_ENDPOINT_SOCKET;
+    api validate, api watch, healthcheck, SPIFFE_ENDPOINT_SOCKET; an error
+    with a newline in a value printed escaped on one line;
+  - connect-then-exec: a process attested as the binary a unix:path entry
+    names, that then execs another, is refused on its next call;
   - SIGTERM: open streams end UNAVAILABLE, exit 0.
 Prints ok/FAIL per check and the measured figures; exits 1 on any failure,
 else 77 (a skip, for ctest) when a scenario cannot run here (not root, no unshare).
@@ -35,6 +38,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import statistics
 import subprocess
@@ -723,6 +727,10 @@ def cli_verbs(env, ids, token):
     check(rc == 2 and one_error_line(err), "api validate without -svid: exit 2", err)
     rc, out, err = agent_cli("api", "fetch", "jwt", "-socketPath", sock)
     check(rc == 2 and one_error_line(err), "api fetch jwt without -audience: exit 2", err)
+    rc, out, err = agent_cli("api", "fetch", "jwt", "-audience", "a", "-spiffeID",
+                             f"spiffe://{TD}/x\nError: forged line\x1b[2J", "-socketPath", sock)
+    check(rc == 2 and one_error_line(err) and "x\\nError: forged line\\x1b[2J" in err and "\x1b" not in err,
+          "api fetch jwt: a newline and an escape in a value printed escaped, on one line", repr(err))
     rc, out, err = agent_cli("api", "fetch", "jwt-bundles", "-socketPath", sock)
     check(rc == 0 and f"bundle(spiffe://{TD})" in out and '"keys"' in out, "api fetch jwt-bundles", out + err)
     rc, out, err = agent_cli("healthcheck", "-socketPath", sock)
@@ -746,6 +754,106 @@ def cli_verbs(env, ids, token):
     check(line.startswith("Received ") and p.returncode == 0 and ids["a"] in out,
           "api watch prints updates, exits 0 on SIGTERM", line + out + err)
     check(tok not in env.agent.text(), "no CLI token in the agent's log")
+
+
+EXEC_CLIENT = r'''
+import os, socket, sys
+agent_sock, ctl_path, then = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_UNIX)
+s.connect(agent_sock)
+c = socket.socket(socket.AF_UNIX)
+c.connect(ctl_path)
+socket.send_fds(c, [b"fd"], [s.fileno()])
+c.recv(1)
+os.execv(then, [then, "30"])
+'''
+
+
+def splice(a, b):
+    """Copies a -> b until a closes."""
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    for x in (a, b):
+        try:
+            x.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def connect_then_exec(env, pb, pb_grpc):
+    """A process that connected as the binary an entry names (unix:path), was attested so, and then
+    exec'd another binary: its next call on the same connection is refused (attest_unix.h)."""
+    d = os.path.join(env.tmp, "exec")
+    os.makedirs(d)
+    trusted = os.path.join(d, "trusted-python")
+    shutil.copy(os.path.realpath("/usr/bin/python3"), trusted)
+    os.chmod(trusted, 0o755)
+    then = os.path.realpath(shutil.which("sleep"))
+    script = os.path.join(d, "client.py")
+    with open(script, "w") as f:
+        f.write(EXEC_CLIENT)
+    sid = f"spiffe://{TD}/workload/trusted-binary"
+    create_entry(env, sid, [f"unix:path:{trusted}"])
+    ctl_path, front = os.path.join(d, "ctl.sock"), os.path.join(d, "front.sock")
+    ctl = socket.socket(socket.AF_UNIX)
+    ctl.bind(ctl_path)
+    ctl.listen(1)
+    lst = socket.socket(socket.AF_UNIX)
+    lst.bind(front)
+    lst.listen(1)
+    # The trusted binary connects to the agent and hands the connection to us; we carry a gRPC
+    # channel over it (a local relay), so the agent sees every call as the connector's.
+    proc = subprocess.Popen([trusted, script, env.agent_sock, ctl_path, then], stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONHOME="/usr"))
+    ctl.settimeout(20)
+    c, _ = ctl.accept()
+    _, fds, _, _ = socket.recv_fds(c, 16, 1)
+    agent_conn = socket.socket(fileno=fds[0])
+
+    def relay():
+        lst.settimeout(20)
+        g, _ = lst.accept()
+        threading.Thread(target=splice, args=(agent_conn, g), daemon=True).start()
+        splice(g, agent_conn)
+
+    threading.Thread(target=relay, daemon=True).start()
+    ch = grpc.insecure_channel("unix:" + front)
+    stub = pb_grpc.SpiffeWorkloadAPIStub(ch)
+    box = {}
+
+    def served():
+        r, code = first_x509(stub, pb, timeout=5)
+        box["r"], box["code"] = r, code
+        return r is not None and sid in {s.spiffe_id for s in r.svids}
+
+    check(wait_for(served, 30, 0.2), "connect-then-exec: the connector, running the trusted binary, gets its SVID",
+          str(box.get("code")))
+    c.send(b"x")  # now exec another binary, same PID, same connection
+    exe = f"/proc/{proc.pid}/exe"
+    check(wait_for(lambda: os.path.realpath(exe) == then, 10), "connect-then-exec: the connector exec'd sleep")
+    r, code = first_x509(stub, pb, timeout=5)
+    check(r is None and code == grpc.StatusCode.PERMISSION_DENIED,
+          "connect-then-exec: its next call on the same connection: PERMISSION_DENIED",
+          f"{code} {[s.spiffe_id for s in r.svids] if r else ''}")
+    try:
+        stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["a"]), metadata=MD, timeout=5)
+        jcode = grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        jcode = e.code()
+    check(jcode == grpc.StatusCode.PERMISSION_DENIED, "connect-then-exec: FetchJWTSVID too: PERMISSION_DENIED",
+          str(jcode))
+    check("another executable" in env.agent.text(), "connect-then-exec: the agent logs why")
+    ch.close()
+    proc.kill()
+    proc.wait()
+    for x in (ctl, lst, c, agent_conn):
+        x.close()
 
 
 def server_down_and_restart(env, pb, pb_grpc, ids, token, before):
@@ -858,6 +966,7 @@ def main():
         rotation(env, pb, pb_grpc, ids)
         tok = jwt_checks(env, pb, pb_grpc, ids)
         cli_verbs(env, ids, tok)
+        connect_then_exec(env, pb, pb_grpc)
         ch, stub = stub_for(env, pb_grpc)
         before, _ = first_x509(stub, pb)
         ch.close()

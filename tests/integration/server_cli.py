@@ -264,6 +264,29 @@ def refusals(s):
         ("unknown command", 2, ["entry", "frobnicate"]),
         ("token TTL over 7 days", 2, ["token", "generate", "-ttl", "604801"]),
         ("token for another trust domain", 1, ["token", "generate", "-spiffeID", "spiffe://other.org/agent"]),
+        # Lanyard's reserved namespace (lib/spiffeid.h), refused by the CLI before it sends.
+        ("entry for the server's own ID", 2,
+         ["entry", "create", "-spiffeID", f"spiffe://{TD}/lanyard/server", *p, "-selector", "unix:uid:1"]),
+        ("entry for an agent's ID", 2,
+         ["entry", "create", "-spiffeID", f"spiffe://{TD}/lanyard/agent/node1", *p, "-selector", "unix:uid:1"]),
+        ("entry parented by a reserved ID that is no agent", 2,
+         ["entry", "create", "-spiffeID", f"spiffe://{TD}/x", "-parentID", f"spiffe://{TD}/lanyard/x",
+          "-selector", "unix:uid:1"]),
+        ("token for the server's own ID", 2, ["token", "generate", "-spiffeID", f"spiffe://{TD}/lanyard/server"]),
+        ("token for an x509pop agent's ID", 2,
+         ["token", "generate", "-spiffeID", f"spiffe://{TD}/lanyard/agent/x509pop/{'a' * 40}"]),
+        ("token for another token's default ID", 2,
+         ["token", "generate", "-spiffeID", f"spiffe://{TD}/lanyard/agent/join_token/abc"]),
+        # The TTL floor (lib/caps.h), refused by the server.
+        ("X.509 TTL under the floor", 1,
+         ["entry", "create", "-spiffeID", f"spiffe://{TD}/x", *p, "-selector", "unix:uid:1", "-x509SVIDTTL", "1"]),
+        ("JWT TTL under the floor", 1,
+         ["entry", "create", "-spiffeID", f"spiffe://{TD}/x", *p, "-selector", "unix:uid:1", "-jwtSVIDTTL", "29"]),
+        # A value with a newline and a terminal escape: still one line.
+        ("newline in a value", 2,
+         ["entry", "create", "-spiffeID", f"spiffe://{TD}/x\nError: forged line", *p, "-selector", "unix:uid:1"]),
+        ("escape in a value", 2,
+         ["entry", "create", "-spiffeID", f"spiffe://{TD}/x", *p, "-selector", "unix:uid:1", "-dns", "a\x1b[2Jb"]),
         ("bad bundle format", 2, ["bundle", "show", "-format", "der"]),
         ("agent show of an unknown agent", 1, ["agent", "show", "-spiffeID", AGENT]),
         ("agent evict of an unknown agent", 1, ["agent", "evict", "-spiffeID", AGENT]),
@@ -275,12 +298,25 @@ def refusals(s):
         check(rc == want and one_error_line(err) and out == "", f"refused: {name}: exit {want}, one 'Error:' line",
               f"rc={rc} out={out!r} err={err!r}")
     check(entries_json(s) == before, "nothing stored by any refused command")
+    rc, out, err = cli("entry", "create", "-spiffeID", f"spiffe://{TD}/lanyard/server", *p, "-selector", "unix:uid:1",
+                       sock=s.sock)
+    check("reserved namespace" in err, "refused: the server's ID: the message names the reserved namespace", err)
+    rc, out, err = cli("entry", "create", "-spiffeID", f"spiffe://{TD}/x", *p, "-selector", "unix:uid:1",
+                       "-x509SVIDTTL", "1", sock=s.sock)
+    check("x509_svid_ttl 1 is under the 20-second floor" in err, "refused: X.509 TTL 1: the floor named", err)
+    rc, out, err = cli("entry", "create", "-spiffeID", f"spiffe://{TD}/x\nError: forged line", *p,
+                       "-selector", "unix:uid:1", sock=s.sock)
+    check(err.count("\n") == 1 and "x\\nError: forged line" in err,
+          "a newline in a value is printed escaped (\\n), on one line", repr(err))
+    rc, out, err = cli("entry", "create", "-spiffeID", f"spiffe://{TD}/x", *p, "-selector", "unix:uid:1",
+                       "-dns", "a\x1b[2Jb", sock=s.sock)
+    check("\x1b" not in err and "a\\x1b[2Jb" in err, "a terminal escape in a value is printed as \\x1b", repr(err))
     changes = {("entry", "create"), ("entry", "update"), ("entry", "delete"), ("token", "generate"),
                ("agent", "evict"), ("agent", "ban")}
     reached = sum(1 for _, want, args in cases if want == 1 and tuple(args[:2]) in changes)
     rc, out, err = cli("healthcheck", sock=os.path.join(s.tmp, "nowhere.sock"))
     check(rc == 1 and one_error_line(err) and "cannot reach" in err, "healthcheck: no server: exit 1", err)
-    return reached
+    return reached + 1  # and the X.509 TTL 1 create above
 
 
 def direct(s, pb_dir):
@@ -323,6 +359,14 @@ def direct(s, pb_dir):
         ("bad entry ID", entry(entry_id="a/b")),
         ("bad DNS name", entry(dns_names=["-bad-"])),
         ("duplicate selector", entry(selectors=[agent.Selector(type="unix", value="uid:5")] * 2)),
+        ("the server's own ID", entry(spiffe_id=f"spiffe://{TD}/lanyard/server")),
+        ("an agent's ID", entry(spiffe_id=f"spiffe://{TD}/lanyard/agent/join_token/abc")),
+        ("a node entry for the server's ID", entry(spiffe_id=f"spiffe://{TD}/lanyard/server", node=True,
+                                                   parent_id=f"spiffe://{TD}/lanyard/server",
+                                                   selectors=[agent.Selector(type="k8s_psat", value="cluster:c")])),
+        ("a reserved parent that is no agent", entry(parent_id=f"spiffe://{TD}/lanyard")),
+        ("X.509 TTL 1 (under the floor)", entry(x509_svid_ttl=1)),
+        ("JWT TTL 1 (under the floor)", entry(jwt_svid_ttl=1)),
     ]
     for name, req in bad:
         code, detail = call("CreateEntry", req, agent.Entry)
@@ -342,7 +386,12 @@ def direct(s, pb_dir):
     for name, req in [("negative TTL", admin.TokenRequest(ttl=-1)),
                       ("TTL over 7 days", admin.TokenRequest(ttl=7 * 86400 + 1)),
                       ("foreign trust domain", admin.TokenRequest(spiffe_id="spiffe://other.org/a")),
-                      ("malformed SPIFFE ID", admin.TokenRequest(spiffe_id="spiffe://example.org/a//b"))]:
+                      ("malformed SPIFFE ID", admin.TokenRequest(spiffe_id="spiffe://example.org/a//b")),
+                      ("the server's own ID", admin.TokenRequest(spiffe_id=f"spiffe://{TD}/lanyard/server")),
+                      ("a k8s_psat agent's ID",
+                       admin.TokenRequest(spiffe_id=f"spiffe://{TD}/lanyard/agent/k8s_psat/c/u")),
+                      ("another token's default ID",
+                       admin.TokenRequest(spiffe_id=f"spiffe://{TD}/lanyard/agent/join_token/abc"))]:
         code, detail = call("GenerateToken", req, admin.Token)
         check(code == grpc.StatusCode.INVALID_ARGUMENT, f"server refuses GenerateToken: {name}", f"{code} {detail}")
     code, detail = call("EvictAgent", admin.AgentID(), admin.Agent)
@@ -353,8 +402,8 @@ def direct(s, pb_dir):
           and 590 <= tok.expires_at - time.time() <= 610,
           "GenerateToken default: SPIFFE ID .../join_token/<token>, 600 s", str(tok))
     ch.close()
-    # refused: 11 + 1 + 1 + 1 + 1 + 1 creates/updates/deletes, 4 tokens, 1 evict; accepted: 1 token
-    return tok.token, 21, 1
+    # refused: 17 + 1 + 1 + 1 + 1 + 1 creates/updates/deletes, 7 tokens, 1 evict; accepted: 1 token
+    return tok.token, 30, 1
 
 
 def tokens(s):

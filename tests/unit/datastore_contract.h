@@ -51,6 +51,9 @@
 #define TD "spiffe://example.org"
 #define AGENT1 TD "/lanyard/agent/join_token/a1"
 #define AGENT2 TD "/lanyard/agent/join_token/a2"
+/* Agents a token names (a token may not grant another token's default ID). */
+#define TOKEN_AGENT1 TD "/lanyard/agent/n1"
+#define TOKEN_AGENT2 TD "/lanyard/agent/n2"
 
 /* What differs between back ends; every member is required unless said. */
 struct ds_backend {
@@ -472,12 +475,12 @@ test_changes_since(void **state)
 	char *b = create(f, entry_of(TD "/b", AGENT1, "unix:uid:2", NULL)); /* r2 */
 	struct ly_entry *ea = NULL;
 	assert_int_equal(ly_datastore_entry_get(f->ds, a, &ea, NULL), LY_OK);
-	ea->jwt_svid_ttl = 10;
+	ea->jwt_svid_ttl = 45;
 	assert_int_equal(ly_datastore_entry_update(f->ds, ea, NULL), LY_OK); /* r3 */
 	ly_entry_free(ea);
 	assert_int_equal(ly_datastore_entry_delete(f->ds, b, NULL, NULL), LY_OK); /* r4 */
 	char *c = create(f, entry_of(TD "/c", AGENT1, "unix:uid:3", NULL)); /* r5 */
-	assert_int_equal(ly_datastore_token_create(f->ds, "tok", AGENT1, 4102444800, NULL), LY_OK); /* r6 */
+	assert_int_equal(ly_datastore_token_create(f->ds, "tok", TOKEN_AGENT1, 4102444800, NULL), LY_OK); /* r6 */
 
 	assert_int_equal(ly_datastore_entry_changes_since(f->ds, 0, &ch, NULL), LY_OK);
 	assert_false(ch.resync);
@@ -487,7 +490,7 @@ test_changes_since(void **state)
 	assert_int_equal(ch.items[0].op, LY_ENTRY_UPDATED);
 	assert_int_equal(ch.items[0].revision, 3);
 	assert_non_null(ch.items[0].entry);
-	assert_int_equal(ch.items[0].entry->jwt_svid_ttl, 10);
+	assert_int_equal(ch.items[0].entry->jwt_svid_ttl, 45);
 	assert_string_equal(ch.items[1].entry_id, b); /* the deletion is visible */
 	assert_int_equal(ch.items[1].op, LY_ENTRY_DELETED);
 	assert_int_equal(ch.items[1].revision, 4);
@@ -551,12 +554,12 @@ test_tokens(void **state)
 	char *id = NULL;
 	const char *tok = "b6c1a7e2-3f4d-4e5a-9b8c-7d6e5f4a3b2c";
 
-	assert_int_equal(ly_datastore_token_create(f->ds, tok, AGENT1, 2000, &err), LY_OK);
+	assert_int_equal(ly_datastore_token_create(f->ds, tok, TOKEN_AGENT1, 2000, &err), LY_OK);
 	int64_t rev = revision(f);
-	expect(ly_datastore_token_create(f->ds, tok, AGENT2, 2000, &err), &err, LY_E_INVALID, "already exists");
+	expect(ly_datastore_token_create(f->ds, tok, TOKEN_AGENT2, 2000, &err), &err, LY_E_INVALID, "already exists");
 	assert_int_equal(revision(f), rev);
 	assert_int_equal(ly_datastore_token_consume(f->ds, tok, 1999, &id, &err), LY_OK);
-	assert_string_equal(id, AGENT1);
+	assert_string_equal(id, TOKEN_AGENT1);
 	free(id);
 	id = NULL;
 	/* Single use. */
@@ -565,14 +568,14 @@ test_tokens(void **state)
 	assert_null(id);
 
 	/* Expired at expires_at; an expired token is used up too. */
-	assert_int_equal(ly_datastore_token_create(f->ds, "tok2", AGENT2, 2000, &err), LY_OK);
+	assert_int_equal(ly_datastore_token_create(f->ds, "tok2", TOKEN_AGENT2, 2000, &err), LY_OK);
 	expect(ly_datastore_token_consume(f->ds, "tok2", 2000, &id, &err), &err, LY_E_EXPIRED, "expired");
 	assert_null(id);
 	expect(ly_datastore_token_consume(f->ds, "tok2", 10, &id, &err), &err, LY_E_NOT_FOUND, "already used");
 
 	/* Prune removes only expired tokens. */
-	assert_int_equal(ly_datastore_token_create(f->ds, "old", AGENT1, 100, NULL), LY_OK);
-	assert_int_equal(ly_datastore_token_create(f->ds, "new", AGENT1, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_create(f->ds, "old", TOKEN_AGENT1, 100, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_create(f->ds, "new", TOKEN_AGENT1, 5000, NULL), LY_OK);
 	size_t removed = 99;
 	rev = revision(f);
 	assert_int_equal(ly_datastore_token_prune(f->ds, 1000, &removed, NULL), LY_OK);
@@ -588,22 +591,22 @@ test_tokens(void **state)
 	id = NULL;
 
 	/* Shape checks. */
-	expect(ly_datastore_token_create(f->ds, "", AGENT1, 100, &err), &err, LY_E_INVALID, "empty");
-	expect(ly_datastore_token_create(f->ds, "a b", AGENT1, 100, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
+	expect(ly_datastore_token_create(f->ds, "", TOKEN_AGENT1, 100, &err), &err, LY_E_INVALID, "empty");
+	expect(ly_datastore_token_create(f->ds, "a b", TOKEN_AGENT1, 100, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
 	/* "." and ".." would become an agent ID path segment: never stored. */
-	expect(ly_datastore_token_create(f->ds, "..", AGENT1, 100, &err), &err, LY_E_INVALID, "'.' or '..'");
+	expect(ly_datastore_token_create(f->ds, "..", TOKEN_AGENT1, 100, &err), &err, LY_E_INVALID, "'.' or '..'");
 	char big[300];
 	memset(big, 't', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	expect(ly_datastore_token_create(f->ds, big, AGENT1, 100, &err), &err, LY_E_LIMIT, "longer than 256");
+	expect(ly_datastore_token_create(f->ds, big, TOKEN_AGENT1, 100, &err), &err, LY_E_LIMIT, "longer than 256");
 	expect(ly_datastore_token_create(f->ds, "t3", "spiffe://Bad/x", 100, &err), &err, LY_E_INVALID,
 	    "join token SPIFFE ID");
-	expect(ly_datastore_token_create(f->ds, "t3", AGENT1, 0, &err), &err, LY_E_INVALID, "expiry");
+	expect(ly_datastore_token_create(f->ds, "t3", TOKEN_AGENT1, 0, &err), &err, LY_E_INVALID, "expiry");
 	expect(ly_datastore_token_consume(f->ds, "a/b", 0, &id, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
 
 	/* Only a digest is stored: neither token's bytes are anywhere in the store's files. */
 	const char *secret = "Zq9xSECRETtokenVALUE7Lm2";
-	assert_int_equal(ly_datastore_token_create(f->ds, secret, AGENT2, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_create(f->ds, secret, TOKEN_AGENT2, 5000, NULL), LY_OK);
 	f->be->check_token_digest_only(f, secret, tok);
 	assert_int_equal(ly_datastore_token_consume(f->ds, secret, 10, &id, NULL), LY_OK);
 	free(id);
@@ -616,7 +619,7 @@ test_token_single_use_across_handles(void **state)
 	struct ly_datastore *other = NULL;
 	char *id = NULL;
 	assert_int_equal(f->be->open_store(f, &other, NULL), LY_OK);
-	assert_int_equal(ly_datastore_token_create(f->ds, "shared", AGENT1, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_create(f->ds, "shared", TOKEN_AGENT1, 5000, NULL), LY_OK);
 	assert_int_equal(ly_datastore_token_consume(other, "shared", 10, &id, NULL), LY_OK);
 	free(id);
 	id = NULL;

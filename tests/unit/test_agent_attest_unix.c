@@ -16,10 +16,12 @@
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -213,7 +215,7 @@ fake_cleanup(struct fake *fk)
 static struct ly_unix_peer
 fake_peer(uid_t uid, gid_t gid)
 {
-	struct ly_unix_peer p = { FAKE_PID, uid, gid, -1, true, 5000 };
+	struct ly_unix_peer p = { FAKE_PID, uid, gid, -1, true, 5000, { false, 0, 0 } };
 	return p;
 }
 
@@ -337,7 +339,7 @@ static struct ly_unix_peer
 self_peer(int *pidfd)
 {
 	struct ly_error err;
-	struct ly_unix_peer p = { getpid(), getuid(), getgid(), -1, true, 0 };
+	struct ly_unix_peer p = { getpid(), getuid(), getgid(), -1, true, 0, { false, 0, 0 } };
 	*pidfd = pidfd_open_(getpid());
 	assert_true(*pidfd >= 0);
 	p.pidfd = *pidfd;
@@ -608,7 +610,7 @@ test_attest_deleted_binary(void **state)
 	assert_string_equal(seen, bin);
 
 	struct ly_unix_attestor *a = new_attestor(NULL, 0);
-	struct ly_unix_peer p = { child, getuid(), getgid(), pidfd_open_(child), false, 0 };
+	struct ly_unix_peer p = { child, getuid(), getgid(), pidfd_open_(child), false, 0, { false, 0, 0 } };
 	assert_true(p.pidfd >= 0);
 	assert_int_equal(ly_unix_attest(a, &p, &sels, &n, &err), LY_OK);
 	snprintf(cmd, sizeof(cmd), "path:%s", bin);
@@ -630,6 +632,222 @@ test_attest_deleted_binary(void **state)
 	close(p.pidfd);
 	ly_unix_attestor_free(a);
 	assert_int_equal(rmdir(dir), 0);
+}
+
+/* The executable recorded at accept (procfs.h struct ly_proc_exe), with the fake root. */
+static void
+test_exe_changed_fake(void **state)
+{
+	(void)state;
+	struct fake fk;
+	struct ly_error err;
+	struct ly_proc_exe exe, none = { false, 0, 0 };
+	struct ly_selector *sels = NULL;
+	size_t n = 0;
+	char other[256];
+
+	fake_init(&fk);
+	assert_int_equal(ly_proc_exe_id(fk.root, FAKE_PID, &exe, &err), LY_OK);
+	assert_true(exe.known);
+	assert_int_equal(ly_proc_verify_exe(fk.root, FAKE_PID, &exe, &err), LY_OK);
+	struct ly_unix_peer p = fake_peer(getuid(), getgid());
+	p.exe = exe;
+	struct ly_unix_attestor *a = new_attestor(fk.root, 0);
+	assert_int_equal(ly_unix_attest(a, &p, &sels, &n, &err), LY_OK);
+	ly_selectors_free(sels, n);
+	assert_int_equal(ly_unix_peer_verify(fk.root, &p, &err), LY_OK);
+
+	/* An exec: the link now names another file. */
+	snprintf(other, sizeof(other), "%s/bin-other", fk.root);
+	write_path(other, "other");
+	fake_set_exe(&fk, other);
+	assert_int_equal(ly_proc_verify_exe(fk.root, FAKE_PID, &exe, &err), LY_E_UNTRUSTED);
+	assert_non_null(strstr(err.msg, "another executable"));
+	assert_int_equal(ly_unix_peer_verify(fk.root, &p, &err), LY_E_UNTRUSTED);
+	/* Exec'd before attestation: no selector at all. */
+	assert_int_equal(ly_unix_attest(a, &p, &sels, &n, &err), LY_E_UNTRUSTED);
+	assert_null(sels);
+	assert_non_null(strstr(err.msg, "exec before attestation"));
+	/* Nothing recorded (unreadable at accept): not checked. */
+	assert_int_equal(ly_proc_verify_exe(fk.root, FAKE_PID, &none, &err), LY_OK);
+	assert_int_equal(ly_proc_verify_exe(fk.root, FAKE_PID, NULL, &err), LY_OK);
+	/* Gone: the caller exited. */
+	char path[256];
+	snprintf(path, sizeof(path), "%s/exe", fk.dir);
+	assert_int_equal(unlink(path), 0);
+	fake_cleanup(&fk);
+	assert_int_equal(ly_proc_exe_id(fk.root, FAKE_PID, &exe, &err), LY_E_NOT_FOUND);
+	ly_unix_attestor_free(a);
+}
+
+/* Waits until /proc/<pid>/exe reads `want`; false after 5 s. */
+static bool
+wait_exe(pid_t pid, const char *want)
+{
+	char link[64], seen[PATH_MAX];
+	snprintf(link, sizeof(link), "/proc/%ld/exe", (long)pid);
+	for (int i = 0; i < 500; i++) {
+		ssize_t r = readlink(link, seen, sizeof(seen) - 1);
+		if (r > 0) {
+			seen[r] = '\0';
+			if (strcmp(seen, want) == 0)
+				return true;
+		}
+		struct timespec t = { 0, 10 * 1000 * 1000 };
+		nanosleep(&t, NULL);
+	}
+	return false;
+}
+
+/*
+ * A real process attested as the binary it runs, that then execs another:
+ * ly_unix_peer_verify (run before every Workload API answer) refuses it.
+ */
+static void
+test_exec_after_attestation(void **state)
+{
+	REQUIRE_PIDFD();
+	(void)state;
+	int go[2];
+	char sleep_path[PATH_MAX], self[PATH_MAX];
+	struct ly_error err;
+	struct ly_selector *sels = NULL;
+	size_t n = 0;
+
+	FILE *f = popen("command -v sleep", "r");
+	assert_non_null(f);
+	assert_non_null(fgets(sleep_path, sizeof(sleep_path), f));
+	pclose(f);
+	sleep_path[strcspn(sleep_path, "\n")] = '\0';
+	assert_non_null(realpath(sleep_path, self));
+	snprintf(sleep_path, sizeof(sleep_path), "%s", self);
+	ssize_t r = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(r > 0);
+	self[r] = '\0';
+
+	assert_int_equal(pipe(go), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		char c;
+		close(go[1]);
+		if (read(go[0], &c, 1) == 1)
+			execl(sleep_path, "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	close(go[0]);
+	struct ly_unix_peer p = { child, getuid(), getgid(), pidfd_open_(child), true, 0, { false, 0, 0 } };
+	assert_true(p.pidfd >= 0);
+	assert_int_equal(ly_proc_start_time(NULL, child, &p.start_time, &err), LY_OK);
+	assert_int_equal(ly_proc_exe_id(NULL, child, &p.exe, &err), LY_OK);
+	assert_true(p.exe.known);
+	struct ly_unix_attestor *a = new_attestor(NULL, 0);
+	assert_int_equal(ly_unix_attest(a, &p, &sels, &n, &err), LY_OK);
+	char sel[PATH_MAX + 8];
+	snprintf(sel, sizeof(sel), "path:%s", self);
+	assert_true(has_sel(sels, n, "unix", sel));
+	ly_selectors_free(sels, n);
+	assert_int_equal(ly_unix_peer_verify(NULL, &p, &err), LY_OK);
+
+	/* Same PID, same start time, same pidfd: only the executable tells. */
+	assert_int_equal(write(go[1], "x", 1), 1);
+	assert_true(wait_exe(child, sleep_path));
+	assert_int_equal(ly_proc_verify(NULL, child, p.pidfd, p.start_time, &err), LY_OK);
+	assert_int_equal(ly_unix_peer_verify(NULL, &p, &err), LY_E_UNTRUSTED);
+	assert_non_null(strstr(err.msg, "another executable"));
+	assert_int_equal(ly_unix_attest(a, &p, &sels, &n, &err), LY_E_UNTRUSTED);
+
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	close(go[1]);
+	close(p.pidfd);
+	ly_unix_attestor_free(a);
+}
+
+/*
+ * A caller that bind-mounts another binary over a path in its own mount
+ * namespace and runs it: /proc/<pid>/exe reads that path, but the agent's
+ * stat of the path is another inode, so no unix:path (its sha256 still
+ * names what runs). Needs CAP_SYS_ADMIN for the namespace: skipped without.
+ */
+static void
+test_bind_mounted_binary(void **state)
+{
+	REQUIRE_PIDFD();
+	(void)state;
+	char dir[] = "/tmp/ly-unix-bind-XXXXXX";
+	char trusted[128], mine[128], cmd[512];
+	int ready[2];
+	struct ly_error err;
+	struct ly_selector *sels = NULL;
+	size_t n = 0;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(trusted, sizeof(trusted), "%s/trusted", dir);
+	snprintf(mine, sizeof(mine), "%s/mine", dir);
+	snprintf(cmd, sizeof(cmd), "cp \"$(command -v sleep)\" '%s' && cp \"$(command -v sleep)\" '%s' && "
+	    "printf x >> '%s'", trusted, mine, mine);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(pipe(ready), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		close(ready[0]);
+		char ok = 'n';
+		if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+		    mount(mine, trusted, NULL, MS_BIND, NULL) == 0)
+			ok = 'y';
+		if (write(ready[1], &ok, 1) != 1 || ok != 'y')
+			_exit(0);
+		execl(trusted, "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	close(ready[1]);
+	char ok = 'n';
+	assert_int_equal(read(ready[0], &ok, 1), 1);
+	close(ready[0]);
+	if (ok != 'y') {
+		waitpid(child, NULL, 0);
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		assert_int_equal(system(cmd), 0);
+		skip();
+		return;
+	}
+	assert_true(wait_exe(child, trusted));
+	struct ly_unix_peer p = { child, getuid(), getgid(), pidfd_open_(child), true, 0, { false, 0, 0 } };
+	assert_int_equal(ly_proc_start_time(NULL, child, &p.start_time, &err), LY_OK);
+	assert_int_equal(ly_proc_exe_id(NULL, child, &p.exe, &err), LY_OK);
+	struct ly_unix_attestor *a = new_attestor(NULL, 0);
+	assert_int_equal(ly_unix_attest(a, &p, &sels, &n, &err), LY_OK);
+	assert_false(has_key(sels, n, "path:"));
+	assert_true(has_key(sels, n, "sha256:"));
+	ly_selectors_free(sels, n);
+
+	/* The real file at that path still gets its path selector. */
+	pid_t honest = fork();
+	assert_true(honest >= 0);
+	if (honest == 0) {
+		execl(trusted, "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	assert_true(wait_exe(honest, trusted));
+	struct ly_unix_peer h = { honest, getuid(), getgid(), pidfd_open_(honest), true, 0, { false, 0, 0 } };
+	assert_int_equal(ly_proc_start_time(NULL, honest, &h.start_time, &err), LY_OK);
+	assert_int_equal(ly_proc_exe_id(NULL, honest, &h.exe, &err), LY_OK);
+	assert_int_equal(ly_unix_attest(a, &h, &sels, &n, &err), LY_OK);
+	snprintf(cmd, sizeof(cmd), "path:%s", trusted);
+	assert_true(has_sel(sels, n, "unix", cmd));
+	ly_selectors_free(sels, n);
+
+	kill(child, SIGKILL);
+	kill(honest, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	assert_int_equal(waitpid(honest, NULL, 0), honest);
+	close(p.pidfd);
+	close(h.pidfd);
+	ly_unix_attestor_free(a);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
 }
 
 static void
@@ -774,6 +992,9 @@ main(void)
 		cmocka_unit_test(test_attest_hash_cap),
 		cmocka_unit_test(test_attest_exe_edge_cases),
 		cmocka_unit_test(test_attest_deleted_binary),
+		cmocka_unit_test(test_exe_changed_fake),
+		cmocka_unit_test(test_exec_after_attestation),
+		cmocka_unit_test(test_bind_mounted_binary),
 		cmocka_unit_test(test_config_refused),
 		cmocka_unit_test(test_cache_lru),
 		cmocka_unit_test(test_async),

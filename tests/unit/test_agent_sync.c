@@ -1,9 +1,10 @@
 /*
- * test_agent_sync.c: the pure parts of agent/sync.c (sync_internal.h): the
- * reconnection backoff, when the Workload API may answer (not before the
- * entries are known), the check of the server's certificate, and the
- * conversion of agent.proto's Entry and Bundle messages, each rule with a
- * value that must be refused. The daemon flow (attestation, watch, batches,
+ * test_agent_sync.c: the pure parts of the agent's sync (sync_internal.h):
+ * the reconnection backoff, when the Workload API may answer (not before
+ * the entries are known), the check of the server's certificate, and the
+ * conversion of agent.proto's Entry and Bundle messages (agentapi_msg.h),
+ * each rule with a value that must be refused. The control flow with fakes
+ * is test_agent_sync_flow.c; the daemon flow (attestation, watch, batches,
  * rotation, restarts) runs against a real server in
  * tests/integration/agent_sync_e2e.py.
  */
@@ -18,6 +19,7 @@
 
 #include <openssl/pem.h>
 
+#include "agent/agentapi_msg.h"
 #include "agent/sync_internal.h"
 #include "lib/bundle.h"
 #include "lib/caps.h"
@@ -36,24 +38,24 @@ test_backoff_bounds(void **state)
 {
 	(void)state;
 	/* attempt 0: [100, 200] ms; each step doubles; never past 30 s. */
-	assert_int_equal(ly_sync_backoff_ms(0, 0), 100);
-	assert_int_equal(ly_sync_backoff_ms(0, UINT32_MAX), 100 + UINT32_MAX % 101);
+	assert_int_equal(ly_sync_chan_backoff_ms(0, 0), 100);
+	assert_int_equal(ly_sync_chan_backoff_ms(0, UINT32_MAX), 100 + UINT32_MAX % 101);
 	for (uint32_t r = 0; r < 1000; r++) {
-		uint64_t v = ly_sync_backoff_ms(0, r * 7919u);
+		uint64_t v = ly_sync_chan_backoff_ms(0, r * 7919u);
 		assert_true(v >= 100 && v <= 200);
 	}
-	assert_int_equal(ly_sync_backoff_ms(1, 0), 200);
-	assert_int_equal(ly_sync_backoff_ms(2, 0), 400);
+	assert_int_equal(ly_sync_chan_backoff_ms(1, 0), 200);
+	assert_int_equal(ly_sync_chan_backoff_ms(2, 0), 400);
 	for (unsigned a = 0; a < 40; a++) {
 		for (uint32_t r = 0; r < 200; r++) {
-			uint64_t v = ly_sync_backoff_ms(a, r * 2654435761u);
+			uint64_t v = ly_sync_chan_backoff_ms(a, r * 2654435761u);
 			assert_true(v <= LY_SYNC_BACKOFF_MAX_MS);
 			assert_true(v >= LY_SYNC_BACKOFF_MIN_MS / 2);
 		}
 	}
 	/* The cap: a large attempt stays within [15 s, 30 s], never overflows. */
-	assert_int_equal(ly_sync_backoff_ms(1000, 0), LY_SYNC_BACKOFF_MAX_MS / 2);
-	assert_int_equal(ly_sync_backoff_ms(UINT32_MAX, UINT32_MAX), LY_SYNC_BACKOFF_MAX_MS / 2 + UINT32_MAX % 15001);
+	assert_int_equal(ly_sync_chan_backoff_ms(1000, 0), LY_SYNC_BACKOFF_MAX_MS / 2);
+	assert_int_equal(ly_sync_chan_backoff_ms(UINT32_MAX, UINT32_MAX), LY_SYNC_BACKOFF_MAX_MS / 2 + UINT32_MAX % 15001);
 }
 
 static void
@@ -63,7 +65,7 @@ test_backoff_jitter_spreads(void **state)
 	/* Equal jitter: two agents with different random draws do not come back together. */
 	uint64_t lo = UINT64_MAX, hi = 0;
 	for (uint32_t r = 0; r < 5000; r++) {
-		uint64_t v = ly_sync_backoff_ms(10, r * 2654435761u);
+		uint64_t v = ly_sync_chan_backoff_ms(10, r * 2654435761u);
 		lo = v < lo ? v : lo;
 		hi = v > hi ? v : hi;
 	}
@@ -157,11 +159,11 @@ test_server_cert_ok(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_OK);
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_OK);
 	/* A chain that does not start with the leaf (only the intermediates) works too. */
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, inter, TU_NOW, &e), LY_OK);
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, inter, TU_NOW, &e), LY_OK);
 	/* Without the intermediate the path cannot be built. */
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, NULL, TU_NOW, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, NULL, TU_NOW, &e),
 	    LY_E_UNTRUSTED);
 	free(leaf);
 	free(chain);
@@ -178,11 +180,11 @@ test_server_cert_wrong_id(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
 	    LY_E_UNTRUSTED);
 	assert_non_null(strstr(e.msg, "expected " SERVER_ID));
 	/* Insecure bootstrap (no store): the ID is still checked. */
-	assert_int_equal(ly_sync_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_UNTRUSTED);
+	assert_int_equal(ly_sync_chan_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_UNTRUSTED);
 	free(leaf);
 	free(chain);
 }
@@ -196,7 +198,7 @@ test_server_cert_other_td(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_not_equal(ly_sync_check_server(k->store, "example.org", "spiffe://other.org/lanyard/server", leaf,
+	assert_int_not_equal(ly_sync_chan_check_server(k->store, "example.org", "spiffe://other.org/lanyard/server", leaf,
 				 chain, TU_NOW, &e),
 	    LY_OK);
 	free(leaf);
@@ -214,9 +216,9 @@ test_server_cert_foreign_ca(void **state)
 	tu_pki_init(&other);
 	X509 *leaf = tu_make(&spec, other.leaf_key, other.inter, other.int_key);
 	char *lp = pem_of(leaf), *ip = pem_of(other.inter);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_E_UNTRUSTED);
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_E_UNTRUSTED);
 	/* The insecure bootstrap does not check the chain: that is its whole point (logged by the caller). */
-	assert_int_equal(ly_sync_check_server(NULL, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_OK);
+	assert_int_equal(ly_sync_chan_check_server(NULL, "example.org", SERVER_ID, lp, ip, TU_NOW, &e), LY_OK);
 	free(lp);
 	free(ip);
 	X509_free(leaf);
@@ -232,7 +234,7 @@ test_server_cert_expired(void **state)
 	struct ly_error e;
 
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW + 7200, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW + 7200, &e),
 	    LY_E_EXPIRED);
 	free(leaf);
 	free(chain);
@@ -250,14 +252,14 @@ test_server_cert_not_a_leaf(void **state)
 	spec.bc = TU_BC_TRUE;
 	spec.ku = "keyCertSign,digitalSignature";
 	server_leaf(k, &spec, &leaf, &chain);
-	assert_int_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
+	assert_int_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e),
 	    LY_E_INVALID);
-	assert_int_equal(ly_sync_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_INVALID);
+	assert_int_equal(ly_sync_chan_check_server(NULL, "example.org", SERVER_ID, leaf, chain, TU_NOW, &e), LY_E_INVALID);
 	free(leaf);
 	free(chain);
 	/* No certificate, or not PEM. */
-	assert_int_not_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, NULL, NULL, TU_NOW, &e), LY_OK);
-	assert_int_not_equal(ly_sync_check_server(k->store, "example.org", SERVER_ID, "garbage", NULL, TU_NOW, &e),
+	assert_int_not_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, NULL, NULL, TU_NOW, &e), LY_OK);
+	assert_int_not_equal(ly_sync_chan_check_server(k->store, "example.org", SERVER_ID, "garbage", NULL, TU_NOW, &e),
 	    LY_OK);
 }
 
@@ -308,7 +310,7 @@ test_entry_ok(void **state)
 	p.m.dns_names = p.dns;
 	p.m.hint = S("front");
 	p.m.admin = 1;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	assert_string_equal(e->entry_id, "e-1");
 	assert_string_equal(e->spiffe_id, "spiffe://example.org/w1");
 	assert_string_equal(e->parent_id, "spiffe://example.org/lanyard/agent/join_token/abc");
@@ -329,7 +331,7 @@ test_entry_ok(void **state)
 
 	/* An empty hint is no hint. */
 	pb_entry_init(&p, 1);
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	assert_null(e->hint);
 	ly_entry_free(e);
 }
@@ -342,10 +344,10 @@ test_entry_limits(void **state)
 	(void)state;
 
 	pb_entry_init(&p, LY_SELECTORS_MAX);
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	ly_entry_free(e);
 	pb_entry_init(&p, LY_SELECTORS_MAX + 1);
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
 	assert_null(e);
 
 	pb_entry_init(&p, 1);
@@ -353,7 +355,7 @@ test_entry_limits(void **state)
 		p.dns[i] = S("a.example.org");
 	p.m.dns_names = p.dns;
 	p.m.n_dns_names = LY_DNS_NAMES_MAX + 1;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_LIMIT);
 	assert_null(e);
 }
 
@@ -367,30 +369,30 @@ test_entry_bad_selectors(void **state)
 
 	pb_entry_init(&p, 1);
 	p.sels[0].value = S("uid:abc"); /* not a number */
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, &err), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, &err), LY_E_INVALID);
 	assert_null(e);
 	assert_non_null(strstr(err.msg, "selector 0"));
 
 	pb_entry_init(&p, 2);
 	p.sels[1].type = S("nosuch");
-	assert_int_not_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_OK);
+	assert_int_not_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_OK);
 	assert_null(e);
 
 	pb_entry_init(&p, 2);
 	p.sel_ptrs[1] = NULL;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
 
 	pb_entry_init(&p, 1);
 	p.sels[0].value = NULL;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
 
 	pb_entry_init(&p, 1);
 	p.dns[0] = NULL;
 	p.m.dns_names = p.dns;
 	p.m.n_dns_names = 1;
-	assert_int_equal(ly_sync_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(&p.m, &e, NULL), LY_E_INVALID);
 
-	assert_int_equal(ly_sync_entry_from_pb(NULL, &e, NULL), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_entry_from_pb(NULL, &e, NULL), LY_E_INVALID);
 }
 
 /* ---- Bundle messages ---- */
@@ -444,7 +446,7 @@ test_bundle_ok(void **state)
 	struct ly_bundle *b = NULL;
 
 	pb_bundle_init(&p, &k->p);
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, NULL), LY_OK);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, NULL), LY_OK);
 	assert_string_equal(ly_bundle_trust_domain(b), "example.org");
 	assert_int_equal(ly_bundle_x509_authority_count(b), 1);
 	assert_int_equal(ly_bundle_jwt_authority_count(b), 1);
@@ -465,24 +467,24 @@ test_bundle_refused(void **state)
 
 	pb_bundle_init(&p, &k->p);
 	/* Another trust domain's bundle. */
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "other.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "other.org", &b, &e), LY_E_INVALID);
 	assert_null(b);
 	p.m.trust_domain = NULL;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.m.trust_domain = S("example.org");
 
 	/* No X.509 authority. */
 	p.m.n_x509_authorities = 0;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	/* Over the caps: refused before anything is read. */
 	p.m.n_x509_authorities = LY_BUNDLE_CERTS_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.m.n_x509_authorities = 1;
 	p.m.n_jwt_authorities = LY_JWKS_KEYS_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.m.n_jwt_authorities = 1;
 	p.m.sequence = (uint64_t)INT64_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.m.sequence = 42;
 
 	/* An X.509 authority that is not a CA certificate (the intermediate is; a leaf is not). */
@@ -492,7 +494,7 @@ test_bundle_refused(void **state)
 	tu_der(leaf, &ld);
 	p.x509[0].data = ld.data;
 	p.x509[0].len = ld.len;
-	assert_int_not_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
+	assert_int_not_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
 	assert_null(b);
 	/* Trailing bytes after the certificate. */
 	uint8_t junk[4096];
@@ -500,7 +502,7 @@ test_bundle_refused(void **state)
 	junk[k->p.root_der.len] = 0;
 	p.x509[0].data = junk;
 	p.x509[0].len = k->p.root_der.len + 1;
-	assert_int_not_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
+	assert_int_not_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
 	p.x509[0].data = k->p.root_der.data;
 	p.x509[0].len = k->p.root_der.len;
 	ly_buf_free(&ld);
@@ -512,32 +514,32 @@ test_bundle_refused(void **state)
 	spki2[p.spki_len] = 0;
 	p.jwt[0].public_key.data = spki2;
 	p.jwt[0].public_key.len = (size_t)p.spki_len + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].public_key.len = (size_t)p.spki_len - 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].public_key.len = 0;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].public_key.len = LY_CERT_DER_MAX + 1;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_LIMIT);
 	p.jwt[0].public_key.data = p.spki;
 	p.jwt[0].public_key.len = (size_t)p.spki_len;
 	p.jwt[0].kid = NULL;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	p.jwt[0].kid = S("");
-	assert_int_not_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
+	assert_int_not_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_OK);
 	p.jwt[0].kid = S("kid-1");
 	p.jwt_ptrs[0] = NULL;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	/* Two keys with one kid. */
 	p.jwt_ptrs[0] = &p.jwt[0];
 	p.jwt[1] = p.jwt[0];
 	p.jwt_ptrs[1] = &p.jwt[1];
 	p.m.n_jwt_authorities = 2;
-	assert_int_equal(ly_sync_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(&p.m, "example.org", &b, &e), LY_E_INVALID);
 	assert_null(b);
 	free(spki2);
 
-	assert_int_equal(ly_sync_bundle_from_pb(NULL, "example.org", &b, &e), LY_E_INVALID);
+	assert_int_equal(ly_agentapi_bundle_from_pb(NULL, "example.org", &b, &e), LY_E_INVALID);
 	pb_bundle_cleanup(&p);
 }
 

@@ -504,6 +504,58 @@ test_empty_requests(void **state)
 	assert_int_equal(ly_wmsg_parse_empty_request((enum ly_wmsg_empty_kind)7, NULL, 0, NULL), LY_E_INTERNAL);
 }
 
+/*
+ * grpc.health.v1 (grpc/health/v1/health.proto): "If the requested service is
+ * unknown, the call will fail with status NOT_FOUND": the parser tells the
+ * agent's own names ("" and "SpiffeWorkloadAPI") from any other, so a probe
+ * (grpc-health-probe -service, a Kubernetes grpc probe) with a wrong name
+ * fails instead of passing.
+ */
+static void
+test_health_request(void **state)
+{
+	(void)state;
+	bool known = true;
+	const uint8_t empty_svc[] = { 0x0a, 0x00 };
+	const uint8_t wapi[] = { 0x0a, 0x11, 'S', 'p', 'i', 'f', 'f', 'e', 'W', 'o', 'r', 'k', 'l', 'o', 'a', 'd', 'A',
+		'P', 'I' };
+	const uint8_t other[] = { 0x0a, 0x03, 'f', 'o', 'o' };
+	const uint8_t prefix[] = { 0x0a, 0x08, 'S', 'p', 'i', 'f', 'f', 'e', 'W', 'o' };
+	const uint8_t unknown_fields[] = { 0x10, 0x96, 0x01, 0x19, 1, 2, 3, 4, 5, 6, 7, 8, 0x25, 1, 2, 3, 4, 0x22, 0x01,
+		'x' };
+	const uint8_t twice[] = { 0x0a, 0x00, 0x0a, 0x00 };
+	const uint8_t not_string[] = { 0x08, 0x01 };
+	const uint8_t truncated[] = { 0x0a, 0x05, 'a' };
+	const uint8_t bad_wire[] = { 0x0b };
+	const uint8_t field0[] = { 0x02, 0x00 };
+	const uint8_t long_varint[] = { 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01 };
+	const uint8_t nul[] = { 0x0a, 0x02, 'a', 0x00 };
+	struct ly_error err;
+
+	assert_int_equal(ly_wmsg_parse_health_request(NULL, 0, &known, &err), LY_OK);
+	assert_true(known);
+	assert_int_equal(ly_wmsg_parse_health_request(empty_svc, sizeof(empty_svc), &known, &err), LY_OK);
+	assert_true(known);
+	assert_int_equal(ly_wmsg_parse_health_request(wapi, sizeof(wapi), &known, &err), LY_OK);
+	assert_true(known);
+	assert_int_equal(ly_wmsg_parse_health_request(other, sizeof(other), &known, &err), LY_OK);
+	assert_false(known);
+	assert_int_equal(ly_wmsg_parse_health_request(prefix, sizeof(prefix), &known, &err), LY_OK);
+	assert_false(known);
+	assert_int_equal(ly_wmsg_parse_health_request(unknown_fields, sizeof(unknown_fields), &known, &err), LY_OK);
+	assert_true(known);
+	assert_int_equal(ly_wmsg_parse_health_request(twice, sizeof(twice), &known, &err), LY_E_INVALID);
+	assert_non_null(strstr(err.msg, "twice"));
+	assert_int_equal(ly_wmsg_parse_health_request(not_string, sizeof(not_string), &known, &err), LY_E_INVALID);
+	assert_int_equal(ly_wmsg_parse_health_request(truncated, sizeof(truncated), &known, &err), LY_E_INVALID);
+	assert_int_equal(ly_wmsg_parse_health_request(bad_wire, sizeof(bad_wire), &known, &err), LY_E_INVALID);
+	assert_int_equal(ly_wmsg_parse_health_request(field0, sizeof(field0), &known, &err), LY_E_INVALID);
+	assert_int_equal(ly_wmsg_parse_health_request(long_varint, sizeof(long_varint), &known, &err), LY_E_INVALID);
+	assert_int_equal(ly_wmsg_parse_health_request(nul, sizeof(nul), &known, &err), LY_E_INVALID);
+	assert_false(known);
+	assert_int_equal(ly_wmsg_parse_health_request(other, LY_WORKLOAD_REQUEST_MAX + 1, &known, &err), LY_E_LIMIT);
+}
+
 int
 main(void)
 {
@@ -515,6 +567,7 @@ main(void)
 		cmocka_unit_test(test_jwtsvid_request),
 		cmocka_unit_test(test_validate_request),
 		cmocka_unit_test(test_empty_requests),
+		cmocka_unit_test(test_health_request),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,6 +177,51 @@ test_join_token_custom_id(void **state)
 	assert_string_equal(r.agent_id, "spiffe://example.org/racks/r12/node-7");
 	assert_int_equal(r.n_selectors, 0);
 	ly_attest_result_cleanup(&r);
+}
+
+/*
+ * The reserved namespace (lib/spiffeid.h): a token may not grant the
+ * server's ID nor another attestor's agent ID, neither when it is stored
+ * nor, for a row stored before the rule, when it is used.
+ */
+static void
+test_join_token_reserved_ids(void **state)
+{
+	struct ds_fixture *f = *state;
+	struct ly_attest_result r = LY_ATTEST_RESULT_INIT;
+	struct ly_error err;
+	static const char *const refused[] = {
+		"spiffe://example.org/lanyard/server",
+		"spiffe://example.org/lanyard",
+		"spiffe://example.org/lanyard/x",
+		"spiffe://example.org/lanyard/agent/x509pop/0123456789abcdef0123456789abcdef01234567",
+		"spiffe://example.org/lanyard/agent/k8s_psat/prod/u1",
+		"spiffe://example.org/lanyard/agent/join_token/another",
+	};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		assert_int_equal(ly_datastore_token_create(f->ds, "tok", refused[i], NOW + 60, &err), LY_E_INVALID);
+		assert_non_null(strstr(err.msg, "reserved namespace"));
+	}
+	/* The token's own default and a named agent are fine. */
+	make_token(f->ds, "tok", "spiffe://example.org/lanyard/agent/join_token/tok", NOW + 60);
+	make_token(f->ds, "named", "spiffe://example.org/lanyard/agent/node1", NOW + 60);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "named", NOW, &r, NULL), LY_OK);
+	assert_string_equal(r.agent_id, "spiffe://example.org/lanyard/agent/node1");
+	ly_attest_result_cleanup(&r);
+
+	/* A row from before the rule: refused when used, and used up. */
+	make_token(f->ds, "old", "spiffe://example.org/lanyard/agent/node2", NOW + 60);
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "UPDATE join_tokens SET spiffe_id = 'spiffe://example.org/lanyard/server'",
+	    NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_changes(db), 2);
+	sqlite3_close(db);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "old", NOW, &r, &err), LY_E_INVALID);
+	assert_non_null(strstr(err.msg, "reserved namespace"));
+	assert_null(strstr(err.msg, "old"));
+	assert_null(r.agent_id);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "old", NOW, &r, &err), LY_E_NOT_FOUND);
 }
 
 /* A token made for another trust domain admits no one here (and is used up). */
@@ -1190,6 +1237,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_join_token_expired, ds_setup, ds_teardown),
 		cmocka_unit_test_setup_teardown(test_join_token_custom_id, ds_setup, ds_teardown),
 		cmocka_unit_test_setup_teardown(test_join_token_other_trust_domain, ds_setup, ds_teardown),
+		cmocka_unit_test_setup_teardown(test_join_token_reserved_ids, ds_setup, ds_teardown),
 		cmocka_unit_test_setup_teardown(test_join_token_syntax, ds_setup, ds_teardown),
 		cmocka_unit_test(test_join_token_default_id),
 	};

@@ -657,6 +657,97 @@ test_entry_ttl_rules(void **state)
 	entry_refuse(e, "example.org", LY_E_LIMIT, "jwt_svid_ttl 86401 is over");
 }
 
+/* The TTL floor (lib/caps.h): for entries being created or updated only. */
+static void
+test_entry_ttl_floor(void **state)
+{
+	struct ly_entry *e = make_entry();
+	struct ly_error err;
+	static const int32_t ok[][2] = {
+		{ 0, 0 }, { LY_X509_SVID_TTL_MIN, LY_JWT_SVID_TTL_MIN }, { 3600, 300 },
+		{ LY_X509_SVID_TTL_MAX, LY_JWT_SVID_TTL_MAX },
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		e->x509_svid_ttl = ok[i][0];
+		e->jwt_svid_ttl = ok[i][1];
+		if (ly_entry_check_ttl_floor(e, &err) != LY_OK)
+			fail_msg("%d/%d refused: %s", ok[i][0], ok[i][1], err.msg);
+	}
+	e->jwt_svid_ttl = 0;
+	for (int32_t t = 1; t < LY_X509_SVID_TTL_MIN; t++) {
+		e->x509_svid_ttl = t;
+		assert_int_equal(ly_entry_check_ttl_floor(e, &err), LY_E_INVALID);
+		assert_non_null(strstr(err.msg, "x509_svid_ttl"));
+		assert_non_null(strstr(err.msg, "under the 20-second floor"));
+	}
+	e->x509_svid_ttl = 0;
+	e->jwt_svid_ttl = 1;
+	assert_int_equal(ly_entry_check_ttl_floor(e, &err), LY_E_INVALID);
+	assert_non_null(strstr(err.msg, "jwt_svid_ttl 1 is under the 30-second floor"));
+	e->jwt_svid_ttl = LY_JWT_SVID_TTL_MIN - 1;
+	assert_int_equal(ly_entry_check_ttl_floor(e, &err), LY_E_INVALID);
+	/* One line, whatever the value. */
+	assert_null(strchr(err.msg, '\n'));
+	/* Not part of validate: a stored entry under the floor still loads. */
+	e->x509_svid_ttl = 1;
+	e->jwt_svid_ttl = 1;
+	assert_int_equal(ly_entry_validate(e, "example.org", NULL), LY_OK);
+	assert_int_equal(ly_entry_check_ttl_floor(NULL, &err), LY_E_INTERNAL);
+	ly_entry_free(e);
+
+	/* And signed with the floor instead. */
+	assert_int_equal(ly_svid_ttl_floored(0, 20), 0);
+	assert_int_equal(ly_svid_ttl_floored(1, 20), 20);
+	assert_int_equal(ly_svid_ttl_floored(19, 20), 20);
+	assert_int_equal(ly_svid_ttl_floored(20, 20), 20);
+	assert_int_equal(ly_svid_ttl_floored(3600, 20), 3600);
+	assert_int_equal(ly_svid_ttl_floored(-1, 20), -1);
+}
+
+/* Reserved IDs (lib/spiffeid.h): never granted, parents only as server or agent. */
+static void
+test_entry_reserved_ids(void **state)
+{
+	struct ly_entry *e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/lanyard/server", NULL), LY_OK);
+	entry_refuse(e, "example.org", LY_E_INVALID,
+	    "entry spiffe_id spiffe://example.org/lanyard/server: the path is in Lanyard's reserved namespace");
+	e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/lanyard/agent/a2", NULL), LY_OK);
+	entry_refuse(e, NULL, LY_E_INVALID, "an entry may not grant it");
+	e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/lanyard", NULL), LY_OK);
+	entry_refuse(e, NULL, LY_E_INVALID, "reserved namespace");
+	/* A node entry may not take one either. */
+	e = make_entry();
+	e->node = true;
+	ly_selectors_free(e->selectors, e->n_selectors);
+	e->selectors = NULL;
+	e->n_selectors = 0;
+	assert_int_equal(ly_entry_add_selector(e, "k8s_psat:cluster:prod", NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/lanyard/server", NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->parent_id, "spiffe://example.org/lanyard/server", NULL), LY_OK);
+	entry_refuse(e, NULL, LY_E_INVALID, "entry spiffe_id");
+	/* Parents: the server and agents yes, anything else reserved no. */
+	e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->parent_id, "spiffe://example.org/lanyard/server", NULL), LY_OK);
+	entry_accept(e, "example.org");
+	e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->parent_id, "spiffe://example.org/lanyard/agent/join_token/t1", NULL),
+	    LY_OK);
+	entry_accept(e, "example.org");
+	e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->parent_id, "spiffe://example.org/lanyard/agents/x", NULL), LY_OK);
+	entry_refuse(e, NULL, LY_E_INVALID, "entry parent_id spiffe://example.org/lanyard/agents/x: the path");
+	e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->parent_id, "spiffe://example.org/lanyard/agent", NULL), LY_OK);
+	entry_refuse(e, NULL, LY_E_INVALID, "names neither the server");
+	/* Near misses are ordinary IDs. */
+	e = make_entry();
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/lanyardx/server", NULL), LY_OK);
+	entry_accept(e, "example.org");
+}
+
 static void
 test_entry_dns_rules(void **state)
 {
@@ -849,6 +940,8 @@ main(void)
 		cmocka_unit_test(test_entry_spiffe_id_rules),
 		cmocka_unit_test(test_entry_selector_rules),
 		cmocka_unit_test(test_entry_ttl_rules),
+		cmocka_unit_test(test_entry_ttl_floor),
+		cmocka_unit_test(test_entry_reserved_ids),
 		cmocka_unit_test(test_entry_dns_rules),
 		cmocka_unit_test(test_entry_hint_rules),
 		cmocka_unit_test(test_entry_copy_and_identity),

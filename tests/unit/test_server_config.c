@@ -258,6 +258,9 @@ test_bad_values_refused(void **state)
 	expect_file_refused("server:\n  ca_ttl: soon\n", ":2: key server.ca_ttl");
 	expect_file_refused("server:\n  default_x509_svid_ttl: 31d\n", ":2: key server.default_x509_svid_ttl");
 	expect_file_refused("server:\n  default_x509_svid_ttl: 0\n", ":2: key server.default_x509_svid_ttl");
+	/* The TTL floors (lib/caps.h): a default under them would loop every entry's renewals. */
+	expect_file_refused("server:\n  default_x509_svid_ttl: 19\n", "must be between 20 and");
+	expect_file_refused("server:\n  default_jwt_svid_ttl: 1\n", "must be between 30 and");
 	expect_file_refused("server:\n  default_jwt_svid_ttl: 2d\n", ":2: key server.default_jwt_svid_ttl");
 	expect_file_refused("server:\n  upstream_ca:\n    cert_file: /x.pem\n", ":3: key server.upstream_ca.cert_file: "
 	    "upstream_ca needs both");

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -379,6 +380,74 @@ test_trust_domain_parse(void **state)
 	assert_non_null(strstr(err.msg, "longer than 255"));
 }
 
+/* Checks `s` for `use`: LY_OK, or LY_E_INVALID with `needle` in the message. */
+static void
+use_case(const char *s, enum ly_id_use use, bool ok, const char *needle)
+{
+	struct ly_spiffe_id id;
+	struct ly_error err;
+	ly_error_clear(&err);
+	assert_int_equal(ly_spiffe_id_parse_str(s, &id, NULL), LY_OK);
+	ly_status rc = ly_spiffe_id_check_use(&id, use, &err);
+	if (ok && rc != LY_OK)
+		fail_msg("'%s' use %d: refused: %s", s, (int)use, err.msg);
+	if (!ok && (rc != LY_E_INVALID || strstr(err.msg, needle) == NULL))
+		fail_msg("'%s' use %d: got %d '%s', want refused with '%s'", s, (int)use, rc, err.msg, needle);
+	/* The message never shows the ID (it may hold a join token). */
+	if (!ok)
+		assert_null(strstr(err.msg, "spiffe://"));
+}
+
+/*
+ * Lanyard's reserved namespace (SPEC §2, lib/spiffeid.h): which reserved
+ * IDs each use takes. The table is the rule: every reserved ID the code
+ * makes (server, join_token default, x509pop, k8s_psat, a named agent)
+ * against every place an ID enters.
+ */
+static void
+test_reserved_namespace(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *id;
+		bool granted, parent, token, agent;
+	} t[] = {
+		/*                                                   entry  parent token  agent */
+		{ "spiffe://td/lanyard/server", false, true, false, false },
+		{ "spiffe://td/lanyard", false, false, false, false },
+		{ "spiffe://td/lanyard/agent", false, false, false, false },
+		{ "spiffe://td/lanyard/other", false, false, false, false },
+		{ "spiffe://td/lanyard/server/x", false, false, false, false },
+		{ "spiffe://td/lanyard/agent/join_token/abc", false, true, false, true },
+		{ "spiffe://td/lanyard/agent/join_token", false, true, false, true },
+		{ "spiffe://td/lanyard/agent/x509pop/0123abcd", false, true, false, true },
+		{ "spiffe://td/lanyard/agent/k8s_psat/prod/uid", false, true, false, true },
+		{ "spiffe://td/lanyard/agent/node1", false, true, true, true },
+		{ "spiffe://td/lanyard/agent/x509popx", false, true, true, true },
+		{ "spiffe://td/lanyard/agent/node1/a/b", false, true, true, true },
+		/* Outside: segment-wise, so a longer first segment is not reserved. */
+		{ "spiffe://td/lanyardx", true, true, true, true },
+		{ "spiffe://td/lanyardserver", true, true, true, true },
+		{ "spiffe://td/web/lanyard/server", true, true, true, true },
+		{ "spiffe://td/Lanyard/server", true, true, true, true },
+		{ "spiffe://td/web", true, true, true, true },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct ly_spiffe_id id;
+		assert_int_equal(ly_spiffe_id_parse_str(t[i].id, &id, NULL), LY_OK);
+		bool reserved = !(t[i].granted);
+		if (ly_spiffe_id_is_reserved(&id) != reserved)
+			fail_msg("'%s': is_reserved %d", t[i].id, !reserved);
+		use_case(t[i].id, LY_ID_GRANTED, t[i].granted, "an entry may not grant it");
+		use_case(t[i].id, LY_ID_PARENT, t[i].parent, "names neither the server");
+		use_case(t[i].id, LY_ID_JOIN_TOKEN, t[i].token, "join token");
+		use_case(t[i].id, LY_ID_AGENT, t[i].agent, "is not an agent's");
+	}
+	struct ly_error err;
+	assert_int_equal(ly_spiffe_id_check_use(NULL, LY_ID_GRANTED, &err), LY_E_INTERNAL);
+	assert_false(ly_spiffe_id_is_reserved(NULL));
+}
+
 int
 main(void)
 {
@@ -406,6 +475,7 @@ main(void)
 		cmocka_unit_test(test_membership_and_equal),
 		cmocka_unit_test(test_from_parts),
 		cmocka_unit_test(test_trust_domain_parse),
+		cmocka_unit_test(test_reserved_namespace),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

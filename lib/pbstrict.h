@@ -1,0 +1,36 @@
+/*
+ * pbstrict.h: unpacking a protobuf message from a peer, strictly.
+ *
+ * protobuf-c copies a string field up to its wire length and ends it with
+ * a NUL, so a string that holds a NUL byte reads as its prefix: an
+ * audience "a\0b" would be signed as "a". Nor does it say when a field
+ * came twice (it keeps the last). A message that does not re-encode to
+ * exactly its own length had one or the other, and no real encoder sends
+ * either: it is refused rather than read differently from what the peer
+ * meant. Unknown fields are kept and re-encoded, so they pass (proto3).
+ *
+ * Used by the agent's Workload API (agent/workload_msg.c) and the server's
+ * agent API (NewJWTSVID): one check for both.
+ */
+#ifndef LANYARD_PBSTRICT_H
+#define LANYARD_PBSTRICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "error.h"
+
+/*
+ * Unpacks `len` bytes at `data` (NULL with len 0 is the empty message) as
+ * `desc`, refusing more than `max` bytes (LY_E_LIMIT), what does not parse
+ * and what does not re-encode to `len` (LY_E_INVALID, naming the message
+ * type). A refused message is released with `release` (NULL: plain
+ * protobuf_c_message_free_unpacked), which wipes what must be wiped. On
+ * success *out is the caller's, freed with protobuf_c_message_free_unpacked.
+ */
+ly_status ly_pb_unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, size_t max,
+    void (*release)(ProtobufCMessage *), ProtobufCMessage **out, struct ly_error *err) LY_MUST_CHECK;
+
+#endif /* LANYARD_PBSTRICT_H */
