@@ -551,6 +551,10 @@ ly_wapi_counts(const struct ly_wapi *w, size_t *conns, size_t *streams)
 	*conns = w->n_conns;
 	for (size_t k = 0; k < sizeof(w->n_streams) / sizeof(w->n_streams[0]); k++)
 		*streams += w->n_streams[k];
+	size_t sds_streams; /* SDS hook: Envoy's StreamSecrets count too */
+	uint64_t sds_sent;
+	ly_sds_counts(w->sds, &sds_streams, &sds_sent);
+	*streams += sds_streams;
 }
 
 void
