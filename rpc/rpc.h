@@ -239,9 +239,9 @@ typedef void (*ly_rpc_message_in_cb)(struct ly_rpc_call *call, const uint8_t *ms
 void ly_rpc_call_set_message_cb(struct ly_rpc_call *call, ly_rpc_message_in_cb cb, void *arg);
 
 /*
- * Server streams only: sends one message (copied). One send is in flight at
- * a time; while it is, only the latest queued message is kept. Returns LY_OK
- * and drops the message once the call is closed.
+ * Server and bidirectional streams only: sends one message (copied). One
+ * send is in flight at a time; while it is, only the latest queued message
+ * is kept. Returns LY_OK and drops the message once the call is closed.
  */
 ly_status ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len,
     unsigned flags, struct ly_error *err) LY_MUST_CHECK;
