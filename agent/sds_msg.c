@@ -12,6 +12,7 @@
 #include "envoy_tls.pb-c.h"
 #include "lib/caps.h"
 #include "lib/der.h"
+#include "lib/text.h"
 
 typedef Envoy__Service__Discovery__V3__DiscoveryRequest DiscoveryRequest;
 typedef Envoy__Service__Discovery__V3__DiscoveryResponse DiscoveryResponse;
@@ -36,55 +37,13 @@ unconst_str(const char *s)
 
 /* ---- requests ---- */
 
-/*
- * `s` is at most `cap` bytes of UTF-8 (shortest forms, no surrogates)
- * without C0/C1 control characters; empty only when `may_be_empty`.
- */
+/* ly_text_check's rule (lib/text.h), where `may_be_empty` also lets "" through. */
 static ly_status
 check_text(const char *what, const char *s, size_t cap, bool may_be_empty, struct ly_error *err)
 {
-	size_t n = strnlen(s, cap + 1);
-	const unsigned char *p = (const unsigned char *)s;
-
-	if (n == 0 && !may_be_empty)
-		return ly_error_set(err, LY_E_INVALID, "%s is empty", what);
-	if (n > cap)
-		return ly_error_set(err, LY_E_LIMIT, "%s is over %zu bytes", what, cap);
-	for (size_t i = 0; i < n;) {
-		unsigned c = p[i];
-		size_t k;
-		uint32_t cp;
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return ly_error_set(err, LY_E_INVALID, "%s holds a control character", what);
-			i++;
-			continue;
-		}
-		if ((c & 0xe0) == 0xc0) {
-			k = 1;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			k = 2;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			k = 3;
-			cp = c & 0x07;
-		} else {
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-		}
-		if (n - i <= k)
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-		for (size_t j = 1; j <= k; j++) {
-			if ((p[i + j] & 0xc0) != 0x80)
-				return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8", what);
-			cp = (cp << 6) | (p[i + j] & 0x3fu);
-		}
-		if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
-			return ly_error_set(err, LY_E_INVALID, "%s is not UTF-8 text", what);
-		i += k + 1;
-	}
-	return LY_OK;
+	if (may_be_empty && s[0] == '\0')
+		return LY_OK;
+	return ly_text_check(what, s, cap, err);
 }
 
 static const uint8_t empty_input[1];
