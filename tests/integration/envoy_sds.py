@@ -26,6 +26,9 @@ and each has a plain egress listener to the other. Checks:
   - rotation (entries with -x509SVIDTTL 20): both Envoys take new
     certificates without a restart (same pids), traffic goes on; the time
     from the agent's push to Envoy serving the new certificate is measured;
+  - CA rotation (server ca_ttl 60 s): the successor CA reaches both
+    Envoys' validation contexts (admin /certs), signs, both Envoys take
+    SVIDs issued after that, and traffic goes on;
   - deleting Envoy B's entry: the agent ends B's stream; new connections to
     B fail once its last certificate has expired (Envoy keeps the last
     secret it got, as with SPIRE);
@@ -195,6 +198,19 @@ def serial_of(admin, spiffe_id):
         if spiffe_id in uris:
             return serial
     return None
+
+
+def envoy_ca_serials(admin):
+    """The serial numbers of the CA certificates Envoy's TLS contexts hold, from its admin /certs."""
+    st, body = get(admin, "/certs")
+    out = set()
+    if st != 200:
+        return out
+    for c in json.loads(body).get("certificates", []):
+        for ca in c.get("ca_cert", []):
+            if ca.get("serial_number"):
+                out.add(ca["serial_number"])
+    return out
 
 
 def envoy_stats(admin, prefix):
@@ -430,7 +446,12 @@ def main():
             return run([SERVER, *args, "-socketPath", server_sock])
 
         sport = free_port()
-        s = Daemon([SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1", "-serverPort", str(sport),
+        # ca_ttl 60 s: a successor CA is published at about 30 s and signs soon after (the CA rotation checks).
+        server_cfg = os.path.join(tmp, "server.yaml")
+        with open(server_cfg, "w") as f:
+            f.write(f"server:\n  trust_domain: {TD}\n  ca_ttl: 60\n")
+        t_server = time.monotonic()
+        s = Daemon([SERVER, "run", "-config", server_cfg, "-bindAddress", "127.0.0.1", "-serverPort", str(sport),
                     "-socketPath", server_sock, "-dataDir", os.path.join(tmp, "server-data")],
                    os.path.join(tmp, "server.log"))
         daemons.append(s)
@@ -612,6 +633,34 @@ def main():
                 st = envoy_stats(ports[n]["admin"], "sds.")
                 check(sum(v for k, v in st.items() if k.endswith(".update_rejected")) == 0,
                       f"Envoy {n.upper()} rejected no SDS update", json.dumps(st))
+
+            # ---- CA rotation: the successor reaches both Envoys' validation contexts, then signs ----
+            ca0 = {n: envoy_ca_serials(ports[n]["admin"]) for n in "ab"}
+            both = wait_for(lambda: all(len(envoy_ca_serials(ports[n]["admin"])) >= 2 for n in "ab"),
+                            max(5, 80 - (time.monotonic() - t_server)), step=0.2)
+            check(both, "CA rotation: both Envoys' validation contexts get the successor CA beside the current one",
+                  f"before {ca0}, now { {n: envoy_ca_serials(ports[n]['admin']) for n in 'ab'} }")
+            signs = wait_for(lambda: len(re.findall(r"CA: X\.509 authority \S+ signs", s.text())) >= 2,
+                             max(5, 90 - (time.monotonic() - t_server)), step=0.5)
+            check(signs, "CA rotation: the successor signs (server log)", s.text()[-1500:])
+            # Both Envoys' next SVIDs are signed by the successor; traffic goes on across the change.
+            mark = {n: serial_of(ports[n]["admin"], ids[n]) for n in "ab"}
+            t_act = time.monotonic()
+            ok_n = tot = 0
+            while time.monotonic() - t_act < 40 and not all(
+                    serial_of(ports[n]["admin"], ids[n]) not in (None, mark[n]) for n in "ab"):
+                tot += 1
+                ok_n += "service-b" in get(ports["a"]["egress"], timeout=2)[1]
+                time.sleep(0.1)
+            check(all(serial_of(ports[n]["admin"], ids[n]) not in (None, mark[n]) for n in "ab"),
+                  "CA rotation: both Envoys take SVIDs issued after the successor signs", "")
+            check(tot > 0 and ok_n == tot, "CA rotation: traffic A -> B went on", f"{ok_n}/{tot}")
+            check("service-b" in get(ports["a"]["egress"])[1] and "service-a" in get(ports["b"]["egress"])[1],
+                  "CA rotation: both directions authenticate with the new SVIDs", "")
+            for n in "ab":
+                st = envoy_stats(ports[n]["admin"], "sds.")
+                check(sum(v for k, v in st.items() if k.endswith(".update_rejected")) == 0,
+                      f"CA rotation: Envoy {n.upper()} rejected no SDS update", json.dumps(st))
 
             # ---- revocation: delete B's entry ----
             rc, out, err = srv("entry", "delete", "-entryID", entry_ids["b"])
