@@ -9,13 +9,14 @@
 #include "agent/k8s_podlist.h"
 #include "agent/procfs.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 
 struct ly_k8s_attestor {
 	uv_loop_t *loop;
 	struct ly_kubelet *kubelet;
 	unsigned max_attempts;
 	uint64_t retry_ms;
-	struct ly_k8s_attest *reqs; /* running attestations */
+	struct ly_queue reqs; /* running attestations (struct ly_k8s_attest), newest first */
 	size_t live;                /* attestations not yet freed */
 	bool closing;
 };
@@ -38,7 +39,7 @@ struct ly_k8s_attest {
 	struct ly_cgroup_ids ids;
 	ly_status work_rc;
 	struct ly_error work_err;
-	struct ly_k8s_attest *prev, *next;
+	struct ly_queue link; /* on a->reqs while running */
 };
 
 /* ---- lifetime ---- */
@@ -77,13 +78,7 @@ req_end(struct ly_k8s_attest *r)
 	struct ly_k8s_attestor *a = r->a;
 
 	r->done = true;
-	if (r->prev != NULL)
-		r->prev->next = r->next;
-	else if (a->reqs == r)
-		a->reqs = r->next;
-	if (r->next != NULL)
-		r->next->prev = r->prev;
-	r->prev = r->next = NULL;
+	ly_queue_remove(&r->link); /* harmless when not linked: a circle of one */
 	if (a->kubelet != NULL)
 		ly_kubelet_wait_cancel(a->kubelet, &r->wait);
 	if (r->work_busy)
@@ -223,6 +218,7 @@ ly_k8s_attestor_new(uv_loop_t *loop, const struct ly_k8s_attestor_config *cfg, s
 	struct ly_k8s_attestor *a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "k8s attestor: out of memory");
+	ly_queue_init(&a->reqs);
 	a->loop = loop;
 	a->max_attempts = cfg->max_attempts != 0 ? cfg->max_attempts : LY_K8S_ATTEMPTS_DEFAULT;
 	a->retry_ms = cfg->retry_interval_ms != 0 ? cfg->retry_interval_ms : LY_K8S_RETRY_MS_DEFAULT;
@@ -241,11 +237,12 @@ ly_k8s_attestor_close(struct ly_k8s_attestor *a)
 	if (a == NULL || a->closing)
 		return;
 	a->closing = true;
-	while (a->reqs != NULL) {
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&a->reqs)) != NULL) {
+		struct ly_k8s_attest *r = LY_QUEUE_DATA(q, struct ly_k8s_attest, link);
 		struct ly_error e;
-		(void)ly_error_set(&e, LY_E_IO, "k8s attestation of pid %ld: the attestor is closing",
-		    (long)a->reqs->pid);
-		finish(a->reqs, LY_E_IO, &e, NULL, 0);
+		(void)ly_error_set(&e, LY_E_IO, "k8s attestation of pid %ld: the attestor is closing", (long)r->pid);
+		finish(r, LY_E_IO, &e, NULL, 0);
 	}
 	ly_kubelet_close(a->kubelet);
 	a->kubelet = NULL;
@@ -266,6 +263,7 @@ ly_k8s_attest_start(struct ly_k8s_attestor *a, pid_t pid, const char *proc_root,
 	struct ly_k8s_attest *r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "k8s attestation: out of memory");
+	ly_queue_init(&r->link);
 	r->proc_root = strdup(proc_root != NULL ? proc_root : LY_PROC_ROOT_DEFAULT);
 	if (r->proc_root == NULL) {
 		free(r);
@@ -294,10 +292,7 @@ ly_k8s_attest_start(struct ly_k8s_attestor *a, pid_t pid, const char *proc_root,
 	}
 	r->work_busy = true;
 	a->live++;
-	r->next = a->reqs;
-	if (a->reqs != NULL)
-		a->reqs->prev = r;
-	a->reqs = r;
+	ly_queue_insert_head(&a->reqs, &r->link);
 	if (req != NULL)
 		*req = r;
 	return LY_OK;

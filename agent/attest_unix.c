@@ -21,7 +21,6 @@
 
 #define HASH_CHUNK (64 * 1024)
 #define PWBUF_START 4096
-#define PWBUF_MAX (1024 * 1024)
 #define DELETED_SUFFIX " (deleted)"
 
 /* What identifies one version of an executable file. */
@@ -290,7 +289,7 @@ add_names(struct ly_attest_sels *l, const struct ly_unix_peer *peer, struct ly_e
 		buf = p;
 		struct passwd pw, *pwp = NULL;
 		e = getpwuid_r(peer->uid, &pw, buf, size, &pwp);
-		if (e == ERANGE && size < PWBUF_MAX) {
+		if (e == ERANGE && size < LY_PASSWD_BUF_MAX) {
 			size *= 2;
 			continue;
 		}
@@ -305,7 +304,7 @@ add_names(struct ly_attest_sels *l, const struct ly_unix_peer *peer, struct ly_e
 	for (;;) {
 		struct group gr, *grp = NULL;
 		e = getgrgid_r(peer->gid, &gr, buf, size, &grp);
-		if (e == ERANGE && size < PWBUF_MAX) {
+		if (e == ERANGE && size < LY_PASSWD_BUF_MAX) {
 			size *= 2;
 			char *p = realloc(buf, size);
 			if (p == NULL) {

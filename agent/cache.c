@@ -768,10 +768,8 @@ ly_cache_set_svid(struct ly_cache *c, const char *entry_id, const char *spiffe_i
 	r->has_svid = true;
 	r->stale = false;
 	c->nsvids++;
-	chain->data = NULL;
-	chain->len = 0;
-	key->data = NULL;
-	key->len = 0;
+	ly_buf_init(chain, 0, false);
+	ly_buf_init(key, 0, false);
 	record(cs, LY_CACHE_SVID_SET, r->entry, false, NULL, 0);
 	finish(c, true, cs);
 	return LY_OK;

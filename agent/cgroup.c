@@ -7,7 +7,6 @@
 #include "agent/procfs.h"
 #include "lib/caps.h"
 
-#define HIERARCHY_ID_DIGITS_MAX 10
 
 static bool
 is_lower_hex(char c)
@@ -174,9 +173,9 @@ parse_cgroup_line(const char *s, size_t n, size_t line, struct combine *c, struc
 	if (c1 == NULL)
 		return ly_error_set(err, LY_E_INVALID, "cgroup line %zu: not ID:CONTROLLERS:PATH", line);
 	size_t idlen = (size_t)(c1 - s);
-	if (idlen == 0 || idlen > HIERARCHY_ID_DIGITS_MAX)
+	if (idlen == 0 || idlen > LY_CGROUP_HIERARCHY_DIGITS_MAX)
 		return ly_error_set(err, LY_E_INVALID, "cgroup line %zu: hierarchy ID must be 1..%d digits", line,
-		    HIERARCHY_ID_DIGITS_MAX);
+		    LY_CGROUP_HIERARCHY_DIGITS_MAX);
 	for (size_t i = 0; i < idlen; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return ly_error_set(err, LY_E_INVALID, "cgroup line %zu: hierarchy ID must be decimal", line);

@@ -1,9 +1,12 @@
 /*
  * cli.c: `lanyard-agent api ...` and `lanyard-agent healthcheck` (SPEC §2,
  * SPIRE's verbs and single-dash flags). Each is a Workload API client like
- * any other workload: a gRPC channel to "unix:<socket>" (plaintext: the
- * socket is local and the agent authorizes by attestation, SPEC §3), every
- * call carrying the `workload.spiffe.io: true` header.
+ * any other workload, through the project's one client library
+ * (lib/workload, wl_internal.h): plaintext gRPC over the agent's Unix
+ * socket (the agent authorizes by attestation, SPEC §3), every call but
+ * the health check carrying the `workload.spiffe.io: true` header, over
+ * the one connection whose listener was judged first (SO_PEERCRED,
+ * ly_sockpath_peer_check, then wl_client_new_fd).
  *
  * The socket: -socketPath, else SPIFFE_ENDPOINT_SOCKET (unix:///path or
  * unix:/path, Workload Endpoint §4), else LY_AGENT_SOCKET_DEFAULT.
@@ -43,6 +46,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,10 +59,10 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
-#include <uv.h>
 
 #include "agent/agent.h"
 #include "agent/cli_helper.h"
+#include "agent/fileset.h"
 #include "lib/buf.h"
 #include "lib/der.h"
 #include "lib/flags.h"
@@ -66,6 +70,7 @@
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "lib/text.h"
+#include "lib/workload/wl_internal.h"
 #include "rpc/rpc.h"
 #include "workload.pb-c.h"
 
@@ -103,11 +108,6 @@ fail(int code, const char *fmt, ...)
 	return code;
 }
 
-static double
-ms_since(uint64_t start_ns)
-{
-	return (double)(uv_hrtime() - start_ns) / 1e6;
-}
 
 /* ---- the socket ---------------------------------------------------------------- */
 
@@ -141,6 +141,13 @@ resolve_socket(const char *cmd, const char *flag, const char **out)
 
 /* ---- calls ----------------------------------------------------------------------- */
 
+/*
+ * The calls go through the project's one Workload API client, lib/workload
+ * (wl_rpc_call: its own completion queue, no event loop of ours), on a
+ * client made over the very connection judged by SO_PEERCRED
+ * (wl_client_new_fd). The CLI words its own errors from the status the
+ * agent sent, so its lines stay SPIRE's.
+ */
 struct session;
 /* A message arrived; return false to stop the call (it is then cancelled). */
 typedef bool (*msg_fn)(struct session *s, const uint8_t *msg, size_t len);
@@ -148,84 +155,70 @@ typedef bool (*msg_fn)(struct session *s, const uint8_t *msg, size_t len);
 struct session {
 	const char *cmd;
 	const char *socket;
-	uv_loop_t loop;
-	bool loop_ready;
-	struct ly_rpc *rpc;
-	struct ly_rpc_channel *ch;
-	/* The call in progress. */
-	struct ly_rpc_ccall *cc;
-	bool done, stopped, interrupted;
-	enum ly_rpc_code code;
-	char details[LY_ERROR_MSG_MAX];
+	lanyard_client *client;
 	msg_fn on_msg;
 	void *arg;
 	int exit_code; /* set by on_msg on a failure of its own */
 	uint64_t start_ns;
-	size_t messages;
-	uv_signal_t sig_int, sig_term;
 	bool signals;
-	uv_timer_t timer; /* api watch -write: the reconnection backoff */
-	bool timer_fired, rpc_closed;
+	struct sigaction old_int, old_term;
 };
 
-static void
-on_message(struct ly_rpc_ccall *call, const uint8_t *msg, size_t len, void *arg)
+/* SIGINT/SIGTERM during a long call (api watch): polled by wl_rpc_call, which then cancels the call. */
+static atomic_bool interrupted;
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double
+ms_since(uint64_t start_ns)
+{
+	return (double)(now_ns() - start_ns) / 1e6;
+}
+
+static int
+on_message(void *arg, const uint8_t *msg, size_t len, struct ly_error *err)
 {
 	struct session *s = arg;
 
-	s->messages++;
-	if (s->stopped)
-		return;
-	if (!s->on_msg(s, msg, len)) {
-		s->stopped = true;
-		ly_rpc_ccall_cancel(call);
+	if (atomic_load(&interrupted))
+		return 1; /* stopped: nothing more is read or written */
+	if (s->on_msg(s, msg, len))
+		return 0;
+	if (s->exit_code != 0) {
+		(void)ly_error_set(err, LY_E_INVALID, "%s: refused the answer", s->cmd); /* already said, by on_msg */
+		return -1;
 	}
+	return 1;
 }
 
 static void
-on_status(struct ly_rpc_ccall *call, enum ly_rpc_code code, const char *details, void *arg)
+on_signal(int signum)
 {
-	struct session *s = arg;
-
-	(void)call;
-	s->done = true;
-	s->cc = NULL;
-	s->code = code;
-	(void)snprintf(s->details, sizeof(s->details), "%s", details != NULL ? details : "");
-}
-
-static void
-on_signal(uv_signal_t *h, int signum)
-{
-	struct session *s = h->data;
-
 	(void)signum;
-	s->interrupted = true;
-	s->stopped = true;
-	if (s->cc != NULL)
-		ly_rpc_ccall_cancel(s->cc);
+	atomic_store(&interrupted, true);
 }
 
-/* The session's loop (and its backoff timer); no connection yet. */
+/* The session: no connection yet. */
 static int
 session_start(struct session *s, const char *cmd, const char *socket)
 {
 	memset(s, 0, sizeof(*s));
 	s->cmd = cmd;
 	s->socket = socket;
-	if (uv_loop_init(&s->loop) != 0)
-		return fail(EXIT_RUNTIME, "%s: cannot start an event loop", cmd);
-	s->loop_ready = true;
-	(void)uv_timer_init(&s->loop, &s->timer);
-	s->timer.data = s;
 	return 0;
 }
 
-/* A channel to the agent's socket on the session's loop. */
+/* A client on a connection to the agent's socket, its listener judged first. */
 static int
 session_connect(struct session *s)
 {
-	char target[LY_CONFIG_VALUE_MAX + 8];
 	struct ly_error e;
 	struct stat st;
 
@@ -241,39 +234,17 @@ session_connect(struct session *s)
 	if (pc != LY_OK)
 		return fail(EXIT_RUNTIME, "%s: %s the agent at %s: %s", s->cmd, pc == LY_E_IO ? "cannot reach" : "refusing",
 		    s->socket, e.msg);
-	(void)snprintf(target, sizeof(target), "unix:%s", s->socket);
-	struct ly_rpc_channel_config cc = { .target = target, .tls = NULL, .max_response = 0 };
-	if (ly_rpc_new(&s->loop, &s->rpc, &e) != LY_OK) {
-		close(fd);
-		return fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
-	}
-	if (ly_rpc_channel_new_fd(s->rpc, &cc, fd, &s->ch, &e) != LY_OK)
+	if (wl_client_new_fd(s->socket, fd, &s->client, &e) != LY_OK)
 		return fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
 	return 0;
 }
 
-static void
-on_rpc_closed(void *arg)
-{
-	struct session *s = arg;
-
-	s->rpc_closed = true;
-}
-
-/* Frees the channel and gRPC's machinery, and waits until they are gone; the loop stays. */
+/* Frees the client (and its connection). */
 static void
 session_disconnect(struct session *s)
 {
-	if (s->ch != NULL)
-		ly_rpc_channel_free(s->ch);
-	s->ch = NULL;
-	if (s->rpc == NULL)
-		return;
-	s->rpc_closed = false;
-	ly_rpc_close(s->rpc, on_rpc_closed, s);
-	s->rpc = NULL;
-	while (!s->rpc_closed)
-		(void)uv_run(&s->loop, UV_RUN_ONCE);
+	lanyard_client_free(s->client);
+	s->client = NULL;
 }
 
 static int
@@ -289,15 +260,9 @@ session_close(struct session *s)
 {
 	session_disconnect(s);
 	if (s->signals) {
-		uv_close((uv_handle_t *)&s->sig_int, NULL);
-		uv_close((uv_handle_t *)&s->sig_term, NULL);
+		(void)sigaction(SIGINT, &s->old_int, NULL);
+		(void)sigaction(SIGTERM, &s->old_term, NULL);
 		s->signals = false;
-	}
-	if (s->loop_ready) {
-		uv_close((uv_handle_t *)&s->timer, NULL);
-		(void)uv_run(&s->loop, UV_RUN_DEFAULT);
-		(void)uv_loop_close(&s->loop);
-		s->loop_ready = false;
 	}
 }
 
@@ -305,43 +270,44 @@ session_close(struct session *s)
 static void
 session_catch_signals(struct session *s)
 {
-	uv_signal_init(&s->loop, &s->sig_int);
-	uv_signal_init(&s->loop, &s->sig_term);
-	s->sig_int.data = s->sig_term.data = s;
-	uv_signal_start(&s->sig_int, on_signal, SIGINT);
-	uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal; /* no SA_RESTART: a backoff sleep ends at once */
+	(void)sigemptyset(&sa.sa_mask);
+	(void)sigaction(SIGINT, &sa, &s->old_int);
+	(void)sigaction(SIGTERM, &sa, &s->old_term);
 	s->signals = true;
 }
 
 /* What a failed status means to the user. */
 static int
-status_fail(const struct session *s, const char *what)
+status_fail(const struct session *s, const char *what, enum ly_rpc_code code, const char *details)
 {
-	const char *d = s->details[0] != '\0' ? s->details : "failed";
+	const char *d = details[0] != '\0' ? details : "failed";
 
-	if (s->code == LY_RPC_UNAVAILABLE)
+	if (code == LY_RPC_UNAVAILABLE)
 		return fail(EXIT_RUNTIME, "%s: the agent at %s is unavailable: %s (UNAVAILABLE)", s->cmd, s->socket, d);
-	if (s->code == LY_RPC_DEADLINE_EXCEEDED)
+	if (code == LY_RPC_DEADLINE_EXCEEDED)
 		return fail(EXIT_RUNTIME, "%s: no answer from the agent at %s in time (DEADLINE_EXCEEDED)", s->cmd,
 		    s->socket);
-	return fail(EXIT_RUNTIME, "%s: %s: %s (%s)", s->cmd, what, d, ly_rpc_code_str(s->code));
+	return fail(EXIT_RUNTIME, "%s: %s: %s (%s)", s->cmd, what, d, ly_rpc_code_str(code));
 }
 
 /*
- * Runs one call to completion. Unary: `on_msg` sees the answer (status
- * OK only). Stream: each message until `on_msg` returns false (the call is
- * then cancelled, and that is a success). Returns 0 or an exit code
- * (error printed).
+ * Runs one call to completion. Unary: `on_msg` sees the answer. Stream:
+ * each message until `on_msg` returns false (the call is then cancelled,
+ * and that is a success). Returns 0 or an exit code (error printed).
  */
 static int
 session_call(struct session *s, const char *what, const char *method, enum ly_rpc_kind kind,
     const ProtobufCMessage *req, int64_t timeout_ms, bool workload_header, msg_fn on_msg, void *arg)
 {
-	struct ly_rpc_md md = { "workload.spiffe.io", "true" };
+	struct wl_call_status st;
 	struct ly_error e;
 	uint8_t *buf = NULL;
 	size_t n = 0;
-	int rc;
+	int code = 0, rc;
 
 	if (req != NULL) {
 		n = protobuf_c_message_get_packed_size(req);
@@ -350,38 +316,33 @@ session_call(struct session *s, const char *what, const char *method, enum ly_rp
 			return fail(EXIT_RUNTIME, "%s: out of memory", s->cmd);
 		(void)protobuf_c_message_pack(req, buf);
 	}
-	s->done = s->stopped = false;
 	s->exit_code = 0;
-	s->messages = 0;
 	s->on_msg = on_msg;
 	s->arg = arg;
-	s->start_ns = uv_hrtime();
-	struct ly_rpc_call_config cc = {
+	s->start_ns = now_ns();
+	struct wl_call call = {
 		.method = method,
-		.kind = kind,
 		.req = buf != NULL ? buf : (const uint8_t *)"",
-		.req_len = n,
-		.flags = LY_RPC_WIPE, /* requests may carry a token (validate) */
-		.timeout_ms = timeout_ms,
-		.md = workload_header ? &md : NULL,
-		.n_md = workload_header ? 1 : 0,
-		.on_message = on_message,
-		.on_status = on_status,
+		.req_len = n, /* copied, and the copy wiped: requests may carry a token (validate) */
+		.stream = kind == LY_RPC_SERVER_STREAM,
+		.timeout_ms = (unsigned)timeout_ms,
+		.on_msg = on_message,
 		.arg = s,
+		.stop = &interrupted,
+		.bare = !workload_header,
+		.status = &st,
 	};
-	if (ly_rpc_channel_call(s->ch, &cc, &s->cc, &e) != LY_OK) {
-		rc = fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
-		goto out;
-	}
-	while (!s->done)
-		(void)uv_run(&s->loop, UV_RUN_ONCE);
+	ly_status r = wl_rpc_call(s->client, &call, &code, &e);
 	if (s->exit_code != 0)
 		rc = s->exit_code;
-	else if (s->code == LY_RPC_OK || (s->stopped && s->code == LY_RPC_CANCELLED))
+	else if (r == LY_OK)
 		rc = 0;
+	else if (st.got && (st.code == LY_RPC_OK || (atomic_load(&interrupted) && st.code == LY_RPC_CANCELLED)))
+		rc = 0;
+	else if (st.got)
+		rc = status_fail(s, what, (enum ly_rpc_code)st.code, st.details);
 	else
-		rc = status_fail(s, what);
-out:
+		rc = fail(EXIT_RUNTIME, "%s: %s", s->cmd, e.msg);
 	if (buf != NULL) {
 		OPENSSL_cleanse(buf, n);
 		free(buf);
@@ -556,8 +517,8 @@ helper_signal(const struct session *s, const struct x509_args *a)
 
 	if (a->pid_file == NULL)
 		return;
-	if (ly_helper_signal_pid_file(a->pid_file, a->signum, &pid, &e) == LY_OK)
-		printf("Sent %s to process %d (pid file %s)\n", ly_helper_signal_name(a->signum), (int)pid, a->pid_file);
+	if (ly_cli_helper_signal_pid_file(a->pid_file, a->signum, &pid, &e) == LY_OK)
+		printf("Sent %s to process %d (pid file %s)\n", ly_cli_helper_signal_name(a->signum), (int)pid, a->pid_file);
 	else
 		(void)fail(EXIT_RUNTIME, "%s: no signal sent: %s", s->cmd, e.msg);
 }
@@ -606,23 +567,21 @@ on_x509(struct session *s, const uint8_t *msg, size_t len)
 	return rc == 0 && a->watch;
 }
 
-static void
-on_backoff(uv_timer_t *t)
-{
-	struct session *s = t->data;
-
-	s->timer_fired = true;
-}
-
-/* Waits `ms` on the session's loop, or less when SIGTERM/SIGINT arrives. */
+/* Waits `ms`, or less when SIGTERM/SIGINT arrives. */
 static void
 session_sleep(struct session *s, uint64_t ms)
 {
-	s->timer_fired = false;
-	(void)uv_timer_start(&s->timer, on_backoff, ms, 0);
-	while (!s->timer_fired && !s->interrupted)
-		(void)uv_run(&s->loop, UV_RUN_ONCE);
-	(void)uv_timer_stop(&s->timer);
+	uint64_t end = now_ns() + ms * 1000000u;
+
+	(void)s;
+	while (!atomic_load(&interrupted)) {
+		uint64_t now = now_ns();
+		if (now >= end)
+			break;
+		uint64_t left = end - now < 100000000u ? end - now : 100000000u; /* 100 ms slices */
+		struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
+		(void)nanosleep(&ts, NULL);
+	}
 }
 
 /*
@@ -639,21 +598,21 @@ helper_run(struct session *s, struct x509_args *a)
 	X509SVIDRequest req;
 	x509_svidrequest__init(&req);
 
-	while (!s->interrupted) {
+	while (!atomic_load(&interrupted)) {
 		a->updates = 0;
 		int rc = session_connect(s);
 		if (rc == 0)
 			rc = session_call(s, "fetching X.509-SVIDs", M("FetchX509SVID"), LY_RPC_SERVER_STREAM, &req.base, 0,
 			    true, on_x509, a);
 		session_disconnect(s);
-		if (s->interrupted)
+		if (atomic_load(&interrupted))
 			break;
 		if (rc == 0)
 			(void)fail(EXIT_RUNTIME, "%s: the agent ended the stream", s->cmd);
 		if (a->updates > 0)
 			backoff = HELPER_BACKOFF_MIN_MS;
 		/* Jitter, so that helpers restarted together do not reconnect together. */
-		uint64_t wait = backoff * (80 + uv_hrtime() % 41) / 100;
+		uint64_t wait = backoff * (80 + now_ns() % 41) / 100;
 		fprintf(stderr, "%s: reconnecting in %.1fs\n", s->cmd, (double)wait / 1000.0);
 		session_sleep(s, wait);
 		backoff = backoff * 2 > HELPER_BACKOFF_MAX_MS ? HELPER_BACKOFF_MAX_MS : backoff * 2;
@@ -706,7 +665,7 @@ api_fetch_x509(int argc, char **argv, bool watch)
 		return rc;
 	if (a.write_dir != NULL && a.write_dir[0] == '\0')
 		return fail(EXIT_USAGE, "%s: -write must not be empty", cmd);
-	if (signal_name != NULL && ly_helper_signal_parse(signal_name, &a.signum, &e) != LY_OK)
+	if (signal_name != NULL && ly_cli_helper_signal_parse(signal_name, &a.signum, &e) != LY_OK)
 		return fail(EXIT_USAGE, "%s: -signal: %s", cmd, e.msg);
 	if ((a.pid_file != NULL || signal_name != NULL) && a.write_dir == NULL)
 		return fail(EXIT_USAGE, "%s: -pidFile and -signal need -write DIR", cmd);

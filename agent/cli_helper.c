@@ -1,5 +1,5 @@
 /*
- * cli_helper.c: signal names, pid files and atomic file sets for
+ * cli_helper.c: signal names and pid files for
  * `lanyard-agent api watch -write` (see cli_helper.h for the rules).
  */
 #include "agent/cli_helper.h"
@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/rand.h>
 
 /* ---- signals ---- */
 
@@ -33,7 +32,7 @@ static const struct {
 #define NSIGNALS (sizeof(signals) / sizeof(signals[0]))
 
 ly_status
-ly_helper_signal_parse(const char *name, int *signum, struct ly_error *err)
+ly_cli_helper_signal_parse(const char *name, int *signum, struct ly_error *err)
 {
 	const char *bare = name;
 
@@ -52,7 +51,7 @@ ly_helper_signal_parse(const char *name, int *signum, struct ly_error *err)
 }
 
 const char *
-ly_helper_signal_name(int signum)
+ly_cli_helper_signal_name(int signum)
 {
 	static const char *const full[] = { "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM",
 		"SIGWINCH" };
@@ -67,7 +66,7 @@ ly_helper_signal_name(int signum)
 /* ---- pid files ---- */
 
 ly_status
-ly_helper_pid_parse(const char *text, size_t len, pid_t *out, struct ly_error *err)
+ly_cli_helper_pid_parse(const char *text, size_t len, pid_t *out, struct ly_error *err)
 {
 	size_t digits = len;
 	long v = 0;
@@ -99,7 +98,7 @@ ly_helper_pid_parse(const char *text, size_t len, pid_t *out, struct ly_error *e
 }
 
 ly_status
-ly_helper_pid_file_read(const char *path, pid_t *out, struct ly_error *err)
+ly_cli_helper_pid_file_read(const char *path, pid_t *out, struct ly_error *err)
 {
 	char buf[LY_PID_FILE_MAX + 1];
 	size_t len = 0;
@@ -135,7 +134,7 @@ ly_helper_pid_file_read(const char *path, pid_t *out, struct ly_error *err)
 			break;
 		len += (size_t)n;
 	}
-	rc = ly_helper_pid_parse(buf, len, out, err);
+	rc = ly_cli_helper_pid_parse(buf, len, out, err);
 	if (rc != LY_OK)
 		rc = ly_error_wrap(err, rc, "%s", path);
 out:
@@ -144,11 +143,11 @@ out:
 }
 
 ly_status
-ly_helper_signal_pid_file(const char *path, int signum, pid_t *sent, struct ly_error *err)
+ly_cli_helper_signal_pid_file(const char *path, int signum, pid_t *sent, struct ly_error *err)
 {
 	pid_t pid;
 
-	LY_TRY(ly_helper_pid_file_read(path, &pid, err));
+	LY_TRY(ly_cli_helper_pid_file_read(path, &pid, err));
 	if (pid == getpid())
 		return ly_error_set(err, LY_E_INVALID, "pid file %s names this process (%d): nothing sent", path,
 		    (int)pid);
@@ -162,194 +161,4 @@ ly_helper_signal_pid_file(const char *path, int signum, pid_t *sent, struct ly_e
 	if (sent != NULL)
 		*sent = pid;
 	return LY_OK;
-}
-
-/* ---- file sets ---- */
-
-static bool
-name_ok(const char *name)
-{
-	size_t len = strlen(name);
-
-	if (len == 0 || len > LY_FILESET_NAME_MAX || name[0] == '.')
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		    c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
-ly_status
-ly_fileset_init(struct ly_fileset *fs, const char *dir, struct ly_error *err)
-{
-	memset(fs, 0, sizeof(*fs));
-	fs->dirfd = -1;
-	if (dir == NULL || dir[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "no directory given");
-	fs->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fs->dirfd < 0)
-		return ly_error_set(err, LY_E_IO, "directory %s: %s", dir, strerror(errno));
-	return LY_OK;
-}
-
-/* Writes all of data to fd. */
-static bool
-write_all(int fd, const uint8_t *data, size_t len)
-{
-	size_t off = 0;
-
-	while (off < len) {
-		ssize_t w = write(fd, data + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			if (w == 0)
-				errno = EIO;
-			return false;
-		}
-		off += (size_t)w;
-	}
-	return true;
-}
-
-ly_status
-ly_fileset_add(struct ly_fileset *fs, const char *name, const uint8_t *data, size_t len, unsigned mode,
-    struct ly_error *err)
-{
-	struct ly_fileset_entry *e, *grown;
-	unsigned char rnd[8];
-	int fd = -1, saved;
-
-	if (fs == NULL || fs->dirfd < 0 || name == NULL || (data == NULL && len > 0))
-		return ly_error_set(err, LY_E_INTERNAL, "file set: not open, or no name or data");
-	if (!name_ok(name))
-		return ly_error_set(err, LY_E_INVALID, "file name \"%.64s\": only [A-Za-z0-9._-], not starting with "
-		    "'.', at most %d bytes", name, LY_FILESET_NAME_MAX);
-	if ((mode & ~0777u) != 0)
-		return ly_error_set(err, LY_E_INVALID, "%s: mode %o has more than permission bits", name, mode);
-	for (size_t i = 0; i < fs->n_staged; i++) {
-		if (strcmp(fs->staged[i].name, name) == 0)
-			return ly_error_set(err, LY_E_INVALID, "%s: staged twice in one update", name);
-	}
-	if (fs->n_staged >= LY_WRITE_FILES_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "more than %d files in one update", LY_WRITE_FILES_MAX);
-	grown = realloc(fs->staged, (fs->n_staged + 1) * sizeof(*fs->staged));
-	if (grown == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "file set: out of memory");
-	fs->staged = grown;
-	e = &fs->staged[fs->n_staged];
-	memset(e, 0, sizeof(*e));
-	(void)snprintf(e->name, sizeof(e->name), "%s", name);
-	if (RAND_bytes(rnd, (int)sizeof(rnd)) != 1)
-		return ly_error_set(err, LY_E_CRYPTO, "%s: no random bytes for a temporary name", name);
-	(void)snprintf(e->tmp, sizeof(e->tmp), ".%s.%02x%02x%02x%02x%02x%02x%02x%02x", name, rnd[0], rnd[1], rnd[2],
-	    rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-	/*
-	 * Born 0600 (O_EXCL: ours, new), so a key is never readable by others;
-	 * then exactly `mode`, whatever the umask, before any byte is written.
-	 */
-	fd = openat(fs->dirfd, e->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return ly_error_set(err, LY_E_IO, "%s: cannot create a temporary file: %s", name, strerror(errno));
-	fs->n_staged++; /* from here on abort unlinks it */
-	if (fchmod(fd, (mode_t)mode) != 0 || !write_all(fd, data, len) || fsync(fd) != 0) {
-		saved = errno;
-		(void)close(fd);
-		return ly_error_set(err, LY_E_IO, "%s: %s", name, strerror(saved));
-	}
-	if (close(fd) != 0)
-		return ly_error_set(err, LY_E_IO, "%s: %s", name, strerror(errno));
-	return LY_OK;
-}
-
-void
-ly_fileset_abort(struct ly_fileset *fs)
-{
-	if (fs == NULL)
-		return;
-	for (size_t i = 0; i < fs->n_staged; i++) {
-		if (fs->staged[i].tmp[0] != '\0' && fs->dirfd >= 0)
-			(void)unlinkat(fs->dirfd, fs->staged[i].tmp, 0);
-	}
-	fs->n_staged = 0;
-}
-
-static bool
-staged_has(const struct ly_fileset *fs, const char *name)
-{
-	for (size_t i = 0; i < fs->n_staged; i++) {
-		if (strcmp(fs->staged[i].name, name) == 0)
-			return true;
-	}
-	return false;
-}
-
-ly_status
-ly_fileset_commit(struct ly_fileset *fs, size_t *removed, struct ly_error *err)
-{
-	char(*live)[LY_FILESET_NAME_MAX + 1] = NULL;
-	size_t gone = 0;
-	ly_status rc;
-
-	if (removed != NULL)
-		*removed = 0;
-	if (fs == NULL || fs->dirfd < 0)
-		return ly_error_set(err, LY_E_INTERNAL, "file set: not open");
-	if (fs->n_staged > 0) {
-		live = calloc(fs->n_staged, sizeof(*live));
-		if (live == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "file set: out of memory");
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < fs->n_staged; i++) {
-		struct ly_fileset_entry *e = &fs->staged[i];
-		if (renameat(fs->dirfd, e->tmp, fs->dirfd, e->name) != 0) {
-			rc = ly_error_set(err, LY_E_IO, "%s: rename: %s", e->name, strerror(errno));
-			goto out;
-		}
-		e->tmp[0] = '\0';
-		memcpy(live[i], e->name, sizeof(live[i]));
-	}
-	/* The renames are durable once the directory is. */
-	if (fsync(fs->dirfd) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "fsync of the directory: %s", strerror(errno));
-		goto out;
-	}
-	for (size_t i = 0; i < fs->n_live; i++) {
-		if (!staged_has(fs, fs->live[i]) && unlinkat(fs->dirfd, fs->live[i], 0) == 0)
-			gone++;
-	}
-	if (gone > 0)
-		(void)fsync(fs->dirfd);
-	free(fs->live);
-	fs->live = live;
-	fs->n_live = fs->n_staged;
-	live = NULL;
-	if (removed != NULL)
-		*removed = gone;
-	rc = LY_OK;
-out:
-	free(live);
-	ly_fileset_abort(fs);
-	return rc;
-}
-
-void
-ly_fileset_cleanup(struct ly_fileset *fs)
-{
-	if (fs == NULL)
-		return;
-	ly_fileset_abort(fs);
-	if (fs->dirfd >= 0)
-		(void)close(fs->dirfd);
-	fs->dirfd = -1;
-	free(fs->staged);
-	free(fs->live);
-	fs->staged = NULL;
-	fs->live = NULL;
-	fs->n_live = 0;
 }

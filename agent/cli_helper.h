@@ -3,8 +3,8 @@
  * [-signal NAME] [-pidFile FILE]` (the helper mode for programs that read
  * their certificates from files: nginx, Envoy, databases; SPEC §2 `api
  * watch`, with spiffe-helper's job done in SPIRE's flag style) that do not
- * need the Workload API: the signal table, the pid file, and a set of files
- * replaced together.
+ * need the Workload API: the signal table and the pid file (the set of
+ * files replaced together is agent/fileset.h).
  *
  * Signals: a fixed table of names (HUP, INT, QUIT, USR1, USR2, TERM,
  * WINCH, with or without the SIG prefix, upper case). Numbers, KILL, STOP
@@ -19,23 +19,7 @@
  * file is read afresh before every signal: the program may have restarted
  * with another pid.
  *
- * File sets (ly_fileset): the files of one update are each written to a
- * temporary file in DIR (".NAME.<random>", created 0600 with O_EXCL, then
- * given its mode by fchmod, so a key file is never readable by others, not
- * even for an instant), written and fsync'd (ly_fileset_add); then all are
- * renamed over their names and DIR is fsync'd (ly_fileset_commit). When
- * staging fails nothing is renamed: the previous files stay as they were.
- * A commit also removes the files the previous commit of the same set wrote
- * and this one did not (an SVID fewer than before), so DIR never mixes two
- * updates' SVIDs. Renames within one directory do not fail for lack of
- * space; if one still fails (DIR changed under us), the rest of that update
- * is dropped and the error returned: the next update writes every file
- * again.
- *
- * Ownership: struct ly_fileset is caller-owned (init/cleanup); it holds
- * DIR's descriptor and the names it staged and committed. Data passed to
- * ly_fileset_add is the caller's (wipe it after: a key). Messages never
- * contain file contents.
+ * File sets live in agent/fileset.h.
  */
 #ifndef LANYARD_AGENT_CLI_HELPER_H
 #define LANYARD_AGENT_CLI_HELPER_H
@@ -48,33 +32,30 @@
 #include "lib/caps.h"
 #include "lib/error.h"
 
-/* Linux's PID_MAX_LIMIT on 64-bit systems: no pid is larger. */
-#define LY_PID_VALUE_MAX 4194304
-/* A file name in a set: [A-Za-z0-9._-], not starting with '.', at most this long. */
-#define LY_FILESET_NAME_MAX 128
+/* LY_PID_VALUE_MAX: lib/caps.h. */
 
 /*
  * The signal named `name` ("HUP", "SIGHUP", ...; see the table above) in
  * *signum. LY_E_INVALID, naming the accepted names, for anything else.
  */
-ly_status ly_helper_signal_parse(const char *name, int *signum, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_cli_helper_signal_parse(const char *name, int *signum, struct ly_error *err) LY_MUST_CHECK;
 
 /* "SIGHUP" for SIGHUP; "signal" for a number outside the table. Static storage. */
-const char *ly_helper_signal_name(int signum);
+const char *ly_cli_helper_signal_name(int signum);
 
 /*
  * Parses pid file contents (`len` bytes, need not be NUL-terminated) by
  * the rules above. LY_E_LIMIT over LY_PID_FILE_MAX bytes; LY_E_INVALID for
  * anything else that is not one pid.
  */
-ly_status ly_helper_pid_parse(const char *text, size_t len, pid_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_cli_helper_pid_parse(const char *text, size_t len, pid_t *out, struct ly_error *err) LY_MUST_CHECK;
 
 /*
  * Reads and parses the pid file at `path` (a regular file; symlinks are
  * followed, as for any pid file). LY_E_NOT_FOUND when it does not exist,
- * LY_E_IO when it cannot be read, else as ly_helper_pid_parse.
+ * LY_E_IO when it cannot be read, else as ly_cli_helper_pid_parse.
  */
-ly_status ly_helper_pid_file_read(const char *path, pid_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_cli_helper_pid_file_read(const char *path, pid_t *out, struct ly_error *err) LY_MUST_CHECK;
 
 /*
  * Reads the pid file at `path` and sends `signum` to that process;
@@ -82,50 +63,6 @@ ly_status ly_helper_pid_file_read(const char *path, pid_t *out, struct ly_error 
  * (LY_E_INVALID); a process that does not exist (a stale pid file) is
  * LY_E_NOT_FOUND; kill() refused is LY_E_IO. Nothing is sent on any error.
  */
-ly_status ly_helper_signal_pid_file(const char *path, int signum, pid_t *sent, struct ly_error *err) LY_MUST_CHECK;
-
-struct ly_fileset_entry {
-	char name[LY_FILESET_NAME_MAX + 1];
-	char tmp[LY_FILESET_NAME_MAX + 24]; /* ".NAME.<16 hex>", empty once renamed */
-};
-
-struct ly_fileset {
-	int dirfd;
-	struct ly_fileset_entry *staged; /* this update's files, at most LY_WRITE_FILES_MAX */
-	size_t n_staged;
-	char (*live)[LY_FILESET_NAME_MAX + 1]; /* names the last commit wrote */
-	size_t n_live;
-};
-
-/*
- * Opens the directory `dir` (must exist and be a directory: LY_E_IO with
- * the reason otherwise). On failure `fs` needs no cleanup but
- * ly_fileset_cleanup is harmless.
- */
-ly_status ly_fileset_init(struct ly_fileset *fs, const char *dir, struct ly_error *err) LY_MUST_CHECK;
-
-/*
- * Stages DIR/`name` with `len` bytes of `data` and `mode` (permission bits
- * only, e.g. 0600 or 0644): written to a temporary file, fsync'd, not yet
- * visible under `name`. A name staged twice in one update, an invalid
- * name (LY_E_INVALID), more than LY_WRITE_FILES_MAX files (LY_E_LIMIT),
- * a write that fails (LY_E_IO): the caller then calls ly_fileset_abort.
- */
-ly_status ly_fileset_add(struct ly_fileset *fs, const char *name, const uint8_t *data, size_t len, unsigned mode,
-    struct ly_error *err) LY_MUST_CHECK;
-
-/*
- * Renames every staged file over its name, fsyncs DIR, then removes the
- * files of the previous commit that this one did not write. *removed (may
- * be NULL) receives how many were removed. On failure the files not yet
- * renamed are unlinked. Either way nothing stays staged.
- */
-ly_status ly_fileset_commit(struct ly_fileset *fs, size_t *removed, struct ly_error *err) LY_MUST_CHECK;
-
-/* Unlinks the staged temporary files; the previous files stay. */
-void ly_fileset_abort(struct ly_fileset *fs);
-
-/* ly_fileset_abort, then closes DIR and frees the lists. */
-void ly_fileset_cleanup(struct ly_fileset *fs);
+ly_status ly_cli_helper_signal_pid_file(const char *path, int signum, pid_t *sent, struct ly_error *err) LY_MUST_CHECK;
 
 #endif /* LANYARD_AGENT_CLI_HELPER_H */

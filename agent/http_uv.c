@@ -4,12 +4,14 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "lib/queue.h"
+
 /* One transfer lent to the multi handle. */
 struct xfer {
 	CURL *easy;
 	ly_http_uv_done_cb cb;
 	void *arg;
-	struct xfer *prev, *next;
+	struct ly_queue link; /* on h->xfers */
 };
 
 /* One socket libcurl asked us to watch. */
@@ -17,15 +19,15 @@ struct sock {
 	uv_poll_t poll;
 	curl_socket_t fd;
 	struct ly_http_uv *h;
-	struct sock *prev, *next;
+	struct ly_queue link; /* on h->socks */
 };
 
 struct ly_http_uv {
 	uv_loop_t *loop;
 	CURLM *multi;
 	uv_timer_t timer;
-	struct xfer *xfers;
-	struct sock *socks;
+	struct ly_queue xfers; /* struct xfer, newest first */
+	struct ly_queue socks; /* struct sock, newest first */
 	size_t pending_closes; /* uv_close calls whose callback has not run */
 	bool closing;
 };
@@ -59,13 +61,7 @@ static void
 sock_close(struct sock *s)
 {
 	struct ly_http_uv *h = s->h;
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		h->socks = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	s->prev = s->next = NULL;
+	ly_queue_remove(&s->link);
 	h->pending_closes++;
 	uv_close((uv_handle_t *)&s->poll, sock_closed);
 }
@@ -73,13 +69,7 @@ sock_close(struct sock *s)
 static void
 xfer_unlink(struct ly_http_uv *h, struct xfer *x)
 {
-	if (x->prev != NULL)
-		x->prev->next = x->next;
-	else
-		h->xfers = x->next;
-	if (x->next != NULL)
-		x->next->prev = x->prev;
-	x->prev = x->next = NULL;
+	ly_queue_remove(&x->link);
 }
 
 /* Reports every finished transfer. Stops when a callback closed `h`. */
@@ -169,10 +159,7 @@ socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		s->fd = fd;
 		s->h = h;
 		s->poll.data = s;
-		s->next = h->socks;
-		if (h->socks != NULL)
-			h->socks->prev = s;
-		h->socks = s;
+		ly_queue_insert_head(&h->socks, &s->link);
 		(void)curl_multi_assign(h->multi, fd, s);
 	}
 	int events = 0;
@@ -206,6 +193,8 @@ ly_http_uv_new(uv_loop_t *loop, struct ly_http_uv **out, struct ly_error *err)
 	struct ly_http_uv *h = calloc(1, sizeof(*h));
 	if (h == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "http: out of memory");
+	ly_queue_init(&h->xfers);
+	ly_queue_init(&h->socks);
 	h->loop = loop;
 	h->multi = curl_multi_init();
 	if (h->multi == NULL) {
@@ -252,10 +241,7 @@ ly_http_uv_add(struct ly_http_uv *h, CURL *easy, ly_http_uv_done_cb cb, void *ar
 		free(x);
 		return ly_error_set(err, LY_E_INTERNAL, "http: curl_multi_add_handle: %s", curl_multi_strerror(mc));
 	}
-	x->next = h->xfers;
-	if (h->xfers != NULL)
-		h->xfers->prev = x;
-	h->xfers = x;
+	ly_queue_insert_head(&h->xfers, &x->link);
 	return LY_OK;
 }
 
@@ -281,8 +267,9 @@ ly_http_uv_close(struct ly_http_uv *h)
 {
 	if (h == NULL || h->closing)
 		return;
-	while (h->xfers != NULL) {
-		struct xfer *x = h->xfers;
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&h->xfers)) != NULL) {
+		struct xfer *x = LY_QUEUE_DATA(q, struct xfer, link);
 		(void)curl_multi_remove_handle(h->multi, x->easy);
 		(void)curl_easy_setopt(x->easy, CURLOPT_PRIVATE, NULL);
 		xfer_unlink(h, x);
@@ -292,8 +279,8 @@ ly_http_uv_close(struct ly_http_uv *h)
 	/* From here libcurl must not call back: every watched socket is closed by us. */
 	(void)curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, NULL);
 	(void)curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, NULL);
-	while (h->socks != NULL)
-		sock_close(h->socks);
+	while ((q = ly_queue_head(&h->socks)) != NULL)
+		sock_close(LY_QUEUE_DATA(q, struct sock, link));
 	curl_multi_cleanup(h->multi);
 	h->multi = NULL;
 	h->pending_closes++;

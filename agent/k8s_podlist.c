@@ -6,38 +6,10 @@
 
 #include "agent/attest_sels.h"
 #include "lib/caps.h"
+#include "lib/json.h"
 #include "lib/log.h"
 
 /* ---- the document ---- */
-
-/* Refuses nesting deeper than LY_K8S_JSON_DEPTH_MAX, counted outside strings, before jansson recurses. */
-static ly_status
-depth_check(const char *s, size_t len, struct ly_error *err)
-{
-	size_t depth = 0;
-	bool in_string = false, escaped = false;
-
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		if (in_string) {
-			if (escaped)
-				escaped = false;
-			else if (c == '\\')
-				escaped = true;
-			else if (c == '"')
-				in_string = false;
-		} else if (c == '"') {
-			in_string = true;
-		} else if (c == '{' || c == '[') {
-			if (++depth > LY_K8S_JSON_DEPTH_MAX)
-				return ly_error_set(err, LY_E_LIMIT, "pod list: nested deeper than %d levels",
-				    LY_K8S_JSON_DEPTH_MAX);
-		} else if ((c == '}' || c == ']') && depth > 0) {
-			depth--;
-		}
-	}
-	return LY_OK;
-}
 
 /*
  * Typed getters. `path` names the object for messages. Each returns the
@@ -200,7 +172,6 @@ get_items(const json_t *root, const json_t **items, struct ly_error *err)
 ly_status
 ly_k8s_podlist_parse(const char *text, size_t len, json_t **out, struct ly_error *err)
 {
-	json_error_t jerr;
 	const json_t *items;
 	struct pod p;
 	ly_status rc;
@@ -208,10 +179,8 @@ ly_k8s_podlist_parse(const char *text, size_t len, json_t **out, struct ly_error
 	*out = NULL;
 	if (len > LY_K8S_PODLIST_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "pod list: longer than %d bytes", LY_K8S_PODLIST_MAX);
-	LY_TRY(depth_check(text, len, err));
-	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (root == NULL)
-		return ly_error_set(err, LY_E_INVALID, "pod list: not JSON: %s (line %d)", jerr.text, jerr.line);
+	json_t *root;
+	LY_TRY(ly_json_parse_strict("pod list", text, len, LY_K8S_PODLIST_MAX, LY_K8S_JSON_DEPTH_MAX, &root, err));
 	rc = get_items(root, &items, err);
 	for (size_t i = 0; rc == LY_OK && i < json_array_size(items); i++)
 		rc = read_pod(json_array_get(items, i), i, true, &p, err);

@@ -13,26 +13,17 @@
 
 #include "agent/http_uv.h"
 #include "agent/k8s_podlist.h"
+#include "lib/buf.h"
 #include "lib/caps.h"
 #include "lib/log.h"
 
-#define HOST_MAX 253
-#define URL_MAX (HOST_MAX + 32)
+#define URL_MAX (LY_DNS_NAME_MAX + 32)
 #define AUTH_PREFIX "Authorization: Bearer "
 
 enum stage {
 	STAGE_TOKEN, /* worker: reading the token file */
 	STAGE_HTTP,  /* loop: libcurl multi */
 	STAGE_PARSE, /* worker: parsing the answer */
-};
-
-/* The answer, capped. */
-struct body {
-	char *data;
-	size_t len;
-	size_t cap;
-	bool over;
-	bool nomem;
 };
 
 /* The one fetch in flight. */
@@ -47,7 +38,7 @@ struct fetch {
 	char *auth; /* "Authorization: Bearer <token>", wiped */
 	size_t auth_size;
 	struct curl_slist hdr_auth, hdr_accept; /* our own nodes: libcurl only reads them */
-	struct body body;
+	struct ly_buf_sink body; /* the answer, capped at LY_K8S_PODLIST_MAX */
 	/* results */
 	ly_status rc;
 	struct ly_error err;
@@ -69,7 +60,7 @@ struct ly_kubelet {
 	uint64_t cached_at; /* uv_now */
 	uint64_t last_gen;  /* generation of the latest fetch started */
 	struct fetch *inflight;
-	struct ly_kubelet_wait *waiters;
+	struct ly_queue waiters; /* struct ly_kubelet_wait, newest first */
 	struct ly_kubelet_stats stats;
 	size_t pending; /* uv handles and workers that still point here */
 	bool closing;
@@ -108,7 +99,7 @@ fetch_free(struct fetch *f)
 		curl_easy_cleanup(f->easy);
 	if (f->auth != NULL)
 		OPENSSL_clear_free(f->auth, f->auth_size);
-	free(f->body.data);
+	ly_buf_free(&f->body.buf);
 	json_decref(f->pods);
 	free(f);
 }
@@ -119,7 +110,7 @@ static bool
 host_ok(const char *h)
 {
 	size_t n = strlen(h);
-	if (n == 0 || n > HOST_MAX)
+	if (n == 0 || n > LY_DNS_NAME_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = h[i];
@@ -141,7 +132,7 @@ ly_kubelet_new(uv_loop_t *loop, const struct ly_kubelet_config *cfg, struct ly_k
 	*out = NULL;
 	if (cfg->host == NULL || !host_ok(cfg->host))
 		return ly_error_set(err, LY_E_INVALID,
-		    "kubelet: host must be a node name or IP address ([A-Za-z0-9.:-], 1..%d bytes)", HOST_MAX);
+		    "kubelet: host must be a node name or IP address ([A-Za-z0-9.:-], 1..%d bytes)", LY_DNS_NAME_MAX);
 	if (port > 65535)
 		return ly_error_set(err, LY_E_INVALID, "kubelet: port must be 1..65535");
 	if (cfg->token_file == NULL || cfg->token_file[0] == '\0')
@@ -152,6 +143,7 @@ ly_kubelet_new(uv_loop_t *loop, const struct ly_kubelet_config *cfg, struct ly_k
 	k = calloc(1, sizeof(*k));
 	if (k == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "kubelet: out of memory");
+	ly_queue_init(&k->waiters);
 	k->loop = loop;
 	k->skip_verify = cfg->skip_verify;
 	k->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : LY_KUBELET_TIMEOUT_MS_DEFAULT;
@@ -205,13 +197,7 @@ wait_unlink(struct ly_kubelet *k, struct ly_kubelet_wait *w)
 {
 	if (!w->linked)
 		return;
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		k->waiters = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
-	w->prev = w->next = NULL;
+	ly_queue_remove(&w->link);
 	w->linked = false;
 }
 
@@ -226,11 +212,7 @@ ly_kubelet_get_pods(struct ly_kubelet *k, uint64_t min_gen, struct ly_kubelet_wa
 	w->cb = cb;
 	w->arg = arg;
 	w->min_gen = min_gen;
-	w->prev = NULL;
-	w->next = k->waiters;
-	if (k->waiters != NULL)
-		k->waiters->prev = w;
-	k->waiters = w;
+	ly_queue_insert_head(&k->waiters, &w->link);
 	w->linked = true;
 	dispatch_soon(k);
 	return LY_OK;
@@ -259,9 +241,15 @@ serve(struct ly_kubelet *k, ly_status rc, const struct ly_error *err, const json
     bool from_cache)
 {
 	for (;;) {
-		struct ly_kubelet_wait *w = k->waiters;
-		while (w != NULL && w->min_gen > gen)
-			w = w->next;
+		struct ly_kubelet_wait *w = NULL;
+		struct ly_queue *q;
+		LY_QUEUE_FOREACH(q, &k->waiters) {
+			struct ly_kubelet_wait *c = LY_QUEUE_DATA(q, struct ly_kubelet_wait, link);
+			if (c->min_gen <= gen) {
+				w = c;
+				break;
+			}
+		}
 		if (w == NULL || k->closing)
 			return;
 		wait_unlink(k, w);
@@ -302,7 +290,7 @@ fetch_complete(struct fetch *f)
 	serve(k, f->rc, &f->err, pods, f->gen, false);
 	json_decref(pods);
 	fetch_free(f);
-	if (!k->closing && k->waiters != NULL)
+	if (!k->closing && !ly_queue_empty(&k->waiters))
 		dispatch_soon(k);
 }
 
@@ -311,7 +299,8 @@ static void
 parse_work(uv_work_t *w)
 {
 	struct fetch *f = w->data;
-	f->rc = ly_k8s_podlist_parse(f->body.data != NULL ? f->body.data : "", f->body.len, &f->pods, &f->err);
+	f->rc = ly_k8s_podlist_parse(f->body.buf.data != NULL ? (const char *)f->body.buf.data : "", f->body.buf.len,
+	    &f->pods, &f->err);
 }
 
 static void
@@ -401,36 +390,6 @@ http_done(void *arg, CURL *easy, CURLcode cc)
 	k->pending++;
 }
 
-static size_t
-body_write(char *data, size_t size, size_t nmemb, void *userp)
-{
-	struct body *b = userp;
-	if (size != 1)
-		return 0;
-	if (nmemb > (size_t)LY_K8S_PODLIST_MAX - b->len) {
-		b->over = true;
-		return 0;
-	}
-	if (b->len + nmemb + 1 > b->cap) {
-		size_t cap = b->cap != 0 ? b->cap : 64 * 1024;
-		while (cap < b->len + nmemb + 1)
-			cap *= 2;
-		if (cap > (size_t)LY_K8S_PODLIST_MAX + 1)
-			cap = (size_t)LY_K8S_PODLIST_MAX + 1;
-		char *p = realloc(b->data, cap);
-		if (p == NULL) {
-			b->nomem = true;
-			return 0;
-		}
-		b->data = p;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, data, nmemb);
-	b->len += nmemb;
-	b->data[b->len] = '\0';
-	return nmemb;
-}
-
 static bool
 set_options(struct fetch *f)
 {
@@ -460,7 +419,7 @@ set_options(struct fetch *f)
 	    curl_easy_setopt(c, CURLOPT_USERAGENT, "lanyard-agent") == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, &f->hdr_auth) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LY_K8S_PODLIST_MAX) == CURLE_OK &&
-	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write) == CURLE_OK &&
+	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ly_buf_sink_write) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_WRITEDATA, &f->body) == CURLE_OK;
 }
 
@@ -584,6 +543,7 @@ fetch_start(struct ly_kubelet *k)
 	}
 	f->k = k;
 	f->gen = k->last_gen;
+	ly_buf_init(&f->body.buf, LY_K8S_PODLIST_MAX, false);
 	f->stage = STAGE_TOKEN;
 	f->work.data = f;
 	int rc = uv_queue_work(k->loop, &f->work, token_work, after_token);
@@ -612,7 +572,7 @@ on_dispatch(uv_timer_t *t)
 		serve(k, LY_OK, NULL, pods, k->cached_gen, true);
 		json_decref(pods);
 	}
-	if (k->closing || k->waiters == NULL)
+	if (k->closing || ly_queue_empty(&k->waiters))
 		return;
 	/* Waiters left want a newer list than the cache. The fetch in flight serves those it is recent enough for. */
 	if (k->inflight == NULL)
@@ -639,8 +599,9 @@ ly_kubelet_close(struct ly_kubelet *k)
 	if (k == NULL || k->closing)
 		return;
 	k->closing = true;
-	while (k->waiters != NULL)
-		wait_unlink(k, k->waiters);
+	struct ly_queue *q;
+	while ((q = ly_queue_head(&k->waiters)) != NULL)
+		wait_unlink(k, LY_QUEUE_DATA(q, struct ly_kubelet_wait, link));
 	struct fetch *f = k->inflight;
 	k->inflight = NULL;
 	if (f != NULL) {

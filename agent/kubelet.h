@@ -43,6 +43,7 @@
 #include <uv.h>
 
 #include "lib/error.h"
+#include "lib/queue.h"
 
 #define LY_KUBELET_PORT_DEFAULT 10250
 #define LY_KUBELET_TIMEOUT_MS_DEFAULT 10000
@@ -74,7 +75,7 @@ struct ly_kubelet_wait {
 	ly_kubelet_pods_cb cb;
 	void *arg;
 	uint64_t min_gen;
-	struct ly_kubelet_wait *prev, *next;
+	struct ly_queue link; /* on the kubelet's waiters while linked */
 	bool linked;
 };
 

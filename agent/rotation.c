@@ -108,7 +108,7 @@ struct item {
 	size_t pos;   /* index in the heap */
 };
 
-struct ly_sched {
+struct ly_rotation_sched {
 	struct ly_keymap map;
 	struct item **heap;
 	size_t n, cap;
@@ -116,27 +116,27 @@ struct ly_sched {
 };
 
 void
-ly_sched_batch_init(struct ly_sched_batch *b)
+ly_rotation_batch_init(struct ly_rotation_batch *b)
 {
 	memset(b, 0, sizeof(*b));
 }
 
 void
-ly_sched_batch_cleanup(struct ly_sched_batch *b)
+ly_rotation_batch_cleanup(struct ly_rotation_batch *b)
 {
 	if (b == NULL)
 		return;
 	for (size_t i = 0; i < b->n; i++)
 		free(b->keys[i]);
 	free(b->keys);
-	ly_sched_batch_init(b);
+	ly_rotation_batch_init(b);
 }
 
 ly_status
-ly_sched_new(struct ly_sched **out, struct ly_error *err)
+ly_rotation_sched_new(struct ly_rotation_sched **out, struct ly_error *err)
 {
 	*out = NULL;
-	struct ly_sched *s = calloc(1, sizeof(*s));
+	struct ly_rotation_sched *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "scheduler: allocating");
 	ly_status rc = ly_keymap_init(&s->map, err);
@@ -158,7 +158,7 @@ item_free(struct item *it)
 }
 
 void
-ly_sched_free(struct ly_sched *s)
+ly_rotation_sched_free(struct ly_rotation_sched *s)
 {
 	if (s == NULL)
 		return;
@@ -176,14 +176,14 @@ before(const struct item *a, const struct item *b)
 }
 
 static void
-place(struct ly_sched *s, struct item *it, size_t pos)
+place(struct ly_rotation_sched *s, struct item *it, size_t pos)
 {
 	s->heap[pos] = it;
 	it->pos = pos;
 }
 
 static void
-sift_up(struct ly_sched *s, size_t pos)
+sift_up(struct ly_rotation_sched *s, size_t pos)
 {
 	struct item *it = s->heap[pos];
 	while (pos > 0) {
@@ -197,7 +197,7 @@ sift_up(struct ly_sched *s, size_t pos)
 }
 
 static void
-sift_down(struct ly_sched *s, size_t pos)
+sift_down(struct ly_rotation_sched *s, size_t pos)
 {
 	struct item *it = s->heap[pos];
 	for (;;) {
@@ -219,7 +219,7 @@ sift_down(struct ly_sched *s, size_t pos)
 
 /* Takes `it` out of the heap and the map (not freed). */
 static void
-detach(struct ly_sched *s, struct item *it)
+detach(struct ly_rotation_sched *s, struct item *it)
 {
 	size_t pos = it->pos;
 	ly_keymap_remove(&s->map, &it->node);
@@ -234,7 +234,7 @@ detach(struct ly_sched *s, struct item *it)
 
 /* Puts a detached item back (capacity is there: it was in before). */
 static ly_status
-attach(struct ly_sched *s, struct item *it, struct ly_error *err)
+attach(struct ly_rotation_sched *s, struct item *it, struct ly_error *err)
 {
 	ly_status rc = ly_keymap_insert(&s->map, &it->node, err);
 	if (rc != LY_OK)
@@ -245,7 +245,8 @@ attach(struct ly_sched *s, struct item *it, struct ly_error *err)
 }
 
 ly_status
-ly_sched_put(struct ly_sched *s, const char *key, int64_t due_ms, int64_t earliest_ms, struct ly_error *err)
+ly_rotation_sched_put(struct ly_rotation_sched *s, const char *key, int64_t due_ms, int64_t earliest_ms,
+    struct ly_error *err)
 {
 	if (key == NULL)
 		return ly_error_set(err, LY_E_INVALID, "scheduler: no key");
@@ -286,7 +287,7 @@ ly_sched_put(struct ly_sched *s, const char *key, int64_t due_ms, int64_t earlie
 }
 
 bool
-ly_sched_remove(struct ly_sched *s, const char *key)
+ly_rotation_sched_remove(struct ly_rotation_sched *s, const char *key)
 {
 	struct ly_keymap_node *n = ly_keymap_find_str(&s->map, key);
 	if (n == NULL)
@@ -298,7 +299,7 @@ ly_sched_remove(struct ly_sched *s, const char *key)
 }
 
 bool
-ly_sched_get(const struct ly_sched *s, const char *key, int64_t *due_ms)
+ly_rotation_sched_get(const struct ly_rotation_sched *s, const char *key, int64_t *due_ms)
 {
 	struct ly_keymap_node *n = ly_keymap_find_str(&s->map, key);
 	if (n == NULL)
@@ -308,20 +309,20 @@ ly_sched_get(const struct ly_sched *s, const char *key, int64_t *due_ms)
 }
 
 size_t
-ly_sched_count(const struct ly_sched *s)
+ly_rotation_sched_count(const struct ly_rotation_sched *s)
 {
 	return s->n;
 }
 
 int64_t
-ly_sched_next_ms(const struct ly_sched *s)
+ly_rotation_sched_next_ms(const struct ly_rotation_sched *s)
 {
 	return s->n > 0 ? s->heap[0]->due : INT64_MAX;
 }
 
 ly_status
-ly_sched_pop_due(struct ly_sched *s, int64_t now_ms, int64_t window_ms, size_t max_batch,
-    struct ly_sched_batch *out, struct ly_error *err)
+ly_rotation_sched_pop_due(struct ly_rotation_sched *s, int64_t now_ms, int64_t window_ms, size_t max_batch,
+    struct ly_rotation_batch *out, struct ly_error *err)
 {
 	ly_status rc = LY_OK;
 	struct item **skipped = NULL;
@@ -382,20 +383,20 @@ ly_sched_pop_due(struct ly_sched *s, int64_t now_ms, int64_t window_ms, size_t m
 /* ---- glue with the cache ---- */
 
 static ly_status
-schedule_item(struct ly_sched *s, const struct ly_cache_item *it, int64_t now_ms, struct ly_error *err)
+schedule_item(struct ly_rotation_sched *s, const struct ly_cache_item *it, int64_t now_ms, struct ly_error *err)
 {
 	if (it->entry->node) {
-		(void)ly_sched_remove(s, it->entry->entry_id);
+		(void)ly_rotation_sched_remove(s, it->entry->entry_id);
 		return LY_OK;
 	}
 	if (!it->has_svid || it->stale)
-		return ly_sched_put(s, it->entry->entry_id, now_ms, now_ms, err);
-	return ly_sched_put(s, it->entry->entry_id, it->renew_at_ms,
+		return ly_rotation_sched_put(s, it->entry->entry_id, now_ms, now_ms, err);
+	return ly_rotation_sched_put(s, it->entry->entry_id, it->renew_at_ms,
 	    ly_rotation_earliest_ms(it->not_before, it->not_after), err);
 }
 
 ly_status
-ly_rotation_schedule_all(struct ly_sched *s, const struct ly_cache *c, int64_t now_ms, struct ly_error *err)
+ly_rotation_schedule_all(struct ly_rotation_sched *s, const struct ly_cache *c, int64_t now_ms, struct ly_error *err)
 {
 	for (size_t i = 0; i < ly_cache_count(c); i++) {
 		struct ly_cache_item it;
@@ -406,7 +407,7 @@ ly_rotation_schedule_all(struct ly_sched *s, const struct ly_cache *c, int64_t n
 }
 
 ly_status
-ly_rotation_apply_changes(struct ly_sched *s, const struct ly_cache *c, const struct ly_cache_changes *cs,
+ly_rotation_apply_changes(struct ly_rotation_sched *s, const struct ly_cache *c, const struct ly_cache_changes *cs,
     int64_t now_ms, struct ly_error *err)
 {
 	if (cs->all)
@@ -416,7 +417,7 @@ ly_rotation_apply_changes(struct ly_sched *s, const struct ly_cache *c, const st
 		struct ly_cache_item it;
 		if (!ly_cache_get(c, ch->entry_id, &it) || it.entry->node) {
 			/* Deleted (now or by a later change of the same set), or a node entry. */
-			(void)ly_sched_remove(s, ch->entry_id);
+			(void)ly_rotation_sched_remove(s, ch->entry_id);
 			continue;
 		}
 		/*

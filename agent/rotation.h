@@ -17,7 +17,7 @@
  * is fixed in tests (ly_rotation_rng_seed) and random in the agent.
  *
  * The scheduler: a min-heap of keyed items by due time (milliseconds),
- * with an earliest allowed time per item (the 45% mark). ly_sched_pop_due
+ * with an earliest allowed time per item (the 45% mark). ly_rotation_sched_pop_due
  * takes every item due within a short window after `now` whose earliest
  * time has come (renewals due together become one batched server call,
  * agent.proto BatchNewX509SVID), up to a batch cap: nothing is ever taken
@@ -25,8 +25,8 @@
  * never later than drawn. Keys are entry IDs; the agent's own SVID uses
  * LY_ROTATION_AGENT_KEY (not a valid entry ID, so never a clash).
  *
- * Ownership: struct ly_sched is a heap object (ly_sched_new / _free); it
- * copies keys. struct ly_sched_batch is caller-owned (_init/_cleanup) and
+ * Ownership: struct ly_rotation_sched is a heap object (ly_rotation_sched_new / _free); it
+ * copies keys. struct ly_rotation_batch is caller-owned (_init/_cleanup) and
  * owns the keys popped into it. Not thread-safe: the agent's loop thread
  * owns the scheduler.
  */
@@ -86,33 +86,33 @@ int64_t ly_rotation_retry_ms(int64_t now_ms, unsigned attempt);
 
 /* ---- the scheduler ---- */
 
-struct ly_sched;
+struct ly_rotation_sched;
 
-struct ly_sched_batch {
+struct ly_rotation_batch {
 	char **keys; /* owned, in due order */
 	size_t n, cap;
 };
 
-void ly_sched_batch_init(struct ly_sched_batch *b);
-void ly_sched_batch_cleanup(struct ly_sched_batch *b);
+void ly_rotation_batch_init(struct ly_rotation_batch *b);
+void ly_rotation_batch_cleanup(struct ly_rotation_batch *b);
 
-ly_status ly_sched_new(struct ly_sched **out, struct ly_error *err) LY_MUST_CHECK;
-void ly_sched_free(struct ly_sched *s);
+ly_status ly_rotation_sched_new(struct ly_rotation_sched **out, struct ly_error *err) LY_MUST_CHECK;
+void ly_rotation_sched_free(struct ly_rotation_sched *s);
 
 /*
  * Schedules `key` (NUL-terminated, copied) due at `due_ms`, not to be taken
  * before `earliest_ms` (clamped to at most due_ms); replaces any earlier
  * schedule of the same key.
  */
-ly_status ly_sched_put(struct ly_sched *s, const char *key, int64_t due_ms, int64_t earliest_ms,
+ly_status ly_rotation_sched_put(struct ly_rotation_sched *s, const char *key, int64_t due_ms, int64_t earliest_ms,
     struct ly_error *err) LY_MUST_CHECK;
 /* Unschedules `key` (an entry was deleted). False when it was not scheduled. */
-bool ly_sched_remove(struct ly_sched *s, const char *key);
+bool ly_rotation_sched_remove(struct ly_rotation_sched *s, const char *key);
 /* The due time of `key` into *due_ms; false when not scheduled. */
-bool ly_sched_get(const struct ly_sched *s, const char *key, int64_t *due_ms);
-size_t ly_sched_count(const struct ly_sched *s);
+bool ly_rotation_sched_get(const struct ly_rotation_sched *s, const char *key, int64_t *due_ms);
+size_t ly_rotation_sched_count(const struct ly_rotation_sched *s);
 /* The earliest due time, INT64_MAX when empty: arm the loop's timer for it. */
-int64_t ly_sched_next_ms(const struct ly_sched *s);
+int64_t ly_rotation_sched_next_ms(const struct ly_rotation_sched *s);
 
 /*
  * Moves into `out` (reset first) the items, in due order, with due_ms <=
@@ -123,8 +123,8 @@ int64_t ly_sched_next_ms(const struct ly_sched *s);
  * the renewal (its new SVID's draw) or a failure (ly_rotation_retry_ms).
  * Call again while it returns a full batch.
  */
-ly_status ly_sched_pop_due(struct ly_sched *s, int64_t now_ms, int64_t window_ms, size_t max_batch,
-    struct ly_sched_batch *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_rotation_sched_pop_due(struct ly_rotation_sched *s, int64_t now_ms, int64_t window_ms, size_t max_batch,
+    struct ly_rotation_batch *out, struct ly_error *err) LY_MUST_CHECK;
 
 /* ---- glue with the cache ---- */
 
@@ -133,14 +133,28 @@ ly_status ly_sched_pop_due(struct ly_sched *s, int64_t now_ms, int64_t window_ms
  * are unscheduled, entries that need an SVID are due at `now_ms`, new
  * SVIDs are due at their drawn renewal time (earliest: their 45% mark).
  */
-ly_status ly_rotation_apply_changes(struct ly_sched *s, const struct ly_cache *c, const struct ly_cache_changes *cs,
-    int64_t now_ms, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_rotation_apply_changes(struct ly_rotation_sched *s, const struct ly_cache *c,
+    const struct ly_cache_changes *cs, int64_t now_ms, struct ly_error *err) LY_MUST_CHECK;
 
 /*
  * Schedules every workload entry of `c` (after loading persisted state):
  * at its SVID's renewal time (now if stale), or now when it has none.
  */
-ly_status ly_rotation_schedule_all(struct ly_sched *s, const struct ly_cache *c, int64_t now_ms,
+ly_status ly_rotation_schedule_all(struct ly_rotation_sched *s, const struct ly_cache *c, int64_t now_ms,
     struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The old names, for agent/sync.c only until its split into agent/sync_*.c
+ * lands (issue 17); the split converts them and this block goes.
+ */
+#define ly_sched ly_rotation_sched
+#define ly_sched_batch ly_rotation_batch
+#define ly_sched_batch_cleanup ly_rotation_batch_cleanup
+#define ly_sched_batch_init ly_rotation_batch_init
+#define ly_sched_free ly_rotation_sched_free
+#define ly_sched_new ly_rotation_sched_new
+#define ly_sched_next_ms ly_rotation_sched_next_ms
+#define ly_sched_pop_due ly_rotation_sched_pop_due
+#define ly_sched_put ly_rotation_sched_put
 
 #endif /* LANYARD_AGENT_ROTATION_H */

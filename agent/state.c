@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "lib/atomicfile.h"
 #include "lib/der.h"
 #include "lib/entry.h"
 #include "lib/fsperm.h"
@@ -191,8 +192,7 @@ encode(enum ly_state_kind kind, body_fn body, const void *arg, struct ly_buf *ou
 		OPENSSL_clear_free(p, total);
 		return ly_error_openssl(err, LY_E_CRYPTO, "state: digest");
 	}
-	out->data = p;
-	out->len = total;
+	ly_buf_adopt(out, p, total);
 	return LY_OK;
 }
 
@@ -959,10 +959,11 @@ join_path(const char *dir, const char *name, char *out, size_t size, struct ly_e
 	return LY_OK;
 }
 
+/* lib/atomicfile.h's temporary files, and the ".<name>.tmp.XXXXXX" ones of earlier versions. */
 static bool
 is_temp_name(const char *name)
 {
-	return name[0] == '.' && strstr(name, ".tmp.") != NULL;
+	return ly_atomicfile_is_temp(name) || (name[0] == '.' && strstr(name, ".tmp.") != NULL);
 }
 
 ly_status
@@ -989,64 +990,18 @@ ly_state_dir_prepare(const char *dir, struct ly_error *err)
 ly_status
 ly_state_write_file(const char *dir, const char *name, const uint8_t *data, size_t len, struct ly_error *err)
 {
+	char final[PATH_MAX];
 	ly_status rc;
-	char final[PATH_MAX], tmp[PATH_MAX];
-	int fd = -1, dfd = -1;
-	bool created = false;
 
 	LY_TRY(join_path(dir, name, final, sizeof(final), err));
-	int n = snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.XXXXXX", dir, name);
-	if (n < 0 || (size_t)n >= sizeof(tmp))
-		return ly_error_set(err, LY_E_LIMIT, "state: path too long");
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return ly_error_set(err, LY_E_IO, "state: creating a file in %s: %s", dir, strerror(errno));
-	created = true;
-	if (fchmod(fd, 0600) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "state: %s: chmod: %s", tmp, strerror(errno));
-		goto out;
-	}
-	for (size_t off = 0; off < len;) {
-		ssize_t w = write(fd, data + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			rc = ly_error_set(err, LY_E_IO, "state: writing %s: %s", tmp,
-			    w < 0 ? strerror(errno) : "no progress");
-			goto out;
-		}
-		off += (size_t)w;
-	}
-	if (fsync(fd) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "state: fsync %s: %s", tmp, strerror(errno));
-		goto out;
-	}
-	int crc = close(fd);
-	fd = -1;
-	if (crc != 0) {
-		rc = ly_error_set(err, LY_E_IO, "state: closing %s: %s", tmp, strerror(errno));
-		goto out;
-	}
-	if (rename(tmp, final) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "state: renaming to %s: %s", final, strerror(errno));
-		goto out;
-	}
-	created = false;
-	/* The rename is durable once the directory is. */
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "state: fsync %s: %s", dir, strerror(errno));
-		goto out;
-	}
-	rc = LY_OK;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (dfd >= 0)
-		close(dfd);
-	if (created)
-		(void)unlink(tmp);
-	return rc;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ly_error_set(err, LY_E_IO, "state: opening %s: %s", dir, strerror(errno));
+	rc = ly_atomicfile_write(dfd, name, data, len, 0600, err);
+	(void)close(dfd);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "state: %s", dir);
+	return LY_OK;
 }
 
 ly_status
@@ -1099,8 +1054,7 @@ ly_state_read_file(const char *dir, const char *name, struct ly_buf *out, struct
 		rc = ly_error_set(err, LY_E_IO, "state: %s changed while being read", path);
 		goto out;
 	}
-	out->data = p;
-	out->len = size;
+	ly_buf_adopt(out, p, size);
 	p = NULL;
 	rc = LY_OK;
 out:

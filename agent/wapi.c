@@ -114,6 +114,7 @@
 #include "lib/fsperm.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
+#include "rpc/keycount.h"
 #include "rpc/rpc.h"
 
 #ifndef SO_PEERPIDFD
@@ -182,10 +183,15 @@ struct ly_wapi {
 	struct link jwt_reqs; /* FetchJWTSVID calls waiting for tokens */
 	struct ly_sds *sds;   /* SDS hook: Envoy SDS v3 on this socket (sds.h) */
 	size_t n_conns, n_attesting, n_jwt;
+	struct ly_keycount uid_conns; /* open connections per uid (LY_WAPI_CONNS_PER_UID_MAX) */
+	struct {
+		uid_t uid;
+		uint64_t until; /* uv_now; 0: free slot */
+	} penalty[LY_WAPI_PENALTY_SLOTS]; /* LY_WAPI_SHED_PENALTY_MS */
 	size_t n_streams[ST_KINDS];
 	uint64_t next_conn_id;
 	/* Counters (for metrics). */
-	uint64_t accepted, refused_busy, attest_failed, attest_denied, calls, denied, sent;
+	uint64_t accepted, refused_busy, refused_uid, refused_penalty, attest_failed, attest_denied, calls, denied, sent;
 };
 
 /* One Workload API connection (the conn_ctx of its calls). */
@@ -194,6 +200,7 @@ struct wconn {
 	struct link link;
 	uint64_t id;
 	int refs;       /* the attestation phase, and gRPC's context once added */
+	uid_t uid;      /* counted in w->uid_conns until the connection is freed */
 	uv_pipe_t *pipe; /* holds the accepted fd until attestation ends */
 	struct ly_unix_peer peer;
 	unsigned attesting; /* attestors still running */
@@ -1030,6 +1037,7 @@ conn_unref(struct wconn *c)
 	struct ly_wapi *w = c->w;
 	list_del(&c->link);
 	w->n_conns--;
+	(void)ly_keycount_give(&w->uid_conns, &c->uid, sizeof(c->uid));
 	if (w->src.memory_burst != NULL)
 		w->src.memory_burst(w->src.arg); /* a thousand connections leave freed memory behind */
 	if (c->peer.pidfd >= 0)
@@ -1037,6 +1045,64 @@ conn_unref(struct wconn *c)
 	ly_selectors_free(c->sels, c->n_sels);
 	free(c);
 	wapi_maybe_free(w);
+}
+
+/*
+ * rpc.h conn_keep: under the memory guard, a connection whose caller is
+ * entitled to an identity is kept (a real workload, even while its call is
+ * slow to arrive); one entitled to nothing (the floods of issue 19 came
+ * from such a user) is shed.
+ */
+static bool
+conn_keep(void *conn_ctx, void *arg)
+{
+	struct wconn *c = conn_ctx;
+	struct ly_wapi *w = arg;
+	struct ly_cache_identities ids;
+	bool keep = false;
+
+	if (c->refuse != LY_RPC_OK || c->n_sels == 0 || wapi_cache(w) == NULL)
+		return false;
+	ly_cache_identities_init(&ids);
+	if (ly_cache_query(wapi_cache(w), c->sels, c->n_sels, 0, (int64_t)ly_agent_now(), &ids, NULL) == LY_OK)
+		keep = ids.n_entitled > 0;
+	ly_cache_identities_cleanup(&ids);
+	return keep;
+}
+
+/* Whether `uid` is in its LY_WAPI_SHED_PENALTY_MS. */
+static bool
+uid_penalized(const struct ly_wapi *w, uid_t uid, uint64_t now)
+{
+	for (size_t i = 0; i < LY_WAPI_PENALTY_SLOTS; i++) {
+		if (w->penalty[i].until > now && w->penalty[i].uid == uid)
+			return true;
+	}
+	return false;
+}
+
+/* rpc.h conn_shed: the caller's uid gets LY_WAPI_SHED_PENALTY_MS (its slot, a free one, or the oldest). */
+static void
+conn_shed(void *conn_ctx, void *arg)
+{
+	struct wconn *c = conn_ctx;
+	struct ly_wapi *w = arg;
+	uint64_t now = uv_now(w->agent->loop);
+	size_t slot = 0;
+
+	for (size_t i = 0; i < LY_WAPI_PENALTY_SLOTS; i++) {
+		if (w->penalty[i].uid == c->uid && w->penalty[i].until != 0) {
+			slot = i;
+			break;
+		}
+		if (w->penalty[i].until < w->penalty[slot].until)
+			slot = i;
+	}
+	if (w->penalty[slot].until <= now || w->penalty[slot].uid != c->uid)
+		log_warn("workload api: uid %u: connections shed under memory pressure; its new ones are refused "
+			 "for %d s", (unsigned)c->uid, LY_WAPI_SHED_PENALTY_MS / 1000);
+	w->penalty[slot].uid = c->uid;
+	w->penalty[slot].until = now + LY_WAPI_SHED_PENALTY_MS;
 }
 
 /* gRPC is done with the connection (rpc.h conn_release). */
@@ -1274,9 +1340,33 @@ on_connection(uv_stream_t *listener, int status)
 			log_warn("workload api: %zu connections open: refusing new ones", w->n_conns);
 		goto close;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
+	/* One local user cannot take the others' share (issue 19): at most
+	 * LY_WAPI_CONNS_PER_UID_MAX connections per uid; past it the client sees
+	 * UNAVAILABLE and retries, like the global cap above. */
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+		log_warn("workload api: no peer credentials: %s", strerror(errno));
 		goto close;
+	}
+	if (uid_penalized(w, cred.uid, uv_now(w->agent->loop))) {
+		if (w->refused_penalty++ % 1000 == 0)
+			log_info("workload api: uid %u: connection refused (memory guard penalty)", (unsigned)cred.uid);
+		goto close;
+	}
+	if (ly_keycount_take(&w->uid_conns, &cred.uid, sizeof(cred.uid), LY_WAPI_CONNS_PER_UID_MAX,
+		NULL) != LY_OK) {
+		if (w->refused_uid++ % 1000 == 0)
+			log_warn("workload api: uid %u holds %d connections: refusing its new ones",
+			    (unsigned)cred.uid, LY_WAPI_CONNS_PER_UID_MAX);
+		goto close;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		(void)ly_keycount_give(&w->uid_conns, &cred.uid, sizeof(cred.uid));
+		goto close;
+	}
+	c->uid = cred.uid;
 	c->w = w;
 	c->id = ++w->next_conn_id;
 	c->refs = 1; /* the attestation phase */
@@ -1452,6 +1542,8 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 		.large_service = LY_SDS_SERVICE,
 		.large_max_request = LY_SDS_REQUEST_MAX,
 		.conn_release = conn_release,
+		.conn_keep = conn_keep,
+		.conn_shed = conn_shed,
 	};
 	if ((rc = ly_rpc_server_new(agent->rpc, &sc, &w->srv, err)) != LY_OK)
 		goto fail;
@@ -1539,6 +1631,7 @@ wapi_maybe_free(struct ly_wapi *w)
 	ly_unix_attestor_free(w->unix_att);
 	ly_sds_free(w->sds); /* SDS hook */
 	free(w->kubelet_host);
+	ly_keycount_cleanup(&w->uid_conns);
 	free(w);
 }
 

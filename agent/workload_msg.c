@@ -50,8 +50,7 @@ pack_msg(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
 		OPENSSL_clear_free(p, size > 0 ? size : 1);
 		return ly_error_set(err, LY_E_INTERNAL, "%s: packing", m->descriptor->name);
 	}
-	out->data = p;
-	out->len = size;
+	ly_buf_adopt(out, p, size);
 	return LY_OK;
 }
 

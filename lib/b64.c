@@ -173,8 +173,7 @@ decode(const char *in, size_t len, int url, struct ly_buf *out, struct ly_error 
 		rc = ly_error_set(err, LY_E_INTERNAL, "%s: decoded %zu bytes, expected %zu", name, o, outlen);
 		goto out;
 	}
-	out->data = p;
-	out->len = outlen;
+	ly_buf_adopt(out, p, outlen);
 	p = NULL;
 out:
 	if (p != NULL) {
@@ -187,16 +186,14 @@ out:
 ly_status
 ly_b64url_decode(const char *in, size_t len, struct ly_buf *out, struct ly_error *err)
 {
-	out->data = NULL;
-	out->len = 0;
+	ly_buf_adopt(out, NULL, 0);
 	return decode(in, len, 1, out, err);
 }
 
 ly_status
 ly_b64_decode(const char *in, size_t len, struct ly_buf *out, struct ly_error *err)
 {
-	out->data = NULL;
-	out->len = 0;
+	ly_buf_adopt(out, NULL, 0);
 	if (len % 4 != 0)
 		return ly_error_set(err, LY_E_INVALID, "base64: length %zu is not a multiple of 4 (padding required)",
 		    len);

@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 
 #include "b64.h"
+#include "json.h"
 #include "jwk.h"
 #include "spiffeid.h"
 
@@ -567,7 +568,7 @@ ly_bundle_parse_jwks(const char *td, const char *json, size_t len, struct ly_bun
 	rc = ly_bundle_new(td, &b, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = ly_json_parse_strict(json, len, LY_JWKS_MAX, &root, err);
+	rc = ly_json_parse_strict("json", json, len, LY_JWKS_MAX, LY_JSON_DEPTH_MAX, &root, err);
 	if (rc != LY_OK) {
 		rc = ly_error_wrap(err, rc, "bundle %s", td);
 		goto out;

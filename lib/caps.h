@@ -198,6 +198,84 @@
 #define LY_RPC_HANDSHAKE_TIMEOUT_MS 10000
 
 /*
+ * Every gRPC server of both daemons (rpc/bridge.c; issue 19: stream floods,
+ * idle connections; docs/security.md "Connection limits"):
+ *  - LY_RPC_STREAMS_MAX: concurrent streams per HTTP/2 connection,
+ *    advertised in SETTINGS_MAX_CONCURRENT_STREAMS. gRPC 1.51 enforces it
+ *    only once the client acknowledged our SETTINGS, so the bridge also
+ *    counts calls per connection and refuses one over it at once
+ *    (RESOURCE_EXHAUSTED, the stream ends);
+ *    A connection over it is shut down (rpc/sockscan.h);
+ *  - LY_RPC_CONNS_PER_ADDR_MAX: TCP connections from one peer address,
+ *    handshaking or not; checked once a second, the newest over it are
+ *    shut down (rpc/sockscan.h);
+ *  - LY_RPC_CALLS_PER_ADDR_MAX: calls open at once from one peer address
+ *    over all its connections (TCP only; "fd:" connections are counted per
+ *    uid instead, below); past it a new call is refused likewise;
+ *  - LY_RPC_REQUEST_TIMEOUT_MS: a call whose one request message has not
+ *    arrived by then is cancelled (a stream opened and left waiting);
+ *  - LY_RPC_METADATA_MAX: request metadata (headers) per call; gRPC refuses more;
+ *  - LY_RPC_IDLE_MS: a connection without a call for this long is closed
+ *    (GOAWAY: a real client reconnects transparently);
+ *  - LY_RPC_KEEPALIVE_MS / LY_RPC_KEEPALIVE_TIMEOUT_MS: a connection with
+ *    calls open is pinged this often, and closed when the ping is not
+ *    answered in time (a peer that vanished with streams open);
+ *  - LY_RPC_MEMORY_MAX: the memory gRPC may account to one server's
+ *    connections and calls (its resource quota); over it gRPC drops new
+ *    connections at accept and reclaims (cancels) calls;
+ *  - LY_RPC_REQUESTS_ARMED: grpc_server_request_call kept outstanding, so
+ *    calls that arrive in a burst are matched at once instead of queueing
+ *    inside gRPC;
+ *  - LY_RPC_SWEEP_MS: how often the bridge checks the above;
+ *  - LY_RPC_SHED_GROWTH_MAX: the memory guard. gRPC 1.51 has none of the
+ *    rapid-reset fixes (CVE-2023-44487): streams opened and reset at once
+ *    never reach us as calls, yet cost gRPC memory at hundreds of MB a
+ *    second. When the daemon's resident memory grows this far above its
+ *    recent level, every connection on which no call is being served is
+ *    shut down (rpc/bridge.c rpc_memory_guard), except those that made a
+ *    call with a verified client certificate (enrolled agents).
+ */
+#define LY_RPC_STREAMS_MAX 100
+#define LY_RPC_CALLS_PER_ADDR_MAX 1000
+#define LY_RPC_CONNS_PER_ADDR_MAX 256
+#define LY_RPC_REQUEST_TIMEOUT_MS 10000
+#define LY_RPC_METADATA_MAX (16 * 1024)
+#define LY_RPC_IDLE_MS 30000
+#define LY_RPC_KEEPALIVE_MS 60000
+#define LY_RPC_KEEPALIVE_TIMEOUT_MS 20000
+#define LY_RPC_MEMORY_MAX (256 * 1024 * 1024)
+#define LY_RPC_REQUESTS_ARMED 32
+#define LY_RPC_SWEEP_MS 100
+#define LY_RPC_SHED_GROWTH_MAX (128ULL * 1024 * 1024)
+#define LY_RPC_TRIM_MS 30000
+/*
+ * A peer address whose TCP connections the memory guard shed has, for
+ * LY_RPC_SHED_PENALTY_MS, every connection serving no call shut down every
+ * LY_RPC_PENALTY_SWEEP_MS (so a reconnection floods that long at most); addresses
+ * remembered at once: LY_RPC_PENALTY_SLOTS (the oldest forgotten first).
+ */
+#define LY_RPC_SHED_PENALTY_MS 10000
+#define LY_RPC_PENALTY_SWEEP_MS 10
+#define LY_RPC_PENALTY_SLOTS 64
+/*
+ * Workload API connections one uid may hold open at once (agent/wapi.c):
+ * a local user cannot take the whole LY_WAPI_CONNS_MAX. Generous because
+ * in Kubernetes every container running as root is uid 0 to the agent;
+ * the memory a uid's connections can cost is bounded by LY_RPC_STREAMS_MAX,
+ * LY_RPC_REQUEST_TIMEOUT_MS and the memory guard (LY_RPC_SHED_GROWTH_MAX).
+ */
+#define LY_WAPI_CONNS_PER_UID_MAX 1024
+/*
+ * A uid whose connections the memory guard shed (rpc/bridge.c: connections
+ * entitled to no identity, serving no call, while memory jumps) has its new
+ * connections closed at accept for this long: without it, each reconnection
+ * would flood again before the guard's next look. Uids remembered at once:
+ * LY_WAPI_PENALTY_SLOTS (the oldest is forgotten first).
+ */
+#define LY_WAPI_SHED_PENALTY_MS 10000
+#define LY_WAPI_PENALTY_SLOTS 64
+
+/*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
  * SVIDs one Workload API response may carry (X.509 or JWT) before the
  * library refuses it; bundles are capped by LY_BUNDLE_SET_MAX.
@@ -211,6 +289,15 @@
 #define LY_HTTP_REQUEST_MAX (8 * 1024)
 #define LY_HTTP_HEADERS_MAX 64
 #define LY_METRIC_SERIES_MAX 256
+/*
+ * The health listener's connections (rpc/health_http.h; issue 19: 70 idle
+ * connections starved every probe): when full, a new connection closes the
+ * oldest one that has sent nothing yet, preferring one at least
+ * LY_HEALTH_EVICT_AGE_MS old; and the listen backlog, deep enough that a
+ * probe's SYN is not dropped behind a burst of idle connections.
+ */
+#define LY_HEALTH_EVICT_AGE_MS 250
+#define LY_HEALTH_BACKLOG 1024
 
 /*
  * `lanyard-agent api watch -write` (agent/cli_helper.h): a pid file's size
@@ -219,5 +306,65 @@
  */
 #define LY_PID_FILE_MAX 32
 #define LY_WRITE_FILES_MAX 4096
+
+/* A process's pid (Linux's PID_MAX_LIMIT on 64-bit systems: no pid is larger). */
+#define LY_PID_VALUE_MAX 4194304
+/* A file name in a file set: [A-Za-z0-9._-], not starting with '.'. */
+#define LY_FILESET_NAME_MAX 128
+
+/*
+ * Largest admin request: an entry at every cap (LY_SELECTORS_MAX selectors
+ * of LY_SELECTOR_MAX bytes, LY_DNS_NAMES_MAX names, two IDs) is ~80 KiB.
+ */
+#define LY_ADMIN_REQUEST_MAX (256 * 1024)
+/* One audit line, newline included (server/audit.h). */
+#define LY_AUDIT_LINE_MAX 8192
+/* An agent's attestation type and SVID serial number, as stored text (datastore). */
+#define LY_DS_AGENT_TYPE_MAX 64
+#define LY_DS_AGENT_SERIAL_MAX 64
+/* Extensions in one CSR looked through (duplicates are found among them). */
+#define LY_CSR_EXTS_MAX 32
+
+/* The health/metrics listener: connections at once; a request line's method and path. */
+#define LY_HEALTH_CONNS_MAX 64
+#define LY_HTTP_METHOD_MAX 16
+#define LY_HTTP_PATH_MAX 256
+/* Metrics: labels per series, histogram buckets, a metric's name, a label's value. */
+#define LY_METRIC_LABELS_MAX 8
+#define LY_METRIC_BUCKETS_MAX 32
+#define LY_METRIC_NAME_MAX 128
+#define LY_METRIC_LABEL_VALUE_MAX 256
+/* Most values a list flag (-audience ...) takes; more is a usage error. */
+#define LY_FLAG_LIST_MAX 256
+
+/*
+ * Selector values, lengths that come from the producing system
+ * (lib/entry.c): a unix:path argument (PATH_MAX; LY_SELECTOR_MAX bounds it
+ * first), a POSIX user or group name (useradd's portable names), an RFC
+ * 1123 label (Kubernetes IsDNS1123Label) and subdomain
+ * (IsDNS1123Subdomain), a Kubernetes label name, a container image, a
+ * cluster name (the k8s_psat:cluster selector and configuration), an
+ * X.520 common name (ub-common-name, in characters), a certificate serial
+ * in hex (RFC 5280 §4.1.2.2: at most 20 octets).
+ */
+#define LY_SELECTOR_PATH_MAX 4096
+#define LY_SEL_POSIX_NAME_MAX 32
+#define LY_SEL_DNS_LABEL_MAX 63
+#define LY_SEL_DNS_SUBDOMAIN_MAX 253
+#define LY_SEL_K8S_LABEL_NAME_MAX 63
+#define LY_SEL_IMAGE_MAX 512
+#define LY_K8S_CLUSTER_NAME_MAX 128
+#define LY_SEL_CN_MAX 64
+#define LY_SEL_SERIAL_HEX_MAX 40
+
+/* k8s_psat (server/attest_k8s_psat.c): a configured audience and API server URL; status.audiences looked through. */
+#define LY_K8S_AUDIENCE_MAX 256
+#define LY_K8S_API_URL_MAX 1024
+#define LY_K8S_AUDIENCES_MAX 32
+
+/* getpwuid_r's buffer grows to at most this (agent/attest_unix.c). */
+#define LY_PASSWD_BUF_MAX (1024 * 1024)
+/* Digits of a cgroup hierarchy ID in /proc/PID/cgroup (agent/cgroup.c). */
+#define LY_CGROUP_HIERARCHY_DIGITS_MAX 10
 
 #endif /* LANYARD_CAPS_H */

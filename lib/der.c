@@ -213,8 +213,7 @@ ly_der_concat(const struct ly_der_view *parts, size_t n, size_t max_certs, size_
 		memcpy(p + off, parts[i].der, parts[i].len);
 		off += parts[i].len;
 	}
-	out->data = p;
-	out->len = total;
+	ly_buf_adopt(out, p, total);
 	return LY_OK;
 }
 
@@ -248,8 +247,7 @@ ly_der_from_x509s(const STACK_OF(X509) *certs, size_t max_total, struct ly_buf *
 		free(buf);
 		return ly_error_set(err, LY_E_INTERNAL, "certificates changed size while encoding");
 	}
-	out->data = buf;
-	out->len = total;
+	ly_buf_adopt(out, buf, total);
 	return LY_OK;
 }
 
@@ -400,8 +398,7 @@ ly_pem_encode(const char *label, const uint8_t *der, size_t len, struct ly_buf *
 		return ly_error_set(err, LY_E_NOMEM, "allocating %zu bytes", size + 1);
 	char *end = pem_block_write(text, label, label_len, der, len);
 	*end = '\0';
-	out->data = (uint8_t *)text;
-	out->len = size;
+	ly_buf_adopt(out, (uint8_t *)text, size);
 	return LY_OK;
 }
 
@@ -432,8 +429,7 @@ ly_der_certs_to_pem(const uint8_t *der, size_t len, size_t max_certs, size_t max
 	for (size_t i = 0; i < count; i++)
 		p = pem_block_write(p, PEM_STRING_X509, label_len, der + spans[i].off, spans[i].len);
 	*p = '\0';
-	out->data = (uint8_t *)text;
-	out->len = size;
+	ly_buf_adopt(out, (uint8_t *)text, size);
 	rc = LY_OK;
 out:
 	free(spans);
@@ -490,8 +486,7 @@ ly_pem_read_file(const char *path, struct ly_buf *out, struct ly_error *err)
 		got += (size_t)n;
 	}
 	data[got] = '\0';
-	out->data = data;
-	out->len = got;
+	ly_buf_adopt(out, data, got);
 	data = NULL;
 	rc = LY_OK;
 out:

@@ -102,15 +102,7 @@ static const struct sel_type sel_types[] = {
 
 #define KNOWN_TYPES "unix, k8s, k8s_psat, x509pop, join_token"
 
-/* Per-kind lengths that come from the producing system, not from caps.h. */
-#define POSIX_NAME_MAX 32   /* useradd / POSIX portable user names */
-#define DNS_LABEL_MAX 63    /* RFC 1123, Kubernetes IsDNS1123Label */
-#define DNS_SUBDOMAIN_MAX 253 /* Kubernetes IsDNS1123Subdomain */
-#define K8S_LABEL_NAME_MAX 63
-#define IMAGE_MAX 512
-#define CLUSTER_MAX 128
-#define CN_MAX 64           /* X.520 ub-common-name, in characters */
-#define SERIAL_HEX_MAX 40   /* RFC 5280 §4.1.2.2: at most 20 octets */
+/* Per-kind lengths that come from the producing system: lib/caps.h, "selector values". */
 
 static const struct sel_type *
 find_type(const char *t, size_t n)
@@ -232,8 +224,8 @@ check_uint32(const char *what, const char *a, size_t n, struct ly_error *err)
 static ly_status
 check_posix_name(const char *what, const char *a, size_t n, struct ly_error *err)
 {
-	if (n > POSIX_NAME_MAX)
-		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes", what, POSIX_NAME_MAX);
+	if (n > LY_SEL_POSIX_NAME_MAX)
+		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes", what, LY_SEL_POSIX_NAME_MAX);
 	if (a[0] == '-')
 		return ly_error_set(err, LY_E_INVALID, "%s must not start with '-'", what);
 	for (size_t i = 0; i < n; i++) {
@@ -307,9 +299,9 @@ dns1123_label_ok(const char *a, size_t n)
 static ly_status
 check_dns_label(const char *what, const char *a, size_t n, struct ly_error *err)
 {
-	if (n > DNS_LABEL_MAX)
+	if (n > LY_SEL_DNS_LABEL_MAX)
 		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes (DNS-1123 label)", what,
-		    DNS_LABEL_MAX);
+		    LY_SEL_DNS_LABEL_MAX);
 	if (!dns1123_label_ok(a, n))
 		return ly_error_set(err, LY_E_INVALID,
 		    "%s must be a DNS-1123 label: [a-z0-9-], starting and ending with [a-z0-9]", what);
@@ -335,9 +327,9 @@ dns1123_subdomain_ok(const char *a, size_t n)
 static ly_status
 check_dns_subdomain(const char *what, const char *a, size_t n, struct ly_error *err)
 {
-	if (n > DNS_SUBDOMAIN_MAX)
+	if (n > LY_SEL_DNS_SUBDOMAIN_MAX)
 		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes (DNS-1123 subdomain)", what,
-		    DNS_SUBDOMAIN_MAX);
+		    LY_SEL_DNS_SUBDOMAIN_MAX);
 	if (!dns1123_subdomain_ok(a, n))
 		return ly_error_set(err, LY_E_INVALID,
 		    "%s must be a DNS-1123 subdomain: dot-separated [a-z0-9-] labels starting and ending "
@@ -365,7 +357,7 @@ check_uuid(const char *what, const char *a, size_t n, struct ly_error *err)
 static bool
 k8s_label_name_ok(const char *a, size_t n)
 {
-	if (n == 0 || n > K8S_LABEL_NAME_MAX || !is_alnum((unsigned char)a[0]) ||
+	if (n == 0 || n > LY_SEL_K8S_LABEL_NAME_MAX || !is_alnum((unsigned char)a[0]) ||
 	    !is_alnum((unsigned char)a[n - 1]))
 		return false;
 	for (size_t i = 0; i < n; i++) {
@@ -389,10 +381,10 @@ check_k8s_label(const char *what, const char *a, size_t n, struct ly_error *err)
 	size_t nlen = klen;
 	if (slash != NULL) {
 		size_t plen = (size_t)(slash - a);
-		if (plen > DNS_SUBDOMAIN_MAX || !dns1123_subdomain_ok(a, plen))
+		if (plen > LY_SEL_DNS_SUBDOMAIN_MAX || !dns1123_subdomain_ok(a, plen))
 			return ly_error_set(err, LY_E_INVALID,
 			    "%s key prefix must be a DNS-1123 subdomain of at most %d bytes", what,
-			    DNS_SUBDOMAIN_MAX);
+			    LY_SEL_DNS_SUBDOMAIN_MAX);
 		name = slash + 1;
 		nlen = klen - plen - 1;
 	}
@@ -409,8 +401,8 @@ check_k8s_label(const char *what, const char *a, size_t n, struct ly_error *err)
 static ly_status
 check_image(const char *what, const char *a, size_t n, struct ly_error *err)
 {
-	if (n > IMAGE_MAX)
-		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes", what, IMAGE_MAX);
+	if (n > LY_SEL_IMAGE_MAX)
+		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes", what, LY_SEL_IMAGE_MAX);
 	bool ok = is_alnum((unsigned char)a[0]);
 	for (size_t i = 0; ok && i < n; i++) {
 		unsigned char c = (unsigned char)a[i];
@@ -425,8 +417,8 @@ check_image(const char *what, const char *a, size_t n, struct ly_error *err)
 static ly_status
 check_cluster(const char *what, const char *a, size_t n, struct ly_error *err)
 {
-	if (n > CLUSTER_MAX)
-		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes", what, CLUSTER_MAX);
+	if (n > LY_K8S_CLUSTER_NAME_MAX)
+		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d bytes", what, LY_K8S_CLUSTER_NAME_MAX);
 	for (size_t i = 0; i < n; i++) {
 		if (!is_portable((unsigned char)a[i]))
 			return ly_error_set(err, LY_E_INVALID, "%s must use [A-Za-z0-9._-]", what);
@@ -443,9 +435,9 @@ check_cn(const char *what, const char *a, size_t n, struct ly_error *err)
 		if (((unsigned char)a[i] & 0xc0) != 0x80)
 			chars++;
 	}
-	if (chars > CN_MAX)
+	if (chars > LY_SEL_CN_MAX)
 		return ly_error_set(err, LY_E_INVALID, "%s is longer than %d characters (X.520 ub-common-name)",
-		    what, CN_MAX);
+		    what, LY_SEL_CN_MAX);
 	return LY_OK;
 }
 
@@ -461,9 +453,9 @@ check_fingerprint(const char *what, const char *a, size_t n, struct ly_error *er
 static ly_status
 check_serial(const char *what, const char *a, size_t n, struct ly_error *err)
 {
-	if (n > SERIAL_HEX_MAX || !all_lower_hex(a, n))
+	if (n > LY_SEL_SERIAL_HEX_MAX || !all_lower_hex(a, n))
 		return ly_error_set(err, LY_E_INVALID, "%s must be 1..%d lower-case hex digits", what,
-		    SERIAL_HEX_MAX);
+		    LY_SEL_SERIAL_HEX_MAX);
 	if (n > 1 && a[0] == '0')
 		return ly_error_set(err, LY_E_INVALID, "%s must not have leading zeros", what);
 	return LY_OK;
@@ -487,9 +479,9 @@ check_hostname(const char *what, const char *a, size_t n, struct ly_error *err)
 		size_t len = j - i;
 		if (len == 0)
 			return ly_error_set(err, LY_E_INVALID, "%s has an empty label", what);
-		if (len > DNS_LABEL_MAX)
+		if (len > LY_SEL_DNS_LABEL_MAX)
 			return ly_error_set(err, LY_E_INVALID, "%s has a label longer than %d bytes", what,
-			    DNS_LABEL_MAX);
+			    LY_SEL_DNS_LABEL_MAX);
 		if (a[i] == '-' || a[j - 1] == '-')
 			return ly_error_set(err, LY_E_INVALID, "%s has a label starting or ending with '-'", what);
 		for (size_t k = i; k < j; k++) {

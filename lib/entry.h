@@ -70,8 +70,6 @@
 #include "caps.h"
 #include "error.h"
 
-/* Longest unix:path argument (PATH_MAX); LY_SELECTOR_MAX bounds it first. */
-#define LY_SELECTOR_PATH_MAX 4096
 /* Length of a textual UUID, "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx". */
 #define LY_UUID_LEN 36
 

@@ -57,8 +57,12 @@ ly_status ly_error_openssl(struct ly_error *err, ly_status code, const char *fmt
     LY_PRINTF(3, 4);
 
 /*
- * Prefixes err->msg with "<context>: ", keeping err->code; returns the code.
- * With err == NULL returns `code` unchanged.
+ * Prefixes err->msg with "<context>: " (the message becomes "<context>"
+ * when it was empty), sets err->code to `code` and returns `code`. Pass the
+ * cause's code (`rc`) to keep it; another code re-classifies the failure
+ * while the cause's words stay (a refusal reported as unavailable). The
+ * result is cut to LY_ERROR_MSG_MAX - 1 bytes. With err == NULL returns
+ * `code`.
  */
 ly_status ly_error_wrap(struct ly_error *err, ly_status code, const char *fmt, ...)
     LY_PRINTF(3, 4);

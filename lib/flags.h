@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "caps.h"
 #include "error.h"
 
 enum ly_flag_kind {
@@ -49,8 +50,7 @@ struct ly_flag {
 	bool seen;         /* set by the parser */
 };
 
-/* Most flags a list flag takes; more is a usage error. */
-#define LY_FLAG_LIST_MAX 256
+/* LY_FLAG_LIST_MAX (caps.h): most flags a list flag takes; more is a usage error. */
 
 /*
  * Parses argv[0..argc) (argv[0] is the first candidate flag, not the

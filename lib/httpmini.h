@@ -28,9 +28,6 @@
 #include "caps.h"
 #include "error.h"
 
-#define LY_HTTP_METHOD_MAX 16
-#define LY_HTTP_PATH_MAX 256
-
 struct ly_http_request {
 	bool complete;                       /* the empty line ending the headers was seen */
 	char method[LY_HTTP_METHOD_MAX + 1]; /* "GET" */

@@ -22,8 +22,8 @@
  *
  * Ownership: ly_jwk_to_pkey returns a new public-only EVP_PKEY the caller
  * frees with EVP_PKEY_free; ly_jwk_from_pkey returns a new json_t object
- * the caller releases with json_decref; ly_json_parse_strict returns a new
- * json_t the caller releases with json_decref. Nothing is kept.
+ * the caller releases with json_decref (strict JSON parsing is lib/json.h).
+ * Nothing is kept.
  */
 #ifndef LANYARD_JWK_H
 #define LANYARD_JWK_H
@@ -75,15 +75,5 @@ ly_status ly_jwk_to_pkey(const json_t *jwk, EVP_PKEY **out, struct ly_error *err
  * message or a log line without escaping (SPIRE's kids are base62).
  */
 ly_status ly_jwk_kid_check(const char *kid, size_t len, struct ly_error *err) LY_MUST_CHECK;
-
-/*
- * Parses `len` bytes of JSON (need not be NUL-terminated) with jansson,
- * refusing: more than `max_len` bytes (LY_E_LIMIT), nesting deeper than
- * LY_JSON_DEPTH_MAX (LY_E_LIMIT, checked before jansson sees it), duplicate
- * object keys (JSON_REJECT_DUPLICATES), NUL in strings, trailing bytes,
- * and a top level that is not an object or array.
- */
-ly_status ly_json_parse_strict(const char *data, size_t len, size_t max_len, json_t **out,
-    struct ly_error *err) LY_MUST_CHECK;
 
 #endif /* LANYARD_JWK_H */

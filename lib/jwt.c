@@ -16,6 +16,7 @@
 
 #include "b64.h"
 #include "buf.h"
+#include "json.h"
 #include "jwk.h"
 
 enum family { FAM_RSA, FAM_PSS, FAM_EC };
@@ -128,7 +129,7 @@ ly_jwt_header_parse(const char *json, size_t len, struct ly_jwt_header *out, str
 	char shown[40];
 
 	memset(out, 0, sizeof(*out));
-	rc = ly_json_parse_strict(json, len, LY_JWT_HEADER_MAX, &h, err);
+	rc = ly_json_parse_strict("json", json, len, LY_JWT_HEADER_MAX, LY_JSON_DEPTH_MAX, &h, err);
 	if (rc != LY_OK) {
 		rc = ly_error_wrap(err, rc, "jwt: header");
 		goto out;
@@ -305,8 +306,7 @@ sign(const struct alg_info *a, EVP_PKEY *key, const char *msg, size_t msglen, st
 		goto out;
 	}
 	if (a->family != FAM_EC) {
-		out->data = raw;
-		out->len = raw_len;
+		ly_buf_adopt(out, raw, raw_len);
 		raw = NULL;
 		goto out;
 	}
@@ -329,8 +329,7 @@ sign(const struct alg_info *a, EVP_PKEY *key, const char *msg, size_t msglen, st
 		rc = ly_error_openssl(err, LY_E_CRYPTO, "jwt: encoding an ECDSA signature");
 		goto out;
 	}
-	out->data = jws;
-	out->len = 2 * width;
+	ly_buf_adopt(out, jws, 2 * width);
 	jws = NULL;
 out:
 	free(jws);
@@ -642,7 +641,7 @@ ly_jwt_validate(const char *token, size_t len, const char *audience, const struc
 		rc = ly_error_wrap(err, rc, "jwt: payload");
 		goto out;
 	}
-	rc = ly_json_parse_strict((const char *)pbuf.data, pbuf.len, LY_JWT_MAX, &claims, err);
+	rc = ly_json_parse_strict("json", (const char *)pbuf.data, pbuf.len, LY_JWT_MAX, LY_JSON_DEPTH_MAX, &claims, err);
 	if (rc != LY_OK) {
 		rc = ly_error_wrap(err, rc, "jwt: claims");
 		goto out;

@@ -418,8 +418,7 @@ ec_to_pkcs8(const EVP_PKEY *key, struct ly_buf *out, struct ly_error *err)
 		rc = ly_error_set(err, LY_E_INTERNAL, "PKCS#8 size mismatch");
 		goto out;
 	}
-	out->data = buf;
-	out->len = total;
+	ly_buf_adopt(out, buf, total);
 	rc = LY_OK;
 out:
 	BN_clear_free(d);
@@ -580,8 +579,7 @@ ly_key_to_pkcs8_der(const EVP_PKEY *key, struct ly_buf *out, struct ly_error *er
 		rc = ly_error_openssl(err, LY_E_CRYPTO, "PKCS#8 DER encoding");
 		goto out;
 	}
-	out->data = der;
-	out->len = (size_t)len;
+	ly_buf_adopt(out, der, (size_t)len);
 	der = NULL;
 	rc = LY_OK;
 out:

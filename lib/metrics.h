@@ -29,6 +29,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "caps.h"
 #include "error.h"
 
 enum ly_metric_type {
@@ -40,10 +41,7 @@ enum ly_metric_type {
 struct ly_metrics;
 struct ly_metric;
 
-#define LY_METRIC_LABELS_MAX 8
-#define LY_METRIC_BUCKETS_MAX 32
-#define LY_METRIC_NAME_MAX 128
-#define LY_METRIC_LABEL_VALUE_MAX 256
+/* LY_METRIC_*_MAX: caps.h. */
 #define LY_METRICS_TEXT_MAX (1024 * 1024)
 
 ly_status ly_metrics_new(struct ly_metrics **out, struct ly_error *err) LY_MUST_CHECK;

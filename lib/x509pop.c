@@ -94,8 +94,7 @@ ly_x509pop_sign(EVP_PKEY *key, const uint8_t *nonce, size_t nonce_len, struct ly
 		rc = ly_error_openssl(err, LY_E_CRYPTO, "x509pop sign: signing");
 		goto out;
 	}
-	sig->data = out;
-	sig->len = out_len;
+	ly_buf_adopt(sig, out, out_len);
 	out = NULL;
 	rc = LY_OK;
 out:

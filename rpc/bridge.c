@@ -26,7 +26,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -47,6 +50,8 @@
 #include "lib/sockpath.h"
 #include "rpc/conntab.h"
 #include "rpc/internal.h"
+#include "rpc/keycount.h"
+#include "rpc/sockscan.h"
 #include "rpc/sendq.h"
 
 #define container_of(ptr, type, member) \
@@ -108,6 +113,12 @@ struct tag {
 struct ly_rpc {
 	uv_loop_t *loop;
 	uv_async_t async;
+	uv_timer_t sweep; /* LY_RPC_SWEEP_MS: overdue requests, rates, connection caps, memory */
+	uv_timer_t penalty; /* LY_RPC_PENALTY_SWEEP_MS while an address is penalized */
+	int handles;      /* libuv handles to close before the struct is freed */
+	unsigned ticks;
+	uint64_t rss_base;  /* resident bytes, following slow growth (rpc_memory_guard) */
+	uint64_t trim_until; /* uv_now until which freed memory is given back each second */
 	uv_thread_t thread;
 	grpc_completion_queue *cq;
 
@@ -149,9 +160,30 @@ struct ly_rpc_server {
 	bool shutting_down;
 	bool shutdown_pending;
 	struct tag t_shutdown;
-	struct ly_rpc_call *waiting; /* the outstanding grpc_server_request_call */
+	size_t nwaiting; /* grpc_server_request_call outstanding (LY_RPC_REQUESTS_ARMED) */
 	struct link calls;
 	size_t ncalls;
+	/* Calls open per connection (gRPC's peer string) and per peer address:
+	 * LY_RPC_STREAMS_MAX, LY_RPC_CALLS_PER_ADDR_MAX. */
+	struct ly_keycount conn_calls;
+	struct ly_keycount addr_calls;
+	/* Connections shut down since the last second's sweep (once each). */
+	struct ly_keycount conn_killed;
+	/* Calls per connection whose request arrived and that are being served:
+	 * a connection with none is what rpc_memory_guard sheds first. */
+	struct ly_keycount conn_serving;
+	/* TCP connections (peer strings) that made a call with a verified client
+	 * certificate: never shed by the guard (enrolled agents); pruned each
+	 * second to the connections still open. */
+	struct ly_keycount conn_authed;
+	uint16_t tls_port; /* the TLS listener's port (sockscan.h), 0 without one */
+	struct {
+		char addr[LY_SOCKSCAN_PEER_MAX]; /* gRPC peer string without the port */
+		uint64_t until;                  /* uv_now; 0: free */
+	} penalty[LY_RPC_PENALTY_SLOTS];     /* LY_RPC_SHED_PENALTY_MS */
+	uint64_t penalty_until;              /* the latest of them */
+	uint64_t refused_calls; /* over a cap (logged now and then) */
+	uint64_t killed_conns;  /* shut down for a flood, or over LY_RPC_CONNS_PER_ADDR_MAX */
 	struct link conns;
 	size_t nconns;
 	struct ly_conntab conntab;
@@ -169,6 +201,11 @@ struct ly_rpc_call {
 	char *spiffe_id;
 	char *cert_pem;
 	struct conn *conn;
+	bool counted_conn; /* holds one of srv->conn_calls */
+	bool counted_addr; /* holds one of srv->addr_calls */
+	bool counted_serving; /* holds one of srv->conn_serving */
+	bool awaiting_request; /* RECV_MESSAGE in flight: the sweep may cancel it */
+	uint64_t begun_ms;     /* uv_now when gRPC handed the call over */
 
 	struct tag t_request, t_close, t_recv, t_send;
 	int pending;           /* batches in flight */
@@ -280,7 +317,9 @@ cq_thread(void *arg)
 static void
 rpc_free_cb(uv_handle_t *h)
 {
-	struct ly_rpc *rpc = container_of(h, struct ly_rpc, async);
+	struct ly_rpc *rpc = h->data;
+	if (--rpc->handles > 0)
+		return;
 	ly_rpc_close_cb cb = rpc->close_cb;
 	void *arg = rpc->close_arg;
 
@@ -315,7 +354,120 @@ on_async(uv_async_t *h)
 		uv_thread_join(&rpc->thread);
 		grpc_completion_queue_destroy(rpc->cq);
 		rpc->cq = NULL;
+		uv_close((uv_handle_t *)&rpc->sweep, rpc_free_cb);
+		uv_close((uv_handle_t *)&rpc->penalty, rpc_free_cb);
 		uv_close((uv_handle_t *)&rpc->async, rpc_free_cb);
+	}
+}
+
+static void call_sweep(struct ly_rpc_server *srv, uint64_t now);
+static size_t server_shed(struct ly_rpc_server *srv);
+static void authed_prune(struct ly_rpc_server *srv);
+static size_t server_shed_tcp(struct ly_rpc_server *srv, bool all);
+static void on_penalty(uv_timer_t *t);
+
+/* This process's resident memory in bytes (0 when unknown). */
+static uint64_t
+rss_bytes(void)
+{
+	unsigned long size, resident;
+	FILE *f = fopen("/proc/self/statm", "re");
+
+	if (f == NULL)
+		return 0;
+	int n = fscanf(f, "%lu %lu", &size, &resident);
+	(void)fclose(f);
+	return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/*
+ * The memory guard (caps.h LY_RPC_SHED_GROWTH_MAX). gRPC 1.51 lets a peer
+ * make it allocate streams we never see as calls (opened then reset at
+ * once, or opened before the client acknowledged our stream limit), at
+ * hundreds of MB a second. When resident memory jumps that far above its
+ * recent level, every connection on which no call is being served is shut
+ * down: the flood's connections hold none (their streams are reset, or wait
+ * for a request until LY_RPC_REQUEST_TIMEOUT_MS), a real agent's or
+ * workload's stream is kept, an idle real client reconnects. Freed memory is
+ * given back (malloc_trim, each second for LY_RPC_TRIM_MS after the last
+ * shedding). The level follows slow,
+ * legitimate growth within about a minute.
+ */
+static void
+rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
+{
+	uint64_t rss = rss_bytes();
+
+	if (rss == 0)
+		return;
+	if (rpc->rss_base == 0 || rss < rpc->rss_base)
+		rpc->rss_base = rss;
+	else
+		rpc->rss_base += (rss - rpc->rss_base) / 256;
+	if (rss > rpc->rss_base + LY_RPC_SHED_GROWTH_MAX) {
+		size_t shed = 0;
+		for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next)
+			shed += server_shed(container_of(l, struct ly_rpc_server, link));
+		if (shed != 0 && !uv_is_active((uv_handle_t *)&rpc->penalty))
+			(void)uv_timer_start(&rpc->penalty, on_penalty, LY_RPC_PENALTY_SWEEP_MS,
+			    LY_RPC_PENALTY_SWEEP_MS);
+		if (shed != 0)
+			log_warn("rpc: memory %" PRIu64 " MiB, %" PRIu64 " MiB over its level: "
+				 "%zu connections without a call served shut down",
+			    rss >> 20, (rss - rpc->rss_base) >> 20, shed);
+		rpc->trim_until = now + LY_RPC_TRIM_MS;
+	}
+	/* gRPC frees a flood's streams as it works through them, for seconds
+	 * after the connections are gone: give the pages back as they come. */
+	if (second && now < rpc->trim_until)
+		(void)malloc_trim(0);
+}
+
+/*
+ * Every LY_RPC_PENALTY_SWEEP_MS while an address is penalized: its new
+ * connections flood from their first byte, so they are shut down far sooner
+ * than the regular sweep would. Stops itself when no penalty is left.
+ */
+static void
+on_penalty(uv_timer_t *t)
+{
+	struct ly_rpc *rpc = t->data;
+	uint64_t now = uv_now(rpc->loop);
+	bool any = false;
+
+	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
+		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
+		if (now < srv->penalty_until) {
+			any = true;
+			(void)server_shed_tcp(srv, false);
+		}
+	}
+	if (!any)
+		uv_timer_stop(t);
+}
+
+/* Every LY_RPC_SWEEP_MS (see call_sweep, rpc_memory_guard, caps.h). */
+static void
+on_sweep(uv_timer_t *t)
+{
+	struct ly_rpc *rpc = t->data;
+	uint64_t now = uv_now(rpc->loop);
+	bool second = ++rpc->ticks % (1000 / LY_RPC_SWEEP_MS) == 0;
+
+	rpc_memory_guard(rpc, now, second);
+	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
+		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
+		call_sweep(srv, now);
+		if (!second)
+			continue;
+		ly_keycount_cleanup(&srv->conn_killed);
+		authed_prune(srv);
+		if (srv->tls_port != 0 && !srv->shutting_down) {
+			size_t shut = ly_sockscan_cap_per_addr(srv->tls_port, LY_RPC_CONNS_PER_ADDR_MAX);
+			if (shut != 0 && srv->killed_conns++ % 100 == 0)
+				log_warn("server: port %u: %zu connections shut down: over %d from one address",
+				    (unsigned)srv->tls_port, shut, LY_RPC_CONNS_PER_ADDR_MAX);
+		}
 	}
 }
 
@@ -343,6 +495,8 @@ ly_rpc_new(struct uv_loop_s *loop, struct ly_rpc **out, struct ly_error *err)
 		free(rpc);
 		return ly_error_set(err, LY_E_NOMEM, "rpc: no completion queue");
 	}
+	rpc->async.data = rpc;
+	rpc->handles = 1;
 	int rc = uv_async_init(loop, &rpc->async, on_async);
 	if (rc != 0) {
 		grpc_completion_queue_shutdown(rpc->cq);
@@ -363,6 +517,16 @@ ly_rpc_new(struct uv_loop_s *loop, struct ly_rpc **out, struct ly_error *err)
 		uv_close((uv_handle_t *)&rpc->async, rpc_free_cb);
 		return ly_error_set(err, LY_E_IO, "rpc: thread: %s", uv_strerror(rc));
 	}
+	/* uv_timer_init cannot fail on a live loop (libuv src/timer.c); the
+	 * timer never keeps the loop alive by itself. */
+	(void)uv_timer_init(loop, &rpc->sweep);
+	(void)uv_timer_init(loop, &rpc->penalty);
+	rpc->sweep.data = rpc;
+	rpc->penalty.data = rpc;
+	rpc->handles = 3;
+	uv_unref((uv_handle_t *)&rpc->penalty);
+	(void)uv_timer_start(&rpc->sweep, on_sweep, LY_RPC_SWEEP_MS, LY_RPC_SWEEP_MS);
+	uv_unref((uv_handle_t *)&rpc->sweep);
 	*out = rpc;
 	return LY_OK;
 }
@@ -466,6 +630,16 @@ conn_unref(struct conn *conn)
 static void
 call_destroy(struct ly_rpc_call *call)
 {
+	if (call->counted_conn || call->counted_addr) {
+		size_t alen;
+		ly_keycount_peer_addr(call->peer, &alen);
+		if (call->counted_conn)
+			(void)ly_keycount_give(&call->srv->conn_calls, call->peer, strlen(call->peer));
+		if (call->counted_addr)
+			(void)ly_keycount_give(&call->srv->addr_calls, call->peer, alen);
+	}
+	if (call->counted_serving)
+		(void)ly_keycount_give(&call->srv->conn_serving, call->peer, strlen(call->peer));
 	if (call->call != NULL)
 		grpc_call_unref(call->call);
 	grpc_call_details_destroy(&call->details);
@@ -634,6 +808,7 @@ on_recv(struct tag *tag, bool ok)
 
 	call->recv_bb = NULL;
 	call->recv_armed = false;
+	call->awaiting_request = false;
 	if (!ok || call->closed) {
 		/* The call died before its request arrived. */
 	} else if (bb == NULL) {
@@ -658,6 +833,9 @@ on_recv(struct tag *tag, bool ok)
 		} else {
 			call->handler_owned = true;
 			call->handler_called = true;
+			call->counted_serving = call->peer != NULL &&
+			    ly_keycount_take(&srv->conn_serving, call->peer, strlen(call->peer),
+				SIZE_MAX, NULL) == LY_OK;
 			call->method->handler(call, req, len, srv->cfg.arg);
 			ly_rpc_msg_free(req, len);
 			call_recv_next(call);
@@ -719,6 +897,177 @@ call_read_auth(struct ly_rpc_call *call)
 	grpc_auth_context_release(ac);
 }
 
+/*
+ * Shuts the connection of `peer` down (once per sweep): a handed-over fd
+ * through our duplicate, a TCP connection gRPC accepted through
+ * sockscan.h. gRPC then fails the connection and cancels its streams.
+ */
+static void
+conn_kill(struct ly_rpc_server *srv, const char *peer)
+{
+	size_t plen = strlen(peer);
+	bool done = false;
+	int fd;
+
+	if (ly_keycount_get(&srv->conn_killed, peer, plen) != 0 ||
+	    ly_keycount_take(&srv->conn_killed, peer, plen, 1, NULL) != LY_OK)
+		return;
+	if (ly_rpc_parse_fd_peer(peer, &fd, NULL) == LY_OK) {
+		struct conn *conn = ly_conntab_get(&srv->conntab, fd);
+		done = conn != NULL && !conn->hung && shutdown(conn->fd_watch, SHUT_RDWR) == 0;
+	} else if (srv->tls_port != 0) {
+		done = ly_sockscan_shutdown_peer(srv->tls_port, peer);
+	}
+	if (done && srv->killed_conns++ % 100 == 0)
+		log_warn("server: %s: connection shut down: over %d streams (%" PRIu64 " so far)", peer,
+		    LY_RPC_STREAMS_MAX, srv->killed_conns);
+}
+
+/* Puts the address of `c` in the penalty box (its slot, a free one, or the oldest). */
+static void
+addr_penalize(struct ly_rpc_server *srv, const struct ly_sockscan_conn *c, uint64_t now)
+{
+	size_t slot = 0;
+
+	for (size_t i = 0; i < LY_RPC_PENALTY_SLOTS; i++) {
+		if (srv->penalty[i].until != 0 && strlen(srv->penalty[i].addr) == c->addr_len &&
+		    memcmp(srv->penalty[i].addr, c->peer, c->addr_len) == 0) {
+			slot = i;
+			break;
+		}
+		if (srv->penalty[i].until < srv->penalty[slot].until)
+			slot = i;
+	}
+	memcpy(srv->penalty[slot].addr, c->peer, c->addr_len);
+	srv->penalty[slot].addr[c->addr_len] = '\0';
+	srv->penalty[slot].until = now + LY_RPC_SHED_PENALTY_MS;
+	srv->penalty_until = srv->penalty[slot].until;
+}
+
+static bool
+addr_penalized(const struct ly_rpc_server *srv, const struct ly_sockscan_conn *c, uint64_t now)
+{
+	for (size_t i = 0; i < LY_RPC_PENALTY_SLOTS; i++) {
+		if (srv->penalty[i].until > now && strlen(srv->penalty[i].addr) == c->addr_len &&
+		    memcmp(srv->penalty[i].addr, c->peer, c->addr_len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * TCP connections serving no call: all of them (`all`, the memory guard,
+ * which also penalizes their addresses), or those from penalized addresses.
+ */
+static size_t
+server_shed_tcp(struct ly_rpc_server *srv, bool all)
+{
+	struct ly_sockscan_conn *v;
+	size_t nv, shut = 0;
+	uint64_t now = uv_now(srv->rpc->loop);
+
+	if (srv->tls_port == 0 || srv->shutting_down || srv->cfg.trusted ||
+	    ly_sockscan_list(srv->tls_port, &v, &nv, NULL) != LY_OK)
+		return 0;
+	for (size_t i = 0; i < nv; i++) {
+		size_t plen = strlen(v[i].peer);
+		if (ly_keycount_get(&srv->conn_serving, v[i].peer, plen) != 0 ||
+		    ly_keycount_get(&srv->conn_authed, v[i].peer, plen) != 0 ||
+		    (!all && !addr_penalized(srv, &v[i], now)))
+			continue;
+		if (ly_sockscan_shutdown_conn(&v[i], srv->tls_port)) {
+			shut++;
+			if (all)
+				addr_penalize(srv, &v[i], now);
+		}
+	}
+	free(v);
+	return shut;
+}
+
+/* Keeps in srv->conn_authed only the connections still open. */
+static void
+authed_prune(struct ly_rpc_server *srv)
+{
+	struct ly_keycount keep = LY_KEYCOUNT_INIT;
+	struct ly_sockscan_conn *v;
+	size_t nv;
+
+	if (srv->conn_authed.nentries == 0 || srv->tls_port == 0 ||
+	    ly_sockscan_list(srv->tls_port, &v, &nv, NULL) != LY_OK)
+		return;
+	for (size_t i = 0; i < nv; i++) {
+		size_t plen = strlen(v[i].peer);
+		if (ly_keycount_get(&srv->conn_authed, v[i].peer, plen) != 0 &&
+		    ly_keycount_take(&keep, v[i].peer, plen, 1, NULL) != LY_OK)
+			break; /* out of memory: keep what fits */
+	}
+	free(v);
+	ly_keycount_cleanup(&srv->conn_authed);
+	srv->conn_authed = keep;
+}
+
+/* Shuts down every connection of `srv` on which no call is being served (rpc_memory_guard). */
+static size_t
+server_shed(struct ly_rpc_server *srv)
+{
+	char key[32];
+	size_t shut = 0;
+
+	if (srv->shutting_down || srv->cfg.trusted)
+		return 0;
+	for (struct link *l = srv->conns.next; l != &srv->conns; l = l->next) {
+		struct conn *conn = container_of(l, struct conn, link);
+		int n = snprintf(key, sizeof(key), "fd:%d", conn->fd_grpc);
+		if (conn->hung || n < 0 ||
+		    (size_t)n >= sizeof(key) ||
+		    ly_keycount_get(&srv->conn_serving, key, (size_t)n) != 0 ||
+		    (srv->cfg.conn_keep != NULL && srv->cfg.conn_keep(conn->ctx, srv->cfg.arg)))
+			continue;
+		if (shutdown(conn->fd_watch, SHUT_RDWR) == 0) {
+			shut++;
+			if (srv->cfg.conn_shed != NULL)
+				srv->cfg.conn_shed(conn->ctx, srv->cfg.arg);
+		}
+	}
+	return shut + server_shed_tcp(srv, true);
+}
+
+/*
+ * Counts the call against its connection (LY_RPC_STREAMS_MAX: gRPC 1.51
+ * only enforces the SETTINGS_MAX_CONCURRENT_STREAMS we advertise once the
+ * client acknowledged it, so a client that never does is held to it here)
+ * and, for TCP peers, against its address (LY_RPC_CALLS_PER_ADDR_MAX).
+ * False when either is full: the call is refused at once.
+ */
+static bool
+call_count(struct ly_rpc_call *call)
+{
+	struct ly_rpc_server *srv = call->srv;
+	size_t plen = strlen(call->peer), alen;
+
+	ly_keycount_peer_addr(call->peer, &alen);
+	/* Over the stream limit (a client that never acknowledged it): the
+	 * connection is shut down, which cancels every stream gRPC queued for it. */
+	if (ly_keycount_take(&srv->conn_calls, call->peer, plen, LY_RPC_STREAMS_MAX, NULL) != LY_OK) {
+		conn_kill(srv, call->peer);
+		goto refused;
+	}
+	call->counted_conn = true;
+	if (alen != plen) {
+		if (ly_keycount_take(&srv->addr_calls, call->peer, alen, LY_RPC_CALLS_PER_ADDR_MAX,
+			NULL) != LY_OK)
+			goto refused;
+		call->counted_addr = true;
+	}
+	return true;
+refused:
+	if (srv->refused_calls++ % 10000 == 0)
+		log_warn("server: %s: calls refused: too many open on one connection or address "
+			 "(%" PRIu64 " so far)", call->peer, srv->refused_calls);
+	return false;
+}
+
 /* A call gRPC handed us: read who and what, then receive its request. */
 static void
 call_begin(struct ly_rpc_call *call)
@@ -746,6 +1095,15 @@ call_begin(struct ly_rpc_call *call)
 	if (call->method == NULL) {
 		reject = LY_RPC_UNIMPLEMENTED;
 		why = "unknown method";
+	}
+	call->begun_ms = uv_now(srv->rpc->loop);
+	if (call->spiffe_id != NULL && call->peer != NULL && srv->tls_port != 0 &&
+	    ly_keycount_get(&srv->conn_authed, call->peer, strlen(call->peer)) == 0)
+		if (ly_keycount_take(&srv->conn_authed, call->peer, strlen(call->peer), 1, NULL) != LY_OK)
+			log_debug("server: %s: not remembered as enrolled (out of memory)", call->peer);
+	if (reject == LY_RPC_OK && call->peer != NULL && !call_count(call)) {
+		reject = LY_RPC_RESOURCE_EXHAUSTED;
+		why = "too many calls open on this connection or from this address";
 	}
 	/* A call on a handed-over fd takes its connection's context now: gRPC
 	 * closes that fd itself and the number is reused (see conntab.h). */
@@ -778,6 +1136,28 @@ call_begin(struct ly_rpc_call *call)
 	op.data.recv_message.recv_message = &call->recv_bb;
 	if (!call_batch(call->call, &op, 1, &call->t_recv, &call->pending))
 		call_end(call, LY_RPC_INTERNAL, "cannot receive");
+	else
+		call->awaiting_request = true;
+}
+
+/*
+ * A call whose request message has not arrived within
+ * LY_RPC_REQUEST_TIMEOUT_MS is cancelled: a client cannot park streams
+ * (each holds a call here and in gRPC) by never sending the message. The
+ * cancel completes the pending batches, which free the call as usual.
+ */
+static void
+call_sweep(struct ly_rpc_server *srv, uint64_t now)
+{
+	for (struct link *l = srv->calls.next; l != &srv->calls; l = l->next) {
+		struct ly_rpc_call *call = container_of(l, struct ly_rpc_call, link);
+		if (!call->awaiting_request || call->closed ||
+		    now - call->begun_ms < LY_RPC_REQUEST_TIMEOUT_MS)
+			continue;
+		call->awaiting_request = false;
+		grpc_call_cancel_with_status(call->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+		    "request message not received in time", NULL);
+	}
 }
 
 static ly_status
@@ -794,7 +1174,7 @@ server_arm(struct ly_rpc_server *srv, struct ly_error *err)
 		return ly_error_set(err, LY_E_INTERNAL, "grpc_server_request_call: %s",
 		    grpc_call_error_to_string(e));
 	}
-	srv->waiting = call;
+	srv->nwaiting++;
 	return LY_OK;
 }
 
@@ -805,7 +1185,7 @@ on_request(struct tag *tag, bool ok)
 	struct ly_rpc_server *srv = call->srv;
 	struct ly_error e;
 
-	srv->waiting = NULL;
+	srv->nwaiting--;
 	if (!ok) {
 		/* Server shutting down: no call came. */
 		if (!srv->shutting_down)
@@ -973,7 +1353,7 @@ on_server_shutdown(struct tag *tag, bool ok)
 static void
 server_maybe_done(struct ly_rpc_server *srv)
 {
-	if (!srv->shutting_down || srv->shutdown_pending || srv->waiting != NULL ||
+	if (!srv->shutting_down || srv->shutdown_pending || srv->nwaiting != 0 ||
 	    srv->ncalls != 0 || srv->nconns != 0)
 		return;
 	struct ly_rpc *rpc = srv->rpc;
@@ -982,6 +1362,11 @@ server_maybe_done(struct ly_rpc_server *srv)
 		grpc_server_credentials_release(srv->insecure);
 	ly_rpc_tls_state_retire(srv->tls, &rpc->retired);
 	ly_conntab_cleanup(&srv->conntab);
+	ly_keycount_cleanup(&srv->conn_calls);
+	ly_keycount_cleanup(&srv->addr_calls);
+	ly_keycount_cleanup(&srv->conn_killed);
+	ly_keycount_cleanup(&srv->conn_serving);
+	ly_keycount_cleanup(&srv->conn_authed);
 	free(srv);
 	rpc_maybe_shutdown_cq(rpc);
 }
@@ -991,8 +1376,9 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
     struct ly_rpc_server **out, struct ly_error *err)
 {
 	struct ly_rpc_server *srv;
-	grpc_arg args[3];
+	grpc_arg args[10];
 	grpc_channel_args ca;
+	size_t n = 0;
 
 	*out = NULL;
 	if (rpc->closing)
@@ -1020,14 +1406,36 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	/* gRPC refuses a larger message itself, before buffering all of it
 	 * (RESOURCE_EXHAUSTED); on_recv checks again. No SO_REUSEPORT: a second
 	 * server on our port must fail, not share it. */
-	args[0] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	args[n++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
 	    (int)(cfg->large_service != NULL && cfg->large_max_request > srv->max_request ? cfg->large_max_request
 											    : srv->max_request));
-	args[1] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
+	args[n++] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
 	/* A connection that has not finished its TLS and HTTP/2 handshake by then is closed (slowloris:
 	 * gRPC's default is 120 s, so a client could hold descriptors that long for a few bytes). */
-	args[2] = int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, LY_RPC_HANDSHAKE_TIMEOUT_MS);
-	srv->server = grpc_server_create(channel_args(args, 3, &ca), NULL);
+	args[n++] = int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, LY_RPC_HANDSHAKE_TIMEOUT_MS);
+	/* Stream floods and idle connections (caps.h, issue 19): advertised
+	 * SETTINGS_MAX_CONCURRENT_STREAMS (also counted in call_begin), a cap on
+	 * request headers, idle connections closed, dead peers found by pings. */
+	args[n++] = int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, LY_RPC_STREAMS_MAX);
+	args[n++] = int_arg(GRPC_ARG_MAX_METADATA_SIZE, LY_RPC_METADATA_MAX);
+	args[n++] = int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, LY_RPC_IDLE_MS);
+	args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, LY_RPC_KEEPALIVE_MS);
+	args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, LY_RPC_KEEPALIVE_TIMEOUT_MS);
+	/* The memory gRPC accounts to this server's connections and calls: over
+	 * it, new connections are dropped at accept and calls are reclaimed. */
+	grpc_resource_quota *quota = grpc_resource_quota_create("lanyard-server");
+	if (quota != NULL) {
+		grpc_resource_quota_resize(quota, LY_RPC_MEMORY_MAX);
+		memset(&args[n], 0, sizeof(args[n]));
+		args[n].type = GRPC_ARG_POINTER;
+		args[n].key = (char *)(uintptr_t)GRPC_ARG_RESOURCE_QUOTA;
+		args[n].value.pointer.p = quota;
+		args[n].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+		n++;
+	}
+	srv->server = grpc_server_create(channel_args(args, n, &ca), NULL);
+	if (quota != NULL)
+		grpc_resource_quota_unref(quota); /* the server holds its own reference */
 	srv->insecure = grpc_insecure_server_credentials_create();
 	if (srv->server == NULL || srv->insecure == NULL) {
 		if (srv->server != NULL)
@@ -1071,6 +1479,7 @@ ly_rpc_server_listen_tls(struct ly_rpc_server *srv, const char *addr,
 		    addr);
 	}
 	srv->tls = st;
+	srv->tls_port = (uint16_t)p;
 	if (port != NULL)
 		*port = p;
 	return LY_OK;
@@ -1110,7 +1519,11 @@ ly_rpc_server_start(struct ly_rpc_server *srv, struct ly_error *err)
 		return ly_error_set(err, LY_E_INVALID, "server: already started");
 	grpc_server_start(srv->server);
 	srv->started = true;
-	return server_arm(srv, err);
+	/* Several requests armed: a burst of calls is matched at once instead of
+	 * queueing inside gRPC (rapid reset, CVE-2023-44487: see caps.h). */
+	for (int i = 0; i < LY_RPC_REQUESTS_ARMED; i++)
+		LY_TRY(server_arm(srv, err));
+	return LY_OK;
 }
 
 static void

@@ -7,8 +7,7 @@
 
 #include "lib/caps.h"
 #include "lib/httpmini.h"
-
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#include "lib/queue.h"
 
 struct conn {
 	uv_tcp_t tcp;
@@ -16,9 +15,11 @@ struct conn {
 	uv_write_t wreq;
 	uv_shutdown_t sreq;
 	struct ly_health_http *h;
-	struct conn *prev, *next;
+	struct ly_queue link; /* on h->conns */
 	int closing;  /* handles still to be closed */
 	bool answered;
+	bool got_data;        /* a byte of its request has arrived */
+	uint64_t accepted_ms; /* uv_now at accept */
 	size_t len;
 	char in[LY_HTTP_REQUEST_MAX];
 	char *out;
@@ -32,8 +33,9 @@ struct ly_health_http {
 	ly_health_metrics_fn metrics;
 	void *arg;
 	uint16_t port;
-	size_t nconns;
-	struct conn *conns;
+	size_t nconns;   /* in the list, closing ones included */
+	size_t nclosing; /* closed, waiting for their close callbacks */
+	struct ly_queue conns;
 	bool stopping;
 	bool listener_closed;
 };
@@ -41,7 +43,7 @@ struct ly_health_http {
 static void
 maybe_free(struct ly_health_http *h)
 {
-	if (h->stopping && h->listener_closed && h->conns == NULL) {
+	if (h->stopping && h->listener_closed && ly_queue_empty(&h->conns)) {
 		free(h->live_path);
 		free(h->ready_path);
 		free(h);
@@ -55,13 +57,9 @@ conn_closed_cb(uv_handle_t *handle)
 	if (--c->closing > 0)
 		return;
 	struct ly_health_http *h = c->h;
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		h->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	ly_queue_remove(&c->link);
 	h->nconns--;
+	h->nclosing--;
 	free(c->out);
 	free(c);
 	maybe_free(h);
@@ -73,6 +71,7 @@ conn_close(struct conn *c)
 	if (c->closing > 0)
 		return;
 	c->closing = 2;
+	c->h->nclosing++;
 	uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 	uv_close((uv_handle_t *)&c->timer, conn_closed_cb);
 }
@@ -202,6 +201,7 @@ read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (nread == 0 || c->answered)
 		return;
+	c->got_data = true;
 	if (c->len == sizeof(c->in) || buf->base != c->in + c->len) {
 		answer_text(c, 431, "Request Header Fields Too Large", "request too large\n");
 		return;
@@ -218,6 +218,46 @@ read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 }
 
 
+/*
+ * Makes room for `fresh` (issue 19: 70 idle connections used to starve
+ * every probe): closes the oldest other connection that has sent nothing
+ * yet, preferring one at least LY_HEALTH_EVICT_AGE_MS old (the list is
+ * newest first). A probe sends its request at once, so it is not idle, and
+ * an idle connection only ever takes the slot of another idle one. No
+ * candidate: false (`fresh` is the one to close).
+ */
+static bool
+evict_idle(struct ly_health_http *h, const struct conn *fresh)
+{
+	struct conn *oldest = NULL, *old_enough = NULL;
+	uint64_t now = uv_now(h->loop);
+	struct ly_queue *q;
+
+	LY_QUEUE_FOREACH(q, &h->conns) {
+		struct conn *c = LY_QUEUE_DATA(q, struct conn, link);
+		if (c == fresh || c->closing != 0 || c->answered || c->got_data)
+			continue;
+		oldest = c;
+		if (now - c->accepted_ms >= LY_HEALTH_EVICT_AGE_MS)
+			old_enough = c;
+	}
+	struct conn *victim = old_enough != NULL ? old_enough : oldest;
+	if (victim == NULL)
+		return false;
+	conn_close(victim);
+	return true;
+}
+
+/* Whether the peer already sent something (a probe's request usually has arrived by accept). */
+static bool
+has_data(struct conn *c)
+{
+	uv_os_fd_t fd;
+	char b;
+
+	return uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static void
 connection_cb(uv_stream_t *server, int status)
 {
@@ -228,6 +268,7 @@ connection_cb(uv_stream_t *server, int status)
 	if (c == NULL)
 		return; /* the pending connection is retried by libuv on the next turn */
 	c->h = h;
+	c->accepted_ms = uv_now(h->loop);
 	c->tcp.data = c;
 	c->timer.data = c;
 	if (uv_tcp_init(h->loop, &c->tcp) != 0) {
@@ -236,13 +277,19 @@ connection_cb(uv_stream_t *server, int status)
 	}
 	/* uv_timer_init cannot fail on a live loop (libuv src/timer.c). */
 	(void)uv_timer_init(h->loop, &c->timer);
-	c->next = h->conns;
-	if (h->conns != NULL)
-		h->conns->prev = c;
-	h->conns = c;
+	ly_queue_insert_head(&h->conns, &c->link);
 	h->nconns++;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nconns > LY_HEALTH_CONNS_MAX ||
-	    uv_timer_start(&c->timer, timeout_cb, LY_HEALTH_READ_TIMEOUT_MS, 0) != 0 ||
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		conn_close(c);
+		return;
+	}
+	c->got_data = has_data(c);
+	/* Full: an idle connection makes room, or this one goes (evict_idle). */
+	if (h->nconns - h->nclosing > LY_HEALTH_CONNS_MAX && !evict_idle(h, c)) {
+		conn_close(c);
+		return;
+	}
+	if (uv_timer_start(&c->timer, timeout_cb, LY_HEALTH_READ_TIMEOUT_MS, 0) != 0 ||
 	    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
 		conn_close(c);
 }
@@ -271,6 +318,7 @@ ly_health_http_start(uv_loop_t *loop, const struct ly_health_http_config *cfg, s
 	struct ly_health_http *h = calloc(1, sizeof(*h));
 	if (h == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "health: out of memory");
+	ly_queue_init(&h->conns);
 	h->loop = loop;
 	h->live_path = strdup(cfg->live_path != NULL ? cfg->live_path : "/live");
 	h->ready_path = strdup(cfg->ready_path != NULL ? cfg->ready_path : "/ready");
@@ -294,7 +342,7 @@ ly_health_http_start(uv_loop_t *loop, const struct ly_health_http_config *cfg, s
 	/* From here the listener handle must be closed: stop() frees asynchronously. */
 	r = uv_tcp_bind(&h->listener, (const struct sockaddr *)&ss, 0);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&h->listener, 64, connection_cb);
+		r = uv_listen((uv_stream_t *)&h->listener, LY_HEALTH_BACKLOG, connection_cb);
 	if (r != 0) {
 		rc = ly_error_set(err, LY_E_IO, "health: listen on %s:%u: %s", addr, (unsigned)cfg->bind_port,
 				  uv_strerror(r));
@@ -329,7 +377,8 @@ ly_health_http_stop(struct ly_health_http *h)
 	if (h == NULL || h->stopping)
 		return;
 	h->stopping = true;
-	for (struct conn *c = h->conns; c != NULL; c = c->next)
-		conn_close(c);
+	struct ly_queue *q, *tmp;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &h->conns)
+		conn_close(LY_QUEUE_DATA(q, struct conn, link));
 	uv_close((uv_handle_t *)&h->listener, listener_closed_cb);
 }

@@ -14,8 +14,10 @@
  * Bounds: a request head is parsed by lib/httpmini.h (LY_HTTP_REQUEST_MAX
  * bytes, LY_HTTP_HEADERS_MAX headers); a connection that has not sent a full
  * head within LY_HEALTH_READ_TIMEOUT_MS is closed (slowloris); at most
- * LY_HEALTH_CONNS_MAX connections are open at once, past that new ones are
- * closed at accept.
+ * LY_HEALTH_CONNS_MAX connections are open at once: when full, a new one
+ * closes the oldest connection that has sent nothing yet (or is closed
+ * itself when there is none), so idle connections cannot keep a probe out
+ * (issue 19).
  *
  * Ownership: ly_health_http_start returns a listener owned by the caller;
  * ly_health_http_stop closes every handle and frees it once libuv has run
@@ -33,10 +35,10 @@
 #include <uv.h>
 
 #include "lib/buf.h"
+#include "lib/caps.h"
 #include "lib/error.h"
 
 #define LY_HEALTH_READ_TIMEOUT_MS 5000
-#define LY_HEALTH_CONNS_MAX 64
 #define LY_HEALTH_LINGER_MS 1000
 
 /* true when ready; otherwise writes a one-line reason into `reason`. */

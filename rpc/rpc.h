@@ -132,6 +132,16 @@ struct ly_rpc_server_config {
 	/* Called once per ly_rpc_server_add_fd context, when the connection hung
 	 * up and no call refers to it any more (may be NULL). */
 	void (*conn_release)(void *conn_ctx, void *arg);
+	/* Its peers passed an access check of their own (the admin socket's
+	 * SO_PEERCRED): the memory guard (lib/caps.h LY_RPC_SHED_GROWTH_MAX)
+	 * never sheds its connections, so an operator can act during a flood. */
+	bool trusted;
+	/* Under that guard, whether a handed-over connection is to be kept
+	 * although no call is being served on it yet (may be NULL): the agent
+	 * keeps those of callers entitled to an identity. */
+	bool (*conn_keep)(void *conn_ctx, void *arg);
+	/* Told when that guard shed a handed-over connection (may be NULL). */
+	void (*conn_shed)(void *conn_ctx, void *arg);
 	/*
 	 * Methods whose path starts with `large_service` ("/pkg.Service/"; NULL:
 	 * none) take requests up to `large_max_request` instead (at most

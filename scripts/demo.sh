@@ -33,7 +33,7 @@ elif [ -n "${LANYARD_DEMO_BINARIES:-}" ]; then
 else
   build=${LANYARD_DEMO_BUILD:-$top/build-demo}
   say "installing dependencies (Debian packages)"
-  bash "$top/scripts/install-deps.sh"
+  LANYARD_NO_PEERS=1 bash "$top/scripts/install-deps.sh"   # the demo needs no interop peers
 
   say "building into $build"
   # The programs only: the tests are the second command's job.

@@ -75,6 +75,11 @@ npm_deps
 
 # The real SPIFFE clients of the interop tests (tests/interop/), one script
 # per ecosystem: each installs and pins its own, cached between runs.
+# LANYARD_NO_PEERS=1 leaves them out (the demo needs none of them).
+if [ "${LANYARD_NO_PEERS:-0}" = 1 ]; then
+  echo "install-deps: LANYARD_NO_PEERS=1: the interop peers are not installed"
+  exit 0
+fi
 for peer in "$top"/scripts/peers/*.sh; do
   [ -e "$peer" ] || continue
   echo "install-deps: $(basename "$peer")"

@@ -2,9 +2,10 @@
  * admin_api.c: the Admin service (proto/admin.proto, lanyard.admin.v1.Admin)
  * on the server's Unix socket: what the CLI verbs of SPEC §2 call.
  *
- * Every handler runs on the loop thread (rpc.h), decodes one request,
- * checks it completely before touching the datastore, and answers with a
- * gRPC status from the standard set and a one-line message:
+ * Every handler runs on the loop thread (rpc.h), decodes one request and
+ * checks it completely (server/admin_msg.c) before touching the
+ * datastore, and answers with a gRPC status from the standard set and a
+ * one-line message:
  *   INVALID_ARGUMENT   malformed request, invalid entry, bad TTL, foreign
  *                      trust domain (ly_entry_validate, SPIFFE-ID §2)
  *   ALREADY_EXISTS     an entry with the same identity or entry ID
@@ -13,10 +14,11 @@
  *   FAILED_PRECONDITION join tokens asked for with join_token disabled
  *   INTERNAL           the datastore failed (its message is kept)
  * Each change (create, update, delete, token, evict, ban), accepted or
- * refused, writes one audit line (audit.h) before the answer is sent, and
- * accepted entry and agent changes are announced to the agent side
- * (ly_agent_api_*). Reads (ListEntries, GetBundle, ListAgents, Health) are
- * not audited. No token, key or SVID ever reaches a log or audit line.
+ * refused, writes one audit line (audit.h) before the answer is sent.
+ * Accepted entry and agent changes reach the agent side through the
+ * datastore's change hook (datastore.h): this file does not call it.
+ * Reads (ListEntries, GetBundle, ListAgents, Health) are not audited.
+ * No token, key or SVID ever reaches a log or audit line.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -30,16 +32,17 @@
 
 #include "admin.pb-c.h"
 #include "agent.pb-c.h"
-#include "server/entry_pb.h"
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
+#include "server/admin_msg.h"
 #include "server/attest.h"
 #include "server/audit.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/entry_pb.h"
 #include "server/server.h"
 
 /* Bytes of randomness in a join token; it is sent as lower-case hex. */
@@ -214,42 +217,25 @@ reply_entry(struct op *op, const struct ly_entry *e)
 
 /* ---- entries --------------------------------------------------------------- */
 
-static Lanyard__Agent__V1__Entry *
-unpack_entry(struct op *op, const uint8_t *req, size_t len)
-{
-	Lanyard__Agent__V1__Entry *m = lanyard__agent__v1__entry__unpack(NULL, len, req);
-	if (m == NULL)
-		op_fail(op, LY_RPC_INVALID_ARGUMENT, "malformed request");
-	return m;
-}
-
-/* CreateEntry and UpdateEntry: the same checks, then the datastore. */
+/* CreateEntry and UpdateEntry: the same checks (admin_msg.h), then the datastore. */
 static void
 put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
 {
 	struct op op;
 	struct ly_error e;
 	struct ly_entry *entry = NULL;
-	Lanyard__Agent__V1__Entry *m;
+	struct ly_admin_msg_entry rq;
 	ly_status st;
 
 	if (!op_begin(&op, call, arg, update ? "entry.update" : "entry.create"))
 		return;
-	if ((m = unpack_entry(&op, req, len)) == NULL)
+	if ((st = ly_admin_msg_entry_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
 		return;
-	op.entry_id = m->entry_id[0] != '\0' ? m->entry_id : NULL;
-	op.spiffe_id = m->spiffe_id[0] != '\0' ? m->spiffe_id : NULL;
-	if (update && op.entry_id == NULL) {
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "entry update needs an entry ID");
-		goto out;
 	}
-	st = ly_entry_from_pb(m, &entry, &e);
-	/* Every rule of SPEC §1, the IDs in our trust domain (SPIFFE-ID §2). */
-	if (st == LY_OK)
-		st = ly_entry_validate(entry, op.srv->cfg.trust_domain, &e);
-	if (st == LY_OK)
-		st = ly_entry_check_ttl_floor(entry, &e);
-	if (st != LY_OK) {
+	op.entry_id = rq.entry_id;
+	op.spiffe_id = rq.spiffe_id;
+	if ((st = ly_admin_msg_entry_check(&rq, update, op.srv->cfg.trust_domain, &entry, &e)) != LY_OK) {
 		op_fail_st(&op, st, &e);
 		goto out;
 	}
@@ -259,12 +245,10 @@ put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, b
 		goto out;
 	}
 	op.entry_id = entry->entry_id;
-	if (op.srv->agent_api != NULL)
-		ly_agent_api_entries_changed(op.srv->agent_api);
 	reply_entry(&op, entry);
 out:
 	ly_entry_free(entry);
-	lanyard__agent__v1__entry__free_unpacked(m, NULL);
+	ly_admin_msg_entry_cleanup(&rq);
 }
 
 static void
@@ -285,44 +269,26 @@ h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	struct op op;
 	struct ly_error e;
 	struct ly_entry *deleted = NULL;
-	Lanyard__Admin__V1__EntryID *m;
+	struct ly_admin_msg_entry_id rq;
 	ly_status st;
 
 	if (!op_begin(&op, call, arg, "entry.delete"))
 		return;
-	m = lanyard__admin__v1__entry_id__unpack(NULL, len, req);
-	if (m == NULL) {
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "malformed request");
+	if ((st = ly_admin_msg_entry_id_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
 		return;
 	}
-	op.entry_id = m->entry_id[0] != '\0' ? m->entry_id : NULL;
-	if (op.entry_id == NULL) {
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "entry delete needs an entry ID");
-		goto out;
-	}
-	if ((st = ly_entry_id_check(m->entry_id, &e)) != LY_OK ||
-	    (st = ly_datastore_entry_delete(op.srv->ds, m->entry_id, &deleted, &e)) != LY_OK) {
+	op.entry_id = rq.entry_id;
+	if ((st = ly_admin_msg_delete_check(&rq, &e)) != LY_OK ||
+	    (st = ly_datastore_entry_delete(op.srv->ds, rq.entry_id, &deleted, &e)) != LY_OK) {
 		op_fail_st(&op, st, &e);
 		goto out;
 	}
 	op.spiffe_id = deleted->spiffe_id;
-	if (op.srv->agent_api != NULL)
-		ly_agent_api_entries_changed(op.srv->agent_api);
 	reply_entry(&op, deleted);
 out:
 	ly_entry_free(deleted);
-	lanyard__admin__v1__entry_id__free_unpacked(m, NULL);
-}
-
-static ly_status
-check_filter_id(const char *s, const char *what, struct ly_error *err)
-{
-	struct ly_spiffe_id id;
-	if (s[0] == '\0')
-		return LY_OK;
-	if (ly_spiffe_id_parse_str(s, &id, err) != LY_OK)
-		return ly_error_wrap(err, LY_E_INVALID, "%s", what);
-	return LY_OK;
+	ly_admin_msg_entry_id_cleanup(&rq);
 }
 
 static void
@@ -331,26 +297,21 @@ h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	struct op op;
 	struct ly_error e;
 	struct ly_entry_list list = LY_ENTRY_LIST_INIT;
-	struct ly_selector *sels = NULL;
 	struct ly_entries_pb pbs;
 	Lanyard__Admin__V1__EntryList out;
-	Lanyard__Admin__V1__EntryFilter *m;
-	size_t n_sels = 0;
+	struct ly_admin_msg_filter rq;
 	ly_status st;
 
 	memset(&pbs, 0, sizeof(pbs));
 	if (!op_begin(&op, call, arg, NULL))
 		return;
-	m = lanyard__admin__v1__entry_filter__unpack(NULL, len, req);
-	if (m == NULL) {
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "malformed request");
+	if ((st = ly_admin_msg_filter_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
 		return;
 	}
-	if (m->entry_id[0] != '\0') {
-		/* SPIRE's rule: an entry ID names one entry; the other filters are not used. */
+	if (rq.entry_id != NULL) {
 		struct ly_entry *one = NULL;
-		if ((st = ly_entry_id_check(m->entry_id, &e)) != LY_OK ||
-		    (st = ly_datastore_entry_get(op.srv->ds, m->entry_id, &one, &e)) != LY_OK) {
+		if ((st = ly_datastore_entry_get(op.srv->ds, rq.entry_id, &one, &e)) != LY_OK) {
 			op_fail_st(&op, st, &e);
 			goto out;
 		}
@@ -359,39 +320,9 @@ h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 			op_fail_st(&op, st, &e);
 			goto out;
 		}
-	} else {
-		if ((st = check_filter_id(m->spiffe_id, "spiffe_id", &e)) != LY_OK ||
-		    (st = check_filter_id(m->parent_id, "parent_id", &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
-			goto out;
-		}
-		if (m->n_selectors > LY_SELECTORS_MAX) {
-			op_fail(&op, LY_RPC_INVALID_ARGUMENT, "filter has too many selectors");
-			goto out;
-		}
-		if (m->n_selectors > 0 && (sels = calloc(m->n_selectors, sizeof(*sels))) == NULL) {
-			op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-			goto out;
-		}
-		for (; n_sels < m->n_selectors; n_sels++) {
-			st = ly_selector_set(&sels[n_sels], m->selectors[n_sels]->type, m->selectors[n_sels]->value, &e);
-			if (st != LY_OK) {
-				ly_error_wrap(&e, st, "selector %zu", n_sels + 1);
-				op_fail_st(&op, st, &e);
-				goto out;
-			}
-		}
-		struct ly_entry_filter f = {
-			.spiffe_id = m->spiffe_id[0] != '\0' ? m->spiffe_id : NULL,
-			.parent_id = m->parent_id[0] != '\0' ? m->parent_id : NULL,
-			.selectors = sels,
-			.n_selectors = n_sels,
-			.match = LY_MATCH_SUPERSET,
-		};
-		if ((st = ly_datastore_entry_list(op.srv->ds, &f, &list, &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
-			goto out;
-		}
+	} else if ((st = ly_datastore_entry_list(op.srv->ds, &rq.filter, &list, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
 	}
 	if ((st = ly_entries_pb_make((const struct ly_entry *const *)list.items, list.n, &pbs, &e)) != LY_OK) {
 		op_fail_st(&op, st, &e);
@@ -403,9 +334,8 @@ h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	op_reply(&op, &out.base, 0);
 out:
 	ly_entries_pb_cleanup(&pbs);
-	ly_selectors_free(sels, n_sels);
 	ly_entry_list_cleanup(&list);
-	lanyard__admin__v1__entry_filter__free_unpacked(m, NULL);
+	ly_admin_msg_filter_cleanup(&rq);
 }
 
 /* ---- join tokens ------------------------------------------------------------ */
@@ -418,29 +348,26 @@ h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 	struct ly_spiffe_id id;
 	uint8_t rnd[TOKEN_BYTES];
 	char token[2 * TOKEN_BYTES + 1];
-	Lanyard__Admin__V1__TokenRequest *m;
+	struct ly_admin_msg_token rq;
 	Lanyard__Admin__V1__Token out;
 	int64_t ttl, now;
 	ly_status st;
 
 	if (!op_begin(&op, call, arg, "token.generate"))
 		return;
-	m = lanyard__admin__v1__token_request__unpack(NULL, len, req);
-	if (m == NULL) {
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "malformed request");
+	if ((st = ly_admin_msg_token_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
 		return;
 	}
 	token[0] = '\0';
-	op.spiffe_id = m->spiffe_id[0] != '\0' ? m->spiffe_id : NULL;
+	memset(&id, 0, sizeof(id));
+	op.spiffe_id = rq.spiffe_id;
 	if (!op.srv->cfg.join_token_enabled) {
 		op_fail(&op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
 		goto out;
 	}
-	ttl = m->ttl == 0 ? LY_TOKEN_TTL_DEFAULT : m->ttl;
-	if (ttl < 1 || ttl > LY_TOKEN_TTL_MAX) {
-		char msg[96];
-		(void)snprintf(msg, sizeof(msg), "token TTL must be between 1 and %d seconds", LY_TOKEN_TTL_MAX);
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, msg);
+	if ((st = ly_admin_msg_token_ttl(&rq, &ttl, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
 		goto out;
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
@@ -451,20 +378,7 @@ h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 		(void)snprintf(token + 2 * i, 3, "%02x", rnd[i]);
 	OPENSSL_cleanse(rnd, sizeof(rnd));
 	op.secret = token;
-	if (op.spiffe_id == NULL) {
-		st = ly_join_token_default_id(op.srv->cfg.trust_domain, token, &id, &e);
-	} else {
-		st = ly_spiffe_id_parse_str(m->spiffe_id, &id, &e);
-		if (st == LY_OK && !ly_spiffe_id_member_of(&id, op.srv->cfg.trust_domain))
-			st = ly_error_set(&e, LY_E_INVALID, "SPIFFE ID %s is not in trust domain %s", id.id,
-			    op.srv->cfg.trust_domain);
-		if (st == LY_OK && ly_spiffe_id_is_trust_domain_id(&id))
-			st = ly_error_set(&e, LY_E_INVALID, "SPIFFE ID %s has no path: it would name the trust domain",
-			    id.id);
-		if (st == LY_OK && (st = ly_spiffe_id_check_use(&id, LY_ID_JOIN_TOKEN, &e)) != LY_OK)
-			ly_error_wrap(&e, st, "SPIFFE ID %s", id.id);
-	}
-	if (st != LY_OK) {
+	if ((st = ly_admin_msg_token_id(&rq, op.srv->cfg.trust_domain, token, &id, &e)) != LY_OK) {
 		op_fail_st(&op, st, &e);
 		goto out;
 	}
@@ -483,7 +397,7 @@ h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 out:
 	OPENSSL_cleanse(token, sizeof(token));
 	OPENSSL_cleanse(&id, sizeof(id));
-	lanyard__admin__v1__token_request__free_unpacked(m, NULL);
+	ly_admin_msg_token_cleanup(&rq);
 }
 
 /* ---- bundle ------------------------------------------------------------------- */
@@ -630,38 +544,34 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	struct ly_error e;
 	struct ly_agent *agent = NULL;
 	struct agent_pb pb;
-	Lanyard__Admin__V1__AgentID *m;
+	struct ly_admin_msg_agent_id rq;
 	ly_status st;
 
 	if (!op_begin(&op, call, arg, ban ? "agent.ban" : "agent.evict"))
 		return;
-	m = lanyard__admin__v1__agent_id__unpack(NULL, len, req);
-	if (m == NULL) {
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "malformed request");
+	if ((st = ly_admin_msg_agent_id_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
 		return;
 	}
-	op.spiffe_id = m->spiffe_id[0] != '\0' ? m->spiffe_id : NULL;
-	if (op.spiffe_id == NULL) {
-		op_fail(&op, LY_RPC_INVALID_ARGUMENT, "an agent SPIFFE ID is required");
+	op.spiffe_id = rq.spiffe_id;
+	if ((st = ly_admin_msg_agent_id_check(&rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
 		goto out;
 	}
 	if (ban)
-		st = ly_datastore_agent_set_banned(op.srv->ds, m->spiffe_id, true, &e);
+		st = ly_datastore_agent_set_banned(op.srv->ds, rq.spiffe_id, true, &e);
 	else
-		st = ly_datastore_agent_get(op.srv->ds, m->spiffe_id, &agent, &e);
+		st = ly_datastore_agent_get(op.srv->ds, rq.spiffe_id, &agent, &e);
 	if (st == LY_OK) {
 		if (ban)
-			st = ly_datastore_agent_get(op.srv->ds, m->spiffe_id, &agent, &e);
+			st = ly_datastore_agent_get(op.srv->ds, rq.spiffe_id, &agent, &e);
 		else
-			st = ly_datastore_agent_delete(op.srv->ds, m->spiffe_id, &e);
+			st = ly_datastore_agent_delete(op.srv->ds, rq.spiffe_id, &e);
 	}
 	if (st != LY_OK) {
 		op_fail_st(&op, st, &e);
 		goto out;
 	}
-	/* Its streams end and its SVID is no longer honoured (SPEC §4). */
-	if (op.srv->agent_api != NULL)
-		ly_agent_api_agent_removed(op.srv->agent_api, m->spiffe_id);
 	if ((st = agent_pb_init(&pb, agent, &e)) != LY_OK) {
 		op_fail_st(&op, st, &e);
 		goto out;
@@ -670,7 +580,7 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	agent_pb_cleanup(&pb);
 out:
 	ly_agent_free(agent);
-	lanyard__admin__v1__agent_id__free_unpacked(m, NULL);
+	ly_admin_msg_agent_id_cleanup(&rq);
 }
 
 static void

@@ -31,17 +31,14 @@
 #include "lib/buf.h"
 #include "lib/caps.h"
 #include "lib/der.h"
+#include "lib/json.h"
 
 #define PSAT_PATH LY_AGENT_ID_PATH "k8s_psat/"
 #define SA_PREFIX "system:serviceaccount:"
 #define EXTRA_POD_NAME "authentication.kubernetes.io/pod-name"
 #define EXTRA_POD_UID "authentication.kubernetes.io/pod-uid"
 
-#define CLUSTER_NAME_MAX 128 /* the k8s_psat:cluster selector's rule (lib/entry.h) */
-#define AUDIENCE_MAX 256
-#define API_URL_MAX 1024
-#define URL_MAX (API_URL_MAX + 512) /* + "/api/v1/namespaces/NS/pods/NAME" */
-#define AUDIENCES_MAX 32           /* status.audiences entries looked through */
+#define URL_MAX (LY_K8S_API_URL_MAX + 512) /* + "/api/v1/namespaces/NS/pods/NAME" */
 #define CONNECT_TIMEOUT_MS 5000L
 #define REQUEST_TIMEOUT_MS 10000L
 
@@ -217,9 +214,9 @@ check_cluster_name(const char *name, struct ly_error *err)
 {
 	if (name == NULL || name[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name is empty");
-	size_t n = strnlen(name, CLUSTER_NAME_MAX + 1);
-	if (n > CLUSTER_NAME_MAX)
-		return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name is longer than %d bytes", CLUSTER_NAME_MAX);
+	size_t n = strnlen(name, LY_K8S_CLUSTER_NAME_MAX + 1);
+	if (n > LY_K8S_CLUSTER_NAME_MAX)
+		return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name is longer than %d bytes", LY_K8S_CLUSTER_NAME_MAX);
 	for (size_t i = 0; i < n; i++) {
 		if (!is_token_char((unsigned char)name[i]))
 			return ly_error_set(err, LY_E_INVALID, "k8s_psat: cluster name must use [A-Za-z0-9._-]");
@@ -233,9 +230,9 @@ check_cluster_name(const char *name, struct ly_error *err)
 static ly_status
 check_audience(const char *aud, struct ly_error *err)
 {
-	size_t n = strnlen(aud, AUDIENCE_MAX + 1);
-	if (n == 0 || n > AUDIENCE_MAX)
-		return ly_error_set(err, LY_E_INVALID, "k8s_psat: audience must be 1..%d bytes", AUDIENCE_MAX);
+	size_t n = strnlen(aud, LY_K8S_AUDIENCE_MAX + 1);
+	if (n == 0 || n > LY_K8S_AUDIENCE_MAX)
+		return ly_error_set(err, LY_E_INVALID, "k8s_psat: audience must be 1..%d bytes", LY_K8S_AUDIENCE_MAX);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)aud[i];
 		if (!is_token_char(c) && c != ':' && c != '/')
@@ -248,9 +245,9 @@ check_audience(const char *aud, struct ly_error *err)
 static ly_status
 check_api_url(const char *url, struct ly_error *err)
 {
-	size_t n = strnlen(url, API_URL_MAX + 1);
-	if (n > API_URL_MAX)
-		return ly_error_set(err, LY_E_INVALID, "k8s_psat: API server URL is longer than %d bytes", API_URL_MAX);
+	size_t n = strnlen(url, LY_K8S_API_URL_MAX + 1);
+	if (n > LY_K8S_API_URL_MAX)
+		return ly_error_set(err, LY_E_INVALID, "k8s_psat: API server URL is longer than %d bytes", LY_K8S_API_URL_MAX);
 	if (strncmp(url, "https://", 8) != 0)
 		return ly_error_set(err, LY_E_INVALID, "k8s_psat: API server URL must start with https://");
 	if (n == 8 || url[8] == '/' || url[8] == ':')
@@ -346,55 +343,19 @@ nomem:
 
 /* ---- JSON responses ---- */
 
-/* Refuses nesting deeper than LY_K8S_JSON_DEPTH_MAX, scanning outside strings. */
-static ly_status
-json_depth_check(const char *data, size_t len, struct ly_error *err)
-{
-	size_t depth = 0;
-	bool in_string = false, escaped = false;
-
-	for (size_t i = 0; i < len; i++) {
-		char c = data[i];
-		if (in_string) {
-			if (escaped)
-				escaped = false;
-			else if (c == '\\')
-				escaped = true;
-			else if (c == '"')
-				in_string = false;
-			continue;
-		}
-		if (c == '"') {
-			in_string = true;
-		} else if (c == '[' || c == '{') {
-			if (++depth > LY_K8S_JSON_DEPTH_MAX)
-				return ly_error_set(err, LY_E_LIMIT, "nested deeper than %d levels", LY_K8S_JSON_DEPTH_MAX);
-		} else if ((c == ']' || c == '}') && depth > 0) {
-			depth--;
-		}
-	}
-	return LY_OK;
-}
-
 /* Parses a Kubernetes object of `kind` and `api_version`; *out: json_decref. */
 static ly_status
 load_object(const char *json, size_t len, const char *kind, const char *api_version, json_t **out,
     struct ly_error *err)
 {
-	json_error_t jerr;
 
 	*out = NULL;
 	if (json == NULL)
 		return ly_error_set(err, LY_E_INVALID, "%s: no response", kind);
 	if (len > LY_K8S_RESPONSE_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "%s: response is over %d bytes", kind, LY_K8S_RESPONSE_MAX);
-	ly_status rc = json_depth_check(json, len, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "%s", kind);
-	json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (root == NULL)
-		return ly_error_set(err, LY_E_INVALID, "%s: not JSON: line %d column %d: %s", kind, jerr.line,
-		    jerr.column, jerr.text);
+	json_t *root;
+	LY_TRY(ly_json_parse_strict(kind, json, len, LY_K8S_RESPONSE_MAX, LY_K8S_JSON_DEPTH_MAX, &root, err));
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return ly_error_set(err, LY_E_INVALID, "%s: not a JSON object", kind);
@@ -488,8 +449,8 @@ parse_review(const json_t *root, const char *audience, struct ly_psat_review *ou
 	if (auds != NULL && !json_is_array(auds))
 		return ly_error_set(err, LY_E_INVALID, "status.audiences is not an array");
 	size_t n_auds = json_array_size(auds);
-	if (n_auds > AUDIENCES_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "status.audiences has more than %d entries", AUDIENCES_MAX);
+	if (n_auds > LY_K8S_AUDIENCES_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "status.audiences has more than %d entries", LY_K8S_AUDIENCES_MAX);
 	bool aud_found = false;
 	for (size_t i = 0; i < n_auds; i++) {
 		json_t *a = json_array_get(auds, i);
@@ -662,64 +623,23 @@ ly_psat_parse_node(const char *json, size_t len, const char *name, char node_uid
 /* ---- HTTPS to the API server ---- */
 
 /*
- * A response body, capped at LY_K8S_RESPONSE_MAX. It may hold the agent's
- * token (a TokenReview echoes spec.token), so it grows by copy-and-wipe,
- * never by realloc, which would leave unwiped copies behind.
+ * A response body (lib/buf.h's sink), capped at LY_K8S_RESPONSE_MAX. It
+ * may hold the agent's token (a TokenReview echoes spec.token), so it is
+ * secret: it grows by copy-and-wipe, never by realloc, which would leave
+ * unwiped copies behind.
  */
-struct body {
-	char *data; /* NUL-terminated */
-	size_t len;
-	size_t cap;
-	bool over;  /* the cap was hit */
-	bool nomem;
-};
-
 static void
-body_cleanup(struct body *b)
+body_init(struct ly_buf_sink *b)
 {
-	if (b->data != NULL) {
-		OPENSSL_cleanse(b->data, b->cap);
-		free(b->data);
-	}
 	memset(b, 0, sizeof(*b));
+	ly_buf_init(&b->buf, LY_K8S_RESPONSE_MAX, true);
 }
 
-static size_t
-body_write(char *data, size_t size, size_t nmemb, void *userp)
+static void
+body_cleanup(struct ly_buf_sink *b)
 {
-	struct body *b = userp;
-	/* libcurl passes size 1; guard the product anyway. */
-	if (size != 1)
-		return 0;
-	size_t n = nmemb;
-	if (n > LY_K8S_RESPONSE_MAX - b->len) {
-		b->over = true;
-		return 0;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap != 0 ? b->cap : 4096;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if (cap > (size_t)LY_K8S_RESPONSE_MAX + 1)
-			cap = (size_t)LY_K8S_RESPONSE_MAX + 1;
-		char *p = malloc(cap);
-		if (p == NULL) {
-			b->nomem = true;
-			return 0;
-		}
-		if (b->len > 0)
-			memcpy(p, b->data, b->len);
-		if (b->data != NULL) {
-			OPENSSL_cleanse(b->data, b->cap);
-			free(b->data);
-		}
-		b->data = p;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, data, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return n;
+	ly_buf_free(&b->buf); /* wiped: secret */
+	b->over = b->nomem = false;
 }
 
 /* One attestation's connection to one cluster's API server. */
@@ -731,7 +651,7 @@ struct http {
 };
 
 static ly_status
-curl_failure(const struct http *h, CURLcode cc, const struct body *b, const char *what, struct ly_error *err)
+curl_failure(const struct http *h, CURLcode cc, const struct ly_buf_sink *b, const char *what, struct ly_error *err)
 {
 	const char *detail = h->errbuf[0] != '\0' ? h->errbuf : curl_easy_strerror(cc);
 
@@ -758,7 +678,7 @@ curl_failure(const struct http *h, CURLcode cc, const struct body *b, const char
 
 /* Sets the options every request shares (after curl_easy_reset). */
 static bool
-set_common(struct http *h, const char *url, struct body *b)
+set_common(struct http *h, const char *url, struct ly_buf_sink *b)
 {
 	CURL *c = h->curl;
 	h->errbuf[0] = '\0';
@@ -781,7 +701,7 @@ set_common(struct http *h, const char *url, struct body *b)
 	    curl_easy_setopt(c, CURLOPT_USERAGENT, "lanyard-server") == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LY_K8S_RESPONSE_MAX) == CURLE_OK &&
-	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_write) == CURLE_OK &&
+	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ly_buf_sink_write) == CURLE_OK &&
 	    curl_easy_setopt(c, CURLOPT_WRITEDATA, b) == CURLE_OK;
 }
 
@@ -791,7 +711,7 @@ set_common(struct http *h, const char *url, struct body *b)
  */
 static ly_status
 request(struct http *h, const char *what, const char *path, const char *post, size_t post_len, long *status,
-    struct body *b, struct ly_error *err)
+    struct ly_buf_sink *b, struct ly_error *err)
 {
 	char url[URL_MAX];
 
@@ -828,10 +748,10 @@ http_status_error(long status, const char *what, struct ly_error *err)
 
 /* Overwrites every copy of `token` in `b` (the TokenReview echoes it) before jansson copies the text. */
 static void
-scrub(struct body *b, const char *token, size_t n)
+scrub(struct ly_buf_sink *b, const char *token, size_t n)
 {
-	char *p = b->data;
-	size_t left = b->len;
+	char *p = (char *)b->buf.data;
+	size_t left = b->buf.len;
 	char *hit;
 	while (left >= n && (hit = memmem(p, left, token, n)) != NULL) {
 		memset(hit, 'x', n);
@@ -849,12 +769,12 @@ static ly_status
 review_token(struct http *h, const char *token, size_t token_len, struct ly_psat_review *review,
     struct ly_error *err)
 {
-	struct body b;
+	struct ly_buf_sink b;
 	char *post = NULL;
 	long status = 0;
 	ly_status rc;
 
-	memset(&b, 0, sizeof(b));
+	body_init(&b);
 	/* Both were checked to need no JSON escaping ([A-Za-z0-9._-] and [A-Za-z0-9._:/-]). */
 	size_t post_len = sizeof(REVIEW_FMT) + token_len + strlen(h->cl->audience);
 	post = malloc(post_len);
@@ -869,13 +789,13 @@ review_token(struct http *h, const char *token, size_t token_len, struct ly_psat
 	    err);
 	if (rc != LY_OK)
 		goto out;
-	if (b.data != NULL)
+	if (b.buf.data != NULL)
 		scrub(&b, token, token_len);
 	if (status != 200 && status != 201) {
 		rc = http_status_error(status, "TokenReview", err);
 		goto out;
 	}
-	rc = ly_psat_parse_tokenreview(b.data, b.len, h->cl->audience, review, err);
+	rc = ly_psat_parse_tokenreview((const char *)b.buf.data, b.buf.len, h->cl->audience, review, err);
 out:
 	OPENSSL_clear_free(post, post_len);
 	body_cleanup(&b);
@@ -884,7 +804,7 @@ out:
 
 /* GET `path` expecting 200 and a body; 404 is LY_E_NOT_FOUND. */
 static ly_status
-get_object_body(struct http *h, const char *what, const char *path, struct body *b, struct ly_error *err)
+get_object_body(struct http *h, const char *what, const char *path, struct ly_buf_sink *b, struct ly_error *err)
 {
 	long status = 0;
 
@@ -893,7 +813,7 @@ get_object_body(struct http *h, const char *what, const char *path, struct body 
 		return ly_error_set(err, LY_E_NOT_FOUND, "%s not found", what);
 	if (status != 200)
 		return http_status_error(status, what, err);
-	if (b->data == NULL)
+	if (b->buf.data == NULL)
 		return ly_error_set(err, LY_E_INVALID, "%s: empty response", what);
 	return LY_OK;
 }
@@ -905,17 +825,18 @@ lookup_node(struct http *h, const struct ly_psat_review *review, char node_name[
 {
 	char path[URL_MAX];
 	char what[LY_K8S_NS_MAX + LY_K8S_NAME_MAX + 16];
-	struct body b;
+	struct ly_buf_sink b;
 	ly_status rc;
 
-	memset(&b, 0, sizeof(b));
+	body_init(&b);
 	/* Names were validated as DNS-1123 by the parser: safe in a URL path as they are. */
 	(void)snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", review->ns, review->pod_name);
 	(void)snprintf(what, sizeof(what), "pod %s/%s", review->ns, review->pod_name);
 	rc = get_object_body(h, what, path, &b, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = ly_psat_parse_pod(b.data, b.len, review->ns, review->pod_name, review->pod_uid, node_name, err);
+	rc = ly_psat_parse_pod((const char *)b.buf.data, b.buf.len, review->ns, review->pod_name, review->pod_uid,
+	    node_name, err);
 	if (rc != LY_OK)
 		goto out;
 	body_cleanup(&b);
@@ -924,7 +845,7 @@ lookup_node(struct http *h, const struct ly_psat_review *review, char node_name[
 	rc = get_object_body(h, what, path, &b, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = ly_psat_parse_node(b.data, b.len, node_name, node_uid, err);
+	rc = ly_psat_parse_node((const char *)b.buf.data, b.buf.len, node_name, node_uid, err);
 out:
 	body_cleanup(&b);
 	return rc;

@@ -29,6 +29,7 @@
 
 #include <time.h>
 
+#include "lib/caps.h"
 #include "lib/error.h"
 
 struct ly_audit;
@@ -44,8 +45,7 @@ struct ly_audit_record {
 	const char *secret;    /* never written: scrubbed from every field (not itself logged) */
 };
 
-/* Longest line written, newline included; longer fields are cut to fit. */
-#define LY_AUDIT_LINE_MAX 8192
+/* LY_AUDIT_LINE_MAX (lib/caps.h): the longest line written; longer fields are cut to fit. */
 
 /*
  * Opens the audit sink: the file at `path` (created 0600 if absent; an

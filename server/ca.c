@@ -309,8 +309,7 @@ slot_encode(const struct ly_ca *ca, const struct ca_slot *s, bool retired, struc
 		off += nl + vl + 2;
 	}
 	p[off] = '\0';
-	out->data = p;
-	out->len = off;
+	ly_buf_adopt(out, p, off);
 out:
 	for (size_t i = 0; i < n; i++) {
 		if (f[i].secret)

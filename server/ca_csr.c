@@ -36,8 +36,6 @@ static const uint8_t OID_RSA_SHA2[] = { 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01
 static const uint8_t OID_EXTENSION_REQUEST[] = { 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e };
 static const uint8_t OID_SAN[] = { 0x55, 0x1d, 0x11 };
 
-/* Extensions in one request we look through (duplicates are found among them). */
-#define CSR_EXTS_MAX 32
 
 static ly_status
 malformed(struct ly_error *err, const char *what)
@@ -169,7 +167,7 @@ parse_san(struct ca_dr val, struct ca_csr *out, struct ly_error *err)
 static ly_status
 parse_extensions(struct ca_dr exts, struct ca_csr *out, struct ly_error *err)
 {
-	struct ca_dr seen[CSR_EXTS_MAX];
+	struct ca_dr seen[LY_CSR_EXTS_MAX];
 	size_t nseen = 0;
 	bool san = false;
 
@@ -181,8 +179,8 @@ parse_extensions(struct ca_dr exts, struct ca_csr *out, struct ly_error *err)
 			return malformed(err, "extension criticality");
 		if (!ca_dr_expect(&ext, 0x04, &val, NULL) || ext.n != 0)
 			return malformed(err, "extension");
-		if (nseen == CSR_EXTS_MAX)
-			return ly_error_set(err, LY_E_LIMIT, "CSR: more than %d extensions", CSR_EXTS_MAX);
+		if (nseen == LY_CSR_EXTS_MAX)
+			return ly_error_set(err, LY_E_LIMIT, "CSR: more than %d extensions", LY_CSR_EXTS_MAX);
 		for (size_t i = 0; i < nseen; i++) {
 			if (ca_dr_equal(&seen[i], oid.p, oid.n))
 				return ly_error_set(err, LY_E_INVALID, "CSR: an extension appears twice (RFC 5280 §4.2)");

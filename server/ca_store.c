@@ -3,7 +3,7 @@
  *
  * Every operation goes through the directory's descriptor (openat and
  * friends, O_NOFOLLOW), so a path swapped under us after open cannot
- * redirect a key. Writes are atomic: a temporary file ".tmp-<name>-..."
+ * redirect a key. Writes are atomic (lib/atomicfile.h): a temporary file ".tmp-<name>...."
  * in the same directory, created 0600 with O_EXCL, written, fsync'd,
  * renamed over the name, then the directory is fsync'd so the rename
  * itself survives a crash. Temporary files left by a crash are removed
@@ -22,12 +22,11 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
+#include "lib/atomicfile.h"
 #include "lib/fsperm.h"
 #include "lib/log.h"
 
-#define TMP_PREFIX ".tmp-"
 #define SLOT_SUFFIX ".slot"
 
 /*
@@ -83,78 +82,11 @@ out:
 	return rc;
 }
 
-static ly_status
-write_all(int fd, const uint8_t *p, size_t n, const char *name, struct ly_error *err)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return ly_error_set(err, LY_E_IO, "%s: write: %s", name, strerror(errno));
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return LY_OK;
-}
-
+/* The atomic write of the tree (lib/atomicfile.h): dirfd, O_EXCL|O_NOFOLLOW, fsync of file and directory. */
 ly_status
 ca_store_write(int dirfd, const char *name, const void *data, size_t len, struct ly_error *err)
 {
-	char tmp[256];
-	uint8_t rnd[6];
-	int fd = -1;
-	bool created = false;
-	ly_status rc;
-
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		return ly_error_openssl(err, LY_E_CRYPTO, "%s: random temporary name", name);
-	int n = snprintf(tmp, sizeof(tmp), TMP_PREFIX "%s-%02x%02x%02x%02x%02x%02x", name, rnd[0], rnd[1], rnd[2],
-	    rnd[3], rnd[4], rnd[5]);
-	if (n < 0 || (size_t)n >= sizeof(tmp))
-		return ly_error_set(err, LY_E_INTERNAL, "%s: name too long", name);
-
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: create: %s", tmp, strerror(errno));
-		goto out;
-	}
-	created = true;
-	/* The umask may have removed bits; never added any. Make it exactly 0600. */
-	if (fchmod(fd, 0600) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: chmod: %s", tmp, strerror(errno));
-		goto out;
-	}
-	rc = write_all(fd, data, len, tmp, err);
-	if (rc != LY_OK)
-		goto out;
-	if (fsync(fd) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: fsync: %s", tmp, strerror(errno));
-		goto out;
-	}
-	int c = close(fd);
-	fd = -1;
-	if (c != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: close: %s", tmp, strerror(errno));
-		goto out;
-	}
-	if (renameat(dirfd, tmp, dirfd, name) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: rename: %s", name, strerror(errno));
-		goto out;
-	}
-	created = false;
-	if (fsync(dirfd) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: fsync of the directory: %s", name, strerror(errno));
-		goto out;
-	}
-	rc = LY_OK;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (created)
-		(void)unlinkat(dirfd, tmp, 0);
-	return rc;
+	return ly_atomicfile_write(dirfd, name, data, len, 0600, err);
 }
 
 ly_status
@@ -201,8 +133,7 @@ ca_store_read(int dirfd, const char *name, size_t cap, struct ly_buf *out, struc
 		goto out;
 	}
 	buf[size] = '\0';
-	out->data = buf;
-	out->len = size;
+	ly_buf_adopt(out, buf, size);
 	buf = NULL;
 	rc = LY_OK;
 out:
@@ -266,7 +197,7 @@ ca_store_list(int dirfd, size_t max, char ***names, size_t *count, struct ly_err
 			break;
 		}
 		size_t len = strlen(e->d_name);
-		if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
+		if (ly_atomicfile_is_temp(e->d_name)) {
 			/* Left by a crash between create and rename: never the only copy of anything. */
 			(void)unlinkat(dirfd, e->d_name, 0);
 			continue;

@@ -36,6 +36,7 @@
 #include "lib/spiffeid.h"
 #include "lib/text.h"
 #include "rpc/rpc.h"
+#include "server/admin_msg.h"
 #include "server/cli.h"
 #include "server/server.h"
 

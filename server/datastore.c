@@ -35,7 +35,7 @@ ly_entry_changes_cleanup(struct ly_entry_changes *changes)
 }
 
 void
-ly_agent_free(struct ly_agent *agent)
+ly_ds_agent_free(struct ly_ds_agent *agent)
 {
 	if (agent == NULL)
 		return;
@@ -47,15 +47,70 @@ ly_agent_free(struct ly_agent *agent)
 }
 
 void
-ly_agent_list_cleanup(struct ly_agent_list *list)
+ly_ds_agent_list_cleanup(struct ly_ds_agent_list *list)
 {
 	if (list == NULL)
 		return;
 	for (size_t i = 0; i < list->n; i++)
-		ly_agent_free(list->items[i]);
+		ly_ds_agent_free(list->items[i]);
 	free(list->items);
 	list->items = NULL;
 	list->n = 0;
+}
+
+/* ---- the change hook (datastore.h) ---- */
+
+ly_status
+ly_datastore_on_change(struct ly_datastore *ds, ly_datastore_change_fn *fn, void *arg, struct ly_error *err)
+{
+	if (ds == NULL || fn == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore change hook: no store or callback");
+	if (ds->n_hooks >= LY_DATASTORE_HOOKS_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "datastore change hook: more than %d callbacks",
+		    LY_DATASTORE_HOOKS_MAX);
+	ds->hooks[ds->n_hooks].fn = fn;
+	ds->hooks[ds->n_hooks].arg = arg;
+	ds->n_hooks++;
+	return LY_OK;
+}
+
+void
+ly_datastore_off_change(struct ly_datastore *ds, ly_datastore_change_fn *fn, void *arg)
+{
+	if (ds == NULL)
+		return;
+	for (size_t i = 0; i < ds->n_hooks; i++) {
+		if (ds->hooks[i].fn != fn || ds->hooks[i].arg != arg)
+			continue;
+		memmove(&ds->hooks[i], &ds->hooks[i + 1], (ds->n_hooks - i - 1) * sizeof(ds->hooks[0]));
+		ds->n_hooks--;
+		return;
+	}
+}
+
+void
+ly_datastore_changed(struct ly_datastore *ds, const struct ly_datastore_change *change)
+{
+	/* A callback may unregister itself (or another): walk a copy. */
+	size_t n = ds->n_hooks;
+	struct ly_datastore_hook hooks[LY_DATASTORE_HOOKS_MAX];
+
+	memcpy(hooks, ds->hooks, n * sizeof(hooks[0]));
+	for (size_t i = 0; i < n; i++)
+		hooks[i].fn(hooks[i].arg, change);
+}
+
+void
+ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_kind kind, const char *entry_id,
+    const char *agent_id)
+{
+	struct ly_datastore_change c = { kind, -1, entry_id, agent_id };
+
+	if (ds->n_hooks == 0)
+		return;
+	if (ds->ops->revision(ds, &c.revision, NULL) != LY_OK)
+		c.revision = -1;
+	ly_datastore_changed(ds, &c);
 }
 
 /* ---- shared helpers (datastore_internal.h) ---- */
@@ -272,11 +327,11 @@ ly_ds_entry_list_move(struct ly_entry_list *to, struct ly_entry_list *from, stru
 }
 
 ly_status
-ly_ds_agent_list_move(struct ly_agent_list *to, struct ly_agent_list *from, struct ly_error *err)
+ly_ds_agent_list_move(struct ly_ds_agent_list *to, struct ly_ds_agent_list *from, struct ly_error *err)
 {
 	if (from->n == 0)
 		return LY_OK;
-	struct ly_agent **grown = realloc(to->items, (to->n + from->n) * sizeof(*grown));
+	struct ly_ds_agent **grown = realloc(to->items, (to->n + from->n) * sizeof(*grown));
 	if (grown == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
 	memcpy(grown + to->n, from->items, from->n * sizeof(*grown));
@@ -354,7 +409,7 @@ ly_ds_token_hash(const char *token, unsigned char out[LY_DS_HASH_LEN], struct ly
 /* ---- agents ---- */
 
 ly_status
-ly_ds_check_agent(const struct ly_agent *a, struct ly_error *err)
+ly_ds_check_agent(const struct ly_ds_agent *a, struct ly_error *err)
 {
 	struct ly_spiffe_id id;
 

@@ -25,12 +25,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/caps.h"
 #include "lib/error.h"
 #include "server/datastore.h"
 
-/* Caps of an agent's attestation type and SVID serial number (stored text). */
-#define LY_DS_AGENT_TYPE_MAX 64
-#define LY_DS_AGENT_SERIAL_MAX 64
+/* LY_DS_AGENT_TYPE_MAX, LY_DS_AGENT_SERIAL_MAX: lib/caps.h. */
 
 /* The size of the identity and join token hashes (SHA-256). */
 #define LY_DS_HASH_LEN 32
@@ -127,7 +126,7 @@ ly_status ly_ds_entry_list_move(struct ly_entry_list *to, struct ly_entry_list *
  * so); on failure both are unchanged. The agents then belong to `to`;
  * `from` is left empty.
  */
-ly_status ly_ds_agent_list_move(struct ly_agent_list *to, struct ly_agent_list *from, struct ly_error *err)
+ly_status ly_ds_agent_list_move(struct ly_ds_agent_list *to, struct ly_ds_agent_list *from, struct ly_error *err)
     LY_MUST_CHECK;
 
 /* token_create's checks: the token (ly_datastore_token_check), a valid SPIFFE ID, an expiry time > 0. */
@@ -148,7 +147,7 @@ ly_status ly_ds_token_hash(const char *token, unsigned char out[LY_DS_HASH_LEN],
  * LY_DS_AGENT_TYPE_MAX, a serial number (if any) of lower-case hex within
  * LY_DS_AGENT_SERIAL_MAX, at most LY_SELECTORS_MAX valid node selectors.
  */
-ly_status ly_ds_check_agent(const struct ly_agent *a, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_check_agent(const struct ly_ds_agent *a, struct ly_error *err) LY_MUST_CHECK;
 
 /* An agent SPIFFE ID given for a lookup: present and within LY_SPIFFE_ID_MAX. */
 ly_status ly_ds_check_agent_id(const char *spiffe_id, struct ly_error *err) LY_MUST_CHECK;

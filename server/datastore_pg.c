@@ -1394,7 +1394,7 @@ out:
 
 
 static ly_status
-pg_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct ly_error *err)
+pg_agent_upsert(struct ly_datastore *base, const struct ly_ds_agent *agent, struct ly_error *err)
 {
 	struct pg_ds *ds = to_pg(base);
 	ly_status rc;
@@ -1442,10 +1442,10 @@ out:
 }
 
 static ly_status
-read_agent(const PGresult *res, int row, struct ly_agent **out, struct ly_error *err)
+read_agent(const PGresult *res, int row, struct ly_ds_agent **out, struct ly_error *err)
 {
 	ly_status rc;
-	struct ly_agent *a = calloc(1, sizeof(*a));
+	struct ly_ds_agent *a = calloc(1, sizeof(*a));
 
 	*out = NULL;
 	if (a == NULL)
@@ -1466,12 +1466,12 @@ read_agent(const PGresult *res, int row, struct ly_agent **out, struct ly_error 
 	*out = a;
 	a = NULL;
 out:
-	ly_agent_free(a);
+	ly_ds_agent_free(a);
 	return rc;
 }
 
 static ly_status
-pg_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_agent **out, struct ly_error *err)
+pg_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_ds_agent **out, struct ly_error *err)
 {
 	struct pg_ds *ds = to_pg(base);
 	ly_status rc;
@@ -1498,12 +1498,12 @@ out:
 }
 
 static ly_status
-pg_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct ly_error *err)
+pg_agent_list(struct ly_datastore *base, struct ly_ds_agent_list *out, struct ly_error *err)
 {
 	struct pg_ds *ds = to_pg(base);
 	ly_status rc;
 	PGresult *res = NULL;
-	struct ly_agent_list got = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
@@ -1529,7 +1529,7 @@ pg_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct ly_er
 	rc = ly_ds_agent_list_move(out, &got, err);
 out:
 	PQclear(res);
-	ly_agent_list_cleanup(&got);
+	ly_ds_agent_list_cleanup(&got);
 	return rc;
 }
 

@@ -1373,7 +1373,7 @@ out:
 
 
 static ly_status
-sqlite_agent_upsert(struct ly_datastore *base, const struct ly_agent *agent, struct ly_error *err)
+sqlite_agent_upsert(struct ly_datastore *base, const struct ly_ds_agent *agent, struct ly_error *err)
 {
 	struct sqlite_ds *ds = to_sqlite(base);
 	ly_status rc;
@@ -1438,10 +1438,10 @@ out:
 
 /* Reads the agent at the current row of `st` (AGENT_COLS) and its selectors. */
 static ly_status
-read_agent(struct sqlite_ds *ds, sqlite3_stmt *st, struct ly_agent **out, struct ly_error *err)
+read_agent(struct sqlite_ds *ds, sqlite3_stmt *st, struct ly_ds_agent **out, struct ly_error *err)
 {
 	ly_status rc;
-	struct ly_agent *a = calloc(1, sizeof(*a));
+	struct ly_ds_agent *a = calloc(1, sizeof(*a));
 
 	*out = NULL;
 	if (a == NULL)
@@ -1461,17 +1461,17 @@ read_agent(struct sqlite_ds *ds, sqlite3_stmt *st, struct ly_agent **out, struct
 	*out = a;
 	a = NULL;
 out:
-	ly_agent_free(a);
+	ly_ds_agent_free(a);
 	return rc;
 }
 
 static ly_status
-sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_agent **out, struct ly_error *err)
+sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_ds_agent **out, struct ly_error *err)
 {
 	struct sqlite_ds *ds = to_sqlite(base);
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
-	struct ly_agent *a = NULL;
+	struct ly_ds_agent *a = NULL;
 	bool row;
 
 	if (out == NULL)
@@ -1505,18 +1505,18 @@ sqlite_agent_get(struct ly_datastore *base, const char *spiffe_id, struct ly_age
 out:
 	release(st);
 	tx_rollback(ds);
-	ly_agent_free(a);
+	ly_ds_agent_free(a);
 	return rc;
 }
 
 static ly_status
-sqlite_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct ly_error *err)
+sqlite_agent_list(struct ly_datastore *base, struct ly_ds_agent_list *out, struct ly_error *err)
 {
 	struct sqlite_ds *ds = to_sqlite(base);
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
-	struct ly_agent_list got = LY_AGENT_LIST_INIT;
-	struct ly_agent *a = NULL;
+	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
+	struct ly_ds_agent *a = NULL;
 	size_t cap = 0;
 	bool row;
 
@@ -1537,7 +1537,7 @@ sqlite_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct l
 			break;
 		if (got.n == cap) {
 			size_t ncap = cap == 0 ? 16 : cap * 2;
-			struct ly_agent **grown = realloc(got.items, ncap * sizeof(*grown));
+			struct ly_ds_agent **grown = realloc(got.items, ncap * sizeof(*grown));
 			if (grown == NULL) {
 				rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
 				break;
@@ -1560,8 +1560,8 @@ sqlite_agent_list(struct ly_datastore *base, struct ly_agent_list *out, struct l
 out:
 	release(st);
 	tx_rollback(ds);
-	ly_agent_free(a);
-	ly_agent_list_cleanup(&got);
+	ly_ds_agent_free(a);
+	ly_ds_agent_list_cleanup(&got);
 	return rc;
 }
 

@@ -76,11 +76,6 @@
 #define DS_PING_MS 1000
 
 #define SERVER_ID_PATH LY_SERVER_ID_PATH
-/*
- * Largest admin request: an entry at every cap (LY_SELECTORS_MAX selectors
- * of LY_SELECTOR_MAX bytes, LY_DNS_NAMES_MAX names, two IDs) is ~80 KiB.
- */
-#define ADMIN_REQUEST_MAX (256 * 1024)
 
 struct srv_main {
 	struct ly_server srv; /* first: handlers get &srv */
@@ -103,12 +98,6 @@ struct srv_main {
 	uint64_t ds_ping_ms;
 	bool ds_pinged, ds_ping_ok;
 };
-
-time_t
-ly_server_now(void)
-{
-	return time(NULL);
-}
 
 /* ---- data dir --------------------------------------------------------------- */
 
@@ -558,7 +547,8 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 
 	methods = ly_admin_api_methods(&n);
 	struct ly_rpc_server_config admin_cfg = {
-		.methods = methods, .n_methods = n, .arg = srv, .max_request = ADMIN_REQUEST_MAX,
+		.methods = methods, .n_methods = n, .arg = srv, .max_request = LY_ADMIN_REQUEST_MAX,
+		.trusted = true, /* SO_PEERCRED-checked: never shed by the memory guard */
 		.conn_release = admin_conn_release,
 	};
 	LY_TRY(ly_rpc_server_new(srv->rpc, &admin_cfg, &srv->admin_server, err));
@@ -627,19 +617,6 @@ health_ready(void *arg, char *reason, size_t len)
 	return why == NULL;
 }
 
-void
-ly_server_metric_add(struct ly_metric *f, const char *const *labels, double v)
-{
-	struct ly_error e;
-	if (f == NULL)
-		return;
-	ly_status rc = ly_metric_observe(f, labels, v, &e);
-	if (rc == LY_E_INVALID) /* not a histogram: a counter */
-		rc = ly_metric_inc(f, labels, v, &e);
-	if (rc != LY_OK)
-		log_debug("metrics: %s", e.msg);
-}
-
 static void
 server_metrics_free(struct ly_server_metrics *sm)
 {
@@ -702,7 +679,7 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 {
 	struct srv_main *m = arg;
 	struct ly_server_metrics *sm = m->srv.metrics;
-	struct ly_agent_list agents = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
 	size_t watchers = 0, entries = 0;
 	char reason[64];
 	ly_status rc;
@@ -721,7 +698,7 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 		goto out;
 	rc = ly_metrics_render(sm->reg, out, err);
 out:
-	ly_agent_list_cleanup(&agents);
+	ly_ds_agent_list_cleanup(&agents);
 	return rc;
 }
 

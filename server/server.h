@@ -10,18 +10,24 @@
  *
  * Parts and who owns what:
  *   server.c     start-up, signals, the CA rotation timer, the server's
- *                TLS certificate, shutdown; owns every field below.
+ *                TLS certificate, shutdown; owns every field of struct
+ *                ly_server (server_core.h).
+ *   server_core.c  the state below (struct ly_server), clock, metrics.
  *   server_config.c  the `run` configuration (flags over the YAML file).
- *   admin_api.c  the Admin service on the Unix socket (CLI verbs).
- *   agent_api.c  the Agent service on TCP+TLS (node attestation, SVIDs,
- *                the entry watch).
+ *   admin_api.c  the Admin service on the Unix socket (CLI verbs);
+ *                its requests decoded and checked by admin_msg.c.
+ *   agent_api*.c the Agent service on TCP+TLS (node attestation, SVIDs,
+ *                the entry watch), split behind agent_api_internal.h;
+ *                its requests decoded and checked by agentapi_msg.c.
  *   authz.c      which entries an agent is authorized for (pure).
  *   audit.c      one audit line per admin change.
  *   cli.c        the admin verbs as a client of admin_api.
  *
- * The admin side tells the agent side about changes through the
- * ly_agent_api_* calls below; they only schedule work on the loop and
- * never fail.
+ * The state every part reads (struct ly_server, the clock, the metrics,
+ * the admin peer) is in server_core.h, below all of them. The admin side
+ * does not call the agent side: its writes reach the agent API through
+ * the datastore's change hook (datastore.h), which the agent API
+ * registers at start-up.
  */
 #ifndef LANYARD_SERVER_SERVER_H
 #define LANYARD_SERVER_SERVER_H
@@ -34,78 +40,17 @@
 #include "lib/caps.h"
 #include "lib/error.h"
 #include "lib/keys.h"
+#include "server/server_core.h"
 
-struct uv_loop_s;
-struct ly_rpc;
-struct ly_rpc_server;
-struct ly_datastore;
-struct ly_ca;
-struct ly_attest_x509pop;
-struct ly_attest_k8s_psat;
-struct ly_agent_api;
-struct ly_audit;
+struct ly_rpc_method;
 
 /* SPEC §2 defaults. */
 #define LY_SERVER_SOCKET_DEFAULT "/tmp/lanyard-server/private/api.sock"
 #define LY_SERVER_DATA_DIR_DEFAULT "./.lanyard-server"
 #define LY_SERVER_BIND_DEFAULT "0.0.0.0"
 #define LY_SERVER_PORT_DEFAULT 8081
-/* Join tokens: default and largest TTL, seconds. */
-#define LY_TOKEN_TTL_DEFAULT 600
-#define LY_TOKEN_TTL_MAX (7 * 24 * 60 * 60)
+/* Join tokens' TTLs: server/admin_msg.h. */
 
-/* server.datastore.database_type (SPIRE's names). */
-enum ly_datastore_type {
-	LY_DATASTORE_SQLITE3 = 0, /* <data_dir>/datastore.sqlite3, the default */
-	LY_DATASTORE_POSTGRES,    /* server.datastore.connection_string */
-};
-
-struct ly_server_config {
-	char trust_domain[LY_TRUST_DOMAIN_MAX + 1];
-	const char *bind_address;
-	uint16_t server_port;
-	const char *socket_path;
-	const char *data_dir;
-	enum ly_datastore_type datastore_type;
-	/* postgres only: the libpq connection string. It may hold a password:
-	 * never log it or put it in an error. */
-	const char *datastore_conninfo;
-	const char *log_level;
-	const char *log_format;
-	enum ly_key_type ca_key_type;
-	int64_t ca_ttl;
-	int64_t x509_svid_ttl;
-	int64_t jwt_svid_ttl;
-	const char *upstream_cert_path;
-	const char *upstream_key_path;
-	const char *audit_log_path;  /* NULL: audit lines go to the log */
-	bool join_token_enabled;
-	const char *x509pop_ca_bundle_path; /* NULL: x509pop off */
-	/* Health and metrics listener (rpc/health_http.h), off by default. */
-	bool health_enabled;
-	const char *health_bind_address; /* "127.0.0.1" */
-	uint16_t health_bind_port;       /* 8080 */
-	const char *health_live_path;    /* "/live" */
-	const char *health_ready_path;   /* "/ready" */
-	/* k8s_psat: clusters are configured in the YAML file only. */
-};
-
-struct ly_server {
-	struct uv_loop_s *loop;
-	struct ly_server_config cfg;
-	struct ly_rpc *rpc;
-	struct ly_rpc_server *agent_server;  /* TCP + TLS */
-	struct ly_rpc_server *admin_server;  /* Unix socket */
-	struct ly_datastore *ds;
-	struct ly_ca *ca;
-	struct ly_attest_x509pop *x509pop;   /* NULL when not configured */
-	struct ly_attest_k8s_psat *psat;     /* NULL when not configured */
-	struct ly_agent_api *agent_api;
-	struct ly_audit *audit;
-	struct ly_server_metrics *metrics;   /* NULL without the health listener */
-	time_t started_at;
-	bool stopping;
-};
 
 /*
  * server_config.c: the `run` configuration, flags over the YAML file (SPEC
@@ -149,8 +94,6 @@ ly_status ly_server_config_psat(const struct ly_config *file, const char *trust_
 /* server.c: `lanyard-server run ARGS` (argv[0] is the first flag); returns the exit code. */
 int ly_server_run(int argc, char **argv);
 
-/* The server's clock (wall time, seconds); one place so tests can reason about it. */
-time_t ly_server_now(void);
 
 /*
  * agent_api.c. ly_agent_api_new registers nothing by itself: the server
@@ -160,49 +103,23 @@ time_t ly_server_now(void);
  * start. Shutdown (server.c): ly_agent_api_stop, then ly_rpc_close, then,
  * from the close callback (on the loop, every call released),
  * ly_agent_api_free; the datastore and the CA are closed after that.
+ * ly_agent_api_new registers with the datastore's change hook (entries
+ * created, updated, deleted; agents evicted, banned: their streams end);
+ * ly_agent_api_free unregisters.
  */
 ly_status ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_error *err) LY_MUST_CHECK;
 void ly_agent_api_free(struct ly_agent_api *api);
 const struct ly_rpc_method *ly_agent_api_methods(size_t *n);
-/* An entry was created, updated or deleted: watchers get their deltas. */
-void ly_agent_api_entries_changed(struct ly_agent_api *api);
 /* The CA's bundle changed: every watcher and enrolled agent sees it. */
 void ly_agent_api_bundle_changed(struct ly_agent_api *api);
-/* An agent was evicted or banned: its open streams end (PERMISSION_DENIED). */
-void ly_agent_api_agent_removed(struct ly_agent_api *api, const char *agent_id);
 /* Ends every open stream (shutdown). */
 void ly_agent_api_stop(struct ly_agent_api *api);
 /* Open WatchEntries streams and the entries cached for them (the metrics' gauges). */
 void ly_agent_api_counts(const struct ly_agent_api *api, size_t *watchers, size_t *entries);
 
-/*
- * The server's metric families (server.c makes them with the health
- * listener; NULL without it). The agent API adds to them as it works;
- * ly_server_metric_add ignores a NULL family, so callers need not check.
- */
-struct ly_metric;
-struct ly_server_metrics {
-	struct ly_metrics *reg;
-	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry;
-};
-#define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
-/* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */
-void ly_server_metric_add(struct ly_metric *f, const char *const *labels, double v);
 
 /* admin_api.c: the Admin service methods for the Unix-socket listener. */
 const struct ly_rpc_method *ly_admin_api_methods(size_t *n);
 
-/*
- * The connection context of an admin-socket connection: server.c accepts
- * each connection itself, reads SO_PEERCRED, and hands the socket to gRPC
- * (ly_rpc_server_add_fd) with this; admin_api.c refuses a caller whose uid
- * is neither the server's nor root's and names the uid in the audit log.
- */
-struct ly_admin_peer {
-	uid_t uid;
-	gid_t gid;
-	pid_t pid;
-};
 
 #endif /* LANYARD_SERVER_SERVER_H */

@@ -18,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
@@ -43,23 +45,30 @@ struct lanyard_client {
 	grpc_channel *ch;
 	char path[LANYARD_SOCKET_PATH_MAX + 1];
 	unsigned timeout_ms;
+	bool judged; /* wl_client_new_fd: the one connection's listener was judged by the caller */
 };
 
-lanyard_status
-lanyard_client_new(const char *addr, lanyard_client **out, struct lanyard_error *err)
+/* The channel of a new client: by path (fd -1; gRPC connects and reconnects), or over `fd` (taken). */
+static ly_status
+client_make(const char *path, int fd, lanyard_client **out, struct ly_error *err)
 {
-	char path[LANYARD_SOCKET_PATH_MAX + 1], target[LANYARD_SOCKET_PATH_MAX + 8];
+	char target[LANYARD_SOCKET_PATH_MAX + 8];
 	lanyard_client *c = NULL;
-	lanyard_status st;
-	struct ly_error e;
 
 	*out = NULL;
-	if ((st = lanyard_endpoint_resolve(addr, path, err)) != LANYARD_OK)
-		return st;
-	if ((c = calloc(1, sizeof(*c))) == NULL)
-		return wl_export(err, ly_error_set(&e, LY_E_NOMEM, "client: out of memory"), &e, 0);
-	memcpy(c->path, path, sizeof(path));
+	if (strlen(path) > LANYARD_SOCKET_PATH_MAX) {
+		if (fd >= 0)
+			(void)close(fd);
+		return ly_error_set(err, LY_E_LIMIT, "client: socket path over %d bytes", LANYARD_SOCKET_PATH_MAX);
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		if (fd >= 0)
+			(void)close(fd);
+		return ly_error_set(err, LY_E_NOMEM, "client: out of memory");
+	}
+	(void)snprintf(c->path, sizeof(c->path), "%s", path);
 	c->timeout_ms = TIMEOUT_DEFAULT_MS;
+	c->judged = fd >= 0;
 	(void)snprintf(target, sizeof(target), "unix:%s", path);
 
 	grpc_init();
@@ -76,16 +85,43 @@ lanyard_client_new(const char *addr, lanyard_client **out, struct lanyard_error 
 	args[2].value.integer = 5000;
 	grpc_channel_args cargs = { 3, args };
 	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-	if (creds != NULL)
+	if (creds != NULL && fd >= 0)
+		c->ch = grpc_channel_create_from_fd(target, fd, creds, &cargs); /* gRPC owns fd from here */
+	else if (creds != NULL)
 		c->ch = grpc_channel_create(target, creds, &cargs);
+	else if (fd >= 0)
+		(void)close(fd);
 	grpc_channel_credentials_release(creds);
 	if (c->ch == NULL) {
 		grpc_shutdown();
 		free(c);
-		return wl_export(err, ly_error_set(&e, LY_E_IO, "client: cannot make a gRPC channel to %s", target), &e, 0);
+		return ly_error_set(err, LY_E_IO, "client: cannot make a gRPC channel to %s", target);
 	}
 	*out = c;
-	return wl_export(err, LY_OK, NULL, 0);
+	return LY_OK;
+}
+
+lanyard_status
+lanyard_client_new(const char *addr, lanyard_client **out, struct lanyard_error *err)
+{
+	char path[LANYARD_SOCKET_PATH_MAX + 1];
+	lanyard_status st;
+	struct ly_error e;
+
+	*out = NULL;
+	if ((st = lanyard_endpoint_resolve(addr, path, err)) != LANYARD_OK)
+		return st;
+	ly_status rc = client_make(path, -1, out, &e);
+	return wl_export(err, rc, &e, 0);
+}
+
+ly_status
+wl_client_new_fd(const char *path, int fd, lanyard_client **out, struct ly_error *err)
+{
+	*out = NULL;
+	if (fd < 0)
+		return ly_error_set(err, LY_E_INVALID, "client: no socket");
+	return client_make(path, fd, out, err);
 }
 
 void
@@ -183,9 +219,12 @@ wl_rpc_call(lanyard_client *c, const struct wl_call *call, int *rpc_code, struct
 	grpc_metadata_array_init(&md_in);
 	grpc_metadata_array_init(&trailing);
 
+	if (call->status != NULL)
+		memset(call->status, 0, sizeof(*call->status));
 	/* Who can have put the socket there, judged before each call: a directory another user took
-	 * first (under /tmp) could hold a fake agent (sockpath.h, docs/client-library.md). */
-	if ((rc = ly_sockpath_owner_check(c->path, NULL, err)) != LY_OK) {
+	 * first (under /tmp) could hold a fake agent (sockpath.h, docs/client-library.md). A client
+	 * on a judged connection (wl_client_new_fd) had its listener judged by SO_PEERCRED. */
+	if (!c->judged && (rc = ly_sockpath_owner_check(c->path, NULL, err)) != LY_OK) {
 		if (rc == LY_E_UNTRUSTED || rc == LY_E_INVALID) {
 			rc = ly_error_wrap(err, rc, "%s: refusing the agent at %s", name, c->path);
 		} else {
@@ -222,7 +261,7 @@ wl_rpc_call(lanyard_client *c, const struct wl_call *call, int *rpc_code, struct
 	md.value = grpc_slice_from_static_string("true");
 	memset(ops, 0, sizeof(ops));
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = 1;
+	ops[0].data.send_initial_metadata.count = call->bare ? 0 : 1;
 	ops[0].data.send_initial_metadata.metadata = &md;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = req;
@@ -290,6 +329,13 @@ wl_rpc_call(lanyard_client *c, const struct wl_call *call, int *rpc_code, struct
 				cancelled = true;
 			}
 		}
+	}
+	if (got_status && call->status != NULL) {
+		char *d = grpc_slice_to_c_string(details);
+		call->status->got = true;
+		call->status->code = (int)status;
+		(void)snprintf(call->status->details, sizeof(call->status->details), "%s", d != NULL ? d : "");
+		gpr_free(d);
 	}
 	if (verdict < 0) {
 		rc = ly_error_set(err, herr.code != LY_OK ? herr.code : LY_E_INVALID, "%s: %s", name, herr.msg);

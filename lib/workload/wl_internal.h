@@ -101,6 +101,13 @@ ly_status wl_authorizer_clone(const lanyard_authorizer *a, lanyard_authorizer **
  */
 typedef int (*wl_msg_fn)(void *arg, const uint8_t *msg, size_t len, struct ly_error *err);
 
+/* How a call ended, as the agent said it (for callers that word their own errors: agent/cli.c). */
+struct wl_call_status {
+	bool got;                       /* a status came (else the call failed on our side) */
+	int code;                       /* its gRPC status code */
+	char details[LY_ERROR_MSG_MAX]; /* its message, "" when none */
+};
+
 struct wl_call {
 	const char *method;      /* "/SpiffeWorkloadAPI/FetchX509SVID" */
 	const uint8_t *req;      /* packed request (copied; wiped after) */
@@ -110,6 +117,8 @@ struct wl_call {
 	wl_msg_fn on_msg;
 	void *arg;
 	const atomic_bool *stop; /* may be NULL; polled every 100 ms, cancels the call */
+	bool bare;               /* no `workload.spiffe.io` metadata (grpc.health.v1 Check) */
+	struct wl_call_status *status; /* may be NULL; filled however the call ends */
 };
 
 /*
@@ -119,6 +128,17 @@ struct wl_call {
  */
 ly_status wl_rpc_call(lanyard_client *c, const struct wl_call *call, int *rpc_code, struct ly_error *err)
     LY_MUST_CHECK;
+
+/*
+ * A client whose one channel runs over `fd`, a Unix socket connected to
+ * `path` and already judged by the caller with ly_sockpath_peer_check
+ * (SO_PEERCRED over that very connection: agent/cli.c). Its calls do not
+ * judge the path again (the listener was judged, and nothing reconnects:
+ * when that connection ends, every later call fails UNAVAILABLE; make a
+ * new client). Takes `fd` in every case (closed on failure).
+ * Free with lanyard_client_free.
+ */
+ly_status wl_client_new_fd(const char *path, int fd, lanyard_client **out, struct ly_error *err) LY_MUST_CHECK;
 
 /* ---- source.c ---- */
 

@@ -21,7 +21,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pid_t pid = 0;
 	int sig = 0;
 
-	if (ly_helper_pid_parse((const char *)data, size, &pid, NULL) == LY_OK) {
+	if (ly_cli_helper_pid_parse((const char *)data, size, &pid, NULL) == LY_OK) {
 		int n = snprintf(canon, sizeof(canon), "%d\n", (int)pid);
 		if (pid < 2 || pid > LY_PID_VALUE_MAX || (size != (size_t)n && size != (size_t)n - 1) ||
 		    memcmp(canon, data, size) != 0)
@@ -30,7 +30,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len = strnlen((const char *)data, size < sizeof(name) - 1 ? size : sizeof(name) - 1);
 	memcpy(name, data, len);
 	name[len] = '\0';
-	if (ly_helper_signal_parse(name, &sig, NULL) == LY_OK && strcmp(ly_helper_signal_name(sig), "signal") == 0)
+	if (ly_cli_helper_signal_parse(name, &sig, NULL) == LY_OK && strcmp(ly_cli_helper_signal_name(sig), "signal") == 0)
 		abort();
 	return 0;
 }

@@ -1,102 +1,96 @@
 /*
  * fuzz_agentapi_server.c: the Agent service's requests (proto/agent.proto)
- * as server/agent_api.c decodes and checks them before any state is
- * touched. The first byte picks the method: 0 AttestAgent, 1 RenewAgent,
- * 2 WatchEntries, 3 BatchNewX509SVID, 4 NewJWTSVID, 5 GetBundle.
- * The handlers' checks are inline and mixed with the loop's state (the
- * datastore, pending challenges, the CA), so this target runs protobuf-c's
- * unpack and the pure library parsers the handlers call on what came in:
- * the CSR (lib/csr.h), the x509pop chain split (lib/der.h), entry IDs
- * (lib/entry.h), NewJWTSVID's strict unpack and audience check
- * (lib/pbstrict.h, lib/text.h), with the same size caps in the same order. The CA's own
- * CSR parser is fuzz_ca_csr.c; x509pop's proof is fuzz_x509pop.c.
+ * through the checks server/agent_api.c ships (server/agentapi_msg.h),
+ * in the handlers' order, before any state is touched. The first byte
+ * picks the method: 0 AttestAgent, 1 RenewAgent, 2 WatchEntries, 3
+ * BatchNewX509SVID, 4 NewJWTSVID, 5 GetBundle. What passes must keep the
+ * module's promises (caps, NUL-free audiences, a CSR's agent ID). The CA's
+ * own CSR parser is fuzz_ca_csr.c; x509pop's proof is fuzz_x509pop.c.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent.pb-c.h"
 #include "lib/caps.h"
-#include "lib/csr.h"
-#include "lib/der.h"
-#include "lib/entry.h"
-#include "lib/pbstrict.h"
-#include "lib/text.h"
+#include "lib/x509pop.h"
+#include "server/agentapi_msg.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* agent_api.c attest_csr / RenewAgent / BatchNewX509SVID: a CSR within its cap, parsed strictly. */
-static void
-csr(const ProtobufCBinaryData *c)
-{
-	struct ly_csr parsed;
-
-	if (c->len == 0 || c->len > LY_CSR_DER_MAX || ly_csr_parse(c->data, c->len, &parsed, NULL) != LY_OK)
-		return;
-	if (parsed.key == NULL || parsed.id.id[0] == '\0')
-		abort();
-	ly_csr_cleanup(&parsed);
-}
 
 static void
 attest(const uint8_t *d, size_t n)
 {
-	Lanyard__Agent__V1__AttestAgentRequest *m = lanyard__agent__v1__attest_agent_request__unpack(NULL, n, d);
-	struct ly_der_span spans[LY_CHAIN_CERTS_MAX];
-	size_t count = 0;
+	struct ly_agentapi_attest_request rq;
+	struct ly_agentapi_x509pop pop;
 
-	if (m == NULL)
+	if (ly_agentapi_attest_decode(d, n, &rq, NULL) != LY_OK)
 		return;
-	csr(&m->csr);
-	if (m->attestation_case == LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_X509POP &&
-	    m->x509pop->certificate_chain.len > 0 && m->x509pop->certificate_chain.len <= LY_CHAIN_DER_MAX &&
-	    ly_der_split(m->x509pop->certificate_chain.data, m->x509pop->certificate_chain.len, LY_CHAIN_CERTS_MAX,
-		LY_CHAIN_DER_MAX, spans, &count, NULL) == LY_OK &&
-	    (count == 0 || spans[0].off + spans[0].len > m->x509pop->certificate_chain.len))
+	if (rq.csr_len > LY_CSR_DER_MAX || (rq.csr_len > 0) != (rq.csr_id != NULL) ||
+	    (rq.csr_id != NULL && rq.csr_id[0] == '\0'))
 		abort();
-	if (m->attestation_case == LANYARD__AGENT__V1__ATTEST_AGENT_REQUEST__ATTESTATION_JOIN_TOKEN &&
-	    m->join_token->token == NULL)
-		abort();
-	lanyard__agent__v1__attest_agent_request__free_unpacked(m, NULL);
+	switch (rq.kind) {
+	case LY_AGENTAPI_X509POP:
+		if (ly_agentapi_x509pop_check(&rq, &pop, NULL) == LY_OK &&
+		    (rq.chain_len == 0 || rq.chain_len > LY_CHAIN_DER_MAX ||
+		    (pop.proof && rq.nonce_len != LY_X509POP_NONCE_LEN)))
+			abort();
+		break;
+	case LY_AGENTAPI_K8S_PSAT:
+		if (ly_agentapi_psat_check(&rq, NULL) == LY_OK &&
+		    (strlen(rq.cluster) > LY_AGENTAPI_PSAT_CLUSTER_MAX || strlen(rq.token) > LY_K8S_TOKEN_MAX))
+			abort();
+		break;
+	case LY_AGENTAPI_TICKET:
+		if (ly_agentapi_ticket_check(&rq, NULL) == LY_OK && rq.ticket_len != LY_AGENTAPI_TICKET_LEN)
+			abort();
+		break;
+	case LY_AGENTAPI_JOIN_TOKEN:
+		if (rq.token == NULL)
+			abort();
+		break;
+	}
+	ly_agentapi_attest_cleanup(&rq);
 }
 
 static void
 batch(const uint8_t *d, size_t n)
 {
-	Lanyard__Agent__V1__BatchNewX509SVIDRequest *m = lanyard__agent__v1__batch_new_x509_svidrequest__unpack(NULL, n, d);
+	struct ly_agentapi_batch_request rq;
 
-	for (size_t i = 0; m != NULL && m->n_params <= LY_CA_BATCH_MAX && i < m->n_params; i++) {
-		if (ly_entry_id_check(m->params[i]->entry_id, NULL) == LY_OK)
-			csr(&m->params[i]->csr);
+	if (ly_agentapi_batch_decode(d, n, &rq, NULL) != LY_OK)
+		return;
+	if (rq.n_params == 0 || rq.n_params > LY_CA_BATCH_MAX)
+		abort();
+	for (size_t i = 0; i < rq.n_params; i++) {
+		if (rq.params[i].csr_size_ok && (rq.params[i].csr_len == 0 || rq.params[i].csr_len > LY_CSR_DER_MAX))
+			abort();
 	}
-	if (m != NULL)
-		lanyard__agent__v1__batch_new_x509_svidrequest__free_unpacked(m, NULL);
+	ly_agentapi_batch_cleanup(&rq);
 }
 
-/* agent_api.c NewJWTSVID: the strict unpack (lib/pbstrict.h), the entry ID, each audience (lib/text.h). */
 static void
 jwt(const uint8_t *d, size_t n)
 {
-	ProtobufCMessage *pm = NULL;
+	struct ly_agentapi_jwt_request rq;
 	size_t total = 0;
 
-	if (ly_pb_unpack_strict(&lanyard__agent__v1__new_jwtsvidrequest__descriptor, d, n, LY_RPC_MSG_MAX, NULL, &pm,
-	    NULL) != LY_OK)
+	if (ly_agentapi_jwt_decode(d, n, &rq, NULL) != LY_OK)
 		return;
-	Lanyard__Agent__V1__NewJWTSVIDRequest *m = (Lanyard__Agent__V1__NewJWTSVIDRequest *)(void *)pm;
-	if (ly_entry_id_check(m->entry_id, NULL) == LY_OK && m->n_audience > 0 && m->n_audience <= LY_JWT_AUDIENCES_MAX)
-		for (size_t i = 0; i < m->n_audience; i++) {
-			if (ly_text_check("audience", m->audience[i], LY_JWT_AUDIENCE_MAX, NULL) != LY_OK)
-				break;
-			total += strlen(m->audience[i]);
-		}
-	(void)total;
-	lanyard__agent__v1__new_jwtsvidrequest__free_unpacked(m, NULL);
+	if (rq.n_audience == 0 || rq.n_audience > LY_JWT_AUDIENCES_MAX)
+		abort();
+	for (size_t i = 0; i < rq.n_audience; i++)
+		total += strlen(rq.audience[i]);
+	if (total > LY_JWT_MAX)
+		abort();
+	ly_agentapi_jwt_cleanup(&rq);
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	struct ly_agentapi_renew_request renew;
+	int64_t since = 0;
+
 	if (size < 1)
 		return 0;
 	const uint8_t *d = data + 1;
@@ -105,32 +99,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 0:
 		attest(d, n);
 		break;
-	case 1: {
-		Lanyard__Agent__V1__RenewAgentRequest *m = lanyard__agent__v1__renew_agent_request__unpack(NULL, n, d);
-		if (m != NULL) {
-			csr(&m->csr);
-			lanyard__agent__v1__renew_agent_request__free_unpacked(m, NULL);
+	case 1:
+		if (ly_agentapi_renew_decode(d, n, &renew, NULL) == LY_OK) {
+			if (renew.csr_len == 0 || renew.csr_len > LY_CSR_DER_MAX)
+				abort();
+			ly_agentapi_renew_cleanup(&renew);
 		}
 		break;
-	}
-	case 2: {
-		Lanyard__Agent__V1__WatchEntriesRequest *m = lanyard__agent__v1__watch_entries_request__unpack(NULL, n, d);
-		if (m != NULL)
-			lanyard__agent__v1__watch_entries_request__free_unpacked(m, NULL);
+	case 2:
+		if (ly_agentapi_watch_decode(d, n, &since, NULL) == LY_OK && since < 0)
+			abort();
 		break;
-	}
 	case 3:
 		batch(d, n);
 		break;
 	case 4:
 		jwt(d, n);
 		break;
-	default: {
-		Lanyard__Agent__V1__GetBundleRequest *m = lanyard__agent__v1__get_bundle_request__unpack(NULL, n, d);
-		if (m != NULL)
-			lanyard__agent__v1__get_bundle_request__free_unpacked(m, NULL);
+	default:
+		if (ly_agentapi_bundle_decode(d, n, NULL) != LY_OK)
+			break;
 		break;
-	}
 	}
 	return 0;
 }

@@ -168,7 +168,7 @@ main(int argc, char **argv)
 	write_bundle("rot-bundle.pem", b);
 	/* Roots are in the order they were made: the second is the successor's. */
 	const struct ly_buf *r = ly_bundle_x509_authority(b, 1);
-	struct ly_buf one = { r->data, r->len };
+	struct ly_buf one = { .data = r->data, .len = r->len };
 	write_certs("rot-new-root.pem", &one, 0, 1);
 	ly_buf_free(&old_chain);
 	ly_buf_free(&new_chain);

@@ -303,10 +303,16 @@ elif mode in ("streams", "streams2"):
     import threading, queue
     names = arg.split(",")
     want = 2 if mode == "streams2" else 1
+    # The agent allows 100 concurrent streams per connection (LY_RPC_STREAMS_MAX): 50 per channel, each
+    # channel its own connection (no shared subchannel).
+    chans = [grpc.insecure_channel("unix:" + sock, options=[("grpc.max_receive_message_length", 64 << 20),
+                                                            ("grpc.use_local_subchannel_pool", 1),
+                                                            ("lanyard.channel", i)])
+             for i in range((len(names) + 49) // 50)]
     done, lock = [], threading.Lock()
     calls = []
     t = time.monotonic()
-    def one(name):
+    def one(i, name):
         q = queue.Queue()
         q.put(node(d.DiscoveryRequest(type_url=SECRET, resource_names=[name])))
         def reqs():
@@ -315,8 +321,9 @@ elif mode in ("streams", "streams2"):
                 if x is None:
                     return
                 yield x
-        call = ch.stream_stream(SVC + "StreamSecrets", request_serializer=d.DiscoveryRequest.SerializeToString,
-                                response_deserializer=d.DiscoveryResponse.FromString)(reqs(), timeout=150)
+        call = chans[i // 50].stream_stream(SVC + "StreamSecrets",
+                                            request_serializer=d.DiscoveryRequest.SerializeToString,
+                                            response_deserializer=d.DiscoveryResponse.FromString)(reqs(), timeout=150)
         calls.append((call, q))
         try:
             got = 0
@@ -333,7 +340,7 @@ elif mode in ("streams", "streams2"):
         except grpc.RpcError as e:
             with lock:
                 done.append((None, e.code().name))
-    ths = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]
+    ths = [threading.Thread(target=one, args=(i, n), daemon=True) for i, n in enumerate(names)]
     for th in ths:
         th.start()
     for th in ths:

@@ -322,7 +322,7 @@ class Test:
     def barrier(self, w, agent_id):
         """True once the watch `w` (of the agent `agent_id`) has had every update due for the changes made
         before this call: an entry created now under the agent arrives on it, then is deleted and gone. Each
-        update is computed from the server's whole state at the time (server/agent_api.c, watcher_send), so
+        update is computed from the server's whole state at the time (agent_api_watch_send), so
         an earlier entry that was to reach `w` has arrived by then: "not in w.state" after the barrier means
         not sent, where a sleep would only mean not sent yet."""
         self.barriers += 1

@@ -154,10 +154,10 @@ expect(ly_status got, const struct ly_error *err, ly_status want, const char *ne
 		fail_msg("got %d '%s', want %d '%s'", got, err->msg, want, needle);
 }
 
-static struct ly_agent *
+static struct ly_ds_agent *
 agent_of(const char *id, const char *serial, ...)
 {
-	struct ly_agent *a = calloc(1, sizeof(*a));
+	struct ly_ds_agent *a = calloc(1, sizeof(*a));
 	assert_non_null(a);
 	a->spiffe_id = strdup(id);
 	a->attestation_type = strdup("k8s_psat");
@@ -691,8 +691,8 @@ test_agents(void **state)
 {
 	struct fixture *f = *state;
 	struct ly_error err;
-	struct ly_agent *a = agent_of(AGENT1, "1a", "k8s_psat:cluster:prod", "k8s_psat:agent_ns:lanyard", NULL);
-	struct ly_agent *got = NULL;
+	struct ly_ds_agent *a = agent_of(AGENT1, "1a", "k8s_psat:cluster:prod", "k8s_psat:agent_ns:lanyard", NULL);
+	struct ly_ds_agent *got = NULL;
 	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
 	assert_int_equal(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), LY_OK);
 	assert_string_equal(got->spiffe_id, AGENT1);
@@ -704,23 +704,23 @@ test_agents(void **state)
 	assert_string_equal(got->selectors[1].value, "agent_ns:lanyard");
 	int64_t created = got->created_at;
 	assert_true(created > 0);
-	ly_agent_free(got);
+	ly_ds_agent_free(got);
 
-	struct ly_agent *b = agent_of(AGENT2, "", NULL);
+	struct ly_ds_agent *b = agent_of(AGENT2, "", NULL);
 	assert_int_equal(ly_datastore_agent_upsert(f->ds, b, &err), LY_OK);
 	/* Byte order whatever the collation: "Z" sorts before "a". */
-	struct ly_agent *z = agent_of(TD "/lanyard/agent/join_token/Z", "", NULL);
+	struct ly_ds_agent *z = agent_of(TD "/lanyard/agent/join_token/Z", "", NULL);
 	assert_int_equal(ly_datastore_agent_upsert(f->ds, z, &err), LY_OK);
-	struct ly_agent_list l = LY_AGENT_LIST_INIT;
+	struct ly_ds_agent_list l = LY_DS_AGENT_LIST_INIT;
 	assert_int_equal(ly_datastore_agent_list(f->ds, &l, &err), LY_OK);
 	assert_int_equal(l.n, 3);
 	assert_string_equal(l.items[0]->spiffe_id, TD "/lanyard/agent/join_token/Z");
 	assert_string_equal(l.items[1]->spiffe_id, AGENT1);
 	assert_string_equal(l.items[2]->spiffe_id, AGENT2);
 	assert_int_equal(l.items[2]->n_selectors, 0);
-	ly_agent_list_cleanup(&l);
+	ly_ds_agent_list_cleanup(&l);
 	assert_int_equal(ly_datastore_agent_delete(f->ds, z->spiffe_id, &err), LY_OK);
-	ly_agent_free(z);
+	ly_ds_agent_free(z);
 
 	/* Ban; a later upsert (renewal) neither lifts it nor resets created_at. */
 	int64_t rev = revision(f);
@@ -737,11 +737,11 @@ test_agents(void **state)
 	assert_string_equal(got->serial_number, "2b");
 	assert_int_equal(got->n_selectors, 1); /* selectors replaced */
 	assert_int_equal(got->created_at, created);
-	ly_agent_free(got);
+	ly_ds_agent_free(got);
 	assert_int_equal(ly_datastore_agent_set_banned(f->ds, AGENT1, false, &err), LY_OK);
 	assert_int_equal(ly_datastore_agent_get(f->ds, AGENT1, &got, &err), LY_OK);
 	assert_false(got->banned);
-	ly_agent_free(got);
+	ly_ds_agent_free(got);
 
 	/* Evict deletes the record and its selectors. */
 	assert_int_equal(rows_in(f, "SELECT count(*) FROM agent_selectors"), 1);
@@ -755,23 +755,23 @@ test_agents(void **state)
 	assert_int_equal(revision(f), rev);
 
 	/* Refused shapes. */
-	struct ly_agent *bad = agent_of(AGENT1, "1a", "unix:uid:0", NULL);
+	struct ly_ds_agent *bad = agent_of(AGENT1, "1a", "unix:uid:0", NULL);
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "workload selector type unix");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	bad = agent_of(AGENT1, "XYZ", NULL);
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "lower-case hex");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	bad = agent_of("spiffe://example.org/a//b", "1", NULL);
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "agent SPIFFE ID");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	bad = agent_of(AGENT1, "1", NULL);
 	free(bad->attestation_type);
 	bad->attestation_type = strdup("Join Token");
 	expect(ly_datastore_agent_upsert(f->ds, bad, &err), &err, LY_E_INVALID, "[a-z0-9_]");
-	ly_agent_free(bad);
+	ly_ds_agent_free(bad);
 	assert_int_equal(revision(f), rev);
-	ly_agent_free(a);
-	ly_agent_free(b);
+	ly_ds_agent_free(a);
+	ly_ds_agent_free(b);
 }
 
 /* ---- CA state ---- */
@@ -874,6 +874,100 @@ test_kill9_after_ack(void **state)
 }
 
 /* The contract cases, for a back end's main(): every one with the back end's fixture. */
+/* ---- the change hook ---- */
+
+struct heard {
+	size_t n;
+	enum ly_datastore_change_kind kind[8];
+	int64_t revision[8];
+	char id[8][LY_SPIFFE_ID_MAX + 1];
+};
+
+static void
+hear(void *arg, const struct ly_datastore_change *c)
+{
+	struct heard *h = arg;
+	assert_true(h->n < 8);
+	h->kind[h->n] = c->kind;
+	h->revision[h->n] = c->revision;
+	(void)snprintf(h->id[h->n], sizeof(h->id[0]), "%s", c->entry_id != NULL ? c->entry_id : c->agent_id);
+	h->n++;
+}
+
+/*
+ * Committed writes reach every registered callback with what changed and
+ * the store's revision; refused writes and reads do not; a removed
+ * callback hears nothing more.
+ */
+static void
+test_change_hook(void **state)
+{
+	struct fixture *f = *state;
+	struct heard h, other;
+	struct ly_error err;
+	struct ly_entry *e, *got = NULL;
+
+	memset(&h, 0, sizeof(h));
+	memset(&other, 0, sizeof(other));
+	assert_int_equal(ly_datastore_on_change(f->ds, hear, &h, &err), LY_OK);
+	assert_int_equal(ly_datastore_on_change(f->ds, hear, &other, &err), LY_OK);
+	e = entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL);
+	assert_int_equal(ly_datastore_entry_create(f->ds, e, &err), LY_OK);
+	assert_int_equal(h.n, 1);
+	assert_int_equal(h.kind[0], LY_DATASTORE_ENTRY_CREATED);
+	assert_int_equal(h.revision[0], revision(f));
+	assert_string_equal(h.id[0], e->entry_id);
+	assert_int_equal(other.n, 1);
+	/* A refused write (a duplicate) and a read: nothing. */
+	struct ly_entry *dup = entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL);
+	assert_int_equal(ly_datastore_entry_create(f->ds, dup, &err), LY_E_INVALID);
+	ly_entry_free(dup);
+	assert_int_equal(ly_datastore_entry_get(f->ds, e->entry_id, &got, &err), LY_OK);
+	ly_entry_free(got);
+	assert_int_equal(h.n, 1);
+	ly_datastore_off_change(f->ds, hear, &other);
+	e->x509_svid_ttl = 600;
+	assert_int_equal(ly_datastore_entry_update(f->ds, e, &err), LY_OK);
+	assert_int_equal(h.kind[1], LY_DATASTORE_ENTRY_UPDATED);
+	assert_int_equal(h.revision[1], revision(f));
+	assert_true(h.revision[1] > h.revision[0]);
+	assert_int_equal(ly_datastore_entry_delete(f->ds, e->entry_id, NULL, &err), LY_OK);
+	assert_int_equal(h.kind[2], LY_DATASTORE_ENTRY_DELETED);
+	assert_int_equal(h.revision[2], revision(f));
+	assert_string_equal(h.id[2], e->entry_id);
+	assert_int_equal(other.n, 1);
+	ly_entry_free(e);
+	/* Agents: a ban and an eviction; lifting a ban is not a removal. */
+	struct ly_agent *a = agent_of(TOKEN_AGENT1, "0a", "k8s_psat:cluster:c1", NULL);
+	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
+	ly_agent_free(a);
+	assert_int_equal(h.n, 3);
+	assert_int_equal(ly_datastore_agent_set_banned(f->ds, TOKEN_AGENT1, true, &err), LY_OK);
+	assert_int_equal(h.kind[3], LY_DATASTORE_AGENT_BANNED);
+	assert_string_equal(h.id[3], TOKEN_AGENT1);
+	assert_int_equal(ly_datastore_agent_set_banned(f->ds, TOKEN_AGENT1, false, &err), LY_OK);
+	assert_int_equal(h.n, 4);
+	assert_int_equal(ly_datastore_agent_delete(f->ds, TOKEN_AGENT1, &err), LY_OK);
+	assert_int_equal(h.kind[4], LY_DATASTORE_AGENT_EVICTED);
+	assert_int_equal(h.revision[4], revision(f));
+	assert_int_equal(ly_datastore_agent_delete(f->ds, TOKEN_AGENT1, &err), LY_E_NOT_FOUND);
+	assert_int_equal(h.n, 5);
+	/* The feed another server would use; and the cap on registrations. */
+	struct ly_datastore_change c = { LY_DATASTORE_BUNDLE_CHANGED, 77, NULL, "x" };
+	ly_datastore_changed(f->ds, &c);
+	assert_int_equal(h.kind[5], LY_DATASTORE_BUNDLE_CHANGED);
+	assert_int_equal(h.revision[5], 77);
+	for (size_t i = 1; i < LY_DATASTORE_HOOKS_MAX; i++)
+		assert_int_equal(ly_datastore_on_change(f->ds, hear, &other, &err), LY_OK);
+	assert_int_equal(ly_datastore_on_change(f->ds, hear, &other, &err), LY_E_LIMIT);
+	for (size_t i = 1; i < LY_DATASTORE_HOOKS_MAX; i++)
+		ly_datastore_off_change(f->ds, hear, &other);
+	ly_datastore_off_change(f->ds, hear, &h);
+	ly_datastore_changed(f->ds, &c);
+	assert_int_equal(h.n, 6);
+	assert_int_equal(other.n, 1);
+}
+
 #define DS_CONTRACT_TESTS(setup, teardown)                                                     \
 	cmocka_unit_test_setup_teardown(test_schema_version_recorded, setup, teardown),          \
 	    cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),         \
@@ -887,6 +981,7 @@ test_kill9_after_ack(void **state)
 	    cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),           \
 	    cmocka_unit_test_setup_teardown(test_agents, setup, teardown),                       \
 	    cmocka_unit_test_setup_teardown(test_ca_state, setup, teardown),                     \
-	    cmocka_unit_test_setup_teardown(test_kill9_after_ack, setup, teardown)
+	    cmocka_unit_test_setup_teardown(test_kill9_after_ack, setup, teardown),              \
+	    cmocka_unit_test_setup_teardown(test_change_hook, setup, teardown)
 
 #endif /* LANYARD_TESTS_DATASTORE_CONTRACT_H */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "agent/cli_helper.h"
+#include "agent/fileset.h"
 
 /* ---- signals ---- */
 
@@ -39,12 +40,12 @@ test_signal_table(void **state)
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		int s = -1;
-		assert_int_equal(ly_helper_signal_parse(ok[i].name, &s, NULL), LY_OK);
+		assert_int_equal(ly_cli_helper_signal_parse(ok[i].name, &s, NULL), LY_OK);
 		assert_int_equal(s, ok[i].signum);
 	}
-	assert_string_equal(ly_helper_signal_name(SIGHUP), "SIGHUP");
-	assert_string_equal(ly_helper_signal_name(SIGWINCH), "SIGWINCH");
-	assert_string_equal(ly_helper_signal_name(SIGKILL), "signal");
+	assert_string_equal(ly_cli_helper_signal_name(SIGHUP), "SIGHUP");
+	assert_string_equal(ly_cli_helper_signal_name(SIGWINCH), "SIGWINCH");
+	assert_string_equal(ly_cli_helper_signal_name(SIGKILL), "signal");
 }
 
 /* Names outside the table: numbers, KILL/STOP, lower case, prefixes, suffixes. */
@@ -57,7 +58,7 @@ test_signal_refused(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct ly_error e;
 		int s = -7;
-		assert_int_equal(ly_helper_signal_parse(bad[i], &s, &e), LY_E_INVALID);
+		assert_int_equal(ly_cli_helper_signal_parse(bad[i], &s, &e), LY_E_INVALID);
 		assert_int_equal(s, -7);
 		assert_non_null(strstr(e.msg, "must be one of HUP"));
 	}
@@ -68,7 +69,7 @@ test_signal_refused(void **state)
 static ly_status
 parse(const char *text, pid_t *pid)
 {
-	return ly_helper_pid_parse(text, strlen(text), pid, NULL);
+	return ly_cli_helper_pid_parse(text, strlen(text), pid, NULL);
 }
 
 static void
@@ -83,7 +84,7 @@ test_pid_parse_ok(void **state)
 	assert_int_equal(parse("4194304\n", &p), LY_OK);
 	assert_int_equal(p, 4194304);
 	/* Not NUL-terminated: only `len` bytes are read. */
-	assert_int_equal(ly_helper_pid_parse("77\n99", 3, &p, NULL), LY_OK);
+	assert_int_equal(ly_cli_helper_pid_parse("77\n99", 3, &p, NULL), LY_OK);
 	assert_int_equal(p, 77);
 }
 
@@ -99,7 +100,7 @@ test_pid_parse_refused(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		pid_t p = 4242;
 		struct ly_error e;
-		ly_status rc = ly_helper_pid_parse(bad[i], strlen(bad[i]), &p, &e);
+		ly_status rc = ly_cli_helper_pid_parse(bad[i], strlen(bad[i]), &p, &e);
 		if (rc == LY_OK)
 			fail_msg("accepted pid file \"%s\"", bad[i]);
 		assert_int_equal(rc, LY_E_INVALID);
@@ -107,13 +108,13 @@ test_pid_parse_refused(void **state)
 	}
 	/* A NUL byte inside. */
 	pid_t p = 4242;
-	assert_int_equal(ly_helper_pid_parse("12\0" "3\n", 4, &p, NULL), LY_E_INVALID);
+	assert_int_equal(ly_cli_helper_pid_parse("12\0" "3\n", 4, &p, NULL), LY_E_INVALID);
 	/* Over the cap: LY_E_LIMIT, even if it were digits. */
 	char big[LY_PID_FILE_MAX + 2];
 	memset(big, '7', sizeof(big));
-	assert_int_equal(ly_helper_pid_parse(big, LY_PID_FILE_MAX + 1, &p, NULL), LY_E_LIMIT);
+	assert_int_equal(ly_cli_helper_pid_parse(big, LY_PID_FILE_MAX + 1, &p, NULL), LY_E_LIMIT);
 	/* Exactly the cap is parsed (and refused here for its value, not its size). */
-	assert_int_equal(ly_helper_pid_parse(big, LY_PID_FILE_MAX, &p, NULL), LY_E_INVALID);
+	assert_int_equal(ly_cli_helper_pid_parse(big, LY_PID_FILE_MAX, &p, NULL), LY_E_INVALID);
 	assert_int_equal(p, 4242);
 }
 
@@ -175,12 +176,12 @@ test_pid_file_read(void **state)
 	tmpdir_make(&t);
 	write_file(t.path, "ok.pid", "4321\n", 5);
 	(void)snprintf(p, sizeof(p), "%s/ok.pid", t.path);
-	assert_int_equal(ly_helper_pid_file_read(p, &pid, &e), LY_OK);
+	assert_int_equal(ly_cli_helper_pid_file_read(p, &pid, &e), LY_OK);
 	assert_int_equal(pid, 4321);
 
 	write_file(t.path, "bad.pid", "4321 x\n", 7);
 	(void)snprintf(p, sizeof(p), "%s/bad.pid", t.path);
-	assert_int_equal(ly_helper_pid_file_read(p, &pid, &e), LY_E_INVALID);
+	assert_int_equal(ly_cli_helper_pid_file_read(p, &pid, &e), LY_E_INVALID);
 	assert_non_null(strstr(e.msg, "bad.pid"));
 
 	/* A big file: refused by size, whatever it holds. */
@@ -188,16 +189,16 @@ test_pid_file_read(void **state)
 	memset(big, '5', sizeof(big));
 	write_file(t.path, "big.pid", big, sizeof(big));
 	(void)snprintf(p, sizeof(p), "%s/big.pid", t.path);
-	assert_int_equal(ly_helper_pid_file_read(p, &pid, &e), LY_E_LIMIT);
+	assert_int_equal(ly_cli_helper_pid_file_read(p, &pid, &e), LY_E_LIMIT);
 
 	(void)snprintf(p, sizeof(p), "%s/absent.pid", t.path);
-	assert_int_equal(ly_helper_pid_file_read(p, &pid, &e), LY_E_NOT_FOUND);
+	assert_int_equal(ly_cli_helper_pid_file_read(p, &pid, &e), LY_E_NOT_FOUND);
 
 	/* A directory and a FIFO are not pid files (and the FIFO does not block us). */
-	assert_int_equal(ly_helper_pid_file_read(t.path, &pid, &e), LY_E_INVALID);
+	assert_int_equal(ly_cli_helper_pid_file_read(t.path, &pid, &e), LY_E_INVALID);
 	(void)snprintf(p, sizeof(p), "%s/fifo", t.path);
 	assert_int_equal(mkfifo(p, 0600), 0);
-	assert_int_equal(ly_helper_pid_file_read(p, &pid, &e), LY_E_INVALID);
+	assert_int_equal(ly_cli_helper_pid_file_read(p, &pid, &e), LY_E_INVALID);
 	assert_int_equal(pid, 4321);
 	tmpdir_remove(&t);
 }
@@ -230,26 +231,26 @@ test_signal_pid_file(void **state)
 	assert_int_equal(sigprocmask(SIG_SETMASK, &old, NULL), 0);
 	int n = snprintf(text, sizeof(text), "%d\n", (int)child);
 	write_file(t.path, "child.pid", text, (size_t)n);
-	assert_int_equal(ly_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_OK);
+	assert_int_equal(ly_cli_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_OK);
 	assert_int_equal(sent, child);
 	assert_int_equal(waitpid(child, &status, 0), child);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
 	/* Now stale: the process is gone. */
 	sent = 0;
-	assert_int_equal(ly_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_E_NOT_FOUND);
+	assert_int_equal(ly_cli_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_E_NOT_FOUND);
 	assert_non_null(strstr(e.msg, "no process"));
 	assert_int_equal(sent, 0);
 
 	/* Our own pid is refused (a signal to ourselves would end the helper). */
 	n = snprintf(text, sizeof(text), "%d\n", (int)getpid());
 	write_file(t.path, "child.pid", text, (size_t)n);
-	assert_int_equal(ly_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_E_INVALID);
+	assert_int_equal(ly_cli_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_E_INVALID);
 	assert_non_null(strstr(e.msg, "this process"));
 
 	/* pid 0 would be our process group: refused before kill(). */
 	write_file(t.path, "child.pid", "0\n", 2);
-	assert_int_equal(ly_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_E_INVALID);
+	assert_int_equal(ly_cli_helper_signal_pid_file(p, SIGUSR1, &sent, &e), LY_E_INVALID);
 	assert_int_equal(sent, 0);
 	tmpdir_remove(&t);
 }

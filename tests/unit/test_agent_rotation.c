@@ -164,55 +164,55 @@ test_retry(void **state)
 }
 
 static void
-put(struct ly_sched *s, const char *k, int64_t due, int64_t earliest)
+put(struct ly_rotation_sched *s, const char *k, int64_t due, int64_t earliest)
 {
-	assert_int_equal(ly_sched_put(s, k, due, earliest, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_put(s, k, due, earliest, NULL), LY_OK);
 }
 
 static void
 test_sched_basics(void **state)
 {
 	(void)state;
-	struct ly_sched *s = NULL;
-	struct ly_sched_batch b;
-	ly_sched_batch_init(&b);
-	assert_int_equal(ly_sched_new(&s, NULL), LY_OK);
-	assert_int_equal(ly_sched_next_ms(s), INT64_MAX);
-	assert_int_equal(ly_sched_pop_due(s, 1000000, 100, 0, &b, NULL), LY_OK);
+	struct ly_rotation_sched *s = NULL;
+	struct ly_rotation_batch b;
+	ly_rotation_batch_init(&b);
+	assert_int_equal(ly_rotation_sched_new(&s, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_next_ms(s), INT64_MAX);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 1000000, 100, 0, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 0);
 
 	put(s, "c", 3000, 0);
 	put(s, "a", 1000, 0);
 	put(s, "b", 2000, 0);
 	put(s, LY_ROTATION_AGENT_KEY, 1500, 0);
-	assert_int_equal(ly_sched_count(s), 4);
-	assert_int_equal(ly_sched_next_ms(s), 1000);
+	assert_int_equal(ly_rotation_sched_count(s), 4);
+	assert_int_equal(ly_rotation_sched_next_ms(s), 1000);
 	int64_t due;
-	assert_true(ly_sched_get(s, "b", &due));
+	assert_true(ly_rotation_sched_get(s, "b", &due));
 	assert_int_equal(due, 2000);
-	assert_false(ly_sched_get(s, "zz", &due));
+	assert_false(ly_rotation_sched_get(s, "zz", &due));
 
 	/* Nothing is taken before the first item is due, even with a window reaching it. */
-	assert_int_equal(ly_sched_pop_due(s, 999, 100, 0, &b, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 999, 100, 0, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 0);
 	/* Due at 1000: the window (600 ms) brings the agent's own SVID at 1500 along, not b. */
-	assert_int_equal(ly_sched_pop_due(s, 1000, 600, 0, &b, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 1000, 600, 0, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 2);
 	assert_string_equal(b.keys[0], "a");
 	assert_string_equal(b.keys[1], LY_ROTATION_AGENT_KEY);
-	assert_int_equal(ly_sched_count(s), 2);
+	assert_int_equal(ly_rotation_sched_count(s), 2);
 
 	/* Moving an item: put again. */
 	put(s, "c", 500, 0);
-	assert_int_equal(ly_sched_next_ms(s), 500);
-	assert_true(ly_sched_remove(s, "c"));
-	assert_false(ly_sched_remove(s, "c"));
-	assert_int_equal(ly_sched_next_ms(s), 2000);
-	assert_int_equal(ly_sched_count(s), 1);
-	assert_int_equal(ly_sched_put(s, NULL, 1, 1, NULL), LY_E_INVALID);
+	assert_int_equal(ly_rotation_sched_next_ms(s), 500);
+	assert_true(ly_rotation_sched_remove(s, "c"));
+	assert_false(ly_rotation_sched_remove(s, "c"));
+	assert_int_equal(ly_rotation_sched_next_ms(s), 2000);
+	assert_int_equal(ly_rotation_sched_count(s), 1);
+	assert_int_equal(ly_rotation_sched_put(s, NULL, 1, 1, NULL), LY_E_INVALID);
 
-	ly_sched_batch_cleanup(&b);
-	ly_sched_free(s);
+	ly_rotation_batch_cleanup(&b);
+	ly_rotation_sched_free(s);
 }
 
 /* Never before an item's earliest time (its 45% mark), even inside a batch window. */
@@ -220,30 +220,30 @@ static void
 test_sched_earliest(void **state)
 {
 	(void)state;
-	struct ly_sched *s = NULL;
-	struct ly_sched_batch b;
-	ly_sched_batch_init(&b);
-	assert_int_equal(ly_sched_new(&s, NULL), LY_OK);
+	struct ly_rotation_sched *s = NULL;
+	struct ly_rotation_batch b;
+	ly_rotation_batch_init(&b);
+	assert_int_equal(ly_rotation_sched_new(&s, NULL), LY_OK);
 	put(s, "a", 1000, 0);
 	put(s, "early-ok", 1050, 900);
 	put(s, "too-early", 1060, 1055);
 	put(s, "later", 1080, 1000);
-	assert_int_equal(ly_sched_pop_due(s, 1000, 100, 0, &b, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 1000, 100, 0, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 3);
 	assert_string_equal(b.keys[0], "a");
 	assert_string_equal(b.keys[1], "early-ok");
 	assert_string_equal(b.keys[2], "later");
-	assert_int_equal(ly_sched_count(s), 1);
-	assert_int_equal(ly_sched_next_ms(s), 1060);
-	assert_int_equal(ly_sched_pop_due(s, 1060, 100, 0, &b, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_count(s), 1);
+	assert_int_equal(ly_rotation_sched_next_ms(s), 1060);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 1060, 100, 0, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 1);
 	assert_string_equal(b.keys[0], "too-early");
 	/* earliest after due is clamped to due: never stuck. */
 	put(s, "x", 2000, 5000);
-	assert_int_equal(ly_sched_pop_due(s, 2000, 0, 0, &b, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 2000, 0, 0, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 1);
-	ly_sched_batch_cleanup(&b);
-	ly_sched_free(s);
+	ly_rotation_batch_cleanup(&b);
+	ly_rotation_sched_free(s);
 }
 
 /* Batches are capped: 1,200 due at once go out as 500, 500, 200, in due order. */
@@ -251,10 +251,10 @@ static void
 test_sched_batch_cap(void **state)
 {
 	(void)state;
-	struct ly_sched *s = NULL;
-	struct ly_sched_batch b;
-	ly_sched_batch_init(&b);
-	assert_int_equal(ly_sched_new(&s, NULL), LY_OK);
+	struct ly_rotation_sched *s = NULL;
+	struct ly_rotation_batch b;
+	ly_rotation_batch_init(&b);
+	assert_int_equal(ly_rotation_sched_new(&s, NULL), LY_OK);
 	for (int i = 0; i < 1200; i++) {
 		char k[32];
 		snprintf(k, sizeof(k), "e%04d", i);
@@ -262,22 +262,22 @@ test_sched_batch_cap(void **state)
 	}
 	size_t sizes[3] = { 500, 500, 200 }, total = 0;
 	for (int round = 0; round < 3; round++) {
-		assert_int_equal(ly_sched_pop_due(s, 1100, 0, 0, &b, NULL), LY_OK);
+		assert_int_equal(ly_rotation_sched_pop_due(s, 1100, 0, 0, &b, NULL), LY_OK);
 		assert_int_equal(b.n, sizes[round]);
 		total += b.n;
 	}
 	assert_int_equal(total, 1200);
-	assert_int_equal(ly_sched_count(s), 0);
+	assert_int_equal(ly_rotation_sched_count(s), 0);
 	put(s, "a", 1, 0);
 	put(s, "b", 1, 0);
 	put(s, "c", 1, 0);
-	assert_int_equal(ly_sched_pop_due(s, 1, 0, 2, &b, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 1, 0, 2, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 2);
 	/* Ties go first in, first out. */
 	assert_string_equal(b.keys[0], "a");
 	assert_string_equal(b.keys[1], "b");
-	ly_sched_batch_cleanup(&b);
-	ly_sched_free(s);
+	ly_rotation_batch_cleanup(&b);
+	ly_rotation_sched_free(s);
 }
 
 /* The heap against a plain model, over random puts, moves, removals and pops. */
@@ -289,10 +289,10 @@ test_sched_model(void **state)
 	int64_t model[K];
 	bool in[K];
 	memset(in, 0, sizeof(in));
-	struct ly_sched *s = NULL;
-	struct ly_sched_batch b;
-	ly_sched_batch_init(&b);
-	assert_int_equal(ly_sched_new(&s, NULL), LY_OK);
+	struct ly_rotation_sched *s = NULL;
+	struct ly_rotation_batch b;
+	ly_rotation_batch_init(&b);
+	assert_int_equal(ly_rotation_sched_new(&s, NULL), LY_OK);
 	uint64_t rs = 12345;
 	int64_t now = 0;
 	for (int step = 0; step < 20000; step++) {
@@ -307,12 +307,12 @@ test_sched_model(void **state)
 			put(s, key, model[k], 0);
 			break;
 		case 2:
-			assert_int_equal(ly_sched_remove(s, key), in[k]);
+			assert_int_equal(ly_rotation_sched_remove(s, key), in[k]);
 			in[k] = false;
 			break;
 		default: {
 			now += (int64_t)(next_rand(&rs) % 300);
-			assert_int_equal(ly_sched_pop_due(s, now, 0, 1000, &b, NULL), LY_OK);
+			assert_int_equal(ly_rotation_sched_pop_due(s, now, 0, 1000, &b, NULL), LY_OK);
 			int64_t prev = INT64_MIN;
 			for (size_t i = 0; i < b.n; i++) {
 				int j = atoi(b.keys[i] + 1);
@@ -336,11 +336,11 @@ test_sched_model(void **state)
 					min = model[j];
 			}
 		}
-		assert_int_equal(ly_sched_count(s), cnt);
-		assert_int_equal(ly_sched_next_ms(s), min);
+		assert_int_equal(ly_rotation_sched_count(s), cnt);
+		assert_int_equal(ly_rotation_sched_next_ms(s), min);
 	}
-	ly_sched_batch_cleanup(&b);
-	ly_sched_free(s);
+	ly_rotation_batch_cleanup(&b);
+	ly_rotation_sched_free(s);
 }
 
 /* Glue: cache changes drive the schedule. */
@@ -350,13 +350,13 @@ test_apply_changes(void **state)
 	(void)state;
 	struct tu_pki pki;
 	struct ly_cache *c = NULL;
-	struct ly_sched *s = NULL;
+	struct ly_rotation_sched *s = NULL;
 	struct ly_cache_changes cs;
 	int64_t due;
 	tu_pki_init(&pki);
 	ly_log_set_level(LY_LOG_ERROR);
 	assert_int_equal(ly_cache_new(TA_TD, &c, NULL), LY_OK);
-	assert_int_equal(ly_sched_new(&s, NULL), LY_OK);
+	assert_int_equal(ly_rotation_sched_new(&s, NULL), LY_OK);
 	ly_cache_changes_init(&cs);
 
 	struct ly_entry *es[2] = {
@@ -365,8 +365,8 @@ test_apply_changes(void **state)
 	};
 	ta_apply(c, true, 1, es, 2, NULL, 0, &cs);
 	assert_int_equal(ly_rotation_apply_changes(s, c, &cs, 5000, NULL), LY_OK);
-	assert_int_equal(ly_sched_count(s), 2);
-	assert_true(ly_sched_get(s, "a", &due));
+	assert_int_equal(ly_rotation_sched_count(s), 2);
+	assert_true(ly_rotation_sched_get(s, "a", &due));
 	assert_int_equal(due, 5000); /* needs an SVID now */
 	ly_cache_changes_cleanup(&cs);
 
@@ -375,45 +375,45 @@ test_apply_changes(void **state)
 	assert_int_equal(ly_rotation_apply_changes(s, c, &cs, 5000, NULL), LY_OK);
 	struct ly_cache_item it;
 	assert_true(ly_cache_get(c, "a", &it));
-	assert_true(ly_sched_get(s, "a", &due));
+	assert_true(ly_rotation_sched_get(s, "a", &due));
 	assert_int_equal(due, it.renew_at_ms);
 	ly_cache_changes_cleanup(&cs);
 
 	/* An update that needs no new SVID leaves the schedule alone (the item may be in flight). */
-	struct ly_sched_batch b;
-	ly_sched_batch_init(&b);
-	assert_int_equal(ly_sched_pop_due(s, 5000, 0, 0, &b, NULL), LY_OK);
+	struct ly_rotation_batch b;
+	ly_rotation_batch_init(&b);
+	assert_int_equal(ly_rotation_sched_pop_due(s, 5000, 0, 0, &b, NULL), LY_OK);
 	assert_int_equal(b.n, 1);
 	assert_string_equal(b.keys[0], "b");
 	struct ly_entry *e = ta_entry("b", "spiffe://example.org/b", 1, "hint", "unix:uid:1", NULL);
 	e->revision = 2;
 	ta_put(c, e, &cs);
 	assert_int_equal(ly_rotation_apply_changes(s, c, &cs, 6000, NULL), LY_OK);
-	assert_false(ly_sched_get(s, "b", &due));
+	assert_false(ly_rotation_sched_get(s, "b", &due));
 	ly_cache_changes_cleanup(&cs);
 
 	/* Deleted: unscheduled. */
 	ta_del(c, "a", &cs);
 	assert_int_equal(ly_rotation_apply_changes(s, c, &cs, 6000, NULL), LY_OK);
-	assert_false(ly_sched_get(s, "a", &due));
+	assert_false(ly_rotation_sched_get(s, "a", &due));
 	ly_cache_changes_cleanup(&cs);
 
 	/* After a restart: everything scheduled from the cache. */
 	ta_put(c, ta_entry("a", "spiffe://example.org/a", 1, NULL, "unix:uid:1", NULL), NULL);
 	ta_set_svid(c, &pki, "a", 0, 3600, NULL);
-	struct ly_sched *s2 = NULL;
-	assert_int_equal(ly_sched_new(&s2, NULL), LY_OK);
+	struct ly_rotation_sched *s2 = NULL;
+	assert_int_equal(ly_rotation_sched_new(&s2, NULL), LY_OK);
 	assert_int_equal(ly_rotation_schedule_all(s2, c, 7000, NULL), LY_OK);
-	assert_int_equal(ly_sched_count(s2), 2);
-	assert_true(ly_sched_get(s2, "b", &due));
+	assert_int_equal(ly_rotation_sched_count(s2), 2);
+	assert_true(ly_rotation_sched_get(s2, "b", &due));
 	assert_int_equal(due, 7000);
 	assert_true(ly_cache_get(c, "a", &it));
-	assert_true(ly_sched_get(s2, "a", &due));
+	assert_true(ly_rotation_sched_get(s2, "a", &due));
 	assert_int_equal(due, it.renew_at_ms);
 
-	ly_sched_batch_cleanup(&b);
-	ly_sched_free(s);
-	ly_sched_free(s2);
+	ly_rotation_batch_cleanup(&b);
+	ly_rotation_sched_free(s);
+	ly_rotation_sched_free(s2);
 	ly_cache_free(c);
 	tu_pki_free(&pki);
 }

@@ -152,7 +152,7 @@ test_tampered_and_malformed(void **state)
 	chain.len -= 2;
 	expect(f, &chain, f->pki.leaf_key, LEAF_ID, NOW, LY_VERIFY_MALFORMED, LY_E_INVALID);
 	uint8_t hello[5] = { 'h', 'e', 'l', 'l', 'o' };
-	struct ly_buf junk = { hello, sizeof(hello) };
+	struct ly_buf junk = { .data = hello, .len = sizeof(hello) };
 	expect(f, &junk, f->pki.leaf_key, LEAF_ID, NOW, LY_VERIFY_MALFORMED, LY_E_INVALID);
 	assert_int_equal(ly_verify_x509svid(f->v, NULL, 0, f->pki.leaf_key, LEAF_ID, NOW, NULL, NULL, NULL),
 	    LY_E_INVALID);

@@ -567,17 +567,17 @@ test_csr_refusals(void **state)
 	ly_buf_free(&bad);
 
 	/* Truncated, garbage, empty, oversized. */
-	struct ly_buf cut = { csr.data, csr.len - 1 };
+	struct ly_buf cut = { .data = csr.data, .len = csr.len - 1 };
 	expect_refused(f, &cut, WL, LY_E_INVALID, NULL);
 	uint8_t junk[64];
 	memset(junk, 0x41, sizeof(junk));
-	struct ly_buf garbage = { junk, sizeof(junk) };
+	struct ly_buf garbage = { .data = junk, .len = sizeof(junk) };
 	expect_refused(f, &garbage, WL, LY_E_INVALID, NULL);
-	struct ly_buf empty = { junk, 0 };
+	struct ly_buf empty = { .data = junk, .len = 0 };
 	expect_refused(f, &empty, WL, LY_E_INVALID, NULL);
 	uint8_t *big = calloc(1, LY_CSR_DER_MAX + 1);
 	assert_non_null(big);
-	struct ly_buf huge = { big, LY_CSR_DER_MAX + 1 };
+	struct ly_buf huge = { .data = big, .len = LY_CSR_DER_MAX + 1 };
 	expect_refused(f, &huge, WL, LY_E_LIMIT, NULL);
 	free(big);
 
@@ -654,7 +654,7 @@ test_csr_refusals(void **state)
 	assert_int_equal(verify(ly_ca_bundle(f->ca), &chain, T0, f->key, NULL), LY_OK);
 	ly_buf_free(&chain);
 	/* The output buffer must be empty. */
-	struct ly_buf full = { (uint8_t *)junk, 1 };
+	struct ly_buf full = { .data = (uint8_t *)junk, .len = 1 };
 	assert_int_equal(ly_ca_sign_x509_svid(f->ca, csr.data, csr.len, &id, NULL, 0, 0, T0, &full, NULL, &err),
 	    LY_E_INVALID);
 	ly_buf_free(&csr);

@@ -24,6 +24,21 @@ test_set_and_wrap_keep_cause(void **state)
 	assert_string_equal(err.msg, "load bundle b.pem: certificate 2 expired");
 }
 
+/* error.h's contract: the code given is the one kept and returned, and an empty cause gets no ": ". */
+static void
+test_wrap_sets_given_code(void **state)
+{
+	struct ly_error err;
+	ly_error_clear(&err);
+	(void)ly_error_set(&err, LY_E_UNTRUSTED, "directory is others'");
+	assert_int_equal(ly_error_wrap(&err, LY_E_IO, "agent at %s unavailable", "/s"), LY_E_IO);
+	assert_int_equal(err.code, LY_E_IO);
+	assert_string_equal(err.msg, "agent at /s unavailable: directory is others'");
+	ly_error_clear(&err);
+	assert_int_equal(ly_error_wrap(&err, LY_E_INVALID, "context"), LY_E_INVALID);
+	assert_string_equal(err.msg, "context");
+}
+
 static void
 test_null_error_is_allowed(void **state)
 {
@@ -109,6 +124,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_set_and_wrap_keep_cause),
+		cmocka_unit_test(test_wrap_sets_given_code),
 		cmocka_unit_test(test_null_error_is_allowed),
 		cmocka_unit_test(test_wrap_truncates_without_overflow),
 		cmocka_unit_test(test_openssl_reason_appended_and_queue_cleared),

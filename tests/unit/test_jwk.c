@@ -372,52 +372,6 @@ test_kid_rules(void **state)
 	assert_int_equal(ly_jwk_kid_check(kid, LY_JWT_KID_MAX + 1, &err), LY_E_LIMIT);
 }
 
-static void
-test_json_strict(void **state)
-{
-	json_t *j = NULL;
-	struct ly_error err;
-	const char *ok = "{\"a\":[1,2,{\"b\":\"}]\"}]}";
-	assert_int_equal(ly_json_parse_strict(ok, strlen(ok), 100, &j, NULL), LY_OK);
-	json_decref(j);
-
-	const char *dup = "{\"a\":1,\"a\":2}";
-	assert_int_equal(ly_json_parse_strict(dup, strlen(dup), 100, &j, &err), LY_E_INVALID);
-	assert_non_null(strstr(err.msg, "duplicate"));
-	assert_null(j);
-
-	assert_int_equal(ly_json_parse_strict(ok, strlen(ok), strlen(ok) - 1, &j, &err), LY_E_LIMIT);
-
-	const char *trailing = "{\"a\":1} x";
-	assert_int_equal(ly_json_parse_strict(trailing, strlen(trailing), 100, &j, &err), LY_E_INVALID);
-	const char *scalar = "12";
-	assert_int_equal(ly_json_parse_strict(scalar, strlen(scalar), 100, &j, &err), LY_E_INVALID);
-	const char *nul = "{\"a\":\"x\\u0000y\"}";
-	assert_int_equal(ly_json_parse_strict(nul, strlen(nul), 100, &j, &err), LY_E_INVALID);
-	const char *embedded = "{\"a\":1}\0";
-	assert_int_equal(ly_json_parse_strict(embedded, 8, 100, &j, &err), LY_E_INVALID);
-
-	/* Depth: LY_JSON_DEPTH_MAX levels pass, one more is refused; brackets in strings do not count. */
-	char deep[2 * (LY_JSON_DEPTH_MAX + 1) + 16];
-	size_t o = 0;
-	for (int i = 0; i < LY_JSON_DEPTH_MAX; i++)
-		deep[o++] = '[';
-	for (int i = 0; i < LY_JSON_DEPTH_MAX; i++)
-		deep[o++] = ']';
-	assert_int_equal(ly_json_parse_strict(deep, o, sizeof(deep), &j, NULL), LY_OK);
-	json_decref(j);
-	o = 0;
-	for (int i = 0; i <= LY_JSON_DEPTH_MAX; i++)
-		deep[o++] = '[';
-	for (int i = 0; i <= LY_JSON_DEPTH_MAX; i++)
-		deep[o++] = ']';
-	assert_int_equal(ly_json_parse_strict(deep, o, sizeof(deep), &j, &err), LY_E_LIMIT);
-	assert_non_null(strstr(err.msg, "nested deeper"));
-	const char *instr = "[\"[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[[[[\"]";
-	assert_int_equal(ly_json_parse_strict(instr, strlen(instr), 100, &j, NULL), LY_OK);
-	json_decref(j);
-}
-
 int
 main(void)
 {
@@ -432,7 +386,6 @@ main(void)
 		cmocka_unit_test(test_refuses_bad_rsa),
 		cmocka_unit_test(test_ignores_other_members),
 		cmocka_unit_test(test_kid_rules),
-		cmocka_unit_test(test_json_strict),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -150,14 +150,25 @@ client(void *arg)
 	close(slow);
 	r = get("GET", "/live");
 	CHECK(strncmp(r, "HTTP/1.1 200 ", 13) == 0);
-	/* Connection cap: LY_HEALTH_CONNS_MAX idle ones, the next is closed at once. */
+	/* Connection cap: with LY_HEALTH_CONNS_MAX idle ones held, a probe is
+	 * still answered (issue 19), and it is the oldest idle one that goes. */
 	int idle[LY_HEALTH_CONNS_MAX];
-	for (int i = 0; i < LY_HEALTH_CONNS_MAX; i++)
+	for (int i = 0; i < LY_HEALTH_CONNS_MAX; i++) {
 		idle[i] = dial();
+		usleep(2000); /* accepted in this order */
+	}
 	usleep(200000);
-	int extra = dial();
-	CHECK(extra >= 0 && recv(extra, &c, 1, 0) == 0);
-	close(extra);
+	for (int k = 0; k < 3; k++) {
+		r = get("GET", "/live");
+		CHECK(strncmp(r, "HTTP/1.1 200 ", 13) == 0);
+	}
+	/* Evicted: the oldest one (and one more per probe while the listener is
+	 * full); the newest idle one stays. */
+	struct timeval brief = { 0, 200000 }; /* well within LY_HEALTH_READ_TIMEOUT_MS */
+	for (int i = 0; i < LY_HEALTH_CONNS_MAX; i++)
+		setsockopt(idle[i], SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof(brief));
+	CHECK(recv(idle[0], &c, 1, 0) == 0);
+	CHECK(recv(idle[LY_HEALTH_CONNS_MAX - 1], &c, 1, 0) < 0);
 	for (int i = 0; i < LY_HEALTH_CONNS_MAX; i++)
 		close(idle[i]);
 	usleep(200000);

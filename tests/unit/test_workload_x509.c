@@ -292,7 +292,7 @@ test_refuses_response_rules(void **state)
 	good_item(f, &it[0], ID_WEB);
 	assert_int_equal(parse_items(it, 1, fk_twice, two, 2, TU_NOW, &e), LY_E_INVALID);
 	const char *fk_ok[1] = { "spiffe://other.org" };
-	struct ly_buf junk = { (uint8_t *)(uintptr_t)"junk", 4 };
+	struct ly_buf junk = { .data = (uint8_t *)(uintptr_t)"junk", .len = 4 };
 	good_item(f, &it[0], ID_WEB);
 	assert_int_equal(parse_items(it, 1, fk_ok, &junk, 1, TU_NOW, &e), LY_E_INVALID);
 	/* A leaf is not a CA: refused as a federated authority. */

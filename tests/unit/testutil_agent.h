@@ -102,8 +102,7 @@ ta_svid_make(struct tu_pki *pki, EVP_PKEY *key, const char *spiffe_id, long nb, 
 	X509 *certs[2] = { leaf, pki->inter };
 	tu_chain(certs, 2, &out->chain);
 	X509_free(leaf);
-	out->key.data = NULL;
-	out->key.len = 0;
+	ly_buf_init(&out->key, 0, false);
 	TU_CHECK(ly_key_to_pkcs8_der(key, &out->key, NULL) == LY_OK);
 	out->nb = TU_NOW + nb;
 	out->na = TU_NOW + na;

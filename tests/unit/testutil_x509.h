@@ -232,8 +232,7 @@ tu_der(X509 *x, struct ly_buf *out)
 static inline void
 tu_chain(X509 *const *certs, size_t n, struct ly_buf *out)
 {
-	out->data = NULL;
-	out->len = 0;
+	ly_buf_init(out, 0, false);
 	for (size_t i = 0; i < n; i++) {
 		struct ly_buf one = LY_BUF_INIT;
 		tu_der(certs[i], &one);

@@ -1,0 +1,286 @@
+/*
+ * agent_api_internal.h: the parts of the agent API (server.h, agent_api.c)
+ * shared between its files, not for other modules:
+ *  - agent_api.c          the state, its timers, the hook callback
+ *                         (datastore.h), the public API, the method table,
+ *                         BatchNewX509SVID, NewJWTSVID and GetBundle;
+ *  - agent_api_reply.c    status details, codes, packed replies, the bundle
+ *                         message, the metrics;
+ *  - agent_api_replica.c  the entry replica: every entry, sorted by ID, and
+ *                         the authz index over it, brought up to date from
+ *                         the datastore's change log;
+ *  - agent_api_pending.c  pending attestations: x509pop challenges and
+ *                         enrolment tickets, single use, PENDING_TTL;
+ *  - agent_api_watch.c    the WatchEntries streams (watchers) and their
+ *                         deltas;
+ *  - agent_api_auth.c     caller authentication on mTLS calls, and the
+ *                         previous SVID serial of an agent that renewed;
+ *  - agent_api_enrol.c    AttestAgent (join_token, x509pop, k8s_psat on the
+ *                         thread pool, tickets) and RenewAgent.
+ * Requests are decoded and checked by server/agentapi_msg.c first.
+ *
+ * Threads: the loop thread runs everything here but the k8s_psat
+ * TokenReview (agent_api_enrol.c: psat_run on uv_queue_work). Ownership:
+ * struct ly_agent_api owns the replica, the watchers, the pending slots,
+ * the previous serials and the psat work list; each file says what its
+ * functions take and give.
+ */
+#ifndef LANYARD_SERVER_AGENT_API_INTERNAL_H
+#define LANYARD_SERVER_AGENT_API_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+#include <uv.h>
+
+#include "agent.pb-c.h"
+#include "lib/buf.h"
+#include "lib/bundle.h"
+#include "lib/caps.h"
+#include "lib/entry.h"
+#include "lib/error.h"
+#include "lib/x509pop.h"
+#include "rpc/rpc.h"
+#include "server/agentapi_msg.h"
+#include "server/attest.h"
+#include "server/authz.h"
+#include "server/datastore.h"
+#include "server/server.h"
+
+/* Pending attestations (x509pop challenges and tickets). */
+#define PENDING_MAX 1024
+#define PENDING_PER_LEAF 4
+#define PENDING_TTL 60
+#define TICKET_LEN LY_AGENTAPI_TICKET_LEN
+/* Watch streams in all and per agent. */
+#define WATCHERS_MAX 65536
+#define WATCHERS_PER_AGENT 4
+/* k8s_psat attestations running or queued on the thread pool. */
+#define PSAT_INFLIGHT_MAX 8
+#define PSAT_CLUSTER_MAX LY_AGENTAPI_PSAT_CLUSTER_MAX
+/* The housekeeping timer, and the datastore poll every so many ticks. */
+#define SWEEP_MS 1000
+#define POLL_TICKS 5
+/* A failed entry refresh is retried after this long. */
+#define REFRESH_RETRY_MS 500
+/* A certificate serial as lower-case hex (RFC 5280: at most 20 bytes). */
+#define SERIAL_HEX_MAX 64
+/* The leaf PEM read from the auth context. */
+#define LEAF_PEM_MAX (2 * LY_CERT_DER_MAX + 1024)
+/* gRPC status details we send. */
+#define DETAILS_MAX 300
+
+struct ly_agent_api;
+
+struct agent_api_pending {
+	bool used;
+	bool is_ticket;
+	uint8_t key[LY_X509POP_NONCE_LEN]; /* x509pop nonce, or ticket */
+	uint8_t leaf_hash[32];             /* x509pop: SHA-256 of the leaf's DER */
+	time_t created;
+	time_t expires;
+	struct ly_attest_result result;    /* ticket: the agent admitted */
+};
+
+/* The SVID an agent held before its last renewal. */
+struct agent_api_prev_serial {
+	struct agent_api_prev_serial *next;
+	char *agent_id;
+	char serial[SERIAL_HEX_MAX + 1];
+	time_t expires;
+};
+
+struct agent_api_watcher {
+	struct agent_api_watcher *prev, *next;
+	struct ly_agent_api *api;
+	struct ly_rpc_call *call;
+	char *agent_id;
+	struct ly_selector *sels;
+	size_t n_sels;
+	char serial[SERIAL_HEX_MAX + 1]; /* of the SVID the stream was opened with */
+	time_t svid_expires;
+	struct ly_authz_watch *watch;
+	uint64_t bundle_seq;
+};
+
+struct agent_api_psat_work {
+	uv_work_t req;
+	struct agent_api_psat_work *next;
+	struct ly_agent_api *api; /* NULL once ly_agent_api_free ran */
+	struct ly_rpc_call *call;
+	const struct ly_attest_k8s_psat *cfg;
+	char cluster[PSAT_CLUSTER_MAX + 1];
+	char *token;              /* wiped */
+	struct ly_buf csr;
+	bool has_csr_id;
+	char csr_id[LY_SPIFFE_ID_MAX + 1];
+	time_t now;
+	uint64_t started_ns;      /* the metric: TokenReview included */
+	struct ly_attest_result result;
+	ly_status rc;
+	struct ly_error err;
+};
+
+struct ly_agent_api {
+	struct ly_server *srv;
+	bool stopped;
+	/* Entry cache. */
+	bool loaded;
+	struct ly_entry **entries; /* sorted by entry_id, owned */
+	size_t n_entries;
+	struct ly_authz_index *index;
+	int64_t revision;
+	/* Timers (separately allocated: freed in their close callbacks). */
+	uv_timer_t *refresh_timer;
+	uint64_t refresh_end_ns, refresh_cost_ns; /* the last refresh: when it ended, what it cost */
+	uv_timer_t *sweep_timer;
+	unsigned sweep_ticks;
+	/* Watch streams, oldest first. */
+	struct agent_api_watcher *w_head, *w_tail;
+	size_t n_watchers;
+	struct agent_api_pending pending[PENDING_MAX];
+	struct agent_api_prev_serial *prev;
+	struct agent_api_psat_work *psat;
+	size_t n_psat;
+};
+
+enum agent_api_metric {
+	MX_X509_WORKLOAD,
+	MX_X509_AGENT,
+	MX_JWT,
+	MX_ATTEST_OK,      /* label: the attestor */
+	MX_ATTEST_REFUSED, /* label: the attestor */
+	MX_ATTEST_SECONDS, /* label: the attestor */
+};
+
+struct agent_api_caller {
+	struct ly_agent *rec; /* the agent's record, owned */
+	char serial[SERIAL_HEX_MAX + 1];
+	time_t not_after;
+};
+
+/* The CA's bundle as a proto Bundle. */
+struct agent_api_reply_bundle {
+	Lanyard__Agent__V1__Bundle msg;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	ProtobufCBinaryData *x509;
+	Lanyard__Agent__V1__JWTAuthority *jwt;
+	Lanyard__Agent__V1__JWTAuthority **jwt_ptrs;
+	size_t n_jwt;
+};
+
+/* ---- agent_api_reply.c ---- */
+
+/* Adds to one of the server's metrics; nothing without the health listener. */
+void agent_api_reply_metric(const struct ly_agent_api *api, enum agent_api_metric which, const char *attestor, double v);
+
+/* The agent API a handler answers for, from its `arg` (the struct ly_server *); NULL when none. */
+struct ly_agent_api *agent_api_reply_api(void *arg);
+
+/* Ends a call with `code` and "what: cause" (one line, capped). */
+void agent_api_reply_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *what, const char *cause);
+
+/* What a refused signing request is: the CSR's fault, or ours (no valid CA). */
+enum ly_rpc_code agent_api_reply_sign_code(ly_status rc);
+
+/* Packs `m` and sends it as the call's reply (LY_RPC_WIPE when `secret`). */
+void agent_api_reply_send(struct ly_rpc_call *call, const ProtobufCMessage *m, bool secret);
+
+/* The CA's bundle as a proto Bundle; cleaned up by agent_api_reply_bundle_cleanup. */
+ly_status agent_api_reply_bundle_make(const struct ly_bundle *b, struct agent_api_reply_bundle *p, struct ly_error *err)
+    LY_MUST_CHECK;
+void agent_api_reply_bundle_cleanup(struct agent_api_reply_bundle *p);
+
+/* The CA bundle's sequence (0 without one). */
+uint64_t agent_api_reply_bundle_sequence(const struct ly_agent_api *api);
+
+/* ---- agent_api_replica.c ---- */
+
+/* Applies the change log since the replica's revision (a load the first
+ * time); *changed: any entry changed.
+ */
+ly_status agent_api_replica_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err) LY_MUST_CHECK;
+
+/* Loads the replica when it is not loaded. */
+ly_status agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
+
+/* Frees the replica (ly_agent_api_free). */
+void agent_api_replica_clear(struct ly_agent_api *api);
+
+/* ---- agent_api_pending.c ---- */
+
+/* Wipes one slot. */
+void agent_api_pending_clear(struct agent_api_pending *p);
+
+/* Forgets expired slots. */
+void agent_api_pending_sweep(struct ly_agent_api *api, time_t now);
+
+/* Stores an x509pop challenge; a leaf with PENDING_PER_LEAF already loses its oldest. */
+ly_status agent_api_pending_add_challenge(struct ly_agent_api *api, const uint8_t leaf_hash[32], const uint8_t *nonce,
+    time_t now, struct ly_error *err) LY_MUST_CHECK;
+
+/* Finds and removes the challenge for (leaf, nonce); false when none. */
+bool agent_api_pending_take_challenge(struct ly_agent_api *api, const uint8_t leaf_hash[32],
+    const uint8_t *nonce, time_t now);
+
+/* Stores an admitted agent under a new ticket (the result is moved in). */
+ly_status agent_api_pending_add_ticket(struct ly_agent_api *api, struct ly_attest_result *res, time_t now,
+    uint8_t ticket[TICKET_LEN], struct ly_error *err) LY_MUST_CHECK;
+
+/* Takes the admitted agent of `ticket` into *out; false when none. */
+bool agent_api_pending_take_ticket(struct ly_agent_api *api, const uint8_t *ticket, time_t now,
+    struct ly_attest_result *out);
+
+/* Drops the tickets of an agent that was evicted or banned. */
+void agent_api_pending_drop_agent(struct ly_agent_api *api, const char *agent_id);
+
+/* ---- agent_api_watch.c ---- */
+
+/* Ends a watch stream and frees its watcher. */
+void agent_api_watch_end(struct agent_api_watcher *w, enum ly_rpc_code code, const char *details);
+
+/* Sends the watcher what changed for it; may end (and free) it. */
+void agent_api_watch_send(struct agent_api_watcher *w, bool force);
+
+/* agent_api_watch_send for every watcher. */
+void agent_api_watch_send_all(struct ly_agent_api *api, bool force);
+
+/* An agent was (re-)enrolled or renewed: its streams keep going with its new selectors, or end. */
+void agent_api_watch_agent_updated(struct ly_agent_api *api, const char *agent_id, const char *serial,
+    const struct ly_selector *sels, size_t n_sels, time_t now);
+
+/* The WatchEntries handler. */
+void agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);
+
+/* ---- agent_api_auth.c ---- */
+
+/* A certificate's serial as lower-case hex without leading zeros ("0" for zero). */
+ly_status agent_api_auth_serial_hex(X509 *x, char out[SERIAL_HEX_MAX + 1], struct ly_error *err) LY_MUST_CHECK;
+
+/* The serial of the leaf of an issued chain. */
+ly_status agent_api_auth_chain_serial(const struct ly_buf *chain, char out[SERIAL_HEX_MAX + 1], struct ly_error *err)
+    LY_MUST_CHECK;
+
+/* The previous serials of agents that renewed: forget, set, accept, sweep. */
+void agent_api_auth_prev_remove(struct ly_agent_api *api, const char *agent_id);
+void agent_api_auth_prev_set(struct ly_agent_api *api, const char *agent_id, const char *serial,
+    time_t expires, time_t now);
+bool agent_api_auth_prev_ok(const struct ly_agent_api *api, const char *agent_id, const char *serial, time_t now);
+void agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now);
+
+/* Checks the caller is an enrolled agent presenting its current SVID; on
+ * failure the call is finished and false returned.
+ */
+bool agent_api_auth_caller(struct ly_agent_api *api, struct ly_rpc_call *call, time_t now, struct agent_api_caller *c);
+void agent_api_auth_caller_cleanup(struct agent_api_caller *c);
+
+/* ---- agent_api_enrol.c ---- */
+
+/* The AttestAgent and RenewAgent handlers. */
+void agent_api_enrol_attest(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);
+void agent_api_enrol_renew(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);
+
+#endif /* LANYARD_SERVER_AGENT_API_INTERNAL_H */

@@ -1,0 +1,114 @@
+/*
+ * server_core.h: what every part of a running lanyard-server reads: the
+ * server's state (struct ly_server, filled and owned by server.c), its
+ * clock, its metric families, the admin socket's peer. Below server.c,
+ * admin_api.c and agent_api.c, so that they reach it without reaching
+ * each other (server.h lists the parts and who owns what).
+ *
+ * Threads: the loop thread owns everything here (server.h).
+ */
+#ifndef LANYARD_SERVER_SERVER_CORE_H
+#define LANYARD_SERVER_SERVER_CORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "lib/caps.h"
+#include "lib/keys.h"
+
+struct uv_loop_s;
+struct ly_rpc;
+struct ly_rpc_server;
+struct ly_datastore;
+struct ly_ca;
+struct ly_attest_x509pop;
+struct ly_attest_k8s_psat;
+struct ly_agent_api;
+struct ly_audit;
+
+/* server.datastore.database_type (SPIRE's names). */
+enum ly_datastore_type {
+	LY_DATASTORE_SQLITE3 = 0, /* <data_dir>/datastore.sqlite3, the default */
+	LY_DATASTORE_POSTGRES,    /* server.datastore.connection_string */
+};
+
+struct ly_server_config {
+	char trust_domain[LY_TRUST_DOMAIN_MAX + 1];
+	const char *bind_address;
+	uint16_t server_port;
+	const char *socket_path;
+	const char *data_dir;
+	enum ly_datastore_type datastore_type;
+	/* postgres only: the libpq connection string. It may hold a password:
+	 * never log it or put it in an error. */
+	const char *datastore_conninfo;
+	const char *log_level;
+	const char *log_format;
+	enum ly_key_type ca_key_type;
+	int64_t ca_ttl;
+	int64_t x509_svid_ttl;
+	int64_t jwt_svid_ttl;
+	const char *upstream_cert_path;
+	const char *upstream_key_path;
+	const char *audit_log_path;  /* NULL: audit lines go to the log */
+	bool join_token_enabled;
+	const char *x509pop_ca_bundle_path; /* NULL: x509pop off */
+	/* Health and metrics listener (rpc/health_http.h), off by default. */
+	bool health_enabled;
+	const char *health_bind_address; /* "127.0.0.1" */
+	uint16_t health_bind_port;       /* 8080 */
+	const char *health_live_path;    /* "/live" */
+	const char *health_ready_path;   /* "/ready" */
+	/* k8s_psat: clusters are configured in the YAML file only. */
+};
+
+struct ly_server {
+	struct uv_loop_s *loop;
+	struct ly_server_config cfg;
+	struct ly_rpc *rpc;
+	struct ly_rpc_server *agent_server;  /* TCP + TLS */
+	struct ly_rpc_server *admin_server;  /* Unix socket */
+	struct ly_datastore *ds;
+	struct ly_ca *ca;
+	struct ly_attest_x509pop *x509pop;   /* NULL when not configured */
+	struct ly_attest_k8s_psat *psat;     /* NULL when not configured */
+	struct ly_agent_api *agent_api;
+	struct ly_audit *audit;
+	struct ly_server_metrics *metrics;   /* NULL without the health listener */
+	time_t started_at;
+	bool stopping;
+};
+
+/* The server's clock (wall time, seconds); one place so tests can reason about it. */
+time_t ly_server_now(void);
+
+/*
+ * The server's metric families (server.c makes them with the health
+ * listener; NULL without it). The agent API adds to them as it works;
+ * ly_server_metric_add ignores a NULL family, so callers need not check.
+ */
+struct ly_metric;
+struct ly_server_metrics {
+	struct ly_metrics *reg;
+	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
+	    *entries, *agents, *ca_expiry;
+};
+#define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
+/* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */
+void ly_server_metric_add(struct ly_metric *f, const char *const *labels, double v);
+
+/*
+ * The connection context of an admin-socket connection: server.c accepts
+ * each connection itself, reads SO_PEERCRED, and hands the socket to gRPC
+ * (ly_rpc_server_add_fd) with this; admin_api.c refuses a caller whose uid
+ * is neither the server's nor root's and names the uid in the audit log.
+ */
+struct ly_admin_peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+};
+
+#endif /* LANYARD_SERVER_SERVER_CORE_H */

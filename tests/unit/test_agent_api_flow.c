@@ -1,0 +1,394 @@
+/*
+ * test_agent_api_flow.c: the agent API's control flow (server/agent_api*.c)
+ * with the rpc call layer faked behind its interface (rpc/rpc.h: the
+ * ly_rpc_call_* functions are defined here, so no gRPC is involved) over
+ * a real SQLite datastore in a temporary directory and a real libuv loop.
+ *
+ * What it shows: an agent with a valid SVID opens WatchEntries and gets a
+ * snapshot; an entry written to the datastore reaches its stream through
+ * the datastore's change hook (no call from the admin side) on the next
+ * loop iteration; evicting or banning the agent in the datastore ends its
+ * stream with PERMISSION_DENIED and the matching reason; a bundle change
+ * fed through the hook sends every stream an update; a watch whose SVID is
+ * not the recorded one is refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+#include <uv.h>
+
+#include "agent.pb-c.h"
+#include "rpc/rpc.h"
+#include "server/agent_api_internal.h"
+#include "server/datastore.h"
+#include "server/server.h"
+#include "testutil_x509.h"
+
+#define TD "example.org"
+#define AGENT_ID "spiffe://example.org/lanyard/agent/n1"
+
+/* ---- the fake rpc call layer ---- */
+
+struct ly_rpc_call {
+	const char *peer_id;
+	char *pem;
+	ly_rpc_closed_cb closed;
+	void *closed_arg;
+	size_t n_sent;
+	Lanyard__Agent__V1__EntriesUpdate *last; /* the last update sent */
+	bool finished;
+	enum ly_rpc_code code;
+	char details[512];
+};
+
+const char *
+ly_rpc_call_method(const struct ly_rpc_call *call)
+{
+	(void)call;
+	return "/lanyard.agent.v1.Agent/WatchEntries";
+}
+
+const char *
+ly_rpc_call_peer_spiffe_id(const struct ly_rpc_call *call)
+{
+	return call->peer_id;
+}
+
+const char *
+ly_rpc_call_peer_cert_pem(const struct ly_rpc_call *call)
+{
+	return call->pem;
+}
+
+void
+ly_rpc_call_set_closed_cb(struct ly_rpc_call *call, ly_rpc_closed_cb cb, void *arg)
+{
+	call->closed = cb;
+	call->closed_arg = arg;
+}
+
+ly_status
+ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
+{
+	(void)flags;
+	(void)err;
+	assert_false(call->finished);
+	if (call->last != NULL)
+		lanyard__agent__v1__entries_update__free_unpacked(call->last, NULL);
+	call->last = lanyard__agent__v1__entries_update__unpack(NULL, len, msg);
+	assert_non_null(call->last);
+	call->n_sent++;
+	return LY_OK;
+}
+
+ly_status
+ly_rpc_call_reply(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
+{
+	(void)msg;
+	(void)len;
+	(void)flags;
+	(void)err;
+	assert_false(call->finished);
+	call->finished = true;
+	call->code = LY_RPC_OK;
+	return LY_OK;
+}
+
+void
+ly_rpc_call_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *details)
+{
+	assert_false(call->finished);
+	call->finished = true;
+	call->code = code;
+	(void)snprintf(call->details, sizeof(call->details), "%s", details != NULL ? details : "");
+}
+
+/* ---- fixture ---- */
+
+struct fixture {
+	char dir[64];
+	uv_loop_t loop;
+	struct ly_server srv;
+	X509 *leaf;
+	EVP_PKEY *key;
+	char *pem;
+};
+
+/* An agent SVID valid around now (ly_server_now: the wall clock), not around TU_NOW. */
+static struct tu_spec
+live_spec(void)
+{
+	struct tu_spec spec = tu_leaf_spec(AGENT_ID);
+	long now = (long)(time(NULL) - TU_NOW);
+	spec.not_before = now - 3600;
+	spec.not_after = now + 3600;
+	return spec;
+}
+
+static char *
+pem_of(X509 *x)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data = NULL, *out;
+	assert_non_null(b);
+	assert_int_equal(PEM_write_bio_X509(b, x), 1);
+	long n = BIO_get_mem_data(b, &data);
+	out = strndup(data, (size_t)n);
+	assert_non_null(out);
+	BIO_free(b);
+	return out;
+}
+
+/* Records the agent with the serial of `leaf` (its current SVID). */
+static void
+record_agent(struct fixture *f, X509 *leaf)
+{
+	struct ly_selector sel;
+	char serial[SERIAL_HEX_MAX + 1];
+	assert_int_equal(agent_api_auth_serial_hex(leaf, serial, NULL), LY_OK);
+	assert_int_equal(ly_selector_parse_str("k8s_psat:cluster:c1", &sel, NULL), LY_OK);
+	struct ly_agent a = {
+		.spiffe_id = (char *)(uintptr_t)AGENT_ID,
+		.attestation_type = (char *)(uintptr_t)"k8s_psat",
+		.serial_number = serial,
+		.svid_expires_at = (int64_t)time(NULL) + 3600,
+		.selectors = &sel,
+		.n_selectors = 1,
+	};
+	assert_int_equal(ly_datastore_agent_upsert(f->srv.ds, &a, NULL), LY_OK);
+	ly_selector_cleanup(&sel);
+}
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char path[128];
+
+	assert_non_null(f);
+	(void)snprintf(f->dir, sizeof(f->dir), "/tmp/ly-agent-api-flow-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", f->dir);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	f->srv.loop = &f->loop;
+	(void)snprintf(f->srv.cfg.trust_domain, sizeof(f->srv.cfg.trust_domain), TD);
+	assert_int_equal(ly_datastore_sqlite_open(path, &f->srv.ds, NULL), LY_OK);
+	assert_int_equal(ly_agent_api_new(&f->srv, &f->srv.agent_api, NULL), LY_OK);
+	f->key = tu_key(LY_KEY_EC_P256);
+	struct tu_spec spec = live_spec();
+	f->leaf = tu_make(&spec, f->key, NULL, NULL);
+	f->pem = pem_of(f->leaf);
+	record_agent(f, f->leaf);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	char path[128];
+
+	ly_agent_api_free(f->srv.agent_api);
+	/* The timers close on the loop. */
+	(void)uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	ly_datastore_close(f->srv.ds);
+	X509_free(f->leaf);
+	EVP_PKEY_free(f->key);
+	free(f->pem);
+	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", f->dir);
+	(void)unlink(path);
+	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3-wal", f->dir);
+	(void)unlink(path);
+	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3-shm", f->dir);
+	(void)unlink(path);
+	(void)rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void
+call_cleanup(struct ly_rpc_call *c)
+{
+	if (c->last != NULL)
+		lanyard__agent__v1__entries_update__free_unpacked(c->last, NULL);
+	c->last = NULL;
+}
+
+/* Opens WatchEntries as the agent through the method table, as rpc/ would. */
+static void
+open_watch(struct fixture *f, struct ly_rpc_call *call)
+{
+	size_t n = 0;
+	const struct ly_rpc_method *m = ly_agent_api_methods(&n);
+	const struct ly_rpc_method *watch = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(m[i].path, "/lanyard.agent.v1.Agent/WatchEntries") == 0)
+			watch = &m[i];
+	}
+	assert_non_null(watch);
+	memset(call, 0, sizeof(*call));
+	call->peer_id = AGENT_ID;
+	call->pem = f->pem;
+	watch->handler(call, NULL, 0, &f->srv);
+}
+
+static void
+stop_loop(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+/* Runs the loop for `ms` (a referenced timer keeps it alive: the agent API's own are unreferenced). */
+static void
+run_for(struct fixture *f, uint64_t ms)
+{
+	uv_timer_t t;
+	assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+	assert_int_equal(uv_timer_start(&t, stop_loop, ms, 0), 0);
+	(void)uv_run(&f->loop, UV_RUN_DEFAULT);
+	uv_close((uv_handle_t *)&t, NULL);
+	(void)uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static char *
+create_entry(struct fixture *f, const char *spiffe_id)
+{
+	struct ly_entry *e = NULL;
+	assert_int_equal(ly_entry_new(&e, NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, spiffe_id, NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
+	assert_int_equal(ly_datastore_entry_create(f->srv.ds, e, NULL), LY_OK);
+	char *id = strdup(e->entry_id);
+	assert_non_null(id);
+	ly_entry_free(e);
+	return id;
+}
+
+static void
+test_change_reaches_watcher(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+	size_t watchers = 0, entries = 0;
+
+	open_watch(f, &call);
+	assert_false(call.finished);
+	assert_int_equal(call.n_sent, 1);
+	assert_true(call.last->snapshot);
+	assert_int_equal(call.last->n_entries, 0);
+	ly_agent_api_counts(f->srv.agent_api, &watchers, &entries);
+	assert_int_equal(watchers, 1);
+
+	/* A write to the store; nothing calls the agent API but the hook. */
+	char *id = create_entry(f, "spiffe://example.org/web");
+	assert_int_equal(call.n_sent, 1); /* coalesced: on the next loop iteration */
+	run_for(f, 50);
+	assert_int_equal(call.n_sent, 2);
+	assert_false(call.last->snapshot);
+	assert_int_equal(call.last->n_entries, 1);
+	assert_string_equal(call.last->entries[0]->entry_id, id);
+	assert_string_equal(call.last->entries[0]->spiffe_id, "spiffe://example.org/web");
+	int64_t rev = -1;
+	assert_int_equal(ly_datastore_revision(f->srv.ds, &rev, NULL), LY_OK);
+	assert_int_equal(call.last->revision, rev);
+
+	/* A delete reaches it the same way: with the set now empty, the update
+	 * is the (empty) snapshot, smaller than a delta (authz.h). */
+	assert_int_equal(ly_datastore_entry_delete(f->srv.ds, id, NULL, NULL), LY_OK);
+	run_for(f, 50);
+	assert_int_equal(call.n_sent, 3);
+	assert_true(call.last->snapshot);
+	assert_int_equal(call.last->n_entries, 0);
+
+	/* A bundle change fed through the hook: every stream gets an update. */
+	struct ly_datastore_change c = { LY_DATASTORE_BUNDLE_CHANGED, rev, NULL, NULL };
+	ly_datastore_changed(f->srv.ds, &c);
+	assert_int_equal(call.n_sent, 4);
+
+	/* Evicted in the store: the stream ends at once. */
+	assert_int_equal(ly_datastore_agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	assert_true(call.finished);
+	assert_int_equal(call.code, LY_RPC_PERMISSION_DENIED);
+	assert_string_equal(call.details, "agent was evicted: it must attest again");
+	ly_agent_api_counts(f->srv.agent_api, &watchers, &entries);
+	assert_int_equal(watchers, 0);
+	call_cleanup(&call);
+	free(id);
+}
+
+static void
+test_ban_ends_stream(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+
+	open_watch(f, &call);
+	assert_false(call.finished);
+	assert_int_equal(ly_datastore_agent_set_banned(f->srv.ds, AGENT_ID, true, NULL), LY_OK);
+	assert_true(call.finished);
+	assert_int_equal(call.code, LY_RPC_PERMISSION_DENIED);
+	assert_string_equal(call.details, "agent is banned");
+	call_cleanup(&call);
+	/* A banned agent cannot watch again. */
+	open_watch(f, &call);
+	assert_true(call.finished);
+	assert_int_equal(call.code, LY_RPC_PERMISSION_DENIED);
+	assert_int_equal(call.n_sent, 0);
+	call_cleanup(&call);
+}
+
+static void
+test_superseded_svid_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+	struct tu_spec spec = live_spec();
+	X509 *newer = tu_make(&spec, f->key, NULL, NULL);
+
+	/* The record now holds another SVID's serial: the old one is refused. */
+	record_agent(f, newer);
+	open_watch(f, &call);
+	assert_true(call.finished);
+	assert_int_equal(call.code, LY_RPC_UNAUTHENTICATED);
+	assert_int_equal(call.n_sent, 0);
+	call_cleanup(&call);
+	X509_free(newer);
+}
+
+static void
+test_unregistered_after_free(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_int_equal(f->srv.ds->n_hooks, 1);
+	ly_agent_api_free(f->srv.agent_api);
+	assert_int_equal(f->srv.ds->n_hooks, 0);
+	/* Writes after that reach no one (and touch nothing freed). */
+	free(create_entry(f, "spiffe://example.org/after"));
+	f->srv.agent_api = NULL;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_change_reaches_watcher, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ban_ends_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_superseded_svid_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unregistered_after_free, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
