@@ -105,6 +105,10 @@ static const char *const known_keys[] = {
 	K "health_checks.bind_port",
 	K "health_checks.live_path",
 	K "health_checks.ready_path",
+	K "sds.default_svid_name",
+	K "sds.default_bundle_name",
+	K "sds.default_all_bundles_name",
+	K "sds.disable_spiffe_cert_validation",
 	NULL,
 };
 
@@ -472,6 +476,19 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	    strcmp(cfg->health_live_path, cfg->health_ready_path) == 0) {
 		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
 		return ly_config_wrap(file, K "health_checks.live_path", err, LY_E_INVALID);
+	}
+
+	/* Envoy SDS v3: SPIRE's names and defaults (agent/sds.h). */
+	LY_TRY(ly_config_get_string(file, K "sds.default_svid_name", "default", &cfg->sds_default_svid_name, err));
+	LY_TRY(ly_config_get_string(file, K "sds.default_bundle_name", "ROOTCA", &cfg->sds_default_bundle_name, err));
+	LY_TRY(ly_config_get_string(file, K "sds.default_all_bundles_name", "ALL", &cfg->sds_default_all_bundles_name,
+	    err));
+	LY_TRY(ly_config_get_bool(file, K "sds.disable_spiffe_cert_validation", false,
+	    &cfg->sds_disable_spiffe_cert_validation, err));
+	if (cfg->sds_default_svid_name[0] == '\0' || cfg->sds_default_bundle_name[0] == '\0' ||
+	    cfg->sds_default_all_bundles_name[0] == '\0') {
+		ly_error_set(err, LY_E_INVALID, "the SDS resource names must not be empty");
+		return ly_config_wrap(file, K "sds", err, LY_E_INVALID);
 	}
 
 	LY_TRY(load_node_attestors(file, cfg, err));

@@ -19,10 +19,12 @@
  *                 demand, the bundle, state persistence.
  *   wapi.c        the Workload API: the Unix socket, peer credentials and
  *                 pidfd, workload attestation, the five RPCs, open streams.
+ *   sds.c         Envoy SDS v3 on wapi.c's socket and attestation (sds.h):
+ *                 its streams follow the same cache changes.
  *   cli.c         `api fetch|validate|watch`, `healthcheck`: Workload API
  *                 clients like any other.
- *   cache.c, rotation.c, verify.c, state.c, workload_msg.c, agentapi_msg.c:
- *                 pure modules.
+ *   cache.c, rotation.c, verify.c, state.c, workload_msg.c, agentapi_msg.c,
+ *                 sds_msg.c: pure modules.
  *   attest_unix.c, attest_k8s.c, cgroup.c, kubelet.c: workload attestors.
  *
  * sync and wapi.c do not call each other: sync reports changes through

@@ -70,6 +70,11 @@ struct ly_agent_config {
 	uint16_t health_bind_port;       /* 8080 */
 	const char *health_live_path;    /* "/live" */
 	const char *health_ready_path;   /* "/ready" */
+	/* Envoy SDS v3 (agent/sds.h): SPIRE's `sds` settings. */
+	const char *sds_default_svid_name;        /* "default" */
+	const char *sds_default_bundle_name;      /* "ROOTCA" */
+	const char *sds_default_all_bundles_name; /* "ALL" */
+	bool sds_disable_spiffe_cert_validation;
 };
 
 struct ly_agent {

@@ -38,7 +38,8 @@
  *
  * Calls, in this order (SPIRE's order):
  *   - metadata `workload.spiffe.io: true`, else INVALID_ARGUMENT
- *     (Workload Endpoint §6);
+ *     (Workload Endpoint §6; /SpiffeWorkloadAPI/ only: Envoy's SDS, served
+ *     here too by sds.c, sends none, SPEC §8);
  *   - the agent stopping: UNAVAILABLE;
  *   - the connection refused (above): PERMISSION_DENIED;
  *   - the agent not ready (the source's ready() false: no SVID of its own,
@@ -102,6 +103,7 @@
 #include "agent/attest_unix.h"
 #include "agent/cache.h"
 #include "agent/procfs.h"
+#include "agent/sds.h" /* SDS hook */
 #include "agent/workload_msg.h"
 #include "lib/buf.h"
 #include "lib/config.h"
@@ -179,6 +181,7 @@ struct ly_wapi {
 	struct link conns;    /* every live connection */
 	struct link streams;  /* open streams */
 	struct link jwt_reqs; /* FetchJWTSVID calls waiting for tokens */
+	struct ly_sds *sds;   /* SDS hook: Envoy SDS v3 on this socket (sds.h) */
 	size_t n_conns, n_attesting, n_jwt;
 	struct ly_keycount uid_conns; /* open connections per uid (LY_WAPI_CONNS_PER_UID_MAX) */
 	struct {
@@ -302,8 +305,8 @@ call_admit(struct ly_wapi *w, struct ly_rpc_call *call, struct wconn **out)
 
 	w->calls++;
 	*out = NULL;
-	/* Workload Endpoint §6: the security header comes first. */
-	if (v == NULL || n != 4 || memcmp(v, "true", 4) != 0) {
+	/* Workload Endpoint §6: the security header comes first (SDS hook: /SpiffeWorkloadAPI/ only, SPEC §8). */
+	if (strncmp(ly_rpc_call_method(call), M(""), strlen(M(""))) == 0 && (v == NULL || n != 4 || memcmp(v, "true", 4) != 0)) {
 		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "security header missing from request");
 		return false;
 	}
@@ -505,6 +508,7 @@ pass_run(struct ly_wapi *w)
 		next = l->next;
 		stream_update(container_of(l, struct stream, link), &p);
 	}
+	ly_sds_changed(w->sds); /* SDS hook: SDS streams are subscribers of the same cache */
 	/* Wake up when an SVID on a stream expires, to take it off (SPEC §3). */
 	uv_timer_stop(&w->expiry);
 	if (p.next_expiry != INT64_MAX) {
@@ -554,6 +558,10 @@ ly_wapi_counts(const struct ly_wapi *w, size_t *conns, size_t *streams)
 	*conns = w->n_conns;
 	for (size_t k = 0; k < sizeof(w->n_streams) / sizeof(w->n_streams[0]); k++)
 		*streams += w->n_streams[k];
+	size_t sds_streams; /* SDS hook: Envoy's StreamSecrets count too */
+	uint64_t sds_sent;
+	ly_sds_counts(w->sds, &sds_streams, &sds_sent);
+	*streams += sds_streams;
 }
 
 void
@@ -943,6 +951,61 @@ h_health_check(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		log_warn("workload api: health: %s", e.msg);
 }
 
+/* ---- SDS hook: Envoy SDS v3 (sds.h) on this socket, attested like any workload ---- */
+
+static void *
+sds_admit(void *arg, struct ly_rpc_call *call)
+{
+	struct wconn *c;
+	return call_admit(arg, call, &c) ? c : NULL;
+}
+
+static bool
+sds_verify(void *arg, void *conn, enum ly_rpc_code *code, const char **details)
+{
+	struct wconn *c = conn;
+	(void)arg;
+	if (conn_verify(c))
+		return true;
+	c->w->denied++;
+	*code = c->refuse;
+	*details = c->refuse_msg;
+	return false;
+}
+
+static void
+sds_caller(void *conn, const struct ly_selector **sels, size_t *n, uint64_t *id)
+{
+	const struct wconn *c = conn;
+	*sels = c->sels;
+	*n = c->n_sels;
+	*id = c->id;
+}
+
+static struct ly_cache *
+sds_cache(void *arg)
+{
+	return wapi_cache(arg);
+}
+
+static void
+h_sds_stream(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	ly_sds_stream_secrets(((struct ly_wapi *)arg)->sds, call, req, len);
+}
+
+static void
+h_sds_fetch(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	ly_sds_fetch_secrets(((struct ly_wapi *)arg)->sds, call, req, len);
+}
+
+static void
+h_sds_delta(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	ly_sds_delta_secrets(((struct ly_wapi *)arg)->sds, call, req, len);
+}
+
 static const struct ly_rpc_method methods[] = {
 	{ M("FetchX509SVID"), LY_RPC_SERVER_STREAM, h_fetch_x509_svid },
 	{ M("FetchX509Bundles"), LY_RPC_SERVER_STREAM, h_fetch_x509_bundles },
@@ -950,6 +1013,10 @@ static const struct ly_rpc_method methods[] = {
 	{ M("FetchJWTBundles"), LY_RPC_SERVER_STREAM, h_fetch_jwt_bundles },
 	{ M("ValidateJWTSVID"), LY_RPC_UNARY, h_validate_jwt_svid },
 	{ HEALTH_CHECK, LY_RPC_UNARY, h_health_check },
+	/* SDS hook */
+	{ LY_SDS_SERVICE "StreamSecrets", LY_RPC_BIDI_STREAM, h_sds_stream },
+	{ LY_SDS_SERVICE "FetchSecrets", LY_RPC_UNARY, h_sds_fetch },
+	{ LY_SDS_SERVICE "DeltaSecrets", LY_RPC_BIDI_STREAM, h_sds_delta },
 };
 
 /* ---- connections ------------------------------------------------------------------------------- */
@@ -1457,11 +1524,23 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 			goto fail;
 		}
 	}
+	/* SDS hook */
+	struct ly_sds_host sh = { .arg = w, .admit = sds_admit, .verify = sds_verify, .caller = sds_caller,
+		.cache = sds_cache };
+	struct ly_sds_config sdc = {
+		.names = { cfg->sds_default_svid_name, cfg->sds_default_bundle_name, cfg->sds_default_all_bundles_name },
+		.disable_spiffe_cert_validation = cfg->sds_disable_spiffe_cert_validation,
+	};
+	if ((rc = ly_sds_new(&sh, &sdc, &w->sds, err)) != LY_OK)
+		goto fail;
 	struct ly_rpc_server_config sc = {
 		.methods = methods,
 		.n_methods = sizeof(methods) / sizeof(methods[0]),
 		.arg = w,
 		.max_request = LY_WORKLOAD_REQUEST_MAX,
+		/* SDS hook: Envoy's Node lists its extensions (tens of KB). */
+		.large_service = LY_SDS_SERVICE,
+		.large_max_request = LY_SDS_REQUEST_MAX,
 		.conn_release = conn_release,
 		.conn_keep = conn_keep,
 		.conn_shed = conn_shed,
@@ -1479,6 +1558,7 @@ fail:
 	/* No handle was made yet: free at once (the k8s attestor closes itself asynchronously). */
 	ly_k8s_attestor_close(w->k8s_att);
 	ly_unix_attestor_free(w->unix_att);
+	ly_sds_free(w->sds); /* SDS hook */
 	free(w->kubelet_host);
 	free(w);
 	return rc;
@@ -1532,6 +1612,7 @@ ly_wapi_stop(struct ly_wapi *w)
 		next = l->next;
 		stream_end(container_of(l, struct stream, link), LY_RPC_UNAVAILABLE, "agent is shutting down");
 	}
+	ly_sds_stop(w->sds); /* SDS hook */
 	/* k8s attestations still running end from inside close (LY_E_IO): their
 	 * connections are closed. Unix ones end on their own (their workers
 	 * cannot be stopped midway); the connection closes then. */
@@ -1548,6 +1629,7 @@ wapi_maybe_free(struct ly_wapi *w)
 	if (!w->freeing || w->open_handles > 0 || w->n_attesting > 0 || w->n_conns > 0)
 		return;
 	ly_unix_attestor_free(w->unix_att);
+	ly_sds_free(w->sds); /* SDS hook */
 	free(w->kubelet_host);
 	ly_keycount_cleanup(&w->uid_conns);
 	free(w);

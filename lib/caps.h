@@ -187,6 +187,18 @@
 #define LY_AGENT_WATCH_BURST_BYTES (256 * 1024)
 
 /*
+ * Envoy SDS v3 on the Workload API socket (agent/sds_msg.c, issue 14): one
+ * DiscoveryRequest (Envoy's Node lists every extension it was built with:
+ * tens of KB), the resource names in it, one name (a SPIFFE ID at most),
+ * its version_info and response_nonce, and a NACK's error message.
+ */
+#define LY_SDS_REQUEST_MAX (1024 * 1024)
+#define LY_SDS_NAMES_MAX 1024
+#define LY_SDS_NAME_MAX LY_SPIFFE_ID_MAX
+#define LY_SDS_VERSION_MAX 256
+#define LY_SDS_ERROR_MAX (64 * 1024)
+
+/*
  * The Workload API (agent/wapi.c): connections open at once (each holds a
  * socket, a pidfd and its selectors; past this, new ones are closed at
  * accept and clients retry: Workload Endpoint §6 load shedding).

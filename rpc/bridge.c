@@ -221,6 +221,11 @@ struct ly_rpc_call {
 	bool handler_owned;
 	ly_rpc_closed_cb closed_cb;
 	void *closed_arg;
+	ly_rpc_message_in_cb msg_cb; /* LY_RPC_BIDI_STREAM: requests after the first */
+	void *msg_arg;
+	bool recv_armed;     /* a RECV_MESSAGE batch is in flight */
+	bool handler_called; /* the first request went to the handler */
+	bool large;          /* under cfg.large_service: large_max_request */
 };
 
 struct ly_rpc_channel {
@@ -772,6 +777,24 @@ on_close(struct tag *tag, bool ok)
 	call_maybe_free(call);
 }
 
+/* LY_RPC_BIDI_STREAM: asks for the next request while the handler holds the call. */
+static void
+call_recv_next(struct ly_rpc_call *call)
+{
+	grpc_op op;
+
+	if (call->method == NULL || call->method->kind != LY_RPC_BIDI_STREAM || call->msg_cb == NULL ||
+	    !call->handler_owned || call->closed || call->finishing || call->recv_armed)
+		return;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &call->recv_bb;
+	if (call_batch(call->call, &op, 1, &call->t_recv, &call->pending))
+		call->recv_armed = true;
+	else
+		call_end(call, LY_RPC_INTERNAL, "cannot receive");
+}
+
 static void
 on_recv(struct tag *tag, bool ok)
 {
@@ -781,30 +804,41 @@ on_recv(struct tag *tag, bool ok)
 	uint8_t *req = NULL;
 	size_t len = 0;
 	struct ly_error e;
+	bool later = call->handler_called; /* a bidi stream's second or later request */
 
 	call->recv_bb = NULL;
+	call->recv_armed = false;
 	call->awaiting_request = false;
 	if (!ok || call->closed) {
 		/* The call died before its request arrived. */
 	} else if (bb == NULL) {
-		call_end(call, LY_RPC_INVALID_ARGUMENT, "request message missing");
+		/* The client half-closed: no later request comes; the stream goes on. */
+		if (!later)
+			call_end(call, LY_RPC_INVALID_ARGUMENT, "request message missing");
 	} else {
-		ly_status rc = ly_rpc_msg_from_bb(bb, srv->max_request, &req, &len, &e);
+		size_t cap = call->large ? srv->cfg.large_max_request : srv->max_request;
+		ly_status rc = ly_rpc_msg_from_bb(bb, cap, &req, &len, &e);
 		if (rc == LY_E_LIMIT) {
 			char msg[96];
-			(void)snprintf(msg, sizeof(msg), "request message over %zu bytes",
-			    srv->max_request);
+			(void)snprintf(msg, sizeof(msg), "request message over %zu bytes", cap);
 			call_end(call, LY_RPC_RESOURCE_EXHAUSTED, msg);
 		} else if (rc != LY_OK) {
 			log_warn("%s: %s", call->method_str, e.msg);
 			call_end(call, LY_RPC_INTERNAL, "request message unreadable");
+		} else if (later) {
+			if (call->msg_cb != NULL && call->handler_owned && !call->finishing)
+				call->msg_cb(call, req, len, call->msg_arg);
+			ly_rpc_msg_free(req, len);
+			call_recv_next(call);
 		} else {
 			call->handler_owned = true;
+			call->handler_called = true;
 			call->counted_serving = call->peer != NULL &&
 			    ly_keycount_take(&srv->conn_serving, call->peer, strlen(call->peer),
 				SIZE_MAX, NULL) == LY_OK;
 			call->method->handler(call, req, len, srv->cfg.arg);
 			ly_rpc_msg_free(req, len);
+			call_recv_next(call);
 		}
 	}
 	if (bb != NULL)
@@ -1053,6 +1087,8 @@ call_begin(struct ly_rpc_call *call)
 	for (size_t i = 0; i < srv->cfg.n_methods; i++) {
 		if (strcmp(srv->cfg.methods[i].path, call->method_str) == 0) {
 			call->method = &srv->cfg.methods[i];
+			call->large = srv->cfg.large_service != NULL &&
+			    strncmp(call->method_str, srv->cfg.large_service, strlen(srv->cfg.large_service)) == 0;
 			break;
 		}
 	}
@@ -1220,6 +1256,14 @@ ly_rpc_call_set_closed_cb(struct ly_rpc_call *call, ly_rpc_closed_cb cb, void *a
 	call->closed_arg = arg;
 }
 
+void
+ly_rpc_call_set_message_cb(struct ly_rpc_call *call, ly_rpc_message_in_cb cb, void *arg)
+{
+	call->msg_cb = cb;
+	call->msg_arg = arg;
+	/* Set from inside the handler: on_recv arms the next receive on return. */
+}
+
 static ly_status
 call_queue(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, bool last,
     struct ly_error *err)
@@ -1247,7 +1291,7 @@ ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsig
 {
 	if (!call->handler_owned)
 		return ly_error_set(err, LY_E_INTERNAL, "send on a released call");
-	if (call->method->kind != LY_RPC_SERVER_STREAM)
+	if (call->method->kind != LY_RPC_SERVER_STREAM && call->method->kind != LY_RPC_BIDI_STREAM)
 		return ly_error_set(err, LY_E_INVALID, "%s: send on a unary call (use reply)",
 		    call->method_str);
 	if (call->closed || call->finishing)
@@ -1339,12 +1383,12 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	*out = NULL;
 	if (rpc->closing)
 		return ly_error_set(err, LY_E_INVALID, "server: rpc is closing");
-	if (cfg->max_request > LY_RPC_MSG_MAX)
+	if (cfg->max_request > LY_RPC_MSG_MAX || cfg->large_max_request > LY_RPC_MSG_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "server: max_request over %d", LY_RPC_MSG_MAX);
 	for (size_t i = 0; i < cfg->n_methods; i++) {
 		const struct ly_rpc_method *m = &cfg->methods[i];
 		if (m->path == NULL || m->path[0] != '/' || m->handler == NULL ||
-		    (m->kind != LY_RPC_UNARY && m->kind != LY_RPC_SERVER_STREAM))
+		    (m->kind != LY_RPC_UNARY && m->kind != LY_RPC_SERVER_STREAM && m->kind != LY_RPC_BIDI_STREAM))
 			return ly_error_set(err, LY_E_INVALID,
 			    "server: method %zu needs a \"/Service/Method\" path, a kind and a handler",
 			    i);
@@ -1362,7 +1406,9 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	/* gRPC refuses a larger message itself, before buffering all of it
 	 * (RESOURCE_EXHAUSTED); on_recv checks again. No SO_REUSEPORT: a second
 	 * server on our port must fail, not share it. */
-	args[n++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)srv->max_request);
+	args[n++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	    (int)(cfg->large_service != NULL && cfg->large_max_request > srv->max_request ? cfg->large_max_request
+											    : srv->max_request));
 	args[n++] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
 	/* A connection that has not finished its TLS and HTTP/2 handshake by then is closed (slowloris:
 	 * gRPC's default is 120 s, so a client could hold descriptors that long for a few bytes). */

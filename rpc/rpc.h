@@ -87,6 +87,12 @@ const char *ly_rpc_code_str(enum ly_rpc_code code);
 enum ly_rpc_kind {
 	LY_RPC_UNARY = 0,
 	LY_RPC_SERVER_STREAM = 1,
+	/*
+	 * Servers only: the client streams too (Envoy's StreamSecrets). The
+	 * handler gets the first request; later ones go to the callback set
+	 * with ly_rpc_call_set_message_cb. Sends as on a server stream.
+	 */
+	LY_RPC_BIDI_STREAM = 2,
 };
 
 /* ---- the bridge ---------------------------------------------------------- */
@@ -136,6 +142,13 @@ struct ly_rpc_server_config {
 	bool (*conn_keep)(void *conn_ctx, void *arg);
 	/* Told when that guard shed a handed-over connection (may be NULL). */
 	void (*conn_shed)(void *conn_ctx, void *arg);
+	/*
+	 * Methods whose path starts with `large_service` ("/pkg.Service/"; NULL:
+	 * none) take requests up to `large_max_request` instead (at most
+	 * LY_RPC_MSG_MAX): Envoy's SDS requests on the Workload API's server.
+	 */
+	const char *large_service;
+	size_t large_max_request;
 };
 
 ly_status ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
@@ -226,9 +239,19 @@ typedef void (*ly_rpc_closed_cb)(struct ly_rpc_call *call, void *arg);
 void ly_rpc_call_set_closed_cb(struct ly_rpc_call *call, ly_rpc_closed_cb cb, void *arg);
 
 /*
- * Server streams only: sends one message (copied). One send is in flight at
- * a time; while it is, only the latest queued message is kept. Returns LY_OK
- * and drops the message once the call is closed.
+ * LY_RPC_BIDI_STREAM calls: `cb` gets each request after the first (`msg`
+ * wiped after return), one at a time, until the client half-closes or the
+ * call ends; then no more. Set it in the handler: no further request is
+ * received before it is set. A request over the server's max_request ends
+ * the call RESOURCE_EXHAUSTED (the closed callback follows).
+ */
+typedef void (*ly_rpc_message_in_cb)(struct ly_rpc_call *call, const uint8_t *msg, size_t len, void *arg);
+void ly_rpc_call_set_message_cb(struct ly_rpc_call *call, ly_rpc_message_in_cb cb, void *arg);
+
+/*
+ * Server and bidirectional streams only: sends one message (copied). One
+ * send is in flight at a time; while it is, only the latest queued message
+ * is kept. Returns LY_OK and drops the message once the call is closed.
  */
 ly_status ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len,
     unsigned flags, struct ly_error *err) LY_MUST_CHECK;
