@@ -57,7 +57,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "integration"))
 from harness import (Daemon, PROCS, check, exit_status, failures, figures, finish, free_port, poller,  # noqa: E402
-                     run, skip)
+                     run, skip, skips)
 
 wait_for = poller(0.1)
 SKIP = 77
@@ -505,5 +505,6 @@ def main():
 
 if __name__ == "__main__":
     main()
-    print(f"{'FAILED' if failures else 'passed'}: {len(failures)} failure(s)", flush=True)
+    print(f"{'FAILED' if failures else 'passed'}: {len(failures)} failure(s), {len(skips)} pairing(s) SKIPPED",
+          flush=True)
     sys.exit(exit_status())  # 77 when a pairing was SKIPPED and nothing failed
