@@ -286,6 +286,16 @@
 #define LY_WAPI_PENALTY_SLOTS 64
 
 /*
+ * Rate limits (lib/ratelimit.h; SPEC §11): keys one keyed limiter holds
+ * (source IPs, agents, selector sets; the least recently used goes first),
+ * a key's length (past it a key is cut), and the largest rate or burst a
+ * configuration may ask for.
+ */
+#define LY_RATELIMIT_KEYS_MAX 65536
+#define LY_RATELIMIT_KEY_MAX LY_SPIFFE_ID_MAX
+#define LY_RATELIMIT_BURST_MAX 1000000
+
+/*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
  * SVIDs one Workload API response may carry (X.509 or JWT) before the
  * library refuses it; bundles are capped by LY_BUNDLE_SET_MAX.
