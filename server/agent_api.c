@@ -98,6 +98,7 @@ static char msg_entry_id_malformed[] = "entry_id malformed";
 static char msg_not_authorized[] = "entry not authorized for this agent";
 static char msg_csr_size[] = "csr required, within its size cap";
 static char msg_entry_id_unreadable[] = "entry SPIFFE ID unreadable";
+static char msg_rate_limited[] = "rate limit: x509_signing over its rate for this agent; retry later";
 static char msg_reserved_id[] = "entry SPIFFE ID is in Lanyard's reserved namespace: not issued";
 
 static void
@@ -179,6 +180,24 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 			map[k++] = i;
 		}
 	}
+	/*
+	 * The agent's X.509 signing limit (agent_api_limit.c): the first
+	 * `granted` CSRs are signed, the others refused one by one, and the
+	 * whole call when none is granted.
+	 */
+	size_t granted = agent_api_limit_take(api, AGENT_API_LIMIT_X509, c.rec->spiffe_id, (uint32_t)k, true);
+	if (granted == 0 && k > 0) {
+		char details[192];
+		agent_api_limit_details(AGENT_API_LIMIT_X509, api, details, sizeof(details));
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, details);
+		goto out;
+	}
+	for (size_t j = granted; j < k; j++) {
+		results[map[j]].spiffe_id = NULL;
+		results[map[j]].status_code = LY_RPC_RESOURCE_EXHAUSTED;
+		results[map[j]].status_message = msg_rate_limited;
+	}
+	k = granted;
 	if (k > 0 && ly_ca_sign_batch(api->srv->ca, reqs, k, now, res, &e) != LY_OK)
 		log_error("batch of %s: %s", c.rec->spiffe_id, e.msg);
 	for (size_t j = 0; j < k; j++) {
@@ -239,6 +258,12 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 		return;
 	if (ly_agentapi_jwt_decode(req, len, &rq, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
+		goto out;
+	}
+	if (agent_api_limit_take(api, AGENT_API_LIMIT_JWT, c.rec->spiffe_id, 1, false) != 1) {
+		char details[192];
+		agent_api_limit_details(AGENT_API_LIMIT_JWT, api, details, sizeof(details));
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, details);
 		goto out;
 	}
 	struct ly_authz_agent agent = { c.rec->spiffe_id, c.rec->selectors, c.rec->n_selectors };
@@ -410,6 +435,10 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 		ly_agent_api_free(api);
 		return ly_error_wrap(err, rc, "agent API: timers");
 	}
+	if ((rc = agent_api_limit_init(api, srv->cfg.ratelimit_attestation, srv->cfg.ratelimit_signing, err)) != LY_OK) {
+		ly_agent_api_free(api);
+		return ly_error_wrap(err, rc, "agent API");
+	}
 	if (srv->ds != NULL && (rc = ly_datastore_on_change(srv->ds, on_store_change, api, err)) != LY_OK) {
 		ly_agent_api_free(api);
 		return ly_error_wrap(err, rc, "agent API");
@@ -533,5 +562,6 @@ ly_agent_api_free(struct ly_agent_api *api)
 	while ((q = ly_queue_head(&api->prev)) != NULL)
 		agent_api_auth_prev_remove(api, LY_QUEUE_DATA(q, struct agent_api_prev_serial, link)->agent_id);
 	agent_api_replica_clear(api);
+	agent_api_limit_free(api);
 	free(api);
 }

@@ -15,6 +15,8 @@
  *                         deltas;
  *  - agent_api_auth.c     caller authentication on mTLS calls, and the
  *                         previous SVID serial of an agent that renewed;
+ *  - agent_api_limit.c    the rate limits (SPEC §11): attestation per source
+ *                         IP, X.509 and JWT signing per agent;
  *  - agent_api_enrol.c    AttestAgent (join_token, x509pop, k8s_psat on the
  *                         thread pool, tickets) and RenewAgent.
  * Requests are decoded and checked by server/agentapi_msg.c first.
@@ -64,6 +66,15 @@
 #define REFRESH_RETRY_MS 500
 
 struct ly_agent_api;
+struct ly_ratelimit;
+
+/* The rate limits (agent_api_limit.c); a limiter is NULL when its limit is off. */
+enum agent_api_limit {
+	AGENT_API_LIMIT_ATTEST = 0, /* AttestAgent per source IP */
+	AGENT_API_LIMIT_X509,       /* X.509-SVIDs signed per agent */
+	AGENT_API_LIMIT_JWT,        /* JWT-SVIDs signed per agent */
+	AGENT_API_LIMITS
+};
 
 struct agent_api_pending {
 	bool used;
@@ -135,6 +146,7 @@ struct ly_agent_api {
 	struct ly_queue prev; /* struct agent_api_prev_serial */
 	struct ly_queue psat; /* struct agent_api_psat_work */
 	size_t n_psat;
+	struct ly_ratelimit *limits[AGENT_API_LIMITS];
 };
 
 enum agent_api_metric {
@@ -251,6 +263,26 @@ void agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now);
  */
 bool agent_api_auth_caller(struct ly_agent_api *api, struct ly_rpc_call *call, time_t now, struct agent_api_caller *c);
 void agent_api_auth_caller_cleanup(struct agent_api_caller *c);
+
+/* ---- agent_api_limit.c ---- */
+
+/* Makes the limiters that are on (server.ratelimit.attestation, .signing). */
+ly_status agent_api_limit_init(struct ly_agent_api *api, bool attestation, bool signing, struct ly_error *err)
+    LY_MUST_CHECK;
+void agent_api_limit_free(struct ly_agent_api *api);
+/* The IP of gRPC's peer string ("ipv4:192.0.2.1:5000" -> "192.0.2.1"); other peers are kept whole. */
+void agent_api_limit_peer_ip(const char *peer, char *out, size_t size);
+/*
+ * Takes up to `want` tokens of limiter `which` for `key` (all or nothing
+ * unless `partial`); returns how many were granted (`want` when the limit
+ * is off). Refusals are counted in /metrics and logged once a second.
+ */
+uint32_t agent_api_limit_take(struct ly_agent_api *api, enum agent_api_limit which, const char *key, uint32_t want,
+    bool partial);
+/* The status details of a refusal by limiter `which` (one line). */
+void agent_api_limit_details(enum agent_api_limit which, const struct ly_agent_api *api, char *out, size_t size);
+/* AttestAgent's limit by the caller's source IP; on refusal the call is finished RESOURCE_EXHAUSTED and false returned. */
+bool agent_api_limit_attest(struct ly_agent_api *api, struct ly_rpc_call *call);
 
 /* ---- agent_api_enrol.c ---- */
 

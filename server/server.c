@@ -634,6 +634,7 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	static const char *const kind_label[] = { "kind", NULL };
 	static const char *const attest_labels[] = { "attestor", "result", NULL };
 	static const char *const attestor_label[] = { "attestor", NULL };
+	static const char *const limit_label[] = { "limit", NULL };
 	struct ly_server_metrics *sm = calloc(1, sizeof(*sm));
 	ly_status rc;
 
@@ -665,6 +666,9 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(rate_limited, LY_METRIC_COUNTER, "lanyard_server_rate_limited_total",
+	    "Calls (attestation) or SVIDs (x509_signing, jwt_signing) refused RESOURCE_EXHAUSTED by a rate limit.",
+	    limit_label, NULL, 0);
 #undef FAMILY
 	*out = sm;
 	sm = NULL;

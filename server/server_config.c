@@ -41,6 +41,8 @@ static const char *const known_keys[] = {
 	K "node_attestors.x509pop.ca_bundle_path",
 	PSAT_CLUSTERS ".*",
 	K "health_checks.listener_enabled",
+	K "ratelimit.attestation",
+	K "ratelimit.signing",
 	K "health_checks.bind_address",
 	K "health_checks.bind_port",
 	K "health_checks.live_path",
@@ -211,6 +213,8 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 		return ly_config_wrap(file, K "audit_log", err, LY_E_INVALID);
 
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
+	LY_TRY(ly_config_get_bool(file, K "ratelimit.attestation", true, &cfg->ratelimit_attestation, err));
+	LY_TRY(ly_config_get_bool(file, K "ratelimit.signing", true, &cfg->ratelimit_signing, err));
 	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
 	    err));
 	if (check_ip(cfg->health_bind_address, err) != LY_OK)

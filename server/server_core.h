@@ -54,6 +54,9 @@ struct ly_server_config {
 	const char *upstream_key_path;
 	const char *audit_log_path;  /* NULL: audit lines go to the log */
 	bool join_token_enabled;
+	/* server.ratelimit (SPEC §11, SPIRE's names): both on by default. */
+	bool ratelimit_attestation; /* AttestAgent per source IP */
+	bool ratelimit_signing;     /* X.509 and JWT signing per agent */
 	const char *x509pop_ca_bundle_path; /* NULL: x509pop off */
 	/* Health and metrics listener (rpc/health_http.h), off by default. */
 	bool health_enabled;
@@ -93,7 +96,7 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry;
+	    *entries, *agents, *ca_expiry, *rate_limited;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */

@@ -58,6 +58,14 @@ ly_rpc_call_method(const struct ly_rpc_call *call)
 	return "/lanyard.agent.v1.Agent/WatchEntries";
 }
 
+/* The source address the rate limit of attestation keys on (agent_api_limit.c). */
+const char *
+ly_rpc_call_peer(const struct ly_rpc_call *call)
+{
+	(void)call;
+	return "ipv4:127.0.0.1:40000";
+}
+
 const char *
 ly_rpc_call_peer_spiffe_id(const struct ly_rpc_call *call)
 {
