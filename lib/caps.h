@@ -171,6 +171,12 @@
  * agent/workload_msg.c): one message, and one audience in it.
  */
 #define LY_AGENT_ENTRIES_MAX 100000
+/*
+ * The agent's servers (agent/servers.h, SPEC §10): items of the
+ * -serverAddress list, and addresses in all (a DNS name may give several).
+ */
+#define LY_AGENT_SERVERS_MAX 32
+#define LY_AGENT_SERVER_ADDRS_MAX 64
 #define LY_AGENT_JWT_CACHE_MAX 4096
 #define LY_AGENT_STATE_FILE_MAX (256 * 1024 * 1024)
 #define LY_WORKLOAD_REQUEST_MAX (64 * 1024)
