@@ -44,6 +44,7 @@
 
 #include "agent/agent.h"
 #include "agent/cache.h"
+#include "agent/servers.h"
 #include "agent/sync.h"
 #include "agent/wapi.h"
 #include "lib/config.h"
@@ -214,40 +215,11 @@ get_path(const struct ly_config *file, const char *key, const char *def, const c
 	return LY_OK;
 }
 
-/*
- * The server's address: an IPv4 or IPv6 literal, or a DNS host name
- * (RFC 1123 labels), which gRPC resolves.
- */
+/* A host: an IPv4 or IPv6 literal, or a DNS host name (RFC 1123 labels): agent/servers.h. */
 static ly_status
 check_host(const char *s, struct ly_error *err)
 {
-	unsigned char addr[sizeof(struct in6_addr)];
-	size_t len = strlen(s), label = 0;
-
-	if (inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1)
-		return LY_OK;
-	if (len == 0 || len > LY_DNS_NAME_MAX)
-		return ly_error_set(err, LY_E_INVALID, "\"%s\" is not an IP address or a host name (1 to %d bytes)", s,
-		    LY_DNS_NAME_MAX);
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-		if (c == '.') {
-			if (label == 0 || s[i - 1] == '-')
-				return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (empty label)", s);
-			label = 0;
-			continue;
-		}
-		if (!alnum && c != '-')
-			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not an IP address or a host name", s);
-		if (c == '-' && label == 0)
-			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label starts with '-')", s);
-		if (++label > 63)
-			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label over 63 bytes)", s);
-	}
-	if (s[len - 1] == '-')
-		return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label ends with '-')", s);
-	return LY_OK;
+	return ly_servers_host_check(s, err);
 }
 
 /* "https://HOST[:PORT][/]": the kubelet's secure port (wapi.c splits it the same way). */
@@ -402,14 +374,15 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	if (cfg->server_address == NULL)
 		return ly_error_set(err, LY_E_INVALID,
 		    "no server address: give -serverAddress or agent.server_address in the config file");
-	if (check_host(cfg->server_address, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "server_address", flags->server_address, "serverAddress", err,
-		    LY_E_INVALID);
-
 	if (flags->server_port >= 0)
 		cfg->server_port = (uint16_t)flags->server_port; /* 1..65535 by the flag's range */
 	else
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_AGENT_SERVER_PORT_DEFAULT, &cfg->server_port, err));
+	/* A list of host[:port] (SPEC §10, agent/servers.h); the port defaults to server_port. */
+	struct ly_server_names names;
+	if (ly_servers_parse(cfg->server_address, cfg->server_port, &names, err) != LY_OK)
+		return ly_config_setting_wrap(file, K "server_address", flags->server_address, "serverAddress", err,
+		    LY_E_INVALID);
 
 	LY_TRY(ly_config_setting_string(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT,
 	    &cfg->socket_path, err));
@@ -945,7 +918,7 @@ ly_agent_run(int argc, char **argv)
 	struct ly_flag flags[] = {
 		{ "config", LY_FLAG_STRING, &m->flags.config_path, "path to a YAML config file (optional)", 0, 0, false },
 		{ "trustDomain", LY_FLAG_STRING, &m->flags.trust_domain, "the trust domain, e.g. example.org", 0, 0, false },
-		{ "serverAddress", LY_FLAG_STRING, &m->flags.server_address, "the server's IP address or host name", 0, 0,
+		{ "serverAddress", LY_FLAG_STRING, &m->flags.server_address, "the servers: a comma-separated list of host[:port] (a DNS name may give several)", 0, 0,
 		    false },
 		{ "serverPort", LY_FLAG_INT, &m->flags.server_port, "the server's agent API port (default 8081)", 1, 65535,
 		    false },

@@ -46,8 +46,11 @@
  * restart with a still-valid SVID skips attestation.
  *
  * Timing:
- *   - reconnection backoff: 200 ms doubling to 30 s (each step jittered
- *     in its upper half); reset by the first update of a watch;
+ *   - reconnection backoff: full jitter in [0, 1 s doubling to 30 s]
+ *     (servers.h); reset by the first update of a watch. A failure moves
+ *     to another address of the server list when there is one (SPEC §10:
+ *     a list, or a DNS name with several addresses), so an agent whose
+ *     server died is served by another within about a second;
  *   - resync: every sync_interval (5 s) a new watch is opened next to the
  *     current one; its snapshot replaces the state and the old watch is
  *     cancelled. A watch still silent one interval after it was opened
@@ -161,10 +164,9 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 	ly_status rc;
 
 	*out = NULL;
-	if (cfg->server_address == NULL || cfg->server_address[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "sync: no server address");
-	if (strlen(cfg->server_address) > LY_CONFIG_VALUE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "sync: server address over %d bytes", LY_CONFIG_VALUE_MAX);
+	struct ly_server_names names;
+	if (ly_servers_parse(cfg->server_address, cfg->server_port, &names, err) != LY_OK)
+		return ly_error_wrap(err, LY_E_INVALID, "sync");
 	if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "sync: no data directory");
 	if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -184,10 +186,13 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 		s->verify_parts = 1;
 	(void)snprintf(s->td, sizeof(s->td), "%s", cfg->trust_domain);
 	(void)snprintf(s->server_id, sizeof(s->server_id), "spiffe://%s%s", s->td, SERVER_ID_PATH);
-	/* An IPv6 literal goes in brackets. */
-	bool v6 = strchr(cfg->server_address, ':') != NULL && cfg->server_address[0] != '[';
-	(void)snprintf(s->target, sizeof(s->target), v6 ? "[%s]:%u" : "%s:%u", cfg->server_address,
-	    (unsigned)cfg->server_port);
+	/* The server list (servers.h): IP addresses known at once, DNS names resolved at start. */
+	if ((s->servers = calloc(1, sizeof(*s->servers))) == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "sync: out of memory");
+		goto fail;
+	}
+	ly_servers_init(s->servers, &names);
+	ly_servers_describe(s->servers, s->target, sizeof(s->target));
 	if (cfg->join_token != NULL && cfg->join_token[0] != '\0')
 		s->method = METHOD_JOIN_TOKEN;
 	else if (cfg->x509pop_cert_path != NULL && cfg->x509pop_key_path != NULL)
@@ -225,6 +230,7 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 			return ly_error_wrap(err, rc, "sync");
 	}
 	ly_sync_persist_load(s);
+	ly_sync_chan_resolve_all(s);
 	if (!s->ident.valid) {
 		if (s->method == METHOD_NONE)
 			return ly_error_set(err, LY_E_INVALID,
@@ -273,6 +279,7 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	if (s->t_defer != NULL)
 		uv_timer_stop(s->t_defer);
 	ly_sync_jwt_flush(s);
+	ly_sync_chan_resolve_cancel(s);
 	ly_sync_watch_drop_all(s);
 	/* Every call ends now (each still gets its status, later). */
 	struct ly_queue *q;
@@ -329,6 +336,7 @@ ly_sync_free(struct ly_sync *s)
 	ly_verifier_free(s->verifier);
 	ly_rotation_sched_free(s->sched);
 	ly_cache_free(s->cache);
+	free(s->servers);
 	OPENSSL_cleanse(s->att_expect, sizeof(s->att_expect));
 	free(s);
 }

@@ -29,6 +29,7 @@
 #include "agent/cache.h"
 #include "agent/keymap.h"
 #include "agent/rotation.h"
+#include "agent/servers.h"
 #include "agent/sync.h"
 #include "agent/verify.h"
 #include "lib/buf.h"
@@ -39,9 +40,9 @@
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
 
-/* Reconnection backoff bounds (milliseconds). */
-#define LY_SYNC_BACKOFF_MIN_MS 200
-#define LY_SYNC_BACKOFF_MAX_MS 30000
+/* Reconnection backoff bounds (milliseconds): servers.h's full jitter. */
+#define LY_SYNC_BACKOFF_MIN_MS LY_SERVERS_BACKOFF_BASE_MS
+#define LY_SYNC_BACKOFF_MAX_MS LY_SERVERS_BACKOFF_MAX_MS
 
 #define M_ATTEST "/lanyard.agent.v1.Agent/AttestAgent"
 #define M_RENEW "/lanyard.agent.v1.Agent/RenewAgent"
@@ -99,6 +100,8 @@ struct chan {
 	struct ly_rpc_channel *ch;
 	struct tls_check *tc;
 	unsigned ncalls;
+	char target[LY_SERVERS_TARGET_MAX]; /* the server address it connects to (servers.h) */
+	bool answered; /* a message came back on it: its address works */
 	bool mtls;    /* with our SVID as client certificate */
 	bool retired; /* no new calls; freed when the last one ends */
 	uint64_t serial;
@@ -146,6 +149,7 @@ struct retry_rec {
 };
 
 struct jwt_op;
+struct sync_resolve;
 
 struct ly_sync_steps;
 
@@ -156,7 +160,9 @@ struct ly_sync {
 	uv_loop_t *loop;
 	char td[LY_TRUST_DOMAIN_MAX + 1];
 	char server_id[LY_SPIFFE_ID_MAX + 1];
-	char target[LY_CONFIG_VALUE_MAX + 16];
+	char target[LY_CONFIG_VALUE_MAX + 16]; /* the address in use, or the list while none is known (logs) */
+	struct ly_servers *servers;            /* the server list and its addresses (servers.h) */
+	struct sync_resolve *resolving[LY_AGENT_SERVERS_MAX]; /* a name's uv_getaddrinfo in flight */
 	enum phase phase;
 	enum method method;
 

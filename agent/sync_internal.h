@@ -26,9 +26,9 @@
  *
  * Pure helpers, for the unit tests:
  * - ly_sync_chan_backoff_ms: the reconnection delay after `attempt`
- *   failures in a row: 200 ms doubling up to 30 s, with "equal jitter"
- *   (the upper half of the step is random), so that agents that lost the
- *   same server do not come back in step.
+ *   failures in a row: servers.h's "full jitter", uniform in [0, 1 s
+ *   doubling up to 30 s], so that agents that lost the same server do
+ *   not come back in step.
  * - ly_sync_chan_check_server: the check of the server's TLS certificate
  *   (X509-SVID §5: path validation to our bundle, then the SPIFFE ID
  *   spiffe://<td>/lanyard/server); called on gRPC's threads, so it
@@ -75,7 +75,18 @@ ly_status ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, stru
 void ly_sync_chan_call_cleanup(struct ccall *c);
 ly_status ly_sync_chan_call_start(struct ly_sync *s, struct chan *ch, struct ccall *c, const char *method,
     enum ly_rpc_kind kind, const ProtobufCMessage *req, bool secret, struct ly_error *err);
+/*
+ * Tries again after the backoff delay (one pending retry at a time): the
+ * address in use is marked failed (servers.h), the next one picked (another
+ * server when there is one), a DNS name re-resolved.
+ */
 void ly_sync_chan_reconnect_later(struct ly_sync *s, const char *why);
+/* Resolves every DNS name of the server list whose resolution is not in flight (uv_getaddrinfo, on the loop). */
+void ly_sync_chan_resolve_all(struct ly_sync *s);
+/* Cancels the resolutions in flight (stop): their callbacks still run, and count in n_works until then. */
+void ly_sync_chan_resolve_cancel(struct ly_sync *s);
+/* The address to connect to now (picked when none is in use); NULL when no address is known yet. */
+const struct ly_server_ep *ly_sync_chan_endpoint(struct ly_sync *s);
 
 /* ---- sync_persist.c: persistence ---- */
 
