@@ -62,6 +62,14 @@
 #define STOP_GRACE_MS (15 * 1000)
 /* How often start-up asks whether the Workload API serves yet (READY=1 to systemd). */
 #define READY_POLL_MS 100
+/*
+ * agent.ratelimit.workload_api's default: Workload API calls a second per
+ * selector set (docs/operations.md "Rate limits"). A workload opens one
+ * X.509 stream and fetches JWT-SVIDs (go-spiffe's JWTSource asks the agent
+ * on every use): 500/s leaves busy workloads alone and stops a runaway
+ * loop from taking the agent (and the server's 500/s signing budget).
+ */
+#define LY_AGENT_WAPI_RATE_DEFAULT 500
 /* agent.sync_interval bounds, seconds. */
 #define SYNC_INTERVAL_MIN 1
 #define SYNC_INTERVAL_MAX 3600
@@ -89,6 +97,7 @@ static const char *const known_keys[] = {
 	K "log_level",
 	K "log_format",
 	K "sync_interval",
+	K "ratelimit.workload_api",
 	X509POP "certificate_path",
 	X509POP "private_key_path",
 	PSAT "cluster",
@@ -439,6 +448,14 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	}
 	cfg->sync_interval = (int64_t)secs;
 
+	uint64_t wrate = 0;
+	LY_TRY(ly_config_get_u64(file, K "ratelimit.workload_api", LY_AGENT_WAPI_RATE_DEFAULT, &wrate, err));
+	if (wrate > LY_RATELIMIT_BURST_MAX) {
+		ly_error_set(err, LY_E_INVALID, "must be 0 (off) to %d calls a second", LY_RATELIMIT_BURST_MAX);
+		return ly_config_wrap(file, K "ratelimit.workload_api", err, LY_E_INVALID);
+	}
+	cfg->ratelimit_workload_api = (uint32_t)wrate;
+
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
 	    err));
@@ -683,7 +700,7 @@ health_ready(void *arg, char *reason, size_t len)
 struct agent_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *issued, *rotations, *jwt_minted, *cached, *ready, *verify_failures,
-	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable;
+	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable, *issue_failures, *wapi_limited;
 };
 
 static void
@@ -740,6 +757,11 @@ agent_metrics_new(struct agent_metrics **out, struct ly_error *err)
 	    "Wall time of the last update from the server's entry watch (0: none yet).", NULL, NULL, 0);
 	FAMILY(reachable, LY_METRIC_GAUGE, "lanyard_agent_server_reachable",
 	    "1 when the agent is connected and the server answered within two sync intervals.", NULL, NULL, 0);
+	FAMILY(issue_failures, LY_METRIC_COUNTER, "lanyard_agent_svid_issue_failures_total",
+	    "Workload X.509-SVIDs not issued or renewed at a try (refused, unanswered, rate limited): each retried.",
+	    NULL, NULL, 0);
+	FAMILY(wapi_limited, LY_METRIC_COUNTER, "lanyard_agent_workload_api_rate_limited_total",
+	    "Workload API calls refused by agent.ratelimit.workload_api (per selector set).", NULL, NULL, 0);
 #undef FAMILY
 	*out = am;
 	am = NULL;
@@ -779,6 +801,8 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	SET(sync_lag, st.last_sync != 0 ? (double)(now - st.last_sync) : -1.0);
 	SET(last_sync, st.last_sync);
 	SET(reachable, st.reachable ? 1 : 0);
+	SET(issue_failures, st.svids_failed);
+	SET(wapi_limited, ly_wapi_rate_limited(m->wapi));
 #undef SET
 	for (int why = LY_VERIFY_OK + 1; why < LY_VERIFY_FAIL_COUNT; why++) {
 		const char *x509_labels[] = { "x509", ly_verify_fail_str((enum ly_verify_fail)why) };

@@ -379,6 +379,7 @@ ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out)
 	out->svids_issued = s->stats.svids_issued;
 	out->renewals = s->stats.renewals;
 	out->jwt_minted = s->stats.jwt_minted;
+	out->svids_failed = s->stats.svids_failed;
 	out->last_sync = s->last_sync;
 	out->reachable = s->phase == PH_ENROLLED && s->chan != NULL && !s->reconnect_armed && s->last_sync != 0 &&
 	    ly_sync_base_now_s() - (int64_t)s->last_sync <= 2 * s->agent->cfg.sync_interval + 1;

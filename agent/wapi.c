@@ -95,6 +95,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <uv.h>
 
@@ -111,6 +112,7 @@
 #include "lib/jwt.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/ratelimit.h"
 #include "lib/fsperm.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
@@ -190,6 +192,9 @@ struct ly_wapi {
 	} penalty[LY_WAPI_PENALTY_SLOTS]; /* LY_WAPI_SHED_PENALTY_MS */
 	size_t n_streams[ST_KINDS];
 	uint64_t next_conn_id;
+	/* agent.ratelimit.workload_api: calls per selector set (NULL: off), and the calls it refused. */
+	struct ly_ratelimit *limit;
+	uint64_t rate_limited;
 	/* Counters (for metrics). */
 	uint64_t accepted, refused_busy, refused_uid, refused_penalty, attest_failed, attest_denied, calls, denied, sent;
 };
@@ -209,6 +214,7 @@ struct wconn {
 	char attest_msg[LY_ERROR_MSG_MAX + 32];
 	struct ly_selector *sels;
 	size_t n_sels;
+	char selkey[2 * SHA256_DIGEST_LENGTH + 1]; /* the selector set's key for the rate limit (selectors_key) */
 	/* LY_RPC_OK when attested; else every call is refused with it. */
 	enum ly_rpc_code refuse;
 	const char *refuse_msg;
@@ -293,6 +299,76 @@ wapi_bundles(struct ly_wapi *w)
 	return c != NULL ? ly_cache_bundles(c) : NULL;
 }
 
+/* ---- the rate limit per selector set ---------------------------------------------------------- */
+
+static int
+selector_cmp(const void *a, const void *b)
+{
+	const struct ly_selector *x = *(const struct ly_selector *const *)a, *y = *(const struct ly_selector *const *)b;
+	int c = strcmp(x->type, y->type);
+	return c != 0 ? c : strcmp(x->value, y->value);
+}
+
+/*
+ * The key of a workload's selector set for agent.ratelimit.workload_api:
+ * SHA-256 over the selectors sorted (type NUL value NUL each), in hex, so
+ * that every process with the same selectors (the replicas of one service
+ * on a node, what its entries match) shares one bucket, whatever the order
+ * the attestors gave them in. No selectors: the empty set's key.
+ */
+static void
+selectors_key(const struct ly_selector *sels, size_t n, char out[2 * SHA256_DIGEST_LENGTH + 1])
+{
+	const struct ly_selector **v = n > 0 ? malloc(n * sizeof(*v)) : NULL;
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+
+	/* Out of memory for the sort: the given order, still one key per set for a given attestor. */
+	for (size_t i = 0; i < n && v != NULL; i++)
+		v[i] = &sels[i];
+	if (v != NULL)
+		qsort(v, n, sizeof(*v), selector_cmp);
+	for (size_t i = 0; i < n && ok; i++) {
+		const struct ly_selector *x = v != NULL ? v[i] : &sels[i];
+		ok = EVP_DigestUpdate(ctx, x->type, strlen(x->type) + 1) == 1 &&
+		    EVP_DigestUpdate(ctx, x->value, strlen(x->value) + 1) == 1;
+	}
+	if (!ok || EVP_DigestFinal_ex(ctx, md, NULL) != 1)
+		memset(md, 0, sizeof(md)); /* no digest: one bucket for every such caller (the limit still holds) */
+	EVP_MD_CTX_free(ctx);
+	free(v);
+	for (size_t i = 0; i < sizeof(md); i++)
+		(void)snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/*
+ * agent.ratelimit.workload_api: false when the caller's selector set is
+ * over its rate; the call is then answered UNAVAILABLE (SPIRE's agent
+ * answers its experimental limit so, and every client retries it with
+ * backoff; SPEC §3 keeps UNAVAILABLE for "not now"), counted, and logged
+ * at most once a second.
+ */
+static bool
+call_rate_ok(struct ly_wapi *w, struct ly_rpc_call *call, struct wconn *c)
+{
+	uint64_t n = 0;
+	char details[160];
+
+	if (w->limit == NULL || ly_ratelimit_take(w->limit, c->selkey, 1, false, (int64_t)uv_now(w->agent->loop)) == 1)
+		return true;
+	w->rate_limited++;
+	if (ly_ratelimit_log_due(w->limit, (int64_t)uv_now(w->agent->loop), 1000, &n))
+		log_warn("workload api: rate limit (%u/s per selector set): %" PRIu64 " calls refused in the last second, "
+			 "latest from pid %d uid %u",
+		    ly_ratelimit_rate(w->limit), n, (int)c->peer.pid, (unsigned)c->peer.uid);
+	(void)snprintf(details, sizeof(details),
+	    "rate limit: Workload API calls over %u/s for this workload's selectors; retry later",
+	    ly_ratelimit_rate(w->limit));
+	ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, details);
+	return false;
+}
+
 /* ---- answering -------------------------------------------------------------------------- */
 
 /* The common checks of every Workload API call; false when `call` was answered. */
@@ -328,6 +404,8 @@ call_admit(struct ly_wapi *w, struct ly_rpc_call *call, struct wconn **out)
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "agent is not ready yet");
 		return false;
 	}
+	if (!call_rate_ok(w, call, c))
+		return false;
 	*out = c;
 	return true;
 }
@@ -546,6 +624,12 @@ ly_wapi_cache_changed(struct ly_wapi *w)
 {
 	if (w != NULL)
 		pass_schedule(w);
+}
+
+uint64_t
+ly_wapi_rate_limited(const struct ly_wapi *w)
+{
+	return w != NULL ? w->rate_limited : 0;
 }
 
 void
@@ -1187,6 +1271,7 @@ conn_attested(struct wconn *c)
 		    (int)c->peer.pid, (unsigned)c->peer.uid, c->attest_msg);
 		goto close;
 	} else {
+		selectors_key(c->sels, c->n_sels, c->selkey);
 		log_debug("workload api: conn %" PRIu64 " (pid %d uid %u): attested, %zu selectors", c->id,
 		    (int)c->peer.pid, (unsigned)c->peer.uid, c->n_sels);
 	}
@@ -1533,6 +1618,16 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 	};
 	if ((rc = ly_sds_new(&sh, &sdc, &w->sds, err)) != LY_OK)
 		goto fail;
+	if (cfg->ratelimit_workload_api > 0) {
+		struct ly_ratelimit_config rl = {
+			.name = "workload_api",
+			.rate = cfg->ratelimit_workload_api,
+			.burst = cfg->ratelimit_workload_api,
+			.max_keys = LY_WAPI_RATELIMIT_KEYS,
+		};
+		if ((rc = ly_ratelimit_new(&rl, &w->limit, err)) != LY_OK)
+			goto fail;
+	}
 	struct ly_rpc_server_config sc = {
 		.methods = methods,
 		.n_methods = sizeof(methods) / sizeof(methods[0]),
@@ -1559,6 +1654,7 @@ fail:
 	ly_k8s_attestor_close(w->k8s_att);
 	ly_unix_attestor_free(w->unix_att);
 	ly_sds_free(w->sds); /* SDS hook */
+	ly_ratelimit_free(w->limit);
 	free(w->kubelet_host);
 	free(w);
 	return rc;
@@ -1630,6 +1726,7 @@ wapi_maybe_free(struct ly_wapi *w)
 		return;
 	ly_unix_attestor_free(w->unix_att);
 	ly_sds_free(w->sds); /* SDS hook */
+	ly_ratelimit_free(w->limit);
 	free(w->kubelet_host);
 	ly_keycount_cleanup(&w->uid_conns);
 	free(w);

@@ -300,6 +300,8 @@
 #define LY_RATELIMIT_KEYS_MAX 65536
 #define LY_RATELIMIT_KEY_MAX LY_SPIFFE_ID_MAX
 #define LY_RATELIMIT_BURST_MAX 1000000
+/* Selector sets the agent's Workload API limit remembers (agent.ratelimit.workload_api). */
+#define LY_WAPI_RATELIMIT_KEYS 4096
 
 /*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
