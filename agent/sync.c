@@ -230,7 +230,6 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 			return ly_error_wrap(err, rc, "sync");
 	}
 	ly_sync_persist_load(s);
-	ly_sync_chan_resolve_all(s);
 	if (!s->ident.valid) {
 		if (s->method == METHOD_NONE)
 			return ly_error_set(err, LY_E_INVALID,
@@ -239,7 +238,8 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 			    s->agent->cfg.data_dir);
 		LY_TRY(ly_sync_enrol_bootstrap(s, err));
 	}
-	/* Nothing can fail from here on. */
+	/* Nothing can fail from here on (a resolution in flight must not outlive a failed start). */
+	ly_sync_chan_resolve_all(s);
 	if (ly_rotation_schedule_all(s->sched, s->cache, ly_sync_base_now_ms(), &e) != LY_OK)
 		log_error("rotation schedule: %s", e.msg);
 	int64_t iv = s->agent->cfg.sync_interval > 0 ? s->agent->cfg.sync_interval : LY_AGENT_SYNC_INTERVAL_DEFAULT;
