@@ -158,7 +158,8 @@ def main():
                 first.start()  # back, with the state it had at the copy
                 first, other = other, first
                 time.sleep(1.5)  # the hold-down of the first server's address (1 s) expires
-        a.stop()
+        rc = a.stop()
+        check(rc == 0, "the agent stops cleanly (SIGTERM, resolutions and channels released)", f"rc={rc}")
         A.p.stop()
         B.p.stop()
         ok_end = True

@@ -136,7 +136,8 @@ def main():
         ok, limited, other, msg = flood(stub, pb, 300)
         check(ok == 300 and limited == 0, "workload_api: 0: 300 calls at once, none refused", f"{ok} {limited} {msg}")
         ch.close()
-        a.stop()
+        rc = a.stop()
+        check(rc == 0, "the agent stops cleanly", f"rc={rc}")
         srv.p.stop()
         done = True
     finally:
