@@ -315,9 +315,9 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 		return ly_error_set(err, LY_E_NOMEM, "out of memory");
 	w->agent = agent;
 	w->src = *src;
-	list_init(&w->conns);
-	list_init(&w->streams);
-	list_init(&w->jwt_reqs);
+	ly_queue_init(&w->conns);
+	ly_queue_init(&w->streams);
+	ly_queue_init(&w->jwt_reqs);
 	/* 0 means "never hash" in our config, "default" to the attestor: 1 byte hashes nothing real. */
 	struct ly_unix_attestor_config uc = {
 		.proc_root = cfg->proc_root,
@@ -414,7 +414,7 @@ handle_closed_cb(uv_handle_t *h)
 void
 ly_wapi_stop(struct ly_wapi *w)
 {
-	struct link *l, *next;
+	struct ly_queue *l, *next;
 
 	if (w == NULL || w->stopping)
 		return;
@@ -430,9 +430,8 @@ ly_wapi_stop(struct ly_wapi *w)
 		uv_timer_stop(&w->expiry);
 	}
 	/* Open streams end now; clients reconnect (to the next agent). */
-	for (l = w->streams.next; l != &w->streams; l = next) {
-		next = l->next;
-		ly_wapi_stream_end(container_of(l, struct stream, link), LY_RPC_UNAVAILABLE, "agent is shutting down");
+	LY_QUEUE_FOREACH_SAFE(l, next, &w->streams) {
+		ly_wapi_stream_end(LY_QUEUE_DATA(l, struct stream, link), LY_RPC_UNAVAILABLE, "agent is shutting down");
 	}
 	ly_sds_stop(w->sds); /* SDS hook */
 	/* k8s attestations still running end from inside close (LY_E_IO): their
@@ -460,17 +459,16 @@ ly_wapi_maybe_free(struct ly_wapi *w)
 void
 ly_wapi_free(struct ly_wapi *w)
 {
-	struct link *l, *next;
+	struct ly_queue *l, *next;
 
 	if (w == NULL)
 		return;
 	ly_wapi_stop(w);
 	w->freeing = true;
 	/* After ly_rpc_close: every call was released, so no stream or JWT request is left. */
-	for (l = w->jwt_reqs.next; l != &w->jwt_reqs; l = next) {
-		next = l->next;
+	LY_QUEUE_FOREACH_SAFE(l, next, &w->jwt_reqs) {
 		log_error("workload api: a FetchJWTSVID call outlived gRPC");
-		ly_wapi_jwt_req_free(container_of(l, struct jwt_req, link));
+		ly_wapi_jwt_req_free(LY_QUEUE_DATA(l, struct jwt_req, link));
 	}
 	if (w->handles_init) {
 		w->handles_init = false;

@@ -124,7 +124,7 @@ static const char *const stream_names[ST_KINDS] = { "FetchX509SVID", "FetchX509B
 static void
 stream_free(struct stream *st)
 {
-	list_del(&st->link);
+	ly_queue_remove(&st->link);
 	st->w->n_streams[st->kind]--;
 	free(st);
 }
@@ -284,14 +284,13 @@ static void
 pass_run(struct ly_wapi *w)
 {
 	struct pass_ctx p;
-	struct link *l, *next;
+	struct ly_queue *l, *next;
 
 	if (w->stopping)
 		return;
 	pass_ctx_init(&p, w);
-	for (l = w->streams.next; l != &w->streams; l = next) {
-		next = l->next;
-		stream_update(container_of(l, struct stream, link), &p);
+	LY_QUEUE_FOREACH_SAFE(l, next, &w->streams) {
+		stream_update(LY_QUEUE_DATA(l, struct stream, link), &p);
 	}
 	ly_sds_changed(w->sds); /* SDS hook: SDS streams are subscribers of the same cache */
 	/* Wake up when an SVID on a stream expires, to take it off (SPEC §3). */
@@ -354,7 +353,7 @@ stream_start(struct ly_wapi *w, struct ly_rpc_call *call, enum stream_kind kind,
 	st->kind = kind;
 	st->call = call;
 	st->conn = c;
-	list_add(&w->streams, &st->link);
+	ly_queue_insert_tail(&w->streams, &st->link);
 	w->n_streams[kind]++;
 	ly_rpc_call_set_closed_cb(call, on_stream_closed, st);
 	pass_ctx_init(&p, w);
@@ -395,7 +394,7 @@ ly_wapi_fetch_jwt_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t l
 void
 ly_wapi_jwt_req_free(struct jwt_req *r)
 {
-	list_del(&r->link);
+	ly_queue_remove(&r->link);
 	r->w->n_jwt--;
 	for (size_t i = 0; i < r->n; i++) {
 		free(r->slots[i].entry_id);
@@ -583,7 +582,7 @@ ly_wapi_fetch_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len,
 	r->w = w;
 	r->call = call;
 	r->conn = c;
-	list_add(&w->jwt_reqs, &r->link);
+	ly_queue_insert_tail(&w->jwt_reqs, &r->link);
 	w->n_jwt++;
 	ly_status rc = jwt_req_slots(r, &ids, m.spiffe_id, &e);
 	if (rc == LY_E_NOT_FOUND) {

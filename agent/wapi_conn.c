@@ -47,7 +47,7 @@ conn_unref(struct wconn *c)
 	if (--c->refs > 0)
 		return;
 	struct ly_wapi *w = c->w;
-	list_del(&c->link);
+	ly_queue_remove(&c->link);
 	w->n_conns--;
 	(void)ly_keycount_give(&w->uid_conns, &c->uid, sizeof(c->uid));
 	if (w->src.memory_burst != NULL)
@@ -384,7 +384,7 @@ ly_wapi_on_connection(uv_stream_t *listener, int status)
 	c->refs = 1; /* the attestation phase */
 	c->pipe = pipe;
 	c->peer.pidfd = -1;
-	list_add(&w->conns, &c->link);
+	ly_queue_insert_tail(&w->conns, &c->link);
 	w->n_conns++;
 	if (conn_start(c, fd))
 		return;

@@ -32,42 +32,12 @@
 #include "agent/wapi.h"
 #include "lib/caps.h"
 #include "lib/error.h"
+#include "lib/queue.h"
 #include "rpc/keycount.h"
 #include "rpc/rpc.h"
 
 #define WAPI_HEADER "workload.spiffe.io"
 #define M(name) "/SpiffeWorkloadAPI/" name
-
-/* ---- lists ------------------------------------------------------------------------ */
-
-struct link {
-	struct link *prev, *next;
-};
-
-static inline void
-list_init(struct link *l)
-{
-	l->prev = l->next = l;
-}
-
-static inline void
-list_add(struct link *head, struct link *l)
-{
-	l->next = head;
-	l->prev = head->prev;
-	head->prev->next = l;
-	head->prev = l;
-}
-
-static inline void
-list_del(struct link *l)
-{
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	l->prev = l->next = l;
-}
-
-#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
 
 /* ---- state ------------------------------------------------------------------------ */
 
@@ -90,9 +60,9 @@ struct ly_wapi {
 	struct ly_unix_attestor *unix_att;
 	struct ly_k8s_attestor *k8s_att;
 	char *kubelet_host;
-	struct link conns;    /* every live connection */
-	struct link streams;  /* open streams */
-	struct link jwt_reqs; /* FetchJWTSVID calls waiting for tokens */
+	struct ly_queue conns;    /* every live connection */
+	struct ly_queue streams;  /* open streams */
+	struct ly_queue jwt_reqs; /* FetchJWTSVID calls waiting for tokens */
 	struct ly_sds *sds;   /* SDS hook: Envoy SDS v3 on this socket (sds.h) */
 	size_t n_conns, n_attesting, n_jwt;
 	struct ly_keycount uid_conns; /* open connections per uid (LY_WAPI_CONNS_PER_UID_MAX) */
@@ -109,7 +79,7 @@ struct ly_wapi {
 /* One Workload API connection (the conn_ctx of its calls). */
 struct wconn {
 	struct ly_wapi *w;
-	struct link link;
+	struct ly_queue link;
 	uint64_t id;
 	int refs;       /* the attestation phase, and gRPC's context once added */
 	uid_t uid;      /* counted in w->uid_conns until the connection is freed */
@@ -127,7 +97,7 @@ struct wconn {
 };
 
 struct stream {
-	struct link link;
+	struct ly_queue link;
 	struct ly_wapi *w;
 	enum stream_kind kind;
 	struct ly_rpc_call *call;
@@ -143,7 +113,7 @@ struct jwt_slot {
 };
 
 struct jwt_req {
-	struct link link;
+	struct ly_queue link;
 	struct ly_wapi *w;
 	struct ly_rpc_call *call;
 	struct wconn *conn;

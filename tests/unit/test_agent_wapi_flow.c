@@ -204,9 +204,9 @@ setup(void **state)
 	w->agent = &f->agent;
 	w->src = (struct ly_wapi_source){ .arg = f, .cache = src_cache, .ready = src_ready,
 		.fetch_jwt = src_fetch_jwt };
-	list_init(&w->conns);
-	list_init(&w->streams);
-	list_init(&w->jwt_reqs);
+	ly_queue_init(&w->conns);
+	ly_queue_init(&w->streams);
+	ly_queue_init(&w->jwt_reqs);
 	assert_int_equal(uv_timer_init(&f->loop, &w->kick), 0);
 	assert_int_equal(uv_timer_init(&f->loop, &w->expiry), 0);
 	w->kick.data = w->expiry.data = w;
@@ -226,7 +226,7 @@ setup(void **state)
 	c->peer.has_start_time = true;
 	assert_int_equal(ly_proc_exe_id("/proc", c->peer.pid, &c->peer.exe, &e), LY_OK);
 	c->sels = ta_selectors(&c->n_sels, "unix:uid:1000", NULL);
-	list_add(&w->conns, &c->link);
+	ly_queue_insert_tail(&w->conns, &c->link);
 	*state = f;
 	return 0;
 }
@@ -237,8 +237,8 @@ teardown(void **state)
 	struct fixture *f = *state;
 	struct ly_wapi *w = &f->w;
 	/* Every test ends its streams and JWT requests. */
-	assert_true(w->streams.next == &w->streams);
-	assert_true(w->jwt_reqs.next == &w->jwt_reqs);
+	assert_true(ly_queue_empty(&w->streams));
+	assert_true(ly_queue_empty(&w->jwt_reqs));
 	uv_close((uv_handle_t *)&w->kick, NULL);
 	uv_close((uv_handle_t *)&w->expiry, NULL);
 	(void)uv_run(&f->loop, UV_RUN_DEFAULT);
