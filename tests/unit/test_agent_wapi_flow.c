@@ -15,7 +15,7 @@
  * goes; a caller entitled to nothing refused at once; a caller no longer
  * the process attested refused for good; FetchJWTSVID failing UNAVAILABLE
  * when the minter refuses, and CANCELLED when the client left before the
- * token came.
+ * token came; the rate limit per selector set (agent.ratelimit.workload_api).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +36,7 @@
 #include "agent/wapi_internal.h"
 #include "lib/bundle.h"
 #include "lib/log.h"
+#include "lib/ratelimit.h"
 #include "rpc/rpc.h"
 #include "testutil_agent.h"
 
@@ -523,6 +524,53 @@ test_jwt_no_audience(void **state)
 	assert_int_equal(f->jwt_fetches, 0);
 }
 
+/*
+ * agent.ratelimit.workload_api: the caller's selector set has `burst`
+ * calls, then UNAVAILABLE naming the limit (counted); another selector
+ * set is not touched; after the refill the caller is served again. The
+ * limiter reads the loop's clock (uv_now), moved on by uv_update_time.
+ */
+static void
+test_rate_limit_per_selector_set(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_ratelimit_config rc = { "workload_api", 2, 2, 16 };
+	struct ly_rpc_call c;
+
+	assert_int_equal(ly_ratelimit_new(&rc, &f->w.limit, NULL), LY_OK);
+	put_entry(f, "e-1");
+	put_bundle(f);
+	f->jwt_rc = LY_E_IO; /* past admission, the minter refuses at once: the call ends either way */
+	(void)snprintf(f->conn.selkey, sizeof(f->conn.selkey), "%064d", 1);
+	uv_update_time(&f->loop);
+	for (int i = 0; i < 2; i++) {
+		c = call_on(f, M("FetchJWTSVID"));
+		ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+		assert_string_equal(c.details, "could not fetch JWT-SVID");
+	}
+	c = call_on(f, M("FetchJWTSVID"));
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_int_equal(c.code, LY_RPC_UNAVAILABLE);
+	assert_string_equal(c.details, "rate limit: Workload API calls over 2/s for this workload's selectors; retry later");
+	assert_int_equal(f->jwt_fetches, 2);
+	assert_int_equal(f->w.rate_limited, 1);
+	/* Another selector set has its own bucket. */
+	(void)snprintf(f->conn.selkey, sizeof(f->conn.selkey), "%064d", 2);
+	c = call_on(f, M("FetchJWTSVID"));
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_string_equal(c.details, "could not fetch JWT-SVID");
+	/* The first set, 600 ms later: one token back (2/s). */
+	(void)snprintf(f->conn.selkey, sizeof(f->conn.selkey), "%064d", 1);
+	usleep(600 * 1000);
+	uv_update_time(&f->loop);
+	c = call_on(f, M("FetchJWTSVID"));
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_string_equal(c.details, "could not fetch JWT-SVID");
+	assert_int_equal(f->jwt_fetches, 4);
+	ly_ratelimit_free(f->w.limit);
+	f->w.limit = NULL;
+}
+
 int
 main(void)
 {
@@ -536,6 +584,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_jwt_minter_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwt_client_leaves_before_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwt_no_audience, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rate_limit_per_selector_set, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
