@@ -64,12 +64,15 @@
 #define READY_POLL_MS 100
 /*
  * agent.ratelimit.workload_api's default: Workload API calls a second per
- * selector set (docs/operations.md "Rate limits"). A workload opens one
- * X.509 stream and fetches JWT-SVIDs (go-spiffe's JWTSource asks the agent
- * on every use): 500/s leaves busy workloads alone and stops a runaway
- * loop from taking the agent (and the server's 500/s signing budget).
+ * selector set (docs/operations.md §13). A workload opens one X.509
+ * stream and fetches JWT-SVIDs (go-spiffe's JWTSource asks the agent on
+ * every use), and the replicas of a service on one node share a set:
+ * 2,000/s leaves busy services alone (docs/benchmarks.md drives 1,000
+ * calls/s), while a runaway loop, which alone could take all of the
+ * agent's ~5,000 calls/s a core (~200 µs each), is held to less than half
+ * of it and leaves the rest to the other workloads.
  */
-#define LY_AGENT_WAPI_RATE_DEFAULT 500
+#define LY_AGENT_WAPI_RATE_DEFAULT 2000
 /* agent.sync_interval bounds, seconds. */
 #define SYNC_INTERVAL_MIN 1
 #define SYNC_INTERVAL_MAX 3600
