@@ -214,6 +214,9 @@ def main():
             time.sleep(0.1)
         check(t is not None, "the agent's watch is on one of the two servers")
         rounds("copy", a, A, B, agent_id)
+        # A (localhost:PA) was killed in one of the rounds: its name was resolved again on that failure.
+        n_res = len(re.findall(r"server localhost: 1 address\(es\)", a.p.text()))
+        check(n_res >= 2, "the DNS name is resolved again after its server failed", f"{n_res} resolution(s)")
         rc = a.stop()
         check(rc == 0, "the agent stops cleanly (SIGTERM, resolutions and channels released)", f"rc={rc}")
         A.p.stop()
