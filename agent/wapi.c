@@ -315,6 +315,9 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 		return ly_error_set(err, LY_E_NOMEM, "out of memory");
 	w->agent = agent;
 	w->src = *src;
+	w->max_response = (size_t)cfg->workload_response_max;
+	if (w->max_response == 0 || w->max_response > LY_RPC_RESPONSE_MAX)
+		w->max_response = LY_RPC_RESPONSE_MAX;
 	ly_queue_init(&w->conns);
 	ly_queue_init(&w->streams);
 	ly_queue_init(&w->jwt_reqs);
@@ -352,6 +355,7 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 	struct ly_sds_config sdc = {
 		.names = { cfg->sds_default_svid_name, cfg->sds_default_bundle_name, cfg->sds_default_all_bundles_name },
 		.disable_spiffe_cert_validation = cfg->sds_disable_spiffe_cert_validation,
+		.max_response = w->max_response,
 	};
 	if ((rc = ly_sds_new(&sh, &sdc, &w->sds, err)) != LY_OK)
 		goto fail;
@@ -360,6 +364,8 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 		.n_methods = sizeof(methods) / sizeof(methods[0]),
 		.arg = w,
 		.max_request = LY_WORKLOAD_REQUEST_MAX,
+		/* Set: gRPC's default (4 MiB) kept large entitlements from being served at all (lib/caps.h). */
+		.max_response = w->max_response,
 		/* SDS hook: Envoy's Node lists its extensions (tens of KB). */
 		.large_service = LY_SDS_SERVICE,
 		.large_max_request = LY_SDS_REQUEST_MAX,

@@ -71,6 +71,7 @@ struct ly_wapi {
 		uint64_t until; /* uv_now; 0: free slot */
 	} penalty[LY_WAPI_PENALTY_SLOTS]; /* LY_WAPI_SHED_PENALTY_MS */
 	size_t n_streams[ST_KINDS];
+	size_t max_response; /* the largest response sent (agent config; rpc.h max_response) */
 	uint64_t next_conn_id;
 	/* Counters (for metrics). */
 	uint64_t accepted, refused_busy, refused_uid, refused_penalty, attest_failed, attest_denied, calls, denied, sent;
