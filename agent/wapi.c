@@ -106,6 +106,8 @@
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"
 #define LISTEN_BACKLOG 1024
 
+static void wapi_maybe_free(struct ly_wapi *w);
+
 void
 ly_wapi_cache_changed(struct ly_wapi *w)
 {
@@ -315,6 +317,7 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 		return ly_error_set(err, LY_E_NOMEM, "out of memory");
 	w->agent = agent;
 	w->src = *src;
+	w->maybe_free = wapi_maybe_free;
 	w->max_response = (size_t)cfg->workload_response_max;
 	if (w->max_response == 0 || w->max_response > LY_RPC_RESPONSE_MAX)
 		w->max_response = LY_RPC_RESPONSE_MAX;
@@ -414,7 +417,7 @@ handle_closed_cb(uv_handle_t *h)
 	struct ly_wapi *w = h->data;
 
 	w->open_handles--;
-	ly_wapi_maybe_free(w);
+	wapi_maybe_free(w);
 }
 
 void
@@ -450,8 +453,8 @@ ly_wapi_stop(struct ly_wapi *w)
 }
 
 /* The last step of ly_wapi_free, once no attestation is running. */
-void
-ly_wapi_maybe_free(struct ly_wapi *w)
+static void
+wapi_maybe_free(struct ly_wapi *w)
 {
 	if (!w->freeing || w->open_handles > 0 || w->n_attesting > 0 || w->n_conns > 0)
 		return;
@@ -482,5 +485,5 @@ ly_wapi_free(struct ly_wapi *w)
 		uv_close((uv_handle_t *)&w->expiry, handle_closed_cb);
 		return;
 	}
-	ly_wapi_maybe_free(w);
+	wapi_maybe_free(w);
 }
