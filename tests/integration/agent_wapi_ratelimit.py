@@ -81,6 +81,17 @@ def main():
         import workload_pb2 as pb
         import workload_pb2_grpc as pb_grpc
 
+        # Values out of range are refused at start, naming the key (exit 2).
+        for bad in ("2000000", "-1", "lots"):
+            bcfg = os.path.join(d, "bad.yaml")
+            with open(bcfg, "w") as f:
+                f.write(f"agent:\n  ratelimit:\n    workload_api: {bad}\n")
+            r = subprocess.run([e2e.AGENT_BIN, "run", "-config", bcfg, "-trustDomain", e2e.TD, "-serverAddress",
+                                "127.0.0.1", "-socketPath", os.path.join(d, "bad", "api.sock"), "-dataDir",
+                                os.path.join(d, "bad", "data")], capture_output=True, text=True, timeout=30)
+            last = (r.stderr.strip().splitlines() or [""])[-1]
+            check(r.returncode == 2 and "ratelimit.workload_api" in last,
+                  f"workload_api: {bad} refused at start (exit 2, the key named)", f"rc={r.returncode} {last}")
         cfg = os.path.join(d, "server.yaml")
         with open(cfg, "w") as f:
             f.write("server:\n  node_attestors:\n    join_token: {}\n")
