@@ -301,7 +301,7 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		return;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-	} else if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	} else if (ly_bundle_pb_make(ly_server_bundle(api->srv), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 	} else {
 		agent_api_reply_send(call, &pbb.msg.base, false);

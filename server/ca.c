@@ -941,6 +941,17 @@ ly_ca_bundle(const struct ly_ca *ca)
 	return ca != NULL ? ca->bundle : NULL;
 }
 
+time_t
+ly_ca_jwt_not_after(const struct ly_ca *ca, const char *kid)
+{
+	for (size_t i = 0; ca != NULL && kid != NULL && i < ca->nslots; i++) {
+		const struct ca_slot *s = ca->slots[i];
+		if (s->jwt && strcmp(s->kid, kid) == 0)
+			return s->not_after;
+	}
+	return 0;
+}
+
 const char *
 ly_ca_trust_domain(const struct ly_ca *ca)
 {

@@ -193,6 +193,13 @@ time_t ly_ca_next_event(const struct ly_ca *ca);
 /* The trust bundle: X.509 roots, JWT keys, sequence, refresh hint. Borrowed (see above). */
 const struct ly_bundle *ly_ca_bundle(const struct ly_ca *ca);
 
+/*
+ * The expiry of the JWT authority `kid` of the bundle (its slot's
+ * notAfter), 0 when the CA holds no such key: what the shared bundle of
+ * several servers publishes with it (bundle_shared.h).
+ */
+time_t ly_ca_jwt_not_after(const struct ly_ca *ca, const char *kid);
+
 /* The trust domain, bare ("example.org"). Borrowed. */
 const char *ly_ca_trust_domain(const struct ly_ca *ca);
 /* notAfter of the active X.509 signing CA (0 when none is active): the metrics' expiry gauge. */
