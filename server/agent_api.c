@@ -314,14 +314,14 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 
 static void on_refresh(uv_timer_t *t);
 
-static void
-refresh_now(struct ly_agent_api *api)
+bool
+agent_api_refresh_now(struct ly_agent_api *api)
 {
 	struct ly_error e;
 	bool changed = false;
 
 	if (api->stopped || api->srv->ds == NULL)
-		return;
+		return false;
 	uint64_t t0 = uv_hrtime();
 	ly_status rc = agent_api_replica_refresh(api, &changed, &e);
 	if (rc == LY_OK && changed)
@@ -333,6 +333,7 @@ refresh_now(struct ly_agent_api *api)
 		if (api->refresh_timer != NULL)
 			ly_uvtimer_arm(api->refresh_timer, on_refresh, REFRESH_RETRY_MS);
 	}
+	return rc == LY_OK;
 }
 
 static void
@@ -341,7 +342,7 @@ on_refresh(uv_timer_t *t)
 	struct ly_agent_api *api = t->data;
 
 	if (api != NULL)
-		refresh_now(api);
+		(void)agent_api_refresh_now(api);
 }
 
 static void
@@ -363,7 +364,7 @@ on_sweep(uv_timer_t *t)
 	if (++api->sweep_ticks >= POLL_TICKS) {
 		api->sweep_ticks = 0;
 		if (api->loaded)
-			refresh_now(api);
+			(void)agent_api_refresh_now(api);
 	}
 }
 
