@@ -275,6 +275,16 @@ def main():
             for p in pair:
                 p.daemon.stop(signal.SIGKILL, timeout=10)
 
+        # The agent's periodic check (every 5 s) is a revision check: answered with deltas, not snapshots.
+        opens = re.findall(r"watch of " + re.escape(agent_b_id) + r" opened \(since_revision=(\d+), replica at (\d+): "
+                           r"(delta|snapshot)\)", b.daemon.text())
+        deltas = [o for o in opens if o[2] == "delta"]
+        figures["ha_watch_opens_delta"] = len(deltas)
+        figures["ha_watch_opens_snapshot"] = len(opens) - len(deltas)
+        check(len(deltas) >= 2 and len(opens) - len(deltas) <= 2,
+              "the agent's periodic watch carries its revision and gets deltas (a snapshot only after attesting)",
+              str(opens[-6:]))
+
         # kill -9 of C: the others serve on; C's authorities stay until they expire.
         c.daemon.proc.send_signal(signal.SIGKILL)
         c.daemon.proc.wait()
