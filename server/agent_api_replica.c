@@ -225,7 +225,8 @@ agent_api_replica_refresh(struct ly_agent_api *api, bool *changed, struct ly_err
 		struct ly_entry key_e = { 0 };
 		key_e.entry_id = ch.items[i].entry_id;
 		struct ly_entry *kp = &key_e;
-		struct ly_entry **hit = bsearch(&kp, api->entries, api->n_entries, sizeof(*api->entries), cmp_entry_ptr);
+		struct ly_entry **hit = api->n_entries == 0 ? NULL
+		    : bsearch(&kp, api->entries, api->n_entries, sizeof(*api->entries), cmp_entry_ptr);
 		if (hit != NULL)
 			before = *hit;
 		bool structural = ch.n > CHANGE_SCAN_MAX || (before != NULL && before->node) ||
