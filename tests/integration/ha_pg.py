@@ -18,7 +18,9 @@ own data dir and CA, and real agents. Checked:
    until they expire (C runs with a 60 s CA TTL), then drop out;
  - PostgreSQL restarted under the servers: they recover by themselves (a
    change through A reaches the agent on B again within 1 s) and every
-   acknowledged entry is still there.
+   acknowledged entry is still there;
+ - an agent banned through A: its stream on B ends at once;
+ - the agent's periodic (5 s) watch carries its revision and gets deltas.
 Prints ok/FAIL per check and a `figures {...}` line; exits non-zero on any failure.
 """
 import json
@@ -325,6 +327,16 @@ def main():
             cr, de = res
             check(max(de) < 1.0 and max(cr) < 1.0, "after the restart, changes through A reach the agent on B "
                   "within 1 s", str([round(x, 3) for x in cr + de]))
+
+        # A ban through A ends the agent's stream on B at once (NOTIFY "a banned ...").
+        t0 = time.monotonic()
+        rc, out, err = a.cli("agent", "ban", "-spiffeID", agent_b_id)
+        check(rc == 0, "agent ban through A", out + err)
+        ended = wait_for(lambda: "refuses this agent" in ag_b.daemon.text(), 5, step=0.01)
+        figures["ha_ban_stream_end_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        check(ended, "a ban through A ends the agent's stream on B within 1 s",
+              ag_b.daemon.text()[-800:])
+        check(figures["ha_ban_stream_end_ms"] < 1000, "... within 1 s", str(figures["ha_ban_stream_end_ms"]))
     except Exception as e:  # a broken harness is a failure, with its reason
         check(False, "harness", repr(e))
     finally:
