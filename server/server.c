@@ -695,6 +695,11 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(notify_listening, LY_METRIC_GAUGE, "lanyard_server_change_notifications_listening",
+	    "PostgreSQL: 1 while LISTEN for the other servers' changes is up (always 0 with SQLite).", NULL, NULL, 0);
+	FAMILY(bundle_authorities, LY_METRIC_GAUGE, "lanyard_server_bundle_authorities",
+	    "Authorities in the trust bundle served (kind x509 or jwt; every server's with PostgreSQL).", kind_label,
+	    NULL, 0);
 #undef FAMILY
 	*out = sm;
 	sm = NULL;
@@ -724,7 +729,16 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	    (rc = ly_metric_set(sm->watchers, NULL, (double)watchers, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->entries, NULL, (double)entries, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->agents, NULL, (double)agents.n, err)) != LY_OK ||
-	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK)
+	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->notify_listening, NULL, ly_pg_notify_listening(m->notify) ? 1 : 0, err)) != LY_OK)
+		goto out;
+	const struct ly_bundle *b = ly_server_bundle(&m->srv);
+	static const char *const x509_label[] = { "x509", NULL }, *const jwt_label[] = { "jwt", NULL };
+	if (b != NULL &&
+	    ((rc = ly_metric_set(sm->bundle_authorities, x509_label, (double)ly_bundle_x509_authority_count(b), err)) !=
+		    LY_OK ||
+		(rc = ly_metric_set(sm->bundle_authorities, jwt_label, (double)ly_bundle_jwt_authority_count(b), err)) !=
+		    LY_OK))
 		goto out;
 	rc = ly_metrics_render(sm->reg, out, err);
 out:

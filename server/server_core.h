@@ -112,7 +112,7 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry;
+	    *entries, *agents, *ca_expiry, *notify_listening, *bundle_authorities;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */

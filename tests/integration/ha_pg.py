@@ -23,6 +23,7 @@ own data dir and CA, and real agents. Checked:
  - the agent's periodic (5 s) watch carries its revision and gets deltas.
 Prints ok/FAIL per check and a `figures {...}` line; exits non-zero on any failure.
 """
+import http.client
 import json
 import os
 import re
@@ -54,10 +55,12 @@ class Server:
         self.config = os.path.join(self.dir, "server.yaml")
         self.log_path = os.path.join(self.dir, "server.log")
         self.port = free_port()
+        self.health_port = free_port()
         self.daemon = None
         with open(self.config, "w") as f:
             f.write("server:\n  trust_domain: example.org\n  datastore:\n    database_type: postgres\n"
-                    f"    connection_string: \"{conninfo}\"\n" +
+                    f"    connection_string: \"{conninfo}\"\n"
+                    f"  health_checks:\n    listener_enabled: true\n    bind_port: {self.health_port}\n" +
                     (f"  ca_ttl: {ca_ttl}s\n" if ca_ttl else ""))
         os.chmod(self.config, 0o600)
 
@@ -69,6 +72,19 @@ class Server:
 
     def cli(self, *args):
         return run([SERVER, *args, "-socketPath", self.sock])
+
+    def metric(self, line_prefix):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.health_port, timeout=10)
+            conn.request("GET", "/metrics")
+            body = conn.getresponse().read().decode()
+            conn.close()
+        except OSError:
+            return None
+        for line in body.splitlines():
+            if line.startswith(line_prefix + " "):
+                return float(line.split()[-1])
+        return None
 
     def roots(self):
         rc, out, _ = self.cli("bundle", "show")
@@ -207,6 +223,11 @@ def main():
         check(None not in ids and len(ids) == 3, "each server has its own server ID", str(ids))
         check(wait_for(lambda: all(s.roots() >= 3 for s in (a, b, c)), 10),
               "every server's bundle holds the three servers' roots", str([s.roots() for s in (a, b, c)]))
+        check(all(s.metric("lanyard_server_change_notifications_listening") == 1 for s in (a, b, c)) and
+              all(s.metric('lanyard_server_bundle_authorities{kind="x509"}') == 3 for s in (a, b, c)),
+              "/metrics: every server listens for changes and serves three X.509 authorities",
+              str([(s.metric("lanyard_server_change_notifications_listening"),
+                    s.metric('lanyard_server_bundle_authorities{kind="x509"}')) for s in (a, b, c)]))
         rc, n, _ = pg.psql("lanyard", "SELECT count(DISTINCT server_id) FROM bundle_authorities")
         check(n == "3", "the bundle_authorities table holds three servers' rows", n)
         rc, n, _ = pg.psql("lanyard", "SELECT count(*) FROM ca_state")
