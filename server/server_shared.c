@@ -92,9 +92,12 @@ ly_server_shared_publish(struct ly_server *srv, int64_t now, struct ly_error *er
 	rc = ly_shared_authorities_from_bundle(local, srv->server_id, jwt_expiry, srv->ca, &mine, err);
 	if (rc == LY_OK)
 		rc = ly_datastore_bundle_publish(srv->ds, srv->server_id, &mine, now, ly_bundle_sequence(local), &seq, err);
-	if (rc == LY_OK)
+	if (rc == LY_OK) {
+		/* What the CA made up to now is in the database: it may sign once its activation time comes. */
+		ly_ca_set_published(srv->ca, (time_t)now);
 		log_info("shared bundle: published %zu authorities of server %s (sequence %llu)", mine.n, srv->server_id,
 		    (unsigned long long)seq);
+	}
 	ly_shared_authorities_cleanup(&mine);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "shared bundle: publish");
