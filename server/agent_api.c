@@ -497,6 +497,56 @@ on_store_change(void *arg, const struct ly_datastore_change *change)
 	}
 }
 
+static int
+cmp_agent_id(const void *key, const void *elem)
+{
+	const struct ly_ds_agent *const *a = elem;
+	return strcmp(key, (*a)->spiffe_id);
+}
+
+static int
+cmp_agent_ptr(const void *x, const void *y)
+{
+	const struct ly_ds_agent *const *a = x, *const *b = y;
+	return strcmp((*a)->spiffe_id, (*b)->spiffe_id);
+}
+
+ly_status
+ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err)
+{
+	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
+	struct ly_queue *q;
+
+	if (api == NULL || api->stopped || api->srv->ds == NULL || api->n_watchers == 0)
+		return LY_OK;
+	LY_TRY(ly_datastore_agent_list(api->srv->ds, &agents, err));
+	/* The list's order is the database's byte order; strcmp's is what bsearch needs here. */
+	if (agents.n > 1)
+		qsort(agents.items, agents.n, sizeof(*agents.items), cmp_agent_ptr);
+	/* Ending an agent's streams frees watchers under the walk: start it again after each. */
+	for (bool again = true; again;) {
+		again = false;
+		LY_QUEUE_FOREACH(q, &api->watchers) {
+			struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
+			struct ly_ds_agent **hit = agents.n == 0 ? NULL
+			    : bsearch(w->agent_id, agents.items, agents.n, sizeof(*agents.items), cmp_agent_id);
+			if (hit != NULL && !(*hit)->banned)
+				continue;
+			char *id = strdup(w->agent_id); /* the watcher goes with its stream */
+			if (id == NULL) {
+				ly_ds_agent_list_cleanup(&agents);
+				return ly_error_set(err, LY_E_NOMEM, "agent recheck: out of memory");
+			}
+			agent_removed(api, id, hit != NULL);
+			free(id);
+			again = true;
+			break;
+		}
+	}
+	ly_ds_agent_list_cleanup(&agents);
+	return LY_OK;
+}
+
 void
 ly_agent_api_stop(struct ly_agent_api *api)
 {

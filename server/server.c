@@ -828,6 +828,10 @@ on_listening(void *arg)
 	if (m->srv.stopping || m->srv.ds == NULL)
 		return;
 	ly_datastore_changed(m->srv.ds, &c);
+	/* Evictions and bans notified while no one listened: their streams end now. */
+	struct ly_error e;
+	if (ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK)
+		log_warn("change notifications: agents not re-checked: %s", e.msg);
 	shared_refresh(m);
 }
 

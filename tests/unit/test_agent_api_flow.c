@@ -469,6 +469,47 @@ test_watch_resumes_at_revision(void **state)
 	free(e2);
 }
 
+/*
+ * A ban and an eviction the change hook never reported (written by another
+ * server while the notification channel was down): the re-check after the
+ * channel is back ends those agents' streams, and only theirs.
+ */
+static void
+test_recheck_agents(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call w1, w2;
+	struct ly_error err;
+
+	open_watch(f, &w1);
+	open_watch(f, &w2);
+	assert_false(w1.finished);
+	/* Nothing changed: nothing ends. */
+	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	assert_false(w1.finished || w2.finished);
+	/* Banned behind the hook's back (the back end's operation, not the wrapper that feeds the hook). */
+	assert_int_equal(f->srv.ds->ops->agent_set_banned(f->srv.ds, AGENT_ID, true, NULL), LY_OK);
+	assert_false(w1.finished);
+	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	assert_true(w1.finished && w2.finished);
+	assert_int_equal(w1.code, LY_RPC_PERMISSION_DENIED);
+	assert_string_equal(w2.details, "agent is banned");
+	size_t watchers = 9, entries = 0;
+	ly_agent_api_counts(f->srv.agent_api, &watchers, &entries);
+	assert_int_equal(watchers, 0);
+	call_cleanup(&w1);
+	call_cleanup(&w2);
+	/* Evicted behind its back: the same, "evicted". */
+	assert_int_equal(f->srv.ds->ops->agent_set_banned(f->srv.ds, AGENT_ID, false, NULL), LY_OK);
+	open_watch(f, &w1);
+	assert_false(w1.finished);
+	assert_int_equal(f->srv.ds->ops->agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	assert_true(w1.finished);
+	assert_string_equal(w1.details, "agent was evicted: it must attest again");
+	call_cleanup(&w1);
+}
+
 static void
 test_ban_ends_stream(void **state)
 {
@@ -527,6 +568,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_change_reaches_watcher, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_resumes_at_revision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recheck_agents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ban_ends_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_superseded_svid_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unregistered_after_free, setup, teardown),
