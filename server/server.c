@@ -830,7 +830,9 @@ on_listening(void *arg)
 	ly_datastore_changed(m->srv.ds, &c);
 	/* Evictions and bans notified while no one listened: their streams end now. */
 	struct ly_error e;
-	if (ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK)
+	/* A datastore call right after PostgreSQL came back finds its session gone; the next one reconnects. */
+	if (ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK &&
+	    ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK)
 		log_warn("change notifications: agents not re-checked: %s", e.msg);
 	shared_refresh(m);
 }

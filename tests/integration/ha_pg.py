@@ -338,9 +338,12 @@ def main():
         t_up = time.monotonic()
         check(wait_for(lambda: a.cli("healthcheck")[0] == 0 and b.cli("healthcheck")[0] == 0, 30),
               "PostgreSQL back: A and B healthy again without a restart")
-        check(wait_for(lambda: "listening on" in b.daemon.text().split("connection lost")[-1], 20),
+        check(wait_for(lambda: b.daemon.text().count("change notifications: listening on") >= 2 and
+                       b.metric("lanyard_server_change_notifications_listening") == 1, 20),
               "B listens for changes again", b.daemon.text()[-800:])
         figures["ha_pg_restart_listen_again_s"] = round(time.monotonic() - t_up, 1)
+        check("agents not re-checked" not in b.daemon.text(),
+              "... and re-read the agents once listening again (evictions and bans missed meanwhile)")
         after = a.entry_ids() or set()
         check(before <= after, "every acknowledged entry is still there", str(before - after))
         res = propagation(a, w, agent_b_id, "after", trials=5)
