@@ -776,9 +776,16 @@ shared_refresh(struct srv_main *m)
 
 	if (m->srv.stopping)
 		return;
-	if (ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &changed, &m->shared_next_expiry, &e) != LY_OK) {
-		log_warn("%s; the next CA tick retries", e.msg);
-		return;
+	/* Right after PostgreSQL came back the first call finds its session gone; the next one reconnects. */
+	ly_status rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &changed, &m->shared_next_expiry, &e);
+	if (rc != LY_OK) {
+		bool again = false;
+		rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &again, &m->shared_next_expiry, &e);
+		changed = changed || again;
+	}
+	if (rc != LY_OK) {
+		log_warn("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
+		tick_arm(m, RETRY_MS);
 	}
 	if (!changed)
 		return;
