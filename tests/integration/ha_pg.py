@@ -20,7 +20,8 @@ own data dir and CA, and real agents. Checked:
    change through A reaches the agent on B again within 1 s) and every
    acknowledged entry is still there;
  - an agent banned through A: its stream on B ends at once;
- - the agent's periodic (5 s) watch carries its revision and gets deltas.
+ - the agent's periodic (5 s) watch carries its revision and gets deltas;
+ - two servers under one upstream CA: one root in the bundle, both JWT keys.
 Prints ok/FAIL per check and a `figures {...}` line; exits non-zero on any failure.
 """
 import http.client
@@ -193,6 +194,37 @@ def propagation(a, watch, parent, tag, trials=TRIALS):
     return created, deleted
 
 
+def upstream(tmp, pg, daemons):
+    """Two servers under one upstream CA: one root in every bundle (each server's own signing CA under it),
+    every server's JWT key."""
+    d = os.path.join(tmp, "upstream")
+    os.makedirs(d)
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", os.path.join(d, "up.key"), "-out", os.path.join(d, "up.crt"), "-days", "30",
+                        "-subj", "/CN=upstream", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                        "keyUsage=critical,keyCertSign,cRLSign", "-addext", "subjectAltName=URI:spiffe://example.org"],
+                       capture_output=True, text=True)
+    if not check(r.returncode == 0, "upstream: a CA made with openssl", r.stderr):
+        return
+    os.chmod(os.path.join(d, "up.key"), 0o600)
+    rc, _, err = pg.psql("postgres", "CREATE DATABASE lanyard_up")
+    check(rc == 0, "upstream: a second database", err)
+    conninfo = pg.conninfo().replace("dbname=lanyard", "dbname=lanyard_up")
+    servers = []
+    for name in ("up-a", "up-b"):
+        s = Server(tmp, name, conninfo)
+        with open(s.config, "a") as f:
+            f.write(f"  upstream_ca:\n    cert_file: {d}/up.crt\n    key_file: {d}/up.key\n")
+        ok = s.start()
+        daemons.append(s.daemon)
+        check(ok, f"upstream: server {name} starts under the upstream CA", s.daemon.text()[-800:])
+        servers.append(s)
+    check(wait_for(lambda: all(s.roots() == 1 and s.metric('lanyard_server_bundle_authorities{kind="jwt"}') == 2
+                               for s in servers), 10),
+          "upstream: every bundle holds the one upstream root and both servers' JWT keys",
+          str([(s.roots(), s.metric('lanyard_server_bundle_authorities{kind="jwt"}')) for s in servers]))
+
+
 def main():
     bindir = pg_bindir()
     if not check(bindir is not None, "PostgreSQL binaries found (install postgresql: scripts/install-deps.sh)"):
@@ -351,6 +383,8 @@ def main():
             cr, de = res
             check(max(de) < 1.0 and max(cr) < 1.0, "after the restart, changes through A reach the agent on B "
                   "within 1 s", str([round(x, 3) for x in cr + de]))
+
+        upstream(tmp, pg, daemons)
 
         # A ban through A ends the agent's stream on B at once (NOTIFY "a banned ...").
         t0 = time.monotonic()
