@@ -23,7 +23,7 @@
  * What it prints on stdout, one line each (times: CLOCK_REALTIME, ns):
  *   stat t=... agents= attested= served= backoff= failed= entries= svids= ...
  *                                   every -stat seconds
- *   revoked agent=I t=NS            entry -mark left agent I's set
+ *   revoked agent=I t=NS server=A   entry -mark left agent I's set (its watch on A)
  *   moved agent=I lost=NS back=NS from=A to=B tries=K
  *                                   agent I's watch failed at `lost` and a
  *                                   snapshot came from another server at `back`
@@ -831,7 +831,7 @@ watch_msg(struct call *k, const uint8_t *msg, size_t len)
 		bool has = ent_find(a, s->mark) != NULL;
 		if (a->has_mark && !has) {
 			s->revoked++;
-			printf("revoked agent=%u t=%" PRId64 "\n", a->idx, t);
+			printf("revoked agent=%u t=%" PRId64 " server=%s\n", a->idx, t, s->addrs[a->addr]);
 		}
 		a->has_mark = has;
 	}
@@ -1053,16 +1053,29 @@ on_stat(uv_timer_t *t)
 		for (size_t j = 0; j < a->n_ents; j++)
 			svids += a->ents[j].renew_at != 0;
 	}
+	/* served_by=A/B/...: agents served by each address of -servers, in order. */
+	char by[256];
+	size_t off = 0;
+	by[0] = '\0';
+	for (unsigned j = 0; j < s->n_addrs && off < sizeof(by) - 16; j++) {
+		unsigned c = 0;
+		for (unsigned i = 0; i < s->n; i++)
+			c += s->agents[i].st == ST_SERVED && s->agents[i].addr == j;
+		int w = snprintf(by + off, sizeof(by) - off, "%s%u", j > 0 ? "/" : "", c);
+		if (w < 0)
+			break;
+		off += (size_t)w;
+	}
 	int64_t t_ns = now_ns();
 	printf("stat t=%" PRId64 ".%03d agents=%u started=%u attested=%" PRIu64 " served=%u connecting=%u backoff=%u "
 	       "failed=%u entries=%" PRIu64 " svids=%" PRIu64 " marked=%" PRIu64 " issued=%" PRIu64 " renewed=%" PRIu64
 	       " agent_renewed=%" PRIu64 " watches=%" PRIu64 " snapshots=%" PRIu64 " deltas=%" PRIu64 " moves=%" PRIu64
 	       " revoked=%" PRIu64 " errs=%" PRIu64 " batch_errs=%" PRIu64 " watch_errs=%" PRIu64
-	       " attest_errs=%" PRIu64 " refused=%" PRIu64 "\n",
+	       " attest_errs=%" PRIu64 " refused=%" PRIu64 " served_by=%s\n",
 	    t_ns / 1000000000, (int)(t_ns / 1000000 % 1000), s->n, s->started, attested, cnt[ST_SERVED],
 	    cnt[ST_CONNECTING], cnt[ST_BACKOFF], cnt[ST_FAILED], ents, svids, marked, s->issued, s->renewed,
 	    s->agent_renewed, s->watch_opened, s->snapshots, s->deltas, s->moves, s->revoked, s->errs, s->batch_errs,
-	    s->watch_errs, s->attest_errs, s->refused);
+	    s->watch_errs, s->attest_errs, s->refused, by);
 	fflush(stdout);
 }
 
