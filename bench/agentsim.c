@@ -4,7 +4,7 @@
  *
  *   bench_agentsim -servers HOST:PORT[,HOST:PORT...] -tokens FILE -bundle FILE
  *       [-td example.org] [-n N] [-ramp PER_S] [-resync S] [-mark ENTRY_ID]
- *       [-backoffMin MS] [-backoffMax MS] [-stat S] [-seed N]
+ *       [-backoffMin MS] [-backoffMax MS] [-stat S] [-srcAddrs N]
  *
  * Each simulated agent is what lanyard-agent is to the server (docs/agent-api.md),
  * minus the Workload API: its own P-256 key, AttestAgent with its own join
@@ -32,6 +32,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -39,7 +41,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -173,6 +178,56 @@ report_err(struct sim *s, struct agent *a, const char *what, int code, const cha
 	va_end(ap);
 	printf("\n");
 	fflush(stdout);
+}
+
+/* ---- source addresses ----------------------------------------------------------------------
+ *
+ * Real agents come from many hosts; ours all come from 127.0.0.1, and the server caps what one
+ * peer address may hold (LY_RPC_CONNS_PER_ADDR_MAX connections, LY_RPC_CALLS_PER_ADDR_MAX
+ * calls). With -srcAddrs N, every TCP connection gRPC makes to a 127/8 address is first bound
+ * to one of 127.0.1.2, 127.0.1.3, ... (N addresses, round robin; all of 127/8 is local on
+ * Linux). This process's own connect() comes before libc's for gRPC's calls (the executable's
+ * symbol interposes), and goes to the system call itself.
+ */
+static unsigned src_addrs;
+static atomic_uint src_next;
+
+static uint32_t
+src_addr(unsigned k)
+{
+	return 0x7f000000u | ((1u + k / 250u) << 8) | (2u + k % 250u);
+}
+
+int
+connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	if (src_addrs > 0 && sa != NULL) {
+		unsigned k = atomic_fetch_add(&src_next, 1u) % src_addrs;
+		if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+			struct sockaddr_in to, from;
+			memcpy(&to, sa, sizeof(to));
+			if ((ntohl(to.sin_addr.s_addr) >> 24) == 127) {
+				memset(&from, 0, sizeof(from));
+				from.sin_family = AF_INET;
+				from.sin_addr.s_addr = htonl(src_addr(k));
+				(void)bind(fd, (const struct sockaddr *)&from, sizeof(from));
+			}
+		} else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+			/* gRPC's dual-stack sockets: IPv4 as ::ffff:a.b.c.d. */
+			struct sockaddr_in6 to, from;
+			memcpy(&to, sa, sizeof(to));
+			if (IN6_IS_ADDR_V4MAPPED(&to.sin6_addr) && to.sin6_addr.s6_addr[12] == 127) {
+				uint32_t v4 = htonl(src_addr(k));
+				memset(&from, 0, sizeof(from));
+				from.sin6_family = AF_INET6;
+				from.sin6_addr.s6_addr[10] = 0xff;
+				from.sin6_addr.s6_addr[11] = 0xff;
+				memcpy(&from.sin6_addr.s6_addr[12], &v4, 4);
+				(void)bind(fd, (const struct sockaddr *)&from, sizeof(from));
+			}
+		}
+	}
+	return (int)syscall(SYS_connect, fd, sa, len);
 }
 
 /* ---- channels --------------------------------------------------------------------------- */
@@ -1165,7 +1220,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: bench_agentsim -servers HOST:PORT[,...] -tokens FILE -bundle FILE [-td TD] [-n N]\n"
 			"       [-ramp AGENTS_PER_S] [-resync S] [-mark ENTRY_ID] [-backoffMin MS] [-backoffMax MS]\n"
-			"       [-stat S]\n");
+			"       [-stat S] [-srcAddrs N]\n");
 	return 2;
 }
 
@@ -1217,6 +1272,8 @@ main(int argc, char **argv)
 			s.backoff_max = v;
 		else if (strcmp(f, "-stat") == 0 && num_arg(val, 1, 3600, &v))
 			stat_s = v;
+		else if (strcmp(f, "-srcAddrs") == 0 && num_arg(val, 0, 250 * 250, &v))
+			src_addrs = (unsigned)v;
 		else {
 			fprintf(stderr, "bench_agentsim: bad flag or value: %s %s\n", f, val);
 			return usage();

@@ -367,7 +367,7 @@ def main():
 
         sim_proc = Proc(NICE + [SIM, "-servers", ",".join(s.addr for s in servers), "-tokens", tokfile,
                                 "-bundle", bundle, "-td", TD, "-ramp", str(A.ramp), "-resync", str(A.resync),
-                                "-mark", MARK], os.path.join(tmp, "agentsim.log"), stdout=subprocess.PIPE)
+                                "-mark", MARK, "-srcAddrs", str(max(1, -(-A.agents // 32)))], os.path.join(tmp, "agentsim.log"), stdout=subprocess.PIPE)
         sim = Sim(sim_proc)
         want_svids = A.agents * (k + 1)
         t0 = time.monotonic()
