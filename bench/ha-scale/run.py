@@ -369,6 +369,7 @@ def main():
                                 "-bundle", bundle, "-td", TD, "-ramp", str(A.ramp), "-resync", str(A.resync),
                                 "-mark", MARK, "-srcAddrs", str(max(1, -(-A.agents // 32)))], os.path.join(tmp, "agentsim.log"), stdout=subprocess.PIPE)
         sim = Sim(sim_proc)
+        cpu_start = [cpu_s(s.proc.pid) for s in servers] + [sum(cpu_s(p) for p in pg.pids())]
         want_svids = A.agents * (k + 1)
         t0 = time.monotonic()
 
@@ -393,6 +394,8 @@ def main():
             raise RuntimeError(f"not all agents served within {A.ready_timeout} s: {sim.stat}; {sim.errs[:5]}")
         fig["ready_s"] = round(time.monotonic() - t0, 1)
         fig["served_by"] = sim.stat.get("served_by")
+        cpu_ready = [cpu_s(s.proc.pid) for s in servers] + [sum(cpu_s(p) for p in pg.pids())]
+        fig["startup_cpu_s"] = [round(b - a, 1) for a, b in zip(cpu_start, cpu_ready)]
         if len(servers) > 1 and "/0" in "/" + fig["served_by"]:
             note(f"WARNING: a server serves no agent ({fig['served_by']}): its CA is not in the bundle the "
                  "agents have (servers sharing one database as one trust domain: issue 16; --share-ca)")
@@ -421,6 +424,7 @@ def main():
             "agentsim_cpu_cores": round((cpu_s(sim_proc.pid) - a0) / w, 3),
             "agentsim_rss_mib": round(rss_kib(sim_proc.pid) / 1024, 1),
             "renewed": sim.get("renewed") - int(s0.get("renewed", 0)),
+            "agent_renewed": sim.get("agent_renewed") - int(s0.get("agent_renewed", 0)),
             "snapshots_per_s": round((sim.get("snapshots") - int(s0.get("snapshots", 0))) / w, 1),
         }
         del clk
@@ -468,12 +472,16 @@ def main():
             wait_for(lambda: len(sim.moved) - m0 >= on_victim and sim.get("served") == A.agents, 120, step=0.1)
             with sim.lock:
                 mv = sim.moved[m0:]
-            back = [(int(m["back"]) - t_kill) / 1e9 for m in mv if m["from"] == victim.addr]
+            mine = [m for m in mv if m["from"] == victim.addr]
+            back = [(int(m["back"]) - t_kill) / 1e9 for m in mine]
+            lost = [(int(m["lost"]) - t_kill) / 1e9 for m in mine]
             fig["kill"] = {"expected": on_victim, "moved": len(back), "served_after": sim.get("served"),
                            "p50_s": round(pct(back, 0.5), 2) if back else None,
                            "p99_s": round(pct(back, 0.99), 2) if back else None,
                            "max_s": round(max(back), 2) if back else None,
-                           "tries_max": max((int(m["tries"]) for m in mv), default=0)}
+                           "tries_max": max((int(m["tries"]) for m in mv), default=0),
+                           "lost_p50_s": round(pct(lost, 0.5), 3) if lost else None,
+                           "lost_max_s": round(max(lost), 3) if lost else None}
             note(f"kill -9 {victim.name}: {fig['kill']}")
         fig["sim_errors"] = sim.get("errs")
         fig["sim_first_errors"] = sim.errs[:10]
@@ -504,7 +512,9 @@ def report(fig):
     print()
     print(f"Set-up: {fig['agents']} tokens {fig['tokens_s']} s; entries created in {fig['create_s']} s; "
           f"all agents served with every SVID {fig['ready_s']} s after bench_agentsim started "
-          f"({fig['issued']} SVIDs issued).")
+          f"({fig['issued']} SVIDs issued); CPU seconds spent meanwhile by "
+          + ", ".join(f"server{i + 1} {c}" for i, c in enumerate(fig["startup_cpu_s"][:-1]))
+          + f", PostgreSQL {fig['startup_cpu_s'][-1]}.")
     print()
     print(f"Agents served by each server when ready: {fig['served_by']}.")
     print()
@@ -515,7 +525,7 @@ def report(fig):
     print(f"| PostgreSQL ({st['postgres_procs']} processes) | {st['postgres_cpu_cores']} | {st['postgres_rss_mib']} |")
     print(f"| bench_agentsim (load generator) | {st['agentsim_cpu_cores']} | {st['agentsim_rss_mib']} |")
     print()
-    print(f"In the window: {st['snapshots_per_s']} watch snapshots/s (agent resync), {st['renewed']} SVIDs renewed.")
+    print(f"In the window: {st['snapshots_per_s']} watch snapshots/s (agent resync), {st['renewed']} SVIDs and {st['agent_renewed']} agent SVIDs renewed.")
     print()
     print("| revocation trial | agents that saw it | p50 ms | p99 ms | max ms | DeleteEntry call ms |")
     print("|---|---|---|---|---|---|")
@@ -530,6 +540,9 @@ def report(fig):
         print("| kill -9 of one server | agents on it | moved and served again | p50 s | p99 s | max s |")
         print("|---|---|---|---|---|---|")
         print(f"| | {k['expected']} | {k['moved']} | {k['p50_s']} | {k['p99_s']} | {k['max_s']} |")
+        print()
+        print(f"Their watches failed {k['lost_p50_s']} s (median; last {k['lost_max_s']} s) after the kill; "
+              f"at most {k['tries_max']} backoff wait(s) (the first one included) before a server answered.")
     print()
     print(f"bench_agentsim errors: {fig['sim_errors']}")
     for ln in fig["sim_first_errors"]:
