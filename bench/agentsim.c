@@ -16,7 +16,10 @@
  * of each SVID's lifetime, RenewAgent at 50% of its own (then a new channel,
  * as the agent does: a connection keeps its handshake's certificate), and
  * the agent's periodic resync (a second watch every -resync seconds whose
- * snapshot replaces the first; 0: none). Agent i starts on server i mod n;
+ * first update replaces the first; 0: none). Every watch is opened with the
+ * revision of the last update applied (since_revision), as the agent does:
+ * a server that answers with the changes since then sends a delta, others a
+ * snapshot. Agent i starts on server i mod n;
  * when its watch fails it moves to the next address after an equal-jitter
  * exponential backoff (the agent's own: -backoffMin..-backoffMax).
  *
@@ -26,7 +29,8 @@
  *   revoked agent=I t=NS server=A   entry -mark left agent I's set (its watch on A)
  *   moved agent=I lost=NS back=NS from=A to=B tries=K
  *                                   agent I's watch failed at `lost` and a
- *                                   snapshot came from another server at `back`
+ *                                   first update came from server B at `back`,
+ *                                   after K backoff waits
  *   err agent=I what=W code=C msg   the first 50 failures, then only counted
  * Everything runs on one libuv loop; gRPC through rpc/ (ly_rpc).
  */
@@ -122,6 +126,7 @@ struct agent {
 	size_t n_ents, cap_ents;
 	struct call *batch, *renew; /* the one of each in flight */
 	bool has_mark;
+	int64_t revision; /* of the last update applied: the next watch's since_revision */
 	uv_timer_t timer;
 	int64_t t_lost;
 	unsigned lost_from;
@@ -774,6 +779,7 @@ watch_open(struct agent *a)
 	if (a->chan == NULL || a->wnext != NULL || (k = call_new(a, a->chan, C_WATCH)) == NULL)
 		return;
 	lanyard__agent__v1__watch_entries_request__init(&req);
+	req.since_revision = a->revision;
 	if (call_start(k, &req.base, LY_RPC_SERVER_STREAM, M_WATCH, 0, &e) != LY_OK) {
 		lose(a, "watch", 0, e.msg);
 		return;
@@ -882,6 +888,8 @@ watch_msg(struct call *k, const uint8_t *msg, size_t len)
 			if (m->deleted_entry_ids[i] != NULL)
 				ent_delete(a, m->deleted_entry_ids[i]);
 	}
+	if (m->revision > 0)
+		a->revision = m->revision;
 	if (s->mark != NULL) {
 		bool has = ent_find(a, s->mark) != NULL;
 		if (a->has_mark && !has) {

@@ -59,11 +59,12 @@ ap.add_argument("--ready-timeout", type=int, default=900)
 ap.add_argument("--share-ca", action="store_true",
                 help="copy server1's CA into the other servers' data dirs before they start (a stopgap for "
                      "servers that do not publish their own CA into a shared bundle yet)")
+ap.add_argument("--server-bin", help="a lanyard-server other than BUILD's (e.g. a branch's build)")
 ap.add_argument("--json")
 ap.add_argument("--keep", action="store_true")
 A = ap.parse_args()
 
-SERVER = os.path.join(A.build, "server", "lanyard-server")
+SERVER = A.server_bin or os.path.join(A.build, "server", "lanyard-server")
 SIM = os.path.join(A.build, "bench", "bench_agentsim")
 procs = []
 with open(SERVER, "rb") if os.path.exists(SERVER) else open(os.devnull, "rb") as _f:
@@ -426,6 +427,8 @@ def main():
             "renewed": sim.get("renewed") - int(s0.get("renewed", 0)),
             "agent_renewed": sim.get("agent_renewed") - int(s0.get("agent_renewed", 0)),
             "snapshots_per_s": round((sim.get("snapshots") - int(s0.get("snapshots", 0))) / w, 1),
+            "deltas_per_s": round((sim.get("deltas") - int(s0.get("deltas", 0))) / w, 1),
+            "watches_per_s": round((sim.get("watches") - int(s0.get("watches", 0))) / w, 1),
         }
         del clk
         note(f"steady: {fig['steady']}")
@@ -483,6 +486,7 @@ def main():
                            "lost_p50_s": round(pct(lost, 0.5), 3) if lost else None,
                            "lost_max_s": round(max(lost), 3) if lost else None}
             note(f"kill -9 {victim.name}: {fig['kill']}")
+        time.sleep(1.5)  # one more stat line
         fig["sim_errors"] = sim.get("errs")
         fig["sim_first_errors"] = sim.errs[:10]
         fig["load_end"] = loadavg()
@@ -525,7 +529,8 @@ def report(fig):
     print(f"| PostgreSQL ({st['postgres_procs']} processes) | {st['postgres_cpu_cores']} | {st['postgres_rss_mib']} |")
     print(f"| bench_agentsim (load generator) | {st['agentsim_cpu_cores']} | {st['agentsim_rss_mib']} |")
     print()
-    print(f"In the window: {st['snapshots_per_s']} watch snapshots/s (agent resync), {st['renewed']} SVIDs and {st['agent_renewed']} agent SVIDs renewed.")
+    print(f"In the window: {st['watches_per_s']} watches opened/s (the agents' resync), answered with "
+          f"{st['snapshots_per_s']} snapshots/s and {st['deltas_per_s']} deltas/s; {st['renewed']} SVIDs and {st['agent_renewed']} agent SVIDs renewed.")
     print()
     print("| revocation trial | agents that saw it | p50 ms | p99 ms | max ms | DeleteEntry call ms |")
     print("|---|---|---|---|---|---|")
