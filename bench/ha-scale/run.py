@@ -371,7 +371,6 @@ def main():
                                 "-mark", MARK, "-srcAddrs", str(max(1, -(-A.agents // 32)))], os.path.join(tmp, "agentsim.log"), stdout=subprocess.PIPE)
         sim = Sim(sim_proc)
         cpu_start = [cpu_s(s.proc.pid) for s in servers] + [sum(cpu_s(p) for p in pg.pids())]
-        want_svids = A.agents * (k + 1)
         t0 = time.monotonic()
 
         def ready():
@@ -380,8 +379,10 @@ def main():
             for s in servers:
                 if not s.proc.alive():
                     raise RuntimeError(f"{s.name} exited")
-            return sim.get("served") == A.agents and sim.get("svids") >= want_svids and \
-                sim.get("marked") == A.agents
+            # Agents whose attestation failed for good (a join token used up) are counted apart.
+            served = sim.get("served")
+            return served + sim.get("failed") == A.agents and sim.get("svids") >= served * (k + 1) and \
+                sim.get("marked") == served
         last = [0]
 
         def progress():
@@ -394,6 +395,10 @@ def main():
         if not wait_for(progress, A.ready_timeout, step=0.5):
             raise RuntimeError(f"not all agents served within {A.ready_timeout} s: {sim.stat}; {sim.errs[:5]}")
         fig["ready_s"] = round(time.monotonic() - t0, 1)
+        n_served = sim.get("served")
+        fig["failed"] = sim.get("failed")
+        if fig["failed"]:
+            note(f"WARNING: {fig['failed']} agents could not attest; measuring the {n_served} served")
         fig["served_by"] = sim.stat.get("served_by")
         cpu_ready = [cpu_s(s.proc.pid) for s in servers] + [sum(cpu_s(p) for p in pg.pids())]
         fig["startup_cpu_s"] = [round(b - a, 1) for a, b in zip(cpu_start, cpu_ready)]
@@ -401,7 +406,7 @@ def main():
             note(f"WARNING: a server serves no agent ({fig['served_by']}): its CA is not in the bundle the "
                  "agents have (servers sharing one database as one trust domain: issue 16; --share-ca)")
         fig["issued"] = sim.get("issued")
-        note(f"all {A.agents} agents served, {want_svids} SVIDs, in {fig['ready_s']} s")
+        note(f"{n_served} agents served, {sim.get('svids')} SVIDs, in {fig['ready_s']} s")
 
         time.sleep(A.settle)
         clk = os.sysconf("SC_CLK_TCK")
@@ -437,7 +442,7 @@ def main():
         for tr in range(A.trials):
             if tr > 0:
                 admin.CreateEntry(mark, timeout=60)
-                if not wait_for(lambda: sim.get("marked") == A.agents, 120, step=0.2):
+                if not wait_for(lambda: sim.get("marked") == n_served, 120, step=0.2):
                     raise RuntimeError(f"mark not back on every agent: {sim.stat}")
                 time.sleep(2)
             with sim.lock:
@@ -445,8 +450,8 @@ def main():
             t_del = time.time_ns()
             admin.DeleteEntry(admin_pb2.EntryID(entry_id=MARK), timeout=60)
             t_ret = time.time_ns()
-            if not wait_for(lambda: len(sim.revoked) - n0 >= A.agents, 60, step=0.05):
-                note(f"trial {tr}: only {len(sim.revoked) - n0} of {A.agents} agents saw the deletion")
+            if not wait_for(lambda: len(sim.revoked) - n0 >= n_served, 60, step=0.05):
+                note(f"trial {tr}: only {len(sim.revoked) - n0} of {n_served} agents saw the deletion")
             with sim.lock:
                 got = sim.revoked[n0:]
             lat = [(t - t_del) / 1e6 for _, t in got]
@@ -472,7 +477,7 @@ def main():
             t_kill = time.time_ns()
             victim.proc.p.send_signal(signal.SIGKILL)
             victim.proc.p.wait()
-            wait_for(lambda: len(sim.moved) - m0 >= on_victim and sim.get("served") == A.agents, 120, step=0.1)
+            wait_for(lambda: len(sim.moved) - m0 >= on_victim and sim.get("served") == n_served, 120, step=0.1)
             with sim.lock:
                 mv = sim.moved[m0:]
             mine = [m for m in mv if m["from"] == victim.addr]
@@ -515,7 +520,8 @@ def report(fig):
           f"{fig['load_end']} at the end.")
     print()
     print(f"Set-up: {fig['agents']} tokens {fig['tokens_s']} s; entries created in {fig['create_s']} s; "
-          f"all agents served with every SVID {fig['ready_s']} s after bench_agentsim started "
+          f"{fig['agents'] - fig['failed']} agents served with every SVID ({fig['failed']} could not attest) "
+          f"{fig['ready_s']} s after bench_agentsim started "
           f"({fig['issued']} SVIDs issued); CPU seconds spent meanwhile by "
           + ", ".join(f"server{i + 1} {c}" for i, c in enumerate(fig["startup_cpu_s"][:-1]))
           + f", PostgreSQL {fig['startup_cpu_s'][-1]}.")
