@@ -154,7 +154,16 @@ struct sim {
 	/* counters */
 	uint64_t issued, renewed, agent_renewed, moves, revoked, watch_opened, snapshots, deltas;
 	uint64_t errs, batch_errs, watch_errs, attest_errs, refused;
+	double chan_new_ms; /* loop time spent making channels (credentials, TLS contexts) */
 };
+
+static double
+mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 static int64_t
 now_ns(void)
@@ -300,7 +309,10 @@ chan_new(struct agent *a, bool mtls, struct ly_error *err)
 		(void)ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
 		return NULL;
 	}
-	if (ly_rpc_channel_new(s->rpc, &cfg, &c->ch, err) != LY_OK) {
+	double t0 = mono_ms();
+	ly_status rc = ly_rpc_channel_new(s->rpc, &cfg, &c->ch, err);
+	s->chan_new_ms += mono_ms() - t0;
+	if (rc != LY_OK) {
 		free(c);
 		return NULL;
 	}
@@ -1134,11 +1146,11 @@ on_stat(uv_timer_t *t)
 	       "failed=%u entries=%" PRIu64 " svids=%" PRIu64 " marked=%" PRIu64 " issued=%" PRIu64 " renewed=%" PRIu64
 	       " agent_renewed=%" PRIu64 " watches=%" PRIu64 " snapshots=%" PRIu64 " deltas=%" PRIu64 " moves=%" PRIu64
 	       " revoked=%" PRIu64 " errs=%" PRIu64 " batch_errs=%" PRIu64 " watch_errs=%" PRIu64
-	       " attest_errs=%" PRIu64 " refused=%" PRIu64 " served_by=%s\n",
+	       " attest_errs=%" PRIu64 " refused=%" PRIu64 " served_by=%s chan_new_ms=%.0f\n",
 	    t_ns / 1000000000, (int)(t_ns / 1000000 % 1000), s->n, s->started, attested, cnt[ST_SERVED],
 	    cnt[ST_CONNECTING], cnt[ST_BACKOFF], cnt[ST_FAILED], ents, svids, marked, s->issued, s->renewed,
 	    s->agent_renewed, s->watch_opened, s->snapshots, s->deltas, s->moves, s->revoked, s->errs, s->batch_errs,
-	    s->watch_errs, s->attest_errs, s->refused, by);
+	    s->watch_errs, s->attest_errs, s->refused, by, s->chan_new_ms);
 	fflush(stdout);
 }
 

@@ -474,6 +474,8 @@ def main():
                 m0 = len(sim.moved)
             with sim.lock:
                 on_victim = int(sim.stat.get("served_by", "0").split("/")[-1])
+            cn0 = sim.get("chan_new_ms")
+            a_cpu0 = cpu_s(sim_proc.pid)
             t_kill = time.time_ns()
             victim.proc.p.send_signal(signal.SIGKILL)
             victim.proc.p.wait()
@@ -488,6 +490,8 @@ def main():
                            "p99_s": round(pct(back, 0.99), 2) if back else None,
                            "max_s": round(max(back), 2) if back else None,
                            "tries_max": max((int(m["tries"]) for m in mv), default=0),
+                           "sim_chan_new_s": round((sim.get("chan_new_ms") - cn0) / 1e3, 2),
+                           "sim_cpu_s": round(cpu_s(sim_proc.pid) - a_cpu0, 2),
                            "lost_p50_s": round(pct(lost, 0.5), 3) if lost else None,
                            "lost_max_s": round(max(lost), 3) if lost else None}
             note(f"kill -9 {victim.name}: {fig['kill']}")
@@ -553,7 +557,9 @@ def report(fig):
         print(f"| | {k['expected']} | {k['moved']} | {k['p50_s']} | {k['p99_s']} | {k['max_s']} |")
         print()
         print(f"Their watches failed {k['lost_p50_s']} s (median; last {k['lost_max_s']} s) after the kill; "
-              f"at most {k['tries_max']} backoff wait(s) (the first one included) before a server answered.")
+              f"at most {k['tries_max']} backoff wait(s) (the first one included) before a server answered. "
+              f"The load generator spent {k['sim_cpu_s']} CPU s meanwhile, "
+              f"{k['sim_chan_new_s']} s of them making the new channels (loop time).")
     print()
     print(f"bench_agentsim errors: {fig['sim_errors']}")
     for ln in fig["sim_first_errors"]:
