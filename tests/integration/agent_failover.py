@@ -3,21 +3,22 @@
 
     agent_failover.py LANYARD_SERVER LANYARD_AGENT
 
-Two phases, each with two real servers and a real agent given
+Three phases, each with two real servers and a real agent given
 `-serverAddress` with both (`localhost:PA,127.0.0.1:PB`: a DNS name,
 resolved on the agent's loop, and an address):
 
   copy: two servers made from one data directory: server A runs, the agent
      attests to it and gets an SVID; A stops, its data directory is copied
-     to B's (same CA key, same agents and entries at the copy), both start.
-     They do not share a datastore: changes made later through one are not
-     seen by the other.
+     to B's (same CA key, same agents and entries at the copy), both start,
+     each on its own SQLite file: changes made later through one are not
+     seen by the other. A test device only (docs/ha.md: never copy a data
+     directory to run another server on a shared database).
   pg:  two servers on one real PostgreSQL database (server_pg.py's
-     throw-away cluster) with one upstream CA (certs/make-dev-ca.sh), each
-     with its own data directory and signing CA under that root: the join
-     token, the agent's record and the entries are shared; a server sees
-     the other's writes by its 5 s poll of the change log (pushed changes
-     across servers are issue 16's server side, not here).
+     throw-away cluster), each with its own data directory and its own CA:
+     both roots in the shared bundle (docs/ha.md), the join token, the
+     agent's record and the entries shared, changes heard by LISTEN/NOTIFY.
+  pg-upstream: the same under one upstream CA (certs/make-dev-ca.sh): one
+     root, each server's signing CA under it.
 
 In each: the server holding the agent's watch is killed (SIGKILL): cached
 SVIDs are still served, the agent's watch is on the other server within a
@@ -30,7 +31,7 @@ What this does not prove: a DNS name with several addresses (this
 machine's resolver gives localhost one address; the unit test
 test_agent_servers covers the choice among several), a thousand agents
 (the unit test shows the full-jitter spread), revocation pushed across
-servers (ha-multi). Prints one line per check and the figures; exits 1 on
+servers (integration.ha_pg does). Prints one line per check and the figures; exits 1 on
 a failure.
 """
 import os
@@ -132,12 +133,13 @@ def rounds(tag, a, A, B, agent_id):
             time.sleep(1.5)  # the hold-down of the first server's address (1 s) expires
 
 
-def pg_phase(d):
-    """Two servers on one PostgreSQL database and one upstream CA (see the top)."""
+def pg_phase(d, upstream):
+    """Two servers on one PostgreSQL database, with one upstream CA or each its own root (see the top)."""
     import server_pg  # noqa: E402  (reads sys.argv[1:3]: the same arguments)
+    tag = "pg-upstream" if upstream else "pg"
     bindir = server_pg.pg_bindir()
     if bindir is None:
-        skip("pg", "no PostgreSQL binaries (scripts/install-deps.sh installs them)")
+        skip(tag, "no PostgreSQL binaries (scripts/install-deps.sh installs them)")
         return
     os.makedirs(d)
     os.chmod(os.path.dirname(d), 0o755)  # PostgreSQL runs as nobody when we are root: it must reach its directory
@@ -145,33 +147,40 @@ def pg_phase(d):
     pg.start()
     try:
         rc, _, err = pg.psql("postgres", "CREATE DATABASE lanyard")
-        check(rc == 0, "pg: database created", err)
+        check(rc == 0, f"{tag}: database created", err)
         pki = os.path.join(d, "pki")
-        r = subprocess.run(["bash", os.path.join(HERE, "..", "..", "certs", "make-dev-ca.sh"), pki],
-                           capture_output=True, text=True, timeout=120)
-        check(r.returncode == 0, "pg: an upstream CA made (certs/make-dev-ca.sh)", r.stderr[-300:])
-        extra = (f"  datastore:\n    database_type: postgres\n    connection_string: \"{pg.conninfo()}\"\n"
-                 f"  upstream_ca:\n    cert_file: {pki}/upstream-ca.pem\n    key_file: {pki}/upstream-ca.key\n")
+        if upstream:
+            r = subprocess.run(["bash", os.path.join(HERE, "..", "..", "certs", "make-dev-ca.sh"), pki],
+                               capture_output=True, text=True, timeout=120)
+            check(r.returncode == 0, f"{tag}: an upstream CA made (certs/make-dev-ca.sh)", r.stderr[-300:])
+        extra = f"  datastore:\n    database_type: postgres\n    connection_string: \"{pg.conninfo()}\"\n"
+        if upstream:
+            extra += f"  upstream_ca:\n    cert_file: {pki}/upstream-ca.pem\n    key_file: {pki}/upstream-ca.key\n"
         pa, pb = free_port(), free_port()
         A = Server(os.path.join(d, "A"), pa, free_port(), extra)
         B = Server(os.path.join(d, "B"), pb, free_port(), extra)
         A.start()
         B.start()
         bundle = os.path.join(d, "bundle.pem")
+        if not upstream:
+            # Each server's own root, both in the shared bundle (docs/ha.md) once B published its own.
+            e2e.wait_until(lambda: A.cli("bundle", "show").stdout.count("BEGIN CERTIFICATE") >= 2, 20, 0.2)
         with open(bundle, "w") as f:
             f.write(A.cli("bundle", "show").stdout)
+        roots = open(bundle).read().count("BEGIN CERTIFICATE")
+        check(roots == (1 if upstream else 2), f"{tag}: the bootstrap bundle holds {roots} root(s)")
         tok = B.token()  # made through B, used wherever the agent lands: one database
         agent_id = f"{TDID}/lanyard/agent/join_token/{tok}"
         a = start_agent(d, f"localhost:{pa},127.0.0.1:{pb}", ["-joinToken", tok, "-trustBundle", bundle])
-        check(a.wait_log(r"attested as ", 30) is not None, "pg: the agent attests with one of the two servers")
+        check(a.wait_log(r"attested as ", 30) is not None, f"{tag}: the agent attests with one of the two servers")
         A.entry_create("-spiffeID", f"{TDID}/w1", "-parentID", agent_id, "-selector", f"unix:uid:{UID}")
         got = e2e.wait_until(lambda: f"{TDID}/w1" in a.fetch_all(), 20, 0.1)
-        check(bool(got), "pg: an entry created through A -> an SVID served (whichever server the agent is on)")
+        check(bool(got), f"{tag}: an entry created through A -> an SVID served (whichever server the agent is on)")
         t = e2e.wait_until(lambda: A.watches() >= 1 or B.watches() >= 1, 20, 0.1)
-        check(bool(t), "pg: the agent's watch is on one of the two servers")
-        rounds("pg", a, A, B, agent_id)
+        check(bool(t), f"{tag}: the agent's watch is on one of the two servers")
+        rounds(tag, a, A, B, agent_id)
         rc = a.stop()
-        check(rc == 0, "pg: the agent stops cleanly", f"rc={rc}")
+        check(rc == 0, f"{tag}: the agent stops cleanly", f"rc={rc}")
         for srv in (A, B):
             if srv.p is not None and srv.p.proc.poll() is None:
                 srv.p.stop()
@@ -221,11 +230,12 @@ def main():
         check(rc == 0, "the agent stops cleanly (SIGTERM, resolutions and channels released)", f"rc={rc}")
         A.p.stop()
         B.p.stop()
-        pg_phase(os.path.join(d, "pg"))
+        pg_phase(os.path.join(d, "pg"), upstream=False)
+        pg_phase(os.path.join(d, "pgu"), upstream=True)
         ok_end = True
     finally:
         if failures or not ok_end:
-            for lp in (os.path.join(d, "agent", "agent.log"), os.path.join(d, "pg", "agent", "agent.log")):
+            for lp in [os.path.join(d, x, "agent", "agent.log") for x in ("", "pg", "pgu")]:
                 if os.path.exists(lp):
                     print(f"---- {lp} (tail) ----")
                     print("\n".join(open(lp, errors="replace").read().splitlines()[-50:]))
