@@ -47,8 +47,8 @@
 #include "agent/sync.h"
 #include "agent/wapi.h"
 #include "lib/config.h"
+#include "lib/daemon.h"
 #include "lib/flags.h"
-#include "lib/fsperm.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/sdnotify.h"
@@ -506,23 +506,6 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	return LY_OK;
 }
 
-/* ---- data dir ------------------------------------------------------------------ */
-
-/*
- * Creates `path` (parents 0755 as needed) and makes it a directory of ours
- * with mode 0700 (SPEC §2): it holds the agent's key and its SVIDs' keys.
- */
-static ly_status
-data_dir_prepare(const char *path, struct ly_error *err)
-{
-	ly_status rc;
-
-	/* A link is refused, not followed: we would chmod its target (fsperm.h). */
-	if ((rc = ly_fsperm_private_dir(AT_FDCWD, path, LY_FSPERM_PARENTS, NULL, err)) != LY_OK)
-		return ly_error_wrap(err, rc, "cannot use data directory");
-	return LY_OK;
-}
-
 /* ---- shutdown ------------------------------------------------------------------ */
 
 static void
@@ -630,33 +613,7 @@ begin_stop(struct agent_main *m)
 static void
 reload_log_level(struct agent_main *m)
 {
-	struct ly_config *file = NULL;
-	struct ly_error e;
-	const char *name = NULL;
-	enum ly_log_level level;
-
-	if (m->flags.log_level != NULL) {
-		log_info("SIGHUP: log level stays %s (set by -logLevel)", m->flags.log_level);
-		return;
-	}
-	if (m->flags.config_path == NULL) {
-		log_info("SIGHUP: no config file to re-read");
-		return;
-	}
-	if (ly_config_load_file(m->flags.config_path, &file, &e) != LY_OK ||
-	    ly_config_get_string(file, K "log_level", "info", &name, &e) != LY_OK) {
-		log_error("SIGHUP: log level not changed: %s", e.msg);
-		goto out;
-	}
-	if (ly_log_level_parse(name, &level) != LY_OK) {
-		log_error("SIGHUP: log level not changed: %s:%zu: key " K "log_level: \"%s\" is not one of error, warn, "
-		    "info, debug", m->flags.config_path, ly_config_line(file, K "log_level"), name);
-		goto out;
-	}
-	ly_log_set_level(level);
-	log_info("SIGHUP: log level is now %s", name);
-out:
-	ly_config_free(file);
+	ly_daemon_reload_log_level(m->flags.log_level, m->flags.config_path, K "log_level");
 }
 
 static void
@@ -853,7 +810,7 @@ start(struct agent_main *m, struct ly_error *err)
 	ly_status rc;
 	int uvrc;
 
-	LY_TRY(data_dir_prepare(a->cfg.data_dir, err));
+	LY_TRY(ly_daemon_data_dir_prepare(a->cfg.data_dir, err));
 	if ((uvrc = uv_loop_init(&m->loop)) != 0)
 		return ly_error_set(err, LY_E_IO, "event loop: %s", uv_strerror(uvrc));
 	m->loop_ready = true;
@@ -974,14 +931,10 @@ ly_agent_run(int argc, char **argv)
 	};
 	const size_t nflags = sizeof(flags) / sizeof(flags[0]);
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0) {
-			run_usage(stdout, flags, nflags);
-			free(m);
-			return 0;
-		}
-		if (strcmp(argv[i], "--") == 0)
-			break;
+	if (ly_daemon_help_asked(argc, argv)) {
+		run_usage(stdout, flags, nflags);
+		free(m);
+		return 0;
 	}
 	if (ly_flags_parse(flags, nflags, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
 		fprintf(stderr, "lanyard-agent: run: %s\n", e.msg);
@@ -1017,13 +970,8 @@ ly_agent_run(int argc, char **argv)
 		code = 2;
 		goto out;
 	}
-	enum ly_log_level level = LY_LOG_INFO;
-	enum ly_log_format format = LY_LOG_TEXT;
 	/* Both were checked by config_load. */
-	if (ly_log_level_parse(m->agent.cfg.log_level, &level) == LY_OK)
-		ly_log_set_level(level);
-	if (ly_log_format_parse(m->agent.cfg.log_format, &format) == LY_OK)
-		ly_log_set_format(format);
+	ly_daemon_log_apply(m->agent.cfg.log_level, m->agent.cfg.log_format);
 
 	/* Everything we create is ours alone; wapi.c opens the socket to all on purpose. */
 	(void)umask(077);

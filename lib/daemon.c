@@ -1,0 +1,78 @@
+/*
+ * daemon.c: the two daemons' shared scaffolding (daemon.h).
+ */
+#include "lib/daemon.h"
+
+#include <fcntl.h>
+#include <string.h>
+
+#include "lib/config.h"
+#include "lib/fsperm.h"
+#include "lib/log.h"
+
+ly_status
+ly_daemon_data_dir_prepare(const char *path, struct ly_error *err)
+{
+	ly_status rc;
+
+	/* A link is refused, not followed: we would chmod its target (fsperm.h). */
+	if ((rc = ly_fsperm_private_dir(AT_FDCWD, path, LY_FSPERM_PARENTS, NULL, err)) != LY_OK)
+		return ly_error_wrap(err, rc, "cannot use data directory");
+	return LY_OK;
+}
+
+bool
+ly_daemon_help_asked(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+		if (strcmp(argv[i], "--") == 0)
+			break;
+	}
+	return false;
+}
+
+void
+ly_daemon_log_apply(const char *level_name, const char *format_name)
+{
+	enum ly_log_level level = LY_LOG_INFO;
+	enum ly_log_format format = LY_LOG_TEXT;
+
+	if (ly_log_level_parse(level_name, &level) == LY_OK)
+		ly_log_set_level(level);
+	if (ly_log_format_parse(format_name, &format) == LY_OK)
+		ly_log_set_format(format);
+}
+
+void
+ly_daemon_reload_log_level(const char *flag_level, const char *config_path, const char *key)
+{
+	struct ly_config *file = NULL;
+	struct ly_error e;
+	const char *name = NULL;
+	enum ly_log_level level;
+
+	if (flag_level != NULL) {
+		log_info("SIGHUP: log level stays %s (set by -logLevel)", flag_level);
+		return;
+	}
+	if (config_path == NULL) {
+		log_info("SIGHUP: no config file to re-read");
+		return;
+	}
+	if (ly_config_load_file(config_path, &file, &e) != LY_OK ||
+	    ly_config_get_string(file, key, "info", &name, &e) != LY_OK) {
+		log_error("SIGHUP: log level not changed: %s", e.msg);
+		goto out;
+	}
+	if (ly_log_level_parse(name, &level) != LY_OK) {
+		log_error("SIGHUP: log level not changed: %s:%zu: key %s: \"%s\" is not one of error, warn, info, debug",
+		    config_path, ly_config_line(file, key), key, name);
+		goto out;
+	}
+	ly_log_set_level(level);
+	log_info("SIGHUP: log level is now %s", name);
+out:
+	ly_config_free(file);
+}

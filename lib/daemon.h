@@ -1,0 +1,48 @@
+/*
+ * daemon.h: what lanyard-server and lanyard-agent do alike around their
+ * event loops: the private data directory, `run -h` before any flag is
+ * parsed, the log level and format taken from the checked configuration,
+ * and the log level re-read on SIGHUP. One copy for both daemons
+ * (issue 17, "one copy of each primitive"); each daemon keeps its own
+ * handles, stop order and configuration keys.
+ *
+ * Nothing here allocates memory that outlives a call; no function keeps a
+ * pointer it is given. Single-threaded: call from the loop's thread.
+ */
+#ifndef LANYARD_DAEMON_H
+#define LANYARD_DAEMON_H
+
+#include <stdbool.h>
+
+#include "error.h"
+
+/*
+ * Creates `path` (parents 0755 as needed) and makes it a directory of ours
+ * with mode 0700 (SPEC §2): it holds keys. A link is refused, not followed
+ * (fsperm.h). The error says "cannot use data directory" and why.
+ */
+ly_status ly_daemon_data_dir_prepare(const char *path, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * True when argv (the words after `run`) holds -h, -help or --help before
+ * a "--": the caller prints its usage and exits 0 without parsing flags.
+ */
+bool ly_daemon_help_asked(int argc, char **argv);
+
+/*
+ * Sets the log level and format from their names. Both must have been
+ * checked already (the daemon's config loader did): a name that does not
+ * parse leaves that setting as it is.
+ */
+void ly_daemon_log_apply(const char *level, const char *format);
+
+/*
+ * SIGHUP: re-reads `key` (e.g. "server.log_level") from the config file at
+ * `config_path` and sets the log level from it. Nothing changes when the
+ * level came from the -logLevel flag (`flag_level` not NULL) or there is no
+ * config file (`config_path` NULL); an unreadable file or a bad value is
+ * logged as an error and the level stays. Every outcome is one log line.
+ */
+void ly_daemon_reload_log_level(const char *flag_level, const char *config_path, const char *key);
+
+#endif

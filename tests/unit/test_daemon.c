@@ -1,0 +1,148 @@
+/* test_daemon.c: the daemons' shared scaffolding (lib/daemon.h): -h, the data dir, SIGHUP's log level. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/daemon.h"
+#include "lib/log.h"
+
+struct tmp {
+	char dir[64];
+	char path[128];
+};
+
+static int
+setup(void **state)
+{
+	struct tmp *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return -1;
+	(void)snprintf(t->dir, sizeof(t->dir), "/tmp/ly_test_daemon.XXXXXX");
+	if (mkdtemp(t->dir) == NULL) {
+		free(t);
+		return -1;
+	}
+	ly_log_set_fd(open("/dev/null", O_WRONLY | O_CLOEXEC));
+	*state = t;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct tmp *t = *state;
+	char cmd[160];
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(t);
+	return 0;
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void
+test_help_asked(void **state)
+{
+	(void)state;
+	char config[] = "-config", file[] = "x.yaml", h1[] = "-h", h2[] = "-help", h3[] = "--help", end[] = "--";
+	char *none[] = { config, file };
+	char *h[] = { config, file, h1 };
+	char *help[] = { h2 };
+	char *dash2[] = { h3 };
+	char *after[] = { end, h1 };
+	assert_false(ly_daemon_help_asked(2, none));
+	assert_true(ly_daemon_help_asked(3, h));
+	assert_true(ly_daemon_help_asked(1, help));
+	assert_true(ly_daemon_help_asked(1, dash2));
+	/* After "--" it is an argument, not a flag. */
+	assert_false(ly_daemon_help_asked(2, after));
+	assert_false(ly_daemon_help_asked(0, NULL));
+}
+
+static void
+test_data_dir(void **state)
+{
+	struct tmp *t = *state;
+	struct ly_error e;
+	struct stat st;
+
+	(void)snprintf(t->path, sizeof(t->path), "%s/a/b", t->dir);
+	assert_int_equal(ly_daemon_data_dir_prepare(t->path, &e), LY_OK);
+	assert_int_equal(stat(t->path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0700);
+	/* A link is refused, not followed. */
+	(void)snprintf(t->path, sizeof(t->path), "%s/link", t->dir);
+	assert_int_equal(symlink("a/b", t->path), 0);
+	assert_int_not_equal(ly_daemon_data_dir_prepare(t->path, &e), LY_OK);
+	assert_non_null(strstr(e.msg, "cannot use data directory"));
+}
+
+static void
+test_reload_log_level(void **state)
+{
+	struct tmp *t = *state;
+
+	(void)snprintf(t->path, sizeof(t->path), "%s/c.yaml", t->dir);
+	ly_log_set_level(LY_LOG_INFO);
+	write_file(t->path, "server:\n  log_level: debug\n");
+	/* -logLevel wins, and no file means nothing to re-read. */
+	ly_daemon_reload_log_level("info", t->path, "server.log_level");
+	assert_int_equal(ly_log_get_level(), LY_LOG_INFO);
+	ly_daemon_reload_log_level(NULL, NULL, "server.log_level");
+	assert_int_equal(ly_log_get_level(), LY_LOG_INFO);
+	ly_daemon_reload_log_level(NULL, t->path, "server.log_level");
+	assert_int_equal(ly_log_get_level(), LY_LOG_DEBUG);
+	/* A bad value or an unreadable file leaves the level as it is. */
+	write_file(t->path, "server:\n  log_level: loud\n");
+	ly_daemon_reload_log_level(NULL, t->path, "server.log_level");
+	assert_int_equal(ly_log_get_level(), LY_LOG_DEBUG);
+	ly_daemon_reload_log_level(NULL, "/nonexistent/c.yaml", "server.log_level");
+	assert_int_equal(ly_log_get_level(), LY_LOG_DEBUG);
+	/* The key is the caller's: the agent's file is read by its own. */
+	write_file(t->path, "agent:\n  log_level: warn\n");
+	ly_daemon_reload_log_level(NULL, t->path, "agent.log_level");
+	assert_int_equal(ly_log_get_level(), LY_LOG_WARN);
+}
+
+static void
+test_log_apply(void **state)
+{
+	(void)state;
+	ly_daemon_log_apply("error", "json");
+	assert_int_equal(ly_log_get_level(), LY_LOG_ERROR);
+	/* An unparsable name leaves that setting alone. */
+	ly_daemon_log_apply("bogus", "text");
+	assert_int_equal(ly_log_get_level(), LY_LOG_ERROR);
+	ly_daemon_log_apply("info", "text");
+	assert_int_equal(ly_log_get_level(), LY_LOG_INFO);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_help_asked),
+		cmocka_unit_test_setup_teardown(test_data_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reload_log_level, setup, teardown),
+		cmocka_unit_test(test_log_apply),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
