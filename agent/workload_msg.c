@@ -11,30 +11,10 @@
 #include "lib/caps.h"
 #include "lib/pbstrict.h"
 #include "lib/pbstruct.h"
+#include "lib/pbview.h"
 #include "lib/spiffeid.h"
 #include "lib/text.h"
 #include "workload.pb-c.h"
-
-/*
- * protobuf-c's structs take non-const pointers even for what it only
- * reads while packing; these hand it borrowed data without a cast that
- * drops the qualifier (which -Wcast-qual rightly flags).
- */
-static char *
-unconst_str(const char *s)
-{
-	char *p;
-	memcpy(&p, &s, sizeof(p));
-	return p;
-}
-
-static uint8_t *
-unconst_bytes(const uint8_t *b)
-{
-	uint8_t *p;
-	memcpy(&p, &b, sizeof(p));
-	return p;
-}
 
 static ly_status
 pack_msg(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
@@ -179,15 +159,15 @@ ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly
 		    (rc = ly_buf_append(&chains[i], it->intermediates.der, it->intermediates.len, LY_CHAIN_DER_MAX,
 			 err)) != LY_OK)
 			goto out;
-		s->spiffe_id = unconst_str(it->entry->spiffe_id);
+		s->spiffe_id = ly_pbview_str(it->entry->spiffe_id);
 		s->x509_svid.data = chains[i].data;
 		s->x509_svid.len = chains[i].len;
-		s->x509_svid_key.data = unconst_bytes(it->key.der);
+		s->x509_svid_key.data = ly_pbview_bytes(it->key.der);
 		s->x509_svid_key.len = it->key.len;
 		s->bundle.data = own.data;
 		s->bundle.len = own.len;
 		if (it->entry->hint != NULL)
-			s->hint = unconst_str(it->entry->hint);
+			s->hint = ly_pbview_str(it->entry->hint);
 		ptrs[i] = s;
 	}
 	resp.n_svids = n;
@@ -329,10 +309,10 @@ ly_wmsg_jwtsvid_response(const struct ly_wmsg_jwtsvid *svids, size_t n, struct l
 			goto out;
 		}
 		jwtsvid__init(&items[i]);
-		items[i].spiffe_id = unconst_str(svids[i].spiffe_id);
-		items[i].svid = unconst_str(svids[i].token);
+		items[i].spiffe_id = ly_pbview_str(svids[i].spiffe_id);
+		items[i].svid = ly_pbview_str(svids[i].token);
 		if (svids[i].hint != NULL)
-			items[i].hint = unconst_str(svids[i].hint);
+			items[i].hint = ly_pbview_str(svids[i].hint);
 		ptrs[i] = &items[i];
 	}
 	resp.n_svids = n;
@@ -357,7 +337,7 @@ ly_wmsg_validate_response(const char *spiffe_id, const json_t *claims, struct ly
 	ly_status rc = ly_pbstruct_from_json(claims, &s, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "ValidateJWTSVIDResponse");
-	resp.spiffe_id = unconst_str(spiffe_id);
+	resp.spiffe_id = ly_pbview_str(spiffe_id);
 	resp.claims = s;
 	rc = pack_msg(&resp.base, out, err);
 	ly_pbstruct_free(s);
