@@ -887,20 +887,17 @@ take_env_join_token(bool *nomem)
 	return copy;
 }
 
-static void
-run_usage(FILE *out, const struct ly_flag *flags, size_t n)
-{
-	fprintf(out, "Usage: lanyard-agent run [flags]\n\nRuns the agent: serves the Workload API on a Unix socket "
-	    "(a config file is optional: flags alone are enough).\n\nFlags:\n");
-	ly_flags_usage(out, flags, n);
-}
+/* `run -h`: what the command does (lib/daemon.h prints it with the flags). */
+#define RUN_ABOUT                                                                              \
+	"Runs the agent: serves the Workload API on a Unix socket (a config file is optional: flags " \
+	"alone are enough)."
 
 int
 ly_agent_run(int argc, char **argv)
 {
 	struct agent_main *m;
 	struct ly_error e;
-	int rest = 0, code;
+	int code;
 
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
@@ -931,21 +928,8 @@ ly_agent_run(int argc, char **argv)
 	};
 	const size_t nflags = sizeof(flags) / sizeof(flags[0]);
 
-	if (ly_daemon_help_asked(argc, argv)) {
-		run_usage(stdout, flags, nflags);
-		free(m);
-		return 0;
-	}
-	if (ly_flags_parse(flags, nflags, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
-		fprintf(stderr, "lanyard-agent: run: %s\n", e.msg);
-		code = 2;
+	if ((code = ly_daemon_run_flags("lanyard-agent", RUN_ABOUT, flags, nflags, argc, argv)) >= 0)
 		goto out;
-	}
-	if (rest < argc) {
-		fprintf(stderr, "lanyard-agent: run: unexpected argument \"%s\"\n", argv[rest]);
-		code = 2;
-		goto out;
-	}
 	for (size_t i = 0; i < nflags; i++) {
 		if (flags[i].dst == &m->flags.insecure_bootstrap)
 			m->flags.insecure_bootstrap_seen = flags[i].seen;

@@ -4,6 +4,8 @@
 #include "lib/daemon.h"
 
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lib/config.h"
@@ -21,8 +23,8 @@ ly_daemon_data_dir_prepare(const char *path, struct ly_error *err)
 	return LY_OK;
 }
 
-bool
-ly_daemon_help_asked(int argc, char **argv)
+static bool
+help_asked(int argc, char **argv)
 {
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0)
@@ -31,6 +33,28 @@ ly_daemon_help_asked(int argc, char **argv)
 			break;
 	}
 	return false;
+}
+
+int
+ly_daemon_run_flags(const char *prog, const char *about, struct ly_flag *flags, size_t n, int argc, char **argv)
+{
+	struct ly_error e;
+	int rest = 0;
+
+	if (help_asked(argc, argv)) {
+		printf("Usage: %s run [flags]\n\n%s\n\nFlags:\n", prog, about);
+		ly_flags_usage(stdout, flags, n);
+		return 0;
+	}
+	if (ly_flags_parse(flags, n, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
+		fprintf(stderr, "%s: run: %s\n", prog, e.msg);
+		return 2;
+	}
+	if (rest < argc) {
+		fprintf(stderr, "%s: run: unexpected argument \"%s\"\n", prog, argv[rest]);
+		return 2;
+	}
+	return -1;
 }
 
 void

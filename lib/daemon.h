@@ -1,7 +1,7 @@
 /*
  * daemon.h: what lanyard-server and lanyard-agent do alike around their
- * event loops: the private data directory, `run -h` before any flag is
- * parsed, the log level and format taken from the checked configuration,
+ * event loops: the private data directory, `run`'s flags (and its -h),
+ * the log level and format taken from the checked configuration,
  * and the log level re-read on SIGHUP. One copy for both daemons
  * (issue 17, "one copy of each primitive"); each daemon keeps its own
  * handles, stop order and configuration keys.
@@ -12,9 +12,10 @@
 #ifndef LANYARD_DAEMON_H
 #define LANYARD_DAEMON_H
 
-#include <stdbool.h>
+#include <stddef.h>
 
 #include "error.h"
+#include "flags.h"
 
 /*
  * Creates `path` (parents 0755 as needed) and makes it a directory of ours
@@ -24,10 +25,13 @@
 ly_status ly_daemon_data_dir_prepare(const char *path, struct ly_error *err) LY_MUST_CHECK;
 
 /*
- * True when argv (the words after `run`) holds -h, -help or --help before
- * a "--": the caller prints its usage and exits 0 without parsing flags.
+ * Parses the flags of `prog run` (argv: the words after `run`). -h, -help
+ * or --help before a "--" prints "Usage: <prog> run [flags]", `about` and
+ * the flags on stdout, nothing parsed. Returns -1 to go on, else the exit
+ * code: 0 after -h, 2 after a bad flag or a stray argument (one line on
+ * stderr, "<prog>: run: ..."). The caller still owes ly_flags_cleanup.
  */
-bool ly_daemon_help_asked(int argc, char **argv);
+int ly_daemon_run_flags(const char *prog, const char *about, struct ly_flag *flags, size_t n, int argc, char **argv);
 
 /*
  * Sets the log level and format from their names. Both must have been

@@ -750,20 +750,15 @@ teardown(struct srv_main *m)
 
 /* ---- `run` ------------------------------------------------------------------------------------ */
 
-static void
-run_usage(FILE *out, const struct ly_flag *flags, size_t n)
-{
-	fprintf(out, "Usage: lanyard-server run [flags]\n\nRuns the server (a config file is optional: flags "
-	    "alone are enough).\n\nFlags:\n");
-	ly_flags_usage(out, flags, n);
-}
+/* `run -h`: what the command does (lib/daemon.h prints it with the flags). */
+#define RUN_ABOUT "Runs the server (a config file is optional: flags alone are enough)."
 
 int
 ly_server_run(int argc, char **argv)
 {
 	struct srv_main *m;
 	struct ly_error e;
-	int rest = 0, code;
+	int code;
 
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
@@ -788,21 +783,8 @@ ly_server_run(int argc, char **argv)
 	};
 	const size_t nflags = sizeof(flags) / sizeof(flags[0]);
 
-	if (ly_daemon_help_asked(argc, argv)) {
-		run_usage(stdout, flags, nflags);
-		free(m);
-		return 0;
-	}
-	if (ly_flags_parse(flags, nflags, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
-		fprintf(stderr, "lanyard-server: run: %s\n", e.msg);
-		code = 2;
+	if ((code = ly_daemon_run_flags("lanyard-server", RUN_ABOUT, flags, nflags, argc, argv)) >= 0)
 		goto out;
-	}
-	if (rest < argc) {
-		fprintf(stderr, "lanyard-server: run: unexpected argument \"%s\"\n", argv[rest]);
-		code = 2;
-		goto out;
-	}
 	ly_status st = ly_server_config_load(&m->flags, &m->srv.cfg, &m->file, &e);
 	if (st != LY_OK) {
 		fprintf(stderr, "lanyard-server: %s\n", e.msg);

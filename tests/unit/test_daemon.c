@@ -58,22 +58,37 @@ write_file(const char *path, const char *text)
 }
 
 static void
-test_help_asked(void **state)
+test_run_flags(void **state)
 {
-	(void)state;
-	char config[] = "-config", file[] = "x.yaml", h1[] = "-h", h2[] = "-help", h3[] = "--help", end[] = "--";
-	char *none[] = { config, file };
-	char *h[] = { config, file, h1 };
+	const char *config = NULL;
+	struct ly_flag flags[] = {
+		{ "config", LY_FLAG_STRING, &config, "path to a YAML config file", 0, 0, false },
+	};
+	char f[] = "-config", file[] = "x.yaml", h1[] = "-h", h2[] = "-help", h3[] = "--help", end[] = "--",
+	     bad[] = "-nope", stray[] = "stray";
+	char *ok[] = { f, file };
+	char *h[] = { f, file, h1 };
 	char *help[] = { h2 };
 	char *dash2[] = { h3 };
 	char *after[] = { end, h1 };
-	assert_false(ly_daemon_help_asked(2, none));
-	assert_true(ly_daemon_help_asked(3, h));
-	assert_true(ly_daemon_help_asked(1, help));
-	assert_true(ly_daemon_help_asked(1, dash2));
-	/* After "--" it is an argument, not a flag. */
-	assert_false(ly_daemon_help_asked(2, after));
-	assert_false(ly_daemon_help_asked(0, NULL));
+	char *unknown[] = { bad };
+	char *extra[] = { f, file, stray };
+	(void)state;
+
+	assert_int_equal(ly_daemon_run_flags("lanyard-test", "Runs.", flags, 1, 2, ok), -1);
+	assert_string_equal(config, "x.yaml");
+	ly_flags_cleanup(flags, 1);
+	/* -h anywhere before "--": usage, exit 0, nothing parsed. */
+	config = NULL;
+	assert_int_equal(ly_daemon_run_flags("lanyard-test", "Runs.", flags, 1, 3, h), 0);
+	assert_null(config);
+	assert_int_equal(ly_daemon_run_flags("lanyard-test", "Runs.", flags, 1, 1, help), 0);
+	assert_int_equal(ly_daemon_run_flags("lanyard-test", "Runs.", flags, 1, 1, dash2), 0);
+	/* After "--" it is an argument, and `run` takes none. */
+	assert_int_equal(ly_daemon_run_flags("lanyard-test", "Runs.", flags, 1, 2, after), 2);
+	assert_int_equal(ly_daemon_run_flags("lanyard-test", "Runs.", flags, 1, 1, unknown), 2);
+	assert_int_equal(ly_daemon_run_flags("lanyard-test", "Runs.", flags, 1, 3, extra), 2);
+	ly_flags_cleanup(flags, 1);
 }
 
 static void
@@ -139,7 +154,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_help_asked),
+		cmocka_unit_test(test_run_flags),
 		cmocka_unit_test_setup_teardown(test_data_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_log_level, setup, teardown),
 		cmocka_unit_test(test_log_apply),
