@@ -114,6 +114,51 @@ out:
 
 /* ---- X509SVIDResponse ---- */
 
+/*
+ * Fills a map<string, bytes> field (a trust domain ID to its bundle) from
+ * v. The protocol has three (X509SVIDResponse.federated_bundles and the two
+ * bundle responses' bundles), each with its own generated entry type of the
+ * same shape: one body fills any of them through the entry's descriptor, as
+ * protobuf-c itself reaches fields (by their offsets). The entries borrow
+ * v's strings and bytes. *ents and *ptrs (n each) are the caller's to free;
+ * both NULL when n is 0.
+ */
+static ly_status
+bundle_map(const struct bent *v, size_t n, const ProtobufCMessageDescriptor *desc, const char *what, void **ents,
+    ProtobufCMessage ***ptrs, struct ly_error *err)
+{
+	unsigned char *e;
+	ProtobufCMessage **p;
+
+	*ents = NULL;
+	*ptrs = NULL;
+	if (n == 0)
+		return LY_OK;
+	if (desc->n_fields != 2 || desc->fields[0].type != PROTOBUF_C_TYPE_STRING ||
+	    desc->fields[1].type != PROTOBUF_C_TYPE_BYTES)
+		return ly_error_set(err, LY_E_INTERNAL, "%s: %s is not a map<string, bytes> entry", what, desc->name);
+	e = calloc(n, desc->sizeof_message);
+	p = calloc(n, sizeof(*p));
+	if (e == NULL || p == NULL) {
+		free(e);
+		free(p);
+		return ly_error_set(err, LY_E_NOMEM, "%s: allocating", what);
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char *m = e + i * desc->sizeof_message;
+		char *key = ly_pbview_str(v[i].id);
+		ProtobufCBinaryData value = { .len = v[i].val.len, .data = v[i].val.data };
+
+		protobuf_c_message_init(desc, m);
+		memcpy(m + desc->fields[0].offset, &key, sizeof(key));
+		memcpy(m + desc->fields[1].offset, &value, sizeof(value));
+		p[i] = (ProtobufCMessage *)(void *)m;
+	}
+	*ents = e;
+	*ptrs = p;
+	return LY_OK;
+}
+
 ly_status
 ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly_bundle *bundle,
     const struct ly_bundle_set *federated, struct ly_buf *out, struct ly_error *err)
@@ -126,7 +171,8 @@ ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly
 	struct ly_buf own = LY_BUF_INIT;
 	struct bent *fed = NULL;
 	size_t nfed = 0, n = ids != NULL ? ids->n : 0;
-	X509SVIDResponse__FederatedBundlesEntry *fents = NULL, **fptrs = NULL;
+	void *fents = NULL;
+	ProtobufCMessage **fptrs = NULL;
 
 	if (n == 0)
 		return ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: no identity");
@@ -177,23 +223,12 @@ ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly
 		rc = ly_error_wrap(err, rc, "X509SVIDResponse");
 		goto out;
 	}
-	if (nfed > 0) {
-		fents = calloc(nfed, sizeof(*fents));
-		fptrs = calloc(nfed, sizeof(*fptrs));
-		if (fents == NULL || fptrs == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "X509SVIDResponse: allocating");
-			goto out;
-		}
-		for (size_t i = 0; i < nfed; i++) {
-			x509_svidresponse__federated_bundles_entry__init(&fents[i]);
-			fents[i].key = fed[i].id;
-			fents[i].value.data = fed[i].val.data;
-			fents[i].value.len = fed[i].val.len;
-			fptrs[i] = &fents[i];
-		}
-		resp.n_federated_bundles = nfed;
-		resp.federated_bundles = fptrs;
-	}
+	rc = bundle_map(fed, nfed, &x509_svidresponse__federated_bundles_entry__descriptor, "X509SVIDResponse", &fents,
+	    &fptrs, err);
+	if (rc != LY_OK)
+		goto out;
+	resp.n_federated_bundles = nfed;
+	resp.federated_bundles = (X509SVIDResponse__FederatedBundlesEntry **)fptrs;
 	rc = pack_msg(&resp.base, out, err);
 out:
 	if (chains != NULL) {
@@ -217,30 +252,20 @@ ly_wmsg_x509bundles_response(const struct ly_bundle_set *set, struct ly_buf *out
 {
 	ly_status rc;
 	X509BundlesResponse resp = X509_BUNDLES_RESPONSE__INIT;
-	X509BundlesResponse__BundlesEntry *ents = NULL, **ptrs = NULL;
+	void *ents = NULL;
+	ProtobufCMessage **ptrs = NULL;
 	struct bent *v = NULL;
 	size_t n = 0;
 
 	rc = collect(set, BENT_X509, NULL, &v, &n, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "X509BundlesResponse");
-	if (n > 0) {
-		ents = calloc(n, sizeof(*ents));
-		ptrs = calloc(n, sizeof(*ptrs));
-		if (ents == NULL || ptrs == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "X509BundlesResponse: allocating");
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		x509_bundles_response__bundles_entry__init(&ents[i]);
-		ents[i].key = v[i].id;
-		ents[i].value.data = v[i].val.data;
-		ents[i].value.len = v[i].val.len;
-		ptrs[i] = &ents[i];
-	}
+	rc = bundle_map(v, n, &x509_bundles_response__bundles_entry__descriptor, "X509BundlesResponse", &ents, &ptrs,
+	    err);
+	if (rc != LY_OK)
+		goto out;
 	resp.n_bundles = n;
-	resp.bundles = ptrs;
+	resp.bundles = (X509BundlesResponse__BundlesEntry **)ptrs;
 	rc = pack_msg(&resp.base, out, err);
 out:
 	free(ents);
@@ -254,30 +279,19 @@ ly_wmsg_jwtbundles_response(const struct ly_bundle_set *set, struct ly_buf *out,
 {
 	ly_status rc;
 	JWTBundlesResponse resp = JWTBUNDLES_RESPONSE__INIT;
-	JWTBundlesResponse__BundlesEntry *ents = NULL, **ptrs = NULL;
+	void *ents = NULL;
+	ProtobufCMessage **ptrs = NULL;
 	struct bent *v = NULL;
 	size_t n = 0;
 
 	rc = collect(set, BENT_JWKS, NULL, &v, &n, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "JWTBundlesResponse");
-	if (n > 0) {
-		ents = calloc(n, sizeof(*ents));
-		ptrs = calloc(n, sizeof(*ptrs));
-		if (ents == NULL || ptrs == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "JWTBundlesResponse: allocating");
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		jwtbundles_response__bundles_entry__init(&ents[i]);
-		ents[i].key = v[i].id;
-		ents[i].value.data = v[i].val.data;
-		ents[i].value.len = v[i].val.len;
-		ptrs[i] = &ents[i];
-	}
+	rc = bundle_map(v, n, &jwtbundles_response__bundles_entry__descriptor, "JWTBundlesResponse", &ents, &ptrs, err);
+	if (rc != LY_OK)
+		goto out;
 	resp.n_bundles = n;
-	resp.bundles = ptrs;
+	resp.bundles = (JWTBundlesResponse__BundlesEntry **)ptrs;
 	rc = pack_msg(&resp.base, out, err);
 out:
 	free(ents);
