@@ -687,6 +687,19 @@ struct svid_rec {
 	bool stale;
 };
 
+/* A 2-byte count, at most `max`, and room for that many zeroed elements of `size` (*out NULL for none). */
+static ly_status
+get_counted(struct rd *r, uint64_t max, size_t size, const char *what, uint64_t *n, void **out, struct ly_error *err)
+{
+	*out = NULL;
+	LY_TRY(get_be(r, 2, n, err));
+	if (*n > max)
+		return ly_error_set(err, LY_E_LIMIT, "more than %d %s", (int)max, what);
+	if (*n > 0 && (*out = calloc((size_t)*n, size)) == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "allocating %s", what);
+	return LY_OK;
+}
+
 static ly_status
 read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec *s, struct ly_error *err)
 {
@@ -694,6 +707,7 @@ read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec 
 	struct ly_entry *e = NULL;
 	uint8_t flags, has;
 	uint64_t n;
+	void *p;
 
 	memset(s, 0, sizeof(*s));
 	*out = NULL;
@@ -713,19 +727,9 @@ read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec 
 	e->node = (flags & FLAG_NODE) != 0;
 	e->admin = (flags & FLAG_ADMIN) != 0;
 	e->downstream = (flags & FLAG_DOWNSTREAM) != 0;
-	if ((rc = get_be(r, 2, &n, err)) != LY_OK)
+	if ((rc = get_counted(r, LY_SELECTORS_MAX, sizeof(*e->selectors), "selectors", &n, &p, err)) != LY_OK)
 		goto out;
-	if (n > LY_SELECTORS_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "more than %d selectors", LY_SELECTORS_MAX);
-		goto out;
-	}
-	if (n > 0) {
-		e->selectors = calloc((size_t)n, sizeof(*e->selectors));
-		if (e->selectors == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "allocating selectors");
-			goto out;
-		}
-	}
+	e->selectors = p;
 	for (size_t i = 0; i < n; i++) {
 		char *type = NULL, *value = NULL;
 		rc = get_str(r, "selector type", LY_SELECTOR_MAX, false, &type, err);
@@ -739,19 +743,9 @@ read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec 
 			goto out;
 		e->n_selectors++;
 	}
-	if ((rc = get_be(r, 2, &n, err)) != LY_OK)
+	if ((rc = get_counted(r, LY_DNS_NAMES_MAX, sizeof(*e->dns_names), "DNS names", &n, &p, err)) != LY_OK)
 		goto out;
-	if (n > LY_DNS_NAMES_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "more than %d DNS names", LY_DNS_NAMES_MAX);
-		goto out;
-	}
-	if (n > 0) {
-		e->dns_names = calloc((size_t)n, sizeof(*e->dns_names));
-		if (e->dns_names == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "allocating DNS names");
-			goto out;
-		}
-	}
+	e->dns_names = p;
 	for (size_t i = 0; i < n; i++) {
 		rc = get_str(r, "DNS name", LY_DNS_NAME_MAX, false, &e->dns_names[i], err);
 		if (rc != LY_OK)
