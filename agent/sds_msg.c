@@ -12,6 +12,7 @@
 #include "envoy_tls.pb-c.h"
 #include "lib/caps.h"
 #include "lib/der.h"
+#include "lib/pbpack.h"
 #include "lib/pbview.h"
 #include "lib/text.h"
 
@@ -241,20 +242,7 @@ packed_free(struct packed *p)
 static ly_status
 pack_into(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
 {
-	size_t size = protobuf_c_message_get_packed_size(m);
-	if (size > LY_RPC_RESPONSE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s of %zu bytes: over the %d-byte message cap",
-		    m->descriptor->name, size, LY_RPC_RESPONSE_MAX);
-	uint8_t *p = malloc(size > 0 ? size : 1);
-	if (p == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", m->descriptor->name, size);
-	if (protobuf_c_message_pack(m, p) != size) {
-		OPENSSL_clear_free(p, size > 0 ? size : 1);
-		return ly_error_set(err, LY_E_INTERNAL, "%s: packing", m->descriptor->name);
-	}
-	out->data = p;
-	out->len = size;
-	return LY_OK;
+	return ly_pbpack(m, LY_RPC_RESPONSE_MAX, out, err);
 }
 
 /* Packs the Secret `s` as the next resource. */

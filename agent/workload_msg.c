@@ -11,6 +11,7 @@
 #include "lib/caps.h"
 #include "lib/pbstrict.h"
 #include "lib/pbstruct.h"
+#include "lib/pbpack.h"
 #include "lib/pbview.h"
 #include "lib/spiffeid.h"
 #include "lib/text.h"
@@ -19,19 +20,7 @@
 static ly_status
 pack_msg(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
 {
-	size_t size = protobuf_c_message_get_packed_size(m);
-	if (size > LY_RPC_RESPONSE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s of %zu bytes: over the %d-byte message cap",
-		    m->descriptor->name, size, LY_RPC_RESPONSE_MAX);
-	uint8_t *p = malloc(size > 0 ? size : 1);
-	if (p == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", m->descriptor->name, size);
-	if (protobuf_c_message_pack(m, p) != size) {
-		OPENSSL_clear_free(p, size > 0 ? size : 1);
-		return ly_error_set(err, LY_E_INTERNAL, "%s: packing", m->descriptor->name);
-	}
-	ly_buf_adopt(out, p, size);
-	return LY_OK;
+	return ly_pbpack(m, LY_RPC_RESPONSE_MAX, out, err);
 }
 
 /* ---- bundles as (trust domain ID, bytes), sorted by ID ---- */
