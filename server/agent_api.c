@@ -106,10 +106,8 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	ly_status rc;
 	time_t now = ly_server_now();
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, now, &c))
 		return;
 	if ((rc = ly_agentapi_batch_decode(req, len, &rq, &e)) != LY_OK) {
@@ -221,10 +219,8 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	time_t now = ly_server_now(), exp = 0;
 	ly_status rc;
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, now, &c))
 		return;
 	if (ly_agentapi_jwt_decode(req, len, &rq, &e) != LY_OK) {
@@ -283,10 +279,8 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	struct agent_api_caller c;
 	struct ly_error e;
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, ly_server_now(), &c))
 		return;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
