@@ -412,15 +412,10 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	else
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_AGENT_SERVER_PORT_DEFAULT, &cfg->server_port, err));
 
-	LY_TRY(ly_config_setting_string(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT,
-	    &cfg->socket_path, err));
-	if (ly_config_check_socket_path(cfg->socket_path, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "socket_path", flags->socket_path, "socketPath", err, LY_E_INVALID);
-
-	LY_TRY(ly_config_setting_string(file, K "data_dir", flags->data_dir, LY_AGENT_DATA_DIR_DEFAULT, &cfg->data_dir,
+	LY_TRY(ly_daemon_setting_socket_path(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT, &cfg->socket_path,
 	    err));
-	if (ly_config_check_path(cfg->data_dir, "data directory", err) != LY_OK)
-		return ly_config_setting_wrap(file, K "data_dir", flags->data_dir, "dataDir", err, LY_E_INVALID);
+
+	LY_TRY(ly_daemon_setting_data_dir(file, K "data_dir", flags->data_dir, LY_AGENT_DATA_DIR_DEFAULT, &cfg->data_dir, err));
 
 	/* -joinToken, else the environment (read once, agent.h), else the file. */
 	const char *jt = flags->join_token != NULL ? flags->join_token : flags->env_join_token;
@@ -447,18 +442,8 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 		    "a trust bundle and insecure bootstrap exclude each other: give one of -trustBundle, "
 		    "-insecureBootstrap");
 
-	LY_TRY(ly_config_setting_string(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
-	enum ly_log_level level;
-	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug", cfg->log_level);
-		return ly_config_setting_wrap(file, K "log_level", flags->log_level, "logLevel", err, LY_E_INVALID);
-	}
-	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
-	enum ly_log_format fmt;
-	if (ly_log_format_parse(cfg->log_format, &fmt) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "must be text or json");
-		return ly_config_wrap(file, K "log_format", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_log_level(file, K "log_level", flags->log_level, &cfg->log_level, err));
+	LY_TRY(ly_daemon_setting_log_format(file, K "log_format", &cfg->log_format, err));
 
 	LY_TRY(ly_config_get_duration(file, K "sync_interval", LY_AGENT_SYNC_INTERVAL_DEFAULT, &secs, err));
 	if (secs < SYNC_INTERVAL_MIN || secs > SYNC_INTERVAL_MAX) {

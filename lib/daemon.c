@@ -100,3 +100,50 @@ ly_daemon_reload_log_level(const char *flag_level, const char *config_path, cons
 out:
 	ly_config_free(file);
 }
+
+ly_status
+ly_daemon_setting_socket_path(const struct ly_config *file, const char *key, const char *flag, const char *def,
+    const char **out, struct ly_error *err)
+{
+	LY_TRY(ly_config_setting_string(file, key, flag, def, out, err));
+	if (ly_config_check_socket_path(*out, err) != LY_OK)
+		return ly_config_setting_wrap(file, key, flag, "socketPath", err, LY_E_INVALID);
+	return LY_OK;
+}
+
+ly_status
+ly_daemon_setting_data_dir(const struct ly_config *file, const char *key, const char *flag, const char *def,
+    const char **out, struct ly_error *err)
+{
+	LY_TRY(ly_config_setting_string(file, key, flag, def, out, err));
+	if (ly_config_check_path(*out, "data directory", err) != LY_OK)
+		return ly_config_setting_wrap(file, key, flag, "dataDir", err, LY_E_INVALID);
+	return LY_OK;
+}
+
+ly_status
+ly_daemon_setting_log_level(const struct ly_config *file, const char *key, const char *flag, const char **out,
+    struct ly_error *err)
+{
+	enum ly_log_level level;
+
+	LY_TRY(ly_config_setting_string(file, key, flag, "info", out, err));
+	if (ly_log_level_parse(*out, &level) != LY_OK) {
+		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug", *out);
+		return ly_config_setting_wrap(file, key, flag, "logLevel", err, LY_E_INVALID);
+	}
+	return LY_OK;
+}
+
+ly_status
+ly_daemon_setting_log_format(const struct ly_config *file, const char *key, const char **out, struct ly_error *err)
+{
+	enum ly_log_format format;
+
+	LY_TRY(ly_config_get_string(file, key, "text", out, err));
+	if (ly_log_format_parse(*out, &format) != LY_OK) {
+		ly_error_set(err, LY_E_INVALID, "must be text or json");
+		return ly_config_wrap(file, key, err, LY_E_INVALID);
+	}
+	return LY_OK;
+}

@@ -1,8 +1,9 @@
 /*
  * daemon.h: what lanyard-server and lanyard-agent do alike around their
  * event loops: the private data directory, `run`'s flags (and its -h),
- * the log level and format taken from the checked configuration,
- * and the log level re-read on SIGHUP. One copy for both daemons
+ * the settings both read alike (socket path, data dir, log level and
+ * format), the log level and format applied, and the log level re-read on
+ * SIGHUP. One copy for both daemons
  * (issue 17, "one copy of each primitive"); each daemon keeps its own
  * handles, stop order and configuration keys.
  *
@@ -14,6 +15,7 @@
 
 #include <stddef.h>
 
+#include "config.h"
 #include "error.h"
 #include "flags.h"
 
@@ -48,5 +50,24 @@ void ly_daemon_log_apply(const char *level, const char *format);
  * logged as an error and the level stays. Every outcome is one log line.
  */
 void ly_daemon_reload_log_level(const char *flag_level, const char *config_path, const char *key);
+
+/*
+ * The settings both daemons read alike, each a flag over a config-file key
+ * (ly_config_setting_string) checked as the daemons always have: a socket
+ * path (ly_config_check_socket_path), a data directory (ly_config_check_path),
+ * a log level (error, warn, info, debug; default info) and, from the file
+ * only, a log format (text or json; default text). `key` is the daemon's
+ * ("agent.socket_path", "server.log_level"...). On error the message names
+ * the flag (-socketPath, -dataDir, -logLevel) or the file's key and line.
+ * *out points into `file` or at the flag's or default's string.
+ */
+ly_status ly_daemon_setting_socket_path(const struct ly_config *file, const char *key, const char *flag,
+    const char *def, const char **out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_daemon_setting_data_dir(const struct ly_config *file, const char *key, const char *flag, const char *def,
+    const char **out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_daemon_setting_log_level(const struct ly_config *file, const char *key, const char *flag,
+    const char **out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_daemon_setting_log_format(const struct ly_config *file, const char *key, const char **out,
+    struct ly_error *err) LY_MUST_CHECK;
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "lib/config.h"
+#include "lib/daemon.h"
 #include "lib/keys.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
@@ -178,12 +179,7 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 
 	LY_TRY(get_datastore(file, cfg, err));
 
-	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
-	enum ly_log_format fmt;
-	if (ly_log_format_parse(cfg->log_format, &fmt) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "must be text or json");
-		return ly_config_wrap(file, K "log_format", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_log_format(file, K "log_format", &cfg->log_format, err));
 	LY_TRY(ly_config_get_string(file, K "ca_key_type", NULL, &s, err));
 	cfg->ca_key_type = LY_KEY_TYPE_DEFAULT;
 	if (s != NULL && ly_key_type_parse(s, &cfg->ca_key_type, err) != LY_OK)
@@ -261,23 +257,12 @@ load(const struct ly_server_flags *flags, const struct ly_config *file, struct l
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_SERVER_PORT_DEFAULT, &cfg->server_port, err));
 	}
 
-	LY_TRY(ly_config_setting_string(file, K "socket_path", flags->socket_path, LY_SERVER_SOCKET_DEFAULT,
-	    &cfg->socket_path, err));
-	if (ly_config_check_socket_path(cfg->socket_path, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "socket_path", flags->socket_path, "socketPath", err, LY_E_INVALID);
-
-	LY_TRY(ly_config_setting_string(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir,
+	LY_TRY(ly_daemon_setting_socket_path(file, K "socket_path", flags->socket_path, LY_SERVER_SOCKET_DEFAULT, &cfg->socket_path,
 	    err));
-	if (ly_config_check_path(cfg->data_dir, "data directory", err) != LY_OK)
-		return ly_config_setting_wrap(file, K "data_dir", flags->data_dir, "dataDir", err, LY_E_INVALID);
 
-	LY_TRY(ly_config_setting_string(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
-	enum ly_log_level level;
-	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug",
-		    cfg->log_level);
-		return ly_config_setting_wrap(file, K "log_level", flags->log_level, "logLevel", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_data_dir(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir, err));
+
+	LY_TRY(ly_daemon_setting_log_level(file, K "log_level", flags->log_level, &cfg->log_level, err));
 	return load_file_only(file, cfg, err);
 }
 

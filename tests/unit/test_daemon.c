@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/config.h"
 #include "lib/daemon.h"
 #include "lib/log.h"
 
@@ -150,6 +151,54 @@ test_log_apply(void **state)
 	assert_int_equal(ly_log_get_level(), LY_LOG_INFO);
 }
 
+static struct ly_config *
+load(const char *text)
+{
+	struct ly_config *c = NULL;
+	struct ly_error e;
+	assert_int_equal(ly_config_load_buf("t.yaml", text, strlen(text), &c, &e), LY_OK);
+	return c;
+}
+
+static void
+test_settings(void **state)
+{
+	struct ly_config *c = load("server:\n  socket_path: /run/x.sock\n  log_level: debug\n  log_format: json\n");
+	struct ly_error e;
+	const char *v = NULL;
+	(void)state;
+
+	/* The flag over the file over the default. */
+	assert_int_equal(ly_daemon_setting_socket_path(c, "server.socket_path", NULL, "/d.sock", &v, &e), LY_OK);
+	assert_string_equal(v, "/run/x.sock");
+	assert_int_equal(ly_daemon_setting_socket_path(c, "server.socket_path", "/run/f.sock", "/d.sock", &v, &e), LY_OK);
+	assert_string_equal(v, "/run/f.sock");
+	assert_int_equal(ly_daemon_setting_data_dir(c, "server.data_dir", NULL, "/var/lib/x", &v, &e), LY_OK);
+	assert_string_equal(v, "/var/lib/x");
+	assert_int_equal(ly_daemon_setting_log_level(c, "server.log_level", NULL, &v, &e), LY_OK);
+	assert_string_equal(v, "debug");
+	assert_int_equal(ly_daemon_setting_log_format(c, "server.log_format", &v, &e), LY_OK);
+	assert_string_equal(v, "json");
+	assert_int_equal(ly_daemon_setting_log_format(c, "agent.log_format", &v, &e), LY_OK);
+	assert_string_equal(v, "text");
+	/* Refusals name the flag, or the file's key. */
+	assert_int_equal(ly_daemon_setting_socket_path(c, "server.socket_path", "rel.sock", "/d.sock", &v, &e),
+	    LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "flag -socketPath"));
+	assert_int_equal(ly_daemon_setting_data_dir(c, "server.data_dir", "", "/d", &v, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "flag -dataDir"));
+	assert_int_equal(ly_daemon_setting_log_level(c, "server.log_level", "loud", &v, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "flag -logLevel"));
+	assert_non_null(strstr(e.msg, "is not one of error, warn, info, debug"));
+	ly_config_free(c);
+	c = load("agent:\n  log_format: xml\n  log_level: loud\n");
+	assert_int_equal(ly_daemon_setting_log_format(c, "agent.log_format", &v, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "t.yaml:2: key agent.log_format"));
+	assert_int_equal(ly_daemon_setting_log_level(c, "agent.log_level", NULL, &v, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "key agent.log_level"));
+	ly_config_free(c);
+}
+
 int
 main(void)
 {
@@ -158,6 +207,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_data_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_log_level, setup, teardown),
 		cmocka_unit_test(test_log_apply),
+		cmocka_unit_test(test_settings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
