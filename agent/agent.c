@@ -596,22 +596,12 @@ begin_stop(struct agent_main *m)
 }
 
 static void
-reload_log_level(struct agent_main *m)
-{
-	ly_daemon_reload_log_level(m->flags.log_level, m->flags.config_path, K "log_level");
-}
-
-static void
 on_signal(uv_signal_t *h, int signum)
 {
 	struct agent_main *m = h->data;
 
-	if (signum == SIGHUP) {
-		reload_log_level(m);
-		return;
-	}
-	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	begin_stop(m);
+	if (ly_daemon_on_signal(signum, m->flags.log_level, m->flags.config_path, K "log_level"))
+		begin_stop(m);
 }
 
 /* ---- start-up ------------------------------------------------------------------ */

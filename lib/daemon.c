@@ -4,6 +4,7 @@
 #include "lib/daemon.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -99,6 +100,17 @@ ly_daemon_reload_log_level(const char *flag_level, const char *config_path, cons
 	log_info("SIGHUP: log level is now %s", name);
 out:
 	ly_config_free(file);
+}
+
+bool
+ly_daemon_on_signal(int signum, const char *flag_level, const char *config_path, const char *key)
+{
+	if (signum == SIGHUP) {
+		ly_daemon_reload_log_level(flag_level, config_path, key);
+		return false;
+	}
+	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	return true;
 }
 
 ly_status

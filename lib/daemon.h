@@ -13,6 +13,7 @@
 #ifndef LANYARD_DAEMON_H
 #define LANYARD_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -50,6 +51,13 @@ void ly_daemon_log_apply(const char *level, const char *format);
  * logged as an error and the level stays. Every outcome is one log line.
  */
 void ly_daemon_reload_log_level(const char *flag_level, const char *config_path, const char *key);
+
+/*
+ * A daemon's signal handler's decision: SIGHUP re-reads the log level as
+ * above and returns false; SIGTERM and SIGINT are logged ("SIGTERM received:
+ * stopping") and return true: the caller begins its orderly stop.
+ */
+bool ly_daemon_on_signal(int signum, const char *flag_level, const char *config_path, const char *key);
 
 /*
  * The settings both daemons read alike, each a flag over a config-file key

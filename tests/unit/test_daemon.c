@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,16 @@ test_reload_log_level(void **state)
 }
 
 static void
+test_on_signal(void **state)
+{
+	(void)state;
+	/* SIGHUP reloads (nothing to re-read here) and keeps running; SIGTERM and SIGINT stop. */
+	assert_false(ly_daemon_on_signal(SIGHUP, NULL, NULL, "server.log_level"));
+	assert_true(ly_daemon_on_signal(SIGTERM, NULL, NULL, "server.log_level"));
+	assert_true(ly_daemon_on_signal(SIGINT, NULL, NULL, "server.log_level"));
+}
+
+static void
 test_log_apply(void **state)
 {
 	(void)state;
@@ -206,6 +217,7 @@ main(void)
 		cmocka_unit_test(test_run_flags),
 		cmocka_unit_test_setup_teardown(test_data_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_log_level, setup, teardown),
+		cmocka_unit_test(test_on_signal),
 		cmocka_unit_test(test_log_apply),
 		cmocka_unit_test(test_settings),
 	};
