@@ -385,19 +385,13 @@ static ly_status
 config_load(const struct agent_flags *flags, const struct ly_config *file, struct ly_agent_config *cfg,
     struct ly_error *err)
 {
-	const char *s = NULL;
 	uint64_t secs;
 
 	memset(cfg, 0, sizeof(*cfg));
 	LY_TRY(ly_config_check_known(file, known_keys, err));
 
 	/* No default: it names everything the agent serves. */
-	LY_TRY(ly_config_setting_string(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
-	if (s == NULL)
-		return ly_error_set(err, LY_E_INVALID,
-		    "no trust domain: give -trustDomain or agent.trust_domain in the config file");
-	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "trust_domain", flags->trust_domain, "trustDomain", err, LY_E_INVALID);
+	LY_TRY(ly_daemon_setting_trust_domain(file, K "trust_domain", flags->trust_domain, cfg->trust_domain, err));
 
 	LY_TRY(ly_config_setting_string(file, K "server_address", flags->server_address, NULL, &cfg->server_address, err));
 	if (cfg->server_address == NULL)

@@ -12,6 +12,7 @@
 #include "lib/config.h"
 #include "lib/fsperm.h"
 #include "lib/log.h"
+#include "lib/spiffeid.h"
 
 ly_status
 ly_daemon_data_dir_prepare(const char *path, struct ly_error *err)
@@ -111,6 +112,20 @@ ly_daemon_on_signal(int signum, const char *flag_level, const char *config_path,
 	}
 	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	return true;
+}
+
+ly_status
+ly_daemon_setting_trust_domain(const struct ly_config *file, const char *key, const char *flag,
+    char out[LY_TRUST_DOMAIN_MAX + 1], struct ly_error *err)
+{
+	const char *s = NULL;
+
+	LY_TRY(ly_config_setting_string(file, key, flag, NULL, &s, err));
+	if (s == NULL)
+		return ly_error_set(err, LY_E_INVALID, "no trust domain: give -trustDomain or %s in the config file", key);
+	if (ly_trust_domain_parse(s, true, out, err) != LY_OK)
+		return ly_config_setting_wrap(file, key, flag, "trustDomain", err, LY_E_INVALID);
+	return LY_OK;
 }
 
 ly_status

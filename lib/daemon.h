@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "caps.h"
 #include "config.h"
 #include "error.h"
 #include "flags.h"
@@ -69,6 +70,13 @@ bool ly_daemon_on_signal(int signum, const char *flag_level, const char *config_
  * the flag (-socketPath, -dataDir, -logLevel) or the file's key and line.
  * *out points into `file` or at the flag's or default's string.
  */
+/*
+ * The trust domain (-trustDomain over `key`), with no default: it names
+ * everything the daemon serves or signs. Parsed as lib/spiffeid.h does
+ * (a spiffe:// form allowed) into `out`.
+ */
+ly_status ly_daemon_setting_trust_domain(const struct ly_config *file, const char *key, const char *flag,
+    char out[LY_TRUST_DOMAIN_MAX + 1], struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_daemon_setting_socket_path(const struct ly_config *file, const char *key, const char *flag,
     const char *def, const char **out, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_daemon_setting_data_dir(const struct ly_config *file, const char *key, const char *flag, const char *def,

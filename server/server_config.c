@@ -232,17 +232,10 @@ static ly_status
 load(const struct ly_server_flags *flags, const struct ly_config *file, struct ly_server_config *cfg,
     struct ly_error *err)
 {
-	const char *s = NULL;
-
 	LY_TRY(ly_config_check_known(file, known_keys, err));
 
 	/* The trust domain has no default: it names everything the server signs. */
-	LY_TRY(ly_config_setting_string(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
-	if (s == NULL)
-		return ly_error_set(err, LY_E_INVALID,
-		    "no trust domain: give -trustDomain or server.trust_domain in the config file");
-	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "trust_domain", flags->trust_domain, "trustDomain", err, LY_E_INVALID);
+	LY_TRY(ly_daemon_setting_trust_domain(file, K "trust_domain", flags->trust_domain, cfg->trust_domain, err));
 
 	LY_TRY(ly_config_setting_string(file, K "bind_address", flags->bind_address, LY_SERVER_BIND_DEFAULT,
 	    &cfg->bind_address, err));

@@ -192,6 +192,13 @@ test_settings(void **state)
 	assert_string_equal(v, "json");
 	assert_int_equal(ly_daemon_setting_log_format(c, "agent.log_format", &v, &e), LY_OK);
 	assert_string_equal(v, "text");
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	assert_int_equal(ly_daemon_setting_trust_domain(c, "server.trust_domain", "spiffe://example.org", td, &e), LY_OK);
+	assert_string_equal(td, "example.org");
+	assert_int_equal(ly_daemon_setting_trust_domain(c, "agent.trust_domain", NULL, td, &e), LY_E_INVALID);
+	assert_string_equal(e.msg, "no trust domain: give -trustDomain or agent.trust_domain in the config file");
+	assert_int_equal(ly_daemon_setting_trust_domain(c, "server.trust_domain", "Bad_TD", td, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "flag -trustDomain"));
 	/* Refusals name the flag, or the file's key. */
 	assert_int_equal(ly_daemon_setting_socket_path(c, "server.socket_path", "rel.sock", "/d.sock", &v, &e),
 	    LY_E_INVALID);
