@@ -110,6 +110,32 @@ parse_exact(const uint8_t *der, size_t len, size_t index, X509 **out, struct ly_
 	return LY_OK;
 }
 
+/*
+ * The spans of der's certificates, counted first so the array is only as
+ * large as the input needs. *spans (*count of them) is the caller's to free.
+ */
+static ly_status
+split_spans(const uint8_t *der, size_t len, size_t max_certs, size_t max_total, struct ly_der_span **spans,
+    size_t *count, struct ly_error *err)
+{
+	struct ly_der_span *v;
+	ly_status rc;
+
+	*spans = NULL;
+	*count = 0;
+	LY_TRY(ly_der_split(der, len, max_certs, max_total, NULL, count, err));
+	v = calloc(*count, sizeof(*v));
+	if (v == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "allocating %zu spans", *count);
+	rc = ly_der_split(der, len, *count, max_total, v, count, err);
+	if (rc != LY_OK) {
+		free(v);
+		return rc;
+	}
+	*spans = v;
+	return LY_OK;
+}
+
 ly_status
 ly_der_parse_certs(const uint8_t *der, size_t len, size_t max_certs, size_t max_total, STACK_OF(X509) **out,
     struct ly_error *err)
@@ -122,16 +148,7 @@ ly_der_parse_certs(const uint8_t *der, size_t len, size_t max_certs, size_t max_
 	*out = NULL;
 	if (max_certs == 0)
 		return ly_error_set(err, LY_E_LIMIT, "no certificates allowed");
-	/* Count first so the span array is only as large as the input needs. */
-	rc = ly_der_split(der, len, max_certs, max_total, NULL, &count, err);
-	if (rc != LY_OK)
-		return rc;
-	spans = calloc(count, sizeof(*spans));
-	if (spans == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "allocating %zu spans", count);
-	rc = ly_der_split(der, len, count, max_total, spans, &count, err);
-	if (rc != LY_OK)
-		goto out;
+	LY_TRY(split_spans(der, len, max_certs, max_total, &spans, &count, err));
 	sk = sk_X509_new_reserve(NULL, (int)count);
 	if (sk == NULL) {
 		rc = ly_error_openssl(err, LY_E_NOMEM, "allocating a certificate stack");
@@ -411,13 +428,7 @@ ly_der_certs_to_pem(const uint8_t *der, size_t len, size_t max_certs, size_t max
 	const size_t label_len = strlen(PEM_STRING_X509);
 	ly_status rc;
 
-	LY_TRY(ly_der_split(der, len, max_certs, max_total, NULL, &count, err));
-	spans = calloc(count, sizeof(*spans));
-	if (spans == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "allocating %zu spans", count);
-	rc = ly_der_split(der, len, count, max_total, spans, &count, err);
-	if (rc != LY_OK)
-		goto out;
+	LY_TRY(split_spans(der, len, max_certs, max_total, &spans, &count, err));
 	for (size_t i = 0; i < count; i++)
 		size += pem_block_size(label_len, spans[i].len);
 	char *text = malloc(size + 1);
