@@ -449,14 +449,8 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
 	    err));
-	LY_TRY(ly_config_get_port(file, K "health_checks.bind_port", 8080, &cfg->health_bind_port, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.live_path", "/live", &cfg->health_live_path, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.ready_path", "/ready", &cfg->health_ready_path, err));
-	if (cfg->health_live_path[0] != '/' || cfg->health_ready_path[0] != '/' ||
-	    strcmp(cfg->health_live_path, cfg->health_ready_path) == 0) {
-		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
-		return ly_config_wrap(file, K "health_checks.live_path", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_health(file, K "health_checks", &cfg->health_bind_port, &cfg->health_live_path,
+	    &cfg->health_ready_path, err));
 
 	/* Envoy SDS v3: SPIRE's names and defaults (agent/sds.h). */
 	LY_TRY(ly_config_get_string(file, K "sds.default_svid_name", "default", &cfg->sds_default_svid_name, err));

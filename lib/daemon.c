@@ -174,3 +174,27 @@ ly_daemon_setting_log_format(const struct ly_config *file, const char *key, cons
 	}
 	return LY_OK;
 }
+
+/* "<prefix>.<name>" in `key` (LY_CONFIG_KEY_MAX + 1 bytes), for one call. */
+static const char *
+subkey(char *key, const char *prefix, const char *name)
+{
+	(void)snprintf(key, LY_CONFIG_KEY_MAX + 1, "%s.%s", prefix, name);
+	return key;
+}
+
+ly_status
+ly_daemon_setting_health(const struct ly_config *file, const char *prefix, uint16_t *port, const char **live,
+    const char **ready, struct ly_error *err)
+{
+	char key[LY_CONFIG_KEY_MAX + 1];
+
+	LY_TRY(ly_config_get_port(file, subkey(key, prefix, "bind_port"), 8080, port, err));
+	LY_TRY(ly_config_get_string(file, subkey(key, prefix, "live_path"), "/live", live, err));
+	LY_TRY(ly_config_get_string(file, subkey(key, prefix, "ready_path"), "/ready", ready, err));
+	if ((*live)[0] != '/' || (*ready)[0] != '/' || strcmp(*live, *ready) == 0) {
+		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
+		return ly_config_wrap(file, subkey(key, prefix, "live_path"), err, LY_E_INVALID);
+	}
+	return LY_OK;
+}

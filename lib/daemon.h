@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "caps.h"
 #include "config.h"
@@ -85,5 +86,15 @@ ly_status ly_daemon_setting_log_level(const struct ly_config *file, const char *
     const char **out, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_daemon_setting_log_format(const struct ly_config *file, const char *key, const char **out,
     struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The health listener's port and paths under `prefix` (e.g.
+ * "server.health_checks"): bind_port (default 8080), live_path ("/live") and
+ * ready_path ("/ready"); the two paths must start with / and differ (the
+ * error names <prefix>.live_path). The enabled flag and the bind address
+ * stay with each daemon (the server checks its address is an IP).
+ */
+ly_status ly_daemon_setting_health(const struct ly_config *file, const char *prefix, uint16_t *port, const char **live,
+    const char **ready, struct ly_error *err) LY_MUST_CHECK;
 
 #endif

@@ -211,14 +211,8 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 	    err));
 	if (check_ip(cfg->health_bind_address, err) != LY_OK)
 		return ly_config_wrap(file, K "health_checks.bind_address", err, LY_E_INVALID);
-	LY_TRY(ly_config_get_port(file, K "health_checks.bind_port", 8080, &cfg->health_bind_port, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.live_path", "/live", &cfg->health_live_path, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.ready_path", "/ready", &cfg->health_ready_path, err));
-	if (cfg->health_live_path[0] != '/' || cfg->health_ready_path[0] != '/' ||
-	    strcmp(cfg->health_live_path, cfg->health_ready_path) == 0) {
-		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
-		return ly_config_wrap(file, K "health_checks.live_path", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_health(file, K "health_checks", &cfg->health_bind_port, &cfg->health_live_path,
+	    &cfg->health_ready_path, err));
 
 	LY_TRY(get_join_token(file, &cfg->join_token_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "node_attestors.x509pop.ca_bundle_path", NULL,

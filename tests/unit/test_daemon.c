@@ -208,12 +208,23 @@ test_settings(void **state)
 	assert_int_equal(ly_daemon_setting_log_level(c, "server.log_level", "loud", &v, &e), LY_E_INVALID);
 	assert_non_null(strstr(e.msg, "flag -logLevel"));
 	assert_non_null(strstr(e.msg, "is not one of error, warn, info, debug"));
+	uint16_t port;
+	const char *live, *ready;
+	assert_int_equal(ly_daemon_setting_health(c, "server.health_checks", &port, &live, &ready, &e), LY_OK);
+	assert_int_equal(port, 8080);
+	assert_string_equal(live, "/live");
+	assert_string_equal(ready, "/ready");
 	ly_config_free(c);
 	c = load("agent:\n  log_format: xml\n  log_level: loud\n");
 	assert_int_equal(ly_daemon_setting_log_format(c, "agent.log_format", &v, &e), LY_E_INVALID);
 	assert_non_null(strstr(e.msg, "t.yaml:2: key agent.log_format"));
 	assert_int_equal(ly_daemon_setting_log_level(c, "agent.log_level", NULL, &v, &e), LY_E_INVALID);
 	assert_non_null(strstr(e.msg, "key agent.log_level"));
+	ly_config_free(c);
+	c = load("agent:\n  health_checks:\n    bind_port: 9090\n    live_path: /x\n    ready_path: /x\n");
+	assert_int_equal(ly_daemon_setting_health(c, "agent.health_checks", &port, &live, &ready, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "key agent.health_checks.live_path"));
+	assert_non_null(strstr(e.msg, "must start with / and differ"));
 	ly_config_free(c);
 }
 
