@@ -18,6 +18,7 @@
 #include "lib/atomicfile.h"
 #include "lib/der.h"
 #include "lib/entry.h"
+#include "lib/fileread.h"
 #include "lib/fsperm.h"
 #include "lib/spiffeid.h"
 
@@ -1003,59 +1004,17 @@ ly_state_read_file(const char *dir, const char *name, struct ly_buf *out, struct
 {
 	ly_status rc;
 	char path[PATH_MAX];
-	struct stat st;
-	uint8_t *p = NULL;
-	size_t size = 0;
 
 	LY_TRY(join_path(dir, name, path, sizeof(path), err));
 	/* A regular file of ours, 0600, not through a link (fsperm.h). */
 	int fd;
 	if ((rc = ly_fsperm_openat(AT_FDCWD, path, path, O_RDONLY, 0, &fd, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "state");
-	if (fstat(fd, &st) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "state: %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (st.st_size < 0 || (uint64_t)st.st_size > LY_AGENT_STATE_FILE_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "state: %s is over %d bytes", path, LY_AGENT_STATE_FILE_MAX);
-		goto out;
-	}
-	size = (size_t)st.st_size;
-	p = malloc(size + 1);
-	if (p == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "state: allocating %zu bytes", size);
-		goto out;
-	}
-	/* One byte more than the size: a file that grew meanwhile is refused. */
-	size_t got = 0;
-	for (;;) {
-		ssize_t r = read(fd, p + got, size + 1 - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = ly_error_set(err, LY_E_IO, "state: reading %s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-		if (got > size) {
-			rc = ly_error_set(err, LY_E_IO, "state: %s changed while being read", path);
-			goto out;
-		}
-	}
-	if (got != size) {
-		rc = ly_error_set(err, LY_E_IO, "state: %s changed while being read", path);
-		goto out;
-	}
-	ly_buf_adopt(out, p, size);
-	p = NULL;
-	rc = LY_OK;
-out:
-	if (p != NULL)
-		OPENSSL_clear_free(p, size + 1);
+	rc = ly_fileread_fd(fd, path, LY_AGENT_STATE_FILE_MAX, out, err);
 	close(fd);
-	return rc;
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "state");
+	return LY_OK;
 }
 
 ly_status

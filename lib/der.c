@@ -16,6 +16,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "fileread.h"
+
 /* ASN.1 universal SEQUENCE, constructed: every certificate starts with it. */
 #define DER_SEQUENCE 0x30
 
@@ -450,61 +452,10 @@ out:
 ly_status
 ly_pem_read_file(const char *path, struct ly_buf *out, struct ly_error *err)
 {
-	struct stat st;
-	uint8_t *data = NULL;
-	size_t size = 0, got = 0;
-	ly_status rc;
-
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return ly_error_set(err, LY_E_IO, "%s: cannot open: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: cannot stat: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = ly_error_set(err, LY_E_IO, "%s: not a regular file", path);
-		goto out;
-	}
-	if (st.st_size > LY_PEM_FILE_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "%s: %lld bytes, over the cap of %d", path,
-		    (long long)st.st_size, LY_PEM_FILE_MAX);
-		goto out;
-	}
-	size = (size_t)st.st_size;
-	data = malloc(size + 1);
-	if (data == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "allocating %zu bytes", size + 1);
-		goto out;
-	}
-	/* Read one byte more than the size to notice a file that grew. */
-	for (;;) {
-		uint8_t extra;
-		ssize_t n = got < size ? read(fd, data + got, size - got) : read(fd, &extra, 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = ly_error_set(err, LY_E_IO, "%s: read failed: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		if (got >= size) {
-			OPENSSL_cleanse(&extra, sizeof(extra));
-			rc = ly_error_set(err, LY_E_IO, "%s: changed while being read", path);
-			goto out;
-		}
-		got += (size_t)n;
-	}
-	data[got] = '\0';
-	ly_buf_adopt(out, data, got);
-	data = NULL;
-	rc = LY_OK;
-out:
-	if (data != NULL) {
-		OPENSSL_cleanse(data, size + 1);
-		free(data);
-	}
+	ly_status rc = ly_fileread_fd(fd, path, LY_PEM_FILE_MAX, out, err);
 	close(fd);
 	return rc;
 }
