@@ -707,11 +707,7 @@ health_start(struct srv_main *m, struct ly_error *err)
 		.live_path = c->health_live_path, .ready_path = c->health_ready_path,
 		.ready = health_ready, .metrics = health_metrics, .arg = m,
 	};
-	ly_status rc = ly_health_http_start(&m->loop, &hc, &m->health, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "health_checks");
-	log_info("health listener on %s:%u", c->health_bind_address, (unsigned)ly_health_http_port(m->health));
-	return LY_OK;
+	return ly_health_http_start_logged(&m->loop, &hc, &m->health, err);
 }
 
 /* ---- several servers on one PostgreSQL --------------------------------------------------- */
