@@ -112,9 +112,8 @@ def rounds(tag, a, A, B, agent_id):
         mark = len(a.p.text())
         t_kill = time.monotonic()
         first.p.stop(signal.SIGKILL)
-        ok, leaf, _, out = a.fetch()
-        check(ok and e2e.uri_sans(leaf) == [f"{TDID}/w1"], f"{tag} round {rnd + 1}: cached SVID served while moving",
-              str(out))
+        served = a.fetch_all()  # every identity (the first one is the default: either entry by then)
+        check(f"{TDID}/w1" in served, f"{tag} round {rnd + 1}: cached SVID served while moving", str(sorted(served)))
         moved = wait_watch(other, MOVE_BOUND_S + 5)
         t_move = time.monotonic() - t_kill
         print(f"figure: {tag} round {rnd + 1}: watch on the other server {t_move:.2f} s after the kill")
