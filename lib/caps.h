@@ -62,6 +62,12 @@
 /* Trust bundles held at once (ours and federated ones), and one JWK's
  * base64url RSA exponent in bytes (RSA_MAX_PUBEXP_BITS is 64). */
 #define LY_BUNDLE_SET_MAX 1024
+/*
+ * Federation (SPEC §9): the trust domains one entry federates with, and a
+ * relationship's bundle endpoint URL.
+ */
+#define LY_ENTRY_FEDERATES_WITH_MAX 32
+#define LY_FED_URL_MAX 2048
 #define LY_JWK_RSA_E_MAX 8
 
 /*

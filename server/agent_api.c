@@ -493,6 +493,15 @@ on_store_change(void *arg, const struct ly_datastore_change *change)
 	case LY_DATASTORE_BUNDLE_CHANGED:
 		ly_agent_api_bundle_changed(api);
 		break;
+	case LY_DATASTORE_FED_BUNDLE_CHANGED:
+	case LY_DATASTORE_FED_BUNDLE_DELETED:
+		/* A delete in mode dissociate/delete changed entries too; either
+		 * way the watchers' federated_sequence may have moved. */
+		entries_changed(api);
+		ly_agent_api_bundle_changed(api);
+		break;
+	case LY_DATASTORE_FED_REL_CHANGED:
+		break; /* the fetcher's business; agents see bundles only */
 	}
 }
 

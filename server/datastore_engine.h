@@ -176,4 +176,25 @@ ly_status ly_ds_engine_ca_state_get(struct ly_datastore *ds, const char *name, s
 ly_status ly_ds_engine_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
     LY_MUST_CHECK;
 
+/* Federation (datastore_engine_fed.c). */
+ly_status ly_ds_engine_fed_bundle_put(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t *revision,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_bundle **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_list(struct ly_datastore *ds, struct ly_ds_fed_bundle_list *out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_delete(struct ly_datastore *ds, const char *td, enum ly_fed_delete_mode mode,
+    int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_create(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,
+    const struct ly_bundle *bundle, int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_update(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,
+    const struct ly_bundle *bundle, int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_rel **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_list(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_delete(struct ly_datastore *ds, const char *td, int64_t *revision,
+    struct ly_error *err) LY_MUST_CHECK;
+
 #endif

@@ -1421,6 +1421,16 @@ static const struct ly_datastore_ops pg_ops = {
 	.ca_state_put = ly_ds_engine_ca_state_put,
 	.ca_state_get = ly_ds_engine_ca_state_get,
 	.ca_state_delete = ly_ds_engine_ca_state_delete,
+	.fed_bundle_put = ly_ds_engine_fed_bundle_put,
+	.fed_bundle_get = ly_ds_engine_fed_bundle_get,
+	.fed_bundle_list = ly_ds_engine_fed_bundle_list,
+	.fed_bundle_delete = ly_ds_engine_fed_bundle_delete,
+	.fed_bundle_count = ly_ds_engine_fed_bundle_count,
+	.fed_rel_create = ly_ds_engine_fed_rel_create,
+	.fed_rel_update = ly_ds_engine_fed_rel_update,
+	.fed_rel_get = ly_ds_engine_fed_rel_get,
+	.fed_rel_list = ly_ds_engine_fed_rel_list,
+	.fed_rel_delete = ly_ds_engine_fed_rel_delete,
 };
 
 /* Reads the schema version (0 for a new database, which gets its row); refuses a damaged table. */

@@ -326,7 +326,7 @@ test_change_reaches_watcher(void **state)
 	assert_int_equal(call.last->n_entries, 0);
 
 	/* A bundle change fed through the hook: every stream gets an update. */
-	struct ly_datastore_change c = { LY_DATASTORE_BUNDLE_CHANGED, rev, NULL, NULL };
+	struct ly_datastore_change c = { .kind = LY_DATASTORE_BUNDLE_CHANGED, .revision = rev };
 	ly_datastore_changed(f->srv.ds, &c);
 	assert_int_equal(call.n_sent, 4);
 
