@@ -140,6 +140,8 @@ static const struct ly_sync_steps steps = {
 	.watch_drop_all = ly_sync_watch_drop_all,
 	.bundle_install = ly_sync_watch_bundle_install,
 	.verifier_release = ly_sync_watch_verifier_release,
+	.federated_fetch = ly_sync_watch_federated_fetch,
+	.federated_install = ly_sync_watch_federated_install,
 	.attest = ly_sync_enrol_begin,
 	.attest_again = ly_sync_enrol_again,
 	.renew = ly_sync_enrol_renew,
@@ -218,7 +220,8 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 	if (s->agent->rpc == NULL || s->loop == NULL)
 		return ly_error_set(err, LY_E_INVALID, "sync: no loop or rpc");
 	LY_TRY(ly_state_dir_prepare(s->agent->cfg.data_dir, err));
-	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim };
+	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim,
+		&s->t_fed };
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
 		ly_status rc = ly_uvtimer_new(s->loop, s, false, timers[i], err);
 		if (rc != LY_OK)
@@ -270,6 +273,7 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	ly_uvtimer_close(&s->t_tick);
 	ly_uvtimer_close(&s->t_persist);
 	ly_uvtimer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_fed);
 	if (s->t_defer != NULL)
 		uv_timer_stop(s->t_defer);
 	ly_sync_jwt_flush(s);
@@ -310,6 +314,7 @@ ly_sync_free(struct ly_sync *s)
 	ly_uvtimer_close(&s->t_persist);
 	ly_uvtimer_close(&s->t_defer);
 	ly_uvtimer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_fed);
 	/* Answers nobody waits for any more (wapi is gone): dropped without a call. */
 	ly_sync_jwt_drop_ready(s);
 	/* Channels left (a failed start): rpc/ frees gRPC's side on ly_rpc_close. */

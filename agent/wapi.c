@@ -102,6 +102,7 @@
 #include "agent/attest_k8s.h"
 #include "agent/attest_unix.h"
 #include "agent/cache.h"
+#include "agent/fedset.h"
 #include "agent/procfs.h"
 #include "agent/sds.h" /* SDS hook */
 #include "agent/workload_msg.h"
@@ -366,7 +367,8 @@ on_stream_closed(struct ly_rpc_call *call, void *arg)
 struct pass_ctx {
 	struct ly_wapi *w;
 	struct ly_cache *cache;
-	const struct ly_bundle_set *set;
+	const struct ly_bundle_set *set; /* every bundle held: ours and federated */
+	struct ly_bundle_set *own_set;   /* ours alone (owned): the view of a caller that federates with none */
 	int64_t now;
 	int64_t next_expiry;
 	bool built[ST_KINDS];
@@ -384,6 +386,10 @@ pass_ctx_init(struct pass_ctx *p, struct ly_wapi *w)
 	p->set = wapi_bundles(w);
 	p->now = (int64_t)ly_agent_now();
 	p->next_expiry = INT64_MAX;
+	/* NULL when out of memory: the bundle streams then wait for the next pass. */
+	if (p->cache != NULL && ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), NULL, &p->own_set, NULL,
+				    NULL) != LY_OK)
+		p->own_set = NULL;
 }
 
 static void
@@ -391,18 +397,29 @@ pass_ctx_cleanup(struct pass_ctx *p)
 {
 	for (int i = 0; i < ST_KINDS; i++)
 		ly_buf_free(&p->msg[i]);
+	ly_bundle_set_free(p->own_set);
 }
 
-/* The shared bundle response of `kind`, built once per pass. */
+/* A bundle response of `kind` for `set`. */
+static ly_status
+bundles_msg(enum stream_kind kind, const struct ly_bundle_set *set, struct ly_buf *out, struct ly_error *err)
+{
+	if (kind == ST_X509_BUNDLES)
+		return ly_wmsg_x509bundles_response(set, out, err);
+	return ly_wmsg_jwtbundles_response(set, out, err);
+}
+
+/*
+ * The bundle response of `kind` for a caller that federates with no trust
+ * domain (our bundle alone: the same for every such caller), built once per
+ * pass.
+ */
 static ly_status
 shared_msg(struct pass_ctx *p, enum stream_kind kind, struct ly_error *err)
 {
 	if (!p->built[kind]) {
 		p->built[kind] = true;
-		if (kind == ST_X509_BUNDLES)
-			p->rc[kind] = ly_wmsg_x509bundles_response(p->set, &p->msg[kind], err);
-		else
-			p->rc[kind] = ly_wmsg_jwtbundles_response(p->set, &p->msg[kind], err);
+		p->rc[kind] = p->own_set != NULL ? bundles_msg(kind, p->own_set, &p->msg[kind], err) : LY_E_NOMEM;
 		if (p->rc[kind] == LY_OK)
 			SHA256(p->msg[kind].data, p->msg[kind].len, p->digest[kind]);
 	}
@@ -437,6 +454,8 @@ stream_update(struct stream *st, struct pass_ctx *p)
 {
 	struct ly_cache_identities ids;
 	struct ly_buf msg = LY_BUF_INIT;
+	struct ly_bundle_set *view = NULL;
+	size_t nfed = 0;
 	uint8_t digest[SHA256_DIGEST_LENGTH];
 	struct ly_error e;
 	struct wconn *c = st->conn;
@@ -460,12 +479,26 @@ stream_update(struct stream *st, struct pass_ctx *p)
 		goto out;
 	}
 	if (st->kind != ST_X509_SVID) {
+		/* Our bundle and the federated ones of every entry the caller is entitled to (fedset.h). */
 		ly_error_clear(&e);
-		if (shared_msg(p, st->kind, &e) != LY_OK) {
+		if (ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, &nfed, &e) != LY_OK) {
 			log_warn("workload api: %s: %s", stream_names[st->kind], e.msg);
 			goto out;
 		}
-		stream_send(st, &p->msg[st->kind], p->digest[st->kind], 0);
+		if (nfed == 0) {
+			if (shared_msg(p, st->kind, &e) != LY_OK) {
+				log_warn("workload api: %s: %s", stream_names[st->kind], e.msg);
+				goto out;
+			}
+			stream_send(st, &p->msg[st->kind], p->digest[st->kind], 0);
+			goto out;
+		}
+		if (bundles_msg(st->kind, view, &msg, &e) != LY_OK) {
+			log_warn("workload api: conn %" PRIu64 ": %s: %s", c->id, stream_names[st->kind], e.msg);
+			goto out;
+		}
+		SHA256(msg.data, msg.len, digest);
+		stream_send(st, &msg, digest, 0);
 		goto out;
 	}
 	/* Entitled, but no valid SVID yet (being issued): the stream waits. */
@@ -480,7 +513,12 @@ stream_update(struct stream *st, struct pass_ctx *p)
 		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: no bundle for our trust domain yet", c->id);
 		goto out;
 	}
-	if (ly_wmsg_x509svid_response(&ids, own, p->set, &msg, &e) != LY_OK) {
+	/* federated_bundles: those of the trust domains the SVIDs' entries federate with (fedset.h). */
+	if (ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, NULL, &e) != LY_OK) {
+		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: %s", c->id, e.msg);
+		goto out;
+	}
+	if (ly_wmsg_x509svid_response(&ids, own, view, &msg, &e) != LY_OK) {
 		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: %s", c->id, e.msg);
 		goto out;
 	}
@@ -489,6 +527,7 @@ stream_update(struct stream *st, struct pass_ctx *p)
 	OPENSSL_cleanse(digest, sizeof(digest));
 out:
 	ly_buf_free_secret(&msg);
+	ly_bundle_set_free(view);
 	ly_cache_identities_cleanup(&ids);
 }
 
