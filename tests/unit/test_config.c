@@ -269,12 +269,12 @@ test_depth(void **state)
 	struct ly_config *cfg = load("a:\n b:\n  c:\n   d:\n    e:\n     f: 1\n");
 	assert_true(ly_config_has(cfg, "a.b.c.d.e.f"));
 	ly_config_free(cfg);
-	cfg = load("a: {b: {c: {d: {e: {f: {}}}}}}\n");
-	assert_true(ly_config_has(cfg, "a.b.c.d.e.f"));
+	cfg = load("a: {b: {c: {d: {e: {f: {g: {}}}}}}}\n");
+	assert_true(ly_config_has(cfg, "a.b.c.d.e.f.g"));
 	ly_config_free(cfg);
-	refuse("a:\n b:\n  c:\n   d:\n    e:\n     f:\n      g: 1\n", LY_E_LIMIT,
-	    "t.yaml:7: key a.b.c.d.e.f.g: nested deeper than 6 levels");
-	refuse("a: {b: {c: {d: {e: {f: {g: {h: 1}}}}}}}\n", LY_E_LIMIT, "nested deeper than 6");
+	refuse("a:\n b:\n  c:\n   d:\n    e:\n     f:\n      g:\n       h: 1\n", LY_E_LIMIT,
+	    "t.yaml:8: key a.b.c.d.e.f.g.h: nested deeper than 7 levels");
+	refuse("a: {b: {c: {d: {e: {f: {g: {h: {i: 1}}}}}}}}\n", LY_E_LIMIT, "nested deeper than 7");
 }
 
 static void
