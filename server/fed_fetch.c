@@ -317,6 +317,7 @@ struct ly_fed_fetcher {
 	struct ly_queue rels;
 	uv_timer_t sync_timer;
 	bool stopping, sync_closed;
+	bool list_failing; /* the last ops->list failed (logged once) */
 	size_t jobs;
 };
 
@@ -596,8 +597,13 @@ ly_fed_fetcher_sync(struct ly_fed_fetcher *f)
 	if (f->stopping)
 		return;
 	if (f->ops->list != NULL && f->ops->list(f->arg, &dyn, &ndyn, &e) != LY_OK) {
-		log_warn("federation: cannot read the relationships: %s", e.msg);
+		if (!f->list_failing)
+			log_warn("federation: cannot read the relationships (keeping those known): %s", e.msg);
+		f->list_failing = true;
 		listed = false; /* keep the dynamic ones we have */
+	} else if (f->list_failing) {
+		log_info("federation: the relationships are readable again");
+		f->list_failing = false;
 	}
 	LY_QUEUE_FOREACH(q, &f->rels)
 		LY_QUEUE_DATA(q, struct rel, link)->seen = false;

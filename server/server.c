@@ -522,9 +522,8 @@ open_state(struct srv_main *m, struct ly_error *err)
 		if ((rc = ly_datastore_sqlite_open(path, &srv->ds, err)) != LY_OK)
 			return ly_error_wrap(err, rc, "cannot open datastore %s", path);
 	}
-
-	if ((rc = ly_datastore_set_trust_domain(srv->ds, srv->cfg.trust_domain, err)) != LY_OK)
-		return rc;
+	/* Federation refuses our own trust domain (datastore.h). */
+	LY_TRY(ly_datastore_set_trust_domain(srv->ds, srv->cfg.trust_domain, err));
 
 	struct ly_ca_config cc = {
 		.trust_domain = srv->cfg.trust_domain,
