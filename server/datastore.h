@@ -353,7 +353,7 @@ void ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_
 /* ---- SQLite back end ---- */
 
 /* The schema version this build writes; a newer database is refused. */
-#define LY_DATASTORE_SQLITE_SCHEMA 1
+#define LY_DATASTORE_SQLITE_SCHEMA 2
 
 /*
  * Opens (creating if absent) the SQLite database at `path` (the server uses
@@ -371,7 +371,7 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
 /* ---- PostgreSQL back end ---- */
 
 /* The schema version this build writes; a newer database is refused. */
-#define LY_DATASTORE_PG_SCHEMA 1
+#define LY_DATASTORE_PG_SCHEMA 2
 
 /*
  * Connects to PostgreSQL with the libpq connection string `conninfo`

@@ -16,7 +16,8 @@
  * Which operations run on the engine so far: the join tokens
  * (token_create, token_consume, token_prune), agent_delete,
  * agent_set_banned, the CA state (put, get, delete), revision,
- * entry_changes_prune, entry_get, entry_delete, agent_get and agent_list. The rest are still
+ * entry_changes_prune, entry_get, entry_delete, agent_get, agent_list and
+ * federation (federated bundles, relationships). The rest are still
  * written per back end.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
@@ -68,6 +69,39 @@ enum ly_ds_stmt {
 	LY_DS_AGENT_GET,
 	/* () -> agent rows ordered by spiffe_id (bytewise) */
 	LY_DS_AGENT_LIST,
+	/* Federation (datastore_engine_fed.c). */
+	/* () -> rows (revision int): raises the store revision once more in a write transaction */
+	LY_DS_REV_BUMP,
+	/* (entry row id int, revision int): an entry changed by a federated bundle's delete */
+	LY_DS_ENTRY_SET_REVISION,
+	/* (trust_domain text, bundle text, sequence int, revision int, updated_at int): insert or replace */
+	LY_DS_FEDB_PUT,
+	/* (trust_domain text) -> rows (trust_domain, bundle, revision, updated_at) */
+	LY_DS_FEDB_GET,
+	/* () -> the same rows, ordered by trust_domain (bytewise) */
+	LY_DS_FEDB_LIST,
+	/* (trust_domain text) */
+	LY_DS_FEDB_DELETE,
+	/* () -> rows (count int) */
+	LY_DS_FEDB_COUNT,
+	/* (trust_domain text) -> rows (entry row id, entry_id) of the entries federating with it, by row id */
+	LY_DS_FEDB_ENTRIES,
+	/* (entry row id int, trust_domain text): inserts only when that bundle exists (changed rows: 0 or 1) */
+	LY_DS_FEDW_INSERT,
+	/* (entry row id int): an entry's federates_with rows */
+	LY_DS_FEDW_DELETE_ENTRY,
+	/* (trust_domain text): every entry's federates_with row naming it */
+	LY_DS_FEDW_DELETE_TD,
+	/* (trust_domain text, url text, profile int, endpoint_spiffe_id text|NULL, created_at int, updated_at int) */
+	LY_DS_FEDR_INSERT,
+	/* (trust_domain text, url text, profile int, endpoint_spiffe_id text|NULL, updated_at int) */
+	LY_DS_FEDR_UPDATE,
+	/* (trust_domain text) -> rows (trust_domain, url, profile, endpoint_spiffe_id, created_at, updated_at) */
+	LY_DS_FEDR_GET,
+	/* () -> the same rows, ordered by trust_domain (bytewise) */
+	LY_DS_FEDR_LIST,
+	/* (trust_domain text) */
+	LY_DS_FEDR_DELETE,
 	LY_DS_STMT_COUNT,
 };
 
@@ -176,7 +210,15 @@ ly_status ly_ds_engine_ca_state_get(struct ly_datastore *ds, const char *name, s
 ly_status ly_ds_engine_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
     LY_MUST_CHECK;
 
-/* Federation (datastore_engine_fed.c). */
+/*
+ * Federation (datastore_engine_fed.c). ly_ds_engine_entry_federates_write
+ * is for the back ends' entry create and update, inside their write
+ * transaction: it replaces entry row `rowid`'s federates_with rows with
+ * e->federates_with, refusing a trust domain without a stored bundle
+ * (LY_E_INVALID "no bundle for trust domain b.test: set one first").
+ */
+ly_status ly_ds_engine_entry_federates_write(struct ly_datastore *ds, int64_t rowid, const struct ly_entry *e,
+    struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_fed_bundle_put(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t *revision,
     struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_fed_bundle_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_bundle **out,

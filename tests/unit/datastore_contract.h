@@ -195,19 +195,23 @@ static void
 test_newer_schema_refused(void **state)
 {
 	struct fixture *f = *state;
+	char sql[128], msg[160];
 	ly_datastore_close(f->ds);
 	f->ds = NULL;
-	f->be->exec(f, "UPDATE schema_version SET version = 2");
+	(void)snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", f->be->schema + 1);
+	f->be->exec(f, sql);
 	struct ly_error err;
-	expect(f->be->open_store(f, &f->ds, &err), &err, LY_E_UNSUPPORTED,
-	    "datastore schema 2 is newer than this lanyard-server (1): upgrade");
+	(void)snprintf(msg, sizeof(msg), "datastore schema %d is newer than this lanyard-server (%d): upgrade",
+	    f->be->schema + 1, f->be->schema);
+	expect(f->be->open_store(f, &f->ds, &err), &err, LY_E_UNSUPPORTED, msg);
 	assert_null(f->ds);
 	const char *named = f->be->named_in_errors(f);
 	if (named != NULL)
 		assert_non_null(strstr(err.msg, named));
-	/* The refusal changed nothing: the version is still 2. */
-	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), 2);
-	f->be->exec(f, "UPDATE schema_version SET version = 1");
+	/* The refusal changed nothing: the version is still the newer one. */
+	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), f->be->schema + 1);
+	(void)snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", f->be->schema);
+	f->be->exec(f, sql);
 	f->be->open(f);
 }
 
