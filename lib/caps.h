@@ -51,7 +51,8 @@
 /* A configuration file. */
 #define LY_CONFIG_FILE_MAX (1024 * 1024)
 #define LY_CONFIG_ENTRIES_MAX 1024
-#define LY_CONFIG_DEPTH_MAX 6
+/* 7: server.federation.bundle_endpoint.profile.https_web.serving_cert_file.cert_file_path (SPIRE's names). */
+#define LY_CONFIG_DEPTH_MAX 7
 #define LY_CONFIG_VALUE_MAX 4096
 /* A configuration key as a dotted path ("server.node_attestors.k8s_psat.cluster"). */
 #define LY_CONFIG_KEY_MAX 256

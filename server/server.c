@@ -58,6 +58,8 @@
 #include "server/audit.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/fed_endpoint.h"
+#include "server/fed_fetch.h"
 #include "server/server.h"
 
 /* Retry a failed CA tick or certificate renewal after this long. */
@@ -94,6 +96,9 @@ struct srv_main {
 	bool rpc_closing;
 	int exit_code;
 	struct ly_health_http *health;
+	/* Federation (issue 15): the bundle endpoint (NULL when not configured) and the fetcher. */
+	struct ly_fed_endpoint *fed_ep;
+	struct ly_fed_fetcher *fetcher;
 	/* The last datastore ping (health_ready): when, and whether it answered. */
 	uint64_t ds_ping_ms;
 	bool ds_pinged, ds_ping_ok;
@@ -200,6 +205,13 @@ agent_tls_refresh(struct srv_main *m, time_t now, struct ly_error *err)
 		if (rc != LY_OK)
 			ly_error_wrap(err, rc, "cannot rotate the server certificate");
 	}
+	if (rc == LY_OK && m->fed_ep != NULL && m->srv.cfg.fed.endpoint.profile == LY_FED_PROFILE_HTTPS_SPIFFE) {
+		/* https_spiffe: the bundle endpoint serves the same SVID as the agent listener. */
+		rc = ly_fed_endpoint_set_identity(m->fed_ep, (const char *)t.chain_pem.data, t.chain_pem.len,
+		    (const char *)t.key_pem.data, t.key_pem.len, err);
+		if (rc != LY_OK)
+			ly_error_wrap(err, rc, "bundle endpoint certificate");
+	}
 	if (rc == LY_OK) {
 		m->svid_renew_at = renew_time(now, t.expires_at);
 		log_debug("server certificate valid until %lld, renewal at %lld", (long long)t.expires_at,
@@ -212,6 +224,7 @@ agent_tls_refresh(struct srv_main *m, time_t now, struct ly_error *err)
 /* ---- timers ------------------------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *t);
+static void fed_publish(struct srv_main *m);
 
 static void
 tick_arm(struct srv_main *m, uint64_t retry_ms)
@@ -252,6 +265,7 @@ on_tick(uv_timer_t *t)
 		    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b));
 		if (m->srv.agent_api != NULL)
 			ly_agent_api_bundle_changed(m->srv.agent_api);
+		fed_publish(m);
 	}
 	if (changed || now >= m->svid_renew_at) {
 		if (agent_tls_refresh(m, now, &e) != LY_OK) {
@@ -419,6 +433,11 @@ begin_stop(struct srv_main *m)
 	}
 	ly_health_http_stop(m->health);
 	m->health = NULL;
+	ly_fed_endpoint_stop(m->fed_ep);
+	m->fed_ep = NULL;
+	ly_fed_fetcher_free(m->fetcher);
+	m->fetcher = NULL;
+	m->srv.fed_refresh = NULL;
 	if (m->srv.agent_api != NULL)
 		ly_agent_api_stop(m->srv.agent_api);
 	if (m->srv.rpc != NULL) {
@@ -471,6 +490,13 @@ on_signal(uv_signal_t *h, int signum)
 
 	if (signum == SIGHUP) {
 		reload_log_level(m);
+		struct ly_error e;
+		if (m->fed_ep != NULL && m->srv.cfg.fed.endpoint.profile == LY_FED_PROFILE_HTTPS_WEB) {
+			if (ly_fed_endpoint_reload(m->fed_ep, &e) != LY_OK)
+				log_error("SIGHUP: bundle endpoint certificate not reloaded (the previous stays): %s", e.msg);
+			else
+				log_info("SIGHUP: bundle endpoint certificate reloaded");
+		}
 		return;
 	}
 	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -636,6 +662,9 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	static const char *const kind_label[] = { "kind", NULL };
 	static const char *const attest_labels[] = { "attestor", "result", NULL };
 	static const char *const attestor_label[] = { "attestor", NULL };
+	static const char *const fed_labels[] = { "trust_domain", "reason", NULL };
+	static const char *const td_label[] = { "trust_domain", NULL };
+	static const char *const code_label[] = { "code", NULL };
 	struct ly_server_metrics *sm = calloc(1, sizeof(*sm));
 	ly_status rc;
 
@@ -667,6 +696,13 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(fed_refusals, LY_METRIC_COUNTER, "lanyard_server_federation_refusals_total",
+	    "Fetched federated bundles not taken, by trust domain and reason (the bundle held stays).", fed_labels,
+	    NULL, 0);
+	FAMILY(fed_updates, LY_METRIC_COUNTER, "lanyard_server_federation_bundle_updates_total",
+	    "Federated bundles fetched and stored because they changed, by trust domain.", td_label, NULL, 0);
+	FAMILY(fed_endpoint_answers, LY_METRIC_COUNTER, "lanyard_server_bundle_endpoint_answers_total",
+	    "Answers of the bundle endpoint by HTTP status code.", code_label, NULL, 0);
 #undef FAMILY
 	*out = sm;
 	sm = NULL;
@@ -723,6 +759,174 @@ health_start(struct srv_main *m, struct ly_error *err)
 	return LY_OK;
 }
 
+/* ---- federation (issue 15, federation.h) ---------------------------------------------- */
+
+/* Gives the bundle endpoint our bundle as it is now, with the configured refresh hint. */
+static void
+fed_publish(struct srv_main *m)
+{
+	struct ly_bundle *b = NULL;
+	struct ly_error e;
+	char *json = NULL;
+
+	if (m->fed_ep == NULL)
+		return;
+	if (ly_bundle_clone(ly_ca_bundle(m->srv.ca), &b, &e) != LY_OK ||
+	    ly_bundle_update_refresh_hint(b, m->srv.cfg.fed.endpoint.refresh_hint, &e) != LY_OK ||
+	    ly_bundle_write_jwks(b, 0, &json, &e) != LY_OK ||
+	    ly_fed_endpoint_set_bundle(m->fed_ep, json, strlen(json), &e) != LY_OK)
+		log_error("bundle endpoint: the new bundle is not served (the previous stays): %s", e.msg);
+	free(json);
+	ly_bundle_free(b);
+}
+
+static void
+fed_on_answer(void *arg, int status)
+{
+	struct srv_main *m = arg;
+	char code[8];
+	(void)snprintf(code, sizeof(code), "%d", status);
+	const char *labels[] = { code, NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, fed_endpoint_answers), labels, 1);
+}
+
+static ly_status
+fed_load(void *arg, const char *td, struct ly_bundle **out, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	struct ly_ds_fed_bundle *fb = NULL;
+
+	*out = NULL;
+	LY_TRY(ly_datastore_fed_bundle_get(m->srv.ds, td, &fb, err));
+	*out = fb->bundle;
+	fb->bundle = NULL;
+	ly_ds_fed_bundle_free(fb);
+	return LY_OK;
+}
+
+/* A bundle changed: stored, counted, one audit line (who: the fetcher; what: sequence and authorities). */
+static ly_status
+fed_store(void *arg, const struct ly_bundle *b, const struct ly_bundle *previous, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	const char *td = ly_bundle_trust_domain(b);
+	char id[LY_TRUST_DOMAIN_MAX + 16], detail[256];
+	struct ly_error ae;
+
+	LY_TRY(ly_datastore_fed_bundle_put(m->srv.ds, b, NULL, err));
+	(void)snprintf(id, sizeof(id), "spiffe://%s", td);
+	(void)snprintf(detail, sizeof(detail),
+	    "fetched from the bundle endpoint: sequence %" PRIu64 " -> %" PRIu64 ", x509_authorities=%zu "
+	    "jwt_authorities=%zu refresh_hint=%" PRIu64, previous != NULL ? ly_bundle_sequence(previous) : 0,
+	    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b),
+	    ly_bundle_refresh_hint(b));
+	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .spiffe_id = id,
+		.result = "ok", .detail = detail };
+	if (ly_audit_write(m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
+		log_error("audit: %s", ae.msg);
+	log_info("federation: bundle of %s stored: %s", td, detail);
+	const char *labels[] = { td, NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, fed_updates), labels, 1);
+	return LY_OK;
+}
+
+static ly_status
+fed_list(void *arg, struct ly_fed_relationship **out, size_t *n, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	struct ly_ds_fed_rel_list list = LY_DS_FED_REL_LIST_INIT;
+	struct ly_fed_relationship *rels = NULL;
+	size_t k = 0;
+	ly_status rc;
+
+	*out = NULL;
+	*n = 0;
+	LY_TRY(ly_datastore_fed_rel_list(m->srv.ds, &list, err));
+	if (list.n > 0 && (rels = calloc(list.n, sizeof(*rels))) == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "federation: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < list.n; i++) {
+		const struct ly_ds_fed_rel *d = list.items[i];
+		struct ly_fed_relationship *r = &rels[k];
+		struct ly_error e;
+		if (strlen(d->trust_domain) > LY_TRUST_DOMAIN_MAX || strlen(d->bundle_endpoint_url) > LY_FED_URL_MAX ||
+		    (d->profile == LY_FED_PROFILE_HTTPS_SPIFFE &&
+			(d->endpoint_spiffe_id == NULL || ly_spiffe_id_parse_str(d->endpoint_spiffe_id, &r->endpoint_id,
+			    &e) != LY_OK))) {
+			log_warn("federation: relationship with %s skipped: unusable", d->trust_domain);
+			continue;
+		}
+		(void)snprintf(r->trust_domain, sizeof(r->trust_domain), "%s", d->trust_domain);
+		(void)snprintf(r->url, sizeof(r->url), "%s", d->bundle_endpoint_url);
+		r->profile = d->profile;
+		k++;
+	}
+	*out = rels;
+	*n = k;
+	rels = NULL;
+	rc = LY_OK;
+out:
+	free(rels);
+	ly_ds_fed_rel_list_cleanup(&list);
+	return rc;
+}
+
+static void
+fed_refused(void *arg, const char *td, enum ly_fed_refusal why, const char *detail)
+{
+	struct srv_main *m = arg;
+	(void)detail; /* logged by the fetcher */
+	const char *labels[] = { td, ly_fed_refusal_name(why), NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, fed_refusals), labels, 1);
+}
+
+static const struct ly_fed_ops fed_ops = {
+	.load = fed_load, .store = fed_store, .list = fed_list, .refused = fed_refused,
+};
+
+static ly_status
+fed_refresh(struct ly_server *srv, const char *td, struct ly_error *err)
+{
+	struct srv_main *m = (struct srv_main *)srv; /* srv is the first member */
+	if (m->fetcher == NULL)
+		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
+	return ly_fed_fetcher_refresh(m->fetcher, td, err);
+}
+
+/* A relationship created, updated or deleted through any server: the fetcher re-reads them. */
+static void
+fed_on_store_change(void *arg, const struct ly_datastore_change *c)
+{
+	struct srv_main *m = arg;
+	if (c->kind == LY_DATASTORE_FED_REL_CHANGED && m->fetcher != NULL)
+		ly_fed_fetcher_sync(m->fetcher);
+}
+
+static ly_status
+fed_start(struct srv_main *m, struct ly_error *err)
+{
+	const struct ly_fed_config *fc = &m->srv.cfg.fed;
+	ly_status rc;
+
+	if (fc->endpoint.enabled) {
+		if ((rc = ly_fed_endpoint_start(&m->loop, &fc->endpoint, fed_on_answer, m, &m->fed_ep, err)) != LY_OK)
+			return rc;
+		fed_publish(m);
+		/* https_spiffe: the server certificate, made again now that the endpoint takes it too. */
+		if (fc->endpoint.profile == LY_FED_PROFILE_HTTPS_SPIFFE)
+			LY_TRY(agent_tls_refresh(m, ly_server_now(), err));
+		log_info("bundle endpoint on %s:%u (%s, refresh_hint %" PRIu64 " s)", fc->endpoint.address,
+		    (unsigned)ly_fed_endpoint_port(m->fed_ep),
+		    fc->endpoint.profile == LY_FED_PROFILE_HTTPS_WEB ? "https_web" : "https_spiffe",
+		    fc->endpoint.refresh_hint);
+	}
+	LY_TRY(ly_datastore_on_change(m->srv.ds, fed_on_store_change, m, err));
+	LY_TRY(ly_fed_fetcher_new(&m->loop, fc, &fed_ops, m, &m->fetcher, err));
+	m->srv.fed_refresh = fed_refresh;
+	return LY_OK;
+}
+
 static ly_status
 start(struct srv_main *m, struct ly_error *err)
 {
@@ -730,6 +934,7 @@ start(struct srv_main *m, struct ly_error *err)
 	LY_TRY(open_rpc(m, err));
 	handles_init(m);
 	LY_TRY(health_start(m, err));
+	LY_TRY(fed_start(m, err));
 	tick_arm(m, 0);
 	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
 
@@ -780,6 +985,7 @@ teardown(struct srv_main *m)
 	ly_audit_close(srv->audit);
 	ly_ca_free(srv->ca);
 	ly_datastore_close(srv->ds);
+	ly_fed_config_cleanup(&srv->cfg.fed);
 	ly_config_free(m->file);
 	server_metrics_free(srv->metrics);
 	srv->metrics = NULL;

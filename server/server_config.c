@@ -15,6 +15,7 @@
 #include "server/attest.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/federation.h"
 #include "server/server.h"
 
 #define K "server."
@@ -238,7 +239,15 @@ load(const struct ly_server_flags *flags, const struct ly_config *file, struct l
 {
 	const char *s = NULL;
 
-	LY_TRY(ly_config_check_known(file, known_keys, err));
+	/* The server's keys and federation's (federation.h), in one list. */
+	const char *all_keys[sizeof(known_keys) / sizeof(known_keys[0]) + 16];
+	size_t nk = 0;
+	for (size_t i = 0; known_keys[i] != NULL; i++)
+		all_keys[nk++] = known_keys[i];
+	for (size_t i = 0; ly_fed_config_keys[i] != NULL && nk + 1 < sizeof(all_keys) / sizeof(all_keys[0]); i++)
+		all_keys[nk++] = ly_fed_config_keys[i];
+	all_keys[nk] = NULL;
+	LY_TRY(ly_config_check_known(file, all_keys, err));
 
 	/* The trust domain has no default: it names everything the server signs. */
 	LY_TRY(ly_config_setting_string(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
@@ -278,7 +287,8 @@ load(const struct ly_server_flags *flags, const struct ly_config *file, struct l
 		    cfg->log_level);
 		return ly_config_setting_wrap(file, K "log_level", flags->log_level, "logLevel", err, LY_E_INVALID);
 	}
-	return load_file_only(file, cfg, err);
+	LY_TRY(load_file_only(file, cfg, err));
+	return ly_fed_config_load(file, cfg->trust_domain, &cfg->fed, err);
 }
 
 ly_status
@@ -297,6 +307,7 @@ ly_server_config_load(const struct ly_server_flags *flags, struct ly_server_conf
 	}
 	rc = load(flags, f, cfg, err);
 	if (rc != LY_OK) {
+		ly_fed_config_cleanup(&cfg->fed);
 		ly_config_free(f);
 		memset(cfg, 0, sizeof(*cfg));
 		return rc;

@@ -17,6 +17,7 @@
 
 #include "lib/caps.h"
 #include "lib/keys.h"
+#include "server/federation.h"
 
 struct uv_loop_s;
 struct ly_rpc;
@@ -62,6 +63,8 @@ struct ly_server_config {
 	const char *health_live_path;    /* "/live" */
 	const char *health_ready_path;   /* "/ready" */
 	/* k8s_psat: clusters are configured in the YAML file only. */
+	/* server.federation (federation.h): the bundle endpoint and static relationships. */
+	struct ly_fed_config fed;
 };
 
 struct ly_server {
@@ -79,6 +82,12 @@ struct ly_server {
 	struct ly_server_metrics *metrics;   /* NULL without the health listener */
 	time_t started_at;
 	bool stopping;
+	/*
+	 * `federation refresh -id TD` (admin API): fetch TD's bundle now, in the
+	 * background. server.c fills it once the fetcher runs (NULL before);
+	 * LY_E_NOT_FOUND when there is no relationship with TD.
+	 */
+	ly_status (*fed_refresh)(struct ly_server *srv, const char *td, struct ly_error *err);
 };
 
 /* The server's clock (wall time, seconds); one place so tests can reason about it. */
@@ -94,6 +103,8 @@ struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
 	    *entries, *agents, *ca_expiry;
+	/* Federation: refused fetches {trust_domain, reason}, bundles stored {trust_domain}, endpoint answers {code}. */
+	struct ly_metric *fed_refusals, *fed_updates, *fed_endpoint_answers;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */

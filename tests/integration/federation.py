@@ -1,0 +1,373 @@
+#!/usr/bin/python3
+"""federation.py: SPIFFE Federation between real lanyard-servers (issue 15,
+SPEC §9): the bundle endpoint and the server's fetcher.
+
+    federation.py LANYARD_SERVER
+
+Servers, each with its own data dir, socket and free ports on 127.0.0.1:
+  B  b.test  bundle endpoint https_spiffe (its own X.509-SVID), ca_ttl 60 s
+             (its CA rotates during the test), refresh_hint 4 s;
+  C  c.test  bundle endpoint https_web with a certificate of a test CA made
+             here with `openssl`, refresh_hint 2 s;
+  A  a.test  federates with b.test statically (https_spiffe, bootstrapped
+             with `bundle set`), with c.test dynamically (`federation create`,
+             https_web, anchors from server.federation.https_web_ca_file),
+             with f.test statically through a Python endpoint whose answers
+             the test switches, and with imp.test through an impostor
+             (a certificate the test CA never signed).
+Checks: the endpoint's JSON (curl-like with Python's ssl, and `openssl
+s_client` for the certificate), 404/405/400/431 answers, `bundle list` on A;
+B's CA rotation reaching A before B signs with the new CA; f.test's endpoint
+down, slow, garbage, 500, oversized, a third domain's bundle: the last good
+bundle stays and every refusal is counted in A's /metrics; the impostor
+refused; an https_web key file readable by others refused at start.
+Figures: bundle change to stored on A (B's CA rotation; f.test's new
+sequence), the endpoint's requests per second (sequential, one TLS
+connection each).
+
+Exits 0 when every check passed, 1 on a failure, 77 (SKIP) when a scenario
+cannot run here (the admin verbs of the federation CLI missing).
+"""
+import base64
+import datetime
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, check, exit_status, figures, finish, free_port, kill_all, make_tls_pki,  # noqa: E402
+                     openssl, run, skip, wait_for, QuietServer)
+
+SERVER = sys.argv[1]
+
+
+def write(path, text, mode=0o600):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def start_server(tmp, name, td, extra):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, mode=0o700)
+    sock = os.path.join(d, "sock", "api.sock")
+    cfg = os.path.join(d, "server.yaml")
+    write(cfg, f"server:\n  trust_domain: {td}\n  bind_address: 127.0.0.1\n  server_port: {free_port()}\n"
+               f"  socket_path: {sock}\n  data_dir: {d}/data\n  log_level: debug\n" + extra)
+    daemon = Daemon([SERVER, "run", "-config", cfg], os.path.join(d, "log"))
+    return daemon, sock
+
+
+def cli(sock, *args, timeout=30):
+    return run([SERVER, *args, "-socketPath", sock], timeout=timeout)
+
+
+def https_get(port, path="/", method="GET", raw=None, timeout=10):
+    """One request to the endpoint (no verification: what it serves is checked apart). Returns (status, body)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with ctx.wrap_socket(s) as t:
+            t.sendall(raw if raw is not None else f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while True:
+                try:
+                    chunk = t.recv(65536)
+                except (ssl.SSLError, OSError):
+                    break
+                if not chunk:
+                    break
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", head)
+    return (int(m.group(1)) if m else 0), body
+
+
+def log_time(line):
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", line)
+    return datetime.datetime.fromisoformat(m.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp() if m else None
+
+
+def metric(port, name, labels):
+    """The value of one sample of A's /metrics, 0 when absent."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                data += c
+    except OSError:
+        return 0
+    want = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return 0
+
+
+def stored_lines(daemon, td):
+    return [ln for ln in daemon.text().splitlines() if f"federation: bundle of {td} stored" in ln]
+
+
+# ---- a bundle for f.test, made here (a CA of our own, no SPIFFE ID) ----
+
+def b64u(n, size):
+    return base64.urlsafe_b64encode(n.to_bytes(size, "big")).rstrip(b"=").decode()
+
+
+def make_f_bundle(d, seq):
+    from cryptography.hazmat.primitives import serialization
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"f{seq}.key", "-out", f"f{seq}.crt", "-days", "2", "-subj", f"/CN=f.test CA {seq}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext", "subjectAltName=URI:spiffe://f.test", cwd=d)
+    from cryptography import x509
+    with open(os.path.join(d, f"f{seq}.crt"), "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    pub = cert.public_key().public_numbers()
+    key = {"use": "x509-svid", "kty": "EC", "crv": "P-256", "x": b64u(pub.x, 32), "y": b64u(pub.y, 32),
+           "x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]}
+    return json.dumps({"keys": [key], "spiffe_sequence": seq, "spiffe_refresh_hint": 2}).encode(), \
+        cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class FakeEndpoint:
+    """An https_web bundle endpoint whose answer the test switches (mode)."""
+
+    def __init__(self, d, cert_name):
+        self.mode, self.body, self.third = "good", b"", b""
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                m = outer.mode
+                if m == "slow":
+                    time.sleep(13)
+                if m == "500":
+                    body, code = b"no", 500
+                elif m == "garbage":
+                    body, code = b"<html>this is not a bundle</html>", 200
+                elif m == "third":
+                    body, code = outer.third, 200
+                elif m == "oversized":
+                    body, code = b'{"keys":[' + b" " * (2 * 1024 * 1024) + b"]}", 200
+                else:
+                    body, code = outer.body, 200
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
+        self.handler, self.d, self.cert_name = H, d, cert_name
+        self.port = free_port()
+        self.up()
+
+    def up(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(self.d, f"{self.cert_name}.crt"), os.path.join(self.d, f"{self.cert_name}.key"))
+        self.httpd = QuietServer(("127.0.0.1", self.port), self.handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def down(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="lanyard-federation-")
+    pki = os.path.join(tmp, "pki")
+    os.makedirs(pki)
+    make_tls_pki(pki, "ep", "127.0.0.1")  # ca.crt signs ep.crt (IP:127.0.0.1); other-ca is the impostor's
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "imp.key",
+            "-out", "imp.csr", "-subj", "/CN=127.0.0.1", cwd=pki)
+    openssl("x509", "-req", "-in", "imp.csr", "-CA", "other-ca.crt", "-CAkey", "other-ca.key", "-CAcreateserial",
+            "-out", "imp.crt", "-days", "1", "-extfile", "ep.ext", cwd=pki)
+    os.chmod(os.path.join(pki, "ep.key"), 0o600)
+    daemons = []
+    try:
+        # ---- an https_web key readable by others is refused at start ----
+        bad_key = os.path.join(pki, "ep-open.key")
+        with open(os.path.join(pki, "ep.key")) as f:
+            write(bad_key, f.read(), 0o644)
+        pbad = free_port()
+        bad, _ = start_server(tmp, "bad", "bad.test",
+                              f"  federation:\n    bundle_endpoint:\n      address: 127.0.0.1\n      port: {pbad}\n"
+                              f"      profile:\n        https_web:\n          serving_cert_file:\n"
+                              f"            cert_file_path: {pki}/ep.crt\n            key_file_path: {bad_key}\n")
+        rc = bad.stop(timeout=20) if wait_for(lambda: not bad.alive(), 15) else bad.stop()
+        check(rc == 1 and "gives access to others" in bad.text(),
+              "https_web: a key file readable by others is refused at start (exit 1)", bad.text()[-300:])
+
+        # ---- B and C ----
+        pb, pc = free_port(), free_port()
+        b, bsock = start_server(tmp, "b", "b.test",
+                                f"  ca_ttl: 60\n  federation:\n    bundle_endpoint:\n      address: 127.0.0.1\n"
+                                f"      port: {pb}\n      refresh_hint: 4s\n      profile:\n        https_spiffe: {{}}\n")
+        c, csock = start_server(tmp, "c", "c.test",
+                                f"  federation:\n    bundle_endpoint:\n      address: 127.0.0.1\n      port: {pc}\n"
+                                f"      refresh_hint: 2s\n      profile:\n        https_web:\n          serving_cert_file:\n"
+                                f"            cert_file_path: {pki}/ep.crt\n            key_file_path: {pki}/ep.key\n")
+        daemons += [b, c]
+        def both_up():
+            try:
+                return b.alive() and c.alive() and https_get(pb)[0] == 200 and https_get(pc)[0] == 200
+            except OSError:
+                return False
+        up = wait_for(both_up, 30, 0.2)
+        if not check(bool(up), "B and C serve their bundle endpoints", b.text()[-500:] + c.text()[-500:]):
+            return
+        st, body = https_get(pb)
+        doc = json.loads(body)
+        uses = sorted({k.get("use") for k in doc.get("keys", [])})
+        check(st == 200 and doc.get("spiffe_refresh_hint") == 4 and doc.get("spiffe_sequence", 0) >= 1 and
+              uses == ["jwt-svid", "x509-svid"],
+              "GET / on B: SPIFFE bundle JSON with spiffe_sequence, spiffe_refresh_hint 4, x509-svid and jwt-svid keys",
+              body[:300])
+        sc = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{pb}", "-showcerts"], input=b"",
+                            capture_output=True, timeout=20)
+        x = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"], input=sc.stdout,
+                           capture_output=True, timeout=20)
+        check(b"URI:spiffe://b.test/lanyard/server" in x.stdout,
+              "openssl s_client: B's endpoint presents spiffe://b.test/lanyard/server (https_spiffe)", x.stdout[:200])
+        cdoc = json.loads(https_get(pc)[1])
+        ok = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{pc}", "-CAfile", f"{pki}/ca.crt",
+                             "-verify_return_error", "-verify_ip", "127.0.0.1"], input=b"", capture_output=True,
+                            timeout=20)
+        check(ok.returncode == 0 and cdoc.get("spiffe_refresh_hint") == 2,
+              "openssl s_client: C's endpoint verifies with the test CA (https_web)", ok.stdout[-300:])
+        check(https_get(pb, "/x")[0] == 404 and https_get(pb, method="POST")[0] == 405 and
+              https_get(pb, raw=b"GET / HTTP/1.1\nHost: x\n\n")[0] == 400 and
+              https_get(pb, raw=b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n")[0] == 431,
+              "B's endpoint: 404 for another path, 405 for POST, 400 for a bare LF, 431 for a huge head")
+
+        # ---- the fake endpoints and A ----
+        fbody1, _ = make_f_bundle(pki, 1)
+        fbody2, _ = make_f_bundle(pki, 2)
+        fake = FakeEndpoint(pki, "ep")
+        fake.body = fbody1
+        fake.third = json.dumps(cdoc).encode()  # c.test's bundle served as f.test's
+        imp = FakeEndpoint(pki, "imp")
+        imp.body = fbody1
+        ph = free_port()
+        a, asock = start_server(
+            tmp, "a", "a.test",
+            f"  health_checks:\n    listener_enabled: true\n    bind_port: {ph}\n"
+            f"  federation:\n    https_web_ca_file: {pki}/ca.crt\n    federates_with:\n"
+            f"      \"b.test\":\n        bundle_endpoint_url: https://127.0.0.1:{pb}\n"
+            f"        bundle_endpoint_profile:\n          https_spiffe:\n"
+            f"            endpoint_spiffe_id: spiffe://b.test/lanyard/server\n"
+            f"      \"f.test\":\n        bundle_endpoint_url: https://127.0.0.1:{fake.port}/\n"
+            f"        bundle_endpoint_profile:\n          https_web: {{}}\n"
+            f"      \"imp.test\":\n        bundle_endpoint_url: https://127.0.0.1:{imp.port}\n"
+            f"        bundle_endpoint_profile:\n          https_web: {{}}\n")
+        daemons.append(a)
+        if not check(bool(wait_for(lambda: a.alive() and "lanyard-server started" in a.text(), 30, 0.1)),
+                     "A starts with three static relationships", a.text()[-800:]):
+            return
+        R = "lanyard_server_federation_refusals_total"
+
+        # f.test (https_web, static): stored; then each failure keeps it and is counted.
+        got = wait_for(lambda: stored_lines(a, "f.test"), 20, 0.1)
+        check(bool(got) and "-> 1," in got[0], "f.test's bundle (https_web, static) stored on A", a.text()[-800:])
+        fake.mode = "good"
+        fake.body = fbody2
+        t0 = time.time()
+        got = wait_for(lambda: [ln for ln in stored_lines(a, "f.test") if "-> 2," in ln], 20, 0.02)
+        if check(bool(got), "f.test's sequence 2 stored on A"):
+            figures["f_test_change_to_stored_s"] = round(time.time() - t0, 3)
+        n_stored = len(stored_lines(a, "f.test"))
+        for mode, reason, wait_s in (("garbage", "bad_bundle", 10), ("500", "http", 10), ("third", "wrong_trust_domain", 10),
+                                     ("oversized", "oversized", 15), ("slow", "timeout", 30), ("down", "connect", 10)):
+            before = metric(ph, R, {"trust_domain": "f.test", "reason": reason})
+            if mode == "down":
+                fake.down()
+            else:
+                fake.mode = mode
+            counted = wait_for(lambda: metric(ph, R, {"trust_domain": "f.test", "reason": reason}) > before, wait_s, 0.2)
+            check(bool(counted) and len(stored_lines(a, "f.test")) == n_stored,
+                  f"f.test endpoint {mode}: refused as {reason}, counted in /metrics, the last good bundle stays",
+                  a.text()[-600:])
+            if mode == "down":
+                fake.up()
+            fake.mode = "good"
+        logged = [ln for ln in a.text().splitlines() if "bundle of f.test from" in ln and "not taken (bad_bundle)" in ln]
+        check(len(logged) == 1, "a refusal is logged once (warn) while it repeats", str(len(logged)))
+        check(metric(ph, R, {"trust_domain": "imp.test", "reason": "tls"}) >= 1 and not stored_lines(a, "imp.test"),
+              "imp.test: an endpoint certificate the CA file does not trust is refused (tls), nothing stored")
+        audit = [ln for ln in a.text().splitlines() if '"action":"bundle.refresh"' in ln and "spiffe://f.test" in ln]
+        check(len(audit) == 2, "one audit line per bundle change (f.test: 2)", str(len(audit)))
+
+        # ---- the CLI side (fed-store's verbs): bootstrap b.test, dynamic c.test ----
+        rc, out, err = cli(asock, "bundle", "count")
+        if rc != 0 and ("unknown" in err.lower() or "usage" in err.lower() or "not implemented" in err.lower()):
+            skip("b.test (https_spiffe) and c.test (dynamic)", f"`bundle`/`federation` verbs not available: {err.strip()[:120]}")
+            return
+        rc, bpem, err = cli(bsock, "bundle", "show")
+        write(os.path.join(tmp, "b.pem"), bpem)
+        rc, out, err = cli(asock, "bundle", "set", "-id", "spiffe://b.test", "-path", os.path.join(tmp, "b.pem"))
+        check(rc == 0, "A: bundle set -id spiffe://b.test (bootstrap)", err)
+        rc, out, err = cli(asock, "federation", "create", "-trustDomain", "c.test", "-bundleEndpointURL",
+                           f"https://127.0.0.1:{pc}", "-bundleEndpointProfile", "https_web")
+        check(rc == 0, "A: federation create -trustDomain c.test (https_web, dynamic)", err)
+        got = wait_for(lambda: stored_lines(a, "b.test"), 20, 0.1)
+        check(bool(got), "b.test's bundle fetched over https_spiffe after the bootstrap", a.text()[-600:])
+        got = wait_for(lambda: stored_lines(a, "c.test"), 20, 0.1)
+        check(bool(got), "c.test's bundle fetched (dynamic relationship)", a.text()[-600:])
+        rc, out, err = cli(asock, "bundle", "list", "-format", "spiffe")
+        check(rc == 0 and "b.test" in out and "c.test" in out and "f.test" in out,
+              "A: bundle list shows b.test, c.test and f.test", out[:300] + err)
+        rc, out, err = cli(asock, "federation", "refresh", "-id", "c.test")
+        check(rc == 0, "A: federation refresh -id c.test", err)
+
+        # ---- B's CA rotation reaches A before B signs with the new CA ----
+        seq0 = json.loads(https_get(pb)[1]).get("spiffe_sequence", 0)
+        changed = wait_for(lambda: json.loads(https_get(pb)[1]).get("spiffe_sequence", 0) > seq0, 60, 0.5)
+        if check(bool(changed), "B's CA rotation changes its served bundle (ca_ttl 60 s)"):
+            seq1 = json.loads(https_get(pb)[1])["spiffe_sequence"]
+            got = wait_for(lambda: [ln for ln in stored_lines(a, "b.test") if f"-> {seq1}," in ln], 20, 0.05)
+            blines = [ln for ln in b.text().splitlines() if f"trust bundle changed: sequence={seq1}" in ln]
+            if check(bool(got) and bool(blines), f"B's bundle sequence {seq1} stored on A", a.text()[-500:]):
+                lat = log_time(got[0]) - log_time(blines[0])
+                figures["b_rotation_to_stored_on_a_s"] = round(lat, 3)
+                check(lat < 4, "within B's refresh hint (4 s)", str(lat))
+                signs = [ln for ln in b.text().splitlines() if "CA: X.509 authority" in ln and " signs" in ln]
+                late = wait_for(lambda: [ln for ln in b.text().splitlines()
+                                         if "CA: X.509 authority" in ln and " signs" in ln][len(signs):], 40, 0.5)
+                check(bool(late) and log_time(late[0]) > log_time(got[0]),
+                      "A holds B's new CA before B signs with it")
+
+        # ---- the endpoint's requests per second ----
+        n, t0 = 300, time.time()
+        okc = sum(1 for _ in range(n) if https_get(pb)[0] == 200)
+        dt = time.time() - t0
+        figures["endpoint_rps_sequential_tls"] = round(n / dt, 1)
+        check(okc == n, f"{n} sequential GETs on B's endpoint answered 200")
+        check(all(d.alive() for d in daemons), "every server still runs")
+    finally:
+        kill_all(*daemons)
+        finish(tmp, with_figures=True)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(exit_status())
