@@ -56,7 +56,8 @@
  * workload's (fedset.h): FetchX509SVID's federated_bundles for the SVIDs in
  * the response, the bundle streams for every entry it is entitled to. A
  * caller whose entries federate with nothing gets the one shared response
- * of the pass. ValidateJWTSVID validates against every bundle held.
+ * of the pass. ValidateJWTSVID validates against the same view (the
+ * caller's entries; ours alone for a caller with none), as SPIRE does.
  *
  * Streams (Workload API §4.3): the first response at once; then, on
  * ly_wapi_cache_changed / ly_wapi_bundle_changed (coalesced into one pass
@@ -929,10 +930,13 @@ h_validate_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, vo
 	struct ly_spiffe_id sub;
 	json_t *claims = NULL;
 	struct ly_buf out = LY_BUF_INIT;
+	struct ly_cache_identities ids;
+	struct ly_bundle_set *view = NULL;
 	struct ly_error e;
 	char details[LY_ERROR_MSG_MAX + 32];
 
 	memset(&m, 0, sizeof(m));
+	ly_cache_identities_init(&ids);
 	if (!call_admit(w, call, &c))
 		goto out;
 	if (ly_wmsg_parse_validate_request(req, len, &m, &e) != LY_OK) {
@@ -940,8 +944,19 @@ h_validate_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, vo
 		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, details);
 		goto out;
 	}
-	if (ly_jwt_validate(m.svid, m.svid_len, m.audience, wapi_bundles(w), ly_agent_now(), &sub, &claims, &e) !=
-	    LY_OK) {
+	/*
+	 * The bundles this caller may see (SPIRE's getWorkloadBundles): ours,
+	 * and the federated ones of its entries; a caller with no entry
+	 * validates against ours alone.
+	 */
+	struct ly_cache *cache = wapi_cache(w);
+	if (ly_cache_query(cache, c->sels, c->n_sels, 0, (int64_t)ly_agent_now(), &ids, &e) != LY_OK ||
+	    ly_fedset_for_caller(wapi_bundles(w), ly_cache_trust_domain(cache), &ids, &view, NULL, &e) != LY_OK) {
+		log_warn("workload api: conn %" PRIu64 ": ValidateJWTSVID: %s", c->id, e.msg);
+		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "bundles could not be read");
+		goto out;
+	}
+	if (ly_jwt_validate(m.svid, m.svid_len, m.audience, view, ly_agent_now(), &sub, &claims, &e) != LY_OK) {
 		/* lib/jwt never puts the token in its messages. */
 		log_debug("workload api: conn %" PRIu64 ": ValidateJWTSVID refused: %s", c->id, e.msg);
 		(void)snprintf(details, sizeof(details), "invalid JWT-SVID: %s", e.msg);
@@ -963,6 +978,8 @@ h_validate_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, vo
 out:
 	json_decref(claims);
 	ly_buf_free(&out);
+	ly_bundle_set_free(view);
+	ly_cache_identities_cleanup(&ids);
 	ly_wmsg_validate_request_cleanup(&m);
 }
 

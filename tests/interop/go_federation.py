@@ -327,6 +327,9 @@ def main():
             v = next((e for e in map(json.loads, out.splitlines()) if e.get("ev") == "jwtverify"), {})
             check(str(v.get("local", "")).startswith("refused") and list(v.get("bundles", {})) == ["a.test"],
                   "go-p (no federation): no b.test JWT bundle, the local validation fails", json.dumps(v))
+            check(str(v.get("agent", "")).startswith("refused"),
+                  "go-p (no federation): its agent does not validate b.test's token either (SPIRE's rule: the "
+                  "caller's bundles)", json.dumps(v))
 
         # ---- b.test's CA rotation, seen from a.test ----
         changes = []  # (time, x509 authorities, kids) of b.test's endpoint, each time they change
