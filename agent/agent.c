@@ -710,7 +710,7 @@ health_ready(void *arg, char *reason, size_t len)
 struct agent_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *issued, *rotations, *jwt_minted, *cached, *ready, *verify_failures,
-	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable;
+	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable, *fed_bundles, *fed_failures;
 };
 
 static void
@@ -767,6 +767,11 @@ agent_metrics_new(struct agent_metrics **out, struct ly_error *err)
 	    "Wall time of the last update from the server's entry watch (0: none yet).", NULL, NULL, 0);
 	FAMILY(reachable, LY_METRIC_GAUGE, "lanyard_agent_server_reachable",
 	    "1 when the agent is connected and the server answered within two sync intervals.", NULL, NULL, 0);
+	FAMILY(fed_bundles, LY_METRIC_GAUGE, "lanyard_agent_federated_bundles",
+	    "Federated trust domains whose bundles the agent holds for its workloads.", NULL, NULL, 0);
+	FAMILY(fed_failures, LY_METRIC_COUNTER, "lanyard_agent_federated_bundle_fetch_failures_total",
+	    "GetFederatedBundles calls that failed or whose answer was refused (the bundles held stay).", NULL, NULL,
+	    0);
 #undef FAMILY
 	*out = am;
 	am = NULL;
@@ -806,6 +811,8 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	SET(sync_lag, st.last_sync != 0 ? (double)(now - st.last_sync) : -1.0);
 	SET(last_sync, st.last_sync);
 	SET(reachable, st.reachable ? 1 : 0);
+	SET(fed_bundles, st.federated_bundles);
+	SET(fed_failures, st.federated_failed);
 #undef SET
 	for (int why = LY_VERIFY_OK + 1; why < LY_VERIFY_FAIL_COUNT; why++) {
 		const char *x509_labels[] = { "x509", ly_verify_fail_str((enum ly_verify_fail)why) };

@@ -377,6 +377,10 @@ ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out)
 	out->renewals = s->stats.renewals;
 	out->jwt_minted = s->stats.jwt_minted;
 	out->last_sync = s->last_sync;
+	const struct ly_bundle_set *set = ly_cache_bundles(s->cache);
+	size_t n = set != NULL ? ly_bundle_set_count(set) : 0;
+	out->federated_bundles = n > 0 && ly_bundle_set_find(set, s->td) != NULL ? n - 1 : n;
+	out->federated_failed = s->stats.federated_failed;
 	out->reachable = s->phase == PH_ENROLLED && s->chan != NULL && !s->reconnect_armed && s->last_sync != 0 &&
 	    ly_sync_base_now_s() - (int64_t)s->last_sync <= 2 * s->agent->cfg.sync_interval + 1;
 }
