@@ -257,7 +257,9 @@ ly_fed_fetch_blocking(const char *url, enum ly_fed_profile profile, const struct
 		int e = SSL_get_error(ssl, r);
 		if (e == SSL_ERROR_ZERO_RETURN)
 			break;
-		if (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		/* SO_RCVTIMEO ends a blocked read with EAGAIN, which OpenSSL reports as WANT_READ. */
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE || left_ms(deadline) == 0 ||
+		    (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
 			*why = LY_FED_R_TIMEOUT;
 			rc = ly_error_set(err, LY_E_IO, "no whole answer within %llu ms", (unsigned long long)timeout_ms);
 		} else {
