@@ -479,6 +479,29 @@ on_signal(uv_signal_t *h, int signum)
 
 /* ---- start-up ---------------------------------------------------------------------------- */
 
+/*
+ * Every federated bundle change, whoever made it (the admin API, the
+ * fetcher, another server's write is not heard here): one log line and the
+ * counter (docs/server.md, "Health and metrics").
+ */
+static void
+on_fed_change(void *arg, const struct ly_datastore_change *c)
+{
+	struct ly_server *srv = arg;
+	const char *change;
+
+	if (c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED)
+		change = "set";
+	else if (c->kind == LY_DATASTORE_FED_BUNDLE_DELETED)
+		change = "deleted";
+	else
+		return;
+	const char *labels[] = { change, NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(srv, fed_bundle_changes), labels, 1);
+	log_info("federated bundle of %s %s (revision %" PRId64 ")", c->trust_domain != NULL ? c->trust_domain : "?",
+	    change, c->revision);
+}
+
 static ly_status
 open_state(struct srv_main *m, struct ly_error *err)
 {
@@ -498,6 +521,7 @@ open_state(struct srv_main *m, struct ly_error *err)
 	}
 	/* Federation refuses our own trust domain (datastore.h). */
 	LY_TRY(ly_datastore_set_trust_domain(srv->ds, srv->cfg.trust_domain, err));
+	LY_TRY(ly_datastore_on_change(srv->ds, on_fed_change, srv, err));
 
 	struct ly_ca_config cc = {
 		.trust_domain = srv->cfg.trust_domain,
@@ -636,6 +660,7 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	static const char *const kind_label[] = { "kind", NULL };
 	static const char *const attest_labels[] = { "attestor", "result", NULL };
 	static const char *const attestor_label[] = { "attestor", NULL };
+	static const char *const change_label[] = { "change", NULL };
 	struct ly_server_metrics *sm = calloc(1, sizeof(*sm));
 	ly_status rc;
 
@@ -667,6 +692,11 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(fed_bundle_changes, LY_METRIC_COUNTER, "lanyard_server_federated_bundle_changes_total",
+	    "Federated bundles stored (change set) or deleted (change deleted), by the admin API or the fetcher.",
+	    change_label, NULL, 0);
+	FAMILY(fed_bundles, LY_METRIC_GAUGE, "lanyard_server_federated_bundles", "Federated bundles stored.", NULL,
+	    NULL, 0);
 #undef FAMILY
 	*out = sm;
 	sm = NULL;
@@ -697,6 +727,13 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	    (rc = ly_metric_set(sm->entries, NULL, (double)entries, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->agents, NULL, (double)agents.n, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK)
+		goto out;
+	size_t n_fed = 0;
+	if (m->srv.ds != NULL && (rc = ly_datastore_fed_bundle_count(m->srv.ds, &n_fed, err)) != LY_OK) {
+		rc = ly_error_wrap(err, rc, "metrics: federated bundles");
+		goto out;
+	}
+	if ((rc = ly_metric_set(sm->fed_bundles, NULL, (double)n_fed, err)) != LY_OK)
 		goto out;
 	rc = ly_metrics_render(sm->reg, out, err);
 out:

@@ -64,6 +64,17 @@ struct ly_server_config {
 	/* k8s_psat: clusters are configured in the YAML file only. */
 };
 
+/*
+ * `federation refresh` (SPEC §9): fetch relationship `td`'s bundle now.
+ * Runs on the loop thread and returns at once; `done(done_arg, rc, msg)`
+ * then runs exactly once, later, on the loop, when the fetch ended (msg:
+ * one line saying why when rc is not LY_OK). An error return means `done`
+ * never runs.
+ */
+typedef void ly_fed_refresh_done_fn(void *done_arg, ly_status rc, const char *msg);
+typedef ly_status ly_fed_refresh_fn(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_arg,
+    struct ly_error *err);
+
 struct ly_server {
 	struct uv_loop_s *loop;
 	struct ly_server_config cfg;
@@ -79,6 +90,12 @@ struct ly_server {
 	struct ly_server_metrics *metrics;   /* NULL without the health listener */
 	time_t started_at;
 	bool stopping;
+	/* The federation bundle fetcher's refresh (set by the fetcher when it
+	 * starts); fn NULL: `federation refresh` answers UNIMPLEMENTED. */
+	struct {
+		ly_fed_refresh_fn *fn;
+		void *arg;
+	} fed_refresh;
 };
 
 /* The server's clock (wall time, seconds); one place so tests can reason about it. */
@@ -93,7 +110,7 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry;
+	    *entries, *agents, *ca_expiry, *fed_bundle_changes, *fed_bundles;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */
