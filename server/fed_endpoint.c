@@ -351,6 +351,8 @@ connection_cb(uv_stream_t *server, int status)
 	}
 	SSL_set_bio(c->ssl, c->rbio, c->wbio);
 	SSL_set_accept_state(c->ssl);
+	/* Small flights (handshake, answer): Nagle against the peer's delayed ACK costs 40 ms each. */
+	(void)uv_tcp_nodelay(&c->tcp, 1);
 	if (uv_timer_start(&c->timer, timeout_cb, LY_FED_ENDPOINT_TIMEOUT_MS, 0) != 0 ||
 	    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
 		conn_close(c);

@@ -257,7 +257,9 @@ ly_fed_fetch_blocking(const char *url, enum ly_fed_profile profile, const struct
 		int e = SSL_get_error(ssl, r);
 		if (e == SSL_ERROR_ZERO_RETURN)
 			break;
-		if (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		/* SO_RCVTIMEO ends a blocked read with EAGAIN, which OpenSSL reports as WANT_READ. */
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE || left_ms(deadline) == 0 ||
+		    (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
 			*why = LY_FED_R_TIMEOUT;
 			rc = ly_error_set(err, LY_E_IO, "no whole answer within %llu ms", (unsigned long long)timeout_ms);
 		} else {
@@ -284,8 +286,33 @@ out:
 
 /* ---- the schedule (loop thread) --------------------------------------------------------- */
 
+/* `federation refresh` callers waiting for a fetch (fed_fetch.h). */
+struct waiter {
+	ly_fed_refresh_done_cb fn;
+	void *arg;
+};
+struct waiters {
+	struct waiter *v;
+	size_t n;
+};
+
+/* Calls and forgets every waiter (the list is emptied first: a callback may add to another). */
+static void
+waiters_fire(struct waiters *w, ly_status rc, const char *msg)
+{
+	struct waiters now = *w;
+	w->v = NULL;
+	w->n = 0;
+	for (size_t i = 0; i < now.n; i++)
+		now.v[i].fn(now.v[i].arg, rc, msg);
+	free(now.v);
+}
+
 struct rel {
 	struct ly_fed_fetcher *f;
+	struct waiters pending; /* for the next fetch to start */
+	ly_status last_rc;      /* the last fetch's outcome, and why when not LY_OK */
+	char last_msg[LY_ERROR_MSG_MAX + LY_TRUST_DOMAIN_MAX + 64];
 	struct ly_queue link;
 	struct ly_fed_relationship r;
 	bool is_static, seen, in_flight, removed, refresh_again;
@@ -298,6 +325,7 @@ struct rel {
 struct job {
 	uv_work_t work;
 	struct rel *rel;
+	struct waiters w; /* refresh callers of this fetch */
 	struct ly_fed_relationship r;
 	uint8_t *anchors;
 	size_t anchors_len;
@@ -353,6 +381,8 @@ rel_drop(struct rel *r)
 	if (r->removed)
 		return;
 	r->removed = true;
+	waiters_fire(&r->pending, LY_E_NOT_FOUND,
+	    r->f->stopping ? "the server is stopping" : "the relationship was deleted");
 	uv_close((uv_handle_t *)&r->timer, rel_timer_closed);
 }
 
@@ -368,6 +398,11 @@ refused(struct rel *r, enum ly_fed_refusal why, const struct ly_error *e)
 		    ly_fed_refusal_name(why), e->msg);
 	r->has_refusal = true;
 	r->last_refusal = why;
+	r->last_rc = why == LY_FED_R_TLS || why == LY_FED_R_DOMAIN || why == LY_FED_R_NO_TRUST ? LY_E_UNTRUSTED
+	    : why == LY_FED_R_CONNECT || why == LY_FED_R_TIMEOUT || why == LY_FED_R_STORE   ? LY_E_IO
+											       : LY_E_INVALID;
+	(void)snprintf(r->last_msg, sizeof(r->last_msg), "bundle of %s not taken (%s): %s", r->r.trust_domain,
+	    ly_fed_refusal_name(why), e->msg);
 	if (f->ops->refused != NULL)
 		f->ops->refused(f->arg, r->r.trust_domain, why, e->msg);
 }
@@ -408,6 +443,8 @@ take(struct rel *r, struct job *j)
 		goto out;
 	}
 	hint = ly_bundle_refresh_hint(b);
+	r->last_rc = LY_OK;
+	r->last_msg[0] = '\0';
 	if (r->has_refusal)
 		log_info("federation: bundle endpoint of %s answers again", r->r.trust_domain);
 	r->has_refusal = false;
@@ -457,6 +494,10 @@ after_work_cb(uv_work_t *w, int status)
 			rel_arm(r, ly_fed_next_fetch_ms(hint, jitter()));
 		}
 	}
+	if (f->stopping || r->removed)
+		waiters_fire(&j->w, LY_E_NOT_FOUND, f->stopping ? "the server is stopping" : "the relationship was deleted");
+	else
+		waiters_fire(&j->w, r->last_rc, r->last_msg);
 	ly_buf_free(&j->resp);
 	free(j->anchors);
 	free(j);
@@ -477,11 +518,15 @@ rel_fetch(struct rel *r)
 		return;
 	struct job *j = calloc(1, sizeof(*j));
 	if (j == NULL) {
+		waiters_fire(&r->pending, LY_E_NOMEM, "out of memory");
 		rel_arm(r, ly_fed_next_fetch_ms(0, jitter()));
 		return;
 	}
 	j->rel = r;
 	j->r = r->r;
+	j->w = r->pending;
+	r->pending.v = NULL;
+	r->pending.n = 0;
 	if (r->r.profile == LY_FED_PROFILE_HTTPS_SPIFFE) {
 		struct ly_bundle *trust = NULL;
 		struct ly_buf der = LY_BUF_INIT;
@@ -492,8 +537,9 @@ rel_fetch(struct rel *r)
 			    "`federation create -trustDomainBundlePath`", r->r.endpoint_id.trust_domain, r->r.endpoint_id.id);
 			ly_bundle_free(trust);
 			ly_buf_free(&der);
-			free(j);
 			refused(r, LY_FED_R_NO_TRUST, &e);
+			waiters_fire(&j->w, r->last_rc, r->last_msg);
+			free(j);
 			rel_arm(r, ly_fed_next_fetch_ms(0, jitter()));
 			return;
 		}
@@ -504,12 +550,14 @@ rel_fetch(struct rel *r)
 		j->anchors_len = der.len;
 		ly_buf_free(&der);
 		if (j->anchors == NULL) {
+			waiters_fire(&j->w, LY_E_NOMEM, "out of memory");
 			free(j);
 			rel_arm(r, ly_fed_next_fetch_ms(0, jitter()));
 			return;
 		}
 	}
 	if (uv_queue_work(f->loop, &j->work, work_cb, after_work_cb) != 0) {
+		waiters_fire(&j->w, LY_E_INTERNAL, "cannot queue the fetch");
 		free(j->anchors);
 		free(j);
 		rel_arm(r, ly_fed_next_fetch_ms(0, jitter()));
@@ -628,14 +676,26 @@ sync_timer_cb(uv_timer_t *t)
 }
 
 ly_status
-ly_fed_fetcher_refresh(struct ly_fed_fetcher *f, const char *td, struct ly_error *err)
+ly_fed_fetcher_refresh(struct ly_fed_fetcher *f, const char *td, ly_fed_refresh_done_cb done, void *done_arg,
+    struct ly_error *err)
 {
+	if (f->stopping)
+		return ly_error_set(err, LY_E_NOT_FOUND, "the server is stopping");
 	ly_fed_fetcher_sync(f);
 	struct rel *r = rel_find(f, td);
 	if (r == NULL)
 		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
+	if (done != NULL) {
+		struct waiter *v = realloc(r->pending.v, (r->pending.n + 1) * sizeof(*v));
+		if (v == NULL)
+			return ly_error_set(err, LY_E_NOMEM, "out of memory");
+		v[r->pending.n].fn = done;
+		v[r->pending.n].arg = done_arg;
+		r->pending.v = v;
+		r->pending.n++;
+	}
 	if (r->in_flight)
-		r->refresh_again = true;
+		r->refresh_again = true; /* the fetch running began before the request */
 	else
 		rel_arm(r, 0);
 	return LY_OK;

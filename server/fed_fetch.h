@@ -66,11 +66,17 @@ ly_status ly_fed_fetcher_new(uv_loop_t *loop, const struct ly_fed_config *cfg, c
 /* Re-reads the relationships now (after `federation create|update|delete`). */
 void ly_fed_fetcher_sync(struct ly_fed_fetcher *f);
 /*
- * `federation refresh`: fetches `td`'s bundle now (in the background; a
- * fetch already running counts). LY_E_NOT_FOUND when there is no such
- * relationship.
+ * `federation refresh`: fetches `td`'s bundle now (a fetch running when it
+ * is asked began before, so another follows it). LY_E_NOT_FOUND when there
+ * is no such relationship; then `done` never runs. Otherwise `done` (may be
+ * NULL) runs exactly once, later, on the loop, when that fetch ended: LY_OK
+ * when the bundle was taken (stored, or the same as held), else the
+ * refusal's kind and a one-line message; also when the relationship is
+ * deleted or the fetcher freed first (LY_E_NOT_FOUND).
  */
-ly_status ly_fed_fetcher_refresh(struct ly_fed_fetcher *f, const char *td, struct ly_error *err) LY_MUST_CHECK;
+typedef void (*ly_fed_refresh_done_cb)(void *arg, ly_status rc, const char *msg);
+ly_status ly_fed_fetcher_refresh(struct ly_fed_fetcher *f, const char *td, ly_fed_refresh_done_cb done, void *done_arg,
+    struct ly_error *err) LY_MUST_CHECK;
 /* Relationships known (static + dynamic, after the static-wins rule). */
 size_t ly_fed_fetcher_count(const struct ly_fed_fetcher *f);
 void ly_fed_fetcher_free(struct ly_fed_fetcher *f);

@@ -437,7 +437,8 @@ begin_stop(struct srv_main *m)
 	m->fed_ep = NULL;
 	ly_fed_fetcher_free(m->fetcher);
 	m->fetcher = NULL;
-	m->srv.fed_refresh = NULL;
+	m->srv.fed_refresh.fn = NULL;
+	m->srv.fed_refresh.arg = NULL;
 	if (m->srv.agent_api != NULL)
 		ly_agent_api_stop(m->srv.agent_api);
 	if (m->srv.rpc != NULL) {
@@ -505,6 +506,29 @@ on_signal(uv_signal_t *h, int signum)
 
 /* ---- start-up ---------------------------------------------------------------------------- */
 
+/*
+ * Every federated bundle change, whoever made it (the admin API, the
+ * fetcher, another server's write is not heard here): one log line and the
+ * counter (docs/server.md, "Health and metrics").
+ */
+static void
+on_fed_change(void *arg, const struct ly_datastore_change *c)
+{
+	struct ly_server *srv = arg;
+	const char *change;
+
+	if (c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED)
+		change = "set";
+	else if (c->kind == LY_DATASTORE_FED_BUNDLE_DELETED)
+		change = "deleted";
+	else
+		return;
+	const char *labels[] = { change, NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(srv, fed_bundle_changes), labels, 1);
+	log_info("federated bundle of %s %s (revision %" PRId64 ")", c->trust_domain != NULL ? c->trust_domain : "?",
+	    change, c->revision);
+}
+
 static ly_status
 open_state(struct srv_main *m, struct ly_error *err)
 {
@@ -524,6 +548,7 @@ open_state(struct srv_main *m, struct ly_error *err)
 	}
 	/* Federation refuses our own trust domain (datastore.h). */
 	LY_TRY(ly_datastore_set_trust_domain(srv->ds, srv->cfg.trust_domain, err));
+	LY_TRY(ly_datastore_on_change(srv->ds, on_fed_change, srv, err));
 
 	struct ly_ca_config cc = {
 		.trust_domain = srv->cfg.trust_domain,
@@ -663,8 +688,8 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	static const char *const attest_labels[] = { "attestor", "result", NULL };
 	static const char *const attestor_label[] = { "attestor", NULL };
 	static const char *const fed_labels[] = { "trust_domain", "reason", NULL };
-	static const char *const td_label[] = { "trust_domain", NULL };
 	static const char *const code_label[] = { "code", NULL };
+	static const char *const change_label[] = { "change", NULL };
 	struct ly_server_metrics *sm = calloc(1, sizeof(*sm));
 	ly_status rc;
 
@@ -696,11 +721,14 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(fed_bundle_changes, LY_METRIC_COUNTER, "lanyard_server_federated_bundle_changes_total",
+	    "Federated bundles stored (change set) or deleted (change deleted), by the admin API or the fetcher.",
+	    change_label, NULL, 0);
+	FAMILY(fed_bundles, LY_METRIC_GAUGE, "lanyard_server_federated_bundles", "Federated bundles stored.", NULL,
+	    NULL, 0);
 	FAMILY(fed_refusals, LY_METRIC_COUNTER, "lanyard_server_federation_refusals_total",
 	    "Fetched federated bundles not taken, by trust domain and reason (the bundle held stays).", fed_labels,
 	    NULL, 0);
-	FAMILY(fed_updates, LY_METRIC_COUNTER, "lanyard_server_federation_bundle_updates_total",
-	    "Federated bundles fetched and stored because they changed, by trust domain.", td_label, NULL, 0);
 	FAMILY(fed_endpoint_answers, LY_METRIC_COUNTER, "lanyard_server_bundle_endpoint_answers_total",
 	    "Answers of the bundle endpoint by HTTP status code.", code_label, NULL, 0);
 #undef FAMILY
@@ -733,6 +761,13 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	    (rc = ly_metric_set(sm->entries, NULL, (double)entries, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->agents, NULL, (double)agents.n, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK)
+		goto out;
+	size_t n_fed = 0;
+	if (m->srv.ds != NULL && (rc = ly_datastore_fed_bundle_count(m->srv.ds, &n_fed, err)) != LY_OK) {
+		rc = ly_error_wrap(err, rc, "metrics: federated bundles");
+		goto out;
+	}
+	if ((rc = ly_metric_set(sm->fed_bundles, NULL, (double)n_fed, err)) != LY_OK)
 		goto out;
 	rc = ly_metrics_render(sm->reg, out, err);
 out:
@@ -825,9 +860,7 @@ fed_store(void *arg, const struct ly_bundle *b, const struct ly_bundle *previous
 	if (ly_audit_write(m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
 		log_error("audit: %s", ae.msg);
 	log_info("federation: bundle of %s stored: %s", td, detail);
-	const char *labels[] = { td, NULL };
-	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, fed_updates), labels, 1);
-	return LY_OK;
+	return LY_OK; /* counted by the datastore's change hook (fed_bundle_changes) */
 }
 
 static ly_status
@@ -885,13 +918,14 @@ static const struct ly_fed_ops fed_ops = {
 	.load = fed_load, .store = fed_store, .list = fed_list, .refused = fed_refused,
 };
 
+/* srv->fed_refresh (server_core.h), for the admin API's `federation refresh`. */
 static ly_status
-fed_refresh(struct ly_server *srv, const char *td, struct ly_error *err)
+fed_refresh(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_arg, struct ly_error *err)
 {
-	struct srv_main *m = (struct srv_main *)srv; /* srv is the first member */
+	struct srv_main *m = arg;
 	if (m->fetcher == NULL)
 		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
-	return ly_fed_fetcher_refresh(m->fetcher, td, err);
+	return ly_fed_fetcher_refresh(m->fetcher, td, done, done_arg, err);
 }
 
 /* A relationship created, updated or deleted through any server: the fetcher re-reads them. */
@@ -923,7 +957,8 @@ fed_start(struct srv_main *m, struct ly_error *err)
 	}
 	LY_TRY(ly_datastore_on_change(m->srv.ds, fed_on_store_change, m, err));
 	LY_TRY(ly_fed_fetcher_new(&m->loop, fc, &fed_ops, m, &m->fetcher, err));
-	m->srv.fed_refresh = fed_refresh;
+	m->srv.fed_refresh.fn = fed_refresh;
+	m->srv.fed_refresh.arg = m;
 	return LY_OK;
 }
 

@@ -67,6 +67,17 @@ struct ly_server_config {
 	struct ly_fed_config fed;
 };
 
+/*
+ * `federation refresh` (SPEC §9): fetch relationship `td`'s bundle now.
+ * Runs on the loop thread and returns at once; `done(done_arg, rc, msg)`
+ * then runs exactly once, later, on the loop, when the fetch ended (msg:
+ * one line saying why when rc is not LY_OK). An error return means `done`
+ * never runs.
+ */
+typedef void ly_fed_refresh_done_fn(void *done_arg, ly_status rc, const char *msg);
+typedef ly_status ly_fed_refresh_fn(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_arg,
+    struct ly_error *err);
+
 struct ly_server {
 	struct uv_loop_s *loop;
 	struct ly_server_config cfg;
@@ -82,12 +93,12 @@ struct ly_server {
 	struct ly_server_metrics *metrics;   /* NULL without the health listener */
 	time_t started_at;
 	bool stopping;
-	/*
-	 * `federation refresh -id TD` (admin API): fetch TD's bundle now, in the
-	 * background. server.c fills it once the fetcher runs (NULL before);
-	 * LY_E_NOT_FOUND when there is no relationship with TD.
-	 */
-	ly_status (*fed_refresh)(struct ly_server *srv, const char *td, struct ly_error *err);
+	/* The federation bundle fetcher's refresh (set by the fetcher when it
+	 * starts); fn NULL: `federation refresh` answers UNIMPLEMENTED. */
+	struct {
+		ly_fed_refresh_fn *fn;
+		void *arg;
+	} fed_refresh;
 };
 
 /* The server's clock (wall time, seconds); one place so tests can reason about it. */
@@ -102,9 +113,9 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry;
-	/* Federation: refused fetches {trust_domain, reason}, bundles stored {trust_domain}, endpoint answers {code}. */
-	struct ly_metric *fed_refusals, *fed_updates, *fed_endpoint_answers;
+	    *entries, *agents, *ca_expiry, *fed_bundle_changes, *fed_bundles;
+	/* Federation's fetcher and endpoint: refused fetches {trust_domain, reason}, endpoint answers {code}. */
+	struct ly_metric *fed_refusals, *fed_endpoint_answers;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */
