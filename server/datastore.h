@@ -16,7 +16,9 @@
  *    and once it returns LY_OK the change is durable (survives kill -9 and,
  *    for SQLite, power loss: synchronous=FULL).
  *  - The revision is a counter of acknowledged writes: every operation that
- *    changes anything (entries, tokens, agents, CA state) raises it by one;
+ *    changes anything (entries, tokens, agents, CA state, federation) raises
+ *    it by one (a federated bundle delete that changes N entries: by N + 1,
+ *    one change-log revision per entry);
  *    one that changes nothing (a refusal, a prune that found nothing,
  *    pruning the entry change log, which is history) leaves it. It never
  *    goes back, survives restarts, and an entry's `revision` is the store
@@ -726,7 +728,7 @@ ly_datastore_fed_rel_get(struct ly_datastore *ds, const char *td, struct ly_ds_f
 	return ds->ops->fed_rel_get(ds, td, out, err);
 }
 
-/* Appends every relationship to `out` (LY_DS_FED_REL_LIST_INIT), ordered by trust domain. */
+/* Every relationship into `out`, which must be LY_DS_FED_REL_LIST_INIT, ordered by trust domain. */
 static inline LY_MUST_CHECK ly_status
 ly_datastore_fed_rel_list(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err)
 {

@@ -17,12 +17,16 @@ refresh` says it is not available (no fetcher in this build); `bundle
 show -format spiffe` carries spiffe_sequence and spiffe_refresh_hint;
 the audit log has a line per change naming the trust domain.
 
+LANYARD_SERVER_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite
+--error-exitcode=99" runs the server under that command (then its exit
+status after SIGTERM is checked too).
 Prints ok/FAIL per check and exits 1 on any failure, else 0.
 """
 import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 SERVER = sys.argv[1]
+WRAP = shlex.split(os.environ.get("LANYARD_SERVER_WRAP", ""))
+SLOW = 20 if WRAP else 1
 TD = "a.test"
 failures = []
 
@@ -84,11 +90,11 @@ def main():
         f.write(f"server:\n  audit_log: {audit}\n")
     log_path = os.path.join(tmp, "server.log")
     log = open(log_path, "w")
-    proc = subprocess.Popen([SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1", "-serverPort", "0",
+    proc = subprocess.Popen(WRAP + [SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1", "-serverPort", "0",
                              "-socketPath", sock, "-dataDir", os.path.join(tmp, "data"), "-config", cfg],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 30
+        deadline = time.time() + 30 * SLOW
         ready = False
         while time.time() < deadline and proc.poll() is None:
             if cli("healthcheck", sock=sock)[0] == 0:
@@ -103,11 +109,12 @@ def main():
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            rc = proc.wait(timeout=30 * SLOW)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            rc = proc.wait()
         log.close()
+        check(rc == 0, "server exits 0 on SIGTERM", f"rc={rc}")
         if failures:
             print(open(log_path).read()[-4000:])
         shutil.rmtree(tmp, ignore_errors=True)
