@@ -6,13 +6,15 @@ with go-spiffe v2.9.0 (tests/interop/go) as the workloads.
 
 Two trust domains on this machine, each a lanyard-server (own data dir and
 SQLite datastore, own ports) and a lanyard-agent:
-  a.test  bundle endpoint https_web (a certificate of a test CA made here);
-          federates with b.test statically over https_spiffe
-          (endpoint_spiffe_id spiffe://b.test/lanyard/server), bootstrapped
-          with `bundle set`;
+  a.test  bundle endpoint https_web (a certificate of a test CA made here),
+          refresh_hint 2 s; federates with b.test dynamically (`federation
+          create`, https_spiffe, endpoint_spiffe_id
+          spiffe://b.test/lanyard/server, bootstrapped with b.test's bundle
+          through -trustDomainBundlePath);
   b.test  bundle endpoint https_spiffe, ca_ttl 60 s (its CA rotates during
           the test: a successor is published at 30 s and signs 6 s later),
-          refresh_hint 2 s; federates with a.test over https_web.
+          refresh_hint 2 s; federates with a.test statically (config) over
+          https_web.
 Workloads (copies of the Go program, told apart by unix:path):
   go-a    spiffe://a.test/go/a   -federatesWith spiffe://b.test
   go-p    spiffe://a.test/go/p   (no federation: must not see b.test)
@@ -230,32 +232,37 @@ def main():
     A = B = None
     procs = []
     try:
+        # a.test first: b.test's static relationship fetches a.test's bundle as it starts.
+        A = Domain(tmp, "a.test",
+                   f"  federation:\n    bundle_endpoint:\n      address: 127.0.0.1\n      port: {pa}\n"
+                   f"      refresh_hint: 2s\n      profile:\n        https_web:\n          serving_cert_file:\n"
+                   f"            cert_file_path: {pki}/ep.crt\n            key_file_path: {pki}/ep.key\n")
+        if not A.wait_server():
+            return
         B = Domain(tmp, "b.test",
                    f"  federation:\n    bundle_endpoint:\n      address: 127.0.0.1\n      port: {pb}\n"
                    f"      refresh_hint: 2s\n      profile:\n        https_spiffe: {{}}\n"
                    f"    https_web_ca_file: {pki}/ca.crt\n    federates_with:\n"
                    f"      \"a.test\":\n        bundle_endpoint_url: https://127.0.0.1:{pa}\n"
                    f"        bundle_endpoint_profile:\n          https_web: {{}}\n", ca_ttl=60)
-        A = Domain(tmp, "a.test",
-                   f"  federation:\n    bundle_endpoint:\n      address: 127.0.0.1\n      port: {pa}\n"
-                   f"      refresh_hint: 2s\n      profile:\n        https_web:\n          serving_cert_file:\n"
-                   f"            cert_file_path: {pki}/ep.crt\n            key_file_path: {pki}/ep.key\n"
-                   f"    federates_with:\n"
-                   f"      \"b.test\":\n        bundle_endpoint_url: https://127.0.0.1:{pb}\n"
-                   f"        bundle_endpoint_profile:\n          https_spiffe:\n"
-                   f"            endpoint_spiffe_id: spiffe://b.test/lanyard/server\n")
-        if not (B.wait_server() and A.wait_server()):
+        if not B.wait_server():
             return
         rc, out, err = A.cli("bundle", "count")
         if rc != 0:
             skip(f"the federation CLI verbs are not available (`bundle count`: {err.strip()[:120]})")
-        # https_spiffe is bootstrapped by the operator; https_web needs nothing but the CA file.
+        got = wait_for(lambda: "spiffe://a.test" in B.cli("bundle", "list")[1], 30, 0.5)
+        check(bool(got), "b.test fetched a.test's bundle (static relationship, https_web)", B.server.text()[-800:])
+        # https_spiffe is bootstrapped by the operator with b.test's bundle, obtained out of band.
         rc, bpem, err = B.cli("bundle", "show")
         write(os.path.join(tmp, "b.pem"), bpem)
-        rc, out, err = A.cli("bundle", "set", "-id", "spiffe://b.test", "-path", os.path.join(tmp, "b.pem"))
-        check(rc == 0, "a.test: bundle set -id spiffe://b.test (bootstrap of the https_spiffe relationship)", err)
-        got = wait_for(lambda: "spiffe://a.test" in B.cli("bundle", "list")[1], 30)
-        check(bool(got), "b.test fetched a.test's bundle over https_web", B.server.text()[-800:])
+        rc, out, err = A.cli("federation", "create", "-trustDomain", "b.test", "-bundleEndpointURL",
+                             f"https://127.0.0.1:{pb}", "-bundleEndpointProfile", "https_spiffe",
+                             "-endpointSpiffeID", "spiffe://b.test/lanyard/server",
+                             "-trustDomainBundlePath", os.path.join(tmp, "b.pem"))
+        check(rc == 0, "a.test: federation create -trustDomain b.test (dynamic, https_spiffe, bootstrap bundle)", err)
+        got = wait_for(lambda: "spiffe://b.test" in A.cli("bundle", "list")[1], 30, 0.5)
+        check(bool(got), "a.test holds b.test's bundle (later changes come over https_spiffe: the rotation below)",
+              A.server.text()[-800:])
         if not (A.start_agent() and B.start_agent()):
             return
         rc, out, err = A.entry("spiffe://a.test/go/a", go_a, "-federatesWith", "spiffe://b.test")
