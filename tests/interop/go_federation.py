@@ -35,11 +35,14 @@ Checks:
     reached go-a's open stream before go-b was first served an SVID signed
     by it; the new JWT key reached go-a's JWT bundle stream too.
 Figures: b.test's bundle change (seen on its endpoint, polled every 50 ms)
-to the update on go-a's open X.509 bundle stream in a.test.
+to the update on go-a's open X.509 bundle stream in a.test, split at a.test's
+server storing it (its log line); how long before go-b used the new
+authority go-a had it.
 
 Exits 0 when every check passed, 1 on a failure, 77 (SKIP) when it cannot
 run here (no Go, no go-spiffe modules, or the federation CLI verbs missing).
 """
+import datetime
 import json
 import os
 import re
@@ -218,6 +221,19 @@ def endpoint_keys(port):
     return x5, kids
 
 
+def log_times(text, needle):
+    """Unix times of the log lines holding `needle` (the daemons log ISO 8601 UTC with milliseconds)."""
+    out = []
+    for ln in text.splitlines():
+        if needle in ln:
+            try:
+                out.append(datetime.datetime.strptime(ln.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+                           .replace(tzinfo=datetime.timezone.utc).timestamp())
+            except ValueError:
+                pass
+    return out
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="lanyard-gofed-")
     prog = build_go_program(tmp)
@@ -385,6 +401,11 @@ def main():
             if check(bool(pub) and bool(seen), "b.test's endpoint published the new authority (polled every 50 ms)",
                      json.dumps([(round(t, 2), x5) for t, x5, _ in changes])):
                 figures["b_bundle_change_to_a_stream_s"] = round(seen[0] - pub[0], 2)
+                # Split: a.test's server stores it (its log line, ms), then its agent and the stream.
+                stored = [ts for ts in log_times(A.server.text(), "federated bundle of b.test set") if ts >= pub[0] - 0.2]
+                if stored:
+                    figures["b_change_to_a_stored_s"] = round(stored[0] - pub[0], 2)
+                    figures["a_stored_to_a_stream_s"] = round(seen[0] - stored[0], 3)
             # JWT: the new key's kid reached go-a's JWT bundle stream.
             kids0 = changes[0][2] if changes else []
             new_kids = sorted({k for _, _, ks in changes for k in ks} - set(kids0))
