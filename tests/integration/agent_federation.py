@@ -3,7 +3,7 @@
 §8, §9) against a real lanyard-server, with bundles set by hand
 (`bundle set`, no bundle endpoint needed).
 
-    agent_federation.py SERVER AGENT
+    agent_federation.py SERVER AGENT PROTO_DIR
 
 One server (a.test) and one agent on 127.0.0.1; b.test and c.test are
 foreign trust domains whose bundles (a CA and a JWT key each, made here with
@@ -21,12 +21,19 @@ Checks:
     time from the `bundle set` to the file is measured;
   - an entry update adding c.test (`entry update -federatesWith` twice):
     the open stream then carries both;
+  - Envoy SDS (FetchSecrets from a gRPC client under its own uid, entries
+    sds-fed -federatesWith b.test and sds-plain): `ALL` is one SPIFFE
+    validator with a.test and b.test for sds-fed, a.test alone for
+    sds-plain; `spiffe://b.test` is served to sds-fed and refused
+    (INVALID_ARGUMENT "not authorized") to sds-plain; `spiffe://c.test`
+    refused to both (no entry of theirs names it);
   - the agent restarted with the server down: fed's federated bundle is
     still served (persisted with the agent's state).
 Exits 0 when every check passed, 1 on a failure, 77 (SKIP) when the
 federation CLI verbs are missing.
 """
 import base64
+import json
 import os
 import re
 import shutil
@@ -35,9 +42,42 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, check, failures, figures, finish, free_port, openssl, run, wait_for  # noqa: E402
+from harness import (Daemon, check, failures, figures, finish, free_port, openssl, protoc, run,  # noqa: E402
+                     wait_for)
 
-SERVER, AGENT = sys.argv[1:3]
+SDS_CLIENT = r'''
+import json, sys, grpc
+sys.path.insert(0, sys.argv[1])
+import envoy_discovery_pb2 as d
+import envoy_tls_pb2 as tls
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+ch = grpc.insecure_channel("unix:" + sys.argv[2])
+r = d.DiscoveryRequest(type_url=SECRET, resource_names=[n for n in sys.argv[3].split(",") if n])
+r.node.id = "probe"
+r.node.user_agent_name = "envoy"
+r.node.user_agent_build_version.version.major_number = 1
+r.node.user_agent_build_version.version.minor_number = 40
+try:
+    resp = ch.unary_unary("/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets",
+                          request_serializer=d.DiscoveryRequest.SerializeToString,
+                          response_deserializer=d.DiscoveryResponse.FromString)(r, timeout=30)
+    out = {"code": "OK", "secrets": {}}
+    for a in resp.resources:
+        sec = tls.Secret.FromString(a.value)
+        vc = sec.validation_context
+        if vc.HasField("custom_validator_config"):
+            cfg = tls.SPIFFECertValidatorConfig.FromString(vc.custom_validator_config.typed_config.value)
+            out["secrets"][sec.name] = sorted(t.name for t in cfg.trust_domains)
+        else:
+            out["secrets"][sec.name] = "other"
+except grpc.RpcError as e:
+    out = {"code": e.code().name, "details": e.details()}
+print(json.dumps(out))
+'''
+
+SERVER, AGENT, PROTO = sys.argv[1:4]
+# Envoy SDS callers (a Python gRPC client) under uids of their own (setpriv; the test runs as root).
+SDS_UIDS = {"sds-fed": 60021, "sds-plain": 60022}
 TD = "a.test"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 SKIP = 77
@@ -71,7 +111,6 @@ def foreign_bundle(d, td, tag):
     cx, cy = ec_xy(os.path.join(d, f"{name}.key"), d)
     openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}-jwt.key", cwd=d)
     jx, jy = ec_xy(os.path.join(d, f"{name}-jwt.key"), d)
-    import json
     doc = {"keys": [
         {"use": "x509-svid", "kty": "EC", "crv": "P-256", "x": cx, "y": cy,
          "x5c": [base64.b64encode(ca_der).decode()]},
@@ -170,6 +209,48 @@ def main():
             "spiffe://b.test", ""), "fed: FetchJWTBundles holds a.test and b.test (its JWT key)", text)
         rc, jb, text = fetch_jwt_bundles(plain_bin)
         check(rc == 0 and sorted(jb) == ["spiffe://a.test"], "plain: FetchJWTBundles holds a.test alone", text)
+
+        # ---- Envoy SDS: ALL and spiffe://<td> ----
+        if os.geteuid() != 0:
+            print("SKIP SDS checks: they need root (callers under uids of their own)", flush=True)
+        else:
+            os.chmod(tmp, 0o755)
+            stubs = os.path.join(tmp, "stubs")
+            protoc(PROTO, stubs, "envoy_core.proto", "google_rpc_status.proto", "envoy_discovery.proto",
+                   "envoy_tls.proto", grpc=False)
+            client_py = os.path.join(tmp, "sds_client.py")
+            with open(client_py, "w") as f:
+                f.write(SDS_CLIENT)
+            for p in [stubs] + [os.path.join(stubs, x) for x in os.listdir(stubs)] + [client_py]:
+                os.chmod(p, 0o755 if os.path.isdir(p) else 0o644)
+            os.chmod(os.path.dirname(asock), 0o755)
+            for name, extra in (("sds-fed", ["-federatesWith", "spiffe://b.test"]), ("sds-plain", [])):
+                rc, out, err = srv("entry", "create", "-spiffeID", f"spiffe://{TD}/{name}", "-parentID", AGENT_ID,
+                                   "-selector", f"unix:uid:{SDS_UIDS[name]}", *extra)
+                check(rc == 0, f"entry create spiffe://{TD}/{name} {' '.join(extra)}", err)
+
+            def sds(who, names):
+                rc, out, err = run(["/usr/bin/python3", client_py, stubs, asock, names], uid=SDS_UIDS[who], timeout=60)
+                try:
+                    return json.loads(out.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    return {"code": "CLIENT_FAILED", "details": (out + err)[-800:]}
+            r = wait_for(lambda: (lambda x: x if x.get("code") == "OK" else None)(sds("sds-fed", "ALL")), 30, 0.3)
+            r = r or sds("sds-fed", "ALL")
+            check(r.get("secrets", {}).get("ALL") == ["a.test", "b.test"],
+                  "SDS: ALL for sds-fed is one SPIFFE validator with a.test and b.test", json.dumps(r))
+            r = wait_for(lambda: (lambda x: x if x.get("code") == "OK" else None)(sds("sds-plain", "ALL")), 30, 0.3)
+            r = r or sds("sds-plain", "ALL")
+            check(r.get("secrets", {}).get("ALL") == ["a.test"], "SDS: ALL for sds-plain holds a.test alone",
+                  json.dumps(r))
+            r = sds("sds-fed", "spiffe://b.test")
+            check(r.get("secrets", {}).get("spiffe://b.test") == ["b.test"],
+                  "SDS: spiffe://b.test is served to sds-fed (its entry federates with b.test)", json.dumps(r))
+            for who in ("sds-plain", "sds-fed"):
+                for name in (["spiffe://b.test", "spiffe://c.test"] if who == "sds-plain" else ["spiffe://c.test"]):
+                    r = sds(who, name)
+                    check(r.get("code") == "INVALID_ARGUMENT" and "not authorized" in r.get("details", ""),
+                          f"SDS: {name} refused to {who} (INVALID_ARGUMENT, not authorized)", json.dumps(r))
 
         # ---- a change pushed on an open stream ----
         wdir = os.path.join(tmp, "watch")
