@@ -280,6 +280,7 @@ struct ly_datastore_ops {
 	    struct ly_error *err);
 	ly_status (*fed_rel_list)(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err);
 	ly_status (*fed_rel_delete)(struct ly_datastore *ds, const char *td, int64_t *revision, struct ly_error *err);
+	ly_status (*fed_revision)(struct ly_datastore *ds, int64_t *out, struct ly_error *err);
 };
 
 /* What changed, for the change hook (see the top of this file). */
@@ -702,6 +703,18 @@ static inline LY_MUST_CHECK ly_status
 ly_datastore_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_error *err)
 {
 	return ds->ops->fed_bundle_count(ds, out, err);
+}
+
+/*
+ * The store revision of the last federated bundle change (a put, or a
+ * delete whatever its mode); 0 when there was none. One row read: a reader
+ * holding the bundles re-reads them only when it moved (another server's
+ * writes included).
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
+{
+	return ds->ops->fed_revision(ds, out, err);
 }
 
 /*

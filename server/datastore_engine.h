@@ -149,6 +149,10 @@ enum ly_ds_stmt {
 	LY_DS_FEDR_LIST,
 	/* (trust_domain text) */
 	LY_DS_FEDR_DELETE,
+	/* () -> rows (revision int): the store revision of the last federated bundle change */
+	LY_DS_FED_REVISION_GET,
+	/* (revision int) */
+	LY_DS_FED_REVISION_SET,
 	LY_DS_STMT_COUNT,
 };
 
@@ -300,6 +304,7 @@ ly_status ly_ds_engine_fed_bundle_list(struct ly_datastore *ds, struct ly_ds_fed
 ly_status ly_ds_engine_fed_bundle_delete(struct ly_datastore *ds, const char *td, enum ly_fed_delete_mode mode,
     int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_fed_rel_create(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,
     const struct ly_bundle *bundle, int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_fed_rel_update(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,

@@ -133,6 +133,7 @@ static const char *const schema_v1[] = {
 
 /* Version 2: federation (SPEC §9), the tables of the SQLite back end's version 2. */
 static const char *const schema_v2[] = {
+	"INSERT INTO meta (name, value) VALUES ('fed_revision', 0)",
 	"CREATE TABLE federated_bundles ("
 	" trust_domain TEXT PRIMARY KEY,"
 	" bundle TEXT NOT NULL,"
@@ -277,6 +278,8 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_FEDR_LIST] = "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, "
 	                    "updated_at FROM federation_relationships ORDER BY trust_domain COLLATE \"C\"",
 	[LY_DS_FEDR_DELETE] = "DELETE FROM federation_relationships WHERE trust_domain = $1",
+	[LY_DS_FED_REVISION_GET] = "SELECT value FROM meta WHERE name = 'fed_revision'",
+	[LY_DS_FED_REVISION_SET] = "UPDATE meta SET value = $1 WHERE name = 'fed_revision'",
 };
 
 /* The statements whose results come in binary format (bytea values). */
@@ -1097,6 +1100,7 @@ static const struct ly_datastore_ops pg_ops = {
 	.fed_rel_get = ly_ds_engine_fed_rel_get,
 	.fed_rel_list = ly_ds_engine_fed_rel_list,
 	.fed_rel_delete = ly_ds_engine_fed_rel_delete,
+	.fed_revision = ly_ds_engine_fed_revision,
 };
 
 /* Reads the schema version (0 for a new database, which gets its row); refuses a damaged table. */

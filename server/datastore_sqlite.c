@@ -116,11 +116,13 @@ static const char *const schema_v1[] = {
 /*
  * Version 2: federation (SPEC §9). A federated bundle per trust domain (its
  * SPIFFE bundle JSON, its spiffe_sequence, the store revision of its last
- * put); the trust domains each entry federates with, which must name a
+ * put); meta's fed_revision, the store revision of the last federated
+ * bundle change (so that readers notice a change with one row read); the trust domains each entry federates with, which must name a
  * stored bundle (the foreign key is the last guard: the engine refuses
  * first, with a message); federation relationships.
  */
 static const char *const schema_v2[] = {
+	"INSERT INTO meta (name, value) VALUES ('fed_revision', 0)",
 	"CREATE TABLE federated_bundles ("
 	" trust_domain TEXT PRIMARY KEY,"
 	" bundle TEXT NOT NULL,"
@@ -266,6 +268,8 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_FEDR_LIST] = "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, "
 	                    "updated_at FROM federation_relationships ORDER BY trust_domain",
 	[LY_DS_FEDR_DELETE] = "DELETE FROM federation_relationships WHERE trust_domain = ?1",
+	[LY_DS_FED_REVISION_GET] = "SELECT value FROM meta WHERE name = 'fed_revision'",
+	[LY_DS_FED_REVISION_SET] = "UPDATE meta SET value = ?1 WHERE name = 'fed_revision'",
 };
 
 struct sqlite_ds {
@@ -928,6 +932,7 @@ static const struct ly_datastore_ops sqlite_ops = {
 	.fed_rel_get = ly_ds_engine_fed_rel_get,
 	.fed_rel_list = ly_ds_engine_fed_rel_list,
 	.fed_rel_delete = ly_ds_engine_fed_rel_delete,
+	.fed_revision = ly_ds_engine_fed_revision,
 };
 
 /*
