@@ -44,7 +44,8 @@
  * API's entry replica and its watchers) register a callback with
  * ly_datastore_on_change; the wrappers below call every registered one,
  * in registration order, after a write committed: an entry created,
- * updated or deleted, an agent evicted or banned. The callback gets what
+ * updated or deleted, an agent evicted or banned, a federated bundle set or
+ * deleted, a federation relationship changed. The callback gets what
  * changed and the store's revision, never the request that changed it, so
  * that one fed by another server (PostgreSQL NOTIFY, through
  * ly_datastore_changed) looks the same. It runs on the writer's thread,
