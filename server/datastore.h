@@ -44,7 +44,8 @@
  * API's entry replica and its watchers) register a callback with
  * ly_datastore_on_change; the wrappers below call every registered one,
  * in registration order, after a write committed: an entry created,
- * updated or deleted, an agent evicted or banned. The callback gets what
+ * updated or deleted, an agent evicted or banned, a federated bundle set or
+ * deleted, a federation relationship changed. The callback gets what
  * changed and the store's revision, never the request that changed it, so
  * that one fed by another server (PostgreSQL NOTIFY, through
  * ly_datastore_changed) looks the same. It runs on the writer's thread,
@@ -280,6 +281,7 @@ struct ly_datastore_ops {
 	    struct ly_error *err);
 	ly_status (*fed_rel_list)(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err);
 	ly_status (*fed_rel_delete)(struct ly_datastore *ds, const char *td, int64_t *revision, struct ly_error *err);
+	ly_status (*fed_revision)(struct ly_datastore *ds, int64_t *out, struct ly_error *err);
 };
 
 /* What changed, for the change hook (see the top of this file). */
@@ -702,6 +704,18 @@ static inline LY_MUST_CHECK ly_status
 ly_datastore_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_error *err)
 {
 	return ds->ops->fed_bundle_count(ds, out, err);
+}
+
+/*
+ * The store revision of the last federated bundle change (a put, or a
+ * delete whatever its mode); 0 when there was none. One row read: a reader
+ * holding the bundles re-reads them only when it moved (another server's
+ * writes included).
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
+{
+	return ds->ops->fed_revision(ds, out, err);
 }
 
 /*
