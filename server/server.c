@@ -928,13 +928,21 @@ fed_refresh(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_
 	return ly_fed_fetcher_refresh(m->fetcher, td, done, done_arg, err);
 }
 
-/* A relationship created, updated or deleted through any server: the fetcher re-reads them. */
+/*
+ * A relationship created, updated or deleted through this server: the
+ * fetcher re-reads them; a bundle set: a relationship waiting for it to
+ * authenticate its endpoint goes now.
+ */
 static void
 fed_on_store_change(void *arg, const struct ly_datastore_change *c)
 {
 	struct srv_main *m = arg;
-	if (c->kind == LY_DATASTORE_FED_REL_CHANGED && m->fetcher != NULL)
+	if (m->fetcher == NULL)
+		return;
+	if (c->kind == LY_DATASTORE_FED_REL_CHANGED)
 		ly_fed_fetcher_sync(m->fetcher);
+	else if (c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED && c->trust_domain != NULL)
+		ly_fed_fetcher_trust_changed(m->fetcher, c->trust_domain);
 }
 
 static ly_status
