@@ -845,17 +845,16 @@ fed_store(void *arg, const struct ly_bundle *b, const struct ly_bundle *previous
 {
 	struct srv_main *m = arg;
 	const char *td = ly_bundle_trust_domain(b);
-	char id[LY_TRUST_DOMAIN_MAX + 16], detail[256];
+	char detail[256];
 	struct ly_error ae;
 
 	LY_TRY(ly_datastore_fed_bundle_put(m->srv.ds, b, NULL, err));
-	(void)snprintf(id, sizeof(id), "spiffe://%s", td);
 	(void)snprintf(detail, sizeof(detail),
 	    "fetched from the bundle endpoint: sequence %" PRIu64 " -> %" PRIu64 ", x509_authorities=%zu "
 	    "jwt_authorities=%zu refresh_hint=%" PRIu64, previous != NULL ? ly_bundle_sequence(previous) : 0,
 	    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b),
 	    ly_bundle_refresh_hint(b));
-	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .spiffe_id = id,
+	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .trust_domain = td,
 		.result = "ok", .detail = detail };
 	if (ly_audit_write(m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
 		log_error("audit: %s", ae.msg);
