@@ -193,11 +193,10 @@ answer(struct conn *c, enum ly_fed_route route)
 	c->answered = true;
 	uv_timer_stop(&c->timer);
 	ly_fed_route_status(route, &code, &reason);
-	if (route == LY_FED_ROUTE_BUNDLE && ep->body == NULL) {
-		code = 503, reason = "Service Unavailable";
-		route = LY_FED_ROUTE_BAD_REQUEST;
-	}
-	if (route == LY_FED_ROUTE_BUNDLE) {
+	bool bundle = route == LY_FED_ROUTE_BUNDLE && ep->body != NULL;
+	if (route == LY_FED_ROUTE_BUNDLE && !bundle)
+		code = 503, reason = "Service Unavailable"; /* nothing published yet */
+	if (bundle) {
 		ctype = "application/json";
 		body = ep->body;
 		blen = ep->body_len;
