@@ -18,7 +18,8 @@ Servers, each with its own data dir, socket and free ports on 127.0.0.1:
              the test switches, and with imp.test through an impostor
              (a certificate the test CA never signed).
 Checks: the endpoint's JSON (Python's ssl, and `openssl s_client` for the
-certificates), 404/405/400/431 answers, 32 connections per address;
+certificates), 404/405/400/431 answers, 32 connections per address, an
+idle connection closed after 10 s;
 https_web: a key file readable by others refused at start, a new
 certificate served after the files change and at once on SIGHUP. A's
 fetcher: f.test's endpoint down, slow, garbage, 500, oversized, a third
@@ -358,8 +359,25 @@ def main():
         audit = [ln for ln in a.text().splitlines() if '"action":"bundle.refresh"' in ln and '"trust_domain":"f.test"' in ln]
         check(len(audit) == 2, "one audit line per bundle change (f.test: 2)", str(len(audit)))
 
+        # ---- a connection that sends nothing is closed after 10 s (watched during the rotation below) ----
+        idle_closed = {}
+
+        def watch_idle():
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", pc), timeout=40) as sk:
+                try:
+                    sk.recv(1)
+                except OSError:
+                    pass
+            idle_closed["after"] = time.monotonic() - t0
+        watcher = threading.Thread(target=watch_idle, daemon=True)
+        watcher.start()
+
         # ---- C's CA rotation reaches A (static, https_web) before C signs with the new CA ----
         rotation(a, c, pc, "c.test", 2)
+        watcher.join(30)
+        check(9 <= idle_closed.get("after", 0) <= 15,
+              "C's endpoint closes a connection that sends nothing after 10 s", str(idle_closed))
 
         # ---- https_web: a new certificate is served after the files change, and at once on SIGHUP ----
         def serial(port):
