@@ -325,7 +325,7 @@ refresh_now(struct ly_agent_api *api)
 	uint64_t t0 = uv_hrtime();
 	bool fed_changed = false;
 	ly_status rc = agent_api_replica_refresh(api, &changed, &e);
-	/* Federated bundles: re-read when the store moved (a write here, or another server's). */
+	/* Federated bundles: re-read when one changed (a write here, or another server's). */
 	if (rc == LY_OK)
 		rc = agent_api_fed_refresh(api, &fed_changed, &e);
 	if (rc == LY_OK && (changed || fed_changed))

@@ -128,7 +128,7 @@ agent_api_fed_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *
 	*changed = false;
 	if (api->srv->ds == NULL)
 		return ly_error_set(err, LY_E_IO, "no datastore");
-	if ((rc = ly_datastore_revision(api->srv->ds, &rev, err)) != LY_OK)
+	if ((rc = ly_datastore_fed_revision(api->srv->ds, &rev, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "federated bundles");
 	if (!api->fed_stale && api->fed_revision == rev)
 		return LY_OK;

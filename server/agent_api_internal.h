@@ -127,9 +127,10 @@ struct ly_agent_api {
 	struct ly_authz_index *index;
 	int64_t revision;
 	/* Federated bundles (agent_api_fed.c): every one stored, by trust
-	 * domain; reloaded when the store's revision moved or the hook says so. */
+	 * domain; reloaded when the datastore's fed_revision moved (a write
+	 * here or another server's) or the hook says so. */
 	struct ly_ds_fed_bundle_list fed;
-	int64_t fed_revision; /* the store revision `fed` was read at; -1: never */
+	int64_t fed_revision; /* the datastore's fed_revision `fed` was read at; -1: never */
 	bool fed_stale;
 	/* Timers (separately allocated: freed in their close callbacks). */
 	uv_timer_t *refresh_timer;
@@ -196,9 +197,9 @@ void agent_api_replica_clear(struct ly_agent_api *api);
 /* ---- agent_api_fed.c ---- */
 
 /*
- * Re-reads the federated bundles when the store moved since the last read
- * (or the hook marked them stale); *changed: a bundle was added, replaced
- * or removed.
+ * Re-reads the federated bundles when a federated bundle changed since the
+ * last read (ly_datastore_fed_revision; or the hook marked them stale);
+ * *changed: a bundle was added, replaced or removed.
  */
 ly_status agent_api_fed_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err) LY_MUST_CHECK;
 

@@ -16,7 +16,9 @@
  *    and once it returns LY_OK the change is durable (survives kill -9 and,
  *    for SQLite, power loss: synchronous=FULL).
  *  - The revision is a counter of acknowledged writes: every operation that
- *    changes anything (entries, tokens, agents, CA state) raises it by one;
+ *    changes anything (entries, tokens, agents, CA state, federation) raises
+ *    it by one (a federated bundle delete that changes N entries: by N + 1,
+ *    one change-log revision per entry);
  *    one that changes nothing (a refusal, a prune that found nothing,
  *    pruning the entry change log, which is history) leaves it. It never
  *    goes back, survives restarts, and an entry's `revision` is the store
@@ -42,7 +44,8 @@
  * API's entry replica and its watchers) register a callback with
  * ly_datastore_on_change; the wrappers below call every registered one,
  * in registration order, after a write committed: an entry created,
- * updated or deleted, an agent evicted or banned. The callback gets what
+ * updated or deleted, an agent evicted or banned, a federated bundle set or
+ * deleted, a federation relationship changed. The callback gets what
  * changed and the store's revision, never the request that changed it, so
  * that one fed by another server (PostgreSQL NOTIFY, through
  * ly_datastore_changed) looks the same. It runs on the writer's thread,
@@ -278,6 +281,7 @@ struct ly_datastore_ops {
 	    struct ly_error *err);
 	ly_status (*fed_rel_list)(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err);
 	ly_status (*fed_rel_delete)(struct ly_datastore *ds, const char *td, int64_t *revision, struct ly_error *err);
+	ly_status (*fed_revision)(struct ly_datastore *ds, int64_t *out, struct ly_error *err);
 };
 
 /* What changed, for the change hook (see the top of this file). */
@@ -703,6 +707,18 @@ ly_datastore_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_er
 }
 
 /*
+ * The store revision of the last federated bundle change (a put, or a
+ * delete whatever its mode); 0 when there was none. One row read: a reader
+ * holding the bundles re-reads them only when it moved (another server's
+ * writes included).
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
+{
+	return ds->ops->fed_revision(ds, out, err);
+}
+
+/*
  * Creates a relationship (checked by ly_ds_fed_rel_check against our trust
  * domain); with `bundle` non-NULL (the operator's bootstrap bundle, which
  * must be for rel->trust_domain) stores it as the federated bundle in the
@@ -726,7 +742,7 @@ ly_datastore_fed_rel_get(struct ly_datastore *ds, const char *td, struct ly_ds_f
 	return ds->ops->fed_rel_get(ds, td, out, err);
 }
 
-/* Appends every relationship to `out` (LY_DS_FED_REL_LIST_INIT), ordered by trust domain. */
+/* Every relationship into `out`, which must be LY_DS_FED_REL_LIST_INIT, ordered by trust domain. */
 static inline LY_MUST_CHECK ly_status
 ly_datastore_fed_rel_list(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err)
 {

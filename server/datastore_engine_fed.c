@@ -46,6 +46,45 @@ check_not_ours(const struct ly_datastore *ds, const char *td, const char *what, 
 
 /* ---- federated bundles ---- */
 
+/* Records `rev` as the last federated bundle change (meta fed_revision), in the open write transaction. */
+static ly_status
+fed_revision_set(struct ly_datastore *ds, int64_t rev, struct ly_error *err)
+{
+	const struct ly_ds_param p[] = { LY_DS_INT(rev) };
+	return ds->dialect->exec(ds, LY_DS_FED_REVISION_SET, p, LY_DS_NELEM(p), "write meta", NULL, NULL, err);
+}
+
+ly_status
+ly_ds_engine_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	bool open = false, row = false;
+
+	if (out == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "federated revision: no output");
+	rc = d->begin(ds, LY_DS_TX_NONE, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_FED_REVISION_GET, NULL, 0, "read meta", &rows, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	open = true;
+	rc = d->next(&rows, &row, "read meta", err);
+	if (rc != LY_OK)
+		goto out;
+	if (!row) {
+		rc = ly_ds_corrupt("fed_revision", err);
+		goto out;
+	}
+	rc = d->col_int64(&rows, 0, out, err);
+out:
+	if (open)
+		d->rows_free(&rows);
+	return rc;
+}
+
 /* Writes `bundle` as the federated bundle of its trust domain, in the open write transaction at `rev`. */
 static ly_status
 bundle_write(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t rev, struct ly_error *err)
@@ -67,6 +106,8 @@ bundle_write(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t re
 	const struct ly_ds_param p[] = { LY_DS_TEXT(td), LY_DS_TEXT(json), LY_DS_INT((int64_t)ly_bundle_sequence(bundle)),
 		LY_DS_INT(rev), LY_DS_INT(ly_ds_now()) };
 	rc = d->exec(ds, LY_DS_FEDB_PUT, p, LY_DS_NELEM(p), "store federated bundle", NULL, NULL, err);
+	if (rc == LY_OK)
+		rc = fed_revision_set(ds, rev, err);
 out:
 	free(json);
 	return rc;
@@ -435,6 +476,9 @@ ly_ds_engine_fed_bundle_delete(struct ly_datastore *ds, const char *td, enum ly_
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "no bundle for trust domain %s", td);
 		goto out;
 	}
+	rc = fed_revision_set(ds, rev, err);
+	if (rc != LY_OK)
+		goto out;
 	rc = d->commit(ds, err);
 	if (rc == LY_OK && revision != NULL)
 		*revision = rev;

@@ -4,7 +4,12 @@
 show|delete|refresh`, `entry create|update -federatesWith`), driven by its
 own CLI against a server run with flags only.
 
-    server_federation.py LANYARD_SERVER
+    server_federation.py LANYARD_SERVER [postgres]
+
+With `postgres`, the server's datastore is a throw-away PostgreSQL started
+here (initdb in the temp dir, Unix socket only; as nobody when run as
+root), so the same verbs run on the other back end; missing PostgreSQL
+binaries are a failure, as in server_pg.py.
 
 What it shows: a bundle set from PEM and from SPIFFE JSON (the latter
 read back from `bundle list -format spiffe`, so both formats round-trip),
@@ -17,12 +22,19 @@ refresh` says it is not available (no fetcher in this build); `bundle
 show -format spiffe` carries spiffe_sequence and spiffe_refresh_hint;
 the audit log has a line per change naming the trust domain.
 
+LANYARD_SERVER_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite
+--error-exitcode=99" runs the server under that command (then its exit
+status after SIGTERM is checked too).
 Prints ok/FAIL per check and exits 1 on any failure, else 0.
 """
 import datetime
+import glob
+import grp
 import json
 import os
+import pwd
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,6 +48,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 SERVER = sys.argv[1]
+POSTGRES = len(sys.argv) > 2 and sys.argv[2] == "postgres"
+WRAP = shlex.split(os.environ.get("LANYARD_SERVER_WRAP", ""))
+SLOW = 20 if WRAP else 1
 TD = "a.test"
 failures = []
 
@@ -75,20 +90,74 @@ def ca_pem(td):
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+class Postgres:
+    """A throw-away cluster in `tmp`/pg: trust auth over its Unix socket only (nobody else can reach it)."""
+
+    def __init__(self, tmp):
+        dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
+        self.bindir = next((d for d in dirs if os.access(os.path.join(d, "initdb"), os.X_OK)), None)
+        if self.bindir is None:
+            raise RuntimeError("no PostgreSQL binaries in /usr/lib/postgresql/*/bin")
+        self.dir = os.path.join(tmp, "pg")
+        self.data = os.path.join(self.dir, "data")
+        os.makedirs(self.dir)
+        self.prefix = []
+        if os.geteuid() == 0:
+            uid = pwd.getpwnam("nobody").pw_uid
+            try:
+                gid = grp.getgrnam("nogroup").gr_gid
+            except KeyError:
+                gid = pwd.getpwnam("nobody").pw_gid
+            os.chown(self.dir, uid, gid)
+            os.chmod(tmp, 0o755)
+            self.prefix = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+        self.run("initdb", "-D", self.data, "-U", "lanyard", "--auth=trust", "-E", "UTF8", "--locale=C",
+                 "--no-sync", "--no-instructions")
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"\nlisten_addresses = ''\nunix_socket_directories = '{self.dir}'\nmax_connections = 20\n"
+                    "shared_buffers = 16MB\n")
+        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "postgres.log"), "-w", "-t", "60", "start")
+        self.run("createdb", "-h", self.dir, "-U", "lanyard", "lanyard")
+
+    def run(self, prog, *args):
+        r = subprocess.run(self.prefix + [os.path.join(self.bindir, prog), *args], capture_output=True, text=True,
+                           cwd=self.dir, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"{prog} failed: {r.stdout}{r.stderr}")
+
+    def stop(self):
+        subprocess.run(self.prefix + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w",
+                                      "stop"], capture_output=True, timeout=120, cwd=self.dir)
+
+    def conninfo(self):
+        return f"host={self.dir} user=lanyard dbname=lanyard"
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="ly-fed-store-")
     sock = os.path.join(tmp, "admin", "api.sock")
     audit = os.path.join(tmp, "audit.log")
     cfg = os.path.join(tmp, "server.yaml")
+    pg = None
+    if POSTGRES:
+        try:
+            pg = Postgres(tmp)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            check(False, "PostgreSQL started", str(e))
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
     with open(cfg, "w") as f:
         f.write(f"server:\n  audit_log: {audit}\n")
+        if pg is not None:
+            f.write(f"  datastore:\n    database_type: postgres\n    connection_string: \"{pg.conninfo()}\"\n")
+    os.chmod(cfg, 0o600)
     log_path = os.path.join(tmp, "server.log")
     log = open(log_path, "w")
-    proc = subprocess.Popen([SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1", "-serverPort", "0",
+    proc = subprocess.Popen(WRAP + [SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1", "-serverPort", "0",
                              "-socketPath", sock, "-dataDir", os.path.join(tmp, "data"), "-config", cfg],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 30
+        deadline = time.time() + 30 * SLOW
         ready = False
         while time.time() < deadline and proc.poll() is None:
             if cli("healthcheck", sock=sock)[0] == 0:
@@ -103,11 +172,15 @@ def main():
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            rc = proc.wait(timeout=30 * SLOW)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            rc = proc.wait()
         log.close()
+        check(rc == 0, "server exits 0 on SIGTERM", f"rc={rc}")
+        if pg is not None:
+            check(not os.path.exists(os.path.join(tmp, "data", "datastore.sqlite3")), "no SQLite file with postgres")
+            pg.stop()
         if failures:
             print(open(log_path).read()[-4000:])
         shutil.rmtree(tmp, ignore_errors=True)

@@ -87,9 +87,14 @@ test_fed_bundle_crud(void **state)
 	fed_init(f);
 	assert_int_equal(fed_count(f), 0);
 	int64_t before = revision(f);
+	int64_t fed_rev = -1;
+	assert_int_equal(ly_datastore_fed_revision(f->ds, &fed_rev, &err), LY_OK);
+	assert_int_equal(fed_rev, 0);
 	assert_int_equal(ly_datastore_fed_bundle_put(f->ds, b, &rev, &err), LY_OK);
 	assert_int_equal(rev, before + 1);
 	assert_int_equal(revision(f), rev);
+	assert_int_equal(ly_datastore_fed_revision(f->ds, &fed_rev, &err), LY_OK);
+	assert_int_equal(fed_rev, rev);
 	assert_int_equal(ly_datastore_fed_bundle_get(f->ds, "b.test", &got, &err), LY_OK);
 	assert_true(ly_bundle_equal(got->bundle, b));
 	assert_int_equal(ly_bundle_sequence(got->bundle), 3);
@@ -128,8 +133,14 @@ test_fed_bundle_crud(void **state)
 	reopen(f);
 	fed_init(f);
 	assert_int_equal(fed_count(f), 2);
+	/* Another write leaves fed_revision; a delete moves it. */
+	free(create(f, entry_of(TD "/other", AGENT1, "unix:uid:1000", NULL)));
+	assert_int_equal(ly_datastore_fed_revision(f->ds, &fed_rev, &err), LY_OK);
+	assert_true(fed_rev < revision(f));
 	assert_int_equal(ly_datastore_fed_bundle_delete(f->ds, "a-z.test", LY_FED_DELETE_RESTRICT, &rev, &err), LY_OK);
 	assert_int_equal(rev, revision(f));
+	assert_int_equal(ly_datastore_fed_revision(f->ds, &fed_rev, &err), LY_OK);
+	assert_int_equal(fed_rev, rev);
 	assert_int_equal(ly_datastore_fed_bundle_delete(f->ds, "a-z.test", LY_FED_DELETE_RESTRICT, NULL, &err),
 	    LY_E_NOT_FOUND);
 	assert_int_equal(revision(f), rev);
@@ -345,6 +356,33 @@ test_fed_relationships(void **state)
 	ly_bundle_free(other);
 }
 
+/*
+ * A version-1 store (entries, no federation tables) is brought to version 2
+ * at open: its data kept, the federation tables made, the version recorded.
+ */
+static void
+test_fed_migration_from_v1(void **state)
+{
+	struct fixture *f = *state;
+
+	free(create(f, entry_of(TD "/web", AGENT1, "unix:uid:1000", NULL)));
+	ly_datastore_close(f->ds);
+	f->ds = NULL;
+	/* What version 1 was: the same store without schema_v2's tables. */
+	f->be->exec(f, "DROP TABLE entry_federates_with");
+	f->be->exec(f, "DROP TABLE federated_bundles");
+	f->be->exec(f, "DROP TABLE federation_relationships");
+	f->be->exec(f, "DELETE FROM meta WHERE name = 'fed_revision'");
+	f->be->exec(f, "UPDATE schema_version SET version = 1");
+	f->be->open(f);
+	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), 2);
+	assert_int_equal(count_entries(f), 1);
+	fed_init(f);
+	fed_put(f, "b.test", 1);
+	assert_int_equal(fed_count(f), 1);
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM federation_relationships"), 0);
+}
+
 struct fed_heard {
 	int kind[8];
 	int64_t revision[8];
@@ -398,6 +436,7 @@ test_fed_change_hook(void **state)
 	cmocka_unit_test_setup_teardown(test_fed_bundle_crud, setup, teardown),     \
 	    cmocka_unit_test_setup_teardown(test_fed_entries, setup, teardown),     \
 	    cmocka_unit_test_setup_teardown(test_fed_relationships, setup, teardown), \
-	    cmocka_unit_test_setup_teardown(test_fed_change_hook, setup, teardown)
+	    cmocka_unit_test_setup_teardown(test_fed_change_hook, setup, teardown),  \
+	    cmocka_unit_test_setup_teardown(test_fed_migration_from_v1, setup, teardown)
 
 #endif /* LANYARD_TESTS_DATASTORE_FED_CONTRACT_H */

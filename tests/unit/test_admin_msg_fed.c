@@ -122,6 +122,7 @@ test_bundle_set(void **state)
 	struct ly_bundle *b2 = NULL;
 	assert_int_equal(set_check("b.test", s_spiffe, json, strlen(json), &b2, &e), LY_OK);
 	assert_true(ly_bundle_equal(b, b2));
+	free(json);
 	ly_bundle_free(b2);
 	ly_bundle_free(b);
 	b = NULL;

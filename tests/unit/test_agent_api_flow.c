@@ -470,6 +470,54 @@ test_federated_bundles(void **state)
 	call_cleanup(&call);
 }
 
+/*
+ * A bundle stored through another handle on the same store (what another
+ * server sharing a PostgreSQL does: no hook here) reaches the watcher by
+ * the datastore poll, within POLL_TICKS sweeps.
+ */
+static void
+test_federated_bundle_from_another_server(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+	struct ly_entry *e = NULL;
+	struct ly_datastore *other = NULL, *mine = f->srv.ds;
+	char path[128];
+
+	put_fed_bundle(f, "b.test", 1);
+	assert_int_equal(ly_entry_new(&e, NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/web", NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
+	assert_int_equal(ly_entry_add_federates_with(e, "b.test", NULL), LY_OK);
+	assert_int_equal(ly_datastore_entry_create(f->srv.ds, e, NULL), LY_OK);
+	ly_entry_free(e);
+	open_watch(f, &call);
+	assert_int_equal(call.n_sent, 1);
+	uint64_t seq1 = call.last->federated_sequence;
+	run_for(f, 100); /* the refresh the entry's creation armed runs: nothing new for the watcher */
+	assert_int_equal(call.n_sent, 1);
+
+	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", f->dir);
+	assert_int_equal(ly_datastore_sqlite_open(path, &other, NULL), LY_OK);
+	assert_int_equal(ly_datastore_set_trust_domain(other, TD, NULL), LY_OK);
+	f->srv.ds = other; /* put_fed_bundle writes through f->srv.ds */
+	put_fed_bundle(f, "b.test", 2);
+	f->srv.ds = mine;
+	ly_datastore_close(other);
+	assert_int_equal(call.n_sent, 1);
+	/* Not at once (no hook on that handle): the poll, every POLL_TICKS sweeps, brings it. */
+	run_for(f, 300);
+	assert_int_equal(call.n_sent, 1);
+	run_until_sent(f, &call, 2);
+	assert_int_equal(call.n_sent, 2);
+	assert_true(call.last->federated_sequence != seq1);
+
+	assert_int_equal(ly_datastore_agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	assert_true(call.finished);
+	call_cleanup(&call);
+}
+
 static void
 test_ban_ends_stream(void **state)
 {
@@ -529,6 +577,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_change_reaches_watcher, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ban_ends_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_federated_bundles, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_bundle_from_another_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_superseded_svid_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unregistered_after_free, setup, teardown),
 	};
