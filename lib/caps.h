@@ -418,4 +418,19 @@
 /* Digits of a cgroup hierarchy ID in /proc/PID/cgroup (agent/cgroup.c). */
 #define LY_CGROUP_HIERARCHY_DIGITS_MAX 10
 
+/*
+ * Federation (server/federation.h, issue 15). The bundle endpoint: connections
+ * open at once and from one peer address, the time a connection has for
+ * its handshake and request, ciphertext buffered per connection before it
+ * is read. The fetcher: one fetch's whole time, the longest answer read (a
+ * bundle of LY_JWKS_MAX and its head), static relationships in the config.
+ */
+#define LY_FED_ENDPOINT_CONNS_MAX 256
+#define LY_FED_ENDPOINT_CONNS_PER_ADDR_MAX 32
+#define LY_FED_ENDPOINT_TIMEOUT_MS 10000
+#define LY_FED_ENDPOINT_RBIO_MAX (64 * 1024)
+#define LY_FED_FETCH_TIMEOUT_MS 10000
+#define LY_FED_RESPONSE_MAX (LY_JWKS_MAX + LY_HTTP_REQUEST_MAX)
+#define LY_FED_STATIC_MAX 256
+
 #endif /* LANYARD_CAPS_H */

@@ -74,9 +74,10 @@ split_response(const uint8_t *buf, size_t len, int *status, size_t *body_off, st
 	bool have_cl = false;
 	unsigned long long cl = 0;
 
-	if (len < 12 || (memcmp(s, "HTTP/1.1 ", 9) != 0 && memcmp(s, "HTTP/1.0 ", 9) != 0))
+	if (len < 13 || (memcmp(s, "HTTP/1.1 ", 9) != 0 && memcmp(s, "HTTP/1.0 ", 9) != 0))
 		return ly_error_set(err, LY_E_INVALID, "not an HTTP/1.x status line");
-	if (s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9')
+	if (s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9' ||
+	    (s[12] != ' ' && s[12] != '\r'))
 		return ly_error_set(err, LY_E_INVALID, "malformed status code");
 	*status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
 	for (size_t lines = 0;; lines++) {

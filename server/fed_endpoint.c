@@ -22,8 +22,6 @@
 #define LINGER_MS 1000
 /* One libuv read at most this many bytes; TLS records are at most 16 KiB + overhead. */
 #define READ_CHUNK (17 * 1024)
-/* Ciphertext the client may have sent ahead of our reading it (handshake and request). */
-#define RBIO_MAX (64 * 1024)
 
 struct conn {
 	uv_tcp_t tcp;
@@ -193,11 +191,10 @@ answer(struct conn *c, enum ly_fed_route route)
 	c->answered = true;
 	uv_timer_stop(&c->timer);
 	ly_fed_route_status(route, &code, &reason);
-	if (route == LY_FED_ROUTE_BUNDLE && ep->body == NULL) {
-		code = 503, reason = "Service Unavailable";
-		route = LY_FED_ROUTE_BAD_REQUEST;
-	}
-	if (route == LY_FED_ROUTE_BUNDLE) {
+	bool bundle = route == LY_FED_ROUTE_BUNDLE && ep->body != NULL;
+	if (route == LY_FED_ROUTE_BUNDLE && !bundle)
+		code = 503, reason = "Service Unavailable"; /* nothing published yet */
+	if (bundle) {
 		ctype = "application/json";
 		body = ep->body;
 		blen = ep->body_len;
@@ -281,7 +278,7 @@ read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (nread == 0 || c->answered)
 		return; /* after the answer: discard until EOF (linger) */
-	if (BIO_ctrl_pending(c->rbio) + (size_t)nread > RBIO_MAX ||
+	if (BIO_ctrl_pending(c->rbio) + (size_t)nread > LY_FED_ENDPOINT_RBIO_MAX ||
 	    BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
 		conn_close(c);
 		return;

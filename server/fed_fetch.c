@@ -701,6 +701,20 @@ ly_fed_fetcher_refresh(struct ly_fed_fetcher *f, const char *td, ly_fed_refresh_
 	return LY_OK;
 }
 
+void
+ly_fed_fetcher_trust_changed(struct ly_fed_fetcher *f, const char *td)
+{
+	struct ly_queue *q;
+	if (f->stopping)
+		return;
+	LY_QUEUE_FOREACH(q, &f->rels) {
+		struct rel *r = LY_QUEUE_DATA(q, struct rel, link);
+		if (!r->removed && !r->in_flight && r->has_refusal && r->last_refusal == LY_FED_R_NO_TRUST &&
+		    strcmp(r->r.endpoint_id.trust_domain, td) == 0)
+			rel_arm(r, 0);
+	}
+}
+
 size_t
 ly_fed_fetcher_count(const struct ly_fed_fetcher *f)
 {

@@ -77,6 +77,12 @@ void ly_fed_fetcher_sync(struct ly_fed_fetcher *f);
 typedef void (*ly_fed_refresh_done_cb)(void *arg, ly_status rc, const char *msg);
 ly_status ly_fed_fetcher_refresh(struct ly_fed_fetcher *f, const char *td, ly_fed_refresh_done_cb done, void *done_arg,
     struct ly_error *err) LY_MUST_CHECK;
+/*
+ * The bundle of `td` was stored by someone (`bundle set`, `federation
+ * create -trustDomainBundlePath`): an https_spiffe relationship that waited
+ * for it (no_trust_bundle) is fetched now rather than at its next turn.
+ */
+void ly_fed_fetcher_trust_changed(struct ly_fed_fetcher *f, const char *td);
 /* Relationships known (static + dynamic, after the static-wins rule). */
 size_t ly_fed_fetcher_count(const struct ly_fed_fetcher *f);
 void ly_fed_fetcher_free(struct ly_fed_fetcher *f);

@@ -52,16 +52,7 @@ struct ly_config;
 #define LY_FED_FETCH_MIN_S 1
 #define LY_FED_FETCH_MAX_S 3600
 #define LY_FED_FETCH_JITTER_PCT 10
-/* One fetch (connect, TLS, request, answer) must end within this. */
-#define LY_FED_FETCH_TIMEOUT_MS 10000
-/* The longest answer read: a bundle (LY_JWKS_MAX) and its head. */
-#define LY_FED_RESPONSE_MAX (LY_JWKS_MAX + LY_HTTP_REQUEST_MAX)
-/* Most federates_with relationships in the config file. */
-#define LY_FED_STATIC_MAX 256
-/* The endpoint: connections open at once, per peer address, and idle/IO timeout. */
-#define LY_FED_ENDPOINT_CONNS_MAX 256
-#define LY_FED_ENDPOINT_CONNS_PER_ADDR_MAX 32
-#define LY_FED_ENDPOINT_TIMEOUT_MS 10000
+/* Caps (one fetch's time, answer size, endpoint connections): lib/caps.h, LY_FED_*. */
 /* Where https_web trust anchors come from (Debian's ca-certificates). */
 #define LY_FED_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 

@@ -847,17 +847,16 @@ fed_store(void *arg, const struct ly_bundle *b, const struct ly_bundle *previous
 {
 	struct srv_main *m = arg;
 	const char *td = ly_bundle_trust_domain(b);
-	char id[LY_TRUST_DOMAIN_MAX + 16], detail[256];
+	char detail[256];
 	struct ly_error ae;
 
 	LY_TRY(ly_datastore_fed_bundle_put(m->srv.ds, b, NULL, err));
-	(void)snprintf(id, sizeof(id), "spiffe://%s", td);
 	(void)snprintf(detail, sizeof(detail),
 	    "fetched from the bundle endpoint: sequence %" PRIu64 " -> %" PRIu64 ", x509_authorities=%zu "
 	    "jwt_authorities=%zu refresh_hint=%" PRIu64, previous != NULL ? ly_bundle_sequence(previous) : 0,
 	    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b),
 	    ly_bundle_refresh_hint(b));
-	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .spiffe_id = id,
+	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .trust_domain = td,
 		.result = "ok", .detail = detail };
 	if (ly_audit_write(m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
 		log_error("audit: %s", ae.msg);
@@ -930,13 +929,21 @@ fed_refresh(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_
 	return ly_fed_fetcher_refresh(m->fetcher, td, done, done_arg, err);
 }
 
-/* A relationship created, updated or deleted through any server: the fetcher re-reads them. */
+/*
+ * A relationship created, updated or deleted through this server: the
+ * fetcher re-reads them; a bundle set: a relationship waiting for it to
+ * authenticate its endpoint goes now.
+ */
 static void
 fed_on_store_change(void *arg, const struct ly_datastore_change *c)
 {
 	struct srv_main *m = arg;
-	if (c->kind == LY_DATASTORE_FED_REL_CHANGED && m->fetcher != NULL)
+	if (m->fetcher == NULL)
+		return;
+	if (c->kind == LY_DATASTORE_FED_REL_CHANGED)
 		ly_fed_fetcher_sync(m->fetcher);
+	else if (c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED && c->trust_domain != NULL)
+		ly_fed_fetcher_trust_changed(m->fetcher, c->trust_domain);
 }
 
 static ly_status

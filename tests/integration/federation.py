@@ -8,19 +8,28 @@ Servers, each with its own data dir, socket and free ports on 127.0.0.1:
   B  b.test  bundle endpoint https_spiffe (its own X.509-SVID), ca_ttl 60 s
              (its CA rotates during the test), refresh_hint 4 s;
   C  c.test  bundle endpoint https_web with a certificate of a test CA made
-             here with `openssl`, refresh_hint 2 s;
+             here with `openssl`, ca_ttl 60 s, refresh_hint 2 s;
+  D  d.test  bundle endpoint https_spiffe, for a dynamic relationship;
   A  a.test  federates with b.test statically (https_spiffe, bootstrapped
-             with `bundle set`), with c.test dynamically (`federation create`,
-             https_web, anchors from server.federation.https_web_ca_file),
+             with `bundle set`), with c.test statically (https_web, anchors
+             from server.federation.https_web_ca_file), with d.test
+             dynamically (`federation create`),
              with f.test statically through a Python endpoint whose answers
              the test switches, and with imp.test through an impostor
              (a certificate the test CA never signed).
-Checks: the endpoint's JSON (curl-like with Python's ssl, and `openssl
-s_client` for the certificate), 404/405/400/431 answers, `bundle list` on A;
-B's CA rotation reaching A before B signs with the new CA; f.test's endpoint
-down, slow, garbage, 500, oversized, a third domain's bundle: the last good
-bundle stays and every refusal is counted in A's /metrics; the impostor
-refused; an https_web key file readable by others refused at start.
+Checks: the endpoint's JSON (Python's ssl, and `openssl s_client` for the
+certificates), 404/405/400/431 answers, 32 connections per address, an
+idle connection closed after 10 s;
+https_web: a key file readable by others refused at start, a new
+certificate served after the files change and at once on SIGHUP. A's
+fetcher: f.test's endpoint down, slow, garbage, 500, oversized, a third
+domain's bundle: the last good bundle stays, every refusal is counted in
+A's /metrics and logged once; the impostor refused; one audit line per
+change; C's (static, https_web) and B's (static, https_spiffe after
+`bundle set`) CA rotations reach A within their refresh hints and before
+they sign with the new CA; d.test (dynamic, `federation create
+-trustDomainBundlePath`); a dynamic relationship does not replace a static
+one; `bundle list`; `federation refresh`.
 Figures: bundle change to stored on A (C's and B's CA rotations, from the
 log lines of both servers; f.test's new sequence), the endpoint's requests
 per second (sequential, one TLS connection each, Python client).
@@ -33,6 +42,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -346,11 +356,53 @@ def main():
         check(len(logged) == 1, "a refusal is logged once (warn) while it repeats", str(len(logged)))
         check(metric(ph, R, {"trust_domain": "imp.test", "reason": "tls"}) >= 1 and not stored_lines(a, "imp.test"),
               "imp.test: an endpoint certificate the CA file does not trust is refused (tls), nothing stored")
-        audit = [ln for ln in a.text().splitlines() if '"action":"bundle.refresh"' in ln and "spiffe://f.test" in ln]
+        audit = [ln for ln in a.text().splitlines() if '"action":"bundle.refresh"' in ln and '"trust_domain":"f.test"' in ln]
         check(len(audit) == 2, "one audit line per bundle change (f.test: 2)", str(len(audit)))
+
+        # ---- a connection that sends nothing is closed after 10 s (watched during the rotation below) ----
+        idle_closed = {}
+
+        def watch_idle():
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", pc), timeout=40) as sk:
+                try:
+                    sk.recv(1)
+                except OSError:
+                    pass
+            idle_closed["after"] = time.monotonic() - t0
+        watcher = threading.Thread(target=watch_idle, daemon=True)
+        watcher.start()
 
         # ---- C's CA rotation reaches A (static, https_web) before C signs with the new CA ----
         rotation(a, c, pc, "c.test", 2)
+        watcher.join(30)
+        check(9 <= idle_closed.get("after", 0) <= 15,
+              "C's endpoint closes a connection that sends nothing after 10 s", str(idle_closed))
+
+        # ---- https_web: a new certificate is served after the files change, and at once on SIGHUP ----
+        def serial(port):
+            r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}"], input=b"",
+                               capture_output=True, timeout=20)
+            x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=r.stdout, capture_output=True, timeout=20)
+            return x.stdout.strip()
+
+        def new_cert(tag):
+            openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{tag}.key",
+                    "-out", f"{tag}.csr", "-subj", "/CN=127.0.0.1", cwd=pki)
+            openssl("x509", "-req", "-in", f"{tag}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-out", f"{tag}.crt", "-days", "1", "-extfile", "ep.ext", cwd=pki)
+            os.chmod(os.path.join(pki, f"{tag}.key"), 0o600)
+            os.rename(os.path.join(pki, f"{tag}.key"), os.path.join(pki, "ep.key"))
+            os.rename(os.path.join(pki, f"{tag}.crt"), os.path.join(pki, "ep.crt"))
+        s0 = serial(pc)
+        new_cert("ep2")
+        s1 = wait_for(lambda: serial(pc) != s0 and serial(pc), 12, 0.5)
+        check(bool(s1), "https_web: C serves its new certificate after the files changed (checked every 5 s)")
+        new_cert("ep3")
+        c.proc.send_signal(signal.SIGHUP)
+        s2 = wait_for(lambda: serial(pc) not in (s0, s1) and serial(pc), 2, 0.2)
+        check(bool(s2) and "bundle endpoint certificate reloaded" in c.text(),
+              "https_web: SIGHUP reloads C's certificate at once")
 
         # ---- the endpoint's requests per second ----
         n, t0 = 300, time.time()
@@ -403,6 +455,21 @@ def main():
         rc, out, err = cli(asock, "federation", "refresh", "-id", "nope.test")
         check(rc != 0, "A: federation refresh of an unknown trust domain is refused", out + err)
         rotation(a, b, pb, "b.test", 4)
+
+        # ---- at most 32 connections from one address: the 33rd is closed at once ----
+        idle = [socket.create_connection(("127.0.0.1", pd), timeout=5) for _ in range(32)]
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", pd), timeout=5)
+        try:
+            closed = extra.recv(1) == b""
+        except OSError:
+            closed = True
+        extra.close()
+        for sk in idle:
+            sk.close()
+        time.sleep(0.3)
+        check(closed and https_get(pd)[0] == 200,
+              "d.test's endpoint: the 33rd connection from one address is closed, a GET works once they go")
         check(all(d.alive() for d in daemons), "every server still runs")
     finally:
         kill_all(*daemons)

@@ -334,6 +334,10 @@ test_response(void **state)
 	expect_refusal("b.test", "HTTP/1.1 200 OK\r\n", NULL, LY_FED_R_HTTP);
 	expect_refusal("b.test", "HTTP/1.1 200 OK\nContent-Length: 2\n\n{}", NULL, LY_FED_R_HTTP);
 	expect_refusal("b.test", "HTTP/2 200 OK\r\n\r\n{}", NULL, LY_FED_R_HTTP);
+	expect_refusal("b.test", "HTTP/1.1 2000 OK\r\n\r\n{\"keys\":[]}", NULL, LY_FED_R_HTTP);
+	struct ly_bundle *bare = NULL;
+	assert_int_equal(check("b.test", "HTTP/1.1 200\r\n\r\n{\"keys\":[]}", NULL, &bare, &why, &e), LY_OK);
+	ly_bundle_free(bare);
 	expect_refusal("b.test", "HTTP/1.1 200 OK\r\n bad: x\r\n\r\n{}", NULL, LY_FED_R_HTTP);
 
 	/* Garbage bodies. */
