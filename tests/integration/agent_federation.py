@@ -290,9 +290,9 @@ def main():
         watch = None
 
         # ---- served from the persisted state with the server down ----
-        agent.stop()
-        server.stop()
+        rcs = [agent.stop(), server.stop()]
         server = None
+        check(rcs == [0, 0], "the agent and the server exit 0 on SIGTERM", str(rcs))
         agent = start_agent()
         if agent is not None:
             rc, feds, text = fetch_x509(fed_bin)
@@ -304,6 +304,15 @@ def main():
         for d in (watch, agent, server):
             if d is not None:
                 d.stop()
+        # An ASan build aborts or reports into the daemons' logs: none may.
+        reports = []
+        for name in ("server.log", "agent.log"):
+            try:
+                with open(os.path.join(tmp, name), errors="replace") as f:
+                    reports += [ln for ln in f if "Sanitizer" in ln or "runtime error:" in ln]
+            except OSError:
+                pass
+        check(not reports, "no sanitizer report in the daemons' logs", "".join(reports[:5]))
         finish(tmp, with_figures=True)
 
 
