@@ -959,7 +959,8 @@ ly_cache_query(const struct ly_cache *c, const struct ly_selector *have, size_t 
 		}
 		if (dup) {
 			out->n_hint_duplicates++;
-			continue;
+			if ((flags & LY_CACHE_QUERY_ALL_HINTS) == 0)
+				continue;
 		}
 		out->v[w++] = out->v[i];
 	}

@@ -16,9 +16,9 @@
  *                     only for a caller that has one (PERMISSION_DENIED
  *                     before this is asked);
  *   SDS               identities = the caller's SVIDs, as for the stream.
- * An identity the cache's query leaves out for a duplicate hint (cache.h)
- * does not count: its entry's federations show only if another identity
- * of the caller names them too.
+ * The bundle fetches and ValidateJWTSVID query with LY_CACHE_QUERY_ALL_HINTS
+ * (cache.h), so an entry left out of an X.509 response for a duplicate hint
+ * still counts there; on the X.509 stream only the SVIDs sent count.
  * A trust domain named by an entry but with no bundle held (not yet
  * fetched, or refused) is skipped: it appears once the bundle arrives, and
  * the change pushes open streams then. Names in federates_with may be bare

@@ -266,7 +266,8 @@ stream_update(struct stream *st, struct pass_ctx *p)
 	if (p->cache == NULL)
 		return;
 	ly_cache_identities_init(&ids);
-	unsigned flags = st->kind == ST_X509_SVID ? LY_CACHE_QUERY_X509 : 0;
+	/* Bundle streams: every entry's federations count, a duplicate hint's too (fedset.h). */
+	unsigned flags = st->kind == ST_X509_SVID ? LY_CACHE_QUERY_X509 : LY_CACHE_QUERY_ALL_HINTS;
 	if (ly_cache_query(p->cache, c->sels, c->n_sels, flags, p->now, &ids, &e) != LY_OK) {
 		log_warn("workload api: conn %" PRIu64 ": %s: %s", c->id, stream_names[st->kind], e.msg);
 		goto out;
@@ -738,7 +739,8 @@ ly_wapi_validate_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t l
 	 * validates against ours alone.
 	 */
 	struct ly_cache *cache = ly_wapi_cache(w);
-	if (ly_cache_query(cache, c->sels, c->n_sels, 0, (int64_t)ly_agent_now(), &ids, &e) != LY_OK ||
+	if (ly_cache_query(cache, c->sels, c->n_sels, LY_CACHE_QUERY_ALL_HINTS, (int64_t)ly_agent_now(), &ids, &e) !=
+		LY_OK ||
 	    ly_fedset_for_caller(ly_wapi_bundles(w), ly_cache_trust_domain(cache), &ids, &view, NULL, &e) != LY_OK) {
 		log_warn("workload api: conn %" PRIu64 ": ValidateJWTSVID: %s", c->id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "bundles could not be read");

@@ -624,6 +624,27 @@ test_federated_x509_svid(void **state)
 }
 
 static void
+test_federated_duplicate_hint(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509Bundles"));
+	static const char *const b[] = { "b.test" };
+	char keys[256];
+
+	/* Two entries with one hint: the later one, left out of X.509 responses, still federates for bundles. */
+	ta_put(f->cache, ta_entry("e-1", SID, 1, "web", "unix:uid:1000", NULL), NULL);
+	struct ly_entry *e2 = ta_entry("e-2", "spiffe://example.org/w2", 2, "web", "unix:uid:1000", NULL);
+	assert_int_equal(ly_entry_add_federates_with(e2, "b.test", NULL), LY_OK);
+	ta_put(f->cache, e2, NULL);
+	put_bundles(f, b, 1);
+	ly_wapi_fetch_x509_bundles(&c, NULL, 0, &f->w);
+	assert_int_equal(c.n_sent, 1);
+	bundles_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://b.test,spiffe://example.org");
+	ly_wapi_stream_end(LY_QUEUE_DATA(ly_queue_head(&f->w.streams), struct stream, link), LY_RPC_CANCELLED, NULL);
+}
+
+static void
 test_stream_not_entitled(void **state)
 {
 	struct fixture *f = *state;
@@ -747,6 +768,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_x509_over_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_federated_bundle_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_federated_x509_svid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_duplicate_hint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_not_entitled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_client_leaves, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_caller_replaced, setup, teardown),
