@@ -24,7 +24,8 @@ https_web: a key file readable by others refused at start, a new
 certificate served after the files change and at once on SIGHUP. A's
 fetcher: f.test's endpoint down, slow, garbage, 500, oversized, a third
 domain's bundle: the last good bundle stays, every refusal is counted in
-A's /metrics and logged once; the impostor refused; one audit line per
+A's /metrics and logged once; impostors refused (an https_web certificate
+the CA file does not trust; B's SVID where D's is expected); one audit line per
 change; C's (static, https_web) and B's (static, https_spiffe after
 `bundle set`) CA rotations reach A within their refresh hints and before
 they sign with the new CA; d.test (dynamic, `federation create
@@ -438,6 +439,14 @@ def main():
         check(rc == 0, "A: federation create -trustDomain d.test (https_spiffe, bootstrap bundle, dynamic)", err)
         got = wait_for(lambda: stored_lines(a, "d.test"), 20, 0.1)
         check(bool(got), "d.test's bundle fetched (dynamic relationship)", a.text()[-600:])
+        # https_spiffe impostor: B's endpoint where D's (spiffe://d.test/lanyard/server) is expected.
+        rc, out, err = cli(asock, "federation", "create", "-trustDomain", "e.test", "-bundleEndpointURL",
+                           f"https://127.0.0.1:{pb}", "-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID",
+                           "spiffe://d.test/lanyard/server")
+        counted = wait_for(lambda: metric(ph, R, {"trust_domain": "e.test", "reason": "tls"}) >= 1, 15, 0.2)
+        check(rc == 0 and bool(counted) and not stored_lines(a, "e.test"),
+              "https_spiffe: an endpoint whose SVID is not the expected ID under that domain's bundle is refused (tls)",
+              err + a.text()[-400:])
         # A dynamic relationship for c.test towards the impostor: the static one wins.
         before = metric(ph, R, {"trust_domain": "c.test", "reason": "tls"})
         rc, out, err = cli(asock, "federation", "create", "-trustDomain", "c.test", "-bundleEndpointURL",
