@@ -387,23 +387,27 @@ def main():
             x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=r.stdout, capture_output=True, timeout=20)
             return x.stdout.strip()
 
-        def new_cert(tag):
+        def new_cert(tag, link=False):
             openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{tag}.key",
                     "-out", f"{tag}.csr", "-subj", "/CN=127.0.0.1", cwd=pki)
             openssl("x509", "-req", "-in", f"{tag}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                     "-out", f"{tag}.crt", "-days", "1", "-extfile", "ep.ext", cwd=pki)
             os.chmod(os.path.join(pki, f"{tag}.key"), 0o600)
-            os.rename(os.path.join(pki, f"{tag}.key"), os.path.join(pki, "ep.key"))
-            os.rename(os.path.join(pki, f"{tag}.crt"), os.path.join(pki, "ep.crt"))
+            for ext in ("key", "crt"):
+                if link:  # as certbot's live/ names: links to the files
+                    os.symlink(f"{tag}.{ext}", os.path.join(pki, f"{tag}-link.{ext}"))
+                    os.rename(os.path.join(pki, f"{tag}-link.{ext}"), os.path.join(pki, f"ep.{ext}"))
+                else:
+                    os.rename(os.path.join(pki, f"{tag}.{ext}"), os.path.join(pki, f"ep.{ext}"))
         s0 = serial(pc)
         new_cert("ep2")
         s1 = wait_for(lambda: serial(pc) != s0 and serial(pc), 12, 0.5)
         check(bool(s1), "https_web: C serves its new certificate after the files changed (checked every 5 s)")
-        new_cert("ep3")
+        new_cert("ep3", link=True)
         c.proc.send_signal(signal.SIGHUP)
         s2 = wait_for(lambda: serial(pc) not in (s0, s1) and serial(pc), 2, 0.2)
         check(bool(s2) and "bundle endpoint certificate reloaded" in c.text(),
-              "https_web: SIGHUP reloads C's certificate at once")
+              "https_web: SIGHUP reloads C's certificate at once (files given through links)")
 
         # ---- the endpoint's requests per second ----
         n, t0 = 300, time.time()
