@@ -430,6 +430,8 @@
 #define LY_FED_ENDPOINT_TIMEOUT_MS 10000
 #define LY_FED_ENDPOINT_RBIO_MAX (64 * 1024)
 #define LY_FED_FETCH_TIMEOUT_MS 10000
+/* Fetches at once on libuv's pool (4 threads, shared with k8s_psat's TokenReviews). */
+#define LY_FED_FETCH_CONCURRENT_MAX 2
 #define LY_FED_RESPONSE_MAX (LY_JWKS_MAX + LY_HTTP_REQUEST_MAX)
 #define LY_FED_STATIC_MAX 256
 

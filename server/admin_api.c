@@ -1013,7 +1013,6 @@ h_refresh_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 {
 	struct refresh_op *r = calloc(1, sizeof(*r));
 	struct ly_admin_msg_td rq;
-	struct ly_ds_fed_rel *rel = NULL;
 	struct ly_error e;
 	ly_status st;
 
@@ -1031,11 +1030,12 @@ h_refresh_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 		return;
 	}
 	r->op.trust_domain = rq.trust_domain;
-	if ((st = ly_admin_msg_td_check(rq.trust_domain, r->op.srv->cfg.trust_domain, r->td, &e)) != LY_OK ||
-	    (r->op.trust_domain = r->td, st = ly_datastore_fed_rel_get(r->op.srv->ds, r->td, &rel, &e)) != LY_OK) {
+	if ((st = ly_admin_msg_td_check(rq.trust_domain, r->op.srv->cfg.trust_domain, r->td, &e)) != LY_OK) {
 		op_fail_st(&r->op, st, &e);
 		goto fail;
 	}
+	/* No datastore lookup: the fetcher knows the config's relationships too (NOT_FOUND for neither). */
+	r->op.trust_domain = r->td;
 	if (r->op.srv->fed_refresh.fn == NULL) {
 		op_fail(&r->op, LY_RPC_UNIMPLEMENTED,
 		    "federation refresh is not available: this server has no bundle fetcher yet");
@@ -1046,11 +1046,9 @@ h_refresh_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 		goto fail;
 	}
 	/* refresh_done answers and frees r. */
-	ly_ds_fed_rel_free(rel);
 	ly_admin_msg_td_cleanup(&rq);
 	return;
 fail:
-	ly_ds_fed_rel_free(rel);
 	ly_admin_msg_td_cleanup(&rq);
 	free(r);
 }

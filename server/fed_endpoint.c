@@ -362,7 +362,8 @@ ly_fed_read_pem_file(const char *path, bool secret, struct ly_buf *out, struct l
 {
 	struct stat st;
 	ly_status rc = LY_OK;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	/* Links are followed (certbot's live/ names are links); the file they reach is what is checked. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	ly_buf_init(out, LY_PEM_FILE_MAX + 1, secret);
 	if (fd < 0)
@@ -374,6 +375,11 @@ ly_fed_read_pem_file(const char *path, bool secret, struct ly_buf *out, struct l
 	if (secret && (st.st_mode & 077) != 0) {
 		rc = ly_error_set(err, LY_E_INVALID, "%s: mode %03o gives access to others: make it 0600", path,
 		    (unsigned)(st.st_mode & 0777));
+		goto out;
+	}
+	if (secret && st.st_uid != geteuid() && st.st_uid != 0) {
+		rc = ly_error_set(err, LY_E_INVALID, "%s: owned by uid %u, neither ours nor root's", path,
+		    (unsigned)st.st_uid);
 		goto out;
 	}
 	if (st.st_size > LY_PEM_FILE_MAX) {

@@ -12,8 +12,8 @@
  * Profiles: https_spiffe serves the certificate the server hands over with
  * ly_fed_endpoint_set_identity (its X.509-SVID spiffe://TD/lanyard/server,
  * renewed with the agent listener's); https_web serves cert_file_path and
- * key_file_path (the key file must be mode 0600 or stricter and a regular
- * file), read at start and again when either file changes (checked every
+ * key_file_path (the key file must be mode 0600 or stricter, ours or
+ * root's, and a regular file), read at start and again when either file changes (checked every
  * LY_FED_WEB_CHECK_MS) or on ly_fed_endpoint_reload (SIGHUP). A reload that
  * fails keeps the certificate in use and says why in the log.
  *
@@ -65,9 +65,10 @@ ly_status ly_fed_endpoint_reload(struct ly_fed_endpoint *ep, struct ly_error *er
 void ly_fed_endpoint_stop(struct ly_fed_endpoint *ep);
 
 /*
- * Reads a PEM file for serving: a regular file (symlinks refused), at most
- * LY_PEM_FILE_MAX bytes; with `secret`, its mode must give nothing to group
- * or other. *out is NUL-terminated; free with ly_buf_free_secret.
+ * Reads a PEM file for serving: a regular file (a link is followed to it),
+ * at most LY_PEM_FILE_MAX bytes; with `secret`, its mode must give nothing
+ * to group or other and it must be ours or root's. *out is NUL-terminated;
+ * free with ly_buf_free_secret.
  */
 struct ly_buf;
 ly_status ly_fed_read_pem_file(const char *path, bool secret, struct ly_buf *out, struct ly_error *err)

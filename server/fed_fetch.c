@@ -516,6 +516,11 @@ rel_fetch(struct rel *r)
 
 	if (r->in_flight || r->removed || f->stopping)
 		return;
+	if (f->jobs >= LY_FED_FETCH_CONCURRENT_MAX) {
+		/* Slow endpoints must not take every pool thread (k8s_psat attestation needs one): wait a turn. */
+		rel_arm(r, 200 + jitter() / 2);
+		return;
+	}
 	struct job *j = calloc(1, sizeof(*j));
 	if (j == NULL) {
 		waiters_fire(&r->pending, LY_E_NOMEM, "out of memory");

@@ -30,7 +30,9 @@
  *
  * Threads: the fetch itself (connect, TLS, request, answer, at most
  * LY_FED_FETCH_TIMEOUT_MS) runs on libuv's thread pool with copies of what
- * it needs; everything else, ops included, on the loop thread.
+ * it needs, at most LY_FED_FETCH_CONCURRENT_MAX at once (the pool's other
+ * threads stay free for k8s_psat); everything else, ops included, on the
+ * loop thread.
  *
  * Ownership: ly_fed_fetcher_new copies the static relationships and the CA
  * file name; ly_fed_fetcher_free stops timers and frees once the fetches in

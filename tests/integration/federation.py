@@ -24,7 +24,8 @@ https_web: a key file readable by others refused at start, a new
 certificate served after the files change and at once on SIGHUP. A's
 fetcher: f.test's endpoint down, slow, garbage, 500, oversized, a third
 domain's bundle: the last good bundle stays, every refusal is counted in
-A's /metrics and logged once; the impostor refused; one audit line per
+A's /metrics and logged once; impostors refused (an https_web certificate
+the CA file does not trust; B's SVID where D's is expected); one audit line per
 change; C's (static, https_web) and B's (static, https_spiffe after
 `bundle set`) CA rotations reach A within their refresh hints and before
 they sign with the new CA; d.test (dynamic, `federation create
@@ -386,23 +387,27 @@ def main():
             x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=r.stdout, capture_output=True, timeout=20)
             return x.stdout.strip()
 
-        def new_cert(tag):
+        def new_cert(tag, link=False):
             openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{tag}.key",
                     "-out", f"{tag}.csr", "-subj", "/CN=127.0.0.1", cwd=pki)
             openssl("x509", "-req", "-in", f"{tag}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                     "-out", f"{tag}.crt", "-days", "1", "-extfile", "ep.ext", cwd=pki)
             os.chmod(os.path.join(pki, f"{tag}.key"), 0o600)
-            os.rename(os.path.join(pki, f"{tag}.key"), os.path.join(pki, "ep.key"))
-            os.rename(os.path.join(pki, f"{tag}.crt"), os.path.join(pki, "ep.crt"))
+            for ext in ("key", "crt"):
+                if link:  # as certbot's live/ names: links to the files
+                    os.symlink(f"{tag}.{ext}", os.path.join(pki, f"{tag}-link.{ext}"))
+                    os.rename(os.path.join(pki, f"{tag}-link.{ext}"), os.path.join(pki, f"ep.{ext}"))
+                else:
+                    os.rename(os.path.join(pki, f"{tag}.{ext}"), os.path.join(pki, f"ep.{ext}"))
         s0 = serial(pc)
         new_cert("ep2")
         s1 = wait_for(lambda: serial(pc) != s0 and serial(pc), 12, 0.5)
         check(bool(s1), "https_web: C serves its new certificate after the files changed (checked every 5 s)")
-        new_cert("ep3")
+        new_cert("ep3", link=True)
         c.proc.send_signal(signal.SIGHUP)
         s2 = wait_for(lambda: serial(pc) not in (s0, s1) and serial(pc), 2, 0.2)
         check(bool(s2) and "bundle endpoint certificate reloaded" in c.text(),
-              "https_web: SIGHUP reloads C's certificate at once")
+              "https_web: SIGHUP reloads C's certificate at once (files given through links)")
 
         # ---- the endpoint's requests per second ----
         n, t0 = 300, time.time()
@@ -438,6 +443,14 @@ def main():
         check(rc == 0, "A: federation create -trustDomain d.test (https_spiffe, bootstrap bundle, dynamic)", err)
         got = wait_for(lambda: stored_lines(a, "d.test"), 20, 0.1)
         check(bool(got), "d.test's bundle fetched (dynamic relationship)", a.text()[-600:])
+        # https_spiffe impostor: B's endpoint where D's (spiffe://d.test/lanyard/server) is expected.
+        rc, out, err = cli(asock, "federation", "create", "-trustDomain", "e.test", "-bundleEndpointURL",
+                           f"https://127.0.0.1:{pb}", "-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID",
+                           "spiffe://d.test/lanyard/server")
+        counted = wait_for(lambda: metric(ph, R, {"trust_domain": "e.test", "reason": "tls"}) >= 1, 15, 0.2)
+        check(rc == 0 and bool(counted) and not stored_lines(a, "e.test"),
+              "https_spiffe: an endpoint whose SVID is not the expected ID under that domain's bundle is refused (tls)",
+              err + a.text()[-400:])
         # A dynamic relationship for c.test towards the impostor: the static one wins.
         before = metric(ph, R, {"trust_domain": "c.test", "reason": "tls"})
         rc, out, err = cli(asock, "federation", "create", "-trustDomain", "c.test", "-bundleEndpointURL",
@@ -452,6 +465,12 @@ def main():
         n_d = len(stored_lines(a, "d.test"))
         rc, out, err = cli(asock, "federation", "refresh", "-id", "d.test")
         check(rc == 0, "A: federation refresh -id d.test", err)
+        rc, out, err = cli(asock, "federation", "refresh", "-id", "b.test")
+        check(rc == 0, "A: federation refresh -id b.test (a static relationship, from the config)", out + err)
+        rc, out, err = cli(asock, "federation", "refresh", "-id", "f.test")
+        check(rc == 0, "A: federation refresh -id f.test answers once the fetch is done", out + err)
+        rc, out, err = cli(asock, "federation", "refresh", "-id", "imp.test")
+        check(rc != 0 and "not taken (tls)" in err, "A: federation refresh -id imp.test says why it was refused", err)
         rc, out, err = cli(asock, "federation", "refresh", "-id", "nope.test")
         check(rc != 0, "A: federation refresh of an unknown trust domain is refused", out + err)
         rotation(a, b, pb, "b.test", 4)
