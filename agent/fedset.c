@@ -24,6 +24,15 @@ ly_fedset_entry_federates(const struct ly_entry *entry, const char *td)
 	return false;
 }
 
+bool
+ly_fedset_any(const struct ly_cache_identities *ids)
+{
+	for (size_t i = 0; ids != NULL && i < ids->n; i++)
+		if (ids->v[i].entry != NULL && ids->v[i].entry->n_federates_with > 0)
+			return true;
+	return false;
+}
+
 /* Puts a clone of `b` into `set`. */
 static ly_status
 put_clone(struct ly_bundle_set *set, const struct ly_bundle *b, struct ly_error *err)

@@ -48,6 +48,13 @@
 bool ly_fedset_entry_federates(const struct ly_entry *entry, const char *td);
 
 /*
+ * True when an entry of `ids` federates with some trust domain: without
+ * one, the caller's view is our bundle alone and the callers can share one
+ * response (no set need be made).
+ */
+bool ly_fedset_any(const struct ly_cache_identities *ids);
+
+/*
  * The set a caller with identities `ids` may see: a clone of our own
  * bundle (trust domain `own_td`, when `all` holds it) and of every other
  * bundle of `all` whose trust domain an entry of `ids` federates with.

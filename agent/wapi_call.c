@@ -284,7 +284,8 @@ stream_update(struct stream *st, struct pass_ctx *p)
 		 * pass's one response.
 		 */
 		ly_error_clear(&e);
-		if (ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, &nfed, &e) != LY_OK) {
+		if (ly_fedset_any(&ids) &&
+		    ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, &nfed, &e) != LY_OK) {
 			log_warn("workload api: %s: %s", stream_names[st->kind], e.msg);
 			goto out;
 		}
@@ -301,7 +302,7 @@ stream_update(struct stream *st, struct pass_ctx *p)
 				SHA256(msg.data, msg.len, digest);
 		}
 		if (rc == LY_OK && bmsg->len > st->w->max_response)
-			rc = too_large(st->w, bmsg->len, "bundles", ly_bundle_set_count(view), &e);
+			rc = too_large(st->w, bmsg->len, "bundles", view != NULL ? ly_bundle_set_count(view) : 1, &e);
 		if (rc == LY_E_LIMIT) {
 			log_warn("workload api: conn %" PRIu64 ": %s: %s", c->id, stream_names[st->kind], e.msg);
 			ly_wapi_stream_end(st, LY_RPC_RESOURCE_EXHAUSTED, e.msg);
@@ -327,7 +328,8 @@ stream_update(struct stream *st, struct pass_ctx *p)
 		goto out;
 	}
 	/* federated_bundles: those of the trust domains the SVIDs' entries federate with (fedset.h). */
-	if (ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, NULL, &e) != LY_OK) {
+	if (ly_fedset_any(&ids) &&
+	    ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, NULL, &e) != LY_OK) {
 		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: %s", c->id, e.msg);
 		goto out;
 	}

@@ -131,6 +131,13 @@ test_for_caller(void **state)
 	assert_int_equal(ly_bundle_sequence(ly_bundle_set_find(view, "b.test")), 7);
 	ly_bundle_set_free(view);
 
+	/* ly_fedset_any: only the list with an entry that federates. */
+	ids_of(&ids, items, one, 1);
+	assert_false(ly_fedset_any(&ids));
+	assert_false(ly_fedset_any(NULL));
+	ids_of(&ids, items, two, 2);
+	assert_true(ly_fedset_any(&ids));
+
 	/* No set held yet: an empty view. */
 	assert_int_equal(ly_fedset_for_caller(NULL, TA_TD, &ids, &view, &nfed, NULL), LY_OK);
 	assert_int_equal(ly_bundle_set_count(view), 0);
