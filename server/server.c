@@ -23,7 +23,14 @@
  * Signals: SIGTERM and SIGINT stop accepting, end the agents' streams
  * (ly_agent_api_stop), let gRPC release every call, then close the
  * datastore and the CA: exit 0. SIGHUP re-reads the log level from the
- * config file (a -logLevel flag keeps winning).
+ * config file (a -logLevel flag keeps winning) and an https_web bundle
+ * endpoint's certificate files.
+ *
+ * Federation (federation.h): after the health listener, the bundle
+ * endpoint (when configured; https_spiffe serves the agent listener's
+ * certificate, handed over at each renewal) and the fetcher, which reaches
+ * the datastore through the ly_fed_ops below and hears relationship and
+ * bundle changes through the datastore's change hook.
  * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the CA signs
  * and both APIs listen, STOPPING=1 when a stop begins.
  */
