@@ -212,6 +212,10 @@ struct ly_sync {
 	uint64_t fed_seq, fed_want, fed_asked;
 	unsigned fed_attempt;
 	bool entries_known;               /* a snapshot was applied in this run, or entries were loaded from disk */
+	/* Attested (again): the node selectors may differ from those our entries
+	 * were authorized under, so the next watch asks for a snapshot
+	 * (since_revision 0) instead of the changes since our revision. */
+	bool want_snapshot;
 
 	/* Issuance. */
 	unsigned issue_inflight;          /* batches between ly_sync_issue_kick and issue_end */

@@ -287,8 +287,8 @@ make_key(struct parse *p, const char *prefix, const yaml_event_t *ev, char **out
 		if (!key_char_ok((unsigned char)k[i])) {
 			show(k, shown);
 			return ly_error_set(p->err, LY_E_INVALID,
-			    "%s:%zu: key '%s': invalid character at offset %zu (names are [A-Za-z0-9_-])", name,
-			    line, shown, i);
+			    "%s:%zu: key '%s': invalid character at offset %zu (names are [A-Za-z0-9_-]%s)", name,
+			    line, shown, i, k[i] == '.' && !quoted ? "; quote a trust domain: \"b.test\":" : "");
 		}
 	}
 	char *key = malloc(plen + klen + 1);

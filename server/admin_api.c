@@ -427,7 +427,7 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 
 	if (!op_begin(&op, call, arg, NULL))
 		return;
-	b = op.srv->ca != NULL ? ly_ca_bundle(op.srv->ca) : NULL;
+	b = ly_server_bundle(op.srv);
 	if (b == NULL) {
 		op_fail(&op, LY_RPC_UNAVAILABLE, "the CA has no bundle yet");
 		return;
@@ -595,7 +595,7 @@ h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 		(void)snprintf(detail, sizeof(detail), "shutting down");
 	} else if (ly_datastore_revision(op.srv->ds, &rev, &e) != LY_OK) {
 		(void)snprintf(detail, sizeof(detail), "datastore: %s", e.msg);
-	} else if (op.srv->ca == NULL || ly_ca_bundle(op.srv->ca) == NULL) {
+	} else if (op.srv->ca == NULL || ly_server_bundle(op.srv) == NULL) {
 		(void)snprintf(detail, sizeof(detail), "CA not ready");
 	} else {
 		out.serving = true;

@@ -301,7 +301,7 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		return;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-	} else if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	} else if (ly_bundle_pb_make(ly_server_bundle(api->srv), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 	} else {
 		agent_api_reply_send(call, &pbb.msg.base, false);
@@ -314,14 +314,14 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 
 static void on_refresh(uv_timer_t *t);
 
-static void
-refresh_now(struct ly_agent_api *api)
+bool
+agent_api_refresh_now(struct ly_agent_api *api)
 {
 	struct ly_error e;
 	bool changed = false;
 
 	if (api->stopped || api->srv->ds == NULL)
-		return;
+		return false;
 	uint64_t t0 = uv_hrtime();
 	bool fed_changed = false;
 	ly_status rc = agent_api_replica_refresh(api, &changed, &e);
@@ -337,6 +337,7 @@ refresh_now(struct ly_agent_api *api)
 		if (api->refresh_timer != NULL)
 			ly_uvtimer_arm(api->refresh_timer, on_refresh, REFRESH_RETRY_MS);
 	}
+	return rc == LY_OK;
 }
 
 static void
@@ -345,7 +346,7 @@ on_refresh(uv_timer_t *t)
 	struct ly_agent_api *api = t->data;
 
 	if (api != NULL)
-		refresh_now(api);
+		(void)agent_api_refresh_now(api);
 }
 
 static void
@@ -367,7 +368,7 @@ on_sweep(uv_timer_t *t)
 	if (++api->sweep_ticks >= POLL_TICKS) {
 		api->sweep_ticks = 0;
 		if (api->loaded)
-			refresh_now(api);
+			(void)agent_api_refresh_now(api);
 	}
 }
 
@@ -510,6 +511,56 @@ on_store_change(void *arg, const struct ly_datastore_change *change)
 	case LY_DATASTORE_FED_REL_CHANGED:
 		break; /* the fetcher's business; agents see bundles only */
 	}
+}
+
+static int
+cmp_agent_id(const void *key, const void *elem)
+{
+	const struct ly_ds_agent *const *a = elem;
+	return strcmp(key, (*a)->spiffe_id);
+}
+
+static int
+cmp_agent_ptr(const void *x, const void *y)
+{
+	const struct ly_ds_agent *const *a = x, *const *b = y;
+	return strcmp((*a)->spiffe_id, (*b)->spiffe_id);
+}
+
+ly_status
+ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err)
+{
+	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
+	struct ly_queue *q;
+
+	if (api == NULL || api->stopped || api->srv->ds == NULL || api->n_watchers == 0)
+		return LY_OK;
+	LY_TRY(ly_datastore_agent_list(api->srv->ds, &agents, err));
+	/* The list's order is the database's byte order; strcmp's is what bsearch needs here. */
+	if (agents.n > 1)
+		qsort(agents.items, agents.n, sizeof(*agents.items), cmp_agent_ptr);
+	/* Ending an agent's streams frees watchers under the walk: start it again after each. */
+	for (bool again = true; again;) {
+		again = false;
+		LY_QUEUE_FOREACH(q, &api->watchers) {
+			struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
+			struct ly_ds_agent **hit = agents.n == 0 ? NULL
+			    : bsearch(w->agent_id, agents.items, agents.n, sizeof(*agents.items), cmp_agent_id);
+			if (hit != NULL && !(*hit)->banned)
+				continue;
+			char *id = strdup(w->agent_id); /* the watcher goes with its stream */
+			if (id == NULL) {
+				ly_ds_agent_list_cleanup(&agents);
+				return ly_error_set(err, LY_E_NOMEM, "agent recheck: out of memory");
+			}
+			agent_removed(api, id, hit != NULL);
+			free(id);
+			again = true;
+			break;
+		}
+	}
+	ly_ds_agent_list_cleanup(&agents);
+	return LY_OK;
 }
 
 void

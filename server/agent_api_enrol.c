@@ -111,7 +111,7 @@ enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, 
 	if (!renewal)
 		agent_api_reply_metric(api, MX_ATTEST_OK, type_buf, 1);
 
-	if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	if (ly_bundle_pb_make(ly_server_bundle(api->srv), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 		goto out;
 	}

@@ -62,6 +62,10 @@
 /* The housekeeping timer, and the datastore poll every so many ticks. */
 #define SWEEP_MS 1000
 #define POLL_TICKS 5
+/* Entry changes the replica remembers for watches that resume at a revision. */
+#define CHANGE_LOG_MAX 4096
+/* A refresh with more changes than this marks them all structural (no scan per change). */
+#define CHANGE_SCAN_MAX 64
 /* A failed entry refresh is retried after this long. */
 #define REFRESH_RETRY_MS 500
 
@@ -117,6 +121,15 @@ struct agent_api_psat_work {
 	struct ly_error err;
 };
 
+/* One entry change the replica applied (agent_api_replica.c's change log). */
+struct agent_api_change {
+	int64_t revision;
+	char *entry_id;
+	/* A node entry, or an entry whose SPIFFE ID another entry names as its
+	 * parent, before or after: it may change other entries' authorization. */
+	bool structural;
+};
+
 struct ly_agent_api {
 	struct ly_server *srv;
 	bool stopped;
@@ -126,6 +139,11 @@ struct ly_agent_api {
 	size_t n_entries;
 	struct ly_authz_index *index;
 	int64_t revision;
+	/* The changes applied since log_from (a ring, oldest at log_head): a
+	 * watch that resumes from a revision >= log_from gets a delta. */
+	struct agent_api_change *log;
+	size_t log_head, log_n;
+	int64_t log_from;
 	/* Federated bundles (agent_api_fed.c): every one stored, by trust
 	 * domain; reloaded when the datastore's fed_revision moved (a write
 	 * here or another server's) or the hook says so. */
@@ -187,6 +205,15 @@ uint64_t agent_api_reply_bundle_sequence(const struct ly_agent_api *api);
  * time); *changed: any entry changed.
  */
 ly_status agent_api_replica_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The entry IDs changed after revision `since` (heap array of borrowed
+ * IDs, free the array only) when the change log covers it and none of
+ * those changes is structural: *ok true. *ok false: the caller sends a
+ * snapshot.
+ */
+ly_status agent_api_replica_changed_since(const struct ly_agent_api *api, int64_t since, const char ***ids,
+    size_t *n, bool *ok, struct ly_error *err) LY_MUST_CHECK;
 
 /* Loads the replica when it is not loaded. */
 ly_status agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
@@ -265,6 +292,9 @@ void agent_api_watch_send_all(struct ly_agent_api *api, bool force);
 /* An agent was (re-)enrolled or renewed: its streams keep going with its new selectors, or end. */
 void agent_api_watch_agent_updated(struct ly_agent_api *api, const char *agent_id, const char *serial,
     const struct ly_selector *sels, size_t n_sels, time_t now);
+
+/* Brings the replica up to date now (and the watchers); false when that failed. */
+bool agent_api_refresh_now(struct ly_agent_api *api);
 
 /* The WatchEntries handler. */
 void agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);

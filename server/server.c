@@ -23,7 +23,14 @@
  * Signals: SIGTERM and SIGINT stop accepting, end the agents' streams
  * (ly_agent_api_stop), let gRPC release every call, then close the
  * datastore and the CA: exit 0. SIGHUP re-reads the log level from the
- * config file (a -logLevel flag keeps winning).
+ * config file (a -logLevel flag keeps winning) and an https_web bundle
+ * endpoint's certificate files.
+ *
+ * Federation (federation.h): after the health listener, the bundle
+ * endpoint (when configured; https_spiffe serves the agent listener's
+ * certificate, handed over at each renewal) and the fetcher, which reaches
+ * the datastore through the ly_fed_ops below and hears relationship and
+ * bundle changes through the datastore's change hook.
  * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the CA signs
  * and both APIs listen, STOPPING=1 when a stop begins.
  */
@@ -60,7 +67,9 @@
 #include "server/datastore.h"
 #include "server/fed_endpoint.h"
 #include "server/fed_fetch.h"
+#include "server/pg_notify.h"
 #include "server/server.h"
+#include "server/server_shared.h"
 
 /* Retry a failed CA tick or certificate renewal after this long. */
 #define RETRY_MS (30 * 1000)
@@ -99,6 +108,10 @@ struct srv_main {
 	/* Federation (issue 15): the bundle endpoint (NULL when not configured) and the fetcher. */
 	struct ly_fed_endpoint *fed_ep;
 	struct ly_fed_fetcher *fetcher;
+	/* Several servers on one PostgreSQL (server_shared.h, pg_notify.h). */
+	struct ly_pg_notify *notify;
+	bool publish_pending;      /* the CA's bundle changed and is not in the database yet */
+	int64_t shared_next_expiry; /* an authority of the shared bundle expires then: rebuild */
 	/* The last datastore ping (health_ready): when, and whether it answered. */
 	uint64_t ds_ping_ms;
 	bool ds_pinged, ds_ping_ok;
@@ -157,7 +170,7 @@ tls_material_make(struct ly_server *srv, time_t now, struct tls_material *t, str
 	    (rc = ly_der_certs_to_pem(chain.data, chain.len, LY_CHAIN_CERTS_MAX, LY_CHAIN_DER_MAX, &t->chain_pem,
 		err)) != LY_OK ||
 	    (rc = ly_key_to_pem(key, &t->key_pem, err)) != LY_OK ||
-	    (rc = ly_bundle_write_pem(ly_ca_bundle(srv->ca), &t->roots_pem, err)) != LY_OK) {
+	    (rc = ly_bundle_write_pem(ly_server_bundle(srv), &t->roots_pem, err)) != LY_OK) {
 		ly_error_wrap(err, rc, "server certificate");
 		tls_material_cleanup(t);
 	}
@@ -234,6 +247,8 @@ tick_arm(struct srv_main *m, uint64_t retry_ms)
 
 	if (m->svid_renew_at < next)
 		next = m->svid_renew_at;
+	if (m->shared_next_expiry > 0 && m->shared_next_expiry < next)
+		next = (time_t)m->shared_next_expiry;
 	ms = next <= now ? 0 : (uint64_t)(next - now) * 1000u;
 	if (ms > TICK_MAX_MS)
 		ms = TICK_MAX_MS;
@@ -251,6 +266,7 @@ on_tick(uv_timer_t *t)
 	struct ly_error e;
 	time_t now = ly_server_now();
 	bool changed = false;
+	uint64_t retry_ms = 0;
 
 	if (m->srv.stopping)
 		return;
@@ -259,8 +275,25 @@ on_tick(uv_timer_t *t)
 		tick_arm(m, RETRY_MS);
 		return;
 	}
+	if (ly_datastore_shared(m->srv.ds)) {
+		/* Published before the successor signs: the rotation's prepare step changed the bundle (ca.h). */
+		if (changed || m->publish_pending) {
+			m->publish_pending = ly_server_shared_publish(&m->srv, (int64_t)now, &e) != LY_OK;
+			if (m->publish_pending) {
+				log_error("%s; retrying in %d s (the other servers' agents do not trust our new "
+				    "authorities yet)", e.msg, RETRY_MS / 1000);
+				retry_ms = RETRY_MS;
+			}
+		}
+		/* The union: the other servers' authorities, expired ones dropped, ours always. */
+		changed = false;
+		if (ly_server_shared_reload(&m->srv, (int64_t)now, &changed, &m->shared_next_expiry, &e) != LY_OK) {
+			log_warn("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
+			retry_ms = RETRY_MS;
+		}
+	}
 	if (changed) {
-		const struct ly_bundle *b = ly_ca_bundle(m->srv.ca);
+		const struct ly_bundle *b = ly_server_bundle(&m->srv);
 		log_info("trust bundle changed: sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu",
 		    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b));
 		if (m->srv.agent_api != NULL)
@@ -275,7 +308,7 @@ on_tick(uv_timer_t *t)
 		}
 		log_info("server certificate renewed");
 	}
-	tick_arm(m, 0);
+	tick_arm(m, retry_ms);
 }
 
 static void
@@ -421,6 +454,8 @@ begin_stop(struct srv_main *m)
 		uv_close((uv_handle_t *)&m->sig_hup, NULL);
 		uv_close((uv_handle_t *)&m->tick_timer, NULL);
 		uv_close((uv_handle_t *)&m->prune_timer, NULL);
+		ly_pg_notify_stop(m->notify);
+		m->notify = NULL;
 		/* Unreferenced: it cuts a stuck shutdown short, it does not keep the loop. */
 		uv_timer_start(&m->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
 		uv_unref((uv_handle_t *)&m->stop_timer);
@@ -562,6 +597,8 @@ open_state(struct srv_main *m, struct ly_error *err)
 	};
 	if ((rc = ly_ca_open(&cc, ly_server_now(), &srv->ca, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "cannot open the CA in %s/ca", srv->cfg.data_dir);
+	/* PostgreSQL: our authorities into the shared bundle, and the union of every server's. */
+	LY_TRY(ly_server_shared_open(srv, (int64_t)ly_server_now(), err));
 	LY_TRY(ly_audit_open(srv->cfg.audit_log_path, &srv->audit, err));
 	if (srv->cfg.x509pop_ca_bundle_path != NULL &&
 	    (rc = ly_attest_x509pop_new(srv->cfg.trust_domain, srv->cfg.x509pop_ca_bundle_path, &srv->x509pop,
@@ -723,6 +760,11 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(notify_listening, LY_METRIC_GAUGE, "lanyard_server_change_notifications_listening",
+	    "PostgreSQL: 1 while LISTEN for the other servers' changes is up (always 0 with SQLite).", NULL, NULL, 0);
+	FAMILY(bundle_authorities, LY_METRIC_GAUGE, "lanyard_server_bundle_authorities",
+	    "Authorities in the trust bundle served (kind x509 or jwt; every server's with PostgreSQL).", kind_label,
+	    NULL, 0);
 	FAMILY(fed_bundle_changes, LY_METRIC_COUNTER, "lanyard_server_federated_bundle_changes_total",
 	    "Federated bundles stored (change set) or deleted (change deleted), by the admin API or the fetcher.",
 	    change_label, NULL, 0);
@@ -762,7 +804,16 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	    (rc = ly_metric_set(sm->watchers, NULL, (double)watchers, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->entries, NULL, (double)entries, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->agents, NULL, (double)agents.n, err)) != LY_OK ||
-	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK)
+	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->notify_listening, NULL, ly_pg_notify_listening(m->notify) ? 1 : 0, err)) != LY_OK)
+		goto out;
+	const struct ly_bundle *b = ly_server_bundle(&m->srv);
+	static const char *const x509_label[] = { "x509", NULL }, *const jwt_label[] = { "jwt", NULL };
+	if (b != NULL &&
+	    ((rc = ly_metric_set(sm->bundle_authorities, x509_label, (double)ly_bundle_x509_authority_count(b), err)) !=
+		    LY_OK ||
+		(rc = ly_metric_set(sm->bundle_authorities, jwt_label, (double)ly_bundle_jwt_authority_count(b), err)) !=
+		    LY_OK))
 		goto out;
 	size_t n_fed = 0;
 	if (m->srv.ds != NULL && (rc = ly_datastore_fed_bundle_count(m->srv.ds, &n_fed, err)) != LY_OK) {
@@ -798,7 +849,11 @@ health_start(struct srv_main *m, struct ly_error *err)
 
 /* ---- federation (issue 15, federation.h) ---------------------------------------------- */
 
-/* Gives the bundle endpoint our bundle as it is now, with the configured refresh hint. */
+/*
+ * Gives the bundle endpoint our bundle as it is now (the one the agents
+ * get: with PostgreSQL, every server's authorities), with the configured
+ * refresh hint.
+ */
 static void
 fed_publish(struct srv_main *m)
 {
@@ -808,7 +863,7 @@ fed_publish(struct srv_main *m)
 
 	if (m->fed_ep == NULL)
 		return;
-	if (ly_bundle_clone(ly_ca_bundle(m->srv.ca), &b, &e) != LY_OK ||
+	if (ly_bundle_clone(ly_server_bundle(&m->srv), &b, &e) != LY_OK ||
 	    ly_bundle_update_refresh_hint(b, m->srv.cfg.fed.endpoint.refresh_hint, &e) != LY_OK ||
 	    ly_bundle_write_jwks(b, 0, &json, &e) != LY_OK ||
 	    ly_fed_endpoint_set_bundle(m->fed_ep, json, strlen(json), &e) != LY_OK)
@@ -971,6 +1026,101 @@ fed_start(struct srv_main *m, struct ly_error *err)
 	return LY_OK;
 }
 
+/* ---- several servers on one PostgreSQL --------------------------------------------------- */
+
+/* The shared bundle may have changed (another server published, or we reconnected): serve the new one. */
+static void
+shared_refresh(struct srv_main *m)
+{
+	struct ly_error e;
+	bool changed = false;
+
+	if (m->srv.stopping)
+		return;
+	/* Right after PostgreSQL came back the first call finds its session gone; the next one reconnects. */
+	ly_status rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &changed, &m->shared_next_expiry, &e);
+	if (rc != LY_OK) {
+		bool again = false;
+		rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &again, &m->shared_next_expiry, &e);
+		changed = changed || again;
+	}
+	if (rc != LY_OK) {
+		log_warn("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
+		tick_arm(m, RETRY_MS);
+	}
+	if (!changed)
+		return;
+	if (m->srv.agent_api != NULL)
+		ly_agent_api_bundle_changed(m->srv.agent_api);
+	fed_publish(m);
+	/* The agent listener's client roots follow the bundle: the tick renews at once. */
+	m->svid_renew_at = ly_server_now();
+	tick_arm(m, 0);
+}
+
+/* Another server's write (or ours, echoed): fed to the change hook as our own writes are. */
+static void
+on_notice(void *arg, const struct ly_pg_notice *n)
+{
+	struct srv_main *m = arg;
+	struct ly_datastore_change c = { .kind = 0, .revision = -1 };
+
+	if (m->srv.stopping || m->srv.ds == NULL)
+		return;
+	switch (n->kind) {
+	case LY_PG_NOTICE_ENTRIES:
+		c.kind = LY_DATASTORE_ENTRY_UPDATED;
+		c.revision = n->revision;
+		break;
+	case LY_PG_NOTICE_AGENT_EVICTED:
+		c.kind = LY_DATASTORE_AGENT_EVICTED;
+		c.agent_id = n->agent_id;
+		break;
+	case LY_PG_NOTICE_AGENT_BANNED:
+		c.kind = LY_DATASTORE_AGENT_BANNED;
+		c.agent_id = n->agent_id;
+		break;
+	case LY_PG_NOTICE_BUNDLE:
+		shared_refresh(m);
+		return;
+	}
+	ly_datastore_changed(m->srv.ds, &c);
+}
+
+/* LISTEN (again): what was notified while no one listened is caught up from the change log. */
+static void
+on_listening(void *arg)
+{
+	struct srv_main *m = arg;
+	struct ly_datastore_change c = { .kind = LY_DATASTORE_ENTRY_UPDATED, .revision = -1 };
+
+	if (m->srv.stopping || m->srv.ds == NULL)
+		return;
+	ly_datastore_changed(m->srv.ds, &c);
+	/* Evictions and bans notified while no one listened: their streams end now. */
+	struct ly_error e;
+	/* A datastore call right after PostgreSQL came back finds its session gone; the next one reconnects. */
+	if (ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK &&
+	    ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK)
+		log_warn("change notifications: agents not re-checked: %s", e.msg);
+	shared_refresh(m);
+}
+
+static ly_status
+notify_start(struct srv_main *m, struct ly_error *err)
+{
+	if (!ly_datastore_shared(m->srv.ds))
+		return LY_OK;
+	struct ly_pg_notify_config nc = {
+		.loop = &m->loop, .conninfo = m->srv.cfg.datastore_conninfo, .on_notice = on_notice,
+		.on_listening = on_listening, .arg = m,
+	};
+	ly_status rc = ly_pg_notify_start(&nc, &m->notify, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "change notifications");
+	return LY_OK;
+}
+
 static ly_status
 start(struct srv_main *m, struct ly_error *err)
 {
@@ -982,7 +1132,9 @@ start(struct srv_main *m, struct ly_error *err)
 	tick_arm(m, 0);
 	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
 
-	const struct ly_bundle *b = ly_ca_bundle(m->srv.ca);
+	LY_TRY(notify_start(m, err));
+
+	const struct ly_bundle *b = ly_server_bundle(&m->srv);
 	char attestors[64] = "";
 	const char *names[] = { m->srv.cfg.join_token_enabled ? "join_token" : NULL,
 		m->srv.x509pop != NULL ? "x509pop" : NULL, m->srv.psat != NULL ? "k8s_psat" : NULL };
@@ -995,10 +1147,11 @@ start(struct srv_main *m, struct ly_error *err)
 	bool v6 = strchr(m->srv.cfg.bind_address, ':') != NULL;
 	/* The back end by name only: a connection string may hold a password. */
 	log_info("lanyard-server started: trust_domain=%s agent_api=%s%s%s:%d admin_socket=%s data_dir=%s "
-	    "datastore=%s bundle_sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu node_attestors=%s",
+	    "datastore=%s%s%s bundle_sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu node_attestors=%s",
 	    m->srv.cfg.trust_domain, v6 ? "[" : "", m->srv.cfg.bind_address, v6 ? "]" : "", m->agent_port,
 	    m->srv.cfg.socket_path, m->srv.cfg.data_dir,
-	    m->srv.cfg.datastore_type == LY_DATASTORE_POSTGRES ? "postgres" : "sqlite3", ly_bundle_sequence(b),
+	    m->srv.cfg.datastore_type == LY_DATASTORE_POSTGRES ? "postgres" : "sqlite3",
+	    m->srv.server_id[0] != '\0' ? " server_id=" : "", m->srv.server_id, ly_bundle_sequence(b),
 	    ly_bundle_x509_authority_count(b),
 	    ly_bundle_jwt_authority_count(b), attestors[0] != '\0' ? attestors : "none");
 	/* systemd's Type=notify (lib/sdnotify.h): the CA signs, both APIs listen. */
@@ -1027,6 +1180,7 @@ teardown(struct srv_main *m)
 	ly_attest_k8s_psat_free(srv->psat);
 	ly_attest_x509pop_free(srv->x509pop);
 	ly_audit_close(srv->audit);
+	ly_server_shared_close(srv);
 	ly_ca_free(srv->ca);
 	ly_datastore_close(srv->ds);
 	ly_fed_config_cleanup(&srv->cfg.fed);

@@ -195,21 +195,22 @@ static void
 test_newer_schema_refused(void **state)
 {
 	struct fixture *f = *state;
-	char sql[128], msg[160];
 	ly_datastore_close(f->ds);
 	f->ds = NULL;
-	(void)snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", f->be->schema + 1);
+	char sql[96], want[128];
+	int newer = f->be->schema + 1;
+	(void)snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", newer);
 	f->be->exec(f, sql);
 	struct ly_error err;
-	(void)snprintf(msg, sizeof(msg), "datastore schema %d is newer than this lanyard-server (%d): upgrade",
-	    f->be->schema + 1, f->be->schema);
-	expect(f->be->open_store(f, &f->ds, &err), &err, LY_E_UNSUPPORTED, msg);
+	(void)snprintf(want, sizeof(want), "datastore schema %d is newer than this lanyard-server (%d): upgrade", newer,
+	    f->be->schema);
+	expect(f->be->open_store(f, &f->ds, &err), &err, LY_E_UNSUPPORTED, want);
 	assert_null(f->ds);
 	const char *named = f->be->named_in_errors(f);
 	if (named != NULL)
 		assert_non_null(strstr(err.msg, named));
 	/* The refusal changed nothing: the version is still the newer one. */
-	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), f->be->schema + 1);
+	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), newer);
 	(void)snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", f->be->schema);
 	f->be->exec(f, sql);
 	f->be->open(f);

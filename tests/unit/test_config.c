@@ -223,6 +223,7 @@ static void
 test_key_names(void **state)
 {
 	refuse("a.b: 1\n", LY_E_INVALID, "key 'a.b': invalid character at offset 1");
+	refuse("a.b: 1\n", LY_E_INVALID, "quote a trust domain: \"b.test\":");
 	/* Quoted keys may hold inner dots (trust domains), never leading, trailing or doubled ones. */
 	refuse("\"a..b\": 1\n", LY_E_INVALID, "invalid character at offset 2");
 	refuse("\".a\": 1\n", LY_E_INVALID, "invalid character at offset 0");
