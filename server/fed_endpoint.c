@@ -15,6 +15,7 @@
 
 #include "lib/buf.h"
 #include "lib/caps.h"
+#include "lib/fileread.h"
 #include "lib/log.h"
 #include "lib/queue.h"
 
@@ -365,7 +366,7 @@ ly_fed_read_pem_file(const char *path, bool secret, struct ly_buf *out, struct l
 	/* Links are followed (certbot's live/ names are links); the file they reach is what is checked. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
-	ly_buf_init(out, LY_PEM_FILE_MAX + 1, secret);
+	*out = (struct ly_buf)LY_BUF_INIT;
 	if (fd < 0)
 		return ly_error_set(err, LY_E_IO, "%s: %s", path, strerror(errno));
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -382,33 +383,9 @@ ly_fed_read_pem_file(const char *path, bool secret, struct ly_buf *out, struct l
 		    (unsigned)st.st_uid);
 		goto out;
 	}
-	if (st.st_size > LY_PEM_FILE_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "%s: over %d bytes", path, LY_PEM_FILE_MAX);
-		goto out;
-	}
-	char chunk[4096];
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = ly_error_set(err, LY_E_IO, "%s: %s", path, strerror(errno));
-			break;
-		}
-		if (n == 0)
-			break;
-		if ((rc = ly_buf_append(out, chunk, (size_t)n, LY_PEM_FILE_MAX, err)) != LY_OK) {
-			ly_error_wrap(err, rc, "%s", path);
-			break;
-		}
-	}
-	OPENSSL_cleanse(chunk, sizeof(chunk));
-	if (rc == LY_OK)
-		rc = ly_buf_append(out, "", 1, LY_PEM_FILE_MAX + 1, err); /* NUL */
+	rc = ly_fileread_fd(fd, path, LY_PEM_FILE_MAX, out, err);
 out:
 	close(fd);
-	if (rc != LY_OK)
-		ly_buf_free_secret(out);
 	return rc;
 }
 
@@ -514,7 +491,7 @@ ly_fed_endpoint_reload(struct ly_fed_endpoint *ep, struct ly_error *err)
 	stamp_of(ep->key_path, &ep->key_stamp);
 	if ((rc = ly_fed_read_pem_file(ep->cert_path, false, &cert, err)) == LY_OK &&
 	    (rc = ly_fed_read_pem_file(ep->key_path, true, &key, err)) == LY_OK &&
-	    (rc = ctx_new((const char *)cert.data, cert.len - 1, (const char *)key.data, key.len - 1, &ctx, err)) ==
+	    (rc = ctx_new((const char *)cert.data, cert.len, (const char *)key.data, key.len, &ctx, err)) ==
 		LY_OK)
 		ctx_swap(ep, ctx);
 	ly_buf_free(&cert);

@@ -67,8 +67,9 @@ void ly_fed_endpoint_stop(struct ly_fed_endpoint *ep);
 /*
  * Reads a PEM file for serving: a regular file (a link is followed to it),
  * at most LY_PEM_FILE_MAX bytes; with `secret`, its mode must give nothing
- * to group or other and it must be ours or root's. *out is NUL-terminated;
- * free with ly_buf_free_secret.
+ * to group or other and it must be ours or root's. Read by ly_fileread_fd:
+ * *out is followed by a NUL that len does not count; free with
+ * ly_buf_free_secret.
  */
 struct ly_buf;
 ly_status ly_fed_read_pem_file(const char *path, bool secret, struct ly_buf *out, struct ly_error *err)
