@@ -632,7 +632,8 @@ health_ready(void *arg, char *reason, size_t len)
 struct agent_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *issued, *rotations, *jwt_minted, *cached, *ready, *verify_failures,
-	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable, *issue_failures, *wapi_limited;
+	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable, *issue_failures, *wapi_limited,
+	    *fed_bundles, *fed_failures;
 };
 
 static void
@@ -694,6 +695,11 @@ agent_metrics_new(struct agent_metrics **out, struct ly_error *err)
 	    NULL, NULL, 0);
 	FAMILY(wapi_limited, LY_METRIC_COUNTER, "lanyard_agent_workload_api_rate_limited_total",
 	    "Workload API calls refused by agent.ratelimit.workload_api (per selector set).", NULL, NULL, 0);
+	FAMILY(fed_bundles, LY_METRIC_GAUGE, "lanyard_agent_federated_bundles",
+	    "Federated trust domains whose bundles the agent holds for its workloads.", NULL, NULL, 0);
+	FAMILY(fed_failures, LY_METRIC_COUNTER, "lanyard_agent_federated_bundle_fetch_failures_total",
+	    "GetFederatedBundles calls that failed or whose answer was refused (the bundles held stay).", NULL, NULL,
+	    0);
 #undef FAMILY
 	*out = am;
 	am = NULL;
@@ -735,6 +741,8 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	SET(reachable, st.reachable ? 1 : 0);
 	SET(issue_failures, st.svids_failed);
 	SET(wapi_limited, ly_wapi_rate_limited(m->wapi));
+	SET(fed_bundles, st.federated_bundles);
+	SET(fed_failures, st.federated_failed);
 #undef SET
 	for (int why = LY_VERIFY_OK + 1; why < LY_VERIFY_FAIL_COUNT; why++) {
 		const char *x509_labels[] = { "x509", ly_verify_fail_str((enum ly_verify_fail)why) };

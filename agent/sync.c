@@ -145,6 +145,8 @@ static const struct ly_sync_steps steps = {
 	.watch_drop_all = ly_sync_watch_drop_all,
 	.bundle_install = ly_sync_watch_bundle_install,
 	.verifier_release = ly_sync_watch_verifier_release,
+	.federated_fetch = ly_sync_watch_federated_fetch,
+	.federated_install = ly_sync_watch_federated_install,
 	.attest = ly_sync_enrol_begin,
 	.attest_again = ly_sync_enrol_again,
 	.renew = ly_sync_enrol_renew,
@@ -225,7 +227,8 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 	if (s->agent->rpc == NULL || s->loop == NULL)
 		return ly_error_set(err, LY_E_INVALID, "sync: no loop or rpc");
 	LY_TRY(ly_state_dir_prepare(s->agent->cfg.data_dir, err));
-	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim };
+	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim,
+		&s->t_fed };
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
 		ly_status rc = ly_uvtimer_new(s->loop, s, false, timers[i], err);
 		if (rc != LY_OK)
@@ -278,6 +281,7 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	ly_uvtimer_close(&s->t_tick);
 	ly_uvtimer_close(&s->t_persist);
 	ly_uvtimer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_fed);
 	if (s->t_defer != NULL)
 		uv_timer_stop(s->t_defer);
 	ly_sync_jwt_flush(s);
@@ -319,6 +323,7 @@ ly_sync_free(struct ly_sync *s)
 	ly_uvtimer_close(&s->t_persist);
 	ly_uvtimer_close(&s->t_defer);
 	ly_uvtimer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_fed);
 	/* Answers nobody waits for any more (wapi is gone): dropped without a call. */
 	ly_sync_jwt_drop_ready(s);
 	/* Channels left (a failed start): rpc/ frees gRPC's side on ly_rpc_close. */
@@ -383,6 +388,10 @@ ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out)
 	out->jwt_minted = s->stats.jwt_minted;
 	out->svids_failed = s->stats.svids_failed;
 	out->last_sync = s->last_sync;
+	const struct ly_bundle_set *set = ly_cache_bundles(s->cache);
+	size_t n = set != NULL ? ly_bundle_set_count(set) : 0;
+	out->federated_bundles = n > 0 && ly_bundle_set_find(set, s->td) != NULL ? n - 1 : n;
+	out->federated_failed = s->stats.federated_failed;
 	out->reachable = s->phase == PH_ENROLLED && s->chan != NULL && !s->reconnect_armed && s->last_sync != 0 &&
 	    ly_sync_base_now_s() - (int64_t)s->last_sync <= 2 * s->agent->cfg.sync_interval + 1;
 }

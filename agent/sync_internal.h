@@ -14,7 +14,8 @@
  *   sync_persist.c  the state on disk: debounced writes on the pool, the
  *                   load at start.
  *   sync_watch.c    the entry watch (apply, resync, replacement), the
- *                   bundle (GetBundle, install).
+ *                   bundle (GetBundle, install), the federated bundles
+ *                   (GetFederatedBundles, install).
  *   sync_enrol.c    node attestation (with the bootstrap TLS probe),
  *                   attesting again, our SVID's renewal.
  *   sync_issue.c    workload SVID batches (CSRs on the pool, answers
@@ -104,6 +105,15 @@ void ly_sync_watch_open(struct ly_sync *s);
 void ly_sync_watch_connect(struct ly_sync *s);
 void ly_sync_watch_on_resync(uv_timer_t *t);
 void ly_sync_watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len);
+void ly_sync_watch_federated_fetch(struct ly_sync *s);
+void ly_sync_watch_federated_install(struct ly_sync *s, struct ly_bundle_set *set);
+/*
+ * Applies a GetFederatedBundles answer (agentapi_msg.h): its bundles
+ * replace the federated ones held, except that a trust domain whose bundle
+ * was refused keeps the one held (the last good). LY_E_INVALID, LY_E_LIMIT
+ * when the answer is refused as a whole: nothing changes.
+ */
+ly_status ly_sync_watch_federated_apply(struct ly_sync *s, const uint8_t *msg, size_t len, struct ly_error *err);
 
 /* ---- sync_enrol.c: enrolment and our SVID's renewal ---- */
 

@@ -51,6 +51,14 @@
  * SPIRE does by default (Workload API §5.2, §6.2: "not entitled to
  * receive"); ValidateJWTSVID needs no entitlement.
  *
+ * Bundles (SPEC §3, §9): a caller sees our bundle and the federated
+ * bundles of the trust domains its entries federate with, never another
+ * workload's (fedset.h): FetchX509SVID's federated_bundles for the SVIDs in
+ * the response, the bundle streams for every entry it is entitled to. A
+ * caller whose entries federate with nothing gets the one shared response
+ * of the pass. ValidateJWTSVID validates against the same view (the
+ * caller's entries; ours alone for a caller with none), as SPIRE does.
+ *
  * Streams (Workload API §4.3): the first response at once; then, on
  * ly_wapi_cache_changed / ly_wapi_bundle_changed (coalesced into one pass
  * on the next loop turn) and when an SVID on a stream expires, each

@@ -13,11 +13,15 @@
  *   PERMISSION_DENIED  a caller of another uid (server.h ly_admin_peer)
  *   FAILED_PRECONDITION join tokens asked for with join_token disabled
  *   INTERNAL           the datastore failed (its message is kept)
- * Each change (create, update, delete, token, evict, ban), accepted or
- * refused, writes one audit line (audit.h) before the answer is sent.
+ * Each change (create, update, delete, token, evict, ban; federation:
+ * bundle.set, bundle.delete, federation.create|update|delete|refresh),
+ * accepted or refused, writes one audit line (audit.h) before the answer
+ * is sent. Federation (SPEC §9) is in the last part of this file: the
+ * requests are checked by server/admin_msg_fed.c.
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
- * Reads (ListEntries, GetBundle, ListAgents, Health) are not audited.
+ * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
+ * lists, count and show) are not audited.
  * No token, key or SVID ever reaches a log or audit line.
  */
 #include <inttypes.h>
@@ -37,6 +41,7 @@
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "server/admin_msg.h"
+#include "server/admin_msg_fed.h"
 #include "server/attest.h"
 #include "server/audit.h"
 #include "server/bundle_pb.h"
@@ -65,6 +70,8 @@ struct op {
 	char caller[32];
 	const char *entry_id;    /* borrowed, may be NULL */
 	const char *spiffe_id;   /* borrowed, may be NULL */
+	const char *trust_domain; /* borrowed, may be NULL: federation */
+	const char *note;        /* borrowed, may be NULL: the audit detail of a success */
 	const char *secret;      /* scrubbed from the audit line */
 };
 
@@ -78,6 +85,12 @@ code_of(ly_status st, const struct ly_error *e)
 		/* The datastore's refusal of a duplicate (datastore.h). */
 		if (e != NULL && strncmp(e->msg, "entry already exists", 20) == 0)
 			return LY_RPC_ALREADY_EXISTS;
+		if (e != NULL && strncmp(e->msg, "federation relationship with ", 29) == 0 &&
+		    strstr(e->msg, " already exists") != NULL)
+			return LY_RPC_ALREADY_EXISTS;
+		/* A bundle in use (bundle delete -mode restrict). */
+		if (e != NULL && strstr(e->msg, "use -mode dissociate or delete") != NULL)
+			return LY_RPC_FAILED_PRECONDITION;
 		return LY_RPC_INVALID_ARGUMENT;
 	case LY_E_LIMIT:
 	case LY_E_UNSUPPORTED:
@@ -106,6 +119,7 @@ op_audit(struct op *op, const char *result, const char *detail)
 		.action = op->action,
 		.entry_id = op->entry_id,
 		.spiffe_id = op->spiffe_id,
+		.trust_domain = op->trust_domain,
 		.result = result,
 		.detail = detail,
 		.secret = op->secret,
@@ -153,7 +167,7 @@ op_reply(struct op *op, const ProtobufCMessage *m, unsigned flags)
 		return;
 	}
 	(void)protobuf_c_message_pack(m, buf);
-	op_audit(op, "ok", NULL);
+	op_audit(op, "ok", op->note);
 	if (op->action != NULL)
 		log_debug("admin %s by %s: ok%s%s", op->action, op->caller, op->entry_id != NULL ? ", entry_id=" : "",
 		    op->entry_id != NULL ? op->entry_id : "");
@@ -591,6 +605,454 @@ h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 	op_reply(&op, &out.base, 0);
 }
 
+/* ---- federation (SPEC §9) ---------------------------------------------------------- */
+
+/* Bundle messages for a list; pbs[i] made for each non-NULL bundle. */
+struct bundles_pb {
+	struct ly_bundle_pb *pbs;
+	Lanyard__Agent__V1__Bundle **ptrs;
+	size_t n;
+};
+
+static void
+bundles_pb_cleanup(struct bundles_pb *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		ly_bundle_pb_cleanup(&p->pbs[i]);
+	free(p->pbs);
+	free(p->ptrs);
+	memset(p, 0, sizeof(*p));
+}
+
+static ly_status
+bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundles_pb *p, struct ly_error *err)
+{
+	memset(p, 0, sizeof(*p));
+	p->pbs = calloc(n + 1, sizeof(*p->pbs));
+	p->ptrs = calloc(n + 1, sizeof(*p->ptrs));
+	if (p->pbs == NULL || p->ptrs == NULL) {
+		bundles_pb_cleanup(p);
+		return ly_error_set(err, LY_E_NOMEM, "out of memory");
+	}
+	for (; p->n < n; p->n++) {
+		ly_status rc = ly_bundle_pb_make(b[p->n]->bundle, &p->pbs[p->n], err);
+		if (rc != LY_OK) {
+			bundles_pb_cleanup(p);
+			return rc;
+		}
+		p->ptrs[p->n] = &p->pbs[p->n].msg;
+	}
+	return LY_OK;
+}
+
+static void
+h_set_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct op op;
+	struct ly_error e;
+	struct ly_admin_msg_bundle_set rq;
+	struct ly_bundle *b = NULL;
+	struct ly_bundle_pb pb;
+	ly_status st;
+
+	if (!op_begin(&op, call, arg, "bundle.set"))
+		return;
+	if ((st = ly_admin_msg_bundle_set_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	op.trust_domain = rq.trust_domain;
+	if ((st = ly_admin_msg_bundle_set_check(&rq, op.srv->cfg.trust_domain, &b, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	op.trust_domain = ly_bundle_trust_domain(b);
+	if ((st = ly_datastore_fed_bundle_put(op.srv->ds, b, NULL, &e)) != LY_OK ||
+	    (st = ly_bundle_pb_make(b, &pb, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	op_reply(&op, &pb.msg.base, 0);
+	ly_bundle_pb_cleanup(&pb);
+out:
+	ly_bundle_free(b);
+	ly_admin_msg_bundle_set_cleanup(&rq);
+}
+
+static void
+h_list_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct op op;
+	struct ly_error e;
+	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
+	struct ly_admin_msg_td rq;
+	struct ly_ds_fed_bundle_list list = LY_DS_FED_BUNDLE_LIST_INIT;
+	struct ly_ds_fed_bundle *one = NULL;
+	struct bundles_pb pbs;
+	Lanyard__Admin__V1__FederatedBundleList out;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	ly_status st;
+
+	memset(&pbs, 0, sizeof(pbs));
+	if (!op_begin(&op, call, arg, NULL))
+		return;
+	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	if (rq.trust_domain != NULL) {
+		if ((st = ly_admin_msg_td_check(rq.trust_domain, op.srv->cfg.trust_domain, td, &e)) != LY_OK ||
+		    (st = ly_datastore_fed_bundle_get(op.srv->ds, td, &one, &e)) != LY_OK) {
+			op_fail_st(&op, st, &e);
+			goto out;
+		}
+		const struct ly_ds_fed_bundle *v[1] = { one };
+		st = bundles_pb_make(v, 1, &pbs, &e);
+	} else if ((st = ly_datastore_fed_bundle_list(op.srv->ds, &list, &e)) == LY_OK) {
+		st = bundles_pb_make((const struct ly_ds_fed_bundle *const *)list.items, list.n, &pbs, &e);
+	}
+	if (st != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	lanyard__admin__v1__federated_bundle_list__init(&out);
+	out.n_bundles = pbs.n;
+	out.bundles = pbs.ptrs;
+	op_reply(&op, &out.base, 0);
+out:
+	bundles_pb_cleanup(&pbs);
+	ly_ds_fed_bundle_free(one);
+	ly_ds_fed_bundle_list_cleanup(&list);
+	ly_admin_msg_td_cleanup(&rq);
+}
+
+static void
+h_delete_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct op op;
+	struct ly_error e;
+	struct ly_admin_msg_bundle_delete rq;
+	Lanyard__Admin__V1__TrustDomain out;
+	enum ly_fed_delete_mode mode = LY_FED_DELETE_RESTRICT;
+	char td[LY_TRUST_DOMAIN_MAX + 1], note[32];
+	ly_status st;
+
+	if (!op_begin(&op, call, arg, "bundle.delete"))
+		return;
+	if ((st = ly_admin_msg_bundle_delete_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	op.trust_domain = rq.trust_domain;
+	if ((st = ly_admin_msg_bundle_delete_check(&rq, op.srv->cfg.trust_domain, td, &mode, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	op.trust_domain = td;
+	(void)snprintf(note, sizeof(note), "mode %s", ly_fed_delete_mode_name(mode));
+	op.note = note;
+	if ((st = ly_datastore_fed_bundle_delete(op.srv->ds, td, mode, NULL, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	lanyard__admin__v1__trust_domain__init(&out);
+	out.trust_domain = td;
+	op_reply(&op, &out.base, 0);
+out:
+	ly_admin_msg_bundle_delete_cleanup(&rq);
+}
+
+static void
+h_count_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct op op;
+	struct ly_error e;
+	Lanyard__Admin__V1__Count out;
+	size_t n = 0;
+	ly_status st;
+
+	if (!op_begin(&op, call, arg, NULL))
+		return;
+	if ((st = ly_admin_msg_empty_decode("count", req, len, &e)) != LY_OK ||
+	    (st = ly_datastore_fed_bundle_count(op.srv->ds, &n, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	lanyard__admin__v1__count__init(&out);
+	out.count = n;
+	op_reply(&op, &out.base, 0);
+}
+
+/* A relationship as its message; with `bundle`, the stored bundle too. */
+struct rel_pb {
+	Lanyard__Admin__V1__FederationRelationship m;
+	struct ly_bundle_pb bundle;
+	bool has_bundle;
+};
+
+static ly_status
+rel_pb_make(const struct ly_ds_fed_rel *r, const struct ly_ds_fed_bundle *b, struct rel_pb *p, struct ly_error *err)
+{
+	memset(p, 0, sizeof(*p));
+	lanyard__admin__v1__federation_relationship__init(&p->m);
+	p->m.trust_domain = unconst(r->trust_domain);
+	p->m.bundle_endpoint_url = unconst(r->bundle_endpoint_url);
+	p->m.bundle_endpoint_profile = unconst(ly_fed_profile_name(r->profile));
+	p->m.endpoint_spiffe_id = unconst(r->endpoint_spiffe_id);
+	p->m.created_at = r->created_at;
+	p->m.updated_at = r->updated_at;
+	if (b != NULL) {
+		LY_TRY(ly_bundle_pb_make(b->bundle, &p->bundle, err));
+		p->has_bundle = true;
+		p->m.bundle = &p->bundle.msg;
+	}
+	return LY_OK;
+}
+
+static void
+rel_pb_cleanup(struct rel_pb *p)
+{
+	if (p->has_bundle)
+		ly_bundle_pb_cleanup(&p->bundle);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Replies with relationship `td` as stored now, with its bundle if one is stored. */
+static void
+reply_rel(struct op *op, const char *td)
+{
+	struct ly_error e;
+	struct ly_ds_fed_rel *r = NULL;
+	struct ly_ds_fed_bundle *b = NULL;
+	struct rel_pb pb;
+	ly_status st;
+
+	memset(&pb, 0, sizeof(pb));
+	if ((st = ly_datastore_fed_rel_get(op->srv->ds, td, &r, &e)) != LY_OK) {
+		op_fail_st(op, st, &e);
+		return;
+	}
+	st = ly_datastore_fed_bundle_get(op->srv->ds, td, &b, &e);
+	if (st == LY_E_NOT_FOUND)
+		st = LY_OK;
+	if (st == LY_OK)
+		st = rel_pb_make(r, b, &pb, &e);
+	if (st != LY_OK)
+		op_fail_st(op, st, &e);
+	else
+		op_reply(op, &pb.m.base, 0);
+	rel_pb_cleanup(&pb);
+	ly_ds_fed_bundle_free(b);
+	ly_ds_fed_rel_free(r);
+}
+
+/* CreateFederationRelationship and UpdateFederationRelationship. */
+static void
+put_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
+{
+	struct op op;
+	struct ly_error e;
+	struct ly_admin_msg_rel rq;
+	struct ly_admin_msg_rel_checked c;
+	ly_status st;
+
+	memset(&c, 0, sizeof(c));
+	if (!op_begin(&op, call, arg, update ? "federation.update" : "federation.create"))
+		return;
+	if ((st = ly_admin_msg_rel_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	op.trust_domain = rq.trust_domain;
+	if ((st = ly_admin_msg_rel_check(&rq, op.srv->cfg.trust_domain, &c, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	op.trust_domain = c.td;
+	st = update ? ly_datastore_fed_rel_update(op.srv->ds, &c.rel, c.bundle, NULL, &e) :
+		      ly_datastore_fed_rel_create(op.srv->ds, &c.rel, c.bundle, NULL, &e);
+	if (st != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	reply_rel(&op, c.td);
+out:
+	ly_admin_msg_rel_checked_cleanup(&c);
+	ly_admin_msg_rel_cleanup(&rq);
+}
+
+static void
+h_create_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	put_rel(call, req, len, arg, false);
+}
+
+static void
+h_update_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	put_rel(call, req, len, arg, true);
+}
+
+static void
+h_list_rels(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct op op;
+	struct ly_error e;
+	struct ly_ds_fed_rel_list list = LY_DS_FED_REL_LIST_INIT;
+	struct rel_pb *pbs = NULL;
+	Lanyard__Admin__V1__FederationRelationship **ptrs = NULL;
+	Lanyard__Admin__V1__FederationRelationshipList out;
+	size_t n = 0;
+	ly_status st;
+
+	if (!op_begin(&op, call, arg, NULL))
+		return;
+	if ((st = ly_admin_msg_empty_decode("relationships", req, len, &e)) != LY_OK ||
+	    (st = ly_datastore_fed_rel_list(op.srv->ds, &list, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	pbs = calloc(list.n + 1, sizeof(*pbs));
+	ptrs = calloc(list.n + 1, sizeof(*ptrs));
+	if (pbs == NULL || ptrs == NULL) {
+		op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (; n < list.n; n++) {
+		/* No bundles in a list (`federation show` has the one). */
+		(void)rel_pb_make(list.items[n], NULL, &pbs[n], NULL);
+		ptrs[n] = &pbs[n].m;
+	}
+	lanyard__admin__v1__federation_relationship_list__init(&out);
+	out.n_relationships = n;
+	out.relationships = ptrs;
+	op_reply(&op, &out.base, 0);
+out:
+	for (size_t i = 0; i < n; i++)
+		rel_pb_cleanup(&pbs[i]);
+	free(pbs);
+	free(ptrs);
+	ly_ds_fed_rel_list_cleanup(&list);
+}
+
+static void
+h_get_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct op op;
+	struct ly_error e;
+	struct ly_admin_msg_td rq;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	ly_status st;
+
+	if (!op_begin(&op, call, arg, NULL))
+		return;
+	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	if ((st = ly_admin_msg_td_check(rq.trust_domain, op.srv->cfg.trust_domain, td, &e)) != LY_OK)
+		op_fail_st(&op, st, &e);
+	else
+		reply_rel(&op, td);
+	ly_admin_msg_td_cleanup(&rq);
+}
+
+static void
+h_delete_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct op op;
+	struct ly_error e;
+	struct ly_admin_msg_td rq;
+	Lanyard__Admin__V1__TrustDomain out;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	ly_status st;
+
+	if (!op_begin(&op, call, arg, "federation.delete"))
+		return;
+	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		return;
+	}
+	op.trust_domain = rq.trust_domain;
+	if ((st = ly_admin_msg_td_check(rq.trust_domain, op.srv->cfg.trust_domain, td, &e)) != LY_OK ||
+	    (op.trust_domain = td, st = ly_datastore_fed_rel_delete(op.srv->ds, td, NULL, &e)) != LY_OK) {
+		op_fail_st(&op, st, &e);
+		goto out;
+	}
+	lanyard__admin__v1__trust_domain__init(&out);
+	out.trust_domain = td;
+	op_reply(&op, &out.base, 0);
+out:
+	ly_admin_msg_td_cleanup(&rq);
+}
+
+/* A `federation refresh` waiting for the fetcher (server_core.h: the refresh hook). */
+struct refresh_op {
+	struct op op;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+};
+
+static void
+refresh_done(void *arg, ly_status rc, const char *msg)
+{
+	struct refresh_op *r = arg;
+	Lanyard__Admin__V1__TrustDomain out;
+
+	if (rc != LY_OK) {
+		op_fail(&r->op, code_of(rc, NULL), msg != NULL && msg[0] != '\0' ? msg : "bundle refresh failed");
+	} else {
+		lanyard__admin__v1__trust_domain__init(&out);
+		out.trust_domain = r->td;
+		op_reply(&r->op, &out.base, 0);
+	}
+	free(r);
+}
+
+static void
+h_refresh_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct refresh_op *r = calloc(1, sizeof(*r));
+	struct ly_admin_msg_td rq;
+	struct ly_error e;
+	ly_status st;
+
+	if (r == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	if (!op_begin(&r->op, call, arg, "federation.refresh")) {
+		free(r);
+		return;
+	}
+	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&r->op, st, &e);
+		free(r);
+		return;
+	}
+	r->op.trust_domain = rq.trust_domain;
+	if ((st = ly_admin_msg_td_check(rq.trust_domain, r->op.srv->cfg.trust_domain, r->td, &e)) != LY_OK) {
+		op_fail_st(&r->op, st, &e);
+		goto fail;
+	}
+	/* No datastore lookup: the fetcher knows the config's relationships too (NOT_FOUND for neither). */
+	r->op.trust_domain = r->td;
+	if (r->op.srv->fed_refresh.fn == NULL) {
+		op_fail(&r->op, LY_RPC_UNIMPLEMENTED,
+		    "federation refresh is not available: this server has no bundle fetcher yet");
+		goto fail;
+	}
+	if ((st = r->op.srv->fed_refresh.fn(r->op.srv->fed_refresh.arg, r->td, refresh_done, r, &e)) != LY_OK) {
+		op_fail_st(&r->op, st, &e);
+		goto fail;
+	}
+	/* refresh_done answers and frees r. */
+	ly_admin_msg_td_cleanup(&rq);
+	return;
+fail:
+	ly_admin_msg_td_cleanup(&rq);
+	free(r);
+}
+
 static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/CreateEntry", LY_RPC_UNARY, h_create_entry },
 	{ "/lanyard.admin.v1.Admin/UpdateEntry", LY_RPC_UNARY, h_update_entry },
@@ -602,6 +1064,16 @@ static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/EvictAgent", LY_RPC_UNARY, h_evict_agent },
 	{ "/lanyard.admin.v1.Admin/BanAgent", LY_RPC_UNARY, h_ban_agent },
 	{ "/lanyard.admin.v1.Admin/Health", LY_RPC_UNARY, h_health },
+	{ "/lanyard.admin.v1.Admin/SetFederatedBundle", LY_RPC_UNARY, h_set_fed_bundle },
+	{ "/lanyard.admin.v1.Admin/ListFederatedBundles", LY_RPC_UNARY, h_list_fed_bundles },
+	{ "/lanyard.admin.v1.Admin/DeleteFederatedBundle", LY_RPC_UNARY, h_delete_fed_bundle },
+	{ "/lanyard.admin.v1.Admin/CountFederatedBundles", LY_RPC_UNARY, h_count_fed_bundles },
+	{ "/lanyard.admin.v1.Admin/CreateFederationRelationship", LY_RPC_UNARY, h_create_rel },
+	{ "/lanyard.admin.v1.Admin/UpdateFederationRelationship", LY_RPC_UNARY, h_update_rel },
+	{ "/lanyard.admin.v1.Admin/ListFederationRelationships", LY_RPC_UNARY, h_list_rels },
+	{ "/lanyard.admin.v1.Admin/GetFederationRelationship", LY_RPC_UNARY, h_get_rel },
+	{ "/lanyard.admin.v1.Admin/DeleteFederationRelationship", LY_RPC_UNARY, h_delete_rel },
+	{ "/lanyard.admin.v1.Admin/RefreshBundle", LY_RPC_UNARY, h_refresh_bundle },
 };
 
 const struct ly_rpc_method *

@@ -332,8 +332,12 @@ agent_api_refresh_now(struct ly_agent_api *api)
 	if (api->stopped || api->srv->ds == NULL)
 		return false;
 	uint64_t t0 = uv_hrtime();
+	bool fed_changed = false;
 	ly_status rc = agent_api_replica_refresh(api, &changed, &e);
-	if (rc == LY_OK && changed)
+	/* Federated bundles: re-read when one changed (a write here, or another server's). */
+	if (rc == LY_OK)
+		rc = agent_api_fed_refresh(api, &fed_changed, &e);
+	if (rc == LY_OK && (changed || fed_changed))
 		agent_api_watch_send_all(api, false);
 	api->refresh_end_ns = uv_hrtime();
 	api->refresh_cost_ns = api->refresh_end_ns - t0;
@@ -386,6 +390,7 @@ static const struct ly_rpc_method agent_methods[] = {
 	{ METHOD("BatchNewX509SVID"), LY_RPC_UNARY, h_batch_new_x509_svid },
 	{ METHOD("NewJWTSVID"), LY_RPC_UNARY, h_new_jwt_svid },
 	{ METHOD("GetBundle"), LY_RPC_UNARY, h_get_bundle },
+	{ METHOD("GetFederatedBundles"), LY_RPC_UNARY, agent_api_fed_get },
 };
 
 const struct ly_rpc_method *
@@ -410,6 +415,7 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	if ((api = calloc(1, sizeof(*api))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent API: out of memory");
 	api->srv = srv;
+	api->fed_revision = -1;
 	ly_queue_init(&api->watchers);
 	ly_queue_init(&api->prev);
 	ly_queue_init(&api->psat);
@@ -507,6 +513,16 @@ on_store_change(void *arg, const struct ly_datastore_change *change)
 	case LY_DATASTORE_BUNDLE_CHANGED:
 		ly_agent_api_bundle_changed(api);
 		break;
+	case LY_DATASTORE_FED_BUNDLE_CHANGED:
+	case LY_DATASTORE_FED_BUNDLE_DELETED:
+		/* The refresh re-reads the bundles (and the entries a delete in
+		 * mode dissociate or delete changed); watchers whose
+		 * federated_sequence moved get an update. */
+		api->fed_stale = true;
+		entries_changed(api);
+		break;
+	case LY_DATASTORE_FED_REL_CHANGED:
+		break; /* the fetcher's business; agents see bundles only */
 	}
 }
 
@@ -598,5 +614,6 @@ ly_agent_api_free(struct ly_agent_api *api)
 		agent_api_auth_prev_remove(api, LY_QUEUE_DATA(q, struct agent_api_prev_serial, link)->agent_id);
 	agent_api_replica_clear(api);
 	agent_api_limit_free(api);
+	agent_api_fed_clear(api);
 	free(api);
 }

@@ -18,7 +18,9 @@
  *  - agent_api_limit.c    the rate limits (SPEC §11): attestation per source
  *                         IP, X.509 and JWT signing per agent;
  *  - agent_api_enrol.c    AttestAgent (join_token, x509pop, k8s_psat on the
- *                         thread pool, tickets) and RenewAgent.
+ *                         thread pool, tickets) and RenewAgent;
+ *  - agent_api_fed.c      the federated bundles (SPEC §9): their copy, each
+ *                         agent's federated_sequence, GetFederatedBundles.
  * Requests are decoded and checked by server/agentapi_msg.c first.
  *
  * Threads: the loop thread runs everything here but the k8s_psat
@@ -109,6 +111,7 @@ struct agent_api_watcher {
 	time_t svid_expires;
 	struct ly_authz_watch *watch;
 	uint64_t bundle_seq;
+	uint64_t fed_seq; /* the federated_sequence last sent */
 };
 
 struct agent_api_psat_work {
@@ -152,6 +155,12 @@ struct ly_agent_api {
 	struct agent_api_change *log;
 	size_t log_head, log_n;
 	int64_t log_from;
+	/* Federated bundles (agent_api_fed.c): every one stored, by trust
+	 * domain; reloaded when the datastore's fed_revision moved (a write
+	 * here or another server's) or the hook says so. */
+	struct ly_ds_fed_bundle_list fed;
+	int64_t fed_revision; /* the datastore's fed_revision `fed` was read at; -1: never */
+	bool fed_stale;
 	/* Timers (separately allocated: freed in their close callbacks). */
 	uv_timer_t *refresh_timer;
 	uint64_t refresh_end_ns, refresh_cost_ns; /* the last refresh: when it ended, what it cost */
@@ -229,6 +238,36 @@ ly_status agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *er
 
 /* Frees the replica (ly_agent_api_free). */
 void agent_api_replica_clear(struct ly_agent_api *api);
+
+/* ---- agent_api_fed.c ---- */
+
+/*
+ * Re-reads the federated bundles when a federated bundle changed since the
+ * last read (ly_datastore_fed_revision; or the hook marked them stale);
+ * *changed: a bundle was added, replaced or removed.
+ */
+ly_status agent_api_fed_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * Reads them only when never read. A reply path uses this, never
+ * agent_api_fed_refresh: a change it consumed would not reach the
+ * watchers, whose updates the refresh timer sends.
+ */
+ly_status agent_api_fed_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The federated_sequence of an agent authorized for `set`: a digest of the
+ * trust domains its entries federate with and the revision of each one's
+ * bundle, so it moves when any bundle it may need changes, appears or goes,
+ * or when that set of trust domains changes. 0 when it needs none.
+ */
+uint64_t agent_api_fed_sequence(const struct ly_agent_api *api, const struct ly_authz_set *set);
+
+/* The GetFederatedBundles handler. */
+void agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);
+
+/* Frees the copy (ly_agent_api_free). */
+void agent_api_fed_clear(struct ly_agent_api *api);
 
 /* ---- agent_api_pending.c ---- */
 
