@@ -59,6 +59,7 @@
 
 #include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/pbview.h"
 #include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "rpc/uvtimer.h"
@@ -74,17 +75,6 @@ ly_agent_api_counts(const struct ly_agent_api *api, size_t *watchers, size_t *en
 {
 	*watchers = api != NULL ? api->n_watchers : 0;
 	*entries = api != NULL ? api->n_entries : 0;
-}
-
-/* ---- small helpers ----------------------------------------------------------------- */
-
-/* protobuf-c wants char * for strings it only reads when packing. */
-static char *
-unconst(const char *s)
-{
-	char *p;
-	memcpy(&p, &s, sizeof(p));
-	return p;
 }
 
 /* ---- protobuf views of our objects ---------------------------------------------------- */
@@ -116,10 +106,8 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	ly_status rc;
 	time_t now = ly_server_now();
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, now, &c))
 		return;
 	if ((rc = ly_agentapi_batch_decode(req, len, &rq, &e)) != LY_OK) {
@@ -149,7 +137,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 		const struct ly_entry *ent;
 		lanyard__agent__v1__x509_svidresult__init(r);
 		rptrs[i] = r;
-		r->entry_id = unconst(p->entry_id);
+		r->entry_id = ly_pbview_str(p->entry_id);
 		if (!p->entry_id_ok) {
 			r->entry_id = NULL; /* not echoed: it broke the rules */
 			r->status_code = LY_RPC_INVALID_ARGUMENT;
@@ -231,10 +219,8 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	time_t now = ly_server_now(), exp = 0;
 	ly_status rc;
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, now, &c))
 		return;
 	if (ly_agentapi_jwt_decode(req, len, &rq, &e) != LY_OK) {
@@ -293,10 +279,8 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	struct agent_api_caller c;
 	struct ly_error e;
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, ly_server_now(), &c))
 		return;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {

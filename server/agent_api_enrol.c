@@ -402,10 +402,8 @@ agent_api_enrol_attest(struct ly_rpc_call *call, const uint8_t *req, size_t len,
 	struct ly_error e;
 	time_t now = ly_server_now();
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	/* Decoded and checked (the CSR before anything is used up: agentapi_msg.h). */
 	if (ly_agentapi_attest_decode(req, len, &rq, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
@@ -443,10 +441,8 @@ agent_api_enrol_renew(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	struct ly_error e;
 	time_t now = ly_server_now();
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, now, &c))
 		return;
 	if (ly_agentapi_renew_decode(req, len, &rq, &e) != LY_OK) {

@@ -211,10 +211,8 @@ agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, v
 	struct ly_error e;
 	time_t now = ly_server_now();
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, false))
 		return;
-	}
 	if (!agent_api_auth_caller(api, call, now, &c))
 		return;
 	if (ly_agentapi_watch_decode(req, len, &since_revision, &e) != LY_OK) {
