@@ -184,17 +184,6 @@ parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t
 /* ---- shared with cli_fed.c (cli_internal.h) ---- */
 
 int
-ly_cli_fail(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	ly_text_error_vprint(fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-int
 ly_cli_call(const char *socket, const char *what, const char *method, const ProtobufCMessage *req,
     struct ly_buf *resp)
 {

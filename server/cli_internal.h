@@ -15,15 +15,16 @@
 #include "agent.pb-c.h"
 #include "lib/buf.h"
 #include "lib/bundle.h"
+#include "lib/cmdline.h"
 #include "lib/error.h"
 #include "lib/flags.h"
 
-#define LY_CLI_EXIT_RUNTIME 1
-#define LY_CLI_EXIT_USAGE 2
+#define LY_CLI_EXIT_RUNTIME LY_CMDLINE_EXIT_RUNTIME
+#define LY_CLI_EXIT_USAGE LY_CMDLINE_EXIT_USAGE
 #define LY_CLI_METHOD(name) "/lanyard.admin.v1.Admin/" name
 
-/* Prints "Error: ..." on one line (lib/text.h) and returns `code`. */
-int ly_cli_fail(int code, const char *fmt, ...) LY_PRINTF(2, 3);
+/* Prints "Error: ..." on one line and returns `code` (lib/cmdline.h). */
+#define ly_cli_fail(...) ly_cmdline_fail(__VA_ARGS__)
 
 /*
  * Calls `method` at `socket` with `req`: 0 with the answer in *resp (free
