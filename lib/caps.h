@@ -109,6 +109,15 @@
 /* The datastore's CA state: one name, one value. */
 #define LY_CA_STATE_NAME_MAX 128
 #define LY_CA_STATE_MAX (1024 * 1024)
+/*
+ * The datastore off the loop (server/datastore_async.h): calls waiting for
+ * the datastore's worker (a stalled database holds them: past this many a
+ * new call is refused at once, LY_E_LIMIT), and how long a call may take
+ * before its caller hears LY_E_IO "datastore: no answer within 5000 ms"
+ * (the statement_timeout PostgreSQL sessions get is the same 5 s).
+ */
+#define LY_DSA_QUEUE_MAX 1024
+#define LY_DSA_DEADLINE_MS 5000
 
 /*
  * gRPC (rpc/): one message received by either side (gRPC's own default is
