@@ -354,6 +354,8 @@
 #define LY_AGENTAPI_PENDING_MAX 1024
 #define LY_AGENTAPI_WATCHERS_MAX 65536
 #define LY_AGENTAPI_PSAT_INFLIGHT_MAX 8
+/* Agent records the Agent API keeps in memory (known agents, served while the datastore is unreachable). */
+#define LY_AGENTAPI_KNOWN_MAX 100000
 #define LY_AGENTAPI_LEAF_PEM_MAX (2 * LY_CERT_DER_MAX + 1024)
 #define LY_GRPC_DETAILS_MAX 300
 /* Extensions in one CSR looked through (duplicates are found among them). */

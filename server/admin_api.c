@@ -4,15 +4,23 @@
  *
  * Every handler runs on the loop thread (rpc.h), decodes one request and
  * checks it completely (server/admin_msg.c) before touching the
- * datastore, and answers with a gRPC status from the standard set and a
- * one-line message:
+ * datastore; the datastore part runs on its worker (datastore_async.h: a
+ * `*_work` function over the call's struct aop, which owns the request),
+ * and the answer is sent from its completion on the loop, with a gRPC
+ * status from the standard set and a one-line message:
  *   INVALID_ARGUMENT   malformed request, invalid entry, bad TTL, foreign
  *                      trust domain (ly_entry_validate, SPIFFE-ID §2)
  *   ALREADY_EXISTS     an entry with the same identity or entry ID
  *   NOT_FOUND          unknown entry ID or agent
  *   PERMISSION_DENIED  a caller of another uid (server.h ly_admin_peer)
  *   FAILED_PRECONDITION join tokens asked for with join_token disabled
- *   INTERNAL           the datastore failed (its message is kept)
+ *   UNAVAILABLE        the datastore failed or did not answer within its
+ *                      deadline (LY_DSA_DEADLINE_MS); the message says
+ *                      whether a change may still be applied
+ *                      (datastore_async.h: a write already running when
+ *                      the deadline passed may commit later; one still
+ *                      queued never runs)
+ *   INTERNAL           a bug, or an encoding failure
  * Each change (create, update, delete, token, evict, ban), accepted or
  * refused, writes one audit line (audit.h) before the answer is sent.
  * Accepted entry and agent changes reach the agent side through the
@@ -42,6 +50,7 @@
 #include "server/bundle_pb.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 #include "server/entry_pb.h"
 #include "server/server.h"
 
@@ -89,6 +98,8 @@ code_of(ly_status st, const struct ly_error *e)
 		return LY_RPC_FAILED_PRECONDITION;
 	case LY_E_NOMEM:
 		return LY_RPC_RESOURCE_EXHAUSTED;
+	case LY_E_IO:
+		return LY_RPC_UNAVAILABLE;
 	default:
 		return LY_RPC_INTERNAL;
 	}
@@ -215,40 +226,140 @@ reply_entry(struct op *op, const struct ly_entry *e)
 	ly_entries_pb_cleanup(&pb);
 }
 
+/* ---- calls on the datastore's worker ---------------------------------------- */
+
+/*
+ * One admin call with a datastore part: `op` (its audit line borrows
+ * strings from the request below), the decoded request, and what the
+ * worker reads or writes. Freed by aop_release once both the loop and the
+ * worker are done with it (datastore_async.h).
+ */
+struct aop {
+	struct op op;
+	bool update, ban;
+	struct ly_admin_msg_entry entry_rq;
+	struct ly_admin_msg_entry_id id_rq;
+	struct ly_admin_msg_filter filter_rq;
+	struct ly_admin_msg_token token_rq;
+	struct ly_admin_msg_agent_id agent_rq;
+	bool has_entry_rq, has_id_rq, has_filter_rq, has_token_rq, has_agent_rq;
+	struct ly_entry *entry;           /* create/update: in and out; delete: the deleted one */
+	struct ly_entry_list list;
+	struct ly_ds_agent_list agents;
+	struct ly_ds_agent *agent;
+	char token[2 * TOKEN_BYTES + 1];  /* wiped */
+	struct ly_spiffe_id id;
+	int64_t expires_at;
+	int64_t revision;
+};
+
+static void
+aop_release(void *ctx)
+{
+	struct aop *a = ctx;
+
+	if (a->has_entry_rq)
+		ly_admin_msg_entry_cleanup(&a->entry_rq);
+	if (a->has_id_rq)
+		ly_admin_msg_entry_id_cleanup(&a->id_rq);
+	if (a->has_filter_rq)
+		ly_admin_msg_filter_cleanup(&a->filter_rq);
+	if (a->has_token_rq)
+		ly_admin_msg_token_cleanup(&a->token_rq);
+	if (a->has_agent_rq)
+		ly_admin_msg_agent_id_cleanup(&a->agent_rq);
+	ly_entry_free(a->entry);
+	ly_entry_list_cleanup(&a->list);
+	ly_ds_agent_list_cleanup(&a->agents);
+	ly_ds_agent_free(a->agent);
+	OPENSSL_cleanse(a->token, sizeof(a->token));
+	OPENSSL_cleanse(&a->id, sizeof(a->id));
+	free(a);
+}
+
+/* A new aop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
+static struct aop *
+aop_begin(struct ly_rpc_call *call, void *arg, const char *action)
+{
+	struct aop *a = calloc(1, sizeof(*a));
+
+	if (a == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	if (!op_begin(&a->op, call, arg, action)) {
+		free(a);
+		return NULL;
+	}
+	a->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
+	a->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
+	return a;
+}
+
+/* Queues a's datastore part; on refusal the call ends with the reason and `a` is freed. */
+static void
+aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
+{
+	struct ly_error e;
+	ly_status st = ly_dsa_submit(a->op.srv->dsa, work, done, aop_release, a, 0, &e);
+
+	if (st != LY_OK) {
+		/* Nothing was sent to the datastore: nothing applied. */
+		ly_error_wrap(&e, st, "not applied");
+		op_fail_st(&a->op, st, &e);
+		aop_release(a);
+	}
+}
+
 /* ---- entries --------------------------------------------------------------- */
+
+static ly_status
+put_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+
+	return a->update ? ly_datastore_entry_update(ds, a->entry, err) : ly_datastore_entry_create(ds, a->entry, err);
+}
+
+static void
+put_entry_done(void *ctx, ly_status st, const struct ly_error *e)
+{
+	struct aop *a = ctx;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, e);
+		return;
+	}
+	a->op.entry_id = a->entry->entry_id;
+	reply_entry(&a->op, a->entry);
+}
 
 /* CreateEntry and UpdateEntry: the same checks (admin_msg.h), then the datastore. */
 static void
 put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
 {
-	struct op op;
+	struct aop *a;
 	struct ly_error e;
-	struct ly_entry *entry = NULL;
-	struct ly_admin_msg_entry rq;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, update ? "entry.update" : "entry.create"))
+	if ((a = aop_begin(call, arg, update ? "entry.update" : "entry.create")) == NULL)
 		return;
-	if ((st = ly_admin_msg_entry_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	a->update = update;
+	if ((st = ly_admin_msg_entry_decode(req, len, &a->entry_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	op.entry_id = rq.entry_id;
-	op.spiffe_id = rq.spiffe_id;
-	if ((st = ly_admin_msg_entry_check(&rq, update, op.srv->cfg.trust_domain, &entry, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	a->has_entry_rq = true;
+	a->op.entry_id = a->entry_rq.entry_id;
+	a->op.spiffe_id = a->entry_rq.spiffe_id;
+	if ((st = ly_admin_msg_entry_check(&a->entry_rq, update, a->op.srv->cfg.trust_domain, &a->entry, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	st = update ? ly_datastore_entry_update(op.srv->ds, entry, &e) : ly_datastore_entry_create(op.srv->ds, entry, &e);
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	op.entry_id = entry->entry_id;
-	reply_entry(&op, entry);
-out:
-	ly_entry_free(entry);
-	ly_admin_msg_entry_cleanup(&rq);
+	aop_submit(a, put_entry_work, put_entry_done);
+	return;
+fail:
+	aop_release(a);
 }
 
 static void
@@ -263,141 +374,180 @@ h_update_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	put_entry(call, req, len, arg, true);
 }
 
-static void
-h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static ly_status
+delete_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct op op;
-	struct ly_error e;
-	struct ly_entry *deleted = NULL;
-	struct ly_admin_msg_entry_id rq;
-	ly_status st;
+	struct aop *a = ctx;
 
-	if (!op_begin(&op, call, arg, "entry.delete"))
-		return;
-	if ((st = ly_admin_msg_entry_id_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
-	}
-	op.entry_id = rq.entry_id;
-	if ((st = ly_admin_msg_delete_check(&rq, &e)) != LY_OK ||
-	    (st = ly_datastore_entry_delete(op.srv->ds, rq.entry_id, &deleted, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	op.spiffe_id = deleted->spiffe_id;
-	reply_entry(&op, deleted);
-out:
-	ly_entry_free(deleted);
-	ly_admin_msg_entry_id_cleanup(&rq);
+	return ly_datastore_entry_delete(ds, a->id_rq.entry_id, &a->entry, err);
 }
 
 static void
-h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+delete_entry_done(void *ctx, ly_status st, const struct ly_error *e)
 {
-	struct op op;
+	struct aop *a = ctx;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, e);
+		return;
+	}
+	a->op.spiffe_id = a->entry->spiffe_id;
+	reply_entry(&a->op, a->entry);
+}
+
+static void
+h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
 	struct ly_error e;
-	struct ly_entry_list list = LY_ENTRY_LIST_INIT;
-	struct ly_entries_pb pbs;
-	Lanyard__Admin__V1__EntryList out;
-	struct ly_admin_msg_filter rq;
 	ly_status st;
 
+	if ((a = aop_begin(call, arg, "entry.delete")) == NULL)
+		return;
+	if ((st = ly_admin_msg_entry_id_decode(req, len, &a->id_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
+	}
+	a->has_id_rq = true;
+	a->op.entry_id = a->id_rq.entry_id;
+	if ((st = ly_admin_msg_delete_check(&a->id_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
+	}
+	aop_submit(a, delete_entry_work, delete_entry_done);
+	return;
+fail:
+	aop_release(a);
+}
+
+static ly_status
+list_entries_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct ly_entry *one = NULL;
+	ly_status st;
+
+	if (a->filter_rq.entry_id == NULL)
+		return ly_datastore_entry_list(ds, &a->filter_rq.filter, &a->list, err);
+	LY_TRY(ly_datastore_entry_get(ds, a->filter_rq.entry_id, &one, err));
+	if ((st = ly_entry_list_append(&a->list, one, err)) != LY_OK)
+		ly_entry_free(one);
+	return st;
+}
+
+static void
+list_entries_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct ly_entries_pb pbs;
+	Lanyard__Admin__V1__EntryList out;
+	struct ly_error e;
+
 	memset(&pbs, 0, sizeof(pbs));
-	if (!op_begin(&op, call, arg, NULL))
-		return;
-	if ((st = ly_admin_msg_filter_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, err);
 		return;
 	}
-	if (rq.entry_id != NULL) {
-		struct ly_entry *one = NULL;
-		if ((st = ly_datastore_entry_get(op.srv->ds, rq.entry_id, &one, &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
-			goto out;
-		}
-		if ((st = ly_entry_list_append(&list, one, &e)) != LY_OK) {
-			ly_entry_free(one);
-			op_fail_st(&op, st, &e);
-			goto out;
-		}
-	} else if ((st = ly_datastore_entry_list(op.srv->ds, &rq.filter, &list, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	if ((st = ly_entries_pb_make((const struct ly_entry *const *)list.items, list.n, &pbs, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if ((st = ly_entries_pb_make((const struct ly_entry *const *)a->list.items, a->list.n, &pbs, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
 		goto out;
 	}
 	lanyard__admin__v1__entry_list__init(&out);
 	out.n_entries = pbs.n;
 	out.entries = pbs.ptrs;
-	op_reply(&op, &out.base, 0);
+	op_reply(&a->op, &out.base, 0);
 out:
 	ly_entries_pb_cleanup(&pbs);
-	ly_entry_list_cleanup(&list);
-	ly_admin_msg_filter_cleanup(&rq);
+}
+
+static void
+h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
+	struct ly_error e;
+	ly_status st;
+
+	if ((a = aop_begin(call, arg, NULL)) == NULL)
+		return;
+	if ((st = ly_admin_msg_filter_decode(req, len, &a->filter_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		aop_release(a);
+		return;
+	}
+	a->has_filter_rq = true;
+	aop_submit(a, list_entries_work, list_entries_done);
 }
 
 /* ---- join tokens ------------------------------------------------------------ */
 
+static ly_status
+token_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+
+	return ly_datastore_token_create(ds, a->token, a->id.id, a->expires_at, err);
+}
+
+static void
+token_done(void *ctx, ly_status st, const struct ly_error *e)
+{
+	struct aop *a = ctx;
+	Lanyard__Admin__V1__Token out;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, e);
+		return;
+	}
+	lanyard__admin__v1__token__init(&out);
+	out.token = a->token;
+	out.spiffe_id = a->id.id;
+	out.expires_at = a->expires_at;
+	op_reply(&a->op, &out.base, LY_RPC_WIPE);
+}
+
 static void
 h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct aop *a;
 	struct ly_error e;
-	struct ly_spiffe_id id;
 	uint8_t rnd[TOKEN_BYTES];
-	char token[2 * TOKEN_BYTES + 1];
-	struct ly_admin_msg_token rq;
-	Lanyard__Admin__V1__Token out;
-	int64_t ttl, now;
+	int64_t ttl;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, "token.generate"))
+	if ((a = aop_begin(call, arg, "token.generate")) == NULL)
 		return;
-	if ((st = ly_admin_msg_token_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	if ((st = ly_admin_msg_token_decode(req, len, &a->token_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	token[0] = '\0';
-	memset(&id, 0, sizeof(id));
-	op.spiffe_id = rq.spiffe_id;
-	if (!op.srv->cfg.join_token_enabled) {
-		op_fail(&op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
-		goto out;
+	a->has_token_rq = true;
+	a->op.spiffe_id = a->token_rq.spiffe_id;
+	if (!a->op.srv->cfg.join_token_enabled) {
+		op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
+		goto fail;
 	}
-	if ((st = ly_admin_msg_token_ttl(&rq, &ttl, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	if ((st = ly_admin_msg_token_ttl(&a->token_rq, &ttl, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-		op_fail(&op, LY_RPC_INTERNAL, "no random bytes for a token");
-		goto out;
+		op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
+		goto fail;
 	}
 	for (size_t i = 0; i < sizeof(rnd); i++)
-		(void)snprintf(token + 2 * i, 3, "%02x", rnd[i]);
+		(void)snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
 	OPENSSL_cleanse(rnd, sizeof(rnd));
-	op.secret = token;
-	if ((st = ly_admin_msg_token_id(&rq, op.srv->cfg.trust_domain, token, &id, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	a->op.secret = a->token;
+	if ((st = ly_admin_msg_token_id(&a->token_rq, a->op.srv->cfg.trust_domain, a->token, &a->id, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	op.spiffe_id = id.id;
-	now = (int64_t)ly_server_now();
-	st = ly_datastore_token_create(op.srv->ds, token, id.id, now + ttl, &e);
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	lanyard__admin__v1__token__init(&out);
-	out.token = token;
-	out.spiffe_id = id.id;
-	out.expires_at = now + ttl;
-	op_reply(&op, &out.base, LY_RPC_WIPE);
-out:
-	OPENSSL_cleanse(token, sizeof(token));
-	OPENSSL_cleanse(&id, sizeof(id));
-	ly_admin_msg_token_cleanup(&rq);
+	a->op.spiffe_id = a->id.id;
+	a->expires_at = (int64_t)ly_server_now() + ttl;
+	aop_submit(a, token_work, token_done);
+	return;
+fail:
+	aop_release(a);
 }
 
 /* ---- bundle ------------------------------------------------------------------- */
@@ -458,96 +608,124 @@ agent_pb_init(struct agent_pb *pb, const struct ly_ds_agent *a, struct ly_error 
 	return LY_OK;
 }
 
-static void
-h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static ly_status
+list_agents_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct op op;
-	struct ly_error e;
-	struct ly_ds_agent_list list = LY_DS_AGENT_LIST_INIT;
+	struct aop *a = ctx;
+
+	return ly_datastore_agent_list(ds, &a->agents, err);
+}
+
+static void
+list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct ly_ds_agent_list *list = &a->agents;
 	struct agent_pb *pbs = NULL;
 	Lanyard__Admin__V1__Agent **ptrs = NULL;
 	Lanyard__Admin__V1__AgentList out;
+	struct ly_error e;
 	size_t n_pbs = 0;
-	ly_status st;
 
-	if (!op_begin(&op, call, arg, NULL))
-		return;
-	if ((st = ly_datastore_agent_list(op.srv->ds, &list, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, err);
 		return;
 	}
-	if (list.n > 0) {
-		pbs = calloc(list.n, sizeof(*pbs));
-		ptrs = calloc(list.n, sizeof(*ptrs));
+	if (list->n > 0) {
+		pbs = calloc(list->n, sizeof(*pbs));
+		ptrs = calloc(list->n, sizeof(*ptrs));
 		if (pbs == NULL || ptrs == NULL) {
-			op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			op_fail(&a->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;
 		}
 	}
-	for (; n_pbs < list.n; n_pbs++) {
-		if ((st = agent_pb_init(&pbs[n_pbs], list.items[n_pbs], &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
+	for (; n_pbs < list->n; n_pbs++) {
+		if ((st = agent_pb_init(&pbs[n_pbs], list->items[n_pbs], &e)) != LY_OK) {
+			op_fail_st(&a->op, st, &e);
 			goto out;
 		}
 		ptrs[n_pbs] = &pbs[n_pbs].m;
 	}
 	lanyard__admin__v1__agent_list__init(&out);
-	out.n_agents = list.n;
+	out.n_agents = list->n;
 	out.agents = ptrs;
-	op_reply(&op, &out.base, 0);
+	op_reply(&a->op, &out.base, 0);
 out:
 	for (size_t i = 0; i < n_pbs; i++)
 		agent_pb_cleanup(&pbs[i]);
 	free(pbs);
 	free(ptrs);
-	ly_ds_agent_list_cleanup(&list);
+}
+
+static void
+h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
+
+	if ((a = aop_begin(call, arg, NULL)) == NULL)
+		return;
+	aop_submit(a, list_agents_work, list_agents_done);
+}
+
+/* Ban: the flag, then the record; evict: the record, then its deletion (the hook ends its streams). */
+static ly_status
+remove_agent_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+	const char *id = a->agent_rq.spiffe_id;
+
+	if (a->ban) {
+		LY_TRY(ly_datastore_agent_set_banned(ds, id, true, err));
+		return ly_datastore_agent_get(ds, id, &a->agent, err);
+	}
+	LY_TRY(ly_datastore_agent_get(ds, id, &a->agent, err));
+	return ly_datastore_agent_delete(ds, id, err);
+}
+
+static void
+remove_agent_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct agent_pb pb;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, err);
+		return;
+	}
+	if ((st = agent_pb_init(&pb, a->agent, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		return;
+	}
+	op_reply(&a->op, &pb.m.base, 0);
+	agent_pb_cleanup(&pb);
 }
 
 /* EvictAgent and BanAgent. */
 static void
 remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool ban)
 {
-	struct op op;
+	struct aop *a;
 	struct ly_error e;
-	struct ly_ds_agent *agent = NULL;
-	struct agent_pb pb;
-	struct ly_admin_msg_agent_id rq;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, ban ? "agent.ban" : "agent.evict"))
+	if ((a = aop_begin(call, arg, ban ? "agent.ban" : "agent.evict")) == NULL)
 		return;
-	if ((st = ly_admin_msg_agent_id_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	a->ban = ban;
+	if ((st = ly_admin_msg_agent_id_decode(req, len, &a->agent_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	op.spiffe_id = rq.spiffe_id;
-	if ((st = ly_admin_msg_agent_id_check(&rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	a->has_agent_rq = true;
+	a->op.spiffe_id = a->agent_rq.spiffe_id;
+	if ((st = ly_admin_msg_agent_id_check(&a->agent_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	if (ban)
-		st = ly_datastore_agent_set_banned(op.srv->ds, rq.spiffe_id, true, &e);
-	else
-		st = ly_datastore_agent_get(op.srv->ds, rq.spiffe_id, &agent, &e);
-	if (st == LY_OK) {
-		if (ban)
-			st = ly_datastore_agent_get(op.srv->ds, rq.spiffe_id, &agent, &e);
-		else
-			st = ly_datastore_agent_delete(op.srv->ds, rq.spiffe_id, &e);
-	}
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	if ((st = agent_pb_init(&pb, agent, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	op_reply(&op, &pb.m.base, 0);
-	agent_pb_cleanup(&pb);
-out:
-	ly_ds_agent_free(agent);
-	ly_admin_msg_agent_id_cleanup(&rq);
+	aop_submit(a, remove_agent_work, remove_agent_done);
+	return;
+fail:
+	aop_release(a);
 }
 
 static void
@@ -564,31 +742,57 @@ h_ban_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 
 /* ---- health ---------------------------------------------------------------------- */
 
-static void
-h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static ly_status
+health_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct op op;
-	struct ly_error e;
+	struct aop *a = ctx;
+
+	return ly_datastore_revision(ds, &a->revision, err);
+}
+
+/* The answer; `ds_err` NULL when the datastore answered. */
+static void
+health_reply(struct op *op, const struct ly_error *ds_err)
+{
 	Lanyard__Admin__V1__HealthResponse out;
-	int64_t rev;
 	char detail[LY_ERROR_MSG_MAX + 32];
 
-	if (!op_begin(&op, call, arg, NULL))
-		return;
 	lanyard__admin__v1__health_response__init(&out);
 	out.serving = false;
-	if (op.srv->stopping) {
+	if (op->srv->stopping) {
 		(void)snprintf(detail, sizeof(detail), "shutting down");
-	} else if (ly_datastore_revision(op.srv->ds, &rev, &e) != LY_OK) {
-		(void)snprintf(detail, sizeof(detail), "datastore: %s", e.msg);
-	} else if (op.srv->ca == NULL || ly_ca_bundle(op.srv->ca) == NULL) {
+	} else if (ds_err != NULL) {
+		(void)snprintf(detail, sizeof(detail), "datastore: %s", ds_err->msg);
+	} else if (op->srv->ca == NULL || ly_ca_bundle(op->srv->ca) == NULL) {
 		(void)snprintf(detail, sizeof(detail), "CA not ready");
 	} else {
 		out.serving = true;
 		(void)snprintf(detail, sizeof(detail), "ok");
 	}
 	out.detail = detail;
-	op_reply(&op, &out.base, 0);
+	op_reply(op, &out.base, 0);
+}
+
+static void
+health_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+
+	health_reply(&a->op, st != LY_OK ? err : NULL);
+}
+
+static void
+h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
+	struct ly_error e;
+
+	if ((a = aop_begin(call, arg, NULL)) == NULL)
+		return;
+	if (ly_dsa_submit(a->op.srv->dsa, health_work, health_done, aop_release, a, 0, &e) != LY_OK) {
+		health_reply(&a->op, &e);
+		aop_release(a);
+	}
 }
 
 static const struct ly_rpc_method admin_methods[] = {

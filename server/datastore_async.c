@@ -325,7 +325,9 @@ on_deadline(uv_timer_t *t)
 		ly_queue_remove(&r->live);
 		dsa->n_live--;
 		r->done_called = true;
-		(void)ly_error_set(&e, LY_E_IO, "datastore: no answer within %u ms", (unsigned)r->deadline_ms);
+		(void)ly_error_set(&e, LY_E_IO, "datastore: no answer within %u ms%s", (unsigned)r->deadline_ms,
+		    dropped ? " (not started: nothing applied)"
+			    : " (the call was running: a change may still be applied when the datastore answers)");
 		set_reachable(dsa, false, "no answer within the deadline", NULL);
 		observe(dsa, LY_DSA_TIMEOUT, r);
 		r->done(r->ctx, LY_E_IO, &e);
@@ -433,8 +435,8 @@ ly_dsa_submit(struct ly_dsa *dsa, ly_dsa_work_fn *work, ly_dsa_done_fn *done, ly
 		return ly_error_set(err, LY_E_IO, "datastore: closing");
 	if (dsa->held) {
 		observe(dsa, LY_DSA_REFUSED, NULL);
-		return ly_error_set(err, LY_E_IO, "datastore unreachable: a call has had no answer for over %u ms",
-		    (unsigned)dsa->deadline_ms);
+		return ly_error_set(err, LY_E_IO, "datastore unreachable: a call is still waiting for its answer past its "
+		    "deadline");
 	}
 	if (dsa->n_live >= dsa->queue_max) {
 		observe(dsa, LY_DSA_REFUSED, NULL);

@@ -32,11 +32,12 @@
  *    back in that order (a call that times out hears it early).
  *
  * Deadlines: each call has one (LY_DSA_DEADLINE_MS by default). When it
- * passes, `done` runs with LY_E_IO "datastore: no answer within N ms". A
- * call still waiting in the queue then never runs (a write that timed out
- * before it started is not applied); the call already running cannot be
- * taken back from the back end: if it was a write it may still commit when
- * the database answers again. Its changes then still reach the hooks.
+ * passes, `done` runs with LY_E_IO "datastore: no answer within N ms (...)".
+ * A call still waiting in the queue then never runs: "(not started:
+ * nothing applied)". The call already running cannot be taken back from
+ * the back end: "(the call was running: a change may still be applied when
+ * the datastore answers)"; if it commits later, its changes still reach
+ * the hooks.
  *
  * Reachability: the datastore is "unreachable" from a call's timeout or a
  * call's LY_E_IO until a later call completes without LY_E_IO. While the

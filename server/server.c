@@ -20,9 +20,14 @@
  * The socket is made 0600 inside a 0700 directory of ours, created before
  * the socket, so no other user can ever reach it.
  *
+ * The datastore runs on its own worker thread (datastore_async.h), opened
+ * before the loop and handed to the worker once the loop exists; the loop
+ * only submits calls. A ping every DS_PING_MS keeps its reachability (the
+ * ready gauge, /ready, lanyard_server_datastore_reachable) current.
+ *
  * Signals: SIGTERM and SIGINT stop accepting, end the agents' streams
  * (ly_agent_api_stop), let gRPC release every call, then close the
- * datastore and the CA: exit 0. SIGHUP re-reads the log level from the
+ * datastore (its calls still in flight hear "closing") and the CA: exit 0. SIGHUP re-reads the log level from the
  * config file (a -logLevel flag keeps winning).
  * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the CA signs
  * and both APIs listen, STOPPING=1 when a stop begins.
@@ -58,6 +63,7 @@
 #include "server/audit.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 #include "server/server.h"
 
 /* Retry a failed CA tick or certificate renewal after this long. */
@@ -69,11 +75,13 @@
 /* A shutdown that takes longer than this is cut short. */
 #define STOP_GRACE_MS (15 * 1000)
 /*
- * /ready and the ready gauge ping the datastore at most this often: a
- * probe storm must not become a query storm, and with PostgreSQL hung a
- * ping can block the loop for its statement timeout.
+ * The datastore is pinged (a revision read, on its worker) this often, so
+ * that /ready and the gauges follow it without a probe storm becoming a
+ * query storm; every DS_COUNT_PINGS pings the agents are counted too (the
+ * lanyard_server_agents gauge).
  */
 #define DS_PING_MS 1000
+#define DS_COUNT_PINGS 10
 
 #define SERVER_ID_PATH LY_SERVER_ID_PATH
 
@@ -83,7 +91,7 @@ struct srv_main {
 	struct ly_config *file;
 	uv_loop_t loop;
 	bool loop_ready;
-	uv_timer_t tick_timer, prune_timer, stop_timer;
+	uv_timer_t tick_timer, prune_timer, stop_timer, ds_ping_timer;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_pipe_t admin_listener;
 	bool handles_ready, admin_listening, admin_bound;
@@ -94,9 +102,12 @@ struct srv_main {
 	bool rpc_closing;
 	int exit_code;
 	struct ly_health_http *health;
-	/* The last datastore ping (health_ready): when, and whether it answered. */
-	uint64_t ds_ping_ms;
-	bool ds_pinged, ds_ping_ok;
+	/* Opened by open_state, handed to the worker by open_rpc (the loop exists then). */
+	struct ly_datastore *ds_opened;
+	/* The datastore ping: one at a time; the last agent count. */
+	bool ds_ping_inflight, prune_inflight;
+	unsigned ds_pings;
+	size_t ds_agents;
 };
 
 /* ---- data dir --------------------------------------------------------------- */
@@ -264,19 +275,54 @@ on_tick(uv_timer_t *t)
 	tick_arm(m, 0);
 }
 
+/* Join tokens that expired, deleted on the datastore's worker. */
+struct prune_call {
+	struct srv_main *m;
+	int64_t now;
+	size_t removed;
+};
+
+static ly_status
+prune_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct prune_call *p = ctx;
+
+	return ly_datastore_token_prune(ds, p->now, &p->removed, err);
+}
+
+static void
+prune_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct prune_call *p = ctx;
+
+	p->m->prune_inflight = false;
+	if (st != LY_OK)
+		log_warn("join token pruning failed: %s", err->msg);
+	else if (p->removed > 0)
+		log_info("%zu expired join tokens deleted", p->removed);
+}
+
 static void
 on_prune(uv_timer_t *t)
 {
 	struct srv_main *m = t->data;
+	struct prune_call *p;
 	struct ly_error e;
-	size_t removed = 0;
 
-	if (m->srv.stopping)
+	if (m->srv.stopping || m->prune_inflight)
 		return;
-	if (ly_datastore_token_prune(m->srv.ds, (int64_t)ly_server_now(), &removed, &e) != LY_OK)
-		log_warn("join token pruning failed: %s", e.msg);
-	else if (removed > 0)
-		log_info("%zu expired join tokens deleted", removed);
+	if ((p = calloc(1, sizeof(*p))) == NULL) {
+		log_warn("join token pruning skipped: out of memory");
+		return;
+	}
+	p->m = m;
+	p->now = (int64_t)ly_server_now();
+	if (ly_dsa_submit(m->srv.dsa, prune_work, prune_done, NULL, p, 0, &e) != LY_OK) {
+		log_warn("join token pruning skipped: %s", e.msg);
+		free(p);
+		return;
+	}
+	m->prune_inflight = true;
 }
 
 /* ---- the admin socket ----------------------------------------------------------------- */
@@ -407,6 +453,7 @@ begin_stop(struct srv_main *m)
 		uv_close((uv_handle_t *)&m->sig_hup, NULL);
 		uv_close((uv_handle_t *)&m->tick_timer, NULL);
 		uv_close((uv_handle_t *)&m->prune_timer, NULL);
+		uv_close((uv_handle_t *)&m->ds_ping_timer, NULL);
 		/* Unreferenced: it cuts a stuck shutdown short, it does not keep the loop. */
 		uv_timer_start(&m->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
 		uv_unref((uv_handle_t *)&m->stop_timer);
@@ -489,11 +536,11 @@ open_state(struct srv_main *m, struct ly_error *err)
 	LY_TRY(data_dir_prepare(srv->cfg.data_dir, err));
 	if (srv->cfg.datastore_type == LY_DATASTORE_POSTGRES) {
 		/* The connection string may hold a password: never in a message. */
-		if ((rc = ly_datastore_pg_open(srv->cfg.datastore_conninfo, &srv->ds, err)) != LY_OK)
+		if ((rc = ly_datastore_pg_open(srv->cfg.datastore_conninfo, &m->ds_opened, err)) != LY_OK)
 			return ly_error_wrap(err, rc, "cannot open datastore (postgres)");
 	} else {
 		(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", srv->cfg.data_dir);
-		if ((rc = ly_datastore_sqlite_open(path, &srv->ds, err)) != LY_OK)
+		if ((rc = ly_datastore_sqlite_open(path, &m->ds_opened, err)) != LY_OK)
 			return ly_error_wrap(err, rc, "cannot open datastore %s", path);
 	}
 
@@ -519,6 +566,8 @@ open_state(struct srv_main *m, struct ly_error *err)
 	return LY_OK;
 }
 
+static ly_dsa_observe_fn datastore_observe;
+
 static ly_status
 open_rpc(struct srv_main *m, struct ly_error *err)
 {
@@ -531,6 +580,11 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 		return ly_error_set(err, LY_E_IO, "event loop: %s", uv_strerror(uvrc));
 	m->loop_ready = true;
 	srv->loop = &m->loop;
+	/* From here on the worker owns the datastore. */
+	struct ly_dsa_config dc = { .observe = datastore_observe, .observe_arg = m };
+	struct ly_datastore *ds = m->ds_opened;
+	m->ds_opened = NULL;
+	LY_TRY(ly_dsa_new(&m->loop, ds, &dc, &srv->dsa, err));
 	LY_TRY(ly_rpc_new(&m->loop, &srv->rpc, err));
 	LY_TRY(ly_agent_api_new(srv, &srv->agent_api, err));
 
@@ -563,10 +617,11 @@ handles_init(struct srv_main *m)
 	uv_timer_init(&m->loop, &m->tick_timer);
 	uv_timer_init(&m->loop, &m->prune_timer);
 	uv_timer_init(&m->loop, &m->stop_timer);
+	uv_timer_init(&m->loop, &m->ds_ping_timer);
 	uv_signal_init(&m->loop, &m->sig_term);
 	uv_signal_init(&m->loop, &m->sig_int);
 	uv_signal_init(&m->loop, &m->sig_hup);
-	m->tick_timer.data = m->prune_timer.data = m->stop_timer.data = m;
+	m->tick_timer.data = m->prune_timer.data = m->stop_timer.data = m->ds_ping_timer.data = m;
 	m->sig_term.data = m->sig_int.data = m->sig_hup.data = m;
 	m->handles_ready = true;
 	uv_signal_start(&m->sig_term, on_signal, SIGTERM);
@@ -576,45 +631,95 @@ handles_init(struct srv_main *m)
 
 /* ---- health and metrics ------------------------------------------------------------ */
 
-/*
- * Whether the datastore answers (a revision read), pinged at most every
- * DS_PING_MS. The reason stays in the log, logged when the answer changes:
- * /ready may be reachable by more than the operator, and a database error
- * names hosts and users.
- */
-static bool
-datastore_answers(struct srv_main *m)
+/* Every datastore call as it ends: the latency histogram and the outcome counter. */
+static void
+datastore_observe(void *arg, enum ly_dsa_outcome outcome, double seconds)
 {
-	struct ly_error e;
-	int64_t rev;
-	uint64_t now = uv_now(&m->loop);
+	static const char *const names[] = { "ok", "error", "timeout", "refused" };
+	struct srv_main *m = arg;
+	const char *label[] = { names[outcome], NULL };
 
-	if (m->ds_pinged && now - m->ds_ping_ms < DS_PING_MS)
-		return m->ds_ping_ok;
-	bool ok = ly_datastore_revision(m->srv.ds, &rev, &e) == LY_OK;
-	if (!ok && (!m->ds_pinged || m->ds_ping_ok))
-		log_warn("not ready: datastore does not answer: %s", e.msg);
-	else if (ok && m->ds_pinged && !m->ds_ping_ok)
-		log_info("ready: datastore answers again");
-	m->ds_pinged = true;
-	m->ds_ping_ok = ok;
-	m->ds_ping_ms = now;
-	return ok;
+	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, ds_calls), label, 1);
+	if (outcome != LY_DSA_REFUSED)
+		ly_server_metric_add(LY_SERVER_METRIC(&m->srv, ds_seconds), NULL, seconds);
 }
 
-/* Ready: datastore open and answering, CA ready, agent API listening. */
+/* The datastore ping (a revision read; every DS_COUNT_PINGS an agent count). */
+struct ds_ping {
+	struct srv_main *m;
+	bool count;
+	int64_t revision;
+	size_t agents;
+};
+
+static ly_status
+ds_ping_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct ds_ping *p = ctx;
+	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
+
+	LY_TRY(ly_datastore_revision(ds, &p->revision, err));
+	if (!p->count)
+		return LY_OK;
+	LY_TRY(ly_datastore_agent_list(ds, &agents, err));
+	p->agents = agents.n;
+	ly_ds_agent_list_cleanup(&agents);
+	return LY_OK;
+}
+
+static void
+ds_ping_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct ds_ping *p = ctx;
+
+	/* Reachability is the worker's record (datastore_async.h); the ping only keeps it current. */
+	p->m->ds_ping_inflight = false;
+	if (st == LY_OK && p->count)
+		p->m->ds_agents = p->agents;
+	(void)err;
+}
+
+static void
+on_ds_ping(uv_timer_t *t)
+{
+	struct srv_main *m = t->data;
+	struct ds_ping *p;
+
+	if (m->srv.stopping || m->ds_ping_inflight || (p = calloc(1, sizeof(*p))) == NULL)
+		return;
+	p->m = m;
+	p->count = m->ds_pings++ % DS_COUNT_PINGS == 0;
+	/* Refused at once while a call is held past its deadline: that call's return is the recovery. */
+	if (ly_dsa_submit(m->srv.dsa, ds_ping_work, ds_ping_done, NULL, p, 0, NULL) != LY_OK) {
+		free(p);
+		return;
+	}
+	m->ds_ping_inflight = true;
+}
+
+/*
+ * Ready: datastore open and answering, CA ready, agent API listening. A
+ * datastore that does not answer makes the server not ready (503, the
+ * reason in the body) although it keeps serving the agents it knows
+ * (docs/operations.md): a load balancer sends new agents elsewhere. The
+ * back end's own message stays in the log (it names hosts and users).
+ */
 static bool
 health_ready(void *arg, char *reason, size_t len)
 {
 	struct srv_main *m = arg;
+	const char *ds_why = NULL;
+	bool ds_ok = ly_dsa_reachable(m->srv.dsa, &ds_why);
 	const char *why = m->srv.stopping ? "stopping"
-	    : m->srv.ds == NULL ? "datastore not open"
+	    : m->srv.dsa == NULL ? "datastore not open"
 	    : m->srv.ca == NULL ? "CA not ready"
 	    : !m->agent_listening ? "agent API not listening"
-	    : !datastore_answers(m) ? "datastore does not answer" : NULL;
+	    : NULL;
 	if (why != NULL)
 		snprintf(reason, len, "%s", why);
-	return why == NULL;
+	else if (!ds_ok)
+		snprintf(reason, len, "datastore unreachable: %s", ds_why != NULL ? ds_why : "no answer");
+	return why == NULL && ds_ok;
 }
 
 static void
@@ -634,6 +739,9 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	static const char *const kind_label[] = { "kind", NULL };
 	static const char *const attest_labels[] = { "attestor", "result", NULL };
 	static const char *const attestor_label[] = { "attestor", NULL };
+	static const char *const result_label[] = { "result", NULL };
+	static const double ds_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+		5, 10 };
 	struct ly_server_metrics *sm = calloc(1, sizeof(*sm));
 	ly_status rc;
 
@@ -665,6 +773,16 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(ds_reachable, LY_METRIC_GAUGE, "lanyard_server_datastore_reachable",
+	    "1 when the datastore answers within its deadline, 0 when it fails or does not answer.", NULL, NULL, 0);
+	FAMILY(ds_pending, LY_METRIC_GAUGE, "lanyard_server_datastore_calls_pending",
+	    "Datastore calls queued or running on the datastore's worker.", NULL, NULL, 0);
+	FAMILY(ds_calls, LY_METRIC_COUNTER, "lanyard_server_datastore_calls_total",
+	    "Datastore calls by outcome: ok (answered), error (the back end failed), timeout (no answer within the "
+	    "deadline), refused (not run: datastore unreachable or queue full).", result_label, NULL, 0);
+	FAMILY(ds_seconds, LY_METRIC_HISTOGRAM, "lanyard_server_datastore_call_seconds",
+	    "Time from submitting a datastore call to its answer or its timeout.", NULL, ds_buckets,
+	    sizeof(ds_buckets) / sizeof(ds_buckets[0]));
 #undef FAMILY
 	*out = sm;
 	sm = NULL;
@@ -679,7 +797,6 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 {
 	struct srv_main *m = arg;
 	struct ly_server_metrics *sm = m->srv.metrics;
-	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
 	size_t watchers = 0, entries = 0;
 	char reason[64];
 	ly_status rc;
@@ -687,19 +804,17 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	if (sm == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "metrics: no registry");
 	ly_agent_api_counts(m->srv.agent_api, &watchers, &entries);
-	if (m->srv.ds != NULL && (rc = ly_datastore_agent_list(m->srv.ds, &agents, err)) != LY_OK)
-		return ly_error_wrap(err, rc, "metrics: agents");
+	/* Agents: the last count the ping read (the loop never waits for the datastore). */
 	if ((rc = ly_metric_set(sm->start_time, NULL, (double)m->srv.started_at, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->ready, NULL, health_ready(m, reason, sizeof(reason)) ? 1 : 0, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->watchers, NULL, (double)watchers, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->entries, NULL, (double)entries, err)) != LY_OK ||
-	    (rc = ly_metric_set(sm->agents, NULL, (double)agents.n, err)) != LY_OK ||
-	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK)
-		goto out;
-	rc = ly_metrics_render(sm->reg, out, err);
-out:
-	ly_ds_agent_list_cleanup(&agents);
-	return rc;
+	    (rc = ly_metric_set(sm->agents, NULL, (double)m->ds_agents, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->ds_reachable, NULL, ly_dsa_reachable(m->srv.dsa, NULL) ? 1 : 0, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->ds_pending, NULL, (double)ly_dsa_pending(m->srv.dsa), err)) != LY_OK)
+		return rc;
+	return ly_metrics_render(sm->reg, out, err);
 }
 
 static ly_status
@@ -730,6 +845,7 @@ start(struct srv_main *m, struct ly_error *err)
 	LY_TRY(health_start(m, err));
 	tick_arm(m, 0);
 	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
+	uv_timer_start(&m->ds_ping_timer, on_ds_ping, 0, DS_PING_MS);
 
 	const struct ly_bundle *b = ly_ca_bundle(m->srv.ca);
 	char attestors[64] = "";
@@ -766,6 +882,10 @@ teardown(struct srv_main *m)
 	if (m->loop_ready) {
 		begin_stop(m);
 		(void)uv_run(&m->loop, UV_RUN_DEFAULT);
+		/* Calls still in flight hear "closing"; the worker's handles close on the next turn. */
+		ly_dsa_close(srv->dsa);
+		srv->dsa = NULL;
+		(void)uv_run(&m->loop, UV_RUN_DEFAULT);
 		int rc = uv_loop_close(&m->loop);
 		if (rc != 0)
 			log_warn("event loop closed with handles open: %s", uv_strerror(rc));
@@ -777,7 +897,8 @@ teardown(struct srv_main *m)
 	ly_attest_x509pop_free(srv->x509pop);
 	ly_audit_close(srv->audit);
 	ly_ca_free(srv->ca);
-	ly_datastore_close(srv->ds);
+	ly_datastore_close(m->ds_opened);
+	m->ds_opened = NULL;
 	ly_config_free(m->file);
 	server_metrics_free(srv->metrics);
 	srv->metrics = NULL;
@@ -785,7 +906,6 @@ teardown(struct srv_main *m)
 	srv->x509pop = NULL;
 	srv->audit = NULL;
 	srv->ca = NULL;
-	srv->ds = NULL;
 	m->file = NULL;
 }
 

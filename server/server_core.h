@@ -21,7 +21,7 @@
 struct uv_loop_s;
 struct ly_rpc;
 struct ly_rpc_server;
-struct ly_datastore;
+struct ly_dsa;
 struct ly_ca;
 struct ly_attest_x509pop;
 struct ly_attest_k8s_psat;
@@ -70,7 +70,9 @@ struct ly_server {
 	struct ly_rpc *rpc;
 	struct ly_rpc_server *agent_server;  /* TCP + TLS */
 	struct ly_rpc_server *admin_server;  /* Unix socket */
-	struct ly_datastore *ds;
+	/* The datastore, on its worker thread (datastore_async.h): every call
+	 * goes through ly_dsa_submit; the loop never holds the store itself. */
+	struct ly_dsa *dsa;
 	struct ly_ca *ca;
 	struct ly_attest_x509pop *x509pop;   /* NULL when not configured */
 	struct ly_attest_k8s_psat *psat;     /* NULL when not configured */
@@ -93,7 +95,7 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry;
+	    *entries, *agents, *ca_expiry, *ds_reachable, *ds_pending, *ds_calls, *ds_seconds;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */

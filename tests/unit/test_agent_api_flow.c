@@ -2,7 +2,9 @@
  * test_agent_api_flow.c: the agent API's control flow (server/agent_api*.c)
  * with the rpc call layer faked behind its interface (rpc/rpc.h: the
  * ly_rpc_call_* functions are defined here, so no gRPC is involved) over
- * a real SQLite datastore in a temporary directory and a real libuv loop.
+ * a real SQLite datastore in a temporary directory, on its worker thread
+ * (server/datastore_async.h: the test's own writes go through it too, as
+ * the admin API's do), and a real libuv loop.
  *
  * What it shows: an agent with a valid SVID opens WatchEntries and gets a
  * snapshot; an entry written to the datastore reaches its stream through
@@ -18,6 +20,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,7 @@
 #include "rpc/rpc.h"
 #include "server/agent_api_internal.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 #include "server/server.h"
 #include "testutil_x509.h"
 
@@ -149,6 +153,56 @@ pem_of(X509 *x)
 	return out;
 }
 
+static void run_for(struct fixture *f, uint64_t ms);
+
+/* One write or read of the test, run on the datastore's worker; the loop runs until it is done. */
+typedef ly_status ds_fn(struct ly_datastore *ds, void *arg, struct ly_error *err);
+struct ds_do {
+	ds_fn *fn;
+	void *arg;
+	bool done;
+	ly_status st;
+};
+
+static ly_status
+ds_do_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct ds_do *d = ctx;
+	return d->fn(ds, d->arg, err);
+}
+
+static void
+ds_do_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct ds_do *d = ctx;
+	(void)err;
+	d->done = true;
+	d->st = st;
+}
+
+static void
+ds_do_keep(void *ctx)
+{
+	(void)ctx; /* on the test's stack */
+}
+
+static ly_status
+ds_do(struct fixture *f, ds_fn *fn, void *arg)
+{
+	struct ds_do d = { fn, arg, false, LY_OK };
+	assert_int_equal(ly_dsa_submit(f->srv.dsa, ds_do_work, ds_do_done, ds_do_keep, &d, 0, NULL), LY_OK);
+	for (int i = 0; i < 5000 && !d.done; i++)
+		run_for(f, 2);
+	assert_true(d.done);
+	return d.st;
+}
+
+static ly_status
+upsert_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_agent_upsert(ds, arg, err);
+}
+
 /* Records the agent with the serial of `leaf` (its current SVID). */
 static void
 record_agent(struct fixture *f, X509 *leaf)
@@ -165,7 +219,7 @@ record_agent(struct fixture *f, X509 *leaf)
 		.selectors = &sel,
 		.n_selectors = 1,
 	};
-	assert_int_equal(ly_datastore_agent_upsert(f->srv.ds, &a, NULL), LY_OK);
+	assert_int_equal(ds_do(f, upsert_fn, &a), LY_OK);
 	ly_selector_cleanup(&sel);
 }
 
@@ -182,8 +236,14 @@ setup(void **state)
 	assert_int_equal(uv_loop_init(&f->loop), 0);
 	f->srv.loop = &f->loop;
 	(void)snprintf(f->srv.cfg.trust_domain, sizeof(f->srv.cfg.trust_domain), TD);
-	assert_int_equal(ly_datastore_sqlite_open(path, &f->srv.ds, NULL), LY_OK);
+	struct ly_datastore *ds = NULL;
+	assert_int_equal(ly_datastore_sqlite_open(path, &ds, NULL), LY_OK);
+	assert_int_equal(ly_dsa_new(&f->loop, ds, NULL, &f->srv.dsa, NULL), LY_OK);
 	assert_int_equal(ly_agent_api_new(&f->srv, &f->srv.agent_api, NULL), LY_OK);
+	/* The replica loads on the worker. */
+	for (int i = 0; i < 5000 && !f->srv.agent_api->loaded; i++)
+		run_for(f, 2);
+	assert_true(f->srv.agent_api->loaded);
 	f->key = tu_key(LY_KEY_EC_P256);
 	struct tu_spec spec = live_spec();
 	f->leaf = tu_make(&spec, f->key, NULL, NULL);
@@ -200,10 +260,10 @@ teardown(void **state)
 	char path[128];
 
 	ly_agent_api_free(f->srv.agent_api);
-	/* The timers close on the loop. */
+	ly_dsa_close(f->srv.dsa);
+	/* The timers and the worker's handles close on the loop. */
 	(void)uv_run(&f->loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&f->loop), 0);
-	ly_datastore_close(f->srv.ds);
 	X509_free(f->leaf);
 	EVP_PKEY_free(f->key);
 	free(f->pem);
@@ -243,6 +303,9 @@ open_watch(struct fixture *f, struct ly_rpc_call *call)
 	call->peer_id = AGENT_ID;
 	call->pem = f->pem;
 	watch->handler(call, NULL, 0, &f->srv);
+	/* The agent's record may be read on the worker first. */
+	for (int i = 0; i < 5000 && !call->finished && call->n_sent == 0; i++)
+		run_for(f, 2);
 }
 
 static void
@@ -274,6 +337,36 @@ run_until_sent(struct fixture *f, const struct ly_rpc_call *call, size_t n)
 		run_for(f, 10);
 }
 
+static ly_status
+create_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_entry_create(ds, arg, err);
+}
+
+static ly_status
+delete_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_entry_delete(ds, arg, NULL, err);
+}
+
+static ly_status
+evict_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_agent_delete(ds, arg, err);
+}
+
+static ly_status
+ban_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_agent_set_banned(ds, arg, true, err);
+}
+
+static ly_status
+revision_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_revision(ds, arg, err);
+}
+
 static char *
 create_entry(struct fixture *f, const char *spiffe_id)
 {
@@ -282,11 +375,21 @@ create_entry(struct fixture *f, const char *spiffe_id)
 	assert_int_equal(ly_entry_set_string(&e->spiffe_id, spiffe_id, NULL), LY_OK);
 	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
 	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
-	assert_int_equal(ly_datastore_entry_create(f->srv.ds, e, NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
 	char *id = strdup(e->entry_id);
 	assert_non_null(id);
 	ly_entry_free(e);
 	return id;
+}
+
+static void
+create_entry_keep(struct fixture *f)
+{
+	free(create_entry(f, "spiffe://example.org/kept"));
+	/* The replica hears it through the hook, on a later loop turn. */
+	for (int i = 0; i < 1000 && f->srv.agent_api->n_entries == 0; i++)
+		run_for(f, 2);
+	assert_int_equal(f->srv.agent_api->n_entries, 1);
 }
 
 static void
@@ -306,7 +409,6 @@ test_change_reaches_watcher(void **state)
 
 	/* A write to the store; nothing calls the agent API but the hook. */
 	char *id = create_entry(f, "spiffe://example.org/web");
-	assert_int_equal(call.n_sent, 1); /* coalesced: on the next loop iteration */
 	run_until_sent(f, &call, 2);
 	assert_int_equal(call.n_sent, 2);
 	assert_false(call.last->snapshot);
@@ -314,12 +416,12 @@ test_change_reaches_watcher(void **state)
 	assert_string_equal(call.last->entries[0]->entry_id, id);
 	assert_string_equal(call.last->entries[0]->spiffe_id, "spiffe://example.org/web");
 	int64_t rev = -1;
-	assert_int_equal(ly_datastore_revision(f->srv.ds, &rev, NULL), LY_OK);
+	assert_int_equal(ds_do(f, revision_fn, &rev), LY_OK);
 	assert_int_equal(call.last->revision, rev);
 
 	/* A delete reaches it the same way: with the set now empty, the update
 	 * is the (empty) snapshot, smaller than a delta (authz.h). */
-	assert_int_equal(ly_datastore_entry_delete(f->srv.ds, id, NULL, NULL), LY_OK);
+	assert_int_equal(ds_do(f, delete_fn, id), LY_OK);
 	run_until_sent(f, &call, 3);
 	assert_int_equal(call.n_sent, 3);
 	assert_true(call.last->snapshot);
@@ -327,11 +429,11 @@ test_change_reaches_watcher(void **state)
 
 	/* A bundle change fed through the hook: every stream gets an update. */
 	struct ly_datastore_change c = { LY_DATASTORE_BUNDLE_CHANGED, rev, NULL, NULL };
-	ly_datastore_changed(f->srv.ds, &c);
+	ly_dsa_changed(f->srv.dsa, &c);
 	assert_int_equal(call.n_sent, 4);
 
-	/* Evicted in the store: the stream ends at once. */
-	assert_int_equal(ly_datastore_agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	/* Evicted in the store: the stream ends at once (the hook runs before the write's completion). */
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_true(call.finished);
 	assert_int_equal(call.code, LY_RPC_PERMISSION_DENIED);
 	assert_string_equal(call.details, "agent was evicted: it must attest again");
@@ -349,7 +451,7 @@ test_ban_ends_stream(void **state)
 
 	open_watch(f, &call);
 	assert_false(call.finished);
-	assert_int_equal(ly_datastore_agent_set_banned(f->srv.ds, AGENT_ID, true, NULL), LY_OK);
+	assert_int_equal(ds_do(f, ban_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_true(call.finished);
 	assert_int_equal(call.code, LY_RPC_PERMISSION_DENIED);
 	assert_string_equal(call.details, "agent is banned");
@@ -385,12 +487,108 @@ test_unregistered_after_free(void **state)
 {
 	struct fixture *f = *state;
 
-	assert_int_equal(f->srv.ds->n_hooks, 1);
 	ly_agent_api_free(f->srv.agent_api);
-	assert_int_equal(f->srv.ds->n_hooks, 0);
 	/* Writes after that reach no one (and touch nothing freed). */
 	free(create_entry(f, "spiffe://example.org/after"));
 	f->srv.agent_api = NULL;
+}
+
+/* ---- a datastore that stops answering ---- */
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+
+static ly_status
+stall_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	(void)ds;
+	(void)ctx;
+	(void)err;
+	pthread_mutex_lock(&gate_mu);
+	while (!gate_open)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+	return LY_OK;
+}
+
+static int stall_done_calls;
+static void
+stall_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	(void)ctx;
+	(void)err;
+	assert_int_equal(st, LY_E_IO); /* timed out */
+	stall_done_calls++;
+}
+
+static void
+stall_release(void *ctx)
+{
+	(void)ctx;
+}
+
+/*
+ * The datastore stops answering (a call held on the worker past its
+ * deadline): an agent this server knows still opens its watch and gets
+ * its snapshot from the replica, even with a record older than
+ * KNOWN_FRESH_MS; an agent it does not know is told UNAVAILABLE; when the
+ * held call returns, the datastore is reachable again.
+ */
+static void
+test_known_agent_served_while_stalled(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+
+	create_entry_keep(f);
+	open_watch(f, &call); /* reads the record: the agent is known */
+	assert_false(call.finished);
+	assert_int_equal(call.n_sent, 1);
+	assert_int_equal(f->srv.agent_api->n_known, 1);
+	f->srv.agent_api->known[0].read_ms = 0; /* stale: would be read again */
+
+	gate_open = false;
+	stall_done_calls = 0;
+	assert_int_equal(ly_dsa_submit(f->srv.dsa, stall_work, stall_done, stall_release, NULL, 50, NULL), LY_OK);
+	for (int i = 0; i < 1000 && stall_done_calls == 0; i++)
+		run_for(f, 2);
+	assert_int_equal(stall_done_calls, 1);
+	assert_false(ly_dsa_reachable(f->srv.dsa, NULL));
+
+	struct ly_rpc_call call2;
+	open_watch(f, &call2);
+	assert_false(call2.finished);
+	assert_int_equal(call2.n_sent, 1);
+	assert_true(call2.last->snapshot);
+	assert_int_equal(call2.last->n_entries, 1);
+
+	/* Not known here: nothing to go by. */
+	agent_api_known_drop(f->srv.agent_api, AGENT_ID);
+	struct ly_rpc_call call3;
+	open_watch(f, &call3);
+	assert_true(call3.finished);
+	assert_int_equal(call3.code, LY_RPC_UNAVAILABLE);
+	assert_string_equal(call3.details, "datastore unavailable");
+	call_cleanup(&call3);
+
+	pthread_mutex_lock(&gate_mu);
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+	for (int i = 0; i < 1000 && !ly_dsa_reachable(f->srv.dsa, NULL); i++)
+		run_for(f, 2);
+	assert_true(ly_dsa_reachable(f->srv.dsa, NULL));
+	struct ly_rpc_call call4;
+	open_watch(f, &call4);
+	assert_false(call4.finished);
+	assert_int_equal(call4.n_sent, 1);
+	/* The streams end before their (stack) calls go. */
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
+	assert_true(call.finished && call2.finished && call4.finished);
+	call_cleanup(&call);
+	call_cleanup(&call2);
+	call_cleanup(&call4);
 }
 
 int
@@ -398,6 +596,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_change_reaches_watcher, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_known_agent_served_while_stalled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ban_ends_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_superseded_svid_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unregistered_after_free, setup, teardown),
