@@ -111,13 +111,15 @@
 #define LY_CA_STATE_MAX (1024 * 1024)
 /*
  * The datastore off the loop (server/datastore_async.h): calls waiting for
- * the datastore's worker (a stalled database holds them: past this many a
- * new call is refused at once, LY_E_LIMIT), and how long a call may take
- * before its caller hears LY_E_IO "datastore: no answer within 5000 ms"
- * (the statement_timeout PostgreSQL sessions get is the same 5 s).
+ * the datastore's worker (past this many a new call is refused at once,
+ * LY_E_LIMIT), and how long a call may take before its caller hears LY_E_IO
+ * "datastore: no answer within 8000 ms ...". Longer than the back ends' own
+ * limits (SQLite's busy timeout and PostgreSQL's statement_timeout, 5 s
+ * each), so that their precise errors win when they come; shorter than the
+ * CLI's 30 s and the agent's unary deadline.
  */
 #define LY_DSA_QUEUE_MAX 1024
-#define LY_DSA_DEADLINE_MS 5000
+#define LY_DSA_DEADLINE_MS 8000
 
 /*
  * gRPC (rpc/): one message received by either side (gRPC's own default is

@@ -208,13 +208,15 @@ set_reachable(struct ly_dsa *dsa, bool ok, const char *why, const struct ly_erro
 {
 	if (ok) {
 		if (!dsa->reachable)
-			log_info("datastore answers again");
+			log_info("ready: datastore answers again");
 		dsa->reachable = true;
 		dsa->why[0] = '\0';
 		return;
 	}
+	/* The words docs/operations.md tells operators to look for. */
 	if (dsa->reachable)
-		log_warn("datastore unreachable: %s%s%s", why, cause != NULL ? ": " : "", cause != NULL ? cause->msg : "");
+		log_warn("not ready: datastore does not answer: %s%s%s", why, cause != NULL ? ": " : "",
+		    cause != NULL ? cause->msg : "");
 	dsa->reachable = false;
 	(void)snprintf(dsa->why, sizeof(dsa->why), "%s", why);
 }
@@ -281,7 +283,7 @@ on_async(uv_async_t *h)
 		ly_queue_remove(q);
 		/* Any answer frees the worker; LY_E_IO says the store fails. */
 		dsa->held = false;
-		set_reachable(dsa, r->st != LY_E_IO, "datastore fails", &r->err);
+		set_reachable(dsa, r->st != LY_E_IO, "a call failed", &r->err);
 		replay_changes(dsa, r);
 		if (!r->done_called) {
 			ly_queue_remove(&r->live);
@@ -328,7 +330,7 @@ on_deadline(uv_timer_t *t)
 		(void)ly_error_set(&e, LY_E_IO, "datastore: no answer within %u ms%s", (unsigned)r->deadline_ms,
 		    dropped ? " (not started: nothing applied)"
 			    : " (the call was running: a change may still be applied when the datastore answers)");
-		set_reachable(dsa, false, "no answer within the deadline", NULL);
+		set_reachable(dsa, false, "a call timed out", NULL);
 		observe(dsa, LY_DSA_TIMEOUT, r);
 		r->done(r->ctx, LY_E_IO, &e);
 		if (dropped)

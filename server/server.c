@@ -77,11 +77,10 @@
 /*
  * The datastore is pinged (a revision read, on its worker) this often, so
  * that /ready and the gauges follow it without a probe storm becoming a
- * query storm; every DS_COUNT_PINGS pings the agents are counted too (the
- * lanyard_server_agents gauge).
+ * query storm; when the revision moved, the agents are counted too (the
+ * lanyard_server_agents gauge, at most this stale).
  */
 #define DS_PING_MS 1000
-#define DS_COUNT_PINGS 10
 
 #define SERVER_ID_PATH LY_SERVER_ID_PATH
 
@@ -104,10 +103,10 @@ struct srv_main {
 	struct ly_health_http *health;
 	/* Opened by open_state, handed to the worker by open_rpc (the loop exists then). */
 	struct ly_datastore *ds_opened;
-	/* The datastore ping: one at a time; the last agent count. */
+	/* The datastore ping: one at a time; the last agent count, and the revision it was made at. */
 	bool ds_ping_inflight, prune_inflight;
-	unsigned ds_pings;
 	size_t ds_agents;
+	int64_t ds_counted_at;
 };
 
 /* ---- data dir --------------------------------------------------------------- */
@@ -644,11 +643,12 @@ datastore_observe(void *arg, enum ly_dsa_outcome outcome, double seconds)
 		ly_server_metric_add(LY_SERVER_METRIC(&m->srv, ds_seconds), NULL, seconds);
 }
 
-/* The datastore ping (a revision read; every DS_COUNT_PINGS an agent count). */
+/* The datastore ping: a revision read, and an agent count when the revision moved since the last count. */
 struct ds_ping {
 	struct srv_main *m;
-	bool count;
+	int64_t counted_at; /* the revision of the last count; -1: none yet */
 	int64_t revision;
+	bool counted;
 	size_t agents;
 };
 
@@ -659,10 +659,11 @@ ds_ping_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
 
 	LY_TRY(ly_datastore_revision(ds, &p->revision, err));
-	if (!p->count)
+	if (p->revision == p->counted_at)
 		return LY_OK;
 	LY_TRY(ly_datastore_agent_list(ds, &agents, err));
 	p->agents = agents.n;
+	p->counted = true;
 	ly_ds_agent_list_cleanup(&agents);
 	return LY_OK;
 }
@@ -674,8 +675,10 @@ ds_ping_done(void *ctx, ly_status st, const struct ly_error *err)
 
 	/* Reachability is the worker's record (datastore_async.h); the ping only keeps it current. */
 	p->m->ds_ping_inflight = false;
-	if (st == LY_OK && p->count)
+	if (st == LY_OK && p->counted) {
 		p->m->ds_agents = p->agents;
+		p->m->ds_counted_at = p->revision;
+	}
 	(void)err;
 }
 
@@ -688,7 +691,7 @@ on_ds_ping(uv_timer_t *t)
 	if (m->srv.stopping || m->ds_ping_inflight || (p = calloc(1, sizeof(*p))) == NULL)
 		return;
 	p->m = m;
-	p->count = m->ds_pings++ % DS_COUNT_PINGS == 0;
+	p->counted_at = m->ds_counted_at;
 	/* Refused at once while a call is held past its deadline: that call's return is the recovery. */
 	if (ly_dsa_submit(m->srv.dsa, ds_ping_work, ds_ping_done, NULL, p, 0, NULL) != LY_OK) {
 		free(p);
@@ -718,7 +721,7 @@ health_ready(void *arg, char *reason, size_t len)
 	if (why != NULL)
 		snprintf(reason, len, "%s", why);
 	else if (!ds_ok)
-		snprintf(reason, len, "datastore unreachable: %s", ds_why != NULL ? ds_why : "no answer");
+		snprintf(reason, len, "datastore does not answer: %s", ds_why != NULL ? ds_why : "no answer");
 	return why == NULL && ds_ok;
 }
 
@@ -932,6 +935,7 @@ ly_server_run(int argc, char **argv)
 		return 1;
 	}
 	m->flags = (struct ly_server_flags)LY_SERVER_FLAGS_INIT;
+	m->ds_counted_at = -1;
 	struct ly_flag flags[] = {
 		{ "config", LY_FLAG_STRING, &m->flags.config_path, "path to a YAML config file (optional)", 0, 0, false },
 		{ "trustDomain", LY_FLAG_STRING, &m->flags.trust_domain, "the trust domain, e.g. example.org", 0, 0,
