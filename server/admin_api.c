@@ -304,9 +304,10 @@ aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
 	ly_status st = ly_dsa_submit(a->op.srv->dsa, work, done, aop_release, a, 0, &e);
 
 	if (st != LY_OK) {
-		/* Nothing was sent to the datastore: nothing applied. */
-		ly_error_wrap(&e, st, "not applied");
-		op_fail_st(&a->op, st, &e);
+		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
+		struct ly_error e2;
+		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
+		op_fail_st(&a->op, st, &e2);
 		aop_release(a);
 	}
 }
