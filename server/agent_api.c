@@ -12,8 +12,17 @@
  * enrolment); this file keeps the state, its timers and the public API.
  *
  * Everything runs on the loop thread (server.h), handlers included. The
- * one blocking step, k8s_psat's TokenReview, runs on uv_queue_work and
- * its result is applied back on the loop.
+ * blocking steps run elsewhere and are continued on the loop: k8s_psat's
+ * TokenReview on uv_queue_work, every datastore call on the datastore's
+ * worker (datastore_async.h; agent_api_submit keeps the list of them that
+ * ly_agent_api_free detaches).
+ *
+ * While the datastore does not answer, the agent API keeps signing from
+ * what it holds: the entry replica (left as it was), and the records of
+ * the agents it has read (agent_api_auth.c: used without a read for
+ * KNOWN_FRESH_MS when they name the presented SVID, and at any age while
+ * the datastore is unreachable). What needs the store (attestation, an
+ * agent's own renewal, an agent never read) fails UNAVAILABLE.
  *
  * State kept here, all bounded:
  *  - an in-memory copy of every registration entry (sorted by ID) and an
@@ -36,9 +45,10 @@
  * each call re-checks that leaf against the present, not the handshake's
  * past: X.509-SVID leaf rules (lib/x509svid), the SPIFFE ID gRPC read, our
  * trust domain, the validity window now (a connection outlives the
- * certificate it was opened with), then the agent's record: present (not
- * evicted), not banned, and the serial the record holds (or the previous
- * one, for an agent that just renewed). Serials are 128 random bits our CA
+ * certificate it was opened with), then the agent's record (a known one or
+ * the datastore's, above): present (not evicted), not banned, and the
+ * serial the record holds (or the previous one, for an agent that just
+ * renewed). Serials are 128 random bits our CA
  * chose and recorded, so the serial check binds the call to the exact
  * SVID we issued to that agent.
  *

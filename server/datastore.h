@@ -45,7 +45,10 @@
  * that one fed by another server (PostgreSQL NOTIFY, through
  * ly_datastore_changed) looks the same. It runs on the writer's thread,
  * inside the write's wrapper: it may read the store, and should only note
- * the change and act on it later (the agent API arms a timer).
+ * the change and act on it later. In lanyard-server the writer is the
+ * datastore's worker (datastore_async.h): its one callback records the
+ * change, and the daemon's modules register with ly_dsa_on_change to hear
+ * it on the loop thread.
  */
 #ifndef LANYARD_SERVER_DATASTORE_H
 #define LANYARD_SERVER_DATASTORE_H
