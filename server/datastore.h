@@ -258,8 +258,10 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
  * one transaction (an advisory lock serializes servers starting together).
  * The database should be dedicated to one trust domain's server: the
  * tables are created in its default schema (search_path).
- * Each session gets statement_timeout = 5 s; a connect_timeout of 10 s
- * applies unless the string sets one. Every write transaction takes the
+ * Each session gets statement_timeout = 5 s; a connect_timeout of 10 s,
+ * TCP keepalives (idle 10 s, interval 5 s, 3 probes) and a
+ * tcp_user_timeout of 30 s apply unless the string sets them, so that a
+ * host that drops packets breaks the connection within about 30 s. Every write transaction takes the
  * revision counter's row lock first, so several servers on one database
  * keep the rules above. A lost connection fails the operation with LY_E_IO
  * "datastore: connection lost: ..."; each later operation tries PQreset

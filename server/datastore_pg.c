@@ -1545,10 +1545,15 @@ ly_datastore_pg_open(const char *conninfo, struct ly_datastore **out, struct ly_
 	ds->base.dialect = &pg_dialect;
 	/*
 	 * Defaults first, then the caller's string expanded from dbname: what
-	 * it sets (connect_timeout, application_name) wins.
+	 * it sets (connect_timeout, application_name, keepalives...) wins.
+	 * TCP keepalives and tcp_user_timeout: a host that drops packets breaks
+	 * the connection in about 30 s instead of TCP's ~15 min of
+	 * retransmissions, which would hold the datastore's worker
+	 * (datastore_async.h) all that time. Ignored on Unix sockets.
 	 */
-	const char *const keys[] = { "connect_timeout", "fallback_application_name", "dbname", NULL };
-	const char *const vals[] = { "10", "lanyard-server", conninfo, NULL };
+	const char *const keys[] = { "connect_timeout", "fallback_application_name", "keepalives_idle",
+		"keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname", NULL };
+	const char *const vals[] = { "10", "lanyard-server", "10", "5", "3", "30000", conninfo, NULL };
 	ds->conn = PQconnectdbParams(keys, vals, 1);
 	if (ds->conn == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
