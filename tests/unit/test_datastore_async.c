@@ -308,8 +308,10 @@ test_timeout_and_recovery(void **state)
 	assert_int_equal(atomic_get(&n_release), 1);
 	assert_false(ly_dsa_reachable(dsa, &why));
 	assert_non_null(why);
-	assert_int_equal(ly_dsa_submit(dsa, work, done, release, call_new(3, false), 0, &e), LY_E_IO);
+	struct call *refused = call_new(3, false);
+	assert_int_equal(ly_dsa_submit(dsa, work, done, release, refused, 0, &e), LY_E_IO);
 	assert_non_null(strstr(e.msg, "datastore unreachable"));
+	free(refused); /* refused: still the caller's */
 	assert_int_equal(atomic_get(&n_work), 0);
 
 	open_gate();
