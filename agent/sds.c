@@ -12,11 +12,12 @@
 #include "agent/agent.h"
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 
 #define NOT_AUTHORIZED "workload is not authorized for the requested identities"
 
 struct stream {
-	struct stream *prev, *next;
+	struct ly_queue link; /* in ly_sds.streams */
 	struct ly_sds *s;
 	struct ly_rpc_call *call;
 	void *conn;
@@ -34,7 +35,7 @@ struct stream {
 struct ly_sds {
 	struct ly_sds_host host;
 	struct ly_sds_config cfg;
-	struct stream streams; /* list head */
+	struct ly_queue streams; /* open StreamSecrets streams */
 	size_t n_streams;
 	uint64_t sent;
 	bool stopping;
@@ -58,7 +59,7 @@ ly_sds_new(const struct ly_sds_host *host, const struct ly_sds_config *cfg, stru
 		s->cfg.names.default_bundle = "ROOTCA";
 	if (s->cfg.names.all_bundles == NULL)
 		s->cfg.names.all_bundles = "ALL";
-	s->streams.prev = s->streams.next = &s->streams;
+	ly_queue_init(&s->streams);
 	*out = s;
 	return LY_OK;
 }
@@ -66,8 +67,7 @@ ly_sds_new(const struct ly_sds_host *host, const struct ly_sds_config *cfg, stru
 static void
 stream_free(struct stream *st)
 {
-	st->prev->next = st->next;
-	st->next->prev = st->prev;
+	ly_queue_remove(&st->link);
 	st->s->n_streams--;
 	ly_sds_request_cleanup(&st->req);
 	free(st);
@@ -87,8 +87,9 @@ ly_sds_stop(struct ly_sds *s)
 	if (s == NULL || s->stopping)
 		return;
 	s->stopping = true;
-	while (s->streams.next != &s->streams)
-		stream_end(s->streams.next, LY_RPC_UNAVAILABLE, "agent is shutting down");
+	while (!ly_queue_empty(&s->streams))
+		stream_end(LY_QUEUE_DATA(ly_queue_head(&s->streams), struct stream, link), LY_RPC_UNAVAILABLE,
+		    "agent is shutting down");
 }
 
 void
@@ -97,9 +98,9 @@ ly_sds_free(struct ly_sds *s)
 	if (s == NULL)
 		return;
 	/* After ly_rpc_close every call was released: no stream is left. */
-	while (s->streams.next != &s->streams) {
+	while (!ly_queue_empty(&s->streams)) {
 		log_error("sds: a stream outlived gRPC");
-		stream_free(s->streams.next);
+		stream_free(LY_QUEUE_DATA(ly_queue_head(&s->streams), struct stream, link));
 	}
 	free(s);
 }
@@ -321,10 +322,7 @@ ly_sds_stream_secrets(struct ly_sds *s, struct ly_rpc_call *call, const uint8_t 
 	st->call = call;
 	st->conn = conn;
 	s->host.caller(conn, &sels, &n, &st->conn_id);
-	st->next = &s->streams;
-	st->prev = s->streams.prev;
-	s->streams.prev->next = st;
-	s->streams.prev = st;
+	ly_queue_insert_tail(&s->streams, &st->link);
 	s->n_streams++;
 	ly_rpc_call_set_closed_cb(call, on_stream_closed, st);
 	ly_rpc_call_set_message_cb(call, on_stream_message, st);
@@ -399,12 +397,11 @@ ly_sds_delta_secrets(struct ly_sds *s, struct ly_rpc_call *call, const uint8_t *
 void
 ly_sds_changed(struct ly_sds *s)
 {
-	struct stream *st, *next;
+	struct ly_queue *q, *next;
 
 	if (s == NULL || s->stopping)
 		return;
-	for (st = s->streams.next; st != &s->streams; st = next) {
-		next = st->next;
-		stream_update(st, false);
+	LY_QUEUE_FOREACH_SAFE(q, next, &s->streams) {
+		stream_update(LY_QUEUE_DATA(q, struct stream, link), false);
 	}
 }

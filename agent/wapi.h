@@ -1,6 +1,7 @@
 /*
- * wapi.h: the Workload API (wapi.c): the Unix socket, peer credentials and
- * pidfd, workload attestation, the five RPCs, open streams.
+ * wapi.h: the Workload API (wapi.c, wapi_conn.c, wapi_call.c: their parts
+ * in wapi_internal.h): the Unix socket, peer credentials and pidfd,
+ * workload attestation, the five RPCs, open streams.
  *
  * The Workload API knows nothing of sync: it serves from a source
  * (struct ly_wapi_source: the cache, readiness, JWT-SVIDs, a memory hint)

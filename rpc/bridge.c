@@ -47,6 +47,7 @@
 
 #include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/sockpath.h"
 #include "rpc/conntab.h"
 #include "rpc/internal.h"
@@ -66,41 +67,6 @@ _Static_assert((int)LY_RPC_UNAUTHENTICATED == (int)GRPC_STATUS_UNAUTHENTICATED, 
 
 /* Request metadata entries a client call may carry. */
 #define RPC_CALL_MD_MAX 16
-
-/* ---- intrusive lists ---- */
-
-struct link {
-	struct link *prev, *next;
-};
-
-static void
-list_init(struct link *head)
-{
-	head->prev = head->next = head;
-}
-
-static bool
-list_empty(const struct link *head)
-{
-	return head->next == head;
-}
-
-static void
-list_add(struct link *head, struct link *l)
-{
-	l->next = head;
-	l->prev = head->prev;
-	head->prev->next = l;
-	head->prev = l;
-}
-
-static void
-list_del(struct link *l)
-{
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	l->prev = l->next = l;
-}
 
 /* ---- objects ---- */
 
@@ -126,8 +92,8 @@ struct ly_rpc {
 	struct tag *head, *tail; /* completions for the loop */
 	bool thread_done;
 
-	struct link servers;
-	struct link channels;
+	struct ly_queue servers;
+	struct ly_queue channels;
 	bool closing;
 	bool cq_shut;
 	bool joined;
@@ -139,7 +105,7 @@ struct ly_rpc {
 /* A connection handed over with ly_rpc_server_add_fd. */
 struct conn {
 	uv_poll_t poll; /* on fd_watch, for hang-up only */
-	struct link link;
+	struct ly_queue link;
 	struct ly_rpc_server *srv;
 	int fd_grpc;  /* the number gRPC reports as "fd:N"; gRPC closes it */
 	int fd_watch; /* our duplicate, never read */
@@ -149,7 +115,7 @@ struct conn {
 };
 
 struct ly_rpc_server {
-	struct link link; /* in rpc->servers */
+	struct ly_queue link; /* in rpc->servers */
 	struct ly_rpc *rpc;
 	grpc_server *server;
 	struct ly_rpc_server_config cfg;
@@ -161,7 +127,7 @@ struct ly_rpc_server {
 	bool shutdown_pending;
 	struct tag t_shutdown;
 	size_t nwaiting; /* grpc_server_request_call outstanding (LY_RPC_REQUESTS_ARMED) */
-	struct link calls;
+	struct ly_queue calls;
 	size_t ncalls;
 	/* Calls open per connection (gRPC's peer string) and per peer address:
 	 * LY_RPC_STREAMS_MAX, LY_RPC_CALLS_PER_ADDR_MAX. */
@@ -184,13 +150,13 @@ struct ly_rpc_server {
 	uint64_t penalty_until;              /* the latest of them */
 	uint64_t refused_calls; /* over a cap (logged now and then) */
 	uint64_t killed_conns;  /* shut down for a flood, or over LY_RPC_CONNS_PER_ADDR_MAX */
-	struct link conns;
+	struct ly_queue conns;
 	size_t nconns;
 	struct ly_conntab conntab;
 };
 
 struct ly_rpc_call {
-	struct link link; /* in srv->calls once started */
+	struct ly_queue link; /* in srv->calls once started */
 	struct ly_rpc_server *srv;
 	grpc_call *call;
 	grpc_call_details details;
@@ -229,18 +195,18 @@ struct ly_rpc_call {
 };
 
 struct ly_rpc_channel {
-	struct link link; /* in rpc->channels */
+	struct ly_queue link; /* in rpc->channels */
 	struct ly_rpc *rpc;
 	grpc_channel *channel;
 	struct ly_rpc_verifier *verifier;
 	size_t max_response;
-	struct link calls;
+	struct ly_queue calls;
 	size_t ncalls;
 	bool freeing;
 };
 
 struct ly_rpc_ccall {
-	struct link link; /* in ch->calls */
+	struct ly_queue link; /* in ch->calls */
 	struct ly_rpc_channel *ch;
 	grpc_call *call;
 	enum ly_rpc_kind kind;
@@ -406,8 +372,9 @@ rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 		rpc->rss_base += (rss - rpc->rss_base) / 256;
 	if (rss > rpc->rss_base + LY_RPC_SHED_GROWTH_MAX) {
 		size_t shed = 0;
-		for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next)
-			shed += server_shed(container_of(l, struct ly_rpc_server, link));
+		struct ly_queue *l;
+		LY_QUEUE_FOREACH(l, &rpc->servers)
+			shed += server_shed(LY_QUEUE_DATA(l, struct ly_rpc_server, link));
 		if (shed != 0 && !uv_is_active((uv_handle_t *)&rpc->penalty))
 			(void)uv_timer_start(&rpc->penalty, on_penalty, LY_RPC_PENALTY_SWEEP_MS,
 			    LY_RPC_PENALTY_SWEEP_MS);
@@ -435,8 +402,9 @@ on_penalty(uv_timer_t *t)
 	uint64_t now = uv_now(rpc->loop);
 	bool any = false;
 
-	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
-		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
+	struct ly_queue *l;
+	LY_QUEUE_FOREACH(l, &rpc->servers) {
+		struct ly_rpc_server *srv = LY_QUEUE_DATA(l, struct ly_rpc_server, link);
 		if (now < srv->penalty_until) {
 			any = true;
 			(void)server_shed_tcp(srv, false);
@@ -455,8 +423,9 @@ on_sweep(uv_timer_t *t)
 	bool second = ++rpc->ticks % (1000 / LY_RPC_SWEEP_MS) == 0;
 
 	rpc_memory_guard(rpc, now, second);
-	for (struct link *l = rpc->servers.next; l != &rpc->servers; l = l->next) {
-		struct ly_rpc_server *srv = container_of(l, struct ly_rpc_server, link);
+	struct ly_queue *l;
+	LY_QUEUE_FOREACH(l, &rpc->servers) {
+		struct ly_rpc_server *srv = LY_QUEUE_DATA(l, struct ly_rpc_server, link);
 		call_sweep(srv, now);
 		if (!second)
 			continue;
@@ -485,8 +454,8 @@ ly_rpc_new(struct uv_loop_s *loop, struct ly_rpc **out, struct ly_error *err)
 		return ly_error_set(err, LY_E_INTERNAL, "rpc: mutex");
 	}
 	rpc->loop = loop;
-	list_init(&rpc->servers);
-	list_init(&rpc->channels);
+	ly_queue_init(&rpc->servers);
+	ly_queue_init(&rpc->channels);
 	grpc_init();
 	rpc->cq = grpc_completion_queue_create_for_next(NULL);
 	if (rpc->cq == NULL) {
@@ -536,7 +505,7 @@ rpc_maybe_shutdown_cq(struct ly_rpc *rpc)
 {
 	if (!rpc->closing || rpc->cq_shut)
 		return;
-	if (!list_empty(&rpc->servers) || !list_empty(&rpc->channels))
+	if (!ly_queue_empty(&rpc->servers) || !ly_queue_empty(&rpc->channels))
 		return;
 	rpc->cq_shut = true;
 	grpc_completion_queue_shutdown(rpc->cq);
@@ -547,7 +516,7 @@ static void server_shutdown(struct ly_rpc_server *srv);
 void
 ly_rpc_close(struct ly_rpc *rpc, ly_rpc_close_cb cb, void *arg)
 {
-	struct link *l, *next;
+	struct ly_queue *l, *next;
 
 	if (rpc == NULL || rpc->closing)
 		return;
@@ -555,13 +524,11 @@ ly_rpc_close(struct ly_rpc *rpc, ly_rpc_close_cb cb, void *arg)
 	rpc->close_cb = cb;
 	rpc->close_arg = arg;
 	/* Each step may free the element (and unlink it): take next first. */
-	for (l = rpc->servers.next; l != &rpc->servers; l = next) {
-		next = l->next;
-		server_shutdown(container_of(l, struct ly_rpc_server, link));
+	LY_QUEUE_FOREACH_SAFE(l, next, &rpc->servers) {
+		server_shutdown(LY_QUEUE_DATA(l, struct ly_rpc_server, link));
 	}
-	for (l = rpc->channels.next; l != &rpc->channels; l = next) {
-		next = l->next;
-		ly_rpc_channel_free(container_of(l, struct ly_rpc_channel, link));
+	LY_QUEUE_FOREACH_SAFE(l, next, &rpc->channels) {
+		ly_rpc_channel_free(LY_QUEUE_DATA(l, struct ly_rpc_channel, link));
 	}
 	rpc_maybe_shutdown_cq(rpc);
 }
@@ -601,7 +568,7 @@ call_alloc(struct ly_rpc_server *srv)
 	if (call == NULL)
 		return NULL;
 	call->srv = srv;
-	list_init(&call->link);
+	ly_queue_init(&call->link);
 	grpc_call_details_init(&call->details);
 	grpc_metadata_array_init(&call->req_md);
 	call->t_request.fn = on_request;
@@ -618,7 +585,7 @@ conn_unref(struct conn *conn)
 	if (--conn->refs > 0)
 		return;
 	struct ly_rpc_server *srv = conn->srv;
-	list_del(&conn->link);
+	ly_queue_remove(&conn->link);
 	srv->nconns--;
 	if (srv->cfg.conn_release != NULL)
 		srv->cfg.conn_release(conn->ctx, srv->cfg.arg);
@@ -664,7 +631,7 @@ call_maybe_free(struct ly_rpc_call *call)
 	if (call->pending != 0 || call->handler_owned)
 		return;
 	struct ly_rpc_server *srv = call->srv;
-	list_del(&call->link);
+	ly_queue_remove(&call->link);
 	srv->ncalls--;
 	call_destroy(call);
 	server_maybe_done(srv);
@@ -1016,8 +983,9 @@ server_shed(struct ly_rpc_server *srv)
 
 	if (srv->shutting_down || srv->cfg.trusted)
 		return 0;
-	for (struct link *l = srv->conns.next; l != &srv->conns; l = l->next) {
-		struct conn *conn = container_of(l, struct conn, link);
+	struct ly_queue *l;
+	LY_QUEUE_FOREACH(l, &srv->conns) {
+		struct conn *conn = LY_QUEUE_DATA(l, struct conn, link);
 		int n = snprintf(key, sizeof(key), "fd:%d", conn->fd_grpc);
 		if (conn->hung || n < 0 ||
 		    (size_t)n >= sizeof(key) ||
@@ -1078,7 +1046,7 @@ call_begin(struct ly_rpc_call *call)
 	grpc_op op;
 	int fd;
 
-	list_add(&srv->calls, &call->link);
+	ly_queue_insert_tail(&srv->calls, &call->link);
 	srv->ncalls++;
 	call->method_str = grpc_slice_to_c_string(call->details.method);
 	call->peer = grpc_call_get_peer(call->call);
@@ -1149,8 +1117,9 @@ call_begin(struct ly_rpc_call *call)
 static void
 call_sweep(struct ly_rpc_server *srv, uint64_t now)
 {
-	for (struct link *l = srv->calls.next; l != &srv->calls; l = l->next) {
-		struct ly_rpc_call *call = container_of(l, struct ly_rpc_call, link);
+	struct ly_queue *l;
+	LY_QUEUE_FOREACH(l, &srv->calls) {
+		struct ly_rpc_call *call = LY_QUEUE_DATA(l, struct ly_rpc_call, link);
 		if (!call->awaiting_request || call->closed ||
 		    now - call->begun_ms < LY_RPC_REQUEST_TIMEOUT_MS)
 			continue;
@@ -1357,7 +1326,7 @@ server_maybe_done(struct ly_rpc_server *srv)
 	    srv->ncalls != 0 || srv->nconns != 0)
 		return;
 	struct ly_rpc *rpc = srv->rpc;
-	list_del(&srv->link);
+	ly_queue_remove(&srv->link);
 	if (srv->insecure != NULL)
 		grpc_server_credentials_release(srv->insecure);
 	ly_rpc_tls_state_retire(srv->tls, &rpc->retired);
@@ -1399,8 +1368,8 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	srv->rpc = rpc;
 	srv->cfg = *cfg;
 	srv->max_request = cfg->max_request != 0 ? cfg->max_request : LY_RPC_MSG_MAX;
-	list_init(&srv->calls);
-	list_init(&srv->conns);
+	ly_queue_init(&srv->calls);
+	ly_queue_init(&srv->conns);
 	ly_conntab_init(&srv->conntab);
 	srv->t_shutdown.fn = on_server_shutdown;
 	/* gRPC refuses a larger message itself, before buffering all of it
@@ -1446,7 +1415,7 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 		return ly_error_set(err, LY_E_NOMEM, "server: gRPC could not create it");
 	}
 	grpc_server_register_completion_queue(srv->server, rpc->cq, NULL);
-	list_add(&rpc->servers, &srv->link);
+	ly_queue_insert_tail(&rpc->servers, &srv->link);
 	*out = srv;
 	return LY_OK;
 }
@@ -1599,7 +1568,7 @@ ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx, struct l
 	conn->fd_watch = fd_watch;
 	conn->ctx = conn_ctx;
 	conn->refs = 1;
-	list_init(&conn->link);
+	ly_queue_init(&conn->link);
 	st = ly_conntab_put(&srv->conntab, fd_grpc, conn, &displaced, err);
 	if (st != LY_OK)
 		goto out;
@@ -1620,7 +1589,7 @@ ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx, struct l
 		st = ly_error_set(err, LY_E_IO, "add fd: uv_poll_start: %s", uv_strerror(rc));
 		goto out;
 	}
-	list_add(&srv->conns, &conn->link);
+	ly_queue_insert_tail(&srv->conns, &conn->link);
 	srv->nconns++;
 	/* gRPC owns fd_grpc from here and closes it when the connection ends. */
 	grpc_server_add_channel_from_fd(srv->server, fd_grpc, srv->insecure);
@@ -1637,7 +1606,7 @@ out:
 static void
 server_shutdown(struct ly_rpc_server *srv)
 {
-	struct link *l, *next;
+	struct ly_queue *l, *next;
 
 	if (srv->shutting_down)
 		return;
@@ -1647,9 +1616,8 @@ server_shutdown(struct ly_rpc_server *srv)
 	/* Every open call's RECV_CLOSE_ON_SERVER completes: handlers hear of it
 	 * through their closed callback and release their calls. */
 	grpc_server_cancel_all_calls(srv->server);
-	for (l = srv->conns.next; l != &srv->conns; l = next) {
-		next = l->next;
-		conn_hangup(container_of(l, struct conn, link));
+	LY_QUEUE_FOREACH_SAFE(l, next, &srv->conns) {
+		conn_hangup(LY_QUEUE_DATA(l, struct conn, link));
 	}
 }
 
@@ -1688,7 +1656,7 @@ channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd,
 		return ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
 	ch->rpc = rpc;
 	ch->max_response = cfg->max_response != 0 ? cfg->max_response : LY_RPC_MSG_MAX;
-	list_init(&ch->calls);
+	ly_queue_init(&ch->calls);
 	if (cfg->tls != NULL) {
 		rc = ly_rpc_tls_client_creds(cfg->tls, &creds, &verifier, err);
 		if (rc != LY_OK) {
@@ -1716,7 +1684,7 @@ channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd,
 	}
 	ch->verifier = verifier;
 	verifier = NULL;
-	list_add(&rpc->channels, &ch->link);
+	ly_queue_insert_tail(&rpc->channels, &ch->link);
 	*out = ch;
 	ch = NULL;
 out:
@@ -1753,7 +1721,7 @@ channel_maybe_free(struct ly_rpc_channel *ch)
 		return;
 	struct ly_rpc *rpc = ch->rpc;
 	grpc_channel_destroy(ch->channel);
-	list_del(&ch->link);
+	ly_queue_remove(&ch->link);
 	free(ch);
 	rpc_maybe_shutdown_cq(rpc);
 }
@@ -1761,7 +1729,7 @@ channel_maybe_free(struct ly_rpc_channel *ch)
 void
 ly_rpc_channel_free(struct ly_rpc_channel *ch)
 {
-	struct link *l;
+	struct ly_queue *l;
 
 	if (ch == NULL || ch->freeing)
 		return;
@@ -1769,8 +1737,8 @@ ly_rpc_channel_free(struct ly_rpc_channel *ch)
 	/* Waits for a handshake check in progress; none starts after this. */
 	ly_rpc_verifier_disarm(ch->verifier);
 	ch->verifier = NULL;
-	for (l = ch->calls.next; l != &ch->calls; l = l->next)
-		grpc_call_cancel(container_of(l, struct ly_rpc_ccall, link)->call, NULL);
+	LY_QUEUE_FOREACH(l, &ch->calls)
+		grpc_call_cancel(LY_QUEUE_DATA(l, struct ly_rpc_ccall, link)->call, NULL);
 	channel_maybe_free(ch);
 }
 
@@ -1806,7 +1774,7 @@ ccall_maybe_complete(struct ly_rpc_ccall *cc)
 		details = grpc_slice_to_c_string(cc->details);
 	/* Counted until after the callback: it may free the channel or close
 	 * the rpc, which must then wait for us. */
-	list_del(&cc->link);
+	ly_queue_remove(&cc->link);
 	cc->on_status(cc, code, cc->status_set ? cc->own_details : (details != NULL ? details : ""),
 	    cc->arg);
 	gpr_free(details);
@@ -1926,7 +1894,7 @@ ly_rpc_channel_call(struct ly_rpc_channel *ch, const struct ly_rpc_call_config *
 	cc->t_main.fn = on_cc_main;
 	cc->t_status.fn = on_cc_status;
 	cc->t_msg.fn = on_cc_msg;
-	list_init(&cc->link);
+	ly_queue_init(&cc->link);
 	grpc_metadata_array_init(&cc->init_md);
 	grpc_metadata_array_init(&cc->trailing_md);
 	for (size_t i = 0; i < cfg->n_md; i++) {
@@ -1998,7 +1966,7 @@ ly_rpc_channel_call(struct ly_rpc_channel *ch, const struct ly_rpc_call_config *
 		    !ccall_read(cc, true))
 			grpc_call_cancel(cc->call, NULL);
 	}
-	list_add(&ch->calls, &cc->link);
+	ly_queue_insert_tail(&ch->calls, &cc->link);
 	ch->ncalls++;
 	if (out != NULL)
 		*out = cc;

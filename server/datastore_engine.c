@@ -5,7 +5,9 @@
  */
 #include "server/datastore_engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <openssl/crypto.h>
 
@@ -77,6 +79,422 @@ out:
 
 /* ---- entries ---- */
 
+/* The change log's row for a write of entry `entry_id` at revision `rev`. */
+static ly_status
+record_change(struct ly_datastore *ds, int64_t rev, const char *entry_id, enum ly_entry_op op, struct ly_error *err)
+{
+	const struct ly_ds_param p[] = { LY_DS_INT(rev), LY_DS_TEXT(entry_id), LY_DS_INT(op) };
+	return ds->dialect->exec(ds, LY_DS_CHANGE_INSERT, p, LY_DS_NELEM(p), "record change", NULL, NULL, err);
+}
+
+/*
+ * Runs statement `id`, which returns exactly one row holding a row id (an
+ * INSERT or upsert ... RETURNING id), to its end; the id to *out.
+ */
+static ly_status
+returning_id(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n, const char *what,
+    int64_t *out, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	bool row = false;
+
+	LY_TRY(d->exec(ds, id, p, n, what, &rows, NULL, err));
+	rc = d->next(&rows, &row, what, err);
+	if (rc == LY_OK && !row)
+		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: %s returned no row", what);
+	if (rc == LY_OK)
+		rc = d->col_int64(&rows, 0, out, err);
+	/* To its end: SQLite finishes the statement's write there. */
+	if (rc == LY_OK)
+		rc = d->next(&rows, &row, what, err);
+	if (rc == LY_OK && row)
+		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: %s returned more than one row", what);
+	d->rows_free(&rows);
+	return rc;
+}
+
+/* Looks up entry `entry_id`: *found, and its row id and created_at when found. */
+static ly_status
+entry_lookup(struct ly_datastore *ds, const char *entry_id, bool *found, int64_t *rowid, int64_t *created_at,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	const struct ly_ds_param p[] = { LY_DS_TEXT(entry_id) };
+
+	*found = false;
+	LY_TRY(d->exec(ds, LY_DS_ENTRY_LOOKUP, p, LY_DS_NELEM(p), "look up entry", &rows, NULL, err));
+	rc = d->next(&rows, found, "look up entry", err);
+	if (rc == LY_OK && *found && rowid != NULL)
+		rc = d->col_int64(&rows, 0, rowid, err);
+	if (rc == LY_OK && *found && created_at != NULL)
+		rc = d->col_int64(&rows, 1, created_at, err);
+	d->rows_free(&rows);
+	return rc;
+}
+
+/*
+ * Another entry (row id != exclude) with the identity of `e`: its entry ID
+ * to `dup` (LY_ENTRY_ID_MAX + 1 bytes), "" when there is none.
+ */
+static ly_status
+find_duplicate(struct ly_datastore *ds, const struct ly_entry *e, const unsigned char hash[LY_DS_HASH_LEN],
+    int64_t exclude, char *dup, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	struct ly_entry *cand = NULL;
+	bool row = false;
+	const struct ly_ds_param p[] = { LY_DS_BYTES(hash, LY_DS_HASH_LEN) };
+
+	dup[0] = '\0';
+	LY_TRY(d->exec(ds, LY_DS_ENTRY_BY_IDENTITY, p, LY_DS_NELEM(p), "find duplicate", &rows, NULL, err));
+	for (;;) {
+		int64_t id = 0;
+		rc = d->next(&rows, &row, "find duplicate", err);
+		if (rc != LY_OK || !row)
+			break;
+		rc = d->read_entry(&rows, 0, &id, &cand, err);
+		if (rc != LY_OK)
+			break;
+		if (id != exclude && ly_entry_same_identity(e, cand)) {
+			(void)snprintf(dup, LY_ENTRY_ID_MAX + 1, "%s", cand->entry_id);
+			break;
+		}
+		ly_entry_free(cand);
+		cand = NULL;
+	}
+	d->rows_free(&rows);
+	ly_entry_free(cand);
+	return rc;
+}
+
+/*
+ * The parameters of LY_DS_ENTRY_UPDATE: `first` (the row id), then the
+ * entry's fields; LY_DS_ENTRY_INSERT has the same after its entry_id and
+ * created_at after them. Returns how many were written to `p`.
+ */
+#define ENTRY_PARAMS_MAX 12
+static size_t
+entry_params(struct ly_ds_param *p, struct ly_ds_param first, const struct ly_entry *e,
+    const unsigned char hash[LY_DS_HASH_LEN], int64_t rev)
+{
+	size_t n = 0;
+	p[n++] = first;
+	p[n++] = (struct ly_ds_param)LY_DS_TEXT(e->spiffe_id);
+	p[n++] = (struct ly_ds_param)LY_DS_TEXT(e->parent_id);
+	p[n++] = (struct ly_ds_param)LY_DS_BYTES(hash, LY_DS_HASH_LEN);
+	p[n++] = (struct ly_ds_param)LY_DS_INT(e->x509_svid_ttl);
+	p[n++] = (struct ly_ds_param)LY_DS_INT(e->jwt_svid_ttl);
+	p[n++] = (struct ly_ds_param)LY_DS_BOOL(e->node);
+	p[n++] = (struct ly_ds_param)LY_DS_BOOL(e->admin);
+	p[n++] = (struct ly_ds_param)LY_DS_BOOL(e->downstream);
+	p[n++] = (struct ly_ds_param)LY_DS_TEXT(e->hint); /* NULL: SQL NULL */
+	p[n++] = (struct ly_ds_param)LY_DS_INT(rev);
+	return n;
+}
+
+/* Writes the selectors and DNS names of entry row `id` (it has none yet). */
+static ly_status
+entry_children_write(struct ly_datastore *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	if (e->n_selectors > 0)
+		LY_TRY(d->insert_selectors(ds, LY_DS_ENTRY_SEL_INSERT, id, e->selectors, e->n_selectors, err));
+	if (e->n_dns_names > 0)
+		LY_TRY(d->insert_dns_names(ds, id, e->dns_names, e->n_dns_names, err));
+	return LY_OK;
+}
+
+ly_status
+ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	char *given_id = NULL;
+	bool assigned = false, found = false;
+	unsigned char hash[LY_DS_HASH_LEN];
+	char dup[LY_ENTRY_ID_MAX + 1];
+	int64_t rev = 0, id = 0;
+	int64_t now = ly_ds_now();
+	struct ly_ds_param p[ENTRY_PARAMS_MAX];
+
+	rc = ly_ds_entry_create_prepare(entry, &given_id, &assigned, hash, err);
+	if (rc != LY_OK)
+		return rc;
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_lookup(ds, entry->entry_id, &found, NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	if (found) {
+		rc = ly_ds_entry_id_taken(entry->entry_id, err);
+		goto out;
+	}
+	rc = find_duplicate(ds, entry, hash, -1, dup, err);
+	if (rc != LY_OK)
+		goto out;
+	if (dup[0] != '\0') {
+		rc = ly_ds_entry_duplicate(dup, err);
+		goto out;
+	}
+	size_t n = entry_params(p, (struct ly_ds_param)LY_DS_TEXT(entry->entry_id), entry, hash, rev);
+	p[n++] = (struct ly_ds_param)LY_DS_INT(now);
+	rc = returning_id(ds, LY_DS_ENTRY_INSERT, p, n, "insert entry", &id, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_children_write(ds, id, entry, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_CREATED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	entry->revision = rev;
+	entry->created_at = now;
+out:
+	d->rollback(ds);
+	ly_ds_entry_create_finish(entry, rc, given_id, assigned);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	unsigned char hash[LY_DS_HASH_LEN];
+	char dup[LY_ENTRY_ID_MAX + 1];
+	int64_t rev = 0, id = 0, created_at = 0;
+	bool found = false;
+	struct ly_ds_param p[ENTRY_PARAMS_MAX];
+
+	LY_TRY(ly_ds_entry_update_prepare(entry, hash, err));
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_lookup(ds, entry->entry_id, &found, &id, &created_at, err);
+	if (rc != LY_OK)
+		goto out;
+	if (!found) {
+		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry->entry_id);
+		goto out;
+	}
+	rc = find_duplicate(ds, entry, hash, id, dup, err);
+	if (rc != LY_OK)
+		goto out;
+	if (dup[0] != '\0') {
+		rc = ly_ds_entry_duplicate(dup, err);
+		goto out;
+	}
+	size_t n = entry_params(p, (struct ly_ds_param)LY_DS_INT(id), entry, hash, rev);
+	rc = d->exec(ds, LY_DS_ENTRY_UPDATE, p, n, "update entry", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	/* The selectors and DNS names are replaced whole. */
+	const struct ly_ds_param owner[] = { LY_DS_INT(id) };
+	rc = d->exec(ds, LY_DS_ENTRY_SEL_DELETE, owner, LY_DS_NELEM(owner), "delete selectors", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, LY_DS_ENTRY_DNS_DELETE, owner, LY_DS_NELEM(owner), "delete DNS names", NULL, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = entry_children_write(ds, id, entry, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_UPDATED, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	entry->revision = rev;
+	entry->created_at = created_at;
+out:
+	d->rollback(ds);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_entry_list(struct ly_datastore *ds, const struct ly_entry_filter *filter, struct ly_entry_list *out,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	struct ly_entry_list found = LY_ENTRY_LIST_INIT;
+	struct ly_entry *e = NULL;
+	bool open = false, row = false;
+	enum ly_ds_stmt id = LY_DS_ENTRY_LIST_ALL;
+	struct ly_ds_param p[2];
+	size_t n = 0;
+
+	LY_TRY(ly_ds_check_entry_filter(filter, out, err));
+	const char *sid = filter != NULL ? filter->spiffe_id : NULL;
+	const char *pid = filter != NULL ? filter->parent_id : NULL;
+	if (sid != NULL) {
+		id = LY_DS_ENTRY_LIST_BY_SPIFFE_ID;
+		p[n++] = (struct ly_ds_param)LY_DS_TEXT(sid);
+		p[n++] = (struct ly_ds_param)LY_DS_TEXT(pid);
+	} else if (pid != NULL) {
+		id = LY_DS_ENTRY_LIST_BY_PARENT_ID;
+		p[n++] = (struct ly_ds_param)LY_DS_TEXT(pid);
+	}
+	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->exec(ds, id, p, n, "list entries", &rows, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	open = true;
+	for (;;) {
+		rc = d->next(&rows, &row, "list entries", err);
+		if (rc != LY_OK || !row)
+			break;
+		rc = d->read_entry(&rows, 0, NULL, &e, err);
+		if (rc != LY_OK)
+			break;
+		rc = ly_ds_entry_list_keep(&found, filter, &e, err);
+		if (rc != LY_OK)
+			break;
+	}
+	if (rc != LY_OK)
+		goto out;
+	d->rows_free(&rows);
+	open = false;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = ly_ds_entry_list_move(out, &found, err);
+out:
+	if (open)
+		d->rows_free(&rows);
+	d->rollback(ds);
+	ly_entry_free(e);
+	ly_entry_list_cleanup(&found);
+	return rc;
+}
+
+/* The revision and the change-log horizon, read in the open transaction. */
+static ly_status
+meta_read(struct ly_datastore *ds, int64_t *revision, int64_t *pruned, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	bool row = false;
+
+	LY_TRY(d->exec(ds, LY_DS_META_GET, NULL, 0, "read meta", &rows, NULL, err));
+	rc = d->next(&rows, &row, "read meta", err);
+	if (rc == LY_OK && !row)
+		rc = ly_ds_corrupt("meta", err);
+	if (rc == LY_OK)
+		rc = d->col_int64(&rows, 0, revision, err);
+	if (rc == LY_OK)
+		rc = d->col_int64(&rows, 1, pruned, err);
+	d->rows_free(&rows);
+	return rc;
+}
+
+/* One row of LY_DS_CHANGES_SINCE into `c` (zeroed); the entry read whole unless it was deleted. */
+static ly_status
+change_read(struct ly_datastore *ds, struct ly_ds_rows *rows, struct ly_entry_change *c, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	int64_t op = 0;
+
+	LY_TRY(d->col_text(rows, 0, LY_ENTRY_ID_MAX, false, &c->entry_id, err));
+	LY_TRY(d->col_int64(rows, 1, &c->revision, err));
+	LY_TRY(d->col_int64(rows, 2, &op, err));
+	if (op != LY_ENTRY_CREATED && op != LY_ENTRY_UPDATED && op != LY_ENTRY_DELETED)
+		return ly_ds_corrupt("change op", err);
+	c->op = (enum ly_entry_op)op;
+	if (c->op == LY_ENTRY_DELETED)
+		return LY_OK;
+	if (d->col_is_null(rows, 3))
+		return ly_ds_corrupt("change log names a missing entry", err);
+	return d->read_entry(rows, 3, NULL, &c->entry, err);
+}
+
+/* Each entry's latest change after `since` appended to `got`, in the open transaction. */
+static ly_status
+changes_read(struct ly_datastore *ds, int64_t since, struct ly_entry_changes *got, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	size_t cap = 0;
+	bool row = false;
+	const struct ly_ds_param p[] = { LY_DS_INT(since) };
+
+	LY_TRY(d->exec(ds, LY_DS_CHANGES_SINCE, p, LY_DS_NELEM(p), "read changes", &rows, NULL, err));
+	for (;;) {
+		rc = d->next(&rows, &row, "read changes", err);
+		if (rc != LY_OK || !row)
+			break;
+		if (got->n == cap) {
+			size_t ncap = cap == 0 ? 16 : cap * 2;
+			struct ly_entry_change *grown = realloc(got->items, ncap * sizeof(*grown));
+			if (grown == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "entry changes: out of memory");
+				break;
+			}
+			got->items = grown;
+			cap = ncap;
+		}
+		struct ly_entry_change *c = &got->items[got->n++];
+		memset(c, 0, sizeof(*c));
+		rc = change_read(ds, &rows, c, err);
+		if (rc != LY_OK)
+			break;
+	}
+	d->rows_free(&rows);
+	return rc;
+}
+
+ly_status
+ly_ds_engine_entry_changes_since(struct ly_datastore *ds, int64_t since, struct ly_entry_changes *out,
+    struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_entry_changes got = LY_ENTRY_CHANGES_INIT;
+	int64_t current = 0, pruned = 0;
+
+	if (out == NULL || out->n != 0 || out->items != NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry changes: output must be empty");
+	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = meta_read(ds, &current, &pruned, err);
+	if (rc != LY_OK)
+		goto out;
+	got.revision = current;
+	/* Older than the retained log, or newer than this store: the caller reloads. */
+	if (since < pruned || since > current)
+		got.resync = true;
+	else
+		rc = changes_read(ds, since, &got, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = d->commit(ds, err);
+	if (rc != LY_OK)
+		goto out;
+	*out = got;
+	got = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
+out:
+	d->rollback(ds);
+	ly_entry_changes_cleanup(&got);
+	return rc;
+}
+
 /* Entry `entry_id` read in the open transaction (LY_E_NOT_FOUND without it); its row id to *rowid. */
 static ly_status
 entry_read(struct ly_datastore *ds, const char *entry_id, int64_t *rowid, struct ly_entry **out,
@@ -93,7 +511,7 @@ entry_read(struct ly_datastore *ds, const char *entry_id, int64_t *rowid, struct
 	if (rc == LY_OK && !row)
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
 	if (rc == LY_OK)
-		rc = d->read_entry(&rows, rowid, out, err);
+		rc = d->read_entry(&rows, 0, rowid, out, err);
 	d->rows_free(&rows);
 	return rc;
 }
@@ -147,8 +565,7 @@ ly_ds_engine_entry_delete(struct ly_datastore *ds, const char *entry_id, struct 
 	rc = d->exec(ds, LY_DS_ENTRY_DELETE, del, LY_DS_NELEM(del), "delete entry", NULL, NULL, err);
 	if (rc != LY_OK)
 		goto out;
-	const struct ly_ds_param change[] = { LY_DS_INT(rev), LY_DS_TEXT(entry_id), LY_DS_INT(LY_ENTRY_DELETED) };
-	rc = d->exec(ds, LY_DS_CHANGE_INSERT, change, LY_DS_NELEM(change), "record change", NULL, NULL, err);
+	rc = record_change(ds, rev, entry_id, LY_ENTRY_DELETED, err);
 	if (rc != LY_OK)
 		goto out;
 	rc = d->commit(ds, err);
@@ -289,6 +706,45 @@ out:
 }
 
 /* ---- agents ---- */
+
+ly_status
+ly_ds_engine_agent_upsert(struct ly_datastore *ds, const struct ly_ds_agent *agent, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	int64_t rev = 0, id = 0;
+
+	LY_TRY(ly_ds_check_agent(agent, err));
+	const struct ly_ds_param p[] = {
+		LY_DS_TEXT(agent->spiffe_id),
+		LY_DS_TEXT(agent->attestation_type),
+		LY_DS_TEXT(agent->serial_number != NULL ? agent->serial_number : ""),
+		LY_DS_INT(agent->svid_expires_at),
+		LY_DS_BOOL(agent->banned),
+		LY_DS_INT(ly_ds_now()),
+	};
+	rc = d->begin(ds, LY_DS_TX_WRITE, &rev, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = returning_id(ds, LY_DS_AGENT_UPSERT, p, LY_DS_NELEM(p), "store agent", &id, err);
+	if (rc != LY_OK)
+		goto out;
+	/* The selectors are replaced whole. */
+	const struct ly_ds_param owner[] = { LY_DS_INT(id) };
+	rc = d->exec(ds, LY_DS_AGENT_SEL_DELETE, owner, LY_DS_NELEM(owner), "replace agent selectors", NULL, NULL,
+	    err);
+	if (rc != LY_OK)
+		goto out;
+	if (agent->n_selectors > 0) {
+		rc = d->insert_selectors(ds, LY_DS_AGENT_SEL_INSERT, id, agent->selectors, agent->n_selectors, err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	rc = d->commit(ds, err);
+out:
+	d->rollback(ds);
+	return rc;
+}
 
 ly_status
 ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly_ds_agent **out,

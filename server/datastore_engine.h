@@ -13,11 +13,12 @@
  * other constraint violation is LY_E_INVALID, everything else keeps the
  * database's own message ("datastore: <what>: <message>").
  *
- * Which operations run on the engine so far: the join tokens
- * (token_create, token_consume, token_prune), agent_delete,
- * agent_set_banned, the CA state (put, get, delete), revision,
- * entry_changes_prune, entry_get, entry_delete, agent_get and agent_list. The rest are still
- * written per back end.
+ * Every operation of struct ly_datastore_ops runs on the engine: the
+ * entries (create, get, update, delete, list, changes_since,
+ * changes_prune), the join tokens (create, consume, prune), the agents
+ * (upsert, get, list, delete, set_banned), the CA state (put, get,
+ * delete) and revision. A back end keeps only its connection, its schema
+ * and migrations, its SQL text and this dialect.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
  * ly_ds_rows) is released with the dialect's rows_free before the next
@@ -68,6 +69,52 @@ enum ly_ds_stmt {
 	LY_DS_AGENT_GET,
 	/* () -> agent rows ordered by spiffe_id (bytewise) */
 	LY_DS_AGENT_LIST,
+	/* (identity bytes) -> entry rows: the candidates for a duplicate */
+	LY_DS_ENTRY_BY_IDENTITY,
+	/* (entry_id text) -> rows (row id, created_at) */
+	LY_DS_ENTRY_LOOKUP,
+	/* () -> entry rows ordered by row id */
+	LY_DS_ENTRY_LIST_ALL,
+	/* (spiffe_id text, parent_id text or NULL: any) -> entry rows ordered by row id */
+	LY_DS_ENTRY_LIST_BY_SPIFFE_ID,
+	/* (parent_id text) -> entry rows ordered by row id */
+	LY_DS_ENTRY_LIST_BY_PARENT_ID,
+	/*
+	 * (entry_id text, spiffe_id text, parent_id text, identity bytes,
+	 * x509_svid_ttl int, jwt_svid_ttl int, node bool, admin bool,
+	 * downstream bool, hint text or NULL, revision int, created_at int)
+	 * -> rows (row id)
+	 */
+	LY_DS_ENTRY_INSERT,
+	/* (row id int, then the fields of LY_DS_ENTRY_INSERT from spiffe_id to revision) */
+	LY_DS_ENTRY_UPDATE,
+	/* the dialect's own parameters: run through its insert_selectors only */
+	LY_DS_ENTRY_SEL_INSERT,
+	/* (row id int) */
+	LY_DS_ENTRY_SEL_DELETE,
+	/* the dialect's own parameters: run through its insert_dns_names only */
+	LY_DS_ENTRY_DNS_INSERT,
+	/* (row id int) */
+	LY_DS_ENTRY_DNS_DELETE,
+	/* () -> rows (revision, changes_pruned) */
+	LY_DS_META_GET,
+	/*
+	 * (since int) -> rows (entry_id text, revision int, op int, then the
+	 * entry's columns as an entry statement's, for read_entry at column 3,
+	 * all NULL when the entry is gone): each entry's latest change after
+	 * `since`, ordered by revision
+	 */
+	LY_DS_CHANGES_SINCE,
+	/*
+	 * (spiffe_id text, attestation_type text, serial_number text,
+	 * svid_expires_at int, banned bool, now int) -> rows (row id): insert
+	 * or update by spiffe_id (banned and created_at kept on update)
+	 */
+	LY_DS_AGENT_UPSERT,
+	/* (row id int) */
+	LY_DS_AGENT_SEL_DELETE,
+	/* the dialect's own parameters: run through its insert_selectors only */
+	LY_DS_AGENT_SEL_INSERT,
 	LY_DS_STMT_COUNT,
 };
 
@@ -136,15 +183,30 @@ struct ly_ds_dialect {
 	 */
 	ly_status (*col_bytes)(struct ly_ds_rows *rows, int col, size_t cap, const char *what, struct ly_buf *out,
 	    struct ly_error *err);
+	/* Whether column `col` of the current row is SQL NULL. */
+	bool (*col_is_null)(struct ly_ds_rows *rows, int col);
 	/*
 	 * The entry on the current row of an entry statement, whole (its
-	 * selectors and DNS names: the dialect may run more statements); its
-	 * row id to *rowid when non-NULL. *out is the caller's.
+	 * selectors and DNS names: the dialect may run more statements), its
+	 * columns from column `col` on; its row id to *rowid when non-NULL.
+	 * *out is the caller's.
 	 */
-	ly_status (*read_entry)(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err);
+	ly_status (*read_entry)(struct ly_ds_rows *rows, int col, int64_t *rowid, struct ly_entry **out,
+	    struct ly_error *err);
 	/* The agent on the current row of an agent statement, with its selectors. */
 	ly_status (*read_agent)(struct ly_ds_rows *rows, struct ly_ds_agent **out, struct ly_error *err);
 	void (*rows_free)(struct ly_ds_rows *rows);
+	/*
+	 * Writes the `n` selectors of row `owner` (positions 0..n-1) with
+	 * statement `id` (LY_DS_ENTRY_SEL_INSERT, LY_DS_AGENT_SEL_INSERT), in
+	 * the open transaction: one statement per selector or one for all,
+	 * as the dialect prefers.
+	 */
+	ly_status (*insert_selectors)(struct ly_datastore *ds, enum ly_ds_stmt id, int64_t owner,
+	    const struct ly_selector *sels, size_t n, struct ly_error *err);
+	/* The same for the `n` DNS names of entry row `owner` (LY_DS_ENTRY_DNS_INSERT). */
+	ly_status (*insert_dns_names)(struct ly_datastore *ds, int64_t owner, char *const *names, size_t n,
+	    struct ly_error *err);
 };
 
 /* Operations of struct ly_datastore_ops written once, over ds->dialect. */
@@ -156,6 +218,16 @@ ly_status ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t 
     LY_MUST_CHECK;
 ly_status ly_ds_engine_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_entry_changes_prune(struct ly_datastore *ds, int64_t up_to, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_list(struct ly_datastore *ds, const struct ly_entry_filter *filter,
+    struct ly_entry_list *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_entry_changes_since(struct ly_datastore *ds, int64_t since, struct ly_entry_changes *out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_agent_upsert(struct ly_datastore *ds, const struct ly_ds_agent *agent, struct ly_error *err)
     LY_MUST_CHECK;
 ly_status ly_ds_engine_entry_get(struct ly_datastore *ds, const char *entry_id, struct ly_entry **out,
     struct ly_error *err) LY_MUST_CHECK;

@@ -9,10 +9,9 @@
  * write and nothing can interleave before COMMIT. A write that ends up
  * changing nothing (a refusal, a prune that found nothing) rolls back, and
  * with it the counter: the revision only counts acknowledged changes.
- * Reads of one statement written here run alone; reads of two run in one
- * REPEATABLE READ, READ ONLY transaction, and so do the engine's entry_get,
- * agent_get, agent_list and ca_state_get (the same result as alone, two
- * more round trips); the engine's revision read runs alone.
+ * Reads run in one REPEATABLE READ, READ ONLY transaction (for a read of
+ * one statement, the same result as alone and two more round trips); the
+ * revision read runs alone.
  *
  * Every statement is a constant string with bound parameters
  * (PQexecParams), never formatted SQL. Selectors and DNS names travel as
@@ -42,10 +41,10 @@
  * token hashes, which must equal the SQLite back end's) is in datastore.c,
  * through datastore_internal.h.
  *
- * It is also a dialect of the one transaction engine (datastore_engine.h):
- * the operations written once in datastore_engine.c run over this file's
- * begin / commit / rollback, its statement table engine_sql[] and its
- * row readers; the others are still written here.
+ * It is a dialect of the one transaction engine (datastore_engine.h):
+ * every operation is written once in datastore_engine.c and runs over this
+ * file's begin / commit / rollback, its statement table engine_sql[], its
+ * row readers and its list writers (one JSON array a list).
  */
 #include "server/datastore_internal.h"
 #include "server/datastore_engine.h"
@@ -167,37 +166,6 @@ static const char SQL_REV_BUMP[] = "UPDATE meta SET value = value + 1 WHERE name
 static const char SQL_META_LOCK[] =
     "SELECT (SELECT value FROM meta WHERE name = 'revision' FOR UPDATE), "
     "(SELECT value FROM meta WHERE name = 'changes_pruned')";
-static const char SQL_META_GET[] = "SELECT (SELECT value FROM meta WHERE name = 'revision'), "
-                                   "(SELECT value FROM meta WHERE name = 'changes_pruned')";
-
-static const char SQL_ENTRY_BY_ID[] = ENTRY_SELECT "WHERE e.entry_id = $1";
-static const char SQL_ENTRY_BY_IDENTITY[] = ENTRY_SELECT "WHERE e.identity = $1";
-static const char SQL_ENTRY_LOOKUP[] = "SELECT id, created_at FROM entries WHERE entry_id = $1";
-static const char SQL_ENTRY_LIST_ALL[] = ENTRY_SELECT "ORDER BY e.id";
-static const char SQL_ENTRY_LIST_BY_SPIFFE_ID[] =
-    ENTRY_SELECT "WHERE e.spiffe_id = $1 AND ($2::text IS NULL OR e.parent_id = $2::text) ORDER BY e.id";
-static const char SQL_ENTRY_LIST_BY_PARENT_ID[] = ENTRY_SELECT "WHERE e.parent_id = $1 ORDER BY e.id";
-static const char SQL_ENTRY_INSERT[] =
-    "INSERT INTO entries (entry_id, spiffe_id, parent_id, identity, x509_svid_ttl, jwt_svid_ttl, node, admin, "
-    "downstream, hint, revision, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-    "RETURNING id";
-static const char SQL_ENTRY_UPDATE[] =
-    "UPDATE entries SET spiffe_id = $2, parent_id = $3, identity = $4, x509_svid_ttl = $5, jwt_svid_ttl = $6, "
-    "node = $7, admin = $8, downstream = $9, hint = $10, revision = $11 WHERE id = $1";
-static const char SQL_SEL_INSERT[] =
-    "INSERT INTO entry_selectors (entry, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
-    "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
-static const char SQL_SEL_DELETE[] = "DELETE FROM entry_selectors WHERE entry = $1";
-static const char SQL_DNS_INSERT[] = "INSERT INTO entry_dns_names (entry, pos, name) SELECT $1, x.o - 1, x.n "
-                                     "FROM json_array_elements_text($2::json) WITH ORDINALITY AS x(n, o)";
-static const char SQL_DNS_DELETE[] = "DELETE FROM entry_dns_names WHERE entry = $1";
-static const char SQL_CHANGE_INSERT[] = "INSERT INTO entry_changes (revision, entry_id, op) VALUES ($1, $2, $3)";
-/* Each entry's latest change after $1, with the entry as it is now (NULL columns when deleted). */
-static const char SQL_CHANGES_SINCE[] =
-    "SELECT c.entry_id, c.revision, c.op, " ENTRY_COLS " FROM (SELECT DISTINCT ON (entry_id) entry_id, "
-    "revision, op FROM entry_changes WHERE revision > $1 ORDER BY entry_id, revision DESC) c "
-    "LEFT JOIN entries e ON e.entry_id = c.entry_id ORDER BY c.revision";
-
 /* The statements of the engine (datastore_engine.h), in this dialect. */
 static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_TOKEN_INSERT] =
@@ -214,29 +182,54 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
 	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= $1",
 	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = $1 WHERE name = 'changes_pruned'",
-	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
+	[LY_DS_ENTRY_BY_ID] = ENTRY_SELECT "WHERE e.entry_id = $1",
 	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = $1",
-	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
+	[LY_DS_CHANGE_INSERT] = "INSERT INTO entry_changes (revision, entry_id, op) VALUES ($1, $2, $3)",
 	[LY_DS_AGENT_GET] = AGENT_SELECT "WHERE a.spiffe_id = $1",
+	/* COLLATE "C": byte order, whatever the database's collation (as SQLite sorts). */
 	[LY_DS_AGENT_LIST] = AGENT_SELECT "ORDER BY a.spiffe_id COLLATE \"C\"",
+	[LY_DS_ENTRY_BY_IDENTITY] = ENTRY_SELECT "WHERE e.identity = $1",
+	[LY_DS_ENTRY_LOOKUP] = "SELECT id, created_at FROM entries WHERE entry_id = $1",
+	[LY_DS_ENTRY_LIST_ALL] = ENTRY_SELECT "ORDER BY e.id",
+	[LY_DS_ENTRY_LIST_BY_SPIFFE_ID] =
+	    ENTRY_SELECT "WHERE e.spiffe_id = $1 AND ($2::text IS NULL OR e.parent_id = $2::text) ORDER BY e.id",
+	[LY_DS_ENTRY_LIST_BY_PARENT_ID] = ENTRY_SELECT "WHERE e.parent_id = $1 ORDER BY e.id",
+	[LY_DS_ENTRY_INSERT] = "INSERT INTO entries (entry_id, spiffe_id, parent_id, identity, x509_svid_ttl, "
+	                       "jwt_svid_ttl, node, admin, downstream, hint, revision, created_at) "
+	                       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+	[LY_DS_ENTRY_UPDATE] = "UPDATE entries SET spiffe_id = $2, parent_id = $3, identity = $4, x509_svid_ttl = $5, "
+	                       "jwt_svid_ttl = $6, node = $7, admin = $8, downstream = $9, hint = $10, revision = $11 "
+	                       "WHERE id = $1",
+	/* (entry, JSON array of [type, value]): all in one statement */
+	[LY_DS_ENTRY_SEL_INSERT] = "INSERT INTO entry_selectors (entry, pos, type, value) SELECT $1, x.o - 1, x.j->>0, "
+	                           "x.j->>1 FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)",
+	[LY_DS_ENTRY_SEL_DELETE] = "DELETE FROM entry_selectors WHERE entry = $1",
+	/* (entry, JSON array of names) */
+	[LY_DS_ENTRY_DNS_INSERT] = "INSERT INTO entry_dns_names (entry, pos, name) SELECT $1, x.o - 1, x.n "
+	                           "FROM json_array_elements_text($2::json) WITH ORDINALITY AS x(n, o)",
+	[LY_DS_ENTRY_DNS_DELETE] = "DELETE FROM entry_dns_names WHERE entry = $1",
+	[LY_DS_META_GET] = "SELECT (SELECT value FROM meta WHERE name = 'revision'), "
+	                   "(SELECT value FROM meta WHERE name = 'changes_pruned')",
+	/* The entry as it is now (NULL columns when deleted). */
+	[LY_DS_CHANGES_SINCE] = "SELECT c.entry_id, c.revision, c.op, " ENTRY_COLS " FROM (SELECT DISTINCT ON "
+	                        "(entry_id) entry_id, revision, op FROM entry_changes WHERE revision > $1 "
+	                        "ORDER BY entry_id, revision DESC) c LEFT JOIN entries e ON e.entry_id = c.entry_id "
+	                        "ORDER BY c.revision",
+	[LY_DS_AGENT_UPSERT] = "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, "
+	                       "banned, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT "
+	                       "(spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
+	                       "serial_number = excluded.serial_number, svid_expires_at = excluded.svid_expires_at, "
+	                       "updated_at = excluded.updated_at RETURNING id",
+	[LY_DS_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = $1",
+	/* (agent, JSON array of [type, value]) */
+	[LY_DS_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) SELECT $1, x.o - 1, x.j->>0, "
+	                           "x.j->>1 FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)",
 };
 
 /* The statements whose results come in binary format (bytea values). */
 static const bool engine_binary[LY_DS_STMT_COUNT] = {
 	[LY_DS_CA_GET] = true,
 };
-
-static const char SQL_AGENT_UPSERT[] =
-    "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, "
-    "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (spiffe_id) DO UPDATE SET "
-    "attestation_type = excluded.attestation_type, serial_number = excluded.serial_number, "
-    "svid_expires_at = excluded.svid_expires_at, updated_at = excluded.updated_at RETURNING id";
-/* COLLATE "C": byte order, whatever the database's collation (as SQLite sorts). */
-static const char SQL_AGENT_SEL_DELETE[] = "DELETE FROM agent_selectors WHERE agent = $1";
-static const char SQL_AGENT_SEL_INSERT[] =
-    "INSERT INTO agent_selectors (agent, pos, type, value) SELECT $1, x.o - 1, x.j->>0, x.j->>1 "
-    "FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)";
-
 
 /* ---- connection, errors, statements ---- */
 
@@ -782,7 +775,7 @@ out:
 }
 
 static ly_status
-dns_json(const struct ly_entry *e, char **out, struct ly_error *err)
+dns_json(char *const *names, size_t n, char **out, struct ly_error *err)
 {
 	ly_status rc = LY_OK;
 	json_t *arr = json_array();
@@ -790,8 +783,8 @@ dns_json(const struct ly_entry *e, char **out, struct ly_error *err)
 	*out = NULL;
 	if (arr == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
-	for (size_t i = 0; i < e->n_dns_names; i++) {
-		if (json_array_append_new(arr, json_string(e->dns_names[i])) != 0) {
+	for (size_t i = 0; i < n; i++) {
+		if (json_array_append_new(arr, json_string(names[i])) != 0) {
 			rc = ly_error_set(err, LY_E_INVALID, "datastore: DNS name %zu cannot be stored", i + 1);
 			goto out;
 		}
@@ -804,423 +797,7 @@ out:
 	return rc;
 }
 
-/* ---- entries ---- */
-
-/* Another entry (row id != exclude) with the identity of `e`: its ID to `dup` ("" if none). */
-static ly_status
-find_duplicate(struct pg_ds *ds, const struct ly_entry *e, const unsigned char hash[32], int64_t exclude,
-    char *dup, struct ly_error *err)
-{
-	ly_status rc;
-	PGresult *res = NULL;
-	struct ly_entry *cand = NULL;
-	struct params p = { 0 };
-
-	dup[0] = '\0';
-	p_bytes(&p, hash, 32);
-	rc = run(ds, SQL_ENTRY_BY_IDENTITY, &p, false, "find duplicate", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	for (int i = 0; i < PQntuples(res); i++) {
-		int64_t id = 0;
-		rc = read_entry(res, i, 0, &id, &cand, err);
-		if (rc != LY_OK)
-			goto out;
-		if (id != exclude && ly_entry_same_identity(e, cand)) {
-			(void)snprintf(dup, LY_ENTRY_ID_MAX + 1, "%s", cand->entry_id);
-			break;
-		}
-		ly_entry_free(cand);
-		cand = NULL;
-	}
-out:
-	PQclear(res);
-	ly_entry_free(cand);
-	return rc;
-}
-
-/* Looks up an entry by ID: *found, and its row id and created_at when found. */
-static ly_status
-entry_lookup(struct pg_ds *ds, const char *entry_id, bool *found, int64_t *rowid, int64_t *created_at,
-    struct ly_error *err)
-{
-	ly_status rc;
-	PGresult *res = NULL;
-	struct params p = { 0 };
-
-	*found = false;
-	p_text(&p, entry_id);
-	rc = run(ds, SQL_ENTRY_LOOKUP, &p, false, "look up entry", &res, err);
-	if (rc != LY_OK || PQntuples(res) == 0)
-		goto out;
-	*found = true;
-	int64_t id = 0, ca = 0;
-	if ((rc = col_int64(res, 0, 0, &id, err)) != LY_OK || (rc = col_int64(res, 0, 1, &ca, err)) != LY_OK)
-		goto out;
-	if (rowid != NULL)
-		*rowid = id;
-	if (created_at != NULL)
-		*created_at = ca;
-out:
-	PQclear(res);
-	return rc;
-}
-
-/* Writes the selectors and DNS names of entry row `id` (none exist yet). */
-static ly_status
-write_entry_children(struct pg_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
-{
-	ly_status rc;
-	char *sels = NULL, *dns = NULL;
-	struct params p = { 0 };
-
-	rc = selectors_json(e->selectors, e->n_selectors, &sels, err);
-	if (rc != LY_OK)
-		goto out;
-	p_int(&p, id);
-	p_text(&p, sels);
-	rc = run(ds, SQL_SEL_INSERT, &p, false, "insert selectors", NULL, err);
-	if (rc != LY_OK || e->n_dns_names == 0)
-		goto out;
-	rc = dns_json(e, &dns, err);
-	if (rc != LY_OK)
-		goto out;
-	p.n = 0;
-	p_int(&p, id);
-	p_text(&p, dns);
-	rc = run(ds, SQL_DNS_INSERT, &p, false, "insert DNS names", NULL, err);
-out:
-	free(sels);
-	free(dns);
-	return rc;
-}
-
-/* Binds the entry fields shared by INSERT and UPDATE ($2..$11) after $1. */
-static void
-bind_entry_fields(struct params *p, const struct ly_entry *e, const unsigned char hash[32], int64_t revision)
-{
-	p_text(p, e->spiffe_id);
-	p_text(p, e->parent_id);
-	p_bytes(p, hash, 32);
-	p_int(p, e->x509_svid_ttl);
-	p_int(p, e->jwt_svid_ttl);
-	p_bool(p, e->node);
-	p_bool(p, e->admin);
-	p_bool(p, e->downstream);
-	p_text(p, e->hint);
-	p_int(p, revision);
-}
-
-static ly_status
-record_change(struct pg_ds *ds, int64_t revision, const char *entry_id, enum ly_entry_op op, struct ly_error *err)
-{
-	struct params p = { 0 };
-	p_int(&p, revision);
-	p_text(&p, entry_id);
-	p_int(&p, (int64_t)op);
-	return run(ds, SQL_CHANGE_INSERT, &p, false, "record change", NULL, err);
-}
-
-static ly_status
-pg_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	char *given_id = NULL;
-	bool assigned = false;
-	unsigned char hash[32];
-	char dup[LY_ENTRY_ID_MAX + 1];
-	int64_t rev = 0, id = 0;
-	int64_t now = ly_ds_now();
-	struct params p = { 0 };
-	bool found;
-
-	rc = ly_ds_entry_create_prepare(entry, &given_id, &assigned, hash, err);
-	if (rc != LY_OK)
-		return rc;
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = entry_lookup(ds, entry->entry_id, &found, NULL, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	if (found) {
-		rc = ly_ds_entry_id_taken(entry->entry_id, err);
-		goto out;
-	}
-	rc = find_duplicate(ds, entry, hash, -1, dup, err);
-	if (rc != LY_OK)
-		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
-	p_text(&p, entry->entry_id);
-	bind_entry_fields(&p, entry, hash, rev);
-	p_int(&p, now);
-	rc = run(ds, SQL_ENTRY_INSERT, &p, false, "insert entry", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) != 1) {
-		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: entry insert returned no row");
-		goto out;
-	}
-	rc = col_int64(res, 0, 0, &id, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = write_entry_children(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_CREATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	entry->revision = rev;
-	entry->created_at = now;
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	ly_ds_entry_create_finish(entry, rc, given_id, assigned);
-	return rc;
-}
-
-/* One entry by ID in a single statement (no transaction needed); LY_E_NOT_FOUND if absent. */
-static ly_status
-replace_entry_children(struct pg_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
-{
-	struct params p = { 0 };
-	p_int(&p, id);
-	LY_TRY(run(ds, SQL_SEL_DELETE, &p, false, "delete selectors", NULL, err));
-	LY_TRY(run(ds, SQL_DNS_DELETE, &p, false, "delete DNS names", NULL, err));
-	return write_entry_children(ds, id, e, err);
-}
-
-static ly_status
-pg_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	unsigned char hash[32];
-	char dup[LY_ENTRY_ID_MAX + 1];
-	int64_t rev = 0, id = 0, created_at = 0;
-	struct params p = { 0 };
-	bool found;
-
-	LY_TRY(ly_ds_entry_update_prepare(entry, hash, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = entry_lookup(ds, entry->entry_id, &found, &id, &created_at, err);
-	if (rc != LY_OK)
-		goto out;
-	if (!found) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry->entry_id);
-		goto out;
-	}
-	rc = find_duplicate(ds, entry, hash, id, dup, err);
-	if (rc != LY_OK)
-		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
-	p_int(&p, id);
-	bind_entry_fields(&p, entry, hash, rev);
-	rc = run(ds, SQL_ENTRY_UPDATE, &p, false, "update entry", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = replace_entry_children(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_UPDATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	entry->revision = rev;
-	entry->created_at = created_at;
-out:
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-pg_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, struct ly_entry_list *out,
-    struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct ly_entry_list found = LY_ENTRY_LIST_INIT;
-	struct ly_entry *e = NULL;
-	struct params p = { 0 };
-	const char *sql;
-
-	LY_TRY(ly_ds_check_entry_filter(filter, out, err));
-	const char *sid = filter != NULL ? filter->spiffe_id : NULL;
-	const char *pid = filter != NULL ? filter->parent_id : NULL;
-	if (sid != NULL) {
-		sql = SQL_ENTRY_LIST_BY_SPIFFE_ID;
-		p_text(&p, sid);
-		p_text(&p, pid);
-	} else if (pid != NULL) {
-		sql = SQL_ENTRY_LIST_BY_PARENT_ID;
-		p_text(&p, pid);
-	} else {
-		sql = SQL_ENTRY_LIST_ALL;
-	}
-	rc = ensure_conn(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = run(ds, sql, &p, false, "list entries", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	for (int i = 0; i < PQntuples(res); i++) {
-		rc = read_entry(res, i, 0, NULL, &e, err);
-		if (rc != LY_OK)
-			goto out;
-		rc = ly_ds_entry_list_keep(&found, filter, &e, err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	rc = ly_ds_entry_list_move(out, &found, err);
-out:
-	PQclear(res);
-	ly_entry_free(e);
-	ly_entry_list_cleanup(&found);
-	return rc;
-}
-
-static ly_status
-pg_entry_changes_since(struct ly_datastore *base, int64_t since, struct ly_entry_changes *out,
-    struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	struct ly_entry_changes got = LY_ENTRY_CHANGES_INIT;
-	int64_t meta[2] = { 0, 0 };
-	struct params p = { 0 };
-
-	if (out == NULL || out->n != 0 || out->items != NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry changes: output must be empty");
-	rc = tx_begin(ds, TX_READ, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = run(ds, SQL_META_GET, NULL, false, "read meta", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_get_meta(ds, res, meta, 2, err);
-	if (rc != LY_OK)
-		goto out;
-	PQclear(res);
-	res = NULL;
-	got.revision = meta[0];
-	if (since < meta[1] || since > meta[0]) {
-		got.resync = true;
-	} else {
-		p_int(&p, since);
-		rc = run(ds, SQL_CHANGES_SINCE, &p, false, "read changes", &res, err);
-		if (rc != LY_OK)
-			goto out;
-		int rows = PQntuples(res);
-		if (rows > 0) {
-			got.items = calloc((size_t)rows, sizeof(*got.items));
-			if (got.items == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "entry changes: out of memory");
-				goto out;
-			}
-		}
-		for (int i = 0; i < rows; i++) {
-			struct ly_entry_change *c = &got.items[got.n++];
-			int64_t op = 0;
-			if ((rc = col_text(res, i, 0, LY_ENTRY_ID_MAX, false, &c->entry_id, err)) != LY_OK ||
-			    (rc = col_int64(res, i, 1, &c->revision, err)) != LY_OK ||
-			    (rc = col_int64(res, i, 2, &op, err)) != LY_OK)
-				goto out;
-			if (op != LY_ENTRY_CREATED && op != LY_ENTRY_UPDATED && op != LY_ENTRY_DELETED) {
-				rc = ly_ds_corrupt("change op", err);
-				goto out;
-			}
-			c->op = (enum ly_entry_op)op;
-			if (c->op == LY_ENTRY_DELETED)
-				continue;
-			if (PQgetisnull(res, i, 3)) {
-				rc = ly_ds_corrupt("change log names a missing entry", err);
-				goto out;
-			}
-			rc = read_entry(res, i, 3, NULL, &c->entry, err);
-			if (rc != LY_OK)
-				goto out;
-		}
-	}
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	*out = got;
-	got = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	ly_entry_changes_cleanup(&got);
-	return rc;
-}
-
-
 /* ---- agents ---- */
-
-
-static ly_status
-pg_agent_upsert(struct ly_datastore *base, const struct ly_ds_agent *agent, struct ly_error *err)
-{
-	struct pg_ds *ds = to_pg(base);
-	ly_status rc;
-	PGresult *res = NULL;
-	char *sels = NULL;
-	int64_t rev = 0, id = 0;
-	struct params p = { 0 };
-
-	LY_TRY(ly_ds_check_agent(agent, err));
-	LY_TRY(selectors_json(agent->selectors, agent->n_selectors, &sels, err));
-	rc = tx_begin(ds, TX_WRITE, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	p_text(&p, agent->spiffe_id);
-	p_text(&p, agent->attestation_type);
-	p_text(&p, agent->serial_number != NULL ? agent->serial_number : "");
-	p_int(&p, agent->svid_expires_at);
-	p_bool(&p, agent->banned);
-	p_int(&p, ly_ds_now());
-	rc = run(ds, SQL_AGENT_UPSERT, &p, false, "store agent", &res, err);
-	if (rc != LY_OK)
-		goto out;
-	if (PQntuples(res) != 1) {
-		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: agent upsert returned no row");
-		goto out;
-	}
-	rc = col_int64(res, 0, 0, &id, err);
-	if (rc != LY_OK)
-		goto out;
-	p.n = 0;
-	p_int(&p, id);
-	rc = run(ds, SQL_AGENT_SEL_DELETE, &p, false, "replace agent selectors", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	p_text(&p, sels);
-	rc = run(ds, SQL_AGENT_SEL_INSERT, &p, false, "insert agent selectors", NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	PQclear(res);
-	tx_rollback(ds);
-	free(sels);
-	return rc;
-}
 
 static ly_status
 read_agent(const PGresult *res, int row, struct ly_ds_agent **out, struct ly_error *err)
@@ -1251,7 +828,6 @@ out:
 	return rc;
 }
 
-/* A one-row write by agent SPIFFE ID (delete or ban); LY_E_NOT_FOUND when no row changed. */
 /* ---- the dialect (datastore_engine.h) ---- */
 
 static ly_status
@@ -1353,10 +929,16 @@ d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, stru
 	return rc;
 }
 
-static ly_status
-d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+static bool
+d_col_is_null(struct ly_ds_rows *rows, int col)
 {
-	return read_entry(rows->h, rows->row, 0, rowid, out, err);
+	return PQgetisnull(rows->h, rows->row, col) != 0;
+}
+
+static ly_status
+d_read_entry(struct ly_ds_rows *rows, int col, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+{
+	return read_entry(rows->h, rows->row, col, rowid, out, err);
 }
 
 static ly_status
@@ -1372,6 +954,30 @@ d_rows_free(struct ly_ds_rows *rows)
 	rows->h = NULL;
 }
 
+/* One statement for the whole list (a JSON array): a round trip, not one a row. */
+static ly_status
+d_insert_selectors(struct ly_datastore *base, enum ly_ds_stmt id, int64_t owner, const struct ly_selector *sels,
+    size_t n, struct ly_error *err)
+{
+	char *json = NULL;
+	LY_TRY(selectors_json(sels, n, &json, err));
+	const struct ly_ds_param p[] = { LY_DS_INT(owner), LY_DS_TEXT(json) };
+	ly_status rc = d_exec(base, id, p, LY_DS_NELEM(p), "insert selectors", NULL, NULL, err);
+	free(json);
+	return rc;
+}
+
+static ly_status
+d_insert_dns_names(struct ly_datastore *base, int64_t owner, char *const *names, size_t n, struct ly_error *err)
+{
+	char *json = NULL;
+	LY_TRY(dns_json(names, n, &json, err));
+	const struct ly_ds_param p[] = { LY_DS_INT(owner), LY_DS_TEXT(json) };
+	ly_status rc = d_exec(base, LY_DS_ENTRY_DNS_INSERT, p, LY_DS_NELEM(p), "insert DNS names", NULL, NULL, err);
+	free(json);
+	return rc;
+}
+
 static const struct ly_ds_dialect pg_dialect = {
 	.begin = d_begin,
 	.commit = d_commit,
@@ -1381,9 +987,12 @@ static const struct ly_ds_dialect pg_dialect = {
 	.col_text = d_col_text,
 	.col_int64 = d_col_int64,
 	.col_bytes = d_col_bytes,
+	.col_is_null = d_col_is_null,
 	.read_entry = d_read_entry,
 	.read_agent = d_read_agent,
 	.rows_free = d_rows_free,
+	.insert_selectors = d_insert_selectors,
+	.insert_dns_names = d_insert_dns_names,
 };
 
 /* ---- open, migrate, close ---- */
@@ -1403,17 +1012,17 @@ static const struct ly_datastore_ops pg_ops = {
 	.name = "postgres",
 	.close = pg_close,
 	.revision = ly_ds_engine_revision,
-	.entry_create = pg_entry_create,
+	.entry_create = ly_ds_engine_entry_create,
 	.entry_get = ly_ds_engine_entry_get,
-	.entry_update = pg_entry_update,
+	.entry_update = ly_ds_engine_entry_update,
 	.entry_delete = ly_ds_engine_entry_delete,
-	.entry_list = pg_entry_list,
-	.entry_changes_since = pg_entry_changes_since,
+	.entry_list = ly_ds_engine_entry_list,
+	.entry_changes_since = ly_ds_engine_entry_changes_since,
 	.entry_changes_prune = ly_ds_engine_entry_changes_prune,
 	.token_create = ly_ds_engine_token_create,
 	.token_consume = ly_ds_engine_token_consume,
 	.token_prune = ly_ds_engine_token_prune,
-	.agent_upsert = pg_agent_upsert,
+	.agent_upsert = ly_ds_engine_agent_upsert,
 	.agent_get = ly_ds_engine_agent_get,
 	.agent_list = ly_ds_engine_agent_list,
 	.agent_delete = ly_ds_engine_agent_delete,

@@ -20,10 +20,10 @@
  * hashes, the free functions of datastore.h) is in datastore.c, shared with
  * the PostgreSQL back end through datastore_internal.h.
  *
- * It is also a dialect of the one transaction engine (datastore_engine.h):
- * the operations written once in datastore_engine.c run over this file's
- * begin / commit / rollback, its statement table engine_sql[] and its
- * row readers; the others are still written here.
+ * It is a dialect of the one transaction engine (datastore_engine.h):
+ * every operation is written once in datastore_engine.c and runs over this
+ * file's begin / commit / rollback, its statement table engine_sql[], its
+ * row readers and its list writers (one INSERT a selector or DNS name).
  */
 #include "server/datastore_internal.h"
 #include "server/datastore_engine.h"
@@ -122,13 +122,14 @@ _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
 
 /* ---- statements, prepared once on first use ---- */
 
-#define ENTRY_COLS                                                                                     \
-	"id, entry_id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, node, admin, downstream, hint, " \
-	"revision, created_at"
+/* An entry row (read_entry): 0 id, 1 entry_id, 2 spiffe_id, 3 parent_id, 4 x509_svid_ttl, 5 jwt_svid_ttl,
+ * 6 node, 7 admin, 8 downstream, 9 hint, 10 revision, 11 created_at; its selectors and DNS names are read
+ * with ST_SEL_BY_ENTRY and ST_DNS_BY_ENTRY. */
+#define ENTRY_COLS                                                                                    \
+	"e.id, e.entry_id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.node, e.admin, " \
+	"e.downstream, e.hint, e.revision, e.created_at"
+#define ENTRY_SELECT "SELECT " ENTRY_COLS " FROM entries e "
 #define AGENT_COLS "id, spiffe_id, attestation_type, serial_number, svid_expires_at, banned, created_at, updated_at"
-/* Statements both tables hold while entry_create and entry_update are still written here. */
-#define SQL_ENTRY_BY_ID "SELECT " ENTRY_COLS " FROM entries WHERE entry_id = ?1"
-#define SQL_CHANGE_INSERT "INSERT INTO entry_changes (revision, entry_id, op) VALUES (?1, ?2, ?3)"
 
 enum stmt_id {
 	ST_BEGIN_READ,
@@ -137,25 +138,9 @@ enum stmt_id {
 	ST_ROLLBACK,
 	ST_META_GET,
 	ST_REV_BUMP,
-	ST_ENTRY_BY_ID,
-	ST_ENTRY_BY_IDENTITY,
-	ST_ENTRY_LIST_ALL,
-	ST_ENTRY_LIST_BY_SPIFFE_ID,
-	ST_ENTRY_LIST_BY_PARENT_ID,
-	ST_ENTRY_INSERT,
-	ST_ENTRY_UPDATE,
-	ST_SEL_INSERT,
 	ST_SEL_BY_ENTRY,
-	ST_SEL_DELETE,
-	ST_DNS_INSERT,
 	ST_DNS_BY_ENTRY,
-	ST_DNS_DELETE,
-	ST_CHANGE_INSERT,
-	ST_CHANGES_SINCE,
-	ST_AGENT_UPSERT,
-	ST_AGENT_SEL_INSERT,
 	ST_AGENT_SEL_BY_AGENT,
-	ST_AGENT_SEL_DELETE,
 	ST_COUNT,
 };
 
@@ -166,36 +151,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_META_GET] = "SELECT value FROM meta WHERE name = ?1",
 	[ST_REV_BUMP] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-	[ST_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
-	[ST_ENTRY_BY_IDENTITY] = "SELECT " ENTRY_COLS " FROM entries WHERE identity = ?1",
-	[ST_ENTRY_LIST_ALL] = "SELECT " ENTRY_COLS " FROM entries ORDER BY id",
-	[ST_ENTRY_LIST_BY_SPIFFE_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE spiffe_id = ?1 AND "
-	                               "(?2 IS NULL OR parent_id = ?2) ORDER BY id",
-	[ST_ENTRY_LIST_BY_PARENT_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE parent_id = ?1 ORDER BY id",
-	[ST_ENTRY_INSERT] = "INSERT INTO entries (entry_id, spiffe_id, parent_id, identity, x509_svid_ttl, "
-	                    "jwt_svid_ttl, node, admin, downstream, hint, revision, created_at) "
-	                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-	[ST_ENTRY_UPDATE] = "UPDATE entries SET spiffe_id = ?2, parent_id = ?3, identity = ?4, "
-	                    "x509_svid_ttl = ?5, jwt_svid_ttl = ?6, node = ?7, admin = ?8, downstream = ?9, "
-	                    "hint = ?10, revision = ?11 WHERE id = ?1",
-	[ST_SEL_INSERT] = "INSERT INTO entry_selectors (entry, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 	[ST_SEL_BY_ENTRY] = "SELECT type, value FROM entry_selectors WHERE entry = ?1 ORDER BY pos",
-	[ST_SEL_DELETE] = "DELETE FROM entry_selectors WHERE entry = ?1",
-	[ST_DNS_INSERT] = "INSERT INTO entry_dns_names (entry, pos, name) VALUES (?1, ?2, ?3)",
 	[ST_DNS_BY_ENTRY] = "SELECT name FROM entry_dns_names WHERE entry = ?1 ORDER BY pos",
-	[ST_DNS_DELETE] = "DELETE FROM entry_dns_names WHERE entry = ?1",
-	[ST_CHANGE_INSERT] = SQL_CHANGE_INSERT,
-	/* SQLite takes bare columns from the row holding the max(): op is the latest op. */
-	[ST_CHANGES_SINCE] = "SELECT entry_id, max(revision) AS r, op FROM entry_changes WHERE revision > ?1 "
-	                     "GROUP BY entry_id ORDER BY r",
-	[ST_AGENT_UPSERT] = "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, "
-	                    "banned, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
-	                    "ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
-	                    "serial_number = excluded.serial_number, svid_expires_at = excluded.svid_expires_at, "
-	                    "updated_at = excluded.updated_at RETURNING id",
-	[ST_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 	[ST_AGENT_SEL_BY_AGENT] = "SELECT type, value FROM agent_selectors WHERE agent = ?1 ORDER BY pos",
-	[ST_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = ?1",
 };
 
 /* The statements of the engine (datastore_engine.h), in this dialect. */
@@ -213,11 +171,43 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_REVISION] = "SELECT value FROM meta WHERE name = 'revision'",
 	[LY_DS_CHANGES_PRUNE] = "DELETE FROM entry_changes WHERE revision <= ?1",
 	[LY_DS_PRUNED_SET] = "UPDATE meta SET value = ?1 WHERE name = 'changes_pruned'",
-	[LY_DS_ENTRY_BY_ID] = SQL_ENTRY_BY_ID,
+	[LY_DS_ENTRY_BY_ID] = ENTRY_SELECT "WHERE e.entry_id = ?1",
 	[LY_DS_ENTRY_DELETE] = "DELETE FROM entries WHERE id = ?1",
-	[LY_DS_CHANGE_INSERT] = SQL_CHANGE_INSERT,
+	[LY_DS_CHANGE_INSERT] = "INSERT INTO entry_changes (revision, entry_id, op) VALUES (?1, ?2, ?3)",
 	[LY_DS_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE spiffe_id = ?1",
 	[LY_DS_AGENT_LIST] = "SELECT " AGENT_COLS " FROM agents ORDER BY spiffe_id",
+	[LY_DS_ENTRY_BY_IDENTITY] = ENTRY_SELECT "WHERE e.identity = ?1",
+	[LY_DS_ENTRY_LOOKUP] = "SELECT id, created_at FROM entries WHERE entry_id = ?1",
+	[LY_DS_ENTRY_LIST_ALL] = ENTRY_SELECT "ORDER BY e.id",
+	[LY_DS_ENTRY_LIST_BY_SPIFFE_ID] = ENTRY_SELECT "WHERE e.spiffe_id = ?1 AND (?2 IS NULL OR e.parent_id = ?2) "
+	                                  "ORDER BY e.id",
+	[LY_DS_ENTRY_LIST_BY_PARENT_ID] = ENTRY_SELECT "WHERE e.parent_id = ?1 ORDER BY e.id",
+	[LY_DS_ENTRY_INSERT] = "INSERT INTO entries (entry_id, spiffe_id, parent_id, identity, x509_svid_ttl, "
+	                       "jwt_svid_ttl, node, admin, downstream, hint, revision, created_at) "
+	                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
+	[LY_DS_ENTRY_UPDATE] = "UPDATE entries SET spiffe_id = ?2, parent_id = ?3, identity = ?4, "
+	                       "x509_svid_ttl = ?5, jwt_svid_ttl = ?6, node = ?7, admin = ?8, downstream = ?9, "
+	                       "hint = ?10, revision = ?11 WHERE id = ?1",
+	/* (entry, pos, type, value): one row a statement */
+	[LY_DS_ENTRY_SEL_INSERT] = "INSERT INTO entry_selectors (entry, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
+	[LY_DS_ENTRY_SEL_DELETE] = "DELETE FROM entry_selectors WHERE entry = ?1",
+	/* (entry, pos, name) */
+	[LY_DS_ENTRY_DNS_INSERT] = "INSERT INTO entry_dns_names (entry, pos, name) VALUES (?1, ?2, ?3)",
+	[LY_DS_ENTRY_DNS_DELETE] = "DELETE FROM entry_dns_names WHERE entry = ?1",
+	[LY_DS_META_GET] = "SELECT (SELECT value FROM meta WHERE name = 'revision'), "
+	                   "(SELECT value FROM meta WHERE name = 'changes_pruned')",
+	/* SQLite takes bare columns from the row holding the max(): op is the latest op. */
+	[LY_DS_CHANGES_SINCE] = "SELECT c.entry_id, c.r, c.op, " ENTRY_COLS " FROM (SELECT entry_id, "
+	                        "max(revision) AS r, op FROM entry_changes WHERE revision > ?1 GROUP BY entry_id) c "
+	                        "LEFT JOIN entries e ON e.entry_id = c.entry_id ORDER BY c.r",
+	[LY_DS_AGENT_UPSERT] = "INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, "
+	                       "banned, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
+	                       "ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, "
+	                       "serial_number = excluded.serial_number, svid_expires_at = excluded.svid_expires_at, "
+	                       "updated_at = excluded.updated_at RETURNING id",
+	[LY_DS_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = ?1",
+	/* (agent, pos, type, value) */
+	[LY_DS_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
 };
 
 struct sqlite_ds {
@@ -514,9 +504,13 @@ out:
 	return rc;
 }
 
-/* Reads the entry at the current row of `st` (ENTRY_COLS) and its selectors and DNS names. */
+/*
+ * Reads the entry at the current row of `st`, whose ENTRY_COLS start at
+ * column `c`, and its selectors and DNS names; its row id to *rowid.
+ */
 static ly_status
-read_entry(struct sqlite_ds *ds, sqlite3_stmt *st, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+read_entry(struct sqlite_ds *ds, sqlite3_stmt *st, int c, int64_t *rowid, struct ly_entry **out,
+    struct ly_error *err)
 {
 	ly_status rc;
 	struct ly_entry *e = NULL;
@@ -525,21 +519,21 @@ read_entry(struct sqlite_ds *ds, sqlite3_stmt *st, int64_t *rowid, struct ly_ent
 	rc = ly_entry_new(&e, err);
 	if (rc != LY_OK)
 		goto out;
-	int64_t id = sqlite3_column_int64(st, 0);
+	int64_t id = sqlite3_column_int64(st, c + 0);
 	if (rowid != NULL)
 		*rowid = id;
-	if ((rc = col_text(st, 1, LY_ENTRY_ID_MAX, false, &e->entry_id, err)) != LY_OK ||
-	    (rc = col_text(st, 2, LY_SPIFFE_ID_MAX, false, &e->spiffe_id, err)) != LY_OK ||
-	    (rc = col_text(st, 3, LY_SPIFFE_ID_MAX, false, &e->parent_id, err)) != LY_OK ||
-	    (rc = col_int32(st, 4, &e->x509_svid_ttl, err)) != LY_OK ||
-	    (rc = col_int32(st, 5, &e->jwt_svid_ttl, err)) != LY_OK ||
-	    (rc = col_text(st, 9, LY_ENTRY_HINT_MAX, true, &e->hint, err)) != LY_OK)
+	if ((rc = col_text(st, c + 1, LY_ENTRY_ID_MAX, false, &e->entry_id, err)) != LY_OK ||
+	    (rc = col_text(st, c + 2, LY_SPIFFE_ID_MAX, false, &e->spiffe_id, err)) != LY_OK ||
+	    (rc = col_text(st, c + 3, LY_SPIFFE_ID_MAX, false, &e->parent_id, err)) != LY_OK ||
+	    (rc = col_int32(st, c + 4, &e->x509_svid_ttl, err)) != LY_OK ||
+	    (rc = col_int32(st, c + 5, &e->jwt_svid_ttl, err)) != LY_OK ||
+	    (rc = col_text(st, c + 9, LY_ENTRY_HINT_MAX, true, &e->hint, err)) != LY_OK)
 		goto out;
-	e->node = sqlite3_column_int64(st, 6) != 0;
-	e->admin = sqlite3_column_int64(st, 7) != 0;
-	e->downstream = sqlite3_column_int64(st, 8) != 0;
-	e->revision = sqlite3_column_int64(st, 10);
-	e->created_at = sqlite3_column_int64(st, 11);
+	e->node = sqlite3_column_int64(st, c + 6) != 0;
+	e->admin = sqlite3_column_int64(st, c + 7) != 0;
+	e->downstream = sqlite3_column_int64(st, c + 8) != 0;
+	e->revision = sqlite3_column_int64(st, c + 10);
+	e->created_at = sqlite3_column_int64(st, c + 11);
 	rc = load_selectors(ds, ST_SEL_BY_ENTRY, id, &e->selectors, &e->n_selectors, err);
 	if (rc != LY_OK)
 		goto out;
@@ -608,528 +602,7 @@ out:
 	return rc;
 }
 
-/* ---- entries ---- */
-
-/*
- * Looks for another entry (row id != exclude) with the same identity as `e`;
- * its entry ID is copied to `dup` (LY_ENTRY_ID_MAX + 1 bytes), "" if none.
- */
-static ly_status
-find_duplicate(struct sqlite_ds *ds, const struct ly_entry *e, const unsigned char hash[32], int64_t exclude,
-    char *dup, struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_entry *cand = NULL;
-	bool row;
-
-	dup[0] = '\0';
-	rc = stmt(ds, ST_ENTRY_BY_IDENTITY, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC));
-	for (;;) {
-		rc = step(ds, st, &row, "find duplicate", err);
-		if (rc != LY_OK || !row)
-			break;
-		int64_t id;
-		rc = read_entry(ds, st, &id, &cand, err);
-		if (rc != LY_OK)
-			break;
-		if (id != exclude && ly_entry_same_identity(e, cand)) {
-			(void)snprintf(dup, LY_ENTRY_ID_MAX + 1, "%s", cand->entry_id);
-			break;
-		}
-		ly_entry_free(cand);
-		cand = NULL;
-	}
-out:
-	release(st);
-	ly_entry_free(cand);
-	return rc;
-}
-
-/* Looks up an entry by ID: *found, and its row id and created_at when found. */
-static ly_status
-entry_lookup(struct sqlite_ds *ds, const char *entry_id, bool *found, int64_t *rowid, int64_t *created_at,
-    struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	*found = false;
-	rc = stmt(ds, ST_ENTRY_BY_ID, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC));
-	rc = step(ds, st, found, "look up entry", err);
-	if (rc != LY_OK || !*found)
-		goto out;
-	if (rowid != NULL)
-		*rowid = sqlite3_column_int64(st, 0);
-	if (created_at != NULL)
-		*created_at = sqlite3_column_int64(st, 11);
-out:
-	release(st);
-	return rc;
-}
-
-/* Writes the selectors and DNS names of entry row `id` (none exist yet). */
-static ly_status
-write_entry_children(struct sqlite_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
-{
-	ly_status rc = LY_OK;
-	sqlite3_stmt *st = NULL;
-
-	for (size_t i = 0; i < e->n_selectors; i++) {
-		rc = stmt(ds, ST_SEL_INSERT, &st, err);
-		if (rc != LY_OK)
-			goto out;
-		TRY_BIND(sqlite3_bind_int64(st, 1, id));
-		TRY_BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)i));
-		TRY_BIND(sqlite3_bind_text(st, 3, e->selectors[i].type, -1, SQLITE_STATIC));
-		TRY_BIND(sqlite3_bind_text(st, 4, e->selectors[i].value, -1, SQLITE_STATIC));
-		rc = run(ds, st, "insert selector", err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	for (size_t i = 0; i < e->n_dns_names; i++) {
-		rc = stmt(ds, ST_DNS_INSERT, &st, err);
-		if (rc != LY_OK)
-			goto out;
-		TRY_BIND(sqlite3_bind_int64(st, 1, id));
-		TRY_BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)i));
-		TRY_BIND(sqlite3_bind_text(st, 3, e->dns_names[i], -1, SQLITE_STATIC));
-		rc = run(ds, st, "insert DNS name", err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	st = NULL;
-out:
-	release(st);
-	return rc;
-}
-
-/* Binds the entry fields shared by INSERT and UPDATE (?2..?11). */
-static ly_status
-bind_entry_fields(struct sqlite_ds *ds, sqlite3_stmt *st, const struct ly_entry *e, const unsigned char hash[32],
-    int64_t revision, struct ly_error *err)
-{
-	ly_status rc = LY_OK;
-	TRY_BIND(sqlite3_bind_text(st, 2, e->spiffe_id, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_text(st, 3, e->parent_id, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_blob(st, 4, hash, 32, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 5, e->x509_svid_ttl));
-	TRY_BIND(sqlite3_bind_int64(st, 6, e->jwt_svid_ttl));
-	TRY_BIND(sqlite3_bind_int(st, 7, e->node ? 1 : 0));
-	TRY_BIND(sqlite3_bind_int(st, 8, e->admin ? 1 : 0));
-	TRY_BIND(sqlite3_bind_int(st, 9, e->downstream ? 1 : 0));
-	if (e->hint != NULL)
-		TRY_BIND(sqlite3_bind_text(st, 10, e->hint, -1, SQLITE_STATIC));
-	else
-		TRY_BIND(sqlite3_bind_null(st, 10));
-	TRY_BIND(sqlite3_bind_int64(st, 11, revision));
-out:
-	return rc;
-}
-
-static ly_status
-record_change(struct sqlite_ds *ds, int64_t revision, const char *entry_id, enum ly_entry_op op,
-    struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	rc = stmt(ds, ST_CHANGE_INSERT, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, revision));
-	TRY_BIND(sqlite3_bind_text(st, 2, entry_id, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int(st, 3, (int)op));
-	rc = run(ds, st, "record change", err);
-	st = NULL;
-out:
-	release(st);
-	return rc;
-}
-
-static ly_status
-sqlite_entry_create(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	char *given_id = NULL;
-	bool assigned = false;
-	unsigned char hash[32];
-	char dup[LY_ENTRY_ID_MAX + 1];
-	int64_t rev = 0;
-	int64_t now = ly_ds_now();
-
-	rc = ly_ds_entry_create_prepare(entry, &given_id, &assigned, hash, err);
-	if (rc != LY_OK)
-		return rc;
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	bool found;
-	rc = entry_lookup(ds, entry->entry_id, &found, NULL, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	if (found) {
-		rc = ly_ds_entry_id_taken(entry->entry_id, err);
-		goto out;
-	}
-	rc = find_duplicate(ds, entry, hash, -1, dup, err);
-	if (rc != LY_OK)
-		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
-	rc = rev_bump(ds, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_ENTRY_INSERT, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, entry->entry_id, -1, SQLITE_STATIC));
-	rc = bind_entry_fields(ds, st, entry, hash, rev, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 12, now));
-	rc = run(ds, st, "insert entry", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	int64_t id = sqlite3_last_insert_rowid(ds->db);
-	rc = write_entry_children(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_CREATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	entry->revision = rev;
-	entry->created_at = now;
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_ds_entry_create_finish(entry, rc, given_id, assigned);
-	return rc;
-}
-
-static ly_status
-replace_entry_children(struct sqlite_ds *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
-{
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-
-	rc = stmt(ds, ST_SEL_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, id));
-	rc = run(ds, st, "delete selectors", err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_DNS_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, id));
-	rc = run(ds, st, "delete DNS names", err);
-	if (rc != LY_OK)
-		goto out;
-	st = NULL;
-	rc = write_entry_children(ds, id, e, err);
-out:
-	release(st);
-	return rc;
-}
-
-static ly_status
-sqlite_entry_update(struct ly_datastore *base, struct ly_entry *entry, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	unsigned char hash[32];
-	char dup[LY_ENTRY_ID_MAX + 1];
-	int64_t rev = 0, id = 0, created_at = 0;
-	bool found;
-
-	LY_TRY(ly_ds_entry_update_prepare(entry, hash, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = entry_lookup(ds, entry->entry_id, &found, &id, &created_at, err);
-	if (rc != LY_OK)
-		goto out;
-	if (!found) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry->entry_id);
-		goto out;
-	}
-	rc = find_duplicate(ds, entry, hash, id, dup, err);
-	if (rc != LY_OK)
-		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
-	rc = rev_bump(ds, &rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_ENTRY_UPDATE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, id));
-	rc = bind_entry_fields(ds, st, entry, hash, rev, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = run(ds, st, "update entry", err);
-	st = NULL;
-	if (rc != LY_OK)
-		goto out;
-	rc = replace_entry_children(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_UPDATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	entry->revision = rev;
-	entry->created_at = created_at;
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
-
-static ly_status
-sqlite_entry_list(struct ly_datastore *base, const struct ly_entry_filter *filter, struct ly_entry_list *out,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_entry_list found = LY_ENTRY_LIST_INIT;
-	struct ly_entry *e = NULL;
-	bool row;
-
-	LY_TRY(ly_ds_check_entry_filter(filter, out, err));
-	const char *sid = filter != NULL ? filter->spiffe_id : NULL;
-	const char *pid = filter != NULL ? filter->parent_id : NULL;
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	if (sid != NULL) {
-		rc = stmt(ds, ST_ENTRY_LIST_BY_SPIFFE_ID, &st, err);
-		if (rc != LY_OK)
-			goto out;
-		TRY_BIND(sqlite3_bind_text(st, 1, sid, -1, SQLITE_STATIC));
-		if (pid != NULL)
-			TRY_BIND(sqlite3_bind_text(st, 2, pid, -1, SQLITE_STATIC));
-	} else if (pid != NULL) {
-		rc = stmt(ds, ST_ENTRY_LIST_BY_PARENT_ID, &st, err);
-		if (rc != LY_OK)
-			goto out;
-		TRY_BIND(sqlite3_bind_text(st, 1, pid, -1, SQLITE_STATIC));
-	} else {
-		rc = stmt(ds, ST_ENTRY_LIST_ALL, &st, err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	for (;;) {
-		rc = step(ds, st, &row, "list entries", err);
-		if (rc != LY_OK || !row)
-			break;
-		rc = read_entry(ds, st, NULL, &e, err);
-		if (rc != LY_OK)
-			break;
-		rc = ly_ds_entry_list_keep(&found, filter, &e, err);
-		if (rc != LY_OK)
-			break;
-	}
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	st = NULL;
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = ly_ds_entry_list_move(out, &found, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_entry_free(e);
-	ly_entry_list_cleanup(&found);
-	return rc;
-}
-
-static ly_status
-sqlite_entry_changes_since(struct ly_datastore *base, int64_t since, struct ly_entry_changes *out,
-    struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	struct ly_entry_changes got = LY_ENTRY_CHANGES_INIT;
-	size_t cap = 0;
-	int64_t current = 0, pruned = 0;
-	bool row;
-
-	if (out == NULL || out->n != 0 || out->items != NULL)
-		return ly_error_set(err, LY_E_INTERNAL, "entry changes: output must be empty");
-	rc = tx_begin(ds, false, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = meta_get(ds, "revision", &current, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = meta_get(ds, "changes_pruned", &pruned, err);
-	if (rc != LY_OK)
-		goto out;
-	got.revision = current;
-	if (since < pruned || since > current) {
-		got.resync = true;
-	} else {
-		rc = stmt(ds, ST_CHANGES_SINCE, &st, err);
-		if (rc != LY_OK)
-			goto out;
-		TRY_BIND(sqlite3_bind_int64(st, 1, since));
-		for (;;) {
-			rc = step(ds, st, &row, "read changes", err);
-			if (rc != LY_OK || !row)
-				break;
-			if (got.n == cap) {
-				size_t ncap = cap == 0 ? 16 : cap * 2;
-				struct ly_entry_change *grown = realloc(got.items, ncap * sizeof(*grown));
-				if (grown == NULL) {
-					rc = ly_error_set(err, LY_E_NOMEM, "entry changes: out of memory");
-					break;
-				}
-				got.items = grown;
-				cap = ncap;
-			}
-			struct ly_entry_change *c = &got.items[got.n];
-			memset(c, 0, sizeof(*c));
-			got.n++;
-			rc = col_text(st, 0, LY_ENTRY_ID_MAX, false, &c->entry_id, err);
-			if (rc != LY_OK)
-				break;
-			c->revision = sqlite3_column_int64(st, 1);
-			int64_t op = sqlite3_column_int64(st, 2);
-			if (op != LY_ENTRY_CREATED && op != LY_ENTRY_UPDATED && op != LY_ENTRY_DELETED) {
-				rc = ly_ds_corrupt("change op", err);
-				break;
-			}
-			c->op = (enum ly_entry_op)op;
-			if (c->op == LY_ENTRY_DELETED)
-				continue;
-			sqlite3_stmt *es = NULL;
-			rc = stmt(ds, ST_ENTRY_BY_ID, &es, err);
-			if (rc != LY_OK)
-				break;
-			int brc = sqlite3_bind_text(es, 1, c->entry_id, -1, SQLITE_STATIC);
-			if (brc != SQLITE_OK)
-				rc = db_fail(ds, brc, "bind", err);
-			else
-				rc = step(ds, es, &row, "read changed entry", err);
-			if (rc == LY_OK && !row)
-				rc = ly_ds_corrupt("change log names a missing entry", err);
-			if (rc == LY_OK)
-				rc = read_entry(ds, es, NULL, &c->entry, err);
-			release(es);
-			if (rc != LY_OK)
-				break;
-		}
-		if (rc != LY_OK)
-			goto out;
-		release(st);
-		st = NULL;
-	}
-	rc = tx_commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	*out = got;
-	got = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
-out:
-	release(st);
-	tx_rollback(ds);
-	ly_entry_changes_cleanup(&got);
-	return rc;
-}
-
-
 /* ---- agents ---- */
-
-
-static ly_status
-sqlite_agent_upsert(struct ly_datastore *base, const struct ly_ds_agent *agent, struct ly_error *err)
-{
-	struct sqlite_ds *ds = to_sqlite(base);
-	ly_status rc;
-	sqlite3_stmt *st = NULL;
-	bool row;
-
-	LY_TRY(ly_ds_check_agent(agent, err));
-	rc = tx_begin(ds, true, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = stmt(ds, ST_AGENT_UPSERT, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_text(st, 1, agent->spiffe_id, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_text(st, 2, agent->attestation_type, -1, SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_text(st, 3, agent->serial_number != NULL ? agent->serial_number : "", -1,
-	    SQLITE_STATIC));
-	TRY_BIND(sqlite3_bind_int64(st, 4, agent->svid_expires_at));
-	TRY_BIND(sqlite3_bind_int(st, 5, agent->banned ? 1 : 0));
-	TRY_BIND(sqlite3_bind_int64(st, 6, ly_ds_now()));
-	rc = step(ds, st, &row, "store agent", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: agent upsert returned no row");
-		goto out;
-	}
-	int64_t id = sqlite3_column_int64(st, 0);
-	rc = step(ds, st, &row, "store agent", err);
-	if (rc != LY_OK)
-		goto out;
-	release(st);
-	rc = stmt(ds, ST_AGENT_SEL_DELETE, &st, err);
-	if (rc != LY_OK)
-		goto out;
-	TRY_BIND(sqlite3_bind_int64(st, 1, id));
-	rc = run(ds, st, "replace agent selectors", err);
-	if (rc != LY_OK)
-		goto out;
-	for (size_t i = 0; i < agent->n_selectors; i++) {
-		rc = stmt(ds, ST_AGENT_SEL_INSERT, &st, err);
-		if (rc != LY_OK)
-			goto out;
-		TRY_BIND(sqlite3_bind_int64(st, 1, id));
-		TRY_BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)i));
-		TRY_BIND(sqlite3_bind_text(st, 3, agent->selectors[i].type, -1, SQLITE_STATIC));
-		TRY_BIND(sqlite3_bind_text(st, 4, agent->selectors[i].value, -1, SQLITE_STATIC));
-		rc = run(ds, st, "insert agent selector", err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	st = NULL;
-	rc = rev_bump(ds, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = tx_commit(ds, err);
-out:
-	release(st);
-	tx_rollback(ds);
-	return rc;
-}
 
 /* Reads the agent at the current row of `st` (AGENT_COLS) and its selectors. */
 static ly_status
@@ -1274,10 +747,16 @@ d_col_bytes(struct ly_ds_rows *rows, int col, size_t cap, const char *what, stru
 	return ly_buf_set(out, p, (size_t)n, err);
 }
 
-static ly_status
-d_read_entry(struct ly_ds_rows *rows, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+static bool
+d_col_is_null(struct ly_ds_rows *rows, int col)
 {
-	return read_entry(to_sqlite(rows->ds), rows->h, rowid, out, err);
+	return sqlite3_column_type(rows->h, col) == SQLITE_NULL;
+}
+
+static ly_status
+d_read_entry(struct ly_ds_rows *rows, int col, int64_t *rowid, struct ly_entry **out, struct ly_error *err)
+{
+	return read_entry(to_sqlite(rows->ds), rows->h, col, rowid, out, err);
 }
 
 static ly_status
@@ -1293,6 +772,29 @@ d_rows_free(struct ly_ds_rows *rows)
 	rows->h = NULL;
 }
 
+/* One statement a row: SQLite statements are local calls, not round trips. */
+static ly_status
+d_insert_selectors(struct ly_datastore *base, enum ly_ds_stmt id, int64_t owner, const struct ly_selector *sels,
+    size_t n, struct ly_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct ly_ds_param p[] = { LY_DS_INT(owner), LY_DS_INT((int64_t)i), LY_DS_TEXT(sels[i].type),
+			LY_DS_TEXT(sels[i].value) };
+		LY_TRY(d_exec(base, id, p, LY_DS_NELEM(p), "insert selector", NULL, NULL, err));
+	}
+	return LY_OK;
+}
+
+static ly_status
+d_insert_dns_names(struct ly_datastore *base, int64_t owner, char *const *names, size_t n, struct ly_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct ly_ds_param p[] = { LY_DS_INT(owner), LY_DS_INT((int64_t)i), LY_DS_TEXT(names[i]) };
+		LY_TRY(d_exec(base, LY_DS_ENTRY_DNS_INSERT, p, LY_DS_NELEM(p), "insert DNS name", NULL, NULL, err));
+	}
+	return LY_OK;
+}
+
 static const struct ly_ds_dialect sqlite_dialect = {
 	.begin = d_begin,
 	.commit = d_commit,
@@ -1302,9 +804,12 @@ static const struct ly_ds_dialect sqlite_dialect = {
 	.col_text = d_col_text,
 	.col_int64 = d_col_int64,
 	.col_bytes = d_col_bytes,
+	.col_is_null = d_col_is_null,
 	.read_entry = d_read_entry,
 	.read_agent = d_read_agent,
 	.rows_free = d_rows_free,
+	.insert_selectors = d_insert_selectors,
+	.insert_dns_names = d_insert_dns_names,
 };
 
 /* ---- open, migrate, close ---- */
@@ -1330,17 +835,17 @@ static const struct ly_datastore_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sqlite_close,
 	.revision = ly_ds_engine_revision,
-	.entry_create = sqlite_entry_create,
+	.entry_create = ly_ds_engine_entry_create,
 	.entry_get = ly_ds_engine_entry_get,
-	.entry_update = sqlite_entry_update,
+	.entry_update = ly_ds_engine_entry_update,
 	.entry_delete = ly_ds_engine_entry_delete,
-	.entry_list = sqlite_entry_list,
-	.entry_changes_since = sqlite_entry_changes_since,
+	.entry_list = ly_ds_engine_entry_list,
+	.entry_changes_since = ly_ds_engine_entry_changes_since,
 	.entry_changes_prune = ly_ds_engine_entry_changes_prune,
 	.token_create = ly_ds_engine_token_create,
 	.token_consume = ly_ds_engine_token_consume,
 	.token_prune = ly_ds_engine_token_prune,
-	.agent_upsert = sqlite_agent_upsert,
+	.agent_upsert = ly_ds_engine_agent_upsert,
 	.agent_get = ly_ds_engine_agent_get,
 	.agent_list = ly_ds_engine_agent_list,
 	.agent_delete = ly_ds_engine_agent_delete,

@@ -1,0 +1,541 @@
+/*
+ * test_agent_wapi_flow.c: the Workload API's per-call control flow
+ * (agent/wapi_call.c, behind wapi_internal.h) with the rpc call layer
+ * faked behind its interface (rpc/rpc.h: the ly_rpc_call_* functions are
+ * defined here, so no gRPC is involved), a fake source (wapi.h struct
+ * ly_wapi_source: a real cache, a readiness flag, a JWT minter that
+ * records its callback) and a real libuv loop. The connection is this
+ * test process itself, as wapi_conn.c would have recorded it at accept.
+ *
+ * What it shows: the checks every call starts with, in SPIRE's order
+ * (security header, stopping, a refused connection, not ready); the
+ * health answer; an X.509-SVID stream that waits while its caller is
+ * entitled without an SVID, sends once the SVID is in, does not send the
+ * same response twice, and ends PERMISSION_DENIED when the last entry
+ * goes; a caller entitled to nothing refused at once; a caller no longer
+ * the process attested refused for good; FetchJWTSVID failing UNAVAILABLE
+ * when the minter refuses, and CANCELLED when the client left before the
+ * token came.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "agent/cache.h"
+#include "agent/procfs.h"
+#include "agent/wapi_internal.h"
+#include "lib/bundle.h"
+#include "lib/log.h"
+#include "rpc/rpc.h"
+#include "testutil_agent.h"
+
+#define SID "spiffe://example.org/w"
+
+/* ---- the fake rpc call layer ---- */
+
+struct ly_rpc_call {
+	const char *method;
+	bool header; /* sends workload.spiffe.io: true */
+	void *conn;
+	ly_rpc_closed_cb closed;
+	void *closed_arg;
+	size_t n_sent;
+	size_t last_len; /* of the last message sent or replied */
+	uint8_t last[8];  /* its first bytes */
+	bool finished;
+	enum ly_rpc_code code;
+	char details[512];
+};
+
+const char *
+ly_rpc_code_str(enum ly_rpc_code code)
+{
+	(void)code;
+	return "code";
+}
+
+const char *
+ly_rpc_call_method(const struct ly_rpc_call *call)
+{
+	return call->method;
+}
+
+void *
+ly_rpc_call_conn_ctx(const struct ly_rpc_call *call)
+{
+	return call->conn;
+}
+
+const uint8_t *
+ly_rpc_call_metadata(const struct ly_rpc_call *call, const char *key, size_t *len)
+{
+	if (!call->header || strcmp(key, WAPI_HEADER) != 0)
+		return NULL;
+	*len = 4;
+	return (const uint8_t *)"true";
+}
+
+void
+ly_rpc_call_set_closed_cb(struct ly_rpc_call *call, ly_rpc_closed_cb cb, void *arg)
+{
+	call->closed = cb;
+	call->closed_arg = arg;
+}
+
+void
+ly_rpc_call_set_message_cb(struct ly_rpc_call *call, ly_rpc_message_in_cb cb, void *arg)
+{
+	(void)call;
+	(void)cb;
+	(void)arg;
+}
+
+static void
+keep(struct ly_rpc_call *call, const uint8_t *msg, size_t len)
+{
+	call->last_len = len;
+	memcpy(call->last, msg, len < sizeof(call->last) ? len : sizeof(call->last));
+}
+
+ly_status
+ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
+{
+	(void)flags;
+	(void)err;
+	assert_false(call->finished);
+	keep(call, msg, len);
+	call->n_sent++;
+	return LY_OK;
+}
+
+ly_status
+ly_rpc_call_reply(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
+{
+	(void)flags;
+	(void)err;
+	assert_false(call->finished);
+	keep(call, msg, len);
+	call->finished = true;
+	call->code = LY_RPC_OK;
+	return LY_OK;
+}
+
+void
+ly_rpc_call_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *details)
+{
+	assert_false(call->finished);
+	call->finished = true;
+	call->code = code;
+	(void)snprintf(call->details, sizeof(call->details), "%s", details != NULL ? details : "");
+}
+
+/* ---- the fake source ---- */
+
+struct fixture {
+	uv_loop_t loop;
+	struct ly_agent agent;
+	struct ly_wapi w;
+	struct wconn conn;
+	struct tu_pki pki;
+	struct ly_cache *cache;
+	bool ready;
+	/* the JWT minter */
+	unsigned jwt_fetches;
+	ly_status jwt_rc;
+	ly_wapi_jwt_cb jwt_cb;
+	void *jwt_cb_arg;
+};
+
+static struct ly_cache *
+src_cache(void *arg)
+{
+	struct fixture *f = arg;
+	return f->cache;
+}
+
+static bool
+src_ready(void *arg)
+{
+	struct fixture *f = arg;
+	return f->ready;
+}
+
+static ly_status
+src_fetch_jwt(void *arg, const char *entry_id, const char *const *aud, size_t naud, ly_wapi_jwt_cb cb,
+    void *cb_arg, struct ly_error *err)
+{
+	struct fixture *f = arg;
+	(void)entry_id;
+	(void)aud;
+	(void)naud;
+	f->jwt_fetches++;
+	if (f->jwt_rc != LY_OK)
+		return ly_error_set(err, f->jwt_rc, "minter refuses");
+	f->jwt_cb = cb;
+	f->jwt_cb_arg = cb_arg;
+	return LY_OK;
+}
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct ly_error e;
+	assert_non_null(f);
+	ly_log_set_level(LY_LOG_ERROR);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	tu_pki_init(&f->pki);
+	assert_int_equal(ly_cache_new(TA_TD, &f->cache, NULL), LY_OK);
+	f->agent.loop = &f->loop;
+	f->agent.cfg.proc_root = "/proc";
+	f->ready = true;
+
+	struct ly_wapi *w = &f->w;
+	w->agent = &f->agent;
+	w->src = (struct ly_wapi_source){ .arg = f, .cache = src_cache, .ready = src_ready,
+		.fetch_jwt = src_fetch_jwt };
+	ly_queue_init(&w->conns);
+	ly_queue_init(&w->streams);
+	ly_queue_init(&w->jwt_reqs);
+	assert_int_equal(uv_timer_init(&f->loop, &w->kick), 0);
+	assert_int_equal(uv_timer_init(&f->loop, &w->expiry), 0);
+	w->kick.data = w->expiry.data = w;
+	w->handles_init = true;
+
+	/* The caller: this process, recorded as at accept (wapi_conn.c conn_start). */
+	struct wconn *c = &f->conn;
+	c->w = w;
+	c->id = 1;
+	c->refuse = LY_RPC_OK;
+	c->peer.pid = getpid();
+	c->peer.uid = getuid();
+	c->peer.gid = getgid();
+	long fd = syscall(SYS_pidfd_open, c->peer.pid, 0);
+	c->peer.pidfd = fd >= 0 ? (int)fd : -1;
+	assert_int_equal(ly_proc_start_time("/proc", c->peer.pid, &c->peer.start_time, &e), LY_OK);
+	c->peer.has_start_time = true;
+	assert_int_equal(ly_proc_exe_id("/proc", c->peer.pid, &c->peer.exe, &e), LY_OK);
+	c->sels = ta_selectors(&c->n_sels, "unix:uid:1000", NULL);
+	ly_queue_insert_tail(&w->conns, &c->link);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_wapi *w = &f->w;
+	/* Every test ends its streams and JWT requests. */
+	assert_true(ly_queue_empty(&w->streams));
+	assert_true(ly_queue_empty(&w->jwt_reqs));
+	uv_close((uv_handle_t *)&w->kick, NULL);
+	uv_close((uv_handle_t *)&w->expiry, NULL);
+	(void)uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	if (f->conn.peer.pidfd >= 0)
+		(void)close(f->conn.peer.pidfd);
+	ly_selectors_free(f->conn.sels, f->conn.n_sels);
+	ly_cache_free(f->cache);
+	tu_pki_free(&f->pki);
+	free(f);
+	return 0;
+}
+
+static struct ly_rpc_call
+call_on(struct fixture *f, const char *method)
+{
+	return (struct ly_rpc_call){ .method = method, .header = true, .conn = &f->conn };
+}
+
+/* An entry for SID with the caller's selector. */
+static void
+put_entry(struct fixture *f, const char *id)
+{
+	ta_put(f->cache, ta_entry(id, SID, 1, NULL, "unix:uid:1000", NULL), NULL);
+}
+
+/* An SVID valid now (the Workload API's clock is the wall clock; the PKI's is TU_NOW). */
+static void
+put_svid(struct fixture *f, const char *id)
+{
+	ta_set_svid(f->cache, &f->pki, id, -10, 200000000L, NULL);
+}
+
+static void
+put_bundle(struct fixture *f)
+{
+	struct ly_bundle_set *set = NULL;
+	struct ly_bundle *b = NULL;
+	assert_int_equal(ly_bundle_set_new(&set, NULL), LY_OK);
+	assert_int_equal(ly_bundle_new(TA_TD, &b, NULL), LY_OK);
+	assert_int_equal(ly_bundle_add_x509_authority(b, f->pki.root_der.data, f->pki.root_der.len, NULL), LY_OK);
+	assert_int_equal(ly_bundle_set_put(set, b, NULL), LY_OK);
+	assert_int_equal(ly_cache_set_bundles(f->cache, set, NULL, NULL), LY_OK);
+}
+
+/* What ly_wapi_cache_changed does, then the loop turn that runs the pass. */
+static void
+pass(struct fixture *f)
+{
+	ly_wapi_pass_schedule(&f->w);
+	(void)uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/* ---- the checks every call starts with ---- */
+
+static void
+test_admission_order(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c;
+
+	/* No security header: INVALID_ARGUMENT, before anything else (even stopping). */
+	f->w.stopping = true;
+	c = call_on(f, M("FetchX509SVID"));
+	c.header = false;
+	ly_wapi_fetch_x509_svid(&c, NULL, 0, &f->w);
+	assert_true(c.finished);
+	assert_int_equal(c.code, LY_RPC_INVALID_ARGUMENT);
+	assert_string_equal(c.details, "security header missing from request");
+
+	/* Stopping: UNAVAILABLE. */
+	c = call_on(f, M("FetchX509SVID"));
+	ly_wapi_fetch_x509_svid(&c, NULL, 0, &f->w);
+	assert_int_equal(c.code, LY_RPC_UNAVAILABLE);
+	assert_string_equal(c.details, "agent is shutting down");
+	f->w.stopping = false;
+
+	/* A refused connection: its code and reason, counted. */
+	f->conn.refuse = LY_RPC_PERMISSION_DENIED;
+	f->conn.refuse_msg = "workload attestation failed: the caller could not be identified";
+	c = call_on(f, M("FetchJWTBundles"));
+	ly_wapi_fetch_jwt_bundles(&c, NULL, 0, &f->w);
+	assert_int_equal(c.code, LY_RPC_PERMISSION_DENIED);
+	assert_string_equal(c.details, f->conn.refuse_msg);
+	assert_int_equal(f->w.denied, 1);
+	f->conn.refuse = LY_RPC_OK;
+
+	/* Not ready: UNAVAILABLE (clients retry). */
+	f->ready = false;
+	c = call_on(f, M("FetchX509Bundles"));
+	ly_wapi_fetch_x509_bundles(&c, NULL, 0, &f->w);
+	assert_int_equal(c.code, LY_RPC_UNAVAILABLE);
+	assert_string_equal(c.details, "agent is not ready yet");
+	assert_int_equal(f->w.calls, 4);
+	assert_int_equal(f->w.n_streams[ST_X509_SVID] + f->w.n_streams[ST_X509_BUNDLES], 0);
+}
+
+static void
+test_health(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c;
+	static const uint8_t other[] = { 0x0a, 0x03, 'f', 'o', 'o' }; /* service "foo" */
+
+	/* Health needs no security header; SERVING when ready. */
+	c = call_on(f, "/grpc.health.v1.Health/Check");
+	c.header = false;
+	ly_wapi_health_check(&c, NULL, 0, &f->w);
+	assert_int_equal(c.code, LY_RPC_OK);
+	assert_int_equal(c.last_len, 2);
+	assert_int_equal(c.last[1], 0x01);
+
+	f->ready = false;
+	c = call_on(f, "/grpc.health.v1.Health/Check");
+	ly_wapi_health_check(&c, NULL, 0, &f->w);
+	assert_int_equal(c.code, LY_RPC_OK);
+	assert_int_equal(c.last[1], 0x02);
+
+	c = call_on(f, "/grpc.health.v1.Health/Check");
+	ly_wapi_health_check(&c, other, sizeof(other), &f->w);
+	assert_int_equal(c.code, LY_RPC_NOT_FOUND);
+}
+
+/* ---- streams ---- */
+
+static void
+test_x509_stream_life(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509SVID"));
+
+	put_entry(f, "e-1");
+	put_bundle(f);
+	/* Entitled, no SVID yet: the stream opens and waits. */
+	ly_wapi_fetch_x509_svid(&c, NULL, 0, &f->w);
+	assert_false(c.finished);
+	assert_int_equal(c.n_sent, 0);
+	assert_int_equal(f->w.n_streams[ST_X509_SVID], 1);
+	assert_non_null(c.closed);
+
+	/* The SVID arrives: one response on the next pass. */
+	put_svid(f, "e-1");
+	pass(f);
+	assert_int_equal(c.n_sent, 1);
+	assert_true(c.last_len > 0);
+	assert_int_equal(f->w.sent, 1);
+	/* The expiry timer is armed for it. */
+	assert_true(uv_is_active((uv_handle_t *)&f->w.expiry));
+
+	/* Another pass with nothing changed for this caller: not sent again. */
+	pass(f);
+	assert_int_equal(c.n_sent, 1);
+
+	/* Two changes in one loop turn: one pass. */
+	put_entry(f, "e-2");
+	ly_wapi_pass_schedule(&f->w);
+	ly_wapi_pass_schedule(&f->w);
+	(void)uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_int_equal(c.n_sent, 1); /* e-2 has no SVID yet: the response is the same */
+
+	/* The caller's entries go: the stream ends PERMISSION_DENIED. */
+	ta_del(f->cache, "e-1", NULL);
+	ta_del(f->cache, "e-2", NULL);
+	pass(f);
+	assert_true(c.finished);
+	assert_int_equal(c.code, LY_RPC_PERMISSION_DENIED);
+	assert_string_equal(c.details, "no identity issued");
+	assert_int_equal(f->w.n_streams[ST_X509_SVID], 0);
+}
+
+static void
+test_stream_not_entitled(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509Bundles"));
+
+	/* An entry for someone else only. */
+	ta_put(f->cache, ta_entry("e-other", SID, 1, NULL, "unix:uid:2000", NULL), NULL);
+	put_bundle(f);
+	ly_wapi_fetch_x509_bundles(&c, NULL, 0, &f->w);
+	assert_true(c.finished);
+	assert_int_equal(c.code, LY_RPC_PERMISSION_DENIED);
+	assert_int_equal(c.n_sent, 0);
+	assert_int_equal(f->w.n_streams[ST_X509_BUNDLES], 0);
+}
+
+static void
+test_stream_client_leaves(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509Bundles"));
+
+	put_entry(f, "e-1");
+	put_bundle(f);
+	ly_wapi_fetch_x509_bundles(&c, NULL, 0, &f->w);
+	assert_false(c.finished);
+	assert_int_equal(c.n_sent, 1); /* the first response at once */
+	/* The client goes away: the stream ends CANCELLED and is freed. */
+	c.closed(&c, c.closed_arg);
+	assert_true(c.finished);
+	assert_int_equal(c.code, LY_RPC_CANCELLED);
+	assert_int_equal(f->w.n_streams[ST_X509_BUNDLES], 0);
+}
+
+static void
+test_caller_replaced(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchJWTBundles"));
+
+	put_entry(f, "e-1");
+	put_bundle(f);
+	ly_wapi_fetch_jwt_bundles(&c, NULL, 0, &f->w);
+	assert_false(c.finished);
+	/* The process attested is not the one holding the PID now (another start time). */
+	f->conn.peer.start_time++;
+	pass(f);
+	assert_true(c.finished);
+	assert_int_equal(c.code, LY_RPC_PERMISSION_DENIED);
+	assert_string_equal(c.details, "could not verify existence of the original caller");
+	/* For good: the next call is refused too, even with the right start time back. */
+	f->conn.peer.start_time--;
+	struct ly_rpc_call c2 = call_on(f, M("FetchX509SVID"));
+	ly_wapi_fetch_x509_svid(&c2, NULL, 0, &f->w);
+	assert_int_equal(c2.code, LY_RPC_PERMISSION_DENIED);
+}
+
+/* ---- FetchJWTSVID ---- */
+
+/* JWTSVIDRequest{audience: "aud"} */
+static const uint8_t jwt_req[] = { 0x0a, 0x03, 'a', 'u', 'd' };
+
+static void
+test_jwt_minter_refuses(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchJWTSVID"));
+
+	put_entry(f, "e-1");
+	put_bundle(f);
+	f->jwt_rc = LY_E_IO;
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_int_equal(f->jwt_fetches, 1);
+	assert_true(c.finished);
+	assert_int_equal(c.code, LY_RPC_UNAVAILABLE);
+	assert_string_equal(c.details, "could not fetch JWT-SVID");
+	assert_int_equal(f->w.n_jwt, 0);
+}
+
+static void
+test_jwt_client_leaves_before_token(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchJWTSVID"));
+	struct ly_error e;
+
+	put_entry(f, "e-1");
+	put_bundle(f);
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_int_equal(f->jwt_fetches, 1);
+	assert_false(c.finished);
+	assert_int_equal(f->w.n_jwt, 1);
+	/* The client leaves; the minter answers later (it cannot be told): CANCELLED then, and freed. */
+	c.closed(&c, c.closed_arg);
+	assert_false(c.finished);
+	ly_error_set(&e, LY_E_IO, "server unreachable");
+	f->jwt_cb(f->jwt_cb_arg, NULL, &e);
+	assert_true(c.finished);
+	assert_int_equal(c.code, LY_RPC_CANCELLED);
+	assert_int_equal(f->w.n_jwt, 0);
+}
+
+static void
+test_jwt_no_audience(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchJWTSVID"));
+
+	put_entry(f, "e-1");
+	ly_wapi_fetch_jwt_svid(&c, NULL, 0, &f->w);
+	assert_int_equal(c.code, LY_RPC_INVALID_ARGUMENT);
+	assert_int_equal(f->jwt_fetches, 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_admission_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_health, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_x509_stream_life, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_not_entitled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_client_leaves, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_caller_replaced, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jwt_minter_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jwt_client_leaves_before_token, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jwt_no_audience, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
