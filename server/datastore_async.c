@@ -45,6 +45,7 @@ struct dsa_req {
 	uint32_t deadline_ms;
 	enum req_state state; /* under sh->mu */
 	bool done_called;     /* loop only */
+	int gave_up;          /* atomic: the deadline passed while running (struct ly_datastore.gave_up) */
 	/* Written by the worker before RQ_FINISHED, read by the loop after. */
 	ly_status st;
 	struct ly_error err;
@@ -176,7 +177,9 @@ worker_main(void *arg)
 		uv_mutex_unlock(&sh->mu);
 
 		ly_error_clear(&r->err);
+		sh->ds->gave_up = &r->gave_up;
 		r->st = r->work(sh->ds, r->ctx, &r->err);
+		sh->ds->gave_up = NULL;
 
 		uv_mutex_lock(&sh->mu);
 		sh->current = NULL;
@@ -319,6 +322,7 @@ on_deadline(uv_timer_t *t)
 			dropped = true;
 		} else if (r->state == RQ_RUNNING) {
 			dsa->held = true;
+			__atomic_store_n(&r->gave_up, 1, __ATOMIC_RELEASE);
 		}
 		bool finished = r->state == RQ_FINISHED;
 		uv_mutex_unlock(&dsa->sh->mu);
@@ -548,6 +552,8 @@ ly_dsa_close(struct ly_dsa *dsa)
 		bool dropped = r->state == RQ_QUEUED;
 		if (dropped)
 			ly_queue_remove(&r->link);
+		else if (r->state == RQ_RUNNING)
+			__atomic_store_n(&r->gave_up, 1, __ATOMIC_RELEASE);
 		uv_mutex_unlock(&sh->mu);
 		ly_queue_remove(&r->live);
 		dsa->n_live--;

@@ -37,7 +37,10 @@
  * nothing applied)". The call already running cannot be taken back from
  * the back end: "(the call was running: a change may still be applied when
  * the datastore answers)"; if it commits later, its changes still reach
- * the hooks.
+ * the hooks. The back end hears that its caller gave up
+ * (ly_datastore_gave_up): PostgreSQL, which may spend long reconnecting,
+ * then never begins the transaction, so only a write that had begun before
+ * the deadline can still commit.
  *
  * Reachability: the datastore is "unreachable" from a call's timeout or a
  * call's LY_E_IO until a later call completes without LY_E_IO. While the

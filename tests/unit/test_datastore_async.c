@@ -4,7 +4,8 @@
  * thread; change hooks run on the loop before the call's done; a call that
  * never returns times out, the one queued behind it never runs, new calls
  * are refused while the worker is held, and the held call's late answer
- * brings the store back; the queue's cap; close with calls running and
+ * brings the store back (the back end could tell its caller gave up:
+ * ly_datastore_gave_up); the queue's cap; close with calls running and
  * queued (the worker joined, or left detached when stuck).
  */
 #include <setjmp.h>
@@ -60,6 +61,8 @@ struct call {
 	bool change;     /* report an entry change */
 	ly_status result;
 };
+/* What a blocked call's work saw of ly_datastore_gave_up once let through (-1: not yet). */
+static int gave_up_seen = -1;
 /* n_hook as done of a changing call saw it. */
 static int hook_at_done = -1;
 
@@ -81,6 +84,8 @@ work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 			pthread_cond_wait(&gate_cv, &gate_mu);
 		pthread_mutex_unlock(&gate_mu);
 	}
+	if (c->block)
+		__atomic_store_n(&gave_up_seen, ly_datastore_gave_up(ds) ? 1 : 0, __ATOMIC_SEQ_CST);
 	int i = __atomic_fetch_add(&n_work, 1, __ATOMIC_SEQ_CST);
 	work_order[i] = c->id;
 	if (c->change) {
@@ -181,6 +186,7 @@ setup(void **state)
 	n_work = n_done = n_release = n_hook = 0;
 	fake_closed = 0;
 	hook_at_done = -1;
+	gave_up_seen = -1;
 	gate_open = false;
 	memset(work_order, 0, sizeof(work_order));
 	memset(done_order, 0, sizeof(done_order));
@@ -320,6 +326,7 @@ test_timeout_and_recovery(void **state)
 	assert_int_equal(atomic_get(&n_release), 2);
 	assert_int_equal(atomic_get(&n_work), 1); /* only the held call ran; call 2 never did */
 	assert_int_equal(work_order[0], 1);
+	assert_int_equal(atomic_get(&gave_up_seen), 1); /* the back end could tell its caller gave up */
 	assert_int_equal(n_done, 2);              /* no second done for the late one */
 	assert_true(ly_dsa_reachable(dsa, NULL));
 	assert_int_equal(ly_dsa_submit(dsa, work, done, release, call_new(4, false), 0, NULL), LY_OK);
@@ -359,6 +366,7 @@ test_io_error_and_cap(void **state)
 	open_gate();
 	want_done = 2;
 	run_until(&loop, enough_done, 5000);
+	assert_int_equal(atomic_get(&gave_up_seen), 0); /* answered in time: nobody gave up */
 	assert_true(ly_dsa_reachable(dsa, NULL));
 	ly_dsa_close(dsa);
 	(void)uv_run(&loop, UV_RUN_DEFAULT);
@@ -390,6 +398,7 @@ test_close_in_flight_joined(void **state)
 		assert_string_equal(done_msg[i], "datastore: closing");
 	}
 	assert_int_equal(atomic_get(&n_work), 1);
+	assert_int_equal(atomic_get(&gave_up_seen), 1); /* closing: its caller heard "closing" */
 	assert_int_equal(atomic_get(&n_release), 3);
 	assert_int_equal(atomic_get(&fake_closed), 1);
 	(void)uv_run(&loop, UV_RUN_DEFAULT);
