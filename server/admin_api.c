@@ -307,7 +307,8 @@ aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
 		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
 		struct ly_error e2;
 		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
-		op_fail_st(&a->op, st, &e2);
+		/* A full queue is the server's load, not the request's fault. */
+		op_fail(&a->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
 		aop_release(a);
 	}
 }
