@@ -109,6 +109,7 @@ static const char *const known_keys[] = {
 	K "sds.default_bundle_name",
 	K "sds.default_all_bundles_name",
 	K "sds.disable_spiffe_cert_validation",
+	K "workload_api.max_response_bytes",
 	NULL,
 };
 
@@ -489,6 +490,14 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	    cfg->sds_default_all_bundles_name[0] == '\0') {
 		ly_error_set(err, LY_E_INVALID, "the SDS resource names must not be empty");
 		return ly_config_wrap(file, K "sds", err, LY_E_INVALID);
+	}
+
+	/* Lower than LY_RPC_RESPONSE_MAX to bound memory (and in tests); a larger answer is RESOURCE_EXHAUSTED. */
+	LY_TRY(ly_config_get_u64(file, K "workload_api.max_response_bytes", LY_RPC_RESPONSE_MAX,
+	    &cfg->workload_response_max, err));
+	if (cfg->workload_response_max < LY_WORKLOAD_RESPONSE_MIN || cfg->workload_response_max > LY_RPC_RESPONSE_MAX) {
+		ly_error_set(err, LY_E_LIMIT, "must be between %d and %d", LY_WORKLOAD_RESPONSE_MIN, LY_RPC_RESPONSE_MAX);
+		return ly_config_wrap(file, K "workload_api.max_response_bytes", err, LY_E_LIMIT);
 	}
 
 	LY_TRY(load_node_attestors(file, cfg, err));

@@ -75,6 +75,8 @@ struct ly_agent_config {
 	const char *sds_default_bundle_name;      /* "ROOTCA" */
 	const char *sds_default_all_bundles_name; /* "ALL" */
 	bool sds_disable_spiffe_cert_validation;
+	/* The largest Workload API or SDS response, bytes (workload_api.max_response_bytes; LY_RPC_RESPONSE_MAX). */
+	uint64_t workload_response_max;
 };
 
 struct ly_agent {

@@ -59,6 +59,8 @@ ly_sds_new(const struct ly_sds_host *host, const struct ly_sds_config *cfg, stru
 		s->cfg.names.default_bundle = "ROOTCA";
 	if (s->cfg.names.all_bundles == NULL)
 		s->cfg.names.all_bundles = "ALL";
+	if (s->cfg.max_response == 0 || s->cfg.max_response > LY_RPC_RESPONSE_MAX)
+		s->cfg.max_response = LY_RPC_RESPONSE_MAX;
 	ly_queue_init(&s->streams);
 	*out = s;
 	return LY_OK;
@@ -159,6 +161,15 @@ caller_identities(struct ly_sds *s, void *conn, struct ly_cache_identities *ids,
 	return LY_RPC_OK;
 }
 
+/* LY_E_LIMIT: a response of `len` bytes (`n` resources) over the agent's cap, said so. */
+static ly_status
+too_large(const struct ly_sds *s, size_t len, size_t n, struct ly_error *err)
+{
+	return ly_error_set(err, LY_E_LIMIT,
+	    "the response (%zu resources, %zu bytes) is over the agent's %zu-byte message cap", n, len,
+	    s->cfg.max_response);
+}
+
 /* "workload is not authorized for the requested identities [...]", as SPIRE says it. */
 static void
 not_authorized(char *buf, size_t cap, const struct ly_error *e)
@@ -210,6 +221,14 @@ stream_update(struct stream *st, bool force)
 		log_info("sds: conn %" PRIu64 ": " NOT_AUTHORIZED " %s", st->conn_id, e.msg);
 		not_authorized(details, sizeof(details), &e);
 		stream_end(st, LY_RPC_INVALID_ARGUMENT, details);
+		goto out;
+	}
+	if (rc == LY_OK && msg.len > s->cfg.max_response)
+		rc = too_large(s, msg.len, n, &e);
+	if (rc == LY_E_LIMIT) {
+		/* Not dropped in silence: Envoy is told why (a NACK cannot be sent it). */
+		log_warn("sds: conn %" PRIu64 ": %s", st->conn_id, e.msg);
+		stream_end(st, LY_RPC_RESOURCE_EXHAUSTED, e.msg);
 		goto out;
 	}
 	if (rc != LY_OK) {
@@ -368,6 +387,13 @@ ly_sds_fetch_secrets(struct ly_sds *s, struct ly_rpc_call *call, const uint8_t *
 	if (rc == LY_E_NOT_FOUND) {
 		not_authorized(details, sizeof(details), &e);
 		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, details);
+		goto out;
+	}
+	if (rc == LY_OK && out.len > s->cfg.max_response)
+		rc = too_large(s, out.len, n, &e);
+	if (rc == LY_E_LIMIT) {
+		log_warn("sds: FetchSecrets: %s", e.msg);
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, e.msg);
 		goto out;
 	}
 	if (rc != LY_OK) {

@@ -62,6 +62,8 @@ struct ly_sds_host {
 struct ly_sds_config {
 	struct ly_sds_names names;          /* borrowed: must outlive the handler */
 	bool disable_spiffe_cert_validation; /* trusted_ca for every Envoy */
+	/* The largest response (0: LY_RPC_RESPONSE_MAX); a larger one is answered RESOURCE_EXHAUSTED. */
+	size_t max_response;
 };
 
 struct ly_sds;

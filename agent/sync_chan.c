@@ -249,7 +249,8 @@ ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, struct ly_erro
 		.verify = tls_verify,
 		.verify_arg = c->tc,
 	};
-	struct ly_rpc_channel_config cfg = { .target = s->target, .tls = &tls, .max_response = 0 };
+	/* A WatchEntries snapshot of LY_AGENT_ENTRIES_MAX entries passes gRPC's 4 MiB default (lib/caps.h). */
+	struct ly_rpc_channel_config cfg = { .target = s->target, .tls = &tls, .max_response = LY_RPC_RESPONSE_MAX };
 	if ((rc = ly_rpc_channel_new(s->agent->rpc, &cfg, &c->ch, err)) != LY_OK)
 		goto out;
 	ly_queue_insert_head(&s->chans, &c->link);

@@ -106,6 +106,8 @@
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"
 #define LISTEN_BACKLOG 1024
 
+static void wapi_maybe_free(struct ly_wapi *w);
+
 void
 ly_wapi_cache_changed(struct ly_wapi *w)
 {
@@ -315,6 +317,10 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 		return ly_error_set(err, LY_E_NOMEM, "out of memory");
 	w->agent = agent;
 	w->src = *src;
+	w->maybe_free = wapi_maybe_free;
+	w->max_response = (size_t)cfg->workload_response_max;
+	if (w->max_response == 0 || w->max_response > LY_RPC_RESPONSE_MAX)
+		w->max_response = LY_RPC_RESPONSE_MAX;
 	ly_queue_init(&w->conns);
 	ly_queue_init(&w->streams);
 	ly_queue_init(&w->jwt_reqs);
@@ -352,6 +358,7 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 	struct ly_sds_config sdc = {
 		.names = { cfg->sds_default_svid_name, cfg->sds_default_bundle_name, cfg->sds_default_all_bundles_name },
 		.disable_spiffe_cert_validation = cfg->sds_disable_spiffe_cert_validation,
+		.max_response = w->max_response,
 	};
 	if ((rc = ly_sds_new(&sh, &sdc, &w->sds, err)) != LY_OK)
 		goto fail;
@@ -360,6 +367,8 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 		.n_methods = sizeof(methods) / sizeof(methods[0]),
 		.arg = w,
 		.max_request = LY_WORKLOAD_REQUEST_MAX,
+		/* Set: gRPC's default (4 MiB) kept large entitlements from being served at all (lib/caps.h). */
+		.max_response = w->max_response,
 		/* SDS hook: Envoy's Node lists its extensions (tens of KB). */
 		.large_service = LY_SDS_SERVICE,
 		.large_max_request = LY_SDS_REQUEST_MAX,
@@ -408,7 +417,7 @@ handle_closed_cb(uv_handle_t *h)
 	struct ly_wapi *w = h->data;
 
 	w->open_handles--;
-	ly_wapi_maybe_free(w);
+	wapi_maybe_free(w);
 }
 
 void
@@ -444,8 +453,8 @@ ly_wapi_stop(struct ly_wapi *w)
 }
 
 /* The last step of ly_wapi_free, once no attestation is running. */
-void
-ly_wapi_maybe_free(struct ly_wapi *w)
+static void
+wapi_maybe_free(struct ly_wapi *w)
 {
 	if (!w->freeing || w->open_handles > 0 || w->n_attesting > 0 || w->n_conns > 0)
 		return;
@@ -476,5 +485,5 @@ ly_wapi_free(struct ly_wapi *w)
 		uv_close((uv_handle_t *)&w->expiry, handle_closed_cb);
 		return;
 	}
-	ly_wapi_maybe_free(w);
+	wapi_maybe_free(w);
 }

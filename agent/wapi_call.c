@@ -117,6 +117,19 @@ ly_wapi_call_admit(struct ly_wapi *w, struct ly_rpc_call *call, struct wconn **o
 	return true;
 }
 
+/*
+ * LY_E_LIMIT: a response of `len` bytes (`n` `what`) over the agent's cap
+ * (lib/caps.h LY_RPC_RESPONSE_MAX, or workload_api.max_response_bytes).
+ * Its message is the status details the caller gets.
+ */
+static ly_status
+too_large(const struct ly_wapi *w, size_t len, const char *what, size_t n, struct ly_error *err)
+{
+	return ly_error_set(err, LY_E_LIMIT,
+	    "the response (%zu %s, %zu bytes) is over the agent's %zu-byte message cap", n, what, len,
+	    w->max_response);
+}
+
 /* ---- streams ------------------------------------------------------------------------------ */
 
 static const char *const stream_names[ST_KINDS] = { "FetchX509SVID", "FetchX509Bundles", "FetchJWTBundles" };
@@ -246,7 +259,16 @@ stream_update(struct stream *st, struct pass_ctx *p)
 	}
 	if (st->kind != ST_X509_SVID) {
 		ly_error_clear(&e);
-		if (shared_msg(p, st->kind, &e) != LY_OK) {
+		ly_status rc = shared_msg(p, st->kind, &e);
+		if (rc == LY_OK && p->msg[st->kind].len > st->w->max_response)
+			rc = too_large(st->w, p->msg[st->kind].len, "bundles",
+			    p->set != NULL ? ly_bundle_set_count(p->set) : 0, &e);
+		if (rc == LY_E_LIMIT) {
+			log_warn("workload api: conn %" PRIu64 ": %s: %s", c->id, stream_names[st->kind], e.msg);
+			ly_wapi_stream_end(st, LY_RPC_RESOURCE_EXHAUSTED, e.msg);
+			goto out;
+		}
+		if (rc != LY_OK) {
 			log_warn("workload api: %s: %s", stream_names[st->kind], e.msg);
 			goto out;
 		}
@@ -265,7 +287,16 @@ stream_update(struct stream *st, struct pass_ctx *p)
 		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: no bundle for our trust domain yet", c->id);
 		goto out;
 	}
-	if (ly_wmsg_x509svid_response(&ids, own, p->set, &msg, &e) != LY_OK) {
+	ly_status rc = ly_wmsg_x509svid_response(&ids, own, p->set, &msg, &e);
+	if (rc == LY_OK && msg.len > st->w->max_response)
+		rc = too_large(st->w, msg.len, "X.509-SVIDs", ids.n, &e);
+	if (rc == LY_E_LIMIT) {
+		/* Not nothing at all: the caller is told why, and what to change. */
+		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: %s", c->id, e.msg);
+		ly_wapi_stream_end(st, LY_RPC_RESOURCE_EXHAUSTED, e.msg);
+		goto out;
+	}
+	if (rc != LY_OK) {
 		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: %s", c->id, e.msg);
 		goto out;
 	}
@@ -472,9 +503,15 @@ jwt_req_complete(struct jwt_req *r)
 		svids[i].token = r->slots[i].token;
 		svids[i].hint = r->slots[i].hint;
 	}
-	if (ly_wmsg_jwtsvid_response(svids, r->n, &out, &e) != LY_OK) {
+	ly_status rc = ly_wmsg_jwtsvid_response(svids, r->n, &out, &e);
+	if (rc == LY_OK && out.len > w->max_response)
+		rc = too_large(w, out.len, "JWT-SVIDs", r->n, &e);
+	if (rc != LY_OK) {
 		log_warn("workload api: conn %" PRIu64 ": FetchJWTSVID: %s", r->conn->id, e.msg);
-		ly_rpc_call_finish(r->call, LY_RPC_UNAVAILABLE, "response could not be built");
+		if (rc == LY_E_LIMIT)
+			ly_rpc_call_finish(r->call, LY_RPC_RESOURCE_EXHAUSTED, e.msg);
+		else
+			ly_rpc_call_finish(r->call, LY_RPC_UNAVAILABLE, "response could not be built");
 		goto done;
 	}
 	if (ly_rpc_call_reply(r->call, out.data, out.len, LY_RPC_WIPE, &e) != LY_OK)

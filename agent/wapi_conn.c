@@ -56,7 +56,7 @@ conn_unref(struct wconn *c)
 		(void)close(c->peer.pidfd);
 	ly_selectors_free(c->sels, c->n_sels);
 	free(c);
-	ly_wapi_maybe_free(w);
+	w->maybe_free(w);
 }
 
 /*

@@ -9,8 +9,10 @@
  *                gRPC and the connection's end (rpc.h's conn callbacks);
  *   wapi_call.c  the calls: the checks every call starts with, the streams
  *                and their passes, FetchJWTSVID, ValidateJWTSVID, health.
- * The Workload API's messages are decoded and built by workload_msg.h;
- * the calls only decide.
+ * Calls only go down: wapi.c -> wapi_conn.c -> wapi_call.c (wapi_conn.c
+ * reaches wapi.c's end of life through the maybe_free hook). The Workload
+ * API's messages are decoded and built by workload_msg.h; the calls only
+ * decide.
  *
  * Threads: the loop thread only. Ownership: struct ly_wapi owns the
  * connections (until conn_release and the end of attestation), the
@@ -71,6 +73,14 @@ struct ly_wapi {
 		uint64_t until; /* uv_now; 0: free slot */
 	} penalty[LY_WAPI_PENALTY_SLOTS]; /* LY_WAPI_SHED_PENALTY_MS */
 	size_t n_streams[ST_KINDS];
+	size_t max_response; /* the largest response sent (agent config; rpc.h max_response) */
+	/*
+	 * wapi.c's last step of ly_wapi_free, which wapi_conn.c runs when a
+	 * connection ends (it frees `w` once nothing is left): a hook, so that
+	 * calls between the parts only go down (wapi.c -> wapi_conn.c ->
+	 * wapi_call.c).
+	 */
+	void (*maybe_free)(struct ly_wapi *w);
 	uint64_t next_conn_id;
 	/* Counters (for metrics). */
 	uint64_t accepted, refused_busy, refused_uid, refused_penalty, attest_failed, attest_denied, calls, denied, sent;
@@ -123,11 +133,6 @@ struct jwt_req {
 	size_t n, outstanding;
 	bool closed, failed;
 };
-
-/* ---- wapi.c ---- */
-
-/* The last step of ly_wapi_free, once no connection, attestation or handle is left. */
-void ly_wapi_maybe_free(struct ly_wapi *w);
 
 /* ---- wapi_conn.c ---- */
 

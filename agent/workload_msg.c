@@ -40,9 +40,9 @@ static ly_status
 pack_msg(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
 {
 	size_t size = protobuf_c_message_get_packed_size(m);
-	if (size > LY_RPC_MSG_MAX)
+	if (size > LY_RPC_RESPONSE_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "%s of %zu bytes: over the %d-byte message cap",
-		    m->descriptor->name, size, LY_RPC_MSG_MAX);
+		    m->descriptor->name, size, LY_RPC_RESPONSE_MAX);
 	uint8_t *p = malloc(size > 0 ? size : 1);
 	if (p == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", m->descriptor->name, size);

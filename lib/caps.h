@@ -127,6 +127,25 @@
  * connection table is indexed by fd).
  */
 #define LY_RPC_MSG_MAX (4 * 1024 * 1024)
+/*
+ * One response a daemon sends its own peer, and that peer receives. gRPC's
+ * 4 MiB default kept a workload entitled to more than ~2,400 X.509-SVIDs
+ * from getting any (the SPIRE benchmark, docs/benchmarks.md). An
+ * X509SVIDResponse takes ~1.8 KB a SVID (the chain with the intermediate,
+ * the key, the bundle repeated in every SVID), so 64 MiB holds ~35,000 for
+ * one workload, and an SDS answer of all of them likewise; a WatchEntries
+ * snapshot of LY_AGENT_ENTRIES_MAX entries (~250 bytes each) ~25 MB. Set
+ * explicitly on the Workload API's server (its sends; the agent's
+ * `workload_api.max_response_bytes` may lower it), the agent's channel to
+ * the server (its receives) and the server's agent API (its sends); a
+ * response still larger is answered RESOURCE_EXHAUSTED, never dropped.
+ * Memory stays bounded: a stream holds at most one message in flight and
+ * one queued (rpc/sendq.h). Requests stay under LY_RPC_MSG_MAX. (SPIRE
+ * sets no limit: Go's servers send up to 2 GiB, its clients receive 4 MiB.)
+ */
+#define LY_RPC_RESPONSE_MAX (64 * 1024 * 1024)
+/* The least `workload_api.max_response_bytes` may be: room for a few SVIDs with long chains. */
+#define LY_WORKLOAD_RESPONSE_MIN (64 * 1024)
 #define LY_RPC_FD_MAX 65536
 
 /*

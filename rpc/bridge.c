@@ -120,6 +120,7 @@ struct ly_rpc_server {
 	grpc_server *server;
 	struct ly_rpc_server_config cfg;
 	size_t max_request;
+	size_t max_response; /* one message sent */
 	grpc_server_credentials *insecure; /* for handed-over fds */
 	struct ly_rpc_tls_state *tls;
 	bool started;
@@ -1242,7 +1243,7 @@ call_queue(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned fl
 	void *replaced;
 	bool start;
 
-	LY_TRY(ly_rpc_msg_to_bb(msg, len, flags, &bb, err));
+	LY_TRY(ly_rpc_msg_to_bb(msg, len, call->srv->max_response, flags, &bb, err));
 	if (last)
 		start = ly_sendq_push_last(&call->q, bb, &b, &replaced);
 	else
@@ -1345,7 +1346,7 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
     struct ly_rpc_server **out, struct ly_error *err)
 {
 	struct ly_rpc_server *srv;
-	grpc_arg args[10];
+	grpc_arg args[12];
 	grpc_channel_args ca;
 	size_t n = 0;
 
@@ -1354,6 +1355,8 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 		return ly_error_set(err, LY_E_INVALID, "server: rpc is closing");
 	if (cfg->max_request > LY_RPC_MSG_MAX || cfg->large_max_request > LY_RPC_MSG_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "server: max_request over %d", LY_RPC_MSG_MAX);
+	if (cfg->max_response > LY_RPC_RESPONSE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "server: max_response over %d", LY_RPC_RESPONSE_MAX);
 	for (size_t i = 0; i < cfg->n_methods; i++) {
 		const struct ly_rpc_method *m = &cfg->methods[i];
 		if (m->path == NULL || m->path[0] != '/' || m->handler == NULL ||
@@ -1368,6 +1371,7 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	srv->rpc = rpc;
 	srv->cfg = *cfg;
 	srv->max_request = cfg->max_request != 0 ? cfg->max_request : LY_RPC_MSG_MAX;
+	srv->max_response = cfg->max_response != 0 ? cfg->max_response : LY_RPC_MSG_MAX;
 	ly_queue_init(&srv->calls);
 	ly_queue_init(&srv->conns);
 	ly_conntab_init(&srv->conntab);
@@ -1378,6 +1382,8 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	args[n++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
 	    (int)(cfg->large_service != NULL && cfg->large_max_request > srv->max_request ? cfg->large_max_request
 											    : srv->max_request));
+	/* Set, not left to gRPC's default (unlimited for a server's sends): what call_queue refuses too. */
+	args[n++] = int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)srv->max_response);
 	args[n++] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
 	/* A connection that has not finished its TLS and HTTP/2 handshake by then is closed (slowloris:
 	 * gRPC's default is 120 s, so a client could hold descriptors that long for a few bytes). */
@@ -1635,7 +1641,7 @@ channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd,
 	struct ly_rpc_channel *ch = NULL;
 	grpc_channel_credentials *creds = NULL;
 	struct ly_rpc_verifier *verifier = NULL;
-	grpc_arg args[2];
+	grpc_arg args[3];
 	grpc_channel_args ca;
 	ly_status rc = LY_OK;
 
@@ -1644,8 +1650,8 @@ channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd,
 		return ly_error_set(err, LY_E_INVALID, "channel: rpc is closing");
 	if (cfg->target == NULL || cfg->target[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "channel: no target");
-	if (cfg->max_response > LY_RPC_MSG_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "channel: max_response over %d", LY_RPC_MSG_MAX);
+	if (cfg->max_response > LY_RPC_RESPONSE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "channel: max_response over %d", LY_RPC_RESPONSE_MAX);
 	if (cfg->tls == NULL && strncmp(cfg->target, "unix:", 5) != 0)
 		return ly_error_set(err, LY_E_INVALID,
 		    "channel %s: plaintext only over a unix: socket", cfg->target);
@@ -1674,10 +1680,12 @@ channel_new(struct ly_rpc *rpc, const struct ly_rpc_channel_config *cfg, int fd,
 	 * (an old certificate after a rotation). */
 	args[0] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)ch->max_response);
 	args[1] = int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+	/* Requests: what ly_rpc_channel_call refuses too (gRPC's default for a client: unlimited). */
+	args[2] = int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, LY_RPC_MSG_MAX);
 	if (fd >= 0)
-		ch->channel = grpc_channel_create_from_fd(cfg->target, fd, creds, channel_args(args, 2, &ca));
+		ch->channel = grpc_channel_create_from_fd(cfg->target, fd, creds, channel_args(args, 3, &ca));
 	else
-		ch->channel = grpc_channel_create(cfg->target, creds, channel_args(args, 2, &ca));
+		ch->channel = grpc_channel_create(cfg->target, creds, channel_args(args, 3, &ca));
 	if (ch->channel == NULL) {
 		rc = ly_error_set(err, LY_E_INVALID, "channel %s: gRPC refused it", cfg->target);
 		goto out;
@@ -1908,7 +1916,7 @@ ly_rpc_channel_call(struct ly_rpc_channel *ch, const struct ly_rpc_call_config *
 			goto out;
 		}
 	}
-	rc = ly_rpc_msg_to_bb(cfg->req, cfg->req_len, cfg->flags, &cc->send_bb, err);
+	rc = ly_rpc_msg_to_bb(cfg->req, cfg->req_len, LY_RPC_MSG_MAX, cfg->flags, &cc->send_bb, err);
 	if (rc != LY_OK)
 		goto out;
 

@@ -18,11 +18,12 @@
 /* ---- messages (msg.c) ---- */
 
 /*
- * A new byte buffer holding a copy of `data`. With LY_RPC_WIPE the copy is
+ * A new byte buffer holding a copy of `data` (at most `cap` bytes, itself at
+ * most LY_RPC_RESPONSE_MAX: LY_E_LIMIT). With LY_RPC_WIPE the copy is
  * ours and wiped when gRPC releases it (gRPC's own frame and TLS record
  * buffers are out of our reach). Free with grpc_byte_buffer_destroy.
  */
-ly_status ly_rpc_msg_to_bb(const uint8_t *data, size_t len, unsigned flags,
+ly_status ly_rpc_msg_to_bb(const uint8_t *data, size_t len, size_t cap, unsigned flags,
     grpc_byte_buffer **out, struct ly_error *err) LY_MUST_CHECK;
 
 /*

@@ -27,15 +27,15 @@ wiped_msg_free(void *p)
 }
 
 ly_status
-ly_rpc_msg_to_bb(const uint8_t *data, size_t len, unsigned flags, grpc_byte_buffer **out,
+ly_rpc_msg_to_bb(const uint8_t *data, size_t len, size_t cap, unsigned flags, grpc_byte_buffer **out,
     struct ly_error *err)
 {
 	grpc_slice slice;
 
 	*out = NULL;
-	if (len > LY_RPC_MSG_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "message of %zu bytes over %d", len,
-		    LY_RPC_MSG_MAX);
+	if (len > cap || len > LY_RPC_RESPONSE_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "message of %zu bytes over the %zu-byte cap", len,
+		    cap < LY_RPC_RESPONSE_MAX ? cap : (size_t)LY_RPC_RESPONSE_MAX);
 	if ((flags & LY_RPC_WIPE) != 0) {
 		struct wiped_msg *w = malloc(sizeof(*w) + (len != 0 ? len : 1));
 		if (w == NULL)

@@ -149,6 +149,12 @@ struct ly_rpc_server_config {
 	 */
 	const char *large_service;
 	size_t large_max_request;
+	/*
+	 * One message sent (a reply or a stream message); 0: LY_RPC_MSG_MAX; at
+	 * most LY_RPC_RESPONSE_MAX. ly_rpc_call_send / _reply refuse a larger
+	 * one with LY_E_LIMIT (check first to answer with a status of yours).
+	 */
+	size_t max_response;
 };
 
 ly_status ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
@@ -294,7 +300,7 @@ struct ly_rpc_channel_config {
 	const char *target; /* "host:port" (TLS), or "unix:/path" */
 	/* TLS settings; NULL means plaintext, refused unless target is unix: */
 	const struct ly_rpc_tls_client *tls;
-	size_t max_response; /* one response message; 0: LY_RPC_MSG_MAX; at most LY_RPC_MSG_MAX */
+	size_t max_response; /* one response message; 0: LY_RPC_MSG_MAX; at most LY_RPC_RESPONSE_MAX */
 };
 
 /*

@@ -95,9 +95,9 @@ agent_api_reply_send(struct ly_rpc_call *call, const ProtobufCMessage *m, bool s
 	struct ly_error e;
 	size_t n = protobuf_c_message_get_packed_size(m);
 
-	if (n > LY_RPC_MSG_MAX) {
+	if (n > LY_RPC_RESPONSE_MAX) {
 		log_warn("%s: response of %zu bytes over the %d-byte cap", ly_rpc_call_method(call), n,
-		    LY_RPC_MSG_MAX);
+		    LY_RPC_RESPONSE_MAX);
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "response over the message size cap");
 		return;
 	}

@@ -109,9 +109,9 @@ agent_api_watch_send(struct agent_api_watcher *w, bool force)
 	up.deleted_entry_ids = deleted;
 	up.bundle_sequence = seq;
 	size_t n = lanyard__agent__v1__entries_update__get_packed_size(&up);
-	if (n > LY_RPC_MSG_MAX) {
+	if (n > LY_RPC_RESPONSE_MAX) {
 		log_error("watch of %s: %zu authorized entries need %zu bytes, over the %d-byte message cap",
-		    w->agent_id, set.n, n, LY_RPC_MSG_MAX);
+		    w->agent_id, set.n, n, LY_RPC_RESPONSE_MAX);
 		code = LY_RPC_RESOURCE_EXHAUSTED;
 		why = "authorized entries exceed the message size cap";
 	} else if ((buf = malloc(n > 0 ? n : 1)) == NULL) {

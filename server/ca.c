@@ -60,26 +60,6 @@ random_hex(char *out, size_t nbytes, struct ly_error *err)
 	return LY_OK;
 }
 
-void
-ca_slot_file_name(const struct ca_slot *s, char *out, size_t size)
-{
-	snprintf(out, size, "%s-%s.slot", s->jwt ? "jwt" : "x509", s->id);
-}
-
-void
-ca_slot_free(struct ca_slot *s)
-{
-	if (s == NULL)
-		return;
-	ly_buf_free(&s->root_der);
-	ly_buf_free(&s->signing_der);
-	EVP_PKEY_free(s->root_key);
-	EVP_PKEY_free(s->signing_key);
-	EVP_PKEY_free(s->jwt_key);
-	OPENSSL_cleanse(s, sizeof(*s));
-	free(s);
-}
-
 static time_t
 slot_half(const struct ca_slot *s)
 {
@@ -90,21 +70,6 @@ static bool
 slot_candidate(const struct ca_slot *s, bool jwt, time_t now)
 {
 	return s->jwt == jwt && !s->retired && s->compatible && s->not_after > now;
-}
-
-ly_status
-ca_slots_add(struct ly_ca *ca, struct ca_slot *s, struct ly_error *err)
-{
-	if (ca->nslots == LY_CA_SLOTS_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "CA: more than %d slots", LY_CA_SLOTS_MAX);
-	size_t i = ca->nslots;
-	while (i > 0 && ca->slots[i - 1]->issued_at > s->issued_at) {
-		ca->slots[i] = ca->slots[i - 1];
-		i--;
-	}
-	ca->slots[i] = s;
-	ca->nslots++;
-	return LY_OK;
 }
 
 static void

@@ -264,11 +264,11 @@ struct ly_ca {
 	uint64_t seq;
 };
 
-/* "<x509|jwt>-<id>.slot" into `out`. */
+/* ca_slotfile.c: "<x509|jwt>-<id>.slot" into `out`. */
 void ca_slot_file_name(const struct ca_slot *s, char *out, size_t size);
-/* Frees a slot, wiping it; NULL is fine. */
+/* ca_slotfile.c: frees a slot, wiping it; NULL is fine. */
 void ca_slot_free(struct ca_slot *s);
-/* Adds a slot in issued_at order; LY_E_LIMIT over LY_CA_SLOTS_MAX. The CA then owns it. */
+/* ca_slotfile.c: adds a slot in issued_at order; LY_E_LIMIT over LY_CA_SLOTS_MAX. The CA then owns it. */
 ly_status ca_slots_add(struct ly_ca *ca, struct ca_slot *s, struct ly_error *err) LY_MUST_CHECK;
 /* A random positive 128-bit certificate serial. */
 ly_status ca_random_serial(uint8_t serial[16], struct ly_error *err) LY_MUST_CHECK;

@@ -1,8 +1,11 @@
 /*
  * ca_slotfile.c: the CA's slot files in <data_dir>/ca (the format at the
  * top of ca.c): encoding a slot, writing it, reading and checking every
- * slot file back at start-up. Split from ca.c along its seam; the slots
- * themselves, rotation and the public API stay there (ca_internal.h).
+ * slot file back at start-up; and what a slot is apart from the CA's
+ * decisions (its file name, freeing it, its place in the CA's sorted
+ * list), so that this file never calls back into ca.c. Split from ca.c
+ * along its seam; making, activating and retiring slots, rotation and the
+ * public API stay there (ca_internal.h).
  */
 #include "server/ca.h"
 
@@ -10,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -17,6 +21,43 @@
 #include "lib/b64.h"
 #include "lib/der.h"
 #include "server/ca_internal.h"
+
+/* ---- a slot: its file name, its end, its place in the CA's list (ca.c makes and retires slots) ---- */
+
+void
+ca_slot_file_name(const struct ca_slot *s, char *out, size_t size)
+{
+	snprintf(out, size, "%s-%s.slot", s->jwt ? "jwt" : "x509", s->id);
+}
+
+void
+ca_slot_free(struct ca_slot *s)
+{
+	if (s == NULL)
+		return;
+	ly_buf_free(&s->root_der);
+	ly_buf_free(&s->signing_der);
+	EVP_PKEY_free(s->root_key);
+	EVP_PKEY_free(s->signing_key);
+	EVP_PKEY_free(s->jwt_key);
+	OPENSSL_cleanse(s, sizeof(*s));
+	free(s);
+}
+
+ly_status
+ca_slots_add(struct ly_ca *ca, struct ca_slot *s, struct ly_error *err)
+{
+	if (ca->nslots == LY_CA_SLOTS_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "CA: more than %d slots", LY_CA_SLOTS_MAX);
+	size_t i = ca->nslots;
+	while (i > 0 && ca->slots[i - 1]->issued_at > s->issued_at) {
+		ca->slots[i] = ca->slots[i - 1];
+		i--;
+	}
+	ca->slots[i] = s;
+	ca->nslots++;
+	return LY_OK;
+}
 
 /* ---- slot files ---- */
 

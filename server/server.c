@@ -588,7 +588,9 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 	LY_TRY(ly_agent_api_new(srv, &srv->agent_api, err));
 
 	methods = ly_agent_api_methods(&n);
-	struct ly_rpc_server_config agent_cfg = { .methods = methods, .n_methods = n, .arg = srv };
+	/* Its answers (a WatchEntries snapshot of many entries) may pass gRPC's 4 MiB default: lib/caps.h. */
+	struct ly_rpc_server_config agent_cfg = { .methods = methods, .n_methods = n, .arg = srv,
+		.max_response = LY_RPC_RESPONSE_MAX };
 	LY_TRY(ly_rpc_server_new(srv->rpc, &agent_cfg, &srv->agent_server, err));
 	if (strchr(srv->cfg.bind_address, ':') != NULL)
 		(void)snprintf(m->agent_addr, sizeof(m->agent_addr), "[%s]:%u", srv->cfg.bind_address,

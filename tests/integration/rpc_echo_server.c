@@ -390,7 +390,7 @@ main(int argc, char **argv)
 {
 	const char *unix_path = NULL, *fd_path = NULL, *tls_addr = NULL;
 	struct ly_rpc_server_config cfg = { methods, sizeof(methods) / sizeof(methods[0]), NULL,
-		0, conn_release, false, NULL, NULL, NULL, 0 };
+		0, conn_release, false, NULL, NULL, NULL, 0, 0 };
 	struct ly_error e;
 	int port = 0, rc;
 

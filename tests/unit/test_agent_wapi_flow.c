@@ -12,7 +12,9 @@
  * health answer; an X.509-SVID stream that waits while its caller is
  * entitled without an SVID, sends once the SVID is in, does not send the
  * same response twice, and ends PERMISSION_DENIED when the last entry
- * goes; a caller entitled to nothing refused at once; a caller no longer
+ * goes; a response over the agent's cap ended RESOURCE_EXHAUSTED with the
+ * sizes (a workload is never left with nothing and no reason); a caller
+ * entitled to nothing refused at once; a caller no longer
  * the process attested refused for good; FetchJWTSVID failing UNAVAILABLE
  * when the minter refuses, and CANCELLED when the client left before the
  * token came.
@@ -211,6 +213,7 @@ setup(void **state)
 	assert_int_equal(uv_timer_init(&f->loop, &w->expiry), 0);
 	w->kick.data = w->expiry.data = w;
 	w->handles_init = true;
+	w->max_response = LY_RPC_RESPONSE_MAX;
 
 	/* The caller: this process, recorded as at accept (wapi_conn.c conn_start). */
 	struct wconn *c = &f->conn;
@@ -410,6 +413,34 @@ test_x509_stream_life(void **state)
 }
 
 static void
+test_x509_over_cap(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509SVID"));
+
+	put_entry(f, "e-1");
+	put_bundle(f);
+	put_svid(f, "e-1");
+	/* One SVID with its chain and bundle is over 1,000 bytes. */
+	f->w.max_response = 1000;
+	ly_wapi_fetch_x509_svid(&c, NULL, 0, &f->w);
+	assert_true(c.finished);
+	assert_int_equal(c.n_sent, 0);
+	assert_int_equal(c.code, LY_RPC_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(c.details, "(1 X.509-SVIDs, "));
+	assert_non_null(strstr(c.details, "over the agent's 1000-byte message cap"));
+	assert_int_equal(f->w.n_streams[ST_X509_SVID], 0);
+
+	/* At the default cap the same caller is served. */
+	f->w.max_response = LY_RPC_RESPONSE_MAX;
+	c = call_on(f, M("FetchX509SVID"));
+	ly_wapi_fetch_x509_svid(&c, NULL, 0, &f->w);
+	assert_false(c.finished);
+	assert_int_equal(c.n_sent, 1);
+	ly_wapi_stream_end(LY_QUEUE_DATA(ly_queue_head(&f->w.streams), struct stream, link), LY_RPC_CANCELLED, NULL);
+}
+
+static void
 test_stream_not_entitled(void **state)
 {
 	struct fixture *f = *state;
@@ -530,6 +561,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_admission_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_health, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_x509_stream_life, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_x509_over_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_not_entitled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_client_leaves, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_caller_replaced, setup, teardown),
