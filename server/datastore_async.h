@@ -58,6 +58,24 @@
  * synchronously. ly_dsa_changed feeds a change from elsewhere (another
  * server's notification) the same way.
  *
+ * Adding a call (the shape every caller in server/ follows):
+ *
+ *     struct prune_call { struct srv_main *m; int64_t now; size_t removed; };
+ *     static ly_status prune_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+ *     {   struct prune_call *p = ctx;   // worker: ctx and ds only
+ *         return ly_datastore_token_prune(ds, p->now, &p->removed, err); }
+ *     static void prune_done(void *ctx, ly_status st, const struct ly_error *err)
+ *     {   ... on the loop: read p->removed only when st == LY_OK ... }
+ *     ...
+ *     if (ly_dsa_submit(srv->dsa, prune_work, prune_done, NULL, p, 0, &e) != LY_OK)
+ *         free(p);  // refused: neither callback runs, p is still ours
+ *
+ * Outputs the worker writes are read in `done` only when st == LY_OK (a
+ * call that timed out may still be writing them); a step that continues
+ * with a second call moves its state into a new ctx from `done`
+ * (agent_api_enrol.c: enrol_op_move). Owners that may go away before
+ * `done` (the agent API) keep a list of their calls and detach them.
+ *
  * Shutdown: ly_dsa_close, on the loop: every call not yet done hears
  * LY_E_IO "datastore: closing" at once (synchronously, from inside
  * ly_dsa_close), queued ones never run; the worker finishes the call it is
