@@ -49,8 +49,10 @@
  *   - reconnection backoff: 200 ms doubling to 30 s (each step jittered
  *     in its upper half); reset by the first update of a watch;
  *   - resync: every sync_interval (5 s) a new watch is opened next to the
- *     current one; its snapshot replaces the state and the old watch is
- *     cancelled. A watch still silent one interval after it was opened
+ *     current one with our revision; its first message (the changes since
+ *     it, or a snapshot when the server's change log no longer reaches
+ *     back that far, or after an attestation) brings the state up to date
+ *     and the old watch is cancelled. A watch still silent one interval after it was opened
  *     means the connection is dead (rpc/ sets no keepalive): both are
  *     dropped and a new channel (new connection) is made;
  *   - deletions reach the cache_changed callback (sync.h) in the same

@@ -199,6 +199,10 @@ struct ly_sync {
 	unsigned verify_parts;            /* pool threads one batch's verification may use */
 	time_t last_sync;                 /* wall time of the last watch update applied (metrics) */
 	bool entries_known;               /* a snapshot was applied in this run, or entries were loaded from disk */
+	/* Attested (again): the node selectors may differ from those our entries
+	 * were authorized under, so the next watch asks for a snapshot
+	 * (since_revision 0) instead of the changes since our revision. */
+	bool want_snapshot;
 
 	/* Issuance. */
 	unsigned issue_inflight;          /* batches between ly_sync_issue_kick and issue_end */

@@ -484,6 +484,7 @@ attest_finish(struct ly_sync *s, const Lanyard__Agent__V1__AgentSVID *svid)
 	s->phase = PH_ENROLLED;
 	s->backoff_attempt = 0;
 	s->denied = false;
+	s->want_snapshot = true;
 	s->steps->bundle_install(s, b);
 	s->steps->persist_agent_dirty(s);
 	struct ly_error se;

@@ -231,8 +231,10 @@ ly_sync_watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 		log_error("watch: update (revision %" PRId64 ") not applied: %s", up.u.revision, e.msg);
 		/* Possibly half applied: ly_sync_base_changes_publish still runs with what changed. */
 	}
-	if (up.u.snapshot)
+	if (up.u.snapshot) {
 		s->entries_known = true; /* the Workload API may now tell a caller it is entitled to nothing */
+		s->want_snapshot = false;
+	}
 	s->stats.watch_updates++;
 	s->last_sync = (time_t)ly_sync_base_now_s();
 	size_t nchanges = cs.n;
@@ -381,7 +383,13 @@ ly_sync_watch_open(struct ly_sync *s)
 	w->base.on_done = watch_on_done;
 	w->serial = ++s->watch_serial;
 	lanyard__agent__v1__watch_entries_request__init(&req);
-	req.since_revision = ly_cache_revision(s->cache);
+	/*
+	 * Our revision: the server answers the changes since it (a full
+	 * snapshot only when its change log no longer reaches back that far),
+	 * so the periodic replacement watch costs a few bytes, not the whole
+	 * set. After an attestation, a snapshot: our selectors may be new.
+	 */
+	req.since_revision = s->want_snapshot ? 0 : ly_cache_revision(s->cache);
 	if (ly_sync_chan_call_start(s, s->chan, &w->base, M_WATCH, LY_RPC_SERVER_STREAM, &req.base, false, &e) != LY_OK) {
 		log_warn("watch: %s", e.msg);
 		free(w);
@@ -408,8 +416,11 @@ ly_sync_watch_connect(struct ly_sync *s)
 }
 
 /*
- * Every sync_interval: a fresh watch next to the current one, whose
- * snapshot replaces the state (a lost or stuck stream is covered). A
+ * Every sync_interval: a fresh watch next to the current one, opened
+ * with our revision: its first message, the changes since then (usually
+ * none: a few bytes), brings the state up to date whatever the current
+ * stream lost, and proves the connection alive (a lost or stuck stream is
+ * covered). A
  * replacement still silent one interval later means the connection is
  * dead: a new channel.
  */

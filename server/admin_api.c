@@ -565,7 +565,7 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 
 	if (!op_begin(&op, call, arg, NULL))
 		return;
-	b = op.srv->ca != NULL ? ly_ca_bundle(op.srv->ca) : NULL;
+	b = ly_server_bundle(op.srv);
 	if (b == NULL) {
 		op_fail(&op, LY_RPC_UNAVAILABLE, "the CA has no bundle yet");
 		return;
@@ -765,7 +765,7 @@ health_reply(struct op *op, const struct ly_error *ds_err)
 		(void)snprintf(detail, sizeof(detail), "shutting down");
 	} else if (ds_err != NULL) {
 		(void)snprintf(detail, sizeof(detail), "datastore: %s", ds_err->msg);
-	} else if (op->srv->ca == NULL || ly_ca_bundle(op->srv->ca) == NULL) {
+	} else if (op->srv->ca == NULL || ly_server_bundle(op->srv) == NULL) {
 		(void)snprintf(detail, sizeof(detail), "CA not ready");
 	} else {
 		out.serving = true;

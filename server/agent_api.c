@@ -315,7 +315,7 @@ bundle_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t 
 	(void)now;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-	} else if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	} else if (ly_bundle_pb_make(ly_server_bundle(api->srv), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
 	} else {
 		agent_api_reply_send(call, &pbb.msg.base, false);
@@ -339,12 +339,14 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 
 static void on_refresh(uv_timer_t *t);
 
-static void
-refresh_now(struct ly_agent_api *api)
+bool
+agent_api_refresh_now(struct ly_agent_api *api)
 {
 	if (api->stopped || api->srv->dsa == NULL)
-		return;
+		return false;
+	/* Read on the datastore's worker; agent_api_refreshed applies what changed. */
 	agent_api_replica_refresh(api);
+	return true;
 }
 
 void
@@ -376,7 +378,7 @@ on_refresh(uv_timer_t *t)
 	struct ly_agent_api *api = t->data;
 
 	if (api != NULL)
-		refresh_now(api);
+		(void)agent_api_refresh_now(api);
 }
 
 static void
@@ -398,7 +400,7 @@ on_sweep(uv_timer_t *t)
 	if (++api->sweep_ticks >= POLL_TICKS) {
 		api->sweep_ticks = 0;
 		if (api->loaded)
-			refresh_now(api);
+			(void)agent_api_refresh_now(api);
 	}
 }
 
@@ -482,7 +484,7 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	}
 	uv_timer_start(api->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
 	/* The replica loads in the background; calls before it is loaded are told to retry. */
-	refresh_now(api);
+	(void)agent_api_refresh_now(api);
 	*out = api;
 	return LY_OK;
 }
@@ -563,6 +565,98 @@ on_store_change(void *arg, const struct ly_datastore_change *change)
 		ly_agent_api_bundle_changed(api);
 		break;
 	}
+}
+
+static int
+cmp_agent_id(const void *key, const void *elem)
+{
+	const struct ly_ds_agent *const *a = elem;
+	return strcmp(key, (*a)->spiffe_id);
+}
+
+static int
+cmp_agent_ptr(const void *x, const void *y)
+{
+	const struct ly_ds_agent *const *a = x, *const *b = y;
+	return strcmp((*a)->spiffe_id, (*b)->spiffe_id);
+}
+
+/* The agents' re-check: every agent read on the datastore's worker, then applied on the loop. */
+struct recheck_op {
+	struct agent_api_op op;
+	struct ly_ds_agent_list agents;
+};
+
+static ly_status
+recheck_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct recheck_op *r = ctx;
+
+	return ly_datastore_agent_list(ds, &r->agents, err);
+}
+
+static void
+recheck_release(void *ctx)
+{
+	struct recheck_op *r = ctx;
+
+	ly_ds_agent_list_cleanup(&r->agents);
+	free(r);
+}
+
+static void
+recheck_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct recheck_op *r = ctx;
+	struct ly_agent_api *api = agent_api_op_end(&r->op);
+	struct ly_ds_agent_list *agents = &r->agents;
+	struct ly_queue *q;
+
+	if (api == NULL)
+		return;
+	if (st != LY_OK) {
+		log_warn("agents not re-checked: %s", err->msg);
+		return;
+	}
+	/* The list's order is the database's byte order; strcmp's is what bsearch needs here. */
+	if (agents->n > 1)
+		qsort(agents->items, agents->n, sizeof(*agents->items), cmp_agent_ptr);
+	/* Ending an agent's streams frees watchers under the walk: start it again after each. */
+	for (bool again = true; again;) {
+		again = false;
+		LY_QUEUE_FOREACH(q, &api->watchers) {
+			struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
+			struct ly_ds_agent **hit = agents->n == 0 ? NULL
+			    : bsearch(w->agent_id, agents->items, agents->n, sizeof(*agents->items), cmp_agent_id);
+			if (hit != NULL && !(*hit)->banned)
+				continue;
+			char *id = strdup(w->agent_id); /* the watcher goes with its stream */
+			if (id == NULL) {
+				log_warn("agents not re-checked: out of memory");
+				return;
+			}
+			agent_removed(api, id, hit != NULL);
+			free(id);
+			again = true;
+			break;
+		}
+	}
+}
+
+ly_status
+ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err)
+{
+	struct recheck_op *r;
+	ly_status rc;
+
+	if (api == NULL || api->stopped || api->srv->dsa == NULL || api->n_watchers == 0)
+		return LY_OK;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "agent recheck: out of memory");
+	r->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
+	if ((rc = agent_api_submit(api, &r->op, recheck_work, recheck_done, recheck_release, err)) != LY_OK)
+		recheck_release(r);
+	return rc;
 }
 
 void

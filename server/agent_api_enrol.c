@@ -158,7 +158,7 @@ upsert_done(void *ctx, ly_status st, const struct ly_error *err)
 	if (!o->renewal)
 		agent_api_reply_metric(api, MX_ATTEST_OK, o->type, 1);
 
-	if (ly_bundle_pb_make(ly_ca_bundle(api->srv->ca), &pbb, &e) != LY_OK) {
+	if (ly_bundle_pb_make(ly_server_bundle(api->srv), &pbb, &e) != LY_OK) {
 		agent_api_reply_finish(o->call, LY_RPC_INTERNAL, "bundle", e.msg);
 		return;
 	}

@@ -66,6 +66,10 @@
 /* The housekeeping timer, and the datastore poll every so many ticks. */
 #define SWEEP_MS 1000
 #define POLL_TICKS 5
+/* Entry changes the replica remembers for watches that resume at a revision. */
+#define CHANGE_LOG_MAX 4096
+/* A refresh with more changes than this marks them all structural (no scan per change). */
+#define CHANGE_SCAN_MAX 64
 /* A failed entry refresh is retried after this long. */
 #define REFRESH_RETRY_MS 500
 /*
@@ -140,6 +144,15 @@ struct agent_api_psat_work {
 	struct ly_error err;
 };
 
+/* One entry change the replica applied (agent_api_replica.c's change log). */
+struct agent_api_change {
+	int64_t revision;
+	char *entry_id;
+	/* A node entry, or an entry whose SPIFFE ID another entry names as its
+	 * parent, before or after: it may change other entries' authorization. */
+	bool structural;
+};
+
 struct ly_agent_api {
 	struct ly_server *srv;
 	bool stopped;
@@ -149,6 +162,11 @@ struct ly_agent_api {
 	size_t n_entries;
 	struct ly_authz_index *index;
 	int64_t revision;
+	/* The changes applied since log_from (a ring, oldest at log_head): a
+	 * watch that resumes from a revision >= log_from gets a delta. */
+	struct agent_api_change *log;
+	size_t log_head, log_n;
+	int64_t log_from;
 	/* Timers (separately allocated: freed in their close callbacks). */
 	uv_timer_t *refresh_timer;
 	uint64_t refresh_end_ns, refresh_cost_ns; /* the last refresh: when it ended, what it cost */
@@ -229,6 +247,15 @@ uint64_t agent_api_reply_bundle_sequence(const struct ly_agent_api *api);
  */
 void agent_api_replica_refresh(struct ly_agent_api *api);
 
+/*
+ * The entry IDs changed after revision `since` (heap array of borrowed
+ * IDs, free the array only) when the change log covers it and none of
+ * those changes is structural: *ok true. *ok false: the caller sends a
+ * snapshot.
+ */
+ly_status agent_api_replica_changed_since(const struct ly_agent_api *api, int64_t since, const char ***ids,
+    size_t *n, bool *ok, struct ly_error *err) LY_MUST_CHECK;
+
 /* LY_OK when the replica is loaded; otherwise starts a load and says "entries not loaded yet" (LY_E_IO). */
 ly_status agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
 
@@ -276,6 +303,9 @@ void agent_api_watch_send_all(struct ly_agent_api *api, bool force);
 /* An agent was (re-)enrolled or renewed: its streams keep going with its new selectors, or end. */
 void agent_api_watch_agent_updated(struct ly_agent_api *api, const char *agent_id, const char *serial,
     const struct ly_selector *sels, size_t n_sels, time_t now);
+
+/* Brings the replica up to date now (and the watchers); false when that failed. */
+bool agent_api_refresh_now(struct ly_agent_api *api);
 
 /* The WatchEntries handler. */
 void agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);

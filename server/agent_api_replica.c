@@ -38,6 +38,90 @@ entries_free(struct ly_entry **v, size_t n)
 	free(v);
 }
 
+/* ---- the change log ------------------------------------------------------------------------ */
+
+static void
+log_clear(struct ly_agent_api *api, int64_t from)
+{
+	for (size_t i = 0; api->log != NULL && i < api->log_n; i++) {
+		struct agent_api_change *c = &api->log[(api->log_head + i) % CHANGE_LOG_MAX];
+		free(c->entry_id);
+		c->entry_id = NULL;
+	}
+	api->log_head = api->log_n = 0;
+	api->log_from = from;
+}
+
+/* Appends a change; the oldest goes when full (the log then starts at its revision). */
+static void
+log_add(struct ly_agent_api *api, int64_t revision, const char *entry_id, bool structural)
+{
+	char *id = strdup(entry_id);
+	if (api->log == NULL)
+		api->log = calloc(CHANGE_LOG_MAX, sizeof(*api->log));
+	if (api->log == NULL || id == NULL) {
+		/* Out of memory: forget everything, every resuming watch gets a snapshot. */
+		free(id);
+		log_clear(api, INT64_MAX);
+		return;
+	}
+	if (api->log_n == CHANGE_LOG_MAX) {
+		struct agent_api_change *old = &api->log[api->log_head];
+		api->log_from = old->revision;
+		free(old->entry_id);
+		old->entry_id = NULL;
+		api->log_head = (api->log_head + 1) % CHANGE_LOG_MAX;
+		api->log_n--;
+	}
+	struct agent_api_change *c = &api->log[(api->log_head + api->log_n) % CHANGE_LOG_MAX];
+	c->revision = revision;
+	c->entry_id = id;
+	c->structural = structural;
+	api->log_n++;
+}
+
+ly_status
+agent_api_replica_changed_since(const struct ly_agent_api *api, int64_t since, const char ***ids, size_t *n,
+    bool *ok, struct ly_error *err)
+{
+	*ids = NULL;
+	*n = 0;
+	*ok = false;
+	if (!api->loaded || since < api->log_from || since > api->revision)
+		return LY_OK;
+	const char **v = calloc(api->log_n + 1, sizeof(*v));
+	if (v == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "change log: out of memory");
+	size_t k = 0;
+	for (size_t i = 0; i < api->log_n; i++) {
+		const struct agent_api_change *c = &api->log[(api->log_head + i) % CHANGE_LOG_MAX];
+		if (c->revision <= since)
+			continue;
+		if (c->structural) {
+			free(v);
+			return LY_OK;
+		}
+		v[k++] = c->entry_id;
+	}
+	*ids = v;
+	*n = k;
+	*ok = true;
+	return LY_OK;
+}
+
+/* Whether some entry of `v` names `spiffe_id` as its parent. */
+static bool
+is_parent(struct ly_entry *const *v, size_t n, const char *spiffe_id)
+{
+	for (size_t i = 0; spiffe_id != NULL && i < n; i++) {
+		if (v[i] != NULL && strcmp(v[i]->parent_id, spiffe_id) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* ---- the entry cache -------------------------------------------------------------------- */
+
 /* Replaces the cache with `v` (n entries, ownership taken on success). */
 static ly_status
 cache_install(struct ly_agent_api *api, struct ly_entry **v, size_t n, int64_t revision, struct ly_error *err)
@@ -54,6 +138,7 @@ cache_install(struct ly_agent_api *api, struct ly_entry **v, size_t n, int64_t r
 	api->n_entries = n;
 	api->revision = revision;
 	api->loaded = true;
+	log_clear(api, revision);
 	return LY_OK;
 }
 
@@ -145,6 +230,26 @@ apply_changes(struct ly_agent_api *api, struct ly_entry_changes *chp, bool *chan
 		/* Inconsistent (a bug, or a store changed under us): reload next time. */
 		api->loaded = false;
 		goto out;
+	}
+	/* The change log, before the old entries go: what each change was before and after. */
+	for (size_t i = 0; i < ch.n; i++) {
+		const struct ly_entry *after = ch.items[i].entry, *before = NULL;
+		struct ly_entry key_e = { 0 };
+		key_e.entry_id = ch.items[i].entry_id;
+		struct ly_entry *kp = &key_e;
+		struct ly_entry **hit = api->n_entries == 0 ? NULL
+		    : bsearch(&kp, api->entries, api->n_entries, sizeof(*api->entries), cmp_entry_ptr);
+		if (hit != NULL)
+			before = *hit;
+		bool structural = ch.n > CHANGE_SCAN_MAX || (before != NULL && before->node) ||
+		    (after != NULL && after->node);
+		if (!structural && before != NULL)
+			structural = is_parent(api->entries, api->n_entries, before->spiffe_id) ||
+			    is_parent(nv, nn, before->spiffe_id);
+		if (!structural && after != NULL)
+			structural = is_parent(api->entries, api->n_entries, after->spiffe_id) ||
+			    is_parent(nv, nn, after->spiffe_id);
+		log_add(api, ch.items[i].revision, ch.items[i].entry_id, structural);
 	}
 	/* Committed: the cache owns the new entries, drops the replaced ones. */
 	for (size_t i = 0; i < ch.n; i++)
@@ -253,4 +358,7 @@ agent_api_replica_clear(struct ly_agent_api *api)
 	api->entries = NULL;
 	api->n_entries = 0;
 	api->loaded = false;
+	log_clear(api, INT64_MAX);
+	free(api->log);
+	api->log = NULL;
 }

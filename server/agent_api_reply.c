@@ -117,6 +117,6 @@ agent_api_reply_send(struct ly_rpc_call *call, const ProtobufCMessage *m, bool s
 uint64_t
 agent_api_reply_bundle_sequence(const struct ly_agent_api *api)
 {
-	const struct ly_bundle *b = api->srv->ca != NULL ? ly_ca_bundle(api->srv->ca) : NULL;
+	const struct ly_bundle *b = ly_server_bundle(api->srv);
 	return b != NULL ? ly_bundle_sequence(b) : 0;
 }

@@ -61,8 +61,9 @@ on_watch_closed(struct ly_rpc_call *call, void *arg)
  * when neither its set nor the bundle changed, unless `force`. May end
  * (and free) the watcher.
  */
-void
-agent_api_watch_send(struct agent_api_watcher *w, bool force)
+/* `resume`: the first message of a watch resuming after `changed` (ly_authz_watch_resume). */
+static void
+watch_send(struct agent_api_watcher *w, bool force, bool resume, const char *const *changed, size_t n_changed)
 {
 	struct ly_agent_api *api = w->api;
 	struct ly_authz_agent agent = { w->agent_id, w->sels, w->n_sels };
@@ -78,7 +79,8 @@ agent_api_watch_send(struct agent_api_watcher *w, bool force)
 	if (!api->loaded)
 		return; /* the next successful refresh comes back here */
 	if (ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK ||
-	    ly_authz_watch_next(w->watch, &set, &u, &e) != LY_OK) {
+	    (resume ? ly_authz_watch_resume(w->watch, &set, changed, n_changed, &u, &e)
+		    : ly_authz_watch_next(w->watch, &set, &u, &e)) != LY_OK) {
 		log_error("watch of %s: %s", w->agent_id, e.msg);
 		goto fail;
 	}
@@ -145,6 +147,12 @@ fail:
 }
 
 void
+agent_api_watch_send(struct agent_api_watcher *w, bool force)
+{
+	watch_send(w, force, false, NULL, 0);
+}
+
+void
 agent_api_watch_send_all(struct ly_agent_api *api, bool force)
 {
 	struct ly_queue *q, *tmp;
@@ -207,6 +215,13 @@ watch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
 		return;
 	}
+	/*
+	 * An agent ahead of us was served by another server of the database (or
+	 * by us before a change we have not applied yet): catch up first, so
+	 * that it never gets an older state than it holds.
+	 */
+	if (since_revision > api->revision)
+		(void)agent_api_refresh_now(api);
 	/* One agent keeps few streams: a newer one replaces its oldest. */
 	size_t mine = 0;
 	struct agent_api_watcher *oldest = NULL;
@@ -237,10 +252,21 @@ watch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *
 	ly_queue_insert_tail(&api->watchers, &w->link);
 	api->n_watchers++;
 	ly_rpc_call_set_closed_cb(call, on_watch_closed, w);
-	log_debug("watch of %s opened (since_revision=%" PRId64 ": answered with a snapshot)", w->agent_id,
-	    since_revision);
-	/* The snapshot, at once (since_revision is not used for deltas yet: docs/agent-api.md). */
-	agent_api_watch_send(w, true);
+	/*
+	 * The first message, at once: the changes since the agent's revision
+	 * when the replica's change log holds them and none changed the
+	 * authorization rule's inputs; a snapshot otherwise (docs/agent-api.md).
+	 */
+	const char **changed = NULL;
+	size_t n_changed = 0;
+	bool resume = false;
+	if (since_revision > 0 &&
+	    agent_api_replica_changed_since(api, since_revision, &changed, &n_changed, &resume, &e) != LY_OK)
+		resume = false;
+	log_debug("watch of %s opened (since_revision=%" PRId64 ", replica at %" PRId64 ": %s)", w->agent_id,
+	    since_revision, api->revision, resume ? "delta" : "snapshot");
+	watch_send(w, true, resume, changed, n_changed);
+	free(changed);
 }
 
 void

@@ -623,3 +623,46 @@ ly_authz_watch_next(struct ly_authz_watch *w, const struct ly_authz_set *set, st
 	out->n_deleted = nd;
 	return LY_OK;
 }
+
+static int
+cmp_str_ptr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+ly_status
+ly_authz_watch_resume(struct ly_authz_watch *w, const struct ly_authz_set *set, const char *const *changed,
+    size_t n_changed, struct ly_authz_update *out, struct ly_error *err)
+{
+	struct ly_authz_update baseline;
+	char **ids = NULL;
+	size_t n = 0;
+
+	if (w == NULL || w->started || (n_changed > 0 && changed == NULL))
+		return ly_error_set(err, LY_E_INTERNAL, "authz watch: resume needs a new watch");
+	/* The current set is the baseline (nothing is sent for it)... */
+	LY_TRY(ly_authz_watch_next(w, set, &baseline, err));
+	/* ...and the agent's state differs from it in the changed IDs at most. */
+	ids = alloc_n(n_changed, sizeof(*ids));
+	if (ids == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "authz watch: out of memory");
+	for (size_t i = 0; i < n_changed; i++) {
+		if ((ids[i] = strdup(changed[i])) == NULL) {
+			strs_free(ids, i);
+			return ly_error_set(err, LY_E_NOMEM, "authz watch: out of memory");
+		}
+	}
+	if (n_changed > 1)
+		qsort(ids, n_changed, sizeof(*ids), cmp_str_ptr);
+	/* Unique, as merge_touched wants. */
+	for (size_t i = 0; i < n_changed; i++) {
+		if (n > 0 && strcmp(ids[n - 1], ids[i]) == 0)
+			free(ids[i]);
+		else
+			ids[n++] = ids[i];
+	}
+	LY_TRY(merge_touched(w, ids, n, err));
+	LY_TRY(ly_authz_watch_next(w, set, out, err));
+	out->changed = true;
+	return LY_OK;
+}

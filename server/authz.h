@@ -155,6 +155,21 @@ void ly_authz_watch_free(struct ly_authz_watch *w);
  */
 ly_status ly_authz_watch_next(struct ly_authz_watch *w, const struct ly_authz_set *set,
     struct ly_authz_update *out, struct ly_error *err) LY_MUST_CHECK;
+/*
+ * The first message of a new watch when the agent says which revision it
+ * holds (WatchEntriesRequest.since_revision) and the caller knows every
+ * entry ID that changed since then (`changed`, any order, duplicates
+ * allowed), none of which changed the authorization rule's inputs (no
+ * node entry, no entry another names as its parent: the caller's
+ * judgement, else it must not resume). The agent's state then differs
+ * from `set` in those IDs at most: they are the watch's `touched`, and
+ * the message is the delta over them (or a snapshot when that is
+ * smaller). Later messages continue as ly_authz_watch_next's. LY_E_INTERNAL
+ * on a watch that already sent something.
+ */
+ly_status ly_authz_watch_resume(struct ly_authz_watch *w, const struct ly_authz_set *set, const char *const *changed,
+    size_t n_changed, struct ly_authz_update *out, struct ly_error *err) LY_MUST_CHECK;
+
 /* How many IDs the watch holds as touched (for tests and metrics). */
 size_t ly_authz_watch_touched(const struct ly_authz_watch *w);
 

@@ -410,6 +410,23 @@ can_succeed(const struct ly_ca *ca, const struct ca_slot *active, time_t at)
 	    (ca->up_not_after > active->not_after && ca->up_not_after > at + (time_t)ca->delay);
 }
 
+/* A successor made after the last publish into the shared bundle (ly_ca_set_published): it may not sign yet. */
+static bool
+held(const struct ly_ca *ca, const struct ca_slot *s)
+{
+	return ca->hold_unpublished && s->issued_at > ca->published_upto;
+}
+
+void
+ly_ca_set_published(struct ly_ca *ca, time_t upto)
+{
+	if (ca == NULL)
+		return;
+	ca->hold_unpublished = true;
+	if (upto > ca->published_upto)
+		ca->published_upto = upto;
+}
+
 static struct ca_slot *
 find_pending(const struct ly_ca *ca, bool jwt, const struct ca_slot *active, time_t now)
 {
@@ -452,7 +469,7 @@ rotate_kind(struct ly_ca *ca, bool jwt, time_t now, struct ly_error *err)
 		struct ca_slot *s = ca->slots[i];
 		if (!slot_candidate(s, jwt, now))
 			continue;
-		if (s->activate_at <= now && (active == NULL || s->activate_at >= active->activate_at))
+		if (s->activate_at <= now && !held(ca, s) && (active == NULL || s->activate_at >= active->activate_at))
 			active = s;
 		if (earliest == NULL || s->activate_at < earliest->activate_at)
 			earliest = s;
@@ -630,7 +647,8 @@ ly_ca_next_event(const struct ly_ca *ca)
 		/* Every slot left after a tick is unexpired at that tick: 0 keeps them all. */
 		const struct ca_slot *pending = find_pending(ca, jwt != 0, active, 0);
 		time_t half = slot_half(active);
-		time_t e = pending != NULL ? pending->activate_at : can_succeed(ca, active, half) ? half : t;
+		time_t e = pending != NULL ? (held(ca, pending) ? t : pending->activate_at)
+		    : can_succeed(ca, active, half) ? half : t;
 		if (e < t)
 			t = e;
 	}
@@ -904,6 +922,17 @@ const struct ly_bundle *
 ly_ca_bundle(const struct ly_ca *ca)
 {
 	return ca != NULL ? ca->bundle : NULL;
+}
+
+time_t
+ly_ca_jwt_not_after(const struct ly_ca *ca, const char *kid)
+{
+	for (size_t i = 0; ca != NULL && kid != NULL && i < ca->nslots; i++) {
+		const struct ca_slot *s = ca->slots[i];
+		if (s->jwt && strcmp(s->kid, kid) == 0)
+			return s->not_after;
+	}
+	return 0;
 }
 
 const char *

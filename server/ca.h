@@ -187,11 +187,32 @@ void ly_ca_free(struct ly_ca *ca);
  */
 ly_status ly_ca_tick(struct ly_ca *ca, time_t now, bool *changed, struct ly_error *err) LY_MUST_CHECK;
 
+/*
+ * Several servers on one database (bundle_shared.h): the server says that
+ * every authority the CA made up to `upto` is in the shared bundle. From
+ * the first call on, a successor made after the last `upto` given does not
+ * sign, even once its activation time has come, until a later call covers
+ * it (unless nothing else is valid any more: then it signs, with the
+ * warning of ca.h's "used before its activation time"), so that no server's
+ * agents meet an SVID of an authority they were never given.
+ * ly_ca_next_event leaves such a successor's activation out (the server
+ * retries its publish on its own timer). Without a call (one server):
+ * nothing is held.
+ */
+void ly_ca_set_published(struct ly_ca *ca, time_t upto);
+
 /* When ly_ca_tick has something to do next (a successor, an activation, an expiry). */
 time_t ly_ca_next_event(const struct ly_ca *ca);
 
 /* The trust bundle: X.509 roots, JWT keys, sequence, refresh hint. Borrowed (see above). */
 const struct ly_bundle *ly_ca_bundle(const struct ly_ca *ca);
+
+/*
+ * The expiry of the JWT authority `kid` of the bundle (its slot's
+ * notAfter), 0 when the CA holds no such key: what the shared bundle of
+ * several servers publishes with it (bundle_shared.h).
+ */
+time_t ly_ca_jwt_not_after(const struct ly_ca *ca, const char *kid);
 
 /* The trust domain, bare ("example.org"). Borrowed. */
 const char *ly_ca_trust_domain(const struct ly_ca *ca);

@@ -262,6 +262,9 @@ struct ly_ca {
 	struct ly_bundle *bundle;
 	bool bundle_dirty;
 	uint64_t seq;
+	/* Several servers (ly_ca_set_published): slots issued after published_upto do not sign yet. */
+	bool hold_unpublished;
+	time_t published_upto;
 };
 
 /* ca_slotfile.c: "<x509|jwt>-<id>.slot" into `out`. */

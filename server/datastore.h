@@ -61,6 +61,7 @@
 #include "lib/entry.h"
 #include "lib/error.h"
 #include "lib/spiffeid.h"
+#include "server/bundle_shared.h"
 
 struct ly_datastore;
 
@@ -175,6 +176,13 @@ struct ly_datastore_ops {
 	ly_status (*ca_state_get)(struct ly_datastore *ds, const char *name, struct ly_buf *out,
 	    struct ly_error *err);
 	ly_status (*ca_state_delete)(struct ly_datastore *ds, const char *name, struct ly_error *err);
+
+	/* The shared bundle (several servers, SPEC §10); NULL in a back end of one server (SQLite). */
+	ly_status (*bundle_publish)(struct ly_datastore *ds, const char *server_id,
+	    const struct ly_shared_authorities *mine, int64_t now, uint64_t min_sequence, uint64_t *sequence,
+	    struct ly_error *err);
+	ly_status (*bundle_read)(struct ly_datastore *ds, int64_t now, struct ly_shared_authorities *out,
+	    struct ly_error *err);
 };
 
 /* What changed, for the change hook (see the top of this file). */
@@ -264,8 +272,12 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
 
 /* ---- PostgreSQL back end ---- */
 
-/* The schema version this build writes; a newer database is refused. */
-#define LY_DATASTORE_PG_SCHEMA 1
+/* The schema version this build writes; a newer database is refused.
+ * 2: the shared bundle (bundle_authorities) and the change notifications
+ * (pg_notify.h: triggers NOTIFY LY_PG_NOTIFY_CHANNEL on every entry
+ * change, agent eviction or ban, and bundle publish, whichever server
+ * wrote it). */
+#define LY_DATASTORE_PG_SCHEMA 2
 
 /*
  * Connects to PostgreSQL with the libpq connection string `conninfo`
@@ -308,6 +320,47 @@ ly_status ly_datastore_pg_open(const char *conninfo, struct ly_datastore **out, 
 ly_status ly_datastore_pg_check_conninfo(const char *conninfo, struct ly_error *err) LY_MUST_CHECK;
 
 /* ---- operations ---- */
+
+/*
+ * Whether this store is shared by several servers (PostgreSQL): the
+ * server then publishes its authorities with ly_datastore_bundle_publish
+ * and serves the union (bundle_shared.h). SQLite is one server's alone.
+ */
+static inline bool
+ly_datastore_shared(const struct ly_datastore *ds)
+{
+	return ds != NULL && ds->ops->bundle_publish != NULL && ds->ops->bundle_read != NULL;
+}
+
+/*
+ * Replaces server `server_id`'s published authorities with `mine` (every
+ * row's server_id must be `server_id`), deletes every server's rows that
+ * expired at `now`, and raises the bundle sequence to
+ * max(sequence, min_sequence) + 1, into *sequence; one transaction (the
+ * revision rises). LY_E_UNSUPPORTED for a store of one server.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_bundle_publish(struct ly_datastore *ds, const char *server_id, const struct ly_shared_authorities *mine,
+    int64_t now, uint64_t min_sequence, uint64_t *sequence, struct ly_error *err)
+{
+	if (ds->ops->bundle_publish == NULL)
+		return ly_error_set(err, LY_E_UNSUPPORTED, "datastore %s holds no shared bundle", ds->ops->name);
+	return ds->ops->bundle_publish(ds, server_id, mine, now, min_sequence, sequence, err);
+}
+
+/*
+ * Every server's authorities valid at `now` (ordered by kind, server,
+ * key ID) and the bundle sequence, into `out` (replaced; emptied first).
+ * A row that is not well formed is LY_E_IO "corrupt row".
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_bundle_read(struct ly_datastore *ds, int64_t now, struct ly_shared_authorities *out,
+    struct ly_error *err)
+{
+	if (ds->ops->bundle_read == NULL)
+		return ly_error_set(err, LY_E_UNSUPPORTED, "datastore %s holds no shared bundle", ds->ops->name);
+	return ds->ops->bundle_read(ds, now, out, err);
+}
 
 /* Closes and frees; NULL is allowed. */
 static inline void

@@ -533,6 +533,88 @@ ly_dsa_changed(struct ly_dsa *dsa, const struct ly_datastore_change *change)
 		hooks[i].fn(hooks[i].arg, change);
 }
 
+/* ---- a call the loop waits for (ly_dsa_call_sync) ---- */
+
+struct sync_call {
+	ly_dsa_work_fn *work;
+	void *ctx;
+	uv_mutex_t mu;
+	uv_cond_t cv;
+	bool worked;    /* the worker returned from work (under mu) */
+	bool delivered; /* done ran (loop) */
+	ly_status st;
+	struct ly_error err;
+};
+
+static ly_status
+sync_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct sync_call *sc = ctx;
+	ly_status st = sc->work(ds, sc->ctx, err);
+
+	uv_mutex_lock(&sc->mu);
+	sc->worked = true;
+	uv_cond_signal(&sc->cv);
+	uv_mutex_unlock(&sc->mu);
+	return st;
+}
+
+static void
+sync_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct sync_call *sc = ctx;
+
+	sc->delivered = true;
+	sc->st = st;
+	if (st != LY_OK)
+		sc->err = *err;
+}
+
+static void
+sync_release(void *ctx)
+{
+	struct sync_call *sc = ctx;
+
+	uv_cond_destroy(&sc->cv);
+	uv_mutex_destroy(&sc->mu);
+	free(sc);
+}
+
+ly_status
+ly_dsa_call_sync(struct ly_dsa *dsa, ly_dsa_work_fn *work, void *ctx, struct ly_error *err)
+{
+	struct sync_call *sc = calloc(1, sizeof(*sc));
+	ly_status rc;
+
+	if (sc == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "datastore call: out of memory");
+	sc->work = work;
+	sc->ctx = ctx;
+	if (uv_mutex_init(&sc->mu) != 0 || uv_cond_init(&sc->cv) != 0) {
+		free(sc);
+		return ly_error_set(err, LY_E_INTERNAL, "datastore call: mutex");
+	}
+	if ((rc = ly_dsa_submit(dsa, sync_work, sync_done, sync_release, sc, 0, err)) != LY_OK) {
+		sync_release(sc);
+		return rc;
+	}
+	/* The worker's answer, however long the back end takes (its own timeouts bound it). */
+	uv_mutex_lock(&sc->mu);
+	while (!sc->worked)
+		uv_cond_wait(&sc->cv, &sc->mu);
+	uv_mutex_unlock(&sc->mu);
+	/* Delivered in order with the calls before it; the worker queues it right after `worked`. */
+	while (!sc->delivered) {
+		on_async(dsa->async);
+		if (!sc->delivered)
+			uv_sleep(1);
+	}
+	rc = sc->st;
+	if (rc != LY_OK && err != NULL)
+		*err = sc->err;
+	return rc;
+}
+
 void
 ly_dsa_close(struct ly_dsa *dsa)
 {

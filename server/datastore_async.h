@@ -144,6 +144,18 @@ ly_status ly_dsa_new(uv_loop_t *loop, struct ly_datastore *ds, const struct ly_d
 ly_status ly_dsa_submit(struct ly_dsa *dsa, ly_dsa_work_fn *work, ly_dsa_done_fn *done, ly_dsa_release_fn *release,
     void *ctx, uint32_t deadline_ms, struct ly_error *err) LY_MUST_CHECK;
 
+/*
+ * Runs `work(ds, ctx, err)` on the worker and waits for it, blocking the
+ * loop (after the calls queued before it, whose callbacks run from here):
+ * for start-up and for the few rare paths not yet made asynchronous (the
+ * shared bundle of several servers, server_shared.c). The back ends' own
+ * timeouts bound the wait (SQLite's 5 s busy timeout; PostgreSQL's 7 s
+ * without a byte and 10 s connect_timeout); refused like ly_dsa_submit.
+ * The result is `work`'s.
+ */
+ly_status ly_dsa_call_sync(struct ly_dsa *dsa, ly_dsa_work_fn *work, void *ctx, struct ly_error *err)
+    LY_MUST_CHECK;
+
 /* Whether the datastore answers; when not, *why (may be NULL) gets a short reason without host or user names. */
 bool ly_dsa_reachable(const struct ly_dsa *dsa, const char **why);
 

@@ -17,7 +17,8 @@
  * entries (create, get, update, delete, list, changes_since,
  * changes_prune), the join tokens (create, consume, prune), the agents
  * (upsert, get, list, delete, set_banned), the CA state (put, get,
- * delete) and revision. A back end keeps only its connection, its schema
+ * delete), revision, and the shared bundle of several servers (publish,
+ * read: datastore_bundle.c; PostgreSQL only). A back end keeps only its connection, its schema
  * and migrations, its SQL text and this dialect.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
@@ -115,6 +116,19 @@ enum ly_ds_stmt {
 	LY_DS_AGENT_SEL_DELETE,
 	/* the dialect's own parameters: run through its insert_selectors only */
 	LY_DS_AGENT_SEL_INSERT,
+	/* The shared bundle (several servers; NULL in SQLite, which has none): */
+	/* (server_id text): that server's rows */
+	LY_DS_BUNDLE_CLEAR,
+	/* (server_id text, kind int 1 x509 / 2 jwt, kid text, value text base64 DER, not_after int, updated_at int) */
+	LY_DS_BUNDLE_INSERT,
+	/* (now int): every row with not_after <= now */
+	LY_DS_BUNDLE_PRUNE,
+	/* (min int) -> rows (sequence int): the sequence raised to max(it, min) + 1 */
+	LY_DS_BUNDLE_SEQ_BUMP,
+	/* () -> rows (sequence int) */
+	LY_DS_BUNDLE_SEQ_GET,
+	/* (now int) -> rows (server_id, kind, kid, value, not_after) with not_after > now */
+	LY_DS_BUNDLE_LIST,
 	LY_DS_STMT_COUNT,
 };
 
@@ -247,5 +261,11 @@ ly_status ly_ds_engine_ca_state_get(struct ly_datastore *ds, const char *name, s
     struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
     LY_MUST_CHECK;
+/* datastore_bundle.c: the shared bundle, for back ends shared by several servers (datastore.h). */
+ly_status ly_ds_engine_bundle_publish(struct ly_datastore *ds, const char *server_id,
+    const struct ly_shared_authorities *mine, int64_t now, uint64_t min_sequence, uint64_t *sequence,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_bundle_read(struct ly_datastore *ds, int64_t now, struct ly_shared_authorities *out,
+    struct ly_error *err) LY_MUST_CHECK;
 
 #endif

@@ -34,8 +34,8 @@
  *
  * Schema: versioned by the schema_version table, migrated at open in one
  * transaction under an advisory lock (two servers starting at once migrate
- * once). To add version 2, append { 2, schema_v2 } and raise
- * LY_DATASTORE_PG_SCHEMA.
+ * once). Version 2 is several servers on one database (schema_v2). To add
+ * version 3, append { 3, schema_v3 } and raise LY_DATASTORE_PG_SCHEMA.
  *
  * What does not depend on PostgreSQL (input checks, the identity and join
  * token hashes, which must equal the SQLite back end's) is in datastore.c,
@@ -132,8 +132,45 @@ static const char *const schema_v1[] = {
 	" updated_at BIGINT NOT NULL)",
 };
 
+/*
+ * Version 2: several servers on one database (SPEC §10).
+ *  - bundle_authorities: the public half of each server's CA authorities
+ *    (bundle_shared.h), value as base64 DER; the meta row
+ *    'bundle_sequence' counts publishes (raised under the row lock of a
+ *    write transaction: a reader never sees a sequence ahead of its rows).
+ *  - lanyard_notify(): NOTIFY lanyard_changes at COMMIT of every entry
+ *    change ("e <revision>"), agent eviction ("a evicted <id>") or ban
+ *    ("a banned <id>"), and bundle publish ("b"): the other servers push
+ *    them to their agents (pg_notify.h parses the payloads). Triggers, so
+ *    that every writer notifies, whatever wrote.
+ */
+static const char *const schema_v2[] = {
+	"CREATE TABLE bundle_authorities ("
+	" server_id TEXT NOT NULL,"
+	" kind SMALLINT NOT NULL,"
+	" kid TEXT NOT NULL,"
+	" value TEXT NOT NULL,"
+	" not_after BIGINT NOT NULL,"
+	" updated_at BIGINT NOT NULL,"
+	" PRIMARY KEY (server_id, kind, kid))",
+	"INSERT INTO meta (name, value) VALUES ('bundle_sequence', 0)",
+	"CREATE FUNCTION lanyard_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+	"IF TG_TABLE_NAME = 'entry_changes' THEN PERFORM pg_notify('lanyard_changes', 'e ' || NEW.revision); "
+	"ELSIF TG_TABLE_NAME = 'agents' THEN "
+	"IF TG_OP = 'DELETE' THEN PERFORM pg_notify('lanyard_changes', 'a evicted ' || OLD.spiffe_id); "
+	"ELSIF NEW.banned AND NOT OLD.banned THEN PERFORM pg_notify('lanyard_changes', 'a banned ' || NEW.spiffe_id); "
+	"END IF; "
+	"ELSE PERFORM pg_notify('lanyard_changes', 'b'); END IF; RETURN NULL; END $$",
+	"CREATE TRIGGER entry_changes_notify AFTER INSERT ON entry_changes FOR EACH ROW EXECUTE FUNCTION lanyard_notify()",
+	"CREATE TRIGGER agents_notify AFTER DELETE OR UPDATE OF banned ON agents FOR EACH ROW "
+	"EXECUTE FUNCTION lanyard_notify()",
+	"CREATE TRIGGER bundle_notify AFTER INSERT OR UPDATE OR DELETE ON bundle_authorities FOR EACH STATEMENT "
+	"EXECUTE FUNCTION lanyard_notify()",
+};
+
 static const struct ly_ds_migration migrations[] = {
 	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
+	{ 2, schema_v2, LY_DS_NELEM(schema_v2) },
 };
 
 _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
@@ -225,6 +262,15 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	/* (agent, JSON array of [type, value]) */
 	[LY_DS_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) SELECT $1, x.o - 1, x.j->>0, "
 	                           "x.j->>1 FROM json_array_elements($2::json) WITH ORDINALITY AS x(j, o)",
+	[LY_DS_BUNDLE_CLEAR] = "DELETE FROM bundle_authorities WHERE server_id = $1",
+	[LY_DS_BUNDLE_INSERT] = "INSERT INTO bundle_authorities (server_id, kind, kid, value, not_after, updated_at) "
+	                        "VALUES ($1, $2, $3, $4, $5, $6)",
+	[LY_DS_BUNDLE_PRUNE] = "DELETE FROM bundle_authorities WHERE not_after <= $1",
+	[LY_DS_BUNDLE_SEQ_BUMP] = "UPDATE meta SET value = GREATEST(value, $1::bigint) + 1 WHERE name = 'bundle_sequence' "
+	                          "RETURNING value",
+	[LY_DS_BUNDLE_SEQ_GET] = "SELECT value FROM meta WHERE name = 'bundle_sequence'",
+	[LY_DS_BUNDLE_LIST] = "SELECT server_id, kind, kid, value, not_after FROM bundle_authorities "
+	                      "WHERE not_after > $1 ORDER BY kind, server_id COLLATE \"C\", kid COLLATE \"C\"",
 };
 
 /* The statements whose results come in binary format (bytea values). */
@@ -1106,6 +1152,8 @@ static const struct ly_datastore_ops pg_ops = {
 	.ca_state_put = ly_ds_engine_ca_state_put,
 	.ca_state_get = ly_ds_engine_ca_state_get,
 	.ca_state_delete = ly_ds_engine_ca_state_delete,
+	.bundle_publish = ly_ds_engine_bundle_publish,
+	.bundle_read = ly_ds_engine_bundle_read,
 };
 
 /* Reads the schema version (0 for a new database, which gets its row); refuses a damaged table. */

@@ -64,7 +64,9 @@
 #include "server/ca.h"
 #include "server/datastore.h"
 #include "server/datastore_async.h"
+#include "server/pg_notify.h"
 #include "server/server.h"
+#include "server/server_shared.h"
 
 /* Retry a failed CA tick or certificate renewal after this long. */
 #define RETRY_MS (30 * 1000)
@@ -107,6 +109,10 @@ struct srv_main {
 	bool ds_ping_inflight, prune_inflight;
 	size_t ds_agents;
 	int64_t ds_counted_at;
+	/* Several servers on one PostgreSQL (server_shared.h, pg_notify.h). */
+	struct ly_pg_notify *notify;
+	bool publish_pending;      /* the CA's bundle changed and is not in the database yet */
+	int64_t shared_next_expiry; /* an authority of the shared bundle expires then: rebuild */
 };
 
 /* ---- data dir --------------------------------------------------------------- */
@@ -162,7 +168,7 @@ tls_material_make(struct ly_server *srv, time_t now, struct tls_material *t, str
 	    (rc = ly_der_certs_to_pem(chain.data, chain.len, LY_CHAIN_CERTS_MAX, LY_CHAIN_DER_MAX, &t->chain_pem,
 		err)) != LY_OK ||
 	    (rc = ly_key_to_pem(key, &t->key_pem, err)) != LY_OK ||
-	    (rc = ly_bundle_write_pem(ly_ca_bundle(srv->ca), &t->roots_pem, err)) != LY_OK) {
+	    (rc = ly_bundle_write_pem(ly_server_bundle(srv), &t->roots_pem, err)) != LY_OK) {
 		ly_error_wrap(err, rc, "server certificate");
 		tls_material_cleanup(t);
 	}
@@ -231,6 +237,8 @@ tick_arm(struct srv_main *m, uint64_t retry_ms)
 
 	if (m->svid_renew_at < next)
 		next = m->svid_renew_at;
+	if (m->shared_next_expiry > 0 && m->shared_next_expiry < next)
+		next = (time_t)m->shared_next_expiry;
 	ms = next <= now ? 0 : (uint64_t)(next - now) * 1000u;
 	if (ms > TICK_MAX_MS)
 		ms = TICK_MAX_MS;
@@ -248,6 +256,7 @@ on_tick(uv_timer_t *t)
 	struct ly_error e;
 	time_t now = ly_server_now();
 	bool changed = false;
+	uint64_t retry_ms = 0;
 
 	if (m->srv.stopping)
 		return;
@@ -256,8 +265,25 @@ on_tick(uv_timer_t *t)
 		tick_arm(m, RETRY_MS);
 		return;
 	}
+	if (m->srv.ds_shared) {
+		/* Published before the successor signs: the rotation's prepare step changed the bundle (ca.h). */
+		if (changed || m->publish_pending) {
+			m->publish_pending = ly_server_shared_publish(&m->srv, (int64_t)now, &e) != LY_OK;
+			if (m->publish_pending) {
+				log_error("%s; retrying in %d s (the other servers' agents do not trust our new "
+				    "authorities yet)", e.msg, RETRY_MS / 1000);
+				retry_ms = RETRY_MS;
+			}
+		}
+		/* The union: the other servers' authorities, expired ones dropped, ours always. */
+		changed = false;
+		if (ly_server_shared_reload(&m->srv, (int64_t)now, &changed, &m->shared_next_expiry, &e) != LY_OK) {
+			log_warn("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
+			retry_ms = RETRY_MS;
+		}
+	}
 	if (changed) {
-		const struct ly_bundle *b = ly_ca_bundle(m->srv.ca);
+		const struct ly_bundle *b = ly_server_bundle(&m->srv);
 		log_info("trust bundle changed: sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu",
 		    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b));
 		if (m->srv.agent_api != NULL)
@@ -271,7 +297,7 @@ on_tick(uv_timer_t *t)
 		}
 		log_info("server certificate renewed");
 	}
-	tick_arm(m, 0);
+	tick_arm(m, retry_ms);
 }
 
 /* Join tokens that expired, deleted on the datastore's worker. */
@@ -453,6 +479,8 @@ begin_stop(struct srv_main *m)
 		uv_close((uv_handle_t *)&m->tick_timer, NULL);
 		uv_close((uv_handle_t *)&m->prune_timer, NULL);
 		uv_close((uv_handle_t *)&m->ds_ping_timer, NULL);
+		ly_pg_notify_stop(m->notify);
+		m->notify = NULL;
 		/* Unreferenced: it cuts a stuck shutdown short, it does not keep the loop. */
 		uv_timer_start(&m->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
 		uv_unref((uv_handle_t *)&m->stop_timer);
@@ -583,7 +611,10 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 	struct ly_dsa_config dc = { .observe = datastore_observe, .observe_arg = m };
 	struct ly_datastore *ds = m->ds_opened;
 	m->ds_opened = NULL;
+	srv->ds_shared = ly_datastore_shared(ds);
 	LY_TRY(ly_dsa_new(&m->loop, ds, &dc, &srv->dsa, err));
+	/* PostgreSQL: our authorities into the shared bundle, and the union of every server's. */
+	LY_TRY(ly_server_shared_open(srv, (int64_t)ly_server_now(), err));
 	LY_TRY(ly_rpc_new(&m->loop, &srv->rpc, err));
 	LY_TRY(ly_agent_api_new(srv, &srv->agent_api, err));
 
@@ -788,6 +819,11 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	FAMILY(ds_seconds, LY_METRIC_HISTOGRAM, "lanyard_server_datastore_call_seconds",
 	    "Time from submitting a datastore call to its answer or its timeout.", NULL, ds_buckets,
 	    sizeof(ds_buckets) / sizeof(ds_buckets[0]));
+	FAMILY(notify_listening, LY_METRIC_GAUGE, "lanyard_server_change_notifications_listening",
+	    "PostgreSQL: 1 while LISTEN for the other servers' changes is up (always 0 with SQLite).", NULL, NULL, 0);
+	FAMILY(bundle_authorities, LY_METRIC_GAUGE, "lanyard_server_bundle_authorities",
+	    "Authorities in the trust bundle served (kind x509 or jwt; every server's with PostgreSQL).", kind_label,
+	    NULL, 0);
 #undef FAMILY
 	*out = sm;
 	sm = NULL;
@@ -817,7 +853,16 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	    (rc = ly_metric_set(sm->agents, NULL, (double)m->ds_agents, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->ds_reachable, NULL, ly_dsa_reachable(m->srv.dsa, NULL) ? 1 : 0, err)) != LY_OK ||
-	    (rc = ly_metric_set(sm->ds_pending, NULL, (double)ly_dsa_pending(m->srv.dsa), err)) != LY_OK)
+	    (rc = ly_metric_set(sm->ds_pending, NULL, (double)ly_dsa_pending(m->srv.dsa), err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->notify_listening, NULL, ly_pg_notify_listening(m->notify) ? 1 : 0, err)) != LY_OK)
+		return rc;
+	const struct ly_bundle *b = ly_server_bundle(&m->srv);
+	static const char *const x509_label[] = { "x509", NULL }, *const jwt_label[] = { "jwt", NULL };
+	if (b != NULL &&
+	    ((rc = ly_metric_set(sm->bundle_authorities, x509_label, (double)ly_bundle_x509_authority_count(b), err)) !=
+		    LY_OK ||
+		(rc = ly_metric_set(sm->bundle_authorities, jwt_label, (double)ly_bundle_jwt_authority_count(b), err)) !=
+		    LY_OK))
 		return rc;
 	return ly_metrics_render(sm->reg, out, err);
 }
@@ -841,6 +886,100 @@ health_start(struct srv_main *m, struct ly_error *err)
 	return LY_OK;
 }
 
+/* ---- several servers on one PostgreSQL --------------------------------------------------- */
+
+/* The shared bundle may have changed (another server published, or we reconnected): serve the new one. */
+static void
+shared_refresh(struct srv_main *m)
+{
+	struct ly_error e;
+	bool changed = false;
+
+	if (m->srv.stopping)
+		return;
+	/* Right after PostgreSQL came back the first call finds its session gone; the next one reconnects. */
+	ly_status rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &changed, &m->shared_next_expiry, &e);
+	if (rc != LY_OK) {
+		bool again = false;
+		rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &again, &m->shared_next_expiry, &e);
+		changed = changed || again;
+	}
+	if (rc != LY_OK) {
+		log_warn("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
+		tick_arm(m, RETRY_MS);
+	}
+	if (!changed)
+		return;
+	if (m->srv.agent_api != NULL)
+		ly_agent_api_bundle_changed(m->srv.agent_api);
+	/* The agent listener's client roots follow the bundle: the tick renews at once. */
+	m->svid_renew_at = ly_server_now();
+	tick_arm(m, 0);
+}
+
+/* Another server's write (or ours, echoed): fed to the change hook as our own writes are. */
+static void
+on_notice(void *arg, const struct ly_pg_notice *n)
+{
+	struct srv_main *m = arg;
+	struct ly_datastore_change c = { 0, -1, NULL, NULL };
+
+	if (m->srv.stopping || m->srv.dsa == NULL)
+		return;
+	switch (n->kind) {
+	case LY_PG_NOTICE_ENTRIES:
+		c.kind = LY_DATASTORE_ENTRY_UPDATED;
+		c.revision = n->revision;
+		break;
+	case LY_PG_NOTICE_AGENT_EVICTED:
+		c.kind = LY_DATASTORE_AGENT_EVICTED;
+		c.agent_id = n->agent_id;
+		break;
+	case LY_PG_NOTICE_AGENT_BANNED:
+		c.kind = LY_DATASTORE_AGENT_BANNED;
+		c.agent_id = n->agent_id;
+		break;
+	case LY_PG_NOTICE_BUNDLE:
+		shared_refresh(m);
+		return;
+	}
+	ly_dsa_changed(m->srv.dsa, &c);
+}
+
+/* LISTEN (again): what was notified while no one listened is caught up from the change log. */
+static void
+on_listening(void *arg)
+{
+	struct srv_main *m = arg;
+	struct ly_datastore_change c = { LY_DATASTORE_ENTRY_UPDATED, -1, NULL, NULL };
+
+	if (m->srv.stopping || m->srv.dsa == NULL)
+		return;
+	ly_dsa_changed(m->srv.dsa, &c);
+	/* Evictions and bans notified while no one listened: their streams end now. */
+	struct ly_error e;
+	/* A datastore call right after PostgreSQL came back finds its session gone; the next one reconnects. */
+	if (ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK &&
+	    ly_agent_api_recheck_agents(m->srv.agent_api, &e) != LY_OK)
+		log_warn("change notifications: agents not re-checked: %s", e.msg);
+	shared_refresh(m);
+}
+
+static ly_status
+notify_start(struct srv_main *m, struct ly_error *err)
+{
+	if (!m->srv.ds_shared)
+		return LY_OK;
+	struct ly_pg_notify_config nc = {
+		.loop = &m->loop, .conninfo = m->srv.cfg.datastore_conninfo, .on_notice = on_notice,
+		.on_listening = on_listening, .arg = m,
+	};
+	ly_status rc = ly_pg_notify_start(&nc, &m->notify, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "change notifications");
+	return LY_OK;
+}
+
 static ly_status
 start(struct srv_main *m, struct ly_error *err)
 {
@@ -852,7 +991,9 @@ start(struct srv_main *m, struct ly_error *err)
 	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
 	uv_timer_start(&m->ds_ping_timer, on_ds_ping, 0, DS_PING_MS);
 
-	const struct ly_bundle *b = ly_ca_bundle(m->srv.ca);
+	LY_TRY(notify_start(m, err));
+
+	const struct ly_bundle *b = ly_server_bundle(&m->srv);
 	char attestors[64] = "";
 	const char *names[] = { m->srv.cfg.join_token_enabled ? "join_token" : NULL,
 		m->srv.x509pop != NULL ? "x509pop" : NULL, m->srv.psat != NULL ? "k8s_psat" : NULL };
@@ -865,10 +1006,11 @@ start(struct srv_main *m, struct ly_error *err)
 	bool v6 = strchr(m->srv.cfg.bind_address, ':') != NULL;
 	/* The back end by name only: a connection string may hold a password. */
 	log_info("lanyard-server started: trust_domain=%s agent_api=%s%s%s:%d admin_socket=%s data_dir=%s "
-	    "datastore=%s bundle_sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu node_attestors=%s",
+	    "datastore=%s%s%s bundle_sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu node_attestors=%s",
 	    m->srv.cfg.trust_domain, v6 ? "[" : "", m->srv.cfg.bind_address, v6 ? "]" : "", m->agent_port,
 	    m->srv.cfg.socket_path, m->srv.cfg.data_dir,
-	    m->srv.cfg.datastore_type == LY_DATASTORE_POSTGRES ? "postgres" : "sqlite3", ly_bundle_sequence(b),
+	    m->srv.cfg.datastore_type == LY_DATASTORE_POSTGRES ? "postgres" : "sqlite3",
+	    m->srv.server_id[0] != '\0' ? " server_id=" : "", m->srv.server_id, ly_bundle_sequence(b),
 	    ly_bundle_x509_authority_count(b),
 	    ly_bundle_jwt_authority_count(b), attestors[0] != '\0' ? attestors : "none");
 	/* systemd's Type=notify (lib/sdnotify.h): the CA signs, both APIs listen. */
@@ -901,6 +1043,7 @@ teardown(struct srv_main *m)
 	ly_attest_k8s_psat_free(srv->psat);
 	ly_attest_x509pop_free(srv->x509pop);
 	ly_audit_close(srv->audit);
+	ly_server_shared_close(srv);
 	ly_ca_free(srv->ca);
 	ly_datastore_close(m->ds_opened);
 	m->ds_opened = NULL;

@@ -117,6 +117,14 @@ const struct ly_rpc_method *ly_agent_api_methods(size_t *n);
 void ly_agent_api_bundle_changed(struct ly_agent_api *api);
 /* Ends every open stream (shutdown). */
 void ly_agent_api_stop(struct ly_agent_api *api);
+/*
+ * Re-reads every agent record (one datastore list, on the datastore's
+ * worker; applied when it answers, an error return means not started) and
+ * ends the streams of
+ * agents evicted or banned meanwhile: after a lost notification channel
+ * (pg_notify.h), whose missed evictions and bans no change hook reported.
+ */
+ly_status ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
 /* Open WatchEntries streams and the entries cached for them (the metrics' gauges). */
 void ly_agent_api_counts(const struct ly_agent_api *api, size_t *watchers, size_t *entries);
 

@@ -4,6 +4,7 @@
 #include "lib/error.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "server/ca.h"
 
 time_t
 ly_server_now(void)
@@ -22,4 +23,14 @@ ly_server_metric_add(struct ly_metric *f, const char *const *labels, double v)
 		rc = ly_metric_inc(f, labels, v, &e);
 	if (rc != LY_OK)
 		log_debug("metrics: %s", e.msg);
+}
+
+const struct ly_bundle *
+ly_server_bundle(const struct ly_server *srv)
+{
+	if (srv == NULL)
+		return NULL;
+	if (srv->shared_bundle != NULL)
+		return srv->shared_bundle;
+	return srv->ca != NULL ? ly_ca_bundle(srv->ca) : NULL;
 }

@@ -27,6 +27,8 @@ struct ly_attest_x509pop;
 struct ly_attest_k8s_psat;
 struct ly_agent_api;
 struct ly_audit;
+struct ly_bundle;
+struct ly_shared_authorities;
 
 /* server.datastore.database_type (SPIRE's names). */
 enum ly_datastore_type {
@@ -73,15 +75,34 @@ struct ly_server {
 	/* The datastore, on its worker thread (datastore_async.h): every call
 	 * goes through ly_dsa_submit; the loop never holds the store itself. */
 	struct ly_dsa *dsa;
+	/* Whether the datastore is one several servers share (ly_datastore_shared), read once at start-up. */
+	bool ds_shared;
 	struct ly_ca *ca;
 	struct ly_attest_x509pop *x509pop;   /* NULL when not configured */
 	struct ly_attest_k8s_psat *psat;     /* NULL when not configured */
 	struct ly_agent_api *agent_api;
 	struct ly_audit *audit;
 	struct ly_server_metrics *metrics;   /* NULL without the health listener */
+	/*
+	 * Several servers on one PostgreSQL (SPEC §10): the union of every
+	 * server's published authorities and this CA's own (bundle_shared.h),
+	 * served instead of the CA's bundle; NULL with SQLite. server.c keeps
+	 * it; read it through ly_server_bundle.
+	 */
+	struct ly_bundle *shared_bundle;
+	struct ly_shared_authorities *shared_rows; /* the last rows read from the database */
+	char server_id[36 + 1];               /* a UUID, <data_dir>/server-id; "" with SQLite */
 	time_t started_at;
 	bool stopping;
 };
+
+/*
+ * The trust bundle this server serves (GetBundle, the watch's
+ * bundle_sequence, the agent listener's client roots, `bundle show`): the
+ * shared bundle when several servers share the store, else the CA's.
+ * Borrowed; NULL before the CA is open.
+ */
+const struct ly_bundle *ly_server_bundle(const struct ly_server *srv);
 
 /* The server's clock (wall time, seconds); one place so tests can reason about it. */
 time_t ly_server_now(void);
@@ -95,7 +116,8 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry, *ds_reachable, *ds_pending, *ds_calls, *ds_seconds;
+	    *entries, *agents, *ca_expiry, *notify_listening, *bundle_authorities, *ds_reachable, *ds_pending,
+	    *ds_calls, *ds_seconds;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */

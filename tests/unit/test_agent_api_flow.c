@@ -361,6 +361,25 @@ ban_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
 	return ly_datastore_agent_set_banned(ds, arg, true, err);
 }
 
+/* Behind the hook's back: the back end's own operations, not the wrappers that feed the hook. */
+static ly_status
+raw_ban_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ds->ops->agent_set_banned(ds, arg, true, err);
+}
+
+static ly_status
+raw_unban_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ds->ops->agent_set_banned(ds, arg, false, err);
+}
+
+static ly_status
+raw_delete_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ds->ops->agent_delete(ds, arg, err);
+}
+
 static ly_status
 revision_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
 {
@@ -441,6 +460,185 @@ test_change_reaches_watcher(void **state)
 	assert_int_equal(watchers, 0);
 	call_cleanup(&call);
 	free(id);
+}
+
+/* Opens WatchEntries with `since_revision`. */
+static void
+open_watch_since(struct fixture *f, struct ly_rpc_call *call, int64_t since)
+{
+	size_t n = 0;
+	const struct ly_rpc_method *m = ly_agent_api_methods(&n);
+	const struct ly_rpc_method *watch = NULL;
+	Lanyard__Agent__V1__WatchEntriesRequest req;
+	uint8_t buf[32];
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(m[i].path, "/lanyard.agent.v1.Agent/WatchEntries") == 0)
+			watch = &m[i];
+	}
+	assert_non_null(watch);
+	lanyard__agent__v1__watch_entries_request__init(&req);
+	req.since_revision = since;
+	size_t len = lanyard__agent__v1__watch_entries_request__pack(&req, buf);
+	memset(call, 0, sizeof(*call));
+	call->peer_id = AGENT_ID;
+	call->pem = f->pem;
+	watch->handler(call, buf, len, &f->srv);
+	/* The agent's record may be read on the worker first. */
+	for (int i = 0; i < 5000 && !call->finished && call->n_sent == 0; i++)
+		run_for(f, 2);
+}
+
+static char *
+create_entry_under(struct fixture *f, const char *spiffe_id, const char *parent)
+{
+	struct ly_entry *e = NULL;
+	assert_int_equal(ly_entry_new(&e, NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, spiffe_id, NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->parent_id, parent, NULL), LY_OK);
+	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1001", NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
+	char *id = strdup(e->entry_id);
+	assert_non_null(id);
+	ly_entry_free(e);
+	return id;
+}
+
+/*
+ * A watch opened with the agent's revision (the agent's periodic check, or
+ * an agent moving from another server) gets the changes since then, not
+ * the whole set; a snapshot when the change log does not reach back that
+ * far, when the revision is ahead of the store, or when a change since
+ * then altered the authorization rule's inputs (an entry that is another
+ * entry's parent deleted).
+ */
+static void
+test_watch_resumes_at_revision(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call w1, w2, w3, w4, w5, w6;
+
+	char *e1 = create_entry(f, "spiffe://example.org/one");
+	char *e2 = create_entry(f, "spiffe://example.org/two");
+	open_watch(f, &w1);
+	assert_int_equal(w1.n_sent, 1);
+	assert_true(w1.last->snapshot);
+	assert_int_equal(w1.last->n_entries, 2);
+	int64_t r1 = w1.last->revision;
+
+	/* Changes after r1: one created, one deleted, one nested under `two` (level 2). */
+	char *e3 = create_entry(f, "spiffe://example.org/three");
+	assert_int_equal(ds_do(f, delete_fn, e1), LY_OK);
+	char *e4 = create_entry_under(f, "spiffe://example.org/two/nested", "spiffe://example.org/two");
+	run_until_sent(f, &w1, 2);
+
+	open_watch_since(f, &w2, r1);
+	assert_false(w2.finished);
+	assert_int_equal(w2.n_sent, 1);
+	assert_false(w2.last->snapshot);
+	assert_int_equal(w2.last->n_entries, 2); /* three, two/nested */
+	assert_int_equal(w2.last->n_deleted_entry_ids, 1);
+	assert_string_equal(w2.last->deleted_entry_ids[0], e1);
+	int64_t r2 = w2.last->revision;
+	assert_true(r2 > r1);
+	bool saw3 = false, saw4 = false;
+	for (size_t i = 0; i < w2.last->n_entries; i++) {
+		saw3 = saw3 || strcmp(w2.last->entries[i]->entry_id, e3) == 0;
+		saw4 = saw4 || strcmp(w2.last->entries[i]->entry_id, e4) == 0;
+	}
+	assert_true(saw3 && saw4);
+
+	/* Up to date: an empty delta at the same revision (a few bytes, not the set). */
+	open_watch_since(f, &w3, r2);
+	assert_int_equal(w3.n_sent, 1);
+	assert_false(w3.last->snapshot);
+	assert_int_equal(w3.last->n_entries, 0);
+	assert_int_equal(w3.last->n_deleted_entry_ids, 0);
+	assert_int_equal(w3.last->revision, r2);
+	/* Later changes reach a resumed watch as deltas too. */
+	char *e5 = create_entry(f, "spiffe://example.org/five");
+	run_until_sent(f, &w3, 2);
+	assert_false(w3.last->snapshot);
+	assert_int_equal(w3.last->n_entries, 1);
+	assert_string_equal(w3.last->entries[0]->entry_id, e5);
+	call_cleanup(&w1);
+	call_cleanup(&w2);
+	ly_agent_api_stop(f->srv.agent_api);
+	call_cleanup(&w3);
+	free(e1);
+	free(e3);
+	free(e4);
+	free(e5);
+
+	/* A fresh agent API (a server just started): its log begins at its load: older revisions get snapshots. */
+	ly_agent_api_free(f->srv.agent_api);
+	assert_int_equal(ly_agent_api_new(&f->srv, &f->srv.agent_api, NULL), LY_OK);
+	for (int i = 0; i < 5000 && !f->srv.agent_api->loaded; i++)
+		run_for(f, 2);
+	open_watch_since(f, &w4, r1);
+	assert_int_equal(w4.n_sent, 1);
+	assert_true(w4.last->snapshot);
+	int64_t r4 = w4.last->revision;
+	/* Ahead of the store (another database, or a restored one): a snapshot. */
+	open_watch_since(f, &w5, r4 + 1000);
+	assert_true(w5.last->snapshot);
+	/* `two` deleted: its nested entry loses its authorization without changing itself: a snapshot. */
+	assert_int_equal(ds_do(f, delete_fn, e2), LY_OK);
+	run_until_sent(f, &w4, 2);
+	open_watch_since(f, &w6, r4);
+	assert_true(w6.last->snapshot);
+	assert_int_equal(w6.last->n_entries, 2); /* three, five: two/nested went with two */
+	ly_agent_api_stop(f->srv.agent_api);
+	call_cleanup(&w4);
+	call_cleanup(&w5);
+	call_cleanup(&w6);
+	free(e2);
+}
+
+/*
+ * A ban and an eviction the change hook never reported (written by another
+ * server while the notification channel was down): the re-check after the
+ * channel is back ends those agents' streams, and only theirs.
+ */
+static void
+test_recheck_agents(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call w1, w2;
+	struct ly_error err;
+
+	open_watch(f, &w1);
+	open_watch(f, &w2);
+	assert_false(w1.finished);
+	/* Nothing changed: nothing ends (the re-check reads on the worker). */
+	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	run_for(f, 100);
+	assert_false(w1.finished || w2.finished);
+	/* Banned behind the hook's back (the back end's operation, not the wrapper that feeds the hook). */
+	assert_int_equal(ds_do(f, raw_ban_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
+	assert_false(w1.finished);
+	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	for (int i = 0; i < 2500 && !(w1.finished && w2.finished); i++)
+		run_for(f, 2);
+	assert_true(w1.finished && w2.finished);
+	assert_int_equal(w1.code, LY_RPC_PERMISSION_DENIED);
+	assert_string_equal(w2.details, "agent is banned");
+	size_t watchers = 9, entries = 0;
+	ly_agent_api_counts(f->srv.agent_api, &watchers, &entries);
+	assert_int_equal(watchers, 0);
+	call_cleanup(&w1);
+	call_cleanup(&w2);
+	/* Evicted behind its back: the same, "evicted". */
+	assert_int_equal(ds_do(f, raw_unban_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
+	open_watch(f, &w1);
+	assert_false(w1.finished);
+	assert_int_equal(ds_do(f, raw_delete_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
+	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	for (int i = 0; i < 2500 && !w1.finished; i++)
+		run_for(f, 2);
+	assert_true(w1.finished);
+	assert_string_equal(w1.details, "agent was evicted: it must attest again");
+	call_cleanup(&w1);
 }
 
 static void
@@ -597,6 +795,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_change_reaches_watcher, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_known_agent_served_while_stalled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_resumes_at_revision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recheck_agents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ban_ends_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_superseded_svid_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unregistered_after_free, setup, teardown),

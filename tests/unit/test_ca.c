@@ -758,6 +758,53 @@ test_leaf_capped_by_ca(void **state)
 
 /* ---- rotation ---- */
 
+/*
+ * Several servers (ly_ca_set_published): a successor made after the last
+ * publish into the shared bundle does not sign at its activation time; it
+ * signs once a publish covers it. Nothing is held before the first call.
+ */
+static void
+test_unpublished_successor_held(void **state)
+{
+	struct fx *f = *state;
+	struct ly_buf csr = LY_BUF_INIT, c0 = LY_BUF_INIT, c1 = LY_BUF_INIT, c2 = LY_BUF_INIT;
+	struct ly_buf ca0 = LY_BUF_INIT, ca1 = LY_BUF_INIT, ca2 = LY_BUF_INIT;
+	struct ly_error err;
+	bool changed = false;
+	const time_t half = T0 + DAY / 2, delay = 600;
+
+	open_ca(f, T0);
+	ly_ca_set_published(f->ca, T0);
+	lib_csr(f->key, WL, &csr);
+	assert_int_equal(sign(f, &csr, WL, T0, &c0, &err), LY_OK);
+	chain_der(&c0, 1, &ca0);
+	/* The successor is made at 50% (the publish of the server fails: no call). */
+	assert_int_equal(ly_ca_tick(f->ca, half, &changed, &err), LY_OK);
+	assert_true(changed);
+	/* Its activation time passes: it is held, and the next event is not its activation. */
+	assert_int_equal(ly_ca_tick(f->ca, half + delay + 5, &changed, &err), LY_OK);
+	assert_int_equal(sign(f, &csr, WL, half + delay + 5, &c1, &err), LY_OK);
+	chain_der(&c1, 1, &ca1);
+	assert_true(bufs_equal(&ca0, &ca1));
+	assert_true(ly_ca_next_event(f->ca) > half + delay + 5);
+	/* Published now: at the next tick it signs. */
+	ly_ca_set_published(f->ca, half + delay + 6);
+	assert_true(ly_ca_next_event(f->ca) <= half + delay + 6);
+	assert_int_equal(ly_ca_tick(f->ca, half + delay + 6, &changed, &err), LY_OK);
+	assert_int_equal(sign(f, &csr, WL, half + delay + 6, &c2, &err), LY_OK);
+	chain_der(&c2, 1, &ca2);
+	assert_false(bufs_equal(&ca0, &ca2));
+	/* A publish time going back changes nothing. */
+	ly_ca_set_published(f->ca, T0);
+	ly_buf_free(&csr);
+	ly_buf_free(&c0);
+	ly_buf_free(&c1);
+	ly_buf_free(&c2);
+	ly_buf_free(&ca0);
+	ly_buf_free(&ca1);
+	ly_buf_free(&ca2);
+}
+
 static void
 test_x509_rotation(void **state)
 {
@@ -1181,6 +1228,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_persists, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unpublished_successor_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refuses_bad_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_config_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_issue_leaf, setup, teardown),

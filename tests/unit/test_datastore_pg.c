@@ -12,7 +12,9 @@
  * cluster's files, PostgreSQL itself crashing after the kill -9) and what
  * only a server back end has: a malformed or wrong connection string
  * refused without echoing its password, the statement timeout, and a lost
- * connection (LY_E_IO) recovered after PostgreSQL restarts.
+ * connection (LY_E_IO) recovered after PostgreSQL restarts; and several
+ * servers on one database (schema 2): the shared bundle published and read
+ * through two handles, and the triggers' NOTIFY payloads.
  *
  * No PostgreSQL binaries is a failure: CI installs them.
  */
@@ -349,6 +351,138 @@ test_statement_timeout(void **state)
 	ly_entry_free(e);
 }
 
+/* ---- several servers on one database (schema 2) ---- */
+
+static void
+add_row(struct ly_shared_authorities *a, const char *server, bool jwt, const char *kid, int64_t not_after)
+{
+	const uint8_t der[] = { 0x30, 0x03, 0x02, 0x01, (uint8_t)(not_after & 0x7f) };
+	assert_int_equal(ly_shared_authorities_add(a, server, jwt, kid, der, sizeof(der), not_after, NULL), LY_OK);
+}
+
+/*
+ * Two servers publish into one bundle: each publish replaces that server's
+ * rows only, prunes every server's expired rows, raises the sequence above
+ * both the stored one and the publisher's own; a read returns the valid
+ * rows in order with the sequence; a row of another server refused; the
+ * same through a second handle (another server's connection).
+ */
+static void
+test_shared_bundle(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_shared_authorities a = LY_SHARED_AUTHORITIES_INIT, b = LY_SHARED_AUTHORITIES_INIT;
+	struct ly_shared_authorities got = LY_SHARED_AUTHORITIES_INIT;
+	struct ly_datastore *other = NULL;
+	struct ly_error err;
+	uint64_t seq = 0;
+	int64_t rev0 = 0, rev1 = 0;
+
+	assert_true(ly_datastore_shared(f->ds));
+	assert_int_equal(ly_datastore_revision(f->ds, &rev0, NULL), LY_OK);
+	add_row(&a, "server-a", false, "ra1", 5000);
+	add_row(&a, "server-a", true, "ka1", 3000);
+	assert_int_equal(ly_datastore_bundle_publish(f->ds, "server-a", &a, 1000, 7, &seq, &err), LY_OK);
+	assert_int_equal(seq, 8); /* above the publisher's own sequence */
+	assert_int_equal(ly_datastore_revision(f->ds, &rev1, NULL), LY_OK);
+	assert_int_equal(rev1, rev0 + 1);
+
+	assert_int_equal(ly_datastore_pg_open(f->conninfo, &other, &err), LY_OK);
+	add_row(&b, "server-b", false, "rb1", 1500);
+	assert_int_equal(ly_datastore_bundle_publish(other, "server-b", &b, 1000, 2, &seq, &err), LY_OK);
+	assert_int_equal(seq, 9); /* above the stored one */
+
+	assert_int_equal(ly_datastore_bundle_read(f->ds, 1000, &got, &err), LY_OK);
+	assert_int_equal(got.sequence, 9);
+	assert_int_equal(got.n, 3);
+	/* Ordered by kind (X.509 first), server, key ID. */
+	assert_false(got.items[0].jwt);
+	assert_string_equal(got.items[0].server_id, "server-a");
+	assert_string_equal(got.items[1].server_id, "server-b");
+	assert_true(got.items[2].jwt);
+	assert_string_equal(got.items[2].kid, "ka1");
+	assert_int_equal(got.items[2].not_after, 3000);
+	assert_int_equal(got.items[0].der.len, 5);
+
+	/* Read at 1500: server-b's root has expired (not_after <= now): not returned, though still stored. */
+	assert_int_equal(ly_datastore_bundle_read(other, 1500, &got, &err), LY_OK);
+	assert_int_equal(got.n, 2);
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM bundle_authorities"), 3);
+
+	/* A's next publish replaces A's rows and prunes B's expired one. */
+	ly_shared_authorities_cleanup(&a);
+	add_row(&a, "server-a", false, "ra2", 6000);
+	assert_int_equal(ly_datastore_bundle_publish(f->ds, "server-a", &a, 1600, 0, &seq, &err), LY_OK);
+	assert_int_equal(seq, 10);
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM bundle_authorities"), 1);
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM bundle_authorities WHERE kid = 'ra2'"), 1);
+
+	/* A row of another server in a publish: refused, nothing changed. */
+	add_row(&a, "server-b", false, "rb9", 9000);
+	expect(ly_datastore_bundle_publish(f->ds, "server-a", &a, 1600, 0, &seq, &err), &err, LY_E_INTERNAL,
+	    "another server");
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM bundle_authorities"), 1);
+	/* No CA key, no CA state: the table holds public authorities only. */
+	assert_int_equal(rows_in(f, "SELECT count(*) FROM ca_state"), 0);
+
+	ly_datastore_close(other);
+	ly_shared_authorities_cleanup(&a);
+	ly_shared_authorities_cleanup(&b);
+	ly_shared_authorities_cleanup(&got);
+}
+
+/* The triggers NOTIFY every committed entry change, eviction, ban and bundle publish, whoever wrote. */
+static void
+test_change_notifications(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_shared_authorities a = LY_SHARED_AUTHORITIES_INIT;
+	uint64_t seq = 0;
+	PGresult *r = PQexec(raw(f), "LISTEN lanyard_changes");
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+
+	struct ly_entry *e = entry_of(TD "/n1", AGENT1, "unix:uid:1", NULL);
+	assert_int_equal(ly_datastore_entry_create(f->ds, e, NULL), LY_OK);
+	int64_t rev = e->revision;
+	assert_int_equal(ly_datastore_entry_delete(f->ds, e->entry_id, NULL, NULL), LY_OK);
+	struct ly_ds_agent *ag = agent_of(AGENT1, "ab", NULL);
+	assert_int_equal(ly_datastore_agent_upsert(f->ds, ag, NULL), LY_OK);
+	assert_int_equal(ly_datastore_agent_set_banned(f->ds, AGENT1, true, NULL), LY_OK);
+	assert_int_equal(ly_datastore_agent_set_banned(f->ds, AGENT1, true, NULL), LY_OK); /* already banned: nothing */
+	assert_int_equal(ly_datastore_agent_delete(f->ds, AGENT1, NULL), LY_OK);
+	add_row(&a, "server-a", false, "ra1", INT32_MAX);
+	assert_int_equal(ly_datastore_bundle_publish(f->ds, "server-a", &a, 1000, 0, &seq, NULL), LY_OK);
+	/* A refused write (an unknown token) notifies nothing: it rolled back. */
+	ly_status rc = ly_datastore_token_consume(f->ds, "nosuchtoken", 1, &(char *){ NULL }, NULL);
+	assert_int_equal(rc, LY_E_NOT_FOUND);
+
+	char want[6][128];
+	snprintf(want[0], sizeof(want[0]), "e %lld", (long long)rev);
+	snprintf(want[1], sizeof(want[1]), "e %lld", (long long)rev + 1);
+	snprintf(want[2], sizeof(want[2]), "a banned %s", AGENT1);
+	snprintf(want[3], sizeof(want[3]), "a evicted %s", AGENT1);
+	snprintf(want[4], sizeof(want[4]), "b");
+	size_t n = 0;
+	for (int tries = 0; tries < 100 && n < 5; tries++) {
+		assert_int_equal(PQconsumeInput(raw(f)), 1);
+		PGnotify *pn;
+		while ((pn = PQnotifies(raw(f))) != NULL) {
+			assert_string_equal(pn->relname, "lanyard_changes");
+			if (n < 5)
+				assert_string_equal(pn->extra, want[n]);
+			n++;
+			PQfreemem(pn);
+		}
+		if (n < 5)
+			usleep(10000);
+	}
+	assert_int_equal(n, 5);
+	ly_entry_free(e);
+	ly_ds_agent_free(ag);
+	ly_shared_authorities_cleanup(&a);
+}
+
 int
 main(void)
 {
@@ -357,6 +491,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_bad_conninfo_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_lost_and_recovered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_bundle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_change_notifications, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
