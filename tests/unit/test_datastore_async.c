@@ -436,6 +436,40 @@ test_close_stuck_detached(void **state)
 	usleep(20000); /* its last unref */
 }
 
+static ly_status
+sync_work_fn(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	(void)ds;
+	int *v = ctx;
+	assert_false(pthread_equal(pthread_self(), loop_thread));
+	*v = 42;
+	return *v == 42 && n_work == 2 ? LY_OK : ly_error_set(err, LY_E_IO, "out of order");
+}
+
+/* ly_dsa_call_sync: the calls queued before it complete first (their done from inside it), then its result. */
+static void
+test_call_sync(void **state)
+{
+	uv_loop_t loop;
+	struct ly_dsa *dsa = NULL;
+	int v = 0;
+
+	(void)state;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	assert_int_equal(ly_dsa_new(&loop, fake_open(), NULL, &dsa, NULL), LY_OK);
+	assert_int_equal(ly_dsa_submit(dsa, work, done, release, call_new(1, false), 0, NULL), LY_OK);
+	assert_int_equal(ly_dsa_submit(dsa, work, done, release, call_new(2, false), 0, NULL), LY_OK);
+	assert_int_equal(ly_dsa_call_sync(dsa, sync_work_fn, &v, NULL), LY_OK);
+	assert_int_equal(v, 42);
+	assert_int_equal(n_done, 2);
+	assert_int_equal(done_order[0], 1);
+	assert_int_equal(done_order[1], 2);
+	assert_int_equal(ly_dsa_pending(dsa), 0);
+	ly_dsa_close(dsa);
+	(void)uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int
 main(void)
 {
@@ -446,6 +480,7 @@ main(void)
 		cmocka_unit_test_setup(test_io_error_and_cap, setup),
 		cmocka_unit_test_setup(test_close_in_flight_joined, setup),
 		cmocka_unit_test_setup(test_close_stuck_detached, setup),
+		cmocka_unit_test_setup(test_call_sync, setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
