@@ -542,6 +542,7 @@ struct sync_call {
 	uv_cond_t cv;
 	bool worked;    /* the worker returned from work (under mu) */
 	bool delivered; /* done ran (loop) */
+	bool released;  /* the module let go (loop) */
 	ly_status st;
 	struct ly_error err;
 };
@@ -570,11 +571,18 @@ sync_done(void *ctx, ly_status st, const struct ly_error *err)
 		sc->err = *err;
 }
 
+/* The module lets go of sc (right after sync_done, in on_async); ly_dsa_call_sync frees it. */
 static void
 sync_release(void *ctx)
 {
 	struct sync_call *sc = ctx;
 
+	sc->released = true;
+}
+
+static void
+sync_free(struct sync_call *sc)
+{
 	uv_cond_destroy(&sc->cv);
 	uv_mutex_destroy(&sc->mu);
 	free(sc);
@@ -591,11 +599,11 @@ ly_dsa_call_sync(struct ly_dsa *dsa, ly_dsa_work_fn *work, void *ctx, struct ly_
 	sc->work = work;
 	sc->ctx = ctx;
 	if (uv_mutex_init(&sc->mu) != 0 || uv_cond_init(&sc->cv) != 0) {
-		free(sc);
+		free(sc); /* Linux: only without memory; nothing else to undo */
 		return ly_error_set(err, LY_E_INTERNAL, "datastore call: mutex");
 	}
 	if ((rc = ly_dsa_submit(dsa, sync_work, sync_done, sync_release, sc, 0, err)) != LY_OK) {
-		sync_release(sc);
+		sync_free(sc);
 		return rc;
 	}
 	/* The worker's answer, however long the back end takes (its own timeouts bound it). */
@@ -604,14 +612,15 @@ ly_dsa_call_sync(struct ly_dsa *dsa, ly_dsa_work_fn *work, void *ctx, struct ly_
 		uv_cond_wait(&sc->cv, &sc->mu);
 	uv_mutex_unlock(&sc->mu);
 	/* Delivered in order with the calls before it; the worker queues it right after `worked`. */
-	while (!sc->delivered) {
+	while (!sc->released) {
 		on_async(dsa->async);
-		if (!sc->delivered)
+		if (!sc->released)
 			uv_sleep(1);
 	}
 	rc = sc->st;
 	if (rc != LY_OK && err != NULL)
 		*err = sc->err;
+	sync_free(sc);
 	return rc;
 }
 
