@@ -47,8 +47,8 @@
 #include "agent/sync.h"
 #include "agent/wapi.h"
 #include "lib/config.h"
+#include "lib/daemon.h"
 #include "lib/flags.h"
-#include "lib/fsperm.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/sdnotify.h"
@@ -385,19 +385,13 @@ static ly_status
 config_load(const struct agent_flags *flags, const struct ly_config *file, struct ly_agent_config *cfg,
     struct ly_error *err)
 {
-	const char *s = NULL;
 	uint64_t secs;
 
 	memset(cfg, 0, sizeof(*cfg));
 	LY_TRY(ly_config_check_known(file, known_keys, err));
 
 	/* No default: it names everything the agent serves. */
-	LY_TRY(ly_config_setting_string(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
-	if (s == NULL)
-		return ly_error_set(err, LY_E_INVALID,
-		    "no trust domain: give -trustDomain or agent.trust_domain in the config file");
-	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "trust_domain", flags->trust_domain, "trustDomain", err, LY_E_INVALID);
+	LY_TRY(ly_daemon_setting_trust_domain(file, K "trust_domain", flags->trust_domain, cfg->trust_domain, err));
 
 	LY_TRY(ly_config_setting_string(file, K "server_address", flags->server_address, NULL, &cfg->server_address, err));
 	if (cfg->server_address == NULL)
@@ -412,15 +406,10 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	else
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_AGENT_SERVER_PORT_DEFAULT, &cfg->server_port, err));
 
-	LY_TRY(ly_config_setting_string(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT,
-	    &cfg->socket_path, err));
-	if (ly_config_check_socket_path(cfg->socket_path, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "socket_path", flags->socket_path, "socketPath", err, LY_E_INVALID);
-
-	LY_TRY(ly_config_setting_string(file, K "data_dir", flags->data_dir, LY_AGENT_DATA_DIR_DEFAULT, &cfg->data_dir,
+	LY_TRY(ly_daemon_setting_socket_path(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT, &cfg->socket_path,
 	    err));
-	if (ly_config_check_path(cfg->data_dir, "data directory", err) != LY_OK)
-		return ly_config_setting_wrap(file, K "data_dir", flags->data_dir, "dataDir", err, LY_E_INVALID);
+
+	LY_TRY(ly_daemon_setting_data_dir(file, K "data_dir", flags->data_dir, LY_AGENT_DATA_DIR_DEFAULT, &cfg->data_dir, err));
 
 	/* -joinToken, else the environment (read once, agent.h), else the file. */
 	const char *jt = flags->join_token != NULL ? flags->join_token : flags->env_join_token;
@@ -447,18 +436,8 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 		    "a trust bundle and insecure bootstrap exclude each other: give one of -trustBundle, "
 		    "-insecureBootstrap");
 
-	LY_TRY(ly_config_setting_string(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
-	enum ly_log_level level;
-	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug", cfg->log_level);
-		return ly_config_setting_wrap(file, K "log_level", flags->log_level, "logLevel", err, LY_E_INVALID);
-	}
-	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
-	enum ly_log_format fmt;
-	if (ly_log_format_parse(cfg->log_format, &fmt) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "must be text or json");
-		return ly_config_wrap(file, K "log_format", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_log_level(file, K "log_level", flags->log_level, &cfg->log_level, err));
+	LY_TRY(ly_daemon_setting_log_format(file, K "log_format", &cfg->log_format, err));
 
 	LY_TRY(ly_config_get_duration(file, K "sync_interval", LY_AGENT_SYNC_INTERVAL_DEFAULT, &secs, err));
 	if (secs < SYNC_INTERVAL_MIN || secs > SYNC_INTERVAL_MAX) {
@@ -470,14 +449,8 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
 	    err));
-	LY_TRY(ly_config_get_port(file, K "health_checks.bind_port", 8080, &cfg->health_bind_port, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.live_path", "/live", &cfg->health_live_path, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.ready_path", "/ready", &cfg->health_ready_path, err));
-	if (cfg->health_live_path[0] != '/' || cfg->health_ready_path[0] != '/' ||
-	    strcmp(cfg->health_live_path, cfg->health_ready_path) == 0) {
-		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
-		return ly_config_wrap(file, K "health_checks.live_path", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_health(file, K "health_checks", &cfg->health_bind_port, &cfg->health_live_path,
+	    &cfg->health_ready_path, err));
 
 	/* Envoy SDS v3: SPIRE's names and defaults (agent/sds.h). */
 	LY_TRY(ly_config_get_string(file, K "sds.default_svid_name", "default", &cfg->sds_default_svid_name, err));
@@ -503,23 +476,6 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	LY_TRY(load_node_attestors(file, cfg, err));
 	LY_TRY(load_workload_attestors(file, cfg, err));
 	LY_TRY(get_path(file, K "proc_root", "/proc", &cfg->proc_root, err));
-	return LY_OK;
-}
-
-/* ---- data dir ------------------------------------------------------------------ */
-
-/*
- * Creates `path` (parents 0755 as needed) and makes it a directory of ours
- * with mode 0700 (SPEC §2): it holds the agent's key and its SVIDs' keys.
- */
-static ly_status
-data_dir_prepare(const char *path, struct ly_error *err)
-{
-	ly_status rc;
-
-	/* A link is refused, not followed: we would chmod its target (fsperm.h). */
-	if ((rc = ly_fsperm_private_dir(AT_FDCWD, path, LY_FSPERM_PARENTS, NULL, err)) != LY_OK)
-		return ly_error_wrap(err, rc, "cannot use data directory");
 	return LY_OK;
 }
 
@@ -628,48 +584,12 @@ begin_stop(struct agent_main *m)
 }
 
 static void
-reload_log_level(struct agent_main *m)
-{
-	struct ly_config *file = NULL;
-	struct ly_error e;
-	const char *name = NULL;
-	enum ly_log_level level;
-
-	if (m->flags.log_level != NULL) {
-		log_info("SIGHUP: log level stays %s (set by -logLevel)", m->flags.log_level);
-		return;
-	}
-	if (m->flags.config_path == NULL) {
-		log_info("SIGHUP: no config file to re-read");
-		return;
-	}
-	if (ly_config_load_file(m->flags.config_path, &file, &e) != LY_OK ||
-	    ly_config_get_string(file, K "log_level", "info", &name, &e) != LY_OK) {
-		log_error("SIGHUP: log level not changed: %s", e.msg);
-		goto out;
-	}
-	if (ly_log_level_parse(name, &level) != LY_OK) {
-		log_error("SIGHUP: log level not changed: %s:%zu: key " K "log_level: \"%s\" is not one of error, warn, "
-		    "info, debug", m->flags.config_path, ly_config_line(file, K "log_level"), name);
-		goto out;
-	}
-	ly_log_set_level(level);
-	log_info("SIGHUP: log level is now %s", name);
-out:
-	ly_config_free(file);
-}
-
-static void
 on_signal(uv_signal_t *h, int signum)
 {
 	struct agent_main *m = h->data;
 
-	if (signum == SIGHUP) {
-		reload_log_level(m);
-		return;
-	}
-	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	begin_stop(m);
+	if (ly_daemon_on_signal(signum, m->flags.log_level, m->flags.config_path, K "log_level"))
+		begin_stop(m);
 }
 
 /* ---- start-up ------------------------------------------------------------------ */
@@ -839,11 +759,7 @@ health_start(struct agent_main *m, struct ly_error *err)
 		.live_path = c->health_live_path, .ready_path = c->health_ready_path,
 		.ready = health_ready, .metrics = health_metrics, .arg = m,
 	};
-	ly_status rc = ly_health_http_start(&m->loop, &hc, &m->health, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "health_checks");
-	log_info("health listener on %s:%u", c->health_bind_address, (unsigned)ly_health_http_port(m->health));
-	return LY_OK;
+	return ly_health_http_start_logged(&m->loop, &hc, &m->health, err);
 }
 
 static ly_status
@@ -853,7 +769,7 @@ start(struct agent_main *m, struct ly_error *err)
 	ly_status rc;
 	int uvrc;
 
-	LY_TRY(data_dir_prepare(a->cfg.data_dir, err));
+	LY_TRY(ly_daemon_data_dir_prepare(a->cfg.data_dir, err));
 	if ((uvrc = uv_loop_init(&m->loop)) != 0)
 		return ly_error_set(err, LY_E_IO, "event loop: %s", uv_strerror(uvrc));
 	m->loop_ready = true;
@@ -930,20 +846,17 @@ take_env_join_token(bool *nomem)
 	return copy;
 }
 
-static void
-run_usage(FILE *out, const struct ly_flag *flags, size_t n)
-{
-	fprintf(out, "Usage: lanyard-agent run [flags]\n\nRuns the agent: serves the Workload API on a Unix socket "
-	    "(a config file is optional: flags alone are enough).\n\nFlags:\n");
-	ly_flags_usage(out, flags, n);
-}
+/* `run -h`: what the command does (lib/daemon.h prints it with the flags). */
+#define RUN_ABOUT                                                                              \
+	"Runs the agent: serves the Workload API on a Unix socket (a config file is optional: flags " \
+	"alone are enough)."
 
 int
 ly_agent_run(int argc, char **argv)
 {
 	struct agent_main *m;
 	struct ly_error e;
-	int rest = 0, code;
+	int code;
 
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
@@ -974,25 +887,8 @@ ly_agent_run(int argc, char **argv)
 	};
 	const size_t nflags = sizeof(flags) / sizeof(flags[0]);
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0) {
-			run_usage(stdout, flags, nflags);
-			free(m);
-			return 0;
-		}
-		if (strcmp(argv[i], "--") == 0)
-			break;
-	}
-	if (ly_flags_parse(flags, nflags, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
-		fprintf(stderr, "lanyard-agent: run: %s\n", e.msg);
-		code = 2;
+	if ((code = ly_daemon_run_flags("lanyard-agent", RUN_ABOUT, flags, nflags, argc, argv)) >= 0)
 		goto out;
-	}
-	if (rest < argc) {
-		fprintf(stderr, "lanyard-agent: run: unexpected argument \"%s\"\n", argv[rest]);
-		code = 2;
-		goto out;
-	}
 	for (size_t i = 0; i < nflags; i++) {
 		if (flags[i].dst == &m->flags.insecure_bootstrap)
 			m->flags.insecure_bootstrap_seen = flags[i].seen;
@@ -1017,13 +913,8 @@ ly_agent_run(int argc, char **argv)
 		code = 2;
 		goto out;
 	}
-	enum ly_log_level level = LY_LOG_INFO;
-	enum ly_log_format format = LY_LOG_TEXT;
 	/* Both were checked by config_load. */
-	if (ly_log_level_parse(m->agent.cfg.log_level, &level) == LY_OK)
-		ly_log_set_level(level);
-	if (ly_log_format_parse(m->agent.cfg.log_format, &format) == LY_OK)
-		ly_log_set_format(format);
+	ly_daemon_log_apply(m->agent.cfg.log_level, m->agent.cfg.log_format);
 
 	/* Everything we create is ours alone; wapi.c opens the socket to all on purpose. */
 	(void)umask(077);

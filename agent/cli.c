@@ -47,7 +47,6 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,45 +63,27 @@
 #include "agent/cli_helper.h"
 #include "agent/fileset.h"
 #include "lib/buf.h"
+#include "lib/cmdline.h"
 #include "lib/der.h"
 #include "lib/flags.h"
 #include "lib/pbstruct.h"
+#include "lib/pbview.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
-#include "lib/text.h"
 #include "lib/workload/wl_internal.h"
 #include "rpc/rpc.h"
 #include "workload.pb-c.h"
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#define EXIT_RUNTIME LY_CMDLINE_EXIT_RUNTIME
+#define EXIT_USAGE LY_CMDLINE_EXIT_USAGE
 #define TIMEOUT_DEFAULT 5 /* seconds, as SPIRE's `api fetch` */
 #define M(name) "/SpiffeWorkloadAPI/" name
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"
 #define NFLAGS(f) (sizeof(f) / sizeof((f)[0]))
 
-static char empty_str[] = "";
-
-static char *
-unconst(const char *s)
-{
-	return s != NULL ? (char *)(uintptr_t)s : empty_str;
-}
-
-/*
- * One line on stderr, "Error: ...", whatever the values in it hold (a
- * newline, a terminal escape): ly_text_error_vprint (lib/text.h).
- */
-static int LY_PRINTF(2, 3)
-fail(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	ly_text_error_vprint(fmt, ap);
-	va_end(ap);
-	return code;
-}
+/* lib/cmdline.h and lib/pbview.h, under the short names this file has always used. */
+#define fail(...) ly_cmdline_fail(__VA_ARGS__)
+#define unconst(s) ly_pbview_str_or_empty(s)
 
 
 /* ---- the socket ---------------------------------------------------------------- */
@@ -352,15 +333,7 @@ session_call(struct session *s, const char *what, const char *method, enum ly_rp
 static int
 parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t n, int argc, char **argv)
 {
-	struct ly_error e;
-	char command[128];
-	bool help = false;
-
-	(void)snprintf(command, sizeof(command), "lanyard-agent %s", cmd);
-	if (ly_flags_parse_command(command, synopsis, flags, n, argc, (const char *const *)argv, stdout, &help, &e) !=
-	    LY_OK)
-		return fail(EXIT_USAGE, "%s: %s", cmd, e.msg);
-	return help ? 0 : -1;
+	return ly_cmdline_parse_flags("lanyard-agent", cmd, synopsis, flags, n, argc, argv);
 }
 
 #define SOCKET_FLAG(dst)                                                                                   \

@@ -15,8 +15,10 @@
  * Typed getters. `path` names the object for messages. Each returns the
  * value (NULL when absent or null) or fails on a wrong type.
  */
+
+/* The member itself: NULL when absent or null, which is an error when `required`. */
 static ly_status
-get_string(const json_t *obj, const char *key, bool required, const char *path, const char **out,
+get_member(const json_t *obj, const char *key, bool required, const char *path, const json_t **out,
     struct ly_error *err)
 {
 	const json_t *v = json_object_get(obj, key);
@@ -26,6 +28,19 @@ get_string(const json_t *obj, const char *key, bool required, const char *path, 
 			return ly_error_set(err, LY_E_INVALID, "pod list: %s.%s is missing", path, key);
 		return LY_OK;
 	}
+	*out = v;
+	return LY_OK;
+}
+
+static ly_status
+get_string(const json_t *obj, const char *key, bool required, const char *path, const char **out,
+    struct ly_error *err)
+{
+	const json_t *v;
+	*out = NULL;
+	LY_TRY(get_member(obj, key, required, path, &v, err));
+	if (v == NULL)
+		return LY_OK;
 	if (!json_is_string(v))
 		return ly_error_set(err, LY_E_INVALID, "pod list: %s.%s must be a string", path, key);
 	/* An embedded NUL would make the C string differ from the JSON one. */
@@ -39,14 +54,10 @@ static ly_status
 get_object(const json_t *obj, const char *key, bool required, const char *path, const json_t **out,
     struct ly_error *err)
 {
-	const json_t *v = json_object_get(obj, key);
+	const json_t *v;
 	*out = NULL;
-	if (v == NULL || json_is_null(v)) {
-		if (required)
-			return ly_error_set(err, LY_E_INVALID, "pod list: %s.%s is missing", path, key);
-		return LY_OK;
-	}
-	if (!json_is_object(v))
+	LY_TRY(get_member(obj, key, required, path, &v, err));
+	if (v != NULL && !json_is_object(v))
 		return ly_error_set(err, LY_E_INVALID, "pod list: %s.%s must be an object", path, key);
 	*out = v;
 	return LY_OK;
@@ -56,9 +67,10 @@ static ly_status
 get_array(const json_t *obj, const char *key, size_t max, const char *path, const json_t **out,
     struct ly_error *err)
 {
-	const json_t *v = json_object_get(obj, key);
+	const json_t *v;
 	*out = NULL;
-	if (v == NULL || json_is_null(v))
+	LY_TRY(get_member(obj, key, false, path, &v, err));
+	if (v == NULL)
 		return LY_OK;
 	if (!json_is_array(v))
 		return ly_error_set(err, LY_E_INVALID, "pod list: %s.%s must be an array", path, key);

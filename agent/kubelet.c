@@ -303,21 +303,35 @@ parse_work(uv_work_t *w)
 	    &f->pods, &f->err);
 }
 
-static void
-after_parse(uv_work_t *w, int status)
+/*
+ * A fetch's thread-pool job is back on the loop. False when the fetch was
+ * abandoned meanwhile: it is freed then (and the kubelet client, when it
+ * waited only for this). A job the pool cancelled fails the fetch with
+ * `cancelled` unless it failed already.
+ */
+static bool
+work_returned(struct fetch *f, int status, const char *cancelled)
 {
-	struct fetch *f = w->data;
 	struct ly_kubelet *k = f->k;
 
 	k->pending--;
 	if (f->abandoned) {
 		fetch_free(f);
 		maybe_free(k);
-		return;
+		return false;
 	}
 	if (status == UV_ECANCELED && f->rc == LY_OK)
-		f->rc = ly_error_set(&f->err, LY_E_INTERNAL, "pod list: parsing cancelled");
-	fetch_complete(f);
+		f->rc = ly_error_set(&f->err, LY_E_INTERNAL, "%s", cancelled);
+	return true;
+}
+
+static void
+after_parse(uv_work_t *w, int status)
+{
+	struct fetch *f = w->data;
+
+	if (work_returned(f, status, "pod list: parsing cancelled"))
+		fetch_complete(f);
 }
 
 static ly_status
@@ -501,14 +515,8 @@ after_token(uv_work_t *w, int status)
 	struct ly_kubelet *k = f->k;
 	struct ly_error e;
 
-	k->pending--;
-	if (f->abandoned) {
-		fetch_free(f);
-		maybe_free(k);
+	if (!work_returned(f, status, "kubelet token: reading cancelled"))
 		return;
-	}
-	if (status == UV_ECANCELED && f->rc == LY_OK)
-		f->rc = ly_error_set(&f->err, LY_E_INTERNAL, "kubelet token: reading cancelled");
 	if (f->rc != LY_OK) {
 		fetch_complete(f);
 		return;

@@ -12,6 +12,8 @@
 #include "envoy_tls.pb-c.h"
 #include "lib/caps.h"
 #include "lib/der.h"
+#include "lib/pbpack.h"
+#include "lib/pbview.h"
 #include "lib/text.h"
 
 typedef Envoy__Service__Discovery__V3__DiscoveryRequest DiscoveryRequest;
@@ -25,15 +27,6 @@ typedef Envoy__Extensions__TransportSockets__Tls__V3__SPIFFECertValidatorConfig 
 typedef Envoy__Extensions__TransportSockets__Tls__V3__SPIFFECertValidatorConfig__TrustDomain SpiffeTrustDomain;
 
 #define SPIFFE_PREFIX "spiffe://"
-
-/* protobuf-c takes non-const pointers for what it only reads while packing. */
-static char *
-unconst_str(const char *s)
-{
-	char *p;
-	memcpy(&p, &s, sizeof(p));
-	return p;
-}
 
 /* ---- requests ---- */
 
@@ -249,20 +242,7 @@ packed_free(struct packed *p)
 static ly_status
 pack_into(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
 {
-	size_t size = protobuf_c_message_get_packed_size(m);
-	if (size > LY_RPC_RESPONSE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s of %zu bytes: over the %d-byte message cap",
-		    m->descriptor->name, size, LY_RPC_RESPONSE_MAX);
-	uint8_t *p = malloc(size > 0 ? size : 1);
-	if (p == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", m->descriptor->name, size);
-	if (protobuf_c_message_pack(m, p) != size) {
-		OPENSSL_clear_free(p, size > 0 ? size : 1);
-		return ly_error_set(err, LY_E_INTERNAL, "%s: packing", m->descriptor->name);
-	}
-	out->data = p;
-	out->len = size;
-	return LY_OK;
+	return ly_pbpack(m, LY_RPC_RESPONSE_MAX, out, err);
 }
 
 /* Packs the Secret `s` as the next resource. */
@@ -317,7 +297,7 @@ add_tls(struct packed *p, const char *name, const struct ly_cache_item *it, stru
 	inline_bytes(&key_ds, &key);
 	tls.certificate_chain = &chain_ds;
 	tls.private_key = &key_ds;
-	s.name = unconst_str(name);
+	s.name = ly_pbview_str(name);
 	s.type_case = ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE;
 	s.tls_certificate = &tls;
 	rc = packed_add(p, &s, err);
@@ -370,7 +350,7 @@ add_validation(struct packed *p, const char *name, const struct ly_bundle *const
 		pems[i].len = strlen(pem);
 		if (spiffe) {
 			envoy__extensions__transport_sockets__tls__v3__spiffecert_validator_config__trust_domain__init(&tds[i]);
-			tds[i].name = unconst_str(ly_bundle_trust_domain(bundles[i]));
+			tds[i].name = ly_pbview_str(ly_bundle_trust_domain(bundles[i]));
 			inline_bytes(&dss[i], &pems[i]);
 			tds[i].trust_bundle = &dss[i];
 			tdp[i] = &tds[i];
@@ -383,17 +363,17 @@ add_validation(struct packed *p, const char *name, const struct ly_bundle *const
 		sc.trust_domains = tdp;
 		if ((rc = pack_into(&sc.base, &inner, err)) != LY_OK)
 			goto out;
-		any.type_url = unconst_str(LY_SDS_SPIFFE_VALIDATOR_TYPE);
+		any.type_url = ly_pbview_str(LY_SDS_SPIFFE_VALIDATOR_TYPE);
 		any.value.data = inner.data;
 		any.value.len = inner.len;
-		tec.name = unconst_str(LY_SDS_SPIFFE_VALIDATOR_NAME);
+		tec.name = ly_pbview_str(LY_SDS_SPIFFE_VALIDATOR_NAME);
 		tec.typed_config = &any;
 		vc.custom_validator_config = &tec;
 	} else {
 		inline_bytes(&ca, &all);
 		vc.trusted_ca = &ca;
 	}
-	s.name = unconst_str(name);
+	s.name = ly_pbview_str(name);
 	s.type_case = ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT;
 	s.validation_context = &vc;
 	rc = packed_add(p, &s, err);
@@ -430,18 +410,18 @@ pack_response(const struct packed *p, const char *version_info, const char *nonc
 	}
 	for (size_t i = 0; i < p->n; i++) {
 		google__protobuf__any__init(&anys[i]);
-		anys[i].type_url = unconst_str(LY_SDS_SECRET_TYPE);
+		anys[i].type_url = ly_pbview_str(LY_SDS_SECRET_TYPE);
 		anys[i].value.data = p->v[i].data;
 		anys[i].value.len = p->v[i].len;
 		ptrs[i] = &anys[i];
 	}
 	resp.n_resources = p->n;
 	resp.resources = ptrs;
-	resp.type_url = unconst_str(LY_SDS_SECRET_TYPE);
+	resp.type_url = ly_pbview_str(LY_SDS_SECRET_TYPE);
 	if (version_info != NULL)
-		resp.version_info = unconst_str(version_info);
+		resp.version_info = ly_pbview_str(version_info);
 	if (nonce != NULL)
-		resp.nonce = unconst_str(nonce);
+		resp.nonce = ly_pbview_str(nonce);
 	rc = pack_into(&resp.base, out, err);
 out:
 	free(anys);

@@ -18,6 +18,7 @@
 #include "lib/atomicfile.h"
 #include "lib/der.h"
 #include "lib/entry.h"
+#include "lib/fileread.h"
 #include "lib/fsperm.h"
 #include "lib/spiffeid.h"
 
@@ -687,6 +688,19 @@ struct svid_rec {
 	bool stale;
 };
 
+/* A 2-byte count, at most `max`, and room for that many zeroed elements of `size` (*out NULL for none). */
+static ly_status
+get_counted(struct rd *r, uint64_t max, size_t size, const char *what, uint64_t *n, void **out, struct ly_error *err)
+{
+	*out = NULL;
+	LY_TRY(get_be(r, 2, n, err));
+	if (*n > max)
+		return ly_error_set(err, LY_E_LIMIT, "more than %d %s", (int)max, what);
+	if (*n > 0 && (*out = calloc((size_t)*n, size)) == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "allocating %s", what);
+	return LY_OK;
+}
+
 static ly_status
 read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec *s, struct ly_error *err)
 {
@@ -694,6 +708,7 @@ read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec 
 	struct ly_entry *e = NULL;
 	uint8_t flags, has;
 	uint64_t n;
+	void *p;
 
 	memset(s, 0, sizeof(*s));
 	*out = NULL;
@@ -713,19 +728,9 @@ read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec 
 	e->node = (flags & FLAG_NODE) != 0;
 	e->admin = (flags & FLAG_ADMIN) != 0;
 	e->downstream = (flags & FLAG_DOWNSTREAM) != 0;
-	if ((rc = get_be(r, 2, &n, err)) != LY_OK)
+	if ((rc = get_counted(r, LY_SELECTORS_MAX, sizeof(*e->selectors), "selectors", &n, &p, err)) != LY_OK)
 		goto out;
-	if (n > LY_SELECTORS_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "more than %d selectors", LY_SELECTORS_MAX);
-		goto out;
-	}
-	if (n > 0) {
-		e->selectors = calloc((size_t)n, sizeof(*e->selectors));
-		if (e->selectors == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "allocating selectors");
-			goto out;
-		}
-	}
+	e->selectors = p;
 	for (size_t i = 0; i < n; i++) {
 		char *type = NULL, *value = NULL;
 		rc = get_str(r, "selector type", LY_SELECTOR_MAX, false, &type, err);
@@ -739,19 +744,9 @@ read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec 
 			goto out;
 		e->n_selectors++;
 	}
-	if ((rc = get_be(r, 2, &n, err)) != LY_OK)
+	if ((rc = get_counted(r, LY_DNS_NAMES_MAX, sizeof(*e->dns_names), "DNS names", &n, &p, err)) != LY_OK)
 		goto out;
-	if (n > LY_DNS_NAMES_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "more than %d DNS names", LY_DNS_NAMES_MAX);
-		goto out;
-	}
-	if (n > 0) {
-		e->dns_names = calloc((size_t)n, sizeof(*e->dns_names));
-		if (e->dns_names == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "allocating DNS names");
-			goto out;
-		}
-	}
+	e->dns_names = p;
 	for (size_t i = 0; i < n; i++) {
 		rc = get_str(r, "DNS name", LY_DNS_NAME_MAX, false, &e->dns_names[i], err);
 		if (rc != LY_OK)
@@ -1009,59 +1004,17 @@ ly_state_read_file(const char *dir, const char *name, struct ly_buf *out, struct
 {
 	ly_status rc;
 	char path[PATH_MAX];
-	struct stat st;
-	uint8_t *p = NULL;
-	size_t size = 0;
 
 	LY_TRY(join_path(dir, name, path, sizeof(path), err));
 	/* A regular file of ours, 0600, not through a link (fsperm.h). */
 	int fd;
 	if ((rc = ly_fsperm_openat(AT_FDCWD, path, path, O_RDONLY, 0, &fd, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "state");
-	if (fstat(fd, &st) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "state: %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (st.st_size < 0 || (uint64_t)st.st_size > LY_AGENT_STATE_FILE_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "state: %s is over %d bytes", path, LY_AGENT_STATE_FILE_MAX);
-		goto out;
-	}
-	size = (size_t)st.st_size;
-	p = malloc(size + 1);
-	if (p == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "state: allocating %zu bytes", size);
-		goto out;
-	}
-	/* One byte more than the size: a file that grew meanwhile is refused. */
-	size_t got = 0;
-	for (;;) {
-		ssize_t r = read(fd, p + got, size + 1 - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = ly_error_set(err, LY_E_IO, "state: reading %s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-		if (got > size) {
-			rc = ly_error_set(err, LY_E_IO, "state: %s changed while being read", path);
-			goto out;
-		}
-	}
-	if (got != size) {
-		rc = ly_error_set(err, LY_E_IO, "state: %s changed while being read", path);
-		goto out;
-	}
-	ly_buf_adopt(out, p, size);
-	p = NULL;
-	rc = LY_OK;
-out:
-	if (p != NULL)
-		OPENSSL_clear_free(p, size + 1);
+	rc = ly_fileread_fd(fd, path, LY_AGENT_STATE_FILE_MAX, out, err);
 	close(fd);
-	return rc;
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "state");
+	return LY_OK;
 }
 
 ly_status

@@ -11,47 +11,16 @@
 #include "lib/caps.h"
 #include "lib/pbstrict.h"
 #include "lib/pbstruct.h"
+#include "lib/pbpack.h"
+#include "lib/pbview.h"
 #include "lib/spiffeid.h"
 #include "lib/text.h"
 #include "workload.pb-c.h"
 
-/*
- * protobuf-c's structs take non-const pointers even for what it only
- * reads while packing; these hand it borrowed data without a cast that
- * drops the qualifier (which -Wcast-qual rightly flags).
- */
-static char *
-unconst_str(const char *s)
-{
-	char *p;
-	memcpy(&p, &s, sizeof(p));
-	return p;
-}
-
-static uint8_t *
-unconst_bytes(const uint8_t *b)
-{
-	uint8_t *p;
-	memcpy(&p, &b, sizeof(p));
-	return p;
-}
-
 static ly_status
 pack_msg(const ProtobufCMessage *m, struct ly_buf *out, struct ly_error *err)
 {
-	size_t size = protobuf_c_message_get_packed_size(m);
-	if (size > LY_RPC_RESPONSE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "%s of %zu bytes: over the %d-byte message cap",
-		    m->descriptor->name, size, LY_RPC_RESPONSE_MAX);
-	uint8_t *p = malloc(size > 0 ? size : 1);
-	if (p == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", m->descriptor->name, size);
-	if (protobuf_c_message_pack(m, p) != size) {
-		OPENSSL_clear_free(p, size > 0 ? size : 1);
-		return ly_error_set(err, LY_E_INTERNAL, "%s: packing", m->descriptor->name);
-	}
-	ly_buf_adopt(out, p, size);
-	return LY_OK;
+	return ly_pbpack(m, LY_RPC_RESPONSE_MAX, out, err);
 }
 
 /* ---- bundles as (trust domain ID, bytes), sorted by ID ---- */
@@ -134,6 +103,51 @@ out:
 
 /* ---- X509SVIDResponse ---- */
 
+/*
+ * Fills a map<string, bytes> field (a trust domain ID to its bundle) from
+ * v. The protocol has three (X509SVIDResponse.federated_bundles and the two
+ * bundle responses' bundles), each with its own generated entry type of the
+ * same shape: one body fills any of them through the entry's descriptor, as
+ * protobuf-c itself reaches fields (by their offsets). The entries borrow
+ * v's strings and bytes. *ents and *ptrs (n each) are the caller's to free;
+ * both NULL when n is 0.
+ */
+static ly_status
+bundle_map(const struct bent *v, size_t n, const ProtobufCMessageDescriptor *desc, const char *what, void **ents,
+    ProtobufCMessage ***ptrs, struct ly_error *err)
+{
+	unsigned char *e;
+	ProtobufCMessage **p;
+
+	*ents = NULL;
+	*ptrs = NULL;
+	if (n == 0)
+		return LY_OK;
+	if (desc->n_fields != 2 || desc->fields[0].type != PROTOBUF_C_TYPE_STRING ||
+	    desc->fields[1].type != PROTOBUF_C_TYPE_BYTES)
+		return ly_error_set(err, LY_E_INTERNAL, "%s: %s is not a map<string, bytes> entry", what, desc->name);
+	e = calloc(n, desc->sizeof_message);
+	p = calloc(n, sizeof(*p));
+	if (e == NULL || p == NULL) {
+		free(e);
+		free(p);
+		return ly_error_set(err, LY_E_NOMEM, "%s: allocating", what);
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char *m = e + i * desc->sizeof_message;
+		char *key = ly_pbview_str(v[i].id);
+		ProtobufCBinaryData value = { .len = v[i].val.len, .data = v[i].val.data };
+
+		protobuf_c_message_init(desc, m);
+		memcpy(m + desc->fields[0].offset, &key, sizeof(key));
+		memcpy(m + desc->fields[1].offset, &value, sizeof(value));
+		p[i] = (ProtobufCMessage *)(void *)m;
+	}
+	*ents = e;
+	*ptrs = p;
+	return LY_OK;
+}
+
 ly_status
 ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly_bundle *bundle,
     const struct ly_bundle_set *federated, struct ly_buf *out, struct ly_error *err)
@@ -146,7 +160,8 @@ ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly
 	struct ly_buf own = LY_BUF_INIT;
 	struct bent *fed = NULL;
 	size_t nfed = 0, n = ids != NULL ? ids->n : 0;
-	X509SVIDResponse__FederatedBundlesEntry *fents = NULL, **fptrs = NULL;
+	void *fents = NULL;
+	ProtobufCMessage **fptrs = NULL;
 
 	if (n == 0)
 		return ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: no identity");
@@ -179,15 +194,15 @@ ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly
 		    (rc = ly_buf_append(&chains[i], it->intermediates.der, it->intermediates.len, LY_CHAIN_DER_MAX,
 			 err)) != LY_OK)
 			goto out;
-		s->spiffe_id = unconst_str(it->entry->spiffe_id);
+		s->spiffe_id = ly_pbview_str(it->entry->spiffe_id);
 		s->x509_svid.data = chains[i].data;
 		s->x509_svid.len = chains[i].len;
-		s->x509_svid_key.data = unconst_bytes(it->key.der);
+		s->x509_svid_key.data = ly_pbview_bytes(it->key.der);
 		s->x509_svid_key.len = it->key.len;
 		s->bundle.data = own.data;
 		s->bundle.len = own.len;
 		if (it->entry->hint != NULL)
-			s->hint = unconst_str(it->entry->hint);
+			s->hint = ly_pbview_str(it->entry->hint);
 		ptrs[i] = s;
 	}
 	resp.n_svids = n;
@@ -197,23 +212,12 @@ ly_wmsg_x509svid_response(const struct ly_cache_identities *ids, const struct ly
 		rc = ly_error_wrap(err, rc, "X509SVIDResponse");
 		goto out;
 	}
-	if (nfed > 0) {
-		fents = calloc(nfed, sizeof(*fents));
-		fptrs = calloc(nfed, sizeof(*fptrs));
-		if (fents == NULL || fptrs == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "X509SVIDResponse: allocating");
-			goto out;
-		}
-		for (size_t i = 0; i < nfed; i++) {
-			x509_svidresponse__federated_bundles_entry__init(&fents[i]);
-			fents[i].key = fed[i].id;
-			fents[i].value.data = fed[i].val.data;
-			fents[i].value.len = fed[i].val.len;
-			fptrs[i] = &fents[i];
-		}
-		resp.n_federated_bundles = nfed;
-		resp.federated_bundles = fptrs;
-	}
+	rc = bundle_map(fed, nfed, &x509_svidresponse__federated_bundles_entry__descriptor, "X509SVIDResponse", &fents,
+	    &fptrs, err);
+	if (rc != LY_OK)
+		goto out;
+	resp.n_federated_bundles = nfed;
+	resp.federated_bundles = (X509SVIDResponse__FederatedBundlesEntry **)fptrs;
 	rc = pack_msg(&resp.base, out, err);
 out:
 	if (chains != NULL) {
@@ -237,30 +241,20 @@ ly_wmsg_x509bundles_response(const struct ly_bundle_set *set, struct ly_buf *out
 {
 	ly_status rc;
 	X509BundlesResponse resp = X509_BUNDLES_RESPONSE__INIT;
-	X509BundlesResponse__BundlesEntry *ents = NULL, **ptrs = NULL;
+	void *ents = NULL;
+	ProtobufCMessage **ptrs = NULL;
 	struct bent *v = NULL;
 	size_t n = 0;
 
 	rc = collect(set, BENT_X509, NULL, &v, &n, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "X509BundlesResponse");
-	if (n > 0) {
-		ents = calloc(n, sizeof(*ents));
-		ptrs = calloc(n, sizeof(*ptrs));
-		if (ents == NULL || ptrs == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "X509BundlesResponse: allocating");
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		x509_bundles_response__bundles_entry__init(&ents[i]);
-		ents[i].key = v[i].id;
-		ents[i].value.data = v[i].val.data;
-		ents[i].value.len = v[i].val.len;
-		ptrs[i] = &ents[i];
-	}
+	rc = bundle_map(v, n, &x509_bundles_response__bundles_entry__descriptor, "X509BundlesResponse", &ents, &ptrs,
+	    err);
+	if (rc != LY_OK)
+		goto out;
 	resp.n_bundles = n;
-	resp.bundles = ptrs;
+	resp.bundles = (X509BundlesResponse__BundlesEntry **)ptrs;
 	rc = pack_msg(&resp.base, out, err);
 out:
 	free(ents);
@@ -274,30 +268,19 @@ ly_wmsg_jwtbundles_response(const struct ly_bundle_set *set, struct ly_buf *out,
 {
 	ly_status rc;
 	JWTBundlesResponse resp = JWTBUNDLES_RESPONSE__INIT;
-	JWTBundlesResponse__BundlesEntry *ents = NULL, **ptrs = NULL;
+	void *ents = NULL;
+	ProtobufCMessage **ptrs = NULL;
 	struct bent *v = NULL;
 	size_t n = 0;
 
 	rc = collect(set, BENT_JWKS, NULL, &v, &n, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "JWTBundlesResponse");
-	if (n > 0) {
-		ents = calloc(n, sizeof(*ents));
-		ptrs = calloc(n, sizeof(*ptrs));
-		if (ents == NULL || ptrs == NULL) {
-			rc = ly_error_set(err, LY_E_NOMEM, "JWTBundlesResponse: allocating");
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		jwtbundles_response__bundles_entry__init(&ents[i]);
-		ents[i].key = v[i].id;
-		ents[i].value.data = v[i].val.data;
-		ents[i].value.len = v[i].val.len;
-		ptrs[i] = &ents[i];
-	}
+	rc = bundle_map(v, n, &jwtbundles_response__bundles_entry__descriptor, "JWTBundlesResponse", &ents, &ptrs, err);
+	if (rc != LY_OK)
+		goto out;
 	resp.n_bundles = n;
-	resp.bundles = ptrs;
+	resp.bundles = (JWTBundlesResponse__BundlesEntry **)ptrs;
 	rc = pack_msg(&resp.base, out, err);
 out:
 	free(ents);
@@ -329,10 +312,10 @@ ly_wmsg_jwtsvid_response(const struct ly_wmsg_jwtsvid *svids, size_t n, struct l
 			goto out;
 		}
 		jwtsvid__init(&items[i]);
-		items[i].spiffe_id = unconst_str(svids[i].spiffe_id);
-		items[i].svid = unconst_str(svids[i].token);
+		items[i].spiffe_id = ly_pbview_str(svids[i].spiffe_id);
+		items[i].svid = ly_pbview_str(svids[i].token);
 		if (svids[i].hint != NULL)
-			items[i].hint = unconst_str(svids[i].hint);
+			items[i].hint = ly_pbview_str(svids[i].hint);
 		ptrs[i] = &items[i];
 	}
 	resp.n_svids = n;
@@ -357,7 +340,7 @@ ly_wmsg_validate_response(const char *spiffe_id, const json_t *claims, struct ly
 	ly_status rc = ly_pbstruct_from_json(claims, &s, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "ValidateJWTSVIDResponse");
-	resp.spiffe_id = unconst_str(spiffe_id);
+	resp.spiffe_id = ly_pbview_str(spiffe_id);
 	resp.claims = s;
 	rc = pack_msg(&resp.base, out, err);
 	ly_pbstruct_free(s);

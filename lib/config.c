@@ -718,8 +718,13 @@ parse_u64(const char *s, uint64_t *out)
 	return why;
 }
 
-ly_status
-ly_config_get_u64(const struct ly_config *cfg, const char *key, uint64_t def, uint64_t *out, struct ly_error *err)
+/*
+ * The scalar at `key` read by `parse` (NULL, or why the value is refused:
+ * then the error names the file, line and key); `def` when absent.
+ */
+static ly_status
+get_parsed(const struct ly_config *cfg, const char *key, const char *(*parse)(const char *, uint64_t *), uint64_t def,
+    uint64_t *out, struct ly_error *err)
 {
 	const struct entry *e;
 	uint64_t v;
@@ -728,7 +733,7 @@ ly_config_get_u64(const struct ly_config *cfg, const char *key, uint64_t def, ui
 		*out = def;
 		return LY_OK;
 	}
-	const char *why = parse_u64(e->value, &v);
+	const char *why = parse(e->value, &v);
 	if (why != NULL)
 		return bad_value(cfg, e, err, why);
 	*out = v;
@@ -736,20 +741,25 @@ ly_config_get_u64(const struct ly_config *cfg, const char *key, uint64_t def, ui
 }
 
 ly_status
+ly_config_get_u64(const struct ly_config *cfg, const char *key, uint64_t def, uint64_t *out, struct ly_error *err)
+{
+	return get_parsed(cfg, key, parse_u64, def, out, err);
+}
+
+static const char *
+parse_port(const char *s, uint64_t *out)
+{
+	const char *why = parse_u64(s, out);
+	if (why == NULL && (*out < 1 || *out > 65535))
+		why = "is not a port (1..65535)";
+	return why;
+}
+
+ly_status
 ly_config_get_port(const struct ly_config *cfg, const char *key, uint16_t def, uint16_t *out, struct ly_error *err)
 {
-	const struct entry *e;
-	uint64_t v;
-	LY_TRY(find_scalar(cfg, key, &e, err));
-	if (e == NULL) {
-		*out = def;
-		return LY_OK;
-	}
-	const char *why = parse_u64(e->value, &v);
-	if (why == NULL && (v < 1 || v > 65535))
-		why = "is not a port (1..65535)";
-	if (why != NULL)
-		return bad_value(cfg, e, err, why);
+	uint64_t v = 0;
+	LY_TRY(get_parsed(cfg, key, parse_port, def, &v, err));
 	*out = (uint16_t)v;
 	return LY_OK;
 }
@@ -817,18 +827,7 @@ ly_status
 ly_config_get_duration(const struct ly_config *cfg, const char *key, uint64_t def_seconds, uint64_t *out_seconds,
     struct ly_error *err)
 {
-	const struct entry *e;
-	uint64_t v;
-	LY_TRY(find_scalar(cfg, key, &e, err));
-	if (e == NULL) {
-		*out_seconds = def_seconds;
-		return LY_OK;
-	}
-	const char *why = parse_duration(e->value, &v);
-	if (why != NULL)
-		return bad_value(cfg, e, err, why);
-	*out_seconds = v;
-	return LY_OK;
+	return get_parsed(cfg, key, parse_duration, def_seconds, out_seconds, err);
 }
 
 ly_status

@@ -16,6 +16,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "fileread.h"
+
 /* ASN.1 universal SEQUENCE, constructed: every certificate starts with it. */
 #define DER_SEQUENCE 0x30
 
@@ -110,6 +112,32 @@ parse_exact(const uint8_t *der, size_t len, size_t index, X509 **out, struct ly_
 	return LY_OK;
 }
 
+/*
+ * The spans of der's certificates, counted first so the array is only as
+ * large as the input needs. *spans (*count of them) is the caller's to free.
+ */
+static ly_status
+split_spans(const uint8_t *der, size_t len, size_t max_certs, size_t max_total, struct ly_der_span **spans,
+    size_t *count, struct ly_error *err)
+{
+	struct ly_der_span *v;
+	ly_status rc;
+
+	*spans = NULL;
+	*count = 0;
+	LY_TRY(ly_der_split(der, len, max_certs, max_total, NULL, count, err));
+	v = calloc(*count, sizeof(*v));
+	if (v == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "allocating %zu spans", *count);
+	rc = ly_der_split(der, len, *count, max_total, v, count, err);
+	if (rc != LY_OK) {
+		free(v);
+		return rc;
+	}
+	*spans = v;
+	return LY_OK;
+}
+
 ly_status
 ly_der_parse_certs(const uint8_t *der, size_t len, size_t max_certs, size_t max_total, STACK_OF(X509) **out,
     struct ly_error *err)
@@ -122,16 +150,7 @@ ly_der_parse_certs(const uint8_t *der, size_t len, size_t max_certs, size_t max_
 	*out = NULL;
 	if (max_certs == 0)
 		return ly_error_set(err, LY_E_LIMIT, "no certificates allowed");
-	/* Count first so the span array is only as large as the input needs. */
-	rc = ly_der_split(der, len, max_certs, max_total, NULL, &count, err);
-	if (rc != LY_OK)
-		return rc;
-	spans = calloc(count, sizeof(*spans));
-	if (spans == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "allocating %zu spans", count);
-	rc = ly_der_split(der, len, count, max_total, spans, &count, err);
-	if (rc != LY_OK)
-		goto out;
+	LY_TRY(split_spans(der, len, max_certs, max_total, &spans, &count, err));
 	sk = sk_X509_new_reserve(NULL, (int)count);
 	if (sk == NULL) {
 		rc = ly_error_openssl(err, LY_E_NOMEM, "allocating a certificate stack");
@@ -411,13 +430,7 @@ ly_der_certs_to_pem(const uint8_t *der, size_t len, size_t max_certs, size_t max
 	const size_t label_len = strlen(PEM_STRING_X509);
 	ly_status rc;
 
-	LY_TRY(ly_der_split(der, len, max_certs, max_total, NULL, &count, err));
-	spans = calloc(count, sizeof(*spans));
-	if (spans == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "allocating %zu spans", count);
-	rc = ly_der_split(der, len, count, max_total, spans, &count, err);
-	if (rc != LY_OK)
-		goto out;
+	LY_TRY(split_spans(der, len, max_certs, max_total, &spans, &count, err));
 	for (size_t i = 0; i < count; i++)
 		size += pem_block_size(label_len, spans[i].len);
 	char *text = malloc(size + 1);
@@ -439,61 +452,10 @@ out:
 ly_status
 ly_pem_read_file(const char *path, struct ly_buf *out, struct ly_error *err)
 {
-	struct stat st;
-	uint8_t *data = NULL;
-	size_t size = 0, got = 0;
-	ly_status rc;
-
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return ly_error_set(err, LY_E_IO, "%s: cannot open: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: cannot stat: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = ly_error_set(err, LY_E_IO, "%s: not a regular file", path);
-		goto out;
-	}
-	if (st.st_size > LY_PEM_FILE_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "%s: %lld bytes, over the cap of %d", path,
-		    (long long)st.st_size, LY_PEM_FILE_MAX);
-		goto out;
-	}
-	size = (size_t)st.st_size;
-	data = malloc(size + 1);
-	if (data == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "allocating %zu bytes", size + 1);
-		goto out;
-	}
-	/* Read one byte more than the size to notice a file that grew. */
-	for (;;) {
-		uint8_t extra;
-		ssize_t n = got < size ? read(fd, data + got, size - got) : read(fd, &extra, 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = ly_error_set(err, LY_E_IO, "%s: read failed: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		if (got >= size) {
-			OPENSSL_cleanse(&extra, sizeof(extra));
-			rc = ly_error_set(err, LY_E_IO, "%s: changed while being read", path);
-			goto out;
-		}
-		got += (size_t)n;
-	}
-	data[got] = '\0';
-	ly_buf_adopt(out, data, got);
-	data = NULL;
-	rc = LY_OK;
-out:
-	if (data != NULL) {
-		OPENSSL_cleanse(data, size + 1);
-		free(data);
-	}
+	ly_status rc = ly_fileread_fd(fd, path, LY_PEM_FILE_MAX, out, err);
 	close(fd);
 	return rc;
 }

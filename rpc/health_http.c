@@ -7,6 +7,7 @@
 
 #include "lib/caps.h"
 #include "lib/httpmini.h"
+#include "lib/log.h"
 #include "lib/queue.h"
 
 struct conn {
@@ -381,4 +382,15 @@ ly_health_http_stop(struct ly_health_http *h)
 	LY_QUEUE_FOREACH_SAFE(q, tmp, &h->conns)
 		conn_close(LY_QUEUE_DATA(q, struct conn, link));
 	uv_close((uv_handle_t *)&h->listener, listener_closed_cb);
+}
+
+ly_status
+ly_health_http_start_logged(uv_loop_t *loop, const struct ly_health_http_config *cfg, struct ly_health_http **out,
+			    struct ly_error *err)
+{
+	ly_status rc = ly_health_http_start(loop, cfg, out, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "health_checks");
+	log_info("health listener on %s:%u", cfg->bind_address, (unsigned)ly_health_http_port(*out));
+	return LY_OK;
 }

@@ -61,6 +61,13 @@ struct ly_health_http;
 /* Binds and listens; LY_E_IO when the address cannot be bound. */
 ly_status ly_health_http_start(uv_loop_t *loop, const struct ly_health_http_config *cfg,
 			       struct ly_health_http **out, struct ly_error *err) LY_MUST_CHECK;
+/*
+ * ly_health_http_start as both daemons start theirs: an error wrapped
+ * "health_checks" (their config section), and one log line with the
+ * address and the bound port once it listens.
+ */
+ly_status ly_health_http_start_logged(uv_loop_t *loop, const struct ly_health_http_config *cfg,
+			       struct ly_health_http **out, struct ly_error *err) LY_MUST_CHECK;
 /* The bound port. */
 uint16_t ly_health_http_port(const struct ly_health_http *h);
 /* Closes the listener and every open connection; frees `h` asynchronously. */

@@ -69,6 +69,7 @@
 
 #include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/pbview.h"
 #include "lib/queue.h"
 #include "lib/spiffeid.h"
 #include "rpc/uvtimer.h"
@@ -84,17 +85,6 @@ ly_agent_api_counts(const struct ly_agent_api *api, size_t *watchers, size_t *en
 {
 	*watchers = api != NULL ? api->n_watchers : 0;
 	*entries = api != NULL ? api->n_entries : 0;
-}
-
-/* ---- small helpers ----------------------------------------------------------------- */
-
-/* protobuf-c wants char * for strings it only reads when packing. */
-static char *
-unconst(const char *s)
-{
-	char *p;
-	memcpy(&p, &s, sizeof(p));
-	return p;
 }
 
 /* ---- protobuf views of our objects ---------------------------------------------------- */
@@ -152,7 +142,7 @@ batch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *
 		const struct ly_entry *ent;
 		lanyard__agent__v1__x509_svidresult__init(r);
 		rptrs[i] = r;
-		r->entry_id = unconst(p->entry_id);
+		r->entry_id = ly_pbview_str(p->entry_id);
 		if (!p->entry_id_ok) {
 			r->entry_id = NULL; /* not echoed: it broke the rules */
 			r->status_code = LY_RPC_INVALID_ARGUMENT;
@@ -222,10 +212,8 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
 
-	if (api == NULL || api->stopped || api->srv->dsa == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	agent_api_auth_then(api, call, req, len, ly_server_now(), batch_authed);
 }
 
@@ -295,10 +283,8 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
 
-	if (api == NULL || api->stopped || api->srv->dsa == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	agent_api_auth_then(api, call, req, len, ly_server_now(), jwt_authed);
 }
 
@@ -328,10 +314,8 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
 
-	if (api == NULL || api->stopped || api->srv->dsa == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	agent_api_auth_then(api, call, req, len, ly_server_now(), bundle_authed);
 }
 

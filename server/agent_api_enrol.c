@@ -641,10 +641,8 @@ agent_api_enrol_attest(struct ly_rpc_call *call, const uint8_t *req, size_t len,
 	struct ly_error e;
 	time_t now = ly_server_now();
 
-	if (api == NULL || api->stopped || api->srv->dsa == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	/* Decoded and checked (the CSR before anything is used up: agentapi_msg.h). */
 	if (ly_agentapi_attest_decode(req, len, &rq, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
@@ -705,9 +703,7 @@ agent_api_enrol_renew(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
 
-	if (api == NULL || api->stopped || api->srv->dsa == NULL || api->srv->ca == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, true))
 		return;
-	}
 	agent_api_auth_then(api, call, req, len, ly_server_now(), renew_authed);
 }

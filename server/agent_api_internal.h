@@ -227,6 +227,12 @@ struct ly_agent_api *agent_api_reply_api(void *arg);
 
 /* Ends a call with `code` and "what: cause" (one line, capped). */
 void agent_api_reply_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *what, const char *cause);
+/*
+ * Whether the API serves calls now: not stopped, the datastore open and,
+ * when `need_ca`, the CA. Otherwise the call is finished UNAVAILABLE ("server
+ * not serving") and false returned. `api` may be NULL.
+ */
+bool agent_api_reply_serving(const struct ly_agent_api *api, struct ly_rpc_call *call, bool need_ca);
 
 /* What a refused signing request is: the CSR's fault, or ours (no valid CA). */
 enum ly_rpc_code agent_api_reply_sign_code(ly_status rc);

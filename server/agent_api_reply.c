@@ -120,3 +120,13 @@ agent_api_reply_bundle_sequence(const struct ly_agent_api *api)
 	const struct ly_bundle *b = ly_server_bundle(api->srv);
 	return b != NULL ? ly_bundle_sequence(b) : 0;
 }
+
+bool
+agent_api_reply_serving(const struct ly_agent_api *api, struct ly_rpc_call *call, bool need_ca)
+{
+	if (api == NULL || api->stopped || api->srv->dsa == NULL || (need_ca && api->srv->ca == NULL)) {
+		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+		return false;
+	}
+	return true;
+}

@@ -274,9 +274,7 @@ agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, v
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
 
-	if (api == NULL || api->stopped || api->srv->dsa == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
+	if (!agent_api_reply_serving(api, call, false))
 		return;
-	}
 	agent_api_auth_then(api, call, req, len, ly_server_now(), watch_authed);
 }

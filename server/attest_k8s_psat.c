@@ -381,6 +381,17 @@ get_object(const json_t *obj, const char *key, bool *bad)
 	return json_is_object(v) ? v : NULL;
 }
 
+/* obj[key], which must be an object; `what` names it in the message ("<what> is missing"). */
+static ly_status
+need_object(const json_t *obj, const char *key, const char *what, json_t **out, struct ly_error *err)
+{
+	bool bad;
+	*out = get_object(obj, key, &bad);
+	if (*out == NULL)
+		return ly_error_set(err, LY_E_INVALID, "%s is %s", what, bad ? "not an object" : "missing");
+	return LY_OK;
+}
+
 /* obj[key] as a string without NUL bytes into *s / *n; `what` names it in messages. */
 static ly_status
 get_string(const json_t *obj, const char *key, const char *what, const char **s, size_t *n, struct ly_error *err)
@@ -462,9 +473,8 @@ parse_review(const json_t *root, const char *audience, struct ly_psat_review *ou
 	if (!aud_found)
 		return ly_error_set(err, LY_E_UNTRUSTED, "token audience \"%s\" not in status.audiences", audience);
 
-	json_t *user = get_object(status, "user", &bad);
-	if (user == NULL)
-		return ly_error_set(err, LY_E_INVALID, "status.user is %s", bad ? "not an object" : "missing");
+	json_t *user;
+	LY_TRY(need_object(status, "user", "status.user", &user, err));
 	ly_status rc = get_string(user, "username", "status.user.username", &s, &n, err);
 	if (rc != LY_OK)
 		return rc;
@@ -539,11 +549,9 @@ parse_pod(const json_t *root, const char *ns, const char *name, const char *uid,
 {
 	const char *s;
 	size_t n;
-	bool bad;
 
-	json_t *meta = get_object(root, "metadata", &bad);
-	if (meta == NULL)
-		return ly_error_set(err, LY_E_INVALID, "metadata is %s", bad ? "not an object" : "missing");
+	json_t *meta;
+	LY_TRY(need_object(root, "metadata", "metadata", &meta, err));
 	LY_TRY(expect_meta(meta, "namespace", ns, err));
 	LY_TRY(expect_meta(meta, "name", name, err));
 	/* A pod deleted and recreated under the same name has a new UID: the token's pod is gone. */
@@ -552,9 +560,8 @@ parse_pod(const json_t *root, const char *ns, const char *name, const char *uid,
 		return ly_error_set(err, LY_E_UNTRUSTED, "pod UID does not match the token's pod UID %s", uid);
 	if (rc != LY_OK)
 		return rc;
-	json_t *spec = get_object(root, "spec", &bad);
-	if (spec == NULL)
-		return ly_error_set(err, LY_E_INVALID, "spec is %s", bad ? "not an object" : "missing");
+	json_t *spec;
+	LY_TRY(need_object(root, "spec", "spec", &spec, err));
 	if (json_object_get(spec, "nodeName") == NULL)
 		return ly_error_set(err, LY_E_INVALID, "pod is not scheduled on a node (no spec.nodeName)");
 	LY_TRY(get_string(spec, "nodeName", "spec.nodeName", &s, &n, err));
@@ -588,11 +595,9 @@ parse_node(const json_t *root, const char *name, char node_uid[LY_UUID_LEN + 1],
 {
 	const char *s;
 	size_t n;
-	bool bad;
 
-	json_t *meta = get_object(root, "metadata", &bad);
-	if (meta == NULL)
-		return ly_error_set(err, LY_E_INVALID, "metadata is %s", bad ? "not an object" : "missing");
+	json_t *meta;
+	LY_TRY(need_object(root, "metadata", "metadata", &meta, err));
 	LY_TRY(expect_meta(meta, "name", name, err));
 	LY_TRY(get_string(meta, "uid", "metadata.uid", &s, &n, err));
 	if (!uuid_ok(s, n))

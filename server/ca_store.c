@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 
 #include "lib/atomicfile.h"
+#include "lib/fileread.h"
 #include "lib/fsperm.h"
 #include "lib/log.h"
 
@@ -92,55 +93,10 @@ ca_store_write(int dirfd, const char *name, const void *data, size_t len, struct
 ly_status
 ca_store_read(int dirfd, const char *name, size_t cap, struct ly_buf *out, struct ly_error *err)
 {
-	struct stat st;
-	uint8_t *buf = NULL;
-	size_t size = 0;
-	ly_status rc;
-
 	/* A regular file of ours, 0600, not a link (fsperm.h). */
 	int fd;
 	LY_TRY(ly_fsperm_openat(dirfd, name, name, O_RDONLY, 0, &fd, err));
-	if (fstat(fd, &st) != 0) {
-		rc = ly_error_set(err, LY_E_IO, "%s: %s", name, strerror(errno));
-		goto out;
-	}
-	if (st.st_size < 0 || (uint64_t)st.st_size > cap) {
-		rc = ly_error_set(err, LY_E_LIMIT, "%s: larger than %zu bytes", name, cap);
-		goto out;
-	}
-	size = (size_t)st.st_size;
-	buf = malloc(size + 1);
-	if (buf == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "%s: allocating %zu bytes", name, size + 1);
-		goto out;
-	}
-	size_t got = 0;
-	while (got <= size) {
-		/* One byte more than the size: a file that grew is refused, not cut. */
-		ssize_t r = read(fd, buf + got, size + 1 - got);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = ly_error_set(err, LY_E_IO, "%s: read: %s", name, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	if (got != size) {
-		rc = ly_error_set(err, LY_E_IO, "%s: changed while being read", name);
-		goto out;
-	}
-	buf[size] = '\0';
-	ly_buf_adopt(out, buf, size);
-	buf = NULL;
-	rc = LY_OK;
-out:
-	if (buf != NULL) {
-		OPENSSL_cleanse(buf, size + 1);
-		free(buf);
-	}
+	ly_status rc = ly_fileread_fd(fd, name, cap, out, err);
 	close(fd);
 	return rc;
 }

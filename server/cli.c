@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,44 +29,26 @@
 #include "server/entry_pb.h"
 #include "lib/buf.h"
 #include "lib/bundle.h"
+#include "lib/cmdline.h"
 #include "lib/entry.h"
 #include "lib/flags.h"
+#include "lib/pbview.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
-#include "lib/text.h"
 #include "rpc/rpc.h"
 #include "server/admin_msg.h"
 #include "server/cli.h"
 #include "server/server.h"
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#define EXIT_RUNTIME LY_CMDLINE_EXIT_RUNTIME
+#define EXIT_USAGE LY_CMDLINE_EXIT_USAGE
 /* How long one admin call may take. */
 #define CALL_TIMEOUT_MS (30 * 1000)
 #define METHOD(name) "/lanyard.admin.v1.Admin/" name
 
-static char empty_str[] = "";
-
-static char *
-unconst(const char *s)
-{
-	return s != NULL ? (char *)(uintptr_t)s : empty_str;
-}
-
-/*
- * One line on stderr, "Error: ...", whatever the values in it hold (a
- * newline, a terminal escape): ly_text_error_vprint (lib/text.h).
- */
-static int LY_PRINTF(2, 3)
-fail(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	ly_text_error_vprint(fmt, ap);
-	va_end(ap);
-	return code;
-}
+/* lib/cmdline.h and lib/pbview.h, under the short names this file has always used. */
+#define fail(...) ly_cmdline_fail(__VA_ARGS__)
+#define unconst(s) ly_pbview_str_or_empty(s)
 
 /* ---- the call ---------------------------------------------------------------- */
 
@@ -195,15 +176,7 @@ out:
 static int
 parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t n, int argc, char **argv)
 {
-	struct ly_error e;
-	char command[128];
-	bool help = false;
-
-	(void)snprintf(command, sizeof(command), "lanyard-server %s", cmd);
-	if (ly_flags_parse_command(command, synopsis, flags, n, argc, (const char *const *)argv, stdout, &help, &e) !=
-	    LY_OK)
-		return fail(EXIT_USAGE, "%s: %s", cmd, e.msg);
-	return help ? 0 : -1;
+	return ly_cmdline_parse_flags("lanyard-server", cmd, synopsis, flags, n, argc, argv);
 }
 
 #define SOCKET_FLAG(dst) \

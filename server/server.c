@@ -48,12 +48,12 @@
 #include "lib/bundle.h"
 #include "lib/config.h"
 #include "lib/csr.h"
+#include "lib/daemon.h"
 #include "lib/der.h"
 #include "lib/flags.h"
 #include "lib/keys.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
-#include "lib/fsperm.h"
 #include "lib/sdnotify.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
@@ -114,23 +114,6 @@ struct srv_main {
 	bool publish_pending;      /* the CA's bundle changed and is not in the database yet */
 	int64_t shared_next_expiry; /* an authority of the shared bundle expires then: rebuild */
 };
-
-/* ---- data dir --------------------------------------------------------------- */
-
-/*
- * Creates `path` (parents as needed) and makes it a directory of ours with
- * mode 0700: it holds the datastore and the CA's keys.
- */
-static ly_status
-data_dir_prepare(const char *path, struct ly_error *err)
-{
-	ly_status rc;
-
-	/* A link is refused, not followed: we would chmod its target (fsperm.h). */
-	if ((rc = ly_fsperm_private_dir(AT_FDCWD, path, LY_FSPERM_PARENTS, NULL, err)) != LY_OK)
-		return ly_error_wrap(err, rc, "cannot use data directory");
-	return LY_OK;
-}
 
 /* ---- the server's own TLS certificate -------------------------------------------- */
 
@@ -507,48 +490,12 @@ begin_stop(struct srv_main *m)
 }
 
 static void
-reload_log_level(struct srv_main *m)
-{
-	struct ly_config *file = NULL;
-	struct ly_error e;
-	const char *name = NULL;
-	enum ly_log_level level;
-
-	if (m->flags.log_level != NULL) {
-		log_info("SIGHUP: log level stays %s (set by -logLevel)", m->flags.log_level);
-		return;
-	}
-	if (m->flags.config_path == NULL) {
-		log_info("SIGHUP: no config file to re-read");
-		return;
-	}
-	if (ly_config_load_file(m->flags.config_path, &file, &e) != LY_OK ||
-	    ly_config_get_string(file, "server.log_level", "info", &name, &e) != LY_OK) {
-		log_error("SIGHUP: log level not changed: %s", e.msg);
-		goto out;
-	}
-	if (ly_log_level_parse(name, &level) != LY_OK) {
-		log_error("SIGHUP: log level not changed: %s:%zu: key server.log_level: \"%s\" is not one of error, "
-		    "warn, info, debug", m->flags.config_path, ly_config_line(file, "server.log_level"), name);
-		goto out;
-	}
-	ly_log_set_level(level);
-	log_info("SIGHUP: log level is now %s", name);
-out:
-	ly_config_free(file);
-}
-
-static void
 on_signal(uv_signal_t *h, int signum)
 {
 	struct srv_main *m = h->data;
 
-	if (signum == SIGHUP) {
-		reload_log_level(m);
-		return;
-	}
-	log_info("%s received: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	begin_stop(m);
+	if (ly_daemon_on_signal(signum, m->flags.log_level, m->flags.config_path, "server.log_level"))
+		begin_stop(m);
 }
 
 /* ---- start-up ---------------------------------------------------------------------------- */
@@ -560,7 +507,7 @@ open_state(struct srv_main *m, struct ly_error *err)
 	char path[LY_CONFIG_VALUE_MAX + 64];
 	ly_status rc;
 
-	LY_TRY(data_dir_prepare(srv->cfg.data_dir, err));
+	LY_TRY(ly_daemon_data_dir_prepare(srv->cfg.data_dir, err));
 	if (srv->cfg.datastore_type == LY_DATASTORE_POSTGRES) {
 		/* The connection string may hold a password: never in a message. */
 		if ((rc = ly_datastore_pg_open(srv->cfg.datastore_conninfo, &m->ds_opened, err)) != LY_OK)
@@ -879,11 +826,7 @@ health_start(struct srv_main *m, struct ly_error *err)
 		.live_path = c->health_live_path, .ready_path = c->health_ready_path,
 		.ready = health_ready, .metrics = health_metrics, .arg = m,
 	};
-	ly_status rc = ly_health_http_start(&m->loop, &hc, &m->health, err);
-	if (rc != LY_OK)
-		return ly_error_wrap(err, rc, "health_checks");
-	log_info("health listener on %s:%u", c->health_bind_address, (unsigned)ly_health_http_port(m->health));
-	return LY_OK;
+	return ly_health_http_start_logged(&m->loop, &hc, &m->health, err);
 }
 
 /* ---- several servers on one PostgreSQL --------------------------------------------------- */
@@ -1059,20 +1002,15 @@ teardown(struct srv_main *m)
 
 /* ---- `run` ------------------------------------------------------------------------------------ */
 
-static void
-run_usage(FILE *out, const struct ly_flag *flags, size_t n)
-{
-	fprintf(out, "Usage: lanyard-server run [flags]\n\nRuns the server (a config file is optional: flags "
-	    "alone are enough).\n\nFlags:\n");
-	ly_flags_usage(out, flags, n);
-}
+/* `run -h`: what the command does (lib/daemon.h prints it with the flags). */
+#define RUN_ABOUT "Runs the server (a config file is optional: flags alone are enough)."
 
 int
 ly_server_run(int argc, char **argv)
 {
 	struct srv_main *m;
 	struct ly_error e;
-	int rest = 0, code;
+	int code;
 
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
@@ -1098,38 +1036,16 @@ ly_server_run(int argc, char **argv)
 	};
 	const size_t nflags = sizeof(flags) / sizeof(flags[0]);
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-help") == 0 || strcmp(argv[i], "--help") == 0) {
-			run_usage(stdout, flags, nflags);
-			free(m);
-			return 0;
-		}
-		if (strcmp(argv[i], "--") == 0)
-			break;
-	}
-	if (ly_flags_parse(flags, nflags, argc, (const char *const *)argv, &rest, &e) != LY_OK) {
-		fprintf(stderr, "lanyard-server: run: %s\n", e.msg);
-		code = 2;
+	if ((code = ly_daemon_run_flags("lanyard-server", RUN_ABOUT, flags, nflags, argc, argv)) >= 0)
 		goto out;
-	}
-	if (rest < argc) {
-		fprintf(stderr, "lanyard-server: run: unexpected argument \"%s\"\n", argv[rest]);
-		code = 2;
-		goto out;
-	}
 	ly_status st = ly_server_config_load(&m->flags, &m->srv.cfg, &m->file, &e);
 	if (st != LY_OK) {
 		fprintf(stderr, "lanyard-server: %s\n", e.msg);
 		code = st == LY_E_IO ? 1 : 2;
 		goto out;
 	}
-	enum ly_log_level level = LY_LOG_INFO;
-	enum ly_log_format format = LY_LOG_TEXT;
 	/* Both were checked by ly_server_config_load. */
-	if (ly_log_level_parse(m->srv.cfg.log_level, &level) == LY_OK)
-		ly_log_set_level(level);
-	if (ly_log_format_parse(m->srv.cfg.log_format, &format) == LY_OK)
-		ly_log_set_format(format);
+	ly_daemon_log_apply(m->srv.cfg.log_level, m->srv.cfg.log_format);
 
 	/* Everything we create (data dir, sockets, files) is ours alone. */
 	(void)umask(077);

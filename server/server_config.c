@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "lib/config.h"
+#include "lib/daemon.h"
 #include "lib/keys.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
@@ -178,12 +179,7 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 
 	LY_TRY(get_datastore(file, cfg, err));
 
-	LY_TRY(ly_config_get_string(file, K "log_format", "text", &cfg->log_format, err));
-	enum ly_log_format fmt;
-	if (ly_log_format_parse(cfg->log_format, &fmt) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "must be text or json");
-		return ly_config_wrap(file, K "log_format", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_log_format(file, K "log_format", &cfg->log_format, err));
 	LY_TRY(ly_config_get_string(file, K "ca_key_type", NULL, &s, err));
 	cfg->ca_key_type = LY_KEY_TYPE_DEFAULT;
 	if (s != NULL && ly_key_type_parse(s, &cfg->ca_key_type, err) != LY_OK)
@@ -215,14 +211,8 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 	    err));
 	if (check_ip(cfg->health_bind_address, err) != LY_OK)
 		return ly_config_wrap(file, K "health_checks.bind_address", err, LY_E_INVALID);
-	LY_TRY(ly_config_get_port(file, K "health_checks.bind_port", 8080, &cfg->health_bind_port, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.live_path", "/live", &cfg->health_live_path, err));
-	LY_TRY(ly_config_get_string(file, K "health_checks.ready_path", "/ready", &cfg->health_ready_path, err));
-	if (cfg->health_live_path[0] != '/' || cfg->health_ready_path[0] != '/' ||
-	    strcmp(cfg->health_live_path, cfg->health_ready_path) == 0) {
-		ly_error_set(err, LY_E_INVALID, "live_path and ready_path must start with / and differ");
-		return ly_config_wrap(file, K "health_checks.live_path", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_health(file, K "health_checks", &cfg->health_bind_port, &cfg->health_live_path,
+	    &cfg->health_ready_path, err));
 
 	LY_TRY(get_join_token(file, &cfg->join_token_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "node_attestors.x509pop.ca_bundle_path", NULL,
@@ -236,17 +226,10 @@ static ly_status
 load(const struct ly_server_flags *flags, const struct ly_config *file, struct ly_server_config *cfg,
     struct ly_error *err)
 {
-	const char *s = NULL;
-
 	LY_TRY(ly_config_check_known(file, known_keys, err));
 
 	/* The trust domain has no default: it names everything the server signs. */
-	LY_TRY(ly_config_setting_string(file, K "trust_domain", flags->trust_domain, NULL, &s, err));
-	if (s == NULL)
-		return ly_error_set(err, LY_E_INVALID,
-		    "no trust domain: give -trustDomain or server.trust_domain in the config file");
-	if (ly_trust_domain_parse(s, true, cfg->trust_domain, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "trust_domain", flags->trust_domain, "trustDomain", err, LY_E_INVALID);
+	LY_TRY(ly_daemon_setting_trust_domain(file, K "trust_domain", flags->trust_domain, cfg->trust_domain, err));
 
 	LY_TRY(ly_config_setting_string(file, K "bind_address", flags->bind_address, LY_SERVER_BIND_DEFAULT,
 	    &cfg->bind_address, err));
@@ -261,23 +244,12 @@ load(const struct ly_server_flags *flags, const struct ly_config *file, struct l
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_SERVER_PORT_DEFAULT, &cfg->server_port, err));
 	}
 
-	LY_TRY(ly_config_setting_string(file, K "socket_path", flags->socket_path, LY_SERVER_SOCKET_DEFAULT,
-	    &cfg->socket_path, err));
-	if (ly_config_check_socket_path(cfg->socket_path, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "socket_path", flags->socket_path, "socketPath", err, LY_E_INVALID);
-
-	LY_TRY(ly_config_setting_string(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir,
+	LY_TRY(ly_daemon_setting_socket_path(file, K "socket_path", flags->socket_path, LY_SERVER_SOCKET_DEFAULT, &cfg->socket_path,
 	    err));
-	if (ly_config_check_path(cfg->data_dir, "data directory", err) != LY_OK)
-		return ly_config_setting_wrap(file, K "data_dir", flags->data_dir, "dataDir", err, LY_E_INVALID);
 
-	LY_TRY(ly_config_setting_string(file, K "log_level", flags->log_level, "info", &cfg->log_level, err));
-	enum ly_log_level level;
-	if (ly_log_level_parse(cfg->log_level, &level) != LY_OK) {
-		ly_error_set(err, LY_E_INVALID, "log level \"%s\" is not one of error, warn, info, debug",
-		    cfg->log_level);
-		return ly_config_setting_wrap(file, K "log_level", flags->log_level, "logLevel", err, LY_E_INVALID);
-	}
+	LY_TRY(ly_daemon_setting_data_dir(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir, err));
+
+	LY_TRY(ly_daemon_setting_log_level(file, K "log_level", flags->log_level, &cfg->log_level, err));
 	return load_file_only(file, cfg, err);
 }
 

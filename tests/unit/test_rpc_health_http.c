@@ -205,6 +205,9 @@ test_listener(void **state)
 	cfg.bind_port = g_port;
 	assert_int_equal(ly_health_http_start(&loop, &cfg, &h2, &err), LY_E_IO);
 	assert_null(h2);
+	/* The daemons' way names their config section. */
+	assert_int_equal(ly_health_http_start_logged(&loop, &cfg, &h2, &err), LY_E_IO);
+	assert_true(strncmp(err.msg, "health_checks: ", 15) == 0);
 	cfg.bind_address = "localhost";
 	assert_int_equal(ly_health_http_start(&loop, &cfg, &h2, &err), LY_E_INVALID);
 	assert_int_equal(uv_async_init(&loop, &g_done, done_cb), 0);
