@@ -44,6 +44,7 @@
 
 #include "agent/agent.h"
 #include "agent/cache.h"
+#include "agent/servers.h"
 #include "agent/sync.h"
 #include "agent/wapi.h"
 #include "lib/config.h"
@@ -61,6 +62,17 @@
 #define STOP_GRACE_MS (15 * 1000)
 /* How often start-up asks whether the Workload API serves yet (READY=1 to systemd). */
 #define READY_POLL_MS 100
+/*
+ * agent.ratelimit.workload_api's default: Workload API calls a second per
+ * selector set (docs/operations.md §13). A workload opens one X.509
+ * stream and fetches JWT-SVIDs (go-spiffe's JWTSource asks the agent on
+ * every use), and the replicas of a service on one node share a set:
+ * 2,000/s leaves busy services alone (docs/benchmarks.md drives 1,000
+ * calls/s), while a runaway loop, which alone could take all of the
+ * agent's ~5,000 calls/s a core (~200 µs each), is held to less than half
+ * of it and leaves the rest to the other workloads.
+ */
+#define LY_AGENT_WAPI_RATE_DEFAULT 2000
 /* agent.sync_interval bounds, seconds. */
 #define SYNC_INTERVAL_MIN 1
 #define SYNC_INTERVAL_MAX 3600
@@ -88,6 +100,7 @@ static const char *const known_keys[] = {
 	K "log_level",
 	K "log_format",
 	K "sync_interval",
+	K "ratelimit.workload_api",
 	X509POP "certificate_path",
 	X509POP "private_key_path",
 	PSAT "cluster",
@@ -215,40 +228,11 @@ get_path(const struct ly_config *file, const char *key, const char *def, const c
 	return LY_OK;
 }
 
-/*
- * The server's address: an IPv4 or IPv6 literal, or a DNS host name
- * (RFC 1123 labels), which gRPC resolves.
- */
+/* A host: an IPv4 or IPv6 literal, or a DNS host name (RFC 1123 labels): agent/servers.h. */
 static ly_status
 check_host(const char *s, struct ly_error *err)
 {
-	unsigned char addr[sizeof(struct in6_addr)];
-	size_t len = strlen(s), label = 0;
-
-	if (inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1)
-		return LY_OK;
-	if (len == 0 || len > LY_DNS_NAME_MAX)
-		return ly_error_set(err, LY_E_INVALID, "\"%s\" is not an IP address or a host name (1 to %d bytes)", s,
-		    LY_DNS_NAME_MAX);
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-		if (c == '.') {
-			if (label == 0 || s[i - 1] == '-')
-				return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (empty label)", s);
-			label = 0;
-			continue;
-		}
-		if (!alnum && c != '-')
-			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not an IP address or a host name", s);
-		if (c == '-' && label == 0)
-			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label starts with '-')", s);
-		if (++label > 63)
-			return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label over 63 bytes)", s);
-	}
-	if (s[len - 1] == '-')
-		return ly_error_set(err, LY_E_INVALID, "\"%s\" is not a valid host name (label ends with '-')", s);
-	return LY_OK;
+	return ly_servers_host_check(s, err);
 }
 
 /* "https://HOST[:PORT][/]": the kubelet's secure port (wapi.c splits it the same way). */
@@ -397,14 +381,15 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 	if (cfg->server_address == NULL)
 		return ly_error_set(err, LY_E_INVALID,
 		    "no server address: give -serverAddress or agent.server_address in the config file");
-	if (check_host(cfg->server_address, err) != LY_OK)
-		return ly_config_setting_wrap(file, K "server_address", flags->server_address, "serverAddress", err,
-		    LY_E_INVALID);
-
 	if (flags->server_port >= 0)
 		cfg->server_port = (uint16_t)flags->server_port; /* 1..65535 by the flag's range */
 	else
 		LY_TRY(ly_config_get_port(file, K "server_port", LY_AGENT_SERVER_PORT_DEFAULT, &cfg->server_port, err));
+	/* A list of host[:port] (SPEC §10, agent/servers.h); the port defaults to server_port. */
+	struct ly_server_names names;
+	if (ly_servers_parse(cfg->server_address, cfg->server_port, &names, err) != LY_OK)
+		return ly_config_setting_wrap(file, K "server_address", flags->server_address, "serverAddress", err,
+		    LY_E_INVALID);
 
 	LY_TRY(ly_daemon_setting_socket_path(file, K "socket_path", flags->socket_path, LY_AGENT_SOCKET_DEFAULT, &cfg->socket_path,
 	    err));
@@ -445,6 +430,14 @@ config_load(const struct agent_flags *flags, const struct ly_config *file, struc
 		return ly_config_wrap(file, K "sync_interval", err, LY_E_INVALID);
 	}
 	cfg->sync_interval = (int64_t)secs;
+
+	uint64_t wrate = 0;
+	LY_TRY(ly_config_get_u64(file, K "ratelimit.workload_api", LY_AGENT_WAPI_RATE_DEFAULT, &wrate, err));
+	if (wrate > LY_RATELIMIT_BURST_MAX) {
+		ly_error_set(err, LY_E_INVALID, "must be 0 (off) to %d calls a second", LY_RATELIMIT_BURST_MAX);
+		return ly_config_wrap(file, K "ratelimit.workload_api", err, LY_E_INVALID);
+	}
+	cfg->ratelimit_workload_api = (uint32_t)wrate;
 
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
 	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
@@ -639,7 +632,8 @@ health_ready(void *arg, char *reason, size_t len)
 struct agent_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *issued, *rotations, *jwt_minted, *cached, *ready, *verify_failures,
-	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable;
+	    *attest_seconds, *connections, *streams, *sync_lag, *last_sync, *reachable, *issue_failures, *wapi_limited,
+	    *fed_bundles, *fed_failures;
 };
 
 static void
@@ -696,6 +690,16 @@ agent_metrics_new(struct agent_metrics **out, struct ly_error *err)
 	    "Wall time of the last update from the server's entry watch (0: none yet).", NULL, NULL, 0);
 	FAMILY(reachable, LY_METRIC_GAUGE, "lanyard_agent_server_reachable",
 	    "1 when the agent is connected and the server answered within two sync intervals.", NULL, NULL, 0);
+	FAMILY(issue_failures, LY_METRIC_COUNTER, "lanyard_agent_svid_issue_failures_total",
+	    "Workload X.509-SVIDs not issued or renewed at a try (refused, unanswered, rate limited): each retried.",
+	    NULL, NULL, 0);
+	FAMILY(wapi_limited, LY_METRIC_COUNTER, "lanyard_agent_workload_api_rate_limited_total",
+	    "Workload API calls refused by agent.ratelimit.workload_api (per selector set).", NULL, NULL, 0);
+	FAMILY(fed_bundles, LY_METRIC_GAUGE, "lanyard_agent_federated_bundles",
+	    "Federated trust domains whose bundles the agent holds for its workloads.", NULL, NULL, 0);
+	FAMILY(fed_failures, LY_METRIC_COUNTER, "lanyard_agent_federated_bundle_fetch_failures_total",
+	    "GetFederatedBundles calls that failed or whose answer was refused (the bundles held stay).", NULL, NULL,
+	    0);
 #undef FAMILY
 	*out = am;
 	am = NULL;
@@ -735,6 +739,10 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	SET(sync_lag, st.last_sync != 0 ? (double)(now - st.last_sync) : -1.0);
 	SET(last_sync, st.last_sync);
 	SET(reachable, st.reachable ? 1 : 0);
+	SET(issue_failures, st.svids_failed);
+	SET(wapi_limited, ly_wapi_rate_limited(m->wapi));
+	SET(fed_bundles, st.federated_bundles);
+	SET(fed_failures, st.federated_failed);
 #undef SET
 	for (int why = LY_VERIFY_OK + 1; why < LY_VERIFY_FAIL_COUNT; why++) {
 		const char *x509_labels[] = { "x509", ly_verify_fail_str((enum ly_verify_fail)why) };
@@ -867,7 +875,7 @@ ly_agent_run(int argc, char **argv)
 	struct ly_flag flags[] = {
 		{ "config", LY_FLAG_STRING, &m->flags.config_path, "path to a YAML config file (optional)", 0, 0, false },
 		{ "trustDomain", LY_FLAG_STRING, &m->flags.trust_domain, "the trust domain, e.g. example.org", 0, 0, false },
-		{ "serverAddress", LY_FLAG_STRING, &m->flags.server_address, "the server's IP address or host name", 0, 0,
+		{ "serverAddress", LY_FLAG_STRING, &m->flags.server_address, "the servers: a comma-separated list of host[:port] (a DNS name may give several)", 0, 0,
 		    false },
 		{ "serverPort", LY_FLAG_INT, &m->flags.server_port, "the server's agent API port (default 8081)", 1, 65535,
 		    false },

@@ -50,6 +50,8 @@ struct ly_agent_config {
 	const char *log_level;
 	const char *log_format;
 	int64_t sync_interval;           /* seconds */
+	/* agent.ratelimit.workload_api: Workload API calls a second per selector set (burst the same); 0: off. */
+	uint32_t ratelimit_workload_api;
 	/* Node attestation other than join_token. */
 	const char *x509pop_cert_path;
 	const char *x509pop_key_path;

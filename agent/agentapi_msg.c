@@ -12,6 +12,42 @@
 
 #include "agent/agentapi_msg.h"
 #include "lib/caps.h"
+#include "lib/spiffeid.h"
+
+/*
+ * Entry.federates_with into `e` (its spiffe_id set): each a valid trust
+ * domain name (bare, or "spiffe://td": stored bare), not the entry's own
+ * trust domain, none twice, at most LY_ENTRY_FEDERATES_WITH_MAX.
+ */
+static ly_status
+federates_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry *e, struct ly_error *err)
+{
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	struct ly_spiffe_id id;
+	ly_status rc;
+
+	if (m->n_federates_with == 0)
+		return LY_OK;
+	if (m->n_federates_with > LY_ENTRY_FEDERATES_WITH_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "entry: federates with more than %d trust domains",
+		    LY_ENTRY_FEDERATES_WITH_MAX);
+	/* Our own trust domain is never federated: the entry's SPIFFE ID names it. */
+	if (e->spiffe_id == NULL || ly_spiffe_id_parse_str(e->spiffe_id, &id, NULL) != LY_OK)
+		return ly_error_set(err, LY_E_INVALID, "entry: federates_with without a valid SPIFFE ID");
+	for (size_t i = 0; i < m->n_federates_with; i++) {
+		if (m->federates_with[i] == NULL)
+			return ly_error_set(err, LY_E_INVALID, "entry: federated trust domain %zu empty", i);
+		if ((rc = ly_trust_domain_parse(m->federates_with[i], true, td, err)) != LY_OK)
+			return ly_error_wrap(err, rc, "entry: federated trust domain %zu", i);
+		if (strcmp(td, id.trust_domain) == 0)
+			return ly_error_set(err, LY_E_INVALID, "entry: federates with its own trust domain %s", td);
+		for (size_t j = 0; j < e->n_federates_with; j++)
+			if (strcmp(e->federates_with[j], td) == 0)
+				return ly_error_set(err, LY_E_INVALID, "entry: federates with %s twice", td);
+		LY_TRY(ly_entry_add_federates_with(e, td, err));
+	}
+	return LY_OK;
+}
 
 ly_status
 ly_agentapi_entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **out, struct ly_error *err)
@@ -66,6 +102,8 @@ ly_agentapi_entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **
 	e->downstream = m->downstream != 0;
 	e->revision = m->revision;
 	e->created_at = m->created_at;
+	if ((rc = federates_from_pb(m, e, err)) != LY_OK)
+		goto out;
 	*out = e;
 	e = NULL;
 	rc = LY_OK;
@@ -74,8 +112,14 @@ out:
 	return rc;
 }
 
-ly_status
-ly_agentapi_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, const char *td, struct ly_bundle **out,
+/*
+ * A Bundle into a new bundle for `td`. Ours needs an X.509 authority (it
+ * anchors our SVIDs and the server's); a federated one may have none (a
+ * JWT-only federation, or every key revoked: SPIFFE Trust Domain and
+ * Bundle §4.1.3).
+ */
+static ly_status
+bundle_convert(const Lanyard__Agent__V1__Bundle *m, const char *td, bool need_x509, struct ly_bundle **out,
     struct ly_error *err)
 {
 	struct ly_bundle *b = NULL;
@@ -87,7 +131,7 @@ ly_agentapi_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, const char *td, 
 		return ly_error_set(err, LY_E_INVALID, "bundle: absent");
 	if (m->trust_domain == NULL || strcmp(m->trust_domain, td) != 0)
 		return ly_error_set(err, LY_E_INVALID, "bundle: for another trust domain than %s", td);
-	if (m->n_x509_authorities == 0)
+	if (need_x509 && m->n_x509_authorities == 0)
 		return ly_error_set(err, LY_E_INVALID, "bundle: no X.509 authority");
 	if (m->n_x509_authorities > LY_BUNDLE_CERTS_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "bundle: more than %d X.509 authorities", LY_BUNDLE_CERTS_MAX);
@@ -137,6 +181,93 @@ out:
 	EVP_PKEY_free(pk);
 	ly_bundle_free(b);
 	return rc;
+}
+
+ly_status
+ly_agentapi_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, const char *td, struct ly_bundle **out,
+    struct ly_error *err)
+{
+	return bundle_convert(m, td, true, out, err);
+}
+
+ly_status
+ly_agentapi_federated_parse(const uint8_t *data, size_t len, const char *own_td, ly_agentapi_fed_refused_fn refused,
+    void *arg, struct ly_agentapi_federated *out, struct ly_error *err)
+{
+	Lanyard__Agent__V1__FederatedBundles *m = NULL;
+	struct ly_bundle *b = NULL;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	struct ly_error e;
+	ly_status rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((m = lanyard__agent__v1__federated_bundles__unpack(NULL, len, data)) == NULL)
+		return ly_error_set(err, LY_E_INVALID, "malformed FederatedBundles");
+	/* One slot of the agent's set is ours. */
+	if (m->n_bundles >= LY_BUNDLE_SET_MAX) {
+		rc = ly_error_set(err, LY_E_LIMIT, "FederatedBundles: %zu bundles (at most %d)", m->n_bundles,
+		    LY_BUNDLE_SET_MAX - 1);
+		goto out;
+	}
+	if ((rc = ly_bundle_set_new(&out->set, err)) != LY_OK)
+		goto out;
+	for (size_t i = 0; i < m->n_bundles; i++) {
+		const Lanyard__Agent__V1__Bundle *bm = m->bundles[i];
+		/* What names a bundle must be right, or the answer as a whole is not trusted. */
+		if (bm == NULL || bm->trust_domain == NULL) {
+			rc = ly_error_set(err, LY_E_INVALID, "FederatedBundles: bundle %zu names no trust domain", i);
+			goto out;
+		}
+		if ((rc = ly_trust_domain_parse(bm->trust_domain, false, td, err)) != LY_OK) {
+			(void)ly_error_wrap(err, rc, "FederatedBundles: bundle %zu", i);
+			goto out;
+		}
+		if (strcmp(td, own_td) == 0) {
+			rc = ly_error_set(err, LY_E_INVALID, "FederatedBundles: bundle %zu is for our own trust domain %s", i,
+			    td);
+			goto out;
+		}
+		bool dup = ly_bundle_set_find(out->set, td) != NULL;
+		for (size_t j = 0; !dup && j < out->n_refused; j++)
+			dup = strcmp(out->refused[j], td) == 0;
+		if (dup) {
+			rc = ly_error_set(err, LY_E_INVALID, "FederatedBundles: trust domain %s given twice", td);
+			goto out;
+		}
+		/* Its content: one bad bundle is left out (reported), the others go on. */
+		ly_error_clear(&e);
+		if (bundle_convert(bm, td, false, &b, &e) != LY_OK) {
+			if ((out->refused[out->n_refused] = strdup(td)) == NULL) {
+				rc = ly_error_set(err, LY_E_NOMEM, "out of memory");
+				goto out;
+			}
+			out->n_refused++;
+			if (refused != NULL)
+				refused(arg, td, &e);
+			continue;
+		}
+		if ((rc = ly_bundle_set_put(out->set, b, err)) != LY_OK)
+			goto out;
+		b = NULL;
+	}
+	out->sequence = m->sequence;
+	rc = LY_OK;
+out:
+	ly_bundle_free(b);
+	if (m != NULL)
+		lanyard__agent__v1__federated_bundles__free_unpacked(m, NULL);
+	if (rc != LY_OK)
+		ly_agentapi_federated_cleanup(out);
+	return rc;
+}
+
+void
+ly_agentapi_federated_cleanup(struct ly_agentapi_federated *f)
+{
+	ly_bundle_set_free(f->set);
+	for (size_t i = 0; i < f->n_refused; i++)
+		free(f->refused[i]);
+	memset(f, 0, sizeof(*f));
 }
 
 ly_status
@@ -198,6 +329,7 @@ ly_agentapi_update_parse(const uint8_t *data, size_t len, ly_agentapi_refused_fn
 	out->u.deleted_ids = (const char *const *)m->deleted_entry_ids;
 	out->u.n_deleted = m->n_deleted_entry_ids;
 	out->bundle_sequence = m->bundle_sequence;
+	out->federated_sequence = m->federated_sequence;
 	return LY_OK;
 fail:
 	ly_agentapi_update_cleanup(out);

@@ -15,6 +15,19 @@
  *                       LY_JWKS_KEYS_MAX JWT authorities (each a kid and one
  *                       SubjectPublicKeyInfo of at most LY_CERT_DER_MAX bytes,
  *                       nothing after it); sequence at most INT64_MAX.
+ *                       federates_with: each a valid trust domain name
+ *                       (bare or "spiffe://td"; kept bare), not the
+ *                       entry's own, none twice, at most
+ *                       LY_ENTRY_FEDERATES_WITH_MAX.
+ *   FederatedBundles (GetFederatedBundles) fewer than LY_BUNDLE_SET_MAX
+ *                       bundles, each naming a valid trust domain (bare)
+ *                       that is not ours and appears once, else the whole
+ *                       answer is refused (it is not to be trusted). A
+ *                       bundle whose content does not convert (as Bundle
+ *                       above, but X.509 authorities may be none: a
+ *                       JWT-only federation, or all revoked) is left out
+ *                       and named in `refused`, so that sync keeps the
+ *                       last good one for that trust domain.
  *   EntriesUpdate    at most LY_AGENT_ENTRIES_MAX entries and as many
  *                       deletions, no deleted ID NULL. An entry that does
  *                       not convert is left out (reported through the
@@ -72,6 +85,7 @@ struct ly_agentapi_update {
 	/* Ready for ly_cache_apply: entries owned here, deleted IDs borrowed from `msg`. */
 	struct ly_cache_update u;
 	uint64_t bundle_sequence; /* the server's bundle sequence when it sent the update */
+	uint64_t federated_sequence; /* the server's federated bundles' sequence then */
 	size_t n_refused;         /* entries left out */
 	Lanyard__Agent__V1__EntriesUpdate *msg;
 };
@@ -86,6 +100,28 @@ ly_status ly_agentapi_update_parse(const uint8_t *data, size_t len, ly_agentapi_
     struct ly_agentapi_update *out, struct ly_error *err) LY_MUST_CHECK;
 /* Frees what is left of the entries (ly_cache_apply takes those it keeps) and the message. */
 void ly_agentapi_update_cleanup(struct ly_agentapi_update *up);
+
+/* A federated bundle that was left out: its trust domain and why. */
+typedef void (*ly_agentapi_fed_refused_fn)(void *arg, const char *td, const struct ly_error *why);
+
+/* A decoded FederatedBundles answer. */
+struct ly_agentapi_federated {
+	struct ly_bundle_set *set; /* owned: the bundles that converted */
+	uint64_t sequence;         /* the server's federated sequence they are as of */
+	char *refused[LY_BUNDLE_SET_MAX]; /* owned: trust domains whose bundle was left out */
+	size_t n_refused;
+};
+
+/*
+ * Decodes a GetFederatedBundles answer of `len` bytes for an agent of
+ * trust domain `own_td` into `out` (zeroed first; see the rules above);
+ * `refused` (may be NULL) is told about each bundle left out. Errors:
+ * LY_E_INVALID, LY_E_LIMIT, LY_E_NOMEM; `out` is then empty.
+ */
+ly_status ly_agentapi_federated_parse(const uint8_t *data, size_t len, const char *own_td,
+    ly_agentapi_fed_refused_fn refused, void *arg, struct ly_agentapi_federated *out, struct ly_error *err)
+    LY_MUST_CHECK;
+void ly_agentapi_federated_cleanup(struct ly_agentapi_federated *f);
 
 /*
  * An AgentSVID for `expect_id`: its SPIFFE ID is that one (LY_E_UNTRUSTED

@@ -527,6 +527,18 @@ selectors_equal(const struct ly_entry *a, const struct ly_entry *b)
 	return true;
 }
 
+/* The same federated trust domains, in the same order (the server sends them sorted). */
+static bool
+federates_equal(const struct ly_entry *a, const struct ly_entry *b)
+{
+	if (a->n_federates_with != b->n_federates_with)
+		return false;
+	for (size_t i = 0; i < a->n_federates_with; i++)
+		if (!str_eq(a->federates_with[i], b->federates_with[i]))
+			return false;
+	return true;
+}
+
 /* Equal in everything but the revision. */
 static bool
 content_equal(const struct ly_entry *a, const struct ly_entry *b)
@@ -534,7 +546,7 @@ content_equal(const struct ly_entry *a, const struct ly_entry *b)
 	return str_eq(a->spiffe_id, b->spiffe_id) && str_eq(a->parent_id, b->parent_id) && selectors_equal(a, b) &&
 	    a->x509_svid_ttl == b->x509_svid_ttl && a->jwt_svid_ttl == b->jwt_svid_ttl && dns_equal(a, b) &&
 	    a->node == b->node && a->admin == b->admin && a->downstream == b->downstream && str_eq(a->hint, b->hint) &&
-	    a->created_at == b->created_at;
+	    a->created_at == b->created_at && federates_equal(a, b);
 }
 
 static ly_status
@@ -947,7 +959,8 @@ ly_cache_query(const struct ly_cache *c, const struct ly_selector *have, size_t 
 		}
 		if (dup) {
 			out->n_hint_duplicates++;
-			continue;
+			if ((flags & LY_CACHE_QUERY_ALL_HINTS) == 0)
+				continue;
 		}
 		out->v[w++] = out->v[i];
 	}

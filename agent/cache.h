@@ -263,6 +263,12 @@ size_t ly_cache_filter_svids(struct ly_cache *c, bool (*keep)(const struct ly_ca
 enum {
 	/* Only identities with an X.509-SVID valid at `now` (FetchX509SVID). */
 	LY_CACHE_QUERY_X509 = 1 << 0,
+	/*
+	 * Keep identities whose hint another one already has (still counted in
+	 * n_hint_duplicates): for what is not a response's list of identities,
+	 * e.g. the federated bundles of every entry of a caller (fedset.h).
+	 */
+	LY_CACHE_QUERY_ALL_HINTS = 1 << 1,
 };
 
 /* The identities of one caller, in default-identity order (see above). */

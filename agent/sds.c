@@ -10,6 +10,7 @@
 #include <openssl/rand.h>
 
 #include "agent/agent.h"
+#include "agent/fedset.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/queue.h"
@@ -188,6 +189,7 @@ stream_update(struct stream *st, bool force)
 	struct ly_sds *s = st->s;
 	struct ly_cache_identities ids;
 	struct ly_buf msg = LY_BUF_INIT;
+	struct ly_bundle_set *view = NULL;
 	struct ly_error e;
 	uint8_t digest[LY_SDS_DIGEST_LEN];
 	char version[24], nonce[9], details[LY_ERROR_MSG_MAX + 64];
@@ -215,8 +217,13 @@ stream_update(struct stream *st, bool force)
 		log_warn("sds: conn %" PRIu64 ": no random nonce", st->conn_id);
 		goto out;
 	}
-	ly_status rc = ly_sds_response(&st->req, &s->cfg.names, st->spiffe, &ids, ly_cache_bundles(c),
-	    ly_cache_trust_domain(c), version, nonce, &msg, &n, digest, &e);
+	/* The caller's view (fedset.h): ALL and spiffe://<td> cover our bundle and its entries' federated ones. */
+	if (ly_fedset_for_caller(ly_cache_bundles(c), ly_cache_trust_domain(c), &ids, &view, NULL, &e) != LY_OK) {
+		log_warn("sds: conn %" PRIu64 ": %s", st->conn_id, e.msg);
+		goto out;
+	}
+	ly_status rc = ly_sds_response(&st->req, &s->cfg.names, st->spiffe, &ids, view, ly_cache_trust_domain(c),
+	    version, nonce, &msg, &n, digest, &e);
 	if (rc == LY_E_NOT_FOUND) {
 		log_info("sds: conn %" PRIu64 ": " NOT_AUTHORIZED " %s", st->conn_id, e.msg);
 		not_authorized(details, sizeof(details), &e);
@@ -250,6 +257,7 @@ stream_update(struct stream *st, bool force)
 	    st->node_id, version, nonce, n);
 out:
 	ly_buf_free_secret(&msg);
+	ly_bundle_set_free(view);
 	OPENSSL_cleanse(digest, sizeof(digest));
 	ly_cache_identities_cleanup(&ids);
 }
@@ -356,6 +364,7 @@ ly_sds_fetch_secrets(struct ly_sds *s, struct ly_rpc_call *call, const uint8_t *
 	struct ly_sds_request req;
 	struct ly_cache_identities ids;
 	struct ly_buf out = LY_BUF_INIT;
+	struct ly_bundle_set *view = NULL;
 	struct ly_error e;
 	char details[LY_ERROR_MSG_MAX + 64];
 	const char *why;
@@ -381,8 +390,13 @@ ly_sds_fetch_secrets(struct ly_sds *s, struct ly_rpc_call *call, const uint8_t *
 		goto out;
 	}
 	struct ly_cache *c = s->host.cache(s->host.arg);
+	if (ly_fedset_for_caller(ly_cache_bundles(c), ly_cache_trust_domain(c), &ids, &view, NULL, &e) != LY_OK) {
+		log_warn("sds: FetchSecrets: %s", e.msg);
+		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "out of memory");
+		goto out;
+	}
 	ly_status rc = ly_sds_response(&req, &s->cfg.names,
-	    ly_sds_use_spiffe_validator(&req, s->cfg.disable_spiffe_cert_validation), &ids, ly_cache_bundles(c),
+	    ly_sds_use_spiffe_validator(&req, s->cfg.disable_spiffe_cert_validation), &ids, view,
 	    ly_cache_trust_domain(c), NULL, NULL, &out, &n, NULL, &e);
 	if (rc == LY_E_NOT_FOUND) {
 		not_authorized(details, sizeof(details), &e);
@@ -407,6 +421,7 @@ ly_sds_fetch_secrets(struct ly_sds *s, struct ly_rpc_call *call, const uint8_t *
 		s->sent++;
 out:
 	ly_buf_free_secret(&out);
+	ly_bundle_set_free(view);
 	ly_cache_identities_cleanup(&ids);
 	ly_sds_request_cleanup(&req);
 }

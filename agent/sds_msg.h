@@ -17,14 +17,15 @@
  * and re-encode as they came.
  *
  * Selection (ly_sds_select, SPIRE's rules): with the caller's identities
- * (a LY_CACHE_QUERY_X509 query, default identity first) and the bundle set,
+ * (a LY_CACHE_QUERY_X509 query, default identity first) and the bundle set
+ * the caller may see (sds.c passes fedset.h's view: our bundle and those of
+ * the trust domains its identities' entries federate with),
  *   - an SVID's SPIFFE ID: that TlsCertificate;
  *   - names->default_svid ("default"): the first identity's, so named;
  *   - "spiffe://<td>" for a bundle of the set: its validation context;
  *   - names->default_bundle ("ROOTCA"): our trust domain's bundle;
  *   - names->all_bundles ("ALL"): every bundle of the set in one
- *     validation context (the set holds the local bundle only until
- *     federation lands: then it must be the caller's federated bundles);
+ *     validation context (ours and the caller's federated ones);
  *   - no name: every identity and every bundle, each under its own name.
  * Any name left unserved fails the whole request with LY_E_NOT_FOUND, the
  * message listing the names sorted: the caller answers INVALID_ARGUMENT

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ enum {
 	REC_AGENT = 0x02,
 	REC_BUNDLE = 0x03,
 	REC_ENTRY = 0x10,
+	REC_ENTRY_FED = 0x11, /* REC_ENTRY with federates_with after the DNS names */
 };
 
 enum {
@@ -279,7 +281,7 @@ cache_body(struct wr *w, const void *arg)
 		struct ly_cache_item it;
 		ly_cache_item_at(a->c, i, &it);
 		const struct ly_entry *e = it.entry;
-		size_t at = rec_begin(w, REC_ENTRY);
+		size_t at = rec_begin(w, e->n_federates_with > 0 ? REC_ENTRY_FED : REC_ENTRY);
 		put_str(w, e->entry_id, LY_ENTRY_ID_MAX);
 		put_str(w, e->spiffe_id, LY_SPIFFE_ID_MAX);
 		put_str(w, e->parent_id, LY_SPIFFE_ID_MAX);
@@ -298,6 +300,11 @@ cache_body(struct wr *w, const void *arg)
 		put_be(w, e->n_dns_names, 2);
 		for (size_t k = 0; k < e->n_dns_names; k++)
 			put_str(w, e->dns_names[k], LY_DNS_NAME_MAX);
+		if (e->n_federates_with > 0) {
+			put_be(w, e->n_federates_with, 2);
+			for (size_t k = 0; k < e->n_federates_with; k++)
+				put_str(w, e->federates_with[k], LY_TRUST_DOMAIN_MAX);
+		}
 		put_u8(w, it.has_svid ? 1 : 0);
 		if (it.has_svid) {
 			put_blob(w, it.leaf.der, it.leaf.len, LY_CERT_DER_MAX);
@@ -603,6 +610,8 @@ rec_name(uint8_t type)
 		return "bundle";
 	case REC_ENTRY:
 		return "entry";
+	case REC_ENTRY_FED:
+		return "entry with federates_with";
 	default:
 		return "unknown";
 	}
@@ -702,7 +711,7 @@ get_counted(struct rd *r, uint64_t max, size_t size, const char *what, uint64_t 
 }
 
 static ly_status
-read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec *s, struct ly_error *err)
+read_entry(struct rd *r, const char *td, bool fed, struct ly_entry **out, struct svid_rec *s, struct ly_error *err)
 {
 	ly_status rc;
 	struct ly_entry *e = NULL;
@@ -752,6 +761,24 @@ read_entry(struct rd *r, const char *td, struct ly_entry **out, struct svid_rec 
 		if (rc != LY_OK)
 			goto out;
 		e->n_dns_names++;
+	}
+	if (fed) {
+		if ((rc = get_be(r, 2, &n, err)) != LY_OK)
+			goto out;
+		if (n == 0 || n > LY_ENTRY_FEDERATES_WITH_MAX) {
+			rc = ly_error_set(err, LY_E_LIMIT, "%" PRIu64 " federated trust domains (1 to %d)", n,
+			    LY_ENTRY_FEDERATES_WITH_MAX);
+			goto out;
+		}
+		for (size_t i = 0; i < n; i++) {
+			char *td_name = NULL;
+			if ((rc = get_str(r, "federated trust domain", LY_TRUST_DOMAIN_MAX, false, &td_name, err)) != LY_OK)
+				goto out;
+			rc = ly_entry_add_federates_with(e, td_name, err);
+			free(td_name);
+			if (rc != LY_OK)
+				goto out;
+		}
 	}
 	rc = ly_entry_id_check(e->entry_id, err);
 	if (rc == LY_OK)
@@ -905,14 +932,14 @@ ly_state_decode_cache(const uint8_t *data, size_t len, int64_t now, struct ly_ve
 			if (rc == LY_OK && strcmp(meta.td, ly_cache_trust_domain(c)) != 0)
 				rc = ly_error_set(err, LY_E_INVALID, "for trust domain %s, not %s", meta.td,
 				    ly_cache_trust_domain(c));
-		} else if (type == REC_ENTRY) {
+		} else if (type == REC_ENTRY || type == REC_ENTRY_FED) {
 			struct ly_entry *e = NULL;
 			struct svid_rec s;
 			if (index > LY_AGENT_ENTRIES_MAX) {
 				rc = ly_error_set(err, LY_E_LIMIT, "more than %d entries", LY_AGENT_ENTRIES_MAX);
 				break;
 			}
-			rc = read_entry(&rec, meta.td, &e, &s, err);
+			rc = read_entry(&rec, meta.td, type == REC_ENTRY_FED, &e, &s, err);
 			if (rc == LY_OK)
 				rc = restore_entry(c, e, &s, meta.revision, now, v, err);
 		} else {

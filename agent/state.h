@@ -35,6 +35,11 @@
  *               has_svid u8 (0 or 1) | [leaf blob | intermediates blob |
  *               key blob | not_before i64 | not_after i64 |
  *               renew_at_ms i64 | stale u8]
+ *   0x11 ENTRY_FED (cache file; for an entry with federates_with, instead
+ *               of ENTRY) as ENTRY, with after the DNS names:
+ *               n u16 (1..LY_ENTRY_FEDERATES_WITH_MAX) | n x td str.
+ *               An entry without federates_with is written as ENTRY, so
+ *               a file without federation reads in an older agent.
  *
  * Parsing is strict: the whole file is refused (LY_E_INVALID, or
  * LY_E_LIMIT over a cap, with the record named) on a wrong magic, version

@@ -46,8 +46,11 @@
  * restart with a still-valid SVID skips attestation.
  *
  * Timing:
- *   - reconnection backoff: 200 ms doubling to 30 s (each step jittered
- *     in its upper half); reset by the first update of a watch;
+ *   - reconnection backoff: full jitter in [0, 1 s doubling to 30 s]
+ *     (servers.h); reset by the first update of a watch. A failure moves
+ *     to another address of the server list when there is one (SPEC §10:
+ *     a list, or a DNS name with several addresses), so an agent whose
+ *     server died is served by another within about a second;
  *   - resync: every sync_interval (5 s) a new watch is opened next to the
  *     current one with our revision; its first message (the changes since
  *     it, or a snapshot when the server's change log no longer reaches
@@ -142,6 +145,8 @@ static const struct ly_sync_steps steps = {
 	.watch_drop_all = ly_sync_watch_drop_all,
 	.bundle_install = ly_sync_watch_bundle_install,
 	.verifier_release = ly_sync_watch_verifier_release,
+	.federated_fetch = ly_sync_watch_federated_fetch,
+	.federated_install = ly_sync_watch_federated_install,
 	.attest = ly_sync_enrol_begin,
 	.attest_again = ly_sync_enrol_again,
 	.renew = ly_sync_enrol_renew,
@@ -163,10 +168,9 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 	ly_status rc;
 
 	*out = NULL;
-	if (cfg->server_address == NULL || cfg->server_address[0] == '\0')
-		return ly_error_set(err, LY_E_INVALID, "sync: no server address");
-	if (strlen(cfg->server_address) > LY_CONFIG_VALUE_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "sync: server address over %d bytes", LY_CONFIG_VALUE_MAX);
+	struct ly_server_names names;
+	if (ly_servers_parse(cfg->server_address, cfg->server_port, &names, err) != LY_OK)
+		return ly_error_wrap(err, LY_E_INVALID, "sync");
 	if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0')
 		return ly_error_set(err, LY_E_INVALID, "sync: no data directory");
 	if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -186,10 +190,13 @@ ly_sync_new(struct ly_agent *agent, const struct ly_sync_changes *changes, struc
 		s->verify_parts = 1;
 	(void)snprintf(s->td, sizeof(s->td), "%s", cfg->trust_domain);
 	(void)snprintf(s->server_id, sizeof(s->server_id), "spiffe://%s%s", s->td, SERVER_ID_PATH);
-	/* An IPv6 literal goes in brackets. */
-	bool v6 = strchr(cfg->server_address, ':') != NULL && cfg->server_address[0] != '[';
-	(void)snprintf(s->target, sizeof(s->target), v6 ? "[%s]:%u" : "%s:%u", cfg->server_address,
-	    (unsigned)cfg->server_port);
+	/* The server list (servers.h): IP addresses known at once, DNS names resolved at start. */
+	if ((s->servers = calloc(1, sizeof(*s->servers))) == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "sync: out of memory");
+		goto fail;
+	}
+	ly_servers_init(s->servers, &names);
+	ly_servers_describe(s->servers, s->target, sizeof(s->target));
 	if (cfg->join_token != NULL && cfg->join_token[0] != '\0')
 		s->method = METHOD_JOIN_TOKEN;
 	else if (cfg->x509pop_cert_path != NULL && cfg->x509pop_key_path != NULL)
@@ -220,7 +227,8 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 	if (s->agent->rpc == NULL || s->loop == NULL)
 		return ly_error_set(err, LY_E_INVALID, "sync: no loop or rpc");
 	LY_TRY(ly_state_dir_prepare(s->agent->cfg.data_dir, err));
-	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim };
+	uv_timer_t **timers[] = { &s->t_reconnect, &s->t_resync, &s->t_tick, &s->t_persist, &s->t_defer, &s->t_trim,
+		&s->t_fed };
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
 		ly_status rc = ly_uvtimer_new(s->loop, s, false, timers[i], err);
 		if (rc != LY_OK)
@@ -235,7 +243,8 @@ ly_sync_start(struct ly_sync *s, struct ly_error *err)
 			    s->agent->cfg.data_dir);
 		LY_TRY(ly_sync_enrol_bootstrap(s, err));
 	}
-	/* Nothing can fail from here on. */
+	/* Nothing can fail from here on (a resolution in flight must not outlive a failed start). */
+	ly_sync_chan_resolve_all(s);
 	if (ly_rotation_schedule_all(s->sched, s->cache, ly_sync_base_now_ms(), &e) != LY_OK)
 		log_error("rotation schedule: %s", e.msg);
 	int64_t iv = s->agent->cfg.sync_interval > 0 ? s->agent->cfg.sync_interval : LY_AGENT_SYNC_INTERVAL_DEFAULT;
@@ -272,9 +281,11 @@ ly_sync_stop(struct ly_sync *s, void (*cb)(void *arg), void *arg)
 	ly_uvtimer_close(&s->t_tick);
 	ly_uvtimer_close(&s->t_persist);
 	ly_uvtimer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_fed);
 	if (s->t_defer != NULL)
 		uv_timer_stop(s->t_defer);
 	ly_sync_jwt_flush(s);
+	ly_sync_chan_resolve_cancel(s);
 	ly_sync_watch_drop_all(s);
 	/* Every call ends now (each still gets its status, later). */
 	struct ly_queue *q;
@@ -312,6 +323,7 @@ ly_sync_free(struct ly_sync *s)
 	ly_uvtimer_close(&s->t_persist);
 	ly_uvtimer_close(&s->t_defer);
 	ly_uvtimer_close(&s->t_trim);
+	ly_uvtimer_close(&s->t_fed);
 	/* Answers nobody waits for any more (wapi is gone): dropped without a call. */
 	ly_sync_jwt_drop_ready(s);
 	/* Channels left (a failed start): rpc/ frees gRPC's side on ly_rpc_close. */
@@ -331,6 +343,7 @@ ly_sync_free(struct ly_sync *s)
 	ly_verifier_free(s->verifier);
 	ly_rotation_sched_free(s->sched);
 	ly_cache_free(s->cache);
+	free(s->servers);
 	OPENSSL_cleanse(s->att_expect, sizeof(s->att_expect));
 	free(s);
 }
@@ -373,7 +386,12 @@ ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out)
 	out->svids_issued = s->stats.svids_issued;
 	out->renewals = s->stats.renewals;
 	out->jwt_minted = s->stats.jwt_minted;
+	out->svids_failed = s->stats.svids_failed;
 	out->last_sync = s->last_sync;
+	const struct ly_bundle_set *set = ly_cache_bundles(s->cache);
+	size_t n = set != NULL ? ly_bundle_set_count(set) : 0;
+	out->federated_bundles = n > 0 && ly_bundle_set_find(set, s->td) != NULL ? n - 1 : n;
+	out->federated_failed = s->stats.federated_failed;
 	out->reachable = s->phase == PH_ENROLLED && s->chan != NULL && !s->reconnect_armed && s->last_sync != 0 &&
 	    ly_sync_base_now_s() - (int64_t)s->last_sync <= 2 * s->agent->cfg.sync_interval + 1;
 }

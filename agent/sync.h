@@ -60,8 +60,11 @@ bool ly_sync_wapi_ready(const struct ly_sync *s);
 /* Counters of the sync engine since start, for /metrics (a copy). */
 struct ly_sync_stats {
 	uint64_t svids_issued, renewals, jwt_minted;
+	uint64_t svids_failed; /* workload SVIDs not issued (refused, unanswered, or failing verification): retried */
 	time_t last_sync;  /* wall time of the last update from the server's watch; 0: none yet */
 	bool reachable;    /* connected, and the watch answered within two sync intervals */
+	size_t federated_bundles;  /* federated trust domains held */
+	uint64_t federated_failed; /* GetFederatedBundles calls failed or refused */
 };
 void ly_sync_stats_get(const struct ly_sync *s, struct ly_sync_stats *out);
 /* The verifier's counters (verify.h: struct ly_verify_counters), by kind and reason. */

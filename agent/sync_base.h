@@ -29,6 +29,7 @@
 #include "agent/cache.h"
 #include "agent/keymap.h"
 #include "agent/rotation.h"
+#include "agent/servers.h"
 #include "agent/sync.h"
 #include "agent/verify.h"
 #include "lib/buf.h"
@@ -39,9 +40,9 @@
 #include "lib/x509svid.h"
 #include "rpc/rpc.h"
 
-/* Reconnection backoff bounds (milliseconds). */
-#define LY_SYNC_BACKOFF_MIN_MS 200
-#define LY_SYNC_BACKOFF_MAX_MS 30000
+/* Reconnection backoff bounds (milliseconds): servers.h's full jitter. */
+#define LY_SYNC_BACKOFF_MIN_MS LY_SERVERS_BACKOFF_BASE_MS
+#define LY_SYNC_BACKOFF_MAX_MS LY_SERVERS_BACKOFF_MAX_MS
 
 #define M_ATTEST "/lanyard.agent.v1.Agent/AttestAgent"
 #define M_RENEW "/lanyard.agent.v1.Agent/RenewAgent"
@@ -49,6 +50,7 @@
 #define M_BATCH "/lanyard.agent.v1.Agent/BatchNewX509SVID"
 #define M_JWT "/lanyard.agent.v1.Agent/NewJWTSVID"
 #define M_BUNDLE "/lanyard.agent.v1.Agent/GetBundle"
+#define M_FEDERATED "/lanyard.agent.v1.Agent/GetFederatedBundles"
 
 /* Deadline of unary calls. */
 #define UNARY_TIMEOUT_MS 15000
@@ -99,6 +101,8 @@ struct chan {
 	struct ly_rpc_channel *ch;
 	struct tls_check *tc;
 	unsigned ncalls;
+	char target[LY_SERVERS_TARGET_MAX]; /* the server address it connects to (servers.h) */
+	bool answered; /* a message came back on it: its address works */
 	bool mtls;    /* with our SVID as client certificate */
 	bool retired; /* no new calls; freed when the last one ends */
 	uint64_t serial;
@@ -146,6 +150,7 @@ struct retry_rec {
 };
 
 struct jwt_op;
+struct sync_resolve;
 
 struct ly_sync_steps;
 
@@ -156,7 +161,9 @@ struct ly_sync {
 	uv_loop_t *loop;
 	char td[LY_TRUST_DOMAIN_MAX + 1];
 	char server_id[LY_SPIFFE_ID_MAX + 1];
-	char target[LY_CONFIG_VALUE_MAX + 16];
+	char target[LY_CONFIG_VALUE_MAX + 16]; /* the address in use, or the list while none is known (logs) */
+	struct ly_servers *servers;            /* the server list and its addresses (servers.h) */
+	struct sync_resolve *resolving[LY_AGENT_SERVERS_MAX]; /* a name's uv_getaddrinfo in flight */
 	enum phase phase;
 	enum method method;
 
@@ -198,6 +205,18 @@ struct ly_sync {
 	unsigned verify_busy;             /* pool jobs using the verifier */
 	unsigned verify_parts;            /* pool threads one batch's verification may use */
 	time_t last_sync;                 /* wall time of the last watch update applied (metrics) */
+
+	/*
+	 * The federated bundles (GetFederatedBundles): fed_seq is the
+	 * EntriesUpdate.federated_sequence our federated set is as of
+	 * (fed_known false until one fetch succeeded in this run: the set
+	 * loaded from disk may be stale); fed_want the latest one announced.
+	 * One call at a time; a failed one is retried after the channel's
+	 * backoff (t_fed), or by the next update that announces a change.
+	 */
+	bool fed_busy, fed_known, fed_unimplemented;
+	uint64_t fed_seq, fed_want, fed_asked;
+	unsigned fed_attempt;
 	bool entries_known;               /* a snapshot was applied in this run, or entries were loaded from disk */
 	/* Attested (again): the node selectors may differ from those our entries
 	 * were authorized under, so the next watch asks for a snapshot
@@ -217,7 +236,7 @@ struct ly_sync {
 	unsigned jwt_inflight;
 
 	/* Timers (heap: freed in their close callback, so ly_sync_free need not wait). */
-	uv_timer_t *t_reconnect, *t_resync, *t_tick, *t_persist, *t_defer, *t_trim;
+	uv_timer_t *t_reconnect, *t_resync, *t_tick, *t_persist, *t_defer, *t_trim, *t_fed;
 
 	unsigned n_calls, n_works;
 	bool stop_requested;
@@ -227,7 +246,7 @@ struct ly_sync {
 
 	struct {
 		uint64_t svids_issued, svids_failed, batches, attestations, renewals, watch_updates, watch_opened,
-		    bundles_fetched, jwt_minted, jwt_cached, jwt_failed;
+		    bundles_fetched, jwt_minted, jwt_cached, jwt_failed, federated_fetched, federated_failed;
 	} stats;
 };
 
@@ -246,6 +265,9 @@ struct ly_sync_steps {
 	void (*watch_drop_all)(struct ly_sync *s);
 	void (*bundle_install)(struct ly_sync *s, struct ly_bundle *b); /* `b` taken */
 	void (*verifier_release)(struct ly_sync *s); /* a pool job is done with the verifier */
+	void (*federated_fetch)(struct ly_sync *s);  /* GetFederatedBundles (coalesced) */
+	/* `set` (taken) becomes every federated bundle we hold; ours stays */
+	void (*federated_install)(struct ly_sync *s, struct ly_bundle_set *set);
 	/* sync_enrol.c */
 	void (*attest)(struct ly_sync *s);
 	void (*attest_again)(struct ly_sync *s, const char *why);

@@ -2,7 +2,9 @@
  * sync_chan.c: sync's channel to the server (sync_internal.h): the TLS
  * check of the server's certificate (run on gRPC's threads), channels
  * (one current, retired ones freed when their last call ends), the calls
- * on them, and reconnection with backoff.
+ * on them, and reconnection with backoff over the server list (servers.h):
+ * its DNS names resolved on the loop (uv_getaddrinfo), the next address
+ * picked when one fails.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +18,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -56,15 +61,111 @@
 uint64_t
 ly_sync_chan_backoff_ms(unsigned attempt, uint32_t rnd)
 {
-	uint64_t step = LY_SYNC_BACKOFF_MIN_MS;
+	return ly_servers_backoff_ms(attempt, rnd);
+}
 
-	for (unsigned i = 0; i < attempt && step < LY_SYNC_BACKOFF_MAX_MS; i++)
-		step *= 2;
-	if (step > LY_SYNC_BACKOFF_MAX_MS)
-		step = LY_SYNC_BACKOFF_MAX_MS;
-	/* Equal jitter: the lower half is fixed, the upper half random. */
-	uint64_t half = step / 2;
-	return step - half + rnd % (half + 1);
+/* ---- the server list: names resolved on the loop -------------------------------------------- */
+
+struct sync_resolve {
+	uv_getaddrinfo_t req;
+	struct ly_sync *s;
+	size_t name;
+};
+
+static void on_reconnect_timer(uv_timer_t *t);
+
+static void
+resolve_done(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct sync_resolve *r = req->data;
+	struct ly_sync *s = r->s;
+	const struct ly_server_name *nm = &s->servers->names.v[r->name];
+	char text[LY_AGENT_SERVER_ADDRS_MAX][LY_SERVERS_TARGET_MAX];
+	const char *addrs[LY_AGENT_SERVER_ADDRS_MAX];
+	size_t n = 0;
+
+	s->resolving[r->name] = NULL;
+	s->n_works--;
+	if (status == 0 && s->phase != PH_STOPPING) {
+		for (const struct addrinfo *ai = res; ai != NULL && n < LY_AGENT_SERVER_ADDRS_MAX; ai = ai->ai_next) {
+			const void *a = ai->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr :
+			    ai->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr :
+							NULL;
+			if (a != NULL && inet_ntop(ai->ai_family, a, text[n], sizeof(text[n])) != NULL) {
+				addrs[n] = text[n];
+				n++;
+			}
+		}
+		bool had = s->servers->n_eps > 0;
+		size_t added = ly_servers_set_addrs(s->servers, r->name, addrs, n);
+		log_info("server %s: %zu address(es)", nm->host, added);
+		/* The first addresses known, a retry waiting for them: it goes now. */
+		if (!had && added > 0 && s->reconnect_armed)
+			ly_uvtimer_arm(s->t_reconnect, on_reconnect_timer, 0);
+	} else if (status != 0 && status != UV_EAI_CANCELED) {
+		log_warn("server %s: not resolved: %s (the addresses known are kept)", nm->host, uv_strerror(status));
+	}
+	uv_freeaddrinfo(res);
+	free(r);
+	ly_sync_base_stop_maybe_done(s);
+}
+
+/* Resolves name `i` of the list unless it is an IP address or already being resolved. */
+static void
+resolve_name(struct ly_sync *s, size_t i)
+{
+	const struct ly_server_name *nm = &s->servers->names.v[i];
+	struct addrinfo hints;
+	struct sync_resolve *r;
+	int e;
+
+	if (nm->literal || s->resolving[i] != NULL || s->phase == PH_STOPPING || s->loop == NULL)
+		return;
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		log_error("server %s: not resolved: out of memory", nm->host);
+		return;
+	}
+	r->s = s;
+	r->name = i;
+	r->req.data = r;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((e = uv_getaddrinfo(s->loop, &r->req, resolve_done, nm->host, NULL, &hints)) != 0) {
+		log_warn("server %s: not resolved: %s", nm->host, uv_strerror(e));
+		free(r);
+		return;
+	}
+	s->resolving[i] = r;
+	s->n_works++;
+}
+
+void
+ly_sync_chan_resolve_all(struct ly_sync *s)
+{
+	for (size_t i = 0; i < s->servers->names.n; i++)
+		resolve_name(s, i);
+}
+
+void
+ly_sync_chan_resolve_cancel(struct ly_sync *s)
+{
+	for (size_t i = 0; s->servers != NULL && i < s->servers->names.n; i++) {
+		if (s->resolving[i] != NULL)
+			(void)uv_cancel((uv_req_t *)&s->resolving[i]->req);
+	}
+}
+
+const struct ly_server_ep *
+ly_sync_chan_endpoint(struct ly_sync *s)
+{
+	const struct ly_server_ep *ep = ly_servers_current(s->servers);
+
+	if (ep == NULL && ly_servers_pick(s->servers, (int64_t)uv_now(s->loop), ly_sync_base_rand32()) >= 0)
+		ep = ly_servers_current(s->servers);
+	if (ep != NULL)
+		(void)snprintf(s->target, sizeof(s->target), "%s", ep->target);
+	return ep;
 }
 
 /* ---- the server's certificate (runs on gRPC's threads) ------------------------------------- */
@@ -207,12 +308,18 @@ ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, struct ly_erro
 	struct ly_buf der = LY_BUF_INIT, chain_pem = LY_BUF_INIT, key_pem = LY_BUF_INIT;
 	char *roots = NULL;
 	const struct ly_bundle *b = mtls ? ly_cache_bundle(s->cache) : s->bootstrap;
+	const struct ly_server_ep *ep = ly_sync_chan_endpoint(s);
 	ly_status rc;
 
 	*out = NULL;
+	if (ep == NULL) {
+		ly_sync_chan_resolve_all(s);
+		return ly_error_set(err, LY_E_IO, "no address known yet for %s", s->target);
+	}
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
 	c->s = s;
+	(void)snprintf(c->target, sizeof(c->target), "%s", ep->target);
 	ly_queue_init(&c->link);
 	if ((c->tc = calloc(1, sizeof(*c->tc))) == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "channel: out of memory");
@@ -250,7 +357,7 @@ ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, struct ly_erro
 		.verify_arg = c->tc,
 	};
 	/* A WatchEntries snapshot of LY_AGENT_ENTRIES_MAX entries passes gRPC's 4 MiB default (lib/caps.h). */
-	struct ly_rpc_channel_config cfg = { .target = s->target, .tls = &tls, .max_response = LY_RPC_RESPONSE_MAX };
+	struct ly_rpc_channel_config cfg = { .target = c->target, .tls = &tls, .max_response = LY_RPC_RESPONSE_MAX };
 	if ((rc = ly_rpc_channel_new(s->agent->rpc, &cfg, &c->ch, err)) != LY_OK)
 		goto out;
 	ly_queue_insert_head(&s->chans, &c->link);
@@ -274,6 +381,11 @@ ccall_on_message(struct ly_rpc_ccall *cc, const uint8_t *msg, size_t len, void *
 	struct ccall *c = arg;
 
 	(void)cc;
+	if (c->chan != NULL && !c->chan->answered) {
+		/* The server at this address answers: it is no longer held down (servers.h). */
+		c->chan->answered = true;
+		ly_servers_ok(c->s->servers, c->chan->target);
+	}
 	if (c->on_msg != NULL) {
 		c->on_msg(c, msg, len);
 		return;
@@ -372,16 +484,46 @@ on_reconnect_timer(uv_timer_t *t)
 		s->steps->attest(s);
 }
 
-/* Tries again after the backoff delay (one pending retry at a time). */
+/*
+ * Tries again after the backoff delay (one pending retry at a time; see
+ * sync_internal.h). The delay is the full-jitter backoff of the agent's
+ * failures in a row, or the hold-down of the address picked when that is
+ * longer (every address failed lately). A channel to another address than
+ * the one picked is retired, so the next call goes to the new one.
+ */
 void
 ly_sync_chan_reconnect_later(struct ly_sync *s, const char *why)
 {
+	char was[LY_SERVERS_TARGET_MAX] = "";
+
 	if (s->reconnect_armed || s->phase == PH_STOPPING)
 		return;
+	int64_t now = (int64_t)uv_now(s->loop);
+	const struct ly_server_ep *ep = ly_servers_current(s->servers);
+	if (ep != NULL) {
+		(void)snprintf(was, sizeof(was), "%s", ep->target);
+		size_t name = ep->name;
+		ly_servers_failed(s->servers, now);
+		resolve_name(s, name); /* a DNS name: its addresses may have changed */
+	} else {
+		ly_sync_chan_resolve_all(s);
+	}
+	int next = ly_servers_pick(s->servers, now, ly_sync_base_rand32());
 	uint64_t ms = ly_sync_chan_backoff_ms(s->backoff_attempt, ly_sync_base_rand32());
+	int64_t hold = ly_servers_wait_ms(s->servers, next, now);
+	if (hold > 0 && (uint64_t)hold > ms)
+		ms = (uint64_t)hold;
 	if (s->backoff_attempt < 32)
 		s->backoff_attempt++;
-	log_info("server %s: %s: retrying in %" PRIu64 " ms", s->target, why, ms);
+	ep = ly_servers_current(s->servers);
+	if (ep != NULL)
+		(void)snprintf(s->target, sizeof(s->target), "%s", ep->target);
+	if (s->chan != NULL && (ep == NULL || strcmp(s->chan->target, ep->target) != 0))
+		ly_sync_chan_retire(s, s->chan);
+	if (ep != NULL && was[0] != '\0' && strcmp(was, ep->target) != 0)
+		log_info("server %s: %s: retrying in %" PRIu64 " ms with server %s", was, why, ms, ep->target);
+	else
+		log_info("server %s: %s: retrying in %" PRIu64 " ms", was[0] != '\0' ? was : s->target, why, ms);
 	s->reconnect_armed = true;
 	ly_uvtimer_arm(s->t_reconnect, on_reconnect_timer, ms);
 }

@@ -202,14 +202,20 @@ probe_start(struct ly_sync *s)
 
 	if (s->probe_busy)
 		return;
-	if ((j = calloc(1, sizeof(*j))) == NULL || (j->host = strdup(s->agent->cfg.server_address)) == NULL) {
+	const struct ly_server_ep *ep = ly_sync_chan_endpoint(s);
+	if (ep == NULL) {
+		ly_sync_chan_resolve_all(s);
+		ly_sync_chan_reconnect_later(s, "no server address known yet");
+		return;
+	}
+	if ((j = calloc(1, sizeof(*j))) == NULL || (j->host = strdup(ep->addr)) == NULL) {
 		free(j);
 		ly_sync_chan_reconnect_later(s, "out of memory");
 		return;
 	}
 	j->s = s;
 	j->w.data = j;
-	(void)snprintf(j->port, sizeof(j->port), "%u", (unsigned)s->agent->cfg.server_port);
+	(void)snprintf(j->port, sizeof(j->port), "%u", (unsigned)ep->port);
 	if (uv_queue_work(s->loop, &j->w, probe_run, probe_after) != 0) {
 		free(j->host);
 		free(j);

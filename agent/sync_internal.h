@@ -14,7 +14,8 @@
  *   sync_persist.c  the state on disk: debounced writes on the pool, the
  *                   load at start.
  *   sync_watch.c    the entry watch (apply, resync, replacement), the
- *                   bundle (GetBundle, install).
+ *                   bundle (GetBundle, install), the federated bundles
+ *                   (GetFederatedBundles, install).
  *   sync_enrol.c    node attestation (with the bootstrap TLS probe),
  *                   attesting again, our SVID's renewal.
  *   sync_issue.c    workload SVID batches (CSRs on the pool, answers
@@ -26,9 +27,9 @@
  *
  * Pure helpers, for the unit tests:
  * - ly_sync_chan_backoff_ms: the reconnection delay after `attempt`
- *   failures in a row: 200 ms doubling up to 30 s, with "equal jitter"
- *   (the upper half of the step is random), so that agents that lost the
- *   same server do not come back in step.
+ *   failures in a row: servers.h's "full jitter", uniform in [0, 1 s
+ *   doubling up to 30 s], so that agents that lost the same server do
+ *   not come back in step.
  * - ly_sync_chan_check_server: the check of the server's TLS certificate
  *   (X509-SVID §5: path validation to our bundle, then the SPIFFE ID
  *   spiffe://<td>/lanyard/server); called on gRPC's threads, so it
@@ -75,7 +76,18 @@ ly_status ly_sync_chan_new(struct ly_sync *s, bool mtls, struct chan **out, stru
 void ly_sync_chan_call_cleanup(struct ccall *c);
 ly_status ly_sync_chan_call_start(struct ly_sync *s, struct chan *ch, struct ccall *c, const char *method,
     enum ly_rpc_kind kind, const ProtobufCMessage *req, bool secret, struct ly_error *err);
+/*
+ * Tries again after the backoff delay (one pending retry at a time): the
+ * address in use is marked failed (servers.h), the next one picked (another
+ * server when there is one), a DNS name re-resolved.
+ */
 void ly_sync_chan_reconnect_later(struct ly_sync *s, const char *why);
+/* Resolves every DNS name of the server list whose resolution is not in flight (uv_getaddrinfo, on the loop). */
+void ly_sync_chan_resolve_all(struct ly_sync *s);
+/* Cancels the resolutions in flight (stop): their callbacks still run, and count in n_works until then. */
+void ly_sync_chan_resolve_cancel(struct ly_sync *s);
+/* The address to connect to now (picked when none is in use); NULL when no address is known yet. */
+const struct ly_server_ep *ly_sync_chan_endpoint(struct ly_sync *s);
 
 /* ---- sync_persist.c: persistence ---- */
 
@@ -93,6 +105,15 @@ void ly_sync_watch_open(struct ly_sync *s);
 void ly_sync_watch_connect(struct ly_sync *s);
 void ly_sync_watch_on_resync(uv_timer_t *t);
 void ly_sync_watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len);
+void ly_sync_watch_federated_fetch(struct ly_sync *s);
+void ly_sync_watch_federated_install(struct ly_sync *s, struct ly_bundle_set *set);
+/*
+ * Applies a GetFederatedBundles answer (agentapi_msg.h): its bundles
+ * replace the federated ones held, except that a trust domain whose bundle
+ * was refused keeps the one held (the last good). LY_E_INVALID, LY_E_LIMIT
+ * when the answer is refused as a whole: nothing changes.
+ */
+ly_status ly_sync_watch_federated_apply(struct ly_sync *s, const uint8_t *msg, size_t len, struct ly_error *err);
 
 /* ---- sync_enrol.c: enrolment and our SVID's renewal ---- */
 

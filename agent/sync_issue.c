@@ -62,6 +62,7 @@ struct issue_item {
 	struct ly_buf csr;
 	bool prepared, ok;
 	bool dropped; /* answered, but its entry was deleted or changed meanwhile */
+	bool limited; /* refused by the server's signing rate limit (RESOURCE_EXHAUSTED) */
 	char msg[192]; /* why it failed */
 	struct ly_buf chain, key_der;
 	int64_t not_before, not_after;
@@ -125,8 +126,20 @@ issue_reschedule_failed(struct ly_sync *s, struct issue_job *j, bool all)
 			continue;
 		if (!ly_cache_get(s->cache, it->entry_id, &ci) || ci.entry->node)
 			continue; /* gone meanwhile */
-		unsigned n = ly_sync_base_retry_count(s, it->entry_id);
-		int64_t due = ly_rotation_retry_ms(now, n > 0 ? n - 1 : 0);
+		int64_t due;
+		if (it->limited) {
+			/*
+			 * The server's signing limit (500/s per agent, SPEC §11): its
+			 * bucket refills within a second, so the item is asked again
+			 * after 1 to 2 s (spread), without growing its backoff: it
+			 * did not fail.
+			 */
+			ly_sync_base_retry_forget(s, it->entry_id);
+			due = now + 1000 + (int64_t)(ly_sync_base_rand32() % 1000u);
+		} else {
+			unsigned n = ly_sync_base_retry_count(s, it->entry_id);
+			due = ly_rotation_retry_ms(now, n > 0 ? n - 1 : 0);
+		}
 		/* An SVID that is still valid keeps being served until the retry succeeds. */
 		if (ly_rotation_sched_put(s->sched, it->entry_id, due, now, &e) != LY_OK)
 			log_error("entry %s: not rescheduled: %s", it->entry_id, e.msg);
@@ -171,6 +184,8 @@ issue_match(struct issue_job *j)
 	ly_agentapi_batch_match(j->resp, ids, j->n, j->answer, refused);
 	for (size_t i = 0; i < j->n; i++) {
 		struct issue_item *it = &j->items[i];
+		if (refused[i] != NULL && refused[i]->status_code == LY_RPC_RESOURCE_EXHAUSTED)
+			it->limited = true;
 		if (refused[i] != NULL)
 			(void)snprintf(it->msg, sizeof(it->msg), "server: %s %s",
 			    ly_rpc_code_str((enum ly_rpc_code)refused[i]->status_code),
@@ -286,6 +301,8 @@ issue_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
 		s->issue_fail_streak++;
 		log_warn("BatchNewX509SVID of %zu: %s %s", j->n, ly_rpc_code_str(code), details);
 		s->stats.svids_failed += j->n;
+		for (size_t i = 0; code == LY_RPC_RESOURCE_EXHAUSTED && i < j->n; i++)
+			j->items[i].limited = true;
 		issue_reschedule_failed(s, j, true);
 		issue_end(s, j);
 		return;

@@ -29,6 +29,7 @@
 #include "agent.pb-c.h"
 #include "agent/agentapi_msg.h"
 #include "agent/cache.h"
+#include "agent/fedset.h"
 #include "agent/keymap.h"
 #include "agent/rotation.h"
 #include "agent/state.h"
@@ -126,7 +127,7 @@ static ly_status
 agent_state_make(struct ly_sync *s, struct ly_agent_state *st, struct ly_error *err)
 {
 	struct ly_bundle *b = NULL;
-	const struct ly_bundle *cur = ly_cache_bundle(s->cache);
+	const struct ly_bundle_set *cur = ly_cache_bundles(s->cache);
 
 	(void)snprintf(st->trust_domain, sizeof(st->trust_domain), "%s", s->td);
 	if (s->ident.valid) {
@@ -138,12 +139,15 @@ agent_state_make(struct ly_sync *s, struct ly_agent_state *st, struct ly_error *
 		st->not_after = s->ident.not_after;
 		st->renew_at_ms = s->ident.renew_at_ms;
 	}
-	if (cur != NULL) {
+	/* Ours and the federated ones: a restart with the server down still serves them (SPEC §9). */
+	if (cur != NULL && ly_bundle_set_find(cur, s->td) != NULL) {
 		LY_TRY(ly_bundle_set_new(&st->bundles, err));
-		LY_TRY(ly_bundle_clone(cur, &b, err));
-		if (ly_bundle_set_put(st->bundles, b, err) != LY_OK) {
-			ly_bundle_free(b);
-			return LY_E_NOMEM;
+		for (size_t i = 0; i < ly_bundle_set_count(cur); i++) {
+			LY_TRY(ly_bundle_clone(ly_bundle_set_at(cur, i), &b, err));
+			if (ly_bundle_set_put(st->bundles, b, err) != LY_OK) {
+				ly_bundle_free(b);
+				return LY_E_NOMEM;
+			}
 		}
 	}
 	return LY_OK;
@@ -266,6 +270,16 @@ ly_sync_persist_load(struct ly_sync *s)
 		goto out;
 	}
 	s->steps->bundle_install(s, b);
+	/* The federated bundles of the last run: served until the server says otherwise (fed_known false). */
+	if (ly_bundle_set_count(st.bundles) > 1) {
+		struct ly_bundle_set *fed = NULL;
+		ly_status frc = ly_fedset_replace_federated(NULL, s->td, st.bundles, &fed, &e); /* takes st.bundles */
+		st.bundles = NULL;
+		if (frc == LY_OK)
+			s->steps->federated_install(s, fed);
+		else
+			log_warn("federated bundles in %s not loaded: %s", dir, e.msg);
+	}
 	if (st.has_svid) {
 		EVP_PKEY *key = NULL;
 		struct ly_x509svid_info info;

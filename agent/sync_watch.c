@@ -30,6 +30,7 @@
 #include "agent.pb-c.h"
 #include "agent/agentapi_msg.h"
 #include "agent/cache.h"
+#include "agent/fedset.h"
 #include "agent/keymap.h"
 #include "agent/rotation.h"
 #include "agent/state.h"
@@ -80,10 +81,9 @@ ly_sync_watch_bundle_install(struct ly_sync *s, struct ly_bundle *b)
 		ly_bundle_free(b);
 		return;
 	}
-	if (ly_bundle_set_new(&set, &e) != LY_OK || ly_bundle_set_put(set, b, &e) != LY_OK) {
+	/* Ours replaced, the federated ones kept (fedset.h). */
+	if (ly_fedset_replace_own(ly_cache_bundles(s->cache), b, &set, &e) != LY_OK) {
 		log_error("bundle sequence %" PRIu64 " not installed: %s", seq, e.msg);
-		ly_bundle_free(b);
-		ly_bundle_set_free(set);
 		return;
 	}
 	b = NULL;
@@ -185,6 +185,176 @@ bundle_fetch(struct ly_sync *s)
 	s->bundle_busy = true;
 }
 
+/* ---- the federated bundles ------------------------------------------------------------------ */
+
+/*
+ * Makes `set` (taken) every federated bundle we hold; ours stays. Nothing
+ * is verified with them here (they are for workloads: SPEC §9), so the
+ * verifier is not involved. Streams whose view changed are pushed through
+ * the change callbacks (bundle_changed); the set is persisted with our
+ * SVID (state.h), so a restart with the server down serves it still.
+ */
+void
+ly_sync_watch_federated_install(struct ly_sync *s, struct ly_bundle_set *set)
+{
+	struct ly_bundle_set *all = NULL;
+	struct ly_cache_changes cs;
+	struct ly_error e;
+
+	ly_cache_changes_init(&cs);
+	size_t n = set != NULL ? ly_bundle_set_count(set) : 0;
+	if (ly_fedset_replace_federated(ly_cache_bundles(s->cache), s->td, set, &all, &e) != LY_OK) {
+		log_error("federated bundles not installed: %s", e.msg);
+		goto out;
+	}
+	if (ly_cache_set_bundles(s->cache, all, &cs, &e) != LY_OK) {
+		log_error("federated bundles not installed: %s", e.msg);
+		ly_bundle_set_free(all);
+		goto out;
+	}
+	if (!cs.bundles_changed)
+		goto out;
+	log_info("federated bundles installed: %zu trust domains", n);
+	for (size_t i = 0; i < ly_bundle_set_count(ly_cache_bundles(s->cache)); i++) {
+		const struct ly_bundle *b = ly_bundle_set_at(ly_cache_bundles(s->cache), i);
+		if (strcmp(ly_bundle_trust_domain(b), s->td) != 0)
+			log_debug("federated bundle %s: sequence %" PRIu64 ", %zu X.509, %zu JWT authorities",
+			    ly_bundle_trust_domain(b), ly_bundle_sequence(b), ly_bundle_x509_authority_count(b),
+			    ly_bundle_jwt_authority_count(b));
+	}
+	ly_sync_base_changes_publish(s, &cs);
+	s->steps->persist_agent_dirty(s);
+out:
+	ly_cache_changes_cleanup(&cs);
+}
+
+/* A federated bundle the server sent that did not convert: the one held stays. */
+static void
+federated_refused(void *arg, const char *td, const struct ly_error *why)
+{
+	(void)arg;
+	log_warn("GetFederatedBundles: bundle of %s refused, the last good one stays: %s", td, why->msg);
+}
+
+ly_status
+ly_sync_watch_federated_apply(struct ly_sync *s, const uint8_t *msg, size_t len, struct ly_error *err)
+{
+	struct ly_agentapi_federated fed;
+	struct ly_bundle *keep = NULL;
+	ly_status rc;
+
+	if ((rc = ly_agentapi_federated_parse(msg, len, s->td, federated_refused, NULL, &fed, err)) != LY_OK)
+		return rc;
+	for (size_t i = 0; i < fed.n_refused; i++) {
+		const struct ly_bundle *held = ly_bundle_set_find(ly_cache_bundles(s->cache), fed.refused[i]);
+		if (held == NULL)
+			continue;
+		if ((rc = ly_bundle_clone(held, &keep, err)) != LY_OK || (rc = ly_bundle_set_put(fed.set, keep, err)) != LY_OK)
+			goto out;
+		keep = NULL;
+	}
+	s->steps->federated_install(s, fed.set);
+	fed.set = NULL;
+out:
+	ly_bundle_free(keep);
+	ly_agentapi_federated_cleanup(&fed);
+	return rc;
+}
+
+static void federated_call(struct ly_sync *s);
+
+static void
+federated_on_retry(uv_timer_t *t)
+{
+	struct ly_sync *s = t->data;
+
+	if (s != NULL && s->phase == PH_ENROLLED)
+		federated_call(s);
+}
+
+static void
+federated_on_done(struct ccall *c, enum ly_rpc_code code, const char *details)
+{
+	struct ly_sync *s = c->s;
+	struct ly_error e;
+
+	s->fed_busy = false;
+	if (s->phase != PH_ENROLLED)
+		goto out;
+	if (code == LY_RPC_UNIMPLEMENTED) {
+		/* A server from before federation: nothing to fetch, and no need to ask again. */
+		if (!s->fed_unimplemented)
+			log_info("GetFederatedBundles: the server does not federate (%s)", details);
+		s->fed_unimplemented = true;
+		s->fed_known = true;
+		s->fed_seq = s->fed_asked;
+		goto out;
+	}
+	ly_error_clear(&e);
+	if (code != LY_RPC_OK) {
+		(void)ly_error_set(&e, LY_E_IO, "%s %s", ly_rpc_code_str(code), details);
+	} else if (ly_sync_watch_federated_apply(s, c->resp.data, c->resp.len, &e) == LY_OK) {
+		s->stats.federated_fetched++;
+		s->fed_attempt = 0;
+		s->fed_known = true;
+		/* The sequence that was announced when we asked: the answer is at least that recent. */
+		s->fed_seq = s->fed_asked;
+		if (s->fed_want != s->fed_seq)
+			federated_call(s); /* announced again while we asked */
+		goto out;
+	}
+	s->stats.federated_failed++;
+	uint64_t ms = ly_sync_chan_backoff_ms(s->fed_attempt, ly_sync_base_rand32());
+	if (s->fed_attempt < 32)
+		s->fed_attempt++;
+	log_warn("GetFederatedBundles: %s (again in %" PRIu64 " ms; the bundles held stay)", e.msg, ms);
+	if (s->t_fed != NULL)
+		uv_timer_start(s->t_fed, federated_on_retry, ms, 0);
+out:
+	ly_sync_chan_call_cleanup(c);
+	free(c);
+}
+
+static void
+federated_call(struct ly_sync *s)
+{
+	struct ccall *c;
+	struct ly_error e;
+	Lanyard__Agent__V1__GetFederatedBundlesRequest req;
+
+	if (s->fed_busy || s->chan == NULL)
+		return;
+	if (s->t_fed != NULL && uv_is_active((uv_handle_t *)s->t_fed))
+		uv_timer_stop(s->t_fed);
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return;
+	c->on_done = federated_on_done;
+	lanyard__agent__v1__get_federated_bundles_request__init(&req);
+	if (ly_sync_chan_call_start(s, s->chan, c, M_FEDERATED, LY_RPC_UNARY, &req.base, false, &e) != LY_OK) {
+		log_warn("GetFederatedBundles: %s", e.msg);
+		free(c);
+		return;
+	}
+	s->fed_asked = s->fed_want;
+	s->fed_busy = true;
+}
+
+/*
+ * An update announced federated sequence s->fed_want: fetch when it is not
+ * the one we hold (or nothing was fetched in this run yet). Coalesced: one
+ * call at a time, the latest announcement wins; while a failed call waits
+ * for its backoff, updates do not hurry it.
+ */
+void
+ly_sync_watch_federated_fetch(struct ly_sync *s)
+{
+	if (s->fed_known && s->fed_want == s->fed_seq)
+		return;
+	if (s->t_fed != NULL && uv_is_active((uv_handle_t *)s->t_fed))
+		return;
+	federated_call(s);
+}
+
 /* ---- the watch ---------------------------------------------------------------------------- */
 
 static void
@@ -245,6 +415,10 @@ ly_sync_watch_apply(struct ly_sync *s, const uint8_t *msg, size_t len)
 	    up.bundle_sequence, len, (double)(uv_hrtime() - t0) / 1e6);
 	if (up.bundle_sequence > ly_sync_base_bundle_seq(s))
 		bundle_fetch(s);
+	/* Any change of the federated sequence (not only an increase: it is the server's, not ours to order). */
+	s->fed_want = up.federated_sequence;
+	if (!s->fed_unimplemented && (!s->fed_known || s->fed_want != s->fed_seq))
+		s->steps->federated_fetch(s);
 out:
 	/* A large update (every resync of a big node is one) leaves thousands of small blocks freed. */
 	if (len >= LY_AGENT_WATCH_BURST_BYTES)

@@ -51,6 +51,14 @@
  * SPIRE does by default (Workload API §5.2, §6.2: "not entitled to
  * receive"); ValidateJWTSVID needs no entitlement.
  *
+ * Bundles (SPEC §3, §9): a caller sees our bundle and the federated
+ * bundles of the trust domains its entries federate with, never another
+ * workload's (fedset.h): FetchX509SVID's federated_bundles for the SVIDs in
+ * the response, the bundle streams for every entry it is entitled to. A
+ * caller whose entries federate with nothing gets the one shared response
+ * of the pass. ValidateJWTSVID validates against the same view (the
+ * caller's entries; ours alone for a caller with none), as SPIRE does.
+ *
  * Streams (Workload API §4.3): the first response at once; then, on
  * ly_wapi_cache_changed / ly_wapi_bundle_changed (coalesced into one pass
  * on the next loop turn) and when an SVID on a stream expires, each
@@ -98,6 +106,7 @@
 #include "agent/sds.h" /* SDS hook */
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/ratelimit.h"
 #include "lib/fsperm.h"
 #include "lib/sockpath.h"
 #include "rpc/keycount.h"
@@ -113,6 +122,12 @@ ly_wapi_cache_changed(struct ly_wapi *w)
 {
 	if (w != NULL)
 		ly_wapi_pass_schedule(w);
+}
+
+uint64_t
+ly_wapi_rate_limited(const struct ly_wapi *w)
+{
+	return w != NULL ? w->rate_limited : 0;
 }
 
 void
@@ -362,6 +377,16 @@ ly_wapi_new(struct ly_agent *agent, const struct ly_wapi_source *src, struct ly_
 	};
 	if ((rc = ly_sds_new(&sh, &sdc, &w->sds, err)) != LY_OK)
 		goto fail;
+	if (cfg->ratelimit_workload_api > 0) {
+		struct ly_ratelimit_config rl = {
+			.name = "workload_api",
+			.rate = cfg->ratelimit_workload_api,
+			.burst = cfg->ratelimit_workload_api,
+			.max_keys = LY_WAPI_RATELIMIT_KEYS,
+		};
+		if ((rc = ly_ratelimit_new(&rl, &w->limit, err)) != LY_OK)
+			goto fail;
+	}
 	struct ly_rpc_server_config sc = {
 		.methods = methods,
 		.n_methods = sizeof(methods) / sizeof(methods[0]),
@@ -390,6 +415,7 @@ fail:
 	ly_k8s_attestor_close(w->k8s_att);
 	ly_unix_attestor_free(w->unix_att);
 	ly_sds_free(w->sds); /* SDS hook */
+	ly_ratelimit_free(w->limit);
 	free(w->kubelet_host);
 	free(w);
 	return rc;
@@ -460,6 +486,7 @@ wapi_maybe_free(struct ly_wapi *w)
 		return;
 	ly_unix_attestor_free(w->unix_att);
 	ly_sds_free(w->sds); /* SDS hook */
+	ly_ratelimit_free(w->limit);
 	free(w->kubelet_host);
 	ly_keycount_cleanup(&w->uid_conns);
 	free(w);

@@ -62,6 +62,8 @@ void ly_wapi_free(struct ly_wapi *w);
 void ly_wapi_cache_changed(struct ly_wapi *w);
 /* The bundle changed: bundle streams and X.509-SVID streams get it. */
 void ly_wapi_bundle_changed(struct ly_wapi *w);
+/* Calls refused by agent.ratelimit.workload_api since start, for the metrics. */
+uint64_t ly_wapi_rate_limited(const struct ly_wapi *w);
 /* Open connections and open streams (every kind), for the metrics. */
 void ly_wapi_counts(const struct ly_wapi *w, size_t *conns, size_t *streams);
 

@@ -20,12 +20,14 @@
 #include <uv.h>
 
 #include "agent/cache.h"
+#include "agent/fedset.h"
 #include "agent/sds.h" /* SDS hook */
 #include "agent/workload_msg.h"
 #include "lib/buf.h"
 #include "lib/bundle.h"
 #include "lib/jwt.h"
 #include "lib/log.h"
+#include "lib/ratelimit.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 
@@ -78,6 +80,35 @@ ly_wapi_bundles(struct ly_wapi *w)
 	return c != NULL ? ly_cache_bundles(c) : NULL;
 }
 
+/* ---- the rate limit per selector set ---------------------------------------------------------- */
+
+/*
+ * agent.ratelimit.workload_api: false when the caller's selector set is
+ * over its rate; the call is then answered UNAVAILABLE (SPIRE's agent
+ * answers its experimental limit so, and every client retries it with
+ * backoff; SPEC §3 keeps UNAVAILABLE for "not now"), counted, and logged
+ * at most once a second.
+ */
+static bool
+call_rate_ok(struct ly_wapi *w, struct ly_rpc_call *call, struct wconn *c)
+{
+	uint64_t n = 0;
+	char details[160];
+
+	if (w->limit == NULL || ly_ratelimit_take(w->limit, c->selkey, 1, false, (int64_t)uv_now(w->agent->loop)) == 1)
+		return true;
+	w->rate_limited++;
+	if (ly_ratelimit_log_due(w->limit, (int64_t)uv_now(w->agent->loop), 1000, &n))
+		log_warn("workload api: rate limit (%u/s per selector set): %" PRIu64 " calls refused in the last second, "
+			 "latest from pid %d uid %u",
+		    ly_ratelimit_rate(w->limit), n, (int)c->peer.pid, (unsigned)c->peer.uid);
+	(void)snprintf(details, sizeof(details),
+	    "rate limit: Workload API calls over %u/s for this workload's selectors; retry later",
+	    ly_ratelimit_rate(w->limit));
+	ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, details);
+	return false;
+}
+
 /* ---- answering -------------------------------------------------------------------------- */
 
 /* The common checks of every Workload API call; false when `call` was answered. */
@@ -113,6 +144,8 @@ ly_wapi_call_admit(struct ly_wapi *w, struct ly_rpc_call *call, struct wconn **o
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "agent is not ready yet");
 		return false;
 	}
+	if (!call_rate_ok(w, call, c))
+		return false;
 	*out = c;
 	return true;
 }
@@ -164,7 +197,8 @@ on_stream_closed(struct ly_rpc_call *call, void *arg)
 struct pass_ctx {
 	struct ly_wapi *w;
 	struct ly_cache *cache;
-	const struct ly_bundle_set *set;
+	const struct ly_bundle_set *set; /* every bundle held: ours and federated */
+	struct ly_bundle_set *own_set;   /* ours alone (owned): the view of a caller that federates with none */
 	int64_t now;
 	int64_t next_expiry;
 	bool built[ST_KINDS];
@@ -182,6 +216,10 @@ pass_ctx_init(struct pass_ctx *p, struct ly_wapi *w)
 	p->set = ly_wapi_bundles(w);
 	p->now = (int64_t)ly_agent_now();
 	p->next_expiry = INT64_MAX;
+	/* NULL when out of memory: the bundle streams then wait for the next pass. */
+	if (p->cache != NULL && ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), NULL, &p->own_set, NULL,
+				    NULL) != LY_OK)
+		p->own_set = NULL;
 }
 
 static void
@@ -189,18 +227,29 @@ pass_ctx_cleanup(struct pass_ctx *p)
 {
 	for (int i = 0; i < ST_KINDS; i++)
 		ly_buf_free(&p->msg[i]);
+	ly_bundle_set_free(p->own_set);
 }
 
-/* The shared bundle response of `kind`, built once per pass. */
+/* A bundle response of `kind` for `set`. */
+static ly_status
+bundles_msg(enum stream_kind kind, const struct ly_bundle_set *set, struct ly_buf *out, struct ly_error *err)
+{
+	if (kind == ST_X509_BUNDLES)
+		return ly_wmsg_x509bundles_response(set, out, err);
+	return ly_wmsg_jwtbundles_response(set, out, err);
+}
+
+/*
+ * The bundle response of `kind` for a caller that federates with no trust
+ * domain (our bundle alone: the same for every such caller), built once per
+ * pass.
+ */
 static ly_status
 shared_msg(struct pass_ctx *p, enum stream_kind kind, struct ly_error *err)
 {
 	if (!p->built[kind]) {
 		p->built[kind] = true;
-		if (kind == ST_X509_BUNDLES)
-			p->rc[kind] = ly_wmsg_x509bundles_response(p->set, &p->msg[kind], err);
-		else
-			p->rc[kind] = ly_wmsg_jwtbundles_response(p->set, &p->msg[kind], err);
+		p->rc[kind] = p->own_set != NULL ? bundles_msg(kind, p->own_set, &p->msg[kind], err) : LY_E_NOMEM;
 		if (p->rc[kind] == LY_OK)
 			SHA256(p->msg[kind].data, p->msg[kind].len, p->digest[kind]);
 	}
@@ -235,6 +284,8 @@ stream_update(struct stream *st, struct pass_ctx *p)
 {
 	struct ly_cache_identities ids;
 	struct ly_buf msg = LY_BUF_INIT;
+	struct ly_bundle_set *view = NULL;
+	size_t nfed = 0;
 	uint8_t digest[SHA256_DIGEST_LENGTH];
 	struct ly_error e;
 	struct wconn *c = st->conn;
@@ -247,7 +298,8 @@ stream_update(struct stream *st, struct pass_ctx *p)
 	if (p->cache == NULL)
 		return;
 	ly_cache_identities_init(&ids);
-	unsigned flags = st->kind == ST_X509_SVID ? LY_CACHE_QUERY_X509 : 0;
+	/* Bundle streams: every entry's federations count, a duplicate hint's too (fedset.h). */
+	unsigned flags = st->kind == ST_X509_SVID ? LY_CACHE_QUERY_X509 : LY_CACHE_QUERY_ALL_HINTS;
 	if (ly_cache_query(p->cache, c->sels, c->n_sels, flags, p->now, &ids, &e) != LY_OK) {
 		log_warn("workload api: conn %" PRIu64 ": %s: %s", c->id, stream_names[st->kind], e.msg);
 		goto out;
@@ -258,11 +310,31 @@ stream_update(struct stream *st, struct pass_ctx *p)
 		goto out;
 	}
 	if (st->kind != ST_X509_SVID) {
+		/*
+		 * Our bundle and the federated ones of every entry the caller is
+		 * entitled to (fedset.h); a caller federating with none shares the
+		 * pass's one response.
+		 */
 		ly_error_clear(&e);
-		ly_status rc = shared_msg(p, st->kind, &e);
-		if (rc == LY_OK && p->msg[st->kind].len > st->w->max_response)
-			rc = too_large(st->w, p->msg[st->kind].len, "bundles",
-			    p->set != NULL ? ly_bundle_set_count(p->set) : 0, &e);
+		if (ly_fedset_any(&ids) &&
+		    ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, &nfed, &e) != LY_OK) {
+			log_warn("workload api: %s: %s", stream_names[st->kind], e.msg);
+			goto out;
+		}
+		const struct ly_buf *bmsg = &msg;
+		const uint8_t *bdigest = digest;
+		ly_status rc;
+		if (nfed == 0) {
+			rc = shared_msg(p, st->kind, &e);
+			bmsg = &p->msg[st->kind];
+			bdigest = p->digest[st->kind];
+		} else {
+			rc = bundles_msg(st->kind, view, &msg, &e);
+			if (rc == LY_OK)
+				SHA256(msg.data, msg.len, digest);
+		}
+		if (rc == LY_OK && bmsg->len > st->w->max_response)
+			rc = too_large(st->w, bmsg->len, "bundles", view != NULL ? ly_bundle_set_count(view) : 1, &e);
 		if (rc == LY_E_LIMIT) {
 			log_warn("workload api: conn %" PRIu64 ": %s: %s", c->id, stream_names[st->kind], e.msg);
 			ly_wapi_stream_end(st, LY_RPC_RESOURCE_EXHAUSTED, e.msg);
@@ -272,7 +344,7 @@ stream_update(struct stream *st, struct pass_ctx *p)
 			log_warn("workload api: %s: %s", stream_names[st->kind], e.msg);
 			goto out;
 		}
-		stream_send(st, &p->msg[st->kind], p->digest[st->kind], 0);
+		stream_send(st, bmsg, bdigest, 0);
 		goto out;
 	}
 	/* Entitled, but no valid SVID yet (being issued): the stream waits. */
@@ -287,7 +359,13 @@ stream_update(struct stream *st, struct pass_ctx *p)
 		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: no bundle for our trust domain yet", c->id);
 		goto out;
 	}
-	ly_status rc = ly_wmsg_x509svid_response(&ids, own, p->set, &msg, &e);
+	/* federated_bundles: those of the trust domains the SVIDs' entries federate with (fedset.h). */
+	if (ly_fedset_any(&ids) &&
+	    ly_fedset_for_caller(p->set, ly_cache_trust_domain(p->cache), &ids, &view, NULL, &e) != LY_OK) {
+		log_warn("workload api: conn %" PRIu64 ": FetchX509SVID: %s", c->id, e.msg);
+		goto out;
+	}
+	ly_status rc = ly_wmsg_x509svid_response(&ids, own, view, &msg, &e);
 	if (rc == LY_OK && msg.len > st->w->max_response)
 		rc = too_large(st->w, msg.len, "X.509-SVIDs", ids.n, &e);
 	if (rc == LY_E_LIMIT) {
@@ -305,6 +383,7 @@ stream_update(struct stream *st, struct pass_ctx *p)
 	OPENSSL_cleanse(digest, sizeof(digest));
 out:
 	ly_buf_free_secret(&msg);
+	ly_bundle_set_free(view);
 	ly_cache_identities_cleanup(&ids);
 }
 
@@ -674,10 +753,13 @@ ly_wapi_validate_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t l
 	struct ly_spiffe_id sub;
 	json_t *claims = NULL;
 	struct ly_buf out = LY_BUF_INIT;
+	struct ly_cache_identities ids;
+	struct ly_bundle_set *view = NULL;
 	struct ly_error e;
 	char details[LY_ERROR_MSG_MAX + 32];
 
 	memset(&m, 0, sizeof(m));
+	ly_cache_identities_init(&ids);
 	if (!ly_wapi_call_admit(w, call, &c))
 		goto out;
 	if (ly_wmsg_parse_validate_request(req, len, &m, &e) != LY_OK) {
@@ -685,8 +767,20 @@ ly_wapi_validate_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t l
 		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, details);
 		goto out;
 	}
-	if (ly_jwt_validate(m.svid, m.svid_len, m.audience, ly_wapi_bundles(w), ly_agent_now(), &sub, &claims, &e) !=
-	    LY_OK) {
+	/*
+	 * The bundles this caller may see (SPIRE's getWorkloadBundles): ours,
+	 * and the federated ones of its entries; a caller with no entry
+	 * validates against ours alone.
+	 */
+	struct ly_cache *cache = ly_wapi_cache(w);
+	if (ly_cache_query(cache, c->sels, c->n_sels, LY_CACHE_QUERY_ALL_HINTS, (int64_t)ly_agent_now(), &ids, &e) !=
+		LY_OK ||
+	    ly_fedset_for_caller(ly_wapi_bundles(w), ly_cache_trust_domain(cache), &ids, &view, NULL, &e) != LY_OK) {
+		log_warn("workload api: conn %" PRIu64 ": ValidateJWTSVID: %s", c->id, e.msg);
+		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "bundles could not be read");
+		goto out;
+	}
+	if (ly_jwt_validate(m.svid, m.svid_len, m.audience, view, ly_agent_now(), &sub, &claims, &e) != LY_OK) {
 		/* lib/jwt never puts the token in its messages. */
 		log_debug("workload api: conn %" PRIu64 ": ValidateJWTSVID refused: %s", c->id, e.msg);
 		(void)snprintf(details, sizeof(details), "invalid JWT-SVID: %s", e.msg);
@@ -708,6 +802,8 @@ ly_wapi_validate_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t l
 out:
 	json_decref(claims);
 	ly_buf_free(&out);
+	ly_bundle_set_free(view);
+	ly_cache_identities_cleanup(&ids);
 	ly_wmsg_validate_request_cleanup(&m);
 }
 

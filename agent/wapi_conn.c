@@ -20,11 +20,14 @@
 
 #include <uv.h>
 
+#include <openssl/evp.h>
+
 #include "agent/attest_k8s.h"
 #include "agent/attest_unix.h"
 #include "agent/cache.h"
 #include "agent/procfs.h"
 #include "lib/log.h"
+#include "lib/ratelimit.h"
 #include "lib/metrics.h"
 #include "rpc/keycount.h"
 #include "rpc/rpc.h"
@@ -164,6 +167,47 @@ conn_attest_failed(struct wconn *c, ly_status rc, const struct ly_error *err, co
 	(void)snprintf(c->attest_msg, sizeof(c->attest_msg), "%s: %s", who, err != NULL ? err->msg : "failed");
 }
 
+static int
+selector_cmp(const void *a, const void *b)
+{
+	const struct ly_selector *x = *(const struct ly_selector *const *)a, *y = *(const struct ly_selector *const *)b;
+	int c = strcmp(x->type, y->type);
+	return c != 0 ? c : strcmp(x->value, y->value);
+}
+
+/*
+ * The key of a workload's selector set for agent.ratelimit.workload_api:
+ * SHA-256 over the selectors sorted (type NUL value NUL each), in hex, so
+ * that every process with the same selectors (the replicas of one service
+ * on a node, what its entries match) shares one bucket, whatever the order
+ * the attestors gave them in. No selectors: the empty set's key.
+ */
+static void
+selectors_key(const struct ly_selector *sels, size_t n, char out[WAPI_SELKEY_LEN + 1])
+{
+	const struct ly_selector **v = n > 0 ? malloc(n * sizeof(*v)) : NULL;
+	unsigned char md[WAPI_SELKEY_LEN / 2];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+
+	/* Out of memory for the sort: the given order, still one key per set for a given attestor. */
+	for (size_t i = 0; i < n && v != NULL; i++)
+		v[i] = &sels[i];
+	if (v != NULL)
+		qsort(v, n, sizeof(*v), selector_cmp);
+	for (size_t i = 0; i < n && ok; i++) {
+		const struct ly_selector *x = v != NULL ? v[i] : &sels[i];
+		ok = EVP_DigestUpdate(ctx, x->type, strlen(x->type) + 1) == 1 &&
+		    EVP_DigestUpdate(ctx, x->value, strlen(x->value) + 1) == 1;
+	}
+	if (!ok || EVP_DigestFinal_ex(ctx, md, NULL) != 1)
+		memset(md, 0, sizeof(md)); /* no digest: one bucket for every such caller (the limit still holds) */
+	EVP_MD_CTX_free(ctx);
+	free(v);
+	for (size_t i = 0; i < sizeof(md); i++)
+		(void)snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 /* Every attestor has answered: hand the connection to gRPC, or close it. */
 static void
 conn_attested(struct wconn *c)
@@ -199,6 +243,7 @@ conn_attested(struct wconn *c)
 		    (int)c->peer.pid, (unsigned)c->peer.uid, c->attest_msg);
 		goto close;
 	} else {
+		selectors_key(c->sels, c->n_sels, c->selkey);
 		log_debug("workload api: conn %" PRIu64 " (pid %d uid %u): attested, %zu selectors", c->id,
 		    (int)c->peer.pid, (unsigned)c->peer.uid, c->n_sels);
 	}

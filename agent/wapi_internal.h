@@ -50,6 +50,11 @@ enum stream_kind {
 };
 #define ST_KINDS 3
 
+/* The hex SHA-256 key of a caller's selector set (agent.ratelimit.workload_api). */
+#define WAPI_SELKEY_LEN 64
+
+struct ly_ratelimit;
+
 struct ly_wapi {
 	struct ly_agent *agent;
 	struct ly_wapi_source src; /* the cache, readiness, JWT-SVIDs (wapi.h) */
@@ -82,6 +87,9 @@ struct ly_wapi {
 	 */
 	void (*maybe_free)(struct ly_wapi *w);
 	uint64_t next_conn_id;
+	/* agent.ratelimit.workload_api: calls per selector set (NULL: off), and the calls it refused. */
+	struct ly_ratelimit *limit;
+	uint64_t rate_limited;
 	/* Counters (for metrics). */
 	uint64_t accepted, refused_busy, refused_uid, refused_penalty, attest_failed, attest_denied, calls, denied, sent;
 };
@@ -101,6 +109,7 @@ struct wconn {
 	char attest_msg[LY_ERROR_MSG_MAX + 32];
 	struct ly_selector *sels;
 	size_t n_sels;
+	char selkey[WAPI_SELKEY_LEN + 1]; /* the selector set's key for the rate limit (wapi_conn.c) */
 	/* LY_RPC_OK when attested; else every call is refused with it. */
 	enum ly_rpc_code refuse;
 	const char *refuse_msg;

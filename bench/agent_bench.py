@@ -162,7 +162,11 @@ class Bench:
         self.tmp = tmp
         self.port = free_port()
         self.server_sock = os.path.join(tmp, "server", "api.sock")
-        self.server = Daemon([SERVER, "run", "-trustDomain", TD, "-bindAddress", "127.0.0.1",
+        # The rate limits off: the storms measure the implementation, not the limiter (docs/operations.md §13).
+        server_conf = os.path.join(tmp, "server.yaml")
+        with open(server_conf, "w") as f:
+            f.write("server:\n  ratelimit:\n    attestation: false\n    signing: false\n")
+        self.server = Daemon([SERVER, "run", "-config", server_conf, "-trustDomain", TD, "-bindAddress", "127.0.0.1",
                               "-serverPort", str(self.port), "-socketPath", self.server_sock,
                               "-dataDir", os.path.join(tmp, "server-data")], os.path.join(tmp, "server.log"))
         self.admin_ch = grpc.insecure_channel("unix:" + self.server_sock)
@@ -220,7 +224,8 @@ class Bench:
         os.makedirs(d)
         conf = os.path.join(d, "agent.yaml")
         with open(conf, "w") as f:
-            f.write(f"agent:\n  log_level: {conf_level}\n")
+            # No Workload API limit: the bench measures the agent, not the limiter (docs/operations.md §13).
+            f.write(f"agent:\n  log_level: {conf_level}\n  ratelimit:\n    workload_api: 0\n")
         sock = os.path.join(d, "public", "api.sock")
         ag = Daemon([AGENT, "run", "-config", conf, "-trustDomain", TD, "-serverAddress", "127.0.0.1",
                      "-serverPort", str(self.port), "-socketPath", sock, "-dataDir", os.path.join(d, "data"),
@@ -230,7 +235,7 @@ class Bench:
 
     def set_level(self, ag, level):
         with open(ag.conf, "w") as f:
-            f.write(f"agent:\n  log_level: {level}\n")
+            f.write(f"agent:\n  log_level: {level}\n  ratelimit:\n    workload_api: 0\n")
         ag.proc.send_signal(signal.SIGHUP)
         if not wait_for(lambda: f"SIGHUP: log level is now {level}" in ag.text(), 10):
             raise RuntimeError(f"agent did not switch to log level {level}")

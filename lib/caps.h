@@ -51,7 +51,8 @@
 /* A configuration file. */
 #define LY_CONFIG_FILE_MAX (1024 * 1024)
 #define LY_CONFIG_ENTRIES_MAX 1024
-#define LY_CONFIG_DEPTH_MAX 6
+/* 7: server.federation.bundle_endpoint.profile.https_web.serving_cert_file.cert_file_path (SPIRE's names). */
+#define LY_CONFIG_DEPTH_MAX 7
 #define LY_CONFIG_VALUE_MAX 4096
 /* A configuration key as a dotted path ("server.node_attestors.k8s_psat.cluster"). */
 #define LY_CONFIG_KEY_MAX 256
@@ -62,6 +63,12 @@
 /* Trust bundles held at once (ours and federated ones), and one JWK's
  * base64url RSA exponent in bytes (RSA_MAX_PUBEXP_BITS is 64). */
 #define LY_BUNDLE_SET_MAX 1024
+/*
+ * Federation (SPEC §9): the trust domains one entry federates with, and a
+ * relationship's bundle endpoint URL.
+ */
+#define LY_ENTRY_FEDERATES_WITH_MAX 32
+#define LY_FED_URL_MAX 2048
 #define LY_JWK_RSA_E_MAX 8
 
 /*
@@ -201,6 +208,12 @@
  * agent/workload_msg.c): one message, and one audience in it.
  */
 #define LY_AGENT_ENTRIES_MAX 100000
+/*
+ * The agent's servers (agent/servers.h, SPEC §10): items of the
+ * -serverAddress list, and addresses in all (a DNS name may give several).
+ */
+#define LY_AGENT_SERVERS_MAX 32
+#define LY_AGENT_SERVER_ADDRS_MAX 64
 #define LY_AGENT_JWT_CACHE_MAX 4096
 #define LY_AGENT_STATE_FILE_MAX (256 * 1024 * 1024)
 #define LY_WORKLOAD_REQUEST_MAX (64 * 1024)
@@ -316,6 +329,18 @@
 #define LY_WAPI_PENALTY_SLOTS 64
 
 /*
+ * Rate limits (lib/ratelimit.h; SPEC §11): keys one keyed limiter holds
+ * (source IPs, agents, selector sets; the least recently used goes first),
+ * a key's length (past it a key is cut), and the largest rate or burst a
+ * configuration may ask for.
+ */
+#define LY_RATELIMIT_KEYS_MAX 65536
+#define LY_RATELIMIT_KEY_MAX LY_SPIFFE_ID_MAX
+#define LY_RATELIMIT_BURST_MAX 1000000
+/* Selector sets the agent's Workload API limit remembers (agent.ratelimit.workload_api). */
+#define LY_WAPI_RATELIMIT_KEYS 4096
+
+/*
  * The workload client library (lib/workload/, include/lanyard/workload.h):
  * SVIDs one Workload API response may carry (X.509 or JWT) before the
  * library refuses it; bundles are capped by LY_BUNDLE_SET_MAX.
@@ -423,5 +448,22 @@
 #define LY_PASSWD_BUF_MAX (1024 * 1024)
 /* Digits of a cgroup hierarchy ID in /proc/PID/cgroup (agent/cgroup.c). */
 #define LY_CGROUP_HIERARCHY_DIGITS_MAX 10
+
+/*
+ * Federation (server/federation.h, issue 15). The bundle endpoint: connections
+ * open at once and from one peer address, the time a connection has for
+ * its handshake and request, ciphertext buffered per connection before it
+ * is read. The fetcher: one fetch's whole time, the longest answer read (a
+ * bundle of LY_JWKS_MAX and its head), static relationships in the config.
+ */
+#define LY_FED_ENDPOINT_CONNS_MAX 256
+#define LY_FED_ENDPOINT_CONNS_PER_ADDR_MAX 32
+#define LY_FED_ENDPOINT_TIMEOUT_MS 10000
+#define LY_FED_ENDPOINT_RBIO_MAX (64 * 1024)
+#define LY_FED_FETCH_TIMEOUT_MS 10000
+/* Fetches at once on libuv's pool (4 threads, shared with k8s_psat's TokenReviews). */
+#define LY_FED_FETCH_CONCURRENT_MAX 2
+#define LY_FED_RESPONSE_MAX (LY_JWKS_MAX + LY_HTTP_REQUEST_MAX)
+#define LY_FED_STATIC_MAX 256
 
 #endif /* LANYARD_CAPS_H */

@@ -274,12 +274,21 @@ make_key(struct parse *p, const char *prefix, const yaml_event_t *ev, char **out
 	if (klen > LY_CONFIG_KEY_MAX || plen + klen > LY_CONFIG_KEY_MAX)
 		return ly_error_set(p->err, LY_E_LIMIT, "%s:%zu: key longer than %d bytes", name, line,
 		    LY_CONFIG_KEY_MAX);
+	/*
+	 * A quoted key may hold dots: a trust domain names a mapping
+	 * (server.federation.federates_with."b.test"). Its dotted path is then
+	 * read back by the caller, which knows the keys below it.
+	 */
+	bool quoted = ev->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
+	    ev->data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
 	for (size_t i = 0; i < klen; i++) {
+		if (quoted && k[i] == '.' && i > 0 && i + 1 < klen && k[i - 1] != '.')
+			continue;
 		if (!key_char_ok((unsigned char)k[i])) {
 			show(k, shown);
 			return ly_error_set(p->err, LY_E_INVALID,
-			    "%s:%zu: key '%s': invalid character at offset %zu (names are [A-Za-z0-9_-])", name,
-			    line, shown, i);
+			    "%s:%zu: key '%s': invalid character at offset %zu (names are [A-Za-z0-9_-]%s)", name,
+			    line, shown, i, k[i] == '.' && !quoted ? "; quote a trust domain: \"b.test\":" : "");
 		}
 	}
 	char *key = malloc(plen + klen + 1);

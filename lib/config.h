@@ -12,7 +12,9 @@
  * The root is a mapping. A value is a scalar, a list of scalars, or a
  * mapping; mappings nest up to LY_CONFIG_DEPTH_MAX keys deep. Keys are
  * names of [A-Za-z0-9_-] (no '.', which would make dotted paths
- * ambiguous). Refused, with "file:line: ..." errors: syntax errors, a root
+ * ambiguous), except that a quoted key may hold single inner dots, for
+ * names that are trust domains ("b.test": the caller reads such a
+ * subtree by the known keys below it). Refused, with "file:line: ..." errors: syntax errors, a root
  * that is not a mapping, duplicate keys, anchors and aliases (no "billion
  * laughs"), tags, more than one document, keys that are not scalars,
  * lists of lists or of mappings, a NUL byte inside a value, and anything

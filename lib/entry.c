@@ -880,6 +880,7 @@ ly_entry_free(struct ly_entry *entry)
 	free(entry->parent_id);
 	ly_selectors_free(entry->selectors, entry->n_selectors);
 	strings_free(entry->dns_names, entry->n_dns_names);
+	strings_free(entry->federates_with, entry->n_federates_with);
 	free(entry->hint);
 	free(entry);
 }
@@ -893,6 +894,32 @@ dup_opt(const char *s, char **out)
 		return true;
 	*out = strdup(s);
 	return *out != NULL;
+}
+
+/* Copies `n` strings into a new array (*out NULL when n == 0); *out_n set on success only. */
+static ly_status
+strings_copy(char *const *src, size_t n, char ***out, size_t *out_n, struct ly_error *err)
+{
+	char **v = NULL;
+
+	*out = NULL;
+	if (n == 0)
+		return LY_OK;
+	if (src == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry copy: strings missing");
+	v = calloc(n, sizeof(*v));
+	if (v == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "entry copy: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v[i] = strdup(or_empty(src[i]));
+		if (v[i] == NULL) {
+			strings_free(v, n);
+			return ly_error_set(err, LY_E_NOMEM, "entry copy: out of memory");
+		}
+	}
+	*out = v;
+	*out_n = n;
+	return LY_OK;
 }
 
 ly_status
@@ -915,6 +942,8 @@ ly_entry_copy(const struct ly_entry *src, struct ly_entry **out, struct ly_error
 	e->n_selectors = 0;
 	e->dns_names = NULL;
 	e->n_dns_names = 0;
+	e->federates_with = NULL;
+	e->n_federates_with = 0;
 	if (!dup_opt(src->entry_id, &e->entry_id) || !dup_opt(src->spiffe_id, &e->spiffe_id) ||
 	    !dup_opt(src->parent_id, &e->parent_id) || !dup_opt(src->hint, &e->hint)) {
 		rc = ly_error_set(err, LY_E_NOMEM, "entry copy: out of memory");
@@ -943,6 +972,9 @@ ly_entry_copy(const struct ly_entry *src, struct ly_entry **out, struct ly_error
 			}
 		}
 	}
+	rc = strings_copy(src->federates_with, src->n_federates_with, &e->federates_with, &e->n_federates_with, err);
+	if (rc != LY_OK)
+		goto out;
 	*out = e;
 	e = NULL;
 out:
@@ -1002,6 +1034,32 @@ ly_entry_add_dns_name(struct ly_entry *entry, const char *name, struct ly_error 
 	}
 	grown[entry->n_dns_names++] = copy;
 	entry->dns_names = grown;
+	return LY_OK;
+}
+
+ly_status
+ly_entry_add_federates_with(struct ly_entry *entry, const char *td, struct ly_error *err)
+{
+	char name[LY_TRUST_DOMAIN_MAX + 1];
+
+	if (entry == NULL || td == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry: no entry or trust domain");
+	if (entry->n_federates_with >= LY_ENTRY_FEDERATES_WITH_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "entry federates with more than %d trust domains",
+		    LY_ENTRY_FEDERATES_WITH_MAX);
+	ly_status rc = ly_trust_domain_parse(td, true, name, err);
+	if (rc != LY_OK)
+		return ly_error_wrap(err, rc, "entry federates_with");
+	char *copy = strdup(name);
+	if (copy == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "entry: out of memory");
+	char **grown = realloc(entry->federates_with, (entry->n_federates_with + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		free(copy);
+		return ly_error_set(err, LY_E_NOMEM, "entry: out of memory");
+	}
+	grown[entry->n_federates_with++] = copy;
+	entry->federates_with = grown;
 	return LY_OK;
 }
 
@@ -1134,6 +1192,55 @@ check_hint(const char *hint, struct ly_error *err)
 	return LY_OK;
 }
 
+static int
+string_qsort_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * federates_with: bare trust domain names (SPIFFE-ID §2.1), never the
+ * entry's own trust domain (our bundle is not a federated one), sorted and
+ * unique so that every copy of an entry compares and encodes the same.
+ */
+static ly_status
+check_federates_with(struct ly_entry *e, const char *trust_domain, struct ly_error *err)
+{
+	char name[LY_TRUST_DOMAIN_MAX + 1];
+	struct ly_spiffe_id id;
+
+	if (e->n_federates_with > LY_ENTRY_FEDERATES_WITH_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "entry federates with %zu trust domains, over the limit of %d",
+		    e->n_federates_with, LY_ENTRY_FEDERATES_WITH_MAX);
+	if (e->n_federates_with == 0)
+		return LY_OK;
+	if (e->federates_with == NULL)
+		return ly_error_set(err, LY_E_INTERNAL, "entry federates_with missing");
+	for (size_t i = 0; i < e->n_federates_with; i++) {
+		if (e->federates_with[i] == NULL)
+			return ly_error_set(err, LY_E_INTERNAL, "entry federates_with %zu missing", i + 1);
+		ly_status rc = ly_trust_domain_parse(e->federates_with[i], false, name, err);
+		if (rc != LY_OK)
+			return ly_error_wrap(err, rc, "entry federates_with %zu", i + 1);
+		if (trust_domain != NULL && strcmp(name, trust_domain) == 0)
+			return ly_error_set(err, LY_E_INVALID,
+			    "entry federates_with names its own trust domain %s (only other trust domains federate)",
+			    name);
+		if (e->spiffe_id != NULL && ly_spiffe_id_parse_str(e->spiffe_id, &id, NULL) == LY_OK &&
+		    strcmp(id.trust_domain, name) == 0)
+			return ly_error_set(err, LY_E_INVALID,
+			    "entry federates_with names its own trust domain %s (only other trust domains federate)",
+			    name);
+	}
+	qsort(e->federates_with, e->n_federates_with, sizeof(*e->federates_with), string_qsort_cmp);
+	for (size_t i = 1; i < e->n_federates_with; i++) {
+		if (strcmp(e->federates_with[i - 1], e->federates_with[i]) == 0)
+			return ly_error_set(err, LY_E_INVALID, "entry federates_with names %s twice",
+			    e->federates_with[i]);
+	}
+	return LY_OK;
+}
+
 ly_status
 ly_entry_validate(struct ly_entry *entry, const char *trust_domain, struct ly_error *err)
 {
@@ -1153,6 +1260,7 @@ ly_entry_validate(struct ly_entry *entry, const char *trust_domain, struct ly_er
 	LY_TRY(check_ttl("jwt_svid_ttl", entry->jwt_svid_ttl, LY_JWT_SVID_TTL_MAX, err));
 	LY_TRY(check_dns_names(entry, err));
 	LY_TRY(check_hint(entry->hint, err));
+	LY_TRY(check_federates_with(entry, trust_domain, err));
 	return LY_OK;
 }
 

@@ -148,6 +148,10 @@ struct ly_entry {
 	bool admin;      /* the SVID may call the server's admin API */
 	bool downstream; /* the SVID may sign (a downstream SPIFFE server) */
 	char *hint;      /* NULL or an operator's hint, SPEC §3 X509SVID.hint */
+	/* Trust domains (bare names, "b.test") whose bundles this entry's
+	 * workloads receive (SPEC §9); sorted and unique once validated. */
+	char **federates_with;
+	size_t n_federates_with;
 	int64_t revision;   /* set by the datastore: the store revision of its last change */
 	int64_t created_at; /* set by the datastore: Unix seconds */
 };
@@ -168,6 +172,13 @@ ly_status ly_entry_add_selector(struct ly_entry *entry, const char *selector, st
     LY_MUST_CHECK;
 /* Appends a copy of a DNS name (LY_E_LIMIT past LY_DNS_NAMES_MAX); checked by ly_entry_validate. */
 ly_status ly_entry_add_dns_name(struct ly_entry *entry, const char *name, struct ly_error *err) LY_MUST_CHECK;
+/*
+ * Appends a trust domain to federates_with: `td` is "spiffe://b.test" (what
+ * operators type) or "b.test", stored as the bare name. LY_E_LIMIT past
+ * LY_ENTRY_FEDERATES_WITH_MAX; LY_E_INVALID for a bad name. Duplicates and
+ * order are settled by ly_entry_validate.
+ */
+ly_status ly_entry_add_federates_with(struct ly_entry *entry, const char *td, struct ly_error *err) LY_MUST_CHECK;
 
 /*
  * Checks every rule of an entry and puts its selectors in canonical order
@@ -186,7 +197,10 @@ ly_status ly_entry_add_dns_name(struct ly_entry *entry, const char *name, struct
  *  - up to LY_DNS_NAMES_MAX DNS names, each an LDH hostname (RFC 1123):
  *    <= 253 bytes, labels 1..63 not starting or ending with '-', an optional
  *    leading "*." wildcard label; no duplicate (case-insensitive);
- *  - hint, if set: at most LY_ENTRY_HINT_MAX printable ASCII bytes.
+ *  - hint, if set: at most LY_ENTRY_HINT_MAX printable ASCII bytes;
+ *  - up to LY_ENTRY_FEDERATES_WITH_MAX federates_with trust domains, each a
+ *    valid bare name, none equal to `trust_domain` (when non-NULL) nor to
+ *    spiffe_id's trust domain; sorted in place; a duplicate is refused.
  * revision and created_at are the datastore's and are not checked.
  */
 ly_status ly_entry_validate(struct ly_entry *entry, const char *trust_domain, struct ly_error *err)

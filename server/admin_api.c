@@ -21,11 +21,16 @@
  *                      the deadline passed may commit later; one still
  *                      queued never runs)
  *   INTERNAL           a bug, or an encoding failure
- * Each change (create, update, delete, token, evict, ban), accepted or
- * refused, writes one audit line (audit.h) before the answer is sent.
+ * Each change (create, update, delete, token, evict, ban; federation:
+ * bundle.set, bundle.delete, federation.create|update|delete|refresh),
+ * accepted or refused, writes one audit line (audit.h) before the answer
+ * is sent. Federation (SPEC §9) is in the last part of this file: the
+ * requests are checked by server/admin_msg_fed.c; its datastore calls run
+ * on the worker like the others (struct fop).
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
- * Reads (ListEntries, GetBundle, ListAgents, Health) are not audited.
+ * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
+ * lists, count and show) are not audited.
  * No token, key or SVID ever reaches a log or audit line.
  */
 #include <inttypes.h>
@@ -45,6 +50,7 @@
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "server/admin_msg.h"
+#include "server/admin_msg_fed.h"
 #include "server/attest.h"
 #include "server/audit.h"
 #include "server/bundle_pb.h"
@@ -74,6 +80,8 @@ struct op {
 	char caller[32];
 	const char *entry_id;    /* borrowed, may be NULL */
 	const char *spiffe_id;   /* borrowed, may be NULL */
+	const char *trust_domain; /* borrowed, may be NULL: federation */
+	const char *note;        /* borrowed, may be NULL: the audit detail of a success */
 	const char *secret;      /* scrubbed from the audit line */
 };
 
@@ -87,6 +95,12 @@ code_of(ly_status st, const struct ly_error *e)
 		/* The datastore's refusal of a duplicate (datastore.h). */
 		if (e != NULL && strncmp(e->msg, "entry already exists", 20) == 0)
 			return LY_RPC_ALREADY_EXISTS;
+		if (e != NULL && strncmp(e->msg, "federation relationship with ", 29) == 0 &&
+		    strstr(e->msg, " already exists") != NULL)
+			return LY_RPC_ALREADY_EXISTS;
+		/* A bundle in use (bundle delete -mode restrict). */
+		if (e != NULL && strstr(e->msg, "use -mode dissociate or delete") != NULL)
+			return LY_RPC_FAILED_PRECONDITION;
 		return LY_RPC_INVALID_ARGUMENT;
 	case LY_E_LIMIT:
 	case LY_E_UNSUPPORTED:
@@ -117,6 +131,7 @@ op_audit(struct op *op, const char *result, const char *detail)
 		.action = op->action,
 		.entry_id = op->entry_id,
 		.spiffe_id = op->spiffe_id,
+		.trust_domain = op->trust_domain,
 		.result = result,
 		.detail = detail,
 		.secret = op->secret,
@@ -164,7 +179,7 @@ op_reply(struct op *op, const ProtobufCMessage *m, unsigned flags)
 		return;
 	}
 	(void)protobuf_c_message_pack(m, buf);
-	op_audit(op, "ok", NULL);
+	op_audit(op, "ok", op->note);
 	if (op->action != NULL)
 		log_debug("admin %s by %s: ok%s%s", op->action, op->caller, op->entry_id != NULL ? ", entry_id=" : "",
 		    op->entry_id != NULL ? op->entry_id : "");
@@ -797,6 +812,640 @@ h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 	}
 }
 
+/* ---- federation (SPEC §9) ---------------------------------------------------------- */
+
+/* Bundle messages for a list; pbs[i] made for each non-NULL bundle. */
+struct bundles_pb {
+	struct ly_bundle_pb *pbs;
+	Lanyard__Agent__V1__Bundle **ptrs;
+	size_t n;
+};
+
+static void
+bundles_pb_cleanup(struct bundles_pb *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		ly_bundle_pb_cleanup(&p->pbs[i]);
+	free(p->pbs);
+	free(p->ptrs);
+	memset(p, 0, sizeof(*p));
+}
+
+static ly_status
+bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundles_pb *p, struct ly_error *err)
+{
+	memset(p, 0, sizeof(*p));
+	p->pbs = calloc(n + 1, sizeof(*p->pbs));
+	p->ptrs = calloc(n + 1, sizeof(*p->ptrs));
+	if (p->pbs == NULL || p->ptrs == NULL) {
+		bundles_pb_cleanup(p);
+		return ly_error_set(err, LY_E_NOMEM, "out of memory");
+	}
+	for (; p->n < n; p->n++) {
+		ly_status rc = ly_bundle_pb_make(b[p->n]->bundle, &p->pbs[p->n], err);
+		if (rc != LY_OK) {
+			bundles_pb_cleanup(p);
+			return rc;
+		}
+		p->ptrs[p->n] = &p->pbs[p->n].msg;
+	}
+	return LY_OK;
+}
+
+/*
+ * One federation call with a datastore part (like struct aop): the decoded
+ * request (the audit line borrows its strings), and what the worker reads
+ * or writes. Freed by fop_release once the loop and the worker let go.
+ */
+struct fop {
+	struct op op;
+	bool update, one;
+	struct ly_admin_msg_bundle_set set_rq;
+	struct ly_admin_msg_bundle_delete del_rq;
+	struct ly_admin_msg_td td_rq;
+	struct ly_admin_msg_rel rel_rq;
+	struct ly_admin_msg_rel_checked rel_c;
+	bool has_set_rq, has_del_rq, has_td_rq, has_rel_rq;
+	struct ly_bundle *b;                /* bundle.set: the checked bundle */
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	enum ly_fed_delete_mode mode;
+	char note[32];
+	/* The worker's answers: read on the loop only when the call succeeded. */
+	struct ly_ds_fed_bundle_list blist;
+	struct ly_ds_fed_bundle *bone;
+	struct ly_ds_fed_rel_list rlist;
+	struct ly_ds_fed_rel *rel;
+	size_t count;
+};
+
+static void
+fop_release(void *ctx)
+{
+	struct fop *f = ctx;
+
+	if (f->has_set_rq)
+		ly_admin_msg_bundle_set_cleanup(&f->set_rq);
+	if (f->has_del_rq)
+		ly_admin_msg_bundle_delete_cleanup(&f->del_rq);
+	if (f->has_td_rq)
+		ly_admin_msg_td_cleanup(&f->td_rq);
+	if (f->has_rel_rq)
+		ly_admin_msg_rel_cleanup(&f->rel_rq);
+	ly_admin_msg_rel_checked_cleanup(&f->rel_c);
+	ly_bundle_free(f->b);
+	ly_ds_fed_bundle_list_cleanup(&f->blist);
+	ly_ds_fed_bundle_free(f->bone);
+	ly_ds_fed_rel_list_cleanup(&f->rlist);
+	ly_ds_fed_rel_free(f->rel);
+	free(f);
+}
+
+/* A new fop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
+static struct fop *
+fop_begin(struct ly_rpc_call *call, void *arg, const char *action)
+{
+	struct fop *f = calloc(1, sizeof(*f));
+
+	if (f == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	if (!op_begin(&f->op, call, arg, action)) {
+		free(f);
+		return NULL;
+	}
+	f->blist = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	f->rlist = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
+	return f;
+}
+
+/* Queues f's datastore part; on refusal the call ends with the reason and `f` is freed. */
+static void
+fop_submit(struct fop *f, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
+{
+	struct ly_error e;
+	ly_status st = ly_dsa_submit(f->op.srv->dsa, work, done, fop_release, f, 0, &e);
+
+	if (st != LY_OK) {
+		struct ly_error e2;
+		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
+		op_fail(&f->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
+		fop_release(f);
+	}
+}
+
+/* Replies with the trust domain alone (deletes). */
+static void
+fop_reply_td(void *ctx, ly_status st, const struct ly_error *e)
+{
+	struct fop *f = ctx;
+	Lanyard__Admin__V1__TrustDomain out;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, e);
+		return;
+	}
+	lanyard__admin__v1__trust_domain__init(&out);
+	out.trust_domain = f->td;
+	op_reply(&f->op, &out.base, 0);
+}
+
+static ly_status
+set_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_bundle_put(ds, f->b, NULL, err);
+}
+
+static void
+set_fed_bundle_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	struct ly_bundle_pb pb;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
+		return;
+	}
+	if ((st = ly_bundle_pb_make(f->b, &pb, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		return;
+	}
+	op_reply(&f->op, &pb.msg.base, 0);
+	ly_bundle_pb_cleanup(&pb);
+}
+
+static void
+h_set_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, "bundle.set")) == NULL)
+		return;
+	if ((st = ly_admin_msg_bundle_set_decode(req, len, &f->set_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_set_rq = true;
+	f->op.trust_domain = f->set_rq.trust_domain;
+	if ((st = ly_admin_msg_bundle_set_check(&f->set_rq, f->op.srv->cfg.trust_domain, &f->b, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->op.trust_domain = ly_bundle_trust_domain(f->b);
+	fop_submit(f, set_fed_bundle_work, set_fed_bundle_done);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+list_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	if (f->one)
+		return ly_datastore_fed_bundle_get(ds, f->td, &f->bone, err);
+	return ly_datastore_fed_bundle_list(ds, &f->blist, err);
+}
+
+static void
+list_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	struct bundles_pb pbs;
+	Lanyard__Admin__V1__FederatedBundleList out;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
+		return;
+	}
+	if (f->one) {
+		const struct ly_ds_fed_bundle *v[1] = { f->bone };
+		st = bundles_pb_make(v, 1, &pbs, &e);
+	} else {
+		st = bundles_pb_make((const struct ly_ds_fed_bundle *const *)f->blist.items, f->blist.n, &pbs, &e);
+	}
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		return;
+	}
+	lanyard__admin__v1__federated_bundle_list__init(&out);
+	out.n_bundles = pbs.n;
+	out.bundles = pbs.ptrs;
+	op_reply(&f->op, &out.base, 0);
+	bundles_pb_cleanup(&pbs);
+}
+
+static void
+h_list_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
+		return;
+	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
+	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_td_rq = true;
+	if (f->td_rq.trust_domain != NULL) {
+		if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) !=
+		    LY_OK) {
+			op_fail_st(&f->op, st, &e);
+			goto fail;
+		}
+		f->one = true;
+	}
+	fop_submit(f, list_fed_bundles_work, list_fed_bundles_done);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+delete_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_bundle_delete(ds, f->td, f->mode, NULL, err);
+}
+
+static void
+h_delete_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, "bundle.delete")) == NULL)
+		return;
+	f->mode = LY_FED_DELETE_RESTRICT;
+	if ((st = ly_admin_msg_bundle_delete_decode(req, len, &f->del_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_del_rq = true;
+	f->op.trust_domain = f->del_rq.trust_domain;
+	if ((st = ly_admin_msg_bundle_delete_check(&f->del_rq, f->op.srv->cfg.trust_domain, f->td, &f->mode, &e)) !=
+	    LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->op.trust_domain = f->td;
+	(void)snprintf(f->note, sizeof(f->note), "mode %s", ly_fed_delete_mode_name(f->mode));
+	f->op.note = f->note;
+	fop_submit(f, delete_fed_bundle_work, fop_reply_td);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+count_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_bundle_count(ds, &f->count, err);
+}
+
+static void
+count_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	Lanyard__Admin__V1__Count out;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
+		return;
+	}
+	lanyard__admin__v1__count__init(&out);
+	out.count = f->count;
+	op_reply(&f->op, &out.base, 0);
+}
+
+static void
+h_count_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
+		return;
+	if ((st = ly_admin_msg_empty_decode("count", req, len, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		fop_release(f);
+		return;
+	}
+	fop_submit(f, count_fed_bundles_work, count_fed_bundles_done);
+}
+
+/* A relationship as its message; with `bundle`, the stored bundle too. */
+struct rel_pb {
+	Lanyard__Admin__V1__FederationRelationship m;
+	struct ly_bundle_pb bundle;
+	bool has_bundle;
+};
+
+static ly_status
+rel_pb_make(const struct ly_ds_fed_rel *r, const struct ly_ds_fed_bundle *b, struct rel_pb *p, struct ly_error *err)
+{
+	memset(p, 0, sizeof(*p));
+	lanyard__admin__v1__federation_relationship__init(&p->m);
+	p->m.trust_domain = unconst(r->trust_domain);
+	p->m.bundle_endpoint_url = unconst(r->bundle_endpoint_url);
+	p->m.bundle_endpoint_profile = unconst(ly_fed_profile_name(r->profile));
+	p->m.endpoint_spiffe_id = unconst(r->endpoint_spiffe_id);
+	p->m.created_at = r->created_at;
+	p->m.updated_at = r->updated_at;
+	if (b != NULL) {
+		LY_TRY(ly_bundle_pb_make(b->bundle, &p->bundle, err));
+		p->has_bundle = true;
+		p->m.bundle = &p->bundle.msg;
+	}
+	return LY_OK;
+}
+
+static void
+rel_pb_cleanup(struct rel_pb *p)
+{
+	if (p->has_bundle)
+		ly_bundle_pb_cleanup(&p->bundle);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Worker: relationship f->td as stored now, with its bundle if one is stored. */
+static ly_status
+read_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	ly_status st;
+
+	LY_TRY(ly_datastore_fed_rel_get(ds, f->td, &f->rel, err));
+	st = ly_datastore_fed_bundle_get(ds, f->td, &f->bone, err);
+	return st == LY_E_NOT_FOUND ? LY_OK : st;
+}
+
+/* Replies with the relationship read_rel_work read. */
+static void
+reply_rel_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	struct rel_pb pb;
+	struct ly_error e;
+
+	memset(&pb, 0, sizeof(pb));
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
+		return;
+	}
+	if ((st = rel_pb_make(f->rel, f->bone, &pb, &e)) != LY_OK)
+		op_fail_st(&f->op, st, &e);
+	else
+		op_reply(&f->op, &pb.m.base, 0);
+	rel_pb_cleanup(&pb);
+}
+
+/* The write, then the read of what it left, in one call on the worker. */
+static ly_status
+put_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+
+	LY_TRY(f->update ? ly_datastore_fed_rel_update(ds, &f->rel_c.rel, f->rel_c.bundle, NULL, err) :
+			   ly_datastore_fed_rel_create(ds, &f->rel_c.rel, f->rel_c.bundle, NULL, err));
+	return read_rel_work(ds, ctx, err);
+}
+
+/* CreateFederationRelationship and UpdateFederationRelationship. */
+static void
+put_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, update ? "federation.update" : "federation.create")) == NULL)
+		return;
+	f->update = update;
+	if ((st = ly_admin_msg_rel_decode(req, len, &f->rel_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_rel_rq = true;
+	f->op.trust_domain = f->rel_rq.trust_domain;
+	if ((st = ly_admin_msg_rel_check(&f->rel_rq, f->op.srv->cfg.trust_domain, &f->rel_c, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->op.trust_domain = f->rel_c.td;
+	(void)snprintf(f->td, sizeof(f->td), "%s", f->rel_c.td);
+	fop_submit(f, put_rel_work, reply_rel_done);
+	return;
+fail:
+	fop_release(f);
+}
+
+static void
+h_create_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	put_rel(call, req, len, arg, false);
+}
+
+static void
+h_update_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	put_rel(call, req, len, arg, true);
+}
+
+static ly_status
+list_rels_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_rel_list(ds, &f->rlist, err);
+}
+
+static void
+list_rels_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	struct rel_pb *pbs = NULL;
+	Lanyard__Admin__V1__FederationRelationship **ptrs = NULL;
+	Lanyard__Admin__V1__FederationRelationshipList out;
+	size_t n = 0;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
+		return;
+	}
+	pbs = calloc(f->rlist.n + 1, sizeof(*pbs));
+	ptrs = calloc(f->rlist.n + 1, sizeof(*ptrs));
+	if (pbs == NULL || ptrs == NULL) {
+		op_fail(&f->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (; n < f->rlist.n; n++) {
+		/* No bundles in a list (`federation show` has the one). */
+		(void)rel_pb_make(f->rlist.items[n], NULL, &pbs[n], NULL);
+		ptrs[n] = &pbs[n].m;
+	}
+	lanyard__admin__v1__federation_relationship_list__init(&out);
+	out.n_relationships = n;
+	out.relationships = ptrs;
+	op_reply(&f->op, &out.base, 0);
+out:
+	for (size_t i = 0; i < n; i++)
+		rel_pb_cleanup(&pbs[i]);
+	free(pbs);
+	free(ptrs);
+}
+
+static void
+h_list_rels(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
+		return;
+	if ((st = ly_admin_msg_empty_decode("relationships", req, len, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		fop_release(f);
+		return;
+	}
+	fop_submit(f, list_rels_work, list_rels_done);
+}
+
+static void
+h_get_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
+		return;
+	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_td_rq = true;
+	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	fop_submit(f, read_rel_work, reply_rel_done);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+delete_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_rel_delete(ds, f->td, NULL, err);
+}
+
+static void
+h_delete_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, "federation.delete")) == NULL)
+		return;
+	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_td_rq = true;
+	f->op.trust_domain = f->td_rq.trust_domain;
+	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->op.trust_domain = f->td;
+	fop_submit(f, delete_rel_work, fop_reply_td);
+	return;
+fail:
+	fop_release(f);
+}
+
+/* A `federation refresh` waiting for the fetcher (server_core.h: the refresh hook). */
+struct refresh_op {
+	struct op op;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+};
+
+static void
+refresh_done(void *arg, ly_status rc, const char *msg)
+{
+	struct refresh_op *r = arg;
+	Lanyard__Admin__V1__TrustDomain out;
+
+	if (rc != LY_OK) {
+		op_fail(&r->op, code_of(rc, NULL), msg != NULL && msg[0] != '\0' ? msg : "bundle refresh failed");
+	} else {
+		lanyard__admin__v1__trust_domain__init(&out);
+		out.trust_domain = r->td;
+		op_reply(&r->op, &out.base, 0);
+	}
+	free(r);
+}
+
+static void
+h_refresh_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct refresh_op *r = calloc(1, sizeof(*r));
+	struct ly_admin_msg_td rq;
+	struct ly_error e;
+	ly_status st;
+
+	if (r == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	if (!op_begin(&r->op, call, arg, "federation.refresh")) {
+		free(r);
+		return;
+	}
+	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
+		op_fail_st(&r->op, st, &e);
+		free(r);
+		return;
+	}
+	r->op.trust_domain = rq.trust_domain;
+	if ((st = ly_admin_msg_td_check(rq.trust_domain, r->op.srv->cfg.trust_domain, r->td, &e)) != LY_OK) {
+		op_fail_st(&r->op, st, &e);
+		goto fail;
+	}
+	/* No datastore lookup: the fetcher knows the config's relationships too (NOT_FOUND for neither). */
+	r->op.trust_domain = r->td;
+	if (r->op.srv->fed_refresh.fn == NULL) {
+		op_fail(&r->op, LY_RPC_UNIMPLEMENTED,
+		    "federation refresh is not available: this server has no bundle fetcher yet");
+		goto fail;
+	}
+	if ((st = r->op.srv->fed_refresh.fn(r->op.srv->fed_refresh.arg, r->td, refresh_done, r, &e)) != LY_OK) {
+		op_fail_st(&r->op, st, &e);
+		goto fail;
+	}
+	/* refresh_done answers and frees r. */
+	ly_admin_msg_td_cleanup(&rq);
+	return;
+fail:
+	ly_admin_msg_td_cleanup(&rq);
+	free(r);
+}
+
 static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/CreateEntry", LY_RPC_UNARY, h_create_entry },
 	{ "/lanyard.admin.v1.Admin/UpdateEntry", LY_RPC_UNARY, h_update_entry },
@@ -808,6 +1457,16 @@ static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/EvictAgent", LY_RPC_UNARY, h_evict_agent },
 	{ "/lanyard.admin.v1.Admin/BanAgent", LY_RPC_UNARY, h_ban_agent },
 	{ "/lanyard.admin.v1.Admin/Health", LY_RPC_UNARY, h_health },
+	{ "/lanyard.admin.v1.Admin/SetFederatedBundle", LY_RPC_UNARY, h_set_fed_bundle },
+	{ "/lanyard.admin.v1.Admin/ListFederatedBundles", LY_RPC_UNARY, h_list_fed_bundles },
+	{ "/lanyard.admin.v1.Admin/DeleteFederatedBundle", LY_RPC_UNARY, h_delete_fed_bundle },
+	{ "/lanyard.admin.v1.Admin/CountFederatedBundles", LY_RPC_UNARY, h_count_fed_bundles },
+	{ "/lanyard.admin.v1.Admin/CreateFederationRelationship", LY_RPC_UNARY, h_create_rel },
+	{ "/lanyard.admin.v1.Admin/UpdateFederationRelationship", LY_RPC_UNARY, h_update_rel },
+	{ "/lanyard.admin.v1.Admin/ListFederationRelationships", LY_RPC_UNARY, h_list_rels },
+	{ "/lanyard.admin.v1.Admin/GetFederationRelationship", LY_RPC_UNARY, h_get_rel },
+	{ "/lanyard.admin.v1.Admin/DeleteFederationRelationship", LY_RPC_UNARY, h_delete_rel },
+	{ "/lanyard.admin.v1.Admin/RefreshBundle", LY_RPC_UNARY, h_refresh_bundle },
 };
 
 const struct ly_rpc_method *

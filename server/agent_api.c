@@ -98,6 +98,7 @@ static char msg_entry_id_malformed[] = "entry_id malformed";
 static char msg_not_authorized[] = "entry not authorized for this agent";
 static char msg_csr_size[] = "csr required, within its size cap";
 static char msg_entry_id_unreadable[] = "entry SPIFFE ID unreadable";
+static char msg_rate_limited[] = "rate limit: x509_signing over its rate for this agent; retry later";
 static char msg_reserved_id[] = "entry SPIFFE ID is in Lanyard's reserved namespace: not issued";
 
 static void
@@ -172,6 +173,24 @@ batch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *
 			map[k++] = i;
 		}
 	}
+	/*
+	 * The agent's X.509 signing limit (agent_api_limit.c): the first
+	 * `granted` CSRs are signed, the others refused one by one, and the
+	 * whole call when none is granted.
+	 */
+	size_t granted = agent_api_limit_take(api, AGENT_API_LIMIT_X509, c->rec->spiffe_id, (uint32_t)k, true);
+	if (granted == 0 && k > 0) {
+		char details[192];
+		agent_api_limit_details(AGENT_API_LIMIT_X509, api, details, sizeof(details));
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, details);
+		goto out;
+	}
+	for (size_t j = granted; j < k; j++) {
+		results[map[j]].spiffe_id = NULL;
+		results[map[j]].status_code = LY_RPC_RESOURCE_EXHAUSTED;
+		results[map[j]].status_message = msg_rate_limited;
+	}
+	k = granted;
 	if (k > 0 && ly_ca_sign_batch(api->srv->ca, reqs, k, now, res, &e) != LY_OK)
 		log_error("batch of %s: %s", c->rec->spiffe_id, e.msg);
 	for (size_t j = 0; j < k; j++) {
@@ -235,6 +254,12 @@ jwt_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *re
 
 	if (ly_agentapi_jwt_decode(req, len, &rq, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
+		goto out;
+	}
+	if (agent_api_limit_take(api, AGENT_API_LIMIT_JWT, c->rec->spiffe_id, 1, false) != 1) {
+		char details[192];
+		agent_api_limit_details(AGENT_API_LIMIT_JWT, api, details, sizeof(details));
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, details);
 		goto out;
 	}
 	struct ly_authz_agent agent = { c->rec->spiffe_id, c->rec->selectors, c->rec->n_selectors };
@@ -427,6 +452,7 @@ static const struct ly_rpc_method agent_methods[] = {
 	{ METHOD("BatchNewX509SVID"), LY_RPC_UNARY, h_batch_new_x509_svid },
 	{ METHOD("NewJWTSVID"), LY_RPC_UNARY, h_new_jwt_svid },
 	{ METHOD("GetBundle"), LY_RPC_UNARY, h_get_bundle },
+	{ METHOD("GetFederatedBundles"), LY_RPC_UNARY, agent_api_fed_get },
 };
 
 const struct ly_rpc_method *
@@ -451,6 +477,7 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	if ((api = calloc(1, sizeof(*api))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent API: out of memory");
 	api->srv = srv;
+	api->fed_revision = -1;
 	ly_queue_init(&api->watchers);
 	ly_queue_init(&api->prev);
 	ly_queue_init(&api->psat);
@@ -461,6 +488,10 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	    (rc = ly_uvtimer_new(srv->loop, api, true, &api->sweep_timer, err)) != LY_OK) {
 		ly_agent_api_free(api);
 		return ly_error_wrap(err, rc, "agent API: timers");
+	}
+	if ((rc = agent_api_limit_init(api, srv->cfg.ratelimit_attestation, srv->cfg.ratelimit_signing, err)) != LY_OK) {
+		ly_agent_api_free(api);
+		return ly_error_wrap(err, rc, "agent API");
 	}
 	if (srv->dsa != NULL && (rc = ly_dsa_on_change(srv->dsa, on_store_change, api, err)) != LY_OK) {
 		ly_agent_api_free(api);
@@ -548,6 +579,16 @@ on_store_change(void *arg, const struct ly_datastore_change *change)
 	case LY_DATASTORE_BUNDLE_CHANGED:
 		ly_agent_api_bundle_changed(api);
 		break;
+	case LY_DATASTORE_FED_BUNDLE_CHANGED:
+	case LY_DATASTORE_FED_BUNDLE_DELETED:
+		/* The refresh re-reads the bundles (and the entries a delete in
+		 * mode dissociate or delete changed); watchers whose
+		 * federated_sequence moved get an update. */
+		api->fed_stale = true;
+		entries_changed(api);
+		break;
+	case LY_DATASTORE_FED_REL_CHANGED:
+		break; /* the fetcher's business; agents see bundles only */
 	}
 }
 
@@ -685,5 +726,7 @@ ly_agent_api_free(struct ly_agent_api *api)
 		agent_api_auth_prev_remove(api, LY_QUEUE_DATA(q, struct agent_api_prev_serial, link)->agent_id);
 	agent_api_replica_clear(api);
 	agent_api_known_clear(api);
+	agent_api_limit_free(api);
+	agent_api_fed_clear(api);
 	free(api);
 }

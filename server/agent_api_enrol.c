@@ -648,6 +648,11 @@ agent_api_enrol_attest(struct ly_rpc_call *call, const uint8_t *req, size_t len,
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
+	/* Per source IP (agent_api_limit.c); a ticket only finishes an attestation already counted. */
+	if (rq.kind != LY_AGENTAPI_TICKET && !agent_api_limit_attest(api, call)) {
+		ly_agentapi_attest_cleanup(&rq);
+		return;
+	}
 	uint64_t t0 = uv_hrtime();
 	switch (rq.kind) {
 	case LY_AGENTAPI_JOIN_TOKEN:

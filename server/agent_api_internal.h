@@ -15,8 +15,12 @@
  *                         deltas;
  *  - agent_api_auth.c     caller authentication on mTLS calls, and the
  *                         previous SVID serial of an agent that renewed;
+ *  - agent_api_limit.c    the rate limits (SPEC §11): attestation per source
+ *                         IP, X.509 and JWT signing per agent;
  *  - agent_api_enrol.c    AttestAgent (join_token, x509pop, k8s_psat on the
- *                         thread pool, tickets) and RenewAgent.
+ *                         thread pool, tickets) and RenewAgent;
+ *  - agent_api_fed.c      the federated bundles (SPEC §9): their copy, each
+ *                         agent's federated_sequence, GetFederatedBundles.
  * Requests are decoded and checked by server/agentapi_msg.c first.
  *
  * Threads: the loop thread runs everything here but the k8s_psat
@@ -82,6 +86,15 @@
 #define KNOWN_FRESH_MS 5000
 
 struct ly_agent_api;
+struct ly_ratelimit;
+
+/* The rate limits (agent_api_limit.c); a limiter is NULL when its limit is off. */
+enum agent_api_limit {
+	AGENT_API_LIMIT_ATTEST = 0, /* AttestAgent per source IP */
+	AGENT_API_LIMIT_X509,       /* X.509-SVIDs signed per agent */
+	AGENT_API_LIMIT_JWT,        /* JWT-SVIDs signed per agent */
+	AGENT_API_LIMITS
+};
 
 struct agent_api_pending {
 	bool used;
@@ -112,6 +125,7 @@ struct agent_api_watcher {
 	time_t svid_expires;
 	struct ly_authz_watch *watch;
 	uint64_t bundle_seq;
+	uint64_t fed_seq; /* the federated_sequence last sent */
 };
 
 /* A datastore call of the agent API in flight: first in each call's own struct. */
@@ -167,6 +181,12 @@ struct ly_agent_api {
 	struct agent_api_change *log;
 	size_t log_head, log_n;
 	int64_t log_from;
+	/* Federated bundles (agent_api_fed.c): every one stored, by trust
+	 * domain; reloaded when the datastore's fed_revision moved (a write
+	 * here or another server's) or the hook says so. */
+	struct ly_ds_fed_bundle_list fed;
+	int64_t fed_revision; /* the datastore's fed_revision `fed` was read at; -1: never */
+	bool fed_stale;
 	/* Timers (separately allocated: freed in their close callbacks). */
 	uv_timer_t *refresh_timer;
 	uint64_t refresh_end_ns, refresh_cost_ns; /* the last refresh: when it ended, what it cost */
@@ -185,6 +205,7 @@ struct ly_agent_api {
 	struct agent_api_known *known;
 	size_t n_known, cap_known;
 	struct ly_queue ops; /* struct agent_api_op: datastore calls in flight */
+	struct ly_ratelimit *limits[AGENT_API_LIMITS];
 };
 
 enum agent_api_metric {
@@ -267,6 +288,50 @@ ly_status agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *er
 
 /* Frees the replica (ly_agent_api_free). */
 void agent_api_replica_clear(struct ly_agent_api *api);
+
+/* ---- agent_api_fed.c ---- */
+
+/* One read of the federated bundles, on the datastore's worker (inside the replica's read). */
+struct agent_api_fed_read {
+	int64_t revision;                 /* the datastore's fed_revision */
+	bool read;                        /* `list` was read (the revision moved, or stale) */
+	struct ly_ds_fed_bundle_list list;
+};
+
+/*
+ * Worker side (ds and `out` only): reads the fed_revision, and the bundles
+ * when it differs from `since` (the copy's, -1 when never read) or `stale`.
+ */
+ly_status agent_api_fed_read_work(struct ly_datastore *ds, int64_t since, bool stale, struct agent_api_fed_read *out,
+    struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * Loop side: installs what agent_api_fed_read_work read (the list is
+ * taken); true when a bundle was added, replaced or removed.
+ */
+bool agent_api_fed_apply(struct ly_agent_api *api, struct agent_api_fed_read *r);
+
+/*
+ * LY_OK once the bundles were read; otherwise starts a refresh (the
+ * replica's read, which reads them too) and says "federated bundles not
+ * loaded yet" (LY_E_IO). A reply path uses this: a change it consumed
+ * would not reach the watchers, whose updates the refresh sends.
+ */
+ly_status agent_api_fed_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The federated_sequence of an agent authorized for `set`: a digest of the
+ * trust domains its entries federate with and the revision of each one's
+ * bundle, so it moves when any bundle it may need changes, appears or goes,
+ * or when that set of trust domains changes. 0 when it needs none.
+ */
+uint64_t agent_api_fed_sequence(const struct ly_agent_api *api, const struct ly_authz_set *set);
+
+/* The GetFederatedBundles handler. */
+void agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);
+
+/* Frees the copy (ly_agent_api_free). */
+void agent_api_fed_clear(struct ly_agent_api *api);
 
 /* ---- agent_api_pending.c ---- */
 
@@ -356,6 +421,26 @@ void agent_api_known_drop(struct ly_agent_api *api, const char *agent_id);
 void agent_api_known_clear(struct ly_agent_api *api);
 /* A deep copy of an agent record (NULL when out of memory). */
 struct ly_ds_agent *agent_api_agent_copy(const struct ly_ds_agent *a);
+
+/* ---- agent_api_limit.c ---- */
+
+/* Makes the limiters that are on (server.ratelimit.attestation, .signing). */
+ly_status agent_api_limit_init(struct ly_agent_api *api, bool attestation, bool signing, struct ly_error *err)
+    LY_MUST_CHECK;
+void agent_api_limit_free(struct ly_agent_api *api);
+/* The IP of gRPC's peer string ("ipv4:192.0.2.1:5000" -> "192.0.2.1"); other peers are kept whole. */
+void agent_api_limit_peer_ip(const char *peer, char *out, size_t size);
+/*
+ * Takes up to `want` tokens of limiter `which` for `key` (all or nothing
+ * unless `partial`); returns how many were granted (`want` when the limit
+ * is off). Refusals are counted in /metrics and logged once a second.
+ */
+uint32_t agent_api_limit_take(struct ly_agent_api *api, enum agent_api_limit which, const char *key, uint32_t want,
+    bool partial);
+/* The status details of a refusal by limiter `which` (one line). */
+void agent_api_limit_details(enum agent_api_limit which, const struct ly_agent_api *api, char *out, size_t size);
+/* AttestAgent's limit by the caller's source IP; on refusal the call is finished RESOURCE_EXHAUSTED and false returned. */
+bool agent_api_limit_attest(struct ly_agent_api *api, struct ly_rpc_call *call);
 
 /* ---- agent_api_enrol.c ---- */
 

@@ -151,6 +151,10 @@ struct replica_read {
 	struct ly_entry_list list;
 	struct ly_entry_changes ch;
 	uint64_t t0_ns;
+	/* The federated bundles (agent_api_fed.c), read after the entries in the same call. */
+	int64_t fed_since; /* the copy's fed_revision; -1: never read */
+	bool fed_stale;    /* the hook said one changed: read them whatever the revision */
+	struct agent_api_fed_read fed;
 };
 
 static ly_status
@@ -163,14 +167,14 @@ read_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 		if ((rc = ly_datastore_entry_changes_since(ds, r->since, &r->ch, err)) != LY_OK)
 			return ly_error_wrap(err, rc, "entry changes");
 		if (!r->ch.resync)
-			return LY_OK;
+			return agent_api_fed_read_work(ds, r->fed_since, r->fed_stale, &r->fed, err);
 		ly_entry_changes_cleanup(&r->ch);
 		r->load = true;
 	}
 	if ((rc = ly_datastore_revision(ds, &r->revision, err)) != LY_OK ||
 	    (rc = ly_datastore_entry_list(ds, NULL, &r->list, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "load entries");
-	return LY_OK;
+	return agent_api_fed_read_work(ds, r->fed_since, r->fed_stale, &r->fed, err);
 }
 
 static void
@@ -180,6 +184,7 @@ read_release(void *ctx)
 
 	ly_entry_list_cleanup(&r->list);
 	ly_entry_changes_cleanup(&r->ch);
+	ly_ds_fed_bundle_list_cleanup(&r->fed.list);
 	free(r);
 }
 
@@ -288,6 +293,8 @@ read_done(void *ctx, ly_status st, const struct ly_error *err)
 	api->refresh_inflight = false;
 	if (st != LY_OK) {
 		e = *err;
+		if (r->fed_stale)
+			api->fed_stale = true; /* not read: the next refresh reads them */
 	} else if (r->load) {
 		rc = cache_install(api, r->list.items, r->list.n, r->revision, &e);
 		if (rc == LY_OK) {
@@ -301,6 +308,8 @@ read_done(void *ctx, ly_status st, const struct ly_error *err)
 	} else {
 		rc = apply_changes(api, &r->ch, &changed, &e);
 	}
+	if (st == LY_OK && agent_api_fed_apply(api, &r->fed))
+		changed = true;
 	api->refresh_end_ns = uv_hrtime();
 	api->refresh_cost_ns = api->refresh_end_ns - r->t0_ns;
 	agent_api_refreshed(api, rc, changed, &e);
@@ -332,7 +341,12 @@ agent_api_replica_refresh(struct ly_agent_api *api)
 	r->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
 	r->ch = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
 	r->t0_ns = uv_hrtime();
+	r->fed_since = api->fed_revision;
+	r->fed_stale = api->fed_stale;
+	r->fed.list = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	api->fed_stale = false;
 	if (agent_api_submit(api, &r->op, read_work, read_done, read_release, &e) != LY_OK) {
+		api->fed_stale = r->fed_stale;
 		read_release(r);
 		agent_api_refreshed(api, LY_E_IO, false, &e);
 		return;

@@ -2,7 +2,8 @@
  * agent_api_watch.c: the agent API's WatchEntries streams
  * (agent_api_internal.h): at most LY_AGENTAPI_WATCHERS_MAX, WATCHERS_PER_AGENT per
  * agent (a newer watch replaces the oldest); each gets a snapshot, then the
- * deltas of its authorized set (authz.h) and the bundle's sequence.
+ * deltas of its authorized set (authz.h), the bundle's sequence and its
+ * federated_sequence (agent_api_fed.c).
  */
 #include "server/agent_api_internal.h"
 
@@ -85,7 +86,8 @@ watch_send(struct agent_api_watcher *w, bool force, bool resume, const char *con
 		goto fail;
 	}
 	uint64_t seq = agent_api_reply_bundle_sequence(api);
-	if (!u.changed && !force && seq == w->bundle_seq) {
+	uint64_t fed_seq = agent_api_fed_sequence(api, &set);
+	if (!u.changed && !force && seq == w->bundle_seq && fed_seq == w->fed_seq) {
 		ly_authz_set_cleanup(&set);
 		return;
 	}
@@ -110,6 +112,7 @@ watch_send(struct agent_api_watcher *w, bool force, bool resume, const char *con
 	up.n_deleted_entry_ids = u.n_deleted;
 	up.deleted_entry_ids = deleted;
 	up.bundle_sequence = seq;
+	up.federated_sequence = fed_seq;
 	size_t n = lanyard__agent__v1__entries_update__get_packed_size(&up);
 	if (n > LY_RPC_RESPONSE_MAX) {
 		log_error("watch of %s: %zu authorized entries need %zu bytes, over the %d-byte message cap",
@@ -126,9 +129,11 @@ watch_send(struct agent_api_watcher *w, bool force, bool resume, const char *con
 		else
 			code = LY_RPC_OK;
 	}
-	log_debug("watch of %s: %s revision=%" PRId64 " entries=%zu deleted=%zu bundle_sequence=%" PRIu64,
-	    w->agent_id, u.snapshot ? "snapshot" : "delta", api->revision, u.n_upserts, u.n_deleted, seq);
+	log_debug("watch of %s: %s revision=%" PRId64 " entries=%zu deleted=%zu bundle_sequence=%" PRIu64
+		  " federated_sequence=%" PRIu64,
+	    w->agent_id, u.snapshot ? "snapshot" : "delta", api->revision, u.n_upserts, u.n_deleted, seq, fed_seq);
 	w->bundle_seq = seq;
+	w->fed_seq = fed_seq;
 	free(buf);
 	free(deleted);
 	ly_entries_pb_cleanup(&pe);
@@ -210,7 +215,7 @@ watch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
-	if (agent_api_replica_ensure(api, &e) != LY_OK) {
+	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_fed_ensure(api, &e) != LY_OK) {
 		log_info("watch of %s: %s", c->rec->spiffe_id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
 		return;

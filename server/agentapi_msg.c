@@ -236,6 +236,18 @@ ly_agentapi_bundle_decode(const uint8_t *data, size_t len, struct ly_error *err)
 	return LY_OK;
 }
 
+ly_status
+ly_agentapi_fed_bundles_decode(const uint8_t *data, size_t len, struct ly_error *err)
+{
+	Lanyard__Agent__V1__GetFederatedBundlesRequest *m =
+	    lanyard__agent__v1__get_federated_bundles_request__unpack(NULL, len, data);
+
+	if (m == NULL)
+		return ly_error_set(err, LY_E_INVALID, "malformed GetFederatedBundlesRequest");
+	lanyard__agent__v1__get_federated_bundles_request__free_unpacked(m, NULL);
+	return LY_OK;
+}
+
 /* ---- BatchNewX509SVID ---- */
 
 ly_status

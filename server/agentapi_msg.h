@@ -150,4 +150,7 @@ void ly_agentapi_jwt_cleanup(struct ly_agentapi_jwt_request *req);
 /* A GetBundleRequest (it carries nothing we read). */
 ly_status ly_agentapi_bundle_decode(const uint8_t *data, size_t len, struct ly_error *err) LY_MUST_CHECK;
 
+/* A GetFederatedBundlesRequest (it carries nothing we read). */
+ly_status ly_agentapi_fed_bundles_decode(const uint8_t *data, size_t len, struct ly_error *err) LY_MUST_CHECK;
+
 #endif /* LANYARD_SERVER_AGENTAPI_MSG_H */

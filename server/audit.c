@@ -126,6 +126,7 @@ ly_audit_format(const struct ly_audit_record *rec, time_t now, char **line, stru
 	    (rc = put(obj, "action", rec->action, rec->secret, 64, err)) != LY_OK ||
 	    (rc = put(obj, "entry_id", rec->entry_id, rec->secret, 128, err)) != LY_OK ||
 	    (rc = put(obj, "spiffe_id", rec->spiffe_id, rec->secret, LY_SPIFFE_ID_MAX + 1, err)) != LY_OK ||
+	    (rc = put(obj, "trust_domain", rec->trust_domain, rec->secret, LY_TRUST_DOMAIN_MAX + 1, err)) != LY_OK ||
 	    (rc = put(obj, "result", rec->result, rec->secret, 64, err)) != LY_OK)
 		goto out;
 	if (rec->detail != NULL) {

@@ -4,7 +4,7 @@
  *
  * A line is one JSON object, keys in this order, absent fields left out:
  *   {"time":"2024-05-01T12:00:00Z","caller":"uid:1000","action":"entry.create",
- *    "entry_id":"...","spiffe_id":"spiffe://...","result":"ok"}
+ *    "entry_id":"...","spiffe_id":"spiffe://...","trust_domain":"b.test","result":"ok"}
  *   {"time":...,"action":"entry.create",...,"result":"INVALID_ARGUMENT",
  *    "detail":"selector 1: ..."}
  * `result` is "ok" or the gRPC status name the caller got; `detail` is the
@@ -40,8 +40,9 @@ struct ly_audit_record {
 	const char *action;    /* "entry.create", "token.generate", "agent.ban", ... */
 	const char *entry_id;
 	const char *spiffe_id;
+	const char *trust_domain; /* federation (bundle.*, federation.*): the other trust domain */
 	const char *result;    /* "ok" or a status name */
-	const char *detail;    /* why it was refused */
+	const char *detail;    /* why it was refused; on success, what the change did (bundle.delete's mode) */
 	const char *secret;    /* never written: scrubbed from every field (not itself logged) */
 };
 

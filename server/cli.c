@@ -35,9 +35,11 @@
 #include "lib/pbview.h"
 #include "lib/sockpath.h"
 #include "lib/spiffeid.h"
+#include "lib/text.h"
 #include "rpc/rpc.h"
 #include "server/admin_msg.h"
 #include "server/cli.h"
+#include "server/cli_internal.h"
 #include "server/server.h"
 
 #define EXIT_RUNTIME LY_CMDLINE_EXIT_RUNTIME
@@ -179,6 +181,21 @@ parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t
 	return ly_cmdline_parse_flags("lanyard-server", cmd, synopsis, flags, n, argc, argv);
 }
 
+/* ---- shared with cli_fed.c (cli_internal.h) ---- */
+
+int
+ly_cli_call(const char *socket, const char *what, const char *method, const ProtobufCMessage *req,
+    struct ly_buf *resp)
+{
+	return call(socket, what, method, req, resp);
+}
+
+int
+ly_cli_parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t n, int argc, char **argv)
+{
+	return parse_flags(cmd, synopsis, flags, n, argc, argv);
+}
+
 #define SOCKET_FLAG(dst) \
 	{ "socketPath", LY_FLAG_STRING, (dst), "admin socket of the server (default " LY_SERVER_SOCKET_DEFAULT ")", \
 	    0, 0, false }
@@ -255,6 +272,8 @@ print_entry(const Lanyard__Agent__V1__Entry *e)
 		printf("Admin            : true\n");
 	if (e->hint[0] != '\0')
 		printf("Hint             : %s\n", e->hint);
+	for (size_t i = 0; i < e->n_federates_with; i++)
+		printf("FederatesWith    : spiffe://%s\n", e->federates_with[i]);
 	printf("\n");
 }
 
@@ -285,11 +304,13 @@ selectors_json(Lanyard__Agent__V1__Selector **sels, size_t n)
 static json_t *
 entry_json(const Lanyard__Agent__V1__Entry *e)
 {
-	json_t *o = json_object(), *dns = json_array();
-	bool ok = o != NULL && dns != NULL;
+	json_t *o = json_object(), *dns = json_array(), *fed = json_array();
+	bool ok = o != NULL && dns != NULL && fed != NULL;
 
 	for (size_t i = 0; ok && i < e->n_dns_names; i++)
 		ok = json_array_append_new(dns, json_string(e->dns_names[i])) == 0;
+	for (size_t i = 0; ok && i < e->n_federates_with; i++)
+		ok = json_array_append_new(fed, json_string(e->federates_with[i])) == 0;
 	ok = ok && jset(o, "entry_id", json_string(e->entry_id)) && jset(o, "spiffe_id", json_string(e->spiffe_id)) &&
 	    jset(o, "parent_id", json_string(e->parent_id)) &&
 	    jset(o, "selectors", selectors_json(e->selectors, e->n_selectors)) &&
@@ -297,8 +318,10 @@ entry_json(const Lanyard__Agent__V1__Entry *e)
 	    jset(o, "jwt_svid_ttl", json_integer(e->jwt_svid_ttl)) && jset(o, "dns_names", json_incref(dns)) &&
 	    jset(o, "node", json_boolean(e->node)) && jset(o, "admin", json_boolean(e->admin)) &&
 	    jset(o, "downstream", json_boolean(e->downstream)) && jset(o, "hint", json_string(e->hint)) &&
+	    jset(o, "federates_with", json_incref(fed)) &&
 	    jset(o, "revision", json_integer(e->revision)) && jset(o, "created_at", json_integer(e->created_at));
 	json_decref(dns);
+	json_decref(fed);
 	if (!ok) {
 		json_decref(o);
 		return NULL;
@@ -366,7 +389,7 @@ print_json(const char *cmd, json_t *v)
 struct entry_args {
 	const char *socket;
 	const char *entry_id, *spiffe_id, *parent_id, *hint, *output;
-	struct ly_flag_list selectors, dns;
+	struct ly_flag_list selectors, dns, federates_with;
 	int64_t x509_ttl, jwt_ttl;
 	bool node, admin, downstream;
 };
@@ -378,6 +401,8 @@ struct entry_req {
 	struct ly_selector parsed[LY_SELECTORS_MAX];
 	size_t n_parsed;
 	char parent[LY_SPIFFE_ID_MAX + 1];
+	char fed[LY_ENTRY_FEDERATES_WITH_MAX][LY_TRUST_DOMAIN_MAX + 1]; /* bare names */
+	char *fed_ptrs[LY_ENTRY_FEDERATES_WITH_MAX];
 };
 
 static void
@@ -438,6 +463,18 @@ entry_req_build(const char *cmd, struct entry_args *a, bool update, struct entry
 	}
 	if (a->hint != NULL && strlen(a->hint) > LY_ENTRY_HINT_MAX)
 		return fail(EXIT_USAGE, "%s: -hint: over %d bytes", cmd, LY_ENTRY_HINT_MAX);
+	if (a->federates_with.count > LY_ENTRY_FEDERATES_WITH_MAX)
+		return fail(EXIT_USAGE, "%s: more than %d -federatesWith", cmd, LY_ENTRY_FEDERATES_WITH_MAX);
+	for (size_t i = 0; i < a->federates_with.count; i++) {
+		const char *v = a->federates_with.items[i];
+		/* SPIRE's form: spiffe://<td>; a bare name is taken too. */
+		if (ly_trust_domain_parse(v, true, r->fed[i], &e) != LY_OK)
+			return fail(EXIT_USAGE, "%s: -federatesWith \"%s\": %s", cmd, v, e.msg);
+		if (strcmp(r->fed[i], id.trust_domain) == 0)
+			return fail(EXIT_USAGE, "%s: -federatesWith \"%s\": the entry's own trust domain (only other trust "
+			    "domains federate)", cmd, v);
+		r->fed_ptrs[i] = r->fed[i];
+	}
 	r->m.entry_id = unconst(a->entry_id);
 	r->m.spiffe_id = unconst(a->spiffe_id);
 	r->m.parent_id = r->parent;
@@ -451,6 +488,8 @@ entry_req_build(const char *cmd, struct entry_args *a, bool update, struct entry
 	r->m.admin = a->admin;
 	r->m.downstream = a->downstream;
 	r->m.hint = unconst(a->hint);
+	r->m.n_federates_with = a->federates_with.count;
+	r->m.federates_with = r->fed_ptrs;
 	return 0;
 }
 
@@ -493,6 +532,8 @@ entry_put(int argc, char **argv, bool update)
 		{ "admin", LY_FLAG_BOOL, &a.admin, "the SVID may call the admin API", 0, 0, false },
 		{ "downstream", LY_FLAG_BOOL, &a.downstream, "the SVID may sign (downstream server)", 0, 0, false },
 		{ "hint", LY_FLAG_STRING, &a.hint, "an operator's hint for workloads with several SVIDs", 0, 0, false },
+		{ "federatesWith", LY_FLAG_LIST, &a.federates_with, "spiffe://<td> whose bundle the workloads get (repeat; "
+		    "the bundle must exist: bundle set or federation create)", 0, 0, false },
 		{ "output", LY_FLAG_STRING, &a.output, "pretty (default) or json", 0, 0, false },
 		SOCKET_FLAG(&a.socket),
 	};
@@ -798,6 +839,12 @@ out:
 	return rc;
 }
 
+ly_status
+ly_cli_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, struct ly_bundle **out, struct ly_error *err)
+{
+	return bundle_from_pb(m, out, err);
+}
+
 /* ---- agent -------------------------------------------------------------------------------------------- */
 
 static int
@@ -990,6 +1037,16 @@ static const struct command commands[] = {
 	{ "entry", "delete", entry_delete, "delete a registration entry" },
 	{ "token", "generate", token_generate, "make a single-use join token" },
 	{ "bundle", "show", bundle_show, "show the trust bundle (pem or spiffe)" },
+	{ "bundle", "set", ly_cli_bundle_set, "set another trust domain's bundle (federation)" },
+	{ "bundle", "list", ly_cli_bundle_list, "list federated bundles" },
+	{ "bundle", "delete", ly_cli_bundle_delete, "delete a federated bundle" },
+	{ "bundle", "count", ly_cli_bundle_count, "count federated bundles" },
+	{ "federation", "create", ly_cli_federation_create, "create a federation relationship" },
+	{ "federation", "update", ly_cli_federation_update, "replace a federation relationship" },
+	{ "federation", "list", ly_cli_federation_list, "list federation relationships" },
+	{ "federation", "show", ly_cli_federation_show, "show one federation relationship" },
+	{ "federation", "delete", ly_cli_federation_delete, "delete a federation relationship" },
+	{ "federation", "refresh", ly_cli_federation_refresh, "fetch a relationship's bundle now" },
 	{ "agent", "list", agent_list, "list attested agents" },
 	{ "agent", "show", agent_show, "show one attested agent" },
 	{ "agent", "evict", agent_evict, "make an agent attest again" },

@@ -1,6 +1,7 @@
 /*
- * cli.h: the admin verbs of `lanyard-server` (SPEC §2): entry, token,
- * bundle, agent and healthcheck, with SPIRE's verbs and single-dash flags
+ * cli.h: the admin verbs of `lanyard-server` (SPEC §2, §9): entry, token,
+ * bundle (show; set, list, delete, count for federation), federation,
+ * agent and healthcheck, with SPIRE's verbs and single-dash flags
  * (lib/flags.h). Each is a client of the running server's Admin service
  * (admin_api.c) over its Unix socket (-socketPath, default
  * LY_SERVER_SOCKET_DEFAULT). Output formats are documented in

@@ -104,7 +104,7 @@ void
 ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_kind kind, const char *entry_id,
     const char *agent_id)
 {
-	struct ly_datastore_change c = { kind, -1, entry_id, agent_id };
+	struct ly_datastore_change c = { .kind = kind, .revision = -1, .entry_id = entry_id, .agent_id = agent_id };
 
 	if (ds->n_hooks == 0)
 		return;

@@ -7,14 +7,18 @@
  *    revision number and a change log so that agents can sync by delta;
  *  - join tokens (SPEC §6), stored only as SHA-256(token), single use;
  *  - attested agents (SPEC §2 `agent list/show/evict/ban`);
- *  - the CA's state, an opaque name -> bytes map.
+ *  - the CA's state, an opaque name -> bytes map;
+ *  - federation (SPEC §9): other trust domains' bundles (federated
+ *    bundles) and the relationships that say where to fetch them.
  *
  * Rules every back end keeps:
  *  - Each operation is one transaction: it is applied whole or not at all,
  *    and once it returns LY_OK the change is durable (survives kill -9 and,
  *    for SQLite, power loss: synchronous=FULL).
  *  - The revision is a counter of acknowledged writes: every operation that
- *    changes anything (entries, tokens, agents, CA state) raises it by one;
+ *    changes anything (entries, tokens, agents, CA state, federation) raises
+ *    it by one (a federated bundle delete that changes N entries: by N + 1,
+ *    one change-log revision per entry);
  *    one that changes nothing (a refusal, a prune that found nothing,
  *    pruning the entry change log, which is history) leaves it. It never
  *    goes back, survives restarts, and an entry's `revision` is the store
@@ -40,7 +44,8 @@
  * API's entry replica and its watchers) register a callback with
  * ly_datastore_on_change; the wrappers below call every registered one,
  * in registration order, after a write committed: an entry created,
- * updated or deleted, an agent evicted or banned. The callback gets what
+ * updated or deleted, an agent evicted or banned, a federated bundle set or
+ * deleted, a federation relationship changed. The callback gets what
  * changed and the store's revision, never the request that changed it, so
  * that one fed by another server (PostgreSQL NOTIFY, through
  * ly_datastore_changed) looks the same. It runs on the writer's thread,
@@ -58,6 +63,7 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
+#include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/error.h"
 #include "lib/spiffeid.h"
@@ -136,6 +142,91 @@ struct ly_ds_agent_list {
 void ly_ds_agent_free(struct ly_ds_agent *agent);
 void ly_ds_agent_list_cleanup(struct ly_ds_agent_list *list);
 
+/* ---- federation (SPEC §9) ---- */
+
+/* A federated bundle as stored: another trust domain's bundle. */
+struct ly_ds_fed_bundle {
+	struct ly_bundle *bundle; /* its trust domain, keys, spiffe_sequence, refresh hint */
+	/* The store revision of its last put: changes on every put, even one
+	 * that stores the same bundle again, so a reader that saw a revision
+	 * knows whether it holds the latest. */
+	int64_t revision;
+	int64_t updated_at; /* Unix seconds, set by the datastore */
+};
+
+struct ly_ds_fed_bundle_list {
+	struct ly_ds_fed_bundle **items; /* ordered by trust domain (bytewise) */
+	size_t n;
+};
+
+#define LY_DS_FED_BUNDLE_LIST_INIT { NULL, 0 }
+
+void ly_ds_fed_bundle_free(struct ly_ds_fed_bundle *b);
+void ly_ds_fed_bundle_list_cleanup(struct ly_ds_fed_bundle_list *list);
+
+/*
+ * What deleting a federated bundle does to the entries that federate with
+ * its trust domain (SPIRE's `bundle delete -mode`):
+ */
+enum ly_fed_delete_mode {
+	/* Refused (LY_E_INVALID "bundle b.test is used by N entries") while any entry federates with it. */
+	LY_FED_DELETE_RESTRICT = 0,
+	/* The trust domain is removed from those entries' federates_with (each an ENTRY_UPDATED in the log). */
+	LY_FED_DELETE_DISSOCIATE,
+	/* Those entries are deleted (each an ENTRY_DELETED in the log). */
+	LY_FED_DELETE_ENTRIES,
+};
+
+/* "restrict", "dissociate", "delete" -> mode; LY_E_INVALID otherwise. */
+ly_status ly_fed_delete_mode_parse(const char *s, enum ly_fed_delete_mode *out, struct ly_error *err)
+    LY_MUST_CHECK;
+const char *ly_fed_delete_mode_name(enum ly_fed_delete_mode mode);
+
+/* How the bundle endpoint of a relationship is authenticated (SPIFFE Federation §5). */
+enum ly_fed_profile {
+	/* The endpoint's certificate is an X509-SVID of endpoint_spiffe_id, checked against the stored bundle. */
+	LY_FED_PROFILE_HTTPS_SPIFFE = 1,
+	/* The endpoint's certificate chains to the Web PKI roots (system trust store). */
+	LY_FED_PROFILE_HTTPS_WEB = 2,
+};
+
+/* "https_spiffe" / "https_web" -> profile; LY_E_INVALID otherwise. */
+ly_status ly_fed_profile_parse(const char *s, enum ly_fed_profile *out, struct ly_error *err) LY_MUST_CHECK;
+const char *ly_fed_profile_name(enum ly_fed_profile profile);
+
+/* A federation relationship: where and how to fetch another trust domain's bundle. */
+struct ly_ds_fed_rel {
+	char *trust_domain;        /* bare name, "b.test"; never ours */
+	char *bundle_endpoint_url; /* https://host[:port]/path, at most LY_FED_URL_MAX bytes */
+	enum ly_fed_profile profile;
+	/* https_spiffe: the SPIFFE ID the endpoint's SVID must have (in any
+	 * trust domain, usually trust_domain's). https_web: NULL. */
+	char *endpoint_spiffe_id;
+	int64_t created_at; /* Unix seconds, set by the datastore */
+	int64_t updated_at;
+};
+
+struct ly_ds_fed_rel_list {
+	struct ly_ds_fed_rel **items; /* ordered by trust domain (bytewise) */
+	size_t n;
+};
+
+#define LY_DS_FED_REL_LIST_INIT { NULL, 0 }
+
+void ly_ds_fed_rel_free(struct ly_ds_fed_rel *rel);
+void ly_ds_fed_rel_list_cleanup(struct ly_ds_fed_rel_list *list);
+
+/*
+ * Checks a relationship before it is stored (the datastore calls it; the
+ * admin API too, for its messages): a valid trust domain name other than
+ * `own_td` (NULL: not compared); a URL that is https://, with a host, no
+ * user info, no fragment, printable ASCII, at most LY_FED_URL_MAX bytes; a
+ * known profile; endpoint_spiffe_id a valid SPIFFE ID for https_spiffe and
+ * absent for https_web. One-line LY_E_INVALID / LY_E_LIMIT messages.
+ */
+ly_status ly_ds_fed_rel_check(const struct ly_ds_fed_rel *rel, const char *own_td, struct ly_error *err)
+    LY_MUST_CHECK;
+
 /*
  * The operations table a back end provides. Callers use the ly_datastore_*
  * wrappers below, which document each operation.
@@ -177,6 +268,25 @@ struct ly_datastore_ops {
 	    struct ly_error *err);
 	ly_status (*ca_state_delete)(struct ly_datastore *ds, const char *name, struct ly_error *err);
 
+	ly_status (*fed_bundle_put)(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t *revision,
+	    struct ly_error *err);
+	ly_status (*fed_bundle_get)(struct ly_datastore *ds, const char *td, struct ly_ds_fed_bundle **out,
+	    struct ly_error *err);
+	ly_status (*fed_bundle_list)(struct ly_datastore *ds, struct ly_ds_fed_bundle_list *out, struct ly_error *err);
+	ly_status (*fed_bundle_delete)(struct ly_datastore *ds, const char *td, enum ly_fed_delete_mode mode,
+	    int64_t *revision, struct ly_error *err);
+	ly_status (*fed_bundle_count)(struct ly_datastore *ds, size_t *out, struct ly_error *err);
+
+	ly_status (*fed_rel_create)(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,
+	    const struct ly_bundle *bundle, int64_t *revision, struct ly_error *err);
+	ly_status (*fed_rel_update)(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,
+	    const struct ly_bundle *bundle, int64_t *revision, struct ly_error *err);
+	ly_status (*fed_rel_get)(struct ly_datastore *ds, const char *td, struct ly_ds_fed_rel **out,
+	    struct ly_error *err);
+	ly_status (*fed_rel_list)(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err);
+	ly_status (*fed_rel_delete)(struct ly_datastore *ds, const char *td, int64_t *revision, struct ly_error *err);
+	ly_status (*fed_revision)(struct ly_datastore *ds, int64_t *out, struct ly_error *err);
+
 	/* The shared bundle (several servers, SPEC §10); NULL in a back end of one server (SQLite). */
 	ly_status (*bundle_publish)(struct ly_datastore *ds, const char *server_id,
 	    const struct ly_shared_authorities *mine, int64_t now, uint64_t min_sequence, uint64_t *sequence,
@@ -193,6 +303,13 @@ enum ly_datastore_change_kind {
 	LY_DATASTORE_AGENT_EVICTED,
 	LY_DATASTORE_AGENT_BANNED,
 	LY_DATASTORE_BUNDLE_CHANGED, /* fed by ly_datastore_changed: bundles are not rows yet */
+	/* A federated bundle was stored (created or replaced) or deleted;
+	 * .trust_domain names it. A delete in mode dissociate or delete also
+	 * changed entries: they are in the entry change log at that revision. */
+	LY_DATASTORE_FED_BUNDLE_CHANGED,
+	LY_DATASTORE_FED_BUNDLE_DELETED,
+	/* A federation relationship was created, updated or deleted; .trust_domain names it. */
+	LY_DATASTORE_FED_REL_CHANGED,
 };
 
 struct ly_datastore_change {
@@ -202,6 +319,7 @@ struct ly_datastore_change {
 	int64_t revision;
 	const char *entry_id; /* ENTRY_*: borrowed for the call */
 	const char *agent_id; /* AGENT_*: borrowed for the call */
+	const char *trust_domain; /* FED_*: borrowed for the call (bare name, "b.test") */
 };
 
 typedef void ly_datastore_change_fn(void *arg, const struct ly_datastore_change *change);
@@ -232,6 +350,8 @@ struct ly_datastore {
 	 * never applied after its caller was told it failed.
 	 */
 	const int *gave_up;
+	/* The server's own trust domain (ly_datastore_set_trust_domain); "" until set. */
+	char trust_domain[LY_TRUST_DOMAIN_MAX + 1];
 };
 
 /* Whether the running call's caller gave up (see struct ly_datastore.gave_up). */
@@ -240,6 +360,15 @@ ly_datastore_gave_up(const struct ly_datastore *ds)
 {
 	return ds->gave_up != NULL && __atomic_load_n(ds->gave_up, __ATOMIC_ACQUIRE) != 0;
 }
+
+/*
+ * Tells the store the server's own trust domain (a bare name), which the
+ * federation operations refuse: our bundle is never a federated one. Until
+ * it is set, fed_bundle_put and fed_rel_create/update refuse everything
+ * (LY_E_INTERNAL "datastore: trust domain not set").
+ */
+ly_status ly_datastore_set_trust_domain(struct ly_datastore *ds, const char *td, struct ly_error *err)
+    LY_MUST_CHECK;
 
 /* Registers `fn(arg, change)`; LY_E_LIMIT over LY_DATASTORE_HOOKS_MAX. */
 ly_status ly_datastore_on_change(struct ly_datastore *ds, ly_datastore_change_fn *fn, void *arg,
@@ -255,7 +384,7 @@ void ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_
 /* ---- SQLite back end ---- */
 
 /* The schema version this build writes; a newer database is refused. */
-#define LY_DATASTORE_SQLITE_SCHEMA 1
+#define LY_DATASTORE_SQLITE_SCHEMA 2
 
 /*
  * Opens (creating if absent) the SQLite database at `path` (the server uses
@@ -276,8 +405,9 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
  * 2: the shared bundle (bundle_authorities) and the change notifications
  * (pg_notify.h: triggers NOTIFY LY_PG_NOTIFY_CHANNEL on every entry
  * change, agent eviction or ban, and bundle publish, whichever server
- * wrote it). */
-#define LY_DATASTORE_PG_SCHEMA 2
+ * wrote it).
+ * 3: federation (federated bundles, relationships, entries' federates_with). */
+#define LY_DATASTORE_PG_SCHEMA 3
 
 /*
  * Connects to PostgreSQL with the libpq connection string `conninfo`
@@ -390,7 +520,7 @@ ly_datastore_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struc
 {
 	ly_status rc = ds->ops->entry_create(ds, entry, err);
 	if (rc == LY_OK && ds->n_hooks > 0) {
-		struct ly_datastore_change c = { LY_DATASTORE_ENTRY_CREATED, entry->revision, entry->entry_id, NULL };
+		struct ly_datastore_change c = { .kind = LY_DATASTORE_ENTRY_CREATED, .revision = entry->revision, .entry_id = entry->entry_id };
 		ly_datastore_changed(ds, &c);
 	}
 	return rc;
@@ -415,7 +545,7 @@ ly_datastore_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struc
 {
 	ly_status rc = ds->ops->entry_update(ds, entry, err);
 	if (rc == LY_OK && ds->n_hooks > 0) {
-		struct ly_datastore_change c = { LY_DATASTORE_ENTRY_UPDATED, entry->revision, entry->entry_id, NULL };
+		struct ly_datastore_change c = { .kind = LY_DATASTORE_ENTRY_UPDATED, .revision = entry->revision, .entry_id = entry->entry_id };
 		ly_datastore_changed(ds, &c);
 	}
 	return rc;
@@ -590,6 +720,200 @@ static inline LY_MUST_CHECK ly_status
 ly_datastore_ca_state_delete(struct ly_datastore *ds, const char *name, struct ly_error *err)
 {
 	return ds->ops->ca_state_delete(ds, name, err);
+}
+
+/* ---- federation (SPEC §9) ----
+ *
+ * Federated bundles: one per trust domain (never ours), stored as its
+ * SPIFFE bundle JSON (ly_bundle_write_jwks, read back with
+ * ly_bundle_parse_jwks) with its spiffe_sequence, the store revision of its
+ * last put and a time. Every change raises the store revision; the hook
+ * hears FED_BUNDLE_CHANGED / FED_BUNDLE_DELETED with the trust domain.
+ * Entries name the trust domains they federate with (ly_entry
+ * federates_with); an entry may only name a trust domain whose bundle is
+ * stored (entry_create/update refuse others with LY_E_INVALID "no bundle
+ * for trust domain b.test"), and a bundle in use is only deleted as `mode`
+ * says.
+ *
+ * Relationships: one per trust domain (never ours): the bundle endpoint's
+ * URL and profile. They are what the server's fetcher (server/federation
+ * fetcher) reads; deleting one leaves the bundle (SPIRE does the same: the
+ * bundle is deleted with `bundle delete`).
+ */
+
+/*
+ * Creates or replaces the federated bundle of ly_bundle_trust_domain(bundle).
+ * Refused: our own trust domain or none set (LY_E_INVALID "bundle for our
+ * own trust domain b.test refused" / LY_E_INTERNAL), a bundle that does not
+ * write as JSON within LY_JWKS_MAX. The new store revision goes to
+ * *revision when non-NULL. `bundle` is borrowed.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_bundle_put(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t *revision,
+    struct ly_error *err);
+
+/* The stored bundle of `td` into *out (free with ly_ds_fed_bundle_free); LY_E_NOT_FOUND if absent. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_bundle_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_bundle **out,
+    struct ly_error *err)
+{
+	return ds->ops->fed_bundle_get(ds, td, out, err);
+}
+
+/* Appends every federated bundle to `out` (LY_DS_FED_BUNDLE_LIST_INIT), ordered by trust domain. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_bundle_list(struct ly_datastore *ds, struct ly_ds_fed_bundle_list *out, struct ly_error *err)
+{
+	return ds->ops->fed_bundle_list(ds, out, err);
+}
+
+/*
+ * Deletes the federated bundle of `td` and treats the entries federating
+ * with it as `mode` says (see enum ly_fed_delete_mode), all in one
+ * transaction. LY_E_NOT_FOUND if absent. The new store revision goes to
+ * *revision when non-NULL.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_bundle_delete(struct ly_datastore *ds, const char *td, enum ly_fed_delete_mode mode,
+    int64_t *revision, struct ly_error *err);
+
+/* How many federated bundles are stored. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_error *err)
+{
+	return ds->ops->fed_bundle_count(ds, out, err);
+}
+
+/*
+ * The store revision of the last federated bundle change (a put, or a
+ * delete whatever its mode); 0 when there was none. One row read: a reader
+ * holding the bundles re-reads them only when it moved (another server's
+ * writes included).
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
+{
+	return ds->ops->fed_revision(ds, out, err);
+}
+
+/*
+ * Creates a relationship (checked by ly_ds_fed_rel_check against our trust
+ * domain); with `bundle` non-NULL (the operator's bootstrap bundle, which
+ * must be for rel->trust_domain) stores it as the federated bundle in the
+ * same transaction (a put). A relationship that exists already is refused
+ * (LY_E_INVALID "federation relationship with b.test already exists").
+ * created_at/updated_at of `rel` are ignored.
+ */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_rel_create(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel, const struct ly_bundle *bundle,
+    int64_t *revision, struct ly_error *err);
+
+/* Replaces the relationship of rel->trust_domain (created_at kept); LY_E_NOT_FOUND if absent. As create otherwise. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_rel_update(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel, const struct ly_bundle *bundle,
+    int64_t *revision, struct ly_error *err);
+
+/* The relationship of `td` into *out (ly_ds_fed_rel_free); LY_E_NOT_FOUND if absent. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_rel_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_rel **out, struct ly_error *err)
+{
+	return ds->ops->fed_rel_get(ds, td, out, err);
+}
+
+/* Every relationship into `out`, which must be LY_DS_FED_REL_LIST_INIT, ordered by trust domain. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_rel_list(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err)
+{
+	return ds->ops->fed_rel_list(ds, out, err);
+}
+
+/* Deletes the relationship of `td` (its bundle stays); LY_E_NOT_FOUND if absent. */
+static inline LY_MUST_CHECK ly_status
+ly_datastore_fed_rel_delete(struct ly_datastore *ds, const char *td, int64_t *revision, struct ly_error *err);
+
+/* ---- the federation wrappers' bodies (they feed the change hook) ---- */
+
+static inline void
+ly_datastore_fed_changed(struct ly_datastore *ds, enum ly_datastore_change_kind kind, int64_t revision,
+    const char *td)
+{
+	if (ds->n_hooks > 0) {
+		struct ly_datastore_change c = { .kind = kind, .revision = revision, .trust_domain = td };
+		ly_datastore_changed(ds, &c);
+	}
+}
+
+static inline ly_status
+ly_datastore_fed_bundle_put(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t *revision,
+    struct ly_error *err)
+{
+	int64_t rev = -1;
+	ly_status rc = ds->ops->fed_bundle_put(ds, bundle, &rev, err);
+	if (rc == LY_OK) {
+		if (revision != NULL)
+			*revision = rev;
+		ly_datastore_fed_changed(ds, LY_DATASTORE_FED_BUNDLE_CHANGED, rev, ly_bundle_trust_domain(bundle));
+	}
+	return rc;
+}
+
+static inline ly_status
+ly_datastore_fed_bundle_delete(struct ly_datastore *ds, const char *td, enum ly_fed_delete_mode mode,
+    int64_t *revision, struct ly_error *err)
+{
+	int64_t rev = -1;
+	ly_status rc = ds->ops->fed_bundle_delete(ds, td, mode, &rev, err);
+	if (rc == LY_OK) {
+		if (revision != NULL)
+			*revision = rev;
+		ly_datastore_fed_changed(ds, LY_DATASTORE_FED_BUNDLE_DELETED, rev, td);
+	}
+	return rc;
+}
+
+static inline ly_status
+ly_datastore_fed_rel_create(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel, const struct ly_bundle *bundle,
+    int64_t *revision, struct ly_error *err)
+{
+	int64_t rev = -1;
+	ly_status rc = ds->ops->fed_rel_create(ds, rel, bundle, &rev, err);
+	if (rc == LY_OK) {
+		if (revision != NULL)
+			*revision = rev;
+		if (bundle != NULL)
+			ly_datastore_fed_changed(ds, LY_DATASTORE_FED_BUNDLE_CHANGED, rev, rel->trust_domain);
+		ly_datastore_fed_changed(ds, LY_DATASTORE_FED_REL_CHANGED, rev, rel->trust_domain);
+	}
+	return rc;
+}
+
+static inline ly_status
+ly_datastore_fed_rel_update(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel, const struct ly_bundle *bundle,
+    int64_t *revision, struct ly_error *err)
+{
+	int64_t rev = -1;
+	ly_status rc = ds->ops->fed_rel_update(ds, rel, bundle, &rev, err);
+	if (rc == LY_OK) {
+		if (revision != NULL)
+			*revision = rev;
+		if (bundle != NULL)
+			ly_datastore_fed_changed(ds, LY_DATASTORE_FED_BUNDLE_CHANGED, rev, rel->trust_domain);
+		ly_datastore_fed_changed(ds, LY_DATASTORE_FED_REL_CHANGED, rev, rel->trust_domain);
+	}
+	return rc;
+}
+
+static inline ly_status
+ly_datastore_fed_rel_delete(struct ly_datastore *ds, const char *td, int64_t *revision, struct ly_error *err)
+{
+	int64_t rev = -1;
+	ly_status rc = ds->ops->fed_rel_delete(ds, td, &rev, err);
+	if (rc == LY_OK) {
+		if (revision != NULL)
+			*revision = rev;
+		ly_datastore_fed_changed(ds, LY_DATASTORE_FED_REL_CHANGED, rev, td);
+	}
+	return rc;
 }
 
 #endif /* LANYARD_SERVER_DATASTORE_H */

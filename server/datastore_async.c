@@ -31,6 +31,7 @@ struct dsa_change {
 	struct ly_datastore_change c;
 	char *entry_id;
 	char *agent_id;
+	char *trust_domain;
 };
 
 struct dsa_req {
@@ -100,6 +101,7 @@ changes_free(struct ly_queue *head)
 		ly_queue_remove(q);
 		free(c->entry_id);
 		free(c->agent_id);
+		free(c->trust_domain);
 		free(c);
 	}
 }
@@ -143,11 +145,13 @@ worker_hook(void *arg, const struct ly_datastore_change *change)
 		return;
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
 	    (change->entry_id != NULL && (c->entry_id = strdup(change->entry_id)) == NULL) ||
-	    (change->agent_id != NULL && (c->agent_id = strdup(change->agent_id)) == NULL)) {
+	    (change->agent_id != NULL && (c->agent_id = strdup(change->agent_id)) == NULL) ||
+	    (change->trust_domain != NULL && (c->trust_domain = strdup(change->trust_domain)) == NULL)) {
 		/* The agent API's poll catches up within seconds; say so. */
 		log_warn("datastore change not relayed: out of memory");
 		if (c != NULL) {
 			free(c->entry_id);
+			free(c->agent_id);
 			free(c);
 		}
 		return;
@@ -155,6 +159,7 @@ worker_hook(void *arg, const struct ly_datastore_change *change)
 	c->c = *change;
 	c->c.entry_id = c->entry_id;
 	c->c.agent_id = c->agent_id;
+	c->c.trust_domain = c->trust_domain;
 	ly_queue_insert_tail(&r->changes, &c->link);
 }
 

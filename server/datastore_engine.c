@@ -198,7 +198,7 @@ entry_params(struct ly_ds_param *p, struct ly_ds_param first, const struct ly_en
 	return n;
 }
 
-/* Writes the selectors and DNS names of entry row `id` (it has none yet). */
+/* Writes the selectors, DNS names and federates_with of entry row `id` (it has no selectors or names yet). */
 static ly_status
 entry_children_write(struct ly_datastore *ds, int64_t id, const struct ly_entry *e, struct ly_error *err)
 {
@@ -207,7 +207,8 @@ entry_children_write(struct ly_datastore *ds, int64_t id, const struct ly_entry 
 		LY_TRY(d->insert_selectors(ds, LY_DS_ENTRY_SEL_INSERT, id, e->selectors, e->n_selectors, err));
 	if (e->n_dns_names > 0)
 		LY_TRY(d->insert_dns_names(ds, id, e->dns_names, e->n_dns_names, err));
-	return LY_OK;
+	/* Replaces its federates_with rows; a trust domain without a bundle is refused (datastore_engine_fed.c). */
+	return ly_ds_engine_entry_federates_write(ds, id, e, err);
 }
 
 ly_status

@@ -17,8 +17,10 @@
  * entries (create, get, update, delete, list, changes_since,
  * changes_prune), the join tokens (create, consume, prune), the agents
  * (upsert, get, list, delete, set_banned), the CA state (put, get,
- * delete), revision, and the shared bundle of several servers (publish,
- * read: datastore_bundle.c; PostgreSQL only). A back end keeps only its connection, its schema
+ * delete), revision, the shared bundle of several servers (publish,
+ * read: datastore_bundle.c; PostgreSQL only) and federation
+ * (datastore_engine_fed.c: federated bundles, relationships, entries'
+ * federates_with). A back end keeps only its connection, its schema
  * and migrations, its SQL text and this dialect.
  *
  * Ownership: parameters are borrowed for the call; a cursor (struct
@@ -129,6 +131,43 @@ enum ly_ds_stmt {
 	LY_DS_BUNDLE_SEQ_GET,
 	/* (now int) -> rows (server_id, kind, kid, value, not_after) with not_after > now */
 	LY_DS_BUNDLE_LIST,
+	/* Federation (datastore_engine_fed.c). */
+	/* () -> rows (revision int): raises the store revision once more in a write transaction */
+	LY_DS_REV_BUMP,
+	/* (entry row id int, revision int): an entry changed by a federated bundle's delete */
+	LY_DS_ENTRY_SET_REVISION,
+	/* (trust_domain text, bundle text, sequence int, revision int, updated_at int): insert or replace */
+	LY_DS_FEDB_PUT,
+	/* (trust_domain text) -> rows (trust_domain, bundle, revision, updated_at) */
+	LY_DS_FEDB_GET,
+	/* () -> the same rows, ordered by trust_domain (bytewise) */
+	LY_DS_FEDB_LIST,
+	/* (trust_domain text) */
+	LY_DS_FEDB_DELETE,
+	/* () -> rows (count int) */
+	LY_DS_FEDB_COUNT,
+	/* (trust_domain text) -> rows (entry row id, entry_id) of the entries federating with it, by row id */
+	LY_DS_FEDB_ENTRIES,
+	/* (entry row id int, trust_domain text): inserts only when that bundle exists (changed rows: 0 or 1) */
+	LY_DS_FEDW_INSERT,
+	/* (entry row id int): an entry's federates_with rows */
+	LY_DS_FEDW_DELETE_ENTRY,
+	/* (trust_domain text): every entry's federates_with row naming it */
+	LY_DS_FEDW_DELETE_TD,
+	/* (trust_domain text, url text, profile int, endpoint_spiffe_id text|NULL, created_at int, updated_at int) */
+	LY_DS_FEDR_INSERT,
+	/* (trust_domain text, url text, profile int, endpoint_spiffe_id text|NULL, updated_at int) */
+	LY_DS_FEDR_UPDATE,
+	/* (trust_domain text) -> rows (trust_domain, url, profile, endpoint_spiffe_id, created_at, updated_at) */
+	LY_DS_FEDR_GET,
+	/* () -> the same rows, ordered by trust_domain (bytewise) */
+	LY_DS_FEDR_LIST,
+	/* (trust_domain text) */
+	LY_DS_FEDR_DELETE,
+	/* () -> rows (revision int): the store revision of the last federated bundle change */
+	LY_DS_FED_REVISION_GET,
+	/* (revision int) */
+	LY_DS_FED_REVISION_SET,
 	LY_DS_STMT_COUNT,
 };
 
@@ -266,6 +305,36 @@ ly_status ly_ds_engine_bundle_publish(struct ly_datastore *ds, const char *serve
     const struct ly_shared_authorities *mine, int64_t now, uint64_t min_sequence, uint64_t *sequence,
     struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_bundle_read(struct ly_datastore *ds, int64_t now, struct ly_shared_authorities *out,
+    struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * Federation (datastore_engine_fed.c). ly_ds_engine_entry_federates_write
+ * is for the back ends' entry create and update, inside their write
+ * transaction: it replaces entry row `rowid`'s federates_with rows with
+ * e->federates_with, refusing a trust domain without a stored bundle
+ * (LY_E_INVALID "no bundle for trust domain b.test: set one first").
+ */
+ly_status ly_ds_engine_entry_federates_write(struct ly_datastore *ds, int64_t rowid, const struct ly_entry *e,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_put(struct ly_datastore *ds, const struct ly_bundle *bundle, int64_t *revision,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_bundle **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_list(struct ly_datastore *ds, struct ly_ds_fed_bundle_list *out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_delete(struct ly_datastore *ds, const char *td, enum ly_fed_delete_mode mode,
+    int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_create(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,
+    const struct ly_bundle *bundle, int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_update(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel,
+    const struct ly_bundle *bundle, int64_t *revision, struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_rel **out,
+    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_list(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err)
+    LY_MUST_CHECK;
+ly_status ly_ds_engine_fed_rel_delete(struct ly_datastore *ds, const char *td, int64_t *revision,
     struct ly_error *err) LY_MUST_CHECK;
 
 #endif

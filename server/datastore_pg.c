@@ -168,9 +168,43 @@ static const char *const schema_v2[] = {
 	"EXECUTE FUNCTION lanyard_notify()",
 };
 
+/*
+ * Version 3: federation (SPEC §9), the tables of the SQLite back end's
+ * version 2; and a federated bundle's change notified to the other servers
+ * as an entries change ("e <revision>"): their refresh catches the entries
+ * up and re-reads the federated bundles when fed_revision moved.
+ */
+static const char *const schema_v3[] = {
+	"INSERT INTO meta (name, value) VALUES ('fed_revision', 0)",
+	"CREATE TABLE federated_bundles ("
+	" trust_domain TEXT PRIMARY KEY,"
+	" bundle TEXT NOT NULL,"
+	" sequence BIGINT NOT NULL,"
+	" revision BIGINT NOT NULL,"
+	" updated_at BIGINT NOT NULL)",
+	"CREATE TABLE entry_federates_with ("
+	" entry BIGINT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,"
+	" trust_domain TEXT NOT NULL REFERENCES federated_bundles (trust_domain),"
+	" PRIMARY KEY (entry, trust_domain))",
+	"CREATE INDEX entry_federates_with_td ON entry_federates_with (trust_domain)",
+	"CREATE TABLE federation_relationships ("
+	" trust_domain TEXT PRIMARY KEY,"
+	" bundle_endpoint_url TEXT NOT NULL,"
+	" profile SMALLINT NOT NULL,"
+	" endpoint_spiffe_id TEXT,"
+	" created_at BIGINT NOT NULL,"
+	" updated_at BIGINT NOT NULL)",
+	"CREATE FUNCTION lanyard_notify_federated() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+	"PERFORM pg_notify('lanyard_changes', 'e ' || (SELECT value FROM meta WHERE name = 'revision')); "
+	"RETURN NULL; END $$",
+	"CREATE TRIGGER federated_bundles_notify AFTER INSERT OR UPDATE OR DELETE ON federated_bundles "
+	"FOR EACH STATEMENT EXECUTE FUNCTION lanyard_notify_federated()",
+};
+
 static const struct ly_ds_migration migrations[] = {
 	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
 	{ 2, schema_v2, LY_DS_NELEM(schema_v2) },
+	{ 3, schema_v3, LY_DS_NELEM(schema_v3) },
 };
 
 _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
@@ -182,15 +216,18 @@ _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
 /* ---- statements ---- */
 
 /* An entry row: 0 id, 1 entry_id, 2 spiffe_id, 3 parent_id, 4 x509_svid_ttl, 5 jwt_svid_ttl, 6 node,
- * 7 admin, 8 downstream, 9 hint, 10 revision, 11 created_at, 12 selectors (JSON), 13 DNS names (JSON). */
+ * 7 admin, 8 downstream, 9 hint, 10 revision, 11 created_at, 12 selectors (JSON), 13 DNS names (JSON),
+ * 14 federates_with (JSON, sorted bytewise). */
 #define ENTRY_COLS                                                                                            \
 	"e.id, e.entry_id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.node, e.admin, "        \
 	"e.downstream, e.hint, e.revision, e.created_at, "                                                      \
 	"COALESCE((SELECT json_agg(json_build_array(s.type, s.value) ORDER BY s.pos) FROM entry_selectors s "  \
 	"WHERE s.entry = e.id), '[]'::json), "                                                                  \
 	"COALESCE((SELECT json_agg(d.name ORDER BY d.pos) FROM entry_dns_names d WHERE d.entry = e.id), "      \
-	"'[]'::json)"
-#define ENTRY_NCOLS 14
+	"'[]'::json), "                                                                                         \
+	"COALESCE((SELECT json_agg(f.trust_domain ORDER BY f.trust_domain COLLATE \"C\") "                     \
+	"FROM entry_federates_with f WHERE f.entry = e.id), '[]'::json)"
+#define ENTRY_NCOLS 15
 #define ENTRY_SELECT "SELECT " ENTRY_COLS " FROM entries e "
 
 /* An agent row: 0 spiffe_id, 1 attestation_type, 2 serial_number, 3 svid_expires_at, 4 banned,
@@ -271,6 +308,35 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_BUNDLE_SEQ_GET] = "SELECT value FROM meta WHERE name = 'bundle_sequence'",
 	[LY_DS_BUNDLE_LIST] = "SELECT server_id, kind, kid, value, not_after FROM bundle_authorities "
 	                      "WHERE not_after > $1 ORDER BY kind, server_id COLLATE \"C\", kid COLLATE \"C\"",
+	[LY_DS_REV_BUMP] = SQL_REV_BUMP,
+	[LY_DS_ENTRY_SET_REVISION] = "UPDATE entries SET revision = $2 WHERE id = $1",
+	[LY_DS_FEDB_PUT] = "INSERT INTO federated_bundles (trust_domain, bundle, sequence, revision, updated_at) "
+	                   "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (trust_domain) DO UPDATE SET "
+	                   "bundle = excluded.bundle, sequence = excluded.sequence, revision = excluded.revision, "
+	                   "updated_at = excluded.updated_at",
+	[LY_DS_FEDB_GET] = "SELECT trust_domain, bundle, revision, updated_at FROM federated_bundles "
+	                   "WHERE trust_domain = $1",
+	[LY_DS_FEDB_LIST] = "SELECT trust_domain, bundle, revision, updated_at FROM federated_bundles "
+	                    "ORDER BY trust_domain COLLATE \"C\"",
+	[LY_DS_FEDB_DELETE] = "DELETE FROM federated_bundles WHERE trust_domain = $1",
+	[LY_DS_FEDB_COUNT] = "SELECT count(*) FROM federated_bundles",
+	[LY_DS_FEDB_ENTRIES] = "SELECT e.id, e.entry_id FROM entries e JOIN entry_federates_with f ON f.entry = e.id "
+	                       "WHERE f.trust_domain = $1 ORDER BY e.id",
+	[LY_DS_FEDW_INSERT] = "INSERT INTO entry_federates_with (entry, trust_domain) "
+	                      "SELECT $1, trust_domain FROM federated_bundles WHERE trust_domain = $2",
+	[LY_DS_FEDW_DELETE_ENTRY] = "DELETE FROM entry_federates_with WHERE entry = $1",
+	[LY_DS_FEDW_DELETE_TD] = "DELETE FROM entry_federates_with WHERE trust_domain = $1",
+	[LY_DS_FEDR_INSERT] = "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, "
+	                      "endpoint_spiffe_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+	[LY_DS_FEDR_UPDATE] = "UPDATE federation_relationships SET bundle_endpoint_url = $2, profile = $3, "
+	                      "endpoint_spiffe_id = $4, updated_at = $5 WHERE trust_domain = $1",
+	[LY_DS_FEDR_GET] = "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, "
+	                   "updated_at FROM federation_relationships WHERE trust_domain = $1",
+	[LY_DS_FEDR_LIST] = "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, "
+	                    "updated_at FROM federation_relationships ORDER BY trust_domain COLLATE \"C\"",
+	[LY_DS_FEDR_DELETE] = "DELETE FROM federation_relationships WHERE trust_domain = $1",
+	[LY_DS_FED_REVISION_GET] = "SELECT value FROM meta WHERE name = 'fed_revision'",
+	[LY_DS_FED_REVISION_SET] = "UPDATE meta SET value = $1 WHERE name = 'fed_revision'",
 };
 
 /* The statements whose results come in binary format (bytea values). */
@@ -790,9 +856,10 @@ out:
 	return rc;
 }
 
-/* Parses a JSON column: an array of DNS names. */
+/* Parses a JSON column: an array of at most max_n strings of at most max_len bytes, into *v and *n. */
 static ly_status
-col_dns_names(const PGresult *res, int row, int col, struct ly_entry *e, struct ly_error *err)
+col_names(const PGresult *res, int row, int col, size_t max_n, size_t max_len, const char *what, char ***v,
+    size_t *n, struct ly_error *err)
 {
 	ly_status rc = LY_OK;
 	json_error_t jerr;
@@ -801,30 +868,30 @@ col_dns_names(const PGresult *res, int row, int col, struct ly_entry *e, struct 
 	if (PQgetisnull(res, row, col))
 		return ly_ds_corrupt(col_name(res, col), err);
 	arr = json_loadb(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), 0, &jerr);
-	if (arr == NULL || !json_is_array(arr) || json_array_size(arr) > LY_DNS_NAMES_MAX) {
-		rc = ly_ds_corrupt("DNS names", err);
+	if (arr == NULL || !json_is_array(arr) || json_array_size(arr) > max_n) {
+		rc = ly_ds_corrupt(what, err);
 		goto out;
 	}
 	if (json_array_size(arr) > 0) {
-		e->dns_names = calloc(LY_DNS_NAMES_MAX, sizeof(*e->dns_names));
-		if (e->dns_names == NULL) {
+		*v = calloc(max_n, sizeof(**v));
+		if (*v == NULL) {
 			rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 			goto out;
 		}
 	}
 	for (size_t i = 0; i < json_array_size(arr); i++) {
-		const json_t *v = json_array_get(arr, i);
-		if (!json_is_string(v) || json_string_length(v) > LY_DNS_NAME_MAX ||
-		    strlen(json_string_value(v)) != json_string_length(v)) {
-			rc = ly_ds_corrupt("DNS names", err);
+		const json_t *s = json_array_get(arr, i);
+		if (!json_is_string(s) || json_string_length(s) > max_len ||
+		    strlen(json_string_value(s)) != json_string_length(s)) {
+			rc = ly_ds_corrupt(what, err);
 			goto out;
 		}
-		e->dns_names[e->n_dns_names] = strdup(json_string_value(v));
-		if (e->dns_names[e->n_dns_names] == NULL) {
+		(*v)[*n] = strdup(json_string_value(s));
+		if ((*v)[*n] == NULL) {
 			rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 			goto out;
 		}
-		e->n_dns_names++;
+		(*n)++;
 	}
 out:
 	json_decref(arr);
@@ -858,7 +925,10 @@ read_entry(const PGresult *res, int row, int c, int64_t *rowid, struct ly_entry 
 	    (rc = col_int64(res, row, c + 10, &e->revision, err)) != LY_OK ||
 	    (rc = col_int64(res, row, c + 11, &e->created_at, err)) != LY_OK ||
 	    (rc = col_selectors(res, row, c + 12, &e->selectors, &e->n_selectors, err)) != LY_OK ||
-	    (rc = col_dns_names(res, row, c + 13, e, err)) != LY_OK)
+	    (rc = col_names(res, row, c + 13, LY_DNS_NAMES_MAX, LY_DNS_NAME_MAX, "DNS names", &e->dns_names,
+		 &e->n_dns_names, err)) != LY_OK ||
+	    (rc = col_names(res, row, c + 14, LY_ENTRY_FEDERATES_WITH_MAX, LY_TRUST_DOMAIN_MAX, "federates_with",
+		 &e->federates_with, &e->n_federates_with, err)) != LY_OK)
 		goto out;
 	if (rowid != NULL)
 		*rowid = id;
@@ -1154,6 +1224,17 @@ static const struct ly_datastore_ops pg_ops = {
 	.ca_state_delete = ly_ds_engine_ca_state_delete,
 	.bundle_publish = ly_ds_engine_bundle_publish,
 	.bundle_read = ly_ds_engine_bundle_read,
+	.fed_bundle_put = ly_ds_engine_fed_bundle_put,
+	.fed_bundle_get = ly_ds_engine_fed_bundle_get,
+	.fed_bundle_list = ly_ds_engine_fed_bundle_list,
+	.fed_bundle_delete = ly_ds_engine_fed_bundle_delete,
+	.fed_bundle_count = ly_ds_engine_fed_bundle_count,
+	.fed_rel_create = ly_ds_engine_fed_rel_create,
+	.fed_rel_update = ly_ds_engine_fed_rel_update,
+	.fed_rel_get = ly_ds_engine_fed_rel_get,
+	.fed_rel_list = ly_ds_engine_fed_rel_list,
+	.fed_rel_delete = ly_ds_engine_fed_rel_delete,
+	.fed_revision = ly_ds_engine_fed_revision,
 };
 
 /* Reads the schema version (0 for a new database, which gets its row); refuses a damaged table. */

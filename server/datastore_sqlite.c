@@ -113,8 +113,39 @@ static const char *const schema_v1[] = {
 	" updated_at INTEGER NOT NULL) STRICT",
 };
 
+/*
+ * Version 2: federation (SPEC §9). A federated bundle per trust domain (its
+ * SPIFFE bundle JSON, its spiffe_sequence, the store revision of its last
+ * put); meta's fed_revision, the store revision of the last federated
+ * bundle change (so that readers notice a change with one row read); the trust domains each entry federates with, which must name a
+ * stored bundle (the foreign key is the last guard: the engine refuses
+ * first, with a message); federation relationships.
+ */
+static const char *const schema_v2[] = {
+	"INSERT INTO meta (name, value) VALUES ('fed_revision', 0)",
+	"CREATE TABLE federated_bundles ("
+	" trust_domain TEXT PRIMARY KEY,"
+	" bundle TEXT NOT NULL,"
+	" sequence INTEGER NOT NULL,"
+	" revision INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL) STRICT",
+	"CREATE TABLE entry_federates_with ("
+	" entry INTEGER NOT NULL REFERENCES entries (id) ON DELETE CASCADE,"
+	" trust_domain TEXT NOT NULL REFERENCES federated_bundles (trust_domain),"
+	" PRIMARY KEY (entry, trust_domain)) STRICT",
+	"CREATE INDEX entry_federates_with_td ON entry_federates_with (trust_domain)",
+	"CREATE TABLE federation_relationships ("
+	" trust_domain TEXT PRIMARY KEY,"
+	" bundle_endpoint_url TEXT NOT NULL,"
+	" profile INTEGER NOT NULL,"
+	" endpoint_spiffe_id TEXT,"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL) STRICT",
+};
+
 static const struct ly_ds_migration migrations[] = {
 	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
+	{ 2, schema_v2, LY_DS_NELEM(schema_v2) },
 };
 
 _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
@@ -140,6 +171,7 @@ enum stmt_id {
 	ST_REV_BUMP,
 	ST_SEL_BY_ENTRY,
 	ST_DNS_BY_ENTRY,
+	ST_FEDW_BY_ENTRY,
 	ST_AGENT_SEL_BY_AGENT,
 	ST_COUNT,
 };
@@ -153,6 +185,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_REV_BUMP] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
 	[ST_SEL_BY_ENTRY] = "SELECT type, value FROM entry_selectors WHERE entry = ?1 ORDER BY pos",
 	[ST_DNS_BY_ENTRY] = "SELECT name FROM entry_dns_names WHERE entry = ?1 ORDER BY pos",
+	[ST_FEDW_BY_ENTRY] = "SELECT trust_domain FROM entry_federates_with WHERE entry = ?1 ORDER BY trust_domain",
 	[ST_AGENT_SEL_BY_AGENT] = "SELECT type, value FROM agent_selectors WHERE agent = ?1 ORDER BY pos",
 };
 
@@ -208,6 +241,35 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_AGENT_SEL_DELETE] = "DELETE FROM agent_selectors WHERE agent = ?1",
 	/* (agent, pos, type, value) */
 	[LY_DS_AGENT_SEL_INSERT] = "INSERT INTO agent_selectors (agent, pos, type, value) VALUES (?1, ?2, ?3, ?4)",
+	[LY_DS_REV_BUMP] = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
+	[LY_DS_ENTRY_SET_REVISION] = "UPDATE entries SET revision = ?2 WHERE id = ?1",
+	[LY_DS_FEDB_PUT] = "INSERT INTO federated_bundles (trust_domain, bundle, sequence, revision, updated_at) "
+	                   "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (trust_domain) DO UPDATE SET "
+	                   "bundle = excluded.bundle, sequence = excluded.sequence, revision = excluded.revision, "
+	                   "updated_at = excluded.updated_at",
+	[LY_DS_FEDB_GET] = "SELECT trust_domain, bundle, revision, updated_at FROM federated_bundles "
+	                   "WHERE trust_domain = ?1",
+	[LY_DS_FEDB_LIST] = "SELECT trust_domain, bundle, revision, updated_at FROM federated_bundles "
+	                    "ORDER BY trust_domain",
+	[LY_DS_FEDB_DELETE] = "DELETE FROM federated_bundles WHERE trust_domain = ?1",
+	[LY_DS_FEDB_COUNT] = "SELECT count(*) FROM federated_bundles",
+	[LY_DS_FEDB_ENTRIES] = "SELECT e.id, e.entry_id FROM entries e JOIN entry_federates_with f ON f.entry = e.id "
+	                       "WHERE f.trust_domain = ?1 ORDER BY e.id",
+	[LY_DS_FEDW_INSERT] = "INSERT INTO entry_federates_with (entry, trust_domain) "
+	                      "SELECT ?1, trust_domain FROM federated_bundles WHERE trust_domain = ?2",
+	[LY_DS_FEDW_DELETE_ENTRY] = "DELETE FROM entry_federates_with WHERE entry = ?1",
+	[LY_DS_FEDW_DELETE_TD] = "DELETE FROM entry_federates_with WHERE trust_domain = ?1",
+	[LY_DS_FEDR_INSERT] = "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, "
+	                      "endpoint_spiffe_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[LY_DS_FEDR_UPDATE] = "UPDATE federation_relationships SET bundle_endpoint_url = ?2, profile = ?3, "
+	                      "endpoint_spiffe_id = ?4, updated_at = ?5 WHERE trust_domain = ?1",
+	[LY_DS_FEDR_GET] = "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, "
+	                   "updated_at FROM federation_relationships WHERE trust_domain = ?1",
+	[LY_DS_FEDR_LIST] = "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, "
+	                    "updated_at FROM federation_relationships ORDER BY trust_domain",
+	[LY_DS_FEDR_DELETE] = "DELETE FROM federation_relationships WHERE trust_domain = ?1",
+	[LY_DS_FED_REVISION_GET] = "SELECT value FROM meta WHERE name = 'fed_revision'",
+	[LY_DS_FED_REVISION_SET] = "UPDATE meta SET value = ?1 WHERE name = 'fed_revision'",
 };
 
 struct sqlite_ds {
@@ -468,36 +530,38 @@ out:
 	return rc;
 }
 
+/* Loads the strings of row `owner` with statement `id` (one text column) into *v, at most max_n of max_len. */
 static ly_status
-load_dns_names(struct sqlite_ds *ds, int64_t owner, struct ly_entry *e, struct ly_error *err)
+load_names(struct sqlite_ds *ds, enum stmt_id id, int64_t owner, size_t max_n, size_t max_len, const char *what,
+    char ***v, size_t *n, struct ly_error *err)
 {
 	ly_status rc;
 	sqlite3_stmt *st = NULL;
 	bool row;
 
-	rc = stmt(ds, ST_DNS_BY_ENTRY, &st, err);
+	rc = stmt(ds, id, &st, err);
 	if (rc != LY_OK)
 		goto out;
 	TRY_BIND(sqlite3_bind_int64(st, 1, owner));
 	for (;;) {
-		rc = step(ds, st, &row, "load DNS names", err);
+		rc = step(ds, st, &row, what, err);
 		if (rc != LY_OK || !row)
 			break;
-		if (e->n_dns_names == LY_DNS_NAMES_MAX) {
-			rc = ly_ds_corrupt("too many DNS names", err);
+		if (*n == max_n) {
+			rc = ly_ds_corrupt(what, err);
 			break;
 		}
-		if (e->dns_names == NULL) {
-			e->dns_names = calloc(LY_DNS_NAMES_MAX, sizeof(*e->dns_names));
-			if (e->dns_names == NULL) {
+		if (*v == NULL) {
+			*v = calloc(max_n, sizeof(**v));
+			if (*v == NULL) {
 				rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 				break;
 			}
 		}
-		rc = col_text(st, 0, LY_DNS_NAME_MAX, false, &e->dns_names[e->n_dns_names], err);
+		rc = col_text(st, 0, max_len, false, &(*v)[*n], err);
 		if (rc != LY_OK)
 			break;
-		e->n_dns_names++;
+		(*n)++;
 	}
 out:
 	release(st);
@@ -537,7 +601,12 @@ read_entry(struct sqlite_ds *ds, sqlite3_stmt *st, int c, int64_t *rowid, struct
 	rc = load_selectors(ds, ST_SEL_BY_ENTRY, id, &e->selectors, &e->n_selectors, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = load_dns_names(ds, id, e, err);
+	rc = load_names(ds, ST_DNS_BY_ENTRY, id, LY_DNS_NAMES_MAX, LY_DNS_NAME_MAX, "load DNS names", &e->dns_names,
+	    &e->n_dns_names, err);
+	if (rc != LY_OK)
+		goto out;
+	rc = load_names(ds, ST_FEDW_BY_ENTRY, id, LY_ENTRY_FEDERATES_WITH_MAX, LY_TRUST_DOMAIN_MAX,
+	    "load federates_with", &e->federates_with, &e->n_federates_with, err);
 	if (rc != LY_OK)
 		goto out;
 	*out = e;
@@ -853,6 +922,17 @@ static const struct ly_datastore_ops sqlite_ops = {
 	.ca_state_put = ly_ds_engine_ca_state_put,
 	.ca_state_get = ly_ds_engine_ca_state_get,
 	.ca_state_delete = ly_ds_engine_ca_state_delete,
+	.fed_bundle_put = ly_ds_engine_fed_bundle_put,
+	.fed_bundle_get = ly_ds_engine_fed_bundle_get,
+	.fed_bundle_list = ly_ds_engine_fed_bundle_list,
+	.fed_bundle_delete = ly_ds_engine_fed_bundle_delete,
+	.fed_bundle_count = ly_ds_engine_fed_bundle_count,
+	.fed_rel_create = ly_ds_engine_fed_rel_create,
+	.fed_rel_update = ly_ds_engine_fed_rel_update,
+	.fed_rel_get = ly_ds_engine_fed_rel_get,
+	.fed_rel_list = ly_ds_engine_fed_rel_list,
+	.fed_rel_delete = ly_ds_engine_fed_rel_delete,
+	.fed_revision = ly_ds_engine_fed_revision,
 };
 
 /*

@@ -57,6 +57,8 @@ ly_entries_pb_make(const struct ly_entry *const *entries, size_t n, struct ly_en
 		m->admin = e->admin;
 		m->downstream = e->downstream;
 		m->hint = e->hint;
+		m->n_federates_with = e->n_federates_with;
+		m->federates_with = e->federates_with;
 		m->revision = e->revision;
 		m->created_at = e->created_at;
 		p->ptrs[i] = m;
@@ -104,6 +106,9 @@ ly_entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **out, stru
 		return ly_error_set(err, LY_E_LIMIT, "more than %d selectors", LY_SELECTORS_MAX);
 	if (m->n_dns_names > LY_DNS_NAMES_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "more than %d DNS names", LY_DNS_NAMES_MAX);
+	if (m->n_federates_with > LY_ENTRY_FEDERATES_WITH_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "federates with more than %d trust domains",
+		    LY_ENTRY_FEDERATES_WITH_MAX);
 	LY_TRY(ly_entry_new(&e, err));
 	if ((m->entry_id[0] != '\0' && (rc = ly_entry_set_string(&e->entry_id, m->entry_id, err)) != LY_OK) ||
 	    (rc = ly_entry_set_string(&e->spiffe_id, m->spiffe_id, err)) != LY_OK ||
@@ -128,6 +133,11 @@ ly_entry_from_pb(const Lanyard__Agent__V1__Entry *m, struct ly_entry **out, stru
 	}
 	for (size_t i = 0; i < m->n_dns_names; i++) {
 		rc = ly_entry_add_dns_name(e, m->dns_names[i], err);
+		if (rc != LY_OK)
+			goto out;
+	}
+	for (size_t i = 0; i < m->n_federates_with; i++) {
+		rc = ly_entry_add_federates_with(e, m->federates_with[i], err);
 		if (rc != LY_OK)
 			goto out;
 	}

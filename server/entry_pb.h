@@ -12,7 +12,8 @@
  * ly_entry_from_pb: a new entry (ly_entry_free) from a request's message,
  * taking only what a request may set (revision and created_at are the
  * datastore's), with the counts capped (LY_SELECTORS_MAX,
- * LY_DNS_NAMES_MAX) and each selector checked on its own so the error
+ * LY_DNS_NAMES_MAX, LY_ENTRY_FEDERATES_WITH_MAX; federates_with names may
+ * come as "spiffe://b.test" or "b.test" and are kept bare) and each selector checked on its own so the error
  * names the wrong one. Whole-entry rules (ly_entry_validate) are the
  * caller's next step.
  */

@@ -27,8 +27,15 @@
  *
  * Signals: SIGTERM and SIGINT stop accepting, end the agents' streams
  * (ly_agent_api_stop), let gRPC release every call, then close the
- * datastore (its calls still in flight hear "closing") and the CA: exit 0. SIGHUP re-reads the log level from the
- * config file (a -logLevel flag keeps winning).
+ * datastore (its calls still in flight hear "closing") and the CA: exit 0.
+ * SIGHUP re-reads the log level from the config file (a -logLevel flag
+ * keeps winning) and an https_web bundle endpoint's certificate files.
+ *
+ * Federation (federation.h): after the health listener, the bundle
+ * endpoint (when configured; https_spiffe serves the agent listener's
+ * certificate, handed over at each renewal) and the fetcher, which reaches
+ * the datastore through the ly_fed_ops below and hears relationship and
+ * bundle changes through the datastore worker's change callbacks.
  * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the CA signs
  * and both APIs listen, STOPPING=1 when a stop begins.
  */
@@ -64,6 +71,8 @@
 #include "server/ca.h"
 #include "server/datastore.h"
 #include "server/datastore_async.h"
+#include "server/fed_endpoint.h"
+#include "server/fed_fetch.h"
 #include "server/pg_notify.h"
 #include "server/server.h"
 #include "server/server_shared.h"
@@ -109,6 +118,10 @@ struct srv_main {
 	bool ds_ping_inflight, prune_inflight;
 	size_t ds_agents;
 	int64_t ds_counted_at;
+	size_t ds_fed_bundles; /* the last count of federated bundles the ping read */
+	/* Federation (issue 15): the bundle endpoint (NULL when not configured) and the fetcher. */
+	struct ly_fed_endpoint *fed_ep;
+	struct ly_fed_fetcher *fetcher;
 	/* Several servers on one PostgreSQL (server_shared.h, pg_notify.h). */
 	struct ly_pg_notify *notify;
 	bool publish_pending;      /* the CA's bundle changed and is not in the database yet */
@@ -199,6 +212,13 @@ agent_tls_refresh(struct srv_main *m, time_t now, struct ly_error *err)
 		if (rc != LY_OK)
 			ly_error_wrap(err, rc, "cannot rotate the server certificate");
 	}
+	if (rc == LY_OK && m->fed_ep != NULL && m->srv.cfg.fed.endpoint.profile == LY_FED_PROFILE_HTTPS_SPIFFE) {
+		/* https_spiffe: the bundle endpoint serves the same SVID as the agent listener. */
+		rc = ly_fed_endpoint_set_identity(m->fed_ep, (const char *)t.chain_pem.data, t.chain_pem.len,
+		    (const char *)t.key_pem.data, t.key_pem.len, err);
+		if (rc != LY_OK)
+			ly_error_wrap(err, rc, "bundle endpoint certificate");
+	}
 	if (rc == LY_OK) {
 		m->svid_renew_at = renew_time(now, t.expires_at);
 		log_debug("server certificate valid until %lld, renewal at %lld", (long long)t.expires_at,
@@ -211,6 +231,7 @@ agent_tls_refresh(struct srv_main *m, time_t now, struct ly_error *err)
 /* ---- timers ------------------------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *t);
+static void fed_publish(struct srv_main *m);
 
 static void
 tick_arm(struct srv_main *m, uint64_t retry_ms)
@@ -271,6 +292,7 @@ on_tick(uv_timer_t *t)
 		    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b));
 		if (m->srv.agent_api != NULL)
 			ly_agent_api_bundle_changed(m->srv.agent_api);
+		fed_publish(m);
 	}
 	if (changed || now >= m->svid_renew_at) {
 		if (agent_tls_refresh(m, now, &e) != LY_OK) {
@@ -476,6 +498,12 @@ begin_stop(struct srv_main *m)
 	}
 	ly_health_http_stop(m->health);
 	m->health = NULL;
+	ly_fed_endpoint_stop(m->fed_ep);
+	m->fed_ep = NULL;
+	ly_fed_fetcher_free(m->fetcher);
+	m->fetcher = NULL;
+	m->srv.fed_refresh.fn = NULL;
+	m->srv.fed_refresh.arg = NULL;
 	if (m->srv.agent_api != NULL)
 		ly_agent_api_stop(m->srv.agent_api);
 	if (m->srv.rpc != NULL) {
@@ -494,11 +522,43 @@ on_signal(uv_signal_t *h, int signum)
 {
 	struct srv_main *m = h->data;
 
-	if (ly_daemon_on_signal(signum, m->flags.log_level, m->flags.config_path, "server.log_level"))
+	if (ly_daemon_on_signal(signum, m->flags.log_level, m->flags.config_path, "server.log_level")) {
 		begin_stop(m);
+		return;
+	}
+	struct ly_error e;
+	if (signum == SIGHUP && m->fed_ep != NULL && m->srv.cfg.fed.endpoint.profile == LY_FED_PROFILE_HTTPS_WEB) {
+		if (ly_fed_endpoint_reload(m->fed_ep, &e) != LY_OK)
+			log_error("SIGHUP: bundle endpoint certificate not reloaded (the previous stays): %s", e.msg);
+		else
+			log_info("SIGHUP: bundle endpoint certificate reloaded");
+	}
 }
 
 /* ---- start-up ---------------------------------------------------------------------------- */
+
+/*
+ * Every federated bundle change, whoever made it (the admin API, the
+ * fetcher, another server's write is not heard here): one log line and the
+ * counter (docs/server.md, "Health and metrics").
+ */
+static void
+on_fed_change(void *arg, const struct ly_datastore_change *c)
+{
+	struct ly_server *srv = arg;
+	const char *change;
+
+	if (c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED)
+		change = "set";
+	else if (c->kind == LY_DATASTORE_FED_BUNDLE_DELETED)
+		change = "deleted";
+	else
+		return;
+	const char *labels[] = { change, NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(srv, fed_bundle_changes), labels, 1);
+	log_info("federated bundle of %s %s (revision %" PRId64 ")", c->trust_domain != NULL ? c->trust_domain : "?",
+	    change, c->revision);
+}
 
 static ly_status
 open_state(struct srv_main *m, struct ly_error *err)
@@ -517,6 +577,8 @@ open_state(struct srv_main *m, struct ly_error *err)
 		if ((rc = ly_datastore_sqlite_open(path, &m->ds_opened, err)) != LY_OK)
 			return ly_error_wrap(err, rc, "cannot open datastore %s", path);
 	}
+	/* Federation refuses our own trust domain (datastore.h); before the worker takes the store. */
+	LY_TRY(ly_datastore_set_trust_domain(m->ds_opened, srv->cfg.trust_domain, err));
 
 	struct ly_ca_config cc = {
 		.trust_domain = srv->cfg.trust_domain,
@@ -560,6 +622,7 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 	m->ds_opened = NULL;
 	srv->ds_shared = ly_datastore_shared(ds);
 	LY_TRY(ly_dsa_new(&m->loop, ds, &dc, &srv->dsa, err));
+	LY_TRY(ly_dsa_on_change(srv->dsa, on_fed_change, srv, err));
 	/* PostgreSQL: our authorities into the shared bundle, and the union of every server's. */
 	LY_TRY(ly_server_shared_open(srv, (int64_t)ly_server_now(), err));
 	LY_TRY(ly_rpc_new(&m->loop, &srv->rpc, err));
@@ -630,6 +693,7 @@ struct ds_ping {
 	int64_t revision;
 	bool counted;
 	size_t agents;
+	size_t fed_bundles;
 };
 
 static ly_status
@@ -639,6 +703,8 @@ ds_ping_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
 
 	LY_TRY(ly_datastore_revision(ds, &p->revision, err));
+	/* Federated bundles have their own revision: counted at every ping (one COUNT). */
+	LY_TRY(ly_datastore_fed_bundle_count(ds, &p->fed_bundles, err));
 	if (p->revision == p->counted_at)
 		return LY_OK;
 	LY_TRY(ly_datastore_agent_list(ds, &agents, err));
@@ -655,6 +721,8 @@ ds_ping_done(void *ctx, ly_status st, const struct ly_error *err)
 
 	/* Reachability is the worker's record (datastore_async.h); the ping only keeps it current. */
 	p->m->ds_ping_inflight = false;
+	if (st == LY_OK)
+		p->m->ds_fed_bundles = p->fed_bundles;
 	if (st == LY_OK && p->counted) {
 		p->m->ds_agents = p->agents;
 		p->m->ds_counted_at = p->revision;
@@ -725,6 +793,10 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	static const char *const result_label[] = { "result", NULL };
 	static const double ds_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 		5, 10 };
+	static const char *const limit_label[] = { "limit", NULL };
+	static const char *const fed_labels[] = { "trust_domain", "reason", NULL };
+	static const char *const code_label[] = { "code", NULL };
+	static const char *const change_label[] = { "change", NULL };
 	struct ly_server_metrics *sm = calloc(1, sizeof(*sm));
 	ly_status rc;
 
@@ -766,11 +838,24 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	FAMILY(ds_seconds, LY_METRIC_HISTOGRAM, "lanyard_server_datastore_call_seconds",
 	    "Time from submitting a datastore call to its answer or its timeout.", NULL, ds_buckets,
 	    sizeof(ds_buckets) / sizeof(ds_buckets[0]));
+	FAMILY(rate_limited, LY_METRIC_COUNTER, "lanyard_server_rate_limited_total",
+	    "Calls (attestation) or SVIDs (x509_signing, jwt_signing) refused RESOURCE_EXHAUSTED by a rate limit.",
+	    limit_label, NULL, 0);
 	FAMILY(notify_listening, LY_METRIC_GAUGE, "lanyard_server_change_notifications_listening",
 	    "PostgreSQL: 1 while LISTEN for the other servers' changes is up (always 0 with SQLite).", NULL, NULL, 0);
 	FAMILY(bundle_authorities, LY_METRIC_GAUGE, "lanyard_server_bundle_authorities",
 	    "Authorities in the trust bundle served (kind x509 or jwt; every server's with PostgreSQL).", kind_label,
 	    NULL, 0);
+	FAMILY(fed_bundle_changes, LY_METRIC_COUNTER, "lanyard_server_federated_bundle_changes_total",
+	    "Federated bundles stored (change set) or deleted (change deleted), by the admin API or the fetcher.",
+	    change_label, NULL, 0);
+	FAMILY(fed_bundles, LY_METRIC_GAUGE, "lanyard_server_federated_bundles", "Federated bundles stored.", NULL,
+	    NULL, 0);
+	FAMILY(fed_refusals, LY_METRIC_COUNTER, "lanyard_server_federation_refusals_total",
+	    "Fetched federated bundles not taken, by trust domain and reason (the bundle held stays).", fed_labels,
+	    NULL, 0);
+	FAMILY(fed_endpoint_answers, LY_METRIC_COUNTER, "lanyard_server_bundle_endpoint_answers_total",
+	    "Answers of the bundle endpoint by HTTP status code.", code_label, NULL, 0);
 #undef FAMILY
 	*out = sm;
 	sm = NULL;
@@ -811,6 +896,9 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 		(rc = ly_metric_set(sm->bundle_authorities, jwt_label, (double)ly_bundle_jwt_authority_count(b), err)) !=
 		    LY_OK))
 		return rc;
+	/* Federated bundles: the last count the ping read, like the agents. */
+	if ((rc = ly_metric_set(sm->fed_bundles, NULL, (double)m->ds_fed_bundles, err)) != LY_OK)
+		return rc;
 	return ly_metrics_render(sm->reg, out, err);
 }
 
@@ -827,6 +915,226 @@ health_start(struct srv_main *m, struct ly_error *err)
 		.ready = health_ready, .metrics = health_metrics, .arg = m,
 	};
 	return ly_health_http_start_logged(&m->loop, &hc, &m->health, err);
+}
+
+/* ---- federation (issue 15, federation.h) ---------------------------------------------- */
+
+/*
+ * Gives the bundle endpoint our bundle as it is now (the one the agents
+ * get: with PostgreSQL, every server's authorities), with the configured
+ * refresh hint.
+ */
+static void
+fed_publish(struct srv_main *m)
+{
+	struct ly_bundle *b = NULL;
+	struct ly_error e;
+	char *json = NULL;
+
+	if (m->fed_ep == NULL)
+		return;
+	if (ly_bundle_clone(ly_server_bundle(&m->srv), &b, &e) != LY_OK ||
+	    ly_bundle_update_refresh_hint(b, m->srv.cfg.fed.endpoint.refresh_hint, &e) != LY_OK ||
+	    ly_bundle_write_jwks(b, 0, &json, &e) != LY_OK ||
+	    ly_fed_endpoint_set_bundle(m->fed_ep, json, strlen(json), &e) != LY_OK)
+		log_error("bundle endpoint: the new bundle is not served (the previous stays): %s", e.msg);
+	free(json);
+	ly_bundle_free(b);
+}
+
+static void
+fed_on_answer(void *arg, int status)
+{
+	struct srv_main *m = arg;
+	char code[8];
+	(void)snprintf(code, sizeof(code), "%d", status);
+	const char *labels[] = { code, NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, fed_endpoint_answers), labels, 1);
+}
+
+/*
+ * The fetcher's datastore calls (ly_fed_ops) are synchronous: fed_fetch.c
+ * calls them on the loop and uses the answer at once. They go through the
+ * worker with ly_dsa_call_sync, which waits for them on the loop (bounded
+ * by the back ends' own timeouts, datastore_async.h), like the shared
+ * bundle's: one read or write per relationship and fetch interval, never
+ * on an agent's path. Making them asynchronous means giving ly_fed_ops
+ * completion callbacks (fed_fetch.c's state machine): not done yet.
+ */
+struct fed_call {
+	const char *td;                  /* load */
+	struct ly_ds_fed_bundle *fb;     /* load: the answer */
+	const struct ly_bundle *b;       /* store */
+	struct ly_ds_fed_rel_list list;  /* list: the answer */
+};
+
+static ly_status
+fed_load_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fed_call *c = ctx;
+	return ly_datastore_fed_bundle_get(ds, c->td, &c->fb, err);
+}
+
+static ly_status
+fed_store_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fed_call *c = ctx;
+	return ly_datastore_fed_bundle_put(ds, c->b, NULL, err);
+}
+
+static ly_status
+fed_list_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fed_call *c = ctx;
+	return ly_datastore_fed_rel_list(ds, &c->list, err);
+}
+
+static ly_status
+fed_load(void *arg, const char *td, struct ly_bundle **out, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	struct fed_call c = { .td = td };
+
+	*out = NULL;
+	LY_TRY(ly_dsa_call_sync(m->srv.dsa, fed_load_work, &c, err));
+	*out = c.fb->bundle;
+	c.fb->bundle = NULL;
+	ly_ds_fed_bundle_free(c.fb);
+	return LY_OK;
+}
+
+/* A bundle changed: stored, counted, one audit line (who: the fetcher; what: sequence and authorities). */
+static ly_status
+fed_store(void *arg, const struct ly_bundle *b, const struct ly_bundle *previous, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	const char *td = ly_bundle_trust_domain(b);
+	char detail[256];
+	struct ly_error ae;
+
+	struct fed_call c = { .b = b };
+
+	LY_TRY(ly_dsa_call_sync(m->srv.dsa, fed_store_work, &c, err));
+	(void)snprintf(detail, sizeof(detail),
+	    "fetched from the bundle endpoint: sequence %" PRIu64 " -> %" PRIu64 ", x509_authorities=%zu "
+	    "jwt_authorities=%zu refresh_hint=%" PRIu64, previous != NULL ? ly_bundle_sequence(previous) : 0,
+	    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b),
+	    ly_bundle_refresh_hint(b));
+	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .trust_domain = td,
+		.result = "ok", .detail = detail };
+	if (ly_audit_write(m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
+		log_error("audit: %s", ae.msg);
+	log_info("federation: bundle of %s stored: %s", td, detail);
+	return LY_OK; /* counted by the datastore's change hook (fed_bundle_changes) */
+}
+
+static ly_status
+fed_list(void *arg, struct ly_fed_relationship **out, size_t *n, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	struct fed_call c = { .list = LY_DS_FED_REL_LIST_INIT };
+	struct ly_ds_fed_rel_list list = LY_DS_FED_REL_LIST_INIT;
+	struct ly_fed_relationship *rels = NULL;
+	size_t k = 0;
+	ly_status rc;
+
+	*out = NULL;
+	*n = 0;
+	LY_TRY(ly_dsa_call_sync(m->srv.dsa, fed_list_work, &c, err));
+	list = c.list;
+	if (list.n > 0 && (rels = calloc(list.n, sizeof(*rels))) == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "federation: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < list.n; i++) {
+		const struct ly_ds_fed_rel *d = list.items[i];
+		struct ly_fed_relationship *r = &rels[k];
+		struct ly_error e;
+		if (strlen(d->trust_domain) > LY_TRUST_DOMAIN_MAX || strlen(d->bundle_endpoint_url) > LY_FED_URL_MAX ||
+		    (d->profile == LY_FED_PROFILE_HTTPS_SPIFFE &&
+			(d->endpoint_spiffe_id == NULL || ly_spiffe_id_parse_str(d->endpoint_spiffe_id, &r->endpoint_id,
+			    &e) != LY_OK))) {
+			log_warn("federation: relationship with %s skipped: unusable", d->trust_domain);
+			continue;
+		}
+		(void)snprintf(r->trust_domain, sizeof(r->trust_domain), "%s", d->trust_domain);
+		(void)snprintf(r->url, sizeof(r->url), "%s", d->bundle_endpoint_url);
+		r->profile = d->profile;
+		k++;
+	}
+	*out = rels;
+	*n = k;
+	rels = NULL;
+	rc = LY_OK;
+out:
+	free(rels);
+	ly_ds_fed_rel_list_cleanup(&list);
+	return rc;
+}
+
+static void
+fed_refused(void *arg, const char *td, enum ly_fed_refusal why, const char *detail)
+{
+	struct srv_main *m = arg;
+	(void)detail; /* logged by the fetcher */
+	const char *labels[] = { td, ly_fed_refusal_name(why), NULL };
+	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, fed_refusals), labels, 1);
+}
+
+static const struct ly_fed_ops fed_ops = {
+	.load = fed_load, .store = fed_store, .list = fed_list, .refused = fed_refused,
+};
+
+/* srv->fed_refresh (server_core.h), for the admin API's `federation refresh`. */
+static ly_status
+fed_refresh(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_arg, struct ly_error *err)
+{
+	struct srv_main *m = arg;
+	if (m->fetcher == NULL)
+		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
+	return ly_fed_fetcher_refresh(m->fetcher, td, done, done_arg, err);
+}
+
+/*
+ * A relationship created, updated or deleted through this server: the
+ * fetcher re-reads them; a bundle set: a relationship waiting for it to
+ * authenticate its endpoint goes now.
+ */
+static void
+fed_on_store_change(void *arg, const struct ly_datastore_change *c)
+{
+	struct srv_main *m = arg;
+	if (m->fetcher == NULL)
+		return;
+	if (c->kind == LY_DATASTORE_FED_REL_CHANGED)
+		ly_fed_fetcher_sync(m->fetcher);
+	else if (c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED && c->trust_domain != NULL)
+		ly_fed_fetcher_trust_changed(m->fetcher, c->trust_domain);
+}
+
+static ly_status
+fed_start(struct srv_main *m, struct ly_error *err)
+{
+	const struct ly_fed_config *fc = &m->srv.cfg.fed;
+	ly_status rc;
+
+	if (fc->endpoint.enabled) {
+		if ((rc = ly_fed_endpoint_start(&m->loop, &fc->endpoint, fed_on_answer, m, &m->fed_ep, err)) != LY_OK)
+			return rc;
+		fed_publish(m);
+		/* https_spiffe: the server certificate, made again now that the endpoint takes it too. */
+		if (fc->endpoint.profile == LY_FED_PROFILE_HTTPS_SPIFFE)
+			LY_TRY(agent_tls_refresh(m, ly_server_now(), err));
+		log_info("bundle endpoint on %s:%u (%s, refresh_hint %" PRIu64 " s)", fc->endpoint.address,
+		    (unsigned)ly_fed_endpoint_port(m->fed_ep),
+		    fc->endpoint.profile == LY_FED_PROFILE_HTTPS_WEB ? "https_web" : "https_spiffe",
+		    fc->endpoint.refresh_hint);
+	}
+	LY_TRY(ly_dsa_on_change(m->srv.dsa, fed_on_store_change, m, err));
+	LY_TRY(ly_fed_fetcher_new(&m->loop, fc, &fed_ops, m, &m->fetcher, err));
+	m->srv.fed_refresh.fn = fed_refresh;
+	m->srv.fed_refresh.arg = m;
+	return LY_OK;
 }
 
 /* ---- several servers on one PostgreSQL --------------------------------------------------- */
@@ -855,6 +1163,7 @@ shared_refresh(struct srv_main *m)
 		return;
 	if (m->srv.agent_api != NULL)
 		ly_agent_api_bundle_changed(m->srv.agent_api);
+	fed_publish(m);
 	/* The agent listener's client roots follow the bundle: the tick renews at once. */
 	m->svid_renew_at = ly_server_now();
 	tick_arm(m, 0);
@@ -865,7 +1174,7 @@ static void
 on_notice(void *arg, const struct ly_pg_notice *n)
 {
 	struct srv_main *m = arg;
-	struct ly_datastore_change c = { 0, -1, NULL, NULL };
+	struct ly_datastore_change c = { .kind = 0, .revision = -1 };
 
 	if (m->srv.stopping || m->srv.dsa == NULL)
 		return;
@@ -894,7 +1203,7 @@ static void
 on_listening(void *arg)
 {
 	struct srv_main *m = arg;
-	struct ly_datastore_change c = { LY_DATASTORE_ENTRY_UPDATED, -1, NULL, NULL };
+	struct ly_datastore_change c = { .kind = LY_DATASTORE_ENTRY_UPDATED, .revision = -1 };
 
 	if (m->srv.stopping || m->srv.dsa == NULL)
 		return;
@@ -930,6 +1239,7 @@ start(struct srv_main *m, struct ly_error *err)
 	LY_TRY(open_rpc(m, err));
 	handles_init(m);
 	LY_TRY(health_start(m, err));
+	LY_TRY(fed_start(m, err));
 	tick_arm(m, 0);
 	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
 	uv_timer_start(&m->ds_ping_timer, on_ds_ping, 0, DS_PING_MS);
@@ -990,6 +1300,7 @@ teardown(struct srv_main *m)
 	ly_ca_free(srv->ca);
 	ly_datastore_close(m->ds_opened);
 	m->ds_opened = NULL;
+	ly_fed_config_cleanup(&srv->cfg.fed);
 	ly_config_free(m->file);
 	server_metrics_free(srv->metrics);
 	srv->metrics = NULL;

@@ -16,6 +16,7 @@
 #include "server/attest.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/federation.h"
 #include "server/server.h"
 
 #define K "server."
@@ -42,6 +43,8 @@ static const char *const known_keys[] = {
 	K "node_attestors.x509pop.ca_bundle_path",
 	PSAT_CLUSTERS ".*",
 	K "health_checks.listener_enabled",
+	K "ratelimit.attestation",
+	K "ratelimit.signing",
 	K "health_checks.bind_address",
 	K "health_checks.bind_port",
 	K "health_checks.live_path",
@@ -207,6 +210,8 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 		return ly_config_wrap(file, K "audit_log", err, LY_E_INVALID);
 
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
+	LY_TRY(ly_config_get_bool(file, K "ratelimit.attestation", true, &cfg->ratelimit_attestation, err));
+	LY_TRY(ly_config_get_bool(file, K "ratelimit.signing", true, &cfg->ratelimit_signing, err));
 	LY_TRY(ly_config_get_string(file, K "health_checks.bind_address", "127.0.0.1", &cfg->health_bind_address,
 	    err));
 	if (check_ip(cfg->health_bind_address, err) != LY_OK)
@@ -226,7 +231,15 @@ static ly_status
 load(const struct ly_server_flags *flags, const struct ly_config *file, struct ly_server_config *cfg,
     struct ly_error *err)
 {
-	LY_TRY(ly_config_check_known(file, known_keys, err));
+	/* The server's keys and federation's (federation.h), in one list. */
+	const char *all_keys[sizeof(known_keys) / sizeof(known_keys[0]) + 16];
+	size_t nk = 0;
+	for (size_t i = 0; known_keys[i] != NULL; i++)
+		all_keys[nk++] = known_keys[i];
+	for (size_t i = 0; ly_fed_config_keys[i] != NULL && nk + 1 < sizeof(all_keys) / sizeof(all_keys[0]); i++)
+		all_keys[nk++] = ly_fed_config_keys[i];
+	all_keys[nk] = NULL;
+	LY_TRY(ly_config_check_known(file, all_keys, err));
 
 	/* The trust domain has no default: it names everything the server signs. */
 	LY_TRY(ly_daemon_setting_trust_domain(file, K "trust_domain", flags->trust_domain, cfg->trust_domain, err));
@@ -250,7 +263,8 @@ load(const struct ly_server_flags *flags, const struct ly_config *file, struct l
 	LY_TRY(ly_daemon_setting_data_dir(file, K "data_dir", flags->data_dir, LY_SERVER_DATA_DIR_DEFAULT, &cfg->data_dir, err));
 
 	LY_TRY(ly_daemon_setting_log_level(file, K "log_level", flags->log_level, &cfg->log_level, err));
-	return load_file_only(file, cfg, err);
+	LY_TRY(load_file_only(file, cfg, err));
+	return ly_fed_config_load(file, cfg->trust_domain, &cfg->fed, err);
 }
 
 ly_status
@@ -269,6 +283,7 @@ ly_server_config_load(const struct ly_server_flags *flags, struct ly_server_conf
 	}
 	rc = load(flags, f, cfg, err);
 	if (rc != LY_OK) {
+		ly_fed_config_cleanup(&cfg->fed);
 		ly_config_free(f);
 		memset(cfg, 0, sizeof(*cfg));
 		return rc;

@@ -17,6 +17,7 @@
 
 #include "lib/caps.h"
 #include "lib/keys.h"
+#include "server/federation.h"
 
 struct uv_loop_s;
 struct ly_rpc;
@@ -56,6 +57,9 @@ struct ly_server_config {
 	const char *upstream_key_path;
 	const char *audit_log_path;  /* NULL: audit lines go to the log */
 	bool join_token_enabled;
+	/* server.ratelimit (SPEC §11, SPIRE's names): both on by default. */
+	bool ratelimit_attestation; /* AttestAgent per source IP */
+	bool ratelimit_signing;     /* X.509 and JWT signing per agent */
 	const char *x509pop_ca_bundle_path; /* NULL: x509pop off */
 	/* Health and metrics listener (rpc/health_http.h), off by default. */
 	bool health_enabled;
@@ -64,7 +68,20 @@ struct ly_server_config {
 	const char *health_live_path;    /* "/live" */
 	const char *health_ready_path;   /* "/ready" */
 	/* k8s_psat: clusters are configured in the YAML file only. */
+	/* server.federation (federation.h): the bundle endpoint and static relationships. */
+	struct ly_fed_config fed;
 };
+
+/*
+ * `federation refresh` (SPEC §9): fetch relationship `td`'s bundle now.
+ * Runs on the loop thread and returns at once; `done(done_arg, rc, msg)`
+ * then runs exactly once, later, on the loop, when the fetch ended (msg:
+ * one line saying why when rc is not LY_OK). An error return means `done`
+ * never runs.
+ */
+typedef void ly_fed_refresh_done_fn(void *done_arg, ly_status rc, const char *msg);
+typedef ly_status ly_fed_refresh_fn(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_arg,
+    struct ly_error *err);
 
 struct ly_server {
 	struct uv_loop_s *loop;
@@ -94,6 +111,12 @@ struct ly_server {
 	char server_id[36 + 1];               /* a UUID, <data_dir>/server-id; "" with SQLite */
 	time_t started_at;
 	bool stopping;
+	/* The federation bundle fetcher's refresh (set by the fetcher when it
+	 * starts); fn NULL: `federation refresh` answers UNIMPLEMENTED. */
+	struct {
+		ly_fed_refresh_fn *fn;
+		void *arg;
+	} fed_refresh;
 };
 
 /*
@@ -116,8 +139,10 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry, *notify_listening, *bundle_authorities, *ds_reachable, *ds_pending,
-	    *ds_calls, *ds_seconds;
+	    *entries, *agents, *ca_expiry, *rate_limited, *notify_listening, *bundle_authorities, *ds_reachable,
+	    *ds_pending, *ds_calls, *ds_seconds, *fed_bundle_changes, *fed_bundles;
+	/* Federation's fetcher and endpoint: refused fetches {trust_domain, reason}, endpoint answers {code}. */
+	struct ly_metric *fed_refusals, *fed_endpoint_answers;
 };
 #define LY_SERVER_METRIC(srv, field) ((srv)->metrics != NULL ? (srv)->metrics->field : NULL)
 /* Adds `v` to counter `f`, or observes `v` when `f` is a histogram; NULL `f`: nothing. Never fails loudly. */

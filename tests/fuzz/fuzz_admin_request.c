@@ -7,6 +7,13 @@
  * EvictAgent/BanAgent. An entry that passes the checks must survive a
  * copy, and the answer built from it (ly_entries_pb_make) must read back
  * through the same checks as the same entry.
+ *
+ * A first byte 0xF0..0xFF picks a federation request instead
+ * (server/admin_msg_fed.h), by its low nibble modulo 5: 0
+ * SetFederatedBundle (a bundle that passes is never ours, and writes and
+ * reads back as the same bundle), 1 DeleteFederatedBundle, 2
+ * Create/UpdateFederationRelationship (what passes passes the datastore's
+ * check again), 3 a TrustDomain, 4 the requests read for nothing.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,6 +23,7 @@
 #include "lib/entry.h"
 #include "lib/spiffeid.h"
 #include "server/admin_msg.h"
+#include "server/admin_msg_fed.h"
 #include "server/entry_pb.h"
 
 #define TD "example.org"
@@ -119,6 +127,99 @@ agent(const uint8_t *d, size_t n)
 	ly_admin_msg_agent_id_cleanup(&rq);
 }
 
+static void
+fed_bundle_set(const uint8_t *d, size_t n)
+{
+	struct ly_admin_msg_bundle_set rq;
+	struct ly_bundle *b = NULL, *back = NULL;
+	char *json = NULL;
+
+	if (ly_admin_msg_bundle_set_decode(d, n, &rq, NULL) != LY_OK)
+		return;
+	if (ly_admin_msg_bundle_set_check(&rq, TD, &b, NULL) == LY_OK) {
+		const char *td = ly_bundle_trust_domain(b);
+		if (strcmp(td, TD) == 0 || ly_bundle_write_jwks(b, 0, &json, NULL) != LY_OK ||
+		    ly_bundle_parse_jwks(td, json, strlen(json), &back, NULL) != LY_OK || !ly_bundle_equal(b, back))
+			abort();
+	}
+	free(json);
+	ly_bundle_free(back);
+	ly_bundle_free(b);
+	ly_admin_msg_bundle_set_cleanup(&rq);
+}
+
+static void
+fed_bundle_delete(const uint8_t *d, size_t n)
+{
+	struct ly_admin_msg_bundle_delete rq;
+	enum ly_fed_delete_mode mode;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+
+	if (ly_admin_msg_bundle_delete_decode(d, n, &rq, NULL) != LY_OK)
+		return;
+	if (ly_admin_msg_bundle_delete_check(&rq, TD, td, &mode, NULL) == LY_OK &&
+	    (strcmp(td, TD) == 0 || strcmp(ly_fed_delete_mode_name(mode), "?") == 0))
+		abort();
+	ly_admin_msg_bundle_delete_cleanup(&rq);
+}
+
+static void
+fed_relationship(const uint8_t *d, size_t n)
+{
+	struct ly_admin_msg_rel rq;
+	struct ly_admin_msg_rel_checked c;
+
+	memset(&c, 0, sizeof(c));
+	if (ly_admin_msg_rel_decode(d, n, &rq, NULL) != LY_OK)
+		return;
+	if (ly_admin_msg_rel_check(&rq, TD, &c, NULL) == LY_OK) {
+		if (ly_ds_fed_rel_check(&c.rel, TD, NULL) != LY_OK || strncmp(c.rel.bundle_endpoint_url, "https://", 8) != 0 ||
+		    (c.bundle != NULL && strcmp(ly_bundle_trust_domain(c.bundle), c.td) != 0))
+			abort();
+	}
+	ly_admin_msg_rel_checked_cleanup(&c);
+	ly_admin_msg_rel_cleanup(&rq);
+}
+
+static void
+fed_td(const uint8_t *d, size_t n)
+{
+	struct ly_admin_msg_td rq;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+
+	if (ly_admin_msg_td_decode(d, n, &rq, NULL) != LY_OK)
+		return;
+	if (ly_admin_msg_td_check(rq.trust_domain, TD, td, NULL) == LY_OK && (td[0] == '\0' || strcmp(td, TD) == 0))
+		abort();
+	ly_admin_msg_td_cleanup(&rq);
+}
+
+static void
+fed(unsigned which, const uint8_t *d, size_t n)
+{
+	switch (which % 5) {
+	case 0:
+		fed_bundle_set(d, n);
+		break;
+	case 1:
+		fed_bundle_delete(d, n);
+		break;
+	case 2:
+		fed_relationship(d, n);
+		break;
+	case 3:
+		fed_td(d, n);
+		break;
+	default: {
+		ly_status a = ly_admin_msg_empty_decode("count", d, n, NULL);
+		ly_status b = ly_admin_msg_empty_decode("relationships", d, n, NULL);
+		(void)a;
+		(void)b;
+		break;
+	}
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -126,6 +227,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *d = data + 1;
 	size_t n = size - 1;
+	if (data[0] >= 0xF0) {
+		fed(data[0] & 0x0fu, d, n);
+		return 0;
+	}
 	switch (data[0] % 9) {
 	case 0:
 	case 1:

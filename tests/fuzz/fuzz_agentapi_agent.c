@@ -3,7 +3,9 @@
  * through the functions the agent's sync ships (agent/agentapi_msg.h),
  * beyond what fuzz_agent_sync.c covers (EntriesUpdate, Bundle). The first
  * byte picks the answer: 0 AttestAgentResponse, 1 AgentSVID (RenewAgent),
- * 2 BatchNewX509SVIDResponse, 3 NewJWTSVIDResponse. What the module
+ * 2 BatchNewX509SVIDResponse, 3 NewJWTSVIDResponse (any other byte: its
+ * value modulo 4), except 4: FederatedBundles (GetFederatedBundles, for
+ * trust domain example.org). What the module
  * accepts then goes where sync sends it: SVID chains through the agent's
  * verifier (agent/verify.h, with a key generated here, so a chain from the
  * input never certifies it: every step up to the key match runs on input
@@ -156,6 +158,35 @@ jwt(const uint8_t *d, size_t n)
 	ly_agentapi_jwt_free(m);
 }
 
+/* A FederatedBundles answer: what passes is a set of other trust domains' bundles, each once. */
+static void
+federated(const uint8_t *d, size_t n)
+{
+	struct ly_agentapi_federated fed;
+
+	if (ly_agentapi_federated_parse(d, n, "example.org", NULL, NULL, &fed, NULL) != LY_OK) {
+		if (fed.set != NULL || fed.n_refused != 0)
+			abort(); /* a refused answer leaves nothing behind */
+		return;
+	}
+	size_t count = ly_bundle_set_count(fed.set);
+	if (count + fed.n_refused >= LY_BUNDLE_SET_MAX)
+		abort();
+	if (ly_bundle_set_find(fed.set, "example.org") != NULL)
+		abort(); /* never our own trust domain */
+	for (size_t i = 0; i < fed.n_refused; i++)
+		if (ly_bundle_set_find(fed.set, fed.refused[i]) != NULL)
+			abort(); /* a refused trust domain is not in the set as well */
+	for (size_t i = 0; i < count; i++) {
+		const struct ly_bundle *b = ly_bundle_set_at(fed.set, i);
+		char *json = NULL;
+		/* What a workload is sent: each bundle writes as JWKS. */
+		if (ly_bundle_write_jwks(b, 0, &json, NULL) == LY_OK)
+			free(json);
+	}
+	ly_agentapi_federated_cleanup(&fed);
+}
+
 static void
 answer(unsigned kind, const uint8_t *d, size_t n)
 {
@@ -168,6 +199,9 @@ answer(unsigned kind, const uint8_t *d, size_t n)
 		break;
 	case 2:
 		batch(d, n);
+		break;
+	case 4:
+		federated(d, n);
 		break;
 	default:
 		jwt(d, n);
@@ -188,6 +222,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 	}
 	if (size >= 1)
-		answer(data[0] % 4u, data + 1, size - 1);
+		answer(data[0] == 4 ? 4u : data[0] % 4u, data + 1, size - 1);
 	return 0;
 }

@@ -156,6 +156,15 @@ def main():
         "jwt_wrong_aud": sel(3, a.NewJWTSVIDResponse(token=tok_bad_aud.decode())),
         "jwt_empty": sel(3, a.NewJWTSVIDResponse()),
         "junk": sel(0, b"\xff\x01\x02"),
+        "federated": sel(4, a.FederatedBundles(bundles=[
+            a.Bundle(trust_domain="b.test", x509_authorities=[split_der(chain)[-1]], sequence=2),
+            a.Bundle(trust_domain="c.test", sequence=1)], sequence=7)),
+        "federated_own_td": sel(4, a.FederatedBundles(bundles=[bundle], sequence=1)),
+        "federated_twice": sel(4, a.FederatedBundles(bundles=[a.Bundle(trust_domain="b.test"),
+                                                               a.Bundle(trust_domain="b.test")])),
+        "federated_bad_td": sel(4, a.FederatedBundles(bundles=[a.Bundle(trust_domain="B.test")])),
+        "federated_junk_ca": sel(4, a.FederatedBundles(bundles=[
+            a.Bundle(trust_domain="b.test", x509_authorities=[b"\x30\x03\x02\x01\x01"])])),
     })
 
     def entry(**kw):

@@ -259,7 +259,8 @@ def scenario_proxy(tmp, pb, pb_grpc):
         figures[f"{mode}_attempts_per_minute"] = per_min
         check(misses == 0, f"{mode}: the Workload API answered with the cached SVID throughout the cut",
               f"{misses} misses of {answers + misses}")
-        # 200 ms doubling to 30 s: about 7 attempts in 30 s; a tight loop would make hundreds.
+        # Full jitter from 1 s doubling to 30 s (agent/servers.h): about 6 attempts in 30 s; a tight loop
+        # would make hundreds.
         check(1 <= n <= 20, f"{mode}: the agent backs off ({n} attempts in {t1 - t0:.0f} s)")
         check(env.agent.alive(), f"{mode}: the agent is still running")
         proxy.set_mode("pass")

@@ -790,7 +790,10 @@ def main():
 """
         cfg = os.path.join(d, "server.yaml")
         with open(cfg, "w") as f:
-            f.write(f"server:\n  node_attestors:\n    join_token: {{}}\n    x509pop:\n"
+            # The rate limits are off: this scenario attests and signs in bursts to test the protocol;
+            # ratelimit.py tests the limits (SPEC §11).
+            f.write(f"server:\n  ratelimit: {{attestation: false, signing: false}}\n"
+                    f"  node_attestors:\n    join_token: {{}}\n    x509pop:\n"
                     f"      ca_bundle_path: {ca_path}\n{psat_cfg}")
         t = Test(d, pb, pb_grpc)
         tests.append(t)

@@ -16,9 +16,15 @@ No cluster is needed. In order:
      docs' tables; with -server-bin/-agent-bin, the real binaries parse them
      (`run` with a data dir that cannot be made: exit 1 at the data dir means
      the config was accepted, exit 2 that it was refused);
-  6. negative self-checks: mutated copies (a missing probe, a wrong field
-     type, an unknown field, a wrong audience, a broken file...) must each be
-     rejected by the stage named, or this test fails.
+  6. the alert rules in k8s/monitoring/ (PrometheusRule, apart from the
+     kustomization: the CRD exists only with prometheus-operator): their
+     shape, durations and severities, and every metric their expressions
+     name exported by a daemon (the metric families declared in server/,
+     agent/ and rpc/ sources);
+  7. negative self-checks: mutated copies (a missing probe, a wrong field
+     type, an unknown field, a wrong audience, a broken file, an alert on a
+     metric no daemon exports...) must each be rejected by the stage named,
+     or this test fails.
 
 Usage: check_manifests.py --repo ROOT [--server-bin P --agent-bin P]
 Prints ok/FAIL per check and "N passed, M failed"; exit 1 on any failure,
@@ -42,6 +48,7 @@ import yaml
 SOCKET_PATH = "/run/lanyard/sockets/agent.sock"  # SPEC §2, k8s
 HEALTH_PORT = 8080
 EXTERNAL_CONFIGMAPS = {"lanyard-bundle"}  # made by the operator (k8s/README.md)
+EXTERNAL_SECRETS = {"lanyard-postgres"}  # made by the operator (k8s/README.md): never committed
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Pod", "Job", "ReplicaSet"}
 KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources"}
@@ -472,6 +479,14 @@ def rule_problems(objects):
             cmn = (v.get("configMap") or {}).get("name")
             if cmn and cmn not in names.get("ConfigMap", set()) and cmn not in EXTERNAL_CONFIGMAPS:
                 P.append(f"{where}: volume {v['name']}: ConfigMap {cmn} is not defined")
+            sn = (v.get("secret") or {}).get("secretName")
+            if sn and sn not in names.get("Secret", set()) and sn not in EXTERNAL_SECRETS:
+                P.append(f"{where}: volume {v['name']}: Secret {sn} is not defined")
+        for c in containers(o):
+            for e in c.get("env") or []:
+                sk = ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+                if sk and sk not in names.get("Secret", set()) and sk not in EXTERNAL_SECRETS:
+                    P.append(f"{where} container {c.get('name')}: env {e.get('name')}: Secret {sk} is not defined")
         for c in containers(o):
             cw = f"{where} container {c.get('name')}"
             role = daemon_role(c)
@@ -574,8 +589,25 @@ def rule_problems(objects):
     so, sc = daemons["server"]
     sw = f"{so['kind']}/{so['metadata']['name']}"
     sns = so["metadata"].get("namespace")
-    if so["kind"] != "StatefulSet" or so["spec"].get("replicas") != 1:
-        P.append(f"{sw}: the server must be a StatefulSet with 1 replica")
+    replicas = so["spec"].get("replicas", 1)
+    if so["kind"] != "StatefulSet" or not isinstance(replicas, int) or replicas < 1:
+        P.append(f"{sw}: the server must be a StatefulSet with at least 1 replica")
+    ds = scfg.get("datastore") or {}
+    if isinstance(replicas, int) and replicas > 1:
+        # SPEC §10: several servers are one trust domain only on one shared PostgreSQL database.
+        if ds.get("database_type") != "postgres" or not ds.get("connection_string"):
+            P.append(f"{sw}: {replicas} replicas need server.datastore.database_type postgres with a "
+                     f"connection_string (SQLite is one file per replica: as many trust domains)")
+        if re.search(r"(^|\s)password\s*=", ds.get("connection_string") or ""):
+            P.append("server.yaml: the connection_string holds a password: give it from a Secret (PGPASSWORD)")
+    # The agents reach every replica: the StatefulSet's Service is headless (one address per server).
+    ssvc = [s for s in find(objects, "Service", so["spec"].get("serviceName"))
+            if s["metadata"].get("namespace") == sns]
+    if not ssvc:
+        P.append(f"{sw}: serviceName {so['spec'].get('serviceName')} is not a Service of its namespace")
+    elif isinstance(replicas, int) and replicas > 1 and (ssvc[0].get("spec") or {}).get("clusterIP") != "None":
+        P.append(f"Service {ssvc[0]['metadata']['name']}: must be headless (clusterIP: None) with {replicas} "
+                 f"server replicas, so that agents see every server (SPEC §10)")
     dm = mount_for(sc, scfg.get("data_dir") or "/", strict=True)
     if not dm or not (volume(so, dm["name"]) or {}).get("persistentVolumeClaim"):
         P.append(f"{sw}: data_dir {scfg.get('data_dir')} must be a subdirectory of a PersistentVolumeClaim mount")
@@ -641,7 +673,7 @@ def rule_problems(objects):
                 P.append(f"{aw}: the projected token needs an expirationSeconds")
     if scfg.get("trust_domain") != acfg.get("trust_domain"):
         P.append(f"trust_domain differs: server {scfg.get('trust_domain')} agent {acfg.get('trust_domain')}")
-    # The agent reaches the server's Service.
+    # The agent reaches the server's Service (one name; agent/servers.h takes a list).
     addr = acfg.get("server_address", "")
     svc_ok = False
     for s in find(objects, "Service"):
@@ -652,6 +684,11 @@ def rule_problems(objects):
         labels = pod_meta(so).get("labels") or {}
         if not sel or any(labels.get(k) != v for k, v in sel.items()):
             P.append(f"Service {sn}: its selector does not pick the server's pods")
+        if (s.get("spec") or {}).get("clusterIP") == "None":
+            # Headless: the name gives the pods' addresses, the agent connects to server_port on each.
+            if acfg.get("server_port", 8081) == scfg.get("server_port", 8081):
+                svc_ok = True
+            continue
         for p in (s.get("spec") or {}).get("ports") or []:
             if p.get("port") == acfg.get("server_port", 8081):
                 tp = p.get("targetPort", p.get("port"))
@@ -677,6 +714,154 @@ def rule_problems(objects):
     return P
 
 
+# ------------------------------------------------------------ 6. alert rules
+
+ALERT_SEVERITIES = {"critical", "warning", "info"}
+PROM_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
+RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+GROUP_KEYS = {"name", "interval", "rules", "limit", "partial_response_strategy"}
+# What issue 16 asks the rules to watch: every one of these is in some alert.
+REQUIRED_ALERT_METRICS = {
+    "lanyard_server_node_attestations_total": "attestation failures",
+    "lanyard_server_rate_limited_total": "signing refusals",
+    "lanyard_agent_svid_issue_failures_total": "rotation failures",
+    "lanyard_agent_server_reachable": "an agent that cannot reach any server",
+    "lanyard_server_ca_signing_expiry_timestamp_seconds": "a CA nearing expiry",
+}
+
+
+def exported_metrics(repo):
+    """{name: type} of every metric family the daemons declare (FAMILY(...) / ly_metrics_add(...) in
+    server/, agent/, rpc/): what /metrics can show."""
+    out = {}
+    pat = re.compile(r'(?:FAMILY\(\s*\w+\s*,\s*|ly_metrics_add\(\s*[^,()]+,\s*)(LY_METRIC_\w+)\s*,\s*"([a-zA-Z_:][\w:]*)"')
+    for sub in ("server", "agent", "rpc"):
+        for root, _, files in os.walk(os.path.join(repo, sub)):
+            for fn in files:
+                if fn.endswith(".c"):
+                    with open(os.path.join(root, fn)) as f:
+                        for typ, name in pat.findall(f.read()):
+                            out[name] = typ
+    return out
+
+
+def expr_metrics(expr):
+    """The metric names of a PromQL expression (ours: lanyard_*, process_*), outside label matchers' values."""
+    no_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    return set(re.findall(r"\b((?:lanyard|process)_[A-Za-z0-9_:]*)", no_strings))
+
+
+def balanced(expr):
+    depth = {"(": 0, "[": 0, "{": 0}
+    close = {")": "(", "]": "[", "}": "{"}
+    for ch in re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr):
+        if ch in depth:
+            depth[ch] += 1
+        elif ch in close:
+            depth[close[ch]] -= 1
+            if depth[close[ch]] < 0:
+                return False
+    return all(v == 0 for v in depth.values())
+
+
+def alert_docs(k8s_dir, problems):
+    """[(file, document)] of k8s/monitoring/*.yaml."""
+    d = os.path.join(k8s_dir, "monitoring")
+    out = []
+    if not os.path.isdir(d):
+        problems.append("k8s/monitoring/: missing (the PrometheusRule with Lanyard's alerts)")
+        return out
+    for fn in sorted(os.listdir(d)):
+        if not fn.endswith((".yaml", ".yml")):
+            continue
+        try:
+            with open(os.path.join(d, fn)) as f:
+                out += [(fn, x) for x in yaml.safe_load_all(f) if x is not None]
+        except (OSError, yaml.YAMLError) as e:
+            problems.append(f"monitoring/{fn}: {e}")
+    return out
+
+
+def alert_problems(docs, known):
+    """Problems of the PrometheusRule documents `docs` ([(file, doc)]) given the exported metrics `known`."""
+    P = []
+    seen_alerts, used = set(), set()
+    if not docs:
+        P.append("k8s/monitoring/: no PrometheusRule")
+    for fn, doc in docs:
+        where = f"monitoring/{fn}"
+        if not isinstance(doc, dict) or doc.get("apiVersion") != "monitoring.coreos.com/v1" \
+                or doc.get("kind") != "PrometheusRule":
+            P.append(f"{where}: must be apiVersion monitoring.coreos.com/v1, kind PrometheusRule")
+            continue
+        extra = set(doc) - {"apiVersion", "kind", "metadata", "spec"}
+        if extra:
+            P.append(f"{where}: unknown top-level fields {sorted(extra)}")
+        if not (doc.get("metadata") or {}).get("name"):
+            P.append(f"{where}: metadata.name missing")
+        spec = doc.get("spec") or {}
+        if set(spec) - {"groups"}:
+            P.append(f"{where}: unknown spec fields {sorted(set(spec) - {'groups'})}")
+        groups = spec.get("groups")
+        if not isinstance(groups, list) or not groups:
+            P.append(f"{where}: spec.groups must be a non-empty list")
+            continue
+        for g in groups:
+            gw = f"{where} group {g.get('name') if isinstance(g, dict) else g!r}"
+            if not isinstance(g, dict) or not isinstance(g.get("name"), str) or not isinstance(g.get("rules"), list):
+                P.append(f"{gw}: a group needs a name and a list of rules")
+                continue
+            if set(g) - GROUP_KEYS:
+                P.append(f"{gw}: unknown fields {sorted(set(g) - GROUP_KEYS)}")
+            if "interval" in g and not PROM_DURATION.match(str(g["interval"])):
+                P.append(f"{gw}: interval {g['interval']!r} is not a Prometheus duration")
+            for r in g["rules"]:
+                if not isinstance(r, dict):
+                    P.append(f"{gw}: a rule that is not a mapping")
+                    continue
+                rw = f"{gw} rule {r.get('alert') or r.get('record')}"
+                if set(r) - RULE_KEYS:
+                    P.append(f"{rw}: unknown fields {sorted(set(r) - RULE_KEYS)}")
+                if ("alert" in r) == ("record" in r):
+                    P.append(f"{rw}: exactly one of alert and record")
+                expr = r.get("expr")
+                if not isinstance(expr, str) or not expr.strip():
+                    P.append(f"{rw}: expr must be a non-empty string")
+                    continue
+                if not balanced(expr):
+                    P.append(f"{rw}: unbalanced brackets in expr")
+                names = expr_metrics(expr)
+                if not names:
+                    P.append(f"{rw}: expr names no Lanyard metric")
+                for n in sorted(names):
+                    base = re.sub(r"_(bucket|sum|count)$", "", n)
+                    if n in known or (base in known and known[base] == "LY_METRIC_HISTOGRAM"):
+                        used.add(n if n in known else base)
+                    else:
+                        P.append(f"{rw}: metric {n} is not exported by lanyard-server or lanyard-agent")
+                for k in ("for", "keep_firing_for"):
+                    if k in r and not PROM_DURATION.match(str(r[k])):
+                        P.append(f"{rw}: {k} {r[k]!r} is not a Prometheus duration")
+                if "alert" in r:
+                    if r["alert"] in seen_alerts:
+                        P.append(f"{rw}: alert name used twice")
+                    seen_alerts.add(r["alert"])
+                    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(r["alert"])):
+                        P.append(f"{rw}: alert name is not a Prometheus label value for alertname")
+                    if (r.get("labels") or {}).get("severity") not in ALERT_SEVERITIES:
+                        P.append(f"{rw}: labels.severity must be one of {sorted(ALERT_SEVERITIES)}")
+                    ann = r.get("annotations") or {}
+                    for a in ("summary", "description"):
+                        if not isinstance(ann.get(a), str) or not ann[a].strip():
+                            P.append(f"{rw}: annotations.{a} missing")
+    for m, what in sorted(REQUIRED_ALERT_METRICS.items()):
+        if m not in known:
+            P.append(f"{m} ({what}) is no longer exported: update REQUIRED_ALERT_METRICS and the alerts")
+        elif m not in used:
+            P.append(f"no alert watches {what} ({m})")
+    return P
+
+
 # ---------------------------------------------------------------- the checks
 
 def check_all(repo, k8s_dir, node_dir, bins, workdir):
@@ -698,6 +883,9 @@ def check_all(repo, k8s_dir, node_dir, bins, workdir):
             bp += binary_config_problems(bins[role], role, text, workdir)
     out["config-keys"] = cp
     out["config-binaries"] = bp if bins else None
+    ap = []
+    docs = alert_docs(k8s_dir, ap)
+    out["alerts"] = ap + alert_problems(docs, exported_metrics(repo))
     return objects, out
 
 
@@ -806,6 +994,15 @@ OBJECT_MUTATIONS = [
     ("rules: agent's server_address names no Service", "rules",
      lambda ob: mutate_config(ob, "agent.yaml",
                               lambda c: c["agent"].__setitem__("server_address", "spire-server.spire.svc"))),
+    ("rules: several server replicas on SQLite", "rules",
+     lambda ob: mutate_config(ob, "server.yaml", lambda c: c["server"].pop("datastore"))),
+    ("rules: a password in the connection string", "rules",
+     lambda ob: mutate_config(ob, "server.yaml", lambda c: c["server"]["datastore"].__setitem__(
+         "connection_string", "host=db dbname=lanyard user=lanyard password=hunter2"))),
+    ("rules: several server replicas behind a virtual IP (not headless)", "rules",
+     lambda ob: find(ob, "Service", "lanyard-server")[0]["spec"].pop("clusterIP")),
+    ("rules: PGPASSWORD from a Secret nobody makes", "rules",
+     lambda ob: daemon(ob, "server")[1]["env"][0]["valueFrom"]["secretKeyRef"].__setitem__("name", "pg-secret")),
     ("config-keys: misspelt server key data_dri", "config-keys",
      lambda ob: mutate_config(ob, "server.yaml", lambda c: c["server"].__setitem__("data_dri", "/x"))),
     ("config-keys: unknown agent key kubelet_port", "config-keys",
@@ -822,8 +1019,19 @@ TEXT_MUTATIONS = [
     ("yamllint: trailing spaces", {"yamllint"}, "server-service.yaml", "type: ClusterIP", "type: ClusterIP   "),
     ("yamllint+schema: hostPID: yes", {"yamllint", "schema"}, "agent-daemonset.yaml",
      "hostPID: true", "hostPID: yes"),
-    ("yamllint: duplicate key", {"yamllint"}, "server-statefulset.yaml", "  replicas: 1\n",
-     "  replicas: 1\n  replicas: 2\n"),
+    ("yamllint: duplicate key", {"yamllint"}, "server-statefulset.yaml", "  replicas: 3\n",
+     "  replicas: 3\n  replicas: 2\n"),
+    ("alerts: a metric no daemon exports", {"alerts"}, "monitoring/lanyard-alerts.yaml",
+     "expr: lanyard_agent_server_reachable == 0", "expr: lanyard_agent_server_reached == 0"),
+    ("alerts: a severity out of the set", {"alerts"}, "monitoring/lanyard-alerts.yaml",
+     "severity: critical", "severity: page"),
+    ("alerts: a duration Prometheus refuses", {"alerts", "yamllint"}, "monitoring/lanyard-alerts.yaml",
+     "for: 10m", "for: 10 minutes"),
+    ("alerts: unbalanced brackets", {"alerts"}, "monitoring/lanyard-alerts.yaml",
+     "> 0.05", ") > 0.05"),
+    ("alerts: the CA expiry alerts gone", {"alerts"}, "monitoring/lanyard-alerts.yaml",
+     "(lanyard_server_ca_signing_expiry_timestamp_seconds > 0) - time() < 2 * 86400",
+     "time() < 0"),
     ("kustomize: a resource file missing", {"kustomize"}, "kustomization.yaml", "  - agent-rbac.yaml\n",
      "  - agent-rbac.yaml\n  - nonexistent.yaml\n"),
     ("kustomize: a file not listed", {"kustomize"}, "kustomization.yaml", "  - example-workload.yaml\n", ""),
@@ -937,6 +1145,7 @@ def main():
             "rules": "Lanyard rules (probes, securityContext, resources, hostPID, socket, token, RBAC)",
             "config-keys": "server.yaml/agent.yaml keys in known_keys[] and in docs/server.md, docs/agent.md",
             "config-binaries": "lanyard-server and lanyard-agent accept the embedded configs",
+            "alerts": "k8s/monitoring/ PrometheusRule: shape, durations, severities, coverage, every metric exported",
         }
         for stage, label in labels.items():
             v = out.get(stage)

@@ -958,7 +958,7 @@ test_change_hook(void **state)
 	assert_int_equal(ly_datastore_agent_delete(f->ds, TOKEN_AGENT1, &err), LY_E_NOT_FOUND);
 	assert_int_equal(h.n, 5);
 	/* The feed another server would use; and the cap on registrations. */
-	struct ly_datastore_change c = { LY_DATASTORE_BUNDLE_CHANGED, 77, NULL, "x" };
+	struct ly_datastore_change c = { .kind = LY_DATASTORE_BUNDLE_CHANGED, .revision = 77, .agent_id = "x" };
 	ly_datastore_changed(f->ds, &c);
 	assert_int_equal(h.kind[5], LY_DATASTORE_BUNDLE_CHANGED);
 	assert_int_equal(h.revision[5], 77);

@@ -570,6 +570,224 @@ test_bundle_answer(void **state)
 	tu_pki_free(&pki);
 }
 
+/* ---- Entry.federates_with ---- */
+
+static void
+test_entry_federates_with(void **state)
+{
+	struct pb_update p;
+	struct ly_agentapi_update up;
+	struct refusals r = { 0 };
+	size_t len;
+	(void)state;
+
+	/* Bare names and trust domain IDs are taken, kept bare. */
+	pb_update_init(&p);
+	char *ok[] = { S("b.test"), S("spiffe://c.test") };
+	p.e[0].federates_with = ok;
+	p.e[0].n_federates_with = 2;
+	/* Each rule broken on one entry; those are left out, the others go on. */
+	char *own[] = { S("example.org") };
+	p.e[1].federates_with = own;
+	p.e[1].n_federates_with = 1;
+	char *twice[] = { S("b.test"), S("spiffe://b.test") };
+	p.e[2].federates_with = twice;
+	p.e[2].n_federates_with = 2;
+	uint8_t *b = pack(&p.m.base, &len);
+	assert_int_equal(ly_agentapi_update_parse(b, len, on_refused, &r, &up, NULL), LY_OK);
+	assert_int_equal(up.u.n_entries, 1);
+	assert_int_equal(up.n_refused, 2);
+	assert_int_equal(up.u.entries[0]->n_federates_with, 2);
+	assert_string_equal(up.u.entries[0]->federates_with[0], "b.test");
+	assert_string_equal(up.u.entries[0]->federates_with[1], "c.test");
+	ly_agentapi_update_cleanup(&up);
+	free(b);
+
+	/* Not a trust domain name (upper case, a path, empty), or one too many. */
+	static const char *const bad[] = { "B.test", "spiffe://b.test/path", "", "b test" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		pb_update_init(&p);
+		char *one[] = { S(bad[i]) };
+		p.e[0].federates_with = one;
+		p.e[0].n_federates_with = 1;
+		p.m.n_entries = 1;
+		memset(&r, 0, sizeof(r));
+		b = pack(&p.m.base, &len);
+		assert_int_equal(ly_agentapi_update_parse(b, len, on_refused, &r, &up, NULL), LY_OK);
+		assert_int_equal(up.u.n_entries, 0);
+		assert_int_equal(r.n, 1);
+		ly_agentapi_update_cleanup(&up);
+		free(b);
+	}
+	char **many = calloc(LY_ENTRY_FEDERATES_WITH_MAX + 1, sizeof(*many));
+	char names[LY_ENTRY_FEDERATES_WITH_MAX + 1][16];
+	assert_non_null(many);
+	for (size_t i = 0; i <= LY_ENTRY_FEDERATES_WITH_MAX; i++) {
+		(void)snprintf(names[i], sizeof(names[i]), "t%zu.test", i);
+		many[i] = names[i];
+	}
+	for (size_t n = LY_ENTRY_FEDERATES_WITH_MAX; n <= LY_ENTRY_FEDERATES_WITH_MAX + 1; n++) {
+		pb_update_init(&p);
+		p.e[0].federates_with = many;
+		p.e[0].n_federates_with = n;
+		p.m.n_entries = 1;
+		b = pack(&p.m.base, &len);
+		assert_int_equal(ly_agentapi_update_parse(b, len, NULL, NULL, &up, NULL), LY_OK);
+		/* The cap itself passes; one more is refused. */
+		assert_int_equal(up.u.n_entries, n == LY_ENTRY_FEDERATES_WITH_MAX ? 1 : 0);
+		ly_agentapi_update_cleanup(&up);
+		free(b);
+	}
+	free(many);
+
+	/* federated_sequence comes through. */
+	pb_update_init(&p);
+	p.m.federated_sequence = 77;
+	b = pack(&p.m.base, &len);
+	assert_int_equal(ly_agentapi_update_parse(b, len, NULL, NULL, &up, NULL), LY_OK);
+	assert_int_equal(up.federated_sequence, 77);
+	ly_agentapi_update_cleanup(&up);
+	free(b);
+}
+
+/* ---- GetFederatedBundles ---- */
+
+struct fed_refusals {
+	unsigned n;
+	char last_td[64];
+};
+
+static void
+on_fed_refused(void *arg, const char *td, const struct ly_error *why)
+{
+	struct fed_refusals *r = arg;
+	assert_true(why->msg[0] != '\0');
+	r->n++;
+	(void)snprintf(r->last_td, sizeof(r->last_td), "%s", td);
+}
+
+static void
+fed_bundle(Lanyard__Agent__V1__Bundle *m, const char *td, ProtobufCBinaryData *x509, size_t n, uint64_t seq)
+{
+	lanyard__agent__v1__bundle__init(m);
+	m->trust_domain = S(td);
+	m->x509_authorities = x509;
+	m->n_x509_authorities = n;
+	m->sequence = seq;
+}
+
+/* Packs a FederatedBundles of `n` bundles and parses it for example.org. */
+static ly_status
+fed_parse(Lanyard__Agent__V1__Bundle **bs, size_t n, uint64_t seq, struct fed_refusals *r,
+    struct ly_agentapi_federated *out, struct ly_error *e)
+{
+	Lanyard__Agent__V1__FederatedBundles m;
+	size_t len;
+	lanyard__agent__v1__federated_bundles__init(&m);
+	m.bundles = bs;
+	m.n_bundles = n;
+	m.sequence = seq;
+	uint8_t *b = pack(&m.base, &len);
+	ly_status rc = ly_agentapi_federated_parse(b, len, "example.org", on_fed_refused, r, out, e);
+	free(b);
+	return rc;
+}
+
+static void
+test_federated_answer(void **state)
+{
+	struct tu_pki pki;
+	Lanyard__Agent__V1__Bundle m[3], *mp[3] = { &m[0], &m[1], &m[2] };
+	ProtobufCBinaryData x509[1], junk[1];
+	struct ly_agentapi_federated fed;
+	struct fed_refusals r = { 0 };
+	struct ly_error e;
+	(void)state;
+
+	tu_pki_init(&pki);
+	x509[0].data = pki.root_der.data;
+	x509[0].len = pki.root_der.len;
+	static uint8_t junk_der[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+	junk[0].data = junk_der;
+	junk[0].len = sizeof(junk_der);
+
+	/* Two trust domains; one JWT-only (no X.509 authority) is fine for a federated bundle. */
+	fed_bundle(&m[0], "b.test", x509, 1, 4);
+	fed_bundle(&m[1], "c.test", NULL, 0, 1);
+	assert_int_equal(fed_parse(mp, 2, 9, &r, &fed, &e), LY_OK);
+	assert_int_equal(ly_bundle_set_count(fed.set), 2);
+	assert_int_equal(ly_bundle_sequence(ly_bundle_set_find(fed.set, "b.test")), 4);
+	assert_int_equal(fed.sequence, 9);
+	assert_int_equal(fed.n_refused, 0);
+	ly_agentapi_federated_cleanup(&fed);
+	ly_agentapi_federated_cleanup(&fed); /* twice is harmless */
+
+	/* The empty answer: no federation. */
+	assert_int_equal(fed_parse(NULL, 0, 0, &r, &fed, &e), LY_OK);
+	assert_int_equal(ly_bundle_set_count(fed.set), 0);
+	ly_agentapi_federated_cleanup(&fed);
+
+	/* A bundle whose content does not convert: left out, named, the others go on. */
+	fed_bundle(&m[2], "d.test", junk, 1, 1);
+	assert_int_equal(fed_parse(mp, 3, 10, &r, &fed, &e), LY_OK);
+	assert_int_equal(ly_bundle_set_count(fed.set), 2);
+	assert_null(ly_bundle_set_find(fed.set, "d.test"));
+	assert_int_equal(fed.n_refused, 1);
+	assert_string_equal(fed.refused[0], "d.test");
+	assert_int_equal(r.n, 1);
+	assert_string_equal(r.last_td, "d.test");
+	ly_agentapi_federated_cleanup(&fed);
+
+	/* What names a bundle wrong refuses the answer as a whole, leaving nothing behind. */
+	static const char *const bad_td[] = { "example.org", "spiffe://b.test", "B.test", "", "b.test/x" };
+	for (size_t i = 0; i < sizeof(bad_td) / sizeof(bad_td[0]); i++) {
+		fed_bundle(&m[1], bad_td[i], x509, 1, 1);
+		assert_int_equal(fed_parse(mp, 2, 1, &r, &fed, &e), LY_E_INVALID);
+		assert_null(fed.set);
+		assert_int_equal(fed.n_refused, 0);
+	}
+	/* No trust domain at all. */
+	fed_bundle(&m[1], "c.test", NULL, 0, 1);
+	m[1].trust_domain = NULL;
+	assert_int_equal(fed_parse(mp, 2, 1, &r, &fed, &e), LY_E_INVALID);
+	/* A trust domain twice: also when the first of them was refused for its content. */
+	fed_bundle(&m[1], "b.test", x509, 1, 5);
+	assert_int_equal(fed_parse(mp, 2, 1, &r, &fed, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "twice"));
+	fed_bundle(&m[0], "d.test", junk, 1, 1);
+	fed_bundle(&m[1], "d.test", x509, 1, 1);
+	assert_int_equal(fed_parse(mp, 2, 1, &r, &fed, &e), LY_E_INVALID);
+	assert_null(fed.set);
+
+	/* At most LY_BUNDLE_SET_MAX - 1 bundles (one slot is ours). */
+	Lanyard__Agent__V1__Bundle **many = calloc(LY_BUNDLE_SET_MAX, sizeof(*many));
+	Lanyard__Agent__V1__Bundle *mb = calloc(LY_BUNDLE_SET_MAX, sizeof(*mb));
+	char (*names)[24] = calloc(LY_BUNDLE_SET_MAX, sizeof(*names));
+	assert_non_null(many);
+	assert_non_null(mb);
+	assert_non_null(names);
+	for (size_t i = 0; i < LY_BUNDLE_SET_MAX; i++) {
+		(void)snprintf(names[i], sizeof(names[i]), "t%zu.test", i);
+		fed_bundle(&mb[i], names[i], NULL, 0, 1);
+		many[i] = &mb[i];
+	}
+	assert_int_equal(fed_parse(many, LY_BUNDLE_SET_MAX - 1, 1, &r, &fed, &e), LY_OK);
+	assert_int_equal(ly_bundle_set_count(fed.set), LY_BUNDLE_SET_MAX - 1);
+	ly_agentapi_federated_cleanup(&fed);
+	assert_int_equal(fed_parse(many, LY_BUNDLE_SET_MAX, 1, &r, &fed, &e), LY_E_LIMIT);
+	assert_null(fed.set);
+	free(names);
+	free(mb);
+	free(many);
+
+	/* Not a FederatedBundles. */
+	assert_int_equal(ly_agentapi_federated_parse(garbage, sizeof(garbage), "example.org", NULL, NULL, &fed, &e),
+	    LY_E_INVALID);
+	assert_int_equal(ly_agentapi_federated_parse(truncated, sizeof(truncated), "example.org", NULL, NULL, &fed, &e),
+	    LY_E_INVALID);
+	tu_pki_free(&pki);
+}
+
 int
 main(void)
 {
@@ -583,6 +801,8 @@ main(void)
 		cmocka_unit_test(test_batch_match),
 		cmocka_unit_test(test_jwt_answer),
 		cmocka_unit_test(test_bundle_answer),
+		cmocka_unit_test(test_entry_federates_with),
+		cmocka_unit_test(test_federated_answer),
 	};
 	ly_log_set_level(LY_LOG_ERROR);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,7 +12,10 @@
  * loop iteration; evicting or banning the agent in the datastore ends its
  * stream with PERMISSION_DENIED and the matching reason; a bundle change
  * fed through the hook sends every stream an update; a watch whose SVID is
- * not the recorded one is refused.
+ * not the recorded one is refused; federated bundles (SPEC §9): the
+ * federated_sequence moves when a bundle the agent's entries federate with
+ * changes (and only then), and GetFederatedBundles answers with those
+ * bundles and no other.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -53,6 +56,8 @@ struct ly_rpc_call {
 	bool finished;
 	enum ly_rpc_code code;
 	char details[512];
+	uint8_t *reply; /* a unary call's reply, copied */
+	size_t reply_len;
 };
 
 const char *
@@ -60,6 +65,14 @@ ly_rpc_call_method(const struct ly_rpc_call *call)
 {
 	(void)call;
 	return "/lanyard.agent.v1.Agent/WatchEntries";
+}
+
+/* The source address the rate limit of attestation keys on (agent_api_limit.c). */
+const char *
+ly_rpc_call_peer(const struct ly_rpc_call *call)
+{
+	(void)call;
+	return "ipv4:127.0.0.1:40000";
 }
 
 const char *
@@ -98,11 +111,14 @@ ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsig
 ly_status
 ly_rpc_call_reply(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
 {
-	(void)msg;
-	(void)len;
 	(void)flags;
 	(void)err;
 	assert_false(call->finished);
+	call->reply = malloc(len + 1);
+	assert_non_null(call->reply);
+	if (len > 0)
+		memcpy(call->reply, msg, len);
+	call->reply_len = len;
 	call->finished = true;
 	call->code = LY_RPC_OK;
 	return LY_OK;
@@ -238,6 +254,7 @@ setup(void **state)
 	(void)snprintf(f->srv.cfg.trust_domain, sizeof(f->srv.cfg.trust_domain), TD);
 	struct ly_datastore *ds = NULL;
 	assert_int_equal(ly_datastore_sqlite_open(path, &ds, NULL), LY_OK);
+	assert_int_equal(ly_datastore_set_trust_domain(ds, TD, NULL), LY_OK);
 	assert_int_equal(ly_dsa_new(&f->loop, ds, NULL, &f->srv.dsa, NULL), LY_OK);
 	assert_int_equal(ly_agent_api_new(&f->srv, &f->srv.agent_api, NULL), LY_OK);
 	/* The replica loads on the worker. */
@@ -447,7 +464,7 @@ test_change_reaches_watcher(void **state)
 	assert_int_equal(call.last->n_entries, 0);
 
 	/* A bundle change fed through the hook: every stream gets an update. */
-	struct ly_datastore_change c = { LY_DATASTORE_BUNDLE_CHANGED, rev, NULL, NULL };
+	struct ly_datastore_change c = { .kind = LY_DATASTORE_BUNDLE_CHANGED, .revision = rev };
 	ly_dsa_changed(f->srv.dsa, &c);
 	assert_int_equal(call.n_sent, 4);
 
@@ -460,6 +477,200 @@ test_change_reaches_watcher(void **state)
 	assert_int_equal(watchers, 0);
 	call_cleanup(&call);
 	free(id);
+}
+
+static ly_status
+fed_put_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_fed_bundle_put(ds, arg, NULL, err);
+}
+
+static ly_status
+fed_dissociate_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_fed_bundle_delete(ds, arg, LY_FED_DELETE_DISSOCIATE, NULL, err);
+}
+
+/*
+ * A bundle for `td` with one CA certificate, at sequence `seq`, stored
+ * through the server's worker, or straight into `other` (another server's
+ * handle on the same store: no hook) when not NULL.
+ */
+static void
+put_fed_bundle_to(struct fixture *f, struct ly_datastore *other, const char *td, uint64_t seq)
+{
+	char uri[300];
+	struct ly_bundle *b = NULL;
+	struct ly_buf der;
+	EVP_PKEY *key = tu_fixed_ec_key((unsigned char)(td[0] + seq));
+
+	(void)snprintf(uri, sizeof(uri), "spiffe://%s", td);
+	struct tu_spec spec = tu_ca_spec(uri);
+	X509 *ca = tu_make(&spec, key, NULL, NULL);
+	ly_buf_init(&der, 0, false);
+	tu_der(ca, &der);
+	assert_int_equal(ly_bundle_new(td, &b, NULL), LY_OK);
+	assert_int_equal(ly_bundle_add_x509_authority(b, der.data, der.len, NULL), LY_OK);
+	assert_int_equal(ly_bundle_update_sequence(b, seq, NULL), LY_OK);
+	if (other != NULL)
+		assert_int_equal(ly_datastore_fed_bundle_put(other, b, NULL, NULL), LY_OK);
+	else
+		assert_int_equal(ds_do(f, fed_put_fn, b), LY_OK);
+	ly_bundle_free(b);
+	ly_buf_free(&der);
+	X509_free(ca);
+	EVP_PKEY_free(key);
+}
+
+static void
+put_fed_bundle(struct fixture *f, const char *td, uint64_t seq)
+{
+	put_fed_bundle_to(f, NULL, td, seq);
+}
+
+/* GetFederatedBundles as the agent, through the method table; the answer unpacked. */
+static Lanyard__Agent__V1__FederatedBundles *
+get_fed_bundles(struct fixture *f)
+{
+	size_t n = 0;
+	const struct ly_rpc_method *m = ly_agent_api_methods(&n);
+	const struct ly_rpc_method *get = NULL;
+	struct ly_rpc_call call;
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(m[i].path, "/lanyard.agent.v1.Agent/GetFederatedBundles") == 0)
+			get = &m[i];
+	}
+	assert_non_null(get);
+	memset(&call, 0, sizeof(call));
+	call.peer_id = AGENT_ID;
+	call.pem = f->pem;
+	get->handler(&call, NULL, 0, &f->srv);
+	/* The agent's record may be read on the worker first. */
+	for (int i = 0; i < 5000 && !call.finished; i++)
+		run_for(f, 2);
+	assert_true(call.finished);
+	if (call.code != LY_RPC_OK)
+		fail_msg("GetFederatedBundles: %d %s", call.code, call.details);
+	Lanyard__Agent__V1__FederatedBundles *r =
+	    lanyard__agent__v1__federated_bundles__unpack(NULL, call.reply_len, call.reply);
+	assert_non_null(r);
+	free(call.reply);
+	return r;
+}
+
+static void
+test_federated_bundles(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+	struct ly_entry *e = NULL;
+
+	put_fed_bundle(f, "b.test", 1);
+	put_fed_bundle(f, "c.test", 1);
+	assert_int_equal(ly_entry_new(&e, NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/web", NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
+	assert_int_equal(ly_entry_add_federates_with(e, "spiffe://b.test", NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
+	ly_entry_free(e);
+
+	open_watch(f, &call);
+	assert_int_equal(call.n_sent, 1);
+	assert_int_equal(call.last->n_entries, 1);
+	assert_int_equal(call.last->entries[0]->n_federates_with, 1);
+	assert_string_equal(call.last->entries[0]->federates_with[0], "b.test");
+	uint64_t seq1 = call.last->federated_sequence;
+	assert_true(seq1 != 0);
+
+	/* Only the bundle its entries federate with: b.test, not c.test. */
+	Lanyard__Agent__V1__FederatedBundles *r = get_fed_bundles(f);
+	assert_int_equal(r->n_bundles, 1);
+	assert_string_equal(r->bundles[0]->trust_domain, "b.test");
+	assert_int_equal(r->bundles[0]->sequence, 1);
+	assert_int_equal(r->bundles[0]->n_x509_authorities, 1);
+	assert_int_equal(r->sequence, seq1);
+	lanyard__agent__v1__federated_bundles__free_unpacked(r, NULL);
+
+	/* A bundle it does not need changes: no update. */
+	put_fed_bundle(f, "c.test", 2);
+	run_for(f, 200);
+	assert_int_equal(call.n_sent, 1);
+
+	/* Its bundle changes: an update with a new federated_sequence. */
+	put_fed_bundle(f, "b.test", 2);
+	run_until_sent(f, &call, 2);
+	assert_int_equal(call.n_sent, 2);
+	uint64_t seq2 = call.last->federated_sequence;
+	assert_true(seq2 != 0 && seq2 != seq1);
+	r = get_fed_bundles(f);
+	assert_int_equal(r->n_bundles, 1);
+	assert_int_equal(r->bundles[0]->sequence, 2);
+	assert_int_equal(r->sequence, seq2);
+	lanyard__agent__v1__federated_bundles__free_unpacked(r, NULL);
+
+	/* Dissociated: the entry loses b.test, the sequence is 0, no bundle is served. */
+	assert_int_equal(ds_do(f, fed_dissociate_fn, (void *)(uintptr_t)"b.test"), LY_OK);
+	run_until_sent(f, &call, 3);
+	assert_int_equal(call.n_sent, 3);
+	assert_int_equal(call.last->federated_sequence, 0);
+	assert_int_equal(call.last->n_entries, 1);
+	assert_int_equal(call.last->entries[0]->n_federates_with, 0);
+	r = get_fed_bundles(f);
+	assert_int_equal(r->n_bundles, 0);
+	assert_int_equal(r->sequence, 0);
+	lanyard__agent__v1__federated_bundles__free_unpacked(r, NULL);
+
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
+	assert_true(call.finished);
+	call_cleanup(&call);
+}
+
+/*
+ * A bundle stored through another handle on the same store (what another
+ * server sharing a PostgreSQL does: no hook here) reaches the watcher by
+ * the datastore poll, within POLL_TICKS sweeps.
+ */
+static void
+test_federated_bundle_from_another_server(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+	struct ly_entry *e = NULL;
+	struct ly_datastore *other = NULL;
+	char path[128];
+
+	put_fed_bundle(f, "b.test", 1);
+	assert_int_equal(ly_entry_new(&e, NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->spiffe_id, "spiffe://example.org/web", NULL), LY_OK);
+	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
+	assert_int_equal(ly_entry_add_federates_with(e, "b.test", NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
+	ly_entry_free(e);
+	open_watch(f, &call);
+	assert_int_equal(call.n_sent, 1);
+	uint64_t seq1 = call.last->federated_sequence;
+	run_for(f, 100); /* the refresh the entry's creation armed runs: nothing new for the watcher */
+	assert_int_equal(call.n_sent, 1);
+
+	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", f->dir);
+	assert_int_equal(ly_datastore_sqlite_open(path, &other, NULL), LY_OK);
+	assert_int_equal(ly_datastore_set_trust_domain(other, TD, NULL), LY_OK);
+	put_fed_bundle_to(f, other, "b.test", 2);
+	ly_datastore_close(other);
+	assert_int_equal(call.n_sent, 1);
+	/* Not at once (no hook on that handle): the poll, every POLL_TICKS sweeps, brings it. */
+	run_for(f, 300);
+	assert_int_equal(call.n_sent, 1);
+	run_until_sent(f, &call, 2);
+	assert_int_equal(call.n_sent, 2);
+	assert_true(call.last->federated_sequence != seq1);
+
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
+	assert_true(call.finished);
+	call_cleanup(&call);
 }
 
 /* Opens WatchEntries with `since_revision`. */
@@ -798,6 +1009,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_watch_resumes_at_revision, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recheck_agents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ban_ends_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_bundles, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_bundle_from_another_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_superseded_svid_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unregistered_after_free, setup, teardown),
 	};

@@ -261,6 +261,12 @@ test_hints_unique(void **state)
 	assert_string_equal(ids.v[1].entry->entry_id, "c");
 	assert_string_equal(ids.v[2].entry->entry_id, "d");
 
+	/* LY_CACHE_QUERY_ALL_HINTS keeps "b" (for views beside a response: fedset.h), counted all the same. */
+	query(f->c, LY_CACHE_QUERY_ALL_HINTS, &ids, "unix:uid:1", NULL);
+	assert_int_equal(ids.n, 4);
+	assert_int_equal(ids.n_hint_duplicates, 1);
+	assert_string_equal(ids.v[1].entry->entry_id, "b");
+
 	/* Among identities with an SVID: "b" is listed while "a" has none. */
 	ta_set_svid(f->c, &f->pki, "b", -10, 3600, NULL);
 	query(f->c, LY_CACHE_QUERY_X509, &ids, "unix:uid:1", NULL);

@@ -198,6 +198,9 @@ fill_cache(struct fixture *f, struct ly_cache *c)
 	assert_int_equal(ly_entry_add_dns_name(es[1], "web.example.org", NULL), LY_OK);
 	assert_int_equal(ly_entry_add_dns_name(es[1], "*.web.example.org", NULL), LY_OK);
 	es[3]->node = true;
+	/* Federation (SPEC §9): kept across a restart (record ENTRY_FED), so the server need not be up. */
+	assert_int_equal(ly_entry_add_federates_with(es[2], "b.test", NULL), LY_OK);
+	assert_int_equal(ly_entry_add_federates_with(es[2], "c.test", NULL), LY_OK);
 	ta_apply(c, true, 42, es, 5, NULL, 0, NULL);
 	ta_set_svid(c, &f->pki, "a", -60, 3600, NULL);
 	ta_set_svid(c, &f->pki, "b", -60, 7200, NULL);
@@ -223,6 +226,9 @@ assert_same_item(const struct ly_cache_item *x, const struct ly_cache_item *y)
 	assert_int_equal(a->n_dns_names, b->n_dns_names);
 	for (size_t i = 0; i < a->n_dns_names; i++)
 		assert_string_equal(a->dns_names[i], b->dns_names[i]);
+	assert_int_equal(a->n_federates_with, b->n_federates_with);
+	for (size_t i = 0; i < a->n_federates_with; i++)
+		assert_string_equal(a->federates_with[i], b->federates_with[i]);
 	assert_int_equal(a->x509_svid_ttl, b->x509_svid_ttl);
 	assert_int_equal(a->jwt_svid_ttl, b->jwt_svid_ttl);
 	assert_int_equal(a->node, b->node);
@@ -260,6 +266,10 @@ test_cache_round_trip(void **state)
 	assert_int_equal(ly_cache_count(got), 5);
 	assert_int_equal(ly_cache_svid_count(got), 3);
 	assert_int_equal(ly_cache_revision(got), 42);
+	struct ly_cache_item fc;
+	assert_true(ly_cache_get(got, "c", &fc));
+	assert_int_equal(fc.entry->n_federates_with, 2);
+	assert_string_equal(fc.entry->federates_with[1], "c.test");
 	for (size_t i = 0; i < ly_cache_count(f->c); i++) {
 		struct ly_cache_item x, y;
 		ly_cache_item_at(f->c, i, &x);

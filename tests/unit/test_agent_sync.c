@@ -37,39 +37,38 @@ static void
 test_backoff_bounds(void **state)
 {
 	(void)state;
-	/* attempt 0: [100, 200] ms; each step doubles; never past 30 s. */
-	assert_int_equal(ly_sync_chan_backoff_ms(0, 0), 100);
-	assert_int_equal(ly_sync_chan_backoff_ms(0, UINT32_MAX), 100 + UINT32_MAX % 101);
+	/* Full jitter (agent/servers.h): attempt 0 in [0, 1 s]; each step doubles; never past 30 s. */
+	assert_int_equal(ly_sync_chan_backoff_ms(0, 0), 0);
+	assert_int_equal(ly_sync_chan_backoff_ms(0, 1000), 1000);
 	for (uint32_t r = 0; r < 1000; r++) {
 		uint64_t v = ly_sync_chan_backoff_ms(0, r * 7919u);
-		assert_true(v >= 100 && v <= 200);
+		assert_true(v <= LY_SYNC_BACKOFF_MIN_MS);
 	}
-	assert_int_equal(ly_sync_chan_backoff_ms(1, 0), 200);
-	assert_int_equal(ly_sync_chan_backoff_ms(2, 0), 400);
+	assert_int_equal(ly_sync_chan_backoff_ms(1, 2000), 2000);
+	assert_int_equal(ly_sync_chan_backoff_ms(2, 4000), 4000);
 	for (unsigned a = 0; a < 40; a++) {
 		for (uint32_t r = 0; r < 200; r++) {
 			uint64_t v = ly_sync_chan_backoff_ms(a, r * 2654435761u);
 			assert_true(v <= LY_SYNC_BACKOFF_MAX_MS);
-			assert_true(v >= LY_SYNC_BACKOFF_MIN_MS / 2);
 		}
 	}
-	/* The cap: a large attempt stays within [15 s, 30 s], never overflows. */
-	assert_int_equal(ly_sync_chan_backoff_ms(1000, 0), LY_SYNC_BACKOFF_MAX_MS / 2);
-	assert_int_equal(ly_sync_chan_backoff_ms(UINT32_MAX, UINT32_MAX), LY_SYNC_BACKOFF_MAX_MS / 2 + UINT32_MAX % 15001);
+	/* The cap: a large attempt stays within [0, 30 s], never overflows. */
+	assert_int_equal(ly_sync_chan_backoff_ms(1000, LY_SYNC_BACKOFF_MAX_MS), LY_SYNC_BACKOFF_MAX_MS);
+	assert_int_equal(ly_sync_chan_backoff_ms(UINT32_MAX, UINT32_MAX), UINT32_MAX % (LY_SYNC_BACKOFF_MAX_MS + 1));
 }
 
 static void
 test_backoff_jitter_spreads(void **state)
 {
 	(void)state;
-	/* Equal jitter: two agents with different random draws do not come back together. */
+	/* Full jitter: agents with different random draws spread over the whole step. */
 	uint64_t lo = UINT64_MAX, hi = 0;
 	for (uint32_t r = 0; r < 5000; r++) {
 		uint64_t v = ly_sync_chan_backoff_ms(10, r * 2654435761u);
 		lo = v < lo ? v : lo;
 		hi = v > hi ? v : hi;
 	}
-	assert_true(hi - lo > 10000);
+	assert_true(lo < 1000 && hi > 29000);
 }
 
 /* ---- when the Workload API answers ---- */

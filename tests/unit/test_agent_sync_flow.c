@@ -20,11 +20,13 @@
 
 #include <uv.h>
 
+#include "agent/agentapi_msg.h"
 #include "agent/cache.h"
 #include "agent/sync.h"
 #include "agent/sync_internal.h"
 #include "lib/bundle.h"
 #include "lib/log.h"
+#include "testutil_x509.h"
 
 /* protobuf-c wants char * for strings it never writes. */
 #define S(lit) ((char *)(uintptr_t)(lit))
@@ -95,11 +97,16 @@ teardown(void **state)
 	return 0;
 }
 
+/* What the next update() announces, and the trust domain its entries federate with (NULL: none). */
+static uint64_t next_federated_sequence;
+static const char *next_federates_with;
+
 /* An EntriesUpdate with entries `ids` (valid, one selector each) and deletions `del`, packed. */
 static uint8_t *
 update(bool snapshot, int64_t revision, const char *const *ids, size_t n, const char *const *del, size_t ndel,
     size_t *len)
 {
+	char *fedw[1] = { (char *)(uintptr_t)next_federates_with };
 	Lanyard__Agent__V1__EntriesUpdate m;
 	Lanyard__Agent__V1__Entry e[4], *ep[4];
 	Lanyard__Agent__V1__Selector sel, *selp[1] = { &sel };
@@ -117,6 +124,10 @@ update(bool snapshot, int64_t revision, const char *const *ids, size_t n, const 
 		e[i].n_selectors = 1;
 		e[i].selectors = selp;
 		e[i].revision = revision;
+		if (next_federates_with != NULL) {
+			e[i].federates_with = fedw;
+			e[i].n_federates_with = 1;
+		}
 		ep[i] = &e[i];
 	}
 	m.entries = ep;
@@ -125,6 +136,7 @@ update(bool snapshot, int64_t revision, const char *const *ids, size_t n, const 
 	m.n_deleted_entry_ids = ndel;
 	m.snapshot = snapshot;
 	m.revision = revision;
+	m.federated_sequence = next_federated_sequence;
 	*len = lanyard__agent__v1__entries_update__get_packed_size(&m);
 	uint8_t *b = malloc(*len + 1);
 	assert_non_null(b);
@@ -237,8 +249,10 @@ test_no_callbacks_given(void **state)
 /* ---- the steps table, faked ---- */
 
 static struct {
-	unsigned issue_kick, tick_arm, persist_cache_dirty, persist_agent_dirty, attest_again, other;
+	unsigned issue_kick, tick_arm, persist_cache_dirty, persist_agent_dirty, attest_again, other, federated_fetch;
 } calls;
+
+static void fake_federated_fetch(struct ly_sync *s) { (void)s; calls.federated_fetch++; }
 
 static void fake_issue_kick(struct ly_sync *s) { (void)s; calls.issue_kick++; }
 static void fake_tick_arm(struct ly_sync *s) { (void)s; calls.tick_arm++; }
@@ -255,6 +269,8 @@ static const struct ly_sync_steps fake_steps = {
 	.watch_drop_all = fake_step,
 	.bundle_install = fake_bundle_install,
 	.verifier_release = fake_step,
+	.federated_fetch = fake_federated_fetch,
+	.federated_install = ly_sync_watch_federated_install, /* the real one: it only touches the cache */
 	.attest = fake_step,
 	.attest_again = fake_attest_again,
 	.renew = fake_step,
@@ -291,6 +307,233 @@ test_update_starts_the_next_steps(void **state)
 	free(b);
 }
 
+/* ---- federated bundles ---- */
+
+/* A bundle message for `td` with one fresh CA (`x509` false: none) and sequence `seq`; free with bundle_pb_free. */
+static Lanyard__Agent__V1__Bundle *
+bundle_pb(const char *td, uint64_t seq, bool x509)
+{
+	Lanyard__Agent__V1__Bundle *m = calloc(1, sizeof(*m));
+	char id[300];
+	assert_non_null(m);
+	lanyard__agent__v1__bundle__init(m);
+	m->trust_domain = strdup(td);
+	m->sequence = seq;
+	if (x509) {
+		struct ly_buf der = LY_BUF_INIT;
+		(void)snprintf(id, sizeof(id), "spiffe://%s", td);
+		EVP_PKEY *k = tu_key(LY_KEY_EC_P256);
+		struct tu_spec sp = tu_ca_spec(id);
+		X509 *ca = tu_make(&sp, k, NULL, NULL);
+		tu_der(ca, &der);
+		m->x509_authorities = calloc(1, sizeof(*m->x509_authorities));
+		assert_non_null(m->x509_authorities);
+		m->x509_authorities[0].data = malloc(der.len);
+		assert_non_null(m->x509_authorities[0].data);
+		memcpy(m->x509_authorities[0].data, der.data, der.len);
+		m->x509_authorities[0].len = der.len;
+		m->n_x509_authorities = 1;
+		ly_buf_free(&der);
+		X509_free(ca);
+		EVP_PKEY_free(k);
+	}
+	return m;
+}
+
+static void
+bundle_pb_free(Lanyard__Agent__V1__Bundle *m)
+{
+	for (size_t i = 0; i < m->n_x509_authorities; i++)
+		free(m->x509_authorities[i].data);
+	free(m->x509_authorities);
+	free(m->trust_domain);
+	free(m);
+}
+
+/* A packed FederatedBundles of `n` bundles. */
+static uint8_t *
+federated(Lanyard__Agent__V1__Bundle **bs, size_t n, uint64_t seq, size_t *len)
+{
+	Lanyard__Agent__V1__FederatedBundles m;
+	lanyard__agent__v1__federated_bundles__init(&m);
+	m.bundles = bs;
+	m.n_bundles = n;
+	m.sequence = seq;
+	*len = lanyard__agent__v1__federated_bundles__get_packed_size(&m);
+	uint8_t *b = malloc(*len + 1);
+	assert_non_null(b);
+	assert_int_equal(lanyard__agent__v1__federated_bundles__pack(&m, b), *len);
+	return b;
+}
+
+/* Our own bundle, installed as GetBundle would (sequence `seq`). */
+static void
+install_own(struct ly_sync *s, uint64_t seq)
+{
+	Lanyard__Agent__V1__Bundle *m = bundle_pb("example.org", seq, true);
+	struct ly_bundle *b = NULL;
+	assert_int_equal(ly_agentapi_bundle_from_pb(m, "example.org", &b, NULL), LY_OK);
+	bundle_pb_free(m);
+	ly_sync_watch_bundle_install(s, b);
+}
+
+static void
+test_federated_sequence_asks(void **state)
+{
+	struct fixture *f = *state;
+	const char *ids[] = { "e-1" };
+	size_t len;
+
+	memset(&calls, 0, sizeof(calls));
+	f->s->steps = &fake_steps;
+	/* The first update of a run asks even for sequence 0: what was loaded from disk may be stale. */
+	next_federated_sequence = 0;
+	uint8_t *b = update(true, 1, ids, 1, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	free(b);
+	assert_int_equal(calls.federated_fetch, 1);
+	/* Once answered (as of sequence 0), the same sequence asks nothing. */
+	f->s->fed_known = true;
+	f->s->fed_seq = 0;
+	b = update(false, 2, NULL, 0, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	free(b);
+	assert_int_equal(calls.federated_fetch, 1);
+	/* A new sequence asks again; any change, not only an increase (the server's number). */
+	next_federated_sequence = 5;
+	b = update(false, 3, NULL, 0, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	free(b);
+	assert_int_equal(calls.federated_fetch, 2);
+	assert_int_equal(f->s->fed_want, 5);
+	f->s->fed_seq = 5;
+	next_federated_sequence = 3;
+	b = update(false, 4, NULL, 0, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	free(b);
+	assert_int_equal(calls.federated_fetch, 3);
+	/* A server without federation (UNIMPLEMENTED once) is not asked again. */
+	f->s->fed_unimplemented = true;
+	next_federated_sequence = 9;
+	b = update(false, 5, NULL, 0, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	free(b);
+	assert_int_equal(calls.federated_fetch, 3);
+	next_federated_sequence = 0;
+}
+
+static void
+test_federated_install(void **state)
+{
+	struct fixture *f = *state;
+	size_t len;
+	struct ly_error e;
+
+	memset(&calls, 0, sizeof(calls));
+	f->s->steps = &fake_steps;
+	install_own(f->s, 1);
+	memset(&calls, 0, sizeof(calls));
+	unsigned told = f->fake.bundle_changed;
+	assert_int_equal(ly_bundle_set_count(ly_cache_bundles(f->s->cache)), 1);
+
+	/* An answer with b.test and c.test: both held, ours untouched, streams told, persisted. */
+	Lanyard__Agent__V1__Bundle *bs[2] = { bundle_pb("b.test", 1, true), bundle_pb("c.test", 4, true) };
+	uint8_t *msg = federated(bs, 2, 7, &len);
+	assert_int_equal(ly_sync_watch_federated_apply(f->s, msg, len, &e), LY_OK);
+	free(msg);
+	const struct ly_bundle_set *set = ly_cache_bundles(f->s->cache);
+	assert_int_equal(ly_bundle_set_count(set), 3);
+	assert_non_null(ly_bundle_set_find(set, "b.test"));
+	assert_int_equal(ly_bundle_sequence(ly_bundle_set_find(set, "c.test")), 4);
+	assert_int_equal(ly_bundle_sequence(ly_bundle_set_find(set, "example.org")), 1);
+	assert_int_equal(f->fake.bundle_changed, told + 1);
+	assert_int_equal(calls.persist_agent_dirty, 1);
+
+	/* The same answer again: nothing changed, nobody told, nothing written. */
+	msg = federated(bs, 2, 7, &len);
+	assert_int_equal(ly_sync_watch_federated_apply(f->s, msg, len, &e), LY_OK);
+	free(msg);
+	assert_int_equal(f->fake.bundle_changed, told + 1);
+	assert_int_equal(calls.persist_agent_dirty, 1);
+
+	/* Our bundle rotates: the federated ones stay. */
+	install_own(f->s, 2);
+	set = ly_cache_bundles(f->s->cache);
+	assert_int_equal(ly_bundle_set_count(set), 3);
+	assert_int_equal(ly_bundle_sequence(ly_bundle_set_find(set, "example.org")), 2);
+	assert_int_equal(ly_bundle_sequence(ly_bundle_set_find(set, "c.test")), 4);
+
+	/*
+	 * c.test's new bundle does not convert (a JWT authority without a
+	 * key): the last good one stays; b.test is gone from the answer, so
+	 * it goes.
+	 */
+	Lanyard__Agent__V1__Bundle *bad = bundle_pb("c.test", 5, true);
+	Lanyard__Agent__V1__JWTAuthority ja, *jap[1] = { &ja };
+	lanyard__agent__v1__jwtauthority__init(&ja);
+	ja.kid = S("k1");
+	bad->jwt_authorities = jap;
+	bad->n_jwt_authorities = 1;
+	Lanyard__Agent__V1__Bundle *one[1] = { bad };
+	msg = federated(one, 1, 8, &len);
+	assert_int_equal(ly_sync_watch_federated_apply(f->s, msg, len, &e), LY_OK);
+	free(msg);
+	bad->jwt_authorities = NULL;
+	bad->n_jwt_authorities = 0;
+	set = ly_cache_bundles(f->s->cache);
+	assert_int_equal(ly_bundle_set_count(set), 2);
+	assert_null(ly_bundle_set_find(set, "b.test"));
+	assert_int_equal(ly_bundle_sequence(ly_bundle_set_find(set, "c.test")), 4);
+
+	/* An answer refused as a whole (a bundle for our own trust domain, garbage): nothing changes. */
+	unsigned before = f->fake.bundle_changed;
+	Lanyard__Agent__V1__Bundle *ours = bundle_pb("example.org", 9, true);
+	Lanyard__Agent__V1__Bundle *mixed[2] = { bs[0], ours };
+	msg = federated(mixed, 2, 9, &len);
+	assert_int_equal(ly_sync_watch_federated_apply(f->s, msg, len, &e), LY_E_INVALID);
+	free(msg);
+	static const uint8_t garbage[] = { 0x0f, 0xff, 0xff };
+	assert_int_not_equal(ly_sync_watch_federated_apply(f->s, garbage, sizeof(garbage), &e), LY_OK);
+	assert_int_equal(f->fake.bundle_changed, before);
+	assert_int_equal(ly_bundle_set_count(ly_cache_bundles(f->s->cache)), 2);
+
+	/* An empty answer: every federation ended; ours stays. */
+	msg = federated(NULL, 0, 10, &len);
+	assert_int_equal(ly_sync_watch_federated_apply(f->s, msg, len, &e), LY_OK);
+	free(msg);
+	assert_int_equal(ly_bundle_set_count(ly_cache_bundles(f->s->cache)), 1);
+	assert_int_equal(f->fake.bundle_changed, before + 1);
+
+	bundle_pb_free(ours);
+	bundle_pb_free(bad);
+	bundle_pb_free(bs[0]);
+	bundle_pb_free(bs[1]);
+}
+
+static void
+test_federates_with_change_is_a_change(void **state)
+{
+	struct fixture *f = *state;
+	const char *ids[] = { "e-1" };
+	size_t len;
+
+	/* An entry that starts to federate: an entry change (streams of its callers are rebuilt). */
+	uint8_t *b = update(true, 1, ids, 1, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	free(b);
+	assert_int_equal(f->fake.cache_changed, 1);
+	next_federates_with = "b.test";
+	b = update(true, 2, ids, 1, NULL, 0, &len);
+	ly_sync_watch_apply(f->s, b, len);
+	free(b);
+	next_federates_with = NULL;
+	assert_int_equal(f->fake.cache_changed, 2);
+	struct ly_cache_item it;
+	assert_true(ly_cache_get(f->s->cache, "e-1", &it));
+	assert_int_equal(it.entry->n_federates_with, 1);
+	assert_string_equal(it.entry->federates_with[0], "b.test");
+}
+
 int
 main(void)
 {
@@ -301,6 +544,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_quiet_while_loading, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_callbacks_given, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_starts_the_next_steps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_sequence_asks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_install, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federates_with_change_is_a_change, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,11 @@
  * entitled to nothing refused at once; a caller no longer
  * the process attested refused for good; FetchJWTSVID failing UNAVAILABLE
  * when the minter refuses, and CANCELLED when the client left before the
- * token came.
+ * token came; the rate limit per selector set (agent.ratelimit.workload_api).
+ * Federation (fedset.h): the bundle and X.509-SVID streams
+ * carry the federated bundles of the caller's entries only; an entry that
+ * starts or stops federating, or a federated bundle it names changing,
+ * pushes; a change in a bundle the caller does not see sends nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,8 +42,10 @@
 #include "agent/wapi_internal.h"
 #include "lib/bundle.h"
 #include "lib/log.h"
+#include "lib/ratelimit.h"
 #include "rpc/rpc.h"
 #include "testutil_agent.h"
+#include "workload.pb-c.h"
 
 #define SID "spiffe://example.org/w"
 
@@ -102,11 +108,20 @@ ly_rpc_call_set_message_cb(struct ly_rpc_call *call, ly_rpc_message_in_cb cb, vo
 	(void)arg;
 }
 
+/* The last message sent or replied on any call, whole (freed by teardown). */
+static uint8_t *last_msg;
+static size_t last_msg_len;
+
 static void
 keep(struct ly_rpc_call *call, const uint8_t *msg, size_t len)
 {
 	call->last_len = len;
 	memcpy(call->last, msg, len < sizeof(call->last) ? len : sizeof(call->last));
+	free(last_msg);
+	last_msg = malloc(len + 1);
+	assert_non_null(last_msg);
+	memcpy(last_msg, msg, len);
+	last_msg_len = len;
 }
 
 ly_status
@@ -252,6 +267,9 @@ teardown(void **state)
 	ly_cache_free(f->cache);
 	tu_pki_free(&f->pki);
 	free(f);
+	free(last_msg);
+	last_msg = NULL;
+	last_msg_len = 0;
 	return 0;
 }
 
@@ -440,6 +458,194 @@ test_x509_over_cap(void **state)
 	ly_wapi_stream_end(LY_QUEUE_DATA(ly_queue_head(&f->w.streams), struct stream, link), LY_RPC_CANCELLED, NULL);
 }
 
+/* ---- federated bundles (fedset.h: only the caller's entries' federations) ---- */
+
+/* Our bundle plus foreign ones, each a fresh CA made here: the cache's whole set (as sync installs it). */
+static void
+put_bundles(struct fixture *f, const char *const *tds, size_t n)
+{
+	struct ly_bundle_set *set = NULL;
+	struct ly_bundle *b = NULL;
+	assert_int_equal(ly_bundle_set_new(&set, NULL), LY_OK);
+	assert_int_equal(ly_bundle_new(TA_TD, &b, NULL), LY_OK);
+	assert_int_equal(ly_bundle_add_x509_authority(b, f->pki.root_der.data, f->pki.root_der.len, NULL), LY_OK);
+	assert_int_equal(ly_bundle_set_put(set, b, NULL), LY_OK);
+	for (size_t i = 0; i < n; i++) {
+		char id[300];
+		struct ly_buf der = LY_BUF_INIT;
+		(void)snprintf(id, sizeof(id), "spiffe://%s", tds[i]);
+		EVP_PKEY *k = tu_key(LY_KEY_EC_P256);
+		struct tu_spec sp = tu_ca_spec(id);
+		X509 *ca = tu_make(&sp, k, NULL, NULL);
+		tu_der(ca, &der);
+		assert_int_equal(ly_bundle_new(tds[i], &b, NULL), LY_OK);
+		assert_int_equal(ly_bundle_add_x509_authority(b, der.data, der.len, NULL), LY_OK);
+		assert_int_equal(ly_bundle_set_put(set, b, NULL), LY_OK);
+		ly_buf_free(&der);
+		X509_free(ca);
+		EVP_PKEY_free(k);
+	}
+	assert_int_equal(ly_cache_set_bundles(f->cache, set, NULL, NULL), LY_OK);
+}
+
+/* The set with trust domain `td`'s bundle replaced by a fresh CA, every other bundle kept as it is. */
+static void
+renew_td(struct fixture *f, const char *td)
+{
+	const struct ly_bundle_set *cur = ly_cache_bundles(f->cache);
+	struct ly_bundle_set *set = NULL;
+	struct ly_bundle *b = NULL;
+	char id[300];
+	struct ly_buf der = LY_BUF_INIT;
+	assert_int_equal(ly_bundle_set_new(&set, NULL), LY_OK);
+	for (size_t i = 0; i < ly_bundle_set_count(cur); i++) {
+		if (strcmp(ly_bundle_trust_domain(ly_bundle_set_at(cur, i)), td) == 0)
+			continue;
+		assert_int_equal(ly_bundle_clone(ly_bundle_set_at(cur, i), &b, NULL), LY_OK);
+		assert_int_equal(ly_bundle_set_put(set, b, NULL), LY_OK);
+	}
+	(void)snprintf(id, sizeof(id), "spiffe://%s", td);
+	EVP_PKEY *k = tu_key(LY_KEY_EC_P256);
+	struct tu_spec sp = tu_ca_spec(id);
+	X509 *ca = tu_make(&sp, k, NULL, NULL);
+	tu_der(ca, &der);
+	assert_int_equal(ly_bundle_new(td, &b, NULL), LY_OK);
+	assert_int_equal(ly_bundle_add_x509_authority(b, der.data, der.len, NULL), LY_OK);
+	assert_int_equal(ly_bundle_set_put(set, b, NULL), LY_OK);
+	ly_buf_free(&der);
+	X509_free(ca);
+	EVP_PKEY_free(k);
+	assert_int_equal(ly_cache_set_bundles(f->cache, set, NULL, NULL), LY_OK);
+}
+
+/* The caller's entry e-1, federating with `td` (NULL: none), at `revision`. */
+static void
+put_fed_entry(struct fixture *f, const char *td, int64_t revision)
+{
+	struct ly_entry *e = ta_entry("e-1", SID, 1, NULL, "unix:uid:1000", NULL);
+	e->revision = revision;
+	if (td != NULL)
+		assert_int_equal(ly_entry_add_federates_with(e, td, NULL), LY_OK);
+	ta_put(f->cache, e, NULL);
+}
+
+/* The keys of the last X509BundlesResponse sent, comma-separated, into `out`. */
+static void
+bundles_keys(char *out, size_t cap)
+{
+	X509BundlesResponse *r = x509_bundles_response__unpack(NULL, last_msg_len, last_msg);
+	assert_non_null(r);
+	out[0] = '\0';
+	for (size_t i = 0; i < r->n_bundles; i++)
+		(void)snprintf(out + strlen(out), cap - strlen(out), "%s%s", i > 0 ? "," : "", r->bundles[i]->key);
+	x509_bundles_response__free_unpacked(r, NULL);
+}
+
+/* The federated_bundles keys of the last X509SVIDResponse sent, comma-separated. */
+static void
+svid_fed_keys(char *out, size_t cap)
+{
+	X509SVIDResponse *r = x509_svidresponse__unpack(NULL, last_msg_len, last_msg);
+	assert_non_null(r);
+	out[0] = '\0';
+	for (size_t i = 0; i < r->n_federated_bundles; i++)
+		(void)snprintf(out + strlen(out), cap - strlen(out), "%s%s", i > 0 ? "," : "",
+		    r->federated_bundles[i]->key);
+	x509_svidresponse__free_unpacked(r, NULL);
+}
+
+static void
+test_federated_bundle_stream(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509Bundles"));
+	static const char *const bc[] = { "b.test", "c.test" };
+	char keys[256];
+
+	/* b.test and c.test held (other workloads' entries name them), the caller's entry names none. */
+	put_fed_entry(f, NULL, 1);
+	put_bundles(f, bc, 2);
+	ly_wapi_fetch_x509_bundles(&c, NULL, 0, &f->w);
+	assert_int_equal(c.n_sent, 1);
+	bundles_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://example.org");
+
+	/* Its entry starts to federate with b.test: pushed, with b.test and not c.test. */
+	put_fed_entry(f, "b.test", 2);
+	pass(f);
+	assert_int_equal(c.n_sent, 2);
+	bundles_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://b.test,spiffe://example.org");
+
+	/* c.test's bundle changes: nothing this caller sees changed, nothing sent. */
+	renew_td(f, "c.test");
+	pass(f);
+	assert_int_equal(c.n_sent, 2);
+	/* b.test's changes (its CA rotated): pushed. */
+	renew_td(f, "b.test");
+	pass(f);
+	assert_int_equal(c.n_sent, 3);
+	bundles_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://b.test,spiffe://example.org");
+
+	/* The entry stops federating: pushed, ours alone again. */
+	put_fed_entry(f, NULL, 3);
+	pass(f);
+	assert_int_equal(c.n_sent, 4);
+	bundles_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://example.org");
+	ly_wapi_stream_end(LY_QUEUE_DATA(ly_queue_head(&f->w.streams), struct stream, link), LY_RPC_CANCELLED, NULL);
+}
+
+static void
+test_federated_x509_svid(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509SVID"));
+	static const char *const bc[] = { "b.test", "c.test" };
+	char keys[256];
+
+	put_fed_entry(f, "b.test", 1);
+	put_bundles(f, bc, 2);
+	put_svid(f, "e-1");
+	ly_wapi_fetch_x509_svid(&c, NULL, 0, &f->w);
+	assert_int_equal(c.n_sent, 1);
+	/* federated_bundles: b.test (the SVID's entry names it), not c.test, never ours. */
+	svid_fed_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://b.test");
+	/* A new c.test CA: not this caller's, nothing sent; a new b.test CA: pushed on the open stream. */
+	renew_td(f, "c.test");
+	pass(f);
+	assert_int_equal(c.n_sent, 1);
+	renew_td(f, "b.test");
+	pass(f);
+	assert_int_equal(c.n_sent, 2);
+	svid_fed_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://b.test");
+	ly_wapi_stream_end(LY_QUEUE_DATA(ly_queue_head(&f->w.streams), struct stream, link), LY_RPC_CANCELLED, NULL);
+}
+
+static void
+test_federated_duplicate_hint(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call c = call_on(f, M("FetchX509Bundles"));
+	static const char *const b[] = { "b.test" };
+	char keys[256];
+
+	/* Two entries with one hint: the later one, left out of X.509 responses, still federates for bundles. */
+	ta_put(f->cache, ta_entry("e-1", SID, 1, "web", "unix:uid:1000", NULL), NULL);
+	struct ly_entry *e2 = ta_entry("e-2", "spiffe://example.org/w2", 2, "web", "unix:uid:1000", NULL);
+	assert_int_equal(ly_entry_add_federates_with(e2, "b.test", NULL), LY_OK);
+	ta_put(f->cache, e2, NULL);
+	put_bundles(f, b, 1);
+	ly_wapi_fetch_x509_bundles(&c, NULL, 0, &f->w);
+	assert_int_equal(c.n_sent, 1);
+	bundles_keys(keys, sizeof(keys));
+	assert_string_equal(keys, "spiffe://b.test,spiffe://example.org");
+	ly_wapi_stream_end(LY_QUEUE_DATA(ly_queue_head(&f->w.streams), struct stream, link), LY_RPC_CANCELLED, NULL);
+}
+
 static void
 test_stream_not_entitled(void **state)
 {
@@ -554,6 +760,53 @@ test_jwt_no_audience(void **state)
 	assert_int_equal(f->jwt_fetches, 0);
 }
 
+/*
+ * agent.ratelimit.workload_api: the caller's selector set has `burst`
+ * calls, then UNAVAILABLE naming the limit (counted); another selector
+ * set is not touched; after the refill the caller is served again. The
+ * limiter reads the loop's clock (uv_now), moved on by uv_update_time.
+ */
+static void
+test_rate_limit_per_selector_set(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_ratelimit_config rc = { "workload_api", 2, 2, 16 };
+	struct ly_rpc_call c;
+
+	assert_int_equal(ly_ratelimit_new(&rc, &f->w.limit, NULL), LY_OK);
+	put_entry(f, "e-1");
+	put_bundle(f);
+	f->jwt_rc = LY_E_IO; /* past admission, the minter refuses at once: the call ends either way */
+	(void)snprintf(f->conn.selkey, sizeof(f->conn.selkey), "%064d", 1);
+	uv_update_time(&f->loop);
+	for (int i = 0; i < 2; i++) {
+		c = call_on(f, M("FetchJWTSVID"));
+		ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+		assert_string_equal(c.details, "could not fetch JWT-SVID");
+	}
+	c = call_on(f, M("FetchJWTSVID"));
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_int_equal(c.code, LY_RPC_UNAVAILABLE);
+	assert_string_equal(c.details, "rate limit: Workload API calls over 2/s for this workload's selectors; retry later");
+	assert_int_equal(f->jwt_fetches, 2);
+	assert_int_equal(f->w.rate_limited, 1);
+	/* Another selector set has its own bucket. */
+	(void)snprintf(f->conn.selkey, sizeof(f->conn.selkey), "%064d", 2);
+	c = call_on(f, M("FetchJWTSVID"));
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_string_equal(c.details, "could not fetch JWT-SVID");
+	/* The first set, 600 ms later: one token back (2/s). */
+	(void)snprintf(f->conn.selkey, sizeof(f->conn.selkey), "%064d", 1);
+	usleep(600 * 1000);
+	uv_update_time(&f->loop);
+	c = call_on(f, M("FetchJWTSVID"));
+	ly_wapi_fetch_jwt_svid(&c, jwt_req, sizeof(jwt_req), &f->w);
+	assert_string_equal(c.details, "could not fetch JWT-SVID");
+	assert_int_equal(f->jwt_fetches, 4);
+	ly_ratelimit_free(f->w.limit);
+	f->w.limit = NULL;
+}
+
 int
 main(void)
 {
@@ -562,12 +815,16 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_health, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_x509_stream_life, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_x509_over_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_bundle_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_x509_svid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_federated_duplicate_hint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_not_entitled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_client_leaves, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_caller_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwt_minter_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwt_client_leaves_before_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwt_no_audience, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rate_limit_per_selector_set, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,6 +50,24 @@ test_format_ok_line(void **state)
 	free(line);
 }
 
+/* Federation lines name the other trust domain, after the SPIFFE ID. */
+static void
+test_format_trust_domain(void **state)
+{
+	struct ly_audit_record rec = {
+		.caller = "uid:1000",
+		.action = "bundle.delete",
+		.trust_domain = "b.test",
+		.result = "ok",
+		.detail = "mode dissociate",
+	};
+	char *line = format(&rec, 0);
+	assert_string_equal(line, "{\"time\":\"1970-01-01T00:00:00Z\",\"caller\":\"uid:1000\",\"action\":\"bundle.delete\","
+	    "\"trust_domain\":\"b.test\",\"result\":\"ok\",\"detail\":\"mode dissociate\"}\n");
+	free(line);
+	(void)state;
+}
+
 static void
 test_format_refusal_has_detail(void **state)
 {
@@ -148,15 +166,17 @@ test_control_bytes_are_replaced(void **state)
 static void
 test_long_fields_fit(void **state)
 {
-	char id[2049], detail[4000];
+	char id[2049], detail[4000], td[256];
 	memcpy(id, "spiffe://example.org/", 21);
 	memset(id + 21, '"', sizeof(id) - 22); /* escaped: twice as long */
 	id[sizeof(id) - 1] = '\0';
+	memset(td, '"', sizeof(td) - 1);
+	td[sizeof(td) - 1] = '\0';
 	memset(detail, '\\', sizeof(detail) - 1);
 	detail[sizeof(detail) - 1] = '\0';
 	struct ly_audit_record rec = {
-		.caller = "uid:1", .action = "entry.create", .entry_id = "e", .spiffe_id = id, .result = "ok",
-		.detail = detail,
+		.caller = "uid:1", .action = "entry.create", .entry_id = "e", .spiffe_id = id, .trust_domain = td,
+		.result = "ok", .detail = detail,
 	};
 	char *line = format(&rec, 0);
 	assert_true(strlen(line) < LY_AUDIT_LINE_MAX);
@@ -319,6 +339,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_format_ok_line),
+		cmocka_unit_test(test_format_trust_domain),
 		cmocka_unit_test(test_format_refusal_has_detail),
 		cmocka_unit_test(test_format_needs_action_and_result),
 		cmocka_unit_test(test_secret_never_written),

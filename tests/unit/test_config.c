@@ -223,6 +223,11 @@ static void
 test_key_names(void **state)
 {
 	refuse("a.b: 1\n", LY_E_INVALID, "key 'a.b': invalid character at offset 1");
+	refuse("a.b: 1\n", LY_E_INVALID, "quote a trust domain: \"b.test\":");
+	/* Quoted keys may hold inner dots (trust domains), never leading, trailing or doubled ones. */
+	refuse("\"a..b\": 1\n", LY_E_INVALID, "invalid character at offset 2");
+	refuse("\".a\": 1\n", LY_E_INVALID, "invalid character at offset 0");
+	refuse("'a.': 1\n", LY_E_INVALID, "invalid character at offset 1");
 	refuse("a b: 1\n", LY_E_INVALID, "invalid character");
 	refuse("'': 1\n", LY_E_INVALID, "empty key");
 	refuse("?\n: 1\n", LY_E_INVALID, "empty key");
@@ -231,6 +236,9 @@ test_key_names(void **state)
 	/* Quoted names with allowed characters are fine. */
 	struct ly_config *cfg = load("\"Ok_key-1\": 1\n");
 	assert_true(ly_config_has(cfg, "Ok_key-1"));
+	ly_config_free(cfg);
+	cfg = load("s:\n  \"b.test\":\n    url: x\n");
+	assert_true(ly_config_has(cfg, "s.b.test.url"));
 	ly_config_free(cfg);
 }
 
@@ -262,12 +270,12 @@ test_depth(void **state)
 	struct ly_config *cfg = load("a:\n b:\n  c:\n   d:\n    e:\n     f: 1\n");
 	assert_true(ly_config_has(cfg, "a.b.c.d.e.f"));
 	ly_config_free(cfg);
-	cfg = load("a: {b: {c: {d: {e: {f: {}}}}}}\n");
-	assert_true(ly_config_has(cfg, "a.b.c.d.e.f"));
+	cfg = load("a: {b: {c: {d: {e: {f: {g: {}}}}}}}\n");
+	assert_true(ly_config_has(cfg, "a.b.c.d.e.f.g"));
 	ly_config_free(cfg);
-	refuse("a:\n b:\n  c:\n   d:\n    e:\n     f:\n      g: 1\n", LY_E_LIMIT,
-	    "t.yaml:7: key a.b.c.d.e.f.g: nested deeper than 6 levels");
-	refuse("a: {b: {c: {d: {e: {f: {g: {h: 1}}}}}}}\n", LY_E_LIMIT, "nested deeper than 6");
+	refuse("a:\n b:\n  c:\n   d:\n    e:\n     f:\n      g:\n       h: 1\n", LY_E_LIMIT,
+	    "t.yaml:8: key a.b.c.d.e.f.g.h: nested deeper than 7 levels");
+	refuse("a: {b: {c: {d: {e: {f: {g: {h: {i: 1}}}}}}}}\n", LY_E_LIMIT, "nested deeper than 7");
 }
 
 static void

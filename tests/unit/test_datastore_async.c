@@ -89,7 +89,7 @@ work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 	int i = __atomic_fetch_add(&n_work, 1, __ATOMIC_SEQ_CST);
 	work_order[i] = c->id;
 	if (c->change) {
-		struct ly_datastore_change ch = { LY_DATASTORE_ENTRY_CREATED, 7, "entry-1", NULL };
+		struct ly_datastore_change ch = { .kind = LY_DATASTORE_ENTRY_CREATED, .revision = 7, .entry_id = "entry-1" };
 		ly_datastore_changed(ds, &ch);
 	}
 	if (c->result != LY_OK)

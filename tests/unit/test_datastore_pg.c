@@ -52,6 +52,7 @@ struct fixture {
 };
 
 #include "datastore_contract.h"
+#include "datastore_fed_contract.h"
 
 /* ---- the back end's side of the contract ---- */
 
@@ -483,16 +484,59 @@ test_change_notifications(void **state)
 	ly_shared_authorities_cleanup(&a);
 }
 
+/*
+ * A federated bundle set or deleted is notified to the other servers as an
+ * entries change at its revision ("e <revision>"): their refresh re-reads
+ * the federated bundles (fed_revision moved). Nothing for a refused put.
+ */
+static void
+test_fed_notifications(void **state)
+{
+	struct fixture *f = *state;
+	int64_t r1 = 0, r2 = 0;
+	PGresult *r = PQexec(raw(f), "LISTEN lanyard_changes");
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+
+	fed_init(f);
+	struct ly_bundle *own = fed_bundle_of(OWN_TD, 1), *b = fed_bundle_of("b.test", 1);
+	assert_int_equal(ly_datastore_fed_bundle_put(f->ds, own, NULL, NULL), LY_E_INVALID);
+	assert_int_equal(ly_datastore_fed_bundle_put(f->ds, b, &r1, NULL), LY_OK);
+	assert_int_equal(ly_datastore_fed_bundle_delete(f->ds, "b.test", LY_FED_DELETE_RESTRICT, &r2, NULL), LY_OK);
+	ly_bundle_free(own);
+	ly_bundle_free(b);
+
+	char want[2][64];
+	snprintf(want[0], sizeof(want[0]), "e %lld", (long long)r1);
+	snprintf(want[1], sizeof(want[1]), "e %lld", (long long)r2);
+	size_t n = 0;
+	for (int tries = 0; tries < 100 && n < 2; tries++) {
+		assert_int_equal(PQconsumeInput(raw(f)), 1);
+		PGnotify *pn;
+		while ((pn = PQnotifies(raw(f))) != NULL) {
+			if (n < 2)
+				assert_string_equal(pn->extra, want[n]);
+			n++;
+			PQfreemem(pn);
+		}
+		if (n < 2)
+			usleep(10000);
+	}
+	assert_int_equal(n, 2);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		DS_CONTRACT_TESTS(setup, teardown),
+		DS_FED_CONTRACT_TESTS(setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_conninfo_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_lost_and_recovered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_bundle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_change_notifications, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fed_notifications, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -835,6 +835,59 @@ test_entry_hint_rules(void **state)
 	free(h256);
 }
 
+/* federates_with (SPEC §9): bare names, either form in, sorted, unique, capped, never our own. */
+static void
+test_entry_federates_with_rules(void **state)
+{
+	struct ly_entry *e = make_entry();
+	struct ly_error err;
+	assert_int_equal(ly_entry_add_federates_with(e, "spiffe://c.test", NULL), LY_OK);
+	assert_int_equal(ly_entry_add_federates_with(e, "b.test", NULL), LY_OK);
+	assert_int_equal(ly_entry_validate(e, "example.org", &err), LY_OK);
+	assert_string_equal(e->federates_with[0], "b.test");
+	assert_string_equal(e->federates_with[1], "c.test");
+	struct ly_entry *c = NULL;
+	assert_int_equal(ly_entry_copy(e, &c, NULL), LY_OK);
+	assert_int_equal(c->n_federates_with, 2);
+	assert_ptr_not_equal(c->federates_with[0], e->federates_with[0]);
+	assert_string_equal(c->federates_with[1], "c.test");
+	ly_entry_free(c);
+	ly_entry_free(e);
+	/* Malformed names are refused when added. */
+	e = make_entry();
+	assert_int_equal(ly_entry_add_federates_with(e, "spiffe://B.test", &err), LY_E_INVALID);
+	assert_int_not_equal(ly_entry_add_federates_with(e, "spiffe://b.test/path", &err), LY_OK);
+	assert_int_not_equal(ly_entry_add_federates_with(e, "", &err), LY_OK);
+	assert_int_equal(e->n_federates_with, 0);
+	/* The cap. */
+	for (int i = 0; i < LY_ENTRY_FEDERATES_WITH_MAX; i++) {
+		char td[32];
+		(void)snprintf(td, sizeof(td), "td%d.test", i);
+		assert_int_equal(ly_entry_add_federates_with(e, td, NULL), LY_OK);
+	}
+	assert_int_equal(ly_entry_add_federates_with(e, "one-more.test", &err), LY_E_LIMIT);
+	entry_accept(e, "example.org");
+	/* A duplicate, our own trust domain (given, or the SPIFFE ID's). */
+	e = make_entry();
+	assert_int_equal(ly_entry_add_federates_with(e, "b.test", NULL), LY_OK);
+	assert_int_equal(ly_entry_add_federates_with(e, "spiffe://b.test", NULL), LY_OK);
+	entry_refuse(e, "example.org", LY_E_INVALID, "names b.test twice");
+	e = make_entry();
+	assert_int_equal(ly_entry_add_federates_with(e, "example.org", NULL), LY_OK);
+	entry_refuse(e, "example.org", LY_E_INVALID, "its own trust domain example.org");
+	e = make_entry();
+	assert_int_equal(ly_entry_add_federates_with(e, "example.org", NULL), LY_OK);
+	entry_refuse(e, NULL, LY_E_INVALID, "its own trust domain example.org");
+	/* A name set by hand that is not bare. */
+	e = make_entry();
+	assert_int_equal(ly_entry_add_federates_with(e, "b.test", NULL), LY_OK);
+	free(e->federates_with[0]);
+	e->federates_with[0] = strdup("spiffe://b.test");
+	assert_non_null(e->federates_with[0]);
+	entry_refuse(e, "example.org", LY_E_INVALID, "federates_with 1");
+	(void)state;
+}
+
 static void
 test_entry_copy_and_identity(void **state)
 {
@@ -944,6 +997,7 @@ main(void)
 		cmocka_unit_test(test_entry_reserved_ids),
 		cmocka_unit_test(test_entry_dns_rules),
 		cmocka_unit_test(test_entry_hint_rules),
+		cmocka_unit_test(test_entry_federates_with_rules),
 		cmocka_unit_test(test_entry_copy_and_identity),
 		cmocka_unit_test(test_generate_id),
 		cmocka_unit_test(test_entry_list),

@@ -32,6 +32,7 @@ sample_entry(const char *id, size_t nsel)
 		assert_int_equal(ly_entry_add_selector(e, sel, NULL), LY_OK);
 	}
 	assert_int_equal(ly_entry_add_dns_name(e, "web.example.org", NULL), LY_OK);
+	assert_int_equal(ly_entry_add_federates_with(e, "spiffe://b.test", NULL), LY_OK);
 	e->x509_svid_ttl = 600;
 	e->jwt_svid_ttl = 60;
 	e->admin = true;
@@ -85,6 +86,10 @@ test_round_trip(void **state)
 	assert_string_equal(back->selectors[2].value, "uid:1002");
 	assert_int_equal(back->n_dns_names, 1);
 	assert_string_equal(back->dns_names[0], "web.example.org");
+	assert_int_equal(m->n_federates_with, 1);
+	assert_string_equal(m->federates_with[0], "b.test");
+	assert_int_equal(back->n_federates_with, 1);
+	assert_string_equal(back->federates_with[0], "b.test");
 	assert_int_equal(back->x509_svid_ttl, 600);
 	assert_int_equal(back->jwt_svid_ttl, 60);
 	assert_true(back->admin);
@@ -161,6 +166,22 @@ test_from_pb_refusals(void **state)
 	assert_int_equal(ly_entry_from_pb(&m, &e, &err), LY_OK);
 	assert_int_not_equal(ly_entry_validate(e, "example.org", &err), LY_OK);
 	ly_entry_free(e);
+	e = NULL;
+	m.n_dns_names = 0;
+
+	/* federates_with: capped, and a malformed name named. */
+	char *tds[LY_ENTRY_FEDERATES_WITH_MAX + 1];
+	for (size_t i = 0; i <= LY_ENTRY_FEDERATES_WITH_MAX; i++)
+		tds[i] = (char *)(uintptr_t)"b.test";
+	m.federates_with = tds;
+	m.n_federates_with = LY_ENTRY_FEDERATES_WITH_MAX + 1;
+	assert_int_equal(ly_entry_from_pb(&m, &e, &err), LY_E_LIMIT);
+	assert_null(e);
+	m.n_federates_with = 1;
+	tds[0] = (char *)(uintptr_t)"spiffe://B.TEST";
+	assert_int_equal(ly_entry_from_pb(&m, &e, &err), LY_E_INVALID);
+	assert_null(e);
+	assert_non_null(strstr(err.msg, "federates_with"));
 }
 
 int

@@ -310,6 +310,34 @@ test_node_attestors(void **state)
 	ly_config_free(file);
 }
 
+/* server.ratelimit (SPEC §11): both on by default, each turned off alone, values checked. */
+static void
+test_ratelimit(void **state)
+{
+	(void)state;
+	struct ly_server_flags flags = LY_SERVER_FLAGS_INIT;
+	struct ly_server_config cfg;
+	struct ly_config *file = NULL;
+	struct ly_error e;
+
+	flags.trust_domain = "example.org";
+	assert_int_equal(load(&flags, &cfg, &file, &e), LY_OK);
+	assert_true(cfg.ratelimit_attestation);
+	assert_true(cfg.ratelimit_signing);
+	flags.config_path = write_cfg("server:\n  ratelimit: {attestation: false, signing: false}\n");
+	assert_int_equal(load(&flags, &cfg, &file, &e), LY_OK);
+	assert_false(cfg.ratelimit_attestation);
+	assert_false(cfg.ratelimit_signing);
+	ly_config_free(file);
+	flags.config_path = write_cfg("server:\n  ratelimit:\n    signing: false\n");
+	assert_int_equal(load(&flags, &cfg, &file, &e), LY_OK);
+	assert_true(cfg.ratelimit_attestation);
+	assert_false(cfg.ratelimit_signing);
+	ly_config_free(file);
+	expect_file_refused("server:\n  ratelimit:\n    attestation: sometimes\n", "ratelimit.attestation");
+	expect_file_refused("server:\n  ratelimit:\n    workload_api: false\n", "ratelimit.workload_api");
+}
+
 static void
 test_psat_clusters(void **state)
 {
@@ -445,6 +473,7 @@ main(void)
 		cmocka_unit_test(test_bad_values_refused),
 		cmocka_unit_test(test_unreadable_file_is_io),
 		cmocka_unit_test(test_node_attestors),
+		cmocka_unit_test(test_ratelimit),
 		cmocka_unit_test(test_psat_clusters),
 		cmocka_unit_test(test_datastore),
 	};

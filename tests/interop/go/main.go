@@ -557,9 +557,127 @@ func dial(addr string, port int, id, td, message string) {
 	fmt.Printf("answer: %s", answer)
 }
 
+// ---- federation (tests/interop/go_federation.py) ----
+
+// dialLoop: one X509Source, then an mTLS connection to 127.0.0.1:port
+// every interval (a line sent, the answer read) until stdin closes; each
+// failure is one "dial-failed" line, the end one "dialloop" line with the
+// counts. The peer's trust domain is another one: its authorities come
+// from the federated bundles the agent serves.
+func dialLoop(addr string, port int, id, td string, interval time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	auth := authorizer(id, td)
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(addrOption(addr)...))
+	if err != nil {
+		die("NewX509Source: %v", err)
+	}
+	defer src.Close()
+	stop := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	ok, fail := 0, 0
+	emit("dialloop-ready", map[string]any{"self": selfID(src)})
+	for {
+		select {
+		case <-stop:
+			emit("dialloop", map[string]any{"ok": ok, "fail": fail})
+			return
+		case <-time.After(interval):
+		}
+		err := func() error {
+			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+			defer dcancel()
+			conn, err := spiffetls.DialWithMode(dctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port),
+				spiffetls.MTLSClientWithSource(auth, src))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := fmt.Fprintf(conn, "ping from %s\n", selfID(src)); err != nil {
+				return err
+			}
+			if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+				return err
+			}
+			return nil
+		}()
+		if err != nil {
+			fail++
+			emit("dial-failed", map[string]any{"err": err.Error()})
+		} else {
+			ok++
+		}
+	}
+}
+
+// jwtMint: a JWT-SVID for one audience from the caller's agent.
+func jwtMint(addr, aud string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := workloadapi.New(ctx, clientOptions(addr, "jwtmint")...)
+	if err != nil {
+		die("workloadapi.New: %v", err)
+	}
+	defer client.Close()
+	svid, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: aud})
+	if err != nil {
+		die("FetchJWTSVID: %v", err)
+	}
+	emit("jwtmint", map[string]any{"id": svid.ID.String(), "token": svid.Marshal()})
+}
+
+// jwtVerify: a token (from another trust domain) validated through the
+// caller's agent (ValidateJWTSVID) and locally with the JWT bundles the
+// agent gives the caller (FetchJWTBundles, jwtsvid.ParseAndValidate).
+func jwtVerify(addr, token, aud string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := workloadapi.New(ctx, clientOptions(addr, "jwtverify")...)
+	if err != nil {
+		die("workloadapi.New: %v", err)
+	}
+	defer client.Close()
+	res := map[string]any{}
+	if s, err := client.ValidateJWTSVID(ctx, token, aud); err != nil {
+		res["agent"] = "refused: " + err.Error()
+	} else {
+		res["agent"] = "ok " + s.ID.String()
+	}
+	bundles, err := client.FetchJWTBundles(ctx)
+	if err != nil {
+		res["local"] = "no bundles: " + err.Error()
+	} else {
+		if s, err := jwtsvid.ParseAndValidate(token, bundles, []string{aud}); err != nil {
+			res["local"] = "refused: " + err.Error()
+		} else {
+			res["local"] = "ok " + s.ID.String()
+		}
+		jb := map[string]any{}
+		for _, b := range bundles.Bundles() {
+			jb[b.TrustDomain().String()] = kids(b)
+		}
+		res["bundles"] = jb
+	}
+	if xb, err := client.FetchX509Bundles(ctx); err != nil {
+		res["x509bundles"] = "error: " + status.Code(err).String()
+	} else {
+		tds := []string{}
+		for _, b := range xb.Bundles() {
+			tds = append(tds, b.TrustDomain().String())
+		}
+		sort.Strings(tds)
+		res["x509bundles"] = tds
+	}
+	emit("jwtverify", res)
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "Error: usage: lanyard-interop-go watch|jwt|serve|dial -socket ADDR ...")
+		fmt.Fprintln(os.Stderr, "Error: usage: lanyard-interop-go watch|poll|jwt|serve|dial|dialloop|jwtmint|jwtverify -socket ADDR ...")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -570,6 +688,8 @@ func main() {
 	id := fs.String("id", "", "serve/dial: the peer's SPIFFE ID (tlsconfig.AuthorizeID)")
 	td := fs.String("td", "", "serve/dial: the peer's trust domain (tlsconfig.AuthorizeMemberOf)")
 	message := fs.String("message", "hello", "dial: the line to send")
+	interval := fs.Duration("interval", 200*time.Millisecond, "dialloop: time between connections")
+	token := fs.String("token", "", "jwtverify: the JWT-SVID to validate")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "watch":
@@ -582,6 +702,12 @@ func main() {
 		serve(*socket, *port, *id, *td)
 	case "dial":
 		dial(*socket, *port, *id, *td, *message)
+	case "dialloop":
+		dialLoop(*socket, *port, *id, *td, *interval)
+	case "jwtmint":
+		jwtMint(*socket, *aud)
+	case "jwtverify":
+		jwtVerify(*socket, *token, *aud)
 	default:
 		fmt.Fprintf(os.Stderr, "Error: unknown command %q\n", os.Args[1])
 		os.Exit(2)
