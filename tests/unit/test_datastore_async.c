@@ -89,8 +89,14 @@ work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 	int i = __atomic_fetch_add(&n_work, 1, __ATOMIC_SEQ_CST);
 	work_order[i] = c->id;
 	if (c->change) {
-		struct ly_datastore_change ch = { .kind = LY_DATASTORE_ENTRY_CREATED, .revision = 7, .entry_id = "entry-1" };
+		/* Borrowed for the hook's call only: the worker must copy it (trust_domain too: federation's). */
+		char *td = strdup("b.test");
+		assert_non_null(td);
+		struct ly_datastore_change ch = { .kind = LY_DATASTORE_ENTRY_CREATED, .revision = 7, .entry_id = "entry-1",
+			.trust_domain = td };
 		ly_datastore_changed(ds, &ch);
+		memset(td, 'x', strlen(td));
+		free(td);
 	}
 	if (c->result != LY_OK)
 		return ly_error_set(err, c->result, "fake failure %d", c->id);
@@ -125,6 +131,8 @@ hook(void *arg, const struct ly_datastore_change *change)
 	assert_int_equal(change->kind, LY_DATASTORE_ENTRY_CREATED);
 	assert_int_equal(change->revision, 7);
 	assert_string_equal(change->entry_id, "entry-1");
+	assert_non_null(change->trust_domain);
+	assert_string_equal(change->trust_domain, "b.test");
 	(*(int *)arg)++;
 }
 
