@@ -116,6 +116,17 @@
 /* The datastore's CA state: one name, one value. */
 #define LY_CA_STATE_NAME_MAX 128
 #define LY_CA_STATE_MAX (1024 * 1024)
+/*
+ * The datastore off the loop (server/datastore_async.h): calls waiting for
+ * the datastore's worker (past this many a new call is refused at once,
+ * LY_E_LIMIT), and how long a call may take before its caller hears LY_E_IO
+ * "datastore: no answer within 8000 ms ...". Longer than the back ends' own
+ * limits (SQLite's busy timeout and PostgreSQL's statement_timeout, 5 s
+ * each), so that their precise errors win when they come; shorter than the
+ * CLI's 30 s and the agent's unary deadline.
+ */
+#define LY_DSA_QUEUE_MAX 1024
+#define LY_DSA_DEADLINE_MS 8000
 
 /*
  * gRPC (rpc/): one message received by either side (gRPC's own default is
@@ -389,6 +400,8 @@
 #define LY_AGENTAPI_PENDING_MAX 1024
 #define LY_AGENTAPI_WATCHERS_MAX 65536
 #define LY_AGENTAPI_PSAT_INFLIGHT_MAX 8
+/* Agent records the Agent API keeps in memory (known agents, served while the datastore is unreachable). */
+#define LY_AGENTAPI_KNOWN_MAX 100000
 #define LY_AGENTAPI_LEAF_PEM_MAX (2 * LY_CERT_DER_MAX + 1024)
 #define LY_GRPC_DETAILS_MAX 300
 /* Extensions in one CSR looked through (duplicates are found among them). */

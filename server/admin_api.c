@@ -4,20 +4,29 @@
  *
  * Every handler runs on the loop thread (rpc.h), decodes one request and
  * checks it completely (server/admin_msg.c) before touching the
- * datastore, and answers with a gRPC status from the standard set and a
- * one-line message:
+ * datastore; the datastore part runs on its worker (datastore_async.h: a
+ * `*_work` function over the call's struct aop, which owns the request),
+ * and the answer is sent from its completion on the loop, with a gRPC
+ * status from the standard set and a one-line message:
  *   INVALID_ARGUMENT   malformed request, invalid entry, bad TTL, foreign
  *                      trust domain (ly_entry_validate, SPIFFE-ID §2)
  *   ALREADY_EXISTS     an entry with the same identity or entry ID
  *   NOT_FOUND          unknown entry ID or agent
  *   PERMISSION_DENIED  a caller of another uid (server.h ly_admin_peer)
  *   FAILED_PRECONDITION join tokens asked for with join_token disabled
- *   INTERNAL           the datastore failed (its message is kept)
+ *   UNAVAILABLE        the datastore failed or did not answer within its
+ *                      deadline (LY_DSA_DEADLINE_MS); the message says
+ *                      whether a change may still be applied
+ *                      (datastore_async.h: a write already running when
+ *                      the deadline passed may commit later; one still
+ *                      queued never runs)
+ *   INTERNAL           a bug, or an encoding failure
  * Each change (create, update, delete, token, evict, ban; federation:
  * bundle.set, bundle.delete, federation.create|update|delete|refresh),
  * accepted or refused, writes one audit line (audit.h) before the answer
  * is sent. Federation (SPEC §9) is in the last part of this file: the
- * requests are checked by server/admin_msg_fed.c.
+ * requests are checked by server/admin_msg_fed.c; its datastore calls run
+ * on the worker like the others (struct fop).
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
  * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
@@ -47,6 +56,7 @@
 #include "server/bundle_pb.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 #include "server/entry_pb.h"
 #include "server/server.h"
 
@@ -102,6 +112,8 @@ code_of(ly_status st, const struct ly_error *e)
 		return LY_RPC_FAILED_PRECONDITION;
 	case LY_E_NOMEM:
 		return LY_RPC_RESOURCE_EXHAUSTED;
+	case LY_E_IO:
+		return LY_RPC_UNAVAILABLE;
 	default:
 		return LY_RPC_INTERNAL;
 	}
@@ -229,40 +241,142 @@ reply_entry(struct op *op, const struct ly_entry *e)
 	ly_entries_pb_cleanup(&pb);
 }
 
+/* ---- calls on the datastore's worker ---------------------------------------- */
+
+/*
+ * One admin call with a datastore part: `op` (its audit line borrows
+ * strings from the request below), the decoded request, and what the
+ * worker reads or writes. Freed by aop_release once both the loop and the
+ * worker are done with it (datastore_async.h).
+ */
+struct aop {
+	struct op op;
+	bool update, ban;
+	struct ly_admin_msg_entry entry_rq;
+	struct ly_admin_msg_entry_id id_rq;
+	struct ly_admin_msg_filter filter_rq;
+	struct ly_admin_msg_token token_rq;
+	struct ly_admin_msg_agent_id agent_rq;
+	bool has_entry_rq, has_id_rq, has_filter_rq, has_token_rq, has_agent_rq;
+	struct ly_entry *entry;           /* create/update: in and out; delete: the deleted one */
+	struct ly_entry_list list;
+	struct ly_ds_agent_list agents;
+	struct ly_ds_agent *agent;
+	char token[2 * TOKEN_BYTES + 1];  /* wiped */
+	struct ly_spiffe_id id;
+	int64_t expires_at;
+	int64_t revision;
+};
+
+static void
+aop_release(void *ctx)
+{
+	struct aop *a = ctx;
+
+	if (a->has_entry_rq)
+		ly_admin_msg_entry_cleanup(&a->entry_rq);
+	if (a->has_id_rq)
+		ly_admin_msg_entry_id_cleanup(&a->id_rq);
+	if (a->has_filter_rq)
+		ly_admin_msg_filter_cleanup(&a->filter_rq);
+	if (a->has_token_rq)
+		ly_admin_msg_token_cleanup(&a->token_rq);
+	if (a->has_agent_rq)
+		ly_admin_msg_agent_id_cleanup(&a->agent_rq);
+	ly_entry_free(a->entry);
+	ly_entry_list_cleanup(&a->list);
+	ly_ds_agent_list_cleanup(&a->agents);
+	ly_ds_agent_free(a->agent);
+	OPENSSL_cleanse(a->token, sizeof(a->token));
+	OPENSSL_cleanse(&a->id, sizeof(a->id));
+	free(a);
+}
+
+/* A new aop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
+static struct aop *
+aop_begin(struct ly_rpc_call *call, void *arg, const char *action)
+{
+	struct aop *a = calloc(1, sizeof(*a));
+
+	if (a == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	if (!op_begin(&a->op, call, arg, action)) {
+		free(a);
+		return NULL;
+	}
+	a->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
+	a->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
+	return a;
+}
+
+/* Queues a's datastore part; on refusal the call ends with the reason and `a` is freed. */
+static void
+aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
+{
+	struct ly_error e;
+	ly_status st = ly_dsa_submit(a->op.srv->dsa, work, done, aop_release, a, 0, &e);
+
+	if (st != LY_OK) {
+		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
+		struct ly_error e2;
+		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
+		/* A full queue is the server's load, not the request's fault. */
+		op_fail(&a->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
+		aop_release(a);
+	}
+}
+
 /* ---- entries --------------------------------------------------------------- */
+
+static ly_status
+put_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+
+	return a->update ? ly_datastore_entry_update(ds, a->entry, err) : ly_datastore_entry_create(ds, a->entry, err);
+}
+
+static void
+put_entry_done(void *ctx, ly_status st, const struct ly_error *e)
+{
+	struct aop *a = ctx;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, e);
+		return;
+	}
+	a->op.entry_id = a->entry->entry_id;
+	reply_entry(&a->op, a->entry);
+}
 
 /* CreateEntry and UpdateEntry: the same checks (admin_msg.h), then the datastore. */
 static void
 put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
 {
-	struct op op;
+	struct aop *a;
 	struct ly_error e;
-	struct ly_entry *entry = NULL;
-	struct ly_admin_msg_entry rq;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, update ? "entry.update" : "entry.create"))
+	if ((a = aop_begin(call, arg, update ? "entry.update" : "entry.create")) == NULL)
 		return;
-	if ((st = ly_admin_msg_entry_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	a->update = update;
+	if ((st = ly_admin_msg_entry_decode(req, len, &a->entry_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	op.entry_id = rq.entry_id;
-	op.spiffe_id = rq.spiffe_id;
-	if ((st = ly_admin_msg_entry_check(&rq, update, op.srv->cfg.trust_domain, &entry, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	a->has_entry_rq = true;
+	a->op.entry_id = a->entry_rq.entry_id;
+	a->op.spiffe_id = a->entry_rq.spiffe_id;
+	if ((st = ly_admin_msg_entry_check(&a->entry_rq, update, a->op.srv->cfg.trust_domain, &a->entry, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	st = update ? ly_datastore_entry_update(op.srv->ds, entry, &e) : ly_datastore_entry_create(op.srv->ds, entry, &e);
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	op.entry_id = entry->entry_id;
-	reply_entry(&op, entry);
-out:
-	ly_entry_free(entry);
-	ly_admin_msg_entry_cleanup(&rq);
+	aop_submit(a, put_entry_work, put_entry_done);
+	return;
+fail:
+	aop_release(a);
 }
 
 static void
@@ -277,141 +391,180 @@ h_update_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	put_entry(call, req, len, arg, true);
 }
 
-static void
-h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static ly_status
+delete_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct op op;
-	struct ly_error e;
-	struct ly_entry *deleted = NULL;
-	struct ly_admin_msg_entry_id rq;
-	ly_status st;
+	struct aop *a = ctx;
 
-	if (!op_begin(&op, call, arg, "entry.delete"))
-		return;
-	if ((st = ly_admin_msg_entry_id_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
-	}
-	op.entry_id = rq.entry_id;
-	if ((st = ly_admin_msg_delete_check(&rq, &e)) != LY_OK ||
-	    (st = ly_datastore_entry_delete(op.srv->ds, rq.entry_id, &deleted, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	op.spiffe_id = deleted->spiffe_id;
-	reply_entry(&op, deleted);
-out:
-	ly_entry_free(deleted);
-	ly_admin_msg_entry_id_cleanup(&rq);
+	return ly_datastore_entry_delete(ds, a->id_rq.entry_id, &a->entry, err);
 }
 
 static void
-h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+delete_entry_done(void *ctx, ly_status st, const struct ly_error *e)
 {
-	struct op op;
+	struct aop *a = ctx;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, e);
+		return;
+	}
+	a->op.spiffe_id = a->entry->spiffe_id;
+	reply_entry(&a->op, a->entry);
+}
+
+static void
+h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
 	struct ly_error e;
-	struct ly_entry_list list = LY_ENTRY_LIST_INIT;
-	struct ly_entries_pb pbs;
-	Lanyard__Admin__V1__EntryList out;
-	struct ly_admin_msg_filter rq;
 	ly_status st;
 
+	if ((a = aop_begin(call, arg, "entry.delete")) == NULL)
+		return;
+	if ((st = ly_admin_msg_entry_id_decode(req, len, &a->id_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
+	}
+	a->has_id_rq = true;
+	a->op.entry_id = a->id_rq.entry_id;
+	if ((st = ly_admin_msg_delete_check(&a->id_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
+	}
+	aop_submit(a, delete_entry_work, delete_entry_done);
+	return;
+fail:
+	aop_release(a);
+}
+
+static ly_status
+list_entries_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct ly_entry *one = NULL;
+	ly_status st;
+
+	if (a->filter_rq.entry_id == NULL)
+		return ly_datastore_entry_list(ds, &a->filter_rq.filter, &a->list, err);
+	LY_TRY(ly_datastore_entry_get(ds, a->filter_rq.entry_id, &one, err));
+	if ((st = ly_entry_list_append(&a->list, one, err)) != LY_OK)
+		ly_entry_free(one);
+	return st;
+}
+
+static void
+list_entries_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct ly_entries_pb pbs;
+	Lanyard__Admin__V1__EntryList out;
+	struct ly_error e;
+
 	memset(&pbs, 0, sizeof(pbs));
-	if (!op_begin(&op, call, arg, NULL))
-		return;
-	if ((st = ly_admin_msg_filter_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, err);
 		return;
 	}
-	if (rq.entry_id != NULL) {
-		struct ly_entry *one = NULL;
-		if ((st = ly_datastore_entry_get(op.srv->ds, rq.entry_id, &one, &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
-			goto out;
-		}
-		if ((st = ly_entry_list_append(&list, one, &e)) != LY_OK) {
-			ly_entry_free(one);
-			op_fail_st(&op, st, &e);
-			goto out;
-		}
-	} else if ((st = ly_datastore_entry_list(op.srv->ds, &rq.filter, &list, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	if ((st = ly_entries_pb_make((const struct ly_entry *const *)list.items, list.n, &pbs, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if ((st = ly_entries_pb_make((const struct ly_entry *const *)a->list.items, a->list.n, &pbs, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
 		goto out;
 	}
 	lanyard__admin__v1__entry_list__init(&out);
 	out.n_entries = pbs.n;
 	out.entries = pbs.ptrs;
-	op_reply(&op, &out.base, 0);
+	op_reply(&a->op, &out.base, 0);
 out:
 	ly_entries_pb_cleanup(&pbs);
-	ly_entry_list_cleanup(&list);
-	ly_admin_msg_filter_cleanup(&rq);
+}
+
+static void
+h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
+	struct ly_error e;
+	ly_status st;
+
+	if ((a = aop_begin(call, arg, NULL)) == NULL)
+		return;
+	if ((st = ly_admin_msg_filter_decode(req, len, &a->filter_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		aop_release(a);
+		return;
+	}
+	a->has_filter_rq = true;
+	aop_submit(a, list_entries_work, list_entries_done);
 }
 
 /* ---- join tokens ------------------------------------------------------------ */
 
+static ly_status
+token_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+
+	return ly_datastore_token_create(ds, a->token, a->id.id, a->expires_at, err);
+}
+
+static void
+token_done(void *ctx, ly_status st, const struct ly_error *e)
+{
+	struct aop *a = ctx;
+	Lanyard__Admin__V1__Token out;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, e);
+		return;
+	}
+	lanyard__admin__v1__token__init(&out);
+	out.token = a->token;
+	out.spiffe_id = a->id.id;
+	out.expires_at = a->expires_at;
+	op_reply(&a->op, &out.base, LY_RPC_WIPE);
+}
+
 static void
 h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct aop *a;
 	struct ly_error e;
-	struct ly_spiffe_id id;
 	uint8_t rnd[TOKEN_BYTES];
-	char token[2 * TOKEN_BYTES + 1];
-	struct ly_admin_msg_token rq;
-	Lanyard__Admin__V1__Token out;
-	int64_t ttl, now;
+	int64_t ttl;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, "token.generate"))
+	if ((a = aop_begin(call, arg, "token.generate")) == NULL)
 		return;
-	if ((st = ly_admin_msg_token_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	if ((st = ly_admin_msg_token_decode(req, len, &a->token_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	token[0] = '\0';
-	memset(&id, 0, sizeof(id));
-	op.spiffe_id = rq.spiffe_id;
-	if (!op.srv->cfg.join_token_enabled) {
-		op_fail(&op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
-		goto out;
+	a->has_token_rq = true;
+	a->op.spiffe_id = a->token_rq.spiffe_id;
+	if (!a->op.srv->cfg.join_token_enabled) {
+		op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
+		goto fail;
 	}
-	if ((st = ly_admin_msg_token_ttl(&rq, &ttl, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	if ((st = ly_admin_msg_token_ttl(&a->token_rq, &ttl, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-		op_fail(&op, LY_RPC_INTERNAL, "no random bytes for a token");
-		goto out;
+		op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
+		goto fail;
 	}
 	for (size_t i = 0; i < sizeof(rnd); i++)
-		(void)snprintf(token + 2 * i, 3, "%02x", rnd[i]);
+		(void)snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
 	OPENSSL_cleanse(rnd, sizeof(rnd));
-	op.secret = token;
-	if ((st = ly_admin_msg_token_id(&rq, op.srv->cfg.trust_domain, token, &id, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	a->op.secret = a->token;
+	if ((st = ly_admin_msg_token_id(&a->token_rq, a->op.srv->cfg.trust_domain, a->token, &a->id, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	op.spiffe_id = id.id;
-	now = (int64_t)ly_server_now();
-	st = ly_datastore_token_create(op.srv->ds, token, id.id, now + ttl, &e);
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	lanyard__admin__v1__token__init(&out);
-	out.token = token;
-	out.spiffe_id = id.id;
-	out.expires_at = now + ttl;
-	op_reply(&op, &out.base, LY_RPC_WIPE);
-out:
-	OPENSSL_cleanse(token, sizeof(token));
-	OPENSSL_cleanse(&id, sizeof(id));
-	ly_admin_msg_token_cleanup(&rq);
+	a->op.spiffe_id = a->id.id;
+	a->expires_at = (int64_t)ly_server_now() + ttl;
+	aop_submit(a, token_work, token_done);
+	return;
+fail:
+	aop_release(a);
 }
 
 /* ---- bundle ------------------------------------------------------------------- */
@@ -472,96 +625,124 @@ agent_pb_init(struct agent_pb *pb, const struct ly_ds_agent *a, struct ly_error 
 	return LY_OK;
 }
 
-static void
-h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static ly_status
+list_agents_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct op op;
-	struct ly_error e;
-	struct ly_ds_agent_list list = LY_DS_AGENT_LIST_INIT;
+	struct aop *a = ctx;
+
+	return ly_datastore_agent_list(ds, &a->agents, err);
+}
+
+static void
+list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct ly_ds_agent_list *list = &a->agents;
 	struct agent_pb *pbs = NULL;
 	Lanyard__Admin__V1__Agent **ptrs = NULL;
 	Lanyard__Admin__V1__AgentList out;
+	struct ly_error e;
 	size_t n_pbs = 0;
-	ly_status st;
 
-	if (!op_begin(&op, call, arg, NULL))
-		return;
-	if ((st = ly_datastore_agent_list(op.srv->ds, &list, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, err);
 		return;
 	}
-	if (list.n > 0) {
-		pbs = calloc(list.n, sizeof(*pbs));
-		ptrs = calloc(list.n, sizeof(*ptrs));
+	if (list->n > 0) {
+		pbs = calloc(list->n, sizeof(*pbs));
+		ptrs = calloc(list->n, sizeof(*ptrs));
 		if (pbs == NULL || ptrs == NULL) {
-			op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			op_fail(&a->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;
 		}
 	}
-	for (; n_pbs < list.n; n_pbs++) {
-		if ((st = agent_pb_init(&pbs[n_pbs], list.items[n_pbs], &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
+	for (; n_pbs < list->n; n_pbs++) {
+		if ((st = agent_pb_init(&pbs[n_pbs], list->items[n_pbs], &e)) != LY_OK) {
+			op_fail_st(&a->op, st, &e);
 			goto out;
 		}
 		ptrs[n_pbs] = &pbs[n_pbs].m;
 	}
 	lanyard__admin__v1__agent_list__init(&out);
-	out.n_agents = list.n;
+	out.n_agents = list->n;
 	out.agents = ptrs;
-	op_reply(&op, &out.base, 0);
+	op_reply(&a->op, &out.base, 0);
 out:
 	for (size_t i = 0; i < n_pbs; i++)
 		agent_pb_cleanup(&pbs[i]);
 	free(pbs);
 	free(ptrs);
-	ly_ds_agent_list_cleanup(&list);
+}
+
+static void
+h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
+
+	if ((a = aop_begin(call, arg, NULL)) == NULL)
+		return;
+	aop_submit(a, list_agents_work, list_agents_done);
+}
+
+/* Ban: the flag, then the record; evict: the record, then its deletion (the hook ends its streams). */
+static ly_status
+remove_agent_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct aop *a = ctx;
+	const char *id = a->agent_rq.spiffe_id;
+
+	if (a->ban) {
+		LY_TRY(ly_datastore_agent_set_banned(ds, id, true, err));
+		return ly_datastore_agent_get(ds, id, &a->agent, err);
+	}
+	LY_TRY(ly_datastore_agent_get(ds, id, &a->agent, err));
+	return ly_datastore_agent_delete(ds, id, err);
+}
+
+static void
+remove_agent_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+	struct agent_pb pb;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		op_fail_st(&a->op, st, err);
+		return;
+	}
+	if ((st = agent_pb_init(&pb, a->agent, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		return;
+	}
+	op_reply(&a->op, &pb.m.base, 0);
+	agent_pb_cleanup(&pb);
 }
 
 /* EvictAgent and BanAgent. */
 static void
 remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool ban)
 {
-	struct op op;
+	struct aop *a;
 	struct ly_error e;
-	struct ly_ds_agent *agent = NULL;
-	struct agent_pb pb;
-	struct ly_admin_msg_agent_id rq;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, ban ? "agent.ban" : "agent.evict"))
+	if ((a = aop_begin(call, arg, ban ? "agent.ban" : "agent.evict")) == NULL)
 		return;
-	if ((st = ly_admin_msg_agent_id_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	a->ban = ban;
+	if ((st = ly_admin_msg_agent_id_decode(req, len, &a->agent_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	op.spiffe_id = rq.spiffe_id;
-	if ((st = ly_admin_msg_agent_id_check(&rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	a->has_agent_rq = true;
+	a->op.spiffe_id = a->agent_rq.spiffe_id;
+	if ((st = ly_admin_msg_agent_id_check(&a->agent_rq, &e)) != LY_OK) {
+		op_fail_st(&a->op, st, &e);
+		goto fail;
 	}
-	if (ban)
-		st = ly_datastore_agent_set_banned(op.srv->ds, rq.spiffe_id, true, &e);
-	else
-		st = ly_datastore_agent_get(op.srv->ds, rq.spiffe_id, &agent, &e);
-	if (st == LY_OK) {
-		if (ban)
-			st = ly_datastore_agent_get(op.srv->ds, rq.spiffe_id, &agent, &e);
-		else
-			st = ly_datastore_agent_delete(op.srv->ds, rq.spiffe_id, &e);
-	}
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	if ((st = agent_pb_init(&pb, agent, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	op_reply(&op, &pb.m.base, 0);
-	agent_pb_cleanup(&pb);
-out:
-	ly_ds_agent_free(agent);
-	ly_admin_msg_agent_id_cleanup(&rq);
+	aop_submit(a, remove_agent_work, remove_agent_done);
+	return;
+fail:
+	aop_release(a);
 }
 
 static void
@@ -578,31 +759,57 @@ h_ban_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 
 /* ---- health ---------------------------------------------------------------------- */
 
-static void
-h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static ly_status
+health_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct op op;
-	struct ly_error e;
+	struct aop *a = ctx;
+
+	return ly_datastore_revision(ds, &a->revision, err);
+}
+
+/* The answer; `ds_err` NULL when the datastore answered. */
+static void
+health_reply(struct op *op, const struct ly_error *ds_err)
+{
 	Lanyard__Admin__V1__HealthResponse out;
-	int64_t rev;
 	char detail[LY_ERROR_MSG_MAX + 32];
 
-	if (!op_begin(&op, call, arg, NULL))
-		return;
 	lanyard__admin__v1__health_response__init(&out);
 	out.serving = false;
-	if (op.srv->stopping) {
+	if (op->srv->stopping) {
 		(void)snprintf(detail, sizeof(detail), "shutting down");
-	} else if (ly_datastore_revision(op.srv->ds, &rev, &e) != LY_OK) {
-		(void)snprintf(detail, sizeof(detail), "datastore: %s", e.msg);
-	} else if (op.srv->ca == NULL || ly_server_bundle(op.srv) == NULL) {
+	} else if (ds_err != NULL) {
+		(void)snprintf(detail, sizeof(detail), "datastore: %s", ds_err->msg);
+	} else if (op->srv->ca == NULL || ly_server_bundle(op->srv) == NULL) {
 		(void)snprintf(detail, sizeof(detail), "CA not ready");
 	} else {
 		out.serving = true;
 		(void)snprintf(detail, sizeof(detail), "ok");
 	}
 	out.detail = detail;
-	op_reply(&op, &out.base, 0);
+	op_reply(op, &out.base, 0);
+}
+
+static void
+health_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct aop *a = ctx;
+
+	health_reply(&a->op, st != LY_OK ? err : NULL);
+}
+
+static void
+h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct aop *a;
+	struct ly_error e;
+
+	if ((a = aop_begin(call, arg, NULL)) == NULL)
+		return;
+	if (ly_dsa_submit(a->op.srv->dsa, health_work, health_done, aop_release, a, 0, &e) != LY_OK) {
+		health_reply(&a->op, &e);
+		aop_release(a);
+	}
 }
 
 /* ---- federation (SPEC §9) ---------------------------------------------------------- */
@@ -645,142 +852,297 @@ bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundle
 	return LY_OK;
 }
 
+/*
+ * One federation call with a datastore part (like struct aop): the decoded
+ * request (the audit line borrows its strings), and what the worker reads
+ * or writes. Freed by fop_release once the loop and the worker let go.
+ */
+struct fop {
+	struct op op;
+	bool update, one;
+	struct ly_admin_msg_bundle_set set_rq;
+	struct ly_admin_msg_bundle_delete del_rq;
+	struct ly_admin_msg_td td_rq;
+	struct ly_admin_msg_rel rel_rq;
+	struct ly_admin_msg_rel_checked rel_c;
+	bool has_set_rq, has_del_rq, has_td_rq, has_rel_rq;
+	struct ly_bundle *b;                /* bundle.set: the checked bundle */
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	enum ly_fed_delete_mode mode;
+	char note[32];
+	/* The worker's answers: read on the loop only when the call succeeded. */
+	struct ly_ds_fed_bundle_list blist;
+	struct ly_ds_fed_bundle *bone;
+	struct ly_ds_fed_rel_list rlist;
+	struct ly_ds_fed_rel *rel;
+	size_t count;
+};
+
+static void
+fop_release(void *ctx)
+{
+	struct fop *f = ctx;
+
+	if (f->has_set_rq)
+		ly_admin_msg_bundle_set_cleanup(&f->set_rq);
+	if (f->has_del_rq)
+		ly_admin_msg_bundle_delete_cleanup(&f->del_rq);
+	if (f->has_td_rq)
+		ly_admin_msg_td_cleanup(&f->td_rq);
+	if (f->has_rel_rq)
+		ly_admin_msg_rel_cleanup(&f->rel_rq);
+	ly_admin_msg_rel_checked_cleanup(&f->rel_c);
+	ly_bundle_free(f->b);
+	ly_ds_fed_bundle_list_cleanup(&f->blist);
+	ly_ds_fed_bundle_free(f->bone);
+	ly_ds_fed_rel_list_cleanup(&f->rlist);
+	ly_ds_fed_rel_free(f->rel);
+	free(f);
+}
+
+/* A new fop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
+static struct fop *
+fop_begin(struct ly_rpc_call *call, void *arg, const char *action)
+{
+	struct fop *f = calloc(1, sizeof(*f));
+
+	if (f == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	if (!op_begin(&f->op, call, arg, action)) {
+		free(f);
+		return NULL;
+	}
+	f->blist = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	f->rlist = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
+	return f;
+}
+
+/* Queues f's datastore part; on refusal the call ends with the reason and `f` is freed. */
+static void
+fop_submit(struct fop *f, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
+{
+	struct ly_error e;
+	ly_status st = ly_dsa_submit(f->op.srv->dsa, work, done, fop_release, f, 0, &e);
+
+	if (st != LY_OK) {
+		struct ly_error e2;
+		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
+		op_fail(&f->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
+		fop_release(f);
+	}
+}
+
+/* Replies with the trust domain alone (deletes). */
+static void
+fop_reply_td(void *ctx, ly_status st, const struct ly_error *e)
+{
+	struct fop *f = ctx;
+	Lanyard__Admin__V1__TrustDomain out;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, e);
+		return;
+	}
+	lanyard__admin__v1__trust_domain__init(&out);
+	out.trust_domain = f->td;
+	op_reply(&f->op, &out.base, 0);
+}
+
+static ly_status
+set_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_bundle_put(ds, f->b, NULL, err);
+}
+
+static void
+set_fed_bundle_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	struct ly_bundle_pb pb;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
+		return;
+	}
+	if ((st = ly_bundle_pb_make(f->b, &pb, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		return;
+	}
+	op_reply(&f->op, &pb.msg.base, 0);
+	ly_bundle_pb_cleanup(&pb);
+}
+
 static void
 h_set_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct fop *f;
 	struct ly_error e;
-	struct ly_admin_msg_bundle_set rq;
-	struct ly_bundle *b = NULL;
-	struct ly_bundle_pb pb;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, "bundle.set"))
+	if ((f = fop_begin(call, arg, "bundle.set")) == NULL)
 		return;
-	if ((st = ly_admin_msg_bundle_set_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if ((st = ly_admin_msg_bundle_set_decode(req, len, &f->set_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_set_rq = true;
+	f->op.trust_domain = f->set_rq.trust_domain;
+	if ((st = ly_admin_msg_bundle_set_check(&f->set_rq, f->op.srv->cfg.trust_domain, &f->b, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->op.trust_domain = ly_bundle_trust_domain(f->b);
+	fop_submit(f, set_fed_bundle_work, set_fed_bundle_done);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+list_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	if (f->one)
+		return ly_datastore_fed_bundle_get(ds, f->td, &f->bone, err);
+	return ly_datastore_fed_bundle_list(ds, &f->blist, err);
+}
+
+static void
+list_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	struct bundles_pb pbs;
+	Lanyard__Admin__V1__FederatedBundleList out;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
 		return;
 	}
-	op.trust_domain = rq.trust_domain;
-	if ((st = ly_admin_msg_bundle_set_check(&rq, op.srv->cfg.trust_domain, &b, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	if (f->one) {
+		const struct ly_ds_fed_bundle *v[1] = { f->bone };
+		st = bundles_pb_make(v, 1, &pbs, &e);
+	} else {
+		st = bundles_pb_make((const struct ly_ds_fed_bundle *const *)f->blist.items, f->blist.n, &pbs, &e);
 	}
-	op.trust_domain = ly_bundle_trust_domain(b);
-	if ((st = ly_datastore_fed_bundle_put(op.srv->ds, b, NULL, &e)) != LY_OK ||
-	    (st = ly_bundle_pb_make(b, &pb, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		return;
 	}
-	op_reply(&op, &pb.msg.base, 0);
-	ly_bundle_pb_cleanup(&pb);
-out:
-	ly_bundle_free(b);
-	ly_admin_msg_bundle_set_cleanup(&rq);
+	lanyard__admin__v1__federated_bundle_list__init(&out);
+	out.n_bundles = pbs.n;
+	out.bundles = pbs.ptrs;
+	op_reply(&f->op, &out.base, 0);
+	bundles_pb_cleanup(&pbs);
 }
 
 static void
 h_list_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct fop *f;
 	struct ly_error e;
-	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
-	struct ly_admin_msg_td rq;
-	struct ly_ds_fed_bundle_list list = LY_DS_FED_BUNDLE_LIST_INIT;
-	struct ly_ds_fed_bundle *one = NULL;
-	struct bundles_pb pbs;
-	Lanyard__Admin__V1__FederatedBundleList out;
-	char td[LY_TRUST_DOMAIN_MAX + 1];
 	ly_status st;
 
-	memset(&pbs, 0, sizeof(pbs));
-	if (!op_begin(&op, call, arg, NULL))
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
 		return;
-	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
+	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
 	}
-	if (rq.trust_domain != NULL) {
-		if ((st = ly_admin_msg_td_check(rq.trust_domain, op.srv->cfg.trust_domain, td, &e)) != LY_OK ||
-		    (st = ly_datastore_fed_bundle_get(op.srv->ds, td, &one, &e)) != LY_OK) {
-			op_fail_st(&op, st, &e);
-			goto out;
+	f->has_td_rq = true;
+	if (f->td_rq.trust_domain != NULL) {
+		if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) !=
+		    LY_OK) {
+			op_fail_st(&f->op, st, &e);
+			goto fail;
 		}
-		const struct ly_ds_fed_bundle *v[1] = { one };
-		st = bundles_pb_make(v, 1, &pbs, &e);
-	} else if ((st = ly_datastore_fed_bundle_list(op.srv->ds, &list, &e)) == LY_OK) {
-		st = bundles_pb_make((const struct ly_ds_fed_bundle *const *)list.items, list.n, &pbs, &e);
+		f->one = true;
 	}
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	lanyard__admin__v1__federated_bundle_list__init(&out);
-	out.n_bundles = pbs.n;
-	out.bundles = pbs.ptrs;
-	op_reply(&op, &out.base, 0);
-out:
-	bundles_pb_cleanup(&pbs);
-	ly_ds_fed_bundle_free(one);
-	ly_ds_fed_bundle_list_cleanup(&list);
-	ly_admin_msg_td_cleanup(&rq);
+	fop_submit(f, list_fed_bundles_work, list_fed_bundles_done);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+delete_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_bundle_delete(ds, f->td, f->mode, NULL, err);
 }
 
 static void
 h_delete_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct fop *f;
 	struct ly_error e;
-	struct ly_admin_msg_bundle_delete rq;
-	Lanyard__Admin__V1__TrustDomain out;
-	enum ly_fed_delete_mode mode = LY_FED_DELETE_RESTRICT;
-	char td[LY_TRUST_DOMAIN_MAX + 1], note[32];
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, "bundle.delete"))
+	if ((f = fop_begin(call, arg, "bundle.delete")) == NULL)
 		return;
-	if ((st = ly_admin_msg_bundle_delete_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	f->mode = LY_FED_DELETE_RESTRICT;
+	if ((st = ly_admin_msg_bundle_delete_decode(req, len, &f->del_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->has_del_rq = true;
+	f->op.trust_domain = f->del_rq.trust_domain;
+	if ((st = ly_admin_msg_bundle_delete_check(&f->del_rq, f->op.srv->cfg.trust_domain, f->td, &f->mode, &e)) !=
+	    LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	f->op.trust_domain = f->td;
+	(void)snprintf(f->note, sizeof(f->note), "mode %s", ly_fed_delete_mode_name(f->mode));
+	f->op.note = f->note;
+	fop_submit(f, delete_fed_bundle_work, fop_reply_td);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+count_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_bundle_count(ds, &f->count, err);
+}
+
+static void
+count_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	Lanyard__Admin__V1__Count out;
+
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
 		return;
 	}
-	op.trust_domain = rq.trust_domain;
-	if ((st = ly_admin_msg_bundle_delete_check(&rq, op.srv->cfg.trust_domain, td, &mode, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	op.trust_domain = td;
-	(void)snprintf(note, sizeof(note), "mode %s", ly_fed_delete_mode_name(mode));
-	op.note = note;
-	if ((st = ly_datastore_fed_bundle_delete(op.srv->ds, td, mode, NULL, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	lanyard__admin__v1__trust_domain__init(&out);
-	out.trust_domain = td;
-	op_reply(&op, &out.base, 0);
-out:
-	ly_admin_msg_bundle_delete_cleanup(&rq);
+	lanyard__admin__v1__count__init(&out);
+	out.count = f->count;
+	op_reply(&f->op, &out.base, 0);
 }
 
 static void
 h_count_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct fop *f;
 	struct ly_error e;
-	Lanyard__Admin__V1__Count out;
-	size_t n = 0;
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, NULL))
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
 		return;
-	if ((st = ly_admin_msg_empty_decode("count", req, len, &e)) != LY_OK ||
-	    (st = ly_datastore_fed_bundle_count(op.srv->ds, &n, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if ((st = ly_admin_msg_empty_decode("count", req, len, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		fop_release(f);
 		return;
 	}
-	lanyard__admin__v1__count__init(&out);
-	out.count = n;
-	op_reply(&op, &out.base, 0);
+	fop_submit(f, count_fed_bundles_work, count_fed_bundles_done);
 }
 
 /* A relationship as its message; with `bundle`, the stored bundle too. */
@@ -817,68 +1179,76 @@ rel_pb_cleanup(struct rel_pb *p)
 	memset(p, 0, sizeof(*p));
 }
 
-/* Replies with relationship `td` as stored now, with its bundle if one is stored. */
-static void
-reply_rel(struct op *op, const char *td)
+/* Worker: relationship f->td as stored now, with its bundle if one is stored. */
+static ly_status
+read_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct ly_error e;
-	struct ly_ds_fed_rel *r = NULL;
-	struct ly_ds_fed_bundle *b = NULL;
-	struct rel_pb pb;
+	struct fop *f = ctx;
 	ly_status st;
 
+	LY_TRY(ly_datastore_fed_rel_get(ds, f->td, &f->rel, err));
+	st = ly_datastore_fed_bundle_get(ds, f->td, &f->bone, err);
+	return st == LY_E_NOT_FOUND ? LY_OK : st;
+}
+
+/* Replies with the relationship read_rel_work read. */
+static void
+reply_rel_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
+	struct rel_pb pb;
+	struct ly_error e;
+
 	memset(&pb, 0, sizeof(pb));
-	if ((st = ly_datastore_fed_rel_get(op->srv->ds, td, &r, &e)) != LY_OK) {
-		op_fail_st(op, st, &e);
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
 		return;
 	}
-	st = ly_datastore_fed_bundle_get(op->srv->ds, td, &b, &e);
-	if (st == LY_E_NOT_FOUND)
-		st = LY_OK;
-	if (st == LY_OK)
-		st = rel_pb_make(r, b, &pb, &e);
-	if (st != LY_OK)
-		op_fail_st(op, st, &e);
+	if ((st = rel_pb_make(f->rel, f->bone, &pb, &e)) != LY_OK)
+		op_fail_st(&f->op, st, &e);
 	else
-		op_reply(op, &pb.m.base, 0);
+		op_reply(&f->op, &pb.m.base, 0);
 	rel_pb_cleanup(&pb);
-	ly_ds_fed_bundle_free(b);
-	ly_ds_fed_rel_free(r);
+}
+
+/* The write, then the read of what it left, in one call on the worker. */
+static ly_status
+put_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+
+	LY_TRY(f->update ? ly_datastore_fed_rel_update(ds, &f->rel_c.rel, f->rel_c.bundle, NULL, err) :
+			   ly_datastore_fed_rel_create(ds, &f->rel_c.rel, f->rel_c.bundle, NULL, err));
+	return read_rel_work(ds, ctx, err);
 }
 
 /* CreateFederationRelationship and UpdateFederationRelationship. */
 static void
 put_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
 {
-	struct op op;
+	struct fop *f;
 	struct ly_error e;
-	struct ly_admin_msg_rel rq;
-	struct ly_admin_msg_rel_checked c;
 	ly_status st;
 
-	memset(&c, 0, sizeof(c));
-	if (!op_begin(&op, call, arg, update ? "federation.update" : "federation.create"))
+	if ((f = fop_begin(call, arg, update ? "federation.update" : "federation.create")) == NULL)
 		return;
-	if ((st = ly_admin_msg_rel_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	f->update = update;
+	if ((st = ly_admin_msg_rel_decode(req, len, &f->rel_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
 	}
-	op.trust_domain = rq.trust_domain;
-	if ((st = ly_admin_msg_rel_check(&rq, op.srv->cfg.trust_domain, &c, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	f->has_rel_rq = true;
+	f->op.trust_domain = f->rel_rq.trust_domain;
+	if ((st = ly_admin_msg_rel_check(&f->rel_rq, f->op.srv->cfg.trust_domain, &f->rel_c, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
 	}
-	op.trust_domain = c.td;
-	st = update ? ly_datastore_fed_rel_update(op.srv->ds, &c.rel, c.bundle, NULL, &e) :
-		      ly_datastore_fed_rel_create(op.srv->ds, &c.rel, c.bundle, NULL, &e);
-	if (st != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
-	}
-	reply_rel(&op, c.td);
-out:
-	ly_admin_msg_rel_checked_cleanup(&c);
-	ly_admin_msg_rel_cleanup(&rq);
+	f->op.trust_domain = f->rel_c.td;
+	(void)snprintf(f->td, sizeof(f->td), "%s", f->rel_c.td);
+	fop_submit(f, put_rel_work, reply_rel_done);
+	return;
+fail:
+	fop_release(f);
 }
 
 static void
@@ -893,97 +1263,120 @@ h_update_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	put_rel(call, req, len, arg, true);
 }
 
-static void
-h_list_rels(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static ly_status
+list_rels_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct op op;
-	struct ly_error e;
-	struct ly_ds_fed_rel_list list = LY_DS_FED_REL_LIST_INIT;
+	struct fop *f = ctx;
+	return ly_datastore_fed_rel_list(ds, &f->rlist, err);
+}
+
+static void
+list_rels_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fop *f = ctx;
 	struct rel_pb *pbs = NULL;
 	Lanyard__Admin__V1__FederationRelationship **ptrs = NULL;
 	Lanyard__Admin__V1__FederationRelationshipList out;
 	size_t n = 0;
-	ly_status st;
 
-	if (!op_begin(&op, call, arg, NULL))
-		return;
-	if ((st = ly_admin_msg_empty_decode("relationships", req, len, &e)) != LY_OK ||
-	    (st = ly_datastore_fed_rel_list(op.srv->ds, &list, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
+	if (st != LY_OK) {
+		op_fail_st(&f->op, st, err);
 		return;
 	}
-	pbs = calloc(list.n + 1, sizeof(*pbs));
-	ptrs = calloc(list.n + 1, sizeof(*ptrs));
+	pbs = calloc(f->rlist.n + 1, sizeof(*pbs));
+	ptrs = calloc(f->rlist.n + 1, sizeof(*ptrs));
 	if (pbs == NULL || ptrs == NULL) {
-		op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		op_fail(&f->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
-	for (; n < list.n; n++) {
+	for (; n < f->rlist.n; n++) {
 		/* No bundles in a list (`federation show` has the one). */
-		(void)rel_pb_make(list.items[n], NULL, &pbs[n], NULL);
+		(void)rel_pb_make(f->rlist.items[n], NULL, &pbs[n], NULL);
 		ptrs[n] = &pbs[n].m;
 	}
 	lanyard__admin__v1__federation_relationship_list__init(&out);
 	out.n_relationships = n;
 	out.relationships = ptrs;
-	op_reply(&op, &out.base, 0);
+	op_reply(&f->op, &out.base, 0);
 out:
 	for (size_t i = 0; i < n; i++)
 		rel_pb_cleanup(&pbs[i]);
 	free(pbs);
 	free(ptrs);
-	ly_ds_fed_rel_list_cleanup(&list);
+}
+
+static void
+h_list_rels(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct fop *f;
+	struct ly_error e;
+	ly_status st;
+
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
+		return;
+	if ((st = ly_admin_msg_empty_decode("relationships", req, len, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		fop_release(f);
+		return;
+	}
+	fop_submit(f, list_rels_work, list_rels_done);
 }
 
 static void
 h_get_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct fop *f;
 	struct ly_error e;
-	struct ly_admin_msg_td rq;
-	char td[LY_TRUST_DOMAIN_MAX + 1];
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, NULL))
+	if ((f = fop_begin(call, arg, NULL)) == NULL)
 		return;
-	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
 	}
-	if ((st = ly_admin_msg_td_check(rq.trust_domain, op.srv->cfg.trust_domain, td, &e)) != LY_OK)
-		op_fail_st(&op, st, &e);
-	else
-		reply_rel(&op, td);
-	ly_admin_msg_td_cleanup(&rq);
+	f->has_td_rq = true;
+	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
+	}
+	fop_submit(f, read_rel_work, reply_rel_done);
+	return;
+fail:
+	fop_release(f);
+}
+
+static ly_status
+delete_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fop *f = ctx;
+	return ly_datastore_fed_rel_delete(ds, f->td, NULL, err);
 }
 
 static void
 h_delete_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct fop *f;
 	struct ly_error e;
-	struct ly_admin_msg_td rq;
-	Lanyard__Admin__V1__TrustDomain out;
-	char td[LY_TRUST_DOMAIN_MAX + 1];
 	ly_status st;
 
-	if (!op_begin(&op, call, arg, "federation.delete"))
+	if ((f = fop_begin(call, arg, "federation.delete")) == NULL)
 		return;
-	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		return;
+	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
 	}
-	op.trust_domain = rq.trust_domain;
-	if ((st = ly_admin_msg_td_check(rq.trust_domain, op.srv->cfg.trust_domain, td, &e)) != LY_OK ||
-	    (op.trust_domain = td, st = ly_datastore_fed_rel_delete(op.srv->ds, td, NULL, &e)) != LY_OK) {
-		op_fail_st(&op, st, &e);
-		goto out;
+	f->has_td_rq = true;
+	f->op.trust_domain = f->td_rq.trust_domain;
+	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
+		op_fail_st(&f->op, st, &e);
+		goto fail;
 	}
-	lanyard__admin__v1__trust_domain__init(&out);
-	out.trust_domain = td;
-	op_reply(&op, &out.base, 0);
-out:
-	ly_admin_msg_td_cleanup(&rq);
+	f->op.trust_domain = f->td;
+	fop_submit(f, delete_rel_work, fop_reply_td);
+	return;
+fail:
+	fop_release(f);
 }
 
 /* A `federation refresh` waiting for the fetcher (server_core.h: the refresh hook). */

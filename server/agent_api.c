@@ -12,8 +12,17 @@
  * enrolment); this file keeps the state, its timers and the public API.
  *
  * Everything runs on the loop thread (server.h), handlers included. The
- * one blocking step, k8s_psat's TokenReview, runs on uv_queue_work and
- * its result is applied back on the loop.
+ * blocking steps run elsewhere and are continued on the loop: k8s_psat's
+ * TokenReview on uv_queue_work, every datastore call on the datastore's
+ * worker (datastore_async.h; agent_api_submit keeps the list of them that
+ * ly_agent_api_free detaches).
+ *
+ * While the datastore does not answer, the agent API keeps signing from
+ * what it holds: the entry replica (left as it was), and the records of
+ * the agents it has read (agent_api_auth.c: used without a read for
+ * KNOWN_FRESH_MS when they name the presented SVID, and at any age while
+ * the datastore is unreachable). What needs the store (attestation, an
+ * agent's own renewal, an agent never read) fails UNAVAILABLE.
  *
  * State kept here, all bounded:
  *  - an in-memory copy of every registration entry (sorted by ID) and an
@@ -36,9 +45,10 @@
  * each call re-checks that leaf against the present, not the handshake's
  * past: X.509-SVID leaf rules (lib/x509svid), the SPIFFE ID gRPC read, our
  * trust domain, the validity window now (a connection outlives the
- * certificate it was opened with), then the agent's record: present (not
- * evicted), not banned, and the serial the record holds (or the previous
- * one, for an agent that just renewed). Serials are 128 random bits our CA
+ * certificate it was opened with), then the agent's record (a known one or
+ * the datastore's, above): present (not evicted), not banned, and the
+ * serial the record holds (or the previous one, for an agent that just
+ * renewed). Serials are 128 random bits our CA
  * chose and recorded, so the serial check binds the call to the exact
  * SVID we issued to that agent.
  *
@@ -92,9 +102,9 @@ static char msg_rate_limited[] = "rate limit: x509_signing over its rate for thi
 static char msg_reserved_id[] = "entry SPIFFE ID is in Lanyard's reserved namespace: not issued";
 
 static void
-h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+batch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *cp, time_t now)
 {
-	struct ly_agent_api *api = agent_api_reply_api(arg);
 	struct ly_agentapi_batch_request rq = { NULL, 0, NULL };
 	Lanyard__Agent__V1__X509SVIDResult *results = NULL, **rptrs = NULL;
 	struct ly_ca_sign_req *reqs = NULL;
@@ -102,22 +112,17 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	struct ly_spiffe_id *ids = NULL;
 	size_t *map = NULL, k = 0, signed_ok = 0;
 	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
-	struct agent_api_caller c;
+	const struct agent_api_caller *c = cp;
 	struct ly_error e;
 	ly_status rc;
-	time_t now = ly_server_now();
 
-	if (!agent_api_reply_serving(api, call, true))
-		return;
-	if (!agent_api_auth_caller(api, call, now, &c))
-		return;
 	if ((rc = ly_agentapi_batch_decode(req, len, &rq, &e)) != LY_OK) {
 		agent_api_reply_finish(call, rc == LY_E_NOMEM ? LY_RPC_RESOURCE_EXHAUSTED : LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		goto out;
 	}
-	struct ly_authz_agent agent = { c.rec->spiffe_id, c.rec->selectors, c.rec->n_selectors };
+	struct ly_authz_agent agent = { c->rec->spiffe_id, c->rec->selectors, c->rec->n_selectors };
 	if (agent_api_replica_ensure(api, &e) != LY_OK || ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK) {
-		log_error("batch of %s: %s", c.rec->spiffe_id, e.msg);
+		log_error("batch of %s: %s", c->rec->spiffe_id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
 		goto out;
 	}
@@ -173,7 +178,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	 * `granted` CSRs are signed, the others refused one by one, and the
 	 * whole call when none is granted.
 	 */
-	size_t granted = agent_api_limit_take(api, AGENT_API_LIMIT_X509, c.rec->spiffe_id, (uint32_t)k, true);
+	size_t granted = agent_api_limit_take(api, AGENT_API_LIMIT_X509, c->rec->spiffe_id, (uint32_t)k, true);
 	if (granted == 0 && k > 0) {
 		char details[192];
 		agent_api_limit_details(AGENT_API_LIMIT_X509, api, details, sizeof(details));
@@ -187,7 +192,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 	}
 	k = granted;
 	if (k > 0 && ly_ca_sign_batch(api->srv->ca, reqs, k, now, res, &e) != LY_OK)
-		log_error("batch of %s: %s", c.rec->spiffe_id, e.msg);
+		log_error("batch of %s: %s", c->rec->spiffe_id, e.msg);
 	for (size_t j = 0; j < k; j++) {
 		Lanyard__Agent__V1__X509SVIDResult *r = &results[map[j]];
 		if (res[j].status == LY_OK) {
@@ -201,7 +206,7 @@ h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, 
 			r->status_message = res[j].err.msg;
 		}
 	}
-	log_debug("batch of %s: %zu requests, %zu signed", c.rec->spiffe_id, n, signed_ok);
+	log_debug("batch of %s: %zu requests, %zu signed", c->rec->spiffe_id, n, signed_ok);
 	agent_api_reply_metric(api, MX_X509_WORKLOAD, NULL, (double)signed_ok);
 	Lanyard__Agent__V1__BatchNewX509SVIDResponse resp;
 	lanyard__agent__v1__batch_new_x509_svidresponse__init(&resp);
@@ -219,42 +224,47 @@ out:
 	free(rptrs);
 	ly_authz_set_cleanup(&set);
 	ly_agentapi_batch_cleanup(&rq);
-	agent_api_auth_caller_cleanup(&c);
+}
+
+static void
+h_batch_new_x509_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct ly_agent_api *api = agent_api_reply_api(arg);
+
+	if (!agent_api_reply_serving(api, call, true))
+		return;
+	agent_api_auth_then(api, call, req, len, ly_server_now(), batch_authed);
 }
 
 /* ---- NewJWTSVID ------------------------------------------------------------------------------------ */
 
 static void
-h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+jwt_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *cp, time_t now)
 {
-	struct ly_agent_api *api = agent_api_reply_api(arg);
 	struct ly_agentapi_jwt_request rq = { NULL, NULL, 0, NULL };
 	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
 	const struct ly_entry *ent;
 	struct ly_spiffe_id sub;
-	struct agent_api_caller c;
+	const struct agent_api_caller *c = cp;
 	struct ly_error e;
 	char *token = NULL;
-	time_t now = ly_server_now(), exp = 0;
+	time_t exp = 0;
 	ly_status rc;
 
-	if (!agent_api_reply_serving(api, call, true))
-		return;
-	if (!agent_api_auth_caller(api, call, now, &c))
-		return;
 	if (ly_agentapi_jwt_decode(req, len, &rq, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		goto out;
 	}
-	if (agent_api_limit_take(api, AGENT_API_LIMIT_JWT, c.rec->spiffe_id, 1, false) != 1) {
+	if (agent_api_limit_take(api, AGENT_API_LIMIT_JWT, c->rec->spiffe_id, 1, false) != 1) {
 		char details[192];
 		agent_api_limit_details(AGENT_API_LIMIT_JWT, api, details, sizeof(details));
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, details);
 		goto out;
 	}
-	struct ly_authz_agent agent = { c.rec->spiffe_id, c.rec->selectors, c.rec->n_selectors };
+	struct ly_authz_agent agent = { c->rec->spiffe_id, c->rec->selectors, c->rec->n_selectors };
 	if (agent_api_replica_ensure(api, &e) != LY_OK || ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK) {
-		log_error("JWT-SVID for %s: %s", c.rec->spiffe_id, e.msg);
+		log_error("JWT-SVID for %s: %s", c->rec->spiffe_id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
 		goto out;
 	}
@@ -283,7 +293,7 @@ h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	resp.token = token;
 	resp.issued_at = (int64_t)now;
 	resp.expires_at = (int64_t)exp;
-	log_debug("JWT-SVID for %s (entry %s, agent %s) until %lld", ent->spiffe_id, ent->entry_id, c.rec->spiffe_id,
+	log_debug("JWT-SVID for %s (entry %s, agent %s) until %lld", ent->spiffe_id, ent->entry_id, c->rec->spiffe_id,
 	    (long long)exp);
 	agent_api_reply_metric(api, MX_JWT, NULL, 1);
 	agent_api_reply_send(call, &resp.base, true);
@@ -291,23 +301,29 @@ out:
 	ly_free_secret_str(token);
 	ly_authz_set_cleanup(&set);
 	ly_agentapi_jwt_cleanup(&rq);
-	agent_api_auth_caller_cleanup(&c);
+}
+
+static void
+h_new_jwt_svid(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct ly_agent_api *api = agent_api_reply_api(arg);
+
+	if (!agent_api_reply_serving(api, call, true))
+		return;
+	agent_api_auth_then(api, call, req, len, ly_server_now(), jwt_authed);
 }
 
 /* ---- GetBundle ----------------------------------------------------------------------------------------- */
 
 static void
-h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+bundle_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *c, time_t now)
 {
-	struct ly_agent_api *api = agent_api_reply_api(arg);
 	struct ly_bundle_pb pbb;
-	struct agent_api_caller c;
 	struct ly_error e;
 
-	if (!agent_api_reply_serving(api, call, true))
-		return;
-	if (!agent_api_auth_caller(api, call, ly_server_now(), &c))
-		return;
+	(void)c;
+	(void)now;
 	if (ly_agentapi_bundle_decode(req, len, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 	} else if (ly_bundle_pb_make(ly_server_bundle(api->srv), &pbb, &e) != LY_OK) {
@@ -316,7 +332,16 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		agent_api_reply_send(call, &pbb.msg.base, false);
 		ly_bundle_pb_cleanup(&pbb);
 	}
-	agent_api_auth_caller_cleanup(&c);
+}
+
+static void
+h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct ly_agent_api *api = agent_api_reply_api(arg);
+
+	if (!agent_api_reply_serving(api, call, true))
+		return;
+	agent_api_auth_then(api, call, req, len, ly_server_now(), bundle_authed);
 }
 
 /* ---- timers ------------------------------------------------------------------------------------------------ */
@@ -326,27 +351,34 @@ static void on_refresh(uv_timer_t *t);
 bool
 agent_api_refresh_now(struct ly_agent_api *api)
 {
-	struct ly_error e;
-	bool changed = false;
-
-	if (api->stopped || api->srv->ds == NULL)
+	if (api->stopped || api->srv->dsa == NULL)
 		return false;
-	uint64_t t0 = uv_hrtime();
-	bool fed_changed = false;
-	ly_status rc = agent_api_replica_refresh(api, &changed, &e);
-	/* Federated bundles: re-read when one changed (a write here, or another server's). */
-	if (rc == LY_OK)
-		rc = agent_api_fed_refresh(api, &fed_changed, &e);
-	if (rc == LY_OK && (changed || fed_changed))
+	/* Read on the datastore's worker; agent_api_refreshed applies what changed. */
+	agent_api_replica_refresh(api);
+	return true;
+}
+
+void
+agent_api_refreshed(struct ly_agent_api *api, ly_status rc, bool changed, const struct ly_error *err)
+{
+	if (rc == LY_OK && changed)
 		agent_api_watch_send_all(api, false);
-	api->refresh_end_ns = uv_hrtime();
-	api->refresh_cost_ns = api->refresh_end_ns - t0;
+	if (rc == LY_OK && api->refresh_failing) {
+		log_info("entries refreshed again");
+		api->refresh_failing_logged = false;
+	}
+	api->refresh_failing = rc != LY_OK;
 	if (rc != LY_OK) {
-		log_warn("entries not refreshed, retrying in %d ms: %s", REFRESH_RETRY_MS, e.msg);
+		/* Once per outage at warn: the datastore's own line says why (datastore_async.c). */
+		if (!api->refresh_failing_logged)
+			log_warn("entries not refreshed, retrying every %d ms; the SVIDs of the %zu entries held keep "
+			    "being signed: %s", REFRESH_RETRY_MS, api->n_entries, err->msg);
+		else
+			log_debug("entries not refreshed, retrying in %d ms: %s", REFRESH_RETRY_MS, err->msg);
+		api->refresh_failing_logged = true;
 		if (api->refresh_timer != NULL)
 			ly_uvtimer_arm(api->refresh_timer, on_refresh, REFRESH_RETRY_MS);
 	}
-	return rc == LY_OK;
 }
 
 static void
@@ -379,6 +411,36 @@ on_sweep(uv_timer_t *t)
 		if (api->loaded)
 			(void)agent_api_refresh_now(api);
 	}
+}
+
+/* ---- datastore calls ------------------------------------------------------------------------------------- */
+
+ly_status
+agent_api_submit(struct ly_agent_api *api, struct agent_api_op *op, ly_dsa_work_fn *work, ly_dsa_done_fn *done,
+    ly_dsa_release_fn *release, struct ly_error *err)
+{
+	if (api->stopped)
+		return ly_error_set(err, LY_E_IO, "server stopping");
+	op->api = api;
+	ly_queue_insert_tail(&api->ops, &op->link);
+	ly_status rc = ly_dsa_submit(api->srv->dsa, work, done, release, op, 0, err);
+	if (rc != LY_OK) {
+		ly_queue_remove(&op->link);
+		op->api = NULL;
+	}
+	return rc;
+}
+
+struct ly_agent_api *
+agent_api_op_end(struct agent_api_op *op)
+{
+	struct ly_agent_api *api = op->api;
+
+	if (api == NULL)
+		return NULL;
+	ly_queue_remove(&op->link);
+	op->api = NULL;
+	return api->stopped ? NULL : api;
 }
 
 /* ---- the public API (server.h) ---------------------------------------------------------------------------- */
@@ -419,6 +481,7 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	ly_queue_init(&api->watchers);
 	ly_queue_init(&api->prev);
 	ly_queue_init(&api->psat);
+	ly_queue_init(&api->ops);
 	for (size_t i = 0; i < LY_AGENTAPI_PENDING_MAX; i++)
 		api->pending[i].result = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
 	if ((rc = ly_uvtimer_new(srv->loop, api, true, &api->refresh_timer, err)) != LY_OK ||
@@ -430,11 +493,13 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 		ly_agent_api_free(api);
 		return ly_error_wrap(err, rc, "agent API");
 	}
-	if (srv->ds != NULL && (rc = ly_datastore_on_change(srv->ds, on_store_change, api, err)) != LY_OK) {
+	if (srv->dsa != NULL && (rc = ly_dsa_on_change(srv->dsa, on_store_change, api, err)) != LY_OK) {
 		ly_agent_api_free(api);
 		return ly_error_wrap(err, rc, "agent API");
 	}
 	uv_timer_start(api->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+	/* The replica loads in the background; calls before it is loaded are told to retry. */
+	(void)agent_api_refresh_now(api);
 	*out = api;
 	return LY_OK;
 }
@@ -482,6 +547,7 @@ agent_removed(struct ly_agent_api *api, const char *agent_id, bool banned)
 		return;
 	agent_api_auth_prev_remove(api, agent_id);
 	agent_api_pending_drop_agent(api, agent_id);
+	agent_api_known_drop(api, agent_id);
 	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->watchers) {
 		struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
 		if (strcmp(w->agent_id, agent_id) == 0) {
@@ -540,31 +606,59 @@ cmp_agent_ptr(const void *x, const void *y)
 	return strcmp((*a)->spiffe_id, (*b)->spiffe_id);
 }
 
-ly_status
-ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err)
+/* The agents' re-check: every agent read on the datastore's worker, then applied on the loop. */
+struct recheck_op {
+	struct agent_api_op op;
+	struct ly_ds_agent_list agents;
+};
+
+static ly_status
+recheck_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
+	struct recheck_op *r = ctx;
+
+	return ly_datastore_agent_list(ds, &r->agents, err);
+}
+
+static void
+recheck_release(void *ctx)
+{
+	struct recheck_op *r = ctx;
+
+	ly_ds_agent_list_cleanup(&r->agents);
+	free(r);
+}
+
+static void
+recheck_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct recheck_op *r = ctx;
+	struct ly_agent_api *api = agent_api_op_end(&r->op);
+	struct ly_ds_agent_list *agents = &r->agents;
 	struct ly_queue *q;
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL || api->n_watchers == 0)
-		return LY_OK;
-	LY_TRY(ly_datastore_agent_list(api->srv->ds, &agents, err));
+	if (api == NULL)
+		return;
+	if (st != LY_OK) {
+		log_warn("agents not re-checked: %s", err->msg);
+		return;
+	}
 	/* The list's order is the database's byte order; strcmp's is what bsearch needs here. */
-	if (agents.n > 1)
-		qsort(agents.items, agents.n, sizeof(*agents.items), cmp_agent_ptr);
+	if (agents->n > 1)
+		qsort(agents->items, agents->n, sizeof(*agents->items), cmp_agent_ptr);
 	/* Ending an agent's streams frees watchers under the walk: start it again after each. */
 	for (bool again = true; again;) {
 		again = false;
 		LY_QUEUE_FOREACH(q, &api->watchers) {
 			struct agent_api_watcher *w = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
-			struct ly_ds_agent **hit = agents.n == 0 ? NULL
-			    : bsearch(w->agent_id, agents.items, agents.n, sizeof(*agents.items), cmp_agent_id);
+			struct ly_ds_agent **hit = agents->n == 0 ? NULL
+			    : bsearch(w->agent_id, agents->items, agents->n, sizeof(*agents->items), cmp_agent_id);
 			if (hit != NULL && !(*hit)->banned)
 				continue;
 			char *id = strdup(w->agent_id); /* the watcher goes with its stream */
 			if (id == NULL) {
-				ly_ds_agent_list_cleanup(&agents);
-				return ly_error_set(err, LY_E_NOMEM, "agent recheck: out of memory");
+				log_warn("agents not re-checked: out of memory");
+				return;
 			}
 			agent_removed(api, id, hit != NULL);
 			free(id);
@@ -572,8 +666,22 @@ ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err)
 			break;
 		}
 	}
-	ly_ds_agent_list_cleanup(&agents);
-	return LY_OK;
+}
+
+ly_status
+ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err)
+{
+	struct recheck_op *r;
+	ly_status rc;
+
+	if (api == NULL || api->stopped || api->srv->dsa == NULL || api->n_watchers == 0)
+		return LY_OK;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "agent recheck: out of memory");
+	r->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
+	if ((rc = agent_api_submit(api, &r->op, recheck_work, recheck_done, recheck_release, err)) != LY_OK)
+		recheck_release(r);
+	return rc;
 }
 
 void
@@ -600,10 +708,14 @@ ly_agent_api_free(struct ly_agent_api *api)
 	if (api == NULL)
 		return;
 	ly_agent_api_stop(api);
-	if (api->srv->ds != NULL)
-		ly_datastore_off_change(api->srv->ds, on_store_change, api);
+	if (api->srv->dsa != NULL)
+		ly_dsa_off_change(api->srv->dsa, on_store_change, api);
 	/* Work still in flight outlives us: it ends its call by itself. */
 	struct ly_queue *q, *tmp;
+	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->ops) {
+		LY_QUEUE_DATA(q, struct agent_api_op, link)->api = NULL;
+		ly_queue_remove(q);
+	}
 	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->psat) {
 		LY_QUEUE_DATA(q, struct agent_api_psat_work, link)->api = NULL;
 		ly_queue_remove(q);
@@ -613,6 +725,7 @@ ly_agent_api_free(struct ly_agent_api *api)
 	while ((q = ly_queue_head(&api->prev)) != NULL)
 		agent_api_auth_prev_remove(api, LY_QUEUE_DATA(q, struct agent_api_prev_serial, link)->agent_id);
 	agent_api_replica_clear(api);
+	agent_api_known_clear(api);
 	agent_api_limit_free(api);
 	agent_api_fed_clear(api);
 	free(api);

@@ -148,6 +148,111 @@ agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now)
 	}
 }
 
+/* ---- known agent records ----------------------------------------------------------------- */
+
+struct ly_ds_agent *
+agent_api_agent_copy(const struct ly_ds_agent *a)
+{
+	struct ly_ds_agent *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	*c = *a;
+	c->spiffe_id = c->attestation_type = c->serial_number = NULL;
+	c->selectors = NULL;
+	c->n_selectors = 0;
+	if ((c->spiffe_id = strdup(a->spiffe_id)) == NULL ||
+	    (c->attestation_type = strdup(a->attestation_type != NULL ? a->attestation_type : "")) == NULL ||
+	    (c->serial_number = strdup(a->serial_number != NULL ? a->serial_number : "")) == NULL ||
+	    ly_selectors_copy(a->selectors, a->n_selectors, &c->selectors, NULL) != LY_OK) {
+		ly_ds_agent_free(c);
+		return NULL;
+	}
+	c->n_selectors = a->n_selectors;
+	return c;
+}
+
+/* The index of `id` in api->known, or where it would go (*found false). */
+static size_t
+known_find(const struct ly_agent_api *api, const char *id, bool *found)
+{
+	size_t lo = 0, hi = api->n_known;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(api->known[mid].rec->spiffe_id, id);
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
+void
+agent_api_known_put(struct ly_agent_api *api, const struct ly_ds_agent *rec)
+{
+	struct ly_ds_agent *copy;
+	bool found;
+	size_t i = known_find(api, rec->spiffe_id, &found);
+
+	/* Only a shortcut: without room or memory the datastore is asked each time. */
+	if ((copy = agent_api_agent_copy(rec)) == NULL)
+		return;
+	if (found) {
+		ly_ds_agent_free(api->known[i].rec);
+		api->known[i].rec = copy;
+		api->known[i].read_ms = uv_now(api->srv->loop);
+		return;
+	}
+	if (api->n_known >= LY_AGENTAPI_KNOWN_MAX) {
+		ly_ds_agent_free(copy);
+		return;
+	}
+	if (api->n_known == api->cap_known) {
+		size_t cap = api->cap_known > 0 ? 2 * api->cap_known : 64;
+		struct agent_api_known *v = realloc(api->known, cap * sizeof(*v));
+		if (v == NULL) {
+			ly_ds_agent_free(copy);
+			return;
+		}
+		api->known = v;
+		api->cap_known = cap;
+	}
+	memmove(&api->known[i + 1], &api->known[i], (api->n_known - i) * sizeof(api->known[0]));
+	api->known[i].rec = copy;
+	api->known[i].read_ms = uv_now(api->srv->loop);
+	api->n_known++;
+}
+
+void
+agent_api_known_drop(struct ly_agent_api *api, const char *agent_id)
+{
+	bool found;
+	size_t i = known_find(api, agent_id, &found);
+
+	if (!found)
+		return;
+	ly_ds_agent_free(api->known[i].rec);
+	memmove(&api->known[i], &api->known[i + 1], (api->n_known - i - 1) * sizeof(api->known[0]));
+	api->n_known--;
+}
+
+void
+agent_api_known_clear(struct ly_agent_api *api)
+{
+	for (size_t i = 0; i < api->n_known; i++)
+		ly_ds_agent_free(api->known[i].rec);
+	free(api->known);
+	api->known = NULL;
+	api->n_known = api->cap_known = 0;
+}
+
 /* ---- authentication (mTLS calls) -------------------------------------------------------------- */
 
 void
@@ -157,16 +262,130 @@ agent_api_auth_caller_cleanup(struct agent_api_caller *c)
 	c->rec = NULL;
 }
 
+/* A call whose caller's record is being read from the datastore. */
+struct auth_op {
+	struct agent_api_op op;
+	struct ly_rpc_call *call;
+	agent_api_authed_fn *then;
+	uint8_t *req;
+	size_t len;
+	time_t now;
+	char agent_id[LY_SPIFFE_ID_MAX + 1];
+	struct agent_api_caller c;  /* serial and not_after from the certificate */
+	struct ly_ds_agent *rec;    /* the worker's read */
+};
+
+static void
+auth_fail(struct ly_rpc_call *call, const char *peer_id, enum ly_rpc_code code, const char *why, const char *cause)
+{
+	log_debug("%s from %s refused: %s%s%s", ly_rpc_call_method(call), peer_id != NULL ? peer_id : "(no SVID)", why,
+	    cause != NULL ? ": " : "", cause != NULL ? cause : "");
+	agent_api_reply_finish(call, code, why, cause);
+}
+
 /*
- * Checks the caller is an enrolled agent presenting its current SVID (the
- * rules at the top of this file). On failure the call is finished and
- * false returned.
+ * The record's part of the rules (c->rec set): not banned, and the serial
+ * it holds (or the previous one). Runs `then` or finishes the call; frees
+ * c->rec either way.
  */
-bool
-agent_api_auth_caller(struct ly_agent_api *api, struct ly_rpc_call *call, time_t now, struct agent_api_caller *c)
+static void
+auth_record(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len, time_t now,
+    struct agent_api_caller *c, agent_api_authed_fn *then)
+{
+	if (c->rec->banned)
+		auth_fail(call, c->rec->spiffe_id, LY_RPC_PERMISSION_DENIED, "agent is banned", NULL);
+	else if (strcmp(c->serial, c->rec->serial_number) != 0 &&
+	    !agent_api_auth_prev_ok(api, c->rec->spiffe_id, c->serial, now))
+		auth_fail(call, c->rec->spiffe_id, LY_RPC_UNAUTHENTICATED,
+		    "agent SVID superseded: use the current one, or attest again", NULL);
+	else
+		then(api, call, req, len, c, now);
+	agent_api_auth_caller_cleanup(c);
+}
+
+/* The known record of `id` when it may be used now: fresh, or the datastore unreachable. */
+static const struct ly_ds_agent *
+known_usable(struct ly_agent_api *api, const char *id, bool any_age)
+{
+	bool found;
+	size_t i = known_find(api, id, &found);
+
+	if (!found)
+		return NULL;
+	if (any_age || !ly_dsa_reachable(api->srv->dsa, NULL) ||
+	    uv_now(api->srv->loop) - api->known[i].read_ms < KNOWN_FRESH_MS)
+		return api->known[i].rec;
+	return NULL;
+}
+
+/* Uses the known record of op's agent (any age), or finishes the call UNAVAILABLE. */
+static void
+auth_from_known(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len, time_t now,
+    const char *agent_id, struct agent_api_caller *c, agent_api_authed_fn *then, const char *cause)
+{
+	const struct ly_ds_agent *k = known_usable(api, agent_id, true);
+
+	if (k == NULL || (c->rec = agent_api_agent_copy(k)) == NULL) {
+		log_warn("agent %s: datastore unavailable and the agent not known here: %s", agent_id, cause);
+		auth_fail(call, agent_id, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
+		return;
+	}
+	log_debug("agent %s: datastore unavailable (%s): its known record is used", agent_id, cause);
+	auth_record(api, call, req, len, now, c, then);
+}
+
+static ly_status
+auth_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct auth_op *a = ctx;
+
+	return ly_datastore_agent_get(ds, a->agent_id, &a->rec, err);
+}
+
+static void
+auth_release(void *ctx)
+{
+	struct auth_op *a = ctx;
+
+	ly_ds_agent_free(a->rec);
+	agent_api_auth_caller_cleanup(&a->c);
+	free(a->req);
+	free(a);
+}
+
+static void
+auth_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct auth_op *a = ctx;
+	struct ly_agent_api *api = agent_api_op_end(&a->op);
+
+	if (api == NULL) {
+		ly_rpc_call_finish(a->call, LY_RPC_UNAVAILABLE, "server stopping");
+		return;
+	}
+	if (st == LY_E_NOT_FOUND) {
+		agent_api_known_drop(api, a->agent_id);
+		auth_fail(a->call, a->agent_id, LY_RPC_PERMISSION_DENIED, "agent must attest again", NULL);
+		return;
+	}
+	if (st != LY_OK) {
+		auth_from_known(api, a->call, a->req, a->len, a->now, a->agent_id, &a->c, a->then, err->msg);
+		return;
+	}
+	agent_api_known_put(api, a->rec);
+	a->c.rec = a->rec;
+	a->rec = NULL;
+	auth_record(api, a->call, a->req, a->len, a->now, &a->c, a->then);
+}
+
+void
+agent_api_auth_then(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len, time_t now,
+    agent_api_authed_fn *then)
 {
 	const char *peer_id = ly_rpc_call_peer_spiffe_id(call);
 	const char *pem = ly_rpc_call_peer_cert_pem(call);
+	struct agent_api_caller c;
+	struct auth_op *a = NULL;
 	struct ly_spiffe_id sid;
 	struct ly_error e;
 	X509 *leaf = NULL;
@@ -174,15 +393,14 @@ agent_api_auth_caller(struct ly_agent_api *api, struct ly_rpc_call *call, time_t
 	time_t nb = 0;
 	enum ly_rpc_code code = LY_RPC_UNAUTHENTICATED;
 	const char *why = NULL, *cause = NULL;
-	ly_status rc;
 
-	memset(c, 0, sizeof(*c));
+	memset(&c, 0, sizeof(c));
 	if (peer_id == NULL || pem == NULL) {
 		why = "agent SVID required (mTLS)";
 		goto fail;
 	}
-	size_t len = strnlen(pem, LY_AGENTAPI_LEAF_PEM_MAX + 1);
-	if (len > LY_AGENTAPI_LEAF_PEM_MAX || (bio = BIO_new_mem_buf(pem, (int)len)) == NULL ||
+	size_t plen = strnlen(pem, LY_AGENTAPI_LEAF_PEM_MAX + 1);
+	if (plen > LY_AGENTAPI_LEAF_PEM_MAX || (bio = BIO_new_mem_buf(pem, (int)plen)) == NULL ||
 	    (leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL) {
 		why = "agent SVID unreadable";
 		goto fail;
@@ -202,49 +420,61 @@ agent_api_auth_caller(struct ly_agent_api *api, struct ly_rpc_call *call, time_t
 		goto fail;
 	}
 	if (ly_asn1_time_to_time(X509_get0_notBefore(leaf), &nb, &e) != LY_OK ||
-	    ly_asn1_time_to_time(X509_get0_notAfter(leaf), &c->not_after, &e) != LY_OK) {
+	    ly_asn1_time_to_time(X509_get0_notAfter(leaf), &c.not_after, &e) != LY_OK) {
 		why = "agent SVID validity unreadable";
 		goto fail;
 	}
-	if (now < nb || now >= c->not_after) {
+	if (now < nb || now >= c.not_after) {
 		why = "agent SVID expired or not yet valid: renew it, or attest again";
 		goto fail;
 	}
-	if (agent_api_auth_serial_hex(leaf, c->serial, &e) != LY_OK) {
+	if (agent_api_auth_serial_hex(leaf, c.serial, &e) != LY_OK) {
 		why = "agent SVID serial refused";
 		cause = e.msg;
 		goto fail;
 	}
-	rc = ly_datastore_agent_get(api->srv->ds, sid.id, &c->rec, &e);
-	if (rc == LY_E_NOT_FOUND) {
-		code = LY_RPC_PERMISSION_DENIED;
-		why = "agent must attest again";
-		goto fail;
-	}
-	if (rc != LY_OK) {
-		log_error("agent %s: %s", sid.id, e.msg);
-		code = LY_RPC_UNAVAILABLE;
-		why = "datastore unavailable";
-		goto fail;
-	}
-	if (c->rec->banned) {
-		code = LY_RPC_PERMISSION_DENIED;
-		why = "agent is banned";
-		goto fail;
-	}
-	if (strcmp(c->serial, c->rec->serial_number) != 0 && !agent_api_auth_prev_ok(api, sid.id, c->serial, now)) {
-		why = "agent SVID superseded: use the current one, or attest again";
-		goto fail;
-	}
 	X509_free(leaf);
 	BIO_free(bio);
-	return true;
+	leaf = NULL;
+	bio = NULL;
+
+	/*
+	 * The record: a fresh known one that names this very SVID (another
+	 * server may have renewed the agent since: a serial we do not know is
+	 * read from the datastore), or the datastore's.
+	 */
+	const struct ly_ds_agent *k = known_usable(api, sid.id, false);
+	if (k != NULL && !k->banned &&
+	    (strcmp(c.serial, k->serial_number) == 0 || agent_api_auth_prev_ok(api, sid.id, c.serial, now))) {
+		if ((c.rec = agent_api_agent_copy(k)) == NULL) {
+			agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+			return;
+		}
+		auth_record(api, call, req, len, now, &c, then);
+		return;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL || (len > 0 && (a->req = malloc(len)) == NULL)) {
+		free(a);
+		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		return;
+	}
+	if (len > 0)
+		memcpy(a->req, req, len);
+	a->len = len;
+	a->call = call;
+	a->then = then;
+	a->now = now;
+	a->c = c;
+	memcpy(a->agent_id, sid.id, strlen(sid.id) + 1);
+	if (agent_api_submit(api, &a->op, auth_work, auth_done, auth_release, &e) != LY_OK) {
+		/* Refused at once (a stalled datastore): the known record, any age, or UNAVAILABLE. */
+		auth_from_known(api, call, req, len, now, sid.id, &c, then, e.msg);
+		a->c.rec = NULL;
+		auth_release(a);
+	}
+	return;
 fail:
-	log_debug("%s from %s refused: %s%s%s", ly_rpc_call_method(call), peer_id != NULL ? peer_id : "(no SVID)", why,
-	    cause != NULL ? ": " : "", cause != NULL ? cause : "");
 	X509_free(leaf);
 	BIO_free(bio);
-	agent_api_auth_caller_cleanup(c);
-	agent_api_reply_finish(call, code, why, cause);
-	return false;
+	auth_fail(call, peer_id, code, why, cause);
 }

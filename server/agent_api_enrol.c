@@ -47,129 +47,226 @@ attest_code(ly_status rc)
 /* ---- enrolment ---------------------------------------------------------------------------------- */
 
 /*
- * Signs an agent SVID from `csr` for `agent_id`, records the agent and
- * replies AgentSVID. `old` is the record before (renewal: its serial stays
- * acceptable until it expires; attestation: it no longer is).
+ * One enrolment in progress, across its datastore calls: the admitted
+ * agent (or, for a renewal, its record), its CSR, and what signing made.
+ * Steps: [join_token: the token used up, on the worker] -> the agent's
+ * record before (worker) -> banned? ticket? -> sign (loop) -> record the
+ * agent (worker) -> reply (loop).
  */
+struct enrol_op {
+	struct agent_api_op op;
+	struct ly_rpc_call *call;
+	time_t now;
+	bool renewal, from_ticket;
+	uint64_t t0_ns;
+	/* join_token only: the token (wiped), and the attestation's own outcome. */
+	char *token;
+	char td[LY_TRUST_DOMAIN_MAX + 1];
+	ly_status attest_rc;
+	struct ly_error attest_err;
+	/* The agent: admitted (attestation) or recorded (renewal). */
+	struct ly_attest_result res;
+	struct ly_buf csr;
+	bool has_csr_id;
+	char csr_id[LY_SPIFFE_ID_MAX + 1];
+	struct ly_ds_agent *old; /* the record before; NULL when new */
+	/* Signed. */
+	char agent_id[LY_SPIFFE_ID_MAX + 1];
+	char type[32];
+	struct ly_selector *sels;
+	size_t n_sels;
+	struct ly_buf chain;
+	time_t exp;
+	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
+	struct ly_ds_agent rec; /* points into the fields above */
+};
+
 static void
-enrol(struct ly_agent_api *api, struct ly_rpc_call *call, const char *agent_id, const char *type,
-    const struct ly_selector *sels, size_t n_sels, const uint8_t *csr, size_t csr_len, const struct ly_ds_agent *old,
-    bool renewal, time_t now)
+enrol_release(void *ctx)
 {
-	struct ly_spiffe_id sid;
-	struct ly_buf chain = LY_BUF_INIT;
+	struct enrol_op *o = ctx;
+
+	if (o->token != NULL)
+		ly_free_secret_str(o->token);
+	ly_attest_result_cleanup(&o->res);
+	ly_buf_free(&o->csr);
+	ly_ds_agent_free(o->old);
+	ly_selectors_free(o->sels, o->n_sels);
+	ly_buf_free(&o->chain);
+	free(o);
+}
+
+static struct enrol_op *
+enrol_op_new(struct ly_rpc_call *call, const uint8_t *csr, size_t csr_len, const char *csr_id, time_t now)
+{
+	struct enrol_op *o = calloc(1, sizeof(*o));
+
+	if (o == NULL)
+		return NULL;
+	o->call = call;
+	o->now = now;
+	o->t0_ns = uv_hrtime();
+	o->res = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
+	if (csr_len > 0 && ly_buf_set(&o->csr, csr, csr_len, NULL) != LY_OK) {
+		enrol_release(o);
+		return NULL;
+	}
+	if (csr_id != NULL) {
+		o->has_csr_id = true;
+		/* Within LY_SPIFFE_ID_MAX: agentapi_msg.h. */
+		(void)snprintf(o->csr_id, sizeof(o->csr_id), "%s", csr_id);
+	}
+	return o;
+}
+
+static ly_status
+upsert_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct enrol_op *o = ctx;
+
+	return ly_datastore_agent_upsert(ds, &o->rec, err);
+}
+
+/* The agent is recorded: the previous serial, its streams, the reply AgentSVID. */
+static void
+upsert_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct enrol_op *o = ctx;
+	struct ly_agent_api *api = agent_api_op_end(&o->op);
 	struct ly_bundle_pb pbb;
-	struct ly_selector *sel_copy = NULL;
-	char serial[LY_DS_AGENT_SERIAL_MAX + 1], type_buf[32];
-	time_t exp = 0;
 	struct ly_error e;
-	ly_status rc;
 
 	memset(&pbb, 0, sizeof(pbb));
-	if (ly_spiffe_id_parse_str(agent_id, &sid, &e) != LY_OK) {
-		agent_api_reply_finish(call, LY_RPC_INTERNAL, "agent ID", e.msg);
+	if (api == NULL) {
+		ly_rpc_call_finish(o->call, LY_RPC_UNAVAILABLE, "server stopping");
 		return;
 	}
-	if ((rc = ly_ca_sign_agent_svid(api->srv->ca, csr, csr_len, &sid, 0, now, &chain, &exp, &e)) != LY_OK) {
-		if (agent_api_reply_sign_code(rc) != LY_RPC_INVALID_ARGUMENT)
-			log_error("agent %s: cannot sign its SVID: %s", agent_id, e.msg);
-		agent_api_reply_finish(call, agent_api_reply_sign_code(rc), "CSR refused", e.msg);
-		goto out;
+	if (st != LY_OK) {
+		log_error("agent %s: cannot record it: %s", o->agent_id, err->msg);
+		agent_api_reply_finish(o->call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
+		return;
 	}
-	if (agent_api_auth_chain_serial(&chain, serial, &e) != LY_OK) {
-		log_error("agent %s: issued SVID unreadable: %s", agent_id, e.msg);
-		agent_api_reply_finish(call, LY_RPC_INTERNAL, "issued SVID unreadable", NULL);
-		goto out;
-	}
-	(void)snprintf(type_buf, sizeof(type_buf), "%s", type);
-	if (ly_selectors_copy(sels, n_sels, &sel_copy, &e) != LY_OK) {
-		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
-		goto out;
-	}
-	struct ly_ds_agent rec = {
-		.spiffe_id = sid.id,
-		.attestation_type = type_buf,
-		.serial_number = serial,
-		.svid_expires_at = (int64_t)exp,
-		.banned = false,
-		.selectors = sel_copy,
-		.n_selectors = n_sels,
-	};
-	if ((rc = ly_datastore_agent_upsert(api->srv->ds, &rec, &e)) != LY_OK) {
-		log_error("agent %s: cannot record it: %s", agent_id, e.msg);
-		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
-		goto out;
-	}
-	if (renewal && old != NULL)
-		agent_api_auth_prev_set(api, agent_id, old->serial_number, (time_t)old->svid_expires_at, now);
+	agent_api_known_put(api, &o->rec);
+	if (o->renewal && o->old != NULL)
+		agent_api_auth_prev_set(api, o->agent_id, o->old->serial_number, (time_t)o->old->svid_expires_at, o->now);
 	else
-		agent_api_auth_prev_remove(api, agent_id);
-	agent_api_watch_agent_updated(api, agent_id, serial, sels, n_sels, now);
-	log_info("agent %s %s (%s): SVID serial %s valid until %lld", agent_id, renewal ? "renewed" : "attested",
-	    type, serial, (long long)exp);
+		agent_api_auth_prev_remove(api, o->agent_id);
+	agent_api_watch_agent_updated(api, o->agent_id, o->serial, o->sels, o->n_sels, o->now);
+	log_info("agent %s %s (%s): SVID serial %s valid until %lld", o->agent_id, o->renewal ? "renewed" : "attested",
+	    o->type, o->serial, (long long)o->exp);
 	agent_api_reply_metric(api, MX_X509_AGENT, NULL, 1);
-	if (!renewal)
-		agent_api_reply_metric(api, MX_ATTEST_OK, type_buf, 1);
+	if (!o->renewal)
+		agent_api_reply_metric(api, MX_ATTEST_OK, o->type, 1);
 
 	if (ly_bundle_pb_make(ly_server_bundle(api->srv), &pbb, &e) != LY_OK) {
-		agent_api_reply_finish(call, LY_RPC_INTERNAL, "bundle", e.msg);
-		goto out;
+		agent_api_reply_finish(o->call, LY_RPC_INTERNAL, "bundle", e.msg);
+		return;
 	}
 	Lanyard__Agent__V1__AgentSVID svid;
 	lanyard__agent__v1__agent_svid__init(&svid);
-	svid.spiffe_id = sid.id;
-	svid.cert_chain.data = chain.data;
-	svid.cert_chain.len = chain.len;
-	svid.expires_at = (int64_t)exp;
+	svid.spiffe_id = o->agent_id;
+	svid.cert_chain.data = o->chain.data;
+	svid.cert_chain.len = o->chain.len;
+	svid.expires_at = (int64_t)o->exp;
 	svid.bundle = &pbb.msg;
-	if (renewal) {
-		agent_api_reply_send(call, &svid.base, false);
+	if (o->renewal) {
+		agent_api_reply_send(o->call, &svid.base, false);
 	} else {
 		Lanyard__Agent__V1__AttestAgentResponse resp;
 		lanyard__agent__v1__attest_agent_response__init(&resp);
 		resp.svid = &svid;
-		agent_api_reply_send(call, &resp.base, false);
+		agent_api_reply_send(o->call, &resp.base, false);
 	}
-out:
-	ly_selectors_free(sel_copy, n_sels);
 	ly_bundle_pb_cleanup(&pbb);
-	ly_buf_free(&chain);
 }
 
 /*
- * The agent was admitted (`res`): refuse a banned one, then either sign
- * its SVID (the CSR names its ID) or hand out a ticket. `csr_id` is the
- * CSR's URI SAN, NULL without a CSR.
+ * Signs an agent SVID from o->csr for o->agent_id, then records the agent
+ * on the worker (upsert_done replies). o->old is the record before
+ * (renewal: its serial stays acceptable until it expires; attestation: it
+ * no longer is). Takes `o` (released on every path).
  */
 static void
-attest_done(struct ly_agent_api *api, struct ly_rpc_call *call, struct ly_attest_result *res, const uint8_t *csr,
-    size_t csr_len, const char *csr_id, bool from_ticket, time_t now)
+enrol(struct ly_agent_api *api, struct enrol_op *o)
 {
-	struct ly_ds_agent *old = NULL;
+	struct ly_spiffe_id sid;
 	struct ly_error e;
 	ly_status rc;
 
-	rc = ly_datastore_agent_get(api->srv->ds, res->agent_id, &old, &e);
-	if (rc != LY_OK && rc != LY_E_NOT_FOUND) {
-		log_error("agent %s: %s", res->agent_id, e.msg);
-		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
-		goto out;
+	if (ly_spiffe_id_parse_str(o->agent_id, &sid, &e) != LY_OK) {
+		agent_api_reply_finish(o->call, LY_RPC_INTERNAL, "agent ID", e.msg);
+		goto fail;
 	}
-	if (old != NULL && old->banned) {
+	if ((rc = ly_ca_sign_agent_svid(api->srv->ca, o->csr.data, o->csr.len, &sid, 0, o->now, &o->chain, &o->exp,
+	    &e)) != LY_OK) {
+		if (agent_api_reply_sign_code(rc) != LY_RPC_INVALID_ARGUMENT)
+			log_error("agent %s: cannot sign its SVID: %s", o->agent_id, e.msg);
+		agent_api_reply_finish(o->call, agent_api_reply_sign_code(rc), "CSR refused", e.msg);
+		goto fail;
+	}
+	if (agent_api_auth_chain_serial(&o->chain, o->serial, &e) != LY_OK) {
+		log_error("agent %s: issued SVID unreadable: %s", o->agent_id, e.msg);
+		agent_api_reply_finish(o->call, LY_RPC_INTERNAL, "issued SVID unreadable", NULL);
+		goto fail;
+	}
+	o->rec = (struct ly_ds_agent){
+		.spiffe_id = o->agent_id,
+		.attestation_type = o->type,
+		.serial_number = o->serial,
+		.svid_expires_at = (int64_t)o->exp,
+		.banned = false,
+		.selectors = o->sels,
+		.n_selectors = o->n_sels,
+	};
+	if ((rc = agent_api_submit(api, &o->op, upsert_work, upsert_done, enrol_release, &e)) != LY_OK) {
+		log_error("agent %s: cannot record it: %s", o->agent_id, e.msg);
+		agent_api_reply_finish(o->call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
+		goto fail;
+	}
+	return;
+fail:
+	enrol_release(o);
+}
+
+/* Copies the agent's ID, type and selectors from the admitted result into o's own fields. */
+static ly_status
+enrol_take_identity(struct enrol_op *o, const char *agent_id, const char *type, const struct ly_selector *sels,
+    size_t n_sels, struct ly_error *err)
+{
+	(void)snprintf(o->agent_id, sizeof(o->agent_id), "%s", agent_id);
+	(void)snprintf(o->type, sizeof(o->type), "%s", type);
+	LY_TRY(ly_selectors_copy(sels, n_sels, &o->sels, err));
+	o->n_sels = n_sels;
+	return LY_OK;
+}
+
+/*
+ * The agent was admitted (o->res) and its record before read (o->old):
+ * refuse a banned one, then either sign its SVID (the CSR names its ID) or
+ * hand out a ticket. Takes `o`.
+ */
+static void
+admitted(struct ly_agent_api *api, struct enrol_op *o)
+{
+	struct ly_attest_result *res = &o->res;
+	struct ly_error e;
+	ly_status rc;
+
+	if (o->old != NULL && o->old->banned) {
 		log_info("agent %s refused: banned", res->agent_id);
-		agent_api_reply_finish(call, LY_RPC_PERMISSION_DENIED, "agent is banned", NULL);
+		agent_api_reply_finish(o->call, LY_RPC_PERMISSION_DENIED, "agent is banned", NULL);
 		goto out;
 	}
-	if (csr_id == NULL || strcmp(csr_id, res->agent_id) != 0) {
-		if (from_ticket) {
-			agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, "CSR must name the agent ID", res->agent_id);
+	if (!o->has_csr_id || strcmp(o->csr_id, res->agent_id) != 0) {
+		if (o->from_ticket) {
+			agent_api_reply_finish(o->call, LY_RPC_INVALID_ARGUMENT, "CSR must name the agent ID", res->agent_id);
 			goto out;
 		}
 		uint8_t ticket[TICKET_LEN];
 		char id[LY_SPIFFE_ID_MAX + 1];
 		(void)snprintf(id, sizeof(id), "%s", res->agent_id);
-		if ((rc = agent_api_pending_add_ticket(api, res, now, ticket, &e)) != LY_OK) {
-			agent_api_reply_finish(call, rc == LY_E_LIMIT ? LY_RPC_UNAVAILABLE : LY_RPC_INTERNAL, e.msg, NULL);
+		if ((rc = agent_api_pending_add_ticket(api, res, o->now, ticket, &e)) != LY_OK) {
+			agent_api_reply_finish(o->call, rc == LY_E_LIMIT ? LY_RPC_UNAVAILABLE : LY_RPC_INTERNAL, e.msg, NULL);
 			goto out;
 		}
 		Lanyard__Agent__V1__AttestAgentResponse resp;
@@ -178,13 +275,101 @@ attest_done(struct ly_agent_api *api, struct ly_rpc_call *call, struct ly_attest
 		resp.ticket.data = ticket;
 		resp.ticket.len = TICKET_LEN;
 		log_info("agent %s admitted: ticket issued for its CSR", id);
-		agent_api_reply_send(call, &resp.base, true);
+		agent_api_reply_send(o->call, &resp.base, true);
 		OPENSSL_cleanse(ticket, sizeof(ticket));
 		goto out;
 	}
-	enrol(api, call, res->agent_id, res->type, res->selectors, res->n_selectors, csr, csr_len, old, false, now);
+	if (enrol_take_identity(o, res->agent_id, res->type, res->selectors, res->n_selectors, &e) != LY_OK) {
+		agent_api_reply_finish(o->call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		goto out;
+	}
+	enrol(api, o);
+	return;
 out:
-	ly_ds_agent_free(old);
+	enrol_release(o);
+}
+
+/* Reads the admitted agent's record before (o->res.agent_id); not found is a new agent. */
+static ly_status
+get_old(struct ly_datastore *ds, struct enrol_op *o, struct ly_error *err)
+{
+	ly_status rc = ly_datastore_agent_get(ds, o->res.agent_id, &o->old, err);
+
+	if (rc == LY_E_NOT_FOUND) {
+		o->old = NULL;
+		return LY_OK;
+	}
+	return rc;
+}
+
+static ly_status
+get_old_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	return get_old(ds, ctx, err);
+}
+
+/*
+ * The next step's op: o's contents moved into a new one (o keeps nothing
+ * its release would free). Only from a done with LY_OK: the worker has let
+ * go of o then; a call that timed out may still be writing into it.
+ */
+static struct enrol_op *
+enrol_op_move(struct enrol_op *o)
+{
+	struct enrol_op *n = malloc(sizeof(*n));
+
+	if (n == NULL)
+		return NULL;
+	*n = *o;
+	memset(&n->op, 0, sizeof(n->op));
+	memset(o, 0, sizeof(*o));
+	o->res = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
+	return n;
+}
+
+static void
+get_old_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct enrol_op *o = ctx;
+	struct ly_agent_api *api = agent_api_op_end(&o->op);
+
+	if (api == NULL) {
+		ly_rpc_call_finish(o->call, LY_RPC_UNAVAILABLE, "server stopping");
+		return;
+	}
+	if (st != LY_OK) {
+		log_error("agent %s: %s", o->res.agent_id, err->msg);
+		agent_api_reply_finish(o->call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
+		return;
+	}
+	struct enrol_op *n = enrol_op_move(o);
+	if (n == NULL) {
+		agent_api_reply_finish(o->call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		return;
+	}
+	admitted(api, n);
+}
+
+/* Starts an enrolment of the admitted agent `res` (moved out of it): its record before, on the worker. */
+static void
+attest_done(struct ly_agent_api *api, struct ly_rpc_call *call, struct ly_attest_result *res, const uint8_t *csr,
+    size_t csr_len, const char *csr_id, bool from_ticket, time_t now)
+{
+	struct enrol_op *o = enrol_op_new(call, csr, csr_len, csr_id, now);
+	struct ly_error e;
+
+	if (o == NULL) {
+		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		return;
+	}
+	o->from_ticket = from_ticket;
+	o->res = *res;
+	*res = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
+	if (agent_api_submit(api, &o->op, get_old_work, get_old_done, enrol_release, &e) != LY_OK) {
+		log_error("agent %s: %s", o->res.agent_id, e.msg);
+		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
+		enrol_release(o);
+	}
 }
 
 /* ---- k8s_psat on the thread pool ------------------------------------------------------------- */
@@ -349,30 +534,84 @@ attest_x509pop(struct ly_agent_api *api, struct ly_rpc_call *call, const struct 
 	ly_attest_result_cleanup(&res);
 }
 
+/* join_token on the worker: the token used up (attest.h), then the agent's record before. */
+static ly_status
+join_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct enrol_op *o = ctx;
+
+	o->attest_rc = ly_attest_join_token(ds, o->td, o->token, o->now, &o->res, &o->attest_err);
+	ly_free_secret_str(o->token);
+	o->token = NULL;
+	if (o->attest_rc == LY_E_IO) /* the datastore failed, not the token */
+		return ly_error_set(err, LY_E_IO, "%s", o->attest_err.msg);
+	if (o->attest_rc != LY_OK)
+		return LY_OK;
+	return get_old(ds, o, err);
+}
+
+static void
+join_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct enrol_op *o = ctx;
+	struct ly_agent_api *api = agent_api_op_end(&o->op);
+
+	if (api == NULL) {
+		ly_rpc_call_finish(o->call, LY_RPC_UNAVAILABLE, "server stopping");
+		return;
+	}
+	agent_api_reply_metric(api, MX_ATTEST_SECONDS, "join_token", (double)(uv_hrtime() - o->t0_ns) / 1e9);
+	if (st != LY_OK) {
+		log_info("join_token attestation failed: %s", err->msg);
+		agent_api_reply_finish(o->call, LY_RPC_UNAVAILABLE, "attestation unavailable, retry later", NULL);
+		return;
+	}
+	if (o->attest_rc != LY_OK) {
+		/* The message names the rule, never the token (attest.h). */
+		log_info("join_token attestation refused: %s", o->attest_err.msg);
+		agent_api_reply_metric(api, MX_ATTEST_REFUSED, "join_token", 1);
+		agent_api_reply_finish(o->call, attest_code(o->attest_rc), "attestation refused", o->attest_err.msg);
+		return;
+	}
+	struct enrol_op *n = enrol_op_move(o);
+	if (n == NULL) {
+		agent_api_reply_finish(o->call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		return;
+	}
+	admitted(api, n);
+}
+
 static void
 attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const struct ly_agentapi_attest_request *rq,
     time_t now)
 {
-	struct ly_attest_result res = LY_ATTEST_RESULT_INIT;
+	struct enrol_op *o = NULL;
 	struct ly_error e;
-	ly_status rc;
 
 	if (!api->srv->cfg.join_token_enabled) {
 		agent_api_reply_finish(call, LY_RPC_FAILED_PRECONDITION, "join_token attestation is not enabled", NULL);
 		return;
 	}
-	rc = ly_attest_join_token(api->srv->ds, api->srv->cfg.trust_domain, rq->token, now, &res, &e);
-	if (rc != LY_OK) {
-		/* The message names the rule, never the token (attest.h). */
+	/* The token's syntax at once (no datastore call for a malformed one). */
+	if (ly_datastore_token_check(rq->token, &e) != LY_OK) {
 		log_info("join_token attestation refused: %s", e.msg);
 		agent_api_reply_metric(api, MX_ATTEST_REFUSED, "join_token", 1);
-		agent_api_reply_finish(call, attest_code(rc),
-		    rc == LY_E_IO ? "attestation unavailable, retry later" : "attestation refused",
-		    rc == LY_E_IO ? NULL : e.msg);
+		agent_api_reply_finish(call, attest_code(e.code), "attestation refused", e.msg);
 		return;
 	}
-	attest_done(api, call, &res, rq->csr, rq->csr_len, rq->csr_id, false, now);
-	ly_attest_result_cleanup(&res);
+	if ((o = enrol_op_new(call, rq->csr, rq->csr_len, rq->csr_id, now)) == NULL ||
+	    (o->token = strdup(rq->token)) == NULL) {
+		if (o != NULL)
+			enrol_release(o);
+		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		return;
+	}
+	(void)snprintf(o->td, sizeof(o->td), "%s", api->srv->cfg.trust_domain);
+	if (agent_api_submit(api, &o->op, join_work, join_done, enrol_release, &e) != LY_OK) {
+		log_info("join_token attestation not started: %s", e.msg);
+		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "attestation unavailable, retry later", NULL);
+		enrol_release(o);
+	}
 }
 
 static void
@@ -417,8 +656,7 @@ agent_api_enrol_attest(struct ly_rpc_call *call, const uint8_t *req, size_t len,
 	uint64_t t0 = uv_hrtime();
 	switch (rq.kind) {
 	case LY_AGENTAPI_JOIN_TOKEN:
-		attest_join_token(api, call, &rq, now);
-		agent_api_reply_metric(api, MX_ATTEST_SECONDS, "join_token", (double)(uv_hrtime() - t0) / 1e9);
+		attest_join_token(api, call, &rq, now); /* its time: join_done */
 		break;
 	case LY_AGENTAPI_X509POP:
 		attest_x509pop(api, call, &rq, now);
@@ -437,25 +675,40 @@ agent_api_enrol_attest(struct ly_rpc_call *call, const uint8_t *req, size_t len,
 
 /* ---- RenewAgent --------------------------------------------------------------------------------- */
 
+static void
+renew_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *c, time_t now)
+{
+	struct ly_agentapi_renew_request rq;
+	struct enrol_op *o = NULL;
+	struct ly_error e;
+
+	if (ly_agentapi_renew_decode(req, len, &rq, &e) != LY_OK) {
+		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
+		return;
+	}
+	if ((o = enrol_op_new(call, rq.csr, rq.csr_len, NULL, now)) == NULL ||
+	    enrol_take_identity(o, c->rec->spiffe_id, c->rec->attestation_type, c->rec->selectors, c->rec->n_selectors,
+		&e) != LY_OK) {
+		if (o != NULL)
+			enrol_release(o);
+		agent_api_reply_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		goto out;
+	}
+	o->renewal = true;
+	o->old = c->rec; /* taken */
+	c->rec = NULL;
+	enrol(api, o);
+out:
+	ly_agentapi_renew_cleanup(&rq);
+}
+
 void
 agent_api_enrol_renew(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
 	struct ly_agent_api *api = agent_api_reply_api(arg);
-	struct ly_agentapi_renew_request rq;
-	struct agent_api_caller c;
-	struct ly_error e;
-	time_t now = ly_server_now();
 
 	if (!agent_api_reply_serving(api, call, true))
 		return;
-	if (!agent_api_auth_caller(api, call, now, &c))
-		return;
-	if (ly_agentapi_renew_decode(req, len, &rq, &e) != LY_OK) {
-		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-	} else {
-		enrol(api, call, c.rec->spiffe_id, c.rec->attestation_type, c.rec->selectors, c.rec->n_selectors,
-		    rq.csr, rq.csr_len, c.rec, true, now);
-		ly_agentapi_renew_cleanup(&rq);
-	}
-	agent_api_auth_caller_cleanup(&c);
+	agent_api_auth_then(api, call, req, len, ly_server_now(), renew_authed);
 }

@@ -119,34 +119,43 @@ fed_same(const struct ly_ds_fed_bundle_list *a, const struct ly_ds_fed_bundle_li
 }
 
 ly_status
-agent_api_fed_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err)
+agent_api_fed_read_work(struct ly_datastore *ds, int64_t since, bool stale, struct agent_api_fed_read *out,
+    struct ly_error *err)
 {
-	struct ly_ds_fed_bundle_list l = LY_DS_FED_BUNDLE_LIST_INIT;
-	int64_t rev = 0;
 	ly_status rc;
 
-	*changed = false;
-	if (api->srv->ds == NULL)
-		return ly_error_set(err, LY_E_IO, "no datastore");
-	if ((rc = ly_datastore_fed_revision(api->srv->ds, &rev, err)) != LY_OK)
+	out->read = false;
+	if ((rc = ly_datastore_fed_revision(ds, &out->revision, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "federated bundles");
-	if (!api->fed_stale && api->fed_revision == rev)
+	if (!stale && since >= 0 && since == out->revision)
 		return LY_OK;
-	if ((rc = ly_datastore_fed_bundle_list(api->srv->ds, &l, err)) != LY_OK)
+	if ((rc = ly_datastore_fed_bundle_list(ds, &out->list, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "federated bundles");
-	*changed = api->fed_revision < 0 || !fed_same(&api->fed, &l);
-	ly_ds_fed_bundle_list_cleanup(&api->fed);
-	api->fed = l;
-	api->fed_revision = rev;
-	api->fed_stale = false;
+	out->read = true;
 	return LY_OK;
+}
+
+bool
+agent_api_fed_apply(struct ly_agent_api *api, struct agent_api_fed_read *r)
+{
+	if (!r->read)
+		return false;
+	bool changed = api->fed_revision < 0 || !fed_same(&api->fed, &r->list);
+	ly_ds_fed_bundle_list_cleanup(&api->fed);
+	api->fed = r->list;
+	r->list = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	r->read = false;
+	api->fed_revision = r->revision;
+	return changed;
 }
 
 ly_status
 agent_api_fed_ensure(struct ly_agent_api *api, struct ly_error *err)
 {
-	bool changed;
-	return api->fed_revision >= 0 ? LY_OK : agent_api_fed_refresh(api, &changed, err);
+	if (api->fed_revision >= 0)
+		return LY_OK;
+	agent_api_replica_refresh(api);
+	return ly_error_set(err, LY_E_IO, "federated bundles not loaded yet");
 }
 
 void
@@ -156,32 +165,26 @@ agent_api_fed_clear(struct ly_agent_api *api)
 	api->fed_revision = -1;
 }
 
-void
-agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static void
+fed_get_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *c, time_t now)
 {
-	struct ly_agent_api *api = agent_api_reply_api(arg);
 	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
-	struct agent_api_caller c;
 	struct ly_bundle_pb *pbs = NULL;
 	Lanyard__Agent__V1__Bundle **ptrs = NULL;
 	const char **tds = NULL;
 	size_t n_tds = 0, n = 0;
 	struct ly_error e;
 
-	if (api == NULL || api->stopped || api->srv->ds == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
-		return;
-	}
-	if (!agent_api_auth_caller(api, call, ly_server_now(), &c))
-		return;
+	(void)now;
 	if (ly_agentapi_fed_bundles_decode(req, len, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		goto out;
 	}
-	struct ly_authz_agent agent = { c.rec->spiffe_id, c.rec->selectors, c.rec->n_selectors };
+	struct ly_authz_agent agent = { c->rec->spiffe_id, c->rec->selectors, c->rec->n_selectors };
 	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_fed_ensure(api, &e) != LY_OK ||
 	    ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK || fed_tds(&set, &tds, &n_tds, &e) != LY_OK) {
-		log_error("federated bundles for %s: %s", c.rec->spiffe_id, e.msg);
+		log_error("federated bundles for %s: %s", c->rec->spiffe_id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "federated bundles unavailable, retry later");
 		goto out;
 	}
@@ -207,7 +210,7 @@ agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void
 	resp.n_bundles = n;
 	resp.bundles = ptrs;
 	resp.sequence = agent_api_fed_sequence(api, &set);
-	log_debug("federated bundles for %s: %zu, sequence=%llu", c.rec->spiffe_id, n,
+	log_debug("federated bundles for %s: %zu, sequence=%llu", c->rec->spiffe_id, n,
 	    (unsigned long long)resp.sequence);
 	agent_api_reply_send(call, &resp.base, false);
 out:
@@ -217,5 +220,14 @@ out:
 	free(ptrs);
 	free(tds);
 	ly_authz_set_cleanup(&set);
-	agent_api_auth_caller_cleanup(&c);
+}
+
+void
+agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct ly_agent_api *api = agent_api_reply_api(arg);
+
+	if (!agent_api_reply_serving(api, call, false))
+		return;
+	agent_api_auth_then(api, call, req, len, ly_server_now(), fed_get_authed);
 }

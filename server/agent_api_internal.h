@@ -24,10 +24,15 @@
  * Requests are decoded and checked by server/agentapi_msg.c first.
  *
  * Threads: the loop thread runs everything here but the k8s_psat
- * TokenReview (agent_api_enrol.c: psat_run on uv_queue_work). Ownership:
- * struct ly_agent_api owns the replica, the watchers, the pending slots,
- * the previous serials and the psat work list; each file says what its
- * functions take and give.
+ * TokenReview (agent_api_enrol.c: psat_run on uv_queue_work) and the
+ * datastore calls, which run on the datastore's worker
+ * (server/datastore_async.h): their `work` functions touch only their own
+ * struct (a struct agent_api_op first), their `done` continues on the loop.
+ * Ownership: struct ly_agent_api owns the replica, the known agents, the
+ * watchers, the pending slots, the previous serials, the psat work list
+ * and the list of its datastore calls in flight (ly_agent_api_free
+ * detaches them: their done sees op.api NULL and only ends its call);
+ * each file says what its functions take and give.
  */
 #ifndef LANYARD_SERVER_AGENT_API_INTERNAL_H
 #define LANYARD_SERVER_AGENT_API_INTERNAL_H
@@ -53,6 +58,7 @@
 #include "server/attest.h"
 #include "server/authz.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 #include "server/server.h"
 
 /* Pending attestations (x509pop challenges and tickets). */
@@ -70,6 +76,14 @@
 #define CHANGE_SCAN_MAX 64
 /* A failed entry refresh is retried after this long. */
 #define REFRESH_RETRY_MS 500
+/*
+ * An agent's record read from the datastore is trusted for this long
+ * without reading it again (a change through this server, or another
+ * server's notification, replaces it at once through the change hook);
+ * while the datastore is unreachable, the last one read is used whatever
+ * its age, so that known agents keep getting their SVIDs signed.
+ */
+#define KNOWN_FRESH_MS 5000
 
 struct ly_agent_api;
 struct ly_ratelimit;
@@ -112,6 +126,18 @@ struct agent_api_watcher {
 	struct ly_authz_watch *watch;
 	uint64_t bundle_seq;
 	uint64_t fed_seq; /* the federated_sequence last sent */
+};
+
+/* A datastore call of the agent API in flight: first in each call's own struct. */
+struct agent_api_op {
+	struct ly_queue link;     /* on ly_agent_api.ops while api is set */
+	struct ly_agent_api *api; /* NULL once ly_agent_api_free ran */
+};
+
+/* An agent record read from the datastore (agent_api_auth.c). */
+struct agent_api_known {
+	struct ly_ds_agent *rec; /* owned */
+	uint64_t read_ms;        /* uv_now() when read */
 };
 
 struct agent_api_psat_work {
@@ -164,6 +190,8 @@ struct ly_agent_api {
 	/* Timers (separately allocated: freed in their close callbacks). */
 	uv_timer_t *refresh_timer;
 	uint64_t refresh_end_ns, refresh_cost_ns; /* the last refresh: when it ended, what it cost */
+	bool refresh_inflight, refresh_again;     /* one datastore read at a time; another after it */
+	bool refresh_failing, refresh_failing_logged;
 	uv_timer_t *sweep_timer;
 	unsigned sweep_ticks;
 	/* Watch streams, oldest first. */
@@ -173,6 +201,10 @@ struct ly_agent_api {
 	struct ly_queue prev; /* struct agent_api_prev_serial */
 	struct ly_queue psat; /* struct agent_api_psat_work */
 	size_t n_psat;
+	/* Agent records, sorted by SPIFFE ID, at most LY_AGENTAPI_KNOWN_MAX. */
+	struct agent_api_known *known;
+	size_t n_known, cap_known;
+	struct ly_queue ops; /* struct agent_api_op: datastore calls in flight */
 	struct ly_ratelimit *limits[AGENT_API_LIMITS];
 };
 
@@ -190,6 +222,21 @@ struct agent_api_caller {
 	char serial[LY_DS_AGENT_SERIAL_MAX + 1];
 	time_t not_after;
 };
+
+/* ---- agent_api.c ---- */
+
+/*
+ * Submits a datastore call for `op` (the first member of ctx): `op` goes
+ * on api->ops until agent_api_op_end. On failure nothing runs, ctx is not
+ * freed and the error says why.
+ */
+ly_status agent_api_submit(struct ly_agent_api *api, struct agent_api_op *op, ly_dsa_work_fn *work,
+    ly_dsa_done_fn *done, ly_dsa_release_fn *release, struct ly_error *err) LY_MUST_CHECK;
+/* Takes `op` off api->ops (its done ran); returns the api, NULL when it was freed or stopped. */
+struct ly_agent_api *agent_api_op_end(struct agent_api_op *op);
+
+/* The entry replica was refreshed (rc, and whether any entry changed): watchers, retries. */
+void agent_api_refreshed(struct ly_agent_api *api, ly_status rc, bool changed, const struct ly_error *err);
 
 /* ---- agent_api_reply.c ---- */
 
@@ -219,10 +266,13 @@ uint64_t agent_api_reply_bundle_sequence(const struct ly_agent_api *api);
 
 /* ---- agent_api_replica.c ---- */
 
-/* Applies the change log since the replica's revision (a load the first
- * time); *changed: any entry changed.
+/*
+ * Reads the change log since the replica's revision (everything the first
+ * time, or when the log no longer reaches back) on the datastore's worker
+ * and applies it on the loop, then calls agent_api_refreshed. One read at
+ * a time: asked during one, another follows it.
  */
-ly_status agent_api_replica_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err) LY_MUST_CHECK;
+void agent_api_replica_refresh(struct ly_agent_api *api);
 
 /*
  * The entry IDs changed after revision `since` (heap array of borrowed
@@ -233,7 +283,7 @@ ly_status agent_api_replica_refresh(struct ly_agent_api *api, bool *changed, str
 ly_status agent_api_replica_changed_since(const struct ly_agent_api *api, int64_t since, const char ***ids,
     size_t *n, bool *ok, struct ly_error *err) LY_MUST_CHECK;
 
-/* Loads the replica when it is not loaded. */
+/* LY_OK when the replica is loaded; otherwise starts a load and says "entries not loaded yet" (LY_E_IO). */
 ly_status agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
 
 /* Frees the replica (ly_agent_api_free). */
@@ -241,17 +291,31 @@ void agent_api_replica_clear(struct ly_agent_api *api);
 
 /* ---- agent_api_fed.c ---- */
 
-/*
- * Re-reads the federated bundles when a federated bundle changed since the
- * last read (ly_datastore_fed_revision; or the hook marked them stale);
- * *changed: a bundle was added, replaced or removed.
- */
-ly_status agent_api_fed_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err) LY_MUST_CHECK;
+/* One read of the federated bundles, on the datastore's worker (inside the replica's read). */
+struct agent_api_fed_read {
+	int64_t revision;                 /* the datastore's fed_revision */
+	bool read;                        /* `list` was read (the revision moved, or stale) */
+	struct ly_ds_fed_bundle_list list;
+};
 
 /*
- * Reads them only when never read. A reply path uses this, never
- * agent_api_fed_refresh: a change it consumed would not reach the
- * watchers, whose updates the refresh timer sends.
+ * Worker side (ds and `out` only): reads the fed_revision, and the bundles
+ * when it differs from `since` (the copy's, -1 when never read) or `stale`.
+ */
+ly_status agent_api_fed_read_work(struct ly_datastore *ds, int64_t since, bool stale, struct agent_api_fed_read *out,
+    struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * Loop side: installs what agent_api_fed_read_work read (the list is
+ * taken); true when a bundle was added, replaced or removed.
+ */
+bool agent_api_fed_apply(struct ly_agent_api *api, struct agent_api_fed_read *r);
+
+/*
+ * LY_OK once the bundles were read; otherwise starts a refresh (the
+ * replica's read, which reads them too) and says "federated bundles not
+ * loaded yet" (LY_E_IO). A reply path uses this: a change it consumed
+ * would not reach the watchers, whose updates the refresh sends.
  */
 ly_status agent_api_fed_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
 
@@ -333,11 +397,30 @@ void agent_api_auth_prev_set(struct ly_agent_api *api, const char *agent_id, con
 bool agent_api_auth_prev_ok(const struct ly_agent_api *api, const char *agent_id, const char *serial, time_t now);
 void agent_api_auth_prev_sweep(struct ly_agent_api *api, time_t now);
 
-/* Checks the caller is an enrolled agent presenting its current SVID; on
- * failure the call is finished and false returned.
+/*
+ * What a handler does once its caller is authenticated: `c` and `req` are
+ * borrowed for the call (copy what must outlive it).
  */
-bool agent_api_auth_caller(struct ly_agent_api *api, struct ly_rpc_call *call, time_t now, struct agent_api_caller *c);
+typedef void agent_api_authed_fn(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *c, time_t now);
+
+/*
+ * Checks the caller is an enrolled agent presenting its current SVID (the
+ * certificate at once, the agent's record from the known ones or the
+ * datastore), then runs `then`, now or from the datastore call's
+ * completion (`req` is copied for that). On failure the call is finished
+ * and `then` never runs.
+ */
+void agent_api_auth_then(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    time_t now, agent_api_authed_fn *then);
 void agent_api_auth_caller_cleanup(struct agent_api_caller *c);
+
+/* The known agent records: one read (copied in), one gone (evicted or banned), all gone. */
+void agent_api_known_put(struct ly_agent_api *api, const struct ly_ds_agent *rec);
+void agent_api_known_drop(struct ly_agent_api *api, const char *agent_id);
+void agent_api_known_clear(struct ly_agent_api *api);
+/* A deep copy of an agent record (NULL when out of memory). */
+struct ly_ds_agent *agent_api_agent_copy(const struct ly_ds_agent *a);
 
 /* ---- agent_api_limit.c ---- */
 

@@ -1,8 +1,11 @@
 /*
  * agent_api_replica.c: the agent API's entry replica (agent_api_internal.h):
  * every entry, sorted by ID, and the authz index over it, loaded once and
- * then brought up to date from the datastore's change log. Writes happen on
- * the loop thread only, so a revision and the list read after it agree.
+ * then brought up to date from the datastore's change log. The reads run on
+ * the datastore's worker (one at a time), where this server's writes run
+ * too, so a revision and the list read after it agree; they are applied on
+ * the loop. While the datastore does not answer, the replica stays as it
+ * was: the SVIDs of the entries it holds keep being signed.
  */
 #include "server/agent_api_internal.h"
 
@@ -139,51 +142,65 @@ cache_install(struct ly_agent_api *api, struct ly_entry **v, size_t n, int64_t r
 	return LY_OK;
 }
 
-/* Loads every entry. Writes happen on this thread only, so revision and list agree. */
+/* One read of the datastore for the replica, on the worker. */
+struct replica_read {
+	struct agent_api_op op;
+	bool load;     /* everything (revision + entries), not the change log */
+	int64_t since;
+	int64_t revision;
+	struct ly_entry_list list;
+	struct ly_entry_changes ch;
+	uint64_t t0_ns;
+	/* The federated bundles (agent_api_fed.c), read after the entries in the same call. */
+	int64_t fed_since; /* the copy's fed_revision; -1: never read */
+	bool fed_stale;    /* the hook said one changed: read them whatever the revision */
+	struct agent_api_fed_read fed;
+};
+
 static ly_status
-cache_load(struct ly_agent_api *api, struct ly_error *err)
+read_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
-	struct ly_entry_list list = LY_ENTRY_LIST_INIT;
-	int64_t rev = 0;
+	struct replica_read *r = ctx;
 	ly_status rc;
 
-	if (api->srv->ds == NULL)
-		return ly_error_set(err, LY_E_IO, "no datastore");
-	if ((rc = ly_datastore_revision(api->srv->ds, &rev, err)) != LY_OK ||
-	    (rc = ly_datastore_entry_list(api->srv->ds, NULL, &list, err)) != LY_OK)
+	if (!r->load) {
+		if ((rc = ly_datastore_entry_changes_since(ds, r->since, &r->ch, err)) != LY_OK)
+			return ly_error_wrap(err, rc, "entry changes");
+		if (!r->ch.resync)
+			return agent_api_fed_read_work(ds, r->fed_since, r->fed_stale, &r->fed, err);
+		ly_entry_changes_cleanup(&r->ch);
+		r->load = true;
+	}
+	if ((rc = ly_datastore_revision(ds, &r->revision, err)) != LY_OK ||
+	    (rc = ly_datastore_entry_list(ds, NULL, &r->list, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "load entries");
-	rc = cache_install(api, list.items, list.n, rev, err);
-	if (rc == LY_OK)
-		list.items = NULL, list.n = 0;
-	ly_entry_list_cleanup(&list);
-	return rc;
+	return agent_api_fed_read_work(ds, r->fed_since, r->fed_stale, &r->fed, err);
 }
 
-/* Applies the change log since the cache's revision; *changed tells whether any entry changed. */
-ly_status
-agent_api_replica_refresh(struct ly_agent_api *api, bool *changed, struct ly_error *err)
+static void
+read_release(void *ctx)
 {
-	struct ly_entry_changes ch = LY_ENTRY_CHANGES_INIT;
+	struct replica_read *r = ctx;
+
+	ly_entry_list_cleanup(&r->list);
+	ly_entry_changes_cleanup(&r->ch);
+	ly_ds_fed_bundle_list_cleanup(&r->fed.list);
+	free(r);
+}
+
+/* Applies a change log read at the replica's revision; *changed tells whether any entry changed. */
+static ly_status
+apply_changes(struct ly_agent_api *api, struct ly_entry_changes *chp, bool *changed, struct ly_error *err)
+{
+	struct ly_entry_changes ch = *chp;
 	struct ly_entry_change **byid = NULL;
 	struct ly_entry **nv = NULL;
 	bool *drop = NULL;
 	size_t nn = 0;
-	ly_status rc;
+	ly_status rc = LY_OK;
 
+	*chp = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
 	*changed = false;
-	if (!api->loaded) {
-		LY_TRY(cache_load(api, err));
-		*changed = true;
-		return LY_OK;
-	}
-	if ((rc = ly_datastore_entry_changes_since(api->srv->ds, api->revision, &ch, err)) != LY_OK)
-		return ly_error_wrap(err, rc, "entry changes");
-	if (ch.resync) {
-		ly_entry_changes_cleanup(&ch);
-		LY_TRY(cache_load(api, err));
-		*changed = true;
-		return LY_OK;
-	}
 	if (ch.n == 0) {
 		api->revision = ch.revision;
 		ly_entry_changes_cleanup(&ch);
@@ -262,10 +279,88 @@ out:
 	return rc;
 }
 
+static void
+read_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct replica_read *r = ctx;
+	struct ly_agent_api *api = agent_api_op_end(&r->op);
+	struct ly_error e;
+	bool changed = false;
+	ly_status rc = st;
+
+	if (api == NULL)
+		return;
+	api->refresh_inflight = false;
+	if (st != LY_OK) {
+		e = *err;
+		if (r->fed_stale)
+			api->fed_stale = true; /* not read: the next refresh reads them */
+	} else if (r->load) {
+		rc = cache_install(api, r->list.items, r->list.n, r->revision, &e);
+		if (rc == LY_OK) {
+			r->list.items = NULL;
+			r->list.n = 0;
+			changed = true;
+		}
+	} else if (r->since != api->revision) {
+		/* Loaded again meanwhile (cannot happen with one read at a time): read again. */
+		api->refresh_again = true;
+	} else {
+		rc = apply_changes(api, &r->ch, &changed, &e);
+	}
+	if (st == LY_OK && agent_api_fed_apply(api, &r->fed))
+		changed = true;
+	api->refresh_end_ns = uv_hrtime();
+	api->refresh_cost_ns = api->refresh_end_ns - r->t0_ns;
+	agent_api_refreshed(api, rc, changed, &e);
+	if (api->refresh_again && !api->stopped) {
+		api->refresh_again = false;
+		agent_api_replica_refresh(api);
+	}
+}
+
+void
+agent_api_replica_refresh(struct ly_agent_api *api)
+{
+	struct replica_read *r;
+	struct ly_error e;
+
+	if (api->stopped || api->srv->dsa == NULL)
+		return;
+	if (api->refresh_inflight) {
+		api->refresh_again = true;
+		return;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		(void)ly_error_set(&e, LY_E_NOMEM, "entries: out of memory");
+		agent_api_refreshed(api, LY_E_NOMEM, false, &e);
+		return;
+	}
+	r->load = !api->loaded;
+	r->since = api->revision;
+	r->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
+	r->ch = (struct ly_entry_changes)LY_ENTRY_CHANGES_INIT;
+	r->t0_ns = uv_hrtime();
+	r->fed_since = api->fed_revision;
+	r->fed_stale = api->fed_stale;
+	r->fed.list = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	api->fed_stale = false;
+	if (agent_api_submit(api, &r->op, read_work, read_done, read_release, &e) != LY_OK) {
+		api->fed_stale = r->fed_stale;
+		read_release(r);
+		agent_api_refreshed(api, LY_E_IO, false, &e);
+		return;
+	}
+	api->refresh_inflight = true;
+}
+
 ly_status
 agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *err)
 {
-	return api->loaded ? LY_OK : cache_load(api, err);
+	if (api->loaded)
+		return LY_OK;
+	agent_api_replica_refresh(api);
+	return ly_error_set(err, LY_E_IO, "entries not loaded yet");
 }
 
 void

@@ -124,7 +124,7 @@ agent_api_reply_bundle_sequence(const struct ly_agent_api *api)
 bool
 agent_api_reply_serving(const struct ly_agent_api *api, struct ly_rpc_call *call, bool need_ca)
 {
-	if (api == NULL || api->stopped || api->srv->ds == NULL || (need_ca && api->srv->ca == NULL)) {
+	if (api == NULL || api->stopped || api->srv->dsa == NULL || (need_ca && api->srv->ca == NULL)) {
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "server not serving");
 		return false;
 	}

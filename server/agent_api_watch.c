@@ -201,28 +201,24 @@ agent_api_watch_agent_updated(struct ly_agent_api *api, const char *agent_id, co
 
 /* ---- WatchEntries -------------------------------------------------------------------------------- */
 
-void
-agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+static void
+watch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *cp, time_t now)
 {
-	struct ly_agent_api *api = agent_api_reply_api(arg);
+	const struct agent_api_caller *c = cp;
 	struct agent_api_watcher *w = NULL;
 	int64_t since_revision = 0;
-	struct agent_api_caller c;
 	struct ly_error e;
-	time_t now = ly_server_now();
 
-	if (!agent_api_reply_serving(api, call, false))
-		return;
-	if (!agent_api_auth_caller(api, call, now, &c))
-		return;
+	(void)now;
 	if (ly_agentapi_watch_decode(req, len, &since_revision, &e) != LY_OK) {
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-		goto out;
+		return;
 	}
 	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_fed_ensure(api, &e) != LY_OK) {
-		log_error("watch of %s: %s", c.rec->spiffe_id, e.msg);
+		log_info("watch of %s: %s", c->rec->spiffe_id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
-		goto out;
+		return;
 	}
 	/*
 	 * An agent ahead of us was served by another server of the database (or
@@ -237,27 +233,27 @@ agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, v
 	struct ly_queue *q;
 	LY_QUEUE_FOREACH(q, &api->watchers) {
 		struct agent_api_watcher *x = LY_QUEUE_DATA(q, struct agent_api_watcher, link);
-		if (strcmp(x->agent_id, c.rec->spiffe_id) == 0 && mine++ == 0)
+		if (strcmp(x->agent_id, c->rec->spiffe_id) == 0 && mine++ == 0)
 			oldest = x;
 	}
 	if (mine >= WATCHERS_PER_AGENT && oldest != NULL)
 		agent_api_watch_end(oldest, LY_RPC_ABORTED, "replaced by a newer watch of the same agent");
 	if (api->n_watchers >= LY_AGENTAPI_WATCHERS_MAX) {
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "too many watches");
-		goto out;
+		return;
 	}
-	if ((w = calloc(1, sizeof(*w))) == NULL || (w->agent_id = strdup(c.rec->spiffe_id)) == NULL ||
-	    ly_selectors_copy(c.rec->selectors, c.rec->n_selectors, &w->sels, NULL) != LY_OK ||
+	if ((w = calloc(1, sizeof(*w))) == NULL || (w->agent_id = strdup(c->rec->spiffe_id)) == NULL ||
+	    ly_selectors_copy(c->rec->selectors, c->rec->n_selectors, &w->sels, NULL) != LY_OK ||
 	    ly_authz_watch_new(&w->watch, NULL) != LY_OK) {
 		watcher_free(w);
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
+		return;
 	}
-	w->n_sels = c.rec->n_selectors;
+	w->n_sels = c->rec->n_selectors;
 	w->api = api;
 	w->call = call;
-	memcpy(w->serial, c.serial, sizeof(w->serial));
-	w->svid_expires = c.not_after;
+	memcpy(w->serial, c->serial, sizeof(w->serial));
+	w->svid_expires = c->not_after;
 	ly_queue_insert_tail(&api->watchers, &w->link);
 	api->n_watchers++;
 	ly_rpc_call_set_closed_cb(call, on_watch_closed, w);
@@ -276,6 +272,14 @@ agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, v
 	    since_revision, api->revision, resume ? "delta" : "snapshot");
 	watch_send(w, true, resume, changed, n_changed);
 	free(changed);
-out:
-	agent_api_auth_caller_cleanup(&c);
+}
+
+void
+agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct ly_agent_api *api = agent_api_reply_api(arg);
+
+	if (!agent_api_reply_serving(api, call, false))
+		return;
+	agent_api_auth_then(api, call, req, len, ly_server_now(), watch_authed);
 }

@@ -154,7 +154,7 @@ call(const char *socket, const char *what, const char *method, const ProtobufCMe
 	} else if (s.code == LY_RPC_OK) {
 		ly_buf_take(resp, &s.resp);
 		code = 0;
-	} else if (s.code == LY_RPC_UNAVAILABLE) {
+	} else if (s.code == LY_RPC_UNAVAILABLE && strncmp(s.details, "datastore", 9) != 0) {
 		fail(EXIT_RUNTIME, "cannot reach lanyard-server at %s: %s", socket, s.details);
 	} else {
 		fail(EXIT_RUNTIME, "%s: %s (%s)", what, s.details[0] != '\0' ? s.details : "failed",

@@ -50,7 +50,10 @@
  * that one fed by another server (PostgreSQL NOTIFY, through
  * ly_datastore_changed) looks the same. It runs on the writer's thread,
  * inside the write's wrapper: it may read the store, and should only note
- * the change and act on it later (the agent API arms a timer).
+ * the change and act on it later. In lanyard-server the writer is the
+ * datastore's worker (datastore_async.h): its one callback records the
+ * change, and the daemon's modules register with ly_dsa_on_change to hear
+ * it on the loop thread.
  */
 #ifndef LANYARD_SERVER_DATASTORE_H
 #define LANYARD_SERVER_DATASTORE_H
@@ -338,9 +341,25 @@ struct ly_datastore {
 	const struct ly_ds_dialect *dialect;
 	struct ly_datastore_hook hooks[LY_DATASTORE_HOOKS_MAX];
 	size_t n_hooks;
+	/*
+	 * Set by datastore_async.c around each call it runs (NULL otherwise):
+	 * becomes non-zero, from another thread, once that call's caller gave
+	 * up (its deadline passed). A back end that may wait long before a
+	 * transaction (PostgreSQL reconnecting) checks it with
+	 * ly_datastore_gave_up before it begins one, so that such a write is
+	 * never applied after its caller was told it failed.
+	 */
+	const int *gave_up;
 	/* The server's own trust domain (ly_datastore_set_trust_domain); "" until set. */
 	char trust_domain[LY_TRUST_DOMAIN_MAX + 1];
 };
+
+/* Whether the running call's caller gave up (see struct ly_datastore.gave_up). */
+static inline bool
+ly_datastore_gave_up(const struct ly_datastore *ds)
+{
+	return ds->gave_up != NULL && __atomic_load_n(ds->gave_up, __ATOMIC_ACQUIRE) != 0;
+}
 
 /*
  * Tells the store the server's own trust domain (a bare name), which the
@@ -397,8 +416,13 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
  * one transaction (an advisory lock serializes servers starting together).
  * The database should be dedicated to one trust domain's server: the
  * tables are created in its default schema (search_path).
- * Each session gets statement_timeout = 5 s; a connect_timeout of 10 s
- * applies unless the string sets one. Every write transaction takes the
+ * Each session gets statement_timeout = 5 s; a connect_timeout of 10 s,
+ * TCP keepalives (idle 10 s, interval 5 s, 3 probes) and a
+ * tcp_user_timeout of 30 s apply unless the string sets them, so that a
+ * host that drops packets breaks the connection within about 30 s; a
+ * statement that gets no byte from PostgreSQL for 7 s (a proxy that keeps
+ * TCP alive) gives the connection up too ("connection lost: ... no answer
+ * from PostgreSQL for 7 s"): no call waits on the network for longer. Every write transaction takes the
  * revision counter's row lock first, so several servers on one database
  * keep the rules above. A lost connection fails the operation with LY_E_IO
  * "datastore: connection lost: ..."; each later operation tries PQreset

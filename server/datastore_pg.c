@@ -51,6 +51,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,6 +489,73 @@ p_bytes(struct params *p, const void *data, size_t len)
 }
 
 /*
+ * How long a statement may go without a byte from PostgreSQL before the
+ * connection is given up: over the 5 s statement_timeout (the server's own
+ * answer comes first), under the datastore's 8 s call deadline
+ * (LY_DSA_DEADLINE_MS), so that the worker is free again about when its
+ * caller hears the timeout, even behind a proxy that keeps TCP alive.
+ */
+#define PG_WIRE_IDLE_MS 7000
+
+/*
+ * PQexec / PQexecParams (`p` NULL and `simple`: the simple protocol) that
+ * give up after PG_WIRE_IDLE_MS without a byte: NULL then, with
+ * *timed_out, the connection marked broken (the next operation
+ * reconnects; the server rolls back what was not committed). Otherwise
+ * what PQexec returns: the first error result, or the last result.
+ */
+static PGresult *
+exec_wire(struct pg_ds *ds, const char *sql, const struct params *p, bool binary, bool simple, bool *timed_out)
+{
+	PGresult *keep = NULL, *r;
+	int sent;
+
+	*timed_out = false;
+	if (simple)
+		sent = PQsendQuery(ds->conn, sql);
+	else
+		sent = PQsendQueryParams(ds->conn, sql, p != NULL ? p->n : 0, NULL, p != NULL ? p->v : NULL,
+		    p != NULL ? p->len : NULL, p != NULL ? p->fmt : NULL, binary ? 1 : 0);
+	if (!sent)
+		return NULL;
+	for (;;) {
+		while (PQisBusy(ds->conn)) {
+			struct pollfd pfd = { .fd = PQsocket(ds->conn), .events = POLLIN };
+			int n = poll(&pfd, 1, PG_WIRE_IDLE_MS);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0) {
+				PQclear(keep);
+				ds->broken = true;
+				ds->in_tx = false;
+				*timed_out = true;
+				return NULL;
+			}
+			if (n < 0 || !PQconsumeInput(ds->conn))
+				break; /* PQgetResult reports it */
+		}
+		if ((r = PQgetResult(ds->conn)) == NULL)
+			return keep;
+		if (keep != NULL && PQresultStatus(keep) != PGRES_COMMAND_OK && PQresultStatus(keep) != PGRES_TUPLES_OK) {
+			PQclear(r); /* the first error wins */
+			continue;
+		}
+		PQclear(keep);
+		keep = r;
+		if (PQstatus(ds->conn) == CONNECTION_BAD)
+			return keep;
+	}
+}
+
+/* The failure of a statement that had no answer within PG_WIRE_IDLE_MS. */
+static ly_status
+wire_timeout(const char *what, struct ly_error *err)
+{
+	return ly_error_set(err, LY_E_IO, "datastore: connection lost: %s: no answer from PostgreSQL for %d s "
+	    "(connection dropped)", what, PG_WIRE_IDLE_MS / 1000);
+}
+
+/*
  * Runs one statement with the bound parameters `p` (NULL: none); text
  * results unless `binary`. The result goes to *out when non-NULL (the
  * caller PQclears it), else it is freed.
@@ -498,8 +566,10 @@ run(struct pg_ds *ds, const char *sql, const struct params *p, bool binary, cons
 {
 	if (out != NULL)
 		*out = NULL;
-	PGresult *res = PQexecParams(ds->conn, sql, p != NULL ? p->n : 0, NULL, p != NULL ? p->v : NULL,
-	    p != NULL ? p->len : NULL, p != NULL ? p->fmt : NULL, binary ? 1 : 0);
+	bool timed_out;
+	PGresult *res = exec_wire(ds, sql, p, binary, false, &timed_out);
+	if (timed_out)
+		return wire_timeout(what, err);
 	if (res == NULL)
 		return pg_fail(ds, NULL, what, err);
 	ExecStatusType st = PQresultStatus(res);
@@ -521,7 +591,10 @@ run_simple(struct pg_ds *ds, const char *sql, const char *what, PGresult **out, 
 {
 	if (out != NULL)
 		*out = NULL;
-	PGresult *res = PQexec(ds->conn, sql);
+	bool timed_out;
+	PGresult *res = exec_wire(ds, sql, NULL, false, true, &timed_out);
+	if (timed_out)
+		return wire_timeout(what, err);
 	if (res == NULL)
 		return pg_fail(ds, NULL, what, err);
 	ExecStatusType st = PQresultStatus(res);
@@ -596,6 +669,9 @@ tx_begin(struct pg_ds *ds, enum tx_mode mode, int64_t *rev, struct ly_error *err
 	PGresult *res = NULL;
 
 	LY_TRY(ensure_conn(ds, err));
+	/* Reconnecting may have outlasted the caller's patience: a write it gave up on never begins. */
+	if (ly_datastore_gave_up(&ds->base))
+		return ly_error_set(err, LY_E_IO, "datastore: its caller gave up before it began (not applied)");
 	if (ds->in_tx)
 		return ly_error_set(err, LY_E_INTERNAL, "datastore: nested transaction");
 	ds->in_tx = true;
@@ -1283,10 +1359,15 @@ ly_datastore_pg_open(const char *conninfo, struct ly_datastore **out, struct ly_
 	ds->base.dialect = &pg_dialect;
 	/*
 	 * Defaults first, then the caller's string expanded from dbname: what
-	 * it sets (connect_timeout, application_name) wins.
+	 * it sets (connect_timeout, application_name, keepalives...) wins.
+	 * TCP keepalives and tcp_user_timeout: a host that drops packets breaks
+	 * the connection in about 30 s instead of TCP's ~15 min of
+	 * retransmissions, which would hold the datastore's worker
+	 * (datastore_async.h) all that time. Ignored on Unix sockets.
 	 */
-	const char *const keys[] = { "connect_timeout", "fallback_application_name", "dbname", NULL };
-	const char *const vals[] = { "10", "lanyard-server", conninfo, NULL };
+	const char *const keys[] = { "connect_timeout", "fallback_application_name", "keepalives_idle",
+		"keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname", NULL };
+	const char *const vals[] = { "10", "lanyard-server", "10", "5", "3", "30000", conninfo, NULL };
 	ds->conn = PQconnectdbParams(keys, vals, 1);
 	if (ds->conn == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");

@@ -20,17 +20,22 @@
  * The socket is made 0600 inside a 0700 directory of ours, created before
  * the socket, so no other user can ever reach it.
  *
+ * The datastore runs on its own worker thread (datastore_async.h), opened
+ * before the loop and handed to the worker once the loop exists; the loop
+ * only submits calls. A ping every DS_PING_MS keeps its reachability (the
+ * ready gauge, /ready, lanyard_server_datastore_reachable) current.
+ *
  * Signals: SIGTERM and SIGINT stop accepting, end the agents' streams
  * (ly_agent_api_stop), let gRPC release every call, then close the
- * datastore and the CA: exit 0. SIGHUP re-reads the log level from the
- * config file (a -logLevel flag keeps winning) and an https_web bundle
- * endpoint's certificate files.
+ * datastore (its calls still in flight hear "closing") and the CA: exit 0.
+ * SIGHUP re-reads the log level from the config file (a -logLevel flag
+ * keeps winning) and an https_web bundle endpoint's certificate files.
  *
  * Federation (federation.h): after the health listener, the bundle
  * endpoint (when configured; https_spiffe serves the agent listener's
  * certificate, handed over at each renewal) and the fetcher, which reaches
  * the datastore through the ly_fed_ops below and hears relationship and
- * bundle changes through the datastore's change hook.
+ * bundle changes through the datastore worker's change callbacks.
  * Under systemd (Type=notify, lib/sdnotify.h): READY=1 once the CA signs
  * and both APIs listen, STOPPING=1 when a stop begins.
  */
@@ -65,6 +70,7 @@
 #include "server/audit.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 #include "server/fed_endpoint.h"
 #include "server/fed_fetch.h"
 #include "server/pg_notify.h"
@@ -80,9 +86,10 @@
 /* A shutdown that takes longer than this is cut short. */
 #define STOP_GRACE_MS (15 * 1000)
 /*
- * /ready and the ready gauge ping the datastore at most this often: a
- * probe storm must not become a query storm, and with PostgreSQL hung a
- * ping can block the loop for its statement timeout.
+ * The datastore is pinged (a revision read, on its worker) this often, so
+ * that /ready and the gauges follow it without a probe storm becoming a
+ * query storm; when the revision moved, the agents are counted too (the
+ * lanyard_server_agents gauge, at most this stale).
  */
 #define DS_PING_MS 1000
 
@@ -94,7 +101,7 @@ struct srv_main {
 	struct ly_config *file;
 	uv_loop_t loop;
 	bool loop_ready;
-	uv_timer_t tick_timer, prune_timer, stop_timer;
+	uv_timer_t tick_timer, prune_timer, stop_timer, ds_ping_timer;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_pipe_t admin_listener;
 	bool handles_ready, admin_listening, admin_bound;
@@ -105,16 +112,26 @@ struct srv_main {
 	bool rpc_closing;
 	int exit_code;
 	struct ly_health_http *health;
+	/* Opened by open_state, handed to the worker by open_rpc (the loop exists then). */
+	struct ly_datastore *ds_opened;
+	/* The datastore ping: one at a time; the last agent count, and the revision it was made at. */
+	bool ds_ping_inflight, prune_inflight;
+	size_t ds_agents;
+	int64_t ds_counted_at;
+	size_t ds_fed_bundles; /* the last count of federated bundles the ping read */
 	/* Federation (issue 15): the bundle endpoint (NULL when not configured) and the fetcher. */
 	struct ly_fed_endpoint *fed_ep;
 	struct ly_fed_fetcher *fetcher;
+	/* What the fetcher reads (ly_fed_ops): a copy of the store's, read again on the worker. */
+	struct fed_cache {
+		struct ly_ds_fed_rel_list rels;
+		struct ly_ds_fed_bundle_list bundles;
+		bool inflight, again, applying, failing;
+	} fedc;
 	/* Several servers on one PostgreSQL (server_shared.h, pg_notify.h). */
 	struct ly_pg_notify *notify;
 	bool publish_pending;      /* the CA's bundle changed and is not in the database yet */
 	int64_t shared_next_expiry; /* an authority of the shared bundle expires then: rebuild */
-	/* The last datastore ping (health_ready): when, and whether it answered. */
-	uint64_t ds_ping_ms;
-	bool ds_pinged, ds_ping_ok;
 };
 
 /* ---- the server's own TLS certificate -------------------------------------------- */
@@ -258,7 +275,7 @@ on_tick(uv_timer_t *t)
 		tick_arm(m, RETRY_MS);
 		return;
 	}
-	if (ly_datastore_shared(m->srv.ds)) {
+	if (m->srv.ds_shared) {
 		/* Published before the successor signs: the rotation's prepare step changed the bundle (ca.h). */
 		if (changed || m->publish_pending) {
 			m->publish_pending = ly_server_shared_publish(&m->srv, (int64_t)now, &e) != LY_OK;
@@ -294,19 +311,54 @@ on_tick(uv_timer_t *t)
 	tick_arm(m, retry_ms);
 }
 
+/* Join tokens that expired, deleted on the datastore's worker. */
+struct prune_call {
+	struct srv_main *m;
+	int64_t now;
+	size_t removed;
+};
+
+static ly_status
+prune_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct prune_call *p = ctx;
+
+	return ly_datastore_token_prune(ds, p->now, &p->removed, err);
+}
+
+static void
+prune_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct prune_call *p = ctx;
+
+	p->m->prune_inflight = false;
+	if (st != LY_OK)
+		log_warn("join token pruning failed: %s", err->msg);
+	else if (p->removed > 0)
+		log_info("%zu expired join tokens deleted", p->removed);
+}
+
 static void
 on_prune(uv_timer_t *t)
 {
 	struct srv_main *m = t->data;
+	struct prune_call *p;
 	struct ly_error e;
-	size_t removed = 0;
 
-	if (m->srv.stopping)
+	if (m->srv.stopping || m->prune_inflight)
 		return;
-	if (ly_datastore_token_prune(m->srv.ds, (int64_t)ly_server_now(), &removed, &e) != LY_OK)
-		log_warn("join token pruning failed: %s", e.msg);
-	else if (removed > 0)
-		log_info("%zu expired join tokens deleted", removed);
+	if ((p = calloc(1, sizeof(*p))) == NULL) {
+		log_warn("join token pruning skipped: out of memory");
+		return;
+	}
+	p->m = m;
+	p->now = (int64_t)ly_server_now();
+	if (ly_dsa_submit(m->srv.dsa, prune_work, prune_done, NULL, p, 0, &e) != LY_OK) {
+		log_warn("join token pruning skipped: %s", e.msg);
+		free(p);
+		return;
+	}
+	m->prune_inflight = true;
 }
 
 /* ---- the admin socket ----------------------------------------------------------------- */
@@ -437,6 +489,7 @@ begin_stop(struct srv_main *m)
 		uv_close((uv_handle_t *)&m->sig_hup, NULL);
 		uv_close((uv_handle_t *)&m->tick_timer, NULL);
 		uv_close((uv_handle_t *)&m->prune_timer, NULL);
+		uv_close((uv_handle_t *)&m->ds_ping_timer, NULL);
 		ly_pg_notify_stop(m->notify);
 		m->notify = NULL;
 		/* Unreferenced: it cuts a stuck shutdown short, it does not keep the loop. */
@@ -523,16 +576,15 @@ open_state(struct srv_main *m, struct ly_error *err)
 	LY_TRY(ly_daemon_data_dir_prepare(srv->cfg.data_dir, err));
 	if (srv->cfg.datastore_type == LY_DATASTORE_POSTGRES) {
 		/* The connection string may hold a password: never in a message. */
-		if ((rc = ly_datastore_pg_open(srv->cfg.datastore_conninfo, &srv->ds, err)) != LY_OK)
+		if ((rc = ly_datastore_pg_open(srv->cfg.datastore_conninfo, &m->ds_opened, err)) != LY_OK)
 			return ly_error_wrap(err, rc, "cannot open datastore (postgres)");
 	} else {
 		(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", srv->cfg.data_dir);
-		if ((rc = ly_datastore_sqlite_open(path, &srv->ds, err)) != LY_OK)
+		if ((rc = ly_datastore_sqlite_open(path, &m->ds_opened, err)) != LY_OK)
 			return ly_error_wrap(err, rc, "cannot open datastore %s", path);
 	}
-	/* Federation refuses our own trust domain (datastore.h). */
-	LY_TRY(ly_datastore_set_trust_domain(srv->ds, srv->cfg.trust_domain, err));
-	LY_TRY(ly_datastore_on_change(srv->ds, on_fed_change, srv, err));
+	/* Federation refuses our own trust domain (datastore.h); before the worker takes the store. */
+	LY_TRY(ly_datastore_set_trust_domain(m->ds_opened, srv->cfg.trust_domain, err));
 
 	struct ly_ca_config cc = {
 		.trust_domain = srv->cfg.trust_domain,
@@ -546,8 +598,6 @@ open_state(struct srv_main *m, struct ly_error *err)
 	};
 	if ((rc = ly_ca_open(&cc, ly_server_now(), &srv->ca, err)) != LY_OK)
 		return ly_error_wrap(err, rc, "cannot open the CA in %s/ca", srv->cfg.data_dir);
-	/* PostgreSQL: our authorities into the shared bundle, and the union of every server's. */
-	LY_TRY(ly_server_shared_open(srv, (int64_t)ly_server_now(), err));
 	LY_TRY(ly_audit_open(srv->cfg.audit_log_path, &srv->audit, err));
 	if (srv->cfg.x509pop_ca_bundle_path != NULL &&
 	    (rc = ly_attest_x509pop_new(srv->cfg.trust_domain, srv->cfg.x509pop_ca_bundle_path, &srv->x509pop,
@@ -557,6 +607,8 @@ open_state(struct srv_main *m, struct ly_error *err)
 		return ly_error_wrap(err, rc, "k8s_psat node attestor");
 	return LY_OK;
 }
+
+static ly_dsa_observe_fn datastore_observe;
 
 static ly_status
 open_rpc(struct srv_main *m, struct ly_error *err)
@@ -570,6 +622,15 @@ open_rpc(struct srv_main *m, struct ly_error *err)
 		return ly_error_set(err, LY_E_IO, "event loop: %s", uv_strerror(uvrc));
 	m->loop_ready = true;
 	srv->loop = &m->loop;
+	/* From here on the worker owns the datastore. */
+	struct ly_dsa_config dc = { .observe = datastore_observe, .observe_arg = m };
+	struct ly_datastore *ds = m->ds_opened;
+	m->ds_opened = NULL;
+	srv->ds_shared = ly_datastore_shared(ds);
+	LY_TRY(ly_dsa_new(&m->loop, ds, &dc, &srv->dsa, err));
+	LY_TRY(ly_dsa_on_change(srv->dsa, on_fed_change, srv, err));
+	/* PostgreSQL: our authorities into the shared bundle, and the union of every server's. */
+	LY_TRY(ly_server_shared_open(srv, (int64_t)ly_server_now(), err));
 	LY_TRY(ly_rpc_new(&m->loop, &srv->rpc, err));
 	LY_TRY(ly_agent_api_new(srv, &srv->agent_api, err));
 
@@ -604,10 +665,11 @@ handles_init(struct srv_main *m)
 	uv_timer_init(&m->loop, &m->tick_timer);
 	uv_timer_init(&m->loop, &m->prune_timer);
 	uv_timer_init(&m->loop, &m->stop_timer);
+	uv_timer_init(&m->loop, &m->ds_ping_timer);
 	uv_signal_init(&m->loop, &m->sig_term);
 	uv_signal_init(&m->loop, &m->sig_int);
 	uv_signal_init(&m->loop, &m->sig_hup);
-	m->tick_timer.data = m->prune_timer.data = m->stop_timer.data = m;
+	m->tick_timer.data = m->prune_timer.data = m->stop_timer.data = m->ds_ping_timer.data = m;
 	m->sig_term.data = m->sig_int.data = m->sig_hup.data = m;
 	m->handles_ready = true;
 	uv_signal_start(&m->sig_term, on_signal, SIGTERM);
@@ -617,45 +679,104 @@ handles_init(struct srv_main *m)
 
 /* ---- health and metrics ------------------------------------------------------------ */
 
-/*
- * Whether the datastore answers (a revision read), pinged at most every
- * DS_PING_MS. The reason stays in the log, logged when the answer changes:
- * /ready may be reachable by more than the operator, and a database error
- * names hosts and users.
- */
-static bool
-datastore_answers(struct srv_main *m)
+/* Every datastore call as it ends: the latency histogram and the outcome counter. */
+static void
+datastore_observe(void *arg, enum ly_dsa_outcome outcome, double seconds)
 {
-	struct ly_error e;
-	int64_t rev;
-	uint64_t now = uv_now(&m->loop);
+	static const char *const names[] = { "ok", "error", "timeout", "refused" };
+	struct srv_main *m = arg;
+	const char *label[] = { names[outcome], NULL };
 
-	if (m->ds_pinged && now - m->ds_ping_ms < DS_PING_MS)
-		return m->ds_ping_ok;
-	bool ok = ly_datastore_revision(m->srv.ds, &rev, &e) == LY_OK;
-	if (!ok && (!m->ds_pinged || m->ds_ping_ok))
-		log_warn("not ready: datastore does not answer: %s", e.msg);
-	else if (ok && m->ds_pinged && !m->ds_ping_ok)
-		log_info("ready: datastore answers again");
-	m->ds_pinged = true;
-	m->ds_ping_ok = ok;
-	m->ds_ping_ms = now;
-	return ok;
+	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, ds_calls), label, 1);
+	if (outcome != LY_DSA_REFUSED)
+		ly_server_metric_add(LY_SERVER_METRIC(&m->srv, ds_seconds), NULL, seconds);
 }
 
-/* Ready: datastore open and answering, CA ready, agent API listening. */
+/* The datastore ping: a revision read, and an agent count when the revision moved since the last count. */
+struct ds_ping {
+	struct srv_main *m;
+	int64_t counted_at; /* the revision of the last count; -1: none yet */
+	int64_t revision;
+	bool counted;
+	size_t agents;
+	size_t fed_bundles;
+};
+
+static ly_status
+ds_ping_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct ds_ping *p = ctx;
+	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
+
+	LY_TRY(ly_datastore_revision(ds, &p->revision, err));
+	/* Federated bundles have their own revision: counted at every ping (one COUNT). */
+	LY_TRY(ly_datastore_fed_bundle_count(ds, &p->fed_bundles, err));
+	if (p->revision == p->counted_at)
+		return LY_OK;
+	LY_TRY(ly_datastore_agent_list(ds, &agents, err));
+	p->agents = agents.n;
+	p->counted = true;
+	ly_ds_agent_list_cleanup(&agents);
+	return LY_OK;
+}
+
+static void
+ds_ping_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct ds_ping *p = ctx;
+
+	/* Reachability is the worker's record (datastore_async.h); the ping only keeps it current. */
+	p->m->ds_ping_inflight = false;
+	if (st == LY_OK)
+		p->m->ds_fed_bundles = p->fed_bundles;
+	if (st == LY_OK && p->counted) {
+		p->m->ds_agents = p->agents;
+		p->m->ds_counted_at = p->revision;
+	}
+	(void)err;
+}
+
+static void
+on_ds_ping(uv_timer_t *t)
+{
+	struct srv_main *m = t->data;
+	struct ds_ping *p;
+
+	if (m->srv.stopping || m->ds_ping_inflight || (p = calloc(1, sizeof(*p))) == NULL)
+		return;
+	p->m = m;
+	p->counted_at = m->ds_counted_at;
+	/* Refused at once while a call is held past its deadline: that call's return is the recovery. */
+	if (ly_dsa_submit(m->srv.dsa, ds_ping_work, ds_ping_done, NULL, p, 0, NULL) != LY_OK) {
+		free(p);
+		return;
+	}
+	m->ds_ping_inflight = true;
+}
+
+/*
+ * Ready: datastore open and answering, CA ready, agent API listening. A
+ * datastore that does not answer makes the server not ready (503, the
+ * reason in the body) although it keeps serving the agents it knows
+ * (docs/operations.md): a load balancer sends new agents elsewhere. The
+ * back end's own message stays in the log (it names hosts and users).
+ */
 static bool
 health_ready(void *arg, char *reason, size_t len)
 {
 	struct srv_main *m = arg;
+	const char *ds_why = NULL;
+	bool ds_ok = ly_dsa_reachable(m->srv.dsa, &ds_why);
 	const char *why = m->srv.stopping ? "stopping"
-	    : m->srv.ds == NULL ? "datastore not open"
+	    : m->srv.dsa == NULL ? "datastore not open"
 	    : m->srv.ca == NULL ? "CA not ready"
 	    : !m->agent_listening ? "agent API not listening"
-	    : !datastore_answers(m) ? "datastore does not answer" : NULL;
+	    : NULL;
 	if (why != NULL)
 		snprintf(reason, len, "%s", why);
-	return why == NULL;
+	else if (!ds_ok)
+		snprintf(reason, len, "datastore does not answer: %s", ds_why != NULL ? ds_why : "no answer");
+	return why == NULL && ds_ok;
 }
 
 static void
@@ -675,6 +796,9 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	static const char *const kind_label[] = { "kind", NULL };
 	static const char *const attest_labels[] = { "attestor", "result", NULL };
 	static const char *const attestor_label[] = { "attestor", NULL };
+	static const char *const result_label[] = { "result", NULL };
+	static const double ds_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+		5, 10 };
 	static const char *const limit_label[] = { "limit", NULL };
 	static const char *const fed_labels[] = { "trust_domain", "reason", NULL };
 	static const char *const code_label[] = { "code", NULL };
@@ -710,6 +834,16 @@ server_metrics_new(struct ly_server_metrics **out, struct ly_error *err)
 	    0);
 	FAMILY(ca_expiry, LY_METRIC_GAUGE, "lanyard_server_ca_signing_expiry_timestamp_seconds",
 	    "notAfter of the active X.509 signing CA.", NULL, NULL, 0);
+	FAMILY(ds_reachable, LY_METRIC_GAUGE, "lanyard_server_datastore_reachable",
+	    "1 when the datastore answers within its deadline, 0 when it fails or does not answer.", NULL, NULL, 0);
+	FAMILY(ds_pending, LY_METRIC_GAUGE, "lanyard_server_datastore_calls_pending",
+	    "Datastore calls queued or running on the datastore's worker.", NULL, NULL, 0);
+	FAMILY(ds_calls, LY_METRIC_COUNTER, "lanyard_server_datastore_calls_total",
+	    "Datastore calls by outcome: ok (answered), error (the back end failed), timeout (no answer within the "
+	    "deadline), refused (not run: datastore unreachable or queue full).", result_label, NULL, 0);
+	FAMILY(ds_seconds, LY_METRIC_HISTOGRAM, "lanyard_server_datastore_call_seconds",
+	    "Time from submitting a datastore call to its answer or its timeout.", NULL, ds_buckets,
+	    sizeof(ds_buckets) / sizeof(ds_buckets[0]));
 	FAMILY(rate_limited, LY_METRIC_COUNTER, "lanyard_server_rate_limited_total",
 	    "Calls (attestation) or SVIDs (x509_signing, jwt_signing) refused RESOURCE_EXHAUSTED by a rate limit.",
 	    limit_label, NULL, 0);
@@ -742,7 +876,6 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 {
 	struct srv_main *m = arg;
 	struct ly_server_metrics *sm = m->srv.metrics;
-	struct ly_ds_agent_list agents = LY_DS_AGENT_LIST_INIT;
 	size_t watchers = 0, entries = 0;
 	char reason[64];
 	ly_status rc;
@@ -750,16 +883,17 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 	if (sm == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "metrics: no registry");
 	ly_agent_api_counts(m->srv.agent_api, &watchers, &entries);
-	if (m->srv.ds != NULL && (rc = ly_datastore_agent_list(m->srv.ds, &agents, err)) != LY_OK)
-		return ly_error_wrap(err, rc, "metrics: agents");
+	/* Agents: the last count the ping read (the loop never waits for the datastore). */
 	if ((rc = ly_metric_set(sm->start_time, NULL, (double)m->srv.started_at, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->ready, NULL, health_ready(m, reason, sizeof(reason)) ? 1 : 0, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->watchers, NULL, (double)watchers, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->entries, NULL, (double)entries, err)) != LY_OK ||
-	    (rc = ly_metric_set(sm->agents, NULL, (double)agents.n, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->agents, NULL, (double)m->ds_agents, err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->ca_expiry, NULL, (double)ly_ca_signing_not_after(m->srv.ca), err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->ds_reachable, NULL, ly_dsa_reachable(m->srv.dsa, NULL) ? 1 : 0, err)) != LY_OK ||
+	    (rc = ly_metric_set(sm->ds_pending, NULL, (double)ly_dsa_pending(m->srv.dsa), err)) != LY_OK ||
 	    (rc = ly_metric_set(sm->notify_listening, NULL, ly_pg_notify_listening(m->notify) ? 1 : 0, err)) != LY_OK)
-		goto out;
+		return rc;
 	const struct ly_bundle *b = ly_server_bundle(&m->srv);
 	static const char *const x509_label[] = { "x509", NULL }, *const jwt_label[] = { "jwt", NULL };
 	if (b != NULL &&
@@ -767,18 +901,11 @@ health_metrics(void *arg, struct ly_buf *out, struct ly_error *err)
 		    LY_OK ||
 		(rc = ly_metric_set(sm->bundle_authorities, jwt_label, (double)ly_bundle_jwt_authority_count(b), err)) !=
 		    LY_OK))
-		goto out;
-	size_t n_fed = 0;
-	if (m->srv.ds != NULL && (rc = ly_datastore_fed_bundle_count(m->srv.ds, &n_fed, err)) != LY_OK) {
-		rc = ly_error_wrap(err, rc, "metrics: federated bundles");
-		goto out;
-	}
-	if ((rc = ly_metric_set(sm->fed_bundles, NULL, (double)n_fed, err)) != LY_OK)
-		goto out;
-	rc = ly_metrics_render(sm->reg, out, err);
-out:
-	ly_ds_agent_list_cleanup(&agents);
-	return rc;
+		return rc;
+	/* Federated bundles: the last count the ping read, like the agents. */
+	if ((rc = ly_metric_set(sm->fed_bundles, NULL, (double)m->ds_fed_bundles, err)) != LY_OK)
+		return rc;
+	return ly_metrics_render(sm->reg, out, err);
 }
 
 static ly_status
@@ -831,61 +958,265 @@ fed_on_answer(void *arg, int status)
 	ly_server_metric_add(LY_SERVER_METRIC(&m->srv, fed_endpoint_answers), labels, 1);
 }
 
+/*
+ * The fetcher's datastore (ly_fed_ops) without waiting on the loop: its
+ * calls are synchronous, so they answer from a copy of the relationships
+ * and federated bundles kept here (struct fed_cache), which the worker
+ * reads again whenever the fetcher lists the relationships (every
+ * LY_FED_SYNC_MS), after every federation change heard through the hook,
+ * and before a `federation refresh`. A fetched bundle goes into the copy
+ * at once and to the datastore on the worker (fed_store). The copy is read
+ * once on the worker at start-up, before the fetcher starts (waited for:
+ * ly_dsa_call_sync, as start-up may).
+ */
+struct fed_read {
+	struct srv_main *m;
+	struct ly_ds_fed_rel_list rels;
+	struct ly_ds_fed_bundle_list bundles;
+	/* `federation refresh` waiting for this read (fed_refresh). */
+	char refresh_td[LY_TRUST_DOMAIN_MAX + 1];
+	ly_fed_refresh_done_fn *refresh_done;
+	void *refresh_arg;
+};
+
+static ly_status
+fed_read_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fed_read *r = ctx;
+	LY_TRY(ly_datastore_fed_rel_list(ds, &r->rels, err));
+	return ly_datastore_fed_bundle_list(ds, &r->bundles, err);
+}
+
+static void
+fed_read_release(void *ctx)
+{
+	struct fed_read *r = ctx;
+	ly_ds_fed_rel_list_cleanup(&r->rels);
+	ly_ds_fed_bundle_list_cleanup(&r->bundles);
+	free(r);
+}
+
+static struct ly_ds_fed_bundle *
+fed_cache_find(const struct ly_ds_fed_bundle_list *l, const char *td)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		if (strcmp(ly_bundle_trust_domain(l->items[i]->bundle), td) == 0)
+			return l->items[i];
+	}
+	return NULL;
+}
+
+static void fed_cache_read(struct srv_main *m, ly_fed_refresh_done_fn *done, void *done_arg, const char *td);
+
+/* Installs what the worker read; tells the fetcher what changed. */
+static void
+fed_read_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fed_read *r = ctx;
+	struct srv_main *m = r->m;
+	struct ly_ds_fed_bundle_list old = m->fedc.bundles;
+
+	if (r->refresh_done == NULL)
+		m->fedc.inflight = false;
+	if (st != LY_OK) {
+		if (!m->fedc.failing)
+			log_warn("federation: cannot read the relationships and bundles (keeping those known): %s",
+			    err->msg);
+		m->fedc.failing = true;
+		if (r->refresh_done != NULL)
+			r->refresh_done(r->refresh_arg, st, err->msg);
+		return;
+	}
+	m->fedc.failing = false;
+	ly_ds_fed_rel_list_cleanup(&m->fedc.rels);
+	m->fedc.rels = r->rels;
+	r->rels = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
+	m->fedc.bundles = r->bundles;
+	r->bundles = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	if (m->fetcher != NULL && !m->srv.stopping) {
+		m->fedc.applying = true;
+		ly_fed_fetcher_sync(m->fetcher);
+		/* A bundle new or stored again: a relationship waiting for it to authenticate its endpoint goes now. */
+		for (size_t i = 0; i < m->fedc.bundles.n; i++) {
+			const struct ly_ds_fed_bundle *nb = m->fedc.bundles.items[i];
+			const char *td = ly_bundle_trust_domain(nb->bundle);
+			const struct ly_ds_fed_bundle *ob = fed_cache_find(&old, td);
+			if (ob == NULL || ob->revision != nb->revision)
+				ly_fed_fetcher_trust_changed(m->fetcher, td);
+		}
+		m->fedc.applying = false;
+	}
+	ly_ds_fed_bundle_list_cleanup(&old);
+	if (r->refresh_done != NULL) {
+		struct ly_error e;
+		if (m->fetcher == NULL || m->srv.stopping)
+			r->refresh_done(r->refresh_arg, LY_E_NOT_FOUND, "no federation relationship");
+		else if (ly_fed_fetcher_refresh(m->fetcher, r->refresh_td, r->refresh_done, r->refresh_arg, &e) != LY_OK)
+			r->refresh_done(r->refresh_arg, LY_E_NOT_FOUND, e.msg);
+	}
+	if (m->fedc.again && !m->fedc.inflight) {
+		m->fedc.again = false;
+		fed_cache_read(m, NULL, NULL, NULL);
+	}
+}
+
+/* Reads the copy again on the worker (one at a time, plus one more when asked meanwhile; a refresh: its own). */
+static void
+fed_cache_read(struct srv_main *m, ly_fed_refresh_done_fn *done, void *done_arg, const char *td)
+{
+	struct fed_read *r;
+	struct ly_error e;
+
+	if (m->srv.stopping || m->srv.dsa == NULL)
+		return;
+	if (done == NULL && m->fedc.inflight) {
+		m->fedc.again = true;
+		return;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		if (done != NULL)
+			done(done_arg, LY_E_NOMEM, "out of memory");
+		return;
+	}
+	r->m = m;
+	r->rels = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
+	r->bundles = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	r->refresh_done = done;
+	r->refresh_arg = done_arg;
+	if (td != NULL)
+		(void)snprintf(r->refresh_td, sizeof(r->refresh_td), "%s", td);
+	if (ly_dsa_submit(m->srv.dsa, fed_read_work, fed_read_done, fed_read_release, r, 0, &e) != LY_OK) {
+		fed_read_release(r);
+		if (done != NULL)
+			done(done_arg, e.code, e.msg);
+		return;
+	}
+	if (done == NULL)
+		m->fedc.inflight = true;
+}
+
 static ly_status
 fed_load(void *arg, const char *td, struct ly_bundle **out, struct ly_error *err)
 {
 	struct srv_main *m = arg;
-	struct ly_ds_fed_bundle *fb = NULL;
+	const struct ly_ds_fed_bundle *fb = fed_cache_find(&m->fedc.bundles, td);
 
 	*out = NULL;
-	LY_TRY(ly_datastore_fed_bundle_get(m->srv.ds, td, &fb, err));
-	*out = fb->bundle;
-	fb->bundle = NULL;
-	ly_ds_fed_bundle_free(fb);
-	return LY_OK;
+	if (fb == NULL)
+		return ly_error_set(err, LY_E_NOT_FOUND, "no federated bundle of %s", td);
+	return ly_bundle_clone(fb->bundle, out, err);
 }
 
-/* A bundle changed: stored, counted, one audit line (who: the fetcher; what: sequence and authorities). */
+/* A fetched bundle's write, on the worker; its audit line once it committed. */
+struct fed_put {
+	struct srv_main *m;
+	struct ly_bundle *b; /* owned */
+	char detail[256];
+};
+
+static ly_status
+fed_put_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct fed_put *p = ctx;
+	return ly_datastore_fed_bundle_put(ds, p->b, NULL, err);
+}
+
+static void
+fed_put_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct fed_put *p = ctx;
+	const char *td = ly_bundle_trust_domain(p->b);
+	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .trust_domain = td,
+		.result = st == LY_OK ? "ok" : "UNAVAILABLE", .detail = st == LY_OK ? p->detail : err->msg };
+	struct ly_error ae;
+
+	if (ly_audit_write(p->m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
+		log_error("audit: %s", ae.msg);
+	if (st == LY_OK) {
+		log_info("federation: bundle of %s stored: %s", td, p->detail);
+	} else {
+		/* The copy holds a bundle the store does not: read it again, the next fetch stores it. */
+		log_error("federation: bundle of %s not stored: %s", td, err->msg);
+		fed_cache_read(p->m, NULL, NULL, NULL);
+	}
+}
+
+static void
+fed_put_release(void *ctx)
+{
+	struct fed_put *p = ctx;
+	ly_bundle_free(p->b);
+	free(p);
+}
+
+/* A bundle changed: into the copy now, to the store on the worker (counted by the change hook). */
 static ly_status
 fed_store(void *arg, const struct ly_bundle *b, const struct ly_bundle *previous, struct ly_error *err)
 {
 	struct srv_main *m = arg;
 	const char *td = ly_bundle_trust_domain(b);
-	char detail[256];
-	struct ly_error ae;
+	struct ly_ds_fed_bundle *held = fed_cache_find(&m->fedc.bundles, td);
+	struct ly_bundle *copy = NULL;
+	struct fed_put *p = calloc(1, sizeof(*p));
+	ly_status rc;
 
-	LY_TRY(ly_datastore_fed_bundle_put(m->srv.ds, b, NULL, err));
-	(void)snprintf(detail, sizeof(detail),
+	if (p == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "federation: out of memory");
+	p->m = m;
+	if ((rc = ly_bundle_clone(b, &p->b, err)) != LY_OK || (rc = ly_bundle_clone(b, &copy, err)) != LY_OK) {
+		fed_put_release(p);
+		return rc;
+	}
+	(void)snprintf(p->detail, sizeof(p->detail),
 	    "fetched from the bundle endpoint: sequence %" PRIu64 " -> %" PRIu64 ", x509_authorities=%zu "
 	    "jwt_authorities=%zu refresh_hint=%" PRIu64, previous != NULL ? ly_bundle_sequence(previous) : 0,
 	    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b),
 	    ly_bundle_refresh_hint(b));
-	struct ly_audit_record rec = { .caller = "federation", .action = "bundle.refresh", .trust_domain = td,
-		.result = "ok", .detail = detail };
-	if (ly_audit_write(m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
-		log_error("audit: %s", ae.msg);
-	log_info("federation: bundle of %s stored: %s", td, detail);
-	return LY_OK; /* counted by the datastore's change hook (fed_bundle_changes) */
+	if ((rc = ly_dsa_submit(m->srv.dsa, fed_put_work, fed_put_done, fed_put_release, p, 0, err)) != LY_OK) {
+		ly_bundle_free(copy);
+		fed_put_release(p);
+		return rc;
+	}
+	if (held != NULL) {
+		ly_bundle_free(held->bundle);
+		held->bundle = copy;
+		held->revision = -1; /* the next read of the copy brings the store's */
+	} else {
+		struct ly_ds_fed_bundle **v = realloc(m->fedc.bundles.items, (m->fedc.bundles.n + 1) * sizeof(*v));
+		struct ly_ds_fed_bundle *nb = calloc(1, sizeof(*nb));
+		if (v != NULL)
+			m->fedc.bundles.items = v;
+		if (v == NULL || nb == NULL) {
+			free(nb);
+			ly_bundle_free(copy); /* the copy lacks it until the next read: only a fetch more */
+		} else {
+			nb->bundle = copy;
+			nb->revision = -1;
+			m->fedc.bundles.items[m->fedc.bundles.n++] = nb;
+		}
+	}
+	return LY_OK;
 }
 
 static ly_status
 fed_list(void *arg, struct ly_fed_relationship **out, size_t *n, struct ly_error *err)
 {
 	struct srv_main *m = arg;
-	struct ly_ds_fed_rel_list list = LY_DS_FED_REL_LIST_INIT;
+	const struct ly_ds_fed_rel_list *list = &m->fedc.rels;
 	struct ly_fed_relationship *rels = NULL;
 	size_t k = 0;
-	ly_status rc;
 
 	*out = NULL;
 	*n = 0;
-	LY_TRY(ly_datastore_fed_rel_list(m->srv.ds, &list, err));
-	if (list.n > 0 && (rels = calloc(list.n, sizeof(*rels))) == NULL) {
-		rc = ly_error_set(err, LY_E_NOMEM, "federation: out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < list.n; i++) {
-		const struct ly_ds_fed_rel *d = list.items[i];
+	/* The copy now; read again on the worker for the next time (not from the read's own completion). */
+	if (!m->fedc.applying)
+		fed_cache_read(m, NULL, NULL, NULL);
+	if (m->fedc.failing)
+		return ly_error_set(err, LY_E_IO, "the datastore does not answer");
+	if (list->n > 0 && (rels = calloc(list->n, sizeof(*rels))) == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "federation: out of memory");
+	for (size_t i = 0; i < list->n; i++) {
+		const struct ly_ds_fed_rel *d = list->items[i];
 		struct ly_fed_relationship *r = &rels[k];
 		struct ly_error e;
 		if (strlen(d->trust_domain) > LY_TRUST_DOMAIN_MAX || strlen(d->bundle_endpoint_url) > LY_FED_URL_MAX ||
@@ -902,12 +1233,7 @@ fed_list(void *arg, struct ly_fed_relationship **out, size_t *n, struct ly_error
 	}
 	*out = rels;
 	*n = k;
-	rels = NULL;
-	rc = LY_OK;
-out:
-	free(rels);
-	ly_ds_fed_rel_list_cleanup(&list);
-	return rc;
+	return LY_OK;
 }
 
 static void
@@ -930,7 +1256,9 @@ fed_refresh(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_
 	struct srv_main *m = arg;
 	if (m->fetcher == NULL)
 		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
-	return ly_fed_fetcher_refresh(m->fetcher, td, done, done_arg, err);
+	/* The relationships as stored now (one just created through another call included), then the fetch. */
+	fed_cache_read(m, done, done_arg, td);
+	return LY_OK;
 }
 
 /*
@@ -944,10 +1272,10 @@ fed_on_store_change(void *arg, const struct ly_datastore_change *c)
 	struct srv_main *m = arg;
 	if (m->fetcher == NULL)
 		return;
-	if (c->kind == LY_DATASTORE_FED_REL_CHANGED)
-		ly_fed_fetcher_sync(m->fetcher);
-	else if (c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED && c->trust_domain != NULL)
-		ly_fed_fetcher_trust_changed(m->fetcher, c->trust_domain);
+	/* Read the copy again; its completion syncs the fetcher and wakes who waited for a bundle. */
+	if (c->kind == LY_DATASTORE_FED_REL_CHANGED || c->kind == LY_DATASTORE_FED_BUNDLE_CHANGED ||
+	    c->kind == LY_DATASTORE_FED_BUNDLE_DELETED)
+		fed_cache_read(m, NULL, NULL, NULL);
 }
 
 static ly_status
@@ -968,8 +1296,20 @@ fed_start(struct srv_main *m, struct ly_error *err)
 		    fc->endpoint.profile == LY_FED_PROFILE_HTTPS_WEB ? "https_web" : "https_spiffe",
 		    fc->endpoint.refresh_hint);
 	}
-	LY_TRY(ly_datastore_on_change(m->srv.ds, fed_on_store_change, m, err));
-	LY_TRY(ly_fed_fetcher_new(&m->loop, fc, &fed_ops, m, &m->fetcher, err));
+	LY_TRY(ly_dsa_on_change(m->srv.dsa, fed_on_store_change, m, err));
+	/* The copy the fetcher reads, once before it starts (start-up may wait). */
+	struct fed_read first = { .m = m, .rels = LY_DS_FED_REL_LIST_INIT, .bundles = LY_DS_FED_BUNDLE_LIST_INIT };
+	if ((rc = ly_dsa_call_sync(m->srv.dsa, fed_read_work, &first, err)) != LY_OK) {
+		ly_ds_fed_rel_list_cleanup(&first.rels);
+		ly_ds_fed_bundle_list_cleanup(&first.bundles);
+		return ly_error_wrap(err, rc, "federation");
+	}
+	m->fedc.rels = first.rels;
+	m->fedc.bundles = first.bundles;
+	m->fedc.applying = true; /* the first list is the copy just read */
+	rc = ly_fed_fetcher_new(&m->loop, fc, &fed_ops, m, &m->fetcher, err);
+	m->fedc.applying = false;
+	LY_TRY(rc);
 	m->srv.fed_refresh.fn = fed_refresh;
 	m->srv.fed_refresh.arg = m;
 	return LY_OK;
@@ -1014,7 +1354,7 @@ on_notice(void *arg, const struct ly_pg_notice *n)
 	struct srv_main *m = arg;
 	struct ly_datastore_change c = { .kind = 0, .revision = -1 };
 
-	if (m->srv.stopping || m->srv.ds == NULL)
+	if (m->srv.stopping || m->srv.dsa == NULL)
 		return;
 	switch (n->kind) {
 	case LY_PG_NOTICE_ENTRIES:
@@ -1033,7 +1373,7 @@ on_notice(void *arg, const struct ly_pg_notice *n)
 		shared_refresh(m);
 		return;
 	}
-	ly_datastore_changed(m->srv.ds, &c);
+	ly_dsa_changed(m->srv.dsa, &c);
 }
 
 /* LISTEN (again): what was notified while no one listened is caught up from the change log. */
@@ -1043,9 +1383,9 @@ on_listening(void *arg)
 	struct srv_main *m = arg;
 	struct ly_datastore_change c = { .kind = LY_DATASTORE_ENTRY_UPDATED, .revision = -1 };
 
-	if (m->srv.stopping || m->srv.ds == NULL)
+	if (m->srv.stopping || m->srv.dsa == NULL)
 		return;
-	ly_datastore_changed(m->srv.ds, &c);
+	ly_dsa_changed(m->srv.dsa, &c);
 	/* Evictions and bans notified while no one listened: their streams end now. */
 	struct ly_error e;
 	/* A datastore call right after PostgreSQL came back finds its session gone; the next one reconnects. */
@@ -1058,7 +1398,7 @@ on_listening(void *arg)
 static ly_status
 notify_start(struct srv_main *m, struct ly_error *err)
 {
-	if (!ly_datastore_shared(m->srv.ds))
+	if (!m->srv.ds_shared)
 		return LY_OK;
 	struct ly_pg_notify_config nc = {
 		.loop = &m->loop, .conninfo = m->srv.cfg.datastore_conninfo, .on_notice = on_notice,
@@ -1080,6 +1420,7 @@ start(struct srv_main *m, struct ly_error *err)
 	LY_TRY(fed_start(m, err));
 	tick_arm(m, 0);
 	uv_timer_start(&m->prune_timer, on_prune, PRUNE_MS, PRUNE_MS);
+	uv_timer_start(&m->ds_ping_timer, on_ds_ping, 0, DS_PING_MS);
 
 	LY_TRY(notify_start(m, err));
 
@@ -1119,6 +1460,10 @@ teardown(struct srv_main *m)
 	if (m->loop_ready) {
 		begin_stop(m);
 		(void)uv_run(&m->loop, UV_RUN_DEFAULT);
+		/* Calls still in flight hear "closing"; the worker's handles close on the next turn. */
+		ly_dsa_close(srv->dsa);
+		srv->dsa = NULL;
+		(void)uv_run(&m->loop, UV_RUN_DEFAULT);
 		int rc = uv_loop_close(&m->loop);
 		if (rc != 0)
 			log_warn("event loop closed with handles open: %s", uv_strerror(rc));
@@ -1131,8 +1476,11 @@ teardown(struct srv_main *m)
 	ly_audit_close(srv->audit);
 	ly_server_shared_close(srv);
 	ly_ca_free(srv->ca);
-	ly_datastore_close(srv->ds);
+	ly_datastore_close(m->ds_opened);
+	m->ds_opened = NULL;
 	ly_fed_config_cleanup(&srv->cfg.fed);
+	ly_ds_fed_rel_list_cleanup(&m->fedc.rels);
+	ly_ds_fed_bundle_list_cleanup(&m->fedc.bundles);
 	ly_config_free(m->file);
 	server_metrics_free(srv->metrics);
 	srv->metrics = NULL;
@@ -1140,7 +1488,6 @@ teardown(struct srv_main *m)
 	srv->x509pop = NULL;
 	srv->audit = NULL;
 	srv->ca = NULL;
-	srv->ds = NULL;
 	m->file = NULL;
 }
 
@@ -1162,6 +1509,7 @@ ly_server_run(int argc, char **argv)
 		return 1;
 	}
 	m->flags = (struct ly_server_flags)LY_SERVER_FLAGS_INIT;
+	m->ds_counted_at = -1;
 	struct ly_flag flags[] = {
 		{ "config", LY_FLAG_STRING, &m->flags.config_path, "path to a YAML config file (optional)", 0, 0, false },
 		{ "trustDomain", LY_FLAG_STRING, &m->flags.trust_domain, "the trust domain, e.g. example.org", 0, 0,

@@ -1,12 +1,13 @@
 /*
  * server.h: the state of a running lanyard-server, shared by its parts.
  *
- * Threads: one libuv loop thread owns everything here (the datastore, the
- * CA, the entry cache, the watchers, the timers); rpc/ delivers every gRPC
- * call to handlers on that thread. Blocking work (the Kubernetes
- * TokenReview of k8s_psat) runs on uv_queue_work and hands its result back
- * to the loop; nothing else blocks the loop but datastore writes (SQLite,
- * synchronous=FULL: a change is acknowledged only once durable).
+ * Threads: one libuv loop thread owns everything here (the CA, the entry
+ * cache, the watchers, the timers); rpc/ delivers every gRPC call to
+ * handlers on that thread. The datastore is owned by its own worker
+ * thread (datastore_async.h): handlers and timers submit calls and go on
+ * in their completions, on the loop, so a database that hangs never
+ * blocks the loop. Other blocking work (the Kubernetes TokenReview of
+ * k8s_psat) runs on uv_queue_work and hands its result back to the loop.
  *
  * Parts and who owns what:
  *   server.c     start-up, signals, the CA rotation timer, the server's
@@ -103,9 +104,11 @@ int ly_server_run(int argc, char **argv);
  * start. Shutdown (server.c): ly_agent_api_stop, then ly_rpc_close, then,
  * from the close callback (on the loop, every call released),
  * ly_agent_api_free; the datastore and the CA are closed after that.
- * ly_agent_api_new registers with the datastore's change hook (entries
- * created, updated, deleted; agents evicted, banned: their streams end);
- * ly_agent_api_free unregisters.
+ * ly_agent_api_new registers with the datastore's change hook (through
+ * ly_dsa_on_change: on the loop; entries created, updated, deleted; agents
+ * evicted, banned: their streams end) and starts loading the entry
+ * replica; ly_agent_api_free unregisters and detaches its datastore calls
+ * still in flight (they end their gRPC calls UNAVAILABLE).
  */
 ly_status ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_error *err) LY_MUST_CHECK;
 void ly_agent_api_free(struct ly_agent_api *api);
@@ -115,7 +118,9 @@ void ly_agent_api_bundle_changed(struct ly_agent_api *api);
 /* Ends every open stream (shutdown). */
 void ly_agent_api_stop(struct ly_agent_api *api);
 /*
- * Re-reads every agent record (one datastore list) and ends the streams of
+ * Re-reads every agent record (one datastore list, on the datastore's
+ * worker; applied when it answers, an error return means not started) and
+ * ends the streams of
  * agents evicted or banned meanwhile: after a lost notification channel
  * (pg_notify.h), whose missed evictions and bans no change hook reported.
  */

@@ -22,7 +22,7 @@
 struct uv_loop_s;
 struct ly_rpc;
 struct ly_rpc_server;
-struct ly_datastore;
+struct ly_dsa;
 struct ly_ca;
 struct ly_attest_x509pop;
 struct ly_attest_k8s_psat;
@@ -89,7 +89,11 @@ struct ly_server {
 	struct ly_rpc *rpc;
 	struct ly_rpc_server *agent_server;  /* TCP + TLS */
 	struct ly_rpc_server *admin_server;  /* Unix socket */
-	struct ly_datastore *ds;
+	/* The datastore, on its worker thread (datastore_async.h): every call
+	 * goes through ly_dsa_submit; the loop never holds the store itself. */
+	struct ly_dsa *dsa;
+	/* Whether the datastore is one several servers share (ly_datastore_shared), read once at start-up. */
+	bool ds_shared;
 	struct ly_ca *ca;
 	struct ly_attest_x509pop *x509pop;   /* NULL when not configured */
 	struct ly_attest_k8s_psat *psat;     /* NULL when not configured */
@@ -135,8 +139,8 @@ struct ly_metric;
 struct ly_server_metrics {
 	struct ly_metrics *reg;
 	struct ly_metric *start_time, *ready, *x509_issued, *jwt_issued, *attestations, *attest_seconds, *watchers,
-	    *entries, *agents, *ca_expiry, *rate_limited, *notify_listening, *bundle_authorities, *fed_bundle_changes,
-	    *fed_bundles;
+	    *entries, *agents, *ca_expiry, *rate_limited, *notify_listening, *bundle_authorities, *ds_reachable,
+	    *ds_pending, *ds_calls, *ds_seconds, *fed_bundle_changes, *fed_bundles;
 	/* Federation's fetcher and endpoint: refused fetches {trust_domain, reason}, endpoint answers {code}. */
 	struct ly_metric *fed_refusals, *fed_endpoint_answers;
 };

@@ -17,6 +17,7 @@
 #include "server/bundle_shared.h"
 #include "server/ca.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 
 #define SERVER_ID_FILE "server-id"
 
@@ -79,6 +80,36 @@ jwt_expiry(void *arg, const char *kid)
 	return (int64_t)ly_ca_jwt_not_after(arg, kid);
 }
 
+/* The shared bundle's two datastore calls, run on the datastore's worker (ly_dsa_call_sync). */
+struct publish_call {
+	const char *server_id;
+	const struct ly_shared_authorities *mine;
+	int64_t now;
+	uint64_t local_seq;
+	uint64_t seq;
+};
+
+static ly_status
+publish_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct publish_call *p = ctx;
+
+	return ly_datastore_bundle_publish(ds, p->server_id, p->mine, p->now, p->local_seq, &p->seq, err);
+}
+
+struct read_call {
+	int64_t now;
+	struct ly_shared_authorities *rows;
+};
+
+static ly_status
+read_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct read_call *r = ctx;
+
+	return ly_datastore_bundle_read(ds, r->now, r->rows, err);
+}
+
 ly_status
 ly_server_shared_publish(struct ly_server *srv, int64_t now, struct ly_error *err)
 {
@@ -87,11 +118,12 @@ ly_server_shared_publish(struct ly_server *srv, int64_t now, struct ly_error *er
 	uint64_t seq = 0;
 	ly_status rc;
 
-	if (!ly_datastore_shared(srv->ds))
+	if (!srv->ds_shared)
 		return LY_OK;
 	rc = ly_shared_authorities_from_bundle(local, srv->server_id, jwt_expiry, srv->ca, &mine, err);
-	if (rc == LY_OK)
-		rc = ly_datastore_bundle_publish(srv->ds, srv->server_id, &mine, now, ly_bundle_sequence(local), &seq, err);
+	struct publish_call pc = { srv->server_id, &mine, now, ly_bundle_sequence(local), 0 };
+	if (rc == LY_OK && (rc = ly_dsa_call_sync(srv->dsa, publish_work, &pc, err)) == LY_OK)
+		seq = pc.seq;
 	if (rc == LY_OK) {
 		/* What the CA made up to now is in the database: it may sign once its activation time comes. */
 		ly_ca_set_published(srv->ca, (time_t)now);
@@ -116,9 +148,10 @@ ly_server_shared_reload(struct ly_server *srv, int64_t now, bool *changed, int64
 	*changed = false;
 	if (next_expiry != NULL)
 		*next_expiry = 0;
-	if (!ly_datastore_shared(srv->ds))
+	if (!srv->ds_shared)
 		return LY_OK;
-	ly_status read_rc = ly_datastore_bundle_read(srv->ds, now, &rows, err);
+	struct read_call rcall = { now, &rows };
+	ly_status read_rc = ly_dsa_call_sync(srv->dsa, read_work, &rcall, err);
 	if (read_rc == LY_OK) {
 		/* Kept, so that a CA change while the database is away still gets a union. */
 		if (srv->shared_rows == NULL && (srv->shared_rows = calloc(1, sizeof(*srv->shared_rows))) == NULL) {
@@ -185,7 +218,7 @@ ly_server_shared_open(struct ly_server *srv, int64_t now, struct ly_error *err)
 {
 	bool changed = false;
 
-	if (!ly_datastore_shared(srv->ds))
+	if (!srv->ds_shared)
 		return LY_OK;
 	LY_TRY(server_id_load(srv->cfg.data_dir, srv->server_id, err));
 	LY_TRY(ly_server_shared_publish(srv, now, err));

@@ -285,8 +285,21 @@ def main():
         hist = sf.get("lanyard_server_node_attestation_seconds", {"samples": []})["samples"]
         att_n = next((v for n, lb, v in hist if n.endswith("_count") and lb.get("attestor") == '"join_token"'), 0)
         check(att_n >= 1, "server: attestation latency observed", str(hist[-3:]))
-        check(metric(sf, "lanyard_server_agent_watch_streams") >= 1 and metric(sf, "lanyard_server_entries") >= 1
-              and metric(sf, "lanyard_server_agents") >= 1, "server: watch streams, entries and agents gauges")
+        # The agents gauge is the datastore worker's last count (at most a ping, 1 s, behind).
+        gauges = ("lanyard_server_agent_watch_streams", "lanyard_server_entries", "lanyard_server_agents")
+        def gauges_up():
+            g = parse_prometheus(get(shp, "/metrics")[2])
+            return all((metric(g, n) or 0) >= 1 for n in gauges)
+        check(wait_for(gauges_up, 5), "server: watch streams, entries and agents gauges",
+              str([metric(sf, n) for n in gauges]))
+        check(metric(sf, "lanyard_server_datastore_reachable") == 1 and
+              metric(sf, "lanyard_server_datastore_calls_pending") is not None,
+              "server: datastore reachable and pending-calls gauges")
+        dsc = sf.get("lanyard_server_datastore_calls_total", {"samples": []})["samples"]
+        dsh = sf.get("lanyard_server_datastore_call_seconds", {"samples": []})["samples"]
+        check(any(lb.get("result") == '"ok"' and v >= 1 for _, lb, v in dsc) and
+              any(n.endswith("_count") and v >= 1 for n, _, v in dsh),
+              "server: datastore calls counted by outcome, their latency observed", str(dsc[:4]))
         check((metric(sf, "lanyard_server_ca_signing_expiry_timestamp_seconds") or 0) > time.time(),
               "server: the signing CA's expiry is in the future")
 

@@ -2,7 +2,9 @@
  * test_agent_api_flow.c: the agent API's control flow (server/agent_api*.c)
  * with the rpc call layer faked behind its interface (rpc/rpc.h: the
  * ly_rpc_call_* functions are defined here, so no gRPC is involved) over
- * a real SQLite datastore in a temporary directory and a real libuv loop.
+ * a real SQLite datastore in a temporary directory, on its worker thread
+ * (server/datastore_async.h: the test's own writes go through it too, as
+ * the admin API's do), and a real libuv loop.
  *
  * What it shows: an agent with a valid SVID opens WatchEntries and gets a
  * snapshot; an entry written to the datastore reaches its stream through
@@ -21,6 +23,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,7 @@
 #include "rpc/rpc.h"
 #include "server/agent_api_internal.h"
 #include "server/datastore.h"
+#include "server/datastore_async.h"
 #include "server/server.h"
 #include "testutil_x509.h"
 
@@ -165,6 +169,56 @@ pem_of(X509 *x)
 	return out;
 }
 
+static void run_for(struct fixture *f, uint64_t ms);
+
+/* One write or read of the test, run on the datastore's worker; the loop runs until it is done. */
+typedef ly_status ds_fn(struct ly_datastore *ds, void *arg, struct ly_error *err);
+struct ds_do {
+	ds_fn *fn;
+	void *arg;
+	bool done;
+	ly_status st;
+};
+
+static ly_status
+ds_do_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct ds_do *d = ctx;
+	return d->fn(ds, d->arg, err);
+}
+
+static void
+ds_do_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct ds_do *d = ctx;
+	(void)err;
+	d->done = true;
+	d->st = st;
+}
+
+static void
+ds_do_keep(void *ctx)
+{
+	(void)ctx; /* on the test's stack */
+}
+
+static ly_status
+ds_do(struct fixture *f, ds_fn *fn, void *arg)
+{
+	struct ds_do d = { fn, arg, false, LY_OK };
+	assert_int_equal(ly_dsa_submit(f->srv.dsa, ds_do_work, ds_do_done, ds_do_keep, &d, 0, NULL), LY_OK);
+	for (int i = 0; i < 5000 && !d.done; i++)
+		run_for(f, 2);
+	assert_true(d.done);
+	return d.st;
+}
+
+static ly_status
+upsert_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_agent_upsert(ds, arg, err);
+}
+
 /* Records the agent with the serial of `leaf` (its current SVID). */
 static void
 record_agent(struct fixture *f, X509 *leaf)
@@ -181,7 +235,7 @@ record_agent(struct fixture *f, X509 *leaf)
 		.selectors = &sel,
 		.n_selectors = 1,
 	};
-	assert_int_equal(ly_datastore_agent_upsert(f->srv.ds, &a, NULL), LY_OK);
+	assert_int_equal(ds_do(f, upsert_fn, &a), LY_OK);
 	ly_selector_cleanup(&sel);
 }
 
@@ -198,9 +252,15 @@ setup(void **state)
 	assert_int_equal(uv_loop_init(&f->loop), 0);
 	f->srv.loop = &f->loop;
 	(void)snprintf(f->srv.cfg.trust_domain, sizeof(f->srv.cfg.trust_domain), TD);
-	assert_int_equal(ly_datastore_sqlite_open(path, &f->srv.ds, NULL), LY_OK);
-	assert_int_equal(ly_datastore_set_trust_domain(f->srv.ds, TD, NULL), LY_OK);
+	struct ly_datastore *ds = NULL;
+	assert_int_equal(ly_datastore_sqlite_open(path, &ds, NULL), LY_OK);
+	assert_int_equal(ly_datastore_set_trust_domain(ds, TD, NULL), LY_OK);
+	assert_int_equal(ly_dsa_new(&f->loop, ds, NULL, &f->srv.dsa, NULL), LY_OK);
 	assert_int_equal(ly_agent_api_new(&f->srv, &f->srv.agent_api, NULL), LY_OK);
+	/* The replica loads on the worker. */
+	for (int i = 0; i < 5000 && !f->srv.agent_api->loaded; i++)
+		run_for(f, 2);
+	assert_true(f->srv.agent_api->loaded);
 	f->key = tu_key(LY_KEY_EC_P256);
 	struct tu_spec spec = live_spec();
 	f->leaf = tu_make(&spec, f->key, NULL, NULL);
@@ -217,10 +277,10 @@ teardown(void **state)
 	char path[128];
 
 	ly_agent_api_free(f->srv.agent_api);
-	/* The timers close on the loop. */
+	ly_dsa_close(f->srv.dsa);
+	/* The timers and the worker's handles close on the loop. */
 	(void)uv_run(&f->loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&f->loop), 0);
-	ly_datastore_close(f->srv.ds);
 	X509_free(f->leaf);
 	EVP_PKEY_free(f->key);
 	free(f->pem);
@@ -260,6 +320,9 @@ open_watch(struct fixture *f, struct ly_rpc_call *call)
 	call->peer_id = AGENT_ID;
 	call->pem = f->pem;
 	watch->handler(call, NULL, 0, &f->srv);
+	/* The agent's record may be read on the worker first. */
+	for (int i = 0; i < 5000 && !call->finished && call->n_sent == 0; i++)
+		run_for(f, 2);
 }
 
 static void
@@ -291,6 +354,55 @@ run_until_sent(struct fixture *f, const struct ly_rpc_call *call, size_t n)
 		run_for(f, 10);
 }
 
+static ly_status
+create_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_entry_create(ds, arg, err);
+}
+
+static ly_status
+delete_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_entry_delete(ds, arg, NULL, err);
+}
+
+static ly_status
+evict_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_agent_delete(ds, arg, err);
+}
+
+static ly_status
+ban_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_agent_set_banned(ds, arg, true, err);
+}
+
+/* Behind the hook's back: the back end's own operations, not the wrappers that feed the hook. */
+static ly_status
+raw_ban_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ds->ops->agent_set_banned(ds, arg, true, err);
+}
+
+static ly_status
+raw_unban_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ds->ops->agent_set_banned(ds, arg, false, err);
+}
+
+static ly_status
+raw_delete_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ds->ops->agent_delete(ds, arg, err);
+}
+
+static ly_status
+revision_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_revision(ds, arg, err);
+}
+
 static char *
 create_entry(struct fixture *f, const char *spiffe_id)
 {
@@ -299,11 +411,21 @@ create_entry(struct fixture *f, const char *spiffe_id)
 	assert_int_equal(ly_entry_set_string(&e->spiffe_id, spiffe_id, NULL), LY_OK);
 	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
 	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
-	assert_int_equal(ly_datastore_entry_create(f->srv.ds, e, NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
 	char *id = strdup(e->entry_id);
 	assert_non_null(id);
 	ly_entry_free(e);
 	return id;
+}
+
+static void
+create_entry_keep(struct fixture *f)
+{
+	free(create_entry(f, "spiffe://example.org/kept"));
+	/* The replica hears it through the hook, on a later loop turn. */
+	for (int i = 0; i < 1000 && f->srv.agent_api->n_entries == 0; i++)
+		run_for(f, 2);
+	assert_int_equal(f->srv.agent_api->n_entries, 1);
 }
 
 static void
@@ -323,7 +445,6 @@ test_change_reaches_watcher(void **state)
 
 	/* A write to the store; nothing calls the agent API but the hook. */
 	char *id = create_entry(f, "spiffe://example.org/web");
-	assert_int_equal(call.n_sent, 1); /* coalesced: on the next loop iteration */
 	run_until_sent(f, &call, 2);
 	assert_int_equal(call.n_sent, 2);
 	assert_false(call.last->snapshot);
@@ -331,12 +452,12 @@ test_change_reaches_watcher(void **state)
 	assert_string_equal(call.last->entries[0]->entry_id, id);
 	assert_string_equal(call.last->entries[0]->spiffe_id, "spiffe://example.org/web");
 	int64_t rev = -1;
-	assert_int_equal(ly_datastore_revision(f->srv.ds, &rev, NULL), LY_OK);
+	assert_int_equal(ds_do(f, revision_fn, &rev), LY_OK);
 	assert_int_equal(call.last->revision, rev);
 
 	/* A delete reaches it the same way: with the set now empty, the update
 	 * is the (empty) snapshot, smaller than a delta (authz.h). */
-	assert_int_equal(ly_datastore_entry_delete(f->srv.ds, id, NULL, NULL), LY_OK);
+	assert_int_equal(ds_do(f, delete_fn, id), LY_OK);
 	run_until_sent(f, &call, 3);
 	assert_int_equal(call.n_sent, 3);
 	assert_true(call.last->snapshot);
@@ -344,11 +465,11 @@ test_change_reaches_watcher(void **state)
 
 	/* A bundle change fed through the hook: every stream gets an update. */
 	struct ly_datastore_change c = { .kind = LY_DATASTORE_BUNDLE_CHANGED, .revision = rev };
-	ly_datastore_changed(f->srv.ds, &c);
+	ly_dsa_changed(f->srv.dsa, &c);
 	assert_int_equal(call.n_sent, 4);
 
-	/* Evicted in the store: the stream ends at once. */
-	assert_int_equal(ly_datastore_agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	/* Evicted in the store: the stream ends at once (the hook runs before the write's completion). */
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_true(call.finished);
 	assert_int_equal(call.code, LY_RPC_PERMISSION_DENIED);
 	assert_string_equal(call.details, "agent was evicted: it must attest again");
@@ -358,9 +479,25 @@ test_change_reaches_watcher(void **state)
 	free(id);
 }
 
-/* A bundle for `td` with one CA certificate, at sequence `seq`, stored. */
+static ly_status
+fed_put_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_fed_bundle_put(ds, arg, NULL, err);
+}
+
+static ly_status
+fed_dissociate_fn(struct ly_datastore *ds, void *arg, struct ly_error *err)
+{
+	return ly_datastore_fed_bundle_delete(ds, arg, LY_FED_DELETE_DISSOCIATE, NULL, err);
+}
+
+/*
+ * A bundle for `td` with one CA certificate, at sequence `seq`, stored
+ * through the server's worker, or straight into `other` (another server's
+ * handle on the same store: no hook) when not NULL.
+ */
 static void
-put_fed_bundle(struct fixture *f, const char *td, uint64_t seq)
+put_fed_bundle_to(struct fixture *f, struct ly_datastore *other, const char *td, uint64_t seq)
 {
 	char uri[300];
 	struct ly_bundle *b = NULL;
@@ -375,11 +512,20 @@ put_fed_bundle(struct fixture *f, const char *td, uint64_t seq)
 	assert_int_equal(ly_bundle_new(td, &b, NULL), LY_OK);
 	assert_int_equal(ly_bundle_add_x509_authority(b, der.data, der.len, NULL), LY_OK);
 	assert_int_equal(ly_bundle_update_sequence(b, seq, NULL), LY_OK);
-	assert_int_equal(ly_datastore_fed_bundle_put(f->srv.ds, b, NULL, NULL), LY_OK);
+	if (other != NULL)
+		assert_int_equal(ly_datastore_fed_bundle_put(other, b, NULL, NULL), LY_OK);
+	else
+		assert_int_equal(ds_do(f, fed_put_fn, b), LY_OK);
 	ly_bundle_free(b);
 	ly_buf_free(&der);
 	X509_free(ca);
 	EVP_PKEY_free(key);
+}
+
+static void
+put_fed_bundle(struct fixture *f, const char *td, uint64_t seq)
+{
+	put_fed_bundle_to(f, NULL, td, seq);
 }
 
 /* GetFederatedBundles as the agent, through the method table; the answer unpacked. */
@@ -400,6 +546,9 @@ get_fed_bundles(struct fixture *f)
 	call.peer_id = AGENT_ID;
 	call.pem = f->pem;
 	get->handler(&call, NULL, 0, &f->srv);
+	/* The agent's record may be read on the worker first. */
+	for (int i = 0; i < 5000 && !call.finished; i++)
+		run_for(f, 2);
 	assert_true(call.finished);
 	if (call.code != LY_RPC_OK)
 		fail_msg("GetFederatedBundles: %d %s", call.code, call.details);
@@ -424,7 +573,7 @@ test_federated_bundles(void **state)
 	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
 	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
 	assert_int_equal(ly_entry_add_federates_with(e, "spiffe://b.test", NULL), LY_OK);
-	assert_int_equal(ly_datastore_entry_create(f->srv.ds, e, NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
 	ly_entry_free(e);
 
 	open_watch(f, &call);
@@ -462,7 +611,7 @@ test_federated_bundles(void **state)
 	lanyard__agent__v1__federated_bundles__free_unpacked(r, NULL);
 
 	/* Dissociated: the entry loses b.test, the sequence is 0, no bundle is served. */
-	assert_int_equal(ly_datastore_fed_bundle_delete(f->srv.ds, "b.test", LY_FED_DELETE_DISSOCIATE, NULL, NULL), LY_OK);
+	assert_int_equal(ds_do(f, fed_dissociate_fn, (void *)(uintptr_t)"b.test"), LY_OK);
 	run_until_sent(f, &call, 3);
 	assert_int_equal(call.n_sent, 3);
 	assert_int_equal(call.last->federated_sequence, 0);
@@ -473,7 +622,7 @@ test_federated_bundles(void **state)
 	assert_int_equal(r->sequence, 0);
 	lanyard__agent__v1__federated_bundles__free_unpacked(r, NULL);
 
-	assert_int_equal(ly_datastore_agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_true(call.finished);
 	call_cleanup(&call);
 }
@@ -489,7 +638,7 @@ test_federated_bundle_from_another_server(void **state)
 	struct fixture *f = *state;
 	struct ly_rpc_call call;
 	struct ly_entry *e = NULL;
-	struct ly_datastore *other = NULL, *mine = f->srv.ds;
+	struct ly_datastore *other = NULL;
 	char path[128];
 
 	put_fed_bundle(f, "b.test", 1);
@@ -498,7 +647,7 @@ test_federated_bundle_from_another_server(void **state)
 	assert_int_equal(ly_entry_set_string(&e->parent_id, AGENT_ID, NULL), LY_OK);
 	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1000", NULL), LY_OK);
 	assert_int_equal(ly_entry_add_federates_with(e, "b.test", NULL), LY_OK);
-	assert_int_equal(ly_datastore_entry_create(f->srv.ds, e, NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
 	ly_entry_free(e);
 	open_watch(f, &call);
 	assert_int_equal(call.n_sent, 1);
@@ -509,9 +658,7 @@ test_federated_bundle_from_another_server(void **state)
 	(void)snprintf(path, sizeof(path), "%s/datastore.sqlite3", f->dir);
 	assert_int_equal(ly_datastore_sqlite_open(path, &other, NULL), LY_OK);
 	assert_int_equal(ly_datastore_set_trust_domain(other, TD, NULL), LY_OK);
-	f->srv.ds = other; /* put_fed_bundle writes through f->srv.ds */
-	put_fed_bundle(f, "b.test", 2);
-	f->srv.ds = mine;
+	put_fed_bundle_to(f, other, "b.test", 2);
 	ly_datastore_close(other);
 	assert_int_equal(call.n_sent, 1);
 	/* Not at once (no hook on that handle): the poll, every POLL_TICKS sweeps, brings it. */
@@ -521,7 +668,7 @@ test_federated_bundle_from_another_server(void **state)
 	assert_int_equal(call.n_sent, 2);
 	assert_true(call.last->federated_sequence != seq1);
 
-	assert_int_equal(ly_datastore_agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_true(call.finished);
 	call_cleanup(&call);
 }
@@ -548,6 +695,9 @@ open_watch_since(struct fixture *f, struct ly_rpc_call *call, int64_t since)
 	call->peer_id = AGENT_ID;
 	call->pem = f->pem;
 	watch->handler(call, buf, len, &f->srv);
+	/* The agent's record may be read on the worker first. */
+	for (int i = 0; i < 5000 && !call->finished && call->n_sent == 0; i++)
+		run_for(f, 2);
 }
 
 static char *
@@ -558,11 +708,27 @@ create_entry_under(struct fixture *f, const char *spiffe_id, const char *parent)
 	assert_int_equal(ly_entry_set_string(&e->spiffe_id, spiffe_id, NULL), LY_OK);
 	assert_int_equal(ly_entry_set_string(&e->parent_id, parent, NULL), LY_OK);
 	assert_int_equal(ly_entry_add_selector(e, "unix:uid:1001", NULL), LY_OK);
-	assert_int_equal(ly_datastore_entry_create(f->srv.ds, e, NULL), LY_OK);
+	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
 	char *id = strdup(e->entry_id);
 	assert_non_null(id);
 	ly_entry_free(e);
 	return id;
+}
+
+/*
+ * Runs the loop until the replica holds the store's present revision: the
+ * refresh a write's hook armed runs on a timer and reads on the worker, so
+ * a watch opened right after a write may otherwise get its snapshot before
+ * it and the write as an update next (both answers can land in one wake).
+ */
+static void
+settle(struct fixture *f)
+{
+	int64_t rev = 0;
+	assert_int_equal(ds_do(f, revision_fn, &rev), LY_OK);
+	for (int i = 0; i < 5000 && (f->srv.agent_api->revision < rev || f->srv.agent_api->refresh_inflight); i++)
+		run_for(f, 2);
+	assert_true(f->srv.agent_api->revision >= rev);
 }
 
 /*
@@ -581,6 +747,7 @@ test_watch_resumes_at_revision(void **state)
 
 	char *e1 = create_entry(f, "spiffe://example.org/one");
 	char *e2 = create_entry(f, "spiffe://example.org/two");
+	settle(f);
 	open_watch(f, &w1);
 	assert_int_equal(w1.n_sent, 1);
 	assert_true(w1.last->snapshot);
@@ -589,9 +756,10 @@ test_watch_resumes_at_revision(void **state)
 
 	/* Changes after r1: one created, one deleted, one nested under `two` (level 2). */
 	char *e3 = create_entry(f, "spiffe://example.org/three");
-	assert_int_equal(ly_datastore_entry_delete(f->srv.ds, e1, NULL, NULL), LY_OK);
+	assert_int_equal(ds_do(f, delete_fn, e1), LY_OK);
 	char *e4 = create_entry_under(f, "spiffe://example.org/two/nested", "spiffe://example.org/two");
 	run_until_sent(f, &w1, 2);
+	settle(f); /* that update may hold only the first of the three changes */
 
 	open_watch_since(f, &w2, r1);
 	assert_false(w2.finished);
@@ -634,6 +802,8 @@ test_watch_resumes_at_revision(void **state)
 	/* A fresh agent API (a server just started): its log begins at its load: older revisions get snapshots. */
 	ly_agent_api_free(f->srv.agent_api);
 	assert_int_equal(ly_agent_api_new(&f->srv, &f->srv.agent_api, NULL), LY_OK);
+	for (int i = 0; i < 5000 && !f->srv.agent_api->loaded; i++)
+		run_for(f, 2);
 	open_watch_since(f, &w4, r1);
 	assert_int_equal(w4.n_sent, 1);
 	assert_true(w4.last->snapshot);
@@ -642,7 +812,7 @@ test_watch_resumes_at_revision(void **state)
 	open_watch_since(f, &w5, r4 + 1000);
 	assert_true(w5.last->snapshot);
 	/* `two` deleted: its nested entry loses its authorization without changing itself: a snapshot. */
-	assert_int_equal(ly_datastore_entry_delete(f->srv.ds, e2, NULL, NULL), LY_OK);
+	assert_int_equal(ds_do(f, delete_fn, e2), LY_OK);
 	run_until_sent(f, &w4, 2);
 	open_watch_since(f, &w6, r4);
 	assert_true(w6.last->snapshot);
@@ -669,13 +839,16 @@ test_recheck_agents(void **state)
 	open_watch(f, &w1);
 	open_watch(f, &w2);
 	assert_false(w1.finished);
-	/* Nothing changed: nothing ends. */
+	/* Nothing changed: nothing ends (the re-check reads on the worker). */
 	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	run_for(f, 100);
 	assert_false(w1.finished || w2.finished);
 	/* Banned behind the hook's back (the back end's operation, not the wrapper that feeds the hook). */
-	assert_int_equal(f->srv.ds->ops->agent_set_banned(f->srv.ds, AGENT_ID, true, NULL), LY_OK);
+	assert_int_equal(ds_do(f, raw_ban_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_false(w1.finished);
 	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	for (int i = 0; i < 2500 && !(w1.finished && w2.finished); i++)
+		run_for(f, 2);
 	assert_true(w1.finished && w2.finished);
 	assert_int_equal(w1.code, LY_RPC_PERMISSION_DENIED);
 	assert_string_equal(w2.details, "agent is banned");
@@ -685,11 +858,13 @@ test_recheck_agents(void **state)
 	call_cleanup(&w1);
 	call_cleanup(&w2);
 	/* Evicted behind its back: the same, "evicted". */
-	assert_int_equal(f->srv.ds->ops->agent_set_banned(f->srv.ds, AGENT_ID, false, NULL), LY_OK);
+	assert_int_equal(ds_do(f, raw_unban_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	open_watch(f, &w1);
 	assert_false(w1.finished);
-	assert_int_equal(f->srv.ds->ops->agent_delete(f->srv.ds, AGENT_ID, NULL), LY_OK);
+	assert_int_equal(ds_do(f, raw_delete_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_int_equal(ly_agent_api_recheck_agents(f->srv.agent_api, &err), LY_OK);
+	for (int i = 0; i < 2500 && !w1.finished; i++)
+		run_for(f, 2);
 	assert_true(w1.finished);
 	assert_string_equal(w1.details, "agent was evicted: it must attest again");
 	call_cleanup(&w1);
@@ -703,7 +878,7 @@ test_ban_ends_stream(void **state)
 
 	open_watch(f, &call);
 	assert_false(call.finished);
-	assert_int_equal(ly_datastore_agent_set_banned(f->srv.ds, AGENT_ID, true, NULL), LY_OK);
+	assert_int_equal(ds_do(f, ban_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_true(call.finished);
 	assert_int_equal(call.code, LY_RPC_PERMISSION_DENIED);
 	assert_string_equal(call.details, "agent is banned");
@@ -739,12 +914,108 @@ test_unregistered_after_free(void **state)
 {
 	struct fixture *f = *state;
 
-	assert_int_equal(f->srv.ds->n_hooks, 1);
 	ly_agent_api_free(f->srv.agent_api);
-	assert_int_equal(f->srv.ds->n_hooks, 0);
 	/* Writes after that reach no one (and touch nothing freed). */
 	free(create_entry(f, "spiffe://example.org/after"));
 	f->srv.agent_api = NULL;
+}
+
+/* ---- a datastore that stops answering ---- */
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+
+static ly_status
+stall_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	(void)ds;
+	(void)ctx;
+	(void)err;
+	pthread_mutex_lock(&gate_mu);
+	while (!gate_open)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+	return LY_OK;
+}
+
+static int stall_done_calls;
+static void
+stall_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	(void)ctx;
+	(void)err;
+	assert_int_equal(st, LY_E_IO); /* timed out */
+	stall_done_calls++;
+}
+
+static void
+stall_release(void *ctx)
+{
+	(void)ctx;
+}
+
+/*
+ * The datastore stops answering (a call held on the worker past its
+ * deadline): an agent this server knows still opens its watch and gets
+ * its snapshot from the replica, even with a record older than
+ * KNOWN_FRESH_MS; an agent it does not know is told UNAVAILABLE; when the
+ * held call returns, the datastore is reachable again.
+ */
+static void
+test_known_agent_served_while_stalled(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_rpc_call call;
+
+	create_entry_keep(f);
+	open_watch(f, &call); /* reads the record: the agent is known */
+	assert_false(call.finished);
+	assert_int_equal(call.n_sent, 1);
+	assert_int_equal(f->srv.agent_api->n_known, 1);
+	f->srv.agent_api->known[0].read_ms = 0; /* stale: would be read again */
+
+	gate_open = false;
+	stall_done_calls = 0;
+	assert_int_equal(ly_dsa_submit(f->srv.dsa, stall_work, stall_done, stall_release, NULL, 50, NULL), LY_OK);
+	for (int i = 0; i < 1000 && stall_done_calls == 0; i++)
+		run_for(f, 2);
+	assert_int_equal(stall_done_calls, 1);
+	assert_false(ly_dsa_reachable(f->srv.dsa, NULL));
+
+	struct ly_rpc_call call2;
+	open_watch(f, &call2);
+	assert_false(call2.finished);
+	assert_int_equal(call2.n_sent, 1);
+	assert_true(call2.last->snapshot);
+	assert_int_equal(call2.last->n_entries, 1);
+
+	/* Not known here: nothing to go by. */
+	agent_api_known_drop(f->srv.agent_api, AGENT_ID);
+	struct ly_rpc_call call3;
+	open_watch(f, &call3);
+	assert_true(call3.finished);
+	assert_int_equal(call3.code, LY_RPC_UNAVAILABLE);
+	assert_string_equal(call3.details, "datastore unavailable");
+	call_cleanup(&call3);
+
+	pthread_mutex_lock(&gate_mu);
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+	for (int i = 0; i < 1000 && !ly_dsa_reachable(f->srv.dsa, NULL); i++)
+		run_for(f, 2);
+	assert_true(ly_dsa_reachable(f->srv.dsa, NULL));
+	struct ly_rpc_call call4;
+	open_watch(f, &call4);
+	assert_false(call4.finished);
+	assert_int_equal(call4.n_sent, 1);
+	/* The streams end before their (stack) calls go. */
+	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
+	assert_true(call.finished && call2.finished && call4.finished);
+	call_cleanup(&call);
+	call_cleanup(&call2);
+	call_cleanup(&call4);
 }
 
 int
@@ -752,6 +1023,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_change_reaches_watcher, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_known_agent_served_while_stalled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_resumes_at_revision, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recheck_agents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ban_ends_stream, setup, teardown),
