@@ -75,7 +75,14 @@ class Env:
 
 
 def create_entries(env, admin_pb2_grpc, agent_pb2, grpc, n):
-    """CreateEntry over the admin API, 128 in flight (the CLI has no bulk mode)."""
+    """CreateEntry over the admin API, 64 in flight (the CLI has no bulk mode).
+
+    Not more: the server advertises 100 concurrent streams and its bridge
+    counts a call until its completion reaches the loop, which lags the
+    stream's end on the wire; with the admin API on the datastore worker a
+    client at the advertised limit can cross the bridge's count and have its
+    connection shut down (docs/security.md; left open for a fix with
+    headroom in rpc/bridge.c)."""
     ch = grpc.insecure_channel("unix:" + env.server_sock)
     admin = admin_pb2_grpc.AdminStub(ch)
     futs, ok = [], 0
@@ -84,7 +91,7 @@ def create_entries(env, admin_pb2_grpc, agent_pb2, grpc, n):
         e = agent_pb2.Entry(spiffe_id=f"spiffe://{TD}/large/w{i:05d}", parent_id=AGENT_ID,
                             selectors=[agent_pb2.Selector(type="unix", value=f"uid:{UID}")])
         futs.append(admin.CreateEntry.future(e, timeout=120))
-        if len(futs) >= 128:
+        if len(futs) >= 64:
             futs.pop(0).result()
             ok += 1
     for f in futs:
@@ -175,7 +182,12 @@ def main():
         if not check(env.start_agent(token=m.group(1)), "agent up", env.agent.text()[-2000:]):
             return
 
-        made = create_entries(env, admin_pb2_grpc, agent_pb2, grpc, N)
+        try:
+            made = create_entries(env, admin_pb2_grpc, agent_pb2, grpc, N)
+        except grpc.RpcError:
+            # The server's own lines (not its audit lines) say why.
+            print("\n".join(l for l in env.server.text().splitlines() if "ly_audit_write" not in l)[-4000:])
+            raise
         check(made == N, f"{N} entries created for uid {UID}")
 
         # All of them in one message (gRPC's default 4 MiB held ~2,400).
