@@ -303,6 +303,8 @@ call_cleanup(struct ly_rpc_call *c)
 	c->last = NULL;
 }
 
+static void settle(struct fixture *f);
+
 /* Opens WatchEntries as the agent through the method table, as rpc/ would. */
 static void
 open_watch(struct fixture *f, struct ly_rpc_call *call)
@@ -576,6 +578,7 @@ test_federated_bundles(void **state)
 	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
 	ly_entry_free(e);
 
+	settle(f);
 	open_watch(f, &call);
 	assert_int_equal(call.n_sent, 1);
 	assert_int_equal(call.last->n_entries, 1);
@@ -649,6 +652,7 @@ test_federated_bundle_from_another_server(void **state)
 	assert_int_equal(ly_entry_add_federates_with(e, "b.test", NULL), LY_OK);
 	assert_int_equal(ds_do(f, create_fn, e), LY_OK);
 	ly_entry_free(e);
+	settle(f);
 	open_watch(f, &call);
 	assert_int_equal(call.n_sent, 1);
 	uint64_t seq1 = call.last->federated_sequence;
