@@ -298,6 +298,22 @@ join_token_predicted_id(struct ly_sync *s, char *out, size_t size)
 	return true;
 }
 
+/*
+ * After a failed attempt: a join token's key is kept for the next one. The
+ * server may have used the token up and lost its answer (a connection
+ * dropped, shed under load): it answers the same token again only for the
+ * key that used it (server/datastore.h, LY_JOIN_TOKEN_RETRY_S), so a new
+ * key would be refused "already used" for good. Other methods attest anew.
+ */
+static void
+attest_key_drop(struct ly_sync *s)
+{
+	if (s->method == METHOD_JOIN_TOKEN)
+		return;
+	EVP_PKEY_free(s->att_key);
+	s->att_key = NULL;
+}
+
 static void
 attest_refused(struct ly_sync *s, enum ly_rpc_code code, const char *what)
 {
@@ -320,8 +336,7 @@ attest_refused(struct ly_sync *s, enum ly_rpc_code code, const char *what)
 		log_warn("attestation failed: %s", what);
 		break;
 	}
-	EVP_PKEY_free(s->att_key);
-	s->att_key = NULL;
+	attest_key_drop(s);
 	/* The bootstrap channel may be the problem (a server that rotated its certificate): a new one next time. */
 	ly_sync_chan_retire(s, s->chan);
 	ly_sync_chan_reconnect_later(s, "attestation");
@@ -387,10 +402,9 @@ ly_sync_enrol_begin(struct ly_sync *s)
 		ly_sync_chan_reconnect_later(s, "no channel");
 		return;
 	}
-	EVP_PKEY_free(s->att_key);
-	s->att_key = NULL;
+	attest_key_drop(s);
 	s->att_expect[0] = '\0';
-	if ((rc = ly_key_generate(LY_KEY_TYPE_DEFAULT, &s->att_key, &e)) != LY_OK)
+	if (s->att_key == NULL && (rc = ly_key_generate(LY_KEY_TYPE_DEFAULT, &s->att_key, &e)) != LY_OK)
 		goto out;
 	lanyard__agent__v1__attest_agent_request__init(&req);
 	switch (s->method) {
@@ -436,8 +450,7 @@ out:
 	ly_buf_free_secret(&token);
 	if (rc != LY_OK) {
 		log_error("attestation not started: %s", e.msg);
-		EVP_PKEY_free(s->att_key);
-		s->att_key = NULL;
+		attest_key_drop(s);
 		s->backoff_attempt = s->backoff_attempt < 4 ? 4 : s->backoff_attempt;
 		ly_sync_chan_reconnect_later(s, "attestation");
 	}

@@ -62,6 +62,8 @@ struct enrol_op {
 	/* join_token only: the token (wiped), and the attestation's own outcome. */
 	char *token;
 	char td[LY_TRUST_DOMAIN_MAX + 1];
+	uint8_t key_sha256[LY_AGENTAPI_KEY_SHA256_LEN]; /* of the CSR's key, when has_key */
+	bool has_key, again;                           /* again: a retry by that key (its answer was lost) */
 	ly_status attest_rc;
 	struct ly_error attest_err;
 	/* The agent: admitted (attestation) or recorded (renewal). */
@@ -540,7 +542,8 @@ join_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
 	struct enrol_op *o = ctx;
 
-	o->attest_rc = ly_attest_join_token(ds, o->td, o->token, o->now, &o->res, &o->attest_err);
+	o->attest_rc = ly_attest_join_token(ds, o->td, o->token, o->now, o->has_key ? o->key_sha256 : NULL, &o->res,
+	    &o->again, &o->attest_err);
 	ly_free_secret_str(o->token);
 	o->token = NULL;
 	if (o->attest_rc == LY_E_IO) /* the datastore failed, not the token */
@@ -573,6 +576,9 @@ join_done(void *ctx, ly_status st, const struct ly_error *err)
 		agent_api_reply_finish(o->call, attest_code(o->attest_rc), "attestation refused", o->attest_err.msg);
 		return;
 	}
+	if (o->again)
+		log_info("join_token: agent %s admitted again: the token's use is retried by the key that used it "
+			 "(the first answer was lost)", o->res.agent_id);
 	struct enrol_op *n = enrol_op_move(o);
 	if (n == NULL) {
 		agent_api_reply_finish(o->call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
@@ -607,6 +613,11 @@ attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const stru
 		return;
 	}
 	(void)snprintf(o->td, sizeof(o->td), "%s", api->srv->cfg.trust_domain);
+	if (rq->has_csr_key) {
+		_Static_assert(sizeof(o->key_sha256) == LY_JOIN_TOKEN_KEY_LEN, "the key digest the datastore keeps");
+		memcpy(o->key_sha256, rq->csr_key_sha256, sizeof(o->key_sha256));
+		o->has_key = true;
+	}
 	if (agent_api_submit(api, &o->op, join_work, join_done, enrol_release, &e) != LY_OK) {
 		log_info("join_token attestation not started: %s", e.msg);
 		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "attestation unavailable, retry later", NULL);

@@ -74,6 +74,11 @@ attest_csr(struct ly_agentapi_attest_request *r, struct ly_error *err)
 		return detail(err, LY_E_INVALID, "CSR refused", &e);
 	memcpy(r->csr_id_buf, parsed.id.id, strlen(parsed.id.id) + 1);
 	r->csr_id = r->csr_id_buf;
+	if (EVP_Digest(parsed.spki.data, parsed.spki.len, r->csr_key_sha256, NULL, EVP_sha256(), NULL) != 1) {
+		ly_csr_cleanup(&parsed);
+		return ly_error_openssl(err, LY_E_CRYPTO, "CSR key digest");
+	}
+	r->has_csr_key = true;
 	ly_csr_cleanup(&parsed);
 	return LY_OK;
 }

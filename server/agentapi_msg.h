@@ -63,6 +63,8 @@ enum ly_agentapi_attestation {
 	LY_AGENTAPI_TICKET,
 };
 
+#define LY_AGENTAPI_KEY_SHA256_LEN 32
+
 /* A decoded AttestAgentRequest; every pointer borrows from `msg`. */
 struct ly_agentapi_attest_request {
 	enum ly_agentapi_attestation kind;
@@ -70,6 +72,10 @@ struct ly_agentapi_attest_request {
 	size_t csr_len;
 	const char *csr_id;   /* the CSR's URI SAN (points into csr_id_buf), NULL without a CSR */
 	char csr_id_buf[LY_SPIFFE_ID_MAX + 1];
+	/* SHA-256 of the CSR's SubjectPublicKeyInfo DER (has_csr_key: a CSR was given); a join token's
+	 * use is bound to it (a lost answer retried with the same key: server/datastore.h) */
+	uint8_t csr_key_sha256[LY_AGENTAPI_KEY_SHA256_LEN];
+	bool has_csr_key;
 	const char *token;    /* join_token, k8s_psat: a secret */
 	const char *cluster;  /* k8s_psat */
 	const uint8_t *chain; /* x509pop */

@@ -57,6 +57,7 @@
 #ifndef LANYARD_SERVER_ATTEST_H
 #define LANYARD_SERVER_ATTEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -108,10 +109,15 @@ ly_status ly_join_token_default_id(const char *trust_domain, const char *token, 
  * agent ID is the SPIFFE ID stored with the token, which must be in
  * `trust_domain` (bare name) and have a path (LY_E_UNTRUSTED otherwise:
  * a token made for another trust domain admits no one here). No selectors.
- * `now` is Unix seconds.
+ * `now` is Unix seconds. `key_sha256` (LY_JOIN_TOKEN_KEY_LEN bytes, or
+ * NULL) is the SHA-256 of the agent's public key (its CSR's
+ * SubjectPublicKeyInfo): the same token with the same key within
+ * LY_JOIN_TOKEN_RETRY_S of its use admits the agent again (its first
+ * answer was lost; *again = true, `again` may be NULL); another key is
+ * refused as a second use.
  */
 ly_status ly_attest_join_token(struct ly_datastore *ds, const char *trust_domain, const char *token, time_t now,
-    struct ly_attest_result *out, struct ly_error *err) LY_MUST_CHECK;
+    const uint8_t *key_sha256, struct ly_attest_result *out, bool *again, struct ly_error *err) LY_MUST_CHECK;
 
 /* ---- x509pop ---- */
 

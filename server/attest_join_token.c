@@ -35,7 +35,7 @@ ly_join_token_default_id(const char *trust_domain, const char *token, struct ly_
 
 ly_status
 ly_attest_join_token(struct ly_datastore *ds, const char *trust_domain, const char *token, time_t now,
-    struct ly_attest_result *out, struct ly_error *err)
+    const uint8_t *key_sha256, struct ly_attest_result *out, bool *again, struct ly_error *err)
 {
 	struct ly_attest_result r = LY_ATTEST_RESULT_INIT;
 	char *granted = NULL;
@@ -46,8 +46,8 @@ ly_attest_join_token(struct ly_datastore *ds, const char *trust_domain, const ch
 	rc = ly_datastore_token_check(token, err);
 	if (rc != LY_OK)
 		return rc;
-	/* Used up here even when refused below: a token is tried once. */
-	rc = ly_datastore_token_consume(ds, token, (int64_t)now, &granted, err);
+	/* Used up here even when refused below: a token is tried once (or retried by the key that used it). */
+	rc = ly_datastore_token_consume(ds, token, (int64_t)now, key_sha256, &granted, again, err);
 	if (rc != LY_OK)
 		return ly_error_wrap(err, rc, "join token attestation");
 	/* A token stored before the reserved-ID rule may grant the server's ID. */

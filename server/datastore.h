@@ -250,8 +250,8 @@ struct ly_datastore_ops {
 
 	ly_status (*token_create)(struct ly_datastore *ds, const char *token, const char *spiffe_id,
 	    int64_t expires_at, struct ly_error *err);
-	ly_status (*token_consume)(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
-	    struct ly_error *err);
+	ly_status (*token_consume)(struct ly_datastore *ds, const char *token, int64_t now, const uint8_t *key_sha256,
+	    char **spiffe_id, bool *again, struct ly_error *err);
 	ly_status (*token_prune)(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err);
 
 	ly_status (*agent_upsert)(struct ly_datastore *ds, const struct ly_ds_agent *agent, struct ly_error *err);
@@ -384,7 +384,8 @@ void ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_
 /* ---- SQLite back end ---- */
 
 /* The schema version this build writes; a newer database is refused. */
-#define LY_DATASTORE_SQLITE_SCHEMA 2
+/* 3: join token uses (a lost answer retried by the same key, ly_datastore_token_consume). */
+#define LY_DATASTORE_SQLITE_SCHEMA 3
 
 /*
  * Opens (creating if absent) the SQLite database at `path` (the server uses
@@ -406,8 +407,9 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
  * (pg_notify.h: triggers NOTIFY LY_PG_NOTIFY_CHANNEL on every entry
  * change, agent eviction or ban, and bundle publish, whichever server
  * wrote it).
- * 3: federation (federated bundles, relationships, entries' federates_with). */
-#define LY_DATASTORE_PG_SCHEMA 3
+ * 3: federation (federated bundles, relationships, entries' federates_with).
+ * 4: join token uses (a lost answer retried by the same key, ly_datastore_token_consume). */
+#define LY_DATASTORE_PG_SCHEMA 4
 
 /*
  * Connects to PostgreSQL with the libpq connection string `conninfo`
@@ -627,21 +629,37 @@ ly_datastore_token_create(struct ly_datastore *ds, const char *token, const char
 	return ds->ops->token_create(ds, token, spiffe_id, expires_at, err);
 }
 
+/* The size of the key digest a join token's use is bound to (SHA-256). */
+#define LY_JOIN_TOKEN_KEY_LEN 32
+/* How long after its use a join token answers again the key that used it (s). */
+#define LY_JOIN_TOKEN_RETRY_S 300
+
 /*
  * Uses up a join token, atomically: the first call for a stored, unexpired
  * token returns LY_OK and the SPIFFE ID it grants in *spiffe_id (free());
  * the token is gone afterwards. An unknown or already used token is
  * LY_E_NOT_FOUND; an expired one (now >= expires_at) is LY_E_EXPIRED and is
  * deleted too.
+ *
+ * A lost answer: `key_sha256` (LY_JOIN_TOKEN_KEY_LEN bytes, or NULL) is the
+ * SHA-256 of the public key (SubjectPublicKeyInfo DER) of the agent that
+ * presents the token. A successful first use records it with the token's
+ * digest for LY_JOIN_TOKEN_RETRY_S seconds; within them, the same token
+ * with the same key returns LY_OK again, the same SPIFFE ID, and *again =
+ * true (the agent retried because the answer never reached it); any other
+ * key, no key, or a later call is LY_E_NOT_FOUND as before. The record
+ * goes with the agent's eviction (ly_datastore_agent_delete) and with
+ * ly_datastore_token_prune once its time is up. `again` may be NULL.
  */
 static inline LY_MUST_CHECK ly_status
-ly_datastore_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
-    struct ly_error *err)
+ly_datastore_token_consume(struct ly_datastore *ds, const char *token, int64_t now, const uint8_t *key_sha256,
+    char **spiffe_id, bool *again, struct ly_error *err)
 {
-	return ds->ops->token_consume(ds, token, now, spiffe_id, err);
+	return ds->ops->token_consume(ds, token, now, key_sha256, spiffe_id, again, err);
 }
 
-/* Deletes every token expired at `now`; the count goes to *removed when non-NULL. */
+/* Deletes every token expired at `now` (and every use record past its retry time); the count of
+ * tokens goes to *removed when non-NULL. */
 static inline LY_MUST_CHECK ly_status
 ly_datastore_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err)
 {

@@ -616,9 +616,40 @@ out:
 	return rc;
 }
 
+/*
+ * No stored token: a retry by the key that used it, within its retry time?
+ * (datastore.h). *granted: the ID it was given, or NULL when there is none.
+ */
+static ly_status
+token_use_get(struct ly_datastore *ds, const unsigned char *hash, const uint8_t *key_sha256, int64_t now,
+    char **granted, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	struct ly_ds_rows rows = { 0 };
+	bool row = false;
+	ly_status rc;
+	const struct ly_ds_param p[] = {
+		LY_DS_BYTES(hash, LY_DS_HASH_LEN),
+		LY_DS_BYTES(key_sha256, LY_JOIN_TOKEN_KEY_LEN),
+		LY_DS_INT(now),
+	};
+
+	*granted = NULL;
+	LY_TRY(d->exec(ds, LY_DS_TOKEN_USE_GET, p, LY_DS_NELEM(p), "use join token again", &rows, NULL, err));
+	rc = d->next(&rows, &row, "use join token again", err);
+	if (rc == LY_OK && row)
+		rc = d->col_text(&rows, 0, LY_SPIFFE_ID_MAX, false, granted, err);
+	d->rows_free(&rows);
+	if (rc != LY_OK) {
+		free(*granted);
+		*granted = NULL;
+	}
+	return rc;
+}
+
 ly_status
-ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
-    struct ly_error *err)
+ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now, const uint8_t *key_sha256,
+    char **spiffe_id, bool *again, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
@@ -631,6 +662,8 @@ ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t n
 	if (spiffe_id == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
 	*spiffe_id = NULL;
+	if (again != NULL)
+		*again = false;
 	LY_TRY(ly_datastore_token_check(token, err));
 	LY_TRY(ly_ds_token_hash(token, hash, err));
 	const struct ly_ds_param p[] = { LY_DS_BYTES(hash, sizeof(hash)) };
@@ -646,7 +679,20 @@ ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t n
 	if (rc != LY_OK)
 		goto out;
 	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
+		d->rows_free(&rows);
+		open = false;
+		/* Used already: answered again only for the key that used it (its answer was lost). */
+		if (key_sha256 != NULL && (rc = token_use_get(ds, hash, key_sha256, now, &granted, err)) != LY_OK)
+			goto out;
+		if (granted == NULL) {
+			rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
+			goto out;
+		}
+		if (again != NULL)
+			*again = true;
+		*spiffe_id = granted;
+		granted = NULL;
+		rc = LY_OK; /* nothing written: rolled back below */
 		goto out;
 	}
 	if ((rc = d->col_text(&rows, 0, LY_SPIFFE_ID_MAX, false, &granted, err)) != LY_OK ||
@@ -661,6 +707,18 @@ ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t n
 	}
 	d->rows_free(&rows);
 	open = false;
+	if (now < expires_at && key_sha256 != NULL) {
+		const struct ly_ds_param u[] = {
+			LY_DS_BYTES(hash, sizeof(hash)),
+			LY_DS_TEXT(granted),
+			LY_DS_BYTES(key_sha256, LY_JOIN_TOKEN_KEY_LEN),
+			LY_DS_INT(now),
+			LY_DS_INT(now + LY_JOIN_TOKEN_RETRY_S),
+		};
+		rc = d->exec(ds, LY_DS_TOKEN_USE_INSERT, u, LY_DS_NELEM(u), "record join token use", NULL, NULL, err);
+		if (rc != LY_OK)
+			goto out;
+	}
 	/* Committed even when expired: an expired token is used up too. */
 	rc = d->commit(ds, err);
 	if (rc != LY_OK)
@@ -685,7 +743,7 @@ ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, 
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	int64_t rev = 0, n = 0;
+	int64_t rev = 0, n = 0, uses = 0;
 	const struct ly_ds_param p[] = { LY_DS_INT(now) };
 
 	if (removed != NULL)
@@ -696,8 +754,11 @@ ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, 
 	rc = d->exec(ds, LY_DS_TOKEN_PRUNE, p, LY_DS_NELEM(p), "prune join tokens", NULL, &n, err);
 	if (rc != LY_OK)
 		goto out;
+	rc = d->exec(ds, LY_DS_TOKEN_USE_PRUNE, p, LY_DS_NELEM(p), "prune join token uses", NULL, &uses, err);
+	if (rc != LY_OK)
+		goto out;
 	/* Nothing removed: roll back, so the revision does not move. */
-	if (n > 0)
+	if (n > 0 || uses > 0)
 		rc = d->commit(ds, err);
 	if (rc == LY_OK && removed != NULL)
 		*removed = (size_t)n;
@@ -873,6 +934,10 @@ agent_write(struct ly_datastore *ds, enum ly_ds_stmt id, const char *spiffe_id, 
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
 		goto out;
 	}
+	/* Evicted: it must attest again, and a join token it used no longer answers its key. */
+	if (id == LY_DS_AGENT_DELETE &&
+	    (rc = d->exec(ds, LY_DS_TOKEN_USE_FORGET, p, 1, "forget join token uses", NULL, NULL, err)) != LY_OK)
+		goto out;
 	rc = d->commit(ds, err);
 out:
 	d->rollback(ds);

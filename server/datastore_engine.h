@@ -46,6 +46,14 @@ enum ly_ds_stmt {
 	LY_DS_TOKEN_TAKE,
 	/* (now int): deletes tokens with expires_at <= now */
 	LY_DS_TOKEN_PRUNE,
+	/* (token_sha256 bytes, spiffe_id text, key_sha256 bytes, used_at int, retry_until int): a token's use */
+	LY_DS_TOKEN_USE_INSERT,
+	/* (token_sha256 bytes, key_sha256 bytes, now int) -> rows (spiffe_id): that key's use, retry_until > now */
+	LY_DS_TOKEN_USE_GET,
+	/* (now int): deletes uses with retry_until <= now */
+	LY_DS_TOKEN_USE_PRUNE,
+	/* (spiffe_id text): the uses that admitted that agent (its eviction) */
+	LY_DS_TOKEN_USE_FORGET,
 	/* (spiffe_id text): its selectors go with it */
 	LY_DS_AGENT_DELETE,
 	/* (spiffe_id text, banned bool, updated_at int) */
@@ -265,8 +273,8 @@ struct ly_ds_dialect {
 /* Operations of struct ly_datastore_ops written once, over ds->dialect. */
 ly_status ly_ds_engine_token_create(struct ly_datastore *ds, const char *token, const char *spiffe_id,
     int64_t expires_at, struct ly_error *err) LY_MUST_CHECK;
-ly_status ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now, char **spiffe_id,
-    struct ly_error *err) LY_MUST_CHECK;
+ly_status ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t now,
+    const uint8_t *key_sha256, char **spiffe_id, bool *again, struct ly_error *err) LY_MUST_CHECK;
 ly_status ly_ds_engine_token_prune(struct ly_datastore *ds, int64_t now, size_t *removed, struct ly_error *err)
     LY_MUST_CHECK;
 ly_status ly_ds_engine_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err) LY_MUST_CHECK;

@@ -35,7 +35,7 @@
  * Schema: versioned by the schema_version table, migrated at open in one
  * transaction under an advisory lock (two servers starting at once migrate
  * once). Version 2 is several servers on one database (schema_v2). To add
- * version 3, append { 3, schema_v3 } and raise LY_DATASTORE_PG_SCHEMA.
+ * version 5, append { 5, schema_v5 } and raise LY_DATASTORE_PG_SCHEMA.
  *
  * What does not depend on PostgreSQL (input checks, the identity and join
  * token hashes, which must equal the SQLite back end's) is in datastore.c,
@@ -201,10 +201,22 @@ static const char *const schema_v3[] = {
 	"FOR EACH STATEMENT EXECUTE FUNCTION lanyard_notify_federated()",
 };
 
+/* Version 4: join token uses, the SQLite back end's version 3. */
+static const char *const schema_v4[] = {
+	"CREATE TABLE join_token_uses ("
+	" token_sha256 BYTEA PRIMARY KEY,"
+	" spiffe_id TEXT NOT NULL,"
+	" key_sha256 BYTEA NOT NULL,"
+	" used_at BIGINT NOT NULL,"
+	" retry_until BIGINT NOT NULL)",
+	"CREATE INDEX join_token_uses_spiffe_id ON join_token_uses (spiffe_id)",
+};
+
 static const struct ly_ds_migration migrations[] = {
 	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
 	{ 2, schema_v2, LY_DS_NELEM(schema_v2) },
 	{ 3, schema_v3, LY_DS_NELEM(schema_v3) },
+	{ 4, schema_v4, LY_DS_NELEM(schema_v4) },
 };
 
 _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
@@ -247,6 +259,12 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	    "INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
 	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at",
 	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= $1",
+	[LY_DS_TOKEN_USE_INSERT] = "INSERT INTO join_token_uses "
+	                           "(token_sha256, spiffe_id, key_sha256, used_at, retry_until) VALUES ($1, $2, $3, $4, $5)",
+	[LY_DS_TOKEN_USE_GET] =
+	    "SELECT spiffe_id FROM join_token_uses WHERE token_sha256 = $1 AND key_sha256 = $2 AND retry_until > $3",
+	[LY_DS_TOKEN_USE_PRUNE] = "DELETE FROM join_token_uses WHERE retry_until <= $1",
+	[LY_DS_TOKEN_USE_FORGET] = "DELETE FROM join_token_uses WHERE spiffe_id = $1",
 	[LY_DS_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = $1",
 	[LY_DS_AGENT_BAN] = "UPDATE agents SET banned = $2, updated_at = $3 WHERE spiffe_id = $1",
 	/* bytea in binary format: the bytes as they are, no escaping. */

@@ -13,7 +13,7 @@
  *
  * Schema: versioned by the schema_version table; migrations[] lists, per
  * version, the statements that bring the previous version to it, applied
- * in one transaction at open. To add version 2, append { 2, schema_v2 } and
+ * in one transaction at open. To add version 4, append { 4, schema_v4 } and
  * raise LY_DATASTORE_SQLITE_SCHEMA.
  *
  * What does not depend on SQLite (input checks, the identity and join token
@@ -143,9 +143,25 @@ static const char *const schema_v2[] = {
 	" updated_at INTEGER NOT NULL) STRICT",
 };
 
+/*
+ * Version 3: join token uses (datastore.h, ly_datastore_token_consume):
+ * a used token's digest, the agent ID it granted and the SHA-256 of the
+ * key that used it, until when a retry by that key is answered again.
+ */
+static const char *const schema_v3[] = {
+	"CREATE TABLE join_token_uses ("
+	" token_sha256 BLOB PRIMARY KEY,"
+	" spiffe_id TEXT NOT NULL,"
+	" key_sha256 BLOB NOT NULL,"
+	" used_at INTEGER NOT NULL,"
+	" retry_until INTEGER NOT NULL) STRICT",
+	"CREATE INDEX join_token_uses_spiffe_id ON join_token_uses (spiffe_id)",
+};
+
 static const struct ly_ds_migration migrations[] = {
 	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
 	{ 2, schema_v2, LY_DS_NELEM(schema_v2) },
+	{ 3, schema_v3, LY_DS_NELEM(schema_v3) },
 };
 
 _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_SQLITE_SCHEMA,
@@ -195,6 +211,12 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	                       "VALUES (?1, ?2, ?3, ?4)",
 	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1 RETURNING spiffe_id, expires_at",
 	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
+	[LY_DS_TOKEN_USE_INSERT] = "INSERT INTO join_token_uses "
+	                           "(token_sha256, spiffe_id, key_sha256, used_at, retry_until) VALUES (?1, ?2, ?3, ?4, ?5)",
+	[LY_DS_TOKEN_USE_GET] = "SELECT spiffe_id FROM join_token_uses WHERE token_sha256 = ?1 AND key_sha256 = ?2 "
+	                        "AND retry_until > ?3",
+	[LY_DS_TOKEN_USE_PRUNE] = "DELETE FROM join_token_uses WHERE retry_until <= ?1",
+	[LY_DS_TOKEN_USE_FORGET] = "DELETE FROM join_token_uses WHERE spiffe_id = ?1",
 	[LY_DS_AGENT_DELETE] = "DELETE FROM agents WHERE spiffe_id = ?1",
 	[LY_DS_AGENT_BAN] = "UPDATE agents SET banned = ?2, updated_at = ?3 WHERE spiffe_id = ?1",
 	[LY_DS_CA_PUT] = "INSERT INTO ca_state (name, value, updated_at) VALUES (?1, ?2, ?3) "

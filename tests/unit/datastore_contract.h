@@ -563,20 +563,22 @@ test_tokens(void **state)
 	int64_t rev = revision(f);
 	expect(ly_datastore_token_create(f->ds, tok, TOKEN_AGENT2, 2000, &err), &err, LY_E_INVALID, "already exists");
 	assert_int_equal(revision(f), rev);
-	assert_int_equal(ly_datastore_token_consume(f->ds, tok, 1999, &id, &err), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(f->ds, tok, 1999, NULL, &id, NULL, &err), LY_OK);
 	assert_string_equal(id, TOKEN_AGENT1);
 	free(id);
 	id = NULL;
 	/* Single use. */
-	expect(ly_datastore_token_consume(f->ds, tok, 1999, &id, &err), &err, LY_E_NOT_FOUND,
+	expect(ly_datastore_token_consume(f->ds, tok, 1999, NULL, &id, NULL, &err), &err, LY_E_NOT_FOUND,
 	    "unknown or already used");
 	assert_null(id);
 
 	/* Expired at expires_at; an expired token is used up too. */
 	assert_int_equal(ly_datastore_token_create(f->ds, "tok2", TOKEN_AGENT2, 2000, &err), LY_OK);
-	expect(ly_datastore_token_consume(f->ds, "tok2", 2000, &id, &err), &err, LY_E_EXPIRED, "expired");
+	expect(ly_datastore_token_consume(f->ds, "tok2", 2000, NULL, &id, NULL, &err), &err, LY_E_EXPIRED,
+	    "expired");
 	assert_null(id);
-	expect(ly_datastore_token_consume(f->ds, "tok2", 10, &id, &err), &err, LY_E_NOT_FOUND, "already used");
+	expect(ly_datastore_token_consume(f->ds, "tok2", 10, NULL, &id, NULL, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
 
 	/* Prune removes only expired tokens. */
 	assert_int_equal(ly_datastore_token_create(f->ds, "old", TOKEN_AGENT1, 100, NULL), LY_OK);
@@ -590,8 +592,9 @@ test_tokens(void **state)
 	assert_int_equal(ly_datastore_token_prune(f->ds, 1000, &removed, NULL), LY_OK);
 	assert_int_equal(removed, 0);
 	assert_int_equal(revision(f), rev + 1);
-	expect(ly_datastore_token_consume(f->ds, "old", 50, &id, &err), &err, LY_E_NOT_FOUND, "unknown");
-	assert_int_equal(ly_datastore_token_consume(f->ds, "new", 1000, &id, NULL), LY_OK);
+	expect(ly_datastore_token_consume(f->ds, "old", 50, NULL, &id, NULL, &err), &err, LY_E_NOT_FOUND,
+	    "unknown");
+	assert_int_equal(ly_datastore_token_consume(f->ds, "new", 1000, NULL, &id, NULL, NULL), LY_OK);
 	free(id);
 	id = NULL;
 
@@ -607,13 +610,124 @@ test_tokens(void **state)
 	expect(ly_datastore_token_create(f->ds, "t3", "spiffe://Bad/x", 100, &err), &err, LY_E_INVALID,
 	    "join token SPIFFE ID");
 	expect(ly_datastore_token_create(f->ds, "t3", TOKEN_AGENT1, 0, &err), &err, LY_E_INVALID, "expiry");
-	expect(ly_datastore_token_consume(f->ds, "a/b", 0, &id, &err), &err, LY_E_INVALID, "[A-Za-z0-9._-]");
+	expect(ly_datastore_token_consume(f->ds, "a/b", 0, NULL, &id, NULL, &err), &err, LY_E_INVALID,
+	    "[A-Za-z0-9._-]");
 
 	/* Only a digest is stored: neither token's bytes are anywhere in the store's files. */
 	const char *secret = "Zq9xSECRETtokenVALUE7Lm2";
 	assert_int_equal(ly_datastore_token_create(f->ds, secret, TOKEN_AGENT2, 5000, NULL), LY_OK);
 	f->be->check_token_digest_only(f, secret, tok);
-	assert_int_equal(ly_datastore_token_consume(f->ds, secret, 10, &id, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(f->ds, secret, 10, NULL, &id, NULL, NULL), LY_OK);
+	free(id);
+}
+
+/*
+ * A lost answer (datastore.h): the token used with key K answers K again
+ * within LY_JOIN_TOKEN_RETRY_S, through any handle (another server), and
+ * nobody else: another key, no key, later, after the agent's eviction.
+ */
+static void
+test_token_retry_same_key(void **state)
+{
+	struct fixture *f = *state;
+	struct ly_datastore *other = NULL;
+	struct ly_error err;
+	char *id = NULL;
+	bool again = true;
+	uint8_t k1[LY_JOIN_TOKEN_KEY_LEN], k2[LY_JOIN_TOKEN_KEY_LEN];
+	const int64_t t0 = 1000;
+
+	memset(k1, 0x11, sizeof(k1));
+	memset(k2, 0x22, sizeof(k2));
+	assert_int_equal(f->be->open_store(f, &other, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_create(f->ds, "retry", TOKEN_AGENT1, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "retry", t0, k1, &id, &again, &err), LY_OK);
+	assert_string_equal(id, TOKEN_AGENT1);
+	assert_false(again);
+	free(id);
+	id = NULL;
+	/* The same key again, here and through the other handle: the same ID, nothing written. */
+	int64_t rev = revision(f);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "retry", t0 + 10, k1, &id, &again, &err), LY_OK);
+	assert_string_equal(id, TOKEN_AGENT1);
+	assert_true(again);
+	free(id);
+	id = NULL;
+	assert_int_equal(ly_datastore_token_consume(other, "retry", t0 + LY_JOIN_TOKEN_RETRY_S - 1, k1, &id, &again,
+	    &err), LY_OK);
+	assert_string_equal(id, TOKEN_AGENT1);
+	assert_true(again);
+	free(id);
+	id = NULL;
+	assert_int_equal(revision(f), rev);
+	/* Another key, no key: a second use. */
+	expect(ly_datastore_token_consume(other, "retry", t0 + 10, k2, &id, &again, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
+	assert_null(id);
+	assert_false(again);
+	expect(ly_datastore_token_consume(f->ds, "retry", t0 + 10, NULL, &id, &again, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
+	/* Past the retry time, and pruned then. */
+	expect(ly_datastore_token_consume(f->ds, "retry", t0 + LY_JOIN_TOKEN_RETRY_S, k1, &id, &again, &err), &err,
+	    LY_E_NOT_FOUND, "already used");
+	size_t removed = 99;
+	assert_int_equal(ly_datastore_token_prune(f->ds, t0 + LY_JOIN_TOKEN_RETRY_S, &removed, NULL), LY_OK);
+	assert_int_equal(removed, 0);
+	assert_true(revision(f) > rev);
+	expect(ly_datastore_token_consume(f->ds, "retry", t0 + 10, k1, &id, &again, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
+
+	/* A first use without a key, or of an expired token, leaves nothing to retry. */
+	assert_int_equal(ly_datastore_token_create(f->ds, "nokey", TOKEN_AGENT1, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "nokey", t0, NULL, &id, NULL, &err), LY_OK);
+	free(id);
+	id = NULL;
+	expect(ly_datastore_token_consume(f->ds, "nokey", t0, k1, &id, NULL, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
+	assert_int_equal(ly_datastore_token_create(f->ds, "late", TOKEN_AGENT1, 900, NULL), LY_OK);
+	expect(ly_datastore_token_consume(f->ds, "late", t0, k1, &id, NULL, &err), &err, LY_E_EXPIRED, "expired");
+	expect(ly_datastore_token_consume(f->ds, "late", t0, k1, &id, NULL, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
+
+	/* Evicted: the agent must attest again, and its token no longer answers its key. */
+	assert_int_equal(ly_datastore_token_create(f->ds, "evict", TOKEN_AGENT2, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "evict", t0, k2, &id, NULL, &err), LY_OK);
+	free(id);
+	id = NULL;
+	struct ly_ds_agent *a = agent_of(TOKEN_AGENT2, "2b", NULL);
+	assert_int_equal(ly_datastore_agent_upsert(f->ds, a, &err), LY_OK);
+	ly_ds_agent_free(a);
+	assert_int_equal(ly_datastore_token_consume(other, "evict", t0 + 1, k2, &id, NULL, &err), LY_OK);
+	free(id);
+	id = NULL;
+	assert_int_equal(ly_datastore_agent_delete(other, TOKEN_AGENT2, &err), LY_OK);
+	expect(ly_datastore_token_consume(f->ds, "evict", t0 + 2, k2, &id, NULL, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
+	ly_datastore_close(other);
+}
+
+/* A store of the version before join token uses (SQLite 2, PostgreSQL 3) gets the table at open. */
+static void
+test_token_uses_migration(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t k[LY_JOIN_TOKEN_KEY_LEN];
+	char *id = NULL;
+
+	memset(k, 0x33, sizeof(k));
+	assert_int_equal(ly_datastore_token_create(f->ds, "kept", TOKEN_AGENT1, 5000, NULL), LY_OK);
+	ly_datastore_close(f->ds);
+	f->ds = NULL;
+	f->be->exec(f, "DROP TABLE join_token_uses");
+	char sql[96];
+	(void)snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", f->be->schema - 1);
+	f->be->exec(f, sql);
+	f->be->open(f);
+	assert_int_equal(rows_in(f, "SELECT version FROM schema_version"), f->be->schema);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "kept", 10, k, &id, NULL, NULL), LY_OK);
+	free(id);
+	id = NULL;
+	assert_int_equal(ly_datastore_token_consume(f->ds, "kept", 11, k, &id, NULL, NULL), LY_OK);
 	free(id);
 }
 
@@ -625,10 +739,10 @@ test_token_single_use_across_handles(void **state)
 	char *id = NULL;
 	assert_int_equal(f->be->open_store(f, &other, NULL), LY_OK);
 	assert_int_equal(ly_datastore_token_create(f->ds, "shared", TOKEN_AGENT1, 5000, NULL), LY_OK);
-	assert_int_equal(ly_datastore_token_consume(other, "shared", 10, &id, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(other, "shared", 10, NULL, &id, NULL, NULL), LY_OK);
 	free(id);
 	id = NULL;
-	assert_int_equal(ly_datastore_token_consume(f->ds, "shared", 10, &id, NULL), LY_E_NOT_FOUND);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "shared", 10, NULL, &id, NULL, NULL), LY_E_NOT_FOUND);
 	/* Both handles see one revision. */
 	int64_t r1, r2;
 	assert_int_equal(ly_datastore_revision(f->ds, &r1, NULL), LY_OK);
@@ -983,6 +1097,8 @@ test_change_hook(void **state)
 	    cmocka_unit_test_setup_teardown(test_changes_since, setup, teardown),                \
 	    cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),                       \
 	    cmocka_unit_test_setup_teardown(test_token_single_use_across_handles, setup, teardown), \
+	    cmocka_unit_test_setup_teardown(test_token_retry_same_key, setup, teardown),         \
+	    cmocka_unit_test_setup_teardown(test_token_uses_migration, setup, teardown),         \
 	    cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),           \
 	    cmocka_unit_test_setup_teardown(test_agents, setup, teardown),                       \
 	    cmocka_unit_test_setup_teardown(test_ca_state, setup, teardown),                     \

@@ -130,7 +130,7 @@ test_join_token_single_use(void **state)
 	const char *tok = "f0a1b2c3-d4e5-4f60-8a7b-9c0d1e2f3a4b";
 
 	make_token(f->ds, tok, NULL, NOW + 600);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, tok, NOW, &r, &err), LY_OK);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, tok, NOW, NULL, &r, NULL, &err), LY_OK);
 	assert_string_equal(r.agent_id, "spiffe://example.org/lanyard/agent/join_token/"
 					 "f0a1b2c3-d4e5-4f60-8a7b-9c0d1e2f3a4b");
 	assert_string_equal(r.type, "join_token");
@@ -141,9 +141,40 @@ test_join_token_single_use(void **state)
 	assert_null(r.agent_id);
 
 	/* Second use: refused, and the message does not carry the token. */
-	assert_int_equal(ly_attest_join_token(f->ds, TD, tok, NOW, &r, &err), LY_E_NOT_FOUND);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, tok, NOW, NULL, &r, NULL, &err), LY_E_NOT_FOUND);
 	assert_null(strstr(err.msg, "f0a1b2c3"));
 	assert_null(r.agent_id);
+}
+
+/* The answer to a first use lost: the same token with the same key admits the agent again, another key does not. */
+static void
+test_join_token_retry_same_key(void **state)
+{
+	struct ds_fixture *f = *state;
+	struct ly_attest_result r = LY_ATTEST_RESULT_INIT;
+	struct ly_error err;
+	uint8_t k1[LY_JOIN_TOKEN_KEY_LEN], k2[LY_JOIN_TOKEN_KEY_LEN];
+	bool again = true;
+
+	memset(k1, 0xa1, sizeof(k1));
+	memset(k2, 0xb2, sizeof(k2));
+	make_token(f->ds, "lost-answer", "spiffe://example.org/racks/r1/node-1", NOW + 600);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "lost-answer", NOW, k1, &r, &again, &err), LY_OK);
+	assert_false(again);
+	assert_string_equal(r.agent_id, "spiffe://example.org/racks/r1/node-1");
+	ly_attest_result_cleanup(&r);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "lost-answer", NOW + 30, k1, &r, &again, &err), LY_OK);
+	assert_true(again);
+	assert_string_equal(r.agent_id, "spiffe://example.org/racks/r1/node-1");
+	assert_string_equal(r.type, "join_token");
+	ly_attest_result_cleanup(&r);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "lost-answer", NOW + 30, k2, &r, &again, &err),
+	    LY_E_NOT_FOUND);
+	assert_false(again);
+	assert_null(r.agent_id);
+	assert_null(strstr(err.msg, "lost-answer"));
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "lost-answer", NOW + LY_JOIN_TOKEN_RETRY_S, k1, &r, &again,
+	    &err), LY_E_NOT_FOUND);
 }
 
 static void
@@ -154,15 +185,16 @@ test_join_token_expired(void **state)
 	struct ly_error err;
 
 	make_token(f->ds, "expiring-token", NULL, NOW + 10);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "expiring-token", NOW + 10, &r, &err), LY_E_EXPIRED);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "expiring-token", NOW + 10, NULL, &r, NULL,
+	    &err), LY_E_EXPIRED);
 	assert_null(strstr(err.msg, "expiring-token"));
 	assert_null(r.agent_id);
 	/* Used up by the failed attempt too. */
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "expiring-token", NOW, &r, &err), LY_E_NOT_FOUND);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "expiring-token", NOW, NULL, &r, NULL, &err), LY_E_NOT_FOUND);
 
 	/* One second before expiry it still works. */
 	make_token(f->ds, "fresh-token", NULL, NOW + 10);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "fresh-token", NOW + 9, &r, &err), LY_OK);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "fresh-token", NOW + 9, NULL, &r, NULL, &err), LY_OK);
 	ly_attest_result_cleanup(&r);
 }
 
@@ -173,7 +205,7 @@ test_join_token_custom_id(void **state)
 	struct ly_attest_result r = LY_ATTEST_RESULT_INIT;
 
 	make_token(f->ds, "custom", "spiffe://example.org/racks/r12/node-7", NOW + 60);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "custom", NOW, &r, NULL), LY_OK);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "custom", NOW, NULL, &r, NULL, NULL), LY_OK);
 	assert_string_equal(r.agent_id, "spiffe://example.org/racks/r12/node-7");
 	assert_int_equal(r.n_selectors, 0);
 	ly_attest_result_cleanup(&r);
@@ -205,7 +237,7 @@ test_join_token_reserved_ids(void **state)
 	/* The token's own default and a named agent are fine. */
 	make_token(f->ds, "tok", "spiffe://example.org/lanyard/agent/join_token/tok", NOW + 60);
 	make_token(f->ds, "named", "spiffe://example.org/lanyard/agent/node1", NOW + 60);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "named", NOW, &r, NULL), LY_OK);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "named", NOW, NULL, &r, NULL, NULL), LY_OK);
 	assert_string_equal(r.agent_id, "spiffe://example.org/lanyard/agent/node1");
 	ly_attest_result_cleanup(&r);
 
@@ -217,11 +249,11 @@ test_join_token_reserved_ids(void **state)
 	    NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_changes(db), 2);
 	sqlite3_close(db);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "old", NOW, &r, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "old", NOW, NULL, &r, NULL, &err), LY_E_INVALID);
 	assert_non_null(strstr(err.msg, "reserved namespace"));
 	assert_null(strstr(err.msg, "old"));
 	assert_null(r.agent_id);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "old", NOW, &r, &err), LY_E_NOT_FOUND);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "old", NOW, NULL, &r, NULL, &err), LY_E_NOT_FOUND);
 }
 
 /* A token made for another trust domain admits no one here (and is used up). */
@@ -233,10 +265,10 @@ test_join_token_other_trust_domain(void **state)
 	struct ly_error err;
 
 	make_token(f->ds, "foreign", "spiffe://other.org/lanyard/agent/x", NOW + 60);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "foreign", NOW, &r, &err), LY_E_UNTRUSTED);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "foreign", NOW, NULL, &r, NULL, &err), LY_E_UNTRUSTED);
 	assert_non_null(strstr(err.msg, "trust domain"));
 	assert_null(r.agent_id);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "foreign", NOW, &r, &err), LY_E_NOT_FOUND);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "foreign", NOW, NULL, &r, NULL, &err), LY_E_NOT_FOUND);
 }
 
 static void
@@ -247,21 +279,21 @@ test_join_token_syntax(void **state)
 	struct ly_error err;
 	char long_tok[LY_JOIN_TOKEN_MAX + 2];
 
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "", NOW, &r, &err), LY_E_INVALID);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, NULL, NOW, &r, &err), LY_E_INVALID);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "secret$value", NOW, &r, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "", NOW, NULL, &r, NULL, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, NULL, NOW, NULL, &r, NULL, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "secret$value", NOW, NULL, &r, NULL, &err), LY_E_INVALID);
 	assert_null(strstr(err.msg, "secret"));
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "has space", NOW, &r, &err), LY_E_INVALID);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "a/b", NOW, &r, &err), LY_E_INVALID);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, ".", NOW, &r, &err), LY_E_INVALID);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, "..", NOW, &r, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "has space", NOW, NULL, &r, NULL, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "a/b", NOW, NULL, &r, NULL, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, ".", NOW, NULL, &r, NULL, &err), LY_E_INVALID);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, "..", NOW, NULL, &r, NULL, &err), LY_E_INVALID);
 	memset(long_tok, 'a', sizeof(long_tok));
 	long_tok[LY_JOIN_TOKEN_MAX + 1] = '\0';
-	assert_int_equal(ly_attest_join_token(f->ds, TD, long_tok, NOW, &r, &err), LY_E_LIMIT);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, long_tok, NOW, NULL, &r, NULL, &err), LY_E_LIMIT);
 	/* Exactly at the cap: syntax passes, the store does not know it. */
 	long_tok[LY_JOIN_TOKEN_MAX] = '\0';
 	assert_int_equal(ly_datastore_token_check(long_tok, &err), LY_OK);
-	assert_int_equal(ly_attest_join_token(f->ds, TD, long_tok, NOW, &r, &err), LY_E_NOT_FOUND);
+	assert_int_equal(ly_attest_join_token(f->ds, TD, long_tok, NOW, NULL, &r, NULL, &err), LY_E_NOT_FOUND);
 	assert_null(strstr(err.msg, "aaaa"));
 	assert_null(r.agent_id);
 }
@@ -1234,6 +1266,7 @@ main(void)
 {
 	const struct CMUnitTest join[] = {
 		cmocka_unit_test_setup_teardown(test_join_token_single_use, ds_setup, ds_teardown),
+		cmocka_unit_test_setup_teardown(test_join_token_retry_same_key, ds_setup, ds_teardown),
 		cmocka_unit_test_setup_teardown(test_join_token_expired, ds_setup, ds_teardown),
 		cmocka_unit_test_setup_teardown(test_join_token_custom_id, ds_setup, ds_teardown),
 		cmocka_unit_test_setup_teardown(test_join_token_other_trust_domain, ds_setup, ds_teardown),

@@ -308,7 +308,7 @@ test_connection_lost_and_recovered(void **state)
 	expect(ly_datastore_entry_list(f->ds, NULL, &l, &err), &err, LY_E_IO, "connection lost");
 	assert_int_equal(l.n, 0);
 	char *id = NULL;
-	expect(ly_datastore_token_consume(f->ds, "tok", 1, &id, &err), &err, LY_E_IO, "connection lost");
+	expect(ly_datastore_token_consume(f->ds, "tok", 1, NULL, &id, NULL, &err), &err, LY_E_IO, "connection lost");
 
 	/* Back: the next operation reconnects by itself. */
 	assert_int_equal(tpg_start(&g_pg), 0);
@@ -455,7 +455,7 @@ test_change_notifications(void **state)
 	add_row(&a, "server-a", false, "ra1", INT32_MAX);
 	assert_int_equal(ly_datastore_bundle_publish(f->ds, "server-a", &a, 1000, 0, &seq, NULL), LY_OK);
 	/* A refused write (an unknown token) notifies nothing: it rolled back. */
-	ly_status rc = ly_datastore_token_consume(f->ds, "nosuchtoken", 1, &(char *){ NULL }, NULL);
+	ly_status rc = ly_datastore_token_consume(f->ds, "nosuchtoken", 1, NULL, &(char *){ NULL }, NULL, NULL);
 	assert_int_equal(rc, LY_E_NOT_FOUND);
 
 	char want[6][128];
