@@ -245,13 +245,20 @@ def storm(tmp, servers, n_agents, per_agent, ttl):
     def renewed_moving():
         return sum(counts[aid]() - base[aid] for aid in moving)
     burst = ha_pg.wait_for(lambda: renewed_moving() >= n_moving // 5, ttl + 10, 0.02)
+    # ... as soon as one of them sends a batch: renewals in flight at the kill, likely.
+    sent0 = sum(counts[aid].sent for aid in moving)
+
+    def batch_sent():
+        renewed_moving()  # reads the logs on: .sent follows
+        return sum(counts[aid].sent for aid in moving) > sent0
+    in_flight = ha_pg.wait_for(batch_sent, 10, 0.002)
     survivor_marks = {s.name: LogMark(s.daemon) for s in survivors}
     victim.daemon.stop(signal.SIGKILL, timeout=10)
     t_kill = time.time()
     at_kill = renewed_moving()
     figures["storm_renewed_at_kill"] = at_kill
-    check(burst and at_kill < n_moving, f"server {victim.name} SIGKILLed in the middle of its agents' renewal burst "
-          f"({at_kill} of {n_moving} renewed)")
+    check(burst and in_flight and at_kill < n_moving, f"server {victim.name} SIGKILLed in the middle of its agents' "
+          f"renewal burst ({at_kill} of {n_moving} renewed), right after a batch was sent")
     at_kill_serials = {aid: {sid: v[0] for sid, v in streams[aid].current.items()} for aid in agent_ids}
 
     # The move: each agent's watch on a survivor, timed; its Workload API answers meanwhile.
