@@ -115,6 +115,9 @@ struct agent {
 	char token[TOKEN_MAX + 1];
 	struct ly_spiffe_id id;
 	EVP_PKEY *wkey;
+	/* The attestation key, kept across retries: a server that used the token up and lost its answer
+	 * answers it again only for this key (server/datastore.h, ly_datastore_token_consume). */
+	EVP_PKEY *akey;
 	struct ly_buf cert_pem, key_pem;
 	int64_t svid_renew_at;
 	unsigned addr;
@@ -830,12 +833,19 @@ attest(struct agent *a)
 	EVP_PKEY *key = NULL;
 
 	a->st = ST_ATTEST;
-	if (ly_key_generate(LY_KEY_EC_P256, &key, &e) != LY_OK || ly_csr_build(key, &a->id, NULL, 0, &csr, &e) != LY_OK) {
+	if ((a->akey == NULL && ly_key_generate(LY_KEY_EC_P256, &a->akey, &e) != LY_OK) ||
+	    ly_csr_build(a->akey, &a->id, NULL, 0, &csr, &e) != LY_OK) {
 		report_err(s, a, "attest", 0, "%s", e.msg);
-		EVP_PKEY_free(key);
 		a->st = ST_FAILED;
 		return;
 	}
+	if (EVP_PKEY_up_ref(a->akey) != 1) {
+		report_err(s, a, "attest", 0, "key reference");
+		ly_buf_free(&csr);
+		a->st = ST_FAILED;
+		return;
+	}
+	key = a->akey; /* the call's reference */
 	if ((a->chan = chan_new(a, false, &e)) == NULL || (k = call_new(a, a->chan, C_ATTEST)) == NULL) {
 		EVP_PKEY_free(key);
 		ly_buf_free(&csr);
