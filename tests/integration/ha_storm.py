@@ -369,7 +369,8 @@ def storm(tmp, servers, n_agents, per_agent, ttl):
     for s in survivors:
         check(s.cli("healthcheck")[0] == 0, f"server {s.name} healthy after the storm")
     for a in agents:
-        a.daemon.stop()
+        rc = a.daemon.stop()
+        check(rc == 0, f"{a.name}: stops cleanly", f"rc={rc} " + a.daemon.text()[-800:])
 
 
 # ---- token ----------------------------------------------------------------------------------
@@ -542,7 +543,8 @@ def lost_answer(tmp, tag, a, b, apb, apb_grpc, bundle, custom_id):
           f"{tag}: the same token with another key is refused \"already used\"", f"{code} {det}")
     ch.close()
     px.close()
-    ag.daemon.stop()
+    rc = ag.daemon.stop()
+    check(rc == 0, f"{tag}: the agent stops cleanly", f"rc={rc} " + ag.daemon.text()[-800:])
     to_a.close()
     to_b.close()
 
