@@ -46,7 +46,8 @@ enum ly_ds_stmt {
 	LY_DS_TOKEN_TAKE,
 	/* (now int): deletes tokens with expires_at <= now */
 	LY_DS_TOKEN_PRUNE,
-	/* (token_sha256 bytes, spiffe_id text, key_sha256 bytes, used_at int, retry_until int): a token's use */
+	/* (token_sha256 bytes, spiffe_id text, key_sha256 bytes, used_at int, retry_until int): a token's use,
+	 * replacing an earlier one of the same token (made again after its use) */
 	LY_DS_TOKEN_USE_INSERT,
 	/* (token_sha256 bytes, key_sha256 bytes, now int) -> rows (spiffe_id): that key's use, retry_until > now */
 	LY_DS_TOKEN_USE_GET,

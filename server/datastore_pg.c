@@ -260,7 +260,10 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = $1 RETURNING spiffe_id, expires_at",
 	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= $1",
 	[LY_DS_TOKEN_USE_INSERT] = "INSERT INTO join_token_uses "
-	                           "(token_sha256, spiffe_id, key_sha256, used_at, retry_until) VALUES ($1, $2, $3, $4, $5)",
+	                           "(token_sha256, spiffe_id, key_sha256, used_at, retry_until) VALUES ($1, $2, $3, $4, $5) "
+	                           "ON CONFLICT (token_sha256) DO UPDATE SET spiffe_id = excluded.spiffe_id, "
+	                           "key_sha256 = excluded.key_sha256, used_at = excluded.used_at, "
+	                           "retry_until = excluded.retry_until",
 	[LY_DS_TOKEN_USE_GET] =
 	    "SELECT spiffe_id FROM join_token_uses WHERE token_sha256 = $1 AND key_sha256 = $2 AND retry_until > $3",
 	[LY_DS_TOKEN_USE_PRUNE] = "DELETE FROM join_token_uses WHERE retry_until <= $1",

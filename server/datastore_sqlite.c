@@ -211,7 +211,7 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	                       "VALUES (?1, ?2, ?3, ?4)",
 	[LY_DS_TOKEN_TAKE] = "DELETE FROM join_tokens WHERE token_sha256 = ?1 RETURNING spiffe_id, expires_at",
 	[LY_DS_TOKEN_PRUNE] = "DELETE FROM join_tokens WHERE expires_at <= ?1",
-	[LY_DS_TOKEN_USE_INSERT] = "INSERT INTO join_token_uses "
+	[LY_DS_TOKEN_USE_INSERT] = "INSERT OR REPLACE INTO join_token_uses "
 	                           "(token_sha256, spiffe_id, key_sha256, used_at, retry_until) VALUES (?1, ?2, ?3, ?4, ?5)",
 	[LY_DS_TOKEN_USE_GET] = "SELECT spiffe_id FROM join_token_uses WHERE token_sha256 = ?1 AND key_sha256 = ?2 "
 	                        "AND retry_until > ?3",

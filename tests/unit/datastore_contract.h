@@ -689,6 +689,23 @@ test_token_retry_same_key(void **state)
 	expect(ly_datastore_token_consume(f->ds, "late", t0, k1, &id, NULL, &err), &err, LY_E_NOT_FOUND,
 	    "already used");
 
+	/* The same token made again after its use, and used by another key: the latest use counts. */
+	assert_int_equal(ly_datastore_token_create(f->ds, "nokey", TOKEN_AGENT2, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "nokey", t0, k2, &id, NULL, &err), LY_OK);
+	free(id);
+	id = NULL;
+	assert_int_equal(ly_datastore_token_create(f->ds, "nokey", TOKEN_AGENT1, 5000, NULL), LY_OK);
+	assert_int_equal(ly_datastore_token_consume(f->ds, "nokey", t0, k1, &id, NULL, &err), LY_OK);
+	free(id);
+	id = NULL;
+	assert_int_equal(ly_datastore_token_consume(other, "nokey", t0 + 1, k1, &id, &again, &err), LY_OK);
+	assert_string_equal(id, TOKEN_AGENT1);
+	assert_true(again);
+	free(id);
+	id = NULL;
+	expect(ly_datastore_token_consume(f->ds, "nokey", t0 + 1, k2, &id, NULL, &err), &err, LY_E_NOT_FOUND,
+	    "already used");
+
 	/* Evicted: the agent must attest again, and its token no longer answers its key. */
 	assert_int_equal(ly_datastore_token_create(f->ds, "evict", TOKEN_AGENT2, 5000, NULL), LY_OK);
 	assert_int_equal(ly_datastore_token_consume(f->ds, "evict", t0, k2, &id, NULL, &err), LY_OK);
