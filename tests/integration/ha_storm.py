@@ -221,11 +221,14 @@ def storm(tmp, servers, n_agents, per_agent, ttl):
 
     # Where each agent's watch is: the server whose log has its (5 s periodic) watch opening.
     marks = [LogMark(s.daemon) for s in servers]
-    time.sleep(6)
     where = {}
-    for aid in agent_ids:
-        on = [s for s, m in zip(servers, marks) if watch_opened(m.since(), aid)]
-        where[aid] = on[-1] if len(on) == 1 else None
+
+    def located():
+        for aid in agent_ids:
+            on = [s for s, m in zip(servers, marks) if watch_opened(m.since(), aid)]
+            where[aid] = on[0] if len(on) == 1 else None
+        return all(where[aid] is not None for aid in agent_ids)
+    ha_pg.wait_for(located, 20, 0.2)
     figures["storm_agents_per_server"] = {s.name: sum(1 for aid in agent_ids if where[aid] is s) for s in servers}
     if not check(all(where[aid] is not None for aid in agent_ids), "each agent's watch is on one server",
                  str(figures["storm_agents_per_server"])):
@@ -375,14 +378,18 @@ def storm(tmp, servers, n_agents, per_agent, ttl):
 
 # ---- token ----------------------------------------------------------------------------------
 
-LOSE_AFTER_BYTES = 1000  # server bytes after the client's request: past TLS tickets and HTTP/2 settings
+# The server's AttestAgent answer carries an SVID chain and the bundle (2 KB and more, in one write); what the
+# server sends before it after the client's request (TLS session tickets, HTTP/2 settings, a ticket-step
+# answer) comes in reads of at most ~550 bytes, under 1,000 in all (the figures print them).
+LOSE_CHUNK_BYTES = 1000
+LOSE_AFTER_BYTES = 4000
 
 
 class Relay(threading.Thread):
     """TCP 127.0.0.1:port -> 127.0.0.1:target, bytes as they are (TLS end to end). Modes: refuse (accept and
-    close at once), pass, lose: the first connection is cut, without forwarding them, when the server's bytes
-    after the client's request pass LOSE_AFTER_BYTES (its AttestAgent answer, which carries an SVID and the
-    bundle: the TLS tickets and HTTP/2 settings before it are smaller); then `on_lost()` and refuse."""
+    close at once), pass, lose: the first connection is cut, without forwarding them, when the server sends
+    its AttestAgent answer after the client's request (a read over LOSE_CHUNK_BYTES, or over LOSE_AFTER_BYTES
+    in all: the TLS tickets and HTTP/2 settings before it are smaller); then `on_lost()` and refuse."""
 
     def __init__(self, target, mode, on_lost=None):
         super().__init__(daemon=True)
@@ -429,7 +436,7 @@ class Relay(threading.Thread):
                         continue
                     if lose and chunks >= 2:
                         after += len(d)
-                        if after > LOSE_AFTER_BYTES:
+                        if len(d) > LOSE_CHUNK_BYTES or after > LOSE_AFTER_BYTES:
                             self.lost += 1
                             self.mode = "refuse"
                             if self.on_lost:
