@@ -26,9 +26,10 @@
  * accepted or refused, writes one audit line (audit.h) before the answer
  * is sent, and one row of the shared audit trail in the datastore
  * (admin_audit.h): committed with the change itself when the change is a
- * datastore write, a write of its own otherwise (refusals). Federation (SPEC §9) is in the last part of this file: the
- * requests are checked by server/admin_msg_fed.c; its datastore calls run
- * on the worker like the others (struct fop).
+ * datastore write, a write of its own otherwise (refusals). Federation
+ * (SPEC §9) is in the last part of this file: the requests are checked
+ * by server/admin_msg_fed.c; its datastore calls run on the worker like
+ * the others (struct fop).
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
  * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
@@ -36,6 +37,7 @@
  * No token, key or SVID ever reaches a log or audit line.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +304,8 @@ struct aop {
 	int64_t expires_at;
 	int64_t revision;
 };
+
+_Static_assert(offsetof(struct aop, op) == 0, "audited_work finds the op at ctx");
 
 static void
 aop_release(void *ctx)
@@ -918,6 +922,8 @@ struct fop {
 	struct ly_ds_fed_rel *rel;
 	size_t count;
 };
+
+_Static_assert(offsetof(struct fop, op) == 0, "audited_work finds the op at ctx");
 
 static void
 fop_release(void *ctx)
