@@ -27,6 +27,9 @@
  * appears, the log redactor over `detail`, printable ASCII, field caps.
  * The secret itself is never stored.
  *
+ * A store without the engine (datastore_engine.h: a test's fake) holds no
+ * trail: arming does nothing and the other calls are LY_E_UNSUPPORTED.
+ *
  * Threads: the datastore's (its worker's in lanyard-server); like every
  * datastore call, one at a time. Ownership: inputs are borrowed for the
  * call; a list is the caller's (ly_ds_audit_list_cleanup).
