@@ -10,7 +10,9 @@
  * meant. Unknown fields are kept and re-encoded, so they pass (proto3).
  *
  * Used by the agent's Workload API (agent/workload_msg.c) and the server's
- * agent API (NewJWTSVID): one check for both.
+ * agent API (NewJWTSVID): one check for both. ly_pb_count_field bounds a
+ * repeated field before unpacking (the workload client library's
+ * responses, lib/workload).
  */
 #ifndef LANYARD_PBSTRICT_H
 #define LANYARD_PBSTRICT_H
@@ -32,5 +34,19 @@
  */
 ly_status ly_pb_unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, size_t max,
     void (*release)(ProtobufCMessage *), ProtobufCMessage **out, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * Counts the top-level occurrences of length-delimited field `field` (a
+ * repeated message, string or bytes field, or a map) in the packed message
+ * at `data`, walking the wire format only (nothing allocated), so that a
+ * count can be refused before protobuf-c unpacks: protobuf-c allocates a
+ * struct for every element, and a message of tiny elements would otherwise
+ * cost many times its size. More than `max`: LY_E_LIMIT (naming `what`),
+ * as soon as the count passes it. Wire damage (a truncated tag, length or
+ * value, a group, an unknown wire type, field number 0): LY_E_INVALID.
+ * Other fields are skipped. On success *count is the count.
+ */
+ly_status ly_pb_count_field(const uint8_t *data, size_t len, uint32_t field, size_t max, const char *what,
+    size_t *count, struct ly_error *err) LY_MUST_CHECK;
 
 #endif /* LANYARD_PBSTRICT_H */
