@@ -17,6 +17,7 @@
 #ifndef LANYARD_PBSTRICT_H
 #define LANYARD_PBSTRICT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,25 @@
  */
 ly_status ly_pb_unpack_strict(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, size_t max,
     void (*release)(ProtobufCMessage *), ProtobufCMessage **out, struct ly_error *err) LY_MUST_CHECK;
+
+/* One top-level field of a packed message, as ly_pb_field_next read it. */
+struct ly_pb_field {
+	uint32_t number;     /* 1 .. 2^29 - 1 */
+	unsigned wire;       /* 0 varint, 1 64-bit, 2 length-delimited, 5 32-bit */
+	uint64_t varint;     /* wire 0: the value */
+	const uint8_t *data; /* wires 1, 2, 5: the value's bytes, borrowed from the message */
+	size_t len;
+};
+
+/*
+ * The one protobuf wire reader: reads the field at data[*pos] (*pos <
+ * len) into *f and moves *pos past it. False on wire damage, with *why (a
+ * static phrase) saying what: a tag or varint truncated or over 10 bytes,
+ * field number 0 or over 2^29 - 1, a value past the end, a group or an
+ * unknown wire type (3, 4, 6, 7: not in proto3). Nothing is allocated.
+ */
+bool ly_pb_field_next(const uint8_t *data, size_t len, size_t *pos, struct ly_pb_field *f, const char **why)
+    LY_MUST_CHECK;
 
 /*
  * Counts the top-level occurrences of length-delimited field `field` (a

@@ -3,7 +3,7 @@
  * message reads as the peer meant: no string with a NUL (protobuf-c would
  * cut it there: an audience "a\0b" signed as "a"), no field sent twice;
  * and ly_pb_count_field, a repeated field counted on the wire before
- * anything is unpacked.
+ * anything is unpacked, with the wire reader under it (ly_pb_field_next).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -106,6 +106,35 @@ test_count_field(void **state)
 	static const uint8_t mixed[] = { 0x18, 0x96, 0x01, 0x21, 1, 2, 3, 4, 5, 6, 7, 8, 0x2d, 1, 2, 3, 4, 0x12, 0 };
 	assert_int_equal(ly_pb_count_field(mixed, sizeof(mixed), 2, 5, "x", &n, &err), LY_OK);
 	assert_int_equal(n, 1);
+
+	/* The reader behind the count: each field's number, wire type and value. */
+	size_t pos = 0;
+	struct ly_pb_field fl;
+	const char *why = NULL;
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 3);
+	assert_int_equal(fl.wire, 0);
+	assert_int_equal(fl.varint, 150);
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 4);
+	assert_int_equal(fl.len, 8);
+	assert_int_equal(fl.data[7], 8);
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 5);
+	assert_int_equal(fl.len, 4);
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 2);
+	assert_int_equal(fl.wire, 2);
+	assert_int_equal(fl.len, 0);
+	assert_int_equal(pos, sizeof(mixed));
+	/* Field number 2^29 - 1 is the largest; 2^29 is refused. */
+	static const uint8_t maxf[] = { 0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01 }, overf[] = { 0x80, 0x80, 0x80, 0x80, 0x10, 0x01 };
+	pos = 0;
+	assert_true(ly_pb_field_next(maxf, sizeof(maxf), &pos, &fl, &why));
+	assert_int_equal(fl.number, 536870911);
+	pos = 0;
+	assert_false(ly_pb_field_next(overf, sizeof(overf), &pos, &fl, &why));
+	assert_string_equal(why, "a bad field tag");
 
 	/* Wire damage: each refused, never read past the end. */
 	const uint8_t *const bad[] = {
