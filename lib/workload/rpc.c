@@ -77,7 +77,7 @@ client_make(const char *path, int fd, lanyard_client **out, struct ly_error *err
 	memset(args, 0, sizeof(args));
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = (char *)(uintptr_t)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	args[0].value.integer = LY_WL_RESPONSE_MAX; /* each call checks its own cap (wl_call) */
+	args[0].value.integer = LY_WL_RESPONSE_MAX; /* each call checks its own cap (response_max) */
 	args[1].type = GRPC_ARG_INTEGER;
 	args[1].key = (char *)(uintptr_t)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
 	args[1].value.integer = WL_BACKOFF_MIN_MS;
