@@ -24,16 +24,20 @@
  * Each change (create, update, delete, token, evict, ban; federation:
  * bundle.set, bundle.delete, federation.create|update|delete|refresh),
  * accepted or refused, writes one audit line (audit.h) before the answer
- * is sent. Federation (SPEC §9) is in the last part of this file: the
- * requests are checked by server/admin_msg_fed.c; its datastore calls run
- * on the worker like the others (struct fop).
+ * is sent, and one row of the shared audit trail in the datastore
+ * (admin_audit.h): committed with the change itself when the change is a
+ * datastore write, a write of its own otherwise (refusals). Federation
+ * (SPEC §9) is in the last part of this file: the requests are checked
+ * by server/admin_msg_fed.c; its datastore calls run on the worker like
+ * the others (struct fop).
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
  * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
- * lists, count and show) are not audited.
+ * lists, count and show, ListAuditLines) are not audited.
  * No token, key or SVID ever reaches a log or audit line.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +53,9 @@
 #include "lib/log.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
+#include "server/admin_audit.h"
 #include "server/admin_msg.h"
+#include "server/admin_msg_audit.h"
 #include "server/admin_msg_fed.h"
 #include "server/attest.h"
 #include "server/audit.h"
@@ -83,6 +89,9 @@ struct op {
 	const char *trust_domain; /* borrowed, may be NULL: federation */
 	const char *note;        /* borrowed, may be NULL: the audit detail of a success */
 	const char *secret;      /* scrubbed from the audit line */
+	/* The shared trail's row, committed with the change (admin_audit.h): the worker's until `done`. */
+	struct ly_ds_audit_txn txn;
+	ly_dsa_work_fn *work;    /* the change's own work, under audited_work */
 };
 
 static enum ly_rpc_code
@@ -124,7 +133,7 @@ op_audit(struct op *op, const char *result, const char *detail)
 {
 	struct ly_error e;
 
-	if (op->action == NULL || op->srv->audit == NULL)
+	if (op->action == NULL)
 		return;
 	struct ly_audit_record rec = {
 		.caller = op->caller,
@@ -136,8 +145,35 @@ op_audit(struct op *op, const char *result, const char *detail)
 		.detail = detail,
 		.secret = op->secret,
 	};
-	if (ly_audit_write(op->srv->audit, &rec, ly_server_now(), &e) != LY_OK)
+	if (op->srv->audit != NULL && ly_audit_write(op->srv->audit, &rec, ly_server_now(), &e) != LY_OK)
 		log_error("audit line for %s not written: %s", op->action, e.msg);
+	/* Not committed with a change (a refusal, or no datastore write): a row of its own. */
+	if (!__atomic_load_n(&op->txn.stored, __ATOMIC_ACQUIRE))
+		ly_admin_audit_store(op->srv, &rec, ly_server_now());
+}
+
+/* Worker: a change's work with its shared audit row armed, so that the row commits with the write. */
+static ly_status
+audited_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct op *op = ctx; /* the first member of struct aop and struct fop */
+
+	op->txn.rec = (struct ly_audit_record){ .caller = op->caller, .action = op->action, .entry_id = op->entry_id,
+		.spiffe_id = op->spiffe_id, .trust_domain = op->trust_domain, .result = "ok", .detail = op->note,
+		.secret = op->secret };
+	return ly_admin_audit_run(&op->txn, op->work, ds, ctx, err);
+}
+
+/* The work to submit for `op`: a change's under audited_work, a read's as it is. Loop thread. */
+static ly_dsa_work_fn *
+op_audited(struct op *op, ly_dsa_work_fn *work)
+{
+	if (op->action == NULL)
+		return work;
+	op->work = work;
+	op->txn.server = ly_admin_audit_server(op->srv);
+	op->txn.time = (int64_t)ly_server_now();
+	return audited_work;
 }
 
 /* Ends the call with an error; audited for changes. */
@@ -250,7 +286,7 @@ reply_entry(struct op *op, const struct ly_entry *e)
  * worker are done with it (datastore_async.h).
  */
 struct aop {
-	struct op op;
+	struct op op; /* first: audited_work finds it at ctx */
 	bool update, ban;
 	struct ly_admin_msg_entry entry_rq;
 	struct ly_admin_msg_entry_id id_rq;
@@ -259,6 +295,7 @@ struct aop {
 	struct ly_admin_msg_agent_id agent_rq;
 	bool has_entry_rq, has_id_rq, has_filter_rq, has_token_rq, has_agent_rq;
 	struct ly_entry *entry;           /* create/update: in and out; delete: the deleted one */
+	struct ly_entry *before;          /* delete: the entry read first, for the audit row */
 	struct ly_entry_list list;
 	struct ly_ds_agent_list agents;
 	struct ly_ds_agent *agent;
@@ -267,6 +304,8 @@ struct aop {
 	int64_t expires_at;
 	int64_t revision;
 };
+
+_Static_assert(offsetof(struct aop, op) == 0, "audited_work finds the op at ctx");
 
 static void
 aop_release(void *ctx)
@@ -284,6 +323,7 @@ aop_release(void *ctx)
 	if (a->has_agent_rq)
 		ly_admin_msg_agent_id_cleanup(&a->agent_rq);
 	ly_entry_free(a->entry);
+	ly_entry_free(a->before);
 	ly_entry_list_cleanup(&a->list);
 	ly_ds_agent_list_cleanup(&a->agents);
 	ly_ds_agent_free(a->agent);
@@ -316,7 +356,7 @@ static void
 aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
 {
 	struct ly_error e;
-	ly_status st = ly_dsa_submit(a->op.srv->dsa, work, done, aop_release, a, 0, &e);
+	ly_status st = ly_dsa_submit(a->op.srv->dsa, op_audited(&a->op, work), done, aop_release, a, 0, &e);
 
 	if (st != LY_OK) {
 		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
@@ -373,6 +413,8 @@ put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, b
 		op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
+	/* A created entry's generated ID, for the audit row that commits with it. */
+	a->op.txn.entry_id_ref = &a->entry->entry_id;
 	aop_submit(a, put_entry_work, put_entry_done);
 	return;
 fail:
@@ -396,6 +438,9 @@ delete_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
 	struct aop *a = ctx;
 
+	/* Its SPIFFE ID for the audit row that commits with the delete (not found: the delete says so). */
+	if (ly_datastore_entry_get(ds, a->id_rq.entry_id, &a->before, NULL) == LY_OK)
+		a->op.txn.rec.spiffe_id = a->before->spiffe_id;
 	return ly_datastore_entry_delete(ds, a->id_rq.entry_id, &a->entry, err);
 }
 
@@ -858,7 +903,7 @@ bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundle
  * or writes. Freed by fop_release once the loop and the worker let go.
  */
 struct fop {
-	struct op op;
+	struct op op; /* first: audited_work finds it at ctx */
 	bool update, one;
 	struct ly_admin_msg_bundle_set set_rq;
 	struct ly_admin_msg_bundle_delete del_rq;
@@ -877,6 +922,8 @@ struct fop {
 	struct ly_ds_fed_rel *rel;
 	size_t count;
 };
+
+_Static_assert(offsetof(struct fop, op) == 0, "audited_work finds the op at ctx");
 
 static void
 fop_release(void *ctx)
@@ -924,7 +971,7 @@ static void
 fop_submit(struct fop *f, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
 {
 	struct ly_error e;
-	ly_status st = ly_dsa_submit(f->op.srv->dsa, work, done, fop_release, f, 0, &e);
+	ly_status st = ly_dsa_submit(f->op.srv->dsa, op_audited(&f->op, work), done, fop_release, f, 0, &e);
 
 	if (st != LY_OK) {
 		struct ly_error e2;
@@ -1446,6 +1493,78 @@ fail:
 	free(r);
 }
 
+/* ---- the shared audit trail (admin_audit.h) ---------------------------------------- */
+
+struct audit_op {
+	struct op op; /* a read: not audited itself */
+	struct ly_admin_msg_audit_list rq;
+	struct ly_ds_audit_list rows; /* the worker's: read on the loop only when the call succeeded */
+};
+
+static void
+audit_op_release(void *ctx)
+{
+	struct audit_op *q = ctx;
+
+	ly_ds_audit_list_cleanup(&q->rows);
+	free(q);
+}
+
+static ly_status
+list_audit_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct audit_op *q = ctx;
+
+	return ly_datastore_audit_list(ds, q->rq.since, q->rq.limit, &q->rows, err);
+}
+
+static void
+list_audit_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct audit_op *q = ctx;
+	struct ly_admin_msg_audit_reply r;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		op_fail_st(&q->op, st, err);
+		return;
+	}
+	if ((st = ly_admin_msg_audit_reply(&q->rows, &r, &e)) != LY_OK) {
+		op_fail_st(&q->op, st, &e);
+		return;
+	}
+	op_reply(&q->op, &r.msg.base, 0);
+	ly_admin_msg_audit_reply_cleanup(&r);
+}
+
+static void
+h_list_audit(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct audit_op *q = calloc(1, sizeof(*q));
+	struct ly_error e;
+	ly_status st;
+
+	if (q == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	if (!op_begin(&q->op, call, arg, NULL)) {
+		free(q);
+		return;
+	}
+	q->rows = (struct ly_ds_audit_list)LY_DS_AUDIT_LIST_INIT;
+	if ((st = ly_admin_msg_audit_list_decode(req, len, &q->rq, &e)) != LY_OK) {
+		op_fail_st(&q->op, st, &e);
+		free(q);
+		return;
+	}
+	if ((st = ly_dsa_submit(q->op.srv->dsa, list_audit_work, list_audit_done, audit_op_release, q, 0, &e)) !=
+	    LY_OK) {
+		op_fail(&q->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e), e.msg);
+		free(q);
+	}
+}
+
 static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/CreateEntry", LY_RPC_UNARY, h_create_entry },
 	{ "/lanyard.admin.v1.Admin/UpdateEntry", LY_RPC_UNARY, h_update_entry },
@@ -1467,6 +1586,7 @@ static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/GetFederationRelationship", LY_RPC_UNARY, h_get_rel },
 	{ "/lanyard.admin.v1.Admin/DeleteFederationRelationship", LY_RPC_UNARY, h_delete_rel },
 	{ "/lanyard.admin.v1.Admin/RefreshBundle", LY_RPC_UNARY, h_refresh_bundle },
+	{ "/lanyard.admin.v1.Admin/ListAuditLines", LY_RPC_UNARY, h_list_audit },
 };
 
 const struct ly_rpc_method *

@@ -1,7 +1,8 @@
 /*
  * cli_internal.h: what the admin verbs' files share (cli.c has the entry,
  * token, bundle show, agent and healthcheck verbs and the dispatch;
- * cli_fed.c the federation verbs of SPEC §9). Not for other modules.
+ * cli_fed.c the federation verbs of SPEC §9; cli_audit.c `audit list`).
+ * Not for other modules.
  * Exit codes and the one-line error rule are cli.h's.
  */
 #ifndef LANYARD_SERVER_CLI_INTERNAL_H
@@ -52,5 +53,8 @@ int ly_cli_federation_list(int argc, char **argv);
 int ly_cli_federation_show(int argc, char **argv);
 int ly_cli_federation_delete(int argc, char **argv);
 int ly_cli_federation_refresh(int argc, char **argv);
+
+/* `audit list`: the shared audit trail (cli_audit.c). */
+int ly_cli_audit_list(int argc, char **argv);
 
 #endif /* LANYARD_SERVER_CLI_INTERNAL_H */

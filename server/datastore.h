@@ -383,9 +383,10 @@ void ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_
 
 /* ---- SQLite back end ---- */
 
-/* The schema version this build writes; a newer database is refused. */
-/* 3: join token uses (a lost answer retried by the same key, ly_datastore_token_consume). */
-#define LY_DATASTORE_SQLITE_SCHEMA 3
+/* The schema version this build writes; a newer database is refused.
+ * 3: the shared audit trail (datastore_audit.h).
+ * 4: join token uses (a lost answer retried by the same key, ly_datastore_token_consume). */
+#define LY_DATASTORE_SQLITE_SCHEMA 4
 
 /*
  * Opens (creating if absent) the SQLite database at `path` (the server uses
@@ -408,8 +409,9 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
  * change, agent eviction or ban, and bundle publish, whichever server
  * wrote it).
  * 3: federation (federated bundles, relationships, entries' federates_with).
- * 4: join token uses (a lost answer retried by the same key, ly_datastore_token_consume). */
-#define LY_DATASTORE_PG_SCHEMA 4
+ * 4: the shared audit trail (datastore_audit.h).
+ * 5: join token uses (a lost answer retried by the same key, ly_datastore_token_consume). */
+#define LY_DATASTORE_PG_SCHEMA 5
 
 /*
  * Connects to PostgreSQL with the libpq connection string `conninfo`

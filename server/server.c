@@ -66,6 +66,7 @@
 #include "lib/spiffeid.h"
 #include "rpc/health_http.h"
 #include "rpc/rpc.h"
+#include "server/admin_audit.h"
 #include "server/attest.h"
 #include "server/audit.h"
 #include "server/ca.h"
@@ -347,6 +348,7 @@ on_prune(uv_timer_t *t)
 
 	if (m->srv.stopping || m->prune_inflight)
 		return;
+	ly_admin_audit_prune(&m->srv, ly_server_now());
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
 		log_warn("join token pruning skipped: out of memory");
 		return;
@@ -1132,6 +1134,7 @@ fed_put_done(void *ctx, ly_status st, const struct ly_error *err)
 
 	if (ly_audit_write(p->m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
 		log_error("audit: %s", ae.msg);
+	ly_admin_audit_store(&p->m->srv, &rec, ly_server_now());
 	if (st == LY_OK) {
 		log_info("federation: bundle of %s stored: %s", td, p->detail);
 	} else {

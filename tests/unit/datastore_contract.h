@@ -723,7 +723,7 @@ test_token_retry_same_key(void **state)
 	ly_datastore_close(other);
 }
 
-/* A store of the version before join token uses (SQLite 2, PostgreSQL 3) gets the table at open. */
+/* A store of the version before join token uses (SQLite 3, PostgreSQL 4) gets the table at open. */
 static void
 test_token_uses_migration(void **state)
 {
