@@ -24,9 +24,10 @@
  * Each change (create, update, delete, token, evict, ban; federation:
  * bundle.set, bundle.delete, federation.create|update|delete|refresh),
  * accepted or refused, writes one audit line (audit.h) before the answer
- * is sent. Federation (SPEC §9) is in the last part of this file: the
- * requests are checked by server/admin_msg_fed.c; its datastore calls run
- * on the worker like the others (struct fop).
+ * is sent; the caller's check, the status, the audit line and the reply
+ * of every call are admin_op.c's. Federation (SPEC §9) is in the last
+ * part of this file: the requests are checked by server/admin_msg_fed.c;
+ * its datastore calls run on the worker like the others (struct fop).
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
  * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
@@ -37,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -51,8 +51,8 @@
 #include "rpc/rpc.h"
 #include "server/admin_msg.h"
 #include "server/admin_msg_fed.h"
+#include "server/admin_op.h"
 #include "server/attest.h"
-#include "server/audit.h"
 #include "server/bundle_pb.h"
 #include "server/ca.h"
 #include "server/datastore.h"
@@ -72,172 +72,20 @@ unconst(const char *s)
 	return s != NULL ? (char *)(uintptr_t)s : empty_str;
 }
 
-/* One admin call in progress: what its audit line will say. */
-struct op {
-	struct ly_server *srv;
-	struct ly_rpc_call *call;
-	const char *action;      /* NULL for reads: not audited */
-	char caller[32];
-	const char *entry_id;    /* borrowed, may be NULL */
-	const char *spiffe_id;   /* borrowed, may be NULL */
-	const char *trust_domain; /* borrowed, may be NULL: federation */
-	const char *note;        /* borrowed, may be NULL: the audit detail of a success */
-	const char *secret;      /* scrubbed from the audit line */
-};
-
-static enum ly_rpc_code
-code_of(ly_status st, const struct ly_error *e)
-{
-	switch (st) {
-	case LY_OK:
-		return LY_RPC_OK;
-	case LY_E_INVALID:
-		/* The datastore's refusal of a duplicate (datastore.h). */
-		if (e != NULL && strncmp(e->msg, "entry already exists", 20) == 0)
-			return LY_RPC_ALREADY_EXISTS;
-		if (e != NULL && strncmp(e->msg, "federation relationship with ", 29) == 0 &&
-		    strstr(e->msg, " already exists") != NULL)
-			return LY_RPC_ALREADY_EXISTS;
-		/* A bundle in use (bundle delete -mode restrict). */
-		if (e != NULL && strstr(e->msg, "use -mode dissociate or delete") != NULL)
-			return LY_RPC_FAILED_PRECONDITION;
-		return LY_RPC_INVALID_ARGUMENT;
-	case LY_E_LIMIT:
-	case LY_E_UNSUPPORTED:
-	case LY_E_UNTRUSTED:
-		return LY_RPC_INVALID_ARGUMENT;
-	case LY_E_NOT_FOUND:
-		return LY_RPC_NOT_FOUND;
-	case LY_E_EXPIRED:
-		return LY_RPC_FAILED_PRECONDITION;
-	case LY_E_NOMEM:
-		return LY_RPC_RESOURCE_EXHAUSTED;
-	case LY_E_IO:
-		return LY_RPC_UNAVAILABLE;
-	default:
-		return LY_RPC_INTERNAL;
-	}
-}
-
-static void
-op_audit(struct op *op, const char *result, const char *detail)
-{
-	struct ly_error e;
-
-	if (op->action == NULL || op->srv->audit == NULL)
-		return;
-	struct ly_audit_record rec = {
-		.caller = op->caller,
-		.action = op->action,
-		.entry_id = op->entry_id,
-		.spiffe_id = op->spiffe_id,
-		.trust_domain = op->trust_domain,
-		.result = result,
-		.detail = detail,
-		.secret = op->secret,
-	};
-	if (ly_audit_write(op->srv->audit, &rec, ly_server_now(), &e) != LY_OK)
-		log_error("audit line for %s not written: %s", op->action, e.msg);
-}
-
-/* Ends the call with an error; audited for changes. */
-static void
-op_fail(struct op *op, enum ly_rpc_code code, const char *msg)
-{
-	char clean[LY_ERROR_MSG_MAX];
-
-	op_audit(op, ly_rpc_code_str(code), msg);
-	if (op->action != NULL) {
-		ly_audit_scrub(msg, op->secret, clean, sizeof(clean));
-		log_debug("admin %s by %s refused: %s: %s", op->action, op->caller, ly_rpc_code_str(code), clean);
-	}
-	ly_rpc_call_finish(op->call, code, msg);
-}
-
-static void
-op_fail_st(struct op *op, ly_status st, const struct ly_error *e)
-{
-	op_fail(op, code_of(st, e), e->msg);
-}
-
-/* Packs `m`, audits success, and replies. */
-static void
-op_reply(struct op *op, const ProtobufCMessage *m, unsigned flags)
-{
-	struct ly_error e;
-	size_t n = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf;
-
-	if (n > LY_RPC_MSG_MAX) {
-		/* Only a list can be this big; nothing was changed. */
-		op_fail(op, LY_RPC_RESOURCE_EXHAUSTED, "response over the message size cap: narrow the filter");
-		return;
-	}
-	buf = malloc(n > 0 ? n : 1);
-	if (buf == NULL) {
-		op_fail(op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return;
-	}
-	(void)protobuf_c_message_pack(m, buf);
-	op_audit(op, "ok", op->note);
-	if (op->action != NULL)
-		log_debug("admin %s by %s: ok%s%s", op->action, op->caller, op->entry_id != NULL ? ", entry_id=" : "",
-		    op->entry_id != NULL ? op->entry_id : "");
-	if (ly_rpc_call_reply(op->call, buf, n, flags, &e) != LY_OK)
-		log_warn("admin %s: reply not sent: %s", ly_rpc_call_method(op->call), e.msg);
-	if ((flags & LY_RPC_WIPE) != 0)
-		OPENSSL_cleanse(buf, n);
-	free(buf);
-}
-
-/*
- * Starts an op: names the caller and refuses anyone but the server's own
- * uid and root (root passes file modes anyway; refusing it would protect
- * nothing). Without peer credentials the socket's 0700 directory is the
- * only control and the caller is "admin-socket".
- */
-static bool
-op_begin(struct op *op, struct ly_rpc_call *call, void *arg, const char *action)
-{
-	const struct ly_admin_peer *peer = ly_rpc_call_conn_ctx(call);
-
-	memset(op, 0, sizeof(*op));
-	op->srv = arg;
-	op->call = call;
-	op->action = action;
-	if (peer == NULL) {
-		(void)snprintf(op->caller, sizeof(op->caller), "admin-socket");
-		return true;
-	}
-	(void)snprintf(op->caller, sizeof(op->caller), "uid:%u", (unsigned)peer->uid);
-	if (peer->uid != geteuid() && peer->uid != 0) {
-		char msg[128];
-		(void)snprintf(msg, sizeof(msg), "uid %u may not use the admin API of a server running as uid %u",
-		    (unsigned)peer->uid, (unsigned)geteuid());
-		op_fail(op, LY_RPC_PERMISSION_DENIED, msg);
-		return false;
-	}
-	if (op->srv->stopping) {
-		op_fail(op, LY_RPC_UNAVAILABLE, "server is shutting down");
-		return false;
-	}
-	return true;
-}
-
 /* ---- entries <-> protobuf: server/entry_pb.h ------------------------------ */
 
 static void
-reply_entry(struct op *op, const struct ly_entry *e)
+reply_entry(struct admin_op *op, const struct ly_entry *e)
 {
 	struct ly_entries_pb pb;
 	struct ly_error err;
 	ly_status st = ly_entries_pb_make(&e, 1, &pb, &err);
 
 	if (st != LY_OK) {
-		op_fail_st(op, st, &err);
+		admin_op_fail_st(op, st, &err);
 		return;
 	}
-	op_reply(op, &pb.msgs[0].base, 0);
+	admin_op_reply(op, &pb.msgs[0].base, 0);
 	ly_entries_pb_cleanup(&pb);
 }
 
@@ -250,7 +98,7 @@ reply_entry(struct op *op, const struct ly_entry *e)
  * worker are done with it (datastore_async.h).
  */
 struct aop {
-	struct op op;
+	struct admin_op op;
 	bool update, ban;
 	struct ly_admin_msg_entry entry_rq;
 	struct ly_admin_msg_entry_id id_rq;
@@ -302,7 +150,7 @@ aop_begin(struct ly_rpc_call *call, void *arg, const char *action)
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		return NULL;
 	}
-	if (!op_begin(&a->op, call, arg, action)) {
+	if (!admin_op_begin(&a->op, call, arg, action)) {
 		free(a);
 		return NULL;
 	}
@@ -323,7 +171,7 @@ aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
 		struct ly_error e2;
 		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
 		/* A full queue is the server's load, not the request's fault. */
-		op_fail(&a->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
+		admin_op_fail(&a->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : admin_op_code(st, &e2), e2.msg);
 		aop_release(a);
 	}
 }
@@ -344,7 +192,7 @@ put_entry_done(void *ctx, ly_status st, const struct ly_error *e)
 	struct aop *a = ctx;
 
 	if (st != LY_OK) {
-		op_fail_st(&a->op, st, e);
+		admin_op_fail_st(&a->op, st, e);
 		return;
 	}
 	a->op.entry_id = a->entry->entry_id;
@@ -363,14 +211,14 @@ put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, b
 		return;
 	a->update = update;
 	if ((st = ly_admin_msg_entry_decode(req, len, &a->entry_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	a->has_entry_rq = true;
 	a->op.entry_id = a->entry_rq.entry_id;
 	a->op.spiffe_id = a->entry_rq.spiffe_id;
 	if ((st = ly_admin_msg_entry_check(&a->entry_rq, update, a->op.srv->cfg.trust_domain, &a->entry, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	aop_submit(a, put_entry_work, put_entry_done);
@@ -405,7 +253,7 @@ delete_entry_done(void *ctx, ly_status st, const struct ly_error *e)
 	struct aop *a = ctx;
 
 	if (st != LY_OK) {
-		op_fail_st(&a->op, st, e);
+		admin_op_fail_st(&a->op, st, e);
 		return;
 	}
 	a->op.spiffe_id = a->entry->spiffe_id;
@@ -422,13 +270,13 @@ h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	if ((a = aop_begin(call, arg, "entry.delete")) == NULL)
 		return;
 	if ((st = ly_admin_msg_entry_id_decode(req, len, &a->id_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	a->has_id_rq = true;
 	a->op.entry_id = a->id_rq.entry_id;
 	if ((st = ly_admin_msg_delete_check(&a->id_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	aop_submit(a, delete_entry_work, delete_entry_done);
@@ -462,17 +310,17 @@ list_entries_done(void *ctx, ly_status st, const struct ly_error *err)
 
 	memset(&pbs, 0, sizeof(pbs));
 	if (st != LY_OK) {
-		op_fail_st(&a->op, st, err);
+		admin_op_fail_st(&a->op, st, err);
 		return;
 	}
 	if ((st = ly_entries_pb_make((const struct ly_entry *const *)a->list.items, a->list.n, &pbs, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto out;
 	}
 	lanyard__admin__v1__entry_list__init(&out);
 	out.n_entries = pbs.n;
 	out.entries = pbs.ptrs;
-	op_reply(&a->op, &out.base, 0);
+	admin_op_reply(&a->op, &out.base, 0);
 out:
 	ly_entries_pb_cleanup(&pbs);
 }
@@ -487,7 +335,7 @@ h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *a
 	if ((a = aop_begin(call, arg, NULL)) == NULL)
 		return;
 	if ((st = ly_admin_msg_filter_decode(req, len, &a->filter_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		aop_release(a);
 		return;
 	}
@@ -512,14 +360,14 @@ token_done(void *ctx, ly_status st, const struct ly_error *e)
 	Lanyard__Admin__V1__Token out;
 
 	if (st != LY_OK) {
-		op_fail_st(&a->op, st, e);
+		admin_op_fail_st(&a->op, st, e);
 		return;
 	}
 	lanyard__admin__v1__token__init(&out);
 	out.token = a->token;
 	out.spiffe_id = a->id.id;
 	out.expires_at = a->expires_at;
-	op_reply(&a->op, &out.base, LY_RPC_WIPE);
+	admin_op_reply(&a->op, &out.base, LY_RPC_WIPE);
 }
 
 static void
@@ -534,21 +382,21 @@ h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 	if ((a = aop_begin(call, arg, "token.generate")) == NULL)
 		return;
 	if ((st = ly_admin_msg_token_decode(req, len, &a->token_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	a->has_token_rq = true;
 	a->op.spiffe_id = a->token_rq.spiffe_id;
 	if (!a->op.srv->cfg.join_token_enabled) {
-		op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
+		admin_op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
 		goto fail;
 	}
 	if ((st = ly_admin_msg_token_ttl(&a->token_rq, &ttl, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-		op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
+		admin_op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
 		goto fail;
 	}
 	for (size_t i = 0; i < sizeof(rnd); i++)
@@ -556,7 +404,7 @@ h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 	OPENSSL_cleanse(rnd, sizeof(rnd));
 	a->op.secret = a->token;
 	if ((st = ly_admin_msg_token_id(&a->token_rq, a->op.srv->cfg.trust_domain, a->token, &a->id, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	a->op.spiffe_id = a->id.id;
@@ -572,27 +420,27 @@ fail:
 static void
 h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct admin_op op;
 	const struct ly_bundle *b;
 	struct ly_bundle_pb pb;
 	struct ly_error e;
 	ly_status rc;
 
-	if (!op_begin(&op, call, arg, NULL))
+	if (!admin_op_begin(&op, call, arg, NULL))
 		return;
 	b = ly_server_bundle(op.srv);
 	if (b == NULL) {
-		op_fail(&op, LY_RPC_UNAVAILABLE, "the CA has no bundle yet");
+		admin_op_fail(&op, LY_RPC_UNAVAILABLE, "the CA has no bundle yet");
 		return;
 	}
 	if ((rc = ly_bundle_pb_make(b, &pb, &e)) != LY_OK) {
 		if (rc == LY_E_NOMEM)
-			op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			admin_op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		else
-			op_fail(&op, LY_RPC_INTERNAL, "cannot encode a JWT authority's public key");
+			admin_op_fail(&op, LY_RPC_INTERNAL, "cannot encode a JWT authority's public key");
 		return;
 	}
-	op_reply(&op, &pb.msg.base, 0);
+	admin_op_reply(&op, &pb.msg.base, 0);
 	ly_bundle_pb_cleanup(&pb);
 }
 
@@ -645,20 +493,20 @@ list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
 	size_t n_pbs = 0;
 
 	if (st != LY_OK) {
-		op_fail_st(&a->op, st, err);
+		admin_op_fail_st(&a->op, st, err);
 		return;
 	}
 	if (list->n > 0) {
 		pbs = calloc(list->n, sizeof(*pbs));
 		ptrs = calloc(list->n, sizeof(*ptrs));
 		if (pbs == NULL || ptrs == NULL) {
-			op_fail(&a->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			admin_op_fail(&a->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;
 		}
 	}
 	for (; n_pbs < list->n; n_pbs++) {
 		if ((st = agent_pb_init(&pbs[n_pbs], list->items[n_pbs], &e)) != LY_OK) {
-			op_fail_st(&a->op, st, &e);
+			admin_op_fail_st(&a->op, st, &e);
 			goto out;
 		}
 		ptrs[n_pbs] = &pbs[n_pbs].m;
@@ -666,7 +514,7 @@ list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
 	lanyard__admin__v1__agent_list__init(&out);
 	out.n_agents = list->n;
 	out.agents = ptrs;
-	op_reply(&a->op, &out.base, 0);
+	admin_op_reply(&a->op, &out.base, 0);
 out:
 	for (size_t i = 0; i < n_pbs; i++)
 		agent_pb_cleanup(&pbs[i]);
@@ -707,14 +555,14 @@ remove_agent_done(void *ctx, ly_status st, const struct ly_error *err)
 	struct ly_error e;
 
 	if (st != LY_OK) {
-		op_fail_st(&a->op, st, err);
+		admin_op_fail_st(&a->op, st, err);
 		return;
 	}
 	if ((st = agent_pb_init(&pb, a->agent, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		return;
 	}
-	op_reply(&a->op, &pb.m.base, 0);
+	admin_op_reply(&a->op, &pb.m.base, 0);
 	agent_pb_cleanup(&pb);
 }
 
@@ -730,13 +578,13 @@ remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		return;
 	a->ban = ban;
 	if ((st = ly_admin_msg_agent_id_decode(req, len, &a->agent_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	a->has_agent_rq = true;
 	a->op.spiffe_id = a->agent_rq.spiffe_id;
 	if ((st = ly_admin_msg_agent_id_check(&a->agent_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto fail;
 	}
 	aop_submit(a, remove_agent_work, remove_agent_done);
@@ -769,7 +617,7 @@ health_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 
 /* The answer; `ds_err` NULL when the datastore answered. */
 static void
-health_reply(struct op *op, const struct ly_error *ds_err)
+health_reply(struct admin_op *op, const struct ly_error *ds_err)
 {
 	Lanyard__Admin__V1__HealthResponse out;
 	char detail[LY_ERROR_MSG_MAX + 32];
@@ -787,7 +635,7 @@ health_reply(struct op *op, const struct ly_error *ds_err)
 		(void)snprintf(detail, sizeof(detail), "ok");
 	}
 	out.detail = detail;
-	op_reply(op, &out.base, 0);
+	admin_op_reply(op, &out.base, 0);
 }
 
 static void
@@ -858,7 +706,7 @@ bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundle
  * or writes. Freed by fop_release once the loop and the worker let go.
  */
 struct fop {
-	struct op op;
+	struct admin_op op;
 	bool update, one;
 	struct ly_admin_msg_bundle_set set_rq;
 	struct ly_admin_msg_bundle_delete del_rq;
@@ -910,7 +758,7 @@ fop_begin(struct ly_rpc_call *call, void *arg, const char *action)
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		return NULL;
 	}
-	if (!op_begin(&f->op, call, arg, action)) {
+	if (!admin_op_begin(&f->op, call, arg, action)) {
 		free(f);
 		return NULL;
 	}
@@ -929,7 +777,7 @@ fop_submit(struct fop *f, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
 	if (st != LY_OK) {
 		struct ly_error e2;
 		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
-		op_fail(&f->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
+		admin_op_fail(&f->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : admin_op_code(st, &e2), e2.msg);
 		fop_release(f);
 	}
 }
@@ -942,12 +790,12 @@ fop_reply_td(void *ctx, ly_status st, const struct ly_error *e)
 	Lanyard__Admin__V1__TrustDomain out;
 
 	if (st != LY_OK) {
-		op_fail_st(&f->op, st, e);
+		admin_op_fail_st(&f->op, st, e);
 		return;
 	}
 	lanyard__admin__v1__trust_domain__init(&out);
 	out.trust_domain = f->td;
-	op_reply(&f->op, &out.base, 0);
+	admin_op_reply(&f->op, &out.base, 0);
 }
 
 static ly_status
@@ -965,14 +813,14 @@ set_fed_bundle_done(void *ctx, ly_status st, const struct ly_error *err)
 	struct ly_error e;
 
 	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
+		admin_op_fail_st(&f->op, st, err);
 		return;
 	}
 	if ((st = ly_bundle_pb_make(f->b, &pb, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		return;
 	}
-	op_reply(&f->op, &pb.msg.base, 0);
+	admin_op_reply(&f->op, &pb.msg.base, 0);
 	ly_bundle_pb_cleanup(&pb);
 }
 
@@ -986,13 +834,13 @@ h_set_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 	if ((f = fop_begin(call, arg, "bundle.set")) == NULL)
 		return;
 	if ((st = ly_admin_msg_bundle_set_decode(req, len, &f->set_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->has_set_rq = true;
 	f->op.trust_domain = f->set_rq.trust_domain;
 	if ((st = ly_admin_msg_bundle_set_check(&f->set_rq, f->op.srv->cfg.trust_domain, &f->b, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->op.trust_domain = ly_bundle_trust_domain(f->b);
@@ -1020,7 +868,7 @@ list_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
 	struct ly_error e;
 
 	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
+		admin_op_fail_st(&f->op, st, err);
 		return;
 	}
 	if (f->one) {
@@ -1030,13 +878,13 @@ list_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
 		st = bundles_pb_make((const struct ly_ds_fed_bundle *const *)f->blist.items, f->blist.n, &pbs, &e);
 	}
 	if (st != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		return;
 	}
 	lanyard__admin__v1__federated_bundle_list__init(&out);
 	out.n_bundles = pbs.n;
 	out.bundles = pbs.ptrs;
-	op_reply(&f->op, &out.base, 0);
+	admin_op_reply(&f->op, &out.base, 0);
 	bundles_pb_cleanup(&pbs);
 }
 
@@ -1051,14 +899,14 @@ h_list_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, voi
 		return;
 	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
 	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->has_td_rq = true;
 	if (f->td_rq.trust_domain != NULL) {
 		if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) !=
 		    LY_OK) {
-			op_fail_st(&f->op, st, &e);
+			admin_op_fail_st(&f->op, st, &e);
 			goto fail;
 		}
 		f->one = true;
@@ -1087,14 +935,14 @@ h_delete_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, vo
 		return;
 	f->mode = LY_FED_DELETE_RESTRICT;
 	if ((st = ly_admin_msg_bundle_delete_decode(req, len, &f->del_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->has_del_rq = true;
 	f->op.trust_domain = f->del_rq.trust_domain;
 	if ((st = ly_admin_msg_bundle_delete_check(&f->del_rq, f->op.srv->cfg.trust_domain, f->td, &f->mode, &e)) !=
 	    LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->op.trust_domain = f->td;
@@ -1120,12 +968,12 @@ count_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
 	Lanyard__Admin__V1__Count out;
 
 	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
+		admin_op_fail_st(&f->op, st, err);
 		return;
 	}
 	lanyard__admin__v1__count__init(&out);
 	out.count = f->count;
-	op_reply(&f->op, &out.base, 0);
+	admin_op_reply(&f->op, &out.base, 0);
 }
 
 static void
@@ -1138,7 +986,7 @@ h_count_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, vo
 	if ((f = fop_begin(call, arg, NULL)) == NULL)
 		return;
 	if ((st = ly_admin_msg_empty_decode("count", req, len, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		fop_release(f);
 		return;
 	}
@@ -1201,13 +1049,13 @@ reply_rel_done(void *ctx, ly_status st, const struct ly_error *err)
 
 	memset(&pb, 0, sizeof(pb));
 	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
+		admin_op_fail_st(&f->op, st, err);
 		return;
 	}
 	if ((st = rel_pb_make(f->rel, f->bone, &pb, &e)) != LY_OK)
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 	else
-		op_reply(&f->op, &pb.m.base, 0);
+		admin_op_reply(&f->op, &pb.m.base, 0);
 	rel_pb_cleanup(&pb);
 }
 
@@ -1234,13 +1082,13 @@ put_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, boo
 		return;
 	f->update = update;
 	if ((st = ly_admin_msg_rel_decode(req, len, &f->rel_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->has_rel_rq = true;
 	f->op.trust_domain = f->rel_rq.trust_domain;
 	if ((st = ly_admin_msg_rel_check(&f->rel_rq, f->op.srv->cfg.trust_domain, &f->rel_c, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->op.trust_domain = f->rel_c.td;
@@ -1280,13 +1128,13 @@ list_rels_done(void *ctx, ly_status st, const struct ly_error *err)
 	size_t n = 0;
 
 	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
+		admin_op_fail_st(&f->op, st, err);
 		return;
 	}
 	pbs = calloc(f->rlist.n + 1, sizeof(*pbs));
 	ptrs = calloc(f->rlist.n + 1, sizeof(*ptrs));
 	if (pbs == NULL || ptrs == NULL) {
-		op_fail(&f->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		admin_op_fail(&f->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
 	for (; n < f->rlist.n; n++) {
@@ -1297,7 +1145,7 @@ list_rels_done(void *ctx, ly_status st, const struct ly_error *err)
 	lanyard__admin__v1__federation_relationship_list__init(&out);
 	out.n_relationships = n;
 	out.relationships = ptrs;
-	op_reply(&f->op, &out.base, 0);
+	admin_op_reply(&f->op, &out.base, 0);
 out:
 	for (size_t i = 0; i < n; i++)
 		rel_pb_cleanup(&pbs[i]);
@@ -1315,7 +1163,7 @@ h_list_rels(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 	if ((f = fop_begin(call, arg, NULL)) == NULL)
 		return;
 	if ((st = ly_admin_msg_empty_decode("relationships", req, len, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		fop_release(f);
 		return;
 	}
@@ -1332,12 +1180,12 @@ h_get_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 	if ((f = fop_begin(call, arg, NULL)) == NULL)
 		return;
 	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->has_td_rq = true;
 	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	fop_submit(f, read_rel_work, reply_rel_done);
@@ -1363,13 +1211,13 @@ h_delete_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	if ((f = fop_begin(call, arg, "federation.delete")) == NULL)
 		return;
 	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->has_td_rq = true;
 	f->op.trust_domain = f->td_rq.trust_domain;
 	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
+		admin_op_fail_st(&f->op, st, &e);
 		goto fail;
 	}
 	f->op.trust_domain = f->td;
@@ -1381,7 +1229,7 @@ fail:
 
 /* A `federation refresh` waiting for the fetcher (server_core.h: the refresh hook). */
 struct refresh_op {
-	struct op op;
+	struct admin_op op;
 	char td[LY_TRUST_DOMAIN_MAX + 1];
 };
 
@@ -1392,11 +1240,11 @@ refresh_done(void *arg, ly_status rc, const char *msg)
 	Lanyard__Admin__V1__TrustDomain out;
 
 	if (rc != LY_OK) {
-		op_fail(&r->op, code_of(rc, NULL), msg != NULL && msg[0] != '\0' ? msg : "bundle refresh failed");
+		admin_op_fail(&r->op, admin_op_code(rc, NULL), msg != NULL && msg[0] != '\0' ? msg : "bundle refresh failed");
 	} else {
 		lanyard__admin__v1__trust_domain__init(&out);
 		out.trust_domain = r->td;
-		op_reply(&r->op, &out.base, 0);
+		admin_op_reply(&r->op, &out.base, 0);
 	}
 	free(r);
 }
@@ -1413,29 +1261,29 @@ h_refresh_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void 
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
-	if (!op_begin(&r->op, call, arg, "federation.refresh")) {
+	if (!admin_op_begin(&r->op, call, arg, "federation.refresh")) {
 		free(r);
 		return;
 	}
 	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&r->op, st, &e);
+		admin_op_fail_st(&r->op, st, &e);
 		free(r);
 		return;
 	}
 	r->op.trust_domain = rq.trust_domain;
 	if ((st = ly_admin_msg_td_check(rq.trust_domain, r->op.srv->cfg.trust_domain, r->td, &e)) != LY_OK) {
-		op_fail_st(&r->op, st, &e);
+		admin_op_fail_st(&r->op, st, &e);
 		goto fail;
 	}
 	/* No datastore lookup: the fetcher knows the config's relationships too (NOT_FOUND for neither). */
 	r->op.trust_domain = r->td;
 	if (r->op.srv->fed_refresh.fn == NULL) {
-		op_fail(&r->op, LY_RPC_UNIMPLEMENTED,
+		admin_op_fail(&r->op, LY_RPC_UNIMPLEMENTED,
 		    "federation refresh is not available: this server has no bundle fetcher yet");
 		goto fail;
 	}
 	if ((st = r->op.srv->fed_refresh.fn(r->op.srv->fed_refresh.arg, r->td, refresh_done, r, &e)) != LY_OK) {
-		op_fail_st(&r->op, st, &e);
+		admin_op_fail_st(&r->op, st, &e);
 		goto fail;
 	}
 	/* refresh_done answers and frees r. */
