@@ -47,6 +47,7 @@
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/log.h"
+#include "lib/pbview.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "server/admin_msg.h"
@@ -62,15 +63,6 @@
 
 /* Bytes of randomness in a join token; it is sent as lower-case hex. */
 #define TOKEN_BYTES 32
-
-static char empty_str[] = "";
-
-/* protobuf-c wants char * for strings it only reads when packing. */
-static char *
-unconst(const char *s)
-{
-	return s != NULL ? (char *)(uintptr_t)s : empty_str;
-}
 
 /* ---- entries <-> protobuf: server/entry_pb.h ------------------------------ */
 
@@ -463,9 +455,9 @@ agent_pb_init(struct agent_pb *pb, const struct ly_ds_agent *a, struct ly_error 
 	memset(pb, 0, sizeof(*pb));
 	lanyard__admin__v1__agent__init(&pb->m);
 	LY_TRY(ly_selectors_pb_make(a->selectors, a->n_selectors, &pb->sel, err));
-	pb->m.spiffe_id = unconst(a->spiffe_id);
-	pb->m.attestation_type = unconst(a->attestation_type);
-	pb->m.serial_number = unconst(a->serial_number);
+	pb->m.spiffe_id = ly_pbview_str_or_empty(a->spiffe_id);
+	pb->m.attestation_type = ly_pbview_str_or_empty(a->attestation_type);
+	pb->m.serial_number = ly_pbview_str_or_empty(a->serial_number);
 	pb->m.expires_at = a->svid_expires_at;
 	pb->m.banned = a->banned;
 	pb->m.n_selectors = a->n_selectors;
@@ -1005,10 +997,10 @@ rel_pb_make(const struct ly_ds_fed_rel *r, const struct ly_ds_fed_bundle *b, str
 {
 	memset(p, 0, sizeof(*p));
 	lanyard__admin__v1__federation_relationship__init(&p->m);
-	p->m.trust_domain = unconst(r->trust_domain);
-	p->m.bundle_endpoint_url = unconst(r->bundle_endpoint_url);
-	p->m.bundle_endpoint_profile = unconst(ly_fed_profile_name(r->profile));
-	p->m.endpoint_spiffe_id = unconst(r->endpoint_spiffe_id);
+	p->m.trust_domain = ly_pbview_str_or_empty(r->trust_domain);
+	p->m.bundle_endpoint_url = ly_pbview_str_or_empty(r->bundle_endpoint_url);
+	p->m.bundle_endpoint_profile = ly_pbview_str_or_empty(ly_fed_profile_name(r->profile));
+	p->m.endpoint_spiffe_id = ly_pbview_str_or_empty(r->endpoint_spiffe_id);
 	p->m.created_at = r->created_at;
 	p->m.updated_at = r->updated_at;
 	if (b != NULL) {
