@@ -5,9 +5,10 @@
  * Every handler runs on the loop thread (rpc.h), decodes one request and
  * checks it completely (server/admin_msg.c) before touching the
  * datastore; the datastore part runs on its worker (datastore_async.h: a
- * `*_work` function over the call's struct aop, which owns the request),
- * and the answer is sent from its completion on the loop, with a gRPC
- * status from the standard set and a one-line message:
+ * `*_work` function over the call's struct aop, which owns the request;
+ * the steps of such a call are admin_op.h's, run by admin_op_run), and the
+ * answer is sent from its completion on the loop, with a gRPC status from
+ * the standard set and a one-line message:
  *   INVALID_ARGUMENT   malformed request, invalid entry, bad TTL, foreign
  *                      trust domain (ly_entry_validate, SPIFFE-ID §2)
  *   ALREADY_EXISTS     an entry with the same identity or entry ID
@@ -81,7 +82,7 @@ reply_entry(struct admin_op *op, const struct ly_entry *e)
 	ly_entries_pb_cleanup(&pb);
 }
 
-/* ---- calls on the datastore's worker ---------------------------------------- */
+/* ---- calls on the datastore's worker (admin_op.h) ---------------------------- */
 
 /*
  * One admin call with a datastore part: `op` (its audit line borrows
@@ -109,6 +110,15 @@ struct aop {
 };
 
 static void
+aop_init(void *ctx)
+{
+	struct aop *a = ctx;
+
+	a->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
+	a->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
+}
+
+static void
 aop_release(void *ctx)
 {
 	struct aop *a = ctx;
@@ -132,43 +142,29 @@ aop_release(void *ctx)
 	free(a);
 }
 
-/* A new aop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
-static struct aop *
-aop_begin(struct ly_rpc_call *call, void *arg, const char *action)
-{
-	struct aop *a = calloc(1, sizeof(*a));
-
-	if (a == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return NULL;
-	}
-	if (!admin_op_begin(&a->op, call, arg, action)) {
-		free(a);
-		return NULL;
-	}
-	a->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
-	a->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
-	return a;
-}
-
-/* Queues a's datastore part; on refusal the call ends with the reason and `a` is freed. */
-static void
-aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
-{
-	struct ly_error e;
-	ly_status st = ly_dsa_submit(a->op.srv->dsa, work, done, aop_release, a, 0, &e);
-
-	if (st != LY_OK) {
-		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
-		struct ly_error e2;
-		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
-		/* A full queue is the server's load, not the request's fault. */
-		admin_op_fail(&a->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : admin_op_code(st, &e2), e2.msg);
-		aop_release(a);
-	}
-}
+/* A method of this file: its audit action, variant (update, ban) and steps (admin_op.h). */
+#define AOP_JOB(action_, variant_, prep_, work_, reply_)                                                           \
+	{ .action = (action_), .variant = (variant_), .size = sizeof(struct aop), .init = aop_init, .prep = (prep_), \
+		.work = (work_), .reply = (reply_), .release = aop_release }
 
 /* ---- entries --------------------------------------------------------------- */
+
+/* CreateEntry and UpdateEntry: the same checks (admin_msg.h), then the datastore. */
+static bool
+put_entry_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	a->update = a->op.job->variant;
+	if (!admin_op_ok(&a->op, ly_admin_msg_entry_decode(req, len, &a->entry_rq, &e), &e))
+		return false;
+	a->has_entry_rq = true;
+	a->op.entry_id = a->entry_rq.entry_id;
+	a->op.spiffe_id = a->entry_rq.spiffe_id;
+	return admin_op_ok(&a->op,
+	    ly_admin_msg_entry_check(&a->entry_rq, a->update, a->op.srv->cfg.trust_domain, &a->entry, &e), &e);
+}
 
 static ly_status
 put_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
@@ -179,56 +175,41 @@ put_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-put_entry_done(void *ctx, ly_status st, const struct ly_error *e)
+put_entry_reply(void *ctx)
 {
 	struct aop *a = ctx;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&a->op, st, e);
-		return;
-	}
 	a->op.entry_id = a->entry->entry_id;
 	reply_entry(&a->op, a->entry);
-}
-
-/* CreateEntry and UpdateEntry: the same checks (admin_msg.h), then the datastore. */
-static void
-put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
-{
-	struct aop *a;
-	struct ly_error e;
-	ly_status st;
-
-	if ((a = aop_begin(call, arg, update ? "entry.update" : "entry.create")) == NULL)
-		return;
-	a->update = update;
-	if ((st = ly_admin_msg_entry_decode(req, len, &a->entry_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->has_entry_rq = true;
-	a->op.entry_id = a->entry_rq.entry_id;
-	a->op.spiffe_id = a->entry_rq.spiffe_id;
-	if ((st = ly_admin_msg_entry_check(&a->entry_rq, update, a->op.srv->cfg.trust_domain, &a->entry, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	aop_submit(a, put_entry_work, put_entry_done);
-	return;
-fail:
-	aop_release(a);
 }
 
 static void
 h_create_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	put_entry(call, req, len, arg, false);
+	static const struct admin_job job = AOP_JOB("entry.create", false, put_entry_prep, put_entry_work,
+	    put_entry_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 static void
 h_update_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	put_entry(call, req, len, arg, true);
+	static const struct admin_job job = AOP_JOB("entry.update", true, put_entry_prep, put_entry_work,
+	    put_entry_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
+
+static bool
+delete_entry_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	if (!admin_op_ok(&a->op, ly_admin_msg_entry_id_decode(req, len, &a->id_rq, &e), &e))
+		return false;
+	a->has_id_rq = true;
+	a->op.entry_id = a->id_rq.entry_id;
+	return admin_op_ok(&a->op, ly_admin_msg_delete_check(&a->id_rq, &e), &e);
 }
 
 static ly_status
@@ -240,14 +221,10 @@ delete_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-delete_entry_done(void *ctx, ly_status st, const struct ly_error *e)
+delete_entry_reply(void *ctx)
 {
 	struct aop *a = ctx;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&a->op, st, e);
-		return;
-	}
 	a->op.spiffe_id = a->entry->spiffe_id;
 	reply_entry(&a->op, a->entry);
 }
@@ -255,26 +232,21 @@ delete_entry_done(void *ctx, ly_status st, const struct ly_error *e)
 static void
 h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
-	struct ly_error e;
-	ly_status st;
+	static const struct admin_job job = AOP_JOB("entry.delete", false, delete_entry_prep, delete_entry_work,
+	    delete_entry_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((a = aop_begin(call, arg, "entry.delete")) == NULL)
-		return;
-	if ((st = ly_admin_msg_entry_id_decode(req, len, &a->id_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->has_id_rq = true;
-	a->op.entry_id = a->id_rq.entry_id;
-	if ((st = ly_admin_msg_delete_check(&a->id_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	aop_submit(a, delete_entry_work, delete_entry_done);
-	return;
-fail:
-	aop_release(a);
+static bool
+list_entries_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	if (!admin_op_ok(&a->op, ly_admin_msg_filter_decode(req, len, &a->filter_rq, &e), &e))
+		return false;
+	a->has_filter_rq = true;
+	return true;
 }
 
 static ly_status
@@ -293,18 +265,15 @@ list_entries_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-list_entries_done(void *ctx, ly_status st, const struct ly_error *err)
+list_entries_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	struct ly_entries_pb pbs;
 	Lanyard__Admin__V1__EntryList out;
 	struct ly_error e;
+	ly_status st;
 
 	memset(&pbs, 0, sizeof(pbs));
-	if (st != LY_OK) {
-		admin_op_fail_st(&a->op, st, err);
-		return;
-	}
 	if ((st = ly_entries_pb_make((const struct ly_entry *const *)a->list.items, a->list.n, &pbs, &e)) != LY_OK) {
 		admin_op_fail_st(&a->op, st, &e);
 		goto out;
@@ -320,22 +289,46 @@ out:
 static void
 h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
-	struct ly_error e;
-	ly_status st;
-
-	if ((a = aop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_filter_decode(req, len, &a->filter_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		aop_release(a);
-		return;
-	}
-	a->has_filter_rq = true;
-	aop_submit(a, list_entries_work, list_entries_done);
+	static const struct admin_job job = AOP_JOB(NULL, false, list_entries_prep, list_entries_work,
+	    list_entries_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 /* ---- join tokens ------------------------------------------------------------ */
+
+static bool
+token_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+	uint8_t rnd[TOKEN_BYTES];
+	int64_t ttl;
+
+	if (!admin_op_ok(&a->op, ly_admin_msg_token_decode(req, len, &a->token_rq, &e), &e))
+		return false;
+	a->has_token_rq = true;
+	a->op.spiffe_id = a->token_rq.spiffe_id;
+	if (!a->op.srv->cfg.join_token_enabled) {
+		admin_op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
+		return false;
+	}
+	if (!admin_op_ok(&a->op, ly_admin_msg_token_ttl(&a->token_rq, &ttl, &e), &e))
+		return false;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		admin_op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
+		return false;
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		(void)snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
+	OPENSSL_cleanse(rnd, sizeof(rnd));
+	a->op.secret = a->token;
+	if (!admin_op_ok(&a->op, ly_admin_msg_token_id(&a->token_rq, a->op.srv->cfg.trust_domain, a->token, &a->id, &e),
+		&e))
+		return false;
+	a->op.spiffe_id = a->id.id;
+	a->expires_at = (int64_t)ly_server_now() + ttl;
+	return true;
+}
 
 static ly_status
 token_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
@@ -346,15 +339,11 @@ token_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-token_done(void *ctx, ly_status st, const struct ly_error *e)
+token_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	Lanyard__Admin__V1__Token out;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&a->op, st, e);
-		return;
-	}
 	lanyard__admin__v1__token__init(&out);
 	out.token = a->token;
 	out.spiffe_id = a->id.id;
@@ -365,46 +354,8 @@ token_done(void *ctx, ly_status st, const struct ly_error *e)
 static void
 h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
-	struct ly_error e;
-	uint8_t rnd[TOKEN_BYTES];
-	int64_t ttl;
-	ly_status st;
-
-	if ((a = aop_begin(call, arg, "token.generate")) == NULL)
-		return;
-	if ((st = ly_admin_msg_token_decode(req, len, &a->token_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->has_token_rq = true;
-	a->op.spiffe_id = a->token_rq.spiffe_id;
-	if (!a->op.srv->cfg.join_token_enabled) {
-		admin_op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
-		goto fail;
-	}
-	if ((st = ly_admin_msg_token_ttl(&a->token_rq, &ttl, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-		admin_op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
-		goto fail;
-	}
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		(void)snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
-	OPENSSL_cleanse(rnd, sizeof(rnd));
-	a->op.secret = a->token;
-	if ((st = ly_admin_msg_token_id(&a->token_rq, a->op.srv->cfg.trust_domain, a->token, &a->id, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->op.spiffe_id = a->id.id;
-	a->expires_at = (int64_t)ly_server_now() + ttl;
-	aop_submit(a, token_work, token_done);
-	return;
-fail:
-	aop_release(a);
+	static const struct admin_job job = AOP_JOB("token.generate", false, token_prep, token_work, token_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 /* ---- bundle ------------------------------------------------------------------- */
@@ -474,7 +425,7 @@ list_agents_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
+list_agents_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	struct ly_ds_agent_list *list = &a->agents;
@@ -483,11 +434,8 @@ list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
 	Lanyard__Admin__V1__AgentList out;
 	struct ly_error e;
 	size_t n_pbs = 0;
+	ly_status st;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&a->op, st, err);
-		return;
-	}
 	if (list->n > 0) {
 		pbs = calloc(list->n, sizeof(*pbs));
 		ptrs = calloc(list->n, sizeof(*ptrs));
@@ -517,11 +465,23 @@ out:
 static void
 h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
+	static const struct admin_job job = AOP_JOB(NULL, false, NULL, list_agents_work, list_agents_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((a = aop_begin(call, arg, NULL)) == NULL)
-		return;
-	aop_submit(a, list_agents_work, list_agents_done);
+/* EvictAgent and BanAgent. */
+static bool
+remove_agent_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	a->ban = a->op.job->variant;
+	if (!admin_op_ok(&a->op, ly_admin_msg_agent_id_decode(req, len, &a->agent_rq, &e), &e))
+		return false;
+	a->has_agent_rq = true;
+	a->op.spiffe_id = a->agent_rq.spiffe_id;
+	return admin_op_ok(&a->op, ly_admin_msg_agent_id_check(&a->agent_rq, &e), &e);
 }
 
 /* Ban: the flag, then the record; evict: the record, then its deletion (the hook ends its streams). */
@@ -540,16 +500,13 @@ remove_agent_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-remove_agent_done(void *ctx, ly_status st, const struct ly_error *err)
+remove_agent_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	struct agent_pb pb;
 	struct ly_error e;
+	ly_status st;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&a->op, st, err);
-		return;
-	}
 	if ((st = agent_pb_init(&pb, a->agent, &e)) != LY_OK) {
 		admin_op_fail_st(&a->op, st, &e);
 		return;
@@ -558,43 +515,20 @@ remove_agent_done(void *ctx, ly_status st, const struct ly_error *err)
 	agent_pb_cleanup(&pb);
 }
 
-/* EvictAgent and BanAgent. */
-static void
-remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool ban)
-{
-	struct aop *a;
-	struct ly_error e;
-	ly_status st;
-
-	if ((a = aop_begin(call, arg, ban ? "agent.ban" : "agent.evict")) == NULL)
-		return;
-	a->ban = ban;
-	if ((st = ly_admin_msg_agent_id_decode(req, len, &a->agent_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->has_agent_rq = true;
-	a->op.spiffe_id = a->agent_rq.spiffe_id;
-	if ((st = ly_admin_msg_agent_id_check(&a->agent_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	aop_submit(a, remove_agent_work, remove_agent_done);
-	return;
-fail:
-	aop_release(a);
-}
-
 static void
 h_evict_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	remove_agent(call, req, len, arg, false);
+	static const struct admin_job job = AOP_JOB("agent.evict", false, remove_agent_prep, remove_agent_work,
+	    remove_agent_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 static void
 h_ban_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	remove_agent(call, req, len, arg, true);
+	static const struct admin_job job = AOP_JOB("agent.ban", true, remove_agent_prep, remove_agent_work,
+	    remove_agent_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 /* ---- health ---------------------------------------------------------------------- */
@@ -638,13 +572,15 @@ health_done(void *ctx, ly_status st, const struct ly_error *err)
 	health_reply(&a->op, st != LY_OK ? err : NULL);
 }
 
+/* Not admin_op_run: a datastore that fails or refuses is part of the answer, not the call's failure. */
 static void
 h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
+	static const struct admin_job job = AOP_JOB(NULL, false, NULL, health_work, NULL);
 	struct aop *a;
 	struct ly_error e;
 
-	if ((a = aop_begin(call, arg, NULL)) == NULL)
+	if ((a = admin_op_new(&job, call, arg)) == NULL)
 		return;
 	if (ly_dsa_submit(a->op.srv->dsa, health_work, health_done, aop_release, a, 0, &e) != LY_OK) {
 		health_reply(&a->op, &e);

@@ -70,7 +70,7 @@ bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundle
 }
 
 /*
- * One federation call with a datastore part (like struct aop): the decoded
+ * One federation call with a datastore part (admin_op.h): the decoded
  * request (the audit line borrows its strings), and what the worker reads
  * or writes. Freed by fop_release once the loop and the worker let go.
  */
@@ -96,6 +96,15 @@ struct fop {
 };
 
 static void
+fop_init(void *ctx)
+{
+	struct fop *f = ctx;
+
+	f->blist = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	f->rlist = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
+}
+
+static void
 fop_release(void *ctx)
 {
 	struct fop *f = ctx;
@@ -117,54 +126,39 @@ fop_release(void *ctx)
 	free(f);
 }
 
-/* A new fop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
-static struct fop *
-fop_begin(struct ly_rpc_call *call, void *arg, const char *action)
-{
-	struct fop *f = calloc(1, sizeof(*f));
-
-	if (f == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return NULL;
-	}
-	if (!admin_op_begin(&f->op, call, arg, action)) {
-		free(f);
-		return NULL;
-	}
-	f->blist = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
-	f->rlist = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
-	return f;
-}
-
-/* Queues f's datastore part; on refusal the call ends with the reason and `f` is freed. */
-static void
-fop_submit(struct fop *f, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
-{
-	struct ly_error e;
-	ly_status st = ly_dsa_submit(f->op.srv->dsa, work, done, fop_release, f, 0, &e);
-
-	if (st != LY_OK) {
-		struct ly_error e2;
-		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
-		admin_op_fail(&f->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : admin_op_code(st, &e2), e2.msg);
-		fop_release(f);
-	}
-}
+/* A method of this file: its audit action, variant (update) and steps (admin_op.h). */
+#define FOP_JOB(action_, variant_, prep_, work_, reply_)                                                           \
+	{ .action = (action_), .variant = (variant_), .size = sizeof(struct fop), .init = fop_init, .prep = (prep_), \
+		.work = (work_), .reply = (reply_), .release = fop_release }
 
 /* Replies with the trust domain alone (deletes). */
 static void
-fop_reply_td(void *ctx, ly_status st, const struct ly_error *e)
+fop_reply_td(void *ctx)
 {
 	struct fop *f = ctx;
 	Lanyard__Admin__V1__TrustDomain out;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&f->op, st, e);
-		return;
-	}
 	lanyard__admin__v1__trust_domain__init(&out);
 	out.trust_domain = f->td;
 	admin_op_reply(&f->op, &out.base, 0);
+}
+
+/* ---- federated bundles -------------------------------------------------------- */
+
+static bool
+set_fed_bundle_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct fop *f = ctx;
+	struct ly_error e;
+
+	if (!admin_op_ok(&f->op, ly_admin_msg_bundle_set_decode(req, len, &f->set_rq, &e), &e))
+		return false;
+	f->has_set_rq = true;
+	f->op.trust_domain = f->set_rq.trust_domain;
+	if (!admin_op_ok(&f->op, ly_admin_msg_bundle_set_check(&f->set_rq, f->op.srv->cfg.trust_domain, &f->b, &e), &e))
+		return false;
+	f->op.trust_domain = ly_bundle_trust_domain(f->b);
+	return true;
 }
 
 static ly_status
@@ -175,16 +169,13 @@ set_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-set_fed_bundle_done(void *ctx, ly_status st, const struct ly_error *err)
+set_fed_bundle_reply(void *ctx)
 {
 	struct fop *f = ctx;
 	struct ly_bundle_pb pb;
 	struct ly_error e;
+	ly_status st;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&f->op, st, err);
-		return;
-	}
 	if ((st = ly_bundle_pb_make(f->b, &pb, &e)) != LY_OK) {
 		admin_op_fail_st(&f->op, st, &e);
 		return;
@@ -196,27 +187,28 @@ set_fed_bundle_done(void *ctx, ly_status st, const struct ly_error *err)
 void
 admin_api_fed_set_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
+	static const struct admin_job job = FOP_JOB("bundle.set", false, set_fed_bundle_prep, set_fed_bundle_work,
+	    set_fed_bundle_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((f = fop_begin(call, arg, "bundle.set")) == NULL)
-		return;
-	if ((st = ly_admin_msg_bundle_set_decode(req, len, &f->set_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
+static bool
+list_fed_bundles_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct fop *f = ctx;
+	struct ly_error e;
+
+	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
+	if (!admin_op_ok(&f->op, ly_admin_msg_td_decode(req, len, &f->td_rq, &e), &e))
+		return false;
+	f->has_td_rq = true;
+	if (f->td_rq.trust_domain != NULL) {
+		if (!admin_op_ok(&f->op,
+			ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e), &e))
+			return false;
+		f->one = true;
 	}
-	f->has_set_rq = true;
-	f->op.trust_domain = f->set_rq.trust_domain;
-	if ((st = ly_admin_msg_bundle_set_check(&f->set_rq, f->op.srv->cfg.trust_domain, &f->b, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = ly_bundle_trust_domain(f->b);
-	fop_submit(f, set_fed_bundle_work, set_fed_bundle_done);
-	return;
-fail:
-	fop_release(f);
+	return true;
 }
 
 static ly_status
@@ -229,17 +221,14 @@ list_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-list_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
+list_fed_bundles_reply(void *ctx)
 {
 	struct fop *f = ctx;
 	struct bundles_pb pbs;
 	Lanyard__Admin__V1__FederatedBundleList out;
 	struct ly_error e;
+	ly_status st;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&f->op, st, err);
-		return;
-	}
 	if (f->one) {
 		const struct ly_ds_fed_bundle *v[1] = { f->bone };
 		st = bundles_pb_make(v, 1, &pbs, &e);
@@ -260,30 +249,29 @@ list_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
 void
 admin_api_fed_list_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
+	static const struct admin_job job = FOP_JOB(NULL, false, list_fed_bundles_prep, list_fed_bundles_work,
+	    list_fed_bundles_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
-	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_td_rq = true;
-	if (f->td_rq.trust_domain != NULL) {
-		if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) !=
-		    LY_OK) {
-			admin_op_fail_st(&f->op, st, &e);
-			goto fail;
-		}
-		f->one = true;
-	}
-	fop_submit(f, list_fed_bundles_work, list_fed_bundles_done);
-	return;
-fail:
-	fop_release(f);
+static bool
+delete_fed_bundle_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct fop *f = ctx;
+	struct ly_error e;
+
+	f->mode = LY_FED_DELETE_RESTRICT;
+	if (!admin_op_ok(&f->op, ly_admin_msg_bundle_delete_decode(req, len, &f->del_rq, &e), &e))
+		return false;
+	f->has_del_rq = true;
+	f->op.trust_domain = f->del_rq.trust_domain;
+	if (!admin_op_ok(&f->op,
+		ly_admin_msg_bundle_delete_check(&f->del_rq, f->op.srv->cfg.trust_domain, f->td, &f->mode, &e), &e))
+		return false;
+	f->op.trust_domain = f->td;
+	(void)snprintf(f->note, sizeof(f->note), "mode %s", ly_fed_delete_mode_name(f->mode));
+	f->op.note = f->note;
+	return true;
 }
 
 static ly_status
@@ -296,31 +284,18 @@ delete_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 void
 admin_api_fed_delete_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
+	static const struct admin_job job = FOP_JOB("bundle.delete", false, delete_fed_bundle_prep,
+	    delete_fed_bundle_work, fop_reply_td);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((f = fop_begin(call, arg, "bundle.delete")) == NULL)
-		return;
-	f->mode = LY_FED_DELETE_RESTRICT;
-	if ((st = ly_admin_msg_bundle_delete_decode(req, len, &f->del_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_del_rq = true;
-	f->op.trust_domain = f->del_rq.trust_domain;
-	if ((st = ly_admin_msg_bundle_delete_check(&f->del_rq, f->op.srv->cfg.trust_domain, f->td, &f->mode, &e)) !=
-	    LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = f->td;
-	(void)snprintf(f->note, sizeof(f->note), "mode %s", ly_fed_delete_mode_name(f->mode));
-	f->op.note = f->note;
-	fop_submit(f, delete_fed_bundle_work, fop_reply_td);
-	return;
-fail:
-	fop_release(f);
+static bool
+count_fed_bundles_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct fop *f = ctx;
+	struct ly_error e;
+
+	return admin_op_ok(&f->op, ly_admin_msg_empty_decode("count", req, len, &e), &e);
 }
 
 static ly_status
@@ -331,15 +306,11 @@ count_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-count_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
+count_fed_bundles_reply(void *ctx)
 {
 	struct fop *f = ctx;
 	Lanyard__Admin__V1__Count out;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&f->op, st, err);
-		return;
-	}
 	lanyard__admin__v1__count__init(&out);
 	out.count = f->count;
 	admin_op_reply(&f->op, &out.base, 0);
@@ -348,19 +319,12 @@ count_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
 void
 admin_api_fed_count_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_empty_decode("count", req, len, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		fop_release(f);
-		return;
-	}
-	fop_submit(f, count_fed_bundles_work, count_fed_bundles_done);
+	static const struct admin_job job = FOP_JOB(NULL, false, count_fed_bundles_prep, count_fed_bundles_work,
+	    count_fed_bundles_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
+
+/* ---- federation relationships ------------------------------------------------- */
 
 /* A relationship as its message; with `bundle`, the stored bundle too. */
 struct rel_pb {
@@ -410,22 +374,38 @@ read_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 
 /* Replies with the relationship read_rel_work read. */
 static void
-reply_rel_done(void *ctx, ly_status st, const struct ly_error *err)
+reply_rel(void *ctx)
 {
 	struct fop *f = ctx;
 	struct rel_pb pb;
 	struct ly_error e;
+	ly_status st;
 
 	memset(&pb, 0, sizeof(pb));
-	if (st != LY_OK) {
-		admin_op_fail_st(&f->op, st, err);
-		return;
-	}
 	if ((st = rel_pb_make(f->rel, f->bone, &pb, &e)) != LY_OK)
 		admin_op_fail_st(&f->op, st, &e);
 	else
 		admin_op_reply(&f->op, &pb.m.base, 0);
 	rel_pb_cleanup(&pb);
+}
+
+/* CreateFederationRelationship and UpdateFederationRelationship. */
+static bool
+put_rel_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct fop *f = ctx;
+	struct ly_error e;
+
+	f->update = f->op.job->variant;
+	if (!admin_op_ok(&f->op, ly_admin_msg_rel_decode(req, len, &f->rel_rq, &e), &e))
+		return false;
+	f->has_rel_rq = true;
+	f->op.trust_domain = f->rel_rq.trust_domain;
+	if (!admin_op_ok(&f->op, ly_admin_msg_rel_check(&f->rel_rq, f->op.srv->cfg.trust_domain, &f->rel_c, &e), &e))
+		return false;
+	f->op.trust_domain = f->rel_c.td;
+	(void)snprintf(f->td, sizeof(f->td), "%s", f->rel_c.td);
+	return true;
 }
 
 /* The write, then the read of what it left, in one call on the worker. */
@@ -439,45 +419,27 @@ put_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 	return read_rel_work(ds, ctx, err);
 }
 
-/* CreateFederationRelationship and UpdateFederationRelationship. */
-static void
-put_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, update ? "federation.update" : "federation.create")) == NULL)
-		return;
-	f->update = update;
-	if ((st = ly_admin_msg_rel_decode(req, len, &f->rel_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_rel_rq = true;
-	f->op.trust_domain = f->rel_rq.trust_domain;
-	if ((st = ly_admin_msg_rel_check(&f->rel_rq, f->op.srv->cfg.trust_domain, &f->rel_c, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = f->rel_c.td;
-	(void)snprintf(f->td, sizeof(f->td), "%s", f->rel_c.td);
-	fop_submit(f, put_rel_work, reply_rel_done);
-	return;
-fail:
-	fop_release(f);
-}
-
 void
 admin_api_fed_create_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	put_rel(call, req, len, arg, false);
+	static const struct admin_job job = FOP_JOB("federation.create", false, put_rel_prep, put_rel_work, reply_rel);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 void
 admin_api_fed_update_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	put_rel(call, req, len, arg, true);
+	static const struct admin_job job = FOP_JOB("federation.update", true, put_rel_prep, put_rel_work, reply_rel);
+	admin_op_run(call, req, len, arg, &job);
+}
+
+static bool
+list_rels_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct fop *f = ctx;
+	struct ly_error e;
+
+	return admin_op_ok(&f->op, ly_admin_msg_empty_decode("relationships", req, len, &e), &e);
 }
 
 static ly_status
@@ -488,7 +450,7 @@ list_rels_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-list_rels_done(void *ctx, ly_status st, const struct ly_error *err)
+list_rels_reply(void *ctx)
 {
 	struct fop *f = ctx;
 	struct rel_pb *pbs = NULL;
@@ -496,10 +458,6 @@ list_rels_done(void *ctx, ly_status st, const struct ly_error *err)
 	Lanyard__Admin__V1__FederationRelationshipList out;
 	size_t n = 0;
 
-	if (st != LY_OK) {
-		admin_op_fail_st(&f->op, st, err);
-		return;
-	}
 	pbs = calloc(f->rlist.n + 1, sizeof(*pbs));
 	ptrs = calloc(f->rlist.n + 1, sizeof(*ptrs));
 	if (pbs == NULL || ptrs == NULL) {
@@ -525,42 +483,33 @@ out:
 void
 admin_api_fed_list_rels(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
+	static const struct admin_job job = FOP_JOB(NULL, false, list_rels_prep, list_rels_work, list_rels_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_empty_decode("relationships", req, len, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		fop_release(f);
-		return;
-	}
-	fop_submit(f, list_rels_work, list_rels_done);
+/* GetFederationRelationship and DeleteFederationRelationship: a TrustDomain. */
+static bool
+td_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct fop *f = ctx;
+	struct ly_error e;
+
+	if (!admin_op_ok(&f->op, ly_admin_msg_td_decode(req, len, &f->td_rq, &e), &e))
+		return false;
+	f->has_td_rq = true;
+	f->op.trust_domain = f->td_rq.trust_domain;
+	if (!admin_op_ok(&f->op, ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e),
+		&e))
+		return false;
+	f->op.trust_domain = f->td;
+	return true;
 }
 
 void
 admin_api_fed_get_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_td_rq = true;
-	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	fop_submit(f, read_rel_work, reply_rel_done);
-	return;
-fail:
-	fop_release(f);
+	static const struct admin_job job = FOP_JOB(NULL, false, td_prep, read_rel_work, reply_rel);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 static ly_status
@@ -573,27 +522,9 @@ delete_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 void
 admin_api_fed_delete_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, "federation.delete")) == NULL)
-		return;
-	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_td_rq = true;
-	f->op.trust_domain = f->td_rq.trust_domain;
-	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
-		admin_op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = f->td;
-	fop_submit(f, delete_rel_work, fop_reply_td);
-	return;
-fail:
-	fop_release(f);
+	static const struct admin_job job = FOP_JOB("federation.delete", false, td_prep, delete_rel_work,
+	    fop_reply_td);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 /* A `federation refresh` waiting for the fetcher (server_core.h: the refresh hook). */

@@ -1,8 +1,8 @@
 /*
  * admin_op.c: one Admin call from start to answer (admin_op.h): the
- * caller's check, the status of a failure, the audit line and the reply.
- * Everything here runs on the loop thread; it owns nothing beyond the
- * call it is given.
+ * caller's check, the status of a failure, the audit line, the reply, and
+ * the run of a call's datastore part on the worker. Everything here runs
+ * on the loop thread; it owns nothing beyond the call it is given.
  */
 #include "server/admin_op.h"
 
@@ -153,4 +153,68 @@ admin_op_begin(struct admin_op *op, struct ly_rpc_call *call, void *arg, const c
 		return false;
 	}
 	return true;
+}
+
+bool
+admin_op_ok(struct admin_op *op, ly_status st, const struct ly_error *e)
+{
+	if (st == LY_OK)
+		return true;
+	admin_op_fail_st(op, st, e);
+	return false;
+}
+
+void *
+admin_op_new(const struct admin_job *job, struct ly_rpc_call *call, void *arg)
+{
+	struct admin_op *op = calloc(1, job->size);
+
+	if (op == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	if (!admin_op_begin(op, call, arg, job->action)) {
+		free(op);
+		return NULL;
+	}
+	op->job = job;
+	if (job->init != NULL)
+		job->init(op);
+	return op;
+}
+
+/* The worker's answer: a failure answered here, a success by the job. */
+static void
+op_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct admin_op *op = ctx;
+
+	if (st != LY_OK) {
+		admin_op_fail_st(op, st, err);
+		return;
+	}
+	op->job->reply(ctx);
+}
+
+void
+admin_op_run(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, const struct admin_job *job)
+{
+	struct admin_op *op = admin_op_new(job, call, arg);
+	struct ly_error e;
+	ly_status st;
+
+	if (op == NULL)
+		return;
+	if (job->prep != NULL && !job->prep(op, req, len)) {
+		job->release(op);
+		return;
+	}
+	if ((st = ly_dsa_submit(op->srv->dsa, job->work, op_done, job->release, op, 0, &e)) != LY_OK) {
+		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
+		struct ly_error e2;
+		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
+		/* A full queue is the server's load, not the request's fault. */
+		admin_op_fail(op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : admin_op_code(st, &e2), e2.msg);
+		job->release(op);
+	}
 }
