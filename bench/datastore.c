@@ -16,6 +16,10 @@
  *        bench_datastore postgres CONNINFO [N]     (a fresh, empty database)
  *        bench_datastore fsync PATH [N]
  *
+ * With LANYARD_BENCH_AUDIT=1 in the environment each create carries the
+ * admin API's audit row (server/datastore_audit.h: armed around the call,
+ * inserted in the create's own transaction), as lanyard-server does.
+ *
  * `fsync` is the floor of a durable write on the same disk, measured in the
  * same run: N times a 4 KiB pwrite then fdatasync on PATH (created 0600,
  * removed after); it prints the same keys, the read ones as 0.
@@ -30,6 +34,7 @@
 
 #include "lib/entry.h"
 #include "server/datastore.h"
+#include "server/datastore_audit.h"
 
 static double
 now_us(void)
@@ -134,6 +139,12 @@ main(int argc, char **argv)
 	char **ids = calloc(n, sizeof(*ids));
 	if (lat == NULL || ids == NULL)
 		goto out;
+	const char *audit_env = getenv("LANYARD_BENCH_AUDIT");
+	bool audited = audit_env != NULL && strcmp(audit_env, "1") == 0;
+	struct ly_ds_audit_txn txn;
+	memset(&txn, 0, sizeof(txn));
+	txn.rec = (struct ly_audit_record){ .caller = "uid:1000", .action = "entry.create", .result = "ok" };
+	txn.server = "bench";
 	double t0 = now_us();
 	for (size_t i = 0; i < n; i++) {
 		struct ly_entry *e = NULL;
@@ -149,7 +160,15 @@ main(int argc, char **argv)
 			goto out;
 		}
 		double a = now_us();
-		if (ly_datastore_entry_create(ds, e, &err) != LY_OK) {
+		txn.rec.spiffe_id = e->spiffe_id;
+		txn.entry_id_ref = &e->entry_id;
+		txn.time = (int64_t)time(NULL);
+		if (audited)
+			ly_datastore_audit_arm(ds, &txn);
+		st = ly_datastore_entry_create(ds, e, &err);
+		if (audited)
+			ly_datastore_audit_disarm(ds, &txn);
+		if (st != LY_OK || (audited && !txn.stored)) {
 			ly_entry_free(e);
 			rc = fail("create", &err);
 			goto out;

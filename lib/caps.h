@@ -385,6 +385,17 @@
 /* One audit line, newline included (server/audit.h). */
 #define LY_AUDIT_LINE_MAX 8192
 /*
+ * The shared audit trail in the datastore (server/datastore_audit.h):
+ * server.audit_retention, how long a line is kept (default 30 days, at
+ * least an hour, at most ten years), and the most lines kept whatever
+ * their age, so that a flood of refused calls cannot fill the database.
+ * Pruned on the datastore's worker every 10 minutes.
+ */
+#define LY_AUDIT_RETENTION_DEFAULT (30 * 24 * 3600)
+#define LY_AUDIT_RETENTION_MIN 3600
+#define LY_AUDIT_RETENTION_MAX (3650LL * 24 * 3600)
+#define LY_AUDIT_ROWS_MAX 1000000
+/*
  * An agent's attestation type and SVID serial number, as stored text
  * (datastore); the serial is lower-case hex (RFC 5280: at most 20 bytes),
  * the same bound the Agent API reads a presented certificate's with.

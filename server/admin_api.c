@@ -25,17 +25,21 @@
  * Each change (create, update, delete, token, evict, ban; federation:
  * bundle.set, bundle.delete, federation.create|update|delete|refresh),
  * accepted or refused, writes one audit line (audit.h) before the answer
- * is sent; the caller's check, the status, the audit line and the reply
- * of every call are admin_op.c's. Federation's methods (SPEC §9) are
+ * is sent, and one row of the shared audit trail in the datastore
+ * (admin_audit.h): committed with the change itself when the change is a
+ * datastore write, a write of its own otherwise (refusals). The caller's
+ * check, the status, the audit line and row, and the reply of every call
+ * are admin_op.c's. Federation's methods (SPEC §9) are
  * admin_api_fed.c's (admin_api_fed.h); this file lists them in the
  * method table.
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
  * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
- * lists, count and show) are not audited.
+ * lists, count and show, ListAuditLines) are not audited.
  * No token, key or SVID ever reaches a log or audit line.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +55,9 @@
 #include "lib/pbview.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
+#include "server/admin_audit.h"
 #include "server/admin_msg.h"
+#include "server/admin_msg_audit.h"
 #include "server/admin_api_fed.h"
 #include "server/admin_op.h"
 #include "server/attest.h"
@@ -91,7 +97,7 @@ reply_entry(struct admin_op *op, const struct ly_entry *e)
  * worker are done with it (datastore_async.h).
  */
 struct aop {
-	struct admin_op op;
+	struct admin_op op; /* first: admin_op_run and its audited work find it at ctx */
 	bool update, ban;
 	struct ly_admin_msg_entry entry_rq;
 	struct ly_admin_msg_entry_id id_rq;
@@ -100,6 +106,7 @@ struct aop {
 	struct ly_admin_msg_agent_id agent_rq;
 	bool has_entry_rq, has_id_rq, has_filter_rq, has_token_rq, has_agent_rq;
 	struct ly_entry *entry;           /* create/update: in and out; delete: the deleted one */
+	struct ly_entry *before;          /* delete: the entry read first, for the audit row */
 	struct ly_entry_list list;
 	struct ly_ds_agent_list agents;
 	struct ly_ds_agent *agent;
@@ -108,6 +115,8 @@ struct aop {
 	int64_t expires_at;
 	int64_t revision;
 };
+
+_Static_assert(offsetof(struct aop, op) == 0, "admin_op_run finds the op at ctx");
 
 static void
 aop_init(void *ctx)
@@ -134,6 +143,7 @@ aop_release(void *ctx)
 	if (a->has_agent_rq)
 		ly_admin_msg_agent_id_cleanup(&a->agent_rq);
 	ly_entry_free(a->entry);
+	ly_entry_free(a->before);
 	ly_entry_list_cleanup(&a->list);
 	ly_ds_agent_list_cleanup(&a->agents);
 	ly_ds_agent_free(a->agent);
@@ -162,8 +172,12 @@ put_entry_prep(void *ctx, const uint8_t *req, size_t len)
 	a->has_entry_rq = true;
 	a->op.entry_id = a->entry_rq.entry_id;
 	a->op.spiffe_id = a->entry_rq.spiffe_id;
-	return admin_op_ok(&a->op,
-	    ly_admin_msg_entry_check(&a->entry_rq, a->update, a->op.srv->cfg.trust_domain, &a->entry, &e), &e);
+	if (!admin_op_ok(&a->op,
+		ly_admin_msg_entry_check(&a->entry_rq, a->update, a->op.srv->cfg.trust_domain, &a->entry, &e), &e))
+		return false;
+	/* A created entry's generated ID, for the audit row that commits with it. */
+	a->op.txn.entry_id_ref = &a->entry->entry_id;
+	return true;
 }
 
 static ly_status
@@ -217,6 +231,9 @@ delete_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 {
 	struct aop *a = ctx;
 
+	/* Its SPIFFE ID for the audit row that commits with the delete (not found: the delete says so). */
+	if (ly_datastore_entry_get(ds, a->id_rq.entry_id, &a->before, NULL) == LY_OK)
+		a->op.txn.rec.spiffe_id = a->before->spiffe_id;
 	return ly_datastore_entry_delete(ds, a->id_rq.entry_id, &a->entry, err);
 }
 
@@ -588,6 +605,82 @@ h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 	}
 }
 
+/* ---- the shared audit trail (admin_audit.h) ---------------------------------------- */
+
+/*
+ * Not admin_op_run: a refusal to queue the read is answered with the
+ * datastore's message alone (a read applies nothing).
+ */
+struct audit_op {
+	struct admin_op op; /* a read: not audited itself */
+	struct ly_admin_msg_audit_list rq;
+	struct ly_ds_audit_list rows; /* the worker's: read on the loop only when the call succeeded */
+};
+
+static void
+audit_op_release(void *ctx)
+{
+	struct audit_op *q = ctx;
+
+	ly_ds_audit_list_cleanup(&q->rows);
+	free(q);
+}
+
+static ly_status
+list_audit_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct audit_op *q = ctx;
+
+	return ly_datastore_audit_list(ds, q->rq.since, q->rq.limit, &q->rows, err);
+}
+
+static void
+list_audit_done(void *ctx, ly_status st, const struct ly_error *err)
+{
+	struct audit_op *q = ctx;
+	struct ly_admin_msg_audit_reply r;
+	struct ly_error e;
+
+	if (st != LY_OK) {
+		admin_op_fail_st(&q->op, st, err);
+		return;
+	}
+	if ((st = ly_admin_msg_audit_reply(&q->rows, &r, &e)) != LY_OK) {
+		admin_op_fail_st(&q->op, st, &e);
+		return;
+	}
+	admin_op_reply(&q->op, &r.msg.base, 0);
+	ly_admin_msg_audit_reply_cleanup(&r);
+}
+
+static void
+h_list_audit(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct audit_op *q = calloc(1, sizeof(*q));
+	struct ly_error e;
+	ly_status st;
+
+	if (q == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	if (!admin_op_begin(&q->op, call, arg, NULL)) {
+		free(q);
+		return;
+	}
+	q->rows = (struct ly_ds_audit_list)LY_DS_AUDIT_LIST_INIT;
+	if ((st = ly_admin_msg_audit_list_decode(req, len, &q->rq, &e)) != LY_OK) {
+		admin_op_fail_st(&q->op, st, &e);
+		free(q);
+		return;
+	}
+	if ((st = ly_dsa_submit(q->op.srv->dsa, list_audit_work, list_audit_done, audit_op_release, q, 0, &e)) !=
+	    LY_OK) {
+		admin_op_fail(&q->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : admin_op_code(st, &e), e.msg);
+		free(q);
+	}
+}
+
 static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/CreateEntry", LY_RPC_UNARY, h_create_entry },
 	{ "/lanyard.admin.v1.Admin/UpdateEntry", LY_RPC_UNARY, h_update_entry },
@@ -609,6 +702,7 @@ static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/GetFederationRelationship", LY_RPC_UNARY, admin_api_fed_get_rel },
 	{ "/lanyard.admin.v1.Admin/DeleteFederationRelationship", LY_RPC_UNARY, admin_api_fed_delete_rel },
 	{ "/lanyard.admin.v1.Admin/RefreshBundle", LY_RPC_UNARY, admin_api_fed_refresh },
+	{ "/lanyard.admin.v1.Admin/ListAuditLines", LY_RPC_UNARY, h_list_audit },
 };
 
 const struct ly_rpc_method *

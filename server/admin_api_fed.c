@@ -7,8 +7,9 @@
  * (admin_op.h), and `federation refresh` waits for the bundle fetcher
  * through srv->fed_refresh (server_core.h; server_fed.c). Changes
  * (bundle.set, bundle.delete, federation.create|update|delete|refresh),
- * accepted or refused, write one audit line naming the trust domain;
- * reads are not audited.
+ * accepted or refused, write one audit line and one row of the shared
+ * audit trail naming the trust domain (admin_op.c); reads are not
+ * audited.
  *
  * Ownership: each call's struct fop owns its decoded request (the audit
  * line borrows its strings) and what the worker read or wrote, and is
@@ -17,6 +18,7 @@
  */
 #include "server/admin_api_fed.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +77,7 @@ bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundle
  * or writes. Freed by fop_release once the loop and the worker let go.
  */
 struct fop {
-	struct admin_op op;
+	struct admin_op op; /* first: admin_op_run and its audited work find it at ctx */
 	bool update, one;
 	struct ly_admin_msg_bundle_set set_rq;
 	struct ly_admin_msg_bundle_delete del_rq;
@@ -94,6 +96,8 @@ struct fop {
 	struct ly_ds_fed_rel *rel;
 	size_t count;
 };
+
+_Static_assert(offsetof(struct fop, op) == 0, "admin_op_run finds the op at ctx");
 
 static void
 fop_init(void *ctx)

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "lib/log.h"
+#include "server/admin_audit.h"
 #include "server/audit.h"
 
 enum ly_rpc_code
@@ -55,7 +56,7 @@ op_audit(struct admin_op *op, const char *result, const char *detail)
 {
 	struct ly_error e;
 
-	if (op->action == NULL || op->srv->audit == NULL)
+	if (op->action == NULL)
 		return;
 	struct ly_audit_record rec = {
 		.caller = op->caller,
@@ -67,8 +68,35 @@ op_audit(struct admin_op *op, const char *result, const char *detail)
 		.detail = detail,
 		.secret = op->secret,
 	};
-	if (ly_audit_write(op->srv->audit, &rec, ly_server_now(), &e) != LY_OK)
+	if (op->srv->audit != NULL && ly_audit_write(op->srv->audit, &rec, ly_server_now(), &e) != LY_OK)
 		log_error("audit line for %s not written: %s", op->action, e.msg);
+	/* Not committed with a change (a refusal, or no datastore write): a row of its own. */
+	if (!__atomic_load_n(&op->txn.stored, __ATOMIC_ACQUIRE))
+		ly_admin_audit_store(op->srv, &rec, ly_server_now());
+}
+
+/* Worker: a change's work with its shared audit row armed, so that the row commits with the write. */
+static ly_status
+audited_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
+{
+	struct admin_op *op = ctx; /* the first member of the call's struct */
+
+	op->txn.rec = (struct ly_audit_record){ .caller = op->caller, .action = op->action, .entry_id = op->entry_id,
+		.spiffe_id = op->spiffe_id, .trust_domain = op->trust_domain, .result = "ok", .detail = op->note,
+		.secret = op->secret };
+	return ly_admin_audit_run(&op->txn, op->work, ds, ctx, err);
+}
+
+/* The work to submit for `op`: a change's under audited_work, a read's as it is. Loop thread. */
+static ly_dsa_work_fn *
+op_audited(struct admin_op *op, ly_dsa_work_fn *work)
+{
+	if (op->action == NULL)
+		return work;
+	op->work = work;
+	op->txn.server = ly_admin_audit_server(op->srv);
+	op->txn.time = (int64_t)ly_server_now();
+	return audited_work;
 }
 
 /* Ends the call with an error; audited for changes. */
@@ -209,7 +237,7 @@ admin_op_run(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		job->release(op);
 		return;
 	}
-	if ((st = ly_dsa_submit(op->srv->dsa, job->work, op_done, job->release, op, 0, &e)) != LY_OK) {
+	if ((st = ly_dsa_submit(op->srv->dsa, op_audited(op, job->work), op_done, job->release, op, 0, &e)) != LY_OK) {
 		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
 		struct ly_error e2;
 		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);

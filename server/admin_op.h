@@ -2,8 +2,9 @@
  * admin_op.h: one call of the Admin service (admin_api.c, admin_api_fed.c)
  * from start to answer, written once: the caller's check (SO_PEERCRED, a
  * uid of the server's or root's), the gRPC status of a failure, the audit
- * line of a change, the reply, and the run of a call's datastore part on
- * the datastore's worker (datastore_async.h). Not for other modules.
+ * line and shared audit row of a change, the reply, and the run of a
+ * call's datastore part on the datastore's worker (datastore_async.h).
+ * Not for other modules.
  *
  * A call with a datastore part is described by a struct admin_job and run
  * by admin_op_run; its handler is one line:
@@ -13,7 +14,10 @@
  *   loop    job->prep: decode and check the request into the struct
  *           (admin_msg.h); it ends the call itself on a refusal
  *           (admin_op_ok) and returns false;
- *   worker  job->work: the datastore part; touches only the struct;
+ *   worker  job->work: the datastore part; touches only the struct. For
+ *           a change (job->action set) it runs with the change's row of
+ *           the shared audit trail armed, so that the row commits with
+ *           its write (admin_audit.h);
  *   loop    job->reply: only when work succeeded; answers with
  *           admin_op_reply (or admin_op_fail). A failure of work, or a
  *           refusal to queue it (the message then ends "(not applied)"),
@@ -39,6 +43,7 @@
 #include "lib/error.h"
 #include "rpc/rpc.h"
 #include "server/datastore_async.h"
+#include "server/datastore_audit.h"
 #include "server/server.h"
 
 struct admin_job;
@@ -55,6 +60,9 @@ struct admin_op {
 	const char *note;         /* borrowed, may be NULL: the audit detail of a success */
 	const char *secret;       /* scrubbed from the audit line */
 	const struct admin_job *job; /* admin_op_new's calls: what they run */
+	/* The shared trail's row, committed with the change (admin_audit.h): the worker's until `done`. */
+	struct ly_ds_audit_txn txn;
+	ly_dsa_work_fn *work;     /* the change's own work, under the audited work (admin_op_run) */
 };
 
 typedef bool admin_prep_fn(void *ctx, const uint8_t *req, size_t len);

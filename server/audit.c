@@ -90,26 +90,52 @@ clean_field(const char *in, const char *secret, char *buf, size_t size)
 	return buf;
 }
 
+/* `value` (already clean) as `key`, when present. */
 static ly_status
-put(json_t *obj, const char *key, const char *value, const char *secret, size_t max, struct ly_error *err)
+put(json_t *obj, const char *key, const char *value, struct ly_error *err)
 {
-	char buf[LY_SPIFFE_ID_MAX + 1];
-
 	if (value == NULL)
 		return LY_OK;
-	if (max > sizeof(buf))
-		max = sizeof(buf);
-	if (json_object_set_new(obj, key, json_string(clean_field(value, secret, buf, max))) != 0)
+	if (json_object_set_new(obj, key, json_string(value)) != 0)
 		return ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
 	return LY_OK;
+}
+
+/* One field into `buf` (cut to `size` - 1 bytes), or NULL when absent. */
+static const char *
+clean_opt(const char *in, const char *secret, char *buf, size_t size)
+{
+	return in != NULL ? clean_field(in, secret, buf, size) : NULL;
+}
+
+void
+ly_audit_clean(const struct ly_audit_record *in, struct ly_audit_clean *out)
+{
+	char detail[LY_ERROR_MSG_MAX];
+	const char *s = in->secret;
+
+	/* Field caps keep a line under LY_AUDIT_LINE_MAX even with every byte escaped twice. */
+	out->rec.caller = clean_opt(in->caller, s, out->caller, sizeof(out->caller));
+	out->rec.action = clean_opt(in->action, s, out->action, sizeof(out->action));
+	out->rec.entry_id = clean_opt(in->entry_id, s, out->entry_id, sizeof(out->entry_id));
+	out->rec.spiffe_id = clean_opt(in->spiffe_id, s, out->spiffe_id, sizeof(out->spiffe_id));
+	out->rec.trust_domain = clean_opt(in->trust_domain, s, out->trust_domain, sizeof(out->trust_domain));
+	out->rec.result = clean_opt(in->result, s, out->result, sizeof(out->result));
+	out->rec.detail = NULL;
+	if (in->detail != NULL) {
+		ly_log_redact(in->detail, detail, sizeof(detail));
+		out->rec.detail = clean_field(detail, s, out->detail, sizeof(out->detail));
+	}
+	out->rec.secret = NULL;
 }
 
 ly_status
 ly_audit_format(const struct ly_audit_record *rec, time_t now, char **line, struct ly_error *err)
 {
-	char when[32], detail[LY_ERROR_MSG_MAX], *json = NULL;
+	char when[32], *json = NULL;
 	struct tm tm;
 	json_t *obj = NULL;
+	struct ly_audit_clean *c = NULL;
 	ly_status rc = LY_OK;
 
 	*line = NULL;
@@ -118,22 +144,20 @@ ly_audit_format(const struct ly_audit_record *rec, time_t now, char **line, stru
 	if (gmtime_r(&now, &tm) == NULL || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		return ly_error_set(err, LY_E_INVALID, "audit: time %lld out of range", (long long)now);
 	obj = json_object();
-	if (obj == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
-	/* Field caps keep the line under LY_AUDIT_LINE_MAX even with every byte escaped twice. */
-	if ((rc = put(obj, "time", when, NULL, sizeof(when), err)) != LY_OK ||
-	    (rc = put(obj, "caller", rec->caller, rec->secret, 64, err)) != LY_OK ||
-	    (rc = put(obj, "action", rec->action, rec->secret, 64, err)) != LY_OK ||
-	    (rc = put(obj, "entry_id", rec->entry_id, rec->secret, 128, err)) != LY_OK ||
-	    (rc = put(obj, "spiffe_id", rec->spiffe_id, rec->secret, LY_SPIFFE_ID_MAX + 1, err)) != LY_OK ||
-	    (rc = put(obj, "trust_domain", rec->trust_domain, rec->secret, LY_TRUST_DOMAIN_MAX + 1, err)) != LY_OK ||
-	    (rc = put(obj, "result", rec->result, rec->secret, 64, err)) != LY_OK)
+	c = malloc(sizeof(*c));
+	if (obj == NULL || c == NULL) {
+		rc = ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
 		goto out;
-	if (rec->detail != NULL) {
-		ly_log_redact(rec->detail, detail, sizeof(detail));
-		if ((rc = put(obj, "detail", detail, rec->secret, 1024, err)) != LY_OK)
-			goto out;
 	}
+	ly_audit_clean(rec, c);
+	if ((rc = put(obj, "time", when, err)) != LY_OK || (rc = put(obj, "caller", c->rec.caller, err)) != LY_OK ||
+	    (rc = put(obj, "action", c->rec.action, err)) != LY_OK ||
+	    (rc = put(obj, "entry_id", c->rec.entry_id, err)) != LY_OK ||
+	    (rc = put(obj, "spiffe_id", c->rec.spiffe_id, err)) != LY_OK ||
+	    (rc = put(obj, "trust_domain", c->rec.trust_domain, err)) != LY_OK ||
+	    (rc = put(obj, "result", c->rec.result, err)) != LY_OK ||
+	    (rc = put(obj, "detail", c->rec.detail, err)) != LY_OK)
+		goto out;
 	json = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (json == NULL) {
 		rc = ly_error_set(err, LY_E_NOMEM, "audit: out of memory");
@@ -154,6 +178,7 @@ ly_audit_format(const struct ly_audit_record *rec, time_t now, char **line, stru
 	(*line)[n + 1] = '\0';
 out:
 	free(json);
+	free(c);
 	json_decref(obj);
 	return rc;
 }

@@ -49,6 +49,22 @@ struct ly_audit_record {
 /* LY_AUDIT_LINE_MAX (lib/caps.h): the longest line written; longer fields are cut to fit. */
 
 /*
+ * A record as every sink writes it (the file or log line, and the shared
+ * trail's row, datastore_audit.h): each field scrubbed of `secret`, made
+ * printable ASCII ('?' for anything else) and cut to its cap; `detail`
+ * through the log redactor first. rec's fields point into the buffers
+ * below (NULL where the input's was); rec.secret is always NULL.
+ */
+struct ly_audit_clean {
+	struct ly_audit_record rec;
+	char caller[64], action[64], entry_id[128], spiffe_id[LY_SPIFFE_ID_MAX + 1],
+	    trust_domain[LY_TRUST_DOMAIN_MAX + 1], result[64], detail[1024];
+};
+
+/* Fills `out` from `in` (see struct ly_audit_clean). Never fails. */
+void ly_audit_clean(const struct ly_audit_record *in, struct ly_audit_clean *out);
+
+/*
  * Opens the audit sink: the file at `path` (created 0600 if absent; an
  * existing file loses group and other access; symlinks refused), or the
  * log when `path` is NULL. *out: free with ly_audit_close.

@@ -856,6 +856,7 @@ static const struct command commands[] = {
 	{ "agent", "show", agent_show, "show one attested agent" },
 	{ "agent", "evict", agent_evict, "make an agent attest again" },
 	{ "agent", "ban", agent_ban, "refuse an agent" },
+	{ "audit", "list", ly_cli_audit_list, "list the shared audit trail (every server's admin changes)" },
 	{ "healthcheck", NULL, healthcheck, "exit 0 when the server is healthy" },
 };
 

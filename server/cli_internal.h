@@ -1,10 +1,10 @@
 /*
  * cli_internal.h: what the admin verbs' files share (cli.c has the entry,
  * token, bundle show, agent and healthcheck verbs and the dispatch;
- * cli_fed.c the federation verbs of SPEC §9; both stand on cli_call.c:
- * the call over the admin socket, a verb's flags, a Bundle message read
- * back). Calls go one way: cli.c -> cli_fed.c -> cli_call.c. Not for
- * other modules.
+ * cli_fed.c the federation verbs of SPEC §9; cli_audit.c `audit list`;
+ * all stand on cli_call.c: the call over the admin socket, a verb's
+ * flags, a Bundle message read back). Calls go one way: cli.c ->
+ * cli_fed.c, cli_audit.c -> cli_call.c. Not for other modules.
  * Exit codes and the one-line error rule are cli.h's.
  */
 #ifndef LANYARD_SERVER_CLI_INTERNAL_H
@@ -55,5 +55,8 @@ int ly_cli_federation_list(int argc, char **argv);
 int ly_cli_federation_show(int argc, char **argv);
 int ly_cli_federation_delete(int argc, char **argv);
 int ly_cli_federation_refresh(int argc, char **argv);
+
+/* `audit list`: the shared audit trail (cli_audit.c). */
+int ly_cli_audit_list(int argc, char **argv);
 
 #endif /* LANYARD_SERVER_CLI_INTERNAL_H */

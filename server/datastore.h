@@ -384,7 +384,8 @@ void ly_datastore_changed_now(struct ly_datastore *ds, enum ly_datastore_change_
 /* ---- SQLite back end ---- */
 
 /* The schema version this build writes; a newer database is refused. */
-#define LY_DATASTORE_SQLITE_SCHEMA 2
+/* 3: the shared audit trail (datastore_audit.h). */
+#define LY_DATASTORE_SQLITE_SCHEMA 3
 
 /*
  * Opens (creating if absent) the SQLite database at `path` (the server uses
@@ -406,8 +407,9 @@ ly_status ly_datastore_sqlite_open(const char *path, struct ly_datastore **out, 
  * (pg_notify.h: triggers NOTIFY LY_PG_NOTIFY_CHANNEL on every entry
  * change, agent eviction or ban, and bundle publish, whichever server
  * wrote it).
- * 3: federation (federated bundles, relationships, entries' federates_with). */
-#define LY_DATASTORE_PG_SCHEMA 3
+ * 3: federation (federated bundles, relationships, entries' federates_with).
+ * 4: the shared audit trail (datastore_audit.h). */
+#define LY_DATASTORE_PG_SCHEMA 4
 
 /*
  * Connects to PostgreSQL with the libpq connection string `conninfo`

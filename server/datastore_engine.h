@@ -168,6 +168,17 @@ enum ly_ds_stmt {
 	LY_DS_FED_REVISION_GET,
 	/* (revision int) */
 	LY_DS_FED_REVISION_SET,
+	/* The shared audit trail (datastore_audit.c). */
+	/* (time int, server text, caller text|NULL, action text, entry_id text|NULL, spiffe_id text|NULL,
+	 * trust_domain text|NULL, result text, detail text|NULL) */
+	LY_DS_AUDIT_INSERT,
+	/* (since int, limit int) -> rows (id, time, server, caller, action, entry_id, spiffe_id,
+	 * trust_domain, result, detail) with time >= since, newest first, at most limit */
+	LY_DS_AUDIT_LIST,
+	/* (before int): every row with time < before */
+	LY_DS_AUDIT_PRUNE_OLD,
+	/* (keep int): every row but the newest keep */
+	LY_DS_AUDIT_PRUNE_KEEP,
 	LY_DS_STMT_COUNT,
 };
 

@@ -201,10 +201,30 @@ static const char *const schema_v3[] = {
 	"FOR EACH STATEMENT EXECUTE FUNCTION lanyard_notify_federated()",
 };
 
+/*
+ * Version 4: the shared audit trail (datastore_audit.h), the SQLite back
+ * end's version 3: every server's admin changes and refusals in one table.
+ */
+static const char *const schema_v4[] = {
+	"CREATE TABLE audit_log ("
+	" id BIGSERIAL PRIMARY KEY,"
+	" time BIGINT NOT NULL,"
+	" server TEXT NOT NULL,"
+	" caller TEXT,"
+	" action TEXT NOT NULL,"
+	" entry_id TEXT,"
+	" spiffe_id TEXT,"
+	" trust_domain TEXT,"
+	" result TEXT NOT NULL,"
+	" detail TEXT)",
+	"CREATE INDEX audit_log_time ON audit_log (time)",
+};
+
 static const struct ly_ds_migration migrations[] = {
 	{ 1, schema_v1, LY_DS_NELEM(schema_v1) },
 	{ 2, schema_v2, LY_DS_NELEM(schema_v2) },
 	{ 3, schema_v3, LY_DS_NELEM(schema_v3) },
+	{ 4, schema_v4, LY_DS_NELEM(schema_v4) },
 };
 
 _Static_assert(LY_DS_NELEM(migrations) == LY_DATASTORE_PG_SCHEMA,
@@ -337,6 +357,13 @@ static const char *const engine_sql[LY_DS_STMT_COUNT] = {
 	[LY_DS_FEDR_DELETE] = "DELETE FROM federation_relationships WHERE trust_domain = $1",
 	[LY_DS_FED_REVISION_GET] = "SELECT value FROM meta WHERE name = 'fed_revision'",
 	[LY_DS_FED_REVISION_SET] = "UPDATE meta SET value = $1 WHERE name = 'fed_revision'",
+	[LY_DS_AUDIT_INSERT] = "INSERT INTO audit_log (time, server, caller, action, entry_id, spiffe_id, trust_domain, "
+	                       "result, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+	[LY_DS_AUDIT_LIST] = "SELECT id, time, server, caller, action, entry_id, spiffe_id, trust_domain, result, detail "
+	                     "FROM audit_log WHERE time >= $1 ORDER BY id DESC LIMIT $2",
+	[LY_DS_AUDIT_PRUNE_OLD] = "DELETE FROM audit_log WHERE time < $1",
+	[LY_DS_AUDIT_PRUNE_KEEP] = "DELETE FROM audit_log WHERE id <= "
+	                           "(SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET $1)",
 };
 
 /* The statements whose results come in binary format (bytea values). */

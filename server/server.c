@@ -53,6 +53,7 @@
 #include "lib/sockpath.h"
 #include "rpc/health_http.h"
 #include "rpc/rpc.h"
+#include "server/admin_audit.h"
 #include "server/attest.h"
 #include "server/audit.h"
 #include "server/ca.h"
@@ -106,6 +107,7 @@ on_prune(uv_timer_t *t)
 
 	if (m->srv.stopping || m->prune_inflight)
 		return;
+	ly_admin_audit_prune(&m->srv, ly_server_now());
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
 		log_warn("join token pruning skipped: out of memory");
 		return;

@@ -39,6 +39,7 @@ static const char *const known_keys[] = {
 	K "upstream_ca.cert_file",
 	K "upstream_ca.key_file",
 	K "audit_log",
+	K "audit_retention",
 	K "node_attestors.join_token",
 	K "node_attestors.x509pop.ca_bundle_path",
 	PSAT_CLUSTERS ".*",
@@ -208,6 +209,8 @@ load_file_only(const struct ly_config *file, struct ly_server_config *cfg, struc
 	LY_TRY(ly_config_get_string(file, K "audit_log", NULL, &cfg->audit_log_path, err));
 	if (cfg->audit_log_path != NULL && ly_config_check_path(cfg->audit_log_path, "path", err) != LY_OK)
 		return ly_config_wrap(file, K "audit_log", err, LY_E_INVALID);
+	LY_TRY(get_seconds(file, K "audit_retention", LY_AUDIT_RETENTION_DEFAULT, LY_AUDIT_RETENTION_MIN,
+	    LY_AUDIT_RETENTION_MAX, &cfg->audit_retention, err));
 
 	LY_TRY(ly_config_get_bool(file, K "health_checks.listener_enabled", false, &cfg->health_enabled, err));
 	LY_TRY(ly_config_get_bool(file, K "ratelimit.attestation", true, &cfg->ratelimit_attestation, err));

@@ -56,6 +56,7 @@ struct ly_server_config {
 	const char *upstream_cert_path;
 	const char *upstream_key_path;
 	const char *audit_log_path;  /* NULL: audit lines go to the log */
+	int64_t audit_retention;     /* seconds the shared audit trail keeps a line (datastore_audit.h) */
 	bool join_token_enabled;
 	/* server.ratelimit (SPEC §11, SPIRE's names): both on by default. */
 	bool ratelimit_attestation; /* AttestAgent per source IP */

@@ -25,6 +25,7 @@
 #include "lib/bundle.h"
 #include "lib/log.h"
 #include "lib/spiffeid.h"
+#include "server/admin_audit.h"
 #include "server/audit.h"
 #include "server/fed_endpoint.h"
 #include "server/fed_fetch.h"
@@ -260,6 +261,7 @@ fed_put_done(void *ctx, ly_status st, const struct ly_error *err)
 
 	if (ly_audit_write(p->m->srv.audit, &rec, ly_server_now(), &ae) != LY_OK)
 		log_error("audit: %s", ae.msg);
+	ly_admin_audit_store(&p->m->srv, &rec, ly_server_now());
 	if (st == LY_OK) {
 		log_info("federation: bundle of %s stored: %s", td, p->detail);
 	} else {

@@ -14,6 +14,11 @@
  * reads back as the same bundle), 1 DeleteFederatedBundle, 2
  * Create/UpdateFederationRelationship (what passes passes the datastore's
  * check again), 3 a TrustDomain, 4 the requests read for nothing.
+ *
+ * A first byte 0xE0..0xEF picks the shared audit trail
+ * (server/admin_msg_audit.h): even, a ListAuditLines request (what passes
+ * has its since and limit in range); odd, `audit list -since` text (a
+ * time that parses is never negative).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +28,7 @@
 #include "lib/entry.h"
 #include "lib/spiffeid.h"
 #include "server/admin_msg.h"
+#include "server/admin_msg_audit.h"
 #include "server/admin_msg_fed.h"
 #include "server/entry_pb.h"
 
@@ -220,6 +226,27 @@ fed(unsigned which, const uint8_t *d, size_t n)
 	}
 }
 
+static void
+audit(bool since_text, const uint8_t *d, size_t n)
+{
+	struct ly_admin_msg_audit_list rq;
+	char text[128];
+	int64_t v;
+
+	if (!since_text) {
+		if (ly_admin_msg_audit_list_decode(d, n, &rq, NULL) == LY_OK &&
+		    (rq.since < 0 || rq.since > LY_AUDIT_SINCE_MAX || rq.limit < 1 || rq.limit > LY_DS_AUDIT_LIST_MAX))
+			abort();
+		return;
+	}
+	if (n >= sizeof(text))
+		n = sizeof(text) - 1;
+	memcpy(text, d, n);
+	text[n] = '\0';
+	if (ly_admin_msg_audit_since_parse(text, 1800000000, &v, NULL) == LY_OK && v < 0)
+		abort();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -227,6 +254,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *d = data + 1;
 	size_t n = size - 1;
+	if (data[0] >= 0xE0 && data[0] < 0xF0) {
+		audit((data[0] & 1u) != 0, d, n);
+		return 0;
+	}
 	if (data[0] >= 0xF0) {
 		fed(data[0] & 0x0fu, d, n);
 		return 0;

@@ -27,9 +27,13 @@ agent, the agent's log names the move; the dead server comes back, the
 survivor is killed: the agent moves back. Also: a bad list is refused at
 start with a clear one-line error; the agent stops cleanly.
 
-What this does not prove: a DNS name with several addresses (this
-machine's resolver gives localhost one address; the unit test
-test_agent_servers covers the choice among several), a thousand agents
+  pg-dns: the pg phase behind one DNS name with two addresses, as a
+     headless Kubernetes Service gives: the servers listen on 127.0.0.2
+     and 127.0.0.3 at one port, and the agent runs in a mount namespace of
+     its own (unshare -m, root) whose /etc/hosts gives the name both
+     addresses; it is given only `name:port`.
+
+What this does not prove: a thousand agents
 (the unit test shows the full-jitter spread), revocation pushed across
 servers (integration.ha_pg does). Prints one line per check and the figures; exits 1 on
 a failure.
@@ -51,18 +55,19 @@ from harness import PROCS, check, exit_status, failures, free_port, skip  # noqa
 
 TDID = e2e.TDID
 UID = os.getuid()
+DNS_NAME = "lanyard-server.failover.test"  # in the pg-dns phase's own /etc/hosts only
 MOVE_BOUND_S = 10  # the agent's watch is on the other server within this long after the kill
 
 
 class Server(e2e.Server):
-    def __init__(self, d, port, health_port, extra=""):
+    def __init__(self, d, port, health_port, extra="", bind="127.0.0.1"):
         cfg = os.path.join(d, "server.yaml")
         os.makedirs(d, exist_ok=True)
         with open(cfg, "w") as f:
             f.write("server:\n  node_attestors:\n    join_token: {}\n"
                     f"  health_checks:\n    listener_enabled: true\n    bind_port: {health_port}\n{extra}")
         os.chmod(cfg, 0o600)  # it may hold a database password
-        super().__init__(d, port, cfg)
+        super().__init__(d, port, cfg, bind)
         self.health_port = health_port
 
     def watches(self):
@@ -74,13 +79,16 @@ class Server(e2e.Server):
             return 0.0
 
 
-def start_agent(d, servers, extra):
+def start_agent(d, servers, extra, hosts=None):
+    """The agent; with `hosts`, in a mount namespace of its own where that file is /etc/hosts."""
     sock = os.path.join(d, "agent", "public", "api.sock")
     data = os.path.join(d, "agent", "data")
     os.makedirs(os.path.dirname(sock), exist_ok=True)
     a = e2e.Agent(d, "agent", 0)
     a.mark = os.path.getsize(a.log_path) if os.path.exists(a.log_path) else 0
-    a.p = e2e.Proc([e2e.AGENT_BIN, "run", "-trustDomain", e2e.TD, "-serverAddress", servers,
+    # unshare and sh exec: the process stopped and killed is the agent itself.
+    wrap = ["unshare", "-m", "--", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts] if hosts else []
+    a.p = e2e.Proc(wrap + [e2e.AGENT_BIN, "run", "-trustDomain", e2e.TD, "-serverAddress", servers,
                     "-socketPath", sock, "-dataDir", data, "-logLevel", "debug"] + extra, a.log_path)
     return a
 
@@ -120,8 +128,8 @@ def rounds(tag, a, A, B, agent_id):
         check(moved is not None and t_move <= MOVE_BOUND_S,
               f"{tag} round {rnd + 1}: the agent moves to the other server within {MOVE_BOUND_S} s", f"{t_move:.2f} s")
         log = a.p.text()[mark:]
-        check(re.search(r"retrying in \d+ ms with server 127\.0\.0\.1:%d" % other.port, log) is not None,
-              f"{tag} round {rnd + 1}: the agent's log names the move to 127.0.0.1:{other.port}", log[-600:])
+        check(re.search(r"retrying in \d+ ms with server %s:%d" % (re.escape(other.bind), other.port), log) is not None,
+              f"{tag} round {rnd + 1}: the agent's log names the move to {other.bind}:{other.port}", log[-600:])
         name = f"{TDID}/{tag}-after-move-{rnd}"
         other.entry_create("-spiffeID", name, "-parentID", agent_id, "-selector", f"unix:uid:{UID}")
         seen = e2e.wait_until(lambda: name in a.fetch_all(), 15, 0.1)
@@ -132,13 +140,17 @@ def rounds(tag, a, A, B, agent_id):
             time.sleep(1.5)  # the hold-down of the first server's address (1 s) expires
 
 
-def pg_phase(d, upstream):
-    """Two servers on one PostgreSQL database, with one upstream CA or each its own root (see the top)."""
+def pg_phase(d, upstream, dns=False):
+    """Two servers on one PostgreSQL database, with one upstream CA or each its own root (see the top);
+    with `dns`, behind one DNS name with both their addresses (see the top)."""
     import server_pg  # noqa: E402  (reads sys.argv[1:3]: the same arguments)
-    tag = "pg-upstream" if upstream else "pg"
+    tag = "pg-upstream" if upstream else "pg-dns" if dns else "pg"
     bindir = server_pg.pg_bindir()
     if bindir is None:
         skip(tag, "no PostgreSQL binaries (scripts/install-deps.sh installs them)")
+        return
+    if dns and (os.geteuid() != 0 or shutil.which("unshare") is None):
+        skip(tag, "needs root and unshare(1) for a mount namespace with its own /etc/hosts")
         return
     os.makedirs(d)
     os.chmod(os.path.dirname(d), 0o755)  # PostgreSQL runs as nobody when we are root: it must reach its directory
@@ -156,8 +168,12 @@ def pg_phase(d, upstream):
         if upstream:
             extra += f"  upstream_ca:\n    cert_file: {pki}/upstream-ca.pem\n    key_file: {pki}/upstream-ca.key\n"
         pa, pb = free_port(), free_port()
-        A = Server(os.path.join(d, "A"), pa, free_port(), extra)
-        B = Server(os.path.join(d, "B"), pb, free_port(), extra)
+        binds = ("127.0.0.1", "127.0.0.1")
+        if dns:
+            pb = pa  # one name, one port, two addresses
+            binds = ("127.0.0.2", "127.0.0.3")
+        A = Server(os.path.join(d, "A"), pa, free_port(), extra, binds[0])
+        B = Server(os.path.join(d, "B"), pb, free_port(), extra, binds[1])
         A.start()
         B.start()
         bundle = os.path.join(d, "bundle.pem")
@@ -170,8 +186,18 @@ def pg_phase(d, upstream):
         check(roots == (1 if upstream else 2), f"{tag}: the bootstrap bundle holds {roots} root(s)")
         tok = B.token()  # made through B, used wherever the agent lands: one database
         agent_id = f"{TDID}/lanyard/agent/join_token/{tok}"
-        a = start_agent(d, f"localhost:{pa},127.0.0.1:{pb}", ["-joinToken", tok, "-trustBundle", bundle])
+        hosts = None
+        servers = f"localhost:{pa},127.0.0.1:{pb}"
+        if dns:
+            hosts = os.path.join(d, "hosts")
+            with open(hosts, "w") as f:
+                f.write(f"127.0.0.1 localhost\n{binds[0]} {DNS_NAME}\n{binds[1]} {DNS_NAME}\n")
+            servers = f"{DNS_NAME}:{pa}"
+        a = start_agent(d, servers, ["-joinToken", tok, "-trustBundle", bundle], hosts)
         check(a.wait_log(r"attested as ", 30) is not None, f"{tag}: the agent attests with one of the two servers")
+        if dns:
+            check(a.wait_log(r"server %s: 2 address\(es\)" % re.escape(DNS_NAME), 5) is not None,
+                  f"{tag}: the agent resolves {DNS_NAME} to both servers' addresses")
         A.entry_create("-spiffeID", f"{TDID}/w1", "-parentID", agent_id, "-selector", f"unix:uid:{UID}")
         got = e2e.wait_until(lambda: f"{TDID}/w1" in a.fetch_all(), 20, 0.1)
         check(bool(got), f"{tag}: an entry created through A -> an SVID served (whichever server the agent is on)")
@@ -231,10 +257,11 @@ def main():
         B.p.stop()
         pg_phase(os.path.join(d, "pg"), upstream=False)
         pg_phase(os.path.join(d, "pgu"), upstream=True)
+        pg_phase(os.path.join(d, "pgdns"), upstream=False, dns=True)
         ok_end = True
     finally:
         if failures or not ok_end:
-            for lp in [os.path.join(d, x, "agent", "agent.log") for x in ("", "pg", "pgu")]:
+            for lp in [os.path.join(d, x, "agent", "agent.log") for x in ("", "pg", "pgu", "pgdns")]:
                 if os.path.exists(lp):
                     print(f"---- {lp} (tail) ----")
                     print("\n".join(open(lp, errors="replace").read().splitlines()[-50:]))

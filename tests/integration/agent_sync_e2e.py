@@ -84,16 +84,16 @@ class Proc(Daemon):
 
 
 class Server:
-    def __init__(self, d, port, config):
-        self.d, self.port, self.config = d, port, config
+    def __init__(self, d, port, config, bind="127.0.0.1"):
+        self.d, self.port, self.config, self.bind = d, port, config, bind
         self.sock = os.path.join(d, "ssock", "api.sock")
         self.p = None
 
     def start(self):
-        self.p = Proc([SERVER_BIN, "run", "-config", self.config, "-trustDomain", TD, "-bindAddress", "127.0.0.1",
+        self.p = Proc([SERVER_BIN, "run", "-config", self.config, "-trustDomain", TD, "-bindAddress", self.bind,
                        "-serverPort", str(self.port), "-socketPath", self.sock, "-dataDir",
                        os.path.join(self.d, "sdata"), "-logLevel", "debug"], os.path.join(self.d, "server.log"))
-        if not self.p.wait_log(r"agent_api=127\.0\.0\.1:\d+", 20):
+        if not self.p.wait_log(r"agent_api=%s:\d+" % re.escape(self.bind), 20):
             print(self.p.text())
             raise SystemExit("lanyard-server did not start")
 

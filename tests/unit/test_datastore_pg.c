@@ -53,6 +53,7 @@ struct fixture {
 
 #include "datastore_contract.h"
 #include "datastore_fed_contract.h"
+#include "datastore_audit_contract.h"
 
 /* ---- the back end's side of the contract ---- */
 
@@ -531,6 +532,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		DS_CONTRACT_TESTS(setup, teardown),
 		DS_FED_CONTRACT_TESTS(setup, teardown),
+		DS_AUDIT_CONTRACT_TESTS(setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_conninfo_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_lost_and_recovered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_timeout, setup, teardown),

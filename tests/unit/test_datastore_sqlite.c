@@ -38,6 +38,7 @@ struct fixture {
 
 #include "datastore_contract.h"
 #include "datastore_fed_contract.h"
+#include "datastore_audit_contract.h"
 
 /* ---- the back end's side of the contract ---- */
 
@@ -276,6 +277,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		DS_CONTRACT_TESTS(setup, teardown),
 		DS_FED_CONTRACT_TESTS(setup, teardown),
+		DS_AUDIT_CONTRACT_TESTS(setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refuses_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_file_refused, setup, teardown),

@@ -103,6 +103,7 @@ test_flags_alone_defaults(void **state)
 	assert_null(cfg.upstream_cert_path);
 	assert_null(cfg.upstream_key_path);
 	assert_null(cfg.audit_log_path);
+	assert_int_equal(cfg.audit_retention, 30 * 24 * 3600);
 	assert_true(cfg.join_token_enabled);
 	assert_null(cfg.x509pop_ca_bundle_path);
 }
@@ -151,6 +152,7 @@ test_file_values(void **state)
 	    "    cert_file: /etc/lanyard/up.pem\n"
 	    "    key_file: /etc/lanyard/up.key\n"
 	    "  audit_log: /var/log/lanyard/audit.log\n"
+	    "  audit_retention: 90d\n"
 	    "  node_attestors:\n"
 	    "    join_token: {}\n"
 	    "    x509pop:\n"
@@ -171,6 +173,7 @@ test_file_values(void **state)
 	assert_string_equal(cfg.upstream_cert_path, "/etc/lanyard/up.pem");
 	assert_string_equal(cfg.upstream_key_path, "/etc/lanyard/up.key");
 	assert_string_equal(cfg.audit_log_path, "/var/log/lanyard/audit.log");
+	assert_int_equal(cfg.audit_retention, 90 * 24 * 3600);
 	assert_true(cfg.join_token_enabled);
 	assert_string_equal(cfg.x509pop_ca_bundle_path, "/etc/lanyard/nodes.pem");
 	ly_config_free(file);
@@ -266,6 +269,9 @@ test_bad_values_refused(void **state)
 	    "upstream_ca needs both");
 	expect_file_refused("server:\n  upstream_ca:\n    key_file: /x.key\n", ":3: key server.upstream_ca.key_file");
 	expect_file_refused("server:\n  audit_log: [a, b]\n", ":2: key server.audit_log");
+	expect_file_refused("server:\n  audit_retention: 59m\n", ":2: key server.audit_retention");
+	expect_file_refused("server:\n  audit_retention: 3651d\n", ":2: key server.audit_retention");
+	expect_file_refused("server:\n  audit_retention: forever\n", ":2: key server.audit_retention");
 	expect_file_refused("server:\n  node_attestors:\n    join_token: true\n",
 	    ":3: key server.node_attestors.join_token: must be a mapping");
 	expect_file_refused("server:\n  trust_domain:\n", ":2: key server.trust_domain: has no value");
