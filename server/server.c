@@ -1,9 +1,10 @@
 /*
  * server.c: `lanyard-server run` (SPEC §2): configuration, the start-up
- * sequence, the admin socket, the join-token pruning, signals, and an
- * orderly shutdown. Owns struct srv_main (server_internal.h, which lists
- * the other files of the daemon and their jobs) and every field of struct
- * ly_server (server.h); calls go down to the other parts, never back.
+ * sequence, the admin socket, the prune timer (expired join tokens, the
+ * shared audit trail's retention), signals, and an orderly shutdown. Owns
+ * struct srv_main (server_internal.h, which lists the other files of the
+ * daemon and their jobs) and every field of struct ly_server (server.h);
+ * calls go down to the other parts, never back.
  *
  * Start-up, in order; the first failure ends the run with exit code 1 and
  * one line on stderr saying what and why:

@@ -3,8 +3,9 @@
  * other modules. The daemon is split by role, calls going one way only
  * (top to bottom):
  *  - server.c: `run`, configuration, the start-up sequence, the admin
- *    socket, the join-token pruning, signals, shutdown and teardown; owns
- *    struct srv_main and every field of struct ly_server (server_core.h);
+ *    socket, the prune timer (join tokens, the shared audit trail),
+ *    signals, shutdown and teardown; owns struct srv_main and every field
+ *    of struct ly_server (server_core.h);
  *  - server_bundle.c: what keeps the served trust bundle current: the CA
  *    rotation timer, several servers on one PostgreSQL (the shared
  *    bundle's publishing and reloading, pg_notify.h's notices fed to the
