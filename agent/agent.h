@@ -23,8 +23,9 @@
  *                 its streams follow the same cache changes.
  *   cli.c         `api fetch|validate|watch`, `healthcheck`: Workload API
  *                 clients like any other.
- *   cache.c, rotation.c, verify.c, state.c, workload_msg.c, agentapi_msg.c,
- *                 sds_msg.c: pure modules.
+ *   cache.c (and its parts behind cache_internal.h), rotation.c, verify.c,
+ *                 state.c, workload_msg.c, agentapi_msg.c, sds_msg.c: pure
+ *                 modules.
  *   attest_unix.c, attest_k8s.c, cgroup.c, kubelet.c: workload attestors.
  *
  * sync and wapi.c do not call each other: sync reports changes through

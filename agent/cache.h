@@ -55,7 +55,9 @@
  *  - Entries given to ly_cache_apply are moved into the cache (see there).
  *    SVID chain and key buffers given to ly_cache_set_svid are moved in.
  * Threads: none inside. The agent's loop thread owns the cache; nothing
- * else may touch it (DESIGN "Threads and ownership").
+ * else may touch it (DESIGN "Threads and ownership"). *
+ * Implemented in cache.c and its parts behind cache_internal.h (entries,
+ * X.509-SVIDs, queries, JWT-SVIDs over one layer of records).
  */
 #ifndef LANYARD_AGENT_CACHE_H
 #define LANYARD_AGENT_CACHE_H

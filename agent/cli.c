@@ -496,12 +496,17 @@ static bool
 on_x509(struct session *s, const uint8_t *msg, size_t len)
 {
 	struct x509_args *a = s->arg;
-	X509SVIDResponse *r = x509_svidresponse__unpack(NULL, len, msg);
+	X509SVIDResponse *r = NULL;
 	unsigned char digest[SHA256_DIGEST_LENGTH];
+	struct ly_error e;
 	int rc = 0;
 
 	a->updates++;
-	if (r == NULL) {
+	if (wl_x509_response_count(msg, len, &e) != LY_OK) {
+		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is refused: %s", s->cmd, e.msg);
+		return false;
+	}
+	if ((r = x509_svidresponse__unpack(NULL, len, msg)) == NULL) {
 		s->exit_code = fail(EXIT_RUNTIME, "%s: the agent's answer is malformed", s->cmd);
 		return false;
 	}

@@ -512,22 +512,6 @@ ly_wmsg_parse_empty_request(enum ly_wmsg_empty_kind kind, const uint8_t *data, s
 
 /* ---- grpc.health.v1.HealthCheckRequest ---------------------------------------------------------- */
 
-/* One base-128 varint at data[*pos]; false when it runs past len or over 10 bytes. */
-static bool
-read_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *out)
-{
-	uint64_t v = 0;
-	for (unsigned shift = 0; shift < 70 && *pos < len; shift += 7) {
-		uint8_t b = data[(*pos)++];
-		v |= (uint64_t)(b & 0x7f) << shift;
-		if ((b & 0x80) == 0) {
-			*out = v;
-			return true;
-		}
-	}
-	return false;
-}
-
 ly_status
 ly_wmsg_parse_health_request(const uint8_t *data, size_t len, bool *known, struct ly_error *err)
 {
@@ -540,40 +524,19 @@ ly_wmsg_parse_health_request(const uint8_t *data, size_t len, bool *known, struc
 	if (len > LY_WORKLOAD_REQUEST_MAX)
 		return ly_error_set(err, LY_E_LIMIT, "HealthCheckRequest over %d bytes", LY_WORKLOAD_REQUEST_MAX);
 	while (pos < len) {
-		uint64_t key, n;
-		if (!read_varint(data, len, &pos, &key) || (key >> 3) == 0)
-			return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: bad field key");
-		uint64_t field = key >> 3, wire = key & 7;
-		if (field == 1 && wire != 2)
+		struct ly_pb_field f;
+		const char *why = "";
+		if (!ly_pb_field_next(data, len, &pos, &f, &why))
+			return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: %s", why);
+		if (f.number != 1)
+			continue; /* unknown fields pass (proto3) */
+		if (f.wire != 2)
 			return ly_error_set(err, LY_E_INVALID, "HealthCheckRequest: service is not a string");
-		switch (wire) {
-		case 0: /* varint */
-			if (!read_varint(data, len, &pos, &n))
-				return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: truncated varint");
-			break;
-		case 1: /* 64-bit */
-		case 5: /* 32-bit */
-			n = wire == 1 ? 8 : 4;
-			if (n > len - pos)
-				return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: truncated field");
-			pos += (size_t)n;
-			break;
-		case 2: /* length-delimited */
-			if (!read_varint(data, len, &pos, &n) || n > len - pos)
-				return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: truncated field");
-			if (field == 1) {
-				if (seen)
-					return ly_error_set(err, LY_E_INVALID, "HealthCheckRequest: service given twice");
-				seen = true;
-				svc = (const char *)data + pos;
-				svc_len = (size_t)n;
-			}
-			pos += (size_t)n;
-			break;
-		default:
-			return ly_error_set(err, LY_E_INVALID, "not a valid HealthCheckRequest: wire type %u",
-			    (unsigned)wire);
-		}
+		if (seen)
+			return ly_error_set(err, LY_E_INVALID, "HealthCheckRequest: service given twice");
+		seen = true;
+		svc = (const char *)f.data;
+		svc_len = f.len;
 	}
 	if (memchr(svc, 0, svc_len) != NULL)
 		return ly_error_set(err, LY_E_INVALID, "HealthCheckRequest: service holds a NUL");

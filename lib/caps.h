@@ -341,11 +341,29 @@
 #define LY_WAPI_RATELIMIT_KEYS 4096
 
 /*
- * The workload client library (lib/workload/, include/lanyard/workload.h):
- * SVIDs one Workload API response may carry (X.509 or JWT) before the
- * library refuses it; bundles are capped by LY_BUNDLE_SET_MAX.
+ * The workload client library (lib/workload/, include/lanyard/workload.h)
+ * receives what the agent sends. An X509SVIDResponse or JWTSVIDResponse
+ * of up to LY_WL_RESPONSE_MAX bytes (the agent's LY_RPC_RESPONSE_MAX,
+ * 64 MiB: ~35,000 X.509-SVIDs at ~1.8 KB each), with at most
+ * LY_WL_SVIDS_MAX SVIDs; the library's other responses (bundles,
+ * ValidateJWTSVID) stay under LY_RPC_MSG_MAX. An SVID that can verify (a
+ * P-256 leaf, its key and one root) takes at least ~1 KB, so the count
+ * never refuses what the size allows; it is counted on the wire before
+ * protobuf-c unpacks (ly_pb_count_field), because protobuf-c allocates a
+ * struct per element and a response of tiny ones would cost many times
+ * its size. Memory while a response is read: the message three times
+ * (gRPC's slices, our copy, its unpacked form) and the context it becomes,
+ * each SVID as OpenSSL objects (leaf, intermediate, key: ~16 KB, ten
+ * times its ~1.6 KB on the wire; test_workload_x509): ~13x the response,
+ * under 1 GiB at the cap; a source keeps the previous context until the
+ * new one is whole. Bundles (and the CRLs, ignored) are capped by
+ * LY_BUNDLE_SET_MAX.
+ * LY_WL_AUTHZ_IDS_MAX: the SPIFFE IDs one authorizer may name
+ * (lanyard_authorize_one_of).
  */
-#define LY_WL_SVIDS_MAX 1024
+#define LY_WL_RESPONSE_MAX LY_RPC_RESPONSE_MAX
+#define LY_WL_SVIDS_MAX 65536
+#define LY_WL_AUTHZ_IDS_MAX 1024
 
 /*
  * Health and metrics listener (lib/httpmini.h, lib/metrics.h): one request's

@@ -29,6 +29,16 @@
  * whole (the previous one stays current in a source). JWT bundles must be
  * valid SPIFFE bundles (JWKS).
  *
+ * Limits: an X.509-SVID or JWT-SVID response may be as large as the agent
+ * sends (64 MiB, ~35,000 X.509-SVIDs at ~1.8 KB each) and hold up to
+ * 65,536 SVIDs; other responses up to 4 MiB; at most 1,024 federated
+ * bundles. The counts are checked before the response is decoded, so
+ * one of many tiny elements cannot make the library allocate many times
+ * its size. A context
+ * holds each SVID as OpenSSL objects (~16 KB with one intermediate): a
+ * workload entitled to 30,000 SVIDs needs about 0.5 GB for it (lib/caps.h,
+ * docs/client-library.md).
+ *
  * Errors: every fallible function returns a lanyard_status (LANYARD_OK is
  * 0) and, when `err` is not NULL, fills it with the status and a one-line
  * message saying what and why. Messages never contain keys or tokens.
@@ -214,7 +224,9 @@ lanyard_status lanyard_x509_context_verify(const lanyard_x509_context *ctx, X509
 /*
  * Parses and checks one X509SVIDResponse message (protobuf bytes), with
  * `now` as the present time: what the library does with every response.
- * Exposed for tools and tests. *out: lanyard_x509_context_free.
+ * Refused: over 64 MiB, more than 65,536 SVIDs or 1,024 federated
+ * bundles (LANYARD_E_LIMIT, counted before anything is decoded), any rule
+ * above. Exposed for tools and tests. *out: lanyard_x509_context_free.
  */
 lanyard_status lanyard_x509_context_parse(const uint8_t *msg, size_t len, time_t now, lanyard_x509_context **out,
     struct lanyard_error *err) LANYARD_MUST_CHECK;
@@ -305,7 +317,7 @@ typedef struct lanyard_authorizer lanyard_authorizer;
 /* Exactly this SPIFFE ID. */
 lanyard_status lanyard_authorize_id(const char *id, lanyard_authorizer **out, struct lanyard_error *err)
     LANYARD_MUST_CHECK;
-/* Any one of `n` (>= 1) SPIFFE IDs. */
+/* Any one of `n` (1..1,024) SPIFFE IDs. */
 lanyard_status lanyard_authorize_one_of(const char *const *ids, size_t n, lanyard_authorizer **out,
     struct lanyard_error *err) LANYARD_MUST_CHECK;
 /* Any SPIFFE ID in trust domain `td` ("example.org" or "spiffe://example.org"). */

@@ -163,8 +163,8 @@ lanyard_authorize_one_of(const char *const *ids, size_t n, lanyard_authorizer **
 		rc = ly_error_set(&e, LY_E_INVALID, "authorizer: at least one SPIFFE ID is needed");
 		goto out;
 	}
-	if (n > LY_WL_SVIDS_MAX) {
-		rc = ly_error_set(&e, LY_E_LIMIT, "authorizer: %zu SPIFFE IDs (at most %d)", n, LY_WL_SVIDS_MAX);
+	if (n > LY_WL_AUTHZ_IDS_MAX) {
+		rc = ly_error_set(&e, LY_E_LIMIT, "authorizer: %zu SPIFFE IDs (at most %d)", n, LY_WL_AUTHZ_IDS_MAX);
 		goto out;
 	}
 	if ((rc = authz_new(n == 1 ? WL_AUTHZ_ID : WL_AUTHZ_ONE_OF, n, &a, &e)) != LY_OK)

@@ -32,6 +32,7 @@
 #include <openssl/crypto.h>
 
 #include "lib/bundle.h"
+#include "lib/pbstrict.h"
 #include "lib/pbstruct.h"
 #include "lib/sockpath.h"
 #include "wl_internal.h"
@@ -76,7 +77,7 @@ client_make(const char *path, int fd, lanyard_client **out, struct ly_error *err
 	memset(args, 0, sizeof(args));
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = (char *)(uintptr_t)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	args[0].value.integer = LY_RPC_MSG_MAX;
+	args[0].value.integer = LY_WL_RESPONSE_MAX; /* each call checks its own cap (response_max) */
 	args[1].type = GRPC_ARG_INTEGER;
 	args[1].key = (char *)(uintptr_t)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
 	args[1].value.integer = WL_BACKOFF_MIN_MS;
@@ -149,17 +150,20 @@ wipe_free(void *p, size_t len)
 	free(p);
 }
 
-/* Copies a received message out of gRPC's slices (wiping them) into *out (malloc'd, wipe_free). */
+/*
+ * Copies a received message of at most `max` bytes out of gRPC's slices
+ * (wiping them) into *out (malloc'd, wipe_free).
+ */
 static ly_status
-read_message(grpc_byte_buffer *bb, uint8_t **out, size_t *out_len, struct ly_error *err)
+read_message(grpc_byte_buffer *bb, size_t max, uint8_t **out, size_t *out_len, struct ly_error *err)
 {
 	grpc_byte_buffer_reader rd;
 	grpc_slice s;
 	size_t total = grpc_byte_buffer_length(bb), off = 0;
 	uint8_t *buf;
 
-	if (total > LY_RPC_MSG_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "message of %zu bytes (at most %d)", total, LY_RPC_MSG_MAX);
+	if (total > max)
+		return ly_error_set(err, LY_E_LIMIT, "message of %zu bytes (at most %zu)", total, max);
 	if (grpc_byte_buffer_reader_init(&rd, bb) != 1)
 		return ly_error_set(err, LY_E_INVALID, "cannot read a message (compression?)");
 	if ((buf = malloc(total > 0 ? total : 1)) == NULL) {
@@ -179,6 +183,20 @@ read_message(grpc_byte_buffer *bb, uint8_t **out, size_t *out_len, struct ly_err
 	*out = buf;
 	*out_len = off;
 	return LY_OK;
+}
+
+/*
+ * The largest message a method's answer may be (lib/caps.h): the SVID
+ * responses what the agent may send (LY_WL_RESPONSE_MAX), the others
+ * LY_RPC_MSG_MAX. A larger one ends the call with LY_E_LIMIT before
+ * anything is decoded.
+ */
+static size_t
+response_max(const char *method)
+{
+	if (strcmp(method, METHOD("FetchX509SVID")) == 0 || strcmp(method, METHOD("FetchJWTSVID")) == 0)
+		return LY_WL_RESPONSE_MAX;
+	return LY_RPC_MSG_MAX;
 }
 
 static const char *
@@ -306,7 +324,7 @@ wl_rpc_call(lanyard_client *c, const struct wl_call *call, int *rpc_code, struct
 		} else if (tag == TAG_MSG && recv != NULL) {
 			uint8_t *msg = NULL;
 			size_t len = 0;
-			ly_status r2 = read_message(recv, &msg, &len, &herr);
+			ly_status r2 = read_message(recv, response_max(call->method), &msg, &len, &herr);
 			grpc_byte_buffer_destroy(recv);
 			recv = NULL;
 			got_msg = true;
@@ -517,10 +535,14 @@ on_jwt_svids(void *arg, const uint8_t *msg, size_t len, struct ly_error *err)
 {
 	lanyard_jwt_svids **out = arg;
 	lanyard_jwt_svids *s = NULL;
-	JWTSVIDResponse *r = jwtsvidresponse__unpack(NULL, len, msg);
+	JWTSVIDResponse *r = NULL;
 	int verdict = -1;
+	size_t n = 0;
 
-	if (r == NULL) {
+	/* Counted before protobuf-c allocates one struct per SVID (lib/caps.h LY_WL_SVIDS_MAX). */
+	if (ly_pb_count_field(msg, len, 1, LY_WL_SVIDS_MAX, "JWTSVIDResponse: SVIDs", &n, err) != LY_OK)
+		goto out;
+	if ((r = jwtsvidresponse__unpack(NULL, len, msg)) == NULL) {
 		(void)ly_error_set(err, LY_E_INVALID, "JWTSVIDResponse: malformed protobuf");
 		goto out;
 	}

@@ -77,6 +77,15 @@ lanyard_status wl_export(struct lanyard_error *out, ly_status rc, const struct l
 /* The endpoint parser on internal errors (lanyard_endpoint_parse). */
 ly_status wl_endpoint_parse(const char *addr, char *out, struct ly_error *err) LY_MUST_CHECK;
 
+/*
+ * The repeated fields of an X509SVIDResponse counted on the wire, before
+ * protobuf-c unpacks it (lib/caps.h): more than LY_WL_SVIDS_MAX SVIDs or
+ * LY_BUNDLE_SET_MAX CRLs or federated bundles is LY_E_LIMIT, wire damage
+ * LY_E_INVALID. For every reader of the response (wl_x509_context_parse,
+ * agent/cli.c).
+ */
+ly_status wl_x509_response_count(const uint8_t *msg, size_t len, struct ly_error *err) LY_MUST_CHECK;
+
 /* Parses a response into a new context (lanyard_x509_context_parse). */
 ly_status wl_x509_context_parse(const uint8_t *msg, size_t len, time_t now, lanyard_x509_context **out,
     struct ly_error *err) LY_MUST_CHECK;

@@ -5,9 +5,11 @@
  * Rules, each refusing the whole response (the caller keeps its previous
  * one):
  *  - the message is a well-formed protobuf X509SVIDResponse of at most
- *    LY_RPC_MSG_MAX bytes, with 1..LY_WL_SVIDS_MAX SVIDs (an agent with
- *    nothing for the caller answers PERMISSION_DENIED, never an empty
- *    list) and at most LY_BUNDLE_SET_MAX federated bundles;
+ *    LY_WL_RESPONSE_MAX bytes (64 MiB, what the agent may send), with
+ *    1..LY_WL_SVIDS_MAX SVIDs (an agent with nothing for the caller
+ *    answers PERMISSION_DENIED, never an empty list) and at most
+ *    LY_BUNDLE_SET_MAX federated bundles (and CRLs, which are ignored),
+ *    counted on the wire before it is unpacked (lib/caps.h says why);
  *  - each SVID: `spiffe_id` a SPIFFE ID; `x509_svid` a chain of DER
  *    certificates (der.h), `x509_svid_key` PKCS#8 DER of an acceptable key
  *    (keys.h), `bundle` the non-empty DER authorities of the SVID's trust
@@ -31,6 +33,7 @@
 
 #include "lib/der.h"
 #include "lib/keys.h"
+#include "lib/pbstrict.h"
 #include "lib/x509svid.h"
 #include "wl_internal.h"
 #include "workload.pb-c.h"
@@ -192,6 +195,27 @@ wipe_keys(X509SVIDResponse *r)
 	}
 }
 
+/* The repeated fields of X509SVIDResponse (workload.proto), each bounded on the wire. */
+static const struct {
+	uint32_t field;
+	size_t max;
+	const char *what;
+} counted[] = {
+	{ 1, LY_WL_SVIDS_MAX, "X509SVIDResponse: SVIDs" },
+	{ 2, LY_BUNDLE_SET_MAX, "X509SVIDResponse: CRLs" },
+	{ 3, LY_BUNDLE_SET_MAX, "X509SVIDResponse: federated bundles" },
+};
+
+ly_status
+wl_x509_response_count(const uint8_t *msg, size_t len, struct ly_error *err)
+{
+	for (size_t i = 0; i < sizeof(counted) / sizeof(counted[0]); i++) {
+		size_t n = 0;
+		LY_TRY(ly_pb_count_field(msg, len, counted[i].field, counted[i].max, counted[i].what, &n, err));
+	}
+	return LY_OK;
+}
+
 ly_status
 wl_x509_context_parse(const uint8_t *msg, size_t len, time_t now, lanyard_x509_context **out, struct ly_error *err)
 {
@@ -200,10 +224,12 @@ wl_x509_context_parse(const uint8_t *msg, size_t len, time_t now, lanyard_x509_c
 	ly_status rc;
 
 	*out = NULL;
-	if (len > LY_RPC_MSG_MAX) {
-		rc = ly_error_set(err, LY_E_LIMIT, "X509SVIDResponse of %zu bytes (at most %d)", len, LY_RPC_MSG_MAX);
+	if (len > LY_WL_RESPONSE_MAX) {
+		rc = ly_error_set(err, LY_E_LIMIT, "X509SVIDResponse of %zu bytes (at most %d)", len, LY_WL_RESPONSE_MAX);
 		goto out;
 	}
+	if ((rc = wl_x509_response_count(msg, len, err)) != LY_OK)
+		goto out;
 	if ((r = x509_svidresponse__unpack(NULL, len, msg)) == NULL) {
 		rc = ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: malformed protobuf");
 		goto out;
@@ -212,7 +238,7 @@ wl_x509_context_parse(const uint8_t *msg, size_t len, time_t now, lanyard_x509_c
 		rc = ly_error_set(err, LY_E_INVALID, "X509SVIDResponse: no SVID");
 		goto out;
 	}
-	if (r->n_svids > LY_WL_SVIDS_MAX || r->n_federated_bundles > LY_BUNDLE_SET_MAX) {
+	if (r->n_svids > LY_WL_SVIDS_MAX || r->n_federated_bundles > LY_BUNDLE_SET_MAX) { /* counted above: a guard */
 		rc = ly_error_set(err, LY_E_LIMIT, "X509SVIDResponse: %zu SVIDs and %zu federated bundles (at most %d and %d)",
 		    r->n_svids, r->n_federated_bundles, LY_WL_SVIDS_MAX, LY_BUNDLE_SET_MAX);
 		goto out;

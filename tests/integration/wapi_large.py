@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """wapi_large.py: one workload entitled to many X.509-SVIDs, served whole.
 
-    wapi_large.py LANYARD_SERVER LANYARD_AGENT PROTO_DIR
+    wapi_large.py LANYARD_SERVER LANYARD_AGENT PROTO_DIR WL_PROBE
 
 The SPIRE benchmark (docs/benchmarks.md) found that gRPC's 4 MiB default
 message cap kept a workload entitled to more than ~2,400 X.509-SVIDs from
@@ -14,7 +14,11 @@ made over the admin API (Python grpcio, stubs generated here):
     3,000 SVIDs (over 4 MiB), each chain for its own SPIFFE ID; a
     FetchJWTSVID for one of them, and FetchX509Bundles, still served; Envoy
     SDS's FetchSecrets of everything: 3,000 certificates and the bundle in
-    one DiscoveryResponse;
+    one DiscoveryResponse; the C client library (lib/workload, linked as
+    the shared library by wl_probe) takes all 3,000 too, once
+    (lanyard_fetch_x509_context) and through its watcher
+    (lanyard_x509_source), every SVID checked; so does `lanyard-agent api
+    fetch x509` (the library's transport);
   - the agent restarted (its identity kept) with
     `workload_api.max_response_bytes: 1048576`: the same caller gets
     RESOURCE_EXHAUSTED with the sizes and the cap in its details, not
@@ -32,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (check, failures, figures, finish, free_port, kill_all, protoc, run, skip,  # noqa: E402
                      wait_for, exit_status, Daemon)
 
-SERVER, AGENT, PROTO_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
+SERVER, AGENT, PROTO_DIR, WL_PROBE = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 TD = "example.org"
 AGENT_ID = f"spiffe://{TD}/lanyard/agent/node1"
 MD = (("workload.spiffe.io", "true"),)
@@ -224,6 +228,19 @@ def main():
         except grpc.RpcError as e:
             check(False, "FetchX509Bundles served", f"{e.code()} {e.details()}")
         ch.close()
+
+        # The C client library: once, and through its watcher (all 3,000 checked).
+        for verb in ("fetch-x509", "source-x509"):
+            t0 = time.monotonic()
+            rc, out, err = run([WL_PROBE, verb, "unix://" + env.agent_sock], timeout=180)
+            figures[f"wl_probe_{verb}_s"] = round(time.monotonic() - t0, 2)
+            check(rc == 0 and f"svids {N}\n" in out and f"first spiffe://{TD}/large/w" in out,
+                  f"the C client library ({verb}) takes all {N} SVIDs of that message", (out + err).strip()[-500:])
+        rc, out, err = run([AGENT, "api", "fetch", "x509", "-socketPath", env.agent_sock, "-timeout", "120"],
+                           timeout=180)
+        check(rc == 0 and f"Received {N} svids" in out,
+              f"`lanyard-agent api fetch x509` (the library's transport) receives all {N}",
+              (out[:300] + err).strip()[-500:])
 
         resp, code, details = fetch_secrets(env, grpc, d)
         n = len(resp.resources) if resp is not None else 0

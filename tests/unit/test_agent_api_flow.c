@@ -1,7 +1,7 @@
 /*
  * test_agent_api_flow.c: the agent API's control flow (server/agent_api*.c)
- * with the rpc call layer faked behind its interface (rpc/rpc.h: the
- * ly_rpc_call_* functions are defined here, so no gRPC is involved) over
+ * with the rpc call layer faked behind its interface (fake_rpc.h: the
+ * ly_rpc_call_* functions of rpc/rpc.h, so no gRPC is involved) over
  * a real SQLite datastore in a temporary directory, on its worker thread
  * (server/datastore_async.h: the test's own writes go through it too, as
  * the admin API's do), and a real libuv loop.
@@ -39,99 +39,40 @@
 #include "server/datastore.h"
 #include "server/datastore_async.h"
 #include "server/server.h"
+#include "fake_rpc.h"
 #include "testutil_x509.h"
 
 #define TD "example.org"
 #define AGENT_ID "spiffe://example.org/lanyard/agent/n1"
 
-/* ---- the fake rpc call layer ---- */
+/* ---- what the agent API sends, decoded by the fake rpc call layer (fake_rpc.h) ---- */
 
-struct ly_rpc_call {
-	const char *peer_id;
-	char *pem;
-	ly_rpc_closed_cb closed;
-	void *closed_arg;
-	size_t n_sent;
-	Lanyard__Agent__V1__EntriesUpdate *last; /* the last update sent */
-	bool finished;
-	enum ly_rpc_code code;
-	char details[512];
-	uint8_t *reply; /* a unary call's reply, copied */
-	size_t reply_len;
-};
-
-const char *
-ly_rpc_call_method(const struct ly_rpc_call *call)
+static void *
+decode_update(const uint8_t *msg, size_t len)
 {
-	(void)call;
-	return "/lanyard.agent.v1.Agent/WatchEntries";
+	return lanyard__agent__v1__entries_update__unpack(NULL, len, msg);
 }
 
-/* The source address the rate limit of attestation keys on (agent_api_limit.c). */
-const char *
-ly_rpc_call_peer(const struct ly_rpc_call *call)
+static void
+free_update(void *p)
 {
-	(void)call;
-	return "ipv4:127.0.0.1:40000";
+	lanyard__agent__v1__entries_update__free_unpacked(p, NULL);
 }
 
-const char *
-ly_rpc_call_peer_spiffe_id(const struct ly_rpc_call *call)
+static void *
+decode_fed_bundles(const uint8_t *msg, size_t len)
 {
-	return call->peer_id;
+	return lanyard__agent__v1__federated_bundles__unpack(NULL, len, msg);
 }
 
-const char *
-ly_rpc_call_peer_cert_pem(const struct ly_rpc_call *call)
+static void
+free_fed_bundles(void *p)
 {
-	return call->pem;
+	lanyard__agent__v1__federated_bundles__free_unpacked(p, NULL);
 }
 
-void
-ly_rpc_call_set_closed_cb(struct ly_rpc_call *call, ly_rpc_closed_cb cb, void *arg)
-{
-	call->closed = cb;
-	call->closed_arg = arg;
-}
-
-ly_status
-ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
-{
-	(void)flags;
-	(void)err;
-	assert_false(call->finished);
-	if (call->last != NULL)
-		lanyard__agent__v1__entries_update__free_unpacked(call->last, NULL);
-	call->last = lanyard__agent__v1__entries_update__unpack(NULL, len, msg);
-	assert_non_null(call->last);
-	call->n_sent++;
-	return LY_OK;
-}
-
-ly_status
-ly_rpc_call_reply(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
-{
-	(void)flags;
-	(void)err;
-	assert_false(call->finished);
-	call->reply = malloc(len + 1);
-	assert_non_null(call->reply);
-	if (len > 0)
-		memcpy(call->reply, msg, len);
-	call->reply_len = len;
-	call->finished = true;
-	call->code = LY_RPC_OK;
-	return LY_OK;
-}
-
-void
-ly_rpc_call_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *details)
-{
-	assert_false(call->finished);
-	call->finished = true;
-	call->code = code;
-	(void)snprintf(call->details, sizeof(call->details), "%s", details != NULL ? details : "");
-}
+/* The last EntriesUpdate a WatchEntries call sent. */
+#define LAST(c) ((Lanyard__Agent__V1__EntriesUpdate *)(c).decoded)
 
 /* ---- fixture ---- */
 
@@ -292,15 +233,14 @@ teardown(void **state)
 	(void)unlink(path);
 	(void)rmdir(f->dir);
 	free(f);
+	fake_rpc_reset();
 	return 0;
 }
 
 static void
 call_cleanup(struct ly_rpc_call *c)
 {
-	if (c->last != NULL)
-		lanyard__agent__v1__entries_update__free_unpacked(c->last, NULL);
-	c->last = NULL;
+	fake_rpc_call_cleanup(c);
 }
 
 static void settle(struct fixture *f);
@@ -319,8 +259,11 @@ open_watch(struct fixture *f, struct ly_rpc_call *call)
 	}
 	assert_non_null(watch);
 	memset(call, 0, sizeof(*call));
+	call->method = "/lanyard.agent.v1.Agent/WatchEntries";
 	call->peer_id = AGENT_ID;
 	call->pem = f->pem;
+	call->decode = decode_update;
+	call->decoded_free = free_update;
 	watch->handler(call, NULL, 0, &f->srv);
 	/* The agent's record may be read on the worker first. */
 	for (int i = 0; i < 5000 && !call->finished && call->n_sent == 0; i++)
@@ -440,8 +383,8 @@ test_change_reaches_watcher(void **state)
 	open_watch(f, &call);
 	assert_false(call.finished);
 	assert_int_equal(call.n_sent, 1);
-	assert_true(call.last->snapshot);
-	assert_int_equal(call.last->n_entries, 0);
+	assert_true(LAST(call)->snapshot);
+	assert_int_equal(LAST(call)->n_entries, 0);
 	ly_agent_api_counts(f->srv.agent_api, &watchers, &entries);
 	assert_int_equal(watchers, 1);
 
@@ -449,21 +392,21 @@ test_change_reaches_watcher(void **state)
 	char *id = create_entry(f, "spiffe://example.org/web");
 	run_until_sent(f, &call, 2);
 	assert_int_equal(call.n_sent, 2);
-	assert_false(call.last->snapshot);
-	assert_int_equal(call.last->n_entries, 1);
-	assert_string_equal(call.last->entries[0]->entry_id, id);
-	assert_string_equal(call.last->entries[0]->spiffe_id, "spiffe://example.org/web");
+	assert_false(LAST(call)->snapshot);
+	assert_int_equal(LAST(call)->n_entries, 1);
+	assert_string_equal(LAST(call)->entries[0]->entry_id, id);
+	assert_string_equal(LAST(call)->entries[0]->spiffe_id, "spiffe://example.org/web");
 	int64_t rev = -1;
 	assert_int_equal(ds_do(f, revision_fn, &rev), LY_OK);
-	assert_int_equal(call.last->revision, rev);
+	assert_int_equal(LAST(call)->revision, rev);
 
 	/* A delete reaches it the same way: with the set now empty, the update
 	 * is the (empty) snapshot, smaller than a delta (authz.h). */
 	assert_int_equal(ds_do(f, delete_fn, id), LY_OK);
 	run_until_sent(f, &call, 3);
 	assert_int_equal(call.n_sent, 3);
-	assert_true(call.last->snapshot);
-	assert_int_equal(call.last->n_entries, 0);
+	assert_true(LAST(call)->snapshot);
+	assert_int_equal(LAST(call)->n_entries, 0);
 
 	/* A bundle change fed through the hook: every stream gets an update. */
 	struct ly_datastore_change c = { .kind = LY_DATASTORE_BUNDLE_CHANGED, .revision = rev };
@@ -545,8 +488,11 @@ get_fed_bundles(struct fixture *f)
 	}
 	assert_non_null(get);
 	memset(&call, 0, sizeof(call));
+	call.method = "/lanyard.agent.v1.Agent/GetFederatedBundles";
 	call.peer_id = AGENT_ID;
 	call.pem = f->pem;
+	call.decode = decode_fed_bundles;
+	call.decoded_free = free_fed_bundles;
 	get->handler(&call, NULL, 0, &f->srv);
 	/* The agent's record may be read on the worker first. */
 	for (int i = 0; i < 5000 && !call.finished; i++)
@@ -554,10 +500,9 @@ get_fed_bundles(struct fixture *f)
 	assert_true(call.finished);
 	if (call.code != LY_RPC_OK)
 		fail_msg("GetFederatedBundles: %d %s", call.code, call.details);
-	Lanyard__Agent__V1__FederatedBundles *r =
-	    lanyard__agent__v1__federated_bundles__unpack(NULL, call.reply_len, call.reply);
+	Lanyard__Agent__V1__FederatedBundles *r = call.decoded; /* taken */
 	assert_non_null(r);
-	free(call.reply);
+	call.decoded = NULL;
 	return r;
 }
 
@@ -581,10 +526,10 @@ test_federated_bundles(void **state)
 	settle(f);
 	open_watch(f, &call);
 	assert_int_equal(call.n_sent, 1);
-	assert_int_equal(call.last->n_entries, 1);
-	assert_int_equal(call.last->entries[0]->n_federates_with, 1);
-	assert_string_equal(call.last->entries[0]->federates_with[0], "b.test");
-	uint64_t seq1 = call.last->federated_sequence;
+	assert_int_equal(LAST(call)->n_entries, 1);
+	assert_int_equal(LAST(call)->entries[0]->n_federates_with, 1);
+	assert_string_equal(LAST(call)->entries[0]->federates_with[0], "b.test");
+	uint64_t seq1 = LAST(call)->federated_sequence;
 	assert_true(seq1 != 0);
 
 	/* Only the bundle its entries federate with: b.test, not c.test. */
@@ -605,7 +550,7 @@ test_federated_bundles(void **state)
 	put_fed_bundle(f, "b.test", 2);
 	run_until_sent(f, &call, 2);
 	assert_int_equal(call.n_sent, 2);
-	uint64_t seq2 = call.last->federated_sequence;
+	uint64_t seq2 = LAST(call)->federated_sequence;
 	assert_true(seq2 != 0 && seq2 != seq1);
 	r = get_fed_bundles(f);
 	assert_int_equal(r->n_bundles, 1);
@@ -617,9 +562,9 @@ test_federated_bundles(void **state)
 	assert_int_equal(ds_do(f, fed_dissociate_fn, (void *)(uintptr_t)"b.test"), LY_OK);
 	run_until_sent(f, &call, 3);
 	assert_int_equal(call.n_sent, 3);
-	assert_int_equal(call.last->federated_sequence, 0);
-	assert_int_equal(call.last->n_entries, 1);
-	assert_int_equal(call.last->entries[0]->n_federates_with, 0);
+	assert_int_equal(LAST(call)->federated_sequence, 0);
+	assert_int_equal(LAST(call)->n_entries, 1);
+	assert_int_equal(LAST(call)->entries[0]->n_federates_with, 0);
 	r = get_fed_bundles(f);
 	assert_int_equal(r->n_bundles, 0);
 	assert_int_equal(r->sequence, 0);
@@ -655,7 +600,7 @@ test_federated_bundle_from_another_server(void **state)
 	settle(f);
 	open_watch(f, &call);
 	assert_int_equal(call.n_sent, 1);
-	uint64_t seq1 = call.last->federated_sequence;
+	uint64_t seq1 = LAST(call)->federated_sequence;
 	run_for(f, 100); /* the refresh the entry's creation armed runs: nothing new for the watcher */
 	assert_int_equal(call.n_sent, 1);
 
@@ -670,7 +615,7 @@ test_federated_bundle_from_another_server(void **state)
 	assert_int_equal(call.n_sent, 1);
 	run_until_sent(f, &call, 2);
 	assert_int_equal(call.n_sent, 2);
-	assert_true(call.last->federated_sequence != seq1);
+	assert_true(LAST(call)->federated_sequence != seq1);
 
 	assert_int_equal(ds_do(f, evict_fn, (void *)(uintptr_t)AGENT_ID), LY_OK);
 	assert_true(call.finished);
@@ -696,8 +641,11 @@ open_watch_since(struct fixture *f, struct ly_rpc_call *call, int64_t since)
 	req.since_revision = since;
 	size_t len = lanyard__agent__v1__watch_entries_request__pack(&req, buf);
 	memset(call, 0, sizeof(*call));
+	call->method = "/lanyard.agent.v1.Agent/WatchEntries";
 	call->peer_id = AGENT_ID;
 	call->pem = f->pem;
+	call->decode = decode_update;
+	call->decoded_free = free_update;
 	watch->handler(call, buf, len, &f->srv);
 	/* The agent's record may be read on the worker first. */
 	for (int i = 0; i < 5000 && !call->finished && call->n_sent == 0; i++)
@@ -754,9 +702,9 @@ test_watch_resumes_at_revision(void **state)
 	settle(f);
 	open_watch(f, &w1);
 	assert_int_equal(w1.n_sent, 1);
-	assert_true(w1.last->snapshot);
-	assert_int_equal(w1.last->n_entries, 2);
-	int64_t r1 = w1.last->revision;
+	assert_true(LAST(w1)->snapshot);
+	assert_int_equal(LAST(w1)->n_entries, 2);
+	int64_t r1 = LAST(w1)->revision;
 
 	/* Changes after r1: one created, one deleted, one nested under `two` (level 2). */
 	char *e3 = create_entry(f, "spiffe://example.org/three");
@@ -768,32 +716,32 @@ test_watch_resumes_at_revision(void **state)
 	open_watch_since(f, &w2, r1);
 	assert_false(w2.finished);
 	assert_int_equal(w2.n_sent, 1);
-	assert_false(w2.last->snapshot);
-	assert_int_equal(w2.last->n_entries, 2); /* three, two/nested */
-	assert_int_equal(w2.last->n_deleted_entry_ids, 1);
-	assert_string_equal(w2.last->deleted_entry_ids[0], e1);
-	int64_t r2 = w2.last->revision;
+	assert_false(LAST(w2)->snapshot);
+	assert_int_equal(LAST(w2)->n_entries, 2); /* three, two/nested */
+	assert_int_equal(LAST(w2)->n_deleted_entry_ids, 1);
+	assert_string_equal(LAST(w2)->deleted_entry_ids[0], e1);
+	int64_t r2 = LAST(w2)->revision;
 	assert_true(r2 > r1);
 	bool saw3 = false, saw4 = false;
-	for (size_t i = 0; i < w2.last->n_entries; i++) {
-		saw3 = saw3 || strcmp(w2.last->entries[i]->entry_id, e3) == 0;
-		saw4 = saw4 || strcmp(w2.last->entries[i]->entry_id, e4) == 0;
+	for (size_t i = 0; i < LAST(w2)->n_entries; i++) {
+		saw3 = saw3 || strcmp(LAST(w2)->entries[i]->entry_id, e3) == 0;
+		saw4 = saw4 || strcmp(LAST(w2)->entries[i]->entry_id, e4) == 0;
 	}
 	assert_true(saw3 && saw4);
 
 	/* Up to date: an empty delta at the same revision (a few bytes, not the set). */
 	open_watch_since(f, &w3, r2);
 	assert_int_equal(w3.n_sent, 1);
-	assert_false(w3.last->snapshot);
-	assert_int_equal(w3.last->n_entries, 0);
-	assert_int_equal(w3.last->n_deleted_entry_ids, 0);
-	assert_int_equal(w3.last->revision, r2);
+	assert_false(LAST(w3)->snapshot);
+	assert_int_equal(LAST(w3)->n_entries, 0);
+	assert_int_equal(LAST(w3)->n_deleted_entry_ids, 0);
+	assert_int_equal(LAST(w3)->revision, r2);
 	/* Later changes reach a resumed watch as deltas too. */
 	char *e5 = create_entry(f, "spiffe://example.org/five");
 	run_until_sent(f, &w3, 2);
-	assert_false(w3.last->snapshot);
-	assert_int_equal(w3.last->n_entries, 1);
-	assert_string_equal(w3.last->entries[0]->entry_id, e5);
+	assert_false(LAST(w3)->snapshot);
+	assert_int_equal(LAST(w3)->n_entries, 1);
+	assert_string_equal(LAST(w3)->entries[0]->entry_id, e5);
 	call_cleanup(&w1);
 	call_cleanup(&w2);
 	ly_agent_api_stop(f->srv.agent_api);
@@ -810,17 +758,17 @@ test_watch_resumes_at_revision(void **state)
 		run_for(f, 2);
 	open_watch_since(f, &w4, r1);
 	assert_int_equal(w4.n_sent, 1);
-	assert_true(w4.last->snapshot);
-	int64_t r4 = w4.last->revision;
+	assert_true(LAST(w4)->snapshot);
+	int64_t r4 = LAST(w4)->revision;
 	/* Ahead of the store (another database, or a restored one): a snapshot. */
 	open_watch_since(f, &w5, r4 + 1000);
-	assert_true(w5.last->snapshot);
+	assert_true(LAST(w5)->snapshot);
 	/* `two` deleted: its nested entry loses its authorization without changing itself: a snapshot. */
 	assert_int_equal(ds_do(f, delete_fn, e2), LY_OK);
 	run_until_sent(f, &w4, 2);
 	open_watch_since(f, &w6, r4);
-	assert_true(w6.last->snapshot);
-	assert_int_equal(w6.last->n_entries, 2); /* three, five: two/nested went with two */
+	assert_true(LAST(w6)->snapshot);
+	assert_int_equal(LAST(w6)->n_entries, 2); /* three, five: two/nested went with two */
 	ly_agent_api_stop(f->srv.agent_api);
 	call_cleanup(&w4);
 	call_cleanup(&w5);
@@ -991,8 +939,8 @@ test_known_agent_served_while_stalled(void **state)
 	open_watch(f, &call2);
 	assert_false(call2.finished);
 	assert_int_equal(call2.n_sent, 1);
-	assert_true(call2.last->snapshot);
-	assert_int_equal(call2.last->n_entries, 1);
+	assert_true(LAST(call2)->snapshot);
+	assert_int_equal(LAST(call2)->n_entries, 1);
 
 	/* Not known here: nothing to go by. */
 	agent_api_known_drop(f->srv.agent_api, AGENT_ID);

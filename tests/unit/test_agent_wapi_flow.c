@@ -1,8 +1,8 @@
 /*
  * test_agent_wapi_flow.c: the Workload API's per-call control flow
  * (agent/wapi_call.c, behind wapi_internal.h) with the rpc call layer
- * faked behind its interface (rpc/rpc.h: the ly_rpc_call_* functions are
- * defined here, so no gRPC is involved), a fake source (wapi.h struct
+ * faked behind its interface (fake_rpc.h: the ly_rpc_call_* functions of
+ * rpc/rpc.h, so no gRPC is involved), a fake source (wapi.h struct
  * ly_wapi_source: a real cache, a readiness flag, a JWT minter that
  * records its callback) and a real libuv loop. The connection is this
  * test process itself, as wapi_conn.c would have recorded it at accept.
@@ -44,117 +44,11 @@
 #include "lib/log.h"
 #include "lib/ratelimit.h"
 #include "rpc/rpc.h"
+#include "fake_rpc.h"
 #include "testutil_agent.h"
 #include "workload.pb-c.h"
 
 #define SID "spiffe://example.org/w"
-
-/* ---- the fake rpc call layer ---- */
-
-struct ly_rpc_call {
-	const char *method;
-	bool header; /* sends workload.spiffe.io: true */
-	void *conn;
-	ly_rpc_closed_cb closed;
-	void *closed_arg;
-	size_t n_sent;
-	size_t last_len; /* of the last message sent or replied */
-	uint8_t last[8];  /* its first bytes */
-	bool finished;
-	enum ly_rpc_code code;
-	char details[512];
-};
-
-const char *
-ly_rpc_code_str(enum ly_rpc_code code)
-{
-	(void)code;
-	return "code";
-}
-
-const char *
-ly_rpc_call_method(const struct ly_rpc_call *call)
-{
-	return call->method;
-}
-
-void *
-ly_rpc_call_conn_ctx(const struct ly_rpc_call *call)
-{
-	return call->conn;
-}
-
-const uint8_t *
-ly_rpc_call_metadata(const struct ly_rpc_call *call, const char *key, size_t *len)
-{
-	if (!call->header || strcmp(key, WAPI_HEADER) != 0)
-		return NULL;
-	*len = 4;
-	return (const uint8_t *)"true";
-}
-
-void
-ly_rpc_call_set_closed_cb(struct ly_rpc_call *call, ly_rpc_closed_cb cb, void *arg)
-{
-	call->closed = cb;
-	call->closed_arg = arg;
-}
-
-void
-ly_rpc_call_set_message_cb(struct ly_rpc_call *call, ly_rpc_message_in_cb cb, void *arg)
-{
-	(void)call;
-	(void)cb;
-	(void)arg;
-}
-
-/* The last message sent or replied on any call, whole (freed by teardown). */
-static uint8_t *last_msg;
-static size_t last_msg_len;
-
-static void
-keep(struct ly_rpc_call *call, const uint8_t *msg, size_t len)
-{
-	call->last_len = len;
-	memcpy(call->last, msg, len < sizeof(call->last) ? len : sizeof(call->last));
-	free(last_msg);
-	last_msg = malloc(len + 1);
-	assert_non_null(last_msg);
-	memcpy(last_msg, msg, len);
-	last_msg_len = len;
-}
-
-ly_status
-ly_rpc_call_send(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
-{
-	(void)flags;
-	(void)err;
-	assert_false(call->finished);
-	keep(call, msg, len);
-	call->n_sent++;
-	return LY_OK;
-}
-
-ly_status
-ly_rpc_call_reply(struct ly_rpc_call *call, const uint8_t *msg, size_t len, unsigned flags, struct ly_error *err)
-{
-	(void)flags;
-	(void)err;
-	assert_false(call->finished);
-	keep(call, msg, len);
-	call->finished = true;
-	call->code = LY_RPC_OK;
-	return LY_OK;
-}
-
-void
-ly_rpc_call_finish(struct ly_rpc_call *call, enum ly_rpc_code code, const char *details)
-{
-	assert_false(call->finished);
-	call->finished = true;
-	call->code = code;
-	(void)snprintf(call->details, sizeof(call->details), "%s", details != NULL ? details : "");
-}
 
 /* ---- the fake source ---- */
 
@@ -267,9 +161,7 @@ teardown(void **state)
 	ly_cache_free(f->cache);
 	tu_pki_free(&f->pki);
 	free(f);
-	free(last_msg);
-	last_msg = NULL;
-	last_msg_len = 0;
+	fake_rpc_reset();
 	return 0;
 }
 
@@ -369,14 +261,14 @@ test_health(void **state)
 	c.header = false;
 	ly_wapi_health_check(&c, NULL, 0, &f->w);
 	assert_int_equal(c.code, LY_RPC_OK);
-	assert_int_equal(c.last_len, 2);
-	assert_int_equal(c.last[1], 0x01);
+	assert_int_equal(c.msg_len, 2);
+	assert_int_equal(c.head[1], 0x01);
 
 	f->ready = false;
 	c = call_on(f, "/grpc.health.v1.Health/Check");
 	ly_wapi_health_check(&c, NULL, 0, &f->w);
 	assert_int_equal(c.code, LY_RPC_OK);
-	assert_int_equal(c.last[1], 0x02);
+	assert_int_equal(c.head[1], 0x02);
 
 	c = call_on(f, "/grpc.health.v1.Health/Check");
 	ly_wapi_health_check(&c, other, sizeof(other), &f->w);
@@ -404,7 +296,7 @@ test_x509_stream_life(void **state)
 	put_svid(f, "e-1");
 	pass(f);
 	assert_int_equal(c.n_sent, 1);
-	assert_true(c.last_len > 0);
+	assert_true(c.msg_len > 0);
 	assert_int_equal(f->w.sent, 1);
 	/* The expiry timer is armed for it. */
 	assert_true(uv_is_active((uv_handle_t *)&f->w.expiry));
@@ -533,7 +425,9 @@ put_fed_entry(struct fixture *f, const char *td, int64_t revision)
 static void
 bundles_keys(char *out, size_t cap)
 {
-	X509BundlesResponse *r = x509_bundles_response__unpack(NULL, last_msg_len, last_msg);
+	size_t len = 0;
+	const uint8_t *msg = fake_rpc_last(&len);
+	X509BundlesResponse *r = x509_bundles_response__unpack(NULL, len, msg);
 	assert_non_null(r);
 	out[0] = '\0';
 	for (size_t i = 0; i < r->n_bundles; i++)
@@ -545,7 +439,9 @@ bundles_keys(char *out, size_t cap)
 static void
 svid_fed_keys(char *out, size_t cap)
 {
-	X509SVIDResponse *r = x509_svidresponse__unpack(NULL, last_msg_len, last_msg);
+	size_t len = 0;
+	const uint8_t *msg = fake_rpc_last(&len);
+	X509SVIDResponse *r = x509_svidresponse__unpack(NULL, len, msg);
 	assert_non_null(r);
 	out[0] = '\0';
 	for (size_t i = 0; i < r->n_federated_bundles; i++)

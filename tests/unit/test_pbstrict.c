@@ -1,7 +1,9 @@
 /*
  * test_pbstrict.c: ly_pb_unpack_strict, the one check that a peer's
  * message reads as the peer meant: no string with a NUL (protobuf-c would
- * cut it there: an audience "a\0b" signed as "a"), no field sent twice.
+ * cut it there: an audience "a\0b" signed as "a"), no field sent twice;
+ * and ly_pb_count_field, a repeated field counted on the wire before
+ * anything is unpacked, with the wire reader under it (ly_pb_field_next).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -77,11 +79,91 @@ test_strict(void **state)
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
+static void
+test_count_field(void **state)
+{
+	(void)state;
+	struct ly_error err;
+	size_t n = 99;
+
+	/* entry_id "e1", audience "a" and "bc". */
+	static const uint8_t good[] = { 0x0a, 2, 'e', '1', 0x12, 1, 'a', 0x12, 2, 'b', 'c' };
+	assert_int_equal(ly_pb_count_field(good, sizeof(good), 2, 2, "audiences", &n, &err), LY_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(ly_pb_count_field(good, sizeof(good), 1, 2, "ids", &n, &err), LY_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(ly_pb_count_field(good, sizeof(good), 7, 0, "none", &n, &err), LY_OK);
+	assert_int_equal(n, 0);
+	/* One more than the cap. */
+	assert_int_equal(ly_pb_count_field(good, sizeof(good), 2, 1, "audiences", &n, &err), LY_E_LIMIT);
+	assert_int_equal(n, 0);
+	assert_string_equal(err.msg, "audiences: more than 1");
+	/* The empty message. */
+	assert_int_equal(ly_pb_count_field(NULL, 0, 1, 1, "x", &n, &err), LY_OK);
+	assert_int_equal(n, 0);
+
+	/* Other wire types are skipped: a varint (field 3), 64-bit (4) and 32-bit (5) values. */
+	static const uint8_t mixed[] = { 0x18, 0x96, 0x01, 0x21, 1, 2, 3, 4, 5, 6, 7, 8, 0x2d, 1, 2, 3, 4, 0x12, 0 };
+	assert_int_equal(ly_pb_count_field(mixed, sizeof(mixed), 2, 5, "x", &n, &err), LY_OK);
+	assert_int_equal(n, 1);
+
+	/* The reader behind the count: each field's number, wire type and value. */
+	size_t pos = 0;
+	struct ly_pb_field fl;
+	const char *why = NULL;
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 3);
+	assert_int_equal(fl.wire, 0);
+	assert_int_equal(fl.varint, 150);
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 4);
+	assert_int_equal(fl.len, 8);
+	assert_int_equal(fl.data[7], 8);
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 5);
+	assert_int_equal(fl.len, 4);
+	assert_true(ly_pb_field_next(mixed, sizeof(mixed), &pos, &fl, &why));
+	assert_int_equal(fl.number, 2);
+	assert_int_equal(fl.wire, 2);
+	assert_int_equal(fl.len, 0);
+	assert_int_equal(pos, sizeof(mixed));
+	/* Field number 2^29 - 1 is the largest; 2^29 is refused. */
+	static const uint8_t maxf[] = { 0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01 }, overf[] = { 0x80, 0x80, 0x80, 0x80, 0x10, 0x01 };
+	pos = 0;
+	assert_true(ly_pb_field_next(maxf, sizeof(maxf), &pos, &fl, &why));
+	assert_int_equal(fl.number, 536870911);
+	pos = 0;
+	assert_false(ly_pb_field_next(overf, sizeof(overf), &pos, &fl, &why));
+	assert_string_equal(why, "a bad field tag");
+
+	/* Wire damage: each refused, never read past the end. */
+	const uint8_t *const bad[] = {
+		(const uint8_t[]){ 0x12, 3, 'a' },          /* a length past the end */
+		(const uint8_t[]){ 0x12 },                  /* a tag without its length */
+		(const uint8_t[]){ 0x18 },                  /* a varint missing */
+		(const uint8_t[]){ 0x18, 0x80 },            /* a varint cut short */
+		(const uint8_t[]){ 0x21, 1, 2, 3 },         /* a 64-bit value cut short */
+		(const uint8_t[]){ 0x2d, 1, 2 },            /* a 32-bit value cut short */
+		(const uint8_t[]){ 0x1b, 0x1c },            /* a group (wire types 3, 4) */
+		(const uint8_t[]){ 0x0e, 0 },               /* wire type 6 */
+		(const uint8_t[]){ 0x02, 0 },               /* field number 0 */
+		(const uint8_t[]){ 0x80 },                  /* a tag cut short */
+		(const uint8_t[]){ 0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01 }, /* 11 bytes */
+		(const uint8_t[]){ 0x12, 0xff, 0xff, 0xff, 0xff, 0x0f }, /* a 4 GiB length */
+	};
+	static const size_t bad_len[] = { 3, 1, 1, 2, 4, 3, 2, 2, 2, 1, 12, 6 };
+	for (size_t i = 0; i < sizeof(bad_len) / sizeof(bad_len[0]); i++) {
+		assert_int_equal(ly_pb_count_field(bad[i], bad_len[i], 2, 100, "x", &n, &err), LY_E_INVALID);
+		assert_non_null(strstr(err.msg, "malformed protobuf"));
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_strict),
+		cmocka_unit_test(test_count_field),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

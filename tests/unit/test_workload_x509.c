@@ -1,7 +1,10 @@
 /*
  * test_workload_x509.c: X509SVIDResponse -> checked context
  * (lib/workload/x509ctx.c), with certificates made at test time. One
- * accepted response, then one response per rule that must be refused.
+ * accepted response, one of 1,300 SVIDs in ~5 MB (over the 1,024 SVIDs
+ * and the 4 MiB the library once took: it now takes what the agent may
+ * send, lib/caps.h LY_WL_RESPONSE_MAX and LY_WL_SVIDS_MAX), then one response
+ * per rule that must be refused, the caps counted on the wire among them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,8 +154,14 @@ test_refuses_malformed(void **state)
 	/* An empty message is a response with no SVID. */
 	assert_int_equal(wl_x509_context_parse(garbage, 0, TU_NOW, &ctx, &e), LY_E_INVALID);
 	assert_non_null(strstr(e.msg, "no SVID"));
-	uint8_t *big = calloc(1, (size_t)LY_RPC_MSG_MAX + 1);
-	assert_int_equal(wl_x509_context_parse(big, (size_t)LY_RPC_MSG_MAX + 1, TU_NOW, &ctx, &e), LY_E_LIMIT);
+	/* One byte over LY_WL_RESPONSE_MAX, before anything is read. */
+	uint8_t *big = calloc(1, (size_t)LY_WL_RESPONSE_MAX + 1);
+	assert_non_null(big);
+	assert_int_equal(wl_x509_context_parse(big, (size_t)LY_WL_RESPONSE_MAX + 1, TU_NOW, &ctx, &e), LY_E_LIMIT);
+	assert_non_null(strstr(e.msg, "at most 67108864"));
+	/* Over the old cap (4 MiB) but under the new one: read, and refused as what it is (tag 0). */
+	assert_int_equal(wl_x509_context_parse(big, (size_t)4 * 1024 * 1024 + 1, TU_NOW, &ctx, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "malformed protobuf"));
 	free(big);
 }
 
@@ -306,11 +317,159 @@ test_refuses_response_rules(void **state)
 	ly_buf_free(&leafder);
 }
 
+/* Heap bytes in use (glibc's count: a figure to print, not a bound to assert; 0 under valgrind). */
+static size_t
+heap_in_use(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+	return mi.uordblks + mi.hblkhd;
+}
+
+/*
+ * A workload entitled to more SVIDs than the library once took (1,024)
+ * in a response larger than it once took (4 MiB, gRPC's default): 1,300
+ * SVIDs, each with its intermediate and key, and a bundle of its trust
+ * domain's root and six other authorities (~4 KB a SVID), accepted whole.
+ * integration.wapi_large fetches 3,000 from a real agent; here fewer, with
+ * fat bundles (parsed once a response), keep the test quick under valgrind.
+ */
+static void
+test_accepts_many_svids(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 1300, EXTRA_CAS = 6 };
+	struct twl_item *it = calloc(N, sizeof(*it));
+	X509SVID *sv = calloc(N, sizeof(*sv));
+	X509SVID **svp = calloc(N, sizeof(*svp));
+	X509SVIDResponse r;
+	struct ly_buf msg = LY_BUF_INIT, extra = LY_BUF_INIT;
+	lanyard_x509_context *ctx = NULL;
+	struct ly_error e;
+	char id[64];
+
+	assert_non_null(it);
+	assert_non_null(sv);
+	assert_non_null(svp);
+	/* More authorities of example.org, in every SVID's bundle. */
+	for (int i = 0; i < EXTRA_CAS; i++) {
+		struct ly_buf der = LY_BUF_INIT;
+		EVP_PKEY *k = tu_key(LY_KEY_EC_P256);
+		struct tu_spec s = tu_ca_spec("spiffe://example.org");
+		s.cn = "another root";
+		s.not_before += f->pki.off;
+		s.not_after += f->pki.off;
+		X509 *ca = tu_make(&s, k, NULL, NULL);
+		tu_der(ca, &der);
+		assert_int_equal(ly_buf_append(&extra, der.data, der.len, 1 << 20, NULL), LY_OK);
+		ly_buf_free(&der);
+		X509_free(ca);
+		EVP_PKEY_free(k);
+	}
+	x509_svidresponse__init(&r);
+	for (size_t i = 0; i < N; i++) {
+		(void)snprintf(id, sizeof(id), "spiffe://example.org/large/w%05zu", i);
+		good_item(f, &it[i], id);
+		assert_int_equal(ly_buf_append(&it[i].bundle, extra.data, extra.len, 1 << 20, NULL), LY_OK);
+		x509_svid__init(&sv[i]);
+		sv[i].spiffe_id = it[i].id;
+		sv[i].hint = it[i].hint;
+		sv[i].x509_svid = twl_bin(&it[i].chain);
+		sv[i].x509_svid_key = twl_bin(&it[i].key);
+		sv[i].bundle = twl_bin(&it[i].bundle);
+		svp[i] = &sv[i];
+	}
+	r.n_svids = N;
+	r.svids = svp;
+	msg.len = x509_svidresponse__get_packed_size(&r);
+	msg.data = malloc(msg.len);
+	assert_non_null(msg.data);
+	assert_int_equal(x509_svidresponse__pack(&r, msg.data), msg.len);
+	/* Over both caps the library had: 1,024 SVIDs, 4 MiB (gRPC's default). */
+	assert_true(N > 1024);
+	assert_true(msg.len > 4 * 1024 * 1024);
+
+	size_t h0 = heap_in_use();
+	assert_int_equal(wl_x509_context_parse(msg.data, msg.len, TU_NOW, &ctx, &e), LY_OK);
+	size_t h1 = heap_in_use();
+	assert_int_equal(lanyard_x509_context_svid_count(ctx), N);
+	assert_string_equal(lanyard_x509_svid_id(lanyard_x509_context_svid(ctx, 0)), "spiffe://example.org/large/w00000");
+	assert_string_equal(lanyard_x509_svid_id(lanyard_x509_context_svid(ctx, N - 1)),
+	    "spiffe://example.org/large/w01299");
+	assert_int_equal(lanyard_x509_context_bundle_count(ctx), 1);
+	assert_int_equal(sk_X509_num(lanyard_x509_context_bundle_certs(ctx, 0)), 1 + EXTRA_CAS);
+	/* glibc's figure (valgrind's allocator does not report one). */
+	if (h1 > h0)
+		printf("%d SVIDs: a response of %zu bytes (%zu a SVID); the context holds ~%zu bytes a SVID\n", N,
+		    msg.len, msg.len / N, (h1 - h0) / N);
+	lanyard_x509_context_free(ctx);
+
+	ly_buf_free_secret(&msg);
+	ly_buf_free(&extra);
+	for (size_t i = 0; i < N; i++)
+		twl_item_free(&it[i]);
+	free(svp);
+	free(sv);
+	free(it);
+}
+
+/* `n` copies of the 2-byte field {tag, 0} (an empty element of a repeated field). */
+static uint8_t *
+repeated_empty(uint8_t tag, size_t n, size_t *len)
+{
+	uint8_t *b = malloc(2 * n);
+	assert_non_null(b);
+	for (size_t i = 0; i < n; i++) {
+		b[2 * i] = tag;
+		b[2 * i + 1] = 0;
+	}
+	*len = 2 * n;
+	return b;
+}
+
+/* The caps, checked before anything is unpacked or verified. */
+static void
+test_refuses_over_caps(void **state)
+{
+	(void)state;
+	lanyard_x509_context *ctx = NULL;
+	struct ly_error e;
+	size_t len;
+	uint8_t *b;
+
+	/* LY_WL_SVIDS_MAX empty SVIDs pass the count (and fail as SVIDs); one more does not. */
+	b = repeated_empty(0x0a, LY_WL_SVIDS_MAX, &len);
+	assert_int_equal(wl_x509_context_parse(b, len, TU_NOW, &ctx, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "SVID 0"));
+	free(b);
+	b = repeated_empty(0x0a, LY_WL_SVIDS_MAX + 1, &len);
+	assert_int_equal(wl_x509_context_parse(b, len, TU_NOW, &ctx, &e), LY_E_LIMIT);
+	assert_string_equal(e.msg, "X509SVIDResponse: SVIDs: more than 65536");
+	assert_null(ctx);
+	free(b);
+
+	/* CRLs (ignored) and federated bundles: at most LY_BUNDLE_SET_MAX each. */
+	b = repeated_empty(0x12, LY_BUNDLE_SET_MAX + 1, &len);
+	assert_int_equal(wl_x509_context_parse(b, len, TU_NOW, &ctx, &e), LY_E_LIMIT);
+	assert_non_null(strstr(e.msg, "CRLs: more than"));
+	free(b);
+	b = repeated_empty(0x1a, LY_BUNDLE_SET_MAX + 1, &len);
+	assert_int_equal(wl_x509_context_parse(b, len, TU_NOW, &ctx, &e), LY_E_LIMIT);
+	assert_non_null(strstr(e.msg, "federated bundles: more than"));
+	free(b);
+
+	/* Wire damage in a later element: refused before anything is unpacked. */
+	static const uint8_t cut[] = { 0x0a, 0x00, 0x0a, 0x05, 0x0a };
+	assert_int_equal(wl_x509_context_parse(cut, sizeof(cut), TU_NOW, &ctx, &e), LY_E_INVALID);
+	assert_non_null(strstr(e.msg, "malformed protobuf"));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_accepts_good_response),
+		cmocka_unit_test(test_accepts_many_svids),
+		cmocka_unit_test(test_refuses_over_caps),
 		cmocka_unit_test(test_refuses_malformed),
 		cmocka_unit_test(test_refuses_id_mismatch),
 		cmocka_unit_test(test_refuses_wrong_key),
