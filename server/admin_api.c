@@ -5,9 +5,10 @@
  * Every handler runs on the loop thread (rpc.h), decodes one request and
  * checks it completely (server/admin_msg.c) before touching the
  * datastore; the datastore part runs on its worker (datastore_async.h: a
- * `*_work` function over the call's struct aop, which owns the request),
- * and the answer is sent from its completion on the loop, with a gRPC
- * status from the standard set and a one-line message:
+ * `*_work` function over the call's struct aop, which owns the request;
+ * the steps of such a call are admin_op.h's, run by admin_op_run), and the
+ * answer is sent from its completion on the loop, with a gRPC status from
+ * the standard set and a one-line message:
  *   INVALID_ARGUMENT   malformed request, invalid entry, bad TTL, foreign
  *                      trust domain (ly_entry_validate, SPIFFE-ID §2)
  *   ALREADY_EXISTS     an entry with the same identity or entry ID
@@ -26,10 +27,11 @@
  * accepted or refused, writes one audit line (audit.h) before the answer
  * is sent, and one row of the shared audit trail in the datastore
  * (admin_audit.h): committed with the change itself when the change is a
- * datastore write, a write of its own otherwise (refusals). Federation
- * (SPEC §9) is in the last part of this file: the requests are checked
- * by server/admin_msg_fed.c; its datastore calls run on the worker like
- * the others (struct fop).
+ * datastore write, a write of its own otherwise (refusals). The caller's
+ * check, the status, the audit line and row, and the reply of every call
+ * are admin_op.c's. Federation's methods (SPEC §9) are
+ * admin_api_fed.c's (admin_api_fed.h); this file lists them in the
+ * method table.
  * Accepted entry and agent changes reach the agent side through the
  * datastore's change hook (datastore.h): this file does not call it.
  * Reads (ListEntries, GetBundle, ListAgents, Health, the federation
@@ -41,7 +43,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -51,14 +52,15 @@
 #include "lib/bundle.h"
 #include "lib/entry.h"
 #include "lib/log.h"
+#include "lib/pbview.h"
 #include "lib/spiffeid.h"
 #include "rpc/rpc.h"
 #include "server/admin_audit.h"
 #include "server/admin_msg.h"
 #include "server/admin_msg_audit.h"
-#include "server/admin_msg_fed.h"
+#include "server/admin_api_fed.h"
+#include "server/admin_op.h"
 #include "server/attest.h"
-#include "server/audit.h"
 #include "server/bundle_pb.h"
 #include "server/ca.h"
 #include "server/datastore.h"
@@ -69,215 +71,24 @@
 /* Bytes of randomness in a join token; it is sent as lower-case hex. */
 #define TOKEN_BYTES 32
 
-static char empty_str[] = "";
-
-/* protobuf-c wants char * for strings it only reads when packing. */
-static char *
-unconst(const char *s)
-{
-	return s != NULL ? (char *)(uintptr_t)s : empty_str;
-}
-
-/* One admin call in progress: what its audit line will say. */
-struct op {
-	struct ly_server *srv;
-	struct ly_rpc_call *call;
-	const char *action;      /* NULL for reads: not audited */
-	char caller[32];
-	const char *entry_id;    /* borrowed, may be NULL */
-	const char *spiffe_id;   /* borrowed, may be NULL */
-	const char *trust_domain; /* borrowed, may be NULL: federation */
-	const char *note;        /* borrowed, may be NULL: the audit detail of a success */
-	const char *secret;      /* scrubbed from the audit line */
-	/* The shared trail's row, committed with the change (admin_audit.h): the worker's until `done`. */
-	struct ly_ds_audit_txn txn;
-	ly_dsa_work_fn *work;    /* the change's own work, under audited_work */
-};
-
-static enum ly_rpc_code
-code_of(ly_status st, const struct ly_error *e)
-{
-	switch (st) {
-	case LY_OK:
-		return LY_RPC_OK;
-	case LY_E_INVALID:
-		/* The datastore's refusal of a duplicate (datastore.h). */
-		if (e != NULL && strncmp(e->msg, "entry already exists", 20) == 0)
-			return LY_RPC_ALREADY_EXISTS;
-		if (e != NULL && strncmp(e->msg, "federation relationship with ", 29) == 0 &&
-		    strstr(e->msg, " already exists") != NULL)
-			return LY_RPC_ALREADY_EXISTS;
-		/* A bundle in use (bundle delete -mode restrict). */
-		if (e != NULL && strstr(e->msg, "use -mode dissociate or delete") != NULL)
-			return LY_RPC_FAILED_PRECONDITION;
-		return LY_RPC_INVALID_ARGUMENT;
-	case LY_E_LIMIT:
-	case LY_E_UNSUPPORTED:
-	case LY_E_UNTRUSTED:
-		return LY_RPC_INVALID_ARGUMENT;
-	case LY_E_NOT_FOUND:
-		return LY_RPC_NOT_FOUND;
-	case LY_E_EXPIRED:
-		return LY_RPC_FAILED_PRECONDITION;
-	case LY_E_NOMEM:
-		return LY_RPC_RESOURCE_EXHAUSTED;
-	case LY_E_IO:
-		return LY_RPC_UNAVAILABLE;
-	default:
-		return LY_RPC_INTERNAL;
-	}
-}
-
-static void
-op_audit(struct op *op, const char *result, const char *detail)
-{
-	struct ly_error e;
-
-	if (op->action == NULL)
-		return;
-	struct ly_audit_record rec = {
-		.caller = op->caller,
-		.action = op->action,
-		.entry_id = op->entry_id,
-		.spiffe_id = op->spiffe_id,
-		.trust_domain = op->trust_domain,
-		.result = result,
-		.detail = detail,
-		.secret = op->secret,
-	};
-	if (op->srv->audit != NULL && ly_audit_write(op->srv->audit, &rec, ly_server_now(), &e) != LY_OK)
-		log_error("audit line for %s not written: %s", op->action, e.msg);
-	/* Not committed with a change (a refusal, or no datastore write): a row of its own. */
-	if (!__atomic_load_n(&op->txn.stored, __ATOMIC_ACQUIRE))
-		ly_admin_audit_store(op->srv, &rec, ly_server_now());
-}
-
-/* Worker: a change's work with its shared audit row armed, so that the row commits with the write. */
-static ly_status
-audited_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct op *op = ctx; /* the first member of struct aop and struct fop */
-
-	op->txn.rec = (struct ly_audit_record){ .caller = op->caller, .action = op->action, .entry_id = op->entry_id,
-		.spiffe_id = op->spiffe_id, .trust_domain = op->trust_domain, .result = "ok", .detail = op->note,
-		.secret = op->secret };
-	return ly_admin_audit_run(&op->txn, op->work, ds, ctx, err);
-}
-
-/* The work to submit for `op`: a change's under audited_work, a read's as it is. Loop thread. */
-static ly_dsa_work_fn *
-op_audited(struct op *op, ly_dsa_work_fn *work)
-{
-	if (op->action == NULL)
-		return work;
-	op->work = work;
-	op->txn.server = ly_admin_audit_server(op->srv);
-	op->txn.time = (int64_t)ly_server_now();
-	return audited_work;
-}
-
-/* Ends the call with an error; audited for changes. */
-static void
-op_fail(struct op *op, enum ly_rpc_code code, const char *msg)
-{
-	char clean[LY_ERROR_MSG_MAX];
-
-	op_audit(op, ly_rpc_code_str(code), msg);
-	if (op->action != NULL) {
-		ly_audit_scrub(msg, op->secret, clean, sizeof(clean));
-		log_debug("admin %s by %s refused: %s: %s", op->action, op->caller, ly_rpc_code_str(code), clean);
-	}
-	ly_rpc_call_finish(op->call, code, msg);
-}
-
-static void
-op_fail_st(struct op *op, ly_status st, const struct ly_error *e)
-{
-	op_fail(op, code_of(st, e), e->msg);
-}
-
-/* Packs `m`, audits success, and replies. */
-static void
-op_reply(struct op *op, const ProtobufCMessage *m, unsigned flags)
-{
-	struct ly_error e;
-	size_t n = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf;
-
-	if (n > LY_RPC_MSG_MAX) {
-		/* Only a list can be this big; nothing was changed. */
-		op_fail(op, LY_RPC_RESOURCE_EXHAUSTED, "response over the message size cap: narrow the filter");
-		return;
-	}
-	buf = malloc(n > 0 ? n : 1);
-	if (buf == NULL) {
-		op_fail(op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return;
-	}
-	(void)protobuf_c_message_pack(m, buf);
-	op_audit(op, "ok", op->note);
-	if (op->action != NULL)
-		log_debug("admin %s by %s: ok%s%s", op->action, op->caller, op->entry_id != NULL ? ", entry_id=" : "",
-		    op->entry_id != NULL ? op->entry_id : "");
-	if (ly_rpc_call_reply(op->call, buf, n, flags, &e) != LY_OK)
-		log_warn("admin %s: reply not sent: %s", ly_rpc_call_method(op->call), e.msg);
-	if ((flags & LY_RPC_WIPE) != 0)
-		OPENSSL_cleanse(buf, n);
-	free(buf);
-}
-
-/*
- * Starts an op: names the caller and refuses anyone but the server's own
- * uid and root (root passes file modes anyway; refusing it would protect
- * nothing). Without peer credentials the socket's 0700 directory is the
- * only control and the caller is "admin-socket".
- */
-static bool
-op_begin(struct op *op, struct ly_rpc_call *call, void *arg, const char *action)
-{
-	const struct ly_admin_peer *peer = ly_rpc_call_conn_ctx(call);
-
-	memset(op, 0, sizeof(*op));
-	op->srv = arg;
-	op->call = call;
-	op->action = action;
-	if (peer == NULL) {
-		(void)snprintf(op->caller, sizeof(op->caller), "admin-socket");
-		return true;
-	}
-	(void)snprintf(op->caller, sizeof(op->caller), "uid:%u", (unsigned)peer->uid);
-	if (peer->uid != geteuid() && peer->uid != 0) {
-		char msg[128];
-		(void)snprintf(msg, sizeof(msg), "uid %u may not use the admin API of a server running as uid %u",
-		    (unsigned)peer->uid, (unsigned)geteuid());
-		op_fail(op, LY_RPC_PERMISSION_DENIED, msg);
-		return false;
-	}
-	if (op->srv->stopping) {
-		op_fail(op, LY_RPC_UNAVAILABLE, "server is shutting down");
-		return false;
-	}
-	return true;
-}
-
 /* ---- entries <-> protobuf: server/entry_pb.h ------------------------------ */
 
 static void
-reply_entry(struct op *op, const struct ly_entry *e)
+reply_entry(struct admin_op *op, const struct ly_entry *e)
 {
 	struct ly_entries_pb pb;
 	struct ly_error err;
 	ly_status st = ly_entries_pb_make(&e, 1, &pb, &err);
 
 	if (st != LY_OK) {
-		op_fail_st(op, st, &err);
+		admin_op_fail_st(op, st, &err);
 		return;
 	}
-	op_reply(op, &pb.msgs[0].base, 0);
+	admin_op_reply(op, &pb.msgs[0].base, 0);
 	ly_entries_pb_cleanup(&pb);
 }
 
-/* ---- calls on the datastore's worker ---------------------------------------- */
+/* ---- calls on the datastore's worker (admin_op.h) ---------------------------- */
 
 /*
  * One admin call with a datastore part: `op` (its audit line borrows
@@ -286,7 +97,7 @@ reply_entry(struct op *op, const struct ly_entry *e)
  * worker are done with it (datastore_async.h).
  */
 struct aop {
-	struct op op; /* first: audited_work finds it at ctx */
+	struct admin_op op; /* first: admin_op_run and its audited work find it at ctx */
 	bool update, ban;
 	struct ly_admin_msg_entry entry_rq;
 	struct ly_admin_msg_entry_id id_rq;
@@ -305,7 +116,16 @@ struct aop {
 	int64_t revision;
 };
 
-_Static_assert(offsetof(struct aop, op) == 0, "audited_work finds the op at ctx");
+_Static_assert(offsetof(struct aop, op) == 0, "admin_op_run finds the op at ctx");
+
+static void
+aop_init(void *ctx)
+{
+	struct aop *a = ctx;
+
+	a->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
+	a->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
+}
 
 static void
 aop_release(void *ctx)
@@ -332,43 +152,33 @@ aop_release(void *ctx)
 	free(a);
 }
 
-/* A new aop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
-static struct aop *
-aop_begin(struct ly_rpc_call *call, void *arg, const char *action)
-{
-	struct aop *a = calloc(1, sizeof(*a));
-
-	if (a == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return NULL;
-	}
-	if (!op_begin(&a->op, call, arg, action)) {
-		free(a);
-		return NULL;
-	}
-	a->list = (struct ly_entry_list)LY_ENTRY_LIST_INIT;
-	a->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
-	return a;
-}
-
-/* Queues a's datastore part; on refusal the call ends with the reason and `a` is freed. */
-static void
-aop_submit(struct aop *a, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
-{
-	struct ly_error e;
-	ly_status st = ly_dsa_submit(a->op.srv->dsa, op_audited(&a->op, work), done, aop_release, a, 0, &e);
-
-	if (st != LY_OK) {
-		/* Nothing was sent to the datastore: nothing applied, and the message says so. */
-		struct ly_error e2;
-		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
-		/* A full queue is the server's load, not the request's fault. */
-		op_fail(&a->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
-		aop_release(a);
-	}
-}
+/* A method of this file: its audit action, variant (update, ban) and steps (admin_op.h). */
+#define AOP_JOB(action_, variant_, prep_, work_, reply_)                                                           \
+	{ .action = (action_), .variant = (variant_), .size = sizeof(struct aop), .init = aop_init, .prep = (prep_), \
+		.work = (work_), .reply = (reply_), .release = aop_release }
 
 /* ---- entries --------------------------------------------------------------- */
+
+/* CreateEntry and UpdateEntry: the same checks (admin_msg.h), then the datastore. */
+static bool
+put_entry_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	a->update = a->op.job->variant;
+	if (!admin_op_ok(&a->op, ly_admin_msg_entry_decode(req, len, &a->entry_rq, &e), &e))
+		return false;
+	a->has_entry_rq = true;
+	a->op.entry_id = a->entry_rq.entry_id;
+	a->op.spiffe_id = a->entry_rq.spiffe_id;
+	if (!admin_op_ok(&a->op,
+		ly_admin_msg_entry_check(&a->entry_rq, a->update, a->op.srv->cfg.trust_domain, &a->entry, &e), &e))
+		return false;
+	/* A created entry's generated ID, for the audit row that commits with it. */
+	a->op.txn.entry_id_ref = &a->entry->entry_id;
+	return true;
+}
 
 static ly_status
 put_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
@@ -379,58 +189,41 @@ put_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-put_entry_done(void *ctx, ly_status st, const struct ly_error *e)
+put_entry_reply(void *ctx)
 {
 	struct aop *a = ctx;
 
-	if (st != LY_OK) {
-		op_fail_st(&a->op, st, e);
-		return;
-	}
 	a->op.entry_id = a->entry->entry_id;
 	reply_entry(&a->op, a->entry);
-}
-
-/* CreateEntry and UpdateEntry: the same checks (admin_msg.h), then the datastore. */
-static void
-put_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
-{
-	struct aop *a;
-	struct ly_error e;
-	ly_status st;
-
-	if ((a = aop_begin(call, arg, update ? "entry.update" : "entry.create")) == NULL)
-		return;
-	a->update = update;
-	if ((st = ly_admin_msg_entry_decode(req, len, &a->entry_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->has_entry_rq = true;
-	a->op.entry_id = a->entry_rq.entry_id;
-	a->op.spiffe_id = a->entry_rq.spiffe_id;
-	if ((st = ly_admin_msg_entry_check(&a->entry_rq, update, a->op.srv->cfg.trust_domain, &a->entry, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	/* A created entry's generated ID, for the audit row that commits with it. */
-	a->op.txn.entry_id_ref = &a->entry->entry_id;
-	aop_submit(a, put_entry_work, put_entry_done);
-	return;
-fail:
-	aop_release(a);
 }
 
 static void
 h_create_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	put_entry(call, req, len, arg, false);
+	static const struct admin_job job = AOP_JOB("entry.create", false, put_entry_prep, put_entry_work,
+	    put_entry_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 static void
 h_update_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	put_entry(call, req, len, arg, true);
+	static const struct admin_job job = AOP_JOB("entry.update", true, put_entry_prep, put_entry_work,
+	    put_entry_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
+
+static bool
+delete_entry_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	if (!admin_op_ok(&a->op, ly_admin_msg_entry_id_decode(req, len, &a->id_rq, &e), &e))
+		return false;
+	a->has_id_rq = true;
+	a->op.entry_id = a->id_rq.entry_id;
+	return admin_op_ok(&a->op, ly_admin_msg_delete_check(&a->id_rq, &e), &e);
 }
 
 static ly_status
@@ -445,14 +238,10 @@ delete_entry_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-delete_entry_done(void *ctx, ly_status st, const struct ly_error *e)
+delete_entry_reply(void *ctx)
 {
 	struct aop *a = ctx;
 
-	if (st != LY_OK) {
-		op_fail_st(&a->op, st, e);
-		return;
-	}
 	a->op.spiffe_id = a->entry->spiffe_id;
 	reply_entry(&a->op, a->entry);
 }
@@ -460,26 +249,21 @@ delete_entry_done(void *ctx, ly_status st, const struct ly_error *e)
 static void
 h_delete_entry(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
-	struct ly_error e;
-	ly_status st;
+	static const struct admin_job job = AOP_JOB("entry.delete", false, delete_entry_prep, delete_entry_work,
+	    delete_entry_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((a = aop_begin(call, arg, "entry.delete")) == NULL)
-		return;
-	if ((st = ly_admin_msg_entry_id_decode(req, len, &a->id_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->has_id_rq = true;
-	a->op.entry_id = a->id_rq.entry_id;
-	if ((st = ly_admin_msg_delete_check(&a->id_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	aop_submit(a, delete_entry_work, delete_entry_done);
-	return;
-fail:
-	aop_release(a);
+static bool
+list_entries_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	if (!admin_op_ok(&a->op, ly_admin_msg_filter_decode(req, len, &a->filter_rq, &e), &e))
+		return false;
+	a->has_filter_rq = true;
+	return true;
 }
 
 static ly_status
@@ -498,26 +282,23 @@ list_entries_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-list_entries_done(void *ctx, ly_status st, const struct ly_error *err)
+list_entries_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	struct ly_entries_pb pbs;
 	Lanyard__Admin__V1__EntryList out;
 	struct ly_error e;
+	ly_status st;
 
 	memset(&pbs, 0, sizeof(pbs));
-	if (st != LY_OK) {
-		op_fail_st(&a->op, st, err);
-		return;
-	}
 	if ((st = ly_entries_pb_make((const struct ly_entry *const *)a->list.items, a->list.n, &pbs, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
+		admin_op_fail_st(&a->op, st, &e);
 		goto out;
 	}
 	lanyard__admin__v1__entry_list__init(&out);
 	out.n_entries = pbs.n;
 	out.entries = pbs.ptrs;
-	op_reply(&a->op, &out.base, 0);
+	admin_op_reply(&a->op, &out.base, 0);
 out:
 	ly_entries_pb_cleanup(&pbs);
 }
@@ -525,22 +306,46 @@ out:
 static void
 h_list_entries(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
-	struct ly_error e;
-	ly_status st;
-
-	if ((a = aop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_filter_decode(req, len, &a->filter_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		aop_release(a);
-		return;
-	}
-	a->has_filter_rq = true;
-	aop_submit(a, list_entries_work, list_entries_done);
+	static const struct admin_job job = AOP_JOB(NULL, false, list_entries_prep, list_entries_work,
+	    list_entries_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 /* ---- join tokens ------------------------------------------------------------ */
+
+static bool
+token_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+	uint8_t rnd[TOKEN_BYTES];
+	int64_t ttl;
+
+	if (!admin_op_ok(&a->op, ly_admin_msg_token_decode(req, len, &a->token_rq, &e), &e))
+		return false;
+	a->has_token_rq = true;
+	a->op.spiffe_id = a->token_rq.spiffe_id;
+	if (!a->op.srv->cfg.join_token_enabled) {
+		admin_op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
+		return false;
+	}
+	if (!admin_op_ok(&a->op, ly_admin_msg_token_ttl(&a->token_rq, &ttl, &e), &e))
+		return false;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		admin_op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
+		return false;
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		(void)snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
+	OPENSSL_cleanse(rnd, sizeof(rnd));
+	a->op.secret = a->token;
+	if (!admin_op_ok(&a->op, ly_admin_msg_token_id(&a->token_rq, a->op.srv->cfg.trust_domain, a->token, &a->id, &e),
+		&e))
+		return false;
+	a->op.spiffe_id = a->id.id;
+	a->expires_at = (int64_t)ly_server_now() + ttl;
+	return true;
+}
 
 static ly_status
 token_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
@@ -551,65 +356,23 @@ token_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-token_done(void *ctx, ly_status st, const struct ly_error *e)
+token_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	Lanyard__Admin__V1__Token out;
 
-	if (st != LY_OK) {
-		op_fail_st(&a->op, st, e);
-		return;
-	}
 	lanyard__admin__v1__token__init(&out);
 	out.token = a->token;
 	out.spiffe_id = a->id.id;
 	out.expires_at = a->expires_at;
-	op_reply(&a->op, &out.base, LY_RPC_WIPE);
+	admin_op_reply(&a->op, &out.base, LY_RPC_WIPE);
 }
 
 static void
 h_generate_token(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
-	struct ly_error e;
-	uint8_t rnd[TOKEN_BYTES];
-	int64_t ttl;
-	ly_status st;
-
-	if ((a = aop_begin(call, arg, "token.generate")) == NULL)
-		return;
-	if ((st = ly_admin_msg_token_decode(req, len, &a->token_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->has_token_rq = true;
-	a->op.spiffe_id = a->token_rq.spiffe_id;
-	if (!a->op.srv->cfg.join_token_enabled) {
-		op_fail(&a->op, LY_RPC_FAILED_PRECONDITION, "join_token node attestation is not enabled on this server");
-		goto fail;
-	}
-	if ((st = ly_admin_msg_token_ttl(&a->token_rq, &ttl, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-		op_fail(&a->op, LY_RPC_INTERNAL, "no random bytes for a token");
-		goto fail;
-	}
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		(void)snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
-	OPENSSL_cleanse(rnd, sizeof(rnd));
-	a->op.secret = a->token;
-	if ((st = ly_admin_msg_token_id(&a->token_rq, a->op.srv->cfg.trust_domain, a->token, &a->id, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	a->op.spiffe_id = a->id.id;
-	a->expires_at = (int64_t)ly_server_now() + ttl;
-	aop_submit(a, token_work, token_done);
-	return;
-fail:
-	aop_release(a);
+	static const struct admin_job job = AOP_JOB("token.generate", false, token_prep, token_work, token_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 /* ---- bundle ------------------------------------------------------------------- */
@@ -617,27 +380,27 @@ fail:
 static void
 h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct op op;
+	struct admin_op op;
 	const struct ly_bundle *b;
 	struct ly_bundle_pb pb;
 	struct ly_error e;
 	ly_status rc;
 
-	if (!op_begin(&op, call, arg, NULL))
+	if (!admin_op_begin(&op, call, arg, NULL))
 		return;
 	b = ly_server_bundle(op.srv);
 	if (b == NULL) {
-		op_fail(&op, LY_RPC_UNAVAILABLE, "the CA has no bundle yet");
+		admin_op_fail(&op, LY_RPC_UNAVAILABLE, "the CA has no bundle yet");
 		return;
 	}
 	if ((rc = ly_bundle_pb_make(b, &pb, &e)) != LY_OK) {
 		if (rc == LY_E_NOMEM)
-			op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			admin_op_fail(&op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		else
-			op_fail(&op, LY_RPC_INTERNAL, "cannot encode a JWT authority's public key");
+			admin_op_fail(&op, LY_RPC_INTERNAL, "cannot encode a JWT authority's public key");
 		return;
 	}
-	op_reply(&op, &pb.msg.base, 0);
+	admin_op_reply(&op, &pb.msg.base, 0);
 	ly_bundle_pb_cleanup(&pb);
 }
 
@@ -660,9 +423,9 @@ agent_pb_init(struct agent_pb *pb, const struct ly_ds_agent *a, struct ly_error 
 	memset(pb, 0, sizeof(*pb));
 	lanyard__admin__v1__agent__init(&pb->m);
 	LY_TRY(ly_selectors_pb_make(a->selectors, a->n_selectors, &pb->sel, err));
-	pb->m.spiffe_id = unconst(a->spiffe_id);
-	pb->m.attestation_type = unconst(a->attestation_type);
-	pb->m.serial_number = unconst(a->serial_number);
+	pb->m.spiffe_id = ly_pbview_str_or_empty(a->spiffe_id);
+	pb->m.attestation_type = ly_pbview_str_or_empty(a->attestation_type);
+	pb->m.serial_number = ly_pbview_str_or_empty(a->serial_number);
 	pb->m.expires_at = a->svid_expires_at;
 	pb->m.banned = a->banned;
 	pb->m.n_selectors = a->n_selectors;
@@ -679,7 +442,7 @@ list_agents_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
+list_agents_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	struct ly_ds_agent_list *list = &a->agents;
@@ -688,22 +451,19 @@ list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
 	Lanyard__Admin__V1__AgentList out;
 	struct ly_error e;
 	size_t n_pbs = 0;
+	ly_status st;
 
-	if (st != LY_OK) {
-		op_fail_st(&a->op, st, err);
-		return;
-	}
 	if (list->n > 0) {
 		pbs = calloc(list->n, sizeof(*pbs));
 		ptrs = calloc(list->n, sizeof(*ptrs));
 		if (pbs == NULL || ptrs == NULL) {
-			op_fail(&a->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			admin_op_fail(&a->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 			goto out;
 		}
 	}
 	for (; n_pbs < list->n; n_pbs++) {
 		if ((st = agent_pb_init(&pbs[n_pbs], list->items[n_pbs], &e)) != LY_OK) {
-			op_fail_st(&a->op, st, &e);
+			admin_op_fail_st(&a->op, st, &e);
 			goto out;
 		}
 		ptrs[n_pbs] = &pbs[n_pbs].m;
@@ -711,7 +471,7 @@ list_agents_done(void *ctx, ly_status st, const struct ly_error *err)
 	lanyard__admin__v1__agent_list__init(&out);
 	out.n_agents = list->n;
 	out.agents = ptrs;
-	op_reply(&a->op, &out.base, 0);
+	admin_op_reply(&a->op, &out.base, 0);
 out:
 	for (size_t i = 0; i < n_pbs; i++)
 		agent_pb_cleanup(&pbs[i]);
@@ -722,11 +482,23 @@ out:
 static void
 h_list_agents(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	struct aop *a;
+	static const struct admin_job job = AOP_JOB(NULL, false, NULL, list_agents_work, list_agents_reply);
+	admin_op_run(call, req, len, arg, &job);
+}
 
-	if ((a = aop_begin(call, arg, NULL)) == NULL)
-		return;
-	aop_submit(a, list_agents_work, list_agents_done);
+/* EvictAgent and BanAgent. */
+static bool
+remove_agent_prep(void *ctx, const uint8_t *req, size_t len)
+{
+	struct aop *a = ctx;
+	struct ly_error e;
+
+	a->ban = a->op.job->variant;
+	if (!admin_op_ok(&a->op, ly_admin_msg_agent_id_decode(req, len, &a->agent_rq, &e), &e))
+		return false;
+	a->has_agent_rq = true;
+	a->op.spiffe_id = a->agent_rq.spiffe_id;
+	return admin_op_ok(&a->op, ly_admin_msg_agent_id_check(&a->agent_rq, &e), &e);
 }
 
 /* Ban: the flag, then the record; evict: the record, then its deletion (the hook ends its streams). */
@@ -745,61 +517,35 @@ remove_agent_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 }
 
 static void
-remove_agent_done(void *ctx, ly_status st, const struct ly_error *err)
+remove_agent_reply(void *ctx)
 {
 	struct aop *a = ctx;
 	struct agent_pb pb;
 	struct ly_error e;
-
-	if (st != LY_OK) {
-		op_fail_st(&a->op, st, err);
-		return;
-	}
-	if ((st = agent_pb_init(&pb, a->agent, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		return;
-	}
-	op_reply(&a->op, &pb.m.base, 0);
-	agent_pb_cleanup(&pb);
-}
-
-/* EvictAgent and BanAgent. */
-static void
-remove_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool ban)
-{
-	struct aop *a;
-	struct ly_error e;
 	ly_status st;
 
-	if ((a = aop_begin(call, arg, ban ? "agent.ban" : "agent.evict")) == NULL)
+	if ((st = agent_pb_init(&pb, a->agent, &e)) != LY_OK) {
+		admin_op_fail_st(&a->op, st, &e);
 		return;
-	a->ban = ban;
-	if ((st = ly_admin_msg_agent_id_decode(req, len, &a->agent_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
 	}
-	a->has_agent_rq = true;
-	a->op.spiffe_id = a->agent_rq.spiffe_id;
-	if ((st = ly_admin_msg_agent_id_check(&a->agent_rq, &e)) != LY_OK) {
-		op_fail_st(&a->op, st, &e);
-		goto fail;
-	}
-	aop_submit(a, remove_agent_work, remove_agent_done);
-	return;
-fail:
-	aop_release(a);
+	admin_op_reply(&a->op, &pb.m.base, 0);
+	agent_pb_cleanup(&pb);
 }
 
 static void
 h_evict_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	remove_agent(call, req, len, arg, false);
+	static const struct admin_job job = AOP_JOB("agent.evict", false, remove_agent_prep, remove_agent_work,
+	    remove_agent_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 static void
 h_ban_agent(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
-	remove_agent(call, req, len, arg, true);
+	static const struct admin_job job = AOP_JOB("agent.ban", true, remove_agent_prep, remove_agent_work,
+	    remove_agent_reply);
+	admin_op_run(call, req, len, arg, &job);
 }
 
 /* ---- health ---------------------------------------------------------------------- */
@@ -814,7 +560,7 @@ health_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
 
 /* The answer; `ds_err` NULL when the datastore answered. */
 static void
-health_reply(struct op *op, const struct ly_error *ds_err)
+health_reply(struct admin_op *op, const struct ly_error *ds_err)
 {
 	Lanyard__Admin__V1__HealthResponse out;
 	char detail[LY_ERROR_MSG_MAX + 32];
@@ -832,7 +578,7 @@ health_reply(struct op *op, const struct ly_error *ds_err)
 		(void)snprintf(detail, sizeof(detail), "ok");
 	}
 	out.detail = detail;
-	op_reply(op, &out.base, 0);
+	admin_op_reply(op, &out.base, 0);
 }
 
 static void
@@ -843,13 +589,15 @@ health_done(void *ctx, ly_status st, const struct ly_error *err)
 	health_reply(&a->op, st != LY_OK ? err : NULL);
 }
 
+/* Not admin_op_run: a datastore that fails or refuses is part of the answer, not the call's failure. */
 static void
 h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 {
+	static const struct admin_job job = AOP_JOB(NULL, false, NULL, health_work, NULL);
 	struct aop *a;
 	struct ly_error e;
 
-	if ((a = aop_begin(call, arg, NULL)) == NULL)
+	if ((a = admin_op_new(&job, call, arg)) == NULL)
 		return;
 	if (ly_dsa_submit(a->op.srv->dsa, health_work, health_done, aop_release, a, 0, &e) != LY_OK) {
 		health_reply(&a->op, &e);
@@ -857,646 +605,14 @@ h_health(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 	}
 }
 
-/* ---- federation (SPEC §9) ---------------------------------------------------------- */
-
-/* Bundle messages for a list; pbs[i] made for each non-NULL bundle. */
-struct bundles_pb {
-	struct ly_bundle_pb *pbs;
-	Lanyard__Agent__V1__Bundle **ptrs;
-	size_t n;
-};
-
-static void
-bundles_pb_cleanup(struct bundles_pb *p)
-{
-	for (size_t i = 0; i < p->n; i++)
-		ly_bundle_pb_cleanup(&p->pbs[i]);
-	free(p->pbs);
-	free(p->ptrs);
-	memset(p, 0, sizeof(*p));
-}
-
-static ly_status
-bundles_pb_make(const struct ly_ds_fed_bundle *const *b, size_t n, struct bundles_pb *p, struct ly_error *err)
-{
-	memset(p, 0, sizeof(*p));
-	p->pbs = calloc(n + 1, sizeof(*p->pbs));
-	p->ptrs = calloc(n + 1, sizeof(*p->ptrs));
-	if (p->pbs == NULL || p->ptrs == NULL) {
-		bundles_pb_cleanup(p);
-		return ly_error_set(err, LY_E_NOMEM, "out of memory");
-	}
-	for (; p->n < n; p->n++) {
-		ly_status rc = ly_bundle_pb_make(b[p->n]->bundle, &p->pbs[p->n], err);
-		if (rc != LY_OK) {
-			bundles_pb_cleanup(p);
-			return rc;
-		}
-		p->ptrs[p->n] = &p->pbs[p->n].msg;
-	}
-	return LY_OK;
-}
-
-/*
- * One federation call with a datastore part (like struct aop): the decoded
- * request (the audit line borrows its strings), and what the worker reads
- * or writes. Freed by fop_release once the loop and the worker let go.
- */
-struct fop {
-	struct op op; /* first: audited_work finds it at ctx */
-	bool update, one;
-	struct ly_admin_msg_bundle_set set_rq;
-	struct ly_admin_msg_bundle_delete del_rq;
-	struct ly_admin_msg_td td_rq;
-	struct ly_admin_msg_rel rel_rq;
-	struct ly_admin_msg_rel_checked rel_c;
-	bool has_set_rq, has_del_rq, has_td_rq, has_rel_rq;
-	struct ly_bundle *b;                /* bundle.set: the checked bundle */
-	char td[LY_TRUST_DOMAIN_MAX + 1];
-	enum ly_fed_delete_mode mode;
-	char note[32];
-	/* The worker's answers: read on the loop only when the call succeeded. */
-	struct ly_ds_fed_bundle_list blist;
-	struct ly_ds_fed_bundle *bone;
-	struct ly_ds_fed_rel_list rlist;
-	struct ly_ds_fed_rel *rel;
-	size_t count;
-};
-
-_Static_assert(offsetof(struct fop, op) == 0, "audited_work finds the op at ctx");
-
-static void
-fop_release(void *ctx)
-{
-	struct fop *f = ctx;
-
-	if (f->has_set_rq)
-		ly_admin_msg_bundle_set_cleanup(&f->set_rq);
-	if (f->has_del_rq)
-		ly_admin_msg_bundle_delete_cleanup(&f->del_rq);
-	if (f->has_td_rq)
-		ly_admin_msg_td_cleanup(&f->td_rq);
-	if (f->has_rel_rq)
-		ly_admin_msg_rel_cleanup(&f->rel_rq);
-	ly_admin_msg_rel_checked_cleanup(&f->rel_c);
-	ly_bundle_free(f->b);
-	ly_ds_fed_bundle_list_cleanup(&f->blist);
-	ly_ds_fed_bundle_free(f->bone);
-	ly_ds_fed_rel_list_cleanup(&f->rlist);
-	ly_ds_fed_rel_free(f->rel);
-	free(f);
-}
-
-/* A new fop for `call`, or NULL with the call ended (refused caller, stopping, no memory). */
-static struct fop *
-fop_begin(struct ly_rpc_call *call, void *arg, const char *action)
-{
-	struct fop *f = calloc(1, sizeof(*f));
-
-	if (f == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return NULL;
-	}
-	if (!op_begin(&f->op, call, arg, action)) {
-		free(f);
-		return NULL;
-	}
-	f->blist = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
-	f->rlist = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
-	return f;
-}
-
-/* Queues f's datastore part; on refusal the call ends with the reason and `f` is freed. */
-static void
-fop_submit(struct fop *f, ly_dsa_work_fn *work, ly_dsa_done_fn *done)
-{
-	struct ly_error e;
-	ly_status st = ly_dsa_submit(f->op.srv->dsa, op_audited(&f->op, work), done, fop_release, f, 0, &e);
-
-	if (st != LY_OK) {
-		struct ly_error e2;
-		(void)ly_error_set(&e2, st, "%s (not applied)", e.msg);
-		op_fail(&f->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e2), e2.msg);
-		fop_release(f);
-	}
-}
-
-/* Replies with the trust domain alone (deletes). */
-static void
-fop_reply_td(void *ctx, ly_status st, const struct ly_error *e)
-{
-	struct fop *f = ctx;
-	Lanyard__Admin__V1__TrustDomain out;
-
-	if (st != LY_OK) {
-		op_fail_st(&f->op, st, e);
-		return;
-	}
-	lanyard__admin__v1__trust_domain__init(&out);
-	out.trust_domain = f->td;
-	op_reply(&f->op, &out.base, 0);
-}
-
-static ly_status
-set_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-	return ly_datastore_fed_bundle_put(ds, f->b, NULL, err);
-}
-
-static void
-set_fed_bundle_done(void *ctx, ly_status st, const struct ly_error *err)
-{
-	struct fop *f = ctx;
-	struct ly_bundle_pb pb;
-	struct ly_error e;
-
-	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
-		return;
-	}
-	if ((st = ly_bundle_pb_make(f->b, &pb, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		return;
-	}
-	op_reply(&f->op, &pb.msg.base, 0);
-	ly_bundle_pb_cleanup(&pb);
-}
-
-static void
-h_set_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, "bundle.set")) == NULL)
-		return;
-	if ((st = ly_admin_msg_bundle_set_decode(req, len, &f->set_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_set_rq = true;
-	f->op.trust_domain = f->set_rq.trust_domain;
-	if ((st = ly_admin_msg_bundle_set_check(&f->set_rq, f->op.srv->cfg.trust_domain, &f->b, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = ly_bundle_trust_domain(f->b);
-	fop_submit(f, set_fed_bundle_work, set_fed_bundle_done);
-	return;
-fail:
-	fop_release(f);
-}
-
-static ly_status
-list_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-	if (f->one)
-		return ly_datastore_fed_bundle_get(ds, f->td, &f->bone, err);
-	return ly_datastore_fed_bundle_list(ds, &f->blist, err);
-}
-
-static void
-list_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
-{
-	struct fop *f = ctx;
-	struct bundles_pb pbs;
-	Lanyard__Admin__V1__FederatedBundleList out;
-	struct ly_error e;
-
-	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
-		return;
-	}
-	if (f->one) {
-		const struct ly_ds_fed_bundle *v[1] = { f->bone };
-		st = bundles_pb_make(v, 1, &pbs, &e);
-	} else {
-		st = bundles_pb_make((const struct ly_ds_fed_bundle *const *)f->blist.items, f->blist.n, &pbs, &e);
-	}
-	if (st != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		return;
-	}
-	lanyard__admin__v1__federated_bundle_list__init(&out);
-	out.n_bundles = pbs.n;
-	out.bundles = pbs.ptrs;
-	op_reply(&f->op, &out.base, 0);
-	bundles_pb_cleanup(&pbs);
-}
-
-static void
-h_list_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	/* ListFederatedBundlesRequest is TrustDomain on the wire (field 1, the trust domain). */
-	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_td_rq = true;
-	if (f->td_rq.trust_domain != NULL) {
-		if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) !=
-		    LY_OK) {
-			op_fail_st(&f->op, st, &e);
-			goto fail;
-		}
-		f->one = true;
-	}
-	fop_submit(f, list_fed_bundles_work, list_fed_bundles_done);
-	return;
-fail:
-	fop_release(f);
-}
-
-static ly_status
-delete_fed_bundle_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-	return ly_datastore_fed_bundle_delete(ds, f->td, f->mode, NULL, err);
-}
-
-static void
-h_delete_fed_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, "bundle.delete")) == NULL)
-		return;
-	f->mode = LY_FED_DELETE_RESTRICT;
-	if ((st = ly_admin_msg_bundle_delete_decode(req, len, &f->del_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_del_rq = true;
-	f->op.trust_domain = f->del_rq.trust_domain;
-	if ((st = ly_admin_msg_bundle_delete_check(&f->del_rq, f->op.srv->cfg.trust_domain, f->td, &f->mode, &e)) !=
-	    LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = f->td;
-	(void)snprintf(f->note, sizeof(f->note), "mode %s", ly_fed_delete_mode_name(f->mode));
-	f->op.note = f->note;
-	fop_submit(f, delete_fed_bundle_work, fop_reply_td);
-	return;
-fail:
-	fop_release(f);
-}
-
-static ly_status
-count_fed_bundles_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-	return ly_datastore_fed_bundle_count(ds, &f->count, err);
-}
-
-static void
-count_fed_bundles_done(void *ctx, ly_status st, const struct ly_error *err)
-{
-	struct fop *f = ctx;
-	Lanyard__Admin__V1__Count out;
-
-	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
-		return;
-	}
-	lanyard__admin__v1__count__init(&out);
-	out.count = f->count;
-	op_reply(&f->op, &out.base, 0);
-}
-
-static void
-h_count_fed_bundles(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_empty_decode("count", req, len, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		fop_release(f);
-		return;
-	}
-	fop_submit(f, count_fed_bundles_work, count_fed_bundles_done);
-}
-
-/* A relationship as its message; with `bundle`, the stored bundle too. */
-struct rel_pb {
-	Lanyard__Admin__V1__FederationRelationship m;
-	struct ly_bundle_pb bundle;
-	bool has_bundle;
-};
-
-static ly_status
-rel_pb_make(const struct ly_ds_fed_rel *r, const struct ly_ds_fed_bundle *b, struct rel_pb *p, struct ly_error *err)
-{
-	memset(p, 0, sizeof(*p));
-	lanyard__admin__v1__federation_relationship__init(&p->m);
-	p->m.trust_domain = unconst(r->trust_domain);
-	p->m.bundle_endpoint_url = unconst(r->bundle_endpoint_url);
-	p->m.bundle_endpoint_profile = unconst(ly_fed_profile_name(r->profile));
-	p->m.endpoint_spiffe_id = unconst(r->endpoint_spiffe_id);
-	p->m.created_at = r->created_at;
-	p->m.updated_at = r->updated_at;
-	if (b != NULL) {
-		LY_TRY(ly_bundle_pb_make(b->bundle, &p->bundle, err));
-		p->has_bundle = true;
-		p->m.bundle = &p->bundle.msg;
-	}
-	return LY_OK;
-}
-
-static void
-rel_pb_cleanup(struct rel_pb *p)
-{
-	if (p->has_bundle)
-		ly_bundle_pb_cleanup(&p->bundle);
-	memset(p, 0, sizeof(*p));
-}
-
-/* Worker: relationship f->td as stored now, with its bundle if one is stored. */
-static ly_status
-read_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-	ly_status st;
-
-	LY_TRY(ly_datastore_fed_rel_get(ds, f->td, &f->rel, err));
-	st = ly_datastore_fed_bundle_get(ds, f->td, &f->bone, err);
-	return st == LY_E_NOT_FOUND ? LY_OK : st;
-}
-
-/* Replies with the relationship read_rel_work read. */
-static void
-reply_rel_done(void *ctx, ly_status st, const struct ly_error *err)
-{
-	struct fop *f = ctx;
-	struct rel_pb pb;
-	struct ly_error e;
-
-	memset(&pb, 0, sizeof(pb));
-	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
-		return;
-	}
-	if ((st = rel_pb_make(f->rel, f->bone, &pb, &e)) != LY_OK)
-		op_fail_st(&f->op, st, &e);
-	else
-		op_reply(&f->op, &pb.m.base, 0);
-	rel_pb_cleanup(&pb);
-}
-
-/* The write, then the read of what it left, in one call on the worker. */
-static ly_status
-put_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-
-	LY_TRY(f->update ? ly_datastore_fed_rel_update(ds, &f->rel_c.rel, f->rel_c.bundle, NULL, err) :
-			   ly_datastore_fed_rel_create(ds, &f->rel_c.rel, f->rel_c.bundle, NULL, err));
-	return read_rel_work(ds, ctx, err);
-}
-
-/* CreateFederationRelationship and UpdateFederationRelationship. */
-static void
-put_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg, bool update)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, update ? "federation.update" : "federation.create")) == NULL)
-		return;
-	f->update = update;
-	if ((st = ly_admin_msg_rel_decode(req, len, &f->rel_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_rel_rq = true;
-	f->op.trust_domain = f->rel_rq.trust_domain;
-	if ((st = ly_admin_msg_rel_check(&f->rel_rq, f->op.srv->cfg.trust_domain, &f->rel_c, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = f->rel_c.td;
-	(void)snprintf(f->td, sizeof(f->td), "%s", f->rel_c.td);
-	fop_submit(f, put_rel_work, reply_rel_done);
-	return;
-fail:
-	fop_release(f);
-}
-
-static void
-h_create_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	put_rel(call, req, len, arg, false);
-}
-
-static void
-h_update_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	put_rel(call, req, len, arg, true);
-}
-
-static ly_status
-list_rels_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-	return ly_datastore_fed_rel_list(ds, &f->rlist, err);
-}
-
-static void
-list_rels_done(void *ctx, ly_status st, const struct ly_error *err)
-{
-	struct fop *f = ctx;
-	struct rel_pb *pbs = NULL;
-	Lanyard__Admin__V1__FederationRelationship **ptrs = NULL;
-	Lanyard__Admin__V1__FederationRelationshipList out;
-	size_t n = 0;
-
-	if (st != LY_OK) {
-		op_fail_st(&f->op, st, err);
-		return;
-	}
-	pbs = calloc(f->rlist.n + 1, sizeof(*pbs));
-	ptrs = calloc(f->rlist.n + 1, sizeof(*ptrs));
-	if (pbs == NULL || ptrs == NULL) {
-		op_fail(&f->op, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	for (; n < f->rlist.n; n++) {
-		/* No bundles in a list (`federation show` has the one). */
-		(void)rel_pb_make(f->rlist.items[n], NULL, &pbs[n], NULL);
-		ptrs[n] = &pbs[n].m;
-	}
-	lanyard__admin__v1__federation_relationship_list__init(&out);
-	out.n_relationships = n;
-	out.relationships = ptrs;
-	op_reply(&f->op, &out.base, 0);
-out:
-	for (size_t i = 0; i < n; i++)
-		rel_pb_cleanup(&pbs[i]);
-	free(pbs);
-	free(ptrs);
-}
-
-static void
-h_list_rels(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_empty_decode("relationships", req, len, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		fop_release(f);
-		return;
-	}
-	fop_submit(f, list_rels_work, list_rels_done);
-}
-
-static void
-h_get_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, NULL)) == NULL)
-		return;
-	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_td_rq = true;
-	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	fop_submit(f, read_rel_work, reply_rel_done);
-	return;
-fail:
-	fop_release(f);
-}
-
-static ly_status
-delete_rel_work(struct ly_datastore *ds, void *ctx, struct ly_error *err)
-{
-	struct fop *f = ctx;
-	return ly_datastore_fed_rel_delete(ds, f->td, NULL, err);
-}
-
-static void
-h_delete_rel(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct fop *f;
-	struct ly_error e;
-	ly_status st;
-
-	if ((f = fop_begin(call, arg, "federation.delete")) == NULL)
-		return;
-	if ((st = ly_admin_msg_td_decode(req, len, &f->td_rq, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->has_td_rq = true;
-	f->op.trust_domain = f->td_rq.trust_domain;
-	if ((st = ly_admin_msg_td_check(f->td_rq.trust_domain, f->op.srv->cfg.trust_domain, f->td, &e)) != LY_OK) {
-		op_fail_st(&f->op, st, &e);
-		goto fail;
-	}
-	f->op.trust_domain = f->td;
-	fop_submit(f, delete_rel_work, fop_reply_td);
-	return;
-fail:
-	fop_release(f);
-}
-
-/* A `federation refresh` waiting for the fetcher (server_core.h: the refresh hook). */
-struct refresh_op {
-	struct op op;
-	char td[LY_TRUST_DOMAIN_MAX + 1];
-};
-
-static void
-refresh_done(void *arg, ly_status rc, const char *msg)
-{
-	struct refresh_op *r = arg;
-	Lanyard__Admin__V1__TrustDomain out;
-
-	if (rc != LY_OK) {
-		op_fail(&r->op, code_of(rc, NULL), msg != NULL && msg[0] != '\0' ? msg : "bundle refresh failed");
-	} else {
-		lanyard__admin__v1__trust_domain__init(&out);
-		out.trust_domain = r->td;
-		op_reply(&r->op, &out.base, 0);
-	}
-	free(r);
-}
-
-static void
-h_refresh_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct refresh_op *r = calloc(1, sizeof(*r));
-	struct ly_admin_msg_td rq;
-	struct ly_error e;
-	ly_status st;
-
-	if (r == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return;
-	}
-	if (!op_begin(&r->op, call, arg, "federation.refresh")) {
-		free(r);
-		return;
-	}
-	if ((st = ly_admin_msg_td_decode(req, len, &rq, &e)) != LY_OK) {
-		op_fail_st(&r->op, st, &e);
-		free(r);
-		return;
-	}
-	r->op.trust_domain = rq.trust_domain;
-	if ((st = ly_admin_msg_td_check(rq.trust_domain, r->op.srv->cfg.trust_domain, r->td, &e)) != LY_OK) {
-		op_fail_st(&r->op, st, &e);
-		goto fail;
-	}
-	/* No datastore lookup: the fetcher knows the config's relationships too (NOT_FOUND for neither). */
-	r->op.trust_domain = r->td;
-	if (r->op.srv->fed_refresh.fn == NULL) {
-		op_fail(&r->op, LY_RPC_UNIMPLEMENTED,
-		    "federation refresh is not available: this server has no bundle fetcher yet");
-		goto fail;
-	}
-	if ((st = r->op.srv->fed_refresh.fn(r->op.srv->fed_refresh.arg, r->td, refresh_done, r, &e)) != LY_OK) {
-		op_fail_st(&r->op, st, &e);
-		goto fail;
-	}
-	/* refresh_done answers and frees r. */
-	ly_admin_msg_td_cleanup(&rq);
-	return;
-fail:
-	ly_admin_msg_td_cleanup(&rq);
-	free(r);
-}
-
 /* ---- the shared audit trail (admin_audit.h) ---------------------------------------- */
 
+/*
+ * Not admin_op_run: a refusal to queue the read is answered with the
+ * datastore's message alone (a read applies nothing).
+ */
 struct audit_op {
-	struct op op; /* a read: not audited itself */
+	struct admin_op op; /* a read: not audited itself */
 	struct ly_admin_msg_audit_list rq;
 	struct ly_ds_audit_list rows; /* the worker's: read on the loop only when the call succeeded */
 };
@@ -1526,14 +642,14 @@ list_audit_done(void *ctx, ly_status st, const struct ly_error *err)
 	struct ly_error e;
 
 	if (st != LY_OK) {
-		op_fail_st(&q->op, st, err);
+		admin_op_fail_st(&q->op, st, err);
 		return;
 	}
 	if ((st = ly_admin_msg_audit_reply(&q->rows, &r, &e)) != LY_OK) {
-		op_fail_st(&q->op, st, &e);
+		admin_op_fail_st(&q->op, st, &e);
 		return;
 	}
-	op_reply(&q->op, &r.msg.base, 0);
+	admin_op_reply(&q->op, &r.msg.base, 0);
 	ly_admin_msg_audit_reply_cleanup(&r);
 }
 
@@ -1548,19 +664,19 @@ h_list_audit(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
-	if (!op_begin(&q->op, call, arg, NULL)) {
+	if (!admin_op_begin(&q->op, call, arg, NULL)) {
 		free(q);
 		return;
 	}
 	q->rows = (struct ly_ds_audit_list)LY_DS_AUDIT_LIST_INIT;
 	if ((st = ly_admin_msg_audit_list_decode(req, len, &q->rq, &e)) != LY_OK) {
-		op_fail_st(&q->op, st, &e);
+		admin_op_fail_st(&q->op, st, &e);
 		free(q);
 		return;
 	}
 	if ((st = ly_dsa_submit(q->op.srv->dsa, list_audit_work, list_audit_done, audit_op_release, q, 0, &e)) !=
 	    LY_OK) {
-		op_fail(&q->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : code_of(st, &e), e.msg);
+		admin_op_fail(&q->op, st == LY_E_LIMIT ? LY_RPC_RESOURCE_EXHAUSTED : admin_op_code(st, &e), e.msg);
 		free(q);
 	}
 }
@@ -1576,16 +692,16 @@ static const struct ly_rpc_method admin_methods[] = {
 	{ "/lanyard.admin.v1.Admin/EvictAgent", LY_RPC_UNARY, h_evict_agent },
 	{ "/lanyard.admin.v1.Admin/BanAgent", LY_RPC_UNARY, h_ban_agent },
 	{ "/lanyard.admin.v1.Admin/Health", LY_RPC_UNARY, h_health },
-	{ "/lanyard.admin.v1.Admin/SetFederatedBundle", LY_RPC_UNARY, h_set_fed_bundle },
-	{ "/lanyard.admin.v1.Admin/ListFederatedBundles", LY_RPC_UNARY, h_list_fed_bundles },
-	{ "/lanyard.admin.v1.Admin/DeleteFederatedBundle", LY_RPC_UNARY, h_delete_fed_bundle },
-	{ "/lanyard.admin.v1.Admin/CountFederatedBundles", LY_RPC_UNARY, h_count_fed_bundles },
-	{ "/lanyard.admin.v1.Admin/CreateFederationRelationship", LY_RPC_UNARY, h_create_rel },
-	{ "/lanyard.admin.v1.Admin/UpdateFederationRelationship", LY_RPC_UNARY, h_update_rel },
-	{ "/lanyard.admin.v1.Admin/ListFederationRelationships", LY_RPC_UNARY, h_list_rels },
-	{ "/lanyard.admin.v1.Admin/GetFederationRelationship", LY_RPC_UNARY, h_get_rel },
-	{ "/lanyard.admin.v1.Admin/DeleteFederationRelationship", LY_RPC_UNARY, h_delete_rel },
-	{ "/lanyard.admin.v1.Admin/RefreshBundle", LY_RPC_UNARY, h_refresh_bundle },
+	{ "/lanyard.admin.v1.Admin/SetFederatedBundle", LY_RPC_UNARY, admin_api_fed_set_bundle },
+	{ "/lanyard.admin.v1.Admin/ListFederatedBundles", LY_RPC_UNARY, admin_api_fed_list_bundles },
+	{ "/lanyard.admin.v1.Admin/DeleteFederatedBundle", LY_RPC_UNARY, admin_api_fed_delete_bundle },
+	{ "/lanyard.admin.v1.Admin/CountFederatedBundles", LY_RPC_UNARY, admin_api_fed_count_bundles },
+	{ "/lanyard.admin.v1.Admin/CreateFederationRelationship", LY_RPC_UNARY, admin_api_fed_create_rel },
+	{ "/lanyard.admin.v1.Admin/UpdateFederationRelationship", LY_RPC_UNARY, admin_api_fed_update_rel },
+	{ "/lanyard.admin.v1.Admin/ListFederationRelationships", LY_RPC_UNARY, admin_api_fed_list_rels },
+	{ "/lanyard.admin.v1.Admin/GetFederationRelationship", LY_RPC_UNARY, admin_api_fed_get_rel },
+	{ "/lanyard.admin.v1.Admin/DeleteFederationRelationship", LY_RPC_UNARY, admin_api_fed_delete_rel },
+	{ "/lanyard.admin.v1.Admin/RefreshBundle", LY_RPC_UNARY, admin_api_fed_refresh },
 	{ "/lanyard.admin.v1.Admin/ListAuditLines", LY_RPC_UNARY, h_list_audit },
 };
 

@@ -40,8 +40,8 @@
  *  - k8s_psat attestations in flight (LY_AGENTAPI_PSAT_INFLIGHT_MAX).
  *
  * Authentication after enrolment: gRPC verified the client certificate
- * against the listener's client roots (the bundle's X.509 roots; server.c
- * rotates them with the bundle). rpc/ exposes only the verified leaf, so
+ * against the listener's client roots (the bundle's X.509 roots;
+ * server_tls.c rotates them with the bundle). rpc/ exposes only the verified leaf, so
  * each call re-checks that leaf against the present, not the handshake's
  * past: X.509-SVID leaf rules (lib/x509svid), the SPIFFE ID gRPC read, our
  * trust domain, the validity window now (a connection outlives the

@@ -10,19 +10,14 @@
  * duplicates, unknown IDs) comes back as a refusal (exit 1). The server
  * checks everything again: the CLI is a convenience, not the control.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <openssl/x509.h>
-#include <uv.h>
 
 #include "admin.pb-c.h"
 #include "agent.pb-c.h"
@@ -33,7 +28,6 @@
 #include "lib/entry.h"
 #include "lib/flags.h"
 #include "lib/pbview.h"
-#include "lib/sockpath.h"
 #include "lib/spiffeid.h"
 #include "lib/text.h"
 #include "rpc/rpc.h"
@@ -44,157 +38,11 @@
 
 #define EXIT_RUNTIME LY_CMDLINE_EXIT_RUNTIME
 #define EXIT_USAGE LY_CMDLINE_EXIT_USAGE
-/* How long one admin call may take. */
-#define CALL_TIMEOUT_MS (30 * 1000)
 #define METHOD(name) "/lanyard.admin.v1.Admin/" name
 
 /* lib/cmdline.h and lib/pbview.h, under the short names this file has always used. */
 #define fail(...) ly_cmdline_fail(__VA_ARGS__)
 #define unconst(s) ly_pbview_str_or_empty(s)
-
-/* ---- the call ---------------------------------------------------------------- */
-
-struct call_state {
-	bool done;
-	enum ly_rpc_code code;
-	char details[LY_ERROR_MSG_MAX];
-	struct ly_buf resp; /* may hold a token: freed with ly_buf_free_secret */
-	bool nomem;
-};
-
-static void
-on_message(struct ly_rpc_ccall *call, const uint8_t *msg, size_t len, void *arg)
-{
-	struct call_state *s = arg;
-
-	ly_buf_free_secret(&s->resp);
-	if (ly_buf_set(&s->resp, msg, len, NULL) != LY_OK)
-		s->nomem = true;
-}
-
-static void
-on_status(struct ly_rpc_ccall *call, enum ly_rpc_code code, const char *details, void *arg)
-{
-	struct call_state *s = arg;
-
-	s->done = true;
-	s->code = code;
-	(void)snprintf(s->details, sizeof(s->details), "%s", details != NULL ? details : "");
-}
-
-/*
- * Calls `method` on the server at `socket` with `req`; on success the
- * response bytes are in *resp (free with ly_buf_free_secret) and 0 is
- * returned; otherwise the error is printed (prefixed with `what`) and the
- * exit code returned.
- */
-static int
-call(const char *socket, const char *what, const char *method, const ProtobufCMessage *req, struct ly_buf *resp)
-{
-	char target[LY_CONFIG_VALUE_MAX + 8];
-	struct call_state s = { .done = false };
-	struct ly_error e;
-	struct ly_rpc *rpc = NULL;
-	struct ly_rpc_channel *ch = NULL;
-	struct stat st;
-	uv_loop_t loop;
-	uint8_t *buf = NULL;
-	size_t n;
-	int code = EXIT_RUNTIME;
-
-	if (stat(socket, &st) != 0)
-		return fail(EXIT_RUNTIME, "cannot reach lanyard-server at %s: %s (is it running? see -socketPath)", socket,
-		    strerror(errno));
-	if (!S_ISSOCK(st.st_mode))
-		return fail(EXIT_RUNTIME, "cannot reach lanyard-server at %s: not a socket", socket);
-	/* Who listens there, judged before anything is sent or believed; the call goes over that very
-	 * connection (sockpath.h, docs/security.md). */
-	int fd;
-	ly_status pc = ly_sockpath_peer_check(socket, NULL, &fd, &e);
-	if (pc != LY_OK)
-		return fail(EXIT_RUNTIME, "%s lanyard-server at %s: %s", pc == LY_E_IO ? "cannot reach" : "refusing", socket,
-		    e.msg);
-	n = protobuf_c_message_get_packed_size(req);
-	buf = malloc(n > 0 ? n : 1);
-	if (buf == NULL) {
-		close(fd);
-		return fail(EXIT_RUNTIME, "out of memory");
-	}
-	(void)protobuf_c_message_pack(req, buf);
-	if (uv_loop_init(&loop) != 0) {
-		close(fd);
-		free(buf);
-		return fail(EXIT_RUNTIME, "cannot start an event loop");
-	}
-	(void)snprintf(target, sizeof(target), "unix:%s", socket);
-	struct ly_rpc_channel_config cc = { .target = target, .tls = NULL, .max_response = 0 };
-	struct ly_rpc_call_config rc = {
-		.method = method,
-		.kind = LY_RPC_UNARY,
-		.req = buf,
-		.req_len = n,
-		.timeout_ms = CALL_TIMEOUT_MS,
-		.on_message = on_message,
-		.on_status = on_status,
-		.arg = &s,
-	};
-	if (ly_rpc_new(&loop, &rpc, &e) != LY_OK) {
-		close(fd);
-		fail(EXIT_RUNTIME, "%s: %s", what, e.msg);
-		goto out;
-	}
-	if (ly_rpc_channel_new_fd(rpc, &cc, fd, &ch, &e) != LY_OK || ly_rpc_channel_call(ch, &rc, NULL, &e) != LY_OK) {
-		fail(EXIT_RUNTIME, "%s: %s", what, e.msg);
-		goto out;
-	}
-	while (!s.done)
-		(void)uv_run(&loop, UV_RUN_ONCE);
-	if (s.code == LY_RPC_OK && s.nomem) {
-		fail(EXIT_RUNTIME, "%s: out of memory", what);
-	} else if (s.code == LY_RPC_OK) {
-		ly_buf_take(resp, &s.resp);
-		code = 0;
-	} else if (s.code == LY_RPC_UNAVAILABLE && strncmp(s.details, "datastore", 9) != 0) {
-		fail(EXIT_RUNTIME, "cannot reach lanyard-server at %s: %s", socket, s.details);
-	} else {
-		fail(EXIT_RUNTIME, "%s: %s (%s)", what, s.details[0] != '\0' ? s.details : "failed",
-		    ly_rpc_code_str(s.code));
-	}
-out:
-	if (ch != NULL)
-		ly_rpc_channel_free(ch);
-	if (rpc != NULL)
-		ly_rpc_close(rpc, NULL, NULL);
-	(void)uv_run(&loop, UV_RUN_DEFAULT);
-	(void)uv_loop_close(&loop);
-	ly_buf_free_secret(&s.resp);
-	free(buf);
-	return code;
-}
-
-/* ---- flags ---------------------------------------------------------------------- */
-
-/* Returns -1 to go on, else the exit code (0 after -h, EXIT_USAGE after a bad flag or a stray argument). */
-static int
-parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t n, int argc, char **argv)
-{
-	return ly_cmdline_parse_flags("lanyard-server", cmd, synopsis, flags, n, argc, argv);
-}
-
-/* ---- shared with cli_fed.c (cli_internal.h) ---- */
-
-int
-ly_cli_call(const char *socket, const char *what, const char *method, const ProtobufCMessage *req,
-    struct ly_buf *resp)
-{
-	return call(socket, what, method, req, resp);
-}
-
-int
-ly_cli_parse_flags(const char *cmd, const char *synopsis, struct ly_flag *flags, size_t n, int argc, char **argv)
-{
-	return parse_flags(cmd, synopsis, flags, n, argc, argv);
-}
 
 #define SOCKET_FLAG(dst) \
 	{ "socketPath", LY_FLAG_STRING, (dst), "admin socket of the server (default " LY_SERVER_SOCKET_DEFAULT ")", \
@@ -542,7 +390,7 @@ entry_put(int argc, char **argv, bool update)
 	bool json;
 	int rc;
 
-	rc = parse_flags(cmd, update ? "Replaces every field of an entry." : "Creates a registration entry.", flags,
+	rc = ly_cli_parse_flags(cmd, update ? "Replaces every field of an entry." : "Creates a registration entry.", flags,
 	    NFLAGS(flags), argc, argv);
 	if (rc >= 0)
 		goto out;
@@ -555,7 +403,7 @@ entry_put(int argc, char **argv, bool update)
 	}
 	if ((rc = entry_req_build(cmd, &a, update, r)) != 0)
 		goto out;
-	rc = call(a.socket, cmd, update ? METHOD("UpdateEntry") : METHOD("CreateEntry"), &r->m.base, &resp);
+	rc = ly_cli_call(a.socket, cmd, update ? METHOD("UpdateEntry") : METHOD("CreateEntry"), &r->m.base, &resp);
 	if (rc == 0)
 		rc = print_entry_resp(cmd, &resp, json);
 out:
@@ -593,7 +441,7 @@ entry_delete(int argc, char **argv)
 	struct ly_error e;
 	int rc;
 
-	if ((rc = parse_flags(cmd, "Deletes a registration entry.", flags, NFLAGS(flags), argc, argv)) >= 0)
+	if ((rc = ly_cli_parse_flags(cmd, "Deletes a registration entry.", flags, NFLAGS(flags), argc, argv)) >= 0)
 		return rc;
 	if (entry_id == NULL)
 		return fail(EXIT_USAGE, "%s: -entryID is required", cmd);
@@ -601,7 +449,7 @@ entry_delete(int argc, char **argv)
 		return fail(EXIT_USAGE, "%s: -entryID \"%s\": %s", cmd, entry_id, e.msg);
 	lanyard__admin__v1__entry_id__init(&req);
 	req.entry_id = unconst(entry_id);
-	if ((rc = call(socket, cmd, METHOD("DeleteEntry"), &req.base, &resp)) != 0)
+	if ((rc = ly_cli_call(socket, cmd, METHOD("DeleteEntry"), &req.base, &resp)) != 0)
 		return rc;
 	printf("Deleted entry %s\n", entry_id);
 	ly_buf_free(&resp);
@@ -634,7 +482,7 @@ entry_show(int argc, char **argv)
 	bool json;
 	int rc;
 
-	if ((rc = parse_flags(cmd, "Shows registration entries (all, or those that match every filter given).",
+	if ((rc = ly_cli_parse_flags(cmd, "Shows registration entries (all, or those that match every filter given).",
 	    flags, NFLAGS(flags), argc, argv)) >= 0)
 		goto out;
 	if ((rc = output_mode(cmd, output, &json)) != 0)
@@ -670,7 +518,7 @@ entry_show(int argc, char **argv)
 	req.parent_id = unconst(parent_id);
 	req.n_selectors = sel.n;
 	req.selectors = sel.ptrs;
-	if ((rc = call(socket, cmd, METHOD("ListEntries"), &req.base, &resp)) != 0)
+	if ((rc = ly_cli_call(socket, cmd, METHOD("ListEntries"), &req.base, &resp)) != 0)
 		goto out;
 	list = lanyard__admin__v1__entry_list__unpack(NULL, resp.len, resp.data);
 	if (list == NULL) {
@@ -722,7 +570,7 @@ token_generate(int argc, char **argv)
 	struct ly_buf resp = LY_BUF_INIT;
 	int rc;
 
-	if ((rc = parse_flags(cmd, "Makes a single-use join token for one agent.", flags, NFLAGS(flags), argc,
+	if ((rc = ly_cli_parse_flags(cmd, "Makes a single-use join token for one agent.", flags, NFLAGS(flags), argc,
 	    argv)) >= 0)
 		return rc;
 	if (spiffe_id != NULL && ((rc = check_id_flag(cmd, "spiffeID", spiffe_id, NULL)) != 0 ||
@@ -731,7 +579,7 @@ token_generate(int argc, char **argv)
 	lanyard__admin__v1__token_request__init(&req);
 	req.spiffe_id = unconst(spiffe_id);
 	req.ttl = (int32_t)ttl;
-	if ((rc = call(socket, cmd, METHOD("GenerateToken"), &req.base, &resp)) != 0)
+	if ((rc = ly_cli_call(socket, cmd, METHOD("GenerateToken"), &req.base, &resp)) != 0)
 		return rc;
 	tok = lanyard__admin__v1__token__unpack(NULL, resp.len, resp.data);
 	if (tok == NULL || tok->token[0] == '\0') {
@@ -748,43 +596,6 @@ token_generate(int argc, char **argv)
 }
 
 /* ---- bundle ------------------------------------------------------------------------------------- */
-
-/* The Bundle message as a struct ly_bundle (checked as any bundle is). */
-static ly_status
-bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, struct ly_bundle **out, struct ly_error *err)
-{
-	struct ly_bundle *b = NULL;
-	ly_status rc;
-
-	*out = NULL;
-	LY_TRY(ly_bundle_new(m->trust_domain, &b, err));
-	for (size_t i = 0; i < m->n_x509_authorities; i++) {
-		rc = ly_bundle_add_x509_authority(b, m->x509_authorities[i].data, m->x509_authorities[i].len, err);
-		if (rc != LY_OK)
-			goto out;
-	}
-	for (size_t i = 0; i < m->n_jwt_authorities; i++) {
-		const unsigned char *p = m->jwt_authorities[i]->public_key.data;
-		EVP_PKEY *key = d2i_PUBKEY(NULL, &p, (long)m->jwt_authorities[i]->public_key.len);
-		if (key == NULL) {
-			rc = ly_error_set(err, LY_E_INVALID, "JWT authority %s: unreadable public key",
-			    m->jwt_authorities[i]->kid);
-			goto out;
-		}
-		rc = ly_bundle_add_jwt_authority(b, m->jwt_authorities[i]->kid, key, err);
-		EVP_PKEY_free(key);
-		if (rc != LY_OK)
-			goto out;
-	}
-	if ((rc = ly_bundle_update_sequence(b, m->sequence, err)) != LY_OK ||
-	    (rc = ly_bundle_update_refresh_hint(b, m->refresh_hint > 0 ? (uint64_t)m->refresh_hint : 0, err)) != LY_OK)
-		goto out;
-	*out = b;
-	b = NULL;
-out:
-	ly_bundle_free(b);
-	return rc;
-}
 
 static int
 bundle_show(int argc, char **argv)
@@ -804,7 +615,7 @@ bundle_show(int argc, char **argv)
 	bool spiffe;
 	int rc;
 
-	if ((rc = parse_flags(cmd, "Shows the trust bundle of the server's trust domain.", flags, NFLAGS(flags), argc,
+	if ((rc = ly_cli_parse_flags(cmd, "Shows the trust bundle of the server's trust domain.", flags, NFLAGS(flags), argc,
 	    argv)) >= 0)
 		return rc;
 	if (strcmp(format, "pem") == 0)
@@ -814,14 +625,14 @@ bundle_show(int argc, char **argv)
 	else
 		return fail(EXIT_USAGE, "%s: -format \"%s\": must be pem or spiffe", cmd, format);
 	lanyard__agent__v1__get_bundle_request__init(&req);
-	if ((rc = call(socket, cmd, METHOD("GetBundle"), &req.base, &resp)) != 0)
+	if ((rc = ly_cli_call(socket, cmd, METHOD("GetBundle"), &req.base, &resp)) != 0)
 		return rc;
 	m = lanyard__agent__v1__bundle__unpack(NULL, resp.len, resp.data);
 	if (m == NULL) {
 		rc = fail(EXIT_RUNTIME, "%s: the server's answer is malformed", cmd);
 		goto out;
 	}
-	if (bundle_from_pb(m, &b, &e) != LY_OK ||
+	if (ly_cli_bundle_from_pb(m, &b, &e) != LY_OK ||
 	    (spiffe ? ly_bundle_write_jwks(b, LY_JWKS_PRETTY, &text, &e) : ly_bundle_write_pem(b, &text, &e)) != LY_OK) {
 		rc = fail(EXIT_RUNTIME, "%s: %s", cmd, e.msg);
 		goto out;
@@ -839,12 +650,6 @@ out:
 	return rc;
 }
 
-ly_status
-ly_cli_bundle_from_pb(const Lanyard__Agent__V1__Bundle *m, struct ly_bundle **out, struct ly_error *err)
-{
-	return bundle_from_pb(m, out, err);
-}
-
 /* ---- agent -------------------------------------------------------------------------------------------- */
 
 static int
@@ -856,7 +661,7 @@ list_agents(const char *cmd, const char *socket, Lanyard__Admin__V1__AgentList *
 
 	*out = NULL;
 	lanyard__admin__v1__list_agents_request__init(&req);
-	if ((rc = call(socket, cmd, METHOD("ListAgents"), &req.base, &resp)) != 0)
+	if ((rc = ly_cli_call(socket, cmd, METHOD("ListAgents"), &req.base, &resp)) != 0)
 		return rc;
 	*out = lanyard__admin__v1__agent_list__unpack(NULL, resp.len, resp.data);
 	ly_buf_free(&resp);
@@ -878,7 +683,7 @@ agent_list(int argc, char **argv)
 	bool json;
 	int rc;
 
-	if ((rc = parse_flags(cmd, "Lists attested agents.", flags, NFLAGS(flags), argc, argv)) >= 0)
+	if ((rc = ly_cli_parse_flags(cmd, "Lists attested agents.", flags, NFLAGS(flags), argc, argv)) >= 0)
 		return rc;
 	if ((rc = output_mode(cmd, output, &json)) != 0 || (rc = list_agents(cmd, socket, &list)) != 0)
 		return rc;
@@ -918,7 +723,7 @@ agent_show(int argc, char **argv)
 	bool json;
 	int rc;
 
-	if ((rc = parse_flags(cmd, "Shows one attested agent.", flags, NFLAGS(flags), argc, argv)) >= 0)
+	if ((rc = ly_cli_parse_flags(cmd, "Shows one attested agent.", flags, NFLAGS(flags), argc, argv)) >= 0)
 		return rc;
 	if (spiffe_id == NULL)
 		return fail(EXIT_USAGE, "%s: -spiffeID is required", cmd);
@@ -954,7 +759,7 @@ agent_remove(int argc, char **argv, bool ban)
 	struct ly_buf resp = LY_BUF_INIT;
 	int rc;
 
-	if ((rc = parse_flags(cmd,
+	if ((rc = ly_cli_parse_flags(cmd,
 	    ban ? "Bans an agent: it is refused until the ban is lifted." : "Evicts an agent: it must attest again.",
 	    flags, NFLAGS(flags), argc, argv)) >= 0)
 		return rc;
@@ -964,7 +769,7 @@ agent_remove(int argc, char **argv, bool ban)
 		return rc;
 	lanyard__admin__v1__agent_id__init(&req);
 	req.spiffe_id = unconst(spiffe_id);
-	if ((rc = call(socket, cmd, ban ? METHOD("BanAgent") : METHOD("EvictAgent"), &req.base, &resp)) != 0)
+	if ((rc = ly_cli_call(socket, cmd, ban ? METHOD("BanAgent") : METHOD("EvictAgent"), &req.base, &resp)) != 0)
 		return rc;
 	ly_buf_free(&resp);
 	printf(ban ? "Agent banned successfully\n" : "Agent evicted successfully\n");
@@ -1000,13 +805,13 @@ healthcheck(int argc, char **argv)
 	struct ly_buf resp = LY_BUF_INIT;
 	int rc;
 
-	if ((rc = parse_flags(cmd, "Checks that the server is up and serving (exit 0) or not (exit 1).", flags,
+	if ((rc = ly_cli_parse_flags(cmd, "Checks that the server is up and serving (exit 0) or not (exit 1).", flags,
 	    NFLAGS(flags), argc, argv)) >= 0)
 		return rc;
 	if (verbose)
 		printf("Checking server health at %s...\n", socket);
 	lanyard__admin__v1__health_request__init(&req);
-	if ((rc = call(socket, cmd, METHOD("Health"), &req.base, &resp)) != 0)
+	if ((rc = ly_cli_call(socket, cmd, METHOD("Health"), &req.base, &resp)) != 0)
 		return rc;
 	h = lanyard__admin__v1__health_response__unpack(NULL, resp.len, resp.data);
 	ly_buf_free(&resp);

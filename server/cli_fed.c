@@ -2,7 +2,7 @@
  * cli_fed.c: the federation verbs (SPEC §9, cli_internal.h) with SPIRE's
  * names and single-dash flags: `bundle set|list|delete|count` for other
  * trust domains' bundles, `federation create|update|list|show|delete|
- * refresh` for relationships. Clients of the Admin service (admin_api.c).
+ * refresh` for relationships. Clients of the Admin service (admin_api_fed.c).
  *
  * The CLI checks what it can judge alone (flags, trust domain names,
  * formats, modes, profiles, the URL's scheme); the server checks

@@ -1,8 +1,10 @@
 /*
  * cli_internal.h: what the admin verbs' files share (cli.c has the entry,
  * token, bundle show, agent and healthcheck verbs and the dispatch;
- * cli_fed.c the federation verbs of SPEC §9; cli_audit.c `audit list`).
- * Not for other modules.
+ * cli_fed.c the federation verbs of SPEC §9; cli_audit.c `audit list`;
+ * all stand on cli_call.c: the call over the admin socket, a verb's
+ * flags, a Bundle message read back). Calls go one way: cli.c ->
+ * cli_fed.c, cli_audit.c -> cli_call.c. Not for other modules.
  * Exit codes and the one-line error rule are cli.h's.
  */
 #ifndef LANYARD_SERVER_CLI_INTERNAL_H

@@ -10,13 +10,18 @@
  * k8s_psat) runs on uv_queue_work and hands its result back to the loop.
  *
  * Parts and who owns what:
- *   server.c     start-up, signals, the CA rotation timer, the server's
- *                TLS certificate, shutdown; owns every field of struct
- *                ly_server (server_core.h).
+ *   server.c     start-up, the admin socket, signals, shutdown; owns
+ *                every field of struct ly_server (server_core.h); its
+ *                parts behind server_internal.h: server_bundle.c (the
+ *                CA rotation timer, the shared bundle), server_fed.c
+ *                (federation's wiring), server_tls.c (the server's TLS
+ *                certificate), server_metrics.c (metrics and health).
  *   server_core.c  the state below (struct ly_server), clock, metrics.
  *   server_config.c  the `run` configuration (flags over the YAML file).
  *   admin_api.c  the Admin service on the Unix socket (CLI verbs);
- *                its requests decoded and checked by admin_msg.c.
+ *                its federation methods in admin_api_fed.c, every
+ *                call's start and answer in admin_op.c; its requests
+ *                decoded and checked by admin_msg.c, admin_msg_fed.c.
  *   agent_api*.c the Agent service on TCP+TLS (node attestation, SVIDs,
  *                the entry watch), split behind agent_api_internal.h;
  *                its requests decoded and checked by agentapi_msg.c.

@@ -104,8 +104,8 @@ struct ly_server {
 	/*
 	 * Several servers on one PostgreSQL (SPEC §10): the union of every
 	 * server's published authorities and this CA's own (bundle_shared.h),
-	 * served instead of the CA's bundle; NULL with SQLite. server.c keeps
-	 * it; read it through ly_server_bundle.
+	 * served instead of the CA's bundle; NULL with SQLite. server_shared.c
+	 * keeps it; read it through ly_server_bundle.
 	 */
 	struct ly_bundle *shared_bundle;
 	struct ly_shared_authorities *shared_rows; /* the last rows read from the database */
@@ -132,8 +132,8 @@ const struct ly_bundle *ly_server_bundle(const struct ly_server *srv);
 time_t ly_server_now(void);
 
 /*
- * The server's metric families (server.c makes them with the health
- * listener; NULL without it). The agent API adds to them as it works;
+ * The server's metric families (server_metrics.c makes them with the
+ * health listener; NULL without it). The agent API adds to them as it works;
  * ly_server_metric_add ignores a NULL family, so callers need not check.
  */
 struct ly_metric;
@@ -152,7 +152,7 @@ void ly_server_metric_add(struct ly_metric *f, const char *const *labels, double
 /*
  * The connection context of an admin-socket connection: server.c accepts
  * each connection itself, reads SO_PEERCRED, and hands the socket to gRPC
- * (ly_rpc_server_add_fd) with this; admin_api.c refuses a caller whose uid
+ * (ly_rpc_server_add_fd) with this; admin_op.c refuses a caller whose uid
  * is neither the server's nor root's and names the uid in the audit log.
  */
 struct ly_admin_peer {

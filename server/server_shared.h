@@ -1,9 +1,9 @@
 /*
- * server_shared.h: server.c's part of several servers on one PostgreSQL
+ * server_shared.h: the daemon's part of several servers on one PostgreSQL
  * (SPEC §10): this server's ID, publishing its CA's authorities into the
  * shared bundle, and the union it serves (bundle_shared.h). The LISTEN
- * side is pg_notify.h; server.c wires both to its timers and to the agent
- * API. Everything runs on the loop thread; nothing here with SQLite
+ * side is pg_notify.h; server_bundle.c wires both to its timers and to
+ * the agent API. Everything runs on the loop thread; nothing here with SQLite
  * (ly_datastore_shared false): every function then does nothing.
  */
 #ifndef LANYARD_SERVER_SERVER_SHARED_H
