@@ -20,6 +20,11 @@
  *                        once, then one a period, then OK
  *   /test.Echo/Burst     stream: request "N": N messages at once, then OK
  *                        (latest wins: the client sees the first and last)
+ *   /test.Echo/Slow      unary: request "MS": answered after MS milliseconds
+ *                        spent on a libuv worker thread, the reply sent from
+ *                        the loop once the work's completion reaches it (the
+ *                        shape of the server's admin calls on its datastore
+ *                        worker)
  *   /test.Echo/Stats     unary: counters, "cancelled=N ..."
  */
 #include <errno.h>
@@ -28,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -38,6 +44,12 @@
 struct conn_info {
 	uid_t uid;
 	pid_t pid;
+};
+
+struct slow {
+	uv_work_t work;
+	struct ly_rpc_call *call;
+	unsigned long ms;
 };
 
 struct tick {
@@ -143,6 +155,51 @@ h_workload(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 		return;
 	}
 	reply_str(call, "ok");
+}
+
+static void
+slow_work(uv_work_t *w)
+{
+	struct slow *s = w->data;
+	struct timespec ts = { (time_t)(s->ms / 1000), (long)(s->ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static void
+slow_done(uv_work_t *w, int status)
+{
+	struct slow *s = w->data;
+
+	(void)status;
+	reply_str(s->call, "slow");
+	free(s);
+}
+
+static void
+h_slow(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	char buf[16];
+	char *end;
+
+	if (!allowed(call))
+		return;
+	struct slow *s = calloc(1, sizeof(*s));
+	if (s == NULL || len == 0 || len >= sizeof(buf)) {
+		free(s);
+		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "request: MS");
+		return;
+	}
+	memcpy(buf, req, len);
+	buf[len] = '\0';
+	s->ms = strtoul(buf, &end, 10);
+	s->call = call;
+	s->work.data = s;
+	if (*end != '\0' || s->ms > 60000 || uv_queue_work(g.loop, &s->work, slow_work, slow_done) != 0) {
+		free(s);
+		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "request: MS, at most 60000");
+	}
 }
 
 static void
@@ -269,6 +326,7 @@ static const struct ly_rpc_method methods[] = {
 	{ "/test.Echo/Workload", LY_RPC_UNARY, h_workload },
 	{ "/test.Echo/Tick", LY_RPC_SERVER_STREAM, h_tick },
 	{ "/test.Echo/Burst", LY_RPC_SERVER_STREAM, h_burst },
+	{ "/test.Echo/Slow", LY_RPC_UNARY, h_slow },
 	{ "/test.Echo/Stats", LY_RPC_UNARY, h_stats },
 };
 
