@@ -580,6 +580,12 @@ call_alloc(struct ly_rpc_server *srv)
 	return call;
 }
 
+/*
+ * Drops one reference to `conn`, freeing it with the last. The caller then
+ * calls server_maybe_done once: the connection may have been the server's
+ * last, and the server may go with it (so it is not done here, where a
+ * caller such as call_maybe_free would still read the freed server).
+ */
 static void
 conn_unref(struct conn *conn)
 {
@@ -591,10 +597,10 @@ conn_unref(struct conn *conn)
 	if (srv->cfg.conn_release != NULL)
 		srv->cfg.conn_release(conn->ctx, srv->cfg.arg);
 	free(conn);
-	server_maybe_done(srv);
 }
 
-/* Frees a call struct; the caller unlinked it and no batch is in flight. */
+/* Frees a call struct; the caller unlinked it and no batch is in flight, and
+ * calls server_maybe_done afterwards (its connection may have been the last). */
 static void
 call_destroy(struct ly_rpc_call *call)
 {
@@ -1513,9 +1519,11 @@ static void
 conn_poll_closed(uv_handle_t *h)
 {
 	struct conn *conn = container_of(h, struct conn, poll);
+	struct ly_rpc_server *srv = conn->srv;
 
 	(void)close(conn->fd_watch);
 	conn_unref(conn);
+	server_maybe_done(srv);
 }
 
 /* A connection refused in ly_rpc_server_add_fd: no context to give back. */
