@@ -265,8 +265,9 @@
  *    compliant client keeping 100 calls in flight is seen with a few more
  *    (measured: 101, the new call on top of 98 being served and 2 whose
  *    status was already on the wire, with the admin API on the datastore
- *    worker); calls between the two are served, not refused, since they
- *    may be a compliant client's;
+ *    worker), and a client may open more before it has read our SETTINGS
+ *    (RFC 9113 §6.5.2). Calls between the two are served, not refused,
+ *    since they may be a compliant client's (tests/integration/rpc_streams.py);
  *  - LY_RPC_CONNS_PER_ADDR_MAX: TCP connections from one peer address,
  *    handshaking or not; checked once a second, the newest over it are
  *    shut down (rpc/sockscan.h);
