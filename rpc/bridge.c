@@ -599,8 +599,9 @@ conn_unref(struct conn *conn)
 	free(conn);
 }
 
-/* Frees a call struct; the caller unlinked it and no batch is in flight, and
- * calls server_maybe_done afterwards (its connection may have been the last). */
+/* Frees a call struct. The caller unlinked it, no batch is in flight, and the
+ * caller calls server_maybe_done afterwards (the call's connection may have
+ * been the server's last). */
 static void
 call_destroy(struct ly_rpc_call *call)
 {
