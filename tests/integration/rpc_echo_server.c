@@ -3,12 +3,15 @@
  *
  *   rpc_echo_server [--unix PATH] [--fd-listen PATH]
  *                   [--tls ADDR --cert F --key F [--roots F] [--client-auth none|request|require]]
- *                   [--allow-id SPIFFE_ID] [--max-request N]
+ *                   [--allow-id SPIFFE_ID] [--max-request N] [--trusted yes]
  *
  * Listens on (a) a Unix socket path through gRPC's own listener, (b) a Unix
  * socket that libuv accepts, whose connections are handed to gRPC with
  * ly_rpc_server_add_fd and the caller's SO_PEERCRED as connection context,
- * (c) TCP with TLS. Prints "ready tls_port=N" once serving. SIGHUP reloads
+ * (c) TCP with TLS. `--trusted yes`: the memory guard never sheds its
+ * connections (ly_rpc_server_config.trusted, as the admin socket's), for a
+ * test of something else that grows memory under ASan (its quarantine).
+ * Prints "ready tls_port=N" once serving. SIGHUP reloads
  * the TLS files (rotation); SIGTERM shuts down cleanly and prints
  * "stats ..."; exit 0 only if every connection context came back.
  *
@@ -439,7 +442,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: rpc_echo_server [--unix PATH] [--fd-listen PATH] [--tls ADDR "
 	    "--cert F --key F [--roots F] [--client-auth none|request|require]] "
-	    "[--allow-id ID] [--max-request N]\n");
+	    "[--allow-id ID] [--max-request N] [--trusted yes]\n");
 	exit(2);
 }
 
@@ -473,6 +476,8 @@ main(int argc, char **argv)
 			g.allow_id = v;
 		else if (strcmp(o, "--max-request") == 0)
 			cfg.max_request = strtoul(v, NULL, 10);
+		else if (strcmp(o, "--trusted") == 0)
+			cfg.trusted = strcmp(v, "yes") == 0;
 		else if (strcmp(o, "--client-auth") == 0)
 			g.client_auth = strcmp(v, "require") == 0 ? LY_RPC_CLIENT_CERT_REQUIRE :
 			    strcmp(v, "request") == 0 ? LY_RPC_CLIENT_CERT_REQUEST :
