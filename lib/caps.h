@@ -255,10 +255,19 @@
  * idle connections; docs/security.md "Connection limits"):
  *  - LY_RPC_STREAMS_MAX: concurrent streams per HTTP/2 connection,
  *    advertised in SETTINGS_MAX_CONCURRENT_STREAMS. gRPC 1.51 enforces it
- *    only once the client acknowledged our SETTINGS, so the bridge also
- *    counts calls per connection and refuses one over it at once
- *    (RESOURCE_EXHAUSTED, the stream ends);
- *    A connection over it is shut down (rpc/sockscan.h);
+ *    only once the client acknowledged our SETTINGS;
+ *  - LY_RPC_STREAMS_KILL: the bridge's backstop for a client that never
+ *    acknowledges them: it counts calls per connection, and a connection
+ *    with more than this many open is shut down (rpc/sockscan.h for TCP),
+ *    its call refused (RESOURCE_EXHAUSTED). Twice the advertised limit, not
+ *    the limit itself: the bridge counts a call until its last completion
+ *    reaches the loop, which lags the stream's end on the wire, so a
+ *    compliant client keeping 100 calls in flight is seen with a few more
+ *    (measured: 101, the new call on top of 98 being served and 2 whose
+ *    status was already on the wire, with the admin API on the datastore
+ *    worker), and a client may open more before it has read our SETTINGS
+ *    (RFC 9113 §6.5.2). Calls between the two are served, not refused,
+ *    since they may be a compliant client's (tests/integration/rpc_streams.py);
  *  - LY_RPC_CONNS_PER_ADDR_MAX: TCP connections from one peer address,
  *    handshaking or not; checked once a second, the newest over it are
  *    shut down (rpc/sockscan.h);
@@ -289,6 +298,7 @@
  *    call with a verified client certificate (enrolled agents).
  */
 #define LY_RPC_STREAMS_MAX 100
+#define LY_RPC_STREAMS_KILL (2 * LY_RPC_STREAMS_MAX)
 #define LY_RPC_CALLS_PER_ADDR_MAX 1000
 #define LY_RPC_CONNS_PER_ADDR_MAX 256
 #define LY_RPC_REQUEST_TIMEOUT_MS 10000
@@ -314,7 +324,7 @@
  * Workload API connections one uid may hold open at once (agent/wapi.c):
  * a local user cannot take the whole LY_WAPI_CONNS_MAX. Generous because
  * in Kubernetes every container running as root is uid 0 to the agent;
- * the memory a uid's connections can cost is bounded by LY_RPC_STREAMS_MAX,
+ * the memory a uid's connections can cost is bounded by LY_RPC_STREAMS_KILL,
  * LY_RPC_REQUEST_TIMEOUT_MS and the memory guard (LY_RPC_SHED_GROWTH_MAX).
  */
 #define LY_WAPI_CONNS_PER_UID_MAX 1024

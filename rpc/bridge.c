@@ -131,7 +131,7 @@ struct ly_rpc_server {
 	struct ly_queue calls;
 	size_t ncalls;
 	/* Calls open per connection (gRPC's peer string) and per peer address:
-	 * LY_RPC_STREAMS_MAX, LY_RPC_CALLS_PER_ADDR_MAX. */
+	 * LY_RPC_STREAMS_KILL, LY_RPC_CALLS_PER_ADDR_MAX. */
 	struct ly_keycount conn_calls;
 	struct ly_keycount addr_calls;
 	/* Connections shut down since the last second's sweep (once each). */
@@ -580,6 +580,12 @@ call_alloc(struct ly_rpc_server *srv)
 	return call;
 }
 
+/*
+ * Drops one reference to `conn`, freeing it with the last. The caller then
+ * calls server_maybe_done once: the connection may have been the server's
+ * last, and the server may go with it (so it is not done here, where a
+ * caller such as call_maybe_free would still read the freed server).
+ */
 static void
 conn_unref(struct conn *conn)
 {
@@ -591,10 +597,11 @@ conn_unref(struct conn *conn)
 	if (srv->cfg.conn_release != NULL)
 		srv->cfg.conn_release(conn->ctx, srv->cfg.arg);
 	free(conn);
-	server_maybe_done(srv);
 }
 
-/* Frees a call struct; the caller unlinked it and no batch is in flight. */
+/* Frees a call struct. The caller unlinked it, no batch is in flight, and the
+ * caller calls server_maybe_done afterwards (the call's connection may have
+ * been the server's last). */
 static void
 call_destroy(struct ly_rpc_call *call)
 {
@@ -887,8 +894,9 @@ conn_kill(struct ly_rpc_server *srv, const char *peer)
 		done = ly_sockscan_shutdown_peer(srv->tls_port, peer);
 	}
 	if (done && srv->killed_conns++ % 100 == 0)
-		log_warn("server: %s: connection shut down: over %d streams (%" PRIu64 " so far)", peer,
-		    LY_RPC_STREAMS_MAX, srv->killed_conns);
+		log_warn("server: %s: connection shut down: over %d streams open, our limit is %d "
+			 "(%" PRIu64 " so far)", peer, LY_RPC_STREAMS_KILL, LY_RPC_STREAMS_MAX,
+		    srv->killed_conns);
 }
 
 /* Puts the address of `c` in the penalty box (its slot, a free one, or the oldest). */
@@ -1003,11 +1011,18 @@ server_shed(struct ly_rpc_server *srv)
 }
 
 /*
- * Counts the call against its connection (LY_RPC_STREAMS_MAX: gRPC 1.51
- * only enforces the SETTINGS_MAX_CONCURRENT_STREAMS we advertise once the
- * client acknowledged it, so a client that never does is held to it here)
- * and, for TCP peers, against its address (LY_RPC_CALLS_PER_ADDR_MAX).
- * False when either is full: the call is refused at once.
+ * Counts the call against its connection and, for TCP peers, against its
+ * address (LY_RPC_CALLS_PER_ADDR_MAX). False when either is full: the call
+ * is refused at once.
+ *
+ * The connection's count is the backstop for the SETTINGS_MAX_CONCURRENT_STREAMS
+ * we advertise (LY_RPC_STREAMS_MAX), which gRPC 1.51 only enforces once the
+ * client acknowledged it. A call stays counted until its last completion
+ * reaches the loop, which lags the stream's end on the wire: a compliant
+ * client at the advertised limit that opens a stream as soon as one ends is
+ * seen here with one or a few more. So the connection is shut down only
+ * over LY_RPC_STREAMS_KILL (caps.h), and nothing between the two is
+ * refused: such a call is the compliant client's.
  */
 static bool
 call_count(struct ly_rpc_call *call)
@@ -1016,9 +1031,9 @@ call_count(struct ly_rpc_call *call)
 	size_t plen = strlen(call->peer), alen;
 
 	ly_keycount_peer_addr(call->peer, &alen);
-	/* Over the stream limit (a client that never acknowledged it): the
+	/* Far over the stream limit (a client that never acknowledged it): the
 	 * connection is shut down, which cancels every stream gRPC queued for it. */
-	if (ly_keycount_take(&srv->conn_calls, call->peer, plen, LY_RPC_STREAMS_MAX, NULL) != LY_OK) {
+	if (ly_keycount_take(&srv->conn_calls, call->peer, plen, LY_RPC_STREAMS_KILL, NULL) != LY_OK) {
 		conn_kill(srv, call->peer);
 		goto refused;
 	}
@@ -1389,7 +1404,7 @@ ly_rpc_server_new(struct ly_rpc *rpc, const struct ly_rpc_server_config *cfg,
 	 * gRPC's default is 120 s, so a client could hold descriptors that long for a few bytes). */
 	args[n++] = int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, LY_RPC_HANDSHAKE_TIMEOUT_MS);
 	/* Stream floods and idle connections (caps.h, issue 19): advertised
-	 * SETTINGS_MAX_CONCURRENT_STREAMS (also counted in call_begin), a cap on
+	 * SETTINGS_MAX_CONCURRENT_STREAMS (backed by call_count), a cap on
 	 * request headers, idle connections closed, dead peers found by pings. */
 	args[n++] = int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, LY_RPC_STREAMS_MAX);
 	args[n++] = int_arg(GRPC_ARG_MAX_METADATA_SIZE, LY_RPC_METADATA_MAX);
@@ -1505,9 +1520,11 @@ static void
 conn_poll_closed(uv_handle_t *h)
 {
 	struct conn *conn = container_of(h, struct conn, poll);
+	struct ly_rpc_server *srv = conn->srv;
 
 	(void)close(conn->fd_watch);
 	conn_unref(conn);
+	server_maybe_done(srv);
 }
 
 /* A connection refused in ly_rpc_server_add_fd: no context to give back. */

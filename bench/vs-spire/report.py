@@ -69,7 +69,7 @@ def report(fig, out=sys.stdout):
     row(f"1. registration, one CLI exec per entry ({L.get('reg_cli_n')} entries), entries/s",
         L.get("reg_cli_per_s"), S.get("reg_cli_per_s"), hib=True, nd=1)
     row(f"1. registration, bulk ({L.get('reg_bulk_n')} entries; SPIRE `entry create -data`, Lanyard admin API "
-        "CreateEntry x64 in flight), entries/s", L.get("reg_bulk_per_s"), S.get("reg_bulk_per_s"), hib=True, nd=0)
+        "CreateEntry x256 in flight), entries/s", L.get("reg_bulk_per_s"), S.get("reg_bulk_per_s"), hib=True, nd=0)
     # 2. Storm
     for key in sorted(k[:-2] for k in L if k.startswith("storm") and k.endswith("_n")):
         n = L.get(key + "_n")

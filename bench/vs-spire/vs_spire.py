@@ -15,7 +15,7 @@ writes the raw figures as JSON to $LANYARD_BENCH_JSON when set.
 Rows (issue 13), per system:
   1. registration: K entries, one CLI exec each; N entries through the bulk path (SPIRE: one
      `entry create -data FILE`, i.e. BatchCreateEntry; Lanyard: CreateEntry over the admin API,
-     64 in flight: its CLI has no bulk mode);
+     256 in flight: its CLI has no bulk mode);
   2. storm: agent B starts after N entries exist for it, 1,000 per uid (6000, 6001, ...); one
      workload per uid (storm_reader.py under that uid, started with the agent) opens a Workload
      API stream as soon as the socket answers; from the agent's exec to the moment every workload
@@ -260,7 +260,7 @@ class Lanyard(System):
         return "lanyard " + run(["git", "-C", os.path.dirname(HERE), "describe", "--always", "--dirty"]).stdout.strip()
 
     def create_bulk(self, entries):
-        """CreateEntry over the admin API, 64 in flight (the CLI has no bulk mode)."""
+        """CreateEntry over the admin API, 256 in flight (the CLI has no bulk mode)."""
         import grpc
         import admin_pb2_grpc
         import agent_pb2
@@ -273,7 +273,7 @@ class Lanyard(System):
             e = agent_pb2.Entry(entry_id=eid, spiffe_id=sid, parent_id=parent,
                                 selectors=[agent_pb2.Selector(type=t, value=v)], x509_svid_ttl=ttl or 0)
             futs.append(admin.CreateEntry.future(e, timeout=300))
-            if len(futs) >= 64:
+            if len(futs) >= 256:
                 futs.pop(0).result()
         for f in futs:
             f.result()

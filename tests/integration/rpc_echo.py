@@ -388,13 +388,24 @@ def run(tmp, servers):
             len(first), statistics.median(first) * 1e6))
 
     # A stream open while the server shuts down: the handler hears of it,
-    # every connection context comes back, the process exits 0.
+    # every connection context comes back, the process exits 0. Also a call
+    # its handler still holds (Slow: answered from a worker thread 1.5 s
+    # later), on another connection: it is the last to go, after its
+    # connection and after gRPC's shutdown, and the server with it (freed
+    # once, not read again: it crashed here, heap corrupted, before).
     ch = insecure("unix:" + wl)
     it = ch.unary_stream("/test.Echo/Tick")(b"100000 50", timeout=60 * SLOW)
     check(next(it) == b"tick 0", "shutdown: a stream is open")
+    ch2 = insecure("unix:" + wl)
+    held = ch2.unary_unary("/test.Echo/Slow").future(b"1500", timeout=60 * SLOW)
+    time.sleep(0.3 * SLOW)
     code, out, err = s1.stop()
     end = code_of(lambda: list(it))
+    held_end = code_of(held.result)
     ch.close()
+    ch2.close()
+    check(held_end in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE),
+          "shutdown: the call its handler held ended with %s" % held_end)
     check(code == 0 and "cancelled=" in out,
           "shutdown: server exited %d, %s%s" % (code, out.strip().splitlines()[-1] if out.strip() else "",
                                                  (" stderr: " + err[-2000:]) if code != 0 else ""))

@@ -3,12 +3,15 @@
  *
  *   rpc_echo_server [--unix PATH] [--fd-listen PATH]
  *                   [--tls ADDR --cert F --key F [--roots F] [--client-auth none|request|require]]
- *                   [--allow-id SPIFFE_ID] [--max-request N]
+ *                   [--allow-id SPIFFE_ID] [--max-request N] [--trusted yes]
  *
  * Listens on (a) a Unix socket path through gRPC's own listener, (b) a Unix
  * socket that libuv accepts, whose connections are handed to gRPC with
  * ly_rpc_server_add_fd and the caller's SO_PEERCRED as connection context,
- * (c) TCP with TLS. Prints "ready tls_port=N" once serving. SIGHUP reloads
+ * (c) TCP with TLS. `--trusted yes`: the memory guard never sheds its
+ * connections (ly_rpc_server_config.trusted, as the admin socket's), for a
+ * test of something else that grows memory under ASan (its quarantine).
+ * Prints "ready tls_port=N" once serving. SIGHUP reloads
  * the TLS files (rotation); SIGTERM shuts down cleanly and prints
  * "stats ..."; exit 0 only if every connection context came back.
  *
@@ -20,6 +23,11 @@
  *                        once, then one a period, then OK
  *   /test.Echo/Burst     stream: request "N": N messages at once, then OK
  *                        (latest wins: the client sees the first and last)
+ *   /test.Echo/Slow      unary: request "MS": answered after MS milliseconds
+ *                        spent on a libuv worker thread, the reply sent from
+ *                        the loop once the work's completion reaches it (the
+ *                        shape of the server's admin calls on its datastore
+ *                        worker)
  *   /test.Echo/Stats     unary: counters, "cancelled=N ..."
  */
 #include <errno.h>
@@ -28,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -38,6 +47,12 @@
 struct conn_info {
 	uid_t uid;
 	pid_t pid;
+};
+
+struct slow {
+	uv_work_t work;
+	struct ly_rpc_call *call;
+	unsigned long ms;
 };
 
 struct tick {
@@ -143,6 +158,51 @@ h_workload(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
 		return;
 	}
 	reply_str(call, "ok");
+}
+
+static void
+slow_work(uv_work_t *w)
+{
+	struct slow *s = w->data;
+	struct timespec ts = { (time_t)(s->ms / 1000), (long)(s->ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static void
+slow_done(uv_work_t *w, int status)
+{
+	struct slow *s = w->data;
+
+	(void)status;
+	reply_str(s->call, "slow");
+	free(s);
+}
+
+static void
+h_slow(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	char buf[16];
+	char *end;
+
+	if (!allowed(call))
+		return;
+	struct slow *s = calloc(1, sizeof(*s));
+	if (s == NULL || len == 0 || len >= sizeof(buf)) {
+		free(s);
+		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "request: MS");
+		return;
+	}
+	memcpy(buf, req, len);
+	buf[len] = '\0';
+	s->ms = strtoul(buf, &end, 10);
+	s->call = call;
+	s->work.data = s;
+	if (*end != '\0' || s->ms > 60000 || uv_queue_work(g.loop, &s->work, slow_work, slow_done) != 0) {
+		free(s);
+		ly_rpc_call_finish(call, LY_RPC_INVALID_ARGUMENT, "request: MS, at most 60000");
+	}
 }
 
 static void
@@ -269,6 +329,7 @@ static const struct ly_rpc_method methods[] = {
 	{ "/test.Echo/Workload", LY_RPC_UNARY, h_workload },
 	{ "/test.Echo/Tick", LY_RPC_SERVER_STREAM, h_tick },
 	{ "/test.Echo/Burst", LY_RPC_SERVER_STREAM, h_burst },
+	{ "/test.Echo/Slow", LY_RPC_UNARY, h_slow },
 	{ "/test.Echo/Stats", LY_RPC_UNARY, h_stats },
 };
 
@@ -381,7 +442,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: rpc_echo_server [--unix PATH] [--fd-listen PATH] [--tls ADDR "
 	    "--cert F --key F [--roots F] [--client-auth none|request|require]] "
-	    "[--allow-id ID] [--max-request N]\n");
+	    "[--allow-id ID] [--max-request N] [--trusted yes]\n");
 	exit(2);
 }
 
@@ -415,6 +476,8 @@ main(int argc, char **argv)
 			g.allow_id = v;
 		else if (strcmp(o, "--max-request") == 0)
 			cfg.max_request = strtoul(v, NULL, 10);
+		else if (strcmp(o, "--trusted") == 0)
+			cfg.trusted = strcmp(v, "yes") == 0;
 		else if (strcmp(o, "--client-auth") == 0)
 			g.client_auth = strcmp(v, "require") == 0 ? LY_RPC_CLIENT_CERT_REQUIRE :
 			    strcmp(v, "request") == 0 ? LY_RPC_CLIENT_CERT_REQUEST :

@@ -79,14 +79,9 @@ class Env:
 
 
 def create_entries(env, admin_pb2_grpc, agent_pb2, grpc, n):
-    """CreateEntry over the admin API, 64 in flight (the CLI has no bulk mode).
-
-    Not more: the server advertises 100 concurrent streams and its bridge
-    counts a call until its completion reaches the loop, which lags the
-    stream's end on the wire; with the admin API on the datastore worker a
-    client at the advertised limit can cross the bridge's count and have its
-    connection shut down (docs/security.md; left open for a fix with
-    headroom in rpc/bridge.c)."""
+    """CreateEntry over the admin API, 128 in flight (the CLI has no bulk mode): over the
+    100 streams the server advertises, so its one connection stays at that limit (the
+    bridge must not shut it down: tests/integration/rpc_streams.py)."""
     ch = grpc.insecure_channel("unix:" + env.server_sock)
     admin = admin_pb2_grpc.AdminStub(ch)
     futs, ok = [], 0
@@ -95,7 +90,7 @@ def create_entries(env, admin_pb2_grpc, agent_pb2, grpc, n):
         e = agent_pb2.Entry(spiffe_id=f"spiffe://{TD}/large/w{i:05d}", parent_id=AGENT_ID,
                             selectors=[agent_pb2.Selector(type="unix", value=f"uid:{UID}")])
         futs.append(admin.CreateEntry.future(e, timeout=120))
-        if len(futs) >= 64:
+        if len(futs) >= 128:
             futs.pop(0).result()
             ok += 1
     for f in futs:
