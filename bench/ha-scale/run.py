@@ -2,7 +2,7 @@
 
 A throw-away PostgreSQL (initdb in a temp dir, Unix socket only; as nobody when run as root),
 --servers lanyard-servers on it (1 or 2; two need servers that share one database: issue 16),
-N join tokens and the entries made through the admin API (GenerateToken, CreateEntry; 64 in
+N join tokens and the entries made through the admin API (GenerateToken, CreateEntry; 256 in
 flight), then bench_agentsim simulating the N agents (bench/agentsim.c), spread over the servers.
 
 Entries: per agent, K-1 workload entries parented to it plus one "relay" entry (SPIFFE ID
@@ -288,7 +288,7 @@ def admin_stub(sock):
     return ch, admin_pb2_grpc.AdminStub(ch)
 
 
-def in_flight(calls, n=64):
+def in_flight(calls, n=256):
     """Runs the (callable -> future) list with n in flight; returns the results in order."""
     futs, out = [], []
     for c in calls:
