@@ -182,6 +182,9 @@ now_s(void)
 	return (int64_t)time(NULL);
 }
 
+static void report_err(struct sim *s, struct agent *a, const char *what, int code, const char *fmt, ...)
+    LY_PRINTF(5, 6);
+
 static void
 report_err(struct sim *s, struct agent *a, const char *what, int code, const char *fmt, ...)
 {

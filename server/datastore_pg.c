@@ -197,8 +197,8 @@ static const char *const schema_v3[] = {
 	"CREATE FUNCTION lanyard_notify_federated() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
 	"PERFORM pg_notify('lanyard_changes', 'e ' || (SELECT value FROM meta WHERE name = 'revision')); "
 	"RETURN NULL; END $$",
-	"CREATE TRIGGER federated_bundles_notify AFTER INSERT OR UPDATE OR DELETE ON federated_bundles "
-	"FOR EACH STATEMENT EXECUTE FUNCTION lanyard_notify_federated()",
+	("CREATE TRIGGER federated_bundles_notify AFTER INSERT OR UPDATE OR DELETE ON federated_bundles "
+	 "FOR EACH STATEMENT EXECUTE FUNCTION lanyard_notify_federated()"),
 };
 
 /*
