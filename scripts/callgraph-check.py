@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""callgraph-check.py: circles between the C files of some folders.
+
+    callgraph-check.py [-v] ROOT DIR...      (e.g. callgraph-check.py . server agent)
+
+Reads the sources as text, as docs/architecture.md ("Circles") describes:
+  - calls: a function one file defines (not static; the repo's style puts
+    the name at the start of its line, the return type on the line
+    before), or a `static inline` one a header defines, whose name another
+    file uses (comments and string literals left out). A header counts as
+    the .c file of its own name when there is one (datastore.h is
+    datastore.c's), otherwise as itself;
+  - includes: a header that includes, directly or not, a header of DIR...
+    that includes it back.
+A circle is a set of files each reaching every other one: two files that
+call each other, or a longer ring. Each is printed with the names that
+make it, one edge a line:
+
+    circle: server/a.c server/b.c
+      server/a.c -> server/b.c: b_do, b_other
+      server/b.c -> server/a.c: a_done
+
+Exits 0 when there is none, 1 when there is one, 2 on bad usage. With -v,
+also prints every edge between files. Cheap (well under a second): ctest
+runs it as lint.callgraph (tests/CMakeLists.txt).
+"""
+import os
+import re
+import sys
+
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DEF_AT_LINE_START = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\(", re.M)
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def strip_text(src):
+    """The source with comments, string and character literals blanked (newlines kept)."""
+    out, i, n = [], 0, len(src)
+    while i < n:
+        c = src[i]
+        if src.startswith("/*", i):
+            j = src.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append(re.sub(r"[^\n]", " ", src[i:j]))
+            i = j
+        elif src.startswith("//", i):
+            j = src.find("\n", i)
+            j = n if j < 0 else j
+            i = j
+        elif c in "\"'":
+            j = i + 1
+            while j < n and src[j] != c:
+                j += 2 if src[j] == "\\" else 1
+            out.append(c + c)
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def definitions(text, header):
+    """Names of the functions `text` defines for other files to call."""
+    names = set()
+    lines = text.split("\n")
+    for m in DEF_AT_LINE_START.finditer(text):
+        lineno = text.count("\n", 0, m.start())
+        prev = lines[lineno - 1] if lineno > 0 else ""
+        if m.group(1) in ("if", "for", "while", "switch", "return", "sizeof"):
+            continue
+        # The line before is the return type; a prototype's `;` or a
+        # macro's line are not definitions.
+        if not prev.strip() or prev.rstrip().endswith((";", "\\", ",", "{", "}")) or prev.startswith("#"):
+            continue
+        words = prev.split()
+        if header:
+            if "static" in words and "inline" in words:
+                names.add(m.group(1))
+        elif "static" not in words:
+            names.add(m.group(1))
+    return names
+
+
+def header_uses(text):
+    """The part of a header that can call: bodies of inline functions and
+    macros. What stands at the top level (prototypes, typedefs, externs)
+    only declares, and names nothing the header's users did not name."""
+    out, depth = [], 0
+    for line in text.split("\n"):
+        if depth == 0 and line.lstrip().startswith("#"):
+            if re.match(r"\s*#\s*define\b", line):
+                out.append(line)
+            continue
+        kept = []
+        for c in line:
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth = max(0, depth - 1)
+            elif depth > 0:
+                kept.append(c)
+            else:
+                kept.append(" ")
+        out.append("".join(kept))
+    return "\n".join(out)
+
+
+def node_of(path, files):
+    """A header is the .c file of its name when there is one."""
+    if path.endswith(".h"):
+        c = path[:-2] + ".c"
+        if c in files:
+            return c
+    return path
+
+
+def scc(nodes, edges):
+    """Tarjan's strongly connected components (iterative)."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+    for root in sorted(nodes):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges.get(root, ()))))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(edges.get(w, ())))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return sorted(out)
+
+
+def report(kind, comps, why):
+    for comp in comps:
+        print("%s circle: %s" % (kind, " ".join(comp)))
+        for a in comp:
+            for b in comp:
+                if (a, b) in why:
+                    print("  %s -> %s: %s" % (a, b, ", ".join(sorted(why[(a, b)]))))
+
+
+def main(argv):
+    verbose = len(argv) > 1 and argv[1] == "-v"
+    args = argv[2:] if verbose else argv[1:]
+    if len(args) < 2:
+        sys.stderr.write(__doc__)
+        return 2
+    root, dirs = args[0], args[1:]
+    files = {}
+    for d in dirs:
+        top = os.path.join(root, d)
+        if not os.path.isdir(top):
+            sys.stderr.write("callgraph-check: no folder %s\n" % top)
+            return 2
+        for dirpath, _, names in os.walk(top):
+            for name in names:
+                if name.endswith((".c", ".h")):
+                    path = os.path.relpath(os.path.join(dirpath, name), root)
+                    with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+                        files[path] = strip_text(f.read())
+
+    # Calls.
+    defined = {}
+    for path, text in files.items():
+        for name in definitions(text, path.endswith(".h")):
+            defined.setdefault(name, set()).add(node_of(path, files))
+    nodes = {node_of(p, files) for p in files}
+    why = {}
+    defined.pop("main", None)  # each program's own, called by none
+    for path, text in files.items():
+        a = node_of(path, files)
+        if path.endswith(".h"):
+            text = header_uses(text)
+        for name in set(IDENT.findall(text)) & defined.keys():
+            for b in defined[name]:
+                if b != a:
+                    why.setdefault((a, b), set()).add(name)
+    edges = {}
+    for a, b in why:
+        edges.setdefault(a, set()).add(b)
+    calls = scc(nodes, edges)
+
+    # Includes between headers.
+    headers = {p for p in files if p.endswith(".h")}
+    inc_why, inc_edges = {}, {}
+    for h in headers:
+        for inc in INCLUDE.findall(files_raw(root, h)):
+            if inc in headers and inc != h:
+                inc_why.setdefault((h, inc), set()).add("#include")
+                inc_edges.setdefault(h, set()).add(inc)
+    includes = scc(headers, inc_edges)
+
+    if verbose:
+        for (a, b), names in sorted(why.items()):
+            print("%s -> %s: %s" % (a, b, ", ".join(sorted(names))))
+    report("call", calls, why)
+    report("include", includes, inc_why)
+    if calls or includes:
+        print("callgraph-check: %d call circle(s), %d include circle(s) in %s (docs/architecture.md, \"Circles\")"
+              % (len(calls), len(includes), " ".join(dirs)))
+        return 1
+    print("callgraph-check: no circle in %s (%d files, %d edges between them)" % (" ".join(dirs), len(files), len(why)))
+    return 0
+
+
+def files_raw(root, path):
+    """The header's text with comments blanked but strings kept (the include names are strings)."""
+    with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+        src = f.read()
+    return re.sub(r"/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m.group(0)), src, flags=re.S)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
