@@ -14,7 +14,7 @@
  * Everything runs on the loop thread (server.h), handlers included. The
  * blocking steps run elsewhere and are continued on the loop: k8s_psat's
  * TokenReview on uv_queue_work, every datastore call on the datastore's
- * worker (datastore_async.h; agent_api_submit keeps the list of them that
+ * worker (datastore_async.h; agent_api_op.c keeps the list of them, which
  * ly_agent_api_free detaches).
  *
  * While the datastore does not answer, the agent API keeps signing from
@@ -344,22 +344,87 @@ h_get_bundle(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg
 	agent_api_auth_then(api, call, req, len, ly_server_now(), bundle_authed);
 }
 
+/* ---- GetFederatedBundles (SPEC §9: the copy and the sequence are agent_api_fed.c's) ---------------------- */
+
+/*
+ * The bundles of the trust domains the caller's authorized entries federate
+ * with, and nothing else (least privilege: an agent learns no trust domain
+ * its workloads do not need).
+ */
+static void
+fed_get_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
+    struct agent_api_caller *c, time_t now)
+{
+	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
+	struct ly_bundle_pb *pbs = NULL;
+	Lanyard__Agent__V1__Bundle **ptrs = NULL;
+	const char **tds = NULL;
+	size_t n_tds = 0, n = 0;
+	struct ly_error e;
+
+	(void)now;
+	if (ly_agentapi_fed_bundles_decode(req, len, &e) != LY_OK) {
+		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
+		goto out;
+	}
+	struct ly_authz_agent agent = { c->rec->spiffe_id, c->rec->selectors, c->rec->n_selectors };
+	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_replica_fed_ensure(api, &e) != LY_OK ||
+	    ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK || agent_api_fed_tds(&set, &tds, &n_tds, &e) != LY_OK) {
+		log_error("federated bundles for %s: %s", c->rec->spiffe_id, e.msg);
+		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "federated bundles unavailable, retry later");
+		goto out;
+	}
+	pbs = calloc(n_tds + 1, sizeof(*pbs));
+	ptrs = calloc(n_tds + 1, sizeof(*ptrs));
+	if (pbs == NULL || ptrs == NULL) {
+		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n_tds; i++) {
+		const struct ly_ds_fed_bundle *b = agent_api_fed_find(api, tds[i]);
+		if (b == NULL)
+			continue; /* deleted since: the next update says so */
+		if (ly_bundle_pb_make(b->bundle, &pbs[n], &e) != LY_OK) {
+			agent_api_reply_finish(call, LY_RPC_INTERNAL, "federated bundle", e.msg);
+			goto out;
+		}
+		ptrs[n] = &pbs[n].msg;
+		n++;
+	}
+	Lanyard__Agent__V1__FederatedBundles resp;
+	lanyard__agent__v1__federated_bundles__init(&resp);
+	resp.n_bundles = n;
+	resp.bundles = ptrs;
+	resp.sequence = agent_api_fed_sequence(api, &set);
+	log_debug("federated bundles for %s: %zu, sequence=%llu", c->rec->spiffe_id, n,
+	    (unsigned long long)resp.sequence);
+	agent_api_reply_send(call, &resp.base, false);
+out:
+	for (size_t i = 0; pbs != NULL && i < n; i++)
+		ly_bundle_pb_cleanup(&pbs[i]);
+	free(pbs);
+	free(ptrs);
+	free(tds);
+	ly_authz_set_cleanup(&set);
+}
+
+void
+agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
+{
+	struct ly_agent_api *api = agent_api_reply_api(arg);
+
+	if (!agent_api_reply_serving(api, call, false))
+		return;
+	agent_api_auth_then(api, call, req, len, ly_server_now(), fed_get_authed);
+}
+
 /* ---- timers ------------------------------------------------------------------------------------------------ */
 
 static void on_refresh(uv_timer_t *t);
 
-bool
-agent_api_refresh_now(struct ly_agent_api *api)
-{
-	if (api->stopped || api->srv->dsa == NULL)
-		return false;
-	/* Read on the datastore's worker; agent_api_refreshed applies what changed. */
-	agent_api_replica_refresh(api);
-	return true;
-}
-
-void
-agent_api_refreshed(struct ly_agent_api *api, ly_status rc, bool changed, const struct ly_error *err)
+/* api->refreshed: the end of a refresh of the replica (agent_api_replica.c). */
+static void
+on_refreshed(struct ly_agent_api *api, ly_status rc, bool changed, const struct ly_error *err)
 {
 	if (rc == LY_OK && changed)
 		agent_api_watch_send_all(api, false);
@@ -387,7 +452,7 @@ on_refresh(uv_timer_t *t)
 	struct ly_agent_api *api = t->data;
 
 	if (api != NULL)
-		(void)agent_api_refresh_now(api);
+		(void)agent_api_replica_refresh_now(api);
 }
 
 static void
@@ -409,38 +474,8 @@ on_sweep(uv_timer_t *t)
 	if (++api->sweep_ticks >= POLL_TICKS) {
 		api->sweep_ticks = 0;
 		if (api->loaded)
-			(void)agent_api_refresh_now(api);
+			(void)agent_api_replica_refresh_now(api);
 	}
-}
-
-/* ---- datastore calls ------------------------------------------------------------------------------------- */
-
-ly_status
-agent_api_submit(struct ly_agent_api *api, struct agent_api_op *op, ly_dsa_work_fn *work, ly_dsa_done_fn *done,
-    ly_dsa_release_fn *release, struct ly_error *err)
-{
-	if (api->stopped)
-		return ly_error_set(err, LY_E_IO, "server stopping");
-	op->api = api;
-	ly_queue_insert_tail(&api->ops, &op->link);
-	ly_status rc = ly_dsa_submit(api->srv->dsa, work, done, release, op, 0, err);
-	if (rc != LY_OK) {
-		ly_queue_remove(&op->link);
-		op->api = NULL;
-	}
-	return rc;
-}
-
-struct ly_agent_api *
-agent_api_op_end(struct agent_api_op *op)
-{
-	struct ly_agent_api *api = op->api;
-
-	if (api == NULL)
-		return NULL;
-	ly_queue_remove(&op->link);
-	op->api = NULL;
-	return api->stopped ? NULL : api;
 }
 
 /* ---- the public API (server.h) ---------------------------------------------------------------------------- */
@@ -477,6 +512,7 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	if ((api = calloc(1, sizeof(*api))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent API: out of memory");
 	api->srv = srv;
+	api->refreshed = on_refreshed;
 	api->fed_revision = -1;
 	ly_queue_init(&api->watchers);
 	ly_queue_init(&api->prev);
@@ -499,7 +535,7 @@ ly_agent_api_new(struct ly_server *srv, struct ly_agent_api **out, struct ly_err
 	}
 	uv_timer_start(api->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
 	/* The replica loads in the background; calls before it is loaded are told to retry. */
-	(void)agent_api_refresh_now(api);
+	(void)agent_api_replica_refresh_now(api);
 	*out = api;
 	return LY_OK;
 }
@@ -679,7 +715,7 @@ ly_agent_api_recheck_agents(struct ly_agent_api *api, struct ly_error *err)
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "agent recheck: out of memory");
 	r->agents = (struct ly_ds_agent_list)LY_DS_AGENT_LIST_INIT;
-	if ((rc = agent_api_submit(api, &r->op, recheck_work, recheck_done, recheck_release, err)) != LY_OK)
+	if ((rc = agent_api_op_submit(api, &r->op, recheck_work, recheck_done, recheck_release, err)) != LY_OK)
 		recheck_release(r);
 	return rc;
 }
@@ -711,11 +747,8 @@ ly_agent_api_free(struct ly_agent_api *api)
 	if (api->srv->dsa != NULL)
 		ly_dsa_off_change(api->srv->dsa, on_store_change, api);
 	/* Work still in flight outlives us: it ends its call by itself. */
+	agent_api_op_detach_all(api);
 	struct ly_queue *q, *tmp;
-	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->ops) {
-		LY_QUEUE_DATA(q, struct agent_api_op, link)->api = NULL;
-		ly_queue_remove(q);
-	}
 	LY_QUEUE_FOREACH_SAFE(q, tmp, &api->psat) {
 		LY_QUEUE_DATA(q, struct agent_api_psat_work, link)->api = NULL;
 		ly_queue_remove(q);

@@ -466,7 +466,7 @@ agent_api_auth_then(struct ly_agent_api *api, struct ly_rpc_call *call, const ui
 	a->now = now;
 	a->c = c;
 	memcpy(a->agent_id, sid.id, strlen(sid.id) + 1);
-	if (agent_api_submit(api, &a->op, auth_work, auth_done, auth_release, &e) != LY_OK) {
+	if (agent_api_op_submit(api, &a->op, auth_work, auth_done, auth_release, &e) != LY_OK) {
 		/* Refused at once (a stalled datastore): the known record, any age, or UNAVAILABLE. */
 		auth_from_known(api, call, req, len, now, sid.id, &c, then, e.msg);
 		a->c.rec = NULL;

@@ -220,7 +220,7 @@ enrol(struct ly_agent_api *api, struct enrol_op *o)
 		.selectors = o->sels,
 		.n_selectors = o->n_sels,
 	};
-	if ((rc = agent_api_submit(api, &o->op, upsert_work, upsert_done, enrol_release, &e)) != LY_OK) {
+	if ((rc = agent_api_op_submit(api, &o->op, upsert_work, upsert_done, enrol_release, &e)) != LY_OK) {
 		log_error("agent %s: cannot record it: %s", o->agent_id, e.msg);
 		agent_api_reply_finish(o->call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
 		goto fail;
@@ -367,7 +367,7 @@ attest_done(struct ly_agent_api *api, struct ly_rpc_call *call, struct ly_attest
 	o->from_ticket = from_ticket;
 	o->res = *res;
 	*res = (struct ly_attest_result)LY_ATTEST_RESULT_INIT;
-	if (agent_api_submit(api, &o->op, get_old_work, get_old_done, enrol_release, &e) != LY_OK) {
+	if (agent_api_op_submit(api, &o->op, get_old_work, get_old_done, enrol_release, &e) != LY_OK) {
 		log_error("agent %s: %s", o->res.agent_id, e.msg);
 		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "datastore unavailable", NULL);
 		enrol_release(o);
@@ -618,7 +618,7 @@ attest_join_token(struct ly_agent_api *api, struct ly_rpc_call *call, const stru
 		memcpy(o->key_sha256, rq->csr_key_sha256, sizeof(o->key_sha256));
 		o->has_key = true;
 	}
-	if (agent_api_submit(api, &o->op, join_work, join_done, enrol_release, &e) != LY_OK) {
+	if (agent_api_op_submit(api, &o->op, join_work, join_done, enrol_release, &e) != LY_OK) {
 		log_info("join_token attestation not started: %s", e.msg);
 		agent_api_reply_finish(call, LY_RPC_UNAVAILABLE, "attestation unavailable, retry later", NULL);
 		enrol_release(o);

@@ -1,18 +1,19 @@
 /*
  * agent_api_fed.c: federated bundles on the agent API (agent_api_internal.h,
- * SPEC §9): the agent API's copy of the datastore's federated bundles, the
- * federated_sequence every EntriesUpdate carries, and GetFederatedBundles,
- * which answers an agent with the bundles of the trust domains its
- * authorized entries federate with, and nothing else (least privilege: an
- * agent learns no trust domain its workloads do not need).
+ * SPEC §9): the agent API's copy of the datastore's federated bundles (read
+ * on the worker with the replica's entries, installed on the loop), the
+ * trust domains an agent's entries federate with, and the
+ * federated_sequence every EntriesUpdate carries. Below the replica
+ * (agent_api_replica.c reads and installs the copy; a part that needs it
+ * loaded asks the replica, agent_api_replica_fed_ensure), it calls no other
+ * part; GetFederatedBundles, which answers an agent with the bundles of the
+ * trust domains its authorized entries federate with and nothing else
+ * (least privilege), is agent_api.c's.
  */
 #include "server/agent_api_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#include "lib/log.h"
-#include "server/bundle_pb.h"
 
 static int
 cmp_str_ptr(const void *a, const void *b)
@@ -27,9 +28,8 @@ cmp_td_bundle(const void *key, const void *elem)
 	return strcmp(key, ly_bundle_trust_domain((*b)->bundle));
 }
 
-/* The stored bundle of `td` in the copy; NULL when none. */
-static const struct ly_ds_fed_bundle *
-fed_find(const struct ly_agent_api *api, const char *td)
+const struct ly_ds_fed_bundle *
+agent_api_fed_find(const struct ly_agent_api *api, const char *td)
 {
 	if (api->fed.n == 0)
 		return NULL;
@@ -37,9 +37,8 @@ fed_find(const struct ly_agent_api *api, const char *td)
 	return hit != NULL ? *hit : NULL;
 }
 
-/* The trust domains the entries of `set` federate with, sorted, unique, borrowed from the entries. */
-static ly_status
-fed_tds(const struct ly_authz_set *set, const char ***out, size_t *n_out, struct ly_error *err)
+ly_status
+agent_api_fed_tds(const struct ly_authz_set *set, const char ***out, size_t *n_out, struct ly_error *err)
 {
 	size_t total = 0, n = 0;
 	const char **v;
@@ -87,12 +86,12 @@ agent_api_fed_sequence(const struct ly_agent_api *api, const struct ly_authz_set
 	size_t n = 0;
 	uint64_t h = 14695981039346656037ULL;
 
-	if (fed_tds(set, &tds, &n, NULL) != LY_OK)
+	if (agent_api_fed_tds(set, &tds, &n, NULL) != LY_OK)
 		return 1; /* out of memory: a value that differs from 0, so the agent asks */
 	if (n == 0)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
-		const struct ly_ds_fed_bundle *b = fed_find(api, tds[i]);
+		const struct ly_ds_fed_bundle *b = agent_api_fed_find(api, tds[i]);
 		int64_t rev = b != NULL ? b->revision : -1;
 		unsigned char r[8];
 		for (int k = 0; k < 8; k++)
@@ -149,85 +148,9 @@ agent_api_fed_apply(struct ly_agent_api *api, struct agent_api_fed_read *r)
 	return changed;
 }
 
-ly_status
-agent_api_fed_ensure(struct ly_agent_api *api, struct ly_error *err)
-{
-	if (api->fed_revision >= 0)
-		return LY_OK;
-	agent_api_replica_refresh(api);
-	return ly_error_set(err, LY_E_IO, "federated bundles not loaded yet");
-}
-
 void
 agent_api_fed_clear(struct ly_agent_api *api)
 {
 	ly_ds_fed_bundle_list_cleanup(&api->fed);
 	api->fed_revision = -1;
-}
-
-static void
-fed_get_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *req, size_t len,
-    struct agent_api_caller *c, time_t now)
-{
-	struct ly_authz_set set = LY_AUTHZ_SET_INIT;
-	struct ly_bundle_pb *pbs = NULL;
-	Lanyard__Agent__V1__Bundle **ptrs = NULL;
-	const char **tds = NULL;
-	size_t n_tds = 0, n = 0;
-	struct ly_error e;
-
-	(void)now;
-	if (ly_agentapi_fed_bundles_decode(req, len, &e) != LY_OK) {
-		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
-		goto out;
-	}
-	struct ly_authz_agent agent = { c->rec->spiffe_id, c->rec->selectors, c->rec->n_selectors };
-	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_fed_ensure(api, &e) != LY_OK ||
-	    ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK || fed_tds(&set, &tds, &n_tds, &e) != LY_OK) {
-		log_error("federated bundles for %s: %s", c->rec->spiffe_id, e.msg);
-		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "federated bundles unavailable, retry later");
-		goto out;
-	}
-	pbs = calloc(n_tds + 1, sizeof(*pbs));
-	ptrs = calloc(n_tds + 1, sizeof(*ptrs));
-	if (pbs == NULL || ptrs == NULL) {
-		ly_rpc_call_finish(call, LY_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < n_tds; i++) {
-		const struct ly_ds_fed_bundle *b = fed_find(api, tds[i]);
-		if (b == NULL)
-			continue; /* deleted since: the next update says so */
-		if (ly_bundle_pb_make(b->bundle, &pbs[n], &e) != LY_OK) {
-			agent_api_reply_finish(call, LY_RPC_INTERNAL, "federated bundle", e.msg);
-			goto out;
-		}
-		ptrs[n] = &pbs[n].msg;
-		n++;
-	}
-	Lanyard__Agent__V1__FederatedBundles resp;
-	lanyard__agent__v1__federated_bundles__init(&resp);
-	resp.n_bundles = n;
-	resp.bundles = ptrs;
-	resp.sequence = agent_api_fed_sequence(api, &set);
-	log_debug("federated bundles for %s: %zu, sequence=%llu", c->rec->spiffe_id, n,
-	    (unsigned long long)resp.sequence);
-	agent_api_reply_send(call, &resp.base, false);
-out:
-	for (size_t i = 0; pbs != NULL && i < n; i++)
-		ly_bundle_pb_cleanup(&pbs[i]);
-	free(pbs);
-	free(ptrs);
-	free(tds);
-	ly_authz_set_cleanup(&set);
-}
-
-void
-agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg)
-{
-	struct ly_agent_api *api = agent_api_reply_api(arg);
-
-	if (!agent_api_reply_serving(api, call, false))
-		return;
-	agent_api_auth_then(api, call, req, len, ly_server_now(), fed_get_authed);
 }

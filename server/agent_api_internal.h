@@ -167,9 +167,19 @@ struct agent_api_change {
 	bool structural;
 };
 
+/*
+ * What ends every refresh of the replica (rc, and whether any entry or
+ * federated bundle changed; err says why when rc is not LY_OK).
+ */
+typedef void agent_api_refreshed_fn(struct ly_agent_api *api, ly_status rc, bool changed, const struct ly_error *err);
+
 struct ly_agent_api {
 	struct ly_server *srv;
 	bool stopped;
+	/* The end of a refresh (agent_api_replica.c), set by agent_api.c: the
+	 * watchers' updates, the retry. A hook, so that the replica never calls
+	 * back up into agent_api.c. */
+	agent_api_refreshed_fn *refreshed;
 	/* Entry cache. */
 	bool loaded;
 	struct ly_entry **entries; /* sorted by entry_id, owned */
@@ -225,18 +235,22 @@ struct agent_api_caller {
 
 /* ---- agent_api.c ---- */
 
+/* The GetFederatedBundles handler (with the other signing and bundle handlers). */
+void agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);
+
+/* ---- agent_api_op.c: below every other part ---- */
+
 /*
  * Submits a datastore call for `op` (the first member of ctx): `op` goes
  * on api->ops until agent_api_op_end. On failure nothing runs, ctx is not
  * freed and the error says why.
  */
-ly_status agent_api_submit(struct ly_agent_api *api, struct agent_api_op *op, ly_dsa_work_fn *work,
+ly_status agent_api_op_submit(struct ly_agent_api *api, struct agent_api_op *op, ly_dsa_work_fn *work,
     ly_dsa_done_fn *done, ly_dsa_release_fn *release, struct ly_error *err) LY_MUST_CHECK;
 /* Takes `op` off api->ops (its done ran); returns the api, NULL when it was freed or stopped. */
 struct ly_agent_api *agent_api_op_end(struct agent_api_op *op);
-
-/* The entry replica was refreshed (rc, and whether any entry changed): watchers, retries. */
-void agent_api_refreshed(struct ly_agent_api *api, ly_status rc, bool changed, const struct ly_error *err);
+/* Detaches every call in flight (ly_agent_api_free): their done sees op.api NULL. */
+void agent_api_op_detach_all(struct ly_agent_api *api);
 
 /* ---- agent_api_reply.c ---- */
 
@@ -269,10 +283,13 @@ uint64_t agent_api_reply_bundle_sequence(const struct ly_agent_api *api);
 /*
  * Reads the change log since the replica's revision (everything the first
  * time, or when the log no longer reaches back) on the datastore's worker
- * and applies it on the loop, then calls agent_api_refreshed. One read at
- * a time: asked during one, another follows it.
+ * and applies it on the loop, then calls api->refreshed. One read at a
+ * time: asked during one, another follows it.
  */
 void agent_api_replica_refresh(struct ly_agent_api *api);
+
+/* agent_api_replica_refresh when it can start: false when stopped or without a datastore. */
+bool agent_api_replica_refresh_now(struct ly_agent_api *api);
 
 /*
  * The entry IDs changed after revision `since` (heap array of borrowed
@@ -285,6 +302,15 @@ ly_status agent_api_replica_changed_since(const struct ly_agent_api *api, int64_
 
 /* LY_OK when the replica is loaded; otherwise starts a load and says "entries not loaded yet" (LY_E_IO). */
 ly_status agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * LY_OK once the federated bundles were read (agent_api_fed.c's copy);
+ * otherwise starts a refresh (the replica's read, which reads them too)
+ * and says "federated bundles not loaded yet" (LY_E_IO). A reply path uses
+ * this: a change it consumed would not reach the watchers, whose updates
+ * the refresh sends.
+ */
+ly_status agent_api_replica_fed_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
 
 /* Frees the replica (ly_agent_api_free). */
 void agent_api_replica_clear(struct ly_agent_api *api);
@@ -311,13 +337,16 @@ ly_status agent_api_fed_read_work(struct ly_datastore *ds, int64_t since, bool s
  */
 bool agent_api_fed_apply(struct ly_agent_api *api, struct agent_api_fed_read *r);
 
+/* The stored bundle of `td` in the copy; NULL when none. */
+const struct ly_ds_fed_bundle *agent_api_fed_find(const struct ly_agent_api *api, const char *td);
+
 /*
- * LY_OK once the bundles were read; otherwise starts a refresh (the
- * replica's read, which reads them too) and says "federated bundles not
- * loaded yet" (LY_E_IO). A reply path uses this: a change it consumed
- * would not reach the watchers, whose updates the refresh sends.
+ * The trust domains the entries of `set` federate with, sorted, unique,
+ * borrowed from the entries (*out: a heap array, free it only; NULL when
+ * none).
  */
-ly_status agent_api_fed_ensure(struct ly_agent_api *api, struct ly_error *err) LY_MUST_CHECK;
+ly_status agent_api_fed_tds(const struct ly_authz_set *set, const char ***out, size_t *n_out, struct ly_error *err)
+    LY_MUST_CHECK;
 
 /*
  * The federated_sequence of an agent authorized for `set`: a digest of the
@@ -326,9 +355,6 @@ ly_status agent_api_fed_ensure(struct ly_agent_api *api, struct ly_error *err) L
  * or when that set of trust domains changes. 0 when it needs none.
  */
 uint64_t agent_api_fed_sequence(const struct ly_agent_api *api, const struct ly_authz_set *set);
-
-/* The GetFederatedBundles handler. */
-void agent_api_fed_get(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);
 
 /* Frees the copy (ly_agent_api_free). */
 void agent_api_fed_clear(struct ly_agent_api *api);
@@ -374,9 +400,6 @@ void agent_api_watch_send_all(struct ly_agent_api *api, bool force);
 /* An agent was (re-)enrolled or renewed: its streams keep going with its new selectors, or end. */
 void agent_api_watch_agent_updated(struct ly_agent_api *api, const char *agent_id, const char *serial,
     const struct ly_selector *sels, size_t n_sels, time_t now);
-
-/* Brings the replica up to date now (and the watchers); false when that failed. */
-bool agent_api_refresh_now(struct ly_agent_api *api);
 
 /* The WatchEntries handler. */
 void agent_api_watch_open(struct ly_rpc_call *call, const uint8_t *req, size_t len, void *arg);

@@ -279,6 +279,14 @@ out:
 	return rc;
 }
 
+/* The end of a refresh, through the hook agent_api.c set. */
+static void
+refreshed(struct ly_agent_api *api, ly_status rc, bool changed, const struct ly_error *err)
+{
+	if (api->refreshed != NULL)
+		api->refreshed(api, rc, changed, err);
+}
+
 static void
 read_done(void *ctx, ly_status st, const struct ly_error *err)
 {
@@ -312,7 +320,7 @@ read_done(void *ctx, ly_status st, const struct ly_error *err)
 		changed = true;
 	api->refresh_end_ns = uv_hrtime();
 	api->refresh_cost_ns = api->refresh_end_ns - r->t0_ns;
-	agent_api_refreshed(api, rc, changed, &e);
+	refreshed(api, rc, changed, &e);
 	if (api->refresh_again && !api->stopped) {
 		api->refresh_again = false;
 		agent_api_replica_refresh(api);
@@ -333,7 +341,7 @@ agent_api_replica_refresh(struct ly_agent_api *api)
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
 		(void)ly_error_set(&e, LY_E_NOMEM, "entries: out of memory");
-		agent_api_refreshed(api, LY_E_NOMEM, false, &e);
+		refreshed(api, LY_E_NOMEM, false, &e);
 		return;
 	}
 	r->load = !api->loaded;
@@ -345,13 +353,23 @@ agent_api_replica_refresh(struct ly_agent_api *api)
 	r->fed_stale = api->fed_stale;
 	r->fed.list = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
 	api->fed_stale = false;
-	if (agent_api_submit(api, &r->op, read_work, read_done, read_release, &e) != LY_OK) {
+	if (agent_api_op_submit(api, &r->op, read_work, read_done, read_release, &e) != LY_OK) {
 		api->fed_stale = r->fed_stale;
 		read_release(r);
-		agent_api_refreshed(api, LY_E_IO, false, &e);
+		refreshed(api, LY_E_IO, false, &e);
 		return;
 	}
 	api->refresh_inflight = true;
+}
+
+bool
+agent_api_replica_refresh_now(struct ly_agent_api *api)
+{
+	if (api->stopped || api->srv->dsa == NULL)
+		return false;
+	/* Read on the datastore's worker; api->refreshed follows what changed. */
+	agent_api_replica_refresh(api);
+	return true;
 }
 
 ly_status
@@ -361,6 +379,15 @@ agent_api_replica_ensure(struct ly_agent_api *api, struct ly_error *err)
 		return LY_OK;
 	agent_api_replica_refresh(api);
 	return ly_error_set(err, LY_E_IO, "entries not loaded yet");
+}
+
+ly_status
+agent_api_replica_fed_ensure(struct ly_agent_api *api, struct ly_error *err)
+{
+	if (api->fed_revision >= 0)
+		return LY_OK;
+	agent_api_replica_refresh(api);
+	return ly_error_set(err, LY_E_IO, "federated bundles not loaded yet");
 }
 
 void

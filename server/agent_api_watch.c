@@ -215,7 +215,7 @@ watch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *
 		agent_api_reply_finish(call, LY_RPC_INVALID_ARGUMENT, e.msg, NULL);
 		return;
 	}
-	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_fed_ensure(api, &e) != LY_OK) {
+	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_replica_fed_ensure(api, &e) != LY_OK) {
 		log_info("watch of %s: %s", c->rec->spiffe_id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "entries unavailable, retry later");
 		return;
@@ -226,7 +226,7 @@ watch_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t *
 	 * that it never gets an older state than it holds.
 	 */
 	if (since_revision > api->revision)
-		(void)agent_api_refresh_now(api);
+		(void)agent_api_replica_refresh_now(api);
 	/* One agent keeps few streams: a newer one replaces its oldest. */
 	size_t mine = 0;
 	struct agent_api_watcher *oldest = NULL;
