@@ -3,7 +3,8 @@
  * shared between its files, not for other modules:
  *  - agent_api.c          the state, its timers, the hook callback
  *                         (datastore.h), the public API, the method table,
- *                         BatchNewX509SVID, NewJWTSVID and GetBundle;
+ *                         BatchNewX509SVID, NewJWTSVID, GetBundle and
+ *                         GetFederatedBundles;
  *  - agent_api_reply.c    status details, codes, packed replies, the bundle
  *                         message, the metrics;
  *  - agent_api_replica.c  the entry replica: every entry, sorted by ID, and
@@ -19,9 +20,19 @@
  *                         IP, X.509 and JWT signing per agent;
  *  - agent_api_enrol.c    AttestAgent (join_token, x509pop, k8s_psat on the
  *                         thread pool, tickets) and RenewAgent;
- *  - agent_api_fed.c      the federated bundles (SPEC §9): their copy, each
- *                         agent's federated_sequence, GetFederatedBundles.
+ *  - agent_api_fed.c      the federated bundles (SPEC §9): their copy, the
+ *                         trust domains of a set, each agent's
+ *                         federated_sequence;
+ *  - agent_api_op.c       the datastore calls in flight: submit, end, and
+ *                         their detaching by ly_agent_api_free.
  * Requests are decoded and checked by server/agentapi_msg.c first.
+ *
+ * Calls only go down (scripts/callgraph-check.py, ctest lint.callgraph):
+ * agent_api.c -> agent_api_enrol.c -> agent_api_watch.c ->
+ * agent_api_auth.c, agent_api_replica.c -> agent_api_fed.c, and
+ * agent_api_op.c below them all; agent_api_reply.c, agent_api_pending.c and
+ * agent_api_limit.c call no other part. What goes back up is a hook: the
+ * end of a refresh reaches agent_api.c through api->refreshed.
  *
  * Threads: the loop thread runs everything here but the k8s_psat
  * TokenReview (agent_api_enrol.c: psat_run on uv_queue_work) and the
