@@ -2,12 +2,15 @@
 """callgraph-check.py: circles between the C files of some folders.
 
     callgraph-check.py [-v] ROOT DIR...      (e.g. callgraph-check.py . server agent)
+    callgraph-check.py --self-test           (small trees with a known answer)
 
 Reads the sources as text, as docs/architecture.md ("Circles") describes:
   - calls: a function one file defines (not static; the repo's style puts
     the name at the start of its line, the return type on the line
     before), or a `static inline` one a header defines, whose name another
-    file uses (comments and string literals left out). A header counts as
+    file uses (comments and string literals left out; a header's
+    prototypes and other top-level declarations call nothing; a static
+    function of the same name in the using file is its own). A header counts as
     the .c file of its own name when there is one (datastore.h is
     datastore.c's), otherwise as itself;
   - includes: a header that includes, directly or not, a header of DIR...
@@ -60,8 +63,8 @@ def strip_text(src):
 
 
 def definitions(text, header):
-    """Names of the functions `text` defines for other files to call."""
-    names = set()
+    """Names of the functions `text` defines: (for other files to call, its own static ones)."""
+    names, own = set(), set()
     lines = text.split("\n")
     for m in DEF_AT_LINE_START.finditer(text):
         lineno = text.count("\n", 0, m.start())
@@ -78,7 +81,9 @@ def definitions(text, header):
                 names.add(m.group(1))
         elif "static" not in words:
             names.add(m.group(1))
-    return names
+        else:
+            own.add(m.group(1))
+    return names, own
 
 
 def header_uses(text):
@@ -163,7 +168,63 @@ def report(kind, comps, why):
                     print("  %s -> %s: %s" % (a, b, ", ".join(sorted(why[(a, b)]))))
 
 
+# --self-test: small trees with a known answer, so that a checker that
+# silently finds nothing cannot pass lint.callgraph.
+SELF_TESTS = [
+    # (files, expected circles as sorted tuples of "kind:file file...")
+    ({"x/a.c": "int\nfoo(void)\n{\n\treturn bar();\n}\n",
+      "x/b.c": "int\nbar(void)\n{\n\treturn foo();\n}\n"},
+     ["call:x/a.c x/b.c"]),
+    # A ring of three.
+    ({"x/a.c": "void\na1(void)\n{\n\tb1();\n}\n",
+      "x/b.c": "void\nb1(void)\n{\n\tc1();\n}\n",
+      "x/c.c": "void\nc1(void)\n{\n\ta1();\n}\n"},
+     ["call:x/a.c x/b.c x/c.c"]),
+    # Not circles: a static function of the same name, a name in a comment
+    # or a string, a prototype in a header, a call through a hook.
+    ({"x/a.c": "#include \"x/b.h\"\nint\nfoo(void)\n{\n\treturn bar();\n}\n",
+      "x/b.h": "int foo(void);\nint bar(void);\n",
+      "x/b.c": "static int\nfoo(void)\n{\n\treturn 0;\n}\n/* foo() */\nint (*hook)(void);\n"
+               "int\nbar(void)\n{\n\tconst char *s = \"foo()\";\n\t(void)s;\n\treturn foo() + hook();\n}\n"},
+     []),
+    # A static inline function in a header calls back into the file that uses it.
+    ({"x/a.c": "#include \"x/h.h\"\nint\nfoo(void)\n{\n\treturn inl();\n}\n",
+      "x/h.h": "static inline int\ninl(void)\n{\n\treturn foo();\n}\n"},
+     ["call:x/a.c x/h.h"]),
+    # Two headers including each other.
+    ({"x/a.h": "#include \"x/b.h\"\n", "x/b.h": "#include \"x/a.h\"\n"},
+     ["include:x/a.h x/b.h"]),
+]
+
+
+def self_test():
+    import io
+    import tempfile
+    failed = 0
+    for files, want in SELF_TESTS:
+        with tempfile.TemporaryDirectory() as top:
+            for path, text in files.items():
+                os.makedirs(os.path.dirname(os.path.join(top, path)), exist_ok=True)
+                with open(os.path.join(top, path), "w", encoding="utf-8") as f:
+                    f.write(text)
+            out, saved = io.StringIO(), sys.stdout
+            sys.stdout = out
+            try:
+                rc = main(["callgraph-check.py", top, "x"])
+            finally:
+                sys.stdout = saved
+            got = sorted("%s:%s" % (line.split(" circle: ")[0], line.split(" circle: ")[1])
+                         for line in out.getvalue().splitlines() if " circle: " in line)
+            if got != sorted(want) or rc != (1 if want else 0):
+                failed += 1
+                print("self-test FAILED on %s: want %s, got %s (exit %d)" % (sorted(files), want, got, rc))
+    print("callgraph-check self-test: %d of %d cases right" % (len(SELF_TESTS) - failed, len(SELF_TESTS)))
+    return 1 if failed else 0
+
+
 def main(argv):
+    if len(argv) == 2 and argv[1] == "--self-test":
+        return self_test()
     verbose = len(argv) > 1 and argv[1] == "-v"
     args = argv[2:] if verbose else argv[1:]
     if len(args) < 2:
@@ -184,10 +245,12 @@ def main(argv):
                         files[path] = strip_text(f.read())
 
     # Calls.
-    defined = {}
+    defined, static = {}, {}
     for path, text in files.items():
-        for name in definitions(text, path.endswith(".h")):
+        names, own = definitions(text, path.endswith(".h"))
+        for name in names:
             defined.setdefault(name, set()).add(node_of(path, files))
+        static[path] = own
     nodes = {node_of(p, files) for p in files}
     why = {}
     defined.pop("main", None)  # each program's own, called by none
@@ -195,7 +258,8 @@ def main(argv):
         a = node_of(path, files)
         if path.endswith(".h"):
             text = header_uses(text)
-        for name in set(IDENT.findall(text)) & defined.keys():
+        # A file's own static function of a name shadows another file's.
+        for name in (set(IDENT.findall(text)) - static[path]) & defined.keys():
             for b in defined[name]:
                 if b != a:
                     why.setdefault((a, b), set()).add(name)

@@ -369,7 +369,8 @@ fed_get_authed(struct ly_agent_api *api, struct ly_rpc_call *call, const uint8_t
 	}
 	struct ly_authz_agent agent = { c->rec->spiffe_id, c->rec->selectors, c->rec->n_selectors };
 	if (agent_api_replica_ensure(api, &e) != LY_OK || agent_api_replica_fed_ensure(api, &e) != LY_OK ||
-	    ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK || agent_api_fed_tds(&set, &tds, &n_tds, &e) != LY_OK) {
+	    ly_authz_authorized(api->index, &agent, &set, &e) != LY_OK ||
+	    agent_api_fed_tds(&set, &tds, &n_tds, &e) != LY_OK) {
 		log_error("federated bundles for %s: %s", c->rec->spiffe_id, e.msg);
 		ly_rpc_call_finish(call, LY_RPC_UNAVAILABLE, "federated bundles unavailable, retry later");
 		goto out;
