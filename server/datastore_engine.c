@@ -43,30 +43,50 @@ ly_ds_engine_rows(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_d
 	return rc;
 }
 
-/* The first row's column 0 to *out; the rows after it are not read. */
-struct int64_read {
-	int64_t *out;
+/* Column 0 of the row to *(int64_t *)arg. */
+static ly_status
+int64_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	return ds->dialect->col_int64(rows, 0, arg, err);
+}
+
+/* ly_ds_engine_row's on_row (NULL: none), called for the first row only. */
+struct first_row {
+	ly_ds_row_fn on_row;
+	void *arg;
 	bool got;
 };
 
 static ly_status
-int64_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+first_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
-	struct int64_read *r = arg;
-	if (r->got)
+	struct first_row *f = arg;
+	if (f->got)
 		return LY_OK;
-	r->got = true;
-	return ds->dialect->col_int64(rows, 0, r->out, err);
+	f->got = true;
+	return f->on_row != NULL ? f->on_row(ds, rows, f->arg, err) : LY_OK;
+}
+
+ly_status
+ly_ds_engine_row(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+    const char *what, ly_ds_row_fn on_row, void *arg, bool *found, struct ly_error *err)
+{
+	struct first_row f = { .on_row = on_row, .arg = arg, .got = false };
+
+	*found = false;
+	LY_TRY(ly_ds_engine_rows(ds, id, p, n, what, first_row, &f, NULL, err));
+	*found = f.got;
+	return LY_OK;
 }
 
 ly_status
 ly_ds_engine_read_int64(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
     const char *what, const char *name, int64_t *out, struct ly_error *err)
 {
-	struct int64_read r = { .out = out, .got = false };
+	bool found = false;
 
-	LY_TRY(ly_ds_engine_rows(ds, id, p, n, what, int64_row, &r, NULL, err));
-	if (!r.got)
+	LY_TRY(ly_ds_engine_row(ds, id, p, n, what, int64_row, out, &found, err));
+	if (!found)
 		return ly_ds_corrupt(name, err);
 	return LY_OK;
 }
@@ -89,6 +109,19 @@ ly_ds_engine_grow(void *items, size_t n, size_t *cap, size_t size, size_t first,
 		return ly_error_set(err, LY_E_NOMEM, "%s: out of memory", what);
 	memcpy(items, &grown, sizeof(grown));
 	*cap = ncap;
+	return LY_OK;
+}
+
+ly_status
+ly_ds_engine_push(struct ly_ds_fill *f, void *item, const char *what, struct ly_error *err)
+{
+	char *arr = NULL;
+
+	/* An array of T * is one of void *: every object pointer has its size and form on our platforms. */
+	LY_TRY(ly_ds_engine_grow(f->items, *f->n, &f->cap, sizeof(item), 8, what, err));
+	memcpy(&arr, f->items, sizeof(arr));
+	memcpy(arr + *f->n * sizeof(item), &item, sizeof(item));
+	(*f->n)++;
 	return LY_OK;
 }
 
@@ -151,11 +184,10 @@ static ly_status
 returning_id(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n, const char *what,
     int64_t *out, struct ly_error *err)
 {
-	struct int64_read r = { .out = out, .got = false };
 	size_t k = 0;
 
-	/* To its end: SQLite finishes the statement's write there. */
-	LY_TRY(ly_ds_engine_rows(ds, id, p, n, what, int64_row, &r, &k, err));
+	/* To its end: SQLite finishes the statement's write there; a second row is refused below. */
+	LY_TRY(ly_ds_engine_rows(ds, id, p, n, what, int64_row, out, &k, err));
 	if (k == 0)
 		return ly_error_set(err, LY_E_INTERNAL, "datastore: %s returned no row", what);
 	if (k > 1)
@@ -220,19 +252,22 @@ dup_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_e
 }
 
 /*
- * Another entry (row id != exclude) with the identity of `e`: its entry ID
- * to `dup` (LY_ENTRY_ID_MAX + 1 bytes), "" when there is none.
+ * Refuses `e` when another entry (row id != exclude) has its identity
+ * (ly_ds_entry_duplicate names that entry).
  */
 static ly_status
-find_duplicate(struct ly_datastore *ds, const struct ly_entry *e, const unsigned char hash[LY_DS_HASH_LEN],
-    int64_t exclude, char *dup, struct ly_error *err)
+refuse_duplicate(struct ly_datastore *ds, const struct ly_entry *e, const unsigned char hash[LY_DS_HASH_LEN],
+    int64_t exclude, struct ly_error *err)
 {
+	char dup[LY_ENTRY_ID_MAX + 1] = "";
 	struct dup_find f = { .e = e, .exclude = exclude, .dup = dup };
 	const struct ly_ds_param p[] = { LY_DS_BYTES(hash, LY_DS_HASH_LEN) };
 
-	dup[0] = '\0';
-	return ly_ds_engine_rows(ds, LY_DS_ENTRY_BY_IDENTITY, p, LY_DS_NELEM(p), "find duplicate", dup_row, &f, NULL,
-	    err);
+	LY_TRY(ly_ds_engine_rows(ds, LY_DS_ENTRY_BY_IDENTITY, p, LY_DS_NELEM(p), "find duplicate", dup_row, &f, NULL,
+	    err));
+	if (dup[0] != '\0')
+		return ly_ds_entry_duplicate(dup, err);
+	return LY_OK;
 }
 
 /*
@@ -273,6 +308,16 @@ entry_children_write(struct ly_datastore *ds, int64_t id, const struct ly_entry 
 	return ly_ds_engine_entry_federates_write(ds, id, e, err);
 }
 
+/* The end of an entry's create or update at revision `rev`: its lists, the change log's row, commit. */
+static ly_status
+entry_write_end(struct ly_datastore *ds, int64_t id, const struct ly_entry *e, int64_t rev, enum ly_entry_op op,
+    struct ly_error *err)
+{
+	LY_TRY(entry_children_write(ds, id, e, err));
+	LY_TRY(record_change(ds, rev, e->entry_id, op, err));
+	return ds->dialect->commit(ds, err);
+}
+
 ly_status
 ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
 {
@@ -281,7 +326,6 @@ ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struc
 	char *given_id = NULL;
 	bool assigned = false, found = false;
 	unsigned char hash[LY_DS_HASH_LEN];
-	char dup[LY_ENTRY_ID_MAX + 1];
 	int64_t rev = 0, id = 0;
 	int64_t now = ly_ds_now();
 	struct ly_ds_param p[ENTRY_PARAMS_MAX];
@@ -299,25 +343,15 @@ ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struc
 		rc = ly_ds_entry_id_taken(entry->entry_id, err);
 		goto out;
 	}
-	rc = find_duplicate(ds, entry, hash, -1, dup, err);
+	rc = refuse_duplicate(ds, entry, hash, -1, err);
 	if (rc != LY_OK)
 		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
 	size_t n = entry_params(p, (struct ly_ds_param)LY_DS_TEXT(entry->entry_id), entry, hash, rev);
 	p[n++] = (struct ly_ds_param)LY_DS_INT(now);
 	rc = returning_id(ds, LY_DS_ENTRY_INSERT, p, n, "insert entry", &id, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = entry_children_write(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_CREATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->commit(ds, err);
+	rc = entry_write_end(ds, id, entry, rev, LY_ENTRY_CREATED, err);
 	if (rc != LY_OK)
 		goto out;
 	entry->revision = rev;
@@ -334,7 +368,6 @@ ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struc
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
 	unsigned char hash[LY_DS_HASH_LEN];
-	char dup[LY_ENTRY_ID_MAX + 1];
 	int64_t rev = 0, id = 0, created_at = 0;
 	bool found = false;
 	struct ly_ds_param p[ENTRY_PARAMS_MAX];
@@ -350,13 +383,9 @@ ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struc
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry->entry_id);
 		goto out;
 	}
-	rc = find_duplicate(ds, entry, hash, id, dup, err);
+	rc = refuse_duplicate(ds, entry, hash, id, err);
 	if (rc != LY_OK)
 		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
 	size_t n = entry_params(p, (struct ly_ds_param)LY_DS_INT(id), entry, hash, rev);
 	rc = d->exec(ds, LY_DS_ENTRY_UPDATE, p, n, "update entry", NULL, NULL, err);
 	if (rc != LY_OK)
@@ -369,13 +398,7 @@ ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struc
 	rc = d->exec(ds, LY_DS_ENTRY_DNS_DELETE, owner, LY_DS_NELEM(owner), "delete DNS names", NULL, NULL, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = entry_children_write(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_UPDATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->commit(ds, err);
+	rc = entry_write_end(ds, id, entry, rev, LY_ENTRY_UPDATED, err);
 	if (rc != LY_OK)
 		goto out;
 	entry->revision = rev;
@@ -499,7 +522,8 @@ changes_read(struct ly_datastore *ds, int64_t since, struct ly_entry_changes *go
 	struct changes_got g = { .got = got, .cap = 0 };
 	const struct ly_ds_param p[] = { LY_DS_INT(since) };
 
-	return ly_ds_engine_rows(ds, LY_DS_CHANGES_SINCE, p, LY_DS_NELEM(p), "read changes", change_read, &g, NULL, err);
+	return ly_ds_engine_rows(ds, LY_DS_CHANGES_SINCE, p, LY_DS_NELEM(p), "read changes", change_read, &g, NULL,
+	    err);
 }
 
 ly_status
@@ -543,13 +567,11 @@ struct entry_one {
 	struct ly_entry **out;
 };
 
-/* The entry on the first row to *one->out (entry_id is unique: there is one). */
+/* The entry on the row to *one->out, its row id to *one->rowid. */
 static ly_status
 entry_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
 	struct entry_one *one = arg;
-	if (*one->out != NULL)
-		return LY_OK;
 	return ds->dialect->read_entry(rows, 0, one->rowid, one->out, err);
 }
 
@@ -560,10 +582,10 @@ entry_read(struct ly_datastore *ds, const char *entry_id, int64_t *rowid, struct
 {
 	struct entry_one one = { .rowid = rowid, .out = out };
 	const struct ly_ds_param p[] = { LY_DS_TEXT(entry_id) };
-	size_t k = 0;
+	bool found = false;
 
-	LY_TRY(ly_ds_engine_rows(ds, LY_DS_ENTRY_BY_ID, p, LY_DS_NELEM(p), "get entry", entry_row, &one, &k, err));
-	if (k == 0)
+	LY_TRY(ly_ds_engine_row(ds, LY_DS_ENTRY_BY_ID, p, LY_DS_NELEM(p), "get entry", entry_row, &one, &found, err));
+	if (!found)
 		return ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
 	return LY_OK;
 }
@@ -858,14 +880,11 @@ out:
 	return rc;
 }
 
-/* The agent on the first row to *(struct ly_ds_agent **)arg (spiffe_id is unique: there is one). */
+/* The agent on the row to *(struct ly_ds_agent **)arg. */
 static ly_status
 agent_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
-	struct ly_ds_agent **a = arg;
-	if (*a != NULL)
-		return LY_OK;
-	return ds->dialect->read_agent(rows, a, err);
+	return ds->dialect->read_agent(rows, arg, err);
 }
 
 ly_status
@@ -876,7 +895,7 @@ ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly
 	ly_status rc;
 	struct ly_ds_agent *a = NULL;
 	const struct ly_ds_param p[] = { LY_DS_TEXT(spiffe_id) };
-	size_t k = 0;
+	bool found = false;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
@@ -884,8 +903,8 @@ ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly
 	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_rows(ds, LY_DS_AGENT_GET, p, LY_DS_NELEM(p), "get agent", agent_row, &a, &k, err);
-	if (rc == LY_OK && k == 0)
+		rc = ly_ds_engine_row(ds, LY_DS_AGENT_GET, p, LY_DS_NELEM(p), "get agent", agent_row, &a, &found, err);
+	if (rc == LY_OK && !found)
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
 	if (rc == LY_OK)
 		rc = d->commit(ds, err);
@@ -898,26 +917,17 @@ ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly
 	return rc;
 }
 
-struct agents_got {
-	struct ly_ds_agent_list *got;
-	size_t cap;
-};
-
 /* One agent of agent_list appended to the list. */
 static ly_status
 agents_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
-	struct agents_got *g = arg;
 	struct ly_ds_agent *a = NULL;
 	ly_status rc = ds->dialect->read_agent(rows, &a, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_grow(&g->got->items, g->got->n, &g->cap, sizeof(*g->got->items), 16, "agent list", err);
-	if (rc != LY_OK) {
+		rc = ly_ds_engine_push(arg, a, "agent list", err);
+	if (rc != LY_OK)
 		ly_ds_agent_free(a);
-		return rc;
-	}
-	g->got->items[g->got->n++] = a;
-	return LY_OK;
+	return rc;
 }
 
 ly_status
@@ -926,13 +936,13 @@ ly_ds_engine_agent_list(struct ly_datastore *ds, struct ly_ds_agent_list *out, s
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
 	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
-	struct agents_got g = { .got = &got, .cap = 0 };
+	struct ly_ds_fill fill = LY_DS_FILL(&got);
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_rows(ds, LY_DS_AGENT_LIST, NULL, 0, "list agents", agents_row, &g, NULL, err);
+		rc = ly_ds_engine_rows(ds, LY_DS_AGENT_LIST, NULL, 0, "list agents", agents_row, &fill, NULL, err);
 	if (rc == LY_OK)
 		rc = d->commit(ds, err);
 	/* Hand over, appending to what the caller holds. */

@@ -127,11 +127,15 @@ out:
 	return rc;
 }
 
-/* The federated bundle on the current row (trust_domain, bundle, revision, updated_at). */
+/*
+ * The federated bundle on the current row (trust_domain, bundle, revision,
+ * updated_at) to *(struct ly_ds_fed_bundle **)arg.
+ */
 static ly_status
-read_bundle(struct ly_datastore *ds, struct ly_ds_rows *rows, struct ly_ds_fed_bundle **out, struct ly_error *err)
+read_bundle(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
+	struct ly_ds_fed_bundle **out = arg;
 	ly_status rc;
 	char *td = NULL, *json = NULL;
 	struct ly_ds_fed_bundle *b = calloc(1, sizeof(*b));
@@ -157,41 +161,23 @@ out:
 	return rc;
 }
 
-/* The bundle on the first row to *(struct ly_ds_fed_bundle **)arg (trust_domain is the key: there is one). */
-static ly_status
-bundle_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
-{
-	struct ly_ds_fed_bundle **b = arg;
-	if (*b != NULL)
-		return LY_OK;
-	return read_bundle(ds, rows, b, err);
-}
-
-struct bundles_got {
-	struct ly_ds_fed_bundle_list *got;
-	size_t cap;
-};
-
 /* One bundle of fed_bundle_list appended to the list, up to LY_BUNDLE_SET_MAX. */
 static ly_status
 bundles_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
-	struct bundles_got *g = arg;
+	const struct ly_ds_fill *fill = arg;
 	struct ly_ds_fed_bundle *b = NULL;
 	ly_status rc;
 
-	if (g->got->n >= LY_BUNDLE_SET_MAX)
-		return ly_error_set(err, LY_E_LIMIT, "datastore holds more than %d federated bundles", LY_BUNDLE_SET_MAX);
+	if (*fill->n >= LY_BUNDLE_SET_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "datastore holds more than %d federated bundles",
+		    LY_BUNDLE_SET_MAX);
 	rc = read_bundle(ds, rows, &b, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_grow(&g->got->items, g->got->n, &g->cap, sizeof(*g->got->items), 8,
-		    "federated bundle list", err);
-	if (rc != LY_OK) {
+		rc = ly_ds_engine_push(arg, b, "federated bundle list", err);
+	if (rc != LY_OK)
 		ly_ds_fed_bundle_free(b);
-		return rc;
-	}
-	g->got->items[g->got->n++] = b;
-	return LY_OK;
+	return rc;
 }
 
 ly_status
@@ -202,7 +188,7 @@ ly_ds_engine_fed_bundle_get(struct ly_datastore *ds, const char *td, struct ly_d
 	ly_status rc;
 	struct ly_ds_fed_bundle *b = NULL;
 	const struct ly_ds_param p[] = { LY_DS_TEXT(td) };
-	size_t k = 0;
+	bool found = false;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federated bundle get: no output");
@@ -210,9 +196,9 @@ ly_ds_engine_fed_bundle_get(struct ly_datastore *ds, const char *td, struct ly_d
 	LY_TRY(check_td(td, err));
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_rows(ds, LY_DS_FEDB_GET, p, LY_DS_NELEM(p), "get federated bundle", bundle_row, &b, &k,
-		    err);
-	if (rc == LY_OK && k == 0)
+		rc = ly_ds_engine_row(ds, LY_DS_FEDB_GET, p, LY_DS_NELEM(p), "get federated bundle", read_bundle, &b,
+		    &found, err);
+	if (rc == LY_OK && !found)
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "no bundle for trust domain %s", td);
 	if (rc == LY_OK)
 		rc = d->commit(ds, err);
@@ -231,13 +217,14 @@ ly_ds_engine_fed_bundle_list(struct ly_datastore *ds, struct ly_ds_fed_bundle_li
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
 	struct ly_ds_fed_bundle_list got = LY_DS_FED_BUNDLE_LIST_INIT;
-	struct bundles_got g = { .got = &got, .cap = 0 };
+	struct ly_ds_fill fill = LY_DS_FILL(&got);
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federated bundle list: no output");
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_rows(ds, LY_DS_FEDB_LIST, NULL, 0, "list federated bundles", bundles_row, &g, NULL, err);
+		rc = ly_ds_engine_rows(ds, LY_DS_FEDB_LIST, NULL, 0, "list federated bundles", bundles_row, &fill, NULL,
+		    err);
 	if (rc == LY_OK)
 		rc = d->commit(ds, err);
 	if (rc != LY_OK)
@@ -453,12 +440,12 @@ rel_write(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel, const struct
 		goto out;
 	if (create) {
 		const struct ly_ds_param g[] = { LY_DS_TEXT(rel->trust_domain) };
-		size_t k = 0;
-		rc = ly_ds_engine_rows(ds, LY_DS_FEDR_GET, g, LY_DS_NELEM(g), "get federation relationship", NULL, NULL, &k,
-		    err);
+		bool found = false;
+		rc = ly_ds_engine_row(ds, LY_DS_FEDR_GET, g, LY_DS_NELEM(g), "get federation relationship", NULL, NULL,
+		    &found, err);
 		if (rc != LY_OK)
 			goto out;
-		if (k > 0) {
+		if (found) {
 			rc = ly_error_set(err, LY_E_INVALID, "federation relationship with %s already exists",
 			    rel->trust_domain);
 			goto out;
@@ -502,11 +489,15 @@ ly_ds_engine_fed_rel_update(struct ly_datastore *ds, const struct ly_ds_fed_rel 
 	return rel_write(ds, rel, bundle, false, revision, err);
 }
 
-/* The relationship on the current row (trust_domain, url, profile, endpoint_spiffe_id, created_at, updated_at). */
+/*
+ * The relationship on the current row (trust_domain, url, profile,
+ * endpoint_spiffe_id, created_at, updated_at) to *(struct ly_ds_fed_rel **)arg.
+ */
 static ly_status
-read_rel(struct ly_datastore *ds, struct ly_ds_rows *rows, struct ly_ds_fed_rel **out, struct ly_error *err)
+read_rel(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
+	struct ly_ds_fed_rel **out = arg;
 	ly_status rc;
 	int64_t profile = 0;
 	struct ly_ds_fed_rel *r = calloc(1, sizeof(*r));
@@ -533,53 +524,33 @@ out:
 	return rc;
 }
 
-/* The relationship on the first row to *(struct ly_ds_fed_rel **)arg (trust_domain is the key: there is one). */
-static ly_status
-rel_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
-{
-	struct ly_ds_fed_rel **r = arg;
-	if (*r != NULL)
-		return LY_OK;
-	return read_rel(ds, rows, r, err);
-}
-
-struct rels_got {
-	struct ly_ds_fed_rel_list *got;
-	size_t cap;
-};
-
 /* One relationship of fed_rel_list appended to the list. */
 static ly_status
 rels_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
-	struct rels_got *g = arg;
 	struct ly_ds_fed_rel *r = NULL;
 	ly_status rc = read_rel(ds, rows, &r, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_grow(&g->got->items, g->got->n, &g->cap, sizeof(*g->got->items), 8,
-		    "federation relationship list", err);
-	if (rc != LY_OK) {
+		rc = ly_ds_engine_push(arg, r, "federation relationship list", err);
+	if (rc != LY_OK)
 		ly_ds_fed_rel_free(r);
-		return rc;
-	}
-	g->got->items[g->got->n++] = r;
-	return LY_OK;
+	return rc;
 }
 
 ly_status
 ly_ds_engine_fed_rel_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_rel **out, struct ly_error *err)
 {
 	const struct ly_ds_param p[] = { LY_DS_TEXT(td) };
-	size_t k = 0;
+	bool found = false;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federation relationship get: no output");
 	*out = NULL;
 	LY_TRY(check_td(td, err));
 	LY_TRY(ds->dialect->begin(ds, LY_DS_TX_NONE, NULL, err));
-	LY_TRY(ly_ds_engine_rows(ds, LY_DS_FEDR_GET, p, LY_DS_NELEM(p), "get federation relationship", rel_row, out, &k,
-	    err));
-	if (k == 0)
+	LY_TRY(ly_ds_engine_row(ds, LY_DS_FEDR_GET, p, LY_DS_NELEM(p), "get federation relationship", read_rel, out,
+	    &found, err));
+	if (!found)
 		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
 	return LY_OK;
 }
@@ -589,14 +560,14 @@ ly_ds_engine_fed_rel_list(struct ly_datastore *ds, struct ly_ds_fed_rel_list *ou
 {
 	ly_status rc;
 	struct ly_ds_fed_rel_list got = LY_DS_FED_REL_LIST_INIT;
-	struct rels_got g = { .got = &got, .cap = 0 };
+	struct ly_ds_fill fill = LY_DS_FILL(&got);
 
 	if (out == NULL || out->n != 0 || out->items != NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federation relationship list: output must be empty");
 	rc = ds->dialect->begin(ds, LY_DS_TX_NONE, NULL, err);
 	if (rc == LY_OK)
-		rc = ly_ds_engine_rows(ds, LY_DS_FEDR_LIST, NULL, 0, "list federation relationships", rels_row, &g, NULL,
-		    err);
+		rc = ly_ds_engine_rows(ds, LY_DS_FEDR_LIST, NULL, 0, "list federation relationships", rels_row, &fill,
+		    NULL, err);
 	if (rc == LY_OK) {
 		*out = got;
 		got = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
