@@ -228,8 +228,14 @@ out:
 
 /* ---- JSON parameters: selectors and DNS names written in one statement ---- */
 
-ly_status
-ly_ds_pg_selectors_json(const struct ly_selector *sels, size_t n, char **out, struct ly_error *err)
+/*
+ * The `n` items of `list` as a JSON array, item i made by item(list, i)
+ * (NULL: it cannot be JSON, LY_E_INVALID "datastore: <what> <i+1> cannot
+ * be stored<hint>").
+ */
+static ly_status
+list_json(const void *list, size_t n, json_t *(*item)(const void *list, size_t i), const char *what, const char *hint,
+    char **out, struct ly_error *err)
 {
 	ly_status rc = LY_OK;
 	json_t *arr = json_array();
@@ -238,10 +244,9 @@ ly_ds_pg_selectors_json(const struct ly_selector *sels, size_t n, char **out, st
 	if (arr == NULL)
 		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
 	for (size_t i = 0; i < n; i++) {
-		json_t *pair = json_pack("[ss]", sels[i].type, sels[i].value);
-		if (pair == NULL || json_array_append_new(arr, pair) != 0) {
-			rc = ly_error_set(err, LY_E_INVALID, "datastore: selector %zu cannot be stored (not UTF-8?)",
-			    i + 1);
+		/* json_array_append_new takes the item, NULL or not, and frees it when it fails. */
+		if (json_array_append_new(arr, item(list, i)) != 0) {
+			rc = ly_error_set(err, LY_E_INVALID, "datastore: %s %zu cannot be stored%s", what, i + 1, hint);
 			goto out;
 		}
 	}
@@ -253,27 +258,31 @@ out:
 	return rc;
 }
 
+/* A selector as [type, value]. */
+static json_t *
+selector_json(const void *list, size_t i)
+{
+	const struct ly_selector *s = &((const struct ly_selector *)list)[i];
+	return json_pack("[ss]", s->type, s->value);
+}
+
+ly_status
+ly_ds_pg_selectors_json(const struct ly_selector *sels, size_t n, char **out, struct ly_error *err)
+{
+	return list_json(sels, n, selector_json, "selector", " (not UTF-8?)", out, err);
+}
+
+/* A DNS name as a string. */
+static json_t *
+name_json(const void *list, size_t i)
+{
+	return json_string(((char *const *)list)[i]);
+}
+
 ly_status
 ly_ds_pg_dns_json(char *const *names, size_t n, char **out, struct ly_error *err)
 {
-	ly_status rc = LY_OK;
-	json_t *arr = json_array();
-
-	*out = NULL;
-	if (arr == NULL)
-		return ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
-	for (size_t i = 0; i < n; i++) {
-		if (json_array_append_new(arr, json_string(names[i])) != 0) {
-			rc = ly_error_set(err, LY_E_INVALID, "datastore: DNS name %zu cannot be stored", i + 1);
-			goto out;
-		}
-	}
-	*out = json_dumps(arr, JSON_COMPACT);
-	if (*out == NULL)
-		rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
-out:
-	json_decref(arr);
-	return rc;
+	return list_json(names, n, name_json, "DNS name", "", out, err);
 }
 
 /* ---- agents ---- */
