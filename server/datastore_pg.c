@@ -277,18 +277,15 @@ wire_timeout(const char *what, struct ly_error *err)
 }
 
 /*
- * Runs one statement with the bound parameters `p` (NULL: none); text
- * results unless `binary`. The result goes to *out when non-NULL (the
- * caller PQclears it), else it is freed.
+ * The outcome of exec_wire as a status: a result that is not
+ * COMMAND_OK / TUPLES_OK fails (pg_fail). The result goes to *out when
+ * non-NULL (the caller PQclears it), else it is freed.
  */
 static ly_status
-run(struct pg_ds *ds, const char *sql, const struct params *p, bool binary, const char *what, PGresult **out,
-    struct ly_error *err)
+run_result(struct pg_ds *ds, PGresult *res, bool timed_out, const char *what, PGresult **out, struct ly_error *err)
 {
 	if (out != NULL)
 		*out = NULL;
-	bool timed_out;
-	PGresult *res = exec_wire(ds, sql, p, binary, false, &timed_out);
 	if (timed_out)
 		return wire_timeout(what, err);
 	if (res == NULL)
@@ -306,29 +303,26 @@ run(struct pg_ds *ds, const char *sql, const struct params *p, bool binary, cons
 	return LY_OK;
 }
 
+/*
+ * Runs one statement with the bound parameters `p` (NULL: none); text
+ * results unless `binary`. The result as run_result says.
+ */
+static ly_status
+run(struct pg_ds *ds, const char *sql, const struct params *p, bool binary, const char *what, PGresult **out,
+    struct ly_error *err)
+{
+	bool timed_out;
+	PGresult *res = exec_wire(ds, sql, p, binary, false, &timed_out);
+	return run_result(ds, res, timed_out, what, out, err);
+}
+
 /* Runs a constant statement (or several) with no parameters, through the simple query protocol. */
 static ly_status
 run_simple(struct pg_ds *ds, const char *sql, const char *what, PGresult **out, struct ly_error *err)
 {
-	if (out != NULL)
-		*out = NULL;
 	bool timed_out;
 	PGresult *res = exec_wire(ds, sql, NULL, false, true, &timed_out);
-	if (timed_out)
-		return wire_timeout(what, err);
-	if (res == NULL)
-		return pg_fail(ds, NULL, what, err);
-	ExecStatusType st = PQresultStatus(res);
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		ly_status rc = pg_fail(ds, res, what, err);
-		PQclear(res);
-		return rc;
-	}
-	if (out != NULL)
-		*out = res;
-	else
-		PQclear(res);
-	return LY_OK;
+	return run_result(ds, res, timed_out, what, out, err);
 }
 
 /* Affected rows of a command. */
