@@ -41,7 +41,7 @@ done
 if [ -z "$build" ]; then
 	build=${LANYARD_BENCH_BUILD:-/tmp/lanyard-bench-build}
 	cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
-	nice cmake --build "$build" --target lanyard-server lanyard-agent bench_wapi_client -j2 >/dev/null
+	nice cmake --build "$build" --target lanyard-server lanyard-agent bench_wapi_client bench_crypto_floor -j2 >/dev/null
 fi
 for b in server/lanyard-server agent/lanyard-agent bench/bench_wapi_client; do
 	if [ ! -x "$build/$b" ]; then

@@ -739,6 +739,21 @@ def bench_system(s, f):
     f["load_end"] = loadavg()
 
 
+def crypto_floor():
+    """The storm's floor: bench_crypto_floor's CPU per SVID (a P-256 key, two signatures, two
+    verifications, OpenSSL alone), pinned to one core; {} when the build has no such binary."""
+    exe = os.path.join(BUILD, "bench", "bench_crypto_floor")
+    if not os.access(exe, os.X_OK):
+        note("no bench/bench_crypto_floor in the build: the storm rows get no floor")
+        return {}
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    out = run(pin + [exe, "-t", "1.5"]).stdout.split()
+    f = {k: float(v) for k, v in (kv.split("=", 1) for kv in out)}
+    f["cpus"], f["load"] = os.cpu_count(), loadavg()
+    note(f"crypto floor: {f['svid_us']} us of CPU per SVID ({f['agent_us']} agent, {f['server_us']} server)")
+    return f
+
+
 def perf_start(pid, path):
     """perf record (cpu-clock, call graphs) attached to PID until perf_stop."""
     return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", path],
@@ -832,6 +847,8 @@ def main():
         protoc(PROTO_DIR, PB_DIR, "workload.proto", "admin.proto", "agent.proto")
         sys.path.insert(0, os.path.join(tmp, "pb"))
         fig["pingpong"] = run_client("pingpong", "-i", "20000")[0]
+        if not ONLY_ROW:
+            fig["crypto_floor"] = crypto_floor()
         fig["openssl"] = run(["openssl", "version"]).stdout.strip()
         fig["go"] = run(["go", "version"], check=False).stdout.strip()
         fig["kernel"] = os.uname().release
