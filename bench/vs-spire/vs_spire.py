@@ -769,13 +769,33 @@ def perf_stop(pr):
         pr.wait()
 
 
+def schedstat(pid):
+    """(on-CPU ns, run-queue wait ns, times run) summed over PID's threads (/proc/PID/task/*/schedstat)."""
+    tot = [0, 0, 0]
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as fh:
+                v = [int(x) for x in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+        for i in range(3):
+            tot[i] += v[i]
+    return tot
+
+
 def paced_round(s, ag, f, rnd):
     load = loadavg()
+    s0 = schedstat(ag.pid)
     m = run_client("paced", "-s", ag.sock, "-n", "100", "-R", "1000", "-d", str(ROW_S), "-p", str(ag.pid))[0]
+    s1 = schedstat(ag.pid)
+    calls = max(1, int(m["samples"]))
+    m["agent_runq_wait_us_per_call"] = round((s1[1] - s0[1]) / 1e3 / calls, 1)
+    m["agent_runs_per_call"] = round((s1[2] - s0[2]) / calls, 2)
     m["load"], m["round"] = load, rnd
     f.setdefault("paced_rounds", []).append(m)
     print(f"| {rnd} | {s.name} | {float(m['p50_us']) / 1e3:.3f} | {float(m['p99_us']) / 1e3:.3f} | "
           f"{float(m['max_us']) / 1e3:.1f} | {m.get('agent_cpu_us_per_call')} ({m.get('client_cpu_us_per_call')}) | "
+          f"{m['agent_runq_wait_us_per_call']} | {m['agent_runs_per_call']} | "
           f"{m['samples']} / {m.get('skipped', '?')} / {m['errors']} | {load} |", flush=True)
 
 
@@ -802,8 +822,9 @@ def only_paced(tmp):
           f"SVIDs on each; latency from the scheduled start to the first message")
     print()
     print("| round | system | p50, ms | p99, ms | max, ms | CPU per call, agent (client), µs | "
+          "agent's run-queue wait per call, µs | agent's threads put on a CPU per call | "
           "calls / skipped / errors | load average |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for rnd in range(1, ROUNDS + 1):
         for s in (systems if rnd % 2 else systems[::-1]):
             paced_round(s, ags[s.name], fig[s.name], rnd)
@@ -812,11 +833,14 @@ def only_paced(tmp):
         fig[s.name]["paced_p99_ms"] = [round(float(m["p99_us"]) / 1e3, 3) for m in r]
         fig[s.name]["paced_p50_ms"] = [round(float(m["p50_us"]) / 1e3, 3) for m in r]
     print()
+    print("run-queue wait: time the agent's threads spent runnable but not running (/proc/PID/task/*/schedstat); "
+          "put on a CPU: how many times one of its threads was scheduled in")
     for s in systems:
         f = fig[s.name]
         print(f"{s.name}: p50 {min(f['paced_p50_ms'])}-{max(f['paced_p50_ms'])} ms, p99 "
               f"{min(f['paced_p99_ms'])}-{max(f['paced_p99_ms'])} ms over {ROUNDS} rounds")
     if PERF_DIR:
+        print("\nwith perf record attached to the agent (not counted above):")
         os.makedirs(PERF_DIR, exist_ok=True)
         for s in systems:
             ag = ags[s.name]
