@@ -7,8 +7,8 @@
 #
 # --only-row paced: only row 3's paced measure (100 open connections, 1,000 calls/s, S seconds,
 # default 5), both systems up at once with 1 + 1,000 SVIDs on each agent, N rounds (default 3)
-# alternating Lanyard and SPIRE; p50/p99/CPU per call and the load average per round (about a
-# minute and a half for 3 rounds). VS_SPIRE_PERF=DIR adds one pass per system under
+# alternating Lanyard and SPIRE; p50/p99/CPU per call, the agent's run-queue wait and the load
+# average per round (about a minute for 3 rounds of 5 s). VS_SPIRE_PERF=DIR adds one pass per system under
 # `perf record -e cpu-clock -g` on its agent (the paced row, then 200 calls on new connections).
 # --quick: 1,000 entries, fewer trials (about 7 minutes, most of it SPIRE's 5 s sync cycles and
 # the 120 s rotation TTL); without it (about 15 minutes): 1,000 and 10,000 entries, 30 revocation

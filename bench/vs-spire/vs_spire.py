@@ -2,6 +2,7 @@
 """vs_spire.py: Lanyard and SPIRE side by side, the same scenarios, the same machine, one run (issue 13).
 
     vs_spire.py LANYARD_BUILD_DIR SPIRE_BIN_DIR PROTO_DIR [--quick] [--only lanyard|spire]
+    vs_spire.py LANYARD_BUILD_DIR SPIRE_BIN_DIR PROTO_DIR --only-row paced [--rounds N] [--seconds S]
 
 Run by bench/vs-spire/run.sh. For each system in turn: its server and agents on 127.0.0.1, every
 socket and data directory in a temporary directory, configured from the templates next to this
@@ -32,6 +33,10 @@ Rows (issue 13), per system:
   8. server restarted under agent B (a stream of ours open on it, refused and reopened every
      20 ms until we have an entry there): server exec -> an entry created as soon as the server
      answers reaches the stream.
+Floor of the storm rows: bench_crypto_floor (a P-256 key, two signatures, two verifications per
+SVID, OpenSSL alone), measured at the start of the run.
+--only-row paced: only row 3's paced measure, both systems up at once, N rounds alternating
+(only_paced below).
 SPIRE's default LRU (1,000), when N > 1,000: a third agent with x509_svid_cache_max_size = 1000
 and N entries: the SVIDs it mints with no workload asking (30 s), then the time until a stream
 entitled to all N carries them.
