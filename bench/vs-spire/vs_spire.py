@@ -788,6 +788,30 @@ def schedstat(pid):
     return tot
 
 
+PERF_STAT_EVENTS = ("context-switches", "syscalls:sys_enter_sched_yield", "syscalls:sys_enter_futex",
+                    "syscalls:sys_enter_read", "syscalls:sys_enter_write")
+
+
+def perf_stat_round(s, ag):
+    """One paced round under `perf stat` (context switches and a few system calls of the agent):
+    printed per call. Counting only, so the round's latencies stand (printed too)."""
+    path = os.path.join(PERF_DIR, f"{s.name}-stat.csv")
+    pr = subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(PERF_STAT_EVENTS), "-p", str(ag.pid),
+                           "-o", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    m = paced_round(s, ag, {}, "perf stat")
+    perf_stop(pr)
+    counts = {}
+    with open(path) as fh:
+        for ln in fh:
+            parts = ln.strip().split(",")
+            if len(parts) > 2 and parts[0].isdigit():
+                counts[parts[2].split(":")[-1]] = int(parts[0])
+    calls = max(1, int(m["samples"]))
+    print(f"{s.name}: per call under perf stat: " + ", ".join(f"{k} {v / calls:.2f}" for k, v in counts.items()),
+          flush=True)
+
+
 def paced_round(s, ag, f, rnd):
     load = loadavg()
     s0 = schedstat(ag.pid)
@@ -802,6 +826,7 @@ def paced_round(s, ag, f, rnd):
           f"{float(m['max_us']) / 1e3:.1f} | {m.get('agent_cpu_us_per_call')} ({m.get('client_cpu_us_per_call')}) | "
           f"{m['agent_runq_wait_us_per_call']} | {m['agent_runs_per_call']} | "
           f"{m['samples']} / {m.get('skipped', '?')} / {m['errors']} | {load} |", flush=True)
+    return m
 
 
 def only_paced(tmp):
@@ -845,10 +870,11 @@ def only_paced(tmp):
         print(f"{s.name}: p50 {min(f['paced_p50_ms'])}-{max(f['paced_p50_ms'])} ms, p99 "
               f"{min(f['paced_p99_ms'])}-{max(f['paced_p99_ms'])} ms over {ROUNDS} rounds")
     if PERF_DIR:
-        print("\nwith perf record attached to the agent (not counted above):")
+        print("\nwith perf stat, then perf record, attached to the agent (not counted above):")
         os.makedirs(PERF_DIR, exist_ok=True)
         for s in systems:
             ag = ags[s.name]
+            perf_stat_round(s, ag)
             pr = perf_start(ag.pid, os.path.join(PERF_DIR, f"{s.name}-paced.data"))
             time.sleep(0.5)
             paced_round(s, ag, {}, "perf")
