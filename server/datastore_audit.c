@@ -169,10 +169,22 @@ ly_datastore_audit_append(struct ly_datastore *ds, const struct ly_audit_record 
 	return insert_row(ds, d, rec, server, time, err);
 }
 
-/* The row at the cursor into `r` (zeroed by the caller; freed by the list's cleanup). */
+/* One row of LY_DS_AUDIT_LIST into the next item of `arg`, a struct ly_ds_audit_list with room for `limit`. */
+struct audit_read {
+	struct ly_ds_audit_list *list;
+	size_t limit;
+};
+
 static ly_status
-read_row(const struct ly_ds_dialect *d, struct ly_ds_rows *rows, struct ly_ds_audit_row *r, struct ly_error *err)
+audit_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
+	const struct ly_ds_dialect *d = ds->dialect;
+	struct audit_read *a = arg;
+
+	if (a->list->n == a->limit)
+		return ly_ds_corrupt("audit rows over the limit", err);
+	/* Counted first: the list's cleanup frees what a failed read left. */
+	struct ly_ds_audit_row *r = &a->list->items[a->list->n++];
 	LY_TRY(d->col_int64(rows, 0, &r->id, err));
 	LY_TRY(d->col_int64(rows, 1, &r->time, err));
 	LY_TRY(d->col_text(rows, 2, LY_DS_AUDIT_SERVER_MAX, false, &r->server, err));
@@ -191,8 +203,7 @@ ly_datastore_audit_list(struct ly_datastore *ds, int64_t since, size_t limit, st
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	struct ly_ds_audit_list got = LY_DS_AUDIT_LIST_INIT;
-	struct ly_ds_rows rows = { 0 };
-	bool open = false, row = false;
+	struct audit_read read = { &got, limit };
 	ly_status rc;
 
 	if (d == NULL)
@@ -204,21 +215,7 @@ ly_datastore_audit_list(struct ly_datastore *ds, int64_t since, size_t limit, st
 	const struct ly_ds_param p[] = { LY_DS_INT(since), LY_DS_INT((int64_t)limit) };
 	if ((rc = d->begin(ds, LY_DS_TX_NONE, NULL, err)) != LY_OK)
 		goto out;
-	if ((rc = d->exec(ds, LY_DS_AUDIT_LIST, p, LY_DS_NELEM(p), "list audit rows", &rows, NULL, err)) != LY_OK)
-		goto out;
-	open = true;
-	for (;;) {
-		if ((rc = d->next(&rows, &row, "list audit rows", err)) != LY_OK || !row)
-			break;
-		if (got.n == limit) {
-			rc = ly_ds_corrupt("audit rows over the limit", err);
-			break;
-		}
-		/* Counted first: the cleanup frees what a failed read left. */
-		rc = read_row(d, &rows, &got.items[got.n++], err);
-		if (rc != LY_OK)
-			break;
-	}
+	rc = ly_ds_engine_rows(ds, LY_DS_AUDIT_LIST, p, LY_DS_NELEM(p), "list audit rows", audit_row, &read, NULL, err);
 	if (rc != LY_OK)
 		goto out;
 	/* Newest first from the store; oldest first to the caller. */
@@ -242,8 +239,6 @@ ly_datastore_audit_list(struct ly_datastore *ds, int64_t since, size_t limit, st
 		got.n = 0;
 	}
 out:
-	if (open)
-		d->rows_free(&rows);
 	d->rollback(ds);
 	ly_ds_audit_list_cleanup(&got);
 	return rc;

@@ -22,8 +22,6 @@ ly_ds_engine_bundle_publish(struct ly_datastore *ds, const char *server_id, cons
     int64_t now, uint64_t min_sequence, uint64_t *sequence, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
-	struct ly_ds_rows rows = { 0 };
-	bool open = false, row = false;
 	char *b64 = NULL;
 	int64_t rev = 0, seq = 0;
 	ly_status rc;
@@ -66,39 +64,28 @@ ly_ds_engine_bundle_publish(struct ly_datastore *ds, const char *server_id, cons
 	if (rc != LY_OK)
 		goto out;
 	const struct ly_ds_param bump[] = { LY_DS_INT((int64_t)min_sequence) };
-	rc = d->exec(ds, LY_DS_BUNDLE_SEQ_BUMP, bump, LY_DS_NELEM(bump), "bundle sequence", &rows, NULL, err);
+	rc = ly_ds_engine_read_int64(ds, LY_DS_BUNDLE_SEQ_BUMP, bump, LY_DS_NELEM(bump), "bundle sequence",
+	    "bundle sequence", &seq, err);
 	if (rc != LY_OK)
-		goto out;
-	open = true;
-	if ((rc = d->next(&rows, &row, "bundle sequence", err)) != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_ds_corrupt("bundle sequence", err);
-		goto out;
-	}
-	if ((rc = d->col_int64(&rows, 0, &seq, err)) != LY_OK)
 		goto out;
 	if (seq <= 0) {
 		rc = ly_ds_corrupt("bundle sequence", err);
 		goto out;
 	}
-	d->rows_free(&rows);
-	open = false;
 	rc = d->commit(ds, err);
 	if (rc == LY_OK)
 		*sequence = (uint64_t)seq;
 out:
-	if (open)
-		d->rows_free(&rows);
 	d->rollback(ds);
 	return rc;
 }
 
-/* One row of LY_DS_BUNDLE_LIST appended to `out`. */
+/* One row of LY_DS_BUNDLE_LIST appended to the struct ly_shared_authorities `arg`. */
 static ly_status
-read_row(const struct ly_ds_dialect *d, struct ly_ds_rows *rows, struct ly_shared_authorities *out,
-    struct ly_error *err)
+read_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
+	const struct ly_ds_dialect *d = ds->dialect;
+	struct ly_shared_authorities *out = arg;
 	char *server_id = NULL, *kid = NULL, *value = NULL;
 	struct ly_buf der = LY_BUF_INIT;
 	int64_t kind = 0, not_after = 0;
@@ -129,9 +116,7 @@ ly_status
 ly_ds_engine_bundle_read(struct ly_datastore *ds, int64_t now, struct ly_shared_authorities *out, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
-	struct ly_ds_rows rows = { 0 };
 	struct ly_shared_authorities got = LY_SHARED_AUTHORITIES_INIT;
-	bool open = false, row = false;
 	int64_t seq = 0;
 	ly_status rc;
 
@@ -140,39 +125,17 @@ ly_ds_engine_bundle_read(struct ly_datastore *ds, int64_t now, struct ly_shared_
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = d->exec(ds, LY_DS_BUNDLE_SEQ_GET, NULL, 0, "read bundle", &rows, NULL, err);
+	rc = ly_ds_engine_read_int64(ds, LY_DS_BUNDLE_SEQ_GET, NULL, 0, "read bundle", "bundle sequence", &seq, err);
 	if (rc != LY_OK)
-		goto out;
-	open = true;
-	if ((rc = d->next(&rows, &row, "read bundle", err)) != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_ds_corrupt("bundle sequence", err);
-		goto out;
-	}
-	if ((rc = d->col_int64(&rows, 0, &seq, err)) != LY_OK)
 		goto out;
 	if (seq < 0) {
 		rc = ly_ds_corrupt("bundle sequence", err);
 		goto out;
 	}
-	d->rows_free(&rows);
-	open = false;
 	const struct ly_ds_param p[] = { LY_DS_INT(now) };
-	rc = d->exec(ds, LY_DS_BUNDLE_LIST, p, LY_DS_NELEM(p), "read bundle", &rows, NULL, err);
+	rc = ly_ds_engine_rows(ds, LY_DS_BUNDLE_LIST, p, LY_DS_NELEM(p), "read bundle", read_row, &got, NULL, err);
 	if (rc != LY_OK)
 		goto out;
-	open = true;
-	for (;;) {
-		if ((rc = d->next(&rows, &row, "read bundle", err)) != LY_OK || !row)
-			break;
-		if ((rc = read_row(d, &rows, &got, err)) != LY_OK)
-			break;
-	}
-	if (rc != LY_OK)
-		goto out;
-	d->rows_free(&rows);
-	open = false;
 	rc = d->commit(ds, err);
 	if (rc != LY_OK)
 		goto out;
@@ -181,8 +144,6 @@ ly_ds_engine_bundle_read(struct ly_datastore *ds, int64_t now, struct ly_shared_
 	out->sequence = (uint64_t)seq;
 	got = (struct ly_shared_authorities)LY_SHARED_AUTHORITIES_INIT;
 out:
-	if (open)
-		d->rows_free(&rows);
 	d->rollback(ds);
 	ly_shared_authorities_cleanup(&got);
 	return rc;

@@ -14,37 +14,126 @@
 #include "lib/caps.h"
 #include "server/datastore_internal.h"
 
+/* ---- reading rows ---- */
+
+ly_status
+ly_ds_engine_rows(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+    const char *what, ly_ds_row_fn on_row, void *arg, size_t *count, struct ly_error *err)
+{
+	const struct ly_ds_dialect *d = ds->dialect;
+	ly_status rc;
+	struct ly_ds_rows rows = { 0 };
+	size_t k = 0;
+	bool row = false;
+
+	if (count != NULL)
+		*count = 0;
+	LY_TRY(d->exec(ds, id, p, n, what, &rows, NULL, err));
+	for (;;) {
+		rc = d->next(&rows, &row, what, err);
+		if (rc != LY_OK || !row)
+			break;
+		k++;
+		if (on_row != NULL && (rc = on_row(ds, &rows, arg, err)) != LY_OK)
+			break;
+	}
+	d->rows_free(&rows);
+	if (count != NULL)
+		*count = k;
+	return rc;
+}
+
+/* Column 0 of the row to *(int64_t *)arg. */
+static ly_status
+int64_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	return ds->dialect->col_int64(rows, 0, arg, err);
+}
+
+/* ly_ds_engine_row's on_row (NULL: none), called for the first row only. */
+struct first_row {
+	ly_ds_row_fn on_row;
+	void *arg;
+	bool got;
+};
+
+static ly_status
+first_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct first_row *f = arg;
+	if (f->got)
+		return LY_OK;
+	f->got = true;
+	return f->on_row != NULL ? f->on_row(ds, rows, f->arg, err) : LY_OK;
+}
+
+ly_status
+ly_ds_engine_row(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+    const char *what, ly_ds_row_fn on_row, void *arg, bool *found, struct ly_error *err)
+{
+	struct first_row f = { .on_row = on_row, .arg = arg, .got = false };
+
+	*found = false;
+	LY_TRY(ly_ds_engine_rows(ds, id, p, n, what, first_row, &f, NULL, err));
+	*found = f.got;
+	return LY_OK;
+}
+
+ly_status
+ly_ds_engine_read_int64(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+    const char *what, const char *name, int64_t *out, struct ly_error *err)
+{
+	bool found = false;
+
+	LY_TRY(ly_ds_engine_row(ds, id, p, n, what, int64_row, out, &found, err));
+	if (!found)
+		return ly_ds_corrupt(name, err);
+	return LY_OK;
+}
+
+ly_status
+ly_ds_engine_grow(void *items, size_t n, size_t *cap, size_t size, size_t first, const char *what,
+    struct ly_error *err)
+{
+	void *cur = NULL, *grown = NULL;
+
+	if (n < *cap)
+		return LY_OK;
+	size_t ncap = *cap == 0 ? first : *cap * 2;
+	if (ncap < *cap || ncap > SIZE_MAX / size)
+		return ly_error_set(err, LY_E_NOMEM, "%s: out of memory", what);
+	/* items is a T **: its pointer is read and written as bytes, whatever T is. */
+	memcpy(&cur, items, sizeof(cur));
+	grown = realloc(cur, ncap * size);
+	if (grown == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "%s: out of memory", what);
+	memcpy(items, &grown, sizeof(grown));
+	*cap = ncap;
+	return LY_OK;
+}
+
+ly_status
+ly_ds_engine_push(struct ly_ds_fill *f, void *item, const char *what, struct ly_error *err)
+{
+	char *arr = NULL;
+
+	/* An array of T * is one of void *: every object pointer has its size and form on our platforms. */
+	LY_TRY(ly_ds_engine_grow(f->items, *f->n, &f->cap, sizeof(item), 8, what, err));
+	memcpy(&arr, f->items, sizeof(arr));
+	memcpy(arr + *f->n * sizeof(item), &item, sizeof(item));
+	(*f->n)++;
+	return LY_OK;
+}
+
 /* ---- the revision and the change log ---- */
 
 ly_status
 ly_ds_engine_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	bool open = false, row = false;
-
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "revision: no output");
-	rc = d->begin(ds, LY_DS_TX_NONE, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_REVISION, NULL, 0, "read meta", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "read meta", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_ds_corrupt("revision", err);
-		goto out;
-	}
-	rc = d->col_int64(&rows, 0, out, err);
-out:
-	if (open)
-		d->rows_free(&rows);
-	return rc;
+	LY_TRY(ds->dialect->begin(ds, LY_DS_TX_NONE, NULL, err));
+	return ly_ds_engine_read_int64(ds, LY_DS_REVISION, NULL, 0, "read meta", "revision", out, err);
 }
 
 ly_status
@@ -95,24 +184,32 @@ static ly_status
 returning_id(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n, const char *what,
     int64_t *out, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	bool row = false;
+	size_t k = 0;
 
-	LY_TRY(d->exec(ds, id, p, n, what, &rows, NULL, err));
-	rc = d->next(&rows, &row, what, err);
-	if (rc == LY_OK && !row)
-		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: %s returned no row", what);
-	if (rc == LY_OK)
-		rc = d->col_int64(&rows, 0, out, err);
-	/* To its end: SQLite finishes the statement's write there. */
-	if (rc == LY_OK)
-		rc = d->next(&rows, &row, what, err);
-	if (rc == LY_OK && row)
-		rc = ly_error_set(err, LY_E_INTERNAL, "datastore: %s returned more than one row", what);
-	d->rows_free(&rows);
-	return rc;
+	/* To its end: SQLite finishes the statement's write there; a second row is refused below. */
+	LY_TRY(ly_ds_engine_rows(ds, id, p, n, what, int64_row, out, &k, err));
+	if (k == 0)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: %s returned no row", what);
+	if (k > 1)
+		return ly_error_set(err, LY_E_INTERNAL, "datastore: %s returned more than one row", what);
+	return LY_OK;
+}
+
+/* What entry_lookup wants of the entry's row: its row id and created_at (each when non-NULL). */
+struct entry_found {
+	int64_t *rowid;
+	int64_t *created_at;
+};
+
+static ly_status
+lookup_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	const struct entry_found *f = arg;
+	if (f->rowid != NULL)
+		LY_TRY(ds->dialect->col_int64(rows, 0, f->rowid, err));
+	if (f->created_at != NULL)
+		LY_TRY(ds->dialect->col_int64(rows, 1, f->created_at, err));
+	return LY_OK;
 }
 
 /* Looks up entry `entry_id`: *found, and its row id and created_at when found. */
@@ -120,57 +217,57 @@ static ly_status
 entry_lookup(struct ly_datastore *ds, const char *entry_id, bool *found, int64_t *rowid, int64_t *created_at,
     struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
+	struct entry_found f = { .rowid = rowid, .created_at = created_at };
 	const struct ly_ds_param p[] = { LY_DS_TEXT(entry_id) };
+	size_t k = 0;
 
 	*found = false;
-	LY_TRY(d->exec(ds, LY_DS_ENTRY_LOOKUP, p, LY_DS_NELEM(p), "look up entry", &rows, NULL, err));
-	rc = d->next(&rows, found, "look up entry", err);
-	if (rc == LY_OK && *found && rowid != NULL)
-		rc = d->col_int64(&rows, 0, rowid, err);
-	if (rc == LY_OK && *found && created_at != NULL)
-		rc = d->col_int64(&rows, 1, created_at, err);
-	d->rows_free(&rows);
+	LY_TRY(ly_ds_engine_rows(ds, LY_DS_ENTRY_LOOKUP, p, LY_DS_NELEM(p), "look up entry", lookup_row, &f, &k, err));
+	*found = k > 0;
+	return LY_OK;
+}
+
+struct dup_find {
+	const struct ly_entry *e;
+	int64_t exclude;
+	char *dup; /* LY_ENTRY_ID_MAX + 1 bytes */
+};
+
+/* One candidate of find_duplicate; once one is found, the rows after it are not decoded. */
+static ly_status
+dup_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct dup_find *f = arg;
+	struct ly_entry *cand = NULL;
+	int64_t id = 0;
+	ly_status rc;
+
+	if (f->dup[0] != '\0')
+		return LY_OK;
+	rc = ds->dialect->read_entry(rows, 0, &id, &cand, err);
+	if (rc == LY_OK && id != f->exclude && ly_entry_same_identity(f->e, cand))
+		(void)snprintf(f->dup, LY_ENTRY_ID_MAX + 1, "%s", cand->entry_id);
+	ly_entry_free(cand);
 	return rc;
 }
 
 /*
- * Another entry (row id != exclude) with the identity of `e`: its entry ID
- * to `dup` (LY_ENTRY_ID_MAX + 1 bytes), "" when there is none.
+ * Refuses `e` when another entry (row id != exclude) has its identity
+ * (ly_ds_entry_duplicate names that entry).
  */
 static ly_status
-find_duplicate(struct ly_datastore *ds, const struct ly_entry *e, const unsigned char hash[LY_DS_HASH_LEN],
-    int64_t exclude, char *dup, struct ly_error *err)
+refuse_duplicate(struct ly_datastore *ds, const struct ly_entry *e, const unsigned char hash[LY_DS_HASH_LEN],
+    int64_t exclude, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	struct ly_entry *cand = NULL;
-	bool row = false;
+	char dup[LY_ENTRY_ID_MAX + 1] = "";
+	struct dup_find f = { .e = e, .exclude = exclude, .dup = dup };
 	const struct ly_ds_param p[] = { LY_DS_BYTES(hash, LY_DS_HASH_LEN) };
 
-	dup[0] = '\0';
-	LY_TRY(d->exec(ds, LY_DS_ENTRY_BY_IDENTITY, p, LY_DS_NELEM(p), "find duplicate", &rows, NULL, err));
-	for (;;) {
-		int64_t id = 0;
-		rc = d->next(&rows, &row, "find duplicate", err);
-		if (rc != LY_OK || !row)
-			break;
-		rc = d->read_entry(&rows, 0, &id, &cand, err);
-		if (rc != LY_OK)
-			break;
-		if (id != exclude && ly_entry_same_identity(e, cand)) {
-			(void)snprintf(dup, LY_ENTRY_ID_MAX + 1, "%s", cand->entry_id);
-			break;
-		}
-		ly_entry_free(cand);
-		cand = NULL;
-	}
-	d->rows_free(&rows);
-	ly_entry_free(cand);
-	return rc;
+	LY_TRY(ly_ds_engine_rows(ds, LY_DS_ENTRY_BY_IDENTITY, p, LY_DS_NELEM(p), "find duplicate", dup_row, &f, NULL,
+	    err));
+	if (dup[0] != '\0')
+		return ly_ds_entry_duplicate(dup, err);
+	return LY_OK;
 }
 
 /*
@@ -211,6 +308,16 @@ entry_children_write(struct ly_datastore *ds, int64_t id, const struct ly_entry 
 	return ly_ds_engine_entry_federates_write(ds, id, e, err);
 }
 
+/* The end of an entry's create or update at revision `rev`: its lists, the change log's row, commit. */
+static ly_status
+entry_write_end(struct ly_datastore *ds, int64_t id, const struct ly_entry *e, int64_t rev, enum ly_entry_op op,
+    struct ly_error *err)
+{
+	LY_TRY(entry_children_write(ds, id, e, err));
+	LY_TRY(record_change(ds, rev, e->entry_id, op, err));
+	return ds->dialect->commit(ds, err);
+}
+
 ly_status
 ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struct ly_error *err)
 {
@@ -219,7 +326,6 @@ ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struc
 	char *given_id = NULL;
 	bool assigned = false, found = false;
 	unsigned char hash[LY_DS_HASH_LEN];
-	char dup[LY_ENTRY_ID_MAX + 1];
 	int64_t rev = 0, id = 0;
 	int64_t now = ly_ds_now();
 	struct ly_ds_param p[ENTRY_PARAMS_MAX];
@@ -237,25 +343,15 @@ ly_ds_engine_entry_create(struct ly_datastore *ds, struct ly_entry *entry, struc
 		rc = ly_ds_entry_id_taken(entry->entry_id, err);
 		goto out;
 	}
-	rc = find_duplicate(ds, entry, hash, -1, dup, err);
+	rc = refuse_duplicate(ds, entry, hash, -1, err);
 	if (rc != LY_OK)
 		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
 	size_t n = entry_params(p, (struct ly_ds_param)LY_DS_TEXT(entry->entry_id), entry, hash, rev);
 	p[n++] = (struct ly_ds_param)LY_DS_INT(now);
 	rc = returning_id(ds, LY_DS_ENTRY_INSERT, p, n, "insert entry", &id, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = entry_children_write(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_CREATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->commit(ds, err);
+	rc = entry_write_end(ds, id, entry, rev, LY_ENTRY_CREATED, err);
 	if (rc != LY_OK)
 		goto out;
 	entry->revision = rev;
@@ -272,7 +368,6 @@ ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struc
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
 	unsigned char hash[LY_DS_HASH_LEN];
-	char dup[LY_ENTRY_ID_MAX + 1];
 	int64_t rev = 0, id = 0, created_at = 0;
 	bool found = false;
 	struct ly_ds_param p[ENTRY_PARAMS_MAX];
@@ -288,13 +383,9 @@ ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struc
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry->entry_id);
 		goto out;
 	}
-	rc = find_duplicate(ds, entry, hash, id, dup, err);
+	rc = refuse_duplicate(ds, entry, hash, id, err);
 	if (rc != LY_OK)
 		goto out;
-	if (dup[0] != '\0') {
-		rc = ly_ds_entry_duplicate(dup, err);
-		goto out;
-	}
 	size_t n = entry_params(p, (struct ly_ds_param)LY_DS_INT(id), entry, hash, rev);
 	rc = d->exec(ds, LY_DS_ENTRY_UPDATE, p, n, "update entry", NULL, NULL, err);
 	if (rc != LY_OK)
@@ -307,13 +398,7 @@ ly_ds_engine_entry_update(struct ly_datastore *ds, struct ly_entry *entry, struc
 	rc = d->exec(ds, LY_DS_ENTRY_DNS_DELETE, owner, LY_DS_NELEM(owner), "delete DNS names", NULL, NULL, err);
 	if (rc != LY_OK)
 		goto out;
-	rc = entry_children_write(ds, id, entry, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = record_change(ds, rev, entry->entry_id, LY_ENTRY_UPDATED, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->commit(ds, err);
+	rc = entry_write_end(ds, id, entry, rev, LY_ENTRY_UPDATED, err);
 	if (rc != LY_OK)
 		goto out;
 	entry->revision = rev;
@@ -323,16 +408,32 @@ out:
 	return rc;
 }
 
+struct entry_keep {
+	const struct ly_entry_filter *filter;
+	struct ly_entry_list *found;
+};
+
+/* One entry of entry_list, kept when it passes the selector part of the filter. */
+static ly_status
+keep_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	const struct entry_keep *k = arg;
+	struct ly_entry *e = NULL;
+	ly_status rc = ds->dialect->read_entry(rows, 0, NULL, &e, err);
+	if (rc == LY_OK)
+		rc = ly_ds_entry_list_keep(k->found, k->filter, &e, err);
+	ly_entry_free(e);
+	return rc;
+}
+
 ly_status
 ly_ds_engine_entry_list(struct ly_datastore *ds, const struct ly_entry_filter *filter, struct ly_entry_list *out,
     struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
 	struct ly_entry_list found = LY_ENTRY_LIST_INIT;
-	struct ly_entry *e = NULL;
-	bool open = false, row = false;
+	struct entry_keep keep = { .filter = filter, .found = &found };
 	enum ly_ds_stmt id = LY_DS_ENTRY_LIST_ALL;
 	struct ly_ds_param p[2];
 	size_t n = 0;
@@ -349,68 +450,58 @@ ly_ds_engine_entry_list(struct ly_datastore *ds, const struct ly_entry_filter *f
 		p[n++] = (struct ly_ds_param)LY_DS_TEXT(pid);
 	}
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, id, p, n, "list entries", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	for (;;) {
-		rc = d->next(&rows, &row, "list entries", err);
-		if (rc != LY_OK || !row)
-			break;
-		rc = d->read_entry(&rows, 0, NULL, &e, err);
-		if (rc != LY_OK)
-			break;
-		rc = ly_ds_entry_list_keep(&found, filter, &e, err);
-		if (rc != LY_OK)
-			break;
-	}
-	if (rc != LY_OK)
-		goto out;
-	d->rows_free(&rows);
-	open = false;
-	rc = d->commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = ly_ds_entry_list_move(out, &found, err);
-out:
-	if (open)
-		d->rows_free(&rows);
+	if (rc == LY_OK)
+		rc = ly_ds_engine_rows(ds, id, p, n, "list entries", keep_row, &keep, NULL, err);
+	if (rc == LY_OK)
+		rc = d->commit(ds, err);
+	if (rc == LY_OK)
+		rc = ly_ds_entry_list_move(out, &found, err);
 	d->rollback(ds);
-	ly_entry_free(e);
 	ly_entry_list_cleanup(&found);
 	return rc;
+}
+
+/* The row of LY_DS_META_GET to v[0], v[1]. */
+static ly_status
+meta_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	int64_t *v = arg;
+	LY_TRY(ds->dialect->col_int64(rows, 0, &v[0], err));
+	return ds->dialect->col_int64(rows, 1, &v[1], err);
 }
 
 /* The revision and the change-log horizon, read in the open transaction. */
 static ly_status
 meta_read(struct ly_datastore *ds, int64_t *revision, int64_t *pruned, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	bool row = false;
+	int64_t v[2] = { 0, 0 };
+	size_t k = 0;
 
-	LY_TRY(d->exec(ds, LY_DS_META_GET, NULL, 0, "read meta", &rows, NULL, err));
-	rc = d->next(&rows, &row, "read meta", err);
-	if (rc == LY_OK && !row)
-		rc = ly_ds_corrupt("meta", err);
-	if (rc == LY_OK)
-		rc = d->col_int64(&rows, 0, revision, err);
-	if (rc == LY_OK)
-		rc = d->col_int64(&rows, 1, pruned, err);
-	d->rows_free(&rows);
-	return rc;
+	LY_TRY(ly_ds_engine_rows(ds, LY_DS_META_GET, NULL, 0, "read meta", meta_row, v, &k, err));
+	if (k == 0)
+		return ly_ds_corrupt("meta", err);
+	*revision = v[0];
+	*pruned = v[1];
+	return LY_OK;
 }
 
-/* One row of LY_DS_CHANGES_SINCE into `c` (zeroed); the entry read whole unless it was deleted. */
+/* The changes read so far, and the room allocated for them. */
+struct changes_got {
+	struct ly_entry_changes *got;
+	size_t cap;
+};
+
+/* One row of LY_DS_CHANGES_SINCE appended to the list; the entry read whole unless it was deleted. */
 static ly_status
-change_read(struct ly_datastore *ds, struct ly_ds_rows *rows, struct ly_entry_change *c, struct ly_error *err)
+change_read(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
+	struct changes_got *g = arg;
 	int64_t op = 0;
 
+	LY_TRY(ly_ds_engine_grow(&g->got->items, g->got->n, &g->cap, sizeof(*g->got->items), 16, "entry changes", err));
+	struct ly_entry_change *c = &g->got->items[g->got->n++];
+	memset(c, 0, sizeof(*c));
 	LY_TRY(d->col_text(rows, 0, LY_ENTRY_ID_MAX, false, &c->entry_id, err));
 	LY_TRY(d->col_int64(rows, 1, &c->revision, err));
 	LY_TRY(d->col_int64(rows, 2, &op, err));
@@ -428,36 +519,11 @@ change_read(struct ly_datastore *ds, struct ly_ds_rows *rows, struct ly_entry_ch
 static ly_status
 changes_read(struct ly_datastore *ds, int64_t since, struct ly_entry_changes *got, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	size_t cap = 0;
-	bool row = false;
+	struct changes_got g = { .got = got, .cap = 0 };
 	const struct ly_ds_param p[] = { LY_DS_INT(since) };
 
-	LY_TRY(d->exec(ds, LY_DS_CHANGES_SINCE, p, LY_DS_NELEM(p), "read changes", &rows, NULL, err));
-	for (;;) {
-		rc = d->next(&rows, &row, "read changes", err);
-		if (rc != LY_OK || !row)
-			break;
-		if (got->n == cap) {
-			size_t ncap = cap == 0 ? 16 : cap * 2;
-			struct ly_entry_change *grown = realloc(got->items, ncap * sizeof(*grown));
-			if (grown == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "entry changes: out of memory");
-				break;
-			}
-			got->items = grown;
-			cap = ncap;
-		}
-		struct ly_entry_change *c = &got->items[got->n++];
-		memset(c, 0, sizeof(*c));
-		rc = change_read(ds, &rows, c, err);
-		if (rc != LY_OK)
-			break;
-	}
-	d->rows_free(&rows);
-	return rc;
+	return ly_ds_engine_rows(ds, LY_DS_CHANGES_SINCE, p, LY_DS_NELEM(p), "read changes", change_read, &g, NULL,
+	    err);
 }
 
 ly_status
@@ -496,25 +562,32 @@ out:
 	return rc;
 }
 
+struct entry_one {
+	int64_t *rowid;
+	struct ly_entry **out;
+};
+
+/* The entry on the row to *one->out, its row id to *one->rowid. */
+static ly_status
+entry_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct entry_one *one = arg;
+	return ds->dialect->read_entry(rows, 0, one->rowid, one->out, err);
+}
+
 /* Entry `entry_id` read in the open transaction (LY_E_NOT_FOUND without it); its row id to *rowid. */
 static ly_status
 entry_read(struct ly_datastore *ds, const char *entry_id, int64_t *rowid, struct ly_entry **out,
     struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	bool row = false;
+	struct entry_one one = { .rowid = rowid, .out = out };
 	const struct ly_ds_param p[] = { LY_DS_TEXT(entry_id) };
+	bool found = false;
 
-	LY_TRY(d->exec(ds, LY_DS_ENTRY_BY_ID, p, LY_DS_NELEM(p), "get entry", &rows, NULL, err));
-	rc = d->next(&rows, &row, "get entry", err);
-	if (rc == LY_OK && !row)
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
-	if (rc == LY_OK)
-		rc = d->read_entry(&rows, 0, rowid, out, err);
-	d->rows_free(&rows);
-	return rc;
+	LY_TRY(ly_ds_engine_row(ds, LY_DS_ENTRY_BY_ID, p, LY_DS_NELEM(p), "get entry", entry_row, &one, &found, err));
+	if (!found)
+		return ly_error_set(err, LY_E_NOT_FOUND, "entry %s not found", entry_id);
+	return LY_OK;
 }
 
 ly_status
@@ -616,6 +689,16 @@ out:
 	return rc;
 }
 
+/* The ID on the row of LY_DS_TOKEN_USE_GET to *(char **)arg (token_sha256 is the key: one row at most). */
+static ly_status
+use_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	char **granted = arg;
+	if (*granted != NULL)
+		return LY_OK;
+	return ds->dialect->col_text(rows, 0, LY_SPIFFE_ID_MAX, false, granted, err);
+}
+
 /*
  * No stored token: a retry by the key that used it, within its retry time?
  * (datastore.h). *granted: the ID it was given, or NULL when there is none.
@@ -624,9 +707,6 @@ static ly_status
 token_use_get(struct ly_datastore *ds, const unsigned char *hash, const uint8_t *key_sha256, int64_t now,
     char **granted, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	struct ly_ds_rows rows = { 0 };
-	bool row = false;
 	ly_status rc;
 	const struct ly_ds_param p[] = {
 		LY_DS_BYTES(hash, LY_DS_HASH_LEN),
@@ -635,16 +715,29 @@ token_use_get(struct ly_datastore *ds, const unsigned char *hash, const uint8_t 
 	};
 
 	*granted = NULL;
-	LY_TRY(d->exec(ds, LY_DS_TOKEN_USE_GET, p, LY_DS_NELEM(p), "use join token again", &rows, NULL, err));
-	rc = d->next(&rows, &row, "use join token again", err);
-	if (rc == LY_OK && row)
-		rc = d->col_text(&rows, 0, LY_SPIFFE_ID_MAX, false, granted, err);
-	d->rows_free(&rows);
+	rc = ly_ds_engine_rows(ds, LY_DS_TOKEN_USE_GET, p, LY_DS_NELEM(p), "use join token again", use_row, granted,
+	    NULL, err);
 	if (rc != LY_OK) {
 		free(*granted);
 		*granted = NULL;
 	}
 	return rc;
+}
+
+struct token_taken {
+	char *granted;
+	int64_t expires_at;
+};
+
+/* The row of LY_DS_TOKEN_TAKE; a second one is corrupt (token_sha256 is the key). */
+static ly_status
+token_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct token_taken *t = arg;
+	if (t->granted != NULL)
+		return ly_ds_corrupt("join token", err);
+	LY_TRY(ds->dialect->col_text(rows, 0, LY_SPIFFE_ID_MAX, false, &t->granted, err));
+	return ds->dialect->col_int64(rows, 1, &t->expires_at, err);
 }
 
 ly_status
@@ -654,10 +747,9 @@ ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t n
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
 	unsigned char hash[LY_DS_HASH_LEN];
-	struct ly_ds_rows rows = { 0 };
-	bool open = false, row = false;
-	char *granted = NULL;
-	int64_t expires_at = 0, rev = 0;
+	struct token_taken t = { .granted = NULL, .expires_at = 0 };
+	int64_t rev = 0;
+	size_t k = 0;
 
 	if (spiffe_id == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "join token: no output");
@@ -671,46 +763,28 @@ ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t n
 	if (rc != LY_OK)
 		goto out;
 	/* One statement finds and deletes it: two consumers cannot both get it. */
-	rc = d->exec(ds, LY_DS_TOKEN_TAKE, p, LY_DS_NELEM(p), "use join token", &rows, NULL, err);
+	rc = ly_ds_engine_rows(ds, LY_DS_TOKEN_TAKE, p, LY_DS_NELEM(p), "use join token", token_row, &t, &k, err);
 	if (rc != LY_OK)
 		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "use join token", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		d->rows_free(&rows);
-		open = false;
+	if (k == 0) {
 		/* Used already: answered again only for the key that used it (its answer was lost). */
-		if (key_sha256 != NULL && (rc = token_use_get(ds, hash, key_sha256, now, &granted, err)) != LY_OK)
+		if (key_sha256 != NULL && (rc = token_use_get(ds, hash, key_sha256, now, &t.granted, err)) != LY_OK)
 			goto out;
-		if (granted == NULL) {
+		if (t.granted == NULL) {
 			rc = ly_error_set(err, LY_E_NOT_FOUND, "join token unknown or already used");
 			goto out;
 		}
 		if (again != NULL)
 			*again = true;
-		*spiffe_id = granted;
-		granted = NULL;
+		*spiffe_id = t.granted;
+		t.granted = NULL;
 		rc = LY_OK; /* nothing written: rolled back below */
 		goto out;
 	}
-	if ((rc = d->col_text(&rows, 0, LY_SPIFFE_ID_MAX, false, &granted, err)) != LY_OK ||
-	    (rc = d->col_int64(&rows, 1, &expires_at, err)) != LY_OK)
-		goto out;
-	rc = d->next(&rows, &row, "use join token", err);
-	if (rc != LY_OK)
-		goto out;
-	if (row) {
-		rc = ly_ds_corrupt("join token", err);
-		goto out;
-	}
-	d->rows_free(&rows);
-	open = false;
-	if (now < expires_at && key_sha256 != NULL) {
+	if (now < t.expires_at && key_sha256 != NULL) {
 		const struct ly_ds_param u[] = {
 			LY_DS_BYTES(hash, sizeof(hash)),
-			LY_DS_TEXT(granted),
+			LY_DS_TEXT(t.granted),
 			LY_DS_BYTES(key_sha256, LY_JOIN_TOKEN_KEY_LEN),
 			LY_DS_INT(now),
 			LY_DS_INT(now + LY_JOIN_TOKEN_RETRY_S),
@@ -723,17 +797,15 @@ ly_ds_engine_token_consume(struct ly_datastore *ds, const char *token, int64_t n
 	rc = d->commit(ds, err);
 	if (rc != LY_OK)
 		goto out;
-	if (now >= expires_at) {
+	if (now >= t.expires_at) {
 		rc = ly_error_set(err, LY_E_EXPIRED, "join token expired");
 		goto out;
 	}
-	*spiffe_id = granted;
-	granted = NULL;
+	*spiffe_id = t.granted;
+	t.granted = NULL;
 out:
-	if (open)
-		d->rows_free(&rows);
 	d->rollback(ds);
-	free(granted);
+	free(t.granted);
 	OPENSSL_cleanse(hash, sizeof(hash));
 	return rc;
 }
@@ -808,50 +880,53 @@ out:
 	return rc;
 }
 
+/* The agent on the row to *(struct ly_ds_agent **)arg. */
+static ly_status
+agent_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	return ds->dialect->read_agent(rows, arg, err);
+}
+
 ly_status
 ly_ds_engine_agent_get(struct ly_datastore *ds, const char *spiffe_id, struct ly_ds_agent **out,
     struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
 	struct ly_ds_agent *a = NULL;
-	bool open = false, row = false;
 	const struct ly_ds_param p[] = { LY_DS_TEXT(spiffe_id) };
+	bool found = false;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent get: no output");
 	*out = NULL;
 	LY_TRY(ly_ds_check_agent_id(spiffe_id, err));
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_AGENT_GET, p, LY_DS_NELEM(p), "get agent", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "get agent", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
+	if (rc == LY_OK)
+		rc = ly_ds_engine_row(ds, LY_DS_AGENT_GET, p, LY_DS_NELEM(p), "get agent", agent_row, &a, &found, err);
+	if (rc == LY_OK && !found)
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "agent %s not found", spiffe_id);
-		goto out;
+	if (rc == LY_OK)
+		rc = d->commit(ds, err);
+	if (rc == LY_OK) {
+		*out = a;
+		a = NULL;
 	}
-	rc = d->read_agent(&rows, &a, err);
-	if (rc != LY_OK)
-		goto out;
-	d->rows_free(&rows);
-	open = false;
-	rc = d->commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	*out = a;
-	a = NULL;
-out:
-	if (open)
-		d->rows_free(&rows);
 	d->rollback(ds);
 	ly_ds_agent_free(a);
+	return rc;
+}
+
+/* One agent of agent_list appended to the list. */
+static ly_status
+agents_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct ly_ds_agent *a = NULL;
+	ly_status rc = ds->dialect->read_agent(rows, &a, err);
+	if (rc == LY_OK)
+		rc = ly_ds_engine_push(arg, a, "agent list", err);
+	if (rc != LY_OK)
+		ly_ds_agent_free(a);
 	return rc;
 }
 
@@ -860,55 +935,20 @@ ly_ds_engine_agent_list(struct ly_datastore *ds, struct ly_ds_agent_list *out, s
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
 	struct ly_ds_agent_list got = LY_DS_AGENT_LIST_INIT;
-	struct ly_ds_agent *a = NULL;
-	size_t cap = 0;
-	bool open = false, row = false;
+	struct ly_ds_fill fill = LY_DS_FILL(&got);
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "agent list: no output");
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_AGENT_LIST, NULL, 0, "list agents", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	for (;;) {
-		rc = d->next(&rows, &row, "list agents", err);
-		if (rc != LY_OK || !row)
-			break;
-		rc = d->read_agent(&rows, &a, err);
-		if (rc != LY_OK)
-			break;
-		if (got.n == cap) {
-			size_t ncap = cap == 0 ? 16 : cap * 2;
-			struct ly_ds_agent **grown = realloc(got.items, ncap * sizeof(*grown));
-			if (grown == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "agent list: out of memory");
-				break;
-			}
-			got.items = grown;
-			cap = ncap;
-		}
-		got.items[got.n++] = a;
-		a = NULL;
-	}
-	if (rc != LY_OK)
-		goto out;
-	d->rows_free(&rows);
-	open = false;
-	rc = d->commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
+	if (rc == LY_OK)
+		rc = ly_ds_engine_rows(ds, LY_DS_AGENT_LIST, NULL, 0, "list agents", agents_row, &fill, NULL, err);
+	if (rc == LY_OK)
+		rc = d->commit(ds, err);
 	/* Hand over, appending to what the caller holds. */
-	rc = ly_ds_agent_list_move(out, &got, err);
-out:
-	if (open)
-		d->rows_free(&rows);
+	if (rc == LY_OK)
+		rc = ly_ds_agent_list_move(out, &got, err);
 	d->rollback(ds);
-	ly_ds_agent_free(a);
 	ly_ds_agent_list_cleanup(&got);
 	return rc;
 }
@@ -980,54 +1020,45 @@ out:
 	return rc;
 }
 
+struct ca_value {
+	struct ly_buf got;
+	bool seen;
+};
+
+/* The value on the row of LY_DS_CA_GET; a second row is corrupt (name is the key). */
+static ly_status
+ca_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct ca_value *v = arg;
+	if (v->seen)
+		return ly_ds_corrupt("CA state value", err);
+	v->seen = true;
+	return ds->dialect->col_bytes(rows, 0, LY_CA_STATE_MAX, "CA state value", &v->got, err);
+}
+
 ly_status
 ly_ds_engine_ca_state_get(struct ly_datastore *ds, const char *name, struct ly_buf *out, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	struct ly_buf got = LY_BUF_INIT;
-	bool open = false, row = false;
+	struct ca_value v = { .got = LY_BUF_INIT, .seen = false };
 	const struct ly_ds_param p[] = { LY_DS_TEXT(name) };
+	size_t k = 0;
 
 	if (out == NULL || out->data != NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "CA state get: output must be empty");
 	LY_TRY(ly_ds_check_ca_name(name, err));
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_CA_GET, p, LY_DS_NELEM(p), "read CA state", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "read CA state", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
+	if (rc == LY_OK)
+		rc = ly_ds_engine_rows(ds, LY_DS_CA_GET, p, LY_DS_NELEM(p), "read CA state", ca_row, &v, &k, err);
+	if (rc == LY_OK && k == 0)
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "CA state %s not found", name);
-		goto out;
-	}
-	rc = d->col_bytes(&rows, 0, LY_CA_STATE_MAX, "CA state value", &got, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->next(&rows, &row, "read CA state", err);
-	if (rc != LY_OK)
-		goto out;
-	if (row) {
-		rc = ly_ds_corrupt("CA state value", err);
-		goto out;
-	}
-	d->rows_free(&rows);
-	open = false;
-	rc = d->commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	ly_buf_take(out, &got);
-out:
-	if (open)
-		d->rows_free(&rows);
+	if (rc == LY_OK)
+		rc = d->commit(ds, err);
+	if (rc == LY_OK)
+		ly_buf_take(out, &v.got);
 	d->rollback(ds);
-	ly_buf_free_secret(&got);
+	ly_buf_free_secret(&v.got);
 	return rc;
 }
 

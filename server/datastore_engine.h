@@ -282,6 +282,67 @@ struct ly_ds_dialect {
 	    struct ly_error *err);
 };
 
+/*
+ * Reading rows, once for every operation: runs statement `id` (parameters
+ * p[0..n-1]) in the open transaction and calls on_row for each row it
+ * returns, in order, with `arg`. on_row reads the current row through
+ * ds->dialect (col_text, read_entry...) into `arg`, and returns LY_OK to
+ * go on or an error that ends the read. The cursor is freed before this
+ * returns, whatever happened; the number of rows read goes to *count when
+ * non-NULL (on_row NULL: the rows are only counted). An error is the
+ * dialect's ("datastore: <what>: <message>") or on_row's, unchanged.
+ * Every row is read, to the statement's end (SQLite finishes a write
+ * there): a statement that must return one row is checked by its caller
+ * (count, or on_row refusing a second).
+ */
+typedef ly_status (*ly_ds_row_fn)(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg,
+    struct ly_error *err);
+ly_status ly_ds_engine_rows(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+    const char *what, ly_ds_row_fn on_row, void *arg, size_t *count, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * ly_ds_engine_rows for a statement on a key, which returns one row or
+ * none: on_row reads the first row (any after it is stepped over, not
+ * read); *found says whether there was one. on_row NULL: only that.
+ */
+ly_status ly_ds_engine_row(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+    const char *what, ly_ds_row_fn on_row, void *arg, bool *found, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * The number in column 0 of the first row of statement `id` (a counter of
+ * meta, a count), read with ly_ds_engine_rows; no row is
+ * ly_ds_corrupt(`name`).
+ */
+ly_status ly_ds_engine_read_int64(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
+    const char *what, const char *name, int64_t *out, struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * Makes room for one more item in the array *items (`n` used, *cap
+ * allocated, `size` bytes each), doubling from `first`; the array is the
+ * caller's (free()). LY_E_NOMEM "<what>: out of memory" leaves it as it was.
+ * `items` is the address of the array's pointer (a T **).
+ */
+ly_status ly_ds_engine_grow(void *items, size_t n, size_t *cap, size_t size, size_t first, const char *what,
+    struct ly_error *err) LY_MUST_CHECK;
+
+/*
+ * A list of pointers being filled by a read, one item a row: `items` is
+ * the address of the list's array (a T ***), `n` of its count; `cap` the
+ * room allocated. LY_DS_FILL(list) for a list with `items` and `n`.
+ */
+struct ly_ds_fill {
+	void *items;
+	size_t *n;
+	size_t cap;
+};
+#define LY_DS_FILL(list) { .items = &(list)->items, .n = &(list)->n, .cap = 0 }
+
+/*
+ * Appends the pointer `item` to the list `f`, growing it with
+ * ly_ds_engine_grow from 8. On failure `item` is still the caller's.
+ */
+ly_status ly_ds_engine_push(struct ly_ds_fill *f, void *item, const char *what, struct ly_error *err) LY_MUST_CHECK;
+
 /* Operations of struct ly_datastore_ops written once, over ds->dialect. */
 ly_status ly_ds_engine_token_create(struct ly_datastore *ds, const char *token, const char *spiffe_id,
     int64_t expires_at, struct ly_error *err) LY_MUST_CHECK;

@@ -57,32 +57,10 @@ fed_revision_set(struct ly_datastore *ds, int64_t rev, struct ly_error *err)
 ly_status
 ly_ds_engine_fed_revision(struct ly_datastore *ds, int64_t *out, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	bool open = false, row = false;
-
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federated revision: no output");
-	rc = d->begin(ds, LY_DS_TX_NONE, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_FED_REVISION_GET, NULL, 0, "read meta", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "read meta", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_ds_corrupt("fed_revision", err);
-		goto out;
-	}
-	rc = d->col_int64(&rows, 0, out, err);
-out:
-	if (open)
-		d->rows_free(&rows);
-	return rc;
+	LY_TRY(ds->dialect->begin(ds, LY_DS_TX_NONE, NULL, err));
+	return ly_ds_engine_read_int64(ds, LY_DS_FED_REVISION_GET, NULL, 0, "read meta", "fed_revision", out, err);
 }
 
 /* Writes `bundle` as the federated bundle of its trust domain, in the open write transaction at `rev`. */
@@ -149,11 +127,15 @@ out:
 	return rc;
 }
 
-/* The federated bundle on the current row (trust_domain, bundle, revision, updated_at). */
+/*
+ * The federated bundle on the current row (trust_domain, bundle, revision,
+ * updated_at) to *(struct ly_ds_fed_bundle **)arg.
+ */
 static ly_status
-read_bundle(struct ly_datastore *ds, struct ly_ds_rows *rows, struct ly_ds_fed_bundle **out, struct ly_error *err)
+read_bundle(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
+	struct ly_ds_fed_bundle **out = arg;
 	ly_status rc;
 	char *td = NULL, *json = NULL;
 	struct ly_ds_fed_bundle *b = calloc(1, sizeof(*b));
@@ -179,48 +161,51 @@ out:
 	return rc;
 }
 
+/* One bundle of fed_bundle_list appended to the list, up to LY_BUNDLE_SET_MAX. */
+static ly_status
+bundles_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	const struct ly_ds_fill *fill = arg;
+	struct ly_ds_fed_bundle *b = NULL;
+	ly_status rc;
+
+	if (*fill->n >= LY_BUNDLE_SET_MAX)
+		return ly_error_set(err, LY_E_LIMIT, "datastore holds more than %d federated bundles",
+		    LY_BUNDLE_SET_MAX);
+	rc = read_bundle(ds, rows, &b, err);
+	if (rc == LY_OK)
+		rc = ly_ds_engine_push(arg, b, "federated bundle list", err);
+	if (rc != LY_OK)
+		ly_ds_fed_bundle_free(b);
+	return rc;
+}
+
 ly_status
 ly_ds_engine_fed_bundle_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_bundle **out,
     struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
 	struct ly_ds_fed_bundle *b = NULL;
-	bool open = false, row = false;
 	const struct ly_ds_param p[] = { LY_DS_TEXT(td) };
+	bool found = false;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federated bundle get: no output");
 	*out = NULL;
 	LY_TRY(check_td(td, err));
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_FEDB_GET, p, LY_DS_NELEM(p), "get federated bundle", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "get federated bundle", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
+	if (rc == LY_OK)
+		rc = ly_ds_engine_row(ds, LY_DS_FEDB_GET, p, LY_DS_NELEM(p), "get federated bundle", read_bundle, &b,
+		    &found, err);
+	if (rc == LY_OK && !found)
 		rc = ly_error_set(err, LY_E_NOT_FOUND, "no bundle for trust domain %s", td);
-		goto out;
+	if (rc == LY_OK)
+		rc = d->commit(ds, err);
+	if (rc == LY_OK) {
+		*out = b;
+		b = NULL;
 	}
-	rc = read_bundle(ds, &rows, &b, err);
-	if (rc != LY_OK)
-		goto out;
-	d->rows_free(&rows);
-	open = false;
-	rc = d->commit(ds, err);
-	if (rc != LY_OK)
-		goto out;
-	*out = b;
-	b = NULL;
-out:
-	if (open)
-		d->rows_free(&rows);
 	d->rollback(ds);
 	ly_ds_fed_bundle_free(b);
 	return rc;
@@ -231,51 +216,17 @@ ly_ds_engine_fed_bundle_list(struct ly_datastore *ds, struct ly_ds_fed_bundle_li
 {
 	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
 	struct ly_ds_fed_bundle_list got = LY_DS_FED_BUNDLE_LIST_INIT;
-	struct ly_ds_fed_bundle *b = NULL;
-	size_t cap = 0;
-	bool open = false, row = false;
+	struct ly_ds_fill fill = LY_DS_FILL(&got);
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federated bundle list: no output");
 	rc = d->begin(ds, LY_DS_TX_READ, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_FEDB_LIST, NULL, 0, "list federated bundles", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	for (;;) {
-		rc = d->next(&rows, &row, "list federated bundles", err);
-		if (rc != LY_OK || !row)
-			break;
-		if (got.n >= LY_BUNDLE_SET_MAX) {
-			rc = ly_error_set(err, LY_E_LIMIT, "datastore holds more than %d federated bundles",
-			    LY_BUNDLE_SET_MAX);
-			break;
-		}
-		rc = read_bundle(ds, &rows, &b, err);
-		if (rc != LY_OK)
-			break;
-		if (got.n == cap) {
-			size_t ncap = cap == 0 ? 8 : cap * 2;
-			struct ly_ds_fed_bundle **grown = realloc(got.items, ncap * sizeof(*grown));
-			if (grown == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "federated bundle list: out of memory");
-				break;
-			}
-			got.items = grown;
-			cap = ncap;
-		}
-		got.items[got.n++] = b;
-		b = NULL;
-	}
-	if (rc != LY_OK)
-		goto out;
-	d->rows_free(&rows);
-	open = false;
-	rc = d->commit(ds, err);
+	if (rc == LY_OK)
+		rc = ly_ds_engine_rows(ds, LY_DS_FEDB_LIST, NULL, 0, "list federated bundles", bundles_row, &fill, NULL,
+		    err);
+	if (rc == LY_OK)
+		rc = d->commit(ds, err);
 	if (rc != LY_OK)
 		goto out;
 	if (out->n == 0 && out->items == NULL) {
@@ -294,10 +245,7 @@ ly_ds_engine_fed_bundle_list(struct ly_datastore *ds, struct ly_ds_fed_bundle_li
 		got = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
 	}
 out:
-	if (open)
-		d->rows_free(&rows);
 	d->rollback(ds);
-	ly_ds_fed_bundle_free(b);
 	ly_ds_fed_bundle_list_cleanup(&got);
 	return rc;
 }
@@ -305,40 +253,17 @@ out:
 ly_status
 ly_ds_engine_fed_bundle_count(struct ly_datastore *ds, size_t *out, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	bool open = false, row = false;
 	int64_t n = 0;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federated bundle count: no output");
-	rc = d->begin(ds, LY_DS_TX_NONE, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_FEDB_COUNT, NULL, 0, "count federated bundles", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "count federated bundles", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_ds_corrupt("federated bundle count", err);
-		goto out;
-	}
-	rc = d->col_int64(&rows, 0, &n, err);
-	if (rc != LY_OK)
-		goto out;
-	if (n < 0) {
-		rc = ly_ds_corrupt("federated bundle count", err);
-		goto out;
-	}
+	LY_TRY(ds->dialect->begin(ds, LY_DS_TX_NONE, NULL, err));
+	LY_TRY(ly_ds_engine_read_int64(ds, LY_DS_FEDB_COUNT, NULL, 0, "count federated bundles",
+	    "federated bundle count", &n, err));
+	if (n < 0)
+		return ly_ds_corrupt("federated bundle count", err);
 	*out = (size_t)n;
-out:
-	if (open)
-		d->rows_free(&rows);
-	return rc;
+	return LY_OK;
 }
 
 /* An entry that federates with a trust domain being deleted. */
@@ -355,50 +280,42 @@ fed_users_free(struct fed_user *u, size_t n)
 	free(u);
 }
 
+struct fed_users_got {
+	struct fed_user *u;
+	size_t n, cap;
+};
+
+/* One entry of fed_users appended to the array. */
+static ly_status
+fed_user_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct fed_users_got *g = arg;
+
+	LY_TRY(ly_ds_engine_grow(&g->u, g->n, &g->cap, sizeof(*g->u), 8, "datastore", err));
+	struct fed_user *u = &g->u[g->n++];
+	u->entry_id = NULL;
+	LY_TRY(ds->dialect->col_int64(rows, 0, &u->rowid, err));
+	return ds->dialect->col_text(rows, 1, LY_ENTRY_ID_MAX, false, &u->entry_id, err);
+}
+
 /* The entries federating with `td`, in the open transaction. */
 static ly_status
 fed_users(struct ly_datastore *ds, const char *td, struct fed_user **out, size_t *n_out, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	struct fed_user *u = NULL;
-	size_t n = 0, cap = 0;
-	bool row = false;
+	struct fed_users_got g = { .u = NULL, .n = 0, .cap = 0 };
 	const struct ly_ds_param p[] = { LY_DS_TEXT(td) };
+	ly_status rc;
 
 	*out = NULL;
 	*n_out = 0;
-	LY_TRY(d->exec(ds, LY_DS_FEDB_ENTRIES, p, LY_DS_NELEM(p), "find federating entries", &rows, NULL, err));
-	for (;;) {
-		rc = d->next(&rows, &row, "find federating entries", err);
-		if (rc != LY_OK || !row)
-			break;
-		if (n == cap) {
-			size_t ncap = cap == 0 ? 8 : cap * 2;
-			struct fed_user *grown = realloc(u, ncap * sizeof(*grown));
-			if (grown == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "datastore: out of memory");
-				break;
-			}
-			u = grown;
-			cap = ncap;
-		}
-		u[n].entry_id = NULL;
-		n++;
-		rc = d->col_int64(&rows, 0, &u[n - 1].rowid, err);
-		if (rc == LY_OK)
-			rc = d->col_text(&rows, 1, LY_ENTRY_ID_MAX, false, &u[n - 1].entry_id, err);
-		if (rc != LY_OK)
-			break;
-	}
-	d->rows_free(&rows);
+	rc = ly_ds_engine_rows(ds, LY_DS_FEDB_ENTRIES, p, LY_DS_NELEM(p), "find federating entries", fed_user_row, &g,
+	    NULL, err);
 	if (rc != LY_OK) {
-		fed_users_free(u, n);
+		fed_users_free(g.u, g.n);
 		return rc;
 	}
-	*out = u;
-	*n_out = n;
+	*out = g.u;
+	*n_out = g.n;
 	return LY_OK;
 }
 
@@ -439,17 +356,7 @@ ly_ds_engine_fed_bundle_delete(struct ly_datastore *ds, const char *td, enum ly_
 	 * bends here, to N + 1).
 	 */
 	for (size_t i = 0; i < n_users; i++) {
-		struct ly_ds_rows rows = { 0 };
-		bool row = false;
-		rc = d->exec(ds, LY_DS_REV_BUMP, NULL, 0, "bump revision", &rows, NULL, err);
-		if (rc != LY_OK)
-			goto out;
-		rc = d->next(&rows, &row, "bump revision", err);
-		if (rc == LY_OK && !row)
-			rc = ly_ds_corrupt("revision", err);
-		if (rc == LY_OK)
-			rc = d->col_int64(&rows, 0, &rev, err);
-		d->rows_free(&rows);
+		rc = ly_ds_engine_read_int64(ds, LY_DS_REV_BUMP, NULL, 0, "bump revision", "revision", &rev, err);
 		if (rc != LY_OK)
 			goto out;
 		enum ly_entry_op op;
@@ -533,16 +440,12 @@ rel_write(struct ly_datastore *ds, const struct ly_ds_fed_rel *rel, const struct
 		goto out;
 	if (create) {
 		const struct ly_ds_param g[] = { LY_DS_TEXT(rel->trust_domain) };
-		struct ly_ds_rows rows = { 0 };
-		bool row = false;
-		rc = d->exec(ds, LY_DS_FEDR_GET, g, LY_DS_NELEM(g), "get federation relationship", &rows, NULL, err);
+		bool found = false;
+		rc = ly_ds_engine_row(ds, LY_DS_FEDR_GET, g, LY_DS_NELEM(g), "get federation relationship", NULL, NULL,
+		    &found, err);
 		if (rc != LY_OK)
 			goto out;
-		rc = d->next(&rows, &row, "get federation relationship", err);
-		d->rows_free(&rows);
-		if (rc != LY_OK)
-			goto out;
-		if (row) {
+		if (found) {
 			rc = ly_error_set(err, LY_E_INVALID, "federation relationship with %s already exists",
 			    rel->trust_domain);
 			goto out;
@@ -586,11 +489,15 @@ ly_ds_engine_fed_rel_update(struct ly_datastore *ds, const struct ly_ds_fed_rel 
 	return rel_write(ds, rel, bundle, false, revision, err);
 }
 
-/* The relationship on the current row (trust_domain, url, profile, endpoint_spiffe_id, created_at, updated_at). */
+/*
+ * The relationship on the current row (trust_domain, url, profile,
+ * endpoint_spiffe_id, created_at, updated_at) to *(struct ly_ds_fed_rel **)arg.
+ */
 static ly_status
-read_rel(struct ly_datastore *ds, struct ly_ds_rows *rows, struct ly_ds_fed_rel **out, struct ly_error *err)
+read_rel(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
 {
 	const struct ly_ds_dialect *d = ds->dialect;
+	struct ly_ds_fed_rel **out = arg;
 	ly_status rc;
 	int64_t profile = 0;
 	struct ly_ds_fed_rel *r = calloc(1, sizeof(*r));
@@ -617,88 +524,54 @@ out:
 	return rc;
 }
 
+/* One relationship of fed_rel_list appended to the list. */
+static ly_status
+rels_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+{
+	struct ly_ds_fed_rel *r = NULL;
+	ly_status rc = read_rel(ds, rows, &r, err);
+	if (rc == LY_OK)
+		rc = ly_ds_engine_push(arg, r, "federation relationship list", err);
+	if (rc != LY_OK)
+		ly_ds_fed_rel_free(r);
+	return rc;
+}
+
 ly_status
 ly_ds_engine_fed_rel_get(struct ly_datastore *ds, const char *td, struct ly_ds_fed_rel **out, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
-	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
-	bool open = false, row = false;
 	const struct ly_ds_param p[] = { LY_DS_TEXT(td) };
+	bool found = false;
 
 	if (out == NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federation relationship get: no output");
 	*out = NULL;
 	LY_TRY(check_td(td, err));
-	rc = d->begin(ds, LY_DS_TX_NONE, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_FEDR_GET, p, LY_DS_NELEM(p), "get federation relationship", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	rc = d->next(&rows, &row, "get federation relationship", err);
-	if (rc != LY_OK)
-		goto out;
-	if (!row) {
-		rc = ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
-		goto out;
-	}
-	rc = read_rel(ds, &rows, out, err);
-out:
-	if (open)
-		d->rows_free(&rows);
-	return rc;
+	LY_TRY(ds->dialect->begin(ds, LY_DS_TX_NONE, NULL, err));
+	LY_TRY(ly_ds_engine_row(ds, LY_DS_FEDR_GET, p, LY_DS_NELEM(p), "get federation relationship", read_rel, out,
+	    &found, err));
+	if (!found)
+		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
+	return LY_OK;
 }
 
 ly_status
 ly_ds_engine_fed_rel_list(struct ly_datastore *ds, struct ly_ds_fed_rel_list *out, struct ly_error *err)
 {
-	const struct ly_ds_dialect *d = ds->dialect;
 	ly_status rc;
-	struct ly_ds_rows rows = { 0 };
 	struct ly_ds_fed_rel_list got = LY_DS_FED_REL_LIST_INIT;
-	struct ly_ds_fed_rel *r = NULL;
-	size_t cap = 0;
-	bool open = false, row = false;
+	struct ly_ds_fill fill = LY_DS_FILL(&got);
 
 	if (out == NULL || out->n != 0 || out->items != NULL)
 		return ly_error_set(err, LY_E_INTERNAL, "federation relationship list: output must be empty");
-	rc = d->begin(ds, LY_DS_TX_NONE, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	rc = d->exec(ds, LY_DS_FEDR_LIST, NULL, 0, "list federation relationships", &rows, NULL, err);
-	if (rc != LY_OK)
-		goto out;
-	open = true;
-	for (;;) {
-		rc = d->next(&rows, &row, "list federation relationships", err);
-		if (rc != LY_OK || !row)
-			break;
-		rc = read_rel(ds, &rows, &r, err);
-		if (rc != LY_OK)
-			break;
-		if (got.n == cap) {
-			size_t ncap = cap == 0 ? 8 : cap * 2;
-			struct ly_ds_fed_rel **grown = realloc(got.items, ncap * sizeof(*grown));
-			if (grown == NULL) {
-				rc = ly_error_set(err, LY_E_NOMEM, "federation relationship list: out of memory");
-				break;
-			}
-			got.items = grown;
-			cap = ncap;
-		}
-		got.items[got.n++] = r;
-		r = NULL;
+	rc = ds->dialect->begin(ds, LY_DS_TX_NONE, NULL, err);
+	if (rc == LY_OK)
+		rc = ly_ds_engine_rows(ds, LY_DS_FEDR_LIST, NULL, 0, "list federation relationships", rels_row, &fill,
+		    NULL, err);
+	if (rc == LY_OK) {
+		*out = got;
+		got = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
 	}
-	if (rc != LY_OK)
-		goto out;
-	*out = got;
-	got = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
-out:
-	if (open)
-		d->rows_free(&rows);
-	ly_ds_fed_rel_free(r);
 	ly_ds_fed_rel_list_cleanup(&got);
 	return rc;
 }

@@ -38,6 +38,14 @@ def ratio(lan, spi, higher_is_better=False):
         return "—"
 
 
+def pct_of(floor, v):
+    """The floor as a percentage of a measured time: how much of the floor's speed it reaches."""
+    try:
+        return f"{100 * floor / float(v):.1f}%" if float(v) > 0 else "—"
+    except (TypeError, ValueError):
+        return "—"
+
+
 def measure(f, name, clients):
     for m in f.get("fetch", []):
         if m["measure"] == name and m["clients"] == str(clients):
@@ -57,6 +65,10 @@ def report(fig, out=sys.stdout):
     p(f"vs-spire run {fig.get('started')}{' (QUICK)' if fig.get('quick') else ''}; {fig.get('cpus')} CPUs, "
       f"kernel {fig.get('kernel')}; {fig.get('openssl')}; {fig.get('go')}")
     p(f"versions: {L.get('version')}; {S.get('version')}")
+    cf = fig.get("crypto_floor") or {}
+    if cf:
+        p(f"crypto floor (bench_crypto_floor, pinned, load {cf.get('load')}): P-256 key {cf['keygen_us']} µs, "
+          f"sign {cf['sign_us']} µs, verify {cf['verify_us']} µs of CPU")
     for k, lab in (("lanyard", "Lanyard"), ("spire", "SPIRE")):
         f = fig.get(k, {})
         p(f"load average ({lab}): start {f.get('load_start')}, registration {f.get('reg_load')}, "
@@ -70,15 +82,25 @@ def report(fig, out=sys.stdout):
         L.get("reg_cli_per_s"), S.get("reg_cli_per_s"), hib=True, nd=1)
     row(f"1. registration, bulk ({L.get('reg_bulk_n')} entries; SPIRE `entry create -data`, Lanyard admin API "
         "CreateEntry x256 in flight), entries/s", L.get("reg_bulk_per_s"), S.get("reg_bulk_per_s"), hib=True, nd=0)
-    # 2. Storm
-    for key in sorted(k[:-2] for k in L if k.startswith("storm") and k.endswith("_n")):
-        n = L.get(key + "_n")
+    # 2. Storm. Floor: the crypto each SVID needs (bench_crypto_floor, this run), over the cores.
+    cf = fig.get("crypto_floor") or {}
+    for key in sorted((k[:-2] for k in set(L) | set(S) if k.startswith("storm") and k.endswith("_n")),
+                      key=lambda k: (L.get(k + "_n") or S.get(k + "_n"))):
+        n = L.get(key + "_n") or S.get(key + "_n")
         w = L.get(key + "_workloads", S.get(key + "_workloads", 1))
+        floor = cpu_floor = ""
+        if cf:
+            fs = n * cf["svid_us"] / 1e6 / cf["cpus"]
+            floor = (f"{fs:.3f} s: {n:,} x {cf['svid_us']:.1f} µs of CPU / {cf['cpus']} cores (a P-256 key, "
+                     f"2 signatures, 2 verifications per SVID); reached: Lanyard {pct_of(fs, L.get(key + '_s'))}, "
+                     f"SPIRE {pct_of(fs, S.get(key + '_s'))}")
+            cpu_floor = (f"{n * cf['agent_us'] / 1e6:.2f} / {n * cf['server_us'] / 1e6:.2f} "
+                         f"({cf['agent_us']:.1f} / {cf['server_us']:.1f} µs per SVID)")
         row(f"2. storm: agent exec -> all {n:,} SVIDs on their workloads' streams ({w} "
             f"workload{'s' if w != 1 else ''}), s", L.get(key + "_s"),
-            S.get(key + "_s"), nd=3)
+            S.get(key + "_s"), floor, nd=3)
         row(f"2. storm {n:,}: CPU agent / server, s", f"{L.get(key + '_agent_cpu_s')} / {L.get(key + '_server_cpu_s')}",
-            f"{S.get(key + '_agent_cpu_s')} / {S.get(key + '_server_cpu_s')}")
+            f"{S.get(key + '_agent_cpu_s')} / {S.get(key + '_server_cpu_s')}", cpu_floor)
     if S.get("lru_n"):
         row(f"2. SPIRE with its default LRU (1,000), {S['lru_n']:,} entries: SVIDs minted with no workload "
             f"asking, in {S.get('lru_wait_s')} s", None, S.get("lru_minted_unasked"), nd=0)

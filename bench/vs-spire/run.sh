@@ -3,7 +3,13 @@
 # (issue 13). Prints markdown tables on stdout, progress on stderr. Not part of CI.
 #
 #   bench/vs-spire/run.sh [BUILD_DIR] [--quick] [--only lanyard|spire]
+#   bench/vs-spire/run.sh [BUILD_DIR] --only-row paced [--rounds N] [--seconds S]
 #
+# --only-row paced: only row 3's paced measure (100 open connections, 1,000 calls/s, S seconds,
+# default 5), both systems up at once with 1 + 1,000 SVIDs on each agent, N rounds (default 3)
+# alternating Lanyard and SPIRE; p50/p99/CPU per call, the agent's run-queue wait and the load
+# average per round (about a minute for 3 rounds of 5 s). VS_SPIRE_PERF=DIR adds one pass per system under
+# `perf record -e cpu-clock -g` on its agent (the paced row, then 200 calls on new connections).
 # --quick: 1,000 entries, fewer trials (about 7 minutes, most of it SPIRE's 5 s sync cycles and
 # the 120 s rotation TTL); without it (about 15 minutes): 1,000 and 10,000 entries, 30 revocation
 # trials, 500 rotating SVIDs, and SPIRE's default LRU (1,000) as another storm row. The first
@@ -26,6 +32,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) opts="$opts --quick" ;;
 	--only) opts="$opts --only $2"; shift ;;
+	--only-row | --rounds | --seconds) opts="$opts $1 $2"; shift ;;
 	*) build=$1 ;;
 	esac
 	shift
@@ -34,7 +41,7 @@ done
 if [ -z "$build" ]; then
 	build=${LANYARD_BENCH_BUILD:-/tmp/lanyard-bench-build}
 	cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
-	nice cmake --build "$build" --target lanyard-server lanyard-agent bench_wapi_client -j2 >/dev/null
+	nice cmake --build "$build" --target lanyard-server lanyard-agent bench_wapi_client bench_crypto_floor -j2 >/dev/null
 fi
 for b in server/lanyard-server agent/lanyard-agent bench/bench_wapi_client; do
 	if [ ! -x "$build/$b" ]; then

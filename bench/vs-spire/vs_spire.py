@@ -2,6 +2,7 @@
 """vs_spire.py: Lanyard and SPIRE side by side, the same scenarios, the same machine, one run (issue 13).
 
     vs_spire.py LANYARD_BUILD_DIR SPIRE_BIN_DIR PROTO_DIR [--quick] [--only lanyard|spire]
+    vs_spire.py LANYARD_BUILD_DIR SPIRE_BIN_DIR PROTO_DIR --only-row paced [--rounds N] [--seconds S]
 
 Run by bench/vs-spire/run.sh. For each system in turn: its server and agents on 127.0.0.1, every
 socket and data directory in a temporary directory, configured from the templates next to this
@@ -32,6 +33,10 @@ Rows (issue 13), per system:
   8. server restarted under agent B (a stream of ours open on it, refused and reopened every
      20 ms until we have an entry there): server exec -> an entry created as soon as the server
      answers reaches the stream.
+Floor of the storm rows: bench_crypto_floor (a P-256 key, two signatures, two verifications per
+SVID, OpenSSL alone), measured at the start of the run.
+--only-row paced: only row 3's paced measure, both systems up at once, N rounds alternating
+(only_paced below).
 SPIRE's default LRU (1,000), when N > 1,000: a third agent with x509_svid_cache_max_size = 1000
 and N entries: the SVIDs it mints with no workload asking (30 s), then the time until a stream
 entitled to all N carries them.
@@ -58,6 +63,10 @@ BUILD, SPIRE_BIN, PROTO_DIR = sys.argv[1:4]
 ARGS = sys.argv[4:]
 QUICK = "--quick" in ARGS
 ONLY = ARGS[ARGS.index("--only") + 1] if "--only" in ARGS else None
+ONLY_ROW = ARGS[ARGS.index("--only-row") + 1] if "--only-row" in ARGS else None
+ROUNDS = int(ARGS[ARGS.index("--rounds") + 1]) if "--rounds" in ARGS else 3
+ROW_S = int(ARGS[ARGS.index("--seconds") + 1]) if "--seconds" in ARGS else 5
+PERF_DIR = os.environ.get("VS_SPIRE_PERF")  # perf record each agent in one extra pass (paced row)
 CLIENT = os.path.join(BUILD, "bench", "bench_wapi_client")
 TD = "example.org"
 MD = (("workload.spiffe.io", "true"),)
@@ -672,6 +681,34 @@ def row_restart(s, f, ag_b, node_b, n):
     note(f"{s.name}: server restart: up {up:.2f} s, new SVID on B's stream {f['restart_new_svid_s']} s after exec")
 
 
+def start_agent_a(s, f):
+    """Agent A: the caller's own entry (awaited on the Workload API), then N_A entries nobody
+    matches. Returns (agent, the caller's SPIFFE ID)."""
+    ag_a = s.start_agent("agent-a", s.token(sid("node", "a")), lru=4 * max(N_STORMS) + 4 * N_A)
+    self_id = sid("bench", "self")
+    s.create_cli("self", self_id, sid("node", "a"), f"unix:uid:{UID}")
+    if not wait_for(lambda: (fetch_once(ag_a.sock) or []) and True, 60, step=0.1):
+        raise RuntimeError(f"{s.name}: agent A never served the caller: {ag_a.text()[-1500:]}")
+    memory(s, f, "a1", ag_a)
+    s.create_bulk([(f"a-{i}", sid("bench", "a", i), sid("node", "a"), NOBODY_SEL, None) for i in range(N_A)])
+    return ag_a, self_id
+
+
+def wait_cached(ags):
+    """No workload observable for entries nobody matches: wait for the agents' CPU to settle. At
+    least 15 s (three of SPIRE's 5 s syncs, which mint 500 SVIDs each at most), then until every
+    agent's CPU has been quiet for 2 s (90 s at most)."""
+    t0 = time.monotonic()
+    time.sleep(15)
+    last = [a.cpu_s() for a in ags]
+    while time.monotonic() - t0 < 90:
+        time.sleep(2)
+        c = [a.cpu_s() for a in ags]
+        if all(y - x < 0.02 for x, y in zip(last, c)):
+            break
+        last = c
+
+
 def bench_system(s, f):
     f["version"] = s.version()
     f["load_start"] = loadavg()
@@ -680,26 +717,8 @@ def bench_system(s, f):
     f["reg_load"] = loadavg()
     row_registration(s, f, N_STORMS[0])
 
-    # Agent A: the caller's own entry + N_A entries nobody matches.
-    ag_a = s.start_agent("agent-a", s.token(sid("node", "a")), lru=4 * max(N_STORMS) + 4 * N_A)
-    self_id = sid("bench", "self")
-    s.create_cli("self", self_id, sid("node", "a"), f"unix:uid:{UID}")
-    if not wait_for(lambda: (fetch_once(ag_a.sock) or []) and True, 60, step=0.1):
-        raise RuntimeError(f"{s.name}: agent A never served the caller: {ag_a.text()[-1500:]}")
-    memory(s, f, "a1", ag_a)
-    s.create_bulk([(f"a-{i}", sid("bench", "a", i), sid("node", "a"), NOBODY_SEL, None) for i in range(N_A)])
-    # Cached: no workload observable for entries nobody matches; wait for the agent's CPU to settle.
-    # At least 15 s (three of SPIRE's 5 s syncs, which mint 500 SVIDs each at most), then until
-    # the agent's CPU has been quiet for 2 s.
-    t0 = time.monotonic()
-    time.sleep(15)
-    last = ag_a.cpu_s()
-    while time.monotonic() - t0 < 90:
-        time.sleep(2)
-        c = ag_a.cpu_s()
-        if c - last < 0.02:
-            break
-        last = c
+    ag_a, self_id = start_agent_a(s, f)
+    wait_cached([ag_a])
     memory(s, f, f"a{N_A}", ag_a)
     row_fetch(s, f, ag_a)
     row_revocation(s, f, ag_a, self_id)
@@ -725,6 +744,152 @@ def bench_system(s, f):
     f["load_end"] = loadavg()
 
 
+def crypto_floor():
+    """The storm's floor: bench_crypto_floor's CPU per SVID (a P-256 key, two signatures, two
+    verifications, OpenSSL alone), pinned to one core; {} when the build has no such binary."""
+    exe = os.path.join(BUILD, "bench", "bench_crypto_floor")
+    if not os.access(exe, os.X_OK):
+        note("no bench/bench_crypto_floor in the build: the storm rows get no floor")
+        return {}
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    out = run(pin + [exe, "-t", "1.5"]).stdout.split()
+    f = {k: float(v) for k, v in (kv.split("=", 1) for kv in out)}
+    f["cpus"], f["load"] = os.cpu_count(), loadavg()
+    note(f"crypto floor: {f['svid_us']} us of CPU per SVID ({f['agent_us']} agent, {f['server_us']} server)")
+    return f
+
+
+def perf_start(pid, path):
+    """perf record (cpu-clock, call graphs) attached to PID until perf_stop."""
+    return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def perf_stop(pr):
+    pr.send_signal(signal.SIGINT)
+    try:
+        pr.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pr.kill()
+        pr.wait()
+
+
+def schedstat(pid):
+    """(on-CPU ns, run-queue wait ns, times run) summed over PID's threads (/proc/PID/task/*/schedstat)."""
+    tot = [0, 0, 0]
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as fh:
+                v = [int(x) for x in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+        for i in range(3):
+            tot[i] += v[i]
+    return tot
+
+
+PERF_STAT_EVENTS = ("context-switches", "syscalls:sys_enter_sched_yield", "syscalls:sys_enter_futex",
+                    "syscalls:sys_enter_read", "syscalls:sys_enter_write")
+
+
+def perf_stat_round(s, ag):
+    """One paced round under `perf stat` (context switches and a few system calls of the agent):
+    printed per call. Counting only, so the round's latencies stand (printed too)."""
+    path = os.path.join(PERF_DIR, f"{s.name}-stat.csv")
+    pr = subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(PERF_STAT_EVENTS), "-p", str(ag.pid),
+                           "-o", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    m = paced_round(s, ag, {}, "perf stat")
+    perf_stop(pr)
+    counts = {}
+    with open(path) as fh:
+        for ln in fh:
+            parts = ln.strip().split(",")
+            if len(parts) > 2 and parts[0].isdigit():
+                counts[parts[2].split(":")[-1]] = int(parts[0])
+    calls = max(1, int(m["samples"]))
+    print(f"{s.name}: per call under perf stat: " + ", ".join(f"{k} {v / calls:.2f}" for k, v in counts.items()),
+          flush=True)
+
+
+def paced_round(s, ag, f, rnd):
+    load = loadavg()
+    s0 = schedstat(ag.pid)
+    m = run_client("paced", "-s", ag.sock, "-n", "100", "-R", "1000", "-d", str(ROW_S), "-p", str(ag.pid))[0]
+    s1 = schedstat(ag.pid)
+    calls = max(1, int(m["samples"]))
+    m["agent_runq_wait_us_per_call"] = round((s1[1] - s0[1]) / 1e3 / calls, 1)
+    m["agent_runs_per_call"] = round((s1[2] - s0[2]) / calls, 2)
+    m["load"], m["round"] = load, rnd
+    f.setdefault("paced_rounds", []).append(m)
+    print(f"| {rnd} | {s.name} | {float(m['p50_us']) / 1e3:.3f} | {float(m['p99_us']) / 1e3:.3f} | "
+          f"{float(m['max_us']) / 1e3:.1f} | {m.get('agent_cpu_us_per_call')} ({m.get('client_cpu_us_per_call')}) | "
+          f"{m['agent_runq_wait_us_per_call']} | {m['agent_runs_per_call']} | "
+          f"{m['samples']} / {m.get('skipped', '?')} / {m['errors']} | {load} |", flush=True)
+    return m
+
+
+def only_paced(tmp):
+    """`--only-row paced`: both systems up at once, agent A of each with 1 + N_A SVIDs as in the full
+    run, then the paced row (100 open connections, 1,000 calls/s, ROW_S seconds) ROUNDS times,
+    Lanyard and SPIRE alternating (the order swapped every round, so drift in the machine's load
+    falls on both). With VS_SPIRE_PERF=DIR, one more pass per system with `perf record -e
+    cpu-clock -g` on its agent during the paced row and during 200 calls on new connections."""
+    systems = [Lanyard(tmp), Spire(tmp)]
+    ags = {}
+    for s in systems:
+        f = fig[s.name]
+        f["version"] = s.version()
+        f["load_start"] = loadavg()
+        s.start_server()
+        s.write_bundle()
+        ags[s.name], _ = start_agent_a(s, f)
+        note(f"{s.name}: agent A up, {N_A} more entries made")
+    wait_cached(list(ags.values()))
+    sp = ags["spire"].text().count("Creating X509-SVID")
+    note(f"cached (SPIRE's agent logged {sp} 'Creating X509-SVID'); rounds of {ROW_S} s")
+    print(f"paced row: 100 open connections, 1,000 calls/s, {ROW_S} s per round; agent A with 1 + {N_A} "
+          f"SVIDs on each; latency from the scheduled start to the first message")
+    print()
+    print("| round | system | p50, ms | p99, ms | max, ms | CPU per call, agent (client), µs | "
+          "agent's run-queue wait per call, µs | agent's threads put on a CPU per call | "
+          "calls / skipped / errors | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rnd in range(1, ROUNDS + 1):
+        for s in (systems if rnd % 2 else systems[::-1]):
+            paced_round(s, ags[s.name], fig[s.name], rnd)
+    for s in systems:
+        r = fig[s.name]["paced_rounds"]
+        fig[s.name]["paced_p99_ms"] = [round(float(m["p99_us"]) / 1e3, 3) for m in r]
+        fig[s.name]["paced_p50_ms"] = [round(float(m["p50_us"]) / 1e3, 3) for m in r]
+    print()
+    print("run-queue wait: time the agent's threads spent runnable but not running (/proc/PID/task/*/schedstat); "
+          "put on a CPU: how many times one of its threads was scheduled in")
+    for s in systems:
+        f = fig[s.name]
+        print(f"{s.name}: p50 {min(f['paced_p50_ms'])}-{max(f['paced_p50_ms'])} ms, p99 "
+              f"{min(f['paced_p99_ms'])}-{max(f['paced_p99_ms'])} ms over {ROUNDS} rounds")
+    if PERF_DIR:
+        print("\nwith perf stat, then perf record, attached to the agent (not counted above):")
+        os.makedirs(PERF_DIR, exist_ok=True)
+        for s in systems:
+            ag = ags[s.name]
+            perf_stat_round(s, ag)
+            pr = perf_start(ag.pid, os.path.join(PERF_DIR, f"{s.name}-paced.data"))
+            time.sleep(0.5)
+            paced_round(s, ag, {}, "perf")
+            perf_stop(pr)
+            pr = perf_start(ag.pid, os.path.join(PERF_DIR, f"{s.name}-cold.data"))
+            time.sleep(0.5)
+            m = run_client("fetch", "-s", ag.sock, "-n", "1", "-r", "200", "-w", "2", "-H", "-p", str(ag.pid))
+            perf_stop(pr)
+            note(f"{s.name}: perf: new-connection fetch p50 {m[0]['p50_us']} us, agent CPU per call "
+                 f"{m[0].get('agent_cpu_us_per_call')} us")
+        note(f"perf data in {PERF_DIR}: perf report -i FILE --no-children --sort dso,sym")
+    fig["load_end"] = loadavg()
+    print(f"\nload average at the end: {fig['load_end']}")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="vs-spire-")
     fig["started"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -737,11 +902,15 @@ def main():
         protoc(PROTO_DIR, PB_DIR, "workload.proto", "admin.proto", "agent.proto")
         sys.path.insert(0, os.path.join(tmp, "pb"))
         fig["pingpong"] = run_client("pingpong", "-i", "20000")[0]
+        if not ONLY_ROW:
+            fig["crypto_floor"] = crypto_floor()
         fig["openssl"] = run(["openssl", "version"]).stdout.strip()
         fig["go"] = run(["go", "version"], check=False).stdout.strip()
         fig["kernel"] = os.uname().release
         fig["cpus"] = os.cpu_count()
         for cls in (Lanyard, Spire):
+            if ONLY_ROW:
+                break
             if ONLY and cls.name != ONLY:
                 continue
             t = time.monotonic()
@@ -755,6 +924,18 @@ def main():
                 procs.clear()
             fig[s.name]["wall_s"] = round(time.monotonic() - t)
             note(f"{s.name}: done in {fig[s.name]['wall_s']} s")
+        if ONLY_ROW == "paced":
+            t = time.monotonic()
+            try:
+                only_paced(tmp)
+            finally:
+                for d in list(reversed(procs)):
+                    if d.alive():
+                        d.stop(signal.SIGTERM)
+                procs.clear()
+            note(f"paced row: done in {round(time.monotonic() - t)} s")
+        elif ONLY_ROW:
+            raise SystemExit(f"vs_spire.py: --only-row {ONLY_ROW}: only 'paced' is known")
         ok = True
     finally:
         for d in reversed(procs):
@@ -767,8 +948,9 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             note(f"logs kept in {tmp}")
-    import report
-    report.report(fig, sys.stdout)
+    if not ONLY_ROW:
+        import report
+        report.report(fig, sys.stdout)
 
 
 if __name__ == "__main__":
