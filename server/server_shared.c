@@ -409,7 +409,7 @@ job_start(struct ly_server *srv, bool publish, int64_t now)
 void
 ly_server_shared_update(struct ly_server *srv, bool publish, int64_t now)
 {
-	if (!srv->ds_shared || srv->stopping)
+	if (!srv->ds_shared || srv->stopping || srv->dsa == NULL)
 		return;
 	if (srv->shared_job.inflight) {
 		srv->shared_job.again = true;
