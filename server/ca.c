@@ -427,6 +427,12 @@ ly_ca_set_published(struct ly_ca *ca, time_t upto)
 		ca->published_upto = upto;
 }
 
+time_t
+ly_ca_published_upto(const struct ly_ca *ca)
+{
+	return ca != NULL && ca->hold_unpublished ? ca->published_upto : 0;
+}
+
 static struct ca_slot *
 find_pending(const struct ly_ca *ca, bool jwt, const struct ca_slot *active, time_t now)
 {

@@ -201,6 +201,9 @@ ly_status ly_ca_tick(struct ly_ca *ca, time_t now, bool *changed, struct ly_erro
  */
 void ly_ca_set_published(struct ly_ca *ca, time_t upto);
 
+/* The last `upto` given to ly_ca_set_published (0: never called). */
+time_t ly_ca_published_upto(const struct ly_ca *ca);
+
 /* When ly_ca_tick has something to do next (a successor, an activation, an expiry). */
 time_t ly_ca_next_event(const struct ly_ca *ca);
 

@@ -147,11 +147,12 @@ ly_status ly_dsa_submit(struct ly_dsa *dsa, ly_dsa_work_fn *work, ly_dsa_done_fn
 /*
  * Runs `work(ds, ctx, err)` on the worker and waits for it, blocking the
  * loop (after the calls queued before it, whose callbacks run from here):
- * for start-up and for the few rare paths not yet made asynchronous (the
- * shared bundle of several servers, server_shared.c). The back ends' own
- * timeouts bound the wait (SQLite's 5 s busy timeout; PostgreSQL's 7 s
- * without a byte and 10 s connect_timeout); refused like ly_dsa_submit.
- * The result is `work`'s.
+ * for start-up only, before the loop serves anything (the listeners not
+ * open yet): the shared bundle's first publish and read
+ * (ly_server_shared_open). Once agents are served every call goes
+ * through ly_dsa_submit. The back ends' own timeouts bound the wait
+ * (SQLite's 5 s busy timeout; PostgreSQL's 7 s without a byte and 10 s
+ * connect_timeout); refused like ly_dsa_submit. The result is `work`'s.
  */
 ly_status ly_dsa_call_sync(struct ly_dsa *dsa, ly_dsa_work_fn *work, void *ctx, struct ly_error *err)
     LY_MUST_CHECK;

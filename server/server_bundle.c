@@ -60,7 +60,7 @@ on_tick(uv_timer_t *t)
 	struct srv_main *m = t->data;
 	struct ly_error e;
 	time_t now = ly_server_now();
-	bool changed = false;
+	bool changed = false, publish = false;
 	uint64_t retry_ms = 0;
 
 	if (m->srv.stopping)
@@ -72,20 +72,11 @@ on_tick(uv_timer_t *t)
 	}
 	if (m->srv.ds_shared) {
 		/* Published before the successor signs: the rotation's prepare step changed the bundle (ca.h). */
-		if (changed || m->publish_pending) {
-			m->publish_pending = ly_server_shared_publish(&m->srv, (int64_t)now, &e) != LY_OK;
-			if (m->publish_pending) {
-				log_error("%s; retrying in %d s (the other servers' agents do not trust our new "
-				    "authorities yet)", e.msg, RETRY_MS / 1000);
-				retry_ms = RETRY_MS;
-			}
-		}
-		/* The union: the other servers' authorities, expired ones dropped, ours always. */
+		publish = changed || m->publish_pending;
+		if (changed)
+			m->publish_pending = true;
+		/* The union served changes only when the reload completes (shared_done). */
 		changed = false;
-		if (ly_server_shared_reload(&m->srv, (int64_t)now, &changed, &m->shared_next_expiry, &e) != LY_OK) {
-			log_warn("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
-			retry_ms = RETRY_MS;
-		}
 	}
 	if (changed) {
 		const struct ly_bundle *b = ly_server_bundle(&m->srv);
@@ -98,44 +89,70 @@ on_tick(uv_timer_t *t)
 	if (changed || now >= m->svid_renew_at) {
 		if (server_tls_refresh(m, now, &e) != LY_OK) {
 			log_error("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
-			server_bundle_tick_arm(m, RETRY_MS);
-			return;
+			retry_ms = RETRY_MS;
+		} else {
+			log_info("server certificate renewed");
 		}
-		log_info("server certificate renewed");
 	}
 	server_bundle_tick_arm(m, retry_ms);
+	/*
+	 * Several servers: publish (when the CA's bundle changed) and rebuild
+	 * the union (the other servers' authorities, expired ones dropped, ours
+	 * always) on the datastore's worker; shared_done goes on. Last: its
+	 * outcome may come at once (the datastore refused) and re-arm the timer.
+	 */
+	if (m->srv.ds_shared)
+		ly_server_shared_update(&m->srv, publish, (int64_t)now);
 }
 
 /* ---- several servers on one PostgreSQL --------------------------------------------------- */
 
-/* The shared bundle may have changed (another server published, or we reconnected): serve the new one. */
+/* A publish and reload of the shared bundle ended (ly_server_shared_update): serve the new union. */
 static void
-shared_refresh(struct srv_main *m)
+shared_done(void *arg, const struct ly_shared_outcome *o)
 {
-	struct ly_error e;
-	bool changed = false;
+	struct srv_main *m = arg;
+	uint64_t retry_ms = 0;
 
 	if (m->srv.stopping)
 		return;
-	/* Right after PostgreSQL came back the first call finds its session gone; the next one reconnects. */
-	ly_status rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &changed, &m->shared_next_expiry, &e);
-	if (rc != LY_OK) {
-		bool again = false;
-		rc = ly_server_shared_reload(&m->srv, (int64_t)ly_server_now(), &again, &m->shared_next_expiry, &e);
-		changed = changed || again;
+	if (o->publish_asked) {
+		if (o->publish_rc == LY_OK) {
+			m->publish_pending = false;
+		} else {
+			m->publish_pending = true;
+			log_error("%s; retrying in %d s (the other servers' agents do not trust our new authorities yet)",
+			    o->publish_msg, RETRY_MS / 1000);
+			retry_ms = RETRY_MS;
+		}
 	}
-	if (rc != LY_OK) {
-		log_warn("%s; retrying in %d s", e.msg, RETRY_MS / 1000);
-		server_bundle_tick_arm(m, RETRY_MS);
+	if (o->reload_rc != LY_OK) {
+		log_warn("%s; retrying in %d s", o->reload_msg, RETRY_MS / 1000);
+		retry_ms = RETRY_MS;
 	}
-	if (!changed)
+	bool expiry_moved = o->next_expiry != m->shared_next_expiry;
+	m->shared_next_expiry = o->next_expiry;
+	if (o->changed) {
+		const struct ly_bundle *b = ly_server_bundle(&m->srv);
+		log_info("trust bundle changed: sequence=%" PRIu64 " x509_authorities=%zu jwt_authorities=%zu",
+		    ly_bundle_sequence(b), ly_bundle_x509_authority_count(b), ly_bundle_jwt_authority_count(b));
+		if (m->srv.agent_api != NULL)
+			ly_agent_api_bundle_changed(m->srv.agent_api);
+		server_fed_publish(m);
+		/* The agent listener's client roots follow the bundle: the tick renews at once. */
+		m->svid_renew_at = ly_server_now();
+	}
+	if (o->changed || retry_ms > 0 || expiry_moved)
+		server_bundle_tick_arm(m, retry_ms);
+}
+
+/* The shared bundle may have changed (another server published, or we reconnected): reload it. */
+static void
+shared_refresh(struct srv_main *m)
+{
+	if (m->srv.stopping)
 		return;
-	if (m->srv.agent_api != NULL)
-		ly_agent_api_bundle_changed(m->srv.agent_api);
-	server_fed_publish(m);
-	/* The agent listener's client roots follow the bundle: the tick renews at once. */
-	m->svid_renew_at = ly_server_now();
-	server_bundle_tick_arm(m, 0);
+	ly_server_shared_update(&m->srv, m->publish_pending, (int64_t)ly_server_now());
 }
 
 /* Another server's write (or ours, echoed): fed to the change hook as our own writes are. */
@@ -191,6 +208,7 @@ server_bundle_notify_start(struct srv_main *m, struct ly_error *err)
 {
 	if (!m->srv.ds_shared)
 		return LY_OK;
+	ly_server_shared_on_done(&m->srv, shared_done, m);
 	struct ly_pg_notify_config nc = {
 		.loop = &m->loop, .conninfo = m->srv.cfg.datastore_conninfo, .on_notice = on_notice,
 		.on_listening = on_listening, .arg = m,

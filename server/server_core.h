@@ -84,6 +84,8 @@ typedef void ly_fed_refresh_done_fn(void *done_arg, ly_status rc, const char *ms
 typedef ly_status ly_fed_refresh_fn(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_arg,
     struct ly_error *err);
 
+struct ly_shared_outcome; /* server_shared.h */
+
 struct ly_server {
 	struct uv_loop_s *loop;
 	struct ly_server_config cfg;
@@ -110,6 +112,19 @@ struct ly_server {
 	struct ly_bundle *shared_bundle;
 	struct ly_shared_authorities *shared_rows; /* the last rows read from the database */
 	char server_id[36 + 1];               /* a UUID, <data_dir>/server-id; "" with SQLite */
+	/*
+	 * server_shared.c's publish and reload on the datastore's worker
+	 * (ly_server_shared_update): one job at a time, one more asked
+	 * meanwhile; the outcome goes to done(arg, ...) on the loop.
+	 */
+	struct {
+		bool inflight, again, again_publish;
+		int64_t again_now;           /* the latest `now` asked meanwhile */
+		bool publish_asked;          /* the job in flight publishes first */
+		struct ly_error publish_err; /* its publish's outcome (code LY_OK: published) */
+		void (*done)(void *arg, const struct ly_shared_outcome *o);
+		void *arg;
+	} shared_job;
 	time_t started_at;
 	bool stopping;
 	/* The federation bundle fetcher's refresh (set by the fetcher when it

@@ -94,9 +94,13 @@ fed_on_answer(void *arg, int status)
  * reads again whenever the fetcher lists the relationships (every
  * LY_FED_SYNC_MS), after every federation change heard through the hook,
  * and before a `federation refresh`. A fetched bundle goes into the copy
- * at once and to the datastore on the worker (fed_store). The copy is read
- * once on the worker at start-up, before the fetcher starts (waited for:
- * ly_dsa_call_sync, as start-up may).
+ * at once and to the datastore on the worker (fed_store). The fetcher
+ * starts only once the first read of the copy completed (never on
+ * relationships not read yet): the loop does not wait for it, and until
+ * then nothing is fetched, not even the static relationships, whose
+ * https_spiffe trust bundles come with that read. If that read fails the
+ * fetcher starts anyway, with the static relationships, and the copy is
+ * read again at its next sync.
  */
 struct fed_read {
 	struct srv_main *m;
@@ -106,6 +110,7 @@ struct fed_read {
 	char refresh_td[LY_TRUST_DOMAIN_MAX + 1];
 	ly_fed_refresh_done_fn *refresh_done;
 	void *refresh_arg;
+	bool first; /* start-up's read: the fetcher starts when it completes */
 };
 
 static ly_status
@@ -136,6 +141,7 @@ fed_cache_find(const struct ly_ds_fed_bundle_list *l, const char *td)
 }
 
 static void fed_cache_read(struct srv_main *m, ly_fed_refresh_done_fn *done, void *done_arg, const char *td);
+static void fed_fetcher_begin(struct srv_main *m);
 
 /* Installs what the worker read; tells the fetcher what changed. */
 static void
@@ -152,6 +158,8 @@ fed_read_done(void *ctx, ly_status st, const struct ly_error *err)
 			log_warn("federation: cannot read the relationships and bundles (keeping those known): %s",
 			    err->msg);
 		m->fedc.failing = true;
+		if (r->first)
+			fed_fetcher_begin(m);
 		if (r->refresh_done != NULL)
 			r->refresh_done(r->refresh_arg, st, err->msg);
 		return;
@@ -176,6 +184,8 @@ fed_read_done(void *ctx, ly_status st, const struct ly_error *err)
 		m->fedc.applying = false;
 	}
 	ly_ds_fed_bundle_list_cleanup(&old);
+	if (r->first)
+		fed_fetcher_begin(m);
 	if (r->refresh_done != NULL) {
 		struct ly_error e;
 		if (m->fetcher == NULL || m->srv.stopping)
@@ -384,7 +394,8 @@ static ly_status
 fed_refresh(void *arg, const char *td, ly_fed_refresh_done_fn *done, void *done_arg, struct ly_error *err)
 {
 	struct srv_main *m = arg;
-	if (m->fetcher == NULL)
+	/* Before the first read completed: this read follows it, and the fetcher is there by then. */
+	if (m->fetcher == NULL && !m->fedc.first_pending)
 		return ly_error_set(err, LY_E_NOT_FOUND, "no federation relationship with %s", td);
 	/* The relationships as stored now (one just created through another call included), then the fetch. */
 	fed_cache_read(m, done, done_arg, td);
@@ -408,6 +419,22 @@ fed_on_store_change(void *arg, const struct ly_datastore_change *c)
 		fed_cache_read(m, NULL, NULL, NULL);
 }
 
+/* The first read of the copy completed (or failed): the fetcher starts, listing the copy as read. */
+static void
+fed_fetcher_begin(struct srv_main *m)
+{
+	struct ly_error e;
+
+	m->fedc.first_pending = false;
+	if (m->srv.stopping || m->fetcher != NULL)
+		return;
+	m->fedc.applying = true; /* its first list is the copy just read */
+	ly_status rc = ly_fed_fetcher_new(&m->loop, &m->srv.cfg.fed, &fed_ops, m, &m->fetcher, &e);
+	m->fedc.applying = false;
+	if (rc != LY_OK)
+		log_error("federation: the bundle fetcher does not start: %s", e.msg);
+}
+
 ly_status
 server_fed_start(struct srv_main *m, struct ly_error *err)
 {
@@ -427,19 +454,20 @@ server_fed_start(struct srv_main *m, struct ly_error *err)
 		    fc->endpoint.refresh_hint);
 	}
 	LY_TRY(ly_dsa_on_change(m->srv.dsa, fed_on_store_change, m, err));
-	/* The copy the fetcher reads, once before it starts (start-up may wait). */
-	struct fed_read first = { .m = m, .rels = LY_DS_FED_REL_LIST_INIT, .bundles = LY_DS_FED_BUNDLE_LIST_INIT };
-	if ((rc = ly_dsa_call_sync(m->srv.dsa, fed_read_work, &first, err)) != LY_OK) {
-		ly_ds_fed_rel_list_cleanup(&first.rels);
-		ly_ds_fed_bundle_list_cleanup(&first.bundles);
-		return ly_error_wrap(err, rc, "federation");
+	/* The copy the fetcher reads, on the worker; the fetcher starts when it completes (fed_fetcher_begin). */
+	struct fed_read *first = calloc(1, sizeof(*first));
+	if (first == NULL)
+		return ly_error_set(err, LY_E_NOMEM, "federation: out of memory");
+	first->m = m;
+	first->rels = (struct ly_ds_fed_rel_list)LY_DS_FED_REL_LIST_INIT;
+	first->bundles = (struct ly_ds_fed_bundle_list)LY_DS_FED_BUNDLE_LIST_INIT;
+	first->first = true;
+	if ((rc = ly_dsa_submit(m->srv.dsa, fed_read_work, fed_read_done, fed_read_release, first, 0, err)) != LY_OK) {
+		fed_read_release(first);
+		return ly_error_wrap(err, rc, "federation: reading the relationships");
 	}
-	m->fedc.rels = first.rels;
-	m->fedc.bundles = first.bundles;
-	m->fedc.applying = true; /* the first list is the copy just read */
-	rc = ly_fed_fetcher_new(&m->loop, fc, &fed_ops, m, &m->fetcher, err);
-	m->fedc.applying = false;
-	LY_TRY(rc);
+	m->fedc.inflight = true;
+	m->fedc.first_pending = true;
 	m->srv.fed_refresh.fn = fed_refresh;
 	m->srv.fed_refresh.arg = m;
 	return LY_OK;

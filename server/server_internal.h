@@ -81,6 +81,7 @@ struct srv_main {
 		struct ly_ds_fed_rel_list rels;
 		struct ly_ds_fed_bundle_list bundles;
 		bool inflight, again, applying, failing;
+		bool first_pending; /* start-up's read is on the worker: the fetcher starts when it completes */
 	} fedc;
 	/* Several servers on one PostgreSQL (server_shared.h, pg_notify.h). */
 	struct ly_pg_notify *notify;
@@ -115,9 +116,9 @@ ly_status server_bundle_notify_start(struct srv_main *m, struct ly_error *err) L
 void server_fed_on_change(void *arg, const struct ly_datastore_change *c);
 
 /*
- * Starts the bundle endpoint when configured and the fetcher (reading the
- * relationships once on the worker first: start-up may wait), and sets
- * srv->fed_refresh. Both are stopped by begin_stop; the copy the fetcher
+ * Starts the bundle endpoint when configured and submits the first read of
+ * the relationships on the worker (the loop does not wait: the fetcher
+ * starts when it completes), and sets srv->fed_refresh. Both are stopped by begin_stop; the copy the fetcher
  * reads (m->fedc) is freed by teardown.
  */
 ly_status server_fed_start(struct srv_main *m, struct ly_error *err) LY_MUST_CHECK;

@@ -16,6 +16,8 @@ namespace). The server's datastore runs on its worker thread
   - a real agent's workload keeps being served: its X.509-SVID (20 s TTL)
     is renewed by the server from what it already knows (the agent's
     record, the entry replica), and a new Workload API fetch works;
+  - a shared bundle notification (another server's publish) arriving then
+    reloads the bundle on the worker: /metrics keeps answering at once;
   - `entry create` fails within the 8 s deadline with one clear line
     (UNAVAILABLE), as documented (docs/operations.md), and the entry does
     not appear after the recovery (a write whose caller gave up never
@@ -52,8 +54,19 @@ AGENT_ID = f"spiffe://{TD}/lanyard/agent/stallnode"
 WORKLOAD_ID = f"spiffe://{TD}/stall/workload"
 
 
+class Conn:
+    """One proxied connection; `notify`: the server's LISTEN connection (its application_name seen)."""
+
+    def __init__(self):
+        self.notify = False
+
+
 class StallProxy:
-    """127.0.0.1:port -> 127.0.0.1:target. stall() holds everything (drops nothing); resume() lets it flow."""
+    """127.0.0.1:port -> 127.0.0.1:target. stall() holds everything (drops nothing); resume() lets it flow.
+
+    stall(spare_notify=True) holds every connection but the server's LISTEN one (pg_notify.c's
+    application_name "lanyard-server-notify"), so that another server's notification still arrives
+    while the datastore's own connection hangs."""
 
     def __init__(self, target):
         self.target = target
@@ -66,10 +79,17 @@ class StallProxy:
         self.lsock.listen(64)
         self.port = self.lsock.getsockname()[1]
         self.socks = []
+        self.spare_notify = False
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
-    def stall(self):
+    def stall(self, spare_notify=False):
+        self.spare_notify = spare_notify
         self.flowing.clear()
+
+    def hold(self, conn):
+        """Returns once `conn` may pass bytes."""
+        while not self.stop.is_set() and not self.flowing.is_set() and not (self.spare_notify and conn.notify):
+            time.sleep(0.02)
 
     def resume(self):
         self.flowing.set()
@@ -94,20 +114,23 @@ class StallProxy:
             c.close()
             return
         self.socks += [c, u]
-        threading.Thread(target=self.pump, args=(c, u), daemon=True).start()
-        threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+        conn = Conn()
+        threading.Thread(target=self.pump, args=(c, u, conn), daemon=True).start()
+        threading.Thread(target=self.pump, args=(u, c, conn), daemon=True).start()
 
-    def pump(self, src, dst):
+    def pump(self, src, dst, conn):
         try:
             while not self.stop.is_set():
-                self.flowing.wait()
+                self.hold(conn)
                 r, _, _ = select.select([src], [], [], 0.2)
                 if not r:
                     continue
                 data = src.recv(65536)
                 if not data:
                     break
-                self.flowing.wait()  # read during a stall: held, never dropped
+                if b"lanyard-server-notify" in data:  # the startup packet's application_name
+                    conn.notify = True
+                self.hold(conn)  # read during a stall: held, never dropped
                 dst.sendall(data)
         except OSError:
             pass
@@ -297,6 +320,31 @@ def main():
         got = wait_for(lambda: (lambda r: r if r[0] == 0 and f"spiffe://{TD}/stall/after" in r[1] else None)(
             fetch()), 30)
         check(got is not None, "resumed: the new entry reaches the workload", agent.text()[-1000:])
+
+        # ---- the datastore stalls again, and another server's bundle notification arrives ----
+        # Its reload of the shared bundle runs on the datastore's worker: the loop does not wait for it
+        # (it used to, for as long as libpq took to give up, freezing /metrics and every agent stream).
+        proxy.stall(spare_notify=True)
+        t_stall = time.monotonic()
+        rc, out, err = pg.psql("lanyard", "SELECT pg_notify('lanyard_changes', 'b')")
+        check(rc == 0, "stalled again: a shared bundle notification sent (as another server's publish)", out + err)
+        lat = []
+        while time.monotonic() - t_stall < 12:
+            lat.append(http_get(hport, "/metrics")[2])
+            time.sleep(0.2)
+        print(f"info /metrics latency during the reload of the shared bundle on a stalled datastore: "
+              f"max {max(lat) * 1000:.1f} ms over {len(lat)} requests", flush=True)
+        check(max(lat) < 1.0, "stalled, bundle notification: the loop stays responsive (/metrics under 1 s each)",
+              str([round(x, 2) for x in lat]))
+        check(wait_for(lambda: "shared bundle: read:" in server.text(), 20),
+              "stalled, bundle notification: the reload ran and failed on the worker (logged, bundle kept)",
+              server.text()[-1500:])
+        rc, out, err = fetch()
+        check(rc == 0 and WORKLOAD_ID in out, "stalled, bundle notification: a Workload API fetch works",
+              out + err)
+        proxy.resume()
+        check(wait_for(lambda: http_get(hport, "/ready")[0] == 200, 40),
+              "resumed again: /ready 200", str(http_get(hport, "/ready")))
         log = server.text()
         check(log.count("not ready: datastore does not answer") >= 1 and "ready: datastore answers again" in log,
               "the server log says when the datastore stopped answering and when it answers again", log[-1500:])
