@@ -12,9 +12,11 @@
  *   agentsim_report.c   every line printed on stdout
  *   agentsim_srcaddr.c  connect() bound to one of many 127/8 addresses
  *
- * Calls go one way: the driver calls the agent, the agent the entry set,
- * the calls and the report. Threads: the loop's only, except
- * agentsim_srcaddr.c's connect(), which gRPC's threads call.
+ * Calls go one way: the driver calls the agent, the report and
+ * srcaddr_set; the agent calls the entry set, the calls and the report,
+ * which call none of the others (a call's ends are the agent's, given to
+ * call_start). Threads: the loop's only, except agentsim_srcaddr.c's
+ * connect(), which gRPC's threads call.
  */
 #ifndef LANYARD_BENCH_AGENTSIM_H
 #define LANYARD_BENCH_AGENTSIM_H
