@@ -4,7 +4,7 @@
  * cheaper and more predictable than filling an X509 object and letting
  * OpenSSL 3.0 re-encode it (NOTES-openssl.md: 308 us the obvious way);
  * the result is checked by OpenSSL's own parser and path validation in
- * the tests (tests/unit/test_ca.c) and by `openssl verify`
+ * the tests (tests/unit/test_ca_issue.c) and by `openssl verify`
  * (tests/integration/ca_openssl_verify.sh).
  */
 #include "server/ca_internal.h"
