@@ -308,6 +308,10 @@ ly_status ly_ds_engine_rows(struct ly_datastore *ds, enum ly_ds_stmt id, const s
 ly_status ly_ds_engine_row(struct ly_datastore *ds, enum ly_ds_stmt id, const struct ly_ds_param *p, size_t n,
     const char *what, ly_ds_row_fn on_row, void *arg, bool *found, struct ly_error *err) LY_MUST_CHECK;
 
+/* A ly_ds_row_fn: column 0 of the row to *(int64_t *)arg. */
+ly_status ly_ds_engine_int64_row(struct ly_datastore *ds, struct ly_ds_rows *rows, void *arg, struct ly_error *err)
+    LY_MUST_CHECK;
+
 /*
  * The number in column 0 of the first row of statement `id` (a counter of
  * meta, a count), read with ly_ds_engine_rows; no row is
