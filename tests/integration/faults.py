@@ -318,11 +318,12 @@ def scenario_sqlite(tmp, pb, pb_grpc):
         # -- disk full: fill the tmpfs, then write until refused
         if mounted:
             filler = os.path.join(mnt, "filler")
-            with open(filler, "wb") as f:
+            # Unbuffered: a buffered file keeps what the full disk refused and
+            # raises ENOSPC again when it is closed.
+            with open(filler, "wb", buffering=0) as f:
                 try:
                     while True:
                         f.write(b"\0" * 65536)
-                        f.flush()
                 except OSError:
                     pass
             refused = None
