@@ -50,7 +50,7 @@ for u in lanyard-server lanyard-agent; do
   has $u "ProtectHome=yes"
   has $u "PrivateTmp=yes"
   has $u "SystemCallFilter=@system-service"
-  has $u "ExecReload=/bin/kill -HUP \$MAINPID"
+  has $u "ExecReload=/bin/sh -c 'kill -HUP \"\$MAINPID\"'"
 done
 has lanyard-server "RuntimeDirectoryMode=0700"
 has lanyard-server "CapabilityBoundingSet="
@@ -62,6 +62,23 @@ if grep -Eq '^(ProtectProc|ProcSubset)=' "$tmp/units/lanyard-agent.service"; the
 else
   ok "lanyard-agent: /proc of other users stays visible"
 fi
+# Every program an Exec*= line runs, but the daemon itself, must be on
+# every Debian host: in an Essential package (a minimal Debian 12 has no
+# /bin/kill, procps is not Essential: `systemctl reload` failed there,
+# scripts/systemd-boot-test.sh). Checked where dpkg knows the file.
+for u in lanyard-server lanyard-agent; do
+  while read -r prog; do
+    case $prog in */$u) continue ;; esac
+    pkg=$(dpkg-query -S "$prog" 2>/dev/null | grep -v "^diversion by" | head -1 | cut -d: -f1) || pkg=""
+    if [ -z "$pkg" ]; then
+      echo "note: $u: $prog not known to dpkg here: not checked"
+    elif [ "$(dpkg-query -W -f '${Essential}' "$pkg")" = yes ]; then
+      ok "$u: $prog is in $pkg (Essential)"
+    else
+      fail "$u: $prog is in $pkg, which is not Essential: a minimal host lacks it"
+    fi
+  done < <(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\([^ ]*\).*/\1/p' "$tmp/units/$u.service")
+done
 # The config files the units name are installed.
 for u in server agent; do
   conf=$(sed -n 's/^ExecStart=.* -config \(.*\)$/\1/p' "$tmp/units/lanyard-$u.service")
