@@ -24,9 +24,11 @@ PACKAGES=(
   faketime
   yamllint
   # Man pages (docs/man/), unit checks (systemd-analyze), the Debian
-  # packages and the container image (scripts/package-*.sh, image-*.sh).
+  # packages and the container image (scripts/package-*.sh, image-*.sh);
+  # systemd-nspawn boots the packaged units under systemd
+  # (scripts/systemd-boot-test.sh; tried with 252.39-1~deb12u2).
   pandoc
-  systemd
+  systemd systemd-container
   ninja-build debhelper debootstrap lintian fakeroot umoci skopeo
 )
 

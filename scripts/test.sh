@@ -7,9 +7,11 @@
 #   4. rebuilds with ASan+UBSan and runs the whole suite again;
 #   5. builds the libFuzzer targets with clang and replays their corpora;
 #   6. builds the Debian packages (lintian clean) and tests them in a fresh
-#      Debian 12 root (scripts/package-test.sh), then the container image
-#      from them and its roles (scripts/image-build.sh, image-test.sh): ~3-5
-#      min on 2 cores; needs root; LANYARD_TEST_PACKAGES=0 leaves it out.
+#      Debian 12 root (scripts/package-test.sh) and under a real systemd
+#      booted in systemd-nspawn (scripts/systemd-boot-test.sh), then the
+#      container image from them and its roles (scripts/image-build.sh,
+#      image-test.sh): ~3-5 min on 2 cores; needs root;
+#      LANYARD_TEST_PACKAGES=0 leaves it out.
 # Build trees go to build-test/ (override with LANYARD_TEST_BUILD_ROOT).
 #
 # After each ctest run it prints how many tests ctest skipped (a test that
@@ -82,7 +84,7 @@ CC=clang cmake -S "$top" -B "$root/fuzz" -DCMAKE_BUILD_TYPE=Debug -DLANYARD_FUZZ
 cmake --build "$root/fuzz" -j "$jobs"
 run_ctest "libFuzzer corpus replay" "$root/fuzz" -L fuzz --output-on-failure -j "$jobs"
 
-step "Debian packages and the image: build, lintian, a fresh Debian 12 root with the demo, the image's roles"
+step "Debian packages and the image: build, lintian, a fresh Debian 12 root with the demo, the units under systemd, the image's roles"
 if [ "${LANYARD_TEST_PACKAGES:-1}" = 0 ]; then
   echo "skipped: LANYARD_TEST_PACKAGES=0"
 elif [ "$(id -u)" -ne 0 ]; then
@@ -90,6 +92,14 @@ elif [ "$(id -u)" -ne 0 ]; then
 else
   bash "$top/scripts/package-build.sh" "$root/debs"
   bash "$top/scripts/package-test.sh" "$root/debs"
+  # The units under a real systemd (nspawn); 77: systemd cannot boot here.
+  sd_rc=0
+  bash "$top/scripts/systemd-boot-test.sh" "$root/debs" || sd_rc=$?
+  if [ $sd_rc -eq 77 ] && [ "${CI:-}" = true ]; then
+    echo "CI=true: scripts/systemd-boot-test.sh skipped: it must run on CI's machine"; exit 1
+  elif [ $sd_rc -ne 0 ] && [ $sd_rc -ne 77 ]; then
+    exit $sd_rc
+  fi
   bash "$top/scripts/image-build.sh" "$root/image" "$root/debs"
   bash "$top/scripts/image-test.sh" "$root/image/lanyard-oci"
 fi
