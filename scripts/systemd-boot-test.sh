@@ -71,7 +71,7 @@ if [ ! -f "$sdbase" ] || [ "${LANYARD_PKGTEST_FRESH:-0}" = 1 ]; then
   in_root sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd systemd-sysv dbus' \
     >"$work/apt.log" 2>&1 || { tail -20 "$work/apt.log"; die "apt-get install systemd failed"; }
   umount "$root/proc"
-  tar -C "$root" -cf "$sdbase.tmp" . && mv "$sdbase.tmp" "$sdbase"
+  tar -C "$root" -cf "$sdbase.tmp.$$" . && mv "$sdbase.tmp.$$" "$sdbase" # two first runs at once: the last wins
 else
   say "a fresh Debian 12 root with systemd from $sdbase"
   tar -C "$root" -xf "$sdbase"
