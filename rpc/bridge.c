@@ -12,9 +12,9 @@
  * (uv__async_io, libuv #2231, removed in 1.45 by #3879), which in the
  * paced FetchX509SVID row was 8-11% of the agent's CPU and a yield per call
  * (docs/benchmarks.md, "Where the CPU goes"). Everything else, every
- * grpc_call_start_batch included, runs on the loop thread. (gRPC 1.51's callback completion queue
- * delivers nothing on Linux: network I/O only runs on threads blocked in
- * _next.)
+ * grpc_call_start_batch included, runs on the loop thread. (gRPC 1.51's
+ * callback completion queue delivers nothing on Linux: network I/O only
+ * runs on threads blocked in _next.)
  *
  * Tags. Every batch carries a struct tag embedded in the object it belongs
  * to; its function runs on the loop with the batch's success flag. An
