@@ -4,11 +4,17 @@
  * The only file that includes both uv.h and grpc/grpc.h.
  *
  * Threads. cq_thread blocks in grpc_completion_queue_next and does nothing
- * else: each completed tag goes on a locked intrusive list and the loop is
- * woken with uv_async_send. Everything else, every grpc_call_start_batch
- * included, runs on the loop thread. (gRPC 1.51's callback completion queue
- * delivers nothing on Linux: network I/O only runs on threads blocked in
- * _next.)
+ * else: each completed tag goes on a locked intrusive list and, when the
+ * list was empty, the loop is woken through an eventfd of ours watched by a
+ * uv_poll_t (on_wake drains the eventfd and then the whole list). Not
+ * uv_async_send: libuv up to 1.44 (Debian 12's) makes the woken loop spin,
+ * then sched_yield, until the sending thread is back from its eventfd write
+ * (uv__async_io, libuv #2231, removed in 1.45 by #3879), which in the
+ * paced FetchX509SVID row was 8-11% of the agent's CPU and a yield per call
+ * (docs/benchmarks.md, "Where the CPU goes"). Everything else, every
+ * grpc_call_start_batch included, runs on the loop thread. (gRPC 1.51's
+ * callback completion queue delivers nothing on Linux: network I/O only
+ * runs on threads blocked in _next.)
  *
  * Tags. Every batch carries a struct tag embedded in the object it belongs
  * to; its function runs on the loop with the batch's success flag. An
@@ -19,8 +25,9 @@
  * Shutdown (ly_rpc_close): servers shut down and cancel their calls,
  * channels cancel theirs; when the last server, channel and call are gone
  * the completion queue is shut down, the thread sees GRPC_QUEUE_SHUTDOWN
- * and says so, the loop joins it, destroys the queue, closes the async
- * handle and frees the rest in its close callback.
+ * and says so, the loop joins it, destroys the queue, closes the wake
+ * handle and the timers and frees the rest (the eventfd included) in the
+ * last close callback.
  */
 #include "rpc/rpc.h"
 
@@ -32,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -78,7 +86,8 @@ struct tag {
 
 struct ly_rpc {
 	uv_loop_t *loop;
-	uv_async_t async;
+	uv_poll_t wake;   /* on wake_fd: the completion thread's wake-ups */
+	int wake_fd;      /* eventfd, non-blocking; closed after the wake handle */
 	uv_timer_t sweep; /* LY_RPC_SWEEP_MS: overdue requests, rates, connection caps, memory */
 	uv_timer_t penalty; /* LY_RPC_PENALTY_SWEEP_MS while an address is penalized */
 	int handles;      /* libuv handles to close before the struct is freed */
@@ -249,6 +258,20 @@ ly_rpc_code_str(enum ly_rpc_code code)
 
 /* ---- the completion-queue thread and the loop side ---- */
 
+/*
+ * From the completion thread: make wake_fd readable. The eventfd counts, so
+ * a write never blocks in practice (EAGAIN would take 2^64-2 writes the
+ * loop never read, and then it is readable anyway); EINTR is retried.
+ */
+static void
+rpc_wake(struct ly_rpc *rpc)
+{
+	uint64_t one = 1;
+
+	while (write(rpc->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
 static void
 cq_thread(void *arg)
 {
@@ -273,12 +296,12 @@ cq_thread(void *arg)
 		rpc->tail = t;
 		uv_mutex_unlock(&rpc->mu);
 		if (wake)
-			uv_async_send(&rpc->async);
+			rpc_wake(rpc);
 	}
 	uv_mutex_lock(&rpc->mu);
 	rpc->thread_done = true;
 	uv_mutex_unlock(&rpc->mu);
-	uv_async_send(&rpc->async);
+	rpc_wake(rpc);
 }
 
 static void
@@ -292,6 +315,8 @@ rpc_free_cb(uv_handle_t *h)
 
 	struct ly_rpc_tls_state *retired = rpc->retired;
 
+	if (rpc->wake_fd >= 0)
+		close(rpc->wake_fd);
 	uv_mutex_destroy(&rpc->mu);
 	free(rpc);
 	grpc_shutdown();
@@ -300,11 +325,22 @@ rpc_free_cb(uv_handle_t *h)
 		cb(arg);
 }
 
+/*
+ * wake_fd readable (or in error, which an eventfd never is): reset it, then
+ * run every completion on the list. The read comes first: a completion
+ * queued after it writes again and this runs once more, finding at worst
+ * an empty list, so none is left behind.
+ */
 static void
-on_async(uv_async_t *h)
+on_wake(uv_poll_t *h, int status, int events)
 {
-	struct ly_rpc *rpc = container_of(h, struct ly_rpc, async);
+	struct ly_rpc *rpc = container_of(h, struct ly_rpc, wake);
+	uint64_t n;
 
+	(void)status;
+	(void)events;
+	while (read(rpc->wake_fd, &n, sizeof(n)) < 0 && errno == EINTR)
+		;
 	uv_mutex_lock(&rpc->mu);
 	struct tag *t = rpc->head;
 	bool done = rpc->thread_done;
@@ -323,7 +359,7 @@ on_async(uv_async_t *h)
 		rpc->cq = NULL;
 		uv_close((uv_handle_t *)&rpc->sweep, rpc_free_cb);
 		uv_close((uv_handle_t *)&rpc->penalty, rpc_free_cb);
-		uv_close((uv_handle_t *)&rpc->async, rpc_free_cb);
+		uv_close((uv_handle_t *)&rpc->wake, rpc_free_cb);
 	}
 }
 
@@ -465,26 +501,36 @@ ly_rpc_new(struct uv_loop_s *loop, struct ly_rpc **out, struct ly_error *err)
 		free(rpc);
 		return ly_error_set(err, LY_E_NOMEM, "rpc: no completion queue");
 	}
-	rpc->async.data = rpc;
+	rpc->wake.data = rpc;
 	rpc->handles = 1;
-	int rc = uv_async_init(loop, &rpc->async, on_async);
+	rpc->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int rc = rpc->wake_fd < 0 ? uv_translate_sys_error(errno) : 0;
+	const char *what = "eventfd";
+	if (rc == 0) {
+		what = "uv_poll_init";
+		rc = uv_poll_init(loop, &rpc->wake, rpc->wake_fd);
+	}
 	if (rc != 0) {
+		if (rpc->wake_fd >= 0)
+			close(rpc->wake_fd);
 		grpc_completion_queue_shutdown(rpc->cq);
 		grpc_completion_queue_destroy(rpc->cq);
 		grpc_shutdown();
 		uv_mutex_destroy(&rpc->mu);
 		free(rpc);
-		return ly_error_set(err, LY_E_IO, "rpc: uv_async_init: %s", uv_strerror(rc));
+		return ly_error_set(err, LY_E_IO, "rpc: %s: %s", what, uv_strerror(rc));
 	}
+	/* uv_poll_start on an initialized handle fails only on bad arguments. */
+	(void)uv_poll_start(&rpc->wake, UV_READABLE, on_wake);
 	rc = uv_thread_create(&rpc->thread, cq_thread, rpc);
 	if (rc != 0) {
-		/* No thread: shut the queue and free through the async handle's
+		/* No thread: shut the queue and free through the wake handle's
 		 * close callback, like ly_rpc_close without a thread to join. */
 		grpc_completion_queue_shutdown(rpc->cq);
 		grpc_completion_queue_destroy(rpc->cq);
 		rpc->cq = NULL;
 		rpc->closing = rpc->joined = true;
-		uv_close((uv_handle_t *)&rpc->async, rpc_free_cb);
+		uv_close((uv_handle_t *)&rpc->wake, rpc_free_cb);
 		return ly_error_set(err, LY_E_IO, "rpc: thread: %s", uv_strerror(rc));
 	}
 	/* uv_timer_init cannot fail on a live loop (libuv src/timer.c); the

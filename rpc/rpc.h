@@ -3,7 +3,7 @@
  *
  * One struct ly_rpc per loop owns a gRPC completion queue and one thread
  * that blocks in grpc_completion_queue_next and only hands completions to
- * the loop (a locked list + uv_async_send). Everything else runs on the loop
+ * the loop (a locked list + an eventfd on a uv_poll_t). Everything else runs on the loop
  * thread: every gRPC batch is started there, and every callback below is
  * called there, except ly_rpc_verify_cb (see there). Messages are opaque
  * bytes: protobuf packing belongs to the daemons. Neither gRPC nor libuv

@@ -3,12 +3,13 @@
 # (issue 13). Prints markdown tables on stdout, progress on stderr. Not part of CI.
 #
 #   bench/vs-spire/run.sh [BUILD_DIR] [--quick] [--only lanyard|spire]
-#   bench/vs-spire/run.sh [BUILD_DIR] --only-row paced [--rounds N] [--seconds S]
+#   bench/vs-spire/run.sh [BUILD_DIR] --only-row paced [--only lanyard|spire] [--rounds N] [--seconds S]
 #
 # --only-row paced: only row 3's paced measure (100 open connections, 1,000 calls/s, S seconds,
 # default 5), both systems up at once with 1 + 1,000 SVIDs on each agent, N rounds (default 3)
-# alternating Lanyard and SPIRE; p50/p99/CPU per call, the agent's run-queue wait and the load
-# average per round (about a minute for 3 rounds of 5 s). VS_SPIRE_PERF=DIR adds one pass per system under
+# alternating Lanyard and SPIRE (--only: that one alone, e.g. to compare two builds run after run);
+# p50/p99/CPU per call, the agent's run-queue wait and the load average per round (about a minute
+# for 3 rounds of 5 s); then one client's 200 fetches on a new and on an open connection. VS_SPIRE_PERF=DIR adds one pass per system under
 # `perf record -e cpu-clock -g` on its agent (the paced row, then 200 calls on new connections).
 # --quick: 1,000 entries, fewer trials (about 7 minutes, most of it SPIRE's 5 s sync cycles and
 # the 120 s rotation TTL); without it (about 15 minutes): 1,000 and 10,000 entries, 30 revocation

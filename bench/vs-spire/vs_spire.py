@@ -35,7 +35,8 @@ Rows (issue 13), per system:
      answers reaches the stream.
 Floor of the storm rows: bench_crypto_floor (a P-256 key, two signatures, two verifications per
 SVID, OpenSSL alone), measured at the start of the run.
---only-row paced: only row 3's paced measure, both systems up at once, N rounds alternating
+--only-row paced: only row 3's paced measure, both systems up at once (or the one --only
+names), N rounds alternating, then one client's fetches on a new and an open connection
 (only_paced below).
 SPIRE's default LRU (1,000), when N > 1,000: a third agent with x509_svid_cache_max_size = 1000
 and N entries: the SVIDs it mints with no workload asking (30 s), then the time until a stream
@@ -64,6 +65,8 @@ ARGS = sys.argv[4:]
 QUICK = "--quick" in ARGS
 ONLY = ARGS[ARGS.index("--only") + 1] if "--only" in ARGS else None
 ONLY_ROW = ARGS[ARGS.index("--only-row") + 1] if "--only-row" in ARGS else None
+if ONLY not in (None, "lanyard", "spire"):
+    raise SystemExit(f"vs_spire.py: --only {ONLY}: lanyard or spire")
 ROUNDS = int(ARGS[ARGS.index("--rounds") + 1]) if "--rounds" in ARGS else 3
 ROW_S = int(ARGS[ARGS.index("--seconds") + 1]) if "--seconds" in ARGS else 5
 PERF_DIR = os.environ.get("VS_SPIRE_PERF")  # perf record each agent in one extra pass (paced row)
@@ -834,8 +837,10 @@ def only_paced(tmp):
     run, then the paced row (100 open connections, 1,000 calls/s, ROW_S seconds) ROUNDS times,
     Lanyard and SPIRE alternating (the order swapped every round, so drift in the machine's load
     falls on both). With VS_SPIRE_PERF=DIR, one more pass per system with `perf record -e
-    cpu-clock -g` on its agent during the paced row and during 200 calls on new connections."""
-    systems = [Lanyard(tmp), Spire(tmp)]
+    cpu-clock -g` on its agent during the paced row and during 200 calls on new connections.
+    --only lanyard|spire: that system alone (to compare two builds of one, run after run). After
+    the rounds, one client's 200 fetches on a new and on an open connection per system."""
+    systems = [c(tmp) for c in (Lanyard, Spire) if ONLY is None or c.name == ONLY]
     ags = {}
     for s in systems:
         f = fig[s.name]
@@ -846,8 +851,10 @@ def only_paced(tmp):
         ags[s.name], _ = start_agent_a(s, f)
         note(f"{s.name}: agent A up, {N_A} more entries made")
     wait_cached(list(ags.values()))
-    sp = ags["spire"].text().count("Creating X509-SVID")
-    note(f"cached (SPIRE's agent logged {sp} 'Creating X509-SVID'); rounds of {ROW_S} s")
+    if "spire" in ags:
+        sp = ags["spire"].text().count("Creating X509-SVID")
+        note(f"cached (SPIRE's agent logged {sp} 'Creating X509-SVID')")
+    note(f"rounds of {ROW_S} s")
     print(f"paced row: 100 open connections, 1,000 calls/s, {ROW_S} s per round; agent A with 1 + {N_A} "
           f"SVIDs on each; latency from the scheduled start to the first message")
     print()
@@ -869,6 +876,17 @@ def only_paced(tmp):
         f = fig[s.name]
         print(f"{s.name}: p50 {min(f['paced_p50_ms'])}-{max(f['paced_p50_ms'])} ms, p99 "
               f"{min(f['paced_p99_ms'])}-{max(f['paced_p99_ms'])} ms over {ROUNDS} rounds")
+    print("\none client, 200 FetchX509SVID, 2 ms apart, on a new connection each and on one open "
+          "connection (bench_wapi_client fetch -H):")
+    for s in systems:
+        load = loadavg()
+        ms = run_client("fetch", "-s", ags[s.name].sock, "-n", "1", "-r", "200", "-w", "2", "-H",
+                        "-p", str(ags[s.name].pid))
+        fig[s.name]["paced_fetch"] = ms
+        for m in ms:
+            print(f"{s.name}: {m['measure']}: p50 {float(m['p50_us']) / 1e3:.3f} ms, p99 "
+                  f"{float(m['p99_us']) / 1e3:.3f} ms, agent CPU per call {m.get('agent_cpu_us_per_call')} µs "
+                  f"(load {load})", flush=True)
     if PERF_DIR:
         print("\nwith perf stat, then perf record, attached to the agent (not counted above):")
         os.makedirs(PERF_DIR, exist_ok=True)
