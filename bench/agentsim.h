@@ -119,6 +119,9 @@ struct sim {
 	uint64_t issued, renewed, agent_renewed, moves, revoked, watch_opened, snapshots, deltas;
 	uint64_t errs, batch_errs, watch_errs, attest_errs, refused;
 	double chan_new_ms; /* loop time spent making channels (credentials, TLS contexts) */
+	uint64_t slice_turn; /* uv_now() of the loop turn the connect slice belongs to */
+	double slice_t0;     /* mono_ms() at its first connect */
+	uint64_t deferred;   /* connects put off to a later loop turn (agentsim_agent.c: conn_timer) */
 };
 
 /* ---- clocks ---- */

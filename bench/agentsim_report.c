@@ -74,10 +74,10 @@ report_stat(struct sim *s)
 	       "failed=%u entries=%" PRIu64 " svids=%" PRIu64 " marked=%" PRIu64 " issued=%" PRIu64 " renewed=%" PRIu64
 	       " agent_renewed=%" PRIu64 " watches=%" PRIu64 " snapshots=%" PRIu64 " deltas=%" PRIu64 " moves=%" PRIu64
 	       " revoked=%" PRIu64 " errs=%" PRIu64 " batch_errs=%" PRIu64 " watch_errs=%" PRIu64
-	       " attest_errs=%" PRIu64 " refused=%" PRIu64 " served_by=%s chan_new_ms=%.0f\n",
+	       " attest_errs=%" PRIu64 " refused=%" PRIu64 " served_by=%s chan_new_ms=%.0f deferred=%" PRIu64 "\n",
 	    t_ns / 1000000000, (int)(t_ns / 1000000 % 1000), s->n, s->started, attested, cnt[ST_SERVED],
 	    cnt[ST_CONNECTING], cnt[ST_BACKOFF], cnt[ST_FAILED], ents, svids, marked, s->issued, s->renewed,
 	    s->agent_renewed, s->watch_opened, s->snapshots, s->deltas, s->moves, s->revoked, s->errs, s->batch_errs,
-	    s->watch_errs, s->attest_errs, s->refused, by, s->chan_new_ms);
+	    s->watch_errs, s->attest_errs, s->refused, by, s->chan_new_ms, s->deferred);
 	fflush(stdout);
 }

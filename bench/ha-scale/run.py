@@ -62,6 +62,8 @@ ap.add_argument("--share-ca", action="store_true",
 ap.add_argument("--server-bin", help="a lanyard-server other than BUILD's (e.g. a branch's build)")
 ap.add_argument("--json")
 ap.add_argument("--keep", action="store_true")
+ap.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"),
+                help="the servers' log_level (debug: every watch opened and sent, for timelines)")
 A = ap.parse_args()
 
 SERVER = A.server_bin or os.path.join(A.build, "server", "lanyard-server")
@@ -221,7 +223,7 @@ class Server:
   datastore:
     database_type: postgres
     connection_string: "{pg.conninfo()}"
-  log_level: info
+  log_level: {A.log_level}
   ca_key_type: ec-p256
   ca_ttl: 24h
   default_x509_svid_ttl: {A.agent_ttl}
@@ -252,8 +254,9 @@ class Server:
 class Sim:
     """bench_agentsim's stdout, read on a thread."""
 
-    def __init__(self, proc):
+    def __init__(self, proc, out=None):
         self.proc = proc
+        self.out = out  # a file every stdout line is copied to (--keep: agentsim.out), or None
         self.stat = {}
         self.revoked = []
         self.moved = []
@@ -265,6 +268,8 @@ class Sim:
     def read(self):
         for ln in self.proc.p.stdout:
             ln = ln.decode(errors="replace").strip()
+            if self.out is not None:
+                self.out.write(ln + "\n")
             kv = dict(x.split("=", 1) for x in ln.split()[1:] if "=" in x)
             with self.lock:
                 if ln.startswith("stat "):
@@ -369,7 +374,7 @@ def main():
         sim_proc = Proc(NICE + [SIM, "-servers", ",".join(s.addr for s in servers), "-tokens", tokfile,
                                 "-bundle", bundle, "-td", TD, "-ramp", str(A.ramp), "-resync", str(A.resync),
                                 "-mark", MARK, "-srcAddrs", str(max(1, -(-A.agents // 32)))], os.path.join(tmp, "agentsim.log"), stdout=subprocess.PIPE)
-        sim = Sim(sim_proc)
+        sim = Sim(sim_proc, open(os.path.join(tmp, "agentsim.out"), "w", buffering=1) if A.keep else None)
         cpu_start = [cpu_s(s.proc.pid) for s in servers] + [sum(cpu_s(p) for p in pg.pids())]
         t0 = time.monotonic()
 

@@ -8,6 +8,7 @@
 #   bench/ha-scale/run.sh [BUILD_DIR] [--agents N] [--entries N] [--servers 1|2] [--steady S]
 #                         [--trials N] [--ramp N] [--resync S] [--x509-ttl S] [--agent-ttl S]
 #                         [--share-ca] [--server-bin PATH] [--json FILE] [--keep]
+#                         [--log-level debug|info|warn|error]
 #
 # Defaults: 100 agents, 5,000 entries, one server. BUILD_DIR: a tree with server/lanyard-server
 # and bench/bench_agentsim; without it, an optimised tree is configured and built in
