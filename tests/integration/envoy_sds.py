@@ -544,7 +544,15 @@ def main():
         a2.stop()
 
         # ---- the protocol, step by step (SPIRE's rules) ----
-        r = sds_client("protocol", f"{ids['a']},spiffe://{TD}", uid=UIDS["a"])
+        # On an identity of its own with the default TTL: envoy-a's (20 s) rotates every ~10 s, and
+        # its push could land in a step that expects no reply (it did once, under load).
+        proto_id = f"spiffe://{TD}/envoy-protocol"
+        rc, out, err = srv("entry", "create", "-spiffeID", proto_id, "-parentID", AGENT_ID, "-selector",
+                           f"unix:uid:{UIDS['a']}")
+        check(rc == 0, f"entry create {proto_id} (uid {UIDS['a']}, the default TTL)", out + err)
+        check(wait_for(lambda: sds_client("fetch", proto_id, uid=UIDS["a"]).get("code") == "OK", 30),
+              f"{proto_id} is served")
+        r = sds_client("protocol", f"{proto_id},spiffe://{TD}", uid=UIDS["a"])
         f1, f2 = r.get("first") or {}, r.get("names_changed") or {}
         check(f1.get("version") == "1" and f1.get("n") == 1 and re.fullmatch(r"[0-9a-f]{8}", f1.get("nonce", "")),
               "StreamSecrets: the first request is answered, version 1, a 4-byte hex nonce", str(r))
