@@ -76,8 +76,19 @@ cmake -S "$top" -B "$root/asan" -DCMAKE_BUILD_TYPE=Debug -DLANYARD_SANITIZE=ON >
 cmake --build "$root/asan" -j "$jobs"
 
 step "test suite under ASan+UBSan"
+# Every test but those below, which the gcc run above ran in full: they
+# spend their time waiting (timers, TTLs, a stalled database) or drive the
+# peers' libraries, and the daemon code they reach runs under ASan in the
+# others (interop.* -> integration.agent_sync, client_mtls, federation;
+# ha_storm.storm and ha_pg -> faults_storm, agent_failover, ha_audit_pg,
+# ha_storm.token; the idle and slowloris attacks -> attacks.h2*, attacks.slow;
+# server_pg_stall -> unit.test_datastore_async, test_server_shared;
+# faults_proxy -> agent_failover). Without them the whole of CI stays under
+# 40 minutes on 2 cores. LANYARD_ASAN_ALL=1 runs them too.
+asan_skip='^(interop\.|integration\.(ha_storm\.storm|ha_pg|attacks\.(healthidle|idletls|slowloris)|server_pg_stall|faults_proxy)$)'
+[ "${LANYARD_ASAN_ALL:-0}" = 1 ] && asan_skip='^$'
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_ctest "test suite under ASan+UBSan" "$root/asan" --output-on-failure -j "$jobs"
+  run_ctest "test suite under ASan+UBSan" "$root/asan" --output-on-failure -j "$jobs" -E "$asan_skip"
 
 step "libFuzzer build (clang) and corpus replay"
 CC=clang cmake -S "$top" -B "$root/fuzz" -DCMAKE_BUILD_TYPE=Debug -DLANYARD_FUZZ=ON >/dev/null
