@@ -55,7 +55,7 @@ import time
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (PROCS, Daemon, check, exit_status, figures, finish, free_port, one_error_line,  # noqa: E402
+from harness import (PROCS, Daemon, check, openssl_verify, exit_status, figures, finish, free_port, one_error_line,  # noqa: E402
                      protoc, run, skip, split_der, wait_for)
 
 SERVER, AGENT, PROTO_DIR, SCENARIO = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -895,17 +895,7 @@ def scenario_storm(tmp, pb, pb_grpc):
             f.write(leaf.public_bytes(Encoding.PEM))
         leaf_files.append(p)
 
-    def pem_file(name, ders):
-        p = os.path.join(vdir, name)
-        with open(p, "wb") as f:
-            for d in ders:
-                f.write(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM))
-        return p
-    args = ["openssl", "verify", "-x509_strict", "-CAfile", pem_file("bundle.pem", roots)]
-    if inter:
-        args += ["-untrusted", pem_file("inter.pem", inter)]
-    r = subprocess.run(args + leaf_files, capture_output=True, text=True)
-    oks = sum(1 for ln in r.stdout.splitlines() if ln.endswith(": OK"))
+    r, oks = openssl_verify(vdir, roots, inter, leaf_files)
     check(r.returncode == 0 and oks == n and not wrong_san,
           f"storm: every final chain verifies against the bundle (openssl verify -x509_strict: {oks} of {n} OK) "
           "and names its SPIFFE ID", (r.stderr or r.stdout)[-800:] + str(wrong_san[:3]))

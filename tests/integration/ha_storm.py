@@ -55,7 +55,7 @@ sys.path.insert(0, HERE)
 import faults  # noqa: E402  (reads sys.argv[1:5]: the same arguments)
 import ha_pg  # noqa: E402  (reads sys.argv[1:3])
 import server_agent_api as sa  # noqa: E402  (reads sys.argv[1:3]; only its helpers are used)
-from harness import Daemon, check, exit_status, failures, figures, finish, protoc, run, split_der  # noqa: E402
+from harness import Daemon, check, exit_status, failures, figures, finish, openssl_verify, protoc, run, split_der  # noqa: E402
 from server_pg import Postgres, pg_bindir  # noqa: E402
 
 SERVER, AGENT, PROTO_DIR, SCENARIO = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -345,17 +345,7 @@ def storm(tmp, servers, n_agents, per_agent, ttl):
           "expires)", str(bundle_roots))
     check(not short, f"every final SVID valid now and for at least {ttl // 4} s more", str(short[:3]))
 
-    def pem_file(name, ders):
-        p = os.path.join(vdir, name)
-        with open(p, "wb") as f:
-            for d in ders:
-                f.write(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM))
-        return p
-    args = ["openssl", "verify", "-x509_strict", "-CAfile", pem_file("bundle.pem", roots)]
-    if inter:
-        args += ["-untrusted", pem_file("inter.pem", inter)]
-    r = subprocess.run(args + leaf_files, capture_output=True, text=True)
-    oks = sum(1 for ln in r.stdout.splitlines() if ln.endswith(": OK"))
+    r, oks = openssl_verify(vdir, roots, inter, leaf_files)
     check(r.returncode == 0 and oks == len(leaf_files) == n_agents * per_agent and not wrong,
           f"every final chain verifies against the bundle (openssl verify -x509_strict: {oks} of "
           f"{n_agents * per_agent} OK) and names its SPIFFE ID", (r.stderr or r.stdout)[-800:] + str(wrong[:3]))

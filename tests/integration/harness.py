@@ -338,3 +338,23 @@ def make_node_pki(d):
     with open(ca_path, "wb") as f:
         f.write(ca.public_bytes(serialization.Encoding.PEM))
     return ca_path, node, node_key
+
+
+def openssl_verify(vdir, roots, inter, leaf_files):
+    """`openssl verify -x509_strict` of the PEM files `leaf_files` against the DER certificates `roots`
+    (CA file) and `inter` (untrusted intermediates), written as PEM into `vdir`.
+    Returns (the CompletedProcess, how many leaves printed ": OK")."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    def pem_file(name, ders):
+        p = os.path.join(vdir, name)
+        with open(p, "wb") as f:
+            for d in ders:
+                f.write(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM))
+        return p
+    args = ["openssl", "verify", "-x509_strict", "-CAfile", pem_file("bundle.pem", roots)]
+    if inter:
+        args += ["-untrusted", pem_file("inter.pem", inter)]
+    r = subprocess.run(args + leaf_files, capture_output=True, text=True)
+    return r, sum(1 for ln in r.stdout.splitlines() if ln.endswith(": OK"))
