@@ -251,8 +251,20 @@ conn_attested(struct wconn *c)
 		log_warn("workload api: conn %" PRIu64 ": connection lost", c->id);
 		goto close;
 	}
+	/* Its uid's connections were shed while this one was being attested:
+	 * refused like those accepted from now on. */
+	if (uid_penalized(w, c->uid, uv_now(w->agent->loop)) && !ly_wapi_conn_keep(c, w)) {
+		if (w->refused_penalty++ % 1000 == 0)
+			log_info("workload api: uid %u: connection refused (memory guard penalty)", (unsigned)c->uid);
+		goto close;
+	}
 	if (ly_rpc_server_add_fd(w->srv, fd, c, &e) != LY_OK) {
-		log_warn("workload api: conn %" PRIu64 ": not served: %s", c->id, e.msg);
+		/* LY_E_LIMIT: the memory guard refused it and penalized its uid (rpc.h). */
+		if (e.code != LY_E_LIMIT)
+			log_warn("workload api: conn %" PRIu64 ": not served: %s", c->id, e.msg);
+		else if (w->refused_handover++ % 1000 == 0)
+			log_info("workload api: conn %" PRIu64 " (uid %u): refused: %s (%" PRIu64 " so far)", c->id,
+			    (unsigned)c->uid, e.msg, w->refused_handover);
 		goto close;
 	}
 	c->refs++; /* gRPC's, until ly_wapi_conn_release */

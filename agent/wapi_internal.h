@@ -91,7 +91,8 @@ struct ly_wapi {
 	struct ly_ratelimit *limit;
 	uint64_t rate_limited;
 	/* Counters (for metrics). */
-	uint64_t accepted, refused_busy, refused_uid, refused_penalty, attest_failed, attest_denied, calls, denied, sent;
+	uint64_t accepted, refused_busy, refused_uid, refused_penalty, refused_handover, attest_failed, attest_denied,
+	    calls, denied, sent;
 };
 
 /* One Workload API connection (the conn_ctx of its calls). */

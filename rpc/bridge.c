@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -94,6 +95,7 @@ struct ly_rpc {
 	unsigned ticks;
 	uint64_t rss_base;  /* resident bytes, following slow growth (rpc_memory_guard) */
 	uint64_t trim_until; /* uv_now until which freed memory is given back each second */
+	size_t handover_queued; /* bytes queued on unkept connections handed over this tick */
 	uv_thread_t thread;
 	grpc_completion_queue *cq;
 
@@ -393,9 +395,31 @@ rss_bytes(void)
  * for a request until LY_RPC_REQUEST_TIMEOUT_MS), a real agent's or
  * workload's stream is kept, an idle real client reconnects. Freed memory is
  * given back (malloc_trim, each second for LY_RPC_TRIM_MS after the last
- * shedding). The level follows slow,
- * legitimate growth within about a minute.
+ * shedding). The level follows slow, legitimate growth within about a
+ * minute. It looks every LY_RPC_SWEEP_MS and at each handover (handover_admit).
  */
+
+/* Sheds when `rss` is over the level now; returns whether it is. */
+static bool
+rpc_memory_shed_if_over(struct ly_rpc *rpc, uint64_t rss, uint64_t now)
+{
+	if (rpc->rss_base == 0 || rss <= rpc->rss_base + LY_RPC_SHED_GROWTH_MAX)
+		return false;
+	size_t shed = 0;
+	struct ly_queue *l;
+	LY_QUEUE_FOREACH(l, &rpc->servers)
+		shed += server_shed(LY_QUEUE_DATA(l, struct ly_rpc_server, link));
+	if (shed != 0 && !uv_is_active((uv_handle_t *)&rpc->penalty))
+		(void)uv_timer_start(&rpc->penalty, on_penalty, LY_RPC_PENALTY_SWEEP_MS,
+		    LY_RPC_PENALTY_SWEEP_MS);
+	if (shed != 0)
+		log_warn("rpc: memory %" PRIu64 " MiB, %" PRIu64 " MiB over its level: "
+			 "%zu connections without a call served shut down",
+		    rss >> 20, (rss - rpc->rss_base) >> 20, shed);
+	rpc->trim_until = now + LY_RPC_TRIM_MS;
+	return true;
+}
+
 static void
 rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 {
@@ -407,24 +431,43 @@ rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 		rpc->rss_base = rss;
 	else
 		rpc->rss_base += (rss - rpc->rss_base) / 256;
-	if (rss > rpc->rss_base + LY_RPC_SHED_GROWTH_MAX) {
-		size_t shed = 0;
-		struct ly_queue *l;
-		LY_QUEUE_FOREACH(l, &rpc->servers)
-			shed += server_shed(LY_QUEUE_DATA(l, struct ly_rpc_server, link));
-		if (shed != 0 && !uv_is_active((uv_handle_t *)&rpc->penalty))
-			(void)uv_timer_start(&rpc->penalty, on_penalty, LY_RPC_PENALTY_SWEEP_MS,
-			    LY_RPC_PENALTY_SWEEP_MS);
-		if (shed != 0)
-			log_warn("rpc: memory %" PRIu64 " MiB, %" PRIu64 " MiB over its level: "
-				 "%zu connections without a call served shut down",
-			    rss >> 20, (rss - rpc->rss_base) >> 20, shed);
-		rpc->trim_until = now + LY_RPC_TRIM_MS;
-	}
+	(void)rpc_memory_shed_if_over(rpc, rss, now);
 	/* gRPC frees a flood's streams as it works through them, for seconds
 	 * after the connections are gone: give the pages back as they come. */
 	if (second && now < rpc->trim_until)
 		(void)malloc_trim(0);
+}
+
+/*
+ * The guard at a handover (ly_rpc_server_add_fd), for a connection the
+ * daemon does not keep under it (cfg.conn_keep). What a client wrote before
+ * we accepted it, gRPC parses on its own threads within milliseconds of the
+ * handover, and a loop that is slow for a moment (attesting a burst of
+ * connections on a loaded machine) hands many over between two ticks: a
+ * stream flood queued that way took the agent to 1.2 GiB before the next
+ * tick ran. So such a connection is not handed over while memory is over
+ * the guard's level now (which sheds too), nor when the bytes already
+ * queued on those handed over this tick would pass LY_RPC_HANDOVER_QUEUED_MAX
+ * (a real client's first flight is a few hundred bytes, Envoy's a few KiB).
+ */
+static ly_status
+handover_admit(struct ly_rpc_server *srv, int fd, struct ly_error *err)
+{
+	struct ly_rpc *rpc = srv->rpc;
+	uint64_t rss = rss_bytes();
+	int queued = 0;
+
+	if (rss != 0 && rpc_memory_shed_if_over(rpc, rss, uv_now(rpc->loop)))
+		return ly_error_set(err, LY_E_LIMIT, "memory guard: %" PRIu64 " MiB over its level",
+		    (rss - rpc->rss_base) >> 20);
+	if (ioctl(fd, FIONREAD, &queued) != 0 || queued < 0)
+		queued = 0; /* not a stream socket we can ask: only the memory check holds */
+	if ((size_t)queued > LY_RPC_HANDOVER_QUEUED_MAX - rpc->handover_queued)
+		return ly_error_set(err, LY_E_LIMIT,
+		    "memory guard: %d bytes written before the connection was accepted (%zu this tick, "
+		    "at most %d)", queued, rpc->handover_queued, LY_RPC_HANDOVER_QUEUED_MAX);
+	rpc->handover_queued += (size_t)queued;
+	return LY_OK;
 }
 
 /*
@@ -459,6 +502,7 @@ on_sweep(uv_timer_t *t)
 	uint64_t now = uv_now(rpc->loop);
 	bool second = ++rpc->ticks % (1000 / LY_RPC_SWEEP_MS) == 0;
 
+	rpc->handover_queued = 0;
 	rpc_memory_guard(rpc, now, second);
 	struct ly_queue *l;
 	LY_QUEUE_FOREACH(l, &rpc->servers) {
@@ -1616,6 +1660,12 @@ ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx, struct l
 
 	if (!srv->started || srv->shutting_down)
 		return ly_error_set(err, LY_E_INVALID, "add fd: server not running");
+	if (!srv->cfg.trusted && !(srv->cfg.conn_keep != NULL && srv->cfg.conn_keep(conn_ctx, srv->cfg.arg)) &&
+	    handover_admit(srv, fd, err) != LY_OK) {
+		if (srv->cfg.conn_shed != NULL)
+			srv->cfg.conn_shed(conn_ctx, srv->cfg.arg);
+		return ly_error_wrap(err, LY_E_LIMIT, "add fd");
+	}
 	fd_grpc = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	fd_watch = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (fd_grpc < 0 || fd_watch < 0) {

@@ -208,6 +208,10 @@ ly_status ly_rpc_server_start(struct ly_rpc_server *srv, struct ly_error *err) L
  * `conn_ctx` (ly_rpc_call_conn_ctx); conn_release gets it back once the
  * connection hung up and its last call ended. Plaintext only (gRPC's rule
  * for handed-over fds). After start. On error conn_release is not called.
+ * LY_E_LIMIT: the memory guard refused a connection not kept (cfg.trusted,
+ * cfg.conn_keep), memory being over its level or too many bytes already
+ * queued this tick (lib/caps.h LY_RPC_HANDOVER_QUEUED_MAX); cfg.conn_shed
+ * was told first.
  */
 ly_status ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx,
     struct ly_error *err) LY_MUST_CHECK;

@@ -761,16 +761,32 @@ class Fetcher(threading.Thread):
 
 
 def run_flood(ctx, tag, pid, mode, target, conns, streams, seconds, path, bound_mib, uid=None, ack=False, rate=0):
-    """h2flood.py against `target` while a workload fetches and a new entry must reach it; samples pid's VmRSS."""
+    """h2flood.py against `target` while a workload fetches and a new entry must reach it; samples pid's VmRSS.
+    Mode `queue`: the daemon is stopped (SIGSTOP) while the flood connects and queues its streams, as a
+    daemon busy for a moment would be, then continued; the workload starts fetching after that."""
     env, pb, pbg, sid = ctx["env"], ctx["pb"], ctx["pbg"], ctx["sid"]
     rss0 = proc_status(pid, "VmRSS")
     f = Fetcher(env.agent_sock, pb, pbg, sid)
-    f.start()
+    if mode != "queue":
+        f.start()
     cmd = ["/usr/bin/python3", ctx["h2flood"], mode, target, str(conns), str(streams), str(seconds), path] + \
         (["ack"] if ack else []) + ([f"rate={rate}"] if rate else [])
     if uid is not None:
         cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    early = []
+    if mode == "queue":
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            for ln in iter(p.stdout.readline, ""):  # the flood prints this, or ends
+                early.append(ln)
+                if '"streams_queued"' in ln:
+                    break
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        f.start()
+    else:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     t0 = time.time()
     peak, synced = rss0, None
     sid2 = f"spiffe://{TD}/workload/{tag}-during"
@@ -791,7 +807,7 @@ def run_flood(ctx, tag, pid, mode, target, conns, streams, seconds, path, bound_
             if sid2 in ids_of(r):
                 synced = round(time.time() - tc, 2)
         time.sleep(0.3)
-    out = [json.loads(ln) for ln in p.stdout.read().splitlines() if ln.startswith("{")]
+    out = [json.loads(ln) for ln in [e.strip() for e in early] + p.stdout.read().splitlines() if ln.startswith("{")]
     f.stop.set()
     f.join(timeout=15)
     for _ in range(10):  # calls queued inside gRPC are still being created after the flood
@@ -835,6 +851,9 @@ FLOOD_GUARD_RSS_MIB = 1024
 # Rapid reset: the guard sheds the flood's connections; then the Workload API refuses the uid at
 # accept, the TCP port shuts the address's new connections within 10 ms (LY_RPC_PENALTY_SWEEP_MS).
 FLOOD_RESET_RSS_MIB = {"h2server": 512, "h2wapi": 512}
+# Streams queued before the agent accepted (Workload API): what a connection brings is parsed at once,
+# so the handover itself is guarded (LY_RPC_HANDOVER_QUEUED_MAX per tick, and the memory check).
+FLOOD_QUEUED_RSS_MIB = 128
 # ASan's allocator keeps freed chunks of each size class to itself (the `slow` scenario's note), so
 # the daemon comes back less far under it.
 FLOOD_RECOVER_MIB = 192 if os.environ.get("LANYARD_SANITIZE") == "1" else 96
@@ -893,12 +912,23 @@ def sc_h2wapi(ctx):
     env = ctx["env"]
     target = f"unix:{env.agent_sock}"
     path = "/SpiffeWorkloadAPI/FetchX509SVID"
+    # `queued`: the streams are written before the agent accepts (it is paused meanwhile, as a busy
+    # agent is for a moment), so gRPC parses each connection's whole queue as soon as it is handed
+    # over, faster than the guard's tick (CI once: 40 connections, 1.2 GiB before the tick ran). It
+    # comes right after `hold_ack`, which sheds nothing: a shedding puts uid 65534 in the penalty box
+    # for 10 s, and its connections would then be refused at accept, before any handover.
     for tag, mode, conns, streams, ack, bound in (("hold_ack", "hold", 40, 2500, True, FLOOD_RSS_MIB),
+                                                  ("queued", "queue", 40, 2500, False, FLOOD_QUEUED_RSS_MIB),
                                                   ("hold", "hold", 40, 2500, False, FLOOD_GUARD_RSS_MIB),
                                                   ("reset", "reset", 4, 200, False, FLOOD_RESET_RSS_MIB["h2wapi"])):
-        conns, seconds, rate = flood_scale(conns, 15 if mode == "hold" else 10, mode)
+        conns, seconds, rate = flood_scale(conns, 10 if mode == "reset" else 15, mode)
         check_flood("h2wapi_" + tag, run_flood(ctx, "h2wapi_" + tag, env.agent.pid, mode, target, conns, streams,
                                                seconds, path, bound, uid=UID_NONE, ack=ack, rate=rate), bound)
+        if mode == "queue":
+            log = env.agent.text()
+            check("bytes written before the connection was accepted" in log,
+                  "h2wapi_queued: the handover guard refused a connection (agent log)",
+                  "penalty refusals: %d" % log.count("connection refused (memory guard penalty)"))
 
 
 HOLDER = r'''

