@@ -46,6 +46,7 @@
 #include "lib/jwt.h"
 #include "lib/keys.h"
 #include "lib/log.h"
+#include "lib/procmem.h"
 #include "lib/spiffeid.h"
 #include "lib/x509pop.h"
 #include "lib/x509svid.h"
@@ -89,32 +90,20 @@ ly_sync_base_rand32(void)
  */
 #define TRIM_DELAY_MS 250
 
-/* Resident pages of this process (KiB), 0 when /proc says nothing. */
-static unsigned long
-rss_kib(void)
-{
-	unsigned long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "re");
-	if (f == NULL)
-		return 0;
-	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-		resident = 0;
-	(void)fclose(f);
-	return resident * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void
 on_trim_timer(uv_timer_t *t)
 {
 	(void)t;
 #ifdef __GLIBC__
-	unsigned long before = ly_log_get_level() >= LY_LOG_DEBUG ? rss_kib() : 0;
+	uint64_t before = ly_log_get_level() >= LY_LOG_DEBUG ? ly_procmem_rss_bytes() / 1024 : 0;
 	uint64_t t0 = uv_hrtime();
 	(void)malloc_trim(0);
 	if (before != 0) {
 		struct mallinfo2 mi = mallinfo2();
-		log_debug("memory: trimmed after a burst in %.2f ms, VmRSS %lu -> %lu KiB (heap in use %zu KiB)",
-		    (double)(uv_hrtime() - t0) / 1e6, before, rss_kib(), (mi.uordblks + mi.hblkhd) / 1024);
+		log_debug("memory: trimmed after a burst in %.2f ms, VmRSS %" PRIu64 " -> %" PRIu64
+			  " KiB (heap in use %zu KiB)",
+		    (double)(uv_hrtime() - t0) / 1e6, before, ly_procmem_rss_bytes() / 1024,
+		    (mi.uordblks + mi.hblkhd) / 1024);
 	}
 #endif
 }

@@ -56,6 +56,7 @@
 
 #include "lib/caps.h"
 #include "lib/log.h"
+#include "lib/procmem.h"
 #include "lib/queue.h"
 #include "lib/sockpath.h"
 #include "rpc/conntab.h"
@@ -371,20 +372,6 @@ static void authed_prune(struct ly_rpc_server *srv);
 static size_t server_shed_tcp(struct ly_rpc_server *srv, bool all);
 static void on_penalty(uv_timer_t *t);
 
-/* This process's resident memory in bytes (0 when unknown). */
-static uint64_t
-rss_bytes(void)
-{
-	unsigned long size, resident;
-	FILE *f = fopen("/proc/self/statm", "re");
-
-	if (f == NULL)
-		return 0;
-	int n = fscanf(f, "%lu %lu", &size, &resident);
-	(void)fclose(f);
-	return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
-}
-
 /*
  * The memory guard (caps.h LY_RPC_SHED_GROWTH_MAX). gRPC 1.51 lets a peer
  * make it allocate streams we never see as calls (opened then reset at
@@ -423,7 +410,7 @@ rpc_memory_shed_if_over(struct ly_rpc *rpc, uint64_t rss, uint64_t now)
 static void
 rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 {
-	uint64_t rss = rss_bytes();
+	uint64_t rss = ly_procmem_rss_bytes();
 
 	if (rss == 0)
 		return;
@@ -454,7 +441,7 @@ static ly_status
 handover_admit(struct ly_rpc_server *srv, int fd, struct ly_error *err)
 {
 	struct ly_rpc *rpc = srv->rpc;
-	uint64_t rss = rss_bytes();
+	uint64_t rss = ly_procmem_rss_bytes();
 	int queued = 0;
 
 	if (rss != 0 && rpc_memory_shed_if_over(rpc, rss, uv_now(rpc->loop)))
