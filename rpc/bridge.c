@@ -421,8 +421,14 @@ rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 	(void)rpc_memory_shed_if_over(rpc, rss, now);
 	/* gRPC frees a flood's streams as it works through them, for seconds
 	 * after the connections are gone: give the pages back as they come. */
-	if (second && now < rpc->trim_until)
+	if (second && now < rpc->trim_until) {
+		uint64_t t0 = uv_hrtime();
 		(void)malloc_trim(0);
+		uint64_t after = ly_procmem_rss_bytes();
+		if (after + (1u << 20) <= rss)
+			log_debug("rpc: memory trimmed in %.2f ms, VmRSS %" PRIu64 " -> %" PRIu64 " MiB",
+			    (double)(uv_hrtime() - t0) / 1e6, rss >> 20, after >> 20);
+	}
 }
 
 /*
@@ -451,8 +457,8 @@ handover_admit(struct ly_rpc_server *srv, int fd, struct ly_error *err)
 		queued = 0; /* not a stream socket we can ask: only the memory check holds */
 	if ((size_t)queued > LY_RPC_HANDOVER_QUEUED_MAX - rpc->handover_queued)
 		return ly_error_set(err, LY_E_LIMIT,
-		    "memory guard: %d bytes written before the connection was accepted (%zu this tick, "
-		    "at most %d)", queued, rpc->handover_queued, LY_RPC_HANDOVER_QUEUED_MAX);
+		    "memory guard: %d bytes written before the connection was accepted, %zu more handed "
+		    "over this tick (at most %d)", queued, rpc->handover_queued, LY_RPC_HANDOVER_QUEUED_MAX);
 	rpc->handover_queued += (size_t)queued;
 	return LY_OK;
 }

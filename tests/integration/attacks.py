@@ -921,7 +921,7 @@ def sc_h2wapi(ctx):
                                                   ("queued", "queue", 40, 2500, False, FLOOD_QUEUED_RSS_MIB),
                                                   ("hold", "hold", 40, 2500, False, FLOOD_GUARD_RSS_MIB),
                                                   ("reset", "reset", 4, 200, False, FLOOD_RESET_RSS_MIB["h2wapi"])):
-        conns, seconds, rate = flood_scale(conns, 10 if mode == "reset" else 15, mode)
+        conns, seconds, rate = flood_scale(conns, {"hold": 15, "queue": 8, "reset": 10}[mode], mode)
         check_flood("h2wapi_" + tag, run_flood(ctx, "h2wapi_" + tag, env.agent.pid, mode, target, conns, streams,
                                                seconds, path, bound, uid=UID_NONE, ack=ack, rate=rate), bound)
         if mode == "queue":
