@@ -3,7 +3,7 @@
  * The one reader behind the rpc memory guard (rpc/bridge.c) and the agent's
  * trim-after-a-burst debug line (agent/sync_base.c).
  *
- * No state, any thread; about 10 µs (an open, a read, a close).
+ * No state, any thread; an open, a read and a close (a few µs).
  */
 #ifndef LANYARD_PROCMEM_H
 #define LANYARD_PROCMEM_H

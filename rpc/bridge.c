@@ -442,6 +442,8 @@ rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
  * the guard's level now (which sheds too), nor when the bytes already
  * queued on those handed over this tick would pass LY_RPC_HANDOVER_QUEUED_MAX
  * (a real client's first flight is a few hundred bytes, Envoy's a few KiB).
+ * The caller asks conn_keep only when this refuses; a kept connection's
+ * bytes count in the tick's sum like any other's.
  */
 static ly_status
 handover_admit(struct ly_rpc_server *srv, int fd, struct ly_error *err)
@@ -1653,8 +1655,10 @@ ly_rpc_server_add_fd(struct ly_rpc_server *srv, int fd, void *conn_ctx, struct l
 
 	if (!srv->started || srv->shutting_down)
 		return ly_error_set(err, LY_E_INVALID, "add fd: server not running");
-	if (!srv->cfg.trusted && !(srv->cfg.conn_keep != NULL && srv->cfg.conn_keep(conn_ctx, srv->cfg.arg)) &&
-	    handover_admit(srv, fd, err) != LY_OK) {
+	/* handover_admit first (an ioctl and a read of /proc/self/statm); conn_keep,
+	 * which asks the agent's cache, only when it refuses. */
+	if (!srv->cfg.trusted && handover_admit(srv, fd, err) != LY_OK &&
+	    !(srv->cfg.conn_keep != NULL && srv->cfg.conn_keep(conn_ctx, srv->cfg.arg))) {
 		if (srv->cfg.conn_shed != NULL)
 			srv->cfg.conn_shed(conn_ctx, srv->cfg.arg);
 		return ly_error_wrap(err, LY_E_LIMIT, "add fd");
