@@ -96,7 +96,7 @@ struct ly_rpc {
 	unsigned ticks;
 	uint64_t rss_base;  /* resident bytes, following slow growth (rpc_memory_guard) */
 	uint64_t trim_until; /* uv_now until which freed memory is given back each second */
-	size_t handover_queued; /* bytes queued on unkept connections handed over this tick */
+	size_t handover_queued; /* bytes queued before accept on the connections handed over this tick */
 	uv_thread_t thread;
 	grpc_completion_queue *cq;
 
@@ -432,8 +432,8 @@ rpc_memory_guard(struct ly_rpc *rpc, uint64_t now, bool second)
 }
 
 /*
- * The guard at a handover (ly_rpc_server_add_fd), for a connection the
- * daemon does not keep under it (cfg.conn_keep). What a client wrote before
+ * The guard at a handover (ly_rpc_server_add_fd); what it refuses is still
+ * handed over when the daemon keeps it (cfg.conn_keep). What a client wrote before
  * we accepted it, gRPC parses on its own threads within milliseconds of the
  * handover, and a loop that is slow for a moment (attesting a burst of
  * connections on a loaded machine) hands many over between two ticks: a

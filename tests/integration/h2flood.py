@@ -173,23 +173,18 @@ def main():
             errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
     print(json.dumps({"event": "connected", "conns": opened}), flush=True)
     closed_by_server = 0
-    if mode == "queue":
+    if mode in ("hold", "queue"):
         for c in conns:
-            sent += c.queue(nstreams)
-        print(json.dumps({"event": "streams_queued", "streams": sent}), flush=True)
-        while running(end):
-            for c in conns:
-                c.drain()
-            time.sleep(0.2)
-        closed_by_server = sum(1 for c in conns if c.closed)
-    elif mode == "hold":
-        for c in conns:
+            if mode == "queue":
+                sent += c.queue(nstreams)
+                continue
             for _ in range(0, nstreams, 500):
                 if STOP:
                     break
                 sent += c.streams(min(500, nstreams - (c.next_id // 2)), False)
                 c.drain()
-        print(json.dumps({"event": "streams_open", "streams": sent}), flush=True)
+        print(json.dumps({"event": "streams_queued" if mode == "queue" else "streams_open", "streams": sent}),
+              flush=True)
         while running(end):
             for c in conns:
                 c.drain()
