@@ -96,6 +96,14 @@ uid_penalized(const struct ly_wapi *w, uid_t uid, uint64_t now)
 	return false;
 }
 
+/* A connection of a penalized uid refused: counted, and every 1,000th logged. */
+static void
+penalty_refused(struct ly_wapi *w, uid_t uid)
+{
+	if (w->refused_penalty++ % 1000 == 0)
+		log_info("workload api: uid %u: connection refused (memory guard penalty)", (unsigned)uid);
+}
+
 /* rpc.h ly_wapi_conn_shed: the caller's uid gets LY_WAPI_SHED_PENALTY_MS (its slot, a free one, or the oldest). */
 void
 ly_wapi_conn_shed(void *conn_ctx, void *arg)
@@ -254,8 +262,7 @@ conn_attested(struct wconn *c)
 	/* Its uid's connections were shed while this one was being attested:
 	 * refused like those accepted from now on. */
 	if (uid_penalized(w, c->uid, uv_now(w->agent->loop)) && !ly_wapi_conn_keep(c, w)) {
-		if (w->refused_penalty++ % 1000 == 0)
-			log_info("workload api: uid %u: connection refused (memory guard penalty)", (unsigned)c->uid);
+		penalty_refused(w, c->uid);
 		goto close;
 	}
 	if (ly_rpc_server_add_fd(w->srv, fd, c, &e) != LY_OK) {
@@ -419,8 +426,7 @@ ly_wapi_on_connection(uv_stream_t *listener, int status)
 		goto close;
 	}
 	if (uid_penalized(w, cred.uid, uv_now(w->agent->loop))) {
-		if (w->refused_penalty++ % 1000 == 0)
-			log_info("workload api: uid %u: connection refused (memory guard penalty)", (unsigned)cred.uid);
+		penalty_refused(w, cred.uid);
 		goto close;
 	}
 	if (ly_keycount_take(&w->uid_conns, &cred.uid, sizeof(cred.uid), LY_WAPI_CONNS_PER_UID_MAX,

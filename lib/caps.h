@@ -320,8 +320,9 @@
 #define LY_RPC_SHED_PENALTY_MS 10000
 /*
  * Bytes a client may have written before its connection was accepted,
- * summed over the unkept connections handed to gRPC in one
- * LY_RPC_SWEEP_MS (rpc/bridge.c handover_admit): gRPC parses them at once,
+ * summed over the connections handed to gRPC in one LY_RPC_SWEEP_MS (over
+ * it, one the daemon does not keep is refused; rpc/bridge.c
+ * handover_admit): gRPC parses them at once,
  * before the memory guard's next look (about 2,000 flood streams, 25 MiB
  * of gRPC's memory). A real client's first flight is a few hundred bytes.
  */
